@@ -1,0 +1,30 @@
+//! `farol`: the one Farol binary. Each subsystem adds a subcommand here (devnet, node, spn,
+//! relayer, restake, keys, bench).
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+/// Farol: a multi-chain framework with a mainnet hub.
+#[derive(Debug, Parser)]
+#[command(name = "farol", version, about, long_about = None)]
+struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The top-level subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure Farol against its baseline on the same workload; prints one JSON line per
+    /// result to stdout and progress to stderr.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(args) => bench::run(args),
+    }
+}

@@ -1,0 +1,358 @@
+//! The byte format of log records (see `docs/store.md`, "On-disk format").
+//!
+//! Every record is framed as `len: u32 LE ‖ crc: u32 LE ‖ body[len]`, where `crc` is the
+//! CRC-32 (IEEE) of `len ‖ body`. All integers are little-endian.
+
+use farol_primitives::{Bytes, B256};
+
+use crate::tree::{Leaf, PageId, Slot, MAX_DEPTH};
+use crate::MAX_VALUE_LEN;
+
+/// Bytes of a record's frame header.
+pub(crate) const FRAME: usize = 8;
+/// The largest record body accepted (a full page of 256 maximal values, with room).
+pub(crate) const MAX_BODY: usize = 256 * (MAX_VALUE_LEN + 40) + 64;
+
+pub(crate) const K_PAGE: u8 = 1;
+pub(crate) const K_COMMIT: u8 = 2;
+pub(crate) const K_PRUNE: u8 = 3;
+/// A page record copied by garbage collection; replay skips it (see `gc.rs`).
+pub(crate) const K_RELOCATED: u8 = 4;
+
+/// How a page record relates to the page's earlier records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PageKind {
+    /// All occupied slots.
+    Full,
+    /// Only the slots changed since the page's previous record.
+    Delta,
+    /// The page stopped existing at this version.
+    Gone,
+}
+
+impl PageKind {
+    fn byte(self) -> u8 {
+        match self {
+            PageKind::Full => 0,
+            PageKind::Delta => 1,
+            PageKind::Gone => 2,
+        }
+    }
+    pub(crate) fn from_byte(b: u8) -> Option<PageKind> {
+        match b {
+            0 => Some(PageKind::Full),
+            1 => Some(PageKind::Delta),
+            2 => Some(PageKind::Gone),
+            _ => None,
+        }
+    }
+}
+
+const TAG_REMOVED: u8 = 0;
+const TAG_LEAF: u8 = 1;
+const TAG_CHILD: u8 = 2;
+
+/// Frames `body` (written by `f`) into `out`; returns the record's total length.
+pub(crate) fn frame(out: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) -> u32 {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME]);
+    f(out);
+    let len = (out.len() - start - FRAME) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = checksum(&out[start..start + 4], &out[start + FRAME..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    (out.len() - start) as u32
+}
+
+pub(crate) fn checksum(len: &[u8], body: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(len);
+    h.update(body);
+    h.finalize()
+}
+
+/// Parses a frame header: the body length, or why it is not a record.
+pub(crate) fn frame_len(header: &[u8; FRAME]) -> Result<usize, &'static str> {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len == 0 {
+        return Err("zero-length record");
+    }
+    if len > MAX_BODY {
+        return Err("record length out of range");
+    }
+    Ok(len)
+}
+
+/// Checks a whole record (header and body) and returns its body.
+pub(crate) fn check_record(rec: &[u8]) -> Result<&[u8], &'static str> {
+    if rec.len() < FRAME {
+        return Err("truncated record header");
+    }
+    let mut header = [0u8; FRAME];
+    header.copy_from_slice(&rec[..FRAME]);
+    let len = frame_len(&header)?;
+    if rec.len() != FRAME + len {
+        return Err("record length mismatch");
+    }
+    let crc = u32::from_le_bytes([rec[4], rec[5], rec[6], rec[7]]);
+    if checksum(&rec[..4], &rec[FRAME..]) != crc {
+        return Err("checksum mismatch");
+    }
+    Ok(&rec[FRAME..])
+}
+
+/// Writes a page record body: header then the given slot entries (`None` = removed).
+pub(crate) fn encode_page<'a>(
+    out: &mut Vec<u8>,
+    kind_byte: u8,
+    version: u64,
+    id: &PageId,
+    kind: PageKind,
+    entries: impl ExactSizeIterator<Item = (u8, Option<&'a Slot>)>,
+) {
+    out.push(kind_byte);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.push(kind.byte());
+    out.push(id.depth());
+    out.extend_from_slice(id.prefix());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (slot, entry) in entries {
+        out.push(slot);
+        match entry {
+            None => out.push(TAG_REMOVED),
+            Some(Slot::Leaf(l)) => {
+                out.push(TAG_LEAF);
+                out.extend_from_slice(l.key.as_slice());
+                out.extend_from_slice(&(l.value.len() as u32).to_le_bytes());
+                out.extend_from_slice(&l.value);
+            }
+            Some(Slot::Child(h)) => {
+                out.push(TAG_CHILD);
+                out.extend_from_slice(h.as_slice());
+            }
+        }
+    }
+}
+
+/// Bytes a page entry takes in a record.
+pub(crate) fn entry_len(entry: Option<&Slot>) -> usize {
+    match entry {
+        None => 2,
+        Some(Slot::Leaf(l)) => 2 + 32 + 4 + l.value.len(),
+        Some(Slot::Child(_)) => 2 + 32,
+    }
+}
+
+/// A decoded page record header, with the entries still in bytes.
+#[derive(Debug)]
+pub(crate) struct PageHeader<'a> {
+    pub(crate) version: u64,
+    pub(crate) kind: PageKind,
+    pub(crate) id: PageId,
+    count: u16,
+    entries: &'a [u8],
+}
+
+/// A cursor over little-endian fields, failing with a reason instead of panicking.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], &'static str> {
+        if self.0.len() < n {
+            return Err("record body ends early");
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, &'static str> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn b256(&mut self) -> Result<B256, &'static str> {
+        Ok(B256::from_slice(self.take(32)?))
+    }
+}
+
+/// Parses a page record body (kind `K_PAGE` or `K_RELOCATED`).
+pub(crate) fn decode_page_header(body: &[u8]) -> Result<PageHeader<'_>, &'static str> {
+    let mut r = Reader(body);
+    let k = r.u8()?;
+    if k != K_PAGE && k != K_RELOCATED {
+        return Err("not a page record");
+    }
+    let version = r.u64()?;
+    let kind = PageKind::from_byte(r.u8()?).ok_or("unknown page kind")?;
+    let depth = r.u8()?;
+    if depth > MAX_DEPTH {
+        return Err("page depth out of range");
+    }
+    let id = PageId::new(r.take(depth as usize)?).ok_or("page depth out of range")?;
+    let count = r.u16()?;
+    if count > 256 {
+        return Err("more than 256 entries");
+    }
+    Ok(PageHeader { version, kind, id, count, entries: r.0 })
+}
+
+/// One entry of a page record, borrowing from the record.
+pub(crate) enum RawEntry<'a> {
+    Removed,
+    Leaf { key: B256, value: &'a [u8] },
+    Child(B256),
+}
+
+impl<'a> PageHeader<'a> {
+    /// Visits every entry in order; fails on malformed bytes.
+    pub(crate) fn for_each(
+        &self,
+        mut f: impl FnMut(u8, RawEntry<'a>) -> Result<(), &'static str>,
+    ) -> Result<(), &'static str> {
+        let mut r = Reader(self.entries);
+        let mut last: Option<u8> = None;
+        for _ in 0..self.count {
+            let slot = r.u8()?;
+            if last.is_some_and(|l| l >= slot) {
+                return Err("entries out of order");
+            }
+            last = Some(slot);
+            let e = match r.u8()? {
+                TAG_REMOVED => RawEntry::Removed,
+                TAG_LEAF => {
+                    let key = r.b256()?;
+                    let len = r.u32()? as usize;
+                    if len > MAX_VALUE_LEN {
+                        return Err("value longer than the limit");
+                    }
+                    let value = r.take(len)?;
+                    if key[self.id.depth() as usize] != slot || !key.starts_with(self.id.prefix()) {
+                        return Err("leaf key does not belong to its slot");
+                    }
+                    RawEntry::Leaf { key, value }
+                }
+                TAG_CHILD => RawEntry::Child(r.b256()?),
+                _ => return Err("unknown entry tag"),
+            };
+            f(slot, e)?;
+        }
+        if !r.0.is_empty() {
+            return Err("trailing bytes after the entries");
+        }
+        Ok(())
+    }
+
+    /// The entries as slot changes (`None` = slot removed), hashing leaves.
+    pub(crate) fn decode_entries(&self) -> Result<Vec<(u8, Option<Slot>)>, &'static str> {
+        let mut out = Vec::with_capacity(self.count as usize);
+        self.for_each(|slot, e| {
+            out.push((
+                slot,
+                match e {
+                    RawEntry::Removed => None,
+                    RawEntry::Leaf { key, value } => {
+                        Some(Slot::Leaf(Leaf::new(key, Bytes::copy_from_slice(value))))
+                    }
+                    RawEntry::Child(h) => Some(Slot::Child(h)),
+                },
+            ));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Bytes of a commit body before its deleted keys.
+pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 4;
+
+/// Writes a commit record body.
+pub(crate) fn encode_commit(out: &mut Vec<u8>, version: u64, root: &B256, deleted: &[B256]) {
+    out.push(K_COMMIT);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(root.as_slice());
+    out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
+    for k in deleted {
+        out.extend_from_slice(k.as_slice());
+    }
+}
+
+/// A decoded commit record.
+pub(crate) struct Commit {
+    pub(crate) version: u64,
+    pub(crate) root: B256,
+    pub(crate) deleted: Vec<B256>,
+}
+
+pub(crate) fn decode_commit(body: &[u8]) -> Result<Commit, &'static str> {
+    let mut r = Reader(body);
+    if r.u8()? != K_COMMIT {
+        return Err("not a commit record");
+    }
+    let version = r.u64()?;
+    let root = r.b256()?;
+    let n = r.u32()? as usize;
+    if r.0.len() != n.checked_mul(32).ok_or("deleted count out of range")? {
+        return Err("deleted-key bytes do not match the count");
+    }
+    let deleted = r.0.chunks_exact(32).map(B256::from_slice).collect();
+    Ok(Commit { version, root, deleted })
+}
+
+pub(crate) fn encode_prune(out: &mut Vec<u8>, below: u64) {
+    out.push(K_PRUNE);
+    out.extend_from_slice(&below.to_le_bytes());
+}
+
+pub(crate) fn decode_prune(body: &[u8]) -> Result<u64, &'static str> {
+    let mut r = Reader(body);
+    if r.u8()? != K_PRUNE {
+        return Err("not a prune record");
+    }
+    let below = r.u64()?;
+    if !r.0.is_empty() {
+        return Err("trailing bytes in prune record");
+    }
+    Ok(below)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_record_round_trips_and_detects_flips() {
+        let id = PageId::new(&[0xab]).expect("valid");
+        let mut key = B256::repeat_byte(0xab);
+        key[1] = 7;
+        let leaf = Slot::Leaf(Leaf::new(key, Bytes::from_static(b"hello")));
+        let child = Slot::Child(B256::repeat_byte(9));
+        let mut buf = Vec::new();
+        let len = frame(&mut buf, |out| {
+            let entries = vec![(3u8, None), (7u8, Some(&leaf)), (9u8, Some(&child))];
+            encode_page(out, K_PAGE, 42, &id, PageKind::Delta, entries.into_iter())
+        });
+        assert_eq!(len as usize, buf.len());
+        let body = check_record(&buf).expect("valid record");
+        let h = decode_page_header(body).expect("valid header");
+        assert_eq!((h.version, h.kind, h.id), (42, PageKind::Delta, id));
+        let entries = h.decode_entries().expect("valid entries");
+        assert_eq!(entries, vec![(3, None), (7, Some(leaf.clone())), (9, Some(child.clone()))]);
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x10;
+            assert!(check_record(&bad).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+}

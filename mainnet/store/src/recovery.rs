@@ -1,0 +1,428 @@
+//! Opening a store: the directory lock, the checkpoint, replay of the log written after
+//! it, and repair of a torn tail. Also writes checkpoints.
+//!
+//! Checkpoint format (`checkpoint`, replaced atomically by rename), all integers
+//! little-endian: `"FAROLCKP" ‖ format u32 ‖ has_latest u8 ‖ latest u64 ‖ oldest u64 ‖
+//! replay_seg u32 ‖ replay_off u64 ‖ roots ‖ pages ‖ keys ‖ crc32(everything before) u32`.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+
+use farol_primitives::B256;
+use hashbrown::HashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::codec::{self, PageKind, RawEntry, K_COMMIT, K_PAGE, K_PRUNE, K_RELOCATED};
+use crate::error::{corrupt, io_err, Result, StoreError};
+use crate::log::{self, IoCounters, Loc, ScanEnd, Segment, SEGMENT_HEADER};
+use crate::store::{Entry, Inner, PageCache, State, Store, Writer};
+use crate::tree::PageId;
+use crate::Options;
+
+const CKP_MAGIC: &[u8; 8] = b"FAROLCKP";
+const CKP_FORMAT: u32 = 1;
+const CKP_NAME: &str = "checkpoint";
+
+pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
+    opts.validate()?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let lock_path = dir.join("LOCK");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    }
+    let io = IoCounters::default();
+
+    let mut ids = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let name = e.file_name();
+        let name = name.to_str().unwrap_or_default();
+        if let Some(id) = log::parse_segment_name(name) {
+            ids.push(id);
+        } else if name.ends_with(".tmp") {
+            // A segment or checkpoint whose creation a crash interrupted: never in use.
+            std::fs::remove_file(e.path()).map_err(io_err(e.path()))?;
+        }
+    }
+    ids.sort_unstable();
+
+    let ckp_path = dir.join(CKP_NAME);
+    let mut st = if ckp_path.exists() {
+        read_checkpoint(&ckp_path, &io)?
+    } else {
+        if let Some(&first) = ids.first() {
+            if first != 1 {
+                return Err(corrupt(
+                    &ckp_path,
+                    0,
+                    "checkpoint missing but early segments were collected",
+                ));
+            }
+        }
+        State { replay_from: (1, SEGMENT_HEADER), ..State::default() }
+    };
+    if ids.is_empty() {
+        if st.latest.is_some() {
+            return Err(corrupt(
+                dir.join(log::segment_path(dir, 1)),
+                0,
+                "segment files are missing",
+            ));
+        }
+        let seg = Segment::create(dir, st.replay_from.0.max(1), &io)?;
+        ids.push(seg.id);
+    }
+    for &id in &ids {
+        st.segments.insert(id, Arc::new(Segment::open(dir, id, &io)?));
+    }
+    if !st.segments.contains_key(&st.replay_from.0) {
+        let p = log::segment_path(dir, st.replay_from.0);
+        return Err(corrupt(p, st.replay_from.1, "the checkpoint's replay segment is missing"));
+    }
+
+    replay(&mut st, &io)?;
+
+    // Drop segment files left behind by a collection that was interrupted after its
+    // checkpoint: before the replay point and referenced by nothing.
+    let mut referenced: hashbrown::HashSet<u32> =
+        st.pages.values().flatten().map(|e| e.loc.seg).collect();
+    referenced.extend(st.keys.values().map(|l| l.seg));
+    let orphans: Vec<u32> = st
+        .segments
+        .keys()
+        .copied()
+        .filter(|id| *id < st.replay_from.0 && !referenced.contains(id))
+        .collect();
+    for id in orphans {
+        if let Some(seg) = st.segments.remove(&id) {
+            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        }
+    }
+
+    let (&last_id, active) =
+        st.segments.iter().next_back().ok_or_else(|| corrupt(dir, 0, "no segment"))?;
+    let active = active.clone();
+    let end = active.len()?;
+    let since =
+        if last_id == st.replay_from.0 { end.saturating_sub(st.replay_from.1) } else { end };
+    let writer = Writer { active, end, buf: Vec::new(), poisoned: false, since_checkpoint: since };
+    let background_gc = opts.background_gc;
+    let cache = PageCache::new(opts.cache_bytes);
+    let inner = Inner {
+        dir: dir.to_path_buf(),
+        opts,
+        state: RwLock::new(st),
+        writer: Mutex::new(writer),
+        cache: Mutex::new(cache),
+        io,
+        gc_signal: Mutex::new(None),
+        _lock: lock,
+    };
+    let store = Store { inner: Arc::new(inner) };
+    if background_gc {
+        crate::gc::spawn_background(&store)?;
+    }
+    Ok(store)
+}
+
+/// A page record of a version not yet committed during replay.
+struct Pending {
+    id: PageId,
+    entry: Entry,
+    keys: Vec<B256>,
+}
+
+/// Replays every record after the checkpoint into `st`, cutting back a torn tail.
+fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
+    let segs: Vec<Arc<Segment>> =
+        st.segments.range(st.replay_from.0..).map(|(_, s)| s.clone()).collect();
+    let Some(last_id) = segs.last().map(|s| s.id) else { return Ok(()) };
+    for seg in segs {
+        let start = if seg.id == st.replay_from.0 { st.replay_from.1 } else { SEGMENT_HEADER };
+        let len = seg.len()?;
+        if len < start {
+            return Err(corrupt(&seg.path, len, "segment is shorter than the checkpoint says"));
+        }
+        let bytes = seg.read_at(start, (len - start) as usize, io)?;
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut good_end = start;
+        let end = log::scan(&bytes, start, |r| {
+            let bad = |why: &str| corrupt(&seg.path, r.off, why.to_string());
+            let loc = Loc { seg: seg.id, off: r.off as u32, len: r.len };
+            match r.body[0] {
+                K_PAGE => {
+                    let h = codec::decode_page_header(r.body).map_err(bad)?;
+                    let mut keys = Vec::new();
+                    h.for_each(|_, e| {
+                        if let RawEntry::Leaf { key, .. } = e {
+                            keys.push(key);
+                        }
+                        Ok(())
+                    })
+                    .map_err(bad)?;
+                    let entry = Entry { version: h.version, kind: h.kind, loc };
+                    pending.push(Pending { id: h.id, entry, keys });
+                }
+                K_RELOCATED => {}
+                K_COMMIT => {
+                    let c = codec::decode_commit(r.body).map_err(bad)?;
+                    if st.latest.is_some_and(|l| c.version <= l) {
+                        return Err(bad("commit version does not increase"));
+                    }
+                    if pending.iter().any(|p| p.entry.version != c.version) {
+                        return Err(bad("page records of another version precede this commit"));
+                    }
+                    for k in &c.deleted {
+                        st.keys.remove(k);
+                    }
+                    for p in pending.drain(..) {
+                        for k in p.keys {
+                            st.keys.insert(k, p.entry.loc);
+                        }
+                        st.pages.entry(p.id).or_default().push(p.entry);
+                    }
+                    st.roots.insert(c.version, c.root);
+                    st.latest = Some(c.version);
+                    good_end = r.off + r.len as u64;
+                }
+                K_PRUNE => {
+                    let below = codec::decode_prune(r.body).map_err(bad)?;
+                    if !pending.is_empty() {
+                        return Err(bad("prune record inside an uncommitted version"));
+                    }
+                    if st.latest.is_none_or(|l| below > l) {
+                        return Err(bad("prune past the latest version"));
+                    }
+                    st.prune(below);
+                    good_end = r.off + r.len as u64;
+                }
+                _ => return Err(bad("unknown record kind")),
+            }
+            Ok(())
+        })?;
+        let is_last = seg.id == last_id;
+        match end {
+            ScanEnd::Clean if pending.is_empty() => {}
+            ScanEnd::Clean if is_last => seg.truncate(good_end)?,
+            ScanEnd::Clean => {
+                return Err(corrupt(
+                    &seg.path,
+                    good_end,
+                    "uncommitted records before the last segment",
+                ))
+            }
+            ScanEnd::Bad { off, reason, truncated } => {
+                let rest = &bytes[(off - start) as usize..];
+                let zeros = rest.iter().all(|b| *b == 0);
+                let torn = is_last
+                    && (truncated || zeros)
+                    && !log::whole_record_with_bad_length(rest)
+                    && !log::has_commit_after(rest.get(1..).unwrap_or(&[]));
+                if !torn {
+                    return Err(corrupt(&seg.path, off, reason));
+                }
+                seg.truncate(good_end)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint of the index as of the writer's current position.
+pub(crate) fn write_checkpoint(inner: &Inner, w: &mut Writer) -> Result<()> {
+    let replay_from = (w.active.id, w.end);
+    let buf = {
+        let st = inner.state.read();
+        encode_checkpoint(&st, replay_from)
+    };
+    let tmp = inner.dir.join("checkpoint.tmp");
+    let path = inner.dir.join(CKP_NAME);
+    {
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        use std::io::Write;
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
+        f.write_all(&buf).map_err(io_err(&tmp))?;
+        let f = f.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        inner.io.wrote(buf.len());
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    log::sync_dir(&inner.dir)?;
+    inner.state.write().replay_from = replay_from;
+    w.since_checkpoint = 0;
+    Ok(())
+}
+
+impl Store {
+    /// Writes a checkpoint of the index now, so that the next open replays no log.
+    pub fn checkpoint(&self) -> Result<()> {
+        let mut w = self.inner.writer.lock();
+        write_checkpoint(&self.inner, &mut w)
+    }
+}
+
+fn put_loc(out: &mut Vec<u8>, l: &Loc) {
+    out.extend_from_slice(&l.seg.to_le_bytes());
+    out.extend_from_slice(&l.off.to_le_bytes());
+    out.extend_from_slice(&l.len.to_le_bytes());
+}
+
+fn encode_checkpoint(st: &State, replay_from: (u32, u64)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + st.keys.len() * 44 + st.pages.len() * 64);
+    out.extend_from_slice(CKP_MAGIC);
+    out.extend_from_slice(&CKP_FORMAT.to_le_bytes());
+    out.push(st.latest.is_some() as u8);
+    out.extend_from_slice(&st.latest.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&st.oldest.to_le_bytes());
+    out.extend_from_slice(&replay_from.0.to_le_bytes());
+    out.extend_from_slice(&replay_from.1.to_le_bytes());
+    out.extend_from_slice(&(st.roots.len() as u64).to_le_bytes());
+    for (v, r) in &st.roots {
+        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(r.as_slice());
+    }
+    out.extend_from_slice(&(st.pages.len() as u64).to_le_bytes());
+    for (id, entries) in &st.pages {
+        out.push(id.depth());
+        out.extend_from_slice(id.prefix());
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            out.extend_from_slice(&e.version.to_le_bytes());
+            out.push(match e.kind {
+                PageKind::Full => 0,
+                PageKind::Delta => 1,
+                PageKind::Gone => 2,
+            });
+            put_loc(&mut out, &e.loc);
+        }
+    }
+    out.extend_from_slice(&(st.keys.len() as u64).to_le_bytes());
+    for (k, l) in &st.keys {
+        out.extend_from_slice(k.as_slice());
+        put_loc(&mut out, l);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A bounds-checked cursor over checkpoint bytes; failures carry the offset.
+struct Cur<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cur<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], usize> {
+        if self.b.len() - self.pos < n {
+            return Err(self.pos);
+        }
+        let s = &self.b[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, usize> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, usize> {
+        let s = self.take(4)?;
+        Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    }
+    fn u64(&mut self) -> Result<u64, usize> {
+        let s = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn loc(&mut self) -> Result<Loc, usize> {
+        Ok(Loc { seg: self.u32()?, off: self.u32()?, len: self.u32()? })
+    }
+    /// A count of items of at least `min` bytes each, checked against the bytes left.
+    fn count(&mut self, min: usize) -> Result<usize, usize> {
+        let at = self.pos;
+        let n = self.u64()?;
+        if n > ((self.b.len() - self.pos) / min) as u64 {
+            return Err(at);
+        }
+        Ok(n as usize)
+    }
+}
+
+fn read_checkpoint(path: &Path, io: &IoCounters) -> Result<State> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    io.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    io.bytes_read.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    if bytes.len() < 12 + 4 || &bytes[..8] != CKP_MAGIC {
+        return Err(corrupt(path, 0, "not a Farol Store checkpoint"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(corrupt(path, body.len() as u64, "checkpoint checksum mismatch"));
+    }
+    parse_checkpoint(body).map_err(|(off, why)| corrupt(path, off as u64, why))
+}
+
+fn parse_checkpoint(body: &[u8]) -> std::result::Result<State, (usize, &'static str)> {
+    let mut c = Cur { b: body, pos: 8 };
+    let short = |at| (at, "checkpoint ends early");
+    if c.u32().map_err(short)? != CKP_FORMAT {
+        return Err((8, "unknown checkpoint format"));
+    }
+    let has_latest = c.u8().map_err(short)? != 0;
+    let latest = c.u64().map_err(short)?;
+    let oldest = c.u64().map_err(short)?;
+    let replay_from = (c.u32().map_err(short)?, c.u64().map_err(short)?);
+    let mut st =
+        State { latest: has_latest.then_some(latest), oldest, replay_from, ..State::default() };
+    let n = c.count(40).map_err(short)?;
+    for _ in 0..n {
+        let v = c.u64().map_err(short)?;
+        let r = B256::from_slice(c.take(32).map_err(short)?);
+        st.roots.insert(v, r);
+    }
+    let n = c.count(5).map_err(short)?;
+    st.pages.reserve(n);
+    for _ in 0..n {
+        let at = c.pos;
+        let depth = c.u8().map_err(short)?;
+        let id = PageId::new(c.take(depth as usize).map_err(short)?)
+            .ok_or((at, "page depth out of range"))?;
+        let m = c.u32().map_err(short)? as usize;
+        if m > (body.len() - c.pos) / 21 {
+            return Err((at, "page entry count out of range"));
+        }
+        let mut entries = Vec::with_capacity(m);
+        for _ in 0..m {
+            let at = c.pos;
+            let version = c.u64().map_err(short)?;
+            let kind =
+                PageKind::from_byte(c.u8().map_err(short)?).ok_or((at, "unknown page kind"))?;
+            let loc = c.loc().map_err(short)?;
+            entries.push(Entry { version, kind, loc });
+        }
+        if entries.windows(2).any(|w| w[0].version >= w[1].version) {
+            return Err((at, "page entries out of order"));
+        }
+        st.pages.insert(id, entries);
+    }
+    let n = c.count(44).map_err(short)?;
+    let mut keys = HashMap::with_capacity(n);
+    for _ in 0..n {
+        let k = B256::from_slice(c.take(32).map_err(short)?);
+        keys.insert(k, c.loc().map_err(short)?);
+    }
+    st.keys = keys;
+    if c.pos != body.len() {
+        return Err((c.pos, "trailing bytes in checkpoint"));
+    }
+    Ok(st)
+}

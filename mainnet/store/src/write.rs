@@ -1,0 +1,449 @@
+//! The write side: `apply` updates the pages a batch touches (on several threads), hashes
+//! them, appends their full or delta records and a commit record to the log, syncs, and
+//! only then publishes the new version to readers.
+
+use std::sync::Arc;
+
+use farol_primitives::{Bytes, Version, B256};
+use rayon::prelude::*;
+
+use crate::codec::{self, PageKind, K_PAGE};
+use crate::error::{corrupt, Result, StoreError};
+use crate::log::{Loc, Segment};
+use crate::store::{Entry, Inner, Store, Writer};
+use crate::tree::{Leaf, Page, PageId, Slot};
+use crate::{FsyncPolicy, MAX_VALUE_LEN};
+
+type Change = (B256, Option<Bytes>);
+
+/// Batches at least this large are split across threads at a page.
+const PARALLEL_MIN: usize = 64;
+
+/// A page after the batch: its old and new contents and the changed pages below it.
+struct Updated {
+    id: PageId,
+    old: Option<Arc<Page>>,
+    new: Page,
+    children: Vec<Updated>,
+    /// The page no longer exists (its keys were deleted or pulled up into the parent).
+    gone: bool,
+}
+
+/// What became of one slot.
+struct SlotOutcome {
+    slot: Option<Slot>,
+    child: Option<Updated>,
+    /// Keys that existed and were deleted.
+    deleted: Vec<B256>,
+}
+
+impl Store {
+    /// Applies `changes` (`Some(value)` sets a key, `None` deletes it; when a key appears
+    /// more than once the last change wins) as `version`, which must be above the latest
+    /// version, and returns the new state root.
+    ///
+    /// The version is durable when this returns: its records and commit record are in the
+    /// log, synced when [`FsyncPolicy::Always`]. Readers see it only then.
+    pub fn apply(
+        &self,
+        version: Version,
+        changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
+    ) -> Result<B256> {
+        let mut changes: Vec<Change> = changes.into_iter().collect();
+        for (key, v) in &changes {
+            if let Some(v) = v {
+                if v.len() > MAX_VALUE_LEN {
+                    return Err(StoreError::ValueTooLarge {
+                        key: *key,
+                        len: v.len(),
+                        max: MAX_VALUE_LEN,
+                    });
+                }
+            }
+        }
+        // Sort by key; among equal keys keep the last change.
+        changes.reverse();
+        changes.sort_by_key(|c| c.0);
+        changes.dedup_by(|later, earlier| later.0 == earlier.0);
+
+        let inner = &self.inner;
+        let mut w = inner.writer.lock();
+        if w.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        let latest = inner.state.read().latest;
+        if let Some(latest) = latest {
+            if version <= latest {
+                return Err(StoreError::VersionNotIncreasing { version, latest });
+            }
+        }
+        let old_root = match latest {
+            Some(l) => self.page_at(PageId::ROOT, l)?,
+            None => None,
+        };
+        let at = latest.unwrap_or(0);
+        let (root_upd, deleted) = self.update(PageId::ROOT, old_root, &changes, at)?;
+        let root = root_upd.new.hash().hash();
+
+        // Encode every changed page, then the commit (and a prune when retention says so).
+        let seg_id = w.active.id;
+        let base = w.end;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let mut out = Emitted::default();
+        {
+            let st = inner.state.read();
+            emit(
+                &root_upd,
+                version,
+                &st,
+                inner.opts.max_delta_chain,
+                &mut buf,
+                &mut out,
+                seg_id,
+                base,
+            )?;
+        }
+        codec::frame(&mut buf, |b| codec::encode_commit(b, version, &root, &deleted));
+        let prune_below = inner.opts.retain_versions.and_then(|r| (version + 1).checked_sub(r));
+        let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);
+        if let Some(below) = prune_below {
+            codec::frame(&mut buf, |b| codec::encode_prune(b, below));
+        }
+        let res = write_durably(inner, &mut w, &buf);
+        w.buf = buf;
+        res?;
+
+        // Publish.
+        {
+            let mut st = inner.state.write();
+            for (id, e) in out.entries {
+                st.pages.entry(id).or_default().push(e);
+            }
+            for k in &deleted {
+                st.keys.remove(k);
+            }
+            for (k, loc) in out.keys {
+                st.keys.insert(k, loc);
+            }
+            st.roots.insert(version, root);
+            st.latest = Some(version);
+            if let Some(below) = prune_below {
+                st.prune(below);
+            }
+        }
+        {
+            let mut cache = inner.cache.lock();
+            for (id, page) in out.pages {
+                cache.insert((id, version), page);
+            }
+        }
+        after_write(self, &mut w)?;
+        drop(w);
+        if prune_below.is_some() {
+            self.signal_gc();
+        }
+        Ok(root)
+    }
+
+    /// Applies `changes` to page `id` (whose contents at the latest version are `old`).
+    fn update(
+        &self,
+        id: PageId,
+        old: Option<Arc<Page>>,
+        changes: &[Change],
+        at: Version,
+    ) -> Result<(Updated, Vec<B256>)> {
+        let depth = id.depth() as usize;
+        let mut groups: Vec<(u8, &[Change])> = Vec::new();
+        let mut rest = changes;
+        while let Some(first) = rest.first() {
+            let b = first.0[depth];
+            let n = rest.partition_point(|c| c.0[depth] == b);
+            groups.push((b, &rest[..n]));
+            rest = &rest[n..];
+        }
+        let oldp = old.as_deref();
+        let outcomes: Vec<Result<(u8, SlotOutcome)>> = if changes.len() >= PARALLEL_MIN
+            && groups.len() > 1
+        {
+            groups
+                .par_iter()
+                .map(|(b, g)| Ok((*b, self.update_slot(id, oldp, *b, g, at)?)))
+                .collect()
+        } else {
+            groups.iter().map(|(b, g)| Ok((*b, self.update_slot(id, oldp, *b, g, at)?))).collect()
+        };
+        let mut new = oldp.cloned().unwrap_or_default();
+        let mut children = Vec::new();
+        let mut deleted = Vec::new();
+        for o in outcomes {
+            let (b, o) = o?;
+            new.set(b, o.slot);
+            children.extend(o.child);
+            deleted.extend(o.deleted);
+        }
+        Ok((Updated { id, old, new, children, gone: false }, deleted))
+    }
+
+    fn update_slot(
+        &self,
+        id: PageId,
+        old: Option<&Page>,
+        b: u8,
+        group: &[Change],
+        at: Version,
+    ) -> Result<SlotOutcome> {
+        match old.and_then(|p| p.get(b)) {
+            None => {
+                let sets: Vec<Change> = group.iter().filter(|c| c.1.is_some()).cloned().collect();
+                self.build(id.child(b), sets, Vec::new(), at)
+            }
+            Some(Slot::Leaf(l)) => {
+                if let [(k, change)] = group {
+                    if *k == l.key {
+                        return Ok(match change {
+                            Some(v) => SlotOutcome {
+                                slot: Some(Slot::Leaf(Leaf::new(*k, v.clone()))),
+                                child: None,
+                                deleted: Vec::new(),
+                            },
+                            None => SlotOutcome { slot: None, child: None, deleted: vec![*k] },
+                        });
+                    }
+                }
+                // The slot's one key meets others: rebuild the subtree from scratch.
+                let mut sets: Vec<Change> =
+                    group.iter().filter(|c| c.1.is_some()).cloned().collect();
+                let mut deleted = Vec::new();
+                match group.binary_search_by(|c| c.0.cmp(&l.key)) {
+                    Ok(i) if group[i].1.is_none() => deleted.push(l.key),
+                    Ok(_) => {}
+                    Err(_) => {
+                        let pos = sets.partition_point(|c| c.0 < l.key);
+                        sets.insert(pos, (l.key, Some(l.value.clone())));
+                    }
+                }
+                self.build(id.child(b), sets, deleted, at)
+            }
+            Some(Slot::Child(_)) => {
+                let cid = id
+                    .child(b)
+                    .ok_or_else(|| self.bad_tree("a child slot at the deepest level"))?;
+                let child_old = self
+                    .page_at(cid, at)?
+                    .ok_or_else(|| self.bad_tree("a child slot points to a missing page"))?;
+                let (mut u, deleted) = self.update(cid, Some(child_old), group, at)?;
+                let slot = match u.new.key_count_class() {
+                    0 => {
+                        u.gone = true;
+                        None
+                    }
+                    1 => {
+                        u.gone = true;
+                        u.new.single_leaf().cloned().map(Slot::Leaf)
+                    }
+                    _ => Some(Slot::Child(u.new.hash().hash())),
+                };
+                Ok(SlotOutcome { slot, child: Some(u), deleted })
+            }
+        }
+    }
+
+    /// The slot holding exactly `sets` (sorted, distinct keys), built from nothing.
+    fn build(
+        &self,
+        child_id: Option<PageId>,
+        mut sets: Vec<Change>,
+        mut deleted: Vec<B256>,
+        at: Version,
+    ) -> Result<SlotOutcome> {
+        match sets.len() {
+            0 => Ok(SlotOutcome { slot: None, child: None, deleted }),
+            1 => {
+                let (k, v) = sets.pop().unwrap_or_default();
+                let leaf = Leaf::new(k, v.unwrap_or_default());
+                Ok(SlotOutcome { slot: Some(Slot::Leaf(leaf)), child: None, deleted })
+            }
+            _ => {
+                // Distinct keys always part before the last byte, so a child page exists.
+                let cid = child_id.ok_or_else(|| self.bad_tree("two keys share all 32 bytes"))?;
+                let (u, more) = self.update(cid, None, &sets, at)?;
+                deleted.extend(more);
+                let slot = Some(Slot::Child(u.new.hash().hash()));
+                Ok(SlotOutcome { slot, child: Some(u), deleted })
+            }
+        }
+    }
+
+    fn bad_tree(&self, reason: &str) -> StoreError {
+        corrupt(&self.inner.dir, 0, format!("tree invariant broken: {reason}"))
+    }
+}
+
+/// What encoding a version produced, to publish once it is durable.
+#[derive(Default)]
+struct Emitted {
+    entries: Vec<(PageId, Entry)>,
+    keys: Vec<(B256, Loc)>,
+    pages: Vec<(PageId, Arc<Page>)>,
+}
+
+/// The changed slots between two versions of a page (`None` = removed).
+fn diff<'a>(old: &'a Page, new: &'a Page) -> Vec<(u8, Option<&'a Slot>)> {
+    let (mut i, mut j) = (0, 0);
+    let (a, b) = (&old.slots, &new.slots);
+    let mut out = Vec::new();
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some((si, s)), Some((ti, t))) if si == ti => {
+                if s != t {
+                    out.push((*ti, Some(t)));
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some((si, _)), Some((ti, _))) if si < ti => {
+                out.push((*si, None));
+                i += 1;
+            }
+            (Some(_), Some((ti, t))) => {
+                out.push((*ti, Some(t)));
+                j += 1;
+            }
+            (Some((si, _)), None) => {
+                out.push((*si, None));
+                i += 1;
+            }
+            (None, Some((ti, t))) => {
+                out.push((*ti, Some(t)));
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    u: &Updated,
+    version: Version,
+    st: &crate::store::State,
+    max_chain: u32,
+    buf: &mut Vec<u8>,
+    out: &mut Emitted,
+    seg: u32,
+    base: u64,
+) -> Result<()> {
+    for c in &u.children {
+        emit(c, version, st, max_chain, buf, out, seg, base)?;
+    }
+    let prior = st.pages.get(&u.id).and_then(|v| v.last()).filter(|e| e.kind != PageKind::Gone);
+    let off = base + buf.len() as u64;
+    let off32 = u32::try_from(off).map_err(|_| StoreError::InvalidOption {
+        name: "segment_bytes",
+        reason: "one version's records do not fit in a segment".into(),
+    })?;
+    if u.gone {
+        if prior.is_some() {
+            let len = codec::frame(buf, |b| {
+                codec::encode_page(b, K_PAGE, version, &u.id, PageKind::Gone, std::iter::empty())
+            });
+            let loc = Loc { seg, off: off32, len };
+            out.entries.push((u.id, Entry { version, kind: PageKind::Gone, loc }));
+        }
+        return Ok(());
+    }
+    let full_len: usize = u.new.slots.iter().map(|(_, s)| codec::entry_len(Some(s))).sum();
+    let (kind, entries): (PageKind, Vec<(u8, Option<&Slot>)>) = match (&u.old, prior) {
+        (Some(old), Some(_)) => {
+            let d = diff(old, &u.new);
+            if d.is_empty() {
+                return Ok(());
+            }
+            // Deltas since the last full record, and their bytes.
+            let list = st.pages.get(&u.id).map(|v| v.as_slice()).unwrap_or(&[]);
+            let mut chain = 0u32;
+            let mut chain_bytes = 0usize;
+            for e in list.iter().rev() {
+                if e.kind != PageKind::Delta {
+                    break;
+                }
+                chain += 1;
+                chain_bytes += e.loc.len as usize;
+            }
+            let delta_len: usize = d.iter().map(|(_, s)| codec::entry_len(*s)).sum();
+            if chain + 1 > max_chain || chain_bytes + delta_len >= full_len {
+                (PageKind::Full, u.new.slots.iter().map(|(i, s)| (*i, Some(s))).collect())
+            } else {
+                (PageKind::Delta, d)
+            }
+        }
+        _ => (PageKind::Full, u.new.slots.iter().map(|(i, s)| (*i, Some(s))).collect()),
+    };
+    let len = codec::frame(buf, |b| {
+        codec::encode_page(b, K_PAGE, version, &u.id, kind, entries.iter().copied())
+    });
+    let loc = Loc { seg, off: off32, len };
+    for (_, s) in &entries {
+        if let Some(Slot::Leaf(l)) = s {
+            out.keys.push((l.key, loc));
+        }
+    }
+    out.entries.push((u.id, Entry { version, kind, loc }));
+    out.pages.push((u.id, Arc::new(u.new.clone())));
+    Ok(())
+}
+
+/// Appends `buf` at the end of the active segment and syncs per policy. On failure the
+/// segment is cut back to where it was; if even that fails, the writer is poisoned.
+pub(crate) fn write_durably(inner: &Inner, w: &mut Writer, buf: &[u8]) -> Result<()> {
+    let res = w.active.write_at(buf, w.end, &inner.io).and_then(|()| match inner.opts.fsync {
+        FsyncPolicy::Always => w.active.sync(&inner.io),
+        FsyncPolicy::Never => Ok(()),
+    });
+    match res {
+        Ok(()) => {
+            w.end += buf.len() as u64;
+            w.since_checkpoint += buf.len() as u64;
+            Ok(())
+        }
+        Err(e) => {
+            if w.active.truncate(w.end).is_err() {
+                w.poisoned = true;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Appends a prune record.
+pub(crate) fn append_prune(inner: &Inner, w: &mut Writer, below: Version) -> Result<()> {
+    let mut buf = Vec::new();
+    codec::frame(&mut buf, |b| codec::encode_prune(b, below));
+    write_durably(inner, w, &buf)
+}
+
+/// Housekeeping after a write: start a new segment when the active one is full, write a
+/// checkpoint when enough log has accumulated.
+pub(crate) fn after_write(store: &Store, w: &mut Writer) -> Result<()> {
+    let inner = &store.inner;
+    if w.end >= inner.opts.segment_bytes {
+        rotate(inner, w)?;
+    }
+    if w.since_checkpoint >= inner.opts.checkpoint_bytes {
+        crate::recovery::write_checkpoint(inner, w)?;
+    }
+    Ok(())
+}
+
+/// Closes the active segment and starts the next one.
+pub(crate) fn rotate(inner: &Inner, w: &mut Writer) -> Result<()> {
+    let id = w.active.id + 1;
+    let seg = Arc::new(Segment::create(&inner.dir, id, &inner.io)?);
+    inner.state.write().segments.insert(id, seg.clone());
+    w.active = seg;
+    w.end = crate::log::SEGMENT_HEADER;
+    Ok(())
+}

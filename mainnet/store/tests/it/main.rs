@@ -1,0 +1,10 @@
+//! Integration tests of Farol Store: one binary, one module per concern.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs, unreachable_pub)]
+
+mod common;
+mod concurrency;
+mod corruption;
+mod crash;
+mod gc;
+mod model;
+mod proofs;
