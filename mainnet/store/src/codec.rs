@@ -123,6 +123,7 @@ pub(crate) fn encode_page<'a>(
             Some(Slot::Leaf(l)) => {
                 out.push(TAG_LEAF);
                 out.extend_from_slice(l.key.as_slice());
+                out.extend_from_slice(l.hash.as_slice());
                 out.extend_from_slice(&(l.value.len() as u32).to_le_bytes());
                 out.extend_from_slice(&l.value);
             }
@@ -138,7 +139,7 @@ pub(crate) fn encode_page<'a>(
 pub(crate) fn entry_len(entry: Option<&Slot>) -> usize {
     match entry {
         None => 2,
-        Some(Slot::Leaf(l)) => 2 + 32 + 4 + l.value.len(),
+        Some(Slot::Leaf(l)) => 2 + 32 + 32 + 4 + l.value.len(),
         Some(Slot::Child(_)) => 2 + 32,
     }
 }
@@ -211,7 +212,7 @@ pub(crate) fn decode_page_header(body: &[u8]) -> Result<PageHeader<'_>, &'static
 /// One entry of a page record, borrowing from the record.
 pub(crate) enum RawEntry<'a> {
     Removed,
-    Leaf { key: B256, value: &'a [u8] },
+    Leaf { key: B256, hash: B256, value: &'a [u8] },
     Child(B256),
 }
 
@@ -233,6 +234,7 @@ impl<'a> PageHeader<'a> {
                 TAG_REMOVED => RawEntry::Removed,
                 TAG_LEAF => {
                     let key = r.b256()?;
+                    let hash = r.b256()?;
                     let len = r.u32()? as usize;
                     if len > MAX_VALUE_LEN {
                         return Err("value longer than the limit");
@@ -241,7 +243,7 @@ impl<'a> PageHeader<'a> {
                     if key[self.id.depth() as usize] != slot || !key.starts_with(self.id.prefix()) {
                         return Err("leaf key does not belong to its slot");
                     }
-                    RawEntry::Leaf { key, value }
+                    RawEntry::Leaf { key, hash, value }
                 }
                 TAG_CHILD => RawEntry::Child(r.b256()?),
                 _ => return Err("unknown entry tag"),
@@ -254,16 +256,25 @@ impl<'a> PageHeader<'a> {
         Ok(())
     }
 
-    /// The entries as slot changes (`None` = slot removed), hashing leaves.
-    pub(crate) fn decode_entries(&self) -> Result<Vec<(u8, Option<Slot>)>, &'static str> {
+    /// The entries as slot changes (`None` = slot removed). Values are slices of `backing`
+    /// (the record these entries were parsed from) when it is given: no copy, one allocation
+    /// per record instead of one per value.
+    pub(crate) fn decode_entries(
+        &self,
+        backing: Option<&Bytes>,
+    ) -> Result<Vec<(u8, Option<Slot>)>, &'static str> {
         let mut out = Vec::with_capacity(self.count as usize);
         self.for_each(|slot, e| {
             out.push((
                 slot,
                 match e {
                     RawEntry::Removed => None,
-                    RawEntry::Leaf { key, value } => {
-                        Some(Slot::Leaf(Leaf::new(key, Bytes::copy_from_slice(value))))
+                    RawEntry::Leaf { key, hash, value } => {
+                        let value = match backing {
+                            Some(b) => b.slice_ref(value),
+                            None => Bytes::copy_from_slice(value),
+                        };
+                        Some(Slot::Leaf(Leaf { key, hash, value }))
                     }
                     RawEntry::Child(h) => Some(Slot::Child(h)),
                 },
@@ -347,7 +358,7 @@ mod tests {
         let body = check_record(&buf).expect("valid record");
         let h = decode_page_header(body).expect("valid header");
         assert_eq!((h.version, h.kind, h.id), (42, PageKind::Delta, id));
-        let entries = h.decode_entries().expect("valid entries");
+        let entries = h.decode_entries(None).expect("valid entries");
         assert_eq!(entries, vec![(3, None), (7, Some(leaf.clone())), (9, Some(child.clone()))]);
         for i in 0..buf.len() {
             let mut bad = buf.clone();

@@ -122,7 +122,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         opts,
         state: RwLock::new(st),
         writer: Mutex::new(writer),
-        cache: Mutex::new(cache),
+        cache,
         io,
         gc_signal: Mutex::new(None),
         _lock: lock,
@@ -188,7 +188,7 @@ fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
                         for k in p.keys {
                             st.keys.insert(k, p.entry.loc);
                         }
-                        st.pages.entry(p.id).or_default().push(p.entry);
+                        st.push_entry(p.id, p.entry);
                     }
                     st.roots.insert(c.version, c.root);
                     st.latest = Some(c.version);
@@ -411,6 +411,9 @@ fn parse_checkpoint(body: &[u8]) -> std::result::Result<State, (usize, &'static 
         }
         if entries.windows(2).any(|w| w[0].version >= w[1].version) {
             return Err((at, "page entries out of order"));
+        }
+        if entries.len() > 1 {
+            st.prunable.entry(entries[entries.len() - 1].version).or_default().push(id);
         }
         st.pages.insert(id, entries);
     }

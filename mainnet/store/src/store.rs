@@ -44,6 +44,10 @@ pub(crate) struct State {
     pub(crate) segments: BTreeMap<u32, Arc<Segment>>,
     /// Replay at open starts here (segment, offset): everything before is in the checkpoint.
     pub(crate) replay_from: (u32, u64),
+    /// Pages that gained a record at a version, so that pruning visits only pages that may
+    /// have records to drop (a page's older records become droppable once a newer one is
+    /// in effect at the prune point).
+    pub(crate) prunable: BTreeMap<Version, Vec<PageId>>,
 }
 
 impl State {
@@ -57,16 +61,28 @@ impl State {
 
     /// Drops what versions below `below` alone need. Keeps, for every page, the record in
     /// effect at `below` and the chain of deltas back to its full record.
+    /// Adds a page's newest record.
+    pub(crate) fn push_entry(&mut self, id: PageId, e: Entry) {
+        let entries = self.pages.entry(id).or_default();
+        entries.push(e);
+        if entries.len() > 1 || e.kind == PageKind::Gone {
+            self.prunable.entry(e.version).or_default().push(id);
+        }
+    }
+
     pub(crate) fn prune(&mut self, below: Version) {
         if below <= self.oldest {
             return;
         }
         self.oldest = below;
         self.roots = self.roots.split_off(&below);
-        self.pages.retain(|_, entries| {
+        let rest = self.prunable.split_off(&(below + 1));
+        let due = std::mem::replace(&mut self.prunable, rest);
+        for id in due.into_values().flatten() {
+            let Some(entries) = self.pages.get_mut(&id) else { continue };
             let in_effect = entries.partition_point(|e| e.version <= below);
             if in_effect == 0 {
-                return true;
+                continue;
             }
             let i = in_effect - 1;
             let keep_from = if entries[i].kind == PageKind::Gone {
@@ -75,8 +91,10 @@ impl State {
                 (0..=i).rev().find(|&j| entries[j].kind == PageKind::Full).unwrap_or(0)
             };
             entries.drain(..keep_from);
-            !entries.is_empty()
-        });
+            if entries.is_empty() {
+                self.pages.remove(&id);
+            }
+        }
     }
 
     fn check_version(&self, version: Version) -> Result<()> {
@@ -116,7 +134,7 @@ pub(crate) struct Inner {
     pub(crate) opts: Options,
     pub(crate) state: RwLock<State>,
     pub(crate) writer: Mutex<Writer>,
-    pub(crate) cache: Mutex<PageCache>,
+    pub(crate) cache: PageCache,
     pub(crate) io: IoCounters,
     pub(crate) gc_signal: Mutex<Option<SyncSender<()>>>,
     /// Holds the directory lock for the store's lifetime.
@@ -124,32 +142,58 @@ pub(crate) struct Inner {
 }
 
 /// Reconstructed pages by (page id, version of the record they are as of). Entries never
-/// go stale: a page's content at a given record version never changes.
+/// go stale: a page's content at a given record version never changes. Split into shards
+/// by page id so that the writer's threads and readers rarely wait on one another.
 pub(crate) struct PageCache {
-    lru: LruCache<(PageId, Version), Arc<Page>>,
+    shards: Vec<Mutex<CacheShard>>,
+}
+
+pub(crate) struct CacheShard {
+    lru: LruCache<(PageId, Version), (Arc<Page>, usize)>,
     bytes: usize,
     budget: usize,
 }
 
+const CACHE_SHARDS: usize = 16;
+
 impl PageCache {
     pub(crate) fn new(budget: usize) -> PageCache {
-        PageCache { lru: LruCache::unbounded(), bytes: 0, budget }
+        let shards = (0..CACHE_SHARDS)
+            .map(|_| {
+                Mutex::new(CacheShard {
+                    lru: LruCache::unbounded(),
+                    bytes: 0,
+                    budget: budget / CACHE_SHARDS,
+                })
+            })
+            .collect();
+        PageCache { shards }
     }
-    fn get(&mut self, key: &(PageId, Version)) -> Option<Arc<Page>> {
-        self.lru.get(key).cloned()
+
+    fn shard(&self, id: &PageId) -> &Mutex<CacheShard> {
+        // Page ids are key prefixes of uniformly spread keys: the last prefix byte spreads them.
+        let p = id.prefix();
+        let h = p.last().copied().unwrap_or(0) as usize ^ (id.depth() as usize * 7);
+        &self.shards[h % CACHE_SHARDS]
     }
-    pub(crate) fn insert(&mut self, key: (PageId, Version), page: Arc<Page>) {
+
+    pub(crate) fn get(&self, key: &(PageId, Version)) -> Option<Arc<Page>> {
+        self.shard(&key.0).lock().lru.get(key).map(|(p, _)| p.clone())
+    }
+
+    pub(crate) fn insert(&self, key: (PageId, Version), page: Arc<Page>) {
         let size = page.mem_size();
-        if size > self.budget {
+        let mut s = self.shard(&key.0).lock();
+        if size > s.budget {
             return;
         }
-        if let Some(old) = self.lru.put(key, page) {
-            self.bytes -= old.mem_size();
+        if let Some((_, old)) = s.lru.put(key, (page, size)) {
+            s.bytes -= old;
         }
-        self.bytes += size;
-        while self.bytes > self.budget {
-            match self.lru.pop_lru() {
-                Some((_, p)) => self.bytes -= p.mem_size(),
+        s.bytes += size;
+        while s.bytes > s.budget {
+            match s.lru.pop_lru() {
+                Some((_, (_, n))) => s.bytes -= n,
                 None => break,
             }
         }
@@ -273,7 +317,7 @@ impl Store {
         let h = codec::decode_page_header(&rec[FRAME..]).map_err(bad)?;
         let mut found = None;
         h.for_each(|_, e| {
-            if let RawEntry::Leaf { key: k, value } = e {
+            if let RawEntry::Leaf { key: k, value, .. } = e {
                 if k == *key {
                     found = Some(Bytes::copy_from_slice(value));
                 }
@@ -324,7 +368,7 @@ impl Store {
             match page.path(slot, &mut siblings) {
                 PathEnd::Empty => return Ok(Proof { siblings, terminal: Terminal::Empty }),
                 PathEnd::Leaf(l) => {
-                    let terminal = Terminal::Leaf { key: l.key, value_hash: l.value_hash };
+                    let terminal = Terminal::Leaf { key: l.key, value_hash: l.value_hash() };
                     return Ok(Proof { siblings, terminal });
                 }
                 PathEnd::Child => {
@@ -409,14 +453,11 @@ impl Store {
         // Start from the newest cached state along the chain.
         let mut base: Option<Arc<Page>> = None;
         let mut start = chain.len();
-        {
-            let mut cache = self.inner.cache.lock();
-            for (i, (e, _)) in chain.iter().enumerate() {
-                if let Some(p) = cache.get(&(id, e.version)) {
-                    base = Some(p);
-                    start = i;
-                    break;
-                }
+        for (i, (e, _)) in chain.iter().enumerate() {
+            if let Some(p) = self.inner.cache.get(&(id, e.version)) {
+                base = Some(p);
+                start = i;
+                break;
             }
         }
         if start == 0 {
@@ -427,13 +468,13 @@ impl Store {
             None => Page::default(),
         };
         for (e, seg) in chain[..start].iter().rev() {
-            let rec = seg.read_record(e.loc, &self.inner.io)?;
+            let rec = Bytes::from(seg.read_record(e.loc, &self.inner.io)?);
             let bad = |r: &str| corrupt(&seg.path, e.loc.off as u64, r.to_string());
             let h = codec::decode_page_header(&rec[FRAME..]).map_err(bad)?;
             if h.id != id || h.version != e.version || h.kind != e.kind {
                 return Err(bad("record is not the page version the index expects"));
             }
-            let entries = h.decode_entries().map_err(bad)?;
+            let entries = h.decode_entries(Some(&rec)).map_err(bad)?;
             if e.kind == PageKind::Full {
                 page = Page::default();
                 for (slot, s) in entries {
@@ -448,9 +489,10 @@ impl Store {
                 }
             }
         }
+        page.seal();
         let page = Arc::new(page);
         if let Some((newest, _)) = chain.first() {
-            self.inner.cache.lock().insert((id, newest.version), page.clone());
+            self.inner.cache.insert((id, newest.version), page.clone());
         }
         Ok(Some(page))
     }

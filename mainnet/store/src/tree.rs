@@ -58,20 +58,23 @@ impl PageId {
     }
 }
 
-/// A key-value pair in a slot, with its two hashes cached.
+/// A key-value pair in a slot, with its leaf hash (which is also stored on disk, so that
+/// loading a page hashes nothing).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Leaf {
     pub(crate) key: B256,
     pub(crate) value: Bytes,
-    pub(crate) value_hash: B256,
     pub(crate) hash: B256,
 }
 
 impl Leaf {
     pub(crate) fn new(key: B256, value: Bytes) -> Leaf {
-        let value_hash = keccak256(&value);
-        let hash = leaf_hash(&key, &value_hash);
-        Leaf { key, value, value_hash, hash }
+        let hash = leaf_hash(&key, &keccak256(&value));
+        Leaf { key, value, hash }
+    }
+
+    pub(crate) fn value_hash(&self) -> B256 {
+        keccak256(&self.value)
     }
 }
 
@@ -84,11 +87,30 @@ pub(crate) enum Slot {
     Child(B256),
 }
 
+/// Pages with at least this many slots keep all their binary node hashes in memory, so a
+/// proof through them costs no hashing and an update rehashes only the changed paths.
+const MEMO_MIN_SLOTS: usize = 64;
+
+/// Every node hash of a page's 8 binary levels, in heap order: node 1 is the page's top,
+/// node `i` has children `2i` and `2i + 1`, slot `s` is node `256 + s`.
+type Memo = Box<[NodeHash; 512]>;
+
 /// The contents of a page: its occupied slots in slot order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Page {
     pub(crate) slots: Vec<(u8, Slot)>,
+    memo: std::sync::OnceLock<Memo>,
+    /// Inner memo nodes (1..256) whose hash is stale after `set`; `seal` recomputes them.
+    dirty: [u64; 4],
 }
+
+impl PartialEq for Page {
+    fn eq(&self, other: &Page) -> bool {
+        self.slots == other.slots
+    }
+}
+
+impl Eq for Page {}
 
 impl Page {
     pub(crate) fn get(&self, slot: u8) -> Option<&Slot> {
@@ -96,6 +118,11 @@ impl Page {
     }
 
     pub(crate) fn set(&mut self, slot: u8, value: Option<Slot>) {
+        let node = match &value {
+            None => NodeHash::Empty,
+            Some(Slot::Leaf(l)) => NodeHash::Leaf(l.hash),
+            Some(Slot::Child(h)) => NodeHash::Multi(*h),
+        };
         match (self.slots.binary_search_by_key(&slot, |(i, _)| *i), value) {
             (Ok(i), Some(v)) => self.slots[i].1 = v,
             (Ok(i), None) => {
@@ -104,6 +131,56 @@ impl Page {
             (Err(i), Some(v)) => self.slots.insert(i, (slot, v)),
             (Err(_), None) => {}
         }
+        if let Some(memo) = self.memo.get_mut() {
+            let mut i = 256 + slot as usize;
+            memo[i] = node;
+            while i > 1 {
+                i /= 2;
+                let (word, bit) = (i / 64, 1u64 << (i % 64));
+                if self.dirty[word] & bit != 0 {
+                    break;
+                }
+                self.dirty[word] |= bit;
+            }
+        }
+    }
+
+    /// Recomputes the memo nodes that `set` made stale (children before parents), so that
+    /// changing k slots of a dense page costs about k·8 hashes minus the shared paths.
+    pub(crate) fn seal(&mut self) {
+        if self.dirty == [0; 4] {
+            return;
+        }
+        if let Some(memo) = self.memo.get_mut() {
+            for i in (1..256).rev() {
+                if self.dirty[i / 64] & (1u64 << (i % 64)) != 0 {
+                    memo[i] = NodeHash::combine(memo[2 * i], memo[2 * i + 1]);
+                }
+            }
+        }
+        self.dirty = [0; 4];
+    }
+
+    /// The node hashes, computed on first use for dense pages; `None` for sparse ones.
+    fn memo(&self) -> Option<&Memo> {
+        if self.dirty != [0; 4] || (self.slots.len() < MEMO_MIN_SLOTS && self.memo.get().is_none())
+        {
+            // Unsealed changes (callers seal before hashing; this keeps it right anyway).
+            return None;
+        }
+        Some(self.memo.get_or_init(|| {
+            let mut m: Memo = Box::new([NodeHash::Empty; 512]);
+            for (i, s) in &self.slots {
+                m[256 + *i as usize] = match s {
+                    Slot::Leaf(l) => NodeHash::Leaf(l.hash),
+                    Slot::Child(h) => NodeHash::Multi(*h),
+                };
+            }
+            for i in (1..256).rev() {
+                m[i] = NodeHash::combine(m[2 * i], m[2 * i + 1]);
+            }
+            m
+        }))
     }
 
     /// How many keys the page's subtree holds: 0, 1 or "2 or more" (returned as 2).
@@ -123,27 +200,70 @@ impl Page {
         }
     }
 
-    /// Approximate bytes of memory the page holds (for the cache budget).
+    /// Approximate bytes of memory the page holds (for the cache budget), counting the
+    /// node hashes a dense page keeps.
     pub(crate) fn mem_size(&self) -> usize {
-        64 + self
-            .slots
-            .iter()
-            .map(|(_, s)| match s {
-                Slot::Leaf(l) => 160 + l.value.len(),
-                Slot::Child(_) => 48,
-            })
-            .sum::<usize>()
+        let memo = if self.slots.len() >= MEMO_MIN_SLOTS {
+            std::mem::size_of::<[NodeHash; 512]>()
+        } else {
+            0
+        };
+        memo + 64
+            + self
+                .slots
+                .iter()
+                .map(|(_, s)| match s {
+                    Slot::Leaf(l) => 128 + l.value.len(),
+                    Slot::Child(_) => 48,
+                })
+                .sum::<usize>()
     }
 
     /// The hash of the page's subtree.
     pub(crate) fn hash(&self) -> NodeHash {
-        range_hash(&self.slots, 8)
+        match self.memo() {
+            Some(m) => m[1],
+            None => range_hash(&self.slots, 8),
+        }
     }
 
     /// Walks from the page's top towards `slot`, pushing the sibling hash of every binary
     /// level passed (top-down) onto `siblings`. Stops early where the subtree holding `slot`
     /// is empty or a single leaf; returns where the walk ended.
     pub(crate) fn path<'a>(&'a self, slot: u8, siblings: &mut Vec<B256>) -> PathEnd<'a> {
+        if let Some(m) = self.memo() {
+            let mut i = 1usize;
+            let mut width = 8u32;
+            loop {
+                match m[i] {
+                    NodeHash::Empty => return PathEnd::Empty,
+                    NodeHash::Leaf(_) => {
+                        // The one leaf below node i: its slot range starts here.
+                        let depth = 8 - width;
+                        let lo = ((i - (1 << depth)) << width) as u16;
+                        let hi = lo + (1u16 << width);
+                        return self
+                            .slots
+                            .iter()
+                            .find_map(|(s, sl)| match sl {
+                                Slot::Leaf(l) if (lo..hi).contains(&(*s as u16)) => {
+                                    Some(PathEnd::Leaf(l))
+                                }
+                                _ => None,
+                            })
+                            .unwrap_or(PathEnd::Empty);
+                    }
+                    NodeHash::Multi(_) => {}
+                }
+                if width == 0 {
+                    return PathEnd::Child;
+                }
+                let child = 2 * i + ((slot >> (width - 1)) & 1) as usize;
+                siblings.push(m[child ^ 1].hash());
+                i = child;
+                width -= 1;
+            }
+        }
         let mut slots = self.slots.as_slice();
         let mut width = 8u32;
         loop {
@@ -206,7 +326,7 @@ impl NodeHash {
         }
     }
 
-    fn combine(left: NodeHash, right: NodeHash) -> NodeHash {
+    pub(crate) fn combine(left: NodeHash, right: NodeHash) -> NodeHash {
         match (left, right) {
             (NodeHash::Empty, NodeHash::Empty) => NodeHash::Empty,
             (NodeHash::Empty, NodeHash::Leaf(h)) | (NodeHash::Leaf(h), NodeHash::Empty) => {
@@ -292,6 +412,33 @@ mod tests {
             h = node_hash(&h, &B256::ZERO);
         }
         assert_eq!(p.hash(), NodeHash::Multi(h));
+    }
+
+    #[test]
+    fn incremental_memo_matches_a_fresh_hash() {
+        // A dense page (memo kept) changed slot by slot, sealed at random points, hashes
+        // like a page built from scratch with the same slots.
+        let mut p = Page::default();
+        for i in 0..200u8 {
+            p.set(i, Some(Slot::Child(B256::repeat_byte(i))));
+        }
+        let _ = p.hash();
+        let mut x = 7u32;
+        for round in 0..300u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let slot = (x >> 16) as u8;
+            let v = match x % 3 {
+                0 => None,
+                1 => Some(Slot::Leaf(leaf(slot, &round.to_le_bytes()))),
+                _ => Some(Slot::Child(B256::repeat_byte(slot ^ 0x5a))),
+            };
+            p.set(slot, v);
+            if round % 7 == 0 {
+                p.seal();
+                let fresh = range_hash(&p.slots, 8);
+                assert_eq!(p.hash(), fresh, "round {round}");
+            }
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ impl Store {
         {
             let st = inner.state.read();
             emit(
-                &root_upd,
+                root_upd,
                 version,
                 &st,
                 inner.opts.max_delta_chain,
@@ -118,7 +118,7 @@ impl Store {
         {
             let mut st = inner.state.write();
             for (id, e) in out.entries {
-                st.pages.entry(id).or_default().push(e);
+                st.push_entry(id, e);
             }
             for k in &deleted {
                 st.keys.remove(k);
@@ -132,11 +132,8 @@ impl Store {
                 st.prune(below);
             }
         }
-        {
-            let mut cache = inner.cache.lock();
-            for (id, page) in out.pages {
-                cache.insert((id, version), page);
-            }
+        for (id, page) in out.pages {
+            inner.cache.insert((id, version), page);
         }
         after_write(self, &mut w)?;
         drop(w);
@@ -183,6 +180,7 @@ impl Store {
             children.extend(o.child);
             deleted.extend(o.deleted);
         }
+        new.seal();
         Ok((Updated { id, old, new, children, gone: false }, deleted))
     }
 
@@ -327,7 +325,7 @@ fn diff<'a>(old: &'a Page, new: &'a Page) -> Vec<(u8, Option<&'a Slot>)> {
 
 #[allow(clippy::too_many_arguments)]
 fn emit(
-    u: &Updated,
+    u: Updated,
     version: Version,
     st: &crate::store::State,
     max_chain: u32,
@@ -336,34 +334,38 @@ fn emit(
     seg: u32,
     base: u64,
 ) -> Result<()> {
-    for c in &u.children {
+    let Updated { id, old, new, children, gone } = u;
+    for c in children {
         emit(c, version, st, max_chain, buf, out, seg, base)?;
     }
-    let prior = st.pages.get(&u.id).and_then(|v| v.last()).filter(|e| e.kind != PageKind::Gone);
+    let prior = st.pages.get(&id).and_then(|v| v.last()).filter(|e| e.kind != PageKind::Gone);
     let off = base + buf.len() as u64;
     let off32 = u32::try_from(off).map_err(|_| StoreError::InvalidOption {
         name: "segment_bytes",
         reason: "one version's records do not fit in a segment".into(),
     })?;
-    if u.gone {
-        if prior.is_some() {
-            let len = codec::frame(buf, |b| {
-                codec::encode_page(b, K_PAGE, version, &u.id, PageKind::Gone, std::iter::empty())
-            });
+    let mut record =
+        |kind: PageKind, entries: &mut dyn ExactSizeIterator<Item = (u8, Option<&Slot>)>| {
+            let len =
+                codec::frame(buf, |b| codec::encode_page(b, K_PAGE, version, &id, kind, entries));
             let loc = Loc { seg, off: off32, len };
-            out.entries.push((u.id, Entry { version, kind: PageKind::Gone, loc }));
+            out.entries.push((id, Entry { version, kind, loc }));
+            loc
+        };
+    if gone {
+        if prior.is_some() {
+            record(PageKind::Gone, &mut std::iter::empty());
         }
         return Ok(());
     }
-    let full_len: usize = u.new.slots.iter().map(|(_, s)| codec::entry_len(Some(s))).sum();
-    let (kind, entries): (PageKind, Vec<(u8, Option<&Slot>)>) = match (&u.old, prior) {
+    let full = match (&old, prior) {
         (Some(old), Some(_)) => {
-            let d = diff(old, &u.new);
+            let d = diff(old, &new);
             if d.is_empty() {
                 return Ok(());
             }
             // Deltas since the last full record, and their bytes.
-            let list = st.pages.get(&u.id).map(|v| v.as_slice()).unwrap_or(&[]);
+            let list = st.pages.get(&id).map(|v| v.as_slice()).unwrap_or(&[]);
             let mut chain = 0u32;
             let mut chain_bytes = 0usize;
             for e in list.iter().rev() {
@@ -374,25 +376,30 @@ fn emit(
                 chain_bytes += e.loc.len as usize;
             }
             let delta_len: usize = d.iter().map(|(_, s)| codec::entry_len(*s)).sum();
+            let full_len: usize = new.slots.iter().map(|(_, s)| codec::entry_len(Some(s))).sum();
             if chain + 1 > max_chain || chain_bytes + delta_len >= full_len {
-                (PageKind::Full, u.new.slots.iter().map(|(i, s)| (*i, Some(s))).collect())
+                true
             } else {
-                (PageKind::Delta, d)
+                let loc = record(PageKind::Delta, &mut d.iter().copied());
+                for (_, s) in &d {
+                    if let Some(Slot::Leaf(l)) = s {
+                        out.keys.push((l.key, loc));
+                    }
+                }
+                false
             }
         }
-        _ => (PageKind::Full, u.new.slots.iter().map(|(i, s)| (*i, Some(s))).collect()),
+        _ => true,
     };
-    let len = codec::frame(buf, |b| {
-        codec::encode_page(b, K_PAGE, version, &u.id, kind, entries.iter().copied())
-    });
-    let loc = Loc { seg, off: off32, len };
-    for (_, s) in &entries {
-        if let Some(Slot::Leaf(l)) = s {
-            out.keys.push((l.key, loc));
+    if full {
+        let loc = record(PageKind::Full, &mut new.slots.iter().map(|(i, s)| (*i, Some(s))));
+        for (_, s) in &new.slots {
+            if let Slot::Leaf(l) = s {
+                out.keys.push((l.key, loc));
+            }
         }
     }
-    out.entries.push((u.id, Entry { version, kind, loc }));
-    out.pages.push((u.id, Arc::new(u.new.clone())));
+    out.pages.push((id, Arc::new(new)));
     Ok(())
 }
 
