@@ -341,6 +341,25 @@ pub(crate) fn decode_prune(body: &[u8]) -> Result<u64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Arbitrary bytes never panic a decoder: they decode or give a reason.
+        #[test]
+        fn decoders_never_panic(body in prop::collection::vec(any::<u8>(), 0..400), kind in 1u8..5) {
+            let mut b = body;
+            if let Some(first) = b.first_mut() {
+                *first = kind;
+            }
+            if let Ok(h) = decode_page_header(&b) {
+                let _ = h.decode_entries(None);
+            }
+            let _ = decode_commit(&b);
+            let _ = decode_prune(&b);
+            let _ = check_record(&b);
+            let _ = crate::proof::Proof::decode(&b);
+        }
+    }
 
     #[test]
     fn page_record_round_trips_and_detects_flips() {

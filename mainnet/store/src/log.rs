@@ -155,6 +155,9 @@ impl Segment {
     /// Reads the record at `loc` with one system call and checks its frame and checksum.
     /// Returns the whole record; its body starts at [`FRAME`].
     pub(crate) fn read_record(&self, loc: Loc, io: &IoCounters) -> Result<Vec<u8>> {
+        if (loc.len as usize) <= FRAME || loc.len as usize > FRAME + codec::MAX_BODY {
+            return Err(corrupt(&self.path, loc.off as u64, "indexed record length out of range"));
+        }
         let rec = self.read_at(loc.off as u64, loc.len as usize, io)?;
         codec::check_record(&rec).map_err(|r| corrupt(&self.path, loc.off as u64, r))?;
         Ok(rec)

@@ -243,7 +243,8 @@ impl Store {
     /// Opens the store in `dir`, creating the directory and an empty store if needed.
     /// Repairs a torn log tail; fails with [`StoreError::Corrupt`] naming the file and
     /// offset if committed data is damaged, and with [`StoreError::Locked`] if another
-    /// process has the store open.
+    /// process has the store open (or, in this process, while a background collection that
+    /// started before the last handle was dropped is finishing).
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         crate::recovery::open(dir.as_ref(), opts)
     }
