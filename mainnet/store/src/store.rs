@@ -59,8 +59,6 @@ impl State {
         })
     }
 
-    /// Drops what versions below `below` alone need. Keeps, for every page, the record in
-    /// effect at `below` and the chain of deltas back to its full record.
     /// Adds a page's newest record.
     pub(crate) fn push_entry(&mut self, id: PageId, e: Entry) {
         let entries = self.pages.entry(id).or_default();
@@ -70,6 +68,8 @@ impl State {
         }
     }
 
+    /// Drops what versions below `below` alone need. Keeps, for every page, the record in
+    /// effect at `below` and the chain of deltas back to its full record.
     pub(crate) fn prune(&mut self, below: Version) {
         if below <= self.oldest {
             return;
@@ -148,7 +148,7 @@ pub(crate) struct PageCache {
     shards: Vec<Mutex<CacheShard>>,
 }
 
-pub(crate) struct CacheShard {
+struct CacheShard {
     lru: LruCache<(PageId, Version), (Arc<Page>, usize)>,
     bytes: usize,
     budget: usize,
