@@ -200,6 +200,27 @@ impl PageCache {
     }
 }
 
+/// Which rebuilt pages go into the page cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Caching {
+    /// Every page (readers).
+    All,
+    /// Only dense pages (the writer). The writer touches a random sample of the sparse
+    /// bottom pages each version and rarely the same one twice, so caching them only
+    /// pushes out the dense upper pages that every version updates, whose memoized node
+    /// hashes make their rehash incremental.
+    Dense,
+}
+
+impl Caching {
+    pub(crate) fn keeps(self, page: &Page) -> bool {
+        match self {
+            Caching::All => true,
+            Caching::Dense => page.is_dense(),
+        }
+    }
+}
+
 /// A handle to an open store. Clones share the store.
 #[derive(Clone)]
 pub struct Store {
@@ -340,7 +361,7 @@ impl Store {
         }
         let mut id = PageId::ROOT;
         loop {
-            let Some(page) = self.page_at(id, version)? else {
+            let Some(page) = self.page_at(id, version, Caching::All)? else {
                 return Ok(None);
             };
             let slot = key[id.depth() as usize];
@@ -362,7 +383,7 @@ impl Store {
         let mut siblings = Vec::new();
         let mut id = PageId::ROOT;
         loop {
-            let Some(page) = self.page_at(id, version)? else {
+            let Some(page) = self.page_at(id, version, Caching::All)? else {
                 return Ok(Proof { siblings, terminal: Terminal::Empty });
             };
             let slot = key[id.depth() as usize];
@@ -419,7 +440,12 @@ impl Store {
     }
 
     /// The page `id` as of `version`, or `None` if it did not exist then.
-    pub(crate) fn page_at(&self, id: PageId, version: Version) -> Result<Option<Arc<Page>>> {
+    pub(crate) fn page_at(
+        &self,
+        id: PageId,
+        version: Version,
+        caching: Caching,
+    ) -> Result<Option<Arc<Page>>> {
         // The chain of records that make up the page: newest first, down to a full one.
         let mut chain: Vec<(Entry, Arc<Segment>)> = Vec::new();
         {
@@ -493,7 +519,9 @@ impl Store {
         page.seal();
         let page = Arc::new(page);
         if let Some((newest, _)) = chain.first() {
-            self.inner.cache.insert((id, newest.version), page.clone());
+            if caching.keeps(&page) {
+                self.inner.cache.insert((id, newest.version), page.clone());
+            }
         }
         Ok(Some(page))
     }

@@ -161,6 +161,12 @@ impl Page {
         self.dirty = [0; 4];
     }
 
+    /// Whether the page is dense enough to keep its node hashes (and stay cached by the
+    /// writer).
+    pub(crate) fn is_dense(&self) -> bool {
+        self.slots.len() >= MEMO_MIN_SLOTS
+    }
+
     /// The node hashes, computed on first use for dense pages; `None` for sparse ones.
     fn memo(&self) -> Option<&Memo> {
         if self.dirty != [0; 4] || (self.slots.len() < MEMO_MIN_SLOTS && self.memo.get().is_none())

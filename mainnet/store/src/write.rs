@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::codec::{self, PageKind, K_PAGE};
 use crate::error::{corrupt, Result, StoreError};
 use crate::log::{Loc, Segment};
-use crate::store::{Entry, Inner, Store, Writer};
+use crate::store::{Caching, Entry, Inner, Store, Writer};
 use crate::tree::{Leaf, Page, PageId, Slot};
 use crate::{FsyncPolicy, MAX_VALUE_LEN};
 
@@ -78,7 +78,7 @@ impl Store {
             }
         }
         let old_root = match latest {
-            Some(l) => self.page_at(PageId::ROOT, l)?,
+            Some(l) => self.page_at(PageId::ROOT, l, Caching::Dense)?,
             None => None,
         };
         let at = latest.unwrap_or(0);
@@ -133,7 +133,9 @@ impl Store {
             }
         }
         for (id, page) in out.pages {
-            inner.cache.insert((id, version), page);
+            if Caching::Dense.keeps(&page) {
+                inner.cache.insert((id, version), page);
+            }
         }
         after_write(self, &mut w)?;
         drop(w);
@@ -229,7 +231,7 @@ impl Store {
                     .child(b)
                     .ok_or_else(|| self.bad_tree("a child slot at the deepest level"))?;
                 let child_old = self
-                    .page_at(cid, at)?
+                    .page_at(cid, at, Caching::Dense)?
                     .ok_or_else(|| self.bad_tree("a child slot points to a missing page"))?;
                 let (mut u, deleted) = self.update(cid, Some(child_old), group, at)?;
                 let slot = match u.new.key_count_class() {
