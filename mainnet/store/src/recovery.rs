@@ -124,7 +124,11 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         writer: Mutex::new(writer),
         cache,
         io,
-        gc_signal: Mutex::new(None),
+        jobs: Mutex::new(None),
+        gc_queued: std::sync::atomic::AtomicBool::new(false),
+        checkpoint_seq: std::sync::atomic::AtomicU64::new(0),
+        checkpoint_written: Mutex::new(0),
+        gc_lock: Mutex::new(()),
         _lock: lock,
     };
     let store = Store { inner: Arc::new(inner) };
@@ -237,36 +241,57 @@ fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
     Ok(())
 }
 
-/// Writes a checkpoint of the index as of the writer's current position.
-pub(crate) fn write_checkpoint(inner: &Inner, w: &mut Writer) -> Result<()> {
+/// A checkpoint encoded under the writer lock (so that it matches the log position exactly),
+/// to be written to disk without holding any lock.
+pub(crate) struct CheckpointImage {
+    seq: u64,
+    bytes: Vec<u8>,
+    replay_from: (u32, u64),
+}
+
+/// Encodes a checkpoint of the index as of the writer's current position. The caller holds
+/// the writer lock (`w`), so every record before that position is published in the index.
+pub(crate) fn checkpoint_image(inner: &Inner, w: &mut Writer) -> CheckpointImage {
     let replay_from = (w.active.id, w.end);
-    let buf = {
-        let st = inner.state.read();
-        encode_checkpoint(&st, replay_from)
-    };
+    let bytes = encode_checkpoint(&inner.state.read(), replay_from);
+    w.since_checkpoint = 0;
+    let seq = inner.checkpoint_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    CheckpointImage { seq, bytes, replay_from }
+}
+
+/// Writes a checkpoint image: temporary file, sync, rename, directory sync. Images are
+/// written in the order they were taken; one older than the checkpoint on disk is skipped.
+pub(crate) fn persist_checkpoint(inner: &Inner, img: CheckpointImage) -> Result<()> {
+    let mut last = inner.checkpoint_written.lock();
+    if img.seq <= *last {
+        return Ok(());
+    }
     let tmp = inner.dir.join("checkpoint.tmp");
     let path = inner.dir.join(CKP_NAME);
     {
         let f = File::create(&tmp).map_err(io_err(&tmp))?;
         use std::io::Write;
         let mut f = std::io::BufWriter::with_capacity(1 << 20, f);
-        f.write_all(&buf).map_err(io_err(&tmp))?;
+        f.write_all(&img.bytes).map_err(io_err(&tmp))?;
         let f = f.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
-        inner.io.wrote(buf.len());
+        inner.io.wrote(img.bytes.len());
         f.sync_all().map_err(io_err(&tmp))?;
     }
     std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
     log::sync_dir(&inner.dir)?;
-    inner.state.write().replay_from = replay_from;
-    w.since_checkpoint = 0;
+    *last = img.seq;
+    inner.state.write().replay_from = img.replay_from;
     Ok(())
 }
 
 impl Store {
     /// Writes a checkpoint of the index now, so that the next open replays no log.
     pub fn checkpoint(&self) -> Result<()> {
-        let mut w = self.inner.writer.lock();
-        write_checkpoint(&self.inner, &mut w)
+        let img = {
+            let mut w = self.inner.writer.lock();
+            checkpoint_image(&self.inner, &mut w)
+        };
+        persist_checkpoint(&self.inner, img)
     }
 }
 

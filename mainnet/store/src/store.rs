@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::SyncSender;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use farol_primitives::{Bytes, Version, B256};
@@ -136,7 +137,15 @@ pub(crate) struct Inner {
     pub(crate) writer: Mutex<Writer>,
     pub(crate) cache: PageCache,
     pub(crate) io: IoCounters,
-    pub(crate) gc_signal: Mutex<Option<SyncSender<()>>>,
+    /// The background worker's queue (garbage collection, checkpoint writes), if running.
+    pub(crate) jobs: Mutex<Option<Sender<Job>>>,
+    /// A collection is queued and not started: further requests are merged into it.
+    pub(crate) gc_queued: AtomicBool,
+    /// Sequence of checkpoint images taken, and of the last one written to disk.
+    pub(crate) checkpoint_seq: AtomicU64,
+    pub(crate) checkpoint_written: Mutex<u64>,
+    /// One garbage collection at a time.
+    pub(crate) gc_lock: Mutex<()>,
     /// Holds the directory lock for the store's lifetime.
     pub(crate) _lock: File,
 }
@@ -219,6 +228,12 @@ impl Caching {
             Caching::Dense => page.is_dense(),
         }
     }
+}
+
+/// Work for the background thread.
+pub(crate) enum Job {
+    CollectGarbage,
+    Checkpoint(crate::recovery::CheckpointImage),
 }
 
 /// A handle to an open store. Clones share the store.
@@ -422,9 +437,25 @@ impl Store {
     }
 
     pub(crate) fn signal_gc(&self) {
-        if let Some(tx) = self.inner.gc_signal.lock().as_ref() {
-            let _ = tx.try_send(());
+        if self.inner.gc_queued.swap(true, Ordering::AcqRel) {
+            return;
         }
+        if let Some(tx) = self.inner.jobs.lock().as_ref() {
+            let _ = tx.send(Job::CollectGarbage);
+        }
+    }
+
+    /// Writes a checkpoint image on the background worker, or here when there is none.
+    pub(crate) fn persist_later(&self, img: crate::recovery::CheckpointImage) -> Result<()> {
+        let img = match self.inner.jobs.lock().as_ref() {
+            Some(tx) => match tx.send(Job::Checkpoint(img)) {
+                Ok(()) => return Ok(()),
+                Err(std::sync::mpsc::SendError(Job::Checkpoint(img))) => img,
+                Err(_) => return Ok(()),
+            },
+            None => img,
+        };
+        crate::recovery::persist_checkpoint(&self.inner, img)
     }
 
     fn missing(&self, id: PageId, version: Version) -> StoreError {

@@ -137,8 +137,11 @@ impl Store {
                 inner.cache.insert((id, version), page);
             }
         }
-        after_write(self, &mut w)?;
+        let checkpoint = after_write(self, &mut w)?;
         drop(w);
+        if let Some(img) = checkpoint {
+            self.persist_later(img)?;
+        }
         if prune_below.is_some() {
             self.signal_gc();
         }
@@ -434,17 +437,21 @@ pub(crate) fn append_prune(inner: &Inner, w: &mut Writer, below: Version) -> Res
     write_durably(inner, w, &buf)
 }
 
-/// Housekeeping after a write: start a new segment when the active one is full, write a
-/// checkpoint when enough log has accumulated.
-pub(crate) fn after_write(store: &Store, w: &mut Writer) -> Result<()> {
+/// Housekeeping after a write: start a new segment when the active one is full; take a
+/// checkpoint image when enough log has accumulated (the caller writes it once it has let
+/// go of the writer lock).
+pub(crate) fn after_write(
+    store: &Store,
+    w: &mut Writer,
+) -> Result<Option<crate::recovery::CheckpointImage>> {
     let inner = &store.inner;
     if w.end >= inner.opts.segment_bytes {
         rotate(inner, w)?;
     }
     if w.since_checkpoint >= inner.opts.checkpoint_bytes {
-        crate::recovery::write_checkpoint(inner, w)?;
+        return Ok(Some(crate::recovery::checkpoint_image(inner, w)));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Closes the active segment and starts the next one.
