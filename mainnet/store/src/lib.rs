@@ -14,8 +14,9 @@
 //! are written (and, with [`FsyncPolicy::Always`], synced). After a crash at any point,
 //! [`Store::open`] returns the last version whose commit record is whole, with its root.
 //!
-//! Concurrency: one writer (`apply`, `prune`, garbage collection) at a time; any number of
-//! readers, at any retained version, run concurrently with it. [`Store`] is cheap to clone
+//! Concurrency: one writer (`apply`, `prune`) at a time; garbage collection and checkpoint
+//! writes run on a background thread and hold the writer only briefly; any number of
+//! readers, at any retained version, run concurrently with all of them. [`Store`] is cheap to clone
 //! and `Send + Sync`.
 //!
 //! The tree, the on-disk format, the proof format and the crash-safety argument are in
@@ -72,7 +73,9 @@ pub struct Options {
     /// A page is written whole (not as a delta) once it has this many deltas since its
     /// last full record; it bounds the reads needed to rebuild a page.
     pub max_delta_chain: u32,
-    /// Run garbage collection on a background thread after versions are pruned.
+    /// Run a background thread that collects garbage after versions are pruned and writes
+    /// periodic checkpoints. Without it both happen on the calling thread (`apply` writes
+    /// the checkpoint; garbage is collected only by [`Store::collect_garbage`]).
     pub background_gc: bool,
     /// Garbage collection rewrites a closed segment once at least this percentage of its
     /// bytes is dead.
