@@ -5,6 +5,7 @@ mod common;
 mod concurrency;
 mod corruption;
 mod crash;
+mod format;
 mod gc;
 mod model;
 mod proofs;
