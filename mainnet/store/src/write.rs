@@ -19,11 +19,15 @@ type Change = (B256, Option<Bytes>);
 /// Batches at least this large are split across threads at a page.
 const PARALLEL_MIN: usize = 64;
 
-/// A page after the batch: its old and new contents and the changed pages below it.
+/// A page after the batch: its new contents, which slots changed, and the changed pages
+/// below it.
 struct Updated {
     id: PageId,
-    old: Option<Arc<Page>>,
+    /// The page existed at the latest version (else it is new).
+    existed: bool,
     new: Page,
+    /// Slots whose content differs from the latest version, in slot order.
+    changed: Vec<u8>,
     children: Vec<Updated>,
     /// The page no longer exists (its keys were deleted or pulled up into the parent).
     gone: bool,
@@ -165,7 +169,14 @@ impl Store {
             groups.push((b, &rest[..n]));
             rest = &rest[n..];
         }
-        let oldp = old.as_deref();
+        let existed = old.is_some();
+        // Work on the latest version in place when nobody else holds it (pages the writer
+        // read from disk); a cached page is copied.
+        let mut new = match old {
+            Some(arc) => Arc::try_unwrap(arc).unwrap_or_else(|shared| (*shared).clone()),
+            None => Page::default(),
+        };
+        let oldp = Some(&new);
         let outcomes: Vec<Result<(u8, SlotOutcome)>> = if changes.len() >= PARALLEL_MIN
             && groups.len() > 1
         {
@@ -176,17 +187,20 @@ impl Store {
         } else {
             groups.iter().map(|(b, g)| Ok((*b, self.update_slot(id, oldp, *b, g, at)?))).collect()
         };
-        let mut new = oldp.cloned().unwrap_or_default();
         let mut children = Vec::new();
         let mut deleted = Vec::new();
+        let mut changed = Vec::new();
         for o in outcomes {
             let (b, o) = o?;
-            new.set(b, o.slot);
+            if new.get(b) != o.slot.as_ref() {
+                changed.push(b);
+                new.set(b, o.slot);
+            }
             children.extend(o.child);
             deleted.extend(o.deleted);
         }
         new.seal();
-        Ok((Updated { id, old, new, children, gone: false }, deleted))
+        Ok((Updated { id, existed, new, changed, children, gone: false }, deleted))
     }
 
     fn update_slot(
@@ -292,42 +306,6 @@ struct Emitted {
     pages: Vec<(PageId, Arc<Page>)>,
 }
 
-/// The changed slots between two versions of a page (`None` = removed).
-fn diff<'a>(old: &'a Page, new: &'a Page) -> Vec<(u8, Option<&'a Slot>)> {
-    let (mut i, mut j) = (0, 0);
-    let (a, b) = (&old.slots, &new.slots);
-    let mut out = Vec::new();
-    while i < a.len() || j < b.len() {
-        match (a.get(i), b.get(j)) {
-            (Some((si, s)), Some((ti, t))) if si == ti => {
-                if s != t {
-                    out.push((*ti, Some(t)));
-                }
-                i += 1;
-                j += 1;
-            }
-            (Some((si, _)), Some((ti, _))) if si < ti => {
-                out.push((*si, None));
-                i += 1;
-            }
-            (Some(_), Some((ti, t))) => {
-                out.push((*ti, Some(t)));
-                j += 1;
-            }
-            (Some((si, _)), None) => {
-                out.push((*si, None));
-                i += 1;
-            }
-            (None, Some((ti, t))) => {
-                out.push((*ti, Some(t)));
-                j += 1;
-            }
-            (None, None) => break,
-        }
-    }
-    out
-}
-
 #[allow(clippy::too_many_arguments)]
 fn emit(
     u: Updated,
@@ -339,7 +317,7 @@ fn emit(
     seg: u32,
     base: u64,
 ) -> Result<()> {
-    let Updated { id, old, new, children, gone } = u;
+    let Updated { id, existed, new, changed, children, gone } = u;
     for c in children {
         emit(c, version, st, max_chain, buf, out, seg, base)?;
     }
@@ -363,12 +341,12 @@ fn emit(
         }
         return Ok(());
     }
-    let full = match (&old, prior) {
-        (Some(old), Some(_)) => {
-            let d = diff(old, &new);
-            if d.is_empty() {
+    let full = match (existed, prior) {
+        (true, Some(_)) => {
+            if changed.is_empty() {
                 return Ok(());
             }
+            let d: Vec<(u8, Option<&Slot>)> = changed.iter().map(|&b| (b, new.get(b))).collect();
             // Deltas since the last full record, and their bytes.
             let list = st.pages.get(&id).map(|v| v.as_slice()).unwrap_or(&[]);
             let mut chain = 0u32;
