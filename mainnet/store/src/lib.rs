@@ -89,7 +89,7 @@ impl Default for Options {
             fsync: FsyncPolicy::Always,
             retain_versions: None,
             segment_bytes: 128 << 20,
-            checkpoint_bytes: 256 << 20,
+            checkpoint_bytes: 192 << 20,
             max_delta_chain: 8,
             background_gc: true,
             gc_dead_percent: 50,

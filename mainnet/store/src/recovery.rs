@@ -5,11 +5,12 @@
 //! little-endian: `"FAROLCKP" ‖ format u32 ‖ has_latest u8 ‖ latest u64 ‖ oldest u64 ‖
 //! replay_seg u32 ‖ replay_off u64 ‖ roots ‖ pages ‖ keys ‖ crc32(everything before) u32`.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use farol_primitives::B256;
+use farol_primitives::{Version, B256};
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock};
 
@@ -56,40 +57,60 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     ids.sort_unstable();
 
     let ckp_path = dir.join(CKP_NAME);
-    let mut st = if ckp_path.exists() {
-        read_checkpoint(&ckp_path, &io)?
-    } else {
-        if let Some(&first) = ids.first() {
-            if first != 1 {
-                return Err(corrupt(
-                    &ckp_path,
-                    0,
-                    "checkpoint missing but early segments were collected",
-                ));
-            }
+    let ckp = if ckp_path.exists() { Some(read_checkpoint_bytes(&ckp_path, &io)?) } else { None };
+    let replay_from = match &ckp {
+        Some(body) => {
+            checkpoint_replay_from(body).map_err(|(o, w)| corrupt(&ckp_path, o as u64, w))?
         }
-        State { replay_from: (1, SEGMENT_HEADER), ..State::default() }
+        None => {
+            if let Some(&first) = ids.first() {
+                if first != 1 {
+                    return Err(corrupt(
+                        &ckp_path,
+                        0,
+                        "checkpoint missing but early segments were collected",
+                    ));
+                }
+            }
+            (1, SEGMENT_HEADER)
+        }
     };
     if ids.is_empty() {
-        if st.latest.is_some() {
+        if ckp.as_deref().is_some_and(checkpoint_has_versions) {
             return Err(corrupt(
                 dir.join(log::segment_path(dir, 1)),
                 0,
                 "segment files are missing",
             ));
         }
-        let seg = Segment::create(dir, st.replay_from.0.max(1), &io)?;
+        let seg = Segment::create(dir, replay_from.0.max(1), &io)?;
         ids.push(seg.id);
     }
+    let mut segments = BTreeMap::new();
     for &id in &ids {
-        st.segments.insert(id, Arc::new(Segment::open(dir, id, &io)?));
+        segments.insert(id, Arc::new(Segment::open(dir, id, &io)?));
     }
-    if !st.segments.contains_key(&st.replay_from.0) {
-        let p = log::segment_path(dir, st.replay_from.0);
-        return Err(corrupt(p, st.replay_from.1, "the checkpoint's replay segment is missing"));
+    if !segments.contains_key(&replay_from.0) {
+        let p = log::segment_path(dir, replay_from.0);
+        return Err(corrupt(p, replay_from.1, "the checkpoint's replay segment is missing"));
     }
 
-    replay(&mut st, &io)?;
+    // The checkpoint is parsed on a second thread while this one reads the log after it.
+    let tail: Vec<Arc<Segment>> = segments.range(replay_from.0..).map(|(_, s)| s.clone()).collect();
+    let (parsed, decoded) = std::thread::scope(|scope| {
+        let parser = scope.spawn(|| match &ckp {
+            Some(body) => parse_checkpoint(body).map_err(|(o, w)| corrupt(&ckp_path, o as u64, w)),
+            None => Ok(State { replay_from, ..State::default() }),
+        });
+        let decoded = decode_tail(&tail, replay_from, &io);
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err(corrupt(&ckp_path, 0, "checkpoint parser failed")));
+        (parsed, decoded)
+    });
+    let mut st = parsed?;
+    st.segments = segments;
+    apply_tail(&mut st, decoded?)?;
 
     // Drop segment files left behind by a collection that was interrupted after its
     // checkpoint: before the replay point and referenced by nothing.
@@ -138,26 +159,40 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     Ok(store)
 }
 
-/// A page record of a version not yet committed during replay.
-struct Pending {
-    id: PageId,
-    entry: Entry,
-    keys: Vec<B256>,
+/// What one whole record of the log tail does to the index.
+enum TailOp {
+    /// A committed version: its page records, the leaves they hold, its root and deletions.
+    Commit {
+        at: (PathBuf, u64),
+        version: Version,
+        root: B256,
+        deleted: Vec<B256>,
+        pages: Vec<(PageId, Entry)>,
+        keys: Vec<(B256, Loc)>,
+    },
+    /// Versions below this are pruned.
+    Prune { at: (PathBuf, u64), below: Version },
 }
 
-/// Replays every record after the checkpoint into `st`, cutting back a torn tail.
-fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
-    let segs: Vec<Arc<Segment>> =
-        st.segments.range(st.replay_from.0..).map(|(_, s)| s.clone()).collect();
-    let Some(last_id) = segs.last().map(|s| s.id) else { return Ok(()) };
+/// Reads and checks the log after the checkpoint (`segs`, from `replay_from`), cutting back
+/// a torn tail, and returns what its whole versions do. Touches no index, so it runs while
+/// the checkpoint is parsed.
+fn decode_tail(
+    segs: &[Arc<Segment>],
+    replay_from: (u32, u64),
+    io: &IoCounters,
+) -> Result<Vec<TailOp>> {
+    let mut ops = Vec::new();
+    let Some(last_id) = segs.last().map(|s| s.id) else { return Ok(ops) };
     for seg in segs {
-        let start = if seg.id == st.replay_from.0 { st.replay_from.1 } else { SEGMENT_HEADER };
+        let start = if seg.id == replay_from.0 { replay_from.1 } else { SEGMENT_HEADER };
         let len = seg.len()?;
         if len < start {
             return Err(corrupt(&seg.path, len, "segment is shorter than the checkpoint says"));
         }
         let bytes = seg.read_at(start, (len - start) as usize, io)?;
-        let mut pending: Vec<Pending> = Vec::new();
+        let mut pages: Vec<(PageId, Entry)> = Vec::new();
+        let mut keys: Vec<(B256, Loc)> = Vec::new();
         let mut good_end = start;
         let end = log::scan(&bytes, start, |r| {
             let bad = |why: &str| corrupt(&seg.path, r.off, why.to_string());
@@ -165,48 +200,37 @@ fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
             match r.body[0] {
                 K_PAGE => {
                     let h = codec::decode_page_header(r.body).map_err(bad)?;
-                    let mut keys = Vec::new();
                     h.for_each(|_, e| {
                         if let RawEntry::Leaf { key, .. } = e {
-                            keys.push(key);
+                            keys.push((key, loc));
                         }
                         Ok(())
                     })
                     .map_err(bad)?;
-                    let entry = Entry { version: h.version, kind: h.kind, loc };
-                    pending.push(Pending { id: h.id, entry, keys });
+                    pages.push((h.id, Entry { version: h.version, kind: h.kind, loc }));
                 }
                 K_RELOCATED => {}
                 K_COMMIT => {
                     let c = codec::decode_commit(r.body).map_err(bad)?;
-                    if st.latest.is_some_and(|l| c.version <= l) {
-                        return Err(bad("commit version does not increase"));
-                    }
-                    if pending.iter().any(|p| p.entry.version != c.version) {
+                    if pages.iter().any(|(_, e)| e.version != c.version) {
                         return Err(bad("page records of another version precede this commit"));
                     }
-                    for k in &c.deleted {
-                        st.keys.remove(k);
-                    }
-                    for p in pending.drain(..) {
-                        for k in p.keys {
-                            st.keys.insert(k, p.entry.loc);
-                        }
-                        st.push_entry(p.id, p.entry);
-                    }
-                    st.roots.insert(c.version, c.root);
-                    st.latest = Some(c.version);
+                    ops.push(TailOp::Commit {
+                        at: (seg.path.clone(), r.off),
+                        version: c.version,
+                        root: c.root,
+                        deleted: c.deleted,
+                        pages: std::mem::take(&mut pages),
+                        keys: std::mem::take(&mut keys),
+                    });
                     good_end = r.off + r.len as u64;
                 }
                 K_PRUNE => {
                     let below = codec::decode_prune(r.body).map_err(bad)?;
-                    if !pending.is_empty() {
+                    if !pages.is_empty() {
                         return Err(bad("prune record inside an uncommitted version"));
                     }
-                    if st.latest.is_none_or(|l| below > l) {
-                        return Err(bad("prune past the latest version"));
-                    }
-                    st.prune(below);
+                    ops.push(TailOp::Prune { at: (seg.path.clone(), r.off), below });
                     good_end = r.off + r.len as u64;
                 }
                 _ => return Err(bad("unknown record kind")),
@@ -215,7 +239,7 @@ fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
         })?;
         let is_last = seg.id == last_id;
         match end {
-            ScanEnd::Clean if pending.is_empty() => {}
+            ScanEnd::Clean if pages.is_empty() => {}
             ScanEnd::Clean if is_last => seg.truncate(good_end)?,
             ScanEnd::Clean => {
                 return Err(corrupt(
@@ -238,6 +262,40 @@ fn replay(st: &mut State, io: &IoCounters) -> Result<()> {
             }
         }
     }
+    Ok(ops)
+}
+
+/// Applies the decoded tail to the index loaded from the checkpoint.
+fn apply_tail(st: &mut State, ops: Vec<TailOp>) -> Result<()> {
+    // Pruning is monotonic: one prune at the newest point equals applying each in turn.
+    let mut prune_to = 0;
+    for op in ops {
+        match op {
+            TailOp::Commit { at, version, root, deleted, pages, keys } => {
+                if st.latest.is_some_and(|l| version <= l) {
+                    return Err(corrupt(at.0, at.1, "commit version does not increase"));
+                }
+                for k in &deleted {
+                    st.keys.remove(k);
+                }
+                for (k, loc) in keys {
+                    st.keys.insert(k, loc);
+                }
+                for (id, e) in pages {
+                    st.push_entry(id, e);
+                }
+                st.roots.insert(version, root);
+                st.latest = Some(version);
+            }
+            TailOp::Prune { at, below } => {
+                if st.latest.is_none_or(|l| below > l) {
+                    return Err(corrupt(at.0, at.1, "prune past the latest version"));
+                }
+                prune_to = prune_to.max(below);
+            }
+        }
+    }
+    st.prune(prune_to);
     Ok(())
 }
 
@@ -382,18 +440,38 @@ impl<'a> Cur<'a> {
     }
 }
 
-fn read_checkpoint(path: &Path, io: &IoCounters) -> Result<State> {
-    let bytes = std::fs::read(path).map_err(io_err(path))?;
+/// Reads the checkpoint and checks its magic and checksum; returns the bytes before the
+/// checksum.
+fn read_checkpoint_bytes(path: &Path, io: &IoCounters) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).map_err(io_err(path))?;
     io.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     io.bytes_read.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    if bytes.len() < 12 + 4 || &bytes[..8] != CKP_MAGIC {
+    if bytes.len() < CKP_HEADER + 4 || &bytes[..8] != CKP_MAGIC {
         return Err(corrupt(path, 0, "not a Farol Store checkpoint"));
     }
-    let (body, crc) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-        return Err(corrupt(path, body.len() as u64, "checkpoint checksum mismatch"));
+    let body_len = bytes.len() - 4;
+    let crc = &bytes[body_len..];
+    if crc32fast::hash(&bytes[..body_len]) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(corrupt(path, body_len as u64, "checkpoint checksum mismatch"));
     }
-    parse_checkpoint(body).map_err(|(off, why)| corrupt(path, off as u64, why))
+    bytes.truncate(body_len);
+    Ok(bytes)
+}
+
+/// Bytes of the checkpoint's fixed header: magic, format, has_latest, latest, oldest,
+/// replay segment, replay offset.
+const CKP_HEADER: usize = 8 + 4 + 1 + 8 + 8 + 4 + 8;
+
+/// The replay point of a checked checkpoint, read without parsing the rest.
+fn checkpoint_replay_from(body: &[u8]) -> std::result::Result<(u32, u64), (usize, &'static str)> {
+    let mut c = Cur { b: body, pos: 8 + 4 + 1 + 8 + 8 };
+    let short = |at| (at, "checkpoint ends early");
+    Ok((c.u32().map_err(short)?, c.u64().map_err(short)?))
+}
+
+/// Whether a checked checkpoint records any committed version.
+fn checkpoint_has_versions(body: &[u8]) -> bool {
+    body.get(12).is_some_and(|b| *b != 0)
 }
 
 fn parse_checkpoint(body: &[u8]) -> std::result::Result<State, (usize, &'static str)> {
