@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::channel;
 use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use farol_primitives::B256;
 use hashbrown::{HashMap, HashSet};
@@ -21,7 +22,7 @@ use hashbrown::{HashMap, HashSet};
 use crate::codec::{self, RawEntry, FRAME, K_RELOCATED};
 use crate::error::{corrupt, io_err, Result};
 use crate::log::{Loc, Segment, SEGMENT_HEADER};
-use crate::store::{GcStats, Job, Store};
+use crate::store::{GcStats, Inner, Job, Store};
 
 /// A live record read from a victim segment, re-framed as a relocated copy.
 struct Copy {
@@ -36,182 +37,180 @@ impl Store {
     /// segments with no live record. `apply` waits only while the copies are appended and
     /// the checkpoint image is taken; readers are never blocked.
     pub fn collect_garbage(&self) -> Result<GcStats> {
-        let inner = &self.inner;
-        let _one_at_a_time = inner.gc_lock.lock();
-        inner.gc_queued.store(false, Ordering::Release);
-        let mut stats = GcStats::default();
-
-        // 1. Pick the victims and read their live records (no writer lock).
-        let active = inner.writer.lock().active.id;
-        let (victims, locs) = {
-            let st = inner.state.read();
-            let mut live: BTreeMap<u32, u64> = BTreeMap::new();
-            for e in st.pages.values().flatten() {
-                *live.entry(e.loc.seg).or_default() += e.loc.len as u64;
-            }
-            let mut victims: Vec<Arc<Segment>> = Vec::new();
-            for (&id, seg) in st.segments.range(..active) {
-                let size = seg.len()?.saturating_sub(SEGMENT_HEADER);
-                let l = live.get(&id).copied().unwrap_or(0);
-                let dead = size.saturating_sub(l);
-                if l == 0 || dead * 100 >= size * inner.opts.gc_dead_percent as u64 {
-                    victims.push(seg.clone());
-                }
-            }
-            let ids: HashSet<u32> = victims.iter().map(|s| s.id).collect();
-            let mut locs: Vec<Loc> = st
-                .pages
-                .values()
-                .flatten()
-                .map(|e| e.loc)
-                .filter(|l| ids.contains(&l.seg))
-                .collect();
-            locs.sort_unstable_by_key(|l| (l.seg, l.off));
-            (victims, locs)
-        };
-        if victims.is_empty() {
-            return Ok(stats);
-        }
-        let mut buf = Vec::new();
-        let mut copies = Vec::with_capacity(locs.len());
-        for loc in locs {
-            let seg = victims
-                .iter()
-                .find(|s| s.id == loc.seg)
-                .ok_or_else(|| corrupt(&inner.dir, 0, "victim segment vanished"))?;
-            let mut rec = seg.read_record(loc, &inner.io)?;
-            let bad = |r: &str| corrupt(&seg.path, loc.off as u64, r.to_string());
-            let mut keys = Vec::new();
-            codec::decode_page_header(&rec[FRAME..])
-                .and_then(|h| {
-                    h.for_each(|_, e| {
-                        if let RawEntry::Leaf { key, .. } = e {
-                            keys.push(key);
-                        }
-                        Ok(())
-                    })
-                })
-                .map_err(bad)?;
-            rec[FRAME] = K_RELOCATED;
-            let crc = codec::checksum(&rec[..4], &rec[FRAME..]);
-            rec[4..8].copy_from_slice(&crc.to_le_bytes());
-            copies.push(Copy { old: loc, at: buf.len(), keys });
-            buf.extend_from_slice(&rec);
-        }
-
-        // 2. Append the copies in slices (an `apply` can slip in between two), sync them
-        //    without the writer lock, then switch the index to them and take the checkpoint
-        //    image. Replay skips relocated records wherever they sit.
-        const SLICE: usize = 4 << 20;
-        let mut placed: Vec<Loc> = Vec::with_capacity(copies.len());
-        let mut next = 0usize;
-        let mut written_to: Option<Arc<Segment>> = None;
-        while next < copies.len() {
-            let mut w = inner.writer.lock();
-            let seg = w.active.clone();
-            let start = copies[next].at;
-            // At least one copy per slice, then as many as fit in SLICE bytes.
-            let mut end = next + 1;
-            while end < copies.len()
-                && copies[end].at + copies[end].old.len as usize - start <= SLICE
-            {
-                end += 1;
-            }
-            let stop = copies.get(end).map(|c| c.at).unwrap_or(buf.len());
-            let base = w.end;
-            u32::try_from(base + (stop - start) as u64)
-                .map_err(|_| corrupt(&seg.path, base, "segment offset overflow in GC"))?;
-            seg.write_at(&buf[start..stop], base, &inner.io)?;
-            w.end += (stop - start) as u64;
-            for c in &copies[next..end] {
-                placed.push(Loc {
-                    seg: seg.id,
-                    off: (base + (c.at - start) as u64) as u32,
-                    len: c.old.len,
-                });
-            }
-            stats.bytes_copied += (stop - start) as u64;
-            // A rotation between slices is fine; the sync below covers every segment used.
-            if written_to.as_ref().is_some_and(|s| s.id != seg.id) {
-                if let Some(prev) = written_to.take() {
-                    prev.sync(&inner.io)?;
-                }
-            }
-            written_to = Some(seg);
-            if w.end >= inner.opts.segment_bytes {
-                crate::write::rotate(inner, &mut w)?;
-            }
-            next = end;
-        }
-        if let Some(seg) = &written_to {
-            seg.sync(&inner.io)?;
-        }
-        let img = {
-            let mut w = inner.writer.lock();
-            {
-                let mut st = inner.state.write();
-                let moved: HashMap<Loc, Loc> =
-                    copies.iter().zip(&placed).map(|(c, new)| (c.old, *new)).collect();
-                for entries in st.pages.values_mut() {
-                    for e in entries.iter_mut() {
-                        if let Some(n) = moved.get(&e.loc) {
-                            e.loc = *n;
-                        }
-                    }
-                }
-                for c in &copies {
-                    let Some(&new) = moved.get(&c.old) else { continue };
-                    for k in &c.keys {
-                        if let Some(l) = st.keys.get_mut(k) {
-                            if *l == c.old {
-                                *l = new;
-                            }
-                        }
-                    }
-                }
-            }
-            crate::recovery::checkpoint_image(inner, &mut w)
-        };
-
-        // 3. Write the checkpoint, then drop the victims (nothing refers to them now).
-        crate::recovery::persist_checkpoint(inner, img)?;
-        {
-            let mut st = inner.state.write();
-            for seg in &victims {
-                st.segments.remove(&seg.id);
-            }
-        }
-        for seg in victims {
-            stats.bytes_freed += seg.len()?;
-            stats.segments_removed += 1;
-            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
-        }
-        crate::log::sync_dir(&inner.dir)?;
-        Ok(stats)
+        collect(&self.inner)
     }
 }
 
+/// The collection itself (see [`Store::collect_garbage`]); the background worker calls it
+/// without a `Store` handle.
+pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
+    let _one_at_a_time = inner.gc_lock.lock();
+    inner.gc_queued.store(false, Ordering::Release);
+    let mut stats = GcStats::default();
+
+    // 1. Pick the victims and read their live records (no writer lock).
+    let active = inner.writer.lock().active.id;
+    let (victims, locs) = {
+        let st = inner.state.read();
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+        for e in st.pages.values().flatten() {
+            *live.entry(e.loc.seg).or_default() += e.loc.len as u64;
+        }
+        let mut victims: Vec<Arc<Segment>> = Vec::new();
+        for (&id, seg) in st.segments.range(..active) {
+            let size = seg.len()?.saturating_sub(SEGMENT_HEADER);
+            let l = live.get(&id).copied().unwrap_or(0);
+            let dead = size.saturating_sub(l);
+            if l == 0 || dead * 100 >= size * inner.opts.gc_dead_percent as u64 {
+                victims.push(seg.clone());
+            }
+        }
+        let ids: HashSet<u32> = victims.iter().map(|s| s.id).collect();
+        let mut locs: Vec<Loc> =
+            st.pages.values().flatten().map(|e| e.loc).filter(|l| ids.contains(&l.seg)).collect();
+        locs.sort_unstable_by_key(|l| (l.seg, l.off));
+        (victims, locs)
+    };
+    if victims.is_empty() {
+        return Ok(stats);
+    }
+    let mut buf = Vec::new();
+    let mut copies = Vec::with_capacity(locs.len());
+    for loc in locs {
+        let seg = victims
+            .iter()
+            .find(|s| s.id == loc.seg)
+            .ok_or_else(|| corrupt(&inner.dir, 0, "victim segment vanished"))?;
+        let mut rec = seg.read_record(loc, &inner.io)?;
+        let bad = |r: &str| corrupt(&seg.path, loc.off as u64, r.to_string());
+        let mut keys = Vec::new();
+        codec::decode_page_header(&rec[FRAME..])
+            .and_then(|h| {
+                h.for_each(|_, e| {
+                    if let RawEntry::Leaf { key, .. } = e {
+                        keys.push(key);
+                    }
+                    Ok(())
+                })
+            })
+            .map_err(bad)?;
+        rec[FRAME] = K_RELOCATED;
+        let crc = codec::checksum(&rec[..4], &rec[FRAME..]);
+        rec[4..8].copy_from_slice(&crc.to_le_bytes());
+        copies.push(Copy { old: loc, at: buf.len(), keys });
+        buf.extend_from_slice(&rec);
+    }
+
+    // 2. Append the copies in slices (an `apply` can slip in between two), sync them
+    //    without the writer lock, then switch the index to them and take the checkpoint
+    //    image. Replay skips relocated records wherever they sit.
+    const SLICE: usize = 4 << 20;
+    let mut placed: Vec<Loc> = Vec::with_capacity(copies.len());
+    let mut next = 0usize;
+    let mut written_to: Option<Arc<Segment>> = None;
+    while next < copies.len() {
+        let mut w = inner.writer.lock();
+        let seg = w.active.clone();
+        let start = copies[next].at;
+        // At least one copy per slice, then as many as fit in SLICE bytes.
+        let mut end = next + 1;
+        while end < copies.len() && copies[end].at + copies[end].old.len as usize - start <= SLICE {
+            end += 1;
+        }
+        let stop = copies.get(end).map(|c| c.at).unwrap_or(buf.len());
+        let base = w.end;
+        u32::try_from(base + (stop - start) as u64)
+            .map_err(|_| corrupt(&seg.path, base, "segment offset overflow in GC"))?;
+        seg.write_at(&buf[start..stop], base, &inner.io)?;
+        w.end += (stop - start) as u64;
+        for c in &copies[next..end] {
+            placed.push(Loc {
+                seg: seg.id,
+                off: (base + (c.at - start) as u64) as u32,
+                len: c.old.len,
+            });
+        }
+        stats.bytes_copied += (stop - start) as u64;
+        // A rotation between slices is fine; the sync below covers every segment used.
+        if written_to.as_ref().is_some_and(|s| s.id != seg.id) {
+            if let Some(prev) = written_to.take() {
+                prev.sync(&inner.io)?;
+            }
+        }
+        written_to = Some(seg);
+        if w.end >= inner.opts.segment_bytes {
+            crate::write::rotate(inner, &mut w)?;
+        }
+        next = end;
+    }
+    if let Some(seg) = &written_to {
+        seg.sync(&inner.io)?;
+    }
+    let img = {
+        let mut w = inner.writer.lock();
+        {
+            let mut st = inner.state.write();
+            let moved: HashMap<Loc, Loc> =
+                copies.iter().zip(&placed).map(|(c, new)| (c.old, *new)).collect();
+            for entries in st.pages.values_mut() {
+                for e in entries.iter_mut() {
+                    if let Some(n) = moved.get(&e.loc) {
+                        e.loc = *n;
+                    }
+                }
+            }
+            for c in &copies {
+                let Some(&new) = moved.get(&c.old) else { continue };
+                for k in &c.keys {
+                    if let Some(l) = st.keys.get_mut(k) {
+                        if *l == c.old {
+                            *l = new;
+                        }
+                    }
+                }
+            }
+        }
+        crate::recovery::checkpoint_image(inner, &mut w)
+    };
+
+    // 3. Write the checkpoint, then drop the victims (nothing refers to them now).
+    crate::recovery::persist_checkpoint(inner, img)?;
+    {
+        let mut st = inner.state.write();
+        for seg in &victims {
+            st.segments.remove(&seg.id);
+        }
+    }
+    for seg in victims {
+        stats.bytes_freed += seg.len()?;
+        stats.segments_removed += 1;
+        std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+    }
+    crate::log::sync_dir(&inner.dir)?;
+    Ok(stats)
+}
+
 /// Starts the thread that collects garbage after versions are pruned and writes periodic
-/// checkpoints. It holds only a weak reference, so it ends when the last handle to the
-/// store is dropped.
-pub(crate) fn spawn_background(store: &Store) -> Result<()> {
+/// checkpoints. It holds the store only while it works on a job; when the last handle is
+/// dropped, the handle's closer ends the queue and joins the thread (a queued checkpoint is
+/// still written, queued collections are skipped).
+pub(crate) fn spawn_background(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
     let (tx, rx) = channel::<Job>();
-    *store.inner.jobs.lock() = Some(tx);
-    let weak = Arc::downgrade(&store.inner);
+    *inner.jobs.lock() = Some(tx);
+    let weak = Arc::downgrade(inner);
     std::thread::Builder::new()
         .name("farol-store-bg".into())
         .spawn(move || {
             while let Ok(job) = rx.recv() {
                 let Some(inner) = weak.upgrade() else { break };
-                let store = Store { inner };
                 // Errors surface at the next explicit call or write: a checkpoint that could
                 // not be written is retaken later, garbage stays until the next collection.
                 let _ = match job {
-                    Job::CollectGarbage => store.collect_garbage().map(|_| ()),
-                    Job::Checkpoint(img) => crate::recovery::persist_checkpoint(&store.inner, img),
+                    Job::CollectGarbage if inner.closing.load(Ordering::Acquire) => Ok(()),
+                    Job::CollectGarbage => collect(&inner).map(|_| ()),
+                    Job::Checkpoint(img) => crate::recovery::persist_checkpoint(&inner, img),
                 };
             }
         })
-        .map_err(io_err(&store.inner.dir))?;
-    Ok(())
+        .map_err(io_err(&inner.dir))
 }

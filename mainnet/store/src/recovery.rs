@@ -150,13 +150,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         checkpoint_seq: std::sync::atomic::AtomicU64::new(0),
         checkpoint_written: Mutex::new(0),
         gc_lock: Mutex::new(()),
+        closing: std::sync::atomic::AtomicBool::new(false),
         _lock: lock,
     };
-    let store = Store { inner: Arc::new(inner) };
-    if background_gc {
-        crate::gc::spawn_background(&store)?;
-    }
-    Ok(store)
+    let inner = Arc::new(inner);
+    let worker = if background_gc { Some(crate::gc::spawn_background(&inner)?) } else { None };
+    let closer =
+        Arc::new(crate::store::Closer { inner: inner.clone(), worker: Mutex::new(worker) });
+    Ok(Store { inner, _closer: closer })
 }
 
 /// What one whole record of the log tail does to the index.

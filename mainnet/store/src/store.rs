@@ -146,6 +146,8 @@ pub(crate) struct Inner {
     pub(crate) checkpoint_written: Mutex<u64>,
     /// One garbage collection at a time.
     pub(crate) gc_lock: Mutex<()>,
+    /// The last handle is gone: the background worker finishes checkpoints, skips collections.
+    pub(crate) closing: AtomicBool,
     /// Holds the directory lock for the store's lifetime.
     pub(crate) _lock: File,
 }
@@ -236,10 +238,30 @@ pub(crate) enum Job {
     Checkpoint(crate::recovery::CheckpointImage),
 }
 
-/// A handle to an open store. Clones share the store.
+/// A handle to an open store. Clones share the store. When the last clone is dropped the
+/// background worker is stopped and joined, so the directory can be opened again at once.
 #[derive(Clone)]
 pub struct Store {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) _closer: Arc<Closer>,
+}
+
+/// Shared by all handles of one store; its drop (with the last handle) ends the background
+/// worker before the store's files and directory lock are released.
+pub(crate) struct Closer {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.inner.closing.store(true, Ordering::Release);
+        // Ending the queue ends the worker's loop once it has drained it.
+        drop(self.inner.jobs.lock().take());
+        if let Some(worker) = self.worker.lock().take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -278,9 +300,8 @@ impl Snapshot {
 impl Store {
     /// Opens the store in `dir`, creating the directory and an empty store if needed.
     /// Repairs a torn log tail; fails with [`StoreError::Corrupt`] naming the file and
-    /// offset if committed data is damaged, and with [`StoreError::Locked`] if another
-    /// process has the store open (or, in this process, while a background collection that
-    /// started before the last handle was dropped is finishing).
+    /// offset if committed data is damaged, and with [`StoreError::Locked`] if the store is
+    /// open elsewhere (another process, or a handle of this one that is still alive).
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         crate::recovery::open(dir.as_ref(), opts)
     }

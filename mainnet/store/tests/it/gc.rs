@@ -72,3 +72,35 @@ fn retention_bounds_disk_usage_under_a_long_run() {
     assert!(peak_late < (live as u64) * 8 + (1 << 20), "peak {peak_late} for {live} live bytes");
     assert_eq!(store.oldest_version(), Some(397));
 }
+
+#[test]
+fn reopen_right_after_drop_while_background_work_is_queued() {
+    // Dropping the last handle joins the background worker, so the directory lock is free
+    // the moment `drop` returns, even with a collection or checkpoint in flight.
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        retain_versions: Some(2),
+        background_gc: true,
+        checkpoint_bytes: 8 << 10,
+        ..small_opts()
+    };
+    let mut r = rng(43);
+    let keys = key_pool(&mut r, 200);
+    let mut m = BTreeMap::new();
+    let mut v = 0u64;
+    for round in 0..30 {
+        let store =
+            Store::open(dir.path(), opts.clone()).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(store.root(v.max(1)).ok(), (v > 0).then(|| naive_root(&m)));
+        for _ in 0..4 {
+            v += 1;
+            let b = random_batch(&mut r, &keys, 80);
+            apply_model(&mut m, &b);
+            store.apply(v, b).unwrap();
+        }
+        let reader = store.clone();
+        drop(store);
+        assert_eq!(reader.get(&keys[0]).unwrap().as_ref(), m.get(&keys[0]));
+        drop(reader);
+    }
+}
