@@ -16,4 +16,10 @@ for arg in "$@"; do
 done
 
 source scripts/deps.sh
-cargo test --workspace "${cargo_args[@]}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace "${cargo_args[@]}" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -24,6 +24,8 @@ use crate::Options;
 const CKP_MAGIC: &[u8; 8] = b"FAROLCKP";
 const CKP_FORMAT: u32 = 1;
 const CKP_NAME: &str = "checkpoint";
+/// How long `open` waits for the directory lock before reporting `Locked`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     opts.validate()?;
@@ -35,10 +37,18 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         .write(true)
         .open(&lock_path)
         .map_err(io_err(&lock_path))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+    // The lock can be held for a moment after its owner let go: a process that forked holds
+    // a copy of the descriptor until it execs. Wait up to LOCK_WAIT before giving up.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir.into())),
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
     }
     let io = IoCounters::default();
 

@@ -301,7 +301,8 @@ impl Store {
     /// Opens the store in `dir`, creating the directory and an empty store if needed.
     /// Repairs a torn log tail; fails with [`StoreError::Corrupt`] naming the file and
     /// offset if committed data is damaged, and with [`StoreError::Locked`] if the store is
-    /// open elsewhere (another process, or a handle of this one that is still alive).
+    /// open elsewhere (another process, or a handle of this one that is still alive) for
+    /// longer than two seconds.
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Store> {
         crate::recovery::open(dir.as_ref(), opts)
     }
