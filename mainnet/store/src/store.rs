@@ -469,15 +469,18 @@ impl Store {
 
     /// Writes a checkpoint image on the background worker, or here when there is none.
     pub(crate) fn persist_later(&self, img: crate::recovery::CheckpointImage) -> Result<()> {
-        let img = match self.inner.jobs.lock().as_ref() {
+        let job = match self.inner.jobs.lock().as_ref() {
             Some(tx) => match tx.send(Job::Checkpoint(img)) {
                 Ok(()) => return Ok(()),
-                Err(std::sync::mpsc::SendError(Job::Checkpoint(img))) => img,
-                Err(_) => return Ok(()),
+                // The worker is gone: the job comes back and is done here.
+                Err(returned) => returned.0,
             },
-            None => img,
+            None => Job::Checkpoint(img),
         };
-        crate::recovery::persist_checkpoint(&self.inner, img)
+        match job {
+            Job::Checkpoint(img) => crate::recovery::persist_checkpoint(&self.inner, img),
+            Job::CollectGarbage => Ok(()),
+        }
     }
 
     fn missing(&self, id: PageId, version: Version) -> StoreError {
