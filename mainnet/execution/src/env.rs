@@ -1,0 +1,162 @@
+//! Block inputs: the chain spec, the block environment and recovered transactions.
+
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_consensus::{Transaction, TxEnvelope, Typed2718};
+use alloy_primitives::{Address, B256, U256};
+use rayon::prelude::*;
+use revm::context::either::Either;
+use revm::context::{BlockEnv as RevmBlockEnv, CfgEnv, TxEnv};
+use revm::context_interface::block::BlobExcessGasAndPrice;
+use revm::primitives::eip4844::{
+    BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN, BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE,
+};
+use revm::primitives::hardfork::SpecId;
+
+use crate::error::ExecError;
+
+/// The chain id Farol uses unless configured otherwise.
+pub const DEFAULT_CHAIN_ID: u64 = 7_447;
+
+/// Chain-wide execution rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainSpec {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// The hardfork whose rules apply.
+    pub spec: SpecId,
+}
+
+impl Default for ChainSpec {
+    /// Farol's chain id under the newest hardfork revm supports by default (Osaka).
+    fn default() -> Self {
+        ChainSpec { chain_id: DEFAULT_CHAIN_ID, spec: SpecId::default() }
+    }
+}
+
+impl ChainSpec {
+    pub(crate) fn cfg(&self) -> CfgEnv {
+        let mut cfg = CfgEnv::new_with_spec(self.spec);
+        cfg.chain_id = self.chain_id;
+        // Blobs per transaction: the block maximum until Prague (6, then 9), and Osaka's
+        // per-transaction cap of 6 (EIP-7594).
+        if self.spec.is_enabled_in(SpecId::OSAKA) {
+            cfg.set_max_blobs_per_tx(6);
+        } else if self.spec.is_enabled_in(SpecId::PRAGUE) {
+            cfg.set_max_blobs_per_tx(9);
+        } else if self.spec.is_enabled_in(SpecId::CANCUN) {
+            cfg.set_max_blobs_per_tx(6);
+        }
+        cfg
+    }
+}
+
+/// The environment of one block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockEnv {
+    /// Block number.
+    pub number: u64,
+    /// Unix timestamp in seconds.
+    pub timestamp: u64,
+    /// Who receives the priority fees.
+    pub beneficiary: Address,
+    /// EIP-1559 base fee per gas.
+    pub base_fee: u64,
+    /// Gas limit of the block.
+    pub gas_limit: u64,
+    /// PREVRANDAO (post-merge).
+    pub prevrandao: B256,
+    /// Pre-merge DIFFICULTY.
+    pub difficulty: U256,
+    /// EIP-4844 excess blob gas (Cancun and later).
+    pub excess_blob_gas: Option<u64>,
+}
+
+impl Default for BlockEnv {
+    fn default() -> Self {
+        BlockEnv {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::ZERO,
+            base_fee: 0,
+            gas_limit: 30_000_000,
+            prevrandao: B256::ZERO,
+            difficulty: U256::ZERO,
+            excess_blob_gas: Some(0),
+        }
+    }
+}
+
+impl BlockEnv {
+    pub(crate) fn revm(&self, spec: SpecId) -> RevmBlockEnv {
+        let fraction = if spec.is_enabled_in(SpecId::PRAGUE) {
+            BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE
+        } else {
+            BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN
+        };
+        RevmBlockEnv {
+            number: U256::from(self.number),
+            beneficiary: self.beneficiary,
+            timestamp: U256::from(self.timestamp),
+            gas_limit: self.gas_limit,
+            basefee: self.base_fee,
+            difficulty: self.difficulty,
+            prevrandao: Some(self.prevrandao),
+            blob_excess_gas_and_price: self
+                .excess_blob_gas
+                .filter(|_| spec.is_enabled_in(SpecId::CANCUN))
+                .map(|e| BlobExcessGasAndPrice::new(e, fraction)),
+            ..Default::default()
+        }
+    }
+}
+
+/// A decoded transaction with the sender recovered from its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveredTx {
+    /// The signed transaction.
+    pub tx: TxEnvelope,
+    /// Its sender.
+    pub sender: Address,
+}
+
+/// Recovers the senders of `txs` once, in parallel, before execution.
+pub fn recover_senders(txs: Vec<TxEnvelope>) -> Result<Vec<RecoveredTx>, ExecError> {
+    txs.into_par_iter()
+        .enumerate()
+        .map(|(index, tx)| match tx.recover_signer() {
+            Ok(sender) => Ok(RecoveredTx { tx, sender }),
+            Err(e) => Err(ExecError::BadSignature { index, reason: e.to_string() }),
+        })
+        .collect()
+}
+
+impl RecoveredTx {
+    /// The revm transaction environment.
+    pub(crate) fn tx_env(&self) -> TxEnv {
+        let tx = &self.tx;
+        let eip1559 = tx.is_dynamic_fee();
+        TxEnv {
+            tx_type: tx.ty(),
+            caller: self.sender,
+            gas_limit: tx.gas_limit(),
+            gas_price: if eip1559 {
+                tx.max_fee_per_gas()
+            } else {
+                tx.gas_price().unwrap_or_default()
+            },
+            kind: tx.kind(),
+            value: tx.value(),
+            data: tx.input().clone(),
+            nonce: tx.nonce(),
+            chain_id: tx.chain_id(),
+            access_list: tx.access_list().cloned().unwrap_or_default(),
+            gas_priority_fee: if eip1559 { tx.max_priority_fee_per_gas() } else { None },
+            blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
+            max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or_default(),
+            authorization_list: tx
+                .authorization_list()
+                .map(|l| l.iter().cloned().map(Either::Left).collect())
+                .unwrap_or_default(),
+        }
+    }
+}

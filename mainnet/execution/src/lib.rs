@@ -1,0 +1,26 @@
+//! Farol block execution on revm.
+//!
+//! [`execute_sequential`] is the reference: plain revm, one transaction after another.
+//! [`ParallelExecutor`] runs a block optimistically on all cores with multi-version state and
+//! produces exactly the same [`BlockOutput`]. See `docs/execution.md`.
+
+mod diff;
+mod env;
+mod error;
+mod output;
+mod parallel;
+mod sequential;
+mod state;
+pub mod statetest;
+mod writes;
+
+pub use diff::{
+    account_key, code_key, decode_account, encode_account, storage_key, StateDiff, StoreState,
+};
+pub use env::{recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID};
+pub use error::{ExecError, StateError};
+pub use output::{BlockOutput, TxOutcome, TxStatus};
+pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats};
+pub use revm::primitives::hardfork::SpecId;
+pub use sequential::execute_sequential;
+pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};

@@ -1,0 +1,104 @@
+//! What executing a block produces.
+
+use alloy_consensus::{Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType};
+use alloy_primitives::{Address, Bloom, Bytes, Log, B256};
+use revm::context::result::ExecutionResult;
+
+use crate::diff::StateDiff;
+
+/// How a transaction ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxStatus {
+    /// It succeeded.
+    Success,
+    /// It executed REVERT (the output holds the revert data).
+    Revert,
+    /// It halted exceptionally (out of gas, invalid opcode, ...), spending all its gas.
+    Halt(String),
+}
+
+/// The result of one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// How it ended.
+    pub status: TxStatus,
+    /// Gas it used (what the sender paid for).
+    pub gas_used: u64,
+    /// Gas used by the block up to and including it.
+    pub cumulative_gas_used: u64,
+    /// Logs it emitted (empty unless it succeeded).
+    pub logs: Vec<Log>,
+    /// The address of the contract it created, if it was a successful creation.
+    pub contract_address: Option<Address>,
+    /// Return or revert data.
+    pub output: Bytes,
+}
+
+impl TxOutcome {
+    pub(crate) fn from_revm(result: &ExecutionResult, cumulative_gas_used: u64) -> Self {
+        let status = match result {
+            ExecutionResult::Success { .. } => TxStatus::Success,
+            ExecutionResult::Revert { .. } => TxStatus::Revert,
+            ExecutionResult::Halt { reason, .. } => TxStatus::Halt(format!("{reason:?}")),
+        };
+        TxOutcome {
+            status,
+            gas_used: result.tx_gas_used(),
+            cumulative_gas_used,
+            logs: if result.is_success() { result.logs().to_vec() } else { Vec::new() },
+            contract_address: result.created_address(),
+            output: result.output().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// True when the transaction succeeded (receipt status 1).
+    pub fn is_success(&self) -> bool {
+        self.status == TxStatus::Success
+    }
+}
+
+/// Everything a block's execution produces. Both executors produce equal values for a block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockOutput {
+    /// Per-transaction results, in block order.
+    pub txs: Vec<TxOutcome>,
+    /// Receipts, typed like their transactions, in block order.
+    pub receipts: Vec<ReceiptEnvelope>,
+    /// The block's state changes.
+    pub diff: StateDiff,
+    /// Gas used by the block.
+    pub gas_used: u64,
+    /// Root of the receipts trie (Ethereum's ordered MPT over the 2718-encoded receipts).
+    pub receipts_root: B256,
+    /// Bloom filter over all the block's logs.
+    pub logs_bloom: Bloom,
+}
+
+impl BlockOutput {
+    pub(crate) fn build(txs: Vec<TxOutcome>, types: &[TxType], diff: StateDiff) -> Self {
+        let mut logs_bloom = Bloom::ZERO;
+        let receipts: Vec<ReceiptEnvelope> = txs
+            .iter()
+            .zip(types)
+            .map(|(o, ty)| {
+                let receipt = Receipt {
+                    status: Eip658Value::Eip658(o.is_success()),
+                    cumulative_gas_used: o.cumulative_gas_used,
+                    logs: o.logs.clone(),
+                };
+                let with_bloom = ReceiptWithBloom::from(receipt);
+                logs_bloom |= with_bloom.logs_bloom;
+                match ty {
+                    TxType::Legacy => ReceiptEnvelope::Legacy(with_bloom),
+                    TxType::Eip2930 => ReceiptEnvelope::Eip2930(with_bloom),
+                    TxType::Eip1559 => ReceiptEnvelope::Eip1559(with_bloom),
+                    TxType::Eip4844 => ReceiptEnvelope::Eip4844(with_bloom),
+                    TxType::Eip7702 => ReceiptEnvelope::Eip7702(with_bloom),
+                }
+            })
+            .collect();
+        let receipts_root = alloy_consensus::proofs::calculate_receipt_root(&receipts);
+        let gas_used = txs.last().map(|t| t.cumulative_gas_used).unwrap_or(0);
+        BlockOutput { txs, receipts, diff, gas_used, receipts_root, logs_bloom }
+    }
+}

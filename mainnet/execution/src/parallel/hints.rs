@@ -1,0 +1,110 @@
+//! Parallel hints: a prediction of the locations each transaction writes, from its envelope
+//! alone, used to start a transaction only after the nearest earlier one predicted to write
+//! what it touches. A wrong hint costs time, never correctness: validation checks every read.
+
+use std::collections::HashMap;
+
+use alloy_consensus::Transaction;
+use alloy_primitives::{keccak256, Address, U256};
+
+use crate::env::RecoveredTx;
+
+/// An abstract location two transactions can both touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Hint {
+    /// An account's balance or nonce.
+    Account(Address),
+    /// A storage slot.
+    Slot(Address, U256),
+    /// A pool of an automated market maker, named by its two tokens in order.
+    Pool(Address, Address),
+}
+
+/// `transfer(address,uint256)`.
+const ERC20_TRANSFER: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
+/// `transferFrom(address,address,uint256)`.
+const ERC20_TRANSFER_FROM: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
+/// Uniswap V2 router `swapExactTokensForTokens(uint256,uint256,address[],address,uint256)`.
+const SWAP_EXACT_TOKENS: [u8; 4] = [0x38, 0xed, 0x17, 0x39];
+/// Uniswap V2 router `swapTokensForExactTokens(uint256,uint256,address[],address,uint256)`.
+const SWAP_FOR_EXACT_TOKENS: [u8; 4] = [0x88, 0x03, 0xdb, 0xee];
+
+/// The balance slot of `owner` in a token keeping balances in a mapping at slot 0
+/// (OpenZeppelin's ERC-20 layout).
+fn balance_slot(owner: &Address) -> U256 {
+    let mut buf = [0u8; 64];
+    buf[12..32].copy_from_slice(owner.as_slice());
+    U256::from_be_bytes(keccak256(buf).0)
+}
+
+fn word(data: &[u8], i: usize) -> Option<&[u8]> {
+    data.get(4 + 32 * i..4 + 32 * (i + 1))
+}
+
+fn address_word(data: &[u8], i: usize) -> Option<Address> {
+    word(data, i).map(|w| Address::from_slice(&w[12..]))
+}
+
+fn hints_of(tx: &RecoveredTx, out: &mut Vec<Hint>) {
+    out.push(Hint::Account(tx.sender));
+    let Some(to) = tx.tx.to() else { return };
+    if !tx.tx.value().is_zero() {
+        out.push(Hint::Account(to));
+    }
+    let data = tx.tx.input();
+    let Some(selector) = data.get(..4) else { return };
+    if selector == ERC20_TRANSFER {
+        out.push(Hint::Slot(to, balance_slot(&tx.sender)));
+        if let Some(r) = address_word(data, 0) {
+            out.push(Hint::Slot(to, balance_slot(&r)));
+        }
+    } else if selector == ERC20_TRANSFER_FROM {
+        for i in 0..2 {
+            if let Some(a) = address_word(data, i) {
+                out.push(Hint::Slot(to, balance_slot(&a)));
+            }
+        }
+    } else if selector == SWAP_EXACT_TOKENS || selector == SWAP_FOR_EXACT_TOKENS {
+        // The path is a dynamic array: its offset is word 2.
+        let path = word(data, 2)
+            .map(|w| U256::from_be_slice(w))
+            .and_then(|o| usize::try_from(o).ok())
+            .and_then(|o| {
+                let len = data.get(4 + o..4 + o + 32).map(U256::from_be_slice)?;
+                let len = usize::try_from(len).ok().filter(|l| *l <= 8)?;
+                (0..len)
+                    .map(|k| {
+                        data.get(4 + o + 32 * (k + 1)..4 + o + 32 * (k + 2))
+                            .map(|w| Address::from_slice(&w[12..]))
+                    })
+                    .collect::<Option<Vec<_>>>()
+            });
+        if let Some(path) = path {
+            for pair in path.windows(2) {
+                let (a, b) =
+                    if pair[0] < pair[1] { (pair[0], pair[1]) } else { (pair[1], pair[0]) };
+                out.push(Hint::Pool(a, b));
+                out.push(Hint::Slot(pair[0], balance_slot(&tx.sender)));
+            }
+        }
+    }
+}
+
+/// For each transaction, the nearest earlier transaction predicted to write a location it
+/// touches.
+pub(crate) fn predicted_dependencies(txs: &[RecoveredTx]) -> Vec<Option<usize>> {
+    let mut last_writer: HashMap<Hint, usize> = HashMap::with_capacity(txs.len() * 3);
+    let mut hints = Vec::new();
+    txs.iter()
+        .enumerate()
+        .map(|(j, tx)| {
+            hints.clear();
+            hints_of(tx, &mut hints);
+            let dep = hints.iter().filter_map(|h| last_writer.get(h).copied()).max();
+            for h in &hints {
+                last_writer.insert(*h, j);
+            }
+            dep
+        })
+        .collect()
+}

@@ -1,0 +1,453 @@
+//! The parallel optimistic executor (Block-STM on revm) with parallel hints and lazy
+//! beneficiary credit. Its output equals [`crate::execute_sequential`]'s for every block.
+
+mod handler;
+mod hints;
+mod mv;
+mod scheduler;
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use alloy_primitives::{Address, B256, U256};
+use parking_lot::Mutex;
+use revm::bytecode::Bytecode;
+use revm::context::result::{EVMError, ExecutionResult};
+use revm::context::{Context, ContextSetters, TxEnv};
+use revm::database_interface::{DBErrorMarker, Database};
+use revm::handler::Handler;
+use revm::primitives::hardfork::SpecId;
+use revm::state::AccountInfo;
+use revm::{ExecuteEvm, MainBuilder, MainContext};
+
+use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
+use crate::error::{ExecError, StateError};
+use crate::output::{BlockOutput, TxOutcome};
+use crate::sequential::{account_info, build_diff, check_block_gas, execute_sequential};
+use crate::state::{CachedView, StateView};
+use crate::writes::{collect_writes, Loc, Val};
+
+use handler::LazyRewardHandler;
+use mv::{credit, Entry, Found, MvMemory};
+use scheduler::{Scheduler, Task, Version};
+
+/// How the parallel executor runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParallelConfig {
+    /// Worker threads (the calling thread is one of them).
+    pub threads: usize,
+    /// Blocks with fewer transactions run sequentially (measured with `farol bench exec`).
+    pub min_txs: usize,
+    /// Blocks in which at least this percentage of transactions are predicted to depend on an
+    /// earlier one run sequentially.
+    pub max_dependent_percent: usize,
+}
+
+impl Default for ParallelConfig {
+    fn default() -> Self {
+        ParallelConfig {
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            min_txs: 16,
+            max_dependent_percent: 90,
+        }
+    }
+}
+
+/// What the parallel executor did for one block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ParallelStats {
+    /// Transaction executions, all incarnations included.
+    pub executions: u64,
+    /// Executions beyond the first of each transaction.
+    pub re_executions: u64,
+    /// Executions stopped at a read of an estimate, or held back by a hint.
+    pub waits: u64,
+    /// Validations run.
+    pub validations: u64,
+    /// Validations that failed.
+    pub aborts: u64,
+    /// Why the block ran sequentially instead, if it did.
+    pub fallback: Option<&'static str>,
+}
+
+/// Runs blocks in parallel. Cheap to create; holds only its configuration.
+#[derive(Clone, Debug, Default)]
+pub struct ParallelExecutor {
+    config: ParallelConfig,
+}
+
+/// A read failed: it hit an estimate of a lower transaction, or the parent state failed.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("read an estimate of transaction {0}")]
+    Blocked(usize),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl DBErrorMarker for ReadError {}
+
+/// What the last incarnation of a transaction produced.
+struct TxSlot {
+    result: Result<ExecutionResult, ExecError>,
+    code: Vec<(B256, Bytecode)>,
+    wiped: Vec<Address>,
+    tx_type: alloy_consensus::TxType,
+}
+
+struct Shared<'a, S: ?Sized> {
+    base: CachedView<'a, S>,
+    mv: MvMemory,
+    scheduler: Scheduler,
+    tx_envs: Vec<TxEnv>,
+    hints: Vec<Option<usize>>,
+    reads: Vec<Mutex<Vec<(Loc, Val)>>>,
+    slots: Vec<Mutex<Option<TxSlot>>>,
+    beneficiary: Address,
+    state_clear: bool,
+    spec: SpecId,
+    executions: AtomicU64,
+    waits: AtomicU64,
+    validations: AtomicU64,
+    aborts: AtomicU64,
+}
+
+impl<S: StateView + ?Sized> Shared<'_, S> {
+    /// The value of `loc` as transaction `idx` sees it.
+    fn read(&self, loc: Loc, idx: usize) -> Result<Val, ReadError> {
+        if loc == Loc::Account(self.beneficiary) {
+            let credits = self.mv.credits(self.beneficiary, idx).map_err(ReadError::Blocked)?;
+            let mut account = match credits.start {
+                Some(a) => a,
+                None => self.base.account(self.beneficiary)?,
+            };
+            for fee in credits.fees {
+                account = credit(account, fee, self.state_clear);
+            }
+            return Ok(Val::Account(account));
+        }
+        match self.mv.read(&loc, idx) {
+            Found::Value(v) => Ok(v),
+            Found::Blocked(i) => Err(ReadError::Blocked(i)),
+            Found::Base => Ok(match loc {
+                Loc::Account(a) => Val::Account(self.base.account(a)?),
+                Loc::Storage(a, s) => Val::Storage(self.base.storage(a, s)?),
+            }),
+        }
+    }
+
+    fn validate(&self, v: Version) -> Option<Task> {
+        self.validations.fetch_add(1, Relaxed);
+        let valid = self.reads[v.idx]
+            .lock()
+            .iter()
+            .all(|(loc, seen)| matches!(self.read(*loc, v.idx), Ok(now) if now == *seen));
+        let aborted = !valid && self.scheduler.try_validation_abort(v);
+        if aborted {
+            self.aborts.fetch_add(1, Relaxed);
+            self.mv.mark_estimates(v.idx);
+        }
+        self.scheduler.finish_validation(v.idx, aborted)
+    }
+}
+
+/// revm's view of the state while one worker executes transaction `idx`.
+struct WorkerDb<'s, 'a, S: ?Sized> {
+    shared: &'s Shared<'a, S>,
+    idx: Cell<usize>,
+    reads: RefCell<Vec<(Loc, Val)>>,
+}
+
+#[derive(Clone, Copy)]
+struct DbRef<'w, 's, 'a, S: ?Sized>(&'w WorkerDb<'s, 'a, S>);
+
+impl<S: StateView + ?Sized> DbRef<'_, '_, '_, S> {
+    fn read(&self, loc: Loc) -> Result<Val, ReadError> {
+        let v = self.0.shared.read(loc, self.0.idx.get())?;
+        self.0.reads.borrow_mut().push((loc, v));
+        Ok(v)
+    }
+}
+
+impl<S: StateView + ?Sized> Database for DbRef<'_, '_, '_, S> {
+    type Error = ReadError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ReadError> {
+        let Val::Account(account) = self.read(Loc::Account(address))? else {
+            return Err(
+                StateError::Corrupt(format!("account {address} holds a storage value")).into()
+            );
+        };
+        match account {
+            None => Ok(None),
+            Some(a) => Ok(Some(account_info(a, self.0.shared.base.code(a.code_hash)?))),
+        }
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ReadError> {
+        Ok(self.0.shared.base.code(code_hash)?)
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, ReadError> {
+        match self.read(Loc::Storage(address, index))? {
+            Val::Storage(v) => Ok(v),
+            Val::Account(_) => {
+                Err(StateError::Corrupt(format!("slot {index} of {address} holds an account"))
+                    .into())
+            }
+        }
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, ReadError> {
+        Ok(self.0.shared.base.block_hash(number)?)
+    }
+}
+
+impl ParallelExecutor {
+    /// An executor with `config`.
+    pub fn new(config: ParallelConfig) -> Self {
+        ParallelExecutor { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ParallelConfig {
+        &self.config
+    }
+
+    /// Executes `txs` over `state`; the output equals [`execute_sequential`]'s.
+    pub fn execute<S: StateView + ?Sized>(
+        &self,
+        state: &S,
+        chain: &ChainSpec,
+        env: &BlockEnv,
+        txs: &[RecoveredTx],
+    ) -> Result<(BlockOutput, ParallelStats), ExecError> {
+        let n = txs.len();
+        let sequential = |why| {
+            execute_sequential(state, chain, env, txs).map(|o| {
+                (
+                    o,
+                    ParallelStats {
+                        executions: n as u64,
+                        fallback: Some(why),
+                        ..Default::default()
+                    },
+                )
+            })
+        };
+        if self.config.threads <= 1 {
+            return sequential("one thread");
+        }
+        if n < self.config.min_txs {
+            return sequential("small block");
+        }
+        let hints = hints::predicted_dependencies(txs);
+        let dependent = hints.iter().filter(|h| h.is_some()).count();
+        if dependent * 100 >= self.config.max_dependent_percent * n {
+            return sequential("dependent block");
+        }
+        let shared = Shared {
+            base: CachedView::new(state),
+            mv: MvMemory::new(n),
+            scheduler: Scheduler::new(n),
+            tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
+            hints,
+            reads: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            beneficiary: env.beneficiary,
+            state_clear: chain.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
+            spec: chain.spec,
+            executions: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+            validations: AtomicU64::new(0),
+            aborts: AtomicU64::new(0),
+        };
+        let threads = self.config.threads.min(n);
+        std::thread::scope(|s| {
+            for _ in 1..threads {
+                s.spawn(|| worker(&shared, chain, env, txs));
+            }
+            worker(&shared, chain, env, txs);
+        });
+        let stats = ParallelStats {
+            executions: shared.executions.load(Relaxed),
+            re_executions: shared.executions.load(Relaxed).saturating_sub(n as u64),
+            waits: shared.waits.load(Relaxed),
+            validations: shared.validations.load(Relaxed),
+            aborts: shared.aborts.load(Relaxed),
+            fallback: None,
+        };
+        let output = finish(shared, env)?;
+        Ok((output, stats))
+    }
+}
+
+/// Assembles the block output once every transaction is executed and validated.
+fn finish<S: StateView + ?Sized>(
+    shared: Shared<'_, S>,
+    env: &BlockEnv,
+) -> Result<BlockOutput, ExecError> {
+    let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
+    let mut outcomes = Vec::with_capacity(slots.len());
+    let mut types = Vec::with_capacity(slots.len());
+    let mut code = Vec::new();
+    let mut wiped = Vec::new();
+    let mut cumulative = 0u64;
+    for (index, slot) in slots.into_iter().enumerate() {
+        check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
+        let Some(slot) = slot.into_inner() else {
+            return Err(ExecError::Evm {
+                index,
+                reason: "the scheduler finished without executing it".into(),
+            });
+        };
+        let result = slot.result?;
+        cumulative += result.tx_gas_used();
+        outcomes.push(TxOutcome::from_revm(&result, cumulative));
+        types.push(slot.tx_type);
+        code.extend(slot.code);
+        wiped.extend(slot.wiped);
+    }
+    let mut finals = Vec::new();
+    for (loc, versions) in mv.into_locations() {
+        if loc == Loc::Account(beneficiary) {
+            let mut account = base.account(beneficiary)?;
+            for entry in versions.values() {
+                account = match entry {
+                    Entry::Value(Val::Account(a)) => *a,
+                    Entry::Fee(f) => credit(account, *f, state_clear),
+                    Entry::Value(Val::Storage(_)) | Entry::Estimate => return Err(internal(&loc)),
+                };
+            }
+            finals.push((loc, Val::Account(account)));
+        } else {
+            match versions.values().next_back() {
+                Some(Entry::Value(v)) => finals.push((loc, *v)),
+                _ => return Err(internal(&loc)),
+            }
+        }
+    }
+    let diff = build_diff(&base, finals, code, wiped)?;
+    Ok(BlockOutput::build(outcomes, &types, diff))
+}
+
+fn internal(loc: &Loc) -> ExecError {
+    ExecError::Evm {
+        index: 0,
+        reason: format!("internal: unresolved write at {loc:?} after the block finished"),
+    }
+}
+
+/// One worker: asks the scheduler for tasks until the block is done.
+fn worker<S: StateView + ?Sized>(
+    shared: &Shared<'_, S>,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) {
+    let db = WorkerDb { shared, idx: Cell::new(0), reads: RefCell::new(Vec::new()) };
+    let mut evm = Context::mainnet()
+        .with_db(DbRef(&db))
+        .with_cfg(chain.cfg())
+        .with_block(env.revm(chain.spec))
+        .build_mainnet();
+    let mut execute = |v: Version| -> Option<Task> {
+        let idx = v.idx;
+        if v.incarnation == 0 {
+            if let Some(dep) = shared.hints[idx] {
+                if shared.scheduler.add_dependency(idx, dep) {
+                    shared.waits.fetch_add(1, Relaxed);
+                    return None;
+                }
+            }
+        }
+        loop {
+            db.idx.set(idx);
+            db.reads.borrow_mut().clear();
+            shared.executions.fetch_add(1, Relaxed);
+            evm.ctx.set_tx(shared.tx_envs[idx].clone());
+            let mut handler = LazyRewardHandler::new();
+            let result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
+            let state = evm.finalize();
+            let (result, entries, code, wiped) = match result {
+                Err(EVMError::Database(ReadError::Blocked(blocking))) => {
+                    shared.waits.fetch_add(1, Relaxed);
+                    if shared.scheduler.add_dependency(idx, blocking) {
+                        return None;
+                    }
+                    continue;
+                }
+                Err(EVMError::Database(ReadError::State(e))) => {
+                    (Err(ExecError::State(e)), Vec::new(), Vec::new(), Vec::new())
+                }
+                Err(EVMError::Transaction(t)) => (
+                    Err(ExecError::InvalidTransaction { index: idx, reason: t.to_string() }),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Err(EVMError::Header(h)) => (
+                    Err(ExecError::InvalidTransaction { index: idx, reason: h.to_string() }),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Err(other) => (
+                    Err(ExecError::Evm { index: idx, reason: other.to_string() }),
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+                Ok(r) => {
+                    let w = collect_writes(&state, shared.spec);
+                    let fee = handler.fee.get();
+                    let ben = Loc::Account(shared.beneficiary);
+                    let destroyed =
+                        state.get(&shared.beneficiary).is_some_and(|a| a.is_selfdestructed());
+                    let mut entries: Vec<(Loc, Entry)> = Vec::with_capacity(w.writes.len() + 1);
+                    let mut wrote_beneficiary = false;
+                    for (loc, val) in w.writes {
+                        if loc == ben {
+                            wrote_beneficiary = true;
+                            let val = match val {
+                                Val::Account(a) if !destroyed => {
+                                    Val::Account(credit(a, fee, shared.state_clear))
+                                }
+                                other => other,
+                            };
+                            entries.push((loc, Entry::Value(val)));
+                        } else {
+                            entries.push((loc, Entry::Value(val)));
+                        }
+                    }
+                    if !wrote_beneficiary {
+                        entries.push((ben, Entry::Fee(fee)));
+                    }
+                    (Ok(r), entries, w.code, w.wiped)
+                }
+            };
+            for (hash, c) in &code {
+                shared.base.insert_code(*hash, c.clone());
+            }
+            *shared.reads[idx].lock() = std::mem::take(&mut *db.reads.borrow_mut());
+            *shared.slots[idx].lock() =
+                Some(TxSlot { result, code, wiped, tx_type: txs[idx].tx.tx_type() });
+            let wrote_new = shared.mv.record(idx, entries);
+            return shared.scheduler.finish_execution(v, wrote_new);
+        }
+    };
+    let mut task = None;
+    while !shared.scheduler.done() {
+        task = match task {
+            Some(Task::Execute(v)) => execute(v),
+            Some(Task::Validate(v)) => shared.validate(v),
+            None => {
+                let t = shared.scheduler.next_task();
+                if t.is_none() {
+                    std::hint::spin_loop();
+                }
+                t
+            }
+        };
+    }
+}

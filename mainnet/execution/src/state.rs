@@ -1,0 +1,302 @@
+//! The state an executor reads: the [`StateView`] trait, an in-memory state for tests and
+//! benchmarks, the Farol Store adapter, and the block-scoped read cache both executors share.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use parking_lot::RwLock;
+use revm::bytecode::Bytecode;
+use revm::primitives::KECCAK_EMPTY;
+
+use crate::diff::StateDiff;
+use crate::error::StateError;
+
+/// The part of an account the state stores (its code lives apart, by hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    /// Balance in wei.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// keccak256 of the code (`KECCAK_EMPTY` for none).
+    pub code_hash: B256,
+}
+
+impl Account {
+    /// An account holding only a balance.
+    pub fn with_balance(balance: U256) -> Self {
+        Account { balance, nonce: 0, code_hash: KECCAK_EMPTY }
+    }
+
+    /// EIP-161 emptiness: no code, zero nonce, zero balance.
+    pub fn is_empty(&self) -> bool {
+        self.balance.is_zero() && self.nonce == 0 && self.code_hash == KECCAK_EMPTY
+    }
+}
+
+/// A read-only view of the parent state of a block. Implementations must be safe to read from
+/// many threads at once.
+pub trait StateView: Send + Sync {
+    /// The account at `address`, or `None` when it does not exist.
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError>;
+    /// The code whose hash is `code_hash`.
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError>;
+    /// A storage slot (zero when never written).
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError>;
+    /// The hash of block `number` (BLOCKHASH).
+    fn block_hash(&self, number: u64) -> Result<B256, StateError>;
+}
+
+impl<T: StateView + ?Sized> StateView for &T {
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        (**self).account(address)
+    }
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        (**self).code(code_hash)
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        (**self).storage(address, slot)
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        (**self).block_hash(number)
+    }
+}
+
+impl<T: StateView + ?Sized> StateView for Arc<T> {
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        (**self).account(address)
+    }
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        (**self).code(code_hash)
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        (**self).storage(address, slot)
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        (**self).block_hash(number)
+    }
+}
+
+/// The hash BLOCKHASH returns when a state does not know the block: keccak256 of its number,
+/// the convention of the Ethereum state tests.
+pub fn default_block_hash(number: u64) -> B256 {
+    keccak256(number.to_string().as_bytes())
+}
+
+/// An account of [`InMemoryState`], with its storage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemAccount {
+    /// Balance in wei.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// The code (empty for none).
+    pub code: Bytes,
+    /// Non-zero storage slots.
+    pub storage: BTreeMap<U256, U256>,
+}
+
+/// A state held in memory: tests, state tests and benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct InMemoryState {
+    accounts: HashMap<Address, (Account, HashMap<U256, U256>)>,
+    codes: HashMap<B256, Bytes>,
+    block_hashes: HashMap<u64, B256>,
+}
+
+impl InMemoryState {
+    /// An empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Inserts (or replaces) an account with its code and storage.
+    pub fn insert(&mut self, address: Address, account: MemAccount) {
+        let code_hash =
+            if account.code.is_empty() { KECCAK_EMPTY } else { keccak256(&account.code) };
+        if code_hash != KECCAK_EMPTY {
+            self.codes.insert(code_hash, account.code.clone());
+        }
+        let storage = account.storage.into_iter().filter(|(_, v)| !v.is_zero()).collect();
+        self.accounts.insert(
+            address,
+            (Account { balance: account.balance, nonce: account.nonce, code_hash }, storage),
+        );
+    }
+
+    /// Sets the hash BLOCKHASH returns for `number`.
+    pub fn set_block_hash(&mut self, number: u64, hash: B256) {
+        self.block_hashes.insert(number, hash);
+    }
+
+    /// Applies a block's state diff, making this state the block's post-state.
+    pub fn apply(&mut self, diff: &StateDiff) {
+        for (hash, code) in &diff.code {
+            self.codes.insert(*hash, code.clone());
+        }
+        for address in &diff.wiped {
+            if let Some((_, storage)) = self.accounts.get_mut(address) {
+                storage.clear();
+            }
+        }
+        for (address, account) in &diff.accounts {
+            match account {
+                None => {
+                    self.accounts.remove(address);
+                }
+                Some(account) => {
+                    self.accounts.entry(*address).or_default().0 = *account;
+                }
+            }
+        }
+        for (address, slots) in &diff.storage {
+            let Some((_, storage)) = self.accounts.get_mut(address) else { continue };
+            for (slot, value) in slots {
+                if value.is_zero() {
+                    storage.remove(slot);
+                } else {
+                    storage.insert(*slot, *value);
+                }
+            }
+        }
+    }
+
+    /// Every account with its non-zero storage, in address order.
+    pub fn accounts(&self) -> BTreeMap<Address, (Account, BTreeMap<U256, U256>)> {
+        self.accounts
+            .iter()
+            .map(|(a, (acc, st))| (*a, (*acc, st.iter().map(|(k, v)| (*k, *v)).collect())))
+            .collect()
+    }
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Account::with_balance(U256::ZERO)
+    }
+}
+
+impl StateView for InMemoryState {
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        Ok(self.accounts.get(&address).map(|(a, _)| *a))
+    }
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytes::new());
+        }
+        self.codes.get(&code_hash).cloned().ok_or(StateError::MissingCode(code_hash))
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        Ok(self.accounts.get(&address).and_then(|(_, s)| s.get(&slot).copied()).unwrap_or_default())
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        Ok(self.block_hashes.get(&number).copied().unwrap_or_else(|| default_block_hash(number)))
+    }
+}
+
+/// Wraps a view so that every read sleeps first: a storage with `latency` per cold read (the
+/// block-scoped cache in front of it makes each location cold once per block).
+#[derive(Debug)]
+pub struct LatencyState<S> {
+    inner: S,
+    latency: Duration,
+}
+
+impl<S> LatencyState<S> {
+    /// `inner`, read with `latency` per read.
+    pub fn new(inner: S, latency: Duration) -> Self {
+        LatencyState { inner, latency }
+    }
+}
+
+impl<S: StateView> StateView for LatencyState<S> {
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        std::thread::sleep(self.latency);
+        self.inner.account(address)
+    }
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        std::thread::sleep(self.latency);
+        self.inner.code(code_hash)
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        std::thread::sleep(self.latency);
+        self.inner.storage(address, slot)
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.inner.block_hash(number)
+    }
+}
+
+/// Block-scoped cache in front of a [`StateView`], shared by all workers of one block: each
+/// location is read from the view at most once per block (up to a benign race that reads it
+/// twice and keeps the same value).
+pub(crate) struct CachedView<'a, S: ?Sized> {
+    view: &'a S,
+    shards: Vec<RwLock<Shard>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    accounts: HashMap<Address, Option<Account>>,
+    storage: HashMap<(Address, U256), U256>,
+    code: HashMap<B256, Bytecode>,
+}
+
+const SHARDS: usize = 64;
+
+fn shard_of(address: &Address) -> usize {
+    (address.0[19] as usize ^ (address.0[7] as usize) << 1) % SHARDS
+}
+
+impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
+    pub(crate) fn new(view: &'a S) -> Self {
+        CachedView { view, shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect() }
+    }
+
+    pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        let shard = &self.shards[shard_of(&address)];
+        if let Some(a) = shard.read().accounts.get(&address) {
+            return Ok(*a);
+        }
+        let a = self.view.account(address)?;
+        shard.write().accounts.insert(address, a);
+        Ok(a)
+    }
+
+    pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        let shard = &self.shards[shard_of(&address)];
+        if let Some(v) = shard.read().storage.get(&(address, slot)) {
+            return Ok(*v);
+        }
+        let v = self.view.storage(address, slot)?;
+        shard.write().storage.insert((address, slot), v);
+        Ok(v)
+    }
+
+    /// Code by hash; code created inside the block is inserted with [`Self::insert_code`].
+    pub(crate) fn code(&self, code_hash: B256) -> Result<Bytecode, StateError> {
+        if code_hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        let shard = &self.shards[code_hash.0[0] as usize % SHARDS];
+        if let Some(c) = shard.read().code.get(&code_hash) {
+            return Ok(c.clone());
+        }
+        let bytes = self.view.code(code_hash)?;
+        // Bytes that look like an EIP-7702 delegation but are malformed run as legacy code.
+        let code = Bytecode::new_raw_checked(bytes.clone())
+            .unwrap_or_else(|_| Bytecode::new_legacy(bytes));
+        shard.write().code.insert(code_hash, code.clone());
+        Ok(code)
+    }
+
+    pub(crate) fn insert_code(&self, code_hash: B256, code: Bytecode) {
+        self.shards[code_hash.0[0] as usize % SHARDS].write().code.entry(code_hash).or_insert(code);
+    }
+
+    pub(crate) fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.view.block_hash(number)
+    }
+}
