@@ -12,6 +12,7 @@ mod parallel;
 mod sequential;
 mod state;
 pub mod statetest;
+pub mod workload;
 mod writes;
 
 pub use diff::{

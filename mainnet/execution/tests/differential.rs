@@ -1,0 +1,181 @@
+//! The parallel executor's output equals the sequential reference's on random blocks over
+//! real contracts. CI runs a few hundred blocks; `FAROL_LONG=1` (`scripts/test.sh --long`)
+//! runs 10,000.
+
+use std::collections::BTreeMap;
+
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use farol_execution::workload::{outcome_counts, rng, Flavor, World, WorldSpec};
+use farol_execution::{execute_sequential, ExecError, ParallelConfig, ParallelExecutor};
+use rand::Rng;
+
+fn long() -> bool {
+    std::env::var("FAROL_LONG").is_ok_and(|v| v == "1")
+}
+
+fn small_world() -> World {
+    World::new(WorldSpec {
+        users: 16,
+        token_holders: 16,
+        swappers: 16,
+        tokens: 4,
+        pools: 3,
+        kits: 3,
+    })
+    .unwrap_or_else(|e| panic!("setting up the world: {e}"))
+}
+
+fn executor(threads: usize) -> ParallelExecutor {
+    // Never fall back to sequential here: the point is to exercise the parallel path.
+    ParallelExecutor::new(ParallelConfig { threads, min_txs: 0, max_dependent_percent: 101 })
+}
+
+#[test]
+fn random_blocks_parallel_equals_sequential() {
+    let blocks = if long() { 10_000 } else { 300 };
+    let mut world = small_world();
+    let mut r = rng(0xfa201);
+    let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut re_executions = 0;
+    let mut waits = 0;
+    for b in 0..blocks {
+        let n = r.random_range(1..=64);
+        let (env, txs) = world.random_block(n, &mut r);
+        let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+        let threads = [2, 3, 4, 8][b % 4];
+        let (par, stats) = match executor(threads).execute(&world.state, &world.chain, &env, &txs) {
+            Ok((o, s)) => (Ok(o), Some(s)),
+            Err(e) => (Err(e), None),
+        };
+        assert_eq!(par, seq, "block {b} ({n} txs, {threads} threads) differs");
+        let out = seq.unwrap_or_else(|e| panic!("block {b}: generated block is invalid: {e}"));
+        if let Some(s) = stats {
+            re_executions += s.re_executions;
+            waits += s.waits;
+        }
+        for (k, v) in outcome_counts(&out) {
+            *totals.entry(k).or_default() += v;
+        }
+        world.commit(&out);
+    }
+    // The workload really exercised what it claims, and so did the parallel machinery.
+    for kind in ["success", "revert", "halt", "create"] {
+        assert!(totals.get(kind).copied().unwrap_or(0) > 0, "no {kind} outcome in {totals:?}");
+    }
+    assert!(
+        re_executions > 0 && waits > 0,
+        "no conflicts happened: {re_executions} re-executions, {waits} waits"
+    );
+}
+
+#[test]
+fn benchmark_blocks_parallel_equals_sequential() {
+    let mut world = World::new(WorldSpec {
+        users: 400,
+        token_holders: 400,
+        swappers: 400,
+        tokens: 8,
+        pools: 20,
+        kits: 1,
+    })
+    .unwrap();
+    let mut r = rng(7);
+    let blocks = [
+        world.independent_transfers(300),
+        world.erc20_transfers(300, &mut r),
+        world.swaps(300, 1, &mut r),
+        world.swaps(300, 20, &mut r),
+        world.hybrid(300, 30, &mut r),
+        world.dependent_chain(100),
+    ];
+    for (i, txs) in blocks.into_iter().enumerate() {
+        let env = world.block_env(Address::repeat_byte(0xcb));
+        let seq = execute_sequential(&world.state, &world.chain, &env, &txs).unwrap();
+        assert!(
+            seq.txs.iter().all(|t| t.is_success()),
+            "block {i}: a benchmark transaction failed"
+        );
+        for threads in [2, 4] {
+            let (par, _) =
+                executor(threads).execute(&world.state, &world.chain, &env, &txs).unwrap();
+            assert_eq!(par, seq, "benchmark block {i} differs with {threads} threads");
+        }
+        // The default configuration (with its sequential fallbacks) agrees too.
+        let (par, _) =
+            ParallelExecutor::default().execute(&world.state, &world.chain, &env, &txs).unwrap();
+        assert_eq!(par, seq);
+        world.commit(&seq);
+    }
+}
+
+#[test]
+fn invalid_transactions_fail_the_block_the_same_way() {
+    let mut world = small_world();
+    let mut r = rng(3);
+    for case in 0..40 {
+        let saved = world.nonces();
+        let (env, mut txs) = world.random_block(20, &mut r);
+        let at = r.random_range(0..txs.len());
+        let from = world.users[r.random_range(0..world.users.len())];
+        let bad = match case % 3 {
+            // A nonce far in the future.
+            0 => {
+                let mut t = world.tx(
+                    from,
+                    TxKind::Call(Address::ZERO),
+                    U256::ZERO,
+                    Bytes::new(),
+                    21_000,
+                    Flavor::DynamicFee,
+                    1,
+                );
+                if let alloy_consensus::TxEnvelope::Eip1559(s) = &t.tx {
+                    let mut inner = s.tx().clone();
+                    inner.nonce += 1000;
+                    t.tx = alloy_consensus::TxEnvelope::Eip1559(
+                        alloy_consensus::SignableTransaction::into_signed(inner, *s.signature()),
+                    );
+                }
+                t
+            }
+            // More value than the sender has.
+            1 => world.tx(
+                from,
+                TxKind::Call(Address::ZERO),
+                U256::MAX >> 1,
+                Bytes::new(),
+                21_000,
+                Flavor::DynamicFee,
+                1,
+            ),
+            // Gas limit below the intrinsic cost.
+            _ => world.tx(
+                from,
+                TxKind::Call(Address::ZERO),
+                U256::ZERO,
+                Bytes::new(),
+                20_000,
+                Flavor::DynamicFee,
+                1,
+            ),
+        };
+        txs.insert(at, bad);
+        let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+        let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+        assert!(seq.is_err(), "case {case}: the invalid transaction was accepted");
+        assert_eq!(par, seq, "case {case}");
+        world.set_nonces(saved);
+    }
+}
+
+#[test]
+fn block_gas_limit_is_enforced_identically() {
+    let mut world = small_world();
+    let txs = world.independent_transfers(40);
+    let mut env = world.block_env(Address::ZERO);
+    env.gas_limit = 21_000 * 25;
+    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+    assert!(matches!(seq, Err(ExecError::BlockGasLimit { index: 25, .. })), "{seq:?}");
+    let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+    assert_eq!(par, seq);
+}
