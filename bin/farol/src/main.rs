@@ -2,6 +2,7 @@
 //! relayer, restake, keys, bench).
 
 mod bench;
+mod evm;
 
 /// mimalloc serves the store's many small, short-lived allocations (pages, values) far
 /// better than the system allocator; both sides of every benchmark run under it.
@@ -25,11 +26,14 @@ enum Command {
     /// Measure Farol against its baseline on the same workload; prints one JSON line per
     /// result to stdout and progress to stderr.
     Bench(bench::BenchArgs),
+    /// EVM tools: run Ethereum state-test fixtures through Farol's executors.
+    Evm(evm::EvmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Evm(args) => evm::run(args),
     }
 }

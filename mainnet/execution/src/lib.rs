@@ -12,6 +12,7 @@ mod parallel;
 mod sequential;
 mod state;
 pub mod statetest;
+mod trie;
 pub mod workload;
 mod writes;
 

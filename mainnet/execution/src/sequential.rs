@@ -1,6 +1,6 @@
 //! The sequential reference executor: plain revm, one transaction after another.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use crossbeam_utils::CachePadded;
 use parking_lot::RwLock;
 use revm::bytecode::Bytecode;
 use revm::primitives::KECCAK_EMPTY;
@@ -234,25 +235,43 @@ impl<S: StateView> StateView for LatencyState<S> {
 /// twice and keeps the same value).
 pub(crate) struct CachedView<'a, S: ?Sized> {
     view: &'a S,
-    shards: Vec<RwLock<Shard>>,
+    shards: Vec<CachePadded<RwLock<Shard>>>,
 }
 
 #[derive(Default)]
 struct Shard {
-    accounts: HashMap<Address, Option<Account>>,
-    storage: HashMap<(Address, U256), U256>,
-    code: HashMap<B256, Bytecode>,
+    accounts: hashbrown::HashMap<Address, Option<Account>>,
+    storage: hashbrown::HashMap<(Address, U256), U256>,
+    code: hashbrown::HashMap<B256, Bytecode>,
 }
 
-const SHARDS: usize = 64;
+/// Enough shards that two workers rarely touch the same lock at once.
+const SHARDS: usize = 1024;
+
+fn mix(address: &Address, extra: u64) -> usize {
+    let a = address.0;
+    let low = u64::from_le_bytes([a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19]]);
+    let high = u64::from_le_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    ((low ^ high.rotate_left(17) ^ extra.rotate_left(31)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54)
+        as usize
+        % SHARDS
+}
 
 fn shard_of(address: &Address) -> usize {
-    (address.0[19] as usize ^ (address.0[7] as usize) << 1) % SHARDS
+    mix(address, 0)
+}
+
+fn storage_shard(address: &Address, slot: &U256) -> usize {
+    let l = slot.as_limbs();
+    mix(address, l[0] ^ l[1].rotate_left(7) ^ l[2].rotate_left(13) ^ l[3].rotate_left(29))
 }
 
 impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     pub(crate) fn new(view: &'a S) -> Self {
-        CachedView { view, shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect() }
+        CachedView {
+            view,
+            shards: (0..SHARDS).map(|_| CachePadded::new(RwLock::new(Shard::default()))).collect(),
+        }
     }
 
     pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
@@ -266,7 +285,7 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     }
 
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        let shard = &self.shards[shard_of(&address)];
+        let shard = &self.shards[storage_shard(&address, &slot)];
         if let Some(v) = shard.read().storage.get(&(address, slot)) {
             return Ok(*v);
         }

@@ -3,6 +3,7 @@
 //! (`{"bench":..,"ours":..,"baseline":..,"unit":..,"ratio":..,"params":{..}}`, `ratio` oriented
 //! so that higher is always better); progress goes to stderr.
 
+mod exec;
 mod store;
 
 use std::io::Write;
@@ -24,6 +25,8 @@ pub(crate) struct BenchArgs {
 enum BenchCommand {
     /// Farol Store against an Ethereum Merkle Patricia Trie over RocksDB.
     Store(store::StoreBenchArgs),
+    /// The parallel executor against sequential revm on the same blocks.
+    Exec(exec::ExecBenchArgs),
     /// Internal: the child process `bench store` kills to measure reopening after a crash.
     #[command(hide = true)]
     StoreWriter(store::StoreWriterArgs),
@@ -33,6 +36,7 @@ enum BenchCommand {
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Store(args) => store::run(args),
+        BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::StoreWriter(args) => store::run_writer(args),
     }
 }

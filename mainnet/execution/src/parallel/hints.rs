@@ -2,7 +2,7 @@
 //! alone, used to start a transaction only after the nearest earlier one predicted to write
 //! what it touches. A wrong hint costs time, never correctness: validation checks every read.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use alloy_consensus::Transaction;
 use alloy_primitives::{keccak256, Address, U256};

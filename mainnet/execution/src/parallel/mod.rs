@@ -8,9 +8,11 @@ mod scheduler;
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256, U256};
 use parking_lot::Mutex;
+use rayon::prelude::*;
 use revm::bytecode::Bytecode;
 use revm::context::result::{EVMError, ExecutionResult};
 use revm::context::{Context, ContextSetters, TxEnv};
@@ -23,7 +25,7 @@ use revm::{ExecuteEvm, MainBuilder, MainContext};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::{ExecError, StateError};
 use crate::output::{BlockOutput, TxOutcome};
-use crate::sequential::{account_info, build_diff, check_block_gas, execute_sequential};
+use crate::sequential::{account_info, check_block_gas, execute_sequential};
 use crate::state::{CachedView, StateView};
 use crate::writes::{collect_writes, Loc, Val};
 
@@ -38,8 +40,8 @@ pub struct ParallelConfig {
     pub threads: usize,
     /// Blocks with fewer transactions run sequentially (measured with `farol bench exec`).
     pub min_txs: usize,
-    /// Blocks in which at least this percentage of transactions are predicted to depend on an
-    /// earlier one run sequentially.
+    /// Blocks whose longest chain of predicted dependencies holds at least this percentage of
+    /// their transactions run sequentially.
     pub max_dependent_percent: usize,
 }
 
@@ -48,7 +50,7 @@ impl Default for ParallelConfig {
         ParallelConfig {
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             min_txs: 16,
-            max_dependent_percent: 90,
+            max_dependent_percent: 60,
         }
     }
 }
@@ -68,12 +70,30 @@ pub struct ParallelStats {
     pub aborts: u64,
     /// Why the block ran sequentially instead, if it did.
     pub fallback: Option<&'static str>,
+    /// Wall time of the parallel phase (reported by benchmarks, never used in results).
+    pub parallel_time: std::time::Duration,
+    /// Wall time of assembling the output after it (receipts, receipts root, diff).
+    pub finish_time: std::time::Duration,
 }
 
-/// Runs blocks in parallel. Cheap to create; holds only its configuration.
-#[derive(Clone, Debug, Default)]
+/// Runs blocks in parallel on its own worker threads, kept across blocks (a thread's
+/// allocator state stays warm, and no block pays for spawning threads).
+#[derive(Clone)]
 pub struct ParallelExecutor {
     config: ParallelConfig,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl std::fmt::Debug for ParallelExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParallelExecutor").field("config", &self.config).finish()
+    }
+}
+
+impl Default for ParallelExecutor {
+    fn default() -> Self {
+        ParallelExecutor::new(ParallelConfig::default())
+    }
 }
 
 /// A read failed: it hit an estimate of a lower transaction, or the parent state failed.
@@ -205,8 +225,21 @@ impl<S: StateView + ?Sized> Database for DbRef<'_, '_, '_, S> {
 
 impl ParallelExecutor {
     /// An executor with `config`.
+    ///
+    /// Without threads (the pool cannot be created, or `threads <= 1`), blocks run
+    /// sequentially.
     pub fn new(config: ParallelConfig) -> Self {
-        ParallelExecutor { config }
+        let pool = (config.threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(config.threads)
+                    .thread_name(|i| format!("farol-exec-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten()
+            .map(Arc::new);
+        ParallelExecutor { config, pool }
     }
 
     /// The configuration.
@@ -235,15 +268,20 @@ impl ParallelExecutor {
                 )
             })
         };
-        if self.config.threads <= 1 {
+        let Some(pool) = self.pool.as_ref().filter(|_| self.config.threads > 1) else {
             return sequential("one thread");
-        }
+        };
         if n < self.config.min_txs {
             return sequential("small block");
         }
         let hints = hints::predicted_dependencies(txs);
-        let dependent = hints.iter().filter(|h| h.is_some()).count();
-        if dependent * 100 >= self.config.max_dependent_percent * n {
+        // The longest chain of predicted dependencies bounds the parallelism.
+        let mut depth = vec![0usize; n];
+        for (j, dep) in hints.iter().enumerate() {
+            depth[j] = dep.map_or(1, |d| depth[d] + 1);
+        }
+        let critical_path = depth.iter().copied().max().unwrap_or(0);
+        if critical_path * 100 >= self.config.max_dependent_percent * n {
             return sequential("dependent block");
         }
         let shared = Shared {
@@ -263,9 +301,10 @@ impl ParallelExecutor {
             aborts: AtomicU64::new(0),
         };
         let threads = self.config.threads.min(n);
-        std::thread::scope(|s| {
+        let started = std::time::Instant::now();
+        pool.scope(|s| {
             for _ in 1..threads {
-                s.spawn(|| worker(&shared, chain, env, txs));
+                s.spawn(|_| worker(&shared, chain, env, txs));
             }
             worker(&shared, chain, env, txs);
         });
@@ -276,9 +315,12 @@ impl ParallelExecutor {
             validations: shared.validations.load(Relaxed),
             aborts: shared.aborts.load(Relaxed),
             fallback: None,
+            parallel_time: started.elapsed(),
+            finish_time: std::time::Duration::ZERO,
         };
-        let output = finish(shared, env)?;
-        Ok((output, stats))
+        let started = std::time::Instant::now();
+        let output = pool.install(|| finish(shared, env))?;
+        Ok((output, ParallelStats { finish_time: started.elapsed(), ..stats }))
     }
 }
 
@@ -288,6 +330,8 @@ fn finish<S: StateView + ?Sized>(
     env: &BlockEnv,
 ) -> Result<BlockOutput, ExecError> {
     let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
+    // Results in parallel; then the running gas total and the block gas check, in order.
+    let slots: Vec<Option<TxSlot>> = slots.into_par_iter().map(Mutex::into_inner).collect();
     let mut outcomes = Vec::with_capacity(slots.len());
     let mut types = Vec::with_capacity(slots.len());
     let mut code = Vec::new();
@@ -295,7 +339,7 @@ fn finish<S: StateView + ?Sized>(
     let mut cumulative = 0u64;
     for (index, slot) in slots.into_iter().enumerate() {
         check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
-        let Some(slot) = slot.into_inner() else {
+        let Some(slot) = slot else {
             return Err(ExecError::Evm {
                 index,
                 reason: "the scheduler finished without executing it".into(),
@@ -303,32 +347,79 @@ fn finish<S: StateView + ?Sized>(
         };
         let result = slot.result?;
         cumulative += result.tx_gas_used();
-        outcomes.push(TxOutcome::from_revm(&result, cumulative));
+        outcomes.push((result, cumulative));
         types.push(slot.tx_type);
         code.extend(slot.code);
         wiped.extend(slot.wiped);
     }
-    let mut finals = Vec::new();
-    for (loc, versions) in mv.into_locations() {
-        if loc == Loc::Account(beneficiary) {
-            let mut account = base.account(beneficiary)?;
-            for entry in versions.values() {
-                account = match entry {
-                    Entry::Value(Val::Account(a)) => *a,
-                    Entry::Fee(f) => credit(account, *f, state_clear),
-                    Entry::Value(Val::Storage(_)) | Entry::Estimate => return Err(internal(&loc)),
+    let outcomes: Vec<TxOutcome> =
+        outcomes.par_iter().map(|(r, c)| TxOutcome::from_revm(r, *c)).collect();
+    let diff = move || -> Result<_, ExecError> {
+        let mut locations = mv.into_locations();
+        locations.par_sort_unstable_by_key(|(l, _)| *l);
+        // The final value of each location, kept when it differs from the parent state.
+        let finals: Vec<Result<Option<(Loc, Val)>, ExecError>> = locations
+            .par_iter()
+            .map(|(loc, versions)| {
+                let value = if *loc == Loc::Account(beneficiary) {
+                    let mut account = base.account(beneficiary)?;
+                    for entry in versions.entries() {
+                        account = match entry {
+                            Entry::Value(Val::Account(a)) => *a,
+                            Entry::Fee(f) => credit(account, *f, state_clear),
+                            Entry::Value(Val::Storage(_)) | Entry::Estimate => {
+                                return Err(internal(loc))
+                            }
+                        };
+                    }
+                    Val::Account(account)
+                } else {
+                    match versions.entries().next_back() {
+                        Some(Entry::Value(v)) => *v,
+                        _ => return Err(internal(loc)),
+                    }
                 };
-            }
-            finals.push((loc, Val::Account(account)));
-        } else {
-            match versions.values().next_back() {
-                Some(Entry::Value(v)) => finals.push((loc, *v)),
-                _ => return Err(internal(&loc)),
-            }
+                let changed = match (loc, value) {
+                    (Loc::Account(a), Val::Account(v)) => base.account(*a)? != v,
+                    (Loc::Storage(a, s), Val::Storage(v)) => base.storage(*a, *s)? != v,
+                    _ => return Err(internal(loc)),
+                };
+                Ok(changed.then_some((*loc, value)))
+            })
+            .collect();
+        let mut changed = Vec::with_capacity(finals.len());
+        for f in finals {
+            changed.extend(f?);
+        }
+        Ok(diff_from_sorted(changed, code, wiped))
+    };
+    BlockOutput::build_parallel(outcomes, &types, diff)
+}
+
+/// Builds the diff from changed locations in location order (the maps are bulk-built).
+fn diff_from_sorted(
+    changed: Vec<(Loc, Val)>,
+    code: Vec<(B256, Bytecode)>,
+    wiped: Vec<Address>,
+) -> crate::StateDiff {
+    let mut diff = crate::StateDiff::default();
+    let mut accounts = Vec::new();
+    let mut storage: Vec<(Address, Vec<(U256, U256)>)> = Vec::new();
+    for (loc, val) in changed {
+        match (loc, val) {
+            (Loc::Account(a), Val::Account(v)) => accounts.push((a, v)),
+            (Loc::Storage(a, slot), Val::Storage(v)) => match storage.last_mut() {
+                Some((last, slots)) if *last == a => slots.push((slot, v)),
+                _ => storage.push((a, vec![(slot, v)])),
+            },
+            _ => {}
         }
     }
-    let diff = build_diff(&base, finals, code, wiped)?;
-    Ok(BlockOutput::build(outcomes, &types, diff))
+    diff.accounts = accounts.into_iter().collect();
+    diff.storage = storage.into_iter().map(|(a, slots)| (a, slots.into_iter().collect())).collect();
+    diff.code = code.into_iter().map(|(h, c)| (h, c.original_bytes())).collect();
+    diff.wiped = wiped.into_iter().collect();
+    diff
 }
 
 fn internal(loc: &Loc) -> ExecError {
@@ -429,7 +520,8 @@ fn worker<S: StateView + ?Sized>(
             for (hash, c) in &code {
                 shared.base.insert_code(*hash, c.clone());
             }
-            *shared.reads[idx].lock() = std::mem::take(&mut *db.reads.borrow_mut());
+            // Swap buffers so that both keep their allocations.
+            std::mem::swap(&mut *shared.reads[idx].lock(), &mut *db.reads.borrow_mut());
             *shared.slots[idx].lock() =
                 Some(TxSlot { result, code, wiped, tx_type: txs[idx].tx.tx_type() });
             let wrote_new = shared.mv.record(idx, entries);
@@ -437,6 +529,7 @@ fn worker<S: StateView + ?Sized>(
         }
     };
     let mut task = None;
+    let mut idle = 0u32;
     while !shared.scheduler.done() {
         task = match task {
             Some(Task::Execute(v)) => execute(v),
@@ -444,7 +537,16 @@ fn worker<S: StateView + ?Sized>(
             None => {
                 let t = shared.scheduler.next_task();
                 if t.is_none() {
-                    std::hint::spin_loop();
+                    // Nothing to do until another worker finishes: spin briefly, then let
+                    // the core go (there may be more workers than cores).
+                    idle += 1;
+                    if idle < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                } else {
+                    idle = 0;
                 }
                 t
             }

@@ -1,9 +1,10 @@
 //! Multi-version memory: for every location, the value each transaction of the block wrote,
 //! so that transaction `j` reads the write of the highest `i < j`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use hashbrown::HashMap;
 
 use alloy_primitives::{Address, U256};
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
 use crate::state::Account;
@@ -37,12 +38,51 @@ pub(crate) struct Credits {
     pub(crate) fees: Vec<U256>,
 }
 
-const SHARDS: usize = 128;
+const SHARDS: usize = 1024;
 
-type Versions = BTreeMap<usize, Entry>;
+/// The writes to one location, sorted by transaction index (few per location, appended
+/// mostly in order, so a sorted vector beats a tree).
+#[derive(Default)]
+pub(crate) struct Versions(Vec<(usize, Entry)>);
+
+impl Versions {
+    fn insert(&mut self, idx: usize, entry: Entry) {
+        match self.0.binary_search_by_key(&idx, |(i, _)| *i) {
+            Ok(p) => self.0[p].1 = entry,
+            Err(p) => self.0.insert(p, (idx, entry)),
+        }
+    }
+
+    fn remove(&mut self, idx: usize) {
+        if let Ok(p) = self.0.binary_search_by_key(&idx, |(i, _)| *i) {
+            self.0.remove(p);
+        }
+    }
+
+    fn set_if_present(&mut self, idx: usize, entry: Entry) {
+        if let Ok(p) = self.0.binary_search_by_key(&idx, |(i, _)| *i) {
+            self.0[p].1 = entry;
+        }
+    }
+
+    /// The writes below `idx`, nearest first.
+    fn below(&self, idx: usize) -> impl Iterator<Item = &(usize, Entry)> {
+        let end = self.0.partition_point(|(i, _)| *i < idx);
+        self.0[..end].iter().rev()
+    }
+
+    /// All writes in transaction order.
+    pub(crate) fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
+        self.0.iter().map(|(_, e)| e)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 pub(crate) struct MvMemory {
-    shards: Vec<Mutex<HashMap<Loc, Versions>>>,
+    shards: Vec<CachePadded<Mutex<HashMap<Loc, Versions>>>>,
     written: Vec<Mutex<Vec<Loc>>>,
 }
 
@@ -76,7 +116,7 @@ pub(crate) fn credit(account: Option<Account>, fee: U256, state_clear: bool) -> 
 impl MvMemory {
     pub(crate) fn new(n: usize) -> Self {
         MvMemory {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect(),
             written: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
@@ -84,19 +124,38 @@ impl MvMemory {
     /// Publishes the writes of an incarnation of `idx`, removing what its previous incarnation
     /// wrote and this one did not. Returns whether it wrote a location the previous one did not.
     pub(crate) fn record(&self, idx: usize, writes: Vec<(Loc, Entry)>) -> bool {
-        let locs: Vec<Loc> = writes.iter().map(|(l, _)| *l).collect();
+        let mut locs: Vec<Loc> = writes.iter().map(|(l, _)| *l).collect();
         for (loc, entry) in writes {
             self.shards[shard_of(&loc)].lock().entry(loc).or_default().insert(idx, entry);
         }
+        locs.sort_unstable();
         let mut prev = self.written[idx].lock();
-        let new_set: HashSet<Loc> = locs.iter().copied().collect();
-        let prev_set: HashSet<Loc> = prev.iter().copied().collect();
-        for loc in prev.iter().filter(|l| !new_set.contains(l)) {
-            if let Some(v) = self.shards[shard_of(loc)].lock().get_mut(loc) {
-                v.remove(&idx);
+        // Both lists are sorted: walk them together.
+        let mut wrote_new = false;
+        let (mut i, mut j) = (0, 0);
+        while i < locs.len() || j < prev.len() {
+            match (locs.get(i), prev.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), Some(b)) if a < b => {
+                    wrote_new = true;
+                    i += 1;
+                }
+                (Some(_), None) => {
+                    wrote_new = true;
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    if let Some(v) = self.shards[shard_of(b)].lock().get_mut(b) {
+                        v.remove(idx);
+                    }
+                    j += 1;
+                }
+                (None, None) => break,
             }
         }
-        let wrote_new = locs.iter().any(|l| !prev_set.contains(l));
         *prev = locs;
         wrote_new
     }
@@ -105,7 +164,7 @@ impl MvMemory {
     pub(crate) fn mark_estimates(&self, idx: usize) {
         for loc in self.written[idx].lock().iter() {
             if let Some(v) = self.shards[shard_of(loc)].lock().get_mut(loc) {
-                v.insert(idx, Entry::Estimate);
+                v.set_if_present(idx, Entry::Estimate);
             }
         }
     }
@@ -113,7 +172,7 @@ impl MvMemory {
     /// The nearest write to `loc` below `idx`.
     pub(crate) fn read(&self, loc: &Loc, idx: usize) -> Found {
         let shard = self.shards[shard_of(loc)].lock();
-        match shard.get(loc).and_then(|v| v.range(..idx).next_back()) {
+        match shard.get(loc).and_then(|v| v.below(idx).next()) {
             None => Found::Base,
             Some((_, Entry::Value(v))) => Found::Value(*v),
             Some((i, Entry::Estimate)) => Found::Blocked(*i),
@@ -130,7 +189,7 @@ impl MvMemory {
         let mut fees = Vec::new();
         let mut start = None;
         if let Some(versions) = shard.get(&loc) {
-            for (i, e) in versions.range(..idx).rev() {
+            for (i, e) in versions.below(idx) {
                 match e {
                     Entry::Fee(f) => fees.push(*f),
                     Entry::Value(Val::Account(a)) => {
@@ -145,15 +204,12 @@ impl MvMemory {
         Ok(Credits { start, fees })
     }
 
-    /// Every written location with its writes, in location order.
+    /// Every written location with its writes, in no particular order.
     pub(crate) fn into_locations(self) -> Vec<(Loc, Versions)> {
-        let mut out: Vec<(Loc, Versions)> = self
-            .shards
+        self.shards
             .into_iter()
-            .flat_map(|s| s.into_inner().into_iter())
+            .flat_map(|s| s.into_inner().into_inner().into_iter())
             .filter(|(_, v)| !v.is_empty())
-            .collect();
-        out.sort_unstable_by_key(|(l, _)| *l);
-        out
+            .collect()
     }
 }

@@ -1,0 +1,251 @@
+//! `farol bench exec`: Farol's parallel executor against sequential revm on the same blocks.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use clap::Args;
+use farol_execution::workload::{rng, World, WorldSpec};
+use farol_execution::{
+    execute_sequential, BlockOutput, LatencyState, ParallelConfig, ParallelExecutor, ParallelStats,
+    RecoveredTx, StateView,
+};
+use serde_json::json;
+
+use super::{progress, BenchResult, Better};
+
+/// Arguments of `farol bench exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecBenchArgs {
+    /// Small blocks, under a minute in all.
+    #[arg(long)]
+    quick: bool,
+    /// Worker threads of the parallel executor (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Runs of each side per block; the median is reported.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Only the workloads whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+struct Sizes {
+    transfers: usize,
+    erc20: usize,
+    swaps: usize,
+    hybrid: usize,
+    chain: usize,
+    latency: usize,
+    runs: usize,
+}
+
+/// Runs `farol bench exec`.
+pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
+    let sizes = if args.quick {
+        Sizes {
+            transfers: 8_000,
+            erc20: 4_000,
+            swaps: 2_000,
+            hybrid: 4_000,
+            chain: 2_000,
+            latency: 400,
+            runs: 3,
+        }
+    } else {
+        // A 1-gigagas block of transfers is 47,619 transfers of 21,000 gas.
+        Sizes {
+            transfers: 47_600,
+            erc20: 20_000,
+            swaps: 8_000,
+            hybrid: 20_000,
+            chain: 10_000,
+            latency: 2_000,
+            runs: 5,
+        }
+    };
+    let runs = args.runs.unwrap_or(sizes.runs).max(1);
+    let threads = args.threads.unwrap_or_else(|| ParallelConfig::default().threads);
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    let spec = WorldSpec {
+        users: sizes.transfers.max(sizes.erc20).max(sizes.hybrid),
+        token_holders: sizes.erc20,
+        swappers: sizes.swaps,
+        tokens: 16,
+        pools: 100,
+        kits: 1,
+    };
+    progress(format!("setting up {} users, 16 tokens, 100 Uniswap V2 pools", spec.users));
+    let started = Instant::now();
+    let mut world = World::new(spec).map_err(|e| anyhow!("setting up the world: {e}"))?;
+    progress(format!("set up in {:.1} s", started.elapsed().as_secs_f64()));
+    let mut r = rng(42);
+    let parallel = ParallelExecutor::new(ParallelConfig { threads, ..ParallelConfig::default() });
+
+    // Every block is generated against the set-up state (none is committed), so each starts
+    // from the same nonces.
+    let nonces = world.nonces();
+    let fresh = |world: &mut World| world.set_nonces(nonces.clone());
+    let mut blocks: Vec<(&str, Vec<RecoveredTx>)> = Vec::new();
+    if wanted("exec.transfers") {
+        blocks.push(("exec.transfers", {
+            fresh(&mut world);
+            world.independent_transfers(sizes.transfers)
+        }));
+    }
+    if wanted("exec.erc20") {
+        blocks.push(("exec.erc20", {
+            fresh(&mut world);
+            world.erc20_transfers(sizes.erc20, &mut r)
+        }));
+    }
+    for (name, pools) in [("exec.swaps.1", 1), ("exec.swaps.10", 10), ("exec.swaps.100", 100)] {
+        if wanted(name) {
+            blocks.push((name, {
+                fresh(&mut world);
+                world.swaps(sizes.swaps, pools, &mut r)
+            }));
+        }
+    }
+    if wanted("exec.hybrid30") {
+        blocks.push(("exec.hybrid30", {
+            fresh(&mut world);
+            world.hybrid(sizes.hybrid, 30, &mut r)
+        }));
+    }
+    if wanted("exec.dependent") {
+        blocks.push(("exec.dependent", {
+            fresh(&mut world);
+            world.dependent_chain(sizes.chain)
+        }));
+    }
+    for (name, txs) in &blocks {
+        measure(name, &world, &world.state, txs, &parallel, threads, runs, json!({}))?;
+    }
+
+    // Storage with 100 µs per cold read: overlapping reads is what matters.
+    let latency = Duration::from_micros(100);
+    let wide = ParallelExecutor::new(ParallelConfig { threads: 8, ..ParallelConfig::default() });
+    let mut slow_blocks: Vec<(&str, Vec<RecoveredTx>)> = Vec::new();
+    if wanted("exec.latency.transfers") {
+        slow_blocks.push(("exec.latency.transfers", {
+            fresh(&mut world);
+            world.independent_transfers(sizes.latency)
+        }));
+    }
+    if wanted("exec.latency.erc20") {
+        slow_blocks.push(("exec.latency.erc20", {
+            fresh(&mut world);
+            world.erc20_transfers(sizes.latency, &mut r)
+        }));
+    }
+    let slow = LatencyState::new(&world.state, latency);
+    for (name, txs) in &slow_blocks {
+        measure(name, &world, &slow, txs, &wide, 8, runs.min(3), json!({"read_latency_us": 100}))?;
+    }
+
+    // Where parallel starts to pay: small blocks of independent transfers, forced parallel.
+    if wanted("exec.small") {
+        let forced = ParallelExecutor::new(ParallelConfig {
+            threads,
+            min_txs: 0,
+            max_dependent_percent: 101,
+        });
+        for n in [2usize, 4, 8, 16, 32, 64, 128] {
+            let txs = {
+                fresh(&mut world);
+                world.independent_transfers(n)
+            };
+            measure(
+                &format!("exec.small.{n}"),
+                &world,
+                &world.state,
+                &txs,
+                &forced,
+                threads,
+                runs.max(5) * 4,
+                json!({}),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Times both executors on `txs` over `state` and prints the result line.
+#[allow(clippy::too_many_arguments)]
+fn measure<S: StateView>(
+    name: &str,
+    world: &World,
+    state: &S,
+    txs: &[RecoveredTx],
+    parallel: &ParallelExecutor,
+    threads: usize,
+    runs: usize,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let env = world.block_env(farol_execution::workload::fresh_address(0xc0ffee));
+    let mut seq_times = Vec::new();
+    let mut par_times = Vec::new();
+    let mut reference: Option<BlockOutput> = None;
+    let mut stats = ParallelStats::default();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let seq = execute_sequential(state, &world.chain, &env, txs)
+            .map_err(|e| anyhow!("{name}: sequential: {e}"))?;
+        seq_times.push(t.elapsed());
+        let t = Instant::now();
+        let (par, s) = parallel
+            .execute(state, &world.chain, &env, txs)
+            .map_err(|e| anyhow!("{name}: parallel: {e}"))?;
+        par_times.push(t.elapsed());
+        if par != seq {
+            return Err(anyhow!("{name}: the parallel output differs from the sequential one"));
+        }
+        if let Some(failed) = seq.txs.iter().position(|t| !t.is_success()) {
+            return Err(anyhow!(
+                "{name}: transaction {failed} did not succeed: {:?}",
+                seq.txs[failed].status
+            ));
+        }
+        stats = s;
+        reference = Some(seq);
+    }
+    let gas = reference.map_or(0, |o| o.gas_used);
+    let seq = median(&mut seq_times);
+    let par = median(&mut par_times);
+    let per_s = |d: Duration, x: f64| x / d.as_secs_f64().max(1e-9);
+    let mut params = json!({
+        "txs": txs.len(),
+        "gas": gas,
+        "threads": threads,
+        "runs": runs,
+        "tx_per_s_ours": per_s(par, txs.len() as f64).round(),
+        "tx_per_s_baseline": per_s(seq, txs.len() as f64).round(),
+        "ms_ours": par.as_secs_f64() * 1e3,
+        "ms_baseline": seq.as_secs_f64() * 1e3,
+        "executions": stats.executions,
+        "re_executions": stats.re_executions,
+        "waits": stats.waits,
+        "fallback": stats.fallback,
+        "ms_ours_parallel_phase": stats.parallel_time.as_secs_f64() * 1e3,
+        "ms_ours_finish_phase": stats.finish_time.as_secs_f64() * 1e3,
+        "baseline_is": "sequential revm 43, same state, same block",
+    });
+    if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+        p.extend(e.clone());
+    }
+    BenchResult::new(
+        name,
+        per_s(par, gas as f64),
+        per_s(seq, gas as f64),
+        "gas/s",
+        Better::Higher,
+        params,
+    )
+    .print()
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}

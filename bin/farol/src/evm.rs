@@ -1,0 +1,73 @@
+//! `farol evm`: tools around the executor.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use farol_execution::statetest::{find_fixtures, run_file, Options};
+
+/// Arguments of `farol evm`.
+#[derive(Debug, Args)]
+pub(crate) struct EvmArgs {
+    #[command(subcommand)]
+    what: EvmCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EvmCommand {
+    /// Run Ethereum GeneralStateTests fixtures (each case as a one-transaction block through
+    /// the sequential and the parallel executor) and report each failing case.
+    Statetest(StatetestArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatetestArgs {
+    /// A fixture file, or a directory searched for `.json` fixtures.
+    path: PathBuf,
+    /// Print every case, not only failures.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// Runs `farol evm`.
+pub(crate) fn run(args: EvmArgs) -> Result<()> {
+    match args.what {
+        EvmCommand::Statetest(a) => statetest(a),
+    }
+}
+
+fn statetest(args: StatetestArgs) -> Result<()> {
+    let files =
+        find_fixtures(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
+    if files.is_empty() {
+        bail!("no .json fixtures under {}", args.path.display());
+    }
+    let options = Options::default();
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for f in &files {
+        for r in run_file(f, &options) {
+            let id = format!("{}::{} [{} #{}]", r.file.display(), r.name, r.fork, r.index);
+            match r.failure {
+                None => {
+                    passed += 1;
+                    if args.verbose {
+                        println!("ok    {id}");
+                    }
+                }
+                Some(why) => {
+                    failed += 1;
+                    println!("FAIL  {id}: {why}");
+                }
+            }
+        }
+    }
+    println!(
+        "statetest: {} files, {} cases: {passed} passed, {failed} failed",
+        files.len(),
+        passed + failed
+    );
+    if failed > 0 {
+        bail!("{failed} state test cases failed");
+    }
+    Ok(())
+}
