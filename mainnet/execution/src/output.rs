@@ -74,13 +74,16 @@ pub struct BlockOutput {
     pub logs_bloom: Bloom,
 }
 
-fn receipt(o: &TxOutcome, ty: TxType) -> ReceiptEnvelope {
+fn receipt(o: &TxOutcome, ty: TxType, bloom: Option<Bloom>) -> ReceiptEnvelope {
     let receipt = Receipt {
         status: Eip658Value::Eip658(o.is_success()),
         cumulative_gas_used: o.cumulative_gas_used,
         logs: o.logs.clone(),
     };
-    let with_bloom = ReceiptWithBloom::from(receipt);
+    let with_bloom = match bloom {
+        Some(logs_bloom) => ReceiptWithBloom { receipt, logs_bloom },
+        None => ReceiptWithBloom::from(receipt),
+    };
     match ty {
         TxType::Legacy => ReceiptEnvelope::Legacy(with_bloom),
         TxType::Eip2930 => ReceiptEnvelope::Eip2930(with_bloom),
@@ -94,7 +97,7 @@ impl BlockOutput {
     /// Receipts, blooms and roots, one after another (the sequential reference).
     pub(crate) fn build(txs: Vec<TxOutcome>, types: &[TxType], diff: StateDiff) -> Self {
         let receipts: Vec<ReceiptEnvelope> =
-            txs.iter().zip(types).map(|(o, ty)| receipt(o, *ty)).collect();
+            txs.iter().zip(types).map(|(o, ty)| receipt(o, *ty, None)).collect();
         let logs_bloom = receipts.iter().fold(Bloom::ZERO, |acc, r| acc | *r.logs_bloom());
         let receipts_root = alloy_consensus::proofs::calculate_receipt_root(&receipts);
         let gas_used = txs.last().map(|t| t.cumulative_gas_used).unwrap_or(0);
@@ -103,18 +106,23 @@ impl BlockOutput {
 
     /// The same as [`Self::build`], with receipts, blooms and the receipts trie computed on
     /// the current rayon pool; `diff` is computed alongside.
+    /// `blooms` are the receipts' logs blooms, computed as the transactions were executed.
     pub(crate) fn build_parallel<E: Send>(
         txs: Vec<TxOutcome>,
         types: &[TxType],
+        blooms: Vec<Bloom>,
         diff: impl FnOnce() -> Result<StateDiff, E> + Send,
     ) -> Result<Self, E> {
         use alloy_eips::eip2718::Encodable2718;
         use rayon::prelude::*;
         let (diff, (receipts, logs_bloom, receipts_root)) = rayon::join(diff, || {
-            let receipts: Vec<ReceiptEnvelope> =
-                txs.par_iter().zip(types).map(|(o, ty)| receipt(o, *ty)).collect();
-            let logs_bloom =
-                receipts.par_iter().map(|r| *r.logs_bloom()).reduce(|| Bloom::ZERO, |a, b| a | b);
+            let receipts: Vec<ReceiptEnvelope> = txs
+                .par_iter()
+                .zip(types)
+                .zip(&blooms)
+                .map(|((o, ty), b)| receipt(o, *ty, Some(*b)))
+                .collect();
+            let logs_bloom = blooms.iter().fold(Bloom::ZERO, |a, b| a | *b);
             let encoded: Vec<Vec<u8>> = receipts.par_iter().map(|r| r.encoded_2718()).collect();
             let t = std::time::Instant::now();
             let root = crate::trie::ordered_root(&encoded);

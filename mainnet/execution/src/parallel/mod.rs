@@ -26,7 +26,7 @@ use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::{ExecError, StateError};
 use crate::output::{BlockOutput, TxOutcome};
 use crate::sequential::{account_info, check_block_gas, execute_sequential};
-use crate::state::{CachedView, StateView};
+use crate::state::{Account, CachedView, StateView};
 use crate::writes::{collect_writes, Loc, Val};
 
 use handler::LazyRewardHandler;
@@ -113,15 +113,28 @@ struct TxSlot {
     code: Vec<(B256, Bytecode)>,
     wiped: Vec<Address>,
     tx_type: alloy_consensus::TxType,
+    bloom: alloy_primitives::Bloom,
+}
+
+/// The beneficiary fee of one transaction's latest incarnation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fee {
+    /// Not executed yet: contributes nothing for now (validation catches a later change).
+    Pending,
+    /// Credited on top of the writes below it.
+    Amount(U256),
+    /// Its incarnation was aborted: readers wait.
+    Estimate,
 }
 
 struct Shared<'a, S: ?Sized> {
     base: CachedView<'a, S>,
     mv: MvMemory,
+    fees: Vec<Mutex<Fee>>,
     scheduler: Scheduler,
     tx_envs: Vec<TxEnv>,
     hints: Vec<Option<usize>>,
-    reads: Vec<Mutex<Vec<(Loc, Val)>>>,
+    reads: Vec<Mutex<Vec<(Loc, Val, bool)>>>,
     slots: Vec<Mutex<Option<TxSlot>>>,
     beneficiary: Address,
     state_clear: bool,
@@ -134,26 +147,42 @@ struct Shared<'a, S: ?Sized> {
 
 impl<S: StateView + ?Sized> Shared<'_, S> {
     /// The value of `loc` as transaction `idx` sees it.
-    fn read(&self, loc: Loc, idx: usize) -> Result<Val, ReadError> {
+    /// The value of `loc` as transaction `idx` sees it, and whether it is the parent state's.
+    fn read(&self, loc: Loc, idx: usize) -> Result<(Val, bool), ReadError> {
         if loc == Loc::Account(self.beneficiary) {
-            let credits = self.mv.credits(self.beneficiary, idx).map_err(ReadError::Blocked)?;
-            let mut account = match credits.start {
-                Some(a) => a,
-                None => self.base.account(self.beneficiary)?,
-            };
-            for fee in credits.fees {
-                account = credit(account, fee, self.state_clear);
-            }
-            return Ok(Val::Account(account));
+            return self.read_beneficiary(idx).map(|a| (Val::Account(a), false));
         }
         match self.mv.read(&loc, idx) {
-            Found::Value(v) => Ok(v),
+            Found::Value(v) => Ok((v, false)),
             Found::Blocked(i) => Err(ReadError::Blocked(i)),
-            Found::Base => Ok(match loc {
-                Loc::Account(a) => Val::Account(self.base.account(a)?),
-                Loc::Storage(a, s) => Val::Storage(self.base.storage(a, s)?),
-            }),
+            Found::Base => Ok((
+                match loc {
+                    Loc::Account(a) => Val::Account(self.base.account(a)?),
+                    Loc::Storage(a, s) => Val::Storage(self.base.storage(a, s)?),
+                },
+                true,
+            )),
         }
+    }
+
+    /// The beneficiary as transaction `idx` sees it: the nearest full write below (or the
+    /// parent state's account) plus the fees of the transactions between, in order.
+    fn read_beneficiary(&self, idx: usize) -> Result<Option<Account>, ReadError> {
+        let loc = Loc::Account(self.beneficiary);
+        let (mut account, from) = match self.mv.read_with_index(&loc, idx) {
+            (Found::Value(Val::Account(a)), Some(i)) => (a, i + 1),
+            (Found::Blocked(i), _) => return Err(ReadError::Blocked(i)),
+            (Found::Base, _) => (self.base.account(self.beneficiary)?, 0),
+            _ => return Err(StateError::Corrupt("beneficiary holds a storage value".into()).into()),
+        };
+        for (i, fee) in self.fees[from..idx].iter().enumerate() {
+            match *fee.lock() {
+                Fee::Pending => {}
+                Fee::Amount(f) => account = credit(account, f, self.state_clear),
+                Fee::Estimate => return Err(ReadError::Blocked(from + i)),
+            }
+        }
+        Ok(account)
     }
 
     fn validate(&self, v: Version) -> Option<Task> {
@@ -161,13 +190,38 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
         let valid = self.reads[v.idx]
             .lock()
             .iter()
-            .all(|(loc, seen)| matches!(self.read(*loc, v.idx), Ok(now) if now == *seen));
+            .all(|(loc, seen, _)| matches!(self.read(*loc, v.idx), Ok((now, _)) if now == *seen));
         let aborted = !valid && self.scheduler.try_validation_abort(v);
         if aborted {
             self.aborts.fetch_add(1, Relaxed);
             self.mv.mark_estimates(v.idx);
+            *self.fees[v.idx].lock() = Fee::Estimate;
         }
         self.scheduler.finish_validation(v.idx, aborted)
+    }
+}
+
+/// The parent-state values a transaction read, by location.
+enum Parents {
+    Few(Vec<(Loc, Val)>),
+    Many(hashbrown::HashMap<Loc, Val>),
+}
+
+impl Parents {
+    fn new(reads: &[(Loc, Val, bool)]) -> Self {
+        let it = reads.iter().filter(|(_, _, p)| *p).map(|(l, v, _)| (*l, *v));
+        if reads.len() <= 32 {
+            Parents::Few(it.collect())
+        } else {
+            Parents::Many(it.collect())
+        }
+    }
+
+    fn get(&self, loc: &Loc) -> Option<Val> {
+        match self {
+            Parents::Few(v) => v.iter().find(|(l, _)| l == loc).map(|(_, v)| *v),
+            Parents::Many(m) => m.get(loc).copied(),
+        }
     }
 }
 
@@ -175,7 +229,7 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
 struct WorkerDb<'s, 'a, S: ?Sized> {
     shared: &'s Shared<'a, S>,
     idx: Cell<usize>,
-    reads: RefCell<Vec<(Loc, Val)>>,
+    reads: RefCell<Vec<(Loc, Val, bool)>>,
 }
 
 #[derive(Clone, Copy)]
@@ -183,8 +237,8 @@ struct DbRef<'w, 's, 'a, S: ?Sized>(&'w WorkerDb<'s, 'a, S>);
 
 impl<S: StateView + ?Sized> DbRef<'_, '_, '_, S> {
     fn read(&self, loc: Loc) -> Result<Val, ReadError> {
-        let v = self.0.shared.read(loc, self.0.idx.get())?;
-        self.0.reads.borrow_mut().push((loc, v));
+        let (v, from_parent) = self.0.shared.read(loc, self.0.idx.get())?;
+        self.0.reads.borrow_mut().push((loc, v, from_parent));
         Ok(v)
     }
 }
@@ -287,6 +341,7 @@ impl ParallelExecutor {
         let shared = Shared {
             base: CachedView::new(state),
             mv: MvMemory::new(n),
+            fees: (0..n).map(|_| Mutex::new(Fee::Pending)).collect(),
             scheduler: Scheduler::new(n),
             tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
             hints,
@@ -329,11 +384,13 @@ fn finish<S: StateView + ?Sized>(
     shared: Shared<'_, S>,
     env: &BlockEnv,
 ) -> Result<BlockOutput, ExecError> {
-    let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
+    let beneficiary_final = shared.read_beneficiary(shared.slots.len());
+    let Shared { base, mv, slots, tx_envs, beneficiary, .. } = shared;
     // Results in parallel; then the running gas total and the block gas check, in order.
     let slots: Vec<Option<TxSlot>> = slots.into_par_iter().map(Mutex::into_inner).collect();
     let mut outcomes = Vec::with_capacity(slots.len());
     let mut types = Vec::with_capacity(slots.len());
+    let mut blooms = Vec::with_capacity(slots.len());
     let mut code = Vec::new();
     let mut wiped = Vec::new();
     let mut cumulative = 0u64;
@@ -349,6 +406,7 @@ fn finish<S: StateView + ?Sized>(
         cumulative += result.tx_gas_used();
         outcomes.push((result, cumulative));
         types.push(slot.tx_type);
+        blooms.push(slot.bloom);
         code.extend(slot.code);
         wiped.extend(slot.wiped);
     }
@@ -356,32 +414,30 @@ fn finish<S: StateView + ?Sized>(
         outcomes.par_iter().map(|(r, c)| TxOutcome::from_revm(r, *c)).collect();
     let diff = move || -> Result<_, ExecError> {
         let mut locations = mv.into_locations();
+        // The beneficiary's final value folds in every fee; it is a location of the block even
+        // when no transaction wrote it in full.
+        locations.retain(|(l, _)| *l != Loc::Account(beneficiary));
+        let ben = beneficiary_final.map_err(|e| match e {
+            ReadError::State(s) => ExecError::State(s),
+            ReadError::Blocked(_) => internal(&Loc::Account(beneficiary)),
+        })?;
+        locations.push((
+            Loc::Account(beneficiary),
+            mv::Versions::single(Entry::Value(Val::Account(ben)), None),
+        ));
         locations.par_sort_unstable_by_key(|(l, _)| *l);
         // The final value of each location, kept when it differs from the parent state.
         let finals: Vec<Result<Option<(Loc, Val)>, ExecError>> = locations
             .par_iter()
             .map(|(loc, versions)| {
-                let value = if *loc == Loc::Account(beneficiary) {
-                    let mut account = base.account(beneficiary)?;
-                    for entry in versions.entries() {
-                        account = match entry {
-                            Entry::Value(Val::Account(a)) => *a,
-                            Entry::Fee(f) => credit(account, *f, state_clear),
-                            Entry::Value(Val::Storage(_)) | Entry::Estimate => {
-                                return Err(internal(loc))
-                            }
-                        };
-                    }
-                    Val::Account(account)
-                } else {
-                    match versions.entries().next_back() {
-                        Some(Entry::Value(v)) => *v,
-                        _ => return Err(internal(loc)),
-                    }
+                let value = match versions.entries().next_back() {
+                    Some(Entry::Value(v)) => *v,
+                    _ => return Err(internal(loc)),
                 };
-                let changed = match (loc, value) {
-                    (Loc::Account(a), Val::Account(v)) => base.account(*a)? != v,
-                    (Loc::Storage(a, s), Val::Storage(v)) => base.storage(*a, *s)? != v,
+                let changed = match (loc, value, versions.parent()) {
+                    (_, v, Some(parent)) => parent != v,
+                    (Loc::Account(a), Val::Account(v), None) => base.account(*a)? != v,
+                    (Loc::Storage(a, s), Val::Storage(v), None) => base.storage(*a, *s)? != v,
                     _ => return Err(internal(loc)),
                 };
                 Ok(changed.then_some((*loc, value)))
@@ -393,7 +449,7 @@ fn finish<S: StateView + ?Sized>(
         }
         Ok(diff_from_sorted(changed, code, wiped))
     };
-    BlockOutput::build_parallel(outcomes, &types, diff)
+    BlockOutput::build_parallel(outcomes, &types, blooms, diff)
 }
 
 /// Builds the diff from changed locations in location order (the maps are bulk-built).
@@ -420,6 +476,14 @@ fn diff_from_sorted(
     diff.code = code.into_iter().map(|(h, c)| (h, c.original_bytes())).collect();
     diff.wiped = wiped.into_iter().collect();
     diff
+}
+
+/// The logs bloom of a receipt, computed by the worker that executed the transaction.
+fn bloom_of(result: &Result<ExecutionResult, ExecError>) -> alloy_primitives::Bloom {
+    match result {
+        Ok(r) if r.is_success() => alloy_primitives::logs_bloom(r.logs()),
+        _ => alloy_primitives::Bloom::ZERO,
+    }
 }
 
 fn internal(loc: &Loc) -> ExecError {
@@ -495,8 +559,10 @@ fn worker<S: StateView + ?Sized>(
                     let ben = Loc::Account(shared.beneficiary);
                     let destroyed =
                         state.get(&shared.beneficiary).is_some_and(|a| a.is_selfdestructed());
-                    let mut entries: Vec<(Loc, Entry)> = Vec::with_capacity(w.writes.len() + 1);
+                    let mut entries: Vec<(Loc, Entry, Option<Val>)> =
+                        Vec::with_capacity(w.writes.len());
                     let mut wrote_beneficiary = false;
+                    let parents = Parents::new(&db.reads.borrow());
                     for (loc, val) in w.writes {
                         if loc == ben {
                             wrote_beneficiary = true;
@@ -506,14 +572,14 @@ fn worker<S: StateView + ?Sized>(
                                 }
                                 other => other,
                             };
-                            entries.push((loc, Entry::Value(val)));
+                            entries.push((loc, Entry::Value(val), None));
                         } else {
-                            entries.push((loc, Entry::Value(val)));
+                            entries.push((loc, Entry::Value(val), parents.get(&loc)));
                         }
                     }
-                    if !wrote_beneficiary {
-                        entries.push((ben, Entry::Fee(fee)));
-                    }
+                    // A full write already holds its fee.
+                    *shared.fees[idx].lock() =
+                        Fee::Amount(if wrote_beneficiary { U256::ZERO } else { fee });
                     (Ok(r), entries, w.code, w.wiped)
                 }
             };
@@ -522,8 +588,13 @@ fn worker<S: StateView + ?Sized>(
             }
             // Swap buffers so that both keep their allocations.
             std::mem::swap(&mut *shared.reads[idx].lock(), &mut *db.reads.borrow_mut());
-            *shared.slots[idx].lock() =
-                Some(TxSlot { result, code, wiped, tx_type: txs[idx].tx.tx_type() });
+            *shared.slots[idx].lock() = Some(TxSlot {
+                bloom: bloom_of(&result),
+                result,
+                code,
+                wiped,
+                tx_type: txs[idx].tx.tx_type(),
+            });
             let wrote_new = shared.mv.record(idx, entries);
             return shared.scheduler.finish_execution(v, wrote_new);
         }

@@ -3,7 +3,7 @@
 
 use hashbrown::HashMap;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::U256;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
@@ -15,8 +15,6 @@ use crate::writes::{Loc, Val};
 pub(crate) enum Entry {
     /// A full value.
     Value(Val),
-    /// The beneficiary's fee credit, added lazily on top of the writes below it.
-    Fee(U256),
     /// The writer was aborted and will likely write here again: readers wait for it.
     Estimate,
 }
@@ -31,53 +29,59 @@ pub(crate) enum Found {
     Blocked(usize),
 }
 
-/// The beneficiary's account as seen below a reader: a starting value (or the parent
-/// state's) and the fee credits to add on top of it, oldest first.
-pub(crate) struct Credits {
-    pub(crate) start: Option<Option<Account>>,
-    pub(crate) fees: Vec<U256>,
-}
-
 const SHARDS: usize = 1024;
 
 /// The writes to one location, sorted by transaction index (few per location, appended
 /// mostly in order, so a sorted vector beats a tree).
 #[derive(Default)]
-pub(crate) struct Versions(Vec<(usize, Entry)>);
+pub(crate) struct Versions {
+    /// The parent state's value, when a writer knew it (it read the location from there).
+    parent: Option<Val>,
+    list: Vec<(usize, Entry)>,
+}
 
 impl Versions {
+    pub(crate) fn single(entry: Entry, parent: Option<Val>) -> Self {
+        Versions { parent, list: vec![(0, entry)] }
+    }
+
+    /// The parent state's value, if known.
+    pub(crate) fn parent(&self) -> Option<Val> {
+        self.parent
+    }
+
     fn insert(&mut self, idx: usize, entry: Entry) {
-        match self.0.binary_search_by_key(&idx, |(i, _)| *i) {
-            Ok(p) => self.0[p].1 = entry,
-            Err(p) => self.0.insert(p, (idx, entry)),
+        match self.list.binary_search_by_key(&idx, |(i, _)| *i) {
+            Ok(p) => self.list[p].1 = entry,
+            Err(p) => self.list.insert(p, (idx, entry)),
         }
     }
 
     fn remove(&mut self, idx: usize) {
-        if let Ok(p) = self.0.binary_search_by_key(&idx, |(i, _)| *i) {
-            self.0.remove(p);
+        if let Ok(p) = self.list.binary_search_by_key(&idx, |(i, _)| *i) {
+            self.list.remove(p);
         }
     }
 
     fn set_if_present(&mut self, idx: usize, entry: Entry) {
-        if let Ok(p) = self.0.binary_search_by_key(&idx, |(i, _)| *i) {
-            self.0[p].1 = entry;
+        if let Ok(p) = self.list.binary_search_by_key(&idx, |(i, _)| *i) {
+            self.list[p].1 = entry;
         }
     }
 
     /// The writes below `idx`, nearest first.
     fn below(&self, idx: usize) -> impl Iterator<Item = &(usize, Entry)> {
-        let end = self.0.partition_point(|(i, _)| *i < idx);
-        self.0[..end].iter().rev()
+        let end = self.list.partition_point(|(i, _)| *i < idx);
+        self.list[..end].iter().rev()
     }
 
     /// All writes in transaction order.
     pub(crate) fn entries(&self) -> impl DoubleEndedIterator<Item = &Entry> {
-        self.0.iter().map(|(_, e)| e)
+        self.list.iter().map(|(_, e)| e)
     }
 
     fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.list.is_empty()
     }
 }
 
@@ -123,10 +127,15 @@ impl MvMemory {
 
     /// Publishes the writes of an incarnation of `idx`, removing what its previous incarnation
     /// wrote and this one did not. Returns whether it wrote a location the previous one did not.
-    pub(crate) fn record(&self, idx: usize, writes: Vec<(Loc, Entry)>) -> bool {
-        let mut locs: Vec<Loc> = writes.iter().map(|(l, _)| *l).collect();
-        for (loc, entry) in writes {
-            self.shards[shard_of(&loc)].lock().entry(loc).or_default().insert(idx, entry);
+    pub(crate) fn record(&self, idx: usize, writes: Vec<(Loc, Entry, Option<Val>)>) -> bool {
+        let mut locs: Vec<Loc> = writes.iter().map(|(l, _, _)| *l).collect();
+        for (loc, entry, parent) in writes {
+            let mut shard = self.shards[shard_of(&loc)].lock();
+            let versions = shard.entry(loc).or_default();
+            if versions.parent.is_none() {
+                versions.parent = parent;
+            }
+            versions.insert(idx, entry);
         }
         locs.sort_unstable();
         let mut prev = self.written[idx].lock();
@@ -171,37 +180,17 @@ impl MvMemory {
 
     /// The nearest write to `loc` below `idx`.
     pub(crate) fn read(&self, loc: &Loc, idx: usize) -> Found {
-        let shard = self.shards[shard_of(loc)].lock();
-        match shard.get(loc).and_then(|v| v.below(idx).next()) {
-            None => Found::Base,
-            Some((_, Entry::Value(v))) => Found::Value(*v),
-            Some((i, Entry::Estimate)) => Found::Blocked(*i),
-            // A fee credit without a full value is only written at the beneficiary, which is
-            // read through `credits`.
-            Some((i, Entry::Fee(_))) => Found::Blocked(*i),
-        }
+        self.read_with_index(loc, idx).0
     }
 
-    /// The beneficiary's writes below `idx`: the nearest full value and the fee credits above it.
-    pub(crate) fn credits(&self, beneficiary: Address, idx: usize) -> Result<Credits, usize> {
-        let loc = Loc::Account(beneficiary);
-        let shard = self.shards[shard_of(&loc)].lock();
-        let mut fees = Vec::new();
-        let mut start = None;
-        if let Some(versions) = shard.get(&loc) {
-            for (i, e) in versions.below(idx) {
-                match e {
-                    Entry::Fee(f) => fees.push(*f),
-                    Entry::Value(Val::Account(a)) => {
-                        start = Some(*a);
-                        break;
-                    }
-                    Entry::Value(Val::Storage(_)) | Entry::Estimate => return Err(*i),
-                }
-            }
+    /// The nearest write to `loc` below `idx`, and which transaction wrote it.
+    pub(crate) fn read_with_index(&self, loc: &Loc, idx: usize) -> (Found, Option<usize>) {
+        let shard = self.shards[shard_of(loc)].lock();
+        match shard.get(loc).and_then(|v| v.below(idx).next()) {
+            None => (Found::Base, None),
+            Some((i, Entry::Value(v))) => (Found::Value(*v), Some(*i)),
+            Some((i, Entry::Estimate)) => (Found::Blocked(*i), Some(*i)),
         }
-        fees.reverse();
-        Ok(Credits { start, fees })
     }
 
     /// Every written location with its writes, in no particular order.
