@@ -4,6 +4,7 @@
 //! [`ParallelExecutor`] runs a block optimistically on all cores with multi-version state and
 //! produces exactly the same [`BlockOutput`]. See `docs/execution.md`.
 
+mod collision;
 mod diff;
 mod env;
 mod error;

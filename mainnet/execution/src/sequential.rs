@@ -8,7 +8,9 @@ use revm::context::result::EVMError;
 use revm::context::{Context, ContextTr};
 use revm::database_interface::Database;
 use revm::state::AccountInfo;
-use revm::{ExecuteEvm, MainBuilder, MainContext};
+use revm::{ExecuteEvm, InspectEvm, MainBuilder, MainContext};
+
+use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
 
 use crate::diff::StateDiff;
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
@@ -26,6 +28,12 @@ struct SeqDb<'a, S: ?Sized> {
 
 pub(crate) fn account_info(account: Account, code: Bytecode) -> AccountInfo {
     AccountInfo::new(account.balance, account.nonce, account.code_hash, code)
+}
+
+impl<S: StateView + ?Sized> StorageProbe for SeqDb<'_, S> {
+    fn parent_has_storage(&self, address: Address) -> Result<bool, StateError> {
+        self.base.has_storage(address)
+    }
 }
 
 impl<S: StateView + ?Sized> Database for SeqDb<'_, S> {
@@ -123,7 +131,7 @@ pub fn execute_sequential<S: StateView + ?Sized>(
         .with_db(db)
         .with_cfg(chain.cfg())
         .with_block(env.revm(chain.spec))
-        .build_mainnet();
+        .build_mainnet_with_inspector(CollisionInspector);
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut cumulative = 0u64;
     let mut code = Vec::new();
@@ -131,8 +139,14 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     for (index, tx) in txs.iter().enumerate() {
         let tx_env = tx.tx_env();
         check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
-        let result = evm.transact_one(tx_env);
-        let state = evm.finalize();
+        let mut result = evm.transact_one(tx_env.clone());
+        let mut state = evm.finalize();
+        if result.is_ok()
+            && needs_collision_check(&state, evm.ctx.db_mut()).map_err(ExecError::State)?
+        {
+            result = evm.inspect_one_tx(tx_env);
+            state = evm.finalize();
+        }
         let result = result.map_err(|e| exec_error(index, e))?;
         cumulative += result.tx_gas_used();
         outcomes.push(TxOutcome::from_revm(&result, cumulative));

@@ -48,11 +48,22 @@ pub trait StateView: Send + Sync {
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError>;
     /// The hash of block `number` (BLOCKHASH).
     fn block_hash(&self, number: u64) -> Result<B256, StateError>;
+    /// Whether `address` has any non-zero storage slot (EIP-7610 treats creating a contract
+    /// there as a collision). A view that cannot enumerate storage may answer `false`: on a
+    /// chain whose storage was only ever written by code, an address with storage always has
+    /// code or a nonce, which revm checks itself.
+    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        let _ = address;
+        Ok(false)
+    }
 }
 
 impl<T: StateView + ?Sized> StateView for &T {
     fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
         (**self).account(address)
+    }
+    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        (**self).has_storage(address)
     }
     fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
         (**self).code(code_hash)
@@ -68,6 +79,9 @@ impl<T: StateView + ?Sized> StateView for &T {
 impl<T: StateView + ?Sized> StateView for Arc<T> {
     fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
         (**self).account(address)
+    }
+    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        (**self).has_storage(address)
     }
     fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
         (**self).code(code_hash)
@@ -195,6 +209,9 @@ impl StateView for InMemoryState {
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
         Ok(self.block_hashes.get(&number).copied().unwrap_or_else(|| default_block_hash(number)))
     }
+    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        Ok(self.accounts.get(&address).is_some_and(|(_, s)| !s.is_empty()))
+    }
 }
 
 /// Wraps a view so that every read sleeps first: a storage with `latency` per cold read (the
@@ -228,6 +245,10 @@ impl<S: StateView> StateView for LatencyState<S> {
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
         self.inner.block_hash(number)
     }
+    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        std::thread::sleep(self.latency);
+        self.inner.has_storage(address)
+    }
 }
 
 /// Block-scoped cache in front of a [`StateView`], shared by all workers of one block: each
@@ -243,6 +264,7 @@ struct Shard {
     accounts: hashbrown::HashMap<Address, Option<Account>>,
     storage: hashbrown::HashMap<(Address, U256), U256>,
     code: hashbrown::HashMap<B256, Bytecode>,
+    has_storage: hashbrown::HashMap<Address, bool>,
 }
 
 /// Enough shards that two workers rarely touch the same lock at once.
@@ -317,5 +339,15 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
 
     pub(crate) fn block_hash(&self, number: u64) -> Result<B256, StateError> {
         self.view.block_hash(number)
+    }
+
+    pub(crate) fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        let shard = &self.shards[shard_of(&address)];
+        if let Some(v) = shard.read().has_storage.get(&address) {
+            return Ok(*v);
+        }
+        let v = self.view.has_storage(address)?;
+        shard.write().has_storage.insert(address, v);
+        Ok(v)
     }
 }

@@ -32,26 +32,10 @@ fn all_shipped_state_tests_pass() {
         }
     }
     assert!(cases >= 420, "only {cases} cases ran");
-    // EIP-7610 (creation into an address whose only content is storage is a collision) is
-    // not enforced by revm, which skips these fixtures too; see docs/execution.md.
-    let known: &[&str] = &[
-        "RevertInCreateInInitCreate2Paris.json",
-        "create2collisionStorageParis.json",
-        "RevertInCreateInInit_Paris.json",
-        "InitCollisionParis.json",
-    ];
-    let unexpected: Vec<&String> =
-        failures.iter().filter(|f| !known.iter().any(|k| f.contains(k))).collect();
     assert!(
-        unexpected.is_empty(),
+        failures.is_empty(),
         "{} of {cases} cases failed:\n{}",
-        unexpected.len(),
+        failures.len(),
         failures.join("\n")
     );
-    for k in known {
-        assert!(
-            failures.iter().any(|f| f.contains(k)),
-            "{k} passes now: remove it from the known failures"
-        );
-    }
 }

@@ -60,3 +60,23 @@ where
         Ok(())
     }
 }
+
+impl<EVM, ERROR> revm::inspector::InspectorHandler
+    for LazyRewardHandler<
+        EVM,
+        ERROR,
+        revm::handler::EthFrame<revm::interpreter::interpreter::EthInterpreter>,
+    >
+where
+    EVM: revm::inspector::InspectorEvmTr<
+        Context: ContextTr<Journal: JournalTr<State = EvmState>>,
+        Frame = revm::handler::EthFrame<revm::interpreter::interpreter::EthInterpreter>,
+        Inspector: revm::Inspector<
+            <<Self as Handler>::Evm as EvmTr>::Context,
+            revm::interpreter::interpreter::EthInterpreter,
+        >,
+    >,
+    ERROR: EvmTrError<EVM>,
+{
+    type IT = revm::interpreter::interpreter::EthInterpreter;
+}

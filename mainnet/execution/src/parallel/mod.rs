@@ -18,10 +18,12 @@ use revm::context::result::{EVMError, ExecutionResult};
 use revm::context::{Context, ContextSetters, TxEnv};
 use revm::database_interface::{DBErrorMarker, Database};
 use revm::handler::Handler;
+use revm::inspector::InspectorHandler;
 use revm::primitives::hardfork::SpecId;
 use revm::state::AccountInfo;
 use revm::{ExecuteEvm, MainBuilder, MainContext};
 
+use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::{ExecError, StateError};
 use crate::output::{BlockOutput, TxOutcome};
@@ -240,6 +242,12 @@ impl<S: StateView + ?Sized> DbRef<'_, '_, '_, S> {
         let (v, from_parent) = self.0.shared.read(loc, self.0.idx.get())?;
         self.0.reads.borrow_mut().push((loc, v, from_parent));
         Ok(v)
+    }
+}
+
+impl<S: StateView + ?Sized> StorageProbe for DbRef<'_, '_, '_, S> {
+    fn parent_has_storage(&self, address: Address) -> Result<bool, StateError> {
+        self.0.shared.base.has_storage(address)
     }
 }
 
@@ -505,7 +513,7 @@ fn worker<S: StateView + ?Sized>(
         .with_db(DbRef(&db))
         .with_cfg(chain.cfg())
         .with_block(env.revm(chain.spec))
-        .build_mainnet();
+        .build_mainnet_with_inspector(CollisionInspector);
     let mut execute = |v: Version| -> Option<Task> {
         let idx = v.idx;
         if v.incarnation == 0 {
@@ -522,8 +530,21 @@ fn worker<S: StateView + ?Sized>(
             shared.executions.fetch_add(1, Relaxed);
             evm.ctx.set_tx(shared.tx_envs[idx].clone());
             let mut handler = LazyRewardHandler::new();
-            let result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
-            let state = evm.finalize();
+            let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
+            let mut state = evm.finalize();
+            if result.is_ok() {
+                match needs_collision_check(&state, &DbRef(&db)) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        db.reads.borrow_mut().clear();
+                        evm.ctx.set_tx(shared.tx_envs[idx].clone());
+                        handler = LazyRewardHandler::new();
+                        result = handler.inspect_run(&mut evm);
+                        state = evm.finalize();
+                    }
+                    Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
+                }
+            }
             let (result, entries, code, wiped) = match result {
                 Err(EVMError::Database(ReadError::Blocked(blocking))) => {
                     shared.waits.fetch_add(1, Relaxed);
