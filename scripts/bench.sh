@@ -1,7 +1,25 @@
 #!/usr/bin/env bash
-# Runs `farol bench store` in release mode, installing the Debian packages the baseline links
-# against when they are missing. Arguments go to `farol bench store` (e.g. --quick).
+# Runs Farol's benchmarks in release mode, installing the Debian packages the store baseline
+# links against when they are missing. Each prints one JSON line per result on stdout.
+# Usage: scripts/bench.sh [store|exec|all] [farol bench arguments, e.g. --quick]
+#   store  Farol Store against an MPT over RocksDB          (farol bench store)
+#   exec   the parallel executor against sequential revm    (farol bench exec)
+#   all    both, one after the other (the default)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
-cargo run --release -p farol -- bench store "$@"
+what=all
+if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == all ) ]]; then
+  what=$1
+  shift
+fi
+cargo build --release -p farol
+farol=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/farol
+case "$what" in
+  store) "$farol" bench store "$@" ;;
+  exec) "$farol" bench exec "$@" ;;
+  all)
+    "$farol" bench store "$@"
+    "$farol" bench exec "$@"
+    ;;
+esac

@@ -48,12 +48,26 @@ pub fn storage_key(address: &Address, slot: &U256) -> B256 {
     keccak256(buf)
 }
 
-/// Farol Store key of code: `keccak256(0x02 ‖ code hash)`.
-pub fn code_key(code_hash: &B256) -> B256 {
-    let mut buf = [0u8; 33];
+/// Code is stored in chunks of at most this many bytes (Farol Store values are at most
+/// 16 KiB; contract code can be 24 KiB under EIP-170, more later).
+pub const CODE_CHUNK: usize = 16 * 1024 - 8;
+
+/// Farol Store key of chunk `index` of code: `keccak256(0x02 ‖ code hash ‖ index as 4 bytes)`.
+/// Chunk 0 starts with the code's length (4 bytes, big-endian).
+pub fn code_key(code_hash: &B256, index: u32) -> B256 {
+    let mut buf = [0u8; 37];
     buf[0] = CODE_DOMAIN;
-    buf[1..].copy_from_slice(code_hash.as_slice());
+    buf[1..33].copy_from_slice(code_hash.as_slice());
+    buf[33..].copy_from_slice(&index.to_be_bytes());
     keccak256(buf)
+}
+
+/// The store values holding `code`: its length, then its bytes, cut into chunks.
+fn code_chunks(code: &[u8]) -> Vec<Bytes> {
+    let mut framed = Vec::with_capacity(code.len() + 4);
+    framed.extend_from_slice(&(code.len() as u32).to_be_bytes());
+    framed.extend_from_slice(code);
+    framed.chunks(CODE_CHUNK).map(Bytes::copy_from_slice).collect()
 }
 
 /// An account's value in Farol Store: nonce (8 bytes, big-endian) ‖ balance (32) ‖ code hash (32).
@@ -101,7 +115,9 @@ impl StateDiff {
             }
         }
         for (hash, code) in &self.code {
-            out.insert(code_key(hash), Some(code.clone()));
+            for (i, chunk) in code_chunks(code).into_iter().enumerate() {
+                out.insert(code_key(hash, i as u32), Some(chunk));
+            }
         }
         out.into_iter().collect()
     }
@@ -144,10 +160,40 @@ impl StateView for StoreState {
         if code_hash == revm::primitives::KECCAK_EMPTY {
             return Ok(Bytes::new());
         }
-        self.snapshot
-            .get(&code_key(&code_hash))
-            .map_err(|e| StateError::Store(e.to_string()))?
-            .ok_or(StateError::MissingCode(code_hash))
+        let chunk = |i: u32| -> Result<Bytes, StateError> {
+            self.snapshot
+                .get(&code_key(&code_hash, i))
+                .map_err(|e| StateError::Store(e.to_string()))?
+                .ok_or(StateError::MissingCode(code_hash))
+        };
+        let first = chunk(0)?;
+        let Some(len) =
+            first.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        else {
+            return Err(StateError::Corrupt(format!(
+                "code {code_hash}: chunk 0 of {} bytes",
+                first.len()
+            )));
+        };
+        let mut framed = first.to_vec();
+        let mut i = 1;
+        while framed.len() < len + 4 {
+            if framed.len() % CODE_CHUNK != 0 {
+                return Err(StateError::Corrupt(format!(
+                    "code {code_hash}: short chunk {}",
+                    i - 1
+                )));
+            }
+            framed.extend_from_slice(&chunk(i)?);
+            i += 1;
+        }
+        let code = Bytes::copy_from_slice(&framed[4..]);
+        if code.len() != len || keccak256(&code) != code_hash {
+            return Err(StateError::Corrupt(format!(
+                "code {code_hash}: stored bytes do not hash to it"
+            )));
+        }
+        Ok(code)
     }
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
         let v = self

@@ -1,4 +1,4 @@
-//! Farol block execution on revm.
+//! Farol block execution on revm: the sequential reference and the parallel optimistic executor.
 //!
 //! [`execute_sequential`] is the reference: plain revm, one transaction after another.
 //! [`ParallelExecutor`] runs a block optimistically on all cores with multi-version state and
@@ -19,11 +19,12 @@ mod writes;
 
 pub use diff::{
     account_key, code_key, decode_account, encode_account, storage_key, StateDiff, StoreState,
+    CODE_CHUNK,
 };
 pub use env::{recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID};
 pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
-pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats};
+pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, CHEAP_BLOCK_TXS};
 pub use revm::primitives::hardfork::SpecId;
 pub use sequential::execute_sequential;
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};

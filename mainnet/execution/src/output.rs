@@ -124,9 +124,7 @@ impl BlockOutput {
                 .collect();
             let logs_bloom = blooms.iter().fold(Bloom::ZERO, |a, b| a | *b);
             let encoded: Vec<Vec<u8>> = receipts.par_iter().map(|r| r.encoded_2718()).collect();
-            let t = std::time::Instant::now();
             let root = crate::trie::ordered_root(&encoded);
-            eprintln!("root {:?}", t.elapsed());
             (receipts, logs_bloom, root)
         });
         let gas_used = txs.last().map(|t| t.cumulative_gas_used).unwrap_or(0);

@@ -56,11 +56,20 @@ pub trait StateView: Send + Sync {
         let _ = address;
         Ok(false)
     }
+    /// True when a read costs no more than a memory lookup (an in-memory state). The parallel
+    /// executor then runs blocks of cheap transactions sequentially, because overlapping
+    /// reads gains nothing there; for any other view it assumes reads may wait on storage.
+    fn reads_are_cheap(&self) -> bool {
+        false
+    }
 }
 
 impl<T: StateView + ?Sized> StateView for &T {
     fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
         (**self).account(address)
+    }
+    fn reads_are_cheap(&self) -> bool {
+        (**self).reads_are_cheap()
     }
     fn has_storage(&self, address: Address) -> Result<bool, StateError> {
         (**self).has_storage(address)
@@ -79,6 +88,9 @@ impl<T: StateView + ?Sized> StateView for &T {
 impl<T: StateView + ?Sized> StateView for Arc<T> {
     fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
         (**self).account(address)
+    }
+    fn reads_are_cheap(&self) -> bool {
+        (**self).reads_are_cheap()
     }
     fn has_storage(&self, address: Address) -> Result<bool, StateError> {
         (**self).has_storage(address)
@@ -178,6 +190,22 @@ impl InMemoryState {
         }
     }
 
+    /// The whole state as a diff from an empty state: what a genesis writes into Farol Store
+    /// (`StateDiff::store_changes`).
+    pub fn genesis_diff(&self) -> StateDiff {
+        let mut diff = StateDiff::default();
+        for (address, (account, storage)) in &self.accounts {
+            diff.accounts.insert(*address, Some(*account));
+            if !storage.is_empty() {
+                diff.storage.insert(*address, storage.iter().map(|(k, v)| (*k, *v)).collect());
+            }
+            if let Some(code) = self.codes.get(&account.code_hash) {
+                diff.code.insert(account.code_hash, code.clone());
+            }
+        }
+        diff
+    }
+
     /// Every account with its non-zero storage, in address order.
     pub fn accounts(&self) -> BTreeMap<Address, (Account, BTreeMap<U256, U256>)> {
         self.accounts
@@ -211,6 +239,9 @@ impl StateView for InMemoryState {
     }
     fn has_storage(&self, address: Address) -> Result<bool, StateError> {
         Ok(self.accounts.get(&address).is_some_and(|(_, s)| !s.is_empty()))
+    }
+    fn reads_are_cheap(&self) -> bool {
+        true
     }
 }
 

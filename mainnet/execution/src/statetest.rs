@@ -224,13 +224,9 @@ fn run_case(
     let env = block_env(unit);
     let pre = pre_state(unit);
     let sequential = execute_sequential(&pre, &chain, &env, &txs);
-    let parallel = ParallelExecutor::new(ParallelConfig {
-        threads: 2,
-        min_txs: 0,
-        max_dependent_percent: 101,
-    })
-    .execute(&pre, &chain, &env, &txs)
-    .map(|(o, _)| o);
+    let parallel = ParallelExecutor::new(ParallelConfig::always_parallel(2))
+        .execute(&pre, &chain, &env, &txs)
+        .map(|(o, _)| o);
     if sequential != parallel {
         return Err(format!("parallel differs from sequential: {parallel:?} vs {sequential:?}"));
     }

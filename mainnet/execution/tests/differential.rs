@@ -27,7 +27,7 @@ fn small_world() -> World {
 
 fn executor(threads: usize) -> ParallelExecutor {
     // Never fall back to sequential here: the point is to exercise the parallel path.
-    ParallelExecutor::new(ParallelConfig { threads, min_txs: 0, max_dependent_percent: 101 })
+    ParallelExecutor::new(ParallelConfig::always_parallel(threads))
 }
 
 #[test]

@@ -144,28 +144,31 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
         measure(name, &world, &slow, txs, &wide, 8, runs.min(3), json!({"read_latency_us": 100}))?;
     }
 
-    // Where parallel starts to pay: small blocks of independent transfers, forced parallel.
-    if wanted("exec.small") {
-        let forced = ParallelExecutor::new(ParallelConfig {
-            threads,
-            min_txs: 0,
-            max_dependent_percent: 101,
-        });
-        for n in [2usize, 4, 8, 16, 32, 64, 128] {
-            let txs = {
+    // Where parallel starts to pay: blocks of growing size, forced parallel (no fallback).
+    if wanted("exec.threshold") {
+        let forced = ParallelExecutor::new(ParallelConfig::always_parallel(threads));
+        for n in [16usize, 64, 256, 1024, 4096] {
+            let transfers = {
                 fresh(&mut world);
                 world.independent_transfers(n)
             };
-            measure(
-                &format!("exec.small.{n}"),
-                &world,
-                &world.state,
-                &txs,
-                &forced,
-                threads,
-                runs.max(5) * 4,
-                json!({}),
-            )?;
+            let erc20 = {
+                fresh(&mut world);
+                world.erc20_transfers(n, &mut r)
+            };
+            for (kind, txs) in [("transfers", transfers), ("erc20", erc20)] {
+                let name = format!("exec.threshold.{kind}.{n}");
+                measure(
+                    &name,
+                    &world,
+                    &world.state,
+                    &txs,
+                    &forced,
+                    threads,
+                    runs.max(5),
+                    json!({"forced_parallel": true}),
+                )?;
+            }
         }
     }
     Ok(())
@@ -210,6 +213,20 @@ fn measure<S: StateView>(
         stats = s;
         reference = Some(seq);
     }
+    // When the executor chose to run sequentially, also show what forcing parallel would give.
+    let mut forced_ms = None;
+    if stats.fallback.is_some() {
+        let forced = ParallelExecutor::new(ParallelConfig::always_parallel(threads));
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            forced
+                .execute(state, &world.chain, &env, txs)
+                .map_err(|e| anyhow!("{name}: forced parallel: {e}"))?;
+            times.push(t.elapsed());
+        }
+        forced_ms = Some(median(&mut times).as_secs_f64() * 1e3);
+    }
     let gas = reference.map_or(0, |o| o.gas_used);
     let seq = median(&mut seq_times);
     let par = median(&mut par_times);
@@ -230,6 +247,7 @@ fn measure<S: StateView>(
         "ms_ours_parallel_phase": stats.parallel_time.as_secs_f64() * 1e3,
         "ms_ours_finish_phase": stats.finish_time.as_secs_f64() * 1e3,
         "baseline_is": "sequential revm 43, same state, same block",
+        "ms_forced_parallel": forced_ms,
     });
     if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());

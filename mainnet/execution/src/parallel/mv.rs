@@ -37,12 +37,13 @@ const SHARDS: usize = 1024;
 pub(crate) struct Versions {
     /// The parent state's value, when a writer knew it (it read the location from there).
     parent: Option<Val>,
-    list: Vec<(usize, Entry)>,
+    /// Most locations are written by one transaction: that write is stored inline.
+    list: smallvec::SmallVec<[(usize, Entry); 1]>,
 }
 
 impl Versions {
     pub(crate) fn single(entry: Entry, parent: Option<Val>) -> Self {
-        Versions { parent, list: vec![(0, entry)] }
+        Versions { parent, list: smallvec::smallvec![(0, entry)] }
     }
 
     /// The parent state's value, if known.
@@ -120,7 +121,10 @@ pub(crate) fn credit(account: Option<Account>, fee: U256, state_clear: bool) -> 
 impl MvMemory {
     pub(crate) fn new(n: usize) -> Self {
         MvMemory {
-            shards: (0..SHARDS).map(|_| CachePadded::new(Mutex::new(HashMap::new()))).collect(),
+            // Room for about three writes per transaction, spread over the shards.
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::with_capacity(3 * n / SHARDS + 1))))
+                .collect(),
             written: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
