@@ -48,10 +48,12 @@ fn address_word(data: &[u8], i: usize) -> Option<Address> {
 fn hints_of(tx: &RecoveredTx, out: &mut Vec<Hint>) {
     out.push(Hint::Account(tx.sender));
     let Some(to) = tx.tx.to() else { return };
-    if !tx.tx.value().is_zero() {
+    let data = tx.tx.input();
+    // A value transfer without calldata is most likely to an account with no code, which the
+    // executor credits lazily: no conflict to predict. With calldata, the callee may move it.
+    if !tx.tx.value().is_zero() && !data.is_empty() {
         out.push(Hint::Account(to));
     }
-    let data = tx.tx.input();
     let Some(selector) = data.get(..4) else { return };
     if selector == ERC20_TRANSFER {
         out.push(Hint::Slot(to, balance_slot(&tx.sender)));

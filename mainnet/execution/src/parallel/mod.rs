@@ -20,6 +20,7 @@ use revm::database_interface::{DBErrorMarker, Database};
 use revm::handler::Handler;
 use revm::inspector::InspectorHandler;
 use revm::primitives::hardfork::SpecId;
+use revm::primitives::KECCAK_EMPTY;
 use revm::state::AccountInfo;
 use revm::{ExecuteEvm, MainBuilder, MainContext};
 
@@ -159,7 +160,9 @@ struct Shared<'a, S: ?Sized> {
     scheduler: Scheduler,
     tx_envs: Vec<TxEnv>,
     hints: Vec<Option<usize>>,
-    reads: Vec<Mutex<Vec<(Loc, Val, bool)>>>,
+    reads: Vec<Mutex<Vec<(Loc, Val, ReadKind)>>>,
+    /// Per transaction, the recipient it may credit lazily (see [`lazy_recipient`]).
+    lazy: Vec<Option<Address>>,
     slots: Vec<Mutex<Option<TxSlot>>>,
     beneficiary: Address,
     state_clear: bool,
@@ -178,15 +181,28 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
             return self.read_beneficiary(idx).map(|a| (Val::Account(a), false));
         }
         match self.mv.read(&loc, idx) {
-            Found::Value(v) => Ok((v, false)),
+            Found::Value(v, credits) => Ok((self.apply_credits(v, &credits), false)),
             Found::Blocked(i) => Err(ReadError::Blocked(i)),
-            Found::Base => Ok((
-                match loc {
+            Found::Base(credits) => {
+                let v = match loc {
                     Loc::Account(a) => Val::Account(self.base.account(a)?),
                     Loc::Storage(a, s) => Val::Storage(self.base.storage(a, s)?),
-                },
-                true,
-            )),
+                };
+                Ok((self.apply_credits(v, &credits), credits.is_empty()))
+            }
+        }
+    }
+
+    /// Adds lazy balance credits to an account value, in order.
+    fn apply_credits(&self, v: Val, credits: &[U256]) -> Val {
+        match v {
+            Val::Account(mut a) if !credits.is_empty() => {
+                for c in credits {
+                    a = credit(a, *c, self.state_clear);
+                }
+                Val::Account(a)
+            }
+            other => other,
         }
     }
 
@@ -194,10 +210,11 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
     /// parent state's account) plus the fees of the transactions between, in order.
     fn read_beneficiary(&self, idx: usize) -> Result<Option<Account>, ReadError> {
         let loc = Loc::Account(self.beneficiary);
+        // The beneficiary is never a lazy recipient, so it has no credits in the memory.
         let (mut account, from) = match self.mv.read_with_index(&loc, idx) {
-            (Found::Value(Val::Account(a)), Some(i)) => (a, i + 1),
+            (Found::Value(Val::Account(a), _), Some(i)) => (a, i + 1),
             (Found::Blocked(i), _) => return Err(ReadError::Blocked(i)),
-            (Found::Base, _) => (self.base.account(self.beneficiary)?, 0),
+            (Found::Base(_), _) => (self.base.account(self.beneficiary)?, 0),
             _ => return Err(StateError::Corrupt("beneficiary holds a storage value".into()).into()),
         };
         for (i, fee) in self.fees[from..idx].iter().enumerate() {
@@ -212,10 +229,13 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
 
     fn validate(&self, v: Version) -> Option<Task> {
         self.validations.fetch_add(1, Relaxed);
-        let valid = self.reads[v.idx]
-            .lock()
-            .iter()
-            .all(|(loc, seen, _)| matches!(self.read(*loc, v.idx), Ok((now, _)) if now == *seen));
+        let valid = self.reads[v.idx].lock().iter().all(|(loc, seen, kind)| {
+            match (self.read(*loc, v.idx), kind) {
+                (Ok((now, _)), ReadKind::Meta) => meta(&now) == meta(seen),
+                (Ok((now, _)), _) => now == *seen,
+                (Err(_), _) => false,
+            }
+        });
         let aborted = !valid && self.scheduler.try_validation_abort(v);
         if aborted {
             self.aborts.fetch_add(1, Relaxed);
@@ -226,6 +246,45 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
     }
 }
 
+/// How a transaction used a value it read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadKind {
+    /// The parent state's value (no write below).
+    Parent,
+    /// A value some transaction below wrote.
+    Written,
+    /// A lazy recipient: only its nonce and code matter (its balance is only added to).
+    Meta,
+}
+
+/// The part of an account a lazy recipient's transaction depends on: whether it has code,
+/// and its nonce.
+fn meta(v: &Val) -> Option<(u64, B256)> {
+    match v {
+        Val::Account(a) => {
+            let a = a.unwrap_or_default();
+            Some((a.nonce, a.code_hash))
+        }
+        Val::Storage(_) => None,
+    }
+}
+
+/// The account a transaction may credit lazily: the recipient of a plain value transfer,
+/// unless it is the sender, the beneficiary or a precompile, or the transaction carries
+/// EIP-7702 authorizations. Whether the recipient has code is only known when it is read;
+/// with code, it is read and written in full.
+fn lazy_recipient(tx: &RecoveredTx, beneficiary: Address) -> Option<Address> {
+    use alloy_consensus::Transaction as _;
+    let to = tx.tx.to()?;
+    let precompile = to.0[..18].iter().all(|b| *b == 0);
+    (!tx.tx.value().is_zero()
+        && to != tx.sender
+        && to != beneficiary
+        && !precompile
+        && tx.tx.authorization_list().is_none())
+    .then_some(to)
+}
+
 /// The parent-state values a transaction read, by location.
 enum Parents {
     Few(Vec<(Loc, Val)>),
@@ -233,8 +292,8 @@ enum Parents {
 }
 
 impl Parents {
-    fn new(reads: &[(Loc, Val, bool)]) -> Self {
-        let it = reads.iter().filter(|(_, _, p)| *p).map(|(l, v, _)| (*l, *v));
+    fn new(reads: &[(Loc, Val, ReadKind)]) -> Self {
+        let it = reads.iter().filter(|(_, _, k)| *k == ReadKind::Parent).map(|(l, v, _)| (*l, *v));
         if reads.len() <= 32 {
             Parents::Few(it.collect())
         } else {
@@ -254,7 +313,9 @@ impl Parents {
 struct WorkerDb<'s, 'a, S: ?Sized> {
     shared: &'s Shared<'a, S>,
     idx: Cell<usize>,
-    reads: RefCell<Vec<(Loc, Val, bool)>>,
+    reads: RefCell<Vec<(Loc, Val, ReadKind)>>,
+    /// The balance given to revm for the lazy recipient, when it was read as one.
+    lazy_given: Cell<Option<Account>>,
 }
 
 #[derive(Clone, Copy)]
@@ -263,7 +324,8 @@ struct DbRef<'w, 's, 'a, S: ?Sized>(&'w WorkerDb<'s, 'a, S>);
 impl<S: StateView + ?Sized> DbRef<'_, '_, '_, S> {
     fn read(&self, loc: Loc) -> Result<Val, ReadError> {
         let (v, from_parent) = self.0.shared.read(loc, self.0.idx.get())?;
-        self.0.reads.borrow_mut().push((loc, v, from_parent));
+        let kind = if from_parent { ReadKind::Parent } else { ReadKind::Written };
+        self.0.reads.borrow_mut().push((loc, v, kind));
         Ok(v)
     }
 }
@@ -278,6 +340,19 @@ impl<S: StateView + ?Sized> Database for DbRef<'_, '_, '_, S> {
     type Error = ReadError;
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ReadError> {
+        let idx = self.0.idx.get();
+        if self.0.shared.lazy[idx] == Some(address) {
+            let loc = Loc::Account(address);
+            let (v, _) = self.0.shared.read(loc, idx)?;
+            if let Val::Account(account) = v {
+                if account.is_none_or(|a| a.code_hash == KECCAK_EMPTY) {
+                    // Only its nonce and code matter to this transaction.
+                    self.0.reads.borrow_mut().push((loc, v, ReadKind::Meta));
+                    self.0.lazy_given.set(Some(account.unwrap_or_default()));
+                    return Ok(account.map(|a| account_info(a, Bytecode::default())));
+                }
+            }
+        }
         let Val::Account(account) = self.read(Loc::Account(address))? else {
             return Err(
                 StateError::Corrupt(format!("account {address} holds a storage value")).into()
@@ -384,6 +459,7 @@ impl ParallelExecutor {
             tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
             hints,
             reads: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
+            lazy: txs.iter().map(|t| lazy_recipient(t, env.beneficiary)).collect(),
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
             beneficiary: env.beneficiary,
             state_clear: chain.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
@@ -423,7 +499,7 @@ fn finish<S: StateView + ?Sized>(
     env: &BlockEnv,
 ) -> Result<BlockOutput, ExecError> {
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
-    let Shared { base, mv, slots, tx_envs, beneficiary, .. } = shared;
+    let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
     // Results in parallel; then the running gas total and the block gas check, in order.
     let slots: Vec<Option<TxSlot>> = slots.into_par_iter().map(Mutex::into_inner).collect();
     let mut outcomes = Vec::with_capacity(slots.len());
@@ -468,10 +544,27 @@ fn finish<S: StateView + ?Sized>(
         let finals: Vec<Result<Option<(Loc, Val)>, ExecError>> = locations
             .par_iter()
             .map(|(loc, versions)| {
-                let value = match versions.entries().next_back() {
-                    Some(Entry::Value(v)) => *v,
-                    _ => return Err(internal(loc)),
-                };
+                // The last full write plus the credits after it.
+                let mut value: Option<Val> = None;
+                for entry in versions.entries() {
+                    value = Some(match entry {
+                        Entry::Value(v) => *v,
+                        Entry::Credit(c) => {
+                            let start = match (value, versions.parent(), loc) {
+                                (Some(v), _, _) => v,
+                                (None, Some(p), _) => p,
+                                (None, None, Loc::Account(a)) => Val::Account(base.account(*a)?),
+                                (None, None, Loc::Storage(..)) => return Err(internal(loc)),
+                            };
+                            match start {
+                                Val::Account(a) => Val::Account(credit(a, *c, state_clear)),
+                                Val::Storage(_) => return Err(internal(loc)),
+                            }
+                        }
+                        Entry::Estimate => return Err(internal(loc)),
+                    });
+                }
+                let Some(value) = value else { return Err(internal(loc)) };
                 let changed = match (loc, value, versions.parent()) {
                     (_, v, Some(parent)) => parent != v,
                     (Loc::Account(a), Val::Account(v), None) => base.account(*a)? != v,
@@ -516,6 +609,17 @@ fn diff_from_sorted(
     diff
 }
 
+/// The credit a lazy recipient's write amounts to: its balance grew and nothing else changed.
+fn lazy_credit(lazy: Option<Address>, given: Option<Account>, loc: Loc, val: Val) -> Option<U256> {
+    let (Loc::Account(address), Val::Account(Some(after)), Some(before)) = (loc, val, given) else {
+        return None;
+    };
+    if Some(address) != lazy || after.nonce != before.nonce || after.code_hash != before.code_hash {
+        return None;
+    }
+    after.balance.checked_sub(before.balance).filter(|c| !c.is_zero())
+}
+
 /// The logs bloom of a receipt, computed by the worker that executed the transaction.
 fn bloom_of(result: &Result<ExecutionResult, ExecError>) -> alloy_primitives::Bloom {
     match result {
@@ -538,7 +642,12 @@ fn worker<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) {
-    let db = WorkerDb { shared, idx: Cell::new(0), reads: RefCell::new(Vec::new()) };
+    let db = WorkerDb {
+        shared,
+        idx: Cell::new(0),
+        reads: RefCell::new(Vec::new()),
+        lazy_given: Cell::new(None),
+    };
     let mut evm = Context::mainnet()
         .with_db(DbRef(&db))
         .with_cfg(chain.cfg())
@@ -557,6 +666,7 @@ fn worker<S: StateView + ?Sized>(
         loop {
             db.idx.set(idx);
             db.reads.borrow_mut().clear();
+            db.lazy_given.set(None);
             shared.executions.fetch_add(1, Relaxed);
             evm.ctx.set_tx(shared.tx_envs[idx].clone());
             let mut handler = LazyRewardHandler::new();
@@ -567,6 +677,7 @@ fn worker<S: StateView + ?Sized>(
                     Ok(false) => {}
                     Ok(true) => {
                         db.reads.borrow_mut().clear();
+                        db.lazy_given.set(None);
                         evm.ctx.set_tx(shared.tx_envs[idx].clone());
                         handler = LazyRewardHandler::new();
                         result = handler.inspect_run(&mut evm);
@@ -624,6 +735,10 @@ fn worker<S: StateView + ?Sized>(
                                 other => other,
                             };
                             entries.push((loc, Entry::Value(val), None));
+                        } else if let Some(amount) =
+                            lazy_credit(shared.lazy[idx], db.lazy_given.get(), loc, val)
+                        {
+                            entries.push((loc, Entry::Credit(amount), parents.get(&loc)));
                         } else {
                             entries.push((loc, Entry::Value(val), parents.get(&loc)));
                         }

@@ -15,19 +15,25 @@ use crate::writes::{Loc, Val};
 pub(crate) enum Entry {
     /// A full value.
     Value(Val),
+    /// A balance credit to an account with no code (a plain value transfer's recipient),
+    /// added on top of the writes below it.
+    Credit(U256),
     /// The writer was aborted and will likely write here again: readers wait for it.
     Estimate,
 }
 
 /// What a read found below the reader.
 pub(crate) enum Found {
-    /// No transaction below wrote the location: read the parent state.
-    Base,
-    /// The nearest write below.
-    Value(Val),
-    /// The nearest write below is an estimate of transaction `.0`.
+    /// No full write below: the parent state's value, plus these credits in order.
+    Base(Credits),
+    /// The nearest full write below, plus the credits above it in order.
+    Value(Val, Credits),
+    /// A write below is an estimate of transaction `.0`.
     Blocked(usize),
 }
+
+/// Balance credits found above the nearest full write (almost always none).
+pub(crate) type Credits = smallvec::SmallVec<[U256; 2]>;
 
 const SHARDS: usize = 1024;
 
@@ -182,19 +188,30 @@ impl MvMemory {
         }
     }
 
-    /// The nearest write to `loc` below `idx`.
+    /// The writes to `loc` below `idx` that make its value.
     pub(crate) fn read(&self, loc: &Loc, idx: usize) -> Found {
         self.read_with_index(loc, idx).0
     }
 
-    /// The nearest write to `loc` below `idx`, and which transaction wrote it.
+    /// The writes to `loc` below `idx` that make its value, and which transaction wrote the
+    /// nearest full value.
     pub(crate) fn read_with_index(&self, loc: &Loc, idx: usize) -> (Found, Option<usize>) {
         let shard = self.shards[shard_of(loc)].lock();
-        match shard.get(loc).and_then(|v| v.below(idx).next()) {
-            None => (Found::Base, None),
-            Some((i, Entry::Value(v))) => (Found::Value(*v), Some(*i)),
-            Some((i, Entry::Estimate)) => (Found::Blocked(*i), Some(*i)),
+        let mut credits = Credits::new();
+        if let Some(versions) = shard.get(loc) {
+            for (i, entry) in versions.below(idx) {
+                match entry {
+                    Entry::Credit(c) => credits.push(*c),
+                    Entry::Value(v) => {
+                        credits.reverse();
+                        return (Found::Value(*v, credits), Some(*i));
+                    }
+                    Entry::Estimate => return (Found::Blocked(*i), Some(*i)),
+                }
+            }
         }
+        credits.reverse();
+        (Found::Base(credits), None)
     }
 
     /// Every written location with its writes, in no particular order.
