@@ -24,7 +24,7 @@ pub use diff::{
 pub use env::{recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID};
 pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
-pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, CHEAP_BLOCK_TXS};
+pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats};
 pub use revm::primitives::hardfork::SpecId;
 pub use sequential::execute_sequential;
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};

@@ -3,6 +3,9 @@
 //! what it touches. A wrong hint costs time, never correctness: validation checks every read.
 
 use hashbrown::HashMap;
+use parking_lot::Mutex;
+
+use crate::writes::Loc;
 
 use alloy_consensus::Transaction;
 use alloy_primitives::{keccak256, Address, U256};
@@ -45,9 +48,64 @@ fn address_word(data: &[u8], i: usize) -> Option<Address> {
     word(data, i).map(|w| Address::from_slice(&w[12..]))
 }
 
-fn hints_of(tx: &RecoveredTx, out: &mut Vec<Hint>) {
+/// Per-contract profiles learned from earlier blocks: for each (contract, selector), the
+/// storage slots of the contract that every observed call wrote (a counter, a total, a
+/// pool's reserves), as opposed to slots that depend on the arguments.
+#[derive(Debug, Default)]
+pub(crate) struct Profiles {
+    learned: Mutex<HashMap<ProfileKey, Vec<U256>>>,
+}
+
+/// A contract and a function selector.
+type ProfileKey = (Address, [u8; 4]);
+
+/// Profiles stop growing past this many (contract, selector) pairs.
+const MAX_PROFILES: usize = 1 << 16;
+
+impl Profiles {
+    fn key(tx: &RecoveredTx) -> Option<ProfileKey> {
+        let to = tx.tx.to()?;
+        let selector: [u8; 4] = tx.tx.input().get(..4)?.try_into().ok()?;
+        Some((to, selector))
+    }
+
+    /// Learns from a finished block: `written[i]` are the locations transaction `i` wrote.
+    pub(crate) fn learn(&self, txs: &[RecoveredTx], written: &[Vec<Loc>]) {
+        let mut learned = self.learned.lock();
+        for (tx, locs) in txs.iter().zip(written) {
+            let Some((to, selector)) = Self::key(tx) else { continue };
+            let slots = locs.iter().filter_map(|l| match l {
+                Loc::Storage(a, s) if *a == to => Some(*s),
+                _ => None,
+            });
+            let full = learned.len() >= MAX_PROFILES;
+            match learned.get_mut(&(to, selector)) {
+                // Keep only the slots every call wrote.
+                Some(known) => {
+                    let now: Vec<U256> = slots.collect();
+                    known.retain(|s| now.contains(s));
+                }
+                None if !full => {
+                    let mut now: Vec<U256> = slots.collect();
+                    now.truncate(8);
+                    learned.insert((to, selector), now);
+                }
+                None => {}
+            }
+        }
+    }
+
+    fn slots(&self, tx: &RecoveredTx) -> Vec<U256> {
+        Self::key(tx).and_then(|k| self.learned.lock().get(&k).cloned()).unwrap_or_default()
+    }
+}
+
+fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
     out.push(Hint::Account(tx.sender));
     let Some(to) = tx.tx.to() else { return };
+    for slot in profiles.slots(tx) {
+        out.push(Hint::Slot(to, slot));
+    }
     let data = tx.tx.input();
     // A value transfer without calldata is most likely to an account with no code, which the
     // executor credits lazily: no conflict to predict. With calldata, the callee may move it.
@@ -94,14 +152,17 @@ fn hints_of(tx: &RecoveredTx, out: &mut Vec<Hint>) {
 
 /// For each transaction, the nearest earlier transaction predicted to write a location it
 /// touches.
-pub(crate) fn predicted_dependencies(txs: &[RecoveredTx]) -> Vec<Option<usize>> {
+pub(crate) fn predicted_dependencies(
+    txs: &[RecoveredTx],
+    profiles: &Profiles,
+) -> Vec<Option<usize>> {
     let mut last_writer: HashMap<Hint, usize> = HashMap::with_capacity(txs.len() * 3);
     let mut hints = Vec::new();
     txs.iter()
         .enumerate()
         .map(|(j, tx)| {
             hints.clear();
-            hints_of(tx, &mut hints);
+            hints_of(tx, profiles, &mut hints);
             let dep = hints.iter().filter_map(|h| last_writer.get(h).copied()).max();
             for h in &hints {
                 last_writer.insert(*h, j);

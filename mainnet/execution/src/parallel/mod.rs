@@ -46,16 +46,12 @@ pub struct ParallelConfig {
     /// Blocks whose longest chain of predicted dependencies holds at least this percentage of
     /// their transactions run sequentially.
     pub max_dependent_percent: usize,
-    /// Over a state whose reads are cheap ([`StateView::reads_are_cheap`]), blocks of fewer
-    /// than [`CHEAP_BLOCK_TXS`] transactions that declare less gas than this on average run
-    /// sequentially (measured with `farol bench exec`: plain transfers lose in parallel
-    /// there, ERC-20 transfers win).
+    /// Over a state whose reads are cheap ([`StateView::reads_are_cheap`]), blocks whose
+    /// transactions declare less gas than this on average run sequentially (measured with
+    /// `farol bench exec`: plain transfers do not gain in parallel there at any block size,
+    /// ERC-20 transfers do).
     pub min_avg_gas_cheap_reads: u64,
 }
-
-/// Size from which even cheap transactions over an in-memory state run in parallel (forced
-/// parallel broke even on 4,096 plain transfers and won on 47,600).
-pub const CHEAP_BLOCK_TXS: usize = 8192;
 
 impl ParallelConfig {
     /// `threads` workers and no sequential fallback at all (tests, state tests, measuring
@@ -108,6 +104,7 @@ pub struct ParallelStats {
 pub struct ParallelExecutor {
     config: ParallelConfig,
     pool: Option<Arc<rayon::ThreadPool>>,
+    profiles: Arc<hints::Profiles>,
 }
 
 impl std::fmt::Debug for ParallelExecutor {
@@ -399,7 +396,7 @@ impl ParallelExecutor {
             })
             .flatten()
             .map(Arc::new);
-        ParallelExecutor { config, pool }
+        ParallelExecutor { config, pool, profiles: Arc::new(hints::Profiles::default()) }
     }
 
     /// The configuration.
@@ -434,14 +431,14 @@ impl ParallelExecutor {
         if n < self.config.min_txs {
             return sequential("small block");
         }
-        if state.reads_are_cheap() && n < CHEAP_BLOCK_TXS {
+        if state.reads_are_cheap() {
             let gas: u128 =
                 txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx) as u128).sum();
             if gas < self.config.min_avg_gas_cheap_reads as u128 * n as u128 {
                 return sequential("cheap transactions over an in-memory state");
             }
         }
-        let hints = hints::predicted_dependencies(txs);
+        let hints = hints::predicted_dependencies(txs, &self.profiles);
         // The longest chain of predicted dependencies bounds the parallelism.
         let mut depth = vec![0usize; n];
         for (j, dep) in hints.iter().enumerate() {
@@ -488,16 +485,19 @@ impl ParallelExecutor {
             finish_time: std::time::Duration::ZERO,
         };
         let started = std::time::Instant::now();
-        let output = pool.install(|| finish(shared, env))?;
+        let output = pool.install(|| finish(shared, env, txs, &self.profiles))?;
         Ok((output, ParallelStats { finish_time: started.elapsed(), ..stats }))
     }
 }
 
 /// Assembles the block output once every transaction is executed and validated.
 fn finish<S: StateView + ?Sized>(
-    shared: Shared<'_, S>,
+    mut shared: Shared<'_, S>,
     env: &BlockEnv,
+    txs: &[RecoveredTx],
+    profiles: &hints::Profiles,
 ) -> Result<BlockOutput, ExecError> {
+    profiles.learn(txs, &shared.mv.take_written());
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
     let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
     // Results in parallel; then the running gas total and the block gas check, in order.

@@ -214,6 +214,11 @@ impl MvMemory {
         (Found::Base(credits), None)
     }
 
+    /// The locations each transaction's last incarnation wrote.
+    pub(crate) fn take_written(&mut self) -> Vec<Vec<Loc>> {
+        self.written.iter_mut().map(|w| std::mem::take(w.get_mut())).collect()
+    }
+
     /// Every written location with its writes, in no particular order.
     pub(crate) fn into_locations(self) -> Vec<(Loc, Versions)> {
         self.shards
