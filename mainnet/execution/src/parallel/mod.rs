@@ -41,7 +41,8 @@ use scheduler::{Scheduler, Task, Version};
 pub struct ParallelConfig {
     /// Worker threads (the calling thread is one of them).
     pub threads: usize,
-    /// Blocks with fewer transactions run sequentially (measured with `farol bench exec`).
+    /// Over a state whose reads are cheap ([`StateView::reads_are_cheap`]), blocks with fewer
+    /// transactions run sequentially (measured with `farol bench exec`).
     pub min_txs: usize,
     /// Blocks whose longest chain of predicted dependencies holds at least this percentage of
     /// their transactions run sequentially.
@@ -428,8 +429,9 @@ impl ParallelExecutor {
         let Some(pool) = self.pool.as_ref().filter(|_| self.config.threads > 1) else {
             return sequential("one thread");
         };
-        if n < self.config.min_txs {
-            return sequential("small block");
+        // Over storage that may make reads wait, overlapping them pays even for small blocks.
+        if state.reads_are_cheap() && n < self.config.min_txs {
+            return sequential("small block over an in-memory state");
         }
         if state.reads_are_cheap() {
             let gas: u128 =
