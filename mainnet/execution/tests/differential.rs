@@ -235,3 +235,81 @@ fn transfers_to_one_recipient_are_credited_lazily() {
         assert!(stats.executions <= txs.len() as u64 + 2 * threads as u64, "{stats:?}");
     }
 }
+
+/// EIP-7702: a user delegates its account to contract code, then is called, paid and called
+/// again; both executors agree.
+#[test]
+fn eip7702_delegation_parallel_equals_sequential() {
+    use alloy_consensus::{SignableTransaction, TxEip7702, TxEnvelope};
+    use alloy_eips::eip7702::Authorization;
+    use alloy_primitives::Signature;
+    use farol_execution::workload::ITestKit;
+    use farol_execution::RecoveredTx;
+
+    let mut world = small_world();
+    let key = k256::ecdsa::SigningKey::from_slice(&[0x42; 32]).unwrap();
+    let authority = Address::from_private_key(&key);
+    let kit = world.kits[0];
+    let auth = Authorization { chain_id: U256::from(world.chain.chain_id), address: kit, nonce: 0 };
+    let (sig, recid) = key.sign_prehash_recoverable(auth.signature_hash().as_slice()).unwrap();
+    let signed = auth.into_signed(Signature::from_signature_and_parity(sig, recid.is_y_odd()));
+    let bump = alloy_sol_types::SolCall::abi_encode(&ITestKit::bumpCall {});
+    let from = world.users[0];
+    let nonce = world.next_nonce(from);
+    let tx = TxEip7702 {
+        chain_id: world.chain.chain_id,
+        nonce,
+        gas_limit: 200_000,
+        max_fee_per_gas: world.base_fee as u128 * 2 + 1,
+        max_priority_fee_per_gas: 1,
+        to: authority,
+        value: U256::ZERO,
+        access_list: Default::default(),
+        authorization_list: vec![signed],
+        input: bump.clone().into(),
+    };
+    let delegate = RecoveredTx {
+        tx: TxEnvelope::Eip7702(tx.into_signed(Signature::new(
+            U256::from(1),
+            U256::from(1),
+            false,
+        ))),
+        sender: from,
+    };
+    let mut txs = vec![delegate];
+    let payer = world.users[1];
+    txs.push(world.tx(
+        payer,
+        TxKind::Call(authority),
+        U256::from(77),
+        Bytes::new(),
+        60_000,
+        Flavor::DynamicFee,
+        1,
+    ));
+    let caller = world.users[2];
+    txs.push(world.call(
+        caller,
+        authority,
+        U256::ZERO,
+        bump.clone(),
+        100_000,
+        Flavor::DynamicFee,
+        1,
+    ));
+    txs.push(world.call(world.users[3], kit, U256::ZERO, bump, 100_000, Flavor::Legacy, 1));
+    let env = world.block_env(Address::repeat_byte(0xcb));
+    let seq = execute_sequential(&world.state, &world.chain, &env, &txs).unwrap();
+    assert!(seq.txs.iter().all(|t| t.is_success()), "{:?}", seq.txs);
+    // The authority now runs the kit's code: its account holds the delegation designator.
+    let designated = seq.diff.accounts.get(&authority).copied().flatten().unwrap();
+    assert_ne!(designated.code_hash, revm::primitives::KECCAK_EMPTY);
+    assert_eq!(
+        seq.diff.storage.get(&authority).and_then(|s| s.get(&U256::ZERO)),
+        Some(&U256::from(2))
+    );
+    for threads in [2, 4] {
+        let (par, _) = executor(threads).execute(&world.state, &world.chain, &env, &txs).unwrap();
+        assert_eq!(par, seq);
+    }
+}
