@@ -64,47 +64,33 @@ pub trait StateView: Send + Sync {
     }
 }
 
-impl<T: StateView + ?Sized> StateView for &T {
-    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
-        (**self).account(address)
-    }
-    fn reads_are_cheap(&self) -> bool {
-        (**self).reads_are_cheap()
-    }
-    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
-        (**self).has_storage(address)
-    }
-    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
-        (**self).code(code_hash)
-    }
-    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        (**self).storage(address, slot)
-    }
-    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
-        (**self).block_hash(number)
-    }
+/// A reference or a shared pointer to a view is a view.
+macro_rules! delegate_state_view {
+    ($($ptr:ty),*) => {$(
+        impl<T: StateView + ?Sized> StateView for $ptr {
+            fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+                (**self).account(address)
+            }
+            fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+                (**self).code(code_hash)
+            }
+            fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+                (**self).storage(address, slot)
+            }
+            fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+                (**self).block_hash(number)
+            }
+            fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+                (**self).has_storage(address)
+            }
+            fn reads_are_cheap(&self) -> bool {
+                (**self).reads_are_cheap()
+            }
+        }
+    )*};
 }
 
-impl<T: StateView + ?Sized> StateView for Arc<T> {
-    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
-        (**self).account(address)
-    }
-    fn reads_are_cheap(&self) -> bool {
-        (**self).reads_are_cheap()
-    }
-    fn has_storage(&self, address: Address) -> Result<bool, StateError> {
-        (**self).has_storage(address)
-    }
-    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
-        (**self).code(code_hash)
-    }
-    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        (**self).storage(address, slot)
-    }
-    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
-        (**self).block_hash(number)
-    }
-}
+delegate_state_view!(&T, Arc<T>);
 
 /// The hash BLOCKHASH returns when a state does not know the block: keccak256 of its number,
 /// the convention of the Ethereum state tests.

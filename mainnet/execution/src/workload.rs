@@ -366,6 +366,11 @@ impl World {
         address
     }
 
+    /// A plain ETH transfer (21,000 gas, EIP-1559, 1 gwei tip).
+    pub fn transfer(&mut self, from: Address, to: Address, value: U256) -> RecoveredTx {
+        self.tx(from, TxKind::Call(to), value, Bytes::new(), 21_000, Flavor::DynamicFee, 1)
+    }
+
     /// A call from `from` to `to`.
     #[allow(clippy::too_many_arguments)]
     pub fn call(
@@ -458,15 +463,7 @@ impl World {
         (0..n)
             .map(|i| {
                 let from = self.users[i % self.users.len()];
-                self.tx(
-                    from,
-                    TxKind::Call(fresh_address(start + i as u64)),
-                    U256::from(1000 + i),
-                    Bytes::new(),
-                    21_000,
-                    Flavor::DynamicFee,
-                    1,
-                )
+                self.transfer(from, fresh_address(start + i as u64), U256::from(1000 + i))
             })
             .collect()
     }
@@ -538,25 +535,9 @@ impl World {
                         );
                     }
                     let to = hot[rng.random_range(0..hot.len())];
-                    return self.tx(
-                        from,
-                        TxKind::Call(to),
-                        U256::from(7),
-                        Bytes::new(),
-                        21_000,
-                        Flavor::DynamicFee,
-                        1,
-                    );
+                    return self.transfer(from, to, U256::from(7));
                 }
-                self.tx(
-                    from,
-                    TxKind::Call(fresh_address(start + i as u64)),
-                    U256::from(1),
-                    Bytes::new(),
-                    21_000,
-                    Flavor::DynamicFee,
-                    1,
-                )
+                self.transfer(from, fresh_address(start + i as u64), U256::from(1))
             })
             .collect()
     }
@@ -566,17 +547,7 @@ impl World {
         let from = self.users[0];
         let start = self.number * 1_000_000;
         (0..n)
-            .map(|i| {
-                self.tx(
-                    from,
-                    TxKind::Call(fresh_address(start + i as u64)),
-                    U256::from(1),
-                    Bytes::new(),
-                    21_000,
-                    Flavor::DynamicFee,
-                    1,
-                )
-            })
+            .map(|i| self.transfer(from, fresh_address(start + i as u64), U256::from(1)))
             .collect()
     }
 
@@ -615,197 +586,160 @@ impl World {
             } else {
                 Some(self.kits[rng.random_range(0..self.kits.len())])
             };
-            let tx = match (rng.random_range(0..20), kit) {
-                (0..=3, _) => {
-                    let to = if rng.random_bool(0.2) {
-                        beneficiary
-                    } else {
-                        self.users[rng.random_range(0..senders)]
-                    };
-                    self.tx(
-                        from,
-                        TxKind::Call(to),
-                        U256::from(rng.random_range(0..1_000_000u64)),
-                        Bytes::new(),
-                        21_000,
-                        flavor,
-                        tip,
-                    )
-                }
-                (4..=6, _) => {
-                    let to = self.users[rng.random_range(0..senders)];
-                    let data = IERC20::transferCall {
-                        to,
-                        amount: U256::from(rng.random_range(0..1_000_000u64)),
+            // Each case is (to, value, calldata or init code, gas limit).
+            let (to, value, data, gas): (TxKind, U256, Vec<u8>, u64) =
+                match (rng.random_range(0..20), kit) {
+                    (0..=3, _) => {
+                        let to = if rng.random_bool(0.2) {
+                            beneficiary
+                        } else {
+                            self.users[rng.random_range(0..senders)]
+                        };
+                        (
+                            TxKind::Call(to),
+                            U256::from(rng.random_range(0..1_000_000u64)),
+                            Vec::new(),
+                            21_000,
+                        )
                     }
-                    .abi_encode();
-                    let token = user_token(self, u);
-                    self.call(from, token, U256::ZERO, data, 100_000, flavor, tip)
-                }
-                (7..=8, _) if !self.pools.is_empty() => {
-                    let p = user_pool(self, u, self.pools.len());
-                    let path = if rng.random_bool(0.5) { vec![p.a, p.b] } else { vec![p.b, p.a] };
-                    let data = IRouter::swapExactTokensForTokensCall {
-                        amountIn: U256::from(rng.random_range(0..10_000_000u64)),
-                        amountOutMin: U256::ZERO,
-                        path,
-                        to: from,
-                        deadline: U256::MAX,
+                    (4..=6, _) => {
+                        let to = self.users[rng.random_range(0..senders)];
+                        let amount = U256::from(rng.random_range(0..1_000_000u64));
+                        (
+                            TxKind::Call(user_token(self, u)),
+                            U256::ZERO,
+                            IERC20::transferCall { to, amount }.abi_encode(),
+                            100_000,
+                        )
                     }
-                    .abi_encode();
-                    let router = self.router;
-                    // Sometimes too little gas: an out-of-gas halt inside the router.
-                    let gas = if rng.random_bool(0.1) { 60_000 } else { 250_000 };
-                    self.call(from, router, U256::ZERO, data, gas, flavor, tip)
-                }
-                (9, _) => {
-                    let code = if rng.random_bool(0.5) {
-                        creation_code("TestKit")
-                    } else {
-                        creation_code("Child")
-                    };
-                    let code = code.unwrap_or_default();
-                    self.tx(
-                        from,
-                        TxKind::Create,
-                        U256::from(rng.random_range(0..3u64)),
-                        code,
-                        3_000_000,
-                        flavor,
-                        tip,
-                    )
-                }
-                (10, Some(kit)) => {
-                    let data = ITestKit::failCall { x: U256::from(rng.random_range(0..4u64)) }
+                    (7..=8, _) if !self.pools.is_empty() => {
+                        let p = user_pool(self, u, self.pools.len());
+                        let path =
+                            if rng.random_bool(0.5) { vec![p.a, p.b] } else { vec![p.b, p.a] };
+                        let data = IRouter::swapExactTokensForTokensCall {
+                            amountIn: U256::from(rng.random_range(0..10_000_000u64)),
+                            amountOutMin: U256::ZERO,
+                            path,
+                            to: from,
+                            deadline: U256::MAX,
+                        }
                         .abi_encode();
-                    self.call(from, kit, U256::ZERO, data, 100_000, flavor, tip)
-                }
-                (11, Some(kit)) => self.call(
-                    from,
-                    kit,
-                    U256::ZERO,
-                    ITestKit::exhaustCall {}.abi_encode(),
-                    120_000,
-                    flavor,
-                    tip,
-                ),
-                (12, Some(kit)) => {
-                    let salt = B256::from(U256::from(rng.random_range(0..3u64)));
-                    let to = self.users[rng.random_range(0..senders)];
-                    let data = match rng.random_range(0..3) {
-                        0 => ITestKit::deployAndDestroyCall { salt, beneficiary: to }.abi_encode(),
-                        1 => ITestKit::deployCall { salt }.abi_encode(),
-                        _ => ITestKit::destroyCall { salt, beneficiary: to }.abi_encode(),
-                    };
-                    self.call(
-                        from,
-                        kit,
-                        U256::from(rng.random_range(0..2u64)),
-                        data,
-                        1_000_000,
-                        flavor,
-                        tip,
-                    )
-                }
-                (13, Some(kit)) => self.call(
-                    from,
-                    kit,
-                    U256::ZERO,
-                    ITestKit::snapCoinbaseCall {}.abi_encode(),
-                    100_000,
-                    flavor,
-                    tip,
-                ),
-                (14, Some(kit)) => {
-                    let who = if rng.random_bool(0.3) {
-                        beneficiary
-                    } else {
-                        self.users[rng.random_range(0..senders)]
-                    };
-                    let data = if rng.random_bool(0.5) {
-                        ITestKit::gateCall { who, threshold: U256::from(1_000_000 * ETHER) }
+                        // Sometimes too little gas: an out-of-gas halt inside the router.
+                        let gas = if rng.random_bool(0.1) { 60_000 } else { 250_000 };
+                        (TxKind::Call(self.router), U256::ZERO, data, gas)
+                    }
+                    (9, _) => {
+                        let name = if rng.random_bool(0.5) { "TestKit" } else { "Child" };
+                        let code = creation_code(name).unwrap_or_default().to_vec();
+                        (TxKind::Create, U256::from(rng.random_range(0..3u64)), code, 3_000_000)
+                    }
+                    (10, Some(kit)) => {
+                        let data = ITestKit::failCall { x: U256::from(rng.random_range(0..4u64)) }
+                            .abi_encode();
+                        (TxKind::Call(kit), U256::ZERO, data, 100_000)
+                    }
+                    (11, Some(kit)) => (
+                        TxKind::Call(kit),
+                        U256::ZERO,
+                        ITestKit::exhaustCall {}.abi_encode(),
+                        120_000,
+                    ),
+                    (12, Some(kit)) => {
+                        let salt = B256::from(U256::from(rng.random_range(0..3u64)));
+                        let to = self.users[rng.random_range(0..senders)];
+                        let data = match rng.random_range(0..3) {
+                            0 => ITestKit::deployAndDestroyCall { salt, beneficiary: to }
+                                .abi_encode(),
+                            1 => ITestKit::deployCall { salt }.abi_encode(),
+                            _ => ITestKit::destroyCall { salt, beneficiary: to }.abi_encode(),
+                        };
+                        (TxKind::Call(kit), U256::from(rng.random_range(0..2u64)), data, 1_000_000)
+                    }
+                    (13, Some(kit)) => (
+                        TxKind::Call(kit),
+                        U256::ZERO,
+                        ITestKit::snapCoinbaseCall {}.abi_encode(),
+                        100_000,
+                    ),
+                    (14, Some(kit)) => {
+                        let who = if rng.random_bool(0.3) {
+                            beneficiary
+                        } else {
+                            self.users[rng.random_range(0..senders)]
+                        };
+                        let data = if rng.random_bool(0.5) {
+                            ITestKit::gateCall { who, threshold: U256::from(1_000_000 * ETHER) }
+                                .abi_encode()
+                        } else {
+                            ITestKit::snapBalanceCall { who }.abi_encode()
+                        };
+                        (TxKind::Call(kit), U256::ZERO, data, 100_000)
+                    }
+                    (15, Some(kit)) => {
+                        (TxKind::Call(kit), U256::ZERO, ITestKit::bumpCall {}.abi_encode(), 100_000)
+                    }
+                    (16, Some(kit)) => {
+                        let path: Vec<Address> = (0..rng.random_range(0..4))
+                            .map(|_| self.kits[rng.random_range(0..self.kits.len())])
+                            .collect();
+                        let data = if rng.random_bool(0.5) {
+                            ITestKit::relayCall { path }.abi_encode()
+                        } else {
+                            ITestKit::tryFailCall {
+                                target: self.kits[0],
+                                x: U256::from(rng.random_range(0..2u64)),
+                            }
                             .abi_encode()
-                    } else {
-                        ITestKit::snapBalanceCall { who }.abi_encode()
-                    };
-                    self.call(from, kit, U256::ZERO, data, 100_000, flavor, tip)
-                }
-                (15, Some(kit)) => self.call(
-                    from,
-                    kit,
-                    U256::ZERO,
-                    ITestKit::bumpCall {}.abi_encode(),
-                    100_000,
-                    flavor,
-                    tip,
-                ),
-                (16, Some(kit)) => {
-                    let path: Vec<Address> = (0..rng.random_range(0..4))
-                        .map(|_| self.kits[rng.random_range(0..self.kits.len())])
-                        .collect();
-                    let data = if rng.random_bool(0.5) {
-                        ITestKit::relayCall { path }.abi_encode()
-                    } else {
-                        ITestKit::tryFailCall {
-                            target: self.kits[0],
-                            x: U256::from(rng.random_range(0..2u64)),
-                        }
-                        .abi_encode()
-                    };
-                    self.call(from, kit, U256::ZERO, data, 500_000, flavor, tip)
-                }
-                (17, Some(kit)) => {
-                    let data = match rng.random_range(0..3) {
-                        0 => ITestKit::hashesCall {
-                            data: vec![rng.random::<u8>(); rng.random_range(0..100)].into(),
-                        }
-                        .abi_encode(),
-                        1 => ITestKit::recoverCall {
-                            hash: B256::from(U256::from(rng.random::<u64>())),
-                            v: 27 + rng.random_range(0..2u8),
-                            r: B256::from(U256::from(rng.random::<u64>())),
-                            s: B256::from(U256::from(rng.random::<u64>())),
-                        }
-                        .abi_encode(),
-                        _ => ITestKit::modexpCall {
-                            base: U256::from(rng.random::<u64>()),
-                            exponent: U256::from(rng.random::<u16>()),
-                            modulus: U256::from(rng.random::<u64>() | 1),
-                        }
-                        .abi_encode(),
-                    };
-                    self.call(from, kit, U256::ZERO, data, 300_000, flavor, tip)
-                }
-                (18, Some(kit)) => {
-                    let to = if rng.random_bool(0.3) {
-                        beneficiary
-                    } else {
-                        self.users[rng.random_range(0..senders)]
-                    };
-                    self.call(
-                        from,
-                        kit,
-                        U256::from(rng.random_range(0..5u64)),
-                        ITestKit::payCall { to }.abi_encode(),
-                        100_000,
-                        flavor,
-                        tip,
-                    )
-                }
-                _ => {
-                    // A transfer to a precompile, or a call with value into a contract.
-                    let to = Address::with_last_byte(rng.random_range(1..10u8));
-                    self.tx(
-                        from,
-                        TxKind::Call(to),
-                        U256::from(rng.random_range(0..2u64)),
-                        Bytes::from(vec![1, 2, 3]),
-                        100_000,
-                        flavor,
-                        tip,
-                    )
-                }
-            };
+                        };
+                        (TxKind::Call(kit), U256::ZERO, data, 500_000)
+                    }
+                    (17, Some(kit)) => {
+                        let data = match rng.random_range(0..3) {
+                            0 => ITestKit::hashesCall {
+                                data: vec![rng.random::<u8>(); rng.random_range(0..100)].into(),
+                            }
+                            .abi_encode(),
+                            1 => ITestKit::recoverCall {
+                                hash: B256::from(U256::from(rng.random::<u64>())),
+                                v: 27 + rng.random_range(0..2u8),
+                                r: B256::from(U256::from(rng.random::<u64>())),
+                                s: B256::from(U256::from(rng.random::<u64>())),
+                            }
+                            .abi_encode(),
+                            _ => ITestKit::modexpCall {
+                                base: U256::from(rng.random::<u64>()),
+                                exponent: U256::from(rng.random::<u16>()),
+                                modulus: U256::from(rng.random::<u64>() | 1),
+                            }
+                            .abi_encode(),
+                        };
+                        (TxKind::Call(kit), U256::ZERO, data, 300_000)
+                    }
+                    (18, Some(kit)) => {
+                        let to = if rng.random_bool(0.3) {
+                            beneficiary
+                        } else {
+                            self.users[rng.random_range(0..senders)]
+                        };
+                        (
+                            TxKind::Call(kit),
+                            U256::from(rng.random_range(0..5u64)),
+                            ITestKit::payCall { to }.abi_encode(),
+                            100_000,
+                        )
+                    }
+                    _ => {
+                        // Value sent to a precompile, with some input.
+                        let to = Address::with_last_byte(rng.random_range(1..10u8));
+                        (
+                            TxKind::Call(to),
+                            U256::from(rng.random_range(0..2u64)),
+                            vec![1, 2, 3],
+                            100_000,
+                        )
+                    }
+                };
+            let tx = self.tx(from, to, value, data.into(), gas, flavor, tip);
             txs.push(tx);
         }
         (env, txs)
