@@ -1,5 +1,5 @@
 //! Parallel hints: a prediction of the locations each transaction writes, from its envelope
-//! alone, used to start a transaction only after the nearest earlier one predicted to write
+//! and the profiles learned from earlier blocks, used to start a transaction only after the nearest earlier one predicted to write
 //! what it touches. A wrong hint costs time, never correctness: validation checks every read.
 
 use hashbrown::HashMap;
@@ -102,6 +102,17 @@ impl Profiles {
 
 fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
     out.push(Hint::Account(tx.sender));
+    // The storage keys of an access list are slots the sender says the transaction touches
+    // (its addresses alone are mostly contracts it only calls, so they predict nothing).
+    if let Some(list) = tx.tx.access_list() {
+        for item in list.iter() {
+            out.extend(
+                item.storage_keys
+                    .iter()
+                    .map(|k| Hint::Slot(item.address, U256::from_be_bytes(k.0))),
+            );
+        }
+    }
     let Some(to) = tx.tx.to() else { return };
     for slot in profiles.slots(tx) {
         out.push(Hint::Slot(to, slot));
