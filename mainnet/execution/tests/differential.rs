@@ -313,3 +313,90 @@ fn eip7702_delegation_parallel_equals_sequential() {
         assert_eq!(par, seq);
     }
 }
+
+/// A transaction that is invalid, is aborted because a lower transaction changed what it
+/// read, and is invalid again, must not leave later readers of the beneficiary waiting on
+/// it: the block ends with the same error as sequential execution.
+#[test]
+fn an_invalid_transaction_aborted_twice_does_not_stall_the_block() {
+    use farol_execution::workload::ITestKit;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut world = small_world();
+        let kit = world.kits[0];
+        let poor = Address::repeat_byte(0x77);
+        let ether = U256::from(1_000_000_000_000_000_000u128);
+        for round in 0..60 {
+            let saved = world.nonces();
+            let pay = alloy_sol_types::SolCall::abi_encode(&ITestKit::payCall { to: poor });
+            let snap = alloy_sol_types::SolCall::abi_encode(&ITestKit::snapCoinbaseCall {});
+            let (a, b) = (world.users[0], world.users[1]);
+            let mut txs = vec![
+                world.call(a, kit, ether, pay, 100_000, Flavor::DynamicFee, 1),
+                world.transfer(poor, Address::repeat_byte(0x78), ether * U256::from(2)),
+            ];
+            for _ in 0..6 {
+                let snap = snap.clone();
+                txs.push(world.call(b, kit, U256::ZERO, snap, 100_000, Flavor::DynamicFee, 1));
+            }
+            let env = world.block_env(Address::repeat_byte(0xcb));
+            let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+            assert!(matches!(seq, Err(ExecError::InvalidTransaction { index: 1, .. })), "{seq:?}");
+            let par = executor(2 + round % 3)
+                .execute(&world.state, &world.chain, &env, &txs)
+                .map(|(o, _)| o);
+            assert_eq!(par, seq, "round {round}");
+            world.set_nonces(saved);
+        }
+        let _ = done_tx.send(());
+    });
+    assert!(
+        done_rx.recv_timeout(std::time::Duration::from_secs(120)).is_ok(),
+        "the parallel executor stalled (or the test panicked)"
+    );
+}
+
+/// Payments that would overflow a recipient's balance fail in revm; the lazy credit must
+/// notice that the balance it did not read matters then.
+#[test]
+fn payments_near_balance_overflow_match_sequential() {
+    let mut world = small_world();
+    let rich = Address::repeat_byte(0x99);
+    world.state.insert(
+        rich,
+        farol_execution::MemAccount { balance: U256::MAX - U256::from(10), ..Default::default() },
+    );
+    let txs: Vec<_> = (0..8)
+        .map(|i| {
+            let from = world.users[i];
+            world.transfer(from, rich, U256::from(3 + i))
+        })
+        .collect();
+    let env = world.block_env(Address::repeat_byte(0xcb));
+    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+    for threads in [2, 4, 8] {
+        let par = executor(threads).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+        assert_eq!(par, seq, "{threads} threads");
+    }
+}
+
+/// Under Amsterdam (EIP-2780), paying an empty account costs more gas, so a lazy payment
+/// depends on whether its recipient is empty; payments to one fresh account must agree.
+#[test]
+fn payments_to_a_fresh_account_match_sequential_under_amsterdam() {
+    let mut world = small_world();
+    world.chain.spec = farol_execution::SpecId::AMSTERDAM;
+    let fresh = Address::repeat_byte(0x5a);
+    let txs: Vec<_> = (0..12)
+        .map(|i| {
+            let from = world.users[i];
+            world.transfer(from, fresh, U256::from(1))
+        })
+        .collect();
+    let env = world.block_env(Address::repeat_byte(0xcb));
+    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+    for threads in [2, 4, 8] {
+        let par = executor(threads).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+        assert_eq!(par, seq, "{threads} threads");
+    }
+}

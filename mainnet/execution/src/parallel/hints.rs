@@ -140,14 +140,17 @@ fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
         let path = word(data, 2)
             .map(|w| U256::from_be_slice(w))
             .and_then(|o| usize::try_from(o).ok())
-            .and_then(|o| {
-                let len = data.get(4 + o..4 + o + 32).map(U256::from_be_slice)?;
-                let len = usize::try_from(len).ok().filter(|l| *l <= 8)?;
-                (0..len)
-                    .map(|k| {
-                        data.get(4 + o + 32 * (k + 1)..4 + o + 32 * (k + 2))
-                            .map(|w| Address::from_slice(&w[12..]))
-                    })
+            // Calldata is untrusted: every offset is checked.
+            .and_then(|o| o.checked_add(4))
+            .and_then(|start| {
+                let word_at = |i: usize| {
+                    let from = start.checked_add(i.checked_mul(32)?)?;
+                    data.get(from..from.checked_add(32)?)
+                };
+                let len =
+                    usize::try_from(U256::from_be_slice(word_at(0)?)).ok().filter(|l| *l <= 8)?;
+                (1..=len)
+                    .map(|k| word_at(k).map(|w| Address::from_slice(&w[12..])))
                     .collect::<Option<Vec<_>>>()
             });
         if let Some(path) = path {
@@ -181,4 +184,61 @@ pub(crate) fn predicted_dependencies(
             dep
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_primitives::{Bytes, Signature, TxKind};
+
+    fn call(input: Vec<u8>) -> RecoveredTx {
+        let tx = TxEip1559 {
+            to: TxKind::Call(Address::repeat_byte(1)),
+            input: Bytes::from(input),
+            ..Default::default()
+        };
+        RecoveredTx {
+            tx: TxEnvelope::Eip1559(tx.into_signed(Signature::new(
+                U256::from(1),
+                U256::from(1),
+                false,
+            ))),
+            sender: Address::repeat_byte(2),
+        }
+    }
+
+    /// Hints decode calldata nobody checked: hostile offsets and lengths predict nothing
+    /// and never panic.
+    #[test]
+    fn hostile_calldata_never_panics() {
+        let profiles = Profiles::default();
+        let mut seed = 1u64;
+        let mut txs = Vec::new();
+        for selector in
+            [SWAP_EXACT_TOKENS, SWAP_FOR_EXACT_TOKENS, ERC20_TRANSFER, ERC20_TRANSFER_FROM]
+        {
+            for offset in [
+                U256::MAX,
+                U256::from(u64::MAX),
+                U256::from(usize::MAX - 3),
+                U256::from(32),
+                U256::ZERO,
+            ] {
+                for len in 0..200usize {
+                    let mut input = selector.to_vec();
+                    input.extend_from_slice(&[0u8; 64]);
+                    input.extend_from_slice(&offset.to_be_bytes::<32>());
+                    while input.len() < len {
+                        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                        input.push((seed >> 56) as u8);
+                    }
+                    input.truncate(len.max(4));
+                    txs.push(call(input));
+                }
+            }
+        }
+        let deps = predicted_dependencies(&txs, &profiles);
+        assert_eq!(deps.len(), txs.len());
+    }
 }

@@ -229,7 +229,10 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
         self.validations.fetch_add(1, Relaxed);
         let valid = self.reads[v.idx].lock().iter().all(|(loc, seen, kind)| {
             match (self.read(*loc, v.idx), kind) {
-                (Ok((now, _)), ReadKind::Meta) => meta(&now) == meta(seen),
+                (Ok((now, _)), ReadKind::Meta) => {
+                    let value = self.tx_envs[v.idx].value;
+                    meta(&now, value) == meta(seen, value)
+                }
                 (Ok((now, _)), _) => now == *seen,
                 (Err(_), _) => false,
             }
@@ -255,13 +258,14 @@ enum ReadKind {
     Meta,
 }
 
-/// The part of an account a lazy recipient's transaction depends on: whether it has code,
-/// and its nonce.
-fn meta(v: &Val) -> Option<(u64, B256)> {
+/// The part of an account a lazy recipient's transaction depends on: its nonce, its code,
+/// whether it is empty (EIP-2780 charges for paying an empty account), and whether adding
+/// `value` would overflow its balance (revm then fails the payment).
+fn meta(v: &Val, value: U256) -> Option<(u64, B256, bool, bool)> {
     match v {
         Val::Account(a) => {
             let a = a.unwrap_or_default();
-            Some((a.nonce, a.code_hash))
+            Some((a.nonce, a.code_hash, a.is_empty(), a.balance.checked_add(value).is_none()))
         }
         Val::Storage(_) => None,
     }
@@ -343,7 +347,9 @@ impl<S: StateView + ?Sized> Database for DbRef<'_, '_, '_, S> {
             let loc = Loc::Account(address);
             let (v, _) = self.0.shared.read(loc, idx)?;
             if let Val::Account(account) = v {
-                if account.is_none_or(|a| a.code_hash == KECCAK_EMPTY) {
+                let value = self.0.shared.tx_envs[idx].value;
+                let fits = account.is_none_or(|a| a.balance.checked_add(value).is_some());
+                if fits && account.is_none_or(|a| a.code_hash == KECCAK_EMPTY) {
                     // Only its nonce and code matter to this transaction.
                     self.0.reads.borrow_mut().push((loc, v, ReadKind::Meta));
                     self.0.lazy_given.set(Some(account.unwrap_or_default()));
@@ -447,7 +453,8 @@ impl ParallelExecutor {
             depth[j] = dep.map_or(1, |d| depth[d] + 1);
         }
         let critical_path = depth.iter().copied().max().unwrap_or(0);
-        if critical_path * 100 >= self.config.max_dependent_percent * n {
+        if critical_path.saturating_mul(100) >= self.config.max_dependent_percent.saturating_mul(n)
+        {
             return sequential("dependent block");
         }
         let shared = Shared {
@@ -751,6 +758,11 @@ fn worker<S: StateView + ?Sized>(
                     (Ok(r), entries, w.code, w.wiped)
                 }
             };
+            if result.is_err() {
+                // No effect at all, so no fee: a reader of the beneficiary must not wait for
+                // this transaction (an earlier abort left its fee an estimate).
+                *shared.fees[idx].lock() = Fee::Pending;
+            }
             for (hash, c) in &code {
                 shared.base.insert_code(*hash, c.clone());
             }
