@@ -400,3 +400,32 @@ fn payments_to_a_fresh_account_match_sequential_under_amsterdam() {
         assert_eq!(par, seq, "{threads} threads");
     }
 }
+
+/// A block in which every transaction reads the beneficiary's balance would make the lazy
+/// fee fold quadratic; the executor gives the parallel attempt up and runs it sequentially.
+#[test]
+fn a_block_reading_the_beneficiary_everywhere_runs_sequentially() {
+    use farol_execution::workload::ITestKit;
+    let mut world = World::new(WorldSpec {
+        users: 3000,
+        token_holders: 0,
+        swappers: 0,
+        tokens: 1,
+        pools: 0,
+        kits: 1,
+    })
+    .unwrap_or_else(|e| panic!("setting up the world: {e}"));
+    let kit = world.kits[0];
+    let snap = alloy_sol_types::SolCall::abi_encode(&ITestKit::snapCoinbaseCall {});
+    let txs: Vec<_> = (0..3000)
+        .map(|i| {
+            let from = world.users[i];
+            world.call(from, kit, U256::ZERO, snap.clone(), 100_000, Flavor::DynamicFee, 1)
+        })
+        .collect();
+    let env = world.block_env(Address::repeat_byte(0xcb));
+    let seq = execute_sequential(&world.state, &world.chain, &env, &txs).unwrap();
+    let (par, stats) = executor(2).execute(&world.state, &world.chain, &env, &txs).unwrap();
+    assert_eq!(par, seq);
+    assert_eq!(stats.fallback, Some("the beneficiary is read by many transactions"));
+}

@@ -155,6 +155,11 @@ struct Shared<'a, S: ?Sized> {
     base: CachedView<'a, S>,
     mv: MvMemory,
     fees: Vec<Mutex<Fee>>,
+    /// Fee entries scanned by beneficiary reads so far, and the most allowed.
+    fee_scan: AtomicU64,
+    fee_scan_budget: u64,
+    /// Set when the parallel attempt is given up (the block then runs sequentially).
+    abandoned: std::sync::atomic::AtomicBool,
     scheduler: Scheduler,
     tx_envs: Vec<TxEnv>,
     hints: Vec<Option<usize>>,
@@ -215,6 +220,13 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
             (Found::Base(_), _) => (self.base.account(self.beneficiary)?, 0),
             _ => return Err(StateError::Corrupt("beneficiary holds a storage value".into()).into()),
         };
+        // Reading the beneficiary costs one step per fee since its last full write. Many such
+        // reads in one block would make the block quadratic: past a budget linear in the block,
+        // the parallel attempt is abandoned and the block runs sequentially.
+        let scanned = self.fee_scan.fetch_add((idx - from) as u64, Relaxed) + (idx - from) as u64;
+        if scanned > self.fee_scan_budget {
+            self.abandoned.store(true, Relaxed);
+        }
         for (i, fee) in self.fees[from..idx].iter().enumerate() {
             match *fee.lock() {
                 Fee::Pending => {}
@@ -461,6 +473,9 @@ impl ParallelExecutor {
             base: CachedView::new(state),
             mv: MvMemory::new(n),
             fees: (0..n).map(|_| Mutex::new(Fee::Pending)).collect(),
+            fee_scan: AtomicU64::new(0),
+            fee_scan_budget: 16 * n as u64 + 100_000,
+            abandoned: std::sync::atomic::AtomicBool::new(false),
             scheduler: Scheduler::new(n),
             tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
             hints,
@@ -483,6 +498,9 @@ impl ParallelExecutor {
             }
             worker(&shared, chain, env, txs);
         });
+        if shared.abandoned.load(Relaxed) {
+            return sequential("the beneficiary is read by many transactions");
+        }
         let stats = ParallelStats {
             executions: shared.executions.load(Relaxed),
             re_executions: shared.executions.load(Relaxed).saturating_sub(n as u64),
@@ -781,7 +799,7 @@ fn worker<S: StateView + ?Sized>(
     };
     let mut task = None;
     let mut idle = 0u32;
-    while !shared.scheduler.done() {
+    while !shared.scheduler.done() && !shared.abandoned.load(Relaxed) {
         task = match task {
             Some(Task::Execute(v)) => execute(v),
             Some(Task::Validate(v)) => shared.validate(v),
