@@ -69,7 +69,8 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
     let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
     let spec = WorldSpec {
         users: sizes.transfers.max(sizes.erc20).max(sizes.hybrid),
-        token_holders: sizes.erc20,
+        // The threshold blocks go up to 4,096 ERC-20 senders.
+        token_holders: sizes.erc20.max(4096),
         swappers: sizes.swaps,
         tokens: 16,
         pools: 100,
