@@ -429,3 +429,138 @@ fn a_block_reading_the_beneficiary_everywhere_runs_sequentially() {
     assert_eq!(par, seq);
     assert_eq!(stats.fallback, Some("the beneficiary is read by many transactions"));
 }
+
+/// Transactions with arbitrary field values (fees, limits, values up to 2^256 - 1, random
+/// recipients and calldata, any envelope type) never crash either executor, and both give
+/// the same answer.
+#[test]
+fn arbitrary_transactions_never_crash_and_agree() {
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEip2930, TxEnvelope, TxLegacy};
+    use alloy_primitives::Signature;
+    use farol_execution::RecoveredTx;
+
+    let mut world = small_world();
+    let mut r = rng(0xbad);
+    let sig = Signature::new(U256::from(1), U256::from(1), false);
+    let any_u256 = |r: &mut rand_chacha::ChaCha8Rng| match r.random_range(0..4) {
+        0 => U256::ZERO,
+        1 => U256::MAX,
+        2 => U256::from(r.random::<u64>()),
+        _ => U256::from_be_bytes(r.random::<[u8; 32]>()),
+    };
+    let blocks = if long() { 2_000 } else { 200 };
+    let mut valid = 0;
+    for b in 0..blocks {
+        let n = r.random_range(1..6);
+        let mut txs = Vec::with_capacity(n);
+        for _ in 0..n {
+            // Most transactions are sane with random recipients and calldata; a few have wild
+            // values in every field.
+            let wild = r.random_bool(0.15);
+            let sender = if !wild || r.random_bool(0.5) {
+                world.users[r.random_range(0..world.users.len())]
+            } else {
+                Address::from(r.random::<[u8; 20]>())
+            };
+            let nonce = if !wild || r.random_bool(0.5) {
+                world.next_nonce(sender)
+            } else {
+                r.random::<u64>()
+            };
+            let to = match r.random_range(0..4) {
+                0 => TxKind::Create,
+                1 => TxKind::Call(world.kits[0]),
+                2 => TxKind::Call(world.users[0]),
+                _ => TxKind::Call(Address::from(r.random::<[u8; 20]>())),
+            };
+            let input: Bytes =
+                (0..r.random_range(0..64)).map(|_| r.random::<u8>()).collect::<Vec<u8>>().into();
+            let (gas_limit, value, fee, tip, chain_id) = if wild {
+                (
+                    match r.random_range(0..3) {
+                        0 => r.random::<u64>(),
+                        1 => r.random_range(0..100_000),
+                        _ => 21_000,
+                    },
+                    any_u256(&mut r),
+                    r.random::<u128>() >> r.random_range(0..128),
+                    r.random::<u128>() >> r.random_range(0..128),
+                    if r.random_bool(0.5) { world.chain.chain_id } else { r.random() },
+                )
+            } else {
+                let base = world.base_fee as u128;
+                (
+                    r.random_range(60_000..2_000_000),
+                    U256::from(r.random_range(0..1000u64)),
+                    base * 2,
+                    r.random_range(0..base),
+                    world.chain.chain_id,
+                )
+            };
+            let tx = match r.random_range(0..3) {
+                0 => TxEnvelope::Legacy(
+                    TxLegacy {
+                        chain_id: Some(chain_id),
+                        nonce,
+                        gas_price: fee,
+                        gas_limit,
+                        to,
+                        value,
+                        input,
+                    }
+                    .into_signed(sig),
+                ),
+                1 => TxEnvelope::Eip2930(
+                    TxEip2930 {
+                        chain_id,
+                        nonce,
+                        gas_price: fee,
+                        gas_limit,
+                        to,
+                        value,
+                        input,
+                        access_list: Default::default(),
+                    }
+                    .into_signed(sig),
+                ),
+                _ => TxEnvelope::Eip1559(
+                    TxEip1559 {
+                        chain_id,
+                        nonce,
+                        gas_limit,
+                        max_fee_per_gas: fee,
+                        max_priority_fee_per_gas: tip,
+                        to,
+                        value,
+                        input,
+                        access_list: Default::default(),
+                    }
+                    .into_signed(sig),
+                ),
+            };
+            txs.push(RecoveredTx { tx, sender });
+        }
+        let env = world.block_env(Address::repeat_byte(0xcb));
+        let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+        let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+        assert_eq!(par, seq, "block {b}");
+        if let Ok(out) = seq {
+            valid += 1;
+            world.commit(&out);
+        }
+        world.set_nonces(Default::default());
+        // Nonces are re-derived from the state for the next block.
+        let users = world.users.clone();
+        let mut nonces = std::collections::HashMap::new();
+        for u in users {
+            let nonce = farol_execution::StateView::account(&world.state, u)
+                .ok()
+                .flatten()
+                .map_or(0, |a| a.nonce);
+            nonces.insert(u, nonce);
+        }
+        world.set_nonces(nonces);
+    }
+    // Some blocks are valid, so execution, not only validation, met the odd values.
+    assert!(valid > 0, "no valid block in {blocks}");
+}
