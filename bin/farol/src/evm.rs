@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use farol_execution::statetest::{find_fixtures, run_file, Options};
+use farol_execution::statetest::{find_fixtures, run_file, Options, SpecName};
 
 /// Arguments of `farol evm`.
 #[derive(Debug, Args)]
@@ -27,6 +27,10 @@ struct StatetestArgs {
     /// Print every case, not only failures.
     #[arg(long, short)]
     verbose: bool,
+    /// Fork whose expectations to check, as the fixtures name it (`Cancun`, `Prague`,
+    /// `Osaka`, ...); repeat for several. Default: Cancun.
+    #[arg(long = "fork", value_name = "NAME")]
+    forks: Vec<String>,
 }
 
 /// Runs `farol evm`.
@@ -42,7 +46,19 @@ fn statetest(args: StatetestArgs) -> Result<()> {
     if files.is_empty() {
         bail!("no .json fixtures under {}", args.path.display());
     }
-    let options = Options::default();
+    let mut options = Options::default();
+    if !args.forks.is_empty() {
+        options.forks = args
+            .forks
+            .iter()
+            .map(|f| match serde_json::from_value(serde_json::Value::String(f.clone())) {
+                Ok(SpecName::Unknown) | Err(_) => {
+                    bail!("--fork {f}: not a fork name the state tests use (e.g. Cancun, Prague)")
+                }
+                Ok(spec) => Ok(spec),
+            })
+            .collect::<Result<_>>()?;
+    }
     let (mut passed, mut failed) = (0usize, 0usize);
     for f in &files {
         for r in run_file(f, &options) {

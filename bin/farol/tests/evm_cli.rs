@@ -38,3 +38,26 @@ fn statetest_names_a_missing_path() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/fixtures"), "{stderr}");
 }
+
+#[test]
+fn statetest_names_an_unknown_fork() {
+    let file = fixtures().join("stExample/add11.json");
+    let out = farol().args(["evm", "statetest", "--fork", "Atlantis"]).arg(&file).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--fork Atlantis"), "{stderr}");
+}
+
+#[test]
+fn statetest_checks_the_forks_it_is_asked_for() {
+    let file = fixtures().join("stExample/add11.json");
+    let out = farol()
+        .args(["evm", "statetest", "--fork", "Shanghai", "--fork", "Cancun"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // add11 has one case per fork: two forks, two cases.
+    assert!(stdout.contains("2 cases: 2 passed, 0 failed"), "{stdout}");
+}

@@ -15,7 +15,8 @@ use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{keccak256, Log, B256};
 use alloy_trie::root::{state_root_unhashed, storage_root_unhashed};
 use alloy_trie::TrieAccount;
-use revm::statetest_types::{SpecName, TestSuite, TestUnit};
+pub use revm::statetest_types::SpecName;
+use revm::statetest_types::{TestSuite, TestUnit};
 
 use crate::env::{recover_senders, BlockEnv, ChainSpec};
 use crate::output::BlockOutput;
@@ -102,7 +103,12 @@ pub fn run_file(path: &Path, options: &Options) -> Vec<CaseResult> {
                 continue;
             }
             for (index, case) in cases.iter().enumerate() {
-                let failure = run_case(unit, fork.to_spec_id(), case).err();
+                // A fork this revm does not know has no rules to run under.
+                let failure = if *fork == SpecName::Unknown {
+                    Some("unknown fork".to_string())
+                } else {
+                    run_case(unit, fork.to_spec_id(), case).err()
+                };
                 out.push(CaseResult {
                     file: path.to_path_buf(),
                     name: name.clone(),
