@@ -767,6 +767,17 @@ fn worker<S: StateView + ?Sized>(
                         {
                             entries.push((loc, Entry::Credit(amount), parents.get(&loc)));
                         } else {
+                            if db.lazy_given.get().is_some()
+                                && Some(loc) == shared.lazy[idx].map(Loc::Account)
+                            {
+                                // A lazy recipient written in full after all: its write rests on
+                                // the balance read, so validate that balance too.
+                                for read in db.reads.borrow_mut().iter_mut() {
+                                    if read.0 == loc && read.2 == ReadKind::Meta {
+                                        read.2 = ReadKind::Written;
+                                    }
+                                }
+                            }
                             entries.push((loc, Entry::Value(val), parents.get(&loc)));
                         }
                     }
