@@ -63,13 +63,18 @@ impl<S: StateView + ?Sized> Database for SeqDb<'_, S> {
     }
 }
 
-/// Maps revm's error for transaction `index` to ours.
-pub(crate) fn exec_error(index: usize, e: EVMError<StateError>) -> ExecError {
+/// Maps revm's error for transaction `index` to ours; `db` maps the database's errors.
+pub(crate) fn exec_error<E>(
+    index: usize,
+    e: EVMError<E>,
+    db: impl FnOnce(E) -> ExecError,
+) -> ExecError {
     match e {
         EVMError::Transaction(t) => ExecError::InvalidTransaction { index, reason: t.to_string() },
         EVMError::Header(h) => ExecError::InvalidTransaction { index, reason: h.to_string() },
-        EVMError::Database(d) => ExecError::State(d),
-        other => ExecError::Evm { index, reason: other.to_string() },
+        EVMError::Database(d) => db(d),
+        EVMError::Custom(reason) => ExecError::Evm { index, reason },
+        EVMError::CustomAny(any) => ExecError::Evm { index, reason: format!("{any:?}") },
     }
 }
 
@@ -86,35 +91,45 @@ pub(crate) fn check_block_gas(
     }
 }
 
-/// Builds the diff from the final value of every written location, keeping only the
-/// locations whose value differs from the parent state.
-pub(crate) fn build_diff<S: StateView + ?Sized>(
+/// Whether `val`, the final value of `loc`, differs from the parent state's.
+pub(crate) fn changed<S: StateView + ?Sized>(
     base: &CachedView<'_, S>,
-    finals: impl IntoIterator<Item = (Loc, Val)>,
-    code: impl IntoIterator<Item = (B256, Bytecode)>,
-    wiped: impl IntoIterator<Item = Address>,
-) -> Result<StateDiff, StateError> {
-    let mut diff = StateDiff::default();
-    for (loc, val) in finals {
+    loc: Loc,
+    val: Val,
+) -> Result<bool, StateError> {
+    match (loc, val) {
+        (Loc::Account(a), Val::Account(v)) => Ok(base.account(a)? != v),
+        (Loc::Storage(a, s), Val::Storage(v)) => Ok(base.storage(a, s)? != v),
+        _ => Err(StateError::Corrupt(format!("value of the wrong kind at {loc:?}"))),
+    }
+}
+
+/// The diff made of the `changed` locations (in location order), the code deployed and the
+/// accounts wiped. Both executors build their diff here.
+pub(crate) fn diff_from_changes(
+    changed: Vec<(Loc, Val)>,
+    code: Vec<(B256, Bytecode)>,
+    wiped: Vec<Address>,
+) -> StateDiff {
+    let mut accounts = Vec::new();
+    let mut storage: Vec<(Address, Vec<(U256, U256)>)> = Vec::new();
+    for (loc, val) in changed {
         match (loc, val) {
-            (Loc::Account(a), Val::Account(v)) => {
-                if base.account(a)? != v {
-                    diff.accounts.insert(a, v);
-                }
-            }
-            (Loc::Storage(a, s), Val::Storage(v)) => {
-                if base.storage(a, s)? != v {
-                    diff.storage.entry(a).or_default().insert(s, v);
-                }
-            }
-            _ => return Err(StateError::Corrupt(format!("value of the wrong kind at {loc:?}"))),
+            (Loc::Account(a), Val::Account(v)) => accounts.push((a, v)),
+            (Loc::Storage(a, slot), Val::Storage(v)) => match storage.last_mut() {
+                Some((last, slots)) if *last == a => slots.push((slot, v)),
+                _ => storage.push((a, vec![(slot, v)])),
+            },
+            // `changed` refuses values of the wrong kind.
+            _ => {}
         }
     }
-    for (hash, c) in code {
-        diff.code.insert(hash, c.original_bytes());
+    StateDiff {
+        accounts: accounts.into_iter().collect(),
+        storage: storage.into_iter().map(|(a, slots)| (a, slots.into_iter().collect())).collect(),
+        code: code.into_iter().map(|(h, c)| (h, c.original_bytes())).collect(),
+        wiped: wiped.into_iter().collect(),
     }
-    diff.wiped.extend(wiped);
-    Ok(diff)
 }
 
 /// Executes `txs` one after another on revm over `state`: the reference every other executor
@@ -139,15 +154,16 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     for (index, tx) in txs.iter().enumerate() {
         let tx_env = tx.tx_env();
         check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
-        let mut result = evm.transact_one(tx_env.clone());
+        let mut result = evm.transact_one(tx_env);
         let mut state = evm.finalize();
         if result.is_ok()
             && needs_collision_check(&state, evm.ctx.db_mut()).map_err(ExecError::State)?
         {
-            result = evm.inspect_one_tx(tx_env);
+            let again = evm.ctx.tx.clone();
+            result = evm.inspect_one_tx(again);
             state = evm.finalize();
         }
-        let result = result.map_err(|e| exec_error(index, e))?;
+        let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
         cumulative += result.tx_gas_used();
         outcomes.push(TxOutcome::from_revm(&result, cumulative));
         let w = collect_writes(&state, chain.spec);
@@ -163,7 +179,13 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     drop(evm);
     let mut finals: Vec<(Loc, Val)> = overlay.into_iter().collect();
     finals.sort_unstable_by_key(|(l, _)| *l);
-    let diff = build_diff(&base, finals, code, wiped)?;
+    let mut kept = Vec::with_capacity(finals.len());
+    for (loc, val) in finals {
+        if changed(&base, loc, val)? {
+            kept.push((loc, val));
+        }
+    }
+    let diff = diff_from_changes(kept, code, wiped);
     let types: Vec<_> = txs.iter().map(|t| t.tx.tx_type()).collect();
     Ok(BlockOutput::build(outcomes, &types, diff))
 }

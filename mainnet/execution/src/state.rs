@@ -300,6 +300,10 @@ fn shard_of(address: &Address) -> usize {
     mix(address, 0)
 }
 
+fn code_shard(code_hash: &B256) -> usize {
+    code_hash.0[0] as usize % SHARDS
+}
+
 fn storage_shard(address: &Address, slot: &U256) -> usize {
     let l = slot.as_limbs();
     mix(address, l[0] ^ l[1].rotate_left(7) ^ l[2].rotate_left(13) ^ l[3].rotate_left(29))
@@ -313,24 +317,44 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
         }
     }
 
-    pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
-        let shard = &self.shards[shard_of(&address)];
-        if let Some(a) = shard.read().accounts.get(&address) {
-            return Ok(*a);
+    /// The value `map` caches for `key` in shard `shard` (read under the shared lock), loaded
+    /// with `load` on a miss.
+    fn cached<K: std::hash::Hash + Eq, V: Clone>(
+        &self,
+        shard: usize,
+        map: fn(&Shard) -> &hashbrown::HashMap<K, V>,
+        map_mut: fn(&mut Shard) -> &mut hashbrown::HashMap<K, V>,
+        key: K,
+        load: impl FnOnce() -> Result<V, StateError>,
+    ) -> Result<V, StateError> {
+        let shard = &self.shards[shard];
+        if let Some(v) = map(&shard.read()).get(&key) {
+            return Ok(v.clone());
         }
-        let a = self.view.account(address)?;
-        shard.write().accounts.insert(address, a);
-        Ok(a)
+        let v = load()?;
+        map_mut(&mut shard.write()).insert(key, v.clone());
+        Ok(v)
+    }
+
+    pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        self.cached(
+            shard_of(&address),
+            |s| &s.accounts,
+            |s| &mut s.accounts,
+            address,
+            || self.view.account(address),
+        )
     }
 
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        let shard = &self.shards[storage_shard(&address, &slot)];
-        if let Some(v) = shard.read().storage.get(&(address, slot)) {
-            return Ok(*v);
-        }
-        let v = self.view.storage(address, slot)?;
-        shard.write().storage.insert((address, slot), v);
-        Ok(v)
+        let shard = storage_shard(&address, &slot);
+        self.cached(
+            shard,
+            |s| &s.storage,
+            |s| &mut s.storage,
+            (address, slot),
+            || self.view.storage(address, slot),
+        )
     }
 
     /// Code by hash; code created inside the block is inserted with [`Self::insert_code`].
@@ -338,20 +362,22 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
         if code_hash == KECCAK_EMPTY {
             return Ok(Bytecode::default());
         }
-        let shard = &self.shards[code_hash.0[0] as usize % SHARDS];
-        if let Some(c) = shard.read().code.get(&code_hash) {
-            return Ok(c.clone());
-        }
-        let bytes = self.view.code(code_hash)?;
-        // Bytes that look like an EIP-7702 delegation but are malformed run as legacy code.
-        let code = Bytecode::new_raw_checked(bytes.clone())
-            .unwrap_or_else(|_| Bytecode::new_legacy(bytes));
-        shard.write().code.insert(code_hash, code.clone());
-        Ok(code)
+        self.cached(
+            code_shard(&code_hash),
+            |s| &s.code,
+            |s| &mut s.code,
+            code_hash,
+            || {
+                let bytes = self.view.code(code_hash)?;
+                // Bytes that look like an EIP-7702 delegation but are malformed run as legacy code.
+                Ok(Bytecode::new_raw_checked(bytes.clone())
+                    .unwrap_or_else(|_| Bytecode::new_legacy(bytes)))
+            },
+        )
     }
 
     pub(crate) fn insert_code(&self, code_hash: B256, code: Bytecode) {
-        self.shards[code_hash.0[0] as usize % SHARDS].write().code.entry(code_hash).or_insert(code);
+        self.shards[code_shard(&code_hash)].write().code.entry(code_hash).or_insert(code);
     }
 
     pub(crate) fn block_hash(&self, number: u64) -> Result<B256, StateError> {
@@ -359,12 +385,12 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     }
 
     pub(crate) fn has_storage(&self, address: Address) -> Result<bool, StateError> {
-        let shard = &self.shards[shard_of(&address)];
-        if let Some(v) = shard.read().has_storage.get(&address) {
-            return Ok(*v);
-        }
-        let v = self.view.has_storage(address)?;
-        shard.write().has_storage.insert(address, v);
-        Ok(v)
+        self.cached(
+            shard_of(&address),
+            |s| &s.has_storage,
+            |s| &mut s.has_storage,
+            address,
+            || self.view.has_storage(address),
+        )
     }
 }

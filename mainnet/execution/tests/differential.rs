@@ -25,6 +25,36 @@ fn small_world() -> World {
     .unwrap_or_else(|e| panic!("setting up the world: {e}"))
 }
 
+/// Runs `txs` sequentially and, with each of 2, 4 and 8 workers, in parallel; asserts that
+/// all outputs are equal and returns the sequential one.
+fn agree(
+    world: &World,
+    env: &farol_execution::BlockEnv,
+    txs: &[farol_execution::RecoveredTx],
+) -> Result<farol_execution::BlockOutput, ExecError> {
+    let seq = execute_sequential(&world.state, &world.chain, env, txs);
+    for threads in [2, 4, 8] {
+        let par = executor(threads).execute(&world.state, &world.chain, env, txs).map(|(o, _)| o);
+        assert_eq!(par, seq, "{threads} threads");
+    }
+    seq
+}
+
+/// `n` users each pay `value` to `to`.
+fn payments(
+    world: &mut World,
+    to: Address,
+    n: usize,
+    value: U256,
+) -> Vec<farol_execution::RecoveredTx> {
+    (0..n)
+        .map(|i| {
+            let from = world.users[i];
+            world.transfer(from, to, value)
+        })
+        .collect()
+}
+
 fn executor(threads: usize) -> ParallelExecutor {
     // Never fall back to sequential here: the point is to exercise the parallel path.
     ParallelExecutor::new(ParallelConfig::always_parallel(threads))
@@ -366,18 +396,11 @@ fn payments_near_balance_overflow_match_sequential() {
         rich,
         farol_execution::MemAccount { balance: U256::MAX - U256::from(10), ..Default::default() },
     );
-    let txs: Vec<_> = (0..8)
-        .map(|i| {
-            let from = world.users[i];
-            world.transfer(from, rich, U256::from(3 + i))
-        })
-        .collect();
+    let txs = payments(&mut world, rich, 8, U256::from(6));
     let env = world.block_env(Address::repeat_byte(0xcb));
-    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
-    for threads in [2, 4, 8] {
-        let par = executor(threads).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
-        assert_eq!(par, seq, "{threads} threads");
-    }
+    // The first payment fits and the second overflows.
+    let out = agree(&world, &env, &txs).unwrap();
+    assert!(out.txs[0].is_success() && !out.txs[1].is_success(), "{:?}", out.txs);
 }
 
 /// Under Amsterdam (EIP-2780), paying an empty account costs more gas, so a lazy payment
@@ -387,18 +410,27 @@ fn payments_to_a_fresh_account_match_sequential_under_amsterdam() {
     let mut world = small_world();
     world.chain.spec = farol_execution::SpecId::AMSTERDAM;
     let fresh = Address::repeat_byte(0x5a);
+    // Room for the state gas of creating the recipient.
     let txs: Vec<_> = (0..12)
         .map(|i| {
             let from = world.users[i];
-            world.transfer(from, fresh, U256::from(1))
+            world.tx(
+                from,
+                TxKind::Call(fresh),
+                U256::from(1),
+                Bytes::new(),
+                300_000,
+                Flavor::DynamicFee,
+                1,
+            )
         })
         .collect();
     let env = world.block_env(Address::repeat_byte(0xcb));
-    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
-    for threads in [2, 4, 8] {
-        let par = executor(threads).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
-        assert_eq!(par, seq, "{threads} threads");
-    }
+    let out = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
+    // The first payment created the account and paid for it; the others did not.
+    assert!(out.txs.iter().all(|t| t.is_success()), "{:?}", out.txs);
+    assert!(out.txs[0].gas_used > out.txs[1].gas_used, "{:?}", out.txs);
+    assert_eq!(out.txs[1].gas_used, out.txs[11].gas_used);
 }
 
 /// A block in which every transaction reads the beneficiary's balance would make the lazy

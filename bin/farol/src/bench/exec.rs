@@ -247,7 +247,7 @@ fn measure<S: StateView>(
         "fallback": stats.fallback,
         "ms_ours_parallel_phase": stats.parallel_time.as_secs_f64() * 1e3,
         "ms_ours_finish_phase": stats.finish_time.as_secs_f64() * 1e3,
-        "baseline_is": "sequential revm 43, same state, same block",
+        "baseline_is": "execute_sequential: revm 43 transact_one per transaction, same cached state view, same block",
         "ms_forced_parallel": forced_ms,
     });
     if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {

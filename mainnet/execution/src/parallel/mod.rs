@@ -28,7 +28,9 @@ use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::{ExecError, StateError};
 use crate::output::{BlockOutput, TxOutcome};
-use crate::sequential::{account_info, check_block_gas, execute_sequential};
+use crate::sequential::{
+    account_info, changed, check_block_gas, diff_from_changes, exec_error, execute_sequential,
+};
 use crate::state::{Account, CachedView, StateView};
 use crate::writes::{collect_writes, Loc, Val};
 
@@ -601,48 +603,20 @@ fn finish<S: StateView + ?Sized>(
                     });
                 }
                 let Some(value) = value else { return Err(internal(loc)) };
-                let changed = match (loc, value, versions.parent()) {
-                    (_, v, Some(parent)) => parent != v,
-                    (Loc::Account(a), Val::Account(v), None) => base.account(*a)? != v,
-                    (Loc::Storage(a, s), Val::Storage(v), None) => base.storage(*a, *s)? != v,
-                    _ => return Err(internal(loc)),
+                let differs = match versions.parent() {
+                    Some(parent) => parent != value,
+                    None => changed(&base, *loc, value)?,
                 };
-                Ok(changed.then_some((*loc, value)))
+                Ok(differs.then_some((*loc, value)))
             })
             .collect();
         let mut changed = Vec::with_capacity(finals.len());
         for f in finals {
             changed.extend(f?);
         }
-        Ok(diff_from_sorted(changed, code, wiped))
+        Ok(diff_from_changes(changed, code, wiped))
     };
     BlockOutput::build_parallel(outcomes, &types, blooms, diff)
-}
-
-/// Builds the diff from changed locations in location order (the maps are bulk-built).
-fn diff_from_sorted(
-    changed: Vec<(Loc, Val)>,
-    code: Vec<(B256, Bytecode)>,
-    wiped: Vec<Address>,
-) -> crate::StateDiff {
-    let mut diff = crate::StateDiff::default();
-    let mut accounts = Vec::new();
-    let mut storage: Vec<(Address, Vec<(U256, U256)>)> = Vec::new();
-    for (loc, val) in changed {
-        match (loc, val) {
-            (Loc::Account(a), Val::Account(v)) => accounts.push((a, v)),
-            (Loc::Storage(a, slot), Val::Storage(v)) => match storage.last_mut() {
-                Some((last, slots)) if *last == a => slots.push((slot, v)),
-                _ => storage.push((a, vec![(slot, v)])),
-            },
-            _ => {}
-        }
-    }
-    diff.accounts = accounts.into_iter().collect();
-    diff.storage = storage.into_iter().map(|(a, slots)| (a, slots.into_iter().collect())).collect();
-    diff.code = code.into_iter().map(|(h, c)| (h, c.original_bytes())).collect();
-    diff.wiped = wiped.into_iter().collect();
-    diff
 }
 
 /// The credit a lazy recipient's write amounts to: its balance grew and nothing else changed.
@@ -730,27 +704,14 @@ fn worker<S: StateView + ?Sized>(
                     }
                     continue;
                 }
-                Err(EVMError::Database(ReadError::State(e))) => {
-                    (Err(ExecError::State(e)), Vec::new(), Vec::new(), Vec::new())
+                Err(e) => {
+                    let e = exec_error(idx, e, |d| match d {
+                        ReadError::State(s) => ExecError::State(s),
+                        // Handled by the arm above.
+                        ReadError::Blocked(_) => internal(&Loc::Account(shared.beneficiary)),
+                    });
+                    (Err(e), Vec::new(), Vec::new(), Vec::new())
                 }
-                Err(EVMError::Transaction(t)) => (
-                    Err(ExecError::InvalidTransaction { index: idx, reason: t.to_string() }),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                ),
-                Err(EVMError::Header(h)) => (
-                    Err(ExecError::InvalidTransaction { index: idx, reason: h.to_string() }),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                ),
-                Err(other) => (
-                    Err(ExecError::Evm { index: idx, reason: other.to_string() }),
-                    Vec::new(),
-                    Vec::new(),
-                    Vec::new(),
-                ),
                 Ok(r) => {
                     let w = collect_writes(&state, shared.spec);
                     let fee = handler.fee.get();
