@@ -60,14 +60,29 @@ sol! {
 /// The artifacts built by `scripts/contracts.sh`.
 const ARTIFACTS: &str = include_str!("../contracts/artifacts.json");
 
+/// Creation bytecode of every contract in the artifacts, parsed once.
+fn creation_codes() -> &'static Result<BTreeMap<String, Bytes>, String> {
+    static CODES: std::sync::OnceLock<Result<BTreeMap<String, Bytes>, String>> =
+        std::sync::OnceLock::new();
+    CODES.get_or_init(|| {
+        let v: serde_json::Value =
+            serde_json::from_str(ARTIFACTS).map_err(|e| format!("artifacts.json: {e}"))?;
+        let contracts = v["contracts"].as_object().ok_or("artifacts.json: no contracts")?;
+        contracts
+            .iter()
+            .map(|(name, c)| {
+                let hex =
+                    c["creation"].as_str().ok_or_else(|| format!("{name}: no creation code"))?;
+                Ok((name.clone(), hex.parse::<Bytes>().map_err(|e| format!("{name}: {e}"))?))
+            })
+            .collect()
+    })
+}
+
 /// Creation bytecode of a contract in the artifacts.
 pub fn creation_code(name: &str) -> Result<Bytes, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(ARTIFACTS).map_err(|e| format!("artifacts.json: {e}"))?;
-    let hex = v["contracts"][name]["creation"]
-        .as_str()
-        .ok_or_else(|| format!("no contract {name} in artifacts.json"))?;
-    hex.parse::<Bytes>().map_err(|e| format!("{name}: {e}"))
+    let codes = creation_codes().as_ref().map_err(Clone::clone)?;
+    codes.get(name).cloned().ok_or_else(|| format!("no contract {name} in artifacts.json"))
 }
 
 /// A placeholder signature (the sender travels with the transaction).
