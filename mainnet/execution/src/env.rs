@@ -24,19 +24,40 @@ pub struct ChainSpec {
     pub chain_id: u64,
     /// The hardfork whose rules apply.
     pub spec: SpecId,
+    /// Whether code that starts with [`crate::wasm::MARKER`] runs as a WASM contract (and is
+    /// validated at deployment). Off, such code is EVM code that halts on its first byte.
+    pub wasm: bool,
+    /// Largest deployed code in bytes (init code may be twice as large); `None` keeps the
+    /// hardfork's limit (EIP-170: 24,576 bytes).
+    pub max_code_size: Option<usize>,
 }
 
+/// Farol's code size limit: EIP-7954's 64 KiB, so that a typical WASM contract fits.
+pub const FAROL_MAX_CODE_SIZE: usize = 0x10000;
+
 impl Default for ChainSpec {
-    /// Farol's chain id under the newest hardfork revm supports by default (Osaka).
+    /// Farol's chain: its chain id, the newest hardfork revm supports by default (Osaka),
+    /// WASM contracts, and 64 KiB code.
     fn default() -> Self {
-        ChainSpec { chain_id: DEFAULT_CHAIN_ID, spec: SpecId::default() }
+        ChainSpec {
+            chain_id: DEFAULT_CHAIN_ID,
+            spec: SpecId::default(),
+            wasm: true,
+            max_code_size: Some(FAROL_MAX_CODE_SIZE),
+        }
     }
 }
 
 impl ChainSpec {
+    /// Ethereum's rules under `spec` on chain `chain_id`: no WASM, the hardfork's code size.
+    pub fn ethereum(chain_id: u64, spec: SpecId) -> Self {
+        ChainSpec { chain_id, spec, wasm: false, max_code_size: None }
+    }
+
     pub(crate) fn cfg(&self) -> CfgEnv {
         let mut cfg = CfgEnv::new_with_spec(self.spec);
         cfg.chain_id = self.chain_id;
+        cfg.limit_contract_code_size = self.max_code_size;
         // Blobs per transaction: the block maximum until Prague (6, then 9), and Osaka's
         // per-transaction cap of 6 (EIP-7594).
         if self.spec.is_enabled_in(SpecId::OSAKA) {

@@ -14,6 +14,7 @@ mod sequential;
 mod state;
 pub mod statetest;
 mod trie;
+pub mod wasm;
 pub mod workload;
 mod writes;
 
@@ -21,7 +22,9 @@ pub use diff::{
     account_key, code_key, decode_account, encode_account, storage_key, StateDiff, StoreState,
     CODE_CHUNK,
 };
-pub use env::{recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID};
+pub use env::{
+    recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID, FAROL_MAX_CODE_SIZE,
+};
 pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
 pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats};

@@ -8,7 +8,7 @@ use revm::context::result::EVMError;
 use revm::context::{Context, ContextTr};
 use revm::database_interface::Database;
 use revm::state::AccountInfo;
-use revm::{ExecuteEvm, InspectEvm, MainBuilder, MainContext};
+use revm::{ExecuteEvm, InspectEvm, MainContext};
 
 use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
 
@@ -142,11 +142,8 @@ pub fn execute_sequential<S: StateView + ?Sized>(
 ) -> Result<BlockOutput, ExecError> {
     let base = CachedView::new(state);
     let db = SeqDb { base: &base, overlay: HashMap::new() };
-    let mut evm = Context::mainnet()
-        .with_db(db)
-        .with_cfg(chain.cfg())
-        .with_block(env.revm(chain.spec))
-        .build_mainnet_with_inspector(CollisionInspector);
+    let ctx = Context::mainnet().with_db(db).with_cfg(chain.cfg()).with_block(env.revm(chain.spec));
+    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut cumulative = 0u64;
     let mut code = Vec::new();

@@ -223,10 +223,10 @@ fn run_case(
         Err(_) if expect_error => return Ok(()),
         Err(e) => return Err(e.to_string()),
     };
-    let chain = ChainSpec {
-        chain_id: unit.env.current_chain_id.map_or(1, |c| c.try_into().unwrap_or(1)),
+    let chain = ChainSpec::ethereum(
+        unit.env.current_chain_id.map_or(1, |c| c.try_into().unwrap_or(1)),
         spec,
-    };
+    );
     let env = block_env(unit);
     let pre = pre_state(unit);
     let sequential = execute_sequential(&pre, &chain, &env, &txs);

@@ -381,6 +381,20 @@ impl World {
         address
     }
 
+    /// A creation transaction from `from` running `initcode` with `gas_limit`, and the address
+    /// it creates.
+    pub fn deploy(
+        &mut self,
+        from: Address,
+        initcode: Bytes,
+        gas_limit: u64,
+    ) -> (Address, RecoveredTx) {
+        let nonce = self.nonces.get(&from).copied().unwrap_or(0);
+        let tx =
+            self.tx(from, TxKind::Create, U256::ZERO, initcode, gas_limit, Flavor::DynamicFee, 1);
+        (from.create(nonce), tx)
+    }
+
     /// A plain ETH transfer (21,000 gas, EIP-1559, 1 gwei tip).
     pub fn transfer(&mut self, from: Address, to: Address, value: U256) -> RecoveredTx {
         self.tx(from, TxKind::Call(to), value, Bytes::new(), 21_000, Flavor::DynamicFee, 1)

@@ -22,7 +22,7 @@ use revm::inspector::InspectorHandler;
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::KECCAK_EMPTY;
 use revm::state::AccountInfo;
-use revm::{ExecuteEvm, MainBuilder, MainContext};
+use revm::{ExecuteEvm, MainContext};
 
 use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
@@ -658,11 +658,11 @@ fn worker<S: StateView + ?Sized>(
         reads: RefCell::new(Vec::new()),
         lazy_given: Cell::new(None),
     };
-    let mut evm = Context::mainnet()
+    let ctx = Context::mainnet()
         .with_db(DbRef(&db))
         .with_cfg(chain.cfg())
-        .with_block(env.revm(chain.spec))
-        .build_mainnet_with_inspector(CollisionInspector);
+        .with_block(env.revm(chain.spec));
+    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
     let mut execute = |v: Version| -> Option<Task> {
         let idx = v.idx;
         if v.incarnation == 0 {

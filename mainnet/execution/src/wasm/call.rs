@@ -1,0 +1,464 @@
+//! Running a WASM frame inside revm, nested EVM calls from WASM, and the deployment check.
+//!
+//! revm hands every call to the precompile provider first, after it has taken the frame's
+//! journal checkpoint and moved the value. [`FarolPrecompiles`] answers calls to WASM code
+//! there: the frame's result goes back through revm's own path, which commits or reverts the
+//! checkpoint exactly as for an EVM frame. A call from WASM runs a nested revm frame loop on
+//! the same context, one depth deeper.
+
+use std::cell::Cell;
+use std::cmp::min;
+
+use alloy_primitives::{Address, Bytes, U256};
+use alloy_sol_types::{Revert, SolError};
+use revm::context::{ContextTr, Evm, LocalContextTr};
+use revm::context_interface::{Cfg, Host, JournalTr};
+use revm::handler::evm::{ContextDbError, EvmTr, FrameInitResult};
+use revm::handler::instructions::EthInstructions;
+use revm::handler::{EthFrame, EthPrecompiles, FrameResult, ItemOrResult, PrecompileProvider};
+use revm::interpreter::instructions::contract::load_account_delegated;
+use revm::interpreter::instructions::control;
+use revm::interpreter::interpreter::EthInterpreter;
+use revm::interpreter::interpreter_action::FrameInit;
+use revm::interpreter::interpreter_types::LoopControl;
+use revm::interpreter::{
+    CallInput, CallInputs, CallOutcome, CallScheme, CallValue, FrameInput, Gas, Instruction,
+    InstructionContext, InstructionResult, InterpreterAction, InterpreterResult, SharedMemory,
+};
+use revm::primitives::hardfork::SpecId;
+use revm::primitives::AddressSet;
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+
+use super::host::{charge, gas_left, halt, read, read_array, Cx, R};
+use super::host::{load_failed, Env, Exit, HostState};
+use super::{
+    is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS, MAX_WASM_NESTING,
+    PAGE_GAS,
+};
+
+/// A context that can name the base context under any number of `&mut`. Nested calls from
+/// WASM build their EVM over `&mut Base`, whatever depth they are at, so the types close.
+pub trait WasmCtx: ContextTr {
+    /// The context with every `&mut` removed.
+    type Base: ContextTr;
+    /// The base context.
+    fn base(&mut self) -> &mut Self::Base;
+}
+
+impl<BLOCK, TX, CFG, DB, JOURNAL, CHAIN> WasmCtx
+    for revm::Context<BLOCK, TX, CFG, DB, JOURNAL, CHAIN>
+where
+    BLOCK: revm::context::Block,
+    TX: revm::context::Transaction,
+    CFG: Cfg,
+    DB: revm::Database,
+    JOURNAL: JournalTr<Database = DB>,
+    Self: ContextTr,
+{
+    type Base = Self;
+    fn base(&mut self) -> &mut Self {
+        self
+    }
+}
+
+impl<X: WasmCtx> WasmCtx for &mut X {
+    type Base = X::Base;
+    fn base(&mut self) -> &mut X::Base {
+        (**self).base()
+    }
+}
+
+/// revm's precompiles, and WASM contracts when enabled.
+#[derive(Debug, Clone)]
+pub struct FarolPrecompiles {
+    eth: EthPrecompiles,
+    wasm: bool,
+}
+
+impl FarolPrecompiles {
+    /// The precompiles of `spec`; calls to WASM code run it when `wasm` is set and fail like
+    /// the EVM's INVALID opcode otherwise.
+    pub fn new(spec: SpecId, wasm: bool) -> Self {
+        FarolPrecompiles { eth: EthPrecompiles::new(spec), wasm }
+    }
+}
+
+impl<C> PrecompileProvider<C> for FarolPrecompiles
+where
+    C: WasmCtx,
+    C::Base: WasmCtx<Base = C::Base>,
+{
+    type Output = InterpreterResult;
+
+    fn set_spec(&mut self, spec: <C::Cfg as Cfg>::Spec) -> bool {
+        <EthPrecompiles as PrecompileProvider<C>>::set_spec(&mut self.eth, spec)
+    }
+
+    fn run(
+        &mut self,
+        ctx: &mut C,
+        inputs: &CallInputs,
+    ) -> Result<Option<InterpreterResult>, String> {
+        if let Some(r) = self.eth.run(ctx, inputs)? {
+            return Ok(Some(r));
+        }
+        if !self.wasm || !is_wasm(inputs.known_bytecode.1.original_byte_slice()) {
+            return Ok(None);
+        }
+        Ok(Some(run(ctx.base(), inputs)))
+    }
+
+    fn warm_addresses(&self) -> &AddressSet {
+        self.eth.warm_addresses()
+    }
+
+    fn contains(&self, address: &Address) -> bool {
+        self.eth.contains(address)
+    }
+}
+
+/// The mainnet instruction table, with RETURN checking WASM code at deployment when `wasm`.
+pub(crate) fn instructions<H: Host>(
+    spec: SpecId,
+    wasm: bool,
+) -> EthInstructions<EthInterpreter, H> {
+    let mut table = EthInstructions::new_mainnet_with_spec(spec);
+    if wasm {
+        table.insert_instruction(
+            revm::bytecode::opcode::RETURN,
+            Instruction::new(deploy_return::<H>),
+            0,
+        );
+    }
+    table
+}
+
+/// RETURN, plus: a creation that returns code with the WASM marker has its module validated
+/// and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
+fn deploy_return<H: Host + ?Sized>(
+    cx: InstructionContext<'_, H, EthInterpreter>,
+) -> Result<(), InstructionResult> {
+    let creating = cx.interpreter.input.bytecode_address.is_none();
+    let InstructionContext { interpreter, host } = cx;
+    let r = control::ret(InstructionContext { interpreter: &mut *interpreter, host });
+    if !creating {
+        return r;
+    }
+    let Some(InterpreterAction::Return(result)) = interpreter.bytecode.action() else {
+        return r;
+    };
+    if !is_wasm(&result.output) {
+        return r;
+    }
+    let verdict = WasmRuntime::global().and_then(|rt| rt.deploy(&result.output));
+    match verdict {
+        Ok(_) => r,
+        Err(e) => {
+            result.result = InstructionResult::Revert;
+            result.output = Revert::from(e.to_string()).abi_encode().into();
+            Err(InstructionResult::Revert)
+        }
+    }
+}
+
+thread_local! {
+    /// WASM frames active on this thread.
+    static NESTING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Leaves one nesting level when dropped.
+struct Nested;
+
+impl Nested {
+    fn enter() -> Option<Nested> {
+        NESTING.with(|n| {
+            (n.get() < MAX_WASM_NESTING).then(|| {
+                n.set(n.get() + 1);
+                Nested
+            })
+        })
+    }
+}
+
+impl Drop for Nested {
+    fn drop(&mut self) {
+        NESTING.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+fn result(result: InstructionResult, gas: Gas, output: Bytes) -> InterpreterResult {
+    InterpreterResult { result, gas, output }
+}
+
+/// Halts with all gas spent.
+fn halted(r: InstructionResult, limit: u64) -> InterpreterResult {
+    let mut gas = Gas::new(limit);
+    gas.spend_all();
+    result(r, gas, Bytes::new())
+}
+
+/// A failure that is not a property of the block: the block cannot be executed here.
+fn fatal<B: ContextTr>(ctx: &mut B, reason: String, limit: u64) -> InterpreterResult {
+    *ctx.error() = Err(revm::context_interface::context::ContextError::Custom(reason));
+    halted(InstructionResult::FatalExternalError, limit)
+}
+
+/// Runs the WASM frame `inputs` describes. revm has taken the checkpoint and moved the value.
+fn run<B>(ctx: &mut B, inputs: &CallInputs) -> InterpreterResult
+where
+    B: WasmCtx<Base = B>,
+{
+    let limit = inputs.gas_limit;
+    let Some(_level) = Nested::enter() else {
+        return result(InstructionResult::CallTooDeep, Gas::new(limit), Bytes::new());
+    };
+    let runtime = match WasmRuntime::global() {
+        Ok(r) => r,
+        Err(e) => return fatal(ctx, e.to_string(), limit),
+    };
+    let (hash, code) = &inputs.known_bytecode;
+    let compiled = match runtime.get(*hash, code.original_byte_slice()) {
+        Ok(c) => c,
+        // Code with the marker that is not a valid module (only genesis can hold such code)
+        // halts like INVALID.
+        Err(super::WasmError::Invalid(_)) => {
+            return halted(InstructionResult::InvalidFEOpcode, limit)
+        }
+        Err(e) => return fatal(ctx, e.to_string(), limit),
+    };
+    let start_gas = PAGE_GAS.saturating_mul(compiled.info.initial_pages);
+    if start_gas > limit {
+        return halted(InstructionResult::OutOfGas, limit);
+    }
+    let spec: SpecId = ctx.cfg().spec().into();
+    let input = match &inputs.input {
+        CallInput::Bytes(b) => b.clone(),
+        CallInput::SharedBuffer(_) => Bytes::copy_from_slice(&inputs.input.as_bytes(ctx)),
+    };
+    let mut env = Frame { ctx };
+    let env_ptr: *mut (dyn Env + '_) = &mut env;
+    // SAFETY: only the lifetime is erased. The store holding the pointer is dropped at the end
+    // of this function, while `env` is still alive and not otherwise used.
+    #[allow(unsafe_code)]
+    let env_ptr: *mut (dyn Env + 'static) = unsafe { std::mem::transmute(env_ptr) };
+    let state = HostState {
+        env: env_ptr,
+        memory: None,
+        limits: StoreLimitsBuilder::new()
+            .memory_size((MAX_MEMORY_PAGES as usize) << 16)
+            .table_elements(MAX_TABLE_ELEMENTS as usize)
+            .instances(1)
+            .tables(1)
+            .memories(1)
+            .trap_on_grow_failure(false)
+            .build(),
+        spec,
+        target: inputs.target_address,
+        caller: inputs.caller,
+        value: inputs.value.get(),
+        input,
+        is_static: inputs.is_static,
+        returndata: Bytes::new(),
+        refund: 0,
+    };
+    let mut store = Store::new(runtime.engine(), state);
+    store.limiter(|s| &mut s.limits);
+    let outcome = (|| -> wasmtime::Result<()> {
+        store.set_fuel((limit - start_gas).saturating_mul(FUEL_PER_GAS))?;
+        let instance = compiled.pre.instantiate(&mut store)?;
+        let memory = instance
+            .get_memory(&mut store, "memory")
+            .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?;
+        store.data_mut().memory = Some(memory);
+        let entry = instance.get_typed_func::<(), ()>(&mut store, "call")?;
+        entry.call(&mut store, ())
+    })();
+    let left = store.get_fuel().unwrap_or(0) / FUEL_PER_GAS;
+    let refund = store.data().refund;
+    drop(store);
+    let Frame { ctx } = env;
+    let mut gas = Gas::new(limit);
+    let ok = gas.record_regular_cost(limit - left.min(limit));
+    debug_assert!(ok);
+    let (r, output) = match outcome {
+        Ok(()) => (InstructionResult::Return, Bytes::new()),
+        Err(e) => match e.downcast::<Exit>() {
+            Ok(Exit::Return(out)) => (InstructionResult::Return, out),
+            Ok(Exit::Revert(out)) => (InstructionResult::Revert, out),
+            Ok(Exit::Halt(r)) => (r, Bytes::new()),
+            Err(e) => match e.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => (InstructionResult::OutOfGas, Bytes::new()),
+                Some(Trap::StackOverflow) => (InstructionResult::CallTooDeep, Bytes::new()),
+                Some(_) => (InstructionResult::InvalidFEOpcode, Bytes::new()),
+                // Not a trap of the module: the pool is full or memory ran out on this node.
+                None => return fatal(ctx, format!("WASM instance: {e}"), limit),
+            },
+        },
+    };
+    if r.is_ok() {
+        gas.record_refund(refund);
+    } else if !r.is_revert() {
+        gas.spend_all();
+    }
+    result(r, gas, output)
+}
+
+/// The environment of one WASM frame: revm's context.
+struct Frame<'a, B> {
+    ctx: &'a mut B,
+}
+
+impl<B> Env for Frame<'_, B>
+where
+    B: WasmCtx<Base = B>,
+{
+    fn host(&mut self) -> &mut dyn Host {
+        self.ctx
+    }
+
+    fn call(&mut self, inputs: CallInputs) -> CallOutcome {
+        let gas_limit = inputs.gas_limit;
+        let depth = self.ctx.journal().depth();
+        let spec: SpecId = self.ctx.cfg().spec().into();
+        let buffer = self.ctx.local().shared_memory_buffer().clone();
+        let before = buffer.borrow().len();
+        let memory = SharedMemory::new_with_buffer(buffer.clone()).new_child_context();
+        let mut evm = Evm::new(
+            &mut *self.ctx,
+            instructions::<&mut B>(spec, true),
+            FarolPrecompiles::new(spec, true),
+        );
+        let init = FrameInit { depth, memory, frame_input: FrameInput::Call(Box::new(inputs)) };
+        let outcome = match run_frames(&mut evm, init) {
+            Ok(FrameResult::Call(outcome)) => Some(outcome),
+            Ok(_) => None,
+            Err(e) => {
+                *evm.ctx.error() = Err(e);
+                None
+            }
+        };
+        drop(evm);
+        buffer.borrow_mut().truncate(before);
+        outcome.unwrap_or_else(|| {
+            CallOutcome::new(halted(InstructionResult::FatalExternalError, gas_limit), 0..0)
+        })
+    }
+}
+
+/// revm's frame loop from one first frame to its result.
+fn run_frames<E>(evm: &mut E, init: FrameInit) -> Result<FrameResult, ContextDbError<E::Context>>
+where
+    E: EvmTr<Frame = EthFrame<EthInterpreter>>,
+{
+    let first: FrameInitResult<'_, _> = evm.frame_init(init)?;
+    if let ItemOrResult::Result(r) = first {
+        return Ok(r);
+    }
+    loop {
+        let result = match evm.frame_run()? {
+            ItemOrResult::Item(init) => match evm.frame_init(init)? {
+                ItemOrResult::Item(_) => continue,
+                ItemOrResult::Result(r) => r,
+            },
+            ItemOrResult::Result(r) => r,
+        };
+        if let Some(r) = evm.frame_return_result(result)? {
+            return Ok(r);
+        }
+    }
+}
+
+/// Call kinds the `call` host function takes.
+const CALL: u32 = 0;
+const STATICCALL: u32 = 1;
+const DELEGATECALL: u32 = 2;
+
+/// The `call` host function: CALL, STATICCALL or DELEGATECALL with the EVM's gas rules
+/// (EIP-2929 access, value transfer and new-account costs, all but 1/64 of the gas left).
+/// Returns 1 on success and 0 on failure; the return data is kept either way.
+pub(crate) fn host_call(
+    c: &mut Cx<'_>,
+    kind: u32,
+    to: u32,
+    value: u32,
+    data: u32,
+    len: u32,
+    gas: u64,
+) -> R<u32> {
+    if kind > DELEGATECALL {
+        return Err(halt(InstructionResult::InvalidFEOpcode));
+    }
+    let to = Address::from(read_array::<20>(c, to)?);
+    let value =
+        if kind == CALL { U256::from_be_bytes(read_array::<32>(c, value)?) } else { U256::ZERO };
+    let transfers = !value.is_zero();
+    let (is_static, target, caller, apparent, spec) = {
+        let s = c.data();
+        (s.is_static, s.target, s.caller, s.value, s.spec)
+    };
+    if kind == CALL && is_static && transfers {
+        return Err(halt(InstructionResult::CallNotAllowedInsideStatic));
+    }
+    let (warm, transfer_cost, stipend) = {
+        let host = c.data_mut().env().host();
+        let p = host.gas_params();
+        (p.warm_storage_read_cost(), p.transfer_value_cost(), p.call_stipend())
+    };
+    charge(c, warm.saturating_add(copy_gas(len as usize)))?;
+    let input = read(c, data, len)?;
+    if transfers {
+        charge(c, transfer_cost)?;
+    }
+    let remaining = gas_left(c);
+    let host = c.data_mut().env().host();
+    let (cost, _state_gas, bytecode, code_hash) =
+        load_account_delegated(host, spec, remaining, to, transfers, kind == CALL)
+            .map_err(load_failed)?;
+    charge(c, cost)?;
+    let remaining = gas_left(c);
+    let reduced = c.data_mut().env().host().gas_params().call_stipend_reduction(remaining);
+    let mut limit = min(reduced, gas);
+    charge(c, limit)?;
+    if transfers {
+        limit = limit.saturating_add(stipend);
+    }
+    let delegate = kind == DELEGATECALL;
+    let inputs = CallInputs {
+        input: CallInput::Bytes(input.into()),
+        return_memory_offset: 0..0,
+        gas_limit: limit,
+        bytecode_address: to,
+        known_bytecode: (code_hash, bytecode),
+        target_address: if delegate { target } else { to },
+        caller: if delegate { caller } else { target },
+        value: if delegate { CallValue::Apparent(apparent) } else { CallValue::Transfer(value) },
+        scheme: match kind {
+            CALL => CallScheme::Call,
+            STATICCALL => CallScheme::StaticCall,
+            _ => CallScheme::DelegateCall,
+        },
+        is_static: is_static || kind == STATICCALL,
+        reservoir: 0,
+        charged_new_account_state_gas: false,
+    };
+    let outcome = c.data_mut().env().call(inputs);
+    let r = outcome.result;
+    if r.result == InstructionResult::FatalExternalError {
+        return Err(halt(InstructionResult::FatalExternalError));
+    }
+    if r.result.is_ok_or_revert() {
+        let fuel = c.get_fuel()?;
+        c.set_fuel(fuel.saturating_add(r.gas.remaining().saturating_mul(FUEL_PER_GAS)))?;
+    }
+    if r.result.is_ok() {
+        c.data_mut().refund += r.gas.refunded();
+    }
+    let ok = r.result.is_ok();
+    c.data_mut().returndata = r.output;
+    Ok(ok as u32)
+}
+
+/// 3 gas per 32-byte word, as CALLDATACOPY charges.
+fn copy_gas(len: usize) -> u64 {
+    (len as u64).div_ceil(32).saturating_mul(3)
+}

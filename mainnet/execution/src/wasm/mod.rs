@@ -1,0 +1,429 @@
+//! WASM contracts next to EVM contracts: one chain, one journal, one gas budget.
+//!
+//! A WASM contract's code is [`MARKER`] followed by a WebAssembly module. It is deployed by an
+//! ordinary creation whose returned code carries the marker: deployment validates the module
+//! (see [`validate()`]) and starts compiling it in the background. A call to an address whose
+//! code carries the marker runs the module on wasmtime instead of the EVM interpreter; the
+//! module reaches state and other contracts through the host functions in `host`. See
+//! `docs/wasm.md`.
+
+mod call;
+mod host;
+mod validate;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{keccak256, B256};
+use thiserror::Error;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OperatorCost,
+    OptLevel, PoolingAllocationConfig, Strategy,
+};
+
+pub(crate) use call::instructions;
+pub use call::{FarolPrecompiles, WasmCtx};
+pub use host::HOST_MODULE;
+pub use validate::{
+    validate, ModuleInfo, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS, MAX_MEMORY_PAGES,
+    MAX_TABLE_ELEMENTS, MAX_TYPES,
+};
+
+use host::HostState;
+
+/// The first bytes of every WASM contract's code. `0xFE` is the EVM's INVALID opcode, so the
+/// EVM interpreter can never run such code by mistake; `FW` and the version byte follow.
+pub const MARKER: [u8; 4] = [0xFE, b'F', b'W', 0x01];
+
+/// Fuel a contract burns per unit of gas. wasmtime charges fuel per operator (see
+/// [`cost_table`]); a typical operator costs 1 fuel, an eighth of a gas unit, because a
+/// compiled WASM operator does about as much work in that time as an eighth of an EVM `ADD`.
+pub const FUEL_PER_GAS: u64 = 8;
+
+/// Gas for each 64 KiB page of memory an instance starts with.
+pub const PAGE_GAS: u64 = 256;
+
+/// WASM frames that may be active at once in one call stack. Each nests native stack frames
+/// (the host's and wasmtime's), so this bounds native stack use; a call past it fails like a
+/// call past the 1024-frame depth limit.
+pub const MAX_WASM_NESTING: usize = 16;
+
+/// Native stack a WASM frame and everything it nests may use, in bytes.
+pub const WASM_STACK: usize = 1 << 20;
+
+/// Concurrent WASM instances the pooling allocator holds.
+const POOL_INSTANCES: u32 = 1_024;
+
+/// Why a module cannot be deployed or run.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum WasmError {
+    /// The module breaks a deployment rule.
+    #[error("invalid WASM contract: {0}")]
+    Invalid(String),
+    /// wasmtime refused the module or the host lacked resources (not a property of the code).
+    #[error("WASM runtime: {0}")]
+    Runtime(String),
+}
+
+/// Whether `code` is a WASM contract's code.
+pub fn is_wasm(code: &[u8]) -> bool {
+    code.starts_with(&MARKER)
+}
+
+/// `MARKER ++ module`: the code a creation returns to deploy `module`.
+pub fn contract_code(module: &[u8]) -> Vec<u8> {
+    let mut code = Vec::with_capacity(MARKER.len() + module.len());
+    code.extend_from_slice(&MARKER);
+    code.extend_from_slice(module);
+    code
+}
+
+/// The pinned fuel cost of each operator. Starting from wasmtime's table (1 per operator, 0
+/// for `nop`, `drop` and structural markers), calls, divisions and square roots cost more,
+/// and so does memory growth (the 255 maximum per page the table allows).
+pub fn cost_table() -> OperatorCost {
+    let mut c = OperatorCost::new();
+    c.Call = 4;
+    c.CallIndirect = 6;
+    for op in [
+        &mut c.I32DivS,
+        &mut c.I32DivU,
+        &mut c.I32RemS,
+        &mut c.I32RemU,
+        &mut c.I64DivS,
+        &mut c.I64DivU,
+        &mut c.I64RemS,
+        &mut c.I64RemU,
+        &mut c.F32Div,
+        &mut c.F64Div,
+        &mut c.F32Sqrt,
+        &mut c.F64Sqrt,
+    ] {
+        *op = 4;
+    }
+    c.MemoryGrow = 16;
+    c.variable.memory_grow_per_page = 255;
+    c
+}
+
+/// The wasmtime configuration every Farol node uses. Changing any of it changes consensus.
+fn config() -> Result<Config, WasmError> {
+    let mut c = Config::new();
+    c.strategy(Strategy::Cranelift);
+    c.cranelift_opt_level(OptLevel::Speed);
+    // Deterministic floats: every NaN an operation produces is the canonical one.
+    c.cranelift_nan_canonicalization(true);
+    c.consume_fuel(true);
+    c.operator_cost(cost_table());
+    c.max_wasm_stack(WASM_STACK);
+    c.wasm_features(wasmparser::WasmFeatures::all(), false);
+    c.wasm_features(validate::FEATURES, true);
+    c.relaxed_simd_deterministic(true);
+    c.parallel_compilation(true);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_core_instances(POOL_INSTANCES)
+        .total_memories(POOL_INSTANCES)
+        .total_tables(POOL_INSTANCES)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .table_elements(MAX_TABLE_ELEMENTS as usize)
+        .max_memory_size((MAX_MEMORY_PAGES as usize) << 16);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(c)
+}
+
+/// A module ready to instantiate.
+pub(crate) struct Compiled {
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) info: ModuleInfo,
+}
+
+enum SlotState {
+    Compiling,
+    Ready(Arc<Compiled>),
+    Failed(WasmError),
+}
+
+struct Slot {
+    state: Mutex<SlotState>,
+    done: Condvar,
+}
+
+/// Counters of the module cache.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Modules compiled here.
+    pub compiled: u64,
+    /// Modules loaded from the disk cache.
+    pub loaded: u64,
+    /// Calls that waited for a compilation in progress.
+    pub waited: u64,
+    /// Total time spent compiling.
+    pub compile_time: Duration,
+}
+
+/// The process's WASM engine and its cache of compiled modules, by code hash.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    slots: Mutex<HashMap<B256, Arc<Slot>>>,
+    disk: Mutex<Option<PathBuf>>,
+    stats: Mutex<CacheStats>,
+}
+
+impl std::fmt::Debug for WasmRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmRuntime").field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+static GLOBAL: OnceLock<Result<WasmRuntime, WasmError>> = OnceLock::new();
+
+impl WasmRuntime {
+    /// The runtime every executor in this process shares.
+    pub fn global() -> Result<&'static WasmRuntime, WasmError> {
+        GLOBAL.get_or_init(WasmRuntime::new).as_ref().map_err(Clone::clone)
+    }
+
+    fn new() -> Result<WasmRuntime, WasmError> {
+        let rt = |e: wasmtime::Error| WasmError::Runtime(e.to_string());
+        let engine = Engine::new(&config()?).map_err(rt)?;
+        let mut linker = Linker::new(&engine);
+        host::define(&mut linker).map_err(rt)?;
+        Ok(WasmRuntime {
+            engine,
+            linker,
+            slots: Mutex::new(HashMap::new()),
+            disk: Mutex::new(None),
+            stats: Mutex::new(CacheStats::default()),
+        })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Keeps compiled modules under `dir` too (`None`: memory only). Files are named by code
+    /// hash under a folder named by wasmtime's compatibility hash, so an upgraded engine never
+    /// loads another's output.
+    pub fn set_disk_cache(&self, dir: Option<PathBuf>) {
+        *lock(&self.disk) = dir;
+    }
+
+    /// Counters since the process started.
+    pub fn stats(&self) -> CacheStats {
+        *lock(&self.stats)
+    }
+
+    /// Validates `code` (marker and module) and starts compiling it on a background thread.
+    /// Returns the code hash.
+    pub fn deploy(&'static self, code: &[u8]) -> Result<B256, WasmError> {
+        let module = code
+            .strip_prefix(&MARKER)
+            .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
+        validate(module)?;
+        let hash = keccak256(code);
+        let slot = {
+            let mut slots = lock(&self.slots);
+            if slots.contains_key(&hash) {
+                return Ok(hash);
+            }
+            let slot =
+                Arc::new(Slot { state: Mutex::new(SlotState::Compiling), done: Condvar::new() });
+            slots.insert(hash, slot.clone());
+            slot
+        };
+        let code = code.to_vec();
+        let spawned =
+            std::thread::Builder::new().name("farol-wasm-compile".into()).spawn(move || {
+                let result = self.load_or_compile(hash, &code);
+                finish(&slot, result);
+            });
+        if let Err(e) = spawned {
+            // No thread: the first call compiles instead.
+            lock(&self.slots).remove(&hash);
+            return Err(WasmError::Runtime(format!("cannot start a compiler thread: {e}")));
+        }
+        Ok(hash)
+    }
+
+    /// Whether the module with code hash `hash` is compiled and in memory.
+    pub fn is_ready(&self, hash: B256) -> bool {
+        let slot = lock(&self.slots).get(&hash).cloned();
+        slot.is_some_and(|s| matches!(*lock(&s.state), SlotState::Ready(_)))
+    }
+
+    /// Waits until the module with code hash `hash` is no longer compiling.
+    pub fn wait(&self, hash: B256) {
+        let slot = lock(&self.slots).get(&hash).cloned();
+        if let Some(slot) = slot {
+            let mut state = lock(&slot.state);
+            while matches!(*state, SlotState::Compiling) {
+                state = slot.done.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// Drops the module with code hash `hash` from memory (the disk copy stays).
+    pub fn forget(&self, hash: B256) {
+        self.wait(hash);
+        lock(&self.slots).remove(&hash);
+    }
+
+    /// The compiled module for `code`, whose hash is `hash`: from memory, waiting for a
+    /// compilation in progress, from disk, or compiled now.
+    pub(crate) fn get(&self, hash: B256, code: &[u8]) -> Result<Arc<Compiled>, WasmError> {
+        let (slot, mine) = {
+            let mut slots = lock(&self.slots);
+            match slots.get(&hash) {
+                Some(s) => (s.clone(), false),
+                None => {
+                    let s = Arc::new(Slot {
+                        state: Mutex::new(SlotState::Compiling),
+                        done: Condvar::new(),
+                    });
+                    slots.insert(hash, s.clone());
+                    (s, true)
+                }
+            }
+        };
+        if mine {
+            let result = self.load_or_compile(hash, code);
+            finish(&slot, result.clone());
+            if result.is_err() {
+                lock(&self.slots).remove(&hash);
+            }
+            return result;
+        }
+        let mut state = lock(&slot.state);
+        if matches!(*state, SlotState::Compiling) {
+            lock(&self.stats).waited += 1;
+        }
+        while matches!(*state, SlotState::Compiling) {
+            state = slot.done.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        match &*state {
+            SlotState::Ready(c) => Ok(c.clone()),
+            SlotState::Failed(e) => Err(e.clone()),
+            SlotState::Compiling => Err(WasmError::Runtime("compilation did not finish".into())),
+        }
+    }
+
+    fn disk_path(&self, hash: B256) -> Option<PathBuf> {
+        let dir = lock(&self.disk).clone()?;
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
+        let tag = std::hash::Hasher::finish(&engine);
+        Some(
+            dir.join(format!("wasmtime-{}-{tag:016x}", env!("CARGO_PKG_VERSION")))
+                .join(format!("{hash:x}.cwasm")),
+        )
+    }
+
+    fn load_or_compile(&self, hash: B256, code: &[u8]) -> Result<Arc<Compiled>, WasmError> {
+        let module = code
+            .strip_prefix(&MARKER)
+            .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
+        let info = validate(module)?;
+        let path = self.disk_path(hash);
+        if let Some(path) = path.as_deref().filter(|p| p.exists()) {
+            // SAFETY: the file was written by `Module::serialize` of an engine with the same
+            // compatibility hash (the folder name) into this node's own cache directory.
+            // A file that fails wasmtime's checks is recompiled below.
+            #[allow(unsafe_code)]
+            let loaded = unsafe { Module::deserialize_file(&self.engine, path) };
+            if let Ok(m) = loaded {
+                if let Ok(pre) = self.linker.instantiate_pre(&m) {
+                    lock(&self.stats).loaded += 1;
+                    return Ok(Arc::new(Compiled { pre, info }));
+                }
+            }
+        }
+        let started = Instant::now();
+        let m = Module::new(&self.engine, module)
+            .map_err(|e| WasmError::Invalid(format!("wasmtime refused the module: {e}")))?;
+        {
+            let mut s = lock(&self.stats);
+            s.compiled += 1;
+            s.compile_time += started.elapsed();
+        }
+        if let Some(path) = path {
+            store_file(&path, &m);
+        }
+        let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
+        Ok(Arc::new(Compiled { pre, info }))
+    }
+}
+
+/// Writes a compiled module next to its final name and renames it there, so a reader never
+/// sees half a file. A cache that cannot be written is only slower.
+fn store_file(path: &Path, m: &Module) {
+    let Ok(bytes) = m.serialize() else { return };
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+fn finish(slot: &Slot, result: Result<Arc<Compiled>, WasmError>) {
+    *lock(&slot.state) = match result {
+        Ok(c) => SlotState::Ready(c),
+        Err(e) => SlotState::Failed(e),
+    };
+    slot.done.notify_all();
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The EVM both executors run: revm's mainnet EVM with [`FarolPrecompiles`] and, when
+/// `chain.wasm`, the deployment check on RETURN.
+pub(crate) type FarolEvm<CTX, INSP> = revm::context::Evm<
+    CTX,
+    INSP,
+    revm::handler::instructions::EthInstructions<
+        revm::interpreter::interpreter::EthInterpreter,
+        CTX,
+    >,
+    FarolPrecompiles,
+    revm::handler::EthFrame<revm::interpreter::interpreter::EthInterpreter>,
+>;
+
+/// Builds a [`FarolEvm`] over `ctx` for `chain`.
+pub(crate) fn build_evm<CTX: revm::context_interface::Host, INSP>(
+    ctx: CTX,
+    inspector: INSP,
+    chain: &crate::ChainSpec,
+) -> FarolEvm<CTX, INSP> {
+    revm::context::Evm::new_with_inspector(
+        ctx,
+        inspector,
+        instructions(chain.spec, chain.wasm),
+        FarolPrecompiles::new(chain.spec, chain.wasm),
+    )
+}
+
+/// Init code that deploys `code` as is: it copies the bytes that follow it to memory and
+/// returns them. With `code = contract_code(module)` it deploys a WASM contract.
+pub fn deploy_code(code: &[u8]) -> Vec<u8> {
+    const PREFIX: u8 = 13;
+    let len = u32::try_from(code.len()).unwrap_or(u32::MAX).min(0x00ff_ffff).to_be_bytes();
+    let mut init = vec![
+        0x62, len[1], len[2], len[3], // PUSH3 size
+        0x80,   // DUP1
+        0x60, PREFIX, // PUSH1 offset of the code
+        0x60, 0x00, // PUSH1 0
+        0x39, // CODECOPY
+        0x60, 0x00, // PUSH1 0
+        0xf3, // RETURN
+    ];
+    init.extend_from_slice(code);
+    init
+}

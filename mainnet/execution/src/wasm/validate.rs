@@ -1,0 +1,205 @@
+//! Deployment-time checks of a WASM contract: the module is valid WebAssembly with only the
+//! deterministic features Farol enables, and its sizes stay under Farol's fixed bounds.
+
+use wasmparser::{
+    CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator,
+    WasmFeatures,
+};
+
+use super::host::{import_signature, HOST_MODULE};
+use super::WasmError;
+
+/// The proposals a Farol contract may use. Everything else (SIMD, threads, memory64,
+/// multi-memory, tail calls, exceptions, GC, stack switching, custom page sizes) is refused.
+pub(crate) const FEATURES: WasmFeatures = WasmFeatures::MUTABLE_GLOBAL
+    .union(WasmFeatures::SATURATING_FLOAT_TO_INT)
+    .union(WasmFeatures::SIGN_EXTENSION)
+    .union(WasmFeatures::REFERENCE_TYPES)
+    .union(WasmFeatures::MULTI_VALUE)
+    .union(WasmFeatures::BULK_MEMORY)
+    .union(WasmFeatures::FLOATS)
+    .union(WasmFeatures::EXTENDED_CONST);
+
+/// Linear memory a contract may have, in 64 KiB pages (16 MiB).
+pub const MAX_MEMORY_PAGES: u64 = 256;
+/// Functions a module may define.
+pub const MAX_FUNCTIONS: u32 = 8_192;
+/// Locals one function may declare (parameters included).
+pub const MAX_LOCALS: u32 = 1_024;
+/// Globals a module may define.
+pub const MAX_GLOBALS: u32 = 256;
+/// Elements the one table may hold.
+pub const MAX_TABLE_ELEMENTS: u64 = 8_192;
+/// Types a module may define.
+pub const MAX_TYPES: u32 = 1_024;
+
+/// What deployment learned about a valid module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleInfo {
+    /// Pages of memory every instance starts with.
+    pub initial_pages: u64,
+}
+
+fn invalid(reason: impl Into<String>) -> WasmError {
+    WasmError::Invalid(reason.into())
+}
+
+/// Checks `module` (the bytes after the marker) the way deployment does.
+pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
+    Validator::new_with_features(FEATURES)
+        .validate_all(module)
+        .map_err(|e| invalid(format!("not valid WebAssembly: {}", e.message())))?;
+
+    let mut types: Vec<Option<FuncType>> = Vec::new();
+    let mut imported_funcs = 0u32;
+    let mut func_types: Vec<u32> = Vec::new();
+    let mut memory_pages: Option<u64> = None;
+    let mut exports_call = false;
+    let mut exports_memory = false;
+    for payload in Parser::new(0).parse_all(module) {
+        let payload = payload.map_err(|e| invalid(e.message().to_string()))?;
+        match payload {
+            Payload::TypeSection(r) => {
+                if r.count() > MAX_TYPES {
+                    return Err(invalid(format!("{} types (at most {MAX_TYPES})", r.count())));
+                }
+                for group in r {
+                    let group = group.map_err(|e| invalid(e.message().to_string()))?;
+                    for ty in group.into_types() {
+                        types.push(match ty.composite_type.inner {
+                            CompositeInnerType::Func(f) => Some(f),
+                            _ => None,
+                        });
+                    }
+                }
+            }
+            Payload::ImportSection(r) => {
+                for import in r.into_imports() {
+                    let import = import.map_err(|e| invalid(e.message().to_string()))?;
+                    let TypeRef::Func(t) = import.ty else {
+                        return Err(invalid(format!(
+                            "import {}.{}: only functions may be imported",
+                            import.module, import.name
+                        )));
+                    };
+                    let Some(expected) = (import.module == HOST_MODULE)
+                        .then(|| import_signature(import.name))
+                        .flatten()
+                    else {
+                        return Err(invalid(format!(
+                            "import {}.{} does not exist",
+                            import.module, import.name
+                        )));
+                    };
+                    let got = types.get(t as usize).cloned().flatten();
+                    let want =
+                        FuncType::new(expected.0.iter().copied(), expected.1.iter().copied());
+                    if got.as_ref() != Some(&want) {
+                        return Err(invalid(format!(
+                            "import {HOST_MODULE}.{} has the wrong signature (expected {want})",
+                            import.name
+                        )));
+                    }
+                    imported_funcs += 1;
+                }
+            }
+            Payload::FunctionSection(r) => {
+                if r.count() > MAX_FUNCTIONS {
+                    return Err(invalid(format!(
+                        "{} functions (at most {MAX_FUNCTIONS})",
+                        r.count()
+                    )));
+                }
+                for t in r {
+                    func_types.push(t.map_err(|e| invalid(e.message().to_string()))?);
+                }
+            }
+            Payload::TableSection(r) => {
+                for table in r {
+                    let table = table.map_err(|e| invalid(e.message().to_string()))?;
+                    let max = table.ty.maximum.unwrap_or(u64::MAX);
+                    if table.ty.initial > MAX_TABLE_ELEMENTS || max < table.ty.initial {
+                        return Err(invalid(format!(
+                            "table of {} elements (at most {MAX_TABLE_ELEMENTS})",
+                            table.ty.initial
+                        )));
+                    }
+                }
+            }
+            Payload::MemorySection(r) => {
+                for memory in r {
+                    let memory = memory.map_err(|e| invalid(e.message().to_string()))?;
+                    if memory.initial > MAX_MEMORY_PAGES {
+                        return Err(invalid(format!(
+                            "memory of {} pages (at most {MAX_MEMORY_PAGES})",
+                            memory.initial
+                        )));
+                    }
+                    if memory.shared {
+                        return Err(invalid("shared memory"));
+                    }
+                    memory_pages = Some(memory.initial);
+                }
+            }
+            Payload::GlobalSection(r) => {
+                if r.count() > MAX_GLOBALS {
+                    return Err(invalid(format!("{} globals (at most {MAX_GLOBALS})", r.count())));
+                }
+            }
+            Payload::StartSection { .. } => {
+                return Err(invalid("a start function (use the exported `call`)"));
+            }
+            Payload::ExportSection(r) => {
+                for export in r {
+                    let export = export.map_err(|e| invalid(e.message().to_string()))?;
+                    match (export.name, export.kind) {
+                        ("call", ExternalKind::Func) => {
+                            let local =
+                                export.index.checked_sub(imported_funcs).ok_or_else(|| {
+                                    invalid("the export `call` is an imported function")
+                                })?;
+                            let ty = func_types
+                                .get(local as usize)
+                                .and_then(|t| types.get(*t as usize).cloned().flatten());
+                            if ty
+                                .as_ref()
+                                .is_none_or(|t| !t.params().is_empty() || !t.results().is_empty())
+                            {
+                                return Err(invalid(
+                                    "the export `call` must take and return nothing",
+                                ));
+                            }
+                            exports_call = true;
+                        }
+                        ("memory", ExternalKind::Memory) => exports_memory = true,
+                        _ => {}
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => {
+                let mut locals = 0u32;
+                let reader =
+                    body.get_locals_reader().map_err(|e| invalid(e.message().to_string()))?;
+                for local in reader {
+                    let (n, _): (u32, ValType) =
+                        local.map_err(|e| invalid(e.message().to_string()))?;
+                    locals = locals.saturating_add(n);
+                }
+                if locals > MAX_LOCALS {
+                    return Err(invalid(format!(
+                        "a function with {locals} locals (at most {MAX_LOCALS})"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let initial_pages = memory_pages.ok_or_else(|| invalid("no memory"))?;
+    if !exports_memory {
+        return Err(invalid("the memory is not exported as `memory`"));
+    }
+    if !exports_call {
+        return Err(invalid("no exported function `call`"));
+    }
+    Ok(ModuleInfo { initial_pages })
+}
