@@ -11,3 +11,5 @@ if ((${#missing[@]} > 0)); then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
+# The Rust WASM contracts the executor's tests and benchmarks load (adds the wasm32 target).
+bash scripts/wasm-contracts.sh

@@ -21,9 +21,14 @@ const NODE_MODULES = path.join(HERE, "node_modules");
 const OUT_FILE = path.join(HERE, "artifacts.json");
 
 // Our sources, compiled with the pinned solc-js.
-const SOURCES = ["src/FarolToken.sol", "src/TestKit.sol"];
+const SOURCES = ["src/FarolToken.sol", "src/TestKit.sol", "src/WasmInterop.sol", "src/OptionPricer.sol"];
 // Contracts of ours that go into artifacts.json (file -> names).
-const OWN_CONTRACTS = { "src/FarolToken.sol": ["FarolToken"], "src/TestKit.sol": ["TestKit", "Child"] };
+const OWN_CONTRACTS = {
+  "src/FarolToken.sol": ["FarolToken"],
+  "src/TestKit.sol": ["TestKit", "Child"],
+  "src/WasmInterop.sol": ["TokenUser", "HookReceiver"],
+  "src/OptionPricer.sol": ["OptionPricer"],
+};
 // bytecodeHash "none": the appended metadata omits the source hash, so editing a comment
 // does not change any bytecode (nor the CREATE2 address of Child).
 const SETTINGS = { optimizer: { enabled: true, runs: 200 }, evmVersion: "cancun", metadata: { bytecodeHash: "none" } };

@@ -85,6 +85,20 @@ pub fn creation_code(name: &str) -> Result<Bytes, String> {
     codes.get(name).cloned().ok_or_else(|| format!("no contract {name} in artifacts.json"))
 }
 
+/// The module of a Rust WASM contract in `contracts/wasm-examples` (`erc20`,
+/// `option_pricer`), as `scripts/wasm-contracts.sh` builds it into `contracts/out/`.
+pub fn rust_module(name: &str) -> Result<Vec<u8>, String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../contracts/out")
+        .join(format!("{name}.wasm"));
+    std::fs::read(&path).map_err(|e| {
+        format!(
+            "{}: {e}; build the Rust contracts with `bash scripts/wasm-contracts.sh`",
+            path.display()
+        )
+    })
+}
+
 /// A placeholder signature (the sender travels with the transaction).
 fn placeholder_signature() -> Signature {
     Signature::new(U256::from(1), U256::from(1), false)

@@ -2,9 +2,9 @@
 //! the sequential executor and the parallel one, which must agree.
 
 use alloy_primitives::{Address, Bytes, U256};
-use alloy_sol_types::{Revert, SolError};
-use farol_execution::wasm::{contract_code, deploy_code, FUEL_PER_GAS};
-use farol_execution::workload::{Flavor, World, WorldSpec};
+use alloy_sol_types::{sol, Revert, SolCall, SolError, SolEvent, SolValue};
+use farol_execution::wasm::{contract_code, deploy_code};
+use farol_execution::workload::{creation_code, rust_module, Flavor, World, WorldSpec};
 use farol_execution::{
     execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, RecoveredTx, StateView,
     TxStatus,
@@ -106,5 +106,516 @@ fn an_infinite_loop_runs_out_of_gas() {
     let out = block(&mut w, vec![tx]);
     assert!(matches!(out.txs[0].status, TxStatus::Halt(_)), "{:?}", out.txs[0]);
     assert_eq!(out.txs[0].gas_used, 200_000);
-    let _ = FUEL_PER_GAS;
+}
+
+// ---- the Rust ERC-20 and Solidity ------------------------------------------------------------
+
+sol! {
+    interface IToken {
+        function name() external view returns (string);
+        function symbol() external view returns (string);
+        function decimals() external view returns (uint8);
+        function totalSupply() external view returns (uint256);
+        function balanceOf(address owner) external view returns (uint256);
+        function allowance(address owner, address spender) external view returns (uint256);
+        function transfer(address to, uint256 amount) external returns (bool);
+        function approve(address spender, uint256 amount) external returns (bool);
+        function transferFrom(address from, address to, uint256 amount) external returns (bool);
+        function initialize(uint256 supply) external;
+        event Transfer(address indexed from, address indexed to, uint256 value);
+        error ERC20InsufficientBalance(address sender, uint256 balance, uint256 needed);
+    }
+    interface ITokenUser {
+        function calls() external view returns (uint256);
+        function lastError() external view returns (string);
+        function pullAndSplit(address to, uint256 amount) external returns (uint256);
+        function tryPay(address receiver, uint256 amount, bytes data) external returns (bool);
+        function forward(address to) external payable;
+        function staticProbe(address target, bytes data) external view returns (bool);
+    }
+    interface IHookReceiver {
+        function received() external view returns (uint256);
+        function lastFrom() external view returns (address);
+        function balanceSeen() external view returns (uint256);
+    }
+}
+
+fn rust(name: &str) -> Vec<u8> {
+    rust_module(name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Deploys a Solidity contract from the artifacts with ABI-encoded constructor `args`.
+fn deploy_sol(world: &mut World, name: &str, args: Vec<u8>) -> Address {
+    let mut code = creation_code(name).unwrap_or_else(|e| panic!("{e}")).to_vec();
+    code.extend(args);
+    let from = world.users[0];
+    let (addr, tx) = world.deploy(from, code.into(), 5_000_000);
+    let out = block(world, vec![tx]);
+    assert_eq!(out.txs[0].status, TxStatus::Success, "deploying {name}: {:?}", out.txs[0]);
+    addr
+}
+
+/// One transaction from user `who` calling `to` with `data` and `value`; returns its outcome.
+fn send(
+    world: &mut World,
+    who: usize,
+    to: Address,
+    value: U256,
+    data: Vec<u8>,
+) -> farol_execution::TxOutcome {
+    let from = world.users[who];
+    let tx = world.call(from, to, value, data, 2_000_000, Flavor::DynamicFee, 1);
+    block(world, vec![tx]).txs.remove(0)
+}
+
+/// Calls a view function `c` on `to` in a transaction and decodes what it returns.
+fn view<C: SolCall>(world: &mut World, to: Address, c: C) -> C::Return {
+    let out = send(world, 7, to, U256::ZERO, c.abi_encode());
+    assert_eq!(out.status, TxStatus::Success, "{out:?}");
+    C::abi_decode_returns(&out.output).unwrap_or_else(|e| panic!("decoding: {e}"))
+}
+
+fn ok(out: &farol_execution::TxOutcome) {
+    assert_eq!(out.status, TxStatus::Success, "{out:?}");
+}
+
+fn token_world() -> (World, Address) {
+    let mut w = world();
+    let token = deploy(&mut w, &rust("erc20"));
+    let supply = U256::from(1_000_000u64);
+    ok(&send(&mut w, 0, token, U256::ZERO, IToken::initializeCall { supply }.abi_encode()));
+    (w, token)
+}
+
+#[test]
+fn the_rust_erc20_behaves_like_an_erc20() {
+    let (mut w, token) = token_world();
+    let (u0, u1, u2) = (w.users[0], w.users[1], w.users[2]);
+    assert_eq!(view(&mut w, token, IToken::nameCall {}), "Farol Rust Token");
+    assert_eq!(view(&mut w, token, IToken::symbolCall {}), "FRT");
+    assert_eq!(view(&mut w, token, IToken::decimalsCall {}), 18);
+    assert_eq!(view(&mut w, token, IToken::totalSupplyCall {}), U256::from(1_000_000u64));
+    // A second initialize is refused.
+    let again = send(
+        &mut w,
+        1,
+        token,
+        U256::ZERO,
+        IToken::initializeCall { supply: U256::from(5) }.abi_encode(),
+    );
+    assert_eq!(again.status, TxStatus::Revert);
+
+    let out = send(
+        &mut w,
+        0,
+        token,
+        U256::ZERO,
+        IToken::transferCall { to: u1, amount: U256::from(300) }.abi_encode(),
+    );
+    ok(&out);
+    assert_eq!(out.output, true.abi_encode());
+    assert_eq!(out.logs.len(), 1);
+    let log = &out.logs[0];
+    assert_eq!(log.address, token);
+    let t = IToken::Transfer::decode_log_data(&log.data).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((t.from, t.to, t.value), (u0, u1, U256::from(300)));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: u1 }), U256::from(300));
+
+    // Allowances: u1 lets u2 move 100; u2 moves 60 to itself.
+    ok(&send(
+        &mut w,
+        1,
+        token,
+        U256::ZERO,
+        IToken::approveCall { spender: u2, amount: U256::from(100) }.abi_encode(),
+    ));
+    ok(&send(
+        &mut w,
+        2,
+        token,
+        U256::ZERO,
+        IToken::transferFromCall { from: u1, to: u2, amount: U256::from(60) }.abi_encode(),
+    ));
+    assert_eq!(
+        view(&mut w, token, IToken::allowanceCall { owner: u1, spender: u2 }),
+        U256::from(40)
+    );
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: u2 }), U256::from(60));
+
+    // Too much: OpenZeppelin's custom error, and nothing changes.
+    let out = send(
+        &mut w,
+        1,
+        token,
+        U256::ZERO,
+        IToken::transferCall { to: u2, amount: U256::from(1_000) }.abi_encode(),
+    );
+    assert_eq!(out.status, TxStatus::Revert);
+    let e =
+        IToken::ERC20InsufficientBalance::abi_decode(&out.output).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((e.sender, e.balance, e.needed), (u1, U256::from(240), U256::from(1_000)));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: u1 }), U256::from(240));
+    // Input that is no function of the token reverts without data.
+    let out = send(&mut w, 1, token, U256::ZERO, vec![1, 2, 3]);
+    assert_eq!((out.status, out.output.len()), (TxStatus::Revert, 0));
+}
+
+#[test]
+fn solidity_and_rust_call_each_other_and_a_revert_undoes_both() {
+    let (mut w, token) = token_world();
+    let user = deploy_sol(&mut w, "TokenUser", token.abi_encode());
+    let receiver = deploy_sol(&mut w, "HookReceiver", token.abi_encode());
+    let u1 = w.users[1];
+
+    // Solidity pulls from u0 through the Rust token and sends half on.
+    ok(&send(
+        &mut w,
+        0,
+        token,
+        U256::ZERO,
+        IToken::approveCall { spender: user, amount: U256::from(1_000) }.abi_encode(),
+    ));
+    let out = send(
+        &mut w,
+        0,
+        user,
+        U256::ZERO,
+        ITokenUser::pullAndSplitCall { to: u1, amount: U256::from(1_000) }.abi_encode(),
+    );
+    ok(&out);
+    assert_eq!(out.output, U256::from(500).abi_encode());
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: u1 }), U256::from(500));
+
+    // Solidity -> Rust -> Solidity hook -> Rust (refund half) in one transaction.
+    let out = send(
+        &mut w,
+        0,
+        user,
+        U256::ZERO,
+        ITokenUser::tryPayCall { receiver, amount: U256::from(200), data: vec![1].into() }
+            .abi_encode(),
+    );
+    ok(&out);
+    assert_eq!(out.output, true.abi_encode());
+    assert_eq!(view(&mut w, receiver, IHookReceiver::receivedCall {}), U256::from(200));
+    assert_eq!(view(&mut w, receiver, IHookReceiver::lastFromCall {}), user);
+    // The hook saw the balance the token had just written.
+    assert_eq!(view(&mut w, receiver, IHookReceiver::balanceSeenCall {}), U256::from(200));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: receiver }), U256::from(100));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: user }), U256::from(400));
+
+    // The hook writes, then reverts: the token's transfer (WASM) and the hook's writes (EVM)
+    // are both undone; TokenUser catches the reason and keeps its own writes.
+    let out = send(
+        &mut w,
+        0,
+        user,
+        U256::ZERO,
+        ITokenUser::tryPayCall { receiver, amount: U256::from(50), data: vec![0xff].into() }
+            .abi_encode(),
+    );
+    ok(&out);
+    assert_eq!(out.output, false.abi_encode());
+    assert!(out.logs.is_empty(), "a reverted transfer leaves no Transfer log: {:?}", out.logs);
+    assert_eq!(view(&mut w, user, ITokenUser::lastErrorCall {}), "receiver says no");
+    assert_eq!(view(&mut w, user, ITokenUser::callsCall {}), U256::from(3));
+    assert_eq!(view(&mut w, receiver, IHookReceiver::receivedCall {}), U256::from(200));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: receiver }), U256::from(100));
+    assert_eq!(view(&mut w, token, IToken::balanceOfCall { owner: user }), U256::from(400));
+}
+
+/// Accepts value with empty input; with input `(address to, uint256 amount)` sends `amount`
+/// to `to` (a CALL with value from WASM) and reverts if that fails.
+const VAULT: &str = r#"
+(module
+  (import "farol" "calldata_size" (func $size (result i32)))
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "call")
+    (if (i32.eqz (call $size)) (then (return)))
+    (call $cd (i32.const 0) (i32.const 0) (i32.const 64))
+    (if (i32.eqz (call $call (i32.const 0) (i32.const 12) (i32.const 32) (i32.const 0) (i32.const 0) (i64.const 100000)))
+      (then (call $exit (i32.const 1) (i32.const 0) (i32.const 0))))))
+"#;
+
+#[test]
+fn value_moves_across_the_vms() {
+    let mut w = world();
+    let vault = deploy(&mut w, &wat(VAULT));
+    let user = deploy_sol(&mut w, "TokenUser", Address::ZERO.abi_encode());
+    let ether = U256::from(10u64).pow(U256::from(18));
+    // EVM -> WASM with value.
+    ok(&send(&mut w, 0, user, ether, ITokenUser::forwardCall { to: vault }.abi_encode()));
+    let balance = |w: &World, a: Address| w.state.account(a).ok().flatten().map(|a| a.balance);
+    assert_eq!(balance(&w, vault), Some(ether));
+    // WASM -> an externally owned account with value.
+    let to = Address::from([0x77; 20]);
+    let half = ether / U256::from(2);
+    let out = send(&mut w, 3, vault, U256::ZERO, (to, half).abi_encode());
+    ok(&out);
+    assert_eq!(balance(&w, to), Some(half));
+    assert_eq!(balance(&w, vault), Some(ether - half));
+    // More than it has: the inner call fails and the vault reverts.
+    let out = send(&mut w, 3, vault, U256::ZERO, (to, ether).abi_encode());
+    assert_eq!(out.status, TxStatus::Revert);
+    assert_eq!(balance(&w, vault), Some(ether - half));
+}
+
+#[test]
+fn static_calls_into_wasm_cannot_write_and_wasm_gas_exhaustion_stays_inside() {
+    let mut w = world();
+    let store = deploy(&mut w, &wat(STORE));
+    let looper = deploy(
+        &mut w,
+        &wat(r#"(module (memory (export "memory") 1) (func (export "call") (loop $l (br $l))))"#),
+    );
+    let pricer = deploy(&mut w, &rust("option_pricer"));
+    let user = deploy_sol(&mut w, "TokenUser", Address::ZERO.abi_encode());
+    let probe = |w: &mut World, target: Address, data: Vec<u8>| {
+        view(w, user, ITokenUser::staticProbeCall { target, data: data.into() })
+    };
+    // A write inside a static call halts the WASM frame; the caller sees a failure.
+    assert!(!probe(&mut w, store, U256::from(5).to_be_bytes::<32>().to_vec()));
+    assert_eq!(w.state.storage(store, U256::ZERO).ok(), Some(U256::ZERO));
+    // Out of gas inside WASM: the frame fails, the caller keeps its 1/64 and carries on.
+    assert!(!probe(&mut w, looper, vec![]));
+    // A pure WASM computation succeeds in a static call.
+    let price = sol_price_call(10);
+    assert!(probe(&mut w, pricer, price));
+}
+
+fn sol_price_call(steps: u64) -> Vec<u8> {
+    sol! {
+        function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
+    }
+    priceCall {
+        spot: U256::from(100_000_000_000_000u64),
+        strike: U256::from(95_000_000_000_000u64),
+        up: U256::from(1_010_000_000_000u64),
+        down: U256::from(990_099_009_901u64),
+        p: U256::from(502_487_562_189u64),
+        discount: U256::from(999_900_000_000u64),
+        steps: U256::from(steps),
+    }
+    .abi_encode()
+}
+
+#[test]
+fn the_rust_and_solidity_option_pricers_agree() {
+    let mut w = world();
+    let wasm = deploy(&mut w, &rust("option_pricer"));
+    let evm = deploy_sol(&mut w, "OptionPricer", vec![]);
+    for steps in [0, 1, 7, 64] {
+        let a = send(&mut w, 1, wasm, U256::ZERO, sol_price_call(steps));
+        let b = send(&mut w, 1, evm, U256::ZERO, sol_price_call(steps));
+        ok(&a);
+        ok(&b);
+        assert_eq!(a.output, b.output, "{steps} steps");
+        // Tiny trees cost the calldata floor (EIP-7623) on both sides.
+        assert!(
+            a.gas_used < b.gas_used || (steps < 7 && a.gas_used == b.gas_used),
+            "{steps} steps: wasm {} gas, evm {} gas",
+            a.gas_used,
+            b.gas_used
+        );
+    }
+    // Out-of-range input: the same revert from both.
+    let mut bad = sol_price_call(1000);
+    let a = send(&mut w, 1, wasm, U256::ZERO, bad.clone());
+    let b = send(&mut w, 1, evm, U256::ZERO, std::mem::take(&mut bad));
+    assert_eq!((a.status, a.output), (b.status, b.output));
+}
+
+// ---- recursion and hostile modules -----------------------------------------------------------
+
+/// Input: a 32-byte counter n. n > 0: calls itself with n - 1 and reverts if that fails.
+const RECURSE: &str = r#"
+(module
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "address" (func $address (param i32)))
+  (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "call")
+    (call $cd (i32.const 0) (i32.const 0) (i32.const 32))
+    (if (i64.eqz (i64.load (i32.const 24))) (then (return)))
+    ;; n - 1, big-endian in the last 8 bytes
+    (i64.store (i32.const 24)
+      (i64.sub (i64.load (i32.const 24)) (i64.const 0x0100000000000000)))
+    (call $address (i32.const 100))
+    (if (i32.eqz (call $call (i32.const 0) (i32.const 100) (i32.const 200) (i32.const 0) (i32.const 32) (i64.const -1)))
+      (then (call $exit (i32.const 1) (i32.const 0) (i32.const 0))))))
+"#;
+
+#[test]
+fn wasm_frames_nest_up_to_the_limit() {
+    let mut w = world();
+    let r = deploy(&mut w, &wat(RECURSE));
+    let n = |k: u64| U256::from(k).to_be_bytes::<32>().to_vec();
+    // Counter bytes are little-endian in the module's i64 view: k < 256 sits in byte 31.
+    ok(&send(&mut w, 1, r, U256::ZERO, n(farol_execution::wasm::MAX_WASM_NESTING as u64 - 1)));
+    let deep = send(&mut w, 1, r, U256::ZERO, n(farol_execution::wasm::MAX_WASM_NESTING as u64));
+    assert_eq!(deep.status, TxStatus::Revert, "{deep:?}");
+}
+
+fn deploy_outcome(world: &mut World, code: Vec<u8>) -> farol_execution::TxOutcome {
+    let from = world.users[0];
+    let (_, tx) = world.deploy(from, deploy_code(&code).into(), 16_000_000);
+    block(world, vec![tx]).txs.remove(0)
+}
+
+fn rejected(world: &mut World, module: &str, reason: &str) {
+    let out = deploy_outcome(world, contract_code(&wat(module)));
+    assert_eq!(out.status, TxStatus::Revert, "{module}: {out:?}");
+    let got = Revert::abi_decode(&out.output).map(|r| r.reason).unwrap_or_default();
+    assert!(got.contains(reason), "{module}: {got:?} does not mention {reason:?}");
+}
+
+#[test]
+fn hostile_modules_are_refused_at_deployment() {
+    let mut w = world();
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 300) (func (export "call")))"#,
+        "memory of 300 pages",
+    );
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 100000) (func (export "call")))"#,
+        "not valid WebAssembly",
+    );
+    rejected(
+        &mut w,
+        r#"(module (import "farol" "sstore" (func (param i64))) (memory (export "memory") 1) (func (export "call")))"#,
+        "wrong signature",
+    );
+    rejected(
+        &mut w,
+        r#"(module (import "env" "memory" (memory 1)) (func (export "call")))"#,
+        "only functions may be imported",
+    );
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1) (func (export "call") (drop (i32x4.splat (i32.const 1)))))"#,
+        "not valid WebAssembly",
+    );
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1) (func $s) (start $s) (func (export "call")))"#,
+        "start function",
+    );
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1 1 shared) (func (export "call")))"#,
+        "not valid WebAssembly",
+    );
+    rejected(&mut w, r#"(module (memory (export "memory") 1))"#, "no exported function `call`");
+    rejected(&mut w, r#"(module (func (export "call")))"#, "no memory");
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1) (func (export "call") (param i32)))"#,
+        "must take and return nothing",
+    );
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1) (table 100000 funcref) (func (export "call")))"#,
+        "table of 100000 elements",
+    );
+    let locals = format!(
+        r#"(module (memory (export "memory") 1) (func (export "call") (local {})))"#,
+        "i32 ".repeat(2_000)
+    );
+    rejected(&mut w, &locals, "2000 locals");
+    // Not a module at all.
+    let out = deploy_outcome(&mut w, contract_code(b"\0asm\x01\0\0\0garbage"));
+    assert_eq!(out.status, TxStatus::Revert, "{out:?}");
+    // Past the 64 KiB code limit: the creation halts like any oversized EVM code.
+    let mut big = String::from(r#"(module (memory (export "memory") 1) (data (i32.const 0) ""#);
+    big.push_str(&"\\00".repeat(70_000));
+    big.push_str(r#"") (func (export "call")))"#);
+    let out = deploy_outcome(&mut w, contract_code(&wat(&big)));
+    assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
+}
+
+#[test]
+fn hostile_modules_halt_deterministically_at_run_time() {
+    let mut w = world();
+    // Deep recursion inside the module: a trap, not a crash.
+    let deep = deploy(
+        &mut w,
+        &wat(
+            r#"(module (memory (export "memory") 1) (func $f (call $f)) (func (export "call") (call $f)))"#,
+        ),
+    );
+    let out = send(&mut w, 1, deep, U256::ZERO, vec![]);
+    assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
+    // Growing memory past 16 MiB fails (memory.grow returns -1) and the contract carries on;
+    // every page asked for is paid, so a huge request runs out of gas.
+    let grow = |w: &mut World, pages: u32| {
+        deploy(
+            w,
+            &wat(&format!(
+                r#"
+          (module
+            (import "farol" "exit" (func $exit (param i32 i32 i32)))
+            (memory (export "memory") 1)
+            (func (export "call")
+              (i32.store (i32.const 0) (memory.grow (i32.const {pages})))
+              (call $exit (i32.const 0) (i32.const 0) (i32.const 4))))"#
+            )),
+        )
+    };
+    let g = grow(&mut w, 300);
+    let out = send(&mut w, 1, g, U256::ZERO, vec![]);
+    ok(&out);
+    assert_eq!(out.output.as_ref(), (-1i32).to_le_bytes());
+    let g = grow(&mut w, 200);
+    let out = send(&mut w, 1, g, U256::ZERO, vec![]);
+    ok(&out);
+    assert_eq!(out.output.as_ref(), 1i32.to_le_bytes());
+    let g = grow(&mut w, 1 << 30);
+    let out = send(&mut w, 1, g, U256::ZERO, vec![]);
+    assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
+    // NaN payloads are canonical: 0/0 and a NaN with a payload come out as the same bits.
+    let nan = deploy(
+        &mut w,
+        &wat(r#"
+      (module
+        (import "farol" "exit" (func $exit (param i32 i32 i32)))
+        (memory (export "memory") 1)
+        (func (export "call")
+          (i64.store (i32.const 0) (i64.reinterpret_f64 (f64.div (f64.const 0) (f64.const 0))))
+          (i64.store (i32.const 8) (i64.reinterpret_f64 (f64.add (f64.const nan:0x4) (f64.const 1))))
+          (i32.store (i32.const 16) (i32.reinterpret_f32 (f32.sqrt (f32.const -1))))
+          (call $exit (i32.const 0) (i32.const 0) (i32.const 20))))"#),
+    );
+    let out = send(&mut w, 1, nan, U256::ZERO, vec![]);
+    ok(&out);
+    let mut want = Vec::new();
+    want.extend(0x7ff8_0000_0000_0000u64.to_le_bytes());
+    want.extend(0x7ff8_0000_0000_0000u64.to_le_bytes());
+    want.extend(0x7fc0_0000u32.to_le_bytes());
+    assert_eq!(out.output.as_ref(), want.as_slice());
+    // A host call with a pointer outside memory halts.
+    let wild = deploy(
+        &mut w,
+        &wat(r#"
+      (module
+        (import "farol" "sload" (func $sload (param i32 i32)))
+        (memory (export "memory") 1)
+        (func (export "call") (call $sload (i32.const 65530) (i32.const 0))))"#),
+    );
+    let out = send(&mut w, 1, wild, U256::ZERO, vec![]);
+    assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
+    // Integer division by zero traps.
+    let div = deploy(
+        &mut w,
+        &wat(
+            r#"(module (memory (export "memory") 1) (func (export "call") (drop (i32.div_u (i32.const 1) (i32.const 0)))))"#,
+        ),
+    );
+    let out = send(&mut w, 1, div, U256::ZERO, vec![]);
+    assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
 }
