@@ -26,7 +26,7 @@ const SOURCES = ["src/FarolToken.sol", "src/TestKit.sol", "src/WasmInterop.sol",
 const OWN_CONTRACTS = {
   "src/FarolToken.sol": ["FarolToken"],
   "src/TestKit.sol": ["TestKit", "Child"],
-  "src/WasmInterop.sol": ["TokenUser", "HookReceiver"],
+  "src/WasmInterop.sol": ["TokenUser", "HookReceiver", "CallLoop"],
   "src/OptionPricer.sol": ["OptionPricer"],
 };
 // bytecodeHash "none": the appended metadata omits the source hash, so editing a comment

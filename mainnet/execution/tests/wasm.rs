@@ -391,12 +391,12 @@ fn sol_price_call(steps: u64) -> Vec<u8> {
         function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
     }
     priceCall {
-        spot: U256::from(100_000_000_000_000u64),
-        strike: U256::from(95_000_000_000_000u64),
-        up: U256::from(1_010_000_000_000u64),
-        down: U256::from(990_099_009_901u64),
-        p: U256::from(502_487_562_189u64),
-        discount: U256::from(999_900_000_000u64),
+        spot: U256::from(100_000_000u64),
+        strike: U256::from(95_000_000u64),
+        up: U256::from(1_010_000u64),
+        down: U256::from(990_099u64),
+        p: U256::from(502_488u64),
+        discount: U256::from(999_900u64),
         steps: U256::from(steps),
     }
     .abi_encode()

@@ -5,6 +5,7 @@
 
 mod exec;
 mod store;
+mod wasm;
 
 use std::io::Write;
 
@@ -27,6 +28,8 @@ enum BenchCommand {
     Store(store::StoreBenchArgs),
     /// The parallel executor against sequential revm on the same blocks.
     Exec(exec::ExecBenchArgs),
+    /// WASM contracts against the same work on the EVM.
+    Wasm(wasm::WasmBenchArgs),
     /// Internal: the child process `bench store` kills to measure reopening after a crash.
     #[command(hide = true)]
     StoreWriter(store::StoreWriterArgs),
@@ -37,6 +40,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     match args.what {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Exec(args) => exec::run(args),
+        BenchCommand::Wasm(args) => wasm::run(args),
         BenchCommand::StoreWriter(args) => store::run_writer(args),
     }
 }

@@ -1,12 +1,15 @@
 //! Compute-heavy example: prices a European call option on a Cox-Ross-Rubinstein binomial
-//! tree in fixed point (12 decimals). `OptionPricer.sol` in `mainnet/execution/contracts`
+//! tree in fixed point (6 decimals). `OptionPricer.sol` in `mainnet/execution/contracts`
 //! holds the same algorithm in Solidity; both return the same number for the same inputs,
 //! which `farol bench wasm` checks before comparing their speed.
 //!
 //! `price(spot, strike, up, down, p, discount, steps)`: `spot` and `strike` in units of
-//! 1e-12, `up`, `down`, `p` (the risk-neutral up probability) and `discount` (one step's
-//! discount factor) scaled by 1e12, `steps` ≤ 512. Inputs past the bounds both versions check
-//! revert with `Error("input out of range")`.
+//! 1e-6 (at most 1e12), `up` and `down` (at most 2.0), `p` (the risk-neutral up probability)
+//! and `discount` (one step's discount factor) scaled by 1e6, `steps` ≤ 512. Inputs past the
+//! bounds both versions check revert with `Error("input out of range")`.
+//!
+//! The bounds keep every product under 2^64, so this version computes in `u64`, the machine
+//! word of WASM; the Solidity twin computes the same numbers in 256-bit words.
 
 #![no_std]
 
@@ -23,28 +26,28 @@ sol! {
     }
 }
 
-const ONE: u128 = 1_000_000_000_000;
-/// Spot and strike at most 1e18 (1,000,000.0): every product below stays under 2^128.
-const MAX_PRICE: u128 = 1_000_000_000_000_000_000;
+const ONE: u64 = 1_000_000;
+/// Spot and strike at most 1e12 (1,000,000.0): every product below stays under 2^64.
+const MAX_PRICE: u64 = 1_000_000_000_000;
 /// Factors at most 2.0.
-const MAX_FACTOR: u128 = 2 * ONE;
-const MAX_STEPS: u128 = 512;
+const MAX_FACTOR: u64 = 2 * ONE;
+const MAX_STEPS: u64 = 512;
 
-fn small(v: U256, max: u128) -> Option<u128> {
-    u128::try_from(v).ok().filter(|x| *x <= max)
+fn small(v: U256, max: u64) -> Option<u64> {
+    u64::try_from(v).ok().filter(|x| *x <= max)
 }
 
 fn price(
-    spot: u128,
-    strike: u128,
-    up: u128,
-    down: u128,
-    p: u128,
-    discount: u128,
+    spot: u64,
+    strike: u64,
+    up: u64,
+    down: u64,
+    p: u64,
+    discount: u64,
     steps: usize,
-) -> u128 {
+) -> u64 {
     // Terminal payoffs: spot * up^j * down^(steps-j), capped so products stay in range.
-    let mut v: Vec<u128> = vec![0; steps + 1];
+    let mut v: Vec<u64> = vec![0; steps + 1];
     for (j, slot) in v.iter_mut().enumerate() {
         let mut s = spot;
         for _ in 0..j {

@@ -2,13 +2,13 @@
 pragma solidity 0.8.28;
 
 /// The Solidity twin of contracts/wasm-examples/option-pricer: a European call on a
-/// Cox-Ross-Rubinstein binomial tree in 12-decimal fixed point, the same algorithm step for
-/// step. The bounds keep every product far below 2^128, so the arithmetic is unchecked in
-/// both versions.
+/// Cox-Ross-Rubinstein binomial tree in 6-decimal fixed point, the same algorithm step for
+/// step. The bounds keep every product below 2^64, so the arithmetic is unchecked in both
+/// versions (the Rust one computes in 64-bit words, this one in 256-bit words).
 contract OptionPricer {
-    uint256 private constant ONE = 1e12;
-    uint256 private constant MAX_PRICE = 1e18;
-    uint256 private constant MAX_FACTOR = 2e12;
+    uint256 private constant ONE = 1e6;
+    uint256 private constant MAX_PRICE = 1e12;
+    uint256 private constant MAX_FACTOR = 2e6;
 
     function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps)
         external

@@ -82,3 +82,14 @@ contract HookReceiver {
         return true;
     }
 }
+
+/// Calls a contract many times in one transaction: `farol bench wasm` times EVM->WASM calls
+/// against EVM->EVM calls with it.
+contract CallLoop {
+    function run(address target, uint256 n, bytes calldata data) external returns (uint256 ok) {
+        for (uint256 i = 0; i < n; i++) {
+            (bool success,) = target.call(data);
+            if (success) ok++;
+        }
+    }
+}

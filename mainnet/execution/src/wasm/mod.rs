@@ -130,6 +130,11 @@ fn config() -> Result<Config, WasmError> {
         .max_tables_per_module(1)
         .table_elements(MAX_TABLE_ELEMENTS as usize)
         .max_memory_size((MAX_MEMORY_PAGES as usize) << 16);
+    // Small contract memories are cheaper to reset with memset than with madvise, and a
+    // module's data is cheaper to copy than to map copy-on-write (which builds an image per
+    // module on its first instantiation).
+    pool.linear_memory_keep_resident(1 << 18).table_keep_resident(1 << 16).max_unused_warm_slots(8);
+    c.memory_init_cow(false);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(c)
 }
@@ -426,4 +431,92 @@ pub fn deploy_code(code: &[u8]) -> Vec<u8> {
     ];
     init.extend_from_slice(code);
     init
+}
+
+/// State of [`time_standalone`]'s store.
+struct Standalone {
+    input: Vec<u8>,
+    output: Vec<u8>,
+    memory: Option<wasmtime::Memory>,
+}
+
+/// Runs the `call` export of `module` outside any chain, `runs` times, each in a fresh
+/// instance, with Farol's engine settings except that fuel metering is on or off as
+/// `metered` says. Only `calldata_size`, `calldata_copy` and `exit` work; other imports trap.
+/// Returns the output and the time of each run's call (instantiation excluded). For
+/// measuring what fuel metering costs (`farol bench wasm`).
+pub fn time_standalone(
+    module: &[u8],
+    input: &[u8],
+    metered: bool,
+    runs: usize,
+) -> Result<(Vec<u8>, Vec<Duration>), WasmError> {
+    use wasmtime::{Caller, Store};
+    let rt = |e: wasmtime::Error| WasmError::Runtime(e.to_string());
+    let mut c = config()?;
+    c.consume_fuel(metered);
+    c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    let engine = Engine::new(&c).map_err(rt)?;
+    let m = Module::new(&engine, module).map_err(rt)?;
+    let mut linker: Linker<Standalone> = Linker::new(&engine);
+    linker
+        .func_wrap(HOST_MODULE, "calldata_size", |c: Caller<'_, Standalone>| {
+            c.data().input.len() as u32
+        })
+        .map_err(rt)?;
+    linker
+        .func_wrap(
+            HOST_MODULE,
+            "calldata_copy",
+            |mut c: Caller<'_, Standalone>, dst: u32, off: u32, len: u32| -> wasmtime::Result<()> {
+                let (off, len, dst) = (off as usize, len as usize, dst as usize);
+                let bytes = c.data().input.get(off..off + len).map(<[u8]>::to_vec);
+                let memory = c.data().memory;
+                match (bytes, memory) {
+                    (Some(b), Some(m)) => m.write(&mut c, dst, &b).map_err(wasmtime::Error::new),
+                    _ => Err(wasmtime::Error::msg("calldata out of range")),
+                }
+            },
+        )
+        .map_err(rt)?;
+    linker
+        .func_wrap(
+            HOST_MODULE,
+            "exit",
+            |mut c: Caller<'_, Standalone>,
+             _status: u32,
+             ptr: u32,
+             len: u32|
+             -> wasmtime::Result<()> {
+                let memory = c.data().memory.ok_or_else(|| wasmtime::Error::msg("no memory"))?;
+                let mut out = vec![0u8; len as usize];
+                memory.read(&c, ptr as usize, &mut out).map_err(wasmtime::Error::new)?;
+                c.data_mut().output = out;
+                Err(wasmtime::Error::msg("exit"))
+            },
+        )
+        .map_err(rt)?;
+    linker.define_unknown_imports_as_traps(&m).map_err(rt)?;
+    let pre = linker.instantiate_pre(&m).map_err(rt)?;
+    let mut times = Vec::with_capacity(runs);
+    let mut output = Vec::new();
+    for _ in 0..runs {
+        let state = Standalone { input: input.to_vec(), output: Vec::new(), memory: None };
+        let mut store = Store::new(&engine, state);
+        if metered {
+            store.set_fuel(u64::MAX / 2).map_err(rt)?;
+        }
+        let instance = pre.instantiate(&mut store).map_err(rt)?;
+        let memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().memory = memory;
+        let entry = instance.get_typed_func::<(), ()>(&mut store, "call").map_err(rt)?;
+        let started = Instant::now();
+        let result = entry.call(&mut store, ());
+        times.push(started.elapsed());
+        if result.is_err() && store.data().output.is_empty() {
+            return Err(WasmError::Runtime(format!("the module trapped: {result:?}")));
+        }
+        output = std::mem::take(&mut store.data_mut().output);
+    }
+    Ok((output, times))
 }

@@ -141,10 +141,8 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                     memory_pages = Some(memory.initial);
                 }
             }
-            Payload::GlobalSection(r) => {
-                if r.count() > MAX_GLOBALS {
-                    return Err(invalid(format!("{} globals (at most {MAX_GLOBALS})", r.count())));
-                }
+            Payload::GlobalSection(r) if r.count() > MAX_GLOBALS => {
+                return Err(invalid(format!("{} globals (at most {MAX_GLOBALS})", r.count())));
             }
             Payload::StartSection { .. } => {
                 return Err(invalid("a start function (use the exported `call`)"));

@@ -1,0 +1,345 @@
+//! `farol bench wasm`: WASM contracts against the same work on the EVM, on Farol's executor.
+//!
+//! - `wasm.compute.option_pricer`: the Rust binomial option pricer against its Solidity twin,
+//!   blocks of identical calls (the outputs must be equal);
+//! - `wasm.call.evm_to_wasm`: a Solidity loop calling an empty WASM contract against the same
+//!   loop calling an empty EVM contract, per call;
+//! - `wasm.first_call.compiled` / `.compiling`: the block with the first call to a freshly
+//!   deployed Rust ERC-20, once its compilation has finished and when the call arrives right
+//!   after deployment, against the first call to the Solidity (OpenZeppelin) ERC-20;
+//! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{keccak256, Address, U256};
+use alloy_sol_types::{sol, SolCall, SolValue};
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use farol_execution::wasm::{contract_code, deploy_code, time_standalone, WasmRuntime};
+use farol_execution::workload::{creation_code, rust_module, Flavor, World, WorldSpec};
+use farol_execution::{execute_sequential, BlockOutput, RecoveredTx, TxStatus};
+use serde_json::json;
+
+use super::{progress, BenchResult, Better};
+
+/// Arguments of `farol bench wasm`.
+#[derive(Debug, Args)]
+pub(crate) struct WasmBenchArgs {
+    /// Fewer and smaller runs, well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Runs of each side; the median is reported.
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Only the benchmarks whose name contains this (`compute`, `call`, `first_call`, `fuel`).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+sol! {
+    function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
+    function run(address target, uint256 n, bytes data) external returns (uint256);
+    function balanceOf(address owner) external view returns (uint256);
+}
+
+/// Runs `farol bench wasm`.
+pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
+    let runs = args.runs.unwrap_or(if args.quick { 3 } else { 7 }).max(1);
+    let mut world = World::new(WorldSpec {
+        users: 64,
+        token_holders: 0,
+        swappers: 0,
+        tokens: 1,
+        pools: 0,
+        kits: 0,
+    })
+    .map_err(|e| anyhow!("setting up the world: {e}"))?;
+    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
+    if wanted("wasm.compute") {
+        compute(&mut world, args.quick, runs)?;
+    }
+    if wanted("wasm.call") {
+        call_overhead(&mut world, args.quick, runs)?;
+    }
+    if wanted("wasm.first_call") {
+        first_call(&mut world, if args.quick { 5 } else { 15 })?;
+    }
+    if wanted("wasm.fuel") {
+        fuel(args.quick, runs)?;
+    }
+    Ok(())
+}
+
+fn module(name: &str) -> Result<Vec<u8>> {
+    rust_module(name).map_err(|e| anyhow!(e))
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Executes `txs` as the next block on the sequential executor; returns its output and time.
+fn exec(world: &World, txs: &[RecoveredTx]) -> Result<(BlockOutput, Duration)> {
+    let env = world.block_env(Address::from([0xbe; 20]));
+    let t = Instant::now();
+    let out =
+        execute_sequential(&world.state, &world.chain, &env, txs).map_err(|e| anyhow!("{e}"))?;
+    Ok((out, t.elapsed()))
+}
+
+/// Executes and commits `txs`, requiring every one to succeed.
+fn commit(world: &mut World, txs: Vec<RecoveredTx>) -> Result<BlockOutput> {
+    let (out, _) = exec(world, &txs)?;
+    if let Some(t) = out.txs.iter().find(|t| t.status != TxStatus::Success) {
+        bail!("setup transaction failed: {t:?}");
+    }
+    world.commit(&out);
+    Ok(out)
+}
+
+fn deploy(world: &mut World, initcode: Vec<u8>) -> Result<Address> {
+    let from = world.users[0];
+    let (addr, tx) = world.deploy(from, initcode.into(), 16_000_000);
+    commit(world, vec![tx])?;
+    Ok(addr)
+}
+
+fn deploy_sol(world: &mut World, name: &str, args: Vec<u8>) -> Result<Address> {
+    let mut code = creation_code(name).map_err(|e| anyhow!(e))?.to_vec();
+    code.extend(args);
+    deploy(world, code)
+}
+
+/// The same call from `n` users (one transaction each).
+fn calls(world: &mut World, to: Address, data: &[u8], n: usize, gas: u64) -> Vec<RecoveredTx> {
+    (0..n)
+        .map(|i| {
+            let from = world.users[i % world.users.len()];
+            world.call(from, to, U256::ZERO, data.to_vec(), gas, Flavor::DynamicFee, 1)
+        })
+        .collect()
+}
+
+/// Median time of `runs` executions of `txs`; all must succeed.
+fn time_block(world: &World, txs: &[RecoveredTx], runs: usize) -> Result<(BlockOutput, Duration)> {
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let (out, t) = exec(world, txs)?;
+        if let Some(t) = out.txs.iter().find(|t| t.status != TxStatus::Success) {
+            bail!("benchmark transaction failed: {t:?}");
+        }
+        times.push(t);
+        last = Some(out);
+    }
+    let out = last.ok_or_else(|| anyhow!("no runs"))?;
+    Ok((out, median(&mut times)))
+}
+
+fn price_input(steps: u64) -> Vec<u8> {
+    priceCall {
+        spot: U256::from(100_000_000u64),
+        strike: U256::from(95_000_000u64),
+        up: U256::from(1_010_000u64),
+        down: U256::from(990_099u64),
+        p: U256::from(502_488u64),
+        discount: U256::from(999_900u64),
+        steps: U256::from(steps),
+    }
+    .abi_encode()
+}
+
+fn compute(world: &mut World, quick: bool, runs: usize) -> Result<()> {
+    let (steps, n) = if quick { (64, 8) } else { (128, 32) };
+    progress(format!("wasm.compute: {n} option pricings of {steps} steps per block"));
+    let wasm = deploy(world, deploy_code(&contract_code(&module("option_pricer")?)))?;
+    let evm = deploy_sol(world, "OptionPricer", vec![])?;
+    let input = price_input(steps);
+    let saved = world.nonces();
+    let wasm_txs = calls(world, wasm, &input, n, 16_000_000);
+    world.set_nonces(saved.clone());
+    let evm_txs = calls(world, evm, &input, n, 16_000_000);
+    world.set_nonces(saved);
+    let (w_out, w_time) = time_block(world, &wasm_txs, runs)?;
+    let (e_out, e_time) = time_block(world, &evm_txs, runs)?;
+    for (a, b) in w_out.txs.iter().zip(&e_out.txs) {
+        if a.output != b.output {
+            bail!("the pricers disagree: wasm {:?}, evm {:?}", a.output, b.output);
+        }
+    }
+    let per_s = |t: Duration| n as f64 / t.as_secs_f64();
+    let params = json!({"steps": steps, "calls_per_block": n, "runs": runs, "goal_ratio": 10});
+    BenchResult::new(
+        "wasm.compute.option_pricer",
+        per_s(w_time),
+        per_s(e_time),
+        "calls/s",
+        Better::Higher,
+        params,
+    )
+    .print()?;
+    let gas = |o: &BlockOutput| o.txs.first().map_or(0, |t| t.gas_used) as f64;
+    BenchResult::new(
+        "wasm.compute.gas_per_call",
+        gas(&w_out),
+        gas(&e_out),
+        "gas",
+        Better::Lower,
+        json!({"steps": steps}),
+    )
+    .print()
+}
+
+fn call_overhead(world: &mut World, quick: bool, runs: usize) -> Result<()> {
+    let n: u64 = if quick { 200 } else { 1_000 };
+    progress(format!("wasm.call: {n} calls from a Solidity loop"));
+    let empty_wasm = wat_module(r#"(module (memory (export "memory") 1) (func (export "call")))"#)?;
+    let wasm = deploy(world, deploy_code(&contract_code(&empty_wasm)))?;
+    // STOP: the smallest EVM contract.
+    let evm = deploy(world, deploy_code(&[0x00]))?;
+    let looper = deploy_sol(world, "CallLoop", vec![])?;
+    let time = |world: &mut World, target: Address| -> Result<Duration> {
+        let saved = world.nonces();
+        let data = runCall { target, n: U256::from(n), data: Default::default() }.abi_encode();
+        let txs = calls(world, looper, &data, 1, 16_000_000);
+        world.set_nonces(saved);
+        let (out, t) = time_block(world, &txs, runs)?;
+        if out.txs[0].output != U256::from(n).abi_encode() {
+            bail!("not every call succeeded: {:?}", out.txs[0]);
+        }
+        Ok(t)
+    };
+    let w = time(world, wasm)?;
+    let e = time(world, evm)?;
+    let per_call = |t: Duration| us(t) / n as f64;
+    BenchResult::new(
+        "wasm.call.evm_to_wasm",
+        per_call(w),
+        per_call(e),
+        "us/call",
+        Better::Lower,
+        json!({"calls": n, "runs": runs, "baseline": "EVM->EVM call to a STOP contract", "goal_us": 5}),
+    )
+    .print()
+}
+
+fn wat_module(src: &str) -> Result<Vec<u8>> {
+    wat::parse_str(src).map_err(|e| anyhow!("{e}"))
+}
+
+/// A distinct copy of `module`: a custom section holding `nonce` changes the code hash (so
+/// nothing is cached) and nothing else.
+fn with_nonce(module: &[u8], nonce: u64) -> Vec<u8> {
+    let mut m = module.to_vec();
+    let name = b"farol-bench-nonce";
+    let payload = 1 + name.len() + 8;
+    m.push(0);
+    m.push(payload as u8);
+    m.push(name.len() as u8);
+    m.extend_from_slice(name);
+    m.extend_from_slice(&nonce.to_le_bytes());
+    m
+}
+
+fn first_call(world: &mut World, samples: usize) -> Result<()> {
+    progress(format!("wasm.first_call: {samples} fresh deployments per case"));
+    let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
+    let erc20 = module("erc20")?;
+    let caller = world.users[1];
+    let query = balanceOfCall { owner: caller }.abi_encode();
+    let mut compiled = Vec::new();
+    let mut compiling = Vec::new();
+    let mut compile_times = Vec::new();
+    let mut second = Vec::new();
+    for i in 0..samples as u64 {
+        for (waits, into) in [(true, &mut compiled), (false, &mut compiling)] {
+            let code = contract_code(&with_nonce(&erc20, i * 2 + waits as u64));
+            let hash = keccak256(&code);
+            let started = Instant::now();
+            let token = deploy(world, deploy_code(&code))?;
+            if waits {
+                runtime.wait(hash);
+                compile_times.push(started.elapsed());
+            }
+            let saved = world.nonces();
+            let txs = calls(world, token, &query, 1, 1_000_000);
+            world.set_nonces(saved);
+            let (_, t) = time_block(world, &txs, 1)?;
+            into.push(t);
+            if waits {
+                let (_, again) = time_block(world, &txs, 1)?;
+                second.push(again);
+            }
+        }
+    }
+    let mut evm = Vec::new();
+    for _ in 0..samples {
+        let args =
+            ("Token".to_string(), "TKN".to_string(), U256::from(1_000_000u64)).abi_encode_params();
+        let token = deploy_sol(world, "FarolToken", args)?;
+        let saved = world.nonces();
+        let txs = calls(world, token, &query, 1, 1_000_000);
+        world.set_nonces(saved);
+        let (_, t) = time_block(world, &txs, 1)?;
+        evm.push(t);
+    }
+    let evm_us = us(median(&mut evm));
+    let params = |goal: u64| {
+        json!({
+            "module_bytes": erc20.len(),
+            "samples": samples,
+            "measured": "one block with the one call (sequential executor)",
+            "baseline": "the same first call to OpenZeppelin's ERC-20 on the EVM",
+            "compile_us_median": us(median(&mut compile_times.clone())),
+            "second_call_us": us(median(&mut second.clone())),
+            "goal_us": goal,
+        })
+    };
+    BenchResult::new(
+        "wasm.first_call.compiled",
+        us(median(&mut compiled)),
+        evm_us,
+        "us",
+        Better::Lower,
+        params(50),
+    )
+    .print()?;
+    BenchResult::new(
+        "wasm.first_call.compiling",
+        us(median(&mut compiling)),
+        evm_us,
+        "us",
+        Better::Lower,
+        params(950),
+    )
+    .print()
+}
+
+fn fuel(quick: bool, runs: usize) -> Result<()> {
+    let steps = if quick { 128 } else { 256 };
+    progress(format!("wasm.fuel: one pricing of {steps} steps, metered and not"));
+    let m = module("option_pricer")?;
+    let input = price_input(steps);
+    let runs = runs.max(5);
+    let (out_m, mut metered) =
+        time_standalone(&m, &input, true, runs).map_err(|e| anyhow!("{e}"))?;
+    let (out_u, mut plain) =
+        time_standalone(&m, &input, false, runs).map_err(|e| anyhow!("{e}"))?;
+    if out_m != out_u {
+        bail!("metering changed the result");
+    }
+    BenchResult::new(
+        "wasm.fuel",
+        us(median(&mut metered)),
+        us(median(&mut plain)),
+        "us",
+        Better::Lower,
+        json!({"steps": steps, "runs": runs, "baseline": "the same module without fuel metering", "goal_max_overhead": 2.0}),
+    )
+    .print()
+}
