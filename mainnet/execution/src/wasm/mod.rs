@@ -297,7 +297,8 @@ impl WasmRuntime {
         if mine {
             let result = self.load_or_compile(hash, code);
             finish(&slot, result.clone());
-            if result.is_err() {
+            // A refused module stays refused; a failure of this node is retried next time.
+            if matches!(result, Err(WasmError::Runtime(_))) {
                 lock(&self.slots).remove(&hash);
             }
             return result;
