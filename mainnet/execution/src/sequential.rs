@@ -140,6 +140,19 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
+    // WASM contracts run on this thread's stack; a thread with too little left (a test
+    // harness thread has 2 MiB) runs the block on a fresh one instead.
+    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
+        sequential_block(state, chain, env, txs)
+    })
+}
+
+fn sequential_block<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) -> Result<BlockOutput, ExecError> {
     let base = CachedView::new(state);
     let db = SeqDb { base: &base, overlay: HashMap::new() };
     let ctx = Context::mainnet().with_db(db).with_cfg(chain.cfg()).with_block(env.revm(chain.spec));

@@ -619,3 +619,68 @@ fn hostile_modules_halt_deterministically_at_run_time() {
     let out = send(&mut w, 1, div, U256::ZERO, vec![]);
     assert!(matches!(out.status, TxStatus::Halt(_)), "{out:?}");
 }
+
+/// Input byte 30: recursion depth inside each activation; byte 31: nested activations below
+/// this one. At the bottom of its recursion each activation calls itself through the host.
+const STACKED: &str = r#"
+(module
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "address" (func $address (param i32)))
+  (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func $f (param $n i32)
+    (if (i32.eqz (local.get $n))
+      (then
+        (if (i32.load8_u (i32.const 31))
+          (then
+            (i32.store8 (i32.const 31) (i32.sub (i32.load8_u (i32.const 31)) (i32.const 1)))
+            (call $address (i32.const 100))
+            (if (i32.eqz (call $call (i32.const 0) (i32.const 100) (i32.const 200) (i32.const 0) (i32.const 32) (i64.const -1)))
+              (then (call $exit (i32.const 1) (i32.const 0) (i32.const 0))))))
+        (return)))
+    (call $f (i32.sub (local.get $n) (i32.const 1))))
+  (func (export "call")
+    (call $cd (i32.const 0) (i32.const 0) (i32.const 32))
+    (call $f (i32.load8_u (i32.const 30)))))
+"#;
+
+#[test]
+fn the_stack_count_bounds_recursion_in_every_nested_activation() {
+    let mut w = world();
+    let c = deploy(&mut w, &wat(STACKED));
+    let input = |depth: u8, below: u8| {
+        let mut v = vec![0u8; 32];
+        v[30] = depth;
+        v[31] = below;
+        v
+    };
+    // 16 activations (the nesting limit), each 250 calls deep: well inside the budget, and
+    // nothing in wasmtime or the host runs out of native stack.
+    let max_nesting = farol_execution::wasm::MAX_WASM_NESTING as u8;
+    let out = send(&mut w, 1, c, U256::ZERO, input(250, max_nesting - 1));
+    ok(&out);
+    // Recursion past the budget halts on Farol's count, the same at any nesting.
+    let out = send(&mut w, 1, c, U256::ZERO, input(255, 0));
+    ok(&out);
+    let deep =
+        wat(&STACKED
+            .replace("(call $f (i32.load8_u (i32.const 30)))", "(call $f (i32.const 100000))"));
+    let c2 = deploy(&mut w, &deep);
+    let out = send(&mut w, 1, c2, U256::ZERO, input(0, 0));
+    assert_eq!(out.status, TxStatus::Halt("InvalidFEOpcode".into()), "{out:?}");
+}
+
+#[test]
+fn instrumentation_keeps_modules_valid_and_counts_calls() {
+    use farol_execution::wasm::{instrument, validate};
+    for module in
+        [wat(STORE), wat(VAULT), wat(RECURSE), wat(STACKED), rust("erc20"), rust("option_pricer")]
+    {
+        let counted = instrument(&module).unwrap_or_else(|e| panic!("{e}"));
+        validate(&counted).unwrap_or_else(|e| panic!("the rewritten module is invalid: {e}"));
+        assert!(counted.len() > module.len());
+        // Deterministic: the same input gives the same bytes.
+        assert_eq!(instrument(&module).ok(), Some(counted));
+    }
+}

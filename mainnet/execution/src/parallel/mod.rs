@@ -421,6 +421,8 @@ impl ParallelExecutor {
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(config.threads)
                     .thread_name(|i| format!("farol-exec-{i}"))
+                    // Room for WASM contracts (see `wasm::WASM_STACK`).
+                    .stack_size(crate::wasm::EXECUTOR_STACK)
                     .build()
                     .ok()
             })

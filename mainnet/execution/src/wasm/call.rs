@@ -118,7 +118,7 @@ where
 }
 
 /// The mainnet instruction table, with RETURN checking WASM code at deployment when `wasm`.
-pub(crate) fn instructions<H: Host>(
+pub(crate) fn instructions<H: ContextTr>(
     spec: SpecId,
     wasm: bool,
 ) -> EthInstructions<EthInterpreter, H> {
@@ -135,12 +135,14 @@ pub(crate) fn instructions<H: Host>(
 
 /// RETURN, plus: a creation that returns code with the WASM marker has its module validated
 /// and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
-fn deploy_return<H: Host + ?Sized>(
+/// A failure of this node (no engine, no compiler thread) is not the code's: it stops the
+/// block with an error instead of producing a result.
+fn deploy_return<H: ContextTr>(
     cx: InstructionContext<'_, H, EthInterpreter>,
 ) -> Result<(), InstructionResult> {
     let creating = cx.interpreter.input.bytecode_address.is_none();
     let InstructionContext { interpreter, host } = cx;
-    let r = control::ret(InstructionContext { interpreter: &mut *interpreter, host });
+    let r = control::ret(InstructionContext { interpreter: &mut *interpreter, host: &mut *host });
     if !creating {
         return r;
     }
@@ -153,10 +155,16 @@ fn deploy_return<H: Host + ?Sized>(
     let verdict = WasmRuntime::global().and_then(|rt| rt.deploy(&result.output));
     match verdict {
         Ok(_) => r,
-        Err(e) => {
+        Err(e @ super::WasmError::Invalid(_)) => {
             result.result = InstructionResult::Revert;
             result.output = Revert::from(e.to_string()).abi_encode().into();
             Err(InstructionResult::Revert)
+        }
+        Err(e @ super::WasmError::Runtime(_)) => {
+            *host.error() =
+                Err(revm::context_interface::context::ContextError::Custom(e.to_string()));
+            result.result = InstructionResult::FatalExternalError;
+            Err(InstructionResult::FatalExternalError)
         }
     }
 }

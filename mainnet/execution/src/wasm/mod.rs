@@ -9,6 +9,7 @@
 
 mod call;
 mod host;
+mod instrument;
 mod validate;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use wasmtime::{
 pub(crate) use call::instructions;
 pub use call::{FarolPrecompiles, WasmCtx};
 pub use host::HOST_MODULE;
+pub use instrument::{instrument, CALL_OVERHEAD, STACK_BUDGET};
 pub use validate::{
     validate, ModuleInfo, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS, MAX_MEMORY_PAGES,
     MAX_TABLE_ELEMENTS, MAX_TYPES,
@@ -50,8 +52,19 @@ pub const PAGE_GAS: u64 = 256;
 /// call past the 1024-frame depth limit.
 pub const MAX_WASM_NESTING: usize = 16;
 
-/// Native stack a WASM frame and everything it nests may use, in bytes.
-pub const WASM_STACK: usize = 1 << 20;
+/// Native stack WASM may use on one thread, from the first WASM frame down through everything
+/// it nests, in bytes (wasmtime's `max_wasm_stack`). [`STACK_BUDGET`] and
+/// [`MAX_WASM_NESTING`] keep contracts well inside it, so wasmtime's own limit is never what
+/// stops a contract.
+pub const WASM_STACK: usize = 4 << 20;
+
+/// Native stack an executor thread has before it runs a block: executors switch to a fresh
+/// stack of [`EXECUTOR_STACK`] bytes when the thread has less than this left.
+pub const EXECUTOR_STACK_NEEDED: usize = 6 << 20;
+
+/// Size of the stack executors run blocks on when the calling thread's is too small, and of
+/// the parallel executor's worker threads.
+pub const EXECUTOR_STACK: usize = 8 << 20;
 
 /// Concurrent WASM instances the pooling allocator holds.
 const POOL_INSTANCES: u32 = 1_024;
@@ -118,6 +131,8 @@ fn config() -> Result<Config, WasmError> {
     c.consume_fuel(true);
     c.operator_cost(cost_table());
     c.max_wasm_stack(WASM_STACK);
+    // Unused (no async), but wasmtime requires it to be at least `max_wasm_stack`.
+    c.async_stack_size(WASM_STACK);
     c.wasm_features(wasmparser::WasmFeatures::all(), false);
     c.wasm_features(validate::FEATURES, true);
     c.relaxed_simd_deterministic(true);
@@ -348,7 +363,8 @@ impl WasmRuntime {
             }
         }
         let started = Instant::now();
-        let m = Module::new(&self.engine, module)
+        let counted = instrument(module)?;
+        let m = Module::new(&self.engine, &counted)
             .map_err(|e| WasmError::Invalid(format!("wasmtime refused the module: {e}")))?;
         {
             let mut s = lock(&self.stats);
@@ -403,7 +419,7 @@ pub(crate) type FarolEvm<CTX, INSP> = revm::context::Evm<
 >;
 
 /// Builds a [`FarolEvm`] over `ctx` for `chain`.
-pub(crate) fn build_evm<CTX: revm::context_interface::Host, INSP>(
+pub(crate) fn build_evm<CTX: revm::context::ContextTr, INSP>(
     ctx: CTX,
     inspector: INSP,
     chain: &crate::ChainSpec,
@@ -458,7 +474,7 @@ pub fn time_standalone(
     c.consume_fuel(metered);
     c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     let engine = Engine::new(&c).map_err(rt)?;
-    let m = Module::new(&engine, module).map_err(rt)?;
+    let m = Module::new(&engine, &instrument(module)?).map_err(rt)?;
     let mut linker: Linker<Standalone> = Linker::new(&engine);
     linker
         .func_wrap(HOST_MODULE, "calldata_size", |c: Caller<'_, Standalone>| {
