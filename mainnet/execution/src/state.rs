@@ -369,6 +369,9 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
             code_hash,
             || {
                 let bytes = self.view.code(code_hash)?;
+                if bytes.first() == Some(&0xFE) {
+                    return Ok(halting_code(bytes));
+                }
                 // Bytes that look like an EIP-7702 delegation but are malformed run as legacy code.
                 Ok(Bytecode::new_raw_checked(bytes.clone())
                     .unwrap_or_else(|_| Bytecode::new_legacy(bytes)))
@@ -392,5 +395,29 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
             address,
             || self.view.has_storage(address),
         )
+    }
+}
+
+/// Code that starts with 0xFE (INVALID), which includes every WASM contract: the EVM halts on
+/// its first byte, so no JUMPDEST in it can ever be reached and revm's jump-table analysis (a
+/// pass over the whole code, 60 µs or more for a 40 KiB contract) is skipped: the table says
+/// "no valid jump destination" without looking.
+fn halting_code(bytes: alloy_primitives::Bytes) -> Bytecode {
+    /// Past the end of the code the interpreter may read the immediates of one instruction
+    /// (PUSH32: 32 bytes) and then the STOP that ends it.
+    const PADDING: usize = 33;
+    let len = bytes.len();
+    let mut padded = Vec::with_capacity(len + PADDING);
+    padded.extend_from_slice(&bytes);
+    padded.resize(len + PADDING, 0);
+    let table = revm::bytecode::JumpTable::from_slice(&vec![0u8; len.div_ceil(8)], len);
+    // SAFETY: `padded` holds the code and 33 zero bytes, more than any instruction reads past
+    // the last one (`analyze_legacy` pads at most 33), so the interpreter never reads past the
+    // allocation; `len` is the code's length and the table covers `len` bits. The table marks
+    // no jump destination, which only matters to a JUMP, and execution never passes the first
+    // byte (INVALID).
+    #[allow(unsafe_code)]
+    unsafe {
+        Bytecode::new_analyzed(padded.into(), len, table)
     }
 }

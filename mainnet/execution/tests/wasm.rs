@@ -684,3 +684,19 @@ fn instrumentation_keeps_modules_valid_and_counts_calls() {
         assert_eq!(instrument(&module).ok(), Some(counted));
     }
 }
+
+#[test]
+fn evm_code_that_starts_with_invalid_still_halts_at_once() {
+    // Loaded from state such code skips the jump-table analysis; it must still halt on its
+    // first byte, whatever follows (here a JUMPDEST and a jump to it).
+    let mut w = world();
+    let from = w.users[0];
+    let (addr, tx) = w.deploy(from, deploy_code(&[0xFE, 0x5B, 0x60, 0x01, 0x56]).into(), 1_000_000);
+    ok(&block(&mut w, vec![tx]).txs[0]);
+    let out = send(&mut w, 1, addr, U256::ZERO, vec![]);
+    assert_eq!(out.status, TxStatus::Halt("InvalidFEOpcode".into()), "{out:?}");
+    // The code reads back whole (EXTCODESIZE/EXTCODECOPY use the original bytes).
+    let account = w.state.account(addr).ok().flatten().unwrap_or_else(|| panic!("no account"));
+    let code = w.state.code(account.code_hash).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(code.as_ref(), &[0xFE, 0x5B, 0x60, 0x01, 0x56]);
+}

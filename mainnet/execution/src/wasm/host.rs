@@ -81,7 +81,39 @@ pub(crate) struct HostState {
     pub(crate) refund: i64,
 }
 
+/// The environment of a store that never runs contract code: every host function that
+/// reaches it fails.
+struct NoEnv;
+
+impl Env for NoEnv {
+    fn host(&mut self) -> &mut dyn Host {
+        // Unreachable by construction: `HostState::idle` stores are only instantiated.
+        std::process::abort()
+    }
+    fn call(&mut self, _inputs: CallInputs) -> CallOutcome {
+        std::process::abort()
+    }
+}
+
 impl HostState {
+    /// A state for instantiating a module without running it.
+    pub(crate) fn idle() -> HostState {
+        static mut NO_ENV: NoEnv = NoEnv;
+        HostState {
+            env: std::ptr::addr_of_mut!(NO_ENV),
+            memory: None,
+            limits: StoreLimits::default(),
+            spec: SpecId::default(),
+            target: Address::ZERO,
+            caller: Address::ZERO,
+            value: U256::ZERO,
+            input: Bytes::new(),
+            is_static: false,
+            returndata: Bytes::new(),
+            refund: 0,
+        }
+    }
+
     #[allow(unsafe_code)]
     pub(crate) fn env(&mut self) -> &mut dyn Env {
         // SAFETY: `call::run` sets `env` to a live `&mut` that it does not touch while the store

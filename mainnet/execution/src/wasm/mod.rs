@@ -148,7 +148,7 @@ fn config() -> Result<Config, WasmError> {
     // Small contract memories are cheaper to reset with memset than with madvise, and a
     // module's data is cheaper to copy than to map copy-on-write (which builds an image per
     // module on its first instantiation).
-    pool.linear_memory_keep_resident(1 << 18).table_keep_resident(1 << 16).max_unused_warm_slots(8);
+    pool.linear_memory_keep_resident(1 << 18).table_keep_resident(1 << 16).max_unused_warm_slots(0);
     c.memory_init_cow(false);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Ok(c)
@@ -375,8 +375,17 @@ impl WasmRuntime {
             store_file(&path, &m);
         }
         let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
+        warm_up(&self.engine, &pre);
         Ok(Arc::new(Compiled { pre, info }))
     }
+}
+
+/// Instantiates the module once and throws the instance away, so that the work wasmtime does
+/// on a module's first instantiation (and the pool slot it settles in) is done here, on the
+/// compiling thread, rather than on the first call. Nothing runs: `call` is not invoked.
+fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) {
+    let mut store = wasmtime::Store::new(engine, HostState::idle());
+    let _ = pre.instantiate(&mut store);
 }
 
 /// Writes a compiled module next to its final name and renames it there, so a reader never
