@@ -700,3 +700,63 @@ fn evm_code_that_starts_with_invalid_still_halts_at_once() {
     let code = w.state.code(account.code_hash).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(code.as_ref(), &[0xFE, 0x5B, 0x60, 0x01, 0x56]);
 }
+
+#[test]
+fn blocks_of_conflicting_wasm_and_evm_calls_run_the_same_in_parallel() {
+    use rand::Rng;
+    let (mut w, token) = token_world();
+    let user = deploy_sol(&mut w, "TokenUser", token.abi_encode());
+    let receiver = deploy_sol(&mut w, "HookReceiver", token.abi_encode());
+    // Every user holds tokens, and TokenUser holds some to pay with.
+    let mut fund = Vec::new();
+    let from = w.users[0];
+    for i in 1..w.users.len() {
+        let to = w.users[i];
+        let data = IToken::transferCall { to, amount: U256::from(10_000) }.abi_encode();
+        fund.push(w.call(from, token, U256::ZERO, data, 200_000, Flavor::DynamicFee, 1));
+    }
+    let data = IToken::transferCall { to: user, amount: U256::from(50_000) }.abi_encode();
+    fund.push(w.call(from, token, U256::ZERO, data, 200_000, Flavor::DynamicFee, 1));
+    let out = block(&mut w, fund);
+    assert!(out.txs.iter().all(|t| t.status == TxStatus::Success));
+    let mut rng = farol_execution::workload::rng(7);
+    for _ in 0..5 {
+        let mut txs = Vec::new();
+        for _ in 0..60 {
+            let who = rng.random_range(0..w.users.len());
+            let from = w.users[who];
+            let (to, data) = match rng.random_range(0..4) {
+                0 | 1 => {
+                    let to = w.users[rng.random_range(0..w.users.len())];
+                    let amount = U256::from(rng.random_range(0..200u64));
+                    (token, IToken::transferCall { to, amount }.abi_encode())
+                }
+                2 => {
+                    let flag = if rng.random_bool(0.3) { 0xff } else { 1 };
+                    let amount = U256::from(rng.random_range(1..50u64));
+                    (
+                        user,
+                        ITokenUser::tryPayCall { receiver, amount, data: vec![flag].into() }
+                            .abi_encode(),
+                    )
+                }
+                _ => (
+                    token,
+                    IToken::balanceOfCall { owner: w.users[rng.random_range(0..w.users.len())] }
+                        .abi_encode(),
+                ),
+            };
+            txs.push(w.call(from, to, U256::ZERO, data, 500_000, Flavor::DynamicFee, 1));
+        }
+        // `block` runs 2 and 4 workers; add 8 here.
+        let env = w.block_env(Address::from([0xbe; 20]));
+        let seq =
+            execute_sequential(&w.state, &w.chain, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
+        let par = ParallelExecutor::new(ParallelConfig::always_parallel(8))
+            .execute(&w.state, &w.chain, &env, &txs)
+            .map(|(o, _)| o)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(par, seq);
+        block(&mut w, txs);
+    }
+}

@@ -349,15 +349,18 @@ impl WasmRuntime {
             .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
         let info = validate(module)?;
         let path = self.disk_path(hash);
-        if let Some(path) = path.as_deref().filter(|p| p.exists()) {
-            // SAFETY: the file was written by `Module::serialize` of an engine with the same
-            // compatibility hash (the folder name) into this node's own cache directory.
-            // A file that fails wasmtime's checks is recompiled below.
+        if let Some(bytes) = path.as_deref().and_then(|p| std::fs::read(p).ok()) {
+            // Read, not mapped: a file changed under a mapping would fault the process.
+            // SAFETY: the bytes come from `Module::serialize` of an engine with the same
+            // compatibility hash (the folder name), in this node's own cache directory, and
+            // wasmtime checks their header and engine settings before using them; a file that
+            // fails those checks is recompiled below.
             #[allow(unsafe_code)]
-            let loaded = unsafe { Module::deserialize_file(&self.engine, path) };
+            let loaded = unsafe { Module::deserialize(&self.engine, &bytes) };
             if let Ok(m) = loaded {
                 if let Ok(pre) = self.linker.instantiate_pre(&m) {
                     lock(&self.stats).loaded += 1;
+                    warm_up(&self.engine, &pre);
                     return Ok(Arc::new(Compiled { pre, info }));
                 }
             }
