@@ -256,6 +256,9 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
     let mut compiling = Vec::new();
     let mut compile_times = Vec::new();
     let mut second = Vec::new();
+    let mut compiled_frames = Vec::new();
+    let mut compiling_frames = Vec::new();
+    let mut second_frames = Vec::new();
     for i in 0..samples as u64 {
         for (waits, into) in [(true, &mut compiled), (false, &mut compiling)] {
             let code = contract_code(&with_nonce(&erc20, i * 2 + waits as u64));
@@ -269,11 +272,18 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             let saved = world.nonces();
             let txs = calls(world, token, &query, 1, 1_000_000);
             world.set_nonces(saved);
+            let frame_before = runtime.stats().call_time;
             let (_, t) = time_block(world, &txs, 1)?;
+            let frame = runtime.stats().call_time.saturating_sub(frame_before);
             into.push(t);
             if waits {
+                compiled_frames.push(frame);
+                let frame_before = runtime.stats().call_time;
                 let (_, again) = time_block(world, &txs, 1)?;
+                second_frames.push(runtime.stats().call_time.saturating_sub(frame_before));
                 second.push(again);
+            } else {
+                compiling_frames.push(frame);
             }
         }
     }
@@ -289,8 +299,10 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
         evm.push(t);
     }
     let evm_us = us(median(&mut evm));
-    let params = |goal: u64| {
+    let params = |goal: u64, frames: &mut Vec<Duration>| {
         json!({
+            "frame_us_median": us(median(frames)),
+            "second_frame_us_median": us(median(&mut second_frames.clone())),
             "module_bytes": erc20.len(),
             "samples": samples,
             "measured": "one block with the one call (sequential executor)",
@@ -306,7 +318,7 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
         evm_us,
         "us",
         Better::Lower,
-        params(50),
+        params(50, &mut compiled_frames),
     )
     .print()?;
     BenchResult::new(
@@ -315,7 +327,7 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
         evm_us,
         "us",
         Better::Lower,
-        params(950),
+        params(950, &mut compiling_frames),
     )
     .print()
 }

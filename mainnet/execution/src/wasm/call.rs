@@ -224,6 +224,17 @@ where
         Ok(r) => r,
         Err(e) => return fatal(ctx, e.to_string(), limit),
     };
+    let started = std::time::Instant::now();
+    let r = run_frame(ctx, inputs, runtime);
+    runtime.record_call(started.elapsed());
+    r
+}
+
+fn run_frame<B>(ctx: &mut B, inputs: &CallInputs, runtime: &WasmRuntime) -> InterpreterResult
+where
+    B: WasmCtx<Base = B>,
+{
+    let limit = inputs.gas_limit;
     let (hash, code) = &inputs.known_bytecode;
     let compiled = match runtime.get(*hash, code.original_byte_slice()) {
         Ok(c) => c,
@@ -275,10 +286,15 @@ where
         store.set_fuel((limit - start_gas).saturating_mul(FUEL_PER_GAS))?;
         let instance = compiled.pre.instantiate(&mut store)?;
         let memory = instance
-            .get_memory(&mut store, "memory")
+            .get_module_export(&mut store, &compiled.memory)
+            .and_then(wasmtime::Extern::into_memory)
             .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?;
         store.data_mut().memory = Some(memory);
-        let entry = instance.get_typed_func::<(), ()>(&mut store, "call")?;
+        let entry = instance
+            .get_module_export(&mut store, &compiled.call)
+            .and_then(wasmtime::Extern::into_func)
+            .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?
+            .typed::<(), ()>(&store)?;
         entry.call(&mut store, ())
     })();
     let left = store.get_fuel().unwrap_or(0) / FUEL_PER_GAS;

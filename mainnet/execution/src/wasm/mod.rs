@@ -158,6 +158,21 @@ fn config() -> Result<Config, WasmError> {
 pub(crate) struct Compiled {
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) info: ModuleInfo,
+    /// The exports `call` and `memory`, looked up once.
+    pub(crate) call: wasmtime::ModuleExport,
+    pub(crate) memory: wasmtime::ModuleExport,
+}
+
+impl Compiled {
+    fn new(pre: InstancePre<HostState>, info: ModuleInfo) -> Result<Compiled, WasmError> {
+        let export = |name: &str| {
+            pre.module()
+                .get_export_index(name)
+                .ok_or_else(|| WasmError::Invalid(format!("no export `{name}`")))
+        };
+        let (call, memory) = (export("call")?, export("memory")?);
+        Ok(Compiled { pre, info, call, memory })
+    }
 }
 
 enum SlotState {
@@ -182,6 +197,12 @@ pub struct CacheStats {
     pub waited: u64,
     /// Total time spent compiling.
     pub compile_time: Duration,
+    /// WASM frames run.
+    pub calls: u64,
+    /// Total time inside WASM frames, from revm handing the frame over to the result (nested
+    /// frames count in their parents too). For benchmarks only: nothing reads it back into
+    /// execution.
+    pub call_time: Duration,
 }
 
 /// The process's WASM engine and its cache of compiled modules, by code hash.
@@ -191,6 +212,8 @@ pub struct WasmRuntime {
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
+    calls: std::sync::atomic::AtomicU64,
+    call_nanos: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for WasmRuntime {
@@ -218,6 +241,8 @@ impl WasmRuntime {
             slots: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
+            calls: Default::default(),
+            call_nanos: Default::default(),
         })
     }
 
@@ -234,7 +259,18 @@ impl WasmRuntime {
 
     /// Counters since the process started.
     pub fn stats(&self) -> CacheStats {
-        *lock(&self.stats)
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut s = *lock(&self.stats);
+        s.calls = self.calls.load(Relaxed);
+        s.call_time = Duration::from_nanos(self.call_nanos.load(Relaxed));
+        s
+    }
+
+    /// Counts one WASM frame that took `took`.
+    pub(crate) fn record_call(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.calls.fetch_add(1, Relaxed);
+        self.call_nanos.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// Validates `code` (marker and module) and starts compiling it on a background thread.
@@ -361,7 +397,7 @@ impl WasmRuntime {
                 if let Ok(pre) = self.linker.instantiate_pre(&m) {
                     lock(&self.stats).loaded += 1;
                     warm_up(&self.engine, &pre);
-                    return Ok(Arc::new(Compiled { pre, info }));
+                    return Compiled::new(pre, info).map(Arc::new);
                 }
             }
         }
@@ -379,7 +415,7 @@ impl WasmRuntime {
         }
         let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
         warm_up(&self.engine, &pre);
-        Ok(Arc::new(Compiled { pre, info }))
+        Compiled::new(pre, info).map(Arc::new)
     }
 }
 
