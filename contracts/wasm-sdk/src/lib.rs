@@ -10,7 +10,7 @@
 //!   out `mapping`), plus transient storage;
 //! - events: [`emit`] any `sol!` event;
 //! - calls: [`call`], [`static_call`], [`delegate_call`] with any `sol!` function, or the raw
-//!   forms;
+//!   forms; [`create`] and [`create2`];
 //! - the Solidity ABI for entry points: decode the input with a `sol!` interface's `Calls`
 //!   enum and encode results with `abi_encode_returns` (see the examples);
 //! - [`revert`], [`revert_with`] (any `sol!` error, including `Error(string)`).
@@ -59,6 +59,14 @@ mod sys {
             data: *const u8,
             len: u32,
             gas: u64,
+        ) -> u32;
+        pub(crate) fn create(
+            kind: u32,
+            value: *const u8,
+            code: *const u8,
+            len: u32,
+            salt: *const u8,
+            out: *mut u8,
         ) -> u32;
         pub(crate) fn exit(status: u32, ptr: *const u8, len: u32) -> !;
     }
@@ -265,6 +273,39 @@ pub fn static_call<C: SolCall>(to: Address, c: &C) -> Result<C::Return, Vec<u8>>
 /// Runs `to`'s code with `c` on this contract's storage.
 pub fn delegate_call<C: SolCall>(to: Address, c: &C) -> Result<C::Return, Vec<u8>> {
     decode::<C>(call_raw(CallKind::Delegate, to, U256::ZERO, &c.abi_encode(), u64::MAX))
+}
+
+fn create_raw(kind: u32, value: U256, init_code: &[u8], salt: B256) -> Result<Address, Vec<u8>> {
+    let v = value.to_be_bytes::<32>();
+    let mut out = [0u8; 20];
+    let ok = unsafe {
+        sys::create(
+            kind,
+            v.as_ptr(),
+            init_code.as_ptr(),
+            init_code.len() as u32,
+            salt.as_ptr(),
+            out.as_mut_ptr(),
+        )
+    };
+    if ok == 1 {
+        return Ok(Address::from(out));
+    }
+    let len = unsafe { sys::returndata_size() };
+    let mut data = vec![0u8; len as usize];
+    unsafe { sys::returndata_copy(data.as_mut_ptr(), 0, len) };
+    Err(data)
+}
+
+/// CREATE: deploys the contract `init_code` returns (EVM code, or a WASM module behind the
+/// marker), sending it `value` wei. `Err` carries the revert data (empty after a halt).
+pub fn create(value: U256, init_code: &[u8]) -> Result<Address, Vec<u8>> {
+    create_raw(0, value, init_code, B256::ZERO)
+}
+
+/// CREATE2: as [`create`], at the address fixed by this contract, `salt` and the init code.
+pub fn create2(value: U256, init_code: &[u8], salt: B256) -> Result<Address, Vec<u8>> {
+    create_raw(1, value, init_code, salt)
 }
 
 // ---- ending the call -------------------------------------------------------------------------

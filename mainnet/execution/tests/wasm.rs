@@ -760,3 +760,67 @@ fn blocks_of_conflicting_wasm_and_evm_calls_run_the_same_in_parallel() {
         block(&mut w, txs);
     }
 }
+
+/// Input: byte 0 the kind (0 CREATE, 1 CREATE2), bytes 32..64 the salt, then the init code.
+/// Returns the new address, or reverts with the creation's revert data.
+const FACTORY: &str = r#"
+(module
+  (import "farol" "calldata_size" (func $size (result i32)))
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "create" (func $create (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "farol" "returndata_size" (func $rsize (result i32)))
+  (import "farol" "returndata_copy" (func $rcopy (param i32 i32 i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 2)
+  (func (export "call") (local $n i32)
+    (local.set $n (call $size))
+    (call $cd (i32.const 1024) (i32.const 0) (local.get $n))
+    (if (call $create (i32.load8_u (i32.const 1024)) (i32.const 0) (i32.const 1088)
+          (i32.sub (local.get $n) (i32.const 64)) (i32.const 1056) (i32.const 512))
+      (then (call $exit (i32.const 0) (i32.const 512) (i32.const 20))))
+    (call $rcopy (i32.const 600) (i32.const 0) (call $rsize))
+    (call $exit (i32.const 1) (i32.const 600) (call $rsize))))
+"#;
+
+#[test]
+fn wasm_contracts_create_evm_and_wasm_contracts() {
+    let mut w = world();
+    let factory = deploy(&mut w, &wat(FACTORY));
+    let input = |kind: u8, salt: u8, init: &[u8]| {
+        let mut v = vec![0u8; 64];
+        v[0] = kind;
+        v[63] = salt;
+        v.extend_from_slice(init);
+        v
+    };
+    // CREATE of an EVM contract (code: STOP) at the factory's first nonce.
+    let out = send(&mut w, 1, factory, U256::ZERO, input(0, 0, &deploy_code(&[0x00])));
+    ok(&out);
+    let evm_child = Address::from_slice(&out.output);
+    assert_eq!(evm_child, factory.create(1));
+    assert!(w.state.account(evm_child).ok().flatten().is_some_and(|a| a.nonce == 1));
+
+    // CREATE2 of a WASM contract: the address follows EIP-1014, and the child works.
+    let init = deploy_code(&contract_code(&wat(STORE)));
+    let out = send(&mut w, 1, factory, U256::ZERO, input(1, 7, &init));
+    ok(&out);
+    let wasm_child = Address::from_slice(&out.output);
+    let mut salt = [0u8; 32];
+    salt[31] = 7;
+    assert_eq!(wasm_child, factory.create2(salt, alloy_primitives::keccak256(&init)));
+    let out = send(&mut w, 2, wasm_child, U256::ZERO, U256::from(99).to_be_bytes::<32>().to_vec());
+    ok(&out);
+    assert_eq!(w.state.storage(wasm_child, U256::ZERO).ok(), Some(U256::from(99)));
+
+    // The same salt again: the address is taken, the creation fails, the factory reverts.
+    let out = send(&mut w, 1, factory, U256::ZERO, input(1, 7, &init));
+    assert_eq!(out.status, TxStatus::Revert, "{out:?}");
+
+    // An invalid module from WASM: the deployment check runs there too, and its reason comes
+    // back as the creation's revert data.
+    let bad = deploy_code(&contract_code(&wat(r#"(module (memory (export "memory") 1))"#)));
+    let out = send(&mut w, 1, factory, U256::ZERO, input(0, 0, &bad));
+    assert_eq!(out.status, TxStatus::Revert, "{out:?}");
+    let reason = Revert::abi_decode(&out.output).map(|r| r.reason).unwrap_or_default();
+    assert!(reason.contains("no exported function `call`"), "{reason}");
+}

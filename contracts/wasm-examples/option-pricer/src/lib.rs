@@ -37,15 +37,7 @@ fn small(v: U256, max: u64) -> Option<u64> {
     u64::try_from(v).ok().filter(|x| *x <= max)
 }
 
-fn price(
-    spot: u64,
-    strike: u64,
-    up: u64,
-    down: u64,
-    p: u64,
-    discount: u64,
-    steps: usize,
-) -> u64 {
+fn price(spot: u64, strike: u64, up: u64, down: u64, p: u64, discount: u64, steps: usize) -> u64 {
     // Terminal payoffs: spot * up^j * down^(steps-j), capped so products stay in range.
     let mut v: Vec<u64> = vec![0; steps + 1];
     for (j, slot) in v.iter_mut().enumerate() {

@@ -22,14 +22,15 @@ use revm::interpreter::interpreter::EthInterpreter;
 use revm::interpreter::interpreter_action::FrameInit;
 use revm::interpreter::interpreter_types::LoopControl;
 use revm::interpreter::{
-    CallInput, CallInputs, CallOutcome, CallScheme, CallValue, FrameInput, Gas, Instruction,
-    InstructionContext, InstructionResult, InterpreterAction, InterpreterResult, SharedMemory,
+    CallInput, CallInputs, CallScheme, CallValue, CreateInputs, CreateScheme, FrameInput, Gas,
+    Instruction, InstructionContext, InstructionResult, InterpreterAction, InterpreterResult,
+    SharedMemory,
 };
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressSet;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
 
-use super::host::{charge, gas_left, halt, read, read_array, Cx, R};
+use super::host::{charge, gas_left, halt, read, read_array, write, Cx, R};
 use super::host::{load_failed, Env, Exit, HostState};
 use super::{
     is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS, MAX_WASM_NESTING,
@@ -340,8 +341,7 @@ where
         self.ctx
     }
 
-    fn call(&mut self, inputs: CallInputs) -> CallOutcome {
-        let gas_limit = inputs.gas_limit;
+    fn frame(&mut self, input: FrameInput) -> Option<FrameResult> {
         let depth = self.ctx.journal().depth();
         let spec: SpecId = self.ctx.cfg().spec().into();
         let buffer = self.ctx.local().shared_memory_buffer().clone();
@@ -352,10 +352,9 @@ where
             instructions::<&mut B>(spec, true),
             FarolPrecompiles::new(spec, true),
         );
-        let init = FrameInit { depth, memory, frame_input: FrameInput::Call(Box::new(inputs)) };
-        let outcome = match run_frames(&mut evm, init) {
-            Ok(FrameResult::Call(outcome)) => Some(outcome),
-            Ok(_) => None,
+        let init = FrameInit { depth, memory, frame_input: input };
+        let result = match run_frames(&mut evm, init) {
+            Ok(r) => Some(r),
             Err(e) => {
                 *evm.ctx.error() = Err(e);
                 None
@@ -363,9 +362,7 @@ where
         };
         drop(evm);
         buffer.borrow_mut().truncate(before);
-        outcome.unwrap_or_else(|| {
-            CallOutcome::new(halted(InstructionResult::FatalExternalError, gas_limit), 0..0)
-        })
+        result
     }
 }
 
@@ -465,8 +462,21 @@ pub(crate) fn host_call(
         reservoir: 0,
         charged_new_account_state_gas: false,
     };
-    let outcome = c.data_mut().env().call(inputs);
+    let Some(FrameResult::Call(outcome)) =
+        c.data_mut().env().frame(FrameInput::Call(Box::new(inputs)))
+    else {
+        return Err(halt(InstructionResult::FatalExternalError));
+    };
     let r = outcome.result;
+    settle(c, &r)?;
+    let ok = r.result.is_ok();
+    c.data_mut().returndata = r.output;
+    Ok(ok as u32)
+}
+
+/// Takes a finished child frame's gas back into this frame: unspent gas after success or
+/// revert, refunds after success. A fatal child (a database failure) halts this frame too.
+fn settle(c: &mut Cx<'_>, r: &InterpreterResult) -> R<()> {
     if r.result == InstructionResult::FatalExternalError {
         return Err(halt(InstructionResult::FatalExternalError));
     }
@@ -477,9 +487,74 @@ pub(crate) fn host_call(
     if r.result.is_ok() {
         c.data_mut().refund += r.gas.refunded();
     }
-    let ok = r.result.is_ok();
-    c.data_mut().returndata = r.output;
-    Ok(ok as u32)
+    Ok(())
+}
+
+/// Creation kinds the `create` host function takes.
+const CREATE: u32 = 0;
+const CREATE2: u32 = 1;
+
+/// The `create` host function: CREATE (`kind` 0) or CREATE2 (`kind` 1, with the 32-byte salt
+/// at `salt`) of `len` bytes of init code with `value` wei, with the EVM's gas rules (EIP-3860
+/// init code limit and cost, CREATE2's hashing, all but 1/64 of the gas left). On success
+/// writes the new address (20 bytes) to `out` and returns 1; on failure returns 0, with the
+/// revert data as return data.
+pub(crate) fn host_create(
+    c: &mut Cx<'_>,
+    kind: u32,
+    value: u32,
+    code: u32,
+    len: u32,
+    salt: u32,
+    out: u32,
+) -> R<u32> {
+    if kind > CREATE2 {
+        return Err(halt(InstructionResult::InvalidFEOpcode));
+    }
+    if c.data().is_static {
+        return Err(halt(InstructionResult::StateChangeDuringStaticCall));
+    }
+    let value = U256::from_be_bytes(read_array::<32>(c, value)?);
+    let len = len as usize;
+    let (max_initcode, initcode_cost, create_cost) = {
+        let host = c.data_mut().env().host();
+        let max = host.max_initcode_size();
+        let p = host.gas_params();
+        let create = if kind == CREATE { p.create_cost() } else { p.create2_cost(len) };
+        (max, p.initcode_cost(len), create)
+    };
+    // EIP-3860.
+    if len > max_initcode {
+        return Err(halt(InstructionResult::CreateInitCodeSizeLimit));
+    }
+    charge(c, initcode_cost.saturating_add(copy_gas(len)).saturating_add(create_cost))?;
+    let init_code = read(c, code, len as u32)?;
+    let scheme = if kind == CREATE {
+        CreateScheme::Create
+    } else {
+        CreateScheme::Create2 { salt: U256::from_be_bytes(read_array::<32>(c, salt)?) }
+    };
+    let remaining = gas_left(c);
+    let limit = c.data_mut().env().host().gas_params().call_stipend_reduction(remaining);
+    charge(c, limit)?;
+    let target = c.data().target;
+    let inputs = CreateInputs::new(target, scheme, value, init_code.into(), limit, 0);
+    let Some(FrameResult::Create(outcome)) =
+        c.data_mut().env().frame(FrameInput::Create(Box::new(inputs)))
+    else {
+        return Err(halt(InstructionResult::FatalExternalError));
+    };
+    let r = &outcome.result;
+    settle(c, r)?;
+    c.data_mut().returndata =
+        if r.result == InstructionResult::Revert { r.output.clone() } else { Bytes::new() };
+    match (r.result.is_ok(), outcome.address) {
+        (true, Some(address)) => {
+            write(c, out, address.as_slice())?;
+            Ok(1)
+        }
+        _ => Ok(0),
+    }
 }
 
 /// 3 gas per 32-byte word, as CALLDATACOPY charges.

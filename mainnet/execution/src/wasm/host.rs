@@ -7,7 +7,8 @@
 use alloy_primitives::{keccak256, Address, Bytes, Log, LogData, B256, U256};
 use revm::context_interface::host::LoadError;
 use revm::context_interface::Host;
-use revm::interpreter::{CallInputs, CallOutcome, InstructionResult};
+use revm::handler::FrameResult;
+use revm::interpreter::{FrameInput, InstructionResult};
 use revm::primitives::hardfork::SpecId;
 use wasmparser::ValType;
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
@@ -60,9 +61,9 @@ pub(crate) fn halt(r: InstructionResult) -> wasmtime::Error {
 pub(crate) trait Env {
     /// revm's host (state, block, transaction) for this frame.
     fn host(&mut self) -> &mut dyn Host;
-    /// Runs a call one level deeper than this frame and returns its outcome. A database
-    /// failure is left in the context's error slot and reported as `FatalExternalError`.
-    fn call(&mut self, inputs: CallInputs) -> CallOutcome;
+    /// Runs a call or creation one level deeper than this frame and returns its result.
+    /// `None`: a failure of this node (a database error), left in the context's error slot.
+    fn frame(&mut self, input: FrameInput) -> Option<FrameResult>;
 }
 
 /// Per-call state of a WASM instance.
@@ -90,7 +91,7 @@ impl Env for NoEnv {
         // Unreachable by construction: `HostState::idle` stores are only instantiated.
         std::process::abort()
     }
-    fn call(&mut self, _inputs: CallInputs) -> CallOutcome {
+    fn frame(&mut self, _input: FrameInput) -> Option<FrameResult> {
         std::process::abort()
     }
 }
@@ -165,7 +166,7 @@ pub(crate) fn read_array<const N: usize>(c: &Cx<'_>, ptr: u32) -> R<[u8; N]> {
         .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))
 }
 
-fn write(c: &mut Cx<'_>, ptr: u32, bytes: &[u8]) -> R<()> {
+pub(crate) fn write(c: &mut Cx<'_>, ptr: u32, bytes: &[u8]) -> R<()> {
     let m = memory(c)?;
     let start = ptr as usize;
     let dst = m
@@ -220,6 +221,7 @@ pub(crate) fn import_signature(name: &str) -> Option<(&'static [ValType], &'stat
         "log" => (&[I32, I32, I32, I32], &[]),
         "keccak256" => (&[I32, I32, I32], &[]),
         "call" => (&[I32, I32, I32, I32, I32, I64], &[I32]),
+        "create" => (&[I32, I32, I32, I32, I32, I32], &[I32]),
         "exit" => (&[I32, I32, I32], &[]),
         _ => return None,
     })
@@ -430,6 +432,18 @@ pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: Cx<'_>, kind: u32, to: u32, value: u32, data: u32, len: u32, gas: u64| -> R<u32> {
             super::call::host_call(&mut c, kind, to, value, data, len, gas)
         },
+    )?;
+    linker.func_wrap(
+        m,
+        "create",
+        |mut c: Cx<'_>,
+         kind: u32,
+         value: u32,
+         code: u32,
+         len: u32,
+         salt: u32,
+         out: u32|
+         -> R<u32> { super::call::host_create(&mut c, kind, value, code, len, salt, out) },
     )?;
     linker.func_wrap(m, "exit", |c: Cx<'_>, status: u32, ptr: u32, len: u32| -> R<()> {
         let out = Bytes::from(read(&c, ptr, len)?);
