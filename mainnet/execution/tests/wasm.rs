@@ -824,3 +824,115 @@ fn wasm_contracts_create_evm_and_wasm_contracts() {
     let reason = Revert::abi_decode(&out.output).map(|r| r.reason).unwrap_or_default();
     assert!(reason.contains("no exported function `call`"), "{reason}");
 }
+
+/// Every host function, for wasm-smith to call with whatever arguments it likes.
+const ALL_IMPORTS: &str = r#"
+(module
+  (import "farol" "calldata_size" (func (result i32)))
+  (import "farol" "calldata_copy" (func (param i32 i32 i32)))
+  (import "farol" "returndata_size" (func (result i32)))
+  (import "farol" "returndata_copy" (func (param i32 i32 i32)))
+  (import "farol" "caller" (func (param i32)))
+  (import "farol" "address" (func (param i32)))
+  (import "farol" "origin" (func (param i32)))
+  (import "farol" "coinbase" (func (param i32)))
+  (import "farol" "callvalue" (func (param i32)))
+  (import "farol" "basefee" (func (param i32)))
+  (import "farol" "gasprice" (func (param i32)))
+  (import "farol" "block_number" (func (result i64)))
+  (import "farol" "timestamp" (func (result i64)))
+  (import "farol" "chain_id" (func (result i64)))
+  (import "farol" "gas_left" (func (result i64)))
+  (import "farol" "balance" (func (param i32 i32)))
+  (import "farol" "sload" (func (param i32 i32)))
+  (import "farol" "sstore" (func (param i32 i32)))
+  (import "farol" "tload" (func (param i32 i32)))
+  (import "farol" "tstore" (func (param i32 i32)))
+  (import "farol" "log" (func (param i32 i32 i32 i32)))
+  (import "farol" "keccak256" (func (param i32 i32 i32)))
+  (import "farol" "call" (func (param i32 i32 i32 i32 i32 i64) (result i32)))
+  (import "farol" "create" (func (param i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "farol" "exit" (func (param i32 i32 i32))))
+"#;
+
+/// Random modules (wasm-smith) over all host functions: each is either refused at deployment
+/// with a reason or deployed and called with random input; nothing panics, and the parallel
+/// executor agrees with the sequential one on every block.
+#[test]
+fn random_modules_never_crash_and_run_the_same_in_parallel() {
+    use rand::RngCore;
+    let cases: u64 = if std::env::var("FAROL_LONG").is_ok_and(|v| v == "1") { 2_000 } else { 120 };
+    let mut w = world();
+    let imports = wat(ALL_IMPORTS);
+    let exports = wat(r#"(module (memory (export "memory") 1) (func (export "call")))"#);
+    let mut rng = farol_execution::workload::rng(0x5eed);
+    let (mut deployed, mut refused) = (0, 0);
+    let mut outcomes = std::collections::BTreeMap::new();
+    for case in 0..cases {
+        let mut bytes = vec![0u8; 4096];
+        rng.fill_bytes(&mut bytes);
+        let mut config = wasm_smith::Config {
+            available_imports: Some(imports.clone()),
+            exports: Some(exports.clone()),
+            ..Default::default()
+        };
+        config.allow_start_export = false;
+        config.simd_enabled = false;
+        config.relaxed_simd_enabled = false;
+        config.threads_enabled = false;
+        config.memory64_enabled = false;
+        config.tail_call_enabled = false;
+        config.exceptions_enabled = false;
+        config.gc_enabled = false;
+        config.max_memories = 0;
+        config.reference_types_enabled = false;
+        config.max_tables = 1;
+        config.max_memory32_bytes = 1 << 24;
+        config.max_table_elements = 1_000;
+        config.max_funcs = 40;
+        config.max_instructions = 200;
+        let Ok(module) = wasm_smith::Module::new(config, &mut arbitrary::Unstructured::new(&bytes))
+        else {
+            continue;
+        };
+        let module = module.to_bytes();
+        let from = w.users[0];
+        let (addr, tx) = w.deploy(from, deploy_code(&contract_code(&module)).into(), 16_000_000);
+        let out = block(&mut w, vec![tx]);
+        match &out.txs[0].status {
+            TxStatus::Success => deployed += 1,
+            TxStatus::Revert => {
+                refused += 1;
+                let reason =
+                    Revert::abi_decode(&out.txs[0].output).map(|r| r.reason).unwrap_or_default();
+                assert!(reason.starts_with("invalid WASM contract"), "case {case}: {reason}");
+                continue;
+            }
+            other => panic!("case {case}: deployment {other:?}"),
+        }
+        let txs = (0..4)
+            .map(|i| {
+                let mut input = vec![0u8; (rng.next_u32() % 200) as usize];
+                rng.fill_bytes(&mut input);
+                let from = w.users[1 + i];
+                w.call(from, addr, U256::ZERO, input, 300_000, Flavor::DynamicFee, 1)
+            })
+            .collect();
+        // `block` asserts that 2 and 4 workers agree with the sequential executor.
+        for t in block(&mut w, txs).txs {
+            let kind = match &t.status {
+                TxStatus::Success => "success".to_string(),
+                TxStatus::Revert => "revert".to_string(),
+                TxStatus::Halt(why) => why.clone(),
+            };
+            *outcomes.entry(kind).or_insert(0u32) += 1;
+        }
+    }
+    eprintln!("{deployed} deployed, {refused} refused; calls: {outcomes:?}");
+    assert!(
+        deployed > cases / 4,
+        "only {deployed} of {cases} modules deployed ({refused} refused)"
+    );
+    // The calls do more than trap at once: some finish, some run out of gas.
+    assert!(outcomes.len() >= 3, "{outcomes:?}");
+}
