@@ -60,40 +60,48 @@ where
     INTR: InterpreterTypes,
 {
     fn create(&mut self, context: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
-        // Leave every case revm itself fails before its collision check to revm.
-        if context.journal().depth() >= 1023 {
-            return None;
-        }
-        let (nonce, balance) = {
-            let caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
-            (caller.nonce(), *caller.balance())
-        };
-        if balance < inputs.value() || nonce == u64::MAX {
-            return None;
-        }
-        let target = inputs.created_address(nonce);
-        {
-            let account = context.journal_mut().load_account(target).ok()?;
-            if account.data.info.nonce != 0 || account.data.info.code_hash != KECCAK_EMPTY {
-                return None;
-            }
-        }
-        if !context.db().parent_has_storage(target).ok()? {
-            return None;
-        }
-        let mut caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
-        caller.bump_nonce();
-        Some(CreateOutcome {
-            result: InterpreterResult {
-                result: InstructionResult::CreateCollision,
-                gas: Gas::new_with_regular_gas_and_reservoir(
-                    inputs.gas_limit(),
-                    inputs.reservoir(),
-                ),
-                output: Bytes::new(),
-            },
-            address: None,
-            charged_create_state_gas: inputs.charged_create_state_gas(),
-        })
+        collision(context, inputs)
     }
+}
+
+/// The outcome of creation `inputs` if it collides with an address that has storage in the
+/// parent state (the creator's nonce is bumped, as revm does for its own collisions); `None`
+/// leaves the creation to revm. Shared by [`CollisionInspector`] and creations from WASM.
+pub(crate) fn collision<CTX>(context: &mut CTX, inputs: &CreateInputs) -> Option<CreateOutcome>
+where
+    CTX: ContextTr,
+    CTX::Db: StorageProbe,
+{
+    // Leave every case revm itself fails before its collision check to revm.
+    if context.journal().depth() >= 1023 {
+        return None;
+    }
+    let (nonce, balance) = {
+        let caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
+        (caller.nonce(), *caller.balance())
+    };
+    if balance < inputs.value() || nonce == u64::MAX {
+        return None;
+    }
+    let target = inputs.created_address(nonce);
+    {
+        let account = context.journal_mut().load_account(target).ok()?;
+        if account.data.info.nonce != 0 || account.data.info.code_hash != KECCAK_EMPTY {
+            return None;
+        }
+    }
+    if !context.db().parent_has_storage(target).ok()? {
+        return None;
+    }
+    let mut caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
+    caller.bump_nonce();
+    Some(CreateOutcome {
+        result: InterpreterResult {
+            result: InstructionResult::CreateCollision,
+            gas: Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit(), inputs.reservoir()),
+            output: Bytes::new(),
+        },
+        address: None,
+        charged_create_state_gas: inputs.charged_create_state_gas(),
+    })
 }

@@ -936,3 +936,31 @@ fn random_modules_never_crash_and_run_the_same_in_parallel() {
     // The calls do more than trap at once: some finish, some run out of gas.
     assert!(outcomes.len() >= 3, "{outcomes:?}");
 }
+
+#[test]
+fn a_creation_from_wasm_at_an_address_with_storage_collides() {
+    // EIP-7610: an address with storage but no code and no nonce cannot be created at.
+    let mut w = world();
+    let factory = deploy(&mut w, &wat(FACTORY));
+    let init = deploy_code(&[0x00]);
+    let mut salt = [0u8; 32];
+    salt[31] = 9;
+    let target = factory.create2(salt, alloy_primitives::keccak256(&init));
+    let storage = [(U256::from(1), U256::from(1))].into_iter().collect();
+    w.state.insert(target, farol_execution::MemAccount { storage, ..Default::default() });
+    let mut input = vec![0u8; 64];
+    input[0] = 1;
+    input[63] = 9;
+    input.extend_from_slice(&init);
+    let out = send(&mut w, 1, factory, U256::ZERO, input.clone());
+    assert_eq!(out.status, TxStatus::Revert, "{out:?}");
+    assert!(w
+        .state
+        .account(target)
+        .ok()
+        .flatten()
+        .is_some_and(|a| a.code_hash == revm::primitives::KECCAK_EMPTY));
+    // Another salt creates normally.
+    input[63] = 10;
+    ok(&send(&mut w, 1, factory, U256::ZERO, input));
+}

@@ -22,9 +22,9 @@ use revm::interpreter::interpreter::EthInterpreter;
 use revm::interpreter::interpreter_action::FrameInit;
 use revm::interpreter::interpreter_types::LoopControl;
 use revm::interpreter::{
-    CallInput, CallInputs, CallScheme, CallValue, CreateInputs, CreateScheme, FrameInput, Gas,
-    Instruction, InstructionContext, InstructionResult, InterpreterAction, InterpreterResult,
-    SharedMemory,
+    CallInput, CallInputs, CallScheme, CallValue, CreateInputs, CreateOutcome, CreateScheme,
+    FrameInput, Gas, Instruction, InstructionContext, InstructionResult, InterpreterAction,
+    InterpreterResult, SharedMemory,
 };
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressSet;
@@ -36,10 +36,11 @@ use super::{
     is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS, MAX_WASM_NESTING,
     PAGE_GAS,
 };
+use crate::collision::StorageProbe;
 
 /// A context that can name the base context under any number of `&mut`. Nested calls from
 /// WASM build their EVM over `&mut Base`, whatever depth they are at, so the types close.
-pub trait WasmCtx: ContextTr {
+pub(crate) trait WasmCtx: ContextTr<Db: StorageProbe> {
     /// The context with every `&mut` removed.
     type Base: ContextTr;
     /// The base context.
@@ -52,9 +53,9 @@ where
     BLOCK: revm::context::Block,
     TX: revm::context::Transaction,
     CFG: Cfg,
-    DB: revm::Database,
+    DB: revm::Database + StorageProbe,
     JOURNAL: JournalTr<Database = DB>,
-    Self: ContextTr,
+    Self: ContextTr<Db = DB>,
 {
     type Base = Self;
     fn base(&mut self) -> &mut Self {
@@ -71,7 +72,7 @@ impl<X: WasmCtx> WasmCtx for &mut X {
 
 /// revm's precompiles, and WASM contracts when enabled.
 #[derive(Debug, Clone)]
-pub struct FarolPrecompiles {
+pub(crate) struct FarolPrecompiles {
     eth: EthPrecompiles,
     wasm: bool,
 }
@@ -79,7 +80,7 @@ pub struct FarolPrecompiles {
 impl FarolPrecompiles {
     /// The precompiles of `spec`; calls to WASM code run it when `wasm` is set and fail like
     /// the EVM's INVALID opcode otherwise.
-    pub fn new(spec: SpecId, wasm: bool) -> Self {
+    pub(crate) fn new(spec: SpecId, wasm: bool) -> Self {
         FarolPrecompiles { eth: EthPrecompiles::new(spec), wasm }
     }
 }
@@ -341,6 +342,10 @@ where
         self.ctx
     }
 
+    fn collision(&mut self, inputs: &CreateInputs) -> Option<CreateOutcome> {
+        crate::collision::collision(self.ctx, inputs)
+    }
+
     fn frame(&mut self, input: FrameInput) -> Option<FrameResult> {
         let depth = self.ctx.journal().depth();
         let spec: SpecId = self.ctx.cfg().spec().into();
@@ -539,10 +544,14 @@ pub(crate) fn host_create(
     charge(c, limit)?;
     let target = c.data().target;
     let inputs = CreateInputs::new(target, scheme, value, init_code.into(), limit, 0);
-    let Some(FrameResult::Create(outcome)) =
-        c.data_mut().env().frame(FrameInput::Create(Box::new(inputs)))
-    else {
-        return Err(halt(InstructionResult::FatalExternalError));
+    // EIP-7610, as the collision inspector applies it to creations from the EVM.
+    let collided = c.data_mut().env().collision(&inputs);
+    let outcome = match collided {
+        Some(outcome) => outcome,
+        None => match c.data_mut().env().frame(FrameInput::Create(Box::new(inputs))) {
+            Some(FrameResult::Create(outcome)) => outcome,
+            _ => return Err(halt(InstructionResult::FatalExternalError)),
+        },
     };
     let r = &outcome.result;
     settle(c, r)?;

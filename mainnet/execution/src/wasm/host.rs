@@ -8,7 +8,7 @@ use alloy_primitives::{keccak256, Address, Bytes, Log, LogData, B256, U256};
 use revm::context_interface::host::LoadError;
 use revm::context_interface::Host;
 use revm::handler::FrameResult;
-use revm::interpreter::{FrameInput, InstructionResult};
+use revm::interpreter::{CreateInputs, CreateOutcome, FrameInput, InstructionResult};
 use revm::primitives::hardfork::SpecId;
 use wasmparser::ValType;
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
@@ -64,6 +64,9 @@ pub(crate) trait Env {
     /// Runs a call or creation one level deeper than this frame and returns its result.
     /// `None`: a failure of this node (a database error), left in the context's error slot.
     fn frame(&mut self, input: FrameInput) -> Option<FrameResult>;
+    /// The collision outcome of creation `inputs` under EIP-7610's storage rule, if it
+    /// collides (see `collision.rs`).
+    fn collision(&mut self, inputs: &CreateInputs) -> Option<CreateOutcome>;
 }
 
 /// Per-call state of a WASM instance.
@@ -92,6 +95,9 @@ impl Env for NoEnv {
         std::process::abort()
     }
     fn frame(&mut self, _input: FrameInput) -> Option<FrameResult> {
+        std::process::abort()
+    }
+    fn collision(&mut self, _inputs: &CreateInputs) -> Option<CreateOutcome> {
         std::process::abort()
     }
 }

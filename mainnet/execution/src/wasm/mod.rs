@@ -25,7 +25,7 @@ use wasmtime::{
 };
 
 pub(crate) use call::instructions;
-pub use call::{FarolPrecompiles, WasmCtx};
+pub(crate) use call::FarolPrecompiles;
 pub use host::HOST_MODULE;
 pub use instrument::{instrument, CALL_OVERHEAD, STACK_BUDGET};
 pub use validate::{
