@@ -99,6 +99,27 @@ pub fn rust_module(name: &str) -> Result<Vec<u8>, String> {
     })
 }
 
+alloy_sol_types::sol! {
+    function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
+}
+
+/// The calldata of `price(...)` for the option pricers (the Rust `option_pricer` module and
+/// `OptionPricer.sol`): a call at 95 on a spot of 100, up 1.01, down 1/1.01, one step's
+/// discount 0.9999, on a tree of `steps` steps (6-decimal fixed point).
+pub fn option_price_input(steps: u64) -> Vec<u8> {
+    use alloy_sol_types::SolCall;
+    priceCall {
+        spot: U256::from(100_000_000u64),
+        strike: U256::from(95_000_000u64),
+        up: U256::from(1_010_000u64),
+        down: U256::from(990_099u64),
+        p: U256::from(502_488u64),
+        discount: U256::from(999_900u64),
+        steps: U256::from(steps),
+    }
+    .abi_encode()
+}
+
 /// A placeholder signature (the sender travels with the transaction).
 fn placeholder_signature() -> Signature {
     Signature::new(U256::from(1), U256::from(1), false)

@@ -4,7 +4,9 @@
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{sol, Revert, SolCall, SolError, SolEvent, SolValue};
 use farol_execution::wasm::{contract_code, deploy_code};
-use farol_execution::workload::{creation_code, rust_module, Flavor, World, WorldSpec};
+use farol_execution::workload::{
+    creation_code, option_price_input, rust_module, Flavor, World, WorldSpec,
+};
 use farol_execution::{
     execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, RecoveredTx, StateView,
     TxStatus,
@@ -382,24 +384,8 @@ fn static_calls_into_wasm_cannot_write_and_wasm_gas_exhaustion_stays_inside() {
     // Out of gas inside WASM: the frame fails, the caller keeps its 1/64 and carries on.
     assert!(!probe(&mut w, looper, vec![]));
     // A pure WASM computation succeeds in a static call.
-    let price = sol_price_call(10);
+    let price = option_price_input(10);
     assert!(probe(&mut w, pricer, price));
-}
-
-fn sol_price_call(steps: u64) -> Vec<u8> {
-    sol! {
-        function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
-    }
-    priceCall {
-        spot: U256::from(100_000_000u64),
-        strike: U256::from(95_000_000u64),
-        up: U256::from(1_010_000u64),
-        down: U256::from(990_099u64),
-        p: U256::from(502_488u64),
-        discount: U256::from(999_900u64),
-        steps: U256::from(steps),
-    }
-    .abi_encode()
 }
 
 #[test]
@@ -408,8 +394,8 @@ fn the_rust_and_solidity_option_pricers_agree() {
     let wasm = deploy(&mut w, &rust("option_pricer"));
     let evm = deploy_sol(&mut w, "OptionPricer", vec![]);
     for steps in [0, 1, 7, 64] {
-        let a = send(&mut w, 1, wasm, U256::ZERO, sol_price_call(steps));
-        let b = send(&mut w, 1, evm, U256::ZERO, sol_price_call(steps));
+        let a = send(&mut w, 1, wasm, U256::ZERO, option_price_input(steps));
+        let b = send(&mut w, 1, evm, U256::ZERO, option_price_input(steps));
         ok(&a);
         ok(&b);
         assert_eq!(a.output, b.output, "{steps} steps");
@@ -422,7 +408,7 @@ fn the_rust_and_solidity_option_pricers_agree() {
         );
     }
     // Out-of-range input: the same revert from both.
-    let mut bad = sol_price_call(1000);
+    let mut bad = option_price_input(1000);
     let a = send(&mut w, 1, wasm, U256::ZERO, bad.clone());
     let b = send(&mut w, 1, evm, U256::ZERO, std::mem::take(&mut bad));
     assert_eq!((a.status, a.output), (b.status, b.output));

@@ -16,7 +16,9 @@ use alloy_sol_types::{sol, SolCall, SolValue};
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use farol_execution::wasm::{contract_code, deploy_code, time_standalone, WasmRuntime};
-use farol_execution::workload::{creation_code, rust_module, Flavor, World, WorldSpec};
+use farol_execution::workload::{
+    creation_code, option_price_input, rust_module, Flavor, World, WorldSpec,
+};
 use farol_execution::{execute_sequential, BlockOutput, RecoveredTx, TxStatus};
 use serde_json::json;
 
@@ -37,7 +39,6 @@ pub(crate) struct WasmBenchArgs {
 }
 
 sol! {
-    function price(uint256 spot, uint256 strike, uint256 up, uint256 down, uint256 p, uint256 discount, uint256 steps) external pure returns (uint256);
     function run(address target, uint256 n, bytes data) external returns (uint256);
     function balanceOf(address owner) external view returns (uint256);
 }
@@ -141,25 +142,12 @@ fn time_block(world: &World, txs: &[RecoveredTx], runs: usize) -> Result<(BlockO
     Ok((out, median(&mut times)))
 }
 
-fn price_input(steps: u64) -> Vec<u8> {
-    priceCall {
-        spot: U256::from(100_000_000u64),
-        strike: U256::from(95_000_000u64),
-        up: U256::from(1_010_000u64),
-        down: U256::from(990_099u64),
-        p: U256::from(502_488u64),
-        discount: U256::from(999_900u64),
-        steps: U256::from(steps),
-    }
-    .abi_encode()
-}
-
 fn compute(world: &mut World, quick: bool, runs: usize) -> Result<()> {
     let (steps, n) = if quick { (64, 8) } else { (128, 32) };
     progress(format!("wasm.compute: {n} option pricings of {steps} steps per block"));
     let wasm = deploy(world, deploy_code(&contract_code(&module("option_pricer")?)))?;
     let evm = deploy_sol(world, "OptionPricer", vec![])?;
-    let input = price_input(steps);
+    let input = option_price_input(steps);
     let saved = world.nonces();
     let wasm_txs = calls(world, wasm, &input, n, 16_000_000);
     world.set_nonces(saved.clone());
@@ -336,7 +324,7 @@ fn fuel(quick: bool, runs: usize) -> Result<()> {
     let steps = if quick { 128 } else { 256 };
     progress(format!("wasm.fuel: one pricing of {steps} steps, metered and not"));
     let m = module("option_pricer")?;
-    let input = price_input(steps);
+    let input = option_price_input(steps);
     let runs = runs.max(5);
     let (out_m, mut metered) =
         time_standalone(&m, &input, true, runs).map_err(|e| anyhow!("{e}"))?;
