@@ -1,0 +1,141 @@
+//! The validator committee of an epoch: keys, stakes and the two thresholds every rule of the
+//! protocol counts against.
+
+use std::collections::BTreeSet;
+
+use farol_crypto::{PublicKey, Signature};
+use thiserror::Error;
+
+/// Stake, in the smallest unit.
+pub type Stake = u64;
+
+/// A validator's position in its committee (0-based, the order the committee was given in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ValidatorIndex(pub u16);
+
+/// One validator as the committee knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Validator {
+    /// Its BLS key (admitted with a proof of possession).
+    pub key: PublicKey,
+    /// Its voting weight.
+    pub stake: Stake,
+}
+
+/// Why a committee cannot be formed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum CommitteeError {
+    /// No validators.
+    #[error("a committee needs at least one validator")]
+    Empty,
+    /// More validators than a [`ValidatorIndex`] can name.
+    #[error("{0} validators; at most 65,536")]
+    TooMany(usize),
+    /// A validator with no stake.
+    #[error("validator {0} has no stake")]
+    ZeroStake(usize),
+    /// The stakes add up past what the thresholds can be computed for.
+    #[error("total stake overflows")]
+    Overflow,
+    /// The same key twice.
+    #[error("validator {0} repeats the key of an earlier validator")]
+    DuplicateKey(usize),
+    /// A proof of possession that does not verify.
+    #[error("validator {0}: the proof of possession does not verify")]
+    BadPossession(usize),
+}
+
+/// The validators of one epoch, in a fixed order.
+///
+/// With total stake `N` and Byzantine stake below `N/3`:
+/// - a **quorum** is more than two thirds of the stake ([`Committee::quorum_threshold`]).
+///   Two quorums share more stake than any Byzantine coalition can hold, so they share an
+///   honest validator. The honest validators alone always make a quorum.
+/// - **validity** is more than one third ([`Committee::validity_threshold`]): any such set
+///   contains an honest validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committee {
+    validators: Vec<Validator>,
+    total: Stake,
+}
+
+impl Committee {
+    /// A committee of `(key, proof of possession, stake)` in this order. Every proof is
+    /// checked; keys must be distinct and stakes non-zero.
+    pub fn new(members: Vec<(PublicKey, Signature, Stake)>) -> Result<Committee, CommitteeError> {
+        if members.is_empty() {
+            return Err(CommitteeError::Empty);
+        }
+        if members.len() > usize::from(u16::MAX) + 1 {
+            return Err(CommitteeError::TooMany(members.len()));
+        }
+        let mut seen = BTreeSet::new();
+        let mut total: Stake = 0;
+        let mut validators = Vec::with_capacity(members.len());
+        for (i, (key, proof, stake)) in members.into_iter().enumerate() {
+            if stake == 0 {
+                return Err(CommitteeError::ZeroStake(i));
+            }
+            if !seen.insert(key.to_bytes()) {
+                return Err(CommitteeError::DuplicateKey(i));
+            }
+            key.verify_possession(&proof).map_err(|_| CommitteeError::BadPossession(i))?;
+            // Thresholds are computed as 2 * total; keep that in range.
+            total = total
+                .checked_add(stake)
+                .filter(|t| t.checked_mul(2).is_some())
+                .ok_or(CommitteeError::Overflow)?;
+            validators.push(Validator { key, stake });
+        }
+        Ok(Committee { validators, total })
+    }
+
+    /// Number of validators.
+    pub fn len(&self) -> usize {
+        self.validators.len()
+    }
+
+    /// Always false: a committee has at least one validator.
+    pub fn is_empty(&self) -> bool {
+        self.validators.is_empty()
+    }
+
+    /// Total stake `N`.
+    pub fn total_stake(&self) -> Stake {
+        self.total
+    }
+
+    /// The smallest stake above two thirds of the total: `floor(2N/3) + 1`.
+    pub fn quorum_threshold(&self) -> Stake {
+        self.total * 2 / 3 + 1
+    }
+
+    /// The smallest stake above one third of the total: `floor(N/3) + 1`.
+    pub fn validity_threshold(&self) -> Stake {
+        self.total / 3 + 1
+    }
+
+    /// The validator at `index`, if there is one.
+    pub fn validator(&self, index: ValidatorIndex) -> Option<&Validator> {
+        self.validators.get(usize::from(index.0))
+    }
+
+    /// The index of the validator with `key`.
+    pub fn index_of(&self, key: &PublicKey) -> Option<ValidatorIndex> {
+        self.validators
+            .iter()
+            .position(|v| v.key == *key)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(ValidatorIndex)
+    }
+
+    /// Every validator with its index, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (ValidatorIndex, &Validator)> {
+        self.validators.iter().enumerate().map(|(i, v)| (ValidatorIndex(i as u16), v))
+    }
+
+    /// The stake of a set of validators (indices past the committee count nothing).
+    pub fn stake_of<'a>(&self, indices: impl IntoIterator<Item = &'a ValidatorIndex>) -> Stake {
+        indices.into_iter().filter_map(|i| self.validator(*i)).map(|v| v.stake).sum()
+    }
+}

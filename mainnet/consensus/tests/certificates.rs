@@ -1,0 +1,161 @@
+//! Committees, quorum thresholds and certificates.
+
+use farol_consensus::{
+    Added, Certificate, CertificateError, Committee, CommitteeError, Signers, Stake,
+    ValidatorIndex, VoteCollector,
+};
+use farol_crypto::SecretKey;
+use proptest::prelude::*;
+
+fn keys(n: usize) -> Vec<SecretKey> {
+    (0..n).map(|i| SecretKey::from_seed(&[i as u8 + 1; 32])).collect()
+}
+
+fn committee(keys: &[SecretKey], stakes: &[Stake]) -> Committee {
+    let members =
+        keys.iter().zip(stakes).map(|(k, s)| (k.public_key(), k.prove_possession(), *s)).collect();
+    Committee::new(members).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn committees_refuse_bad_members() {
+    let ks = keys(3);
+    let pk = |i: usize| ks[i].public_key();
+    let pop = |i: usize| ks[i].prove_possession();
+    assert_eq!(Committee::new(vec![]), Err(CommitteeError::Empty));
+    assert_eq!(
+        Committee::new(vec![(pk(0), pop(0), 1), (pk(1), pop(1), 0)]),
+        Err(CommitteeError::ZeroStake(1))
+    );
+    assert_eq!(
+        Committee::new(vec![(pk(0), pop(0), 1), (pk(0), pop(0), 1)]),
+        Err(CommitteeError::DuplicateKey(1))
+    );
+    assert_eq!(
+        Committee::new(vec![(pk(0), pop(0), 1), (pk(1), pop(2), 1)]),
+        Err(CommitteeError::BadPossession(1))
+    );
+    assert_eq!(
+        Committee::new(vec![(pk(0), pop(0), u64::MAX / 2), (pk(1), pop(1), u64::MAX / 2)]),
+        Err(CommitteeError::Overflow)
+    );
+    let c = committee(&ks, &[1, 2, 3]);
+    assert_eq!((c.len(), c.total_stake()), (3, 6));
+    assert_eq!(c.index_of(&pk(2)), Some(ValidatorIndex(2)));
+    assert_eq!(c.stake_of(&[ValidatorIndex(0), ValidatorIndex(2), ValidatorIndex(9)]), 4);
+}
+
+#[test]
+fn thresholds_for_equal_stakes_are_the_usual_2f_plus_1() {
+    for (n, quorum, validity) in [(1, 1, 1), (4, 3, 2), (7, 5, 3), (10, 7, 4), (100, 67, 34)] {
+        let ks = keys(n);
+        let c = committee(&ks, &vec![1; n]);
+        assert_eq!((c.quorum_threshold(), c.validity_threshold()), (quorum, validity), "n = {n}");
+    }
+}
+
+proptest! {
+    /// For any stakes: two quorums overlap in more stake than any coalition below a third can
+    /// hold, and the validators outside such a coalition still make a quorum.
+    #[test]
+    fn quorums_intersect_in_an_honest_validator(total in 1u64..10_000_000) {
+        let q = total * 2 / 3 + 1;
+        let max_byzantine = (total - 1) / 3; // the largest f with 3f < total
+        prop_assert!(2 * q - total > max_byzantine);
+        prop_assert!(total - max_byzantine >= q);
+        let v = total / 3 + 1;
+        prop_assert!(v > max_byzantine);
+    }
+}
+
+#[test]
+fn votes_become_a_certificate_at_a_quorum_of_stake() {
+    let ks = keys(4);
+    let c = committee(&ks, &[10, 20, 30, 40]); // quorum: 67
+    let msg = b"round 3 batch of validator 1".to_vec();
+    let mut col = VoteCollector::new(&c, msg.clone());
+    let vote = |i: usize| ks[i].sign(&msg);
+    assert_eq!(col.add(ValidatorIndex(3), vote(3)), Ok(Added::Pending)); // 40
+    assert_eq!(col.add(ValidatorIndex(3), vote(3)), Ok(Added::Duplicate));
+    assert_eq!(col.add(ValidatorIndex(1), vote(1)), Ok(Added::Pending)); // 60
+    let Ok(Added::Certified(cert)) = col.add(ValidatorIndex(0), vote(0)) else {
+        panic!("70 stake is a quorum")
+    };
+    assert_eq!(
+        cert.signers.iter().collect::<Vec<_>>(),
+        vec![ValidatorIndex(0), ValidatorIndex(1), ValidatorIndex(3)]
+    );
+    assert_eq!(cert.verify(&c, &msg), Ok(()));
+    assert!(matches!(cert.verify(&c, b"another message"), Err(CertificateError::BadSignature(_))));
+    assert_eq!(col.add(ValidatorIndex(2), vote(2)), Ok(Added::Duplicate));
+    assert_eq!(col.add(ValidatorIndex(9), vote(2)), Err(CertificateError::UnknownSigner(9)));
+
+    // Round trip through bytes; a bitmap that claims less than a quorum is refused.
+    let bytes = cert.to_bytes();
+    let back = Certificate::from_bytes(&bytes, c.len()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back, *cert);
+    let mut thin = cert.clone();
+    thin.signers = Signers::new(4);
+    thin.signers.insert(ValidatorIndex(3));
+    thin.signers.insert(ValidatorIndex(1));
+    assert_eq!(thin.verify(&c, &msg), Err(CertificateError::NoQuorum { have: 60, need: 67 }));
+}
+
+#[test]
+fn a_bad_vote_is_found_dropped_and_reported() {
+    let ks = keys(4);
+    let c = committee(&ks, &[1, 1, 1, 1]); // quorum: 3
+    let msg = b"m".to_vec();
+    let mut col = VoteCollector::new(&c, msg.clone());
+    assert_eq!(col.add(ValidatorIndex(0), ks[0].sign(&msg)), Ok(Added::Pending));
+    // Validator 1 signs something else (or sends garbage that decodes as a point).
+    assert_eq!(col.add(ValidatorIndex(1), ks[1].sign(b"other")), Ok(Added::Pending));
+    // The third vote reaches the quorum, the aggregate fails, vote 1 is found and dropped.
+    assert_eq!(col.add(ValidatorIndex(2), ks[2].sign(&msg)), Ok(Added::Pending));
+    assert_eq!(col.faulty(), &[ValidatorIndex(1)]);
+    assert_eq!(col.stake(), 2);
+    // Validator 1 cannot try again; validator 3 completes the quorum.
+    assert_eq!(col.add(ValidatorIndex(1), ks[1].sign(&msg)), Ok(Added::Duplicate));
+    let Ok(Added::Certified(cert)) = col.add(ValidatorIndex(3), ks[3].sign(&msg)) else {
+        panic!("quorum")
+    };
+    assert_eq!(cert.verify(&c, &msg), Ok(()));
+    assert!(!cert.signers.contains(ValidatorIndex(1)));
+}
+
+#[test]
+fn malformed_certificates_are_refused() {
+    let ks = keys(70);
+    let c = committee(&ks, &vec![1; 70]);
+    let msg = b"m".to_vec();
+    let mut col = VoteCollector::new(&c, msg.clone());
+    let mut cert = None;
+    for (i, k) in ks.iter().enumerate() {
+        if let Ok(Added::Certified(x)) = col.add(ValidatorIndex(i as u16), k.sign(&msg)) {
+            cert = Some(x);
+            break;
+        }
+    }
+    let cert = cert.unwrap_or_else(|| panic!("no certificate"));
+    assert_eq!(cert.signers.len(), 47);
+    let bytes = cert.to_bytes();
+    assert_eq!(bytes.len(), 2 * 8 + 96);
+    assert!(Certificate::from_bytes(&bytes[1..], c.len()).is_err());
+    assert!(Certificate::from_bytes(&bytes, 129).is_err());
+    // A signer bit past the committee (bit 70 in the second word).
+    let mut past = bytes.clone();
+    past[8] |= 1 << 6;
+    assert_eq!(
+        Certificate::from_bytes(&past, c.len()),
+        Err(CertificateError::Malformed("a signer past the committee"))
+    );
+    // A garbage signature.
+    let mut garbage = bytes.clone();
+    for b in &mut garbage[16..] {
+        *b = 0xab;
+    }
+    assert!(matches!(
+        Certificate::from_bytes(&garbage, c.len()),
+        Err(CertificateError::BadSignature(_))
+    ));
+}
