@@ -85,29 +85,29 @@ pub(crate) struct HostState {
     pub(crate) refund: i64,
 }
 
-/// The environment of a store that never runs contract code: every host function that
-/// reaches it fails.
-struct NoEnv;
+/// The environment of a store that only instantiates a module (`HostState::idle`): state
+/// reads see an empty host, and nested frames fail.
+struct NoEnv(revm::context_interface::host::DummyHost);
 
 impl Env for NoEnv {
     fn host(&mut self) -> &mut dyn Host {
-        // Unreachable by construction: `HostState::idle` stores are only instantiated.
-        std::process::abort()
+        &mut self.0
     }
     fn frame(&mut self, _input: FrameInput) -> Option<FrameResult> {
-        std::process::abort()
+        None
     }
     fn collision(&mut self, _inputs: &CreateInputs) -> Option<CreateOutcome> {
-        std::process::abort()
+        None
     }
 }
 
 impl HostState {
-    /// A state for instantiating a module without running it.
+    /// A state for instantiating a module without running it. It owns its environment, which
+    /// the caller frees with [`HostState::free_idle`].
     pub(crate) fn idle() -> HostState {
-        static mut NO_ENV: NoEnv = NoEnv;
+        let env: Box<dyn Env> = Box::new(NoEnv(Default::default()));
         HostState {
-            env: std::ptr::addr_of_mut!(NO_ENV),
+            env: Box::into_raw(env),
             memory: None,
             limits: StoreLimits::default(),
             spec: SpecId::default(),
@@ -119,6 +119,14 @@ impl HostState {
             returndata: Bytes::new(),
             refund: 0,
         }
+    }
+
+    /// Frees the environment of a state made by [`HostState::idle`].
+    #[allow(unsafe_code)]
+    pub(crate) fn free_idle(self) {
+        // SAFETY: `idle` made `env` with `Box::into_raw`, and this consumes the only state
+        // holding it.
+        drop(unsafe { Box::from_raw(self.env) });
     }
 
     #[allow(unsafe_code)]

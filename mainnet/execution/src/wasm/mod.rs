@@ -425,6 +425,7 @@ impl WasmRuntime {
 fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) {
     let mut store = wasmtime::Store::new(engine, HostState::idle());
     let _ = pre.instantiate(&mut store);
+    store.into_data().free_idle();
 }
 
 /// Writes a compiled module next to its final name and renames it there, so a reader never
