@@ -295,7 +295,13 @@ impl WasmRuntime {
         let spawned =
             std::thread::Builder::new().name("farol-wasm-compile".into()).spawn(move || {
                 let result = self.load_or_compile(hash, &code);
+                // A refused module stays refused; a failure of this node is retried by the
+                // next call instead of failing every call from now on.
+                let retry = matches!(result, Err(WasmError::Runtime(_)));
                 finish(&slot, result);
+                if retry {
+                    lock(&self.slots).remove(&hash);
+                }
             });
         if let Err(e) = spawned {
             // No thread: the first call compiles instead.
