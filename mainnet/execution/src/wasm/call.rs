@@ -137,7 +137,7 @@ pub(crate) fn instructions<H: ContextTr>(
 
 /// RETURN, plus: a creation that returns code with the WASM marker has its module validated
 /// and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
-/// A failure of this node (no engine, no compiler thread) is not the code's: it stops the
+/// A failure of this node (no WASM engine) is not the code's: it stops the
 /// block with an error instead of producing a result.
 fn deploy_return<H: ContextTr>(
     cx: InstructionContext<'_, H, EthInterpreter>,
