@@ -295,7 +295,7 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             "samples": samples,
             "measured": "one block with the one call (sequential executor)",
             "baseline": "the same first call to OpenZeppelin's ERC-20 on the EVM",
-            "compile_us_median": us(median(&mut compile_times.clone())),
+            "deployed_to_compiled_us_median": us(median(&mut compile_times.clone())),
             "second_call_us": us(median(&mut second.clone())),
             "goal_us": goal,
         })
