@@ -953,3 +953,42 @@ fn a_creation_from_wasm_at_an_address_with_storage_collides() {
     input[63] = 10;
     ok(&send(&mut w, 1, factory, U256::ZERO, input));
 }
+
+#[test]
+fn memory_growth_is_paid_for() {
+    use farol_execution::wasm::{memory_gas, CHEAP_PAGES, EXTRA_PAGE_GAS};
+    let mut w = world();
+    // Grows by 200 pages, then touches one byte in each 4 KiB of the new memory.
+    let toucher = deploy(
+        &mut w,
+        &wat(r#"
+      (module
+        (import "farol" "exit" (func $exit (param i32 i32 i32)))
+        (memory (export "memory") 1)
+        (func (export "call") (local $p i32)
+          (drop (memory.grow (i32.const 200)))
+          (local.set $p (i32.const 65536))
+          (loop $l
+            (i32.store8 (local.get $p) (i32.const 1))
+            (local.set $p (i32.add (local.get $p) (i32.const 4096)))
+            (br_if $l (i32.lt_u (local.get $p) (i32.const 13172736))))
+          (call $exit (i32.const 0) (i32.const 0) (i32.const 0))))"#),
+    );
+    let owed = memory_gas(201) - memory_gas(1);
+    assert_eq!(owed, (CHEAP_PAGES - 1) * 256 + (201 - CHEAP_PAGES) * EXTRA_PAGE_GAS);
+    // Enough gas: it succeeds and the growth is in its gas.
+    let tx = call(&mut w, toucher, vec![], owed + 100_000);
+    let out = block(&mut w, vec![tx]);
+    ok(&out.txs[0]);
+    assert!(out.txs[0].gas_used > 21_000 + owed, "{}", out.txs[0].gas_used);
+    // Not enough for the growth: out of gas, although it returned.
+    let tx = call(&mut w, toucher, vec![], 21_000 + owed / 2);
+    let out = block(&mut w, vec![tx]);
+    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    // A module that starts big pays up front.
+    let big =
+        deploy(&mut w, &wat(r#"(module (memory (export "memory") 200) (func (export "call")))"#));
+    let tx = call(&mut w, big, vec![], 21_000 + memory_gas(200) / 2);
+    let out = block(&mut w, vec![tx]);
+    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+}

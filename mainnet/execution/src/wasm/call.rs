@@ -28,14 +28,11 @@ use revm::interpreter::{
 };
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressSet;
-use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap};
 
 use super::host::{charge, gas_left, halt, read, read_array, write, Cx, R};
 use super::host::{load_failed, Env, Exit, HostState};
-use super::{
-    is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS, MAX_WASM_NESTING,
-    PAGE_GAS,
-};
+use super::{is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_WASM_NESTING};
 use crate::collision::StorageProbe;
 
 /// A context that can name the base context under any number of `&mut`. Nested calls from
@@ -247,7 +244,7 @@ where
         }
         Err(e) => return fatal(ctx, e.to_string(), limit),
     };
-    let start_gas = PAGE_GAS.saturating_mul(compiled.info.initial_pages);
+    let start_gas = super::memory_gas(compiled.info.initial_pages);
     if start_gas > limit {
         return halted(InstructionResult::OutOfGas, limit);
     }
@@ -265,14 +262,7 @@ where
     let state = HostState {
         env: env_ptr,
         memory: None,
-        limits: StoreLimitsBuilder::new()
-            .memory_size((MAX_MEMORY_PAGES as usize) << 16)
-            .table_elements(MAX_TABLE_ELEMENTS as usize)
-            .instances(1)
-            .tables(1)
-            .memories(1)
-            .trap_on_grow_failure(false)
-            .build(),
+        limits: super::host::Limits::default(),
         spec,
         target: inputs.target_address,
         caller: inputs.caller,
@@ -299,13 +289,18 @@ where
             .typed::<(), ()>(&store)?;
         entry.call(&mut store, ())
     })();
-    let left = store.get_fuel().unwrap_or(0) / FUEL_PER_GAS;
+    let fuel_left = store.get_fuel().unwrap_or(0) / FUEL_PER_GAS;
+    // Memory grown since the last host call is paid now; a frame that cannot pay ends out of
+    // gas whatever it returned.
+    let owed = store.data().limits.owed;
+    let left = fuel_left.saturating_sub(owed);
     let refund = store.data().refund;
     drop(store);
     let Frame { ctx } = env;
     let mut gas = Gas::new(limit);
     let ok = gas.record_regular_cost(limit - left.min(limit));
     debug_assert!(ok);
+    let outcome = if owed > fuel_left { Err(halt(InstructionResult::OutOfGas)) } else { outcome };
     let (r, output) = match outcome {
         Ok(()) => (InstructionResult::Return, Bytes::new()),
         Err(e) => match e.downcast::<Exit>() {

@@ -11,9 +11,9 @@ use revm::handler::FrameResult;
 use revm::interpreter::{CreateInputs, CreateOutcome, FrameInput, InstructionResult};
 use revm::primitives::hardfork::SpecId;
 use wasmparser::ValType;
-use wasmtime::{Caller, Linker, Memory, StoreLimits};
+use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
 
-use super::FUEL_PER_GAS;
+use super::{memory_gas, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS};
 
 /// The import module every host function lives in.
 pub const HOST_MODULE: &str = "farol";
@@ -69,12 +69,66 @@ pub(crate) trait Env {
     fn collision(&mut self, inputs: &CreateInputs) -> Option<CreateOutcome>;
 }
 
+/// The instance's resource limits, and the gas its memory growth owes.
+///
+/// wasmtime's fuel table can charge at most 255 fuel per page grown, far below what touching
+/// a page costs, so growth is priced here ([`memory_gas`]): the limiter records what each
+/// growth owes, and the debt is paid from fuel at the next host call and at the end of the
+/// frame (a frame that cannot pay ends out of gas). Growth past 16 MiB fails
+/// (`memory.grow` returns -1).
+#[derive(Debug, Default)]
+pub(crate) struct Limits {
+    /// Gas owed for memory grown since the last payment.
+    pub(crate) owed: u64,
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let page = 1usize << 16;
+        if desired > (MAX_MEMORY_PAGES as usize) * page {
+            return Ok(false);
+        }
+        // The initial memory (growth from nothing) is paid before instantiation.
+        if current != 0 {
+            let (from, to) = ((current / page) as u64, desired.div_ceil(page) as u64);
+            self.owed = self.owed.saturating_add(memory_gas(to).saturating_sub(memory_gas(from)));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired as u64 <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
 /// Per-call state of a WASM instance.
 pub(crate) struct HostState {
     /// The frame's environment. Points to a value that outlives the store (see `call::run`).
     pub(crate) env: *mut (dyn Env + 'static),
     pub(crate) memory: Option<Memory>,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: Limits,
     pub(crate) spec: SpecId,
     pub(crate) target: Address,
     pub(crate) caller: Address,
@@ -109,7 +163,7 @@ impl HostState {
         HostState {
             env: Box::into_raw(env),
             memory: None,
-            limits: StoreLimits::default(),
+            limits: Limits::default(),
             spec: SpecId::default(),
             target: Address::ZERO,
             caller: Address::ZERO,
@@ -141,14 +195,17 @@ impl HostState {
 pub(crate) type Cx<'a> = Caller<'a, HostState>;
 pub(crate) type R<T> = wasmtime::Result<T>;
 
+/// Gas the frame has left, after what its memory growth owes.
 pub(crate) fn gas_left(c: &Cx<'_>) -> u64 {
-    c.get_fuel().unwrap_or(0) / FUEL_PER_GAS
+    (c.get_fuel().unwrap_or(0) / FUEL_PER_GAS).saturating_sub(c.data().limits.owed)
 }
 
-/// Charges `gas`, halting with out-of-gas if the frame has less.
+/// Charges `gas` and pays what memory growth owes, halting with out-of-gas if the frame has
+/// less.
 pub(crate) fn charge(c: &mut Cx<'_>, gas: u64) -> R<()> {
     let fuel = c.get_fuel()?;
-    let cost = gas.saturating_mul(FUEL_PER_GAS);
+    let owed = std::mem::take(&mut c.data_mut().limits.owed);
+    let cost = gas.saturating_add(owed).saturating_mul(FUEL_PER_GAS);
     if cost > fuel {
         c.set_fuel(0)?;
         return Err(halt(InstructionResult::OutOfGas));

@@ -44,8 +44,22 @@ pub const MARKER: [u8; 4] = [0xFE, b'F', b'W', 0x01];
 /// compiled WASM operator does about as much work in that time as an eighth of an EVM `ADD`.
 pub const FUEL_PER_GAS: u64 = 8;
 
-/// Gas for each 64 KiB page of memory an instance starts with.
+/// Gas for each of the first [`CHEAP_PAGES`] 64 KiB pages of a frame's memory.
 pub const PAGE_GAS: u64 = 256;
+
+/// Pages of memory priced at [`PAGE_GAS`] (256 KiB: a typical contract's stack and heap).
+pub const CHEAP_PAGES: u64 = 4;
+
+/// Gas for each page of memory past [`CHEAP_PAGES`], initial or grown: about what the time to
+/// touch and clear 64 KiB is worth (the EVM charges more than 14,000 gas for its first 64 KiB).
+pub const EXTRA_PAGE_GAS: u64 = 4_096;
+
+/// The gas a frame pays for memory of `pages` 64 KiB pages.
+pub fn memory_gas(pages: u64) -> u64 {
+    PAGE_GAS
+        .saturating_mul(pages.min(CHEAP_PAGES))
+        .saturating_add(EXTRA_PAGE_GAS.saturating_mul(pages.saturating_sub(CHEAP_PAGES)))
+}
 
 /// WASM frames that may be active at once in one call stack. Each nests native stack frames
 /// (the host's and wasmtime's), so this bounds native stack use; a call past it fails like a
