@@ -159,3 +159,59 @@ fn malformed_certificates_are_refused() {
         Err(CertificateError::BadSignature(_))
     ));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Votes in any order, some of them bad: a certificate comes exactly when the good votes
+    /// reach a quorum, it verifies, it holds no bad voter, and only bad voters are reported.
+    #[test]
+    fn collectors_certify_exactly_the_good_quorums(
+        stakes in proptest::collection::vec(1u64..100, 4..9),
+        bad_mask in any::<u16>(),
+        order_seed in any::<u64>(),
+    ) {
+        let n = stakes.len();
+        let ks = keys(n);
+        let c = committee(&ks, &stakes);
+        let msg = b"proptest vote".to_vec();
+        let mut order: Vec<usize> = (0..n).collect();
+        // A deterministic shuffle from the seed.
+        let mut x = order_seed | 1;
+        for i in (1..n).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let bad = |i: usize| bad_mask & (1 << i) != 0;
+        let mut col = VoteCollector::new(&c, msg.clone());
+        let mut cert = None;
+        let mut good_stake = 0;
+        let mut certified_at_good_stake = None;
+        for &i in &order {
+            let vote = if bad(i) { ks[i].sign(b"not the message") } else { ks[i].sign(&msg) };
+            let before = good_stake;
+            if !bad(i) {
+                good_stake += stakes[i];
+            }
+            match col.add(ValidatorIndex(i as u16), vote) {
+                Ok(Added::Certified(x)) => {
+                    // Exactly when the good votes first reach a quorum.
+                    prop_assert!(before < c.quorum_threshold() && good_stake >= c.quorum_threshold());
+                    certified_at_good_stake = Some(good_stake);
+                    cert = Some(x);
+                }
+                Ok(_) => {}
+                Err(e) => prop_assert!(false, "{e}"),
+            }
+        }
+        let total_good: Stake = (0..n).filter(|i| !bad(*i)).map(|i| stakes[i]).sum();
+        prop_assert_eq!(cert.is_some(), total_good >= c.quorum_threshold());
+        if let Some(cert) = cert {
+            prop_assert_eq!(cert.verify(&c, &msg), Ok(()));
+            prop_assert!(cert.signers.iter().all(|i| !bad(usize::from(i.0))));
+            prop_assert!(certified_at_good_stake.is_some());
+        }
+        prop_assert!(col.faulty().iter().all(|i| bad(usize::from(i.0))));
+    }
+}
