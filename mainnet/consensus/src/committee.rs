@@ -134,8 +134,12 @@ impl Committee {
         self.validators.iter().enumerate().map(|(i, v)| (ValidatorIndex(i as u16), v))
     }
 
-    /// The stake of a set of validators (indices past the committee count nothing).
+    /// The stake of validators `indices` (indices past the committee count nothing; a
+    /// repeated index counts again, saturating).
     pub fn stake_of<'a>(&self, indices: impl IntoIterator<Item = &'a ValidatorIndex>) -> Stake {
-        indices.into_iter().filter_map(|i| self.validator(*i)).map(|v| v.stake).sum()
+        indices
+            .into_iter()
+            .filter_map(|i| self.validator(*i))
+            .fold(0, |sum: Stake, v| sum.saturating_add(v.stake))
     }
 }

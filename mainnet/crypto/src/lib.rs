@@ -121,13 +121,18 @@ impl SecretKey {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(min_pk::PublicKey);
 
+/// `Name(0x` and the first 8 bytes `…)`.
+fn short(f: &mut std::fmt::Formatter<'_>, name: &str, bytes: &[u8]) -> std::fmt::Result {
+    write!(f, "{name}(0x")?;
+    for b in bytes.iter().take(8) {
+        write!(f, "{b:02x}")?;
+    }
+    write!(f, "…)")
+}
+
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey(0x")?;
-        for b in &self.to_bytes()[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
+        short(f, "PublicKey", &self.to_bytes())
     }
 }
 
@@ -154,11 +159,7 @@ pub struct Signature(min_pk::Signature);
 
 impl std::fmt::Debug for Signature {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Signature(0x")?;
-        for b in &self.to_bytes()[..8] {
-            write!(f, "{b:02x}")?;
-        }
-        write!(f, "…)")
+        short(f, "Signature", &self.to_bytes())
     }
 }
 

@@ -681,10 +681,25 @@ fn evm_code_that_starts_with_invalid_still_halts_at_once() {
     ok(&block(&mut w, vec![tx]).txs[0]);
     let out = send(&mut w, 1, addr, U256::ZERO, vec![]);
     assert_eq!(out.status, TxStatus::Halt("InvalidFEOpcode".into()), "{out:?}");
-    // The code reads back whole (EXTCODESIZE/EXTCODECOPY use the original bytes).
-    let account = w.state.account(addr).ok().flatten().unwrap_or_else(|| panic!("no account"));
-    let code = w.state.code(account.code_hash).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(code.as_ref(), &[0xFE, 0x5B, 0x60, 0x01, 0x56]);
+    // Loaded from state in a later block, EVM code sees its true size and bytes: a probe
+    // returns EXTCODESIZE and the first word of EXTCODECOPY.
+    let mut probe = vec![0x73];
+    probe.extend_from_slice(addr.as_slice()); // PUSH20 addr
+    probe.extend_from_slice(&[0x3B, 0x60, 0x00, 0x52]); // EXTCODESIZE, MSTORE at 0
+    probe.push(0x73);
+    probe.extend_from_slice(addr.as_slice()); // PUSH20 addr
+    probe.extend_from_slice(&[0x60, 0x20, 0x60, 0x00, 0x60, 0x20, 0x83, 0x3C]); // EXTCODECOPY(addr, 32, 0, 32)
+    probe.extend_from_slice(&[0x50, 0x60, 0x40, 0x60, 0x00, 0xF3]); // POP, RETURN(0, 64)
+    let from = w.users[0];
+    let (probe_addr, tx) = w.deploy(from, deploy_code(&probe).into(), 1_000_000);
+    ok(&block(&mut w, vec![tx]).txs[0]);
+    let out = send(&mut w, 1, probe_addr, U256::ZERO, vec![]);
+    ok(&out);
+    let mut want = U256::from(5).to_be_bytes::<32>().to_vec();
+    let mut word = [0u8; 32];
+    word[..5].copy_from_slice(&[0xFE, 0x5B, 0x60, 0x01, 0x56]);
+    want.extend_from_slice(&word);
+    assert_eq!(out.output.as_ref(), want.as_slice());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use farol_execution::{
 };
 use serde_json::json;
 
-use super::{progress, BenchResult, Better};
+use super::{median, progress, BenchResult, Better};
 
 /// Arguments of `farol bench exec`.
 #[derive(Debug, Args)]
@@ -262,9 +262,4 @@ fn measure<S: StateView>(
         params,
     )
     .print()
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }

@@ -107,6 +107,12 @@ impl BenchResult {
     }
 }
 
+/// The median of `times` (sorts them); zero for none.
+pub(crate) fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
 /// Prints a progress line to stderr.
 pub(crate) fn progress(message: impl std::fmt::Display) {
     eprintln!("[bench] {message}");

@@ -22,7 +22,7 @@ use farol_execution::workload::{
 use farol_execution::{execute_sequential, BlockOutput, RecoveredTx, TxStatus};
 use serde_json::json;
 
-use super::{progress, BenchResult, Better};
+use super::{median, progress, BenchResult, Better};
 
 /// Arguments of `farol bench wasm`.
 #[derive(Debug, Args)]
@@ -73,11 +73,6 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
 
 fn module(name: &str) -> Result<Vec<u8>> {
     rust_module(name).map_err(|e| anyhow!(e))
-}
-
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
 }
 
 fn us(d: Duration) -> f64 {

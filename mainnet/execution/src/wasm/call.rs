@@ -420,12 +420,13 @@ pub(crate) fn host_call(
     if kind == CALL && is_static && transfers {
         return Err(halt(InstructionResult::CallNotAllowedInsideStatic));
     }
-    let (warm, transfer_cost, stipend) = {
+    let (warm, copy, transfer_cost, stipend) = {
         let host = c.data_mut().env().host();
         let p = host.gas_params();
-        (p.warm_storage_read_cost(), p.transfer_value_cost(), p.call_stipend())
+        let copy = p.copy_cost(len as usize);
+        (p.warm_storage_read_cost(), copy, p.transfer_value_cost(), p.call_stipend())
     };
-    charge(c, warm.saturating_add(copy_gas(len as usize)))?;
+    charge(c, warm.saturating_add(copy))?;
     let input = read(c, data, len)?;
     if transfers {
         charge(c, transfer_cost)?;
@@ -521,13 +522,13 @@ pub(crate) fn host_create(
         let max = host.max_initcode_size();
         let p = host.gas_params();
         let create = if kind == CREATE { p.create_cost() } else { p.create2_cost(len) };
-        (max, p.initcode_cost(len), create)
+        (max, p.initcode_cost(len).saturating_add(p.copy_cost(len)), create)
     };
     // EIP-3860.
     if len > max_initcode {
         return Err(halt(InstructionResult::CreateInitCodeSizeLimit));
     }
-    charge(c, initcode_cost.saturating_add(copy_gas(len)).saturating_add(create_cost))?;
+    charge(c, initcode_cost.saturating_add(create_cost))?;
     let init_code = read(c, code, len as u32)?;
     let scheme = if kind == CREATE {
         CreateScheme::Create
@@ -559,9 +560,4 @@ pub(crate) fn host_create(
         }
         _ => Ok(0),
     }
-}
-
-/// 3 gas per 32-byte word, as CALLDATACOPY charges.
-fn copy_gas(len: usize) -> u64 {
-    (len as u64).div_ceil(32).saturating_mul(3)
 }
