@@ -1,11 +1,23 @@
-//! Farol consensus: the validator committee, stake quorums and BLS vote certificates.
+//! Farol consensus.
 //!
-//! This is the first part of the consensus issue: the pieces every rule of the protocol
-//! counts and signs with. The protocol state machine, the simulator and the network come
-//! next (see `docs/consensus.md`).
+//! - [`engine`]: the [`Consensus`] trait every engine implements (AsyncBFT here, the SPN
+//!   framework's PoA, PBFT and PoS later): a deterministic state machine with no I/O.
+//! - [`asyncbft`]: the mainnet's engine: every validator proposes each round, proposals form
+//!   a DAG, every proposal commits three message delays after it is sent in the good case.
+//! - [`committee`] and [`certificate`]: stake quorums and BLS certificates.
+//! - [`sim`]: the seeded simulator that checks safety and liveness under faults.
+//!
+//! `docs/consensus.md` describes the protocol and its argument.
 
+pub mod asyncbft;
+pub mod block;
 pub mod certificate;
 pub mod committee;
+pub mod engine;
+pub mod sim;
 
+pub use asyncbft::{AsyncBft, Config, Faults, SignatureCache};
+pub use block::{Block, BlockRef, DecodeError, Message};
 pub use certificate::{Added, Certificate, CertificateError, Signers, VoteCollector};
 pub use committee::{Committee, CommitteeError, Stake, Validator, ValidatorIndex};
+pub use engine::{Action, Committed, Consensus, Input, Target, Transaction};

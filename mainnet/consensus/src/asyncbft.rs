@@ -1,0 +1,1034 @@
+//! AsyncBFT: every validator proposes in every round, proposals form a DAG, and every
+//! validator's proposal is a leader slot decided by the DAG's own votes.
+//!
+//! - **Rounds.** A block of round `r` references blocks of round `r − 1` holding more than
+//!   two thirds of the stake (at most one per author), plus its author's previous block. A
+//!   validator proposes round `r + 1` as soon as it holds such a quorum of round `r` — no
+//!   timer; it waits a bounded number of ticks for validators that were live in the round
+//!   before, so that in the good case every block is referenced.
+//! - **Votes and certificates.** A round `r + 1` block referencing `B` votes for `B`; a round
+//!   `r + 2` block whose parents hold a quorum of votes for `B` certifies `B`. The only
+//!   signature a validator makes per round is the one on its own block.
+//! - **Direct decisions.** Slot (author `A`, round `r`) commits `B` once blocks of round
+//!   `r + 2` holding a quorum of stake certify `B` (three message delays after `B` was
+//!   sent); it is skipped once blocks of round `r + 1` holding a quorum of stake vote for no
+//!   block of the slot.
+//! - **Indirect decisions.** An undecided slot is decided by the first slot of a round
+//!   `≥ r + 3` that is not skipped: if that one commits, the slot commits the block its
+//!   history certifies, or is skipped if there is none; if that one is undecided, so is the
+//!   slot.
+//! - **Order.** Slots are decided in order (round, then a rotation of the committee); each
+//!   committed block brings along its not yet ordered history, sorted by (round, author,
+//!   digest), and its transactions not committed before form one [`Committed`] block.
+//!
+//! `docs/consensus.md` has the argument for safety and liveness.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use farol_crypto::{verify_batch, SecretKey};
+
+use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
+use crate::committee::{Committee, Stake, ValidatorIndex};
+use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
+
+type Digest = [u8; 32];
+
+/// AsyncBFT's parameters.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Identifies the chain and epoch; signed into every block.
+    pub chain: [u8; 32],
+    /// After a quorum of a round is in, the least ticks to wait for the validators that
+    /// were live in the round before. The wait is as long as the quorum took to come, within
+    /// `wait_ticks..=max_wait_ticks`.
+    pub wait_ticks: u32,
+    /// The longest such wait.
+    pub max_wait_ticks: u32,
+    /// Ticks without progress after which the last own block is sent again and missing
+    /// blocks are requested from everyone.
+    pub resend_ticks: u32,
+    /// Ticks between rounds when there is nothing to order.
+    pub idle_ticks: u32,
+    /// Rounds after which a forwarded transaction that is not committed is reassigned.
+    pub reassign_rounds: u64,
+    /// Most transactions in one proposal.
+    pub max_batch_transactions: usize,
+    /// Most payload bytes in one proposal.
+    pub max_batch_bytes: usize,
+    /// Blocks more than this many rounds below the latest committed block are no longer
+    /// ordered, stored or accepted.
+    pub gc_depth: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            chain: [0; 32],
+            wait_ticks: 2,
+            max_wait_ticks: 20,
+            resend_ticks: 8,
+            idle_ticks: 5,
+            reassign_rounds: 6,
+            max_batch_transactions: 4_000,
+            max_batch_bytes: 4 * 1024 * 1024,
+            gc_depth: 500,
+        }
+    }
+}
+
+/// A validator with no block in this many latest rounds is not assigned transactions.
+const LIVE_ROUNDS: u64 = 3;
+/// A validator this many rounds behind the highest round it has seen proposes no
+/// transactions.
+const CATCH_UP_ROUNDS: u64 = 3;
+/// Most blocks held while their parents are fetched.
+const MAX_PENDING: usize = 20_000;
+/// Committed transaction digests are remembered for this many times `gc_depth` rounds.
+const DEDUP_DEPTHS: u64 = 4;
+
+/// Signatures already checked, shared by engines in one process (a block reaches a node
+/// several times; the simulator runs many nodes). Keyed by a hash of (digest, signature), so
+/// a hit means exactly this signature on exactly this block was valid.
+#[derive(Debug, Default)]
+pub struct SignatureCache {
+    inner: Mutex<(HashSet<Digest>, VecDeque<Digest>)>,
+}
+
+impl SignatureCache {
+    const CAPACITY: usize = 200_000;
+
+    fn key(block: &Block) -> Digest {
+        let mut h = alloy_primitives::Keccak256::new();
+        h.update(block.digest());
+        h.update(block.signature.to_bytes());
+        h.finalize().0
+    }
+
+    fn contains(&self, block: &Block) -> bool {
+        let key = Self::key(block);
+        self.inner.lock().map(|g| g.0.contains(&key)).unwrap_or(false)
+    }
+
+    fn insert(&self, block: &Block) {
+        let key = Self::key(block);
+        if let Ok(mut g) = self.inner.lock() {
+            if g.0.insert(key) {
+                g.1.push_back(key);
+                if g.1.len() > Self::CAPACITY {
+                    if let Some(old) = g.1.pop_front() {
+                        g.0.remove(&old);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a slot is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    Commit(Digest),
+    Skip,
+    Undecided,
+}
+
+/// A transaction this validator forwarded and watches until it commits.
+#[derive(Clone, Debug)]
+struct Watch {
+    tx: Transaction,
+    attempt: u64,
+    deadline: u64,
+}
+
+/// Counters of what the engine refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Messages that did not decode.
+    pub malformed: u64,
+    /// Blocks breaking a rule (parents, rounds, author).
+    pub invalid: u64,
+    /// Blocks whose signature did not verify.
+    pub bad_signatures: u64,
+    /// Validators seen proposing two blocks in one round.
+    pub equivocators: BTreeSet<ValidatorIndex>,
+}
+
+/// The AsyncBFT engine of one validator.
+pub struct AsyncBft {
+    committee: Arc<Committee>,
+    me: ValidatorIndex,
+    key: SecretKey,
+    cfg: Config,
+    cache: Arc<SignatureCache>,
+
+    blocks: HashMap<Digest, Arc<Block>>,
+    /// Per round, per author, digests in the order they arrived.
+    rounds: BTreeMap<u64, Vec<Vec<Digest>>>,
+    ordered: HashSet<Digest>,
+    highest: u64,
+    /// The highest round of any block received (in the DAG or waiting for parents).
+    highest_seen: u64,
+    /// The lowest round still kept.
+    floor: u64,
+
+    pending: HashMap<Digest, (Arc<Block>, usize)>,
+    waiting: HashMap<Digest, Vec<Digest>>,
+
+    round: u64,
+    last_own: Option<BlockRef>,
+    quorum_round: u64,
+    quorum_tick: u64,
+    proposed_tick: u64,
+    ticks: u64,
+    progress_tick: u64,
+    queue: VecDeque<Transaction>,
+    queued: HashSet<Digest>,
+    watched: BTreeMap<Digest, Watch>,
+
+    next_slot: (u64, usize),
+    height: u64,
+    last_commit_round: u64,
+    committed: HashSet<Digest>,
+    committed_at: BTreeMap<u64, Vec<Digest>>,
+
+    faults: Faults,
+    replaying: bool,
+    dag_changed: bool,
+}
+
+impl std::fmt::Debug for AsyncBft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncBft")
+            .field("me", &self.me)
+            .field("round", &self.round)
+            .field("height", &self.height)
+            .field("blocks", &self.blocks.len())
+            .finish()
+    }
+}
+
+impl AsyncBft {
+    /// The engine of validator `me` (whose secret key is `key`) in `committee`.
+    pub fn new(
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SecretKey,
+        cfg: Config,
+        cache: Arc<SignatureCache>,
+    ) -> AsyncBft {
+        AsyncBft {
+            committee,
+            me,
+            key,
+            cfg,
+            cache,
+            blocks: HashMap::new(),
+            rounds: BTreeMap::new(),
+            ordered: HashSet::new(),
+            highest: 0,
+            highest_seen: 0,
+            floor: 0,
+            pending: HashMap::new(),
+            waiting: HashMap::new(),
+            round: 0,
+            last_own: None,
+            quorum_round: 0,
+            quorum_tick: 0,
+            proposed_tick: 0,
+            ticks: 0,
+            progress_tick: 0,
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            watched: BTreeMap::new(),
+            next_slot: (1, 0),
+            height: 0,
+            last_commit_round: 0,
+            committed: HashSet::new(),
+            committed_at: BTreeMap::new(),
+            faults: Faults::default(),
+            replaying: false,
+            dag_changed: false,
+        }
+    }
+
+    /// Rebuilds an engine from the records it asked to persist (in order), then replays its
+    /// commits into `out` (heights from 1: the driver skips the ones it already applied).
+    /// The engine never proposes again in a round it proposed in before the restart.
+    pub fn recover(
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SecretKey,
+        cfg: Config,
+        cache: Arc<SignatureCache>,
+        records: impl IntoIterator<Item = Bytes>,
+        out: &mut Vec<Action>,
+    ) -> AsyncBft {
+        let mut e = AsyncBft::new(committee, me, key, cfg, cache);
+        e.replaying = true;
+        for r in records {
+            // Records were checked before they were written; a record that does not decode
+            // (a torn last write) is skipped.
+            if let Ok(Message::Block(b)) = Message::decode(&r) {
+                let b: Arc<Block> = Arc::from(b);
+                if b.author == me && b.round > e.round {
+                    e.round = b.round;
+                    e.last_own = Some(b.reference());
+                }
+                e.accept(b, None, out);
+            }
+        }
+        e.try_commit(out);
+        e.replaying = false;
+        e
+    }
+
+    /// A one-line summary of the DAG's top rounds, for diagnostics.
+    pub fn summary(&self) -> String {
+        let top: Vec<String> = self
+            .rounds
+            .iter()
+            .rev()
+            .take(4)
+            .map(|(r, slots)| {
+                let present: String =
+                    slots.iter().map(|v| char::from(b'0' + v.len().min(9) as u8)).collect();
+                format!("r{r}:{present}")
+            })
+            .collect();
+        format!(
+            "round {} ticks {} progress {} faults {:?} next slot {:?} pending {} waiting {} [{}]",
+            self.round,
+            self.ticks,
+            self.progress_tick,
+            self.faults,
+            self.next_slot,
+            self.pending.len(),
+            self.waiting.len(),
+            top.join(" ")
+        )
+    }
+
+    /// Why the next undecided slot is undecided, for diagnostics.
+    pub fn explain(&self) -> String {
+        let (r, p) = self.next_slot;
+        let author = self.slot_author(r, p);
+        let mut lines = vec![format!("slot ({r}, {p}) author {}", author.0)];
+        for v in self.blocks_of(r + 1) {
+            lines.push(format!(
+                "  r+1 {} votes {:?}",
+                v.author.0,
+                self.vote_of(v, r, author).map(|d| d[0])
+            ));
+        }
+        for target in self
+            .rounds
+            .get(&r)
+            .and_then(|s| s.get(usize::from(author.0)))
+            .cloned()
+            .unwrap_or_default()
+        {
+            for c in self.blocks_of(r + 2) {
+                lines.push(format!(
+                    "  r+2 {} certifies {}: {}",
+                    c.author.0,
+                    target[0],
+                    self.certifies(c, r, author, &target)
+                ));
+            }
+        }
+        lines.join("\n")
+    }
+
+    /// What was refused so far.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Number of blocks committed (the height of the last [`Committed`]).
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// The validator that proposes `sender`'s transactions on attempt `attempt` (0 first):
+    /// a stake-weighted choice by the sender's hash, then the next validators in order.
+    pub fn assignee(committee: &Committee, sender: &[u8; 20], attempt: u64) -> ValidatorIndex {
+        let h = alloy_primitives::keccak256(sender);
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&h[..8]);
+        let mut point = u64::from_le_bytes(word) % committee.total_stake();
+        let mut first = 0usize;
+        for (i, v) in committee.iter() {
+            if point < v.stake {
+                first = usize::from(i.0);
+                break;
+            }
+            point -= v.stake;
+        }
+        let n = committee.len() as u64;
+        ValidatorIndex(((first as u64 + attempt % n) % n) as u16)
+    }
+
+    fn quorum(&self) -> Stake {
+        self.committee.quorum_threshold()
+    }
+
+    fn stake(&self, v: ValidatorIndex) -> Stake {
+        self.committee.validator(v).map_or(0, |v| v.stake)
+    }
+
+    fn send(&self, out: &mut Vec<Action>, to: Target, msg: &Message) {
+        if !self.replaying {
+            out.push(Action::Send { to, bytes: msg.encode() });
+        }
+    }
+
+    /// The author of slot `pos` in `round`: the committee rotated by the round.
+    fn slot_author(&self, round: u64, pos: usize) -> ValidatorIndex {
+        let n = self.committee.len() as u64;
+        ValidatorIndex(((pos as u64 + round) % n) as u16)
+    }
+
+    /// Structural rules a block must meet, checked before its signature.
+    fn well_formed(&self, b: &Block) -> bool {
+        let n = self.committee.len();
+        if usize::from(b.author.0) >= n || b.round == 0 {
+            return false;
+        }
+        if b.round == 1 {
+            return b.parents.is_empty();
+        }
+        let lowest = b.round.saturating_sub(self.cfg.gc_depth);
+        let mut seen = BTreeSet::new();
+        let mut prev_stake: Stake = 0;
+        for (i, p) in b.parents.iter().enumerate() {
+            if usize::from(p.author.0) >= n || p.round >= b.round || p.round < lowest {
+                return false;
+            }
+            // Sorted by (round, author): one parent per slot, no repeats.
+            if i > 0 && (b.parents[i - 1].round, b.parents[i - 1].author) >= (p.round, p.author) {
+                return false;
+            }
+            if p.round + 1 == b.round && seen.insert(p.author) {
+                prev_stake += self.stake(p.author);
+            }
+        }
+        prev_stake >= self.quorum()
+    }
+
+    /// Takes a block whose signature is checked: into the DAG if its parents are there,
+    /// else held while they are fetched from `from`.
+    fn accept(&mut self, b: Arc<Block>, from: Option<ValidatorIndex>, out: &mut Vec<Action>) {
+        self.highest_seen = self.highest_seen.max(b.round);
+        let d = b.digest();
+        if self.blocks.contains_key(&d) || self.pending.contains_key(&d) || b.round < self.floor {
+            return;
+        }
+        let missing: Vec<Digest> = b
+            .parents
+            .iter()
+            .filter(|p| p.round >= self.floor && !self.blocks.contains_key(&p.digest))
+            .map(|p| p.digest)
+            .collect();
+        if missing.is_empty() {
+            self.insert(b, out);
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            return;
+        }
+        let mut ask = Vec::new();
+        for m in &missing {
+            let w = self.waiting.entry(*m).or_default();
+            if w.is_empty() && !self.pending.contains_key(m) {
+                ask.push(*m);
+            }
+            w.push(d);
+        }
+        self.pending.insert(d, (b, missing.len()));
+        if let Some(from) = from {
+            for chunk in ask.chunks(MAX_REQUEST) {
+                self.send(out, Target::One(from), &Message::Request(chunk.to_vec()));
+            }
+        }
+    }
+
+    /// Adds a block with all its parents present, then the held blocks that waited on it.
+    fn insert(&mut self, b: Arc<Block>, out: &mut Vec<Action>) {
+        let mut ready = vec![b];
+        while let Some(b) = ready.pop() {
+            let d = b.digest();
+            if self.blocks.contains_key(&d) {
+                continue;
+            }
+            if !self.replaying {
+                out.push(Action::Persist(Message::Block(Box::new((*b).clone())).encode()));
+            }
+            let n = self.committee.len();
+            let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
+            let versions = &mut slot[usize::from(b.author.0)];
+            versions.push(d);
+            if versions.len() > 1 {
+                self.faults.equivocators.insert(b.author);
+            }
+            self.highest = self.highest.max(b.round);
+            self.blocks.insert(d, b);
+            self.dag_changed = true;
+            for child in self.waiting.remove(&d).unwrap_or_default() {
+                if let Some((_, left)) = self.pending.get_mut(&child) {
+                    *left -= 1;
+                    if *left == 0 {
+                        if let Some((cb, _)) = self.pending.remove(&child) {
+                            ready.push(cb);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stake of distinct authors with a block in `round`.
+    fn round_stake(&self, round: u64) -> Stake {
+        self.rounds.get(&round).map_or(0, |slots| {
+            slots
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(i, _)| self.stake(ValidatorIndex(i as u16)))
+                .sum()
+        })
+    }
+
+    fn has_block(&self, round: u64, author: usize) -> bool {
+        self.rounds.get(&round).and_then(|s| s.get(author)).is_some_and(|v| !v.is_empty())
+    }
+
+    /// Proposes the next round if a quorum of the round below is in (and the wait for the
+    /// validators that were live is over).
+    fn maybe_propose(&mut self, out: &mut Vec<Action>) {
+        if self.round == 0 {
+            return;
+        }
+        // The highest round with a quorum, at least the one proposed in last.
+        let mut k = self.highest;
+        while k >= self.round && self.round_stake(k) < self.quorum() {
+            k -= 1;
+        }
+        if k < self.round {
+            return;
+        }
+        let n = self.committee.len();
+        if k == self.round {
+            if self.quorum_round != k {
+                self.quorum_round = k;
+                self.quorum_tick = self.ticks;
+            }
+            let waiting_for =
+                (0..n).any(|a| !self.has_block(k, a) && (k <= 1 || self.has_block(k - 1, a)));
+            // Wait as long as the quorum took to come (at least `wait_ticks`, at most
+            // `max_wait_ticks`): stragglers are usually a little slower, not absent.
+            let took = self.quorum_tick - self.proposed_tick;
+            let wait =
+                took.min(u64::from(self.cfg.max_wait_ticks)).max(u64::from(self.cfg.wait_ticks));
+            if waiting_for && self.ticks - self.quorum_tick < wait {
+                return;
+            }
+        }
+        // Idle: nothing to propose, and no transactions in the round being proposed in or the
+        // two before it (whose blocks still need votes and certificates). Rounds then
+        // advance every `idle_ticks` only, so history (and the window a restarted validator
+        // can catch up in) is not spent on empty rounds.
+        let carries = |r: u64| {
+            self.rounds.get(&r).is_some_and(|slots| {
+                slots
+                    .iter()
+                    .flatten()
+                    .any(|d| self.blocks.get(d).is_some_and(|b| !b.transactions.is_empty()))
+            })
+        };
+        let idle = self.queue.is_empty()
+            && !carries(k + 1)
+            && !carries(k)
+            && !carries(k.saturating_sub(1));
+        if idle && self.ticks - self.proposed_tick < u64::from(self.cfg.idle_ticks) {
+            return;
+        }
+        let mut parents: Vec<BlockRef> = Vec::with_capacity(n + 1);
+        if let Some(own) = self.last_own {
+            if own.round < k && own.round + self.cfg.gc_depth > k {
+                parents.push(own);
+            }
+        }
+        if let Some(slots) = self.rounds.get(&k) {
+            for (a, versions) in slots.iter().enumerate() {
+                if let Some(d) = versions.first() {
+                    parents.push(BlockRef {
+                        round: k,
+                        author: ValidatorIndex(a as u16),
+                        digest: *d,
+                    });
+                }
+            }
+        }
+        let mut txs = Vec::new();
+        let mut bytes = 0usize;
+        // A validator far behind the rounds it has seen (restarting, or cut off) proposes
+        // empty blocks until it catches up: an old round's block may never be ordered.
+        let behind = self.highest_seen > k + 1 + CATCH_UP_ROUNDS;
+        while !behind && txs.len() < self.cfg.max_batch_transactions {
+            let Some(t) = self.queue.front() else { break };
+            if bytes + t.payload.len() > self.cfg.max_batch_bytes && !txs.is_empty() {
+                break;
+            }
+            let Some(t) = self.queue.pop_front() else { break };
+            let d = t.digest();
+            self.queued.remove(&d);
+            if self.committed.contains(&d) {
+                continue;
+            }
+            bytes += t.payload.len();
+            txs.push(t);
+        }
+        let key = &self.key;
+        let block = Block::new(&self.cfg.chain, self.me, k + 1, parents, txs, |m| key.sign(m));
+        self.cache.insert(&block);
+        self.round = k + 1;
+        self.last_own = Some(block.reference());
+        self.progress_tick = self.ticks;
+        self.proposed_tick = self.ticks;
+        let msg = Message::Block(Box::new(block.clone()));
+        self.insert(Arc::new(block), out);
+        self.send(out, Target::All, &msg);
+        self.reassign(out);
+    }
+
+    /// Hands watched transactions whose assignee did not commit them in time to the next
+    /// validator that has proposed recently.
+    fn reassign(&mut self, out: &mut Vec<Action>) {
+        let now = self.round;
+        let due: Vec<Digest> =
+            self.watched.iter().filter(|(_, w)| w.deadline <= now).map(|(d, _)| *d).collect();
+        let mut forward: BTreeMap<ValidatorIndex, Vec<Transaction>> = BTreeMap::new();
+        for d in due {
+            let Some(w) = self.watched.get(&d) else { continue };
+            let (attempt, to) = self.live_assignee(&w.tx.sender, w.attempt + 1);
+            let tx = w.tx.clone();
+            if let Some(w) = self.watched.get_mut(&d) {
+                w.attempt = attempt;
+                w.deadline = now + self.cfg.reassign_rounds;
+            }
+            if to == self.me {
+                if let Some(w) = self.watched.remove(&d) {
+                    self.enqueue(w.tx);
+                }
+            } else {
+                forward.entry(to).or_default().push(tx);
+            }
+        }
+        for (to, txs) in forward {
+            self.send(out, Target::One(to), &Message::Transactions(txs));
+        }
+    }
+
+    /// Whether `v` proposed in one of the last few rounds (everyone counts as live in the
+    /// first rounds).
+    fn live(&self, v: ValidatorIndex) -> bool {
+        if self.round <= LIVE_ROUNDS {
+            return true;
+        }
+        self.rounds
+            .range(self.round - LIVE_ROUNDS..)
+            .any(|(_, slots)| slots.get(usize::from(v.0)).is_some_and(|b| !b.is_empty()))
+    }
+
+    /// The first live assignee of `sender`'s transactions from attempt `from` on (this
+    /// validator if none is).
+    fn live_assignee(&self, sender: &[u8; 20], from: u64) -> (u64, ValidatorIndex) {
+        let n = self.committee.len() as u64;
+        for attempt in from..from + n {
+            let to = AsyncBft::assignee(&self.committee, sender, attempt);
+            if to == self.me || self.live(to) {
+                return (attempt, to);
+            }
+        }
+        (from, self.me)
+    }
+
+    fn enqueue(&mut self, tx: Transaction) {
+        let d = tx.digest();
+        if !self.committed.contains(&d) && self.queued.insert(d) {
+            self.queue.push_back(tx);
+        }
+    }
+
+    /// The block of slot (`author`, `round`) that a block votes for, if any.
+    fn vote_of(&self, voter: &Block, round: u64, author: ValidatorIndex) -> Option<Digest> {
+        voter.parents.iter().find(|p| p.round == round && p.author == author).map(|p| p.digest)
+    }
+
+    fn blocks_of(&self, round: u64) -> impl Iterator<Item = &Arc<Block>> {
+        self.rounds
+            .get(&round)
+            .into_iter()
+            .flat_map(|slots| slots.iter().flatten())
+            .filter_map(|d| self.blocks.get(d))
+    }
+
+    /// Whether `cert` (a block of round `r + 2`) certifies `target` of slot (`author`, `r`).
+    fn certifies(&self, cert: &Block, round: u64, author: ValidatorIndex, target: &Digest) -> bool {
+        let mut voters = BTreeSet::new();
+        let mut stake: Stake = 0;
+        for p in cert.parents.iter().filter(|p| p.round == round + 1) {
+            if let Some(v) = self.blocks.get(&p.digest) {
+                if self.vote_of(v, round, author).as_ref() == Some(target)
+                    && voters.insert(v.author)
+                {
+                    stake += self.stake(v.author);
+                }
+            }
+        }
+        stake >= self.quorum()
+    }
+
+    fn decide_directly(&self, round: u64, author: ValidatorIndex) -> Decision {
+        // Skip: a quorum of round r + 1 authors voted for no block of the slot.
+        let mut abstain = BTreeSet::new();
+        for v in self.blocks_of(round + 1) {
+            if self.vote_of(v, round, author).is_none() {
+                abstain.insert(v.author);
+            }
+        }
+        if self.committee.stake_of(&abstain) >= self.quorum() {
+            return Decision::Skip;
+        }
+        let candidates: Vec<Digest> = self
+            .rounds
+            .get(&round)
+            .and_then(|s| s.get(usize::from(author.0)))
+            .cloned()
+            .unwrap_or_default();
+        for target in candidates {
+            let mut certifiers = BTreeSet::new();
+            for c in self.blocks_of(round + 2) {
+                if self.certifies(c, round, author, &target) {
+                    certifiers.insert(c.author);
+                }
+            }
+            if self.committee.stake_of(&certifiers) >= self.quorum() {
+                return Decision::Commit(target);
+            }
+        }
+        Decision::Undecided
+    }
+
+    fn decide_indirectly(
+        &self,
+        round: u64,
+        author: ValidatorIndex,
+        later: &BTreeMap<(u64, usize), Decision>,
+    ) -> Decision {
+        let anchor = later.range((round + 3, 0)..).map(|(_, d)| *d).find(|d| *d != Decision::Skip);
+        let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
+        // Search the anchor's history down to round r + 2 for a certificate of a slot block.
+        let candidates: Vec<Digest> = self
+            .rounds
+            .get(&round)
+            .and_then(|s| s.get(usize::from(author.0)))
+            .cloned()
+            .unwrap_or_default();
+        let mut seen = HashSet::new();
+        let mut stack = vec![anchor];
+        while let Some(d) = stack.pop() {
+            let Some(b) = self.blocks.get(&d) else { continue };
+            if b.round == round + 2 {
+                if let Some(t) = candidates.iter().find(|t| self.certifies(b, round, author, t)) {
+                    return Decision::Commit(*t);
+                }
+                continue;
+            }
+            for p in &b.parents {
+                if p.round >= round + 2 && seen.insert(p.digest) {
+                    stack.push(p.digest);
+                }
+            }
+        }
+        Decision::Skip
+    }
+
+    /// Decides what can be decided and commits the decided prefix of slots.
+    fn try_commit(&mut self, out: &mut Vec<Action>) {
+        let n = self.committee.len();
+        let (r0, p0) = self.next_slot;
+        if self.highest < r0 + 1 {
+            return;
+        }
+        let top = self.highest - 1;
+        let mut decisions: BTreeMap<(u64, usize), Decision> = BTreeMap::new();
+        for r in (r0..=top).rev() {
+            for p in (0..n).rev() {
+                if r == r0 && p < p0 {
+                    continue;
+                }
+                let author = self.slot_author(r, p);
+                let mut d = self.decide_directly(r, author);
+                if d == Decision::Undecided {
+                    d = self.decide_indirectly(r, author, &decisions);
+                }
+                decisions.insert((r, p), d);
+            }
+        }
+        for ((r, p), d) in decisions {
+            match d {
+                Decision::Undecided => break,
+                Decision::Skip => {}
+                Decision::Commit(digest) => self.commit(digest, out),
+            }
+            self.next_slot = if p + 1 == n { (r + 1, 0) } else { (r, p + 1) };
+        }
+    }
+
+    /// Orders `leader` and its history not ordered before.
+    fn commit(&mut self, leader: Digest, out: &mut Vec<Action>) {
+        let Some(lb) = self.blocks.get(&leader).cloned() else { return };
+        let floor = lb.round.saturating_sub(self.cfg.gc_depth);
+        let mut found = Vec::new();
+        let mut stack = vec![leader];
+        let mut seen = HashSet::new();
+        seen.insert(leader);
+        while let Some(d) = stack.pop() {
+            if self.ordered.contains(&d) {
+                continue;
+            }
+            let Some(b) = self.blocks.get(&d) else { continue };
+            if b.round < floor {
+                continue;
+            }
+            found.push(b.clone());
+            for p in &b.parents {
+                if seen.insert(p.digest) {
+                    stack.push(p.digest);
+                }
+            }
+        }
+        found.sort_by_key(|b| (b.round, b.author, b.digest()));
+        let mut transactions = Vec::new();
+        for b in &found {
+            self.ordered.insert(b.digest());
+            for t in &b.transactions {
+                let d = t.digest();
+                if self.committed.insert(d) {
+                    self.committed_at.entry(lb.round).or_default().push(d);
+                    self.watched.remove(&d);
+                    transactions.push(t.clone());
+                }
+            }
+        }
+        self.height += 1;
+        self.last_commit_round = self.last_commit_round.max(lb.round);
+        self.progress_tick = self.ticks;
+        out.push(Action::Commit(Committed {
+            height: self.height,
+            round: lb.round,
+            leader: lb.author,
+            leader_digest: leader,
+            transactions,
+            proposals: found.len(),
+        }));
+        self.collect_garbage();
+    }
+
+    /// Drops blocks below the ordering floor and transaction digests past the dedup window.
+    fn collect_garbage(&mut self) {
+        let floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth);
+        // Decisions still need the rounds of undecided slots.
+        let floor = floor.min(self.next_slot.0);
+        if floor > self.floor {
+            let keep = self.rounds.split_off(&floor);
+            let mut orphaned = Vec::new();
+            for (_, slots) in std::mem::replace(&mut self.rounds, keep) {
+                for d in slots.into_iter().flatten() {
+                    let block = self.blocks.remove(&d);
+                    let was_ordered = self.ordered.remove(&d);
+                    // An own block that fell below the floor unordered never will be: its
+                    // transactions go back into the queue.
+                    if let Some(b) = block.filter(|b| b.author == self.me && !was_ordered) {
+                        orphaned.extend(b.transactions.iter().cloned());
+                    }
+                }
+            }
+            for t in orphaned {
+                self.enqueue(t);
+            }
+            self.floor = floor;
+            self.pending.retain(|_, (b, _)| b.round >= floor);
+        }
+        let dedup_floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth * DEDUP_DEPTHS);
+        let keep = self.committed_at.split_off(&dedup_floor);
+        for (_, ds) in std::mem::replace(&mut self.committed_at, keep) {
+            for d in ds {
+                self.committed.remove(&d);
+            }
+        }
+    }
+
+    fn on_messages(&mut self, batch: Vec<(ValidatorIndex, Bytes)>, out: &mut Vec<Action>) {
+        let mut to_check: Vec<(ValidatorIndex, Block)> = Vec::new();
+        for (from, bytes) in batch {
+            let msg = match Message::decode(&bytes) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.faults.malformed += 1;
+                    continue;
+                }
+            };
+            match msg {
+                Message::Block(b) => {
+                    let b = *b;
+                    let d = b.digest();
+                    if self.blocks.contains_key(&d) || self.pending.contains_key(&d) {
+                        continue;
+                    }
+                    if !self.well_formed(&b) {
+                        self.faults.invalid += 1;
+                        continue;
+                    }
+                    to_check.push((from, b));
+                }
+                Message::Request(ds) => {
+                    for d in ds {
+                        if let Some(b) = self.blocks.get(&d) {
+                            let m = Message::Block(Box::new((**b).clone()));
+                            self.send(out, Target::One(from), &m);
+                        }
+                    }
+                }
+                Message::Transactions(txs) => {
+                    for t in txs {
+                        self.enqueue(t);
+                    }
+                }
+            }
+        }
+        for (from, b) in self.verified(to_check) {
+            self.accept(Arc::new(b), Some(from), out);
+        }
+    }
+
+    /// The blocks whose signatures verify: those already in the cache, then the rest
+    /// checked together, and one by one only if that fails.
+    fn verified(&mut self, blocks: Vec<(ValidatorIndex, Block)>) -> Vec<(ValidatorIndex, Block)> {
+        let (known, fresh): (Vec<_>, Vec<_>) =
+            blocks.into_iter().partition(|(_, b)| self.cache.contains(b));
+        if fresh.is_empty() {
+            return known;
+        }
+        let messages: Vec<Vec<u8>> = fresh
+            .iter()
+            .map(|(_, b)| Block::signing_message(&self.cfg.chain, &b.digest()))
+            .collect();
+        let mut keys = Vec::with_capacity(fresh.len());
+        for (_, b) in &fresh {
+            match self.committee.validator(b.author) {
+                Some(v) => keys.push(v.key),
+                None => return known,
+            }
+        }
+        let items: Vec<_> = fresh
+            .iter()
+            .zip(&messages)
+            .zip(&keys)
+            .map(|(((_, b), m), k)| (&b.signature, m.as_slice(), k))
+            .collect();
+        let all_good = verify_batch(&items).is_ok();
+        let mut good = known;
+        for (i, (from, b)) in fresh.into_iter().enumerate() {
+            if all_good || b.signature.verify(&keys[i], &messages[i]).is_ok() {
+                self.cache.insert(&b);
+                good.push((from, b));
+            } else {
+                self.faults.bad_signatures += 1;
+            }
+        }
+        good
+    }
+
+    fn on_transactions(&mut self, txs: Vec<Transaction>, out: &mut Vec<Action>) {
+        let mut forward: BTreeMap<ValidatorIndex, Vec<Transaction>> = BTreeMap::new();
+        for t in txs {
+            let d = t.digest();
+            if self.committed.contains(&d) || self.watched.contains_key(&d) {
+                continue;
+            }
+            let (attempt, to) = self.live_assignee(&t.sender, 0);
+            if to == self.me {
+                self.enqueue(t);
+            } else {
+                forward.entry(to).or_default().push(t.clone());
+                let deadline = self.round + self.cfg.reassign_rounds;
+                self.watched.insert(d, Watch { tx: t, attempt, deadline });
+            }
+        }
+        for (to, txs) in forward {
+            self.send(out, Target::One(to), &Message::Transactions(txs));
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        self.ticks += 1;
+        if self.ticks - self.progress_tick >= u64::from(self.cfg.resend_ticks) {
+            self.progress_tick = self.ticks;
+            if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
+                let m = Message::Block(Box::new((**own).clone()));
+                self.send(out, Target::All, &m);
+            }
+            let missing: Vec<Digest> = self
+                .waiting
+                .keys()
+                .filter(|d| !self.pending.contains_key(*d))
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            for chunk in missing.chunks(MAX_REQUEST) {
+                self.send(out, Target::All, &Message::Request(chunk.to_vec()));
+            }
+        }
+    }
+}
+
+impl Consensus for AsyncBft {
+    fn start(&mut self, out: &mut Vec<Action>) {
+        if self.round == 0 {
+            let key = &self.key;
+            let block =
+                Block::new(&self.cfg.chain, self.me, 1, Vec::new(), Vec::new(), |m| key.sign(m));
+            self.cache.insert(&block);
+            self.round = 1;
+            self.last_own = Some(block.reference());
+            let msg = Message::Block(Box::new(block.clone()));
+            self.insert(Arc::new(block), out);
+            self.send(out, Target::All, &msg);
+        } else if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
+            let m = Message::Block(Box::new((**own).clone()));
+            self.send(out, Target::All, &m);
+        }
+        self.maybe_propose(out);
+    }
+
+    fn handle(&mut self, input: Input, out: &mut Vec<Action>) {
+        match input {
+            Input::Messages(batch) => self.on_messages(batch, out),
+            Input::Transactions(txs) => self.on_transactions(txs, out),
+            Input::Tick => self.on_tick(out),
+        }
+        if std::mem::take(&mut self.dag_changed) {
+            self.try_commit(out);
+        }
+        self.maybe_propose(out);
+    }
+
+    fn round(&self) -> u64 {
+        self.round
+    }
+}

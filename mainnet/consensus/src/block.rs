@@ -1,0 +1,283 @@
+//! AsyncBFT's wire format: proposals (blocks of the DAG), requests for missing blocks and
+//! forwarded transactions, with a strict decoder: every length is bounded and checked, and
+//! trailing bytes are refused.
+
+use bytes::Bytes;
+use farol_crypto::{Signature, SIGNATURE_LEN};
+use thiserror::Error;
+
+use crate::committee::ValidatorIndex;
+use crate::engine::Transaction;
+
+/// Most transactions in one proposal.
+pub const MAX_BLOCK_TRANSACTIONS: usize = 20_000;
+/// Most bytes of one transaction.
+pub const MAX_TRANSACTION_BYTES: usize = 128 * 1024;
+/// Most bytes of one message.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Most digests in one request.
+pub const MAX_REQUEST: usize = 256;
+
+/// Why a message was refused.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The bytes end early.
+    #[error("truncated message")]
+    Truncated,
+    /// Bytes follow the message.
+    #[error("trailing bytes")]
+    Trailing,
+    /// An unknown message kind.
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    /// A count or size past its limit.
+    #[error("{0} exceeds its limit")]
+    Limit(&'static str),
+    /// A signature that is not a valid point.
+    #[error("bad signature encoding")]
+    Signature,
+}
+
+/// Names one proposal: its author, round and digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlockRef {
+    /// The round it was proposed in.
+    pub round: u64,
+    /// Its author.
+    pub author: ValidatorIndex,
+    /// `keccak256` of its unsigned encoding.
+    pub digest: [u8; 32],
+}
+
+/// A proposal: a vertex of the DAG. Its parents are blocks of earlier rounds (more than two
+/// thirds of the stake from the round just before); referencing a block is voting for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// The proposer.
+    pub author: ValidatorIndex,
+    /// The round, from 1.
+    pub round: u64,
+    /// The blocks it builds on, in increasing (round, author) order.
+    pub parents: Vec<BlockRef>,
+    /// The batch it proposes.
+    pub transactions: Vec<Transaction>,
+    /// The author's BLS signature of the digest (see [`Block::signing_message`]).
+    pub signature: Signature,
+    digest: [u8; 32],
+}
+
+impl Block {
+    /// A block signed by `sign` (which receives the message to sign).
+    pub fn new(
+        chain: &[u8; 32],
+        author: ValidatorIndex,
+        round: u64,
+        parents: Vec<BlockRef>,
+        transactions: Vec<Transaction>,
+        sign: impl FnOnce(&[u8]) -> Signature,
+    ) -> Block {
+        let mut unsigned = Vec::new();
+        encode_unsigned(&mut unsigned, author, round, &parents, &transactions);
+        let digest = alloy_primitives::keccak256(&unsigned).0;
+        let signature = sign(&Block::signing_message(chain, &digest));
+        Block { author, round, parents, transactions, signature, digest }
+    }
+
+    /// What the author signs: a domain tag, the chain (so a block of one chain or epoch is no
+    /// vote in another), and the digest.
+    pub fn signing_message(chain: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(16 + 64);
+        m.extend_from_slice(b"farol/asyncbft/1");
+        m.extend_from_slice(chain);
+        m.extend_from_slice(digest);
+        m
+    }
+
+    /// `keccak256` of the unsigned encoding.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// The reference to this block.
+    pub fn reference(&self) -> BlockRef {
+        BlockRef { round: self.round, author: self.author, digest: self.digest }
+    }
+}
+
+fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.extend_from_slice(&v.to_le_bytes());
+}
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Every length written is bounded far below u32::MAX by the limits above.
+    put_u32(out, len as u32);
+}
+
+fn encode_unsigned(
+    out: &mut Vec<u8>,
+    author: ValidatorIndex,
+    round: u64,
+    parents: &[BlockRef],
+    transactions: &[Transaction],
+) {
+    put_u16(out, author.0);
+    put_u64(out, round);
+    put_len(out, parents.len());
+    for p in parents {
+        put_u64(out, p.round);
+        put_u16(out, p.author.0);
+        out.extend_from_slice(&p.digest);
+    }
+    encode_transactions(out, transactions);
+}
+
+/// An AsyncBFT message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// A proposal (sent by its author, or in answer to a request).
+    Block(Box<Block>),
+    /// "Send me these blocks" (digests of missing parents).
+    Request(Vec<[u8; 32]>),
+    /// Transactions forwarded to the validator they are assigned to.
+    Transactions(Vec<Transaction>),
+}
+
+const KIND_BLOCK: u8 = 1;
+const KIND_REQUEST: u8 = 2;
+const KIND_TRANSACTIONS: u8 = 3;
+
+fn encode_transactions(out: &mut Vec<u8>, txs: &[Transaction]) {
+    put_len(out, txs.len());
+    for t in txs {
+        out.extend_from_slice(&t.sender);
+        put_len(out, t.payload.len());
+        out.extend_from_slice(&t.payload);
+    }
+}
+
+impl Message {
+    /// The encoding: a kind byte, then the body.
+    pub fn encode(&self) -> Bytes {
+        let mut out = Vec::new();
+        match self {
+            Message::Block(b) => {
+                out.push(KIND_BLOCK);
+                encode_unsigned(&mut out, b.author, b.round, &b.parents, &b.transactions);
+                out.extend_from_slice(&b.signature.to_bytes());
+            }
+            Message::Request(ds) => {
+                out.push(KIND_REQUEST);
+                put_len(&mut out, ds.len());
+                for d in ds {
+                    out.extend_from_slice(d);
+                }
+            }
+            Message::Transactions(txs) => {
+                out.push(KIND_TRANSACTIONS);
+                encode_transactions(&mut out, txs);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// Decodes a message. The signature of a block is checked to be a valid point, not to be
+    /// the author's (the engine does that, batched).
+    pub fn decode(bytes: &Bytes) -> Result<Message, DecodeError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::Limit("message size"));
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        let msg = match r.u8()? {
+            KIND_BLOCK => {
+                let start = r.pos;
+                let author = ValidatorIndex(r.u16()?);
+                let round = r.u64()?;
+                let np = r.len(usize::from(u16::MAX) + 1, "parents")?;
+                let mut parents = Vec::with_capacity(np);
+                for _ in 0..np {
+                    let round = r.u64()?;
+                    let author = ValidatorIndex(r.u16()?);
+                    parents.push(BlockRef { round, author, digest: r.array()? });
+                }
+                let transactions = r.transactions()?;
+                let digest = alloy_primitives::keccak256(&bytes[start..r.pos]).0;
+                let sig = r.take(SIGNATURE_LEN)?;
+                let signature = Signature::from_bytes(sig).map_err(|_| DecodeError::Signature)?;
+                Message::Block(Box::new(Block {
+                    author,
+                    round,
+                    parents,
+                    transactions,
+                    signature,
+                    digest,
+                }))
+            }
+            KIND_REQUEST => {
+                let n = r.len(MAX_REQUEST, "request")?;
+                let mut ds = Vec::with_capacity(n);
+                for _ in 0..n {
+                    ds.push(r.array()?);
+                }
+                Message::Request(ds)
+            }
+            KIND_TRANSACTIONS => Message::Transactions(r.transactions()?),
+            k => return Err(DecodeError::Kind(k)),
+        };
+        if r.pos != bytes.len() {
+            return Err(DecodeError::Trailing);
+        }
+        Ok(msg)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a Bytes,
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.bytes.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.array::<1>()?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn len(&mut self, max: usize, what: &'static str) -> Result<usize, DecodeError> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        if n > max {
+            return Err(DecodeError::Limit(what));
+        }
+        Ok(n)
+    }
+    fn transactions(&mut self) -> Result<Vec<Transaction>, DecodeError> {
+        let n = self.len(MAX_BLOCK_TRANSACTIONS, "transactions")?;
+        let mut txs = Vec::with_capacity(n.min(self.bytes.len() / 24));
+        for _ in 0..n {
+            let sender = self.array()?;
+            let len = self.len(MAX_TRANSACTION_BYTES, "transaction size")?;
+            let start = self.pos;
+            self.take(len)?;
+            txs.push(Transaction { sender, payload: self.bytes.slice(start..start + len) });
+        }
+        Ok(txs)
+    }
+}

@@ -1,0 +1,103 @@
+//! The interface every consensus engine offers its driver: a deterministic state machine fed
+//! with inputs (messages, transactions, ticks) that answers with actions (messages to send,
+//! bytes to persist, committed blocks).
+//!
+//! AsyncBFT implements it for the mainnet; the SPN framework's PoA, PBFT and PoS engines are
+//! meant to implement the same trait, so one driver (the simulator, or the node over QUIC)
+//! runs any of them. An engine does no I/O, reads no clock, spawns nothing and draws no
+//! randomness: the same inputs in the same order give the same actions.
+
+use bytes::Bytes;
+
+use crate::committee::ValidatorIndex;
+
+/// A transaction as consensus sees it: an opaque payload and the account that sent it. The
+/// account decides which validator proposes it (so one sender's transactions stay in order).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Transaction {
+    /// The sending account (an Ethereum address on the mainnet).
+    pub sender: [u8; 20],
+    /// The encoded transaction.
+    pub payload: Bytes,
+}
+
+impl Transaction {
+    /// The transaction's identity: `keccak256(sender || payload)`. Two transactions with the
+    /// same digest are the same transaction; it is committed at most once.
+    pub fn digest(&self) -> [u8; 32] {
+        let mut h = alloy_primitives::Keccak256::new();
+        h.update(self.sender);
+        h.update(&self.payload);
+        h.finalize().0
+    }
+}
+
+/// Where a message goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every other validator.
+    All,
+    /// One validator.
+    One(ValidatorIndex),
+}
+
+/// A block of ordered transactions, the same at every honest validator for one height.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// Position in the chain of commits, from 1.
+    pub height: u64,
+    /// The round of the block whose commit produced this one.
+    pub round: u64,
+    /// Its author.
+    pub leader: ValidatorIndex,
+    /// Its digest.
+    pub leader_digest: [u8; 32],
+    /// The transactions, in order, none committed before.
+    pub transactions: Vec<Transaction>,
+    /// How many proposals this commit orders (the leader's and the ones it builds on that
+    /// were not ordered before).
+    pub proposals: usize,
+}
+
+/// What an engine asks its driver to do, in order.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// Send `bytes` to `to`.
+    Send {
+        /// The recipient(s).
+        to: Target,
+        /// The encoded message.
+        bytes: Bytes,
+    },
+    /// Append `bytes` to the engine's durable log before carrying out any later action. On a
+    /// restart the engine is rebuilt from these records (see the engine's `recover`).
+    Persist(Bytes),
+    /// A block is committed.
+    Commit(Committed),
+}
+
+/// Something happened that an engine reacts to.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// Messages from other validators (the driver may pass several at once so their
+    /// signatures are checked together).
+    Messages(Vec<(ValidatorIndex, Bytes)>),
+    /// Transactions submitted to this validator.
+    Transactions(Vec<Transaction>),
+    /// Time passed: the driver ticks at a fixed period. Engines use ticks only for
+    /// performance (how long to wait for stragglers, when to resend), never for safety.
+    Tick,
+}
+
+/// A consensus engine: a deterministic state machine.
+pub trait Consensus: Send {
+    /// Starts the engine (the first proposal). Called once, before any input.
+    fn start(&mut self, out: &mut Vec<Action>);
+
+    /// Reacts to `input`, appending what to do to `out`.
+    fn handle(&mut self, input: Input, out: &mut Vec<Action>);
+
+    /// The highest round this engine has proposed in (engines without rounds report their
+    /// view or height).
+    fn round(&self) -> u64;
+}

@@ -1,0 +1,725 @@
+//! A deterministic, seeded simulator: validators running AsyncBFT over a simulated network
+//! with per-link latency and jitter (so messages reorder), drops, partitions and heals,
+//! crashes and restarts from the persisted log, and Byzantine validators. It checks, after
+//! every commit, agreement, no duplicates and validity, and at the end liveness. Everything
+//! random comes from the seed, so a failing seed reproduces exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use farol_crypto::SecretKey;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::asyncbft::{AsyncBft, Config, SignatureCache};
+use crate::committee::{Committee, ValidatorIndex};
+use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
+
+/// Microseconds of simulated time.
+pub type Micros = u64;
+
+/// Simulated time between two ticks.
+pub const TICK: Micros = 5_000;
+
+/// How a Byzantine validator misbehaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Byzantine {
+    /// Two processes with the same key, each proposing its own blocks (equivocation).
+    Twins,
+    /// Sends nothing at all.
+    Silent,
+    /// Runs the protocol but signs its blocks wrongly (valid points, wrong message).
+    BadSignatures,
+    /// Runs the protocol but flips bytes in its blocks and sends random bytes too.
+    Garbage,
+}
+
+/// What happens in a run.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Validators (equal stake).
+    pub n: usize,
+    /// Byzantine validators and how they behave.
+    pub byzantine: Vec<(usize, Byzantine)>,
+    /// Validators that crash at a time and, if given, restart later from their log.
+    pub crashes: Vec<(usize, Micros, Option<Micros>)>,
+    /// A partition: from, to, and the validators cut off from the others.
+    pub partition: Option<(Micros, Micros, Vec<usize>)>,
+    /// Probability (per million) that any message is lost.
+    pub loss_ppm: u32,
+    /// Validators whose every incoming and outgoing message is lost with `lossy_ppm`.
+    pub lossy: Vec<usize>,
+    /// Loss probability at the lossy validators (per million).
+    pub lossy_ppm: u32,
+    /// Link latency: each link gets a base in this range, and each message adds up to the
+    /// base again as jitter.
+    pub latency: (Micros, Micros),
+    /// Whether each message adds random jitter (up to its link's base) to its latency.
+    pub jitter: bool,
+    /// Simulated duration.
+    pub duration: Micros,
+    /// Transactions submitted per simulated second (to random honest validators).
+    pub tx_rate: u64,
+    /// Bytes of each transaction's payload.
+    pub tx_bytes: usize,
+    /// Time after `duration` (no new transactions) for every honest validator that is up to
+    /// commit every transaction submitted to a validator that never crashed.
+    pub drain: Micros,
+    /// Engine parameters.
+    pub config: Config,
+}
+
+impl Scenario {
+    /// A fault-free run of `n` validators.
+    pub fn clean(n: usize) -> Scenario {
+        Scenario {
+            n,
+            byzantine: Vec::new(),
+            crashes: Vec::new(),
+            partition: None,
+            loss_ppm: 0,
+            lossy: Vec::new(),
+            lossy_ppm: 0,
+            latency: (2_000, 15_000),
+            jitter: true,
+            duration: 1_500_000,
+            tx_rate: 400,
+            tx_bytes: 16,
+            drain: 10_000_000,
+            config: Config::default(),
+        }
+    }
+
+    /// The largest number of faulty validators the run may have: `(n − 1) / 3`.
+    pub fn f(&self) -> usize {
+        (self.n - 1) / 3
+    }
+
+    /// A random scenario for `seed`: committee size and faults drawn from it.
+    pub fn random(seed: u64) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5ce7_a210);
+        let n = [4, 4, 4, 7, 7, 10][rng.random_range(0..6)];
+        let mut s = Scenario::clean(n);
+        let f = s.f();
+        let mut ids: Vec<usize> = (0..n).collect();
+        // Shuffle so faults hit random positions.
+        for i in (1..n).rev() {
+            ids.swap(i, rng.random_range(0..=i));
+        }
+        let d = s.duration;
+        match rng.random_range(0..9) {
+            0 => {}
+            1 => s.loss_ppm = rng.random_range(10_000..100_000),
+            2 => {
+                let cut = rng.random_range(1..=n / 2);
+                let start = rng.random_range(100_000..400_000);
+                s.partition =
+                    Some((start, start + rng.random_range(100_000..400_000), ids[..cut].to_vec()));
+            }
+            3 => {
+                s.crashes =
+                    ids[..f].iter().map(|i| (*i, rng.random_range(0..d / 3), None)).collect()
+            }
+            4 => {
+                s.crashes = ids[..f]
+                    .iter()
+                    .map(|i| {
+                        let at = rng.random_range(0..d / 3);
+                        (*i, at, Some(at + rng.random_range(50_000..300_000)))
+                    })
+                    .collect()
+            }
+            5 => s.byzantine = ids[..f].iter().map(|i| (*i, Byzantine::Twins)).collect(),
+            6 => s.byzantine = ids[..f].iter().map(|i| (*i, Byzantine::Silent)).collect(),
+            7 => {
+                s.byzantine = ids[..f]
+                    .iter()
+                    .map(|i| {
+                        let b = if rng.random_bool(0.5) {
+                            Byzantine::BadSignatures
+                        } else {
+                            Byzantine::Garbage
+                        };
+                        (*i, b)
+                    })
+                    .collect()
+            }
+            _ => {
+                // Mixed: Byzantine and crashed up to f together, loss, and a short partition.
+                let byz = rng.random_range(0..=f);
+                let kinds = [
+                    Byzantine::Twins,
+                    Byzantine::Silent,
+                    Byzantine::BadSignatures,
+                    Byzantine::Garbage,
+                ];
+                s.byzantine =
+                    ids[..byz].iter().map(|i| (*i, kinds[rng.random_range(0..4)])).collect();
+                s.crashes = ids[byz..f]
+                    .iter()
+                    .map(|i| {
+                        let at = rng.random_range(0..d / 3);
+                        let back =
+                            rng.random_bool(0.5).then(|| at + rng.random_range(50_000..300_000));
+                        (*i, at, back)
+                    })
+                    .collect();
+                s.loss_ppm = rng.random_range(0..30_000);
+                if rng.random_bool(0.5) {
+                    let start = rng.random_range(100_000..400_000);
+                    s.partition = Some((
+                        start,
+                        start + rng.random_range(50_000..200_000),
+                        ids[f..f + 1].to_vec(),
+                    ));
+                }
+            }
+        }
+        if rng.random_bool(0.3) {
+            s.latency = (1_000, 40_000);
+        }
+        s
+    }
+}
+
+/// A broken property, with the seed that reproduces it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// The seed of the run.
+    pub seed: u64,
+    /// Simulated time it was found at.
+    pub at: Micros,
+    /// What broke.
+    pub what: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {} µs: {}", self.seed, self.at, self.what)
+    }
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Commits at the first honest validator.
+    pub height: u64,
+    /// Transactions committed.
+    pub committed: usize,
+    /// Transactions submitted.
+    pub submitted: usize,
+    /// Commit latency of each transaction (submission to commit at its submitter), µs.
+    pub latencies: Vec<Micros>,
+    /// Messages sent.
+    pub messages: u64,
+    /// Highest round reached by an honest validator.
+    pub rounds: u64,
+    /// The longest time no honest validator committed, after the first commit, µs.
+    pub longest_stall: Micros,
+    /// For every commit at an honest validator of a block with transactions: its round and
+    /// the time since it was proposed, µs.
+    pub leader_delays: Vec<(u64, Micros)>,
+}
+
+enum Event {
+    Deliver { to: usize, from: ValidatorIndex, bytes: Bytes },
+    Tick(usize),
+    Submit,
+    Crash(usize),
+    Restart(usize),
+}
+
+struct Process {
+    index: ValidatorIndex,
+    engine: Option<AsyncBft>,
+    wal: Vec<Bytes>,
+    behavior: Option<Byzantine>,
+    /// Per height, the digest of what this process committed.
+    chain: Vec<[u8; 32]>,
+    seen: HashSet<[u8; 32]>,
+    crashed_ever: bool,
+}
+
+/// Runs `scenario` with `seed`.
+pub fn run(seed: u64, scenario: &Scenario) -> Result<Report, Violation> {
+    Sim::new(seed, scenario).run()
+}
+
+struct Sim<'s> {
+    seed: u64,
+    s: &'s Scenario,
+    rng: ChaCha8Rng,
+    now: Micros,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Micros, u64)>>,
+    events: HashMap<u64, Event>,
+    procs: Vec<Process>,
+    committee: Arc<Committee>,
+    keys: Vec<SecretKey>,
+    cache: Arc<SignatureCache>,
+    links: HashMap<(usize, usize), Micros>,
+    /// The agreed chain: per height, the digest of the commit.
+    chain: Vec<[u8; 32]>,
+    submitted: HashMap<[u8; 32], (Micros, usize)>,
+    next_tx: u64,
+    report: Report,
+    last_commit: Option<Micros>,
+    longest_stall: Micros,
+    /// When each honest validator's block was proposed, by digest.
+    proposed: HashMap<[u8; 32], Micros>,
+}
+
+fn commit_digest(c: &Committed) -> [u8; 32] {
+    let mut h = alloy_primitives::Keccak256::new();
+    h.update(c.round.to_le_bytes());
+    h.update(c.leader.0.to_le_bytes());
+    h.update(c.leader_digest);
+    for t in &c.transactions {
+        h.update(t.digest());
+    }
+    h.finalize().0
+}
+
+impl<'s> Sim<'s> {
+    fn new(seed: u64, s: &'s Scenario) -> Sim<'s> {
+        let keys: Vec<SecretKey> = keys(s.n).into_values().collect();
+        let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+        // Equal stakes and distinct keys with valid proofs: a committee always forms.
+        let committee = match Committee::new(members) {
+            Ok(c) => Arc::new(c),
+            Err(e) => unreachable!("simulated committee: {e}"),
+        };
+        let mut sim = Sim {
+            seed,
+            s,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            procs: Vec::new(),
+            committee,
+            keys,
+            cache: Arc::new(SignatureCache::default()),
+            links: HashMap::new(),
+            chain: Vec::new(),
+            submitted: HashMap::new(),
+            next_tx: 0,
+            report: Report::default(),
+            last_commit: None,
+            longest_stall: 0,
+            proposed: HashMap::new(),
+        };
+        for v in 0..s.n {
+            let behavior = s.byzantine.iter().find(|(i, _)| *i == v).map(|(_, b)| *b);
+            if behavior == Some(Byzantine::Silent) {
+                continue;
+            }
+            let copies = if behavior == Some(Byzantine::Twins) { 2 } else { 1 };
+            for _ in 0..copies {
+                let engine = sim.engine(v);
+                sim.procs.push(Process {
+                    index: ValidatorIndex(v as u16),
+                    engine: Some(engine),
+                    wal: Vec::new(),
+                    behavior,
+                    chain: Vec::new(),
+                    seen: HashSet::new(),
+                    crashed_ever: false,
+                });
+            }
+        }
+        let p = sim.procs.len();
+        for a in 0..p {
+            for b in 0..p {
+                let base = sim.rng.random_range(s.latency.0..=s.latency.1);
+                sim.links.insert((a, b), base);
+            }
+        }
+        sim
+    }
+
+    fn engine(&self, v: usize) -> AsyncBft {
+        let mut cfg = self.s.config.clone();
+        cfg.chain = [7; 32];
+        AsyncBft::new(
+            self.committee.clone(),
+            ValidatorIndex(v as u16),
+            self.keys[v].clone(),
+            cfg,
+            self.cache.clone(),
+        )
+    }
+
+    fn schedule(&mut self, at: Micros, e: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq)));
+        self.events.insert(self.seq, e);
+    }
+
+    fn violation(&self, what: String) -> Violation {
+        Violation { seed: self.seed, at: self.now, what }
+    }
+
+    fn honest(&self, p: usize) -> bool {
+        self.procs[p].behavior.is_none()
+    }
+
+    fn run(mut self) -> Result<Report, Violation> {
+        for p in 0..self.procs.len() {
+            let offset = if self.s.jitter { self.rng.random_range(0..TICK) } else { 0 };
+            self.schedule(offset, Event::Tick(p));
+        }
+        if self.s.tx_rate > 0 {
+            self.schedule(0, Event::Submit);
+        }
+        for (v, at, back) in self.s.crashes.clone() {
+            for p in 0..self.procs.len() {
+                if usize::from(self.procs[p].index.0) == v {
+                    self.schedule(at, Event::Crash(p));
+                    if let Some(back) = back {
+                        self.schedule(back, Event::Restart(p));
+                    }
+                }
+            }
+        }
+        for p in 0..self.procs.len() {
+            let mut out = Vec::new();
+            if let Some(e) = self.procs[p].engine.as_mut() {
+                e.start(&mut out);
+            }
+            self.apply(p, out)?;
+        }
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            // After the run, keep going (no new transactions) until every honest validator
+            // that is up has committed what liveness requires, or the drain time is over.
+            if at > self.s.duration + self.s.drain {
+                break;
+            }
+            self.now = at;
+            let Some(event) = self.events.remove(&seq) else { continue };
+            match event {
+                Event::Deliver { to, from, bytes } => {
+                    let mut out = Vec::new();
+                    if let Some(e) = self.procs[to].engine.as_mut() {
+                        e.handle(Input::Messages(vec![(from, bytes)]), &mut out);
+                    }
+                    self.apply(to, out)?;
+                }
+                Event::Tick(p) => {
+                    if p == 0 && self.now > self.s.duration && self.done() {
+                        break;
+                    }
+                    let mut out = Vec::new();
+                    if let Some(e) = self.procs[p].engine.as_mut() {
+                        e.handle(Input::Tick, &mut out);
+                    }
+                    self.apply(p, out)?;
+                    self.schedule(self.now + TICK, Event::Tick(p));
+                }
+                Event::Submit => {
+                    if self.now >= self.s.duration {
+                        continue;
+                    }
+                    self.submit()?;
+                    let gap = 1_000_000 / self.s.tx_rate.max(1);
+                    self.schedule(self.now + gap.max(1), Event::Submit);
+                }
+                Event::Crash(p) => {
+                    self.procs[p].engine = None;
+                    self.procs[p].crashed_ever = true;
+                }
+                Event::Restart(p) => {
+                    let v = usize::from(self.procs[p].index.0);
+                    let mut cfg = self.s.config.clone();
+                    cfg.chain = [7; 32];
+                    let mut out = Vec::new();
+                    let mut e = AsyncBft::recover(
+                        self.committee.clone(),
+                        ValidatorIndex(v as u16),
+                        self.keys[v].clone(),
+                        cfg,
+                        self.cache.clone(),
+                        self.procs[p].wal.clone(),
+                        &mut out,
+                    );
+                    e.start(&mut out);
+                    self.procs[p].engine = Some(e);
+                    self.apply(p, out)?;
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn alive(&self, p: usize) -> bool {
+        self.procs[p].engine.is_some()
+    }
+
+    fn submit(&mut self) -> Result<(), Violation> {
+        let candidates: Vec<usize> =
+            (0..self.procs.len()).filter(|p| self.honest(*p) && self.alive(*p)).collect();
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        let p = candidates[self.rng.random_range(0..candidates.len())];
+        self.next_tx += 1;
+        let mut sender = [0u8; 20];
+        sender[0] = self.rng.random_range(0..64);
+        let mut payload = vec![0u8; self.s.tx_bytes.max(8)];
+        payload[..8].copy_from_slice(&self.next_tx.to_le_bytes());
+        let tx = Transaction { sender, payload: Bytes::from(payload) };
+        self.submitted.insert(tx.digest(), (self.now, p));
+        let mut out = Vec::new();
+        if let Some(e) = self.procs[p].engine.as_mut() {
+            e.handle(Input::Transactions(vec![tx]), &mut out);
+        }
+        self.apply(p, out)
+    }
+
+    fn partitioned(&self, a: ValidatorIndex, b: ValidatorIndex) -> bool {
+        match &self.s.partition {
+            Some((from, to, cut)) if self.now >= *from && self.now < *to => {
+                cut.contains(&usize::from(a.0)) != cut.contains(&usize::from(b.0))
+            }
+            _ => false,
+        }
+    }
+
+    fn lost(&mut self, a: ValidatorIndex, b: ValidatorIndex) -> bool {
+        if self.partitioned(a, b) {
+            return true;
+        }
+        if self.s.loss_ppm > 0 && self.rng.random_range(0..1_000_000) < self.s.loss_ppm {
+            return true;
+        }
+        let lossy =
+            self.s.lossy.contains(&usize::from(a.0)) || self.s.lossy.contains(&usize::from(b.0));
+        lossy && self.rng.random_range(0..1_000_000) < self.s.lossy_ppm
+    }
+
+    /// What a Byzantine sender actually puts on the wire for `bytes`.
+    fn corrupt(&mut self, p: usize, bytes: Bytes) -> Vec<Bytes> {
+        match self.procs[p].behavior {
+            Some(Byzantine::BadSignatures) if bytes.first() == Some(&1) => {
+                let v = usize::from(self.procs[p].index.0);
+                let bad = self.keys[v].sign(&bytes[..bytes.len().min(64)]).to_bytes();
+                let mut b = bytes.to_vec();
+                let len = b.len();
+                let at = len.saturating_sub(bad.len());
+                b[at..].copy_from_slice(&bad[..len - at]);
+                vec![Bytes::from(b)]
+            }
+            Some(Byzantine::Garbage) if bytes.first() == Some(&1) => {
+                let mut b = bytes.to_vec();
+                for _ in 0..self.rng.random_range(1..4) {
+                    let i = self.rng.random_range(0..b.len());
+                    b[i] ^= 1 << self.rng.random_range(0..8);
+                }
+                let len = self.rng.random_range(0..200);
+                let noise: Vec<u8> = (0..len).map(|_| self.rng.random()).collect();
+                vec![Bytes::from(b), Bytes::from(noise)]
+            }
+            _ => vec![bytes],
+        }
+    }
+
+    fn send(&mut self, p: usize, to: Target, bytes: Bytes) {
+        let from = self.procs[p].index;
+        let targets: Vec<usize> = (0..self.procs.len())
+            .filter(|q| *q != p)
+            .filter(|q| match to {
+                Target::All => self.procs[*q].index != from,
+                Target::One(v) => self.procs[*q].index == v,
+            })
+            .collect();
+        for q in targets {
+            for b in self.corrupt(p, bytes.clone()) {
+                self.report.messages += 1;
+                if self.lost(from, self.procs[q].index) {
+                    continue;
+                }
+                let base = self.links[&(p, q)];
+                let delay =
+                    if self.s.jitter { base + self.rng.random_range(0..=base) } else { base };
+                self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes: b });
+            }
+        }
+    }
+
+    fn apply(&mut self, p: usize, out: Vec<Action>) -> Result<(), Violation> {
+        for a in out {
+            match a {
+                Action::Send { to, bytes } => self.send(p, to, bytes),
+                Action::Persist(b) => {
+                    self.note_proposal(p, &b);
+                    self.procs[p].wal.push(b)
+                }
+                Action::Commit(c) => self.on_commit(p, c)?,
+            }
+        }
+        if let Some(e) = &self.procs[p].engine {
+            if self.honest(p) {
+                self.report.rounds = self.report.rounds.max(e.round());
+            }
+        }
+        Ok(())
+    }
+
+    /// Records when an honest validator persisted its own block (that is, proposed it).
+    fn note_proposal(&mut self, p: usize, record: &Bytes) {
+        // A block record: kind 1, author (2 bytes), ..., signature (96 bytes).
+        if !self.honest(p) || record.len() < 15 + 96 || record[0] != 1 {
+            return;
+        }
+        let author = u16::from_le_bytes([record[1], record[2]]);
+        // Only blocks that carry transactions: empty ones may wait for idle rounds.
+        let parents = u32::from_le_bytes([record[11], record[12], record[13], record[14]]) as usize;
+        let at = 15 + parents * 42;
+        let carries = record.get(at..at + 4).is_some_and(|c| c != [0, 0, 0, 0]);
+        if carries && author == self.procs[p].index.0 {
+            let digest = alloy_primitives::keccak256(&record[1..record.len() - 96]).0;
+            self.proposed.entry(digest).or_insert(self.now);
+        }
+    }
+
+    fn on_commit(&mut self, p: usize, c: Committed) -> Result<(), Violation> {
+        if !self.honest(p) {
+            return Ok(());
+        }
+        let digest = commit_digest(&c);
+        let h = c.height as usize;
+        let proc_ = &mut self.procs[p];
+        if h == 0 || h > proc_.chain.len() + 1 {
+            return Err(self.violation(format!("validator {p} skipped to height {h}")));
+        }
+        if h <= proc_.chain.len() {
+            // A restarted validator replays its commits: they must be what it committed.
+            if proc_.chain[h - 1] != digest {
+                return Err(self
+                    .violation(format!("validator {p} replayed a different block at height {h}")));
+            }
+            return Ok(());
+        }
+        for t in &c.transactions {
+            let d = t.digest();
+            if !proc_.seen.insert(d) {
+                return Err(Violation {
+                    seed: self.seed,
+                    at: self.now,
+                    what: format!("validator {p} committed a transaction twice (height {h})"),
+                });
+            }
+            if !self.submitted.contains_key(&d) {
+                return Err(Violation {
+                    seed: self.seed,
+                    at: self.now,
+                    what: format!("validator {p} committed a transaction nobody submitted"),
+                });
+            }
+        }
+        proc_.chain.push(digest);
+        match self.chain.get(h - 1) {
+            Some(agreed) if *agreed != digest => {
+                return Err(self.violation(format!(
+                    "disagreement at height {h}: validator {p} committed another block"
+                )));
+            }
+            Some(_) => {}
+            None => self.chain.push(digest),
+        }
+        if let Some(last) = self.last_commit {
+            self.longest_stall = self.longest_stall.max(self.now - last);
+        }
+        self.last_commit = Some(self.now);
+        if let Some(t) = self.proposed.get(&c.leader_digest) {
+            self.report.leader_delays.push((c.round, self.now - t));
+        }
+        // Latency: at the validator the transaction was submitted to.
+        for t in &c.transactions {
+            if let Some((at, sub)) = self.submitted.get(&t.digest()) {
+                if *sub == p {
+                    self.report.latencies.push(self.now - at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Liveness: every transaction submitted to an honest validator that never crashed is
+    /// committed by every honest validator that is up at the end. (Computed when asked:
+    /// submissions and crashes after that are added by `finish`.)
+    fn required(&self) -> BTreeSet<[u8; 32]> {
+        self.submitted
+            .iter()
+            .filter(|(_, (_, p))| !self.procs[*p].crashed_ever)
+            .map(|(d, _)| *d)
+            .collect()
+    }
+
+    fn done(&self) -> bool {
+        let required = self.required();
+        (0..self.procs.len())
+            .filter(|p| self.honest(*p) && self.alive(*p))
+            .all(|p| required.iter().all(|d| self.procs[p].seen.contains(d)))
+    }
+
+    fn finish(mut self) -> Result<Report, Violation> {
+        let required = self.required();
+        for p in 0..self.procs.len() {
+            if !self.honest(p) || !self.alive(p) {
+                continue;
+            }
+            let missing = required.iter().filter(|d| !self.procs[p].seen.contains(*d)).count();
+            if missing > 0 {
+                let states: Vec<String> = self
+                    .procs
+                    .iter()
+                    .map(|q| {
+                        let state = q.engine.as_ref().map_or("down".to_string(), |e| {
+                            format!("{}\n{}", e.summary(), e.explain())
+                        });
+                        format!("\n  {}: height {} {state}", q.index.0, q.chain.len())
+                    })
+                    .collect();
+                return Err(self.violation(format!(
+                    "liveness: validator {p} has not committed {missing} of {} transactions \
+                     ({})",
+                    required.len(),
+                    states.join(", "),
+                )));
+            }
+        }
+        let first = (0..self.procs.len()).find(|p| self.honest(*p) && self.alive(*p));
+        if let Some(p) = first {
+            self.report.height = self.procs[p].chain.len() as u64;
+            self.report.committed = self.procs[p].seen.len();
+        }
+        self.report.submitted = self.submitted.len();
+        self.report.longest_stall = self.longest_stall;
+        Ok(self.report)
+    }
+}
+
+/// Summary statistics of latencies.
+pub fn percentile(sorted: &[Micros], p: u64) -> Micros {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as u64 - 1) * p / 100) as usize;
+    sorted[i]
+}
+
+/// The keys the simulator gives `n` validators, by index.
+pub fn keys(n: usize) -> BTreeMap<usize, SecretKey> {
+    (0..n)
+        .map(|i| {
+            let mut seed32 = [0u8; 32];
+            seed32[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            seed32[8..16].copy_from_slice(b"farolsim");
+            (i, SecretKey::from_seed(&seed32))
+        })
+        .collect()
+}

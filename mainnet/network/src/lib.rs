@@ -1,0 +1,377 @@
+//! Farol's validator network: QUIC (quinn) with TLS 1.3 (rustls), every peer pinned to the
+//! validator set by its identity key, length-prefixed frames on one long-lived stream per
+//! peer and direction.
+//!
+//! - **Authentication.** Both sides present raw Ed25519 public keys ([`identity`]); a key
+//!   outside the set is refused during the handshake, and a dialer accepts only the key of
+//!   the peer it dialed.
+//! - **Frames.** A 4-byte little-endian length, then the bytes. A frame over the limit
+//!   closes that connection only; the node goes on with its other peers.
+//! - **Outbound.** One task per peer owns a bounded queue and a connection. It reconnects
+//!   with exponential backoff (50 ms doubling to 2 s) and resends the frame it was writing.
+//!   [`Network::send`] never blocks: a frame for a peer whose queue is full is dropped and
+//!   counted (consensus repairs losses by itself); [`Network::send_wait`] waits for room.
+//! - **Inbound.** Frames go to one bounded channel. When the application does not keep up,
+//!   readers wait, QUIC flow control stops the senders, and memory stays bounded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub mod identity;
+
+pub use identity::{Identity, PeerKey, ALPN};
+
+/// Why the network could not start.
+#[derive(Debug, Error)]
+pub enum NetworkError {
+    /// A key or TLS setting was refused.
+    #[error("identity: {0}")]
+    Identity(String),
+    /// The socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The configuration is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// One validator as the network knows it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// Its identity key.
+    pub key: PeerKey,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// How to run the network of one validator.
+#[derive(Clone, Debug)]
+pub struct NetworkConfig {
+    /// This validator's position in `peers`.
+    pub me: u16,
+    /// Its identity (its public key must be `peers[me].key`).
+    pub identity: Identity,
+    /// The address to listen on (usually `peers[me].addr`; port 0 picks one).
+    pub listen: SocketAddr,
+    /// The validator set, in committee order.
+    pub peers: Vec<Peer>,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+    /// Frames queued per peer before `send` drops.
+    pub queue: usize,
+    /// Frames queued for the application before readers wait.
+    pub inbound: usize,
+}
+
+impl NetworkConfig {
+    /// Defaults: 16 MiB frames, 4,096 frames per peer queue, 16,384 inbound.
+    pub fn new(me: u16, identity: Identity, listen: SocketAddr, peers: Vec<Peer>) -> NetworkConfig {
+        NetworkConfig {
+            me,
+            identity,
+            listen,
+            peers,
+            max_frame: 16 << 20,
+            queue: 4096,
+            inbound: 16_384,
+        }
+    }
+}
+
+/// Counters of what the network did.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames written to peers.
+    pub frames_out: AtomicU64,
+    /// Frames received.
+    pub frames_in: AtomicU64,
+    /// Frames dropped because a peer's queue was full.
+    pub dropped: AtomicU64,
+    /// Connections established (outbound).
+    pub connects: AtomicU64,
+    /// Incoming connections refused during the handshake.
+    pub refused: AtomicU64,
+    /// Connections closed for a bad frame.
+    pub bad_frames: AtomicU64,
+}
+
+/// A running validator network.
+#[derive(Debug)]
+pub struct Network {
+    me: u16,
+    endpoint: quinn::Endpoint,
+    outbound: Vec<Option<mpsc::Sender<Bytes>>>,
+    stats: Arc<Stats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const CLOSE_BAD_FRAME: u32 = 1;
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(0u32.into());
+    t.max_concurrent_uni_streams(4u32.into());
+    t.stream_receive_window((16u32 << 20).into());
+    t.receive_window((32u32 << 20).into());
+    t.send_window(32 << 20);
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+impl Network {
+    /// Binds the socket and starts connecting to every peer. Frames received arrive on the
+    /// returned channel with the sender's position.
+    pub fn start(
+        cfg: NetworkConfig,
+    ) -> Result<(Network, mpsc::Receiver<(u16, Bytes)>), NetworkError> {
+        let me = usize::from(cfg.me);
+        let mine = cfg
+            .peers
+            .get(me)
+            .ok_or_else(|| NetworkError::Config(format!("me = {me} is not in peers")))?;
+        if mine.key != *cfg.identity.public_key() {
+            return Err(NetworkError::Config("the identity is not peers[me]'s key".into()));
+        }
+        let allowed: Vec<PeerKey> = cfg
+            .peers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != me)
+            .map(|(_, p)| p.key.clone())
+            .collect();
+        let tls = identity::server_config(&cfg.identity, allowed)?;
+        let quic =
+            QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
+        server.transport_config(transport());
+        let endpoint = quinn::Endpoint::server(server, cfg.listen)
+            .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
+        let stats = Arc::new(Stats::default());
+        let (in_tx, in_rx) = mpsc::channel(cfg.inbound.max(1));
+        let mut tasks = Vec::new();
+        let keys: Arc<Vec<PeerKey>> = Arc::new(cfg.peers.iter().map(|p| p.key.clone()).collect());
+        tasks.push(tokio::spawn(accept_loop(
+            endpoint.clone(),
+            keys,
+            in_tx,
+            cfg.max_frame,
+            stats.clone(),
+        )));
+        let mut outbound = Vec::with_capacity(cfg.peers.len());
+        for (i, peer) in cfg.peers.iter().enumerate() {
+            if i == me {
+                outbound.push(None);
+                continue;
+            }
+            let tls = identity::client_config(&cfg.identity, peer.key.clone())?;
+            let quic = QuicClientConfig::try_from(tls)
+                .map_err(|e| NetworkError::Identity(e.to_string()))?;
+            let mut client = quinn::ClientConfig::new(Arc::new(quic));
+            client.transport_config(transport());
+            let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+            outbound.push(Some(tx));
+            tasks.push(tokio::spawn(dial_loop(
+                endpoint.clone(),
+                client,
+                peer.addr,
+                rx,
+                stats.clone(),
+            )));
+        }
+        Ok((Network { me: cfg.me, endpoint, outbound, stats, tasks }, in_rx))
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.local_addr().ok()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Queues `frame` for peer `to`; false (and counted) if its queue is full or `to` is
+    /// not a peer.
+    pub fn send(&self, to: u16, frame: Bytes) -> bool {
+        match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
+            Some(tx) if tx.try_send(frame).is_ok() => true,
+            _ => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Queues `frame` for peer `to`, waiting for room.
+    pub async fn send_wait(&self, to: u16, frame: Bytes) -> bool {
+        match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
+            Some(tx) => tx.send(frame).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Queues `frame` for every peer.
+    pub fn broadcast(&self, frame: Bytes) {
+        for i in 0..self.outbound.len() {
+            if i != usize::from(self.me) {
+                self.send(i as u16, frame.clone());
+            }
+        }
+    }
+
+    /// Closes every connection and stops the tasks (dropping the network does the same).
+    pub fn shutdown(self) {}
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"shutdown");
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    keys: Arc<Vec<PeerKey>>,
+    inbound: mpsc::Sender<(u16, Bytes)>,
+    max_frame: usize,
+    stats: Arc<Stats>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let keys = keys.clone();
+        let inbound = inbound.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("refused a connection: {e}");
+                    return;
+                }
+            };
+            let Some(from) = peer_index(&conn, &keys) else {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                conn.close(CLOSE_BAD_FRAME.into(), b"unknown peer");
+                return;
+            };
+            while let Ok(recv) = conn.accept_uni().await {
+                tokio::spawn(read_frames(
+                    recv,
+                    conn.clone(),
+                    from,
+                    inbound.clone(),
+                    max_frame,
+                    stats.clone(),
+                ));
+            }
+        });
+    }
+}
+
+/// The position of the key the peer authenticated with.
+fn peer_index(conn: &quinn::Connection, keys: &[PeerKey]) -> Option<u16> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let presented = certs.first()?;
+    keys.iter()
+        .position(|k| k.0.as_slice() == presented.as_ref())
+        .and_then(|i| u16::try_from(i).ok())
+}
+
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    conn: quinn::Connection,
+    from: u16,
+    inbound: mpsc::Sender<(u16, Bytes)>,
+    max_frame: usize,
+    stats: Arc<Stats>,
+) {
+    loop {
+        let mut len = [0u8; 4];
+        if recv.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let len = u32::from_le_bytes(len) as usize;
+        if len > max_frame {
+            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(peer = from, len, "frame over the limit: closing the connection");
+            conn.close(CLOSE_BAD_FRAME.into(), b"frame too large");
+            return;
+        }
+        let mut buf = vec![0u8; len];
+        if recv.read_exact(&mut buf).await.is_err() {
+            return;
+        }
+        stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        if inbound.send((from, Bytes::from(buf))).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn dial_loop(
+    endpoint: quinn::Endpoint,
+    client: quinn::ClientConfig,
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<Bytes>,
+    stats: Arc<Stats>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut unsent: Option<Bytes> = None;
+    loop {
+        let stream = match endpoint.connect_with(client.clone(), addr, "farol-validator") {
+            Ok(connecting) => match connecting.await {
+                Ok(conn) => conn.open_uni().await.ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        let Some(mut send) = stream else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            continue;
+        };
+        stats.connects.fetch_add(1, Ordering::Relaxed);
+        backoff = BACKOFF_MIN;
+        loop {
+            let frame = match unsent.take() {
+                Some(f) => f,
+                None => match queue.recv().await {
+                    Some(f) => f,
+                    None => return,
+                },
+            };
+            let len = (frame.len() as u32).to_le_bytes();
+            let ok = send.write_all(&len).await.is_ok() && send.write_all(&frame).await.is_ok();
+            if !ok {
+                // The connection broke: reconnect and send this frame first. (The peer may
+                // have read part of it; a new stream starts clean.)
+                unsent = Some(frame);
+                break;
+            }
+            stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

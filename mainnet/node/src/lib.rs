@@ -1,0 +1,9 @@
+//! The Farol node. So far: a validator that runs a consensus engine over the QUIC validator
+//! network ([`validator`]) with a crash-safe write-ahead log ([`wal`]). The mempool, the
+//! execution pipeline, finality tiers and JSON-RPC come with the node issue.
+
+pub mod validator;
+pub mod wal;
+
+pub use validator::{Validator, ValidatorConfig};
+pub use wal::{Wal, WalError};

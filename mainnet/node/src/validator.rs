@@ -1,0 +1,164 @@
+//! A validator: one task that feeds a consensus engine with frames from the network,
+//! submitted transactions and ticks, and carries out its actions in order — records to the
+//! write-ahead log (synced before any message that follows them is sent), messages to the
+//! network, commits to the application.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use farol_consensus::{Action, Committed, Consensus, Input, Target, Transaction, ValidatorIndex};
+use farol_network::Network;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::wal::{Wal, WalError};
+
+/// How a validator runs.
+#[derive(Clone, Debug)]
+pub struct ValidatorConfig {
+    /// The engine's tick period.
+    pub tick: Duration,
+    /// Most network frames handed to the engine in one step (their signatures are checked
+    /// together).
+    pub max_batch: usize,
+    /// Whether to sync the log to disk before sending (off only for benchmarks that say so).
+    pub sync: bool,
+}
+
+impl Default for ValidatorConfig {
+    fn default() -> ValidatorConfig {
+        ValidatorConfig { tick: Duration::from_millis(10), max_batch: 256, sync: true }
+    }
+}
+
+/// A running validator.
+#[derive(Debug)]
+pub struct Validator {
+    submit: mpsc::Sender<Vec<Transaction>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), WalError>>,
+}
+
+impl Validator {
+    /// Starts `engine` (new, or recovered from `wal` with its replayed actions in
+    /// `replayed`) on `network`. Commits go to `commits`.
+    pub fn spawn(
+        engine: Box<dyn Consensus>,
+        replayed: Vec<Action>,
+        network: Network,
+        inbound: mpsc::Receiver<(u16, Bytes)>,
+        wal: Wal,
+        commits: mpsc::UnboundedSender<Committed>,
+        cfg: ValidatorConfig,
+    ) -> Validator {
+        let (submit, submitted) = mpsc::channel(1024);
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(run(
+            engine, replayed, network, inbound, submitted, stopped, wal, commits, cfg,
+        ));
+        Validator { submit, stop: Some(stop), task }
+    }
+
+    /// Where to submit transactions.
+    pub fn submitter(&self) -> mpsc::Sender<Vec<Transaction>> {
+        self.submit.clone()
+    }
+
+    /// Stops the validator and closes its connections.
+    pub async fn stop(mut self) -> Result<(), WalError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.task.await {
+            Ok(r) => r,
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Kills the validator without any orderly shutdown (as a crash would).
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+struct Executor {
+    network: Network,
+    wal: Wal,
+    commits: mpsc::UnboundedSender<Committed>,
+    sync: bool,
+}
+
+impl Executor {
+    fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
+        for action in out.drain(..) {
+            match action {
+                Action::Persist(record) => self.wal.append(&record)?,
+                Action::Send { to, bytes } => {
+                    if self.sync {
+                        self.wal.sync()?;
+                    }
+                    match to {
+                        Target::All => self.network.broadcast(bytes),
+                        Target::One(v) => {
+                            self.network.send(v.0, bytes);
+                        }
+                    }
+                }
+                Action::Commit(c) => {
+                    // The application may be gone (shutting down); consensus goes on.
+                    let _ = self.commits.send(c);
+                }
+            }
+        }
+        if self.sync {
+            self.wal.sync()?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut engine: Box<dyn Consensus>,
+    mut replayed: Vec<Action>,
+    network: Network,
+    mut inbound: mpsc::Receiver<(u16, Bytes)>,
+    mut submitted: mpsc::Receiver<Vec<Transaction>>,
+    mut stopped: oneshot::Receiver<()>,
+    wal: Wal,
+    commits: mpsc::UnboundedSender<Committed>,
+    cfg: ValidatorConfig,
+) -> Result<(), WalError> {
+    let mut ex = Executor { network, wal, commits, sync: cfg.sync };
+    let mut out = std::mem::take(&mut replayed);
+    engine.start(&mut out);
+    ex.execute(&mut out)?;
+    let mut tick = tokio::time::interval(cfg.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        let input = tokio::select! {
+            _ = &mut stopped => break,
+            Some(first) = inbound.recv() => {
+                let mut batch = vec![(ValidatorIndex(first.0), first.1)];
+                while batch.len() < cfg.max_batch {
+                    match inbound.try_recv() {
+                        Ok((from, bytes)) => batch.push((ValidatorIndex(from), bytes)),
+                        Err(_) => break,
+                    }
+                }
+                Input::Messages(batch)
+            }
+            Some(mut txs) = submitted.recv() => {
+                while let Ok(more) = submitted.try_recv() {
+                    txs.extend(more);
+                }
+                Input::Transactions(txs)
+            }
+            _ = tick.tick() => Input::Tick,
+        };
+        engine.handle(input, &mut out);
+        ex.execute(&mut out)?;
+    }
+    ex.network.shutdown();
+    Ok(())
+}

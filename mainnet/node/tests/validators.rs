@@ -1,0 +1,189 @@
+//! Validators running AsyncBFT over QUIC on loopback: real sockets, real signatures, real
+//! write-ahead logs. They must agree on every block, commit every transaction once, keep
+//! going with one validator killed, and the restarted validator must catch up.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use farol_consensus::{
+    sim, AsyncBft, Committed, Committee, Config, SignatureCache, Transaction, ValidatorIndex,
+};
+use farol_crypto::SecretKey;
+use farol_network::{Identity, Network, NetworkConfig, Peer};
+use farol_node::{Validator, ValidatorConfig, Wal};
+use tokio::sync::mpsc;
+
+fn free_addr() -> SocketAddr {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
+    s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+}
+
+struct Net {
+    committee: Arc<Committee>,
+    keys: Vec<SecretKey>,
+    ids: Vec<Identity>,
+    peers: Vec<Peer>,
+    dir: PathBuf,
+}
+
+type Log = Arc<Mutex<Vec<Committed>>>;
+
+impl Net {
+    fn start(&self, i: usize, cache: Arc<SignatureCache>) -> (Validator, Log) {
+        let (wal, records) =
+            Wal::open(&self.dir.join(format!("{i}.wal"))).unwrap_or_else(|e| panic!("{e}"));
+        let mut replayed = Vec::new();
+        let cfg = Config { chain: [9; 32], ..Config::default() };
+        let engine = AsyncBft::recover(
+            self.committee.clone(),
+            ValidatorIndex(i as u16),
+            self.keys[i].clone(),
+            cfg,
+            cache,
+            records,
+            &mut replayed,
+        );
+        let ncfg = NetworkConfig::new(
+            i as u16,
+            self.ids[i].clone(),
+            self.peers[i].addr,
+            self.peers.clone(),
+        );
+        let (network, inbound) = Network::start(ncfg).unwrap_or_else(|e| panic!("{e}"));
+        let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
+        let log: Log = Arc::default();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Some(c) = rx.recv().await {
+                let mut l = sink.lock().unwrap_or_else(|e| e.into_inner());
+                // A recovered validator replays its commits from height 1.
+                if c.height as usize == l.len() + 1 {
+                    l.push(c);
+                }
+            }
+        });
+        let v = Validator::spawn(
+            Box::new(engine),
+            replayed,
+            network,
+            inbound,
+            wal,
+            tx,
+            ValidatorConfig::default(),
+        );
+        (v, log)
+    }
+}
+
+fn tx(i: u64) -> Transaction {
+    let mut sender = [0u8; 20];
+    sender[..8].copy_from_slice(&(i % 97).to_le_bytes());
+    let mut payload = vec![0u8; 64];
+    payload[..8].copy_from_slice(&i.to_le_bytes());
+    Transaction { sender, payload: Bytes::from(payload) }
+}
+
+fn committed(log: &Log) -> HashSet<[u8; 32]> {
+    let l = log.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen = HashSet::new();
+    for c in l.iter() {
+        for t in &c.transactions {
+            assert!(seen.insert(t.digest()), "a transaction committed twice");
+        }
+    }
+    seen
+}
+
+async fn wait_for(logs: &[&Log], want: &HashSet<[u8; 32]>, what: &str) {
+    for _ in 0..600 {
+        if logs.iter().all(|l| want.is_subset(&committed(l))) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let have: Vec<usize> = logs.iter().map(|l| committed(l).intersection(want).count()).collect();
+    panic!("{what}: committed {have:?} of {}", want.len());
+}
+
+/// Every pair of logs agrees on every height both have.
+fn agree(logs: &[&Log]) {
+    let all: Vec<Vec<Committed>> =
+        logs.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+    for a in &all {
+        for b in &all {
+            for (x, y) in a.iter().zip(b) {
+                assert_eq!(x, y, "validators disagree at height {}", x.height);
+            }
+        }
+    }
+}
+
+fn setup(n: usize, dir: &Path) -> Net {
+    let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
+    let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+    let committee = Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}")));
+    let ids: Vec<Identity> =
+        (0..n).map(|_| Identity::generate().unwrap_or_else(|e| panic!("{e}"))).collect();
+    let peers =
+        ids.iter().map(|i| Peer { key: i.public_key().clone(), addr: free_addr() }).collect();
+    Net { committee, keys, ids, peers, dir: dir.to_path_buf() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let net = setup(4, dir.path());
+    // Each validator has its own signature cache, as separate processes would.
+    let mut running: Vec<Option<(Validator, Log)>> =
+        (0..4).map(|i| Some(net.start(i, Arc::default()))).collect();
+    let logs = |r: &Vec<Option<(Validator, Log)>>, which: &[usize]| -> Vec<Log> {
+        which.iter().filter_map(|i| r[*i].as_ref().map(|(_, l)| l.clone())).collect()
+    };
+
+    let mut want = HashSet::new();
+    for i in 0..600u64 {
+        let t = tx(i);
+        want.insert(t.digest());
+        if let Some((v, _)) = &running[(i % 4) as usize] {
+            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let all = logs(&running, &[0, 1, 2, 3]);
+    wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four").await;
+    agree(&all.iter().collect::<Vec<_>>());
+
+    // Kill validator 3 (no orderly shutdown); the others go on.
+    if let Some((v, _)) = running[3].take() {
+        v.kill();
+    }
+    for i in 600..1200u64 {
+        let t = tx(i);
+        want.insert(t.digest());
+        if let Some((v, _)) = &running[(i % 3) as usize] {
+            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let three = logs(&running, &[0, 1, 2]);
+    wait_for(&three.iter().collect::<Vec<_>>(), &want, "three after the kill").await;
+
+    // Restart it from its log: it replays, catches up, and agrees.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running[3] = Some(net.start(3, Arc::default()));
+    for i in 1200..1400u64 {
+        let t = tx(i);
+        want.insert(t.digest());
+        if let Some((v, _)) = &running[(i % 4) as usize] {
+            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let all = logs(&running, &[0, 1, 2, 3]);
+    wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after the restart").await;
+    agree(&all.iter().collect::<Vec<_>>());
+    for r in running.into_iter().flatten() {
+        r.0.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
