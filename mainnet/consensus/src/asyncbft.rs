@@ -57,6 +57,14 @@ pub struct Config {
     pub max_batch_transactions: usize,
     /// Most payload bytes in one proposal.
     pub max_batch_bytes: usize,
+    /// Most transactions waiting to be proposed here (and, separately, forwarded and
+    /// watched); more are dropped and counted in [`Faults::queue_full`] (the mempool
+    /// decides what to resubmit).
+    pub max_queue: usize,
+    /// The baseline mode: one proposer per round (the round's leader, `round mod n`) puts
+    /// transactions in its block and only leaders' blocks are committed, as in a
+    /// leader-based protocol. Everything else is the same code.
+    pub single_leader: bool,
     /// Blocks more than this many rounds below the latest committed block are no longer
     /// ordered, stored or accepted.
     pub gc_depth: u64,
@@ -73,7 +81,9 @@ impl Default for Config {
             reassign_rounds: 6,
             max_batch_transactions: 4_000,
             max_batch_bytes: 4 * 1024 * 1024,
+            max_queue: 200_000,
             gc_depth: 500,
+            single_leader: false,
         }
     }
 }
@@ -83,6 +93,10 @@ const LIVE_ROUNDS: u64 = 3;
 /// A validator this many rounds behind the highest round it has seen proposes no
 /// transactions.
 const CATCH_UP_ROUNDS: u64 = 3;
+/// Most transactions in one forwarding message.
+const FORWARD_TRANSACTIONS: usize = 4_096;
+/// Most payload bytes in one forwarding message.
+const FORWARD_BYTES: usize = 4 << 20;
 /// Most blocks held while their parents are fetched.
 const MAX_PENDING: usize = 20_000;
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
@@ -151,6 +165,8 @@ pub struct Faults {
     pub invalid: u64,
     /// Blocks whose signature did not verify.
     pub bad_signatures: u64,
+    /// Transactions dropped because the queue (or the forwarded set) was full.
+    pub queue_full: u64,
     /// Validators seen proposing two blocks in one round.
     pub equivocators: BTreeSet<ValidatorIndex>,
 }
@@ -183,7 +199,7 @@ pub struct AsyncBft {
     proposed_tick: u64,
     ticks: u64,
     progress_tick: u64,
-    queue: VecDeque<Transaction>,
+    queue: VecDeque<(Digest, Transaction)>,
     queued: HashSet<Digest>,
     watched: BTreeMap<Digest, Watch>,
 
@@ -379,8 +395,12 @@ impl AsyncBft {
     }
 
     fn send(&self, out: &mut Vec<Action>, to: Target, msg: &Message) {
+        self.send_bytes(out, to, msg.encode());
+    }
+
+    fn send_bytes(&self, out: &mut Vec<Action>, to: Target, bytes: Bytes) {
         if !self.replaying {
-            out.push(Action::Send { to, bytes: msg.encode() });
+            out.push(Action::Send { to, bytes });
         }
     }
 
@@ -463,7 +483,7 @@ impl AsyncBft {
                 continue;
             }
             if !self.replaying {
-                out.push(Action::Persist(Message::Block(Box::new((*b).clone())).encode()));
+                out.push(Action::Persist(b.encoded()));
             }
             let n = self.committee.len();
             let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
@@ -575,14 +595,14 @@ impl AsyncBft {
         let mut bytes = 0usize;
         // A validator far behind the rounds it has seen (restarting, or cut off) proposes
         // empty blocks until it catches up: an old round's block may never be ordered.
-        let behind = self.highest_seen > k + 1 + CATCH_UP_ROUNDS;
+        let behind = self.highest_seen > k + 1 + CATCH_UP_ROUNDS
+            || (self.cfg.single_leader && self.slot_author(k + 1, 0) != self.me);
         while !behind && txs.len() < self.cfg.max_batch_transactions {
-            let Some(t) = self.queue.front() else { break };
+            let Some((_, t)) = self.queue.front() else { break };
             if bytes + t.payload.len() > self.cfg.max_batch_bytes && !txs.is_empty() {
                 break;
             }
-            let Some(t) = self.queue.pop_front() else { break };
-            let d = t.digest();
+            let Some((d, t)) = self.queue.pop_front() else { break };
             self.queued.remove(&d);
             if self.committed.contains(&d) {
                 continue;
@@ -597,9 +617,9 @@ impl AsyncBft {
         self.last_own = Some(block.reference());
         self.progress_tick = self.ticks;
         self.proposed_tick = self.ticks;
-        let msg = Message::Block(Box::new(block.clone()));
+        let bytes = block.encoded();
         self.insert(Arc::new(block), out);
-        self.send(out, Target::All, &msg);
+        self.send_bytes(out, Target::All, bytes);
         self.reassign(out);
     }
 
@@ -620,14 +640,32 @@ impl AsyncBft {
             }
             if to == self.me {
                 if let Some(w) = self.watched.remove(&d) {
-                    self.enqueue(w.tx);
+                    self.enqueue(d, w.tx);
                 }
             } else {
                 forward.entry(to).or_default().push(tx);
             }
         }
         for (to, txs) in forward {
-            self.send(out, Target::One(to), &Message::Transactions(txs));
+            self.forward(out, to, txs);
+        }
+    }
+
+    /// Sends `txs` to `to` in messages within the decoder's limits.
+    fn forward(&self, out: &mut Vec<Action>, to: ValidatorIndex, txs: Vec<Transaction>) {
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        for t in txs {
+            if chunk.len() == FORWARD_TRANSACTIONS || bytes + t.payload.len() > FORWARD_BYTES {
+                let full = std::mem::take(&mut chunk);
+                self.send(out, Target::One(to), &Message::Transactions(full));
+                bytes = 0;
+            }
+            bytes += t.payload.len();
+            chunk.push(t);
+        }
+        if !chunk.is_empty() {
+            self.send(out, Target::One(to), &Message::Transactions(chunk));
         }
     }
 
@@ -655,10 +693,13 @@ impl AsyncBft {
         (from, self.me)
     }
 
-    fn enqueue(&mut self, tx: Transaction) {
-        let d = tx.digest();
+    fn enqueue(&mut self, d: Digest, tx: Transaction) {
+        if self.queue.len() >= self.cfg.max_queue {
+            self.faults.queue_full += 1;
+            return;
+        }
         if !self.committed.contains(&d) && self.queued.insert(d) {
-            self.queue.push_back(tx);
+            self.queue.push_back((d, tx));
         }
     }
 
@@ -770,6 +811,10 @@ impl AsyncBft {
                 if r == r0 && p < p0 {
                     continue;
                 }
+                if self.cfg.single_leader && p != 0 {
+                    decisions.insert((r, p), Decision::Skip);
+                    continue;
+                }
                 let author = self.slot_author(r, p);
                 let mut d = self.decide_directly(r, author);
                 if d == Decision::Undecided {
@@ -815,8 +860,8 @@ impl AsyncBft {
         let mut transactions = Vec::new();
         for b in &found {
             self.ordered.insert(b.digest());
-            for t in &b.transactions {
-                let d = t.digest();
+            for (t, d) in b.transactions.iter().zip(b.transaction_digests()) {
+                let d = *d;
                 if self.committed.insert(d) {
                     self.committed_at.entry(lb.round).or_default().push(d);
                     self.watched.remove(&d);
@@ -853,12 +898,13 @@ impl AsyncBft {
                     // An own block that fell below the floor unordered never will be: its
                     // transactions go back into the queue.
                     if let Some(b) = block.filter(|b| b.author == self.me && !was_ordered) {
-                        orphaned.extend(b.transactions.iter().cloned());
+                        let digests = b.transaction_digests().iter().copied();
+                        orphaned.extend(digests.zip(b.transactions.iter().cloned()));
                     }
                 }
             }
-            for t in orphaned {
-                self.enqueue(t);
+            for (d, t) in orphaned {
+                self.enqueue(d, t);
             }
             self.floor = floor;
             self.pending.retain(|_, (b, _)| b.round >= floor);
@@ -898,14 +944,14 @@ impl AsyncBft {
                 Message::Request(ds) => {
                     for d in ds {
                         if let Some(b) = self.blocks.get(&d) {
-                            let m = Message::Block(Box::new((**b).clone()));
-                            self.send(out, Target::One(from), &m);
+                            let bytes = b.encoded();
+                            self.send_bytes(out, Target::One(from), bytes);
                         }
                     }
                 }
                 Message::Transactions(txs) => {
                     for t in txs {
-                        self.enqueue(t);
+                        self.enqueue(t.digest(), t);
                     }
                 }
             }
@@ -960,9 +1006,13 @@ impl AsyncBft {
             if self.committed.contains(&d) || self.watched.contains_key(&d) {
                 continue;
             }
+            if self.watched.len() >= self.cfg.max_queue {
+                self.faults.queue_full += 1;
+                continue;
+            }
             let (attempt, to) = self.live_assignee(&t.sender, 0);
             if to == self.me {
-                self.enqueue(t);
+                self.enqueue(d, t);
             } else {
                 forward.entry(to).or_default().push(t.clone());
                 let deadline = self.round + self.cfg.reassign_rounds;
@@ -970,7 +1020,7 @@ impl AsyncBft {
             }
         }
         for (to, txs) in forward {
-            self.send(out, Target::One(to), &Message::Transactions(txs));
+            self.forward(out, to, txs);
         }
     }
 
@@ -979,8 +1029,8 @@ impl AsyncBft {
         if self.ticks - self.progress_tick >= u64::from(self.cfg.resend_ticks) {
             self.progress_tick = self.ticks;
             if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
-                let m = Message::Block(Box::new((**own).clone()));
-                self.send(out, Target::All, &m);
+                let bytes = own.encoded();
+                self.send_bytes(out, Target::All, bytes);
             }
             let missing: Vec<Digest> = self
                 .waiting
@@ -1006,12 +1056,12 @@ impl Consensus for AsyncBft {
             self.cache.insert(&block);
             self.round = 1;
             self.last_own = Some(block.reference());
-            let msg = Message::Block(Box::new(block.clone()));
+            let bytes = block.encoded();
             self.insert(Arc::new(block), out);
-            self.send(out, Target::All, &msg);
+            self.send_bytes(out, Target::All, bytes);
         } else if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
-            let m = Message::Block(Box::new((**own).clone()));
-            self.send(out, Target::All, &m);
+            let bytes = own.encoded();
+            self.send_bytes(out, Target::All, bytes);
         }
         self.maybe_propose(out);
     }

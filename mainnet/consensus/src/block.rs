@@ -45,7 +45,7 @@ pub struct BlockRef {
     pub round: u64,
     /// Its author.
     pub author: ValidatorIndex,
-    /// `keccak256` of its unsigned encoding.
+    /// `blake3` of its unsigned encoding.
     pub digest: [u8; 32],
 }
 
@@ -64,6 +64,10 @@ pub struct Block {
     /// The author's BLS signature of the digest (see [`Block::signing_message`]).
     pub signature: Signature,
     digest: [u8; 32],
+    /// The digest of each transaction, computed once.
+    tx_digests: Vec<[u8; 32]>,
+    /// The encoded message (sent and persisted as is, never encoded twice).
+    raw: Bytes,
 }
 
 impl Block {
@@ -76,11 +80,24 @@ impl Block {
         transactions: Vec<Transaction>,
         sign: impl FnOnce(&[u8]) -> Signature,
     ) -> Block {
-        let mut unsigned = Vec::new();
-        encode_unsigned(&mut unsigned, author, round, &parents, &transactions);
-        let digest = alloy_primitives::keccak256(&unsigned).0;
+        let mut raw = vec![KIND_BLOCK];
+        encode_unsigned(&mut raw, author, round, &parents, &transactions);
+        let digest = *blake3::hash(&raw[1..]).as_bytes();
         let signature = sign(&Block::signing_message(chain, &digest));
-        Block { author, round, parents, transactions, signature, digest }
+        raw.extend_from_slice(&signature.to_bytes());
+        let tx_digests = transactions.iter().map(Transaction::digest).collect();
+        let raw = Bytes::from(raw);
+        Block { author, round, parents, transactions, signature, digest, tx_digests, raw }
+    }
+
+    /// The block's message encoding (what is sent and persisted).
+    pub fn encoded(&self) -> Bytes {
+        self.raw.clone()
+    }
+
+    /// The digest of each transaction, in order.
+    pub fn transaction_digests(&self) -> &[[u8; 32]] {
+        &self.tx_digests
     }
 
     /// What the author signs: a domain tag, the chain (so a block of one chain or epoch is no
@@ -93,7 +110,7 @@ impl Block {
         m
     }
 
-    /// `keccak256` of the unsigned encoding.
+    /// `blake3` of the unsigned encoding.
     pub fn digest(&self) -> [u8; 32] {
         self.digest
     }
@@ -165,11 +182,7 @@ impl Message {
     pub fn encode(&self) -> Bytes {
         let mut out = Vec::new();
         match self {
-            Message::Block(b) => {
-                out.push(KIND_BLOCK);
-                encode_unsigned(&mut out, b.author, b.round, &b.parents, &b.transactions);
-                out.extend_from_slice(&b.signature.to_bytes());
-            }
+            Message::Block(b) => return b.raw.clone(),
             Message::Request(ds) => {
                 out.push(KIND_REQUEST);
                 put_len(&mut out, ds.len());
@@ -205,9 +218,14 @@ impl Message {
                     parents.push(BlockRef { round, author, digest: r.array()? });
                 }
                 let transactions = r.transactions()?;
-                let digest = alloy_primitives::keccak256(&bytes[start..r.pos]).0;
+                let digest = *blake3::hash(&bytes[start..r.pos]).as_bytes();
                 let sig = r.take(SIGNATURE_LEN)?;
                 let signature = Signature::from_bytes(sig).map_err(|_| DecodeError::Signature)?;
+                if r.pos != bytes.len() {
+                    return Err(DecodeError::Trailing);
+                }
+                let tx_digests = transactions.iter().map(Transaction::digest).collect();
+                let raw = bytes.clone();
                 Message::Block(Box::new(Block {
                     author,
                     round,
@@ -215,6 +233,8 @@ impl Message {
                     transactions,
                     signature,
                     digest,
+                    tx_digests,
+                    raw,
                 }))
             }
             KIND_REQUEST => {

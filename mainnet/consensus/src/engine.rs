@@ -22,13 +22,14 @@ pub struct Transaction {
 }
 
 impl Transaction {
-    /// The transaction's identity: `keccak256(sender || payload)`. Two transactions with the
-    /// same digest are the same transaction; it is committed at most once.
+    /// The transaction's identity in consensus: `blake3(sender || payload)`. Two
+    /// transactions with the same digest are the same transaction; it is committed at most
+    /// once.
     pub fn digest(&self) -> [u8; 32] {
-        let mut h = alloy_primitives::Keccak256::new();
-        h.update(self.sender);
+        let mut h = blake3::Hasher::new();
+        h.update(&self.sender);
         h.update(&self.payload);
-        h.finalize().0
+        *h.finalize().as_bytes()
     }
 }
 

@@ -580,7 +580,7 @@ impl<'s> Sim<'s> {
         let at = 15 + parents * 42;
         let carries = record.get(at..at + 4).is_some_and(|c| c != [0, 0, 0, 0]);
         if carries && author == self.procs[p].index.0 {
-            let digest = alloy_primitives::keccak256(&record[1..record.len() - 96]).0;
+            let digest = *blake3::hash(&record[1..record.len() - 96]).as_bytes();
             self.proposed.entry(digest).or_insert(self.now);
         }
     }

@@ -149,8 +149,11 @@ async fn run(
                 Input::Messages(batch)
             }
             Some(mut txs) = submitted.recv() => {
-                while let Ok(more) = submitted.try_recv() {
-                    txs.extend(more);
+                while txs.len() < cfg.max_batch * 16 {
+                    match submitted.try_recv() {
+                        Ok(more) => txs.extend(more),
+                        Err(_) => break,
+                    }
                 }
                 Input::Transactions(txs)
             }

@@ -73,11 +73,11 @@ impl Wal {
 
     /// Appends a record (not yet durable: see [`Wal::sync`]).
     pub fn append(&mut self, record: &[u8]) -> Result<(), WalError> {
-        let mut buf = Vec::with_capacity(8 + record.len());
-        buf.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
-        buf.extend_from_slice(record);
-        self.file.write_all(&buf).map_err(Self::err(&self.path))?;
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
+        header[4..].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
+        self.file.write_all(&header).map_err(Self::err(&self.path))?;
+        self.file.write_all(record).map_err(Self::err(&self.path))?;
         self.dirty = true;
         Ok(())
     }

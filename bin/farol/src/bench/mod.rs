@@ -3,6 +3,7 @@
 //! (`{"bench":..,"ours":..,"baseline":..,"unit":..,"ratio":..,"params":{..}}`, `ratio` oriented
 //! so that higher is always better); progress goes to stderr.
 
+mod consensus;
 mod exec;
 mod store;
 mod wasm;
@@ -30,6 +31,8 @@ enum BenchCommand {
     Exec(exec::ExecBenchArgs),
     /// WASM contracts against the same work on the EVM.
     Wasm(wasm::WasmBenchArgs),
+    /// AsyncBFT over QUIC, every validator proposing, against one proposer per round.
+    Consensus(consensus::ConsensusBenchArgs),
     /// Internal: the child process `bench store` kills to measure reopening after a crash.
     #[command(hide = true)]
     StoreWriter(store::StoreWriterArgs),
@@ -41,6 +44,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Store(args) => store::run(args),
         BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Wasm(args) => wasm::run(args),
+        BenchCommand::Consensus(args) => consensus::run(args),
         BenchCommand::StoreWriter(args) => store::run_writer(args),
     }
 }

@@ -1,0 +1,377 @@
+//! `farol bench consensus`: AsyncBFT alone (no execution), 512-byte transactions.
+//!
+//! Over real QUIC on loopback (every validator a set of tasks in this process, each with its
+//! own sockets, keys, signature cache and write-ahead log):
+//! - `consensus.throughput.n{N}`: committed transactions per second under saturating load,
+//!   every validator proposing (ours) against the same code with one proposer per round
+//!   (the baseline, leader-based like HotStuff);
+//! - `consensus.latency_p50.n{N}` / `latency_p99`: submission to commit at half of our
+//!   saturated throughput (the baseline at the same offered load);
+//! - `consensus.crashed.n{N}`: throughput with f validators down against fault-free.
+//!
+//! In the simulator (exact message delays, deterministic):
+//! - `consensus.delays.n{N}`: message delays from a block's proposal to its commit, every
+//!   validator's block (ours) against the leader-only mode's transactions;
+//! - `consensus.loss.n{N}`: p50 commit latency with 1% message loss at f validators against
+//!   none;
+//! - `consensus.stall.n{N}`: the longest time without a commit with f crashed, in rounds.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use clap::Args;
+use farol_consensus::sim::{self, Scenario};
+use farol_consensus::{
+    AsyncBft, Committed, Committee, Config, SignatureCache, Transaction, ValidatorIndex,
+};
+use farol_crypto::SecretKey;
+use farol_network::{Identity, Network, NetworkConfig, Peer};
+use farol_node::{Validator, ValidatorConfig, Wal};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::{progress, BenchResult, Better};
+
+/// Arguments of `farol bench consensus`.
+#[derive(Debug, Args)]
+pub(crate) struct ConsensusBenchArgs {
+    /// n = 4 only and shorter runs, well under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds measured per run (after a warm-up of a third of it).
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Committee sizes to run over QUIC (default 4,7,10; 4 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    n: Option<Vec<usize>>,
+    /// Only one QUIC run of ours at this offered load (tx/s), for exploring.
+    #[arg(long)]
+    rate: Option<u64>,
+}
+
+/// Bytes of every transaction.
+const TX_BYTES: usize = 512;
+
+/// Runs `farol bench consensus`.
+pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
+    let secs = args.secs.unwrap_or(if args.quick { 3.0 } else { 8.0 });
+    let sizes = args.n.clone().unwrap_or(if args.quick { vec![4] } else { vec![4, 7, 10] });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    if let Some(rate) = args.rate {
+        for &n in &sizes {
+            rt.block_on(quic_run(n, 0, false, Some(rate), secs))?;
+        }
+        return Ok(());
+    }
+    for &n in &sizes {
+        if n == 0 || n > 64 {
+            return Err(anyhow!("--n: committee sizes are 1 to 64, not {n}"));
+        }
+        let f = (n - 1) / 3;
+        progress(format!("n = {n}: saturating load, every validator proposing"));
+        let ours = rt.block_on(quic_run(n, 0, false, None, secs))?;
+        progress(format!("n = {n}: saturating load, one proposer per round"));
+        let single = rt.block_on(quic_run(n, 0, true, None, secs))?;
+        let params =
+            json!({"n": n, "tx_bytes": TX_BYTES, "secs": secs, "network": "QUIC on loopback"});
+        BenchResult::new(
+            &format!("consensus.throughput.n{n}"),
+            ours.tps,
+            single.tps,
+            "tx/s",
+            Better::Higher,
+            params.clone(),
+        )
+        .print()?;
+        let half = (ours.tps / 2.0).max(100.0) as u64;
+        progress(format!("n = {n}: {half} tx/s offered (half load), both modes"));
+        let ours_half = rt.block_on(quic_run(n, 0, false, Some(half), secs))?;
+        let single_half = rt.block_on(quic_run(n, 0, true, Some(half), secs))?;
+        let mut p = params.clone();
+        p["offered_tx_per_s"] = json!(half);
+        p["committed_tx_per_s"] = json!({"ours": ours_half.tps, "baseline": single_half.tps});
+        for (name, a, b) in [
+            ("latency_p50", ours_half.p50_ms, single_half.p50_ms),
+            ("latency_p99", ours_half.p99_ms, single_half.p99_ms),
+        ] {
+            BenchResult::new(
+                &format!("consensus.{name}.n{n}"),
+                a,
+                b,
+                "ms",
+                Better::Lower,
+                p.clone(),
+            )
+            .print()?;
+        }
+        if f > 0 {
+            progress(format!("n = {n}: {f} validators down, saturating load"));
+            let crashed = rt.block_on(quic_run(n, f, false, None, secs))?;
+            let mut p = params.clone();
+            p["crashed"] = json!(f);
+            p["goal_fraction"] = json!((n - f) as f64 / n as f64 - 0.1);
+            p["fraction"] = json!(crashed.tps / ours.tps);
+            BenchResult::new(
+                &format!("consensus.crashed.n{n}"),
+                crashed.tps,
+                ours.tps,
+                "tx/s",
+                Better::Higher,
+                p,
+            )
+            .print()?;
+        }
+    }
+    for &n in &sizes {
+        simulated(n, args.quick)?;
+    }
+    Ok(())
+}
+
+/// What one QUIC run measured at validator 0.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    tps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn free_addr() -> Result<SocketAddr> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").context("finding a free port")?;
+    s.local_addr().context("finding a free port")
+}
+
+/// Runs `n` validators (the last `down` never started) for `secs` after a warm-up, with
+/// transactions offered at `rate` per second (as fast as accepted if `None`).
+async fn quic_run(
+    n: usize,
+    down: usize,
+    single: bool,
+    rate: Option<u64>,
+    secs: f64,
+) -> Result<Measured> {
+    let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
+    let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+    let committee = Arc::new(Committee::new(members).map_err(|e| anyhow!("committee: {e}"))?);
+    let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
+    let peers = ids
+        .iter()
+        .map(|i| Ok(Peer { key: i.public_key().clone(), addr: free_addr()? }))
+        .collect::<Result<Vec<_>>>()?;
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let start = Instant::now();
+    let warmup = Duration::from_secs_f64(secs / 3.0);
+    let window = Duration::from_secs_f64(secs);
+    let counted = Arc::new(AtomicU64::new(0));
+    // Committed at validator 0 over the whole run, and its latest round.
+    let total = Arc::new(AtomicU64::new(0));
+    let last_round = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut validators = Vec::new();
+    let mut submitters = Vec::new();
+    for i in 0..n - down {
+        let (wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
+        let cfg = Config { chain: [3; 32], single_leader: single, ..Config::default() };
+        let engine = AsyncBft::new(
+            committee.clone(),
+            ValidatorIndex(i as u16),
+            keys[i].clone(),
+            cfg,
+            Arc::new(SignatureCache::default()),
+        );
+        let ncfg = NetworkConfig::new(i as u16, ids[i].clone(), peers[i].addr, peers.clone());
+        let (network, inbound) = Network::start(ncfg)?;
+        let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
+        if i == 0 {
+            let counted = counted.clone();
+            let latencies = latencies.clone();
+            let total = total.clone();
+            let last_round = last_round.clone();
+            tokio::spawn(async move {
+                while let Some(c) = rx.recv().await {
+                    total.fetch_add(c.transactions.len() as u64, Ordering::Relaxed);
+                    last_round.store(c.round, Ordering::Relaxed);
+                    let now = start.elapsed();
+                    if now < warmup || now > warmup + window {
+                        continue;
+                    }
+                    counted.fetch_add(c.transactions.len() as u64, Ordering::Relaxed);
+                    let now_us = now.as_micros() as u64;
+                    let mut l = latencies.lock().unwrap_or_else(|e| e.into_inner());
+                    for t in &c.transactions {
+                        let mut at = [0u8; 8];
+                        at.copy_from_slice(&t.payload[8..16]);
+                        l.push(now_us.saturating_sub(u64::from_le_bytes(at)));
+                    }
+                }
+            });
+        } else {
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        }
+        let v = Validator::spawn(
+            Box::new(engine),
+            Vec::new(),
+            network,
+            inbound,
+            wal,
+            tx,
+            ValidatorConfig::default(),
+        );
+        submitters.push(v.submitter());
+        validators.push(v);
+    }
+    // The load: every millisecond, the transactions due at the offered rate, each submitted
+    // to the validator it is assigned to (as the node's mempool forwards them). Without a
+    // rate, the load is closed-loop: at most `WINDOW` submitted and not yet committed.
+    const WINDOW: u64 = 60_000;
+    let stop_at = warmup + window;
+    let running = n - down;
+    let load_committee = committee.clone();
+    let load_total = total.clone();
+    let load = tokio::spawn(async move {
+        let mut seq = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut owed = 0f64;
+        while start.elapsed() < stop_at {
+            tick.tick().await;
+            let batch = match rate {
+                Some(r) => {
+                    owed += r as f64 / 1000.0;
+                    let b = owed.floor() as usize;
+                    owed -= b as f64;
+                    b
+                }
+                None => {
+                    let open = seq.saturating_sub(load_total.load(Ordering::Relaxed));
+                    WINDOW.saturating_sub(open).min(4_000) as usize
+                }
+            };
+            if batch == 0 {
+                continue;
+            }
+            let at = start.elapsed().as_micros() as u64;
+            let txs: Vec<Transaction> = (0..batch)
+                .map(|_| {
+                    seq += 1;
+                    let mut payload = vec![0u8; TX_BYTES];
+                    payload[..8].copy_from_slice(&seq.to_le_bytes());
+                    payload[8..16].copy_from_slice(&at.to_le_bytes());
+                    let mut sender = [0u8; 20];
+                    sender[..4].copy_from_slice(&((seq % 4096) as u32).to_le_bytes());
+                    Transaction { sender, payload: Bytes::from(payload) }
+                })
+                .collect();
+            let mut by: Vec<Vec<Transaction>> = vec![Vec::new(); running];
+            for t in txs {
+                let to = usize::from(AsyncBft::assignee(&load_committee, &t.sender, 0).0);
+                // Transactions of a validator that is down go to the next one up.
+                by[to.min(running - 1)].push(t);
+            }
+            for (v, txs) in by.into_iter().enumerate() {
+                if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(stop_at + Duration::from_millis(200)).await;
+    load.abort();
+    for v in validators {
+        v.stop().await?;
+    }
+    let committed = counted.load(Ordering::Relaxed) as f64;
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    l.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let m = Measured {
+        tps: committed / secs,
+        p50_ms: ms(sim::percentile(&l, 50)),
+        p99_ms: ms(sim::percentile(&l, 99)),
+    };
+    let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
+    progress(format!("  {m:?}, {rounds:.0} rounds/s"));
+    Ok(m)
+}
+
+/// Message delays, loss and stalls in the simulator, where delays are exact.
+fn simulated(n: usize, quick: bool) -> Result<()> {
+    let latency = 10_000;
+    let base = |single: bool| {
+        let mut s = Scenario::clean(n);
+        s.latency = (latency, latency);
+        s.jitter = false;
+        s.tx_rate = 5_000;
+        s.duration = if quick { 1_000_000 } else { 3_000_000 };
+        s.config.single_leader = single;
+        s
+    };
+    let run = |s: &Scenario| sim::run(1, s).map_err(|v| anyhow!("simulation: {v}"));
+    progress(format!("n = {n}: simulator, message delays"));
+    // Ours: every block with transactions, proposal to commit. Baseline: every transaction,
+    // submission to commit (it waits for its proposer's turn to lead).
+    let ours = run(&base(false))?;
+    let single = run(&base(true))?;
+    let delays = |v: &mut Vec<u64>| {
+        v.sort_unstable();
+        sim::percentile(v, 50) as f64 / latency as f64
+    };
+    let mut ours_blocks: Vec<u64> =
+        ours.leader_delays.iter().filter(|(r, _)| *r > 10).map(|(_, d)| *d).collect();
+    let mut ours_txs = ours.latencies.clone();
+    let mut single_txs = single.latencies.clone();
+    let params = json!({"n": n, "link_latency_ms": latency / 1000, "tx_per_s": 5000});
+    let mut p = params.clone();
+    p["ours_block_p50_delays"] = json!(delays(&mut ours_blocks));
+    BenchResult::new(
+        &format!("consensus.delays.n{n}"),
+        delays(&mut ours_txs),
+        delays(&mut single_txs),
+        "message delays (p50, submission to commit)",
+        Better::Lower,
+        p,
+    )
+    .print()?;
+    let f = (n - 1) / 3;
+    if f == 0 {
+        return Ok(());
+    }
+    progress(format!("n = {n}: simulator, 1% loss at {f} validators"));
+    let mut lossy = base(false);
+    lossy.lossy = (0..f).collect();
+    lossy.lossy_ppm = 10_000;
+    let mut with = run(&lossy)?.latencies;
+    let mut without = ours.latencies.clone();
+    with.sort_unstable();
+    without.sort_unstable();
+    BenchResult::new(
+        &format!("consensus.loss.n{n}"),
+        sim::percentile(&with, 50) as f64 / 1000.0,
+        sim::percentile(&without, 50) as f64 / 1000.0,
+        "ms (p50, with loss vs without)",
+        Better::Lower,
+        json!({"n": n, "lossy_validators": f, "loss": 0.01, "goal": "ours ≤ 1.5 × baseline"}),
+    )
+    .print()?;
+    progress(format!("n = {n}: simulator, {f} crashed"));
+    let mut crashed = base(false);
+    crashed.crashes = (0..f).map(|v| (v, 200_000, None)).collect();
+    let r = run(&crashed)?;
+    let round_us = (crashed.duration as f64 / ours.rounds.max(1) as f64).max(1.0);
+    BenchResult::new(
+        &format!("consensus.stall.n{n}"),
+        r.longest_stall as f64 / round_us,
+        ours.longest_stall as f64 / round_us,
+        "rounds (longest time without a commit)",
+        Better::Lower,
+        json!({"n": n, "crashed": f, "goal": "≤ 2 rounds"}),
+    )
+    .print()?;
+    Ok(())
+}
