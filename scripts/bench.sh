@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Runs Farol's benchmarks in release mode, installing the Debian packages the store baseline
 # links against when they are missing. Each prints one JSON line per result on stdout.
-# Usage: scripts/bench.sh [store|exec|wasm|all] [farol bench arguments, e.g. --quick]
+# Usage: scripts/bench.sh [store|exec|wasm|consensus|all] [farol bench arguments, e.g. --quick]
 #   store  Farol Store against an MPT over RocksDB          (farol bench store)
 #   exec   the parallel executor against sequential revm    (farol bench exec)
 #   wasm   WASM contracts against the same work on the EVM  (farol bench wasm)
-#   all    all three, one after the other (the default)
+#   consensus  AsyncBFT over QUIC against one proposer per round (farol bench consensus)
+#   all    all four, one after the other (the default)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
 what=all
-if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == wasm || "$1" == all ) ]]; then
+if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == wasm || "$1" == consensus || "$1" == all ) ]]; then
   what=$1
   shift
 fi
@@ -20,9 +21,11 @@ case "$what" in
   store) "$farol" bench store "$@" ;;
   exec) "$farol" bench exec "$@" ;;
   wasm) "$farol" bench wasm "$@" ;;
+  consensus) "$farol" bench consensus "$@" ;;
   all)
     "$farol" bench store "$@"
     "$farol" bench exec "$@"
     "$farol" bench wasm "$@"
+    "$farol" bench consensus "$@"
     ;;
 esac

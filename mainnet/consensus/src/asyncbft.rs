@@ -79,7 +79,7 @@ impl Default for Config {
             resend_ticks: 8,
             idle_ticks: 5,
             reassign_rounds: 6,
-            max_batch_transactions: 4_000,
+            max_batch_transactions: 1_000,
             max_batch_bytes: 4 * 1024 * 1024,
             max_queue: 200_000,
             gc_depth: 500,
@@ -92,7 +92,7 @@ impl Default for Config {
 const LIVE_ROUNDS: u64 = 3;
 /// A validator this many rounds behind the highest round it has seen proposes no
 /// transactions.
-const CATCH_UP_ROUNDS: u64 = 3;
+const CATCH_UP_ROUNDS: u64 = 32;
 /// Most transactions in one forwarding message.
 const FORWARD_TRANSACTIONS: usize = 4_096;
 /// Most payload bytes in one forwarding message.
@@ -199,6 +199,8 @@ pub struct AsyncBft {
     proposed_tick: u64,
     ticks: u64,
     progress_tick: u64,
+    /// Resends since the last progress.
+    resends: u32,
     queue: VecDeque<(Digest, Transaction)>,
     queued: HashSet<Digest>,
     watched: BTreeMap<Digest, Watch>,
@@ -255,6 +257,7 @@ impl AsyncBft {
             proposed_tick: 0,
             ticks: 0,
             progress_tick: 0,
+            resends: 0,
             queue: VecDeque::new(),
             queued: HashSet::new(),
             watched: BTreeMap::new(),
@@ -617,6 +620,7 @@ impl AsyncBft {
         self.last_own = Some(block.reference());
         self.progress_tick = self.ticks;
         self.proposed_tick = self.ticks;
+        self.resends = 0;
         let bytes = block.encoded();
         self.insert(Arc::new(block), out);
         self.send_bytes(out, Target::All, bytes);
@@ -1026,8 +1030,12 @@ impl AsyncBft {
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         self.ticks += 1;
-        if self.ticks - self.progress_tick >= u64::from(self.cfg.resend_ticks) {
+        // Resend when stalled, backing off (doubling up to 32 times `resend_ticks`) while the
+        // stall lasts, so an overloaded network is not loaded further with repeats.
+        let interval = u64::from(self.cfg.resend_ticks) << self.resends.min(5);
+        if self.ticks - self.progress_tick >= interval {
             self.progress_tick = self.ticks;
+            self.resends += 1;
             if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
                 let bytes = own.encoded();
                 self.send_bytes(out, Target::All, bytes);

@@ -1,4 +1,5 @@
-//! Farol consensus.
+//! Farol consensus: AsyncBFT as a deterministic state machine, the Consensus trait engines
+//! share, BLS certificates and a seeded fault simulator.
 //!
 //! - [`engine`]: the [`Consensus`] trait every engine implements (AsyncBFT here, the SPN
 //!   framework's PoA, PBFT and PoS later): a deterministic state machine with no I/O.

@@ -221,6 +221,9 @@ pub struct Report {
     /// For every commit at an honest validator of a block with transactions: its round and
     /// the time since it was proposed, µs.
     pub leader_delays: Vec<(u64, Micros)>,
+    /// A hash of the whole run: the agreed chain, every message count and the simulated
+    /// time of every commit. The same seed gives the same fingerprint.
+    pub fingerprint: [u8; 32],
 }
 
 enum Event {
@@ -698,6 +701,19 @@ impl<'s> Sim<'s> {
             self.report.committed = self.procs[p].seen.len();
         }
         self.report.submitted = self.submitted.len();
+        let mut h = alloy_primitives::Keccak256::new();
+        for d in &self.chain {
+            h.update(d);
+        }
+        h.update(self.report.messages.to_le_bytes());
+        for (round, delay) in &self.report.leader_delays {
+            h.update(round.to_le_bytes());
+            h.update(delay.to_le_bytes());
+        }
+        for l in &self.report.latencies {
+            h.update(l.to_le_bytes());
+        }
+        self.report.fingerprint = h.finalize().0;
         self.report.longest_stall = self.longest_stall;
         Ok(self.report)
     }

@@ -48,19 +48,57 @@ fn random_scenarios_keep_safety_and_liveness() {
 }
 
 #[test]
-fn one_seed() {
-    let Some(seed) = std::env::var("FAROL_SEED").ok().and_then(|s| s.parse().ok()) else {
-        return;
-    };
-    let scenario = Scenario::random(seed);
-    println!("{scenario:#?}");
-    match run(seed, &scenario) {
-        Ok(r) => println!(
-            "height {} committed {}/{} rounds {} messages {} stall {} µs",
-            r.height, r.committed, r.submitted, r.rounds, r.messages, r.longest_stall
-        ),
-        Err(v) => panic!("{v}"),
+fn the_same_seed_runs_the_same_way() {
+    for seed in [3, 5, 9] {
+        let scenario = Scenario::random(seed);
+        let a = run(seed, &scenario).unwrap_or_else(|v| panic!("{v}"));
+        let b = run(seed, &scenario).unwrap_or_else(|v| panic!("{v}"));
+        assert_eq!(a.fingerprint, b.fingerprint, "seed {seed} ran two ways");
+        assert!(a.height > 0);
     }
+    let a = run(1, &Scenario::clean(4)).unwrap_or_else(|v| panic!("{v}"));
+    let b = run(2, &Scenario::clean(4)).unwrap_or_else(|v| panic!("{v}"));
+    assert_ne!(a.fingerprint, b.fingerprint, "the seed changes the run");
+}
+
+/// Reruns the seeds named by `FAROL_SEED` (`N` or `A..B`), printing each run; does nothing
+/// without it.
+#[test]
+fn one_seed() {
+    let Some(var) = std::env::var("FAROL_SEED").ok() else { return };
+    let (a, b) = match var.split_once("..") {
+        Some((a, b)) => (a.parse::<u64>(), b.parse::<u64>()),
+        None => (var.parse::<u64>(), var.parse::<u64>().map(|s| s + 1)),
+    };
+    let (Ok(a), Ok(b)) = (a, b) else { panic!("FAROL_SEED: a seed or a range A..B, not {var}") };
+    let mut failed = Vec::new();
+    for seed in a..b {
+        let scenario = Scenario::random(seed);
+        let t = std::time::Instant::now();
+        match run(seed, &scenario) {
+            Ok(r) => println!(
+                "seed {seed} n {} byzantine {:?} crashes {:?} partition {:?} loss {} ppm in {:?}: \
+                 height {} committed {}/{} rounds {} messages {} stall {} ms",
+                scenario.n,
+                scenario.byzantine,
+                scenario.crashes,
+                scenario.partition,
+                scenario.loss_ppm,
+                t.elapsed(),
+                r.height,
+                r.committed,
+                r.submitted,
+                r.rounds,
+                r.messages,
+                r.longest_stall / 1000
+            ),
+            Err(v) => {
+                println!("{v}\n{scenario:#?}");
+                failed.push(seed);
+            }
+        }
+    }
+    assert!(failed.is_empty(), "failed seeds: {failed:?}");
 }
 
 #[test]
@@ -90,43 +128,4 @@ fn every_proposal_commits_three_message_delays_after_it_is_sent() {
             r.rounds
         );
     }
-}
-
-#[test]
-fn seed_range() {
-    let Some((a, b)) = std::env::var("FAROL_SEEDS").ok().and_then(|s| {
-        let (a, b) = s.split_once("..")?;
-        Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?))
-    }) else {
-        return;
-    };
-    for seed in a..b {
-        let scenario = Scenario::random(seed);
-        let t = std::time::Instant::now();
-        let r = run(seed, &scenario);
-        println!(
-            "seed {seed} n {} {:?} in {:?}: {}",
-            scenario.n,
-            kind(&scenario),
-            t.elapsed(),
-            match r {
-                Ok(r) => format!(
-                    "ok height {} committed {}/{} rounds {} stall {} ms",
-                    r.height,
-                    r.committed,
-                    r.submitted,
-                    r.rounds,
-                    r.longest_stall / 1000
-                ),
-                Err(v) => format!("FAIL {v}"),
-            }
-        );
-    }
-}
-
-fn kind(s: &Scenario) -> String {
-    format!(
-        "byz {:?} crash {:?} part {:?} loss {}",
-        s.byzantine, s.crashes, s.partition, s.loss_ppm
-    )
 }

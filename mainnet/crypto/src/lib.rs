@@ -1,5 +1,5 @@
-//! Farol's signatures: BLS12-381 keys, signatures, aggregation and proofs of possession for
-//! consensus votes.
+//! Farol's signatures: BLS12-381 keys, signatures, aggregation, batch verification and proofs
+//! of possession for consensus.
 //!
 //! The scheme is the IETF BLS signature draft's proof-of-possession ciphersuite over
 //! BLS12-381 with public keys in G1 (48 bytes compressed) and signatures in G2 (96 bytes),

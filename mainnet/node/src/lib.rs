@@ -1,6 +1,8 @@
-//! The Farol node. So far: a validator that runs a consensus engine over the QUIC validator
-//! network ([`validator`]) with a crash-safe write-ahead log ([`wal`]). The mempool, the
-//! execution pipeline, finality tiers and JSON-RPC come with the node issue.
+//! The Farol node: so far a validator that runs a consensus engine over the QUIC validator
+//! network with a crash-safe write-ahead log.
+//!
+//! [`validator`] drives the engine; [`wal`] is its log. The mempool, the execution
+//! pipeline, finality tiers and JSON-RPC come with the node issue.
 
 pub mod validator;
 pub mod wal;

@@ -230,7 +230,7 @@ async fn quic_run(
     // The load: every millisecond, the transactions due at the offered rate, each submitted
     // to the validator it is assigned to (as the node's mempool forwards them). Without a
     // rate, the load is closed-loop: at most `WINDOW` submitted and not yet committed.
-    const WINDOW: u64 = 60_000;
+    const WINDOW: u64 = 150_000;
     let stop_at = warmup + window;
     let running = n - down;
     let load_committee = committee.clone();

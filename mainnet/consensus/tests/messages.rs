@@ -1,0 +1,175 @@
+//! AsyncBFT's wire format and the engine's checks of what arrives: round trips, garbage,
+//! truncation, and blocks that break the rules.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use farol_consensus::sim::keys;
+use farol_consensus::{
+    Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message,
+    SignatureCache, Transaction, ValidatorIndex,
+};
+use farol_crypto::SecretKey;
+use proptest::prelude::*;
+
+const CHAIN: [u8; 32] = [5; 32];
+
+fn setup(n: usize) -> (Arc<Committee>, Vec<SecretKey>) {
+    let ks: Vec<SecretKey> = keys(n).into_values().collect();
+    let members = ks.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+    (Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}"))), ks)
+}
+
+fn tx(i: u8) -> Transaction {
+    Transaction { sender: [i; 20], payload: Bytes::from(vec![i; 40]) }
+}
+
+fn block(k: &SecretKey, author: u16, round: u64, parents: Vec<BlockRef>) -> Block {
+    Block::new(&CHAIN, ValidatorIndex(author), round, parents, vec![tx(author as u8)], |m| {
+        k.sign(m)
+    })
+}
+
+fn engine(c: &Arc<Committee>, ks: &[SecretKey], me: u16) -> AsyncBft {
+    let cfg = Config { chain: CHAIN, ..Config::default() };
+    AsyncBft::new(c.clone(), ValidatorIndex(me), ks[me as usize].clone(), cfg, Arc::default())
+}
+
+#[test]
+fn messages_round_trip() {
+    let (_, ks) = setup(4);
+    let b1 = block(&ks[0], 0, 1, vec![]);
+    let b2 = block(&ks[1], 1, 2, vec![b1.reference()]);
+    for m in [
+        Message::Block(Box::new(b2)),
+        Message::Request(vec![[1; 32], [2; 32]]),
+        Message::Transactions(vec![tx(1), tx(2)]),
+    ] {
+        let bytes = m.encode();
+        assert_eq!(Message::decode(&bytes), Ok(m.clone()));
+        // Every truncation and any trailing byte is refused.
+        for cut in 0..bytes.len() {
+            assert!(Message::decode(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(0);
+        assert!(Message::decode(&Bytes::from(longer)).is_err());
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = Message::decode(&Bytes::from(bytes));
+    }
+
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn flipped_blocks_never_panic_the_engine(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6)) {
+        let (c, ks) = setup(4);
+        let mut e = engine(&c, &ks, 0);
+        let mut out = Vec::new();
+        e.start(&mut out);
+        let mut bytes = Message::Block(Box::new(block(&ks[1], 1, 1, vec![]))).encode().to_vec();
+        for (at, x) in flips {
+            let i = at % bytes.len();
+            bytes[i] ^= x | 1;
+        }
+        e.handle(Input::Messages(vec![(ValidatorIndex(1), Bytes::from(bytes))]), &mut out);
+        let f = e.faults();
+        prop_assert!(f.malformed + f.invalid + f.bad_signatures <= 1);
+    }
+}
+
+fn deliver(e: &mut AsyncBft, from: u16, b: &Block) -> Vec<Action> {
+    let mut out = Vec::new();
+    e.handle(
+        Input::Messages(vec![(ValidatorIndex(from), Message::Block(Box::new(b.clone())).encode())]),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn blocks_that_break_the_rules_are_refused() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
+    let mut e = engine(&c, &ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    for (a, b) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, b);
+    }
+    assert_eq!(e.faults().invalid, 0);
+    // Round 2 with parents of only two validators: no quorum.
+    deliver(&mut e, 1, &block(&ks[1], 1, 2, refs[..2].to_vec()));
+    assert_eq!(e.faults().invalid, 1);
+    // Parents out of order.
+    let mut shuffled = refs[..3].to_vec();
+    shuffled.swap(0, 2);
+    deliver(&mut e, 1, &block(&ks[1], 1, 2, shuffled));
+    assert_eq!(e.faults().invalid, 2);
+    // A parent from the block's own round.
+    let mut same = refs[..3].to_vec();
+    same.push(BlockRef { round: 2, author: ValidatorIndex(3), digest: [0; 32] });
+    deliver(&mut e, 1, &block(&ks[1], 1, 2, same));
+    assert_eq!(e.faults().invalid, 3);
+    // A round-1 block with parents, and an author outside the committee.
+    deliver(&mut e, 1, &block(&ks[1], 1, 1, refs[..3].to_vec()));
+    deliver(&mut e, 1, &block(&ks[1], 9, 1, vec![]));
+    assert_eq!(e.faults().invalid, 5);
+    // Signed by another key.
+    deliver(&mut e, 2, &block(&ks[3], 2, 2, refs[..3].to_vec()));
+    assert_eq!(e.faults().bad_signatures, 1);
+    // A valid one is taken; a second, different block of the same slot marks an equivocator.
+    // (Parents from validators 1-3: validator 0's round-1 block here is the engine's own.)
+    deliver(&mut e, 2, &block(&ks[2], 2, 2, refs[1..].to_vec()));
+    assert!(e.faults().equivocators.is_empty());
+    let twin = Block::new(&CHAIN, ValidatorIndex(2), 2, refs[1..].to_vec(), vec![tx(77)], |m| {
+        ks[2].sign(m)
+    });
+    deliver(&mut e, 2, &twin);
+    assert_eq!(
+        e.faults().equivocators.iter().copied().collect::<Vec<_>>(),
+        vec![ValidatorIndex(2)]
+    );
+    assert_eq!((e.faults().invalid, e.faults().bad_signatures), (5, 1));
+}
+
+#[test]
+fn missing_parents_are_requested_and_blocks_wait_for_them() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
+    let mut e = engine(&c, &ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    // A round-2 block arrives before the round-1 blocks it builds on.
+    let b = block(&ks[1], 1, 2, refs[1..].to_vec());
+    let actions = deliver(&mut e, 1, &b);
+    let asked: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to, bytes } => match Message::decode(bytes) {
+                Ok(Message::Request(ds)) => Some((*to, ds)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1.len(), 3, "asks for the three missing parents");
+    // Nothing is persisted until its parents are there.
+    assert!(!actions.iter().any(|a| matches!(a, Action::Persist(_))));
+    for (a, p) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, p);
+    }
+    // Now the waiting block went in too (it is not asked for again).
+    let again = deliver(&mut e, 1, &b);
+    assert!(again.iter().all(|a| !matches!(a, Action::Persist(_))));
+}
