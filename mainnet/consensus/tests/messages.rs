@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use farol_consensus::sim::keys;
 use farol_consensus::{
-    Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message,
-    SignatureCache, Transaction, ValidatorIndex,
+    Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message, Transaction,
+    ValidatorIndex,
 };
 use farol_crypto::SecretKey;
 use proptest::prelude::*;
