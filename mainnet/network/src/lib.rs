@@ -15,7 +15,7 @@
 //!   readers wait, QUIC flow control stops the senders, and memory stays bounded.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,12 +72,14 @@ pub struct NetworkConfig {
     pub max_frame: usize,
     /// Frames queued per peer before `send` drops.
     pub queue: usize,
+    /// Bytes queued per peer before `send` drops.
+    pub queue_bytes: usize,
     /// Frames queued for the application before readers wait.
     pub inbound: usize,
 }
 
 impl NetworkConfig {
-    /// Defaults: 16 MiB frames, 4,096 frames per peer queue, 16,384 inbound.
+    /// Defaults: 16 MiB frames; per peer, 4,096 frames and 64 MiB queued; 16,384 inbound.
     pub fn new(me: u16, identity: Identity, listen: SocketAddr, peers: Vec<Peer>) -> NetworkConfig {
         NetworkConfig {
             me,
@@ -86,6 +88,7 @@ impl NetworkConfig {
             peers,
             max_frame: 16 << 20,
             queue: 4096,
+            queue_bytes: 64 << 20,
             inbound: 16_384,
         }
     }
@@ -113,9 +116,17 @@ pub struct Stats {
 pub struct Network {
     me: u16,
     endpoint: quinn::Endpoint,
-    outbound: Vec<Option<mpsc::Sender<Bytes>>>,
+    outbound: Vec<Option<Outbound>>,
+    queue_bytes: usize,
     stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// One peer's queue: the channel to its task and the bytes waiting in it.
+#[derive(Debug)]
+struct Outbound {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -187,16 +198,13 @@ impl Network {
             let mut client = quinn::ClientConfig::new(Arc::new(quic));
             client.transport_config(transport());
             let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-            outbound.push(Some(tx));
-            tasks.push(tokio::spawn(dial_loop(
-                endpoint.clone(),
-                client,
-                peer.addr,
-                rx,
-                stats.clone(),
-            )));
+            let queued = Arc::new(AtomicUsize::new(0));
+            outbound.push(Some(Outbound { tx, queued: queued.clone() }));
+            let task = dial_loop(endpoint.clone(), client, peer.addr, rx, queued, stats.clone());
+            tasks.push(tokio::spawn(task));
         }
-        Ok((Network { me: cfg.me, endpoint, outbound, stats, tasks }, in_rx))
+        let queue_bytes = cfg.queue_bytes;
+        Ok((Network { me: cfg.me, endpoint, outbound, queue_bytes, stats, tasks }, in_rx))
     }
 
     /// The address the socket is bound to.
@@ -209,22 +217,34 @@ impl Network {
         &self.stats
     }
 
-    /// Queues `frame` for peer `to`; false (and counted) if its queue is full or `to` is
-    /// not a peer.
+    /// Queues `frame` for peer `to`; false (and counted) if its queue is full (in frames or
+    /// bytes) or `to` is not a peer.
     pub fn send(&self, to: u16, frame: Bytes) -> bool {
-        match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
-            Some(tx) if tx.try_send(frame).is_ok() => true,
-            _ => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                false
+        let len = frame.len();
+        let sent = match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
+            Some(o) if o.queued.load(Ordering::Relaxed) + len <= self.queue_bytes => {
+                o.queued.fetch_add(len, Ordering::Relaxed);
+                let ok = o.tx.try_send(frame).is_ok();
+                if !ok {
+                    o.queued.fetch_sub(len, Ordering::Relaxed);
+                }
+                ok
             }
+            _ => false,
+        };
+        if !sent {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        sent
     }
 
     /// Queues `frame` for peer `to`, waiting for room.
     pub async fn send_wait(&self, to: u16, frame: Bytes) -> bool {
         match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
-            Some(tx) => tx.send(frame).await.is_ok(),
+            Some(o) => {
+                o.queued.fetch_add(frame.len(), Ordering::Relaxed);
+                o.tx.send(frame).await.is_ok()
+            }
             None => false,
         }
     }
@@ -336,6 +356,7 @@ async fn dial_loop(
     client: quinn::ClientConfig,
     addr: SocketAddr,
     mut queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
     stats: Arc<Stats>,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -359,7 +380,10 @@ async fn dial_loop(
             let frame = match unsent.take() {
                 Some(f) => f,
                 None => match queue.recv().await {
-                    Some(f) => f,
+                    Some(f) => {
+                        queued.fetch_sub(f.len(), Ordering::Relaxed);
+                        f
+                    }
                     None => return,
                 },
             };

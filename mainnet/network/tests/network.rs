@@ -153,3 +153,22 @@ async fn a_restarted_peer_is_reached_again() {
         assert_eq!(f.as_ref(), b"while down");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_and_counts_instead_of_growing() {
+    let (ids, peers) = setup(2);
+    // Peer 1 is not running: frames for it wait in the queue.
+    let mut cfg = NetworkConfig::new(0, ids[0].clone(), peers[0].addr, peers.clone());
+    cfg.queue_bytes = 1000;
+    let (a, _ra) = Network::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert!(a.send(1, Bytes::from(vec![0u8; 600])));
+    assert!(!a.send(1, Bytes::from(vec![0u8; 600])), "over the byte bound");
+    assert!(!a.send(7, Bytes::from_static(b"nobody")), "not a peer");
+    assert_eq!(a.stats().dropped.load(Ordering::Relaxed), 2);
+    // Once the peer is up, the queued frame is delivered and there is room again.
+    let (_b, mut rb) = start(1, &ids, &peers);
+    assert_eq!(recv(&mut rb).await.1.len(), 600);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(a.send(1, Bytes::from(vec![1u8; 600])));
+    assert_eq!(recv(&mut rb).await.1.len(), 600);
+}
