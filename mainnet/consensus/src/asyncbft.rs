@@ -341,13 +341,7 @@ impl AsyncBft {
                 self.vote_of(v, r, author).map(|d| d[0])
             ));
         }
-        for target in self
-            .rounds
-            .get(&r)
-            .and_then(|s| s.get(usize::from(author.0)))
-            .cloned()
-            .unwrap_or_default()
-        {
+        for target in self.slot_blocks(r, author) {
             for c in self.blocks_of(r + 2) {
                 lines.push(format!(
                     "  r+2 {} certifies {}: {}",
@@ -736,6 +730,16 @@ impl AsyncBft {
         stake >= self.quorum()
     }
 
+    /// The digests of the blocks of slot (`author`, `round`) (more than one if it
+    /// equivocated).
+    fn slot_blocks(&self, round: u64, author: ValidatorIndex) -> Vec<Digest> {
+        self.rounds
+            .get(&round)
+            .and_then(|s| s.get(usize::from(author.0)))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     fn decide_directly(&self, round: u64, author: ValidatorIndex) -> Decision {
         // Skip: a quorum of round r + 1 authors voted for no block of the slot.
         let mut abstain = BTreeSet::new();
@@ -747,12 +751,7 @@ impl AsyncBft {
         if self.committee.stake_of(&abstain) >= self.quorum() {
             return Decision::Skip;
         }
-        let candidates: Vec<Digest> = self
-            .rounds
-            .get(&round)
-            .and_then(|s| s.get(usize::from(author.0)))
-            .cloned()
-            .unwrap_or_default();
+        let candidates = self.slot_blocks(round, author);
         for target in candidates {
             let mut certifiers = BTreeSet::new();
             for c in self.blocks_of(round + 2) {
@@ -776,12 +775,7 @@ impl AsyncBft {
         let anchor = later.range((round + 3, 0)..).map(|(_, d)| *d).find(|d| *d != Decision::Skip);
         let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
         // Search the anchor's history down to round r + 2 for a certificate of a slot block.
-        let candidates: Vec<Digest> = self
-            .rounds
-            .get(&round)
-            .and_then(|s| s.get(usize::from(author.0)))
-            .cloned()
-            .unwrap_or_default();
+        let candidates = self.slot_blocks(round, author);
         let mut seen = HashSet::new();
         let mut stack = vec![anchor];
         while let Some(d) = stack.pop() {

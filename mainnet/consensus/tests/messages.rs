@@ -85,6 +85,16 @@ proptest! {
     }
 }
 
+/// Four validators' keys and round-1 blocks, and validator 0's started engine.
+fn round_one() -> (Vec<SecretKey>, Vec<Block>, Vec<BlockRef>, AsyncBft) {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    (ks, r1, refs, e)
+}
+
 fn deliver(e: &mut AsyncBft, from: u16, b: &Block) -> Vec<Action> {
     let mut out = Vec::new();
     e.handle(
@@ -96,12 +106,7 @@ fn deliver(e: &mut AsyncBft, from: u16, b: &Block) -> Vec<Action> {
 
 #[test]
 fn blocks_that_break_the_rules_are_refused() {
-    let (c, ks) = setup(4);
-    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
-    let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
-    let mut e = engine(&c, &ks, 0);
-    let mut out = Vec::new();
-    e.start(&mut out);
+    let (ks, r1, refs, mut e) = round_one();
     for (a, b) in r1.iter().enumerate().skip(1) {
         deliver(&mut e, a as u16, b);
     }
@@ -143,12 +148,7 @@ fn blocks_that_break_the_rules_are_refused() {
 
 #[test]
 fn missing_parents_are_requested_and_blocks_wait_for_them() {
-    let (c, ks) = setup(4);
-    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
-    let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
-    let mut e = engine(&c, &ks, 0);
-    let mut out = Vec::new();
-    e.start(&mut out);
+    let (ks, r1, refs, mut e) = round_one();
     // A round-2 block arrives before the round-1 blocks it builds on.
     let b = block(&ks[1], 1, 2, refs[1..].to_vec());
     let actions = deliver(&mut e, 1, &b);

@@ -122,6 +122,22 @@ fn agree(logs: &[&Log]) {
     }
 }
 
+/// Submits transactions `range`, round-robin over the first `over` validators.
+async fn submit(
+    running: &[Option<(Validator, Log)>],
+    range: std::ops::Range<u64>,
+    over: u64,
+    want: &mut HashSet<[u8; 32]>,
+) {
+    for i in range {
+        let t = tx(i);
+        want.insert(t.digest());
+        if let Some((v, _)) = &running[(i % over) as usize] {
+            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
 fn setup(n: usize, dir: &Path) -> Net {
     let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
     let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
@@ -145,13 +161,7 @@ async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
     };
 
     let mut want = HashSet::new();
-    for i in 0..600u64 {
-        let t = tx(i);
-        want.insert(t.digest());
-        if let Some((v, _)) = &running[(i % 4) as usize] {
-            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
+    submit(&running, 0..600, 4, &mut want).await;
     let all = logs(&running, &[0, 1, 2, 3]);
     wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four").await;
     agree(&all.iter().collect::<Vec<_>>());
@@ -160,26 +170,14 @@ async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
     if let Some((v, _)) = running[3].take() {
         v.kill();
     }
-    for i in 600..1200u64 {
-        let t = tx(i);
-        want.insert(t.digest());
-        if let Some((v, _)) = &running[(i % 3) as usize] {
-            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
+    submit(&running, 600..1200, 3, &mut want).await;
     let three = logs(&running, &[0, 1, 2]);
     wait_for(&three.iter().collect::<Vec<_>>(), &want, "three after the kill").await;
 
     // Restart it from its log: it replays, catches up, and agrees.
     tokio::time::sleep(Duration::from_millis(300)).await;
     running[3] = Some(net.start(3, Arc::default()));
-    for i in 1200..1400u64 {
-        let t = tx(i);
-        want.insert(t.digest());
-        if let Some((v, _)) = &running[(i % 4) as usize] {
-            v.submitter().send(vec![t]).await.unwrap_or_else(|e| panic!("{e}"));
-        }
-    }
+    submit(&running, 1200..1400, 4, &mut want).await;
     let all = logs(&running, &[0, 1, 2, 3]);
     wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after the restart").await;
     agree(&all.iter().collect::<Vec<_>>());
