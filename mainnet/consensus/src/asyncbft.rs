@@ -97,6 +97,8 @@ const CATCH_UP_ROUNDS: u64 = 32;
 const FORWARD_TRANSACTIONS: usize = 4_096;
 /// Most payload bytes in one forwarding message.
 const FORWARD_BYTES: usize = 4 << 20;
+/// Most block bytes sent in answer to one request (at least one block is always sent).
+const MAX_ANSWER: usize = 8 << 20;
 /// Most blocks held while their parents are fetched.
 const MAX_PENDING: usize = 20_000;
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
@@ -183,6 +185,10 @@ pub struct AsyncBft {
     /// Per round, per author, digests in the order they arrived.
     rounds: BTreeMap<u64, Vec<Vec<Digest>>>,
     ordered: HashSet<Digest>,
+    /// Blocks no known block references yet, by (round, author): a new proposal references
+    /// them, so a block that arrived too late to be voted for still gets into the history
+    /// of later blocks and is ordered.
+    tips: BTreeMap<(u64, ValidatorIndex), Digest>,
     highest: u64,
     /// The highest round of any block received (in the DAG or waiting for parents).
     highest_seen: u64,
@@ -245,6 +251,7 @@ impl AsyncBft {
             blocks: HashMap::new(),
             rounds: BTreeMap::new(),
             ordered: HashSet::new(),
+            tips: BTreeMap::new(),
             highest: 0,
             highest_seen: 0,
             floor: 0,
@@ -296,9 +303,14 @@ impl AsyncBft {
                     e.last_own = Some(b.reference());
                 }
                 e.accept(b, None, out);
+                // Commit as the records come, as the live engine did: its garbage-collection
+                // floor then rises no later than it did live, so a block accepted live with
+                // a parent below the floor is accepted again.
+                if std::mem::take(&mut e.dag_changed) {
+                    e.try_commit(out);
+                }
             }
         }
-        e.try_commit(out);
         e.replaying = false;
         e
     }
@@ -352,6 +364,34 @@ impl AsyncBft {
             }
         }
         lines.join("\n")
+    }
+
+    /// Where this engine holds transaction `digest`, for diagnostics: `committed`,
+    /// `queued`, `watched` (forwarded, attempt and deadline round) or `unknown`.
+    pub fn locate(&self, digest: &[u8; 32]) -> String {
+        if self.committed.contains(digest) {
+            "committed".into()
+        } else if self.queued.contains(digest) {
+            "queued".into()
+        } else if let Some(w) = self.watched.get(digest) {
+            format!("watched (attempt {}, deadline {})", w.attempt, w.deadline)
+        } else {
+            let mut found: Vec<String> = self
+                .blocks
+                .values()
+                .filter(|b| b.transaction_digests().contains(digest))
+                .map(|b| {
+                    let ordered = self.ordered.contains(&b.digest());
+                    format!("in block ({}, {}) ordered {ordered}", b.author.0, b.round)
+                })
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                "unknown".into()
+            } else {
+                found.join(", ")
+            }
+        }
     }
 
     /// What was refused so far.
@@ -490,6 +530,16 @@ impl AsyncBft {
                 self.faults.equivocators.insert(b.author);
             }
             self.highest = self.highest.max(b.round);
+            for p in &b.parents {
+                if self.tips.get(&(p.round, p.author)) == Some(&p.digest) {
+                    self.tips.remove(&(p.round, p.author));
+                }
+            }
+            // A block some held block already references is no tip; nor is a second version
+            // of a slot (the first is kept).
+            if !self.waiting.get(&d).is_some_and(|c| !c.is_empty()) {
+                self.tips.entry((b.round, b.author)).or_insert(d);
+            }
             self.blocks.insert(d, b);
             self.dag_changed = true;
             for child in self.waiting.remove(&d).unwrap_or_default() {
@@ -577,6 +627,18 @@ impl AsyncBft {
                 parents.push(own);
             }
         }
+        // Older blocks nothing references yet (late arrivals), at most 2n of them.
+        let lowest = (k + 1).saturating_sub(self.cfg.gc_depth).max(self.floor);
+        let late = (lowest, ValidatorIndex(0))..(k, ValidatorIndex(0));
+        for ((round, author), d) in self.tips.range(late) {
+            if parents.len() >= 2 * n {
+                break;
+            }
+            if parents.iter().all(|p| (p.round, p.author) != (*round, *author)) {
+                parents.push(BlockRef { round: *round, author: *author, digest: *d });
+            }
+        }
+        parents.sort_by_key(|p| (p.round, p.author));
         if let Some(slots) = self.rounds.get(&k) {
             for (a, versions) in slots.iter().enumerate() {
                 if let Some(d) = versions.first() {
@@ -906,6 +968,7 @@ impl AsyncBft {
             }
             self.floor = floor;
             self.pending.retain(|_, (b, _)| b.round >= floor);
+            self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
         }
         let dedup_floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth * DEDUP_DEPTHS);
         let keep = self.committed_at.split_off(&dedup_floor);
@@ -940,9 +1003,16 @@ impl AsyncBft {
                     to_check.push((from, b));
                 }
                 Message::Request(ds) => {
+                    // At most MAX_ANSWER bytes per request, so a small request cannot make
+                    // this validator send much more.
+                    let mut sent = 0usize;
                     for d in ds {
                         if let Some(b) = self.blocks.get(&d) {
                             let bytes = b.encoded();
+                            sent += bytes.len();
+                            if sent > MAX_ANSWER && sent != bytes.len() {
+                                break;
+                            }
                             self.send_bytes(out, Target::One(from), bytes);
                         }
                     }

@@ -677,6 +677,15 @@ impl<'s> Sim<'s> {
             }
             let missing = required.iter().filter(|d| !self.procs[p].seen.contains(*d)).count();
             if missing > 0 {
+                if let Some(d) = required.iter().find(|d| !self.procs[p].seen.contains(*d)) {
+                    let (at, by) = self.submitted[d];
+                    let held: Vec<String> = self
+                        .procs
+                        .iter()
+                        .map(|q| q.engine.as_ref().map_or("down".into(), |e| e.locate(d)))
+                        .collect();
+                    eprintln!("first missing: submitted at {at} µs to {by}; held: {held:?}");
+                }
                 let states: Vec<String> = self
                     .procs
                     .iter()
