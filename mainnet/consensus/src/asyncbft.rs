@@ -537,7 +537,7 @@ impl AsyncBft {
             }
             // A block some held block already references is no tip; nor is a second version
             // of a slot (the first is kept).
-            if !self.waiting.get(&d).is_some_and(|c| !c.is_empty()) {
+            if self.waiting.get(&d).is_none_or(|c| c.is_empty()) {
                 self.tips.entry((b.round, b.author)).or_insert(d);
             }
             self.blocks.insert(d, b);
