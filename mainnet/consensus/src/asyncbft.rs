@@ -190,8 +190,11 @@ pub struct AsyncBft {
     /// of later blocks and is ordered.
     tips: BTreeMap<(u64, ValidatorIndex), Digest>,
     highest: u64,
-    /// The highest round of any block received (in the DAG or waiting for parents).
+    /// The highest round that validators holding more than a third of the stake have signed
+    /// blocks for (in the DAG or waiting for parents).
     highest_seen: u64,
+    /// The highest round each validator signed a block for (seen, not necessarily in the DAG).
+    author_rounds: Vec<u64>,
     /// The lowest round still kept.
     floor: u64,
 
@@ -254,6 +257,7 @@ impl AsyncBft {
             tips: BTreeMap::new(),
             highest: 0,
             highest_seen: 0,
+            author_rounds: Vec::new(),
             floor: 0,
             pending: HashMap::new(),
             waiting: HashMap::new(),
@@ -474,10 +478,40 @@ impl AsyncBft {
         prev_stake >= self.quorum()
     }
 
+    /// Records that `author` signed a block of `round`, and updates the highest round that
+    /// validators holding more than a third of the stake have reached, which at least one
+    /// honest validator has (one Byzantine block with a huge round cannot move it).
+    fn note_round(&mut self, author: ValidatorIndex, round: u64) {
+        let n = self.committee.len();
+        if self.author_rounds.len() != n {
+            self.author_rounds = vec![0; n];
+        }
+        let Some(top) = self.author_rounds.get_mut(usize::from(author.0)) else { return };
+        if round <= *top {
+            return;
+        }
+        *top = round;
+        let mut by_round: Vec<(u64, ValidatorIndex)> = self
+            .author_rounds
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (*r, ValidatorIndex(i as u16)))
+            .collect();
+        by_round.sort_unstable_by(|a, b| b.cmp(a));
+        let mut stake: Stake = 0;
+        for (r, v) in by_round {
+            stake += self.stake(v);
+            if stake >= self.committee.validity_threshold() {
+                self.highest_seen = self.highest_seen.max(r);
+                break;
+            }
+        }
+    }
+
     /// Takes a block whose signature is checked: into the DAG if its parents are there,
     /// else held while they are fetched from `from`.
     fn accept(&mut self, b: Arc<Block>, from: Option<ValidatorIndex>, out: &mut Vec<Action>) {
-        self.highest_seen = self.highest_seen.max(b.round);
+        self.note_round(b.author, b.round);
         let d = b.digest();
         if self.blocks.contains_key(&d) || self.pending.contains_key(&d) || b.round < self.floor {
             return;

@@ -173,3 +173,49 @@ fn missing_parents_are_requested_and_blocks_wait_for_them() {
     let again = deliver(&mut e, 1, &b);
     assert!(again.iter().all(|a| !matches!(a, Action::Persist(_))));
 }
+
+/// The transactions of the blocks `out` sends.
+fn proposed(out: &[Action]) -> Vec<(u64, usize)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) => Some((b.round, b.transactions.len())),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_byzantine_block_with_a_huge_round_does_not_silence_a_validator() {
+    let (ks, r1, refs, mut e) = round_one();
+    for (a, b) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, b);
+    }
+    // Validator 3 signs a block of round 10^9 over made-up parents: it waits for them.
+    let fake: Vec<BlockRef> = (0..3)
+        .map(|a| BlockRef { round: 999_999_999, author: ValidatorIndex(a), digest: [a as u8; 32] })
+        .collect();
+    deliver(&mut e, 3, &block(&ks[3], 3, 1_000_000_000, fake));
+    // A transaction assigned to validator 0, then round 2 from validators 1 and 2.
+    let (c, _) = setup(4);
+    let sender = (0u8..=255)
+        .map(|i| [i; 20])
+        .find(|s| AsyncBft::assignee(&c, s, 0) == ValidatorIndex(0))
+        .unwrap_or_else(|| panic!("no sender assigned to validator 0"));
+    let mut out = Vec::new();
+    let t = Transaction { sender, payload: Bytes::from_static(b"pay") };
+    e.handle(Input::Transactions(vec![t]), &mut out);
+    let mut sent = proposed(&out);
+    for a in 1..3u16 {
+        let b2 = block(&ks[usize::from(a)], a, 2, refs[1..].to_vec());
+        sent.extend(proposed(&deliver(&mut e, a, &b2)));
+    }
+    let mut out = Vec::new();
+    for _ in 0..30 {
+        e.handle(Input::Tick, &mut out);
+    }
+    sent.extend(proposed(&out));
+    assert!(sent.iter().any(|(_, txs)| *txs == 1), "the transaction was proposed: {sent:?}");
+}
