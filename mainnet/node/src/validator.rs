@@ -113,6 +113,10 @@ impl Executor {
                     }
                 }
                 Action::Commit(c) => {
+                    // What a commit is derived from is durable before the application sees it.
+                    if self.sync {
+                        self.wal.sync()?;
+                    }
                     // The application may be gone (shutting down); consensus goes on.
                     let _ = self.commits.send(c);
                 }
