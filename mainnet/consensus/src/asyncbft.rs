@@ -686,11 +686,12 @@ impl AsyncBft {
         }
         let mut txs = Vec::new();
         let mut bytes = 0usize;
-        // A validator far behind the rounds it has seen (restarting, or cut off) proposes
-        // empty blocks until it catches up: an old round's block may never be ordered.
-        let behind = self.highest_seen > k + 1 + CATCH_UP_ROUNDS
+        // An empty block when far behind the rounds more than a third of the stake reached
+        // (restarting, or cut off: an old round's block may never be ordered), or, in the
+        // baseline mode, when not the round's leader.
+        let empty = self.highest_seen > k + 1 + CATCH_UP_ROUNDS
             || (self.cfg.single_leader && self.slot_author(k + 1, 0) != self.me);
-        while !behind && txs.len() < self.cfg.max_batch_transactions {
+        while !empty && txs.len() < self.cfg.max_batch_transactions {
             let Some((_, t)) = self.queue.front() else { break };
             if bytes + t.payload.len() > self.cfg.max_batch_bytes && !txs.is_empty() {
                 break;

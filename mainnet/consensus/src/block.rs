@@ -211,7 +211,8 @@ impl Message {
                 let author = ValidatorIndex(r.u16()?);
                 let round = r.u64()?;
                 let np = r.len(usize::from(u16::MAX) + 1, "parents")?;
-                let mut parents = Vec::with_capacity(np);
+                // Capacity from what the bytes can hold, not from the claimed count.
+                let mut parents = Vec::with_capacity(np.min(bytes.len() / 42));
                 for _ in 0..np {
                     let round = r.u64()?;
                     let author = ValidatorIndex(r.u16()?);

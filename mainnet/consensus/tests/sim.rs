@@ -1,7 +1,7 @@
 //! The deterministic simulation: random committees, faults and Byzantine validators; every
 //! run checks agreement, no duplicates and validity after every commit, and liveness at the
 //! end. CI runs 500 seeds; `FAROL_LONG=1` runs 10,000. A failure names its seed; rerun one
-//! with `FAROL_SEED=<seed> cargo test -p farol-consensus --test sim one_seed -- --nocapture`.
+//! with `FAROL_SEED=<seed> cargo test -p farol-consensus --test sim one_seed -- --ignored --nocapture`.
 
 use farol_consensus::sim::{run, Scenario};
 
@@ -61,11 +61,14 @@ fn the_same_seed_runs_the_same_way() {
     assert_ne!(a.fingerprint, b.fingerprint, "the seed changes the run");
 }
 
-/// Reruns the seeds named by `FAROL_SEED` (`N` or `A..B`), printing each run; does nothing
-/// without it.
+/// Reruns the seeds named by `FAROL_SEED` (`N` or `A..B`), printing each run: a tool, not a
+/// check, so it runs only when asked (`-- --ignored`).
 #[test]
+#[ignore = "reruns the seeds in FAROL_SEED; run with -- --ignored"]
 fn one_seed() {
-    let Some(var) = std::env::var("FAROL_SEED").ok() else { return };
+    let Ok(var) = std::env::var("FAROL_SEED") else {
+        panic!("set FAROL_SEED to a seed or a range A..B")
+    };
     let (a, b) = match var.split_once("..") {
         Some((a, b)) => (a.parse::<u64>(), b.parse::<u64>()),
         None => (var.parse::<u64>(), var.parse::<u64>().map(|s| s + 1)),
