@@ -217,6 +217,10 @@ pub struct AsyncBft {
     next_slot: (u64, usize),
     height: u64,
     last_commit_round: u64,
+    /// The driver's clock (Unix milliseconds), stamped on proposals.
+    clock_ms: u64,
+    /// The time of the last commit (commit times never decrease).
+    last_commit_ms: u64,
     committed: HashSet<Digest>,
     committed_at: BTreeMap<u64, Vec<Digest>>,
 
@@ -275,6 +279,8 @@ impl AsyncBft {
             next_slot: (1, 0),
             height: 0,
             last_commit_round: 0,
+            clock_ms: 0,
+            last_commit_ms: 0,
             committed: HashSet::new(),
             committed_at: BTreeMap::new(),
             faults: Faults::default(),
@@ -704,8 +710,15 @@ impl AsyncBft {
             bytes += t.payload.len();
             txs.push(t);
         }
+        // Never before a parent: block times increase along every path of the DAG.
+        let time_ms = parents
+            .iter()
+            .filter_map(|p| self.blocks.get(&p.digest))
+            .map(|b| b.time_ms)
+            .fold(self.clock_ms, u64::max);
         let key = &self.key;
-        let block = Block::new(&self.cfg.chain, self.me, k + 1, parents, txs, |m| key.sign(m));
+        let block =
+            Block::new(&self.cfg.chain, self.me, k + 1, time_ms, parents, txs, |m| key.sign(m));
         self.cache.insert(&block);
         self.round = k + 1;
         self.last_own = Some(block.reference());
@@ -928,6 +941,32 @@ impl AsyncBft {
         }
     }
 
+    /// The stake-weighted median of the times of `block`'s parents: more than two thirds of
+    /// the stake stands behind them, so Byzantine validators alone cannot move it outside
+    /// the honest validators' clocks. A block without parents (round 1) gives 0.
+    fn median_parent_time(&self, block: &Block) -> u64 {
+        let mut times: Vec<(u64, u64)> = block
+            .parents
+            .iter()
+            .filter(|p| p.round + 1 == block.round)
+            .filter_map(|p| {
+                let b = self.blocks.get(&p.digest)?;
+                let stake = self.committee.validator(b.author)?.stake;
+                Some((b.time_ms, stake))
+            })
+            .collect();
+        times.sort_unstable();
+        let total: u64 = times.iter().map(|t| t.1).sum();
+        let mut acc = 0;
+        for (t, stake) in times {
+            acc += stake;
+            if 2 * acc >= total {
+                return t;
+            }
+        }
+        0
+    }
+
     /// Orders `leader` and its history not ordered before.
     fn commit(&mut self, leader: Digest, out: &mut Vec<Action>) {
         let Some(lb) = self.blocks.get(&leader).cloned() else { return };
@@ -967,9 +1006,11 @@ impl AsyncBft {
         self.height += 1;
         self.last_commit_round = self.last_commit_round.max(lb.round);
         self.progress_tick = self.ticks;
+        self.last_commit_ms = self.last_commit_ms.max(self.median_parent_time(&lb));
         out.push(Action::Commit(Committed {
             height: self.height,
             round: lb.round,
+            timestamp_ms: self.last_commit_ms,
             leader: lb.author,
             leader_digest: leader,
             transactions,
@@ -1158,8 +1199,15 @@ impl Consensus for AsyncBft {
     fn start(&mut self, out: &mut Vec<Action>) {
         if self.round == 0 {
             let key = &self.key;
-            let block =
-                Block::new(&self.cfg.chain, self.me, 1, Vec::new(), Vec::new(), |m| key.sign(m));
+            let block = Block::new(
+                &self.cfg.chain,
+                self.me,
+                1,
+                self.clock_ms,
+                Vec::new(),
+                Vec::new(),
+                |m| key.sign(m),
+            );
             self.cache.insert(&block);
             self.round = 1;
             self.last_own = Some(block.reference());
@@ -1187,5 +1235,9 @@ impl Consensus for AsyncBft {
 
     fn round(&self) -> u64 {
         self.round
+    }
+
+    fn set_time(&mut self, unix_ms: u64) {
+        self.clock_ms = unix_ms;
     }
 }

@@ -57,6 +57,9 @@ pub struct Block {
     pub author: ValidatorIndex,
     /// The round, from 1.
     pub round: u64,
+    /// The proposer's clock when it proposed (Unix milliseconds), never below its parents'.
+    /// Committed blocks take the stake-weighted median of their leader's parents' times.
+    pub time_ms: u64,
     /// The blocks it builds on, in increasing (round, author) order.
     pub parents: Vec<BlockRef>,
     /// The batch it proposes.
@@ -76,18 +79,19 @@ impl Block {
         chain: &[u8; 32],
         author: ValidatorIndex,
         round: u64,
+        time_ms: u64,
         parents: Vec<BlockRef>,
         transactions: Vec<Transaction>,
         sign: impl FnOnce(&[u8]) -> Signature,
     ) -> Block {
         let mut raw = vec![KIND_BLOCK];
-        encode_unsigned(&mut raw, author, round, &parents, &transactions);
+        encode_unsigned(&mut raw, author, round, time_ms, &parents, &transactions);
         let digest = *blake3::hash(&raw[1..]).as_bytes();
         let signature = sign(&Block::signing_message(chain, &digest));
         raw.extend_from_slice(&signature.to_bytes());
         let tx_digests = transactions.iter().map(Transaction::digest).collect();
         let raw = Bytes::from(raw);
-        Block { author, round, parents, transactions, signature, digest, tx_digests, raw }
+        Block { author, round, time_ms, parents, transactions, signature, digest, tx_digests, raw }
     }
 
     /// The block's message encoding (what is sent and persisted).
@@ -139,11 +143,13 @@ fn encode_unsigned(
     out: &mut Vec<u8>,
     author: ValidatorIndex,
     round: u64,
+    time_ms: u64,
     parents: &[BlockRef],
     transactions: &[Transaction],
 ) {
     put_u16(out, author.0);
     put_u64(out, round);
+    put_u64(out, time_ms);
     put_len(out, parents.len());
     for p in parents {
         put_u64(out, p.round);
@@ -210,6 +216,7 @@ impl Message {
                 let start = r.pos;
                 let author = ValidatorIndex(r.u16()?);
                 let round = r.u64()?;
+                let time_ms = r.u64()?;
                 let np = r.len(usize::from(u16::MAX) + 1, "parents")?;
                 // Capacity from what the bytes can hold, not from the claimed count.
                 let mut parents = Vec::with_capacity(np.min(bytes.len() / 42));
@@ -230,6 +237,7 @@ impl Message {
                 Message::Block(Box::new(Block {
                     author,
                     round,
+                    time_ms,
                     parents,
                     transactions,
                     signature,

@@ -53,6 +53,9 @@ pub struct Committed {
     pub leader: ValidatorIndex,
     /// Its digest.
     pub leader_digest: [u8; 32],
+    /// The block's time (Unix milliseconds): derived from the proposers' clocks as the engine
+    /// defines, never below the previous commit's.
+    pub timestamp_ms: u64,
     /// The transactions, in order, none committed before.
     pub transactions: Vec<Transaction>,
     /// How many proposals this commit orders (the leader's and the ones it builds on that
@@ -101,4 +104,11 @@ pub trait Consensus: Send {
     /// The highest round this engine has proposed in (engines without rounds report their
     /// view or height).
     fn round(&self) -> u64;
+
+    /// The driver's clock, in Unix milliseconds, given before inputs. Engines stamp their
+    /// proposals with it; it never decides safety. Drivers that never call it (the simulator)
+    /// leave every time at 0.
+    fn set_time(&mut self, unix_ms: u64) {
+        let _ = unix_ms;
+    }
 }

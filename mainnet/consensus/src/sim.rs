@@ -573,18 +573,14 @@ impl<'s> Sim<'s> {
 
     /// Records when an honest validator persisted its own block (that is, proposed it).
     fn note_proposal(&mut self, p: usize, record: &Bytes) {
-        // A block record: kind 1, author (2 bytes), ..., signature (96 bytes).
-        if !self.honest(p) || record.len() < 15 + 96 || record[0] != 1 {
+        if !self.honest(p) {
             return;
         }
-        let author = u16::from_le_bytes([record[1], record[2]]);
         // Only blocks that carry transactions: empty ones may wait for idle rounds.
-        let parents = u32::from_le_bytes([record[11], record[12], record[13], record[14]]) as usize;
-        let at = 15 + parents * 42;
-        let carries = record.get(at..at + 4).is_some_and(|c| c != [0, 0, 0, 0]);
-        if carries && author == self.procs[p].index.0 {
-            let digest = *blake3::hash(&record[1..record.len() - 96]).as_bytes();
-            self.proposed.entry(digest).or_insert(self.now);
+        if let Ok(crate::block::Message::Block(b)) = crate::block::Message::decode(record) {
+            if !b.transactions.is_empty() && b.author == self.procs[p].index {
+                self.proposed.entry(b.digest()).or_insert(self.now);
+            }
         }
     }
 

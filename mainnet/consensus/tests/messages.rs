@@ -25,7 +25,7 @@ fn tx(i: u8) -> Transaction {
 }
 
 fn block(k: &SecretKey, author: u16, round: u64, parents: Vec<BlockRef>) -> Block {
-    Block::new(&CHAIN, ValidatorIndex(author), round, parents, vec![tx(author as u8)], |m| {
+    Block::new(&CHAIN, ValidatorIndex(author), round, 0, parents, vec![tx(author as u8)], |m| {
         k.sign(m)
     })
 }
@@ -135,7 +135,7 @@ fn blocks_that_break_the_rules_are_refused() {
     // (Parents from validators 1-3: validator 0's round-1 block here is the engine's own.)
     deliver(&mut e, 2, &block(&ks[2], 2, 2, refs[1..].to_vec()));
     assert!(e.faults().equivocators.is_empty());
-    let twin = Block::new(&CHAIN, ValidatorIndex(2), 2, refs[1..].to_vec(), vec![tx(77)], |m| {
+    let twin = Block::new(&CHAIN, ValidatorIndex(2), 2, 0, refs[1..].to_vec(), vec![tx(77)], |m| {
         ks[2].sign(m)
     });
     deliver(&mut e, 2, &twin);

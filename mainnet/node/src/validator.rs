@@ -143,6 +143,7 @@ async fn run(
 ) -> Result<(), WalError> {
     let mut ex = Executor { network, wal, commits, sync: cfg.sync };
     let mut out = std::mem::take(&mut replayed);
+    engine.set_time(unix_ms());
     engine.start(&mut out);
     ex.execute(&mut out)?;
     let mut tick = tokio::time::interval(cfg.tick);
@@ -175,9 +176,18 @@ async fn run(
             }
             _ = tick.tick() => Input::Tick,
         };
+        engine.set_time(unix_ms());
         engine.handle(input, &mut out);
         ex.execute(&mut out)?;
     }
     ex.network.shutdown();
     Ok(())
+}
+
+/// The wall clock in Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

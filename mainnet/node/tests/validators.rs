@@ -113,7 +113,21 @@ async fn wait_for(logs: &[&Log], want: &HashSet<[u8; 32]>, what: &str) {
 fn agree(logs: &[&Log]) {
     let all: Vec<Vec<Committed>> =
         logs.iter().map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).clone()).collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     for a in &all {
+        // Commit times come from the validators' clocks: they never decrease and are recent
+        // (the first commits of round 1 have no parents and take the time 0).
+        for w in a.windows(2) {
+            assert!(w[0].timestamp_ms <= w[1].timestamp_ms, "commit time went back");
+        }
+        let last = a.last().map(|c| c.timestamp_ms).unwrap_or(0);
+        assert!(
+            a.len() < 3 || (now - 600_000..=now).contains(&last),
+            "commit time {last}, now {now}"
+        );
         for b in &all {
             for (x, y) in a.iter().zip(b) {
                 assert_eq!(x, y, "validators disagree at height {}", x.height);
