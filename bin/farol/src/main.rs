@@ -2,7 +2,10 @@
 //! relayer, restake, keys, bench).
 
 mod bench;
+mod devnet;
 mod evm;
+mod node;
+mod rpc_client;
 
 /// mimalloc serves the store's many small, short-lived allocations (pages, values) far
 /// better than the system allocator; both sides of every benchmark run under it.
@@ -28,6 +31,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// EVM tools: run Ethereum state-test fixtures through Farol's executors.
     Evm(evm::EvmArgs),
+    /// Run a local mainnet: N validator processes on loopback, anvil's accounts and ports.
+    Devnet(devnet::DevnetArgs),
+    /// Run one node from a configuration file.
+    Node(node::NodeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +42,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Evm(args) => evm::run(args),
+        Command::Devnet(args) => devnet::run(args),
+        Command::Node(args) => node::run(args),
     }
 }

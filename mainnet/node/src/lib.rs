@@ -1,11 +1,28 @@
-//! The Farol node: so far a validator that runs a consensus engine over the QUIC validator
-//! network with a crash-safe write-ahead log.
+//! The Farol node: a validator that runs AsyncBFT over the QUIC validator network, executes
+//! what it orders in a pipeline (parallel execution, then merklization and persistence in
+//! Farol Store and the block log), signs the executed blocks for block finality, and serves
+//! Ethereum JSON-RPC over HTTP and WebSocket. See `docs/node.md`.
 //!
-//! [`validator`] drives the engine; [`wal`] is its log. The mempool, the execution
-//! pipeline, finality tiers and JSON-RPC come with the node issue.
+//! [`node::Node`] wires the parts: [`validator`] drives consensus with its [`wal`];
+//! [`pipeline`] executes and stores; [`chain`] is the durable block store; [`mempool`]
+//! checks and orders submitted transactions; [`finality`] collects votes into certificates;
+//! [`rpc`] serves JSON-RPC and `/metrics` ([`metrics`]); [`config`] and [`genesis`] say
+//! what to run.
 
+pub mod chain;
+pub mod config;
+pub mod finality;
+pub mod genesis;
+pub mod mempool;
+pub mod metrics;
+pub mod node;
+pub mod pipeline;
+pub mod rpc;
 pub mod validator;
 pub mod wal;
 
+pub use config::NodeConfig;
+pub use genesis::Genesis;
+pub use node::{Node, NodeError};
 pub use validator::{Validator, ValidatorConfig};
 pub use wal::{Wal, WalError};

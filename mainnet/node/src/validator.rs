@@ -3,6 +3,7 @@
 //! write-ahead log (synced before any message that follows them is sent), messages to the
 //! network, commits to the application.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,6 +29,10 @@ pub struct ValidatorConfig {
     pub sync: bool,
 }
 
+/// Frames whose first byte is at least this are the node's own (finality votes, ...), not
+/// the engine's; the driver hands them to [`Validator::spawn`]'s `node_frames`.
+pub const NODE_FRAME_KIND: u8 = 0x40;
+
 impl Default for ValidatorConfig {
     fn default() -> ValidatorConfig {
         ValidatorConfig {
@@ -49,20 +54,32 @@ pub struct Validator {
 
 impl Validator {
     /// Starts `engine` (new, or recovered from `wal` with its replayed actions in
-    /// `replayed`) on `network`. Commits go to `commits`.
+    /// `replayed`) on `network`. Commits go to `commits` (a full channel makes consensus
+    /// wait: backpressure). Frames of kind [`NODE_FRAME_KIND`] and above go to
+    /// `node_frames` (dropped when it is full or absent).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         engine: Box<dyn Consensus>,
         replayed: Vec<Action>,
-        network: Network,
+        network: Arc<Network>,
         inbound: mpsc::Receiver<(u16, Bytes)>,
         wal: Wal,
-        commits: mpsc::UnboundedSender<Committed>,
+        commits: mpsc::Sender<Committed>,
+        node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
         cfg: ValidatorConfig,
     ) -> Validator {
         let (submit, submitted) = mpsc::channel(1024);
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(
-            engine, replayed, network, inbound, submitted, stopped, wal, commits, cfg,
+            engine,
+            replayed,
+            Route { network, node_frames },
+            inbound,
+            submitted,
+            stopped,
+            wal,
+            commits,
+            cfg,
         ));
         Validator { submit, stop: Some(stop), task }
     }
@@ -89,15 +106,33 @@ impl Validator {
     }
 }
 
+struct Route {
+    network: Arc<Network>,
+    node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
+}
+
+impl Route {
+    /// Whether a frame is the engine's (else it went to the node).
+    fn for_engine(&self, from: u16, bytes: &Bytes) -> bool {
+        if bytes.first().is_some_and(|k| *k >= NODE_FRAME_KIND) {
+            if let Some(n) = &self.node_frames {
+                let _ = n.try_send((from, bytes.clone()));
+            }
+            return false;
+        }
+        true
+    }
+}
+
 struct Executor {
-    network: Network,
+    network: Arc<Network>,
     wal: Wal,
-    commits: mpsc::UnboundedSender<Committed>,
+    commits: mpsc::Sender<Committed>,
     sync: bool,
 }
 
 impl Executor {
-    fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
+    async fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
         for action in out.drain(..) {
             match action {
                 Action::Persist(record) => self.wal.append(&record)?,
@@ -118,7 +153,7 @@ impl Executor {
                         self.wal.sync()?;
                     }
                     // The application may be gone (shutting down); consensus goes on.
-                    let _ = self.commits.send(c);
+                    let _ = self.commits.send(c).await;
                 }
             }
         }
@@ -133,35 +168,44 @@ impl Executor {
 async fn run(
     mut engine: Box<dyn Consensus>,
     mut replayed: Vec<Action>,
-    network: Network,
+    route: Route,
     mut inbound: mpsc::Receiver<(u16, Bytes)>,
     mut submitted: mpsc::Receiver<Vec<Transaction>>,
     mut stopped: oneshot::Receiver<()>,
     wal: Wal,
-    commits: mpsc::UnboundedSender<Committed>,
+    commits: mpsc::Sender<Committed>,
     cfg: ValidatorConfig,
 ) -> Result<(), WalError> {
-    let mut ex = Executor { network, wal, commits, sync: cfg.sync };
+    let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync };
     let mut out = std::mem::take(&mut replayed);
     engine.set_time(unix_ms());
     engine.start(&mut out);
-    ex.execute(&mut out)?;
+    ex.execute(&mut out).await?;
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let input = tokio::select! {
             _ = &mut stopped => break,
             Some(first) = inbound.recv() => {
-                let mut batch = vec![(ValidatorIndex(first.0), first.1)];
+                let mut batch = Vec::new();
+                if route.for_engine(first.0, &first.1) {
+                    batch.push((ValidatorIndex(first.0), first.1));
+                }
                 let until = tokio::time::Instant::now() + cfg.batch_window;
                 while batch.len() < cfg.max_batch {
-                    match inbound.try_recv() {
-                        Ok((from, bytes)) => batch.push((ValidatorIndex(from), bytes)),
+                    let next = match inbound.try_recv() {
+                        Ok(f) => f,
                         Err(_) => match tokio::time::timeout_at(until, inbound.recv()).await {
-                            Ok(Some((from, bytes))) => batch.push((ValidatorIndex(from), bytes)),
+                            Ok(Some(f)) => f,
                             _ => break,
                         },
+                    };
+                    if route.for_engine(next.0, &next.1) {
+                        batch.push((ValidatorIndex(next.0), next.1));
                     }
+                }
+                if batch.is_empty() {
+                    continue;
                 }
                 Input::Messages(batch)
             }
@@ -178,9 +222,10 @@ async fn run(
         };
         engine.set_time(unix_ms());
         engine.handle(input, &mut out);
-        ex.execute(&mut out)?;
+        ex.execute(&mut out).await?;
     }
-    ex.network.shutdown();
+    drop(ex);
+    drop(route);
     Ok(())
 }
 

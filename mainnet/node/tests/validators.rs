@@ -54,7 +54,7 @@ impl Net {
             self.peers.clone(),
         );
         let (network, inbound) = Network::start(ncfg).unwrap_or_else(|e| panic!("{e}"));
-        let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
+        let (tx, mut rx) = mpsc::channel::<Committed>(64);
         let log: Log = Arc::default();
         let sink = log.clone();
         tokio::spawn(async move {
@@ -69,10 +69,11 @@ impl Net {
         let v = Validator::spawn(
             Box::new(engine),
             replayed,
-            network,
+            Arc::new(network),
             inbound,
             wal,
             tx,
+            None,
             ValidatorConfig::default(),
         );
         (v, log)

@@ -188,7 +188,7 @@ async fn quic_run(
         );
         let ncfg = NetworkConfig::new(i as u16, ids[i].clone(), peers[i].addr, peers.clone());
         let (network, inbound) = Network::start(ncfg)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Committed>();
+        let (tx, mut rx) = mpsc::channel::<Committed>(1024);
         if i == 0 {
             let counted = counted.clone();
             let latencies = latencies.clone();
@@ -218,10 +218,11 @@ async fn quic_run(
         let v = Validator::spawn(
             Box::new(engine),
             Vec::new(),
-            network,
+            std::sync::Arc::new(network),
             inbound,
             wal,
             tx,
+            None,
             ValidatorConfig::default(),
         );
         submitters.push(v.submitter());

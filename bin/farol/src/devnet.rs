@@ -1,0 +1,338 @@
+//! `farol devnet`: a local mainnet of N validator processes on loopback, with anvil's
+//! defaults so that Ethereum tools work unconfigured.
+
+use std::fs::File;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, Bytes, U256};
+use anyhow::{bail, Context};
+use clap::Args;
+use farol_crypto::SecretKey;
+use farol_network::Identity;
+use farol_node::config::{Member, PipelineSettings, RpcConfig, ValidatorKeys};
+use farol_node::genesis::{mnemonic_accounts, DEV_CHAIN_ID, DEV_MNEMONIC};
+use farol_node::{Genesis, NodeConfig};
+use rand::RngCore;
+use serde_json::json;
+
+use crate::rpc_client::{quantity, RpcClient};
+
+/// Arguments of `farol devnet`.
+#[derive(Debug, Args)]
+pub(crate) struct DevnetArgs {
+    /// Validator processes.
+    #[arg(long, default_value_t = 4)]
+    validators: u16,
+    /// Keep the chain here (a restart with the same directory resumes it); without it a
+    /// fresh temporary directory is used and removed at exit.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// HTTP JSON-RPC port of the first validator (validator i listens on port + 2i).
+    #[arg(long, default_value_t = 8545)]
+    port: u16,
+    /// WebSocket JSON-RPC port of the first validator (validator i listens on port + 2i).
+    #[arg(long, default_value_t = 8546)]
+    ws_port: u16,
+    /// Funded development accounts.
+    #[arg(long, default_value_t = 10)]
+    accounts: u32,
+    /// Balance of each, in ether.
+    #[arg(long, default_value_t = 10_000)]
+    balance: u64,
+    /// The mnemonic the accounts are derived from (m/44'/60'/0'/0/i).
+    #[arg(long, default_value = DEV_MNEMONIC)]
+    mnemonic: String,
+    /// Chain id.
+    #[arg(long, default_value_t = DEV_CHAIN_ID)]
+    chain_id: u64,
+    /// Print a JSON summary on one line instead of the banner.
+    #[arg(long)]
+    json: bool,
+    /// Run every validator's block stages one block at a time (the benchmark's baseline).
+    #[arg(long)]
+    no_pipeline: bool,
+    /// Log filter passed to the validators.
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn free_udp_port() -> anyhow::Result<u16> {
+    let s = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
+    Ok(s.local_addr()?.port())
+}
+
+/// Writes a fresh devnet's configurations (keys, committee, genesis) under `dir`.
+fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result<Vec<NodeConfig>> {
+    let n = usize::from(args.validators);
+    let mut rng = rand::rng();
+    let mut secrets = Vec::with_capacity(n);
+    let mut committee = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let bls = SecretKey::from_seed(&seed);
+        let id = Identity::generate().context("generating a network identity")?;
+        committee.push(Member {
+            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+            network_public: Bytes::copy_from_slice(&id.public_key().0),
+            address: SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)),
+            stake: 1,
+            // Fees of validator i's blocks go to a fixed address of its own.
+            fee_recipient: Address::with_last_byte(0xf0 + (i as u8 & 0x0f)),
+        });
+        secrets.push((bls, id));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
+    let mut genesis = Genesis::dev(accounts, wei, now);
+    genesis.chain_id = args.chain_id;
+    let mut out = Vec::with_capacity(n);
+    for (i, (bls, id)) in secrets.into_iter().enumerate() {
+        let port = |base: u16| -> anyhow::Result<SocketAddr> {
+            let p = base.checked_add(2 * i as u16).context("port past 65535")?;
+            Ok(SocketAddr::from(([127, 0, 0, 1], p)))
+        };
+        let cfg = NodeConfig {
+            data_dir: dir.join(format!("validator-{i}")),
+            genesis: genesis.clone(),
+            validator: ValidatorKeys {
+                index: i as u16,
+                bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+                network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+            },
+            committee: committee.clone(),
+            rpc: RpcConfig {
+                http: Some(port(args.port)?),
+                ws: Some(port(args.ws_port)?),
+                ..RpcConfig::default()
+            },
+            mempool: Default::default(),
+            pipeline: PipelineSettings {
+                pipelined: !args.no_pipeline,
+                ..PipelineSettings::default()
+            },
+            log: args.log.clone(),
+        };
+        out.push(cfg);
+    }
+    Ok(out)
+}
+
+fn config_path(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("validator-{i}.toml"))
+}
+
+struct Running {
+    children: Vec<Option<Child>>,
+}
+
+impl Running {
+    fn stop(&mut self) {
+        for c in self.children.iter().flatten() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        for c in self.children.iter_mut().flatten() {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `farol devnet` until SIGINT or SIGTERM.
+pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    if args.validators == 0 {
+        bail!("--validators: at least 1");
+    }
+    let keys = mnemonic_accounts(&args.mnemonic, args.accounts).map_err(anyhow::Error::msg)?;
+    let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
+    let (_tmp, dir) = match &args.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new().prefix("farol-devnet-").tempdir()?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let n = usize::from(args.validators);
+    let configs = if config_path(&dir, 0).exists() {
+        let mut v = Vec::with_capacity(n);
+        for i in 0..n {
+            let p = config_path(&dir, i);
+            let c = NodeConfig::load(&p).with_context(|| {
+                format!("{} exists but validator {i}'s configuration does not load", dir.display())
+            })?;
+            v.push(c);
+        }
+        if v[0].committee.len() != n {
+            bail!(
+                "{} holds a devnet of {} validators, not {n}",
+                dir.display(),
+                v[0].committee.len()
+            );
+        }
+        v
+    } else {
+        let v = create(&args, &dir, &accounts)?;
+        for (i, c) in v.iter().enumerate() {
+            let text = toml::to_string(c).context("writing a configuration")?;
+            std::fs::write(config_path(&dir, i), text)?;
+        }
+        v
+    };
+    let exe = std::env::current_exe().context("locating the farol binary")?;
+    let mut running = Running { children: Vec::new() };
+    for (i, c) in configs.iter().enumerate() {
+        std::fs::create_dir_all(&c.data_dir)?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("validator-{i}.log")))?;
+        let child = Command::new(&exe)
+            .arg("node")
+            .arg("--config")
+            .arg(config_path(&dir, i))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting a validator")?;
+        running.children.push(Some(child));
+    }
+    // Ready when every validator answers JSON-RPC.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (i, c) in configs.iter().enumerate() {
+        let Some(http) = c.rpc.http else { continue };
+        let mut client = RpcClient::new(http);
+        loop {
+            if client.call("eth_blockNumber", json!([])).and_then(|v| quantity(&v)).is_ok() {
+                break;
+            }
+            if let Some(Some(child)) = running.children.get_mut(i) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = std::fs::read_to_string(dir.join(format!("validator-{i}.log")))
+                        .unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    bail!("validator {i} exited ({status}):\n{}", tail.join("\n"));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("validator {i} did not answer on {http} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    print_summary(&args, &configs, &keys, &dir);
+    // Until SIGINT or SIGTERM; a validator that exits is reported (the others go on).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = check.tick() => {
+                    for (i, slot) in running.children.iter_mut().enumerate() {
+                        if let Some(c) = slot {
+                            if let Ok(Some(status)) = c.try_wait() {
+                                eprintln!("validator {i} exited ({status}); see {}", dir.join(format!("validator-{i}.log")).display());
+                                *slot = None;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    eprintln!("stopping the devnet");
+    running.stop();
+    Ok(())
+}
+
+fn print_summary(
+    args: &DevnetArgs,
+    configs: &[NodeConfig],
+    keys: &[alloy_signer_local::PrivateKeySigner],
+    dir: &Path,
+) {
+    let url = |a: Option<SocketAddr>, scheme: &str| {
+        a.map(|a| format!("{scheme}://{a}")).unwrap_or_default()
+    };
+    if args.json {
+        let s = json!({
+            "chainId": configs[0].genesis.chain_id,
+            "validators": configs.iter().enumerate().map(|(i, c)| json!({
+                "index": i,
+                "http": url(c.rpc.http, "http"),
+                "ws": url(c.rpc.ws, "ws"),
+                "metrics": c.rpc.http.map(|a| format!("http://{a}/metrics")),
+                "config": config_path(dir, i),
+                "log": dir.join(format!("validator-{i}.log")),
+            })).collect::<Vec<_>>(),
+            "accounts": keys.iter().map(|k| json!({
+                "address": k.address(),
+                "privateKey": k.credential().to_bytes().to_vec().iter().fold(String::from("0x"), |s, b| s + &format!("{b:02x}")),
+                "balance": configs[0].genesis.alloc.get(&k.address()).map(|b| b.to_string()),
+            })).collect::<Vec<_>>(),
+            "mnemonic": args.mnemonic,
+            "dataDir": dir,
+        });
+        println!("{s}");
+        return;
+    }
+    let g = &configs[0].genesis;
+    println!("Farol devnet: {} validators, chain id {}", configs.len(), g.chain_id);
+    println!("\nAvailable Accounts\n==================");
+    for (i, k) in keys.iter().enumerate() {
+        println!("({i}) {} ({} ETH)", k.address(), args.balance);
+    }
+    println!("\nPrivate Keys\n==================");
+    for (i, k) in keys.iter().enumerate() {
+        let hex: String = k.credential().to_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        println!("({i}) 0x{hex}");
+    }
+    println!(
+        "\nWallet\n==================\nMnemonic:          {}\nDerivation path:   m/44'/60'/0'/0/",
+        args.mnemonic
+    );
+    println!("\nChain ID\n==================\n{}", g.chain_id);
+    println!("\nBase fee: {} wei, block gas limit: {}", g.base_fee, g.gas_limit);
+    println!("\nValidators\n==================");
+    for (i, c) in configs.iter().enumerate() {
+        println!(
+            "({i}) JSON-RPC {}  WebSocket {}  metrics {}/metrics",
+            url(c.rpc.http, "http"),
+            url(c.rpc.ws, "ws"),
+            url(c.rpc.http, "http")
+        );
+    }
+    println!("\nData: {} (logs: validator-N.log)", dir.display());
+    println!("\nListening on {}", url(configs[0].rpc.http, "http"));
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

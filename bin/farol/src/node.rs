@@ -1,0 +1,103 @@
+//! `farol node`: runs one validator from a TOML configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use farol_node::{Node, NodeConfig};
+
+/// Arguments of `farol node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeArgs {
+    /// The configuration file (TOML; `farol devnet` writes one per validator).
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides `data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Overrides `rpc.http` (`none` disables it).
+    #[arg(long)]
+    http: Option<String>,
+    /// Overrides `rpc.ws` (`none` disables it).
+    #[arg(long)]
+    ws: Option<String>,
+    /// Overrides `log` (a `tracing` filter such as `info` or `farol_node=debug`).
+    #[arg(long)]
+    log: Option<String>,
+    /// Logs as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+    /// Runs the block stages one block at a time (the benchmark's baseline).
+    #[arg(long)]
+    no_pipeline: bool,
+}
+
+fn listen(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if v == "none" {
+        return Ok(None);
+    }
+    v.parse()
+        .map(Some)
+        .with_context(|| format!("--{flag}: {v:?} is not an address like 127.0.0.1:8545"))
+}
+
+/// Sets up logging to stderr.
+pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("log filter {filter:?}"))?;
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+    Ok(())
+}
+
+/// Runs `farol node` until SIGINT or SIGTERM.
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let mut cfg = NodeConfig::load(&args.config)?;
+    if let Some(d) = args.data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(h) = &args.http {
+        cfg.rpc.http = listen("http", h)?;
+    }
+    if let Some(w) = &args.ws {
+        cfg.rpc.ws = listen("ws", w)?;
+    }
+    if let Some(l) = args.log {
+        cfg.log = l;
+    }
+    if args.no_pipeline {
+        cfg.pipeline.pipelined = false;
+    }
+    init_logs(&cfg.log, args.log_json)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("farol-node")
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let node = Node::start(cfg).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let failed = loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break false,
+                _ = term.recv() => break false,
+                _ = check.tick() => if node.failed() { break true },
+            }
+        };
+        tracing::info!("stopping");
+        let stopped = node.stop().await;
+        match (failed, stopped) {
+            (_, Err(e)) => anyhow::bail!("the node stopped on an error: {e}"),
+            (true, Ok(())) => anyhow::bail!("the node's pipeline stopped"),
+            (false, Ok(())) => Ok(()),
+        }
+    })
+}

@@ -1,0 +1,365 @@
+//! Durable chain data: executed blocks with their transactions and receipts, the
+//! transaction index, and finality certificates.
+//!
+//! Blocks are appended to `blocks.log` (the write-ahead log format: length, CRC, body; a torn
+//! tail is cut at open) and synced before they are published. At open the log is read back
+//! and the in-memory indexes (block hash → number, transaction hash → position) are rebuilt.
+//! `eth_getLogs` filters by each header's logs bloom before it reads receipts.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
+use alloy_primitives::{Address, B256};
+use alloy_rlp::{Decodable, Encodable};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::wal::{Wal, WalError};
+
+/// Why chain data could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The block log failed.
+    #[error(transparent)]
+    Log(#[from] WalError),
+    /// A record of the block log does not decode.
+    #[error("block log record {index}: {reason}")]
+    Corrupt {
+        /// Position of the record.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A block does not follow the head.
+    #[error("block {number} does not follow the head {head}")]
+    NotNext {
+        /// The block.
+        number: u64,
+        /// The current head.
+        head: u64,
+    },
+}
+
+/// One executed block as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlock {
+    /// The header (its `state_root` is the Farol Store root after the block).
+    pub header: Header,
+    /// `keccak256` of the RLP header.
+    pub hash: B256,
+    /// The transactions, in execution order.
+    pub txs: Vec<TxEnvelope>,
+    /// Their senders.
+    pub senders: Vec<Address>,
+    /// Their receipts.
+    pub receipts: Vec<ReceiptEnvelope>,
+    /// The contract each transaction created, if any.
+    pub created: Vec<Option<Address>>,
+    /// The consensus round whose commit ordered this block.
+    pub round: u64,
+    /// The consensus height of that commit (commits without transactions make no block, so
+    /// heights run ahead of block numbers).
+    pub height: u64,
+}
+
+impl StoredBlock {
+    /// The block number.
+    pub fn number(&self) -> u64 {
+        self.header.number
+    }
+
+    /// Gas used by transaction `i` alone.
+    pub fn gas_used(&self, i: usize) -> u64 {
+        let cum = |j: usize| self.receipts.get(j).map(|r| r.cumulative_gas_used()).unwrap_or(0);
+        if i == 0 {
+            cum(0)
+        } else {
+            cum(i).saturating_sub(cum(i - 1))
+        }
+    }
+
+    /// Transaction hashes, in order.
+    pub fn tx_hashes(&self) -> impl Iterator<Item = B256> + '_ {
+        self.txs.iter().map(|t| *t.tx_hash())
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_BLOCK];
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.height.to_le_bytes());
+        let mut h = Vec::new();
+        self.header.encode(&mut h);
+        put_bytes(&mut out, &h);
+        out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
+        for i in 0..self.txs.len() {
+            put_bytes(&mut out, &self.txs[i].encoded_2718());
+            out.extend_from_slice(self.senders[i].as_slice());
+            match self.created[i] {
+                Some(a) => {
+                    out.push(1);
+                    out.extend_from_slice(a.as_slice());
+                }
+                None => out.push(0),
+            }
+            put_bytes(&mut out, &self.receipts[i].encoded_2718());
+        }
+        out
+    }
+
+    fn decode(mut b: &[u8]) -> Result<StoredBlock, String> {
+        let round = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "round")?);
+        let height = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "height")?);
+        let mut hb = take_bytes(&mut b)?;
+        let header = Header::decode(&mut hb).map_err(|e| format!("header: {e}"))?;
+        let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "count")?) as usize;
+        let cap = n.min(b.len() / 32);
+        let (mut txs, mut senders, mut receipts, mut created) =
+            (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::new());
+        for i in 0..n {
+            let mut t = take_bytes(&mut b)?;
+            txs.push(TxEnvelope::decode_2718(&mut t).map_err(|e| format!("tx {i}: {e}"))?);
+            senders.push(Address::from_slice(take(&mut b, 20)?));
+            created.push(match take(&mut b, 1)?[0] {
+                0 => None,
+                _ => Some(Address::from_slice(take(&mut b, 20)?)),
+            });
+            let mut r = take_bytes(&mut b)?;
+            receipts.push(
+                ReceiptEnvelope::decode_2718(&mut r).map_err(|e| format!("receipt {i}: {e}"))?,
+            );
+        }
+        if !b.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        let hash = header.hash_slow();
+        Ok(StoredBlock { header, hash, txs, senders, receipts, created, round, height })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if b.len() < n {
+        return Err("truncated".into());
+    }
+    let (head, rest) = b.split_at(n);
+    *b = rest;
+    Ok(head)
+}
+
+fn take_bytes<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
+    let len = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "length")?) as usize;
+    take(b, len)
+}
+
+const RECORD_BLOCK: u8 = 1;
+const RECORD_CERTIFICATE: u8 = 2;
+
+/// Proof that validators holding more than two thirds of the stake signed a block's hash
+/// (and so its state root and everything before it): block finality.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// The block.
+    pub number: u64,
+    /// Its hash.
+    pub hash: B256,
+    /// The signers and their aggregate signature ([`farol_consensus::Certificate`]'s
+    /// encoding) over [`crate::finality::vote_message`].
+    pub quorum: Vec<u8>,
+}
+
+impl Certificate {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = vec![RECORD_CERTIFICATE];
+        out.extend_from_slice(&self.number.to_le_bytes());
+        out.extend_from_slice(self.hash.as_slice());
+        put_bytes(&mut out, &self.quorum);
+        out
+    }
+
+    fn decode(mut b: &[u8]) -> Result<Certificate, String> {
+        let number = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "number")?);
+        let hash = B256::from_slice(take(&mut b, 32)?);
+        let quorum = take_bytes(&mut b)?.to_vec();
+        if !b.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        Ok(Certificate { number, hash, quorum })
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    blocks: Vec<Arc<StoredBlock>>,
+    by_hash: HashMap<B256, u64>,
+    txs: HashMap<B256, (u64, u32)>,
+    certificate: Option<Certificate>,
+}
+
+/// The chain's executed blocks, shared by the pipeline (which appends) and RPC (which reads).
+pub struct Chain {
+    index: RwLock<Index>,
+    log: Mutex<Wal>,
+    /// Signalled when a block is appended (BLOCKHASH waits on it in the pipeline).
+    appended: Condvar,
+    appended_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Chain(head {})", self.head_number())
+    }
+}
+
+/// Where a transaction is.
+#[derive(Clone, Debug)]
+pub struct TxLocation {
+    /// Its block.
+    pub block: Arc<StoredBlock>,
+    /// Its position in the block.
+    pub index: usize,
+}
+
+impl Chain {
+    /// Opens `dir/blocks.log`, or starts it with `genesis` when it is empty.
+    pub fn open(dir: &Path, genesis: impl FnOnce() -> StoredBlock) -> Result<Chain, ChainError> {
+        let (mut log, records) = Wal::open(&dir.join("blocks.log"))?;
+        let mut index = Index::default();
+        for (i, r) in records.iter().enumerate() {
+            let corrupt = |reason: String| ChainError::Corrupt { index: i, reason };
+            match r.first() {
+                Some(&RECORD_BLOCK) => {
+                    let b = StoredBlock::decode(&r[1..]).map_err(corrupt)?;
+                    if b.number() != index.blocks.len() as u64 {
+                        return Err(corrupt(format!(
+                            "block {} where {} was expected",
+                            b.number(),
+                            index.blocks.len()
+                        )));
+                    }
+                    index.push(Arc::new(b));
+                }
+                Some(&RECORD_CERTIFICATE) => {
+                    index.certificate = Some(Certificate::decode(&r[1..]).map_err(corrupt)?);
+                }
+                _ => return Err(corrupt("unknown record kind".into())),
+            }
+        }
+        if index.blocks.is_empty() {
+            let g = genesis();
+            log.append(&g.encode())?;
+            log.sync()?;
+            index.push(Arc::new(g));
+        }
+        Ok(Chain {
+            index: RwLock::new(index),
+            log: Mutex::new(log),
+            appended: Condvar::new(),
+            appended_lock: Mutex::new(()),
+        })
+    }
+
+    /// Appends `block` durably (synced), then publishes it.
+    pub fn append(&self, block: StoredBlock) -> Result<Arc<StoredBlock>, ChainError> {
+        let head = self.head_number();
+        if block.number() != head + 1 {
+            return Err(ChainError::NotNext { number: block.number(), head });
+        }
+        {
+            let mut log = self.log.lock();
+            log.append(&block.encode())?;
+            log.sync()?;
+        }
+        let block = Arc::new(block);
+        self.index.write().push(block.clone());
+        let _g = self.appended_lock.lock();
+        self.appended.notify_all();
+        Ok(block)
+    }
+
+    /// Records a finality certificate (durably) if it is newer than the one held.
+    pub fn set_certificate(&self, cert: Certificate) -> Result<bool, ChainError> {
+        if self.index.read().certificate.as_ref().is_some_and(|c| c.number >= cert.number) {
+            return Ok(false);
+        }
+        {
+            let mut log = self.log.lock();
+            log.append(&cert.encode())?;
+            log.sync()?;
+        }
+        let mut index = self.index.write();
+        if index.certificate.as_ref().is_none_or(|c| c.number < cert.number) {
+            index.certificate = Some(cert);
+        }
+        Ok(true)
+    }
+
+    /// The newest finality certificate.
+    pub fn certificate(&self) -> Option<Certificate> {
+        self.index.read().certificate.clone()
+    }
+
+    /// The highest block-final block (0, the genesis, before any certificate).
+    pub fn finalized_number(&self) -> u64 {
+        self.index.read().certificate.as_ref().map(|c| c.number).unwrap_or(0)
+    }
+
+    /// The newest block.
+    pub fn head(&self) -> Arc<StoredBlock> {
+        let index = self.index.read();
+        // The genesis is always there.
+        index.blocks[index.blocks.len() - 1].clone()
+    }
+
+    /// The newest block's number.
+    pub fn head_number(&self) -> u64 {
+        self.index.read().blocks.len() as u64 - 1
+    }
+
+    /// Block `number`.
+    pub fn block(&self, number: u64) -> Option<Arc<StoredBlock>> {
+        self.index.read().blocks.get(usize::try_from(number).ok()?).cloned()
+    }
+
+    /// The block with `hash`.
+    pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<StoredBlock>> {
+        let index = self.index.read();
+        let n = *index.by_hash.get(hash)?;
+        index.blocks.get(n as usize).cloned()
+    }
+
+    /// Where the transaction `hash` is.
+    pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
+        let index = self.index.read();
+        let (n, i) = *index.txs.get(hash)?;
+        Some(TxLocation { block: index.blocks.get(n as usize)?.clone(), index: i as usize })
+    }
+
+    /// The hash of block `number`, waiting for it to be appended when it is not yet (the
+    /// pipeline executes block N while N−1 is still being stored; BLOCKHASH(N−1) waits).
+    pub fn wait_hash(&self, number: u64) -> B256 {
+        let mut g = self.appended_lock.lock();
+        loop {
+            if let Some(b) = self.block(number) {
+                return b.hash;
+            }
+            self.appended.wait_for(&mut g, std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl Index {
+    fn push(&mut self, b: Arc<StoredBlock>) {
+        let n = b.number();
+        self.by_hash.insert(b.hash, n);
+        for (i, h) in b.tx_hashes().enumerate() {
+            self.txs.insert(h, (n, i as u32));
+        }
+        self.blocks.push(b);
+    }
+}

@@ -1,0 +1,239 @@
+//! The node's configuration file (TOML). Unknown fields are errors; every error names the
+//! field (and the line) it is about.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::{Address, Bytes};
+use serde::{Deserialize, Serialize};
+
+use crate::genesis::Genesis;
+use crate::mempool::MempoolConfig;
+
+/// Everything a node needs to run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Where the chain, the state and the consensus log live.
+    pub data_dir: PathBuf,
+    /// The chain's genesis (every node of a chain must have the same).
+    pub genesis: Genesis,
+    /// This node's validator keys.
+    pub validator: ValidatorKeys,
+    /// The validator set, in order.
+    pub committee: Vec<Member>,
+    /// JSON-RPC.
+    #[serde(default)]
+    pub rpc: RpcConfig,
+    /// Mempool limits.
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    /// The block pipeline.
+    #[serde(default)]
+    pub pipeline: PipelineSettings,
+    /// Log filter (`tracing` syntax, e.g. `info` or `farol_node=debug`).
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+
+/// A validator's secrets.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidatorKeys {
+    /// Position in the committee.
+    pub index: u16,
+    /// BLS12-381 secret key (32 bytes, hex).
+    pub bls_secret: Bytes,
+    /// Ed25519 network identity (PKCS#8 DER, hex).
+    pub network_secret: Bytes,
+}
+
+/// One member of the validator set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// BLS12-381 public key (48 bytes, hex).
+    pub bls_public: Bytes,
+    /// Proof of possession of that key (96 bytes, hex).
+    pub bls_possession: Bytes,
+    /// Network identity (DER SubjectPublicKeyInfo, hex).
+    pub network_public: Bytes,
+    /// Its validator network address (UDP, QUIC).
+    pub address: SocketAddr,
+    /// Its stake.
+    pub stake: u64,
+    /// Who receives the priority fees of the blocks it leads.
+    pub fee_recipient: Address,
+}
+
+/// JSON-RPC listeners and limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RpcConfig {
+    /// HTTP JSON-RPC (and `/metrics`); none to disable.
+    pub http: Option<SocketAddr>,
+    /// WebSocket JSON-RPC; none to disable.
+    pub ws: Option<SocketAddr>,
+    /// Largest request body, in bytes.
+    pub max_request_bytes: usize,
+    /// Most calls in one batch.
+    pub max_batch: usize,
+    /// Most blocks one `eth_getLogs` may scan.
+    pub max_log_blocks: u64,
+    /// Most logs one `eth_getLogs` may return.
+    pub max_logs: usize,
+    /// Gas given to `eth_call` and `eth_estimateGas` when the request sets none (and the
+    /// most they may use).
+    pub gas_cap: u64,
+    /// Subscriptions per WebSocket connection.
+    pub max_subscriptions: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8545))),
+            ws: Some(SocketAddr::from(([127, 0, 0, 1], 8546))),
+            max_request_bytes: 5 << 20,
+            max_batch: 1000,
+            max_log_blocks: 10_000,
+            max_logs: 10_000,
+            // EIP-7825 (Osaka) caps a transaction at 2^24 gas.
+            gas_cap: 1 << 24,
+            max_subscriptions: 128,
+        }
+    }
+}
+
+/// How blocks are executed and stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSettings {
+    /// Execute block N+1 while N is stored (off: one block at a time).
+    pub pipelined: bool,
+    /// Execution threads.
+    pub threads: usize,
+    /// Store versions kept for queries at past blocks.
+    pub retain_versions: u64,
+    /// Sync writes to disk (off: a killed process loses nothing, a power loss may).
+    pub fsync: bool,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings { pipelined: true, threads: 2, retain_versions: 1024, fsync: true }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or a field is wrong (the message names it).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        message: String,
+    },
+    /// The fields parse but do not fit together.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        NodeConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
+            e => e,
+        })
+    }
+
+    /// Parses and checks a configuration.
+    pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: sizes of keys, positions, limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, reason: String| {
+            Err(ConfigError::Invalid { field: field.to_string(), reason })
+        };
+        if self.committee.is_empty() {
+            return bad("committee", "at least one validator is needed".into());
+        }
+        if usize::from(self.validator.index) >= self.committee.len() {
+            return bad(
+                "validator.index",
+                format!(
+                    "{} is not a position in a committee of {}",
+                    self.validator.index,
+                    self.committee.len()
+                ),
+            );
+        }
+        if self.validator.bls_secret.len() != 32 {
+            return bad(
+                "validator.bls_secret",
+                format!("{} bytes, want 32", self.validator.bls_secret.len()),
+            );
+        }
+        for (i, m) in self.committee.iter().enumerate() {
+            if m.bls_public.len() != farol_crypto::PUBLIC_KEY_LEN {
+                return bad(
+                    &format!("committee[{i}].bls_public"),
+                    format!("{} bytes, want 48", m.bls_public.len()),
+                );
+            }
+            if m.bls_possession.len() != farol_crypto::SIGNATURE_LEN {
+                return bad(
+                    &format!("committee[{i}].bls_possession"),
+                    format!("{} bytes, want 96", m.bls_possession.len()),
+                );
+            }
+            if m.stake == 0 {
+                return bad(&format!("committee[{i}].stake"), "must be above 0".into());
+            }
+        }
+        if self.genesis.gas_limit < 21_000 {
+            return bad("genesis.gas_limit", "below a transfer's 21000".into());
+        }
+        if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
+            return bad("pipeline.threads", "must be between 1 and 256".into());
+        }
+        if self.pipeline.retain_versions == 0 {
+            return bad("pipeline.retain_versions", "must be at least 1".into());
+        }
+        if self.rpc.max_batch == 0 {
+            return bad("rpc.max_batch", "must be at least 1".into());
+        }
+        if self.mempool.per_sender == 0 || self.mempool.global == 0 {
+            return bad("mempool", "per_sender and global must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! Block finality: every validator signs the hash of each block it stored (which commits to
+//! the state root) and sends the vote to the others. When validators holding more than two
+//! thirds of the stake signed the hash this node computed for a block, their aggregate is the
+//! block's certificate: that block and every block before it are final. Votes for another
+//! hash than ours mean the state diverged; they are counted and logged, never certified.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::B256;
+use bytes::Bytes;
+use farol_consensus::{Added, Committee, ValidatorIndex, VoteCollector};
+use farol_crypto::{SecretKey, Signature, SIGNATURE_LEN};
+use farol_network::Network;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::chain::{Certificate, StoredBlock};
+use crate::pipeline::State;
+
+/// Kind byte of a finality vote frame.
+pub const KIND_VOTE: u8 = 0x41;
+const VOTE_LEN: usize = 1 + 8 + 32 + 2 + SIGNATURE_LEN;
+/// Votes are kept for blocks at most this far past our head.
+const AHEAD: u64 = 4096;
+
+/// What a validator signs for block `number` with `hash` on chain `chain_id`.
+pub fn vote_message(chain_id: u64, number: u64, hash: &B256) -> Vec<u8> {
+    let mut m = Vec::with_capacity(13 + 8 + 8 + 32);
+    m.extend_from_slice(b"farol/block/1");
+    m.extend_from_slice(&chain_id.to_le_bytes());
+    m.extend_from_slice(&number.to_le_bytes());
+    m.extend_from_slice(hash.as_slice());
+    m
+}
+
+fn encode_vote(number: u64, hash: &B256, signer: u16, sig: &Signature) -> Bytes {
+    let mut out = Vec::with_capacity(VOTE_LEN);
+    out.push(KIND_VOTE);
+    out.extend_from_slice(&number.to_le_bytes());
+    out.extend_from_slice(hash.as_slice());
+    out.extend_from_slice(&signer.to_le_bytes());
+    out.extend_from_slice(&sig.to_bytes());
+    Bytes::from(out)
+}
+
+fn decode_vote(b: &[u8]) -> Option<(u64, B256, u16, Signature)> {
+    if b.len() != VOTE_LEN || b[0] != KIND_VOTE {
+        return None;
+    }
+    let number = u64::from_le_bytes(b[1..9].try_into().ok()?);
+    let hash = B256::from_slice(&b[9..41]);
+    let signer = u16::from_le_bytes(b[41..43].try_into().ok()?);
+    let sig = Signature::from_bytes(&b[43..]).ok()?;
+    Some((number, hash, signer, sig))
+}
+
+/// The finality task of a validator.
+pub struct Finality {
+    /// Shared node state.
+    pub state: Arc<State>,
+    /// The validator set.
+    pub committee: Arc<Committee>,
+    /// This validator's position and key.
+    pub me: (u16, SecretKey),
+    /// Where votes go.
+    pub network: Arc<Network>,
+}
+
+impl Finality {
+    /// Runs until `frames` closes.
+    pub async fn run(
+        self,
+        mut frames: mpsc::Receiver<(u16, Bytes)>,
+        mut blocks: broadcast::Receiver<Arc<StoredBlock>>,
+    ) {
+        let chain_id = self.state.genesis.chain_id;
+        // number → hash → signer → vote.
+        let mut votes: BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>> = BTreeMap::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut last_seen: HashMap<u16, Instant> = HashMap::new();
+        let mut diverged_logged = 0u64;
+        loop {
+            tokio::select! {
+                f = frames.recv() => {
+                    let Some((from, bytes)) = f else { break };
+                    last_seen.insert(from, Instant::now());
+                    let Some((number, hash, signer, sig)) = decode_vote(&bytes) else { continue };
+                    // The network authenticates the sender: a validator votes only for itself.
+                    let head = self.state.chain.head_number();
+                    if signer != from || number <= self.state.chain.finalized_number() || number > head + AHEAD {
+                        continue;
+                    }
+                    votes.entry(number).or_default().entry(hash).or_default().insert(signer, sig);
+                }
+                b = blocks.recv() => {
+                    let b = match b {
+                        Ok(b) => b,
+                        Err(broadcast::error::RecvError::Lagged(_)) => self.state.chain.head(),
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    };
+                    let (me, key) = &self.me;
+                    let sig = key.sign(&vote_message(chain_id, b.number(), &b.hash));
+                    self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));
+                    votes.entry(b.number()).or_default().entry(b.hash).or_default().insert(*me, sig);
+                }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    last_seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
+                    self.state.metrics.peers.store(last_seen.len() as u64, Ordering::Relaxed);
+                    if let Some(n) = self.certify(&mut votes, chain_id, &mut diverged_logged) {
+                        votes = votes.split_off(&(n + 1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Certifies the highest block with a quorum of votes for our hash; returns its number.
+    fn certify(
+        &self,
+        votes: &mut BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>>,
+        chain_id: u64,
+        diverged_logged: &mut u64,
+    ) -> Option<u64> {
+        let head = self.state.chain.head_number();
+        let quorum = self.committee.quorum_threshold();
+        let stake = |signers: &BTreeMap<u16, Signature>| {
+            self.committee
+                .stake_of(signers.keys().map(|i| ValidatorIndex(*i)).collect::<Vec<_>>().iter())
+        };
+        for (number, by_hash) in votes.range_mut(..=head).rev() {
+            let Some(ours) = self.state.chain.block(*number) else { continue };
+            for (hash, signers) in by_hash.iter() {
+                if *hash != ours.hash
+                    && stake(signers) >= self.committee.validity_threshold()
+                    && *number > *diverged_logged
+                {
+                    *diverged_logged = *number;
+                    tracing::error!(number, ours = %ours.hash, theirs = %hash, "validators holding over a third of the stake signed another block hash: state diverged");
+                }
+            }
+            let Some(signers) = by_hash.get_mut(&ours.hash) else { continue };
+            if stake(signers) < quorum {
+                continue;
+            }
+            let message = vote_message(chain_id, *number, &ours.hash);
+            let mut collector = VoteCollector::new(&self.committee, message);
+            let mut cert = None;
+            for (i, s) in signers.iter() {
+                if let Ok(Added::Certified(c)) = collector.add(ValidatorIndex(*i), *s) {
+                    cert = Some(c);
+                    break;
+                }
+            }
+            for bad in collector.faulty() {
+                signers.remove(&bad.0);
+            }
+            let Some(cert) = cert else { continue };
+            let number = *number;
+            let c = Certificate { number, hash: ours.hash, quorum: cert.to_bytes() };
+            match self.state.chain.set_certificate(c) {
+                Ok(_) => self.finalized(number),
+                Err(e) => {
+                    tracing::error!(number, error = %e, "cannot store a finality certificate")
+                }
+            }
+            return Some(number);
+        }
+        None
+    }
+
+    /// Records the block-finality latency of the transactions submitted here.
+    fn finalized(&self, number: u64) {
+        let m = &self.state.metrics;
+        let before = m.finalized.swap(number, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut submitted = self.state.submitted.lock();
+        if submitted.is_empty() {
+            return;
+        }
+        for n in before + 1..=number {
+            if let Some(b) = self.state.chain.block(n) {
+                for h in b.tx_hashes() {
+                    if let Some(at) = submitted.remove(&h) {
+                        m.final_latency.record(now.duration_since(at));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The genesis: chain id, first block parameters and funded accounts; and the development
+//! accounts derived from a BIP-39 mnemonic (the same ones anvil and hardhat fund).
+
+use std::collections::BTreeMap;
+
+use alloy_consensus::{constants::EMPTY_OMMER_ROOT_HASH, Header, EMPTY_ROOT_HASH};
+use alloy_primitives::{Address, Bloom, Bytes, B256, B64, U256};
+use alloy_signer_local::{coins_bip39::English, MnemonicBuilder, PrivateKeySigner};
+use farol_execution::{Account, ChainSpec, StateDiff};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::StoredBlock;
+
+/// The mnemonic of anvil's and hardhat's development accounts.
+pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+/// Chain id of development chains (anvil's and hardhat's).
+pub const DEV_CHAIN_ID: u64 = 31_337;
+
+/// What the chain starts from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// Timestamp of block 0 (Unix seconds).
+    pub timestamp: u64,
+    /// Gas limit of every block.
+    pub gas_limit: u64,
+    /// Base fee per gas of every block (wei). Farol's fee does not float with demand: block
+    /// size is set by consensus, not by gas.
+    pub base_fee: u64,
+    /// Balances at genesis (wei).
+    pub alloc: BTreeMap<Address, U256>,
+}
+
+impl Genesis {
+    /// A development genesis: `accounts` funded with `balance` wei each, chain id 31337.
+    pub fn dev(accounts: &[Address], balance: U256, timestamp: u64) -> Genesis {
+        Genesis {
+            chain_id: DEV_CHAIN_ID,
+            timestamp,
+            gas_limit: 1_000_000_000,
+            base_fee: 1_000_000_000,
+            alloc: accounts.iter().map(|a| (*a, balance)).collect(),
+        }
+    }
+
+    /// The execution rules: Farol's (newest hardfork, WASM contracts, 64 KiB code) on this
+    /// chain id.
+    pub fn chain_spec(&self) -> ChainSpec {
+        ChainSpec { chain_id: self.chain_id, ..ChainSpec::default() }
+    }
+
+    /// The genesis state as a diff over the empty state.
+    pub fn state(&self) -> StateDiff {
+        let mut diff = StateDiff::default();
+        for (a, balance) in &self.alloc {
+            diff.accounts.insert(*a, Some(Account::with_balance(*balance)));
+        }
+        diff
+    }
+
+    /// Block 0, over the genesis state root.
+    pub fn block(&self, state_root: B256) -> StoredBlock {
+        let header = Header {
+            parent_hash: B256::ZERO,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            beneficiary: Address::ZERO,
+            state_root,
+            transactions_root: EMPTY_ROOT_HASH,
+            receipts_root: EMPTY_ROOT_HASH,
+            logs_bloom: Bloom::ZERO,
+            difficulty: U256::ZERO,
+            number: 0,
+            gas_limit: self.gas_limit,
+            gas_used: 0,
+            timestamp: self.timestamp,
+            extra_data: Bytes::from_static(b"farol"),
+            mix_hash: B256::ZERO,
+            nonce: B64::ZERO,
+            base_fee_per_gas: Some(self.base_fee),
+            withdrawals_root: Some(EMPTY_ROOT_HASH),
+            blob_gas_used: Some(0),
+            excess_blob_gas: Some(0),
+            parent_beacon_block_root: Some(B256::ZERO),
+            requests_hash: None,
+        };
+        let hash = header.hash_slow();
+        StoredBlock {
+            header,
+            hash,
+            txs: Vec::new(),
+            senders: Vec::new(),
+            receipts: Vec::new(),
+            created: Vec::new(),
+            round: 0,
+            height: 0,
+        }
+    }
+}
+
+/// The first `n` accounts of `mnemonic` on the path `m/44'/60'/0'/0/i`.
+pub fn mnemonic_accounts(mnemonic: &str, n: u32) -> Result<Vec<PrivateKeySigner>, String> {
+    (0..n)
+        .map(|i| {
+            MnemonicBuilder::<English>::default()
+                .phrase(mnemonic)
+                .index(i)
+                .and_then(|b| b.build())
+                .map_err(|e| format!("mnemonic account {i}: {e}"))
+        })
+        .collect()
+}

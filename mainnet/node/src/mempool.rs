@@ -1,0 +1,533 @@
+//! The mempool: checks submitted transactions, holds those whose nonce is ahead of their
+//! sender's (a gap), replaces one with a higher-paying one of the same nonce, bounds what
+//! one sender and everyone together may hold, and hands each sender's transactions to
+//! consensus in nonce order once they follow on from its account nonce. Consensus forwards
+//! each to the validator its sender is assigned to.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::transaction::SignerRecoverable;
+use alloy_consensus::{Transaction as _, TxEnvelope};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, Bytes, B256, U256};
+use farol_consensus::Transaction;
+use serde::{Deserialize, Serialize};
+
+use crate::chain::StoredBlock;
+
+/// Limits of the mempool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Most transactions one sender may have waiting (also how far past its account nonce
+    /// a nonce may be).
+    pub per_sender: usize,
+    /// Most transactions waiting in all.
+    pub global: usize,
+    /// A replacement must raise both fee caps by at least this many percent.
+    pub price_bump_percent: u64,
+    /// Largest encoded transaction accepted, in bytes.
+    pub max_tx_bytes: usize,
+    /// A transaction not included after this many seconds is dropped.
+    pub lifetime_secs: u64,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig {
+            per_sender: 1024,
+            global: 200_000,
+            price_bump_percent: 10,
+            max_tx_bytes: 128 * 1024,
+            lifetime_secs: 600,
+        }
+    }
+}
+
+/// Why a transaction was refused. The messages follow the ones Ethereum tools know.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MempoolError {
+    /// Not a transaction.
+    #[error("invalid transaction: {0}")]
+    Decode(String),
+    /// Too large.
+    #[error("oversized data: {size} bytes, at most {max}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Signed for another chain, or not replay-protected.
+    #[error("invalid chain id: {got:?}, want {want}")]
+    ChainId {
+        /// The transaction's.
+        got: Option<u64>,
+        /// This chain's.
+        want: u64,
+    },
+    /// The signature does not recover.
+    #[error("invalid sender: {0}")]
+    Signature(String),
+    /// Already in the pool or in a block.
+    #[error("already known")]
+    Known,
+    /// The nonce is used.
+    #[error("nonce too low: next nonce {next}, tx nonce {nonce}")]
+    NonceTooLow {
+        /// The sender's next nonce.
+        next: u64,
+        /// The transaction's.
+        nonce: u64,
+    },
+    /// Too far ahead of the sender's nonce.
+    #[error("nonce too high: next nonce {next}, tx nonce {nonce}, at most {max_gap} ahead")]
+    NonceTooHigh {
+        /// The sender's next nonce.
+        next: u64,
+        /// The transaction's.
+        nonce: u64,
+        /// The largest gap held.
+        max_gap: usize,
+    },
+    /// The sender cannot pay for the gas and the value.
+    #[error("insufficient funds for gas * price + value: have {have} want {want}")]
+    InsufficientFunds {
+        /// The balance.
+        have: U256,
+        /// Gas limit × fee cap + value.
+        want: U256,
+    },
+    /// The fee cap is below the base fee.
+    #[error("max fee per gas less than block base fee: maxFeePerGas: {cap}, baseFee: {base_fee}")]
+    FeeCapTooLow {
+        /// The fee cap.
+        cap: u128,
+        /// The base fee.
+        base_fee: u64,
+    },
+    /// The gas limit is below a transfer's.
+    #[error("intrinsic gas too low: gas {0}, minimum 21000")]
+    IntrinsicGas(u64),
+    /// The gas limit is above the block's.
+    #[error("exceeds block gas limit: gas {gas}, block {block}")]
+    GasLimit {
+        /// The transaction's.
+        gas: u64,
+        /// The block's.
+        block: u64,
+    },
+    /// A replacement that does not pay enough more.
+    #[error("replacement transaction underpriced")]
+    ReplacementUnderpriced,
+    /// The pool is full and this transaction pays no more than the cheapest waiting.
+    #[error("txpool is full")]
+    Full,
+}
+
+struct Entry {
+    hash: B256,
+    payload: Bytes,
+    max_fee: u128,
+    tip: u128,
+    handed: bool,
+    added: Instant,
+}
+
+#[derive(Default)]
+struct Queue {
+    txs: BTreeMap<u64, Entry>,
+    /// The account nonce when last known.
+    next: u64,
+}
+
+/// A checked transaction, with its sender.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The transaction.
+    pub tx: TxEnvelope,
+    /// Its hash.
+    pub hash: B256,
+    /// Its sender.
+    pub sender: Address,
+    /// Its encoding.
+    pub payload: Bytes,
+}
+
+/// The mempool.
+pub struct Mempool {
+    cfg: MempoolConfig,
+    chain_id: u64,
+    base_fee: u64,
+    gas_limit: u64,
+    senders: HashMap<Address, Queue>,
+    by_hash: HashMap<B256, (Address, u64)>,
+}
+
+impl std::fmt::Debug for Mempool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mempool({} transactions)", self.len())
+    }
+}
+
+/// Decodes and checks what can be checked without state: size, encoding, chain id, fee cap,
+/// gas limit, signature.
+pub fn check(
+    raw: &[u8],
+    chain_id: u64,
+    base_fee: u64,
+    gas_limit: u64,
+    max_bytes: usize,
+) -> Result<Checked, MempoolError> {
+    if raw.len() > max_bytes {
+        return Err(MempoolError::TooLarge { size: raw.len(), max: max_bytes });
+    }
+    let mut buf = raw;
+    let tx = TxEnvelope::decode_2718(&mut buf).map_err(|e| MempoolError::Decode(e.to_string()))?;
+    if !buf.is_empty() {
+        return Err(MempoolError::Decode(format!("{} trailing bytes", buf.len())));
+    }
+    if tx.is_eip4844() {
+        return Err(MempoolError::Decode("blob transactions are not supported".into()));
+    }
+    if tx.chain_id() != Some(chain_id) {
+        return Err(MempoolError::ChainId { got: tx.chain_id(), want: chain_id });
+    }
+    if tx.max_fee_per_gas() < u128::from(base_fee) {
+        return Err(MempoolError::FeeCapTooLow { cap: tx.max_fee_per_gas(), base_fee });
+    }
+    if tx.gas_limit() < 21_000 {
+        return Err(MempoolError::IntrinsicGas(tx.gas_limit()));
+    }
+    if tx.gas_limit() > gas_limit {
+        return Err(MempoolError::GasLimit { gas: tx.gas_limit(), block: gas_limit });
+    }
+    let sender = tx.recover_signer().map_err(|e| MempoolError::Signature(e.to_string()))?;
+    let hash = *tx.tx_hash();
+    Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
+}
+
+impl Mempool {
+    /// An empty mempool for a chain.
+    pub fn new(cfg: MempoolConfig, chain_id: u64, base_fee: u64, gas_limit: u64) -> Mempool {
+        Mempool {
+            cfg,
+            chain_id,
+            base_fee,
+            gas_limit,
+            senders: HashMap::new(),
+            by_hash: HashMap::new(),
+        }
+    }
+
+    /// Checks `raw` without state (see [`check`]).
+    pub fn check(&self, raw: &[u8]) -> Result<Checked, MempoolError> {
+        check(raw, self.chain_id, self.base_fee, self.gas_limit, self.cfg.max_tx_bytes)
+    }
+
+    /// Transactions waiting.
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    /// Whether none is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+
+    /// The waiting transaction `hash` and its sender.
+    pub fn get(&self, hash: &B256) -> Option<(TxEnvelope, Address)> {
+        let (sender, nonce) = self.by_hash.get(hash)?;
+        let e = self.senders.get(sender)?.txs.get(nonce)?;
+        let tx = TxEnvelope::decode_2718(&mut &e.payload[..]).ok()?;
+        Some((tx, *sender))
+    }
+
+    /// Whether `hash` is waiting.
+    pub fn contains(&self, hash: &B256) -> bool {
+        self.by_hash.contains_key(hash)
+    }
+
+    /// The highest nonce waiting for `sender` plus one, if any waits contiguous with its
+    /// account nonce (what `eth_getTransactionCount(.., "pending")` reports).
+    pub fn pending_nonce(&self, sender: &Address, account_nonce: u64) -> u64 {
+        let mut n = account_nonce;
+        if let Some(q) = self.senders.get(sender) {
+            while q.txs.contains_key(&n) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Adds a checked transaction, given its sender's account nonce and balance. Returns
+    /// what to hand to consensus now (this transaction and any it unblocked, in nonce order).
+    pub fn add(
+        &mut self,
+        c: Checked,
+        account_nonce: u64,
+        balance: U256,
+    ) -> Result<Vec<Transaction>, MempoolError> {
+        if self.by_hash.contains_key(&c.hash) {
+            return Err(MempoolError::Known);
+        }
+        let nonce = c.tx.nonce();
+        if nonce < account_nonce {
+            return Err(MempoolError::NonceTooLow { next: account_nonce, nonce });
+        }
+        if nonce - account_nonce >= self.cfg.per_sender as u64 {
+            return Err(MempoolError::NonceTooHigh {
+                next: account_nonce,
+                nonce,
+                max_gap: self.cfg.per_sender,
+            });
+        }
+        let want = U256::from(c.tx.gas_limit())
+            .saturating_mul(U256::from(c.tx.max_fee_per_gas()))
+            .saturating_add(c.tx.value());
+        if balance < want {
+            return Err(MempoolError::InsufficientFunds { have: balance, want });
+        }
+        let max_fee = c.tx.max_fee_per_gas();
+        let tip =
+            c.tx.max_priority_fee_per_gas()
+                .unwrap_or(max_fee)
+                .min(max_fee.saturating_sub(u128::from(self.base_fee)));
+        let bump =
+            |old: u128| old.saturating_mul(100 + u128::from(self.cfg.price_bump_percent)) / 100;
+        let replacing = match self.senders.get(&c.sender).and_then(|q| q.txs.get(&nonce)) {
+            Some(old) => {
+                if max_fee < bump(old.max_fee) || tip < bump(old.tip) {
+                    return Err(MempoolError::ReplacementUnderpriced);
+                }
+                Some(old.hash)
+            }
+            None => None,
+        };
+        if replacing.is_none() {
+            if self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender) {
+                return Err(MempoolError::NonceTooHigh {
+                    next: account_nonce,
+                    nonce,
+                    max_gap: self.cfg.per_sender,
+                });
+            }
+            if self.by_hash.len() >= self.cfg.global && !self.evict_cheaper_than(tip, &c.sender) {
+                return Err(MempoolError::Full);
+            }
+        }
+        if let Some(old) = replacing {
+            self.by_hash.remove(&old);
+        }
+        let q = self.senders.entry(c.sender).or_default();
+        q.next = q.next.max(account_nonce);
+        q.txs.insert(
+            nonce,
+            Entry {
+                hash: c.hash,
+                payload: c.payload,
+                max_fee,
+                tip,
+                handed: false,
+                added: Instant::now(),
+            },
+        );
+        self.by_hash.insert(c.hash, (c.sender, nonce));
+        Ok(self.promote(c.sender))
+    }
+
+    /// Evicts the cheapest last-in-line transaction of another sender if it tips less than
+    /// `tip`.
+    fn evict_cheaper_than(&mut self, tip: u128, sender: &Address) -> bool {
+        let victim = self
+            .senders
+            .iter()
+            .filter(|(a, _)| *a != sender)
+            .filter_map(|(a, q)| q.txs.last_key_value().map(|(n, e)| (e.tip, *a, *n)))
+            .min();
+        match victim {
+            Some((t, a, n)) if t < tip => {
+                self.remove(&a, n);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn remove(&mut self, sender: &Address, nonce: u64) {
+        if let Some(q) = self.senders.get_mut(sender) {
+            if let Some(e) = q.txs.remove(&nonce) {
+                self.by_hash.remove(&e.hash);
+            }
+            if q.txs.is_empty() {
+                self.senders.remove(sender);
+            }
+        }
+    }
+
+    /// Hands over `sender`'s transactions that follow on from its nonce and were not handed.
+    fn promote(&mut self, sender: Address) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        let Some(q) = self.senders.get_mut(&sender) else { return out };
+        let mut n = q.next;
+        while let Some(e) = q.txs.get_mut(&n) {
+            if !e.handed {
+                e.handed = true;
+                out.push(Transaction { sender: sender.into_array(), payload: e.payload.0.clone() });
+            }
+            n += 1;
+        }
+        out
+    }
+
+    /// A block was stored: its transactions and the nonces they used leave the pool; what
+    /// they unblocked is returned, to hand to consensus.
+    pub fn on_block(&mut self, block: &StoredBlock) -> Vec<Transaction> {
+        let mut next: HashMap<Address, u64> = HashMap::new();
+        for (tx, sender) in block.txs.iter().zip(&block.senders) {
+            let n = next.entry(*sender).or_default();
+            *n = (*n).max(tx.nonce() + 1);
+        }
+        let mut out = Vec::new();
+        for (sender, n) in next {
+            let Some(q) = self.senders.get_mut(&sender) else { continue };
+            q.next = q.next.max(n);
+            let stale: Vec<u64> = q.txs.range(..n).map(|(k, _)| *k).collect();
+            for k in stale {
+                self.remove(&sender, k);
+            }
+            out.extend(self.promote(sender));
+        }
+        out
+    }
+
+    /// Drops the transactions waiting longer than the lifetime; returns how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let life = Duration::from_secs(self.cfg.lifetime_secs);
+        let old: Vec<(Address, u64)> = self
+            .senders
+            .iter()
+            .flat_map(|(a, q)| {
+                q.txs
+                    .iter()
+                    .filter(|(_, e)| now.duration_since(e.added) > life)
+                    .map(|(n, _)| (*a, *n))
+            })
+            .collect();
+        for (a, n) in &old {
+            self.remove(a, *n);
+        }
+        old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_primitives::TxKind;
+    use alloy_signer::SignerSync;
+    use alloy_signer_local::PrivateKeySigner;
+
+    fn signed(key: &PrivateKeySigner, nonce: u64, fee: u128, chain_id: u64) -> Vec<u8> {
+        let tx = TxEip1559 {
+            chain_id,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: fee,
+            max_priority_fee_per_gas: fee / 2,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            value: U256::from(1),
+            ..Default::default()
+        };
+        let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
+    }
+
+    fn pool(per_sender: usize, global: usize) -> Mempool {
+        let cfg = MempoolConfig { per_sender, global, ..MempoolConfig::default() };
+        Mempool::new(cfg, 31337, 1_000, 30_000_000)
+    }
+
+    const RICH: u64 = 1_000_000_000_000;
+
+    #[test]
+    fn gaps_are_held_until_filled_and_handed_in_nonce_order() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(16, 100);
+        let add = |p: &mut Mempool, n| {
+            let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(c, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert!(add(&mut p, 2).is_empty(), "nonce 2 waits for 0 and 1");
+        assert!(add(&mut p, 1).is_empty());
+        let handed = add(&mut p, 0);
+        let nonces: Vec<u64> = handed
+            .iter()
+            .map(|t| TxEnvelope::decode_2718(&mut &t.payload[..]).map(|x| x.nonce()).unwrap_or(99))
+            .collect();
+        assert_eq!(nonces, [0, 1, 2]);
+        assert_eq!(p.pending_nonce(&key.address(), 0), 3);
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(4, 100);
+        let wrong_chain = p.check(&signed(&key, 0, 2_000, 1));
+        assert!(matches!(wrong_chain, Err(MempoolError::ChainId { got: Some(1), .. })));
+        assert!(matches!(
+            p.check(&signed(&key, 0, 10, 31337)),
+            Err(MempoolError::FeeCapTooLow { .. })
+        ));
+        assert!(matches!(p.check(&[0x02, 0xc0]), Err(MempoolError::Decode(_))));
+        assert!(matches!(p.check(&[]), Err(MempoolError::Decode(_))));
+        let c = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(
+            p.add(c.clone(), 0, U256::from(5)),
+            Err(MempoolError::InsufficientFunds { .. })
+        ));
+        assert!(matches!(
+            p.add(c.clone(), 1, U256::from(RICH)),
+            Err(MempoolError::NonceTooLow { .. })
+        ));
+        p.add(c.clone(), 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, U256::from(RICH)), Err(MempoolError::Known));
+        let far = p.check(&signed(&key, 9, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(p.add(far, 0, U256::from(RICH)), Err(MempoolError::NonceTooHigh { .. })));
+    }
+
+    #[test]
+    fn replacement_needs_a_fee_bump_and_is_handed_again() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(4, 100);
+        let first = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(first.clone(), 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        let low = p.check(&signed(&key, 0, 2_100, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(low, 0, U256::from(RICH)), Err(MempoolError::ReplacementUnderpriced));
+        let high = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let hash = high.hash;
+        assert_eq!(p.add(high, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert!(p.contains(&hash) && !p.contains(&first.hash));
+        assert_eq!(p.len(), 1);
+    }
+
+    #[test]
+    fn a_full_pool_evicts_the_cheapest_or_refuses() {
+        let mut p = pool(4, 2);
+        let (a, b, c) =
+            (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
+        for (k, fee) in [(&a, 2_000), (&b, 4_000)] {
+            let t = p.check(&signed(k, 0, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(t, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let cheap = p.check(&signed(&c, 0, 1_500, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(cheap, 0, U256::from(RICH)), Err(MempoolError::Full));
+        let rich = p.check(&signed(&c, 0, 8_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        p.add(rich, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.pending_nonce(&a.address(), 0), 0, "a's cheap transaction was evicted");
+    }
+}

@@ -1,0 +1,226 @@
+//! The node's counters and latency histograms, served in the Prometheus text format at
+//! `/metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Latencies in 1 ms buckets up to 10 s (one overflow bucket past that).
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+const BUCKETS: usize = 10_001;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one latency.
+    pub fn record(&self, d: Duration) {
+        let ms = (d.as_millis() as usize).min(BUCKETS - 1);
+        self.buckets[ms].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// How many latencies were recorded.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (per mille: 500 is the median) in milliseconds, rounded up to the
+    /// bucket; `None` before any record.
+    pub fn quantile_ms(&self, per_mille: u64) -> Option<u64> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = (total * per_mille).div_ceil(1000).max(1);
+        let mut acc = 0;
+        for (ms, c) in counts.iter().enumerate() {
+            acc += c;
+            if acc >= want {
+                return Some(ms as u64 + 1);
+            }
+        }
+        Some(BUCKETS as u64)
+    }
+
+    /// Forgets every record.
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.sum_micros.store(0, Ordering::Relaxed);
+    }
+
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
+        for (q, pm) in [("0.5", 500), ("0.9", 900), ("0.99", 990)] {
+            if let Some(v) = self.quantile_ms(pm) {
+                let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", v as f64 / 1000.0);
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{name}_sum {}\n{name}_count {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            self.count()
+        );
+    }
+}
+
+/// Everything `/metrics` reports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Blocks stored since start.
+    pub blocks: AtomicU64,
+    /// Transactions stored since start.
+    pub transactions: AtomicU64,
+    /// The newest stored block.
+    pub head: AtomicU64,
+    /// The newest executed block.
+    pub executed: AtomicU64,
+    /// The newest block-final block.
+    pub finalized: AtomicU64,
+    /// The newest consensus commit height seen.
+    pub ordered_height: AtomicU64,
+    /// Executed blocks waiting to be stored.
+    pub store_queue: AtomicU64,
+    /// Commits waiting to be executed.
+    pub execute_queue: AtomicU64,
+    /// Ordered payloads that did not decode as transactions.
+    pub undecodable: AtomicU64,
+    /// Time spent executing (µs).
+    pub exec_micros: AtomicU64,
+    /// Time spent merklizing and persisting state and blocks (µs).
+    pub store_micros: AtomicU64,
+    /// Of which merklizing and persisting state (µs).
+    pub merkle_micros: AtomicU64,
+    /// Sum over blocks of ordering to receipt (µs).
+    pub order_to_receipt_micros: AtomicU64,
+    /// Sum over blocks of execution done to receipt (µs).
+    pub execute_to_receipt_micros: AtomicU64,
+    /// Transactions in the mempool.
+    pub mempool: AtomicU64,
+    /// Validator connections open.
+    pub peers: AtomicU64,
+    /// Submission to ordering finality, per transaction submitted here.
+    pub ordered_latency: Histogram,
+    /// Submission to receipt (transaction finality).
+    pub receipt_latency: Histogram,
+    /// Submission to block finality.
+    pub final_latency: Histogram,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let g = |out: &mut String, name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP farol_{name} {help}\n# TYPE farol_{name} {kind}\nfarol_{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        let secs = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP farol_{name} {help}\n# TYPE farol_{name} counter\nfarol_{name} {}",
+                v.load(Ordering::Relaxed) as f64 / 1e6
+            );
+        };
+        g(&mut out, "blocks_total", "counter", "Blocks stored since start.", &self.blocks);
+        g(
+            &mut out,
+            "transactions_total",
+            "counter",
+            "Transactions stored since start.",
+            &self.transactions,
+        );
+        g(&mut out, "head_block", "gauge", "Newest stored block.", &self.head);
+        g(&mut out, "executed_block", "gauge", "Newest executed block.", &self.executed);
+        g(&mut out, "finalized_block", "gauge", "Newest block-final block.", &self.finalized);
+        g(
+            &mut out,
+            "ordered_height",
+            "gauge",
+            "Newest consensus commit height.",
+            &self.ordered_height,
+        );
+        g(
+            &mut out,
+            "store_queue",
+            "gauge",
+            "Executed blocks waiting to be stored.",
+            &self.store_queue,
+        );
+        g(
+            &mut out,
+            "execute_queue",
+            "gauge",
+            "Commits waiting to be executed.",
+            &self.execute_queue,
+        );
+        g(
+            &mut out,
+            "undecodable_total",
+            "counter",
+            "Ordered payloads that were not transactions.",
+            &self.undecodable,
+        );
+        g(&mut out, "mempool_transactions", "gauge", "Transactions in the mempool.", &self.mempool);
+        g(&mut out, "peers", "gauge", "Validator connections open.", &self.peers);
+        secs(&mut out, "execute_seconds_total", "Time spent executing blocks.", &self.exec_micros);
+        secs(
+            &mut out,
+            "store_seconds_total",
+            "Time spent merklizing and persisting blocks.",
+            &self.store_micros,
+        );
+        secs(
+            &mut out,
+            "merkle_seconds_total",
+            "Time spent merklizing and persisting state.",
+            &self.merkle_micros,
+        );
+        secs(
+            &mut out,
+            "order_to_receipt_seconds_total",
+            "Sum over blocks of ordering to receipt.",
+            &self.order_to_receipt_micros,
+        );
+        secs(
+            &mut out,
+            "execute_to_receipt_seconds_total",
+            "Sum over blocks of execution to receipt.",
+            &self.execute_to_receipt_micros,
+        );
+        self.ordered_latency.write(
+            &mut out,
+            "farol_ordered_latency_seconds",
+            "Submission to ordering finality.",
+        );
+        self.receipt_latency.write(
+            &mut out,
+            "farol_receipt_latency_seconds",
+            "Submission to receipt (transaction finality).",
+        );
+        self.final_latency.write(
+            &mut out,
+            "farol_final_latency_seconds",
+            "Submission to block finality.",
+        );
+        out
+    }
+}

@@ -1,0 +1,296 @@
+//! A running node: consensus, the pipeline, the mempool, block finality and JSON-RPC, wired
+//! together from a [`NodeConfig`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use farol_consensus::{
+    AsyncBft, Committee, Config as ConsensusConfig, SignatureCache, ValidatorIndex,
+};
+use farol_crypto::{PublicKey, SecretKey, Signature};
+use farol_network::{Identity, Network, NetworkConfig, Peer, PeerKey};
+use farol_store::{FsyncPolicy, Options as StoreOptions, Store};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::chain::Chain;
+use crate::config::NodeConfig;
+use crate::finality::Finality;
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, PipelineConfig, PipelineError, State};
+use crate::rpc::{self, Rpc};
+use crate::validator::{Validator, ValidatorConfig};
+use crate::wal::Wal;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A key or setting in the configuration is unusable.
+    #[error("{field}: {reason}")]
+    Config {
+        /// The field.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The data directory could not be opened.
+    #[error("{what}: {reason}")]
+    Storage {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn config_err(field: impl Into<String>, reason: impl ToString) -> NodeError {
+    NodeError::Config { field: field.into(), reason: reason.to_string() }
+}
+
+fn storage_err(what: &'static str, reason: impl ToString) -> NodeError {
+    NodeError::Storage { what, reason: reason.to_string() }
+}
+
+/// A running node.
+pub struct Node {
+    /// The chain and state it serves.
+    pub state: Arc<State>,
+    /// Where HTTP JSON-RPC listens.
+    pub http: Option<SocketAddr>,
+    /// Where WebSocket JSON-RPC listens.
+    pub ws: Option<SocketAddr>,
+    validator: Validator,
+    pipeline: std::thread::JoinHandle<Result<(), PipelineError>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Node({:?})", self.state)
+    }
+}
+
+/// The consensus chain tag: the chain id and the genesis block hash, so that neither blocks
+/// nor votes of one chain count in another.
+fn chain_tag(chain_id: u64, genesis_hash: &alloy_primitives::B256) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"farol/chain/1");
+    h.update(&chain_id.to_le_bytes());
+    h.update(genesis_hash.as_slice());
+    *h.finalize().as_bytes()
+}
+
+impl Node {
+    /// Opens the data directory (creating the genesis on first start), recovers consensus
+    /// from its log, and starts every part. Must run inside a tokio runtime.
+    pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let dir = cfg.data_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| storage_err("creating the data directory", e))?;
+        let metrics = Arc::new(Metrics::default());
+
+        // State and chain.
+        let store_opts = StoreOptions {
+            fsync: if cfg.pipeline.fsync { FsyncPolicy::Always } else { FsyncPolicy::Never },
+            retain_versions: Some(cfg.pipeline.retain_versions),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.join("state"), store_opts)
+            .map_err(|e| storage_err("opening the state", e))?;
+        let genesis = cfg.genesis.clone();
+        let genesis_root = match store.latest_version() {
+            None => store
+                .apply(0, genesis.state().store_changes())
+                .map_err(|e| storage_err("writing the genesis state", e))?,
+            Some(_) => store.root(0).map_err(|e| {
+                storage_err(
+                    "reading the genesis state (is retain_versions below the chain length?)",
+                    e,
+                )
+            })?,
+        };
+        let g = genesis.clone();
+        let chain = Chain::open(&dir, move || g.block(genesis_root))
+            .map_err(|e| storage_err("opening the block log", e))?;
+        let genesis_block =
+            chain.block(0).ok_or_else(|| storage_err("the block log", "no genesis block"))?;
+        if genesis_block.header.state_root != genesis.block(genesis_root).header.state_root {
+            return Err(config_err(
+                "genesis",
+                "differs from the genesis this data directory was started with",
+            ));
+        }
+        let head = chain.head_number();
+        if store.latest_version().unwrap_or(0) < head {
+            return Err(storage_err(
+                "the state",
+                format!("is behind the block log (block {head})"),
+            ));
+        }
+        metrics.head.store(head, Ordering::Relaxed);
+        metrics.executed.store(head, Ordering::Relaxed);
+        metrics.finalized.store(chain.finalized_number(), Ordering::Relaxed);
+
+        // The committee.
+        let mut members = Vec::with_capacity(cfg.committee.len());
+        let mut peers = Vec::with_capacity(cfg.committee.len());
+        for (i, m) in cfg.committee.iter().enumerate() {
+            let key = PublicKey::from_bytes(&m.bls_public)
+                .map_err(|e| config_err(format!("committee[{i}].bls_public"), e))?;
+            let pop = Signature::from_bytes(&m.bls_possession)
+                .map_err(|e| config_err(format!("committee[{i}].bls_possession"), e))?;
+            members.push((key, pop, m.stake));
+            peers.push(Peer { key: PeerKey(m.network_public.to_vec()), addr: m.address });
+        }
+        let committee = Arc::new(Committee::new(members).map_err(|e| config_err("committee", e))?);
+        let me = cfg.validator.index;
+        let key = SecretKey::from_bytes(&cfg.validator.bls_secret)
+            .map_err(|e| config_err("validator.bls_secret", e))?;
+        if committee.validator(ValidatorIndex(me)).map(|v| v.key) != Some(key.public_key()) {
+            return Err(config_err(
+                "validator.bls_secret",
+                format!("is not the key of committee[{me}]"),
+            ));
+        }
+        let identity = Identity::from_pkcs8(&cfg.validator.network_secret)
+            .map_err(|e| config_err("validator.network_secret", e))?;
+        if peers.get(usize::from(me)).map(|p| &p.key) != Some(identity.public_key()) {
+            return Err(config_err(
+                "validator.network_secret",
+                format!("is not the identity of committee[{me}]"),
+            ));
+        }
+        let fee_recipients = cfg.committee.iter().map(|m| m.fee_recipient).collect();
+        let state = Arc::new(State::new(
+            Arc::new(chain),
+            Arc::new(store),
+            genesis.clone(),
+            fee_recipients,
+            metrics.clone(),
+        ));
+
+        // Consensus.
+        let (wal, records) = Wal::open(&dir.join("consensus.wal"))
+            .map_err(|e| storage_err("opening the consensus log", e))?;
+        let ccfg = ConsensusConfig {
+            chain: chain_tag(genesis.chain_id, &genesis_block.hash),
+            ..ConsensusConfig::default()
+        };
+        let mut replayed = Vec::new();
+        let engine = AsyncBft::recover(
+            committee.clone(),
+            ValidatorIndex(me),
+            key.clone(),
+            ccfg,
+            Arc::new(SignatureCache::default()),
+            records,
+            &mut replayed,
+        );
+        let listen = peers[usize::from(me)].addr;
+        let (network, inbound) = Network::start(NetworkConfig::new(me, identity, listen, peers))
+            .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
+        let network = Arc::new(network);
+        let (commits_tx, commits_rx) = mpsc::channel(64);
+        let (frames_tx, frames_rx) = mpsc::channel(16_384);
+        let validator = Validator::spawn(
+            Box::new(engine),
+            replayed,
+            network.clone(),
+            inbound,
+            wal,
+            commits_tx,
+            Some(frames_tx),
+            ValidatorConfig { sync: cfg.pipeline.fsync, ..ValidatorConfig::default() },
+        );
+
+        // Pipeline.
+        let pcfg = PipelineConfig {
+            pipelined: cfg.pipeline.pipelined,
+            queue: 4,
+            threads: cfg.pipeline.threads,
+        };
+        let pipeline = pipeline::spawn(state.clone(), commits_rx, pcfg);
+
+        let mut tasks = Vec::new();
+        // Block finality.
+        let finality =
+            Finality { state: state.clone(), committee: committee.clone(), me: (me, key), network };
+        tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
+
+        // Mempool: stored blocks clear it; what they unblock goes to consensus.
+        let mempool = Arc::new(Mutex::new(Mempool::new(
+            cfg.mempool.clone(),
+            genesis.chain_id,
+            genesis.base_fee,
+            genesis.gas_limit,
+        )));
+        let submit = validator.submitter();
+        {
+            let mempool = mempool.clone();
+            let mut blocks = state.blocks.subscribe();
+            let metrics = metrics.clone();
+            let state = state.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut expire = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    let unblocked = tokio::select! {
+                        b = blocks.recv() => match b {
+                            Ok(b) => mempool.lock().on_block(&b),
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                                // Catch up from the chain itself.
+                                let head = state.chain.head();
+                                mempool.lock().on_block(&head)
+                            }
+                            Err(_) => break,
+                        },
+                        _ = expire.tick() => {
+                            mempool.lock().expire(Instant::now());
+                            Vec::new()
+                        }
+                    };
+                    metrics.mempool.store(mempool.lock().len() as u64, Ordering::Relaxed);
+                    if !unblocked.is_empty() && submit.send(unblocked).await.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+
+        // JSON-RPC.
+        let rpc = Rpc::new(state.clone(), mempool, validator.submitter(), cfg.rpc.clone());
+        let (http, ws, rpc_tasks) = rpc::serve(rpc, &cfg.rpc).await?;
+        tasks.extend(rpc_tasks);
+        tracing::info!(validator = me, head, http = ?http, ws = ?ws, "node started");
+        Ok(Node { state, http, ws, validator, pipeline, tasks })
+    }
+
+    /// Stops consensus, lets the pipeline store what it executed, and closes the listeners.
+    pub async fn stop(self) -> Result<(), String> {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let r = self.validator.stop().await.map_err(|e| e.to_string());
+        let p = tokio::task::spawn_blocking(move || self.pipeline.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the pipeline thread panicked".to_string())?;
+        r?;
+        p.map_err(|e| e.to_string())
+    }
+
+    /// Whether the pipeline stopped (it does only on an error it cannot go past).
+    pub fn failed(&self) -> bool {
+        self.pipeline.is_finished()
+    }
+}

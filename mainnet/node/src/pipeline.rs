@@ -1,0 +1,560 @@
+//! The block pipeline: ordered batches from consensus are executed (parallel EVM/WASM), then
+//! merklized and persisted (Farol Store, then the block log), as two threads working on
+//! different blocks, joined by bounded queues: block N is stored while N+1 executes and
+//! consensus orders N+2. A full queue makes the stage before it wait (backpressure reaches
+//! consensus, whose commit channel is bounded too).
+//!
+//! Execution of block N reads the store at N−1 when it is there, or the newest stored
+//! version with the diffs of the blocks executed since laid over it. BLOCKHASH of a block
+//! not yet stored waits for it.
+//!
+//! With `pipelined` off (the benchmark's baseline), one thread executes a block and stores
+//! it before it takes the next.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use alloy_consensus::{constants::EMPTY_OMMER_ROOT_HASH, Header, Transaction as _, TxEnvelope};
+use alloy_eips::eip2718::Decodable2718;
+use alloy_primitives::{Address, Bytes, B256, B64, U256};
+use farol_consensus::Committed;
+use farol_execution::{
+    Account, BlockEnv, BlockOutput, ChainSpec, ExecError, ParallelConfig, ParallelExecutor,
+    RecoveredTx, StateDiff, StateError, StateView, StoreState,
+};
+use farol_store::Store;
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::chain::{Chain, StoredBlock};
+use crate::genesis::Genesis;
+use crate::metrics::Metrics;
+
+/// How the pipeline runs.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Stages run concurrently on different blocks (off: one block at a time).
+    pub pipelined: bool,
+    /// Executed blocks waiting to be stored before execution waits.
+    pub queue: usize,
+    /// Execution threads.
+    pub threads: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { pipelined: true, queue: 4, threads: 2 }
+    }
+}
+
+/// Why the pipeline stopped. The node cannot go on past such an error: it stops.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The state could not be read.
+    #[error("block {number}: {source}")]
+    Exec {
+        /// The block.
+        number: u64,
+        /// The cause.
+        source: ExecError,
+    },
+    /// The store failed.
+    #[error("block {number}: store: {source}")]
+    Store {
+        /// The block.
+        number: u64,
+        /// The cause.
+        source: farol_store::StoreError,
+    },
+    /// The block log failed.
+    #[error("block {number}: {source}")]
+    Chain {
+        /// The block.
+        number: u64,
+        /// The cause.
+        source: crate::chain::ChainError,
+    },
+}
+
+/// What the pipeline shares with RPC and the rest of the node.
+pub struct State {
+    /// The stored chain.
+    pub chain: Arc<Chain>,
+    /// The state.
+    pub store: Arc<Store>,
+    /// The genesis.
+    pub genesis: Genesis,
+    /// The execution rules.
+    pub spec: ChainSpec,
+    /// Who receives the priority fees of each validator's blocks (by committee position).
+    pub fee_recipients: Vec<Address>,
+    /// Transactions in a committed order, not yet in a stored block (ordering finality),
+    /// with when they were ordered.
+    pub ordered: Mutex<HashMap<B256, Instant>>,
+    /// Transactions consensus ordered that execution dropped (wrong nonce, chain or sender,
+    /// unaffordable, undecodable), with the reason; the newest 10,000.
+    pub dropped: Mutex<BTreeMap<u64, (B256, String)>>,
+    dropped_seq: AtomicU64,
+    /// Every stored block, as it is stored.
+    pub blocks: broadcast::Sender<Arc<StoredBlock>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// When each transaction submitted to this node arrived (for the finality tier
+    /// latencies); removed at block finality or when dropped.
+    pub submitted: Mutex<HashMap<B256, Instant>>,
+    /// Executed blocks not yet in the store: their numbers and diffs.
+    pending: Mutex<Vec<(u64, Arc<StateDiff>)>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "State({:?})", self.chain)
+    }
+}
+
+impl State {
+    /// Shares `chain` and `store` (opened and at the same block, or the store one ahead).
+    pub fn new(
+        chain: Arc<Chain>,
+        store: Arc<Store>,
+        genesis: Genesis,
+        fee_recipients: Vec<Address>,
+        metrics: Arc<Metrics>,
+    ) -> State {
+        let spec = genesis.chain_spec();
+        State {
+            chain,
+            store,
+            genesis,
+            spec,
+            fee_recipients,
+            ordered: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(BTreeMap::new()),
+            dropped_seq: AtomicU64::new(0),
+            blocks: broadcast::channel(1024).0,
+            metrics,
+            submitted: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A view of the state after block `number` (which must be stored or executed).
+    pub fn view(self: &Arc<Self>, number: u64) -> Result<Overlay, StateError> {
+        let store_err = |e: farol_store::StoreError| StateError::Store(e.to_string());
+        let latest = self.store.latest_version().unwrap_or(0);
+        let base_version = latest.min(number);
+        let base = StoreState::new(self.store.snapshot(base_version).map_err(store_err)?);
+        let diffs = self
+            .pending
+            .lock()
+            .iter()
+            .filter(|(n, _)| *n > base_version && *n <= number)
+            .map(|(_, d)| d.clone())
+            .collect();
+        Ok(Overlay { base, diffs, state: self.clone() })
+    }
+
+    fn drop_tx(&self, hash: B256, reason: String) {
+        self.ordered.lock().remove(&hash);
+        self.submitted.lock().remove(&hash);
+        let seq = self.dropped_seq.fetch_add(1, Ordering::Relaxed);
+        let mut d = self.dropped.lock();
+        d.insert(seq, (hash, reason));
+        while d.len() > 10_000 {
+            d.pop_first();
+        }
+    }
+
+    /// Why transaction `hash` was dropped after it was ordered, if it was.
+    pub fn drop_reason(&self, hash: &B256) -> Option<String> {
+        self.dropped.lock().values().rev().find(|(h, _)| h == hash).map(|(_, r)| r.clone())
+    }
+}
+
+/// The state after a block: a store snapshot with the diffs of executed, not yet stored
+/// blocks over it.
+pub struct Overlay {
+    base: StoreState,
+    diffs: Vec<Arc<StateDiff>>,
+    state: Arc<State>,
+}
+
+impl Overlay {
+    /// Lays `diff` over the view (state overrides of `eth_call`).
+    pub fn push(&mut self, diff: StateDiff) {
+        self.diffs.push(Arc::new(diff));
+    }
+}
+
+impl StateView for Overlay {
+    fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        for d in self.diffs.iter().rev() {
+            if let Some(a) = d.accounts.get(&address) {
+                return Ok(*a);
+            }
+        }
+        self.base.account(address)
+    }
+    fn code(&self, code_hash: B256) -> Result<Bytes, StateError> {
+        for d in self.diffs.iter().rev() {
+            if let Some(c) = d.code.get(&code_hash) {
+                return Ok(c.clone());
+            }
+        }
+        self.base.code(code_hash)
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        for d in self.diffs.iter().rev() {
+            if let Some(v) = d.storage.get(&address).and_then(|s| s.get(&slot)) {
+                return Ok(*v);
+            }
+            if d.wiped.contains(&address) {
+                return Ok(U256::ZERO);
+            }
+        }
+        self.base.storage(address, slot)
+    }
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        Ok(self.state.chain.wait_hash(number))
+    }
+}
+
+/// A block executed, waiting to be stored.
+struct Executed {
+    number: u64,
+    committed_height: u64,
+    round: u64,
+    env: BlockEnv,
+    txs: Vec<RecoveredTx>,
+    output: BlockOutput,
+    diff: Arc<StateDiff>,
+    ordered_at: Instant,
+    executed_at: Instant,
+}
+
+/// Starts the pipeline on `commits`. It returns when `commits` closes or a stage fails.
+pub fn spawn(
+    state: Arc<State>,
+    commits: mpsc::Receiver<Committed>,
+    cfg: PipelineConfig,
+) -> std::thread::JoinHandle<Result<(), PipelineError>> {
+    std::thread::Builder::new()
+        .name("farol-execute".into())
+        .spawn(move || run(state, commits, cfg))
+        .unwrap_or_else(|e| panic!("cannot start the execution thread: {e}"))
+}
+
+fn run(
+    state: Arc<State>,
+    mut commits: mpsc::Receiver<Committed>,
+    cfg: PipelineConfig,
+) -> Result<(), PipelineError> {
+    let executor =
+        ParallelExecutor::new(ParallelConfig { threads: cfg.threads, ..Default::default() });
+    let (to_store, stored) = std::sync::mpsc::sync_channel::<Executed>(cfg.queue.max(1));
+    let storer = if cfg.pipelined {
+        let st = state.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("farol-store".into())
+                .spawn(move || {
+                    while let Ok(e) = stored.recv() {
+                        store_block(&st, e)?;
+                    }
+                    Ok(())
+                })
+                .unwrap_or_else(|e| panic!("cannot start the storing thread: {e}")),
+        )
+    } else {
+        None
+    };
+    let head = state.chain.head();
+    let mut next = head.number() + 1;
+    let mut last_height = head.height;
+    let mut last_timestamp = head.header.timestamp;
+    let result = (|| {
+        while let Some(c) = commits.blocking_recv() {
+            state.metrics.ordered_height.store(c.height, Ordering::Relaxed);
+            // A restarted validator replays its commits from height 1.
+            if c.height <= last_height {
+                continue;
+            }
+            last_height = c.height;
+            if c.transactions.is_empty() {
+                continue;
+            }
+            let ordered_at = Instant::now();
+            let txs = decode(&state, &c);
+            let timestamp = last_timestamp.max(c.timestamp_ms / 1000);
+            last_timestamp = timestamp;
+            let beneficiary =
+                state.fee_recipients.get(usize::from(c.leader.0)).copied().unwrap_or_default();
+            // Blocks are cut at the gas limit: one commit can make several blocks.
+            let mut rest = txs.as_slice();
+            while !rest.is_empty() {
+                let mut gas = 0u64;
+                let take = rest
+                    .iter()
+                    .take_while(|t| {
+                        gas = gas.saturating_add(t.tx.gas_limit());
+                        gas <= state.genesis.gas_limit
+                    })
+                    .count()
+                    .max(1);
+                let (chunk, tail) = rest.split_at(take);
+                rest = tail;
+                let env = BlockEnv {
+                    number: next,
+                    timestamp,
+                    beneficiary,
+                    base_fee: state.genesis.base_fee,
+                    gas_limit: state.genesis.gas_limit,
+                    prevrandao: B256::from(c.leader_digest),
+                    difficulty: U256::ZERO,
+                    excess_blob_gas: Some(0),
+                };
+                let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round)?;
+                let Some(mut e) = e else { continue };
+                e.ordered_at = ordered_at;
+                next += 1;
+                state.pending.lock().push((e.number, e.diff.clone()));
+                state.metrics.executed.store(e.number, Ordering::Relaxed);
+                if cfg.pipelined {
+                    state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
+                    if to_store.send(e).is_err() {
+                        break;
+                    }
+                } else {
+                    store_block(&state, e)?;
+                }
+            }
+        }
+        Ok(())
+    })();
+    drop(to_store);
+    let stored = match storer {
+        Some(h) => h.join().unwrap_or(Ok(())),
+        None => Ok(()),
+    };
+    result.and(stored)
+}
+
+/// Decodes and pre-checks a commit's transactions, in order. What fails is dropped: an
+/// undecodable payload, a sender that is not the one consensus was told, a wrong chain id,
+/// a nonce that is not the sender's next. The same commit gives the same list everywhere.
+fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
+    let chain_id = state.spec.chain_id;
+    let decoded: Vec<Result<RecoveredTx, (Option<B256>, String)>> = c
+        .transactions
+        .par_iter()
+        .map(|t| {
+            let mut buf = &t.payload[..];
+            let tx = TxEnvelope::decode_2718(&mut buf).map_err(|e| (None, e.to_string()))?;
+            let hash = *tx.tx_hash();
+            if !buf.is_empty() {
+                return Err((Some(hash), "trailing bytes".into()));
+            }
+            use alloy_consensus::transaction::SignerRecoverable;
+            let sender = tx.recover_signer().map_err(|e| (Some(hash), e.to_string()))?;
+            if sender.as_slice() != t.sender {
+                return Err((Some(hash), "sender differs from the one forwarded".into()));
+            }
+            if tx.chain_id() != Some(chain_id) {
+                return Err((Some(hash), format!("chain id {:?}, want {chain_id}", tx.chain_id())));
+            }
+            Ok(RecoveredTx { tx, sender })
+        })
+        .collect();
+    {
+        let mut ordered = state.ordered.lock();
+        let submitted = state.submitted.lock();
+        let now = Instant::now();
+        for t in decoded.iter().flatten() {
+            ordered.insert(*t.tx.tx_hash(), now);
+            if let Some(at) = submitted.get(t.tx.tx_hash()) {
+                state.metrics.ordered_latency.record(now.duration_since(*at));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for d in decoded {
+        match d {
+            Ok(t) => out.push(t),
+            Err((Some(h), why)) => state.drop_tx(h, why),
+            Err((None, _)) => {
+                state.metrics.undecodable.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    out
+}
+
+/// Executes `txs` as block `env.number`, dropping the transactions that turn out invalid.
+fn execute(
+    state: &Arc<State>,
+    executor: &ParallelExecutor,
+    env: BlockEnv,
+    mut txs: Vec<RecoveredTx>,
+    committed_height: u64,
+    round: u64,
+) -> Result<Option<Executed>, PipelineError> {
+    let number = env.number;
+    let view = state
+        .view(number - 1)
+        .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
+    // Nonces: each sender's transactions must follow on from its account nonce.
+    let mut nonces: HashMap<Address, u64> = HashMap::new();
+    let mut kept = Vec::with_capacity(txs.len());
+    for t in txs.drain(..) {
+        let expected = match nonces.get(&t.sender) {
+            Some(n) => *n,
+            None => view
+                .account(t.sender)
+                .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?
+                .map(|a| a.nonce)
+                .unwrap_or(0),
+        };
+        if t.tx.nonce() != expected {
+            state.drop_tx(*t.tx.tx_hash(), format!("nonce {}, want {expected}", t.tx.nonce()));
+            nonces.insert(t.sender, expected);
+            continue;
+        }
+        nonces.insert(t.sender, expected + 1);
+        kept.push(t);
+    }
+    let mut txs = kept;
+    let started = Instant::now();
+    loop {
+        if txs.is_empty() {
+            return Ok(None);
+        }
+        match executor.execute(&view, &state.spec, &env, &txs) {
+            Ok((output, _)) => {
+                let executed_at = Instant::now();
+                state.metrics.exec_micros.fetch_add(
+                    executed_at.duration_since(started).as_micros() as u64,
+                    Ordering::Relaxed,
+                );
+                let diff = Arc::new(output.diff.clone());
+                return Ok(Some(Executed {
+                    number,
+                    committed_height,
+                    round,
+                    env,
+                    txs,
+                    output,
+                    diff,
+                    ordered_at: started,
+                    executed_at,
+                }));
+            }
+            Err(
+                ExecError::InvalidTransaction { index, reason }
+                | ExecError::BadSignature { index, reason }
+                | ExecError::Evm { index, reason },
+            ) if index < txs.len() => {
+                let t = txs.remove(index);
+                state.drop_tx(*t.tx.tx_hash(), reason);
+                // Later transactions of the same sender cannot follow a dropped nonce.
+                let sender = t.sender;
+                txs.retain(|o| {
+                    let gone = o.sender == sender && o.tx.nonce() > t.tx.nonce();
+                    if gone {
+                        state.drop_tx(*o.tx.tx_hash(), "an earlier nonce was dropped".into());
+                    }
+                    !gone
+                });
+            }
+            Err(ExecError::BlockGasLimit { index, .. }) if index < txs.len() => {
+                let t = txs.remove(index);
+                state.drop_tx(*t.tx.tx_hash(), "gas limit above the block's".into());
+            }
+            Err(source) => return Err(PipelineError::Exec { number, source }),
+        }
+    }
+}
+
+/// Merklizes and persists an executed block, then publishes it.
+fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
+    let number = e.number;
+    let started = Instant::now();
+    let root = match state.store.latest_version() {
+        // Stored before a crash that came before the block log write: the same block, the
+        // same diff (execution is deterministic).
+        Some(v) if v >= number => state.store.root(number),
+        _ => state.store.apply(number, e.diff.store_changes()),
+    }
+    .map_err(|source| PipelineError::Store { number, source })?;
+    let merklized = Instant::now();
+    let parent = state.chain.head();
+    let (txs, senders): (Vec<TxEnvelope>, Vec<Address>) =
+        e.txs.into_iter().map(|t| (t.tx, t.sender)).unzip();
+    let header = Header {
+        parent_hash: parent.hash,
+        ommers_hash: EMPTY_OMMER_ROOT_HASH,
+        beneficiary: e.env.beneficiary,
+        state_root: root,
+        transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
+        receipts_root: e.output.receipts_root,
+        logs_bloom: e.output.logs_bloom,
+        difficulty: U256::ZERO,
+        number,
+        gas_limit: e.env.gas_limit,
+        gas_used: e.output.gas_used,
+        timestamp: e.env.timestamp,
+        extra_data: Bytes::from_static(b"farol"),
+        mix_hash: e.env.prevrandao,
+        nonce: B64::ZERO,
+        base_fee_per_gas: Some(e.env.base_fee),
+        withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: None,
+    };
+    let hash = header.hash_slow();
+    let created = e.output.txs.iter().map(|o| o.contract_address).collect();
+    let block = StoredBlock {
+        header,
+        hash,
+        txs,
+        senders,
+        receipts: e.output.receipts,
+        created,
+        round: e.round,
+        height: e.committed_height,
+    };
+    let block =
+        state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
+    state.pending.lock().retain(|(n, _)| *n > number);
+    let now = Instant::now();
+    {
+        let mut ordered = state.ordered.lock();
+        let submitted = state.submitted.lock();
+        for h in block.tx_hashes() {
+            ordered.remove(&h);
+            if let Some(at) = submitted.get(&h) {
+                state.metrics.receipt_latency.record(now.duration_since(*at));
+            }
+        }
+    }
+    let m = &state.metrics;
+    m.store_micros.fetch_add(now.duration_since(started).as_micros() as u64, Ordering::Relaxed);
+    m.merkle_micros
+        .fetch_add(merklized.duration_since(started).as_micros() as u64, Ordering::Relaxed);
+    m.order_to_receipt_micros
+        .fetch_add(now.duration_since(e.ordered_at).as_micros() as u64, Ordering::Relaxed);
+    m.execute_to_receipt_micros
+        .fetch_add(now.duration_since(e.executed_at).as_micros() as u64, Ordering::Relaxed);
+    m.blocks.fetch_add(1, Ordering::Relaxed);
+    m.transactions.fetch_add(block.txs.len() as u64, Ordering::Relaxed);
+    m.head.store(number, Ordering::Relaxed);
+    m.store_queue
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(1)))
+        .ok();
+    let _ = state.blocks.send(block);
+    Ok(())
+}

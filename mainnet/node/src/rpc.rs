@@ -1,0 +1,1061 @@
+//! Ethereum JSON-RPC 2.0 over HTTP and WebSocket (axum), with batches, subscriptions and
+//! `farol_*` methods for the finality tiers. Errors use the codes Ethereum clients know:
+//! -32700 parse error, -32600 invalid request, -32601 unknown method, -32602 bad params,
+//! -32603 internal, -32000 a transaction or state error, -32005 a limit, 3 a reverted call
+//! (with the revert data).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use alloy_consensus::{Signed, Transaction as _, TxEip1559, TxEnvelope, TxLegacy};
+use alloy_eips::{BlockId, BlockNumberOrTag};
+use alloy_primitives::{keccak256, Address, Bytes, Signature as EcdsaSig, TxKind, B256, U256, U64};
+use alloy_rpc_types_eth::{
+    state::StateOverride, Block, BlockTransactions, FeeHistory, Filter, FilterBlockOption,
+    Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt,
+    TransactionRequest,
+};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, State as AxState};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use farol_consensus::Transaction;
+use farol_execution::{
+    account_key, execute_sequential, storage_key, Account, BlockEnv, ExecError, RecoveredTx,
+    StateDiff, StateView, TxStatus,
+};
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::chain::StoredBlock;
+use crate::config::RpcConfig;
+use crate::mempool::{Mempool, MempoolError};
+use crate::node::NodeError;
+use crate::pipeline::{Overlay, State};
+
+/// A JSON-RPC error.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RpcError {
+    /// The code.
+    pub code: i64,
+    /// The message.
+    pub message: String,
+    /// Extra data (revert data of a reverted call).
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    fn new(code: i64, message: impl Into<String>) -> RpcError {
+        RpcError { code, message: message.into(), data: None }
+    }
+    fn params(message: impl std::fmt::Display) -> RpcError {
+        RpcError::new(-32602, format!("invalid params: {message}"))
+    }
+    fn server(message: impl std::fmt::Display) -> RpcError {
+        RpcError::new(-32000, message.to_string())
+    }
+    fn limit(message: impl Into<String>) -> RpcError {
+        RpcError::new(-32005, message)
+    }
+    fn internal(message: impl std::fmt::Display) -> RpcError {
+        RpcError::new(-32603, format!("internal error: {message}"))
+    }
+    fn to_json(&self) -> Value {
+        let mut e = json!({ "code": self.code, "message": self.message });
+        if let Some(d) = &self.data {
+            e["data"] = d.clone();
+        }
+        e
+    }
+}
+
+type RpcResult = Result<Value, RpcError>;
+
+/// The JSON-RPC service of one node.
+pub struct Rpc {
+    state: Arc<State>,
+    mempool: Arc<Mutex<Mempool>>,
+    submit: mpsc::Sender<Vec<Transaction>>,
+    cfg: RpcConfig,
+}
+
+impl std::fmt::Debug for Rpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Rpc({:?})", self.state)
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> RpcResult {
+    serde_json::to_value(v).map_err(RpcError::internal)
+}
+
+fn param<T: DeserializeOwned>(params: &[Value], i: usize, name: &str) -> Result<T, RpcError> {
+    let v = params.get(i).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(v).map_err(|e| RpcError::params(format!("{name} (position {i}): {e}")))
+}
+
+fn opt_param<T: DeserializeOwned>(
+    params: &[Value],
+    i: usize,
+    name: &str,
+) -> Result<Option<T>, RpcError> {
+    match params.get(i) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => param(params, i, name).map(Some),
+    }
+}
+
+fn hex(n: u64) -> Value {
+    Value::String(format!("{n:#x}"))
+}
+
+/// The JSON-RPC error of a refused transaction.
+fn mempool_error(e: MempoolError) -> RpcError {
+    match e {
+        MempoolError::Decode(_) | MempoolError::TooLarge { .. } => RpcError::params(e),
+        e => RpcError::server(e),
+    }
+}
+
+/// What a WebSocket connection adds: subscriptions.
+struct WsCtx {
+    out: mpsc::Sender<String>,
+    subs: Mutex<HashMap<String, JoinHandle<()>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Rpc {
+    /// The service over a node's state.
+    pub fn new(
+        state: Arc<State>,
+        mempool: Arc<Mutex<Mempool>>,
+        submit: mpsc::Sender<Vec<Transaction>>,
+        cfg: RpcConfig,
+    ) -> Rpc {
+        Rpc { state, mempool, submit, cfg }
+    }
+
+    /// Answers one request body (a call or a batch); `None` when nothing is to be answered
+    /// (only notifications).
+    async fn handle_body(self: &Arc<Self>, body: &[u8], ws: Option<&Arc<WsCtx>>) -> Option<Value> {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return Some(response(
+                    Value::Null,
+                    Err(RpcError::new(-32700, format!("parse error: {e}"))),
+                ))
+            }
+        };
+        match v {
+            Value::Array(calls) => {
+                if calls.is_empty() {
+                    return Some(response(
+                        Value::Null,
+                        Err(RpcError::new(-32600, "invalid request: empty batch")),
+                    ));
+                }
+                if calls.len() > self.cfg.max_batch {
+                    return Some(response(
+                        Value::Null,
+                        Err(RpcError::limit(format!(
+                            "batch of {} calls, at most {}",
+                            calls.len(),
+                            self.cfg.max_batch
+                        ))),
+                    ));
+                }
+                let mut out = Vec::with_capacity(calls.len());
+                for c in calls {
+                    if let Some(r) = self.handle_call(c, ws).await {
+                        out.push(r);
+                    }
+                }
+                (!out.is_empty()).then_some(Value::Array(out))
+            }
+            v => self.handle_call(v, ws).await,
+        }
+    }
+
+    async fn handle_call(self: &Arc<Self>, v: Value, ws: Option<&Arc<WsCtx>>) -> Option<Value> {
+        let Value::Object(mut o) = v else {
+            return Some(response(
+                Value::Null,
+                Err(RpcError::new(-32600, "invalid request: not an object")),
+            ));
+        };
+        let id = o.remove("id");
+        let notification = id.is_none();
+        let id = id.unwrap_or(Value::Null);
+        if !matches!(id, Value::Null | Value::Number(_) | Value::String(_)) {
+            return Some(response(
+                Value::Null,
+                Err(RpcError::new(-32600, "invalid request: bad id")),
+            ));
+        }
+        if o.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Some(response(
+                id,
+                Err(RpcError::new(-32600, "invalid request: jsonrpc must be \"2.0\"")),
+            ));
+        }
+        let Some(method) = o.get("method").and_then(Value::as_str).map(str::to_owned) else {
+            return Some(response(id, Err(RpcError::new(-32600, "invalid request: no method"))));
+        };
+        let params = match o.remove("params") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(p)) => p,
+            Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
+        };
+        let result = self.dispatch(&method, &params, ws).await;
+        (!notification).then(|| response(id, result))
+    }
+
+    async fn dispatch(
+        self: &Arc<Self>,
+        method: &str,
+        p: &[Value],
+        ws: Option<&Arc<WsCtx>>,
+    ) -> RpcResult {
+        let st = &self.state;
+        match method {
+            "web3_clientVersion" => Ok(json!(concat!("farol/v", env!("CARGO_PKG_VERSION")))),
+            "web3_sha3" => {
+                let data: Bytes = param(p, 0, "data")?;
+                to_value(keccak256(&data))
+            }
+            "net_version" => Ok(json!(st.genesis.chain_id.to_string())),
+            "net_listening" => Ok(json!(true)),
+            "net_peerCount" => Ok(hex(st.metrics.peers.load(Ordering::Relaxed))),
+            "eth_chainId" => Ok(hex(st.genesis.chain_id)),
+            "eth_syncing" => Ok(json!(false)),
+            "eth_mining" => Ok(json!(false)),
+            "eth_accounts" => Ok(json!([])),
+            "eth_blockNumber" => Ok(hex(st.chain.head_number())),
+            "eth_gasPrice" => Ok(hex(st.genesis.base_fee)),
+            "eth_maxPriorityFeePerGas" => Ok(hex(0)),
+            "eth_feeHistory" => self.fee_history(p),
+            "eth_getBalance" | "eth_getTransactionCount" | "eth_getCode" => {
+                let address: Address = param(p, 0, "address")?;
+                let pending = matches!(p.get(1).and_then(Value::as_str), Some("pending"));
+                let n = self.block_number(p.get(1))?;
+                let view = self.view(n)?;
+                let acct = view.account(address).map_err(RpcError::server)?;
+                match method {
+                    "eth_getBalance" => to_value(acct.map(|a| a.balance).unwrap_or_default()),
+                    "eth_getTransactionCount" => {
+                        let nonce = acct.map(|a| a.nonce).unwrap_or(0);
+                        let nonce = if pending {
+                            self.mempool.lock().pending_nonce(&address, nonce)
+                        } else {
+                            nonce
+                        };
+                        Ok(hex(nonce))
+                    }
+                    _ => {
+                        let code = match acct {
+                            Some(a) => view.code(a.code_hash).map_err(RpcError::server)?,
+                            None => Bytes::new(),
+                        };
+                        to_value(code)
+                    }
+                }
+            }
+            "eth_getStorageAt" => {
+                let address: Address = param(p, 0, "address")?;
+                let slot: U256 = param(p, 1, "slot")?;
+                let n = self.block_number(p.get(2))?;
+                let v = self.view(n)?.storage(address, slot).map_err(RpcError::server)?;
+                to_value(B256::from(v))
+            }
+            "eth_call" | "eth_estimateGas" => {
+                let req: TransactionRequest = param(p, 0, "transaction")?;
+                let n = self.block_number(p.get(1))?;
+                let overrides: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
+                let this = self.clone();
+                let estimate = method == "eth_estimateGas";
+                tokio::task::spawn_blocking(move || {
+                    if estimate {
+                        this.estimate_gas(req, n, overrides.as_ref()).map(hex)
+                    } else {
+                        this.call(req, n, overrides.as_ref(), None).and_then(to_value)
+                    }
+                })
+                .await
+                .map_err(RpcError::internal)?
+            }
+            "eth_sendRawTransaction" => {
+                let raw: Bytes = param(p, 0, "data")?;
+                self.send_raw(&raw).await.and_then(to_value)
+            }
+            "eth_getTransactionByHash" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                if let Some(loc) = st.chain.transaction(&hash) {
+                    return to_value(rpc_tx(&loc.block, loc.index));
+                }
+                match self.mempool.lock().get(&hash) {
+                    Some((tx, from)) => to_value(RpcTransaction {
+                        inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, from),
+                        block_hash: None,
+                        block_number: None,
+                        transaction_index: None,
+                        effective_gas_price: None,
+                    }),
+                    None => Ok(Value::Null),
+                }
+            }
+            "eth_getTransactionReceipt" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                match st.chain.transaction(&hash) {
+                    Some(loc) => to_value(rpc_receipt(&loc.block, loc.index)),
+                    None => Ok(Value::Null),
+                }
+            }
+            "eth_getBlockReceipts" => {
+                let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
+                to_value((0..b.txs.len()).map(|i| rpc_receipt(&b, i)).collect::<Vec<_>>())
+            }
+            "eth_getBlockByNumber" | "eth_getBlockByHash" => {
+                let full: bool = opt_param(p, 1, "full transactions")?.unwrap_or(false);
+                let b = if method == "eth_getBlockByHash" {
+                    let h: B256 = param(p, 0, "block hash")?;
+                    st.chain.block_by_hash(&h)
+                } else {
+                    self.block(p.first())?
+                };
+                match b {
+                    Some(b) => to_value(rpc_block(&b, full)),
+                    None => Ok(Value::Null),
+                }
+            }
+            "eth_getBlockTransactionCountByNumber" | "eth_getBlockTransactionCountByHash" => {
+                let b = if method.ends_with("ByHash") {
+                    let h: B256 = param(p, 0, "block hash")?;
+                    st.chain.block_by_hash(&h)
+                } else {
+                    self.block(p.first())?
+                };
+                Ok(b.map(|b| hex(b.txs.len() as u64)).unwrap_or(Value::Null))
+            }
+            "eth_getTransactionByBlockNumberAndIndex" | "eth_getTransactionByBlockHashAndIndex" => {
+                let b = if method.contains("Hash") {
+                    let h: B256 = param(p, 0, "block hash")?;
+                    st.chain.block_by_hash(&h)
+                } else {
+                    self.block(p.first())?
+                };
+                let i: U64 = param(p, 1, "index")?;
+                let i = i.to::<u64>() as usize;
+                match b {
+                    Some(b) if i < b.txs.len() => to_value(rpc_tx(&b, i)),
+                    _ => Ok(Value::Null),
+                }
+            }
+            "eth_getUncleCountByBlockNumber" | "eth_getUncleCountByBlockHash" => Ok(hex(0)),
+            "eth_getLogs" => {
+                let filter: Filter = param(p, 0, "filter")?;
+                to_value(self.logs(&filter)?)
+            }
+            "eth_getProof" => self.proof(p),
+            "eth_subscribe" => match ws {
+                Some(ws) => self.subscribe(ws, p),
+                None => Err(RpcError::new(-32601, "eth_subscribe needs a WebSocket connection")),
+            },
+            "eth_unsubscribe" => match ws {
+                Some(ws) => {
+                    let id: String = param(p, 0, "subscription id")?;
+                    let h = ws.subs.lock().remove(&id);
+                    Ok(json!(h.map(|h| h.abort()).is_some()))
+                }
+                None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
+            },
+            "farol_transactionStatus" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                Ok(self.tx_status(&hash))
+            }
+            "farol_status" => Ok(self.status()),
+            _ => Err(RpcError::new(
+                -32601,
+                format!("the method {method} does not exist/is not available"),
+            )),
+        }
+    }
+
+    fn head(&self) -> u64 {
+        self.state.chain.head_number()
+    }
+
+    /// The block a block parameter names (absent: latest).
+    fn block_number(&self, v: Option<&Value>) -> Result<u64, RpcError> {
+        let id: BlockId = match v {
+            None | Some(Value::Null) => BlockId::Number(BlockNumberOrTag::Latest),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| RpcError::params(format!("block: {e}")))?,
+        };
+        let head = self.head();
+        let n = match id {
+            BlockId::Hash(h) => self
+                .state
+                .chain
+                .block_by_hash(&h.block_hash)
+                .ok_or_else(|| RpcError::server(format!("block {} not found", h.block_hash)))?
+                .number(),
+            BlockId::Number(tag) => match tag {
+                BlockNumberOrTag::Latest | BlockNumberOrTag::Pending => head,
+                BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => {
+                    self.state.chain.finalized_number()
+                }
+                BlockNumberOrTag::Earliest => 0,
+                BlockNumberOrTag::Number(n) => n,
+            },
+        };
+        if n > head {
+            return Err(RpcError::server(format!(
+                "header not found: block {n} is past the head {head}"
+            )));
+        }
+        Ok(n)
+    }
+
+    /// The block a block parameter names, `None` when past the head.
+    fn block(&self, v: Option<&Value>) -> Result<Option<Arc<StoredBlock>>, RpcError> {
+        match self.block_number(v) {
+            Ok(n) => Ok(self.state.chain.block(n)),
+            Err(e) if e.code == -32000 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn view(&self, n: u64) -> Result<Overlay, RpcError> {
+        self.state.view(n).map_err(|e| {
+            RpcError::server(format!(
+                "state of block {n} is not available (only the newest versions are kept): {e}"
+            ))
+        })
+    }
+
+    async fn send_raw(&self, raw: &[u8]) -> Result<B256, RpcError> {
+        let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
+        let hash = checked.hash;
+        if self.state.chain.transaction(&hash).is_some() {
+            return Err(mempool_error(MempoolError::Known));
+        }
+        let view = self.view(self.head())?;
+        let acct = view
+            .account(checked.sender)
+            .map_err(RpcError::server)?
+            .unwrap_or(Account::with_balance(U256::ZERO));
+        let handed =
+            self.mempool.lock().add(checked, acct.nonce, acct.balance).map_err(mempool_error)?;
+        self.state.submitted.lock().insert(hash, std::time::Instant::now());
+        if !handed.is_empty() {
+            self.submit
+                .send(handed)
+                .await
+                .map_err(|_| RpcError::server("the node is shutting down"))?;
+        }
+        Ok(hash)
+    }
+
+    /// Executes `req` over the state after block `n` with `overrides`, with `gas` (or the
+    /// request's, or the cap).
+    fn call(
+        &self,
+        req: TransactionRequest,
+        n: u64,
+        overrides: Option<&StateOverride>,
+        gas: Option<u64>,
+    ) -> Result<Bytes, RpcError> {
+        let outcome = self.run(&req, n, overrides, gas)?;
+        match outcome.status {
+            TxStatus::Success => Ok(outcome.output),
+            TxStatus::Revert => Err(revert_error(&outcome.output)),
+            TxStatus::Halt(why) => Err(RpcError::server(format!("execution halted: {why}"))),
+        }
+    }
+
+    fn run(
+        &self,
+        req: &TransactionRequest,
+        n: u64,
+        overrides: Option<&StateOverride>,
+        gas: Option<u64>,
+    ) -> Result<farol_execution::TxOutcome, RpcError> {
+        let st = &self.state;
+        let mut view = self.view(n)?;
+        if let Some(o) = overrides {
+            let diff = override_diff(&view, o)?;
+            view.push(diff);
+        }
+        let from = req.from.unwrap_or_default();
+        let nonce = view.account(from).map_err(RpcError::server)?.map(|a| a.nonce).unwrap_or(0);
+        let cap = self.cfg.gas_cap;
+        let gas = gas.or(req.gas).unwrap_or(cap).min(cap);
+        let to = req.to.unwrap_or(TxKind::Create);
+        let input = req.input.input().cloned().unwrap_or_default();
+        let value = req.value.unwrap_or_default();
+        let chain_id = st.genesis.chain_id;
+        let priced = req.gas_price.is_some() || req.max_fee_per_gas.is_some();
+        let sig = EcdsaSig::test_signature();
+        let tx = match req.gas_price {
+            Some(gas_price) => {
+                let t = TxLegacy {
+                    chain_id: Some(chain_id),
+                    nonce,
+                    gas_price,
+                    gas_limit: gas,
+                    to,
+                    value,
+                    input,
+                };
+                TxEnvelope::Legacy(Signed::new_unhashed(t, sig))
+            }
+            None => {
+                let t = TxEip1559 {
+                    chain_id,
+                    nonce,
+                    gas_limit: gas,
+                    max_fee_per_gas: req.max_fee_per_gas.unwrap_or(0),
+                    max_priority_fee_per_gas: req.max_priority_fee_per_gas.unwrap_or(0),
+                    to,
+                    value,
+                    access_list: req.access_list.clone().unwrap_or_default(),
+                    input,
+                };
+                TxEnvelope::Eip1559(Signed::new_unhashed(t, sig))
+            }
+        };
+        let header = st.chain.block(n).map(|b| b.header.clone()).unwrap_or_default();
+        let env = BlockEnv {
+            number: n,
+            timestamp: header.timestamp,
+            beneficiary: header.beneficiary,
+            // An unpriced call pays nothing (as in geth).
+            base_fee: if priced { st.genesis.base_fee } else { 0 },
+            gas_limit: st.genesis.gas_limit.max(cap),
+            prevrandao: header.mix_hash,
+            difficulty: U256::ZERO,
+            excess_blob_gas: Some(0),
+        };
+        let txs = [RecoveredTx { tx, sender: from }];
+        match execute_sequential(&view, &st.spec, &env, &txs) {
+            Ok(mut out) => out.txs.pop().ok_or_else(|| RpcError::internal("no outcome")),
+            Err(ExecError::InvalidTransaction { reason, .. }) => Err(RpcError::server(reason)),
+            Err(e) => Err(RpcError::server(e)),
+        }
+    }
+
+    fn estimate_gas(
+        &self,
+        req: TransactionRequest,
+        n: u64,
+        overrides: Option<&StateOverride>,
+    ) -> Result<u64, RpcError> {
+        let cap = req.gas.unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
+        let first = self.run(&req, n, overrides, Some(cap))?;
+        match first.status {
+            TxStatus::Success => {}
+            TxStatus::Revert => return Err(revert_error(&first.output)),
+            TxStatus::Halt(why) => {
+                return Err(RpcError::server(format!(
+                    "gas required exceeds allowance ({cap}): {why}"
+                )))
+            }
+        }
+        // The least gas that succeeds: at least what was used, at most the cap.
+        let ok = |g: u64| matches!(self.run(&req, n, overrides, Some(g)), Ok(o) if o.status == TxStatus::Success);
+        let mut lo = first.gas_used.saturating_sub(1);
+        let mut hi = cap;
+        // Usually a little above the gas used is enough (the 63/64 rule of calls).
+        let guess = first.gas_used.saturating_mul(65) / 64 + 2_300;
+        if guess < hi && ok(guess) {
+            hi = guess;
+        }
+        while lo + 1 < hi {
+            let mid = lo + (hi - lo) / 2;
+            if ok(mid) {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Ok(hi)
+    }
+
+    fn fee_history(&self, p: &[Value]) -> RpcResult {
+        let count: U64 = param(p, 0, "block count")?;
+        let newest = self.block_number(p.get(1))?;
+        let percentiles: Vec<f64> = opt_param(p, 2, "reward percentiles")?.unwrap_or_default();
+        if percentiles.iter().any(|q| !(0.0..=100.0).contains(q))
+            || percentiles.windows(2).any(|w| w[0] > w[1])
+        {
+            return Err(RpcError::params("reward percentiles must rise within 0..=100"));
+        }
+        let count = count.to::<u64>().min(1024);
+        if count == 0 {
+            return to_value(FeeHistory::default());
+        }
+        let oldest = (newest + 1).saturating_sub(count);
+        let mut h = FeeHistory { oldest_block: oldest, ..FeeHistory::default() };
+        let mut rewards = Vec::new();
+        for n in oldest..=newest {
+            let Some(b) = self.state.chain.block(n) else { break };
+            let base = b.header.base_fee_per_gas.unwrap_or(0);
+            h.base_fee_per_gas.push(u128::from(base));
+            h.gas_used_ratio.push(b.header.gas_used as f64 / b.header.gas_limit.max(1) as f64);
+            h.base_fee_per_blob_gas.push(0);
+            h.blob_gas_used_ratio.push(0.0);
+            if !percentiles.is_empty() {
+                let mut tips: Vec<(u128, u64)> = (0..b.txs.len())
+                    .map(|i| (b.txs[i].effective_tip_per_gas(base).unwrap_or(0), b.gas_used(i)))
+                    .collect();
+                tips.sort_unstable();
+                let total: u64 = tips.iter().map(|t| t.1).sum();
+                let mut row = Vec::with_capacity(percentiles.len());
+                for q in &percentiles {
+                    let want = (total as f64 * q / 100.0) as u64;
+                    let mut acc = 0;
+                    let tip = tips.iter().find(|t| {
+                        acc += t.1;
+                        acc >= want
+                    });
+                    row.push(tip.or(tips.last()).map(|t| t.0).unwrap_or(0));
+                }
+                rewards.push(row);
+            }
+        }
+        // The next block's base fee (constant on Farol).
+        h.base_fee_per_gas.push(u128::from(self.state.genesis.base_fee));
+        h.base_fee_per_blob_gas.push(0);
+        if !percentiles.is_empty() {
+            h.reward = Some(rewards);
+        }
+        to_value(h)
+    }
+
+    fn logs(&self, filter: &Filter) -> Result<Vec<RpcLog>, RpcError> {
+        let chain = &self.state.chain;
+        let (from, to) = match &filter.block_option {
+            FilterBlockOption::AtBlockHash(h) => {
+                let b = chain
+                    .block_by_hash(h)
+                    .ok_or_else(|| RpcError::server(format!("block {h} not found")))?;
+                (b.number(), b.number())
+            }
+            FilterBlockOption::Range { from_block, to_block } => {
+                let resolve = |b: &Option<BlockNumberOrTag>| -> Result<u64, RpcError> {
+                    match b {
+                        None => Ok(self.head()),
+                        Some(t) => {
+                            let v = serde_json::to_value(t).map_err(RpcError::internal)?;
+                            match self.block_number(Some(&v)) {
+                                Err(e) if e.code == -32000 => Ok(self.head()),
+                                r => r,
+                            }
+                        }
+                    }
+                };
+                (resolve(from_block)?, resolve(to_block)?)
+            }
+        };
+        if from > to {
+            return Ok(Vec::new());
+        }
+        if to - from >= self.cfg.max_log_blocks {
+            return Err(RpcError::limit(format!(
+                "query exceeds max block range {}: blocks {from} to {to}",
+                self.cfg.max_log_blocks
+            )));
+        }
+        let mut out = Vec::new();
+        for n in from..=to {
+            let Some(b) = chain.block(n) else { break };
+            if !filter.matches_bloom(b.header.logs_bloom) {
+                continue;
+            }
+            for l in block_logs(&b) {
+                if filter.matches(&l.inner) {
+                    out.push(l);
+                    if out.len() > self.cfg.max_logs {
+                        return Err(RpcError::limit(format!(
+                            "query returned more than {} results; narrow the block range",
+                            self.cfg.max_logs
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn proof(&self, p: &[Value]) -> RpcResult {
+        let address: Address = param(p, 0, "address")?;
+        let keys: Vec<B256> = param(p, 1, "storage keys")?;
+        if keys.len() > 1024 {
+            return Err(RpcError::limit("at most 1024 storage keys"));
+        }
+        let n = self.block_number(p.get(2))?;
+        let store = &self.state.store;
+        let err = |e: farol_store::StoreError| RpcError::server(format!("block {n}: {e}"));
+        let view = self.view(n)?;
+        let acct = view.account(address).map_err(RpcError::server)?;
+        let account_proof = store.prove(&account_key(&address), n).map_err(err)?;
+        let mut storage = Vec::with_capacity(keys.len());
+        for k in keys {
+            let slot = U256::from_be_bytes(k.0);
+            let value = view.storage(address, slot).map_err(RpcError::server)?;
+            let proof = store.prove(&storage_key(&address, &slot), n).map_err(err)?;
+            storage.push(json!({
+                "key": k,
+                "value": value,
+                "proof": [Bytes::from(proof.encode())],
+            }));
+        }
+        let a = acct.unwrap_or(Account::with_balance(U256::ZERO));
+        Ok(json!({
+            "address": address,
+            "balance": a.balance,
+            "nonce": hex(a.nonce),
+            "codeHash": a.code_hash,
+            "storageHash": B256::ZERO,
+            "accountProof": [Bytes::from(account_proof.encode())],
+            "storageProof": storage,
+            "stateRoot": store.root(n).map_err(err)?,
+            "proofFormat": "farol-store-v1",
+        }))
+    }
+
+    fn tx_status(&self, hash: &B256) -> Value {
+        let st = &self.state;
+        if let Some(loc) = st.chain.transaction(hash) {
+            let n = loc.block.number();
+            let fin = st.chain.finalized_number();
+            let tier = if n <= fin { "final" } else { "executed" };
+            return json!({ "status": tier, "blockNumber": hex(n), "blockHash": loc.block.hash, "finalizedBlock": hex(fin) });
+        }
+        if st.ordered.lock().contains_key(hash) {
+            return json!({ "status": "ordered" });
+        }
+        if let Some(why) = st.drop_reason(hash) {
+            return json!({ "status": "dropped", "reason": why });
+        }
+        if self.mempool.lock().contains(hash) {
+            return json!({ "status": "pending" });
+        }
+        json!({ "status": "unknown" })
+    }
+
+    fn status(&self) -> Value {
+        let st = &self.state;
+        let m = &st.metrics;
+        let q = |h: &crate::metrics::Histogram| json!({ "count": h.count(), "p50_ms": h.quantile_ms(500), "p99_ms": h.quantile_ms(990) });
+        json!({
+            "chainId": hex(st.genesis.chain_id),
+            "head": hex(st.chain.head_number()),
+            "executed": hex(m.executed.load(Ordering::Relaxed)),
+            "finalized": hex(st.chain.finalized_number()),
+            "orderedHeight": hex(m.ordered_height.load(Ordering::Relaxed)),
+            "headHash": st.chain.head().hash,
+            "headStateRoot": st.chain.head().header.state_root,
+            "mempool": self.mempool.lock().len(),
+            "peers": m.peers.load(Ordering::Relaxed),
+            "transactions": m.transactions.load(Ordering::Relaxed),
+            "latency": {
+                "ordered": q(&m.ordered_latency),
+                "receipt": q(&m.receipt_latency),
+                "final": q(&m.final_latency),
+            },
+        })
+    }
+
+    fn subscribe(self: &Arc<Self>, ws: &Arc<WsCtx>, p: &[Value]) -> RpcResult {
+        let kind: String = param(p, 0, "subscription kind")?;
+        let filter: Option<Filter> = match kind.as_str() {
+            "newHeads" => None,
+            "logs" => Some(opt_param(p, 1, "filter")?.unwrap_or_default()),
+            k => {
+                return Err(RpcError::params(format!(
+                    "unsupported subscription {k:?} (newHeads, logs)"
+                )))
+            }
+        };
+        if ws.subs.lock().len() >= self.cfg.max_subscriptions {
+            return Err(RpcError::limit(format!(
+                "at most {} subscriptions per connection",
+                self.cfg.max_subscriptions
+            )));
+        }
+        let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let mut blocks = self.state.blocks.subscribe();
+        let out = ws.out.clone();
+        let sid = id.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let b = match blocks.recv().await {
+                    Ok(b) => b,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                };
+                let results: Vec<Value> = match &filter {
+                    None => rpc_header(&b).into_iter().collect(),
+                    Some(f) => block_logs(&b)
+                        .into_iter()
+                        .filter(|l| f.matches(&l.inner))
+                        .filter_map(|l| serde_json::to_value(l).ok())
+                        .collect(),
+                };
+                for r in results {
+                    let msg = json!({
+                        "jsonrpc": "2.0",
+                        "method": "eth_subscription",
+                        "params": { "subscription": sid, "result": r },
+                    });
+                    if out.send(msg.to_string()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        ws.subs.lock().insert(id.clone(), task);
+        Ok(json!(id))
+    }
+}
+
+fn response(id: Value, result: RpcResult) -> Value {
+    match result {
+        Ok(r) => json!({ "jsonrpc": "2.0", "id": id, "result": r }),
+        Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }),
+    }
+}
+
+fn revert_error(output: &Bytes) -> RpcError {
+    let message = match alloy_sol_types::decode_revert_reason(output) {
+        Some(r) => format!("execution reverted: {r}"),
+        None => "execution reverted".to_string(),
+    };
+    RpcError { code: 3, message, data: Some(json!(output)) }
+}
+
+/// The state override of `eth_call` as a diff laid over `view`.
+fn override_diff(view: &Overlay, o: &StateOverride) -> Result<StateDiff, RpcError> {
+    let mut diff = StateDiff::default();
+    for (address, ov) in o {
+        if ov.state.is_some() && ov.state_diff.is_some() {
+            return Err(RpcError::params(format!(
+                "{address}: both state and stateDiff overridden"
+            )));
+        }
+        let mut acct = view
+            .account(*address)
+            .map_err(RpcError::server)?
+            .unwrap_or(Account::with_balance(U256::ZERO));
+        if let Some(b) = ov.balance {
+            acct.balance = b;
+        }
+        if let Some(n) = ov.nonce {
+            acct.nonce = n;
+        }
+        if let Some(code) = &ov.code {
+            let h = keccak256(code);
+            acct.code_hash = h;
+            diff.code.insert(h, code.clone());
+        }
+        diff.accounts.insert(*address, Some(acct));
+        let slots = ov.state.as_ref().or(ov.state_diff.as_ref());
+        if ov.state.is_some() {
+            diff.wiped.insert(*address);
+        }
+        if let Some(slots) = slots {
+            let s = diff.storage.entry(*address).or_default();
+            for (k, v) in slots {
+                s.insert(U256::from_be_bytes(k.0), U256::from_be_bytes(v.0));
+            }
+        }
+    }
+    Ok(diff)
+}
+
+fn rpc_tx(b: &StoredBlock, i: usize) -> RpcTransaction {
+    let tx = b.txs[i].clone();
+    let price = tx.effective_gas_price(b.header.base_fee_per_gas);
+    RpcTransaction {
+        inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, b.senders[i]),
+        block_hash: Some(b.hash),
+        block_number: Some(b.number()),
+        transaction_index: Some(i as u64),
+        effective_gas_price: Some(price),
+    }
+}
+
+/// The logs of `b` in RPC form, in order, with their block-wide indexes.
+fn block_logs(b: &StoredBlock) -> Vec<RpcLog> {
+    let mut out = Vec::new();
+    for (i, r) in b.receipts.iter().enumerate() {
+        let txh = *b.txs[i].tx_hash();
+        for l in r.logs() {
+            out.push(RpcLog {
+                inner: l.clone(),
+                block_hash: Some(b.hash),
+                block_number: Some(b.number()),
+                block_timestamp: Some(b.header.timestamp),
+                transaction_hash: Some(txh),
+                transaction_index: Some(i as u64),
+                log_index: Some(out.len() as u64),
+                removed: false,
+            });
+        }
+    }
+    out
+}
+
+fn rpc_receipt(b: &StoredBlock, i: usize) -> TransactionReceipt {
+    let first_log: usize = b.receipts[..i].iter().map(|r| r.logs().len()).sum();
+    let tx = &b.txs[i];
+    let txh = *tx.tx_hash();
+    let mut k = first_log as u64;
+    let inner = b.receipts[i].clone().map_logs(|l| {
+        let log = RpcLog {
+            inner: l,
+            block_hash: Some(b.hash),
+            block_number: Some(b.number()),
+            block_timestamp: Some(b.header.timestamp),
+            transaction_hash: Some(txh),
+            transaction_index: Some(i as u64),
+            log_index: Some(k),
+            removed: false,
+        };
+        k += 1;
+        log
+    });
+    TransactionReceipt {
+        inner,
+        transaction_hash: txh,
+        transaction_index: Some(i as u64),
+        block_hash: Some(b.hash),
+        block_number: Some(b.number()),
+        gas_used: b.gas_used(i),
+        effective_gas_price: tx.effective_gas_price(b.header.base_fee_per_gas),
+        blob_gas_used: None,
+        blob_gas_price: None,
+        from: b.senders[i],
+        to: tx.to(),
+        contract_address: b.created[i],
+    }
+}
+
+fn rpc_header(b: &StoredBlock) -> Option<Value> {
+    serde_json::to_value(RpcHeader {
+        hash: b.hash,
+        inner: b.header.clone(),
+        total_difficulty: Some(U256::ZERO),
+        size: None,
+    })
+    .ok()
+}
+
+fn rpc_block(b: &StoredBlock, full: bool) -> Block {
+    let size = alloy_rlp::Encodable::length(&b.header)
+        + b.txs.iter().map(alloy_eips::eip2718::Encodable2718::encode_2718_len).sum::<usize>();
+    Block {
+        header: RpcHeader {
+            hash: b.hash,
+            inner: b.header.clone(),
+            total_difficulty: Some(U256::ZERO),
+            size: Some(U256::from(size)),
+        },
+        uncles: Vec::new(),
+        transactions: if full {
+            BlockTransactions::Full((0..b.txs.len()).map(|i| rpc_tx(b, i)).collect())
+        } else {
+            BlockTransactions::Hashes(b.tx_hashes().collect())
+        },
+        withdrawals: Some(Default::default()),
+    }
+}
+
+// ---- the servers ----
+
+async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, body: axum::body::Bytes) -> Response {
+    match rpc.handle_body(&body, None).await {
+        Some(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], rpc.state.metrics.render())
+        .into_response()
+}
+
+async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Response {
+    let max = rpc.cfg.max_request_bytes;
+    up.max_message_size(max).on_upgrade(move |socket| ws_session(rpc, socket))
+}
+
+async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
+    let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
+    let ctx =
+        Arc::new(WsCtx { out: out_tx, subs: Mutex::new(HashMap::new()), next: Default::default() });
+    loop {
+        tokio::select! {
+            m = socket.recv() => {
+                let text = match m {
+                    Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => break,
+                };
+                if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
+                    if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Some(note) = out_rx.recv() => {
+                if socket.send(Message::Text(note.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for (_, h) in ctx.subs.lock().drain() {
+        h.abort();
+    }
+}
+
+/// Binds the HTTP and WebSocket listeners and serves `rpc` on them: JSON-RPC by POST (and
+/// WebSocket upgrade) at `/` on both, `/metrics` on HTTP.
+pub async fn serve(
+    rpc: Rpc,
+    cfg: &RpcConfig,
+) -> Result<(Option<SocketAddr>, Option<SocketAddr>, Vec<JoinHandle<()>>), NodeError> {
+    let rpc = Arc::new(rpc);
+    let router = Router::new()
+        .route("/", post(http_rpc).get(ws_upgrade))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(cfg.max_request_bytes))
+        .with_state(rpc);
+    let mut tasks = Vec::new();
+    let mut bound = [None, None];
+    for (i, addr) in [cfg.http, cfg.ws].into_iter().enumerate() {
+        let Some(addr) = addr else { continue };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        bound[i] = listener.local_addr().ok();
+        let r = router.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, r).await {
+                tracing::error!(error = %e, "JSON-RPC server stopped");
+            }
+        }));
+    }
+    Ok((bound[0], bound[1], tasks))
+}

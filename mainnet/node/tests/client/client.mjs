@@ -1,0 +1,207 @@
+// A real Ethereum client against a running Farol devnet, unmodified: viem (pinned in
+// package-lock.json) with a local account. Compiles a Solidity ERC-20 (OpenZeppelin, solc
+// pinned), deploys it, transfers, reads balances, receipts and logs, estimates gas, calls
+// with a state override, and subscribes to newHeads over WebSocket.
+//
+//   FAROL_HTTP=http://127.0.0.1:8545 FAROL_WS=ws://127.0.0.1:8546 node client.mjs
+//
+// Exits non-zero on the first check that fails.
+
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import { createRequire } from "node:module";
+import { fileURLToPath } from "node:url";
+import {
+  createPublicClient,
+  createWalletClient,
+  http,
+  webSocket,
+  parseEther,
+  parseAbiItem,
+  encodeFunctionData,
+  decodeFunctionResult,
+} from "viem";
+import { privateKeyToAccount } from "viem/accounts";
+import { anvil } from "viem/chains";
+
+const require = createRequire(import.meta.url);
+const solc = require("solc");
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+
+const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
+const WS = process.env.FAROL_WS ?? "ws://127.0.0.1:8546";
+// anvil's first two development accounts (the devnet funds the same ones).
+const KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+const KEY1 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+function compileToken() {
+  const source = `// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+contract ClientToken is ERC20 {
+    constructor(uint256 supply) ERC20("Client", "CLI") { _mint(msg.sender, supply); }
+    function fail() external pure { revert("nope"); }
+}`;
+  const input = {
+    language: "Solidity",
+    sources: { "ClientToken.sol": { content: source } },
+    settings: {
+      optimizer: { enabled: true, runs: 200 },
+      evmVersion: "cancun",
+      outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } },
+    },
+  };
+  const findImports = (p) => {
+    const file = path.join(HERE, "node_modules", p);
+    return fs.existsSync(file) ? { contents: fs.readFileSync(file, "utf8") } : { error: `not found: ${p}` };
+  };
+  const out = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
+  const errors = (out.errors ?? []).filter((e) => e.severity === "error");
+  assert.equal(errors.length, 0, JSON.stringify(errors));
+  const c = out.contracts["ClientToken.sol"].ClientToken;
+  return { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
+}
+
+const chain = { ...anvil, rpcUrls: { default: { http: [HTTP], webSocket: [WS] } } };
+const pub = createPublicClient({ chain, transport: http(HTTP) });
+const alice = privateKeyToAccount(KEY0);
+const bob = privateKeyToAccount(KEY1);
+const wallet = createWalletClient({ account: alice, chain, transport: http(HTTP) });
+
+async function step(name, f) {
+  const t = Date.now();
+  try {
+    await f();
+  } catch (e) {
+    console.error(`FAIL ${name}: ${e?.shortMessage ?? ""} ${e?.details ?? ""}\n${e?.stack ?? e}`);
+    process.exit(1);
+  }
+  console.log(`ok  ${name} (${Date.now() - t} ms)`);
+}
+
+let token;
+let deployReceipt;
+const { abi, bytecode } = compileToken();
+
+await step("chain id and client version", async () => {
+  assert.equal(await pub.getChainId(), 31337);
+  const v = await pub.request({ method: "web3_clientVersion" });
+  assert.match(v, /^farol\//);
+});
+
+await step("newHeads subscription delivers heads", async () => {
+  const wsClient = createPublicClient({ chain, transport: webSocket(WS) });
+  const heads = [];
+  const unwatch = wsClient.watchBlocks({ onBlock: (b) => heads.push(b), emitOnBegin: false });
+  // A transfer makes a block.
+  const hash = await wallet.sendTransaction({ to: bob.address, value: 1n });
+  await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  const deadline = Date.now() + 15000;
+  while (heads.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  unwatch();
+  assert.ok(heads.length > 0, "no head arrived");
+  assert.ok(heads[0].hash && heads[0].stateRoot && typeof heads[0].number === "bigint");
+  await wsClient.transport.getRpcClient().then((c) => c.close()).catch(() => {});
+});
+
+await step("ether transfer: balance, receipt, gas", async () => {
+  const before = await pub.getBalance({ address: bob.address });
+  const gas = await pub.estimateGas({ account: alice, to: bob.address, value: parseEther("1") });
+  assert.equal(gas, 21000n);
+  const hash = await wallet.sendTransaction({ to: bob.address, value: parseEther("1") });
+  const r = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  assert.equal(r.status, "success");
+  assert.equal(r.gasUsed, 21000n);
+  assert.equal(r.from.toLowerCase(), alice.address.toLowerCase());
+  assert.equal(await pub.getBalance({ address: bob.address }), before + parseEther("1"));
+  const tx = await pub.getTransaction({ hash });
+  assert.equal(tx.blockNumber, r.blockNumber);
+  const block = await pub.getBlock({ blockNumber: r.blockNumber });
+  assert.ok(block.transactions.includes(hash));
+});
+
+await step("deploy a Solidity ERC-20", async () => {
+  const hash = await wallet.deployContract({ abi, bytecode, args: [1_000_000n] });
+  deployReceipt = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  assert.equal(deployReceipt.status, "success");
+  token = deployReceipt.contractAddress;
+  assert.ok(token);
+  const code = await pub.getCode({ address: token });
+  assert.ok(code && code.length > 100);
+  assert.equal(await pub.readContract({ address: token, abi, functionName: "symbol" }), "CLI");
+  assert.equal(await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [alice.address] }), 1_000_000n);
+});
+
+await step("token transfer: estimate, receipt, logs, balances", async () => {
+  const gas = await pub.estimateContractGas({ address: token, abi, functionName: "transfer", args: [bob.address, 250n], account: alice });
+  assert.ok(gas > 21000n && gas < 100000n, `gas ${gas}`);
+  const { request } = await pub.simulateContract({ address: token, abi, functionName: "transfer", args: [bob.address, 250n], account: alice });
+  const hash = await wallet.writeContract(request);
+  const r = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  assert.equal(r.status, "success");
+  assert.ok(r.gasUsed <= gas, `used ${r.gasUsed} > estimated ${gas}`);
+  assert.equal(r.logs.length, 1);
+  assert.equal(r.logs[0].address.toLowerCase(), token.toLowerCase());
+  const transfer = parseAbiItem("event Transfer(address indexed from, address indexed to, uint256 value)");
+  const logs = await pub.getLogs({ address: token, event: transfer, args: { to: bob.address }, fromBlock: deployReceipt.blockNumber, toBlock: "latest" });
+  assert.equal(logs.length, 1);
+  assert.equal(logs[0].args.value, 250n);
+  assert.equal(logs[0].transactionHash, hash);
+  assert.equal(await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [bob.address] }), 250n);
+  assert.equal(await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [alice.address] }), 1_000_000n - 250n);
+});
+
+await step("reverted call carries the reason", async () => {
+  await assert.rejects(
+    pub.readContract({ address: token, abi, functionName: "fail" }),
+    (e) => /nope/.test(String(e?.shortMessage ?? e?.message)),
+  );
+});
+
+await step("eth_call with a state override", async () => {
+  const data = encodeFunctionData({ abi, functionName: "balanceOf", args: [bob.address] });
+  // Slot of _balances[bob] in OpenZeppelin's ERC20 (mapping at slot 0).
+  const { keccak256, encodeAbiParameters } = await import("viem");
+  const slot = keccak256(encodeAbiParameters([{ type: "address" }, { type: "uint256" }], [bob.address, 0n]));
+  const value = "0x" + (777n).toString(16).padStart(64, "0");
+  const out = await pub.call({ to: token, data, stateOverride: [{ address: token, stateDiff: [{ slot, value }] }] });
+  assert.equal(decodeFunctionResult({ abi, functionName: "balanceOf", data: out.data }), 777n);
+});
+
+await step("nonce gap is held, then filled", async () => {
+  const nonce = await pub.getTransactionCount({ address: bob.address, blockTag: "pending" });
+  const bobWallet = createWalletClient({ account: bob, chain, transport: http(HTTP) });
+  const later = await bobWallet.sendTransaction({ to: alice.address, value: 1n, nonce: nonce + 1, gas: 21000n });
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await pub.request({ method: "eth_getTransactionReceipt", params: [later] }), null);
+  const first = await bobWallet.sendTransaction({ to: alice.address, value: 1n, nonce, gas: 21000n });
+  for (const h of [first, later]) {
+    const r = await pub.waitForTransactionReceipt({ hash: h, pollingInterval: 50 });
+    assert.equal(r.status, "success");
+  }
+});
+
+await step("finality tiers: the transfer becomes block-final", async () => {
+  const hash = await wallet.sendTransaction({ to: bob.address, value: 2n });
+  await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  const deadline = Date.now() + 20000;
+  let s;
+  do {
+    s = await pub.request({ method: "farol_transactionStatus", params: [hash] });
+    if (s.status === "final") break;
+    await new Promise((r) => setTimeout(r, 50));
+  } while (Date.now() < deadline);
+  assert.equal(s.status, "final", JSON.stringify(s));
+  const fin = await pub.getBlock({ blockTag: "finalized" });
+  assert.ok(fin.number >= BigInt(s.blockNumber));
+});
+
+await step("fee history and gas price", async () => {
+  const h = await pub.getFeeHistory({ blockCount: 4, rewardPercentiles: [25, 75] });
+  assert.equal(h.baseFeePerGas.length, h.gasUsedRatio.length + 1);
+  assert.ok((await pub.getGasPrice()) > 0n);
+});
+
+console.log("client test: all checks passed");
+process.exit(0);
