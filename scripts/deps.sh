@@ -1,9 +1,13 @@
 # Sourced by the scripts: installs the Debian packages the build needs when they are missing
-# (RocksDB, linked by the baseline; libclang, for its bindings).
+# (RocksDB, linked by the baseline; libclang, for its bindings; Node.js and npm, for the
+# real Ethereum client the node's end-to-end test runs).
 missing=()
 for pkg in librocksdb-dev libclang-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+if ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if ((${#missing[@]} > 0)); then
   sudo=()
   [[ "$(id -u)" -eq 0 ]] || sudo=(sudo)
@@ -13,3 +17,5 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 # The Rust WASM contracts the executor's tests and benchmarks load (adds the wasm32 target).
 bash scripts/wasm-contracts.sh
+# The client test's npm packages (viem, solc, OpenZeppelin), exactly as package-lock.json pins.
+(cd mainnet/node/tests/client && npm ci --no-audit --no-fund --loglevel=error)

@@ -245,7 +245,8 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    print_summary(&args, &configs, &keys, &dir);
+    let pids: Vec<u32> = running.children.iter().flatten().map(Child::id).collect();
+    print_summary(&args, &configs, &keys, &dir, &pids);
     // Until SIGINT or SIGTERM; a validator that exits is reported (the others go on).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -279,6 +280,7 @@ fn print_summary(
     configs: &[NodeConfig],
     keys: &[alloy_signer_local::PrivateKeySigner],
     dir: &Path,
+    pids: &[u32],
 ) {
     let url = |a: Option<SocketAddr>, scheme: &str| {
         a.map(|a| format!("{scheme}://{a}")).unwrap_or_default()
@@ -288,6 +290,7 @@ fn print_summary(
             "chainId": configs[0].genesis.chain_id,
             "validators": configs.iter().enumerate().map(|(i, c)| json!({
                 "index": i,
+                "pid": pids.get(i),
                 "http": url(c.rpc.http, "http"),
                 "ws": url(c.rpc.ws, "ws"),
                 "metrics": c.rpc.http.map(|a| format!("http://{a}/metrics")),

@@ -21,6 +21,9 @@ use crate::pipeline::State;
 
 /// Kind byte of a finality vote frame.
 pub const KIND_VOTE: u8 = 0x41;
+/// Kind byte of a certificate announcement (each validator sends its newest every second,
+/// so that one that missed the votes, being down, still learns what is final).
+pub const KIND_CERTIFICATE: u8 = 0x42;
 const VOTE_LEN: usize = 1 + 8 + 32 + 2 + SIGNATURE_LEN;
 /// Votes are kept for blocks at most this far past our head.
 const AHEAD: u64 = 4096;
@@ -56,6 +59,23 @@ fn decode_vote(b: &[u8]) -> Option<(u64, B256, u16, Signature)> {
     Some((number, hash, signer, sig))
 }
 
+fn encode_certificate(c: &Certificate) -> Bytes {
+    let mut out = Vec::with_capacity(41 + c.quorum.len());
+    out.push(KIND_CERTIFICATE);
+    out.extend_from_slice(&c.number.to_le_bytes());
+    out.extend_from_slice(c.hash.as_slice());
+    out.extend_from_slice(&c.quorum);
+    Bytes::from(out)
+}
+
+fn decode_certificate(b: &[u8]) -> Option<Certificate> {
+    if b.len() < 41 || b[0] != KIND_CERTIFICATE || b.len() > 41 + 8 * 1024 + SIGNATURE_LEN {
+        return None;
+    }
+    let number = u64::from_le_bytes(b[1..9].try_into().ok()?);
+    Some(Certificate { number, hash: B256::from_slice(&b[9..41]), quorum: b[41..].to_vec() })
+}
+
 /// The finality task of a validator.
 pub struct Finality {
     /// Shared node state.
@@ -81,11 +101,23 @@ impl Finality {
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut last_seen: HashMap<u16, Instant> = HashMap::new();
         let mut diverged_logged = 0u64;
+        let mut announce = tokio::time::interval(Duration::from_secs(1));
+        // The newest certificate announced by others for a block past our finalized one.
+        let mut heard: Option<Certificate> = None;
         loop {
             tokio::select! {
                 f = frames.recv() => {
                     let Some((from, bytes)) = f else { break };
                     last_seen.insert(from, Instant::now());
+                    if bytes.first() == Some(&KIND_CERTIFICATE) {
+                        if let Some(c) = decode_certificate(&bytes) {
+                            let best = heard.as_ref().map(|h| h.number).unwrap_or(0).max(self.state.chain.finalized_number());
+                            if c.number > best {
+                                heard = Some(c);
+                            }
+                        }
+                        continue;
+                    }
                     let Some((number, hash, signer, sig)) = decode_vote(&bytes) else { continue };
                     // The network authenticates the sender: a validator votes only for itself.
                     let head = self.state.chain.head_number();
@@ -105,7 +137,15 @@ impl Finality {
                     self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));
                     votes.entry(b.number()).or_default().entry(b.hash).or_default().insert(*me, sig);
                 }
+                _ = announce.tick() => {
+                    if let Some(c) = self.state.chain.certificate() {
+                        self.network.broadcast(encode_certificate(&c));
+                    }
+                }
                 _ = tick.tick() => {
+                    if let Some(c) = heard.take() {
+                        heard = self.adopt(c, chain_id);
+                    }
                     let now = Instant::now();
                     last_seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
                     self.state.metrics.peers.store(last_seen.len() as u64, Ordering::Relaxed);
@@ -167,6 +207,29 @@ impl Finality {
                 }
             }
             return Some(number);
+        }
+        None
+    }
+
+    /// Adopts a certificate another validator announced, once we have its block: it must be
+    /// for the hash we computed and carry a quorum's valid aggregate. Returns it back while
+    /// its block is not stored yet.
+    fn adopt(&self, c: Certificate, chain_id: u64) -> Option<Certificate> {
+        if c.number <= self.state.chain.finalized_number() {
+            return None;
+        }
+        let Some(ours) = self.state.chain.block(c.number) else { return Some(c) };
+        if ours.hash != c.hash {
+            tracing::error!(number = c.number, ours = %ours.hash, theirs = %c.hash, "a certificate for another block hash: state diverged");
+            return None;
+        }
+        let quorum =
+            farol_consensus::Certificate::from_bytes(&c.quorum, self.committee.len()).ok()?;
+        quorum.verify(&self.committee, &vote_message(chain_id, c.number, &c.hash)).ok()?;
+        let number = c.number;
+        match self.state.chain.set_certificate(c) {
+            Ok(_) => self.finalized(number),
+            Err(e) => tracing::error!(number, error = %e, "cannot store a finality certificate"),
         }
         None
     }

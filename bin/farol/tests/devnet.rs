@@ -1,0 +1,261 @@
+//! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes;
+//! a real Ethereum client (viem, `mainnet/node/tests/client`) runs its checks against it;
+//! transfers sent over JSON-RPC are executed and block-final on every validator with the
+//! same block hashes and state roots; a validator killed with SIGKILL does not stop the
+//! chain, and restarted from its data directory it catches up.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use serde_json::{json, Value};
+
+fn post(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
+    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }).to_string();
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let json = out.split("\r\n\r\n").nth(1).ok_or("no body")?;
+    let v: Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))?;
+    match v.get("error") {
+        Some(e) => Err(format!("{method}: {e}")),
+        None => Ok(v["result"].clone()),
+    }
+}
+
+fn quantity(v: &Value) -> u64 {
+    v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()).unwrap_or(0)
+}
+
+/// A base port with `n` free TCP ports after it.
+fn free_ports(n: u16) -> u16 {
+    for _ in 0..200 {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+struct Devnet {
+    child: Child,
+    summary: Value,
+    dir: PathBuf,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        let _ = nix_term(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
+}
+
+fn http(d: &Devnet, i: usize) -> SocketAddr {
+    let url = d.summary["validators"][i]["http"].as_str().unwrap_or_default();
+    url.trim_start_matches("http://").parse().unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+fn log_tail(dir: &Path, i: usize) -> String {
+    let log = std::fs::read_to_string(dir.join(format!("validator-{i}.log"))).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+fn transfer(key: &PrivateKeySigner, nonce: u64, to: Address) -> String {
+    let tx = TxEip1559 {
+        chain_id: 31337,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 1,
+        to: TxKind::Call(to),
+        value: U256::from(1_000 + nonce),
+        ..Default::default()
+    };
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
+    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Sends `count` transfers from `key` through `addr` and waits for their receipts; returns
+/// the highest block they landed in.
+fn send_and_wait(addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
+    let from = format!("{:#x}", key.address());
+    let nonce = quantity(
+        &post(addr, "eth_getTransactionCount", json!([from, "pending"])).unwrap_or_default(),
+    );
+    let mut hashes = Vec::new();
+    for k in 0..count {
+        // Plain accounts (low addresses are precompiles, which cost more than 21,000 gas).
+        let mut to = [0x55u8; 20];
+        to[19] = (k % 200) as u8;
+        let to = Address::from(to);
+        let h = post(addr, "eth_sendRawTransaction", json!([transfer(key, nonce + k, to)]))
+            .unwrap_or_else(|e| panic!("sending: {e}"));
+        hashes.push(h);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut top = 0;
+    for h in hashes {
+        loop {
+            let r = post(addr, "eth_getTransactionReceipt", json!([h])).unwrap_or(Value::Null);
+            if !r.is_null() {
+                assert_eq!(r["status"], "0x1", "receipt {r}");
+                top = top.max(quantity(&r["blockNumber"]));
+                break;
+            }
+            assert!(Instant::now() < deadline, "no receipt for {h}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    top
+}
+
+/// Waits until every node in `nodes` has block `n` final, then checks they hold the same
+/// block hash and state root for it.
+fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for &i in nodes {
+        loop {
+            let s = post(http(d, i), "farol_status", json!([])).unwrap_or_default();
+            if quantity(&s["finalized"]) >= n {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator {i} never finalized block {n}: {s}\n{}",
+                log_tail(&d.dir, i)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let tag = format!("{n:#x}");
+    let blocks: Vec<Value> = nodes
+        .iter()
+        .map(|&i| post(http(d, i), "eth_getBlockByNumber", json!([tag, false])).unwrap_or_default())
+        .collect();
+    for (k, b) in blocks.iter().enumerate() {
+        assert_eq!(b["hash"], blocks[0]["hash"], "validator {} has another block {n}", nodes[k]);
+        assert_eq!(
+            b["stateRoot"], blocks[0]["stateRoot"],
+            "validator {} has another state at {n}",
+            nodes[k]
+        );
+    }
+}
+
+#[test]
+fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let dir = tmp.path().join("devnet");
+    let base = free_ports(8);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(["devnet", "--json", "--validators", "4", "--port"])
+        .arg(base.to_string())
+        .arg("--ws-port")
+        .arg((base + 1).to_string())
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the devnet: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+    let summary: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"));
+    let d = Devnet { child, summary, dir: dir.clone() };
+    assert_eq!(d.summary["chainId"], 31337);
+    assert_eq!(d.summary["accounts"][0]["address"], "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
+
+    // A real client: viem from npm.
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mainnet/node/tests/client");
+    assert!(
+        client.join("node_modules/viem").exists(),
+        "the client test's npm packages are missing: run `npm ci` in {} (scripts/test.sh does)",
+        client.display()
+    );
+    let out = Command::new("node")
+        .arg("client.mjs")
+        .current_dir(&client)
+        .env("FAROL_HTTP", d.summary["validators"][0]["http"].as_str().unwrap_or_default())
+        .env("FAROL_WS", d.summary["validators"][0]["ws"].as_str().unwrap_or_default())
+        .output()
+        .unwrap_or_else(|e| panic!("running node: {e}"));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{text}");
+    assert!(out.status.success(), "the viem client failed:\n{text}\n{}", log_tail(&dir, 0));
+
+    // Transfers through validator 1: executed and final everywhere, one chain.
+    let funder = PrivateKeySigner::from_bytes(
+        &"0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
+            .parse()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let n = send_and_wait(http(&d, 1), &funder, 40);
+    final_everywhere(&d, &[0, 1, 2, 3], n);
+
+    // Kill validator 3 (SIGKILL): the others go on and finalize.
+    let pid = d.summary["validators"][3]["pid"].as_u64().unwrap_or_else(|| panic!("no pid"));
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::thread::sleep(Duration::from_millis(300));
+    let n2 = send_and_wait(http(&d, 0), &funder, 40);
+    assert!(n2 > n);
+    final_everywhere(&d, &[0, 1, 2], n2);
+
+    // Restart it from its data directory: it recovers what it had and catches up.
+    let config = dir.join("validator-3.toml");
+    let log = std::fs::File::options()
+        .append(true)
+        .open(dir.join("validator-3.log"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut restarted = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .arg("node")
+        .arg("--config")
+        .arg(&config)
+        .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("restarting validator 3: {e}"));
+    let n3 = send_and_wait(http(&d, 0), &funder, 10);
+    let caught_up = std::panic::catch_unwind(|| final_everywhere(&d, &[0, 1, 2, 3], n3));
+    let _ = nix_term(restarted.id());
+    let _ = restarted.wait();
+    if let Err(e) = caught_up {
+        std::panic::resume_unwind(e);
+    }
+}
