@@ -18,7 +18,7 @@ use farol_node::{Genesis, NodeConfig};
 use rand::RngCore;
 use serde_json::json;
 
-use crate::rpc_client::{quantity, RpcClient};
+use farol_node::client::{quantity, RpcClient};
 
 /// Arguments of `farol devnet`.
 #[derive(Debug, Args)]

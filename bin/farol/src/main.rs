@@ -5,7 +5,6 @@ mod bench;
 mod devnet;
 mod evm;
 mod node;
-mod rpc_client;
 
 /// mimalloc serves the store's many small, short-lived allocations (pages, values) far
 /// better than the system allocator; both sides of every benchmark run under it.

@@ -4,8 +4,8 @@
 //! same block hashes and state roots; a validator killed with SIGKILL does not stop the
 //! chain, and restarted from its data directory it catches up.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,30 +15,15 @@ use alloy_eips::eip2718::Encodable2718;
 use alloy_primitives::{Address, TxKind, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
+use farol_node::client::{self, RpcClient};
 use serde_json::{json, Value};
 
 fn post(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
-    let body = json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }).to_string();
-    let mut s =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let json = out.split("\r\n\r\n").nth(1).ok_or("no body")?;
-    let v: Value = serde_json::from_str(json).map_err(|e| format!("{e}: {json}"))?;
-    match v.get("error") {
-        Some(e) => Err(format!("{method}: {e}")),
-        None => Ok(v["result"].clone()),
-    }
+    RpcClient::new(addr).call(method, params)
 }
 
 fn quantity(v: &Value) -> u64 {
-    v.as_str().and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok()).unwrap_or(0)
+    client::quantity(v).unwrap_or(0)
 }
 
 /// A base port with `n` free TCP ports after it.

@@ -10,6 +10,7 @@
 //! what to run.
 
 pub mod chain;
+pub mod client;
 pub mod config;
 pub mod finality;
 pub mod genesis;

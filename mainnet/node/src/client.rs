@@ -1,16 +1,15 @@
-//! A minimal blocking JSON-RPC client over HTTP/1.1 with keep-alive, for the devnet's
-//! readiness checks and the node benchmark's load generator.
+//! A minimal blocking JSON-RPC client over HTTP/1.1 with keep-alive: the devnet's readiness
+//! checks, the node benchmark's load generator and the tests use it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 /// One connection to a node's HTTP JSON-RPC.
 #[derive(Debug)]
-pub(crate) struct RpcClient {
+pub struct RpcClient {
     addr: SocketAddr,
     conn: Option<BufReader<TcpStream>>,
     next_id: u64,
@@ -18,23 +17,23 @@ pub(crate) struct RpcClient {
 
 impl RpcClient {
     /// A client of `addr` (connects on first use).
-    pub(crate) fn new(addr: SocketAddr) -> RpcClient {
+    pub fn new(addr: SocketAddr) -> RpcClient {
         RpcClient { addr, conn: None, next_id: 1 }
     }
 
-    fn connect(&mut self) -> anyhow::Result<&mut BufReader<TcpStream>> {
+    fn connect(&mut self) -> Result<&mut BufReader<TcpStream>, String> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
-                .with_context(|| format!("connecting to {}", self.addr))?;
+                .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
             s.set_nodelay(true).ok();
             s.set_read_timeout(Some(Duration::from_secs(30))).ok();
             self.conn = Some(BufReader::new(s));
         }
-        self.conn.as_mut().context("no connection")
+        self.conn.as_mut().ok_or_else(|| "no connection".to_string())
     }
 
     /// POSTs `body` and returns the parsed answer.
-    pub(crate) fn post(&mut self, body: &str) -> anyhow::Result<Value> {
+    pub fn post(&mut self, body: &str) -> Result<Value, String> {
         let r = self.post_once(body);
         if r.is_err() {
             // A kept-alive connection the server closed: one retry on a fresh one.
@@ -44,23 +43,24 @@ impl RpcClient {
         r
     }
 
-    fn post_once(&mut self, body: &str) -> anyhow::Result<Value> {
+    fn post_once(&mut self, body: &str) -> Result<Value, String> {
         let addr = self.addr;
         let conn = self.connect()?;
         let req = format!(
             "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        conn.get_mut().write_all(req.as_bytes())?;
+        let io = |e: std::io::Error| format!("{addr}: {e}");
+        conn.get_mut().write_all(req.as_bytes()).map_err(io)?;
         let mut status = String::new();
-        conn.read_line(&mut status)?;
+        conn.read_line(&mut status).map_err(io)?;
         if status.is_empty() {
-            bail!("connection closed");
+            return Err("connection closed".into());
         }
         let mut len = None;
         loop {
             let mut line = String::new();
-            conn.read_line(&mut line)?;
+            conn.read_line(&mut line).map_err(io)?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -71,31 +71,31 @@ impl RpcClient {
                 }
             }
         }
-        let len = len.context("no Content-Length in the answer")?;
+        let len = len.ok_or("no Content-Length in the answer")?;
         let mut buf = vec![0; len];
-        conn.read_exact(&mut buf)?;
+        conn.read_exact(&mut buf).map_err(io)?;
         if !status.contains(" 200 ") {
-            bail!("{}: {}", status.trim(), String::from_utf8_lossy(&buf));
+            return Err(format!("{}: {}", status.trim(), String::from_utf8_lossy(&buf)));
         }
-        serde_json::from_slice(&buf).context("the answer is not JSON")
+        serde_json::from_slice(&buf).map_err(|e| format!("the answer is not JSON: {e}"))
     }
 
     /// Calls `method` and returns its result (an error answer is an error).
-    pub(crate) fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
         let id = self.next_id;
         self.next_id += 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
         let v = self.post(&body.to_string())?;
         if let Some(e) = v.get("error") {
-            bail!("{method}: {e}");
+            return Err(format!("{method}: {e}"));
         }
-        v.get("result").cloned().context("no result")
+        v.get("result").cloned().ok_or_else(|| "no result".to_string())
     }
 }
 
 /// Parses a hex quantity (`"0x1a"`).
-pub(crate) fn quantity(v: &Value) -> anyhow::Result<u64> {
-    let s = v.as_str().context("not a string")?;
+pub fn quantity(v: &Value) -> Result<u64, String> {
+    let s = v.as_str().ok_or_else(|| format!("{v} is not a string"))?;
     u64::from_str_radix(s.trim_start_matches("0x"), 16)
-        .with_context(|| format!("{s:?} is not a quantity"))
+        .map_err(|_| format!("{s:?} is not a quantity"))
 }

@@ -1,0 +1,231 @@
+//! A one-validator node over real sockets: JSON-RPC answers bad input with the standard
+//! error codes and never falls over (random bodies included), `eth_getProof` verifies against
+//! the block's state root, a restarted node keeps its chain, a torn block log tail is cut,
+//! and configuration errors name their field.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope, TxLegacy};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, Bytes, TxKind, B256, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use farol_crypto::SecretKey;
+use farol_network::Identity;
+use farol_node::client::{quantity, RpcClient};
+use farol_node::config::{Member, PipelineSettings, RpcConfig, ValidatorKeys};
+use farol_node::{Genesis, Node, NodeConfig};
+use serde_json::{json, Value};
+
+fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
+    let bls = SecretKey::from_seed(&[3; 32]);
+    let id = Identity::generate().unwrap_or_else(|e| panic!("{e}"));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let address = udp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    drop(udp);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    NodeConfig {
+        data_dir: dir.to_path_buf(),
+        genesis: Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000),
+        validator: ValidatorKeys {
+            index: 0,
+            bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+            network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+        },
+        committee: vec![Member {
+            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+            network_public: Bytes::copy_from_slice(&id.public_key().0),
+            address,
+            stake: 1,
+            fee_recipient: Address::repeat_byte(0xfe),
+        }],
+        rpc: RpcConfig {
+            http: Some(any),
+            ws: Some(any),
+            max_log_blocks: 1,
+            ..RpcConfig::default()
+        },
+        mempool: Default::default(),
+        pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
+        log: "warn".into(),
+    }
+}
+
+fn raw_transfer(key: &PrivateKeySigner, nonce: u64, chain_id: u64) -> String {
+    let tx = TxEip1559 {
+        chain_id,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 0,
+        to: TxKind::Call(Address::repeat_byte(0x77)),
+        value: U256::from(5),
+        ..Default::default()
+    };
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
+    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// The error code of a call that must fail.
+fn code(c: &mut RpcClient, body: &str) -> i64 {
+    let v = c.post(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("{body}: no error in {v}"))
+}
+
+fn wait_receipt(c: &mut RpcClient, hash: &Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.call("eth_getTransactionReceipt", json!([hash])).unwrap_or(Value::Null);
+        if !r.is_null() {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no receipt for {hash}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_errors_proofs_restart_and_config() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x42; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let cfg = config(dir.path(), key.address());
+    let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let key2 = key.clone();
+    let head = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // Malformed requests: the standard codes.
+        assert_eq!(code(&mut c, "{not json"), -32700);
+        assert_eq!(code(&mut c, "[]"), -32600);
+        assert_eq!(code(&mut c, "42"), -32600);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"1.0","id":1,"method":"eth_chainId"}"#), -32600);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_nope"}"#), -32601);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0x12"]}"#), -32602);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":{"a":1}}"#), -32602);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x02c0"]}"#), -32602);
+        assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_subscribe","params":["newHeads"]}"#), -32601);
+        let batch: Vec<Value> = (0..1001).map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"})).collect();
+        assert_eq!(code(&mut c, &Value::Array(batch).to_string()), -32005);
+        // A batch answers each call, errors in place.
+        let v = c
+            .post(r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"nope"},{"jsonrpc":"2.0","method":"eth_chainId"}]"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(v[0]["result"], "0x7a69");
+        assert_eq!(v[1]["error"]["code"], -32601);
+        // Transactions: wrong chain, unaffordable, a good one.
+        let wrong = raw_transfer(&key2, 0, 1);
+        let e = c.call("eth_sendRawTransaction", json!([wrong])).expect_err("wrong chain accepted");
+        assert!(e.contains("-32000") && e.contains("chain id"), "{e}");
+        let poor = PrivateKeySigner::from_slice(&[0x43; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let e = c.call("eth_sendRawTransaction", json!([raw_transfer(&poor, 0, 31337)])).expect_err("unfunded accepted");
+        assert!(e.contains("insufficient funds"), "{e}");
+        let legacy = TxLegacy { chain_id: None, nonce: 0, gas_price: 2_000_000_000, gas_limit: 21_000, to: TxKind::Call(Address::ZERO), value: U256::ZERO, input: Bytes::new() };
+        let sig = key2.sign_hash_sync(&legacy.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let raw = TxEnvelope::Legacy(legacy.into_signed(sig)).encoded_2718();
+        let e = c.call("eth_sendRawTransaction", json!([Bytes::from(raw)])).expect_err("pre-EIP-155 accepted");
+        assert!(e.contains("chain id"), "{e}");
+        let hash = c.call("eth_sendRawTransaction", json!([raw_transfer(&key2, 0, 31337)])).unwrap_or_else(|e| panic!("{e}"));
+        let dup = c.call("eth_sendRawTransaction", json!([raw_transfer(&key2, 0, 31337)])).expect_err("duplicate accepted");
+        assert!(dup.contains("already known") || dup.contains("nonce too low"), "{dup}");
+        let r = wait_receipt(&mut c, &hash);
+        assert_eq!(r["status"], "0x1");
+        let n = quantity(&r["blockNumber"]).unwrap_or(0);
+        // A reverted call: code 3 (init code PUSH1 0 PUSH1 0 REVERT).
+        let e = c.call("eth_call", json!([{"data": "0x60006000fd"}])).expect_err("revert succeeded");
+        assert!(e.contains("\"code\":3") && e.contains("execution reverted"), "{e}");
+        // Log range limit.
+        let e = c.call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])).expect_err("huge range");
+        assert!(e.contains("-32005"), "{e}");
+        // A proof of the recipient's account against the block's state root.
+        let block = c.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false])).unwrap_or_else(|e| panic!("{e}"));
+        let root: B256 = serde_json::from_value(block["stateRoot"].clone()).unwrap_or_else(|e| panic!("{e}"));
+        let to = Address::repeat_byte(0x77);
+        let p = c.call("eth_getProof", json!([to, [], format!("{n:#x}")])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p["balance"], "0x5");
+        let bytes: Bytes = serde_json::from_value(p["accountProof"][0].clone()).unwrap_or_else(|e| panic!("{e}"));
+        let proof = farol_store::Proof::decode(&bytes).unwrap_or_else(|e| panic!("{e}"));
+        let account = farol_execution::Account { balance: U256::from(5), nonce: 0, code_hash: alloy_primitives::KECCAK256_EMPTY };
+        let value = farol_execution::encode_account(&account);
+        farol_store::verify(&root, &farol_execution::account_key(&to), Some(&value), &proof)
+            .unwrap_or_else(|e| panic!("the proof does not verify: {e}"));
+        // Random bodies never take the node down.
+        const ALPHABET: &[u8] = b"{}[]\":,0x1a-eth_\\ \x00\xff";
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..300 {
+            let len = (i * 7) % 300;
+            let mut body = Vec::with_capacity(len);
+            for _ in 0..len {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                body.push(ALPHABET[(rng % ALPHABET.len() as u64) as usize]);
+            }
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let _ = c.post(&body);
+        }
+        let methods = ["eth_getBalance", "eth_call", "eth_getLogs", "eth_getProof", "eth_feeHistory", "eth_getBlockByNumber", "eth_estimateGas", "eth_getStorageAt", "farol_transactionStatus"];
+        let junk = [json!(null), json!(1), json!("0x"), json!({"a": [1, 2]}), json!([[], {}]), json!("latest"), json!(-1), json!(1e300), json!("0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff")];
+        for m in methods {
+            for a in &junk {
+                for b in &junk {
+                    let body = json!({"jsonrpc":"2.0","id":1,"method":m,"params":[a, b]}).to_string();
+                    let v = c.post(&body).unwrap_or_else(|e| panic!("{m}({a}, {b}): no answer: {e}"));
+                    assert!(v.get("result").is_some() || v.get("error").is_some(), "{v}");
+                }
+            }
+        }
+        assert_eq!(c.call("eth_chainId", json!([])).unwrap_or_default(), "0x7a69");
+        n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Restart: the chain is still there.
+    let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.state.chain.head_number() >= head);
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let addr = key.address();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        assert_eq!(
+            c.call("eth_getTransactionCount", json!([addr, "latest"])).unwrap_or_default(),
+            "0x1"
+        );
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // A torn tail in the block log (a write cut short) is cut at open; nothing before it is lost.
+    let log = dir.path().join("blocks.log");
+    let len = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &[200, 0, 0, 0, 1, 2, 3]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(node.state.chain.head_number() >= head);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let after = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    assert!(after >= len, "the log lost records: {after} < {len}");
+
+    // Configuration errors name the field.
+    let text = toml::to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let e = NodeConfig::parse(&text.replace("data_dir", "data_dri")).expect_err("unknown field");
+    assert!(e.to_string().contains("data_dri"), "{e}");
+    let e = NodeConfig::parse(&text.replace("index = 0", "index = 9")).expect_err("bad index");
+    assert!(e.to_string().contains("validator.index"), "{e}");
+    let e =
+        NodeConfig::parse(&text.replace("stake = 1", "stake = \"lots\"")).expect_err("bad stake");
+    assert!(e.to_string().contains("stake"), "{e}");
+    let mut bad = cfg.clone();
+    bad.validator.bls_secret = Bytes::copy_from_slice(&SecretKey::from_seed(&[9; 32]).to_bytes());
+    let e = Node::start(bad).await.expect_err("a key not in the committee");
+    assert!(e.to_string().contains("validator.bls_secret"), "{e}");
+}
