@@ -5,6 +5,7 @@
 
 mod consensus;
 mod exec;
+mod node;
 mod store;
 mod wasm;
 
@@ -33,6 +34,9 @@ enum BenchCommand {
     Wasm(wasm::WasmBenchArgs),
     /// AsyncBFT over QUIC, every validator proposing, against one proposer per round.
     Consensus(consensus::ConsensusBenchArgs),
+    /// A devnet of validator processes under a JSON-RPC load of transfers, pipelined
+    /// against one block at a time.
+    Node(node::NodeBenchArgs),
     /// Internal: the child process `bench store` kills to measure reopening after a crash.
     #[command(hide = true)]
     StoreWriter(store::StoreWriterArgs),
@@ -45,6 +49,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Wasm(args) => wasm::run(args),
         BenchCommand::Consensus(args) => consensus::run(args),
+        BenchCommand::Node(args) => node::run(args),
         BenchCommand::StoreWriter(args) => store::run_writer(args),
     }
 }

@@ -1,0 +1,337 @@
+//! `farol bench node`: a load generator submits pre-signed transfers through JSON-RPC to a
+//! devnet of validator processes on this machine and measures sustained committed TPS and
+//! the latency of each finality tier; then the same with the pipeline off (each validator
+//! executes and stores one block at a time) as the baseline.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, TxKind, U256};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use farol_node::client::{quantity, RpcClient};
+use farol_node::genesis::{mnemonic_accounts, DEV_MNEMONIC};
+use serde_json::{json, Value};
+
+use super::{progress, BenchResult, Better};
+
+/// Arguments of `farol bench node`.
+#[derive(Debug, Args)]
+pub(crate) struct NodeBenchArgs {
+    /// A short run (30,000 transfers instead of 200,000).
+    #[arg(long)]
+    quick: bool,
+    /// Transfers to submit.
+    #[arg(long)]
+    transactions: Option<usize>,
+    /// Sending accounts (each sends its transfers in nonce order).
+    #[arg(long, default_value_t = 400)]
+    senders: u32,
+    /// Validator processes.
+    #[arg(long, default_value_t = 4)]
+    validators: u16,
+    /// Transfers per JSON-RPC batch.
+    #[arg(long, default_value_t = 250)]
+    batch: usize,
+}
+
+struct Measured {
+    tps: f64,
+    included: u64,
+    rejected: u64,
+    secs: f64,
+    /// (tier, p50 ms, p99 ms), worst over the validators.
+    tiers: Vec<(&'static str, f64, f64)>,
+}
+
+struct Devnet {
+    child: Child,
+    http: Vec<SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_devnet(args: &NodeBenchArgs, pipelined: bool, port: u16) -> Result<Devnet> {
+    let dir = tempfile::Builder::new().prefix("farol-bench-node-").tempdir()?;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["devnet", "--json", "--log", "warn", "--validators"])
+        .arg(args.validators.to_string())
+        .arg("--accounts")
+        .arg(args.senders.to_string())
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--ws-port")
+        .arg((port + 1).to_string())
+        .arg("--data-dir")
+        .arg(dir.path().join("devnet"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if !pipelined {
+        cmd.arg("--no-pipeline");
+    }
+    let mut child = cmd.spawn().context("starting the devnet")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let summary: Value =
+        serde_json::from_str(&line).with_context(|| format!("devnet summary {line:?}"))?;
+    let http = summary["validators"]
+        .as_array()
+        .context("no validators")?
+        .iter()
+        .map(|v| {
+            v["http"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches("http://")
+                .parse::<SocketAddr>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Devnet { child, http, _dir: dir })
+}
+
+/// Pre-signs `n` transfers, round-robin over `keys` (each sender's in nonce order).
+fn presign(keys: &[alloy_signer_local::PrivateKeySigner], n: usize) -> Vec<(usize, String)> {
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_eips::eip2718::Encodable2718;
+    use alloy_signer::SignerSync;
+    let threads = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(2);
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..threads)
+            .map(|t| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in t * chunk..((t + 1) * chunk).min(n) {
+                        let sender = i % keys.len();
+                        let nonce = (i / keys.len()) as u64;
+                        let mut to = [0x99u8; 20];
+                        to[12..20].copy_from_slice(&(i as u64).to_be_bytes());
+                        let tx = TxEip1559 {
+                            chain_id: farol_node::genesis::DEV_CHAIN_ID,
+                            nonce,
+                            gas_limit: 21_000,
+                            max_fee_per_gas: 2_000_000_000,
+                            max_priority_fee_per_gas: 1,
+                            to: TxKind::Call(Address::from(to)),
+                            value: U256::from(1),
+                            ..Default::default()
+                        };
+                        let Ok(sig) = keys[sender].sign_hash_sync(&tx.signature_hash()) else {
+                            continue;
+                        };
+                        let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
+                        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                        out.push((sender, format!("0x{hex}")));
+                    }
+                    out
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
+    })
+}
+
+fn measure(
+    args: &NodeBenchArgs,
+    txs: &[(usize, String)],
+    pipelined: bool,
+    port: u16,
+) -> Result<Measured> {
+    let net = start_devnet(args, pipelined, port)?;
+    let v = net.http.len();
+    let rejected = Arc::new(AtomicU64::new(0));
+    let first_error = Arc::new(FirstError::default());
+    let start = Instant::now();
+    // One sending thread per validator; a sender's transfers all go to the same validator.
+    let senders: Vec<_> = (0..v)
+        .map(|j| {
+            let mine: Vec<String> = txs.iter().filter(|(s, _)| s % v == j).map(|(_, t)| t.clone()).collect();
+            let addr = net.http[j];
+            let rejected = rejected.clone();
+            let first_error = first_error.clone();
+            let batch = args.batch.max(1);
+            std::thread::spawn(move || {
+                let mut c = RpcClient::new(addr);
+                for (k, chunk) in mine.chunks(batch).enumerate() {
+                    let calls: Vec<Value> = chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| json!({"jsonrpc":"2.0","id":k * batch + i,"method":"eth_sendRawTransaction","params":[t]}))
+                        .collect();
+                    match c.post(&Value::Array(calls).to_string()) {
+                        Ok(Value::Array(answers)) => {
+                            for a in answers {
+                                if let Some(e) = a.get("error") {
+                                    rejected.fetch_add(1, Ordering::Relaxed);
+                                    first_error.set(e.to_string());
+                                }
+                            }
+                        }
+                        Ok(other) => {
+                            rejected.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            first_error.set(other.to_string());
+                        }
+                        Err(e) => {
+                            rejected.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                            first_error.set(e);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Wait until every accepted transfer is in a block at validator 0.
+    let mut status = RpcClient::new(net.http[0]);
+    let total = txs.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last_progress = Instant::now();
+    let (included, done_at) = loop {
+        let sent_all = senders.iter().all(|s| s.is_finished());
+        let s = status.call("farol_status", json!([])).map_err(anyhow::Error::msg)?;
+        let included = s["transactions"].as_u64().unwrap_or(0);
+        let want = total - rejected.load(Ordering::Relaxed);
+        if sent_all && included >= want {
+            break (included, start.elapsed());
+        }
+        if Instant::now() > deadline {
+            bail!("only {included} of {want} transfers included after 300 s");
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            progress(format_args!(
+                "  {included} of {want} included after {:.1} s",
+                start.elapsed().as_secs_f64()
+            ));
+            last_progress = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for s in senders {
+        let _ = s.join();
+    }
+    // Let block finality catch up before reading the latencies.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut tiers = Vec::new();
+    for tier in ["ordered", "receipt", "final"] {
+        let (mut p50, mut p99) = (0.0f64, 0.0f64);
+        for a in &net.http {
+            let s =
+                RpcClient::new(*a).call("farol_status", json!([])).map_err(anyhow::Error::msg)?;
+            let l = &s["latency"][tier];
+            p50 = p50.max(l["p50_ms"].as_f64().unwrap_or(f64::NAN));
+            p99 = p99.max(l["p99_ms"].as_f64().unwrap_or(f64::NAN));
+        }
+        tiers.push((tier, p50, p99));
+    }
+    let head = quantity(&status.call("eth_blockNumber", json!([])).map_err(anyhow::Error::msg)?)
+        .unwrap_or(0);
+    let rejected = rejected.load(Ordering::Relaxed);
+    if let Some(e) = first_error.get() {
+        progress(format_args!("  {rejected} rejected; the first: {e}"));
+    }
+    let secs = done_at.as_secs_f64();
+    progress(format_args!(
+        "  {} pipeline: {included} transfers in {secs:.2} s over {head} blocks = {:.0} tx/s",
+        if pipelined { "with the" } else { "without the" },
+        included as f64 / secs
+    ));
+    Ok(Measured { tps: included as f64 / secs, included, rejected, secs, tiers })
+}
+
+/// The first error message of a run.
+#[derive(Debug, Default)]
+struct FirstError(std::sync::Mutex<Option<String>>);
+
+impl FirstError {
+    fn set(&self, s: String) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(s);
+        }
+    }
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn free_port_base(n: u16) -> Result<u16> {
+    for base in (21_000..60_000).step_by(97) {
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    bail!("no {n} free TCP ports in a row")
+}
+
+/// Runs `farol bench node`.
+pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
+    let n = args.transactions.unwrap_or(if args.quick { 30_000 } else { 200_000 });
+    if args.senders == 0 || args.validators == 0 {
+        bail!("--senders and --validators must be at least 1");
+    }
+    progress(format_args!("deriving {} sending accounts and signing {n} transfers", args.senders));
+    let keys = mnemonic_accounts(DEV_MNEMONIC, args.senders).map_err(anyhow::Error::msg)?;
+    let txs = presign(&keys, n);
+    if txs.len() != n {
+        bail!("signed only {} of {n} transfers", txs.len());
+    }
+    let port = free_port_base(2 * args.validators + 2)?;
+    progress(format_args!("{} validators, pipelined", args.validators));
+    let ours = measure(&args, &txs, true, port)?;
+    progress(format_args!("{} validators, one block at a time (baseline)", args.validators));
+    let base = measure(&args, &txs, false, port)?;
+    let params = |m: &Measured, b: &Measured| {
+        json!({
+            "validators": args.validators, "transfers": n, "senders": args.senders, "batch": args.batch,
+            "included": [m.included, b.included], "rejected": [m.rejected, b.rejected],
+            "seconds": [m.secs, b.secs],
+        })
+    };
+    BenchResult::new(
+        "node.transfers.tps",
+        ours.tps,
+        base.tps,
+        "tx/s",
+        Better::Higher,
+        params(&ours, &base),
+    )
+    .print()?;
+    for ((tier, p50, p99), (_, b50, b99)) in ours.tiers.iter().zip(&base.tiers) {
+        let p = json!({ "validators": args.validators, "transfers": n, "from": "submission over JSON-RPC", "worst of": "the validators" });
+        BenchResult::new(
+            &format!("node.latency.{tier}.p50"),
+            *p50,
+            *b50,
+            "ms",
+            Better::Lower,
+            p.clone(),
+        )
+        .print()?;
+        BenchResult::new(&format!("node.latency.{tier}.p99"), *p99, *b99, "ms", Better::Lower, p)
+            .print()?;
+    }
+    Ok(())
+}
