@@ -6,12 +6,14 @@
 #   exec   the parallel executor against sequential revm    (farol bench exec)
 #   wasm   WASM contracts against the same work on the EVM  (farol bench wasm)
 #   consensus  AsyncBFT over QUIC against one proposer per round (farol bench consensus)
-#   all    all four, one after the other (the default)
+#   node   a 4-validator devnet under JSON-RPC load, pipelined against one block at a time
+#          (farol bench node)
+#   all    all five, one after the other (the default)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/deps.sh
 what=all
-if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == wasm || "$1" == consensus || "$1" == all ) ]]; then
+if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == wasm || "$1" == consensus || "$1" == node || "$1" == all ) ]]; then
   what=$1
   shift
 fi
@@ -22,10 +24,12 @@ case "$what" in
   exec) "$farol" bench exec "$@" ;;
   wasm) "$farol" bench wasm "$@" ;;
   consensus) "$farol" bench consensus "$@" ;;
+  node) "$farol" bench node "$@" ;;
   all)
     "$farol" bench store "$@"
     "$farol" bench exec "$@"
     "$farol" bench wasm "$@"
     "$farol" bench consensus "$@"
+    "$farol" bench node "$@"
     ;;
 esac

@@ -1,5 +1,5 @@
 //! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes;
-//! a real Ethereum client (viem, `mainnet/node/tests/client`) runs its checks against it;
+//! real Ethereum clients (viem and ethers, `mainnet/node/tests/client`) run their checks;
 //! transfers sent over JSON-RPC are executed and block-final on every validator with the
 //! same block hashes and state roots; a validator killed with SIGKILL does not stop the
 //! chain, and restarted from its data directory it catches up.
@@ -181,24 +181,29 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     assert_eq!(d.summary["chainId"], 31337);
     assert_eq!(d.summary["accounts"][0]["address"], "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
 
-    // A real client: viem from npm.
+    // Real clients: viem and ethers from npm.
     let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../mainnet/node/tests/client");
     assert!(
         client.join("node_modules/viem").exists(),
         "the client test's npm packages are missing: run `npm ci` in {} (scripts/test.sh does)",
         client.display()
     );
-    let out = Command::new("node")
-        .arg("client.mjs")
-        .current_dir(&client)
-        .env("FAROL_HTTP", d.summary["validators"][0]["http"].as_str().unwrap_or_default())
-        .env("FAROL_WS", d.summary["validators"][0]["ws"].as_str().unwrap_or_default())
-        .output()
-        .unwrap_or_else(|e| panic!("running node: {e}"));
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("{text}");
-    assert!(out.status.success(), "the viem client failed:\n{text}\n{}", log_tail(&dir, 0));
+    for script in ["client.mjs", "ethers.mjs"] {
+        let out = Command::new("node")
+            .arg(script)
+            .current_dir(&client)
+            .env("FAROL_HTTP", d.summary["validators"][0]["http"].as_str().unwrap_or_default())
+            .env("FAROL_WS", d.summary["validators"][0]["ws"].as_str().unwrap_or_default())
+            .output()
+            .unwrap_or_else(|e| panic!("running node: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{text}");
+        assert!(out.status.success(), "{script} failed:\n{text}\n{}", log_tail(&dir, 0));
+    }
 
     // Transfers through validator 1: executed and final everywhere, one chain.
     let funder = PrivateKeySigner::from_bytes(

@@ -156,7 +156,18 @@ struct Watch {
     tx: Transaction,
     attempt: u64,
     deadline: u64,
+    /// When it was first forwarded (a round).
+    since: u64,
+    /// Order of arrival: reassigned transactions are forwarded in it, so that one sender's
+    /// transactions keep their order.
+    seq: u64,
 }
+
+/// A transaction whose assignee is live (proposing) is reassigned only after this many
+/// times `reassign_rounds`: a long queue is no reason to move it (moving it would let the
+/// sender's later transactions overtake earlier ones still queued), a validator that
+/// proposes but leaves it out is.
+const LIVE_PATIENCE: u64 = 10;
 
 /// Counters of what the engine refused.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -213,6 +224,7 @@ pub struct AsyncBft {
     queue: VecDeque<(Digest, Transaction)>,
     queued: HashSet<Digest>,
     watched: BTreeMap<Digest, Watch>,
+    watch_seq: u64,
 
     next_slot: (u64, usize),
     height: u64,
@@ -276,6 +288,7 @@ impl AsyncBft {
             queue: VecDeque::new(),
             queued: HashSet::new(),
             watched: BTreeMap::new(),
+            watch_seq: 0,
             next_slot: (1, 0),
             height: 0,
             last_commit_round: 0,
@@ -735,11 +748,23 @@ impl AsyncBft {
     /// validator that has proposed recently.
     fn reassign(&mut self, out: &mut Vec<Action>) {
         let now = self.round;
-        let due: Vec<Digest> =
-            self.watched.iter().filter(|(_, w)| w.deadline <= now).map(|(d, _)| *d).collect();
+        let mut due: Vec<(u64, Digest)> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(d, w)| (w.seq, *d))
+            .collect();
+        due.sort_unstable();
         let mut forward: BTreeMap<ValidatorIndex, Vec<Transaction>> = BTreeMap::new();
-        for d in due {
+        for (_, d) in due {
             let Some(w) = self.watched.get(&d) else { continue };
+            let current = AsyncBft::assignee(&self.committee, &w.tx.sender, w.attempt);
+            if self.live(current) && now < w.since + LIVE_PATIENCE * self.cfg.reassign_rounds {
+                if let Some(w) = self.watched.get_mut(&d) {
+                    w.deadline = now + self.cfg.reassign_rounds;
+                }
+                continue;
+            }
             let (attempt, to) = self.live_assignee(&w.tx.sender, w.attempt + 1);
             let tx = w.tx.clone();
             if let Some(w) = self.watched.get_mut(&d) {
@@ -1160,7 +1185,9 @@ impl AsyncBft {
             } else {
                 forward.entry(to).or_default().push(t.clone());
                 let deadline = self.round + self.cfg.reassign_rounds;
-                self.watched.insert(d, Watch { tx: t, attempt, deadline });
+                self.watch_seq += 1;
+                let w = Watch { tx: t, attempt, deadline, since: self.round, seq: self.watch_seq };
+                self.watched.insert(d, w);
             }
         }
         for (to, txs) in forward {

@@ -62,6 +62,26 @@ pub struct StoredBlock {
     /// The consensus height of that commit (commits without transactions make no block, so
     /// heights run ahead of block numbers).
     pub height: u64,
+    /// Position of the block among those its commit made (a commit past the gas limit makes
+    /// several).
+    pub chunk: u32,
+    /// Whether it is the last block of its commit (then `deferred` is meaningful).
+    pub last_in_commit: bool,
+    /// After the commit: ordered transactions waiting for an earlier nonce of their sender.
+    pub deferred: Vec<Deferred>,
+}
+
+/// An ordered transaction whose nonce is ahead of its sender's: it waits (a bounded number
+/// of commits) for the missing ones, which consensus may order later (a sender's
+/// transactions can be proposed by different validators).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deferred {
+    /// The commit height it was ordered at.
+    pub since: u64,
+    /// Its sender.
+    pub sender: Address,
+    /// The transaction.
+    pub tx: TxEnvelope,
 }
 
 impl StoredBlock {
@@ -105,6 +125,14 @@ impl StoredBlock {
             }
             put_bytes(&mut out, &self.receipts[i].encoded_2718());
         }
+        out.extend_from_slice(&self.chunk.to_le_bytes());
+        out.push(u8::from(self.last_in_commit));
+        out.extend_from_slice(&(self.deferred.len() as u32).to_le_bytes());
+        for d in &self.deferred {
+            out.extend_from_slice(&d.since.to_le_bytes());
+            out.extend_from_slice(d.sender.as_slice());
+            put_bytes(&mut out, &d.tx.encoded_2718());
+        }
         out
     }
 
@@ -130,11 +158,34 @@ impl StoredBlock {
                 ReceiptEnvelope::decode_2718(&mut r).map_err(|e| format!("receipt {i}: {e}"))?,
             );
         }
+        let chunk = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "chunk")?);
+        let last_in_commit = take(&mut b, 1)?[0] != 0;
+        let nd = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
+        let mut deferred = Vec::with_capacity(nd.min(b.len() / 32));
+        for i in 0..nd {
+            let since = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "since")?);
+            let sender = Address::from_slice(take(&mut b, 20)?);
+            let mut t = take_bytes(&mut b)?;
+            let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
+            deferred.push(Deferred { since, sender, tx });
+        }
         if !b.is_empty() {
             return Err("trailing bytes".into());
         }
         let hash = header.hash_slow();
-        Ok(StoredBlock { header, hash, txs, senders, receipts, created, round, height })
+        Ok(StoredBlock {
+            header,
+            hash,
+            txs,
+            senders,
+            receipts,
+            created,
+            round,
+            height,
+            chunk,
+            last_in_commit,
+            deferred,
+        })
     }
 }
 

@@ -152,6 +152,11 @@ impl Finality {
                     if let Some(n) = self.certify(&mut votes, chain_id, &mut diverged_logged) {
                         votes = votes.split_off(&(n + 1));
                     }
+                    // Without a quorum (too many validators down) votes are kept for the
+                    // newest blocks only.
+                    while votes.len() > 2 * AHEAD as usize {
+                        votes.pop_first();
+                    }
                 }
             }
         }

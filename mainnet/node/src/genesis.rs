@@ -96,6 +96,9 @@ impl Genesis {
             created: Vec::new(),
             round: 0,
             height: 0,
+            chunk: 0,
+            last_in_commit: true,
+            deferred: Vec::new(),
         }
     }
 }

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use alloy_consensus::transaction::SignerRecoverable;
 use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, U256};
@@ -203,7 +202,7 @@ pub fn check(
     if tx.gas_limit() > gas_limit {
         return Err(MempoolError::GasLimit { gas: tx.gas_limit(), block: gas_limit });
     }
-    let sender = tx.recover_signer().map_err(|e| MempoolError::Signature(e.to_string()))?;
+    let sender = farol_execution::recover_sender(&tx).map_err(MempoolError::Signature)?;
     let hash = *tx.tx_hash();
     Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
 }
@@ -400,6 +399,14 @@ impl Mempool {
             out.extend(self.promote(sender));
         }
         out
+    }
+
+    /// Forgets transaction `hash` (execution dropped it: a wallet may send it again, or
+    /// another with its nonce).
+    pub fn forget(&mut self, hash: &B256) {
+        if let Some((sender, nonce)) = self.by_hash.get(hash).copied() {
+            self.remove(&sender, nonce);
+        }
     }
 
     /// Drops the transactions waiting longer than the lifetime; returns how many.

@@ -100,6 +100,8 @@ pub struct Metrics {
     pub execute_queue: AtomicU64,
     /// Ordered payloads that did not decode as transactions.
     pub undecodable: AtomicU64,
+    /// Ordered transactions execution dropped.
+    pub dropped: AtomicU64,
     /// Time spent executing (µs).
     pub exec_micros: AtomicU64,
     /// Time spent merklizing and persisting state and blocks (µs).
@@ -178,6 +180,13 @@ impl Metrics {
             "counter",
             "Ordered payloads that were not transactions.",
             &self.undecodable,
+        );
+        g(
+            &mut out,
+            "dropped_total",
+            "counter",
+            "Ordered transactions execution dropped.",
+            &self.dropped,
         );
         g(&mut out, "mempool_transactions", "gauge", "Transactions in the mempool.", &self.mempool);
         g(&mut out, "peers", "gauge", "Validator connections open.", &self.peers);

@@ -241,8 +241,9 @@ impl Node {
             let mut blocks = state.blocks.subscribe();
             let metrics = metrics.clone();
             let state = state.clone();
+            let lifetime = cfg.mempool.lifetime_secs;
             tasks.push(tokio::spawn(async move {
-                let mut expire = tokio::time::interval(Duration::from_secs(5));
+                let mut expire = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     let unblocked = tokio::select! {
                         b = blocks.recv() => match b {
@@ -255,11 +256,22 @@ impl Node {
                             Err(_) => break,
                         },
                         _ = expire.tick() => {
-                            mempool.lock().expire(Instant::now());
+                            let now = Instant::now();
+                            mempool.lock().expire(now);
+                            // Submissions never ordered (expired, evicted) stop being timed.
+                            let life = Duration::from_secs(lifetime + 60);
+                            state.submitted.lock().retain(|_, at| now.duration_since(*at) < life);
                             Vec::new()
                         }
                     };
-                    metrics.mempool.store(mempool.lock().len() as u64, Ordering::Relaxed);
+                    let dropped = std::mem::take(&mut *state.unforgotten.lock());
+                    {
+                        let mut m = mempool.lock();
+                        for h in &dropped {
+                            m.forget(h);
+                        }
+                        metrics.mempool.store(m.len() as u64, Ordering::Relaxed);
+                    }
                     if !unblocked.is_empty() && submit.send(unblocked).await.is_err() {
                         break;
                     }

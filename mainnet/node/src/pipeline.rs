@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::chain::{Chain, StoredBlock};
+use crate::chain::{Chain, Deferred, StoredBlock};
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
 
@@ -98,6 +98,8 @@ pub struct State {
     /// unaffordable, undecodable), with the reason; the newest 10,000.
     pub dropped: Mutex<BTreeMap<u64, (B256, String)>>,
     dropped_seq: AtomicU64,
+    /// Dropped transactions the mempool has not yet forgotten (it drains this).
+    pub unforgotten: Mutex<Vec<B256>>,
     /// Every stored block, as it is stored.
     pub blocks: broadcast::Sender<Arc<StoredBlock>>,
     /// Counters for `/metrics`.
@@ -134,6 +136,7 @@ impl State {
             ordered: Mutex::new(HashMap::new()),
             dropped: Mutex::new(BTreeMap::new()),
             dropped_seq: AtomicU64::new(0),
+            unforgotten: Mutex::new(Vec::new()),
             blocks: broadcast::channel(1024).0,
             metrics,
             submitted: Mutex::new(HashMap::new()),
@@ -158,14 +161,27 @@ impl State {
     }
 
     fn drop_tx(&self, hash: B256, reason: String) {
+        tracing::debug!(%hash, %reason, "an ordered transaction is dropped");
+        self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
         self.ordered.lock().remove(&hash);
         self.submitted.lock().remove(&hash);
+        {
+            let mut u = self.unforgotten.lock();
+            if u.len() < 100_000 {
+                u.push(hash);
+            }
+        }
         let seq = self.dropped_seq.fetch_add(1, Ordering::Relaxed);
         let mut d = self.dropped.lock();
         d.insert(seq, (hash, reason));
         while d.len() > 10_000 {
             d.pop_first();
         }
+    }
+
+    /// The newest drops, newest first.
+    pub fn recent_drops(&self, n: usize) -> Vec<(B256, String)> {
+        self.dropped.lock().values().rev().take(n).cloned().collect()
     }
 
     /// Why transaction `hash` was dropped after it was ordered, if it was.
@@ -233,7 +249,20 @@ struct Executed {
     diff: Arc<StateDiff>,
     ordered_at: Instant,
     executed_at: Instant,
+    chunk: u32,
+    last_in_commit: bool,
+    deferred: Vec<Deferred>,
 }
+
+/// Ordered transactions whose nonce is ahead of their sender's wait at most this many
+/// commits for the missing ones.
+const DEFER_COMMITS: u64 = 256;
+/// At most this many wait at once.
+const MAX_DEFERRED: usize = 20_000;
+
+/// The transactions waiting for an earlier nonce, by sender and nonce, with the commit
+/// height they were ordered at.
+type Waiting = BTreeMap<(Address, u64), (u64, RecoveredTx)>;
 
 /// Starts the pipeline on `commits`. It returns when `commits` closes or a stage fails.
 pub fn spawn(
@@ -271,9 +300,32 @@ fn run(
     } else {
         None
     };
+    // Where to resume: after the last stored block; a commit whose last block was not
+    // stored (a crash between its blocks) is processed again, without the blocks stored.
     let head = state.chain.head();
+    let mut base = head.clone();
+    while !base.last_in_commit {
+        base = match state.chain.block(base.number().saturating_sub(1)) {
+            Some(b) => b,
+            None => break,
+        };
+    }
+    let mut waiting: Waiting = base
+        .deferred
+        .iter()
+        .map(|d| {
+            (
+                (d.sender, d.tx.nonce()),
+                (d.since, RecoveredTx { tx: d.tx.clone(), sender: d.sender }),
+            )
+        })
+        .collect();
+    let (mut last_height, mut resume) = if head.last_in_commit {
+        (head.height, None)
+    } else {
+        (head.height.saturating_sub(1), Some((head.height, head.chunk as usize + 1, base.number())))
+    };
     let mut next = head.number() + 1;
-    let mut last_height = head.height;
     let mut last_timestamp = head.header.timestamp;
     let result = (|| {
         while let Some(c) = commits.blocking_recv() {
@@ -283,16 +335,31 @@ fn run(
                 continue;
             }
             last_height = c.height;
-            if c.transactions.is_empty() {
+            // A commit without transactions makes a block only when a new second began since
+            // the last block: an idle chain still moves (about one block a second), which
+            // clients that wait for the next block (ethers' `wait`) rely on.
+            if c.transactions.is_empty() && c.timestamp_ms / 1000 <= last_timestamp {
                 continue;
             }
+            let (skip, before) = match resume.take() {
+                Some((h, skip, before)) if h == c.height => (skip, before),
+                _ => (0, next - 1),
+            };
             let ordered_at = Instant::now();
-            let txs = decode(&state, &c);
+            let decoded = decode(&state, &c);
+            let view = state
+                .view(before)
+                .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
+            let txs = order(&state, &view, c.height, decoded, &mut waiting)
+                .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
+            drop(view);
             let timestamp = last_timestamp.max(c.timestamp_ms / 1000);
             last_timestamp = timestamp;
             let beneficiary =
                 state.fee_recipients.get(usize::from(c.leader.0)).copied().unwrap_or_default();
-            // Blocks are cut at the gas limit: one commit can make several blocks.
+            // Blocks are cut at the gas limit: one commit can make several blocks. The last
+            // is made even if empty: it records the transactions left waiting.
+            let mut chunks = Vec::new();
             let mut rest = txs.as_slice();
             while !rest.is_empty() {
                 let mut gas = 0u64;
@@ -305,7 +372,18 @@ fn run(
                     .count()
                     .max(1);
                 let (chunk, tail) = rest.split_at(take);
+                chunks.push(chunk);
                 rest = tail;
+            }
+            if chunks.is_empty() {
+                chunks.push(&[]);
+            }
+            let count = chunks.len();
+            for (i, chunk) in chunks.into_iter().enumerate() {
+                if i < skip {
+                    continue;
+                }
+                let last = i + 1 == count;
                 let env = BlockEnv {
                     number: next,
                     timestamp,
@@ -316,16 +394,28 @@ fn run(
                     difficulty: U256::ZERO,
                     excess_blob_gas: Some(0),
                 };
-                let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round)?;
+                let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round, last)?;
                 let Some(mut e) = e else { continue };
                 e.ordered_at = ordered_at;
+                e.chunk = i as u32;
+                e.last_in_commit = last;
+                if last {
+                    e.deferred = waiting
+                        .values()
+                        .map(|(since, t)| Deferred {
+                            since: *since,
+                            sender: t.sender,
+                            tx: t.tx.clone(),
+                        })
+                        .collect();
+                }
                 next += 1;
                 state.pending.lock().push((e.number, e.diff.clone()));
                 state.metrics.executed.store(e.number, Ordering::Relaxed);
                 if cfg.pipelined {
                     state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
                     if to_store.send(e).is_err() {
-                        break;
+                        return Ok(());
                     }
                 } else {
                     store_block(&state, e)?;
@@ -357,8 +447,7 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
             if !buf.is_empty() {
                 return Err((Some(hash), "trailing bytes".into()));
             }
-            use alloy_consensus::transaction::SignerRecoverable;
-            let sender = tx.recover_signer().map_err(|e| (Some(hash), e.to_string()))?;
+            let sender = farol_execution::recover_sender(&tx).map_err(|e| (Some(hash), e))?;
             if sender.as_slice() != t.sender {
                 return Err((Some(hash), "sender differs from the one forwarded".into()));
             }
@@ -392,7 +481,76 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
     out
 }
 
+/// Puts a commit's transactions in execution order: each sender's transactions must follow
+/// on from its nonce (after `view`); one whose nonce is ahead waits in `waiting` (at most
+/// [`DEFER_COMMITS`] commits) and joins the commit that brings the missing nonces, right
+/// after them. A nonce already used is dropped. Deterministic: the same commits give the
+/// same order everywhere.
+fn order(
+    state: &Arc<State>,
+    view: &Overlay,
+    height: u64,
+    txs: Vec<RecoveredTx>,
+    waiting: &mut Waiting,
+) -> Result<Vec<RecoveredTx>, StateError> {
+    let mut expected: HashMap<Address, u64> = HashMap::new();
+    let mut out = Vec::with_capacity(txs.len());
+    for t in txs {
+        let sender = t.sender;
+        let exp = match expected.get(&sender) {
+            Some(n) => *n,
+            None => {
+                let n = view.account(sender)?.map(|a| a.nonce).unwrap_or(0);
+                expected.insert(sender, n);
+                n
+            }
+        };
+        let nonce = t.tx.nonce();
+        if nonce == exp {
+            out.push(t);
+            let mut e = exp + 1;
+            while let Some((_, w)) = waiting.remove(&(sender, e)) {
+                out.push(w);
+                e += 1;
+            }
+            expected.insert(sender, e);
+        } else if nonce > exp {
+            if waiting.contains_key(&(sender, nonce)) {
+                state.drop_tx(
+                    *t.tx.tx_hash(),
+                    format!("another transaction with nonce {nonce} waits"),
+                );
+            } else if waiting.len() >= MAX_DEFERRED {
+                state.drop_tx(
+                    *t.tx.tx_hash(),
+                    "too many transactions wait for earlier nonces".into(),
+                );
+            } else {
+                waiting.insert((sender, nonce), (height, t));
+            }
+        } else {
+            state.drop_tx(*t.tx.tx_hash(), format!("nonce {nonce}, want {exp}"));
+        }
+    }
+    waiting.retain(|(sender, nonce), (since, t)| {
+        let used = expected.get(sender).is_some_and(|e| nonce < e);
+        let expired = height.saturating_sub(*since) > DEFER_COMMITS;
+        if used {
+            state
+                .drop_tx(*t.tx.tx_hash(), format!("nonce {nonce} was used by another transaction"));
+        } else if expired {
+            state.drop_tx(
+                *t.tx.tx_hash(),
+                format!("nonce gap not filled within {DEFER_COMMITS} commits"),
+            );
+        }
+        !used && !expired
+    });
+    Ok(out)
+}
+
 /// Executes `txs` as block `env.number`, dropping the transactions that turn out invalid.
+/// Returns nothing when none is left, unless `always` (the last block of a commit).
 fn execute(
     state: &Arc<State>,
     executor: &ParallelExecutor,
@@ -400,35 +558,15 @@ fn execute(
     mut txs: Vec<RecoveredTx>,
     committed_height: u64,
     round: u64,
+    always: bool,
 ) -> Result<Option<Executed>, PipelineError> {
     let number = env.number;
     let view = state
         .view(number - 1)
         .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
-    // Nonces: each sender's transactions must follow on from its account nonce.
-    let mut nonces: HashMap<Address, u64> = HashMap::new();
-    let mut kept = Vec::with_capacity(txs.len());
-    for t in txs.drain(..) {
-        let expected = match nonces.get(&t.sender) {
-            Some(n) => *n,
-            None => view
-                .account(t.sender)
-                .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?
-                .map(|a| a.nonce)
-                .unwrap_or(0),
-        };
-        if t.tx.nonce() != expected {
-            state.drop_tx(*t.tx.tx_hash(), format!("nonce {}, want {expected}", t.tx.nonce()));
-            nonces.insert(t.sender, expected);
-            continue;
-        }
-        nonces.insert(t.sender, expected + 1);
-        kept.push(t);
-    }
-    let mut txs = kept;
     let started = Instant::now();
     loop {
-        if txs.is_empty() {
+        if txs.is_empty() && !always {
             return Ok(None);
         }
         match executor.execute(&view, &state.spec, &env, &txs) {
@@ -449,6 +587,9 @@ fn execute(
                     diff,
                     ordered_at: started,
                     executed_at,
+                    chunk: 0,
+                    last_in_commit: false,
+                    deferred: Vec::new(),
                 }));
             }
             Err(
@@ -526,6 +667,9 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         created,
         round: e.round,
         height: e.committed_height,
+        chunk: e.chunk,
+        last_in_commit: e.last_in_commit,
+        deferred: e.deferred,
     };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
@@ -557,4 +701,74 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         .ok();
     let _ = state.blocks.send(block);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_primitives::TxKind;
+    use alloy_signer::SignerSync;
+    use alloy_signer_local::PrivateKeySigner;
+
+    fn tx(key: &PrivateKeySigner, nonce: u64) -> RecoveredTx {
+        let t = TxEip1559 {
+            chain_id: 31337,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            to: TxKind::Call(Address::repeat_byte(1)),
+            ..Default::default()
+        };
+        let sig = key.sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        RecoveredTx { tx: TxEnvelope::Eip1559(t.into_signed(sig)), sender: key.address() }
+    }
+
+    fn nonces(txs: &[RecoveredTx]) -> Vec<(Address, u64)> {
+        txs.iter().map(|t| (t.sender, t.tx.nonce())).collect()
+    }
+
+    #[test]
+    fn early_nonces_wait_for_the_missing_ones_then_expire() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let genesis =
+            Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        let store = Store::open(dir.path().join("state"), farol_store::Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root =
+            store.apply(0, genesis.state().store_changes()).unwrap_or_else(|e| panic!("{e}"));
+        let g = genesis.clone();
+        let chain =
+            Chain::open(dir.path(), move || g.block(root)).unwrap_or_else(|e| panic!("{e}"));
+        let state = Arc::new(State::new(
+            Arc::new(chain),
+            Arc::new(store),
+            genesis,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+        ));
+        let view = state.view(0).unwrap_or_else(|e| panic!("{e}"));
+        let mut waiting = Waiting::new();
+        // Commit 1: a's 2 and 1 arrive before its 0 (a second 2 is dropped); b's 0 is in order.
+        let first = vec![tx(&a, 2), tx(&b, 0), tx(&a, 1), tx(&a, 2)];
+        let out = order(&state, &view, 1, first, &mut waiting).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nonces(&out), [(b.address(), 0)]);
+        assert_eq!(waiting.len(), 2);
+        // Commit 2: a's 0 arrives: 1 and 2 follow it.
+        let out = order(&state, &view, 2, vec![tx(&a, 0)], &mut waiting)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nonces(&out), [(a.address(), 0), (a.address(), 1), (a.address(), 2)]);
+        assert!(waiting.is_empty());
+        assert_eq!(state.metrics.dropped.load(Ordering::Relaxed), 1);
+        // A gap never filled: dropped after DEFER_COMMITS commits.
+        let out = order(&state, &view, 3, vec![tx(&b, 5)], &mut waiting)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.is_empty() && waiting.len() == 1);
+        let _ = order(&state, &view, 3 + DEFER_COMMITS, vec![], &mut waiting);
+        assert_eq!(waiting.len(), 1, "kept for {DEFER_COMMITS} commits");
+        let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting);
+        assert!(waiting.is_empty());
+        assert!(state.recent_drops(1)[0].1.contains("gap not filled"));
+    }
 }

@@ -84,7 +84,28 @@ pub struct Rpc {
     mempool: Arc<Mutex<Mempool>>,
     submit: mpsc::Sender<Vec<Transaction>>,
     cfg: RpcConfig,
+    filters: Mutex<Filters>,
 }
+
+/// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
+#[derive(Default)]
+struct Filters {
+    next: u64,
+    live: HashMap<String, PollFilter>,
+}
+
+struct PollFilter {
+    /// `None` for a block filter.
+    logs: Option<Filter>,
+    /// The first block not yet reported.
+    next_block: u64,
+    last_poll: std::time::Instant,
+}
+
+/// A filter not polled for this long is removed (as in geth).
+const FILTER_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+/// Most filters held at once.
+const MAX_FILTERS: usize = 10_000;
 
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,7 +160,7 @@ impl Rpc {
         submit: mpsc::Sender<Vec<Transaction>>,
         cfg: RpcConfig,
     ) -> Rpc {
-        Rpc { state, mempool, submit, cfg }
+        Rpc { state, mempool, submit, cfg, filters: Mutex::new(Filters::default()) }
     }
 
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
@@ -364,6 +385,19 @@ impl Rpc {
                 to_value(self.logs(&filter)?)
             }
             "eth_getProof" => self.proof(p),
+            "eth_newFilter" => {
+                let f: Filter = param(p, 0, "filter")?;
+                self.new_filter(Some(f))
+            }
+            "eth_newBlockFilter" => self.new_filter(None),
+            "eth_getFilterChanges" | "eth_getFilterLogs" => {
+                let id: String = param(p, 0, "filter id")?;
+                self.filter_changes(&id, method == "eth_getFilterLogs")
+            }
+            "eth_uninstallFilter" => {
+                let id: String = param(p, 0, "filter id")?;
+                Ok(json!(self.filters.lock().live.remove(&id).is_some()))
+            }
             "eth_subscribe" => match ws {
                 Some(ws) => self.subscribe(ws, p),
                 None => Err(RpcError::new(-32601, "eth_subscribe needs a WebSocket connection")),
@@ -732,6 +766,57 @@ impl Rpc {
         }))
     }
 
+    fn new_filter(&self, logs: Option<Filter>) -> RpcResult {
+        let now = std::time::Instant::now();
+        let mut f = self.filters.lock();
+        f.live.retain(|_, x| now.duration_since(x.last_poll) < FILTER_IDLE);
+        if f.live.len() >= MAX_FILTERS {
+            return Err(RpcError::limit(format!("at most {MAX_FILTERS} filters")));
+        }
+        f.next += 1;
+        let id = format!("{:#x}", f.next);
+        let next_block = self.head() + 1;
+        f.live.insert(id.clone(), PollFilter { logs, next_block, last_poll: now });
+        Ok(json!(id))
+    }
+
+    /// What filter `id` matched in the blocks stored since it was last polled (`all`: the
+    /// logs of its whole range, for `eth_getFilterLogs`).
+    fn filter_changes(&self, id: &str, all: bool) -> RpcResult {
+        let head = self.head();
+        let (logs, from) = {
+            let mut f = self.filters.lock();
+            let Some(x) = f.live.get_mut(id) else {
+                return Err(RpcError::server("filter not found"));
+            };
+            x.last_poll = std::time::Instant::now();
+            let from = x.next_block;
+            if !all {
+                // At most max_log_blocks per poll; the rest comes with the next.
+                x.next_block = (head + 1).min(from.saturating_add(self.cfg.max_log_blocks));
+            }
+            (x.logs.clone(), from)
+        };
+        match logs {
+            None if all => Err(RpcError::params("eth_getFilterLogs takes a log filter")),
+            None => {
+                let to = head.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
+                let hashes: Vec<B256> =
+                    (from..=to).filter_map(|n| self.state.chain.block(n)).map(|b| b.hash).collect();
+                to_value(hashes)
+            }
+            Some(filter) if all => to_value(self.logs(&filter)?),
+            Some(filter) => {
+                if from > head {
+                    return Ok(json!([]));
+                }
+                let to = head.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
+                let window = filter.clone().from_block(from).to_block(to);
+                to_value(self.logs(&window)?)
+            }
+        }
+    }
+
     fn tx_status(&self, hash: &B256) -> Value {
         let st = &self.state;
         if let Some(loc) = st.chain.transaction(hash) {
@@ -767,6 +852,10 @@ impl Rpc {
             "mempool": self.mempool.lock().len(),
             "peers": m.peers.load(Ordering::Relaxed),
             "transactions": m.transactions.load(Ordering::Relaxed),
+            "dropped": {
+                "count": m.dropped.load(Ordering::Relaxed),
+                "recent": st.recent_drops(5).into_iter().map(|(h, r)| json!({"hash": h, "reason": r})).collect::<Vec<_>>(),
+            },
             "latency": {
                 "ordered": q(&m.ordered_latency),
                 "receipt": q(&m.receipt_latency),

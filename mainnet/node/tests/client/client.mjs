@@ -8,10 +8,6 @@
 // Exits non-zero on the first check that fails.
 
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
-import { createRequire } from "node:module";
-import { fileURLToPath } from "node:url";
 import {
   createPublicClient,
   createWalletClient,
@@ -24,44 +20,14 @@ import {
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { anvil } from "viem/chains";
+import { compileToken } from "./token.mjs";
 
-const require = createRequire(import.meta.url);
-const solc = require("solc");
-const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
 const WS = process.env.FAROL_WS ?? "ws://127.0.0.1:8546";
 // anvil's first two development accounts (the devnet funds the same ones).
 const KEY0 = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 const KEY1 = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
-
-function compileToken() {
-  const source = `// SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
-import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
-contract ClientToken is ERC20 {
-    constructor(uint256 supply) ERC20("Client", "CLI") { _mint(msg.sender, supply); }
-    function fail() external pure { revert("nope"); }
-}`;
-  const input = {
-    language: "Solidity",
-    sources: { "ClientToken.sol": { content: source } },
-    settings: {
-      optimizer: { enabled: true, runs: 200 },
-      evmVersion: "cancun",
-      outputSelection: { "*": { "*": ["abi", "evm.bytecode.object"] } },
-    },
-  };
-  const findImports = (p) => {
-    const file = path.join(HERE, "node_modules", p);
-    return fs.existsSync(file) ? { contents: fs.readFileSync(file, "utf8") } : { error: `not found: ${p}` };
-  };
-  const out = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
-  const errors = (out.errors ?? []).filter((e) => e.severity === "error");
-  assert.equal(errors.length, 0, JSON.stringify(errors));
-  const c = out.contracts["ClientToken.sol"].ClientToken;
-  return { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
-}
 
 const chain = { ...anvil, rpcUrls: { default: { http: [HTTP], webSocket: [WS] } } };
 const pub = createPublicClient({ chain, transport: http(HTTP) });
