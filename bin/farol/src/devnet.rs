@@ -132,25 +132,31 @@ struct Running {
 
 impl Running {
     fn stop(&mut self) {
-        for c in self.children.iter().flatten() {
-            if let Ok(pid) = i32::try_from(c.id()) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+        let mut children: Vec<&mut Child> = self.children.iter_mut().flatten().collect();
+        terminate(&mut children, Duration::from_secs(15));
+    }
+}
+
+/// Sends SIGTERM to `children`, waits up to `grace` for them to exit, then kills the rest.
+pub(crate) fn terminate(children: &mut [&mut Child], grace: Duration) {
+    for c in children.iter() {
+        if let Ok(pid) = i32::try_from(c.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        for c in self.children.iter_mut().flatten() {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + grace;
+    for c in children.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 }
 
