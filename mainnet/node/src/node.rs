@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::chain::Chain;
 use crate::config::NodeConfig;
 use crate::finality::Finality;
+use crate::genesis::Genesis;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineConfig, PipelineError, State};
@@ -125,11 +126,30 @@ impl Node {
             .map_err(|e| storage_err("opening the block log", e))?;
         let genesis_block =
             chain.block(0).ok_or_else(|| storage_err("the block log", "no genesis block"))?;
-        if genesis_block.header.state_root != genesis.block(genesis_root).header.state_root {
-            return Err(config_err(
-                "genesis",
-                "differs from the genesis this data directory was started with",
-            ));
+        // The genesis a data directory was started with is kept beside it; another one is
+        // refused (it would be another chain over the same data).
+        let kept = dir.join("genesis.json");
+        let ours = serde_json::to_vec_pretty(&genesis)
+            .map_err(|e| storage_err("encoding the genesis", e))?;
+        match std::fs::read(&kept) {
+            Ok(before) => {
+                let before: Genesis = serde_json::from_slice(&before)
+                    .map_err(|e| storage_err("reading genesis.json", e))?;
+                if before != genesis || genesis_block.hash != genesis.block(genesis_root).hash {
+                    return Err(config_err(
+                        "genesis",
+                        format!(
+                            "differs from the genesis {} was started with ({})",
+                            dir.display(),
+                            kept.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::write(&kept, ours).map_err(|e| storage_err("writing genesis.json", e))?;
+            }
+            Err(e) => return Err(storage_err("reading genesis.json", e)),
         }
         let head = chain.head_number();
         if store.latest_version().unwrap_or(0) < head {

@@ -224,6 +224,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     let e =
         NodeConfig::parse(&text.replace("stake = 1", "stake = \"lots\"")).expect_err("bad stake");
     assert!(e.to_string().contains("stake"), "{e}");
+    let mut other = cfg.clone();
+    other.genesis.chain_id = 1;
+    let e = Node::start(other).await.expect_err("another genesis over the same data");
+    assert!(e.to_string().contains("genesis"), "{e}");
     let mut bad = cfg.clone();
     bad.validator.bls_secret = Bytes::copy_from_slice(&SecretKey::from_seed(&[9; 32]).to_bytes());
     let e = Node::start(bad).await.expect_err("a key not in the committee");
