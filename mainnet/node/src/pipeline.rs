@@ -104,6 +104,9 @@ pub struct State {
     pub blocks: broadcast::Sender<Arc<StoredBlock>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Senders this node already recovered (its mempool checked the signature), by
+    /// transaction hash: execution takes them from here instead of recovering again.
+    pub senders: Mutex<HashMap<B256, Address>>,
     /// When each transaction submitted to this node arrived (for the finality tier
     /// latencies); removed at block finality or when dropped.
     pub submitted: Mutex<HashMap<B256, Instant>>,
@@ -140,6 +143,7 @@ impl State {
             blocks: broadcast::channel(1024).0,
             metrics,
             submitted: Mutex::new(HashMap::new()),
+            senders: Mutex::new(HashMap::new()),
             pending: Mutex::new(Vec::new()),
         }
     }
@@ -447,7 +451,12 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
             if !buf.is_empty() {
                 return Err((Some(hash), "trailing bytes".into()));
             }
-            let sender = farol_execution::recover_sender(&tx).map_err(|e| (Some(hash), e))?;
+            // The hash covers the signature: a sender recovered here before is this one.
+            let known = state.senders.lock().remove(&hash);
+            let sender = match known {
+                Some(s) => s,
+                None => farol_execution::recover_sender(&tx).map_err(|e| (Some(hash), e))?,
+            };
             if sender.as_slice() != t.sender {
                 return Err((Some(hash), "sender differs from the one forwarded".into()));
             }
