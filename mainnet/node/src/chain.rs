@@ -259,6 +259,8 @@ pub struct Chain {
     /// Signalled when a block is appended (BLOCKHASH waits on it in the pipeline).
     appended: Condvar,
     appended_lock: Mutex<()>,
+    /// Set when nothing more will be appended (the storing stage failed).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -312,6 +314,7 @@ impl Chain {
             log: Mutex::new(log),
             appended: Condvar::new(),
             appended_lock: Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -393,14 +396,25 @@ impl Chain {
 
     /// The hash of block `number`, waiting for it to be appended when it is not yet (the
     /// pipeline executes block N while N−1 is still being stored; BLOCKHASH(N−1) waits).
-    pub fn wait_hash(&self, number: u64) -> B256 {
+    /// `None` once the chain is closed without it.
+    pub fn wait_hash(&self, number: u64) -> Option<B256> {
         let mut g = self.appended_lock.lock();
         loop {
             if let Some(b) = self.block(number) {
-                return b.hash;
+                return Some(b.hash);
+            }
+            if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return None;
             }
             self.appended.wait_for(&mut g, std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Says nothing more will be appended: waiters stop waiting.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        let _g = self.appended_lock.lock();
+        self.appended.notify_all();
     }
 }
 

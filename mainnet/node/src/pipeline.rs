@@ -238,7 +238,10 @@ impl StateView for Overlay {
         self.base.storage(address, slot)
     }
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
-        Ok(self.state.chain.wait_hash(number))
+        self.state
+            .chain
+            .wait_hash(number)
+            .ok_or_else(|| StateError::Store(format!("block {number} will not be stored")))
     }
 }
 
@@ -295,7 +298,10 @@ fn run(
                 .name("farol-store".into())
                 .spawn(move || {
                     while let Ok(e) = stored.recv() {
-                        store_block(&st, e)?;
+                        if let Err(err) = store_block(&st, e) {
+                            st.chain.close();
+                            return Err(err);
+                        }
                     }
                     Ok(())
                 })

@@ -53,7 +53,19 @@ impl Net {
             self.peers[i].addr,
             self.peers.clone(),
         );
-        let (network, inbound) = Network::start(ncfg).unwrap_or_else(|e| panic!("{e}"));
+        // A killed validator's socket is released once its aborted tasks are dropped, which a
+        // loaded machine can take a while to do: binding again is retried for 10 s.
+        let mut attempts = 0;
+        let (network, inbound) = loop {
+            match Network::start(ncfg.clone()) {
+                Ok(n) => break n,
+                Err(_) if attempts < 200 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let (tx, mut rx) = mpsc::channel::<Committed>(64);
         let log: Log = Arc::default();
         let sink = log.clone();
