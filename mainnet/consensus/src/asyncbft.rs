@@ -723,12 +723,9 @@ impl AsyncBft {
             bytes += t.payload.len();
             txs.push(t);
         }
-        // Never before a parent: block times increase along every path of the DAG.
-        let time_ms = parents
-            .iter()
-            .filter_map(|p| self.blocks.get(&p.digest))
-            .map(|b| b.time_ms)
-            .fold(self.clock_ms, u64::max);
+        // The proposer's own clock, never taken from a parent: a Byzantine parent's far-future
+        // time must not spread to honest blocks (the commit time's median relies on it).
+        let time_ms = self.clock_ms;
         let key = &self.key;
         let block =
             Block::new(&self.cfg.chain, self.me, k + 1, time_ms, parents, txs, |m| key.sign(m));

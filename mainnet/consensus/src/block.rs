@@ -57,8 +57,8 @@ pub struct Block {
     pub author: ValidatorIndex,
     /// The round, from 1.
     pub round: u64,
-    /// The proposer's clock when it proposed (Unix milliseconds), never below its parents'.
-    /// Committed blocks take the stake-weighted median of their leader's parents' times.
+    /// The proposer's clock when it proposed (Unix milliseconds). Committed blocks take the
+    /// stake-weighted median of their leader's parents' times.
     pub time_ms: u64,
     /// The blocks it builds on, in increasing (round, author) order.
     pub parents: Vec<BlockRef>,

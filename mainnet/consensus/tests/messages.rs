@@ -219,3 +219,34 @@ fn one_byzantine_block_with_a_huge_round_does_not_silence_a_validator() {
     sent.extend(proposed(&out));
     assert!(sent.iter().any(|(_, txs)| *txs == 1), "the transaction was proposed: {sent:?}");
 }
+
+#[test]
+fn a_byzantine_parent_time_does_not_spread_to_honest_proposals() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    e.set_time(5_000);
+    e.start(&mut Vec::new());
+    let mut out = Vec::new();
+    for a in 1..4u16 {
+        // Validator 3 claims a time far in the future.
+        let time = if a == 3 { u64::MAX / 2 } else { 4_000 };
+        let k = &ks[usize::from(a)];
+        let b = Block::new(&CHAIN, ValidatorIndex(a), 1, time, vec![], vec![], |m| k.sign(m));
+        out.extend(deliver(&mut e, a, &b));
+    }
+    for _ in 0..30 {
+        e.handle(Input::Tick, &mut out);
+    }
+    let times: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) if b.round == 2 => Some(b.time_ms),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(!times.is_empty(), "no round-2 proposal");
+    assert!(times.iter().all(|t| *t == 5_000), "proposal times {times:?}");
+}

@@ -124,7 +124,13 @@ impl Finality {
                     if signer != from || number <= self.state.chain.finalized_number() || number > head + AHEAD {
                         continue;
                     }
-                    votes.entry(number).or_default().entry(hash).or_default().insert(signer, sig);
+                    // One vote per validator and block: a validator's first counts, so one
+                    // voting for many hashes cannot grow the table.
+                    let by_hash = votes.entry(number).or_default();
+                    if by_hash.values().any(|s| s.contains_key(&signer)) {
+                        continue;
+                    }
+                    by_hash.entry(hash).or_default().insert(signer, sig);
                 }
                 b = blocks.recv() => {
                     let b = match b {
