@@ -345,33 +345,18 @@ impl Rpc {
             }
             "eth_getBlockByNumber" | "eth_getBlockByHash" => {
                 let full: bool = opt_param(p, 1, "full transactions")?.unwrap_or(false);
-                let b = if method == "eth_getBlockByHash" {
-                    let h: B256 = param(p, 0, "block hash")?;
-                    st.chain.block_by_hash(&h)
-                } else {
-                    self.block(p.first())?
-                };
+                let b = self.block_param(p, method == "eth_getBlockByHash")?;
                 match b {
                     Some(b) => to_value(rpc_block(&b, full)),
                     None => Ok(Value::Null),
                 }
             }
             "eth_getBlockTransactionCountByNumber" | "eth_getBlockTransactionCountByHash" => {
-                let b = if method.ends_with("ByHash") {
-                    let h: B256 = param(p, 0, "block hash")?;
-                    st.chain.block_by_hash(&h)
-                } else {
-                    self.block(p.first())?
-                };
+                let b = self.block_param(p, method.ends_with("ByHash"))?;
                 Ok(b.map(|b| hex(b.txs.len() as u64)).unwrap_or(Value::Null))
             }
             "eth_getTransactionByBlockNumberAndIndex" | "eth_getTransactionByBlockHashAndIndex" => {
-                let b = if method.contains("Hash") {
-                    let h: B256 = param(p, 0, "block hash")?;
-                    st.chain.block_by_hash(&h)
-                } else {
-                    self.block(p.first())?
-                };
+                let b = self.block_param(p, method.contains("Hash"))?;
                 let i: U64 = param(p, 1, "index")?;
                 let i = i.to::<u64>() as usize;
                 match b {
@@ -464,6 +449,20 @@ impl Rpc {
             Ok(n) => Ok(self.state.chain.block(n)),
             Err(e) if e.code == -32000 => Ok(None),
             Err(e) => Err(e),
+        }
+    }
+
+    /// The block the first parameter names: a hash (`by_hash`) or a number or tag.
+    fn block_param(
+        &self,
+        p: &[Value],
+        by_hash: bool,
+    ) -> Result<Option<Arc<StoredBlock>>, RpcError> {
+        if by_hash {
+            let h: B256 = param(p, 0, "block hash")?;
+            Ok(self.state.chain.block_by_hash(&h))
+        } else {
+            self.block(p.first())
         }
     }
 
