@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use farol_crypto::SecretKey;
 use farol_network::Identity;
-use farol_node::config::{Member, PipelineSettings, RpcConfig, ValidatorKeys};
+use farol_node::config::{Member, PipelineSettings, RpcConfig, SyncSettings, ValidatorKeys};
 use farol_node::genesis::{mnemonic_accounts, DEV_CHAIN_ID, DEV_MNEMONIC};
 use farol_node::{Genesis, NodeConfig};
 use rand::RngCore;
@@ -26,6 +26,11 @@ pub(crate) struct DevnetArgs {
     /// Validator processes.
     #[arg(long, default_value_t = 4)]
     validators: u16,
+    /// Full node processes (no consensus: they follow the block-final chain from the
+    /// validators and forward transactions to them); they listen on the ports after the
+    /// validators'.
+    #[arg(long, default_value_t = 0)]
+    full_nodes: u16,
     /// Keep the chain here (a restart with the same directory resumes it); without it a
     /// fresh temporary directory is used and removed at exit.
     #[arg(long)]
@@ -91,19 +96,17 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
     let mut genesis = Genesis::dev(accounts, wei, now);
     genesis.chain_id = args.chain_id;
     let mut out = Vec::with_capacity(n);
+    let https = (0..n).map(|i| node_port(args.port, i)).collect::<anyhow::Result<Vec<_>>>()?;
     for (i, (bls, id)) in secrets.into_iter().enumerate() {
-        let port = |base: u16| -> anyhow::Result<SocketAddr> {
-            let p = base.checked_add(2 * i as u16).context("port past 65535")?;
-            Ok(SocketAddr::from(([127, 0, 0, 1], p)))
-        };
+        let port = |base: u16| node_port(base, i);
         let cfg = NodeConfig {
             data_dir: dir.join(format!("validator-{i}")),
             genesis: genesis.clone(),
-            validator: ValidatorKeys {
+            validator: Some(ValidatorKeys {
                 index: i as u16,
                 bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
                 network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
-            },
+            }),
             committee: committee.clone(),
             rpc: RpcConfig {
                 http: Some(port(args.port)?),
@@ -115,6 +118,12 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
                 pipelined: !args.no_pipeline,
                 ..PipelineSettings::default()
             },
+            // A validator that fell behind its peers' consensus history catches up from
+            // the others' block-final blocks.
+            sync: SyncSettings {
+                peers: https.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| *a).collect(),
+                ..SyncSettings::default()
+            },
             log: args.log.clone(),
         };
         out.push(cfg);
@@ -122,8 +131,49 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
     Ok(out)
 }
 
+/// Node `i`'s port on `base` (validators first, then full nodes; two ports per node).
+fn node_port(base: u16, i: usize) -> anyhow::Result<SocketAddr> {
+    let i = u16::try_from(i).context("too many nodes")?;
+    let p = i.checked_mul(2).and_then(|d| base.checked_add(d)).context("port past 65535")?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], p)))
+}
+
+/// The full nodes' configurations: the validators' chain and committee, no keys, syncing
+/// from every validator.
+fn full_nodes(
+    args: &DevnetArgs,
+    dir: &Path,
+    validators: &[NodeConfig],
+) -> anyhow::Result<Vec<NodeConfig>> {
+    let peers: Vec<SocketAddr> = validators.iter().filter_map(|c| c.rpc.http).collect();
+    let mut out = Vec::new();
+    for j in 0..usize::from(args.full_nodes) {
+        let i = validators.len() + j;
+        let mut c = validators[0].clone();
+        c.data_dir = dir.join(format!("full-node-{j}"));
+        c.validator = None;
+        c.rpc = RpcConfig {
+            http: Some(node_port(args.port, i)?),
+            ws: Some(node_port(args.ws_port, i)?),
+            ..RpcConfig::default()
+        };
+        c.sync = SyncSettings { peers: peers.clone(), ..SyncSettings::default() };
+        out.push(c);
+    }
+    Ok(out)
+}
+
 fn config_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("validator-{i}.toml"))
+}
+
+/// A node's name in file names and messages.
+fn node_name(validators: usize, i: usize) -> String {
+    if i < validators {
+        format!("validator-{i}")
+    } else {
+        format!("full-node-{}", i - validators)
+    }
 }
 
 struct Running {
@@ -208,23 +258,29 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
         v
     };
+    let validators = configs.len();
+    let mut configs = configs;
+    for (j, c) in full_nodes(&args, &dir, &configs)?.into_iter().enumerate() {
+        let text = toml::to_string(&c).context("writing a configuration")?;
+        std::fs::write(dir.join(format!("full-node-{j}.toml")), text)?;
+        configs.push(c);
+    }
     let exe = std::env::current_exe().context("locating the farol binary")?;
     let mut running = Running { children: Vec::new() };
     for (i, c) in configs.iter().enumerate() {
         std::fs::create_dir_all(&c.data_dir)?;
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("validator-{i}.log")))?;
+        let name = node_name(validators, i);
+        let log =
+            File::options().create(true).append(true).open(dir.join(format!("{name}.log")))?;
         let child = Command::new(&exe)
             .arg("node")
             .arg("--config")
-            .arg(config_path(&dir, i))
+            .arg(dir.join(format!("{name}.toml")))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("starting a validator")?;
+            .with_context(|| format!("starting {name}"))?;
         running.children.push(Some(child));
     }
     // Ready when every validator answers JSON-RPC.
@@ -238,21 +294,22 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
             }
             if let Some(Some(child)) = running.children.get_mut(i) {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(dir.join(format!("validator-{i}.log")))
+                    let name = node_name(validators, i);
+                    let log = std::fs::read_to_string(dir.join(format!("{name}.log")))
                         .unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(20).collect();
                     let tail: Vec<&str> = tail.into_iter().rev().collect();
-                    bail!("validator {i} exited ({status}):\n{}", tail.join("\n"));
+                    bail!("{name} exited ({status}):\n{}", tail.join("\n"));
                 }
             }
             if Instant::now() > deadline {
-                bail!("validator {i} did not answer on {http} within 60 s");
+                bail!("{} did not answer on {http} within 60 s", node_name(validators, i));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     let pids: Vec<u32> = running.children.iter().flatten().map(Child::id).collect();
-    print_summary(&args, &configs, &keys, &dir, &pids);
+    print_summary(&args, &configs, validators, &keys, &dir, &pids);
     // Until SIGINT or SIGTERM; a validator that exits is reported (the others go on).
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
@@ -266,7 +323,8 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                     for (i, slot) in running.children.iter_mut().enumerate() {
                         if let Some(c) = slot {
                             if let Ok(Some(status)) = c.try_wait() {
-                                eprintln!("validator {i} exited ({status}); see {}", dir.join(format!("validator-{i}.log")).display());
+                                let name = node_name(validators, i);
+                                eprintln!("{name} exited ({status}); see {}", dir.join(format!("{name}.log")).display());
                                 *slot = None;
                             }
                         }
@@ -283,7 +341,8 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
 
 fn print_summary(
     args: &DevnetArgs,
-    configs: &[NodeConfig],
+    all: &[NodeConfig],
+    validators: usize,
     keys: &[alloy_signer_local::PrivateKeySigner],
     dir: &Path,
     pids: &[u32],
@@ -291,18 +350,24 @@ fn print_summary(
     let url = |a: Option<SocketAddr>, scheme: &str| {
         a.map(|a| format!("{scheme}://{a}")).unwrap_or_default()
     };
+    let (configs, fulls) = all.split_at(validators);
+    let describe = |i: usize, c: &NodeConfig| {
+        let name = node_name(validators, i);
+        json!({
+            "index": if i < validators { i } else { i - validators },
+            "pid": pids.get(i),
+            "http": url(c.rpc.http, "http"),
+            "ws": url(c.rpc.ws, "ws"),
+            "metrics": c.rpc.http.map(|a| format!("http://{a}/metrics")),
+            "config": dir.join(format!("{name}.toml")),
+            "log": dir.join(format!("{name}.log")),
+        })
+    };
     if args.json {
         let s = json!({
             "chainId": configs[0].genesis.chain_id,
-            "validators": configs.iter().enumerate().map(|(i, c)| json!({
-                "index": i,
-                "pid": pids.get(i),
-                "http": url(c.rpc.http, "http"),
-                "ws": url(c.rpc.ws, "ws"),
-                "metrics": c.rpc.http.map(|a| format!("http://{a}/metrics")),
-                "config": config_path(dir, i),
-                "log": dir.join(format!("validator-{i}.log")),
-            })).collect::<Vec<_>>(),
+            "validators": configs.iter().enumerate().map(|(i, c)| describe(i, c)).collect::<Vec<_>>(),
+            "fullNodes": fulls.iter().enumerate().map(|(j, c)| describe(validators + j, c)).collect::<Vec<_>>(),
             "accounts": keys.iter().map(|k| json!({
                 "address": k.address(),
                 "privateKey": k.credential().to_bytes().to_vec().iter().fold(String::from("0x"), |s, b| s + &format!("{b:02x}")),
@@ -340,7 +405,17 @@ fn print_summary(
             url(c.rpc.http, "http")
         );
     }
-    println!("\nData: {} (logs: validator-N.log)", dir.display());
+    if !fulls.is_empty() {
+        println!("\nFull nodes\n==================");
+        for (j, c) in fulls.iter().enumerate() {
+            println!(
+                "({j}) JSON-RPC {}  WebSocket {}",
+                url(c.rpc.http, "http"),
+                url(c.rpc.ws, "ws")
+            );
+        }
+    }
+    println!("\nData: {} (logs: validator-N.log, full-node-N.log)", dir.display());
     println!("\nListening on {}", url(configs[0].rpc.http, "http"));
     use std::io::Write;
     let _ = std::io::stdout().flush();

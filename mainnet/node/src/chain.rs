@@ -105,6 +105,25 @@ impl StoredBlock {
         self.txs.iter().map(|t| *t.tx_hash())
     }
 
+    /// The block as peers send it to a node that catches up: the header, the transactions
+    /// and what the header's `extra_data` commits to (receipts, senders and created
+    /// contracts the receiver computes itself). With `full` off, the header alone.
+    pub fn encode_for_sync(&self, full: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut h = Vec::new();
+        self.header.encode(&mut h);
+        put_bytes(&mut out, &h);
+        if !full {
+            return out;
+        }
+        out.extend_from_slice(&(self.txs.len() as u32).to_le_bytes());
+        for t in &self.txs {
+            put_bytes(&mut out, &t.encoded_2718());
+        }
+        OrderingData::of(self).encode_into(&mut out);
+        out
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_BLOCK];
         out.extend_from_slice(&self.round.to_le_bytes());
@@ -186,6 +205,131 @@ impl StoredBlock {
             last_in_commit,
             deferred,
         })
+    }
+}
+
+/// Where a block stands in the ordering: the commit it came from, its place among that
+/// commit's blocks and the transactions left waiting after it. The header's `extra_data` is
+/// [`OrderingData::digest`], so a block-final header certifies it too: a node that catches up
+/// from its peers resumes ordering from certified data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderingData {
+    /// [`StoredBlock::round`].
+    pub round: u64,
+    /// [`StoredBlock::height`].
+    pub height: u64,
+    /// [`StoredBlock::chunk`].
+    pub chunk: u32,
+    /// [`StoredBlock::last_in_commit`].
+    pub last_in_commit: bool,
+    /// [`StoredBlock::deferred`].
+    pub deferred: Vec<Deferred>,
+}
+
+impl OrderingData {
+    /// The ordering data of `b`.
+    pub fn of(b: &StoredBlock) -> OrderingData {
+        OrderingData {
+            round: b.round,
+            height: b.height,
+            chunk: b.chunk,
+            last_in_commit: b.last_in_commit,
+            deferred: b.deferred.clone(),
+        }
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&self.chunk.to_le_bytes());
+        out.push(u8::from(self.last_in_commit));
+        out.extend_from_slice(&(self.deferred.len() as u32).to_le_bytes());
+        for d in &self.deferred {
+            out.extend_from_slice(&d.since.to_le_bytes());
+            out.extend_from_slice(d.sender.as_slice());
+            put_bytes(out, &d.tx.encoded_2718());
+        }
+    }
+
+    fn decode_from(b: &mut &[u8]) -> Result<OrderingData, String> {
+        let round = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "round")?);
+        let height = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "height")?);
+        let chunk = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "chunk")?);
+        let last_in_commit = match take(b, 1)?[0] {
+            0 => false,
+            1 => true,
+            v => return Err(format!("last_in_commit {v}")),
+        };
+        let nd = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
+        let mut deferred = Vec::with_capacity(nd.min(b.len() / 32));
+        for i in 0..nd {
+            let since = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "since")?);
+            let sender = Address::from_slice(take(b, 20)?);
+            let mut t = take_bytes(b)?;
+            let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
+            if !t.is_empty() {
+                return Err(format!("deferred {i}: trailing bytes"));
+            }
+            deferred.push(Deferred { since, sender, tx });
+        }
+        Ok(OrderingData { round, height, chunk, last_in_commit, deferred })
+    }
+
+    /// What the header's `extra_data` holds: `blake3("farol/ordering/1" || encoding)`.
+    pub fn digest(&self) -> B256 {
+        let mut out = b"farol/ordering/1".to_vec();
+        self.encode_into(&mut out);
+        B256::from(*blake3::hash(&out).as_bytes())
+    }
+}
+
+/// A block received from a peer: checked against its own header (transactions root and
+/// ordering digest), not yet against a certificate or by execution.
+#[derive(Clone, Debug)]
+pub struct SyncBlock {
+    /// The header.
+    pub header: Header,
+    /// `keccak256` of the RLP header.
+    pub hash: B256,
+    /// The transactions (empty when only the header was sent).
+    pub txs: Vec<TxEnvelope>,
+    /// The ordering data (absent when only the header was sent).
+    pub ordering: Option<OrderingData>,
+}
+
+impl SyncBlock {
+    /// Decodes [`StoredBlock::encode_for_sync`]'s output and checks that the header commits
+    /// to the transactions and the ordering data.
+    pub fn decode(mut b: &[u8]) -> Result<SyncBlock, String> {
+        let mut hb = take_bytes(&mut b)?;
+        let header = Header::decode(&mut hb).map_err(|e| format!("header: {e}"))?;
+        if !hb.is_empty() {
+            return Err("header: trailing bytes".into());
+        }
+        let hash = header.hash_slow();
+        if b.is_empty() {
+            return Ok(SyncBlock { header, hash, txs: Vec::new(), ordering: None });
+        }
+        let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "count")?) as usize;
+        let mut txs = Vec::with_capacity(n.min(b.len() / 64));
+        for i in 0..n {
+            let mut t = take_bytes(&mut b)?;
+            txs.push(TxEnvelope::decode_2718(&mut t).map_err(|e| format!("tx {i}: {e}"))?);
+            if !t.is_empty() {
+                return Err(format!("tx {i}: trailing bytes"));
+            }
+        }
+        let ordering = OrderingData::decode_from(&mut b)?;
+        if !b.is_empty() {
+            return Err("trailing bytes".into());
+        }
+        if alloy_consensus::proofs::calculate_transaction_root(&txs) != header.transactions_root {
+            return Err("the transactions do not match the header's transactions root".into());
+        }
+        if header.extra_data.as_ref() != ordering.digest().as_slice() {
+            return Err("the ordering data does not match the header's extra data".into());
+        }
+        Ok(SyncBlock { header, hash, txs, ordering: Some(ordering) })
     }
 }
 
@@ -426,5 +570,102 @@ impl Index {
             self.txs.insert(h, (n, i as u32));
         }
         self.blocks.push(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559};
+    use alloy_primitives::{Bytes, TxKind, U256};
+    use alloy_signer::SignerSync;
+    use alloy_signer_local::PrivateKeySigner;
+
+    fn transfer(key: &PrivateKeySigner, nonce: u64) -> TxEnvelope {
+        let t = TxEip1559 {
+            chain_id: 31337,
+            nonce,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            to: TxKind::Call(Address::repeat_byte(1)),
+            value: U256::from(1),
+            ..Default::default()
+        };
+        let sig = key.sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        TxEnvelope::Eip1559(t.into_signed(sig))
+    }
+
+    /// A block whose header commits to its transactions and ordering data, as the pipeline
+    /// stores them.
+    fn block(key: &PrivateKeySigner) -> StoredBlock {
+        let txs = vec![transfer(key, 0), transfer(key, 1)];
+        let deferred = vec![Deferred { since: 7, sender: key.address(), tx: transfer(key, 3) }];
+        let ordering =
+            OrderingData { round: 12, height: 9, chunk: 0, last_in_commit: true, deferred };
+        let header = Header {
+            number: 5,
+            transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
+            extra_data: Bytes::copy_from_slice(ordering.digest().as_slice()),
+            ..Header::default()
+        };
+        StoredBlock {
+            hash: header.hash_slow(),
+            header,
+            senders: vec![key.address(); txs.len()],
+            receipts: Vec::new(),
+            created: vec![None; txs.len()],
+            txs,
+            round: ordering.round,
+            height: ordering.height,
+            chunk: ordering.chunk,
+            last_in_commit: ordering.last_in_commit,
+            deferred: ordering.deferred,
+        }
+    }
+
+    #[test]
+    fn a_synced_block_must_match_what_its_header_commits_to() {
+        let key = PrivateKeySigner::random();
+        let b = block(&key);
+        let full = SyncBlock::decode(&b.encode_for_sync(true)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((full.hash, &full.txs), (b.hash, &b.txs));
+        assert_eq!(full.ordering, Some(OrderingData::of(&b)));
+        let header = SyncBlock::decode(&b.encode_for_sync(false)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(header.txs.is_empty() && header.ordering.is_none() && header.hash == b.hash);
+
+        // Another transaction list, other ordering data, a changed waiting transaction, a
+        // cut or padded encoding: each refused with the reason.
+        let mut other = b.clone();
+        other.txs[1] = transfer(&key, 2);
+        let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other transactions");
+        assert!(e.contains("transactions root"), "{e}");
+        let mut other = b.clone();
+        other.height += 1;
+        let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other height");
+        assert!(e.contains("ordering data"), "{e}");
+        let mut other = b.clone();
+        other.deferred[0].since = 8;
+        let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other deferred");
+        assert!(e.contains("ordering data"), "{e}");
+        let raw = b.encode_for_sync(true);
+        for cut in [1, 40, raw.len() / 2, raw.len() - 1] {
+            assert!(SyncBlock::decode(&raw[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = raw.clone();
+        padded.push(0);
+        assert!(SyncBlock::decode(&padded).is_err());
+        // Random bytes never panic.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..400usize {
+            let junk: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let _ = SyncBlock::decode(&junk);
+        }
     }
 }

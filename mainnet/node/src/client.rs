@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+/// The largest answer read (a peer cannot make this client allocate more).
+pub const MAX_ANSWER: usize = 256 << 20;
+
 /// One connection to a node's HTTP JSON-RPC.
 #[derive(Debug)]
 pub struct RpcClient {
@@ -72,6 +75,9 @@ impl RpcClient {
             }
         }
         let len = len.ok_or("no Content-Length in the answer")?;
+        if len > MAX_ANSWER {
+            return Err(format!("an answer of {len} bytes, at most {MAX_ANSWER}"));
+        }
         let mut buf = vec![0; len];
         conn.read_exact(&mut buf).map_err(io)?;
         if !status.contains(" 200 ") {

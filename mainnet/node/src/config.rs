@@ -18,8 +18,10 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The chain's genesis (every node of a chain must have the same).
     pub genesis: Genesis,
-    /// This node's validator keys.
-    pub validator: ValidatorKeys,
+    /// This node's validator keys; without them the node is a full node: it follows the
+    /// block-final chain from `sync.peers` and sends transactions there.
+    #[serde(default)]
+    pub validator: Option<ValidatorKeys>,
     /// The validator set, in order.
     pub committee: Vec<Member>,
     /// JSON-RPC.
@@ -31,6 +33,9 @@ pub struct NodeConfig {
     /// The block pipeline.
     #[serde(default)]
     pub pipeline: PipelineSettings,
+    /// Block sync from peers.
+    #[serde(default)]
+    pub sync: SyncSettings,
     /// Log filter (`tracing` syntax, e.g. `info` or `farol_node=debug`).
     #[serde(default = "default_log")]
     pub log: String,
@@ -50,6 +55,26 @@ pub struct ValidatorKeys {
     pub bls_secret: Bytes,
     /// Ed25519 network identity (PKCS#8 DER, hex).
     pub network_secret: Bytes,
+}
+
+/// Where and when a node fetches block-final blocks it lacks (see `docs/node.md`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Peers' HTTP JSON-RPC addresses (`"127.0.0.1:8545"`). A full node needs at least one; a
+    /// validator without any catches up only through consensus (within its peers' history).
+    pub peers: Vec<SocketAddr>,
+    /// A validator syncs when its head has not moved for this many seconds while its peers
+    /// certified newer blocks.
+    pub stalled_secs: u64,
+    /// How often to ask peers for a newer certificate (milliseconds).
+    pub poll_millis: u64,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings { peers: Vec::new(), stalled_secs: 3, poll_millis: 200 }
+    }
 }
 
 /// One member of the validator set.
@@ -186,21 +211,35 @@ impl NodeConfig {
         if self.committee.is_empty() {
             return bad("committee", "at least one validator is needed".into());
         }
-        if usize::from(self.validator.index) >= self.committee.len() {
-            return bad(
-                "validator.index",
-                format!(
-                    "{} is not a position in a committee of {}",
-                    self.validator.index,
-                    self.committee.len()
-                ),
-            );
+        match &self.validator {
+            Some(v) => {
+                if usize::from(v.index) >= self.committee.len() {
+                    return bad(
+                        "validator.index",
+                        format!(
+                            "{} is not a position in a committee of {}",
+                            v.index,
+                            self.committee.len()
+                        ),
+                    );
+                }
+                if v.bls_secret.len() != 32 {
+                    return bad(
+                        "validator.bls_secret",
+                        format!("{} bytes, want 32", v.bls_secret.len()),
+                    );
+                }
+            }
+            None if self.sync.peers.is_empty() => {
+                return bad(
+                    "sync.peers",
+                    "a full node (no [validator] keys) needs at least one peer to sync from".into(),
+                );
+            }
+            None => {}
         }
-        if self.validator.bls_secret.len() != 32 {
-            return bad(
-                "validator.bls_secret",
-                format!("{} bytes, want 32", self.validator.bls_secret.len()),
-            );
+        if self.sync.poll_millis == 0 || self.sync.poll_millis > 60_000 {
+            return bad("sync.poll_millis", "must be between 1 and 60000".into());
         }
         for (i, m) in self.committee.iter().enumerate() {
             if m.bls_public.len() != farol_crypto::PUBLIC_KEY_LEN {

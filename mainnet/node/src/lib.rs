@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node;
 pub mod pipeline;
 pub mod rpc;
+pub mod sync;
 pub mod validator;
 pub mod wal;
 

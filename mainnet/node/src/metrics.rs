@@ -116,6 +116,10 @@ pub struct Metrics {
     pub mempool: AtomicU64,
     /// Validator connections open.
     pub peers: AtomicU64,
+    /// The newest block-final block block sync learned of.
+    pub sync_target: AtomicU64,
+    /// Block sync rounds that failed (a peer unreachable or answering wrongly).
+    pub sync_failures: AtomicU64,
     /// Submission to ordering finality, per transaction submitted here.
     pub ordered_latency: Histogram,
     /// Submission to receipt (transaction finality).
@@ -190,6 +194,20 @@ impl Metrics {
         );
         g(&mut out, "mempool_transactions", "gauge", "Transactions in the mempool.", &self.mempool);
         g(&mut out, "peers", "gauge", "Validator connections open.", &self.peers);
+        g(
+            &mut out,
+            "sync_target_block",
+            "gauge",
+            "The newest block-final block block sync learned of.",
+            &self.sync_target,
+        );
+        g(
+            &mut out,
+            "sync_failures_total",
+            "counter",
+            "Block sync rounds that failed.",
+            &self.sync_failures,
+        );
         secs(&mut out, "execute_seconds_total", "Time spent executing blocks.", &self.exec_micros);
         secs(
             &mut out,

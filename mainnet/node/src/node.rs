@@ -2,12 +2,12 @@
 //! together from a [`NodeConfig`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use farol_consensus::{
-    AsyncBft, Committee, Config as ConsensusConfig, SignatureCache, ValidatorIndex,
+    AsyncBft, Committee, Config as ConsensusConfig, SignatureCache, Transaction, ValidatorIndex,
 };
 use farol_crypto::{PublicKey, SecretKey, Signature};
 use farol_network::{Identity, Network, NetworkConfig, Peer, PeerKey};
@@ -17,13 +17,14 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::chain::Chain;
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, ValidatorKeys};
 use crate::finality::Finality;
 use crate::genesis::Genesis;
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, PipelineConfig, PipelineError, State};
+use crate::pipeline::{self, PipelineConfig, PipelineError, State, Work};
 use crate::rpc::{self, Rpc};
+use crate::sync::{self, SyncConfig};
 use crate::validator::{Validator, ValidatorConfig};
 use crate::wal::Wal;
 
@@ -72,9 +73,12 @@ pub struct Node {
     pub http: Option<SocketAddr>,
     /// Where WebSocket JSON-RPC listens.
     pub ws: Option<SocketAddr>,
-    validator: Validator,
+    validator: Option<Validator>,
     pipeline: std::thread::JoinHandle<Result<(), PipelineError>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The node's own handle on the pipeline's work queue (the sync thread holds a weak one).
+    work: Option<mpsc::Sender<Work>>,
+    stop_sync: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -174,23 +178,6 @@ impl Node {
             peers.push(Peer { key: PeerKey(m.network_public.to_vec()), addr: m.address });
         }
         let committee = Arc::new(Committee::new(members).map_err(|e| config_err("committee", e))?);
-        let me = cfg.validator.index;
-        let key = SecretKey::from_bytes(&cfg.validator.bls_secret)
-            .map_err(|e| config_err("validator.bls_secret", e))?;
-        if committee.validator(ValidatorIndex(me)).map(|v| v.key) != Some(key.public_key()) {
-            return Err(config_err(
-                "validator.bls_secret",
-                format!("is not the key of committee[{me}]"),
-            ));
-        }
-        let identity = Identity::from_pkcs8(&cfg.validator.network_secret)
-            .map_err(|e| config_err("validator.network_secret", e))?;
-        if peers.get(usize::from(me)).map(|p| &p.key) != Some(identity.public_key()) {
-            return Err(config_err(
-                "validator.network_secret",
-                format!("is not the identity of committee[{me}]"),
-            ));
-        }
         let fee_recipients = cfg.committee.iter().map(|m| m.fee_recipient).collect();
         let state = Arc::new(State::new(
             Arc::new(chain),
@@ -200,53 +187,52 @@ impl Node {
             metrics.clone(),
         ));
 
-        // Consensus.
-        let (wal, records) = Wal::open(&dir.join("consensus.wal"))
-            .map_err(|e| storage_err("opening the consensus log", e))?;
-        let ccfg = ConsensusConfig {
-            chain: chain_tag(genesis.chain_id, &genesis_block.hash),
-            ..ConsensusConfig::default()
+        // The pipeline's work: this validator's commits, and blocks synced from peers.
+        let (work_tx, work_rx) = mpsc::channel::<Work>(64);
+        let mut tasks = Vec::new();
+        let mut role = "full node".to_string();
+        let (validator, submit) = match &cfg.validator {
+            Some(keys) => {
+                let (v, submit) = start_validator(
+                    &cfg,
+                    keys,
+                    &committee,
+                    peers,
+                    &genesis_block.hash,
+                    &state,
+                    work_tx.clone(),
+                    &mut tasks,
+                )?;
+                role = format!("validator {}", keys.index);
+                (Some(v), submit)
+            }
+            None => {
+                let (submit, forward) = mpsc::channel(1024);
+                sync::spawn_forwarder(cfg.sync.peers.clone(), forward)
+                    .map_err(|e| storage_err("starting the forwarding thread", e))?;
+                (None, submit)
+            }
         };
-        let mut replayed = Vec::new();
-        let engine = AsyncBft::recover(
-            committee.clone(),
-            ValidatorIndex(me),
-            key.clone(),
-            ccfg,
-            Arc::new(SignatureCache::default()),
-            records,
-            &mut replayed,
-        );
-        let listen = peers[usize::from(me)].addr;
-        let (network, inbound) = Network::start(NetworkConfig::new(me, identity, listen, peers))
-            .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
-        let network = Arc::new(network);
-        let (commits_tx, commits_rx) = mpsc::channel(64);
-        let (frames_tx, frames_rx) = mpsc::channel(16_384);
-        let validator = Validator::spawn(
-            Box::new(engine),
-            replayed,
-            network.clone(),
-            inbound,
-            wal,
-            commits_tx,
-            Some(frames_tx),
-            ValidatorConfig { sync: cfg.pipeline.fsync, ..ValidatorConfig::default() },
-        );
-
-        // Pipeline.
         let pcfg = PipelineConfig {
             pipelined: cfg.pipeline.pipelined,
             queue: 4,
             threads: cfg.pipeline.threads,
         };
-        let pipeline = pipeline::spawn(state.clone(), commits_rx, pcfg);
-
-        let mut tasks = Vec::new();
-        // Block finality.
-        let finality =
-            Finality { state: state.clone(), committee: committee.clone(), me: (me, key), network };
-        tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
+        let pipeline = pipeline::spawn(state.clone(), work_rx, pcfg);
+        let stop_sync = Arc::new(AtomicBool::new(false));
+        if !cfg.sync.peers.is_empty() {
+            let scfg = SyncConfig {
+                peers: cfg.sync.peers.clone(),
+                chain_id: genesis.chain_id,
+                committee: committee.clone(),
+                when_stalled: validator
+                    .is_some()
+                    .then(|| Duration::from_secs(cfg.sync.stalled_secs)),
+                poll: Duration::from_millis(cfg.sync.poll_millis),
+            };
+            sync::spawn(state.clone(), work_tx.downgrade(), scfg, stop_sync.clone())
+                .map_err(|e| storage_err("starting the sync thread", e))?;
+        }
 
         // Mempool: stored blocks clear it; what they unblock goes to consensus.
         let mempool = Arc::new(Mutex::new(Mempool::new(
@@ -255,8 +241,8 @@ impl Node {
             genesis.base_fee,
             genesis.gas_limit,
         )));
-        let submit = validator.submitter();
         {
+            let submit = submit.clone();
             let mempool = mempool.clone();
             let mut blocks = state.blocks.subscribe();
             let metrics = metrics.clone();
@@ -300,19 +286,24 @@ impl Node {
         }
 
         // JSON-RPC.
-        let rpc = Rpc::new(state.clone(), mempool, validator.submitter(), cfg.rpc.clone());
+        let rpc = Rpc::new(state.clone(), mempool, submit, cfg.rpc.clone());
         let (http, ws, rpc_tasks) = rpc::serve(rpc, &cfg.rpc).await?;
         tasks.extend(rpc_tasks);
-        tracing::info!(validator = me, head, http = ?http, ws = ?ws, "node started");
-        Ok(Node { state, http, ws, validator, pipeline, tasks })
+        tracing::info!(%role, head, http = ?http, ws = ?ws, "node started");
+        Ok(Node { state, http, ws, validator, pipeline, tasks, work: Some(work_tx), stop_sync })
     }
 
     /// Stops consensus, lets the pipeline store what it executed, and closes the listeners.
-    pub async fn stop(self) -> Result<(), String> {
+    pub async fn stop(mut self) -> Result<(), String> {
+        self.stop_sync.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
-        let r = self.validator.stop().await.map_err(|e| e.to_string());
+        self.work = None;
+        let r = match self.validator.take() {
+            Some(v) => v.stop().await.map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
         let p = tokio::task::spawn_blocking(move || self.pipeline.join())
             .await
             .map_err(|e| e.to_string())?
@@ -325,4 +316,81 @@ impl Node {
     pub fn failed(&self) -> bool {
         self.pipeline.is_finished()
     }
+}
+
+/// Starts consensus (recovered from its log), the validator network and block finality for
+/// the validator `keys` names; its commits go to `work`. Returns where to submit
+/// transactions.
+#[allow(clippy::too_many_arguments)]
+fn start_validator(
+    cfg: &NodeConfig,
+    keys: &ValidatorKeys,
+    committee: &Arc<Committee>,
+    peers: Vec<Peer>,
+    genesis_hash: &alloy_primitives::B256,
+    state: &Arc<State>,
+    work: mpsc::Sender<Work>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<(Validator, mpsc::Sender<Vec<Transaction>>), NodeError> {
+    let me = keys.index;
+    let key = SecretKey::from_bytes(&keys.bls_secret)
+        .map_err(|e| config_err("validator.bls_secret", e))?;
+    if committee.validator(ValidatorIndex(me)).map(|v| v.key) != Some(key.public_key()) {
+        return Err(config_err(
+            "validator.bls_secret",
+            format!("is not the key of committee[{me}]"),
+        ));
+    }
+    let identity = Identity::from_pkcs8(&keys.network_secret)
+        .map_err(|e| config_err("validator.network_secret", e))?;
+    if peers.get(usize::from(me)).map(|p| &p.key) != Some(identity.public_key()) {
+        return Err(config_err(
+            "validator.network_secret",
+            format!("is not the identity of committee[{me}]"),
+        ));
+    }
+    let (wal, records) = Wal::open(&cfg.data_dir.join("consensus.wal"))
+        .map_err(|e| storage_err("opening the consensus log", e))?;
+    let ccfg = ConsensusConfig {
+        chain: chain_tag(cfg.genesis.chain_id, genesis_hash),
+        ..ConsensusConfig::default()
+    };
+    let mut replayed = Vec::new();
+    let engine = AsyncBft::recover(
+        committee.clone(),
+        ValidatorIndex(me),
+        key.clone(),
+        ccfg,
+        Arc::new(SignatureCache::default()),
+        records,
+        &mut replayed,
+    );
+    let listen = peers[usize::from(me)].addr;
+    let (network, inbound) = Network::start(NetworkConfig::new(me, identity, listen, peers))
+        .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
+    let network = Arc::new(network);
+    let (commits_tx, mut commits_rx) = mpsc::channel(64);
+    let (frames_tx, frames_rx) = mpsc::channel(16_384);
+    let validator = Validator::spawn(
+        Box::new(engine),
+        replayed,
+        network.clone(),
+        inbound,
+        wal,
+        commits_tx,
+        Some(frames_tx),
+        ValidatorConfig { sync: cfg.pipeline.fsync, ..ValidatorConfig::default() },
+    );
+    tasks.push(tokio::spawn(async move {
+        while let Some(c) = commits_rx.recv().await {
+            if work.send(Work::Commit(c)).await.is_err() {
+                break;
+            }
+        }
+    }));
+    let finality =
+        Finality { state: state.clone(), committee: committee.clone(), me: (me, key), network };
+    tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
+    let submit = validator.submitter();
+    Ok((validator, submit))
 }

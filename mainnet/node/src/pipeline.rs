@@ -29,7 +29,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::chain::{Chain, Deferred, StoredBlock};
+use crate::chain::{Chain, Deferred, OrderingData, StoredBlock, SyncBlock};
 use crate::genesis::Genesis;
 use crate::metrics::Metrics;
 
@@ -68,6 +68,15 @@ pub enum PipelineError {
         number: u64,
         /// The cause.
         source: farol_store::StoreError,
+    },
+    /// A block-final block received from peers does not execute to what validators holding
+    /// more than two thirds of the stake signed: this node's execution differs from theirs.
+    #[error("block {number}: execution differs from the certified block: {reason}")]
+    Diverged {
+        /// The block.
+        number: u64,
+        /// What differs.
+        reason: String,
     },
     /// The block log failed.
     #[error("block {number}: {source}")]
@@ -245,6 +254,25 @@ impl StateView for Overlay {
     }
 }
 
+/// What the pipeline works on, in order.
+#[derive(Debug)]
+pub enum Work {
+    /// A commit of this validator's consensus.
+    Commit(Committed),
+    /// A block-final block from peers (a node catching up, or a full node).
+    Import(Box<Import>),
+}
+
+/// A block from peers, ready to be executed: its certificate (or a certified descendant's)
+/// and its transactions root and ordering digest were checked, its senders recovered.
+#[derive(Debug)]
+pub struct Import {
+    /// The block; its ordering data is present.
+    pub block: SyncBlock,
+    /// The transactions' senders.
+    pub senders: Vec<Address>,
+}
+
 /// A block executed, waiting to be stored.
 struct Executed {
     number: u64,
@@ -259,6 +287,8 @@ struct Executed {
     chunk: u32,
     last_in_commit: bool,
     deferred: Vec<Deferred>,
+    /// The hash the block must have (imported blocks).
+    expect: Option<B256>,
 }
 
 /// Ordered transactions whose nonce is ahead of their sender's wait at most this many
@@ -271,10 +301,10 @@ const MAX_DEFERRED: usize = 20_000;
 /// height they were ordered at.
 type Waiting = BTreeMap<(Address, u64), (u64, RecoveredTx)>;
 
-/// Starts the pipeline on `commits`. It returns when `commits` closes or a stage fails.
+/// Starts the pipeline on `work`. It returns when `work` closes or a stage fails.
 pub fn spawn(
     state: Arc<State>,
-    commits: mpsc::Receiver<Committed>,
+    commits: mpsc::Receiver<Work>,
     cfg: PipelineConfig,
 ) -> std::thread::JoinHandle<Result<(), PipelineError>> {
     std::thread::Builder::new()
@@ -285,7 +315,7 @@ pub fn spawn(
 
 fn run(
     state: Arc<State>,
-    mut commits: mpsc::Receiver<Committed>,
+    mut commits: mpsc::Receiver<Work>,
     cfg: PipelineConfig,
 ) -> Result<(), PipelineError> {
     let executor =
@@ -338,7 +368,54 @@ fn run(
     let mut next = head.number() + 1;
     let mut last_timestamp = head.header.timestamp;
     let result = (|| {
-        while let Some(c) = commits.blocking_recv() {
+        while let Some(work) = commits.blocking_recv() {
+            let c = match work {
+                Work::Commit(c) => c,
+                Work::Import(import) => {
+                    let number = import.block.header.number;
+                    // Blocks this node already executed (from its own commits) are skipped;
+                    // the syncing task sends the others in order.
+                    if number != next {
+                        if number > next {
+                            tracing::warn!(number, next, "an imported block does not follow");
+                        }
+                        continue;
+                    }
+                    let Some(ord) = import.block.ordering.clone() else { continue };
+                    let e = import_block(&state, &executor, *import)?;
+                    state.metrics.ordered_height.store(ord.height, Ordering::Relaxed);
+                    // The ordering resumes after the imported block as after one of ours.
+                    if ord.last_in_commit {
+                        last_height = ord.height;
+                        resume = None;
+                        waiting = ord
+                            .deferred
+                            .iter()
+                            .map(|d| {
+                                let t = RecoveredTx { tx: d.tx.clone(), sender: d.sender };
+                                ((d.sender, d.tx.nonce()), (d.since, t))
+                            })
+                            .collect();
+                    } else {
+                        last_height = ord.height.saturating_sub(1);
+                        let before = number.saturating_sub(u64::from(ord.chunk) + 1);
+                        resume = Some((ord.height, ord.chunk as usize + 1, before));
+                    }
+                    last_timestamp = e.env.timestamp;
+                    next += 1;
+                    state.pending.lock().push((e.number, e.diff.clone()));
+                    state.metrics.executed.store(e.number, Ordering::Relaxed);
+                    if cfg.pipelined {
+                        state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
+                        if to_store.send(e).is_err() {
+                            return Ok(());
+                        }
+                    } else {
+                        store_block(&state, e)?;
+                    }
+                    continue;
+                }
+            };
             state.metrics.ordered_height.store(c.height, Ordering::Relaxed);
             // A restarted validator replays its commits from height 1.
             if c.height <= last_height {
@@ -605,6 +682,7 @@ fn execute(
                     chunk: 0,
                     last_in_commit: false,
                     deferred: Vec::new(),
+                    expect: None,
                 }));
             }
             Err(
@@ -633,6 +711,72 @@ fn execute(
     }
 }
 
+/// Executes a block-final block from peers as it was executed by those who signed it: its
+/// header gives the environment; every transaction must be valid and the receipts, gas and
+/// bloom must be the header's (the state root is checked when the block is stored).
+fn import_block(
+    state: &Arc<State>,
+    executor: &ParallelExecutor,
+    import: Import,
+) -> Result<Executed, PipelineError> {
+    let Import { block, senders } = import;
+    let h = &block.header;
+    let number = h.number;
+    let diverged = |reason: String| PipelineError::Diverged { number, reason };
+    let ord = block.ordering.ok_or_else(|| diverged("no ordering data".into()))?;
+    if senders.len() != block.txs.len() {
+        return Err(diverged("a sender is missing".into()));
+    }
+    let env = BlockEnv {
+        number,
+        timestamp: h.timestamp,
+        beneficiary: h.beneficiary,
+        base_fee: h.base_fee_per_gas.unwrap_or(state.genesis.base_fee),
+        gas_limit: h.gas_limit,
+        prevrandao: h.mix_hash,
+        difficulty: h.difficulty,
+        excess_blob_gas: Some(h.excess_blob_gas.unwrap_or(0)),
+    };
+    let txs: Vec<RecoveredTx> =
+        block.txs.into_iter().zip(senders).map(|(tx, sender)| RecoveredTx { tx, sender }).collect();
+    let started = Instant::now();
+    let view = state
+        .view(number - 1)
+        .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
+    let output = match executor.execute(&view, &state.spec, &env, &txs) {
+        Ok((output, _)) => output,
+        Err(e @ ExecError::State(_)) => return Err(PipelineError::Exec { number, source: e }),
+        Err(e) => return Err(diverged(e.to_string())),
+    };
+    drop(view);
+    if output.receipts_root != h.receipts_root {
+        return Err(diverged(format!(
+            "receipts root {}, certified {}",
+            output.receipts_root, h.receipts_root
+        )));
+    }
+    if output.gas_used != h.gas_used || output.logs_bloom != h.logs_bloom {
+        return Err(diverged(format!("gas used {}, certified {}", output.gas_used, h.gas_used)));
+    }
+    let executed_at = Instant::now();
+    let diff = Arc::new(output.diff.clone());
+    Ok(Executed {
+        number,
+        committed_height: ord.height,
+        round: ord.round,
+        env,
+        txs,
+        output,
+        diff,
+        ordered_at: started,
+        executed_at,
+        chunk: ord.chunk,
+        last_in_commit: ord.last_in_commit,
+        deferred: ord.deferred,
+        expect: Some(block.hash),
+    })
+}
+
 /// Merklizes and persists an executed block, then publishes it.
 fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let number = e.number;
@@ -648,6 +792,13 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let parent = state.chain.head();
     let (txs, senders): (Vec<TxEnvelope>, Vec<Address>) =
         e.txs.into_iter().map(|t| (t.tx, t.sender)).unzip();
+    let ordering = OrderingData {
+        round: e.round,
+        height: e.committed_height,
+        chunk: e.chunk,
+        last_in_commit: e.last_in_commit,
+        deferred: e.deferred,
+    };
     let header = Header {
         parent_hash: parent.hash,
         ommers_hash: EMPTY_OMMER_ROOT_HASH,
@@ -661,7 +812,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         gas_limit: e.env.gas_limit,
         gas_used: e.output.gas_used,
         timestamp: e.env.timestamp,
-        extra_data: Bytes::from_static(b"farol"),
+        extra_data: Bytes::copy_from_slice(ordering.digest().as_slice()),
         mix_hash: e.env.prevrandao,
         nonce: B64::ZERO,
         base_fee_per_gas: Some(e.env.base_fee),
@@ -672,6 +823,13 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         requests_hash: None,
     };
     let hash = header.hash_slow();
+    if let Some(want) = e.expect.filter(|w| *w != hash) {
+        state.chain.close();
+        return Err(PipelineError::Diverged {
+            number,
+            reason: format!("block hash {hash} (state root {root}), certified {want}"),
+        });
+    }
     let created = e.output.txs.iter().map(|o| o.contract_address).collect();
     let block = StoredBlock {
         header,
@@ -680,11 +838,11 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         senders,
         receipts: e.output.receipts,
         created,
-        round: e.round,
-        height: e.committed_height,
-        chunk: e.chunk,
-        last_in_commit: e.last_in_commit,
-        deferred: e.deferred,
+        round: ordering.round,
+        height: ordering.height,
+        chunk: ordering.chunk,
+        last_in_commit: ordering.last_in_commit,
+        deferred: ordering.deferred,
     };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;

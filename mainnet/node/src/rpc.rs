@@ -400,6 +400,33 @@ impl Rpc {
                 Ok(self.tx_status(&hash))
             }
             "farol_status" => Ok(self.status()),
+            "farol_getCertificate" => Ok(st
+                .chain
+                .certificate()
+                .map(|c| crate::sync::certificate_to_json(&c))
+                .unwrap_or(Value::Null)),
+            "farol_getBlocks" => {
+                let from: U64 = param(p, 0, "from")?;
+                let count: U64 = param(p, 1, "count")?;
+                let full: bool = opt_param(p, 2, "full")?.unwrap_or(true);
+                let (from, count) = (from.to::<u64>(), count.to::<u64>());
+                let most = if full { crate::sync::BLOCK_BATCH } else { crate::sync::HEADER_BATCH };
+                if count > most {
+                    return Err(RpcError::limit(format!("count {count}, at most {most}")));
+                }
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                for n in from..from.saturating_add(count) {
+                    let Some(b) = st.chain.block(n) else { break };
+                    let raw = b.encode_for_sync(full);
+                    bytes += raw.len();
+                    if !out.is_empty() && bytes > crate::sync::MAX_SYNC_ANSWER {
+                        break;
+                    }
+                    out.push(Bytes::from(raw));
+                }
+                to_value(out)
+            }
             _ => Err(RpcError::new(
                 -32601,
                 format!("the method {method} does not exist/is not available"),

@@ -28,11 +28,11 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
     NodeConfig {
         data_dir: dir.to_path_buf(),
         genesis: Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000),
-        validator: ValidatorKeys {
+        validator: Some(ValidatorKeys {
             index: 0,
             bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
             network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
-        },
+        }),
         committee: vec![Member {
             bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
             bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
@@ -49,6 +49,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
         },
         mempool: Default::default(),
         pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
+        sync: Default::default(),
         log: "warn".into(),
     }
 }
@@ -229,7 +230,187 @@ async fn rpc_errors_proofs_restart_and_config() {
     let e = Node::start(other).await.expect_err("another genesis over the same data");
     assert!(e.to_string().contains("genesis"), "{e}");
     let mut bad = cfg.clone();
-    bad.validator.bls_secret = Bytes::copy_from_slice(&SecretKey::from_seed(&[9; 32]).to_bytes());
+    if let Some(v) = bad.validator.as_mut() {
+        v.bls_secret = Bytes::copy_from_slice(&SecretKey::from_seed(&[9; 32]).to_bytes());
+    }
     let e = Node::start(bad).await.expect_err("a key not in the committee");
     assert!(e.to_string().contains("validator.bls_secret"), "{e}");
+}
+
+/// The newest certificate's block number a node holds (0 before any).
+fn certified(c: &mut RpcClient) -> u64 {
+    let v = c.call("farol_getCertificate", json!([])).unwrap_or(Value::Null);
+    if v.is_null() {
+        0
+    } else {
+        quantity(&v["number"]).unwrap_or(0)
+    }
+}
+
+/// Waits until the node `c` talks to has block `n`; returns its hash and state root.
+fn wait_block(c: &mut RpcClient, n: u64) -> (Value, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let b = c.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
+        if let Some(b) = b.ok().filter(|b| !b.is_null()) {
+            return (b["hash"].clone(), b["stateRoot"].clone());
+        }
+        assert!(Instant::now() < deadline, "block {n} never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A peer that answers every request with `body`, claiming `len` bytes (its real length
+/// when `None`).
+fn hostile_peer(body: &'static str, len: Option<u64>) -> SocketAddr {
+    let len = len.unwrap_or(body.len() as u64);
+    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n{body}");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match std::io::Read::read(&mut s, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            if std::io::Write::write_all(&mut s, answer.as_bytes()).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A full node (no validator keys) follows the block-final chain of its peer, serves it
+/// over JSON-RPC with the same hashes and state, forwards the transactions it is sent to the
+/// validator, catches up after being down, and survives peers that answer garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_follows_the_certified_chain() {
+    let vdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let fdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x52; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let vcfg = config(vdir.path(), key.address());
+    let validator = Node::start(vcfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let vhttp = validator.http.unwrap_or_else(|| panic!("no http"));
+    let mut fcfg = vcfg.clone();
+    fcfg.data_dir = fdir.path().to_path_buf();
+    fcfg.validator = None;
+    fcfg.sync.peers = vec![vhttp];
+    fcfg.sync.poll_millis = 50;
+
+    // Some history before the full node starts.
+    let k = key.clone();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(vhttp);
+        let mut last = Value::Null;
+        for nonce in 0..5 {
+            last = c
+                .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        quantity(&wait_receipt(&mut c, &last)["blockNumber"]).unwrap_or(0)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let full = Node::start(fcfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let fhttp = full.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let (mut v, mut f) = (RpcClient::new(vhttp), RpcClient::new(fhttp));
+        assert_eq!(wait_block(&mut f, first), wait_block(&mut v, first));
+        let balance = |c: &mut RpcClient| {
+            c.call("eth_getBalance", json!([Address::repeat_byte(0x77), format!("{first:#x}")]))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(balance(&mut f), "0x19");
+        // Sent to the full node: forwarded to the validator, executed, synced back.
+        let hash = f
+            .call("eth_sendRawTransaction", json!([raw_transfer(&k, 5, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut f, &hash);
+        assert_eq!(r, wait_receipt(&mut v, &hash));
+        // Everything a full node has is block-final (the certificate follows the block).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let status = f.call("farol_transactionStatus", json!([hash])).unwrap_or_default();
+            if status["status"] == "final" {
+                break;
+            }
+            assert_eq!(status["status"], "executed", "{status}");
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(certified(&mut f) >= quantity(&r["blockNumber"]).unwrap_or(u64::MAX));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    full.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Down while the chain goes on; restarted, it catches up.
+    let k = key.clone();
+    let later = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(vhttp);
+        let mut last = Value::Null;
+        for nonce in 6..10 {
+            last = c
+                .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let n = quantity(&wait_receipt(&mut c, &last)["blockNumber"]).unwrap_or(0);
+        while certified(&mut c) < n {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        n
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let full = Node::start(fcfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let fhttp = full.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let (mut v, mut f) = (RpcClient::new(vhttp), RpcClient::new(fhttp));
+        assert_eq!(wait_block(&mut f, later), wait_block(&mut v, later));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    full.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Peers that lie: a certificate nobody signed, an answer too large to read, garbage. The
+    // full node takes nothing from them, keeps serving, and counts the failures.
+    let forged = hostile_peer(
+        r#"{"jsonrpc":"2.0","id":1,"result":{"number":"0x5","hash":"0x1111111111111111111111111111111111111111111111111111111111111111","quorum":"0x0100000000000000000000000000000000000000000000000000000000"}}"#,
+        None,
+    );
+    let huge = hostile_peer("{", Some(99_999_999_999_999));
+    let junk = hostile_peer("[1,2]", None);
+    let odir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut ocfg = fcfg.clone();
+    ocfg.data_dir = odir.path().to_path_buf();
+    ocfg.sync.peers = vec![forged, huge, junk];
+    ocfg.sync.poll_millis = 10;
+    let lied_to = Node::start(ocfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lied_to.state.metrics.sync_failures.load(std::sync::atomic::Ordering::Relaxed) < 6 {
+        assert!(Instant::now() < deadline, "the lying peers were not all tried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(lied_to.state.chain.head_number(), 0);
+    assert!(!lied_to.failed());
+    let ohttp = lied_to.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(ohttp);
+        assert_eq!(c.call("eth_blockNumber", json!([])).unwrap_or_default(), "0x0");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    lied_to.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,0 +1,321 @@
+//! Block sync: a node that is behind (a full node, or a validator that was down longer than
+//! its peers keep consensus history) fetches block-final blocks from its peers' JSON-RPC and
+//! executes them itself.
+//!
+//! One round of sync against a peer:
+//! 1. `farol_getCertificate`: the peer's newest finality certificate, checked against the
+//!    committee (validators holding more than two thirds of the stake signed that hash).
+//! 2. `farol_getBlocks` with headers only, from the certified block down to ours: each
+//!    header's hash must be the parent hash of the one above, the lowest's parent our head.
+//! 3. `farol_getBlocks` with transactions, upwards: each block must have the hash found in
+//!    step 2, and its header must commit to its transactions and ordering data. Senders are
+//!    recovered here (in parallel), then the pipeline executes the block; a result other than
+//!    the certified header stops the node (its execution differs from the validators').
+//! 4. Once the certified block is stored, its certificate is kept: everything is final.
+//!
+//! A peer that answers wrongly (bad certificate, broken hash chain, malformed blocks, too
+//! large an answer) is left for the next one; nothing it sent is executed. Transactions a
+//! full node receives go to the validators' JSON-RPC ([`spawn_forwarder`]).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Bytes, B256};
+use farol_consensus::{Committee, Transaction};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::chain::{Certificate, SyncBlock};
+use crate::client::{quantity, RpcClient};
+use crate::finality::vote_message;
+use crate::pipeline::{Import, State, Work};
+
+/// Headers asked for in one request.
+pub const HEADER_BATCH: u64 = 1024;
+/// Blocks with transactions asked for in one request (the peer may send fewer: it stops at
+/// [`MAX_SYNC_ANSWER`] bytes).
+pub const BLOCK_BATCH: u64 = 64;
+/// About the most bytes of blocks a peer puts in one answer (at least one block).
+pub const MAX_SYNC_ANSWER: usize = 16 << 20;
+
+/// How a node syncs.
+#[derive(Clone, Debug)]
+pub struct SyncConfig {
+    /// Peers' HTTP JSON-RPC addresses.
+    pub peers: Vec<SocketAddr>,
+    /// The chain id (certificates sign it).
+    pub chain_id: u64,
+    /// The validator set.
+    pub committee: Arc<Committee>,
+    /// Sync only when the head has not moved for this long (a validator follows its own
+    /// commits and syncs only when they stopped coming); `None`: always (a full node).
+    pub when_stalled: Option<Duration>,
+    /// How often to ask for a newer certificate.
+    pub poll: Duration,
+}
+
+/// Starts syncing on a thread of its own. It stops when `stop` is set or the pipeline is
+/// gone. `work` should be a weak sender: the pipeline ends when the node drops its own.
+pub fn spawn(
+    state: Arc<State>,
+    work: mpsc::WeakSender<Work>,
+    cfg: SyncConfig,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("farol-sync".into()).spawn(move || run(state, work, cfg, stop))
+}
+
+fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: Arc<AtomicBool>) {
+    if cfg.peers.is_empty() {
+        return;
+    }
+    let mut clients: Vec<RpcClient> = cfg.peers.iter().map(|a| RpcClient::new(*a)).collect();
+    let mut turn = 0usize;
+    let mut last_head = state.chain.head_number();
+    let mut moved = Instant::now();
+    let mut failures = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        // Sleep in short steps so that a stop is seen soon; back off after failures.
+        let pause = cfg.poll * (1 << failures.min(5));
+        let until = Instant::now() + pause;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20).min(pause));
+        }
+        let head = state.chain.head_number();
+        if head != last_head {
+            last_head = head;
+            moved = Instant::now();
+        }
+        if cfg.when_stalled.is_some_and(|d| moved.elapsed() < d) {
+            continue;
+        }
+        let i = turn % clients.len();
+        let peer = cfg.peers[i];
+        match sync_once(&state, &work, &cfg, &mut clients[i], &stop) {
+            Ok(Progress::Pipeline) => return,
+            Ok(Progress::Synced(n)) => {
+                failures = 0;
+                tracing::info!(%peer, head = n, "synced to a block-final block");
+            }
+            Ok(Progress::UpToDate) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                turn += 1;
+                state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, error = %e, "block sync from this peer failed");
+            }
+        }
+    }
+}
+
+enum Progress {
+    /// Nothing newer was certified.
+    UpToDate,
+    /// Synced to this block.
+    Synced(u64),
+    /// The pipeline is gone (the node stops).
+    Pipeline,
+}
+
+/// Parses a certificate as `farol_getCertificate` answers it.
+pub fn certificate_from_json(v: &Value) -> Result<Certificate, String> {
+    let number = quantity(v.get("number").ok_or("no number")?)?;
+    let hash: B256 = serde_json::from_value(v.get("hash").cloned().ok_or("no hash")?)
+        .map_err(|e| format!("hash: {e}"))?;
+    let quorum: Bytes = serde_json::from_value(v.get("quorum").cloned().ok_or("no quorum")?)
+        .map_err(|e| format!("quorum: {e}"))?;
+    Ok(Certificate { number, hash, quorum: quorum.to_vec() })
+}
+
+/// A certificate as `farol_getCertificate` answers it.
+pub fn certificate_to_json(c: &Certificate) -> Value {
+    json!({
+        "number": format!("{:#x}", c.number),
+        "hash": c.hash,
+        "quorum": Bytes::copy_from_slice(&c.quorum),
+    })
+}
+
+/// Checks that validators holding more than two thirds of the stake signed `c`.
+pub fn verify_certificate(
+    c: &Certificate,
+    committee: &Committee,
+    chain_id: u64,
+) -> Result<(), String> {
+    let quorum = farol_consensus::Certificate::from_bytes(&c.quorum, committee.len())
+        .map_err(|e| format!("certificate of block {}: {e}", c.number))?;
+    quorum
+        .verify(committee, &vote_message(chain_id, c.number, &c.hash))
+        .map_err(|e| format!("certificate of block {}: {e}", c.number))
+}
+
+/// Fetches blocks `from..from+count` (fewer if the peer stops early; never more).
+fn get_blocks(
+    client: &mut RpcClient,
+    from: u64,
+    count: u64,
+    full: bool,
+) -> Result<Vec<SyncBlock>, String> {
+    let v = client
+        .call("farol_getBlocks", json!([format!("{from:#x}"), format!("{count:#x}"), full]))?;
+    let list = v.as_array().ok_or("farol_getBlocks: not an array")?;
+    if list.len() as u64 > count {
+        return Err(format!("farol_getBlocks: {} blocks, asked for {count}", list.len()));
+    }
+    let mut out = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let number = from + i as u64;
+        let raw: Bytes = serde_json::from_value(item.clone())
+            .map_err(|e| format!("block {number}: not hex: {e}"))?;
+        let b = SyncBlock::decode(&raw).map_err(|e| format!("block {number}: {e}"))?;
+        if b.header.number != number {
+            return Err(format!("block {number}: the peer sent block {}", b.header.number));
+        }
+        if full != b.ordering.is_some() {
+            return Err(format!("block {number}: not the form asked for"));
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+fn sync_once(
+    state: &Arc<State>,
+    work: &mpsc::WeakSender<Work>,
+    cfg: &SyncConfig,
+    client: &mut RpcClient,
+    stop: &AtomicBool,
+) -> Result<Progress, String> {
+    let v = client.call("farol_getCertificate", json!([]))?;
+    if v.is_null() {
+        return Ok(Progress::UpToDate);
+    }
+    let cert = certificate_from_json(&v)?;
+    let head = state.chain.head();
+    if cert.number <= head.number() {
+        return Ok(Progress::UpToDate);
+    }
+    verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
+    state.metrics.sync_target.store(cert.number, Ordering::Relaxed);
+
+    // Headers, downwards: the hash of every block up to the certified one.
+    let base = head.number();
+    let span = usize::try_from(cert.number - base).map_err(|_| "too far behind")?;
+    let mut hashes = vec![B256::ZERO; span];
+    let mut want = cert.hash;
+    let mut hi = cert.number;
+    while hi > base {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Progress::UpToDate);
+        }
+        let lo = (hi + 1).saturating_sub(HEADER_BATCH).max(base + 1);
+        let headers = get_blocks(client, lo, hi - lo + 1, false)?;
+        if headers.len() as u64 != hi - lo + 1 {
+            return Err(format!("headers {lo}..={hi}: the peer sent {}", headers.len()));
+        }
+        for h in headers.iter().rev() {
+            let n = h.header.number;
+            if h.hash != want {
+                return Err(format!("header {n}: hash {}, the chain above says {want}", h.hash));
+            }
+            hashes[(n - base - 1) as usize] = h.hash;
+            want = h.header.parent_hash;
+        }
+        hi = lo - 1;
+    }
+    if want != head.hash {
+        return Err(format!(
+            "the certified chain does not extend ours: block {base} is {} here, {want} there",
+            head.hash
+        ));
+    }
+
+    // Blocks, upwards, checked against those hashes, then executed.
+    let mut n = base + 1;
+    while n <= cert.number {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Progress::UpToDate);
+        }
+        let count = BLOCK_BATCH.min(cert.number - n + 1);
+        let blocks = get_blocks(client, n, count, true)?;
+        if blocks.is_empty() {
+            return Err(format!("block {n}: the peer sent none"));
+        }
+        for b in blocks {
+            let expected = hashes[(n - base - 1) as usize];
+            if b.hash != expected {
+                return Err(format!(
+                    "block {n}: hash {}, the certified chain has {expected}",
+                    b.hash
+                ));
+            }
+            let recovered = farol_execution::recover_senders(b.txs.clone())
+                .map_err(|e| format!("block {n}: {e}"))?;
+            let senders = recovered.into_iter().map(|t| t.sender).collect();
+            let Some(work) = work.upgrade() else { return Ok(Progress::Pipeline) };
+            if work.blocking_send(Work::Import(Box::new(Import { block: b, senders }))).is_err() {
+                return Ok(Progress::Pipeline);
+            }
+            n += 1;
+        }
+    }
+    // Executed and stored (or the pipeline stopped: divergence is its error to report).
+    match state.chain.wait_hash(cert.number) {
+        Some(h) if h == cert.hash => {
+            let number = cert.number;
+            state.chain.set_certificate(cert).map_err(|e| e.to_string())?;
+            state.metrics.finalized.fetch_max(number, Ordering::Relaxed);
+            Ok(Progress::Synced(number))
+        }
+        Some(h) => Err(format!("block {} is {h} here, certified {}", cert.number, cert.hash)),
+        None => Ok(Progress::Pipeline),
+    }
+}
+
+/// Sends the transactions a full node accepted to the validators (the first that answers),
+/// as JSON-RPC batches of `eth_sendRawTransaction`. Runs until `txs` closes.
+pub fn spawn_forwarder(
+    peers: Vec<SocketAddr>,
+    mut txs: mpsc::Receiver<Vec<Transaction>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("farol-forward".into()).spawn(move || {
+        let mut clients: Vec<RpcClient> = peers.iter().map(|a| RpcClient::new(*a)).collect();
+        let mut turn = 0usize;
+        while let Some(batch) = txs.blocking_recv() {
+            for chunk in batch.chunks(500) {
+                let body: Vec<Value> = chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| {
+                        json!({
+                            "jsonrpc": "2.0",
+                            "id": i,
+                            "method": "eth_sendRawTransaction",
+                            "params": [Bytes::copy_from_slice(&t.payload)],
+                        })
+                    })
+                    .collect();
+                let body = Value::Array(body).to_string();
+                let mut sent = false;
+                for _ in 0..clients.len() {
+                    let i = turn % clients.len();
+                    match clients[i].post(&body) {
+                        Ok(_) => {
+                            sent = true;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(peer = %peers[i], error = %e, "cannot forward transactions");
+                            turn += 1;
+                        }
+                    }
+                }
+                if !sent {
+                    tracing::error!(count = chunk.len(), "no validator took the forwarded transactions");
+                }
+            }
+        }
+    })
+}
