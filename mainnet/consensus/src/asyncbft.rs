@@ -30,6 +30,7 @@ use bytes::Bytes;
 use farol_crypto::{verify_batch, SecretKey};
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
+use crate::checkpoint::{Checkpoint, Snapshot, SNAPSHOT_RECORD};
 use crate::committee::{Committee, Stake, ValidatorIndex};
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
@@ -68,6 +69,10 @@ pub struct Config {
     /// Blocks more than this many rounds below the latest committed block are no longer
     /// ordered, stored or accepted.
     pub gc_depth: u64,
+    /// A [`Checkpoint`] is taken after every this many commits (0: never). Keep it well
+    /// below `gc_depth` rounds' worth of commits: a validator rejoins from the newest one and
+    /// needs the blocks above its floor from its peers.
+    pub checkpoint_every: u64,
 }
 
 impl Default for Config {
@@ -83,6 +88,7 @@ impl Default for Config {
             max_batch_bytes: 4 * 1024 * 1024,
             max_queue: 200_000,
             gc_depth: 500,
+            checkpoint_every: 64,
             single_leader: false,
         }
     }
@@ -239,6 +245,8 @@ pub struct AsyncBft {
     faults: Faults,
     replaying: bool,
     dag_changed: bool,
+    /// The newest checkpoint with the blocks held then.
+    snapshot: Option<Arc<Snapshot>>,
 }
 
 impl std::fmt::Debug for AsyncBft {
@@ -299,6 +307,7 @@ impl AsyncBft {
             faults: Faults::default(),
             replaying: false,
             dag_changed: false,
+            snapshot: None,
         }
     }
 
@@ -314,7 +323,18 @@ impl AsyncBft {
         records: impl IntoIterator<Item = Bytes>,
         out: &mut Vec<Action>,
     ) -> AsyncBft {
-        let mut e = AsyncBft::new(committee, me, key, cfg, cache);
+        let mut records = records.into_iter().peekable();
+        let from = records
+            .peek()
+            .filter(|r| r.first() == Some(&SNAPSHOT_RECORD))
+            .and_then(|r| Snapshot::decode(r).ok());
+        let mut e = match from {
+            Some(s) => {
+                records.next();
+                AsyncBft::from_snapshot(committee, me, key, cfg, cache, &s, out)
+            }
+            None => AsyncBft::new(committee, me, key, cfg, cache),
+        };
         e.replaying = true;
         for r in records {
             // Records were checked before they were written; a record that does not decode
@@ -336,6 +356,97 @@ impl AsyncBft {
         }
         e.replaying = false;
         e
+    }
+
+    /// An engine that rejoins from `snapshot` (a peer's, whose checkpoint digest the caller
+    /// checked against a certified one): it holds what every honest validator held after
+    /// the snapshot's commit, and the snapshot's blocks whose signatures verify, and goes on
+    /// from the next slot; its commits continue the chain from the snapshot's height. It
+    /// proposes only above every round the snapshot holds. Actions (requests for missing
+    /// blocks, commits already decidable) go to `out`; the driver starts a fresh log with
+    /// the snapshot ([`Snapshot::encode`]) as its first record.
+    pub fn from_snapshot(
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: SecretKey,
+        cfg: Config,
+        cache: Arc<SignatureCache>,
+        snapshot: &Snapshot,
+        out: &mut Vec<Action>,
+    ) -> AsyncBft {
+        let mut e = AsyncBft::new(committee, me, key, cfg, cache);
+        let cp = &snapshot.checkpoint;
+        e.height = cp.height;
+        e.next_slot =
+            (cp.next_slot.0.max(1), cp.next_slot.1.min(e.committee.len() as u64) as usize);
+        e.last_commit_round = cp.last_commit_round;
+        e.last_commit_ms = cp.last_commit_ms;
+        e.floor = cp.floor;
+        e.ordered = cp.ordered.iter().copied().collect();
+        for (round, ds) in &cp.committed {
+            e.committed.extend(ds.iter().copied());
+            e.committed_at.insert(*round, ds.clone());
+        }
+        e.snapshot = Some(Arc::new(snapshot.clone()));
+        let mut blocks: Vec<(ValidatorIndex, Block)> = snapshot
+            .blocks
+            .iter()
+            .filter(|b| b.round >= e.floor && e.well_formed(b))
+            .map(|b| (b.author, Block::clone(b)))
+            .collect();
+        blocks.sort_by_key(|(_, b)| (b.round, b.author, b.digest()));
+        let replaying = std::mem::replace(&mut e.replaying, true);
+        let mut top = 0;
+        for (_, b) in e.verified(blocks) {
+            top = top.max(b.round);
+            if b.author == me && e.last_own.is_none_or(|o| o.round < b.round) {
+                e.last_own = Some(b.reference());
+            }
+            e.accept(Arc::new(b), None, out);
+        }
+        e.replaying = replaying;
+        // Never propose again in a round the snapshot shows (this validator may have
+        // proposed there before it fell behind).
+        e.round = top.max(e.last_own.map_or(0, |o| o.round)).max(cp.last_commit_round).max(1);
+        if std::mem::take(&mut e.dag_changed) {
+            e.try_commit(out);
+        }
+        e
+    }
+
+    /// The newest checkpoint, with the blocks held when it was taken.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.clone()
+    }
+
+    /// The deterministic part of the state, right after a commit.
+    fn checkpoint(&self) -> Checkpoint {
+        let mut ordered: Vec<Digest> = self.ordered.iter().copied().collect();
+        ordered.sort_unstable();
+        Checkpoint {
+            height: self.height,
+            next_slot: (self.next_slot.0, self.next_slot.1 as u64),
+            last_commit_round: self.last_commit_round,
+            last_commit_ms: self.last_commit_ms,
+            floor: self.floor,
+            ordered,
+            committed: self.committed_at.iter().map(|(r, ds)| (*r, ds.clone())).collect(),
+        }
+    }
+
+    /// Takes a checkpoint and puts its digest on the commit just made (the last in `out`).
+    fn take_checkpoint(&mut self, out: &mut [Action]) {
+        let checkpoint = self.checkpoint();
+        let digest = checkpoint.digest();
+        if let Some(Action::Commit(c)) =
+            out.iter_mut().rev().find(|a| matches!(a, Action::Commit(_)))
+        {
+            c.checkpoint = Some(digest);
+        }
+        let mut blocks: Vec<Arc<Block>> =
+            self.blocks.values().filter(|b| b.round >= self.floor).cloned().collect();
+        blocks.sort_by_key(|b| (b.round, b.author, b.digest()));
+        self.snapshot = Some(Arc::new(Snapshot { checkpoint, blocks }));
     }
 
     /// A one-line summary of the DAG's top rounds, for diagnostics.
@@ -954,12 +1065,16 @@ impl AsyncBft {
             }
         }
         for ((r, p), d) in decisions {
-            match d {
+            let committed = match d {
                 Decision::Undecided => break,
-                Decision::Skip => {}
+                Decision::Skip => false,
                 Decision::Commit(digest) => self.commit(digest, out),
-            }
+            };
             self.next_slot = if p + 1 == n { (r + 1, 0) } else { (r, p + 1) };
+            let every = self.cfg.checkpoint_every;
+            if committed && every > 0 && self.height.is_multiple_of(every) {
+                self.take_checkpoint(out);
+            }
         }
     }
 
@@ -989,9 +1104,9 @@ impl AsyncBft {
         0
     }
 
-    /// Orders `leader` and its history not ordered before.
-    fn commit(&mut self, leader: Digest, out: &mut Vec<Action>) {
-        let Some(lb) = self.blocks.get(&leader).cloned() else { return };
+    /// Orders `leader` and its history not ordered before; false if the leader is unknown.
+    fn commit(&mut self, leader: Digest, out: &mut Vec<Action>) -> bool {
+        let Some(lb) = self.blocks.get(&leader).cloned() else { return false };
         let floor = lb.round.saturating_sub(self.cfg.gc_depth);
         let mut found = Vec::new();
         let mut stack = vec![leader];
@@ -1037,8 +1152,10 @@ impl AsyncBft {
             leader_digest: leader,
             transactions,
             proposals: found.len(),
+            checkpoint: None,
         }));
         self.collect_garbage();
+        true
     }
 
     /// Drops blocks below the ordering floor and transaction digests past the dedup window.

@@ -61,6 +61,9 @@ pub struct Committed {
     /// How many proposals this commit orders (the leader's and the ones it builds on that
     /// were not ordered before).
     pub proposals: usize,
+    /// The digest of the engine's checkpoint right after this commit, when it took one
+    /// (AsyncBFT: every `checkpoint_every` commits). Every honest validator has the same.
+    pub checkpoint: Option<[u8; 32]>,
 }
 
 /// What an engine asks its driver to do, in order.

@@ -6,6 +6,7 @@
 //! - [`asyncbft`]: the mainnet's engine: every validator proposes each round, proposals form
 //!   a DAG, every proposal commits three message delays after it is sent in the good case.
 //! - [`committee`] and [`certificate`]: stake quorums and BLS certificates.
+//! - [`checkpoint`]: what a validator rejoins from after falling behind its peers' history.
 //! - [`sim`]: the seeded simulator that checks safety and liveness under faults.
 //!
 //! `docs/consensus.md` describes the protocol and its argument.
@@ -13,6 +14,7 @@
 pub mod asyncbft;
 pub mod block;
 pub mod certificate;
+pub mod checkpoint;
 pub mod committee;
 pub mod engine;
 pub mod sim;
@@ -20,5 +22,6 @@ pub mod sim;
 pub use asyncbft::{AsyncBft, Config, Faults, SignatureCache};
 pub use block::{Block, BlockRef, DecodeError, Message};
 pub use certificate::{Added, Certificate, CertificateError, Signers, VoteCollector};
+pub use checkpoint::{Checkpoint, Snapshot};
 pub use committee::{Committee, CommitteeError, Stake, Validator, ValidatorIndex};
 pub use engine::{Action, Committed, Consensus, Input, Target, Transaction};

@@ -45,6 +45,10 @@ pub struct Scenario {
     pub byzantine: Vec<(usize, Byzantine)>,
     /// Validators that crash at a time and, if given, restart later from their log.
     pub crashes: Vec<(usize, Micros, Option<Micros>)>,
+    /// Validators that crash at a time and rejoin later from the newest snapshot of an
+    /// honest validator that is up (as a node does after syncing the certified chain past
+    /// the snapshot's height), its digest checked against the committed one.
+    pub rejoins: Vec<(usize, Micros, Micros)>,
     /// A partition: from, to, and the validators cut off from the others.
     pub partition: Option<(Micros, Micros, Vec<usize>)>,
     /// Probability (per million) that any message is lost.
@@ -78,6 +82,7 @@ impl Scenario {
             n,
             byzantine: Vec::new(),
             crashes: Vec::new(),
+            rejoins: Vec::new(),
             partition: None,
             loss_ppm: 0,
             lossy: Vec::new(),
@@ -224,6 +229,8 @@ pub struct Report {
     /// A hash of the whole run: the agreed chain, every message count and the simulated
     /// time of every commit. The same seed gives the same fingerprint.
     pub fingerprint: [u8; 32],
+    /// Validators that rejoined from a snapshot.
+    pub rejoins: u64,
 }
 
 enum Event {
@@ -232,6 +239,7 @@ enum Event {
     Submit,
     Crash(usize),
     Restart(usize),
+    Rejoin(usize),
 }
 
 struct Process {
@@ -265,6 +273,10 @@ struct Sim<'s> {
     links: HashMap<(usize, usize), Micros>,
     /// The agreed chain: per height, the digest of the commit.
     chain: Vec<[u8; 32]>,
+    /// Per height, the transactions committed there.
+    chain_txs: Vec<Vec<[u8; 32]>>,
+    /// Per height with a checkpoint, its digest.
+    checkpoints: HashMap<u64, [u8; 32]>,
     submitted: HashMap<[u8; 32], (Micros, usize)>,
     next_tx: u64,
     report: Report,
@@ -281,6 +293,9 @@ fn commit_digest(c: &Committed) -> [u8; 32] {
     h.update(c.leader_digest);
     for t in &c.transactions {
         h.update(t.digest());
+    }
+    if let Some(cp) = c.checkpoint {
+        h.update(cp);
     }
     h.finalize().0
 }
@@ -308,6 +323,8 @@ impl<'s> Sim<'s> {
             cache: Arc::new(SignatureCache::default()),
             links: HashMap::new(),
             chain: Vec::new(),
+            chain_txs: Vec::new(),
+            checkpoints: HashMap::new(),
             submitted: HashMap::new(),
             next_tx: 0,
             report: Report::default(),
@@ -388,6 +405,14 @@ impl<'s> Sim<'s> {
                 }
             }
         }
+        for (v, at, back) in self.s.rejoins.clone() {
+            for p in 0..self.procs.len() {
+                if usize::from(self.procs[p].index.0) == v {
+                    self.schedule(at, Event::Crash(p));
+                    self.schedule(back, Event::Rejoin(p));
+                }
+            }
+        }
         for p in 0..self.procs.len() {
             let mut out = Vec::new();
             if let Some(e) = self.procs[p].engine.as_mut() {
@@ -452,9 +477,58 @@ impl<'s> Sim<'s> {
                     self.procs[p].engine = Some(e);
                     self.apply(p, out)?;
                 }
+                Event::Rejoin(p) => self.rejoin(p)?,
             }
         }
         self.finish()
+    }
+
+    /// Validator process `p` rejoins from the newest snapshot an honest validator that is up
+    /// holds; without one yet, it tries again a little later.
+    fn rejoin(&mut self, p: usize) -> Result<(), Violation> {
+        let best = (0..self.procs.len())
+            .filter(|q| *q != p && self.honest(*q) && self.alive(*q))
+            .filter_map(|q| self.procs[q].engine.as_ref()?.snapshot())
+            .max_by_key(|s| s.checkpoint.height);
+        let Some(snapshot) = best else {
+            self.schedule(self.now + 100_000, Event::Rejoin(p));
+            return Ok(());
+        };
+        let h = snapshot.checkpoint.height;
+        if self.checkpoints.get(&h) != Some(&snapshot.checkpoint.digest()) {
+            return Err(self.violation(format!(
+                "the snapshot at height {h} does not match the committed checkpoint"
+            )));
+        }
+        // What travels is bytes.
+        let encoded = snapshot.encode();
+        let snapshot = crate::checkpoint::Snapshot::decode(&encoded)
+            .map_err(|e| self.violation(format!("a snapshot does not decode: {e}")))?;
+        // The node syncs the certified chain up to the snapshot's height first.
+        let h = h as usize;
+        let proc_ = &mut self.procs[p];
+        for k in proc_.chain.len()..h {
+            proc_.chain.push(self.chain[k]);
+            proc_.seen.extend(self.chain_txs[k].iter().copied());
+        }
+        let v = usize::from(proc_.index.0);
+        let mut cfg = self.s.config.clone();
+        cfg.chain = [7; 32];
+        let mut out = Vec::new();
+        let mut e = AsyncBft::from_snapshot(
+            self.committee.clone(),
+            ValidatorIndex(v as u16),
+            self.keys[v].clone(),
+            cfg,
+            self.cache.clone(),
+            &snapshot,
+            &mut out,
+        );
+        e.start(&mut out);
+        self.procs[p].wal = vec![encoded];
+        self.procs[p].engine = Some(e);
+        self.report.rejoins += 1;
+        self.apply(p, out)
     }
 
     fn alive(&self, p: usize) -> bool {
@@ -627,7 +701,13 @@ impl<'s> Sim<'s> {
                 )));
             }
             Some(_) => {}
-            None => self.chain.push(digest),
+            None => {
+                self.chain.push(digest);
+                self.chain_txs.push(c.transactions.iter().map(|t| t.digest()).collect());
+                if let Some(cp) = c.checkpoint {
+                    self.checkpoints.insert(c.height, cp);
+                }
+            }
         }
         if let Some(last) = self.last_commit {
             self.longest_stall = self.longest_stall.max(self.now - last);

@@ -132,3 +132,45 @@ fn every_proposal_commits_three_message_delays_after_it_is_sent() {
         );
     }
 }
+
+/// A validator down for far longer than its peers keep history (`gc_depth` rounds) cannot
+/// catch up from their blocks; it rejoins from an honest validator's snapshot instead, whose
+/// digest matches the one committed at its height, and then commits exactly what everyone
+/// else commits (agreement, no duplicates and liveness are checked as in every run), with
+/// load, loss and Byzantine validators around it.
+#[test]
+fn a_validator_far_behind_rejoins_from_a_snapshot() {
+    let seeds = if std::env::var_os("FAROL_LONG").is_some() { 1_000 } else { 16 };
+    let mut failures = Vec::new();
+    let mut rejoined = 0;
+    for seed in 0..seeds {
+        let n = [4, 7][seed as usize % 2];
+        let mut s = Scenario::clean(n);
+        s.config.gc_depth = 12;
+        s.config.checkpoint_every = 5;
+        s.duration = 2_500_000;
+        s.tx_rate = 600;
+        let me = (seed as usize * 3) % n;
+        let down = 100_000 + (seed % 5) * 50_000;
+        s.rejoins = vec![(me, down, down + 1_200_000)];
+        match seed % 4 {
+            1 => s.loss_ppm = 20_000,
+            2 if n == 7 => {
+                s.byzantine = vec![((me + 1) % n, farol_consensus::sim::Byzantine::Twins)]
+            }
+            3 => s.latency = (1_000, 40_000),
+            _ => {}
+        }
+        match run(seed, &s) {
+            Ok(r) => {
+                rejoined += r.rejoins;
+                if r.rounds < 3 * s.config.gc_depth {
+                    failures.push(format!("seed {seed}: only {} rounds", r.rounds));
+                }
+            }
+            Err(v) => failures.push(format!("{v}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(rejoined, seeds, "every run rejoined once");
+}
