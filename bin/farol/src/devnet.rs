@@ -124,6 +124,7 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
                 peers: https.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| *a).collect(),
                 ..SyncSettings::default()
             },
+            network: Default::default(),
             log: args.log.clone(),
         };
         out.push(cfg);

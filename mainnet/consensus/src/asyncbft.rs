@@ -414,11 +414,6 @@ impl AsyncBft {
         e
     }
 
-    /// The newest checkpoint, with the blocks held when it was taken.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
-        self.snapshot.clone()
-    }
-
     /// The deterministic part of the state, right after a commit.
     fn checkpoint(&self) -> Checkpoint {
         let mut ordered: Vec<Digest> = self.ordered.iter().copied().collect();
@@ -1380,5 +1375,9 @@ impl Consensus for AsyncBft {
 
     fn set_time(&mut self, unix_ms: u64) {
         self.clock_ms = unix_ms;
+    }
+
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.clone()
     }
 }

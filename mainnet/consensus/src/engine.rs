@@ -114,4 +114,10 @@ pub trait Consensus: Send {
     fn set_time(&mut self, unix_ms: u64) {
         let _ = unix_ms;
     }
+
+    /// The engine's newest checkpoint with what a validator needs to rejoin from it
+    /// ([`Snapshot`](crate::Snapshot)); engines without checkpoints have none.
+    fn snapshot(&self) -> Option<std::sync::Arc<crate::Snapshot>> {
+        None
+    }
 }

@@ -69,6 +69,9 @@ pub struct StoredBlock {
     pub last_in_commit: bool,
     /// After the commit: ordered transactions waiting for an earlier nonce of their sender.
     pub deferred: Vec<Deferred>,
+    /// The digest of the consensus checkpoint taken after the commit, if one was (on the
+    /// commit's last block).
+    pub checkpoint: Option<B256>,
 }
 
 /// An ordered transaction whose nonce is ahead of its sender's: it waits (a bounded number
@@ -152,6 +155,9 @@ impl StoredBlock {
             out.extend_from_slice(d.sender.as_slice());
             put_bytes(&mut out, &d.tx.encoded_2718());
         }
+        if let Some(c) = self.checkpoint {
+            out.extend_from_slice(c.as_slice());
+        }
         out
     }
 
@@ -188,9 +194,11 @@ impl StoredBlock {
             let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
             deferred.push(Deferred { since, sender, tx });
         }
-        if !b.is_empty() {
-            return Err("trailing bytes".into());
-        }
+        let checkpoint = match b.len() {
+            0 => None,
+            32 => Some(B256::from_slice(b)),
+            _ => return Err("trailing bytes".into()),
+        };
         let hash = header.hash_slow();
         Ok(StoredBlock {
             header,
@@ -204,6 +212,7 @@ impl StoredBlock {
             chunk,
             last_in_commit,
             deferred,
+            checkpoint,
         })
     }
 }
@@ -224,6 +233,8 @@ pub struct OrderingData {
     pub last_in_commit: bool,
     /// [`StoredBlock::deferred`].
     pub deferred: Vec<Deferred>,
+    /// [`StoredBlock::checkpoint`].
+    pub checkpoint: Option<B256>,
 }
 
 impl OrderingData {
@@ -235,6 +246,7 @@ impl OrderingData {
             chunk: b.chunk,
             last_in_commit: b.last_in_commit,
             deferred: b.deferred.clone(),
+            checkpoint: b.checkpoint,
         }
     }
 
@@ -248,6 +260,13 @@ impl OrderingData {
             out.extend_from_slice(&d.since.to_le_bytes());
             out.extend_from_slice(d.sender.as_slice());
             put_bytes(out, &d.tx.encoded_2718());
+        }
+        match self.checkpoint {
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(c.as_slice());
+            }
+            None => out.push(0),
         }
     }
 
@@ -272,7 +291,12 @@ impl OrderingData {
             }
             deferred.push(Deferred { since, sender, tx });
         }
-        Ok(OrderingData { round, height, chunk, last_in_commit, deferred })
+        let checkpoint = match take(b, 1)?[0] {
+            0 => None,
+            1 => Some(B256::from_slice(take(b, 32)?)),
+            v => return Err(format!("checkpoint flag {v}")),
+        };
+        Ok(OrderingData { round, height, chunk, last_in_commit, deferred, checkpoint })
     }
 
     /// What the header's `extra_data` holds: `blake3("farol/ordering/1" || encoding)`.
@@ -600,8 +624,14 @@ mod tests {
     fn block(key: &PrivateKeySigner) -> StoredBlock {
         let txs = vec![transfer(key, 0), transfer(key, 1)];
         let deferred = vec![Deferred { since: 7, sender: key.address(), tx: transfer(key, 3) }];
-        let ordering =
-            OrderingData { round: 12, height: 9, chunk: 0, last_in_commit: true, deferred };
+        let ordering = OrderingData {
+            round: 12,
+            height: 9,
+            chunk: 0,
+            last_in_commit: true,
+            deferred,
+            checkpoint: Some(B256::repeat_byte(4)),
+        };
         let header = Header {
             number: 5,
             transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
@@ -620,6 +650,7 @@ mod tests {
             chunk: ordering.chunk,
             last_in_commit: ordering.last_in_commit,
             deferred: ordering.deferred,
+            checkpoint: ordering.checkpoint,
         }
     }
 
@@ -642,6 +673,10 @@ mod tests {
         let mut other = b.clone();
         other.height += 1;
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other height");
+        assert!(e.contains("ordering data"), "{e}");
+        let mut other = b.clone();
+        other.checkpoint = None;
+        let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other checkpoint");
         assert!(e.contains("ordering data"), "{e}");
         let mut other = b.clone();
         other.deferred[0].since = 8;

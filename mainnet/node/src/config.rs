@@ -36,6 +36,9 @@ pub struct NodeConfig {
     /// Block sync from peers.
     #[serde(default)]
     pub sync: SyncSettings,
+    /// The validator network.
+    #[serde(default)]
+    pub network: NetworkSettings,
     /// Log filter (`tracing` syntax, e.g. `info` or `farol_node=debug`).
     #[serde(default = "default_log")]
     pub log: String,
@@ -55,6 +58,21 @@ pub struct ValidatorKeys {
     pub bls_secret: Bytes,
     /// Ed25519 network identity (PKCS#8 DER, hex).
     pub network_secret: Bytes,
+}
+
+/// The validator network's limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSettings {
+    /// Frames queued for a peer (while it is slow or down) before new ones are dropped. A
+    /// validator that comes back within this many frames gets everything it missed.
+    pub peer_queue: usize,
+}
+
+impl Default for NetworkSettings {
+    fn default() -> Self {
+        NetworkSettings { peer_queue: 4096 }
+    }
 }
 
 /// Where and when a node fetches block-final blocks it lacks (see `docs/node.md`).
@@ -237,6 +255,9 @@ impl NodeConfig {
                 );
             }
             None => {}
+        }
+        if self.network.peer_queue == 0 {
+            return bad("network.peer_queue", "must be at least 1".into());
         }
         if self.sync.poll_millis == 0 || self.sync.poll_millis > 60_000 {
             return bad("sync.poll_millis", "must be between 1 and 60000".into());

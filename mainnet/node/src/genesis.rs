@@ -32,6 +32,26 @@ pub struct Genesis {
     pub base_fee: u64,
     /// Balances at genesis (wei).
     pub alloc: BTreeMap<Address, U256>,
+    /// Consensus parameters every validator must share.
+    #[serde(default)]
+    pub consensus: ConsensusParams,
+}
+
+/// Consensus parameters of a chain (every validator must run the same).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusParams {
+    /// Rounds of history validators keep: one down for longer rejoins from a snapshot.
+    pub gc_depth: u64,
+    /// Commits between checkpoints (what a validator rejoins from).
+    pub checkpoint_every: u64,
+}
+
+impl Default for ConsensusParams {
+    fn default() -> Self {
+        let c = farol_consensus::Config::default();
+        ConsensusParams { gc_depth: c.gc_depth, checkpoint_every: c.checkpoint_every }
+    }
 }
 
 impl Genesis {
@@ -43,6 +63,7 @@ impl Genesis {
             gas_limit: 1_000_000_000,
             base_fee: 1_000_000_000,
             alloc: accounts.iter().map(|a| (*a, balance)).collect(),
+            consensus: ConsensusParams::default(),
         }
     }
 
@@ -99,6 +120,7 @@ impl Genesis {
             chunk: 0,
             last_in_commit: true,
             deferred: Vec::new(),
+            checkpoint: None,
         }
     }
 }

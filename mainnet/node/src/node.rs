@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{self, PipelineConfig, PipelineError, State, Work};
 use crate::rpc::{self, Rpc};
 use crate::sync::{self, SyncConfig};
-use crate::validator::{Validator, ValidatorConfig};
+use crate::validator::{Parts, Rejoin, Validator, ValidatorConfig};
 use crate::wal::Wal;
 
 /// Why a node could not start.
@@ -191,9 +191,9 @@ impl Node {
         let (work_tx, work_rx) = mpsc::channel::<Work>(64);
         let mut tasks = Vec::new();
         let mut role = "full node".to_string();
-        let (validator, submit) = match &cfg.validator {
+        let (validator, submit, rejoin) = match &cfg.validator {
             Some(keys) => {
-                let (v, submit) = start_validator(
+                let (v, submit, rejoin) = start_validator(
                     &cfg,
                     keys,
                     &committee,
@@ -204,13 +204,13 @@ impl Node {
                     &mut tasks,
                 )?;
                 role = format!("validator {}", keys.index);
-                (Some(v), submit)
+                (Some(v), submit, Some(rejoin))
             }
             None => {
                 let (submit, forward) = mpsc::channel(1024);
                 sync::spawn_forwarder(cfg.sync.peers.clone(), forward)
                     .map_err(|e| storage_err("starting the forwarding thread", e))?;
-                (None, submit)
+                (None, submit, None)
             }
         };
         let pcfg = PipelineConfig {
@@ -229,6 +229,7 @@ impl Node {
                     .is_some()
                     .then(|| Duration::from_secs(cfg.sync.stalled_secs)),
                 poll: Duration::from_millis(cfg.sync.poll_millis),
+                rejoin,
             };
             sync::spawn(state.clone(), work_tx.downgrade(), scfg, stop_sync.clone())
                 .map_err(|e| storage_err("starting the sync thread", e))?;
@@ -318,9 +319,12 @@ impl Node {
     }
 }
 
+/// Where checked snapshots go for consensus to rejoin from.
+type SnapshotSender = mpsc::Sender<Arc<farol_consensus::Snapshot>>;
+
 /// Starts consensus (recovered from its log), the validator network and block finality for
 /// the validator `keys` names; its commits go to `work`. Returns where to submit
-/// transactions.
+/// transactions and where to send snapshots to rejoin from.
 #[allow(clippy::too_many_arguments)]
 fn start_validator(
     cfg: &NodeConfig,
@@ -331,7 +335,7 @@ fn start_validator(
     state: &Arc<State>,
     work: mpsc::Sender<Work>,
     tasks: &mut Vec<JoinHandle<()>>,
-) -> Result<(Validator, mpsc::Sender<Vec<Transaction>>), NodeError> {
+) -> Result<(Validator, mpsc::Sender<Vec<Transaction>>, SnapshotSender), NodeError> {
     let me = keys.index;
     let key = SecretKey::from_bytes(&keys.bls_secret)
         .map_err(|e| config_err("validator.bls_secret", e))?;
@@ -353,33 +357,61 @@ fn start_validator(
         .map_err(|e| storage_err("opening the consensus log", e))?;
     let ccfg = ConsensusConfig {
         chain: chain_tag(cfg.genesis.chain_id, genesis_hash),
+        gc_depth: cfg.genesis.consensus.gc_depth,
+        checkpoint_every: cfg.genesis.consensus.checkpoint_every,
         ..ConsensusConfig::default()
     };
+    let cache = Arc::new(SignatureCache::default());
     let mut replayed = Vec::new();
     let engine = AsyncBft::recover(
         committee.clone(),
         ValidatorIndex(me),
         key.clone(),
-        ccfg,
-        Arc::new(SignatureCache::default()),
+        ccfg.clone(),
+        cache.clone(),
         records,
         &mut replayed,
     );
+    let (snapshots_tx, snapshots) = mpsc::channel(1);
+    let rejoin = {
+        let (committee, key) = (committee.clone(), key.clone());
+        Rejoin {
+            snapshots,
+            engine: Box::new(move |s, out| {
+                Box::new(AsyncBft::from_snapshot(
+                    committee.clone(),
+                    ValidatorIndex(me),
+                    key.clone(),
+                    ccfg.clone(),
+                    cache.clone(),
+                    s,
+                    out,
+                ))
+            }),
+        }
+    };
     let listen = peers[usize::from(me)].addr;
-    let (network, inbound) = Network::start(NetworkConfig::new(me, identity, listen, peers))
+    let mut ncfg = NetworkConfig::new(me, identity, listen, peers);
+    ncfg.queue = cfg.network.peer_queue;
+    let (network, inbound) = Network::start(ncfg)
         .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
     let network = Arc::new(network);
     let (commits_tx, mut commits_rx) = mpsc::channel(64);
     let (frames_tx, frames_rx) = mpsc::channel(16_384);
-    let validator = Validator::spawn(
-        Box::new(engine),
+    let parts = Parts {
+        engine: Box::new(engine),
         replayed,
-        network.clone(),
+        network: network.clone(),
         inbound,
         wal,
-        commits_tx,
-        Some(frames_tx),
+        commits: commits_tx,
+        node_frames: Some(frames_tx),
+    };
+    let validator = Validator::spawn_with(
+        parts,
         ValidatorConfig { sync: cfg.pipeline.fsync, ..ValidatorConfig::default() },
+        Some(rejoin),
+        state.validator.clone(),
     );
     tasks.push(tokio::spawn(async move {
         while let Some(c) = commits_rx.recv().await {
@@ -392,5 +424,5 @@ fn start_validator(
         Finality { state: state.clone(), committee: committee.clone(), me: (me, key), network };
     tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
     let submit = validator.submitter();
-    Ok((validator, submit))
+    Ok((validator, submit, snapshots_tx))
 }

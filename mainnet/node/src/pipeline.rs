@@ -119,6 +119,8 @@ pub struct State {
     /// When each transaction submitted to this node arrived (for the finality tier
     /// latencies); removed at block finality or when dropped.
     pub submitted: Mutex<HashMap<B256, Instant>>,
+    /// What this node's consensus (if it is a validator) shows.
+    pub validator: Arc<crate::validator::ValidatorStatus>,
     /// Executed blocks not yet in the store: their numbers and diffs.
     pending: Mutex<Vec<(u64, Arc<StateDiff>)>>,
 }
@@ -153,6 +155,7 @@ impl State {
             metrics,
             submitted: Mutex::new(HashMap::new()),
             senders: Mutex::new(HashMap::new()),
+            validator: Arc::default(),
             pending: Mutex::new(Vec::new()),
         }
     }
@@ -287,6 +290,7 @@ struct Executed {
     chunk: u32,
     last_in_commit: bool,
     deferred: Vec<Deferred>,
+    checkpoint: Option<B256>,
     /// The hash the block must have (imported blocks).
     expect: Option<B256>,
 }
@@ -425,7 +429,12 @@ fn run(
             // A commit without transactions makes a block only when a new second began since
             // the last block: an idle chain still moves (about one block a second), which
             // clients that wait for the next block (ethers' `wait`) rely on.
-            if c.transactions.is_empty() && c.timestamp_ms / 1000 <= last_timestamp {
+            // A commit with a consensus checkpoint always makes one: the block-final header
+            // certifies the checkpoint for validators that rejoin from it.
+            if c.transactions.is_empty()
+                && c.checkpoint.is_none()
+                && c.timestamp_ms / 1000 <= last_timestamp
+            {
                 continue;
             }
             let (skip, before) = match resume.take() {
@@ -487,6 +496,7 @@ fn run(
                 e.chunk = i as u32;
                 e.last_in_commit = last;
                 if last {
+                    e.checkpoint = c.checkpoint.map(B256::from);
                     e.deferred = waiting
                         .values()
                         .map(|(since, t)| Deferred {
@@ -682,6 +692,7 @@ fn execute(
                     chunk: 0,
                     last_in_commit: false,
                     deferred: Vec::new(),
+                    checkpoint: None,
                     expect: None,
                 }));
             }
@@ -773,6 +784,7 @@ fn import_block(
         chunk: ord.chunk,
         last_in_commit: ord.last_in_commit,
         deferred: ord.deferred,
+        checkpoint: ord.checkpoint,
         expect: Some(block.hash),
     })
 }
@@ -798,6 +810,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         chunk: e.chunk,
         last_in_commit: e.last_in_commit,
         deferred: e.deferred,
+        checkpoint: e.checkpoint,
     };
     let header = Header {
         parent_hash: parent.hash,
@@ -843,6 +856,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         chunk: ordering.chunk,
         last_in_commit: ordering.last_in_commit,
         deferred: ordering.deferred,
+        checkpoint: ordering.checkpoint,
     };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;

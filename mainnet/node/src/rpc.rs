@@ -400,6 +400,10 @@ impl Rpc {
                 Ok(self.tx_status(&hash))
             }
             "farol_status" => Ok(self.status()),
+            "farol_getSnapshot" => {
+                let s = st.validator.snapshot.lock().clone();
+                Ok(s.map(|s| json!(Bytes::from(s.encode().to_vec()))).unwrap_or(Value::Null))
+            }
             "farol_getCertificate" => Ok(st
                 .chain
                 .certificate()
@@ -873,6 +877,9 @@ impl Rpc {
             "executed": hex(m.executed.load(Ordering::Relaxed)),
             "finalized": hex(st.chain.finalized_number()),
             "orderedHeight": hex(m.ordered_height.load(Ordering::Relaxed)),
+            "consensusHeight": hex(st.validator.height.load(Ordering::Relaxed)),
+            "consensusRound": hex(st.validator.round.load(Ordering::Relaxed)),
+            "rejoins": hex(st.validator.rejoins.load(Ordering::Relaxed)),
             "headHash": st.chain.head().hash,
             "headStateRoot": st.chain.head().header.state_root,
             "mempool": self.mempool.lock().len(),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Bytes, B256};
-use farol_consensus::{Committee, Transaction};
+use farol_consensus::{Committee, Snapshot, Transaction};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -54,6 +54,9 @@ pub struct SyncConfig {
     pub when_stalled: Option<Duration>,
     /// How often to ask for a newer certificate.
     pub poll: Duration,
+    /// A validator's consensus: where to send a peer's snapshot (checked against a
+    /// checkpoint digest in the block-final chain) when its engine stalled behind it.
+    pub rejoin: Option<mpsc::Sender<Arc<Snapshot>>>,
 }
 
 /// Starts syncing on a thread of its own. It stops when `stop` is set or the pipeline is
@@ -98,8 +101,12 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Ok(Progress::Synced(n)) => {
                 failures = 0;
                 tracing::info!(%peer, head = n, "synced to a block-final block");
+                rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
             }
-            Ok(Progress::UpToDate) => failures = 0,
+            Ok(Progress::UpToDate) => {
+                failures = 0;
+                rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+            }
             Err(e) => {
                 failures += 1;
                 turn += 1;
@@ -272,6 +279,85 @@ fn sync_once(
         Some(h) => Err(format!("block {} is {h} here, certified {}", cert.number, cert.hash)),
         None => Ok(Progress::Pipeline),
     }
+}
+
+/// A validator whose consensus made no commit for the stall time while the block-final
+/// chain holds a checkpoint above its height rejoins from `peer`'s snapshot, if the
+/// snapshot's digest is the checkpoint a block-final block of ours carries at its height.
+fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, peer: SocketAddr) {
+    let (Some(to), Some(stall)) = (&cfg.rejoin, cfg.when_stalled) else { return };
+    let st = &state.validator;
+    let now = crate::validator::unix_ms();
+    let last = st.last_commit_ms.load(Ordering::Relaxed).max(st.started_ms.load(Ordering::Relaxed));
+    if now.saturating_sub(last) < stall.as_millis() as u64 {
+        return;
+    }
+    let height = st.height.load(Ordering::Relaxed);
+    // The newest checkpoint in our chain (a commit of at most every block carries one).
+    let head = state.chain.head_number();
+    let newest = (head.saturating_sub(4096)..=head)
+        .rev()
+        .filter_map(|n| state.chain.block(n))
+        .find(|b| b.checkpoint.is_some());
+    if newest.is_none_or(|b| b.height <= height) {
+        return;
+    }
+    match fetch_snapshot(state, client, height) {
+        Ok(Some(s)) => {
+            let h = s.checkpoint.height;
+            if to.try_send(s).is_ok() {
+                tracing::warn!(%peer, from = height, to = h, "consensus fell behind its peers' history: rejoining from a snapshot");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, error = %e, "cannot rejoin from this peer's snapshot");
+        }
+    }
+}
+
+/// The peer's newest snapshot, if it is above `height` and its digest is the checkpoint a
+/// block-final block of our chain carries (none yet: `Ok(None)`, try later).
+fn fetch_snapshot(
+    state: &State,
+    client: &mut RpcClient,
+    height: u64,
+) -> Result<Option<Arc<Snapshot>>, String> {
+    let v = client.call("farol_getSnapshot", json!([]))?;
+    if v.is_null() {
+        return Ok(None);
+    }
+    let raw: Bytes = serde_json::from_value(v).map_err(|e| format!("snapshot: not hex: {e}"))?;
+    let s = Snapshot::decode(&raw).map_err(|e| format!("snapshot: {e}"))?;
+    let h = s.checkpoint.height;
+    if h <= height {
+        return Ok(None);
+    }
+    // The last block of commit `h` in our final chain (block numbers and commit heights
+    // grow together).
+    let finalized = state.chain.finalized_number();
+    let mut n = finalized;
+    let lowest = finalized.saturating_sub(1 << 16);
+    let carrier = loop {
+        let Some(b) = state.chain.block(n) else { break None };
+        if b.height < h || n <= lowest {
+            break None;
+        }
+        if b.height == h && b.last_in_commit {
+            break Some(b);
+        }
+        n -= 1;
+    };
+    let Some(b) = carrier else { return Ok(None) };
+    let digest = B256::from(s.checkpoint.digest());
+    if b.checkpoint != Some(digest) {
+        return Err(format!(
+            "snapshot at height {h}: digest {digest}, the final chain has {:?}",
+            b.checkpoint
+        ));
+    }
+    Ok(Some(Arc::new(s)))
 }
 
 /// Sends the transactions a full node accepted to the validators (the first that answers),

@@ -3,12 +3,16 @@
 //! write-ahead log (synced before any message that follows them is sent), messages to the
 //! network, commits to the application.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use farol_consensus::{Action, Committed, Consensus, Input, Target, Transaction, ValidatorIndex};
+use farol_consensus::{
+    Action, Committed, Consensus, Input, Snapshot, Target, Transaction, ValidatorIndex,
+};
 use farol_network::Network;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -44,6 +48,36 @@ impl Default for ValidatorConfig {
     }
 }
 
+/// What a running validator's consensus shows the rest of the node.
+#[derive(Debug, Default)]
+pub struct ValidatorStatus {
+    /// The height of the engine's newest commit.
+    pub height: AtomicU64,
+    /// The highest round the engine proposed in.
+    pub round: AtomicU64,
+    /// When it came (Unix milliseconds; 0 before the first).
+    pub last_commit_ms: AtomicU64,
+    /// When the engine started or rejoined (Unix milliseconds).
+    pub started_ms: AtomicU64,
+    /// The engine's newest snapshot (served to validators that rejoin).
+    pub snapshot: Mutex<Option<Arc<Snapshot>>>,
+    /// Times the engine was replaced by one rejoining from a peer's snapshot.
+    pub rejoins: AtomicU64,
+}
+
+/// Makes the engine that rejoins from a snapshot (its first actions into the vector).
+pub type EngineFromSnapshot = Box<dyn Fn(&Snapshot, &mut Vec<Action>) -> Box<dyn Consensus> + Send>;
+
+/// How a validator that fell behind its peers' history rejoins: snapshots (checked against
+/// the certified chain by whoever sends them) arrive on `snapshots`; `engine` builds the
+/// engine that continues from one. The log then restarts with the snapshot.
+pub struct Rejoin {
+    /// Checked snapshots to rejoin from.
+    pub snapshots: mpsc::Receiver<Arc<Snapshot>>,
+    /// Builds the engine.
+    pub engine: EngineFromSnapshot,
+}
+
 /// A running validator.
 #[derive(Debug)]
 pub struct Validator {
@@ -68,8 +102,20 @@ impl Validator {
         node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
         cfg: ValidatorConfig,
     ) -> Validator {
+        let parts = Parts { engine, replayed, network, inbound, wal, commits, node_frames };
+        Validator::spawn_with(parts, cfg, None, Arc::default())
+    }
+
+    /// [`Validator::spawn`], able to rejoin from snapshots, reporting to `status`.
+    pub fn spawn_with(
+        parts: Parts,
+        cfg: ValidatorConfig,
+        rejoin: Option<Rejoin>,
+        status: Arc<ValidatorStatus>,
+    ) -> Validator {
         let (submit, submitted) = mpsc::channel(1024);
         let (stop, stopped) = oneshot::channel();
+        let Parts { engine, replayed, network, inbound, wal, commits, node_frames } = parts;
         let task = tokio::spawn(run(
             engine,
             replayed,
@@ -80,6 +126,8 @@ impl Validator {
             wal,
             commits,
             cfg,
+            rejoin,
+            status,
         ));
         Validator { submit, stop: Some(stop), task }
     }
@@ -106,6 +154,24 @@ impl Validator {
     }
 }
 
+/// What a validator runs on (see [`Validator::spawn`]).
+pub struct Parts {
+    /// The engine, new or recovered from `wal`.
+    pub engine: Box<dyn Consensus>,
+    /// The actions its recovery produced.
+    pub replayed: Vec<Action>,
+    /// The validator network.
+    pub network: Arc<Network>,
+    /// Frames from it.
+    pub inbound: mpsc::Receiver<(u16, Bytes)>,
+    /// The engine's log.
+    pub wal: Wal,
+    /// Where commits go.
+    pub commits: mpsc::Sender<Committed>,
+    /// Where the node's own frames go.
+    pub node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
+}
+
 struct Route {
     network: Arc<Network>,
     node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
@@ -129,6 +195,7 @@ struct Executor {
     wal: Wal,
     commits: mpsc::Sender<Committed>,
     sync: bool,
+    status: Arc<ValidatorStatus>,
 }
 
 impl Executor {
@@ -152,6 +219,8 @@ impl Executor {
                     if self.sync {
                         self.wal.sync()?;
                     }
+                    self.status.height.store(c.height, Ordering::Relaxed);
+                    self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
                     // The application may be gone (shutting down); consensus goes on.
                     let _ = self.commits.send(c).await;
                 }
@@ -175,12 +244,16 @@ async fn run(
     wal: Wal,
     commits: mpsc::Sender<Committed>,
     cfg: ValidatorConfig,
+    mut rejoin: Option<Rejoin>,
+    status: Arc<ValidatorStatus>,
 ) -> Result<(), WalError> {
-    let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync };
+    status.started_ms.store(unix_ms(), Ordering::Relaxed);
+    let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync, status };
     let mut out = std::mem::take(&mut replayed);
     engine.set_time(unix_ms());
     engine.start(&mut out);
     ex.execute(&mut out).await?;
+    publish_snapshot(engine.as_ref(), &ex.status);
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -219,14 +292,50 @@ async fn run(
                 Input::Transactions(txs)
             }
             _ = tick.tick() => Input::Tick,
+            Some(snapshot) = next_snapshot(&mut rejoin) => {
+                let Some(r) = rejoin.as_ref() else { continue };
+                let mut fresh = (r.engine)(&snapshot, &mut out);
+                // The old log is history the new engine does not build on.
+                ex.wal.reset(&snapshot.encode())?;
+                fresh.set_time(unix_ms());
+                fresh.start(&mut out);
+                engine = fresh;
+                let s = &ex.status;
+                s.rejoins.fetch_add(1, Ordering::Relaxed);
+                s.height.store(snapshot.checkpoint.height, Ordering::Relaxed);
+                s.started_ms.store(unix_ms(), Ordering::Relaxed);
+                tracing::info!(height = snapshot.checkpoint.height, "consensus rejoined from a snapshot");
+                ex.execute(&mut out).await?;
+                continue;
+            }
         };
         engine.set_time(unix_ms());
         engine.handle(input, &mut out);
         ex.execute(&mut out).await?;
+        publish_snapshot(engine.as_ref(), &ex.status);
     }
     drop(ex);
     drop(route);
     Ok(())
+}
+
+/// The next snapshot to rejoin from (never, without a rejoin channel).
+async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
+    match rejoin {
+        Some(r) => r.snapshots.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Makes the engine's newest snapshot the one the node serves.
+fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) {
+    status.round.store(engine.round(), Ordering::Relaxed);
+    if let Some(s) = engine.snapshot() {
+        let mut slot = status.snapshot.lock();
+        if !slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {
+            *slot = Some(s);
+        }
+    }
 }
 
 /// The wall clock in Unix milliseconds (0 if the clock is before 1970).

@@ -23,8 +23,8 @@ pub enum WalError {
     },
 }
 
-/// Most bytes of one record.
-const MAX_RECORD: usize = 64 << 20;
+/// Most bytes of one record (a consensus snapshot can be large).
+const MAX_RECORD: usize = 1 << 30;
 
 /// An append-only log of records.
 #[derive(Debug)]
@@ -79,6 +79,30 @@ impl Wal {
         self.file.write_all(&header).map_err(Self::err(&self.path))?;
         self.file.write_all(record).map_err(Self::err(&self.path))?;
         self.dirty = true;
+        Ok(())
+    }
+
+    /// Replaces the whole log with one record, atomically (a new file renamed over the old):
+    /// a crash leaves either the old log or the new one.
+    pub fn reset(&mut self, first: &[u8]) -> Result<(), WalError> {
+        let path = std::path::PathBuf::from(&self.path);
+        let tmp = path.with_extension("new");
+        let name = tmp.display().to_string();
+        {
+            let mut f = File::create(&tmp).map_err(Self::err(&name))?;
+            let mut header = [0u8; 8];
+            header[..4].copy_from_slice(&(first.len() as u32).to_le_bytes());
+            header[4..].copy_from_slice(&crc32fast::hash(first).to_le_bytes());
+            f.write_all(&header).map_err(Self::err(&name))?;
+            f.write_all(first).map_err(Self::err(&name))?;
+            f.sync_all().map_err(Self::err(&name))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(Self::err(&self.path))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(Self::err(&self.path))?;
+        }
+        self.file = OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?;
+        self.dirty = false;
         Ok(())
     }
 

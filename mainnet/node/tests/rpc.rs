@@ -50,6 +50,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
         mempool: Default::default(),
         pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
         sync: Default::default(),
+        network: Default::default(),
         log: "warn".into(),
     }
 }

@@ -1,0 +1,239 @@
+//! Four validators in one process over real sockets. One is stopped while the others go on
+//! for many times the consensus history they keep (`gc_depth` rounds); restarted, it cannot
+//! catch up through consensus, so it syncs the block-final chain from its peers, rejoins
+//! consensus from a peer's snapshot whose digest a final block carries, and then orders,
+//! executes and finalizes new transactions with the others — including ones sent to it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy_eips::eip2718::Encodable2718;
+use alloy_primitives::{Address, Bytes, TxKind, U256};
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+use farol_crypto::SecretKey;
+use farol_network::Identity;
+use farol_node::client::{quantity, RpcClient};
+use farol_node::config::{
+    Member, NetworkSettings, PipelineSettings, RpcConfig, SyncSettings, ValidatorKeys,
+};
+use farol_node::genesis::ConsensusParams;
+use farol_node::{Genesis, Node, NodeConfig};
+use serde_json::{json, Value};
+
+fn free(udp: bool) -> SocketAddr {
+    let addr = if udp {
+        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
+    };
+    addr.unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig> {
+    let keys: Vec<(SecretKey, Identity)> = (0..n)
+        .map(|i| {
+            let id = Identity::generate().unwrap_or_else(|e| panic!("{e}"));
+            (SecretKey::from_seed(&[i as u8 + 1; 32]), id)
+        })
+        .collect();
+    let committee: Vec<Member> = keys
+        .iter()
+        .map(|(bls, id)| Member {
+            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+            network_public: Bytes::copy_from_slice(&id.public_key().0),
+            address: free(true),
+            stake: 1,
+            fee_recipient: Address::repeat_byte(0xfe),
+        })
+        .collect();
+    let https: Vec<SocketAddr> = (0..n).map(|_| free(false)).collect();
+    let mut genesis = Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000);
+    // A short history, so that a short outage is already far behind it.
+    genesis.consensus = ConsensusParams { gc_depth: 20, checkpoint_every: 8 };
+    keys.into_iter()
+        .enumerate()
+        .map(|(i, (bls, id))| NodeConfig {
+            data_dir: root.join(format!("v{i}")),
+            genesis: genesis.clone(),
+            validator: Some(ValidatorKeys {
+                index: i as u16,
+                bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+                network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+            }),
+            committee: committee.clone(),
+            rpc: RpcConfig { http: Some(https[i]), ws: None, ..RpcConfig::default() },
+            mempool: Default::default(),
+            pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
+            sync: SyncSettings {
+                peers: https.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| *a).collect(),
+                stalled_secs: 1,
+                poll_millis: 100,
+            },
+            // Peers forget what they queued for a validator that is down after 64 frames.
+            network: NetworkSettings { peer_queue: 64 },
+            log: "warn".into(),
+        })
+        .collect()
+}
+
+fn transfer(key: &PrivateKeySigner, nonce: u64) -> String {
+    let tx = TxEip1559 {
+        chain_id: 31337,
+        nonce,
+        gas_limit: 21_000,
+        max_fee_per_gas: 2_000_000_000,
+        to: TxKind::Call(Address::repeat_byte(0x66)),
+        value: U256::from(1),
+        ..Default::default()
+    };
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
+    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn status(addr: SocketAddr) -> Value {
+    RpcClient::new(addr).call("farol_status", json!([])).unwrap_or_default()
+}
+
+/// Sends transfers `nonces` through `addr`; returns the block of the last once every node in
+/// `all` holds it final with the same hash.
+fn send(
+    addr: SocketAddr,
+    key: &PrivateKeySigner,
+    nonces: std::ops::Range<u64>,
+    all: &[SocketAddr],
+) -> u64 {
+    let mut c = RpcClient::new(addr);
+    let mut last = Value::Null;
+    for nonce in nonces {
+        last = c
+            .call("eth_sendRawTransaction", json!([transfer(key, nonce)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let n = loop {
+        let r = c.call("eth_getTransactionReceipt", json!([last])).unwrap_or(Value::Null);
+        if !r.is_null() {
+            break quantity(&r["blockNumber"]).unwrap_or(0);
+        }
+        assert!(Instant::now() < deadline, "no receipt for {last} via {addr}: {}", status(addr));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut hashes = Vec::new();
+    for a in all {
+        loop {
+            let s = status(*a);
+            if quantity(&s["finalized"]).unwrap_or(0) >= n {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{a} never finalized block {n}: {s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let b = RpcClient::new(*a)
+            .call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+            .unwrap_or_default();
+        hashes.push(b["hash"].clone());
+    }
+    assert!(hashes.iter().all(|h| *h == hashes[0] && !h.is_null()), "block {n}: {hashes:?}");
+    n
+}
+
+/// Starts a node again, waiting for its UDP port (released asynchronously after a stop).
+async fn restart(cfg: &NodeConfig) -> Node {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Node::start(cfg.clone()).await {
+            Ok(n) => return n,
+            Err(e @ farol_node::NodeError::Bind { .. }) if Instant::now() < deadline => {
+                eprintln!("{e}; again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x61; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let cfgs = configs(root.path(), 4, key.address());
+    let mut nodes = Vec::new();
+    for c in &cfgs {
+        nodes.push(Some(Node::start(c.clone()).await.unwrap_or_else(|e| panic!("{e}"))));
+    }
+    let https: Vec<SocketAddr> = cfgs.iter().filter_map(|c| c.rpc.http).collect();
+    let all = https.clone();
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || send(all[0], &k, 0..3, &all))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Validator 3 stops; the others commit many times its history's worth.
+    if let Some(n) = nodes[3].take() {
+        n.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let three = https[..3].to_vec();
+    let k = key.clone();
+    let before = tokio::task::spawn_blocking(move || {
+        let at = quantity(&status(three[0])["consensusHeight"]).unwrap_or(0);
+        let mut nonce = 3;
+        // 20 rounds of history; at least 4 commits a round among 3 live validators: 400
+        // commits are 5 times the history and more.
+        while quantity(&status(three[0])["consensusHeight"]).unwrap_or(0) < at + 400 {
+            send(three[0], &k, nonce..nonce + 2, &three);
+            nonce += 2;
+        }
+        nonce
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // Restarted: it syncs, rejoins, and takes part again.
+    nodes[3] = Some(restart(&cfgs[3]).await);
+    let all = https.clone();
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let s = status(all[3]);
+            if quantity(&s["rejoins"]).unwrap_or(0) >= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "validator 3 never rejoined: {s}\n{}",
+                status(all[0])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Its consensus commits again, in step with the others.
+        let h = quantity(&status(all[3])["consensusHeight"]).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while quantity(&status(all[3])["consensusHeight"]).unwrap_or(0) < h + 50 {
+            assert!(Instant::now() < deadline, "validator 3 does not commit: {}", status(all[3]));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Transactions sent to it are ordered, executed and final everywhere.
+        send(all[3], &k, before..before + 3, &all);
+        send(all[1], &k, before + 3..before + 5, &all);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    // A restart after the rejoin recovers from the snapshot its log now starts with.
+    if let Some(n) = nodes[3].take() {
+        n.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    nodes[3] = Some(restart(&cfgs[3]).await);
+    let all = https.clone();
+    tokio::task::spawn_blocking(move || send(all[2], &key, before + 5..before + 7, &all))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for n in nodes.into_iter().flatten() {
+        n.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
