@@ -1,8 +1,9 @@
-//! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes;
-//! real Ethereum clients (viem and ethers, `mainnet/node/tests/client`) run their checks;
-//! transfers sent over JSON-RPC are executed and block-final on every validator with the
-//! same block hashes and state roots; a validator killed with SIGKILL does not stop the
-//! chain, and restarted from its data directory it catches up.
+//! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes
+//! and a full node; real Ethereum clients (viem and ethers, `mainnet/node/tests/client`) run
+//! their checks; transfers sent over JSON-RPC (to a validator, and to the full node, which
+//! forwards them) are executed and block-final on every node with the same block hashes and
+//! state roots; a validator killed with SIGKILL does not stop the chain, and restarted from
+//! its data directory it catches up.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -62,13 +63,21 @@ fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
     Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
 }
 
+/// Node `i`'s HTTP address: validators first, then full nodes.
 fn http(d: &Devnet, i: usize) -> SocketAddr {
-    let url = d.summary["validators"][i]["http"].as_str().unwrap_or_default();
+    let validators = d.summary["validators"].as_array().map_or(0, Vec::len);
+    let node = if i < validators {
+        &d.summary["validators"][i]
+    } else {
+        &d.summary["fullNodes"][i - validators]
+    };
+    let url = node["http"].as_str().unwrap_or_default();
     url.trim_start_matches("http://").parse().unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
 fn log_tail(dir: &Path, i: usize) -> String {
-    let log = std::fs::read_to_string(dir.join(format!("validator-{i}.log"))).unwrap_or_default();
+    let name = if i < 4 { format!("validator-{i}") } else { format!("full-node-{}", i - 4) };
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
@@ -135,7 +144,7 @@ fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
             }
             assert!(
                 Instant::now() < deadline,
-                "validator {i} never finalized block {n}: {s}\n{}",
+                "node {i} never finalized block {n}: {s}\n{}",
                 log_tail(&d.dir, i)
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -147,10 +156,10 @@ fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
         .map(|&i| post(http(d, i), "eth_getBlockByNumber", json!([tag, false])).unwrap_or_default())
         .collect();
     for (k, b) in blocks.iter().enumerate() {
-        assert_eq!(b["hash"], blocks[0]["hash"], "validator {} has another block {n}", nodes[k]);
+        assert_eq!(b["hash"], blocks[0]["hash"], "node {} has another block {n}", nodes[k]);
         assert_eq!(
             b["stateRoot"], blocks[0]["stateRoot"],
-            "validator {} has another state at {n}",
+            "node {} has another state at {n}",
             nodes[k]
         );
     }
@@ -160,9 +169,9 @@ fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
 fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().join("devnet");
-    let base = free_ports(8);
+    let base = free_ports(10);
     let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
-        .args(["devnet", "--json", "--validators", "4", "--port"])
+        .args(["devnet", "--json", "--validators", "4", "--full-nodes", "1", "--port"])
         .arg(base.to_string())
         .arg("--ws-port")
         .arg((base + 1).to_string())
@@ -213,7 +222,10 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let n = send_and_wait(http(&d, 1), &funder, 40);
-    final_everywhere(&d, &[0, 1, 2, 3], n);
+    final_everywhere(&d, &[0, 1, 2, 3, 4], n);
+    // Through the full node (node 4): forwarded to the validators, synced back once final.
+    let n = send_and_wait(http(&d, 4), &funder, 5);
+    final_everywhere(&d, &[0, 1, 2, 3, 4], n);
 
     // Kill validator 3 (SIGKILL): the others go on and finalize.
     let pid = d.summary["validators"][3]["pid"].as_u64().unwrap_or_else(|| panic!("no pid"));
@@ -225,7 +237,7 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     std::thread::sleep(Duration::from_millis(300));
     let n2 = send_and_wait(http(&d, 0), &funder, 40);
     assert!(n2 > n);
-    final_everywhere(&d, &[0, 1, 2], n2);
+    final_everywhere(&d, &[0, 1, 2, 4], n2);
 
     // Restart it from its data directory: it recovers what it had and catches up.
     let config = dir.join("validator-3.toml");
@@ -242,7 +254,7 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         .spawn()
         .unwrap_or_else(|e| panic!("restarting validator 3: {e}"));
     let n3 = send_and_wait(http(&d, 0), &funder, 10);
-    let caught_up = std::panic::catch_unwind(|| final_everywhere(&d, &[0, 1, 2, 3], n3));
+    let caught_up = std::panic::catch_unwind(|| final_everywhere(&d, &[0, 1, 2, 3, 4], n3));
     let _ = nix_term(restarted.id());
     let _ = restarted.wait();
     if let Err(e) = caught_up {

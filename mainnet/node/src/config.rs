@@ -87,11 +87,19 @@ pub struct SyncSettings {
     pub stalled_secs: u64,
     /// How often to ask peers for a newer certificate (milliseconds).
     pub poll_millis: u64,
+    /// Headers asked for in one request (1 to 1024): block sync checks the chain in
+    /// segments of this many blocks.
+    pub headers_per_request: u64,
 }
 
 impl Default for SyncSettings {
     fn default() -> Self {
-        SyncSettings { peers: Vec::new(), stalled_secs: 3, poll_millis: 200 }
+        SyncSettings {
+            peers: Vec::new(),
+            stalled_secs: 3,
+            poll_millis: 200,
+            headers_per_request: 1024,
+        }
     }
 }
 
@@ -258,6 +266,9 @@ impl NodeConfig {
         }
         if self.network.peer_queue == 0 {
             return bad("network.peer_queue", "must be at least 1".into());
+        }
+        if !(1..=crate::sync::HEADER_BATCH).contains(&self.sync.headers_per_request) {
+            return bad("sync.headers_per_request", "must be between 1 and 1024".into());
         }
         if self.sync.poll_millis == 0 || self.sync.poll_millis > 60_000 {
             return bad("sync.poll_millis", "must be between 1 and 60000".into());

@@ -229,6 +229,7 @@ impl Node {
                     .is_some()
                     .then(|| Duration::from_secs(cfg.sync.stalled_secs)),
                 poll: Duration::from_millis(cfg.sync.poll_millis),
+                segment: cfg.sync.headers_per_request,
                 rejoin,
             };
             sync::spawn(state.clone(), work_tx.downgrade(), scfg, stop_sync.clone())

@@ -85,6 +85,8 @@ pub struct Rpc {
     submit: mpsc::Sender<Vec<Transaction>>,
     cfg: RpcConfig,
     filters: Mutex<Filters>,
+    /// The newest consensus snapshot, encoded once for `farol_getSnapshot`.
+    snapshot: Mutex<Option<(Arc<farol_consensus::Snapshot>, Value)>>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -160,7 +162,14 @@ impl Rpc {
         submit: mpsc::Sender<Vec<Transaction>>,
         cfg: RpcConfig,
     ) -> Rpc {
-        Rpc { state, mempool, submit, cfg, filters: Mutex::new(Filters::default()) }
+        Rpc {
+            state,
+            mempool,
+            submit,
+            cfg,
+            filters: Mutex::new(Filters::default()),
+            snapshot: Mutex::new(None),
+        }
     }
 
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
@@ -401,8 +410,16 @@ impl Rpc {
             }
             "farol_status" => Ok(self.status()),
             "farol_getSnapshot" => {
-                let s = st.validator.snapshot.lock().clone();
-                Ok(s.map(|s| json!(Bytes::from(s.encode().to_vec()))).unwrap_or(Value::Null))
+                let Some(s) = st.validator.snapshot.lock().clone() else { return Ok(Value::Null) };
+                let mut cached = self.snapshot.lock();
+                match cached.as_ref() {
+                    Some((c, v)) if Arc::ptr_eq(c, &s) => Ok(v.clone()),
+                    _ => {
+                        let v = json!(Bytes::from(s.encode().to_vec()));
+                        *cached = Some((s, v.clone()));
+                        Ok(v)
+                    }
+                }
             }
             "farol_getCertificate" => Ok(st
                 .chain

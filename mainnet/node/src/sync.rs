@@ -5,10 +5,12 @@
 //! One round of sync against a peer:
 //! 1. `farol_getCertificate`: the peer's newest finality certificate, checked against the
 //!    committee (validators holding more than two thirds of the stake signed that hash).
-//! 2. `farol_getBlocks` with headers only, from the certified block down to ours: each
-//!    header's hash must be the parent hash of the one above, the lowest's parent our head.
-//! 3. `farol_getBlocks` with transactions, upwards: each block must have the hash found in
-//!    step 2, and its header must commit to its transactions and ordering data. Senders are
+//! 2. `farol_getBlocks` with headers only, from the certified block down to ours, in
+//!    segments of [`HEADER_BATCH`]: each header's hash must be the parent hash of the one
+//!    above, the lowest's parent our head. The hash of each segment's top is kept.
+//! 3. Segment by segment, upwards: the headers again (chained to the segment's top and to
+//!    the segment below), then `farol_getBlocks` with transactions: each block must have its
+//!    header's hash, and its header must commit to its transactions and ordering data. Senders are
 //!    recovered here (in parallel), then the pipeline executes the block; a result other than
 //!    the certified header stops the node (its execution differs from the validators').
 //! 4. Once the certified block is stored, its certificate is kept: everything is final.
@@ -54,6 +56,8 @@ pub struct SyncConfig {
     pub when_stalled: Option<Duration>,
     /// How often to ask for a newer certificate.
     pub poll: Duration,
+    /// Headers per request, and blocks per segment (at most [`HEADER_BATCH`]).
+    pub segment: u64,
     /// A validator's consensus: where to send a peer's snapshot (checked against a
     /// checkpoint digest in the block-final chain) when its engine stalled behind it.
     pub rejoin: Option<mpsc::Sender<Arc<Snapshot>>>,
@@ -188,6 +192,31 @@ fn get_blocks(
     Ok(out)
 }
 
+/// Fetches headers `lo..=hi` and checks they chain up to `top` (the hash of block `hi`).
+/// Returns the parent hash of block `lo` and the hashes of `lo..=hi`.
+fn segment_hashes(
+    client: &mut RpcClient,
+    lo: u64,
+    hi: u64,
+    top: B256,
+) -> Result<(B256, Vec<B256>), String> {
+    let headers = get_blocks(client, lo, hi - lo + 1, false)?;
+    if headers.len() as u64 != hi - lo + 1 {
+        return Err(format!("headers {lo}..={hi}: the peer sent {}", headers.len()));
+    }
+    let mut want = top;
+    let mut hashes = vec![B256::ZERO; headers.len()];
+    for (i, h) in headers.iter().enumerate().rev() {
+        if h.hash != want {
+            let n = h.header.number;
+            return Err(format!("header {n}: hash {}, the chain above says {want}", h.hash));
+        }
+        hashes[i] = h.hash;
+        want = h.header.parent_hash;
+    }
+    Ok((want, hashes))
+}
+
 fn sync_once(
     state: &Arc<State>,
     work: &mpsc::WeakSender<Work>,
@@ -207,30 +236,24 @@ fn sync_once(
     verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
     state.metrics.sync_target.store(cert.number, Ordering::Relaxed);
 
-    // Headers, downwards: the hash of every block up to the certified one.
+    // Headers, downwards, in segments: the hash of each segment's top block (so memory
+    // stays small however far behind this node is).
     let base = head.number();
-    let span = usize::try_from(cert.number - base).map_err(|_| "too far behind")?;
-    let mut hashes = vec![B256::ZERO; span];
+    let step = cfg.segment.clamp(1, HEADER_BATCH);
+    let segment = |k: u64| {
+        let lo = base + 1 + k * step;
+        (lo, (lo + step - 1).min(cert.number))
+    };
+    let segments = (cert.number - base).div_ceil(step);
+    let mut tops = vec![B256::ZERO; usize::try_from(segments).map_err(|_| "too far behind")?];
     let mut want = cert.hash;
-    let mut hi = cert.number;
-    while hi > base {
+    for k in (0..segments).rev() {
         if stop.load(Ordering::Relaxed) {
             return Ok(Progress::UpToDate);
         }
-        let lo = (hi + 1).saturating_sub(HEADER_BATCH).max(base + 1);
-        let headers = get_blocks(client, lo, hi - lo + 1, false)?;
-        if headers.len() as u64 != hi - lo + 1 {
-            return Err(format!("headers {lo}..={hi}: the peer sent {}", headers.len()));
-        }
-        for h in headers.iter().rev() {
-            let n = h.header.number;
-            if h.hash != want {
-                return Err(format!("header {n}: hash {}, the chain above says {want}", h.hash));
-            }
-            hashes[(n - base - 1) as usize] = h.hash;
-            want = h.header.parent_hash;
-        }
-        hi = lo - 1;
+        tops[k as usize] = want;
+        let (lo, hi) = segment(k);
+        want = segment_hashes(client, lo, hi, want)?.0;
     }
     if want != head.hash {
         return Err(format!(
@@ -239,33 +262,43 @@ fn sync_once(
         ));
     }
 
-    // Blocks, upwards, checked against those hashes, then executed.
-    let mut n = base + 1;
-    while n <= cert.number {
-        if stop.load(Ordering::Relaxed) {
-            return Ok(Progress::UpToDate);
+    // Blocks, upwards, segment by segment: headers again (checked against the segment's top
+    // and the previous one's), then the blocks, checked against them and executed.
+    let mut below = head.hash;
+    for k in 0..segments {
+        let (lo, hi) = segment(k);
+        let (parent, hashes) = segment_hashes(client, lo, hi, tops[k as usize])?;
+        if parent != below {
+            return Err(format!("header {lo}: parent {parent}, the chain below has {below}"));
         }
-        let count = BLOCK_BATCH.min(cert.number - n + 1);
-        let blocks = get_blocks(client, n, count, true)?;
-        if blocks.is_empty() {
-            return Err(format!("block {n}: the peer sent none"));
-        }
-        for b in blocks {
-            let expected = hashes[(n - base - 1) as usize];
-            if b.hash != expected {
-                return Err(format!(
-                    "block {n}: hash {}, the certified chain has {expected}",
-                    b.hash
-                ));
+        below = tops[k as usize];
+        let mut n = lo;
+        while n <= hi {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(Progress::UpToDate);
             }
-            let recovered = farol_execution::recover_senders(b.txs.clone())
-                .map_err(|e| format!("block {n}: {e}"))?;
-            let senders = recovered.into_iter().map(|t| t.sender).collect();
-            let Some(work) = work.upgrade() else { return Ok(Progress::Pipeline) };
-            if work.blocking_send(Work::Import(Box::new(Import { block: b, senders }))).is_err() {
-                return Ok(Progress::Pipeline);
+            let blocks = get_blocks(client, n, BLOCK_BATCH.min(hi - n + 1), true)?;
+            if blocks.is_empty() {
+                return Err(format!("block {n}: the peer sent none"));
             }
-            n += 1;
+            for b in blocks {
+                let expected = hashes[(n - lo) as usize];
+                if b.hash != expected {
+                    return Err(format!(
+                        "block {n}: hash {}, the certified chain has {expected}",
+                        b.hash
+                    ));
+                }
+                let recovered = farol_execution::recover_senders(b.txs.clone())
+                    .map_err(|e| format!("block {n}: {e}"))?;
+                let senders = recovered.into_iter().map(|t| t.sender).collect();
+                let Some(work) = work.upgrade() else { return Ok(Progress::Pipeline) };
+                let import = Work::Import(Box::new(Import { block: b, senders }));
+                if work.blocking_send(import).is_err() {
+                    return Ok(Progress::Pipeline);
+                }
+                n += 1;
+            }
         }
     }
     // Executed and stored (or the pipeline stopped: divergence is its error to report).

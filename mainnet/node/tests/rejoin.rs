@@ -71,6 +71,7 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
                 peers: https.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| *a).collect(),
                 stalled_secs: 1,
                 poll_millis: 100,
+                ..SyncSettings::default()
             },
             // Peers forget what they queued for a validator that is down after 64 frames.
             network: NetworkSettings { peer_queue: 64 },

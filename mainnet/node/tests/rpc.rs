@@ -223,6 +223,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     assert!(e.to_string().contains("data_dri"), "{e}");
     let e = NodeConfig::parse(&text.replace("index = 0", "index = 9")).expect_err("bad index");
     assert!(e.to_string().contains("validator.index"), "{e}");
+    let mut full = cfg.clone();
+    full.validator = None;
+    let e = full.validate().expect_err("a full node with nowhere to sync from");
+    assert!(e.to_string().contains("sync.peers"), "{e}");
     let e =
         NodeConfig::parse(&text.replace("stake = 1", "stake = \"lots\"")).expect_err("bad stake");
     assert!(e.to_string().contains("stake"), "{e}");
@@ -306,6 +310,8 @@ async fn a_full_node_follows_the_certified_chain() {
     fcfg.validator = None;
     fcfg.sync.peers = vec![vhttp];
     fcfg.sync.poll_millis = 50;
+    // Segments of 3 blocks: the chain is checked across many of them.
+    fcfg.sync.headers_per_request = 3;
 
     // Some history before the full node starts.
     let k = key.clone();
