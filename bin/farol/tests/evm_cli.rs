@@ -8,7 +8,10 @@ fn farol() -> Command {
 }
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ethtests/GeneralStateTests")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../../shared/ethtests/GeneralStateTests")
 }
 
 #[test]

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use farol_execution::statetest::{find_fixtures, run_file, Options};
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/ethtests/GeneralStateTests")
+    PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../../../shared/ethtests/GeneralStateTests")
 }
 
 #[test]
