@@ -88,9 +88,13 @@ pub fn creation_code(name: &str) -> Result<Bytes, String> {
 /// The module of a Rust WASM contract in `contracts/wasm-examples` (`erc20`,
 /// `option_pricer`), as `scripts/wasm-contracts.sh` builds it into `contracts/out/`.
 pub fn rust_module(name: &str) -> Result<Vec<u8>, String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../contracts/out")
-        .join(format!("{name}.wasm"));
+    // Under cargo, the crate being run is two levels below the root too (`mainnet/*`,
+    // `bin/farol`); its directory is the one of this checkout even when the binary was
+    // built in another checkout sharing the target directory.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into());
+    let path = manifest.join("../../contracts/out").join(format!("{name}.wasm"));
     std::fs::read(&path).map_err(|e| {
         format!(
             "{}: {e}; build the Rust contracts with `bash scripts/wasm-contracts.sh`",
