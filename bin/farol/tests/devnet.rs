@@ -1,6 +1,6 @@
 //! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes
 //! and a full node; real Ethereum clients (viem and ethers, `mainnet/node/tests/client`) run
-//! their checks; transfers sent over JSON-RPC (to a validator, and to the full node, which
+//! their checks, on a Solidity ERC-20 and on the Rust (WASM) ERC-20; transfers sent over JSON-RPC (to a validator, and to the full node, which
 //! forwards them) are executed and block-final on every node with the same block hashes and
 //! state roots; a validator killed with SIGKILL does not stop the chain, and restarted from
 //! its data directory it catches up.
@@ -199,7 +199,7 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         "the client test's npm packages are missing: run `npm ci` in {} (scripts/test.sh does)",
         client.display()
     );
-    for script in ["client.mjs", "ethers.mjs"] {
+    for script in ["client.mjs", "ethers.mjs", "wasm.mjs"] {
         let out = Command::new("node")
             .arg(script)
             .current_dir(&client)

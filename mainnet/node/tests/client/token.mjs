@@ -19,9 +19,14 @@ contract ClientToken is ERC20 {
     constructor(uint256 supply) ERC20("Client", "CLI") { _mint(msg.sender, supply); }
     function fail() external pure { revert("nope"); }
 }`;
+  return compileSolidity("ClientToken", source);
+}
+
+// Compiles contract `name` from `source` (imports from node_modules) with the pinned solc.
+export function compileSolidity(name, source) {
   const input = {
     language: "Solidity",
-    sources: { "ClientToken.sol": { content: source } },
+    sources: { [`${name}.sol`]: { content: source } },
     settings: {
       optimizer: { enabled: true, runs: 200 },
       evmVersion: "cancun",
@@ -35,7 +40,7 @@ contract ClientToken is ERC20 {
   const out = JSON.parse(solc.compile(JSON.stringify(input), { import: findImports }));
   const errors = (out.errors ?? []).filter((e) => e.severity === "error");
   assert.equal(errors.length, 0, JSON.stringify(errors));
-  const c = out.contracts["ClientToken.sol"].ClientToken;
+  const c = out.contracts[`${name}.sol`][name];
   return { abi: c.abi, bytecode: `0x${c.evm.bytecode.object}` };
 }
 
