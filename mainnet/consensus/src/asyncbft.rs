@@ -30,7 +30,7 @@ use bytes::Bytes;
 use farol_crypto::{verify_batch, SecretKey};
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
-use crate::checkpoint::{Checkpoint, Snapshot, SNAPSHOT_RECORD};
+use crate::checkpoint::{decode_round_floor, Checkpoint, Snapshot, SNAPSHOT_RECORD};
 use crate::committee::{Committee, Stake, ValidatorIndex};
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
@@ -331,12 +331,16 @@ impl AsyncBft {
         let mut e = match from {
             Some(s) => {
                 records.next();
-                AsyncBft::from_snapshot(committee, me, key, cfg, cache, &s, out)
+                AsyncBft::from_snapshot(committee, me, key, cfg, cache, &s, 0, out)
             }
             None => AsyncBft::new(committee, me, key, cfg, cache),
         };
         e.replaying = true;
         for r in records {
+            if let Some(floor) = decode_round_floor(&r) {
+                e.round = e.round.max(floor);
+                continue;
+            }
             // Records were checked before they were written; a record that does not decode
             // (a torn last write) is skipped.
             if let Ok(Message::Block(b)) = Message::decode(&r) {
@@ -362,9 +366,12 @@ impl AsyncBft {
     /// checked against a certified one): it holds what every honest validator held after
     /// the snapshot's commit, and the snapshot's blocks whose signatures verify, and goes on
     /// from the next slot; its commits continue the chain from the snapshot's height. It
-    /// proposes only above every round the snapshot holds. Actions (requests for missing
+    /// proposes only above every round the snapshot holds and above `min_round` (the
+    /// highest round this validator proposed in before). Actions (requests for missing
     /// blocks, commits already decidable) go to `out`; the driver starts a fresh log with
-    /// the snapshot ([`Snapshot::encode`]) as its first record.
+    /// the snapshot ([`Snapshot::encode`]) and a
+    /// [`round_floor_record`](crate::checkpoint::round_floor_record) of `min_round`.
+    #[allow(clippy::too_many_arguments)]
     pub fn from_snapshot(
         committee: Arc<Committee>,
         me: ValidatorIndex,
@@ -372,6 +379,7 @@ impl AsyncBft {
         cfg: Config,
         cache: Arc<SignatureCache>,
         snapshot: &Snapshot,
+        min_round: u64,
         out: &mut Vec<Action>,
     ) -> AsyncBft {
         let mut e = AsyncBft::new(committee, me, key, cfg, cache);
@@ -407,7 +415,11 @@ impl AsyncBft {
         e.replaying = replaying;
         // Never propose again in a round the snapshot shows (this validator may have
         // proposed there before it fell behind).
-        e.round = top.max(e.last_own.map_or(0, |o| o.round)).max(cp.last_commit_round).max(1);
+        e.round = top
+            .max(e.last_own.map_or(0, |o| o.round))
+            .max(cp.last_commit_round)
+            .max(min_round)
+            .max(1);
         if std::mem::take(&mut e.dag_changed) {
             e.try_commit(out);
         }

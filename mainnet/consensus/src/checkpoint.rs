@@ -23,6 +23,29 @@ type Digest = [u8; 32];
 /// consensus log can start with one).
 pub const SNAPSHOT_RECORD: u8 = 0x53;
 
+/// The first byte of a round-floor record: the validator proposed up to this round before
+/// it rejoined, so it never proposes at or below it again (it would equivocate).
+pub const ROUND_FLOOR_RECORD: u8 = 0x52;
+
+/// A log record saying the engine must not propose at or below `round`.
+pub fn round_floor_record(round: u64) -> Bytes {
+    let mut out = vec![ROUND_FLOOR_RECORD];
+    put_u64(&mut out, round);
+    Bytes::from(out)
+}
+
+/// The round of a [`round_floor_record`], if `record` is one.
+pub fn decode_round_floor(record: &[u8]) -> Option<u64> {
+    match record {
+        [ROUND_FLOOR_RECORD, rest @ ..] if rest.len() == 8 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(rest);
+            Some(u64::from_le_bytes(a))
+        }
+        _ => None,
+    }
+}
+
 /// Most digests a decoded checkpoint may hold (a bound for hostile input).
 const MAX_DIGESTS: usize = 16 << 20;
 /// Most blocks a decoded snapshot may hold.

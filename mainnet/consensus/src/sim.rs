@@ -512,6 +512,16 @@ impl<'s> Sim<'s> {
             proc_.seen.extend(self.chain_txs[k].iter().copied());
         }
         let v = usize::from(proc_.index.0);
+        // The highest round it proposed in before (its own blocks in its log).
+        let proposed = proc_
+            .wal
+            .iter()
+            .filter_map(|r| match crate::block::Message::decode(r) {
+                Ok(crate::block::Message::Block(b)) if b.author == proc_.index => Some(b.round),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         let mut cfg = self.s.config.clone();
         cfg.chain = [7; 32];
         let mut out = Vec::new();
@@ -522,10 +532,17 @@ impl<'s> Sim<'s> {
             cfg,
             self.cache.clone(),
             &snapshot,
+            proposed,
             &mut out,
         );
+        if e.round() < proposed {
+            return Err(self.violation(format!(
+                "validator {v} rejoined at round {} below its own round {proposed}",
+                e.round()
+            )));
+        }
         e.start(&mut out);
-        self.procs[p].wal = vec![encoded];
+        self.procs[p].wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
         self.procs[p].engine = Some(e);
         self.report.rejoins += 1;
         self.apply(p, out)

@@ -378,7 +378,7 @@ fn start_validator(
         let (committee, key) = (committee.clone(), key.clone());
         Rejoin {
             snapshots,
-            engine: Box::new(move |s, out| {
+            engine: Box::new(move |s, min_round, out| {
                 Box::new(AsyncBft::from_snapshot(
                     committee.clone(),
                     ValidatorIndex(me),
@@ -386,6 +386,7 @@ fn start_validator(
                     ccfg.clone(),
                     cache.clone(),
                     s,
+                    min_round,
                     out,
                 ))
             }),

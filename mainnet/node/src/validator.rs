@@ -66,7 +66,10 @@ pub struct ValidatorStatus {
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
-pub type EngineFromSnapshot = Box<dyn Fn(&Snapshot, &mut Vec<Action>) -> Box<dyn Consensus> + Send>;
+/// The `u64` is the highest round the validator proposed in so far (never to be proposed
+/// in again).
+pub type EngineFromSnapshot =
+    Box<dyn Fn(&Snapshot, u64, &mut Vec<Action>) -> Box<dyn Consensus> + Send>;
 
 /// How a validator that fell behind its peers' history rejoins: snapshots (checked against
 /// the certified chain by whoever sends them) arrive on `snapshots`; `engine` builds the
@@ -294,9 +297,12 @@ async fn run(
             _ = tick.tick() => Input::Tick,
             Some(snapshot) = next_snapshot(&mut rejoin) => {
                 let Some(r) = rejoin.as_ref() else { continue };
-                let mut fresh = (r.engine)(&snapshot, &mut out);
-                // The old log is history the new engine does not build on.
-                ex.wal.reset(&snapshot.encode())?;
+                let floor = engine.round();
+                let mut fresh = (r.engine)(&snapshot, floor, &mut out);
+                // The old log is history the new engine does not build on; the round it
+                // reached stays (proposing there again would be equivocating).
+                let floor_record = farol_consensus::checkpoint::round_floor_record(floor);
+                ex.wal.reset(&[&snapshot.encode(), &floor_record])?;
                 fresh.set_time(unix_ms());
                 fresh.start(&mut out);
                 engine = fresh;

@@ -82,19 +82,21 @@ impl Wal {
         Ok(())
     }
 
-    /// Replaces the whole log with one record, atomically (a new file renamed over the old):
+    /// Replaces the whole log with `records`, atomically (a new file renamed over the old):
     /// a crash leaves either the old log or the new one.
-    pub fn reset(&mut self, first: &[u8]) -> Result<(), WalError> {
+    pub fn reset(&mut self, records: &[&[u8]]) -> Result<(), WalError> {
         let path = std::path::PathBuf::from(&self.path);
         let tmp = path.with_extension("new");
         let name = tmp.display().to_string();
         {
             let mut f = File::create(&tmp).map_err(Self::err(&name))?;
-            let mut header = [0u8; 8];
-            header[..4].copy_from_slice(&(first.len() as u32).to_le_bytes());
-            header[4..].copy_from_slice(&crc32fast::hash(first).to_le_bytes());
-            f.write_all(&header).map_err(Self::err(&name))?;
-            f.write_all(first).map_err(Self::err(&name))?;
+            for r in records {
+                let mut header = [0u8; 8];
+                header[..4].copy_from_slice(&(r.len() as u32).to_le_bytes());
+                header[4..].copy_from_slice(&crc32fast::hash(r).to_le_bytes());
+                f.write_all(&header).map_err(Self::err(&name))?;
+                f.write_all(r).map_err(Self::err(&name))?;
+            }
             f.sync_all().map_err(Self::err(&name))?;
         }
         std::fs::rename(&tmp, &path).map_err(Self::err(&self.path))?;
