@@ -138,6 +138,11 @@ impl Finality {
                         Err(broadcast::error::RecvError::Lagged(_)) => self.state.chain.head(),
                         Err(broadcast::error::RecvError::Closed) => break,
                     };
+                    // A block synced from peers under a certificate already checked needs no
+                    // vote (a validator catching up would sign thousands).
+                    if b.number() <= self.state.metrics.sync_target.load(Ordering::Relaxed) {
+                        continue;
+                    }
                     let (me, key) = &self.me;
                     let sig = key.sign(&vote_message(chain_id, b.number(), &b.hash));
                     self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));

@@ -104,7 +104,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Ok(Progress::Pipeline) => return,
             Ok(Progress::Synced(n)) => {
                 failures = 0;
-                tracing::info!(%peer, head = n, "synced to a block-final block");
+                tracing::debug!(%peer, head = n, "synced to a block-final block");
                 rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
             }
             Ok(Progress::UpToDate) => {
@@ -302,7 +302,16 @@ fn sync_once(
         }
     }
     // Executed and stored (or the pipeline stopped: divergence is its error to report).
-    match state.chain.wait_hash(cert.number) {
+    let stored = loop {
+        if let Some(b) = state.chain.block(cert.number) {
+            break Some(b.hash);
+        }
+        if stop.load(Ordering::Relaxed) || work.upgrade().is_none() {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    match stored {
         Some(h) if h == cert.hash => {
             let number = cert.number;
             state.chain.set_certificate(cert).map_err(|e| e.to_string())?;
