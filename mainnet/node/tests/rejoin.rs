@@ -3,6 +3,8 @@
 //! catch up through consensus, so it syncs the block-final chain from its peers, rejoins
 //! consensus from a peer's snapshot whose digest a final block carries, and then orders,
 //! executes and finalizes new transactions with the others — including ones sent to it.
+//! Then it restarts from its (snapshot-headed) log, and finally from an empty data
+//! directory, syncing the chain from genesis.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -231,9 +233,33 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
     }
     nodes[3] = Some(restart(&cfgs[3]).await);
     let all = https.clone();
-    tokio::task::spawn_blocking(move || send(all[2], &key, before + 5..before + 7, &all))
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || send(all[2], &k, before + 5..before + 7, &all))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+
+    // Its disk is lost: started from an empty data directory, it syncs the whole chain from
+    // genesis and rejoins again.
+    if let Some(n) = nodes[3].take() {
+        n.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::remove_dir_all(&cfgs[3].data_dir).unwrap_or_else(|e| panic!("{e}"));
+    nodes[3] = Some(restart(&cfgs[3]).await);
+    let all = https.clone();
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while quantity(&status(all[3])["rejoins"]).unwrap_or(0) < 1 {
+            assert!(
+                Instant::now() < deadline,
+                "the wiped validator never rejoined: {}",
+                status(all[3])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        send(all[3], &key, before + 7..before + 9, &all);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     for n in nodes.into_iter().flatten() {
         n.stop().await.unwrap_or_else(|e| panic!("{e}"));
     }
