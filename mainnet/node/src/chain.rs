@@ -57,21 +57,8 @@ pub struct StoredBlock {
     pub receipts: Vec<ReceiptEnvelope>,
     /// The contract each transaction created, if any.
     pub created: Vec<Option<Address>>,
-    /// The consensus round whose commit ordered this block.
-    pub round: u64,
-    /// The consensus height of that commit (commits without transactions make no block, so
-    /// heights run ahead of block numbers).
-    pub height: u64,
-    /// Position of the block among those its commit made (a commit past the gas limit makes
-    /// several).
-    pub chunk: u32,
-    /// Whether it is the last block of its commit (then `deferred` is meaningful).
-    pub last_in_commit: bool,
-    /// After the commit: ordered transactions waiting for an earlier nonce of their sender.
-    pub deferred: Vec<Deferred>,
-    /// The digest of the consensus checkpoint taken after the commit, if one was (on the
-    /// commit's last block).
-    pub checkpoint: Option<B256>,
+    /// Where the block stands in the ordering (what its header's `extra_data` commits to).
+    pub ordering: OrderingData,
 }
 
 /// An ordered transaction whose nonce is ahead of its sender's: it waits (a bounded number
@@ -123,14 +110,15 @@ impl StoredBlock {
         for t in &self.txs {
             put_bytes(&mut out, &t.encoded_2718());
         }
-        OrderingData::of(self).encode_into(&mut out);
+        self.ordering.encode_into(&mut out);
         out
     }
 
     fn encode(&self) -> Vec<u8> {
+        let o = &self.ordering;
         let mut out = vec![RECORD_BLOCK];
-        out.extend_from_slice(&self.round.to_le_bytes());
-        out.extend_from_slice(&self.height.to_le_bytes());
+        out.extend_from_slice(&o.round.to_le_bytes());
+        out.extend_from_slice(&o.height.to_le_bytes());
         let mut h = Vec::new();
         self.header.encode(&mut h);
         put_bytes(&mut out, &h);
@@ -147,15 +135,10 @@ impl StoredBlock {
             }
             put_bytes(&mut out, &self.receipts[i].encoded_2718());
         }
-        out.extend_from_slice(&self.chunk.to_le_bytes());
-        out.push(u8::from(self.last_in_commit));
-        out.extend_from_slice(&(self.deferred.len() as u32).to_le_bytes());
-        for d in &self.deferred {
-            out.extend_from_slice(&d.since.to_le_bytes());
-            out.extend_from_slice(d.sender.as_slice());
-            put_bytes(&mut out, &d.tx.encoded_2718());
-        }
-        if let Some(c) = self.checkpoint {
+        out.extend_from_slice(&o.chunk.to_le_bytes());
+        out.push(u8::from(o.last_in_commit));
+        put_deferred(&mut out, &o.deferred);
+        if let Some(c) = o.checkpoint {
             out.extend_from_slice(c.as_slice());
         }
         out
@@ -185,15 +168,7 @@ impl StoredBlock {
         }
         let chunk = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "chunk")?);
         let last_in_commit = take(&mut b, 1)?[0] != 0;
-        let nd = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
-        let mut deferred = Vec::with_capacity(nd.min(b.len() / 32));
-        for i in 0..nd {
-            let since = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "since")?);
-            let sender = Address::from_slice(take(&mut b, 20)?);
-            let mut t = take_bytes(&mut b)?;
-            let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
-            deferred.push(Deferred { since, sender, tx });
-        }
+        let deferred = take_deferred(&mut b)?;
         let checkpoint = match b.len() {
             0 => None,
             32 => Some(B256::from_slice(b)),
@@ -207,12 +182,7 @@ impl StoredBlock {
             senders,
             receipts,
             created,
-            round,
-            height,
-            chunk,
-            last_in_commit,
-            deferred,
-            checkpoint,
+            ordering: OrderingData { round, height, chunk, last_in_commit, deferred, checkpoint },
         })
     }
 }
@@ -223,44 +193,30 @@ impl StoredBlock {
 /// from its peers resumes ordering from certified data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderingData {
-    /// [`StoredBlock::round`].
+    /// The consensus round whose commit ordered the block.
     pub round: u64,
-    /// [`StoredBlock::height`].
+    /// The consensus height of that commit (commits without transactions make no block, so
+    /// heights run ahead of block numbers).
     pub height: u64,
-    /// [`StoredBlock::chunk`].
+    /// Position of the block among those its commit made (a commit past the gas limit makes
+    /// several).
     pub chunk: u32,
-    /// [`StoredBlock::last_in_commit`].
+    /// Whether it is the last block of its commit (then `deferred` is meaningful).
     pub last_in_commit: bool,
-    /// [`StoredBlock::deferred`].
+    /// After the commit: ordered transactions waiting for an earlier nonce of their sender.
     pub deferred: Vec<Deferred>,
-    /// [`StoredBlock::checkpoint`].
+    /// The digest of the consensus checkpoint taken after the commit, if one was (on the
+    /// commit's last block).
     pub checkpoint: Option<B256>,
 }
 
 impl OrderingData {
-    /// The ordering data of `b`.
-    pub fn of(b: &StoredBlock) -> OrderingData {
-        OrderingData {
-            round: b.round,
-            height: b.height,
-            chunk: b.chunk,
-            last_in_commit: b.last_in_commit,
-            deferred: b.deferred.clone(),
-            checkpoint: b.checkpoint,
-        }
-    }
-
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.round.to_le_bytes());
         out.extend_from_slice(&self.height.to_le_bytes());
         out.extend_from_slice(&self.chunk.to_le_bytes());
         out.push(u8::from(self.last_in_commit));
-        out.extend_from_slice(&(self.deferred.len() as u32).to_le_bytes());
-        for d in &self.deferred {
-            out.extend_from_slice(&d.since.to_le_bytes());
-            out.extend_from_slice(d.sender.as_slice());
-            put_bytes(out, &d.tx.encoded_2718());
-        }
+        put_deferred(out, &self.deferred);
         match self.checkpoint {
             Some(c) => {
                 out.push(1);
@@ -279,18 +235,7 @@ impl OrderingData {
             1 => true,
             v => return Err(format!("last_in_commit {v}")),
         };
-        let nd = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
-        let mut deferred = Vec::with_capacity(nd.min(b.len() / 32));
-        for i in 0..nd {
-            let since = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "since")?);
-            let sender = Address::from_slice(take(b, 20)?);
-            let mut t = take_bytes(b)?;
-            let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
-            if !t.is_empty() {
-                return Err(format!("deferred {i}: trailing bytes"));
-            }
-            deferred.push(Deferred { since, sender, tx });
-        }
+        let deferred = take_deferred(b)?;
         let checkpoint = match take(b, 1)?[0] {
             0 => None,
             1 => Some(B256::from_slice(take(b, 32)?)),
@@ -355,6 +300,31 @@ impl SyncBlock {
         }
         Ok(SyncBlock { header, hash, txs, ordering: Some(ordering) })
     }
+}
+
+fn put_deferred(out: &mut Vec<u8>, deferred: &[Deferred]) {
+    out.extend_from_slice(&(deferred.len() as u32).to_le_bytes());
+    for d in deferred {
+        out.extend_from_slice(&d.since.to_le_bytes());
+        out.extend_from_slice(d.sender.as_slice());
+        put_bytes(out, &d.tx.encoded_2718());
+    }
+}
+
+fn take_deferred(b: &mut &[u8]) -> Result<Vec<Deferred>, String> {
+    let n = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
+    let mut deferred = Vec::with_capacity(n.min(b.len() / 32));
+    for i in 0..n {
+        let since = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "since")?);
+        let sender = Address::from_slice(take(b, 20)?);
+        let mut t = take_bytes(b)?;
+        let tx = TxEnvelope::decode_2718(&mut t).map_err(|e| format!("deferred {i}: {e}"))?;
+        if !t.is_empty() {
+            return Err(format!("deferred {i}: trailing bytes"));
+        }
+        deferred.push(Deferred { since, sender, tx });
+    }
+    Ok(deferred)
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -598,14 +568,15 @@ impl Index {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloy_consensus::{SignableTransaction, TxEip1559};
     use alloy_primitives::{Bytes, TxKind, U256};
     use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
 
-    fn transfer(key: &PrivateKeySigner, nonce: u64) -> TxEnvelope {
+    /// A signed EIP-1559 transfer of 1 wei on chain 31337 (the crate's tests use it).
+    pub(crate) fn transfer(key: &PrivateKeySigner, nonce: u64) -> TxEnvelope {
         let t = TxEip1559 {
             chain_id: 31337,
             nonce,
@@ -645,12 +616,7 @@ mod tests {
             receipts: Vec::new(),
             created: vec![None; txs.len()],
             txs,
-            round: ordering.round,
-            height: ordering.height,
-            chunk: ordering.chunk,
-            last_in_commit: ordering.last_in_commit,
-            deferred: ordering.deferred,
-            checkpoint: ordering.checkpoint,
+            ordering,
         }
     }
 
@@ -660,7 +626,7 @@ mod tests {
         let b = block(&key);
         let full = SyncBlock::decode(&b.encode_for_sync(true)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((full.hash, &full.txs), (b.hash, &b.txs));
-        assert_eq!(full.ordering, Some(OrderingData::of(&b)));
+        assert_eq!(full.ordering.as_ref(), Some(&b.ordering));
         let header = SyncBlock::decode(&b.encode_for_sync(false)).unwrap_or_else(|e| panic!("{e}"));
         assert!(header.txs.is_empty() && header.ordering.is_none() && header.hash == b.hash);
 
@@ -671,15 +637,15 @@ mod tests {
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other transactions");
         assert!(e.contains("transactions root"), "{e}");
         let mut other = b.clone();
-        other.height += 1;
+        other.ordering.height += 1;
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other height");
         assert!(e.contains("ordering data"), "{e}");
         let mut other = b.clone();
-        other.checkpoint = None;
+        other.ordering.checkpoint = None;
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other checkpoint");
         assert!(e.contains("ordering data"), "{e}");
         let mut other = b.clone();
-        other.deferred[0].since = 8;
+        other.ordering.deferred[0].since = 8;
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other deferred");
         assert!(e.contains("ordering data"), "{e}");
         let raw = b.encode_for_sync(true);

@@ -9,7 +9,7 @@ use alloy_signer_local::{coins_bip39::English, MnemonicBuilder, PrivateKeySigner
 use farol_execution::{Account, ChainSpec, StateDiff};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::StoredBlock;
+use crate::chain::{OrderingData, StoredBlock};
 
 /// The mnemonic of anvil's and hardhat's development accounts.
 pub const DEV_MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -115,12 +115,14 @@ impl Genesis {
             senders: Vec::new(),
             receipts: Vec::new(),
             created: Vec::new(),
-            round: 0,
-            height: 0,
-            chunk: 0,
-            last_in_commit: true,
-            deferred: Vec::new(),
-            checkpoint: None,
+            ordering: OrderingData {
+                round: 0,
+                height: 0,
+                chunk: 0,
+                last_in_commit: true,
+                deferred: Vec::new(),
+                checkpoint: None,
+            },
         }
     }
 }

@@ -279,20 +279,44 @@ pub struct Import {
 /// A block executed, waiting to be stored.
 struct Executed {
     number: u64,
-    committed_height: u64,
-    round: u64,
     env: BlockEnv,
     txs: Vec<RecoveredTx>,
     output: BlockOutput,
     diff: Arc<StateDiff>,
     ordered_at: Instant,
     executed_at: Instant,
-    chunk: u32,
-    last_in_commit: bool,
-    deferred: Vec<Deferred>,
-    checkpoint: Option<B256>,
+    ordering: OrderingData,
     /// The hash the block must have (imported blocks).
     expect: Option<B256>,
+}
+
+impl Executed {
+    /// Block `env.number`, executed since `started` (counted in the metrics).
+    fn new(
+        state: &State,
+        env: BlockEnv,
+        txs: Vec<RecoveredTx>,
+        output: BlockOutput,
+        started: Instant,
+        ordering: OrderingData,
+        expect: Option<B256>,
+    ) -> Executed {
+        let executed_at = Instant::now();
+        let micros = executed_at.duration_since(started).as_micros() as u64;
+        state.metrics.exec_micros.fetch_add(micros, Ordering::Relaxed);
+        let diff = Arc::new(output.diff.clone());
+        Executed {
+            number: env.number,
+            env,
+            txs,
+            output,
+            diff,
+            ordered_at: started,
+            executed_at,
+            ordering,
+            expect,
+        }
+    }
 }
 
 /// Ordered transactions whose nonce is ahead of their sender's wait at most this many
@@ -304,6 +328,17 @@ const MAX_DEFERRED: usize = 20_000;
 /// The transactions waiting for an earlier nonce, by sender and nonce, with the commit
 /// height they were ordered at.
 type Waiting = BTreeMap<(Address, u64), (u64, RecoveredTx)>;
+
+/// The waiting set a block's ordering data records.
+fn waiting_of(deferred: &[Deferred]) -> Waiting {
+    deferred
+        .iter()
+        .map(|d| {
+            let t = RecoveredTx { tx: d.tx.clone(), sender: d.sender };
+            ((d.sender, d.tx.nonce()), (d.since, t))
+        })
+        .collect()
+}
 
 /// Starts the pipeline on `work`. It returns when `work` closes or a stage fails.
 pub fn spawn(
@@ -348,26 +383,18 @@ fn run(
     // stored (a crash between its blocks) is processed again, without the blocks stored.
     let head = state.chain.head();
     let mut base = head.clone();
-    while !base.last_in_commit {
+    while !base.ordering.last_in_commit {
         base = match state.chain.block(base.number().saturating_sub(1)) {
             Some(b) => b,
             None => break,
         };
     }
-    let mut waiting: Waiting = base
-        .deferred
-        .iter()
-        .map(|d| {
-            (
-                (d.sender, d.tx.nonce()),
-                (d.since, RecoveredTx { tx: d.tx.clone(), sender: d.sender }),
-            )
-        })
-        .collect();
-    let (mut last_height, mut resume) = if head.last_in_commit {
-        (head.height, None)
+    let mut waiting = waiting_of(&base.ordering.deferred);
+    let o = &head.ordering;
+    let (mut last_height, mut resume) = if o.last_in_commit {
+        (o.height, None)
     } else {
-        (head.height.saturating_sub(1), Some((head.height, head.chunk as usize + 1, base.number())))
+        (o.height.saturating_sub(1), Some((o.height, o.chunk as usize + 1, base.number())))
     };
     let mut next = head.number() + 1;
     let mut last_timestamp = head.header.timestamp;
@@ -392,14 +419,7 @@ fn run(
                     if ord.last_in_commit {
                         last_height = ord.height;
                         resume = None;
-                        waiting = ord
-                            .deferred
-                            .iter()
-                            .map(|d| {
-                                let t = RecoveredTx { tx: d.tx.clone(), sender: d.sender };
-                                ((d.sender, d.tx.nonce()), (d.since, t))
-                            })
-                            .collect();
+                        waiting = waiting_of(&ord.deferred);
                     } else {
                         last_height = ord.height.saturating_sub(1);
                         let before = number.saturating_sub(u64::from(ord.chunk) + 1);
@@ -407,15 +427,8 @@ fn run(
                     }
                     last_timestamp = e.env.timestamp;
                     next += 1;
-                    state.pending.lock().push((e.number, e.diff.clone()));
-                    state.metrics.executed.store(e.number, Ordering::Relaxed);
-                    if cfg.pipelined {
-                        state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
-                        if to_store.send(e).is_err() {
-                            return Ok(());
-                        }
-                    } else {
-                        store_block(&state, e)?;
+                    if !hand_over(&state, &to_store, cfg.pipelined, e)? {
+                        return Ok(());
                     }
                     continue;
                 }
@@ -493,11 +506,11 @@ fn run(
                 let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round, last)?;
                 let Some(mut e) = e else { continue };
                 e.ordered_at = ordered_at;
-                e.chunk = i as u32;
-                e.last_in_commit = last;
+                e.ordering.chunk = i as u32;
+                e.ordering.last_in_commit = last;
                 if last {
-                    e.checkpoint = c.checkpoint.map(B256::from);
-                    e.deferred = waiting
+                    e.ordering.checkpoint = c.checkpoint.map(B256::from);
+                    e.ordering.deferred = waiting
                         .values()
                         .map(|(since, t)| Deferred {
                             since: *since,
@@ -507,15 +520,8 @@ fn run(
                         .collect();
                 }
                 next += 1;
-                state.pending.lock().push((e.number, e.diff.clone()));
-                state.metrics.executed.store(e.number, Ordering::Relaxed);
-                if cfg.pipelined {
-                    state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
-                    if to_store.send(e).is_err() {
-                        return Ok(());
-                    }
-                } else {
-                    store_block(&state, e)?;
+                if !hand_over(&state, &to_store, cfg.pipelined, e)? {
+                    return Ok(());
                 }
             }
         }
@@ -527,6 +533,24 @@ fn run(
         None => Ok(()),
     };
     result.and(stored)
+}
+
+/// Hands an executed block to the storing stage (pipelined) or stores it. False when the
+/// storing stage is gone.
+fn hand_over(
+    state: &Arc<State>,
+    to_store: &std::sync::mpsc::SyncSender<Executed>,
+    pipelined: bool,
+    e: Executed,
+) -> Result<bool, PipelineError> {
+    state.pending.lock().push((e.number, e.diff.clone()));
+    state.metrics.executed.store(e.number, Ordering::Relaxed);
+    if pipelined {
+        state.metrics.store_queue.fetch_add(1, Ordering::Relaxed);
+        return Ok(to_store.send(e).is_ok());
+    }
+    store_block(state, e)?;
+    Ok(true)
 }
 
 /// Decodes and pre-checks a commit's transactions, in order. What fails is dropped: an
@@ -673,28 +697,15 @@ fn execute(
         }
         match executor.execute(&view, &state.spec, &env, &txs) {
             Ok((output, _)) => {
-                let executed_at = Instant::now();
-                state.metrics.exec_micros.fetch_add(
-                    executed_at.duration_since(started).as_micros() as u64,
-                    Ordering::Relaxed,
-                );
-                let diff = Arc::new(output.diff.clone());
-                return Ok(Some(Executed {
-                    number,
-                    committed_height,
+                let ordering = OrderingData {
                     round,
-                    env,
-                    txs,
-                    output,
-                    diff,
-                    ordered_at: started,
-                    executed_at,
+                    height: committed_height,
                     chunk: 0,
                     last_in_commit: false,
                     deferred: Vec::new(),
                     checkpoint: None,
-                    expect: None,
-                }));
+                };
+                return Ok(Some(Executed::new(state, env, txs, output, started, ordering, None)));
             }
             Err(
                 ExecError::InvalidTransaction { index, reason }
@@ -769,24 +780,7 @@ fn import_block(
     if output.gas_used != h.gas_used || output.logs_bloom != h.logs_bloom {
         return Err(diverged(format!("gas used {}, certified {}", output.gas_used, h.gas_used)));
     }
-    let executed_at = Instant::now();
-    let diff = Arc::new(output.diff.clone());
-    Ok(Executed {
-        number,
-        committed_height: ord.height,
-        round: ord.round,
-        env,
-        txs,
-        output,
-        diff,
-        ordered_at: started,
-        executed_at,
-        chunk: ord.chunk,
-        last_in_commit: ord.last_in_commit,
-        deferred: ord.deferred,
-        checkpoint: ord.checkpoint,
-        expect: Some(block.hash),
-    })
+    Ok(Executed::new(state, env, txs, output, started, ord, Some(block.hash)))
 }
 
 /// Merklizes and persists an executed block, then publishes it.
@@ -804,14 +798,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let parent = state.chain.head();
     let (txs, senders): (Vec<TxEnvelope>, Vec<Address>) =
         e.txs.into_iter().map(|t| (t.tx, t.sender)).unzip();
-    let ordering = OrderingData {
-        round: e.round,
-        height: e.committed_height,
-        chunk: e.chunk,
-        last_in_commit: e.last_in_commit,
-        deferred: e.deferred,
-        checkpoint: e.checkpoint,
-    };
+    let ordering = e.ordering;
     let header = Header {
         parent_hash: parent.hash,
         ommers_hash: EMPTY_OMMER_ROOT_HASH,
@@ -844,20 +831,8 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         });
     }
     let created = e.output.txs.iter().map(|o| o.contract_address).collect();
-    let block = StoredBlock {
-        header,
-        hash,
-        txs,
-        senders,
-        receipts: e.output.receipts,
-        created,
-        round: ordering.round,
-        height: ordering.height,
-        chunk: ordering.chunk,
-        last_in_commit: ordering.last_in_commit,
-        deferred: ordering.deferred,
-        checkpoint: ordering.checkpoint,
-    };
+    let block =
+        StoredBlock { header, hash, txs, senders, receipts: e.output.receipts, created, ordering };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
     state.pending.lock().retain(|(n, _)| *n > number);
@@ -893,22 +868,10 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_consensus::{SignableTransaction, TxEip1559};
-    use alloy_primitives::TxKind;
-    use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
 
     fn tx(key: &PrivateKeySigner, nonce: u64) -> RecoveredTx {
-        let t = TxEip1559 {
-            chain_id: 31337,
-            nonce,
-            gas_limit: 21_000,
-            max_fee_per_gas: 2_000_000_000,
-            to: TxKind::Call(Address::repeat_byte(1)),
-            ..Default::default()
-        };
-        let sig = key.sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-        RecoveredTx { tx: TxEnvelope::Eip1559(t.into_signed(sig)), sender: key.address() }
+        RecoveredTx { tx: crate::chain::tests::transfer(key, nonce), sender: key.address() }
     }
 
     fn nonces(txs: &[RecoveredTx]) -> Vec<(Address, u64)> {

@@ -340,8 +340,8 @@ fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, pe
     let newest = (head.saturating_sub(4096)..=head)
         .rev()
         .filter_map(|n| state.chain.block(n))
-        .find(|b| b.checkpoint.is_some());
-    if newest.is_none_or(|b| b.height <= height) {
+        .find(|b| b.ordering.checkpoint.is_some());
+    if newest.is_none_or(|b| b.ordering.height <= height) {
         return;
     }
     match fetch_snapshot(state, client, height) {
@@ -383,20 +383,20 @@ fn fetch_snapshot(
     let lowest = finalized.saturating_sub(1 << 16);
     let carrier = loop {
         let Some(b) = state.chain.block(n) else { break None };
-        if b.height < h || n <= lowest {
+        if b.ordering.height < h || n <= lowest {
             break None;
         }
-        if b.height == h && b.last_in_commit {
+        if b.ordering.height == h && b.ordering.last_in_commit {
             break Some(b);
         }
         n -= 1;
     };
     let Some(b) = carrier else { return Ok(None) };
     let digest = B256::from(s.checkpoint.digest());
-    if b.checkpoint != Some(digest) {
+    if b.ordering.checkpoint != Some(digest) {
         return Err(format!(
             "snapshot at height {h}: digest {digest}, the final chain has {:?}",
-            b.checkpoint
+            b.ordering.checkpoint
         ));
     }
     Ok(Some(Arc::new(s)))

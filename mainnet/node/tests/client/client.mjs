@@ -21,6 +21,7 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import { anvil } from "viem/chains";
 import { compileToken } from "./token.mjs";
+import { step } from "./check.mjs";
 
 
 const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
@@ -34,17 +35,6 @@ const pub = createPublicClient({ chain, transport: http(HTTP) });
 const alice = privateKeyToAccount(KEY0);
 const bob = privateKeyToAccount(KEY1);
 const wallet = createWalletClient({ account: alice, chain, transport: http(HTTP) });
-
-async function step(name, f) {
-  const t = Date.now();
-  try {
-    await f();
-  } catch (e) {
-    console.error(`FAIL ${name}: ${e?.shortMessage ?? ""} ${e?.details ?? ""}\n${e?.stack ?? e}`);
-    process.exit(1);
-  }
-  console.log(`ok  ${name} (${Date.now() - t} ms)`);
-}
 
 let token;
 let deployReceipt;

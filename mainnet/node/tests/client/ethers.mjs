@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { ContractFactory, JsonRpcProvider, Wallet, parseEther } from "ethers";
 import { compileToken } from "./token.mjs";
+import { step as check } from "./check.mjs";
 
 const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
 // anvil's third and fourth development accounts (the viem script uses the first two).
@@ -18,16 +19,7 @@ if (process.env.FAROL_DEBUG) provider.on("debug", (e) => console.error(JSON.stri
 const carol = new Wallet(KEY2, provider);
 const dave = new Wallet(KEY3, provider);
 
-async function step(name, f) {
-  const t = Date.now();
-  try {
-    await f();
-  } catch (e) {
-    console.error(`FAIL ${name}: ${e?.shortMessage ?? ""}\n${e?.stack ?? e}`);
-    process.exit(1);
-  }
-  console.log(`ok  ethers: ${name} (${Date.now() - t} ms)`);
-}
+const step = (name, f) => check(name, f, "ethers: ");
 
 const { abi, bytecode } = compileToken();
 let token;

@@ -26,6 +26,7 @@ import {
 import { privateKeyToAccount } from "viem/accounts";
 import { anvil } from "viem/chains";
 import { compileSolidity } from "./token.mjs";
+import { step } from "./check.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
@@ -39,17 +40,6 @@ const carol = privateKeyToAccount(KEY4);
 const dave = privateKeyToAccount(KEY5);
 const wallet = createWalletClient({ account: carol, chain, transport: http(HTTP) });
 const daveWallet = createWalletClient({ account: dave, chain, transport: http(HTTP) });
-
-async function step(name, f) {
-  const t = Date.now();
-  try {
-    await f();
-  } catch (e) {
-    console.error(`FAIL ${name}: ${e?.shortMessage ?? ""} ${e?.details ?? ""}\n${e?.stack ?? e}`);
-    process.exit(1);
-  }
-  console.log(`ok  ${name} (${Date.now() - t} ms)`);
-}
 
 const abi = parseAbi([
   "function name() view returns (string)",
