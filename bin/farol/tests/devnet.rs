@@ -1,6 +1,7 @@
 //! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes
-//! and a full node; real Ethereum clients (viem and ethers, `mainnet/node/tests/client`) run
-//! their checks, on a Solidity ERC-20 and on the Rust (WASM) ERC-20; transfers sent over JSON-RPC (to a validator, and to the full node, which
+//! and a full node; real Ethereum clients (viem, ethers and Hardhat,
+//! `mainnet/node/tests/client`) run their checks, on a Solidity ERC-20 and on the Rust (WASM)
+//! ERC-20; transfers sent over JSON-RPC (to a validator, and to the full node, which
 //! forwards them) are executed and block-final on every node with the same block hashes and
 //! state roots; a validator killed with SIGKILL does not stop the chain, and restarted from
 //! its data directory it catches up.
@@ -199,10 +200,19 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         "the client test's npm packages are missing: run `npm ci` in {} (scripts/test.sh does)",
         client.display()
     );
-    for script in ["client.mjs", "ethers.mjs", "wasm.mjs"] {
-        let out = Command::new("node")
-            .arg(script)
+    let hardhat = client.join("node_modules/.bin/hardhat");
+    let runs: [(&str, Vec<&str>); 4] = [
+        ("node", vec!["client.mjs"]),
+        ("node", vec!["ethers.mjs"]),
+        ("node", vec!["wasm.mjs"]),
+        (hardhat.to_str().unwrap_or("hardhat"), vec!["run", "--no-compile", "hardhat.mjs"]),
+    ];
+    for (program, args) in runs {
+        let script = args.last().copied().unwrap_or_default();
+        let out = Command::new(program)
+            .args(&args)
             .current_dir(&client)
+            .env("HARDHAT_DISABLE_TELEMETRY_PROMPT", "true")
             .env("FAROL_HTTP", d.summary["validators"][0]["http"].as_str().unwrap_or_default())
             .env("FAROL_WS", d.summary["validators"][0]["ws"].as_str().unwrap_or_default())
             .output()
