@@ -265,7 +265,20 @@ impl Rpc {
             "net_listening" => Ok(json!(true)),
             "net_peerCount" => Ok(hex(st.metrics.peers.load(Ordering::Relaxed))),
             "eth_chainId" => Ok(hex(st.genesis.chain_id)),
-            "eth_syncing" => Ok(json!(false)),
+            "eth_syncing" => {
+                // Behind a block-final block block sync learned of: syncing.
+                let head = st.chain.head_number();
+                let target = st.metrics.sync_target.load(Ordering::Relaxed);
+                if target > head {
+                    Ok(json!({
+                        "startingBlock": hex(head),
+                        "currentBlock": hex(head),
+                        "highestBlock": hex(target),
+                    }))
+                } else {
+                    Ok(json!(false))
+                }
+            }
             "eth_mining" => Ok(json!(false)),
             "eth_accounts" => Ok(json!([])),
             "eth_blockNumber" => Ok(hex(st.chain.head_number())),
