@@ -231,6 +231,8 @@ pub struct Report {
     pub fingerprint: [u8; 32],
     /// Validators that rejoined from a snapshot.
     pub rejoins: u64,
+    /// Times an honest validator's log was cut to a snapshot.
+    pub compactions: u64,
 }
 
 enum Event {
@@ -251,6 +253,8 @@ struct Process {
     chain: Vec<[u8; 32]>,
     seen: HashSet<[u8; 32]>,
     crashed_ever: bool,
+    /// The snapshot its log was last cut to.
+    compacted: Option<Arc<crate::checkpoint::Snapshot>>,
 }
 
 /// Runs `scenario` with `seed`.
@@ -348,6 +352,7 @@ impl<'s> Sim<'s> {
                     chain: Vec::new(),
                     seen: HashSet::new(),
                     crashed_ever: false,
+                    compacted: None,
                 });
             }
         }
@@ -644,6 +649,7 @@ impl<'s> Sim<'s> {
     }
 
     fn apply(&mut self, p: usize, out: Vec<Action>) -> Result<(), Violation> {
+        let offset = self.procs[p].wal.len();
         for a in out {
             match a {
                 Action::Send { to, bytes } => self.send(p, to, bytes),
@@ -659,7 +665,28 @@ impl<'s> Sim<'s> {
                 self.report.rounds = self.report.rounds.max(e.round());
             }
         }
+        self.compact(p, offset);
         Ok(())
+    }
+
+    /// Cuts an honest validator's log when its engine took a new snapshot, as the node does:
+    /// the snapshot, the round floor, then the records of the step that took it and after.
+    /// Restarts then recover from the snapshot.
+    fn compact(&mut self, p: usize, offset: usize) {
+        if !self.honest(p) {
+            return;
+        }
+        let proc_ = &mut self.procs[p];
+        let Some(e) = proc_.engine.as_ref() else { return };
+        let Some(s) = e.snapshot() else { return };
+        if proc_.compacted.as_ref().is_some_and(|c| Arc::ptr_eq(c, &s)) {
+            return;
+        }
+        let mut wal = vec![s.encode(), crate::checkpoint::round_floor_record(e.round())];
+        wal.extend(proc_.wal.drain(offset.min(proc_.wal.len())..));
+        proc_.wal = wal;
+        proc_.compacted = Some(s);
+        self.report.compactions += 1;
     }
 
     /// Records when an honest validator persisted its own block (that is, proposed it).

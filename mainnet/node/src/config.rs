@@ -164,6 +164,9 @@ impl Default for RpcConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineSettings {
+    /// Cut the consensus log to the newest snapshot whose commit is stored once the log
+    /// holds this many bytes (0: never).
+    pub consensus_log_bytes: u64,
     /// Execute block N+1 while N is stored (off: one block at a time).
     pub pipelined: bool,
     /// Execution threads.
@@ -176,7 +179,13 @@ pub struct PipelineSettings {
 
 impl Default for PipelineSettings {
     fn default() -> Self {
-        PipelineSettings { pipelined: true, threads: 2, retain_versions: 1024, fsync: true }
+        PipelineSettings {
+            consensus_log_bytes: 64 << 20,
+            pipelined: true,
+            threads: 2,
+            retain_versions: 1024,
+            fsync: true,
+        }
     }
 }
 

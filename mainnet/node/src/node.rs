@@ -187,6 +187,13 @@ impl Node {
             metrics.clone(),
         ));
 
+        // Consensus may cut its log to snapshots of commits stored in full.
+        {
+            let o = &state.chain.head().ordering;
+            let durable = if o.last_in_commit { o.height } else { o.height.saturating_sub(1) };
+            state.validator.durable_height.store(durable, Ordering::Relaxed);
+        }
+
         // The pipeline's work: this validator's commits, and blocks synced from peers.
         let (work_tx, work_rx) = mpsc::channel::<Work>(64);
         let mut tasks = Vec::new();
@@ -411,7 +418,11 @@ fn start_validator(
     };
     let validator = Validator::spawn_with(
         parts,
-        ValidatorConfig { sync: cfg.pipeline.fsync, ..ValidatorConfig::default() },
+        ValidatorConfig {
+            sync: cfg.pipeline.fsync,
+            compact_bytes: cfg.pipeline.consensus_log_bytes,
+            ..ValidatorConfig::default()
+        },
         Some(rejoin),
         state.validator.clone(),
     );

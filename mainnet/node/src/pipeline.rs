@@ -835,6 +835,9 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         StoredBlock { header, hash, txs, senders, receipts: e.output.receipts, created, ordering };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
+    if block.ordering.last_in_commit {
+        state.validator.durable_height.fetch_max(block.ordering.height, Ordering::Relaxed);
+    }
     state.pending.lock().retain(|(n, _)| *n > number);
     let now = Instant::now();
     {

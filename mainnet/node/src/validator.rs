@@ -31,6 +31,8 @@ pub struct ValidatorConfig {
     pub batch_window: Duration,
     /// Whether to sync the log to disk before sending (off only for benchmarks that say so).
     pub sync: bool,
+    /// Cut the log to the newest stored snapshot once it holds this many bytes (0: never).
+    pub compact_bytes: u64,
 }
 
 /// Frames whose first byte is at least this are the node's own (finality votes, ...), not
@@ -44,6 +46,7 @@ impl Default for ValidatorConfig {
             max_batch: 256,
             batch_window: Duration::from_millis(1),
             sync: true,
+            compact_bytes: 0,
         }
     }
 }
@@ -63,6 +66,11 @@ pub struct ValidatorStatus {
     pub snapshot: Mutex<Option<Arc<Snapshot>>>,
     /// Times the engine was replaced by one rejoining from a peer's snapshot.
     pub rejoins: AtomicU64,
+    /// The height of the newest commit the node has stored all blocks of (the log is cut
+    /// only to snapshots at or below it).
+    pub durable_height: AtomicU64,
+    /// Times the log was cut to a snapshot.
+    pub compactions: AtomicU64,
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
@@ -257,6 +265,9 @@ async fn run(
     engine.start(&mut out);
     ex.execute(&mut out).await?;
     publish_snapshot(engine.as_ref(), &ex.status);
+    // The newest snapshot the log can be cut to, with the log position of the step that
+    // took it.
+    let mut compaction: Option<(Arc<Snapshot>, u64)> = None;
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -316,9 +327,13 @@ async fn run(
             }
         };
         engine.set_time(unix_ms());
+        let offset = ex.wal.len();
         engine.handle(input, &mut out);
         ex.execute(&mut out).await?;
-        publish_snapshot(engine.as_ref(), &ex.status);
+        if let Some(s) = publish_snapshot(engine.as_ref(), &ex.status) {
+            compaction = Some((s, offset));
+        }
+        compact(&mut ex, &mut compaction, engine.round(), cfg.compact_bytes)?;
     }
     drop(ex);
     drop(route);
@@ -334,14 +349,47 @@ async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
 }
 
 /// Makes the engine's newest snapshot the one the node serves.
-fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) {
+/// Returns it when it is new.
+fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) -> Option<Arc<Snapshot>> {
     status.round.store(engine.round(), Ordering::Relaxed);
-    if let Some(s) = engine.snapshot() {
-        let mut slot = status.snapshot.lock();
-        if !slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {
-            *slot = Some(s);
-        }
+    let s = engine.snapshot()?;
+    let mut slot = status.snapshot.lock();
+    if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {
+        return None;
     }
+    *slot = Some(s.clone());
+    Some(s)
+}
+
+/// Cuts the log once it holds `most` bytes: the newest snapshot whose commit the node has
+/// stored, the round floor, then the records logged from the step that took the snapshot
+/// on. A restart then rebuilds consensus from the snapshot (commits from its height on) rather
+/// than from the whole history.
+fn compact(
+    ex: &mut Executor,
+    pending: &mut Option<(Arc<Snapshot>, u64)>,
+    round: u64,
+    most: u64,
+) -> Result<(), WalError> {
+    if most == 0 || ex.wal.len() < most {
+        return Ok(());
+    }
+    let Some((s, from)) = pending.as_ref() else { return Ok(()) };
+    if ex.status.durable_height.load(Ordering::Relaxed) < s.checkpoint.height {
+        return Ok(());
+    }
+    let floor = farol_consensus::checkpoint::round_floor_record(round);
+    let before = ex.wal.len();
+    ex.wal.replace(&[&s.encode(), &floor], *from)?;
+    ex.status.compactions.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        before,
+        after = ex.wal.len(),
+        height = s.checkpoint.height,
+        "consensus log compacted"
+    );
+    *pending = None;
+    Ok(())
 }
 
 /// The wall clock in Unix milliseconds (0 if the clock is before 1970).

@@ -32,6 +32,8 @@ pub struct Wal {
     file: File,
     path: String,
     dirty: bool,
+    /// Bytes in the file.
+    len: u64,
 }
 
 impl Wal {
@@ -68,7 +70,7 @@ impl Wal {
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
             file.sync_all().map_err(Self::err(&name))?;
         }
-        Ok((Wal { file, path: name, dirty: false }, records))
+        Ok((Wal { file, path: name, dirty: false, len: pos as u64 }, records))
     }
 
     /// Appends a record (not yet durable: see [`Wal::sync`]).
@@ -79,24 +81,50 @@ impl Wal {
         self.file.write_all(&header).map_err(Self::err(&self.path))?;
         self.file.write_all(record).map_err(Self::err(&self.path))?;
         self.dirty = true;
+        self.len += 8 + record.len() as u64;
         Ok(())
+    }
+
+    /// Bytes in the log (a position [`Wal::replace`] can keep the records from).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the log holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 
     /// Replaces the whole log with `records`, atomically (a new file renamed over the old):
     /// a crash leaves either the old log or the new one.
     pub fn reset(&mut self, records: &[&[u8]]) -> Result<(), WalError> {
+        self.replace(records, self.len)
+    }
+
+    /// Replaces the log with `head` followed by the records from position `keep_from` on
+    /// (a [`Wal::len`] taken before them), atomically.
+    pub fn replace(&mut self, head: &[&[u8]], keep_from: u64) -> Result<(), WalError> {
         let path = std::path::PathBuf::from(&self.path);
         let tmp = path.with_extension("new");
         let name = tmp.display().to_string();
+        let mut tail = Vec::new();
+        if keep_from < self.len {
+            let mut old = File::open(&path).map_err(Self::err(&self.path))?;
+            old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
+            old.read_to_end(&mut tail).map_err(Self::err(&self.path))?;
+        }
+        let mut len = tail.len() as u64;
         {
             let mut f = File::create(&tmp).map_err(Self::err(&name))?;
-            for r in records {
+            for r in head {
+                len += 8 + r.len() as u64;
                 let mut header = [0u8; 8];
                 header[..4].copy_from_slice(&(r.len() as u32).to_le_bytes());
                 header[4..].copy_from_slice(&crc32fast::hash(r).to_le_bytes());
                 f.write_all(&header).map_err(Self::err(&name))?;
                 f.write_all(r).map_err(Self::err(&name))?;
             }
+            f.write_all(&tail).map_err(Self::err(&name))?;
             f.sync_all().map_err(Self::err(&name))?;
         }
         std::fs::rename(&tmp, &path).map_err(Self::err(&self.path))?;
@@ -105,6 +133,7 @@ impl Wal {
         }
         self.file = OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?;
         self.dirty = false;
+        self.len = len;
         Ok(())
     }
 
@@ -115,5 +144,37 @@ impl Wal {
             self.dirty = false;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_keeps_the_records_after_a_position_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(records.is_empty() && wal.is_empty());
+        wal.append(b"a").unwrap_or_else(|e| panic!("{e}"));
+        let after_a = wal.len();
+        wal.append(b"bb").unwrap_or_else(|e| panic!("{e}"));
+        wal.append(b"ccc").unwrap_or_else(|e| panic!("{e}"));
+        wal.replace(&[b"head", b"floor"], after_a).unwrap_or_else(|e| panic!("{e}"));
+        wal.append(b"dd").unwrap_or_else(|e| panic!("{e}"));
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        let len = wal.len();
+        drop(wal);
+        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<&[u8]> = records.iter().map(|r| r.as_ref()).collect();
+        assert_eq!(got, [&b"head"[..], b"floor", b"bb", b"ccc", b"dd"]);
+        assert_eq!(wal.len(), len);
+        // Nothing kept: only the new records.
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        wal.reset(&[b"only"]).unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records, [Bytes::from_static(b"only")]);
     }
 }

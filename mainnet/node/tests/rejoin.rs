@@ -68,7 +68,12 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
             committee: committee.clone(),
             rpc: RpcConfig { http: Some(https[i]), ws: None, ..RpcConfig::default() },
             mempool: Default::default(),
-            pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
+            // Every snapshot cuts the consensus log: restarts recover from one.
+            pipeline: PipelineSettings {
+                fsync: false,
+                consensus_log_bytes: 1,
+                ..PipelineSettings::default()
+            },
             sync: SyncSettings {
                 peers: https.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, a)| *a).collect(),
                 stalled_secs: 1,

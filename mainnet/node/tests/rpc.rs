@@ -27,7 +27,13 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
     NodeConfig {
         data_dir: dir.to_path_buf(),
-        genesis: Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000),
+        genesis: Genesis {
+            consensus: farol_node::genesis::ConsensusParams {
+                checkpoint_every: 4,
+                ..Default::default()
+            },
+            ..Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000)
+        },
         validator: Some(ValidatorKeys {
             index: 0,
             bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
@@ -48,7 +54,12 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
             ..RpcConfig::default()
         },
         mempool: Default::default(),
-        pipeline: PipelineSettings { fsync: false, ..PipelineSettings::default() },
+        // The consensus log is cut to every snapshot (restarts recover from one).
+        pipeline: PipelineSettings {
+            fsync: false,
+            consensus_log_bytes: 1,
+            ..PipelineSettings::default()
+        },
         sync: Default::default(),
         network: Default::default(),
         log: "warn".into(),
@@ -185,19 +196,35 @@ async fn rpc_errors_proofs_restart_and_config() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let compactions =
+        || node.state.validator.compactions.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while compactions() == 0 {
+        assert!(Instant::now() < deadline, "the consensus log was never cut");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let height = node.state.validator.height.load(std::sync::atomic::Ordering::Relaxed);
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
-    // Restart: the chain is still there.
+    // Restart: the chain is still there, and consensus, rebuilt from the snapshot its log
+    // was cut to, goes on from where it was.
     let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(node.state.chain.head_number() >= head);
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let addr = key.address();
+    let k = key.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         assert_eq!(
             c.call("eth_getTransactionCount", json!([addr, "latest"])).unwrap_or_default(),
             "0x1"
         );
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&k, 1, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        let s = c.call("farol_status", json!([])).unwrap_or_default();
+        assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
