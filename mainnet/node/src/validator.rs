@@ -268,6 +268,8 @@ async fn run(
     // The newest snapshot the log can be cut to, with the log position of the step that
     // took it.
     let mut compaction: Option<(Arc<Snapshot>, u64)> = None;
+    // What the last cut left (a log that cannot get shorter is not rewritten every time).
+    let mut left = 0u64;
     let mut tick = tokio::time::interval(cfg.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -333,7 +335,7 @@ async fn run(
         if let Some(s) = publish_snapshot(engine.as_ref(), &ex.status) {
             compaction = Some((s, offset));
         }
-        compact(&mut ex, &mut compaction, engine.round(), cfg.compact_bytes)?;
+        compact(&mut ex, &mut compaction, engine.round(), cfg.compact_bytes, &mut left)?;
     }
     drop(ex);
     drop(route);
@@ -361,17 +363,18 @@ fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) -> Option<
     Some(s)
 }
 
-/// Cuts the log once it holds `most` bytes: the newest snapshot whose commit the node has
-/// stored, the round floor, then the records logged from the step that took the snapshot
-/// on. A restart then rebuilds consensus from the snapshot (commits from its height on) rather
-/// than from the whole history.
+/// Cuts the log once it holds `most` bytes, and twice what the last cut left: the newest
+/// snapshot whose commit the node has stored, the round floor, then the records logged from
+/// the step that took the snapshot on. A restart then rebuilds consensus from the snapshot
+/// (commits from its height on) rather than from the whole history.
 fn compact(
     ex: &mut Executor,
     pending: &mut Option<(Arc<Snapshot>, u64)>,
     round: u64,
     most: u64,
+    left: &mut u64,
 ) -> Result<(), WalError> {
-    if most == 0 || ex.wal.len() < most {
+    if most == 0 || ex.wal.len() < most.max(left.saturating_mul(2)) {
         return Ok(());
     }
     let Some((s, from)) = pending.as_ref() else { return Ok(()) };
@@ -382,6 +385,7 @@ fn compact(
     let before = ex.wal.len();
     ex.wal.replace(&[&s.encode(), &floor], *from)?;
     ex.status.compactions.fetch_add(1, Ordering::Relaxed);
+    *left = ex.wal.len();
     tracing::debug!(
         before,
         after = ex.wal.len(),
