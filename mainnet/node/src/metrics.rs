@@ -118,6 +118,8 @@ pub struct Metrics {
     pub peers: AtomicU64,
     /// The newest block-final block block sync learned of.
     pub sync_target: AtomicU64,
+    /// The head when block sync last started catching up.
+    pub sync_start: AtomicU64,
     /// Block sync rounds that failed (a peer unreachable or answering wrongly).
     pub sync_failures: AtomicU64,
     /// Submission to ordering finality, per transaction submitted here.

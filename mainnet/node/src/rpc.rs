@@ -270,8 +270,9 @@ impl Rpc {
                 let head = st.chain.head_number();
                 let target = st.metrics.sync_target.load(Ordering::Relaxed);
                 if target > head {
+                    let start = st.metrics.sync_start.load(Ordering::Relaxed).min(head);
                     Ok(json!({
-                        "startingBlock": hex(head),
+                        "startingBlock": hex(start),
                         "currentBlock": hex(head),
                         "highestBlock": hex(target),
                     }))

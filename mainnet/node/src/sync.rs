@@ -234,6 +234,9 @@ fn sync_once(
         return Ok(Progress::UpToDate);
     }
     verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
+    if state.metrics.sync_target.load(Ordering::Relaxed) <= head.number() {
+        state.metrics.sync_start.store(head.number(), Ordering::Relaxed);
+    }
     state.metrics.sync_target.store(cert.number, Ordering::Relaxed);
 
     // Headers, downwards, in segments: the hash of each segment's top block (so memory
