@@ -319,12 +319,17 @@ async fn run(
                 fresh.set_time(unix_ms());
                 fresh.start(&mut out);
                 engine = fresh;
+                // Positions in the old log mean nothing in the new one; the snapshot the
+                // new log starts with is the one the node serves now.
+                publish_snapshot(engine.as_ref(), &ex.status);
+                compaction = None;
                 let s = &ex.status;
                 s.rejoins.fetch_add(1, Ordering::Relaxed);
                 s.height.store(snapshot.checkpoint.height, Ordering::Relaxed);
                 s.started_ms.store(unix_ms(), Ordering::Relaxed);
                 tracing::info!(height = snapshot.checkpoint.height, "consensus rejoined from a snapshot");
                 ex.execute(&mut out).await?;
+                left = ex.wal.len();
                 continue;
             }
         };
