@@ -30,9 +30,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// EVM tools: run Ethereum state-test fixtures through Farol's executors.
     Evm(evm::EvmArgs),
-    /// Run a local mainnet: N validator processes on loopback, anvil's accounts and ports.
+    /// Run a local mainnet: N validator processes (and full nodes) on loopback, anvil's
+    /// accounts and ports.
     Devnet(devnet::DevnetArgs),
-    /// Run one node from a configuration file.
+    /// Run one node (a validator, or a full node without validator keys) from a configuration
+    /// file.
     Node(node::NodeArgs),
 }
 

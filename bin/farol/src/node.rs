@@ -11,7 +11,7 @@ use farol_node::{Node, NodeConfig};
 /// Arguments of `farol node`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
-    /// The configuration file (TOML; `farol devnet` writes one per validator).
+    /// The configuration file (TOML; `farol devnet` writes one per validator and full node).
     #[arg(long)]
     config: PathBuf,
     /// Overrides `data_dir`.
