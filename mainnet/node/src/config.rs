@@ -302,6 +302,10 @@ impl NodeConfig {
         if self.genesis.gas_limit < 21_000 {
             return bad("genesis.gas_limit", "below a transfer's 21000".into());
         }
+        // A slot is decided from the three rounds after it: history must reach past them.
+        if self.genesis.consensus.gc_depth < 8 {
+            return bad("genesis.consensus.gc_depth", "must be at least 8 rounds".into());
+        }
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
             return bad("pipeline.threads", "must be between 1 and 256".into());
         }

@@ -250,6 +250,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     assert!(e.to_string().contains("data_dri"), "{e}");
     let e = NodeConfig::parse(&text.replace("index = 0", "index = 9")).expect_err("bad index");
     assert!(e.to_string().contains("validator.index"), "{e}");
+    let mut short = cfg.clone();
+    short.genesis.consensus.gc_depth = 2;
+    let e = short.validate().expect_err("a history too short to decide in");
+    assert!(e.to_string().contains("genesis.consensus.gc_depth"), "{e}");
     let mut full = cfg.clone();
     full.validator = None;
     let e = full.validate().expect_err("a full node with nowhere to sync from");
