@@ -17,6 +17,8 @@
 //! on the curve, in the prime-order subgroup, not the identity. A bad encoding is an error,
 //! never a panic.
 
+pub mod coin;
+
 use blst::min_pk;
 use blst::BLST_ERROR;
 use thiserror::Error;
