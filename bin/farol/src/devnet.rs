@@ -88,8 +88,22 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
             stake: 1,
             // Fees of validator i's blocks go to a fixed address of its own.
             fee_recipient: Address::with_last_byte(0xf0 + (i as u8 & 0x0f)),
+            coin_public: None,
         });
         secrets.push((bls, id));
+    }
+    // The common coin: this command is the dealer (docs/consensus.md §5).
+    let coin = {
+        let members = secrets.iter().map(|(k, _)| (k.public_key(), k.prove_possession(), 1));
+        let c = farol_consensus::Committee::new(members.collect())
+            .map_err(|e| anyhow::anyhow!("committee: {e}"))?;
+        let t = c.coin_threshold().context("no coin threshold for equal stakes")?;
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        farol_crypto::coin::deal(&seed, n, t).map_err(|e| anyhow::anyhow!("dealing: {e}"))?
+    };
+    for (m, k) in committee.iter_mut().zip(&coin.publics) {
+        m.coin_public = Some(Bytes::copy_from_slice(&k.to_bytes()));
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
@@ -106,6 +120,7 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
                 index: i as u16,
                 bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
                 network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+                coin_secret: Some(Bytes::copy_from_slice(&coin.secrets[i].to_bytes())),
             }),
             committee: committee.clone(),
             rpc: RpcConfig {

@@ -23,11 +23,12 @@
 //!
 //! `docs/consensus.md` has the argument for safety and liveness.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use farol_crypto::{verify_batch, SecretKey};
+use farol_crypto::{coin, verify_batch, SecretKey, Signature};
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
 use crate::checkpoint::{decode_round_floor, Checkpoint, Snapshot, SNAPSHOT_RECORD};
@@ -35,6 +36,8 @@ use crate::committee::{Committee, Stake, ValidatorIndex};
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
 type Digest = [u8; 32];
+/// Per voter block and wave round: the block of each author it votes for.
+type WaveVotes = HashMap<(Digest, u64), Arc<Vec<Option<Digest>>>>;
 
 /// AsyncBFT's parameters.
 #[derive(Clone, Debug)]
@@ -73,6 +76,10 @@ pub struct Config {
     /// below `gc_depth` rounds' worth of commits: a validator rejoins from the newest one and
     /// needs the blocks above its floor from its peers.
     pub checkpoint_every: u64,
+    /// This validator's share of the common coin's key, when the committee has a coin
+    /// ([`Committee::with_coin`]). Without one it still follows the coin from the others'
+    /// shares, but adds none.
+    pub coin: Option<SecretKey>,
 }
 
 impl Default for Config {
@@ -90,6 +97,7 @@ impl Default for Config {
             gc_depth: 500,
             checkpoint_every: 64,
             single_leader: false,
+            coin: None,
         }
     }
 }
@@ -110,12 +118,29 @@ const MAX_PENDING: usize = 20_000;
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
 const DEDUP_DEPTHS: u64 = 4;
 
+/// The asynchronous fallback (with a coin): every `COIN_EVERY`-th round `R` has a *wave
+/// slot*, whose author the coin elects after the fact. Blocks of round `R + VOTE_LAG` vote
+/// for the block of that slot they reach (through any path), blocks of `R + VOTE_LAG + 1`
+/// certify, and the coin's shares ride in blocks of round `R + COIN_LAG`.
+const COIN_EVERY: u64 = 2;
+/// Rounds from a wave slot to the blocks that vote for it (two rounds in between spread it).
+const VOTE_LAG: u64 = 3;
+/// Rounds from a wave slot to the blocks carrying the coin shares that elect it: after the
+/// certifying round, so the coin is unknown until the blocks that decide it exist.
+pub const COIN_LAG: u64 = 5;
+/// The wave slot of round `R` comes, in the order of slots, right after round `R + 3`'s
+/// validator slots (it can be decided at about the same time as those).
+const WAVE_AT: u64 = 3;
+
 /// Signatures already checked, shared by engines in one process (a block reaches a node
 /// several times; the simulator runs many nodes). Keyed by a hash of (digest, signature), so
 /// a hit means exactly this signature on exactly this block was valid.
 #[derive(Debug, Default)]
 pub struct SignatureCache {
     inner: Mutex<(HashSet<Digest>, VecDeque<Digest>)>,
+    /// Coins already combined and checked, by (chain, round): the coin is unique, so an
+    /// engine sharing the cache need not combine it again.
+    coins: Mutex<BTreeMap<([u8; 32], u64), ValidatorIndex>>,
 }
 
 impl SignatureCache {
@@ -131,6 +156,19 @@ impl SignatureCache {
     fn contains(&self, block: &Block) -> bool {
         let key = Self::key(block);
         self.inner.lock().map(|g| g.0.contains(&key)).unwrap_or(false)
+    }
+
+    fn coin(&self, chain: &[u8; 32], round: u64) -> Option<ValidatorIndex> {
+        self.coins.lock().ok().and_then(|g| g.get(&(*chain, round)).copied())
+    }
+
+    fn insert_coin(&self, chain: &[u8; 32], round: u64, elected: ValidatorIndex) {
+        if let Ok(mut g) = self.coins.lock() {
+            g.insert((*chain, round), elected);
+            if g.len() > Self::CAPACITY {
+                g.pop_first();
+            }
+        }
     }
 
     fn insert(&self, block: &Block) {
@@ -247,6 +285,14 @@ pub struct AsyncBft {
     dag_changed: bool,
     /// The newest checkpoint with the blocks held then.
     snapshot: Option<Arc<Snapshot>>,
+
+    /// Wave slots' elected authors, by round, once the coin is known.
+    coins: BTreeMap<u64, ValidatorIndex>,
+    /// Blocks whose coin share did not verify.
+    bad_shares: HashSet<Digest>,
+    /// For a voter block and a wave round: the block of each author in that round it votes
+    /// for (the smallest digest it reaches). Facts of the DAG, computed once.
+    wave_votes: RefCell<WaveVotes>,
 }
 
 impl std::fmt::Debug for AsyncBft {
@@ -308,6 +354,9 @@ impl AsyncBft {
             replaying: false,
             dag_changed: false,
             snapshot: None,
+            coins: BTreeMap::new(),
+            bad_shares: HashSet::new(),
+            wave_votes: RefCell::new(HashMap::new()),
         }
     }
 
@@ -485,6 +534,14 @@ impl AsyncBft {
     /// Why the next undecided slot is undecided, for diagnostics.
     pub fn explain(&self) -> String {
         let (r, p) = self.next_slot;
+        if p == self.committee.len() {
+            let wave = r.saturating_sub(WAVE_AT);
+            return format!(
+                "wave slot of round {wave}: elected {:?}, {} shares in",
+                self.coins.get(&wave).map(|a| a.0),
+                self.blocks_of(wave + COIN_LAG).filter(|b| b.coin.is_some()).count()
+            );
+        }
         let author = self.slot_author(r, p);
         let mut lines = vec![format!("slot ({r}, {p}) author {}", author.0)];
         for v in self.blocks_of(r + 1) {
@@ -592,6 +649,12 @@ impl AsyncBft {
     fn well_formed(&self, b: &Block) -> bool {
         let n = self.committee.len();
         if usize::from(b.author.0) >= n || b.round == 0 {
+            return false;
+        }
+        // A coin share only where one is due, and only with a coin.
+        if b.coin.is_some()
+            && !(self.coin_on() && b.round > COIN_LAG && AsyncBft::wave_round(b.round - COIN_LAG))
+        {
             return false;
         }
         if b.round == 1 {
@@ -845,8 +908,17 @@ impl AsyncBft {
         // time must not spread to honest blocks (the commit time's median relies on it).
         let time_ms = self.clock_ms;
         let key = &self.key;
+        // This validator's coin share for the wave COIN_LAG rounds back, if one is due.
+        let share = match (&self.cfg.coin, k + 1 > COIN_LAG && self.coin_on()) {
+            (Some(ck), true) if AsyncBft::wave_round(k + 1 - COIN_LAG) => {
+                Some(ck.sign(&Block::coin_message(&self.cfg.chain, k + 1 - COIN_LAG)))
+            }
+            _ => None,
+        };
         let block =
-            Block::new(&self.cfg.chain, self.me, k + 1, time_ms, parents, txs, |m| key.sign(m));
+            Block::with_coin(&self.cfg.chain, self.me, k + 1, time_ms, parents, txs, share, |m| {
+                key.sign(m)
+            });
         self.cache.insert(&block);
         self.round = k + 1;
         self.last_own = Some(block.reference());
@@ -1022,7 +1094,19 @@ impl AsyncBft {
         author: ValidatorIndex,
         later: &BTreeMap<(u64, usize), Decision>,
     ) -> Decision {
-        let anchor = later.range((round + 3, 0)..).map(|(_, d)| *d).find(|d| *d != Decision::Skip);
+        // The anchor: the first slot of a round ≥ r + 3 that is not skipped. With a coin,
+        // only wave slots are anchors (a wave slot of round R sits at (R + WAVE_AT, n)):
+        // under asynchrony validator slots may stay undecided forever, wave slots do not.
+        let anchor = if self.coin_on() {
+            let n = self.committee.len();
+            later
+                .range((round + 3 + WAVE_AT, n)..)
+                .filter(|((_, p), _)| *p == n)
+                .map(|(_, d)| *d)
+                .find(|d| *d != Decision::Skip)
+        } else {
+            later.range((round + 3, 0)..).map(|(_, d)| *d).find(|d| *d != Decision::Skip)
+        };
         let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
         // Search the anchor's history down to round r + 2 for a certificate of a slot block.
         let candidates = self.slot_blocks(round, author);
@@ -1045,18 +1129,251 @@ impl AsyncBft {
         Decision::Skip
     }
 
+    /// Whether the asynchronous fallback runs: the committee has a coin (and this is not the
+    /// single-leader baseline).
+    fn coin_on(&self) -> bool {
+        self.committee.coin().is_some() && !self.cfg.single_leader
+    }
+
+    /// Whether round `r` has a wave slot.
+    fn wave_round(r: u64) -> bool {
+        r >= 1 && r.is_multiple_of(COIN_EVERY)
+    }
+
+    /// Slots per round in the order of slots: one per validator, and the wave slot of round
+    /// `r − WAVE_AT` (position `n`) when there is a coin.
+    fn slots_per_round(&self) -> usize {
+        self.committee.len() + usize::from(self.coin_on())
+    }
+
+    /// The author the coin elects for the wave slot of `round`, once `threshold` valid
+    /// shares are in blocks of round `round + COIN_LAG`. The combined signature is checked
+    /// against the group key (two pairings); only if that fails are the shares checked one
+    /// by one and the bad ones dropped. Any `threshold` valid shares combine to the same
+    /// signature, so every validator elects the same author.
+    fn elect(&mut self, round: u64) -> Option<ValidatorIndex> {
+        if let Some(a) = self.coins.get(&round) {
+            return Some(*a);
+        }
+        let keys = self.committee.coin()?.clone();
+        let msg = Block::coin_message(&self.cfg.chain, round);
+        let mut shares: Vec<(u16, Digest, Signature)> = self
+            .blocks_of(round + COIN_LAG)
+            .filter(|b| !self.bad_shares.contains(&b.digest()))
+            .filter_map(|b| b.coin.map(|c| (b.author.0, b.digest(), c)))
+            .collect();
+        shares.sort_by_key(|(a, d, _)| (*a, *d));
+        shares.dedup_by_key(|(a, _, _)| *a);
+        if shares.len() < keys.threshold {
+            return None;
+        }
+        // Another engine in this process combined it already (the simulator's many).
+        if let Some(a) = self.cache.coin(&self.cfg.chain, round) {
+            self.coins.insert(round, a);
+            return Some(a);
+        }
+        let pick = |shares: &[(u16, Digest, Signature)]| -> Option<Signature> {
+            let chosen: Vec<(u16, Signature)> =
+                shares.iter().take(keys.threshold).map(|(a, _, c)| (*a, *c)).collect();
+            let sig = coin::combine(&chosen).ok()?;
+            sig.verify(&keys.group, &msg).is_ok().then_some(sig)
+        };
+        let sig = match pick(&shares) {
+            Some(sig) => sig,
+            None => {
+                shares.retain(|(a, d, c)| {
+                    let ok =
+                        keys.shares.get(usize::from(*a)).is_some_and(|k| c.verify(k, &msg).is_ok());
+                    if !ok {
+                        self.bad_shares.insert(*d);
+                    }
+                    ok
+                });
+                if shares.len() < keys.threshold {
+                    return None;
+                }
+                pick(&shares)?
+            }
+        };
+        let mut h = blake3::Hasher::new();
+        h.update(b"farol/coin-leader/1");
+        h.update(&sig.to_bytes());
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        let mut point = u64::from_le_bytes(word) % self.committee.total_stake();
+        let mut elected = ValidatorIndex(0);
+        for (i, v) in self.committee.iter() {
+            if point < v.stake {
+                elected = i;
+                break;
+            }
+            point -= v.stake;
+        }
+        self.coins.insert(round, elected);
+        self.cache.insert_coin(&self.cfg.chain, round, elected);
+        Some(elected)
+    }
+
+    /// For each author, the block of `round` that `voter` votes for as a wave voter: the
+    /// smallest digest among that author's round-`round` blocks in its history (reached
+    /// through any path). One per author per voter: a validator that makes one block per
+    /// round votes once per slot.
+    fn wave_votes(&self, voter: &Block, round: u64) -> Arc<Vec<Option<Digest>>> {
+        let key = (voter.digest(), round);
+        if let Some(v) = self.wave_votes.borrow().get(&key) {
+            return v.clone();
+        }
+        let mut votes: Vec<Option<Digest>> = vec![None; self.committee.len()];
+        let mut seen = HashSet::new();
+        let mut stack: Vec<Digest> =
+            voter.parents.iter().filter(|p| p.round >= round).map(|p| p.digest).collect();
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            let Some(b) = self.blocks.get(&d) else { continue };
+            if b.round == round {
+                if let Some(v) = votes.get_mut(usize::from(b.author.0)) {
+                    if v.is_none_or(|old| d < old) {
+                        *v = Some(d);
+                    }
+                }
+                continue;
+            }
+            stack.extend(b.parents.iter().filter(|p| p.round >= round).map(|p| p.digest));
+        }
+        let votes = Arc::new(votes);
+        self.wave_votes.borrow_mut().insert(key, votes.clone());
+        votes
+    }
+
+    fn wave_vote(&self, voter: &Block, round: u64, author: ValidatorIndex) -> Option<Digest> {
+        self.wave_votes(voter, round).get(usize::from(author.0)).copied().flatten()
+    }
+
+    /// Whether `cert` (a block of round `R + VOTE_LAG + 1`) certifies `target` of wave slot
+    /// (`author`, `R`): its parents of round `R + VOTE_LAG` that vote for `target` hold a
+    /// quorum.
+    fn wave_certifies(
+        &self,
+        cert: &Block,
+        round: u64,
+        author: ValidatorIndex,
+        target: &Digest,
+    ) -> bool {
+        let mut voters = BTreeSet::new();
+        let mut stake: Stake = 0;
+        for p in cert.parents.iter().filter(|p| p.round == round + VOTE_LAG) {
+            if let Some(v) = self.blocks.get(&p.digest) {
+                if self.wave_vote(v, round, author).as_ref() == Some(target)
+                    && voters.insert(v.author)
+                {
+                    stake += self.stake(v.author);
+                }
+            }
+        }
+        stake >= self.quorum()
+    }
+
+    /// Decides the wave slot of `round` (its author elected): commit a block certified by
+    /// blocks of round `R + VOTE_LAG + 1` holding a quorum; skip if voters of round
+    /// `R + VOTE_LAG` holding a quorum reach no block of the slot; otherwise by the first
+    /// later wave slot, of a round ≥ `R + VOTE_LAG + 2`, that is not skipped: if it
+    /// commits, the block of the slot its history certifies (or skip if none).
+    fn decide_wave(
+        &self,
+        round: u64,
+        author: ValidatorIndex,
+        later: &BTreeMap<(u64, usize), Decision>,
+    ) -> Decision {
+        let mut abstain = BTreeSet::new();
+        for v in self.blocks_of(round + VOTE_LAG) {
+            if self.wave_vote(v, round, author).is_none() {
+                abstain.insert(v.author);
+            }
+        }
+        if self.committee.stake_of(&abstain) >= self.quorum() {
+            return Decision::Skip;
+        }
+        let candidates = self.slot_blocks(round, author);
+        for target in &candidates {
+            let mut certifiers = BTreeSet::new();
+            for c in self.blocks_of(round + VOTE_LAG + 1) {
+                if self.wave_certifies(c, round, author, target) {
+                    certifiers.insert(c.author);
+                }
+            }
+            if self.committee.stake_of(&certifiers) >= self.quorum() {
+                return Decision::Commit(*target);
+            }
+        }
+        let n = self.committee.len();
+        let anchor = later
+            .range((round + VOTE_LAG + 2 + WAVE_AT, n)..)
+            .filter(|((_, p), _)| *p == n)
+            .map(|(_, d)| *d)
+            .find(|d| *d != Decision::Skip);
+        let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
+        let cert_round = round + VOTE_LAG + 1;
+        let mut seen = HashSet::new();
+        let mut stack = vec![anchor];
+        while let Some(d) = stack.pop() {
+            let Some(b) = self.blocks.get(&d) else { continue };
+            if b.round == cert_round {
+                if let Some(t) =
+                    candidates.iter().find(|t| self.wave_certifies(b, round, author, t))
+                {
+                    return Decision::Commit(*t);
+                }
+                continue;
+            }
+            for p in &b.parents {
+                if p.round >= cert_round && seen.insert(p.digest) {
+                    stack.push(p.digest);
+                }
+            }
+        }
+        Decision::Skip
+    }
+
     /// Decides what can be decided and commits the decided prefix of slots.
     fn try_commit(&mut self, out: &mut Vec<Action>) {
         let n = self.committee.len();
+        let slots = self.slots_per_round();
         let (r0, p0) = self.next_slot;
         if self.highest < r0 + 1 {
             return;
         }
         let top = self.highest - 1;
+        // The coins the wave slots in range need (those not elected yet stay undecided).
+        let mut elected: BTreeMap<u64, ValidatorIndex> = BTreeMap::new();
+        if self.coin_on() {
+            for r in r0.max(WAVE_AT + 1)..=top {
+                let wave = r - WAVE_AT;
+                if AsyncBft::wave_round(wave) && wave + COIN_LAG <= self.highest {
+                    if let Some(a) = self.elect(wave) {
+                        elected.insert(wave, a);
+                    }
+                }
+            }
+        }
         let mut decisions: BTreeMap<(u64, usize), Decision> = BTreeMap::new();
         for r in (r0..=top).rev() {
-            for p in (0..n).rev() {
+            for p in (0..slots).rev() {
                 if r == r0 && p < p0 {
+                    continue;
+                }
+                if p == n {
+                    // The wave slot of round r − WAVE_AT (none: nothing to decide).
+                    let wave = r.checked_sub(WAVE_AT).filter(|w| AsyncBft::wave_round(*w));
+                    let d = match wave {
+                        None => Decision::Skip,
+                        Some(w) => match elected.get(&w) {
+                            Some(a) => self.decide_wave(w, *a, &decisions),
+                            None => Decision::Undecided,
+                        },
+                    };
+                    decisions.insert((r, p), d);
                     continue;
                 }
                 if self.cfg.single_leader && p != 0 {
@@ -1075,9 +1392,12 @@ impl AsyncBft {
             let committed = match d {
                 Decision::Undecided => break,
                 Decision::Skip => false,
+                // A wave slot's block is usually ordered already, by its own slot's commit
+                // or a later one's history: then there is nothing to add.
+                Decision::Commit(digest) if p == n && self.ordered.contains(&digest) => false,
                 Decision::Commit(digest) => self.commit(digest, out),
             };
-            self.next_slot = if p + 1 == n { (r + 1, 0) } else { (r, p + 1) };
+            self.next_slot = if p + 1 == slots { (r + 1, 0) } else { (r, p + 1) };
             let every = self.cfg.checkpoint_every;
             if committed && every > 0 && self.height.is_multiple_of(every) {
                 self.take_checkpoint(out);
@@ -1168,8 +1488,9 @@ impl AsyncBft {
     /// Drops blocks below the ordering floor and transaction digests past the dedup window.
     fn collect_garbage(&mut self) {
         let floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth);
-        // Decisions still need the rounds of undecided slots.
-        let floor = floor.min(self.next_slot.0);
+        // Decisions still need the rounds of undecided slots (a wave slot's is WAVE_AT
+        // rounds below its place in the order).
+        let floor = floor.min(self.next_slot.0.saturating_sub(WAVE_AT));
         if floor > self.floor {
             let keep = self.rounds.split_off(&floor);
             let mut orphaned = Vec::new();
@@ -1189,6 +1510,9 @@ impl AsyncBft {
                 self.enqueue(d, t);
             }
             self.floor = floor;
+            self.coins = self.coins.split_off(&floor);
+            self.bad_shares.retain(|d| self.blocks.contains_key(d));
+            self.wave_votes.borrow_mut().retain(|(_, r), _| *r >= floor);
             self.pending.retain(|_, (b, _)| b.round >= floor);
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
         }

@@ -64,6 +64,10 @@ pub struct Block {
     pub parents: Vec<BlockRef>,
     /// The batch it proposes.
     pub transactions: Vec<Transaction>,
+    /// The author's share of the common coin of round `round − COIN_LAG` (see
+    /// `asyncbft`): its coin share key's signature of [`Block::coin_message`]. Part of the
+    /// digest, so the block's signature covers it; checked when the coin is combined.
+    pub coin: Option<Signature>,
     /// The author's BLS signature of the digest (see [`Block::signing_message`]).
     pub signature: Signature,
     digest: [u8; 32],
@@ -84,14 +88,52 @@ impl Block {
         transactions: Vec<Transaction>,
         sign: impl FnOnce(&[u8]) -> Signature,
     ) -> Block {
-        let mut raw = vec![KIND_BLOCK];
+        Block::with_coin(chain, author, round, time_ms, parents, transactions, None, sign)
+    }
+
+    /// A block that carries a coin share, signed by `sign`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_coin(
+        chain: &[u8; 32],
+        author: ValidatorIndex,
+        round: u64,
+        time_ms: u64,
+        parents: Vec<BlockRef>,
+        transactions: Vec<Transaction>,
+        coin: Option<Signature>,
+        sign: impl FnOnce(&[u8]) -> Signature,
+    ) -> Block {
+        let mut raw = vec![if coin.is_some() { KIND_BLOCK_COIN } else { KIND_BLOCK }];
         encode_unsigned(&mut raw, author, round, time_ms, &parents, &transactions);
+        if let Some(c) = &coin {
+            raw.extend_from_slice(&c.to_bytes());
+        }
         let digest = *blake3::hash(&raw[1..]).as_bytes();
         let signature = sign(&Block::signing_message(chain, &digest));
         raw.extend_from_slice(&signature.to_bytes());
         let tx_digests = transactions.iter().map(Transaction::digest).collect();
         let raw = Bytes::from(raw);
-        Block { author, round, time_ms, parents, transactions, signature, digest, tx_digests, raw }
+        Block {
+            author,
+            round,
+            time_ms,
+            parents,
+            transactions,
+            coin,
+            signature,
+            digest,
+            tx_digests,
+            raw,
+        }
+    }
+
+    /// What a coin share of `round` signs: a domain tag, the chain and the round.
+    pub fn coin_message(chain: &[u8; 32], round: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(12 + 40);
+        m.extend_from_slice(b"farol/coin/1");
+        m.extend_from_slice(chain);
+        m.extend_from_slice(&round.to_le_bytes());
+        m
     }
 
     /// The block's message encoding (what is sent and persisted).
@@ -173,6 +215,12 @@ pub enum Message {
 const KIND_BLOCK: u8 = 1;
 const KIND_REQUEST: u8 = 2;
 const KIND_TRANSACTIONS: u8 = 3;
+const KIND_BLOCK_COIN: u8 = 4;
+
+/// Whether `bytes` (a message) is a block, with or without a coin share.
+pub fn is_block(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(&KIND_BLOCK) | Some(&KIND_BLOCK_COIN))
+}
 
 fn encode_transactions(out: &mut Vec<u8>, txs: &[Transaction]) {
     put_len(out, txs.len());
@@ -212,7 +260,7 @@ impl Message {
         }
         let mut r = Reader { bytes, pos: 0 };
         let msg = match r.u8()? {
-            KIND_BLOCK => {
+            kind @ (KIND_BLOCK | KIND_BLOCK_COIN) => {
                 let start = r.pos;
                 let author = ValidatorIndex(r.u16()?);
                 let round = r.u64()?;
@@ -226,6 +274,12 @@ impl Message {
                     parents.push(BlockRef { round, author, digest: r.array()? });
                 }
                 let transactions = r.transactions()?;
+                let coin = if kind == KIND_BLOCK_COIN {
+                    let c = r.take(SIGNATURE_LEN)?;
+                    Some(Signature::from_bytes(c).map_err(|_| DecodeError::Signature)?)
+                } else {
+                    None
+                };
                 let digest = *blake3::hash(&bytes[start..r.pos]).as_bytes();
                 let sig = r.take(SIGNATURE_LEN)?;
                 let signature = Signature::from_bytes(sig).map_err(|_| DecodeError::Signature)?;
@@ -240,6 +294,7 @@ impl Message {
                     time_ms,
                     parents,
                     transactions,
+                    coin,
                     signature,
                     digest,
                     tx_digests,

@@ -43,6 +43,29 @@ pub enum CommitteeError {
     /// A proof of possession that does not verify.
     #[error("validator {0}: the proof of possession does not verify")]
     BadPossession(usize),
+    /// Coin share keys for a different number of validators.
+    #[error("{0} coin share keys for {1} validators")]
+    CoinShares(usize, usize),
+    /// Stakes so uneven that no share count separates the Byzantine validators from the
+    /// honest ones (see [`Committee::coin_threshold`]).
+    #[error("stakes too uneven for a coin with one share per validator")]
+    CoinStakes,
+    /// Coin share keys that do not come from one dealing of [`Committee::coin_threshold`].
+    #[error("the coin share keys do not come from one dealing of threshold {0}")]
+    CoinDealing(usize),
+}
+
+/// The common coin's public side: one share key per validator, the number of shares that
+/// make a coin, and the group key they make it for (see `farol_crypto::coin`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoinKeys {
+    /// Validator `i`'s share key.
+    pub shares: Vec<PublicKey>,
+    /// Shares needed: more than any Byzantine set of validators holds, at most what the
+    /// honest ones hold.
+    pub threshold: usize,
+    /// The key the combined signature verifies under.
+    pub group: PublicKey,
 }
 
 /// The validators of one epoch, in a fixed order.
@@ -57,6 +80,7 @@ pub enum CommitteeError {
 pub struct Committee {
     validators: Vec<Validator>,
     total: Stake,
+    coin: Option<CoinKeys>,
 }
 
 impl Committee {
@@ -87,7 +111,57 @@ impl Committee {
                 .ok_or(CommitteeError::Overflow)?;
             validators.push(Validator { key, stake });
         }
-        Ok(Committee { validators, total })
+        Ok(Committee { validators, total, coin: None })
+    }
+
+    /// This committee with a common coin whose share keys are `shares` (validator `i`'s at
+    /// `i`), dealt with [`Committee::coin_threshold`]. The keys are checked to come from one
+    /// dealing: otherwise different sets of shares could make different coins.
+    pub fn with_coin(mut self, shares: Vec<PublicKey>) -> Result<Committee, CommitteeError> {
+        if shares.len() != self.len() {
+            return Err(CommitteeError::CoinShares(shares.len(), self.len()));
+        }
+        let threshold = self.coin_threshold().ok_or(CommitteeError::CoinStakes)?;
+        let group = farol_crypto::coin::group_key(&shares, threshold)
+            .map_err(|_| CommitteeError::CoinDealing(threshold))?;
+        self.coin = Some(CoinKeys { shares, threshold, group });
+        Ok(self)
+    }
+
+    /// The common coin, if the committee has one.
+    pub fn coin(&self) -> Option<&CoinKeys> {
+        self.coin.as_ref()
+    }
+
+    /// How many validators' shares make a coin: one more than the most validators whose
+    /// stakes together stay below a third (so Byzantine validators alone never make it), if
+    /// every set holding more than two thirds (the honest validators at least) has that
+    /// many members. With equal stakes that is `f + 1` of `n = 3f + 1`. `None` when the
+    /// stakes are so uneven that no count works.
+    pub fn coin_threshold(&self) -> Option<usize> {
+        let mut stakes: Vec<Stake> = self.validators.iter().map(|v| v.stake).collect();
+        stakes.sort_unstable();
+        // The most validators, smallest stakes first, below the validity threshold.
+        let mut sum: Stake = 0;
+        let mut byzantine = 0;
+        for s in &stakes {
+            sum += s;
+            if sum >= self.validity_threshold() {
+                break;
+            }
+            byzantine += 1;
+        }
+        // The fewest validators, largest stakes first, reaching a quorum.
+        let mut sum: Stake = 0;
+        let mut honest = 0;
+        for s in stakes.iter().rev() {
+            sum += s;
+            honest += 1;
+            if sum >= self.quorum_threshold() {
+                break;
+            }
+        }
+        (byzantine < honest).then_some(byzantine + 1)
     }
 
     /// Number of validators.

@@ -73,6 +73,15 @@ pub struct Scenario {
     pub drain: Micros,
     /// Engine parameters.
     pub config: Config,
+    /// Whether the committee has a common coin (the asynchronous fallback runs).
+    pub coin: bool,
+    /// An adversarial scheduler: each validator gets the blocks of round `k` of `f` authors
+    /// (a window that rotates with the round and the receiver) only once it has proposed in
+    /// round `k + 1`, so its vote is never for them. Every block then gets votes from all
+    /// but `f` validators and a certificate from exactly one block of the round after: no
+    /// slot is ever decided by the partially synchronous rules. Only the coin's wave slots
+    /// (votes through any path) make progress.
+    pub split_votes: bool,
 }
 
 impl Scenario {
@@ -94,6 +103,8 @@ impl Scenario {
             tx_bytes: 16,
             drain: 10_000_000,
             config: Config::default(),
+            coin: true,
+            split_votes: false,
         }
     }
 
@@ -114,7 +125,7 @@ impl Scenario {
             ids.swap(i, rng.random_range(0..=i));
         }
         let d = s.duration;
-        match rng.random_range(0..9) {
+        match rng.random_range(0..10) {
             0 => {}
             1 => s.loss_ppm = rng.random_range(10_000..100_000),
             2 => {
@@ -151,6 +162,7 @@ impl Scenario {
                     })
                     .collect()
             }
+            8 => s.split_votes = true,
             _ => {
                 // Mixed: Byzantine and crashed up to f together, loss, and a short partition.
                 let byz = rng.random_range(0..=f);
@@ -185,6 +197,9 @@ impl Scenario {
         if rng.random_bool(0.3) {
             s.latency = (1_000, 40_000);
         }
+        // A quarter of the runs without a coin (the partially synchronous protocol alone),
+        // except against the adversarial scheduler, which only the coin gets past.
+        s.coin = s.split_votes || rng.random_range(0..4) != 0;
         s
     }
 }
@@ -273,6 +288,8 @@ struct Sim<'s> {
     procs: Vec<Process>,
     committee: Arc<Committee>,
     keys: Vec<SecretKey>,
+    /// Each validator's coin share (empty without a coin).
+    coin_keys: Vec<SecretKey>,
     cache: Arc<SignatureCache>,
     links: HashMap<(usize, usize), Micros>,
     /// The agreed chain: per height, the digest of the commit.
@@ -288,6 +305,9 @@ struct Sim<'s> {
     longest_stall: Micros,
     /// When each honest validator's block was proposed, by digest.
     proposed: HashMap<[u8; 32], Micros>,
+    /// Messages the adversarial scheduler holds back: (to, until it proposed past this
+    /// round, from, bytes).
+    held: Vec<(usize, u64, ValidatorIndex, Bytes)>,
 }
 
 fn commit_digest(c: &Committed) -> [u8; 32] {
@@ -309,10 +329,25 @@ impl<'s> Sim<'s> {
         let keys: Vec<SecretKey> = keys(s.n).into_values().collect();
         let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
         // Equal stakes and distinct keys with valid proofs: a committee always forms.
-        let committee = match Committee::new(members) {
-            Ok(c) => Arc::new(c),
+        let mut committee = match Committee::new(members) {
+            Ok(c) => c,
             Err(e) => unreachable!("simulated committee: {e}"),
         };
+        let mut coin_keys = Vec::new();
+        if s.coin {
+            // Equal stakes always have a threshold, and a dealing is consistent.
+            let t = committee.coin_threshold().unwrap_or(1);
+            let dealt = match farol_crypto::coin::deal(&[0xc0; 32], s.n, t) {
+                Ok(d) => d,
+                Err(e) => unreachable!("simulated dealing: {e}"),
+            };
+            committee = match committee.with_coin(dealt.publics) {
+                Ok(c) => c,
+                Err(e) => unreachable!("simulated coin: {e}"),
+            };
+            coin_keys = dealt.secrets;
+        }
+        let committee = Arc::new(committee);
         let mut sim = Sim {
             seed,
             s,
@@ -324,6 +359,7 @@ impl<'s> Sim<'s> {
             procs: Vec::new(),
             committee,
             keys,
+            coin_keys,
             cache: Arc::new(SignatureCache::default()),
             links: HashMap::new(),
             chain: Vec::new(),
@@ -335,6 +371,7 @@ impl<'s> Sim<'s> {
             last_commit: None,
             longest_stall: 0,
             proposed: HashMap::new(),
+            held: Vec::new(),
         };
         for v in 0..s.n {
             let behavior = s.byzantine.iter().find(|(i, _)| *i == v).map(|(_, b)| *b);
@@ -366,9 +403,16 @@ impl<'s> Sim<'s> {
         sim
     }
 
-    fn engine(&self, v: usize) -> AsyncBft {
+    /// Validator `v`'s engine parameters.
+    fn config(&self, v: usize) -> Config {
         let mut cfg = self.s.config.clone();
         cfg.chain = [7; 32];
+        cfg.coin = self.coin_keys.get(v).cloned();
+        cfg
+    }
+
+    fn engine(&self, v: usize) -> AsyncBft {
+        let cfg = self.config(v);
         AsyncBft::new(
             self.committee.clone(),
             ValidatorIndex(v as u16),
@@ -466,8 +510,7 @@ impl<'s> Sim<'s> {
                 }
                 Event::Restart(p) => {
                     let v = usize::from(self.procs[p].index.0);
-                    let mut cfg = self.s.config.clone();
-                    cfg.chain = [7; 32];
+                    let cfg = self.config(v);
                     let mut out = Vec::new();
                     let mut e = AsyncBft::recover(
                         self.committee.clone(),
@@ -527,8 +570,7 @@ impl<'s> Sim<'s> {
             })
             .max()
             .unwrap_or(0);
-        let mut cfg = self.s.config.clone();
-        cfg.chain = [7; 32];
+        let cfg = self.config(v);
         let mut out = Vec::new();
         let mut e = AsyncBft::from_snapshot(
             self.committee.clone(),
@@ -602,7 +644,7 @@ impl<'s> Sim<'s> {
     /// What a Byzantine sender actually puts on the wire for `bytes`.
     fn corrupt(&mut self, p: usize, bytes: Bytes) -> Vec<Bytes> {
         match self.procs[p].behavior {
-            Some(Byzantine::BadSignatures) if bytes.first() == Some(&1) => {
+            Some(Byzantine::BadSignatures) if crate::block::is_block(&bytes) => {
                 let v = usize::from(self.procs[p].index.0);
                 let bad = self.keys[v].sign(&bytes[..bytes.len().min(64)]).to_bytes();
                 let mut b = bytes.to_vec();
@@ -611,7 +653,7 @@ impl<'s> Sim<'s> {
                 b[at..].copy_from_slice(&bad[..len - at]);
                 vec![Bytes::from(b)]
             }
-            Some(Byzantine::Garbage) if bytes.first() == Some(&1) => {
+            Some(Byzantine::Garbage) if crate::block::is_block(&bytes) => {
                 let mut b = bytes.to_vec();
                 for _ in 0..self.rng.random_range(1..4) {
                     let i = self.rng.random_range(0..b.len());
@@ -640,11 +682,50 @@ impl<'s> Sim<'s> {
                 if self.lost(from, self.procs[q].index) {
                     continue;
                 }
+                if let Some(round) = self.held_back(&b, self.procs[q].index) {
+                    self.held.push((q, round, from, b));
+                    continue;
+                }
                 let base = self.links[&(p, q)];
                 let delay =
                     if self.s.jitter { base + self.rng.random_range(0..=base) } else { base };
                 self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes: b });
             }
+        }
+    }
+
+    /// Whether the adversarial scheduler holds back `bytes` sent to `to` (see
+    /// [`Scenario::split_votes`]), and the block's round: blocks of round `k` by `f` other
+    /// authors, a window rotating with `k`, however they travel (first sent, resent, or in
+    /// answer to a request).
+    fn held_back(&self, bytes: &[u8], to: ValidatorIndex) -> Option<u64> {
+        if !self.s.split_votes || !crate::block::is_block(bytes) || bytes.len() < 11 {
+            return None;
+        }
+        let author = u64::from(u16::from_le_bytes([bytes[1], bytes[2]]));
+        let mut round = [0u8; 8];
+        round.copy_from_slice(&bytes[3..11]);
+        let round = u64::from_le_bytes(round);
+        // The window: authors to + 1 + ((round + j) mod (n − 1)), j < f — never `to` itself
+        // (its own block it always has).
+        let n = self.s.n as u64;
+        let offset = (author + n - u64::from(to.0)) % n;
+        let held =
+            offset != 0 && (offset - 1 + (n - 1) - round % (n - 1)) % (n - 1) < self.s.f() as u64;
+        held.then_some(round)
+    }
+
+    /// Delivers what the adversarial scheduler held back from process `p` once `p` has
+    /// proposed past the held blocks' round.
+    fn release(&mut self, p: usize) {
+        let Some(now_round) = self.procs[p].engine.as_ref().map(|e| e.round()) else { return };
+        let (go, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(q, round, _, _)| *q == p && *round < now_round);
+        self.held = keep;
+        for (q, _, from, bytes) in go {
+            let delay = self.s.latency.0;
+            self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes });
         }
     }
 
@@ -666,6 +747,9 @@ impl<'s> Sim<'s> {
             }
         }
         self.compact(p, offset);
+        if self.s.split_votes {
+            self.release(p);
+        }
         Ok(())
     }
 

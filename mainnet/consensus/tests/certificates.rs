@@ -215,3 +215,38 @@ proptest! {
         prop_assert!(col.faulty().iter().all(|i| bad(usize::from(i.0))));
     }
 }
+
+/// The coin's share threshold separates any set below a third of the stake from any set
+/// above two thirds, by count; stakes too uneven for that, share keys for another committee
+/// size, and keys off one dealing are refused.
+#[test]
+fn the_coin_threshold_separates_byzantine_from_honest_counts() {
+    let ks = keys(10);
+    let t = |stakes: &[Stake]| committee(&ks[..stakes.len()], stakes).coin_threshold();
+    assert_eq!(t(&[1]), Some(1));
+    assert_eq!(t(&[1; 4]), Some(2));
+    assert_eq!(t(&[1; 7]), Some(3));
+    assert_eq!(t(&[1; 10]), Some(4));
+    // Three smallest (1 + 2 + 3 < 28 / 3) could be Byzantine; any quorum has at least 4.
+    assert_eq!(t(&[1, 2, 3, 4, 5, 6, 7]), Some(4));
+    // One validator holds a quorum alone, while four others stay below a third.
+    assert_eq!(t(&[1, 1, 1, 1, 100]), None);
+
+    let c = committee(&ks[..4], &[1; 4]);
+    let dealt = farol_crypto::coin::deal(&[2; 32], 4, 2).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.clone().with_coin(dealt.publics[..3].to_vec()),
+        Err(CommitteeError::CoinShares(3, 4))
+    );
+    let mut off = dealt.publics.clone();
+    off.swap(0, 3);
+    assert_eq!(c.clone().with_coin(off), Err(CommitteeError::CoinDealing(2)));
+    let other = farol_crypto::coin::deal(&[2; 32], 4, 3).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.clone().with_coin(other.publics), Err(CommitteeError::CoinDealing(2)));
+    let with = c.with_coin(dealt.publics.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let coin = with.coin().unwrap_or_else(|| panic!("no coin"));
+    assert_eq!((coin.threshold, coin.group), (2, dealt.group));
+    let skewed = committee(&ks[..5], &[1, 1, 1, 1, 100]);
+    let five = farol_crypto::coin::deal(&[2; 32], 5, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(skewed.with_coin(five.publics), Err(CommitteeError::CoinStakes));
+}

@@ -146,6 +146,51 @@ fn blocks_that_break_the_rules_are_refused() {
     assert_eq!((e.faults().invalid, e.faults().bad_signatures), (5, 1));
 }
 
+/// A block carrying a coin share: its own message kind, the share part of the digest (so
+/// the block's signature covers it), round trips, truncations and a share that is not a
+/// curve point refused; and a share in a block where no share is due, or on a committee
+/// without a coin, is a broken rule.
+#[test]
+fn coin_shares_ride_in_blocks_only_where_due() {
+    let (c, ks) = setup(4);
+    let share = ks[1].sign(&Block::coin_message(&CHAIN, 2));
+    let with = |round: u64, coin| {
+        Block::with_coin(&CHAIN, ValidatorIndex(1), round, 0, vec![], vec![], coin, |m| {
+            ks[1].sign(m)
+        })
+    };
+    let plain = with(1, None);
+    let carrying = with(1, Some(share));
+    assert_ne!(plain.digest(), carrying.digest(), "the share is part of the digest");
+    let bytes = Message::Block(Box::new(carrying.clone())).encode();
+    assert_eq!(bytes[0], 4);
+    assert_eq!(Message::decode(&bytes), Ok(Message::Block(Box::new(carrying.clone()))));
+    for cut in 0..bytes.len() {
+        assert!(Message::decode(&bytes.slice(..cut)).is_err(), "cut at {cut}");
+    }
+    // The share's bytes replaced by ones that are no point.
+    let mut broken = bytes.to_vec();
+    let at = broken.len() - 2 * farol_crypto::SIGNATURE_LEN;
+    broken[at..at + farol_crypto::SIGNATURE_LEN].fill(0xff);
+    assert!(Message::decode(&Bytes::from(broken)).is_err());
+
+    // No coin on this committee: any share breaks the rules.
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    deliver(&mut e, 1, &carrying);
+    assert_eq!(e.faults().invalid, 1);
+    // With a coin: a share is due in rounds COIN_LAG + 2, + 4, …, not in round 1.
+    let dealt = farol_crypto::coin::deal(&[1; 32], 4, 2).unwrap_or_else(|e| panic!("{e}"));
+    let c =
+        Arc::new(Committee::clone(&c).with_coin(dealt.publics).unwrap_or_else(|e| panic!("{e}")));
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    deliver(&mut e, 1, &carrying);
+    assert_eq!(e.faults().invalid, 1);
+    deliver(&mut e, 1, &plain);
+    assert_eq!(e.faults().invalid, 1);
+}
+
 #[test]
 fn missing_parents_are_requested_and_blocks_wait_for_them() {
     let (ks, r1, refs, mut e) = round_one();

@@ -76,13 +76,20 @@ fn one_seed() {
     let (Ok(a), Ok(b)) = (a, b) else { panic!("FAROL_SEED: a seed or a range A..B, not {var}") };
     let mut failed = Vec::new();
     for seed in a..b {
-        let scenario = Scenario::random(seed);
+        let mut scenario = Scenario::random(seed);
+        // FAROL_COIN=0 reruns without the coin (to compare).
+        if std::env::var("FAROL_COIN").is_ok_and(|v| v == "0") {
+            scenario.coin = false;
+        }
         let t = std::time::Instant::now();
         match run(seed, &scenario) {
             Ok(r) => println!(
-                "seed {seed} n {} byzantine {:?} crashes {:?} partition {:?} loss {} ppm in {:?}: \
-                 height {} committed {}/{} rounds {} messages {} stall {} ms",
+                "seed {seed} n {} coin {} split votes {} byzantine {:?} crashes {:?} partition \
+                 {:?} loss {} ppm in {:?}: height {} committed {}/{} rounds {} messages {} \
+                 stall {} ms",
                 scenario.n,
+                scenario.coin,
+                scenario.split_votes,
                 scenario.byzantine,
                 scenario.crashes,
                 scenario.partition,
@@ -130,6 +137,33 @@ fn every_proposal_commits_three_message_delays_after_it_is_sent() {
             r.height,
             r.rounds
         );
+    }
+}
+
+/// An adversarial scheduler (see `Scenario::split_votes`) holds back, from each validator,
+/// the blocks of `f` authors per round, a rotating window, for longer than any validator
+/// waits. Every block then gets votes from all but `f` validators and a certificate from
+/// exactly one block of the next round, so no slot is ever decided by the partially
+/// synchronous rules: without the coin nothing commits and liveness fails. With the coin,
+/// the wave slots (votes through any path, two rounds later) commit, and every transaction
+/// does.
+#[test]
+fn the_coin_keeps_consensus_live_when_the_scheduler_splits_every_vote() {
+    for n in [4, 7, 10] {
+        let mut s = Scenario::clean(n);
+        s.split_votes = true;
+        s.duration = 1_000_000;
+        s.tx_rate = 200;
+        s.coin = false;
+        s.drain = 3_000_000;
+        match run(1, &s) {
+            Err(v) => assert!(v.what.starts_with("liveness"), "n = {n}: {v}"),
+            Ok(r) => panic!("n = {n}: live without the coin ({} commits)", r.height),
+        }
+        s.coin = true;
+        s.drain = 10_000_000;
+        let r = run(1, &s).unwrap_or_else(|v| panic!("n = {n}: {v}"));
+        assert!(r.height > 0 && r.committed == r.submitted, "n = {n}: {r:?}");
     }
 }
 

@@ -58,6 +58,10 @@ pub struct ValidatorKeys {
     pub bls_secret: Bytes,
     /// Ed25519 network identity (PKCS#8 DER, hex).
     pub network_secret: Bytes,
+    /// This validator's share of the common coin's key (32 bytes, hex), from the dealer;
+    /// required when the committee has coin keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coin_secret: Option<Bytes>,
 }
 
 /// The validator network's limits.
@@ -119,6 +123,11 @@ pub struct Member {
     pub stake: u64,
     /// Who receives the priority fees of the blocks it leads.
     pub fee_recipient: Address,
+    /// Its share key of the common coin (48 bytes, hex), from the dealer: the coin keeps
+    /// consensus live under asynchrony (`docs/consensus.md` §5). Every member has one, or
+    /// none does (then the coin is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coin_public: Option<Bytes>,
 }
 
 /// JSON-RPC listeners and limits.
@@ -264,6 +273,25 @@ impl NodeConfig {
                         format!("{} bytes, want 32", v.bls_secret.len()),
                     );
                 }
+                let coin = self.committee.iter().any(|m| m.coin_public.is_some());
+                match &v.coin_secret {
+                    None if coin => {
+                        return bad(
+                            "validator.coin_secret",
+                            "missing: the committee has coin keys".into(),
+                        )
+                    }
+                    Some(_) if !coin => {
+                        return bad(
+                            "validator.coin_secret",
+                            "given, but the committee has no coin keys".into(),
+                        )
+                    }
+                    Some(k) if k.len() != 32 => {
+                        return bad("validator.coin_secret", format!("{} bytes, want 32", k.len()))
+                    }
+                    _ => {}
+                }
             }
             None if self.sync.peers.is_empty() => {
                 return bad(
@@ -297,6 +325,22 @@ impl NodeConfig {
             }
             if m.stake == 0 {
                 return bad(&format!("committee[{i}].stake"), "must be above 0".into());
+            }
+            let coin = self.committee.iter().any(|m| m.coin_public.is_some());
+            match &m.coin_public {
+                None if coin => {
+                    return bad(
+                        &format!("committee[{i}].coin_public"),
+                        "missing: every member has a coin key, or none does".into(),
+                    )
+                }
+                Some(k) if k.len() != farol_crypto::PUBLIC_KEY_LEN => {
+                    return bad(
+                        &format!("committee[{i}].coin_public"),
+                        format!("{} bytes, want 48", k.len()),
+                    )
+                }
+                _ => {}
             }
         }
         if self.genesis.gas_limit < 21_000 {

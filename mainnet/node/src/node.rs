@@ -177,7 +177,25 @@ impl Node {
             members.push((key, pop, m.stake));
             peers.push(Peer { key: PeerKey(m.network_public.to_vec()), addr: m.address });
         }
-        let committee = Arc::new(Committee::new(members).map_err(|e| config_err("committee", e))?);
+        let mut committee = Committee::new(members).map_err(|e| config_err("committee", e))?;
+        if cfg.committee.iter().all(|m| m.coin_public.is_some()) {
+            let mut shares = Vec::with_capacity(cfg.committee.len());
+            for (i, m) in cfg.committee.iter().enumerate() {
+                let k: &[u8] = m.coin_public.as_ref().map_or(&[], |k| k.as_ref());
+                shares.push(
+                    PublicKey::from_bytes(k)
+                        .map_err(|e| config_err(format!("committee[{i}].coin_public"), e))?,
+                );
+            }
+            committee = committee
+                .with_coin(shares)
+                .map_err(|e| config_err("committee[].coin_public", e))?;
+        } else {
+            tracing::warn!(
+                "the committee has no coin keys: consensus is live under partial synchrony only"
+            );
+        }
+        let committee = Arc::new(committee);
         let fee_recipients = cfg.committee.iter().map(|m| m.fee_recipient).collect();
         let state = Arc::new(State::new(
             Arc::new(chain),
@@ -363,10 +381,24 @@ fn start_validator(
     }
     let (wal, records) = Wal::open(&cfg.data_dir.join("consensus.wal"))
         .map_err(|e| storage_err("opening the consensus log", e))?;
+    let coin = match (&keys.coin_secret, committee.coin()) {
+        (Some(k), Some(c)) => {
+            let k = SecretKey::from_bytes(k).map_err(|e| config_err("validator.coin_secret", e))?;
+            if c.shares.get(usize::from(me)) != Some(&k.public_key()) {
+                return Err(config_err(
+                    "validator.coin_secret",
+                    format!("is not the share of committee[{me}].coin_public"),
+                ));
+            }
+            Some(k)
+        }
+        _ => None,
+    };
     let ccfg = ConsensusConfig {
         chain: chain_tag(cfg.genesis.chain_id, genesis_hash),
         gc_depth: cfg.genesis.consensus.gc_depth,
         checkpoint_every: cfg.genesis.consensus.checkpoint_every,
+        coin,
         ..ConsensusConfig::default()
     };
     let cache = Arc::new(SignatureCache::default());

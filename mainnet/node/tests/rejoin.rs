@@ -49,7 +49,17 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
             address: free(true),
             stake: 1,
             fee_recipient: Address::repeat_byte(0xfe),
+            coin_public: None,
         })
+        .collect();
+    // With the common coin (threshold 2 of 4): wave slots and their commits go through
+    // checkpoints and rejoins too.
+    let coin =
+        farol_crypto::coin::deal(&[3; 32], n, (n - 1) / 3 + 1).unwrap_or_else(|e| panic!("{e}"));
+    let committee: Vec<Member> = committee
+        .into_iter()
+        .zip(&coin.publics)
+        .map(|(m, k)| Member { coin_public: Some(Bytes::copy_from_slice(&k.to_bytes())), ..m })
         .collect();
     let https: Vec<SocketAddr> = (0..n).map(|_| free(false)).collect();
     let mut genesis = Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000);
@@ -64,6 +74,7 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
                 index: i as u16,
                 bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
                 network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+                coin_secret: Some(Bytes::copy_from_slice(&coin.secrets[i].to_bytes())),
             }),
             committee: committee.clone(),
             rpc: RpcConfig { http: Some(https[i]), ws: None, ..RpcConfig::default() },

@@ -38,6 +38,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
             index: 0,
             bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
             network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+            coin_secret: None,
         }),
         committee: vec![Member {
             bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
@@ -46,6 +47,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
             address,
             stake: 1,
             fee_recipient: Address::repeat_byte(0xfe),
+            coin_public: None,
         }],
         rpc: RpcConfig {
             http: Some(any),
@@ -271,6 +273,25 @@ async fn rpc_errors_proofs_restart_and_config() {
     }
     let e = Node::start(bad).await.expect_err("a key not in the committee");
     assert!(e.to_string().contains("validator.bls_secret"), "{e}");
+    // Coin keys: all members or none, the right sizes, and this validator's own share.
+    let dealt = farol_crypto::coin::deal(&[4; 32], 1, 1).unwrap_or_else(|e| panic!("{e}"));
+    let other = farol_crypto::coin::deal(&[5; 32], 1, 1).unwrap_or_else(|e| panic!("{e}"));
+    let mut coin = cfg.clone();
+    coin.committee[0].coin_public = Some(Bytes::copy_from_slice(&dealt.publics[0].to_bytes()));
+    let e = coin.validate().expect_err("a coin committee without this validator's share");
+    assert!(e.to_string().contains("validator.coin_secret"), "{e}");
+    let mut short = coin.clone();
+    short.committee[0].coin_public = Some(Bytes::from_static(&[1; 10]));
+    if let Some(v) = short.validator.as_mut() {
+        v.coin_secret = Some(Bytes::copy_from_slice(&dealt.secrets[0].to_bytes()));
+    }
+    let e = short.validate().expect_err("a 10-byte coin key");
+    assert!(e.to_string().contains("committee[0].coin_public"), "{e}");
+    if let Some(v) = coin.validator.as_mut() {
+        v.coin_secret = Some(Bytes::copy_from_slice(&other.secrets[0].to_bytes()));
+    }
+    let e = Node::start(coin).await.expect_err("another dealing's share");
+    assert!(e.to_string().contains("validator.coin_secret"), "{e}");
 }
 
 /// The newest certificate's block number a node holds (0 before any).

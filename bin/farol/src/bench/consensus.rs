@@ -159,7 +159,12 @@ async fn quic_run(
 ) -> Result<Measured> {
     let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
     let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
-    let committee = Arc::new(Committee::new(members).map_err(|e| anyhow!("committee: {e}"))?);
+    let committee = Committee::new(members).map_err(|e| anyhow!("committee: {e}"))?;
+    // With the common coin, as `farol devnet` runs (its shares cost one more signature
+    // every other round).
+    let t = committee.coin_threshold().context("no coin threshold")?;
+    let coin = farol_crypto::coin::deal(&[0xc0; 32], n, t).map_err(|e| anyhow!("dealing: {e}"))?;
+    let committee = Arc::new(committee.with_coin(coin.publics).map_err(|e| anyhow!("coin: {e}"))?);
     let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
     let peers = ids
         .iter()
@@ -178,7 +183,12 @@ async fn quic_run(
     let mut submitters = Vec::new();
     for i in 0..n - down {
         let (wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
-        let cfg = Config { chain: [3; 32], single_leader: single, ..Config::default() };
+        let cfg = Config {
+            chain: [3; 32],
+            single_leader: single,
+            coin: Some(coin.secrets[i].clone()),
+            ..Config::default()
+        };
         let engine = AsyncBft::new(
             committee.clone(),
             ValidatorIndex(i as u16),
