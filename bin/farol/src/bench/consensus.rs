@@ -51,6 +51,9 @@ pub(crate) struct ConsensusBenchArgs {
     /// Only one QUIC run of ours at this offered load (tx/s), for exploring.
     #[arg(long)]
     rate: Option<u64>,
+    /// Runs ours without the common coin (the asynchronous fallback), to see what it costs.
+    #[arg(long)]
+    no_coin: bool,
 }
 
 /// Bytes of every transaction.
@@ -66,7 +69,7 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         .context("starting the async runtime")?;
     if let Some(rate) = args.rate {
         for &n in &sizes {
-            rt.block_on(quic_run(n, 0, false, Some(rate), secs))?;
+            rt.block_on(quic_run(n, 0, false, Some(rate), secs, !args.no_coin))?;
         }
         return Ok(());
     }
@@ -76,9 +79,9 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         }
         let f = (n - 1) / 3;
         progress(format!("n = {n}: saturating load, every validator proposing"));
-        let ours = rt.block_on(quic_run(n, 0, false, None, secs))?;
+        let ours = rt.block_on(quic_run(n, 0, false, None, secs, !args.no_coin))?;
         progress(format!("n = {n}: saturating load, one proposer per round"));
-        let single = rt.block_on(quic_run(n, 0, true, None, secs))?;
+        let single = rt.block_on(quic_run(n, 0, true, None, secs, false))?;
         let params =
             json!({"n": n, "tx_bytes": TX_BYTES, "secs": secs, "network": "QUIC on loopback"});
         BenchResult::new(
@@ -92,8 +95,8 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         .print()?;
         let half = (ours.tps / 2.0).max(100.0) as u64;
         progress(format!("n = {n}: {half} tx/s offered (half load), both modes"));
-        let ours_half = rt.block_on(quic_run(n, 0, false, Some(half), secs))?;
-        let single_half = rt.block_on(quic_run(n, 0, true, Some(half), secs))?;
+        let ours_half = rt.block_on(quic_run(n, 0, false, Some(half), secs, !args.no_coin))?;
+        let single_half = rt.block_on(quic_run(n, 0, true, Some(half), secs, false))?;
         let mut p = params.clone();
         p["offered_tx_per_s"] = json!(half);
         p["committed_tx_per_s"] = json!({"ours": ours_half.tps, "baseline": single_half.tps});
@@ -113,7 +116,7 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         }
         if f > 0 {
             progress(format!("n = {n}: {f} validators down, saturating load"));
-            let crashed = rt.block_on(quic_run(n, f, false, None, secs))?;
+            let crashed = rt.block_on(quic_run(n, f, false, None, secs, !args.no_coin))?;
             let mut p = params.clone();
             p["crashed"] = json!(f);
             p["goal_fraction"] = json!((n - f) as f64 / n as f64 - 0.1);
@@ -130,7 +133,7 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         }
     }
     for &n in &sizes {
-        simulated(n, args.quick)?;
+        simulated(n, args.quick, !args.no_coin)?;
     }
     Ok(())
 }
@@ -156,6 +159,7 @@ async fn quic_run(
     single: bool,
     rate: Option<u64>,
     secs: f64,
+    with_coin: bool,
 ) -> Result<Measured> {
     let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
     let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
@@ -164,7 +168,11 @@ async fn quic_run(
     // every other round).
     let t = committee.coin_threshold().context("no coin threshold")?;
     let coin = farol_crypto::coin::deal(&[0xc0; 32], n, t).map_err(|e| anyhow!("dealing: {e}"))?;
-    let committee = Arc::new(committee.with_coin(coin.publics).map_err(|e| anyhow!("coin: {e}"))?);
+    let committee = if with_coin {
+        Arc::new(committee.with_coin(coin.publics).map_err(|e| anyhow!("coin: {e}"))?)
+    } else {
+        Arc::new(committee)
+    };
     let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
     let peers = ids
         .iter()
@@ -186,7 +194,7 @@ async fn quic_run(
         let cfg = Config {
             chain: [3; 32],
             single_leader: single,
-            coin: Some(coin.secrets[i].clone()),
+            coin: with_coin.then(|| coin.secrets[i].clone()),
             ..Config::default()
         };
         let engine = AsyncBft::new(
@@ -312,7 +320,7 @@ async fn quic_run(
 }
 
 /// Message delays, loss and stalls in the simulator, where delays are exact.
-fn simulated(n: usize, quick: bool) -> Result<()> {
+fn simulated(n: usize, quick: bool, coin: bool) -> Result<()> {
     let latency = 10_000;
     let base = |single: bool| {
         let mut s = Scenario::clean(n);
@@ -321,6 +329,7 @@ fn simulated(n: usize, quick: bool) -> Result<()> {
         s.tx_rate = 5_000;
         s.duration = if quick { 1_000_000 } else { 3_000_000 };
         s.config.single_leader = single;
+        s.coin = coin && !single;
         s
     };
     let run = |s: &Scenario| sim::run(1, s).map_err(|v| anyhow!("simulation: {v}"));
