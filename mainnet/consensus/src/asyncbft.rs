@@ -226,6 +226,8 @@ pub struct Faults {
     pub queue_full: u64,
     /// Validators seen proposing two blocks in one round.
     pub equivocators: BTreeSet<ValidatorIndex>,
+    /// Coin shares that did not verify (in validly signed blocks: their authors are faulty).
+    pub bad_coin_shares: u64,
 }
 
 /// The AsyncBFT engine of one validator.
@@ -288,8 +290,10 @@ pub struct AsyncBft {
 
     /// Wave slots' elected authors, by round, once the coin is known.
     coins: BTreeMap<u64, ValidatorIndex>,
-    /// Blocks whose coin share did not verify.
+    /// Blocks whose coin share did not verify, and blocks whose share did (checked one by
+    /// one after a combination failed).
     bad_shares: HashSet<Digest>,
+    good_shares: HashSet<Digest>,
     /// For a voter block and a wave round: the block of each author in that round it votes
     /// for (the smallest digest it reaches). Facts of the DAG, computed once.
     wave_votes: RefCell<WaveVotes>,
@@ -356,6 +360,7 @@ impl AsyncBft {
             snapshot: None,
             coins: BTreeMap::new(),
             bad_shares: HashSet::new(),
+            good_shares: HashSet::new(),
             wave_votes: RefCell::new(HashMap::new()),
         }
     }
@@ -1182,10 +1187,16 @@ impl AsyncBft {
             Some(sig) => sig,
             None => {
                 shares.retain(|(a, d, c)| {
+                    if self.good_shares.contains(d) {
+                        return true;
+                    }
                     let ok =
                         keys.shares.get(usize::from(*a)).is_some_and(|k| c.verify(k, &msg).is_ok());
-                    if !ok {
+                    if ok {
+                        self.good_shares.insert(*d);
+                    } else {
                         self.bad_shares.insert(*d);
+                        self.faults.bad_coin_shares += 1;
                     }
                     ok
                 });
@@ -1512,6 +1523,7 @@ impl AsyncBft {
             self.floor = floor;
             self.coins = self.coins.split_off(&floor);
             self.bad_shares.retain(|d| self.blocks.contains_key(d));
+            self.good_shares.retain(|d| self.blocks.contains_key(d));
             self.wave_votes.borrow_mut().retain(|(_, r), _| *r >= floor);
             self.pending.retain(|_, (b, _)| b.round >= floor);
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));

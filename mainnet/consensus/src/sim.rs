@@ -34,6 +34,9 @@ pub enum Byzantine {
     BadSignatures,
     /// Runs the protocol but flips bytes in its blocks and sends random bytes too.
     Garbage,
+    /// Runs the protocol with a wrong coin key: its validly signed blocks carry coin shares
+    /// that do not verify.
+    BadCoinShares,
 }
 
 /// What happens in a run.
@@ -153,10 +156,10 @@ impl Scenario {
                 s.byzantine = ids[..f]
                     .iter()
                     .map(|i| {
-                        let b = if rng.random_bool(0.5) {
-                            Byzantine::BadSignatures
-                        } else {
-                            Byzantine::Garbage
+                        let b = match rng.random_range(0..3) {
+                            0 => Byzantine::BadSignatures,
+                            1 => Byzantine::Garbage,
+                            _ => Byzantine::BadCoinShares,
                         };
                         (*i, b)
                     })
@@ -171,9 +174,10 @@ impl Scenario {
                     Byzantine::Silent,
                     Byzantine::BadSignatures,
                     Byzantine::Garbage,
+                    Byzantine::BadCoinShares,
                 ];
                 s.byzantine =
-                    ids[..byz].iter().map(|i| (*i, kinds[rng.random_range(0..4)])).collect();
+                    ids[..byz].iter().map(|i| (*i, kinds[rng.random_range(0..5)])).collect();
                 s.crashes = ids[byz..f]
                     .iter()
                     .map(|i| {
@@ -248,6 +252,8 @@ pub struct Report {
     pub rejoins: u64,
     /// Times an honest validator's log was cut to a snapshot.
     pub compactions: u64,
+    /// Coin shares the honest validators up at the end found bad.
+    pub bad_coin_shares: u64,
 }
 
 enum Event {
@@ -306,8 +312,8 @@ struct Sim<'s> {
     /// When each honest validator's block was proposed, by digest.
     proposed: HashMap<[u8; 32], Micros>,
     /// Messages the adversarial scheduler holds back: (to, until it proposed past this
-    /// round, from, bytes).
-    held: Vec<(usize, u64, ValidatorIndex, Bytes)>,
+    /// round, from, bytes, since when).
+    held: Vec<(usize, u64, ValidatorIndex, Bytes, Micros)>,
 }
 
 fn commit_digest(c: &Committed) -> [u8; 32] {
@@ -408,6 +414,9 @@ impl<'s> Sim<'s> {
         let mut cfg = self.s.config.clone();
         cfg.chain = [7; 32];
         cfg.coin = self.coin_keys.get(v).cloned();
+        if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
+            cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
+        }
         cfg
     }
 
@@ -683,7 +692,7 @@ impl<'s> Sim<'s> {
                     continue;
                 }
                 if let Some(round) = self.held_back(&b, self.procs[q].index) {
-                    self.held.push((q, round, from, b));
+                    self.held.push((q, round, from, b, self.now));
                     continue;
                 }
                 let base = self.links[&(p, q)];
@@ -716,14 +725,19 @@ impl<'s> Sim<'s> {
     }
 
     /// Delivers what the adversarial scheduler held back from process `p` once `p` has
-    /// proposed past the held blocks' round.
+    /// proposed past the held blocks' round, or after `HOLD_AT_MOST` whatever happened (the
+    /// scheduler may delay any message, but every message arrives: a validator that cannot
+    /// advance without a held block gets it).
     fn release(&mut self, p: usize) {
+        const HOLD_AT_MOST: Micros = 500_000;
         let Some(now_round) = self.procs[p].engine.as_ref().map(|e| e.round()) else { return };
-        let (go, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(q, round, _, _)| *q == p && *round < now_round);
+        let now = self.now;
+        let (go, keep): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.held).into_iter().partition(|(q, round, _, _, since)| {
+                *q == p && (*round < now_round || now >= since + HOLD_AT_MOST)
+            });
         self.held = keep;
-        for (q, _, from, bytes) in go {
+        for (q, _, from, bytes, _) in go {
             let delay = self.s.latency.0;
             self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes });
         }
@@ -908,6 +922,11 @@ impl<'s> Sim<'s> {
                 )));
             }
         }
+        self.report.bad_coin_shares = (0..self.procs.len())
+            .filter(|p| self.honest(*p))
+            .filter_map(|p| self.procs[p].engine.as_ref())
+            .map(|e| e.faults().bad_coin_shares)
+            .sum();
         let first = (0..self.procs.len()).find(|p| self.honest(*p) && self.alive(*p));
         if let Some(p) = first {
             self.report.height = self.procs[p].chain.len() as u64;
