@@ -140,6 +140,10 @@ fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
     for &i in nodes {
         loop {
             let s = post(http(d, i), "farol_status", json!([])).unwrap_or_default();
+            // The devnet deals the common coin: every node runs the asynchronous fallback.
+            if !s.is_null() {
+                assert_eq!(s["coin"], json!(true), "node {i}: {s}");
+            }
             if quantity(&s["finalized"]) >= n {
                 break;
             }

@@ -195,6 +195,7 @@ impl Node {
                 "the committee has no coin keys: consensus is live under partial synchrony only"
             );
         }
+        let coin = committee.coin().is_some();
         let committee = Arc::new(committee);
         let fee_recipients = cfg.committee.iter().map(|m| m.fee_recipient).collect();
         let state = Arc::new(State::new(
@@ -205,6 +206,7 @@ impl Node {
             metrics.clone(),
         ));
 
+        state.validator.coin.store(coin, Ordering::Relaxed);
         // Consensus may cut its log to snapshots of commits stored in full.
         {
             let o = &state.chain.head().ordering;

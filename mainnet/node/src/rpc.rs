@@ -912,6 +912,7 @@ impl Rpc {
             "consensusRound": hex(st.validator.round.load(Ordering::Relaxed)),
             "rejoins": hex(st.validator.rejoins.load(Ordering::Relaxed)),
             "consensusLogCompactions": hex(st.validator.compactions.load(Ordering::Relaxed)),
+            "coin": st.validator.coin.load(Ordering::Relaxed),
             "headHash": st.chain.head().hash,
             "headStateRoot": st.chain.head().header.state_root,
             "mempool": self.mempool.lock().len(),

@@ -71,6 +71,8 @@ pub struct ValidatorStatus {
     pub durable_height: AtomicU64,
     /// Times the log was cut to a snapshot.
     pub compactions: AtomicU64,
+    /// Whether the committee has a common coin (consensus is then live under asynchrony).
+    pub coin: std::sync::atomic::AtomicBool,
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).

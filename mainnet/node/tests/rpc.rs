@@ -227,6 +227,8 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
         let s = c.call("farol_status", json!([])).unwrap_or_default();
         assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
+        // This committee has no coin keys.
+        assert_eq!(s["coin"], json!(false), "{s}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
