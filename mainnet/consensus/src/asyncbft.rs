@@ -20,6 +20,11 @@
 //! - **Order.** Slots are decided in order (round, then a rotation of the committee); each
 //!   committed block brings along its not yet ordered history, sorted by (round, author,
 //!   digest), and its transactions not committed before form one [`Committed`] block.
+//! - **The asynchronous fallback** (when the committee has a common coin). Every other
+//!   round has a wave slot whose author a threshold-BLS coin elects after the fact; blocks
+//!   three rounds later vote for the block of it they reach through any path. Only wave
+//!   slots are then anchors of indirect decisions, so no undecided slot stalls the order
+//!   forever, however messages are scheduled.
 //!
 //! `docs/consensus.md` has the argument for safety and liveness.
 
@@ -1160,7 +1165,8 @@ impl AsyncBft {
         if let Some(a) = self.coins.get(&round) {
             return Some(*a);
         }
-        let keys = self.committee.coin()?.clone();
+        let committee = self.committee.clone();
+        let keys = committee.coin()?;
         let msg = Block::coin_message(&self.cfg.chain, round);
         let mut shares: Vec<(u16, Digest, Signature)> = self
             .blocks_of(round + COIN_LAG)

@@ -111,8 +111,14 @@ impl Block {
         let digest = *blake3::hash(&raw[1..]).as_bytes();
         let signature = sign(&Block::signing_message(chain, &digest));
         raw.extend_from_slice(&signature.to_bytes());
-        let tx_digests = transactions.iter().map(Transaction::digest).collect();
-        let raw = Bytes::from(raw);
+        let unsigned = Unsigned { author, round, time_ms, parents, transactions, coin };
+        Block::assemble(unsigned, signature, digest, Bytes::from(raw))
+    }
+
+    /// The block of `unsigned` with its signature, digest and encoding (made or decoded).
+    fn assemble(u: Unsigned, signature: Signature, digest: [u8; 32], raw: Bytes) -> Block {
+        let tx_digests = u.transactions.iter().map(Transaction::digest).collect();
+        let Unsigned { author, round, time_ms, parents, transactions, coin } = u;
         Block {
             author,
             round,
@@ -165,6 +171,16 @@ impl Block {
     pub fn reference(&self) -> BlockRef {
         BlockRef { round: self.round, author: self.author, digest: self.digest }
     }
+}
+
+/// A block's fields before it is signed.
+struct Unsigned {
+    author: ValidatorIndex,
+    round: u64,
+    time_ms: u64,
+    parents: Vec<BlockRef>,
+    transactions: Vec<Transaction>,
+    coin: Option<Signature>,
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -286,20 +302,13 @@ impl Message {
                 if r.pos != bytes.len() {
                     return Err(DecodeError::Trailing);
                 }
-                let tx_digests = transactions.iter().map(Transaction::digest).collect();
-                let raw = bytes.clone();
-                Message::Block(Box::new(Block {
-                    author,
-                    round,
-                    time_ms,
-                    parents,
-                    transactions,
-                    coin,
+                let unsigned = Unsigned { author, round, time_ms, parents, transactions, coin };
+                Message::Block(Box::new(Block::assemble(
+                    unsigned,
                     signature,
                     digest,
-                    tx_digests,
-                    raw,
-                }))
+                    bytes.clone(),
+                )))
             }
             KIND_REQUEST => {
                 let n = r.len(MAX_REQUEST, "request")?;

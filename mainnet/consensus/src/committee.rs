@@ -55,6 +55,33 @@ pub enum CommitteeError {
     CoinDealing(usize),
 }
 
+/// [`Committee::coin_threshold`] for a committee with these stakes (in any order), before
+/// there is one (a dealer needs it to deal).
+pub fn coin_threshold(stakes: &[Stake]) -> Option<usize> {
+    let total: u128 = stakes.iter().map(|s| u128::from(*s)).sum();
+    let (validity, quorum) = (total / 3 + 1, total * 2 / 3 + 1);
+    let mut stakes: Vec<u128> = stakes.iter().map(|s| u128::from(*s)).collect();
+    stakes.sort_unstable();
+    // The most validators, smallest stakes first, below the validity threshold.
+    let mut sum = 0;
+    let byzantine = stakes.iter().take_while(|s| {
+        sum += **s;
+        sum < validity
+    });
+    let byzantine = byzantine.count();
+    // The fewest validators, largest stakes first, reaching a quorum.
+    let mut sum = 0;
+    let mut honest = 0;
+    for s in stakes.iter().rev() {
+        sum += s;
+        honest += 1;
+        if sum >= quorum {
+            break;
+        }
+    }
+    (byzantine < honest).then_some(byzantine + 1)
+}
+
 /// The common coin's public side: one share key per validator, the number of shares that
 /// make a coin, and the group key they make it for (see `farol_crypto::coin`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,29 +166,8 @@ impl Committee {
     /// many members. With equal stakes that is `f + 1` of `n = 3f + 1`. `None` when the
     /// stakes are so uneven that no count works.
     pub fn coin_threshold(&self) -> Option<usize> {
-        let mut stakes: Vec<Stake> = self.validators.iter().map(|v| v.stake).collect();
-        stakes.sort_unstable();
-        // The most validators, smallest stakes first, below the validity threshold.
-        let mut sum: Stake = 0;
-        let mut byzantine = 0;
-        for s in &stakes {
-            sum += s;
-            if sum >= self.validity_threshold() {
-                break;
-            }
-            byzantine += 1;
-        }
-        // The fewest validators, largest stakes first, reaching a quorum.
-        let mut sum: Stake = 0;
-        let mut honest = 0;
-        for s in stakes.iter().rev() {
-            sum += s;
-            honest += 1;
-            if sum >= self.quorum_threshold() {
-                break;
-            }
-        }
-        (byzantine < honest).then_some(byzantine + 1)
+        let stakes: Vec<Stake> = self.validators.iter().map(|v| v.stake).collect();
+        coin_threshold(&stakes)
     }
 
     /// Number of validators.
