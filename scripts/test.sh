@@ -20,6 +20,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "${cargo_args[@]}" 2>&1 | tee "$log" || status=$?
+# The WASM suite again with every call it can on the interpreter tier (docs/wasm.md §5), when
+# the whole workspace was tested.
+if [[ "$status" == 0 && ${#cargo_args[@]} == 0 ]]; then
+  FAROL_WASM_TIER=interpreter cargo test -p farol-execution --test wasm 2>&1 | tee -a "$log" \
+    || status=$?
+fi
 # One closing line for the whole workspace (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -6,7 +6,8 @@
 //!   loop calling an empty EVM contract, per call;
 //! - `wasm.first_call.compiled` / `.compiling`: the block with the first call to a freshly
 //!   deployed Rust ERC-20, once its compilation has finished and when the call arrives right
-//!   after deployment, against the first call to the Solidity (OpenZeppelin) ERC-20;
+//!   after deployment (so the interpreter runs it), against the first call to the Solidity
+//!   (OpenZeppelin) ERC-20;
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -242,6 +243,8 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
     let mut compiled_frames = Vec::new();
     let mut compiling_frames = Vec::new();
     let mut second_frames = Vec::new();
+    let mut deploys = Vec::new();
+    let interpreted_before = runtime.stats().interpreted;
     for i in 0..samples as u64 {
         for (waits, into) in [(true, &mut compiled), (false, &mut compiling)] {
             let code = contract_code(&with_nonce(&erc20, i * 2 + waits as u64));
@@ -251,6 +254,8 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             if waits {
                 runtime.wait(hash);
                 compile_times.push(started.elapsed());
+            } else {
+                deploys.push(started.elapsed());
             }
             let saved = world.nonces();
             let txs = calls(world, token, &query, 1, 1_000_000);
@@ -267,9 +272,13 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
                 second.push(again);
             } else {
                 compiling_frames.push(frame);
+                if runtime.is_ready(hash) {
+                    bail!("the module was compiled before its first call: nothing measured");
+                }
             }
         }
     }
+    let interpreted = runtime.stats().interpreted - interpreted_before;
     let mut evm = Vec::new();
     for _ in 0..samples {
         let args =
@@ -292,6 +301,8 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             "baseline": "the same first call to OpenZeppelin's ERC-20 on the EVM",
             "deployed_to_compiled_us_median": us(median(&mut compile_times.clone())),
             "second_call_us": us(median(&mut second.clone())),
+            "deploy_block_us_median": us(median(&mut deploys.clone())),
+            "interpreted_calls": interpreted,
             "goal_us": goal,
         })
     };

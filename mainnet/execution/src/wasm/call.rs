@@ -30,9 +30,9 @@ use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressSet;
 use wasmtime::{Store, Trap};
 
-use super::host::{charge, gas_left, halt, read, read_array, write, Cx, R};
-use super::host::{load_failed, Env, Exit, HostState};
-use super::{is_wasm, WasmRuntime, FUEL_PER_GAS, MAX_WASM_NESTING};
+use super::host::{charge, gas_left, halt, read, read_array, refill, write, R};
+use super::host::{load_failed, Cx, Env, Exit, HostState, Instance, WtData};
+use super::{is_wasm, Compiled, Interpreted, Tier, WasmRuntime, FUEL_PER_GAS, MAX_WASM_NESTING};
 use crate::collision::StorageProbe;
 
 /// A context that can name the base context under any number of `&mut`. Nested calls from
@@ -229,22 +229,30 @@ where
     r
 }
 
-fn run_frame<B>(ctx: &mut B, inputs: &CallInputs, runtime: &WasmRuntime) -> InterpreterResult
+fn run_frame<B>(
+    ctx: &mut B,
+    inputs: &CallInputs,
+    runtime: &'static WasmRuntime,
+) -> InterpreterResult
 where
     B: WasmCtx<Base = B>,
 {
     let limit = inputs.gas_limit;
     let (hash, code) = &inputs.known_bytecode;
-    let compiled = match runtime.get(*hash, code.original_byte_slice()) {
-        Ok(c) => c,
-        // Code with the marker that is not a valid module (only genesis can hold such code)
-        // halts like INVALID.
+    let tier = match runtime.get(*hash, code.original_byte_slice()) {
+        Ok(t) => t,
+        // Not deployable (it never was: such code cannot be deployed): halt like INVALID.
         Err(super::WasmError::Invalid(_)) => {
             return halted(InstructionResult::InvalidFEOpcode, limit)
         }
         Err(e) => return fatal(ctx, e.to_string(), limit),
     };
-    let start_gas = super::memory_gas(compiled.info.initial_pages);
+    let info = match &tier {
+        Tier::Compiled(c) => c.info,
+        Tier::Interpreted(i) => i.info,
+    };
+    // The initial memory is paid before the module runs.
+    let start_gas = super::memory_gas(info.initial_pages);
     if start_gas > limit {
         return halted(InstructionResult::OutOfGas, limit);
     }
@@ -255,13 +263,12 @@ where
     };
     let mut env = Frame { ctx };
     let env_ptr: *mut (dyn Env + '_) = &mut env;
-    // SAFETY: only the lifetime is erased. The store holding the pointer is dropped at the end
-    // of this function, while `env` is still alive and not otherwise used.
+    // SAFETY: the store below is dropped before `env` is used again or goes out of scope, so
+    // the pointer never outlives the frame it points to (see `HostState::env`).
     #[allow(unsafe_code)]
     let env_ptr: *mut (dyn Env + 'static) = unsafe { std::mem::transmute(env_ptr) };
     let state = HostState {
         env: env_ptr,
-        memory: None,
         limits: super::host::Limits::default(),
         spec,
         target: inputs.target_address,
@@ -272,56 +279,148 @@ where
         returndata: Bytes::new(),
         refund: 0,
     };
-    let mut store = Store::new(runtime.engine(), state);
-    store.limiter(|s| &mut s.limits);
-    let outcome = (|| -> wasmtime::Result<()> {
-        store.set_fuel((limit - start_gas).saturating_mul(FUEL_PER_GAS))?;
-        let instance = compiled.pre.instantiate(&mut store)?;
-        let memory = instance
-            .get_module_export(&mut store, &compiled.memory)
-            .and_then(wasmtime::Extern::into_memory)
-            .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?;
-        store.data_mut().memory = Some(memory);
-        let entry = instance
-            .get_module_export(&mut store, &compiled.call)
-            .and_then(wasmtime::Extern::into_func)
-            .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?
-            .typed::<(), ()>(&store)?;
-        entry.call(&mut store, ())
-    })();
-    let fuel_left = store.get_fuel().unwrap_or(0) / FUEL_PER_GAS;
-    // Memory grown since the last host call is paid now; a frame that cannot pay ends out of
-    // gas whatever it returned.
-    let owed = store.data().limits.owed;
-    let left = fuel_left.saturating_sub(owed);
-    let refund = store.data().refund;
-    drop(store);
+    let fuel = i64::try_from((limit - start_gas).saturating_mul(FUEL_PER_GAS)).unwrap_or(i64::MAX);
+    let done = match &tier {
+        Tier::Compiled(c) => run_compiled(c, runtime, state, fuel),
+        Tier::Interpreted(i) => run_interpreted(i, runtime, state, fuel),
+    };
     let Frame { ctx } = env;
+    // Fuel below zero: the module ran out (see `instrument`).
+    let out_of_fuel = done.fuel < 0;
+    let fuel_left = u64::try_from(done.fuel).unwrap_or(0) / FUEL_PER_GAS;
+    let left = fuel_left.saturating_sub(done.owed);
     let mut gas = Gas::new(limit);
     let ok = gas.record_regular_cost(limit - left.min(limit));
     debug_assert!(ok);
-    let outcome = if owed > fuel_left { Err(halt(InstructionResult::OutOfGas)) } else { outcome };
-    let (r, output) = match outcome {
-        Ok(()) => (InstructionResult::Return, Bytes::new()),
-        Err(e) => match e.downcast::<Exit>() {
-            Ok(Exit::Return(out)) => (InstructionResult::Return, out),
-            Ok(Exit::Revert(out)) => (InstructionResult::Revert, out),
-            Ok(Exit::Halt(r)) => (r, Bytes::new()),
-            Err(e) => match e.downcast_ref::<Trap>() {
-                Some(Trap::OutOfFuel) => (InstructionResult::OutOfGas, Bytes::new()),
-                Some(Trap::StackOverflow) => (InstructionResult::CallTooDeep, Bytes::new()),
-                Some(_) => (InstructionResult::InvalidFEOpcode, Bytes::new()),
-                // Not a trap of the module: the pool is full or memory ran out on this node.
-                None => return fatal(ctx, format!("WASM instance: {e}"), limit),
-            },
-        },
+    let ended = if out_of_fuel || done.owed > fuel_left {
+        Ended::Exit(halt(InstructionResult::OutOfGas))
+    } else {
+        done.ended
+    };
+    let (r, output) = match ended {
+        Ended::Returned => (InstructionResult::Return, Bytes::new()),
+        Ended::Exit(Exit::Return(out)) => (InstructionResult::Return, out),
+        Ended::Exit(Exit::Revert(out)) => (InstructionResult::Revert, out),
+        Ended::Exit(Exit::Halt(r)) => (r, Bytes::new()),
+        Ended::StackOverflow => (InstructionResult::CallTooDeep, Bytes::new()),
+        // A trap of the module (including Farol's stack count): a halt like INVALID.
+        Ended::Trap => (InstructionResult::InvalidFEOpcode, Bytes::new()),
+        // Not a trap of the module: the pool is full or memory ran out on this node.
+        Ended::Fatal(e) => return fatal(ctx, format!("WASM instance: {e}"), limit),
     };
     if r.is_ok() {
-        gas.record_refund(refund);
+        gas.record_refund(done.refund);
     } else if !r.is_revert() {
         gas.spend_all();
     }
     result(r, gas, output)
+}
+
+/// How a frame's module stopped.
+enum Ended {
+    /// `call` returned.
+    Returned,
+    /// A host function ended the frame.
+    Exit(Exit),
+    /// The engine's own stack limit (never reached: Farol's count stops modules first).
+    StackOverflow,
+    /// The module trapped.
+    Trap,
+    /// This node failed (not the module).
+    Fatal(String),
+}
+
+/// A frame after its module stopped, on either tier.
+struct Done {
+    ended: Ended,
+    /// The fuel global at the end (negative: out of fuel).
+    fuel: i64,
+    /// Gas memory growth still owes.
+    owed: u64,
+    refund: i64,
+}
+
+fn run_compiled(c: &Compiled, runtime: &WasmRuntime, state: HostState, fuel: i64) -> Done {
+    let mut store = Store::new(runtime.engine(), Instance::new(state));
+    store.limiter(|s| &mut s.host.limits);
+    let outcome = (|| -> wasmtime::Result<()> {
+        let instance = c.pre.instantiate(&mut store)?;
+        let export = |store: &mut Store<WtData>, e| instance.get_module_export(store, e);
+        let memory = export(&mut store, &c.memory).and_then(wasmtime::Extern::into_memory);
+        let gas = export(&mut store, &c.gas).and_then(wasmtime::Extern::into_global);
+        let entry = export(&mut store, &c.call).and_then(wasmtime::Extern::into_func);
+        let (Some(memory), Some(gas), Some(entry)) = (memory, gas, entry) else {
+            return Err(wasmtime::Error::new(halt(InstructionResult::InvalidFEOpcode)));
+        };
+        gas.set(&mut store, wasmtime::Val::I64(fuel))?;
+        store.data_mut().memory = Some(memory);
+        store.data_mut().gas = Some(gas);
+        entry.typed::<(), ()>(&store)?.call(&mut store, ())
+    })();
+    let ended = match outcome {
+        Ok(()) => Ended::Returned,
+        Err(e) => match e.downcast::<Exit>() {
+            Ok(exit) => Ended::Exit(exit),
+            Err(e) => match e.downcast_ref::<Trap>() {
+                Some(Trap::StackOverflow) => Ended::StackOverflow,
+                Some(_) => Ended::Trap,
+                None => Ended::Fatal(e.to_string()),
+            },
+        },
+    };
+    let fuel = match store.data().gas {
+        Some(g) => g.get(&mut store).i64().unwrap_or(-1),
+        None => fuel,
+    };
+    let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    Done { ended, fuel, owed, refund }
+}
+
+fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fuel: i64) -> Done {
+    let mut store = wasmi::Store::new(i.module.engine(), Instance::new(state));
+    store.limiter(|s| &mut s.host.limits);
+    let outcome = (|| -> Result<(), wasmi::Error> {
+        let instance = runtime.interp_linker().instantiate_and_start(&mut store, &i.module)?;
+        let memory = instance.get_memory(&store, "memory");
+        let gas = instance.get_global(&store, super::GAS_EXPORT);
+        let entry = instance.get_typed_func::<(), ()>(&store, "call").ok();
+        let (Some(memory), Some(gas), Some(entry)) = (memory, gas, entry) else {
+            return Err(wasmi::Error::host(halt(InstructionResult::InvalidFEOpcode)));
+        };
+        gas.set(&mut store, wasmi::Val::I64(fuel))?;
+        store.data_mut().memory = Some(memory);
+        store.data_mut().gas = Some(gas);
+        entry.call(&mut store, ())
+    })();
+    let ended = match outcome {
+        Ok(()) => Ended::Returned,
+        Err(e) => match e.downcast_ref::<Exit>() {
+            Some(exit) => Ended::Exit(exit.clone()),
+            None => {
+                use wasmi::errors::{ErrorKind as K, MemoryError, TableError};
+                match e.kind() {
+                    K::TrapCode(wasmi::TrapCode::StackOverflow) => Ended::StackOverflow,
+                    // This node ran out of memory: not the module's doing.
+                    K::Memory(MemoryError::OutOfSystemMemory)
+                    | K::Table(TableError::OutOfSystemMemory) => Ended::Fatal(e.to_string()),
+                    // Traps, and failures that are the module's (a segment out of bounds at
+                    // instantiation): what wasmtime reports as traps.
+                    K::TrapCode(_)
+                    | K::Instantiation(_)
+                    | K::Memory(_)
+                    | K::Table(_)
+                    | K::Global(_) => Ended::Trap,
+                    _ => Ended::Fatal(e.to_string()),
+                }
+            }
+        },
+    };
+    let fuel = match store.data().gas {
+        Some(g) => g.get(&store).i64().unwrap_or(-1),
+        None => fuel,
+    };
+    let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    Done { ended, fuel, owed, refund }
 }
 
 /// The environment of one WASM frame: revm's context.
@@ -398,7 +497,7 @@ const DELEGATECALL: u32 = 2;
 /// (EIP-2929 access, value transfer and new-account costs, all but 1/64 of the gas left).
 /// Returns 1 on success and 0 on failure; the return data is kept either way.
 pub(crate) fn host_call(
-    c: &mut Cx<'_>,
+    c: &mut impl Cx,
     kind: u32,
     to: u32,
     value: u32,
@@ -414,14 +513,14 @@ pub(crate) fn host_call(
         if kind == CALL { U256::from_be_bytes(read_array::<32>(c, value)?) } else { U256::ZERO };
     let transfers = !value.is_zero();
     let (is_static, target, caller, apparent, spec) = {
-        let s = c.data();
+        let s = c.st();
         (s.is_static, s.target, s.caller, s.value, s.spec)
     };
     if kind == CALL && is_static && transfers {
         return Err(halt(InstructionResult::CallNotAllowedInsideStatic));
     }
     let (warm, copy, transfer_cost, stipend) = {
-        let host = c.data_mut().env().host();
+        let host = c.st_mut().env().host();
         let p = host.gas_params();
         let copy = p.copy_cost(len as usize);
         (p.warm_storage_read_cost(), copy, p.transfer_value_cost(), p.call_stipend())
@@ -432,13 +531,13 @@ pub(crate) fn host_call(
         charge(c, transfer_cost)?;
     }
     let remaining = gas_left(c);
-    let host = c.data_mut().env().host();
+    let host = c.st_mut().env().host();
     let (cost, _state_gas, bytecode, code_hash) =
         load_account_delegated(host, spec, remaining, to, transfers, kind == CALL)
             .map_err(load_failed)?;
     charge(c, cost)?;
     let remaining = gas_left(c);
-    let reduced = c.data_mut().env().host().gas_params().call_stipend_reduction(remaining);
+    let reduced = c.st_mut().env().host().gas_params().call_stipend_reduction(remaining);
     let mut limit = min(reduced, gas);
     charge(c, limit)?;
     if transfers {
@@ -464,29 +563,28 @@ pub(crate) fn host_call(
         charged_new_account_state_gas: false,
     };
     let Some(FrameResult::Call(outcome)) =
-        c.data_mut().env().frame(FrameInput::Call(Box::new(inputs)))
+        c.st_mut().env().frame(FrameInput::Call(Box::new(inputs)))
     else {
         return Err(halt(InstructionResult::FatalExternalError));
     };
     let r = outcome.result;
     settle(c, &r)?;
     let ok = r.result.is_ok();
-    c.data_mut().returndata = r.output;
+    c.st_mut().returndata = r.output;
     Ok(ok as u32)
 }
 
 /// Takes a finished child frame's gas back into this frame: unspent gas after success or
 /// revert, refunds after success. A fatal child (a database failure) halts this frame too.
-fn settle(c: &mut Cx<'_>, r: &InterpreterResult) -> R<()> {
+fn settle(c: &mut impl Cx, r: &InterpreterResult) -> R<()> {
     if r.result == InstructionResult::FatalExternalError {
         return Err(halt(InstructionResult::FatalExternalError));
     }
     if r.result.is_ok_or_revert() {
-        let fuel = c.get_fuel()?;
-        c.set_fuel(fuel.saturating_add(r.gas.remaining().saturating_mul(FUEL_PER_GAS)))?;
+        refill(c, r.gas.remaining())?;
     }
     if r.result.is_ok() {
-        c.data_mut().refund += r.gas.refunded();
+        c.st_mut().refund += r.gas.refunded();
     }
     Ok(())
 }
@@ -501,7 +599,7 @@ const CREATE2: u32 = 1;
 /// writes the new address (20 bytes) to `out` and returns 1; on failure returns 0, with the
 /// revert data as return data.
 pub(crate) fn host_create(
-    c: &mut Cx<'_>,
+    c: &mut impl Cx,
     kind: u32,
     value: u32,
     code: u32,
@@ -512,13 +610,13 @@ pub(crate) fn host_create(
     if kind > CREATE2 {
         return Err(halt(InstructionResult::InvalidFEOpcode));
     }
-    if c.data().is_static {
+    if c.st().is_static {
         return Err(halt(InstructionResult::StateChangeDuringStaticCall));
     }
     let value = U256::from_be_bytes(read_array::<32>(c, value)?);
     let len = len as usize;
     let (max_initcode, initcode_cost, create_cost) = {
-        let host = c.data_mut().env().host();
+        let host = c.st_mut().env().host();
         let max = host.max_initcode_size();
         let p = host.gas_params();
         let create = if kind == CREATE { p.create_cost() } else { p.create2_cost(len) };
@@ -536,22 +634,22 @@ pub(crate) fn host_create(
         CreateScheme::Create2 { salt: U256::from_be_bytes(read_array::<32>(c, salt)?) }
     };
     let remaining = gas_left(c);
-    let limit = c.data_mut().env().host().gas_params().call_stipend_reduction(remaining);
+    let limit = c.st_mut().env().host().gas_params().call_stipend_reduction(remaining);
     charge(c, limit)?;
-    let target = c.data().target;
+    let target = c.st().target;
     let inputs = CreateInputs::new(target, scheme, value, init_code.into(), limit, 0);
     // EIP-7610, as the collision inspector applies it to creations from the EVM.
-    let collided = c.data_mut().env().collision(&inputs);
+    let collided = c.st_mut().env().collision(&inputs);
     let outcome = match collided {
         Some(outcome) => outcome,
-        None => match c.data_mut().env().frame(FrameInput::Create(Box::new(inputs))) {
+        None => match c.st_mut().env().frame(FrameInput::Create(Box::new(inputs))) {
             Some(FrameResult::Create(outcome)) => outcome,
             _ => return Err(halt(InstructionResult::FatalExternalError)),
         },
     };
     let r = &outcome.result;
     settle(c, r)?;
-    c.data_mut().returndata =
+    c.st_mut().returndata =
         if r.result == InstructionResult::Revert { r.output.clone() } else { Bytes::new() };
     match (r.result.is_ok(), outcome.address) {
         (true, Some(address)) => {

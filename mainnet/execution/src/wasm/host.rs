@@ -11,7 +11,6 @@ use revm::handler::FrameResult;
 use revm::interpreter::{CreateInputs, CreateOutcome, FrameInput, InstructionResult};
 use revm::primitives::hardfork::SpecId;
 use wasmparser::ValType;
-use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
 
 use super::{memory_gas, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS};
 
@@ -30,7 +29,7 @@ const KECCAK_GAS: u64 = 30;
 const TRANSIENT_GAS: u64 = 100;
 
 /// How a WASM frame ends other than by returning from `call`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Exit {
     /// `exit(0, ..)`: success with output.
     Return(Bytes),
@@ -52,9 +51,11 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-pub(crate) fn halt(r: InstructionResult) -> wasmtime::Error {
-    wasmtime::Error::new(Exit::Halt(r))
+pub(crate) fn halt(r: InstructionResult) -> Exit {
+    Exit::Halt(r)
 }
+
+impl wasmi::errors::HostError for Exit {}
 
 /// What a WASM frame needs from the EVM around it: the host interface of revm's context and a
 /// way to run a nested call on the same journal.
@@ -82,23 +83,30 @@ pub(crate) struct Limits {
     pub(crate) owed: u64,
 }
 
-impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+impl Limits {
+    /// Whether memory may grow from `current` to `desired` bytes; records what it owes.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
         let page = 1usize << 16;
         if desired > (MAX_MEMORY_PAGES as usize) * page {
-            return Ok(false);
+            return false;
         }
         // The initial memory (growth from nothing) is paid before instantiation.
         if current != 0 {
             let (from, to) = ((current / page) as u64, desired.div_ceil(page) as u64);
             self.owed = self.owed.saturating_add(memory_gas(to).saturating_sub(memory_gas(from)));
         }
-        Ok(true)
+        true
+    }
+}
+
+impl wasmtime::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
@@ -123,11 +131,42 @@ impl ResourceLimiter for Limits {
     }
 }
 
+impl wasmi::ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, wasmi_core::LimiterError> {
+        Ok(self.grow(current, desired))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, wasmi_core::LimiterError> {
+        Ok(desired as u64 <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+}
+
 /// Per-call state of a WASM instance.
 pub(crate) struct HostState {
     /// The frame's environment. Points to a value that outlives the store (see `call::run`).
     pub(crate) env: *mut (dyn Env + 'static),
-    pub(crate) memory: Option<Memory>,
     pub(crate) limits: Limits,
     pub(crate) spec: SpecId,
     pub(crate) target: Address,
@@ -162,7 +201,6 @@ impl HostState {
         let env: Box<dyn Env> = Box::new(NoEnv(Default::default()));
         HostState {
             env: Box::into_raw(env),
-            memory: None,
             limits: Limits::default(),
             spec: SpecId::default(),
             target: Address::ZERO,
@@ -192,66 +230,152 @@ impl HostState {
     }
 }
 
-pub(crate) type Cx<'a> = Caller<'a, HostState>;
-pub(crate) type R<T> = wasmtime::Result<T>;
+/// A store's data on either engine: the frame's state and the instance's memory and fuel
+/// global (`M` and `G`, the engine's handles), set once the instance exists.
+pub(crate) struct Instance<M, G> {
+    pub(crate) host: HostState,
+    pub(crate) memory: Option<M>,
+    pub(crate) gas: Option<G>,
+}
+
+impl<M, G> Instance<M, G> {
+    pub(crate) fn new(host: HostState) -> Self {
+        Instance { host, memory: None, gas: None }
+    }
+}
+
+/// What host functions need from the engine that calls them.
+pub(crate) trait Cx {
+    fn st(&self) -> &HostState;
+    fn st_mut(&mut self) -> &mut HostState;
+    /// The instance's linear memory.
+    fn mem(&self) -> R<&[u8]>;
+    fn mem_mut(&mut self) -> R<&mut [u8]>;
+    /// The module's fuel global (see `instrument`); negative once the module ran out.
+    fn fuel(&mut self) -> i64;
+    fn set_fuel(&mut self, fuel: i64) -> R<()>;
+}
+
+fn no_memory() -> Exit {
+    halt(InstructionResult::InvalidFEOpcode)
+}
+
+impl Cx for wasmtime::Caller<'_, Instance<wasmtime::Memory, wasmtime::Global>> {
+    fn st(&self) -> &HostState {
+        &self.data().host
+    }
+    fn st_mut(&mut self) -> &mut HostState {
+        &mut self.data_mut().host
+    }
+    fn mem(&self) -> R<&[u8]> {
+        let m = self.data().memory.ok_or_else(no_memory)?;
+        Ok(m.data(self))
+    }
+    fn mem_mut(&mut self) -> R<&mut [u8]> {
+        let m = self.data().memory.ok_or_else(no_memory)?;
+        Ok(m.data_mut(self))
+    }
+    fn fuel(&mut self) -> i64 {
+        match self.data().gas {
+            Some(g) => g.get(&mut *self).i64().unwrap_or(-1),
+            None => -1,
+        }
+    }
+    fn set_fuel(&mut self, fuel: i64) -> R<()> {
+        let g = self.data().gas.ok_or_else(|| halt(InstructionResult::OutOfGas))?;
+        g.set(&mut *self, wasmtime::Val::I64(fuel)).map_err(|_| halt(InstructionResult::OutOfGas))
+    }
+}
+
+impl Cx for wasmi::Caller<'_, Instance<wasmi::Memory, wasmi::Global>> {
+    fn st(&self) -> &HostState {
+        &self.data().host
+    }
+    fn st_mut(&mut self) -> &mut HostState {
+        &mut self.data_mut().host
+    }
+    fn mem(&self) -> R<&[u8]> {
+        let m = self.data().memory.ok_or_else(no_memory)?;
+        Ok(m.data(self))
+    }
+    fn mem_mut(&mut self) -> R<&mut [u8]> {
+        let m = self.data().memory.ok_or_else(no_memory)?;
+        Ok(m.data_mut(self))
+    }
+    fn fuel(&mut self) -> i64 {
+        match self.data().gas {
+            Some(g) => g.get(&*self).i64().unwrap_or(-1),
+            None => -1,
+        }
+    }
+    fn set_fuel(&mut self, fuel: i64) -> R<()> {
+        let g = self.data().gas.ok_or_else(|| halt(InstructionResult::OutOfGas))?;
+        g.set(&mut *self, wasmi::Val::I64(fuel)).map_err(|_| halt(InstructionResult::OutOfGas))
+    }
+}
+
+pub(crate) type R<T> = Result<T, Exit>;
 
 /// Gas the frame has left, after what its memory growth owes.
-pub(crate) fn gas_left(c: &Cx<'_>) -> u64 {
-    (c.get_fuel().unwrap_or(0) / FUEL_PER_GAS).saturating_sub(c.data().limits.owed)
+pub(crate) fn gas_left(c: &mut impl Cx) -> u64 {
+    let fuel = u64::try_from(c.fuel()).unwrap_or(0);
+    (fuel / FUEL_PER_GAS).saturating_sub(c.st().limits.owed)
 }
 
 /// Charges `gas` and pays what memory growth owes, halting with out-of-gas if the frame has
 /// less.
-pub(crate) fn charge(c: &mut Cx<'_>, gas: u64) -> R<()> {
-    let fuel = c.get_fuel()?;
-    let owed = std::mem::take(&mut c.data_mut().limits.owed);
+pub(crate) fn charge(c: &mut impl Cx, gas: u64) -> R<()> {
+    // Negative: the module ran out before it called (it checks only at function entries and
+    // loops); it stays negative, so the frame ends out of gas.
+    let Ok(fuel) = u64::try_from(c.fuel()) else {
+        return Err(halt(InstructionResult::OutOfGas));
+    };
+    let owed = std::mem::take(&mut c.st_mut().limits.owed);
     let cost = gas.saturating_add(owed).saturating_mul(FUEL_PER_GAS);
     if cost > fuel {
         c.set_fuel(0)?;
         return Err(halt(InstructionResult::OutOfGas));
     }
-    c.set_fuel(fuel - cost)
+    // `fuel - cost` is at most `fuel`, which came from an i64.
+    c.set_fuel((fuel - cost) as i64)
 }
 
-pub(crate) fn memory(c: &Cx<'_>) -> R<Memory> {
-    c.data().memory.ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))
+/// Gives `gas` back to the frame (what a nested frame did not use).
+pub(crate) fn refill(c: &mut impl Cx, gas: u64) -> R<()> {
+    let fuel = c.fuel();
+    if fuel < 0 {
+        return Err(halt(InstructionResult::OutOfGas));
+    }
+    let more = i64::try_from(gas.saturating_mul(FUEL_PER_GAS)).unwrap_or(i64::MAX);
+    c.set_fuel(fuel.saturating_add(more))
 }
 
-pub(crate) fn read(c: &Cx<'_>, ptr: u32, len: u32) -> R<Vec<u8>> {
-    let m = memory(c)?;
+fn span(ptr: u32, len: usize) -> R<std::ops::Range<usize>> {
     let start = ptr as usize;
-    let end =
-        start.checked_add(len as usize).ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?;
-    m.data(c)
-        .get(start..end)
-        .map(<[u8]>::to_vec)
-        .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))
+    let end = start.checked_add(len).ok_or_else(no_memory)?;
+    Ok(start..end)
 }
 
-pub(crate) fn read_array<const N: usize>(c: &Cx<'_>, ptr: u32) -> R<[u8; N]> {
-    let m = memory(c)?;
-    let start = ptr as usize;
-    m.data(c)
-        .get(start..start.saturating_add(N))
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))
+pub(crate) fn read(c: &impl Cx, ptr: u32, len: u32) -> R<Vec<u8>> {
+    let r = span(ptr, len as usize)?;
+    c.mem()?.get(r).map(<[u8]>::to_vec).ok_or_else(no_memory)
 }
 
-pub(crate) fn write(c: &mut Cx<'_>, ptr: u32, bytes: &[u8]) -> R<()> {
-    let m = memory(c)?;
-    let start = ptr as usize;
-    let dst = m
-        .data_mut(&mut *c)
-        .get_mut(start..start.saturating_add(bytes.len()))
-        .ok_or_else(|| halt(InstructionResult::InvalidFEOpcode))?;
-    dst.copy_from_slice(bytes);
+pub(crate) fn read_array<const N: usize>(c: &impl Cx, ptr: u32) -> R<[u8; N]> {
+    let r = span(ptr, N)?;
+    c.mem()?.get(r).and_then(|s| s.try_into().ok()).ok_or_else(no_memory)
+}
+
+pub(crate) fn write(c: &mut impl Cx, ptr: u32, bytes: &[u8]) -> R<()> {
+    let r = span(ptr, bytes.len())?;
+    c.mem_mut()?.get_mut(r).ok_or_else(no_memory)?.copy_from_slice(bytes);
     Ok(())
 }
 
 /// Copies `len` bytes of `src` from `offset` to `dst`; reading past `src` halts, like
 /// RETURNDATACOPY (and unlike CALLDATACOPY, which pads: a contract knows the size first).
-fn copy_out(c: &mut Cx<'_>, src: &Bytes, dst: u32, offset: u32, len: u32) -> R<()> {
-    let gas = VERYLOW_GAS + c.data_mut().env().host().gas_params().copy_cost(len as usize);
+fn copy_out(c: &mut impl Cx, src: &Bytes, dst: u32, offset: u32, len: u32) -> R<()> {
+    let gas = VERYLOW_GAS + c.st_mut().env().host().gas_params().copy_cost(len as usize);
     charge(c, gas)?;
     let start = offset as usize;
     let bytes = src
@@ -261,8 +385,8 @@ fn copy_out(c: &mut Cx<'_>, src: &Bytes, dst: u32, offset: u32, len: u32) -> R<(
     write(c, dst, &bytes)
 }
 
-fn require_non_static(c: &Cx<'_>) -> R<()> {
-    if c.data().is_static {
+fn require_non_static(c: &impl Cx) -> R<()> {
+    if c.st().is_static {
         return Err(halt(InstructionResult::StateChangeDuringStaticCall));
     }
     Ok(())
@@ -270,7 +394,7 @@ fn require_non_static(c: &Cx<'_>) -> R<()> {
 
 /// A failed load: out of gas when the cold load was skipped, a fatal error otherwise (the
 /// context keeps the database error).
-pub(crate) fn load_failed(e: LoadError) -> wasmtime::Error {
+pub(crate) fn load_failed(e: LoadError) -> Exit {
     match e {
         LoadError::ColdLoadSkipped => halt(InstructionResult::OutOfGas),
         LoadError::DBError => halt(InstructionResult::FatalExternalError),
@@ -298,231 +422,319 @@ pub(crate) fn import_signature(name: &str) -> Option<(&'static [ValType], &'stat
     })
 }
 
-/// Defines every host function on `linker`.
-pub(crate) fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    let m = HOST_MODULE;
-    linker.func_wrap(m, "calldata_size", |mut c: Cx<'_>| -> R<u32> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(c.data().input.len() as u32)
-    })?;
-    linker.func_wrap(
-        m,
-        "calldata_copy",
-        |mut c: Cx<'_>, dst: u32, off: u32, len: u32| -> R<()> {
-            let input = c.data().input.clone();
-            copy_out(&mut c, &input, dst, off, len)
-        },
-    )?;
-    linker.func_wrap(m, "returndata_size", |mut c: Cx<'_>| -> R<u32> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(c.data().returndata.len() as u32)
-    })?;
-    linker.func_wrap(
-        m,
-        "returndata_copy",
-        |mut c: Cx<'_>, dst: u32, off: u32, len: u32| -> R<()> {
-            let data = c.data().returndata.clone();
-            copy_out(&mut c, &data, dst, off, len)
-        },
-    )?;
-    linker.func_wrap(m, "caller", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let a = c.data().caller;
-        write(&mut c, dst, a.as_slice())
-    })?;
-    linker.func_wrap(m, "address", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let a = c.data().target;
-        write(&mut c, dst, a.as_slice())
-    })?;
-    linker.func_wrap(m, "origin", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let a = c.data_mut().env().host().caller();
-        write(&mut c, dst, a.as_slice())
-    })?;
-    linker.func_wrap(m, "coinbase", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let a = c.data_mut().env().host().beneficiary();
-        write(&mut c, dst, a.as_slice())
-    })?;
-    linker.func_wrap(m, "callvalue", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let v = c.data().value;
-        write(&mut c, dst, &v.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "basefee", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let v = c.data_mut().env().host().basefee();
-        write(&mut c, dst, &v.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "gasprice", |mut c: Cx<'_>, dst: u32| -> R<()> {
-        charge(&mut c, BASE_GAS)?;
-        let v = c.data_mut().env().host().effective_gas_price();
-        write(&mut c, dst, &v.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "block_number", |mut c: Cx<'_>| -> R<u64> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(c.data_mut().env().host().block_number().saturating_to())
-    })?;
-    linker.func_wrap(m, "timestamp", |mut c: Cx<'_>| -> R<u64> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(c.data_mut().env().host().timestamp().saturating_to())
-    })?;
-    linker.func_wrap(m, "chain_id", |mut c: Cx<'_>| -> R<u64> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(c.data_mut().env().host().chain_id().saturating_to())
-    })?;
-    linker.func_wrap(m, "gas_left", |mut c: Cx<'_>| -> R<u64> {
-        charge(&mut c, BASE_GAS)?;
-        Ok(gas_left(&c))
-    })?;
-    linker.func_wrap(m, "balance", |mut c: Cx<'_>, addr: u32, dst: u32| -> R<()> {
-        let who = Address::from(read_array::<20>(&c, addr)?);
-        let (warm, cold) = {
-            let host = c.data_mut().env().host();
-            let p = host.gas_params();
-            (p.warm_storage_read_cost(), p.cold_account_additional_cost())
-        };
-        charge(&mut c, warm)?;
-        let skip = gas_left(&c) < cold;
-        let account = c
-            .data_mut()
-            .env()
-            .host()
-            .load_account_info_skip_cold_load(who, false, skip)
-            .map_err(load_failed)?;
-        let (balance, is_cold) = (account.balance, account.is_cold);
-        if is_cold {
-            charge(&mut c, cold)?;
-        }
-        write(&mut c, dst, &balance.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "sload", |mut c: Cx<'_>, key: u32, dst: u32| -> R<()> {
-        let key = U256::from_be_bytes(read_array::<32>(&c, key)?);
-        let (warm, cold) = {
-            let host = c.data_mut().env().host();
-            let p = host.gas_params();
-            (p.warm_storage_read_cost(), p.cold_storage_additional_cost())
-        };
-        charge(&mut c, warm)?;
-        let skip = gas_left(&c) < cold;
-        let target = c.data().target;
-        let load = c
-            .data_mut()
-            .env()
-            .host()
-            .sload_skip_cold_load(target, key, skip)
-            .map_err(load_failed)?;
-        if load.is_cold {
-            charge(&mut c, cold)?;
-        }
-        write(&mut c, dst, &load.data.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "sstore", |mut c: Cx<'_>, key: u32, value: u32| -> R<()> {
-        require_non_static(&c)?;
-        let key = U256::from_be_bytes(read_array::<32>(&c, key)?);
-        let value = U256::from_be_bytes(read_array::<32>(&c, value)?);
-        let spec = c.data().spec;
-        let (stipend, static_gas, cold_cost) = {
-            let host = c.data_mut().env().host();
-            let p = host.gas_params();
-            (p.call_stipend(), p.sstore_static_gas(), p.cold_storage_cost())
-        };
-        // EIP-2200: no SSTORE with the stipend or less left.
-        if gas_left(&c) <= stipend {
-            return Err(halt(InstructionResult::ReentrancySentryOOG));
-        }
-        charge(&mut c, static_gas)?;
-        let skip = gas_left(&c) < cold_cost;
-        let target = c.data().target;
-        let load = c
-            .data_mut()
-            .env()
-            .host()
-            .sstore_skip_cold_load(target, key, value, skip)
-            .map_err(load_failed)?;
-        let istanbul = spec.is_enabled_in(SpecId::ISTANBUL);
-        let (dynamic, refund) = {
-            let host = c.data_mut().env().host();
-            let p = host.gas_params();
-            (
-                p.sstore_dynamic_gas(istanbul, &load.data, load.is_cold),
-                p.sstore_refund(istanbul, &load.data),
-            )
-        };
-        charge(&mut c, dynamic)?;
-        c.data_mut().refund += refund;
-        Ok(())
-    })?;
-    linker.func_wrap(m, "tload", |mut c: Cx<'_>, key: u32, dst: u32| -> R<()> {
-        charge(&mut c, TRANSIENT_GAS)?;
-        let key = U256::from_be_bytes(read_array::<32>(&c, key)?);
-        let target = c.data().target;
-        let v = c.data_mut().env().host().tload(target, key);
-        write(&mut c, dst, &v.to_be_bytes::<32>())
-    })?;
-    linker.func_wrap(m, "tstore", |mut c: Cx<'_>, key: u32, value: u32| -> R<()> {
-        require_non_static(&c)?;
-        charge(&mut c, TRANSIENT_GAS)?;
-        let key = U256::from_be_bytes(read_array::<32>(&c, key)?);
-        let value = U256::from_be_bytes(read_array::<32>(&c, value)?);
-        let target = c.data().target;
-        c.data_mut().env().host().tstore(target, key, value);
-        Ok(())
-    })?;
-    linker.func_wrap(
-        m,
-        "log",
-        |mut c: Cx<'_>, topics: u32, n: u32, data: u32, len: u32| -> R<()> {
-            require_non_static(&c)?;
-            if n > 4 {
-                return Err(halt(InstructionResult::InvalidFEOpcode));
-            }
-            let cost = c.data_mut().env().host().gas_params().log_cost(n as u8, len as u64);
-            charge(&mut c, LOG_GAS.saturating_add(cost))?;
-            let raw = read(&c, topics, n * 32)?;
-            let topics: Vec<B256> = raw.chunks_exact(32).map(B256::from_slice).collect();
-            let data = read(&c, data, len)?;
-            let target = c.data().target;
-            let Some(data) = LogData::new(topics, data.into()) else {
-                return Err(halt(InstructionResult::InvalidFEOpcode));
-            };
-            c.data_mut().env().host().log(Log { address: target, data });
-            Ok(())
-        },
-    )?;
-    linker.func_wrap(m, "keccak256", |mut c: Cx<'_>, ptr: u32, len: u32, dst: u32| -> R<()> {
-        let cost = c.data_mut().env().host().gas_params().keccak256_cost(len as usize);
-        charge(&mut c, KECCAK_GAS.saturating_add(cost))?;
-        let bytes = read(&c, ptr, len)?;
-        write(&mut c, dst, keccak256(&bytes).as_slice())
-    })?;
-    linker.func_wrap(
-        m,
-        "call",
-        |mut c: Cx<'_>, kind: u32, to: u32, value: u32, data: u32, len: u32, gas: u64| -> R<u32> {
-            super::call::host_call(&mut c, kind, to, value, data, len, gas)
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        "create",
-        |mut c: Cx<'_>,
-         kind: u32,
-         value: u32,
-         code: u32,
-         len: u32,
-         salt: u32,
-         out: u32|
-         -> R<u32> { super::call::host_create(&mut c, kind, value, code, len, salt, out) },
-    )?;
-    linker.func_wrap(m, "exit", |c: Cx<'_>, status: u32, ptr: u32, len: u32| -> R<()> {
-        let out = Bytes::from(read(&c, ptr, len)?);
-        Err(wasmtime::Error::new(match status {
-            0 => Exit::Return(out),
-            1 => Exit::Revert(out),
-            _ => Exit::Halt(InstructionResult::InvalidFEOpcode),
-        }))
-    })?;
+fn host_calldata_size(c: &mut impl Cx) -> R<u32> {
+    charge(c, BASE_GAS)?;
+    Ok(c.st().input.len() as u32)
+}
+
+fn host_calldata_copy(c: &mut impl Cx, dst: u32, off: u32, len: u32) -> R<()> {
+    let input = c.st().input.clone();
+    copy_out(c, &input, dst, off, len)
+}
+
+fn host_returndata_size(c: &mut impl Cx) -> R<u32> {
+    charge(c, BASE_GAS)?;
+    Ok(c.st().returndata.len() as u32)
+}
+
+fn host_returndata_copy(c: &mut impl Cx, dst: u32, off: u32, len: u32) -> R<()> {
+    let data = c.st().returndata.clone();
+    copy_out(c, &data, dst, off, len)
+}
+
+fn host_caller(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let a = c.st().caller;
+    write(c, dst, a.as_slice())
+}
+
+fn host_address(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let a = c.st().target;
+    write(c, dst, a.as_slice())
+}
+
+fn host_origin(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let a = c.st_mut().env().host().caller();
+    write(c, dst, a.as_slice())
+}
+
+fn host_coinbase(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let a = c.st_mut().env().host().beneficiary();
+    write(c, dst, a.as_slice())
+}
+
+fn host_callvalue(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let v = c.st().value;
+    write(c, dst, &v.to_be_bytes::<32>())
+}
+
+fn host_basefee(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let v = c.st_mut().env().host().basefee();
+    write(c, dst, &v.to_be_bytes::<32>())
+}
+
+fn host_gasprice(c: &mut impl Cx, dst: u32) -> R<()> {
+    charge(c, BASE_GAS)?;
+    let v = c.st_mut().env().host().effective_gas_price();
+    write(c, dst, &v.to_be_bytes::<32>())
+}
+
+fn host_block_number(c: &mut impl Cx) -> R<u64> {
+    charge(c, BASE_GAS)?;
+    Ok(c.st_mut().env().host().block_number().saturating_to())
+}
+
+fn host_timestamp(c: &mut impl Cx) -> R<u64> {
+    charge(c, BASE_GAS)?;
+    Ok(c.st_mut().env().host().timestamp().saturating_to())
+}
+
+fn host_chain_id(c: &mut impl Cx) -> R<u64> {
+    charge(c, BASE_GAS)?;
+    Ok(c.st_mut().env().host().chain_id().saturating_to())
+}
+
+fn host_gas_left(c: &mut impl Cx) -> R<u64> {
+    charge(c, BASE_GAS)?;
+    Ok(gas_left(c))
+}
+
+fn host_balance(c: &mut impl Cx, addr: u32, dst: u32) -> R<()> {
+    let who = Address::from(read_array::<20>(c, addr)?);
+    let (warm, cold) = {
+        let host = c.st_mut().env().host();
+        let p = host.gas_params();
+        (p.warm_storage_read_cost(), p.cold_account_additional_cost())
+    };
+    charge(c, warm)?;
+    let skip = gas_left(c) < cold;
+    let account = c
+        .st_mut()
+        .env()
+        .host()
+        .load_account_info_skip_cold_load(who, false, skip)
+        .map_err(load_failed)?;
+    let (balance, is_cold) = (account.balance, account.is_cold);
+    if is_cold {
+        charge(c, cold)?;
+    }
+    write(c, dst, &balance.to_be_bytes::<32>())
+}
+
+fn host_sload(c: &mut impl Cx, key: u32, dst: u32) -> R<()> {
+    let key = U256::from_be_bytes(read_array::<32>(c, key)?);
+    let (warm, cold) = {
+        let host = c.st_mut().env().host();
+        let p = host.gas_params();
+        (p.warm_storage_read_cost(), p.cold_storage_additional_cost())
+    };
+    charge(c, warm)?;
+    let skip = gas_left(c) < cold;
+    let target = c.st().target;
+    let load =
+        c.st_mut().env().host().sload_skip_cold_load(target, key, skip).map_err(load_failed)?;
+    if load.is_cold {
+        charge(c, cold)?;
+    }
+    write(c, dst, &load.data.to_be_bytes::<32>())
+}
+
+fn host_sstore(c: &mut impl Cx, key: u32, value: u32) -> R<()> {
+    require_non_static(c)?;
+    let key = U256::from_be_bytes(read_array::<32>(c, key)?);
+    let value = U256::from_be_bytes(read_array::<32>(c, value)?);
+    let spec = c.st().spec;
+    let (stipend, static_gas, cold_cost) = {
+        let host = c.st_mut().env().host();
+        let p = host.gas_params();
+        (p.call_stipend(), p.sstore_static_gas(), p.cold_storage_cost())
+    };
+    // EIP-2200: no SSTORE with the stipend or less left.
+    if gas_left(c) <= stipend {
+        return Err(halt(InstructionResult::ReentrancySentryOOG));
+    }
+    charge(c, static_gas)?;
+    let skip = gas_left(c) < cold_cost;
+    let target = c.st().target;
+    let load = c
+        .st_mut()
+        .env()
+        .host()
+        .sstore_skip_cold_load(target, key, value, skip)
+        .map_err(load_failed)?;
+    let istanbul = spec.is_enabled_in(SpecId::ISTANBUL);
+    let (dynamic, refund) = {
+        let host = c.st_mut().env().host();
+        let p = host.gas_params();
+        (
+            p.sstore_dynamic_gas(istanbul, &load.data, load.is_cold),
+            p.sstore_refund(istanbul, &load.data),
+        )
+    };
+    charge(c, dynamic)?;
+    c.st_mut().refund += refund;
     Ok(())
 }
+
+fn host_tload(c: &mut impl Cx, key: u32, dst: u32) -> R<()> {
+    charge(c, TRANSIENT_GAS)?;
+    let key = U256::from_be_bytes(read_array::<32>(c, key)?);
+    let target = c.st().target;
+    let v = c.st_mut().env().host().tload(target, key);
+    write(c, dst, &v.to_be_bytes::<32>())
+}
+
+fn host_tstore(c: &mut impl Cx, key: u32, value: u32) -> R<()> {
+    require_non_static(c)?;
+    charge(c, TRANSIENT_GAS)?;
+    let key = U256::from_be_bytes(read_array::<32>(c, key)?);
+    let value = U256::from_be_bytes(read_array::<32>(c, value)?);
+    let target = c.st().target;
+    c.st_mut().env().host().tstore(target, key, value);
+    Ok(())
+}
+
+fn host_log(c: &mut impl Cx, topics: u32, n: u32, data: u32, len: u32) -> R<()> {
+    require_non_static(c)?;
+    if n > 4 {
+        return Err(halt(InstructionResult::InvalidFEOpcode));
+    }
+    let cost = c.st_mut().env().host().gas_params().log_cost(n as u8, len as u64);
+    charge(c, LOG_GAS.saturating_add(cost))?;
+    let raw = read(c, topics, n * 32)?;
+    let topics: Vec<B256> = raw.chunks_exact(32).map(B256::from_slice).collect();
+    let data = read(c, data, len)?;
+    let target = c.st().target;
+    let Some(data) = LogData::new(topics, data.into()) else {
+        return Err(halt(InstructionResult::InvalidFEOpcode));
+    };
+    c.st_mut().env().host().log(Log { address: target, data });
+    Ok(())
+}
+
+fn host_keccak256(c: &mut impl Cx, ptr: u32, len: u32, dst: u32) -> R<()> {
+    let cost = c.st_mut().env().host().gas_params().keccak256_cost(len as usize);
+    charge(c, KECCAK_GAS.saturating_add(cost))?;
+    let bytes = read(c, ptr, len)?;
+    write(c, dst, keccak256(&bytes).as_slice())
+}
+
+fn host_call(
+    c: &mut impl Cx,
+    kind: u32,
+    to: u32,
+    value: u32,
+    data: u32,
+    len: u32,
+    gas: u64,
+) -> R<u32> {
+    super::call::host_call(c, kind, to, value, data, len, gas)
+}
+
+fn host_create(
+    c: &mut impl Cx,
+    kind: u32,
+    value: u32,
+    code: u32,
+    len: u32,
+    salt: u32,
+    out: u32,
+) -> R<u32> {
+    super::call::host_create(c, kind, value, code, len, salt, out)
+}
+
+fn host_exit(c: &mut impl Cx, status: u32, ptr: u32, len: u32) -> R<()> {
+    let out = Bytes::from(read(c, ptr, len)?);
+    Err(match status {
+        0 => Exit::Return(out),
+        1 => Exit::Revert(out),
+        _ => Exit::Halt(InstructionResult::InvalidFEOpcode),
+    })
+}
+
+/// Defines host function `$name` (Rust function `$f`) on `$linker`.
+macro_rules! wrap {
+    ($linker:expr, $caller:ty, $err:expr, $name:literal, $f:ident $(, $a:ident: $t:ty)*) => {
+        $linker.func_wrap(HOST_MODULE, $name, |mut c: $caller $(, $a: $t)*| {
+            $f(&mut c $(, $a)*).map_err($err)
+        })?;
+    };
+}
+
+/// Defines every host function on `$linker`, a linker of either engine whose functions take
+/// `$caller` and report a host error with `$err`.
+macro_rules! define_host_functions {
+    ($linker:expr, $caller:ty, $err:expr) => {{
+        wrap!($linker, $caller, $err, "calldata_size", host_calldata_size);
+        wrap!(
+            $linker, $caller, $err, "calldata_copy", host_calldata_copy,
+            dst: u32, off: u32, len: u32
+        );
+        wrap!($linker, $caller, $err, "returndata_size", host_returndata_size);
+        wrap!(
+            $linker, $caller, $err, "returndata_copy", host_returndata_copy,
+            dst: u32, off: u32, len: u32
+        );
+        wrap!($linker, $caller, $err, "caller", host_caller, dst: u32);
+        wrap!($linker, $caller, $err, "address", host_address, dst: u32);
+        wrap!($linker, $caller, $err, "origin", host_origin, dst: u32);
+        wrap!($linker, $caller, $err, "coinbase", host_coinbase, dst: u32);
+        wrap!($linker, $caller, $err, "callvalue", host_callvalue, dst: u32);
+        wrap!($linker, $caller, $err, "basefee", host_basefee, dst: u32);
+        wrap!($linker, $caller, $err, "gasprice", host_gasprice, dst: u32);
+        wrap!($linker, $caller, $err, "block_number", host_block_number);
+        wrap!($linker, $caller, $err, "timestamp", host_timestamp);
+        wrap!($linker, $caller, $err, "chain_id", host_chain_id);
+        wrap!($linker, $caller, $err, "gas_left", host_gas_left);
+        wrap!($linker, $caller, $err, "balance", host_balance, addr: u32, dst: u32);
+        wrap!($linker, $caller, $err, "sload", host_sload, key: u32, dst: u32);
+        wrap!($linker, $caller, $err, "sstore", host_sstore, key: u32, value: u32);
+        wrap!($linker, $caller, $err, "tload", host_tload, key: u32, dst: u32);
+        wrap!($linker, $caller, $err, "tstore", host_tstore, key: u32, value: u32);
+        wrap!($linker, $caller, $err, "log", host_log, topics: u32, n: u32, data: u32, len: u32);
+        wrap!($linker, $caller, $err, "keccak256", host_keccak256, ptr: u32, len: u32, dst: u32);
+        wrap!(
+            $linker, $caller, $err, "call", host_call,
+            kind: u32, to: u32, value: u32, data: u32, len: u32, gas: u64
+        );
+        wrap!(
+            $linker, $caller, $err, "create", host_create,
+            kind: u32, value: u32, code: u32, len: u32, salt: u32, out: u32
+        );
+        wrap!($linker, $caller, $err, "exit", host_exit, status: u32, ptr: u32, len: u32);
+    }};
+}
+
+/// Defines every host function on a wasmtime linker.
+pub(crate) fn define_wasmtime(
+    linker: &mut wasmtime::Linker<Instance<wasmtime::Memory, wasmtime::Global>>,
+) -> wasmtime::Result<()> {
+    define_host_functions!(
+        linker,
+        wasmtime::Caller<'_, Instance<wasmtime::Memory, wasmtime::Global>>,
+        wasmtime::Error::new
+    );
+    Ok(())
+}
+
+/// Defines every host function on a wasmi linker.
+pub(crate) fn define_wasmi(
+    linker: &mut wasmi::Linker<Instance<wasmi::Memory, wasmi::Global>>,
+) -> Result<(), wasmi::Error> {
+    define_host_functions!(
+        linker,
+        wasmi::Caller<'_, Instance<wasmi::Memory, wasmi::Global>>,
+        wasmi::Error::host
+    );
+    Ok(())
+}
+
+/// A store's data on wasmtime.
+pub(crate) type WtData = Instance<wasmtime::Memory, wasmtime::Global>;
+/// A store's data on wasmi.
+pub(crate) type WiData = Instance<wasmi::Memory, wasmi::Global>;

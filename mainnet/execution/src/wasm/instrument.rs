@@ -1,21 +1,37 @@
-//! A deterministic bound on how much native stack a WASM activation may use.
+//! The rewrite every module gets before it runs: Farol's gas metering and a deterministic
+//! bound on its stack, both inside the module itself, so that every engine that runs the
+//! rewritten module (Cranelift, or the interpreter before Cranelift is done) charges the same
+//! gas and halts at the same instruction.
 //!
-//! wasmtime's own stack limit traps at a depth that depends on the machine code Cranelift
-//! emits, which is not a consensus rule. Before compiling, Farol rewrites every module so that
-//! it counts its own stack: each function costs its parameters and locals, the most operands
-//! it ever holds, and [`CALL_OVERHEAD`] "slots"; every `call` adds the callee's cost to a
-//! counter in a new mutable global before the call and takes it off after; a call that would
-//! take the counter past [`STACK_BUDGET`] traps (`unreachable`). `call_indirect` counts the
-//! most expensive function of the module. The entry function's cost is the counter's start.
+//! **Gas.** A mutable `i64` global, exported as [`GAS_EXPORT`], holds the frame's fuel
+//! ([`super::FUEL_PER_GAS`] per gas). The code is cut into straight-line segments; a segment
+//! starts at the function's entry and after every `loop`, `if`, `else`, `end`, `br`, `br_if`,
+//! `br_table`, `return` and `unreachable`. Each segment starts by taking the fuel of all its
+//! operators (see [`op_fuel`]) from the global. At a function's entry and at the top of
+//! every loop body the code then checks the global and traps (`unreachable`) if it is below
+//! zero; the host, seeing a negative global, reports out-of-gas. Between checks a module can
+//! only run straight-line code and forward branches, so it stops within one function body's
+//! worth of operators; a host function, or the frame's end, that finds the global negative
+//! also ends the frame out of gas. `memory.grow`, `memory.copy`, `memory.fill` and
+//! `memory.init` pay for their size right before they run, from the operand on top of the
+//! stack, and check at once. Host functions charge the same global.
 //!
-//! The rewrite is a pure function of the deployed code, so every node compiles the same
-//! module and halts at the same call. The stored code (and its hash) is the deployed module;
-//! only the compiled form is rewritten.
+//! **Stack.** wasmtime's own stack limit traps at a depth that depends on the machine code
+//! Cranelift emits, which is not a consensus rule. Each function costs its parameters and
+//! locals, the most operands it ever holds, and [`CALL_OVERHEAD`] "slots"; every `call` adds
+//! the callee's cost to a counter in a new mutable global before the call and takes it off
+//! after; a call that would take the counter past [`STACK_BUDGET`] traps (`unreachable`).
+//! `call_indirect` counts the most expensive function of the module. The entry function's
+//! cost is the counter's start.
+//!
+//! The rewrite is a pure function of the deployed code, so every node runs the same module
+//! and halts at the same place. The stored code (and its hash) is the deployed module; only
+//! what runs is rewritten.
 
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode, RoundtripReencoder};
 use wasm_encoder::{
-    CodeSection, ConstExpr, Function, GlobalSection, GlobalType, Instruction, Module, SectionId,
-    ValType,
+    BlockType, CodeSection, ConstExpr, ExportKind, ExportSection, Function, GlobalSection,
+    GlobalType, Instruction, Module, SectionId, ValType,
 };
 use wasmparser::{
     ExternalKind, FuncValidatorAllocations, FunctionBody, Operator, Parser, Payload, ValidPayload,
@@ -38,12 +54,28 @@ fn err(e: impl std::fmt::Display) -> WasmError {
     WasmError::Invalid(format!("instrumenting the module: {e}"))
 }
 
-/// The stack cost of every function, imported ones (host functions, cost
-/// [`CALL_OVERHEAD`]) first, and the index of the exported `call`.
-fn costs(module: &[u8]) -> Result<(Vec<u32>, u32, u32), WasmError> {
+/// The export under which the rewritten module shows its fuel global to the host. Deployment
+/// refuses modules with exports of their own under names starting with `__farol`.
+pub const GAS_EXPORT: &str = "__farol_gas";
+
+/// What the rewrite needs to know about a module before it starts.
+struct Survey {
+    /// The stack cost of every function, imported ones (host functions, cost
+    /// [`CALL_OVERHEAD`]) first.
+    costs: Vec<u32>,
+    /// Parameters and locals of every function the module defines, in order.
+    locals: Vec<u32>,
+    /// Index of the exported `call`.
+    entry: u32,
+    /// Globals the module defines.
+    globals: u32,
+}
+
+fn survey(module: &[u8]) -> Result<Survey, WasmError> {
     let mut validator = Validator::new_with_features(FEATURES);
     let mut allocs = FuncValidatorAllocations::default();
     let mut costs = Vec::new();
+    let mut locals = Vec::new();
     let mut entry = None;
     let mut globals = 0;
     for payload in Parser::new(0).parse_all(module) {
@@ -70,6 +102,7 @@ fn costs(module: &[u8]) -> Result<(Vec<u32>, u32, u32), WasmError> {
             let mut v = func.into_validator(std::mem::take(&mut allocs));
             let mut reader = body.get_binary_reader();
             v.read_locals(&mut reader).map_err(err)?;
+            locals.push(v.len_locals());
             let mut ops = wasmparser::OperatorsReader::new(reader);
             let mut highest = 0;
             while !ops.eof() {
@@ -84,47 +117,191 @@ fn costs(module: &[u8]) -> Result<(Vec<u32>, u32, u32), WasmError> {
         }
     }
     let entry = entry.ok_or_else(|| err("no exported `call`"))?;
-    Ok((costs, entry, globals))
+    Ok(Survey { costs, locals, entry, globals })
 }
 
-struct Counter {
-    costs: Vec<u32>,
+/// The fuel one operator costs, before any size-dependent part (see the module
+/// documentation). Changing any of it changes consensus.
+///
+/// - 0 for `nop`, `drop` and the structural markers `block`, `loop`, `else` and `end`;
+/// - 4 for `call`, 6 for `call_indirect`;
+/// - 4 for integer division and remainder, float division and square root;
+/// - 16 for `memory.grow`, plus [`GROW_PAGE_FUEL`] per page asked for (paid even when the
+///   growth fails);
+/// - 1 for `memory.copy`, `memory.fill` and `memory.init`, plus 1 per byte;
+/// - 1 for everything else.
+pub fn op_fuel(op: &Operator<'_>) -> u32 {
+    use Operator as O;
+    match op {
+        O::Nop | O::Drop | O::Block { .. } | O::Loop { .. } | O::Else | O::End => 0,
+        O::Call { .. } => 4,
+        O::CallIndirect { .. } => 6,
+        O::I32DivS
+        | O::I32DivU
+        | O::I32RemS
+        | O::I32RemU
+        | O::I64DivS
+        | O::I64DivU
+        | O::I64RemS
+        | O::I64RemU
+        | O::F32Div
+        | O::F64Div
+        | O::F32Sqrt
+        | O::F64Sqrt => 4,
+        O::MemoryGrow { .. } => 16,
+        _ => 1,
+    }
+}
+
+/// Fuel `memory.grow` costs per page asked for, on top of [`op_fuel`].
+pub const GROW_PAGE_FUEL: i64 = 255;
+
+/// Whether `op` can produce a NaN whose bits the WebAssembly specification leaves open
+/// (arithmetic, rounding, min/max, promotion and demotion of floats). Loads, stores,
+/// constants, `abs`, `neg`, `copysign`, reinterpretations and conversions are exact.
+fn nan_producing(op: &Operator<'_>) -> bool {
+    use Operator as O;
+    matches!(
+        op,
+        O::F32Add
+            | O::F32Sub
+            | O::F32Mul
+            | O::F32Div
+            | O::F32Sqrt
+            | O::F32Min
+            | O::F32Max
+            | O::F32Ceil
+            | O::F32Floor
+            | O::F32Trunc
+            | O::F32Nearest
+            | O::F64Add
+            | O::F64Sub
+            | O::F64Mul
+            | O::F64Div
+            | O::F64Sqrt
+            | O::F64Min
+            | O::F64Max
+            | O::F64Ceil
+            | O::F64Floor
+            | O::F64Trunc
+            | O::F64Nearest
+            | O::F32DemoteF64
+            | O::F64PromoteF32
+    )
+}
+
+/// Whether a new segment starts right after `op`.
+fn ends_segment(op: &Operator<'_>) -> bool {
+    use Operator as O;
+    matches!(
+        op,
+        O::Loop { .. }
+            | O::If { .. }
+            | O::Else
+            | O::End
+            | O::Br { .. }
+            | O::BrIf { .. }
+            | O::BrTable { .. }
+            | O::Return
+            | O::Unreachable
+    )
+}
+
+struct Rewriter {
+    survey: Survey,
     /// The most expensive function (what `call_indirect` charges).
     max: u32,
-    /// Index of the counter global.
-    global: u32,
-    /// Cost of the entry function: the counter's initial value.
-    start: u32,
+    /// Index of the stack counter global; the fuel global follows it.
+    stack: u32,
+    /// Whether to meter gas (off only to measure what metering costs).
+    meter: bool,
+    /// Functions of the code section rewritten so far.
+    done: usize,
+    /// Whether any operator may produce a NaN (see [`nan_producing`]).
+    floats: bool,
     added: bool,
 }
 
-impl Counter {
-    fn global_type() -> GlobalType {
-        GlobalType { val_type: ValType::I32, mutable: true, shared: false }
+impl Rewriter {
+    fn gas(&self) -> u32 {
+        self.stack + 1
     }
 
-    fn emit(&self, f: &mut Function, cost: u32, call: &Instruction<'_>) {
-        let g = self.global;
-        let c = cost as i32;
-        f.instruction(&Instruction::GlobalGet(g));
-        f.instruction(&Instruction::I32Const(c));
-        f.instruction(&Instruction::I32Add);
-        f.instruction(&Instruction::GlobalSet(g));
-        f.instruction(&Instruction::GlobalGet(g));
-        f.instruction(&Instruction::I32Const(STACK_BUDGET as i32));
-        f.instruction(&Instruction::I32GtU);
-        f.instruction(&Instruction::If(wasm_encoder::BlockType::Empty));
-        f.instruction(&Instruction::Unreachable);
-        f.instruction(&Instruction::End);
-        f.instruction(call);
-        f.instruction(&Instruction::GlobalGet(g));
-        f.instruction(&Instruction::I32Const(c));
-        f.instruction(&Instruction::I32Sub);
-        f.instruction(&Instruction::GlobalSet(g));
+    fn add_globals(&mut self, globals: &mut GlobalSection) {
+        let stack = GlobalType { val_type: ValType::I32, mutable: true, shared: false };
+        let start = self.survey.costs.get(self.survey.entry as usize).copied().unwrap_or(self.max);
+        globals.global(stack, &ConstExpr::i32_const(start as i32));
+        let gas = GlobalType { val_type: ValType::I64, mutable: true, shared: false };
+        globals.global(gas, &ConstExpr::i64_const(0));
+        self.added = true;
+    }
+
+    /// Takes `fuel` from the fuel global; if `check`, traps if it went below zero.
+    fn charge(&self, out: &mut Vec<Instruction<'static>>, fuel: u32, check: bool) {
+        let g = self.gas();
+        out.extend([
+            Instruction::GlobalGet(g),
+            Instruction::I64Const(i64::from(fuel)),
+            Instruction::I64Sub,
+            Instruction::GlobalSet(g),
+        ]);
+        if check {
+            self.trap_if_negative(out);
+        }
+    }
+
+    fn trap_if_negative(&self, out: &mut Vec<Instruction<'static>>) {
+        out.extend([
+            Instruction::GlobalGet(self.gas()),
+            Instruction::I64Const(0),
+            Instruction::I64LtS,
+            Instruction::If(BlockType::Empty),
+            Instruction::Unreachable,
+            Instruction::End,
+        ]);
+    }
+
+    /// Takes `per_unit` fuel for each unit of the `i32` on top of the stack, which stays
+    /// there (`scratch` is an `i32` local).
+    fn charge_size(&self, out: &mut Vec<Instruction<'static>>, scratch: u32, per_unit: i64) {
+        let g = self.gas();
+        out.extend([
+            Instruction::LocalTee(scratch),
+            Instruction::GlobalGet(g),
+            Instruction::LocalGet(scratch),
+            Instruction::I64ExtendI32U,
+            Instruction::I64Const(per_unit),
+            Instruction::I64Mul,
+            Instruction::I64Sub,
+            Instruction::GlobalSet(g),
+        ]);
+        self.trap_if_negative(out);
+    }
+
+    /// `call` wrapped in the stack count for a callee costing `cost` slots.
+    fn counted_call<'a>(&self, out: &mut Vec<Instruction<'a>>, cost: u32, call: Instruction<'a>) {
+        let (g, c) = (self.stack, cost as i32);
+        out.extend([
+            Instruction::GlobalGet(g),
+            Instruction::I32Const(c),
+            Instruction::I32Add,
+            Instruction::GlobalSet(g),
+            Instruction::GlobalGet(g),
+            Instruction::I32Const(STACK_BUDGET as i32),
+            Instruction::I32GtU,
+            Instruction::If(BlockType::Empty),
+            Instruction::Unreachable,
+            Instruction::End,
+            call,
+            Instruction::GlobalGet(g),
+            Instruction::I32Const(c),
+            Instruction::I32Sub,
+            Instruction::GlobalSet(g),
+        ]);
     }
 }
 
-impl Reencode for Counter {
+impl Reencode for Rewriter {
     type Error = String;
 
     fn parse_global_section(
@@ -133,8 +310,17 @@ impl Reencode for Counter {
         section: wasmparser::GlobalSectionReader<'_>,
     ) -> Result<(), ReencodeError<Self::Error>> {
         wasm_encoder::reencode::utils::parse_global_section(self, globals, section)?;
-        globals.global(Self::global_type(), &ConstExpr::i32_const(self.start as i32));
-        self.added = true;
+        self.add_globals(globals);
+        Ok(())
+    }
+
+    fn parse_export_section(
+        &mut self,
+        exports: &mut ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result<(), ReencodeError<Self::Error>> {
+        wasm_encoder::reencode::utils::parse_export_section(self, exports, section)?;
+        exports.export(GAS_EXPORT, ExportKind::Global, self.gas());
         Ok(())
     }
 
@@ -159,9 +345,8 @@ impl Reencode for Counter {
         };
         if !self.added && rank(after, 0) < 7 && rank(before, 8) > 7 {
             let mut globals = GlobalSection::new();
-            globals.global(Self::global_type(), &ConstExpr::i32_const(self.start as i32));
+            self.add_globals(&mut globals);
             module.section(&globals);
-            self.added = true;
         }
         Ok(())
     }
@@ -171,25 +356,71 @@ impl Reencode for Counter {
         code: &mut CodeSection,
         func: FunctionBody<'_>,
     ) -> Result<(), ReencodeError<Self::Error>> {
-        let mut f = self.new_function_with_parsed_locals(&func)?;
+        let mut locals = Vec::new();
+        for pair in func.get_locals_reader()? {
+            let (n, ty) = pair?;
+            locals.push((n, self.val_type(ty)?));
+        }
+        // One more `i32` local: scratch for the size of bulk memory operations.
+        let scratch = self.survey.locals.get(self.done).copied().ok_or_else(|| {
+            ReencodeError::UserError("more function bodies than functions".to_string())
+        })?;
+        self.done += 1;
+        locals.push((1, ValType::I32));
+        let mut f = Function::new(locals);
         let mut reader = func.get_operators_reader()?;
+        // The current segment: its instructions and the fuel of its operators.
+        let mut segment: Vec<Instruction<'_>> = Vec::new();
+        let mut fuel = 0u32;
+        let mut head: Vec<Instruction<'static>> = Vec::new();
+        // Whether the current segment is the function's first or a loop's body: only there
+        // does its charge check the fuel.
+        let mut check = true;
         while !reader.eof() {
             let op = reader.read()?;
-            let cost = match &op {
-                Operator::Call { function_index } => {
-                    Some(self.costs.get(*function_index as usize).copied().unwrap_or(self.max))
-                }
+            let starts_loop = matches!(op, Operator::Loop { .. });
+            self.floats |= nan_producing(&op);
+            fuel = fuel.saturating_add(op_fuel(&op));
+            let size_fuel = match &op {
+                Operator::MemoryGrow { .. } => Some(GROW_PAGE_FUEL),
+                Operator::MemoryCopy { .. }
+                | Operator::MemoryFill { .. }
+                | Operator::MemoryInit { .. } => Some(1),
+                _ => None,
+            };
+            let stack_cost = match &op {
+                Operator::Call { function_index } => Some(
+                    self.survey.costs.get(*function_index as usize).copied().unwrap_or(self.max),
+                ),
                 Operator::CallIndirect { .. } => Some(self.max),
                 _ => None,
             };
+            let boundary = ends_segment(&op);
             let ins = RoundtripReencoder
                 .instruction(op)
                 .map_err(|e| ReencodeError::UserError(format!("{e:?}")))?;
-            match cost {
-                Some(c) => self.emit(&mut f, c, &ins),
-                None => {
-                    f.instruction(&ins);
+            if let (Some(per_unit), true) = (size_fuel, self.meter) {
+                let mut sized = Vec::new();
+                self.charge_size(&mut sized, scratch, per_unit);
+                segment.extend(sized);
+            }
+            match stack_cost {
+                Some(c) => self.counted_call(&mut segment, c, ins),
+                None => segment.push(ins),
+            }
+            if boundary || reader.eof() {
+                if self.meter && (fuel > 0 || check) {
+                    head.clear();
+                    self.charge(&mut head, fuel, check);
+                    for i in &head {
+                        f.instruction(i);
+                    }
                 }
+                for i in segment.drain(..) {
+                    f.instruction(&i);
+                }
+                fuel = 0;
+                check = starts_loop;
             }
         }
         code.function(&f);
@@ -197,19 +428,31 @@ impl Reencode for Counter {
     }
 }
 
-/// `module` with its stack counted (see the module documentation). `module` must have passed
-/// [`super::validate()`].
-pub fn instrument(module: &[u8]) -> Result<Vec<u8>, WasmError> {
-    let (costs, entry, globals) = costs(module)?;
-    let max = costs.iter().copied().max().unwrap_or(CALL_OVERHEAD);
-    let start = costs.get(entry as usize).copied().unwrap_or(max);
-    let mut counter = Counter { costs, max, global: globals, start, added: false };
+/// A module after [`rewrite`].
+#[derive(Debug, Clone)]
+pub(crate) struct Rewritten {
+    pub(crate) code: Vec<u8>,
+    /// Whether an operator may produce a NaN whose bits engines may choose differently.
+    pub(crate) floats: bool,
+}
+
+/// `module` rewritten (see the module documentation), with gas metering if `meter`.
+/// `module` must have passed [`super::validate()`].
+pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Rewritten, WasmError> {
+    let survey = survey(module)?;
+    let max = survey.costs.iter().copied().max().unwrap_or(CALL_OVERHEAD);
+    let stack = survey.globals;
+    let mut r = Rewriter { survey, max, stack, meter, done: 0, floats: false, added: false };
     let mut out = Module::new();
-    counter
-        .parse_core_module(&mut out, Parser::new(0), module)
-        .map_err(|e| err(format!("{e:?}")))?;
-    if !counter.added {
-        return Err(err("no place for the stack counter"));
+    r.parse_core_module(&mut out, Parser::new(0), module).map_err(|e| err(format!("{e:?}")))?;
+    if !r.added {
+        return Err(err("no place for the counters"));
     }
-    Ok(out.finish())
+    Ok(Rewritten { code: out.finish(), floats: r.floats })
+}
+
+/// `module` with its gas metered and its stack counted (see the module documentation).
+/// `module` must have passed [`super::validate()`].
+pub fn instrument(module: &[u8]) -> Result<Vec<u8>, WasmError> {
+    rewrite(module, true).map(|r| r.code)
 }

@@ -20,27 +20,29 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{keccak256, B256};
 use thiserror::Error;
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OperatorCost,
-    OptLevel, PoolingAllocationConfig, Strategy,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, Strategy,
 };
 
 pub(crate) use call::instructions;
 pub(crate) use call::FarolPrecompiles;
 pub use host::HOST_MODULE;
-pub use instrument::{instrument, CALL_OVERHEAD, STACK_BUDGET};
+pub use instrument::{
+    instrument, op_fuel, CALL_OVERHEAD, GAS_EXPORT, GROW_PAGE_FUEL, STACK_BUDGET,
+};
 pub use validate::{
     validate, ModuleInfo, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS, MAX_MEMORY_PAGES,
     MAX_TABLE_ELEMENTS, MAX_TYPES,
 };
 
-use host::HostState;
+use host::{HostState, WiData, WtData};
 
 /// The first bytes of every WASM contract's code. `0xFE` is the EVM's INVALID opcode, so the
 /// EVM interpreter can never run such code by mistake; `FW` and the version byte follow.
 pub const MARKER: [u8; 4] = [0xFE, b'F', b'W', 0x01];
 
-/// Fuel a contract burns per unit of gas. wasmtime charges fuel per operator (see
-/// [`cost_table`]); a typical operator costs 1 fuel, an eighth of a gas unit, because a
+/// Fuel a contract burns per unit of gas. The module pays fuel per operator (see
+/// [`op_fuel`]); a typical operator costs 1 fuel, an eighth of a gas unit, because a
 /// compiled WASM operator does about as much work in that time as an eighth of an EVM `ADD`.
 pub const FUEL_PER_GAS: u64 = 8;
 
@@ -107,31 +109,36 @@ pub fn contract_code(module: &[u8]) -> Vec<u8> {
     code
 }
 
-/// The pinned fuel cost of each operator. Starting from wasmtime's table (1 per operator, 0
-/// for `nop`, `drop` and structural markers), calls, divisions and square roots cost more,
-/// and so does memory growth (the 255 maximum per page the table allows).
-pub fn cost_table() -> OperatorCost {
-    let mut c = OperatorCost::new();
-    c.Call = 4;
-    c.CallIndirect = 6;
-    for op in [
-        &mut c.I32DivS,
-        &mut c.I32DivU,
-        &mut c.I32RemS,
-        &mut c.I32RemU,
-        &mut c.I64DivS,
-        &mut c.I64DivU,
-        &mut c.I64RemS,
-        &mut c.I64RemU,
-        &mut c.F32Div,
-        &mut c.F64Div,
-        &mut c.F32Sqrt,
-        &mut c.F64Sqrt,
-    ] {
-        *op = 4;
-    }
-    c.MemoryGrow = 16;
-    c.variable.memory_grow_per_page = 255;
+/// Call frames the interpreter allows in one activation: above what [`STACK_BUDGET`] lets a
+/// module reach (at least [`CALL_OVERHEAD`] slots a frame), so the module's own count is what
+/// stops recursion on both tiers.
+const INTERP_MAX_DEPTH: usize = 4 * (STACK_BUDGET / CALL_OVERHEAD) as usize;
+
+/// Bytes of value stack the interpreter allows one activation: far above what
+/// [`STACK_BUDGET`] slots need, whatever registers the interpreter adds per frame.
+const INTERP_MAX_STACK: usize = 64 << 20;
+
+/// The wasmi configuration of the interpreter tier. Like [`config`], changing it could change
+/// consensus; it enables the same features.
+fn interp_config() -> wasmi::Config {
+    let mut c = wasmi::Config::default();
+    c.consume_fuel(false)
+        .compilation_mode(wasmi::CompilationMode::LazyTranslation)
+        .set_max_recursion_depth(INTERP_MAX_DEPTH)
+        .set_max_stack_height(INTERP_MAX_STACK)
+        .wasm_mutable_global(true)
+        .wasm_sign_extension(true)
+        .wasm_saturating_float_to_int(true)
+        .wasm_multi_value(true)
+        .wasm_multi_memory(false)
+        .wasm_bulk_memory(true)
+        .wasm_reference_types(true)
+        .wasm_tail_call(false)
+        .wasm_extended_const(true)
+        .wasm_custom_page_sizes(false)
+        .wasm_memory64(false)
+        .wasm_wide_arithmetic(false)
+        .floats(true);
     c
 }
 
@@ -142,8 +149,8 @@ fn config() -> Result<Config, WasmError> {
     c.cranelift_opt_level(OptLevel::Speed);
     // Deterministic floats: every NaN an operation produces is the canonical one.
     c.cranelift_nan_canonicalization(true);
-    c.consume_fuel(true);
-    c.operator_cost(cost_table());
+    // Gas is metered inside the module (see `instrument`), the same on every engine.
+    c.consume_fuel(false);
     c.max_wasm_stack(WASM_STACK);
     // Unused (no async), but wasmtime requires it to be at least `max_wasm_stack`.
     c.async_stack_size(WASM_STACK);
@@ -170,23 +177,48 @@ fn config() -> Result<Config, WasmError> {
 
 /// A module ready to instantiate.
 pub(crate) struct Compiled {
-    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) pre: InstancePre<WtData>,
     pub(crate) info: ModuleInfo,
-    /// The exports `call` and `memory`, looked up once.
+    /// The exports `call`, `memory` and the fuel global, looked up once.
     pub(crate) call: wasmtime::ModuleExport,
     pub(crate) memory: wasmtime::ModuleExport,
+    pub(crate) gas: wasmtime::ModuleExport,
 }
 
 impl Compiled {
-    fn new(pre: InstancePre<HostState>, info: ModuleInfo) -> Result<Compiled, WasmError> {
+    fn new(pre: InstancePre<WtData>, info: ModuleInfo) -> Result<Compiled, WasmError> {
         let export = |name: &str| {
             pre.module()
                 .get_export_index(name)
                 .ok_or_else(|| WasmError::Invalid(format!("no export `{name}`")))
         };
-        let (call, memory) = (export("call")?, export("memory")?);
-        Ok(Compiled { pre, info, call, memory })
+        let (call, memory, gas) = (export("call")?, export("memory")?, export(GAS_EXPORT)?);
+        Ok(Compiled { pre, info, call, memory, gas })
     }
+}
+
+/// A module the interpreter runs while Cranelift compiles it (see [`Tier`]).
+pub(crate) struct Interpreted {
+    pub(crate) module: wasmi::Module,
+    pub(crate) info: ModuleInfo,
+}
+
+/// What runs a call.
+pub(crate) enum Tier {
+    Compiled(Arc<Compiled>),
+    Interpreted(Arc<Interpreted>),
+}
+
+/// Which tier calls use. Both give the same results (they run the same rewritten module);
+/// forcing one is for tests and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierChoice {
+    /// The compiled module when it is ready, the interpreter until then.
+    Auto,
+    /// Always wait for the compiled module.
+    Compiled,
+    /// The interpreter whenever the module may run on it.
+    Interpreter,
 }
 
 enum SlotState {
@@ -198,6 +230,15 @@ enum SlotState {
 struct Slot {
     state: Mutex<SlotState>,
     done: Condvar,
+    /// The interpreter's form of the module, when it may run there (no NaN-producing float
+    /// operators).
+    interp: Option<Arc<Interpreted>>,
+}
+
+impl Slot {
+    fn new(interp: Option<Arc<Interpreted>>) -> Arc<Slot> {
+        Arc::new(Slot { state: Mutex::new(SlotState::Compiling), done: Condvar::new(), interp })
+    }
 }
 
 /// Counters of the module cache.
@@ -209,6 +250,8 @@ pub struct CacheStats {
     pub loaded: u64,
     /// Calls that waited for a compilation in progress.
     pub waited: u64,
+    /// Calls the interpreter ran (the module was not compiled yet).
+    pub interpreted: u64,
     /// Total time spent compiling.
     pub compile_time: Duration,
     /// WASM frames run.
@@ -222,7 +265,10 @@ pub struct CacheStats {
 /// The process's WASM engine and its cache of compiled modules, by code hash.
 pub struct WasmRuntime {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Linker<WtData>,
+    interp_engine: wasmi::Engine,
+    interp_linker: wasmi::Linker<WiData>,
+    tier: Mutex<TierChoice>,
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
@@ -248,10 +294,21 @@ impl WasmRuntime {
         let rt = |e: wasmtime::Error| WasmError::Runtime(e.to_string());
         let engine = Engine::new(&config()?).map_err(rt)?;
         let mut linker = Linker::new(&engine);
-        host::define(&mut linker).map_err(rt)?;
+        host::define_wasmtime(&mut linker).map_err(rt)?;
+        let interp_engine = wasmi::Engine::new(&interp_config());
+        let mut interp_linker = wasmi::Linker::new(&interp_engine);
+        host::define_wasmi(&mut interp_linker).map_err(|e| WasmError::Runtime(e.to_string()))?;
+        let tier = match std::env::var("FAROL_WASM_TIER").as_deref() {
+            Ok("compiled") => TierChoice::Compiled,
+            Ok("interpreter") => TierChoice::Interpreter,
+            _ => TierChoice::Auto,
+        };
         Ok(WasmRuntime {
             engine,
             linker,
+            interp_engine,
+            interp_linker,
+            tier: Mutex::new(tier),
             slots: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
@@ -262,6 +319,36 @@ impl WasmRuntime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    pub(crate) fn interp_linker(&self) -> &wasmi::Linker<WiData> {
+        &self.interp_linker
+    }
+
+    /// Sets which tier runs calls from now on (the environment variable `FAROL_WASM_TIER`,
+    /// `compiled` or `interpreter`, sets it at start). Results do not depend on it.
+    pub fn set_tier(&self, tier: TierChoice) {
+        *lock(&self.tier) = tier;
+    }
+
+    /// Which tier runs calls now.
+    pub fn tier(&self) -> TierChoice {
+        *lock(&self.tier)
+    }
+
+    /// The interpreter's form of `module` (the rewritten bytes), or `None` when the module has
+    /// operators whose NaN results the interpreter does not canonicalize.
+    fn interpreted(
+        &self,
+        rewritten: &instrument::Rewritten,
+        info: ModuleInfo,
+    ) -> Result<Option<Arc<Interpreted>>, WasmError> {
+        if rewritten.floats {
+            return Ok(None);
+        }
+        let module = wasmi::Module::new(&self.interp_engine, &rewritten.code)
+            .map_err(|e| WasmError::Invalid(format!("the interpreter refused the module: {e}")))?;
+        Ok(Some(Arc::new(Interpreted { module, info })))
     }
 
     /// Keeps compiled modules under `dir` too (`None`: memory only). Files are named by code
@@ -293,36 +380,60 @@ impl WasmRuntime {
         let module = code
             .strip_prefix(&MARKER)
             .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
-        validate(module)?;
+        let info = validate(module)?;
         let hash = keccak256(code);
+        if lock(&self.slots).contains_key(&hash) {
+            return Ok(hash);
+        }
+        self.start(hash, code, info)?;
+        Ok(hash)
+    }
+
+    /// Prepares the interpreter's form of `code` and starts compiling it on a background
+    /// thread; returns its slot.
+    fn start(
+        &'static self,
+        hash: B256,
+        code: &[u8],
+        info: ModuleInfo,
+    ) -> Result<Arc<Slot>, WasmError> {
+        let module = code
+            .strip_prefix(&MARKER)
+            .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
+        let rewritten = instrument::rewrite(module, true)?;
+        let interp = self.interpreted(&rewritten, info)?;
         let slot = {
             let mut slots = lock(&self.slots);
-            if slots.contains_key(&hash) {
-                return Ok(hash);
+            if let Some(s) = slots.get(&hash) {
+                return Ok(s.clone());
             }
-            let slot =
-                Arc::new(Slot { state: Mutex::new(SlotState::Compiling), done: Condvar::new() });
+            let slot = Slot::new(interp);
             slots.insert(hash, slot.clone());
             slot
         };
-        let code = code.to_vec();
+        let owned = code.to_vec();
+        let mine = slot.clone();
         let spawned =
             std::thread::Builder::new().name("farol-wasm-compile".into()).spawn(move || {
-                let result = self.load_or_compile(hash, &code);
+                let result = self.load_or_compile(hash, &owned);
                 // A refused module stays refused; a failure of this node is retried by the
                 // next call instead of failing every call from now on.
                 let retry = matches!(result, Err(WasmError::Runtime(_)));
-                finish(&slot, result);
+                finish(&mine, result);
                 if retry {
                     lock(&self.slots).remove(&hash);
                 }
             });
         if spawned.is_err() {
-            // No thread for it now: the first call compiles instead. The module is valid, so
-            // the deployment stands.
-            lock(&self.slots).remove(&hash);
+            // No thread for it now: compile here instead.
+            let result = self.load_or_compile(hash, code);
+            let retry = matches!(result, Err(WasmError::Runtime(_)));
+            finish(&slot, result);
+            if retry {
+                lock(&self.slots).remove(&hash);
+            }
         }
-        Ok(hash)
+        Ok(slot)
     }
 
     /// Whether the module with code hash `hash` is compiled and in memory.
@@ -348,41 +459,52 @@ impl WasmRuntime {
         lock(&self.slots).remove(&hash);
     }
 
-    /// The compiled module for `code`, whose hash is `hash`: from memory, waiting for a
-    /// compilation in progress, from disk, or compiled now.
-    pub(crate) fn get(&self, hash: B256, code: &[u8]) -> Result<Arc<Compiled>, WasmError> {
-        let (slot, mine) = {
-            let mut slots = lock(&self.slots);
-            match slots.get(&hash) {
-                Some(s) => (s.clone(), false),
-                None => {
-                    let s = Arc::new(Slot {
-                        state: Mutex::new(SlotState::Compiling),
-                        done: Condvar::new(),
-                    });
-                    slots.insert(hash, s.clone());
-                    (s, true)
-                }
+    /// What runs a call to `code`, whose hash is `hash`: the compiled module from memory, the
+    /// interpreter while Cranelift is still compiling (or, after a restart, loading from disk
+    /// or compiling again), or, for a module the interpreter may not run, the compiled module
+    /// once it is ready.
+    pub(crate) fn get(&'static self, hash: B256, code: &[u8]) -> Result<Tier, WasmError> {
+        let choice = *lock(&self.tier);
+        let existing = lock(&self.slots).get(&hash).cloned();
+        let slot = match existing {
+            Some(s) => s,
+            None => {
+                let module = code.strip_prefix(&MARKER).ok_or_else(|| {
+                    WasmError::Invalid("the code does not start with the marker".into())
+                })?;
+                let info = validate(module)?;
+                self.start(hash, code, info)?
             }
         };
-        if mine {
-            let result = self.load_or_compile(hash, code);
-            finish(&slot, result.clone());
-            // A refused module stays refused; a failure of this node is retried next time.
-            if matches!(result, Err(WasmError::Runtime(_))) {
-                lock(&self.slots).remove(&hash);
+        let interp = || {
+            slot.interp.clone().map(|i| {
+                lock(&self.stats).interpreted += 1;
+                Tier::Interpreted(i)
+            })
+        };
+        if choice == TierChoice::Interpreter {
+            if let Some(t) = interp() {
+                return Ok(t);
             }
-            return result;
         }
         let mut state = lock(&slot.state);
         if matches!(*state, SlotState::Compiling) {
-            lock(&self.stats).waited += 1;
+            if choice == TierChoice::Auto {
+                drop(state);
+                if let Some(t) = interp() {
+                    return Ok(t);
+                }
+                state = lock(&slot.state);
+            }
+            if matches!(*state, SlotState::Compiling) {
+                lock(&self.stats).waited += 1;
+            }
         }
         while matches!(*state, SlotState::Compiling) {
             state = slot.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         match &*state {
-            SlotState::Ready(c) => Ok(c.clone()),
+            SlotState::Ready(c) => Ok(Tier::Compiled(c.clone())),
             SlotState::Failed(e) => Err(e.clone()),
             SlotState::Compiling => Err(WasmError::Runtime("compilation did not finish".into())),
         }
@@ -422,8 +544,8 @@ impl WasmRuntime {
             }
         }
         let started = Instant::now();
-        let counted = instrument(module)?;
-        let m = Module::new(&self.engine, &counted)
+        let counted = instrument::rewrite(module, true)?;
+        let m = Module::new(&self.engine, &counted.code)
             .map_err(|e| WasmError::Invalid(format!("wasmtime refused the module: {e}")))?;
         {
             let mut s = lock(&self.stats);
@@ -442,10 +564,10 @@ impl WasmRuntime {
 /// Instantiates the module once and throws the instance away, so that the work wasmtime does
 /// on a module's first instantiation (and the pool slot it settles in) is done here, on the
 /// compiling thread, rather than on the first call. Nothing runs: `call` is not invoked.
-fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) {
-    let mut store = wasmtime::Store::new(engine, HostState::idle());
+fn warm_up(engine: &Engine, pre: &InstancePre<WtData>) {
+    let mut store = wasmtime::Store::new(engine, host::Instance::new(HostState::idle()));
     let _ = pre.instantiate(&mut store);
-    store.into_data().free_idle();
+    store.into_data().host.free_idle();
 }
 
 /// Writes a compiled module next to its final name and renames it there, so a reader never
@@ -527,8 +649,8 @@ struct Standalone {
 }
 
 /// Runs the `call` export of `module` outside any chain, `runs` times, each in a fresh
-/// instance, with Farol's engine settings except that fuel metering is on or off as
-/// `metered` says. Only `calldata_size`, `calldata_copy` and `exit` work; other imports trap.
+/// instance, with Farol's engine settings, with gas metered or not as `metered` says. Only
+/// `calldata_size`, `calldata_copy` and `exit` work; other imports trap.
 /// Returns the output and the time of each run's call (instantiation excluded). For
 /// measuring what fuel metering costs (`farol bench wasm`).
 pub fn time_standalone(
@@ -540,10 +662,9 @@ pub fn time_standalone(
     use wasmtime::{Caller, Store};
     let rt = |e: wasmtime::Error| WasmError::Runtime(e.to_string());
     let mut c = config()?;
-    c.consume_fuel(metered);
     c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     let engine = Engine::new(&c).map_err(rt)?;
-    let m = Module::new(&engine, &instrument(module)?).map_err(rt)?;
+    let m = Module::new(&engine, &instrument::rewrite(module, metered)?.code).map_err(rt)?;
     let mut linker: Linker<Standalone> = Linker::new(&engine);
     linker
         .func_wrap(HOST_MODULE, "calldata_size", |c: Caller<'_, Standalone>| {
@@ -589,10 +710,10 @@ pub fn time_standalone(
     for _ in 0..runs {
         let state = Standalone { input: input.to_vec(), output: Vec::new(), memory: None };
         let mut store = Store::new(&engine, state);
-        if metered {
-            store.set_fuel(u64::MAX / 2).map_err(rt)?;
-        }
         let instance = pre.instantiate(&mut store).map_err(rt)?;
+        if let Some(gas) = instance.get_global(&mut store, GAS_EXPORT) {
+            gas.set(&mut store, wasmtime::Val::I64(i64::MAX / 2)).map_err(rt)?;
+        }
         let memory = instance.get_memory(&mut store, "memory");
         store.data_mut().memory = memory;
         let entry = instance.get_typed_func::<(), ()>(&mut store, "call").map_err(rt)?;

@@ -170,6 +170,11 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                             exports_call = true;
                         }
                         ("memory", ExternalKind::Memory) => exports_memory = true,
+                        (name, _) if name.starts_with("__farol") => {
+                            return Err(invalid(format!(
+                                "the export `{name}`: names starting with `__farol` are Farol's"
+                            )));
+                        }
                         _ => {}
                     }
                 }
