@@ -99,6 +99,14 @@ fn commit(world: &mut World, txs: Vec<RecoveredTx>) -> Result<BlockOutput> {
     Ok(out)
 }
 
+/// Deploys WASM contract `code` and waits until its module is compiled, so that what follows
+/// measures the compiled tier rather than the interpreter that runs calls until then.
+fn deploy_compiled(world: &mut World, code: &[u8]) -> Result<Address> {
+    let addr = deploy(world, deploy_code(code))?;
+    WasmRuntime::global().map_err(|e| anyhow!("{e}"))?.wait(keccak256(code));
+    Ok(addr)
+}
+
 fn deploy(world: &mut World, initcode: Vec<u8>) -> Result<Address> {
     let from = world.users[0];
     let (addr, tx) = world.deploy(from, initcode.into(), 16_000_000);
@@ -141,7 +149,7 @@ fn time_block(world: &World, txs: &[RecoveredTx], runs: usize) -> Result<(BlockO
 fn compute(world: &mut World, quick: bool, runs: usize) -> Result<()> {
     let (steps, n) = if quick { (64, 8) } else { (128, 32) };
     progress(format!("wasm.compute: {n} option pricings of {steps} steps per block"));
-    let wasm = deploy(world, deploy_code(&contract_code(&module("option_pricer")?)))?;
+    let wasm = deploy_compiled(world, &contract_code(&module("option_pricer")?))?;
     let evm = deploy_sol(world, "OptionPricer", vec![])?;
     let input = option_price_input(steps);
     let saved = world.nonces();
@@ -183,7 +191,7 @@ fn call_overhead(world: &mut World, quick: bool, runs: usize) -> Result<()> {
     let n: u64 = if quick { 200 } else { 1_000 };
     progress(format!("wasm.call: {n} calls from a Solidity loop"));
     let empty_wasm = wat_module(r#"(module (memory (export "memory") 1) (func (export "call")))"#)?;
-    let wasm = deploy(world, deploy_code(&contract_code(&empty_wasm)))?;
+    let wasm = deploy_compiled(world, &contract_code(&empty_wasm))?;
     // STOP: the smallest EVM contract.
     let evm = deploy(world, deploy_code(&[0x00]))?;
     let looper = deploy_sol(world, "CallLoop", vec![])?;

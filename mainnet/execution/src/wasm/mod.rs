@@ -2,10 +2,12 @@
 //!
 //! A WASM contract's code is [`MARKER`] followed by a WebAssembly module. It is deployed by an
 //! ordinary creation whose returned code carries the marker: deployment validates the module
-//! (see [`validate()`]) and starts compiling it in the background. A call to an address whose
-//! code carries the marker runs the module on wasmtime instead of the EVM interpreter; the
-//! module reaches state and other contracts through the host functions in `host`. See
-//! `docs/wasm.md`.
+//! (see [`validate()`]), rewrites it to meter its own gas and count its own stack (see
+//! [`instrument()`]) and starts compiling it in the background. A call to an address whose
+//! code carries the marker runs the rewritten module instead of the EVM interpreter: compiled
+//! by wasmtime once that is done, on the wasmi interpreter until then (the same code, so the
+//! same result). The module reaches state and other contracts through the host functions in
+//! `host`. See `docs/wasm.md`.
 
 mod call;
 mod host;
