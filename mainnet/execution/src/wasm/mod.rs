@@ -125,7 +125,10 @@ const INTERP_MAX_STACK: usize = 64 << 20;
 fn interp_config() -> wasmi::Config {
     let mut c = wasmi::Config::default();
     c.consume_fuel(false)
-        .compilation_mode(wasmi::CompilationMode::LazyTranslation)
+        // Eager: every function is translated at deployment, so a limit of wasmi's
+        // translator refuses the module there, on every node, rather than failing a call on
+        // the nodes that happen to interpret it.
+        .compilation_mode(wasmi::CompilationMode::Eager)
         .set_max_recursion_depth(INTERP_MAX_DEPTH)
         .set_max_stack_height(INTERP_MAX_STACK)
         .wasm_mutable_global(true)
