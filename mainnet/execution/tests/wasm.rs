@@ -904,12 +904,23 @@ fn random_module(
     Some(module.to_bytes())
 }
 
+/// Four calls to `addr` from users 1 to 4 with random input of up to 200 bytes.
+fn random_calls(w: &mut World, addr: Address, rng: &mut impl rand::RngCore) -> Vec<RecoveredTx> {
+    (0..4)
+        .map(|i| {
+            let mut input = vec![0u8; (rng.next_u32() % 200) as usize];
+            rng.fill_bytes(&mut input);
+            let from = w.users[1 + i];
+            w.call(from, addr, U256::ZERO, input, 300_000, Flavor::DynamicFee, 1)
+        })
+        .collect()
+}
+
 /// Random modules (wasm-smith) over all host functions: each is either refused at deployment
 /// with a reason or deployed and called with random input; nothing panics, and the parallel
 /// executor agrees with the sequential one on every block.
 #[test]
 fn random_modules_never_crash_and_run_the_same_in_parallel() {
-    use rand::RngCore;
     let cases: u64 = if std::env::var("FAROL_LONG").is_ok_and(|v| v == "1") { 2_000 } else { 120 };
     let mut w = world();
     let imports = wat(ALL_IMPORTS);
@@ -935,14 +946,7 @@ fn random_modules_never_crash_and_run_the_same_in_parallel() {
             }
             other => panic!("case {case}: deployment {other:?}"),
         }
-        let txs = (0..4)
-            .map(|i| {
-                let mut input = vec![0u8; (rng.next_u32() % 200) as usize];
-                rng.fill_bytes(&mut input);
-                let from = w.users[1 + i];
-                w.call(from, addr, U256::ZERO, input, 300_000, Flavor::DynamicFee, 1)
-            })
-            .collect();
+        let txs = random_calls(&mut w, addr, &mut rng);
         // `block` asserts that 2 and 4 workers agree with the sequential executor.
         for t in block(&mut w, txs).txs {
             let kind = match &t.status {
@@ -1051,8 +1055,51 @@ const METERED: &str = r#"
     (call $exit (i32.const 0) (i32.const 8) (i32.const 32))))
 "#;
 
-/// The same contracts and calls on both tiers: examples, metering edge cases, hostile modules
-/// and random float-free modules. Returns every block's output.
+/// Float arithmetic on operands from the input (f64 `a`, `b` at 0 and 8; f32 `c`, `d` at 16
+/// and 20); returns the bits of each result, NaNs included.
+const FLOATS: &str = r#"
+(module
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "call")
+    (call $cd (i32.const 0) (i32.const 0) (i32.const 24))
+    (f64.store (i32.const 64) (f64.add (f64.load (i32.const 0)) (f64.load (i32.const 8))))
+    (f64.store (i32.const 72) (f64.div (f64.load (i32.const 0)) (f64.load (i32.const 8))))
+    (f64.store (i32.const 80) (f64.sqrt (f64.load (i32.const 0))))
+    (f64.store (i32.const 88) (f64.min (f64.load (i32.const 0)) (f64.load (i32.const 8))))
+    (f64.store (i32.const 96) (f64.promote_f32 (f32.load (i32.const 16))))
+    (f32.store (i32.const 104) (f32.mul (f32.load (i32.const 16)) (f32.load (i32.const 20))))
+    (f32.store (i32.const 108) (f32.demote_f64 (f64.load (i32.const 0))))
+    (f32.store (i32.const 112) (f32.nearest (f32.load (i32.const 16))))
+    (f64.store (i32.const 120) (f64.neg (f64.load (i32.const 8))))
+    (call $exit (i32.const 0) (i32.const 64) (i32.const 64))))
+"#;
+
+/// Operands for [`FLOATS`]: NaNs with payloads and signs, infinities, zeros, negatives.
+fn float_input(i: usize) -> Vec<u8> {
+    let f64s: [u64; 8] = [
+        0x7ff4_0000_0000_0001, // signalling NaN with a payload
+        0xfff8_0000_0000_0000, // negative quiet NaN
+        0x7ff8_dead_beef_0000, // quiet NaN with a payload
+        0x0000_0000_0000_0000, // +0
+        0x8000_0000_0000_0000, // -0
+        0x7ff0_0000_0000_0000, // +inf
+        0xbff0_0000_0000_0000, // -1
+        0x3ff8_0000_0000_0000, // 1.5
+    ];
+    let f32s: [u32; 6] =
+        [0x7fa0_0001, 0xffc0_0000, 0x7f80_0000, 0x0000_0000, 0xbf80_0000, 0x7fc1_2345];
+    let mut v = Vec::new();
+    v.extend_from_slice(&f64s[i % 8].to_le_bytes());
+    v.extend_from_slice(&f64s[(i / 8) % 8].to_le_bytes());
+    v.extend_from_slice(&f32s[i % 6].to_le_bytes());
+    v.extend_from_slice(&f32s[(i / 6) % 6].to_le_bytes());
+    v
+}
+
+/// The same contracts and calls on both tiers: examples, metering edge cases, float results
+/// with NaNs, hostile modules and random modules. Returns every block's output.
 fn tier_workload(cases: u64) -> Vec<BlockOutput> {
     use rand::RngCore;
     let mut w = world();
@@ -1066,6 +1113,7 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
         &wat(r#"(module (memory (export "memory") 1)
         (func (export "call") (loop (br 0))))"#),
     );
+    let floats = deploy(&mut w, &wat(FLOATS));
     let deep = deploy(
         &mut w,
         &wat(&STACKED
@@ -1085,12 +1133,15 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
         txs.push(call(&mut w, token, junk, 300_000));
         txs.push(call(&mut w, looping, vec![], 50_000 + u64::from(round) * 7));
         txs.push(call(&mut w, deep, vec![0; 32], 5_000_000));
+        for i in 0..8 {
+            txs.push(call(&mut w, floats, float_input(round as usize * 8 + i), 100_000));
+        }
         outs.push(block(&mut w, txs));
     }
     let imports = wat(ALL_IMPORTS);
     let exports = wat(r#"(module (memory (export "memory") 1) (func (export "call")))"#);
     for _ in 0..cases {
-        let Some(module) = random_module(&mut rng, &imports, &exports, false) else { continue };
+        let Some(module) = random_module(&mut rng, &imports, &exports, true) else { continue };
         let from = w.users[0];
         let (addr, tx) = w.deploy(from, deploy_code(&contract_code(&module)).into(), 16_000_000);
         let out = block(&mut w, vec![tx]);
@@ -1099,14 +1150,7 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
         if !deployed {
             continue;
         }
-        let txs = (0..4)
-            .map(|i| {
-                let mut input = vec![0u8; (rng.next_u32() % 200) as usize];
-                rng.fill_bytes(&mut input);
-                let from = w.users[1 + i];
-                w.call(from, addr, U256::ZERO, input, 300_000, Flavor::DynamicFee, 1)
-            })
-            .collect();
+        let txs = random_calls(&mut w, addr, &mut rng);
         outs.push(block(&mut w, txs));
     }
     outs
@@ -1131,9 +1175,29 @@ fn the_interpreter_and_the_compiled_tier_agree() {
     for (i, (a, b)) in compiled.iter().zip(&interpreted).enumerate() {
         assert_eq!(a, b, "block {i}");
     }
-    // Every example call and most random calls ran on the interpreter (the Rust pricer and
-    // token are float-free).
-    assert!(ran > 8 * 8, "only {ran} calls interpreted");
+    assert!(ran > 8 * 16, "only {ran} calls interpreted");
+    // Every NaN an operation produced is the canonical one on both tiers; `neg` keeps bits.
+    let float_outputs: Vec<&Bytes> =
+        interpreted[..8].iter().flat_map(|b| &b.txs[8..16]).map(|t| &t.output).collect();
+    let mut nans = 0;
+    for out in &float_outputs {
+        assert_eq!(out.len(), 64, "{out:?}");
+        for at in [0, 8, 16, 24, 32] {
+            let bits = u64::from_le_bytes(out[at..at + 8].try_into().unwrap_or_default());
+            if f64::from_bits(bits).is_nan() {
+                assert_eq!(bits, 0x7ff8_0000_0000_0000, "f64 at {at}: {bits:#x}");
+                nans += 1;
+            }
+        }
+        for at in [40, 44, 48] {
+            let bits = u32::from_le_bytes(out[at..at + 4].try_into().unwrap_or_default());
+            if f32::from_bits(bits).is_nan() {
+                assert_eq!(bits, 0x7fc0_0000, "f32 at {at}: {bits:#x}");
+                nans += 1;
+            }
+        }
+    }
+    assert!(nans > 50, "only {nans} NaN results");
     let statuses: std::collections::BTreeSet<String> =
         interpreted.iter().flat_map(|b| &b.txs).map(|t| format!("{:?}", t.status)).collect();
     eprintln!("{ran} calls interpreted; outcomes {statuses:?}");

@@ -260,59 +260,42 @@ fn no_memory() -> Exit {
     halt(InstructionResult::InvalidFEOpcode)
 }
 
-impl Cx for wasmtime::Caller<'_, Instance<wasmtime::Memory, wasmtime::Global>> {
-    fn st(&self) -> &HostState {
-        &self.data().host
-    }
-    fn st_mut(&mut self) -> &mut HostState {
-        &mut self.data_mut().host
-    }
-    fn mem(&self) -> R<&[u8]> {
-        let m = self.data().memory.ok_or_else(no_memory)?;
-        Ok(m.data(self))
-    }
-    fn mem_mut(&mut self) -> R<&mut [u8]> {
-        let m = self.data().memory.ok_or_else(no_memory)?;
-        Ok(m.data_mut(self))
-    }
-    fn fuel(&mut self) -> i64 {
-        match self.data().gas {
-            Some(g) => g.get(&mut *self).i64().unwrap_or(-1),
-            None => -1,
+/// Implements [`Cx`] for the caller type of one engine (`$engine`: `wasmtime` or `wasmi`, whose
+/// APIs for memories and globals have the same shape).
+macro_rules! impl_cx {
+    ($engine:ident) => {
+        impl Cx for $engine::Caller<'_, Instance<$engine::Memory, $engine::Global>> {
+            fn st(&self) -> &HostState {
+                &self.data().host
+            }
+            fn st_mut(&mut self) -> &mut HostState {
+                &mut self.data_mut().host
+            }
+            fn mem(&self) -> R<&[u8]> {
+                let m = self.data().memory.ok_or_else(no_memory)?;
+                Ok(m.data(self))
+            }
+            fn mem_mut(&mut self) -> R<&mut [u8]> {
+                let m = self.data().memory.ok_or_else(no_memory)?;
+                Ok(m.data_mut(self))
+            }
+            fn fuel(&mut self) -> i64 {
+                match self.data().gas {
+                    Some(g) => g.get(&mut *self).i64().unwrap_or(-1),
+                    None => -1,
+                }
+            }
+            fn set_fuel(&mut self, fuel: i64) -> R<()> {
+                let out_of_gas = || halt(InstructionResult::OutOfGas);
+                let g = self.data().gas.ok_or_else(out_of_gas)?;
+                g.set(&mut *self, $engine::Val::I64(fuel)).map_err(|_| out_of_gas())
+            }
         }
-    }
-    fn set_fuel(&mut self, fuel: i64) -> R<()> {
-        let g = self.data().gas.ok_or_else(|| halt(InstructionResult::OutOfGas))?;
-        g.set(&mut *self, wasmtime::Val::I64(fuel)).map_err(|_| halt(InstructionResult::OutOfGas))
-    }
+    };
 }
 
-impl Cx for wasmi::Caller<'_, Instance<wasmi::Memory, wasmi::Global>> {
-    fn st(&self) -> &HostState {
-        &self.data().host
-    }
-    fn st_mut(&mut self) -> &mut HostState {
-        &mut self.data_mut().host
-    }
-    fn mem(&self) -> R<&[u8]> {
-        let m = self.data().memory.ok_or_else(no_memory)?;
-        Ok(m.data(self))
-    }
-    fn mem_mut(&mut self) -> R<&mut [u8]> {
-        let m = self.data().memory.ok_or_else(no_memory)?;
-        Ok(m.data_mut(self))
-    }
-    fn fuel(&mut self) -> i64 {
-        match self.data().gas {
-            Some(g) => g.get(&*self).i64().unwrap_or(-1),
-            None => -1,
-        }
-    }
-    fn set_fuel(&mut self, fuel: i64) -> R<()> {
-        let g = self.data().gas.ok_or_else(|| halt(InstructionResult::OutOfGas))?;
-        g.set(&mut *self, wasmi::Val::I64(fuel)).map_err(|_| halt(InstructionResult::OutOfGas))
-    }
-}
+impl_cx!(wasmtime);
+impl_cx!(wasmi);
 
 pub(crate) type R<T> = Result<T, Exit>;
 

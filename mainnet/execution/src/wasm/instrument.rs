@@ -16,9 +16,14 @@
 //! `memory.init` pay for their size right before they run, from the operand on top of the
 //! stack, and check at once. Host functions charge the same global.
 //!
+//! **NaNs.** WebAssembly leaves the bits of a NaN that float arithmetic produces to the engine.
+//! After every operator that can produce one (see [`nan_producing`]) the rewrite replaces a NaN
+//! result with the canonical one, so every engine computes the same bits.
+//!
 //! **Stack.** wasmtime's own stack limit traps at a depth that depends on the machine code
 //! Cranelift emits, which is not a consensus rule. Each function costs its parameters and
-//! locals, the most operands it ever holds, and [`CALL_OVERHEAD`] "slots"; every `call` adds
+//! locals, the most operands it ever holds, what the rewrite adds, and [`CALL_OVERHEAD`]
+//! "slots"; every `call` adds
 //! the callee's cost to a counter in a new mutable global before the call and takes it off
 //! after; a call that would take the counter past [`STACK_BUDGET`] traps (`unreachable`).
 //! `call_indirect` counts the most expensive function of the module. The entry function's
@@ -31,7 +36,7 @@
 use wasm_encoder::reencode::{Error as ReencodeError, Reencode, RoundtripReencoder};
 use wasm_encoder::{
     BlockType, CodeSection, ConstExpr, ExportKind, ExportSection, Function, GlobalSection,
-    GlobalType, Instruction, Module, SectionId, ValType,
+    GlobalType, Ieee32, Ieee64, Instruction, Module, SectionId, ValType,
 };
 use wasmparser::{
     ExternalKind, FuncValidatorAllocations, FunctionBody, Operator, Parser, Payload, ValidPayload,
@@ -49,6 +54,10 @@ pub const STACK_BUDGET: u32 = 8_192;
 /// Slots a call costs beyond its callee's locals and operands: return address, frame pointer,
 /// saved registers, and the spills the compiler adds.
 pub const CALL_OVERHEAD: u32 = 8;
+
+/// Slots the rewrite adds to every function: three scratch locals (`i32`, `f32`, `f64`) and
+/// at most three operands above the original code's.
+const REWRITE_SLOTS: u32 = 6;
 
 fn err(e: impl std::fmt::Display) -> WasmError {
     WasmError::Invalid(format!("instrumenting the module: {e}"))
@@ -112,7 +121,8 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
                 highest = highest.max(v.operand_stack_height());
             }
             ops.finish().map_err(err)?;
-            costs.push(v.len_locals().saturating_add(highest).saturating_add(CALL_OVERHEAD));
+            let slots = v.len_locals().saturating_add(highest).saturating_add(REWRITE_SLOTS);
+            costs.push(slots.saturating_add(CALL_OVERHEAD));
             allocs = v.into_allocations();
         }
     }
@@ -156,39 +166,46 @@ pub fn op_fuel(op: &Operator<'_>) -> u32 {
 /// Fuel `memory.grow` costs per page asked for, on top of [`op_fuel`].
 pub const GROW_PAGE_FUEL: i64 = 255;
 
-/// Whether `op` can produce a NaN whose bits the WebAssembly specification leaves open
-/// (arithmetic, rounding, min/max, promotion and demotion of floats). Loads, stores,
-/// constants, `abs`, `neg`, `copysign`, reinterpretations and conversions are exact.
-fn nan_producing(op: &Operator<'_>) -> bool {
+/// The width of the float `op` produces, if it can produce a NaN whose bits the WebAssembly
+/// specification leaves to the engine (arithmetic, rounding, min/max, promotion and
+/// demotion). Loads, stores, constants, `abs`, `neg`, `copysign`, reinterpretations and
+/// conversions from integers are exact.
+fn nan_producing(op: &Operator<'_>) -> Option<ValType> {
     use Operator as O;
-    matches!(
-        op,
+    match op {
         O::F32Add
-            | O::F32Sub
-            | O::F32Mul
-            | O::F32Div
-            | O::F32Sqrt
-            | O::F32Min
-            | O::F32Max
-            | O::F32Ceil
-            | O::F32Floor
-            | O::F32Trunc
-            | O::F32Nearest
-            | O::F64Add
-            | O::F64Sub
-            | O::F64Mul
-            | O::F64Div
-            | O::F64Sqrt
-            | O::F64Min
-            | O::F64Max
-            | O::F64Ceil
-            | O::F64Floor
-            | O::F64Trunc
-            | O::F64Nearest
-            | O::F32DemoteF64
-            | O::F64PromoteF32
-    )
+        | O::F32Sub
+        | O::F32Mul
+        | O::F32Div
+        | O::F32Sqrt
+        | O::F32Min
+        | O::F32Max
+        | O::F32Ceil
+        | O::F32Floor
+        | O::F32Trunc
+        | O::F32Nearest
+        | O::F32DemoteF64 => Some(ValType::F32),
+        O::F64Add
+        | O::F64Sub
+        | O::F64Mul
+        | O::F64Div
+        | O::F64Sqrt
+        | O::F64Min
+        | O::F64Max
+        | O::F64Ceil
+        | O::F64Floor
+        | O::F64Trunc
+        | O::F64Nearest
+        | O::F64PromoteF32 => Some(ValType::F64),
+        _ => None,
+    }
 }
+
+/// The NaN every NaN-producing operator's NaN result is replaced with: positive, quiet, no
+/// payload (the WebAssembly "canonical NaN").
+const CANONICAL_NAN_F32: u32 = 0x7fc0_0000;
+/// [`CANONICAL_NAN_F32`] for `f64`.
+const CANONICAL_NAN_F64: u64 = 0x7ff8_0000_0000_0000;
 
 /// Whether a new segment starts right after `op`.
 fn ends_segment(op: &Operator<'_>) -> bool {
@@ -207,6 +224,26 @@ fn ends_segment(op: &Operator<'_>) -> bool {
     )
 }
 
+/// Replaces the float of width `width` on top of the stack with [`CANONICAL_NAN_F32`] or
+/// [`CANONICAL_NAN_F64`] if it is a NaN. `scratch` is the function's scratch `i32` local; the
+/// `f32` and `f64` ones follow it.
+fn canonicalize(out: &mut Vec<Instruction<'_>>, width: ValType, scratch: u32) {
+    let (t, nan, eq) = if width == ValType::F32 {
+        (scratch + 1, Instruction::F32Const(Ieee32::new(CANONICAL_NAN_F32)), Instruction::F32Eq)
+    } else {
+        (scratch + 2, Instruction::F64Const(Ieee64::new(CANONICAL_NAN_F64)), Instruction::F64Eq)
+    };
+    // [x] -> [x, NaN, x == x] -> x if x == x (not a NaN), else the canonical NaN.
+    out.extend([
+        Instruction::LocalTee(t),
+        nan,
+        Instruction::LocalGet(t),
+        Instruction::LocalGet(t),
+        eq,
+        Instruction::Select,
+    ]);
+}
+
 struct Rewriter {
     survey: Survey,
     /// The most expensive function (what `call_indirect` charges).
@@ -217,8 +254,6 @@ struct Rewriter {
     meter: bool,
     /// Functions of the code section rewritten so far.
     done: usize,
-    /// Whether any operator may produce a NaN (see [`nan_producing`]).
-    floats: bool,
     added: bool,
 }
 
@@ -361,12 +396,13 @@ impl Reencode for Rewriter {
             let (n, ty) = pair?;
             locals.push((n, self.val_type(ty)?));
         }
-        // One more `i32` local: scratch for the size of bulk memory operations.
         let scratch = self.survey.locals.get(self.done).copied().ok_or_else(|| {
             ReencodeError::UserError("more function bodies than functions".to_string())
         })?;
         self.done += 1;
-        locals.push((1, ValType::I32));
+        // Three more: scratch for the size of bulk memory operations (`i32`) and for NaN
+        // canonicalization (`f32`, `f64`).
+        locals.extend([(1, ValType::I32), (1, ValType::F32), (1, ValType::F64)]);
         let mut f = Function::new(locals);
         let mut reader = func.get_operators_reader()?;
         // The current segment: its instructions and the fuel of its operators.
@@ -379,7 +415,7 @@ impl Reencode for Rewriter {
         while !reader.eof() {
             let op = reader.read()?;
             let starts_loop = matches!(op, Operator::Loop { .. });
-            self.floats |= nan_producing(&op);
+            let nan = nan_producing(&op);
             fuel = fuel.saturating_add(op_fuel(&op));
             let size_fuel = match &op {
                 Operator::MemoryGrow { .. } => Some(GROW_PAGE_FUEL),
@@ -408,6 +444,9 @@ impl Reencode for Rewriter {
                 Some(c) => self.counted_call(&mut segment, c, ins),
                 None => segment.push(ins),
             }
+            if let Some(width) = nan {
+                canonicalize(&mut segment, width, scratch);
+            }
             if boundary || reader.eof() {
                 if self.meter && (fuel > 0 || check) {
                     head.clear();
@@ -432,8 +471,6 @@ impl Reencode for Rewriter {
 #[derive(Debug, Clone)]
 pub(crate) struct Rewritten {
     pub(crate) code: Vec<u8>,
-    /// Whether an operator may produce a NaN whose bits engines may choose differently.
-    pub(crate) floats: bool,
 }
 
 /// `module` rewritten (see the module documentation), with gas metering if `meter`.
@@ -442,13 +479,13 @@ pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Rewritten, WasmError
     let survey = survey(module)?;
     let max = survey.costs.iter().copied().max().unwrap_or(CALL_OVERHEAD);
     let stack = survey.globals;
-    let mut r = Rewriter { survey, max, stack, meter, done: 0, floats: false, added: false };
+    let mut r = Rewriter { survey, max, stack, meter, done: 0, added: false };
     let mut out = Module::new();
     r.parse_core_module(&mut out, Parser::new(0), module).map_err(|e| err(format!("{e:?}")))?;
     if !r.added {
         return Err(err("no place for the counters"));
     }
-    Ok(Rewritten { code: out.finish(), floats: r.floats })
+    Ok(Rewritten { code: out.finish() })
 }
 
 /// `module` with its gas metered and its stack counted (see the module documentation).

@@ -222,7 +222,7 @@ pub enum TierChoice {
     Auto,
     /// Always wait for the compiled module.
     Compiled,
-    /// The interpreter whenever the module may run on it.
+    /// Always the interpreter.
     Interpreter,
 }
 
@@ -235,13 +235,12 @@ enum SlotState {
 struct Slot {
     state: Mutex<SlotState>,
     done: Condvar,
-    /// The interpreter's form of the module, when it may run there (no NaN-producing float
-    /// operators).
-    interp: Option<Arc<Interpreted>>,
+    /// The interpreter's form of the module.
+    interp: Arc<Interpreted>,
 }
 
 impl Slot {
-    fn new(interp: Option<Arc<Interpreted>>) -> Arc<Slot> {
+    fn new(interp: Arc<Interpreted>) -> Arc<Slot> {
         Arc::new(Slot { state: Mutex::new(SlotState::Compiling), done: Condvar::new(), interp })
     }
 }
@@ -341,19 +340,15 @@ impl WasmRuntime {
         *lock(&self.tier)
     }
 
-    /// The interpreter's form of `module` (the rewritten bytes), or `None` when the module has
-    /// operators whose NaN results the interpreter does not canonicalize.
+    /// The interpreter's form of `module` (the rewritten bytes).
     fn interpreted(
         &self,
         rewritten: &instrument::Rewritten,
         info: ModuleInfo,
-    ) -> Result<Option<Arc<Interpreted>>, WasmError> {
-        if rewritten.floats {
-            return Ok(None);
-        }
+    ) -> Result<Arc<Interpreted>, WasmError> {
         let module = wasmi::Module::new(&self.interp_engine, &rewritten.code)
             .map_err(|e| WasmError::Invalid(format!("the interpreter refused the module: {e}")))?;
-        Ok(Some(Arc::new(Interpreted { module, info })))
+        Ok(Arc::new(Interpreted { module, info }))
     }
 
     /// Keeps compiled modules under `dir` too (`None`: memory only). Files are named by code
@@ -464,10 +459,9 @@ impl WasmRuntime {
         lock(&self.slots).remove(&hash);
     }
 
-    /// What runs a call to `code`, whose hash is `hash`: the compiled module from memory, the
-    /// interpreter while Cranelift is still compiling (or, after a restart, loading from disk
-    /// or compiling again), or, for a module the interpreter may not run, the compiled module
-    /// once it is ready.
+    /// What runs a call to `code`, whose hash is `hash`: the compiled module from memory, or
+    /// the interpreter while Cranelift is still compiling (or, after a restart, loading from
+    /// disk or compiling again).
     pub(crate) fn get(&'static self, hash: B256, code: &[u8]) -> Result<Tier, WasmError> {
         let choice = *lock(&self.tier);
         let existing = lock(&self.slots).get(&hash).cloned();
@@ -482,28 +476,19 @@ impl WasmRuntime {
             }
         };
         let interp = || {
-            slot.interp.clone().map(|i| {
-                lock(&self.stats).interpreted += 1;
-                Tier::Interpreted(i)
-            })
+            lock(&self.stats).interpreted += 1;
+            Ok(Tier::Interpreted(slot.interp.clone()))
         };
         if choice == TierChoice::Interpreter {
-            if let Some(t) = interp() {
-                return Ok(t);
-            }
+            return interp();
         }
         let mut state = lock(&slot.state);
         if matches!(*state, SlotState::Compiling) {
             if choice == TierChoice::Auto {
                 drop(state);
-                if let Some(t) = interp() {
-                    return Ok(t);
-                }
-                state = lock(&slot.state);
+                return interp();
             }
-            if matches!(*state, SlotState::Compiling) {
-                lock(&self.stats).waited += 1;
-            }
+            lock(&self.stats).waited += 1;
         }
         while matches!(*state, SlotState::Compiling) {
             state = slot.done.wait(state).unwrap_or_else(|e| e.into_inner());
