@@ -467,15 +467,9 @@ impl Reencode for Rewriter {
     }
 }
 
-/// A module after [`rewrite`].
-#[derive(Debug, Clone)]
-pub(crate) struct Rewritten {
-    pub(crate) code: Vec<u8>,
-}
-
 /// `module` rewritten (see the module documentation), with gas metering if `meter`.
 /// `module` must have passed [`super::validate()`].
-pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Rewritten, WasmError> {
+pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Vec<u8>, WasmError> {
     let survey = survey(module)?;
     let max = survey.costs.iter().copied().max().unwrap_or(CALL_OVERHEAD);
     let stack = survey.globals;
@@ -485,11 +479,11 @@ pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Rewritten, WasmError
     if !r.added {
         return Err(err("no place for the counters"));
     }
-    Ok(Rewritten { code: out.finish() })
+    Ok(out.finish())
 }
 
 /// `module` with its gas metered and its stack counted (see the module documentation).
 /// `module` must have passed [`super::validate()`].
 pub fn instrument(module: &[u8]) -> Result<Vec<u8>, WasmError> {
-    rewrite(module, true).map(|r| r.code)
+    rewrite(module, true)
 }

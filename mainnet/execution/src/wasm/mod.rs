@@ -272,7 +272,8 @@ pub struct WasmRuntime {
     linker: Linker<WtData>,
     interp_engine: wasmi::Engine,
     interp_linker: wasmi::Linker<WiData>,
-    tier: Mutex<TierChoice>,
+    /// A [`TierChoice`] as its `u8` (read on every call).
+    tier: std::sync::atomic::AtomicU8,
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
@@ -312,7 +313,7 @@ impl WasmRuntime {
             linker,
             interp_engine,
             interp_linker,
-            tier: Mutex::new(tier),
+            tier: std::sync::atomic::AtomicU8::new(tier as u8),
             slots: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
@@ -332,21 +333,21 @@ impl WasmRuntime {
     /// Sets which tier runs calls from now on (the environment variable `FAROL_WASM_TIER`,
     /// `compiled` or `interpreter`, sets it at start). Results do not depend on it.
     pub fn set_tier(&self, tier: TierChoice) {
-        *lock(&self.tier) = tier;
+        self.tier.store(tier as u8, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Which tier runs calls now.
     pub fn tier(&self) -> TierChoice {
-        *lock(&self.tier)
+        match self.tier.load(std::sync::atomic::Ordering::Relaxed) {
+            x if x == TierChoice::Compiled as u8 => TierChoice::Compiled,
+            x if x == TierChoice::Interpreter as u8 => TierChoice::Interpreter,
+            _ => TierChoice::Auto,
+        }
     }
 
     /// The interpreter's form of `module` (the rewritten bytes).
-    fn interpreted(
-        &self,
-        rewritten: &instrument::Rewritten,
-        info: ModuleInfo,
-    ) -> Result<Arc<Interpreted>, WasmError> {
-        let module = wasmi::Module::new(&self.interp_engine, &rewritten.code)
+    fn interpreted(&self, code: &[u8], info: ModuleInfo) -> Result<Arc<Interpreted>, WasmError> {
+        let module = wasmi::Module::new(&self.interp_engine, code)
             .map_err(|e| WasmError::Invalid(format!("the interpreter refused the module: {e}")))?;
         Ok(Arc::new(Interpreted { module, info }))
     }
@@ -385,23 +386,20 @@ impl WasmRuntime {
         if lock(&self.slots).contains_key(&hash) {
             return Ok(hash);
         }
-        self.start(hash, code, info)?;
+        self.start(hash, module, info)?;
         Ok(hash)
     }
 
-    /// Prepares the interpreter's form of `code` and starts compiling it on a background
-    /// thread; returns its slot.
+    /// Rewrites `module` (validated, `info`; its code's hash is `hash`), prepares it for the
+    /// interpreter and starts compiling it on a background thread; returns its slot.
     fn start(
         &'static self,
         hash: B256,
-        code: &[u8],
+        module: &[u8],
         info: ModuleInfo,
     ) -> Result<Arc<Slot>, WasmError> {
-        let module = code
-            .strip_prefix(&MARKER)
-            .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
-        let rewritten = instrument::rewrite(module, true)?;
-        let interp = self.interpreted(&rewritten, info)?;
+        let code = Arc::new(instrument::rewrite(module, true)?);
+        let interp = self.interpreted(&code, info)?;
         let slot = {
             let mut slots = lock(&self.slots);
             if let Some(s) = slots.get(&hash) {
@@ -411,29 +409,27 @@ impl WasmRuntime {
             slots.insert(hash, slot.clone());
             slot
         };
-        let owned = code.to_vec();
-        let mine = slot.clone();
-        let spawned =
-            std::thread::Builder::new().name("farol-wasm-compile".into()).spawn(move || {
-                let result = self.load_or_compile(hash, &owned);
-                // A refused module stays refused; a failure of this node is retried by the
-                // next call instead of failing every call from now on.
-                let retry = matches!(result, Err(WasmError::Runtime(_)));
-                finish(&mine, result);
-                if retry {
-                    lock(&self.slots).remove(&hash);
-                }
-            });
+        let (mine, theirs) = (slot.clone(), code.clone());
+        let spawned = std::thread::Builder::new()
+            .name("farol-wasm-compile".into())
+            .spawn(move || self.compile_into(&mine, hash, info, &theirs));
         if spawned.is_err() {
             // No thread for it now: compile here instead.
-            let result = self.load_or_compile(hash, code);
-            let retry = matches!(result, Err(WasmError::Runtime(_)));
-            finish(&slot, result);
-            if retry {
-                lock(&self.slots).remove(&hash);
-            }
+            self.compile_into(&slot, hash, info, &code);
         }
         Ok(slot)
+    }
+
+    /// Loads or compiles the rewritten module `code` into `slot`.
+    fn compile_into(&self, slot: &Slot, hash: B256, info: ModuleInfo, code: &[u8]) {
+        let result = self.load_or_compile(hash, info, code);
+        // A refused module stays refused; a failure of this node is retried by the next call
+        // instead of failing every call from now on.
+        let retry = matches!(result, Err(WasmError::Runtime(_)));
+        finish(slot, result);
+        if retry {
+            lock(&self.slots).remove(&hash);
+        }
     }
 
     /// Whether the module with code hash `hash` is compiled and in memory.
@@ -463,7 +459,7 @@ impl WasmRuntime {
     /// the interpreter while Cranelift is still compiling (or, after a restart, loading from
     /// disk or compiling again).
     pub(crate) fn get(&'static self, hash: B256, code: &[u8]) -> Result<Tier, WasmError> {
-        let choice = *lock(&self.tier);
+        let choice = self.tier();
         let existing = lock(&self.slots).get(&hash).cloned();
         let slot = match existing {
             Some(s) => s,
@@ -472,7 +468,7 @@ impl WasmRuntime {
                     WasmError::Invalid("the code does not start with the marker".into())
                 })?;
                 let info = validate(module)?;
-                self.start(hash, code, info)?
+                self.start(hash, module, info)?
             }
         };
         let interp = || {
@@ -511,11 +507,13 @@ impl WasmRuntime {
         )
     }
 
-    fn load_or_compile(&self, hash: B256, code: &[u8]) -> Result<Arc<Compiled>, WasmError> {
-        let module = code
-            .strip_prefix(&MARKER)
-            .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
-        let info = validate(module)?;
+    /// The compiled form of the rewritten module `code`: from the disk cache, or compiled now.
+    fn load_or_compile(
+        &self,
+        hash: B256,
+        info: ModuleInfo,
+        code: &[u8],
+    ) -> Result<Arc<Compiled>, WasmError> {
         let path = self.disk_path(hash);
         if let Some(bytes) = path.as_deref().and_then(|p| std::fs::read(p).ok()) {
             // Read, not mapped: a file changed under a mapping would fault the process.
@@ -534,8 +532,7 @@ impl WasmRuntime {
             }
         }
         let started = Instant::now();
-        let counted = instrument::rewrite(module, true)?;
-        let m = Module::new(&self.engine, &counted.code)
+        let m = Module::new(&self.engine, code)
             .map_err(|e| WasmError::Invalid(format!("wasmtime refused the module: {e}")))?;
         {
             let mut s = lock(&self.stats);
@@ -654,7 +651,7 @@ pub fn time_standalone(
     let mut c = config()?;
     c.allocation_strategy(InstanceAllocationStrategy::OnDemand);
     let engine = Engine::new(&c).map_err(rt)?;
-    let m = Module::new(&engine, &instrument::rewrite(module, metered)?.code).map_err(rt)?;
+    let m = Module::new(&engine, &instrument::rewrite(module, metered)?).map_err(rt)?;
     let mut linker: Linker<Standalone> = Linker::new(&engine);
     linker
         .func_wrap(HOST_MODULE, "calldata_size", |c: Caller<'_, Standalone>| {
