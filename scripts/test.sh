@@ -20,7 +20,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "${cargo_args[@]}" 2>&1 | tee "$log" || status=$?
-# The WASM suite again with every call it can on the interpreter tier (docs/wasm.md §5), when
+# The WASM suite again with every call on the interpreter tier (docs/wasm.md §5), when
 # the whole workspace was tested.
 if [[ "$status" == 0 && ${#cargo_args[@]} == 0 ]]; then
   FAROL_WASM_TIER=interpreter cargo test -p farol-execution --test wasm 2>&1 | tee -a "$log" \
