@@ -1156,11 +1156,16 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
     outs
 }
 
+/// Held by the tests that change the process's runtime settings (the tier, ready instances),
+/// so that each compares runs under the settings it chose.
+static SETTINGS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The interpreter (calls before compilation finishes) and the compiled module run the same
 /// rewritten code, so receipts, gas, output, logs and state must be identical, call for call.
 #[test]
 fn the_interpreter_and_the_compiled_tier_agree() {
     use farol_execution::wasm::{TierChoice, WasmRuntime};
+    let _settings = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
     let cases: u64 = if std::env::var("FAROL_LONG").is_ok_and(|v| v == "1") { 1_000 } else { 60 };
     let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
     let before = rt.tier();
@@ -1202,4 +1207,32 @@ fn the_interpreter_and_the_compiled_tier_agree() {
         interpreted.iter().flat_map(|b| &b.txs).map(|t| format!("{:?}", t.status)).collect();
     eprintln!("{ran} calls interpreted; outcomes {statuses:?}");
     assert!(statuses.len() >= 4, "{statuses:?}");
+}
+
+/// A call that finds a ready instance (made on another thread before the call) and one that
+/// instantiates its own give the same results: the same blocks run with ready instances on
+/// and off must match exactly.
+#[test]
+fn ready_instances_change_nothing() {
+    use farol_execution::wasm::{TierChoice, WasmRuntime};
+    let _settings = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+    let (tier, ready) = (rt.tier(), rt.ready_instances());
+    rt.set_tier(TierChoice::Compiled);
+    rt.set_ready_instances(true);
+    let used_before = rt.stats().ready_calls;
+    let with = tier_workload(30);
+    let used = rt.stats().ready_calls - used_before;
+    rt.set_ready_instances(false);
+    let without = tier_workload(30);
+    assert_eq!(rt.stats().ready_calls - used_before, used, "an instance was used while off");
+    rt.set_tier(tier);
+    rt.set_ready_instances(ready);
+    assert_eq!(with.len(), without.len());
+    for (i, (a, b)) in with.iter().zip(&without).enumerate() {
+        assert_eq!(a, b, "block {i}");
+    }
+    // Each module the workload deploys is called in the next block, on the instance its
+    // compile thread left (unless other tests' modules pushed it out of the limit first).
+    assert!(used > 0, "no call found a ready instance");
 }

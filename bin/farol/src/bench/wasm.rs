@@ -7,7 +7,8 @@
 //! - `wasm.first_call.compiled` / `.compiling`: the block with the first call to a freshly
 //!   deployed Rust ERC-20, once its compilation has finished and when the call arrives right
 //!   after deployment (so the interpreter runs it), against the first call to the Solidity
-//!   (OpenZeppelin) ERC-20;
+//!   (OpenZeppelin) ERC-20; the compiled case is run again with ready instances off
+//!   (`params.without_ready_instances`);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -64,7 +65,7 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
         call_overhead(&mut world, args.quick, runs)?;
     }
     if wanted("wasm.first_call") {
-        first_call(&mut world, if args.quick { 5 } else { 15 })?;
+        first_call(&mut world, if args.quick { 5 } else { 31 })?;
     }
     if wanted("wasm.fuel") {
         fuel(args.quick, runs)?;
@@ -253,6 +254,7 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
     let mut second_frames = Vec::new();
     let mut deploys = Vec::new();
     let interpreted_before = runtime.stats().interpreted;
+    let ready_before = runtime.stats().ready_calls;
     for i in 0..samples as u64 {
         for (waits, into) in [(true, &mut compiled), (false, &mut compiling)] {
             let code = contract_code(&with_nonce(&erc20, i * 2 + waits as u64));
@@ -287,6 +289,26 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
         }
     }
     let interpreted = runtime.stats().interpreted - interpreted_before;
+    // The same compiled first call without ready instances (every call instantiates and drops
+    // its own instance), to show what they save.
+    let ready = runtime.ready_instances();
+    runtime.set_ready_instances(false);
+    let mut unready_frames = Vec::new();
+    let mut unready = Vec::new();
+    for i in 0..samples as u64 {
+        let code = contract_code(&with_nonce(&erc20, 1_000_000 + i));
+        let token = deploy(world, deploy_code(&code))?;
+        runtime.wait(keccak256(&code));
+        let saved = world.nonces();
+        let txs = calls(world, token, &query, 1, 1_000_000);
+        world.set_nonces(saved);
+        let frame_before = runtime.stats().call_time;
+        let (_, t) = time_block(world, &txs, 1)?;
+        unready_frames.push(runtime.stats().call_time.saturating_sub(frame_before));
+        unready.push(t);
+    }
+    runtime.set_ready_instances(ready);
+    let ready_calls = runtime.stats().ready_calls - ready_before;
     let mut evm = Vec::new();
     for _ in 0..samples {
         let args =
@@ -311,6 +333,11 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             "second_call_us": us(median(&mut second.clone())),
             "deploy_block_us_median": us(median(&mut deploys.clone())),
             "interpreted_calls": interpreted,
+            "ready_instance_calls": ready_calls,
+            "without_ready_instances": {
+                "frame_us_median": us(median(&mut unready_frames.clone())),
+                "block_us_median": us(median(&mut unready.clone())),
+            },
             "goal_us": goal,
         })
     };

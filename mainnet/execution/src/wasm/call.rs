@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::cmp::min;
+use std::sync::Arc;
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{Revert, SolError};
@@ -28,10 +29,10 @@ use revm::interpreter::{
 };
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::AddressSet;
-use wasmtime::{Store, Trap};
+use wasmtime::Trap;
 
 use super::host::{charge, gas_left, halt, read, read_array, refill, write, R};
-use super::host::{load_failed, Cx, Env, Exit, HostState, Instance, WtData};
+use super::host::{load_failed, Cx, Env, Exit, HostState, Instance};
 use super::{is_wasm, Compiled, Interpreted, Tier, WasmRuntime, FUEL_PER_GAS, MAX_WASM_NESTING};
 use crate::collision::StorageProbe;
 
@@ -340,23 +341,27 @@ struct Done {
     refund: i64,
 }
 
-fn run_compiled(c: &Compiled, runtime: &WasmRuntime, state: HostState, fuel: i64) -> Done {
-    let mut store = Store::new(runtime.engine(), Instance::new(state));
-    store.limiter(|s| &mut s.host.limits);
-    let outcome = (|| -> wasmtime::Result<()> {
-        let instance = c.pre.instantiate(&mut store)?;
-        let export = |store: &mut Store<WtData>, e| instance.get_module_export(store, e);
-        let memory = export(&mut store, &c.memory).and_then(wasmtime::Extern::into_memory);
-        let gas = export(&mut store, &c.gas).and_then(wasmtime::Extern::into_global);
-        let entry = export(&mut store, &c.call).and_then(wasmtime::Extern::into_func);
-        let (Some(memory), Some(gas), Some(entry)) = (memory, gas, entry) else {
+fn run_compiled(
+    c: &Arc<Compiled>,
+    runtime: &'static WasmRuntime,
+    state: HostState,
+    fuel: i64,
+) -> Done {
+    let (mut store, entry) = match runtime.take_ready(c) {
+        Some(ready) => {
+            let (store, entry) = ready.attach(state);
+            (store, Ok(entry))
+        }
+        None => super::ready::instantiate(runtime.engine(), c, state),
+    };
+    let outcome = entry.and_then(|entry| {
+        // `instantiate` set it whenever it returned the entry.
+        let Some(gas) = store.data().gas else {
             return Err(wasmtime::Error::new(halt(InstructionResult::InvalidFEOpcode)));
         };
         gas.set(&mut store, wasmtime::Val::I64(fuel))?;
-        store.data_mut().memory = Some(memory);
-        store.data_mut().gas = Some(gas);
-        entry.typed::<(), ()>(&store)?.call(&mut store, ())
-    })();
+        entry.call(&mut store, ())
+    });
     let ended = match outcome {
         Ok(()) => Ended::Returned,
         Err(e) => match e.downcast::<Exit>() {
@@ -373,6 +378,7 @@ fn run_compiled(c: &Compiled, runtime: &WasmRuntime, state: HostState, fuel: i64
         None => fuel,
     };
     let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    runtime.discard(store);
     Done { ended, fuel, owed, refund }
 }
 

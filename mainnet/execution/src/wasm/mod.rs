@@ -12,10 +12,12 @@
 mod call;
 mod host;
 mod instrument;
+mod ready;
 mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -32,12 +34,13 @@ pub use host::HOST_MODULE;
 pub use instrument::{
     instrument, op_fuel, CALL_OVERHEAD, GAS_EXPORT, GROW_PAGE_FUEL, STACK_BUDGET,
 };
+pub use ready::{QUEUE_LIMIT, READY_LIMIT, READY_MAX_PAGES};
 pub use validate::{
     validate, ModuleInfo, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS, MAX_MEMORY_PAGES,
     MAX_TABLE_ELEMENTS, MAX_TYPES,
 };
 
-use host::{HostState, WiData, WtData};
+use host::{WiData, WtData};
 
 /// The first bytes of every WASM contract's code. `0xFE` is the EVM's INVALID opcode, so the
 /// EVM interpreter can never run such code by mistake; `FW` and the version byte follow.
@@ -188,6 +191,10 @@ pub(crate) struct Compiled {
     pub(crate) call: wasmtime::ModuleExport,
     pub(crate) memory: wasmtime::ModuleExport,
     pub(crate) gas: wasmtime::ModuleExport,
+    /// A fresh instance for the next call (see `ready`).
+    pub(crate) ready: Mutex<Option<ready::Ready>>,
+    /// Whether the helper thread has been asked for the next ready instance.
+    pub(crate) preparing: AtomicBool,
 }
 
 impl Compiled {
@@ -198,7 +205,8 @@ impl Compiled {
                 .ok_or_else(|| WasmError::Invalid(format!("no export `{name}`")))
         };
         let (call, memory, gas) = (export("call")?, export("memory")?, export(GAS_EXPORT)?);
-        Ok(Compiled { pre, info, call, memory, gas })
+        let (ready, preparing) = (Mutex::new(None), AtomicBool::new(false));
+        Ok(Compiled { pre, info, call, memory, gas, ready, preparing })
     }
 }
 
@@ -256,6 +264,10 @@ pub struct CacheStats {
     pub waited: u64,
     /// Calls the interpreter ran (the module was not compiled yet).
     pub interpreted: u64,
+    /// Compiled calls that found a ready instance (see [`WasmRuntime::set_ready_instances`]).
+    pub ready_calls: u64,
+    /// Modules holding a ready instance now.
+    pub prepared: u64,
     /// Total time spent compiling.
     pub compile_time: Duration,
     /// WASM frames run.
@@ -274,10 +286,17 @@ pub struct WasmRuntime {
     interp_linker: wasmi::Linker<WiData>,
     /// A [`TierChoice`] as its `u8` (read on every call).
     tier: std::sync::atomic::AtomicU8,
+    /// Whether compiled modules keep a ready instance (see `ready`).
+    ready_on: AtomicBool,
+    holders: Mutex<ready::Holders>,
+    helper: ready::Helper,
+    /// Work queued for the helper thread.
+    jobs: Mutex<Vec<ready::Job>>,
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
     calls: std::sync::atomic::AtomicU64,
+    ready_calls: std::sync::atomic::AtomicU64,
     call_nanos: std::sync::atomic::AtomicU64,
 }
 
@@ -314,10 +333,15 @@ impl WasmRuntime {
             interp_engine,
             interp_linker,
             tier: std::sync::atomic::AtomicU8::new(tier as u8),
+            ready_on: AtomicBool::new(std::env::var("FAROL_WASM_READY").as_deref() != Ok("0")),
+            holders: Mutex::default(),
+            helper: ready::Helper::new(),
+            jobs: Mutex::default(),
             slots: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
+            ready_calls: Default::default(),
             call_nanos: Default::default(),
         })
     }
@@ -345,6 +369,41 @@ impl WasmRuntime {
         }
     }
 
+    /// Whether compiled modules keep an instance ready for their next call, made on another
+    /// thread, and leave finished calls' stores to that thread to drop (on by default; the
+    /// environment variable `FAROL_WASM_READY=0` turns it off at start). Off, every call
+    /// instantiates and drops its own instance. Results do not depend on it.
+    pub fn set_ready_instances(&self, on: bool) {
+        self.ready_on.store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            self.unprepare_all();
+        }
+    }
+
+    /// Whether ready instances are on.
+    pub fn ready_instances(&self) -> bool {
+        self.ready_on.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn ready_on(&self) -> bool {
+        self.ready_instances()
+    }
+
+    /// Whether the module with code hash `hash` is compiled and has an instance ready.
+    pub fn is_prepared(&self, hash: B256) -> bool {
+        self.compiled(hash).is_some_and(|c| lock(&c.ready).is_some())
+    }
+
+    /// The compiled module with code hash `hash`, if it is in memory.
+    fn compiled(&self, hash: B256) -> Option<Arc<Compiled>> {
+        let slot = lock(&self.slots).get(&hash).cloned()?;
+        let state = lock(&slot.state);
+        match &*state {
+            SlotState::Ready(c) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
     /// The interpreter's form of `module` (the rewritten bytes).
     fn interpreted(&self, code: &[u8], info: ModuleInfo) -> Result<Arc<Interpreted>, WasmError> {
         let module = wasmi::Module::new(&self.interp_engine, code)
@@ -364,6 +423,8 @@ impl WasmRuntime {
         use std::sync::atomic::Ordering::Relaxed;
         let mut s = *lock(&self.stats);
         s.calls = self.calls.load(Relaxed);
+        s.ready_calls = self.ready_calls.load(Relaxed);
+        s.prepared = self.prepared_count();
         s.call_time = Duration::from_nanos(self.call_nanos.load(Relaxed));
         s
     }
@@ -423,6 +484,14 @@ impl WasmRuntime {
     /// Loads or compiles the rewritten module `code` into `slot`.
     fn compile_into(&self, slot: &Slot, hash: B256, info: ModuleInfo, code: &[u8]) {
         let result = self.load_or_compile(hash, info, code);
+        // The first instantiation's work (and the pool slot's) is done here, not on the first
+        // call.
+        if let Ok(c) = &result {
+            self.prepare(c);
+            if lock(&c.ready).is_none() {
+                ready::warm_up(&self.engine, c);
+            }
+        }
         // A refused module stays refused; a failure of this node is retried by the next call
         // instead of failing every call from now on.
         let retry = matches!(result, Err(WasmError::Runtime(_)));
@@ -434,8 +503,7 @@ impl WasmRuntime {
 
     /// Whether the module with code hash `hash` is compiled and in memory.
     pub fn is_ready(&self, hash: B256) -> bool {
-        let slot = lock(&self.slots).get(&hash).cloned();
-        slot.is_some_and(|s| matches!(*lock(&s.state), SlotState::Ready(_)))
+        self.compiled(hash).is_some()
     }
 
     /// Waits until the module with code hash `hash` is no longer compiling.
@@ -452,6 +520,9 @@ impl WasmRuntime {
     /// Drops the module with code hash `hash` from memory (the disk copy stays).
     pub fn forget(&self, hash: B256) {
         self.wait(hash);
+        if let Some(c) = self.compiled(hash) {
+            self.unprepare(&c);
+        }
         lock(&self.slots).remove(&hash);
     }
 
@@ -526,7 +597,6 @@ impl WasmRuntime {
             if let Ok(m) = loaded {
                 if let Ok(pre) = self.linker.instantiate_pre(&m) {
                     lock(&self.stats).loaded += 1;
-                    warm_up(&self.engine, &pre);
                     return Compiled::new(pre, info).map(Arc::new);
                 }
             }
@@ -543,18 +613,8 @@ impl WasmRuntime {
             store_file(&path, &m);
         }
         let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
-        warm_up(&self.engine, &pre);
         Compiled::new(pre, info).map(Arc::new)
     }
-}
-
-/// Instantiates the module once and throws the instance away, so that the work wasmtime does
-/// on a module's first instantiation (and the pool slot it settles in) is done here, on the
-/// compiling thread, rather than on the first call. Nothing runs: `call` is not invoked.
-fn warm_up(engine: &Engine, pre: &InstancePre<WtData>) {
-    let mut store = wasmtime::Store::new(engine, host::Instance::new(HostState::idle()));
-    let _ = pre.instantiate(&mut store);
-    store.into_data().host.free_idle();
 }
 
 /// Writes a compiled module next to its final name and renames it there, so a reader never
