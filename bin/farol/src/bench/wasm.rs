@@ -9,6 +9,8 @@
 //!   after deployment (so the interpreter runs it), against the first call to the Solidity
 //!   (OpenZeppelin) ERC-20; the compiled case is run again with ready instances off
 //!   (`params.without_ready_instances`);
+//! - `wasm.repeated_call`: a block of calls to one Rust ERC-20 with ready instances against
+//!   the same without (they must not slow a contract called many times in a block);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -35,7 +37,8 @@ pub(crate) struct WasmBenchArgs {
     /// Runs of each side; the median is reported.
     #[arg(long)]
     runs: Option<usize>,
-    /// Only the benchmarks whose name contains this (`compute`, `call`, `first_call`, `fuel`).
+    /// Only the benchmarks whose name contains this (`compute`, `call`, `first_call`,
+    /// `repeated_call`, `fuel`).
     #[arg(long)]
     only: Option<String>,
 }
@@ -66,6 +69,9 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
     }
     if wanted("wasm.first_call") {
         first_call(&mut world, if args.quick { 5 } else { 31 })?;
+    }
+    if wanted("wasm.repeated_call") {
+        repeated_call(&mut world, if args.quick { 100 } else { 500 }, runs)?;
     }
     if wanted("wasm.fuel") {
         fuel(args.quick, runs)?;
@@ -357,6 +363,41 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
         "us",
         Better::Lower,
         params(950, &mut compiling_frames),
+    )
+    .print()
+}
+
+/// A block of `n` calls to one compiled Rust ERC-20, with ready instances and without: a
+/// module called again right away finds none and instantiates, so this must not be slower.
+fn repeated_call(world: &mut World, n: usize, runs: usize) -> Result<()> {
+    progress(format!("wasm.repeated_call: blocks of {n} calls to one contract"));
+    let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
+    let erc20 = module("erc20")?;
+    let query = balanceOfCall { owner: world.users[1] }.abi_encode();
+    let ready = runtime.ready_instances();
+    let mut per_call = [Vec::new(), Vec::new()];
+    // Alternating, so that drift in the machine's speed falls on both sides.
+    for round in 0..2 * runs as u64 {
+        let on = round % 2 == 0;
+        runtime.set_ready_instances(on);
+        let code = contract_code(&with_nonce(&erc20, 3_000_000 + round));
+        let token = deploy(world, deploy_code(&code))?;
+        runtime.wait(keccak256(&code));
+        let saved = world.nonces();
+        let txs = calls(world, token, &query, n, 1_000_000);
+        world.set_nonces(saved);
+        let (_, t) = time_block(world, &txs, 1)?;
+        per_call[usize::from(!on)].push(t / n as u32);
+    }
+    runtime.set_ready_instances(ready);
+    let [mut with, mut without] = per_call;
+    BenchResult::new(
+        "wasm.repeated_call",
+        us(median(&mut with)),
+        us(median(&mut without)),
+        "us/call",
+        Better::Lower,
+        json!({"calls_per_block": n, "blocks": runs, "measured": "a block of balanceOf calls to one freshly compiled Rust ERC-20", "baseline": "the same without ready instances"}),
     )
     .print()
 }

@@ -370,9 +370,9 @@ impl WasmRuntime {
     }
 
     /// Whether compiled modules keep an instance ready for their next call, made on another
-    /// thread, and leave finished calls' stores to that thread to drop (on by default; the
-    /// environment variable `FAROL_WASM_READY=0` turns it off at start). Off, every call
-    /// instantiates and drops its own instance. Results do not depend on it.
+    /// thread, which also drops it after the call (on by default; the environment variable
+    /// `FAROL_WASM_READY=0` turns it off at start). Off, every call instantiates and drops its
+    /// own instance. Results do not depend on it.
     pub fn set_ready_instances(&self, on: bool) {
         self.ready_on.store(on, std::sync::atomic::Ordering::Relaxed);
         if !on {
