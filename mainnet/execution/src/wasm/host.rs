@@ -182,6 +182,13 @@ pub(crate) struct HostState {
 /// reads see an empty host, and nested frames fail.
 struct NoEnv(revm::context_interface::host::DummyHost);
 
+// An idle state owns its `NoEnv`, and a store whose state is idle moves between threads
+// (`ready::Parked`): the compiler checks that `NoEnv` may.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<NoEnv>();
+};
+
 impl Env for NoEnv {
     fn host(&mut self) -> &mut dyn Host {
         &mut self.0
