@@ -259,6 +259,8 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
     let mut compiling_frames = Vec::new();
     let mut second_frames = Vec::new();
     let mut deploys = Vec::new();
+    let mut unready = Vec::new();
+    let mut unready_frames = Vec::new();
     let interpreted_before = runtime.stats().interpreted;
     let ready_before = runtime.stats().ready_calls;
     for i in 0..samples as u64 {
@@ -276,15 +278,12 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
             let saved = world.nonces();
             let txs = calls(world, token, &query, 1, 1_000_000);
             world.set_nonces(saved);
-            let frame_before = runtime.stats().call_time;
-            let (_, t) = time_block(world, &txs, 1)?;
-            let frame = runtime.stats().call_time.saturating_sub(frame_before);
+            let (t, frame) = timed_frames(world, runtime, &txs)?;
             into.push(t);
             if waits {
                 compiled_frames.push(frame);
-                let frame_before = runtime.stats().call_time;
-                let (_, again) = time_block(world, &txs, 1)?;
-                second_frames.push(runtime.stats().call_time.saturating_sub(frame_before));
+                let (again, frame) = timed_frames(world, runtime, &txs)?;
+                second_frames.push(frame);
                 second.push(again);
             } else {
                 compiling_frames.push(frame);
@@ -293,27 +292,18 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
                 }
             }
         }
+        // The same compiled first call without ready instances (every call instantiates and
+        // drops its own instance), interleaved with the above so drift falls on both.
+        let ready = runtime.ready_instances();
+        runtime.set_ready_instances(false);
+        let txs = compiled_copy(world, runtime, &erc20, 1_000_000 + i, &query, 1);
+        let timed = txs.and_then(|txs| timed_frames(world, runtime, &txs));
+        runtime.set_ready_instances(ready);
+        let (t, frame) = timed?;
+        unready.push(t);
+        unready_frames.push(frame);
     }
     let interpreted = runtime.stats().interpreted - interpreted_before;
-    // The same compiled first call without ready instances (every call instantiates and drops
-    // its own instance), to show what they save.
-    let ready = runtime.ready_instances();
-    runtime.set_ready_instances(false);
-    let mut unready_frames = Vec::new();
-    let mut unready = Vec::new();
-    for i in 0..samples as u64 {
-        let code = contract_code(&with_nonce(&erc20, 1_000_000 + i));
-        let token = deploy(world, deploy_code(&code))?;
-        runtime.wait(keccak256(&code));
-        let saved = world.nonces();
-        let txs = calls(world, token, &query, 1, 1_000_000);
-        world.set_nonces(saved);
-        let frame_before = runtime.stats().call_time;
-        let (_, t) = time_block(world, &txs, 1)?;
-        unready_frames.push(runtime.stats().call_time.saturating_sub(frame_before));
-        unready.push(t);
-    }
-    runtime.set_ready_instances(ready);
     let ready_calls = runtime.stats().ready_calls - ready_before;
     let mut evm = Vec::new();
     for _ in 0..samples {
@@ -367,6 +357,36 @@ fn first_call(world: &mut World, samples: usize) -> Result<()> {
     .print()
 }
 
+/// Times one block of `txs`: the whole block, and the time inside WASM frames.
+fn timed_frames(
+    world: &World,
+    runtime: &WasmRuntime,
+    txs: &[RecoveredTx],
+) -> Result<(Duration, Duration)> {
+    let before = runtime.stats().call_time;
+    let (_, t) = time_block(world, txs, 1)?;
+    Ok((t, runtime.stats().call_time.saturating_sub(before)))
+}
+
+/// Deploys a copy of `module` made new to every cache by `nonce`, waits until it is compiled,
+/// and returns `n` calls of `query` to it, not yet run.
+fn compiled_copy(
+    world: &mut World,
+    runtime: &WasmRuntime,
+    module: &[u8],
+    nonce: u64,
+    query: &[u8],
+    n: usize,
+) -> Result<Vec<RecoveredTx>> {
+    let code = contract_code(&with_nonce(module, nonce));
+    let token = deploy(world, deploy_code(&code))?;
+    runtime.wait(keccak256(&code));
+    let saved = world.nonces();
+    let txs = calls(world, token, query, n, 1_000_000);
+    world.set_nonces(saved);
+    Ok(txs)
+}
+
 /// A block of `n` calls to one compiled Rust ERC-20, with ready instances and without: a
 /// module called again right away finds none and instantiates, so this must not be slower.
 fn repeated_call(world: &mut World, n: usize, runs: usize) -> Result<()> {
@@ -380,12 +400,7 @@ fn repeated_call(world: &mut World, n: usize, runs: usize) -> Result<()> {
     for round in 0..2 * runs as u64 {
         let on = round % 2 == 0;
         runtime.set_ready_instances(on);
-        let code = contract_code(&with_nonce(&erc20, 3_000_000 + round));
-        let token = deploy(world, deploy_code(&code))?;
-        runtime.wait(keccak256(&code));
-        let saved = world.nonces();
-        let txs = calls(world, token, &query, n, 1_000_000);
-        world.set_nonces(saved);
+        let txs = compiled_copy(world, runtime, &erc20, 3_000_000 + round, &query, n)?;
         let (_, t) = time_block(world, &txs, 1)?;
         per_call[usize::from(!on)].push(t / n as u32);
     }

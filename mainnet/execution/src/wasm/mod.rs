@@ -385,10 +385,6 @@ impl WasmRuntime {
         self.ready_on.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn ready_on(&self) -> bool {
-        self.ready_instances()
-    }
-
     /// Whether the module with code hash `hash` is compiled and has an instance ready.
     pub fn is_prepared(&self, hash: B256) -> bool {
         self.compiled(hash).is_some_and(|c| lock(&c.ready).is_some())

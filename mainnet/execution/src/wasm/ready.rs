@@ -129,7 +129,7 @@ pub(crate) struct Holders(VecDeque<Arc<Compiled>>);
 impl WasmRuntime {
     /// Whether `c` gets ready instances.
     fn eligible(&self, c: &Compiled) -> bool {
-        self.ready_on() && c.info.initial_pages <= READY_MAX_PAGES
+        self.ready_instances() && c.info.initial_pages <= READY_MAX_PAGES
     }
 
     /// Gives `c` a ready instance if it has none (and gets them). The least recently
@@ -205,7 +205,7 @@ impl WasmRuntime {
     /// Leaves the store of a call that ran on a ready instance for the helper thread to drop
     /// (drops it here when [`QUEUE_LIMIT`] jobs are waiting, or ready instances are off).
     pub(crate) fn discard(&'static self, store: Store<WtData>) {
-        if !self.ready_on() {
+        if !self.ready_instances() {
             drop(store);
             return;
         }
@@ -239,13 +239,11 @@ impl WasmRuntime {
     /// The helper thread's loop: every [`POLL`], the jobs queued since (every [`IDLE_POLL`]
     /// after a second without any).
     fn help(&self) {
-        let mut idle_polls = 0u32;
+        let mut idle_since = std::time::Instant::now();
         loop {
             let mut jobs = std::mem::take(&mut *lock(&self.jobs));
-            if jobs.is_empty() {
-                idle_polls = idle_polls.saturating_add(1);
-            } else {
-                idle_polls = 0;
+            if !jobs.is_empty() {
+                idle_since = std::time::Instant::now();
             }
             // Stores first: a module's next ready instance may then get the slot its last
             // call freed.
@@ -259,8 +257,8 @@ impl WasmRuntime {
                     }
                 }
             }
-            let second = POLL.as_micros() as u32;
-            std::thread::sleep(if idle_polls > 1_000_000 / second { IDLE_POLL } else { POLL });
+            let idle = idle_since.elapsed() > Duration::from_secs(1);
+            std::thread::sleep(if idle { IDLE_POLL } else { POLL });
         }
     }
 }
