@@ -142,7 +142,19 @@ async fn a_restarted_peer_is_reached_again() {
     drop(rb);
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.send(1, Bytes::from_static(b"while down"));
-    let (_b, mut rb) = start(1, &ids, &peers);
+    // The old endpoint's task may still hold the port for a moment after the drop.
+    let mut restarted = None;
+    for _ in 0..50 {
+        let cfg = NetworkConfig::new(1, ids[1].clone(), peers[1].addr, peers.to_vec());
+        match Network::start(cfg) {
+            Ok(n) => {
+                restarted = Some(n);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let Some((_b, mut rb)) = restarted else { panic!("B could not listen on its port again") };
     a.send(1, Bytes::from_static(b"two"));
     // The frame sent while B was down may be lost with the old connection; "two" arrives.
     loop {
