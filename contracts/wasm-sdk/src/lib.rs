@@ -358,8 +358,10 @@ mod runtime {
     use core::alloc::{GlobalAlloc, Layout};
     use core::cell::Cell;
 
-    /// A bump allocator over pages taken with `memory.grow`; nothing is freed before the
-    /// instance goes away at the end of the call.
+    /// A bump allocator: the free part of the initial memory first (from `__heap_base`, where
+    /// the linker put the end of the stack and static data), then pages taken with
+    /// `memory.grow`. Nothing is freed before the instance goes away at the end of the call.
+    /// Most calls never grow the memory: growing costs gas, and the engine a system call.
     struct Bump {
         next: Cell<usize>,
         end: Cell<usize>,
@@ -370,27 +372,31 @@ mod runtime {
 
     const PAGE: usize = 65_536;
 
+    extern "C" {
+        /// Defined by the linker: the first byte after the stack and static data.
+        static __heap_base: u8;
+    }
+
     unsafe impl GlobalAlloc for Bump {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if self.end.get() == 0 {
+                self.next.set(core::ptr::addr_of!(__heap_base) as usize);
+                self.end.set(core::arch::wasm32::memory_size(0) * PAGE);
+            }
             let align = layout.align();
-            let start = (self.next.get() + align - 1) & !(align - 1);
+            let Some(start) = self.next.get().checked_add(align - 1).map(|n| n & !(align - 1))
+            else {
+                return core::ptr::null_mut();
+            };
             let Some(stop) = start.checked_add(layout.size()) else {
                 return core::ptr::null_mut();
             };
-            if stop > self.end.get() || self.end.get() == 0 {
-                let have = if self.end.get() == 0 {
-                    let top = core::arch::wasm32::memory_size(0) * PAGE;
-                    self.next.set(top);
-                    self.end.set(top);
-                    return self.alloc(layout);
-                } else {
-                    self.end.get()
-                };
-                let pages = (stop - have).div_ceil(PAGE);
+            if stop > self.end.get() {
+                let pages = (stop - self.end.get()).div_ceil(PAGE);
                 if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
                     return core::ptr::null_mut();
                 }
-                self.end.set(have + pages * PAGE);
+                self.end.set(self.end.get() + pages * PAGE);
             }
             self.next.set(stop);
             start as *mut u8

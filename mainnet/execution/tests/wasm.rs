@@ -262,6 +262,29 @@ fn the_rust_erc20_behaves_like_an_erc20() {
     assert_eq!((out.status, out.output.len()), (TxStatus::Revert, 0));
 }
 
+/// The SDK's allocator uses the free part of the initial memory first and grows the memory
+/// when that runs out: input far larger than the initial memory is copied in whole and still
+/// decodes (trailing bytes after `balanceOf`'s argument are ignored, as Solidity ignores
+/// them). Had the allocator failed, the module would have trapped.
+#[test]
+fn the_sdk_allocator_grows_memory_past_the_initial_pages() {
+    let (mut w, token) = token_world();
+    let owner = w.users[0];
+    let plain = IToken::balanceOfCall { owner }.abi_encode();
+    let mut long = plain.clone();
+    long.resize(plain.len() + 150 * 1024, 0);
+    let mut run = |data: Vec<u8>| {
+        let tx = w.call(w.users[7], token, U256::ZERO, data, 5_000_000, Flavor::DynamicFee, 1);
+        block(&mut w, vec![tx]).txs.remove(0)
+    };
+    let (short, long) = (run(plain), run(long));
+    ok(&short);
+    ok(&long);
+    assert_eq!(short.output, long.output);
+    let supply = IToken::balanceOfCall::abi_decode_returns(&long.output).map_err(|e| e.to_string());
+    assert_eq!(supply, Ok(U256::from(1_000_000u64)));
+}
+
 #[test]
 fn solidity_and_rust_call_each_other_and_a_revert_undoes_both() {
     let (mut w, token) = token_world();

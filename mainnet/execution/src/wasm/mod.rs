@@ -160,6 +160,8 @@ fn config() -> Result<Config, WasmError> {
     // Gas is metered inside the module (see `instrument`), the same on every engine.
     c.consume_fuel(false);
     c.max_wasm_stack(WASM_STACK);
+    // Every frame ends through a host function's error (`exit`); nothing reads a backtrace.
+    c.wasm_backtrace_max_frames(None);
     // Unused (no async), but wasmtime requires it to be at least `max_wasm_stack`.
     c.async_stack_size(WASM_STACK);
     c.wasm_features(wasmparser::WasmFeatures::all(), false);
