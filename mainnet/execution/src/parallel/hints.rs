@@ -95,12 +95,16 @@ impl Profiles {
         }
     }
 
-    fn slots(&self, tx: &RecoveredTx) -> Vec<U256> {
-        Self::key(tx).and_then(|k| self.learned.lock().get(&k).cloned()).unwrap_or_default()
+    /// The learned slots of the function `tx` calls, in `learned` (the locked map).
+    fn slots<'m>(learned: &'m HashMap<ProfileKey, Vec<U256>>, tx: &RecoveredTx) -> &'m [U256] {
+        Self::key(tx).and_then(|k| learned.get(&k)).map_or(&[], Vec::as_slice)
     }
 }
 
-fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
+/// A transaction's hints; most have three or fewer.
+type Hints = smallvec::SmallVec<[Hint; 4]>;
+
+fn hints_of(tx: &RecoveredTx, learned: &HashMap<ProfileKey, Vec<U256>>, out: &mut Hints) {
     out.push(Hint::Account(tx.sender));
     // The storage keys of an access list are slots the sender says the transaction touches
     // (its addresses alone are mostly contracts it only calls, so they predict nothing).
@@ -114,8 +118,8 @@ fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
         }
     }
     let Some(to) = tx.tx.to() else { return };
-    for slot in profiles.slots(tx) {
-        out.push(Hint::Slot(to, slot));
+    for slot in Profiles::slots(learned, tx) {
+        out.push(Hint::Slot(to, *slot));
     }
     let data = tx.tx.input();
     // A value transfer without calldata is most likely to an account with no code, which the
@@ -166,20 +170,39 @@ fn hints_of(tx: &RecoveredTx, profiles: &Profiles, out: &mut Vec<Hint>) {
 
 /// For each transaction, the nearest earlier transaction predicted to write a location it
 /// touches.
+///
+/// The hints of each transaction (decoding, balance-slot hashes) are computed on the current
+/// rayon pool; the pass that links them runs in block order.
 pub(crate) fn predicted_dependencies(
     txs: &[RecoveredTx],
     profiles: &Profiles,
 ) -> Vec<Option<usize>> {
+    use rayon::prelude::*;
+    let hints: Vec<Hints> = {
+        let learned = profiles.learned.lock();
+        let learned = &*learned;
+        txs.par_iter()
+            .with_min_len(256)
+            .map(|tx| {
+                let mut out = Hints::new();
+                hints_of(tx, learned, &mut out);
+                out
+            })
+            .collect()
+    };
     let mut last_writer: HashMap<Hint, usize> = HashMap::with_capacity(txs.len() * 3);
-    let mut hints = Vec::new();
-    txs.iter()
+    hints
+        .iter()
         .enumerate()
-        .map(|(j, tx)| {
-            hints.clear();
-            hints_of(tx, profiles, &mut hints);
-            let dep = hints.iter().filter_map(|h| last_writer.get(h).copied()).max();
-            for h in &hints {
-                last_writer.insert(*h, j);
+        .map(|(j, hints)| {
+            let mut dep = None;
+            for h in hints {
+                if let Some(i) = last_writer.insert(*h, j) {
+                    // A transaction's own hints can repeat (a transfer to oneself).
+                    if i != j {
+                        dep = dep.max(Some(i));
+                    }
+                }
             }
             dep
         })

@@ -471,7 +471,7 @@ impl ParallelExecutor {
                 return sequential("cheap transactions over an in-memory state");
             }
         }
-        let hints = hints::predicted_dependencies(txs, &self.profiles);
+        let hints = pool.install(|| hints::predicted_dependencies(txs, &self.profiles));
         // The longest chain of predicted dependencies bounds the parallelism.
         let mut depth = vec![0usize; n];
         for (j, dep) in hints.iter().enumerate() {
