@@ -147,6 +147,36 @@ fn transport() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
+/// The UDP socket buffers asked for. The kernel's default (about 208 KiB on Linux) overflows
+/// when several peers each send a block of a few hundred KiB at once to a busy node: the
+/// kernel drops datagrams, QUIC takes the losses for congestion and slows every sender down.
+/// The kernel caps the size at `net.core.rmem_max` / `wmem_max`: 4 MiB on the machine the
+/// numbers in `docs/consensus.md` come from, but 208 KiB by default on many distributions,
+/// where an operator should raise them.
+pub const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A UDP socket bound to `addr`, with [`SOCKET_BUFFER`]-sized buffers where the kernel allows
+/// them.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: a smaller buffer than asked for only makes drops likelier.
+    for set in [socket2::Socket::set_recv_buffer_size, socket2::Socket::set_send_buffer_size] {
+        if let Err(e) = set(&sock, SOCKET_BUFFER) {
+            tracing::debug!(%e, "setting a UDP socket buffer size");
+        }
+    }
+    Ok(socket)
+}
+
+/// A QUIC endpoint serving `server` on [`udp_socket`]`(addr)`.
+fn bind(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = udp_socket(addr)?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+}
+
 impl Network {
     /// Binds the socket and starts connecting to every peer. Frames received arrive on the
     /// returned channel with the sender's position.
@@ -173,7 +203,7 @@ impl Network {
             QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(transport());
-        let endpoint = quinn::Endpoint::server(server, cfg.listen)
+        let endpoint = bind(server, cfg.listen)
             .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
         let stats = Arc::new(Stats::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.inbound.max(1));
@@ -396,6 +426,30 @@ async fn dial_loop(
                 break;
             }
             stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The endpoint's socket gets larger buffers than the kernel's default, up to what the
+    /// kernel allows (`net.core.rmem_max`).
+    #[test]
+    fn udp_sockets_get_large_buffers() {
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let plain = std::net::UdpSocket::bind(any)
+            .and_then(|s| socket2::SockRef::from(&s).recv_buffer_size());
+        let sized = udp_socket(any).and_then(|s| socket2::SockRef::from(&s).recv_buffer_size());
+        let (plain, sized) = (plain.unwrap(), sized.unwrap());
+        let max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|m| m.trim().parse::<usize>().ok());
+        match max {
+            // Linux reports twice the size set (the kernel's bookkeeping share).
+            Some(max) if max > plain => assert_eq!(sized, 2 * max.min(SOCKET_BUFFER), "{plain}"),
+            _ => assert!(sized >= plain, "{sized} < {plain}"),
         }
     }
 }

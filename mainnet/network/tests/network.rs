@@ -9,16 +9,27 @@ use farol_network::{Identity, Network, NetworkConfig, Peer};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
+/// `n` distinct free UDP addresses: the probing sockets stay open until all are chosen, so
+/// the kernel cannot hand out one port twice.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let probes: Vec<_> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")))
+        .collect();
+    probes.iter().map(|s| s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))).collect()
+}
+
 fn free_addr() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+    free_addrs(1)[0]
 }
 
 fn setup(n: usize) -> (Vec<Identity>, Vec<Peer>) {
     let ids: Vec<Identity> =
         (0..n).map(|_| Identity::generate().unwrap_or_else(|e| panic!("{e}"))).collect();
-    let peers =
-        ids.iter().map(|i| Peer { key: i.public_key().clone(), addr: free_addr() }).collect();
+    let peers = ids
+        .iter()
+        .zip(free_addrs(ids.len()))
+        .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
+        .collect();
     (ids, peers)
 }
 

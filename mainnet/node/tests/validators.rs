@@ -17,9 +17,13 @@ use farol_network::{Identity, Network, NetworkConfig, Peer};
 use farol_node::{Validator, ValidatorConfig, Wal};
 use tokio::sync::mpsc;
 
-fn free_addr() -> SocketAddr {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+/// `n` distinct free UDP addresses: the probing sockets stay open until all are chosen, so
+/// the kernel cannot hand out one port twice.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let probes: Vec<_> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")))
+        .collect();
+    probes.iter().map(|s| s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))).collect()
 }
 
 struct Net {
@@ -171,8 +175,11 @@ fn setup(n: usize, dir: &Path) -> Net {
     let committee = Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}")));
     let ids: Vec<Identity> =
         (0..n).map(|_| Identity::generate().unwrap_or_else(|e| panic!("{e}"))).collect();
-    let peers =
-        ids.iter().map(|i| Peer { key: i.public_key().clone(), addr: free_addr() }).collect();
+    let peers = ids
+        .iter()
+        .zip(free_addrs(ids.len()))
+        .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
+        .collect();
     Net { committee, keys, ids, peers, dir: dir.to_path_buf() }
 }
 
