@@ -370,9 +370,14 @@ async fn read_frames(
             conn.close(CLOSE_BAD_FRAME.into(), b"frame too large");
             return;
         }
-        let mut buf = vec![0u8; len];
-        if recv.read_exact(&mut buf).await.is_err() {
-            return;
+        // The frame is gathered from the stream's chunks as quinn received them, written
+        // once into memory that nothing zeroes first.
+        let mut buf = Vec::with_capacity(len);
+        while buf.len() < len {
+            match recv.read_chunk(len - buf.len(), true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) | Err(_) => return,
+            }
         }
         stats.frames_in.fetch_add(1, Ordering::Relaxed);
         if inbound.send((from, Bytes::from(buf))).await.is_err() {
@@ -417,8 +422,10 @@ async fn dial_loop(
                     None => return,
                 },
             };
-            let len = (frame.len() as u32).to_le_bytes();
-            let ok = send.write_all(&len).await.is_ok() && send.write_all(&frame).await.is_ok();
+            // Handed to quinn as shared buffers: a frame sent to every peer is not copied
+            // once per peer (`write_all` copies its slice into fresh memory).
+            let len = Bytes::copy_from_slice(&(frame.len() as u32).to_le_bytes());
+            let ok = send.write_all_chunks(&mut [len, frame.clone()]).await.is_ok();
             if !ok {
                 // The connection broke: reconnect and send this frame first. (The peer may
                 // have read part of it; a new stream starts clean.)
