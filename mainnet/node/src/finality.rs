@@ -27,6 +27,20 @@ pub const KIND_CERTIFICATE: u8 = 0x42;
 const VOTE_LEN: usize = 1 + 8 + 32 + 2 + SIGNATURE_LEN;
 /// Votes are kept for blocks at most this far past our head.
 const AHEAD: u64 = 4096;
+/// Validators sign every block whose number is a multiple of this, and the newest block once
+/// no newer one came for [`IDLE_VOTE`]. A certificate of a block makes every block before it
+/// final, so signing each of the tens of blocks a second a loaded chain makes costs BLS
+/// signatures and aggregate checks (2 pairings a certificate) without finalizing more.
+pub const VOTE_EVERY: u64 = 4;
+/// How long the newest block must stay the newest before a validator signs it anyway. Every
+/// honest validator stores the same chain, so when blocks stop (an idle chain makes one a
+/// second) all sign the same head and it gets its certificate.
+pub const IDLE_VOTE: Duration = Duration::from_millis(25);
+
+/// Whether a validator signs block `number` as soon as it stores it (see [`VOTE_EVERY`]).
+pub fn votes_at_once(number: u64) -> bool {
+    number.is_multiple_of(VOTE_EVERY)
+}
 
 /// What a validator signs for block `number` with `hash` on chain `chain_id`.
 pub fn vote_message(chain_id: u64, number: u64, hash: &B256) -> Vec<u8> {
@@ -76,6 +90,9 @@ fn decode_certificate(b: &[u8]) -> Option<Certificate> {
     Some(Certificate { number, hash: B256::from_slice(&b[9..41]), quorum: b[41..].to_vec() })
 }
 
+/// Votes received and made: block number → hash → signer → signature.
+type Votes = BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>>;
+
 /// The finality task of a validator.
 pub struct Finality {
     /// Shared node state.
@@ -96,14 +113,15 @@ impl Finality {
         mut blocks: broadcast::Receiver<Arc<StoredBlock>>,
     ) {
         let chain_id = self.state.genesis.chain_id;
-        // number → hash → signer → vote.
-        let mut votes: BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>> = BTreeMap::new();
+        let mut votes = Votes::new();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut last_seen: HashMap<u16, Instant> = HashMap::new();
         let mut diverged_logged = 0u64;
         let mut announce = tokio::time::interval(Duration::from_secs(1));
         // The newest certificate announced by others for a block past our finalized one.
         let mut heard: Option<Certificate> = None;
+        // The newest block stored and not signed yet, and when it came.
+        let mut unsigned: Option<(Arc<StoredBlock>, Instant)> = None;
         loop {
             tokio::select! {
                 f = frames.recv() => {
@@ -143,10 +161,12 @@ impl Finality {
                     if b.number() <= self.state.metrics.sync_target.load(Ordering::Relaxed) {
                         continue;
                     }
-                    let (me, key) = &self.me;
-                    let sig = key.sign(&vote_message(chain_id, b.number(), &b.hash));
-                    self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));
-                    votes.entry(b.number()).or_default().entry(b.hash).or_default().insert(*me, sig);
+                    if votes_at_once(b.number()) {
+                        self.vote(&b, chain_id, &mut votes);
+                        unsigned = None;
+                    } else {
+                        unsigned = Some((b, Instant::now()));
+                    }
                 }
                 _ = announce.tick() => {
                     if let Some(c) = self.state.chain.certificate() {
@@ -154,6 +174,13 @@ impl Finality {
                     }
                 }
                 _ = tick.tick() => {
+                    if let Some((b, at)) = unsigned.take() {
+                        if at.elapsed() >= IDLE_VOTE {
+                            self.vote(&b, chain_id, &mut votes);
+                        } else {
+                            unsigned = Some((b, at));
+                        }
+                    }
                     if let Some(c) = heard.take() {
                         heard = self.adopt(c, chain_id);
                     }
@@ -173,13 +200,16 @@ impl Finality {
         }
     }
 
+    /// Signs block `b`, sends the vote to the others and counts it.
+    fn vote(&self, b: &StoredBlock, chain_id: u64, votes: &mut Votes) {
+        let (me, key) = &self.me;
+        let sig = key.sign(&vote_message(chain_id, b.number(), &b.hash));
+        self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));
+        votes.entry(b.number()).or_default().entry(b.hash).or_default().insert(*me, sig);
+    }
+
     /// Certifies the highest block with a quorum of votes for our hash; returns its number.
-    fn certify(
-        &self,
-        votes: &mut BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>>,
-        chain_id: u64,
-        diverged_logged: &mut u64,
-    ) -> Option<u64> {
+    fn certify(&self, votes: &mut Votes, chain_id: u64, diverged_logged: &mut u64) -> Option<u64> {
         let head = self.state.chain.head_number();
         let quorum = self.committee.quorum_threshold();
         let stake = |signers: &BTreeMap<u16, Signature>| {
