@@ -37,9 +37,38 @@ pub const VOTE_EVERY: u64 = 4;
 /// second) all sign the same head and it gets its certificate.
 pub const IDLE_VOTE: Duration = Duration::from_millis(25);
 
-/// Whether a validator signs block `number` as soon as it stores it (see [`VOTE_EVERY`]).
-pub fn votes_at_once(number: u64) -> bool {
-    number.is_multiple_of(VOTE_EVERY)
+/// Which stored blocks a validator signs, and when (see [`VOTE_EVERY`] and [`IDLE_VOTE`]).
+struct VotePlan<B> {
+    /// The newest block stored and not signed yet, and when it came.
+    unsigned: Option<(B, Instant)>,
+}
+
+impl<B> VotePlan<B> {
+    fn new() -> VotePlan<B> {
+        VotePlan { unsigned: None }
+    }
+
+    /// Block `number` was stored at `now`: returns it if it is to be signed now.
+    fn stored(&mut self, number: u64, block: B, now: Instant) -> Option<B> {
+        if number.is_multiple_of(VOTE_EVERY) {
+            self.unsigned = None;
+            Some(block)
+        } else {
+            self.unsigned = Some((block, now));
+            None
+        }
+    }
+
+    /// Returns the newest block once it has been the newest for [`IDLE_VOTE`].
+    fn idle(&mut self, now: Instant) -> Option<B> {
+        match self.unsigned.take() {
+            Some((b, at)) if now.duration_since(at) >= IDLE_VOTE => Some(b),
+            other => {
+                self.unsigned = other;
+                None
+            }
+        }
+    }
 }
 
 /// What a validator signs for block `number` with `hash` on chain `chain_id`.
@@ -120,8 +149,7 @@ impl Finality {
         let mut announce = tokio::time::interval(Duration::from_secs(1));
         // The newest certificate announced by others for a block past our finalized one.
         let mut heard: Option<Certificate> = None;
-        // The newest block stored and not signed yet, and when it came.
-        let mut unsigned: Option<(Arc<StoredBlock>, Instant)> = None;
+        let mut plan = VotePlan::new();
         loop {
             tokio::select! {
                 f = frames.recv() => {
@@ -161,11 +189,8 @@ impl Finality {
                     if b.number() <= self.state.metrics.sync_target.load(Ordering::Relaxed) {
                         continue;
                     }
-                    if votes_at_once(b.number()) {
+                    if let Some(b) = plan.stored(b.number(), b, Instant::now()) {
                         self.vote(&b, chain_id, &mut votes);
-                        unsigned = None;
-                    } else {
-                        unsigned = Some((b, Instant::now()));
                     }
                 }
                 _ = announce.tick() => {
@@ -174,12 +199,8 @@ impl Finality {
                     }
                 }
                 _ = tick.tick() => {
-                    if let Some((b, at)) = unsigned.take() {
-                        if at.elapsed() >= IDLE_VOTE {
-                            self.vote(&b, chain_id, &mut votes);
-                        } else {
-                            unsigned = Some((b, at));
-                        }
+                    if let Some(b) = plan.idle(Instant::now()) {
+                        self.vote(&b, chain_id, &mut votes);
                     }
                     if let Some(c) = heard.take() {
                         heard = self.adopt(c, chain_id);
@@ -298,5 +319,31 @@ impl Finality {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fourth block is signed when stored; another waits, and is signed only if no
+    /// newer block came for `IDLE_VOTE`.
+    #[test]
+    fn validators_sign_every_fourth_block_and_an_idle_head() {
+        let t0 = Instant::now();
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        let mut plan = VotePlan::new();
+        assert_eq!(plan.stored(8, 8, ms(0)), Some(8));
+        assert_eq!(plan.idle(ms(100)), None, "a signed block is not signed again");
+        assert_eq!(plan.stored(9, 9, ms(100)), None);
+        assert_eq!(plan.stored(10, 10, ms(110)), None);
+        // 10 superseded 9; it has been the newest for less than IDLE_VOTE.
+        assert_eq!(plan.idle(ms(120)), None);
+        assert_eq!(plan.idle(ms(110) + IDLE_VOTE), Some(10));
+        assert_eq!(plan.idle(ms(500)), None);
+        // A fourth block clears the one waiting: it finalizes it.
+        assert_eq!(plan.stored(11, 11, ms(500)), None);
+        assert_eq!(plan.stored(12, 12, ms(501)), Some(12));
+        assert_eq!(plan.idle(ms(1000)), None);
     }
 }
