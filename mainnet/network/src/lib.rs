@@ -169,6 +169,16 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket)
 }
 
+/// `n` distinct free UDP addresses on loopback, for a local committee (tests, benchmarks):
+/// the probing sockets stay open until all are chosen, so the kernel cannot hand out one
+/// port twice. (Another process may still take a port before it is bound again.)
+pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
+    let probes = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    probes.iter().map(std::net::UdpSocket::local_addr).collect()
+}
+
 /// A QUIC endpoint serving `server` on [`udp_socket`]`(addr)`.
 fn bind(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
     let socket = udp_socket(addr)?;

@@ -9,13 +9,8 @@ use farol_network::{Identity, Network, NetworkConfig, Peer};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-/// `n` distinct free UDP addresses: the probing sockets stay open until all are chosen, so
-/// the kernel cannot hand out one port twice.
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
-    let probes: Vec<_> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}")))
-        .collect();
-    probes.iter().map(|s| s.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))).collect()
+    farol_network::free_loopback_addrs(n).unwrap_or_else(|e| panic!("free ports: {e}"))
 }
 
 fn free_addr() -> SocketAddr {

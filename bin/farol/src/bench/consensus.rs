@@ -16,7 +16,6 @@
 //!   none;
 //! - `consensus.stall.n{N}`: the longest time without a commit with f crashed, in rounds.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -148,16 +147,6 @@ struct Measured {
     p99_ms: f64,
 }
 
-/// `n` distinct free UDP addresses on loopback: the probing sockets stay open until all are
-/// chosen, so the kernel cannot hand out one port twice.
-fn free_addrs(n: usize) -> Result<Vec<SocketAddr>> {
-    let probes = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free ports")?;
-    probes.iter().map(|s| s.local_addr().context("finding free ports")).collect()
-}
-
 /// Runs `n` validators (the last `down` never started) for `secs` after a warm-up, with
 /// transactions offered at `rate` per second (as fast as accepted if `None`).
 async fn quic_run(
@@ -183,7 +172,7 @@ async fn quic_run(
     let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
     let peers = ids
         .iter()
-        .zip(free_addrs(n)?)
+        .zip(farol_network::free_loopback_addrs(n).context("finding free ports")?)
         .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
         .collect::<Vec<_>>();
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
