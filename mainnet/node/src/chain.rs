@@ -116,9 +116,10 @@ impl StoredBlock {
 
     fn encode(&self) -> Vec<u8> {
         let o = &self.ordering;
-        let mut out = vec![RECORD_BLOCK];
+        let mut out = vec![RECORD_GROUPED_BLOCK];
         out.extend_from_slice(&o.round.to_le_bytes());
         out.extend_from_slice(&o.height.to_le_bytes());
+        out.extend_from_slice(&o.first.to_le_bytes());
         let mut h = Vec::new();
         self.header.encode(&mut h);
         put_bytes(&mut out, &h);
@@ -136,7 +137,7 @@ impl StoredBlock {
             put_bytes(&mut out, &self.receipts[i].encoded_2718());
         }
         out.extend_from_slice(&o.chunk.to_le_bytes());
-        out.push(u8::from(o.last_in_commit));
+        out.push(u8::from(o.last_in_group));
         put_deferred(&mut out, &o.deferred);
         if let Some(c) = o.checkpoint {
             out.extend_from_slice(c.as_slice());
@@ -144,9 +145,15 @@ impl StoredBlock {
         out
     }
 
-    fn decode(mut b: &[u8]) -> Result<StoredBlock, String> {
+    /// Decodes a block record: `grouped` ([`RECORD_GROUPED_BLOCK`]) holds the group's first
+    /// commit height; an older [`RECORD_BLOCK`] came from one commit.
+    fn decode(mut b: &[u8], grouped: bool) -> Result<StoredBlock, String> {
         let round = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "round")?);
         let height = u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "height")?);
+        let first = match grouped {
+            true => u64::from_le_bytes(take(&mut b, 8)?.try_into().map_err(|_| "first")?),
+            false => height,
+        };
         let mut hb = take_bytes(&mut b)?;
         let header = Header::decode(&mut hb).map_err(|e| format!("header: {e}"))?;
         let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "count")?) as usize;
@@ -167,7 +174,7 @@ impl StoredBlock {
             );
         }
         let chunk = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "chunk")?);
-        let last_in_commit = take(&mut b, 1)?[0] != 0;
+        let last_in_group = take(&mut b, 1)?[0] != 0;
         let deferred = take_deferred(&mut b)?;
         let checkpoint = match b.len() {
             0 => None,
@@ -182,40 +189,59 @@ impl StoredBlock {
             senders,
             receipts,
             created,
-            ordering: OrderingData { round, height, chunk, last_in_commit, deferred, checkpoint },
+            ordering: OrderingData {
+                round,
+                first,
+                height,
+                chunk,
+                last_in_group,
+                deferred,
+                checkpoint,
+            },
         })
     }
 }
 
-/// Where a block stands in the ordering: the commit it came from, its place among that
-/// commit's blocks and the transactions left waiting after it. The header's `extra_data` is
+/// Where a block stands in the ordering: the group of consecutive commits it came from
+/// (see the pipeline's grouping rule), its place among that group's blocks and the
+/// transactions left waiting after it. The header's `extra_data` is
 /// [`OrderingData::digest`], so a block-final header certifies it too: a node that catches up
 /// from its peers resumes ordering from certified data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OrderingData {
-    /// The consensus round whose commit ordered the block.
+    /// The consensus round of the group's last commit.
     pub round: u64,
-    /// The consensus height of that commit (commits without transactions make no block, so
-    /// heights run ahead of block numbers).
+    /// The consensus height of the group's first commit.
+    pub first: u64,
+    /// The consensus height of the group's last commit (groups of commits without
+    /// transactions make no block, and a group holds several commits, so heights run ahead
+    /// of block numbers).
     pub height: u64,
-    /// Position of the block among those its commit made (a commit past the gas limit makes
+    /// Position of the block among those its group made (a group past the gas limit makes
     /// several).
     pub chunk: u32,
-    /// Whether it is the last block of its commit (then `deferred` is meaningful).
-    pub last_in_commit: bool,
-    /// After the commit: ordered transactions waiting for an earlier nonce of their sender.
+    /// Whether it is the last block of its group (then `deferred` is meaningful).
+    pub last_in_group: bool,
+    /// After the group: ordered transactions waiting for an earlier nonce of their sender.
     pub deferred: Vec<Deferred>,
-    /// The digest of the consensus checkpoint taken after the commit, if one was (on the
-    /// commit's last block).
+    /// The digest of the consensus checkpoint taken after the group's last commit, if one
+    /// was (on the group's last block).
     pub checkpoint: Option<B256>,
 }
 
 impl OrderingData {
+    /// The wire encoding (sync): round, first, height, chunk, flag, deferred, checkpoint.
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.round.to_le_bytes());
+        out.extend_from_slice(&self.first.to_le_bytes());
+        self.encode_rest(out);
+    }
+
+    /// Everything after `first` (the first version's encoding lacks `first`).
+    fn encode_rest(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.height.to_le_bytes());
         out.extend_from_slice(&self.chunk.to_le_bytes());
-        out.push(u8::from(self.last_in_commit));
+        out.push(u8::from(self.last_in_group));
         put_deferred(out, &self.deferred);
         match self.checkpoint {
             Some(c) => {
@@ -228,12 +254,16 @@ impl OrderingData {
 
     fn decode_from(b: &mut &[u8]) -> Result<OrderingData, String> {
         let round = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "round")?);
+        let first = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "first")?);
         let height = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "height")?);
+        if first > height {
+            return Err(format!("first commit {first} above the last {height}"));
+        }
         let chunk = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "chunk")?);
-        let last_in_commit = match take(b, 1)?[0] {
+        let last_in_group = match take(b, 1)?[0] {
             0 => false,
             1 => true,
-            v => return Err(format!("last_in_commit {v}")),
+            v => return Err(format!("last_in_group {v}")),
         };
         let deferred = take_deferred(b)?;
         let checkpoint = match take(b, 1)?[0] {
@@ -241,13 +271,22 @@ impl OrderingData {
             1 => Some(B256::from_slice(take(b, 32)?)),
             v => return Err(format!("checkpoint flag {v}")),
         };
-        Ok(OrderingData { round, height, chunk, last_in_commit, deferred, checkpoint })
+        Ok(OrderingData { round, first, height, chunk, last_in_group, deferred, checkpoint })
     }
 
-    /// What the header's `extra_data` holds: `blake3("farol/ordering/1" || encoding)`.
+    /// What the header's `extra_data` holds. A block of one commit (`first == height`):
+    /// `blake3("farol/ordering/1" || round || encoding after first)`, as before commits were
+    /// grouped; otherwise `blake3("farol/ordering/2" || round || first || ...)`.
     pub fn digest(&self) -> B256 {
-        let mut out = b"farol/ordering/1".to_vec();
-        self.encode_into(&mut out);
+        let mut out = Vec::with_capacity(64 + 32 * self.deferred.len());
+        if self.first == self.height {
+            out.extend_from_slice(b"farol/ordering/1");
+            out.extend_from_slice(&self.round.to_le_bytes());
+            self.encode_rest(&mut out);
+        } else {
+            out.extend_from_slice(b"farol/ordering/2");
+            self.encode_into(&mut out);
+        }
         B256::from(*blake3::hash(&out).as_bytes())
     }
 }
@@ -346,8 +385,11 @@ fn take_bytes<'a>(b: &mut &'a [u8]) -> Result<&'a [u8], String> {
     take(b, len)
 }
 
+/// A block of one commit (written before commits were grouped; read only).
 const RECORD_BLOCK: u8 = 1;
 const RECORD_CERTIFICATE: u8 = 2;
+/// A block with its group's first commit height.
+const RECORD_GROUPED_BLOCK: u8 = 3;
 
 /// Proof that validators holding more than two thirds of the stake signed a block's hash
 /// (and so its state root and everything before it): block finality.
@@ -424,8 +466,9 @@ impl Chain {
         for (i, r) in records.iter().enumerate() {
             let corrupt = |reason: String| ChainError::Corrupt { index: i, reason };
             match r.first() {
-                Some(&RECORD_BLOCK) => {
-                    let b = StoredBlock::decode(&r[1..]).map_err(corrupt)?;
+                Some(&kind @ (RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
+                    let grouped = kind == RECORD_GROUPED_BLOCK;
+                    let b = StoredBlock::decode(&r[1..], grouped).map_err(corrupt)?;
                     if b.number() != index.blocks.len() as u64 {
                         return Err(corrupt(format!(
                             "block {} where {} was expected",
@@ -597,9 +640,10 @@ pub(crate) mod tests {
         let deferred = vec![Deferred { since: 7, sender: key.address(), tx: transfer(key, 3) }];
         let ordering = OrderingData {
             round: 12,
+            first: 6,
             height: 9,
             chunk: 0,
-            last_in_commit: true,
+            last_in_group: true,
             deferred,
             checkpoint: Some(B256::repeat_byte(4)),
         };
@@ -641,6 +685,10 @@ pub(crate) mod tests {
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other height");
         assert!(e.contains("ordering data"), "{e}");
         let mut other = b.clone();
+        other.ordering.first = 5;
+        let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other first");
+        assert!(e.contains("ordering data"), "{e}");
+        let mut other = b.clone();
         other.ordering.checkpoint = None;
         let e = SyncBlock::decode(&other.encode_for_sync(true)).expect_err("other checkpoint");
         assert!(e.contains("ordering data"), "{e}");
@@ -668,5 +716,41 @@ pub(crate) mod tests {
                 .collect();
             let _ = SyncBlock::decode(&junk);
         }
+    }
+
+    #[test]
+    fn a_block_of_one_commit_keeps_the_first_digest_and_record() {
+        let key = PrivateKeySigner::random();
+        let mut b = block(&key);
+        b.ordering.first = b.ordering.height;
+        // The first version's digest: no `first` in it.
+        let o = &b.ordering;
+        let mut v1 = b"farol/ordering/1".to_vec();
+        v1.extend_from_slice(&o.round.to_le_bytes());
+        v1.extend_from_slice(&o.height.to_le_bytes());
+        v1.extend_from_slice(&o.chunk.to_le_bytes());
+        v1.push(1);
+        put_deferred(&mut v1, &o.deferred);
+        v1.push(1);
+        v1.extend_from_slice(B256::repeat_byte(4).as_slice());
+        assert_eq!(o.digest(), B256::from(*blake3::hash(&v1).as_bytes()));
+        // A grouped block's digest covers `first`.
+        let mut g = o.clone();
+        g.first -= 1;
+        assert_ne!(g.digest(), o.digest());
+
+        // A record of the first version (no `first`) reads as a block of one commit; the
+        // current record keeps `first`.
+        let mut grouped = block(&key);
+        (grouped.txs, grouped.senders, grouped.created) = (Vec::new(), Vec::new(), Vec::new());
+        let raw = grouped.encode();
+        assert_eq!(raw[0], RECORD_GROUPED_BLOCK);
+        let back = StoredBlock::decode(&raw[1..], true).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.ordering, grouped.ordering);
+        let mut old = raw[1..17].to_vec();
+        old.extend_from_slice(&raw[25..]);
+        let back = StoredBlock::decode(&old, false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((back.ordering.first, back.ordering.height), (9, 9));
+        assert_eq!(back.hash, grouped.hash);
     }
 }

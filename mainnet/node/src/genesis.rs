@@ -117,9 +117,10 @@ impl Genesis {
             created: Vec::new(),
             ordering: OrderingData {
                 round: 0,
+                first: 0,
                 height: 0,
                 chunk: 0,
-                last_in_commit: true,
+                last_in_group: true,
                 deferred: Vec::new(),
                 checkpoint: None,
             },

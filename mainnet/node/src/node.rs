@@ -210,7 +210,7 @@ impl Node {
         // Consensus may cut its log to snapshots of commits stored in full.
         {
             let o = &state.chain.head().ordering;
-            let durable = if o.last_in_commit { o.height } else { o.height.saturating_sub(1) };
+            let durable = if o.last_in_group { o.height } else { o.first.saturating_sub(1) };
             state.validator.durable_height.store(durable, Ordering::Relaxed);
         }
 

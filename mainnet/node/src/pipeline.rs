@@ -11,7 +11,7 @@
 //! With `pipelined` off (the benchmark's baseline), one thread executes a block and stores
 //! it before it takes the next.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -329,6 +329,60 @@ const MAX_DEFERRED: usize = 20_000;
 /// height they were ordered at.
 type Waiting = BTreeMap<(Address, u64), (u64, RecoveredTx)>;
 
+/// A group of commits ends, at the latest, with the first commit this much consensus time
+/// (the commits' `timestamp_ms`) after the group's first: under load the chain makes about
+/// 1000 / `GROUP_WINDOW_MS` blocks a second, whatever the commit rate.
+pub const GROUP_WINDOW_MS: u64 = 50;
+
+/// A commit in a group: with its decoded transactions and when it reached the pipeline.
+type GroupedCommit = (Committed, Vec<RecoveredTx>, Instant);
+
+/// Consecutive commits that become one block (several, past the gas limit). Where a group
+/// ends depends only on the commits, so every validator forms the same groups.
+#[derive(Default)]
+struct Group {
+    commits: Vec<GroupedCommit>,
+    /// The gas limits of its transactions, summed.
+    gas: u64,
+}
+
+impl Group {
+    /// Adds the next commit; true when the group ends with it: the commit carries no
+    /// transactions (so a lone transaction waits for no window), or a consensus checkpoint
+    /// (its block certifies it), or comes [`GROUP_WINDOW_MS`] or more after the group's
+    /// first commit, or the group's transactions reach the block gas limit.
+    fn push(
+        &mut self,
+        c: Committed,
+        txs: Vec<RecoveredTx>,
+        arrived: Instant,
+        gas_limit: u64,
+    ) -> bool {
+        let start = self.commits.first().map_or(c.timestamp_ms, |f| f.0.timestamp_ms);
+        self.gas = txs.iter().fold(self.gas, |g, t| g.saturating_add(t.tx.gas_limit()));
+        let ends = c.transactions.is_empty()
+            || c.checkpoint.is_some()
+            || c.timestamp_ms.saturating_sub(start) >= GROUP_WINDOW_MS
+            || self.gas >= gas_limit;
+        self.commits.push((c, txs, arrived));
+        ends
+    }
+
+    /// Whether commit `height` is in the group already.
+    fn holds(&self, height: u64) -> bool {
+        self.commits.last().is_some_and(|l| height <= l.0.height)
+    }
+}
+
+/// A group whose first blocks are stored already (a restart, or an import, in its middle):
+/// when the group that starts at commit `first` ends, its first `skip` blocks are not made
+/// again; the group's first block follows block `before`.
+struct Resume {
+    first: u64,
+    skip: usize,
+    before: u64,
+}
+
 /// The waiting set a block's ordering data records.
 fn waiting_of(deferred: &[Deferred]) -> Waiting {
     deferred
@@ -379,11 +433,12 @@ fn run(
     } else {
         None
     };
-    // Where to resume: after the last stored block; a commit whose last block was not
-    // stored (a crash between its blocks) is processed again, without the blocks stored.
+    // Where to resume: after the last stored block; a group of commits whose last block was
+    // not stored (a crash between its blocks) is formed and processed again, without the
+    // blocks stored.
     let head = state.chain.head();
     let mut base = head.clone();
-    while !base.ordering.last_in_commit {
+    while !base.ordering.last_in_group {
         base = match state.chain.block(base.number().saturating_sub(1)) {
             Some(b) => b,
             None => break,
@@ -391,71 +446,95 @@ fn run(
     }
     let mut waiting = waiting_of(&base.ordering.deferred);
     let o = &head.ordering;
-    let (mut last_height, mut resume) = if o.last_in_commit {
+    let (mut last_height, mut resume) = if o.last_in_group {
         (o.height, None)
     } else {
-        (o.height.saturating_sub(1), Some((o.height, o.chunk as usize + 1, base.number())))
+        let skip = o.chunk as usize + 1;
+        (o.first.saturating_sub(1), Some(Resume { first: o.first, skip, before: base.number() }))
     };
     let mut next = head.number() + 1;
     let mut last_timestamp = head.header.timestamp;
+    let mut group = Group::default();
+    // Commits of an open group, taken back when an imported block moved the ordering on.
+    let mut again: VecDeque<GroupedCommit> = VecDeque::new();
     let result = (|| {
-        while let Some(work) = commits.blocking_recv() {
-            let c = match work {
-                Work::Commit(c) => c,
-                Work::Import(import) => {
-                    let number = import.block.header.number;
-                    // Blocks this node already executed (from its own commits) are skipped;
-                    // the syncing task sends the others in order.
-                    if number != next {
-                        if number > next {
-                            tracing::warn!(number, next, "an imported block does not follow");
+        loop {
+            let (c, decoded, arrived) = match again.pop_front() {
+                Some(x) => x,
+                None => match commits.blocking_recv() {
+                    None => break,
+                    Some(Work::Commit(c)) => {
+                        state.metrics.ordered_height.store(c.height, Ordering::Relaxed);
+                        // A restarted validator replays its commits from height 1.
+                        if c.height <= last_height || group.holds(c.height) {
+                            continue;
                         }
+                        let decoded = decode(&state, &c);
+                        (c, decoded, Instant::now())
+                    }
+                    Some(Work::Import(import)) => {
+                        let number = import.block.header.number;
+                        // Blocks this node already executed (from its own commits) are
+                        // skipped; the syncing task sends the others in order.
+                        if number != next {
+                            if number > next {
+                                tracing::warn!(number, next, "an imported block does not follow");
+                            }
+                            continue;
+                        }
+                        let Some(ord) = import.block.ordering.clone() else { continue };
+                        let e = import_block(&state, &executor, *import)?;
+                        state.metrics.ordered_height.store(ord.height, Ordering::Relaxed);
+                        // The ordering resumes after the imported block as after one of ours.
+                        if ord.last_in_group {
+                            last_height = ord.height;
+                            resume = None;
+                            waiting = waiting_of(&ord.deferred);
+                        } else {
+                            last_height = ord.first.saturating_sub(1);
+                            let skip = ord.chunk as usize + 1;
+                            let before = number.saturating_sub(skip as u64);
+                            resume = Some(Resume { first: ord.first, skip, before });
+                        }
+                        last_timestamp = e.env.timestamp;
+                        next += 1;
+                        if !hand_over(&state, &to_store, cfg.pipelined, e)? {
+                            return Ok(());
+                        }
+                        // Commits gathered before the import that it does not cover form
+                        // their group again, from the commit after it.
+                        let held = std::mem::take(&mut group).commits;
+                        again.extend(held.into_iter().filter(|g| g.0.height > last_height));
                         continue;
                     }
-                    let Some(ord) = import.block.ordering.clone() else { continue };
-                    let e = import_block(&state, &executor, *import)?;
-                    state.metrics.ordered_height.store(ord.height, Ordering::Relaxed);
-                    // The ordering resumes after the imported block as after one of ours.
-                    if ord.last_in_commit {
-                        last_height = ord.height;
-                        resume = None;
-                        waiting = waiting_of(&ord.deferred);
-                    } else {
-                        last_height = ord.height.saturating_sub(1);
-                        let before = number.saturating_sub(u64::from(ord.chunk) + 1);
-                        resume = Some((ord.height, ord.chunk as usize + 1, before));
-                    }
-                    last_timestamp = e.env.timestamp;
-                    next += 1;
-                    if !hand_over(&state, &to_store, cfg.pipelined, e)? {
-                        return Ok(());
-                    }
-                    continue;
-                }
+                },
             };
-            state.metrics.ordered_height.store(c.height, Ordering::Relaxed);
-            // A restarted validator replays its commits from height 1.
-            if c.height <= last_height {
+            if c.height <= last_height || group.holds(c.height) {
                 continue;
             }
-            last_height = c.height;
-            // A commit without transactions makes a block only when a new second began since
+            if !group.push(c, decoded, arrived, state.genesis.gas_limit) {
+                continue;
+            }
+            let Group { commits: members, .. } = std::mem::take(&mut group);
+            let (Some(first), Some(c)) = (members.first(), members.last()) else { continue };
+            let (first_height, ordered_at) = (first.0.height, first.2);
+            last_height = c.0.height;
+            // A group without transactions makes a block only when a new second began since
             // the last block: an idle chain still moves (about one block a second), which
             // clients that wait for the next block (ethers' `wait`) rely on.
-            // A commit with a consensus checkpoint always makes one: the block-final header
-            // certifies the checkpoint for validators that rejoin from it.
-            if c.transactions.is_empty()
-                && c.checkpoint.is_none()
-                && c.timestamp_ms / 1000 <= last_timestamp
-            {
+            // A group that ends with a consensus checkpoint always makes one: the block-final
+            // header certifies the checkpoint for validators that rejoin from it.
+            let c = &c.0;
+            let carries = members.iter().any(|m| !m.0.transactions.is_empty());
+            if !carries && c.checkpoint.is_none() && c.timestamp_ms / 1000 <= last_timestamp {
                 continue;
             }
             let (skip, before) = match resume.take() {
-                Some((h, skip, before)) if h == c.height => (skip, before),
+                Some(r) if r.first == first_height => (r.skip, r.before),
                 _ => (0, next - 1),
             };
-            let ordered_at = Instant::now();
-            let decoded = decode(&state, &c);
+            let decoded: Vec<RecoveredTx> =
+                members.iter().flat_map(|m| m.1.iter().cloned()).collect();
             let view = state
                 .view(before)
                 .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
@@ -466,7 +545,7 @@ fn run(
             last_timestamp = timestamp;
             let beneficiary =
                 state.fee_recipients.get(usize::from(c.leader.0)).copied().unwrap_or_default();
-            // Blocks are cut at the gas limit: one commit can make several blocks. The last
+            // Blocks are cut at the gas limit: one group can make several blocks. The last
             // is made even if empty: it records the transactions left waiting.
             let mut chunks = Vec::new();
             let mut rest = txs.as_slice();
@@ -506,8 +585,9 @@ fn run(
                 let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round, last)?;
                 let Some(mut e) = e else { continue };
                 e.ordered_at = ordered_at;
+                e.ordering.first = first_height;
                 e.ordering.chunk = i as u32;
-                e.ordering.last_in_commit = last;
+                e.ordering.last_in_group = last;
                 if last {
                     e.ordering.checkpoint = c.checkpoint.map(B256::from);
                     e.ordering.deferred = waiting
@@ -699,9 +779,10 @@ fn execute(
             Ok((output, _)) => {
                 let ordering = OrderingData {
                     round,
+                    first: committed_height,
                     height: committed_height,
                     chunk: 0,
-                    last_in_commit: false,
+                    last_in_group: false,
                     deferred: Vec::new(),
                     checkpoint: None,
                 };
@@ -835,7 +916,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         StoredBlock { header, hash, txs, senders, receipts: e.output.receipts, created, ordering };
     let block =
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
-    if block.ordering.last_in_commit {
+    if block.ordering.last_in_group {
         state.validator.durable_height.fetch_max(block.ordering.height, Ordering::Relaxed);
     }
     state.pending.lock().retain(|(n, _)| *n > number);
@@ -923,5 +1004,60 @@ mod tests {
         let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting);
         assert!(waiting.is_empty());
         assert!(state.recent_drops(1)[0].1.contains("gap not filled"));
+    }
+
+    fn commit(height: u64, timestamp_ms: u64, txs: usize) -> Committed {
+        let t = farol_consensus::Transaction { sender: [1; 20], payload: Default::default() };
+        Committed {
+            height,
+            round: 2 * height,
+            leader: farol_consensus::ValidatorIndex(0),
+            leader_digest: [0; 32],
+            timestamp_ms,
+            transactions: vec![t; txs],
+            proposals: 1,
+            checkpoint: None,
+        }
+    }
+
+    #[test]
+    fn a_group_ends_by_a_rule_of_its_commits_alone() {
+        let key = PrivateKeySigner::random();
+        let now = Instant::now();
+        let limit = 30_000_000;
+        let pushes = |commits: Vec<(Committed, usize)>, limit: u64| {
+            let mut g = Group::default();
+            let ends: Vec<bool> = commits
+                .into_iter()
+                .map(|(c, n)| g.push(c, (0..n as u64).map(|i| tx(&key, i)).collect(), now, limit))
+                .collect();
+            (ends, g)
+        };
+        // Commits with transactions, 20 ms apart: the first 50 ms or more after the group's
+        // first ends it (the 4th, 60 ms after).
+        let (ends, g) = pushes((1..=4).map(|h| (commit(h, 1_000 + 20 * h, 3), 3)).collect(), limit);
+        assert_eq!(ends, [false, false, false, true]);
+        assert!(g.holds(4) && !g.holds(5));
+        // 49 ms is not enough.
+        let (ends, _) = pushes(vec![(commit(1, 1_000, 1), 1), (commit(2, 1_049, 1), 1)], limit);
+        assert_eq!(ends, [false, false]);
+        // A commit without transactions ends the group at once (an idle chain waits for no
+        // window), alone or after others.
+        let (ends, _) = pushes(vec![(commit(1, 1_000, 0), 0)], limit);
+        assert_eq!(ends, [true]);
+        let (ends, _) = pushes(vec![(commit(1, 1_000, 2), 2), (commit(2, 1_001, 0), 0)], limit);
+        assert_eq!(ends, [false, true]);
+        // A checkpoint ends it.
+        let mut cp = commit(2, 1_001, 2);
+        cp.checkpoint = Some([7; 32]);
+        let (ends, _) = pushes(vec![(commit(1, 1_000, 2), 2), (cp, 2)], limit);
+        assert_eq!(ends, [false, true]);
+        // So does reaching the block gas limit (transfers of 21,000 gas).
+        let (ends, _) =
+            pushes(vec![(commit(1, 1_000, 2), 2), (commit(2, 1_001, 2), 2)], 4 * 21_000);
+        assert_eq!(ends, [false, true]);
+        // A commit whose transactions all failed to decode still counts as carrying some.
+        let (ends, _) = pushes(vec![(commit(1, 1_000, 2), 0), (commit(2, 1_001, 2), 0)], limit);
+        assert_eq!(ends, [false, false]);
     }
 }

@@ -389,7 +389,7 @@ fn fetch_snapshot(
         if b.ordering.height < h || n <= lowest {
             break None;
         }
-        if b.ordering.height == h && b.ordering.last_in_commit {
+        if b.ordering.height == h && b.ordering.last_in_group {
             break Some(b);
         }
         n -= 1;
