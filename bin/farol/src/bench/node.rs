@@ -39,6 +39,10 @@ pub(crate) struct NodeBenchArgs {
     /// Transfers per JSON-RPC batch.
     #[arg(long, default_value_t = 250)]
     batch: usize,
+    /// Transfers per second offered in the latency runs (default: a third of the baseline's
+    /// saturated throughput in this run).
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 struct Measured {
@@ -300,6 +304,9 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     if args.senders == 0 || args.validators == 0 {
         bail!("--senders and --validators must be at least 1");
     }
+    if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r >= 1.0)) {
+        bail!("--rate {r}: must be at least 1 transfer a second");
+    }
     progress(format_args!("deriving {} sending accounts and signing {n} transfers", args.senders));
     let keys = mnemonic_accounts(DEV_MNEMONIC, args.senders).map_err(anyhow::Error::msg)?;
     let txs = presign(&keys, n);
@@ -314,9 +321,9 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         args.validators
     ));
     let base = measure(&args, &txs, false, None, port)?;
-    // Latency under load: a third of the baseline's saturated throughput, in small batches
+    // Latency under load: `--rate`, or a third of the baseline's saturated throughput, in small batches
     // (which cost the nodes more per transaction than the saturation run's large ones).
-    let rate = (base.tps / 3.0).max(100.0);
+    let rate = args.rate.unwrap_or((base.tps / 3.0).max(100.0));
     let half = &txs[..txs.len() / 2];
     let paced = NodeBenchArgs { batch: 20, ..args.clone() };
     progress(format_args!("latency at {rate:.0} tx/s offered, pipelined"));
