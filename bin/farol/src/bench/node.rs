@@ -139,7 +139,33 @@ fn start_devnet(args: &NodeBenchArgs, pipelined: bool, port: u16) -> Result<Devn
                 .parse::<SocketAddr>()
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Devnet { child, http, _dir: dir })
+    let net = Devnet { child, http, _dir: dir };
+    wait_live(&net)?;
+    Ok(net)
+}
+
+/// Waits until every validator has committed a few consensus rounds and stored a block
+/// after genesis: the validators are connected and the pipeline has run once, so what
+/// the bench measures is the running chain, not its start.
+fn wait_live(net: &Devnet) -> Result<()> {
+    let began = Instant::now();
+    let mut clients: Vec<RpcClient> = net.http.iter().map(|a| RpcClient::new(*a)).collect();
+    loop {
+        let live = clients.iter_mut().all(|c| {
+            c.call("farol_status", json!([])).is_ok_and(|s| {
+                let height = quantity(&s["consensusHeight"]).unwrap_or(0);
+                let head = quantity(&s["head"]).unwrap_or(0);
+                height >= 3 && head >= 1
+            })
+        });
+        if live {
+            return Ok(());
+        }
+        if began.elapsed() > Duration::from_secs(60) {
+            bail!("the devnet made no progress within 60 s of starting");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Pre-signs `n` transfers, round-robin over `keys` (each sender's in nonce order).
