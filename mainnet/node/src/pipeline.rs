@@ -962,26 +962,34 @@ mod tests {
         txs.iter().map(|t| (t.sender, t.tx.nonce())).collect()
     }
 
+    /// A node's state in `dir`, from `genesis` (or as it was left there).
+    fn node_state(dir: &std::path::Path, genesis: Genesis) -> Arc<State> {
+        let store = Store::open(dir.join("state"), farol_store::Options::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let root = match store.latest_version() {
+            Some(_) => B256::ZERO,
+            None => {
+                store.apply(0, genesis.state().store_changes()).unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        let g = genesis.clone();
+        let chain = Chain::open(dir, move || g.block(root)).unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(State::new(
+            Arc::new(chain),
+            Arc::new(store),
+            genesis,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+        ))
+    }
+
     #[test]
     fn early_nonces_wait_for_the_missing_ones_then_expire() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let genesis =
             Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
-        let store = Store::open(dir.path().join("state"), farol_store::Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let root =
-            store.apply(0, genesis.state().store_changes()).unwrap_or_else(|e| panic!("{e}"));
-        let g = genesis.clone();
-        let chain =
-            Chain::open(dir.path(), move || g.block(root)).unwrap_or_else(|e| panic!("{e}"));
-        let state = Arc::new(State::new(
-            Arc::new(chain),
-            Arc::new(store),
-            genesis,
-            Vec::new(),
-            Arc::new(Metrics::default()),
-        ));
+        let state = node_state(dir.path(), genesis);
         let view = state.view(0).unwrap_or_else(|e| panic!("{e}"));
         let mut waiting = Waiting::new();
         // Commit 1: a's 2 and 1 arrive before its 0 (a second 2 is dropped); b's 0 is in order.
@@ -1059,5 +1067,104 @@ mod tests {
         // A commit whose transactions all failed to decode still counts as carrying some.
         let (ends, _) = pushes(vec![(commit(1, 1_000, 2), 0), (commit(2, 1_001, 2), 0)], limit);
         assert_eq!(ends, [false, false]);
+    }
+
+    /// Runs a pipeline on `work` until its chain's head is `head`; returns the chain's blocks
+    /// after genesis.
+    fn run_pipeline(state: &Arc<State>, work: Vec<Work>, head: u64) -> Vec<Arc<StoredBlock>> {
+        let (tx, rx) = mpsc::channel(64);
+        let cfg = PipelineConfig { threads: 2, ..PipelineConfig::default() };
+        let handle = spawn(state.clone(), rx, cfg);
+        for w in work {
+            tx.blocking_send(w).unwrap_or_else(|e| panic!("the pipeline stopped: {e}"));
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(60);
+        while state.chain.head_number() < head {
+            assert!(Instant::now() < deadline, "head {} of {head}", state.chain.head_number());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(tx);
+        let result = handle.join().unwrap_or_else(|_| panic!("the pipeline panicked"));
+        result.unwrap_or_else(|e| panic!("{e}"));
+        (1..=head).map(|n| state.chain.block(n).unwrap_or_else(|| panic!("block {n}"))).collect()
+    }
+
+    /// Blocks from groups of commits, one group cut at the gas limit: a node that imports
+    /// the group's first block from a peer while it forms the group (as a validator that
+    /// catches up does) makes the same blocks as the node that formed it alone, and so does
+    /// one restarted after that block (its consensus replays every commit).
+    #[test]
+    fn groups_make_the_same_blocks_after_an_import_in_their_middle() {
+        use alloy_eips::eip2718::Encodable2718;
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut genesis =
+            Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        // Two transfers to a block.
+        genesis.gas_limit = 2 * 21_000;
+        let t = |k: &PrivateKeySigner, nonce| farol_consensus::Transaction {
+            sender: k.address().into_array(),
+            payload: crate::chain::tests::transfer(k, nonce).encoded_2718().into(),
+        };
+        let with = |height, ms, txs: Vec<farol_consensus::Transaction>| Committed {
+            transactions: txs,
+            ..commit(height, ms, 0)
+        };
+        let commits = vec![
+            // One group: commit 2 brings its transactions' gas to the limit; three transfers
+            // make two blocks.
+            with(1, 5_000, vec![t(&a, 0)]),
+            with(2, 5_010, vec![t(&b, 0), t(&a, 1)]),
+            // Another: commit 4 carries nothing.
+            with(3, 5_020, vec![t(&b, 1)]),
+            with(4, 5_030, vec![]),
+            // An empty group in a new second makes an empty block.
+            with(5, 7_000, vec![]),
+        ];
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let alone = node_state(dir.path(), genesis.clone());
+        let work = commits.iter().cloned().map(Work::Commit).collect();
+        let blocks = run_pipeline(&alone, work, 4);
+        let shape: Vec<_> = blocks
+            .iter()
+            .map(|b| {
+                let o = &b.ordering;
+                (b.txs.len(), o.first, o.height, o.chunk, o.last_in_group, b.header.timestamp)
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                (2, 1, 2, 0, false, 5),
+                (1, 1, 2, 1, true, 5),
+                (1, 3, 4, 0, true, 5),
+                (0, 5, 5, 0, true, 7)
+            ]
+        );
+        // A header commits to its group's first commit.
+        assert_eq!(blocks[0].header.extra_data.as_ref(), blocks[0].ordering.digest().as_slice());
+        let hashes = |bs: &[Arc<StoredBlock>]| bs.iter().map(|b| b.hash).collect::<Vec<_>>();
+        let import = || {
+            let block = SyncBlock::decode(&blocks[0].encode_for_sync(true))
+                .unwrap_or_else(|e| panic!("{e}"));
+            Work::Import(Box::new(Import { block, senders: blocks[0].senders.clone() }))
+        };
+
+        // Another node has taken commit 1 when block 1 arrives from a peer; its consensus
+        // goes on with commit 2.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let joined = node_state(dir.path(), genesis.clone());
+        let mut work = vec![Work::Commit(commits[0].clone()), import()];
+        work.extend(commits[1..].iter().cloned().map(Work::Commit));
+        assert_eq!(hashes(&run_pipeline(&joined, work, 4)), hashes(&blocks));
+
+        // A node whose chain ends with block 1 (the first of its group) restarts: its
+        // consensus replays every commit.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = node_state(dir.path(), genesis.clone());
+        assert_eq!(hashes(&run_pipeline(&first, vec![import()], 1)), hashes(&blocks[..1]));
+        drop(first);
+        let restarted = node_state(dir.path(), genesis);
+        let work = commits.iter().cloned().map(Work::Commit).collect();
+        assert_eq!(hashes(&run_pipeline(&restarted, work, 4)), hashes(&blocks));
     }
 }
