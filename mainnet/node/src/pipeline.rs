@@ -1109,7 +1109,7 @@ mod tests {
             transactions: txs,
             ..commit(height, ms, 0)
         };
-        let commits = vec![
+        let commits = [
             // One group: commit 2 brings its transactions' gas to the limit; three transfers
             // make two blocks.
             with(1, 5_000, vec![t(&a, 0)]),
