@@ -55,6 +55,9 @@ struct Measured {
     tiers: Vec<(&'static str, f64, f64)>,
     /// Transfers per second of each run averaged into this one.
     runs: Vec<f64>,
+    /// The height of validator 0's chain at the end of each run (with the block or two made
+    /// before submission began).
+    blocks: Vec<u64>,
 }
 
 impl Measured {
@@ -74,6 +77,7 @@ impl Measured {
             secs: (a.secs + b.secs) / 2.0,
             tiers,
             runs: [a.runs, b.runs].concat(),
+            blocks: [a.blocks, b.blocks].concat(),
         }
     }
 }
@@ -334,7 +338,7 @@ fn measure(
         included as f64 / secs
     ));
     let tps = included as f64 / secs;
-    Ok(Measured { tps, included, rejected, secs, tiers, runs: vec![tps] })
+    Ok(Measured { tps, included, rejected, secs, tiers, runs: vec![tps], blocks: vec![head] })
 }
 
 /// The first error message of a run.
@@ -397,7 +401,7 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         json!({
             "validators": args.validators, "transfers": n, "senders": args.senders, "batch": args.batch,
             "included": [m.included, b.included], "rejected": [m.rejected, b.rejected],
-            "seconds": [m.secs, b.secs], "runs": [m.runs, b.runs],
+            "seconds": [m.secs, b.secs], "runs": [m.runs, b.runs], "blocks": [m.blocks, b.blocks],
             "order": "pipelined, baseline, baseline, pipelined; each side the mean of its two runs",
         })
     };
@@ -414,6 +418,7 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         let p = json!({
             "validators": args.validators, "transfers": half.len(), "offered_tps": rate.round(),
             "achieved_tps": [ours_lat.tps.round(), base_lat.tps.round()],
+            "blocks": [&ours_lat.blocks, &base_lat.blocks],
             "order": "pipelined, baseline, baseline, pipelined; each side the mean of its two runs",
             "from": "submission over JSON-RPC", "worst of": "the validators",
         });
