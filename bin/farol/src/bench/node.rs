@@ -387,8 +387,9 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         progress(format_args!("{} validators, {how}, at saturation", args.validators));
         measure(&args, &txs, pipelined, None, port)
     })?;
-    // Latency under load: `--rate`, or a third of the baseline's saturated throughput, in small batches
-    // (which cost the nodes more per transaction than the saturation run's large ones).
+    // Latency under load: `--rate`, or a third of the baseline's saturated throughput, in
+    // small batches (which cost the nodes more per transaction than the saturation run's
+    // large ones).
     let rate = args.rate.unwrap_or((base.tps / 3.0).max(100.0));
     let half = &txs[..txs.len() / 2];
     let paced = NodeBenchArgs { batch: 20, ..args.clone() };
