@@ -516,16 +516,25 @@ fn run(
                 continue;
             }
             let Group { commits: members, .. } = std::mem::take(&mut group);
-            let (Some(first), Some(c)) = (members.first(), members.last()) else { continue };
-            let (first_height, ordered_at) = (first.0.height, first.2);
-            last_height = c.0.height;
+            let Some((first_height, ordered_at)) = members.first().map(|m| (m.0.height, m.2))
+            else {
+                continue;
+            };
+            let carries = members.iter().any(|m| !m.0.transactions.is_empty());
+            // The group's transactions in commit order, and its last commit.
+            let mut decoded: Vec<RecoveredTx> = Vec::new();
+            let mut last = None;
+            for (commit, txs, _) in members {
+                decoded.extend(txs);
+                last = Some(commit);
+            }
+            let Some(c) = last else { continue };
+            last_height = c.height;
             // A group without transactions makes a block only when a new second began since
             // the last block: an idle chain still moves (about one block a second), which
             // clients that wait for the next block (ethers' `wait`) rely on.
             // A group that ends with a consensus checkpoint always makes one: the block-final
             // header certifies the checkpoint for validators that rejoin from it.
-            let c = &c.0;
-            let carries = members.iter().any(|m| !m.0.transactions.is_empty());
             if !carries && c.checkpoint.is_none() && c.timestamp_ms / 1000 <= last_timestamp {
                 continue;
             }
@@ -533,8 +542,6 @@ fn run(
                 Some(r) if r.first == first_height => (r.skip, r.before),
                 _ => (0, next - 1),
             };
-            let decoded: Vec<RecoveredTx> =
-                members.iter().flat_map(|m| m.1.iter().cloned()).collect();
             let view = state
                 .view(before)
                 .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
