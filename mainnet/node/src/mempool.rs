@@ -123,6 +123,15 @@ pub enum MempoolError {
     /// The pool is full and this transaction pays no more than the cheapest waiting.
     #[error("txpool is full")]
     Full,
+    /// The sender's nonce and balance were read from a block older than one the pool has
+    /// already cleared: read them again.
+    #[error("the chain moved on while the transaction was checked; send it again")]
+    StaleState {
+        /// The block the account was read at.
+        read_at: u64,
+        /// The newest block the pool cleared.
+        cleared: u64,
+    },
 }
 
 struct Entry {
@@ -162,6 +171,8 @@ pub struct Mempool {
     gas_limit: u64,
     senders: HashMap<Address, Queue>,
     by_hash: HashMap<B256, (Address, u64)>,
+    /// The newest block [`Mempool::on_block`] cleared.
+    cleared: u64,
 }
 
 impl std::fmt::Debug for Mempool {
@@ -217,6 +228,7 @@ impl Mempool {
             gas_limit,
             senders: HashMap::new(),
             by_hash: HashMap::new(),
+            cleared: 0,
         }
     }
 
@@ -260,14 +272,29 @@ impl Mempool {
         n
     }
 
-    /// Adds a checked transaction, given its sender's account nonce and balance. Returns
-    /// what to hand to consensus now (this transaction and any it unblocked, in nonce order).
+    /// The newest block the pool cleared (0 before any).
+    pub fn cleared(&self) -> u64 {
+        self.cleared
+    }
+
+    /// Adds a checked transaction, given its sender's account nonce and balance after block
+    /// `read_at`. Returns what to hand to consensus now (this transaction and any it
+    /// unblocked, in nonce order).
+    ///
+    /// The account must not be older than the newest block the pool cleared
+    /// ([`MempoolError::StaleState`]): that block may have used the sender's nonces and
+    /// emptied its queue, and the pool would then hold this transaction for nonces no block
+    /// will ever bring again.
     pub fn add(
         &mut self,
         c: Checked,
+        read_at: u64,
         account_nonce: u64,
         balance: U256,
     ) -> Result<Vec<Transaction>, MempoolError> {
+        if read_at < self.cleared {
+            return Err(MempoolError::StaleState { read_at, cleared: self.cleared });
+        }
         if self.by_hash.contains_key(&c.hash) {
             return Err(MempoolError::Known);
         }
@@ -383,6 +410,7 @@ impl Mempool {
     /// A block was stored: its transactions and the nonces they used leave the pool; what
     /// they unblocked is returned, to hand to consensus.
     pub fn on_block(&mut self, block: &StoredBlock) -> Vec<Transaction> {
+        self.cleared = self.cleared.max(block.header.number);
         let mut next: HashMap<Address, u64> = HashMap::new();
         for (tx, sender) in block.txs.iter().zip(&block.senders) {
             let n = next.entry(*sender).or_default();
@@ -466,7 +494,7 @@ mod tests {
         let mut p = pool(16, 100);
         let add = |p: &mut Mempool, n| {
             let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
-            p.add(c, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"))
+            p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"))
         };
         assert!(add(&mut p, 2).is_empty(), "nonce 2 waits for 0 and 1");
         assert!(add(&mut p, 1).is_empty());
@@ -493,17 +521,20 @@ mod tests {
         assert!(matches!(p.check(&[]), Err(MempoolError::Decode(_))));
         let c = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
-            p.add(c.clone(), 0, U256::from(5)),
+            p.add(c.clone(), 0, 0, U256::from(5)),
             Err(MempoolError::InsufficientFunds { .. })
         ));
         assert!(matches!(
-            p.add(c.clone(), 1, U256::from(RICH)),
+            p.add(c.clone(), 0, 1, U256::from(RICH)),
             Err(MempoolError::NonceTooLow { .. })
         ));
-        p.add(c.clone(), 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(c, 0, U256::from(RICH)), Err(MempoolError::Known));
+        p.add(c.clone(), 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)), Err(MempoolError::Known));
         let far = p.check(&signed(&key, 9, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(p.add(far, 0, U256::from(RICH)), Err(MempoolError::NonceTooHigh { .. })));
+        assert!(matches!(
+            p.add(far, 0, 0, U256::from(RICH)),
+            Err(MempoolError::NonceTooHigh { .. })
+        ));
     }
 
     #[test]
@@ -511,12 +542,12 @@ mod tests {
         let key = PrivateKeySigner::random();
         let mut p = pool(4, 100);
         let first = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(first.clone(), 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert_eq!(p.add(first.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
         let low = p.check(&signed(&key, 0, 2_100, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(low, 0, U256::from(RICH)), Err(MempoolError::ReplacementUnderpriced));
+        assert_eq!(p.add(low, 0, 0, U256::from(RICH)), Err(MempoolError::ReplacementUnderpriced));
         let high = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
         let hash = high.hash;
-        assert_eq!(p.add(high, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert_eq!(p.add(high, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
         assert!(p.contains(&hash) && !p.contains(&first.hash));
         assert_eq!(p.len(), 1);
     }
@@ -528,13 +559,65 @@ mod tests {
             (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
         for (k, fee) in [(&a, 2_000), (&b, 4_000)] {
             let t = p.check(&signed(k, 0, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
-            p.add(t, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(t, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         }
         let cheap = p.check(&signed(&c, 0, 1_500, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(cheap, 0, U256::from(RICH)), Err(MempoolError::Full));
+        assert_eq!(p.add(cheap, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
         let rich = p.check(&signed(&c, 0, 8_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        p.add(rich, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        p.add(rich, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.len(), 2);
         assert_eq!(p.pending_nonce(&a.address(), 0), 0, "a's cheap transaction was evicted");
+    }
+
+    /// A block that used `nonces` of `key`'s transactions, as the pipeline stores it.
+    fn block_of(number: u64, key: &PrivateKeySigner, nonces: std::ops::Range<u64>) -> StoredBlock {
+        let txs: Vec<TxEnvelope> = nonces
+            .map(|n| {
+                TxEnvelope::decode_2718(&mut &signed(key, n, 2_000, 31337)[..])
+                    .unwrap_or_else(|e| panic!("{e}"))
+            })
+            .collect();
+        let header = alloy_consensus::Header { number, ..Default::default() };
+        StoredBlock {
+            hash: header.hash_slow(),
+            header,
+            senders: vec![key.address(); txs.len()],
+            receipts: Vec::new(),
+            created: vec![None; txs.len()],
+            txs,
+            ordering: crate::chain::OrderingData {
+                round: 1,
+                first: number,
+                height: number,
+                chunk: 0,
+                last_in_group: true,
+                deferred: Vec::new(),
+                checkpoint: None,
+            },
+        }
+    }
+
+    #[test]
+    fn an_account_read_before_the_last_cleared_block_is_read_again() {
+        // The race a benchmark found: the RPC read the sender's nonce (0) at block 4; block 5
+        // then used nonces 0 and 1 and emptied the sender's queue; the transaction with
+        // nonce 2, added with the stale nonce 0, waited for nonces that never come again.
+        let key = PrivateKeySigner::random();
+        let mut p = pool(16, 100);
+        for n in 0..2 {
+            let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.add(c, 4, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
+        }
+        assert!(p.on_block(&block_of(5, &key, 0..2)).is_empty());
+        assert!(p.is_empty());
+        assert_eq!(p.cleared(), 5);
+        let c = p.check(&signed(&key, 2, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.add(c.clone(), 4, 0, U256::from(RICH)),
+            Err(MempoolError::StaleState { read_at: 4, cleared: 5 })
+        );
+        assert!(p.is_empty(), "a stale add leaves nothing behind");
+        // Read again at block 5: nonce 2 is next, and the transaction goes to consensus.
+        assert_eq!(p.add(c, 5, 2, U256::from(RICH)).map(|h| h.len()), Ok(1));
     }
 }

@@ -542,13 +542,23 @@ impl Rpc {
         if self.state.chain.transaction(&hash).is_some() {
             return Err(mempool_error(MempoolError::Known));
         }
-        let view = self.view(self.head())?;
-        let acct = view
-            .account(checked.sender)
-            .map_err(RpcError::server)?
-            .unwrap_or(Account::with_balance(U256::ZERO));
-        let handed =
-            self.mempool.lock().add(checked, acct.nonce, acct.balance).map_err(mempool_error)?;
+        // The account is read at the head; if the pool has meanwhile cleared a newer block
+        // (which may have used the sender's nonces), it is read again at the new head. The
+        // chain stores a block before the pool hears of it, so a read at the head after a
+        // refusal is never older than what the pool cleared.
+        let mut tries = 0;
+        let handed = loop {
+            let at = self.head();
+            let acct = self
+                .view(at)?
+                .account(checked.sender)
+                .map_err(RpcError::server)?
+                .unwrap_or(Account::with_balance(U256::ZERO));
+            match self.mempool.lock().add(checked.clone(), at, acct.nonce, acct.balance) {
+                Err(MempoolError::StaleState { .. }) if tries < 16 => tries += 1,
+                added => break added.map_err(mempool_error)?,
+            }
+        };
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
         if !handed.is_empty() {
             self.submit
