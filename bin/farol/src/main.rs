@@ -8,6 +8,10 @@ mod node;
 
 /// mimalloc serves the store's many small, short-lived allocations (pages, values) far
 /// better than the system allocator; both sides of every benchmark run under it.
+///
+/// It is built without transparent huge pages (`no_thp`): with them, every fresh region a
+/// block's allocations touch cost the kernel 2 MiB of zeroing, which was 14 % of all CPU
+/// time of a saturated `farol bench node` devnet (perf) and a quarter of its throughput.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
