@@ -11,7 +11,7 @@ mod node;
 ///
 /// It is built without transparent huge pages (`no_thp`): with them, a fresh region that a
 /// block's allocations touch costs the kernel 2 MiB of zeroing. `farol bench exec --only
-/// exec.erc20 --runs 5` spent 0.95 s in the kernel with them and 0.33–0.40 s without.
+/// exec.erc20 --runs 5` spent 0.95 s in the kernel with them and 0.33–0.54 s without (4 runs).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
