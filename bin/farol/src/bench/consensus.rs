@@ -79,12 +79,17 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
             return Err(anyhow!("--n: committee sizes are 1 to 64, not {n}"));
         }
         let f = (n - 1) / 3;
-        progress(format!("n = {n}: saturating load, every validator proposing"));
-        let ours = rt.block_on(quic_run(n, 0, false, None, secs, !args.no_coin))?;
-        progress(format!("n = {n}: saturating load, one proposer per round"));
-        let single = rt.block_on(quic_run(n, 0, true, None, secs, false))?;
-        let params =
-            json!({"n": n, "tx_bytes": TX_BYTES, "secs": secs, "network": "QUIC on loopback"});
+        let coin = !args.no_coin;
+        progress(format!(
+            "n = {n}: saturating load, every validator proposing against one proposer per round"
+        ));
+        let (ours, single) =
+            abba(|single| rt.block_on(quic_run(n, 0, single, None, secs, coin && !single)))?;
+        let params = json!({
+            "n": n, "tx_bytes": TX_BYTES, "secs": secs, "network": "QUIC on loopback",
+            "order": ABBA,
+            "runs_tx_per_s": {"ours": ours.runs, "baseline": single.runs},
+        });
         BenchResult::new(
             &format!("consensus.throughput.n{n}"),
             ours.tps,
@@ -96,11 +101,12 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         .print()?;
         let half = (ours.tps / 2.0).max(100.0) as u64;
         progress(format!("n = {n}: {half} tx/s offered (half load), both modes"));
-        let ours_half = rt.block_on(quic_run(n, 0, false, Some(half), secs, !args.no_coin))?;
-        let single_half = rt.block_on(quic_run(n, 0, true, Some(half), secs, false))?;
+        let (ours_half, single_half) =
+            abba(|single| rt.block_on(quic_run(n, 0, single, Some(half), secs, coin && !single)))?;
         let mut p = params.clone();
         p["offered_tx_per_s"] = json!(half);
         p["committed_tx_per_s"] = json!({"ours": ours_half.tps, "baseline": single_half.tps});
+        p["runs_tx_per_s"] = json!({"ours": ours_half.runs, "baseline": single_half.runs});
         for (name, a, b) in [
             ("latency_p50", ours_half.p50_ms, single_half.p50_ms),
             ("latency_p99", ours_half.p99_ms, single_half.p99_ms),
@@ -117,7 +123,7 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         }
         if f > 0 {
             progress(format!("n = {n}: {f} validators down, saturating load"));
-            let crashed = rt.block_on(quic_run(n, f, false, None, secs, !args.no_coin))?;
+            let crashed = rt.block_on(quic_run(n, f, false, None, secs, coin))?;
             let mut p = params.clone();
             p["crashed"] = json!(f);
             p["goal_fraction"] = json!((n - f) as f64 / n as f64 - 0.1);
@@ -139,12 +145,35 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// What one QUIC run measured at validator 0.
-#[derive(Debug, Clone, Copy)]
+/// What one QUIC run measured at validator 0 (or the mean of runs, each run's throughput in
+/// `runs`).
+#[derive(Debug, Clone)]
 struct Measured {
     tps: f64,
     p50_ms: f64,
     p99_ms: f64,
+    runs: Vec<f64>,
+}
+
+/// How [`abba`] orders the runs.
+const ABBA: &str = "ours, baseline, baseline, ours; each side the mean of its two runs";
+
+/// Runs ours (`false`: every validator proposing) and the baseline (`true`: one proposer
+/// per round) twice each, in the order ours, baseline, baseline, ours, and returns the means
+/// (ours, baseline). The first runs of a process are the slowest on this machine (as in
+/// `farol bench node`), so neither side may always go first.
+fn abba(mut run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured)> {
+    let a1 = run(false)?;
+    let b1 = run(true)?;
+    let b2 = run(true)?;
+    let a2 = run(false)?;
+    let mean = |x: Measured, y: Measured| Measured {
+        tps: (x.tps + y.tps) / 2.0,
+        p50_ms: (x.p50_ms + y.p50_ms) / 2.0,
+        p99_ms: (x.p99_ms + y.p99_ms) / 2.0,
+        runs: [x.runs, y.runs].concat(),
+    };
+    Ok((mean(a1, a2), mean(b1, b2)))
 }
 
 /// Runs `n` validators (the last `down` never started) for `secs` after a warm-up, with
@@ -310,9 +339,16 @@ async fn quic_run(
         tps: committed / secs,
         p50_ms: ms(sim::percentile(&l, 50)),
         p99_ms: ms(sim::percentile(&l, 99)),
+        runs: vec![committed / secs],
     };
     let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
-    progress(format!("  {m:?}, {rounds:.0} rounds/s"));
+    progress(format!(
+        "  {}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s",
+        if single { "one proposer per round" } else { "every validator proposing" },
+        m.tps,
+        m.p50_ms,
+        m.p99_ms
+    ));
     Ok(m)
 }
 
