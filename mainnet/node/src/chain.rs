@@ -3,10 +3,13 @@
 //!
 //! Blocks are appended to `blocks.log` (the write-ahead log format: length, CRC, body; a torn
 //! tail is cut at open) and synced before they are published. At open the log is read back
-//! and the in-memory indexes (block hash → number, transaction hash → position) are rebuilt.
-//! `eth_getLogs` filters by each header's logs bloom before it reads receipts.
+//! in pieces and the in-memory indexes (block hash → number, transaction hash → position,
+//! block number → hash and place in the log) are rebuilt. Only the newest blocks stay
+//! decoded in memory ([`Recent`]); an older block is read back from the log when asked for,
+//! and the last few read are kept. `eth_getLogs` filters by each header's logs bloom before
+//! it reads receipts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use alloy_primitives::{Address, B256};
 use alloy_rlp::{Decodable, Encodable};
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::wal::{Wal, WalError};
+use crate::wal::{Wal, WalError, WalReader};
 
 /// Why chain data could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -424,9 +427,42 @@ impl Certificate {
     }
 }
 
-#[derive(Default)]
+/// How many of the newest blocks a chain keeps decoded in memory: at most `blocks`, and no
+/// more than it takes to hold `transactions` (the head always stays). Older blocks are read
+/// back from the block log when asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recent {
+    /// Most blocks kept.
+    pub blocks: usize,
+    /// Most transactions in the blocks kept.
+    pub transactions: usize,
+}
+
+impl Default for Recent {
+    fn default() -> Recent {
+        Recent { blocks: 4096, transactions: 100_000 }
+    }
+}
+
+/// Old blocks read back from the log that stay decoded (the last read).
+const OLD_BLOCKS_CACHED: usize = 64;
+
+/// A block's hash and the place of its record in the block log.
+#[derive(Clone, Copy, Debug)]
+struct BlockRef {
+    hash: B256,
+    at: u64,
+    len: u32,
+}
+
 struct Index {
-    blocks: Vec<Arc<StoredBlock>>,
+    /// Every block, by number.
+    blocks: Vec<BlockRef>,
+    /// The newest blocks, decoded: the last is the head.
+    recent: VecDeque<Arc<StoredBlock>>,
+    /// Transactions in `recent`.
+    recent_txs: usize,
+    keep: Recent,
     by_hash: HashMap<B256, u64>,
     txs: HashMap<B256, (u64, u32)>,
     certificate: Option<Certificate>,
@@ -436,6 +472,9 @@ struct Index {
 pub struct Chain {
     index: RwLock<Index>,
     log: Mutex<Wal>,
+    reader: WalReader,
+    /// Old blocks read back from the log, the newest read last.
+    old: Mutex<VecDeque<Arc<StoredBlock>>>,
     /// Signalled when a block is appended (BLOCKHASH waits on it in the pipeline).
     appended: Condvar,
     appended_lock: Mutex<()>,
@@ -461,14 +500,33 @@ pub struct TxLocation {
 impl Chain {
     /// Opens `dir/blocks.log`, or starts it with `genesis` when it is empty.
     pub fn open(dir: &Path, genesis: impl FnOnce() -> StoredBlock) -> Result<Chain, ChainError> {
-        let (mut log, records) = Wal::open(&dir.join("blocks.log"))?;
-        let mut index = Index::default();
-        for (i, r) in records.iter().enumerate() {
-            let corrupt = |reason: String| ChainError::Corrupt { index: i, reason };
+        Chain::open_keeping(dir, genesis, Recent::default())
+    }
+
+    /// [`Chain::open`], keeping the newest blocks `keep` names decoded in memory.
+    pub fn open_keeping(
+        dir: &Path,
+        genesis: impl FnOnce() -> StoredBlock,
+        keep: Recent,
+    ) -> Result<Chain, ChainError> {
+        let path = dir.join("blocks.log");
+        let mut index = Index {
+            blocks: Vec::new(),
+            recent: VecDeque::new(),
+            recent_txs: 0,
+            keep,
+            by_hash: HashMap::new(),
+            txs: HashMap::new(),
+            certificate: None,
+        };
+        let mut i = 0usize;
+        let mut log = Wal::open_with(&path, |at, r| {
+            let record = i;
+            i += 1;
+            let corrupt = move |reason: String| ChainError::Corrupt { index: record, reason };
             match r.first() {
-                Some(&kind @ (RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
-                    let grouped = kind == RECORD_GROUPED_BLOCK;
-                    let b = StoredBlock::decode(&r[1..], grouped).map_err(corrupt)?;
+                Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
+                    let b = decode_block(r).map_err(corrupt)?;
                     if b.number() != index.blocks.len() as u64 {
                         return Err(corrupt(format!(
                             "block {} where {} was expected",
@@ -476,23 +534,28 @@ impl Chain {
                             index.blocks.len()
                         )));
                     }
-                    index.push(Arc::new(b));
+                    index.push(Arc::new(b), at, r.len());
                 }
                 Some(&RECORD_CERTIFICATE) => {
                     index.certificate = Some(Certificate::decode(&r[1..]).map_err(corrupt)?);
                 }
                 _ => return Err(corrupt("unknown record kind".into())),
             }
-        }
+            Ok(())
+        })?;
         if index.blocks.is_empty() {
             let g = genesis();
-            log.append(&g.encode())?;
+            let record = g.encode();
+            let at = log.len() + 8;
+            log.append(&record)?;
             log.sync()?;
-            index.push(Arc::new(g));
+            index.push(Arc::new(g), at, record.len());
         }
         Ok(Chain {
             index: RwLock::new(index),
             log: Mutex::new(log),
+            reader: WalReader::open(&path)?,
+            old: Mutex::new(VecDeque::new()),
             appended: Condvar::new(),
             appended_lock: Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -505,13 +568,16 @@ impl Chain {
         if block.number() != head + 1 {
             return Err(ChainError::NotNext { number: block.number(), head });
         }
-        {
+        let record = block.encode();
+        let at = {
             let mut log = self.log.lock();
-            log.append(&block.encode())?;
+            let at = log.len() + 8;
+            log.append(&record)?;
             log.sync()?;
-        }
+            at
+        };
         let block = Arc::new(block);
-        self.index.write().push(block.clone());
+        self.index.write().push(block.clone(), at, record.len());
         let _g = self.appended_lock.lock();
         self.appended.notify_all();
         Ok(block)
@@ -547,8 +613,8 @@ impl Chain {
     /// The newest block.
     pub fn head(&self) -> Arc<StoredBlock> {
         let index = self.index.read();
-        // The genesis is always there.
-        index.blocks[index.blocks.len() - 1].clone()
+        // The genesis is always there, and the head is always kept.
+        index.recent[index.recent.len() - 1].clone()
     }
 
     /// The newest block's number.
@@ -556,23 +622,68 @@ impl Chain {
         self.index.read().blocks.len() as u64 - 1
     }
 
-    /// Block `number`.
+    /// The hash of block `number`.
+    pub fn hash(&self, number: u64) -> Option<B256> {
+        Some(self.index.read().blocks.get(usize::try_from(number).ok()?)?.hash)
+    }
+
+    /// Block `number` (read back from the block log if it is not among the newest).
     pub fn block(&self, number: u64) -> Option<Arc<StoredBlock>> {
-        self.index.read().blocks.get(usize::try_from(number).ok()?).cloned()
+        let at = {
+            let index = self.index.read();
+            let n = usize::try_from(number).ok()?;
+            let at = *index.blocks.get(n)?;
+            let first_recent = index.blocks.len() - index.recent.len();
+            if n >= first_recent {
+                return index.recent.get(n - first_recent).cloned();
+            }
+            at
+        };
+        if let Some(b) = self.old.lock().iter().find(|b| b.number() == number) {
+            return Some(b.clone());
+        }
+        let read = self
+            .reader
+            .read_at(at.at, at.len as usize)
+            .map_err(|e| e.to_string())
+            .and_then(|r| decode_block(&r));
+        let b = match read {
+            Ok(b) if b.hash == at.hash => Arc::new(b),
+            Ok(_) => {
+                tracing::error!(number, "block log: the record read back is another block");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(number, error = %e, "block log: reading a block back failed");
+                return None;
+            }
+        };
+        let mut old = self.old.lock();
+        if !old.iter().any(|o| o.number() == number) {
+            if old.len() >= OLD_BLOCKS_CACHED {
+                old.pop_front();
+            }
+            old.push_back(b.clone());
+        }
+        Some(b)
     }
 
     /// The block with `hash`.
     pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<StoredBlock>> {
-        let index = self.index.read();
-        let n = *index.by_hash.get(hash)?;
-        index.blocks.get(n as usize).cloned()
+        let n = *self.index.read().by_hash.get(hash)?;
+        self.block(n)
     }
 
     /// Where the transaction `hash` is.
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
-        let index = self.index.read();
-        let (n, i) = *index.txs.get(hash)?;
-        Some(TxLocation { block: index.blocks.get(n as usize)?.clone(), index: i as usize })
+        let (n, i) = *self.index.read().txs.get(hash)?;
+        Some(TxLocation { block: self.block(n)?, index: i as usize })
+    }
+
+    /// How many blocks are decoded in memory (the newest), and how many old ones read back
+    /// are kept.
+    pub fn decoded(&self) -> (usize, usize) {
+        (self.index.read().recent.len(), self.old.lock().len())
     }
 
     /// The hash of block `number`, waiting for it to be appended when it is not yet (the
@@ -581,8 +692,8 @@ impl Chain {
     pub fn wait_hash(&self, number: u64) -> Option<B256> {
         let mut g = self.appended_lock.lock();
         loop {
-            if let Some(b) = self.block(number) {
-                return Some(b.hash);
+            if let Some(h) = self.hash(number) {
+                return Some(h);
             }
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return None;
@@ -600,13 +711,33 @@ impl Chain {
 }
 
 impl Index {
-    fn push(&mut self, b: Arc<StoredBlock>) {
+    /// Adds block `b`, whose record is at `at` in the log and `len` long, and lets the oldest
+    /// decoded blocks go past what `keep` allows.
+    fn push(&mut self, b: Arc<StoredBlock>, at: u64, len: usize) {
         let n = b.number();
         self.by_hash.insert(b.hash, n);
         for (i, h) in b.tx_hashes().enumerate() {
             self.txs.insert(h, (n, i as u32));
         }
-        self.blocks.push(b);
+        self.blocks.push(BlockRef { hash: b.hash, at, len: len as u32 });
+        self.recent_txs += b.txs.len();
+        self.recent.push_back(b);
+        while self.recent.len() > 1
+            && (self.recent.len() > self.keep.blocks || self.recent_txs > self.keep.transactions)
+        {
+            if let Some(old) = self.recent.pop_front() {
+                self.recent_txs -= old.txs.len();
+            }
+        }
+    }
+}
+
+/// Decodes a block record of the log (its kind byte first).
+fn decode_block(r: &[u8]) -> Result<StoredBlock, String> {
+    match r.first() {
+        Some(&RECORD_GROUPED_BLOCK) => StoredBlock::decode(&r[1..], true),
+        Some(&RECORD_BLOCK) => StoredBlock::decode(&r[1..], false),
+        _ => Err("not a block record".into()),
     }
 }
 
@@ -752,5 +883,91 @@ pub(crate) mod tests {
         let back = StoredBlock::decode(&old, false).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((back.ordering.first, back.ordering.height), (9, 9));
         assert_eq!(back.hash, grouped.hash);
+    }
+
+    /// Block `n` holding `count` transfers (with receipts), as the pipeline stores it.
+    fn numbered(key: &PrivateKeySigner, n: u64, count: usize) -> StoredBlock {
+        let txs: Vec<TxEnvelope> = (0..count).map(|i| transfer(key, n * 10 + i as u64)).collect();
+        let receipts = (0..count)
+            .map(|i| {
+                let r = alloy_consensus::Receipt {
+                    status: true.into(),
+                    cumulative_gas_used: 21_000 * (i as u64 + 1),
+                    logs: Vec::new(),
+                };
+                ReceiptEnvelope::Eip1559(r.with_bloom())
+            })
+            .collect();
+        let mut ordering = block(key).ordering;
+        (ordering.first, ordering.height) = (n, n);
+        let header = Header {
+            number: n,
+            transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
+            extra_data: Bytes::copy_from_slice(ordering.digest().as_slice()),
+            ..Header::default()
+        };
+        StoredBlock {
+            hash: header.hash_slow(),
+            header,
+            senders: vec![key.address(); txs.len()],
+            receipts,
+            created: vec![None; txs.len()],
+            txs,
+            ordering,
+        }
+    }
+
+    /// Every block of `made` comes back from `chain`, by number, hash and transaction.
+    fn same_blocks(chain: &Chain, made: &[Arc<StoredBlock>]) {
+        for b in made {
+            let n = b.number();
+            let got = chain.block(n).unwrap_or_else(|| panic!("block {n} is missing"));
+            assert_eq!((got.hash, got.encode()), (b.hash, b.encode()), "block {n}");
+            assert_eq!(chain.hash(n), Some(b.hash));
+            assert_eq!(chain.block_by_hash(&b.hash).map(|x| x.number()), Some(n));
+            for (i, h) in b.tx_hashes().enumerate() {
+                let at = chain.transaction(&h).unwrap_or_else(|| panic!("tx {i} of block {n}"));
+                assert_eq!((at.block.number(), at.index), (n, i));
+            }
+        }
+        assert_eq!(chain.head().hash, made[made.len() - 1].hash);
+        assert_eq!(chain.block(made.len() as u64), None);
+    }
+
+    #[test]
+    fn old_blocks_leave_memory_and_are_read_back_from_the_log() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 4, transactions: 6 };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=30u64 {
+            let b = chain.append(numbered(&key, n, (n % 5) as usize));
+            made.push(b.unwrap_or_else(|e| panic!("{e}")));
+            // The head stays, and at most what `keep` allows.
+            let index = chain.index.read();
+            assert_eq!(index.recent.back().map(|b| b.number()), Some(n));
+            assert!(index.recent.len() <= 4);
+            assert!(index.recent.len() == 1 || index.recent_txs <= 6, "{}", index.recent_txs);
+        }
+        same_blocks(&chain, &made);
+        let (_, old) = chain.decoded();
+        assert!((1..=OLD_BLOCKS_CACHED).contains(&old), "{old} old blocks kept");
+        // A certificate between the blocks, then reopening: the log is read back in pieces.
+        let cert = Certificate { number: 29, hash: made[29].hash, quorum: vec![7; 40] };
+        assert!(chain.set_certificate(cert.clone()).unwrap_or_else(|e| panic!("{e}")));
+        made.push(chain.append(numbered(&key, 31, 2)).unwrap_or_else(|e| panic!("{e}")));
+        drop(chain);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        same_blocks(&chain, &made);
+        assert_eq!(chain.certificate(), Some(cert));
+        // The default keeps them all decoded here.
+        drop(chain);
+        let chain = Chain::open(dir.path(), || panic!("the log has a genesis"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.decoded(), (32, 0));
+        same_blocks(&chain, &made);
     }
 }

@@ -873,7 +873,7 @@ impl Rpc {
             None => {
                 let to = head.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
                 let hashes: Vec<B256> =
-                    (from..=to).filter_map(|n| self.state.chain.block(n)).map(|b| b.hash).collect();
+                    (from..=to).filter_map(|n| self.state.chain.hash(n)).collect();
                 to_value(hashes)
             }
             Some(filter) if all => to_value(self.logs(&filter)?),

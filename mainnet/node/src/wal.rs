@@ -43,6 +43,21 @@ impl Wal {
 
     /// Opens (or creates) the log at `path` and returns it with the records it holds.
     pub fn open(path: &Path) -> Result<(Wal, Vec<Bytes>), WalError> {
+        let mut records = Vec::new();
+        let wal = Wal::open_with(path, |_, r| {
+            records.push(Bytes::copy_from_slice(r));
+            Ok::<(), WalError>(())
+        })?;
+        Ok((wal, records))
+    }
+
+    /// Opens (or creates) the log at `path` and hands each whole record to `visit`, in order,
+    /// with the position of its bytes in the file (what [`Wal::read_at`] takes), reading the
+    /// file in pieces rather than whole. A torn or corrupt tail is cut.
+    pub fn open_with<E: From<WalError>>(
+        path: &Path,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<Wal, E> {
         let name = path.display().to_string();
         let mut file = OpenOptions::new()
             .read(true)
@@ -50,27 +65,37 @@ impl Wal {
             .create(true)
             .open(path)
             .map_err(Self::err(&name))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(Self::err(&name))?;
-        let mut records = Vec::new();
-        let mut pos = 0usize;
-        while let Some(header) = data.get(pos..pos + 8) {
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let Some(body) = data.get(pos + 8..pos + 8 + len) else { break };
-            if len > MAX_RECORD || crc32fast::hash(body) != crc {
+        let size = file.metadata().map_err(Self::err(&name))?.len();
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+        let mut body = Vec::new();
+        let mut pos = 0u64;
+        loop {
+            let mut header = [0u8; 8];
+            if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
                 break;
             }
-            records.push(Bytes::copy_from_slice(body));
-            pos += 8 + len;
+            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+            if len > MAX_RECORD || pos + 8 + len as u64 > size {
+                break;
+            }
+            body.resize(len, 0);
+            if !read_whole(&mut reader, &mut body).map_err(Self::err(&name))?
+                || crc32fast::hash(&body) != crc
+            {
+                break;
+            }
+            visit(pos + 8, &body)?;
+            pos += 8 + len as u64;
         }
-        if pos < data.len() {
-            tracing::warn!(path = %name, kept = pos, dropped = data.len() - pos, "cutting a torn write-ahead log tail");
-            file.set_len(pos as u64).map_err(Self::err(&name))?;
+        drop(reader);
+        if pos < size {
+            tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
+            file.set_len(pos).map_err(Self::err(&name))?;
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
             file.sync_all().map_err(Self::err(&name))?;
         }
-        Ok((Wal { file, path: name, dirty: false, len: pos as u64 }, records))
+        Ok(Wal { file, path: name, dirty: false, len: pos })
     }
 
     /// Appends a record (not yet durable: see [`Wal::sync`]).
@@ -147,6 +172,55 @@ impl Wal {
     }
 }
 
+/// Fills `buf` from `r`; `false` if the input ends first (a torn tail).
+fn read_whole(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match r.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads records of a log by position while it is being appended to (a separate handle:
+/// readers never wait for the writer).
+#[derive(Debug)]
+pub struct WalReader {
+    file: File,
+    path: String,
+}
+
+impl WalReader {
+    /// A reader of the log at `path`.
+    pub fn open(path: &Path) -> Result<WalReader, WalError> {
+        let name = path.display().to_string();
+        let file = File::open(path).map_err(Wal::err(&name))?;
+        Ok(WalReader { file, path: name })
+    }
+
+    /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] gave, or
+    /// [`Wal::len`] before the record was appended plus 8), checked against its CRC.
+    pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
+        use std::os::unix::fs::FileExt;
+        let io = |source| WalError::Io { path: self.path.clone(), source };
+        let mut header = [0u8; 8];
+        let start = pos.checked_sub(8).ok_or_else(|| {
+            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "position before a record"))
+        })?;
+        self.file.read_exact_at(&mut header, start).map_err(io)?;
+        let mut body = vec![0u8; len];
+        self.file.read_exact_at(&mut body, pos).map_err(io)?;
+        let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        if stored != len || crc32fast::hash(&body) != crc {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the record at {pos} does not match its length and checksum"),
+            )));
+        }
+        Ok(body)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +250,44 @@ mod tests {
         drop(wal);
         let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(records, [Bytes::from_static(b"only")]);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_cut_and_records_read_back_by_position() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut at = Vec::new();
+        for r in [&b"one"[..], &[7u8; 3000], b"three"] {
+            at.push((wal.len() + 8, r.len()));
+            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        let reader = WalReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reader.read_at(at[1].0, at[1].1).ok(), Some(vec![7u8; 3000]));
+        assert!(reader.read_at(at[1].0, 5).is_err(), "a length that is not the record's");
+        assert!(reader.read_at(at[1].0 + 1, 10).is_err(), "a position inside a record");
+        let full = wal.len();
+        drop(wal);
+        // A torn last record: the first two stay, at the positions they had.
+        let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+        f.set_len(full - 2).unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        let mut seen = Vec::new();
+        let wal = Wal::open_with(&path, |pos, r| {
+            seen.push((pos, r.len()));
+            Ok::<(), WalError>(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seen, at[..2]);
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(wal.len()));
+        drop(wal);
+        // A flipped byte in the second record: only the first stays.
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        bytes[at[1].0 as usize + 100] ^= 1;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records, [Bytes::from_static(b"one")]);
+        assert_eq!(wal.len(), at[1].0 - 8);
     }
 }
