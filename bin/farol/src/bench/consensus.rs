@@ -9,6 +9,8 @@
 //!   saturated throughput (the baseline at the same offered load);
 //! - `consensus.crashed.n{N}`: throughput with f validators down against fault-free.
 //!
+//! Ours and the baseline each run twice, ours first and last ([`abba`]).
+//!
 //! In the simulator (exact message delays, deterministic):
 //! - `consensus.delays.n{N}`: message delays from a block's proposal to its commit, every
 //!   validator's block (ours) against the leader-only mode's transactions;
