@@ -110,7 +110,7 @@ impl Certificate {
     }
 
     /// The encoding for a committee of `committee_len` validators: the signer bitmap
-    /// (`ceil(len / 64)` little-endian words), then the 96-byte aggregate.
+    /// (`ceil(len / 64)` little-endian words), then the 48-byte aggregate.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.signers.0.len() * 8 + SIGNATURE_LEN);
         for w in &self.signers.0 {

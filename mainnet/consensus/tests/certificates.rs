@@ -139,7 +139,7 @@ fn malformed_certificates_are_refused() {
     let cert = cert.unwrap_or_else(|| panic!("no certificate"));
     assert_eq!(cert.signers.len(), 47);
     let bytes = cert.to_bytes();
-    assert_eq!(bytes.len(), 2 * 8 + 96);
+    assert_eq!(bytes.len(), 2 * 8 + farol_crypto::SIGNATURE_LEN);
     assert!(Certificate::from_bytes(&bytes[1..], c.len()).is_err());
     assert!(Certificate::from_bytes(&bytes, 129).is_err());
     // A signer bit past the committee (bit 70 in the second word).

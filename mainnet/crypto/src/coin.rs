@@ -12,7 +12,7 @@
 //! needs no dealer is future work.
 
 use alloy_primitives::U256;
-use blst::{min_pk, MultiPoint};
+use blst::{min_sig, MultiPoint};
 
 use crate::{BlsError, PublicKey, SecretKey, Signature, SECRET_KEY_LEN};
 
@@ -118,14 +118,14 @@ pub fn combine(shares: &[(u16, Signature)]) -> Result<Signature, BlsError> {
         return Err(BlsError::Empty);
     }
     let scalars = lagrange(&indices, U256::ZERO)?;
-    let points: Vec<min_pk::Signature> = shares.iter().map(|(_, s)| s.0).collect();
+    let points: Vec<min_sig::Signature> = shares.iter().map(|(_, s)| s.0).collect();
     Ok(Signature(points.as_slice().mult(&scalars, SCALAR_BITS).to_signature()))
 }
 
 /// The public key at `x = at` of the polynomial through the share keys of `indices`.
 fn interpolate_key(indices: &[u16], keys: &[PublicKey], at: U256) -> Result<PublicKey, BlsError> {
     let scalars = lagrange(indices, at)?;
-    let points: Vec<min_pk::PublicKey> = keys.iter().map(|k| k.0).collect();
+    let points: Vec<min_sig::PublicKey> = keys.iter().map(|k| k.0).collect();
     let key = points.as_slice().mult(&scalars, SCALAR_BITS).to_public_key();
     // The identity is no key (a degenerate dealing).
     PublicKey::from_bytes(&key.to_bytes())

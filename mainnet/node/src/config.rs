@@ -111,9 +111,9 @@ impl Default for SyncSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
-    /// BLS12-381 public key (48 bytes, hex).
+    /// BLS12-381 public key (96 bytes, hex).
     pub bls_public: Bytes,
-    /// Proof of possession of that key (96 bytes, hex).
+    /// Proof of possession of that key (48 bytes, hex).
     pub bls_possession: Bytes,
     /// Network identity (DER SubjectPublicKeyInfo, hex).
     pub network_public: Bytes,
@@ -123,7 +123,7 @@ pub struct Member {
     pub stake: u64,
     /// Who receives the priority fees of the blocks it leads.
     pub fee_recipient: Address,
-    /// Its share key of the common coin (48 bytes, hex), from the dealer: the coin keeps
+    /// Its share key of the common coin (96 bytes, hex), from the dealer: the coin keeps
     /// consensus live under asynchrony (`docs/consensus.md` §5). Every member has one, or
     /// none does (then the coin is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -314,13 +314,17 @@ impl NodeConfig {
             if m.bls_public.len() != farol_crypto::PUBLIC_KEY_LEN {
                 return bad(
                     &format!("committee[{i}].bls_public"),
-                    format!("{} bytes, want 48", m.bls_public.len()),
+                    format!("{} bytes, want {}", m.bls_public.len(), farol_crypto::PUBLIC_KEY_LEN),
                 );
             }
             if m.bls_possession.len() != farol_crypto::SIGNATURE_LEN {
                 return bad(
                     &format!("committee[{i}].bls_possession"),
-                    format!("{} bytes, want 96", m.bls_possession.len()),
+                    format!(
+                        "{} bytes, want {}",
+                        m.bls_possession.len(),
+                        farol_crypto::SIGNATURE_LEN
+                    ),
                 );
             }
             if m.stake == 0 {
@@ -337,7 +341,7 @@ impl NodeConfig {
                 Some(k) if k.len() != farol_crypto::PUBLIC_KEY_LEN => {
                     return bad(
                         &format!("committee[{i}].coin_public"),
-                        format!("{} bytes, want 48", k.len()),
+                        format!("{} bytes, want {}", k.len(), farol_crypto::PUBLIC_KEY_LEN),
                     )
                 }
                 _ => {}
