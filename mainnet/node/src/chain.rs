@@ -778,8 +778,20 @@ pub(crate) mod tests {
             deferred,
             checkpoint: Some(B256::repeat_byte(4)),
         };
+        stored(5, key, txs, Vec::new(), ordering)
+    }
+
+    /// Block `number` of `key`'s `txs` with `receipts`, whose header commits to them and to
+    /// `ordering`, as the pipeline stores it.
+    pub(crate) fn stored(
+        number: u64,
+        key: &PrivateKeySigner,
+        txs: Vec<TxEnvelope>,
+        receipts: Vec<ReceiptEnvelope>,
+        ordering: OrderingData,
+    ) -> StoredBlock {
         let header = Header {
-            number: 5,
+            number,
             transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
             extra_data: Bytes::copy_from_slice(ordering.digest().as_slice()),
             ..Header::default()
@@ -788,7 +800,7 @@ pub(crate) mod tests {
             hash: header.hash_slow(),
             header,
             senders: vec![key.address(); txs.len()],
-            receipts: Vec::new(),
+            receipts,
             created: vec![None; txs.len()],
             txs,
             ordering,
@@ -900,21 +912,7 @@ pub(crate) mod tests {
             .collect();
         let mut ordering = block(key).ordering;
         (ordering.first, ordering.height) = (n, n);
-        let header = Header {
-            number: n,
-            transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
-            extra_data: Bytes::copy_from_slice(ordering.digest().as_slice()),
-            ..Header::default()
-        };
-        StoredBlock {
-            hash: header.hash_slow(),
-            header,
-            senders: vec![key.address(); txs.len()],
-            receipts,
-            created: vec![None; txs.len()],
-            txs,
-            ordering,
-        }
+        stored(n, key, txs, receipts, ordering)
     }
 
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.

@@ -577,24 +577,16 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
-        let header = alloy_consensus::Header { number, ..Default::default() };
-        StoredBlock {
-            hash: header.hash_slow(),
-            header,
-            senders: vec![key.address(); txs.len()],
-            receipts: Vec::new(),
-            created: vec![None; txs.len()],
-            txs,
-            ordering: crate::chain::OrderingData {
-                round: 1,
-                first: number,
-                height: number,
-                chunk: 0,
-                last_in_group: true,
-                deferred: Vec::new(),
-                checkpoint: None,
-            },
-        }
+        let ordering = crate::chain::OrderingData {
+            round: 1,
+            first: number,
+            height: number,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        };
+        crate::chain::tests::stored(number, key, txs, Vec::new(), ordering)
     }
 
     #[test]
