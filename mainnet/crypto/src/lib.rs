@@ -11,8 +11,6 @@
 //! check 59 µs instead of 82 µs.
 //!
 //! - a vote is [`SecretKey::sign`] over the vote's bytes;
-//!
-//! - a vote is [`SecretKey::sign`] over the vote's bytes;
 //! - votes on the same message aggregate into one [`Signature`] ([`aggregate`]), which
 //!   [`verify_aggregate`] checks against the signers' keys with two pairings, however many
 //!   signers there are;
