@@ -52,7 +52,7 @@ impl Wal {
     }
 
     /// Opens (or creates) the log at `path` and hands each whole record to `visit`, in order,
-    /// with the position of its bytes in the file (what [`Wal::read_at`] takes), reading the
+    /// with the position of its bytes in the file (what [`WalReader::read_at`] takes), reading the
     /// file in pieces rather than whole. A torn or corrupt tail is cut.
     pub fn open_with<E: From<WalError>>(
         path: &Path,
