@@ -164,11 +164,8 @@ const ABBA: &str = "ours, baseline, baseline, ours; each side the mean of its tw
 /// per round) twice each, in the order ours, baseline, baseline, ours, and returns the means
 /// (ours, baseline). The first runs of a process are the slowest on this machine (as in
 /// `farol bench node`), so neither side may always go first.
-fn abba(mut run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured)> {
-    let a1 = run(false)?;
-    let b1 = run(true)?;
-    let b2 = run(true)?;
-    let a2 = run(false)?;
+fn abba(run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured)> {
+    let ((a1, a2), (b1, b2)) = super::abba(false, run)?;
     let mean = |x: Measured, y: Measured| Measured {
         tps: (x.tps + y.tps) / 2.0,
         p50_ms: (x.p50_ms + y.p50_ms) / 2.0,

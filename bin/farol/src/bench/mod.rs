@@ -117,6 +117,21 @@ impl BenchResult {
 }
 
 /// The median of `times` (sorts them); zero for none.
+/// Runs ours (`run(ours)`) and the baseline (`run(!ours)`) twice each, in the order ours,
+/// baseline, baseline, ours, and returns both runs of each side: `((ours, ours), (baseline,
+/// baseline))`. The first runs a bench makes are the slowest on this machine, so neither side
+/// may always go first (each bench's `abba` gives its numbers).
+pub(crate) fn abba<M>(
+    ours: bool,
+    mut run: impl FnMut(bool) -> Result<M>,
+) -> Result<((M, M), (M, M))> {
+    let a1 = run(ours)?;
+    let b1 = run(!ours)?;
+    let b2 = run(!ours)?;
+    let a2 = run(ours)?;
+    Ok(((a1, a2), (b1, b2)))
+}
+
 pub(crate) fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
     times.sort();
     times.get(times.len() / 2).copied().unwrap_or_default()

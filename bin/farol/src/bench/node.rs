@@ -87,11 +87,8 @@ impl Measured {
 /// machine the first devnet a bench starts runs slower than the next (saturated, pipelined
 /// first: 4,134–4,740 against 5,190–5,482 tx/s; one block at a time first: 4,270 against
 /// 4,793), so neither variant may always go first.
-fn abba(mut run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured)> {
-    let a1 = run(true)?;
-    let b1 = run(false)?;
-    let b2 = run(false)?;
-    let a2 = run(true)?;
+fn abba(run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured)> {
+    let ((a1, a2), (b1, b2)) = super::abba(true, run)?;
     Ok((Measured::mean(a1, a2), Measured::mean(b1, b2)))
 }
 
