@@ -554,10 +554,12 @@ impl Rpc {
                 .account(checked.sender)
                 .map_err(RpcError::server)?
                 .unwrap_or(Account::with_balance(U256::ZERO));
-            match self.mempool.lock().add(checked.clone(), at, acct.nonce, acct.balance) {
-                Err(MempoolError::StaleState { .. }) if tries < 16 => tries += 1,
-                added => break added.map_err(mempool_error)?,
+            let mut pool = self.mempool.lock();
+            if at < pool.cleared() && tries < 16 {
+                tries += 1;
+                continue;
             }
+            break pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
         };
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
         if !handed.is_empty() {
