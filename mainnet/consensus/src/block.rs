@@ -3,6 +3,7 @@
 //! trailing bytes are refused.
 
 use bytes::Bytes;
+use farol_crypto::ed25519;
 use farol_crypto::{Signature, SIGNATURE_LEN};
 use thiserror::Error;
 
@@ -68,8 +69,9 @@ pub struct Block {
     /// `asyncbft`): its coin share key's signature of [`Block::coin_message`]. Part of the
     /// digest, so the block's signature covers it; checked when the coin is combined.
     pub coin: Option<Signature>,
-    /// The author's BLS signature of the digest (see [`Block::signing_message`]).
-    pub signature: Signature,
+    /// The author's Ed25519 signature of the digest (see [`Block::signing_message`]), by
+    /// its network identity key.
+    pub signature: ed25519::Signature,
     digest: [u8; 32],
     /// The digest of each transaction, computed once.
     tx_digests: Vec<[u8; 32]>,
@@ -86,7 +88,7 @@ impl Block {
         time_ms: u64,
         parents: Vec<BlockRef>,
         transactions: Vec<Transaction>,
-        sign: impl FnOnce(&[u8]) -> Signature,
+        sign: impl FnOnce(&[u8]) -> ed25519::Signature,
     ) -> Block {
         Block::with_coin(chain, author, round, time_ms, parents, transactions, None, sign)
     }
@@ -101,7 +103,7 @@ impl Block {
         parents: Vec<BlockRef>,
         transactions: Vec<Transaction>,
         coin: Option<Signature>,
-        sign: impl FnOnce(&[u8]) -> Signature,
+        sign: impl FnOnce(&[u8]) -> ed25519::Signature,
     ) -> Block {
         let mut raw = vec![if coin.is_some() { KIND_BLOCK_COIN } else { KIND_BLOCK }];
         encode_unsigned(&mut raw, author, round, time_ms, &parents, &transactions);
@@ -116,7 +118,7 @@ impl Block {
     }
 
     /// The block of `unsigned` with its signature, digest and encoding (made or decoded).
-    fn assemble(u: Unsigned, signature: Signature, digest: [u8; 32], raw: Bytes) -> Block {
+    fn assemble(u: Unsigned, signature: ed25519::Signature, digest: [u8; 32], raw: Bytes) -> Block {
         let tx_digests = u.transactions.iter().map(Transaction::digest).collect();
         let Unsigned { author, round, time_ms, parents, transactions, coin } = u;
         Block {
@@ -156,7 +158,7 @@ impl Block {
     /// vote in another), and the digest.
     pub fn signing_message(chain: &[u8; 32], digest: &[u8; 32]) -> Vec<u8> {
         let mut m = Vec::with_capacity(16 + 64);
-        m.extend_from_slice(b"farol/asyncbft/1");
+        m.extend_from_slice(b"farol/asyncbft/2");
         m.extend_from_slice(chain);
         m.extend_from_slice(digest);
         m
@@ -268,8 +270,8 @@ impl Message {
         Bytes::from(out)
     }
 
-    /// Decodes a message. The signature of a block is checked to be a valid point, not to be
-    /// the author's (the engine does that, batched).
+    /// Decodes a message. The signature of a block is not checked to be the author's (the
+    /// engine does that); a coin share is checked to be a valid point.
     pub fn decode(bytes: &Bytes) -> Result<Message, DecodeError> {
         if bytes.len() > MAX_MESSAGE_BYTES {
             return Err(DecodeError::Limit("message size"));
@@ -297,8 +299,9 @@ impl Message {
                     None
                 };
                 let digest = *blake3::hash(&bytes[start..r.pos]).as_bytes();
-                let sig = r.take(SIGNATURE_LEN)?;
-                let signature = Signature::from_bytes(sig).map_err(|_| DecodeError::Signature)?;
+                let sig = r.take(ed25519::SIGNATURE_LEN)?;
+                let signature =
+                    ed25519::Signature::from_bytes(sig).map_err(|_| DecodeError::Signature)?;
                 if r.pos != bytes.len() {
                     return Err(DecodeError::Trailing);
                 }

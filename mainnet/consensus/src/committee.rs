@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use farol_crypto::{PublicKey, Signature};
+use farol_crypto::{ed25519, PublicKey, Signature};
 use thiserror::Error;
 
 /// Stake, in the smallest unit.
@@ -16,8 +16,10 @@ pub struct ValidatorIndex(pub u16);
 /// One validator as the committee knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validator {
-    /// Its BLS key (admitted with a proof of possession).
+    /// Its BLS key (admitted with a proof of possession): certificates.
     pub key: PublicKey,
+    /// Its Ed25519 key (its network identity): the signatures of its blocks.
+    pub block_key: ed25519::PublicKey,
     /// Its voting weight.
     pub stake: Stake,
 }
@@ -40,6 +42,9 @@ pub enum CommitteeError {
     /// The same key twice.
     #[error("validator {0} repeats the key of an earlier validator")]
     DuplicateKey(usize),
+    /// The same block-signing key twice.
+    #[error("validator {0} repeats the block-signing key of an earlier validator")]
+    DuplicateBlockKey(usize),
     /// A proof of possession that does not verify.
     #[error("validator {0}: the proof of possession does not verify")]
     BadPossession(usize),
@@ -110,10 +115,23 @@ pub struct Committee {
     coin: Option<CoinKeys>,
 }
 
+/// A validator as a committee is given it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its BLS key.
+    pub key: PublicKey,
+    /// The proof of possession of `key`.
+    pub possession: Signature,
+    /// Its Ed25519 block-signing key.
+    pub block_key: ed25519::PublicKey,
+    /// Its stake.
+    pub stake: Stake,
+}
+
 impl Committee {
-    /// A committee of `(key, proof of possession, stake)` in this order. Every proof is
-    /// checked; keys must be distinct and stakes non-zero.
-    pub fn new(members: Vec<(PublicKey, Signature, Stake)>) -> Result<Committee, CommitteeError> {
+    /// A committee of `members` in this order. Every proof of possession is checked; keys
+    /// must be distinct and stakes non-zero.
+    pub fn new(members: Vec<Member>) -> Result<Committee, CommitteeError> {
         if members.is_empty() {
             return Err(CommitteeError::Empty);
         }
@@ -121,22 +139,26 @@ impl Committee {
             return Err(CommitteeError::TooMany(members.len()));
         }
         let mut seen = BTreeSet::new();
+        let mut seen_block = BTreeSet::new();
         let mut total: Stake = 0;
         let mut validators = Vec::with_capacity(members.len());
-        for (i, (key, proof, stake)) in members.into_iter().enumerate() {
+        for (i, Member { key, possession, block_key, stake }) in members.into_iter().enumerate() {
             if stake == 0 {
                 return Err(CommitteeError::ZeroStake(i));
             }
             if !seen.insert(key.to_bytes()) {
                 return Err(CommitteeError::DuplicateKey(i));
             }
-            key.verify_possession(&proof).map_err(|_| CommitteeError::BadPossession(i))?;
+            if !seen_block.insert(block_key) {
+                return Err(CommitteeError::DuplicateBlockKey(i));
+            }
+            key.verify_possession(&possession).map_err(|_| CommitteeError::BadPossession(i))?;
             // Thresholds are computed as 2 * total; keep that in range.
             total = total
                 .checked_add(stake)
                 .filter(|t| t.checked_mul(2).is_some())
                 .ok_or(CommitteeError::Overflow)?;
-            validators.push(Validator { key, stake });
+            validators.push(Validator { key, block_key, stake });
         }
         Ok(Committee { validators, total, coin: None })
     }

@@ -23,5 +23,7 @@ pub use asyncbft::{AsyncBft, Config, Faults, SignatureCache};
 pub use block::{Block, BlockRef, DecodeError, Message};
 pub use certificate::{Added, Certificate, CertificateError, Signers, VoteCollector};
 pub use checkpoint::{Checkpoint, Snapshot};
-pub use committee::{CoinKeys, Committee, CommitteeError, Stake, Validator, ValidatorIndex};
+pub use committee::{
+    CoinKeys, Committee, CommitteeError, Member, Stake, Validator, ValidatorIndex,
+};
 pub use engine::{Action, Committed, Consensus, Input, Target, Transaction};

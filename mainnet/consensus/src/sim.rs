@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use farol_crypto::SecretKey;
+use farol_crypto::{ed25519, SecretKey};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -293,7 +293,7 @@ struct Sim<'s> {
     events: HashMap<u64, Event>,
     procs: Vec<Process>,
     committee: Arc<Committee>,
-    keys: Vec<SecretKey>,
+    keys: Vec<ed25519::SigningKey>,
     /// Each validator's coin share (empty without a coin).
     coin_keys: Vec<SecretKey>,
     cache: Arc<SignatureCache>,
@@ -332,8 +332,8 @@ fn commit_digest(c: &Committed) -> [u8; 32] {
 
 impl<'s> Sim<'s> {
     fn new(seed: u64, s: &'s Scenario) -> Sim<'s> {
-        let keys: Vec<SecretKey> = keys(s.n).into_values().collect();
-        let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+        let members = members(s.n, 1);
+        let keys = block_keys(s.n);
         // Equal stakes and distinct keys with valid proofs: a committee always forms.
         let mut committee = match Committee::new(members) {
             Ok(c) => c,
@@ -960,14 +960,33 @@ pub fn percentile(sorted: &[Micros], p: u64) -> Micros {
     sorted[i]
 }
 
-/// The keys the simulator gives `n` validators, by index.
+fn seed(i: usize, tag: &[u8; 8]) -> [u8; 32] {
+    let mut seed32 = [0u8; 32];
+    seed32[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    seed32[8..16].copy_from_slice(tag);
+    seed32
+}
+
+/// The BLS keys the simulator gives `n` validators, by index.
 pub fn keys(n: usize) -> BTreeMap<usize, SecretKey> {
-    (0..n)
-        .map(|i| {
-            let mut seed32 = [0u8; 32];
-            seed32[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            seed32[8..16].copy_from_slice(b"farolsim");
-            (i, SecretKey::from_seed(&seed32))
+    (0..n).map(|i| (i, SecretKey::from_seed(&seed(i, b"farolsim")))).collect()
+}
+
+/// The block-signing keys the simulator gives `n` validators, in order.
+pub fn block_keys(n: usize) -> Vec<ed25519::SigningKey> {
+    (0..n).map(|i| ed25519::SigningKey::from_seed(&seed(i, b"farolblk"))).collect()
+}
+
+/// The simulator's `n` validators as committee members with `stake` each.
+pub fn members(n: usize, stake: crate::Stake) -> Vec<crate::Member> {
+    keys(n)
+        .into_values()
+        .zip(block_keys(n))
+        .map(|(k, b)| crate::Member {
+            key: k.public_key(),
+            possession: k.prove_possession(),
+            block_key: b.public_key(),
+            stake,
         })
         .collect()
 }

@@ -1,19 +1,36 @@
 //! Committees, quorum thresholds and certificates.
 
 use farol_consensus::{
-    Added, Certificate, CertificateError, Committee, CommitteeError, Signers, Stake,
+    Added, Certificate, CertificateError, Committee, CommitteeError, Member, Signers, Stake,
     ValidatorIndex, VoteCollector,
 };
-use farol_crypto::SecretKey;
+use farol_crypto::{ed25519, SecretKey};
 use proptest::prelude::*;
 
 fn keys(n: usize) -> Vec<SecretKey> {
     (0..n).map(|i| SecretKey::from_seed(&[i as u8 + 1; 32])).collect()
 }
 
+fn block_key(i: usize) -> ed25519::PublicKey {
+    ed25519::SigningKey::from_seed(&[i as u8 + 1; 32]).public_key()
+}
+
+fn member(
+    k: &SecretKey,
+    possession: farol_crypto::Signature,
+    block: usize,
+    stake: Stake,
+) -> Member {
+    Member { key: k.public_key(), possession, block_key: block_key(block), stake }
+}
+
 fn committee(keys: &[SecretKey], stakes: &[Stake]) -> Committee {
-    let members =
-        keys.iter().zip(stakes).map(|(k, s)| (k.public_key(), k.prove_possession(), *s)).collect();
+    let members = keys
+        .iter()
+        .zip(stakes)
+        .enumerate()
+        .map(|(i, (k, s))| member(k, k.prove_possession(), i, *s))
+        .collect();
     Committee::new(members).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -22,21 +39,21 @@ fn committees_refuse_bad_members() {
     let ks = keys(3);
     let pk = |i: usize| ks[i].public_key();
     let pop = |i: usize| ks[i].prove_possession();
+    // Validator `i` with its own keys, stake `s`.
+    let m = |i: usize, s: Stake| member(&ks[i], pop(i), i, s);
     assert_eq!(Committee::new(vec![]), Err(CommitteeError::Empty));
+    assert_eq!(Committee::new(vec![m(0, 1), m(1, 0)]), Err(CommitteeError::ZeroStake(1)));
+    assert_eq!(Committee::new(vec![m(0, 1), m(0, 1)]), Err(CommitteeError::DuplicateKey(1)));
     assert_eq!(
-        Committee::new(vec![(pk(0), pop(0), 1), (pk(1), pop(1), 0)]),
-        Err(CommitteeError::ZeroStake(1))
+        Committee::new(vec![m(0, 1), member(&ks[1], pop(1), 0, 1)]),
+        Err(CommitteeError::DuplicateBlockKey(1))
     );
     assert_eq!(
-        Committee::new(vec![(pk(0), pop(0), 1), (pk(0), pop(0), 1)]),
-        Err(CommitteeError::DuplicateKey(1))
-    );
-    assert_eq!(
-        Committee::new(vec![(pk(0), pop(0), 1), (pk(1), pop(2), 1)]),
+        Committee::new(vec![m(0, 1), member(&ks[1], pop(2), 1, 1)]),
         Err(CommitteeError::BadPossession(1))
     );
     assert_eq!(
-        Committee::new(vec![(pk(0), pop(0), u64::MAX / 2), (pk(1), pop(1), u64::MAX / 2)]),
+        Committee::new(vec![m(0, u64::MAX / 2), m(1, u64::MAX / 2)]),
         Err(CommitteeError::Overflow)
     );
     let c = committee(&ks, &[1, 2, 3]);

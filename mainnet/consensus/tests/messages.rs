@@ -4,33 +4,31 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use farol_consensus::sim::keys;
+use farol_consensus::sim::{block_keys, members};
 use farol_consensus::{
     Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message, Transaction,
     ValidatorIndex,
 };
-use farol_crypto::SecretKey;
+use farol_crypto::ed25519::SigningKey;
 use proptest::prelude::*;
 
 const CHAIN: [u8; 32] = [5; 32];
 
-fn setup(n: usize) -> (Arc<Committee>, Vec<SecretKey>) {
-    let ks: Vec<SecretKey> = keys(n).into_values().collect();
-    let members = ks.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
-    (Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}"))), ks)
+fn setup(n: usize) -> (Arc<Committee>, Vec<SigningKey>) {
+    (Arc::new(Committee::new(members(n, 1)).unwrap_or_else(|e| panic!("{e}"))), block_keys(n))
 }
 
 fn tx(i: u8) -> Transaction {
     Transaction { sender: [i; 20], payload: Bytes::from(vec![i; 40]) }
 }
 
-fn block(k: &SecretKey, author: u16, round: u64, parents: Vec<BlockRef>) -> Block {
+fn block(k: &SigningKey, author: u16, round: u64, parents: Vec<BlockRef>) -> Block {
     Block::new(&CHAIN, ValidatorIndex(author), round, 0, parents, vec![tx(author as u8)], |m| {
         k.sign(m)
     })
 }
 
-fn engine(c: &Arc<Committee>, ks: &[SecretKey], me: u16) -> AsyncBft {
+fn engine(c: &Arc<Committee>, ks: &[SigningKey], me: u16) -> AsyncBft {
     let cfg = Config { chain: CHAIN, ..Config::default() };
     AsyncBft::new(c.clone(), ValidatorIndex(me), ks[me as usize].clone(), cfg, Arc::default())
 }
@@ -55,6 +53,22 @@ fn messages_round_trip() {
         longer.push(0);
         assert!(Message::decode(&Bytes::from(longer)).is_err());
     }
+}
+
+/// A log from before blocks were signed with Ed25519 (48-byte BLS signatures) does not
+/// read: a driver refuses it rather than replay a validator without its own blocks.
+#[test]
+fn records_of_another_format_are_unreadable() {
+    use farol_consensus::asyncbft::readable_record;
+    use farol_consensus::checkpoint::round_floor_record;
+    let (_, ks) = setup(4);
+    let b = Message::Block(Box::new(block(&ks[0], 0, 1, vec![]))).encode();
+    assert!(readable_record(&b));
+    assert!(readable_record(&round_floor_record(7)));
+    let old =
+        b.slice(..b.len() - farol_crypto::ed25519::SIGNATURE_LEN + farol_crypto::SIGNATURE_LEN);
+    assert!(!readable_record(&old));
+    assert!(!readable_record(&Bytes::from_static(b"\x53not a snapshot")));
 }
 
 proptest! {
@@ -86,7 +100,7 @@ proptest! {
 }
 
 /// Four validators' keys and round-1 blocks, and validator 0's started engine.
-fn round_one() -> (Vec<SecretKey>, Vec<Block>, Vec<BlockRef>, AsyncBft) {
+fn round_one() -> (Vec<SigningKey>, Vec<Block>, Vec<BlockRef>, AsyncBft) {
     let (c, ks) = setup(4);
     let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
     let refs: Vec<BlockRef> = r1.iter().map(Block::reference).collect();
@@ -153,7 +167,7 @@ fn blocks_that_break_the_rules_are_refused() {
 #[test]
 fn coin_shares_ride_in_blocks_only_where_due() {
     let (c, ks) = setup(4);
-    let share = ks[1].sign(&Block::coin_message(&CHAIN, 2));
+    let share = farol_consensus::sim::keys(4)[&1].sign(&Block::coin_message(&CHAIN, 2));
     let with = |round: u64, coin| {
         Block::with_coin(&CHAIN, ValidatorIndex(1), round, 0, vec![], vec![], coin, |m| {
             ks[1].sign(m)
@@ -170,7 +184,7 @@ fn coin_shares_ride_in_blocks_only_where_due() {
     }
     // The share's bytes replaced by ones that are no point.
     let mut broken = bytes.to_vec();
-    let at = broken.len() - 2 * farol_crypto::SIGNATURE_LEN;
+    let at = broken.len() - farol_crypto::ed25519::SIGNATURE_LEN - farol_crypto::SIGNATURE_LEN;
     broken[at..at + farol_crypto::SIGNATURE_LEN].fill(0xff);
     assert!(Message::decode(&Bytes::from(broken)).is_err());
 

@@ -1,5 +1,5 @@
 //! Farol's signatures: BLS12-381 keys, signatures, aggregation, batch verification and proofs
-//! of possession for consensus.
+//! of possession for certificates and the common coin; Ed25519 for blocks ([`ed25519`]).
 //!
 //! The scheme is the IETF BLS signature draft's proof-of-possession ciphersuite over
 //! BLS12-381 with signatures in G1 (48 bytes compressed) and public keys in G2 (96 bytes),
@@ -23,6 +23,7 @@
 //! never a panic.
 
 pub mod coin;
+pub mod ed25519;
 
 use blst::min_sig;
 use blst::BLST_ERROR;

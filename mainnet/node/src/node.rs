@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use farol_consensus::{
-    AsyncBft, Committee, Config as ConsensusConfig, SignatureCache, Transaction, ValidatorIndex,
+    AsyncBft, Committee, Config as ConsensusConfig, Member, SignatureCache, Transaction,
+    ValidatorIndex,
 };
-use farol_crypto::{PublicKey, SecretKey, Signature};
+use farol_crypto::{ed25519, PublicKey, SecretKey, Signature};
 use farol_network::{Identity, Network, NetworkConfig, Peer, PeerKey};
 use farol_store::{FsyncPolicy, Options as StoreOptions, Store};
 use parking_lot::Mutex;
@@ -174,7 +175,13 @@ impl Node {
                 .map_err(|e| config_err(format!("committee[{i}].bls_public"), e))?;
             let pop = Signature::from_bytes(&m.bls_possession)
                 .map_err(|e| config_err(format!("committee[{i}].bls_possession"), e))?;
-            members.push((key, pop, m.stake));
+            let block_key = ed25519::PublicKey::from_spki(&m.network_public).map_err(|e| {
+                config_err(
+                    format!("committee[{i}].network_public"),
+                    format!("{e}: not an Ed25519 key"),
+                )
+            })?;
+            members.push(Member { key, possession: pop, block_key, stake: m.stake });
             peers.push(Peer { key: PeerKey(m.network_public.to_vec()), addr: m.address });
         }
         let mut committee = Committee::new(members).map_err(|e| config_err("committee", e))?;
@@ -381,8 +388,19 @@ fn start_validator(
             format!("is not the identity of committee[{me}]"),
         ));
     }
+    let block_key = ed25519::SigningKey::from_pkcs8(identity.to_pkcs8())
+        .map_err(|e| config_err("validator.network_secret", e))?;
     let (wal, records) = Wal::open(&cfg.data_dir.join("consensus.wal"))
         .map_err(|e| storage_err("opening the consensus log", e))?;
+    if let Some(i) = records.iter().position(|r| !farol_consensus::asyncbft::readable_record(r)) {
+        return Err(storage_err(
+            "the consensus log",
+            format!(
+                "record {i} is in a format this version does not read (a data directory from \
+                 before blocks were signed with Ed25519?); start from a fresh data directory"
+            ),
+        ));
+    }
     let coin = match (&keys.coin_secret, committee.coin()) {
         (Some(k), Some(c)) => {
             let k = SecretKey::from_bytes(k).map_err(|e| config_err("validator.coin_secret", e))?;
@@ -408,7 +426,7 @@ fn start_validator(
     let engine = AsyncBft::recover(
         committee.clone(),
         ValidatorIndex(me),
-        key.clone(),
+        block_key.clone(),
         ccfg.clone(),
         cache.clone(),
         records,
@@ -416,14 +434,14 @@ fn start_validator(
     );
     let (snapshots_tx, snapshots) = mpsc::channel(1);
     let rejoin = {
-        let (committee, key) = (committee.clone(), key.clone());
+        let committee = committee.clone();
         Rejoin {
             snapshots,
             engine: Box::new(move |s, min_round, out| {
                 Box::new(AsyncBft::from_snapshot(
                     committee.clone(),
                     ValidatorIndex(me),
-                    key.clone(),
+                    block_key.clone(),
                     ccfg.clone(),
                     cache.clone(),
                     s,

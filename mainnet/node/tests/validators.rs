@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use farol_consensus::{
-    sim, AsyncBft, Committed, Committee, Config, SignatureCache, Transaction, ValidatorIndex,
+    sim, AsyncBft, Committed, Committee, Config, Member, SignatureCache, Transaction,
+    ValidatorIndex,
 };
-use farol_crypto::SecretKey;
+use farol_crypto::ed25519;
 use farol_network::{Identity, Network, NetworkConfig, Peer};
 use farol_node::{Validator, ValidatorConfig, Wal};
 use tokio::sync::mpsc;
@@ -23,7 +24,7 @@ fn free_addrs(n: usize) -> Vec<SocketAddr> {
 
 struct Net {
     committee: Arc<Committee>,
-    keys: Vec<SecretKey>,
+    keys: Vec<ed25519::SigningKey>,
     ids: Vec<Identity>,
     peers: Vec<Peer>,
     dir: PathBuf,
@@ -165,11 +166,25 @@ async fn submit(
 }
 
 fn setup(n: usize, dir: &Path) -> Net {
-    let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
-    let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
-    let committee = Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}")));
     let ids: Vec<Identity> =
         (0..n).map(|_| Identity::generate().unwrap_or_else(|e| panic!("{e}"))).collect();
+    // Blocks are signed with the network identities, as `farol node` does.
+    let keys: Vec<ed25519::SigningKey> = ids
+        .iter()
+        .map(|i| ed25519::SigningKey::from_pkcs8(i.to_pkcs8()).unwrap_or_else(|e| panic!("{e}")))
+        .collect();
+    let members = sim::keys(n)
+        .into_values()
+        .zip(&ids)
+        .map(|(k, id)| Member {
+            key: k.public_key(),
+            possession: k.prove_possession(),
+            block_key: ed25519::PublicKey::from_spki(&id.public_key().0)
+                .unwrap_or_else(|e| panic!("{e}")),
+            stake: 1,
+        })
+        .collect();
+    let committee = Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}")));
     let peers = ids
         .iter()
         .zip(free_addrs(ids.len()))

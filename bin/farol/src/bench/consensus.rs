@@ -22,14 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
 use clap::Args;
 use farol_consensus::sim::{self, Scenario};
 use farol_consensus::{
-    AsyncBft, Committed, Committee, Config, SignatureCache, Transaction, ValidatorIndex,
+    AsyncBft, Committed, Committee, Config, Member, SignatureCache, Transaction, ValidatorIndex,
 };
-use farol_crypto::SecretKey;
+use farol_crypto::ed25519;
 use farol_network::{Identity, Network, NetworkConfig, Peer};
 use farol_node::{Validator, ValidatorConfig, Wal};
 use serde_json::json;
@@ -185,8 +185,25 @@ async fn quic_run(
     secs: f64,
     with_coin: bool,
 ) -> Result<Measured> {
-    let keys: Vec<SecretKey> = sim::keys(n).into_values().collect();
-    let members = keys.iter().map(|k| (k.public_key(), k.prove_possession(), 1)).collect();
+    let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
+    // Blocks are signed with the network identities, as `farol node` does.
+    let keys = ids
+        .iter()
+        .map(|i| ed25519::SigningKey::from_pkcs8(i.to_pkcs8()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut members = Vec::with_capacity(n);
+    for ((k, id), block) in sim::keys(n).into_values().zip(&ids).zip(&keys) {
+        let block_key = ed25519::PublicKey::from_spki(&id.public_key().0)?;
+        if block_key != block.public_key() {
+            bail!("a network identity's public key is not its signing key's");
+        }
+        members.push(Member {
+            key: k.public_key(),
+            possession: k.prove_possession(),
+            block_key,
+            stake: 1,
+        });
+    }
     let committee = Committee::new(members).map_err(|e| anyhow!("committee: {e}"))?;
     // With the common coin, as `farol devnet` runs (its shares cost one more signature
     // every other round).
@@ -197,7 +214,6 @@ async fn quic_run(
     } else {
         Arc::new(committee)
     };
-    let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
     let peers = ids
         .iter()
         .zip(farol_network::free_loopback_addrs(n).context("finding free ports")?)
