@@ -36,7 +36,7 @@ use bytes::Bytes;
 use farol_crypto::{coin, ed25519, SecretKey, Signature};
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
-use crate::checkpoint::{decode_round_floor, Checkpoint, Snapshot, SNAPSHOT_RECORD};
+use crate::checkpoint::{decode_round_floor, round_hash, Checkpoint, Snapshot, SNAPSHOT_RECORD};
 use crate::committee::{Committee, Stake, ValidatorIndex};
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
@@ -285,7 +285,10 @@ pub struct AsyncBft {
     /// The time of the last commit (commit times never decrease).
     last_commit_ms: u64,
     committed: HashSet<Digest>,
-    committed_at: BTreeMap<u64, Vec<Digest>>,
+    committed_at: BTreeMap<u64, Arc<Vec<Digest>>>,
+    /// [`round_hash`] of `committed_at`'s rounds, with the count it was taken at: a
+    /// checkpoint hashes again only rounds that grew since.
+    round_hashes: BTreeMap<u64, (usize, Digest)>,
 
     faults: Faults,
     replaying: bool,
@@ -371,6 +374,7 @@ impl AsyncBft {
             last_commit_ms: 0,
             committed: HashSet::new(),
             committed_at: BTreeMap::new(),
+            round_hashes: BTreeMap::new(),
             faults: Faults::default(),
             replaying: false,
             dag_changed: false,
@@ -515,7 +519,15 @@ impl AsyncBft {
     /// Takes a checkpoint and puts its digest on the commit just made (the last in `out`).
     fn take_checkpoint(&mut self, out: &mut [Action]) {
         let checkpoint = self.checkpoint();
-        let digest = checkpoint.digest();
+        let hashes = &mut self.round_hashes;
+        let digest = checkpoint.digest_with(|round, ds| match hashes.get(&round) {
+            Some((len, h)) if *len == ds.len() => *h,
+            _ => {
+                let h = round_hash(ds);
+                hashes.insert(round, (ds.len(), h));
+                h
+            }
+        });
         if let Some(Action::Commit(c)) =
             out.iter_mut().rev().find(|a| matches!(a, Action::Commit(_)))
         {
@@ -1490,7 +1502,7 @@ impl AsyncBft {
             for (t, d) in b.transactions.iter().zip(b.transaction_digests()) {
                 let d = *d;
                 if self.committed.insert(d) {
-                    self.committed_at.entry(lb.round).or_default().push(d);
+                    Arc::make_mut(self.committed_at.entry(lb.round).or_default()).push(d);
                     self.watched.remove(&d);
                     transactions.push(t.clone());
                 }
@@ -1549,10 +1561,11 @@ impl AsyncBft {
         let dedup_floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth * DEDUP_DEPTHS);
         let keep = self.committed_at.split_off(&dedup_floor);
         for (_, ds) in std::mem::replace(&mut self.committed_at, keep) {
-            for d in ds {
-                self.committed.remove(&d);
+            for d in ds.iter() {
+                self.committed.remove(d);
             }
         }
+        self.round_hashes = self.round_hashes.split_off(&dedup_floor);
     }
 
     fn on_messages(&mut self, batch: Vec<(ValidatorIndex, Bytes)>, out: &mut Vec<Action>) {

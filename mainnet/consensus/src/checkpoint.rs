@@ -67,8 +67,19 @@ pub struct Checkpoint {
     /// Digests of the blocks ordered so far that are at or above the floor, sorted.
     pub ordered: Vec<Digest>,
     /// Transaction digests still remembered as committed, by the round of the leader that
-    /// committed them, in commit order.
-    pub committed: Vec<(u64, Vec<Digest>)>,
+    /// committed them, in commit order. Shared with the engine: a checkpoint every 64
+    /// commits copies pointers, not the digests of `4 × gc_depth` rounds.
+    pub committed: Vec<(u64, Arc<Vec<Digest>>)>,
+}
+
+/// `blake3` of one round's committed transaction digests, in order: what a checkpoint's
+/// digest covers of that round ([`Checkpoint::digest`]).
+pub fn round_hash(digests: &[Digest]) -> Digest {
+    let mut h = blake3::Hasher::new();
+    for d in digests {
+        h.update(d);
+    }
+    *h.finalize().as_bytes()
 }
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -131,7 +142,7 @@ impl Checkpoint {
         for (round, ds) in &self.committed {
             put_u64(out, *round);
             put_u64(out, ds.len() as u64);
-            for d in ds {
+            for d in ds.iter() {
                 out.extend_from_slice(d);
             }
         }
@@ -168,7 +179,7 @@ impl Checkpoint {
             for _ in 0..k {
                 ds.push(r.digest()?);
             }
-            committed.push((round, ds));
+            committed.push((round, Arc::new(ds)));
         }
         Ok(Checkpoint {
             height,
@@ -191,11 +202,39 @@ impl Checkpoint {
         Ok(c)
     }
 
-    /// `blake3("farol/checkpoint/1" || encoding)`.
+    /// `blake3("farol/checkpoint/2" ‖ height ‖ next slot ‖ last commit round and time ‖
+    /// floor ‖ ordered count and digests ‖ round count ‖ per round: round, count,
+    /// [`round_hash`])`, integers as in the encoding. Rounds enter by their hash, so an engine
+    /// that keeps them ([`Checkpoint::digest_with`]) hashes only the rounds that changed.
     pub fn digest(&self) -> Digest {
+        self.digest_with(|_, ds| round_hash(ds))
+    }
+
+    /// [`Checkpoint::digest`] with each round's hash from `round_hash(round, digests)`, which
+    /// must return [`round_hash`]`(digests)`.
+    pub fn digest_with(&self, mut round_hash: impl FnMut(u64, &[Digest]) -> Digest) -> Digest {
         let mut h = blake3::Hasher::new();
-        h.update(b"farol/checkpoint/1");
-        h.update(&self.encode());
+        h.update(b"farol/checkpoint/2");
+        for v in [
+            self.height,
+            self.next_slot.0,
+            self.next_slot.1,
+            self.last_commit_round,
+            self.last_commit_ms,
+            self.floor,
+            self.ordered.len() as u64,
+        ] {
+            h.update(&v.to_le_bytes());
+        }
+        for d in &self.ordered {
+            h.update(d);
+        }
+        h.update(&(self.committed.len() as u64).to_le_bytes());
+        for (round, ds) in &self.committed {
+            h.update(&round.to_le_bytes());
+            h.update(&(ds.len() as u64).to_le_bytes());
+            h.update(&round_hash(*round, ds));
+        }
         *h.finalize().as_bytes()
     }
 }
@@ -265,7 +304,7 @@ mod tests {
             last_commit_ms: 1_700_000_000_123,
             floor: 3,
             ordered: vec![[1; 32], [2; 32], [7; 32]],
-            committed: vec![(11, vec![[5; 32], [4; 32]]), (13, vec![[6; 32]])],
+            committed: vec![(11, Arc::new(vec![[5; 32], [4; 32]])), (13, Arc::new(vec![[6; 32]]))],
         };
         let bytes = cp.encode();
         assert_eq!(Checkpoint::decode(&bytes), Ok(cp.clone()));
@@ -274,8 +313,26 @@ mod tests {
         assert_eq!(back.checkpoint.digest(), cp.digest());
         // Any change changes the digest.
         let mut other = cp.clone();
-        other.committed[0].1.swap(0, 1);
+        Arc::make_mut(&mut other.committed[0].1).swap(0, 1);
         assert_ne!(other.digest(), cp.digest());
+        for change in [
+            |c: &mut Checkpoint| c.height += 1,
+            |c: &mut Checkpoint| c.next_slot.1 += 1,
+            |c: &mut Checkpoint| c.last_commit_ms += 1,
+            |c: &mut Checkpoint| c.floor += 1,
+            |c: &mut Checkpoint| c.ordered[1][0] ^= 1,
+            |c: &mut Checkpoint| c.committed[1].0 += 1,
+            |c: &mut Checkpoint| Arc::make_mut(&mut c.committed[1].1).push([8; 32]),
+            // The same digests split into rounds differently.
+            |c: &mut Checkpoint| {
+                let moved = Arc::make_mut(&mut c.committed[0].1).pop().unwrap_or_default();
+                Arc::make_mut(&mut c.committed[1].1).insert(0, moved);
+            },
+        ] {
+            let mut other = cp.clone();
+            change(&mut other);
+            assert_ne!(other.digest(), cp.digest(), "{other:?}");
+        }
         // Unsorted, cut, padded or random input: an error, never a panic.
         let mut unsorted = cp.clone();
         unsorted.ordered.swap(0, 2);
