@@ -85,6 +85,10 @@ pub struct Config {
     /// ([`Committee::with_coin`]). Without one it still follows the coin from the others'
     /// shares, but adds none.
     pub coin: Option<SecretKey>,
+    /// Combine every coin as soon as its shares are in, instead of only when a wave slot's
+    /// decision needs it ([`AsyncBft`]'s commit rule). Both commit the same order; the
+    /// simulator runs some validators each way to check that.
+    pub eager_coins: bool,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             checkpoint_every: 64,
             single_leader: false,
             coin: None,
+            eager_coins: false,
         }
     }
 }
@@ -197,6 +202,29 @@ enum Decision {
     Commit(Digest),
     Skip,
     Undecided,
+    /// A wave slot whose coin is not combined yet (`try_commit` combines a coin only when
+    /// its slot's decision matters: see [`AsyncBft::try_commit`]).
+    Lazy,
+    /// Undecided because the anchor is a [`Decision::Lazy`] wave slot: its coin is needed.
+    NeedsCoin,
+}
+
+/// How a pass of [`AsyncBft::try_commit`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Done,
+    /// A slot's decision needs a coin not combined yet.
+    NeedsCoins,
+}
+
+/// The decision an anchor search leads to when it finds `anchor` (the first later slot that
+/// is not skipped, if any): the anchor's committed block, or what to decide without one.
+fn anchored(anchor: Option<Decision>) -> Result<Digest, Decision> {
+    match anchor {
+        Some(Decision::Commit(d)) => Ok(d),
+        Some(Decision::Lazy | Decision::NeedsCoin) => Err(Decision::NeedsCoin),
+        _ => Err(Decision::Undecided),
+    }
 }
 
 /// A transaction this validator forwarded and watches until it commits.
@@ -1141,7 +1169,10 @@ impl AsyncBft {
         } else {
             later.range((round + 3, 0)..).map(|(_, d)| *d).find(|d| *d != Decision::Skip)
         };
-        let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
+        let anchor = match anchored(anchor) {
+            Ok(a) => a,
+            Err(d) => return d,
+        };
         // Search the anchor's history down to round r + 2 for a certificate of a slot block.
         let candidates = self.slot_blocks(round, author);
         let mut seen = HashSet::new();
@@ -1354,7 +1385,10 @@ impl AsyncBft {
             .filter(|((_, p), _)| *p == n)
             .map(|(_, d)| *d)
             .find(|d| *d != Decision::Skip);
-        let Some(Decision::Commit(anchor)) = anchor else { return Decision::Undecided };
+        let anchor = match anchored(anchor) {
+            Ok(a) => a,
+            Err(d) => return d,
+        };
         let cert_round = round + VOTE_LAG + 1;
         let mut seen = HashSet::new();
         let mut stack = vec![anchor];
@@ -1378,23 +1412,47 @@ impl AsyncBft {
     }
 
     /// Decides what can be decided and commits the decided prefix of slots.
+    /// Decides and commits what it can, in slot order.
+    ///
+    /// Coins are combined lazily. A first pass decides wave slots only where the coin is
+    /// known; the others are [`Decision::Lazy`]. Reaching one, it checks whether the slot
+    /// would change nothing whoever the coin elected: for every author the slot is skipped
+    /// or commits a block already ordered. Then the slot is passed without the coin. That
+    /// is the good case: a wave slot's block was ordered by its own validator slot. If a
+    /// slot needs a coin (a lazy slot that matters, or a slot whose anchor is one), a second
+    /// pass combines every coin whose shares are in and decides as if all had been combined
+    /// from the start. Decisions are the same for every author, so the order committed is
+    /// the one eager coins give.
     fn try_commit(&mut self, out: &mut Vec<Action>) {
+        if self.cfg.eager_coins || self.commit_pass(false, out) == Pass::NeedsCoins {
+            self.commit_pass(true, out);
+        }
+    }
+
+    fn commit_pass(&mut self, elect_all: bool, out: &mut Vec<Action>) -> Pass {
         let n = self.committee.len();
         let slots = self.slots_per_round();
         let (r0, p0) = self.next_slot;
         if self.highest < r0 + 1 {
-            return;
+            return Pass::Done;
         }
         let top = self.highest - 1;
-        // The coins the wave slots in range need (those not elected yet stay undecided).
+        // The coins the wave slots in range need: the ones combined before, and in the
+        // second pass every one whose shares are in (the rest stay undecided).
         let mut elected: BTreeMap<u64, ValidatorIndex> = BTreeMap::new();
         if self.coin_on() {
             for r in r0.max(WAVE_AT + 1)..=top {
                 let wave = r - WAVE_AT;
-                if AsyncBft::wave_round(wave) && wave + COIN_LAG <= self.highest {
-                    if let Some(a) = self.elect(wave) {
-                        elected.insert(wave, a);
-                    }
+                if !AsyncBft::wave_round(wave) {
+                    continue;
+                }
+                let coin = match self.coins.get(&wave) {
+                    Some(a) => Some(*a),
+                    None if elect_all && wave + COIN_LAG <= self.highest => self.elect(wave),
+                    None => None,
+                };
+                if let Some(a) = coin {
+                    elected.insert(wave, a);
                 }
             }
         }
@@ -1411,7 +1469,8 @@ impl AsyncBft {
                         None => Decision::Skip,
                         Some(w) => match elected.get(&w) {
                             Some(a) => self.decide_wave(w, *a, &decisions),
-                            None => Decision::Undecided,
+                            None if elect_all => Decision::Undecided,
+                            None => Decision::Lazy,
                         },
                     };
                     decisions.insert((r, p), d);
@@ -1429,9 +1488,25 @@ impl AsyncBft {
                 decisions.insert((r, p), d);
             }
         }
-        for ((r, p), d) in decisions {
-            let committed = match d {
+        for ((r, p), d) in &decisions {
+            let (r, p) = (*r, *p);
+            let committed = match *d {
                 Decision::Undecided => break,
+                Decision::NeedsCoin => return Pass::NeedsCoins,
+                Decision::Lazy => {
+                    let wave = r - WAVE_AT;
+                    let moot = self.committee.iter().all(|(a, _)| {
+                        match self.decide_wave(wave, a, &decisions) {
+                            Decision::Skip => true,
+                            Decision::Commit(digest) => self.ordered.contains(&digest),
+                            _ => false,
+                        }
+                    });
+                    if !moot {
+                        return Pass::NeedsCoins;
+                    }
+                    false
+                }
                 Decision::Skip => false,
                 // A wave slot's block is usually ordered already, by its own slot's commit
                 // or a later one's history: then there is nothing to add.
@@ -1444,6 +1519,7 @@ impl AsyncBft {
                 self.take_checkpoint(out);
             }
         }
+        Pass::Done
     }
 
     /// The stake-weighted median of the times of `block`'s parents: more than two thirds of

@@ -414,6 +414,9 @@ impl<'s> Sim<'s> {
         let mut cfg = self.s.config.clone();
         cfg.chain = [7; 32];
         cfg.coin = self.coin_keys.get(v).cloned();
+        // Odd validators combine coins eagerly, even ones lazily: agreement between them
+        // checks that both commit the same order.
+        cfg.eager_coins = v % 2 == 1;
         if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
             cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
         }
