@@ -14,7 +14,10 @@ const HTTP = process.env.FAROL_HTTP ?? "http://127.0.0.1:8545";
 const KEY2 = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a";
 const KEY3 = "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6";
 
-const provider = new JsonRpcProvider(HTTP, undefined, { pollingInterval: 50 });
+// ethers shares identical requests made within `cacheTimeout` (250 ms by default). A devnet
+// confirms in about 100 ms, so a nonce or balance read again right after a receipt would be
+// the cached answer from before it; as with anvil's instant mining, turn the cache off.
+const provider = new JsonRpcProvider(HTTP, undefined, { pollingInterval: 50, cacheTimeout: -1 });
 if (process.env.FAROL_DEBUG) provider.on("debug", (e) => console.error(JSON.stringify(e.payload ?? e.result ?? e.error ?? e.action).slice(0, 300)));
 const carol = new Wallet(KEY2, provider);
 const dave = new Wallet(KEY3, provider);
