@@ -1412,7 +1412,6 @@ impl AsyncBft {
     }
 
     /// Decides what can be decided and commits the decided prefix of slots.
-    /// Decides and commits what it can, in slot order.
     ///
     /// Coins are combined lazily. A first pass decides wave slots only where the coin is
     /// known; the others are [`Decision::Lazy`]. Reaching one, it checks whether the slot
