@@ -86,8 +86,8 @@ pub enum Action {
 /// Something happened that an engine reacts to.
 #[derive(Clone, Debug)]
 pub enum Input {
-    /// Messages from other validators (the driver may pass several at once so their
-    /// signatures are checked together).
+    /// Messages from other validators (the driver passes what has queued up, several at
+    /// once, so the engine decides once per batch).
     Messages(Vec<(ValidatorIndex, Bytes)>),
     /// Transactions submitted to this validator.
     Transactions(Vec<Transaction>),

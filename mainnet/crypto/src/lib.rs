@@ -1,14 +1,13 @@
-//! Farol's signatures: BLS12-381 keys, signatures, aggregation, batch verification and proofs
-//! of possession for certificates and the common coin; Ed25519 for blocks ([`ed25519`]).
+//! Farol's signatures: BLS12-381 keys, signatures, aggregation and proofs of possession for
+//! certificates and the common coin; Ed25519 for blocks ([`ed25519`]).
 //!
 //! The scheme is the IETF BLS signature draft's proof-of-possession ciphersuite over
 //! BLS12-381 with signatures in G1 (48 bytes compressed) and public keys in G2 (96 bytes),
 //! implemented by `blst`. Ethereum's consensus puts keys in G1 instead, which makes
-//! aggregating thousands of keys cheap; AsyncBFT signs and checks a few distinct messages
-//! per round (each validator's block), where signatures in G1 cost less: with `blst` on the
-//! 2-core development machine, signing took 158 µs instead of 361–377 µs, a batch check of
-//! three blocks 1.58 ms instead of 2.09–2.10 ms, and decoding a signature with its subgroup
-//! check 59 µs instead of 82 µs.
+//! aggregating thousands of keys cheap. Farol aggregates few (a committee's finality votes)
+//! and signs often (coin shares, finality votes), where signatures in G1 cost less: with
+//! `blst` on the 2-core development machine, signing took 158 µs instead of 361–377 µs, and
+//! decoding a signature with its subgroup check 59 µs instead of 82 µs.
 //!
 //! - a vote is [`SecretKey::sign`] over the vote's bytes;
 //! - votes on the same message aggregate into one [`Signature`] ([`aggregate`]), which
@@ -209,52 +208,4 @@ pub fn verify_aggregate(
     }
     let refs: Vec<&min_sig::PublicKey> = keys.iter().map(|k| &k.0).collect();
     check(signature.0.fast_aggregate_verify(false, message, DST_SIGNATURE, &refs))
-}
-
-/// Checks several signatures, each by its own key on its own message, together: one
-/// multi-pairing of `n + 1` Miller loops and one final exponentiation instead of `n`
-/// separate checks. Each signature is weighted by a 64-bit scalar derived from a hash of all
-/// the inputs, so a bad signature cannot be cancelled by another without breaking the hash.
-/// An error says only that some signature is bad; check them one by one to find it.
-pub fn verify_batch(items: &[(&Signature, &[u8], &PublicKey)]) -> Result<(), BlsError> {
-    if items.is_empty() {
-        return Err(BlsError::Empty);
-    }
-    if let [(sig, msg, key)] = items {
-        return sig.verify(key, msg);
-    }
-    use sha2::Digest;
-    let mut seed = sha2::Sha256::new();
-    for (sig, msg, key) in items {
-        seed.update(sig.to_bytes());
-        seed.update(key.to_bytes());
-        seed.update((msg.len() as u64).to_le_bytes());
-        seed.update(msg);
-    }
-    let seed = seed.finalize();
-    let rands: Vec<blst::blst_scalar> = (0..items.len() as u64)
-        .map(|i| {
-            let mut h = sha2::Sha256::new();
-            h.update(seed);
-            h.update(i.to_le_bytes());
-            let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&h.finalize()[..8]);
-            // A zero weight would drop the signature from the check.
-            b[0] |= 1;
-            blst::blst_scalar { b }
-        })
-        .collect();
-    let msgs: Vec<&[u8]> = items.iter().map(|(_, m, _)| *m).collect();
-    let pks: Vec<&min_sig::PublicKey> = items.iter().map(|(_, _, k)| &k.0).collect();
-    let sigs: Vec<&min_sig::Signature> = items.iter().map(|(s, _, _)| &s.0).collect();
-    check(min_sig::Signature::verify_multiple_aggregate_signatures(
-        &msgs,
-        DST_SIGNATURE,
-        &pks,
-        false,
-        &sigs,
-        false,
-        &rands,
-        64,
-    ))
 }

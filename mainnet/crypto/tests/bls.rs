@@ -1,8 +1,8 @@
 //! BLS signatures: what verifies, what does not, and what bytes are refused.
 
 use farol_crypto::{
-    aggregate, verify_aggregate, verify_batch, BlsError, PublicKey, SecretKey, Signature,
-    PUBLIC_KEY_LEN, SIGNATURE_LEN,
+    aggregate, verify_aggregate, BlsError, PublicKey, SecretKey, Signature, PUBLIC_KEY_LEN,
+    SIGNATURE_LEN,
 };
 use proptest::prelude::*;
 use rand::{RngCore, SeedableRng};
@@ -131,32 +131,4 @@ proptest! {
         let decoded = Signature::from_bytes(&sig.to_bytes());
         prop_assert_eq!(decoded, Ok(sig));
     }
-}
-
-#[test]
-fn batches_verify_only_when_every_signature_does() {
-    let keys: Vec<SecretKey> = (1..=6).map(key).collect();
-    let msgs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 40]).collect();
-    let sigs: Vec<_> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
-    let pks: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
-    let items = |sigs: &[Signature]| -> Vec<(Signature, Vec<u8>, PublicKey)> {
-        sigs.iter().zip(&msgs).zip(&pks).map(|((s, m), k)| (*s, m.clone(), *k)).collect()
-    };
-    let check = |v: &[(Signature, Vec<u8>, PublicKey)]| {
-        let refs: Vec<_> = v.iter().map(|(s, m, k)| (s, m.as_slice(), k)).collect();
-        verify_batch(&refs)
-    };
-    assert_eq!(check(&items(&sigs)), Ok(()));
-    assert_eq!(check(&items(&sigs[..1])), Ok(()));
-    assert!(check(&[]).is_err());
-    // One signature of another message, two signatures swapped, one by another key.
-    let mut bad = sigs.clone();
-    bad[3] = keys[3].sign(b"something else");
-    assert!(check(&items(&bad)).is_err());
-    let mut swapped = sigs.clone();
-    swapped.swap(1, 2);
-    assert!(check(&items(&swapped)).is_err());
-    let mut other = sigs.clone();
-    other[5] = keys[0].sign(&msgs[5]);
-    assert!(check(&items(&other)).is_err());
 }

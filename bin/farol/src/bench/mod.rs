@@ -116,7 +116,6 @@ impl BenchResult {
     }
 }
 
-/// The median of `times` (sorts them); zero for none.
 /// Runs ours (`run(ours)`) and the baseline (`run(!ours)`) twice each, in the order ours,
 /// baseline, baseline, ours, and returns both runs of each side: `((ours, ours), (baseline,
 /// baseline))`. The first runs a bench makes are the slowest on this machine, so neither side
@@ -132,6 +131,7 @@ pub(crate) fn abba<M>(
     Ok(((a1, a2), (b1, b2)))
 }
 
+/// The median of `times` (sorts them); zero for none.
 pub(crate) fn median(times: &mut [std::time::Duration]) -> std::time::Duration {
     times.sort();
     times.get(times.len() / 2).copied().unwrap_or_default()
