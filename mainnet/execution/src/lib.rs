@@ -28,7 +28,7 @@ pub use env::{
 };
 pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
-pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats};
+pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, Partition};
 pub use revm::primitives::hardfork::SpecId;
 pub use sequential::execute_sequential;
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};

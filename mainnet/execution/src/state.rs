@@ -1,7 +1,9 @@
 //! The state an executor reads: the [`StateView`] trait, an in-memory state for tests and
 //! benchmarks, the Farol Store adapter, and the block-scoped read cache both executors share.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -273,6 +275,10 @@ impl<S: StateView> StateView for LatencyState<S> {
 /// twice and keeps the same value).
 pub(crate) struct CachedView<'a, S: ?Sized> {
     view: &'a S,
+    /// The view's reads cost no more than a lookup here ([`StateView::reads_are_cheap`]):
+    /// accounts and storage are read from it directly (code is still cached: it is analyzed
+    /// once per block).
+    direct: bool,
     shards: Vec<CachePadded<RwLock<Shard>>>,
 }
 
@@ -285,7 +291,7 @@ struct Shard {
 }
 
 /// Enough shards that two workers rarely touch the same lock at once.
-const SHARDS: usize = 1024;
+pub(crate) const SHARDS: usize = 1024;
 
 fn mix(address: &Address, extra: u64) -> usize {
     let a = address.0;
@@ -298,6 +304,14 @@ fn mix(address: &Address, extra: u64) -> usize {
 
 fn shard_of(address: &Address) -> usize {
     mix(address, 0)
+}
+
+/// The shard of a location, for maps of locations sharded like this cache.
+pub(crate) fn loc_shard(loc: &crate::writes::Loc) -> usize {
+    match loc {
+        crate::writes::Loc::Account(a) => shard_of(a),
+        crate::writes::Loc::Storage(a, s) => storage_shard(a, s),
+    }
 }
 
 fn code_shard(code_hash: &B256) -> usize {
@@ -313,6 +327,7 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     pub(crate) fn new(view: &'a S) -> Self {
         CachedView {
             view,
+            direct: view.reads_are_cheap(),
             shards: (0..SHARDS).map(|_| CachePadded::new(RwLock::new(Shard::default()))).collect(),
         }
     }
@@ -337,6 +352,9 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     }
 
     pub(crate) fn account(&self, address: Address) -> Result<Option<Account>, StateError> {
+        if self.direct {
+            return self.view.account(address);
+        }
         self.cached(
             shard_of(&address),
             |s| &s.accounts,
@@ -347,6 +365,9 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     }
 
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        if self.direct {
+            return self.view.storage(address, slot);
+        }
         let shard = storage_shard(&address, &slot);
         self.cached(
             shard,
@@ -396,6 +417,9 @@ impl<'a, S: StateView + ?Sized> CachedView<'a, S> {
     }
 
     pub(crate) fn has_storage(&self, address: Address) -> Result<bool, StateError> {
+        if self.direct {
+            return self.view.has_storage(address);
+        }
         self.cached(
             shard_of(&address),
             |s| &s.has_storage,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use alloy_primitives::{Address, Bytes, TxKind, U256};
 use farol_execution::workload::{outcome_counts, rng, Flavor, World, WorldSpec};
-use farol_execution::{execute_sequential, ExecError, ParallelConfig, ParallelExecutor};
+use farol_execution::{
+    execute_sequential, ExecError, ParallelConfig, ParallelExecutor, ParallelStats, Partition,
+};
 use rand::Rng;
 
 fn long() -> bool {
@@ -36,6 +38,12 @@ fn agree(
     for threads in [2, 4, 8] {
         let par = executor(threads).execute(&world.state, &world.chain, env, txs).map(|(o, _)| o);
         assert_eq!(par, seq, "{threads} threads");
+        for mode in [Partition::Predicted, Partition::RoundRobin] {
+            let par = partitioned(threads, mode)
+                .execute(&world.state, &world.chain, env, txs)
+                .map(|(o, _)| o);
+            assert_eq!(par, seq, "{threads} threads, partitioned {mode:?}");
+        }
     }
     seq
 }
@@ -60,6 +68,30 @@ fn executor(threads: usize) -> ParallelExecutor {
     ParallelExecutor::new(ParallelConfig::always_parallel(threads))
 }
 
+/// Partitioned whenever `mode` makes two bins, Block-STM after a conflict, never sequential.
+fn partitioned(threads: usize, mode: Partition) -> ParallelExecutor {
+    ParallelExecutor::new(ParallelConfig::always_partitioned(threads, mode))
+}
+
+/// Runs `txs` partitioned with `mode` and checks the output against `seq`; returns the stats.
+fn partitioned_agrees(
+    world: &World,
+    env: &farol_execution::BlockEnv,
+    txs: &[farol_execution::RecoveredTx],
+    seq: &Result<farol_execution::BlockOutput, ExecError>,
+    threads: usize,
+    mode: Partition,
+    what: &str,
+) -> Option<ParallelStats> {
+    let (par, stats) =
+        match partitioned(threads, mode).execute(&world.state, &world.chain, env, txs) {
+            Ok((o, s)) => (Ok(o), Some(s)),
+            Err(e) => (Err(e), None),
+        };
+    assert_eq!(&par, seq, "{what}: partitioned {mode:?} with {threads} threads differs");
+    stats
+}
+
 #[test]
 fn random_blocks_parallel_equals_sequential() {
     let blocks = if long() { 10_000 } else { 300 };
@@ -68,6 +100,8 @@ fn random_blocks_parallel_equals_sequential() {
     let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
     let mut re_executions = 0;
     let mut waits = 0;
+    // (hints or round-robin, ran partitioned or gave up) -> blocks
+    let mut partition_runs: BTreeMap<(bool, bool), usize> = BTreeMap::new();
     for b in 0..blocks {
         let n = r.random_range(1..=64);
         let (env, txs) = world.random_block(n, &mut r);
@@ -78,6 +112,15 @@ fn random_blocks_parallel_equals_sequential() {
             Err(e) => (Err(e), None),
         };
         assert_eq!(par, seq, "block {b} ({n} txs, {threads} threads) differs");
+        // Partitioned by the hints, and round-robin: most of those conflict, and a conflict
+        // missed would show as a different output.
+        for mode in [Partition::Predicted, Partition::RoundRobin] {
+            let what = format!("block {b} ({n} txs)");
+            if let Some(s) = partitioned_agrees(&world, &env, &txs, &seq, threads, mode, &what) {
+                let kept = s.bins > 0;
+                *partition_runs.entry((mode == Partition::Predicted, kept)).or_default() += 1;
+            }
+        }
         let out = seq.unwrap_or_else(|e| panic!("block {b}: generated block is invalid: {e}"));
         if let Some(s) = stats {
             re_executions += s.re_executions;
@@ -96,6 +139,10 @@ fn random_blocks_parallel_equals_sequential() {
         re_executions > 0 && waits > 0,
         "no conflicts happened: {re_executions} re-executions, {waits} waits"
     );
+    // Both partitioned outcomes happened in both modes: blocks kept, and conflicts caught.
+    for key in [(true, true), (false, true), (false, false)] {
+        assert!(partition_runs.get(&key).copied().unwrap_or(0) > 0, "{partition_runs:?}");
+    }
 }
 
 #[test]
@@ -129,6 +176,16 @@ fn benchmark_blocks_parallel_equals_sequential() {
             let (par, _) =
                 executor(threads).execute(&world.state, &world.chain, &env, &txs).unwrap();
             assert_eq!(par, seq, "benchmark block {i} differs with {threads} threads");
+            let what = format!("benchmark block {i}");
+            let seq = Ok(seq.clone());
+            for mode in [Partition::Predicted, Partition::RoundRobin] {
+                let stats = partitioned_agrees(&world, &env, &txs, &seq, threads, mode, &what);
+                // Transfers, ERC-20 transfers and swaps over 20 pools split by the hints.
+                if mode == Partition::Predicted && [0, 1, 3].contains(&i) {
+                    let stats = stats.unwrap_or_default();
+                    assert!(stats.bins >= 2, "{what} did not run partitioned: {stats:?}");
+                }
+            }
         }
         // The default configuration (with its sequential fallbacks) agrees too.
         let (par, _) =
@@ -595,4 +652,54 @@ fn arbitrary_transactions_never_crash_and_agree() {
     }
     // Some blocks are valid, so execution, not only validation, met the odd values.
     assert!(valid > 0, "no valid block in {blocks}");
+}
+
+/// Payments from many groups to a few fresh accounts run partitioned: the groups share the
+/// recipients as credits, checked in block order at the end. Under Amsterdam the first
+/// payment to an empty account costs more, so each group's first payment saw the account
+/// differently than block order would: the attempt is given up, and the output still agrees.
+#[test]
+fn payments_to_shared_recipients_run_partitioned() {
+    for spec in [farol_execution::SpecId::OSAKA, farol_execution::SpecId::AMSTERDAM] {
+        let mut world = World::new(WorldSpec {
+            users: 256,
+            token_holders: 0,
+            swappers: 0,
+            tokens: 1,
+            pools: 0,
+            kits: 0,
+        })
+        .unwrap_or_else(|e| panic!("setting up the world: {e}"));
+        world.chain.spec = spec;
+        let hot: Vec<Address> = (0..3u8).map(|i| Address::repeat_byte(0x70 + i)).collect();
+        let txs: Vec<_> = (0..256)
+            .map(|i| {
+                let from = world.users[i];
+                world.tx(
+                    from,
+                    TxKind::Call(hot[i % 3]),
+                    U256::from(1 + i),
+                    Bytes::new(),
+                    300_000,
+                    Flavor::DynamicFee,
+                    1,
+                )
+            })
+            .collect();
+        let env = world.block_env(Address::repeat_byte(0xcb));
+        let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+        assert!(seq.as_ref().is_ok_and(|o| o.txs.iter().all(|t| t.is_success())), "{spec:?}");
+        let stats =
+            partitioned_agrees(&world, &env, &txs, &seq, 2, Partition::Predicted, "payments")
+                .unwrap_or_default();
+        if spec == farol_execution::SpecId::AMSTERDAM {
+            assert_eq!(stats.bins, 0, "{stats:?}");
+            assert_eq!(
+                stats.partition_abandoned,
+                Some("a payment depends on another group's payment")
+            );
+        } else {
+            assert!(stats.bins >= 2 && stats.partition_abandoned.is_none(), "{stats:?}");
+        }
+    }
 }

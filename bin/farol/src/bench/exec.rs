@@ -245,6 +245,8 @@ fn measure<S: StateView>(
         "re_executions": stats.re_executions,
         "waits": stats.waits,
         "fallback": stats.fallback,
+        "bins": stats.bins,
+        "partition_abandoned": stats.partition_abandoned,
         "ms_ours_parallel_phase": stats.parallel_time.as_secs_f64() * 1e3,
         "ms_ours_finish_phase": stats.finish_time.as_secs_f64() * 1e3,
         "baseline_is": "execute_sequential: revm 43 transact_one per transaction, same cached state view, same block",

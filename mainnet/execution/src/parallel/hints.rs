@@ -71,8 +71,13 @@ impl Profiles {
 
     /// Learns from a finished block: `written[i]` are the locations transaction `i` wrote.
     pub(crate) fn learn(&self, txs: &[RecoveredTx], written: &[Vec<Loc>]) {
+        self.learn_from(txs.iter().zip(written.iter().map(Vec::as_slice)));
+    }
+
+    /// Learns from transactions and the locations each wrote.
+    pub(crate) fn learn_from<'t>(&self, done: impl Iterator<Item = (&'t RecoveredTx, &'t [Loc])>) {
         let mut learned = self.learned.lock();
-        for (tx, locs) in txs.iter().zip(written) {
+        for (tx, locs) in done {
             let Some((to, selector)) = Self::key(tx) else { continue };
             let slots = locs.iter().filter_map(|l| match l {
                 Loc::Storage(a, s) if *a == to => Some(*s),
@@ -99,6 +104,11 @@ impl Profiles {
     fn slots<'m>(learned: &'m HashMap<ProfileKey, Vec<U256>>, tx: &RecoveredTx) -> &'m [U256] {
         Self::key(tx).and_then(|k| learned.get(&k)).map_or(&[], Vec::as_slice)
     }
+}
+
+/// Whether the profiles learn from what `tx` writes (a call with a selector).
+pub(crate) fn learns_from(tx: &RecoveredTx) -> bool {
+    Profiles::key(tx).is_some()
 }
 
 /// A transaction's hints; most have three or fewer.
@@ -168,15 +178,60 @@ fn hints_of(tx: &RecoveredTx, learned: &HashMap<ProfileKey, Vec<U256>>, out: &mu
     }
 }
 
-/// For each transaction, the nearest earlier transaction predicted to write a location it
-/// touches.
+/// What the hints say about a block.
+pub(crate) struct Analysis {
+    /// For each transaction, the nearest earlier transaction predicted to write a location
+    /// it touches.
+    pub(crate) deps: Vec<Option<usize>>,
+    /// For each transaction, a representative of its group: two transactions predicted to
+    /// touch one location (or one pays an account the other writes) are in one group.
+    pub(crate) group: Vec<u32>,
+}
+
+/// Union-find over transaction indices (path halving; the lower index is the root, so the
+/// result depends on nothing but the block).
+struct Groups(Vec<u32>);
+
+impl Groups {
+    fn find(&mut self, mut i: u32) -> u32 {
+        while self.0[i as usize] != i {
+            let up = self.0[self.0[i as usize] as usize];
+            self.0[i as usize] = up;
+            i = up;
+        }
+        i
+    }
+
+    fn union(&mut self, a: u32, b: u32) {
+        let (a, b) = (self.find(a), self.find(b));
+        if a != b {
+            let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+            self.0[hi as usize] = lo;
+        }
+    }
+}
+
+/// Who touches a hinted location so far: the last predicted writer, and the transactions
+/// that pay it lazily while no writer is known.
+#[derive(Default)]
+struct Touch {
+    writer: Option<u32>,
+    payers: smallvec::SmallVec<[u32; 2]>,
+}
+
+/// Predicts each transaction's locations and links the block.
+///
+/// `paid[i]` is the account transaction `i` pays lazily ([`super::lazy_recipient`]): it
+/// predicts no dependency (payments to one account commute), but it joins the group of any
+/// transaction predicted to write that account.
 ///
 /// The hints of each transaction (decoding, balance-slot hashes) are computed on the current
 /// rayon pool; the pass that links them runs in block order.
-pub(crate) fn predicted_dependencies(
+pub(crate) fn analyze(
     txs: &[RecoveredTx],
+    paid: &[Option<Address>],
     profiles: &Profiles,
-) -> Vec<Option<usize>> {
+) -> Analysis {
     use rayon::prelude::*;
     let hints: Vec<Hints> = {
         let learned = profiles.learned.lock();
@@ -190,23 +245,36 @@ pub(crate) fn predicted_dependencies(
             })
             .collect()
     };
-    let mut last_writer: HashMap<Hint, usize> = HashMap::with_capacity(txs.len() * 3);
-    hints
-        .iter()
-        .enumerate()
-        .map(|(j, hints)| {
-            let mut dep = None;
-            for h in hints {
-                if let Some(i) = last_writer.insert(*h, j) {
-                    // A transaction's own hints can repeat (a transfer to oneself).
-                    if i != j {
-                        dep = dep.max(Some(i));
-                    }
+    let mut touched: HashMap<Hint, Touch> = HashMap::with_capacity(txs.len() * 3);
+    let mut groups = Groups((0..txs.len() as u32).collect());
+    let mut deps = Vec::with_capacity(txs.len());
+    for (j, hints) in hints.iter().enumerate() {
+        let j32 = j as u32;
+        let mut dep = None;
+        for h in hints {
+            let t = touched.entry(*h).or_default();
+            if let Some(i) = t.writer.replace(j32) {
+                // A transaction's own hints can repeat (a transfer to oneself).
+                if i != j32 {
+                    dep = dep.max(Some(i as usize));
+                    groups.union(i, j32);
                 }
             }
-            dep
-        })
-        .collect()
+            for p in std::mem::take(&mut t.payers) {
+                groups.union(p, j32);
+            }
+        }
+        if let Some(to) = paid.get(j).copied().flatten() {
+            let t = touched.entry(Hint::Account(to)).or_default();
+            match t.writer {
+                Some(i) => groups.union(i, j32),
+                None => t.payers.push(j32),
+            }
+        }
+        deps.push(dep);
+    }
+    let group = (0..txs.len() as u32).map(|i| groups.find(i)).collect();
+    Analysis { deps, group }
 }
 
 #[cfg(test)]
@@ -261,7 +329,7 @@ mod tests {
                 }
             }
         }
-        let deps = predicted_dependencies(&txs, &profiles);
-        assert_eq!(deps.len(), txs.len());
+        let a = analyze(&txs, &vec![None; txs.len()], &profiles);
+        assert_eq!(a.deps.len(), txs.len());
     }
 }

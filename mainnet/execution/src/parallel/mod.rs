@@ -4,6 +4,7 @@
 mod handler;
 mod hints;
 mod mv;
+mod partition;
 mod scheduler;
 
 use std::cell::{Cell, RefCell};
@@ -25,6 +26,7 @@ use revm::state::AccountInfo;
 use revm::{ExecuteEvm, MainContext};
 
 use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
+use crate::diff::StateDiff;
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::{ExecError, StateError};
 use crate::output::{BlockOutput, TxOutcome};
@@ -54,6 +56,25 @@ pub struct ParallelConfig {
     /// `farol bench exec`: plain transfers do not gain in parallel there at any block size,
     /// ERC-20 transfers do).
     pub min_avg_gas_cheap_reads: u64,
+    /// Whether blocks whose hints split them into independent groups run partitioned.
+    pub partition: Partition,
+    /// Blocks whose largest predicted group holds more than this percentage of the declared
+    /// gas are not partitioned.
+    pub max_group_percent: u64,
+}
+
+/// Partitioned execution: groups of transactions predicted to touch nothing in common run
+/// sequentially, each on one thread, with every location claimed by one group; a conflict
+/// stops the attempt and the block runs on the Block-STM path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Partition {
+    /// Never: Block-STM only.
+    Off,
+    /// Groups from the parallel hints.
+    Predicted,
+    /// For tests: transaction `i` goes to bin `i mod bins` whatever the hints say, so that
+    /// most blocks conflict and the conflict must be caught.
+    RoundRobin,
 }
 
 impl ParallelConfig {
@@ -65,7 +86,15 @@ impl ParallelConfig {
             min_txs: 0,
             max_dependent_percent: 101,
             min_avg_gas_cheap_reads: 0,
+            partition: Partition::Off,
+            max_group_percent: 100,
         }
+    }
+
+    /// `threads` workers, partitioned whenever `partition` makes at least two bins, Block-STM
+    /// otherwise (and when the attempt conflicts), no sequential fallback (tests, benchmarks).
+    pub fn always_partitioned(threads: usize, partition: Partition) -> Self {
+        ParallelConfig { partition, ..ParallelConfig::always_parallel(threads) }
     }
 }
 
@@ -76,6 +105,8 @@ impl Default for ParallelConfig {
             min_txs: 1024,
             max_dependent_percent: 60,
             min_avg_gas_cheap_reads: 40_000,
+            partition: Partition::Predicted,
+            max_group_percent: 60,
         }
     }
 }
@@ -99,6 +130,10 @@ pub struct ParallelStats {
     pub parallel_time: std::time::Duration,
     /// Wall time of assembling the output after it (receipts, receipts root, diff).
     pub finish_time: std::time::Duration,
+    /// Bins the block ran in when it ran partitioned, 0 otherwise.
+    pub bins: usize,
+    /// Why a partitioned attempt was given up, if one was.
+    pub partition_abandoned: Option<&'static str>,
 }
 
 /// Runs blocks in parallel on its own worker threads, kept across blocks (a thread's
@@ -129,6 +164,9 @@ enum ReadError {
     Blocked(usize),
     #[error(transparent)]
     State(#[from] StateError),
+    /// Partitioned execution met a location another group claimed (see [`partition`]).
+    #[error("a location another group claimed")]
+    Conflict,
 }
 
 impl DBErrorMarker for ReadError {}
@@ -254,7 +292,7 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
             match (self.read(*loc, v.idx), kind) {
                 (Ok((now, _)), ReadKind::Meta) => {
                     let value = self.tx_envs[v.idx].value;
-                    meta(&now, value) == meta(seen, value)
+                    meta(&now, value, self.spec) == meta(seen, value, self.spec)
                 }
                 (Ok((now, _)), _) => now == *seen,
                 (Err(_), _) => false,
@@ -282,13 +320,15 @@ enum ReadKind {
 }
 
 /// The part of an account a lazy recipient's transaction depends on: its nonce, its code,
-/// whether it is empty (EIP-2780 charges for paying an empty account), and whether adding
-/// `value` would overflow its balance (revm then fails the payment).
-fn meta(v: &Val, value: U256) -> Option<(u64, B256, bool, bool)> {
+/// whether it is empty (from Amsterdam on, EIP-2780 charges for paying an empty account;
+/// before, a payment costs the same either way), and whether adding `value` would overflow
+/// its balance (revm then fails the payment).
+fn meta(v: &Val, value: U256, spec: SpecId) -> Option<(u64, B256, bool, bool)> {
     match v {
         Val::Account(a) => {
             let a = a.unwrap_or_default();
-            Some((a.nonce, a.code_hash, a.is_empty(), a.balance.checked_add(value).is_none()))
+            let empty = a.is_empty() && spec.is_enabled_in(SpecId::AMSTERDAM);
+            Some((a.nonce, a.code_hash, empty, a.balance.checked_add(value).is_none()))
         }
         Val::Storage(_) => None,
     }
@@ -445,33 +485,79 @@ impl ParallelExecutor {
         txs: &[RecoveredTx],
     ) -> Result<(BlockOutput, ParallelStats), ExecError> {
         let n = txs.len();
-        let sequential = |why| {
+        let mut abandoned = None;
+        let sequential = |why, abandoned| {
             execute_sequential(state, chain, env, txs).map(|o| {
                 (
                     o,
                     ParallelStats {
                         executions: n as u64,
                         fallback: Some(why),
+                        partition_abandoned: abandoned,
                         ..Default::default()
                     },
                 )
             })
         };
         let Some(pool) = self.pool.as_ref().filter(|_| self.config.threads > 1) else {
-            return sequential("one thread");
+            return sequential("one thread", None);
         };
         // Over storage that may make reads wait, overlapping them pays even for small blocks.
         if state.reads_are_cheap() && n < self.config.min_txs {
-            return sequential("small block over an in-memory state");
+            return sequential("small block over an in-memory state", None);
+        }
+        let lazy: Vec<Option<Address>> =
+            txs.iter().map(|t| lazy_recipient(t, env.beneficiary)).collect();
+        let analysis = pool.install(|| hints::analyze(txs, &lazy, &self.profiles));
+        let threads = self.config.threads.min(n);
+        let bins = 4 * threads;
+        let plan = match self.config.partition {
+            Partition::Off => None,
+            Partition::Predicted => {
+                let gas: Vec<u64> =
+                    txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx)).collect();
+                partition::plan(&analysis.group, &gas, bins, self.config.max_group_percent)
+            }
+            Partition::RoundRobin => partition::round_robin(n, bins),
+        };
+        if let Some(plan) = plan {
+            let bins = plan.len();
+            match partition::execute(
+                pool,
+                threads,
+                state,
+                chain,
+                env,
+                txs,
+                lazy.clone(),
+                plan,
+                &self.profiles,
+            ) {
+                Ok((output, parallel_time, finish_time)) => {
+                    return output.map(|o| {
+                        (
+                            o,
+                            ParallelStats {
+                                executions: n as u64,
+                                parallel_time,
+                                finish_time,
+                                bins,
+                                ..Default::default()
+                            },
+                        )
+                    })
+                }
+                Err(why) => abandoned = Some(why),
+            }
         }
         if state.reads_are_cheap() {
             let gas: u128 =
                 txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx) as u128).sum();
             if gas < self.config.min_avg_gas_cheap_reads as u128 * n as u128 {
-                return sequential("cheap transactions over an in-memory state");
+                return sequential("cheap transactions over an in-memory state", abandoned);
             }
         }
-        let hints = pool.install(|| hints::predicted_dependencies(txs, &self.profiles));
+        let hints = analysis.deps;
         // The longest chain of predicted dependencies bounds the parallelism.
         let mut depth = vec![0usize; n];
         for (j, dep) in hints.iter().enumerate() {
@@ -480,7 +566,7 @@ impl ParallelExecutor {
         let critical_path = depth.iter().copied().max().unwrap_or(0);
         if critical_path.saturating_mul(100) >= self.config.max_dependent_percent.saturating_mul(n)
         {
-            return sequential("dependent block");
+            return sequential("dependent block", abandoned);
         }
         let shared = Shared {
             base: CachedView::new(state),
@@ -493,7 +579,7 @@ impl ParallelExecutor {
             tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
             hints,
             reads: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
-            lazy: txs.iter().map(|t| lazy_recipient(t, env.beneficiary)).collect(),
+            lazy,
             slots: (0..n).map(|_| Mutex::new(None)).collect(),
             beneficiary: env.beneficiary,
             state_clear: chain.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON),
@@ -503,7 +589,6 @@ impl ParallelExecutor {
             validations: AtomicU64::new(0),
             aborts: AtomicU64::new(0),
         };
-        let threads = self.config.threads.min(n);
         let started = std::time::Instant::now();
         pool.scope(|s| {
             for _ in 1..threads {
@@ -512,7 +597,7 @@ impl ParallelExecutor {
             worker(&shared, chain, env, txs);
         });
         if shared.abandoned.load(Relaxed) {
-            return sequential("the beneficiary is read by many transactions");
+            return sequential("the beneficiary is read by many transactions", abandoned);
         }
         let stats = ParallelStats {
             executions: shared.executions.load(Relaxed),
@@ -523,6 +608,8 @@ impl ParallelExecutor {
             fallback: None,
             parallel_time: started.elapsed(),
             finish_time: std::time::Duration::ZERO,
+            bins: 0,
+            partition_abandoned: abandoned,
         };
         let started = std::time::Instant::now();
         let output = pool.install(|| finish(shared, env, txs, &self.profiles))?;
@@ -540,40 +627,15 @@ fn finish<S: StateView + ?Sized>(
     profiles.learn(txs, &shared.mv.take_written());
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
     let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
-    // Results in parallel; then the running gas total and the block gas check, in order.
     let slots: Vec<Option<TxSlot>> = slots.into_par_iter().map(Mutex::into_inner).collect();
-    let mut outcomes = Vec::with_capacity(slots.len());
-    let mut types = Vec::with_capacity(slots.len());
-    let mut blooms = Vec::with_capacity(slots.len());
-    let mut code = Vec::new();
-    let mut wiped = Vec::new();
-    let mut cumulative = 0u64;
-    for (index, slot) in slots.into_iter().enumerate() {
-        check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
-        let Some(slot) = slot else {
-            return Err(ExecError::Evm {
-                index,
-                reason: "the scheduler finished without executing it".into(),
-            });
-        };
-        let result = slot.result?;
-        cumulative += result.tx_gas_used();
-        outcomes.push((result, cumulative));
-        types.push(slot.tx_type);
-        blooms.push(slot.bloom);
-        code.extend(slot.code);
-        wiped.extend(slot.wiped);
-    }
-    let outcomes: Vec<TxOutcome> =
-        outcomes.par_iter().map(|(r, c)| TxOutcome::from_revm(r, *c)).collect();
-    let diff = move || -> Result<_, ExecError> {
+    let diff = move |code, wiped| -> Result<_, ExecError> {
         let mut locations = mv.into_locations();
         // The beneficiary's final value folds in every fee; it is a location of the block even
         // when no transaction wrote it in full.
         locations.retain(|(l, _)| *l != Loc::Account(beneficiary));
         let ben = beneficiary_final.map_err(|e| match e {
             ReadError::State(s) => ExecError::State(s),
-            ReadError::Blocked(_) => internal(&Loc::Account(beneficiary)),
+            ReadError::Blocked(_) | ReadError::Conflict => internal(&Loc::Account(beneficiary)),
         })?;
         locations.push((
             Loc::Account(beneficiary),
@@ -618,7 +680,43 @@ fn finish<S: StateView + ?Sized>(
         }
         Ok(diff_from_changes(changed, code, wiped))
     };
-    BlockOutput::build_parallel(outcomes, &types, blooms, diff)
+    assemble(slots, env, &tx_envs, diff)
+}
+
+/// The block output from each transaction's result, in block order: the running gas total
+/// and the block gas check, receipts and their root on the current rayon pool, and the state
+/// diff from `diff`, given the code deployed and the accounts wiped (in block order).
+fn assemble(
+    slots: Vec<Option<TxSlot>>,
+    env: &BlockEnv,
+    tx_envs: &[TxEnv],
+    diff: impl FnOnce(Vec<(B256, Bytecode)>, Vec<Address>) -> Result<StateDiff, ExecError> + Send,
+) -> Result<BlockOutput, ExecError> {
+    let mut outcomes = Vec::with_capacity(slots.len());
+    let mut types = Vec::with_capacity(slots.len());
+    let mut blooms = Vec::with_capacity(slots.len());
+    let mut code = Vec::new();
+    let mut wiped = Vec::new();
+    let mut cumulative = 0u64;
+    for (index, slot) in slots.into_iter().enumerate() {
+        check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
+        let Some(slot) = slot else {
+            return Err(ExecError::Evm {
+                index,
+                reason: "the scheduler finished without executing it".into(),
+            });
+        };
+        let result = slot.result?;
+        cumulative += result.tx_gas_used();
+        outcomes.push((result, cumulative));
+        types.push(slot.tx_type);
+        blooms.push(slot.bloom);
+        code.extend(slot.code);
+        wiped.extend(slot.wiped);
+    }
+    let outcomes: Vec<TxOutcome> =
+        outcomes.par_iter().map(|(r, c)| TxOutcome::from_revm(r, *c)).collect();
+    BlockOutput::build_parallel(outcomes, &types, blooms, move || diff(code, wiped))
 }
 
 /// The credit a lazy recipient's write amounts to: its balance grew and nothing else changed.
@@ -709,8 +807,10 @@ fn worker<S: StateView + ?Sized>(
                 Err(e) => {
                     let e = exec_error(idx, e, |d| match d {
                         ReadError::State(s) => ExecError::State(s),
-                        // Handled by the arm above.
-                        ReadError::Blocked(_) => internal(&Loc::Account(shared.beneficiary)),
+                        // Handled by the arm above; conflicts only arise in partitions.
+                        ReadError::Blocked(_) | ReadError::Conflict => {
+                            internal(&Loc::Account(shared.beneficiary))
+                        }
                     });
                     (Err(e), Vec::new(), Vec::new(), Vec::new())
                 }

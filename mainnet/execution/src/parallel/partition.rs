@@ -1,0 +1,648 @@
+//! Partitioned execution: when the hints split a block into groups of transactions that touch
+//! nothing in common, each group runs sequentially on one thread with revm over its own
+//! overlay, with no multi-version memory, no validation and no scheduler. Every location a
+//! group touches is *claimed* for it the first time it does; a claim that two groups cannot
+//! share stops the attempt, and the block then runs on the Block-STM path. The result equals
+//! the sequential one (see `docs/execution.md`, "Partitioned execution").
+
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use crossbeam_utils::CachePadded;
+use hashbrown::hash_map::Entry as MapEntry;
+use hashbrown::{HashMap, HashSet};
+use parking_lot::Mutex;
+use rayon::prelude::*;
+use revm::bytecode::Bytecode;
+use revm::context::result::{EVMError, ExecutionResult};
+use revm::context::{Context, ContextSetters, TxEnv};
+use revm::database_interface::Database;
+use revm::handler::Handler;
+use revm::inspector::InspectorHandler;
+use revm::primitives::hardfork::SpecId;
+use revm::primitives::KECCAK_EMPTY;
+use revm::state::AccountInfo;
+use revm::{ExecuteEvm, MainContext};
+
+use super::handler::LazyRewardHandler;
+use super::mv::credit;
+use super::{assemble, bloom_of, lazy_credit, meta, ReadError, TxSlot};
+use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
+use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
+use crate::error::ExecError;
+use crate::output::BlockOutput;
+use crate::sequential::{account_info, diff_from_changes, exec_error};
+use crate::state::{loc_shard, Account, CachedView, StateView};
+use crate::writes::{collect_writes, Loc, Val};
+
+/// Groups of transactions, each in block order, heaviest first.
+pub(super) type Bins = Vec<Vec<u32>>;
+
+/// Splits the block into at most `bins` bins of whole groups, balanced by declared gas.
+/// `None` when one group holds more than `max_percent` of the block's gas (running it alone
+/// would take about that share of the sequential time).
+pub(super) fn plan(group: &[u32], gas: &[u64], bins: usize, max_percent: u64) -> Option<Bins> {
+    let n = group.len();
+    if bins < 2 || n < 2 {
+        return None;
+    }
+    let mut weight = vec![0u128; n];
+    for (g, w) in group.iter().zip(gas) {
+        weight[*g as usize] += u128::from((*w).max(1));
+    }
+    let total: u128 = weight.iter().sum();
+    let largest = weight.iter().copied().max().unwrap_or(0);
+    if largest * 100 > total * u128::from(max_percent) {
+        return None;
+    }
+    // Groups larger than an eighth of a bin go first, largest first; the many small ones then
+    // fill the lightest bin in block order. Ties break by index, so the plan depends only on
+    // the block.
+    let target = total / bins as u128;
+    let mut large: Vec<u32> = (0..n as u32)
+        .filter(|g| group[*g as usize] == *g && weight[*g as usize] * 8 > target)
+        .collect();
+    large.sort_unstable_by_key(|g| (std::cmp::Reverse(weight[*g as usize]), *g));
+    let mut load = vec![0u128; bins];
+    let mut bin_of = vec![u32::MAX; n];
+    let lightest = |load: &[u128]| (0..load.len()).min_by_key(|b| (load[*b], *b)).unwrap_or(0);
+    for g in large {
+        let b = lightest(&load);
+        load[b] += weight[g as usize];
+        bin_of[g as usize] = b as u32;
+    }
+    let mut out: Bins = vec![Vec::new(); bins];
+    for (j, g) in group.iter().enumerate() {
+        let g = *g as usize;
+        if bin_of[g] == u32::MAX {
+            let b = lightest(&load);
+            load[b] += weight[g];
+            bin_of[g] = b as u32;
+        }
+        out[bin_of[g] as usize].push(j as u32);
+    }
+    let mut order: Vec<usize> = (0..bins).collect();
+    order.sort_unstable_by_key(|b| (std::cmp::Reverse(load[*b]), *b));
+    let out: Bins =
+        order.into_iter().map(|b| std::mem::take(&mut out[b])).filter(|b| !b.is_empty()).collect();
+    (out.len() >= 2).then_some(out)
+}
+
+/// Transaction `i` in bin `i mod bins`, whatever it touches (tests: conflicts must be caught).
+pub(super) fn round_robin(n: usize, bins: usize) -> Option<Bins> {
+    let bins = bins.min(n);
+    let out: Bins = (0..bins).map(|b| (b..n).step_by(bins).map(|j| j as u32).collect()).collect();
+    (out.len() >= 2).then_some(out)
+}
+
+/// How a bin uses a location.
+const READ: u8 = 1;
+/// Written with a full value (or the sender's account, which every transaction writes).
+const WRITE: u8 = 2;
+/// A lazy recipient's balance: only its nonce, code, emptiness and overflow were read, and
+/// it was only added to.
+const CREDIT: u8 = 4;
+
+/// Who claimed a location.
+#[derive(Clone, Copy)]
+struct Claim {
+    /// The first bin that claimed it.
+    bin: u32,
+    /// Another bin claimed it too.
+    shared: bool,
+    /// The union of the claims.
+    kinds: u8,
+    /// Listed in [`Claims::credited`].
+    listed: bool,
+}
+
+/// The claims of all bins. Two bins may share a location they both only read, or both only
+/// credit; anything else (a write and any other use, a read and a credit) is a conflict.
+struct Claims {
+    shards: Vec<CachePadded<Mutex<HashMap<Loc, Claim>>>>,
+    /// Locations credited by more than one bin: the credits must be checked in block order.
+    credited: Mutex<Vec<Loc>>,
+}
+
+impl Claims {
+    fn new() -> Self {
+        Claims {
+            shards: (0..crate::state::SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .collect(),
+            credited: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Claims `loc` for `bin`; false on a conflict. Claims only grow and the conflict rule is
+    /// monotone, so the final claims conflict exactly when some call returned false.
+    fn claim(&self, loc: Loc, bin: u32, kind: u8) -> bool {
+        let mut shard = self.shards[loc_shard(&loc)].lock();
+        let c = shard.entry(loc).or_insert(Claim { bin, shared: false, kinds: 0, listed: false });
+        c.kinds |= kind;
+        c.shared |= c.bin != bin;
+        if !c.shared {
+            return true;
+        }
+        if c.kinds & WRITE != 0 || c.kinds & (READ | CREDIT) == READ | CREDIT {
+            return false;
+        }
+        if c.kinds & CREDIT != 0 && !c.listed {
+            c.listed = true;
+            self.credited.lock().push(loc);
+        }
+        true
+    }
+}
+
+/// A location as one bin knows it.
+struct Local {
+    /// The parent state's value (read when the bin first touched it).
+    parent: Val,
+    /// The value after the bin's latest write.
+    value: Val,
+    claimed: u8,
+}
+
+/// What a lazy recipient looked like to a transaction, and what it was credited.
+struct Payment {
+    idx: u32,
+    to: Address,
+    seen: Option<(u64, B256, bool, bool)>,
+    credit: U256,
+}
+
+/// One transaction's outcome in a bin.
+struct Done {
+    idx: u32,
+    slot: TxSlot,
+    fee: U256,
+    /// What it wrote, for the learned profiles (only for calls with a selector).
+    written: Vec<Loc>,
+}
+
+/// What a bin produced.
+struct BinOut {
+    /// The locations whose value the bin changed, with their final value, in order.
+    changed: Vec<(Loc, Val)>,
+    done: Vec<Done>,
+    payments: Vec<Payment>,
+}
+
+struct Run<'a, S: ?Sized> {
+    base: CachedView<'a, S>,
+    claims: Claims,
+    bins: Bins,
+    next: AtomicUsize,
+    abandoned: AtomicBool,
+    why: Mutex<Option<&'static str>>,
+    tx_envs: Vec<TxEnv>,
+    lazy: Vec<Option<Address>>,
+    beneficiary: Address,
+    spec: SpecId,
+    out: Mutex<Vec<BinOut>>,
+}
+
+impl<S: ?Sized> Run<'_, S> {
+    fn abandon(&self, why: &'static str) {
+        self.why.lock().get_or_insert(why);
+        self.abandoned.store(true, Relaxed);
+    }
+}
+
+/// revm's database while a worker runs one bin.
+struct BinDb<'r, 'a, S: ?Sized> {
+    run: &'r Run<'a, S>,
+    bin: Cell<u32>,
+    idx: Cell<usize>,
+    locals: RefCell<HashMap<Loc, Local>>,
+    /// The account given to revm for the lazy recipient, when it was read as one.
+    lazy_given: Cell<Option<Account>>,
+}
+
+#[derive(Clone, Copy)]
+struct BinRef<'w, 'r, 'a, S: ?Sized>(&'w BinDb<'r, 'a, S>);
+
+impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
+    /// The bin's value of `loc`, claimed as `kind`.
+    fn access(&self, loc: Loc, kind: u8) -> Result<Val, ReadError> {
+        let mut locals = self.locals.borrow_mut();
+        let local = match locals.entry(loc) {
+            MapEntry::Occupied(e) => e.into_mut(),
+            MapEntry::Vacant(v) => {
+                let parent = match loc {
+                    Loc::Account(a) => Val::Account(self.run.base.account(a)?),
+                    Loc::Storage(a, s) => Val::Storage(self.run.base.storage(a, s)?),
+                };
+                v.insert(Local { parent, value: parent, claimed: 0 })
+            }
+        };
+        self.claim(loc, local, kind)?;
+        Ok(local.value)
+    }
+
+    fn claim(&self, loc: Loc, local: &mut Local, kind: u8) -> Result<(), ReadError> {
+        if local.claimed & (kind | WRITE) == 0 {
+            if !self.run.claims.claim(loc, self.bin.get(), kind) {
+                self.run.abandon("two groups touched one location");
+                return Err(ReadError::Conflict);
+            }
+            local.claimed |= kind;
+        }
+        Ok(())
+    }
+
+    /// Records a write of the current transaction.
+    fn write(&self, loc: Loc, value: Val, kind: u8) -> Result<(), ReadError> {
+        let mut locals = self.locals.borrow_mut();
+        let local = match locals.entry(loc) {
+            MapEntry::Occupied(e) => e.into_mut(),
+            // revm loads every location before it writes it; this is only a safeguard.
+            MapEntry::Vacant(v) => {
+                let parent = match loc {
+                    Loc::Account(a) => Val::Account(self.run.base.account(a)?),
+                    Loc::Storage(a, s) => Val::Storage(self.run.base.storage(a, s)?),
+                };
+                v.insert(Local { parent, value: parent, claimed: 0 })
+            }
+        };
+        // revm reports every account a transaction touched (a called contract, say), changed
+        // or not; an unchanged value is only a read, and claims nothing more.
+        if local.value != value {
+            self.claim(loc, local, kind)?;
+            local.value = value;
+        }
+        Ok(())
+    }
+}
+
+impl<S: StateView + ?Sized> StorageProbe for BinRef<'_, '_, '_, S> {
+    fn parent_has_storage(&self, address: Address) -> Result<bool, crate::error::StateError> {
+        self.0.run.base.has_storage(address)
+    }
+}
+
+impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {
+    type Error = ReadError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ReadError> {
+        let db = self.0;
+        let run = db.run;
+        if address == run.beneficiary {
+            // Its fees are folded in block order at the end; a transaction that reads it
+            // needs them now.
+            run.abandon("a transaction touches the beneficiary");
+            return Err(ReadError::Conflict);
+        }
+        let idx = db.idx.get();
+        let loc = Loc::Account(address);
+        if run.lazy[idx] == Some(address) {
+            let value = run.tx_envs[idx].value;
+            let kind = {
+                let mut locals = db.locals.borrow_mut();
+                match locals.get(&loc) {
+                    Some(l) => lazy_kind(l.value, value),
+                    None => {
+                        let parent = Val::Account(run.base.account(address)?);
+                        locals.insert(loc, Local { parent, value: parent, claimed: 0 });
+                        lazy_kind(parent, value)
+                    }
+                }
+            };
+            if kind == CREDIT {
+                if let Val::Account(account) = db.access(loc, CREDIT)? {
+                    db.lazy_given.set(Some(account.unwrap_or_default()));
+                    return Ok(account.map(|a| account_info(a, Bytecode::default())));
+                }
+            }
+        }
+        // The sender's account is always written (its nonce), so it is claimed as written.
+        let kind = if address == run.tx_envs[idx].caller { WRITE } else { READ };
+        let Val::Account(account) = db.access(loc, kind)? else {
+            return Err(crate::error::StateError::Corrupt(format!(
+                "account {address} holds a storage value"
+            ))
+            .into());
+        };
+        match account {
+            None => Ok(None),
+            Some(a) => Ok(Some(account_info(a, run.base.code(a.code_hash)?))),
+        }
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ReadError> {
+        Ok(self.0.run.base.code(code_hash)?)
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, ReadError> {
+        match self.0.access(Loc::Storage(address, index), READ)? {
+            Val::Storage(v) => Ok(v),
+            Val::Account(_) => Err(crate::error::StateError::Corrupt(format!(
+                "slot {index} of {address} holds an account"
+            ))
+            .into()),
+        }
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, ReadError> {
+        Ok(self.0.run.base.block_hash(number)?)
+    }
+}
+
+/// How a transaction paying `value` to an account it may credit lazily uses it: as a credit
+/// when the account has no code and the payment cannot overflow, in full otherwise.
+fn lazy_kind(account: Val, value: U256) -> u8 {
+    match account {
+        Val::Account(a)
+            if a.is_none_or(|a| {
+                a.code_hash == KECCAK_EMPTY && a.balance.checked_add(value).is_some()
+            }) =>
+        {
+            CREDIT
+        }
+        _ => READ,
+    }
+}
+
+/// Runs the block in `bins`; `Err(why)` when the attempt was given up (a conflict the hints
+/// did not predict, or the beneficiary touched), and the block must run another way.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn execute<S: StateView + ?Sized>(
+    pool: &rayon::ThreadPool,
+    threads: usize,
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    lazy: Vec<Option<Address>>,
+    bins: Bins,
+    profiles: &super::hints::Profiles,
+) -> Result<(Result<BlockOutput, ExecError>, Duration, Duration), &'static str> {
+    let started = Instant::now();
+    let run = Run {
+        base: CachedView::new(state),
+        claims: Claims::new(),
+        next: AtomicUsize::new(0),
+        abandoned: AtomicBool::new(false),
+        why: Mutex::new(None),
+        tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
+        lazy,
+        beneficiary: env.beneficiary,
+        spec: chain.spec,
+        out: Mutex::new(Vec::with_capacity(bins.len())),
+        bins,
+    };
+    let workers = threads.min(run.bins.len());
+    pool.scope(|s| {
+        for _ in 1..workers {
+            s.spawn(|_| worker(&run, chain, env, txs));
+        }
+        worker(&run, chain, env, txs);
+    });
+    if run.abandoned.load(Relaxed) {
+        // Learn from the transactions that finished: a function that conflicted (a shared
+        // counter) is then predicted in the next blocks. Profiles only steer scheduling, so
+        // which transactions finished before the attempt stopped changes no result.
+        let outs = run.out.into_inner();
+        profiles.learn_from(
+            outs.iter().flat_map(|o| &o.done).map(|d| (&txs[d.idx as usize], &d.written[..])),
+        );
+        return Err(run.why.into_inner().unwrap_or("abandoned"));
+    }
+    let parallel = started.elapsed();
+    let started = Instant::now();
+    let output = pool.install(|| finish(run, env, txs, profiles))?;
+    Ok((output, parallel, started.elapsed()))
+}
+
+fn worker<S: StateView + ?Sized>(
+    run: &Run<'_, S>,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) {
+    let db = BinDb {
+        run,
+        bin: Cell::new(0),
+        idx: Cell::new(0),
+        locals: RefCell::new(HashMap::new()),
+        lazy_given: Cell::new(None),
+    };
+    let ctx = Context::mainnet()
+        .with_db(BinRef(&db))
+        .with_cfg(chain.cfg())
+        .with_block(env.revm(chain.spec));
+    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
+    loop {
+        let b = run.next.fetch_add(1, Relaxed);
+        let Some(bin) = run.bins.get(b) else { return };
+        db.bin.set(b as u32);
+        *db.locals.borrow_mut() = HashMap::with_capacity(bin.len() * 3);
+        let mut done = Vec::with_capacity(bin.len());
+        let mut payments = Vec::new();
+        'txs: for &idx in bin {
+            if run.abandoned.load(Relaxed) {
+                break;
+            }
+            let idx_usize = idx as usize;
+            db.idx.set(idx_usize);
+            db.lazy_given.set(None);
+            evm.ctx.set_tx(run.tx_envs[idx_usize].clone());
+            let mut handler = LazyRewardHandler::new();
+            let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
+            let mut state = evm.finalize();
+            if result.is_ok() {
+                match needs_collision_check(&state, &BinRef(&db)) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        db.lazy_given.set(None);
+                        evm.ctx.set_tx(run.tx_envs[idx_usize].clone());
+                        handler = LazyRewardHandler::new();
+                        result = handler.inspect_run(&mut evm);
+                        state = evm.finalize();
+                    }
+                    Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
+                }
+            }
+            let mut fee = U256::ZERO;
+            let mut written = Vec::new();
+            let (result, code, wiped) = match result {
+                Err(EVMError::Database(ReadError::Conflict)) => break 'txs,
+                Err(e) => {
+                    let e = exec_error(idx_usize, e, |d| match d {
+                        ReadError::State(s) => ExecError::State(s),
+                        ReadError::Blocked(_) | ReadError::Conflict => ExecError::Evm {
+                            index: idx_usize,
+                            reason: "internal: a partitioned read was blocked".into(),
+                        },
+                    });
+                    (Err(e), Vec::new(), Vec::new())
+                }
+                Ok(r) => {
+                    let w = collect_writes(&state, run.spec);
+                    let learn = super::hints::learns_from(&txs[idx_usize]);
+                    let given = db.lazy_given.get();
+                    let mut paid = U256::ZERO;
+                    for (loc, val) in w.writes {
+                        if loc == Loc::Account(run.beneficiary) {
+                            run.abandon("a transaction touches the beneficiary");
+                            break 'txs;
+                        }
+                        let credit = lazy_credit(run.lazy[idx_usize], given, loc, val);
+                        if let Some(c) = credit {
+                            paid = c;
+                        }
+                        let kind = if credit.is_some() { CREDIT } else { WRITE };
+                        if db.write(loc, val, kind).is_err() {
+                            break 'txs;
+                        }
+                        if learn {
+                            written.push(loc);
+                        }
+                    }
+                    fee = handler.fee.get();
+                    if let (Some(given), Some(to)) = (given, run.lazy[idx_usize]) {
+                        payments.push(Payment {
+                            idx,
+                            to,
+                            seen: meta(
+                                &Val::Account(Some(given)),
+                                run.tx_envs[idx_usize].value,
+                                run.spec,
+                            ),
+                            credit: paid,
+                        });
+                    }
+                    (Ok(r), w.code, w.wiped)
+                }
+            };
+            for (hash, c) in &code {
+                run.base.insert_code(*hash, c.clone());
+            }
+            done.push(Done {
+                idx,
+                slot: TxSlot {
+                    bloom: bloom_of(&result),
+                    result,
+                    code,
+                    wiped,
+                    tx_type: txs[idx_usize].tx.tx_type(),
+                },
+                fee,
+                written,
+            });
+        }
+        if run.abandoned.load(Relaxed) {
+            // What the finished transactions wrote still teaches the profiles.
+            run.out.lock().push(BinOut { changed: Vec::new(), done, payments: Vec::new() });
+            return;
+        }
+        // The bin's part of the diff, sorted here while other bins still run.
+        let locals = std::mem::take(&mut *db.locals.borrow_mut());
+        let mut changed: Vec<(Loc, Val)> = locals
+            .into_iter()
+            .filter(|(_, l)| l.value != l.parent)
+            .map(|(loc, l)| (loc, l.value))
+            .collect();
+        changed.sort_unstable_by_key(|(l, _)| *l);
+        run.out.lock().push(BinOut { changed, done, payments });
+    }
+}
+
+/// Checks the payments to accounts credited by several bins in block order, then assembles
+/// the output. `Err(why)` when a payment saw the account differently than it would have in
+/// block order.
+fn finish<S: StateView + ?Sized>(
+    run: Run<'_, S>,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    profiles: &super::hints::Profiles,
+) -> Result<Result<BlockOutput, ExecError>, &'static str> {
+    let n = txs.len();
+    let state_clear = run.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
+    let outs = run.out.into_inner();
+    let mut credited = run.claims.credited.into_inner();
+    credited.sort_unstable();
+    let credited: HashSet<Loc> = credited.into_iter().collect();
+    // Accounts paid from several bins: each payment must have seen the account as block order
+    // shows it (nonce, code, emptiness, overflow), and the final balance is the fold of all.
+    let mut shared_finals: Vec<(Loc, Val)> = Vec::new();
+    if !credited.is_empty() {
+        let mut payments: Vec<&Payment> = outs
+            .iter()
+            .flat_map(|o| &o.payments)
+            .filter(|p| credited.contains(&Loc::Account(p.to)))
+            .collect();
+        payments.sort_unstable_by_key(|p| (p.to, p.idx));
+        let mut i = 0;
+        while i < payments.len() {
+            let to = payments[i].to;
+            let parent = match run.base.account(to) {
+                Ok(a) => a,
+                Err(e) => return Ok(Err(ExecError::State(e))),
+            };
+            let mut account = parent;
+            while i < payments.len() && payments[i].to == to {
+                let p = payments[i];
+                if meta(&Val::Account(account), run.tx_envs[p.idx as usize].value, run.spec)
+                    != p.seen
+                {
+                    return Err("a payment depends on another group's payment");
+                }
+                if !p.credit.is_zero() {
+                    account = credit(account, p.credit, state_clear);
+                }
+                i += 1;
+            }
+            if account != parent {
+                shared_finals.push((Loc::Account(to), Val::Account(account)));
+            }
+        }
+    }
+    let mut slots: Vec<Option<TxSlot>> = (0..n).map(|_| None).collect();
+    let mut fees = vec![U256::ZERO; n];
+    let mut written: Vec<Vec<Loc>> = vec![Vec::new(); n];
+    let mut changed = Vec::with_capacity(outs.len());
+    for out in outs {
+        for d in out.done {
+            let i = d.idx as usize;
+            fees[i] = d.fee;
+            written[i] = d.written;
+            slots[i] = Some(d.slot);
+        }
+        changed.push(out.changed);
+    }
+    profiles.learn_from(txs.iter().zip(written.iter().map(Vec::as_slice)));
+    // The beneficiary: no transaction touched it, so its final value is the parent's with every
+    // fee credited in block order (a failed transaction pays none, and fails the block).
+    let beneficiary = env.beneficiary;
+    let ben_parent = match run.base.account(beneficiary) {
+        Ok(a) => a,
+        Err(e) => return Ok(Err(ExecError::State(e))),
+    };
+    let mut ben = ben_parent;
+    for (fee, slot) in fees.iter().zip(&slots) {
+        if matches!(slot, Some(TxSlot { result: Ok(_), .. })) {
+            ben = credit(ben, *fee, state_clear);
+        }
+    }
+    let tx_envs = run.tx_envs;
+    let diff = move |code, wiped| -> Result<_, ExecError> {
+        // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
+        // paid from several bins, whose folded value replaces the bins' own.
+        let mut finals: Vec<(Loc, Val)> = changed.concat();
+        if !credited.is_empty() {
+            finals.retain(|(loc, _)| !credited.contains(loc));
+        }
+        finals.extend(shared_finals);
+        if ben != ben_parent {
+            finals.push((Loc::Account(beneficiary), Val::Account(ben)));
+        }
+        // A stable sort merges the sorted runs.
+        finals.par_sort_by_key(|(l, _)| *l);
+        Ok(diff_from_changes(finals, code, wiped))
+    };
+    Ok(assemble(slots, env, &tx_envs, diff))
+}
