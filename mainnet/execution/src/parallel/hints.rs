@@ -211,29 +211,67 @@ impl Groups {
     }
 }
 
-/// Who touches a hinted location so far: the last predicted writer, and the transactions
-/// that pay it lazily while no writer is known.
-#[derive(Default)]
-struct Touch {
-    writer: Option<u32>,
-    payers: smallvec::SmallVec<[u32; 2]>,
+/// A 64-bit fingerprint of a hint. Two hints with one fingerprint are treated as one
+/// location, which can only add a dependency or merge two groups: the hints steer the
+/// schedule, and validation or the partition's claims check every access anyway.
+fn fingerprint(h: &Hint) -> u64 {
+    fn word(b: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    }
+    fn mix(acc: u64, w: u64) -> u64 {
+        (acc ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29)
+    }
+    fn address(acc: u64, a: &Address) -> u64 {
+        let a = a.as_slice();
+        mix(mix(mix(acc, word(&a[..8])), word(&a[8..16])), word(&a[16..]))
+    }
+    let acc = match h {
+        Hint::Account(a) => address(1, a),
+        Hint::Slot(a, s) => s.as_limbs().iter().fold(address(2, a), |acc, l| mix(acc, *l)),
+        Hint::Pool(a, b) => address(address(3, a), b),
+    };
+    // A final avalanche: the map below uses these bits as they are.
+    let x = (acc ^ (acc >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
+    x ^ (x >> 32)
 }
+
+/// Hashes a fingerprint to itself (it is already well mixed).
+#[derive(Default)]
+struct Same(u64);
+
+impl std::hash::Hasher for Same {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+type ByFingerprint = HashMap<u64, u32, std::hash::BuildHasherDefault<Same>>;
 
 /// Predicts each transaction's locations and links the block.
 ///
 /// `paid[i]` is the account transaction `i` pays lazily ([`super::lazy_recipient`]): it
-/// predicts no dependency (payments to one account commute), but it joins the group of any
-/// transaction predicted to write that account.
+/// predicts no dependency (payments to one account commute), but it joins the group of the
+/// transactions predicted to write that account, if any.
 ///
-/// The hints of each transaction (decoding, balance-slot hashes) are computed on the current
-/// rayon pool; the pass that links them runs in block order.
+/// The hints of each transaction (decoding, balance-slot hashes, fingerprints) are computed
+/// on the current rayon pool; the pass that links them runs in block order.
 pub(crate) fn analyze(
     txs: &[RecoveredTx],
     paid: &[Option<Address>],
     profiles: &Profiles,
 ) -> Analysis {
     use rayon::prelude::*;
-    let hints: Vec<Hints> = {
+    let fingerprints: Vec<smallvec::SmallVec<[u64; 4]>> = {
         let learned = profiles.learned.lock();
         let learned = &*learned;
         txs.par_iter()
@@ -241,39 +279,43 @@ pub(crate) fn analyze(
             .map(|tx| {
                 let mut out = Hints::new();
                 hints_of(tx, learned, &mut out);
-                out
+                out.iter().map(fingerprint).collect()
             })
             .collect()
     };
-    let mut touched: HashMap<Hint, Touch> = HashMap::with_capacity(txs.len() * 3);
-    let mut groups = Groups((0..txs.len() as u32).collect());
-    let mut deps = Vec::with_capacity(txs.len());
-    for (j, hints) in hints.iter().enumerate() {
+    let n = txs.len();
+    let mut last: ByFingerprint = HashMap::with_capacity_and_hasher(2 * n, Default::default());
+    let mut groups = Groups((0..n as u32).collect());
+    let mut deps = Vec::with_capacity(n);
+    for (j, fps) in fingerprints.iter().enumerate() {
         let j32 = j as u32;
         let mut dep = None;
-        for h in hints {
-            let t = touched.entry(*h).or_default();
-            if let Some(i) = t.writer.replace(j32) {
+        for fp in fps {
+            if let Some(i) = last.insert(*fp, j32) {
                 // A transaction's own hints can repeat (a transfer to oneself).
                 if i != j32 {
                     dep = dep.max(Some(i as usize));
                     groups.union(i, j32);
                 }
             }
-            for p in std::mem::take(&mut t.payers) {
-                groups.union(p, j32);
-            }
-        }
-        if let Some(to) = paid.get(j).copied().flatten() {
-            let t = touched.entry(Hint::Account(to)).or_default();
-            match t.writer {
-                Some(i) => groups.union(i, j32),
-                None => t.payers.push(j32),
-            }
         }
         deps.push(dep);
     }
-    let group = (0..txs.len() as u32).map(|i| groups.find(i)).collect();
+    // A payment joins the last predicted writer of the account it pays; the writers of one
+    // location are already one group.
+    let paying: Vec<(u32, u32)> = paid
+        .par_iter()
+        .with_min_len(1024)
+        .enumerate()
+        .filter_map(|(j, to)| {
+            let i = *last.get(&fingerprint(&Hint::Account((*to)?)))?;
+            Some((i, j as u32))
+        })
+        .collect();
+    for (i, j) in paying {
+        groups.union(i, j);
+    }
+    let group = (0..n as u32).map(|i| groups.find(i)).collect();
     Analysis { deps, group }
 }
 
