@@ -510,7 +510,7 @@ impl ParallelExecutor {
             txs.iter().map(|t| lazy_recipient(t, env.beneficiary)).collect();
         let analysis = pool.install(|| hints::analyze(txs, &lazy, &self.profiles));
         let threads = self.config.threads.min(n);
-        let bins = 4 * threads;
+        let bins = 16 * threads;
         let plan = match self.config.partition {
             Partition::Off => None,
             Partition::Predicted => {
