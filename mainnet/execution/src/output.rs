@@ -125,6 +125,7 @@ impl BlockOutput {
             let logs_bloom = blooms.iter().fold(Bloom::ZERO, |a, b| a | *b);
             let encoded: Vec<Vec<u8>> = receipts.par_iter().map(|r| r.encoded_2718()).collect();
             let root = crate::trie::ordered_root(&encoded);
+            encoded.into_par_iter().for_each(drop);
             (receipts, logs_bloom, root)
         });
         let gas_used = txs.last().map(|t| t.cumulative_gas_used).unwrap_or(0);

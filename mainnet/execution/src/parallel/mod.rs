@@ -627,7 +627,6 @@ fn finish<S: StateView + ?Sized>(
     profiles.learn(txs, &shared.mv.take_written());
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
     let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
-    let slots: Vec<Option<TxSlot>> = slots.into_par_iter().map(Mutex::into_inner).collect();
     let diff = move |code, wiped| -> Result<_, ExecError> {
         let mut locations = mv.into_locations();
         // The beneficiary's final value folds in every fee; it is a location of the block even
@@ -687,7 +686,7 @@ fn finish<S: StateView + ?Sized>(
 /// and the block gas check, receipts and their root on the current rayon pool, and the state
 /// diff from `diff`, given the code deployed and the accounts wiped (in block order).
 fn assemble(
-    slots: Vec<Option<TxSlot>>,
+    slots: Vec<Mutex<Option<TxSlot>>>,
     env: &BlockEnv,
     tx_envs: &[TxEnv],
     diff: impl FnOnce(Vec<(B256, Bytecode)>, Vec<Address>) -> Result<StateDiff, ExecError> + Send,
@@ -700,7 +699,7 @@ fn assemble(
     let mut cumulative = 0u64;
     for (index, slot) in slots.into_iter().enumerate() {
         check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
-        let Some(slot) = slot else {
+        let Some(slot) = slot.into_inner() else {
             return Err(ExecError::Evm {
                 index,
                 reason: "the scheduler finished without executing it".into(),
@@ -714,8 +713,9 @@ fn assemble(
         code.extend(slot.code);
         wiped.extend(slot.wiped);
     }
+    // Consumed in parallel, so that the results are also freed there.
     let outcomes: Vec<TxOutcome> =
-        outcomes.par_iter().map(|(r, c)| TxOutcome::from_revm(r, *c)).collect();
+        outcomes.into_par_iter().map(|(r, c)| TxOutcome::from_revm(&r, c)).collect();
     BlockOutput::build_parallel(outcomes, &types, blooms, move || diff(code, wiped))
 }
 

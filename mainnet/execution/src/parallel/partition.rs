@@ -174,21 +174,17 @@ struct Payment {
     credit: U256,
 }
 
-/// One transaction's outcome in a bin.
-struct Done {
-    idx: u32,
-    slot: TxSlot,
-    fee: U256,
-    /// What it wrote, for the learned profiles (only for calls with a selector).
-    written: Vec<Loc>,
-}
-
 /// What a bin produced.
 struct BinOut {
+    /// Its place in the plan.
+    bin: u32,
     /// The locations whose value the bin changed, with their final value, in order.
     changed: Vec<(Loc, Val)>,
-    done: Vec<Done>,
+    /// What each call with a selector wrote, for the learned profiles.
+    written: Vec<(u32, Vec<Loc>)>,
     payments: Vec<Payment>,
+    /// The beneficiary fees of its transactions, `None` past 2^256.
+    fees: Option<U256>,
 }
 
 struct Run<'a, S: ?Sized> {
@@ -202,6 +198,8 @@ struct Run<'a, S: ?Sized> {
     lazy: Vec<Option<Address>>,
     beneficiary: Address,
     spec: SpecId,
+    /// Each transaction's result, written by the worker that ran it.
+    slots: Vec<Mutex<Option<TxSlot>>>,
     out: Mutex<Vec<BinOut>>,
 }
 
@@ -391,6 +389,7 @@ pub(super) fn execute<S: StateView + ?Sized>(
         lazy,
         beneficiary: env.beneficiary,
         spec: chain.spec,
+        slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
         out: Mutex::new(Vec::with_capacity(bins.len())),
         bins,
     };
@@ -407,7 +406,7 @@ pub(super) fn execute<S: StateView + ?Sized>(
         // which transactions finished before the attempt stopped changes no result.
         let outs = run.out.into_inner();
         profiles.learn_from(
-            outs.iter().flat_map(|o| &o.done).map(|d| (&txs[d.idx as usize], &d.written[..])),
+            outs.iter().flat_map(|o| &o.written).map(|(i, w)| (&txs[*i as usize], &w[..])),
         );
         return Err(run.why.into_inner().unwrap_or("abandoned"));
     }
@@ -440,8 +439,9 @@ fn worker<S: StateView + ?Sized>(
         let Some(bin) = run.bins.get(b) else { return };
         db.bin.set(b as u32);
         *db.locals.borrow_mut() = HashMap::with_capacity(bin.len() * 3);
-        let mut done = Vec::with_capacity(bin.len());
+        let mut written_by = Vec::new();
         let mut payments = Vec::new();
+        let mut fees = Some(U256::ZERO);
         'txs: for &idx in bin {
             if run.abandoned.load(Relaxed) {
                 break;
@@ -466,8 +466,8 @@ fn worker<S: StateView + ?Sized>(
                     Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
                 }
             }
-            let mut fee = U256::ZERO;
             let mut written = Vec::new();
+            let learn_written = super::hints::learns_from(&txs[idx_usize]);
             let (result, code, wiped) = match result {
                 Err(EVMError::Database(ReadError::Conflict)) => break 'txs,
                 Err(e) => {
@@ -482,7 +482,6 @@ fn worker<S: StateView + ?Sized>(
                 }
                 Ok(r) => {
                     let w = collect_writes(&state, run.spec);
-                    let learn = super::hints::learns_from(&txs[idx_usize]);
                     let given = db.lazy_given.get();
                     let mut paid = U256::ZERO;
                     for (loc, val) in w.writes {
@@ -498,11 +497,11 @@ fn worker<S: StateView + ?Sized>(
                         if db.write(loc, val, kind).is_err() {
                             break 'txs;
                         }
-                        if learn {
+                        if learn_written {
                             written.push(loc);
                         }
                     }
-                    fee = handler.fee.get();
+                    fees = fees.and_then(|f| f.checked_add(handler.fee.get()));
                     if let (Some(given), Some(to)) = (given, run.lazy[idx_usize]) {
                         payments.push(Payment {
                             idx,
@@ -521,22 +520,26 @@ fn worker<S: StateView + ?Sized>(
             for (hash, c) in &code {
                 run.base.insert_code(*hash, c.clone());
             }
-            done.push(Done {
-                idx,
-                slot: TxSlot {
-                    bloom: bloom_of(&result),
-                    result,
-                    code,
-                    wiped,
-                    tx_type: txs[idx_usize].tx.tx_type(),
-                },
-                fee,
-                written,
+            if learn_written {
+                written_by.push((idx, written));
+            }
+            *run.slots[idx_usize].lock() = Some(TxSlot {
+                bloom: bloom_of(&result),
+                result,
+                code,
+                wiped,
+                tx_type: txs[idx_usize].tx.tx_type(),
             });
         }
         if run.abandoned.load(Relaxed) {
             // What the finished transactions wrote still teaches the profiles.
-            run.out.lock().push(BinOut { changed: Vec::new(), done, payments: Vec::new() });
+            run.out.lock().push(BinOut {
+                bin: b as u32,
+                changed: Vec::new(),
+                written: written_by,
+                payments: Vec::new(),
+                fees: None,
+            });
             return;
         }
         // The bin's part of the diff, sorted here while other bins still run.
@@ -547,7 +550,7 @@ fn worker<S: StateView + ?Sized>(
             .map(|(loc, l)| (loc, l.value))
             .collect();
         changed.sort_unstable_by_key(|(l, _)| *l);
-        run.out.lock().push(BinOut { changed, done, payments });
+        run.out.lock().push(BinOut { bin: b as u32, changed, written: written_by, payments, fees });
     }
 }
 
@@ -560,7 +563,6 @@ fn finish<S: StateView + ?Sized>(
     txs: &[RecoveredTx],
     profiles: &super::hints::Profiles,
 ) -> Result<Result<BlockOutput, ExecError>, &'static str> {
-    let n = txs.len();
     let state_clear = run.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
     let outs = run.out.into_inner();
     let mut credited = run.claims.credited.into_inner();
@@ -601,33 +603,26 @@ fn finish<S: StateView + ?Sized>(
             }
         }
     }
-    let mut slots: Vec<Option<TxSlot>> = (0..n).map(|_| None).collect();
-    let mut fees = vec![U256::ZERO; n];
-    let mut written: Vec<Vec<Loc>> = vec![Vec::new(); n];
-    let mut changed = Vec::with_capacity(outs.len());
-    for out in outs {
-        for d in out.done {
-            let i = d.idx as usize;
-            fees[i] = d.fee;
-            written[i] = d.written;
-            slots[i] = Some(d.slot);
-        }
-        changed.push(out.changed);
-    }
-    profiles.learn_from(txs.iter().zip(written.iter().map(Vec::as_slice)));
-    // The beneficiary: no transaction touched it, so its final value is the parent's with every
-    // fee credited in block order (a failed transaction pays none, and fails the block).
+    // Learn in plan order, which depends only on the block.
+    let mut outs = outs;
+    outs.sort_unstable_by_key(|o| o.bin);
+    profiles
+        .learn_from(outs.iter().flat_map(|o| &o.written).map(|(i, w)| (&txs[*i as usize], &w[..])));
+    // The beneficiary: no transaction touched it, so its final value is the parent's with
+    // every fee credited. Balances only grow, so when the sum fits, so did every step of the
+    // fold in block order, and one credit of the sum gives the same account.
     let beneficiary = env.beneficiary;
     let ben_parent = match run.base.account(beneficiary) {
         Ok(a) => a,
         Err(e) => return Ok(Err(ExecError::State(e))),
     };
-    let mut ben = ben_parent;
-    for (fee, slot) in fees.iter().zip(&slots) {
-        if matches!(slot, Some(TxSlot { result: Ok(_), .. })) {
-            ben = credit(ben, *fee, state_clear);
-        }
-    }
+    let total = outs.iter().try_fold(U256::ZERO, |sum, o| sum.checked_add(o.fees?));
+    let fits = ben_parent.unwrap_or_default().balance.checked_add(total.unwrap_or(U256::MAX));
+    let (Some(total), Some(_)) = (total, fits) else {
+        return Err("the beneficiary's balance would overflow");
+    };
+    let ben = credit(ben_parent, total, state_clear);
+    let changed: Vec<Vec<(Loc, Val)>> = outs.into_iter().map(|o| o.changed).collect();
     let tx_envs = run.tx_envs;
     let diff = move |code, wiped| -> Result<_, ExecError> {
         // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
@@ -644,5 +639,5 @@ fn finish<S: StateView + ?Sized>(
         finals.par_sort_by_key(|(l, _)| *l);
         Ok(diff_from_changes(finals, code, wiped))
     };
-    Ok(assemble(slots, env, &tx_envs, diff))
+    Ok(assemble(run.slots, env, &tx_envs, diff))
 }
