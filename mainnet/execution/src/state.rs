@@ -306,14 +306,6 @@ fn shard_of(address: &Address) -> usize {
     mix(address, 0)
 }
 
-/// The shard of a location, for maps of locations sharded like this cache.
-pub(crate) fn loc_shard(loc: &crate::writes::Loc) -> usize {
-    match loc {
-        crate::writes::Loc::Account(a) => shard_of(a),
-        crate::writes::Loc::Storage(a, s) => storage_shard(a, s),
-    }
-}
-
 fn code_shard(code_hash: &B256) -> usize {
     code_hash.0[0] as usize % SHARDS
 }

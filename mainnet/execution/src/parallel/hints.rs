@@ -237,9 +237,17 @@ fn fingerprint(h: &Hint) -> u64 {
     x ^ (x >> 32)
 }
 
+/// The fingerprint of a location, equal to that of the hint naming it.
+pub(super) fn loc_fingerprint(loc: &Loc) -> u64 {
+    match loc {
+        Loc::Account(a) => fingerprint(&Hint::Account(*a)),
+        Loc::Storage(a, s) => fingerprint(&Hint::Slot(*a, *s)),
+    }
+}
+
 /// Hashes a fingerprint to itself (it is already well mixed).
 #[derive(Default)]
-struct Same(u64);
+pub(super) struct Same(u64);
 
 impl std::hash::Hasher for Same {
     fn finish(&self) -> u64 {
@@ -255,7 +263,8 @@ impl std::hash::Hasher for Same {
     }
 }
 
-type ByFingerprint = HashMap<u64, u32, std::hash::BuildHasherDefault<Same>>;
+/// A map keyed by fingerprints.
+pub(super) type ByFingerprint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Same>>;
 
 /// Predicts each transaction's locations and links the block.
 ///
@@ -284,7 +293,7 @@ pub(crate) fn analyze(
             .collect()
     };
     let n = txs.len();
-    let mut last: ByFingerprint = HashMap::with_capacity_and_hasher(2 * n, Default::default());
+    let mut last: ByFingerprint<u32> = HashMap::with_capacity_and_hasher(2 * n, Default::default());
     let mut groups = Groups((0..n as u32).collect());
     let mut deps = Vec::with_capacity(n);
     for (j, fps) in fingerprints.iter().enumerate() {

@@ -576,7 +576,7 @@ impl ParallelExecutor {
             fee_scan_budget: 16 * n as u64 + 100_000,
             abandoned: std::sync::atomic::AtomicBool::new(false),
             scheduler: Scheduler::new(n),
-            tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
+            tx_envs: pool.install(|| txs.par_iter().map(RecoveredTx::tx_env).collect()),
             hints,
             reads: (0..n).map(|_| Mutex::new(Vec::new())).collect(),
             lazy,

@@ -27,6 +27,7 @@ use revm::state::AccountInfo;
 use revm::{ExecuteEvm, MainContext};
 
 use super::handler::LazyRewardHandler;
+use super::hints::{loc_fingerprint, ByFingerprint};
 use super::mv::credit;
 use super::{assemble, bloom_of, lazy_credit, meta, ReadError, TxSlot};
 use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
@@ -34,7 +35,7 @@ use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::ExecError;
 use crate::output::BlockOutput;
 use crate::sequential::{account_info, diff_from_changes, exec_error};
-use crate::state::{loc_shard, Account, CachedView, StateView};
+use crate::state::{Account, CachedView, StateView};
 use crate::writes::{collect_writes, Loc, Val};
 
 /// Groups of transactions, each in block order, heaviest first.
@@ -57,9 +58,8 @@ pub(super) fn plan(group: &[u32], gas: &[u64], bins: usize, max_percent: u64) ->
     if largest * 100 > total * u128::from(max_percent) {
         return None;
     }
-    // Groups larger than an eighth of a bin go first, largest first; the many small ones then
-    // fill the lightest bin in block order. Ties break by index, so the plan depends only on
-    // the block.
+    // Groups larger than an eighth of a bin go first, largest first, each to the lightest bin.
+    // Ties break by index, so the plan depends only on the block.
     let target = total / bins as u128;
     let mut large: Vec<u32> = (0..n as u32)
         .filter(|g| group[*g as usize] == *g && weight[*g as usize] * 8 > target)
@@ -73,13 +73,26 @@ pub(super) fn plan(group: &[u32], gas: &[u64], bins: usize, max_percent: u64) ->
         load[b] += weight[g as usize];
         bin_of[g as usize] = b as u32;
     }
+    // The small groups fill the bins one after another up to an equal share, in block order:
+    // a run of independent transactions stays together in one bin.
+    // Bin `b` takes small groups up to `share` minus its large ones; a group goes to the bin
+    // whose room holds its midpoint, counting from the first bin.
+    let share = total.div_ceil(bins as u128);
+    let mut fill = 0;
+    let mut room_end = share.saturating_sub(load[0]);
+    let mut placed = 0u128;
     let mut out: Bins = vec![Vec::new(); bins];
     for (j, g) in group.iter().enumerate() {
         let g = *g as usize;
         if bin_of[g] == u32::MAX {
-            let b = lightest(&load);
-            load[b] += weight[g];
-            bin_of[g] = b as u32;
+            let mid = placed + weight[g] / 2;
+            while fill + 1 < bins && mid >= room_end {
+                fill += 1;
+                room_end += share.saturating_sub(load[fill]);
+            }
+            load[fill] += weight[g];
+            placed += weight[g];
+            bin_of[g] = fill as u32;
         }
         out[bin_of[g] as usize].push(j as u32);
     }
@@ -118,29 +131,44 @@ struct Claim {
     listed: bool,
 }
 
-/// The claims of all bins. Two bins may share a location they both only read, or both only
-/// credit; anything else (a write and any other use, a read and a credit) is a conflict.
+/// The claims of all bins, by the fingerprint of each location. Two bins may share a location
+/// they both only read, or both only credit; anything else (a write and any other use, a read
+/// and a credit) is a conflict. Two locations with one fingerprint share one claim, which can
+/// only add conflicts.
 struct Claims {
-    shards: Vec<CachePadded<Mutex<HashMap<Loc, Claim>>>>,
-    /// Locations credited by more than one bin: the credits must be checked in block order.
-    credited: Mutex<Vec<Loc>>,
+    shards: Vec<CachePadded<Mutex<ByFingerprint<Claim>>>>,
+    /// Fingerprints of locations credited by more than one bin: such credits are checked in
+    /// block order.
+    credited: Mutex<Vec<u64>>,
+}
+
+/// The shard of a fingerprint: bits the maps inside do not use for their buckets or tags.
+fn claim_shard(fp: u64) -> usize {
+    (fp >> 40) as usize % crate::state::SHARDS
 }
 
 impl Claims {
-    fn new() -> Self {
+    fn new(locations: usize) -> Self {
+        let per_shard = locations / crate::state::SHARDS + 1;
         Claims {
             shards: (0..crate::state::SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .map(|_| {
+                    CachePadded::new(Mutex::new(ByFingerprint::with_capacity_and_hasher(
+                        per_shard,
+                        Default::default(),
+                    )))
+                })
                 .collect(),
             credited: Mutex::new(Vec::new()),
         }
     }
 
-    /// Claims `loc` for `bin`; false on a conflict. Claims only grow and the conflict rule is
-    /// monotone, so the final claims conflict exactly when some call returned false.
-    fn claim(&self, loc: Loc, bin: u32, kind: u8) -> bool {
-        let mut shard = self.shards[loc_shard(&loc)].lock();
-        let c = shard.entry(loc).or_insert(Claim { bin, shared: false, kinds: 0, listed: false });
+    /// Claims the location with fingerprint `fp` for `bin`; false on a conflict. Claims only
+    /// grow and the conflict rule is monotone, so the final claims conflict exactly when some
+    /// call returned false.
+    fn claim(&self, fp: u64, bin: u32, kind: u8) -> bool {
+        let mut shard = self.shards[claim_shard(fp)].lock();
+        let c = shard.entry(fp).or_insert(Claim { bin, shared: false, kinds: 0, listed: false });
         c.kinds |= kind;
         c.shared |= c.bin != bin;
         if !c.shared {
@@ -151,7 +179,7 @@ impl Claims {
         }
         if c.kinds & CREDIT != 0 && !c.listed {
             c.listed = true;
-            self.credited.lock().push(loc);
+            self.credited.lock().push(fp);
         }
         true
     }
@@ -169,6 +197,7 @@ struct Local {
 /// What a lazy recipient looked like to a transaction, and what it was credited.
 struct Payment {
     idx: u32,
+    bin: u32,
     to: Address,
     seen: Option<(u64, B256, bool, bool)>,
     credit: U256,
@@ -243,7 +272,7 @@ impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
 
     fn claim(&self, loc: Loc, local: &mut Local, kind: u8) -> Result<(), ReadError> {
         if local.claimed & (kind | WRITE) == 0 {
-            if !self.run.claims.claim(loc, self.bin.get(), kind) {
+            if !self.run.claims.claim(loc_fingerprint(&loc), self.bin.get(), kind) {
                 self.run.abandon("two groups touched one location");
                 return Err(ReadError::Conflict);
             }
@@ -381,11 +410,11 @@ pub(super) fn execute<S: StateView + ?Sized>(
     let started = Instant::now();
     let run = Run {
         base: CachedView::new(state),
-        claims: Claims::new(),
+        claims: Claims::new(3 * txs.len()),
         next: AtomicUsize::new(0),
         abandoned: AtomicBool::new(false),
         why: Mutex::new(None),
-        tx_envs: txs.iter().map(RecoveredTx::tx_env).collect(),
+        tx_envs: pool.install(|| txs.par_iter().map(RecoveredTx::tx_env).collect()),
         lazy,
         beneficiary: env.beneficiary,
         spec: chain.spec,
@@ -505,6 +534,7 @@ fn worker<S: StateView + ?Sized>(
                     if let (Some(given), Some(to)) = (given, run.lazy[idx_usize]) {
                         payments.push(Payment {
                             idx,
+                            bin: b as u32,
                             to,
                             seen: meta(
                                 &Val::Account(Some(given)),
@@ -565,29 +595,31 @@ fn finish<S: StateView + ?Sized>(
 ) -> Result<Result<BlockOutput, ExecError>, &'static str> {
     let state_clear = run.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
     let outs = run.out.into_inner();
-    let mut credited = run.claims.credited.into_inner();
-    credited.sort_unstable();
-    let credited: HashSet<Loc> = credited.into_iter().collect();
     // Accounts paid from several bins: each payment must have seen the account as block order
     // shows it (nonce, code, emptiness, overflow), and the final balance is the fold of all.
+    let credited: HashSet<u64> = run.claims.credited.into_inner().into_iter().collect();
+    let mut shared: HashSet<Loc> = HashSet::new();
     let mut shared_finals: Vec<(Loc, Val)> = Vec::new();
     if !credited.is_empty() {
         let mut payments: Vec<&Payment> = outs
             .iter()
             .flat_map(|o| &o.payments)
-            .filter(|p| credited.contains(&Loc::Account(p.to)))
+            .filter(|p| credited.contains(&loc_fingerprint(&Loc::Account(p.to))))
             .collect();
         payments.sort_unstable_by_key(|p| (p.to, p.idx));
-        let mut i = 0;
-        while i < payments.len() {
-            let to = payments[i].to;
+        for same in payments.chunk_by(|a, b| a.to == b.to) {
+            // A fingerprint shared with another location, or a bin that claimed it and
+            // failed: one bin paid it, and its own value stands.
+            if same.iter().all(|p| p.bin == same[0].bin) {
+                continue;
+            }
+            let to = same[0].to;
             let parent = match run.base.account(to) {
                 Ok(a) => a,
                 Err(e) => return Ok(Err(ExecError::State(e))),
             };
             let mut account = parent;
-            while i < payments.len() && payments[i].to == to {
-                let p = payments[i];
+            for p in same {
                 if meta(&Val::Account(account), run.tx_envs[p.idx as usize].value, run.spec)
                     != p.seen
                 {
@@ -596,8 +628,8 @@ fn finish<S: StateView + ?Sized>(
                 if !p.credit.is_zero() {
                     account = credit(account, p.credit, state_clear);
                 }
-                i += 1;
             }
+            shared.insert(Loc::Account(to));
             if account != parent {
                 shared_finals.push((Loc::Account(to), Val::Account(account)));
             }
@@ -628,8 +660,8 @@ fn finish<S: StateView + ?Sized>(
         // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
         // paid from several bins, whose folded value replaces the bins' own.
         let mut finals: Vec<(Loc, Val)> = changed.concat();
-        if !credited.is_empty() {
-            finals.retain(|(loc, _)| !credited.contains(loc));
+        if !shared.is_empty() {
+            finals.retain(|(loc, _)| !shared.contains(loc));
         }
         finals.extend(shared_finals);
         if ben != ben_parent {
@@ -640,4 +672,66 @@ fn finish<S: StateView + ?Sized>(
         Ok(diff_from_changes(finals, code, wiped))
     };
     Ok(assemble(run.slots, env, &tx_envs, diff))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plan keeps groups whole and transactions in block order, balances the bins, and
+    /// refuses a block dominated by one group.
+    #[test]
+    fn plans_balanced_bins_of_whole_groups() {
+        let mut seed = 3u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for case in 0..200 {
+            let n = 1 + next(3000) as usize;
+            // Mostly singletons, some groups joining earlier transactions, a few large ones.
+            let mut group: Vec<u32> = Vec::with_capacity(n);
+            for j in 0..n {
+                let g =
+                    if j > 0 && next(10) < 2 { group[next(j as u64) as usize] } else { j as u32 };
+                group.push(g);
+            }
+            let gas: Vec<u64> = (0..n).map(|_| 21_000 + next(200_000)).collect();
+            let bins = 2 + next(40) as usize;
+            let Some(plan) = plan(&group, &gas, bins, 100) else {
+                assert!(n < 2 || bins < 2 || group.iter().all(|g| *g == group[0]), "case {case}");
+                continue;
+            };
+            let mut seen = vec![usize::MAX; n];
+            let mut loads = Vec::new();
+            for (b, txs) in plan.iter().enumerate() {
+                assert!(txs.windows(2).all(|w| w[0] < w[1]), "case {case}: bin out of order");
+                for &j in txs {
+                    assert_eq!(seen[j as usize], usize::MAX, "case {case}: {j} twice");
+                    seen[j as usize] = b;
+                }
+                loads.push(txs.iter().map(|j| u128::from(gas[*j as usize])).sum::<u128>());
+            }
+            assert!(seen.iter().all(|b| *b != usize::MAX), "case {case}: a transaction left out");
+            for j in 0..n {
+                assert_eq!(
+                    seen[j], seen[group[j] as usize],
+                    "case {case}: group {} split",
+                    group[j]
+                );
+            }
+            // No bin is much heavier than an equal share plus its largest group.
+            let total: u128 = loads.iter().sum();
+            let mut weight = vec![0u128; n];
+            for j in 0..n {
+                weight[group[j] as usize] += u128::from(gas[j]);
+            }
+            let largest = weight.iter().copied().max().unwrap_or(0);
+            let most = loads.iter().copied().max().unwrap_or(0);
+            assert!(most <= total.div_ceil(bins as u128) + largest, "case {case}: {loads:?}");
+        }
+        // One group holding most of the block is not partitioned.
+        let group = vec![0u32; 10].into_iter().chain(10..12).collect::<Vec<_>>();
+        assert!(plan(&group, &[1; 12], 4, 60).is_none());
+    }
 }
