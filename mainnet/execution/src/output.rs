@@ -106,11 +106,12 @@ impl BlockOutput {
 
     /// The same as [`Self::build`], with receipts, blooms and the receipts trie computed on
     /// the current rayon pool; `diff` is computed alongside.
-    /// `blooms` are the receipts' logs blooms, computed as the transactions were executed.
+    /// `blooms` are the receipts' logs blooms, computed as the transactions were executed
+    /// (`None` for a receipt without logs).
     pub(crate) fn build_parallel<E: Send>(
         txs: Vec<TxOutcome>,
         types: &[TxType],
-        blooms: Vec<Bloom>,
+        blooms: Vec<Option<Box<Bloom>>>,
         diff: impl FnOnce() -> Result<StateDiff, E> + Send,
     ) -> Result<Self, E> {
         use alloy_eips::eip2718::Encodable2718;
@@ -120,9 +121,11 @@ impl BlockOutput {
                 .par_iter()
                 .zip(types)
                 .zip(&blooms)
-                .map(|((o, ty), b)| receipt(o, *ty, Some(*b)))
+                .map(|((o, ty), b)| {
+                    receipt(o, *ty, Some(b.as_deref().copied().unwrap_or_default()))
+                })
                 .collect();
-            let logs_bloom = blooms.iter().fold(Bloom::ZERO, |a, b| a | *b);
+            let logs_bloom = blooms.iter().flatten().fold(Bloom::ZERO, |a, b| a | **b);
             let encoded: Vec<Vec<u8>> = receipts.par_iter().map(|r| r.encoded_2718()).collect();
             let root = crate::trie::ordered_root(&encoded);
             encoded.into_par_iter().for_each(drop);

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, Bloom, B256, U256};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use revm::bytecode::Bytecode;
@@ -177,7 +177,9 @@ struct TxSlot {
     code: Vec<(B256, Bytecode)>,
     wiped: Vec<Address>,
     tx_type: alloy_consensus::TxType,
-    bloom: alloy_primitives::Bloom,
+    /// The receipt's logs bloom; `None` when it has no logs (most transfers), so that the
+    /// 256 bytes are not moved around for nothing.
+    bloom: Option<Box<alloy_primitives::Bloom>>,
 }
 
 /// The beneficiary fee of one transaction's latest incarnation.
@@ -626,7 +628,7 @@ fn finish<S: StateView + ?Sized>(
 ) -> Result<BlockOutput, ExecError> {
     profiles.learn(txs, &shared.mv.take_written());
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
-    let Shared { base, mv, slots, tx_envs, beneficiary, state_clear, .. } = shared;
+    let Shared { base, mv, slots, beneficiary, state_clear, .. } = shared;
     let diff = move |code, wiped| -> Result<_, ExecError> {
         let mut locations = mv.into_locations();
         // The beneficiary's final value folds in every fee; it is a location of the block even
@@ -679,7 +681,7 @@ fn finish<S: StateView + ?Sized>(
         }
         Ok(diff_from_changes(changed, code, wiped))
     };
-    assemble(slots, env, &tx_envs, diff)
+    assemble(slots, env, txs, diff)
 }
 
 /// The block output from each transaction's result, in block order: the running gas total
@@ -688,34 +690,63 @@ fn finish<S: StateView + ?Sized>(
 fn assemble(
     slots: Vec<Mutex<Option<TxSlot>>>,
     env: &BlockEnv,
-    tx_envs: &[TxEnv],
+    txs: &[RecoveredTx],
     diff: impl FnOnce(Vec<(B256, Bytecode)>, Vec<Address>) -> Result<StateDiff, ExecError> + Send,
 ) -> Result<BlockOutput, ExecError> {
-    let mut outcomes = Vec::with_capacity(slots.len());
-    let mut types = Vec::with_capacity(slots.len());
-    let mut blooms = Vec::with_capacity(slots.len());
-    let mut code = Vec::new();
-    let mut wiped = Vec::new();
-    let mut cumulative = 0u64;
-    for (index, slot) in slots.into_iter().enumerate() {
-        check_block_gas(env, index, cumulative, tx_envs[index].gas_limit)?;
-        let Some(slot) = slot.into_inner() else {
-            return Err(ExecError::Evm {
-                index,
-                reason: "the scheduler finished without executing it".into(),
+    // The gas of each transaction, read in parallel; then the running total and the checks in
+    // block order over those numbers alone.
+    let used: Vec<Option<u64>> = slots
+        .par_iter()
+        .with_min_len(1024)
+        .map(|s| s.lock().as_ref().and_then(|s| s.result.as_ref().ok()).map(|r| r.tx_gas_used()))
+        .collect();
+    let mut cumulative = Vec::with_capacity(used.len());
+    let mut total = 0u64;
+    for (index, used) in used.iter().enumerate() {
+        let limit = alloy_consensus::Transaction::gas_limit(&txs[index].tx);
+        check_block_gas(env, index, total, limit)?;
+        let Some(used) = used else {
+            return Err(match slots[index].lock().take() {
+                Some(TxSlot { result: Err(e), .. }) => e,
+                _ => ExecError::Evm {
+                    index,
+                    reason: "the scheduler finished without executing it".into(),
+                },
             });
         };
-        let result = slot.result?;
-        cumulative += result.tx_gas_used();
-        outcomes.push((result, cumulative));
-        types.push(slot.tx_type);
-        blooms.push(slot.bloom);
-        code.extend(slot.code);
-        wiped.extend(slot.wiped);
+        total += used;
+        cumulative.push(total);
     }
-    // Consumed in parallel, so that the results are also freed there.
-    let outcomes: Vec<TxOutcome> =
-        outcomes.into_par_iter().map(|(r, c)| TxOutcome::from_revm(&r, c)).collect();
+    // Every result is there and valid: turned into outcomes in parallel (and freed there).
+    type Part = (
+        TxOutcome,
+        alloy_consensus::TxType,
+        Option<Box<Bloom>>,
+        Vec<(B256, Bytecode)>,
+        Vec<Address>,
+    );
+    let parts: Vec<Part> = slots
+        .into_par_iter()
+        .zip(cumulative)
+        .with_min_len(256)
+        .filter_map(|(slot, cumulative)| {
+            let TxSlot { result, code, wiped, tx_type, bloom } = slot.into_inner()?;
+            let outcome = TxOutcome::from_revm(result.as_ref().ok()?, cumulative);
+            Some((outcome, tx_type, bloom, code, wiped))
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(parts.len());
+    let mut types = Vec::with_capacity(parts.len());
+    let mut blooms = Vec::with_capacity(parts.len());
+    let mut code = Vec::new();
+    let mut wiped = Vec::new();
+    for (outcome, ty, bloom, c, w) in parts {
+        outcomes.push(outcome);
+        types.push(ty);
+        blooms.push(bloom);
+        code.extend(c);
+        wiped.extend(w);
+    }
     BlockOutput::build_parallel(outcomes, &types, blooms, move || diff(code, wiped))
 }
 
@@ -731,10 +762,12 @@ fn lazy_credit(lazy: Option<Address>, given: Option<Account>, loc: Loc, val: Val
 }
 
 /// The logs bloom of a receipt, computed by the worker that executed the transaction.
-fn bloom_of(result: &Result<ExecutionResult, ExecError>) -> alloy_primitives::Bloom {
+fn bloom_of(result: &Result<ExecutionResult, ExecError>) -> Option<Box<alloy_primitives::Bloom>> {
     match result {
-        Ok(r) if r.is_success() => alloy_primitives::logs_bloom(r.logs()),
-        _ => alloy_primitives::Bloom::ZERO,
+        Ok(r) if r.is_success() && !r.logs().is_empty() => {
+            Some(Box::new(alloy_primitives::logs_bloom(r.logs())))
+        }
+        _ => None,
     }
 }
 

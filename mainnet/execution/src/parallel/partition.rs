@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use rayon::prelude::*;
 use revm::bytecode::Bytecode;
 use revm::context::result::{EVMError, ExecutionResult};
-use revm::context::{Context, ContextSetters, TxEnv};
+use revm::context::{Context, ContextSetters};
 use revm::database_interface::Database;
 use revm::handler::Handler;
 use revm::inspector::InspectorHandler;
@@ -223,7 +223,7 @@ struct Run<'a, S: ?Sized> {
     next: AtomicUsize,
     abandoned: AtomicBool,
     why: Mutex<Option<&'static str>>,
-    tx_envs: Vec<TxEnv>,
+    txs: &'a [RecoveredTx],
     lazy: Vec<Option<Address>>,
     beneficiary: Address,
     spec: SpecId,
@@ -326,7 +326,7 @@ impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {
         let idx = db.idx.get();
         let loc = Loc::Account(address);
         if run.lazy[idx] == Some(address) {
-            let value = run.tx_envs[idx].value;
+            let value = alloy_consensus::Transaction::value(&run.txs[idx].tx);
             let kind = {
                 let mut locals = db.locals.borrow_mut();
                 match locals.get(&loc) {
@@ -346,7 +346,7 @@ impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {
             }
         }
         // The sender's account is always written (its nonce), so it is claimed as written.
-        let kind = if address == run.tx_envs[idx].caller { WRITE } else { READ };
+        let kind = if address == run.txs[idx].sender { WRITE } else { READ };
         let Val::Account(account) = db.access(loc, kind)? else {
             return Err(crate::error::StateError::Corrupt(format!(
                 "account {address} holds a storage value"
@@ -414,7 +414,7 @@ pub(super) fn execute<S: StateView + ?Sized>(
         next: AtomicUsize::new(0),
         abandoned: AtomicBool::new(false),
         why: Mutex::new(None),
-        tx_envs: pool.install(|| txs.par_iter().map(RecoveredTx::tx_env).collect()),
+        txs,
         lazy,
         beneficiary: env.beneficiary,
         spec: chain.spec,
@@ -478,7 +478,7 @@ fn worker<S: StateView + ?Sized>(
             let idx_usize = idx as usize;
             db.idx.set(idx_usize);
             db.lazy_given.set(None);
-            evm.ctx.set_tx(run.tx_envs[idx_usize].clone());
+            evm.ctx.set_tx(txs[idx_usize].tx_env());
             let mut handler = LazyRewardHandler::new();
             let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
             let mut state = evm.finalize();
@@ -487,7 +487,7 @@ fn worker<S: StateView + ?Sized>(
                     Ok(false) => {}
                     Ok(true) => {
                         db.lazy_given.set(None);
-                        evm.ctx.set_tx(run.tx_envs[idx_usize].clone());
+                        evm.ctx.set_tx(txs[idx_usize].tx_env());
                         handler = LazyRewardHandler::new();
                         result = handler.inspect_run(&mut evm);
                         state = evm.finalize();
@@ -538,7 +538,7 @@ fn worker<S: StateView + ?Sized>(
                             to,
                             seen: meta(
                                 &Val::Account(Some(given)),
-                                run.tx_envs[idx_usize].value,
+                                alloy_consensus::Transaction::value(&txs[idx_usize].tx),
                                 run.spec,
                             ),
                             credit: paid,
@@ -620,9 +620,8 @@ fn finish<S: StateView + ?Sized>(
             };
             let mut account = parent;
             for p in same {
-                if meta(&Val::Account(account), run.tx_envs[p.idx as usize].value, run.spec)
-                    != p.seen
-                {
+                let value = alloy_consensus::Transaction::value(&txs[p.idx as usize].tx);
+                if meta(&Val::Account(account), value, run.spec) != p.seen {
                     return Err("a payment depends on another group's payment");
                 }
                 if !p.credit.is_zero() {
@@ -655,7 +654,6 @@ fn finish<S: StateView + ?Sized>(
     };
     let ben = credit(ben_parent, total, state_clear);
     let changed: Vec<Vec<(Loc, Val)>> = outs.into_iter().map(|o| o.changed).collect();
-    let tx_envs = run.tx_envs;
     let diff = move |code, wiped| -> Result<_, ExecError> {
         // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
         // paid from several bins, whose folded value replaces the bins' own.
@@ -671,7 +669,7 @@ fn finish<S: StateView + ?Sized>(
         finals.par_sort_by_key(|(l, _)| *l);
         Ok(diff_from_changes(finals, code, wiped))
     };
-    Ok(assemble(run.slots, env, &tx_envs, diff))
+    Ok(assemble(run.slots, env, txs, diff))
 }
 
 #[cfg(test)]
