@@ -5,7 +5,7 @@
 use alloy_primitives::U256;
 use farol_execution::workload::{rng, World, WorldSpec};
 use farol_execution::{
-    execute_sequential, ParallelConfig, ParallelExecutor, StateView, StoreState,
+    execute_sequential, ParallelConfig, ParallelExecutor, Partition, StateView, StoreState,
 };
 use farol_store::{Options, Store};
 
@@ -35,6 +35,13 @@ fn blocks_over_the_store_match_blocks_over_memory() {
             .execute(&view, &world.chain, &env, &txs)
             .unwrap();
         assert_eq!(parallel, over_memory, "block {b}: parallel over the store differs");
+        for mode in [Partition::Predicted, Partition::RoundRobin] {
+            let (partitioned, _) =
+                ParallelExecutor::new(ParallelConfig::always_partitioned(2, mode))
+                    .execute(&view, &world.chain, &env, &txs)
+                    .unwrap();
+            assert_eq!(partitioned, over_memory, "block {b}: partitioned {mode:?} differs");
+        }
         version += 1;
         store.apply(version, over_memory.diff.store_changes()).unwrap();
         world.commit(&over_memory);
