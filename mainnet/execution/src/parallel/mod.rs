@@ -508,20 +508,30 @@ impl ParallelExecutor {
         if state.reads_are_cheap() && n < self.config.min_txs {
             return sequential("small block over an in-memory state", None);
         }
-        let lazy: Vec<Option<Address>> =
-            txs.iter().map(|t| lazy_recipient(t, env.beneficiary)).collect();
-        let analysis = pool.install(|| hints::analyze(txs, &lazy, &self.profiles));
         let threads = self.config.threads.min(n);
         let bins = 16 * threads;
-        let plan = match self.config.partition {
-            Partition::Off => None,
-            Partition::Predicted => {
-                let gas: Vec<u64> =
-                    txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx)).collect();
-                partition::plan(&analysis.group, &gas, bins, self.config.max_group_percent)
-            }
-            Partition::RoundRobin => partition::round_robin(n, bins),
-        };
+        // The analysis and the plan, in one visit to the pool.
+        let (lazy, analysis, plan) = pool.install(|| {
+            let lazy: Vec<Option<Address>> = txs
+                .par_iter()
+                .with_min_len(1024)
+                .map(|t| lazy_recipient(t, env.beneficiary))
+                .collect();
+            let analysis = hints::analyze(txs, &lazy, &self.profiles);
+            let plan = match self.config.partition {
+                Partition::Off => None,
+                Partition::Predicted => {
+                    let gas: Vec<u64> = txs
+                        .par_iter()
+                        .with_min_len(1024)
+                        .map(|t| alloy_consensus::Transaction::gas_limit(&t.tx))
+                        .collect();
+                    partition::plan(&analysis.group, &gas, bins, self.config.max_group_percent)
+                }
+                Partition::RoundRobin => partition::round_robin(n, bins),
+            };
+            (lazy, analysis, plan)
+        });
         if let Some(plan) = plan {
             let bins = plan.len();
             match partition::execute(
