@@ -145,9 +145,14 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
         measure(name, &world, &slow, txs, &wide, 8, runs.min(3), json!({"read_latency_us": 100}))?;
     }
 
-    // Where parallel starts to pay: blocks of growing size, forced parallel (no fallback).
+    // Where parallel starts to pay: blocks of growing size, forced parallel (no fallback), on
+    // the Block-STM path and partitioned.
     if wanted("exec.threshold") {
         let forced = ParallelExecutor::new(ParallelConfig::always_parallel(threads));
+        let partitioned = ParallelExecutor::new(ParallelConfig::always_partitioned(
+            threads,
+            farol_execution::Partition::Predicted,
+        ));
         for n in [16usize, 64, 256, 1024, 4096] {
             let transfers = {
                 fresh(&mut world);
@@ -168,6 +173,17 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
                     threads,
                     runs.max(5),
                     json!({"forced_parallel": true}),
+                )?;
+                let name = format!("exec.threshold.{kind}.{n}.partitioned");
+                measure(
+                    &name,
+                    &world,
+                    &world.state,
+                    &txs,
+                    &partitioned,
+                    threads,
+                    runs.max(5),
+                    json!({"forced_parallel": true, "partitioned": true}),
                 )?;
             }
         }

@@ -508,6 +508,20 @@ impl ParallelExecutor {
         if state.reads_are_cheap() && n < self.config.min_txs {
             return sequential("small block over an in-memory state", None);
         }
+        // Cheap transactions over cheap reads only gain when partitioned; when one sender
+        // sends most of the block, its chain of nonces is a group too large to partition,
+        // and the analysis is skipped.
+        let cheap = state.reads_are_cheap() && {
+            let gas: u128 =
+                txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx) as u128).sum();
+            gas < self.config.min_avg_gas_cheap_reads as u128 * n as u128
+        };
+        if cheap
+            && (self.config.partition != Partition::Predicted
+                || one_sender_dominates(txs, self.config.max_group_percent))
+        {
+            return sequential("cheap transactions over an in-memory state", None);
+        }
         let threads = self.config.threads.min(n);
         let bins = 16 * threads;
         // The analysis and the plan, in one visit to the pool.
@@ -562,12 +576,8 @@ impl ParallelExecutor {
                 Err(why) => abandoned = Some(why),
             }
         }
-        if state.reads_are_cheap() {
-            let gas: u128 =
-                txs.iter().map(|t| alloy_consensus::Transaction::gas_limit(&t.tx) as u128).sum();
-            if gas < self.config.min_avg_gas_cheap_reads as u128 * n as u128 {
-                return sequential("cheap transactions over an in-memory state", abandoned);
-            }
+        if cheap {
+            return sequential("cheap transactions over an in-memory state", abandoned);
         }
         let hints = analysis.deps;
         // The longest chain of predicted dependencies bounds the parallelism.
@@ -758,6 +768,17 @@ fn assemble(
         wiped.extend(w);
     }
     BlockOutput::build_parallel(outcomes, &types, blooms, move || diff(code, wiped))
+}
+
+/// Whether one sender sends more than `percent` % of an evenly spaced sample of the block
+/// (a guess that only picks a path: a wrong one costs time, never a different result).
+fn one_sender_dominates(txs: &[RecoveredTx], percent: u64) -> bool {
+    const SAMPLE: usize = 128;
+    let step = txs.len().div_ceil(SAMPLE).max(1);
+    let mut senders: Vec<Address> = txs.iter().step_by(step).map(|t| t.sender).collect();
+    senders.sort_unstable();
+    let most = senders.chunk_by(|a, b| a == b).map(<[Address]>::len).max().unwrap_or(0);
+    most as u64 * 100 > senders.len() as u64 * percent
 }
 
 /// The credit a lazy recipient's write amounts to: its balance grew and nothing else changed.
