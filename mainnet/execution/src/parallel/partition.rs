@@ -430,10 +430,12 @@ pub(super) fn execute<S: StateView + ?Sized>(
         worker(&run, chain, env, txs);
     });
     if run.abandoned.load(Relaxed) {
-        // Learn from the transactions that finished: a function that conflicted (a shared
-        // counter) is then predicted in the next blocks. Profiles only steer scheduling, so
-        // which transactions finished before the attempt stopped changes no result.
-        let outs = run.out.into_inner();
+        // Learn from the transactions that finished, in plan order: a function that
+        // conflicted (a shared counter) is then predicted in the next blocks. Profiles only
+        // steer scheduling, so which transactions finished before the attempt stopped changes
+        // no result.
+        let mut outs = run.out.into_inner();
+        outs.sort_unstable_by_key(|o| o.bin);
         profiles.learn_from(
             outs.iter().flat_map(|o| &o.written).map(|(i, w)| (&txs[*i as usize], &w[..])),
         );
