@@ -253,10 +253,13 @@ struct BinDb<'r, 'a, S: ?Sized> {
 struct BinRef<'w, 'r, 'a, S: ?Sized>(&'w BinDb<'r, 'a, S>);
 
 impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
-    /// The bin's value of `loc`, claimed as `kind`.
-    fn access(&self, loc: Loc, kind: u8) -> Result<Val, ReadError> {
-        let mut locals = self.locals.borrow_mut();
-        let local = match locals.entry(loc) {
+    /// The bin's entry for `loc`, read from the parent state the first time.
+    fn entry<'m>(
+        &self,
+        locals: &'m mut HashMap<Loc, Local>,
+        loc: Loc,
+    ) -> Result<&'m mut Local, ReadError> {
+        Ok(match locals.entry(loc) {
             MapEntry::Occupied(e) => e.into_mut(),
             MapEntry::Vacant(v) => {
                 let parent = match loc {
@@ -265,7 +268,13 @@ impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
                 };
                 v.insert(Local { parent, value: parent, claimed: 0 })
             }
-        };
+        })
+    }
+
+    /// The bin's value of `loc`, claimed as `kind`.
+    fn access(&self, loc: Loc, kind: u8) -> Result<Val, ReadError> {
+        let mut locals = self.locals.borrow_mut();
+        let local = self.entry(&mut locals, loc)?;
         self.claim(loc, local, kind)?;
         Ok(local.value)
     }
@@ -284,17 +293,8 @@ impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
     /// Records a write of the current transaction.
     fn write(&self, loc: Loc, value: Val, kind: u8) -> Result<(), ReadError> {
         let mut locals = self.locals.borrow_mut();
-        let local = match locals.entry(loc) {
-            MapEntry::Occupied(e) => e.into_mut(),
-            // revm loads every location before it writes it; this is only a safeguard.
-            MapEntry::Vacant(v) => {
-                let parent = match loc {
-                    Loc::Account(a) => Val::Account(self.run.base.account(a)?),
-                    Loc::Storage(a, s) => Val::Storage(self.run.base.storage(a, s)?),
-                };
-                v.insert(Local { parent, value: parent, claimed: 0 })
-            }
-        };
+        // revm loads every location before it writes it, so the entry is already there.
+        let local = self.entry(&mut locals, loc)?;
         // revm reports every account a transaction touched (a called contract, say), changed
         // or not; an unchanged value is only a read, and claims nothing more.
         if local.value != value {
@@ -327,17 +327,7 @@ impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {
         let loc = Loc::Account(address);
         if run.lazy[idx] == Some(address) {
             let value = alloy_consensus::Transaction::value(&run.txs[idx].tx);
-            let kind = {
-                let mut locals = db.locals.borrow_mut();
-                match locals.get(&loc) {
-                    Some(l) => lazy_kind(l.value, value),
-                    None => {
-                        let parent = Val::Account(run.base.account(address)?);
-                        locals.insert(loc, Local { parent, value: parent, claimed: 0 });
-                        lazy_kind(parent, value)
-                    }
-                }
-            };
+            let kind = lazy_kind(db.entry(&mut db.locals.borrow_mut(), loc)?.value, value);
             if kind == CREDIT {
                 if let Val::Account(account) = db.access(loc, CREDIT)? {
                     db.lazy_given.set(Some(account.unwrap_or_default()));
