@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use crate::writes::Loc;
 
 use alloy_consensus::Transaction;
-use alloy_primitives::{keccak256, Address, U256};
+use alloy_primitives::{Address, U256};
 
 use crate::env::RecoveredTx;
 
@@ -21,6 +21,11 @@ enum Hint {
     Slot(Address, U256),
     /// A pool of an automated market maker, named by its two tokens in order.
     Pool(Address, Address),
+    /// The balance of an owner (`.1`) in a token (`.0`). It names the slot by its owner
+    /// instead of hashing the mapping key (two Keccak permutations per transaction, as much
+    /// as the transaction's own), so it does not meet an access list naming that slot: a
+    /// missed prediction, never a wrong result.
+    Balance(Address, Address),
 }
 
 /// `transfer(address,uint256)`.
@@ -31,14 +36,6 @@ const ERC20_TRANSFER_FROM: [u8; 4] = [0x23, 0xb8, 0x72, 0xdd];
 const SWAP_EXACT_TOKENS: [u8; 4] = [0x38, 0xed, 0x17, 0x39];
 /// Uniswap V2 router `swapTokensForExactTokens(uint256,uint256,address[],address,uint256)`.
 const SWAP_FOR_EXACT_TOKENS: [u8; 4] = [0x88, 0x03, 0xdb, 0xee];
-
-/// The balance slot of `owner` in a token keeping balances in a mapping at slot 0
-/// (OpenZeppelin's ERC-20 layout).
-fn balance_slot(owner: &Address) -> U256 {
-    let mut buf = [0u8; 64];
-    buf[12..32].copy_from_slice(owner.as_slice());
-    U256::from_be_bytes(keccak256(buf).0)
-}
 
 fn word(data: &[u8], i: usize) -> Option<&[u8]> {
     data.get(4 + 32 * i..4 + 32 * (i + 1))
@@ -139,14 +136,14 @@ fn hints_of(tx: &RecoveredTx, learned: &HashMap<ProfileKey, Vec<U256>>, out: &mu
     }
     let Some(selector) = data.get(..4) else { return };
     if selector == ERC20_TRANSFER {
-        out.push(Hint::Slot(to, balance_slot(&tx.sender)));
+        out.push(Hint::Balance(to, tx.sender));
         if let Some(r) = address_word(data, 0) {
-            out.push(Hint::Slot(to, balance_slot(&r)));
+            out.push(Hint::Balance(to, r));
         }
     } else if selector == ERC20_TRANSFER_FROM {
         for i in 0..2 {
             if let Some(a) = address_word(data, i) {
-                out.push(Hint::Slot(to, balance_slot(&a)));
+                out.push(Hint::Balance(to, a));
             }
         }
     } else if selector == SWAP_EXACT_TOKENS || selector == SWAP_FOR_EXACT_TOKENS {
@@ -172,7 +169,7 @@ fn hints_of(tx: &RecoveredTx, learned: &HashMap<ProfileKey, Vec<U256>>, out: &mu
                 let (a, b) =
                     if pair[0] < pair[1] { (pair[0], pair[1]) } else { (pair[1], pair[0]) };
                 out.push(Hint::Pool(a, b));
-                out.push(Hint::Slot(pair[0], balance_slot(&tx.sender)));
+                out.push(Hint::Balance(pair[0], tx.sender));
             }
         }
     }
@@ -231,6 +228,7 @@ fn fingerprint(h: &Hint) -> u64 {
         Hint::Account(a) => address(1, a),
         Hint::Slot(a, s) => s.as_limbs().iter().fold(address(2, a), |acc, l| mix(acc, *l)),
         Hint::Pool(a, b) => address(address(3, a), b),
+        Hint::Balance(t, o) => address(address(4, t), o),
     };
     // A final avalanche: the map below uses these bits as they are.
     let x = (acc ^ (acc >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
