@@ -8,8 +8,8 @@ use farol_execution::workload::{
     creation_code, option_price_input, rust_module, Flavor, World, WorldSpec,
 };
 use farol_execution::{
-    execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, RecoveredTx, StateView,
-    TxStatus,
+    execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, Partition, RecoveredTx,
+    StateView, TxStatus,
 };
 
 fn world() -> World {
@@ -28,6 +28,13 @@ fn block(world: &mut World, txs: Vec<RecoveredTx>) -> BlockOutput {
             .map(|(o, _)| o)
             .unwrap_or_else(|e| panic!("parallel: {e}"));
         assert_eq!(par, seq, "{threads} threads");
+        for mode in [Partition::Predicted, Partition::RoundRobin] {
+            let par = ParallelExecutor::new(ParallelConfig::always_partitioned(threads, mode))
+                .execute(&world.state, &world.chain, &env, &txs)
+                .map(|(o, _)| o)
+                .unwrap_or_else(|e| panic!("partitioned {mode:?}: {e}"));
+            assert_eq!(par, seq, "{threads} threads, partitioned {mode:?}");
+        }
     }
     world.commit(&seq);
     seq
