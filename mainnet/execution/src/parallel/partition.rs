@@ -73,10 +73,9 @@ pub(super) fn plan(group: &[u32], gas: &[u64], bins: usize, max_percent: u64) ->
         load[b] += weight[g as usize];
         bin_of[g as usize] = b as u32;
     }
-    // The small groups fill the bins one after another up to an equal share, in block order:
-    // a run of independent transactions stays together in one bin.
-    // Bin `b` takes small groups up to `share` minus its large ones; a group goes to the bin
-    // whose room holds its midpoint, counting from the first bin.
+    // The small groups fill the bins one after another, in block order, so that a run of
+    // independent transactions stays together in one bin: bin `b` has room for `share` minus
+    // its large groups, and a group goes to the bin whose room holds its midpoint.
     let share = total.div_ceil(bins as u128);
     let mut fill = 0;
     let mut room_end = share.saturating_sub(load[0]);
