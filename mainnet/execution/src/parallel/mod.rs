@@ -809,6 +809,44 @@ fn internal(loc: &Loc) -> ExecError {
     }
 }
 
+/// The revm instance of a worker, over its database `D`.
+type WorkerEvm<D> = crate::wasm::FarolEvm<
+    Context<revm::context::BlockEnv, TxEnv, revm::context::CfgEnv, D>,
+    CollisionInspector,
+>;
+
+/// Runs the transaction `tx` builds with the beneficiary's fee set aside, and again with the
+/// EIP-7610 inspector when the first run loaded an address that has storage in the parent
+/// state (after `reset`, which clears what the first run recorded). Returns the result,
+/// revm's state and the fee.
+fn transact<D>(
+    evm: &mut WorkerEvm<D>,
+    tx: impl Fn() -> TxEnv,
+    reset: impl FnOnce(),
+) -> (Result<ExecutionResult, EVMError<ReadError>>, revm::state::EvmState, U256)
+where
+    D: Database<Error = ReadError> + StorageProbe,
+{
+    evm.ctx.set_tx(tx());
+    let mut handler = LazyRewardHandler::new();
+    let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(evm);
+    let mut state = evm.finalize();
+    if result.is_ok() {
+        match needs_collision_check(&state, &evm.ctx.journaled_state.database) {
+            Ok(false) => {}
+            Ok(true) => {
+                reset();
+                evm.ctx.set_tx(tx());
+                handler = LazyRewardHandler::new();
+                result = handler.inspect_run(evm);
+                state = evm.finalize();
+            }
+            Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
+        }
+    }
+    (result, state, handler.fee.get())
+}
+
 /// One worker: asks the scheduler for tasks until the block is done.
 fn worker<S: StateView + ?Sized>(
     shared: &Shared<'_, S>,
@@ -842,24 +880,14 @@ fn worker<S: StateView + ?Sized>(
             db.reads.borrow_mut().clear();
             db.lazy_given.set(None);
             shared.executions.fetch_add(1, Relaxed);
-            evm.ctx.set_tx(shared.tx_envs[idx].clone());
-            let mut handler = LazyRewardHandler::new();
-            let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
-            let mut state = evm.finalize();
-            if result.is_ok() {
-                match needs_collision_check(&state, &DbRef(&db)) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        db.reads.borrow_mut().clear();
-                        db.lazy_given.set(None);
-                        evm.ctx.set_tx(shared.tx_envs[idx].clone());
-                        handler = LazyRewardHandler::new();
-                        result = handler.inspect_run(&mut evm);
-                        state = evm.finalize();
-                    }
-                    Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
-                }
-            }
+            let (result, state, fee) = transact(
+                &mut evm,
+                || shared.tx_envs[idx].clone(),
+                || {
+                    db.reads.borrow_mut().clear();
+                    db.lazy_given.set(None);
+                },
+            );
             let (result, entries, code, wiped) = match result {
                 Err(EVMError::Database(ReadError::Blocked(blocking))) => {
                     shared.waits.fetch_add(1, Relaxed);
@@ -880,7 +908,6 @@ fn worker<S: StateView + ?Sized>(
                 }
                 Ok(r) => {
                     let w = collect_writes(&state, shared.spec);
-                    let fee = handler.fee.get();
                     let ben = Loc::Account(shared.beneficiary);
                     let destroyed =
                         state.get(&shared.beneficiary).is_some_and(|a| a.is_selfdestructed());

@@ -16,21 +16,18 @@ use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
 use rayon::prelude::*;
 use revm::bytecode::Bytecode;
-use revm::context::result::{EVMError, ExecutionResult};
-use revm::context::{Context, ContextSetters};
+use revm::context::result::EVMError;
+use revm::context::Context;
 use revm::database_interface::Database;
-use revm::handler::Handler;
-use revm::inspector::InspectorHandler;
 use revm::primitives::hardfork::SpecId;
 use revm::primitives::KECCAK_EMPTY;
 use revm::state::AccountInfo;
-use revm::{ExecuteEvm, MainContext};
+use revm::MainContext;
 
-use super::handler::LazyRewardHandler;
 use super::hints::{loc_fingerprint, ByFingerprint};
 use super::mv::credit;
-use super::{assemble, bloom_of, lazy_credit, meta, ReadError, TxSlot};
-use crate::collision::{needs_collision_check, CollisionInspector, StorageProbe};
+use super::{assemble, bloom_of, lazy_credit, meta, transact, ReadError, TxSlot};
+use crate::collision::{CollisionInspector, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::ExecError;
 use crate::output::BlockOutput;
@@ -469,23 +466,8 @@ fn worker<S: StateView + ?Sized>(
             let idx_usize = idx as usize;
             db.idx.set(idx_usize);
             db.lazy_given.set(None);
-            evm.ctx.set_tx(txs[idx_usize].tx_env());
-            let mut handler = LazyRewardHandler::new();
-            let mut result: Result<ExecutionResult, EVMError<ReadError>> = handler.run(&mut evm);
-            let mut state = evm.finalize();
-            if result.is_ok() {
-                match needs_collision_check(&state, &BinRef(&db)) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        db.lazy_given.set(None);
-                        evm.ctx.set_tx(txs[idx_usize].tx_env());
-                        handler = LazyRewardHandler::new();
-                        result = handler.inspect_run(&mut evm);
-                        state = evm.finalize();
-                    }
-                    Err(e) => result = Err(EVMError::Database(ReadError::State(e))),
-                }
-            }
+            let (result, state, fee) =
+                transact(&mut evm, || txs[idx_usize].tx_env(), || db.lazy_given.set(None));
             let mut written = Vec::new();
             let learn_written = super::hints::learns_from(&txs[idx_usize]);
             let (result, code, wiped) = match result {
@@ -521,7 +503,7 @@ fn worker<S: StateView + ?Sized>(
                             written.push(loc);
                         }
                     }
-                    fees = fees.and_then(|f| f.checked_add(handler.fee.get()));
+                    fees = fees.and_then(|f| f.checked_add(fee));
                     if let (Some(given), Some(to)) = (given, run.lazy[idx_usize]) {
                         payments.push(Payment {
                             idx,
