@@ -212,35 +212,38 @@ struct Executor {
 }
 
 impl Executor {
+    /// Carries out one step's actions. The step's records are appended first and synced
+    /// once, before anything leaves the validator: a message (its own block, which it must
+    /// never contradict after a crash) or a commit (what the application is handed is
+    /// derived from durable blocks). Records that nothing followed yet wait for the next
+    /// step that sends or commits: a received block lost in a crash is fetched again.
     async fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
+        let mut leaves = false;
+        for action in out.iter() {
+            match action {
+                Action::Persist(record) => self.wal.append(record)?,
+                Action::Send { .. } | Action::Commit(_) => leaves = true,
+            }
+        }
+        if self.sync && leaves {
+            self.wal.sync_off_thread().await?;
+        }
         for action in out.drain(..) {
             match action {
-                Action::Persist(record) => self.wal.append(&record)?,
-                Action::Send { to, bytes } => {
-                    if self.sync {
-                        self.wal.sync()?;
+                Action::Persist(_) => {}
+                Action::Send { to, bytes } => match to {
+                    Target::All => self.network.broadcast(bytes),
+                    Target::One(v) => {
+                        self.network.send(v.0, bytes);
                     }
-                    match to {
-                        Target::All => self.network.broadcast(bytes),
-                        Target::One(v) => {
-                            self.network.send(v.0, bytes);
-                        }
-                    }
-                }
+                },
                 Action::Commit(c) => {
-                    // What a commit is derived from is durable before the application sees it.
-                    if self.sync {
-                        self.wal.sync()?;
-                    }
                     self.status.height.store(c.height, Ordering::Relaxed);
                     self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
                     // The application may be gone (shutting down); consensus goes on.
                     let _ = self.commits.send(c).await;
                 }
             }
-        }
-        if self.sync {
-            self.wal.sync()?;
         }
         Ok(())
     }

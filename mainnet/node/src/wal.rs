@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -29,7 +30,8 @@ const MAX_RECORD: usize = 1 << 30;
 /// An append-only log of records.
 #[derive(Debug)]
 pub struct Wal {
-    file: File,
+    /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]).
+    file: Arc<File>,
     path: String,
     dirty: bool,
     /// Bytes in the file.
@@ -95,7 +97,7 @@ impl Wal {
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
             file.sync_all().map_err(Self::err(&name))?;
         }
-        Ok(Wal { file, path: name, dirty: false, len: pos })
+        Ok(Wal { file: Arc::new(file), path: name, dirty: false, len: pos })
     }
 
     /// Appends a record (not yet durable: see [`Wal::sync`]).
@@ -103,8 +105,9 @@ impl Wal {
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
-        self.file.write_all(&header).map_err(Self::err(&self.path))?;
-        self.file.write_all(record).map_err(Self::err(&self.path))?;
+        let mut file = &*self.file;
+        file.write_all(&header).map_err(Self::err(&self.path))?;
+        file.write_all(record).map_err(Self::err(&self.path))?;
         self.dirty = true;
         self.len += 8 + record.len() as u64;
         Ok(())
@@ -156,7 +159,8 @@ impl Wal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(Self::err(&self.path))?;
         }
-        self.file = OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?;
+        self.file =
+            Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
         self.dirty = false;
         self.len = len;
         Ok(())
@@ -168,6 +172,21 @@ impl Wal {
             self.file.sync_data().map_err(Self::err(&self.path))?;
             self.dirty = false;
         }
+        Ok(())
+    }
+
+    /// [`Wal::sync`] on tokio's blocking pool: the caller waits for the disk, the runtime's
+    /// worker threads (which other validators' and connections' tasks share) do not.
+    pub async fn sync_off_thread(&mut self) -> Result<(), WalError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let synced = tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(Self::err(&self.path))?;
+        self.dirty = false;
         Ok(())
     }
 }
