@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use farol_crypto::{coin, ed25519, SecretKey, Signature};
+use farol_crypto::{coin, ed25519, SecretKey, Signature, SIGNATURE_LEN};
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
 use crate::checkpoint::{decode_round_floor, round_hash, Checkpoint, Snapshot, SNAPSHOT_RECORD};
@@ -321,6 +321,10 @@ pub struct AsyncBft {
     faults: Faults,
     replaying: bool,
     dag_changed: bool,
+    /// A proposal was made by the step `finish` completes (see `Consensus::handle_first`).
+    proposed: bool,
+    /// The coin share of a wave round, signed ahead for the next proposal.
+    next_share: Option<(u64, Signature)>,
     /// The newest checkpoint with the blocks held then.
     snapshot: Option<Arc<Snapshot>>,
 
@@ -406,6 +410,8 @@ impl AsyncBft {
             faults: Faults::default(),
             replaying: false,
             dag_changed: false,
+            proposed: false,
+            next_share: None,
             snapshot: None,
             coins: BTreeMap::new(),
             bad_shares: HashSet::new(),
@@ -868,10 +874,10 @@ impl AsyncBft {
     }
 
     /// Proposes the next round if a quorum of the round below is in (and the wait for the
-    /// validators that were live is over).
-    fn maybe_propose(&mut self, out: &mut Vec<Action>) {
+    /// validators that were live is over). True if it did.
+    fn maybe_propose(&mut self, out: &mut Vec<Action>) -> bool {
         if self.round == 0 {
-            return;
+            return false;
         }
         // The highest round with a quorum, at least the one proposed in last.
         let mut k = self.highest;
@@ -879,7 +885,7 @@ impl AsyncBft {
             k -= 1;
         }
         if k < self.round {
-            return;
+            return false;
         }
         let n = self.committee.len();
         if k == self.round {
@@ -887,15 +893,20 @@ impl AsyncBft {
                 self.quorum_round = k;
                 self.quorum_tick = self.ticks;
             }
-            let waiting_for =
-                (0..n).any(|a| !self.has_block(k, a) && (k <= 1 || self.has_block(k - 1, a)));
+            // Not for a validator already seen in a later round: it went past `k` without a
+            // block there (it got a quorum of `k` before it could propose in it) and will
+            // never make one.
+            let moved_on = |a: usize| self.author_rounds.get(a).is_some_and(|r| *r > k);
+            let waiting_for = (0..n).any(|a| {
+                !self.has_block(k, a) && (k <= 1 || self.has_block(k - 1, a)) && !moved_on(a)
+            });
             // Wait as long as the quorum took to come (at least `wait_ticks`, at most
             // `max_wait_ticks`): stragglers are usually a little slower, not absent.
             let took = self.quorum_tick - self.proposed_tick;
             let wait =
                 took.min(u64::from(self.cfg.max_wait_ticks)).max(u64::from(self.cfg.wait_ticks));
             if waiting_for && self.ticks - self.quorum_tick < wait {
-                return;
+                return false;
             }
         }
         // Idle: nothing to propose, and no transactions in the round being proposed in or the
@@ -915,7 +926,7 @@ impl AsyncBft {
             && !carries(k)
             && !carries(k.saturating_sub(1));
         if idle && self.ticks - self.proposed_tick < u64::from(self.cfg.idle_ticks) {
-            return;
+            return false;
         }
         let mut parents: Vec<BlockRef> = Vec::with_capacity(n + 1);
         if let Some(own) = self.last_own {
@@ -947,6 +958,7 @@ impl AsyncBft {
             }
         }
         let mut txs = Vec::new();
+        let mut digests = Vec::new();
         let mut bytes = 0usize;
         // An empty block when far behind the rounds more than a third of the stake reached
         // (restarting, or cut off: an old round's block may never be ordered), or, in the
@@ -965,6 +977,7 @@ impl AsyncBft {
             }
             bytes += t.payload.len();
             txs.push(t);
+            digests.push(d);
         }
         // The proposer's own clock, never taken from a parent: a Byzantine parent's far-future
         // time must not spread to honest blocks (the commit time's median relies on it).
@@ -973,14 +986,19 @@ impl AsyncBft {
         // This validator's coin share for the wave COIN_LAG rounds back, if one is due.
         let share = match (&self.cfg.coin, k + 1 > COIN_LAG && self.coin_on()) {
             (Some(ck), true) if AsyncBft::wave_round(k + 1 - COIN_LAG) => {
-                Some(ck.sign(&Block::coin_message(&self.cfg.chain, k + 1 - COIN_LAG)))
+                let wave = k + 1 - COIN_LAG;
+                match self.next_share.take() {
+                    Some((w, share)) if w == wave => Some(share),
+                    _ => Some(ck.sign(&Block::coin_message(&self.cfg.chain, wave))),
+                }
             }
             _ => None,
         };
         let block =
             Block::with_coin(&self.cfg.chain, self.me, k + 1, time_ms, parents, txs, share, |m| {
                 key.sign(m)
-            });
+            })
+            .with_transaction_digests(digests);
         self.cache.insert(&block);
         self.round = k + 1;
         self.last_own = Some(block.reference());
@@ -990,7 +1008,24 @@ impl AsyncBft {
         let bytes = block.encoded();
         self.insert(Arc::new(block), out);
         self.send_bytes(out, Target::All, bytes);
-        self.reassign(out);
+        true
+    }
+
+    /// Signs the coin share the next proposal (of the round after this validator's) will
+    /// carry, if it carries one, so that it is not signed while the round waits. Signing is
+    /// deterministic: the share is the one `maybe_propose` would sign.
+    fn prepare_share(&mut self) {
+        let next = self.round + 1;
+        if next <= COIN_LAG || !self.coin_on() || !AsyncBft::wave_round(next - COIN_LAG) {
+            return;
+        }
+        let wave = next - COIN_LAG;
+        if let Some(ck) = &self.cfg.coin {
+            if self.next_share.is_none_or(|(w, _)| w != wave) {
+                self.next_share =
+                    Some((wave, ck.sign(&Block::coin_message(&self.cfg.chain, wave))));
+            }
+        }
     }
 
     /// Hands watched transactions whose assignee did not commit them in time to the next
@@ -1223,20 +1258,35 @@ impl AsyncBft {
         let committee = self.committee.clone();
         let keys = committee.coin()?;
         let msg = Block::coin_message(&self.cfg.chain, round);
-        let mut shares: Vec<(u16, Digest, Signature)> = self
+        let mut raw: Vec<(u16, Digest, [u8; SIGNATURE_LEN])> = self
             .blocks_of(round + COIN_LAG)
             .filter(|b| !self.bad_shares.contains(&b.digest()))
             .filter_map(|b| b.coin.map(|c| (b.author.0, b.digest(), c)))
             .collect();
-        shares.sort_by_key(|(a, d, _)| (*a, *d));
-        shares.dedup_by_key(|(a, _, _)| *a);
-        if shares.len() < keys.threshold {
+        raw.sort_by_key(|(a, d, _)| (*a, *d));
+        raw.dedup_by_key(|(a, _, _)| *a);
+        if raw.len() < keys.threshold {
             return None;
         }
         // Another engine in this process combined it already (the simulator's many).
         if let Some(a) = self.cache.coin(&self.cfg.chain, round) {
             self.coins.insert(round, a);
             return Some(a);
+        }
+        // Shares are checked to be points of the group only now (see `Block::coin`); one
+        // that is not is a bad share, as one that does not verify.
+        let mut shares: Vec<(u16, Digest, Signature)> = Vec::with_capacity(raw.len());
+        for (a, d, c) in raw {
+            match Signature::from_bytes(&c) {
+                Ok(sig) => shares.push((a, d, sig)),
+                Err(_) => {
+                    self.bad_shares.insert(d);
+                    self.faults.bad_coin_shares += 1;
+                }
+            }
+        }
+        if shares.len() < keys.threshold {
+            return None;
         }
         let pick = |shares: &[(u16, Digest, Signature)]| -> Option<Signature> {
             let chosen: Vec<(u16, Signature)> =
@@ -1794,19 +1844,39 @@ impl Consensus for AsyncBft {
             let bytes = own.encoded();
             self.send_bytes(out, Target::All, bytes);
         }
-        self.maybe_propose(out);
+        if self.maybe_propose(out) {
+            self.reassign(out);
+        }
     }
 
     fn handle(&mut self, input: Input, out: &mut Vec<Action>) {
+        self.handle_first(input, out);
+        self.finish(out);
+    }
+
+    /// The input, then the proposal it allows: the next round waits for that, and nothing
+    /// a proposal holds depends on this step's commits (a queued transaction committed
+    /// meanwhile through another validator's block is still ordered once).
+    fn handle_first(&mut self, input: Input, out: &mut Vec<Action>) {
         match input {
             Input::Messages(batch) => self.on_messages(batch, out),
             Input::Transactions(txs) => self.on_transactions(txs, out),
             Input::Tick => self.on_tick(out),
         }
+        self.proposed |= self.maybe_propose(out);
+    }
+
+    /// Commits, a proposal they allow, reassignment (which needs this step's commits), and
+    /// the coin share of the next proposal, signed ahead.
+    fn finish(&mut self, out: &mut Vec<Action>) {
         if std::mem::take(&mut self.dag_changed) {
             self.try_commit(out);
         }
-        self.maybe_propose(out);
+        self.proposed |= self.maybe_propose(out);
+        if std::mem::take(&mut self.proposed) {
+            self.reassign(out);
+            self.prepare_share();
+        }
     }
 
     fn round(&self) -> u64 {

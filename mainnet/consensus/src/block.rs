@@ -67,14 +67,17 @@ pub struct Block {
     pub transactions: Vec<Transaction>,
     /// The author's share of the common coin of round `round − COIN_LAG` (see
     /// `asyncbft`): its coin share key's signature of [`Block::coin_message`]. Part of the
-    /// digest, so the block's signature covers it; checked when the coin is combined.
-    pub coin: Option<Signature>,
+    /// digest, so the block's signature covers it. Kept as its 48 bytes: most coins are
+    /// never combined (rule 16), and checking that a share is a point of the group costs
+    /// about as much as signing; it is checked when its coin is combined.
+    pub coin: Option<[u8; SIGNATURE_LEN]>,
     /// The author's Ed25519 signature of the digest (see [`Block::signing_message`]), by
     /// its network identity key.
     pub signature: ed25519::Signature,
     digest: [u8; 32],
-    /// The digest of each transaction, computed once.
-    tx_digests: Vec<[u8; 32]>,
+    /// The digest of each transaction, computed once, when first asked for: after the
+    /// proposal a received block allows, off the path rounds wait on.
+    tx_digests: std::sync::OnceLock<Vec<[u8; 32]>>,
     /// The encoded message (sent and persisted as is, never encoded twice).
     raw: Bytes,
 }
@@ -107,8 +110,9 @@ impl Block {
     ) -> Block {
         let mut raw = vec![if coin.is_some() { KIND_BLOCK_COIN } else { KIND_BLOCK }];
         encode_unsigned(&mut raw, author, round, time_ms, &parents, &transactions);
+        let coin = coin.map(|c| c.to_bytes());
         if let Some(c) = &coin {
-            raw.extend_from_slice(&c.to_bytes());
+            raw.extend_from_slice(c);
         }
         let digest = *blake3::hash(&raw[1..]).as_bytes();
         let signature = sign(&Block::signing_message(chain, &digest));
@@ -119,7 +123,7 @@ impl Block {
 
     /// The block of `unsigned` with its signature, digest and encoding (made or decoded).
     fn assemble(u: Unsigned, signature: ed25519::Signature, digest: [u8; 32], raw: Bytes) -> Block {
-        let tx_digests = u.transactions.iter().map(Transaction::digest).collect();
+        let tx_digests = std::sync::OnceLock::new();
         let Unsigned { author, round, time_ms, parents, transactions, coin } = u;
         Block {
             author,
@@ -151,7 +155,18 @@ impl Block {
 
     /// The digest of each transaction, in order.
     pub fn transaction_digests(&self) -> &[[u8; 32]] {
-        &self.tx_digests
+        self.tx_digests.get_or_init(|| self.transactions.iter().map(Transaction::digest).collect())
+    }
+
+    /// Gives the block the digests of its transactions, already known to whoever made it
+    /// (they must be [`Transaction::digest`] of each, in order).
+    pub(crate) fn with_transaction_digests(self, digests: Vec<[u8; 32]>) -> Block {
+        debug_assert!(
+            digests.len() == self.transactions.len()
+                && self.transactions.iter().zip(&digests).all(|(t, d)| t.digest() == *d)
+        );
+        let _ = self.tx_digests.set(digests);
+        self
     }
 
     /// What the author signs: a domain tag, the chain (so a block of one chain or epoch is no
@@ -182,7 +197,7 @@ struct Unsigned {
     time_ms: u64,
     parents: Vec<BlockRef>,
     transactions: Vec<Transaction>,
-    coin: Option<Signature>,
+    coin: Option<[u8; SIGNATURE_LEN]>,
 }
 
 fn put_u16(out: &mut Vec<u8>, v: u16) {
@@ -271,7 +286,7 @@ impl Message {
     }
 
     /// Decodes a message. The signature of a block is not checked to be the author's (the
-    /// engine does that); a coin share is checked to be a valid point.
+    /// engine does that), nor is a coin share (see [`Block::coin`]).
     pub fn decode(bytes: &Bytes) -> Result<Message, DecodeError> {
         if bytes.len() > MAX_MESSAGE_BYTES {
             return Err(DecodeError::Limit("message size"));
@@ -292,12 +307,7 @@ impl Message {
                     parents.push(BlockRef { round, author, digest: r.array()? });
                 }
                 let transactions = r.transactions()?;
-                let coin = if kind == KIND_BLOCK_COIN {
-                    let c = r.take(SIGNATURE_LEN)?;
-                    Some(Signature::from_bytes(c).map_err(|_| DecodeError::Signature)?)
-                } else {
-                    None
-                };
+                let coin = if kind == KIND_BLOCK_COIN { Some(r.array()?) } else { None };
                 let digest = *blake3::hash(&bytes[start..r.pos]).as_bytes();
                 let sig = r.take(ed25519::SIGNATURE_LEN)?;
                 let signature =

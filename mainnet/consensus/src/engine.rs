@@ -104,6 +104,20 @@ pub trait Consensus: Send {
     /// Reacts to `input`, appending what to do to `out`.
     fn handle(&mut self, input: Input, out: &mut Vec<Action>);
 
+    /// [`Consensus::handle`] in two parts, for a driver that carries out the first part's
+    /// actions before it asks for the second: this part is what other validators wait for
+    /// (the engine's next proposal), [`Consensus::finish`] the rest (ordering commits,
+    /// housekeeping). Together they do exactly what `handle` does; the driver gives no
+    /// input in between. By default the first part is all of it.
+    fn handle_first(&mut self, input: Input, out: &mut Vec<Action>) {
+        self.handle(input, out);
+    }
+
+    /// The rest of the last [`Consensus::handle_first`].
+    fn finish(&mut self, out: &mut Vec<Action>) {
+        let _ = out;
+    }
+
     /// The highest round this engine has proposed in (engines without rounds report their
     /// view or height).
     fn round(&self) -> u64;

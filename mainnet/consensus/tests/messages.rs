@@ -161,9 +161,10 @@ fn blocks_that_break_the_rules_are_refused() {
 }
 
 /// A block carrying a coin share: its own message kind, the share part of the digest (so
-/// the block's signature covers it), round trips, truncations and a share that is not a
-/// curve point refused; and a share in a block where no share is due, or on a committee
-/// without a coin, is a broken rule.
+/// the block's signature covers it), round trips and truncations; a share that is not a
+/// curve point decodes as its bytes (it is checked when its coin is combined, see the next
+/// test); and a share in a block where no share is due, or on a committee without a coin,
+/// is a broken rule.
 #[test]
 fn coin_shares_ride_in_blocks_only_where_due() {
     let (c, ks) = setup(4);
@@ -186,7 +187,10 @@ fn coin_shares_ride_in_blocks_only_where_due() {
     let mut broken = bytes.to_vec();
     let at = broken.len() - farol_crypto::ed25519::SIGNATURE_LEN - farol_crypto::SIGNATURE_LEN;
     broken[at..at + farol_crypto::SIGNATURE_LEN].fill(0xff);
-    assert!(Message::decode(&Bytes::from(broken)).is_err());
+    match Message::decode(&Bytes::from(broken)) {
+        Ok(Message::Block(b)) => assert_eq!(b.coin, Some([0xff; farol_crypto::SIGNATURE_LEN])),
+        other => panic!("{other:?}"),
+    }
 
     // No coin on this committee: any share breaks the rules.
     let mut e = engine(&c, &ks, 0);
@@ -203,6 +207,97 @@ fn coin_shares_ride_in_blocks_only_where_due() {
     assert_eq!(e.faults().invalid, 1);
     deliver(&mut e, 1, &plain);
     assert_eq!(e.faults().invalid, 1);
+}
+
+/// A validly signed block whose coin share is no point of the group: the engine takes the
+/// block, and when the coin of that wave is combined, counts the share as bad and elects
+/// from the others.
+#[test]
+fn a_share_that_is_no_point_is_dropped_when_its_coin_is_combined() {
+    let (c, ks) = setup(4);
+    let dealt = farol_crypto::coin::deal(&[1; 32], 4, 2).unwrap_or_else(|e| panic!("{e}"));
+    let c = Arc::new(
+        Committee::clone(&c).with_coin(dealt.publics.clone()).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let cfg = Config {
+        chain: CHAIN,
+        coin: Some(dealt.secrets[0].clone()),
+        eager_coins: true,
+        ..Config::default()
+    };
+    let mut e = AsyncBft::new(c.clone(), ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let own = |out: &[Action]| -> Vec<BlockRef> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => match Message::decode(bytes) {
+                    Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(b.reference()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let mut mine: Vec<BlockRef> = own(&out);
+    let mut below = Vec::new();
+    let lag = farol_consensus::asyncbft::COIN_LAG;
+    let mut broken = 0;
+    for round in 1..=lag + 8 {
+        let due = round > lag && (round - lag).is_multiple_of(2);
+        let parents: Vec<BlockRef> = if round == 1 { Vec::new() } else { below.clone() };
+        let mut this = Vec::new();
+        let mut out = Vec::new();
+        for a in 1..4u16 {
+            let k = &ks[usize::from(a)];
+            let share = due.then(|| {
+                let key = &dealt.secrets[usize::from(a)];
+                key.sign(&Block::coin_message(&CHAIN, round - lag))
+            });
+            let b = Block::with_coin(
+                &CHAIN,
+                ValidatorIndex(a),
+                round,
+                0,
+                parents.clone(),
+                vec![],
+                share,
+                |m| k.sign(m),
+            );
+            let mut bytes = Message::Block(Box::new(b)).encode().to_vec();
+            if due && a == 1 {
+                // Validator 1's share replaced by bytes that are no point, and signed again.
+                let sig = farol_crypto::ed25519::SIGNATURE_LEN;
+                let end = bytes.len() - sig;
+                bytes[end - farol_crypto::SIGNATURE_LEN..end].fill(0xff);
+                let digest = *blake3::hash(&bytes[1..end]).as_bytes();
+                let signature = k.sign(&Block::signing_message(&CHAIN, &digest)).to_bytes();
+                bytes[end..].copy_from_slice(&signature);
+                broken += 1;
+            }
+            let bytes = Bytes::from(bytes);
+            match Message::decode(&bytes) {
+                Ok(Message::Block(b)) => this.push(b.reference()),
+                other => panic!("round {round}: {other:?}"),
+            }
+            e.handle(Input::Messages(vec![(ValidatorIndex(a), bytes)]), &mut out);
+        }
+        // Empty rounds advance every few ticks (`idle_ticks`).
+        for _ in 0..8 {
+            e.handle(Input::Tick, &mut out);
+        }
+        mine.extend(own(&out));
+        this.extend(mine.iter().filter(|r| r.round == round));
+        // (A stalled engine sends its last block again.)
+        this.sort_by_key(|r| (r.round, r.author));
+        this.dedup();
+        assert_eq!(this.len(), 4, "round {round}: the engine proposed");
+        below = this;
+    }
+    assert!(broken >= 3);
+    assert_eq!(e.faults().invalid, 0, "the blocks themselves are valid");
+    assert!(e.faults().bad_coin_shares >= 1, "{:?}", e.faults());
+    assert!(e.height() > 0, "commits went on: {}", e.summary());
 }
 
 #[test]

@@ -340,7 +340,10 @@ async fn run(
         };
         engine.set_time(unix_ms());
         let offset = ex.wal.len();
-        engine.handle(input, &mut out);
+        // What the next round waits for goes out first; commits and housekeeping follow.
+        engine.handle_first(input, &mut out);
+        ex.execute(&mut out).await?;
+        engine.finish(&mut out);
         ex.execute(&mut out).await?;
         if let Some(s) = publish_snapshot(engine.as_ref(), &ex.status) {
             compaction = Some((s, offset));
