@@ -276,6 +276,14 @@ struct Process {
     crashed_ever: bool,
     /// The snapshot its log was last cut to.
     compacted: Option<Arc<crate::checkpoint::Snapshot>>,
+    /// How much of its log is durable (a crash loses the rest), as the node's driver syncs:
+    /// the records of a call that sends are synced while its messages go out, and are durable
+    /// once a later call sends, commits or asks for a `Sync`.
+    durable: usize,
+    /// The log's length after the last call that sent.
+    sent_mark: usize,
+    /// The block it sent in each round, to check that it never sends two.
+    own_sent: HashMap<u64, [u8; 32]>,
 }
 
 /// Runs `scenario` with `seed`.
@@ -396,6 +404,9 @@ impl<'s> Sim<'s> {
                     seen: HashSet::new(),
                     crashed_ever: false,
                     compacted: None,
+                    durable: 0,
+                    sent_mark: 0,
+                    own_sent: HashMap::new(),
                 });
             }
         }
@@ -491,21 +502,13 @@ impl<'s> Sim<'s> {
             let Some(event) = self.events.remove(&seq) else { continue };
             match event {
                 Event::Deliver { to, from, bytes } => {
-                    let mut out = Vec::new();
-                    if let Some(e) = self.procs[to].engine.as_mut() {
-                        e.handle(Input::Messages(vec![(from, bytes)]), &mut out);
-                    }
-                    self.apply(to, out)?;
+                    self.step(to, Input::Messages(vec![(from, bytes)]))?;
                 }
                 Event::Tick(p) => {
                     if p == 0 && self.now > self.s.duration && self.done() {
                         break;
                     }
-                    let mut out = Vec::new();
-                    if let Some(e) = self.procs[p].engine.as_mut() {
-                        e.handle(Input::Tick, &mut out);
-                    }
-                    self.apply(p, out)?;
+                    self.step(p, Input::Tick)?;
                     self.schedule(self.now + TICK, Event::Tick(p));
                 }
                 Event::Submit => {
@@ -517,8 +520,12 @@ impl<'s> Sim<'s> {
                     self.schedule(self.now + gap.max(1), Event::Submit);
                 }
                 Event::Crash(p) => {
-                    self.procs[p].engine = None;
-                    self.procs[p].crashed_ever = true;
+                    // What was not durable is lost.
+                    let proc_ = &mut self.procs[p];
+                    proc_.engine = None;
+                    proc_.crashed_ever = true;
+                    proc_.wal.truncate(proc_.durable);
+                    proc_.sent_mark = proc_.durable;
                 }
                 Event::Restart(p) => {
                     let v = usize::from(self.procs[p].index.0);
@@ -572,16 +579,19 @@ impl<'s> Sim<'s> {
             proc_.seen.extend(self.chain_txs[k].iter().copied());
         }
         let v = usize::from(proc_.index.0);
-        // The highest round it proposed in before (its own blocks in its log).
-        let proposed = proc_
+        // The highest round it may have proposed in before: past its own blocks and round
+        // floors in its log, the round after them (a block sent while it was being synced
+        // may be missing, see `AsyncBft::recover`).
+        let logged = proc_
             .wal
             .iter()
             .filter_map(|r| match crate::block::Message::decode(r) {
                 Ok(crate::block::Message::Block(b)) if b.author == proc_.index => Some(b.round),
-                _ => None,
+                _ => crate::checkpoint::decode_round_floor(r),
             })
             .max()
             .unwrap_or(0);
+        let proposed = if logged > 0 { logged + 1 } else { 0 };
         let cfg = self.config(v);
         let mut out = Vec::new();
         let mut e = AsyncBft::from_snapshot(
@@ -601,8 +611,11 @@ impl<'s> Sim<'s> {
             )));
         }
         e.start(&mut out);
-        self.procs[p].wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
-        self.procs[p].engine = Some(e);
+        let proc_ = &mut self.procs[p];
+        proc_.wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
+        proc_.durable = proc_.wal.len();
+        proc_.sent_mark = proc_.wal.len();
+        proc_.engine = Some(e);
         self.report.rejoins += 1;
         self.apply(p, out)
     }
@@ -625,11 +638,7 @@ impl<'s> Sim<'s> {
         payload[..8].copy_from_slice(&self.next_tx.to_le_bytes());
         let tx = Transaction { sender, payload: Bytes::from(payload) };
         self.submitted.insert(tx.digest(), (self.now, p));
-        let mut out = Vec::new();
-        if let Some(e) = self.procs[p].engine.as_mut() {
-            e.handle(Input::Transactions(vec![tx]), &mut out);
-        }
-        self.apply(p, out)
+        self.step(p, Input::Transactions(vec![tx]))
     }
 
     fn partitioned(&self, a: ValidatorIndex, b: ValidatorIndex) -> bool {
@@ -746,17 +755,57 @@ impl<'s> Sim<'s> {
         }
     }
 
+    /// Runs one input through `p`'s engine in its two parts, as the node's driver does.
+    fn step(&mut self, p: usize, input: Input) -> Result<(), Violation> {
+        let mut out = Vec::new();
+        if let Some(e) = self.procs[p].engine.as_mut() {
+            e.handle_first(input, &mut out);
+        }
+        self.apply(p, out)?;
+        let mut out = Vec::new();
+        if let Some(e) = self.procs[p].engine.as_mut() {
+            e.finish(&mut out);
+        }
+        self.apply(p, out)
+    }
+
+    /// Carries out one call's actions as the node's driver does: records first, then
+    /// messages, then commits; and what of the log is durable (see [`Process::durable`]).
     fn apply(&mut self, p: usize, out: Vec<Action>) -> Result<(), Violation> {
         let offset = self.procs[p].wal.len();
+        let (mut sends, mut barrier) = (false, false);
+        for a in &out {
+            match a {
+                Action::Persist(b) => {
+                    self.note_proposal(p, b);
+                    self.procs[p].wal.push(b.clone())
+                }
+                Action::Send { .. } => sends = true,
+                Action::Sync | Action::Commit(_) => barrier = true,
+            }
+        }
+        let proc_ = &mut self.procs[p];
+        if barrier {
+            proc_.durable = proc_.wal.len();
+        } else if sends {
+            proc_.durable = proc_.durable.max(proc_.sent_mark);
+        }
+        if sends {
+            proc_.sent_mark = proc_.wal.len();
+        }
+        let mut commits = Vec::new();
         for a in out {
             match a {
-                Action::Send { to, bytes } => self.send(p, to, bytes),
-                Action::Persist(b) => {
-                    self.note_proposal(p, &b);
-                    self.procs[p].wal.push(b)
+                Action::Send { to, bytes } => {
+                    self.check_own_block(p, &bytes)?;
+                    self.send(p, to, bytes)
                 }
-                Action::Commit(c) => self.on_commit(p, c)?,
+                Action::Commit(c) => commits.push(c),
+                Action::Persist(_) | Action::Sync => {}
             }
+        }
+        for c in commits {
+            self.on_commit(p, c)?;
         }
         if let Some(e) = &self.procs[p].engine {
             if self.honest(p) {
@@ -786,11 +835,34 @@ impl<'s> Sim<'s> {
         let mut wal = vec![s.encode(), crate::checkpoint::round_floor_record(e.round())];
         wal.extend(proc_.wal.drain(offset.min(proc_.wal.len())..));
         proc_.wal = wal;
+        // The node writes the cut log anew and syncs it.
+        proc_.durable = proc_.wal.len();
+        proc_.sent_mark = proc_.wal.len();
         proc_.compacted = Some(s);
         self.report.compactions += 1;
     }
 
     /// Records when an honest validator persisted its own block (that is, proposed it).
+    /// An honest validator never sends two blocks of one round (after a crash neither: its
+    /// log may have lost what it sent last).
+    fn check_own_block(&mut self, p: usize, bytes: &Bytes) -> Result<(), Violation> {
+        if !self.honest(p) || !crate::block::is_block(bytes) {
+            return Ok(());
+        }
+        let Ok(crate::block::Message::Block(b)) = crate::block::Message::decode(bytes) else {
+            return Ok(());
+        };
+        if b.author != self.procs[p].index {
+            return Ok(());
+        }
+        let first = *self.procs[p].own_sent.entry(b.round).or_insert(b.digest());
+        if first != b.digest() {
+            return Err(self
+                .violation(format!("honest validator {p} sent two blocks of round {}", b.round)));
+        }
+        Ok(())
+    }
+
     fn note_proposal(&mut self, p: usize, record: &Bytes) {
         if !self.honest(p) {
             return;

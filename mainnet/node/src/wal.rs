@@ -259,16 +259,38 @@ impl Wal {
     /// [`Wal::sync`] on tokio's blocking pool: the caller waits for the disk, the runtime's
     /// worker threads (which other validators' and connections' tasks share) do not.
     pub async fn sync_off_thread(&mut self) -> Result<(), WalError> {
-        if !self.dirty {
-            return Ok(());
+        match self.start_sync() {
+            Some(s) => s.wait().await,
+            None => Ok(()),
         }
-        let file = self.file.clone();
-        let synced = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        synced.map_err(Self::err(&self.path))?;
+    }
+
+    /// Starts making every record appended so far durable, on tokio's blocking pool, and
+    /// returns what to wait on (none when nothing is waiting). The records count as durable
+    /// only once [`PendingSync::wait`] succeeds.
+    pub fn start_sync(&mut self) -> Option<PendingSync> {
+        if !self.dirty {
+            return None;
+        }
         self.dirty = false;
-        Ok(())
+        let file = self.file.clone();
+        let task = tokio::task::spawn_blocking(move || file.sync_data());
+        Some(PendingSync { task, path: self.path.clone() })
+    }
+}
+
+/// A sync of a [`Wal`] in progress ([`Wal::start_sync`]).
+#[derive(Debug)]
+pub struct PendingSync {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    path: String,
+}
+
+impl PendingSync {
+    /// Waits until the records it covers are durable.
+    pub async fn wait(self) -> Result<(), WalError> {
+        let synced = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(Wal::err(&self.path))
     }
 }
 
