@@ -1008,9 +1008,10 @@ impl AsyncBft {
             .with_transaction_digests(digests);
         self.cache.insert(&block);
         // A block that follows this validator's previous one goes out while it is synced;
-        // one that skips rounds (or the first, or the first after a restart) only once it
-        // is durable: `recover` can then skip the one round a lost block could be in.
-        let follows = self.last_own.is_some_and(|o| o.round == k);
+        // one that skips rounds (or the first, or the first after a restart), or a second
+        // one in the same step, only once it is durable: `recover` can then skip the one
+        // round a lost block could be in.
+        let follows = self.last_own.is_some_and(|o| o.round == k) && !self.proposed;
         self.round = k + 1;
         self.last_own = Some(block.reference());
         self.progress_tick = self.ticks;

@@ -393,6 +393,64 @@ fn own_blocks_are_durable_as_drivers_need_and_a_restart_skips_the_lost_round() {
     assert!(p7 < s && s < b7, "its first block after the restart is synced first: {sh:?}");
 }
 
+/// Two proposals in one step (the commits of the first part let the second part propose
+/// again): only the first goes out while it is synced, so a crash still loses at most one.
+#[test]
+fn a_second_proposal_in_one_step_is_synced_first() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let own = |out: &[Action]| -> Option<BlockRef> {
+        out.iter().find_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(b.reference()),
+                _ => None,
+            },
+            _ => None,
+        })
+    };
+    let b1 = own(&out).unwrap_or_else(|| panic!("no round-1 block"));
+    // Validator 3 is silent throughout; validators 1 and 2 with this one make the quorums.
+    let r1: Vec<Block> = (1..3u16).map(|a| block(&ks[usize::from(a)], a, 1, vec![])).collect();
+    let mut out = Vec::new();
+    for b in &r1 {
+        out.extend(deliver(&mut e, b.author.0, b));
+    }
+    for _ in 0..30 {
+        e.handle(Input::Tick, &mut out);
+    }
+    let b2 = own(&out).unwrap_or_else(|| panic!("no round-2 block"));
+    let mut p1: Vec<BlockRef> = vec![b1];
+    p1.extend(r1.iter().map(Block::reference));
+    let r2: Vec<Block> = (1..3u16).map(|a| block(&ks[usize::from(a)], a, 2, p1.clone())).collect();
+    let mut p2: Vec<BlockRef> = vec![b2];
+    p2.extend(r2.iter().map(Block::reference));
+    p2.sort_by_key(|r| (r.round, r.author));
+    let r3: Vec<Block> = (1..3u16).map(|a| block(&ks[usize::from(a)], a, 3, p2.clone())).collect();
+    let batch = r2
+        .iter()
+        .chain(&r3)
+        .map(|b| (b.author, Message::Block(Box::new(b.clone())).encode()))
+        .collect();
+    let mut out = Vec::new();
+    e.handle(Input::Messages(batch), &mut out);
+    let shape: Vec<String> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => {
+                    Some(format!("B{}", b.round))
+                }
+                _ => None,
+            },
+            Action::Sync => Some("S".into()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(shape, ["B3", "S", "B4"], "round 3 while synced, round 4 after a sync");
+}
+
 #[test]
 fn missing_parents_are_requested_and_blocks_wait_for_them() {
     let (ks, r1, refs, mut e) = round_one();
