@@ -468,13 +468,6 @@ impl AsyncBft {
             }
         }
         e.replaying = false;
-        // The newest block this validator sent may be missing from its log: a driver sends a
-        // block while syncing it (see `Action::Persist`). That block is at most one, and it
-        // followed the newest logged one's round (a block that skips rounds is synced before
-        // it is sent); that round is skipped, so no block of it is ever contradicted.
-        if e.round > 0 {
-            e.round += 1;
-        }
         e
     }
 
@@ -1007,11 +1000,6 @@ impl AsyncBft {
             })
             .with_transaction_digests(digests);
         self.cache.insert(&block);
-        // A block that follows this validator's previous one goes out while it is synced;
-        // one that skips rounds (or the first, or the first after a restart), or a second
-        // one in the same step, only once it is durable: `recover` can then skip the one
-        // round a lost block could be in.
-        let follows = self.last_own.is_some_and(|o| o.round == k) && !self.proposed;
         self.round = k + 1;
         self.last_own = Some(block.reference());
         self.progress_tick = self.ticks;
@@ -1019,9 +1007,6 @@ impl AsyncBft {
         self.resends = 0;
         let bytes = block.encoded();
         self.insert(Arc::new(block), out);
-        if !follows {
-            out.push(Action::Sync);
-        }
         self.send_bytes(out, Target::All, bytes);
         true
     }
@@ -1854,7 +1839,6 @@ impl Consensus for AsyncBft {
             self.last_own = Some(block.reference());
             let bytes = block.encoded();
             self.insert(Arc::new(block), out);
-            out.push(Action::Sync);
             self.send_bytes(out, Target::All, bytes);
         } else if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
             let bytes = own.encoded();

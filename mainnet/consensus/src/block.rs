@@ -50,6 +50,19 @@ pub struct BlockRef {
     pub digest: [u8; 32],
 }
 
+/// A block's transaction digests, once computed. They follow from its transactions, so two
+/// blocks compare equal whether or not either has computed them yet.
+#[derive(Clone, Debug, Default)]
+struct LazyDigests(std::sync::OnceLock<Vec<[u8; 32]>>);
+
+impl PartialEq for LazyDigests {
+    fn eq(&self, _: &LazyDigests) -> bool {
+        true
+    }
+}
+
+impl Eq for LazyDigests {}
+
 /// A proposal: a vertex of the DAG. Its parents are blocks of earlier rounds (more than two
 /// thirds of the stake from the round just before); referencing a block is voting for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,7 +90,7 @@ pub struct Block {
     digest: [u8; 32],
     /// The digest of each transaction, computed once, when first asked for: after the
     /// proposal a received block allows, off the path rounds wait on.
-    tx_digests: std::sync::OnceLock<Vec<[u8; 32]>>,
+    tx_digests: LazyDigests,
     /// The encoded message (sent and persisted as is, never encoded twice).
     raw: Bytes,
 }
@@ -123,7 +136,7 @@ impl Block {
 
     /// The block of `unsigned` with its signature, digest and encoding (made or decoded).
     fn assemble(u: Unsigned, signature: ed25519::Signature, digest: [u8; 32], raw: Bytes) -> Block {
-        let tx_digests = std::sync::OnceLock::new();
+        let tx_digests = LazyDigests::default();
         let Unsigned { author, round, time_ms, parents, transactions, coin } = u;
         Block {
             author,
@@ -155,7 +168,9 @@ impl Block {
 
     /// The digest of each transaction, in order.
     pub fn transaction_digests(&self) -> &[[u8; 32]] {
-        self.tx_digests.get_or_init(|| self.transactions.iter().map(Transaction::digest).collect())
+        self.tx_digests
+            .0
+            .get_or_init(|| self.transactions.iter().map(Transaction::digest).collect())
     }
 
     /// Gives the block the digests of its transactions, already known to whoever made it
@@ -165,7 +180,7 @@ impl Block {
             digests.len() == self.transactions.len()
                 && self.transactions.iter().zip(&digests).all(|(t, d)| t.digest() == *d)
         );
-        let _ = self.tx_digests.set(digests);
+        let _ = self.tx_digests.0.set(digests);
         self
     }
 

@@ -76,16 +76,9 @@ pub enum Action {
         /// The encoded message.
         bytes: Bytes,
     },
-    /// Append `bytes` to the engine's log. On a restart the engine is rebuilt from these
-    /// records (see the engine's `recover`). A record must be durable before any later
-    /// `Commit`, before anything after a later `Sync`, and before any `Send` of a later call
-    /// (of `start`, `handle`, `handle_first` or `finish`); the sends of the call that
-    /// persisted it may go out while it is being synced. The disk's latency is then off the
-    /// path rounds wait on, and an engine can rely on having at most the records of its
-    /// latest sending call lost in a crash.
+    /// Append `bytes` to the engine's log, durable before any later `Send` or `Commit`. On
+    /// a restart the engine is rebuilt from these records (see the engine's `recover`).
     Persist(Bytes),
-    /// Make every record persisted so far durable before carrying out any later action.
-    Sync,
     /// A block is committed.
     Commit(Committed),
 }

@@ -277,11 +277,8 @@ struct Process {
     /// The snapshot its log was last cut to.
     compacted: Option<Arc<crate::checkpoint::Snapshot>>,
     /// How much of its log is durable (a crash loses the rest), as the node's driver syncs:
-    /// the records of a call that sends are synced while its messages go out, and are durable
-    /// once a later call sends, commits or asks for a `Sync`.
+    /// everything before a call's first message or commit.
     durable: usize,
-    /// The log's length after the last call that sent.
-    sent_mark: usize,
     /// The block it sent in each round, to check that it never sends two.
     own_sent: HashMap<u64, [u8; 32]>,
 }
@@ -405,7 +402,6 @@ impl<'s> Sim<'s> {
                     crashed_ever: false,
                     compacted: None,
                     durable: 0,
-                    sent_mark: 0,
                     own_sent: HashMap::new(),
                 });
             }
@@ -525,7 +521,6 @@ impl<'s> Sim<'s> {
                     proc_.engine = None;
                     proc_.crashed_ever = true;
                     proc_.wal.truncate(proc_.durable);
-                    proc_.sent_mark = proc_.durable;
                 }
                 Event::Restart(p) => {
                     let v = usize::from(self.procs[p].index.0);
@@ -579,10 +574,9 @@ impl<'s> Sim<'s> {
             proc_.seen.extend(self.chain_txs[k].iter().copied());
         }
         let v = usize::from(proc_.index.0);
-        // The highest round it may have proposed in before: past its own blocks and round
-        // floors in its log, the round after them (a block sent while it was being synced
-        // may be missing, see `AsyncBft::recover`).
-        let logged = proc_
+        // The highest round it proposed in before (its own blocks and round floors in its
+        // log).
+        let proposed = proc_
             .wal
             .iter()
             .filter_map(|r| match crate::block::Message::decode(r) {
@@ -591,7 +585,6 @@ impl<'s> Sim<'s> {
             })
             .max()
             .unwrap_or(0);
-        let proposed = if logged > 0 { logged + 1 } else { 0 };
         let cfg = self.config(v);
         let mut out = Vec::new();
         let mut e = AsyncBft::from_snapshot(
@@ -614,7 +607,6 @@ impl<'s> Sim<'s> {
         let proc_ = &mut self.procs[p];
         proc_.wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
         proc_.durable = proc_.wal.len();
-        proc_.sent_mark = proc_.wal.len();
         proc_.engine = Some(e);
         self.report.rejoins += 1;
         self.apply(p, out)
@@ -769,43 +761,33 @@ impl<'s> Sim<'s> {
         self.apply(p, out)
     }
 
-    /// Carries out one call's actions as the node's driver does: records first, then
-    /// messages, then commits; and what of the log is durable (see [`Process::durable`]).
+    /// Carries out one call's actions as the node's driver does: records first (durable
+    /// before the call's first message or commit, see [`Process::durable`]), then the rest
+    /// in order.
     fn apply(&mut self, p: usize, out: Vec<Action>) -> Result<(), Violation> {
         let offset = self.procs[p].wal.len();
-        let (mut sends, mut barrier) = (false, false);
+        let mut leaves = false;
         for a in &out {
             match a {
                 Action::Persist(b) => {
                     self.note_proposal(p, b);
                     self.procs[p].wal.push(b.clone())
                 }
-                Action::Send { .. } => sends = true,
-                Action::Sync | Action::Commit(_) => barrier = true,
+                Action::Send { .. } | Action::Commit(_) => leaves = true,
             }
         }
-        let proc_ = &mut self.procs[p];
-        if barrier {
-            proc_.durable = proc_.wal.len();
-        } else if sends {
-            proc_.durable = proc_.durable.max(proc_.sent_mark);
+        if leaves {
+            self.procs[p].durable = self.procs[p].wal.len();
         }
-        if sends {
-            proc_.sent_mark = proc_.wal.len();
-        }
-        let mut commits = Vec::new();
         for a in out {
             match a {
                 Action::Send { to, bytes } => {
                     self.check_own_block(p, &bytes)?;
                     self.send(p, to, bytes)
                 }
-                Action::Commit(c) => commits.push(c),
-                Action::Persist(_) | Action::Sync => {}
+                Action::Commit(c) => self.on_commit(p, c)?,
+                Action::Persist(_) => {}
             }
-        }
-        for c in commits {
-            self.on_commit(p, c)?;
         }
         if let Some(e) = &self.procs[p].engine {
             if self.honest(p) {
@@ -837,14 +819,13 @@ impl<'s> Sim<'s> {
         proc_.wal = wal;
         // The node writes the cut log anew and syncs it.
         proc_.durable = proc_.wal.len();
-        proc_.sent_mark = proc_.wal.len();
         proc_.compacted = Some(s);
         self.report.compactions += 1;
     }
 
     /// Records when an honest validator persisted its own block (that is, proposed it).
-    /// An honest validator never sends two blocks of one round (after a crash neither: its
-    /// log may have lost what it sent last).
+    /// An honest validator never sends two blocks of one round, after a crash neither (its
+    /// log loses what no message or commit followed).
     fn check_own_block(&mut self, p: usize, bytes: &Bytes) -> Result<(), Violation> {
         if !self.honest(p) || !crate::block::is_block(bytes) {
             return Ok(());

@@ -16,7 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::wal::{PendingSync, Wal, WalError};
+use crate::wal::{Wal, WalError};
 
 /// How a validator runs.
 #[derive(Clone, Debug)]
@@ -206,69 +206,45 @@ impl Route {
 struct Executor {
     network: Arc<Network>,
     wal: Wal,
-    /// The sync of the records of the last call that sent, in progress.
-    syncing: Option<PendingSync>,
     commits: mpsc::Sender<Committed>,
     sync: bool,
     status: Arc<ValidatorStatus>,
 }
 
 impl Executor {
-    /// Carries out the actions of one call into the engine: its records are appended, its
-    /// messages go out, its commits follow.
-    ///
-    /// With `sync`, as [`Action::Persist`] allows: the records of a call that sends start
-    /// syncing as its messages go out, and the next call that sends waits for that sync
-    /// first. A validator must never contradict a block of its own after a crash; at most its
-    /// newest block can be lost, the engine knows which round that is (`AsyncBft::recover`),
-    /// and a block it cannot account for that way comes after an [`Action::Sync`]. The disk's
-    /// latency is then off the path every round waits on. Commits wait until everything
-    /// before them is durable (the application stores what they are derived from). Records
+    /// Carries out the actions of one call into the engine: its records are appended and,
+    /// with `sync`, synced once before anything leaves the validator: a message (its own
+    /// block, which it must never contradict after a crash) or a commit (the application
+    /// stores what it is derived from). The sync runs on tokio's blocking pool. Records
     /// nothing followed yet wait for the next call that sends or commits: a received block
     /// lost in a crash is fetched again.
     async fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
-        let (mut sends, mut barrier) = (false, false);
+        let mut leaves = false;
         for action in out.iter() {
             match action {
                 Action::Persist(record) => self.wal.append(record)?,
-                Action::Send { .. } => sends = true,
-                Action::Sync | Action::Commit(_) => barrier = true,
+                Action::Send { .. } | Action::Commit(_) => leaves = true,
             }
         }
-        if self.sync && sends {
-            if let Some(s) = self.syncing.take() {
-                s.wait().await?;
-            }
-            if out.iter().any(|a| matches!(a, Action::Sync)) {
-                self.wal.sync_off_thread().await?;
-            } else {
-                self.syncing = self.wal.start_sync();
-            }
+        if self.sync && leaves {
+            self.wal.sync_off_thread().await?;
         }
-        let mut commits = Vec::new();
         for action in out.drain(..) {
             match action {
-                Action::Persist(_) | Action::Sync => {}
+                Action::Persist(_) => {}
                 Action::Send { to, bytes } => match to {
                     Target::All => self.network.broadcast(bytes),
                     Target::One(v) => {
                         self.network.send(v.0, bytes);
                     }
                 },
-                Action::Commit(c) => commits.push(c),
+                Action::Commit(c) => {
+                    self.status.height.store(c.height, Ordering::Relaxed);
+                    self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
+                    // The application may be gone (shutting down); consensus goes on.
+                    let _ = self.commits.send(c).await;
+                }
             }
-        }
-        if self.sync && barrier {
-            if let Some(s) = self.syncing.take() {
-                s.wait().await?;
-            }
-            self.wal.sync_off_thread().await?;
-        }
-        for c in commits {
-            self.status.height.store(c.height, Ordering::Relaxed);
-            self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
-            // The application may be gone (shutting down); consensus goes on.
-            let _ = self.commits.send(c).await;
         }
         Ok(())
     }
@@ -289,14 +265,7 @@ async fn run(
     status: Arc<ValidatorStatus>,
 ) -> Result<(), WalError> {
     status.started_ms.store(unix_ms(), Ordering::Relaxed);
-    let mut ex = Executor {
-        network: route.network.clone(),
-        wal,
-        syncing: None,
-        commits,
-        sync: cfg.sync,
-        status,
-    };
+    let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync, status };
     let mut out = std::mem::take(&mut replayed);
     engine.set_time(unix_ms());
     engine.start(&mut out);
