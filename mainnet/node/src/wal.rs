@@ -2,20 +2,11 @@
 //! length, a CRC-32 and the bytes. Opening reads every whole record and cuts the file after
 //! the last one, so a write torn by a crash loses only that record (which the engine never
 //! acted on: records are synced before the messages that follow them are sent).
-//!
-//! The file grows ahead of its records, in steps of [`GROW`] bytes of zeros written and
-//! synced in the background; a record is written into that space. Appending then changes
-//! neither the file's size nor its allocation, so syncing a record flushes data only, with no
-//! journal commit: on the development machine, with four logs syncing at once, a sync took
-//! about half as long (0.26 against 0.5 ms). The zeros after the last record end the log
-//! (no record is empty, so no record has an all-zero header).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -36,23 +27,15 @@ pub enum WalError {
 /// Most bytes of one record (a consensus snapshot can be large).
 const MAX_RECORD: usize = 1 << 30;
 
-/// Bytes of zeros the file grows by, ahead of the records.
-pub const GROW: u64 = 8 << 20;
-
 /// An append-only log of records.
 #[derive(Debug)]
 pub struct Wal {
-    /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]) and with
-    /// the thread that grows the file.
+    /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]).
     file: Arc<File>,
     path: String,
     dirty: bool,
-    /// Bytes of records in the file.
+    /// Bytes in the file.
     len: u64,
-    /// Bytes of the file written (zeros after `len`) and synced.
-    ready: u64,
-    /// The file growing to the size it returns.
-    growing: Option<JoinHandle<std::io::Result<u64>>>,
 }
 
 impl Wal {
@@ -78,26 +61,19 @@ impl Wal {
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<Wal, E> {
         let name = path.display().to_string();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .append(true)
             .create(true)
-            .truncate(false)
             .open(path)
             .map_err(Self::err(&name))?;
         let size = file.metadata().map_err(Self::err(&name))?.len();
         let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
         let mut body = Vec::new();
         let mut pos = 0u64;
-        // Whether the records end at zeros the file grew by (else at its end, or torn).
-        let mut at_zeros = false;
         loop {
             let mut header = [0u8; 8];
             if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
-                break;
-            }
-            if header == [0; 8] {
-                at_zeros = true;
                 break;
             }
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -115,79 +91,25 @@ impl Wal {
             pos += 8 + len as u64;
         }
         drop(reader);
-        // Only zeros may follow the records; anything else is a torn write, cut off.
-        let clean =
-            pos == size || (at_zeros && zeros_from(&file, pos, size).map_err(Self::err(&name))?);
-        let mut ready = size;
-        if !clean {
+        if pos < size {
             tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
             file.set_len(pos).map_err(Self::err(&name))?;
+            file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
             file.sync_all().map_err(Self::err(&name))?;
-            ready = pos;
         }
-        Ok(Wal { file: Arc::new(file), path: name, dirty: false, len: pos, ready, growing: None })
+        Ok(Wal { file: Arc::new(file), path: name, dirty: false, len: pos })
     }
 
-    /// Appends a record (not yet durable: see [`Wal::sync`]). Records are never empty.
+    /// Appends a record (not yet durable: see [`Wal::sync`]).
     pub fn append(&mut self, record: &[u8]) -> Result<(), WalError> {
-        if record.is_empty() {
-            return Err(WalError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "an empty record"),
-            });
-        }
-        let end = self.len + 8 + record.len() as u64;
-        self.reserve(end)?;
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
-        self.file.write_all_at(&header, self.len).map_err(Self::err(&self.path))?;
-        self.file.write_all_at(record, self.len + 8).map_err(Self::err(&self.path))?;
+        let mut file = &*self.file;
+        file.write_all(&header).map_err(Self::err(&self.path))?;
+        file.write_all(record).map_err(Self::err(&self.path))?;
         self.dirty = true;
-        self.len = end;
-        self.grow_ahead()
-    }
-
-    /// Makes the file ready (written and synced) up to `end` bytes: waits for the growth in
-    /// progress, or grows it here when that is not enough (a record larger than the step).
-    fn reserve(&mut self, end: u64) -> Result<(), WalError> {
-        if end <= self.ready {
-            return Ok(());
-        }
-        self.finish_growing()?;
-        if end > self.ready {
-            let to = end + GROW;
-            fill_zeros(&self.file, self.ready, to).map_err(Self::err(&self.path))?;
-            self.ready = to;
-        }
-        Ok(())
-    }
-
-    /// Starts growing the file when less than half a step is left, and takes the result of a
-    /// growth that ended.
-    fn grow_ahead(&mut self) -> Result<(), WalError> {
-        if self.growing.as_ref().is_some_and(|g| g.is_finished()) {
-            self.finish_growing()?;
-        }
-        if self.growing.is_none() && self.ready - self.len < GROW / 2 {
-            let (file, from, to) = (self.file.clone(), self.ready, self.ready + GROW);
-            // Without a thread (none could be started), `reserve` grows it when needed.
-            self.growing = std::thread::Builder::new()
-                .name("farol-wal-grow".into())
-                .spawn(move || fill_zeros(&file, from, to).map(|()| to))
-                .ok();
-        }
-        Ok(())
-    }
-
-    /// Waits for the growth in progress, if any.
-    fn finish_growing(&mut self) -> Result<(), WalError> {
-        if let Some(g) = self.growing.take() {
-            let grown = g.join().unwrap_or_else(|_| {
-                Err(std::io::Error::other("the thread growing the log panicked"))
-            });
-            self.ready = grown.map_err(Self::err(&self.path))?;
-        }
+        self.len += 8 + record.len() as u64;
         Ok(())
     }
 
@@ -210,8 +132,6 @@ impl Wal {
     /// Replaces the log with `head` followed by the records from position `keep_from` on
     /// (a [`Wal::len`] taken before them), atomically.
     pub fn replace(&mut self, head: &[&[u8]], keep_from: u64) -> Result<(), WalError> {
-        // The old file's growth writes nothing into the new one.
-        let _ = self.finish_growing();
         let path = std::path::PathBuf::from(&self.path);
         let tmp = path.with_extension("new");
         let name = tmp.display().to_string();
@@ -219,7 +139,7 @@ impl Wal {
         if keep_from < self.len {
             let mut old = File::open(&path).map_err(Self::err(&self.path))?;
             old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
-            old.take(self.len - keep_from).read_to_end(&mut tail).map_err(Self::err(&self.path))?;
+            old.read_to_end(&mut tail).map_err(Self::err(&self.path))?;
         }
         let mut len = tail.len() as u64;
         {
@@ -239,12 +159,11 @@ impl Wal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             File::open(dir).and_then(|d| d.sync_all()).map_err(Self::err(&self.path))?;
         }
-        let file = OpenOptions::new().read(true).write(true).open(&path);
-        self.file = Arc::new(file.map_err(Self::err(&self.path))?);
+        self.file =
+            Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
         self.dirty = false;
         self.len = len;
-        self.ready = len;
-        self.grow_ahead()
+        Ok(())
     }
 
     /// Makes every appended record durable.
@@ -259,74 +178,17 @@ impl Wal {
     /// [`Wal::sync`] on tokio's blocking pool: the caller waits for the disk, the runtime's
     /// worker threads (which other validators' and connections' tasks share) do not.
     pub async fn sync_off_thread(&mut self) -> Result<(), WalError> {
-        match self.start_sync() {
-            Some(s) => s.wait().await,
-            None => Ok(()),
-        }
-    }
-
-    /// Starts making every record appended so far durable, on tokio's blocking pool, and
-    /// returns what to wait on (none when nothing is waiting). The records count as durable
-    /// only once [`PendingSync::wait`] succeeds.
-    pub fn start_sync(&mut self) -> Option<PendingSync> {
         if !self.dirty {
-            return None;
+            return Ok(());
         }
-        self.dirty = false;
         let file = self.file.clone();
-        let task = tokio::task::spawn_blocking(move || file.sync_data());
-        Some(PendingSync { task, path: self.path.clone() })
+        let synced = tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        synced.map_err(Self::err(&self.path))?;
+        self.dirty = false;
+        Ok(())
     }
-}
-
-/// A sync of a [`Wal`] in progress ([`Wal::start_sync`]).
-#[derive(Debug)]
-pub struct PendingSync {
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    path: String,
-}
-
-impl PendingSync {
-    /// Waits until the records it covers are durable.
-    pub async fn wait(self) -> Result<(), WalError> {
-        let synced = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        synced.map_err(Wal::err(&self.path))
-    }
-}
-
-impl Drop for Wal {
-    /// Waits for a growth in progress: a log opened again at once must not have zeros
-    /// written over its new records.
-    fn drop(&mut self) {
-        let _ = self.finish_growing();
-    }
-}
-
-/// Writes zeros over `from..to` of `file` and syncs them (the size and allocation with them).
-fn fill_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
-    let zeros = vec![0u8; 1 << 20];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_data()
-}
-
-/// Whether `file` holds only zeros from `from` to `to`.
-fn zeros_from(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(buf.len() as u64) as usize;
-        file.read_exact_at(&mut buf[..n], at)?;
-        if buf[..n].iter().any(|b| *b != 0) {
-            return Ok(false);
-        }
-        at += n as u64;
-    }
-    Ok(true)
 }
 
 /// Fills `buf` from `r`; `false` if the input ends first (a torn tail).
@@ -357,6 +219,7 @@ impl WalReader {
     /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] gave, or
     /// [`Wal::len`] before the record was appended plus 8), checked against its CRC.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
+        use std::os::unix::fs::FileExt;
         let io = |source| WalError::Io { path: self.path.clone(), source };
         let mut header = [0u8; 8];
         let start = pos.checked_sub(8).ok_or_else(|| {
@@ -406,50 +269,6 @@ mod tests {
         drop(wal);
         let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(records, [Bytes::from_static(b"only")]);
-    }
-
-    #[test]
-    fn the_file_grows_ahead_of_its_records_and_only_zeros_may_follow_them() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert!(wal.append(b"").is_err(), "an empty record would read as the end");
-        let big = vec![9u8; 3 << 20];
-        // Several steps of growth, in the background and inline (a record as large as the
-        // space left).
-        let mut written = Vec::new();
-        for i in 0..12u8 {
-            let r = if i % 4 == 3 { big.clone() } else { vec![i; 1000 + usize::from(i)] };
-            wal.append(&r).unwrap_or_else(|e| panic!("{e}"));
-            written.push(r);
-        }
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        let len = wal.len();
-        drop(wal);
-        let size = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}")).len();
-        assert!(size > len, "the file is larger than its records ({size} against {len})");
-        let (mut wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(records.iter().map(|r| r.to_vec()).collect::<Vec<_>>(), written);
-        assert_eq!(wal.len(), len);
-        // Appending after reopening writes over the zeros, where the next opening finds it.
-        wal.append(b"after").unwrap_or_else(|e| panic!("{e}"));
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        let len = wal.len();
-        drop(wal);
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(records.last().map(|r| r.as_ref()), Some(&b"after"[..]));
-        assert_eq!((records.len(), wal.len()), (13, len));
-        drop(wal);
-        // A stray byte after the zeros (a torn write whose header never reached the disk):
-        // the file is cut after the last record.
-        let size = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}")).len();
-        let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
-        f.write_all_at(&[1], size - 1).unwrap_or_else(|e| panic!("{e}"));
-        drop(f);
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((records.len(), wal.len()), (13, len));
-        drop(wal);
-        assert_eq!(std::fs::metadata(&path).unwrap_or_else(|e| panic!("{e}")).len(), len);
     }
 
     #[test]
