@@ -823,7 +823,6 @@ impl<'s> Sim<'s> {
         self.report.compactions += 1;
     }
 
-    /// Records when an honest validator persisted its own block (that is, proposed it).
     /// An honest validator never sends two blocks of one round, after a crash neither (its
     /// log loses what no message or commit followed).
     fn check_own_block(&mut self, p: usize, bytes: &Bytes) -> Result<(), Violation> {
@@ -844,6 +843,7 @@ impl<'s> Sim<'s> {
         Ok(())
     }
 
+    /// Records when an honest validator persisted its own block (that is, proposed it).
     fn note_proposal(&mut self, p: usize, record: &Bytes) {
         if !self.honest(p) {
             return;
