@@ -1,6 +1,7 @@
 //! Validators running AsyncBFT over QUIC on loopback: real sockets, real signatures, real
 //! write-ahead logs. They must agree on every block, commit every transaction once, keep
-//! going with one validator killed, and the restarted validator must catch up.
+//! going with one validator killed, the restarted validator must catch up, and all of them
+//! killed and restarted at once must go on.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -224,6 +225,22 @@ async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
     submit(&running, 1200..1400, 4, &mut want).await;
     let all = logs(&running, &[0, 1, 2, 3]);
     wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after the restart").await;
+    agree(&all.iter().collect::<Vec<_>>());
+
+    // Kill all four at once and restart them all from their logs: they replay what they
+    // committed and go on together (no round is left without the blocks to reach a quorum).
+    for r in running.iter_mut() {
+        if let Some((v, _)) = r.take() {
+            v.kill();
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, r) in running.iter_mut().enumerate() {
+        *r = Some(net.start(i, Arc::default()));
+    }
+    submit(&running, 1400..1600, 4, &mut want).await;
+    let all = logs(&running, &[0, 1, 2, 3]);
+    wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after they all restarted").await;
     agree(&all.iter().collect::<Vec<_>>());
     for r in running.into_iter().flatten() {
         r.0.stop().await.unwrap_or_else(|e| panic!("{e}"));
