@@ -114,6 +114,9 @@ impl Default for Config {
 
 /// A validator with no block in this many latest rounds is not assigned transactions.
 const LIVE_ROUNDS: u64 = 3;
+/// Attempts tried for a live assignee before a validator keeps a transaction itself: with
+/// less than a third of the stake not live, all of them miss with odds below 3^-32.
+const ASSIGN_ATTEMPTS: u64 = 32;
 /// A validator this many rounds behind the highest round it has seen proposes no
 /// transactions.
 const CATCH_UP_ROUNDS: u64 = 32;
@@ -670,23 +673,29 @@ impl AsyncBft {
         self.height
     }
 
-    /// The validator that proposes `sender`'s transactions on attempt `attempt` (0 first):
-    /// a stake-weighted choice by the sender's hash, then the next validators in order.
+    /// The validator that proposes `sender`'s transactions on attempt `attempt` (0 first): a
+    /// stake-weighted choice by the hash of the sender (and, after the first attempt, of the
+    /// attempt), so the transactions of a validator that is down spread over all the others
+    /// by stake instead of landing on its neighbour.
     pub fn assignee(committee: &Committee, sender: &[u8; 20], attempt: u64) -> ValidatorIndex {
-        let h = alloy_primitives::keccak256(sender);
+        let h = if attempt == 0 {
+            alloy_primitives::keccak256(sender)
+        } else {
+            let mut input = [0u8; 28];
+            input[..20].copy_from_slice(sender);
+            input[20..].copy_from_slice(&attempt.to_le_bytes());
+            alloy_primitives::keccak256(input)
+        };
         let mut word = [0u8; 8];
         word.copy_from_slice(&h[..8]);
         let mut point = u64::from_le_bytes(word) % committee.total_stake();
-        let mut first = 0usize;
         for (i, v) in committee.iter() {
             if point < v.stake {
-                first = usize::from(i.0);
-                break;
+                return i;
             }
             point -= v.stake;
         }
-        let n = committee.len() as u64;
-        ValidatorIndex(((first as u64 + attempt % n) % n) as u16)
+        ValidatorIndex(0)
     }
 
     fn quorum(&self) -> Stake {
@@ -1097,11 +1106,10 @@ impl AsyncBft {
             .any(|(_, slots)| slots.get(usize::from(v.0)).is_some_and(|b| !b.is_empty()))
     }
 
-    /// The first live assignee of `sender`'s transactions from attempt `from` on (this
-    /// validator if none is).
+    /// The first live assignee of `sender`'s transactions from attempt `from` on, among the
+    /// next [`ASSIGN_ATTEMPTS`] attempts (this validator if none is).
     fn live_assignee(&self, sender: &[u8; 20], from: u64) -> (u64, ValidatorIndex) {
-        let n = self.committee.len() as u64;
-        for attempt in from..from + n {
+        for attempt in from..from + ASSIGN_ATTEMPTS {
             let to = AsyncBft::assignee(&self.committee, sender, attempt);
             if to == self.me || self.live(to) {
                 return (attempt, to);

@@ -410,3 +410,38 @@ fn a_byzantine_parent_time_does_not_spread_to_honest_proposals() {
     assert!(!times.is_empty(), "no round-2 proposal");
     assert!(times.iter().all(|t| *t == 5_000), "proposal times {times:?}");
 }
+
+#[test]
+fn a_down_validators_senders_spread_over_the_others() {
+    let (c, _) = setup(10);
+    let senders: Vec<[u8; 20]> = (0u32..40_000)
+        .map(|i| {
+            let mut s = [7u8; 20];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            s
+        })
+        .collect();
+    // The first attempt spreads senders evenly by stake.
+    let mut first = [0usize; 10];
+    for s in &senders {
+        first[usize::from(AsyncBft::assignee(&c, s, 0).0)] += 1;
+    }
+    assert!(first.iter().all(|k| (3_400..=4_600).contains(k)), "first attempts: {first:?}");
+    // With validators 7, 8 and 9 down, the senders of validator 7 land on every one that is
+    // up, about evenly (not all on its next neighbour up).
+    let down = |v: ValidatorIndex| v.0 >= 7;
+    let mut moved = [0usize; 10];
+    for s in senders.iter().filter(|s| AsyncBft::assignee(&c, s, 0).0 == 7) {
+        let to = (1..64)
+            .map(|a| AsyncBft::assignee(&c, s, a))
+            .find(|v| !down(*v))
+            .unwrap_or_else(|| panic!("no live assignee in 63 attempts"));
+        moved[usize::from(to.0)] += 1;
+    }
+    let total: usize = moved.iter().sum();
+    let mean = total / 7;
+    assert!(
+        moved[..7].iter().all(|k| *k * 2 > mean && *k < mean * 2),
+        "reassigned from validator 7: {moved:?}"
+    );
+}

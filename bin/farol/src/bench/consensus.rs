@@ -54,6 +54,10 @@ pub(crate) struct ConsensusBenchArgs {
     /// Only one QUIC run of ours at this offered load (tx/s), for exploring.
     #[arg(long)]
     rate: Option<u64>,
+    /// Only one saturated QUIC run of ours with this many validators down (0: fault-free),
+    /// for exploring.
+    #[arg(long, conflicts_with = "rate")]
+    down: Option<usize>,
     /// Runs ours without the common coin (the asynchronous fallback), to see what it costs.
     #[arg(long)]
     no_coin: bool,
@@ -66,6 +70,9 @@ const TX_BYTES: usize = 512;
 pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
     let secs = args.secs.unwrap_or(if args.quick { 3.0 } else { 24.0 });
     let sizes = args.n.clone().unwrap_or(if args.quick { vec![4] } else { vec![4, 7, 10] });
+    if let Some(n) = sizes.iter().find(|n| **n == 0 || **n > 64) {
+        return Err(anyhow!("--n: committee sizes are 1 to 64, not {n}"));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,10 +83,16 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    for &n in &sizes {
-        if n == 0 || n > 64 {
-            return Err(anyhow!("--n: committee sizes are 1 to 64, not {n}"));
+    if let Some(down) = args.down {
+        for &n in &sizes {
+            if down >= n {
+                return Err(anyhow!("--down: {down} of {n} validators leaves none running"));
+            }
+            rt.block_on(quic_run(n, down, false, None, secs, !args.no_coin))?;
         }
+        return Ok(());
+    }
+    for &n in &sizes {
         let f = (n - 1) / 3;
         let coin = !args.no_coin;
         progress(format!(
@@ -330,9 +343,13 @@ async fn quic_run(
                 .collect();
             let mut by: Vec<Vec<Transaction>> = vec![Vec::new(); running];
             for t in txs {
-                let to = usize::from(AsyncBft::assignee(&load_committee, &t.sender, 0).0);
-                // Transactions of a validator that is down go to the next one up.
-                by[to.min(running - 1)].push(t);
+                // Transactions of a validator that is down go to the first assignee that
+                // is up, as the engines reassign them.
+                let to = (0..64)
+                    .map(|a| usize::from(AsyncBft::assignee(&load_committee, &t.sender, a).0))
+                    .find(|v| *v < running)
+                    .unwrap_or(0);
+                by[to].push(t);
             }
             for (v, txs) in by.into_iter().enumerate() {
                 if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
