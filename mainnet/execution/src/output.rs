@@ -126,9 +126,9 @@ impl BlockOutput {
                 })
                 .collect();
             let logs_bloom = blooms.iter().flatten().fold(Bloom::ZERO, |a, b| a | **b);
-            let encoded: Vec<Vec<u8>> = receipts.par_iter().map(|r| r.encoded_2718()).collect();
-            let root = crate::trie::ordered_root(&encoded);
-            encoded.into_par_iter().for_each(drop);
+            let root = crate::trie::ordered_root_with(receipts.len(), &|i, out| {
+                receipts[i].encode_2718(out);
+            });
             (receipts, logs_bloom, root)
         });
         let gas_used = txs.last().map(|t| t.cumulative_gas_used).unwrap_or(0);

@@ -107,7 +107,7 @@ pub(crate) fn changed<S: StateView + ?Sized>(
 /// The diff made of the `changed` locations (in location order), the code deployed and the
 /// accounts wiped. Both executors build their diff here.
 pub(crate) fn diff_from_changes(
-    changed: Vec<(Loc, Val)>,
+    changed: impl IntoIterator<Item = (Loc, Val)>,
     code: Vec<(B256, Bytecode)>,
     wiped: Vec<Address>,
 ) -> StateDiff {

@@ -10,26 +10,84 @@ use rayon::prelude::*;
 /// Subtries with at least this many leaves are split across threads.
 const PARALLEL_LEAVES: usize = 512;
 
-/// The ordered-trie root of `values` (already encoded), keyed by `rlp(index)`.
-pub(crate) fn ordered_root(values: &[Vec<u8>]) -> B256 {
-    if values.is_empty() {
-        return alloy_trie::EMPTY_ROOT_HASH;
-    }
-    let mut items: Vec<(Vec<u8>, &[u8])> = values
-        .par_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let mut key = Vec::with_capacity(4);
-            i.encode(&mut key);
-            (nibbles(&key), v.as_slice())
-        })
-        .collect();
-    items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    keccak256(node(&items, 0))
+/// Writes the encoding of value `i` (appends to the buffer).
+type Encode<'a> = &'a (dyn Fn(usize, &mut Vec<u8>) + Sync);
+
+/// A key's nibbles: `rlp(index)` is at most 9 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    nibbles: [u8; 18],
+    len: u8,
 }
 
-fn nibbles(bytes: &[u8]) -> Vec<u8> {
-    bytes.iter().flat_map(|b| [b >> 4, b & 0x0f]).collect()
+impl Key {
+    fn of(index: usize) -> Key {
+        let mut rlp = Vec::with_capacity(9);
+        index.encode(&mut rlp);
+        let mut nibbles = [0u8; 18];
+        for (i, b) in rlp.iter().enumerate() {
+            nibbles[2 * i] = b >> 4;
+            nibbles[2 * i + 1] = b & 0x0f;
+        }
+        Key { nibbles, len: 2 * rlp.len() as u8 }
+    }
+
+    fn path(&self) -> &[u8] {
+        &self.nibbles[..usize::from(self.len)]
+    }
+}
+
+/// The ordered-trie root of `values` (already encoded), keyed by `rlp(index)`.
+#[cfg(test)]
+pub(crate) fn ordered_root(values: &[Vec<u8>]) -> B256 {
+    ordered_root_with(values.len(), &|i, out| out.extend_from_slice(&values[i]))
+}
+
+/// The ordered-trie root of `n` values keyed by `rlp(index)`, each written by `encode` when
+/// its leaf is hashed (no value is kept encoded).
+pub(crate) fn ordered_root_with(n: usize, encode: Encode<'_>) -> B256 {
+    if n == 0 {
+        return alloy_trie::EMPTY_ROOT_HASH;
+    }
+    let mut items: Vec<(Key, usize)> =
+        (0..n).into_par_iter().with_min_len(1024).map(|i| (Key::of(i), i)).collect();
+    items.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    match &items[..] {
+        [(key, i)] => leaf(key.path(), *i, encode, |enc| keccak256(enc)),
+        _ => keccak256(node(&items, 0, encode)),
+    }
+}
+
+thread_local! {
+    /// Where a leaf is encoded: its value after `LEAF_HEAD` bytes, its headers just before.
+    static LEAF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Room for a leaf's headers: a list header, the path (at most 10 bytes with its header)
+/// and the value's header.
+const LEAF_HEAD: usize = 32;
+
+/// Calls `with` on the encoding of the leaf of value `i` at the rest of its key `path`,
+/// written in one buffer per thread.
+fn leaf<R>(path: &[u8], i: usize, encode: Encode<'_>, with: impl FnOnce(&[u8]) -> R) -> R {
+    LEAF.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(LEAF_HEAD, 0);
+        encode(i, buf);
+        let value = &buf[LEAF_HEAD..];
+        let mut head = Vec::with_capacity(LEAF_HEAD);
+        let mut rest = Vec::with_capacity(LEAF_HEAD);
+        hex_prefix(path, true).as_slice().encode(&mut rest);
+        // An RLP string of one byte below 0x80 is that byte alone.
+        if value.len() != 1 || value[0] >= alloy_rlp::EMPTY_STRING_CODE {
+            Header { list: false, payload_length: value.len() }.encode(&mut rest);
+        }
+        Header { list: true, payload_length: rest.len() + value.len() }.encode(&mut head);
+        head.extend_from_slice(&rest);
+        let start = LEAF_HEAD - head.len();
+        buf[start..LEAF_HEAD].copy_from_slice(&head);
+        with(&buf[start..])
+    })
 }
 
 /// Hex-prefix encoding of a nibble path.
@@ -55,58 +113,70 @@ fn list(payload: Vec<u8>) -> Vec<u8> {
 }
 
 /// How a parent refers to a child node: inline when its encoding is shorter than 32 bytes.
-fn reference(encoded: Vec<u8>, out: &mut Vec<u8>) {
+fn reference(encoded: &[u8], out: &mut Vec<u8>) {
     if encoded.len() < 32 {
-        out.extend_from_slice(&encoded);
+        out.extend_from_slice(encoded);
     } else {
-        keccak256(&encoded).as_slice().encode(out);
+        keccak256(encoded).as_slice().encode(out);
     }
 }
 
-/// The RLP encoding of the node holding `items` (sorted, sharing their first `depth` nibbles).
-fn node(items: &[(Vec<u8>, &[u8])], depth: usize) -> Vec<u8> {
-    if let [(key, value)] = items {
-        let mut payload = Vec::with_capacity(value.len() + 8);
-        hex_prefix(&key[depth..], true).as_slice().encode(&mut payload);
-        value.encode(&mut payload);
-        return list(payload);
+/// Appends the reference to the node holding `items` (sorted, sharing their first `depth`
+/// nibbles) to `out`.
+fn child(items: &[(Key, usize)], depth: usize, encode: Encode<'_>, out: &mut Vec<u8>) {
+    match items {
+        [(key, i)] => leaf(&key.path()[depth..], *i, encode, |enc| reference(enc, out)),
+        _ => reference(&node(items, depth, encode), out),
     }
-    let (first, last) = (&items[0].0, &items[items.len() - 1].0);
+}
+
+/// The RLP encoding of the node holding `items` (at least two, sorted, sharing their first
+/// `depth` nibbles).
+fn node(items: &[(Key, usize)], depth: usize, encode: Encode<'_>) -> Vec<u8> {
+    let (first, last) = (items[0].0.path(), items[items.len() - 1].0.path());
     let common = first[depth..].iter().zip(&last[depth..]).take_while(|(a, b)| a == b).count();
     if common > 0 {
         let mut payload = Vec::new();
         hex_prefix(&first[depth..depth + common], false).as_slice().encode(&mut payload);
-        reference(node(items, depth + common), &mut payload);
+        child(items, depth + common, encode, &mut payload);
         return list(payload);
     }
     // A branch: a key ending here is the branch's value; the others go to 16 children.
     let (value, rest) = match items.first() {
-        Some((k, v)) if k.len() == depth => (Some(*v), &items[1..]),
+        Some((k, i)) if usize::from(k.len) == depth => (Some(*i), &items[1..]),
         _ => (None, items),
     };
-    let mut groups: Vec<&[(Vec<u8>, &[u8])]> = Vec::with_capacity(16);
+    let mut groups: Vec<&[(Key, usize)]> = Vec::with_capacity(16);
     let mut start = 0;
     for nibble in 0..16u8 {
-        let end = start + rest[start..].partition_point(|(k, _)| k[depth] <= nibble);
+        let end = start + rest[start..].partition_point(|(k, _)| k.nibbles[depth] <= nibble);
         groups.push(&rest[start..end]);
         start = end;
     }
-    let child =
-        |g: &&[(Vec<u8>, &[u8])]| if g.is_empty() { None } else { Some(node(g, depth + 1)) };
-    let children: Vec<Option<Vec<u8>>> = if rest.len() >= PARALLEL_LEAVES {
-        groups.par_iter().map(child).collect()
+    let reference_to = |g: &&[(Key, usize)]| {
+        let mut r = Vec::with_capacity(33);
+        if g.is_empty() {
+            r.push(alloy_rlp::EMPTY_STRING_CODE);
+        } else {
+            child(g, depth + 1, encode, &mut r);
+        }
+        r
+    };
+    let children: Vec<Vec<u8>> = if rest.len() >= PARALLEL_LEAVES {
+        groups.par_iter().map(reference_to).collect()
     } else {
-        groups.iter().map(child).collect()
+        groups.iter().map(reference_to).collect()
     };
     let mut payload = Vec::with_capacity(16 * 33 + 1);
     for c in children {
-        match c {
-            Some(enc) => reference(enc, &mut payload),
-            None => payload.push(alloy_rlp::EMPTY_STRING_CODE),
-        }
+        payload.extend_from_slice(&c);
     }
     match value {
-        Some(v) => v.encode(&mut payload),
+        Some(i) => {
+            let mut v = Vec::new();
+            encode(i, &mut v);
+            v.as_slice().encode(&mut payload);
+        }
         None => payload.push(alloy_rlp::EMPTY_STRING_CODE),
     }
     list(payload)
@@ -124,8 +194,14 @@ mod tests {
             (seed >> 33) as usize
         };
         for n in [0usize, 1, 2, 3, 15, 16, 17, 127, 128, 129, 255, 256, 257, 600, 1500, 5000] {
-            let values: Vec<Vec<u8>> =
-                (0..n).map(|_| (0..next() % 80).map(|_| next() as u8).collect()).collect();
+            // Mostly short values (inline leaves, one-byte values), some past 256 bytes (as
+            // receipts with logs are).
+            let values: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let len = if next() % 7 == 0 { 200 + next() % 400 } else { next() % 80 };
+                    (0..len).map(|_| next() as u8).collect()
+                })
+                .collect();
             let ours = ordered_root(&values);
             let theirs = alloy_trie::root::ordered_trie_root_with_encoder(&values, |v, out| {
                 out.extend_from_slice(v)

@@ -6,6 +6,8 @@
 //! the sequential one (see `docs/execution.md`, "Partitioned execution").
 
 use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,6 @@ use crossbeam_utils::CachePadded;
 use hashbrown::hash_map::Entry as MapEntry;
 use hashbrown::{HashMap, HashSet};
 use parking_lot::Mutex;
-use rayon::prelude::*;
 use revm::bytecode::Bytecode;
 use revm::context::result::EVMError;
 use revm::context::Context;
@@ -607,11 +608,11 @@ fn finish<S: StateView + ?Sized>(
             }
         }
     }
-    // Learn in plan order, which depends only on the block.
+    // Learned from in plan order, which depends only on the block (alongside the receipts).
     let mut outs = outs;
     outs.sort_unstable_by_key(|o| o.bin);
-    profiles
-        .learn_from(outs.iter().flat_map(|o| &o.written).map(|(i, w)| (&txs[*i as usize], &w[..])));
+    let written: Vec<Vec<(u32, Vec<Loc>)>> =
+        outs.iter_mut().map(|o| std::mem::take(&mut o.written)).collect();
     // The beneficiary: no transaction touched it, so its final value is the parent's with
     // every fee credited. Balances only grow, so when the sum fits, so did every step of the
     // fold in block order, and one credit of the sum gives the same account.
@@ -628,21 +629,46 @@ fn finish<S: StateView + ?Sized>(
     let ben = credit(ben_parent, total, state_clear);
     let changed: Vec<Vec<(Loc, Val)>> = outs.into_iter().map(|o| o.changed).collect();
     let diff = move |code, wiped| -> Result<_, ExecError> {
+        profiles.learn_from(written.iter().flatten().map(|(i, w)| (&txs[*i as usize], &w[..])));
         // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
-        // paid from several bins, whose folded value replaces the bins' own.
-        let mut finals: Vec<(Loc, Val)> = changed.concat();
-        if !shared.is_empty() {
-            finals.retain(|(loc, _)| !shared.contains(loc));
-        }
-        finals.extend(shared_finals);
+        // paid from several bins, whose folded value replaces the bins' own. The folded
+        // values and the beneficiary (no bin touched it) are one more sorted run.
+        let mut extra = shared_finals;
         if ben != ben_parent {
-            finals.push((Loc::Account(beneficiary), Val::Account(ben)));
+            extra.push((Loc::Account(beneficiary), Val::Account(ben)));
         }
-        // A stable sort merges the sorted runs.
-        finals.par_sort_by_key(|(l, _)| *l);
-        Ok(diff_from_changes(finals, code, wiped))
+        extra.sort_unstable_by_key(|(l, _)| *l);
+        let mut runs = changed;
+        runs.push(extra);
+        let last = runs.len() - 1;
+        let merged = merge_sorted(runs).filter(move |(run, (loc, _))| {
+            *run == last || shared.is_empty() || !shared.contains(loc)
+        });
+        Ok(diff_from_changes(merged.map(|(_, change)| change), code, wiped))
     };
     Ok(assemble(run.slots, env, txs, diff))
+}
+
+/// The changes of `runs` (each sorted by location, no location in two runs) in location
+/// order, each with the index of its run.
+fn merge_sorted(runs: Vec<Vec<(Loc, Val)>>) -> impl Iterator<Item = (usize, (Loc, Val))> {
+    let mut runs: Vec<std::vec::IntoIter<(Loc, Val)>> =
+        runs.into_iter().map(Vec::into_iter).collect();
+    let mut heads: Vec<Option<(Loc, Val)>> = runs.iter_mut().map(Iterator::next).collect();
+    let mut heap: BinaryHeap<Reverse<(Loc, usize)>> = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(r, h)| h.as_ref().map(|(loc, _)| Reverse((*loc, r))))
+        .collect();
+    std::iter::from_fn(move || {
+        let Reverse((_, r)) = heap.pop()?;
+        let change = heads[r].take()?;
+        heads[r] = runs[r].next();
+        if let Some((loc, _)) = &heads[r] {
+            heap.push(Reverse((*loc, r)));
+        }
+        Some((r, change))
+    })
 }
 
 #[cfg(test)]
@@ -704,5 +730,41 @@ mod tests {
         // One group holding most of the block is not partitioned.
         let group = vec![0u32; 10].into_iter().chain(10..12).collect::<Vec<_>>();
         assert!(plan(&group, &[1; 12], 4, 60).is_none());
+    }
+
+    /// Merging sorted runs gives every change once, in location order, with its run.
+    #[test]
+    fn merges_sorted_runs_in_location_order() {
+        let mut seed = 11u64;
+        let mut next = |m: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        for case in 0..100 {
+            let runs_n = 1 + next(40) as usize;
+            let mut all: Vec<(Loc, Val)> = (0..next(2_000))
+                .map(|i| {
+                    let a = Address::with_last_byte(next(256) as u8);
+                    let loc = if next(3) == 0 {
+                        Loc::Account(a)
+                    } else {
+                        Loc::Storage(a, U256::from(next(1 << 20)))
+                    };
+                    (loc, Val::Storage(U256::from(i)))
+                })
+                .collect();
+            all.sort_unstable_by_key(|(l, _)| *l);
+            all.dedup_by_key(|(l, _)| *l);
+            let mut runs: Vec<Vec<(Loc, Val)>> = vec![Vec::new(); runs_n];
+            let mut run_of = Vec::new();
+            for change in &all {
+                let r = next(runs_n as u64) as usize;
+                runs[r].push(*change);
+                run_of.push(r);
+            }
+            let merged: Vec<(usize, (Loc, Val))> = merge_sorted(runs).collect();
+            let expected: Vec<(usize, (Loc, Val))> = run_of.into_iter().zip(all).collect();
+            assert_eq!(merged, expected, "case {case}");
+        }
     }
 }
