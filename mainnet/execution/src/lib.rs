@@ -8,6 +8,7 @@ mod collision;
 mod diff;
 mod env;
 mod error;
+mod keccak4;
 mod output;
 mod parallel;
 mod sequential;

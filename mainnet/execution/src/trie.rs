@@ -7,6 +7,8 @@ use alloy_primitives::{keccak256, B256};
 use alloy_rlp::{Encodable, Header};
 use rayon::prelude::*;
 
+use crate::keccak4::keccak256_x4;
+
 /// Subtries with at least this many leaves are split across threads.
 const PARALLEL_LEAVES: usize = 512;
 
@@ -59,35 +61,76 @@ pub(crate) fn ordered_root_with(n: usize, encode: Encode<'_>) -> B256 {
 }
 
 thread_local! {
-    /// Where a leaf is encoded: its value after `LEAF_HEAD` bytes, its headers just before.
-    static LEAF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Where leaves are encoded, each value after `LEAF_HEAD` bytes and its headers just
+    /// before: one buffer per child of a branch.
+    static LEAVES: std::cell::RefCell<Vec<Vec<u8>>> =
+        std::cell::RefCell::new((0..16).map(|_| Vec::new()).collect());
 }
 
 /// Room for a leaf's headers: a list header, the path (at most 10 bytes with its header)
 /// and the value's header.
 const LEAF_HEAD: usize = 32;
 
-/// Calls `with` on the encoding of the leaf of value `i` at the rest of its key `path`,
-/// written in one buffer per thread.
+/// Encodes the leaf of value `i` at the rest of its key `path` into `buf`; the encoding is
+/// `buf[start..]`, `start` returned.
+fn leaf_into(path: &[u8], i: usize, encode: Encode<'_>, buf: &mut Vec<u8>) -> usize {
+    buf.clear();
+    buf.resize(LEAF_HEAD, 0);
+    encode(i, buf);
+    let value = &buf[LEAF_HEAD..];
+    let mut head = Vec::with_capacity(LEAF_HEAD);
+    let mut rest = Vec::with_capacity(LEAF_HEAD);
+    hex_prefix(path, true).as_slice().encode(&mut rest);
+    // An RLP string of one byte below 0x80 is that byte alone.
+    if value.len() != 1 || value[0] >= alloy_rlp::EMPTY_STRING_CODE {
+        Header { list: false, payload_length: value.len() }.encode(&mut rest);
+    }
+    Header { list: true, payload_length: rest.len() + value.len() }.encode(&mut head);
+    head.extend_from_slice(&rest);
+    let start = LEAF_HEAD - head.len();
+    buf[start..LEAF_HEAD].copy_from_slice(&head);
+    start
+}
+
+/// Calls `with` on the encoding of the leaf of value `i` at the rest of its key `path`.
 fn leaf<R>(path: &[u8], i: usize, encode: Encode<'_>, with: impl FnOnce(&[u8]) -> R) -> R {
-    LEAF.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.resize(LEAF_HEAD, 0);
-        encode(i, buf);
-        let value = &buf[LEAF_HEAD..];
-        let mut head = Vec::with_capacity(LEAF_HEAD);
-        let mut rest = Vec::with_capacity(LEAF_HEAD);
-        hex_prefix(path, true).as_slice().encode(&mut rest);
-        // An RLP string of one byte below 0x80 is that byte alone.
-        if value.len() != 1 || value[0] >= alloy_rlp::EMPTY_STRING_CODE {
-            Header { list: false, payload_length: value.len() }.encode(&mut rest);
-        }
-        Header { list: true, payload_length: rest.len() + value.len() }.encode(&mut head);
-        head.extend_from_slice(&rest);
-        let start = LEAF_HEAD - head.len();
-        buf[start..LEAF_HEAD].copy_from_slice(&head);
-        with(&buf[start..])
+    LEAVES.with_borrow_mut(|bufs| {
+        let start = leaf_into(path, i, encode, &mut bufs[0]);
+        with(&bufs[0][start..])
     })
+}
+
+/// The references to the children of a branch that are leaves (`leaves[k]`: the child's
+/// index and the leaf's item), their hashes computed four at a time.
+fn leaf_references(
+    leaves: &[(usize, &(Key, usize))],
+    depth: usize,
+    encode: Encode<'_>,
+    refs: &mut [Vec<u8>],
+) {
+    LEAVES.with_borrow_mut(|bufs| {
+        let mut starts = [0usize; 16];
+        for (k, (_, (key, i))) in leaves.iter().enumerate() {
+            starts[k] = leaf_into(&key.path()[depth..], *i, encode, &mut bufs[k]);
+        }
+        // Encodings shorter than 32 bytes are inlined; the others are hashed in fours.
+        let mut hashed: Vec<usize> = Vec::with_capacity(16);
+        for (k, (child, _)) in leaves.iter().enumerate() {
+            let enc = &bufs[k][starts[k]..];
+            if enc.len() < 32 {
+                refs[*child].extend_from_slice(enc);
+            } else {
+                hashed.push(k);
+            }
+        }
+        for four in hashed.chunks(4) {
+            let message = |j: usize| four.get(j).map_or(&[][..], |k| &bufs[*k][starts[*k]..]);
+            let hashes = keccak256_x4([message(0), message(1), message(2), message(3)]);
+            for (k, h) in four.iter().zip(hashes) {
+                h.as_slice().encode(&mut refs[leaves[*k].0]);
+            }
+        }
+    });
 }
 
 /// Hex-prefix encoding of a nibble path.
@@ -153,20 +196,37 @@ fn node(items: &[(Key, usize)], depth: usize, encode: Encode<'_>) -> Vec<u8> {
         groups.push(&rest[start..end]);
         start = end;
     }
-    let reference_to = |g: &&[(Key, usize)]| {
-        let mut r = Vec::with_capacity(33);
-        if g.is_empty() {
-            r.push(alloy_rlp::EMPTY_STRING_CODE);
-        } else {
-            child(g, depth + 1, encode, &mut r);
+    // Children that are single leaves are encoded and hashed together; the others each
+    // become a node of their own (in parallel when large).
+    let mut children: Vec<Vec<u8>> = (0..16).map(|_| Vec::with_capacity(33)).collect();
+    let leaves: Vec<(usize, &(Key, usize))> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(c, g)| match g {
+            [item] => Some((c, item)),
+            _ => None,
+        })
+        .collect();
+    leaf_references(&leaves, depth + 1, encode, &mut children);
+    let inner = |(c, g): (usize, &&[(Key, usize)])| -> Option<(usize, Vec<u8>)> {
+        match g.len() {
+            0 => Some((c, vec![alloy_rlp::EMPTY_STRING_CODE])),
+            1 => None,
+            _ => {
+                let mut r = Vec::with_capacity(33);
+                reference(&node(g, depth + 1, encode), &mut r);
+                Some((c, r))
+            }
         }
-        r
     };
-    let children: Vec<Vec<u8>> = if rest.len() >= PARALLEL_LEAVES {
-        groups.par_iter().map(reference_to).collect()
+    let inners: Vec<(usize, Vec<u8>)> = if rest.len() >= PARALLEL_LEAVES {
+        groups.par_iter().enumerate().filter_map(inner).collect()
     } else {
-        groups.iter().map(reference_to).collect()
+        groups.iter().enumerate().filter_map(inner).collect()
     };
+    for (c, r) in inners {
+        children[c] = r;
+    }
     let mut payload = Vec::with_capacity(16 * 33 + 1);
     for c in children {
         payload.extend_from_slice(&c);
