@@ -675,15 +675,19 @@ fn merge_sorted(runs: Vec<Vec<(Loc, Val)>>) -> impl Iterator<Item = (usize, (Loc
 mod tests {
     use super::*;
 
+    /// A seeded generator of numbers below its argument.
+    fn below(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |m| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        }
+    }
+
     /// The plan keeps groups whole and transactions in block order, balances the bins, and
     /// refuses a block dominated by one group.
     #[test]
     fn plans_balanced_bins_of_whole_groups() {
-        let mut seed = 3u64;
-        let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut next = below(3);
         for case in 0..200 {
             let n = 1 + next(3000) as usize;
             // Mostly singletons, some groups joining earlier transactions, a few large ones.
@@ -735,11 +739,7 @@ mod tests {
     /// Merging sorted runs gives every change once, in location order, with its run.
     #[test]
     fn merges_sorted_runs_in_location_order() {
-        let mut seed = 11u64;
-        let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % m
-        };
+        let mut next = below(11);
         for case in 0..100 {
             let runs_n = 1 + next(40) as usize;
             let mut all: Vec<(Loc, Val)> = (0..next(2_000))
