@@ -698,6 +698,20 @@ impl AsyncBft {
         ValidatorIndex(0)
     }
 
+    /// The first of the [`ASSIGN_ATTEMPTS`] attempts from `from` on whose assignee `usable`
+    /// accepts, with that assignee: where a validator sends a transaction when some
+    /// validators are not live.
+    pub fn first_assignee(
+        committee: &Committee,
+        sender: &[u8; 20],
+        from: u64,
+        usable: impl Fn(ValidatorIndex) -> bool,
+    ) -> Option<(u64, ValidatorIndex)> {
+        (from..from + ASSIGN_ATTEMPTS)
+            .map(|attempt| (attempt, AsyncBft::assignee(committee, sender, attempt)))
+            .find(|(_, v)| usable(*v))
+    }
+
     fn quorum(&self) -> Stake {
         self.committee.quorum_threshold()
     }
@@ -1106,16 +1120,11 @@ impl AsyncBft {
             .any(|(_, slots)| slots.get(usize::from(v.0)).is_some_and(|b| !b.is_empty()))
     }
 
-    /// The first live assignee of `sender`'s transactions from attempt `from` on, among the
-    /// next [`ASSIGN_ATTEMPTS`] attempts (this validator if none is).
+    /// The first live assignee of `sender`'s transactions from attempt `from` on (this
+    /// validator if none is among the next [`ASSIGN_ATTEMPTS`]).
     fn live_assignee(&self, sender: &[u8; 20], from: u64) -> (u64, ValidatorIndex) {
-        for attempt in from..from + ASSIGN_ATTEMPTS {
-            let to = AsyncBft::assignee(&self.committee, sender, attempt);
-            if to == self.me || self.live(to) {
-                return (attempt, to);
-            }
-        }
-        (from, self.me)
+        AsyncBft::first_assignee(&self.committee, sender, from, |v| v == self.me || self.live(v))
+            .unwrap_or((from, self.me))
     }
 
     fn enqueue(&mut self, d: Digest, tx: Transaction) {

@@ -36,8 +36,8 @@ const RC: [u64; 24] = [
     0x8000_0000_8000_8008,
 ];
 
-/// The Keccak padding of the last block of a message: 0x01 after the message, 0x80 at the
-/// end of the block. `block` holds the message's bytes from the block's start.
+/// The last block of a message, padded as Keccak pads: 0x01 after the message, 0x80 at the
+/// end of the block. `rest` is the message from the block's start.
 fn last_block(rest: &[u8]) -> [u8; RATE] {
     let mut block = [0u8; RATE];
     block[..rest.len()].copy_from_slice(rest);
@@ -183,20 +183,14 @@ mod avx2 {
 }
 
 /// `keccak256` of each of four messages.
+#[allow(unsafe_code)]
 pub(crate) fn keccak256_x4(messages: [&[u8]; 4]) -> [B256; 4] {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        return avx2_sponge(messages);
+        // SAFETY: the CPU has AVX2, the one feature the function is built for.
+        return unsafe { avx2::sponge(messages) };
     }
     messages.map(keccak256)
-}
-
-/// [`avx2::sponge`], on a CPU that has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-fn avx2_sponge(messages: [&[u8]; 4]) -> [B256; 4] {
-    // SAFETY: called only when the CPU has AVX2, the one feature the function is built for.
-    unsafe { avx2::sponge(messages) }
 }
 
 #[cfg(test)]

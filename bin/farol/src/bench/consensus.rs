@@ -345,10 +345,10 @@ async fn quic_run(
             for t in txs {
                 // Transactions of a validator that is down go to the first assignee that
                 // is up, as the engines reassign them.
-                let to = (0..64)
-                    .map(|a| usize::from(AsyncBft::assignee(&load_committee, &t.sender, a).0))
-                    .find(|v| *v < running)
-                    .unwrap_or(0);
+                let to = AsyncBft::first_assignee(&load_committee, &t.sender, 0, |v| {
+                    usize::from(v.0) < running
+                })
+                .map_or(0, |(_, v)| usize::from(v.0));
                 by[to].push(t);
             }
             for (v, txs) in by.into_iter().enumerate() {
