@@ -7,7 +7,7 @@
 //! its data directory it catches up.
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,17 +26,6 @@ fn post(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> 
 
 fn quantity(v: &Value) -> u64 {
     client::quantity(v).unwrap_or(0)
-}
-
-/// A base port with `n` free TCP ports after it.
-fn free_ports(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20_000 + (rand::random::<u16>() % 30_000);
-        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free ports");
 }
 
 struct Devnet {
@@ -174,7 +163,7 @@ fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
 fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().join("devnet");
-    let base = free_ports(10);
+    let base = client::free_listen_ports(10).unwrap_or_else(|e| panic!("{e}"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
         .args(["devnet", "--json", "--validators", "4", "--full-nodes", "1", "--port"])
         .arg(base.to_string())
@@ -269,6 +258,15 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         .stderr(log)
         .spawn()
         .unwrap_or_else(|e| panic!("restarting validator 3: {e}"));
+    // A restart that fails (a port taken, a log it cannot read) is reported at once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while post(http(&d, 3), "farol_status", json!([])).is_err() {
+        if let Ok(Some(status)) = restarted.try_wait() {
+            panic!("restarted validator 3 exited ({status}):\n{}", log_tail(&d.dir, 3));
+        }
+        assert!(Instant::now() < deadline, "restarted validator 3 never served JSON-RPC");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let n3 = send_and_wait(http(&d, 0), &funder, 10);
     let caught_up = std::panic::catch_unwind(|| final_everywhere(&d, &[0, 1, 2, 3, 4], n3));
     let _ = nix_term(restarted.id());

@@ -105,3 +105,37 @@ pub fn quantity(v: &Value) -> Result<u64, String> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16)
         .map_err(|_| format!("{s:?} is not a quantity"))
 }
+
+/// A base port with `n` free loopback TCP ports after it, all below the kernel's ephemeral
+/// range, for nodes that are stopped and started again on the same ports (the devnet, the
+/// tests, the node benchmark).
+///
+/// A port in the ephemeral range is free only while no process binds it: once a node is
+/// down, any client's outgoing connection may take its number as its local port, and that
+/// connection's TIME_WAIT then refuses the restarted node's listener for a minute, even
+/// with `SO_REUSEADDR`.
+pub fn free_listen_ports(n: u16) -> Result<u16, String> {
+    const LOWEST: u16 = 10_000;
+    // The first ephemeral port (Linux's default where the setting cannot be read).
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse::<u16>().ok()))
+        .unwrap_or(32_768);
+    let top = ephemeral.saturating_sub(n);
+    if top <= LOWEST {
+        return Err(format!("no room for {n} ports between {LOWEST} and {ephemeral}"));
+    }
+    // Processes that start together (tests run in parallel) begin their search apart.
+    let span = u32::from(top - LOWEST);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (std::process::id().wrapping_mul(7_919) ^ nanos) % span;
+    for k in 0..span / 7 {
+        let base = LOWEST + ((start + k * 7) % span) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return Ok(base);
+        }
+    }
+    Err(format!("no {n} free TCP ports in a row between {LOWEST} and {ephemeral}"))
+}

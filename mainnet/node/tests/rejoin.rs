@@ -24,13 +24,10 @@ use farol_node::genesis::ConsensusParams;
 use farol_node::{Genesis, Node, NodeConfig};
 use serde_json::{json, Value};
 
-fn free(udp: bool) -> SocketAddr {
-    let addr = if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|s| s.local_addr())
-    };
-    addr.unwrap_or_else(|e| panic!("{e}"))
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig> {
@@ -46,7 +43,7 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
             bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
             bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
             network_public: Bytes::copy_from_slice(&id.public_key().0),
-            address: free(true),
+            address: free_udp(),
             stake: 1,
             fee_recipient: Address::repeat_byte(0xfe),
             coin_public: None,
@@ -61,7 +58,10 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
         .zip(&coin.publics)
         .map(|(m, k)| Member { coin_public: Some(Bytes::copy_from_slice(&k.to_bytes())), ..m })
         .collect();
-    let https: Vec<SocketAddr> = (0..n).map(|_| free(false)).collect();
+    // Restarted nodes bind their HTTP ports again: below the ephemeral range.
+    let base = farol_node::client::free_listen_ports(n as u16).unwrap_or_else(|e| panic!("{e}"));
+    let https: Vec<SocketAddr> =
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], base + i as u16))).collect();
     let mut genesis = Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000);
     // A short history, so that a short outage is already far behind it.
     genesis.consensus = ConsensusParams { gc_depth: 20, checkpoint_every: 8 };

@@ -354,15 +354,6 @@ impl FirstError {
     }
 }
 
-fn free_port_base(n: u16) -> Result<u16> {
-    for base in (21_000..60_000).step_by(97) {
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    bail!("no {n} free TCP ports in a row")
-}
-
 /// Runs `farol bench node`.
 pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     let n = args.transactions.unwrap_or(if args.quick { 30_000 } else { 200_000 });
@@ -378,7 +369,8 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     if txs.len() != n {
         bail!("signed only {} of {n} transfers", txs.len());
     }
-    let port = free_port_base(2 * args.validators + 2)?;
+    let port = farol_node::client::free_listen_ports(2 * args.validators + 2)
+        .map_err(anyhow::Error::msg)?;
     let (ours, base) = abba(|pipelined| {
         let how = if pipelined { "pipelined" } else { "one block at a time (baseline)" };
         progress(format_args!("{} validators, {how}, at saturation", args.validators));
