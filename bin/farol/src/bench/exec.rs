@@ -192,6 +192,9 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
 }
 
 /// Times both executors on `txs` over `state` and prints the result line.
+/// The least time spent on the sequential side of one block's measurement.
+const MIN_SIDE_TIME: Duration = Duration::from_secs(2);
+
 #[allow(clippy::too_many_arguments)]
 fn measure<S: StateView>(
     name: &str,
@@ -204,31 +207,52 @@ fn measure<S: StateView>(
     extra: serde_json::Value,
 ) -> Result<()> {
     let env = world.block_env(farol_execution::workload::fresh_address(0xc0ffee));
-    let mut seq_times = Vec::new();
-    let mut par_times = Vec::new();
-    let mut reference: Option<BlockOutput> = None;
-    let mut stats = ParallelStats::default();
-    for _ in 0..runs {
+    let run_seq = || -> Result<(Duration, BlockOutput)> {
         let t = Instant::now();
         let seq = execute_sequential(state, &world.chain, &env, txs)
             .map_err(|e| anyhow!("{name}: sequential: {e}"))?;
-        seq_times.push(t.elapsed());
+        Ok((t.elapsed(), seq))
+    };
+    let run_par = || -> Result<(Duration, BlockOutput, ParallelStats)> {
         let t = Instant::now();
         let (par, s) = parallel
             .execute(state, &world.chain, &env, txs)
             .map_err(|e| anyhow!("{name}: parallel: {e}"))?;
-        par_times.push(t.elapsed());
-        if par != seq {
-            return Err(anyhow!("{name}: the parallel output differs from the sequential one"));
+        Ok((t.elapsed(), par, s))
+    };
+    // One untimed run of each side first: the first touch of the state, the allocator's
+    // first pages and the pool's wake-up cost either side up to 30 % in the first run.
+    let (warm, reference) = run_seq()?;
+    let (_, par, mut stats) = run_par()?;
+    if par != reference {
+        return Err(anyhow!("{name}: the parallel output differs from the sequential one"));
+    }
+    if let Some(failed) = reference.txs.iter().position(|t| !t.is_success()) {
+        return Err(anyhow!(
+            "{name}: transaction {failed} did not succeed: {:?}",
+            reference.txs[failed].status
+        ));
+    }
+    drop(par);
+    // Short blocks get more runs (at least about two seconds of the sequential side, at most
+    // 25 runs), and the sides take turns going first, so that neither gains from the other.
+    let runs = runs.max((MIN_SIDE_TIME.as_nanos() / warm.as_nanos().max(1)) as usize).min(25);
+    let mut seq_times = Vec::with_capacity(runs);
+    let mut par_times = Vec::with_capacity(runs);
+    for k in 0..runs {
+        let (seq, par) = if k % 2 == 0 {
+            let seq = run_seq()?;
+            (seq, run_par()?)
+        } else {
+            let par = run_par()?;
+            (run_seq()?, par)
+        };
+        if par.1 != reference || seq.1 != reference {
+            return Err(anyhow!("{name}: an output differs from the first sequential one"));
         }
-        if let Some(failed) = seq.txs.iter().position(|t| !t.is_success()) {
-            return Err(anyhow!(
-                "{name}: transaction {failed} did not succeed: {:?}",
-                seq.txs[failed].status
-            ));
-        }
-        stats = s;
-        reference = Some(seq);
+        seq_times.push(seq.0);
+        par_times.push(par.0);
+        stats = par.2;
     }
     // When the executor chose to run sequentially, also show what forcing parallel would give.
     let mut forced_ms = None;
@@ -244,7 +268,7 @@ fn measure<S: StateView>(
         }
         forced_ms = Some(median(&mut times).as_secs_f64() * 1e3);
     }
-    let gas = reference.map_or(0, |o| o.gas_used);
+    let gas = reference.gas_used;
     let seq = median(&mut seq_times);
     let par = median(&mut par_times);
     let per_s = |d: Duration, x: f64| x / d.as_secs_f64().max(1e-9);
