@@ -1072,7 +1072,10 @@ impl AsyncBft {
                 }
                 continue;
             }
-            let (attempt, to) = self.live_assignee(&w.tx.sender, w.attempt + 1);
+            // A live assignee that left the transaction out gets it no more: the next
+            // stake-weighted pick could be the same validator again.
+            let left_out = self.live(current).then_some(current);
+            let (attempt, to) = self.live_assignee(&w.tx.sender, w.attempt + 1, left_out);
             let tx = w.tx.clone();
             if let Some(w) = self.watched.get_mut(&d) {
                 w.attempt = attempt;
@@ -1120,11 +1123,18 @@ impl AsyncBft {
             .any(|(_, slots)| slots.get(usize::from(v.0)).is_some_and(|b| !b.is_empty()))
     }
 
-    /// The first live assignee of `sender`'s transactions from attempt `from` on (this
-    /// validator if none is among the next [`ASSIGN_ATTEMPTS`]).
-    fn live_assignee(&self, sender: &[u8; 20], from: u64) -> (u64, ValidatorIndex) {
-        AsyncBft::first_assignee(&self.committee, sender, from, |v| v == self.me || self.live(v))
-            .unwrap_or((from, self.me))
+    /// The first live assignee of `sender`'s transactions from attempt `from` on, other than
+    /// `except` (this validator if none is among the next [`ASSIGN_ATTEMPTS`]).
+    fn live_assignee(
+        &self,
+        sender: &[u8; 20],
+        from: u64,
+        except: Option<ValidatorIndex>,
+    ) -> (u64, ValidatorIndex) {
+        AsyncBft::first_assignee(&self.committee, sender, from, |v| {
+            Some(v) != except && (v == self.me || self.live(v))
+        })
+        .unwrap_or((from, self.me))
     }
 
     fn enqueue(&mut self, d: Digest, tx: Transaction) {
@@ -1795,7 +1805,7 @@ impl AsyncBft {
                 self.faults.queue_full += 1;
                 continue;
             }
-            let (attempt, to) = self.live_assignee(&t.sender, 0);
+            let (attempt, to) = self.live_assignee(&t.sender, 0, None);
             if to == self.me {
                 self.enqueue(d, t);
             } else {

@@ -37,6 +37,9 @@ pub enum Byzantine {
     /// Runs the protocol with a wrong coin key: its validly signed blocks carry coin shares
     /// that do not verify.
     BadCoinShares,
+    /// Runs the protocol but censors: it drops every transaction forwarded to it, so its
+    /// blocks (always on time: it stays live) carry none of the senders assigned to it.
+    Censor,
 }
 
 /// What happens in a run.
@@ -156,9 +159,10 @@ impl Scenario {
                 s.byzantine = ids[..f]
                     .iter()
                     .map(|i| {
-                        let b = match rng.random_range(0..3) {
+                        let b = match rng.random_range(0..4) {
                             0 => Byzantine::BadSignatures,
                             1 => Byzantine::Garbage,
+                            2 => Byzantine::Censor,
                             _ => Byzantine::BadCoinShares,
                         };
                         (*i, b)
@@ -175,9 +179,12 @@ impl Scenario {
                     Byzantine::BadSignatures,
                     Byzantine::Garbage,
                     Byzantine::BadCoinShares,
+                    Byzantine::Censor,
                 ];
-                s.byzantine =
-                    ids[..byz].iter().map(|i| (*i, kinds[rng.random_range(0..5)])).collect();
+                s.byzantine = ids[..byz]
+                    .iter()
+                    .map(|i| (*i, kinds[rng.random_range(0..kinds.len())]))
+                    .collect();
                 s.crashes = ids[byz..f]
                     .iter()
                     .map(|i| {
@@ -498,6 +505,14 @@ impl<'s> Sim<'s> {
             let Some(event) = self.events.remove(&seq) else { continue };
             match event {
                 Event::Deliver { to, from, bytes } => {
+                    if self.procs[to].behavior == Some(Byzantine::Censor)
+                        && matches!(
+                            crate::block::Message::decode(&bytes),
+                            Ok(crate::block::Message::Transactions(_))
+                        )
+                    {
+                        continue;
+                    }
                     self.step(to, Input::Messages(vec![(from, bytes)]))?;
                 }
                 Event::Tick(p) => {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use farol_consensus::sim::{block_keys, members};
 use farol_consensus::{
-    Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message, Transaction,
-    ValidatorIndex,
+    Action, AsyncBft, Block, BlockRef, Committee, Config, Consensus, Input, Message, Target,
+    Transaction, ValidatorIndex,
 };
 use farol_crypto::ed25519::SigningKey;
 use proptest::prelude::*;
@@ -442,4 +442,57 @@ fn a_down_validators_senders_spread_over_the_others() {
         moved[..7].iter().all(|k| *k * 2 > mean && *k < mean * 2),
         "reassigned from validator 7: {moved:?}"
     );
+}
+
+/// A live validator that leaves a sender's transaction out (a censor) loses it after
+/// `LIVE_PATIENCE × reassign_rounds` rounds, and the next assignee is another validator,
+/// even for a sender whose next stake-weighted pick is the censor again.
+#[test]
+fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
+    let (c, ks) = setup(4);
+    let censor = ValidatorIndex(0);
+    let sender = (0u32..10_000)
+        .map(|i| {
+            let mut s = [9u8; 20];
+            s[..4].copy_from_slice(&i.to_le_bytes());
+            s
+        })
+        .find(|s| AsyncBft::assignee(&c, s, 0) == censor && AsyncBft::assignee(&c, s, 1) == censor)
+        .unwrap_or_else(|| panic!("no sender assigned to the censor twice"));
+    let t = Transaction { sender, payload: Bytes::from_static(b"censored") };
+    let mut e = engine(&c, &ks, 1);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    e.handle(Input::Transactions(vec![t.clone()]), &mut out);
+    // Where the transaction went, in order.
+    let mut sent_to = Vec::new();
+    let mut parents: Vec<BlockRef> = Vec::new();
+    for round in 1..=150u64 {
+        let mut refs = Vec::new();
+        for a in [0u16, 2, 3] {
+            let k = &ks[usize::from(a)];
+            let b = Block::new(&CHAIN, ValidatorIndex(a), round, 0, parents.clone(), vec![], |m| {
+                k.sign(m)
+            });
+            refs.push(b.reference());
+            out.extend(deliver(&mut e, a, &b));
+        }
+        parents = refs;
+        // Blocks without transactions: idle rounds advance every `idle_ticks`.
+        for _ in 0..5 {
+            e.handle(Input::Tick, &mut out);
+        }
+        for a in out.drain(..) {
+            if let Action::Send { to: Target::One(v), bytes } = a {
+                if let Ok(Message::Transactions(txs)) = Message::decode(&bytes) {
+                    if txs.contains(&t) {
+                        sent_to.push(v);
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(sent_to.first(), Some(&censor), "first forwarded to its assignee: {sent_to:?}");
+    assert!(sent_to.len() >= 2, "never reassigned: {sent_to:?}");
+    assert!(sent_to[1..].iter().all(|v| *v != censor), "back to the censor: {sent_to:?}");
 }

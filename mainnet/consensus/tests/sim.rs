@@ -187,6 +187,24 @@ fn bad_coin_shares_are_found_and_dropped() {
     }
 }
 
+/// A validator that stays live but drops every transaction forwarded to it (a censor): the
+/// validators watching them reassign them after `LIVE_PATIENCE` times `reassign_rounds`
+/// rounds, to another validator than the censor, so every transaction commits (liveness is
+/// checked as in every run) with f censors at n = 4, 7 and 10.
+#[test]
+fn a_censoring_validator_delays_its_senders_but_stops_none() {
+    for (n, seed) in [(4, 11), (4, 12), (7, 13), (10, 14)] {
+        let mut s = Scenario::clean(n);
+        let f = s.f();
+        s.byzantine =
+            (0..f).map(|i| (3 * i + 2, farol_consensus::sim::Byzantine::Censor)).collect();
+        s.duration = 1_000_000;
+        s.tx_rate = 200;
+        let r = run(seed, &s).unwrap_or_else(|v| panic!("n = {n}: {v}"));
+        assert!(r.height > 0 && r.committed == r.submitted, "n = {n}: {r:?}");
+    }
+}
+
 /// A validator down for far longer than its peers keep history (`gc_depth` rounds) cannot
 /// catch up from their blocks; it rejoins from an honest validator's snapshot instead, whose
 /// digest matches the one committed at its height, and then commits exactly what everyone
