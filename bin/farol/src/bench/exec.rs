@@ -191,10 +191,10 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Times both executors on `txs` over `state` and prints the result line.
 /// The least time spent on the sequential side of one block's measurement.
 const MIN_SIDE_TIME: Duration = Duration::from_secs(2);
 
+/// Times both executors on `txs` over `state` and prints the result line.
 #[allow(clippy::too_many_arguments)]
 fn measure<S: StateView>(
     name: &str,
