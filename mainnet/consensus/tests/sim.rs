@@ -189,8 +189,9 @@ fn bad_coin_shares_are_found_and_dropped() {
 
 /// A validator that stays live but drops every transaction forwarded to it (a censor): the
 /// validators watching them reassign them after `LIVE_PATIENCE` times `reassign_rounds`
-/// rounds, to another validator than the censor, so every transaction commits (liveness is
-/// checked as in every run) with f censors at n = 4, 7 and 10.
+/// rounds, so every transaction commits (liveness is checked as in every run) with f
+/// censors at n = 4, 7 and 10. (That the censor is not picked again is
+/// `tests/messages.rs`'s `a_transaction_left_out_by_a_live_validator_moves_to_another`.)
 #[test]
 fn a_censoring_validator_delays_its_senders_but_stops_none() {
     for (n, seed) in [(4, 11), (4, 12), (7, 13), (10, 14)] {

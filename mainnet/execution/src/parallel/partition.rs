@@ -649,8 +649,8 @@ fn finish<S: StateView + ?Sized>(
     Ok(assemble(run.slots, env, txs, diff))
 }
 
-/// The changes of `runs` (each sorted by location, no location in two runs) in location
-/// order, each with the index of its run.
+/// The changes of `runs` (each sorted by location) in location order, each with the index
+/// of its run; a location in several runs comes once from each, the lowest run first.
 fn merge_sorted(runs: Vec<Vec<(Loc, Val)>>) -> impl Iterator<Item = (usize, (Loc, Val))> {
     let mut runs: Vec<std::vec::IntoIter<(Loc, Val)>> =
         runs.into_iter().map(Vec::into_iter).collect();
