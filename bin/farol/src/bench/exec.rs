@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use farol_execution::workload::{rng, World, WorldSpec};
 use farol_execution::{
@@ -121,7 +121,8 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
         }));
     }
     for (name, txs) in &blocks {
-        measure(name, &world, &world.state, txs, &parallel, threads, runs, json!({}))?;
+        let halves = Some(by_sender_halves(txs));
+        measure(name, &world, &world.state, txs, &parallel, threads, runs, halves, json!({}))?;
     }
 
     // Storage with 100 µs per cold read: overlapping reads is what matters.
@@ -142,7 +143,8 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
     }
     let slow = LatencyState::new(&world.state, latency);
     for (name, txs) in &slow_blocks {
-        measure(name, &world, &slow, txs, &wide, 8, runs.min(3), json!({"read_latency_us": 100}))?;
+        let extra = json!({"read_latency_us": 100});
+        measure(name, &world, &slow, txs, &wide, 8, runs.min(3), None, extra)?;
     }
 
     // Where parallel starts to pay: blocks of growing size, forced parallel (no fallback), on
@@ -172,6 +174,7 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
                     &forced,
                     threads,
                     runs.max(5),
+                    None,
                     json!({"forced_parallel": true}),
                 )?;
                 let name = format!("exec.threshold.{kind}.{n}.partitioned");
@@ -183,6 +186,7 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
                     &partitioned,
                     threads,
                     runs.max(5),
+                    None,
                     json!({"forced_parallel": true, "partitioned": true}),
                 )?;
             }
@@ -192,9 +196,54 @@ pub(crate) fn run(args: ExecBenchArgs) -> Result<()> {
 }
 
 /// The least time spent on the sequential side of one block's measurement.
-const MIN_SIDE_TIME: Duration = Duration::from_secs(2);
+const MIN_SIDE_TIME: Duration = Duration::from_secs(5);
 
-/// Times both executors on `txs` over `state` and prints the result line.
+/// The most timed runs of each side per block.
+const MAX_RUNS: usize = 41;
+
+/// The block's transactions split in two by sender (the last bit of the address), each half
+/// in block order: every sender's chain of nonces stays whole in one half.
+fn by_sender_halves(txs: &[RecoveredTx]) -> [Vec<RecoveredTx>; 2] {
+    let (odd, even): (Vec<RecoveredTx>, Vec<RecoveredTx>) =
+        txs.iter().cloned().partition(|t| t.sender.0[19] & 1 == 1);
+    [even, odd]
+}
+
+/// Runs the sequential executor on each half at once, on two threads that share nothing
+/// but the parent state, and returns the time until both are done (`None` if either half
+/// failed, which would end it early). The outputs are thrown away: a half misses the other
+/// half's effects. This is what two cores give the block's work with no coordination at
+/// all, the ceiling any parallel executor works under.
+fn uncoordinated<S: StateView>(
+    world: &World,
+    state: &S,
+    env: &farol_execution::BlockEnv,
+    halves: &[Vec<RecoveredTx>; 2],
+) -> Result<Option<Duration>> {
+    let started = Instant::now();
+    let ok = std::thread::scope(|s| -> Result<bool> {
+        let mut running = Vec::new();
+        for half in halves {
+            running.push(
+                std::thread::Builder::new()
+                    .stack_size(farol_execution::wasm::EXECUTOR_STACK)
+                    .spawn_scoped(s, move || {
+                        execute_sequential(state, &world.chain, env, half).is_ok()
+                    })
+                    .context("starting a thread")?,
+            );
+        }
+        let mut ok = true;
+        for r in running {
+            ok &= r.join().map_err(|_| anyhow!("a half's thread panicked"))?;
+        }
+        Ok(ok)
+    })?;
+    Ok(ok.then(|| started.elapsed()))
+}
+
+/// Times both executors on `txs` over `state` and prints the result line; with `halves`,
+/// also [`uncoordinated`] runs of them.
 #[allow(clippy::too_many_arguments)]
 fn measure<S: StateView>(
     name: &str,
@@ -204,6 +253,7 @@ fn measure<S: StateView>(
     parallel: &ParallelExecutor,
     threads: usize,
     runs: usize,
+    halves: Option<[Vec<RecoveredTx>; 2]>,
     extra: serde_json::Value,
 ) -> Result<()> {
     let env = world.block_env(farol_execution::workload::fresh_address(0xc0ffee));
@@ -234,11 +284,12 @@ fn measure<S: StateView>(
         ));
     }
     drop(par);
-    // Short blocks get more runs (at least about two seconds of the sequential side, at most
-    // 25 runs), and the sides take turns going first, so that neither gains from the other.
-    let runs = runs.max((MIN_SIDE_TIME.as_nanos() / warm.as_nanos().max(1)) as usize).min(25);
+    // Short blocks get more runs (at least about five seconds of the sequential side, at most
+    // `MAX_RUNS`), and the sides take turns going first, so that neither gains from the other.
+    let runs = runs.max((MIN_SIDE_TIME.as_nanos() / warm.as_nanos().max(1)) as usize).min(MAX_RUNS);
     let mut seq_times = Vec::with_capacity(runs);
     let mut par_times = Vec::with_capacity(runs);
+    let mut uncoordinated_times = halves.as_ref().map(|_| Vec::with_capacity(runs));
     for k in 0..runs {
         let (seq, par) = if k % 2 == 0 {
             let seq = run_seq()?;
@@ -253,6 +304,17 @@ fn measure<S: StateView>(
         seq_times.push(seq.0);
         par_times.push(par.0);
         stats = par.2;
+        if let Some(h) = &halves {
+            // `None` once a half fails: the block has no uncoordinated figure.
+            uncoordinated_times = match (uncoordinated_times, uncoordinated(world, state, &env, h)?)
+            {
+                (Some(mut v), Some(t)) => {
+                    v.push(t);
+                    Some(v)
+                }
+                _ => None,
+            };
+        }
     }
     // When the executor chose to run sequentially, also show what forcing parallel would give.
     let mut forced_ms = None;
@@ -292,6 +354,12 @@ fn measure<S: StateView>(
         "baseline_is": "execute_sequential: revm 43 transact_one per transaction, same cached state view, same block",
         "ms_forced_parallel": forced_ms,
     });
+    if let Some(mut times) = uncoordinated_times {
+        let t = median(&mut times);
+        params["ms_uncoordinated_halves"] = json!(t.as_secs_f64() * 1e3);
+        params["uncoordinated_ratio"] = json!(seq.as_secs_f64() / t.as_secs_f64().max(1e-9));
+        params["uncoordinated_is"] = json!("the sequential executor on each half of the block's senders at once, two threads sharing only the parent state, outputs thrown away: two cores with no coordination at all");
+    }
     if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
         p.extend(e.clone());
     }
