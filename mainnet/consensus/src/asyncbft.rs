@@ -38,6 +38,7 @@ use farol_crypto::{coin, ed25519, SecretKey, Signature, SIGNATURE_LEN};
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
 use crate::checkpoint::{decode_round_floor, round_hash, Checkpoint, Snapshot, SNAPSHOT_RECORD};
 use crate::committee::{Committee, Stake, ValidatorIndex};
+use crate::digests::DigestSet;
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
 type Digest = [u8; 32];
@@ -150,7 +151,7 @@ const WAVE_AT: u64 = 3;
 /// a hit means exactly this signature on exactly this block was valid.
 #[derive(Debug, Default)]
 pub struct SignatureCache {
-    inner: Mutex<(HashSet<Digest>, VecDeque<Digest>)>,
+    inner: Mutex<(DigestSet, VecDeque<Digest>)>,
     /// Coins already combined and checked, by (chain, round): the coin is unique, so an
     /// engine sharing the cache need not combine it again.
     coins: Mutex<BTreeMap<([u8; 32], u64), ValidatorIndex>>,
@@ -315,7 +316,7 @@ pub struct AsyncBft {
     clock_ms: u64,
     /// The time of the last commit (commit times never decrease).
     last_commit_ms: u64,
-    committed: HashSet<Digest>,
+    committed: DigestSet,
     committed_at: BTreeMap<u64, Arc<Vec<Digest>>>,
     /// [`round_hash`] of `committed_at`'s rounds, with the count it was taken at: a
     /// checkpoint hashes again only rounds that grew since.
@@ -407,7 +408,7 @@ impl AsyncBft {
             last_commit_round: 0,
             clock_ms: 0,
             last_commit_ms: 0,
-            committed: HashSet::new(),
+            committed: DigestSet::default(),
             committed_at: BTreeMap::new(),
             round_hashes: BTreeMap::new(),
             faults: Faults::default(),

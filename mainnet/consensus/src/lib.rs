@@ -16,6 +16,7 @@ pub mod block;
 pub mod certificate;
 pub mod checkpoint;
 pub mod committee;
+mod digests;
 pub mod engine;
 pub mod sim;
 
