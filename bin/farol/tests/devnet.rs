@@ -228,6 +228,18 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     .unwrap_or_else(|e| panic!("{e}"));
     let n = send_and_wait(http(&d, 1), &funder, 40);
     final_everywhere(&d, &[0, 1, 2, 3, 4], n);
+    // Validators sync their consensus logs (a devnet syncs by default), and time each sync;
+    // the full node runs no consensus.
+    for i in 0..5 {
+        let s = post(http(&d, i), "farol_status", json!([])).unwrap_or_default();
+        let syncs = &s["consensusLogSync"];
+        let count = syncs["count"].as_u64();
+        if i < 4 {
+            assert!(count.is_some_and(|c| c > 0) && syncs["max_ms"].as_u64() >= Some(1), "{s}");
+        } else {
+            assert_eq!(count, Some(0), "{s}");
+        }
+    }
     // Through the full node (node 4): forwarded to the validators, synced back once final.
     let n = send_and_wait(http(&d, 4), &funder, 5);
     final_everywhere(&d, &[0, 1, 2, 3, 4], n);

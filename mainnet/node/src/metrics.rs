@@ -55,6 +55,19 @@ impl Histogram {
         Some(BUCKETS as u64)
     }
 
+    /// The longest latency recorded, in milliseconds rounded up to the bucket; `None` before
+    /// any record.
+    pub fn max_ms(&self) -> Option<u64> {
+        let last = self.buckets.iter().rposition(|b| b.load(Ordering::Relaxed) > 0)?;
+        Some(last as u64 + 1)
+    }
+
+    /// How many latencies of `ms` milliseconds or more were recorded.
+    pub fn count_from_ms(&self, ms: u64) -> u64 {
+        let from = usize::try_from(ms).unwrap_or(usize::MAX).min(BUCKETS - 1);
+        self.buckets[from..].iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
     /// Forgets every record.
     pub fn reset(&self) {
         for b in &self.buckets {
@@ -63,7 +76,8 @@ impl Histogram {
         self.sum_micros.store(0, Ordering::Relaxed);
     }
 
-    fn write(&self, out: &mut String, name: &str, help: &str) {
+    /// Appends it to a Prometheus text exposition as summary `name`.
+    pub(crate) fn write(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
         for (q, pm) in [("0.5", 500), ("0.9", 900), ("0.99", 990)] {
             if let Some(v) = self.quantile_ms(pm) {
@@ -251,5 +265,34 @@ impl Metrics {
             "Submission to block finality.",
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Quantiles, the longest record and the count from a bound, all rounded to 1 ms buckets.
+    #[test]
+    fn a_histogram_answers_from_its_buckets() {
+        let h = Histogram::default();
+        assert_eq!((h.quantile_ms(500), h.max_ms(), h.count_from_ms(0)), (None, None, 0));
+        for ms in [1u64, 2, 2, 3, 25, 140] {
+            h.record(Duration::from_micros(ms * 1000 + 400));
+        }
+        h.record(Duration::from_secs(60));
+        assert_eq!(h.count(), 7);
+        assert_eq!(h.quantile_ms(500), Some(4));
+        assert_eq!(h.max_ms(), Some(BUCKETS as u64));
+        assert_eq!(h.count_from_ms(20), 3);
+        assert_eq!(h.count_from_ms(141), 1);
+        assert_eq!(h.count_from_ms(u64::MAX), 1);
+        let mut out = String::new();
+        h.write(&mut out, "x_seconds", "What it is.");
+        assert!(out.contains("# TYPE x_seconds summary\n"), "{out}");
+        assert!(out.contains("x_seconds{quantile=\"0.5\"} 0.004\n"), "{out}");
+        assert!(out.contains("x_seconds_count 7\n"), "{out}");
+        h.reset();
+        assert_eq!((h.max_ms(), h.count()), (None, 0));
     }
 }

@@ -924,6 +924,12 @@ impl Rpc {
             "consensusRound": hex(st.validator.round.load(Ordering::Relaxed)),
             "rejoins": hex(st.validator.rejoins.load(Ordering::Relaxed)),
             "consensusLogCompactions": hex(st.validator.compactions.load(Ordering::Relaxed)),
+            "consensusLogSync": {
+                "count": st.validator.log_sync.count(),
+                "p50_ms": st.validator.log_sync.quantile_ms(500),
+                "p99_ms": st.validator.log_sync.quantile_ms(990),
+                "max_ms": st.validator.log_sync.max_ms(),
+            },
             "coin": st.validator.coin.load(Ordering::Relaxed),
             "headHash": st.chain.head().hash,
             "headStateRoot": st.chain.head().header.state_root,
@@ -1157,8 +1163,13 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, body: axum::body::Bytes) -> R
 }
 
 async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], rpc.state.metrics.render())
-        .into_response()
+    let mut out = rpc.state.metrics.render();
+    rpc.state.validator.log_sync.write(
+        &mut out,
+        "farol_consensus_log_sync_seconds",
+        "How long each sync of the consensus log took the disk.",
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Response {

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::metrics::Histogram;
 use crate::wal::{Wal, WalError};
 
 /// How a validator runs.
@@ -73,6 +74,9 @@ pub struct ValidatorStatus {
     pub compactions: AtomicU64,
     /// Whether the committee has a common coin (consensus is then live under asynchrony).
     pub coin: std::sync::atomic::AtomicBool,
+    /// How long each sync of the consensus log took the disk. Every proposal waits for one,
+    /// so a slow disk shows here first.
+    pub log_sync: Histogram,
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
@@ -227,7 +231,9 @@ impl Executor {
             }
         }
         if self.sync && leaves {
-            self.wal.sync_off_thread().await?;
+            if let Some(took) = self.wal.sync_off_thread().await? {
+                self.status.log_sync.record(took);
+            }
         }
         for action in out.drain(..) {
             match action {

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -177,17 +178,21 @@ impl Wal {
 
     /// [`Wal::sync`] on tokio's blocking pool: the caller waits for the disk, the runtime's
     /// worker threads (which other validators' and connections' tasks share) do not.
-    pub async fn sync_off_thread(&mut self) -> Result<(), WalError> {
+    /// Returns how long the disk took, or `None` when there was nothing to sync.
+    pub async fn sync_off_thread(&mut self) -> Result<Option<Duration>, WalError> {
         if !self.dirty {
-            return Ok(());
+            return Ok(None);
         }
         let file = self.file.clone();
-        let synced = tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        synced.map_err(Self::err(&self.path))?;
+        let synced = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            file.sync_data().map(|()| started.elapsed())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let took = synced.map_err(Self::err(&self.path))?;
         self.dirty = false;
-        Ok(())
+        Ok(Some(took))
     }
 }
 

@@ -229,6 +229,9 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
         // This committee has no coin keys.
         assert_eq!(s["coin"], json!(false), "{s}");
+        // This node does not sync (`fsync = false`): no log sync was timed.
+        let syncs = &s["consensusLogSync"];
+        assert_eq!((syncs["count"].as_u64(), syncs["max_ms"].as_u64()), (Some(0), None), "{s}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));

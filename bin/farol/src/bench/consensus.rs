@@ -31,7 +31,7 @@ use farol_consensus::{
 };
 use farol_crypto::ed25519;
 use farol_network::{Identity, Network, NetworkConfig, Peer};
-use farol_node::{Validator, ValidatorConfig, Wal};
+use farol_node::{Parts, Validator, ValidatorConfig, ValidatorStatus, Wal};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -104,6 +104,8 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
             "n": n, "tx_bytes": TX_BYTES, "secs": secs, "network": "QUIC on loopback",
             "order": ABBA,
             "runs_tx_per_s": {"ours": ours.runs, "baseline": single.runs},
+            "log_syncs_20ms_or_more": {"ours": ours.slow_syncs, "baseline": single.slow_syncs},
+            "log_sync_longest_ms": {"ours": ours.longest_sync_ms, "baseline": single.longest_sync_ms},
         });
         BenchResult::new(
             &format!("consensus.throughput.n{n}"),
@@ -122,6 +124,10 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         p["offered_tx_per_s"] = json!(half);
         p["committed_tx_per_s"] = json!({"ours": ours_half.tps, "baseline": single_half.tps});
         p["runs_tx_per_s"] = json!({"ours": ours_half.runs, "baseline": single_half.runs});
+        p["log_syncs_20ms_or_more"] =
+            json!({"ours": ours_half.slow_syncs, "baseline": single_half.slow_syncs});
+        p["log_sync_longest_ms"] =
+            json!({"ours": ours_half.longest_sync_ms, "baseline": single_half.longest_sync_ms});
         for (name, a, b) in [
             ("latency_p50", ours_half.p50_ms, single_half.p50_ms),
             ("latency_p99", ours_half.p99_ms, single_half.p99_ms),
@@ -143,6 +149,8 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
             p["crashed"] = json!(f);
             p["goal_fraction"] = json!((n - f) as f64 / n as f64 - 0.1);
             p["fraction"] = json!(crashed.tps / ours.tps);
+            p["log_syncs_20ms_or_more"] = json!(crashed.slow_syncs);
+            p["log_sync_longest_ms"] = json!(crashed.longest_sync_ms);
             BenchResult::new(
                 &format!("consensus.crashed.n{n}"),
                 crashed.tps,
@@ -168,7 +176,15 @@ struct Measured {
     p50_ms: f64,
     p99_ms: f64,
     runs: Vec<f64>,
+    /// Per run: syncs of the consensus logs (all validators) that took the disk 20 ms or
+    /// more, and the longest. All validators' logs share this machine's one disk, and a
+    /// slow sync holds up every proposal waiting on it: the usual cause of a p99 far out.
+    slow_syncs: Vec<u64>,
+    longest_sync_ms: Vec<u64>,
 }
+
+/// A sync of a consensus log this slow or slower is counted in the results.
+const SLOW_SYNC_MS: u64 = 20;
 
 /// How [`abba`] orders the runs.
 const ABBA: &str = "ours, baseline, baseline, ours; each side the mean of its two runs";
@@ -184,6 +200,8 @@ fn abba(run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured
         p50_ms: (x.p50_ms + y.p50_ms) / 2.0,
         p99_ms: (x.p99_ms + y.p99_ms) / 2.0,
         runs: [x.runs, y.runs].concat(),
+        slow_syncs: [x.slow_syncs, y.slow_syncs].concat(),
+        longest_sync_ms: [x.longest_sync_ms, y.longest_sync_ms].concat(),
     };
     Ok((mean(a1, a2), mean(b1, b2)))
 }
@@ -243,6 +261,7 @@ async fn quic_run(
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let mut validators = Vec::new();
     let mut submitters = Vec::new();
+    let mut statuses = Vec::new();
     for i in 0..n - down {
         let (wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
         let cfg = Config {
@@ -287,16 +306,18 @@ async fn quic_run(
         } else {
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
         }
-        let v = Validator::spawn(
-            Box::new(engine),
-            Vec::new(),
-            std::sync::Arc::new(network),
+        let status = Arc::new(ValidatorStatus::default());
+        statuses.push(status.clone());
+        let parts = Parts {
+            engine: Box::new(engine),
+            replayed: Vec::new(),
+            network: Arc::new(network),
             inbound,
             wal,
-            tx,
-            None,
-            ValidatorConfig::default(),
-        );
+            commits: tx,
+            node_frames: None,
+        };
+        let v = Validator::spawn_with(parts, ValidatorConfig::default(), None, status);
         submitters.push(v.submitter());
         validators.push(v);
     }
@@ -367,15 +388,20 @@ async fn quic_run(
     let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
     l.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
+    let slow_syncs = statuses.iter().map(|s| s.log_sync.count_from_ms(SLOW_SYNC_MS)).sum();
+    let longest_sync = statuses.iter().filter_map(|s| s.log_sync.max_ms()).max().unwrap_or(0);
     let m = Measured {
         tps: committed / secs,
         p50_ms: ms(sim::percentile(&l, 50)),
         p99_ms: ms(sim::percentile(&l, 99)),
         runs: vec![committed / secs],
+        slow_syncs: vec![slow_syncs],
+        longest_sync_ms: vec![longest_sync],
     };
     let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
     progress(format!(
-        "  {}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s",
+        "  {}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s; \
+         log syncs of {SLOW_SYNC_MS} ms or more: {slow_syncs} (longest {longest_sync} ms)",
         if single { "one proposer per round" } else { "every validator proposing" },
         m.tps,
         m.p50_ms,
