@@ -212,8 +212,9 @@ fn by_sender_halves(txs: &[RecoveredTx]) -> [Vec<RecoveredTx>; 2] {
 /// Runs the sequential executor on each half at once, on two threads that share nothing
 /// but the parent state, and returns the time until both are done (`None` if either half
 /// failed, which would end it early). The outputs are thrown away: a half misses the other
-/// half's effects. This is what two cores give the block's work with no coordination at
-/// all, the ceiling any parallel executor works under.
+/// half's effects. This is what two cores give the sequential executor's own work on the
+/// block with no coordination at all: how well this machine runs two threads at once, in
+/// this run. An executor doing less work per transaction than the sequential one can pass it.
 fn uncoordinated<S: StateView>(
     world: &World,
     state: &S,
