@@ -178,7 +178,8 @@ struct Measured {
     runs: Vec<f64>,
     /// Per run: syncs of the consensus logs (all validators) that took the disk 20 ms or
     /// more, and the longest. All validators' logs share this machine's one disk, and a
-    /// slow sync holds up every proposal waiting on it: the usual cause of a p99 far out.
+    /// slow sync holds up every proposal waiting on it (the 197 and 226 ms p99s traced in
+    /// docs/consensus.md §9 were such syncs).
     slow_syncs: Vec<u64>,
     longest_sync_ms: Vec<u64>,
 }
