@@ -21,8 +21,8 @@ use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, B64, U256};
 use farol_consensus::Committed;
 use farol_execution::{
-    Account, BlockEnv, BlockOutput, ChainSpec, ExecError, ParallelConfig, ParallelExecutor,
-    RecoveredTx, StateDiff, StateError, StateView, StoreState,
+    execute_sequential, Account, BlockEnv, BlockOutput, ChainSpec, ExecError, ParallelConfig,
+    ParallelExecutor, RecoveredTx, StateDiff, StateError, StateView, StoreState,
 };
 use farol_store::Store;
 use parking_lot::Mutex;
@@ -163,12 +163,16 @@ impl State {
     /// A view of the state after block `number` (which must be stored or executed).
     pub fn view(self: &Arc<Self>, number: u64) -> Result<Overlay, StateError> {
         let store_err = |e: farol_store::StoreError| StateError::Store(e.to_string());
+        // The storing stage applies block k to the store and then drops k's diff from
+        // `pending` under this lock. Holding it across both reads means the snapshot and the
+        // diffs meet: either k is in the store (and its diff, if still here, is skipped as
+        // at or below the base), or its diff is still here. Reading the store's version
+        // first, unlocked, could see k - 1 and then find k's diff gone.
+        let pending = self.pending.lock();
         let latest = self.store.latest_version().unwrap_or(0);
         let base_version = latest.min(number);
         let base = StoreState::new(self.store.snapshot(base_version).map_err(store_err)?);
-        let diffs = self
-            .pending
-            .lock()
+        let diffs = pending
             .iter()
             .filter(|(n, _)| *n > base_version && *n <= number)
             .map(|(_, d)| d.clone())
@@ -782,8 +786,8 @@ fn execute(
         if txs.is_empty() && !always {
             return Ok(None);
         }
-        match executor.execute(&view, &state.spec, &env, &txs) {
-            Ok((output, _)) => {
+        match execute_here(executor, &view, &state.spec, &env, &txs) {
+            Ok(output) => {
                 let ordering = OrderingData {
                     round,
                     first: committed_height,
@@ -795,10 +799,11 @@ fn execute(
                 };
                 return Ok(Some(Executed::new(state, env, txs, output, started, ordering, None)));
             }
+            // Only what is wrong with the transaction itself drops it: every validator finds
+            // the same. A fault of this node (`ExecError::Evm`, see `execute_here`) stops here.
             Err(
                 ExecError::InvalidTransaction { index, reason }
-                | ExecError::BadSignature { index, reason }
-                | ExecError::Evm { index, reason },
+                | ExecError::BadSignature { index, reason },
             ) if index < txs.len() => {
                 let t = txs.remove(index);
                 state.drop_tx(*t.tx.tx_hash(), reason);
@@ -819,6 +824,39 @@ fn execute(
             Err(source) => return Err(PipelineError::Exec { number, source }),
         }
     }
+}
+
+/// Times a block is run again after a fault of this node before the pipeline stops.
+const NODE_FAULT_RETRIES: u32 = 4;
+
+/// Executes a block on the parallel executor. revm's fatal errors (`ExecError::Evm`: this
+/// node out of memory or of WASM instances, which RPC calls share, or a fault of the
+/// parallel executor) are not properties of the block, and dropping a transaction for one
+/// would make this node's block differ from every other validator's. Such a block runs
+/// again on the sequential reference (the same result by construction), and then again after
+/// growing pauses; the error is returned only if it persists.
+fn execute_here(
+    executor: &ParallelExecutor,
+    view: &Overlay,
+    spec: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) -> Result<BlockOutput, ExecError> {
+    let mut result = executor.execute(view, spec, env, txs).map(|(output, _)| output);
+    let mut attempt = 0;
+    while let Err(ExecError::Evm { reason, .. }) = &result {
+        if attempt == NODE_FAULT_RETRIES {
+            tracing::error!(number = env.number, %reason, "the block cannot be executed on this node");
+            break;
+        }
+        tracing::warn!(number = env.number, attempt, %reason, "executing the block failed on this node; running it again");
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+        }
+        attempt += 1;
+        result = execute_sequential(view, spec, env, txs);
+    }
+    result
 }
 
 /// Executes a block-final block from peers as it was executed by those who signed it: its
@@ -853,8 +891,8 @@ fn import_block(
     let view = state
         .view(number - 1)
         .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
-    let output = match executor.execute(&view, &state.spec, &env, &txs) {
-        Ok((output, _)) => output,
+    let output = match execute_here(executor, &view, &state.spec, &env, &txs) {
+        Ok(output) => output,
         Err(e @ ExecError::State(_)) => return Err(PipelineError::Exec { number, source: e }),
         Err(e) => return Err(diverged(e.to_string())),
     };
@@ -988,6 +1026,46 @@ mod tests {
             Vec::new(),
             Arc::new(Metrics::default()),
         ))
+    }
+
+    /// While the storing stage applies blocks to the store and drops their diffs, a view of
+    /// the newest executed block always sees every block up to it (a view that read the
+    /// store's version before the diffs could miss the block stored in between).
+    #[test]
+    fn a_view_never_misses_the_block_being_stored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let who = Address::repeat_byte(0x5a);
+        let state = node_state(dir.path(), Genesis::dev(&[who], U256::from(1u64), 0));
+        let executed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let storer = {
+            let (state, executed, done) = (state.clone(), executed.clone(), done.clone());
+            std::thread::spawn(move || {
+                for k in 1..=400u64 {
+                    let mut diff = StateDiff::default();
+                    diff.accounts.insert(who, Some(Account::with_balance(U256::from(k))));
+                    let changes = diff.store_changes();
+                    state.pending.lock().push((k, Arc::new(diff)));
+                    executed.store(k, Ordering::SeqCst);
+                    state.store.apply(k, changes).unwrap_or_else(|e| panic!("{e}"));
+                    state.pending.lock().retain(|(n, _)| *n > k);
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut views = 0u64;
+        while !done.load(Ordering::SeqCst) {
+            let n = executed.load(Ordering::SeqCst);
+            if n == 0 {
+                continue;
+            }
+            let view = state.view(n).unwrap_or_else(|e| panic!("{e}"));
+            let balance = view.account(who).ok().flatten().map(|a| a.balance);
+            assert_eq!(balance, Some(U256::from(n)), "the view of block {n}");
+            views += 1;
+        }
+        storer.join().unwrap_or_else(|_| panic!("the storer panicked"));
+        assert!(views > 100, "{views} views");
     }
 
     #[test]
