@@ -34,11 +34,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use farol_crypto::{coin, ed25519, SecretKey, Signature, SIGNATURE_LEN};
+use farol_primitives::SplitSet;
 
 use crate::block::{Block, BlockRef, Message, MAX_REQUEST};
 use crate::checkpoint::{decode_round_floor, round_hash, Checkpoint, Snapshot, SNAPSHOT_RECORD};
 use crate::committee::{Committee, Stake, ValidatorIndex};
-use crate::digests::DigestSet;
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
 type Digest = [u8; 32];
@@ -71,6 +71,9 @@ pub struct Config {
     /// watched); more are dropped and counted in [`Faults::queue_full`] (the mempool
     /// decides what to resubmit).
     pub max_queue: usize,
+    /// Most payload bytes waiting to be proposed here; more are dropped like past
+    /// `max_queue`.
+    pub max_queue_bytes: usize,
     /// The baseline mode: one proposer per round (the round's leader, `round mod n`) puts
     /// transactions in its block and only leaders' blocks are committed, as in a
     /// leader-based protocol. Everything else is the same code.
@@ -104,6 +107,7 @@ impl Default for Config {
             max_batch_transactions: 1_000,
             max_batch_bytes: 4 * 1024 * 1024,
             max_queue: 200_000,
+            max_queue_bytes: 256 * 1024 * 1024,
             gc_depth: 500,
             checkpoint_every: 64,
             single_leader: false,
@@ -151,7 +155,7 @@ const WAVE_AT: u64 = 3;
 /// a hit means exactly this signature on exactly this block was valid.
 #[derive(Debug, Default)]
 pub struct SignatureCache {
-    inner: Mutex<(DigestSet, VecDeque<Digest>)>,
+    inner: Mutex<(SplitSet<Digest>, VecDeque<Digest>)>,
     /// Coins already combined and checked, by (chain, round): the coin is unique, so an
     /// engine sharing the cache need not combine it again.
     coins: Mutex<BTreeMap<([u8; 32], u64), ValidatorIndex>>,
@@ -306,6 +310,8 @@ pub struct AsyncBft {
     resends: u32,
     queue: VecDeque<(Digest, Transaction)>,
     queued: HashSet<Digest>,
+    /// Payload bytes in `queue`.
+    queued_bytes: usize,
     watched: BTreeMap<Digest, Watch>,
     watch_seq: u64,
 
@@ -316,7 +322,7 @@ pub struct AsyncBft {
     clock_ms: u64,
     /// The time of the last commit (commit times never decrease).
     last_commit_ms: u64,
-    committed: DigestSet,
+    committed: SplitSet<Digest>,
     committed_at: BTreeMap<u64, Arc<Vec<Digest>>>,
     /// [`round_hash`] of `committed_at`'s rounds, with the count it was taken at: a
     /// checkpoint hashes again only rounds that grew since.
@@ -401,6 +407,7 @@ impl AsyncBft {
             resends: 0,
             queue: VecDeque::new(),
             queued: HashSet::new(),
+            queued_bytes: 0,
             watched: BTreeMap::new(),
             watch_seq: 0,
             next_slot: (1, 0),
@@ -408,7 +415,7 @@ impl AsyncBft {
             last_commit_round: 0,
             clock_ms: 0,
             last_commit_ms: 0,
-            committed: DigestSet::default(),
+            committed: SplitSet::default(),
             committed_at: BTreeMap::new(),
             round_hashes: BTreeMap::new(),
             faults: Faults::default(),
@@ -457,6 +464,11 @@ impl AsyncBft {
             // Records were checked before they were written; a record that does not decode
             // (a torn last write) is skipped.
             if let Ok(Message::Block(b)) = Message::decode(&r) {
+                // Nor one that does not fit this committee (a log kept while the committee
+                // in the configuration changed).
+                if !e.well_formed(&b) {
+                    continue;
+                }
                 let b: Arc<Block> = Arc::from(b);
                 if b.author == me && b.round > e.round {
                     e.round = b.round;
@@ -996,6 +1008,7 @@ impl AsyncBft {
             }
             let Some((d, t)) = self.queue.pop_front() else { break };
             self.queued.remove(&d);
+            self.queued_bytes -= t.payload.len();
             if self.committed.contains(&d) {
                 continue;
             }
@@ -1139,11 +1152,15 @@ impl AsyncBft {
     }
 
     fn enqueue(&mut self, d: Digest, tx: Transaction) {
-        if self.queue.len() >= self.cfg.max_queue {
+        let len = tx.payload.len();
+        if self.queue.len() >= self.cfg.max_queue
+            || self.queued_bytes.saturating_add(len) > self.cfg.max_queue_bytes
+        {
             self.faults.queue_full += 1;
             return;
         }
         if !self.committed.contains(&d) && self.queued.insert(d) {
+            self.queued_bytes += len;
             self.queue.push_back((d, tx));
         }
     }
@@ -1761,6 +1778,12 @@ impl AsyncBft {
                 }
                 Message::Transactions(txs) => {
                     for t in txs {
+                        // Its own copy: a slice would keep the whole frame (up to the
+                        // network's frame limit) alive for as long as it waits.
+                        let t = Transaction {
+                            sender: t.sender,
+                            payload: Bytes::copy_from_slice(&t.payload),
+                        };
                         self.enqueue(t.digest(), t);
                     }
                 }

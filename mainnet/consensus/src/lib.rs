@@ -16,7 +16,6 @@ pub mod block;
 pub mod certificate;
 pub mod checkpoint;
 pub mod committee;
-mod digests;
 pub mod engine;
 pub mod sim;
 

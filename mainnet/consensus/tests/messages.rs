@@ -496,3 +496,19 @@ fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
     assert!(sent_to.len() >= 2, "never reassigned: {sent_to:?}");
     assert!(sent_to[1..].iter().all(|v| *v != censor), "back to the censor: {sent_to:?}");
 }
+
+#[test]
+fn forwarded_transactions_wait_within_a_byte_budget() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, max_queue_bytes: 1_000, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    // 30 distinct 40-byte transactions forwarded by validator 1: 25 fit in 1,000 bytes.
+    let txs: Vec<Transaction> = (0..30).map(tx).collect();
+    let frame = Message::Transactions(txs).encode();
+    let mut out = Vec::new();
+    e.handle(Input::Messages(vec![(ValidatorIndex(1), frame.clone())]), &mut out);
+    assert_eq!(e.faults().queue_full, 5);
+    // The same again: every one is queued already, and the budget is still full.
+    e.handle(Input::Messages(vec![(ValidatorIndex(1), frame)]), &mut out);
+    assert_eq!(e.faults().queue_full, 35);
+}

@@ -9,7 +9,7 @@
 //! and the last few read are kept. `eth_getLogs` filters by each header's logs bloom before
 //! it reads receipts.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, B256};
 use alloy_rlp::{Decodable, Encodable};
+use farol_primitives::SplitMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::wal::{Wal, WalError, WalReader};
@@ -463,8 +464,10 @@ struct Index {
     /// Transactions in `recent`.
     recent_txs: usize,
     keep: Recent,
-    by_hash: HashMap<B256, u64>,
-    txs: HashMap<B256, (u64, u32)>,
+    /// Block numbers by hash, and transactions' places by hash: split maps, so that the
+    /// index, which grows with the chain, never rehashes all of itself under its lock.
+    by_hash: SplitMap<B256, u64>,
+    txs: SplitMap<B256, (u64, u32)>,
     certificate: Option<Certificate>,
 }
 
@@ -515,8 +518,8 @@ impl Chain {
             recent: VecDeque::new(),
             recent_txs: 0,
             keep,
-            by_hash: HashMap::new(),
-            txs: HashMap::new(),
+            by_hash: SplitMap::new(),
+            txs: SplitMap::new(),
             certificate: None,
         };
         let mut i = 0usize;

@@ -1,10 +1,13 @@
-//! Farol's basic types: hashes, state keys, versions and the one hash function every
-//! authenticated structure uses.
+//! Farol's basic types: hashes, state keys, versions, the one hash function every
+//! authenticated structure uses, and maps keyed by hashes ([`SplitMap`]).
 //!
 //! The types come from `alloy-primitives` so that every Farol crate speaks the same
 //! vocabulary as the Ethereum tooling it serves.
 
 pub use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+
+pub mod split;
+pub use split::{SplitMap, SplitSet};
 
 /// A state version: the block height whose state it is. Versions only grow.
 pub type Version = u64;

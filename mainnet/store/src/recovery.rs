@@ -10,8 +10,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use farol_primitives::{Version, B256};
-use hashbrown::HashMap;
+use farol_primitives::{SplitMap, Version, B256};
 use parking_lot::{Mutex, RwLock};
 
 use crate::codec::{self, PageKind, RawEntry, K_COMMIT, K_PAGE, K_PRUNE, K_RELOCATED};
@@ -400,7 +399,7 @@ fn encode_checkpoint(st: &State, replay_from: (u32, u64)) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&(st.keys.len() as u64).to_le_bytes());
-    for (k, l) in &st.keys {
+    for (k, l) in st.keys.iter() {
         out.extend_from_slice(k.as_slice());
         put_loc(&mut out, l);
     }
@@ -532,7 +531,7 @@ fn parse_checkpoint(body: &[u8]) -> std::result::Result<State, (usize, &'static 
         st.pages.insert(id, entries);
     }
     let n = c.count(44).map_err(short)?;
-    let mut keys = HashMap::with_capacity(n);
+    let mut keys = SplitMap::with_capacity(n);
     for _ in 0..n {
         let k = B256::from_slice(c.take(32).map_err(short)?);
         keys.insert(k, c.loc().map_err(short)?);

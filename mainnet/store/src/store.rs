@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
-use farol_primitives::{Bytes, Version, B256};
+use farol_primitives::{Bytes, SplitMap, Version, B256};
 use hashbrown::HashMap;
 use lru::LruCache;
 use parking_lot::{Mutex, RwLock};
@@ -39,8 +39,9 @@ pub(crate) struct State {
     pub(crate) roots: BTreeMap<Version, B256>,
     /// Every retained record of every page, oldest first.
     pub(crate) pages: HashMap<PageId, Vec<Entry>>,
-    /// Every live key of the latest version → the newest record holding its value.
-    pub(crate) keys: HashMap<B256, Loc>,
+    /// Every live key of the latest version → the newest record holding its value (split, so
+    /// that this map, which grows with the state, never rehashes all of itself in one write).
+    pub(crate) keys: SplitMap<B256, Loc>,
     /// Open segment files by id.
     pub(crate) segments: BTreeMap<u32, Arc<Segment>>,
     /// Replay at open starts here (segment, offset): everything before is in the checkpoint.
