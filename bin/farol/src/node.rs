@@ -96,7 +96,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         let stopped = node.stop().await;
         match (failed, stopped) {
             (_, Err(e)) => anyhow::bail!("the node stopped on an error: {e}"),
-            (true, Ok(())) => anyhow::bail!("the node's pipeline stopped"),
+            (true, Ok(())) => anyhow::bail!("the node's pipeline or consensus stopped"),
             (false, Ok(())) => Ok(()),
         }
     })

@@ -3,12 +3,18 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 /// The largest answer read (a peer cannot make this client allocate more).
 pub const MAX_ANSWER: usize = 256 << 20;
+/// The longest status or header line read.
+const MAX_LINE: u64 = 8 << 10;
+/// The most header lines read.
+const MAX_HEADERS: usize = 64;
+/// The longest one answer may take to arrive, whole.
+const ANSWER_TIME: Duration = Duration::from_secs(60);
 
 /// One connection to a node's HTTP JSON-RPC.
 #[derive(Debug)]
@@ -55,15 +61,19 @@ impl RpcClient {
         );
         let io = |e: std::io::Error| format!("{addr}: {e}");
         conn.get_mut().write_all(req.as_bytes()).map_err(io)?;
-        let mut status = String::new();
-        conn.read_line(&mut status).map_err(io)?;
+        // A peer that sends without end, or a byte at a time, is cut off: every line and the
+        // body have limits, and the whole answer a deadline.
+        let deadline = Instant::now() + ANSWER_TIME;
+        let status = read_line(conn, deadline).map_err(io)?;
         if status.is_empty() {
             return Err("connection closed".into());
         }
         let mut len = None;
-        loop {
-            let mut line = String::new();
-            conn.read_line(&mut line).map_err(io)?;
+        for headers in 0.. {
+            if headers == MAX_HEADERS {
+                return Err(format!("{addr}: more than {MAX_HEADERS} header lines"));
+            }
+            let line = read_line(conn, deadline).map_err(io)?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -78,8 +88,16 @@ impl RpcClient {
         if len > MAX_ANSWER {
             return Err(format!("an answer of {len} bytes, at most {MAX_ANSWER}"));
         }
-        let mut buf = vec![0; len];
-        conn.read_exact(&mut buf).map_err(io)?;
+        // Room for what arrives, not for what the peer says will.
+        let mut buf = Vec::with_capacity(len.min(1 << 20));
+        while buf.len() < len {
+            set_timeout(conn, deadline).map_err(io)?;
+            let want = (len - buf.len()).min(1 << 20) as u64;
+            let got = conn.by_ref().take(want).read_to_end(&mut buf).map_err(io)?;
+            if got == 0 {
+                return Err(format!("{addr}: the answer ended after {} of {len} bytes", buf.len()));
+            }
+        }
         if !status.contains(" 200 ") {
             return Err(format!("{}: {}", status.trim(), String::from_utf8_lossy(&buf)));
         }
@@ -97,6 +115,29 @@ impl RpcClient {
         }
         v.get("result").cloned().ok_or_else(|| "no result".to_string())
     }
+}
+
+/// Lets the next read wait only until `deadline`.
+fn set_timeout(conn: &mut BufReader<TcpStream>, deadline: Instant) -> std::io::Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer took too long"));
+    }
+    conn.get_mut().set_read_timeout(Some(left))
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes (empty at the end of the stream).
+fn read_line(conn: &mut BufReader<TcpStream>, deadline: Instant) -> std::io::Result<String> {
+    set_timeout(conn, deadline)?;
+    let mut line = String::new();
+    conn.by_ref().take(MAX_LINE).read_line(&mut line)?;
+    if line.len() as u64 == MAX_LINE && !line.ends_with('\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a header line longer than {MAX_LINE} bytes"),
+        ));
+    }
+    Ok(line)
 }
 
 /// Parses a hex quantity (`"0x1a"`).
@@ -149,6 +190,50 @@ pub fn free_listen_ports(n: u16) -> Result<u16, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::RpcClient;
+
+    /// A server that reads one request and answers `answer`, then closes.
+    fn serve(answer: Vec<u8>) -> std::net::SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::spawn(move || {
+            for _ in 0..2 {
+                // The client retries once on a fresh connection.
+                let Ok((mut s, _)) = l.accept() else { return };
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(&answer);
+            }
+        });
+        addr
+    }
+
+    /// A peer's answer cannot make the client read without bound: an endless header line,
+    /// too many headers, a body shorter than announced or over the limit are errors.
+    #[test]
+    fn bad_answers_are_errors_not_unbounded_reads() {
+        let mut endless = b"HTTP/1.1 200 OK\r\nX-A: ".to_vec();
+        endless.extend(std::iter::repeat_n(b'a', 64 << 10));
+        let e = RpcClient::new(serve(endless)).post("{}").expect_err("an endless line was read");
+        assert!(e.contains("longer than"), "{e}");
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        many.extend(b"X-A: 1\r\n".repeat(100));
+        let e = RpcClient::new(serve(many)).post("{}").expect_err("100 headers were read");
+        assert!(e.contains("header lines"), "{e}");
+        let short = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{\"a\":1}".to_vec();
+        let e = RpcClient::new(serve(short)).post("{}").expect_err("a short body was read");
+        assert!(e.contains("ended after"), "{e}");
+        let huge = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", super::MAX_ANSWER + 1);
+        let e = RpcClient::new(serve(huge.into_bytes())).post("{}").expect_err("a huge body");
+        assert!(e.contains("at most"), "{e}");
+        let good = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}".to_vec();
+        let v = RpcClient::new(serve(good)).post("{}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["a"], 1);
+    }
+
     #[test]
     fn listen_ports_are_free_and_outside_the_ephemeral_range() {
         let base = super::free_listen_ports(10).unwrap_or_else(|e| panic!("{e}"));

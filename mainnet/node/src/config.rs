@@ -142,6 +142,9 @@ pub struct RpcConfig {
     pub max_request_bytes: usize,
     /// Most calls in one batch.
     pub max_batch: usize,
+    /// Most bytes of results one batch answers; the calls after the one that passes it are
+    /// answered with a limit error instead of being run.
+    pub max_batch_response_bytes: usize,
     /// Most blocks one `eth_getLogs` may scan.
     pub max_log_blocks: u64,
     /// Most logs one `eth_getLogs` may return.
@@ -160,6 +163,7 @@ impl Default for RpcConfig {
             ws: Some(SocketAddr::from(([127, 0, 0, 1], 8546))),
             max_request_bytes: 5 << 20,
             max_batch: 1000,
+            max_batch_response_bytes: 64 << 20,
             max_log_blocks: 10_000,
             max_logs: 10_000,
             // EIP-7825 (Osaka) caps a transaction at 2^24 gas.
@@ -354,14 +358,33 @@ impl NodeConfig {
         if self.genesis.consensus.gc_depth < 8 {
             return bad("genesis.consensus.gc_depth", "must be at least 8 rounds".into());
         }
+        // Every validator keeps the blocks of this many rounds (and their transactions'
+        // digests for several times as many): far past a million is no history, but memory.
+        if self.genesis.consensus.gc_depth > 1_000_000 {
+            return bad("genesis.consensus.gc_depth", "must be at most 1000000 rounds".into());
+        }
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
             return bad("pipeline.threads", "must be between 1 and 256".into());
         }
         if self.pipeline.retain_versions == 0 {
             return bad("pipeline.retain_versions", "must be at least 1".into());
         }
+        if self.rpc.max_batch_response_bytes == 0 {
+            return bad("rpc.max_batch_response_bytes", "must be at least 1".into());
+        }
         if self.rpc.max_batch == 0 {
             return bad("rpc.max_batch", "must be at least 1".into());
+        }
+        // A larger transaction would be accepted here and then refused by every peer inside
+        // this validator's blocks.
+        if self.mempool.max_tx_bytes > farol_consensus::block::MAX_TRANSACTION_BYTES {
+            return bad(
+                "mempool.max_tx_bytes",
+                format!(
+                    "at most {} (consensus's limit)",
+                    farol_consensus::block::MAX_TRANSACTION_BYTES
+                ),
+            );
         }
         if self.mempool.per_sender == 0 || self.mempool.global == 0 {
             return bad("mempool", "per_sender and global must be at least 1".into());

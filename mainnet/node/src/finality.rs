@@ -120,6 +120,43 @@ fn decode_certificate(b: &[u8]) -> Option<Certificate> {
     Some(Certificate { number, hash: B256::from_slice(&b[9..41]), quorum: b[41..].to_vec() })
 }
 
+/// Certificates other validators announced, unchecked: each validator's newest, for a block
+/// past our finalized one and at most [`AHEAD`] past our head. Kept apart by validator, so
+/// that a faulty one's (made up, far ahead) cannot stand in for the others'.
+#[derive(Debug, Default)]
+struct Heard {
+    by: BTreeMap<u16, Certificate>,
+}
+
+impl Heard {
+    /// Keeps `c`, announced by `from`, if it is newer than what `from` announced before and
+    /// within the window.
+    fn offer(&mut self, from: u16, c: Certificate, finalized: u64, head: u64) {
+        let newer = self.by.get(&from).is_none_or(|h| c.number > h.number);
+        if newer && c.number > finalized && c.number <= head.saturating_add(AHEAD) {
+            self.by.insert(from, c);
+        }
+    }
+
+    /// Removes and returns the announcements whose blocks we have (at most `head`), highest
+    /// first; forgets those at or below `finalized`; keeps the rest waiting.
+    fn take_ready(&mut self, finalized: u64, head: u64) -> Vec<Certificate> {
+        let mut ready = Vec::new();
+        self.by.retain(|_, c| {
+            if c.number <= finalized {
+                return false;
+            }
+            if c.number > head {
+                return true;
+            }
+            ready.push(c.clone());
+            false
+        });
+        ready.sort_by_key(|c| std::cmp::Reverse(c.number));
+        ready
+    }
+}
+
 /// Votes received and made: block number → hash → signer → signature.
 type Votes = BTreeMap<u64, HashMap<B256, BTreeMap<u16, Signature>>>;
 
@@ -148,8 +185,7 @@ impl Finality {
         let mut last_seen: HashMap<u16, Instant> = HashMap::new();
         let mut diverged_logged = 0u64;
         let mut announce = tokio::time::interval(Duration::from_secs(1));
-        // The newest certificate announced by others for a block past our finalized one.
-        let mut heard: Option<Certificate> = None;
+        let mut heard = Heard::default();
         let mut plan = VotePlan::new();
         loop {
             tokio::select! {
@@ -157,11 +193,11 @@ impl Finality {
                     let Some((from, bytes)) = f else { break };
                     last_seen.insert(from, Instant::now());
                     if bytes.first() == Some(&KIND_CERTIFICATE) {
+                        // Each validator's newest announcement is kept apart, so that a
+                        // faulty one's (made up, far ahead) cannot stand in for the others'.
                         if let Some(c) = decode_certificate(&bytes) {
-                            let best = heard.as_ref().map(|h| h.number).unwrap_or(0).max(self.state.chain.finalized_number());
-                            if c.number > best {
-                                heard = Some(c);
-                            }
+                            let chain = &self.state.chain;
+                            heard.offer(from, c, chain.finalized_number(), chain.head_number());
                         }
                         continue;
                     }
@@ -203,9 +239,7 @@ impl Finality {
                     if let Some(b) = plan.idle(Instant::now()) {
                         self.vote(&b, chain_id, &mut votes);
                     }
-                    if let Some(c) = heard.take() {
-                        heard = self.adopt(c, chain_id);
-                    }
+                    self.adopt_heard(&mut heard, chain_id);
                     let now = Instant::now();
                     last_seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
                     self.state.metrics.peers.store(last_seen.len() as u64, Ordering::Relaxed);
@@ -279,27 +313,36 @@ impl Finality {
         None
     }
 
-    /// Adopts a certificate another validator announced, once we have its block: it must be
-    /// for the hash we computed and carry a quorum's valid aggregate. Returns it back while
-    /// its block is not stored yet.
-    fn adopt(&self, c: Certificate, chain_id: u64) -> Option<Certificate> {
-        if c.number <= self.state.chain.finalized_number() {
-            return None;
+    /// Adopts the highest certificate other validators announced whose block we have: it
+    /// must be for the hash we computed and carry a quorum's valid aggregate. Announcements
+    /// for blocks not stored yet wait; the others are used up.
+    fn adopt_heard(&self, heard: &mut Heard, chain_id: u64) {
+        let chain = &self.state.chain;
+        for c in heard.take_ready(chain.finalized_number(), chain.head_number()) {
+            let Some(ours) = self.state.chain.block(c.number) else { continue };
+            if !self.signed_by_quorum(&c, chain_id) {
+                continue;
+            }
+            if ours.hash != c.hash {
+                tracing::error!(number = c.number, ours = %ours.hash, theirs = %c.hash, "a quorum certified another block hash: state diverged");
+                continue;
+            }
+            let number = c.number;
+            match self.state.chain.set_certificate(c) {
+                Ok(_) => self.finalized(number),
+                Err(e) => {
+                    tracing::error!(number, error = %e, "cannot store a finality certificate")
+                }
+            }
+            return;
         }
-        let Some(ours) = self.state.chain.block(c.number) else { return Some(c) };
-        if ours.hash != c.hash {
-            tracing::error!(number = c.number, ours = %ours.hash, theirs = %c.hash, "a certificate for another block hash: state diverged");
-            return None;
-        }
-        let quorum =
-            farol_consensus::Certificate::from_bytes(&c.quorum, self.committee.len()).ok()?;
-        quorum.verify(&self.committee, &vote_message(chain_id, c.number, &c.hash)).ok()?;
-        let number = c.number;
-        match self.state.chain.set_certificate(c) {
-            Ok(_) => self.finalized(number),
-            Err(e) => tracing::error!(number, error = %e, "cannot store a finality certificate"),
-        }
-        None
+    }
+
+    /// Whether `c` carries a valid aggregate of a quorum's votes for its block.
+    fn signed_by_quorum(&self, c: &Certificate, chain_id: u64) -> bool {
+        farol_consensus::Certificate::from_bytes(&c.quorum, self.committee.len()).is_ok_and(|q| {
+            q.verify(&self.committee, &vote_message(chain_id, c.number, &c.hash)).is_ok()
+        })
     }
 
     /// Records the block-finality latency of the transactions submitted here.
@@ -329,6 +372,35 @@ mod tests {
 
     /// Every `VOTE_EVERY`-th block is signed when stored; another waits, and is signed only if
     /// no newer block came for `IDLE_VOTE`.
+    /// A validator announcing a made-up certificate far ahead, again and again, keeps only
+    /// its own slot: the others' real announcements still come out once their blocks exist.
+    #[test]
+    fn a_made_up_announcement_cannot_hide_the_others() {
+        let cert = |number: u64, tag: u8| Certificate {
+            number,
+            hash: B256::repeat_byte(tag),
+            quorum: vec![tag; 4],
+        };
+        let mut heard = Heard::default();
+        let (finalized, head) = (10, 20);
+        heard.offer(3, cert(20 + AHEAD, 0xee), finalized, head);
+        heard.offer(3, cert(u64::MAX, 0xee), finalized, head); // past the window: ignored
+        heard.offer(1, cert(15, 1), finalized, head);
+        heard.offer(2, cert(18, 2), finalized, head);
+        heard.offer(2, cert(16, 2), finalized, head); // older than 2's last: ignored
+        heard.offer(0, cert(9, 0), finalized, head); // finalized already: ignored
+        let ready = heard.take_ready(finalized, head);
+        assert_eq!(ready.iter().map(|c| c.number).collect::<Vec<_>>(), vec![18, 15]);
+        // The made-up one waits in validator 3's slot; it never comes out while its block
+        // does not exist, and is dropped once the chain is finalized past it.
+        assert!(heard.take_ready(finalized, head + 100).is_empty());
+        heard.offer(1, cert(30, 1), finalized, head + 100);
+        assert_eq!(heard.take_ready(finalized, head + 100)[0].number, 30);
+        assert_eq!(heard.by.len(), 1);
+        assert!(heard.take_ready(20 + AHEAD, 20 + AHEAD).is_empty());
+        assert!(heard.by.is_empty());
+    }
+
     #[test]
     fn validators_sign_every_few_blocks_and_an_idle_head() {
         let t0 = Instant::now();

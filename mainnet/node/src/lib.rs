@@ -26,5 +26,5 @@ pub mod wal;
 pub use config::NodeConfig;
 pub use genesis::Genesis;
 pub use node::{Node, NodeError};
-pub use validator::{Parts, Validator, ValidatorConfig, ValidatorStatus};
+pub use validator::{Parts, StopError, Validator, ValidatorConfig, ValidatorStatus};
 pub use wal::{Wal, WalError};

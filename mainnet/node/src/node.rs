@@ -88,13 +88,30 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// The consensus chain tag: the chain id and the genesis block hash, so that neither blocks
-/// nor votes of one chain count in another.
-fn chain_tag(chain_id: u64, genesis_hash: &alloy_primitives::B256) -> [u8; 32] {
+/// The consensus chain tag: the chain id, the genesis block hash and the committee (keys,
+/// stakes, fee recipients; not network addresses), so that neither blocks nor votes of one
+/// chain count in another, and validators configured with different committees (whose
+/// blocks would differ: the fee recipient is the leader's) refuse each other's blocks at
+/// once instead of diverging later.
+fn chain_tag(
+    chain_id: u64,
+    genesis_hash: &alloy_primitives::B256,
+    committee: &[crate::config::Member],
+) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
-    h.update(b"farol/chain/1");
+    h.update(b"farol/chain/2");
     h.update(&chain_id.to_le_bytes());
     h.update(genesis_hash.as_slice());
+    h.update(&(committee.len() as u64).to_le_bytes());
+    for m in committee {
+        let coin: &[u8] = m.coin_public.as_ref().map_or(&[], |c| c.as_ref());
+        for part in [m.bls_public.as_ref(), m.network_public.as_ref(), coin] {
+            h.update(&(part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        h.update(&m.stake.to_le_bytes());
+        h.update(m.fee_recipient.as_slice());
+    }
     *h.finalize().as_bytes()
 }
 
@@ -348,9 +365,10 @@ impl Node {
         p.map_err(|e| e.to_string())
     }
 
-    /// Whether the pipeline stopped (it does only on an error it cannot go past).
+    /// Whether the pipeline or the validator stopped (each does only on an error it cannot
+    /// go past: the node then serves a chain that no longer moves).
     pub fn failed(&self) -> bool {
-        self.pipeline.is_finished()
+        self.pipeline.is_finished() || self.validator.as_ref().is_some_and(Validator::is_finished)
     }
 }
 
@@ -415,7 +433,7 @@ fn start_validator(
         _ => None,
     };
     let ccfg = ConsensusConfig {
-        chain: chain_tag(cfg.genesis.chain_id, genesis_hash),
+        chain: chain_tag(cfg.genesis.chain_id, genesis_hash, &cfg.committee),
         gc_depth: cfg.genesis.consensus.gc_depth,
         checkpoint_every: cfg.genesis.consensus.checkpoint_every,
         coin,

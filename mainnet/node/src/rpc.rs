@@ -203,8 +203,32 @@ impl Rpc {
                     ));
                 }
                 let mut out = Vec::with_capacity(calls.len());
+                // Every call is small to ask for and some answers are large (a snapshot, a
+                // range of blocks, thousands of logs): the batch's answer has a budget too.
+                let mut bytes = 0usize;
                 for c in calls {
+                    if bytes > self.cfg.max_batch_response_bytes {
+                        let id = match &c {
+                            Value::Object(o) => o.get("id").map(|id| match id {
+                                Value::Number(_) | Value::String(_) => id.clone(),
+                                _ => Value::Null,
+                            }),
+                            _ => Some(Value::Null),
+                        };
+                        // A notification gets no answer either way.
+                        if let Some(id) = id {
+                            let limit = self.cfg.max_batch_response_bytes;
+                            out.push(response(
+                                id,
+                                Err(RpcError::limit(format!(
+                                    "not run: the batch's answers passed {limit} bytes"
+                                ))),
+                            ));
+                        }
+                        continue;
+                    }
                     if let Some(r) = self.handle_call(c, ws).await {
+                        bytes = bytes.saturating_add(json_len(&r));
                         out.push(r);
                     }
                 }
@@ -999,6 +1023,24 @@ impl Rpc {
         ws.subs.lock().insert(id.clone(), task);
         Ok(json!(id))
     }
+}
+
+/// The length of `v` as JSON, without building the text.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Writing a `Value` to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
 }
 
 fn response(id: Value, result: RpcResult) -> Value {

@@ -95,6 +95,17 @@ pub struct Rejoin {
     pub engine: EngineFromSnapshot,
 }
 
+/// What stopped a validator.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// Its consensus log failed.
+    #[error(transparent)]
+    Log(#[from] WalError),
+    /// Its task panicked (a bug; the panic message went to the log).
+    #[error("the validator's task panicked")]
+    Panicked,
+}
+
 /// A running validator.
 #[derive(Debug)]
 pub struct Validator {
@@ -154,15 +165,22 @@ impl Validator {
         self.submit.clone()
     }
 
-    /// Stops the validator and closes its connections.
-    pub async fn stop(mut self) -> Result<(), WalError> {
+    /// Stops the validator and closes its connections. The error is what stopped it
+    /// before, if something did.
+    pub async fn stop(mut self) -> Result<(), StopError> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         match self.task.await {
-            Ok(r) => r,
+            Ok(r) => Ok(r?),
+            Err(e) if e.is_panic() => Err(StopError::Panicked),
             Err(_) => Ok(()),
         }
+    }
+
+    /// Whether the validator stopped by itself (its log failed, or it panicked).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
     }
 
     /// Kills the validator without any orderly shutdown (as a crash would).

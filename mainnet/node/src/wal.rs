@@ -23,6 +23,16 @@ pub enum WalError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A record before the end does not check, and a whole record follows it: not a torn
+    /// last write but damage inside the log. Cutting there would lose the records after it
+    /// (for the consensus log, the record of blocks this validator already sent).
+    #[error("write-ahead log {path}: the record at byte {at} is corrupt, and records follow it")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Where the bad record starts.
+        at: u64,
+    },
 }
 
 /// Most bytes of one record (a consensus snapshot can be large).
@@ -83,9 +93,24 @@ impl Wal {
                 break;
             }
             body.resize(len, 0);
-            if !read_whole(&mut reader, &mut body).map_err(Self::err(&name))?
-                || crc32fast::hash(&body) != crc
-            {
+            if !read_whole(&mut reader, &mut body).map_err(Self::err(&name))? {
+                break;
+            }
+            if crc32fast::hash(&body) != crc {
+                // A torn write is the last; a whole record after this one means damage.
+                let mut next = [0u8; 8];
+                if read_whole(&mut reader, &mut next).map_err(Self::err(&name))? {
+                    let len = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) as usize;
+                    let crc = u32::from_le_bytes([next[4], next[5], next[6], next[7]]);
+                    let rest = size.saturating_sub(pos + 16 + body.len() as u64);
+                    if len > 0 && len as u64 <= rest && len <= MAX_RECORD {
+                        let mut after = vec![0u8; len];
+                        read_whole(&mut reader, &mut after).map_err(Self::err(&name))?;
+                        if crc32fast::hash(&after) == crc {
+                            return Err(WalError::Corrupt { path: name, at: pos }.into());
+                        }
+                    }
+                }
                 break;
             }
             visit(pos + 8, &body)?;
@@ -313,5 +338,23 @@ mod tests {
         let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(records, [Bytes::from_static(b"one")]);
         assert_eq!(wal.len(), at[1].0 - 8);
+        drop(wal);
+        // A flipped byte in a record that has a whole record after it is damage, not a torn
+        // write: the log is not cut, and opening it says where.
+        let mut wal = Wal::open(&path).map(|(w, _)| w).unwrap_or_else(|e| panic!("{e}"));
+        let second = wal.len() + 8;
+        for r in [&[9u8; 500][..], b"last"] {
+            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        bytes[second as usize + 10] ^= 1;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second - 8),
+            other => panic!("{:?}", other.map(|(_, r)| r)),
+        }
+        assert_eq!(std::fs::read(&path).ok(), Some(bytes), "the damaged log was left as it was");
     }
 }

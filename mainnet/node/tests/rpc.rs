@@ -53,6 +53,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
             http: Some(any),
             ws: Some(any),
             max_log_blocks: 1,
+            max_batch_response_bytes: 4_000,
             ..RpcConfig::default()
         },
         mempool: Default::default(),
@@ -131,6 +132,16 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
         assert_eq!(v[0]["result"], "0x7a69");
         assert_eq!(v[1]["error"]["code"], -32601);
+        // A batch whose answers pass the budget: the calls after that are not run, and each
+        // gets a limit error under its own id.
+        let batch: Vec<Value> = (0..300).map(|i| json!({"jsonrpc":"2.0","id":i,"method":"eth_chainId"})).collect();
+        let v = c.post(&Value::Array(batch).to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let answers = v.as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(answers.len(), 300);
+        let run = answers.iter().take_while(|a| a["result"] == "0x7a69").count();
+        assert!((50..300).contains(&run), "{run} calls ran");
+        assert!(answers[run..].iter().all(|a| a["error"]["code"] == -32005), "{v}");
+        assert_eq!(answers[299]["id"], 299);
         // Transactions: wrong chain, unaffordable, a good one.
         let wrong = raw_transfer(&key2, 0, 1);
         let e = c.call("eth_sendRawTransaction", json!([wrong])).expect_err("wrong chain accepted");
@@ -271,6 +282,17 @@ async fn rpc_errors_proofs_restart_and_config() {
     short.genesis.consensus.gc_depth = 2;
     let e = short.validate().expect_err("a history too short to decide in");
     assert!(e.to_string().contains("genesis.consensus.gc_depth"), "{e}");
+    short.genesis.consensus.gc_depth = u64::MAX;
+    let e = short.validate().expect_err("a history no validator can hold");
+    assert!(e.to_string().contains("genesis.consensus.gc_depth"), "{e}");
+    let mut large = cfg.clone();
+    large.mempool.max_tx_bytes = 1 << 20;
+    let e = large.validate().expect_err("transactions peers would refuse in blocks");
+    assert!(e.to_string().contains("mempool.max_tx_bytes"), "{e}");
+    large.mempool.max_tx_bytes = 128 << 10;
+    large.rpc.max_batch_response_bytes = 0;
+    let e = large.validate().expect_err("no batch could answer");
+    assert!(e.to_string().contains("rpc.max_batch_response_bytes"), "{e}");
     let mut full = cfg.clone();
     full.validator = None;
     let e = full.validate().expect_err("a full node with nowhere to sync from");
