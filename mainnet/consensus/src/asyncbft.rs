@@ -133,6 +133,15 @@ const FORWARD_BYTES: usize = 4 << 20;
 const MAX_ANSWER: usize = 8 << 20;
 /// Most blocks held while their parents are fetched.
 const MAX_PENDING: usize = 20_000;
+/// Most bytes of blocks held while their parents are fetched.
+const MAX_PENDING_BYTES: usize = 1 << 30;
+/// Takes a block that leaves `pending` off its author's load.
+fn unload(load: &mut [(usize, usize)], b: &Block) {
+    if let Some(l) = load.get_mut(usize::from(b.author.0)) {
+        *l = (l.0.saturating_sub(1), l.1.saturating_sub(b.encoded().len()));
+    }
+}
+
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
 const DEDUP_DEPTHS: u64 = 4;
 
@@ -265,6 +274,9 @@ pub struct Faults {
     pub bad_signatures: u64,
     /// Transactions dropped because the queue (or the forwarded set) was full.
     pub queue_full: u64,
+    /// Blocks not held while their parents are fetched, because their author's share of
+    /// the held blocks was full (they are fetched again once their parents are in).
+    pub pending_full: u64,
     /// Validators seen proposing two blocks in one round.
     pub equivocators: BTreeSet<ValidatorIndex>,
     /// Coin shares that did not verify (in validly signed blocks: their authors are faulty).
@@ -297,6 +309,10 @@ pub struct AsyncBft {
     floor: u64,
 
     pending: HashMap<Digest, (Arc<Block>, usize)>,
+    /// Blocks and bytes in `pending`, by author: each author may fill only its share of
+    /// [`MAX_PENDING`] and [`MAX_PENDING_BYTES`], so a faulty one's blocks over made-up
+    /// parents (which may never arrive) cannot crowd out the others' or exhaust memory.
+    pending_load: Vec<(usize, usize)>,
     waiting: HashMap<Digest, Vec<Digest>>,
 
     round: u64,
@@ -382,6 +398,7 @@ impl AsyncBft {
         cache: Arc<SignatureCache>,
     ) -> AsyncBft {
         AsyncBft {
+            pending_load: vec![(0, 0); committee.len()],
             committee,
             me,
             key,
@@ -830,9 +847,17 @@ impl AsyncBft {
             self.insert(b, out);
             return;
         }
-        if self.pending.len() >= MAX_PENDING {
+        let n = self.committee.len().max(1);
+        let size = b.encoded().len();
+        let Some(load) = self.pending_load.get_mut(usize::from(b.author.0)) else { return };
+        if self.pending.len() >= MAX_PENDING
+            || load.0 >= MAX_PENDING / n
+            || load.1 + size > MAX_PENDING_BYTES / n
+        {
+            self.faults.pending_full += 1;
             return;
         }
+        *load = (load.0 + 1, load.1 + size);
         let mut ask = Vec::new();
         for m in &missing {
             let w = self.waiting.entry(*m).or_default();
@@ -885,6 +910,7 @@ impl AsyncBft {
                     *left -= 1;
                     if *left == 0 {
                         if let Some((cb, _)) = self.pending.remove(&child) {
+                            unload(&mut self.pending_load, &cb);
                             ready.push(cb);
                         }
                     }
@@ -1725,7 +1751,14 @@ impl AsyncBft {
             self.bad_shares.retain(|d| self.blocks.contains_key(d));
             self.good_shares.retain(|d| self.blocks.contains_key(d));
             self.wave_votes.borrow_mut().retain(|(_, r), _| *r >= floor);
-            self.pending.retain(|_, (b, _)| b.round >= floor);
+            let load = &mut self.pending_load;
+            self.pending.retain(|_, (b, _)| {
+                let keep = b.round >= floor;
+                if !keep {
+                    unload(load, b);
+                }
+                keep
+            });
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
         }
         let dedup_floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth * DEDUP_DEPTHS);

@@ -512,3 +512,42 @@ fn forwarded_transactions_wait_within_a_byte_budget() {
     e.handle(Input::Messages(vec![(ValidatorIndex(1), frame)]), &mut out);
     assert_eq!(e.faults().queue_full, 35);
 }
+
+#[test]
+fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    // Parents of round - 1 that exist nowhere, distinct for every block and `tag`.
+    let made_up = |round: u64, tag: u8| -> Vec<BlockRef> {
+        (0..3u16)
+            .map(|a| {
+                let mut digest = [tag; 32];
+                digest[..8].copy_from_slice(&round.to_le_bytes());
+                digest[8] = a as u8;
+                BlockRef { round: round - 1, author: ValidatorIndex(a), digest }
+            })
+            .collect()
+    };
+    // Validator 3 signs 5,010 blocks whose parents nobody has: a quarter of the 20,000 held
+    // blocks is its share, and the rest are not held.
+    let frames: Vec<(ValidatorIndex, Bytes)> = (2..5_012u64)
+        .map(|r| {
+            let b = block(&ks[3], 3, r, made_up(r, 0xee));
+            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
+        })
+        .collect();
+    let mut out = Vec::new();
+    e.handle(Input::Messages(frames), &mut out);
+    assert_eq!(e.faults().pending_full, 10, "{:?}", e.faults());
+    // Validator 1's block with a missing parent is still held, and its parent asked for.
+    let b = block(&ks[1], 1, 7, made_up(7, 0x11));
+    let asked = deliver(&mut e, 1, &b).iter().any(|a| match a {
+        Action::Send { to: Target::One(ValidatorIndex(1)), bytes } => {
+            matches!(Message::decode(bytes), Ok(Message::Request(_)))
+        }
+        _ => false,
+    });
+    assert!(asked, "validator 1's block was not held");
+    assert_eq!(e.faults().pending_full, 10);
+}
