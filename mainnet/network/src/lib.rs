@@ -12,8 +12,10 @@
 //!   [`Network::send`] never blocks: a frame for a peer whose queue is full is dropped and
 //!   counted (consensus repairs losses by itself); [`Network::send_wait`] waits for room.
 //! - **Inbound.** Frames go to one bounded channel. When the application does not keep up,
-//!   readers wait, QUIC flow control stops the senders, and memory stays bounded.
+//!   readers wait, QUIC flow control stops the senders, and memory stays bounded. A peer
+//!   holds one incoming connection: a newer one closes the one before.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -109,6 +111,8 @@ pub struct Stats {
     pub refused: AtomicU64,
     /// Connections closed for a bad frame.
     pub bad_frames: AtomicU64,
+    /// Incoming connections closed because the same peer connected again.
+    pub replaced: AtomicU64,
 }
 
 /// A running validator network.
@@ -132,6 +136,8 @@ struct Outbound {
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const CLOSE_BAD_FRAME: u32 = 1;
+/// The application close code for a connection a newer one from the same peer replaced.
+const CLOSE_REPLACED: u32 = 2;
 
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -318,10 +324,14 @@ async fn accept_loop(
     max_frame: usize,
     stats: Arc<Stats>,
 ) {
+    // Each peer's newest connection: a newer one closes the one before, so a peer holds at
+    // most one (with its 4 streams and their frame buffers) however often it connects.
+    let current: Arc<std::sync::Mutex<HashMap<u16, quinn::Connection>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
         let keys = keys.clone();
         let inbound = inbound.clone();
         let stats = stats.clone();
+        let current = current.clone();
         tokio::spawn(async move {
             let conn = match incoming.await {
                 Ok(c) => c,
@@ -336,6 +346,14 @@ async fn accept_loop(
                 conn.close(CLOSE_BAD_FRAME.into(), b"unknown peer");
                 return;
             };
+            let before = current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(from, conn.clone());
+            if let Some(old) = before {
+                stats.replaced.fetch_add(1, Ordering::Relaxed);
+                old.close(CLOSE_REPLACED.into(), b"replaced by a newer connection");
+            }
             while let Ok(recv) = conn.accept_uni().await {
                 tokio::spawn(read_frames(
                     recv,
@@ -345,6 +363,11 @@ async fn accept_loop(
                     max_frame,
                     stats.clone(),
                 ));
+            }
+            // Forget it, unless a newer one took its place already.
+            let mut current = current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if current.get(&from).is_some_and(|c| c.stable_id() == conn.stable_id()) {
+                current.remove(&from);
             }
         });
     }

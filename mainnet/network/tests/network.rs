@@ -190,3 +190,30 @@ async fn a_full_queue_drops_and_counts_instead_of_growing() {
     assert!(a.send(1, Bytes::from(vec![1u8; 600])));
     assert_eq!(recv(&mut rb).await.1.len(), 600);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_connecting_again_replaces_its_connection() {
+    let (ids, peers) = setup(2);
+    let (b, mut rb) = start(1, &ids, &peers);
+    let (a, _ra) = start(0, &ids, &peers);
+    a.send(1, Bytes::from_static(b"first"));
+    assert_eq!(recv(&mut rb).await, (0, Bytes::from_static(b"first")));
+    assert_eq!(b.stats().replaced.load(Ordering::Relaxed), 0);
+    // A twin with validator 0's key connects from another address while the first
+    // connection is up: B closes the older one (it holds one per peer) and takes frames
+    // from the newer.
+    let mut twin = peers.clone();
+    twin[0].addr = free_addr();
+    let (again, _rt) = start(0, &ids, &twin);
+    again.send(1, Bytes::from_static(b"second"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (from, frame) = recv(&mut rb).await;
+        if (from, frame.as_ref()) == (0, &b"second"[..]) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the twin's frame never came");
+    }
+    assert!(b.stats().replaced.load(Ordering::Relaxed) >= 1, "the first connection stayed");
+    drop((a, again));
+}
