@@ -19,6 +19,10 @@ use crate::block::{Block, Message};
 
 type Digest = [u8; 32];
 
+fn hex(d: &Digest) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The first byte of an encoded [`Snapshot`] (distinct from every [`Message`] kind, so a
 /// consensus log can start with one).
 pub const SNAPSHOT_RECORD: u8 = 0x53;
@@ -249,6 +253,32 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Checks that the snapshot holds, signed by its author for `chain`, every block its
+    /// checkpoint lists as ordered. The checkpoint is certified (by the block-final header
+    /// that carries its digest), the blocks beside it are not: a peer that left one out, or
+    /// broke its signature, would hand over an engine whose ordered set keeps a digest no
+    /// block of its DAG will ever remove, so that every later checkpoint, and the block
+    /// hashes that carry them, would differ from the other validators'.
+    pub fn check_blocks(
+        &self,
+        committee: &crate::Committee,
+        chain: &[u8; 32],
+    ) -> Result<(), String> {
+        let held: std::collections::HashMap<Digest, &Block> =
+            self.blocks.iter().map(|b| (b.digest(), &**b)).collect();
+        for d in &self.checkpoint.ordered {
+            let Some(b) = held.get(d) else {
+                return Err(format!("lacks the ordered block {}", hex(d)));
+            };
+            let key = committee.validator(b.author).map(|v| &v.block_key);
+            let message = Block::signing_message(chain, d);
+            if !key.is_some_and(|k| k.verify(&message, &b.signature).is_ok()) {
+                return Err(format!("the ordered block {} is not signed by its author", hex(d)));
+            }
+        }
+        Ok(())
+    }
+
     /// `SNAPSHOT_RECORD`, the checkpoint, then the blocks as messages.
     pub fn encode(&self) -> Bytes {
         let mut out = vec![SNAPSHOT_RECORD];

@@ -551,3 +551,34 @@ fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
     assert!(asked, "validator 1's block was not held");
     assert_eq!(e.faults().pending_full, 10);
 }
+
+#[test]
+fn a_snapshot_must_hold_every_ordered_block_signed() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let ordered = |bs: &[&Block]| {
+        let mut ds: Vec<[u8; 32]> = bs.iter().map(|b| b.digest()).collect();
+        ds.sort_unstable();
+        farol_consensus::Checkpoint { height: 1, floor: 1, ordered: ds, ..Default::default() }
+    };
+    let snapshot = |cp: farol_consensus::Checkpoint, bs: &[&Block]| farol_consensus::Snapshot {
+        checkpoint: cp,
+        blocks: bs.iter().map(|b| Arc::new((*b).clone())).collect(),
+    };
+    let all: Vec<&Block> = r1.iter().collect();
+    let whole = snapshot(ordered(&all[..3]), &all);
+    assert_eq!(whole.check_blocks(&c, &CHAIN), Ok(()));
+    // One ordered block left out.
+    let short = snapshot(ordered(&all[..3]), &[all[0], all[2], all[3]]);
+    let e = short.check_blocks(&c, &CHAIN).expect_err("a missing ordered block");
+    assert!(e.contains("lacks"), "{e}");
+    // Validator 1's block with validator 2's signature: the same digest, not its author's.
+    let forged =
+        Block::new(&CHAIN, ValidatorIndex(1), 1, 0, vec![], vec![tx(1)], |m| ks[2].sign(m));
+    assert_eq!(forged.digest(), r1[1].digest());
+    let bad = snapshot(ordered(&all[..3]), &[all[0], &forged, all[2]]);
+    let e = bad.check_blocks(&c, &CHAIN).expect_err("a block not signed by its author");
+    assert!(e.contains("not signed"), "{e}");
+    // Signed for another chain.
+    assert!(whole.check_blocks(&c, &[6; 32]).is_err());
+}

@@ -282,6 +282,7 @@ impl Node {
                 poll: Duration::from_millis(cfg.sync.poll_millis),
                 segment: cfg.sync.headers_per_request,
                 rejoin,
+                chain_tag: chain_tag(genesis.chain_id, &genesis_block.hash, &cfg.committee),
             };
             sync::spawn(state.clone(), work_tx.downgrade(), scfg, stop_sync.clone())
                 .map_err(|e| storage_err("starting the sync thread", e))?;

@@ -61,6 +61,8 @@ pub struct SyncConfig {
     /// A validator's consensus: where to send a peer's snapshot (checked against a
     /// checkpoint digest in the block-final chain) when its engine stalled behind it.
     pub rejoin: Option<mpsc::Sender<Arc<Snapshot>>>,
+    /// The consensus chain tag, which the snapshot's blocks are signed under.
+    pub chain_tag: [u8; 32],
 }
 
 /// Starts syncing on a thread of its own. It stops when `stop` is set or the pipeline is
@@ -347,7 +349,9 @@ fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, pe
     if newest.is_none_or(|b| b.ordering.height <= height) {
         return;
     }
-    match fetch_snapshot(state, client, height) {
+    match fetch_snapshot(state, client, height)
+        .and_then(|s| s.map(|s| checked_blocks(s, cfg)).transpose())
+    {
         Ok(Some(s)) => {
             let h = s.checkpoint.height;
             if to.try_send(s).is_ok() {
@@ -360,6 +364,13 @@ fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, pe
             tracing::warn!(%peer, error = %e, "cannot rejoin from this peer's snapshot");
         }
     }
+}
+
+/// `s` if it holds, signed, every block its (certified) checkpoint lists as ordered.
+fn checked_blocks(s: Arc<Snapshot>, cfg: &SyncConfig) -> Result<Arc<Snapshot>, String> {
+    s.check_blocks(&cfg.committee, &cfg.chain_tag)
+        .map_err(|e| format!("snapshot at height {}: {e}", s.checkpoint.height))?;
+    Ok(s)
 }
 
 /// The peer's newest snapshot, if it is above `height` and its digest is the checkpoint a
