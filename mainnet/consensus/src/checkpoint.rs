@@ -272,7 +272,7 @@ impl Snapshot {
             };
             let key = committee.validator(b.author).map(|v| &v.block_key);
             let message = Block::signing_message(chain, d);
-            if !key.is_some_and(|k| k.verify(&message, &b.signature).is_ok()) {
+            if key.is_none_or(|k| k.verify(&message, &b.signature).is_err()) {
                 return Err(format!("the ordered block {} is not signed by its author", hex(d)));
             }
         }
