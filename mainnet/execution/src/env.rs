@@ -4,6 +4,7 @@ use alloy_consensus::{Transaction, TxEnvelope, Typed2718};
 use alloy_primitives::{Address, B256, U256};
 use rayon::prelude::*;
 use revm::context::either::Either;
+use revm::context::result::InvalidTransaction;
 use revm::context::{BlockEnv as RevmBlockEnv, CfgEnv, TxEnv};
 use revm::context_interface::block::BlobExcessGasAndPrice;
 use revm::primitives::eip4844::{
@@ -171,6 +172,34 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, String> {
     let key = revm::precompile::secp256k1::ecrecover(&compact.into(), u8::from(sig.v()), &hash)
         .map_err(|e| format!("signature does not recover: {e}"))?;
     Ok(Address::from_slice(&key[12..]))
+}
+
+/// The checks of a transaction that need no state, as block execution makes them under
+/// `spec`: its gas limit against the per-transaction cap (EIP-7825 from Osaka) and against
+/// its intrinsic gas (calldata, creation, access list, authorizations, the EIP-7623 floor),
+/// and its priority fee against its fee cap. A mempool that admits only what passes never
+/// hands a client a hash for a transaction execution will refuse. Errors are in geth's
+/// words (see `invalid_reason`).
+pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String> {
+    use revm::context_interface::Cfg;
+    let cfg = spec.cfg();
+    let env = RecoveredTx { tx: tx.clone(), sender: Address::ZERO }.tx_env();
+    let reason = crate::sequential::invalid_reason;
+    let cap = cfg.tx_gas_limit_cap();
+    if env.gas_limit > cap {
+        return Err(reason(&InvalidTransaction::TxGasLimitGreaterThanCap {
+            gas_limit: env.gas_limit,
+            cap,
+        }));
+    }
+    if let Some(tip) = env.gas_priority_fee {
+        if tip > env.gas_price {
+            return Err(reason(&InvalidTransaction::PriorityFeeGreaterThanMaxFee));
+        }
+    }
+    revm::handler::validation::validate_initial_tx_gas(&env, spec.spec, false, false, cap, None)
+        .map(|_| ())
+        .map_err(|e| reason(&e))
 }
 
 impl RecoveredTx {

@@ -24,8 +24,8 @@ pub use diff::{
     CODE_CHUNK,
 };
 pub use env::{
-    recover_sender, recover_senders, BlockEnv, ChainSpec, RecoveredTx, DEFAULT_CHAIN_ID,
-    FAROL_MAX_CODE_SIZE,
+    check_transaction, recover_sender, recover_senders, BlockEnv, ChainSpec, RecoveredTx,
+    DEFAULT_CHAIN_ID, FAROL_MAX_CODE_SIZE,
 };
 pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};

@@ -4,7 +4,7 @@ use hashbrown::HashMap;
 
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;
-use revm::context::result::EVMError;
+use revm::context::result::{EVMError, InvalidTransaction};
 use revm::context::{Context, ContextTr};
 use revm::database_interface::Database;
 use revm::state::AccountInfo;
@@ -70,11 +70,45 @@ pub(crate) fn exec_error<E>(
     db: impl FnOnce(E) -> ExecError,
 ) -> ExecError {
     match e {
-        EVMError::Transaction(t) => ExecError::InvalidTransaction { index, reason: t.to_string() },
+        EVMError::Transaction(t) => {
+            ExecError::InvalidTransaction { index, reason: invalid_reason(&t) }
+        }
         EVMError::Header(h) => ExecError::InvalidTransaction { index, reason: h.to_string() },
         EVMError::Database(d) => db(d),
         EVMError::Custom(reason) => ExecError::Evm { index, reason },
         EVMError::CustomAny(any) => ExecError::Evm { index, reason: format!("{any:?}") },
+    }
+}
+
+/// Why a transaction is invalid, in geth's words where geth has some: clients (viem's and
+/// ethers' error classes) recognise these, and `eth_call`, `eth_estimateGas` and the drop
+/// reasons of `farol_transactionStatus` pass them on.
+pub(crate) fn invalid_reason(t: &InvalidTransaction) -> String {
+    use InvalidTransaction as T;
+    match t {
+        T::NonceTooLow { tx, state } => format!("nonce too low: tx: {tx} state: {state}"),
+        T::NonceTooHigh { tx, state } => format!("nonce too high: tx: {tx} state: {state}"),
+        T::LackOfFundForMaxFee { fee, balance } => {
+            format!("insufficient funds for gas * price + value: have {balance} want {fee}")
+        }
+        T::CallGasCostMoreThanGasLimit { initial_gas, gas_limit } => {
+            format!("intrinsic gas too low: gas {gas_limit}, minimum needed {initial_gas}")
+        }
+        T::GasFloorMoreThanGasLimit { gas_floor, gas_limit } => format!(
+            "insufficient gas for floor data gas cost: gas {gas_limit}, minimum needed {gas_floor}"
+        ),
+        T::GasPriceLessThanBasefee => "max fee per gas less than block base fee".into(),
+        T::PriorityFeeGreaterThanMaxFee => {
+            "max priority fee per gas higher than max fee per gas".into()
+        }
+        T::CallerGasLimitMoreThanBlock => "exceeds block gas limit".into(),
+        T::TxGasLimitGreaterThanCap { gas_limit, cap } => {
+            format!("transaction gas limit too high (cap: {cap}, tx: {gas_limit})")
+        }
+        T::RejectCallerWithCode => "sender not an eoa".into(),
+        T::CreateInitCodeSizeLimit => "max initcode size exceeded".into(),
+        T::InvalidChainId => "invalid chain id".into(),
+        other => other.to_string(),
     }
 }
 

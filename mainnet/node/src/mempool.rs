@@ -11,6 +11,7 @@ use alloy_consensus::{Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use farol_consensus::Transaction;
+use farol_execution::{check_transaction, ChainSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::StoredBlock;
@@ -107,8 +108,10 @@ pub enum MempoolError {
         base_fee: u64,
     },
     /// The gas limit is below a transfer's.
-    #[error("intrinsic gas too low: gas {0}, minimum 21000")]
-    IntrinsicGas(u64),
+    /// Execution would refuse it whatever the state: intrinsic gas, the per-transaction gas
+    /// cap, a priority fee above the fee cap (the message is geth's).
+    #[error("{0}")]
+    Invalid(String),
     /// The gas limit is above the block's.
     #[error("exceeds block gas limit: gas {gas}, block {block}")]
     GasLimit {
@@ -166,7 +169,7 @@ pub struct Checked {
 /// The mempool.
 pub struct Mempool {
     cfg: MempoolConfig,
-    chain_id: u64,
+    spec: ChainSpec,
     base_fee: u64,
     gas_limit: u64,
     senders: HashMap<Address, Queue>,
@@ -182,10 +185,10 @@ impl std::fmt::Debug for Mempool {
 }
 
 /// Decodes and checks what can be checked without state: size, encoding, chain id, fee cap,
-/// gas limit, signature.
+/// gas limit and what execution checks without state ([`check_transaction`]), signature.
 pub fn check(
     raw: &[u8],
-    chain_id: u64,
+    spec: &ChainSpec,
     base_fee: u64,
     gas_limit: u64,
     max_bytes: usize,
@@ -201,18 +204,16 @@ pub fn check(
     if tx.is_eip4844() {
         return Err(MempoolError::Decode("blob transactions are not supported".into()));
     }
-    if tx.chain_id() != Some(chain_id) {
-        return Err(MempoolError::ChainId { got: tx.chain_id(), want: chain_id });
+    if tx.chain_id() != Some(spec.chain_id) {
+        return Err(MempoolError::ChainId { got: tx.chain_id(), want: spec.chain_id });
     }
     if tx.max_fee_per_gas() < u128::from(base_fee) {
         return Err(MempoolError::FeeCapTooLow { cap: tx.max_fee_per_gas(), base_fee });
     }
-    if tx.gas_limit() < 21_000 {
-        return Err(MempoolError::IntrinsicGas(tx.gas_limit()));
-    }
     if tx.gas_limit() > gas_limit {
         return Err(MempoolError::GasLimit { gas: tx.gas_limit(), block: gas_limit });
     }
+    check_transaction(spec, &tx).map_err(MempoolError::Invalid)?;
     let sender = farol_execution::recover_sender(&tx).map_err(MempoolError::Signature)?;
     let hash = *tx.tx_hash();
     Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
@@ -220,10 +221,10 @@ pub fn check(
 
 impl Mempool {
     /// An empty mempool for a chain.
-    pub fn new(cfg: MempoolConfig, chain_id: u64, base_fee: u64, gas_limit: u64) -> Mempool {
+    pub fn new(cfg: MempoolConfig, spec: ChainSpec, base_fee: u64, gas_limit: u64) -> Mempool {
         Mempool {
             cfg,
-            chain_id,
+            spec,
             base_fee,
             gas_limit,
             senders: HashMap::new(),
@@ -234,7 +235,7 @@ impl Mempool {
 
     /// Checks `raw` without state (see [`check`]).
     pub fn check(&self, raw: &[u8]) -> Result<Checked, MempoolError> {
-        check(raw, self.chain_id, self.base_fee, self.gas_limit, self.cfg.max_tx_bytes)
+        check(raw, &self.spec, self.base_fee, self.gas_limit, self.cfg.max_tx_bytes)
     }
 
     /// Transactions waiting.
@@ -483,7 +484,8 @@ mod tests {
 
     fn pool(per_sender: usize, global: usize) -> Mempool {
         let cfg = MempoolConfig { per_sender, global, ..MempoolConfig::default() };
-        Mempool::new(cfg, 31337, 1_000, 30_000_000)
+        let spec = ChainSpec::ethereum(31337, farol_execution::SpecId::OSAKA);
+        Mempool::new(cfg, spec, 1_000, 30_000_000)
     }
 
     const RICH: u64 = 1_000_000_000_000;
@@ -519,6 +521,31 @@ mod tests {
         ));
         assert!(matches!(p.check(&[0x02, 0xc0]), Err(MempoolError::Decode(_))));
         assert!(matches!(p.check(&[]), Err(MempoolError::Decode(_))));
+        // What execution refuses whatever the state, refused here (in geth's words): gas
+        // below the intrinsic cost of the calldata, above Osaka's 2^24 cap, a priority fee
+        // above the fee cap.
+        let with = |f: &dyn Fn(&mut TxEip1559)| {
+            let mut tx = TxEip1559 {
+                chain_id: 31337,
+                gas_limit: 21_000,
+                max_fee_per_gas: 2_000,
+                to: TxKind::Call(Address::repeat_byte(7)),
+                ..Default::default()
+            };
+            f(&mut tx);
+            let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
+        };
+        let refused = |raw: Vec<u8>, words: &str| match p.check(&raw) {
+            Err(MempoolError::Invalid(why)) => assert!(why.contains(words), "{why}"),
+            other => panic!("{:?}", other.map(|c| c.hash)),
+        };
+        refused(with(&|t| t.input = vec![1u8; 100].into()), "intrinsic gas too low");
+        refused(with(&|t| t.gas_limit = 20_999), "intrinsic gas too low");
+        refused(with(&|t| t.gas_limit = (1 << 24) + 1), "gas limit too high");
+        refused(with(&|t| t.max_priority_fee_per_gas = 2_001), "max priority fee");
+        refused(with(&|t| t.to = TxKind::Create), "intrinsic gas too low");
+        assert!(p.check(&with(&|t| t.gas_limit = 1 << 24)).is_ok());
         let c = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(
             p.add(c.clone(), 0, 0, U256::from(5)),

@@ -291,7 +291,7 @@ impl Node {
         // Mempool: stored blocks clear it; what they unblock goes to consensus.
         let mempool = Arc::new(Mutex::new(Mempool::new(
             cfg.mempool.clone(),
-            genesis.chain_id,
+            genesis.chain_spec(),
             genesis.base_fee,
             genesis.gas_limit,
         )));

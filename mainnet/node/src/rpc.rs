@@ -689,7 +689,25 @@ impl Rpc {
         n: u64,
         overrides: Option<&StateOverride>,
     ) -> Result<u64, RpcError> {
-        let cap = req.gas.unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
+        let mut cap = req.gas.unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
+        // A priced call can buy at most what the sender's balance pays for (as in geth):
+        // trying the whole cap would fail for any account holding less than cap × fee.
+        let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
+        if fee_cap > 0 {
+            let mut view = self.view(n)?;
+            if let Some(o) = overrides {
+                let diff = override_diff(&view, o)?;
+                view.push(diff);
+            }
+            let from = req.from.unwrap_or_default();
+            let balance = view.account(from).map_err(RpcError::server)?.map(|a| a.balance);
+            let value = req.value.unwrap_or_default();
+            let Some(left) = balance.unwrap_or_default().checked_sub(value) else {
+                return Err(RpcError::server("insufficient funds for transfer"));
+            };
+            let allowance = left / U256::from(fee_cap);
+            cap = cap.min(u64::try_from(allowance).unwrap_or(u64::MAX));
+        }
         let first = self.run(&req, n, overrides, Some(cap))?;
         match first.status {
             TxStatus::Success => {}
@@ -781,24 +799,30 @@ impl Rpc {
                 (b.number(), b.number())
             }
             FilterBlockOption::Range { from_block, to_block } => {
-                let resolve = |b: &Option<BlockNumberOrTag>| -> Result<u64, RpcError> {
+                // A number past the head: `None` (a tag always names a block we have).
+                let resolve = |b: &Option<BlockNumberOrTag>| -> Result<Option<u64>, RpcError> {
                     match b {
-                        None => Ok(self.head()),
+                        None => Ok(Some(self.head())),
                         Some(t) => {
                             let v = serde_json::to_value(t).map_err(RpcError::internal)?;
                             match self.block_number(Some(&v)) {
-                                Err(e) if e.code == -32000 => Ok(self.head()),
-                                r => r,
+                                Err(e) if e.code == -32000 => Ok(None),
+                                r => r.map(Some),
                             }
                         }
                     }
                 };
-                (resolve(from_block)?, resolve(to_block)?)
+                // A range that starts past the head has no logs yet (an indexer asking from
+                // its last block + 1 must not get the head's logs again); one that ends past
+                // it ends at the head, as in geth.
+                let Some(from) = resolve(from_block)? else { return Ok(Vec::new()) };
+                let to = resolve(to_block)?.unwrap_or_else(|| self.head());
+                if from > to {
+                    return Err(RpcError::server("invalid block range params"));
+                }
+                (from, to)
             }
         };
-        if from > to {
-            return Ok(Vec::new());
-        }
         if to - from >= self.cfg.max_log_blocks {
             return Err(RpcError::limit(format!(
                 "query exceeds max block range {}: blocks {from} to {to}",

@@ -163,9 +163,29 @@ async fn rpc_errors_proofs_restart_and_config() {
         // A reverted call: code 3 (init code PUSH1 0 PUSH1 0 REVERT).
         let e = c.call("eth_call", json!([{"data": "0x60006000fd"}])).expect_err("revert succeeded");
         assert!(e.contains("\"code\":3") && e.contains("execution reverted"), "{e}");
+        // A priced estimate from an account that can pay for the transfer but not for the
+        // whole gas cap: the allowance is what its balance buys (as in geth).
+        let poor = Address::repeat_byte(0x31);
+        let call = json!({"from": poor, "to": Address::repeat_byte(0x32), "value": "0x1", "maxFeePerGas": "0x77359400"});
+        let rich = json!({ poor.to_string(): {"balance": "0x2632e314a001"} });
+        let est = c.call("eth_estimateGas", json!([call, "latest", rich])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(est, "0x5208");
+        let broke = json!({ poor.to_string(): {"balance": "0x0"} });
+        let e = c.call("eth_estimateGas", json!([call, "latest", broke])).expect_err("no funds for the value");
+        assert!(e.contains("insufficient funds"), "{e}");
         // Log range limit.
         let e = c.call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])).expect_err("huge range");
         assert!(e.contains("-32005"), "{e}");
+        // A range from past the head has no logs (an indexer polling from its last block + 1
+        // must not get the head's again); one ending past the head ends there; a reversed
+        // one is an error.
+        let head = quantity(&c.call("eth_blockNumber", json!([])).unwrap_or_else(|e| panic!("{e}"))).unwrap_or(0);
+        let past = c.call("eth_getLogs", json!([{"fromBlock": format!("{:#x}", head + 1), "toBlock": "latest"}])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(past, json!([]));
+        let ends = c.call("eth_getLogs", json!([{"fromBlock": format!("{head:#x}"), "toBlock": format!("{:#x}", head + 1000)}]));
+        assert!(ends.is_ok_and(|v| v.is_array()), "a range ending past the head");
+        let e = c.call("eth_getLogs", json!([{"fromBlock": format!("{head:#x}"), "toBlock": "0x0"}])).expect_err("a reversed range");
+        assert!(e.contains("invalid block range"), "{e}");
         // A proof of the recipient's account against the block's state root.
         let block = c.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false])).unwrap_or_else(|e| panic!("{e}"));
         let root: B256 = serde_json::from_value(block["stateRoot"].clone()).unwrap_or_else(|e| panic!("{e}"));
