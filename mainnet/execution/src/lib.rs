@@ -31,5 +31,5 @@ pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
 pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, Partition};
 pub use revm::primitives::hardfork::SpecId;
-pub use sequential::execute_sequential;
+pub use sequential::{execute_call, execute_sequential};
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};

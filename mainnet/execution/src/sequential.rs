@@ -177,7 +177,22 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     // WASM contracts run on this thread's stack; a thread with too little left (a test
     // harness thread has 2 MiB) runs the block on a fresh one instead.
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
-        sequential_block(state, chain, env, txs)
+        sequential_block(state, chain, env, txs, false)
+    })
+}
+
+/// [`execute_sequential`] for a simulated call (`eth_call`, `eth_estimateGas`): the same
+/// rules, except that a sender holding code is not refused (EIP-3607 guards real
+/// transactions, whose senders sign; a call names any `from`, a contract wallet's included,
+/// and geth skips the check for calls too).
+pub fn execute_call<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) -> Result<BlockOutput, ExecError> {
+    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
+        sequential_block(state, chain, env, txs, true)
     })
 }
 
@@ -186,10 +201,13 @@ fn sequential_block<S: StateView + ?Sized>(
     chain: &ChainSpec,
     env: &BlockEnv,
     txs: &[RecoveredTx],
+    call: bool,
 ) -> Result<BlockOutput, ExecError> {
     let base = CachedView::new(state);
     let db = SeqDb { base: &base, overlay: HashMap::new() };
-    let ctx = Context::mainnet().with_db(db).with_cfg(chain.cfg()).with_block(env.revm(chain.spec));
+    let mut cfg = chain.cfg();
+    cfg.disable_eip3607 = call;
+    let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(env.revm(chain.spec));
     let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut cumulative = 0u64;

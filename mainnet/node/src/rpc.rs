@@ -25,8 +25,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, execute_sequential, storage_key, Account, BlockEnv, ExecError, RecoveredTx,
-    StateDiff, StateView, TxStatus,
+    account_key, execute_call, storage_key, Account, BlockEnv, ExecError, RecoveredTx, StateDiff,
+    StateView, TxStatus,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -676,7 +676,7 @@ impl Rpc {
             excess_blob_gas: Some(0),
         };
         let txs = [RecoveredTx { tx, sender: from }];
-        match execute_sequential(&view, &st.spec, &env, &txs) {
+        match execute_call(&view, &st.spec, &env, &txs) {
             Ok(mut out) => out.txs.pop().ok_or_else(|| RpcError::internal("no outcome")),
             Err(ExecError::InvalidTransaction { reason, .. }) => Err(RpcError::server(reason)),
             Err(e) => Err(RpcError::server(e)),

@@ -173,6 +173,10 @@ async fn rpc_errors_proofs_restart_and_config() {
         let broke = json!({ poor.to_string(): {"balance": "0x0"} });
         let e = c.call("eth_estimateGas", json!([call, "latest", broke])).expect_err("no funds for the value");
         assert!(e.contains("insufficient funds"), "{e}");
+        // A call from an account that holds code (a contract wallet): not refused, as in geth.
+        let wallet = json!({ poor.to_string(): {"code": "0x00"} });
+        let out = c.call("eth_call", json!([{"from": poor, "to": Address::repeat_byte(0x32)}, "latest", wallet]));
+        assert_eq!(out.ok(), Some(json!("0x")));
         // Log range limit.
         let e = c.call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])).expect_err("huge range");
         assert!(e.contains("-32005"), "{e}");
