@@ -183,8 +183,9 @@ pub fn execute_sequential<S: StateView + ?Sized>(
 
 /// [`execute_sequential`] for a simulated call (`eth_call`, `eth_estimateGas`): the same
 /// rules, except that a sender holding code is not refused (EIP-3607 guards real
-/// transactions, whose senders sign; a call names any `from`, a contract wallet's included,
-/// and geth skips the check for calls too).
+/// transactions, whose senders sign; a call names any `from`, a contract wallet's included)
+/// and the nonce is not checked (a client may name the next pending nonce): geth skips both
+/// checks for calls too.
 pub fn execute_call<S: StateView + ?Sized>(
     state: &S,
     chain: &ChainSpec,
@@ -207,6 +208,7 @@ fn sequential_block<S: StateView + ?Sized>(
     let db = SeqDb { base: &base, overlay: HashMap::new() };
     let mut cfg = chain.cfg();
     cfg.disable_eip3607 = call;
+    cfg.disable_nonce_check = call;
     let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(env.revm(chain.spec));
     let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
     let mut outcomes = Vec::with_capacity(txs.len());

@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use alloy_consensus::{Signed, Transaction as _, TxEip1559, TxEnvelope, TxLegacy};
+use alloy_consensus::{
+    Signed, Transaction as _, TxEip1559, TxEip2930, TxEip7702, TxEnvelope, TxLegacy,
+};
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{keccak256, Address, Bytes, Signature as EcdsaSig, TxKind, B256, U256, U64};
 use alloy_rpc_types_eth::{
@@ -411,7 +413,16 @@ impl Rpc {
                     _ => Ok(Value::Null),
                 }
             }
-            "eth_getUncleCountByBlockNumber" | "eth_getUncleCountByBlockHash" => Ok(hex(0)),
+            // No uncles: 0 for a block we have, null for one we do not (as in geth).
+            "eth_getUncleCountByBlockNumber" | "eth_getUncleCountByBlockHash" => {
+                let b = self.block_param(p, method.ends_with("ByBlockHash"))?;
+                Ok(b.map(|_| hex(0)).unwrap_or(Value::Null))
+            }
+            "eth_getUncleByBlockNumberAndIndex" | "eth_getUncleByBlockHashAndIndex" => {
+                self.block_param(p, method.contains("Hash"))?;
+                let _: U64 = param(p, 1, "index")?;
+                Ok(Value::Null)
+            }
             "eth_getLogs" => {
                 let filter: Filter = param(p, 0, "filter")?;
                 to_value(self.logs(&filter)?)
@@ -626,17 +637,71 @@ impl Rpc {
             view.push(diff);
         }
         let from = req.from.unwrap_or_default();
-        let nonce = view.account(from).map_err(RpcError::server)?.map(|a| a.nonce).unwrap_or(0);
+        let nonce = match req.nonce {
+            Some(n) => n,
+            None => view.account(from).map_err(RpcError::server)?.map(|a| a.nonce).unwrap_or(0),
+        };
         let cap = self.cfg.gas_cap;
         let gas = gas.or(req.gas).unwrap_or(cap).min(cap);
         let to = req.to.unwrap_or(TxKind::Create);
+        if let (Some(a), Some(b)) = (&req.input.input, &req.input.data) {
+            if a != b {
+                return Err(RpcError::params(
+                    "both \"data\" and \"input\" are set and not equal; use \"input\"",
+                ));
+            }
+        }
+        if req.gas_price.is_some()
+            && (req.max_fee_per_gas.is_some() || req.max_priority_fee_per_gas.is_some())
+        {
+            return Err(RpcError::params(
+                "both gasPrice and (maxFeePerGas or maxPriorityFeePerGas) specified",
+            ));
+        }
         let input = req.input.input().cloned().unwrap_or_default();
         let value = req.value.unwrap_or_default();
         let chain_id = st.genesis.chain_id;
         let priced = req.gas_price.is_some() || req.max_fee_per_gas.is_some();
         let sig = EcdsaSig::test_signature();
-        let tx = match req.gas_price {
-            Some(gas_price) => {
+        let access_list = req.access_list.clone();
+        let tx = match (req.gas_price, &req.authorization_list) {
+            // EIP-7702: the delegations apply during the call (and cost their gas).
+            (None, Some(auths)) => {
+                let TxKind::Call(to) = to else {
+                    return Err(RpcError::params("an authorization list needs a \"to\""));
+                };
+                let t = TxEip7702 {
+                    chain_id,
+                    nonce,
+                    gas_limit: gas,
+                    max_fee_per_gas: req.max_fee_per_gas.unwrap_or(0),
+                    max_priority_fee_per_gas: req.max_priority_fee_per_gas.unwrap_or(0),
+                    to,
+                    value,
+                    access_list: access_list.unwrap_or_default(),
+                    authorization_list: auths.clone(),
+                    input,
+                };
+                TxEnvelope::Eip7702(Signed::new_unhashed(t, sig))
+            }
+            (Some(_), Some(_)) => {
+                return Err(RpcError::params("an authorization list needs EIP-1559 fees"));
+            }
+            // A priced call with an access list: EIP-2930, so the list counts.
+            (Some(gas_price), None) if access_list.is_some() => {
+                let t = TxEip2930 {
+                    chain_id,
+                    nonce,
+                    gas_price,
+                    gas_limit: gas,
+                    to,
+                    value,
+                    access_list: access_list.unwrap_or_default(),
+                    input,
+                };
+                TxEnvelope::Eip2930(Signed::new_unhashed(t, sig))
+            }
+            (Some(gas_price), None) => {
                 let t = TxLegacy {
                     chain_id: Some(chain_id),
                     nonce,
@@ -648,7 +713,7 @@ impl Rpc {
                 };
                 TxEnvelope::Legacy(Signed::new_unhashed(t, sig))
             }
-            None => {
+            (None, None) => {
                 let t = TxEip1559 {
                     chain_id,
                     nonce,
@@ -657,7 +722,7 @@ impl Rpc {
                     max_priority_fee_per_gas: req.max_priority_fee_per_gas.unwrap_or(0),
                     to,
                     value,
-                    access_list: req.access_list.clone().unwrap_or_default(),
+                    access_list: access_list.unwrap_or_default(),
                     input,
                 };
                 TxEnvelope::Eip1559(Signed::new_unhashed(t, sig))
@@ -928,10 +993,15 @@ impl Rpc {
             }
             Some(filter) if all => to_value(self.logs(&filter)?),
             Some(filter) => {
-                if from > head {
+                // The filter's own end, when it names a block number, ends its polls too.
+                let end = match filter.block_option.get_to_block() {
+                    Some(BlockNumberOrTag::Number(n)) => head.min(*n),
+                    _ => head,
+                };
+                if from > end {
                     return Ok(json!([]));
                 }
-                let to = head.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
+                let to = end.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
                 let window = filter.clone().from_block(from).to_block(to);
                 to_value(self.logs(&window)?)
             }

@@ -177,6 +177,24 @@ async fn rpc_errors_proofs_restart_and_config() {
         let wallet = json!({ poor.to_string(): {"code": "0x00"} });
         let out = c.call("eth_call", json!([{"from": poor, "to": Address::repeat_byte(0x32)}, "latest", wallet]));
         assert_eq!(out.ok(), Some(json!("0x")));
+        // The call object: `input` and `data` that differ, and both kinds of fees, are
+        // refused; a nonce ahead of the account's is simulated (a client names the pending
+        // one); an authorization list is an EIP-7702 call and costs its gas.
+        let e = c.call("eth_call", json!([{"to": poor, "input": "0x01", "data": "0x02"}])).expect_err("two inputs");
+        assert!(e.contains("-32602"), "{e}");
+        let e = c.call("eth_call", json!([{"to": poor, "gasPrice": "0x1", "maxFeePerGas": "0x1"}])).expect_err("two fee kinds");
+        assert!(e.contains("-32602"), "{e}");
+        let ahead = c.call("eth_call", json!([{"from": key2.address(), "to": poor, "nonce": "0x64"}]));
+        assert_eq!(ahead.ok(), Some(json!("0x")));
+        let plain = json!({"from": key2.address(), "to": poor});
+        let without = c.call("eth_estimateGas", json!([plain])).unwrap_or_else(|e| panic!("{e}"));
+        let auth = alloy_eips::eip7702::Authorization { chain_id: U256::from(31337), address: Address::repeat_byte(0x32), nonce: 0 };
+        let sig = key2.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let signed = auth.into_signed(sig);
+        let delegated = json!({"from": key2.address(), "to": poor, "authorizationList": [signed]});
+        let with = c.call("eth_estimateGas", json!([delegated])).unwrap_or_else(|e| panic!("{e}"));
+        let (without, with) = (quantity(&without).unwrap_or(0), quantity(&with).unwrap_or(0));
+        assert!(with >= without + 12_500, "with an authorization {with}, without {without}");
         // Log range limit.
         let e = c.call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])).expect_err("huge range");
         assert!(e.contains("-32005"), "{e}");
@@ -190,6 +208,10 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert!(ends.is_ok_and(|v| v.is_array()), "a range ending past the head");
         let e = c.call("eth_getLogs", json!([{"fromBlock": format!("{head:#x}"), "toBlock": "0x0"}])).expect_err("a reversed range");
         assert!(e.contains("invalid block range"), "{e}");
+        // No uncles: a count of 0 for a block we have, null for one we do not, and no uncle.
+        assert_eq!(c.call("eth_getUncleCountByBlockNumber", json!(["latest"])).ok(), Some(json!("0x0")));
+        assert_eq!(c.call("eth_getUncleCountByBlockNumber", json!([format!("{:#x}", head + 1000)])).ok(), Some(Value::Null));
+        assert_eq!(c.call("eth_getUncleByBlockNumberAndIndex", json!(["latest", "0x0"])).ok(), Some(Value::Null));
         // A proof of the recipient's account against the block's state root.
         let block = c.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false])).unwrap_or_else(|e| panic!("{e}"));
         let root: B256 = serde_json::from_value(block["stateRoot"].clone()).unwrap_or_else(|e| panic!("{e}"));
