@@ -73,6 +73,10 @@ pub enum MempoolError {
     /// Already in the pool or in a block.
     #[error("already known")]
     Known,
+    /// These very bytes were ordered and then dropped; consensus will not order them again
+    /// while it remembers them.
+    #[error("this transaction was ordered and then dropped ({0}); consensus will not order the same bytes again soon: sign a new one (another fee) to send it again")]
+    Dropped(String),
     /// The nonce is used.
     #[error("nonce too low: next nonce {next}, tx nonce {nonce}")]
     NonceTooLow {
@@ -142,7 +146,8 @@ struct Entry {
     payload: Bytes,
     max_fee: u128,
     tip: u128,
-    handed: bool,
+    /// When it was last handed to consensus.
+    handed: Option<Instant>,
     added: Instant,
 }
 
@@ -356,7 +361,7 @@ impl Mempool {
                 payload: c.payload,
                 max_fee,
                 tip,
-                handed: false,
+                handed: None,
                 added: Instant::now(),
             },
         );
@@ -399,11 +404,37 @@ impl Mempool {
         let Some(q) = self.senders.get_mut(&sender) else { return out };
         let mut n = q.next;
         while let Some(e) = q.txs.get_mut(&n) {
-            if !e.handed {
-                e.handed = true;
+            if e.handed.is_none() {
+                e.handed = Some(Instant::now());
                 out.push(Transaction { sender: sender.into_array(), payload: e.payload.0.clone() });
             }
             n += 1;
+        }
+        out
+    }
+
+    /// Hands over again the transactions handed more than `after` ago that are still not
+    /// ordered (`ordered` says which are). Consensus may have dropped them without a word (its
+    /// queue full, a full node's forward lost) and it ignores what it already holds, so a
+    /// second hand-over costs nothing where the first arrived.
+    pub fn rehand(
+        &mut self,
+        now: Instant,
+        after: Duration,
+        ordered: impl Fn(&B256) -> bool,
+    ) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        for (sender, q) in &mut self.senders {
+            for e in q.txs.values_mut() {
+                let Some(at) = e.handed else { break };
+                if now.duration_since(at) > after && !ordered(&e.hash) {
+                    e.handed = Some(now);
+                    out.push(Transaction {
+                        sender: sender.into_array(),
+                        payload: e.payload.0.clone(),
+                    });
+                }
+            }
         }
         out
     }
@@ -562,6 +593,33 @@ mod tests {
             p.add(far, 0, 0, U256::from(RICH)),
             Err(MempoolError::NonceTooHigh { .. })
         ));
+    }
+
+    /// A transaction handed over and not ordered within the wait is handed over again (once
+    /// per wait); one ordered, or not handed yet (behind a gap), is not.
+    #[test]
+    fn transactions_never_ordered_are_handed_again() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(16, 100);
+        let add = |p: &mut Mempool, n| {
+            let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            let hash = c.hash;
+            let handed = p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+            (hash, handed.len())
+        };
+        let (first, handed) = add(&mut p, 0);
+        assert_eq!(handed, 1);
+        let (_, handed) = add(&mut p, 2);
+        assert_eq!(handed, 0, "nonce 2 waits for 1");
+        let wait = Duration::from_secs(10);
+        let now = Instant::now();
+        assert!(p.rehand(now, wait, |_| false).is_empty(), "too early");
+        let later = now + Duration::from_secs(11);
+        assert!(p.rehand(later, wait, |h| *h == first).is_empty(), "ordered already");
+        let again = p.rehand(later, wait, |_| false);
+        assert_eq!(again.len(), 1, "only nonce 0: nonce 2 was never handed");
+        assert!(p.rehand(later + Duration::from_secs(1), wait, |_| false).is_empty());
+        assert_eq!(p.rehand(later + Duration::from_secs(12), wait, |_| false).len(), 1);
     }
 
     #[test]

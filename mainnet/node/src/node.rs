@@ -304,17 +304,36 @@ impl Node {
             let lifetime = cfg.mempool.lifetime_secs;
             tasks.push(tokio::spawn(async move {
                 let mut expire = tokio::time::interval(Duration::from_millis(500));
+                let mut rehand = tokio::time::interval(REHAND_EVERY);
+                // The newest block the pool was cleared of.
+                let mut cleared = state.chain.head_number();
                 loop {
                     let unblocked = tokio::select! {
                         b = blocks.recv() => match b {
-                            Ok(b) => mempool.lock().on_block(&b),
+                            Ok(b) => {
+                                cleared = cleared.max(b.number());
+                                mempool.lock().on_block(&b)
+                            }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                                // Catch up from the chain itself.
-                                let head = state.chain.head();
-                                mempool.lock().on_block(&head)
+                                // Catch up from the chain itself, every block missed.
+                                let head = state.chain.head_number();
+                                let mut out = Vec::new();
+                                for n in cleared + 1..=head {
+                                    if let Some(b) = state.chain.block(n) {
+                                        out.extend(mempool.lock().on_block(&b));
+                                    }
+                                }
+                                cleared = cleared.max(head);
+                                out
                             }
                             Err(_) => break,
                         },
+                        _ = rehand.tick() => {
+                            // Copied first: the pool's lock is never held with another.
+                            let ordered: std::collections::HashSet<alloy_primitives::B256> =
+                                state.ordered.lock().keys().copied().collect();
+                            mempool.lock().rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h))
+                        }
                         _ = expire.tick() => {
                             let now = Instant::now();
                             mempool.lock().expire(now);
@@ -372,6 +391,11 @@ impl Node {
         self.pipeline.is_finished() || self.validator.as_ref().is_some_and(Validator::is_finished)
     }
 }
+
+/// How often the mempool looks for transactions handed to consensus and never ordered.
+const REHAND_EVERY: Duration = Duration::from_secs(5);
+/// How long after its hand-over a transaction not yet ordered is handed over again.
+const REHAND_AFTER: Duration = Duration::from_secs(10);
 
 /// Where checked snapshots go for consensus to rejoin from.
 type SnapshotSender = mpsc::Sender<Arc<farol_consensus::Snapshot>>;

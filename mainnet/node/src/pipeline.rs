@@ -12,7 +12,7 @@
 //! it before it takes the next.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -105,8 +105,7 @@ pub struct State {
     pub ordered: Mutex<HashMap<B256, Instant>>,
     /// Transactions consensus ordered that execution dropped (wrong nonce, chain or sender,
     /// unaffordable, undecodable), with the reason; the newest 10,000.
-    pub dropped: Mutex<BTreeMap<u64, (B256, String)>>,
-    dropped_seq: AtomicU64,
+    dropped: Mutex<Drops>,
     /// Dropped transactions the mempool has not yet forgotten (it drains this).
     pub unforgotten: Mutex<Vec<B256>>,
     /// Every stored block, as it is stored.
@@ -148,8 +147,7 @@ impl State {
             spec,
             fee_recipients,
             ordered: Mutex::new(HashMap::new()),
-            dropped: Mutex::new(BTreeMap::new()),
-            dropped_seq: AtomicU64::new(0),
+            dropped: Mutex::new(Drops::default()),
             unforgotten: Mutex::new(Vec::new()),
             blocks: broadcast::channel(1024).0,
             metrics,
@@ -191,22 +189,46 @@ impl State {
                 u.push(hash);
             }
         }
-        let seq = self.dropped_seq.fetch_add(1, Ordering::Relaxed);
-        let mut d = self.dropped.lock();
-        d.insert(seq, (hash, reason));
-        while d.len() > 10_000 {
-            d.pop_first();
-        }
+        self.dropped.lock().push(hash, reason);
     }
 
     /// The newest drops, newest first.
     pub fn recent_drops(&self, n: usize) -> Vec<(B256, String)> {
-        self.dropped.lock().values().rev().take(n).cloned().collect()
+        self.dropped.lock().by_seq.values().rev().take(n).cloned().collect()
     }
 
-    /// Why transaction `hash` was dropped after it was ordered, if it was.
+    /// Why transaction `hash` was dropped after it was ordered, if it was (among the newest
+    /// 10,000 drops).
     pub fn drop_reason(&self, hash: &B256) -> Option<String> {
-        self.dropped.lock().values().rev().find(|(h, _)| h == hash).map(|(_, r)| r.clone())
+        let d = self.dropped.lock();
+        let seq = d.by_hash.get(hash)?;
+        d.by_seq.get(seq).map(|(_, r)| r.clone())
+    }
+}
+
+/// The newest drops, in order and by hash.
+#[derive(Default)]
+struct Drops {
+    by_seq: BTreeMap<u64, (B256, String)>,
+    by_hash: HashMap<B256, u64>,
+    next: u64,
+}
+
+impl Drops {
+    const KEEP: usize = 10_000;
+
+    fn push(&mut self, hash: B256, reason: String) {
+        let seq = self.next;
+        self.next += 1;
+        self.by_seq.insert(seq, (hash, reason));
+        self.by_hash.insert(hash, seq);
+        while self.by_seq.len() > Drops::KEEP {
+            if let Some((old, (h, _))) = self.by_seq.pop_first() {
+                if self.by_hash.get(&h) == Some(&old) {
+                    self.by_hash.remove(&h);
+                }
+            }
+        }
     }
 }
 
@@ -996,6 +1018,8 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
     use alloy_signer_local::PrivateKeySigner;
 
@@ -1026,6 +1050,26 @@ mod tests {
             Vec::new(),
             Arc::new(Metrics::default()),
         ))
+    }
+
+    /// The drop record keeps the newest 10,000, answers by hash, and a hash dropped twice
+    /// keeps its newest reason.
+    #[test]
+    fn drops_are_kept_newest_and_found_by_hash() {
+        let mut d = Drops::default();
+        let h = |i: u64| B256::from(U256::from(i));
+        for i in 0..12_000u64 {
+            d.push(h(i % 11_000), format!("reason {i}"));
+        }
+        assert_eq!(d.by_seq.len(), Drops::KEEP);
+        assert_eq!(d.by_hash.len(), Drops::KEEP);
+        // 0..1000 were dropped again (11,000..12,000): the newest reason stands.
+        let reason = |d: &Drops, i: u64| {
+            d.by_hash.get(&h(i)).and_then(|s| d.by_seq.get(s)).map(|r| r.1.clone())
+        };
+        assert_eq!(reason(&d, 5), Some("reason 11005".into()));
+        assert_eq!(reason(&d, 1_500), None, "too old");
+        assert_eq!(reason(&d, 10_999), Some("reason 10999".into()));
     }
 
     /// While the storing stage applies blocks to the store and drops their diffs, a view of

@@ -577,6 +577,11 @@ impl Rpc {
         if self.state.chain.transaction(&hash).is_some() {
             return Err(mempool_error(MempoolError::Known));
         }
+        // Accepted again, it would wait in the pool for good: consensus remembers these bytes
+        // as ordered and ignores them.
+        if let Some(why) = self.state.drop_reason(&hash) {
+            return Err(mempool_error(MempoolError::Dropped(why)));
+        }
         // The account is read at the head; if the pool has meanwhile cleared a newer block
         // (which may have used the sender's nonces), it is read again at the new head. The
         // chain stores a block before the pool hears of it, so a read at the head after a
