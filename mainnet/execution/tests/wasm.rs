@@ -1056,6 +1056,57 @@ fn memory_growth_is_paid_for() {
     let tx = call(&mut w, toucher, vec![], 21_000 + owed / 2);
     let out = block(&mut w, vec![tx]);
     assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    // Growth past the module's own declared maximum returns -1 and owes nothing, on either
+    // tier (wasmtime used to record the refused growth's gas; wasmi never did): the same gas
+    // as the same module asking for 0 pages.
+    let capped = |w: &mut World, pages: u32| {
+        deploy(
+            w,
+            &wat(&format!(
+                r#"
+          (module
+            (import "farol" "exit" (func $exit (param i32 i32 i32)))
+            (memory (export "memory") 1 1)
+            (func (export "call")
+              (i32.store (i32.const 0) (memory.grow (i32.const {pages})))
+              (call $exit (i32.const 0) (i32.const 0) (i32.const 4))))"#
+            )),
+        )
+    };
+    let (refused, none) = (capped(&mut w, 255), capped(&mut w, 0));
+    let tx = call(&mut w, refused, vec![], 1_000_000);
+    let out = block(&mut w, vec![tx]);
+    ok(&out.txs[0]);
+    assert_eq!(out.txs[0].output.as_ref(), (-1i32).to_le_bytes());
+    let grown = out.txs[0].gas_used;
+    let tx = call(&mut w, none, vec![], 1_000_000);
+    let out = block(&mut w, vec![tx]);
+    ok(&out.txs[0]);
+    assert_eq!(out.txs[0].output.as_ref(), 1i32.to_le_bytes());
+    // What the refused one paid more is the instrumentation's price of the pages asked for,
+    // nothing for memory (wasmtime charged about a million gas for it before stop 26, which
+    // ran this case out of gas on the compiled tier only).
+    let asked =
+        255 * farol_execution::wasm::GROW_PAGE_FUEL as u64 / farol_execution::wasm::FUEL_PER_GAS;
+    assert_eq!(grown - out.txs[0].gas_used, asked, "a refused growth owes nothing");
+    // A module that starts with no memory pays for the pages it grows to.
+    let empty = deploy(
+        &mut w,
+        &wat(r#"
+      (module
+        (import "farol" "exit" (func $exit (param i32 i32 i32)))
+        (memory (export "memory") 0)
+        (func (export "call")
+          (drop (memory.grow (i32.const 200)))
+          (call $exit (i32.const 0) (i32.const 0) (i32.const 0))))"#),
+    );
+    let tx = call(&mut w, empty, vec![], 21_000 + memory_gas(200) / 2);
+    let out = block(&mut w, vec![tx]);
+    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    let tx = call(&mut w, empty, vec![], 21_000 + memory_gas(200) + 100_000);
+    let out = block(&mut w, vec![tx]);
+    ok(&out.txs[0]);
+    assert!(out.txs[0].gas_used > 21_000 + memory_gas(200), "{}", out.txs[0].gas_used);
     // A module that starts big pays up front.
     let big =
         deploy(&mut w, &wat(r#"(module (memory (export "memory") 200) (func (export "call")))"#));

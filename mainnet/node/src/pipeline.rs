@@ -515,7 +515,23 @@ fn run(
                         if ord.last_in_group {
                             last_height = ord.height;
                             resume = None;
-                            waiting = waiting_of(&ord.deferred);
+                            let before = std::mem::replace(&mut waiting, waiting_of(&ord.deferred));
+                            // What waited here and waits no more, and is not in the block,
+                            // the certified ordering dropped.
+                            let kept: HashSet<B256> = e
+                                .txs
+                                .iter()
+                                .chain(waiting.values().map(|(_, t)| t))
+                                .map(|t| *t.tx.tx_hash())
+                                .collect();
+                            for (_, t) in before.values() {
+                                if !kept.contains(t.tx.tx_hash()) {
+                                    state.drop_tx(
+                                        *t.tx.tx_hash(),
+                                        "left out by the certified block imported".into(),
+                                    );
+                                }
+                            }
                         } else {
                             last_height = ord.first.saturating_sub(1);
                             let skip = ord.chunk as usize + 1;
@@ -528,9 +544,22 @@ fn run(
                             return Ok(());
                         }
                         // Commits gathered before the import that it does not cover form
-                        // their group again, from the commit after it.
+                        // their group again, from the commit after it. Those it covers are
+                        // done: their transactions are in its blocks (stored, they leave
+                        // `ordered`), or were dropped by the ordering it certifies, which
+                        // this node no longer computes: they leave `ordered` here.
                         let held = std::mem::take(&mut group).commits;
-                        again.extend(held.into_iter().filter(|g| g.0.height > last_height));
+                        let (covered, rest): (Vec<_>, Vec<_>) =
+                            held.into_iter().partition(|g| g.0.height <= last_height);
+                        {
+                            let mut ordered = state.ordered.lock();
+                            for (_, txs, _) in &covered {
+                                for t in txs {
+                                    ordered.remove(t.tx.tx_hash());
+                                }
+                            }
+                        }
+                        again.extend(rest);
                         continue;
                     }
                 },

@@ -362,6 +362,7 @@ fn run_compiled(
             return Err(wasmtime::Error::new(halt(InstructionResult::InvalidFEOpcode)));
         };
         gas.set(&mut store, wasmtime::Val::I64(fuel))?;
+        store.data_mut().host.limits.running = true;
         entry.call(&mut store, ())
     });
     let ended = match outcome {
@@ -404,6 +405,7 @@ fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fue
         gas.set(&mut store, wasmi::Val::I64(fuel))?;
         store.data_mut().memory = Some(memory);
         store.data_mut().gas = Some(gas);
+        store.data_mut().host.limits.running = true;
         entry.call(&mut store, ())
     })();
     let ended = match outcome {

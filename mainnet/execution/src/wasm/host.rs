@@ -81,17 +81,28 @@ pub(crate) trait Env {
 pub(crate) struct Limits {
     /// Gas owed for memory grown since the last payment.
     pub(crate) owed: u64,
+    /// The module's code runs (instantiation is over): growth from here on is `memory.grow`.
+    pub(crate) running: bool,
 }
 
 impl Limits {
-    /// Whether memory may grow from `current` to `desired` bytes; records what it owes.
-    fn grow(&mut self, current: usize, desired: usize) -> bool {
+    /// Whether memory may grow from `current` to `desired` bytes, within the module's own
+    /// `maximum`; records what it owes.
+    ///
+    /// Both tiers must decide and charge alike. wasmi refuses growth past the module's
+    /// declared maximum before it asks the limiter, wasmtime after: the maximum is checked
+    /// here first, so that such a `memory.grow` returns -1 and owes nothing on either (before
+    /// stop 26 wasmtime recorded the gas of the refused growth, and the tiers' results
+    /// differed).
+    fn grow(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> bool {
         let page = 1usize << 16;
-        if desired > (MAX_MEMORY_PAGES as usize) * page {
+        if desired > (MAX_MEMORY_PAGES as usize) * page || maximum.is_some_and(|m| desired > m) {
             return false;
         }
-        // The initial memory (growth from nothing) is paid before instantiation.
-        if current != 0 {
+        // The initial memory is paid before instantiation; once the code runs, growth is
+        // charged from whatever size, none included (before stop 26 growth from zero pages
+        // was free).
+        if self.running || current != 0 {
             let (from, to) = ((current / page) as u64, desired.div_ceil(page) as u64);
             self.owed = self.owed.saturating_add(memory_gas(to).saturating_sub(memory_gas(from)));
         }
@@ -104,9 +115,9 @@ impl wasmtime::ResourceLimiter for Limits {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(self.grow(current, desired))
+        Ok(self.grow(current, desired, maximum))
     }
 
     fn table_growing(
@@ -136,9 +147,9 @@ impl wasmi::ResourceLimiter for Limits {
         &mut self,
         current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool, wasmi_core::LimiterError> {
-        Ok(self.grow(current, desired))
+        Ok(self.grow(current, desired, maximum))
     }
 
     fn table_growing(
