@@ -11,7 +11,7 @@
 //! With `pipelined` off (the benchmark's baseline), one thread executes a block and stores
 //! it before it takes the next.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -1314,6 +1314,8 @@ mod tests {
         let mut work = vec![Work::Commit(commits[0].clone()), import()];
         work.extend(commits[1..].iter().cloned().map(Work::Commit));
         assert_eq!(hashes(&run_pipeline(&joined, work, 4)), hashes(&blocks));
+        // Every ordered transaction was stored: none is left "ordered".
+        assert!(joined.ordered.lock().is_empty());
 
         // A node whose chain ends with block 1 (the first of its group) restarts: its
         // consensus replays every commit.
