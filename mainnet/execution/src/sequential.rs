@@ -174,11 +174,7 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
-    // WASM contracts run on this thread's stack; a thread with too little left (a test
-    // harness thread has 2 MiB) runs the block on a fresh one instead.
-    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
-        sequential_block(state, chain, env, txs, false)
-    })
+    on_enough_stack(state, chain, env, txs, false)
 }
 
 /// [`execute_sequential`] for a simulated call (`eth_call`, `eth_estimateGas`): the same
@@ -192,8 +188,20 @@ pub fn execute_call<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
+    on_enough_stack(state, chain, env, txs, true)
+}
+
+/// WASM contracts run on this thread's stack; a thread with too little left (a test harness
+/// thread has 2 MiB) runs the block on a fresh one instead.
+fn on_enough_stack<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    call: bool,
+) -> Result<BlockOutput, ExecError> {
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
-        sequential_block(state, chain, env, txs, true)
+        sequential_block(state, chain, env, txs, call)
     })
 }
 
