@@ -944,7 +944,10 @@ fn import_block(
         .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
     let output = match execute_here(executor, &view, &state.spec, &env, &txs) {
         Ok(output) => output,
-        Err(e @ ExecError::State(_)) => return Err(PipelineError::Exec { number, source: e }),
+        // This node's fault, not a difference from the certified block.
+        Err(e @ (ExecError::State(_) | ExecError::Evm { .. })) => {
+            return Err(PipelineError::Exec { number, source: e })
+        }
         Err(e) => return Err(diverged(e.to_string())),
     };
     drop(view);
