@@ -183,7 +183,7 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, String> {
 pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String> {
     use revm::context_interface::Cfg;
     let cfg = spec.cfg();
-    let env = RecoveredTx { tx: tx.clone(), sender: Address::ZERO }.tx_env();
+    let env = tx_env(tx, Address::ZERO);
     let reason = crate::sequential::invalid_reason;
     let cap = cfg.tx_gas_limit_cap();
     if env.gas_limit > cap {
@@ -205,31 +205,31 @@ pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String
 impl RecoveredTx {
     /// The revm transaction environment.
     pub(crate) fn tx_env(&self) -> TxEnv {
-        let tx = &self.tx;
-        let eip1559 = tx.is_dynamic_fee();
-        TxEnv {
-            tx_type: tx.ty(),
-            caller: self.sender,
-            gas_limit: tx.gas_limit(),
-            gas_price: if eip1559 {
-                tx.max_fee_per_gas()
-            } else {
-                tx.gas_price().unwrap_or_default()
-            },
-            kind: tx.kind(),
-            value: tx.value(),
-            data: tx.input().clone(),
-            nonce: tx.nonce(),
-            chain_id: tx.chain_id(),
-            access_list: tx.access_list().cloned().unwrap_or_default(),
-            gas_priority_fee: if eip1559 { tx.max_priority_fee_per_gas() } else { None },
-            blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
-            max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or_default(),
-            authorization_list: tx
-                .authorization_list()
-                .map(|l| l.iter().cloned().map(Either::Left).collect())
-                .unwrap_or_default(),
-        }
+        tx_env(&self.tx, self.sender)
+    }
+}
+
+/// The revm transaction environment of `tx` sent by `sender`.
+fn tx_env(tx: &TxEnvelope, sender: Address) -> TxEnv {
+    let eip1559 = tx.is_dynamic_fee();
+    TxEnv {
+        tx_type: tx.ty(),
+        caller: sender,
+        gas_limit: tx.gas_limit(),
+        gas_price: if eip1559 { tx.max_fee_per_gas() } else { tx.gas_price().unwrap_or_default() },
+        kind: tx.kind(),
+        value: tx.value(),
+        data: tx.input().clone(),
+        nonce: tx.nonce(),
+        chain_id: tx.chain_id(),
+        access_list: tx.access_list().cloned().unwrap_or_default(),
+        gas_priority_fee: if eip1559 { tx.max_priority_fee_per_gas() } else { None },
+        blob_hashes: tx.blob_versioned_hashes().map(<[B256]>::to_vec).unwrap_or_default(),
+        max_fee_per_blob_gas: tx.max_fee_per_blob_gas().unwrap_or_default(),
+        authorization_list: tx
+            .authorization_list()
+            .map(|l| l.iter().cloned().map(Either::Left).collect())
+            .unwrap_or_default(),
     }
 }
 
