@@ -551,6 +551,20 @@ fn hostile_modules_are_refused_at_deployment() {
         "i32 ".repeat(2_000)
     );
     rejected(&mut w, &locals, "2000 locals");
+    // wasmtime's pool holds one table per instance.
+    rejected(
+        &mut w,
+        r#"(module (memory (export "memory") 1) (table 1 funcref) (table 1 funcref) (func (export "call")))"#,
+        "2 tables",
+    );
+    // An entry function whose own frame passes the stack budget: nothing in the module could
+    // stop it before the engine's own limit, so it is refused.
+    let tall = format!(
+        r#"(module (memory (export "memory") 1) (func (export "call") {} {}))"#,
+        "(i32.const 1) ".repeat(9_000),
+        "(drop) ".repeat(9_000)
+    );
+    rejected(&mut w, &tall, "stack slots (at most 8192)");
     // Not a module at all.
     let out = deploy_outcome(&mut w, contract_code(b"\0asm\x01\0\0\0garbage"));
     assert_eq!(out.status, TxStatus::Revert, "{out:?}");
@@ -1115,6 +1129,46 @@ fn memory_growth_is_paid_for() {
     assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
 }
 
+/// Table operations pay per element, and a `table.grow` past the table's declared maximum
+/// returns -1 on both tiers, owing nothing for the elements (wasmi reports a growth past the
+/// maximum to the resource limiter as a failed growth, which now counts as a node fault, so
+/// the limiter refuses it first).
+#[test]
+fn table_operations_are_paid_per_element() {
+    use farol_execution::wasm::{TierChoice, WasmRuntime, FUEL_PER_GAS, TABLE_ELEMENT_FUEL};
+    let _settings = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+    let before = rt.tier();
+    let per = TABLE_ELEMENT_FUEL as u64 / FUEL_PER_GAS;
+    let mut runs = Vec::new();
+    for tier in [TierChoice::Compiled, TierChoice::Interpreter] {
+        rt.set_tier(tier);
+        let mut w = world();
+        let t = deploy(&mut w, &wat(TABLES));
+        // Gas left before and after each operation, and what `table.grow` returned.
+        let mut run = |input: [u8; 3]| {
+            let out = send(&mut w, 1, t, U256::ZERO, input.to_vec());
+            ok(&out);
+            let word = |i: usize| u64::from_le_bytes(out.output[i..i + 8].try_into().unwrap());
+            let grew = i32::from_le_bytes(out.output[40..44].try_into().unwrap());
+            ([word(0) - word(8), word(8) - word(16), word(16) - word(24)], grew)
+        };
+        let (zero, grew0) = run([0, 0, 0]);
+        let (some, grew) = run([20, 90, 50]);
+        assert_eq!((grew0, grew), (100, 100), "{tier:?}");
+        assert_eq!(some[0] - zero[0], 100 * per, "{tier:?}: grow by 100");
+        assert_eq!(some[1] - zero[1], 90 * per, "{tier:?}: fill 90");
+        assert_eq!(some[2] - zero[2], 50 * per, "{tier:?}: copy 50");
+        // Past the maximum (1,000): -1, the count paid, no growth.
+        let (past, refused) = run([250, 0, 0]);
+        assert_eq!(refused, -1, "{tier:?}");
+        assert_eq!(past[0] - zero[0], 1_250 * per, "{tier:?}: asked for 1,250");
+        runs.push((zero, some, past));
+    }
+    rt.set_tier(before);
+    assert_eq!(runs[0], runs[1], "the tiers charge alike");
+}
+
 /// Reads the gas left around memory growth and bulk memory operations whose sizes come from
 /// the input, and returns the readings: what both tiers must charge identically.
 const METERED: &str = r#"
@@ -1135,6 +1189,29 @@ const METERED: &str = r#"
     (memory.copy (i32.const 128) (i32.const 64) (i32.shr_u (local.get $n) (i32.const 14)))
     (i64.store (i32.const 32) (call $gas))
     (call $exit (i32.const 0) (i32.const 8) (i32.const 32))))
+"#;
+
+/// Table operations whose sizes come from the input (byte 0: elements to grow by; byte 1:
+/// elements to fill; byte 2: elements to copy), with the gas left around each and what
+/// `table.grow` returned: both tiers must charge and answer identically.
+const TABLES: &str = r#"
+(module
+  (import "farol" "gas_left" (func $gas (result i64)))
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "exit" (func $exit (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (table 100 1000 funcref)
+  (func (export "call")
+    (call $cd (i32.const 0) (i32.const 0) (i32.const 3))
+    (i64.store (i32.const 8) (call $gas))
+    (i32.store (i32.const 48)
+      (table.grow (ref.null func) (i32.mul (i32.load8_u (i32.const 0)) (i32.const 5))))
+    (i64.store (i32.const 16) (call $gas))
+    (table.fill (i32.const 0) (ref.null func) (i32.load8_u (i32.const 1)))
+    (i64.store (i32.const 24) (call $gas))
+    (table.copy (i32.const 0) (i32.const 1) (i32.load8_u (i32.const 2)))
+    (i64.store (i32.const 32) (call $gas))
+    (call $exit (i32.const 0) (i32.const 8) (i32.const 44))))
 "#;
 
 /// Float arithmetic on operands from the input (f64 `a`, `b` at 0 and 8; f32 `c`, `d` at 16
@@ -1196,6 +1273,7 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
         (func (export "call") (loop (br 0))))"#),
     );
     let floats = deploy(&mut w, &wat(FLOATS));
+    let tables = deploy(&mut w, &wat(TABLES));
     let deep = deploy(
         &mut w,
         &wat(&STACKED
@@ -1217,6 +1295,11 @@ fn tier_workload(cases: u64) -> Vec<BlockOutput> {
         txs.push(call(&mut w, deep, vec![0; 32], 5_000_000));
         for i in 0..8 {
             txs.push(call(&mut w, floats, float_input(round as usize * 8 + i), 100_000));
+        }
+        for _ in 0..2 {
+            let mut n = [0u8; 3];
+            rng.fill_bytes(&mut n);
+            txs.push(call(&mut w, tables, n.to_vec(), 100_000));
         }
         outs.push(block(&mut w, txs));
     }

@@ -293,7 +293,9 @@ where
     let mut gas = Gas::new(limit);
     let ok = gas.record_regular_cost(limit - left.min(limit));
     debug_assert!(ok);
-    let ended = if out_of_fuel || done.owed > fuel_left {
+    let ended = if let Some(fault) = done.fault {
+        Ended::Fatal(fault)
+    } else if out_of_fuel || done.owed > fuel_left {
         Ended::Exit(halt(InstructionResult::OutOfGas))
     } else {
         done.ended
@@ -303,7 +305,16 @@ where
         Ended::Exit(Exit::Return(out)) => (InstructionResult::Return, out),
         Ended::Exit(Exit::Revert(out)) => (InstructionResult::Revert, out),
         Ended::Exit(Exit::Halt(r)) => (r, Bytes::new()),
-        Ended::StackOverflow => (InstructionResult::CallTooDeep, Bytes::new()),
+        // Farol's count stops every module first (§4 of docs/wasm.md), so an engine that
+        // reaches its own stack limit contradicts that bound: where it stops depends on the
+        // engine and the machine code, so no result would be the same on every node.
+        Ended::StackOverflow => {
+            return fatal(
+                ctx,
+                "WASM instance: the engine's own stack limit was reached".into(),
+                limit,
+            )
+        }
         // A trap of the module (including Farol's stack count): a halt like INVALID.
         Ended::Trap => (InstructionResult::InvalidFEOpcode, Bytes::new()),
         // Not a trap of the module: the pool is full or memory ran out on this node.
@@ -323,7 +334,8 @@ enum Ended {
     Returned,
     /// A host function ended the frame.
     Exit(Exit),
-    /// The engine's own stack limit (never reached: Farol's count stops modules first).
+    /// The engine's own stack limit (never reached: Farol's count stops modules first; a
+    /// node fault if it is).
     StackOverflow,
     /// The module trapped.
     Trap,
@@ -339,6 +351,8 @@ struct Done {
     /// Gas memory growth still owes.
     owed: u64,
     refund: i64,
+    /// An allowed growth the engine failed to make (see `Limits::fault`).
+    fault: Option<String>,
 }
 
 fn run_compiled(
@@ -381,6 +395,7 @@ fn run_compiled(
         None => fuel,
     };
     let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    let fault = store.data_mut().host.limits.fault.take();
     // A ready instance's store goes to the helper thread: its pool slot's memory was written
     // by another thread, and resetting it here would pull all of it into this core's cache
     // (20–150 µs measured here). Other calls drop theirs here, so that the module's next call
@@ -388,7 +403,7 @@ fn run_compiled(
     if from_ready {
         runtime.discard(store);
     }
-    Done { ended, fuel, owed, refund }
+    Done { ended, fuel, owed, refund, fault }
 }
 
 fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fuel: i64) -> Done {
@@ -436,7 +451,8 @@ fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fue
         None => fuel,
     };
     let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
-    Done { ended, fuel, owed, refund }
+    let fault = store.data_mut().host.limits.fault.take();
+    Done { ended, fuel, owed, refund, fault }
 }
 
 /// The environment of one WASM frame: revm's context.

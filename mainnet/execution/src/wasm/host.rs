@@ -75,14 +75,18 @@ pub(crate) trait Env {
 /// wasmtime's fuel table can charge at most 255 fuel per page grown, far below what touching
 /// a page costs, so growth is priced here ([`memory_gas`]): the limiter records what each
 /// growth owes, and the debt is paid from fuel at the next host call and at the end of the
-/// frame (a frame that cannot pay ends out of gas). Growth past 16 MiB fails
-/// (`memory.grow` returns -1).
+/// frame (a frame that cannot pay ends out of gas). Growth past 16 MiB, or past the module's
+/// own maximum, fails (`memory.grow` returns -1); an allowed growth that the engine fails to
+/// make is a fault of this node (`fault`).
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
     /// Gas owed for memory grown since the last payment.
     pub(crate) owed: u64,
     /// The module's code runs (instantiation is over): growth from here on is `memory.grow`.
     pub(crate) running: bool,
+    /// A growth this limiter allowed that the engine then failed to make: a failure of this
+    /// node (its memory or mappings), not of the module. The frame ends as a node fault.
+    pub(crate) fault: Option<String>,
 }
 
 impl Limits {
@@ -108,6 +112,23 @@ impl Limits {
         }
         true
     }
+
+    /// Whether a table may grow to `desired` elements, within the module's own `maximum`.
+    /// Both engines check the maximum themselves too, but one after this, reporting it as a
+    /// failed growth: refusing here keeps every failure reported after it this node's own.
+    fn grow_table(desired: usize, maximum: Option<usize>) -> bool {
+        desired as u64 <= MAX_TABLE_ELEMENTS && maximum.is_none_or(|m| desired <= m)
+    }
+
+    /// An allowed growth failed in the engine. Everything the module could cause (sizes past
+    /// Farol's bounds or its own maxima) was refused before it was allowed, so what is left
+    /// is this node's own failure (memory, mappings): the frame must not end with a result
+    /// that other nodes would not compute.
+    fn grow_failed(&mut self, what: &str, error: &dyn std::fmt::Display) {
+        if self.fault.is_none() {
+            self.fault = Some(format!("growing the {what} failed on this node: {error}"));
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for Limits {
@@ -120,13 +141,23 @@ impl wasmtime::ResourceLimiter for Limits {
         Ok(self.grow(current, desired, maximum))
     }
 
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed("memory", &error);
+        Err(error)
+    }
+
     fn table_growing(
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired as u64 <= MAX_TABLE_ELEMENTS)
+        Ok(Self::grow_table(desired, maximum))
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed("table", &error);
+        Err(error)
     }
 
     fn instances(&self) -> usize {
@@ -152,13 +183,21 @@ impl wasmi::ResourceLimiter for Limits {
         Ok(self.grow(current, desired, maximum))
     }
 
+    fn memory_grow_failed(&mut self, error: &wasmi_core::LimiterError) {
+        self.grow_failed("memory", error);
+    }
+
     fn table_growing(
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> Result<bool, wasmi_core::LimiterError> {
-        Ok(desired as u64 <= MAX_TABLE_ELEMENTS)
+        Ok(Self::grow_table(desired, maximum))
+    }
+
+    fn table_grow_failed(&mut self, error: &wasmi_core::LimiterError) {
+        self.grow_failed("table", error);
     }
 
     fn instances(&self) -> usize {

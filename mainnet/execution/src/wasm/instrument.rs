@@ -12,9 +12,10 @@
 //! zero; the host, seeing a negative global, reports out-of-gas. Between checks a module can
 //! only run straight-line code and forward branches, so it stops within one function body's
 //! worth of operators; a host function, or the frame's end, that finds the global negative
-//! also ends the frame out of gas. `memory.grow`, `memory.copy`, `memory.fill` and
-//! `memory.init` pay for their size right before they run, from the operand on top of the
-//! stack, and check at once. Host functions charge the same global.
+//! also ends the frame out of gas. `memory.grow`, `memory.copy`, `memory.fill`,
+//! `memory.init` and the table operations that take a count (`table.grow`, `table.fill`,
+//! `table.copy`, `table.init`) pay for their size right before they run, from the operand on
+//! top of the stack, and check at once. Host functions charge the same global.
 //!
 //! **NaNs.** WebAssembly leaves the bits of a NaN that float arithmetic produces to the engine.
 //! After every operator that can produce one (see [`nan_producing`]) the rewrite replaces a NaN
@@ -27,7 +28,9 @@
 //! the callee's cost to a counter in a new mutable global before the call and takes it off
 //! after; a call that would take the counter past [`STACK_BUDGET`] traps (`unreachable`).
 //! `call_indirect` counts the most expensive function of the module. The entry function's
-//! cost is the counter's start.
+//! cost is the counter's start; a module whose entry alone costs more than the budget is
+//! refused (at deployment, where the rewrite first runs), because nothing would stop its
+//! frame before the engine's own limit.
 //!
 //! The rewrite is a pure function of the deployed code, so every node runs the same module
 //! and halts at the same place. The stored code (and its hash) is the deployed module; only
@@ -47,8 +50,8 @@ use super::validate::FEATURES;
 use super::WasmError;
 
 /// Slots one WASM activation may hold on its call stack. At 16 bytes a slot (an operand or
-/// local is at most 8) that is 128 KiB of native stack, far below [`super::WASM_STACK`] even
-/// with [`super::MAX_WASM_NESTING`] activations nested.
+/// local is at most 8) that is 128 KiB of native stack, a quarter of what wasmtime allows one
+/// activation ([`super::WASM_STACK`]).
 pub const STACK_BUDGET: u32 = 8_192;
 
 /// Slots a call costs beyond its callee's locals and operands: return address, frame pointer,
@@ -127,6 +130,12 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
         }
     }
     let entry = entry.ok_or_else(|| err("no exported `call`"))?;
+    let entry_cost = costs.get(entry as usize).copied().unwrap_or(CALL_OVERHEAD);
+    if entry_cost > STACK_BUDGET {
+        return Err(WasmError::Invalid(format!(
+            "the exported `call` needs {entry_cost} stack slots (at most {STACK_BUDGET})"
+        )));
+    }
     Ok(Survey { costs, locals, entry, globals })
 }
 
@@ -139,6 +148,8 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
 /// - 16 for `memory.grow`, plus [`GROW_PAGE_FUEL`] per page asked for (paid even when the
 ///   growth fails);
 /// - 1 for `memory.copy`, `memory.fill` and `memory.init`, plus 1 per byte;
+/// - 1 for `table.grow`, `table.fill`, `table.copy` and `table.init`, plus
+///   [`TABLE_ELEMENT_FUEL`] per element (before stop 27 they cost 1 whatever their size);
 /// - 1 for everything else.
 pub fn op_fuel(op: &Operator<'_>) -> u32 {
     use Operator as O;
@@ -165,6 +176,11 @@ pub fn op_fuel(op: &Operator<'_>) -> u32 {
 
 /// Fuel `memory.grow` costs per page asked for, on top of [`op_fuel`].
 pub const GROW_PAGE_FUEL: i64 = 255;
+
+/// Fuel `table.grow`, `table.fill`, `table.copy` and `table.init` cost per element, on top of
+/// [`op_fuel`]: an element is a reference (a pointer and more), about what 8 bytes of
+/// `memory.copy` cost.
+pub const TABLE_ELEMENT_FUEL: i64 = 8;
 
 /// The width of the float `op` produces, if it can produce a NaN whose bits the WebAssembly
 /// specification leaves to the engine (arithmetic, rounding, min/max, promotion and
@@ -422,6 +438,10 @@ impl Reencode for Rewriter {
                 Operator::MemoryCopy { .. }
                 | Operator::MemoryFill { .. }
                 | Operator::MemoryInit { .. } => Some(1),
+                Operator::TableGrow { .. }
+                | Operator::TableFill { .. }
+                | Operator::TableCopy { .. }
+                | Operator::TableInit { .. } => Some(TABLE_ELEMENT_FUEL),
                 _ => None,
             };
             let stack_cost = match &op {

@@ -33,6 +33,7 @@ pub(crate) use call::FarolPrecompiles;
 pub use host::HOST_MODULE;
 pub use instrument::{
     instrument, op_fuel, CALL_OVERHEAD, GAS_EXPORT, GROW_PAGE_FUEL, STACK_BUDGET,
+    TABLE_ELEMENT_FUEL,
 };
 pub use ready::{QUEUE_LIMIT, READY_LIMIT, READY_MAX_PAGES};
 pub use validate::{
@@ -73,19 +74,23 @@ pub fn memory_gas(pages: u64) -> u64 {
 /// call past the 1024-frame depth limit.
 pub const MAX_WASM_NESTING: usize = 16;
 
-/// Native stack WASM may use on one thread, from the first WASM frame down through everything
-/// it nests, in bytes (wasmtime's `max_wasm_stack`). [`STACK_BUDGET`] and
-/// [`MAX_WASM_NESTING`] keep contracts well inside it, so wasmtime's own limit is never what
-/// stops a contract.
-pub const WASM_STACK: usize = 4 << 20;
+/// Native stack one WASM activation may use, in bytes (wasmtime's `max_wasm_stack`).
+/// wasmtime measures it from a store's first WASM frame, and every activation (every nested
+/// WASM call) has its own store, so this bounds each activation, not the thread. Farol's count
+/// ([`STACK_BUDGET`], about 128 KiB) stops contracts first with room to spare; reaching this
+/// limit is a node fault, not a result (before stop 27 it was 4 MiB, so 16 nested activations
+/// could in principle have asked for 64 MiB of a thread's stack).
+pub const WASM_STACK: usize = 512 << 10;
 
 /// Native stack an executor thread has before it runs a block: executors switch to a fresh
-/// stack of [`EXECUTOR_STACK`] bytes when the thread has less than this left.
-pub const EXECUTOR_STACK_NEEDED: usize = 6 << 20;
+/// stack of [`EXECUTOR_STACK`] bytes when the thread has less than this left. It holds
+/// [`MAX_WASM_NESTING`] activations of [`WASM_STACK`] (8 MiB) and the host's frames between
+/// them.
+pub const EXECUTOR_STACK_NEEDED: usize = 12 << 20;
 
 /// Size of the stack executors run blocks on when the calling thread's is too small, and of
-/// the parallel executor's worker threads.
-pub const EXECUTOR_STACK: usize = 8 << 20;
+/// the parallel executor's worker threads (address space: pages are used as touched).
+pub const EXECUTOR_STACK: usize = 16 << 20;
 
 /// Concurrent WASM instances the pooling allocator holds.
 const POOL_INSTANCES: u32 = 1_024;
@@ -239,7 +244,11 @@ pub enum TierChoice {
 enum SlotState {
     Compiling,
     Ready(Arc<Compiled>),
-    Failed(WasmError),
+    /// Not compiled: wasmtime refused the module (an implementation limit of the pinned
+    /// version, or this node's resources), so calls run on the interpreter, which gives the
+    /// same results. A failure of this node's (`WasmError::Runtime`) also removes the slot,
+    /// so that the next call compiles again.
+    Uncompiled,
 }
 
 struct Slot {
@@ -264,8 +273,10 @@ pub struct CacheStats {
     pub loaded: u64,
     /// Calls that waited for a compilation in progress.
     pub waited: u64,
-    /// Calls the interpreter ran (the module was not compiled yet).
+    /// Calls the interpreter ran (the module was not compiled yet, or could not be).
     pub interpreted: u64,
+    /// Modules wasmtime refused to compile: the interpreter runs every call to them.
+    pub uncompiled: u64,
     /// Compiled calls that found a ready instance (see [`WasmRuntime::set_ready_instances`]).
     pub ready_calls: u64,
     /// Modules holding a ready instance now.
@@ -490,9 +501,14 @@ impl WasmRuntime {
                 ready::warm_up(&self.engine, c);
             }
         }
-        // A refused module stays refused; a failure of this node is retried by the next call
-        // instead of failing every call from now on.
+        // Calls to a module wasmtime refused run on the interpreter from now on (before stop
+        // 27 they halted like INVALID: a refusal caused by this node's resources then gave
+        // this node other results than the rest). A failure of this node is retried by the
+        // next call.
         let retry = matches!(result, Err(WasmError::Runtime(_)));
+        if matches!(result, Err(WasmError::Invalid(_))) {
+            lock(&self.stats).uncompiled += 1;
+        }
         finish(slot, result);
         if retry {
             lock(&self.slots).remove(&hash);
@@ -560,7 +576,10 @@ impl WasmRuntime {
         }
         match &*state {
             SlotState::Ready(c) => Ok(Tier::Compiled(c.clone())),
-            SlotState::Failed(e) => Err(e.clone()),
+            SlotState::Uncompiled => {
+                drop(state);
+                interp()
+            }
             SlotState::Compiling => Err(WasmError::Runtime("compilation did not finish".into())),
         }
     }
@@ -632,7 +651,7 @@ fn store_file(path: &Path, m: &Module) {
 fn finish(slot: &Slot, result: Result<Arc<Compiled>, WasmError>) {
     *lock(&slot.state) = match result {
         Ok(c) => SlotState::Ready(c),
-        Err(e) => SlotState::Failed(e),
+        Err(_) => SlotState::Uncompiled,
     };
     slot.done.notify_all();
 }

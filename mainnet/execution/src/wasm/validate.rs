@@ -115,6 +115,11 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                 }
             }
             Payload::TableSection(r) => {
+                // wasmtime's pool holds one table per instance: a second would fail every
+                // instantiation, so it is refused here.
+                if r.count() > 1 {
+                    return Err(invalid(format!("{} tables (at most 1)", r.count())));
+                }
                 for table in r {
                     let table = table.map_err(|e| invalid(e.message().to_string()))?;
                     let max = table.ty.maximum.unwrap_or(u64::MAX);
