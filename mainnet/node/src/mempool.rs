@@ -127,6 +127,16 @@ pub enum MempoolError {
     /// A replacement that does not pay enough more.
     #[error("replacement transaction underpriced")]
     ReplacementUnderpriced,
+    /// The transaction with this nonce is already with consensus, which orders each
+    /// validator's transactions first in, first out: a replacement would come after it and
+    /// fail on its nonce.
+    #[error(
+        "the transaction with nonce {nonce} is already being ordered and can no longer be replaced"
+    )]
+    AlreadyOrdering {
+        /// The nonce.
+        nonce: u64,
+    },
     /// The pool is full and this transaction pays no more than the cheapest waiting.
     #[error("txpool is full")]
     Full,
@@ -222,6 +232,20 @@ pub fn check(
     let sender = farol_execution::recover_sender(&tx).map_err(MempoolError::Signature)?;
     let hash = *tx.tx_hash();
     Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
+}
+
+/// The signers of the EIP-7702 authorizations in `block`'s transactions, each once.
+/// Authorizations whose signature does not recover are left out (execution skips them too).
+pub fn authorities(block: &StoredBlock) -> Vec<Address> {
+    let mut out = std::collections::BTreeSet::new();
+    for tx in &block.txs {
+        for auth in tx.authorization_list().unwrap_or_default() {
+            if let Ok(a) = auth.recover_authority() {
+                out.insert(a);
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 impl Mempool {
@@ -330,6 +354,11 @@ impl Mempool {
             |old: u128| old.saturating_mul(100 + u128::from(self.cfg.price_bump_percent)) / 100;
         let replacing = match self.senders.get(&c.sender).and_then(|q| q.txs.get(&nonce)) {
             Some(old) => {
+                // Before stop 27 a replacement of a handed transaction was accepted and handed
+                // too, and then almost always lost to the original.
+                if old.handed.is_some() {
+                    return Err(MempoolError::AlreadyOrdering { nonce });
+                }
                 if max_fee < bump(old.max_fee) || tip < bump(old.tip) {
                     return Err(MempoolError::ReplacementUnderpriced);
                 }
@@ -370,13 +399,19 @@ impl Mempool {
     }
 
     /// Evicts the cheapest last-in-line transaction of another sender if it tips less than
-    /// `tip`.
+    /// `tip`. Only transactions not handed to consensus (held behind a nonce gap) are
+    /// candidates: a handed one is in consensus's queue whatever the pool does, and evicted
+    /// it would still be ordered, untracked (before stop 27 it could be evicted). A sender's
+    /// last transaction is handed only if all its others are, so the last is the one to look
+    /// at.
     fn evict_cheaper_than(&mut self, tip: u128, sender: &Address) -> bool {
         let victim = self
             .senders
             .iter()
             .filter(|(a, _)| *a != sender)
-            .filter_map(|(a, q)| q.txs.last_key_value().map(|(n, e)| (e.tip, *a, *n)))
+            .filter_map(|(a, q)| q.txs.last_key_value().map(|(n, e)| (e, *a, *n)))
+            .filter(|(e, _, _)| e.handed.is_none())
+            .map(|(e, a, n)| (e.tip, a, n))
             .min();
         match victim {
             Some((t, a, n)) if t < tip => {
@@ -440,13 +475,25 @@ impl Mempool {
     }
 
     /// A block was stored: its transactions and the nonces they used leave the pool; what
-    /// they unblocked is returned, to hand to consensus.
-    pub fn on_block(&mut self, block: &StoredBlock) -> Vec<Transaction> {
+    /// they unblocked is returned, to hand to consensus. `authorities` are the accounts
+    /// whose EIP-7702 authorizations the block carries ([`authorities`]), with their nonces
+    /// after it: an applied authorization uses its signer's nonce without a transaction of
+    /// the signer's (before stop 27 the pool missed that, and the signer's later
+    /// transactions waited for a nonce that had been used).
+    pub fn on_block(
+        &mut self,
+        block: &StoredBlock,
+        authorities: &[(Address, u64)],
+    ) -> Vec<Transaction> {
         self.cleared = self.cleared.max(block.header.number);
         let mut next: HashMap<Address, u64> = HashMap::new();
         for (tx, sender) in block.txs.iter().zip(&block.senders) {
             let n = next.entry(*sender).or_default();
             *n = (*n).max(tx.nonce() + 1);
+        }
+        for (authority, nonce) in authorities {
+            let n = next.entry(*authority).or_default();
+            *n = (*n).max(*nonce);
         }
         let mut out = Vec::new();
         for (sender, n) in next {
@@ -469,7 +516,10 @@ impl Mempool {
         }
     }
 
-    /// Drops the transactions waiting longer than the lifetime; returns how many.
+    /// Drops the transactions held (behind a nonce gap, never handed) longer than the
+    /// lifetime; returns how many. Handed ones are in consensus's queue: they leave the pool
+    /// when a block orders them or execution drops them (before stop 27 they expired too,
+    /// and one ordered after that had no record here).
     pub fn expire(&mut self, now: Instant) -> usize {
         let life = Duration::from_secs(self.cfg.lifetime_secs);
         let old: Vec<(Address, u64)> = self
@@ -478,7 +528,7 @@ impl Mempool {
             .flat_map(|(a, q)| {
                 q.txs
                     .iter()
-                    .filter(|(_, e)| now.duration_since(e.added) > life)
+                    .filter(|(_, e)| e.handed.is_none() && now.duration_since(e.added) > life)
                     .map(|(n, _)| (*a, *n))
             })
             .collect();
@@ -622,36 +672,70 @@ mod tests {
         assert_eq!(p.rehand(later + Duration::from_secs(12), wait, |_| false).len(), 1);
     }
 
+    /// A waiting transaction (held behind a nonce gap) can be replaced with a fee bump; one
+    /// already handed to consensus cannot: consensus orders first in, first out, so the
+    /// replacement would come second and fail on its nonce.
     #[test]
-    fn replacement_needs_a_fee_bump_and_is_handed_again() {
+    fn only_a_transaction_not_yet_handed_can_be_replaced() {
         let key = PrivateKeySigner::random();
         let mut p = pool(4, 100);
-        let first = p.check(&signed(&key, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(first.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
-        let low = p.check(&signed(&key, 0, 2_100, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(p.add(low, 0, 0, U256::from(RICH)), Err(MempoolError::ReplacementUnderpriced));
-        let high = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
-        let hash = high.hash;
-        assert_eq!(p.add(high, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
-        assert!(p.contains(&hash) && !p.contains(&first.hash));
-        assert_eq!(p.len(), 1);
+        let add = |p: &mut Mempool, nonce, fee| {
+            let c = p.check(&signed(&key, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            let hash = c.hash;
+            (hash, p.add(c, 0, 0, U256::from(RICH)).map(|v| v.len()))
+        };
+        assert_eq!(add(&mut p, 0, 2_000).1, Ok(1));
+        assert_eq!(add(&mut p, 0, 4_000).1, Err(MempoolError::AlreadyOrdering { nonce: 0 }));
+        let (held, handed) = add(&mut p, 2, 2_000);
+        assert_eq!(handed, Ok(0), "nonce 2 waits for 1");
+        assert_eq!(add(&mut p, 2, 2_100).1, Err(MempoolError::ReplacementUnderpriced));
+        let (replacement, handed) = add(&mut p, 2, 2_200);
+        assert_eq!(handed, Ok(0));
+        assert!(p.contains(&replacement) && !p.contains(&held));
+        assert_eq!(p.len(), 2);
+        // Nonce 1 arrives: it and the replacement go to consensus.
+        assert_eq!(add(&mut p, 1, 2_000).1, Ok(2));
     }
 
+    /// Eviction takes the cheapest held transaction of another sender; a handed one is in
+    /// consensus's queue whatever the pool does, so it is never evicted.
     #[test]
-    fn a_full_pool_evicts_the_cheapest_or_refuses() {
+    fn a_full_pool_evicts_the_cheapest_held_transaction_or_refuses() {
         let mut p = pool(4, 2);
         let (a, b, c) =
             (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
-        for (k, fee) in [(&a, 2_000), (&b, 4_000)] {
-            let t = p.check(&signed(k, 0, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
-            p.add(t, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
-        }
+        // a's waits for nonce 0; b's cheaper one is handed.
+        let held = p.check(&signed(&a, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(held.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(0));
+        let handed = p.check(&signed(&b, 0, 1_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(handed.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
         let cheap = p.check(&signed(&c, 0, 1_500, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(cheap, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
         let rich = p.check(&signed(&c, 0, 8_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         p.add(rich, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.len(), 2);
-        assert_eq!(p.pending_nonce(&a.address(), 0), 0, "a's cheap transaction was evicted");
+        assert!(!p.contains(&held.hash), "a's held transaction was evicted");
+        assert!(p.contains(&handed.hash), "b's handed one stays");
+        // Now both are handed: nothing can be evicted.
+        let d = PrivateKeySigner::random();
+        let richer = p.check(&signed(&d, 0, 90_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(richer, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
+    }
+
+    /// Expiry drops what waits behind a gap, not what consensus holds.
+    #[test]
+    fn only_held_transactions_expire() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(16, 100);
+        for (nonce, handed) in [(0, 1), (2, 0)] {
+            let c = p.check(&signed(&key, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(handed));
+        }
+        let now = Instant::now();
+        assert_eq!(p.expire(now), 0);
+        assert_eq!(p.expire(now + Duration::from_secs(601)), 1);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.pending_nonce(&key.address(), 0), 1, "nonce 0, handed, stays");
     }
 
     /// A block that used `nonces` of `key`'s transactions, as the pipeline stores it.
@@ -685,7 +769,7 @@ mod tests {
             let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(p.add(c, 4, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
         }
-        assert!(p.on_block(&block_of(5, &key, 0..2)).is_empty());
+        assert!(p.on_block(&block_of(5, &key, 0..2), &[]).is_empty());
         assert!(p.is_empty());
         assert_eq!(p.cleared(), 5);
         let c = p.check(&signed(&key, 2, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
@@ -696,5 +780,47 @@ mod tests {
         assert!(p.is_empty(), "a stale add leaves nothing behind");
         // Read again at block 5: nonce 2 is next, and the transaction goes to consensus.
         assert_eq!(p.add(c, 5, 2, U256::from(RICH)).map(|h| h.len()), Ok(1));
+    }
+
+    /// An EIP-7702 authorization in another sender's transaction uses its signer's nonce:
+    /// the signer's transaction held for the nonce after it goes to consensus.
+    #[test]
+    fn an_authorization_that_uses_a_nonce_unblocks_its_signer() {
+        use alloy_consensus::TxEip7702;
+        use alloy_eips::eip7702::Authorization;
+        let (signer, relayer) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut p = pool(16, 100);
+        let c = p.check(&signed(&signer, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(0), "waits for 0");
+        let auth = Authorization { chain_id: U256::from(31337), address: Address::ZERO, nonce: 0 };
+        let sig = signer.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let tx = TxEip7702 {
+            chain_id: 31337,
+            nonce: 0,
+            gas_limit: 100_000,
+            max_fee_per_gas: 2_000,
+            max_priority_fee_per_gas: 1,
+            to: signer.address(),
+            authorization_list: vec![auth.into_signed(sig)],
+            ..Default::default()
+        };
+        let sig = relayer.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let env = TxEnvelope::Eip7702(tx.into_signed(sig));
+        let ordering = crate::chain::OrderingData {
+            round: 1,
+            first: 1,
+            height: 1,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        };
+        let block = crate::chain::tests::stored(1, &relayer, vec![env], Vec::new(), ordering);
+        assert_eq!(authorities(&block), vec![signer.address()]);
+        // Without the signer's nonce the held transaction stays held.
+        assert!(p.on_block(&block, &[]).is_empty());
+        let handed = p.on_block(&block, &[(signer.address(), 1)]);
+        assert_eq!(handed.len(), 1);
+        assert_eq!(handed[0].sender, signer.address().into_array());
     }
 }

@@ -115,6 +115,25 @@ fn chain_tag(
     *h.finalize().as_bytes()
 }
 
+/// The signers of `block`'s EIP-7702 authorizations with their nonces after it, for the
+/// mempool ([`Mempool::on_block`]). Read without the pool's lock; a state no longer kept
+/// leaves the signer out (its waiting transactions then wait as before).
+fn authority_nonces(
+    state: &Arc<State>,
+    block: &crate::chain::StoredBlock,
+) -> Vec<(alloy_primitives::Address, u64)> {
+    use farol_execution::StateView as _;
+    let authorities = crate::mempool::authorities(block);
+    if authorities.is_empty() {
+        return Vec::new();
+    }
+    let Ok(view) = state.view(block.number()) else { return Vec::new() };
+    authorities
+        .into_iter()
+        .filter_map(|a| Some((a, view.account(a).ok()?.map_or(0, |acct| acct.nonce))))
+        .collect()
+}
+
 impl Node {
     /// Opens the data directory (creating the genesis on first start), recovers consensus
     /// from its log, and starts every part. Must run inside a tokio runtime.
@@ -312,7 +331,8 @@ impl Node {
                         b = blocks.recv() => match b {
                             Ok(b) => {
                                 cleared = cleared.max(b.number());
-                                mempool.lock().on_block(&b)
+                                let auths = authority_nonces(&state, &b);
+                                mempool.lock().on_block(&b, &auths)
                             }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                                 // Catch up from the chain itself, every block missed.
@@ -320,7 +340,8 @@ impl Node {
                                 let mut out = Vec::new();
                                 for n in cleared + 1..=head {
                                     if let Some(b) = state.chain.block(n) {
-                                        out.extend(mempool.lock().on_block(&b));
+                                        let auths = authority_nonces(&state, &b);
+                                        out.extend(mempool.lock().on_block(&b, &auths));
                                     }
                                 }
                                 cleared = cleared.max(head);
