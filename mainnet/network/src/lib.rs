@@ -11,8 +11,11 @@
 //!   with exponential backoff (50 ms doubling to 2 s) and resends the frame it was writing.
 //!   [`Network::send`] never blocks: a frame for a peer whose queue is full is dropped and
 //!   counted (consensus repairs losses by itself); [`Network::send_wait`] waits for room.
-//! - **Inbound.** Frames go to one bounded channel. When the application does not keep up,
-//!   readers wait, QUIC flow control stops the senders, and memory stays bounded. A peer
+//! - **Inbound.** Frames go to one channel ([`Inbound`]), bounded in frames and, per peer, in
+//!   bytes: a reader takes a frame's length from its peer's byte budget before it reads the
+//!   frame, and the budget comes back when the application takes the frame. When the
+//!   application does not keep up, readers wait, QUIC flow control stops the senders, and
+//!   memory stays bounded; a peer that sends large frames fills only its own budget. A peer
 //!   holds one incoming connection: a newer one closes the one before.
 
 use std::collections::HashMap;
@@ -24,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
 pub mod identity;
@@ -78,10 +81,14 @@ pub struct NetworkConfig {
     pub queue_bytes: usize,
     /// Frames queued for the application before readers wait.
     pub inbound: usize,
+    /// Bytes of one peer's frames read and not yet taken by the application before its
+    /// readers wait (raised to `max_frame` if below it).
+    pub inbound_bytes: usize,
 }
 
 impl NetworkConfig {
-    /// Defaults: 16 MiB frames; per peer, 4,096 frames and 64 MiB queued; 16,384 inbound.
+    /// Defaults: 16 MiB frames; per peer, 4,096 frames and 64 MiB queued to send and 64 MiB
+    /// received and not yet taken; 16,384 frames inbound in all.
     pub fn new(me: u16, identity: Identity, listen: SocketAddr, peers: Vec<Peer>) -> NetworkConfig {
         NetworkConfig {
             me,
@@ -92,6 +99,7 @@ impl NetworkConfig {
             queue: 4096,
             queue_bytes: 64 << 20,
             inbound: 16_384,
+            inbound_bytes: 64 << 20,
         }
     }
 }
@@ -124,6 +132,36 @@ pub struct Network {
     queue_bytes: usize,
     stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Frames received, with the sender's position, in the order they were read.
+#[derive(Debug)]
+pub struct Inbound {
+    rx: mpsc::Receiver<(u16, Bytes)>,
+    /// Each peer's byte budget (see the module documentation).
+    budgets: Arc<Vec<Arc<Semaphore>>>,
+}
+
+impl Inbound {
+    /// The next frame; `None` once the network is gone.
+    pub async fn recv(&mut self) -> Option<(u16, Bytes)> {
+        let frame = self.rx.recv().await?;
+        self.release(&frame);
+        Some(frame)
+    }
+
+    /// The next frame if one is there.
+    pub fn try_recv(&mut self) -> Result<(u16, Bytes), mpsc::error::TryRecvError> {
+        let frame = self.rx.try_recv()?;
+        self.release(&frame);
+        Ok(frame)
+    }
+
+    fn release(&self, (from, bytes): &(u16, Bytes)) {
+        if let Some(b) = self.budgets.get(usize::from(*from)) {
+            b.add_permits(bytes.len());
+        }
+    }
 }
 
 /// One peer's queue: the channel to its task and the bytes waiting in it.
@@ -196,9 +234,7 @@ fn bind(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn:
 impl Network {
     /// Binds the socket and starts connecting to every peer. Frames received arrive on the
     /// returned channel with the sender's position.
-    pub fn start(
-        cfg: NetworkConfig,
-    ) -> Result<(Network, mpsc::Receiver<(u16, Bytes)>), NetworkError> {
+    pub fn start(cfg: NetworkConfig) -> Result<(Network, Inbound), NetworkError> {
         let me = usize::from(cfg.me);
         let mine = cfg
             .peers
@@ -223,14 +259,18 @@ impl Network {
             .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
         let stats = Arc::new(Stats::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.inbound.max(1));
+        // A frame takes its whole length at once, so a budget holds the largest frame.
+        let max_frame = cfg.max_frame.min(u32::MAX as usize);
+        let budget = cfg.inbound_bytes.max(max_frame).min(Semaphore::MAX_PERMITS);
+        let budgets: Arc<Vec<Arc<Semaphore>>> =
+            Arc::new(cfg.peers.iter().map(|_| Arc::new(Semaphore::new(budget))).collect());
+        let inbound = Inbound { rx: in_rx, budgets: budgets.clone() };
         let mut tasks = Vec::new();
         let keys: Arc<Vec<PeerKey>> = Arc::new(cfg.peers.iter().map(|p| p.key.clone()).collect());
         tasks.push(tokio::spawn(accept_loop(
             endpoint.clone(),
             keys,
-            in_tx,
-            cfg.max_frame,
-            stats.clone(),
+            Readers { inbound: in_tx, budgets, max_frame, stats: stats.clone() },
         )));
         let mut outbound = Vec::with_capacity(cfg.peers.len());
         for (i, peer) in cfg.peers.iter().enumerate() {
@@ -250,7 +290,7 @@ impl Network {
             tasks.push(tokio::spawn(task));
         }
         let queue_bytes = cfg.queue_bytes;
-        Ok((Network { me: cfg.me, endpoint, outbound, queue_bytes, stats, tasks }, in_rx))
+        Ok((Network { me: cfg.me, endpoint, outbound, queue_bytes, stats, tasks }, inbound))
     }
 
     /// The address the socket is bound to.
@@ -317,20 +357,23 @@ impl Drop for Network {
     }
 }
 
-async fn accept_loop(
-    endpoint: quinn::Endpoint,
-    keys: Arc<Vec<PeerKey>>,
+/// What the readers of incoming streams share.
+#[derive(Clone)]
+struct Readers {
     inbound: mpsc::Sender<(u16, Bytes)>,
+    budgets: Arc<Vec<Arc<Semaphore>>>,
     max_frame: usize,
     stats: Arc<Stats>,
-) {
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, keys: Arc<Vec<PeerKey>>, readers: Readers) {
     // Each peer's newest connection: a newer one closes the one before, so a peer holds at
     // most one (with its 4 streams and their frame buffers) however often it connects.
     let current: Arc<std::sync::Mutex<HashMap<u16, quinn::Connection>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
         let keys = keys.clone();
-        let inbound = inbound.clone();
-        let stats = stats.clone();
+        let readers = readers.clone();
+        let stats = readers.stats.clone();
         let current = current.clone();
         tokio::spawn(async move {
             let conn = match incoming.await {
@@ -354,14 +397,14 @@ async fn accept_loop(
                 stats.replaced.fetch_add(1, Ordering::Relaxed);
                 old.close(CLOSE_REPLACED.into(), b"replaced by a newer connection");
             }
+            let Some(budget) = readers.budgets.get(usize::from(from)).cloned() else { return };
             while let Ok(recv) = conn.accept_uni().await {
                 tokio::spawn(read_frames(
                     recv,
                     conn.clone(),
                     from,
-                    inbound.clone(),
-                    max_frame,
-                    stats.clone(),
+                    budget.clone(),
+                    readers.clone(),
                 ));
             }
             // Forget it, unless a newer one took its place already.
@@ -387,10 +430,10 @@ async fn read_frames(
     mut recv: quinn::RecvStream,
     conn: quinn::Connection,
     from: u16,
-    inbound: mpsc::Sender<(u16, Bytes)>,
-    max_frame: usize,
-    stats: Arc<Stats>,
+    budget: Arc<Semaphore>,
+    readers: Readers,
 ) {
+    let Readers { inbound, max_frame, stats, .. } = readers;
     loop {
         let mut len = [0u8; 4];
         if recv.read_exact(&mut len).await.is_err() {
@@ -403,13 +446,20 @@ async fn read_frames(
             conn.close(CLOSE_BAD_FRAME.into(), b"frame too large");
             return;
         }
+        // The peer's budget pays for the frame before it is read; `Inbound` gives it back
+        // when the application takes the frame.
+        let Ok(permit) = budget.acquire_many(len as u32).await else { return };
+        permit.forget();
         // The frame is gathered from the stream's chunks as quinn received them, written
         // once into memory that nothing zeroes first.
         let mut buf = Vec::with_capacity(len);
         while buf.len() < len {
             match recv.read_chunk(len - buf.len(), true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-                Ok(None) | Err(_) => return,
+                Ok(None) | Err(_) => {
+                    budget.add_permits(len);
+                    return;
+                }
             }
         }
         stats.frames_in.fetch_add(1, Ordering::Relaxed);

@@ -5,8 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use farol_network::{Identity, Network, NetworkConfig, Peer};
-use tokio::sync::mpsc;
+use farol_network::{Identity, Inbound, Network, NetworkConfig, Peer};
 use tokio::time::timeout;
 
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -28,12 +27,12 @@ fn setup(n: usize) -> (Vec<Identity>, Vec<Peer>) {
     (ids, peers)
 }
 
-fn start(me: usize, ids: &[Identity], peers: &[Peer]) -> (Network, mpsc::Receiver<(u16, Bytes)>) {
+fn start(me: usize, ids: &[Identity], peers: &[Peer]) -> (Network, Inbound) {
     let cfg = NetworkConfig::new(me as u16, ids[me].clone(), peers[me].addr, peers.to_vec());
     Network::start(cfg).unwrap_or_else(|e| panic!("start {me}: {e}"))
 }
 
-async fn recv(rx: &mut mpsc::Receiver<(u16, Bytes)>) -> (u16, Bytes) {
+async fn recv(rx: &mut Inbound) -> (u16, Bytes) {
     match timeout(Duration::from_secs(10), rx.recv()).await {
         Ok(Some(m)) => m,
         other => panic!("no frame: {other:?}"),
@@ -216,4 +215,46 @@ async fn a_peer_connecting_again_replaces_its_connection() {
     }
     assert!(b.stats().replaced.load(Ordering::Relaxed) >= 1, "the first connection stayed");
     drop((a, again));
+}
+
+/// Frames read and not yet taken are bounded in bytes per peer: while the application takes
+/// nothing, a peer sending large frames gets at most its budget read, and another peer's
+/// frames still get through; once the application takes frames, the rest arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_not_taken_are_bounded_in_bytes_per_peer() {
+    let (ids, peers) = setup(3);
+    let (a, _ra) = start(0, &ids, &peers);
+    let mut cfg = NetworkConfig::new(1, ids[1].clone(), peers[1].addr, peers.clone());
+    cfg.max_frame = 256 << 10;
+    cfg.inbound_bytes = 1 << 20;
+    let (b, mut rb) = Network::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let (c, _rc) = start(2, &ids, &peers);
+    // 20 frames of 256 KiB (5 MiB) from A; B's budget for A is 1 MiB.
+    for i in 0..20u8 {
+        assert!(a.send(1, Bytes::from(vec![i; 256 << 10])));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = b.stats().frames_in.load(Ordering::Relaxed);
+    assert!((1..=4).contains(&read), "{read} frames of 256 KiB read within a 1 MiB budget");
+    // C's budget is its own.
+    assert!(c.send(1, Bytes::from_static(b"from c")));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.stats().frames_in.load(Ordering::Relaxed) <= read {
+        assert!(tokio::time::Instant::now() < deadline, "C's frame was held up by A's");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Taking frames gives the budget back: all of A's arrive, in order, and C's.
+    let mut next = 0u8;
+    let mut from_c = false;
+    while next < 20 || !from_c {
+        let (from, frame) = recv(&mut rb).await;
+        match from {
+            0 => {
+                assert_eq!((frame.len(), frame[0]), (256 << 10, next));
+                next += 1;
+            }
+            2 => from_c = true,
+            other => panic!("frame from {other}"),
+        }
+    }
 }

@@ -124,7 +124,7 @@ impl Validator {
         engine: Box<dyn Consensus>,
         replayed: Vec<Action>,
         network: Arc<Network>,
-        inbound: mpsc::Receiver<(u16, Bytes)>,
+        inbound: farol_network::Inbound,
         wal: Wal,
         commits: mpsc::Sender<Committed>,
         node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
@@ -198,7 +198,7 @@ pub struct Parts {
     /// The validator network.
     pub network: Arc<Network>,
     /// Frames from it.
-    pub inbound: mpsc::Receiver<(u16, Bytes)>,
+    pub inbound: farol_network::Inbound,
     /// The engine's log.
     pub wal: Wal,
     /// Where commits go.
@@ -279,7 +279,7 @@ async fn run(
     mut engine: Box<dyn Consensus>,
     mut replayed: Vec<Action>,
     route: Route,
-    mut inbound: mpsc::Receiver<(u16, Bytes)>,
+    mut inbound: farol_network::Inbound,
     mut submitted: mpsc::Receiver<Vec<Transaction>>,
     mut stopped: oneshot::Receiver<()>,
     wal: Wal,
