@@ -540,7 +540,12 @@ impl Chain {
                     index.push(Arc::new(b), at, r.len());
                 }
                 Some(&RECORD_CERTIFICATE) => {
-                    index.certificate = Some(Certificate::decode(&r[1..]).map_err(corrupt)?);
+                    // Two writers (the sync thread, the finality task) can append an older
+                    // certificate after a newer one: the highest stands.
+                    let c = Certificate::decode(&r[1..]).map_err(corrupt)?;
+                    if index.certificate.as_ref().is_none_or(|held| held.number < c.number) {
+                        index.certificate = Some(c);
+                    }
                 }
                 _ => return Err(corrupt("unknown record kind".into())),
             }

@@ -5,6 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// The largest answer read (a peer cannot make this client allocate more).
@@ -36,6 +38,7 @@ impl RpcClient {
                 .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
             s.set_nodelay(true).ok();
             s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+            s.set_write_timeout(Some(Duration::from_secs(30))).ok();
             self.conn = Some(BufReader::new(s));
         }
         self.conn.as_mut().ok_or_else(|| "no connection".to_string())
@@ -43,16 +46,27 @@ impl RpcClient {
 
     /// POSTs `body` and returns the parsed answer.
     pub fn post(&mut self, body: &str) -> Result<Value, String> {
+        let raw = self.post_raw(body)?;
+        serde_json::from_slice(&raw).map_err(|e| format!("the answer is not JSON: {e}"))
+    }
+
+    /// POSTs `body` and returns the answer's bytes. A connection that failed is dropped, so
+    /// that a late answer to this request is never read as the answer to the next.
+    fn post_raw(&mut self, body: &str) -> Result<Vec<u8>, String> {
         let r = self.post_once(body);
         if r.is_err() {
             // A kept-alive connection the server closed: one retry on a fresh one.
             self.conn = None;
-            return self.post_once(body);
+            let r = self.post_once(body);
+            if r.is_err() {
+                self.conn = None;
+            }
+            return r;
         }
         r
     }
 
-    fn post_once(&mut self, body: &str) -> Result<Value, String> {
+    fn post_once(&mut self, body: &str) -> Result<Vec<u8>, String> {
         let addr = self.addr;
         let conn = self.connect()?;
         let req = format!(
@@ -99,21 +113,147 @@ impl RpcClient {
             }
         }
         if !status.contains(" 200 ") {
-            return Err(format!("{}: {}", status.trim(), String::from_utf8_lossy(&buf)));
+            let shown = &buf[..buf.len().min(1024)];
+            return Err(format!("{}: {}", status.trim(), String::from_utf8_lossy(shown)));
         }
-        serde_json::from_slice(&buf).map_err(|e| format!("the answer is not JSON: {e}"))
+        Ok(buf)
     }
 
     /// Calls `method` and returns its result (an error answer is an error).
     pub fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        Ok(self.call_as::<Value>(method, params)?.unwrap_or(Value::Null))
+    }
+
+    /// Calls `method` and reads its result straight into `T` (`None`: `null`). Reading into
+    /// a type rather than a JSON tree keeps what a peer's answer costs in memory near its
+    /// size: a tree of small values takes many times the bytes of its text. An answer to
+    /// another request (its `id`) is an error, and the connection is dropped.
+    pub fn call_as<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Option<T>, String> {
         let id = self.next_id;
         self.next_id += 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
-        let v = self.post(&body.to_string())?;
-        if let Some(e) = v.get("error") {
-            return Err(format!("{method}: {e}"));
+        let raw = self.post_raw(&body.to_string())?;
+        let answer: Answer<T> = serde_json::from_slice(&raw).map_err(|e| {
+            self.conn = None;
+            format!("{method}: the answer does not read: {e}")
+        })?;
+        if answer.id != Some(id) {
+            self.conn = None;
+            return Err(format!("{method}: an answer to request {:?}, not {id}", answer.id));
         }
-        v.get("result").cloned().ok_or_else(|| "no result".to_string())
+        if let Some(e) = answer.error {
+            let mut shown = json!({ "code": e.code, "message": e.message });
+            if let Some(Data::Text(d)) = e.data {
+                shown["data"] = Value::String(d);
+            }
+            return Err(format!("{method}: {shown}"));
+        }
+        Ok(answer.result)
+    }
+}
+
+/// A JSON-RPC answer whose result reads as `T`.
+#[derive(Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct Answer<T> {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    result: Option<T>,
+    #[serde(default)]
+    error: Option<AnswerError>,
+}
+
+#[derive(Deserialize)]
+struct AnswerError {
+    code: i64,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+/// An error's `data`: kept when it is text (revert data), skipped without building it
+/// otherwise.
+enum Data {
+    Text(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Data;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Data, E> {
+                Ok(Data::Text(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Data, E> {
+                Ok(Data::Text(v))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Data, E> {
+                Ok(Data::Other)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Data, A::Error> {
+                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Data::Other)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Data, A::Error> {
+                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Data::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON array of at most `MAX` items, refused as soon as it holds more (before reading
+/// the rest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capped<T, const MAX: usize>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Capped<T, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items<T, const MAX: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const MAX: usize> serde::de::Visitor<'de> for Items<T, MAX> {
+            type Value = Capped<T, MAX>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of at most {MAX} items")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if out.len() == MAX {
+                        return Err(serde::de::Error::custom(format!("more than {MAX} items")));
+                    }
+                    out.push(item);
+                }
+                Ok(Capped(out))
+            }
+        }
+        d.deserialize_seq(Items::<T, MAX>(std::marker::PhantomData))
     }
 }
 
@@ -232,6 +372,46 @@ mod tests {
         let good = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}".to_vec();
         let v = RpcClient::new(serve(good)).post("{}").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v["a"], 1);
+    }
+
+    fn http(body: &str) -> Vec<u8> {
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    }
+
+    /// Answers are read into their types: an answer to another request, an array longer than
+    /// its cap and an error with bulky data are refused or skipped without building them.
+    #[test]
+    fn typed_answers_check_the_id_and_the_size() {
+        use super::Capped;
+        use alloy_primitives::Bytes;
+        use serde_json::json;
+        type Two = Capped<Bytes, 2>;
+        let ok = http(r#"{"jsonrpc":"2.0","id":1,"result":["0x01","0x0203"]}"#);
+        let got = RpcClient::new(serve(ok)).call_as::<Two>("m", json!([]));
+        let want = Capped(vec![Bytes::from(vec![1]), Bytes::from(vec![2, 3])]);
+        assert_eq!(got, Ok(Some(want)));
+        let null = http(r#"{"jsonrpc":"2.0","id":1,"result":null}"#);
+        assert_eq!(RpcClient::new(serve(null)).call_as::<Two>("m", json!([])), Ok(None));
+        // An answer to request 7, read where request 1's was expected.
+        let late = http(r#"{"jsonrpc":"2.0","id":7,"result":["0x01"]}"#);
+        let e = RpcClient::new(serve(late)).call_as::<Two>("m", json!([])).expect_err("late");
+        assert!(e.contains("request Some(7)"), "{e}");
+        let long = http(r#"{"jsonrpc":"2.0","id":1,"result":["0x","0x","0x"]}"#);
+        let e = RpcClient::new(serve(long)).call_as::<Two>("m", json!([])).expect_err("3 of 2");
+        assert!(e.contains("more than 2 items"), "{e}");
+        let mut bulky =
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"reverted","data":["#
+                .to_string();
+        bulky.push_str(&"[0,{\"a\":[1]}],".repeat(10_000));
+        bulky.push_str("0]}}");
+        let e =
+            RpcClient::new(serve(http(&bulky))).call_as::<Two>("m", json!([])).expect_err("error");
+        assert_eq!(e, r#"m: {"code":3,"message":"reverted"}"#);
+        let text = http(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"reverted","data":"0x08c3"}}"#,
+        );
+        let e = RpcClient::new(serve(text)).call_as::<Two>("m", json!([])).expect_err("error");
+        assert!(e.contains(r#""data":"0x08c3""#), "{e}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use farol_execution::{check_transaction, ChainSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::chain::StoredBlock;
+use crate::wal::Wal;
 
 /// Limits of the mempool.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +30,11 @@ pub struct MempoolConfig {
     pub price_bump_percent: u64,
     /// Largest encoded transaction accepted, in bytes.
     pub max_tx_bytes: usize,
-    /// A transaction not included after this many seconds is dropped.
+    /// A transaction held behind a nonce gap for this many seconds is dropped.
     pub lifetime_secs: u64,
+    /// Keep the transactions accepted in `mempool.journal` under the data directory, so that
+    /// a restarted node takes back what waited (checked again, as if sent anew).
+    pub journal: bool,
 }
 
 impl Default for MempoolConfig {
@@ -41,6 +45,7 @@ impl Default for MempoolConfig {
             price_bump_percent: 10,
             max_tx_bytes: 128 * 1024,
             lifetime_secs: 600,
+            journal: true,
         }
     }
 }
@@ -191,7 +196,15 @@ pub struct Mempool {
     by_hash: HashMap<B256, (Address, u64)>,
     /// The newest block [`Mempool::on_block`] cleared.
     cleared: u64,
+    /// Where accepted transactions are appended, so that a restarted node takes them back
+    /// ([`Mempool::set_journal`]).
+    journal: Option<Wal>,
+    /// Bytes of the waiting transactions' encodings.
+    bytes: usize,
 }
+
+/// A journal at least this large is rewritten when it holds twice what waits.
+const JOURNAL_MIN_REWRITE: u64 = 4 << 20;
 
 impl std::fmt::Debug for Mempool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,6 +272,48 @@ impl Mempool {
             senders: HashMap::new(),
             by_hash: HashMap::new(),
             cleared: 0,
+            journal: None,
+            bytes: 0,
+        }
+    }
+
+    /// From now on, appends every transaction accepted to `journal` (an empty log: what the
+    /// old one held is added again through the usual checks, see `Rpc::readmit`). Appends are
+    /// not synced: a killed process loses nothing the kernel has, a lost machine the last
+    /// appends. The journal is rewritten with what waits when it grows to twice that
+    /// ([`Mempool::compact_journal`]).
+    pub fn set_journal(&mut self, journal: Wal) {
+        self.journal = Some(journal);
+    }
+
+    fn journal_append(&mut self, payload: &[u8]) {
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.append(payload) {
+                tracing::warn!("mempool journal: {e}; not journaling from now on");
+                self.journal = None;
+            }
+        }
+    }
+
+    /// Rewrites the journal with the transactions waiting, in sender and nonce order, if it
+    /// holds more than twice their bytes (or `always`).
+    pub fn compact_journal(&mut self, always: bool) {
+        let Some(j) = &self.journal else { return };
+        let live = self.bytes as u64 + 8 * self.by_hash.len() as u64;
+        if !always && j.len() <= JOURNAL_MIN_REWRITE.max(2 * live) {
+            return;
+        }
+        let mut senders: Vec<&Address> = self.senders.keys().collect();
+        senders.sort();
+        let records: Vec<&[u8]> = senders
+            .into_iter()
+            .filter_map(|a| self.senders.get(a))
+            .flat_map(|q| q.txs.values().map(|e| &e.payload[..]))
+            .collect();
+        let result = self.journal.as_mut().map(|j| j.reset(&records));
+        if let Some(Err(e)) = result {
+            tracing::warn!("mempool journal: {e}; not journaling from now on");
+            self.journal = None;
         }
     }
 
@@ -381,9 +436,11 @@ impl Mempool {
         if let Some(old) = replacing {
             self.by_hash.remove(&old);
         }
+        self.journal_append(&c.payload);
+        self.bytes += c.payload.len();
         let q = self.senders.entry(c.sender).or_default();
         q.next = q.next.max(account_nonce);
-        q.txs.insert(
+        let replaced = q.txs.insert(
             nonce,
             Entry {
                 hash: c.hash,
@@ -394,6 +451,9 @@ impl Mempool {
                 added: Instant::now(),
             },
         );
+        if let Some(old) = replaced {
+            self.bytes = self.bytes.saturating_sub(old.payload.len());
+        }
         self.by_hash.insert(c.hash, (c.sender, nonce));
         Ok(self.promote(c.sender))
     }
@@ -426,6 +486,7 @@ impl Mempool {
         if let Some(q) = self.senders.get_mut(sender) {
             if let Some(e) = q.txs.remove(&nonce) {
                 self.by_hash.remove(&e.hash);
+                self.bytes = self.bytes.saturating_sub(e.payload.len());
             }
             if q.txs.is_empty() {
                 self.senders.remove(sender);

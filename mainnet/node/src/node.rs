@@ -115,6 +115,27 @@ fn chain_tag(
     *h.finalize().as_bytes()
 }
 
+/// The mempool's journal in the data directory.
+pub const MEMPOOL_JOURNAL: &str = "mempool.journal";
+
+/// Opens the mempool journal at `path` and returns it with the transactions it holds. They
+/// stay in it until a rewrite ([`Mempool::compact_journal`]) keeps only what waits, so a
+/// node stopped while it reads them back loses none. A damaged journal is set aside (renamed
+/// `.damaged`) rather than stopping the node: it only ever held what clients sent.
+fn open_journal(path: &std::path::Path) -> Result<(Wal, Vec<bytes::Bytes>), NodeError> {
+    let opened = match Wal::open(path) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("mempool journal: {e}; setting it aside");
+            let aside = path.with_extension("damaged");
+            std::fs::rename(path, &aside)
+                .map_err(|e| storage_err("setting the mempool journal aside", e))?;
+            Wal::open(path).map_err(|e| storage_err("opening the mempool journal", e))?
+        }
+    };
+    Ok(opened)
+}
+
 /// The signers of `block`'s EIP-7702 authorizations with their nonces after it, for the
 /// mempool ([`Mempool::on_block`]). Read without the pool's lock; a state no longer kept
 /// leaves the signer out (its waiting transactions then wait as before).
@@ -152,21 +173,29 @@ impl Node {
             .map_err(|e| storage_err("opening the state", e))?;
         let genesis = cfg.genesis.clone();
         let genesis_root = match store.latest_version() {
-            None => store
-                .apply(0, genesis.state().store_changes())
-                .map_err(|e| storage_err("writing the genesis state", e))?,
-            Some(_) => store.root(0).map_err(|e| {
-                storage_err(
-                    "reading the genesis state (is retain_versions below the chain length?)",
-                    e,
-                )
-            })?,
+            None => Some(
+                store
+                    .apply(0, genesis.state().store_changes())
+                    .map_err(|e| storage_err("writing the genesis state", e))?,
+            ),
+            // Once the chain is longer than `retain_versions`, the store no longer holds
+            // version 0: the genesis block in the block log says what its root was (before
+            // stop 27 such a node could not start again).
+            Some(_) => store.root(0).ok(),
         };
+        let log_exists = std::fs::metadata(dir.join("blocks.log")).is_ok_and(|m| m.len() > 0);
+        if genesis_root.is_none() && !log_exists {
+            return Err(storage_err(
+                "the block log",
+                "is missing, and the state no longer holds the genesis version to rebuild it from",
+            ));
+        }
         let g = genesis.clone();
-        let chain = Chain::open(&dir, move || g.block(genesis_root))
+        let chain = Chain::open(&dir, move || g.block(genesis_root.unwrap_or_default()))
             .map_err(|e| storage_err("opening the block log", e))?;
         let genesis_block =
             chain.block(0).ok_or_else(|| storage_err("the block log", "no genesis block"))?;
+        let genesis_root = genesis_root.unwrap_or(genesis_block.header.state_root);
         // The genesis a data directory was started with is kept beside it; another one is
         // refused (it would be another chain over the same data).
         let kept = dir.join("genesis.json");
@@ -308,12 +337,20 @@ impl Node {
         }
 
         // Mempool: stored blocks clear it; what they unblock goes to consensus.
-        let mempool = Arc::new(Mutex::new(Mempool::new(
+        let mut pool = Mempool::new(
             cfg.mempool.clone(),
             genesis.chain_spec(),
             genesis.base_fee,
             genesis.gas_limit,
-        )));
+        );
+        let journaled = if cfg.mempool.journal {
+            let (journal, records) = open_journal(&cfg.data_dir.join(MEMPOOL_JOURNAL))?;
+            pool.set_journal(journal);
+            records
+        } else {
+            Vec::new()
+        };
+        let mempool = Arc::new(Mutex::new(pool));
         {
             let submit = submit.clone();
             let mempool = mempool.clone();
@@ -357,7 +394,11 @@ impl Node {
                         }
                         _ = expire.tick() => {
                             let now = Instant::now();
-                            mempool.lock().expire(now);
+                            {
+                                let mut m = mempool.lock();
+                                m.expire(now);
+                                m.compact_journal(false);
+                            }
                             // Submissions never ordered (expired, evicted) stop being timed.
                             let life = Duration::from_secs(lifetime + 60);
                             state.submitted.lock().retain(|_, at| now.duration_since(*at) < life);
@@ -380,9 +421,16 @@ impl Node {
         }
 
         // JSON-RPC.
-        let rpc = Rpc::new(state.clone(), mempool, submit, cfg.rpc.clone());
-        let (http, ws, rpc_tasks) = rpc::serve(rpc, &cfg.rpc).await?;
+        let rpc = Arc::new(Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone()));
+        let (http, ws, rpc_tasks) = rpc::serve(rpc.clone(), &cfg.rpc).await?;
         tasks.extend(rpc_tasks);
+        // What the pool held before a restart comes back through the usual checks.
+        if !journaled.is_empty() {
+            tasks.push(tokio::spawn(async move {
+                let (taken, refused) = rpc.readmit(&journaled).await;
+                tracing::info!(taken, refused, "mempool journal read back");
+            }));
+        }
         tracing::info!(%role, head, http = ?http, ws = ?ws, "node started");
         Ok(Node { state, http, ws, validator, pipeline, tasks, work: Some(work_tx), stop_sync })
     }

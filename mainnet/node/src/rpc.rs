@@ -571,6 +571,19 @@ impl Rpc {
         })
     }
 
+    /// Adds transactions from the mempool's journal, each as `eth_sendRawTransaction` would;
+    /// returns how many were taken and refused (included meanwhile, nonce used, …).
+    pub async fn readmit(&self, raws: &[bytes::Bytes]) -> (usize, usize) {
+        let (mut taken, mut refused) = (0, 0);
+        for raw in raws {
+            match self.send_raw(raw).await {
+                Ok(_) => taken += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        (taken, refused)
+    }
+
     async fn send_raw(&self, raw: &[u8]) -> Result<B256, RpcError> {
         let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
         let hash = checked.hash;
@@ -1274,9 +1287,22 @@ fn rpc_header(b: &StoredBlock) -> Option<Value> {
     .ok()
 }
 
+/// The length of the block's RLP encoding, `[header, transactions, ommers, withdrawals]`
+/// (the last when the header commits to withdrawals), as `eth_getBlockBy*` reports it in
+/// `size` (before stop 27, the header and the transactions' bytes without the lists).
+fn block_size(b: &StoredBlock) -> usize {
+    use alloy_rlp::{length_of_length, Encodable};
+    let txs: usize = b.txs.iter().map(Encodable::length).sum();
+    let empty_list = 1;
+    let mut payload = b.header.length() + length_of_length(txs) + txs + empty_list;
+    if b.header.withdrawals_root.is_some() {
+        payload += empty_list;
+    }
+    length_of_length(payload) + payload
+}
+
 fn rpc_block(b: &StoredBlock, full: bool) -> Block {
-    let size = alloy_rlp::Encodable::length(&b.header)
-        + b.txs.iter().map(alloy_eips::eip2718::Encodable2718::encode_2718_len).sum::<usize>();
+    let size = block_size(b);
     Block {
         header: RpcHeader {
             hash: b.hash,
@@ -1352,10 +1378,9 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
 /// Binds the HTTP and WebSocket listeners and serves `rpc` on them: JSON-RPC by POST (and
 /// WebSocket upgrade) at `/` on both, `/metrics` on HTTP.
 pub async fn serve(
-    rpc: Rpc,
+    rpc: Arc<Rpc>,
     cfg: &RpcConfig,
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>, Vec<JoinHandle<()>>), NodeError> {
-    let rpc = Arc::new(rpc);
     let router = Router::new()
         .route("/", post(http_rpc).get(ws_upgrade))
         .route("/metrics", get(metrics))
@@ -1377,4 +1402,53 @@ pub async fn serve(
         }));
     }
     Ok((bound[0], bound[1], tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
+    use alloy_primitives::{Signature, U256};
+
+    /// `size` is the length of the block's RLP encoding as Ethereum defines it.
+    #[test]
+    fn block_size_is_the_length_of_the_block_encoding() {
+        let sig = Signature::new(U256::from(1), U256::from(2), false);
+        let mut txs = Vec::new();
+        for i in 0..300u64 {
+            let legacy = TxLegacy { nonce: i, gas_limit: 21_000, ..Default::default() };
+            let typed =
+                TxEip1559 { nonce: i, input: vec![7; i as usize].into(), ..Default::default() };
+            txs.push(TxEnvelope::Legacy(Signed::new_unchecked(legacy, sig, Default::default())));
+            txs.push(TxEnvelope::Eip1559(Signed::new_unchecked(typed, sig, Default::default())));
+        }
+        let key = alloy_signer_local::PrivateKeySigner::random();
+        let ordering = crate::chain::OrderingData {
+            round: 1,
+            first: 1,
+            height: 1,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        };
+        for n in [0, 1, 600] {
+            let mut b = crate::chain::tests::stored(
+                1,
+                &key,
+                txs[..n].to_vec(),
+                Vec::new(),
+                ordering.clone(),
+            );
+            for withdrawals in [None, Some(alloy_primitives::B256::ZERO)] {
+                b.header.withdrawals_root = withdrawals;
+                let body = BlockBody {
+                    transactions: b.txs.clone(),
+                    ommers: Vec::new(),
+                    withdrawals: withdrawals.map(|_| Default::default()),
+                };
+                let block = alloy_consensus::Block { header: b.header.clone(), body };
+                assert_eq!(super::block_size(&b), alloy_rlp::encode(&block).len(), "{n} txs");
+            }
+        }
+    }
 }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::chain::{Certificate, SyncBlock};
-use crate::client::{quantity, RpcClient};
+use crate::client::{Capped, RpcClient};
 use crate::finality::vote_message;
 use crate::pipeline::{Import, State, Work};
 
@@ -107,11 +107,17 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Ok(Progress::Synced(n)) => {
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
-                rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+                if !rejoin_if_stalled(&state, &cfg, &mut clients[i], peer) {
+                    turn += 1;
+                }
             }
             Ok(Progress::UpToDate) => {
                 failures = 0;
+                // The next poll asks the next peer: one that is behind, halted or lying
+                // about having nothing newer cannot hold this node back (before stop 27 it
+                // was asked again for as long as it answered).
                 rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+                turn += 1;
             }
             Err(e) => {
                 failures += 1;
@@ -132,14 +138,12 @@ enum Progress {
     Pipeline,
 }
 
-/// Parses a certificate as `farol_getCertificate` answers it.
-pub fn certificate_from_json(v: &Value) -> Result<Certificate, String> {
-    let number = quantity(v.get("number").ok_or("no number")?)?;
-    let hash: B256 = serde_json::from_value(v.get("hash").cloned().ok_or("no hash")?)
-        .map_err(|e| format!("hash: {e}"))?;
-    let quorum: Bytes = serde_json::from_value(v.get("quorum").cloned().ok_or("no quorum")?)
-        .map_err(|e| format!("quorum: {e}"))?;
-    Ok(Certificate { number, hash, quorum: quorum.to_vec() })
+/// A certificate as `farol_getCertificate` answers it, read straight from the answer.
+#[derive(serde::Deserialize)]
+struct CertificateJson {
+    number: alloy_primitives::U64,
+    hash: B256,
+    quorum: Bytes,
 }
 
 /// A certificate as `farol_getCertificate` answers it.
@@ -171,18 +175,17 @@ fn get_blocks(
     count: u64,
     full: bool,
 ) -> Result<Vec<SyncBlock>, String> {
-    let v = client
-        .call("farol_getBlocks", json!([format!("{from:#x}"), format!("{count:#x}"), full]))?;
-    let list = v.as_array().ok_or("farol_getBlocks: not an array")?;
+    let params = json!([format!("{from:#x}"), format!("{count:#x}"), full]);
+    let Capped(list) = client
+        .call_as::<Capped<Bytes, { HEADER_BATCH as usize }>>("farol_getBlocks", params)?
+        .ok_or("farol_getBlocks: no result")?;
     if list.len() as u64 > count {
         return Err(format!("farol_getBlocks: {} blocks, asked for {count}", list.len()));
     }
     let mut out = Vec::with_capacity(list.len());
-    for (i, item) in list.iter().enumerate() {
+    for (i, raw) in list.iter().enumerate() {
         let number = from + i as u64;
-        let raw: Bytes = serde_json::from_value(item.clone())
-            .map_err(|e| format!("block {number}: not hex: {e}"))?;
-        let b = SyncBlock::decode(&raw).map_err(|e| format!("block {number}: {e}"))?;
+        let b = SyncBlock::decode(raw).map_err(|e| format!("block {number}: {e}"))?;
         if b.header.number != number {
             return Err(format!("block {number}: the peer sent block {}", b.header.number));
         }
@@ -226,11 +229,11 @@ fn sync_once(
     client: &mut RpcClient,
     stop: &AtomicBool,
 ) -> Result<Progress, String> {
-    let v = client.call("farol_getCertificate", json!([]))?;
-    if v.is_null() {
+    let Some(cert) = client.call_as::<CertificateJson>("farol_getCertificate", json!([]))? else {
         return Ok(Progress::UpToDate);
-    }
-    let cert = certificate_from_json(&v)?;
+    };
+    let cert =
+        Certificate { number: cert.number.to(), hash: cert.hash, quorum: cert.quorum.to_vec() };
     let head = state.chain.head();
     if cert.number <= head.number() {
         return Ok(Progress::UpToDate);
@@ -331,13 +334,20 @@ fn sync_once(
 /// A validator whose consensus made no commit for the stall time while the block-final
 /// chain holds a checkpoint above its height rejoins from `peer`'s snapshot, if the
 /// snapshot's digest is the checkpoint a block-final block of ours carries at its height.
-fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, peer: SocketAddr) {
-    let (Some(to), Some(stall)) = (&cfg.rejoin, cfg.when_stalled) else { return };
+/// Rejoins consensus from `peer`'s snapshot if this validator's consensus stalled behind its
+/// chain. False if it tried and the peer had no usable snapshot (the next try asks another).
+fn rejoin_if_stalled(
+    state: &State,
+    cfg: &SyncConfig,
+    client: &mut RpcClient,
+    peer: SocketAddr,
+) -> bool {
+    let (Some(to), Some(stall)) = (&cfg.rejoin, cfg.when_stalled) else { return true };
     let st = &state.validator;
     let now = crate::validator::unix_ms();
     let last = st.last_commit_ms.load(Ordering::Relaxed).max(st.started_ms.load(Ordering::Relaxed));
     if now.saturating_sub(last) < stall.as_millis() as u64 {
-        return;
+        return true;
     }
     let height = st.height.load(Ordering::Relaxed);
     // The newest checkpoint in our chain (a commit of at most every block carries one).
@@ -347,7 +357,7 @@ fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, pe
         .filter_map(|n| state.chain.block(n))
         .find(|b| b.ordering.checkpoint.is_some());
     if newest.is_none_or(|b| b.ordering.height <= height) {
-        return;
+        return true;
     }
     match fetch_snapshot(state, client, height)
         .and_then(|s| s.map(|s| checked_blocks(s, cfg)).transpose())
@@ -357,11 +367,13 @@ fn rejoin_if_stalled(state: &State, cfg: &SyncConfig, client: &mut RpcClient, pe
             if to.try_send(s).is_ok() {
                 tracing::warn!(%peer, from = height, to = h, "consensus fell behind its peers' history: rejoining from a snapshot");
             }
+            true
         }
-        Ok(None) => {}
+        Ok(None) => false,
         Err(e) => {
             state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, error = %e, "cannot rejoin from this peer's snapshot");
+            false
         }
     }
 }
@@ -380,11 +392,9 @@ fn fetch_snapshot(
     client: &mut RpcClient,
     height: u64,
 ) -> Result<Option<Arc<Snapshot>>, String> {
-    let v = client.call("farol_getSnapshot", json!([]))?;
-    if v.is_null() {
+    let Some(raw) = client.call_as::<Bytes>("farol_getSnapshot", json!([]))? else {
         return Ok(None);
-    }
-    let raw: Bytes = serde_json::from_value(v).map_err(|e| format!("snapshot: not hex: {e}"))?;
+    };
     let s = Snapshot::decode(&raw).map_err(|e| format!("snapshot: {e}"))?;
     let h = s.checkpoint.height;
     if h <= height {

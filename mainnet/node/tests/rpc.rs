@@ -263,6 +263,20 @@ async fn rpc_errors_proofs_restart_and_config() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let height = node.state.validator.height.load(std::sync::atomic::Ordering::Relaxed);
+    // A transaction held behind a nonce gap (the account's next nonce is 1): only the
+    // mempool has it, and its journal keeps it across the restart.
+    let k = key.clone();
+    let held = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&k, 3, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let st = c.call("farol_transactionStatus", json!([hash])).unwrap_or_default();
+        assert_eq!(st["status"], "pending", "{st}");
+        hash
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // Restart: the chain is still there, and consensus, rebuilt from the snapshot its log
@@ -278,10 +292,24 @@ async fn rpc_errors_proofs_restart_and_config() {
             c.call("eth_getTransactionCount", json!([addr, "latest"])).unwrap_or_default(),
             "0x1"
         );
+        // The held transaction is back in the pool (read back from the journal).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = c.call("farol_transactionStatus", json!([held])).unwrap_or_default();
+            if st["status"] == "pending" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the held transaction did not come back: {st}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let hash = c
             .call("eth_sendRawTransaction", json!([raw_transfer(&k, 1, 31337)]))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        // Filling the gap lets it through.
+        c.call("eth_sendRawTransaction", json!([raw_transfer(&k, 2, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait_receipt(&mut c, &held)["status"], "0x1");
         let s = c.call("farol_status", json!([])).unwrap_or_default();
         assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
         // This committee has no coin keys.
@@ -317,6 +345,28 @@ async fn rpc_errors_proofs_restart_and_config() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
     let after = records(&log);
     assert!(after >= before, "the log lost records: {after} < {before}");
+
+    // A chain longer than the state versions kept: the genesis version is gone from the
+    // store, and the node still starts (it takes the genesis root from the block log).
+    let mut brief = cfg.clone();
+    brief.pipeline.retain_versions = 1;
+    let node = Node::start(brief.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&k, 4, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let node =
+        Node::start(brief).await.unwrap_or_else(|e| panic!("restart past retain_versions: {e}"));
+    assert!(node.state.chain.head_number() > head);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // Configuration errors name the field.
     let text = toml::to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
