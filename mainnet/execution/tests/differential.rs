@@ -490,6 +490,47 @@ fn payments_to_a_fresh_account_match_sequential_under_amsterdam() {
     assert_eq!(out.txs[1].gas_used, out.txs[11].gas_used);
 }
 
+/// The beneficiary itself is created and self-destructed by a fee-paying transaction. Under
+/// Amsterdam (EIP-8246) revm keeps a self-destructed account that still holds a balance at
+/// the end of the transaction, and the transaction's own fee is that balance: a fee set aside
+/// and added after that point deleted the account in the parallel executor (found by a
+/// review, stop 27). Later transactions read and pay the beneficiary.
+#[test]
+fn a_beneficiary_destroyed_by_a_fee_paying_transaction_matches_sequential() {
+    use alloy_sol_types::SolCall;
+    use farol_execution::workload::ITestKit;
+    for spec in [farol_execution::SpecId::OSAKA, farol_execution::SpecId::AMSTERDAM] {
+        let mut world = small_world();
+        world.chain.spec = spec;
+        let kit = world.kits[0];
+        let salt = alloy_primitives::B256::repeat_byte(0x5c);
+        // Where `deploy(salt)` puts the child: the block's beneficiary.
+        let saved = world.nonces();
+        let probe = ITestKit::deployCall { salt }.abi_encode();
+        let probe =
+            world.call(world.users[0], kit, U256::ZERO, probe, 1_000_000, Flavor::DynamicFee, 1);
+        let scratch = world.block_env(Address::repeat_byte(0xcb));
+        let out = execute_sequential(&world.state, &world.chain, &scratch, &[probe])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.txs[0].is_success(), "{:?}", out.txs[0]);
+        let child = Address::from_slice(&out.txs[0].output[12..32]);
+        world.set_nonces(saved);
+        let destroy =
+            ITestKit::deployAndDestroyCall { salt, beneficiary: world.users[5] }.abi_encode();
+        let snap = ITestKit::snapCoinbaseCall {}.abi_encode();
+        let (a, b, c) = (world.users[0], world.users[1], world.users[2]);
+        let mut txs =
+            vec![world.call(a, kit, U256::ZERO, destroy, 1_000_000, Flavor::DynamicFee, 3)];
+        let to = world.users[9];
+        txs.extend(payments(&mut world, to, 4, U256::from(7)));
+        txs.push(world.call(b, kit, U256::ZERO, snap, 400_000, Flavor::DynamicFee, 2));
+        txs.push(world.transfer(c, child, U256::from(11)));
+        let env = world.block_env(child);
+        let out = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("{spec:?}: {e}"));
+        assert!(out.txs.iter().all(|t| t.is_success()), "{spec:?}: {:?}", out.txs);
+    }
+}
+
 /// A block in which every transaction reads the beneficiary's balance would make the lazy
 /// fee fold quadratic; the executor gives the parallel attempt up and runs it sequentially.
 #[test]

@@ -46,6 +46,20 @@ where
             self.fee.set(U256::ZERO);
             return Ok(());
         }
+        // A transaction that self-destructed the beneficiary (so it loaded it, and already
+        // waited for every earlier fee) pays it the way revm does, inside its own state:
+        // revm's end of transaction then looks at the balance (under Amsterdam, EIP-8246
+        // keeps a self-destructed account that still holds a balance). Kept aside, the fee
+        // would be added after that, and the account deleted instead (found by a review,
+        // stop 27).
+        let beneficiary = ctx.block().beneficiary();
+        let destroyed =
+            ctx.journal_ref().evm_state().get(&beneficiary).is_some_and(|a| a.is_selfdestructed());
+        if destroyed {
+            self.fee.set(U256::ZERO);
+            return revm::handler::post_execution::reward_beneficiary(ctx, exec_result.gas())
+                .map_err(From::from);
+        }
         let basefee = ctx.block().basefee() as u128;
         let effective_gas_price = ctx.tx().effective_gas_price(basefee);
         let spec: SpecId = ctx.cfg().spec().into();
