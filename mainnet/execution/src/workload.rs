@@ -807,6 +807,12 @@ impl World {
                         )
                     }
                 };
+            // Amsterdam's intrinsic and state gas (EIP-2780, EIP-8037) need more room.
+            let gas = if self.chain.spec.is_enabled_in(crate::SpecId::AMSTERDAM) {
+                gas.saturating_mul(2).saturating_add(50_000)
+            } else {
+                gas
+            };
             let tx = self.tx(from, to, value, data.into(), gas, flavor, tip);
             txs.push(tx);
         }

@@ -94,20 +94,33 @@ fn partitioned_agrees(
 
 #[test]
 fn random_blocks_parallel_equals_sequential() {
-    let blocks = if long() { 10_000 } else { 300 };
+    random_blocks(farol_execution::SpecId::OSAKA, if long() { 10_000 } else { 300 }, 0xfa201);
+}
+
+/// The same under Amsterdam (state gas, EIP-2780 payments, EIP-8246 self-destructs).
+#[test]
+fn random_blocks_parallel_equals_sequential_under_amsterdam() {
+    random_blocks(farol_execution::SpecId::AMSTERDAM, if long() { 2_000 } else { 150 }, 0xa3d);
+}
+
+fn random_blocks(spec: farol_execution::SpecId, blocks: usize, seed: u64) {
     let mut world = small_world();
-    let mut r = rng(0xfa201);
+    world.chain.spec = spec;
+    let mut r = rng(seed);
     let mut totals: BTreeMap<&str, usize> = BTreeMap::new();
     let mut re_executions = 0;
     let mut waits = 0;
     // (hints or round-robin, ran partitioned or gave up) -> blocks
     let mut partition_runs: BTreeMap<(bool, bool), usize> = BTreeMap::new();
+    // One executor per thread count for the whole run, so that the profiles each learns
+    // from a block shape its plans for the next ones (a wrong profile must cost time only).
+    let executors: Vec<ParallelExecutor> = [2, 3, 4, 8].into_iter().map(executor).collect();
     for b in 0..blocks {
         let n = r.random_range(1..=64);
         let (env, txs) = world.random_block(n, &mut r);
         let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
         let threads = [2, 3, 4, 8][b % 4];
-        let (par, stats) = match executor(threads).execute(&world.state, &world.chain, &env, &txs) {
+        let (par, stats) = match executors[b % 4].execute(&world.state, &world.chain, &env, &txs) {
             Ok((o, s)) => (Ok(o), Some(s)),
             Err(e) => (Err(e), None),
         };
@@ -247,10 +260,9 @@ fn invalid_transactions_fail_the_block_the_same_way() {
             ),
         };
         txs.insert(at, bad);
-        let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
-        let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
+        // Every executor and partitioning reports the same error (`agree`).
+        let seq = agree(&world, &env, &txs);
         assert!(seq.is_err(), "case {case}: the invalid transaction was accepted");
-        assert_eq!(par, seq, "case {case}");
         world.set_nonces(saved);
     }
 }
@@ -261,10 +273,8 @@ fn block_gas_limit_is_enforced_identically() {
     let txs = world.independent_transfers(40);
     let mut env = world.block_env(Address::ZERO);
     env.gas_limit = 21_000 * 25;
-    let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
+    let seq = agree(&world, &env, &txs);
     assert!(matches!(seq, Err(ExecError::BlockGasLimit { index: 25, .. })), "{seq:?}");
-    let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
-    assert_eq!(par, seq);
 }
 
 #[test]
@@ -395,10 +405,8 @@ fn eip7702_delegation_parallel_equals_sequential() {
         seq.diff.storage.get(&authority).and_then(|s| s.get(&U256::ZERO)),
         Some(&U256::from(2))
     );
-    for threads in [2, 4] {
-        let (par, _) = executor(threads).execute(&world.state, &world.chain, &env, &txs).unwrap();
-        assert_eq!(par, seq);
-    }
+    // Block-STM and both partitionings.
+    assert_eq!(agree(&world, &env, &txs).as_ref(), Ok(&seq));
 }
 
 /// A transaction that is invalid, is aborted because a lower transaction changed what it
@@ -458,6 +466,33 @@ fn payments_near_balance_overflow_match_sequential() {
     // The first payment fits and the second overflows.
     let out = agree(&world, &env, &txs).unwrap();
     assert!(out.txs[0].is_success() && !out.txs[1].is_success(), "{:?}", out.txs);
+}
+
+/// A beneficiary whose balance is near the top: the fees set aside would overflow it, and
+/// revm then leaves the balance as it was; the fold of the fees must do the same, with and
+/// without transactions that read the beneficiary in between.
+#[test]
+fn fees_that_would_overflow_the_beneficiary_match_sequential() {
+    use farol_execution::workload::ITestKit;
+    for k in [0u64, 5, 21_000 * 3] {
+        let mut world = small_world();
+        let ben = Address::repeat_byte(0xbf);
+        world.state.insert(
+            ben,
+            farol_execution::MemAccount {
+                balance: U256::MAX - U256::from(k),
+                ..Default::default()
+            },
+        );
+        let to = world.users[12];
+        let mut txs = payments(&mut world, to, 6, U256::from(3));
+        let snap = alloy_sol_types::SolCall::abi_encode(&ITestKit::snapCoinbaseCall {});
+        let (kit, reader) = (world.kits[0], world.users[13]);
+        txs.insert(3, world.call(reader, kit, U256::ZERO, snap, 200_000, Flavor::DynamicFee, 1));
+        let env = world.block_env(ben);
+        let out = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("{k}: {e}"));
+        assert!(out.txs.iter().all(|t| t.is_success()), "{k}: {:?}", out.txs);
+    }
 }
 
 /// Under Amsterdam (EIP-2780), paying an empty account costs more gas, so a lazy payment
@@ -674,6 +709,10 @@ fn arbitrary_transactions_never_crash_and_agree() {
         let seq = execute_sequential(&world.state, &world.chain, &env, &txs);
         let par = executor(2).execute(&world.state, &world.chain, &env, &txs).map(|(o, _)| o);
         assert_eq!(par, seq, "block {b}");
+        for mode in [Partition::Predicted, Partition::RoundRobin] {
+            let par = partitioned(2, mode).execute(&world.state, &world.chain, &env, &txs);
+            assert_eq!(par.map(|(o, _)| o), seq, "block {b}, partitioned {mode:?}");
+        }
         if let Ok(out) = seq {
             valid += 1;
             world.commit(&out);
