@@ -89,7 +89,10 @@ impl Wal {
             }
             let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            if len > MAX_RECORD || pos + 8 + len as u64 > size {
+            // No record is empty (`append` refuses them): a zero length is the zeros a file
+            // system may leave past the last write after a power loss, not a record (before
+            // stop 27 they read as empty records, which the block log then refused).
+            if len == 0 || len > MAX_RECORD || pos + 8 + len as u64 > size {
                 break;
             }
             body.resize(len, 0);
@@ -126,14 +129,26 @@ impl Wal {
         Ok(Wal { file: Arc::new(file), path: name, dirty: false, len: pos })
     }
 
-    /// Appends a record (not yet durable: see [`Wal::sync`]).
+    /// Appends a record (not yet durable: see [`Wal::sync`]). Empty records are refused:
+    /// opening reads a zero length as the end of the log. A write that fails is cut off
+    /// again, so that the next record does not land after its partial bytes.
     pub fn append(&mut self, record: &[u8]) -> Result<(), WalError> {
+        if record.is_empty() || record.len() > MAX_RECORD {
+            let why = format!("a record of {} bytes (1 to {MAX_RECORD})", record.len());
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(why),
+            });
+        }
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
         header[4..].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
         let mut file = &*self.file;
-        file.write_all(&header).map_err(Self::err(&self.path))?;
-        file.write_all(record).map_err(Self::err(&self.path))?;
+        let written = file.write_all(&header).and_then(|()| file.write_all(record));
+        if let Err(e) = written {
+            let _ = self.file.set_len(self.len);
+            return Err(WalError::Io { path: self.path.clone(), source: e });
+        }
         self.dirty = true;
         self.len += 8 + record.len() as u64;
         Ok(())
@@ -356,5 +371,26 @@ mod tests {
             other => panic!("{:?}", other.map(|(_, r)| r)),
         }
         assert_eq!(std::fs::read(&path).ok(), Some(bytes), "the damaged log was left as it was");
+    }
+
+    /// Zeros past the last record (what a file system may leave after a power loss) are a
+    /// torn tail, not empty records; empty records cannot be appended.
+    #[test]
+    fn a_zero_filled_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        wal.append(b"kept").unwrap_or_else(|e| panic!("{e}"));
+        assert!(wal.append(b"").is_err(), "an empty record");
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        let len = wal.len();
+        drop(wal);
+        let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
+        f.set_len(len + 4096).unwrap_or_else(|e| panic!("{e}"));
+        drop(f);
+        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records, [Bytes::from_static(b"kept")]);
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(len));
+        assert_eq!(wal.len(), len);
     }
 }

@@ -10,8 +10,24 @@ use crate::MAX_VALUE_LEN;
 
 /// Bytes of a record's frame header.
 pub(crate) const FRAME: usize = 8;
-/// The largest record body accepted (a full page of 256 maximal values, with room).
-pub(crate) const MAX_BODY: usize = 256 * (MAX_VALUE_LEN + 40) + 64;
+/// The largest page record body: its header (kind, version, page kind, depth, the prefix,
+/// the entry count) and 256 leaf entries (slot, tag, key, hash, length, value) of maximal
+/// values.
+pub(crate) const MAX_PAGE_BODY: usize =
+    1 + 8 + 1 + 1 + MAX_DEPTH as usize + 2 + 256 * (1 + 1 + 32 + 32 + 4 + MAX_VALUE_LEN);
+
+/// Keys one commit record may list as deleted (what the writer refuses past, far above what
+/// a block's gas can delete).
+pub(crate) const MAX_DELETED: usize = ((64 << 20) - COMMIT_FIXED) / 32;
+
+/// The largest record body accepted: a full page or a commit of [`MAX_DELETED`] keys,
+/// whichever is larger. Before stop 27 this was below a full page's size, so such a page,
+/// once written, failed the next read and the store's reopening.
+pub(crate) const MAX_BODY: usize = if MAX_PAGE_BODY > COMMIT_FIXED + 32 * MAX_DELETED {
+    MAX_PAGE_BODY
+} else {
+    COMMIT_FIXED + 32 * MAX_DELETED
+};
 
 pub(crate) const K_PAGE: u8 = 1;
 pub(crate) const K_COMMIT: u8 = 2;

@@ -137,10 +137,14 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
                 prev.sync(&inner.io)?;
             }
         }
-        written_to = Some(seg);
         if w.end >= inner.opts.segment_bytes {
+            // The copies must be durable before their segment stops being the newest:
+            // recovery cuts a torn tail only in the newest segment, and reports one anywhere
+            // else as damage (before stop 27 a power loss here left such a tail).
+            seg.sync(&inner.io)?;
             crate::write::rotate(inner, &mut w)?;
         }
+        written_to = Some(seg);
         next = end;
     }
     if let Some(seg) = &written_to {

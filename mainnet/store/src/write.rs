@@ -108,6 +108,19 @@ impl Store {
                 base,
             )?;
         }
+        if deleted.len() > codec::MAX_DELETED {
+            // Refused before anything is written: a commit record the reader would refuse
+            // must never reach the log.
+            w.buf = buf;
+            return Err(StoreError::InvalidOption {
+                name: "changes",
+                reason: format!(
+                    "{} keys deleted in one version, at most {}",
+                    deleted.len(),
+                    codec::MAX_DELETED
+                ),
+            });
+        }
         codec::frame(&mut buf, |b| codec::encode_commit(b, version, &root, &deleted));
         let prune_below = inner.opts.retain_versions.and_then(|r| (version + 1).checked_sub(r));
         let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);

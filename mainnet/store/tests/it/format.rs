@@ -44,3 +44,40 @@ fn formats_are_stable() {
     let got = keccak256(&transcript).to_string();
     assert_eq!(got, EXPECTED, "on-disk or proof format changed: new fingerprint {got}");
 }
+
+/// The largest records the writer can produce read back: a page of 256 maximal values (the
+/// keys share three bytes, so one depth-3 page holds them all) and a commit that deletes
+/// them all at once. Before stop 27 the reader's bound was below the full page's size, so a
+/// store holding it failed on the next write that read the page, and on reopening.
+#[test]
+fn the_largest_records_read_back() {
+    use farol_primitives::{Bytes, B256};
+    use farol_store::MAX_VALUE_LEN;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { segment_bytes: 64 << 20, ..small_opts() };
+    let key = |i: usize| {
+        let mut k = [7u8; 32];
+        k[3] = i as u8;
+        B256::from(k)
+    };
+    let value = |i: usize| Bytes::from(vec![i as u8; MAX_VALUE_LEN]);
+    {
+        let store = Store::open(dir.path(), opts.clone()).unwrap();
+        store.apply(1, (0..256).map(|i| (key(i), Some(value(i))))).unwrap();
+        // Changing one value reads the full page back.
+        store.apply(2, [(key(9), Some(Bytes::from_static(b"x")))]).unwrap();
+        assert_eq!(store.get(&key(200)).unwrap(), Some(value(200)));
+    }
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    assert_eq!(store.get(&key(17)).unwrap(), Some(value(17)));
+    // Many deletions in one version: a large commit record.
+    let many: Vec<(B256, Option<Bytes>)> = (0..200_000u32)
+        .map(|i| (keccak256(i.to_le_bytes()), Some(Bytes::from_static(b"v"))))
+        .collect();
+    store.apply(3, many.clone()).unwrap();
+    store.apply(4, many.iter().map(|(k, _)| (*k, None))).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(store.latest_version(), Some(4));
+    assert_eq!(store.get(&many[5].0).unwrap(), None);
+}
