@@ -566,6 +566,54 @@ fn a_beneficiary_destroyed_by_a_fee_paying_transaction_matches_sequential() {
     }
 }
 
+/// EIP-7610 inside blocks of many transactions: CREATE2 at an address that has storage (and
+/// no code or nonce) collides; payments to that address and creations elsewhere run around
+/// it, so the collision is met inside bins and after re-executions, not only in one-
+/// transaction state tests.
+#[test]
+fn creations_colliding_with_storage_match_sequential() {
+    use alloy_sol_types::SolCall;
+    use farol_execution::workload::ITestKit;
+    let mut world = small_world();
+    let kit = world.kits[0];
+    let (taken, free) =
+        (alloy_primitives::B256::repeat_byte(0x71), alloy_primitives::B256::repeat_byte(0x72));
+    let saved = world.nonces();
+    let probe = ITestKit::deployCall { salt: taken }.abi_encode();
+    let probe =
+        world.call(world.users[0], kit, U256::ZERO, probe, 1_000_000, Flavor::DynamicFee, 1);
+    let scratch = world.block_env(Address::repeat_byte(0xcb));
+    let out = execute_sequential(&world.state, &world.chain, &scratch, &[probe])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let target = Address::from_slice(&out.txs[0].output[12..32]);
+    world.set_nonces(saved);
+    let storage = [(U256::from(1), U256::from(5))].into_iter().collect();
+    world.state.insert(target, farol_execution::MemAccount { storage, ..Default::default() });
+    let mut txs = Vec::new();
+    for i in 0..12 {
+        let from = world.users[i];
+        let tx = match i % 4 {
+            0 => {
+                let data = ITestKit::deployCall { salt: taken }.abi_encode();
+                world.call(from, kit, U256::ZERO, data, 1_000_000, Flavor::DynamicFee, 1)
+            }
+            1 => world.transfer(from, target, U256::from(3)),
+            2 => {
+                let data =
+                    ITestKit::deployAndDestroyCall { salt: free, beneficiary: target }.abi_encode();
+                world.call(from, kit, U256::from(2), data, 1_000_000, Flavor::DynamicFee, 1)
+            }
+            _ => world.transfer(from, world.users[15], U256::from(1)),
+        };
+        txs.push(tx);
+    }
+    let env = world.block_env(Address::repeat_byte(0xcb));
+    let out = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
+    // The colliding creations failed; the others went through.
+    assert!(out.txs.iter().step_by(4).all(|t| !t.is_success()), "{:?}", out.txs);
+    assert!(out.txs.iter().skip(1).step_by(4).all(|t| t.is_success()), "{:?}", out.txs);
+}
+
 /// A block in which every transaction reads the beneficiary's balance would make the lazy
 /// fee fold quadratic; the executor gives the parallel attempt up and runs it sequentially.
 #[test]
