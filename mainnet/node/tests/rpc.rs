@@ -606,3 +606,98 @@ async fn a_full_node_follows_the_certified_chain() {
     lied_to.stop().await.unwrap_or_else(|e| panic!("{e}"));
     validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+fn raw_tx(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Vec<u8>) -> String {
+    let tx = TxEip1559 {
+        chain_id: 31337,
+        nonce,
+        gas_limit: 200_000,
+        max_fee_per_gas: 2_000_000_000,
+        max_priority_fee_per_gas: 0,
+        to,
+        input: input.into(),
+        ..Default::default()
+    };
+    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
+    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
+/// however far the chain goes; `eth_getFilterLogs` returns the same range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_filters_end_at_their_to_block() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x43; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.max_log_blocks = 1_000;
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
+        let runtime = [0x60, 0x00, 0x60, 0x00, 0xa0, 0x00];
+        let mut init = vec![0x60, 6, 0x60, 12, 0x60, 0, 0x39, 0x60, 6, 0x60, 0, 0xf3];
+        init.extend_from_slice(&runtime);
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_tx(&key, 0, TxKind::Create, init)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        let logger: Address = serde_json::from_value(r["contractAddress"].clone())
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let mut call = |c: &mut RpcClient, nonce: u64| {
+            let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
+            let hash =
+                c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(c, &hash);
+            assert_eq!(r["logs"].as_array().map(Vec::len), Some(1), "{r}");
+            quantity(&r["blockNumber"]).unwrap_or(0)
+        };
+        let blocks = |logs: &Value| -> Vec<u64> {
+            logs.as_array()
+                .unwrap_or_else(|| panic!("{logs}"))
+                .iter()
+                .map(|l| quantity(&l["blockNumber"]).unwrap_or(0))
+                .collect()
+        };
+        // A filter's polls return what comes after its creation (as geth's do), here up to
+        // two blocks past the head.
+        let head = quantity(&c.call("eth_blockNumber", json!([])).unwrap_or_default()).unwrap_or(0);
+        let to = head + 2;
+        let filter = json!({"address": logger, "fromBlock": format!("{:#x}", head + 1), "toBlock": format!("{to:#x}")});
+        let id = c.call("eth_newFilter", json!([filter])).unwrap_or_else(|e| panic!("{e}"));
+        let mut logged = Vec::new();
+        let mut nonce = 1;
+        while logged.last().is_none_or(|b| *b <= to) {
+            logged.push(call(&mut c, nonce));
+            nonce += 1;
+            assert!(nonce < 20, "the chain did not pass block {to}");
+        }
+        let within: Vec<u64> = logged.iter().copied().filter(|b| *b <= to).collect();
+        assert!(!within.is_empty(), "{logged:?}");
+        let changes = c.call("eth_getFilterChanges", json!([id])).unwrap_or_else(|e| panic!("{e}"));
+        let dbg = c.call(
+            "eth_getLogs",
+            json!([{"address": logger, "fromBlock": "0x0", "toBlock": "latest"}]),
+        );
+        eprintln!("head {head} to {to} logged {logged:?} getLogs {dbg:?}");
+        assert_eq!(blocks(&changes), within, "{changes}");
+        call(&mut c, nonce);
+        let changes = c.call("eth_getFilterChanges", json!([id])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes, json!([]), "polls past toBlock");
+        let all = c.call("eth_getFilterLogs", json!([id])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(blocks(&all), within, "{all}");
+        let first = logged[0];
+        // Without toBlock, the same filter follows the chain.
+        let open = json!({"address": logger, "fromBlock": format!("{first:#x}")});
+        let id = c.call("eth_newFilter", json!([open])).unwrap_or_else(|e| panic!("{e}"));
+        let all = c.call("eth_getFilterLogs", json!([id])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(blocks(&all).len() as u64, nonce, "{all}");
+        call(&mut c, nonce + 1);
+        let changes = c.call("eth_getFilterChanges", json!([id])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(blocks(&changes).len(), 1, "{changes}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
