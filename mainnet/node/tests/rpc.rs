@@ -645,7 +645,7 @@ async fn log_filters_end_at_their_to_block() {
         let r = wait_receipt(&mut c, &hash);
         let logger: Address = serde_json::from_value(r["contractAddress"].clone())
             .unwrap_or_else(|e| panic!("{r}: {e}"));
-        let mut call = |c: &mut RpcClient, nonce: u64| {
+        let call = |c: &mut RpcClient, nonce: u64| {
             let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
             let hash =
                 c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
