@@ -459,6 +459,17 @@ impl Rpc {
             }
             "farol_status" => Ok(self.status()),
             "farol_getSnapshot" => {
+                // With a height: that checkpoint's snapshot, if it is among the few kept.
+                if p.first().is_some_and(|v| !v.is_null()) {
+                    let height: U64 = param(p, 0, "height")?;
+                    let height = height.to::<u64>();
+                    let kept = st.validator.recent_snapshots.lock();
+                    let found = kept.iter().rev().find(|s| s.checkpoint.height == height).cloned();
+                    drop(kept);
+                    return Ok(
+                        found.map_or(Value::Null, |s| json!(Bytes::from(s.encode().to_vec())))
+                    );
+                }
                 let Some(s) = st.validator.snapshot.lock().clone() else { return Ok(Value::Null) };
                 let mut cached = self.snapshot.lock();
                 match cached.as_ref() {

@@ -385,37 +385,55 @@ fn checked_blocks(s: Arc<Snapshot>, cfg: &SyncConfig) -> Result<Arc<Snapshot>, S
     Ok(s)
 }
 
-/// The peer's newest snapshot, if it is above `height` and its digest is the checkpoint a
-/// block-final block of our chain carries (none yet: `Ok(None)`, try later).
+/// A snapshot from the peer above consensus height `height` whose digest is the checkpoint a
+/// block-final block of our chain carries (none usable yet: `Ok(None)`, try later).
+///
+/// It asks for the newest checkpoint our final chain carries above `height` (validators keep
+/// their last few snapshots, `farol_getSnapshot(height)`); if the peer no longer has that
+/// one, for its newest, which fits only if our final chain has reached it. Before stop 27
+/// only the newest was asked for, and under load a peer's newest was usually past our final
+/// chain, so the rejoin downloaded snapshots and threw them away.
 fn fetch_snapshot(
     state: &State,
     client: &mut RpcClient,
     height: u64,
 ) -> Result<Option<Arc<Snapshot>>, String> {
-    let Some(raw) = client.call_as::<Bytes>("farol_getSnapshot", json!([]))? else {
-        return Ok(None);
+    let finalized = state.chain.finalized_number();
+    let lowest = finalized.saturating_sub(1 << 16);
+    // The block that ends commit `h`'s group in our final chain and carries its checkpoint.
+    let carrier_of = |h: u64| {
+        let mut n = finalized;
+        loop {
+            let b = state.chain.block(n)?;
+            if b.ordering.height < h || n <= lowest {
+                return None;
+            }
+            if b.ordering.height == h && b.ordering.last_in_group {
+                return Some(b);
+            }
+            n -= 1;
+        }
     };
+    let newest_ours = (lowest..=finalized)
+        .rev()
+        .filter_map(|n| state.chain.block(n))
+        .take_while(|b| b.ordering.height > height)
+        .find(|b| b.ordering.checkpoint.is_some() && b.ordering.last_in_group);
+    let mut raw = None;
+    if let Some(b) = &newest_ours {
+        let h = b.ordering.height;
+        raw = client.call_as::<Bytes>("farol_getSnapshot", json!([format!("{h:#x}")]))?;
+    }
+    if raw.is_none() {
+        raw = client.call_as::<Bytes>("farol_getSnapshot", json!([]))?;
+    }
+    let Some(raw) = raw else { return Ok(None) };
     let s = Snapshot::decode(&raw).map_err(|e| format!("snapshot: {e}"))?;
     let h = s.checkpoint.height;
     if h <= height {
         return Ok(None);
     }
-    // The last block of commit `h` in our final chain (block numbers and commit heights
-    // grow together).
-    let finalized = state.chain.finalized_number();
-    let mut n = finalized;
-    let lowest = finalized.saturating_sub(1 << 16);
-    let carrier = loop {
-        let Some(b) = state.chain.block(n) else { break None };
-        if b.ordering.height < h || n <= lowest {
-            break None;
-        }
-        if b.ordering.height == h && b.ordering.last_in_group {
-            break Some(b);
-        }
-        n -= 1;
-    };
-    let Some(b) = carrier else { return Ok(None) };
+    let Some(b) = carrier_of(h) else { return Ok(None) };
     let digest = B256::from(s.checkpoint.digest());
     if b.ordering.checkpoint != Some(digest) {
         return Err(format!(

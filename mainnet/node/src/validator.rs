@@ -65,6 +65,10 @@ pub struct ValidatorStatus {
     pub started_ms: AtomicU64,
     /// The engine's newest snapshot (served to validators that rejoin).
     pub snapshot: Mutex<Option<Arc<Snapshot>>>,
+    /// The newest few snapshots, oldest first ([`RECENT_SNAPSHOTS`]): a rejoining validator
+    /// asks for the one whose checkpoint its own final chain already carries, which under
+    /// load is seldom the newest. They share their blocks.
+    pub recent_snapshots: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
     /// Times the engine was replaced by one rejoining from a peer's snapshot.
     pub rejoins: AtomicU64,
     /// The height of the newest commit the node has stored all blocks of (the log is cut
@@ -398,8 +402,17 @@ fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) -> Option<
         return None;
     }
     *slot = Some(s.clone());
+    drop(slot);
+    let mut recent = status.recent_snapshots.lock();
+    if recent.len() == RECENT_SNAPSHOTS {
+        recent.pop_front();
+    }
+    recent.push_back(s.clone());
     Some(s)
 }
+
+/// Snapshots a validator keeps to serve by height (`farol_getSnapshot`).
+pub const RECENT_SNAPSHOTS: usize = 8;
 
 /// Cuts the log once it holds `most` bytes, and twice what the last cut left: the newest
 /// snapshot whose commit the node has stored, the round floor, then the records logged from
