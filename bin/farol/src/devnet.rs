@@ -160,6 +160,9 @@ fn full_nodes(
     validators: &[NodeConfig],
 ) -> anyhow::Result<Vec<NodeConfig>> {
     let peers: Vec<SocketAddr> = validators.iter().filter_map(|c| c.rpc.http).collect();
+    // After the validators' ports, as they were stored (a reused devnet keeps its own).
+    let http_base = validators[0].rpc.http.map_or(args.port, |a| a.port());
+    let ws_base = validators[0].rpc.ws.map_or(args.ws_port, |a| a.port());
     let mut out = Vec::new();
     for j in 0..usize::from(args.full_nodes) {
         let i = validators.len() + j;
@@ -167,8 +170,8 @@ fn full_nodes(
         c.data_dir = dir.join(format!("full-node-{j}"));
         c.validator = None;
         c.rpc = RpcConfig {
-            http: Some(node_port(args.port, i)?),
-            ws: Some(node_port(args.ws_port, i)?),
+            http: Some(node_port(http_base, i)?),
+            ws: Some(node_port(ws_base, i)?),
             ..RpcConfig::default()
         };
         c.sync = SyncSettings { peers: peers.clone(), ..SyncSettings::default() };
@@ -187,6 +190,31 @@ fn node_name(validators: usize, i: usize) -> String {
         format!("validator-{i}")
     } else {
         format!("full-node-{}", i - validators)
+    }
+}
+
+/// Nodes of each kind `farol devnet` starts at most.
+const MAX_NODES: u16 = 64;
+
+/// Makes the child get SIGTERM when this process dies, however it dies (a `kill -9`, or a
+/// signal before the handlers below are installed): a devnet never leaves nodes behind.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec and only makes two system
+    // calls (prctl, getppid), both async-signal-safe; it allocates nothing (its errors are
+    // raw OS errors).
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
+            // The parent may have died before the line above: then no signal will come.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(nix::errno::Errno::ESRCH as i32));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -235,6 +263,24 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if args.validators == 0 {
         bail!("--validators: at least 1");
     }
+    if args.validators > MAX_NODES || args.full_nodes > MAX_NODES {
+        bail!("--validators and --full-nodes: at most {MAX_NODES} each on one machine");
+    }
+    // Node i listens on port + 2i and ws_port + 2i: the two ranges must not meet.
+    let nodes = u32::from(args.validators) + u32::from(args.full_nodes);
+    let span = 2 * nodes;
+    let (http, ws) = (u32::from(args.port), u32::from(args.ws_port));
+    if http.max(ws) + span > 65_537 {
+        bail!(
+            "--port {http} / --ws-port {ws}: {nodes} nodes need ports up to {} (at most 65535)",
+            http.max(ws) + span - 2
+        );
+    }
+    if (http % 2 == ws % 2) && http.abs_diff(ws) < span {
+        bail!(
+            "--port {http} and --ws-port {ws}: node i listens on port + 2i and ws-port + 2i, so with {nodes} nodes the two would share ports"
+        );
+    }
     let keys = mnemonic_accounts(&args.mnemonic, args.accounts).map_err(anyhow::Error::msg)?;
     let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
     let (_tmp, dir) = match &args.data_dir {
@@ -263,6 +309,33 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 v[0].committee.len()
             );
         }
+        // The stored devnet is what runs: say which flags it does not follow.
+        let stored = &v[0];
+        let mut ignored = Vec::new();
+        if stored.genesis.chain_id != args.chain_id {
+            ignored.push(format!("chain id {} (not {})", stored.genesis.chain_id, args.chain_id));
+        }
+        if stored.rpc.http.map(|a| a.port()) != Some(args.port)
+            || stored.rpc.ws.map(|a| a.port()) != Some(args.ws_port)
+        {
+            ignored.push(format!(
+                "ports {}/{} (not {}/{})",
+                stored.rpc.http.map_or(0, |a| a.port()),
+                stored.rpc.ws.map_or(0, |a| a.port()),
+                args.port,
+                args.ws_port
+            ));
+        }
+        if accounts.iter().any(|a| !stored.genesis.alloc.contains_key(a)) {
+            ignored.push("other funded accounts (--mnemonic, --accounts, --balance)".into());
+        }
+        if !ignored.is_empty() {
+            eprintln!(
+                "note: {} holds an existing devnet, which keeps its own {}",
+                dir.display(),
+                ignored.join(", ")
+            );
+        }
         v
     } else {
         let v = create(&args, &dir, &accounts)?;
@@ -286,24 +359,38 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let name = node_name(validators, i);
         let log =
             File::options().create(true).append(true).open(dir.join(format!("{name}.log")))?;
-        let child = Command::new(&exe)
-            .arg("node")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("node")
             .arg("--config")
             .arg(dir.join(format!("{name}.toml")))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+            .stderr(log);
+        // A reused devnet's stored configurations hold their own settings: these two
+        // flags still apply.
+        cmd.arg("--log").arg(&args.log);
+        if args.no_pipeline {
+            cmd.arg("--no-pipeline");
+        }
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         running.children.push(Some(child));
     }
-    // Ready when every validator answers JSON-RPC.
+    // Ready when every node answers JSON-RPC as a node of this chain, and is still running
+    // (something else listening on its port would answer too).
     let deadline = Instant::now() + Duration::from_secs(60);
+    let chain_id = format!("{:#x}", configs[0].genesis.chain_id);
     for (i, c) in configs.iter().enumerate() {
         let Some(http) = c.rpc.http else { continue };
         let mut client = RpcClient::new(http);
         loop {
-            if client.call("eth_blockNumber", json!([])).and_then(|v| quantity(&v)).is_ok() {
+            let running_here = match running.children.get_mut(i) {
+                Some(Some(child)) => matches!(child.try_wait(), Ok(None)),
+                _ => false,
+            };
+            let answers = client.call("eth_chainId", json!([])).is_ok_and(|v| v == chain_id)
+                && client.call("eth_blockNumber", json!([])).and_then(|v| quantity(&v)).is_ok();
+            if running_here && answers {
                 break;
             }
             if let Some(Some(child)) = running.children.get_mut(i) {
@@ -324,14 +411,16 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     let pids: Vec<u32> = running.children.iter().flatten().map(Child::id).collect();
     print_summary(&args, &configs, validators, &keys, &dir, &pids);
-    // Until SIGINT or SIGTERM; a validator that exits is reported (the others go on).
+    // Until SIGINT or SIGTERM; a node that exits is reported (the others go on), and once
+    // none is left the command ends with an error.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let all_gone = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break,
+                _ = int.recv() => break,
                 _ = term.recv() => break,
                 _ = check.tick() => {
                     for (i, slot) in running.children.iter_mut().enumerate() {
@@ -343,13 +432,19 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                             }
                         }
                     }
+                    if running.children.iter().all(Option::is_none) {
+                        return anyhow::Ok(true);
+                    }
                 }
             }
         }
-        anyhow::Ok(())
+        anyhow::Ok(false)
     })?;
     eprintln!("stopping the devnet");
     running.stop();
+    if all_gone {
+        bail!("every node of the devnet exited (their logs are in {})", dir.display());
+    }
     Ok(())
 }
 
@@ -396,8 +491,12 @@ fn print_summary(
     let g = &configs[0].genesis;
     println!("Farol devnet: {} validators, chain id {}", configs.len(), g.chain_id);
     println!("\nAvailable Accounts\n==================");
+    let ether = U256::from(10u64).pow(U256::from(18));
     for (i, k) in keys.iter().enumerate() {
-        println!("({i}) {} ({} ETH)", k.address(), args.balance);
+        match g.alloc.get(&k.address()) {
+            Some(b) => println!("({i}) {} ({} ETH)", k.address(), b / ether),
+            None => println!("({i}) {} (not funded on this chain)", k.address()),
+        }
     }
     println!("\nPrivate Keys\n==================");
     for (i, k) in keys.iter().enumerate() {

@@ -20,7 +20,8 @@ pub(crate) struct NodeArgs {
     /// Overrides `rpc.http` (`none` disables it).
     #[arg(long)]
     http: Option<String>,
-    /// Overrides `rpc.ws` (`none` disables it).
+    /// Overrides `rpc.ws` (`none` disables it; the HTTP listener also accepts WebSocket
+    /// upgrades).
     #[arg(long)]
     ws: Option<String>,
     /// Overrides `log` (a `tracing` filter such as `info` or `farol_node=debug`).
@@ -82,12 +83,13 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         let node = Node::start(cfg).await?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
         let mut check = tokio::time::interval(Duration::from_millis(500));
         let failed = loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => break false,
+                _ = int.recv() => break false,
                 _ = term.recv() => break false,
                 _ = check.tick() => if node.failed() { break true },
             }

@@ -164,6 +164,15 @@ impl Inbound {
     }
 }
 
+impl Drop for Inbound {
+    /// Readers waiting for budget stop: nothing will take their frames any more.
+    fn drop(&mut self) {
+        for b in self.budgets.iter() {
+            b.close();
+        }
+    }
+}
+
 /// One peer's queue: the channel to its task and the bytes waiting in it.
 #[derive(Debug)]
 struct Outbound {

@@ -201,7 +201,13 @@ pub struct Mempool {
     journal: Option<Wal>,
     /// Bytes of the waiting transactions' encodings.
     bytes: usize,
+    /// The journal's old records are being added again: it is not rewritten meanwhile (it
+    /// still holds the ones not read back yet).
+    reading_back: bool,
 }
+
+/// Lifetimes after which even a handed transaction leaves the pool (see [`Mempool::expire`]).
+pub const HANDED_LIFETIMES: u32 = 10;
 
 /// A journal at least this large is rewritten when it holds twice what waits.
 const JOURNAL_MIN_REWRITE: u64 = 4 << 20;
@@ -274,6 +280,16 @@ impl Mempool {
             cleared: 0,
             journal: None,
             bytes: 0,
+            reading_back: false,
+        }
+    }
+
+    /// Marks the journal's read-back as running (no rewrite) or over (rewritten at once with
+    /// what waits).
+    pub fn set_reading_back(&mut self, running: bool) {
+        self.reading_back = running;
+        if !running {
+            self.compact_journal(true);
         }
     }
 
@@ -299,6 +315,9 @@ impl Mempool {
     /// holds more than twice their bytes (or `always`).
     pub fn compact_journal(&mut self, always: bool) {
         let Some(j) = &self.journal else { return };
+        if self.reading_back {
+            return;
+        }
         let live = self.bytes as u64 + 8 * self.by_hash.len() as u64;
         if !always && j.len() <= JOURNAL_MIN_REWRITE.max(2 * live) {
             return;
@@ -580,16 +599,25 @@ impl Mempool {
     /// Drops the transactions held (behind a nonce gap, never handed) longer than the
     /// lifetime; returns how many. Handed ones are in consensus's queue: they leave the pool
     /// when a block orders them or execution drops them (before stop 27 they expired too,
-    /// and one ordered after that had no record here).
+    /// and one ordered after that had no record here), or, as a last resort against a
+    /// consensus that never takes one, after [`HANDED_LIFETIMES`] lifetimes.
     pub fn expire(&mut self, now: Instant) -> usize {
         let life = Duration::from_secs(self.cfg.lifetime_secs);
+        let handed_life = life.saturating_mul(HANDED_LIFETIMES);
         let old: Vec<(Address, u64)> = self
             .senders
             .iter()
             .flat_map(|(a, q)| {
                 q.txs
                     .iter()
-                    .filter(|(_, e)| e.handed.is_none() && now.duration_since(e.added) > life)
+                    .filter(|(_, e)| {
+                        let age = now.duration_since(e.added);
+                        if e.handed.is_some() {
+                            age > handed_life
+                        } else {
+                            age > life
+                        }
+                    })
                     .map(|(n, _)| (*a, *n))
             })
             .collect();
@@ -797,6 +825,10 @@ mod tests {
         assert_eq!(p.expire(now + Duration::from_secs(601)), 1);
         assert_eq!(p.len(), 1);
         assert_eq!(p.pending_nonce(&key.address(), 0), 1, "nonce 0, handed, stays");
+        // Only as a last resort, after ten lifetimes, does a handed one go too.
+        assert_eq!(p.expire(now + Duration::from_secs(5_999)), 0);
+        assert_eq!(p.expire(now + Duration::from_secs(6_001)), 1);
+        assert!(p.is_empty());
     }
 
     /// A block that used `nonces` of `key`'s transactions, as the pipeline stores it.

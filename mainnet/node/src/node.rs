@@ -181,7 +181,11 @@ impl Node {
             // Once the chain is longer than `retain_versions`, the store no longer holds
             // version 0: the genesis block in the block log says what its root was (before
             // stop 27 such a node could not start again).
-            Some(_) => store.root(0).ok(),
+            Some(_) => match store.root(0) {
+                Ok(r) => Some(r),
+                Err(farol_store::StoreError::Pruned { .. }) => None,
+                Err(e) => return Err(storage_err("reading the genesis state", e)),
+            },
         };
         let log_exists = std::fs::metadata(dir.join("blocks.log")).is_ok_and(|m| m.len() > 0);
         if genesis_root.is_none() && !log_exists {
@@ -195,7 +199,18 @@ impl Node {
             .map_err(|e| storage_err("opening the block log", e))?;
         let genesis_block =
             chain.block(0).ok_or_else(|| storage_err("the block log", "no genesis block"))?;
-        let genesis_root = genesis_root.unwrap_or(genesis_block.header.state_root);
+        let genesis_root = match genesis_root {
+            Some(r) => r,
+            // The block log had no genesis to give (only a zero root could have come from
+            // it here): refuse rather than run a chain on a made-up genesis.
+            None if genesis_block.header.state_root.is_zero() => {
+                return Err(storage_err(
+                    "the block log",
+                    "holds no genesis block, and the state no longer holds the genesis version",
+                ))
+            }
+            None => genesis_block.header.state_root,
+        };
         // The genesis a data directory was started with is kept beside it; another one is
         // refused (it would be another chain over the same data).
         let kept = dir.join("genesis.json");
@@ -346,6 +361,8 @@ impl Node {
         let journaled = if cfg.mempool.journal {
             let (journal, records) = open_journal(&cfg.data_dir.join(MEMPOOL_JOURNAL))?;
             pool.set_journal(journal);
+            // Not rewritten before its records are read back (`Rpc::readmit`).
+            pool.set_reading_back(!records.is_empty());
             records
         } else {
             Vec::new()

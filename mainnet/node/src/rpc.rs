@@ -89,6 +89,8 @@ pub struct Rpc {
     filters: Mutex<Filters>,
     /// The newest consensus snapshot, encoded once for `farol_getSnapshot`.
     snapshot: Mutex<Option<(Arc<farol_consensus::Snapshot>, Value)>>,
+    /// The snapshot last asked for by height, encoded once (`farol_getSnapshot(height)`).
+    snapshot_at: Mutex<Option<(u64, Value)>>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -171,6 +173,7 @@ impl Rpc {
             cfg,
             filters: Mutex::new(Filters::default()),
             snapshot: Mutex::new(None),
+            snapshot_at: Mutex::new(None),
         }
     }
 
@@ -466,9 +469,14 @@ impl Rpc {
                     let kept = st.validator.recent_snapshots.lock();
                     let found = kept.iter().rev().find(|s| s.checkpoint.height == height).cloned();
                     drop(kept);
-                    return Ok(
-                        found.map_or(Value::Null, |s| json!(Bytes::from(s.encode().to_vec())))
-                    );
+                    let Some(s) = found else { return Ok(Value::Null) };
+                    let mut cached = self.snapshot_at.lock();
+                    if let Some((_, v)) = cached.as_ref().filter(|(h, _)| *h == height) {
+                        return Ok(v.clone());
+                    }
+                    let v = json!(Bytes::from(s.encode().to_vec()));
+                    *cached = Some((height, v.clone()));
+                    return Ok(v);
                 }
                 let Some(s) = st.validator.snapshot.lock().clone() else { return Ok(Value::Null) };
                 let mut cached = self.snapshot.lock();
@@ -584,14 +592,27 @@ impl Rpc {
 
     /// Adds transactions from the mempool's journal, each as `eth_sendRawTransaction` would;
     /// returns how many were taken and refused (included meanwhile, nonce used, …).
+    /// Only the last record of each sender and nonce is added (the journal also holds what
+    /// a replacement replaced), and the journal is not rewritten until all are through.
     pub async fn readmit(&self, raws: &[bytes::Bytes]) -> (usize, usize) {
-        let (mut taken, mut refused) = (0, 0);
-        for raw in raws {
-            match self.send_raw(raw).await {
+        self.mempool.lock().set_reading_back(true);
+        let mut last: HashMap<(Address, u64), usize> = HashMap::new();
+        for (i, raw) in raws.iter().enumerate() {
+            let checked = self.mempool.lock().check(raw);
+            if let Ok(c) = checked {
+                last.insert((c.sender, alloy_consensus::Transaction::nonce(&c.tx)), i);
+            }
+        }
+        let mut order: Vec<usize> = last.into_values().collect();
+        order.sort_unstable();
+        let (mut taken, mut refused) = (0, raws.len() - order.len());
+        for i in order {
+            match self.send_raw(&raws[i]).await {
                 Ok(_) => taken += 1,
                 Err(_) => refused += 1,
             }
         }
+        self.mempool.lock().set_reading_back(false);
         (taken, refused)
     }
 
@@ -1116,31 +1137,43 @@ impl Rpc {
         let mut blocks = self.state.blocks.subscribe();
         let out = ws.out.clone();
         let sid = id.clone();
+        let state = self.state.clone();
         let task = tokio::spawn(async move {
+            // The newest block notified: a subscriber that fell behind the block feed (its
+            // client reads slowly) gets the blocks it missed from the chain, in order,
+            // rather than a gap (before stop 27 they were skipped without a word).
+            let mut last: Option<u64> = None;
             loop {
                 let b = match blocks.recv().await {
                     Ok(b) => b,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => break,
                 };
-                let results: Vec<Value> = match &filter {
-                    None => rpc_header(&b).into_iter().collect(),
-                    Some(f) => block_logs(&b)
-                        .into_iter()
-                        .filter(|l| f.matches(&l.inner))
-                        .filter_map(|l| serde_json::to_value(l).ok())
-                        .collect(),
-                };
-                for r in results {
-                    let msg = json!({
-                        "jsonrpc": "2.0",
-                        "method": "eth_subscription",
-                        "params": { "subscription": sid, "result": r },
-                    });
-                    if out.send(msg.to_string()).await.is_err() {
-                        return;
+                let from = last.map_or(b.number(), |l| l + 1);
+                for n in from..=b.number() {
+                    let block =
+                        if n == b.number() { Some(b.clone()) } else { state.chain.block(n) };
+                    let Some(block) = block else { continue };
+                    let results: Vec<Value> = match &filter {
+                        None => rpc_header(&block).into_iter().collect(),
+                        Some(f) => block_logs(&block)
+                            .into_iter()
+                            .filter(|l| f.matches(&l.inner))
+                            .filter_map(|l| serde_json::to_value(l).ok())
+                            .collect(),
+                    };
+                    for r in results {
+                        let msg = json!({
+                            "jsonrpc": "2.0",
+                            "method": "eth_subscription",
+                            "params": { "subscription": sid, "result": r },
+                        });
+                        if out.send(msg.to_string()).await.is_err() {
+                            return;
+                        }
                     }
                 }
+                last = Some(last.map_or(b.number(), |l| l.max(b.number())));
             }
         });
         ws.subs.lock().insert(id.clone(), task);
@@ -1355,6 +1388,9 @@ async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Re
     up.max_message_size(max).on_upgrade(move |socket| ws_session(rpc, socket))
 }
 
+/// How long a WebSocket message may wait for the client to take it.
+const WS_SEND_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
     let ctx =
@@ -1369,13 +1405,17 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                     _ => break,
                 };
                 if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
-                    if socket.send(Message::Text(reply.to_string().into())).await.is_err() {
+                    let sent = tokio::time::timeout(WS_SEND_TIME, socket.send(Message::Text(reply.to_string().into()))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                 }
             }
             Some(note) = out_rx.recv() => {
-                if socket.send(Message::Text(note.into())).await.is_err() {
+                // A client that stops reading is let go once a message has waited this
+                // long (before stop 27 it held its session and subscriptions for good).
+                let sent = tokio::time::timeout(WS_SEND_TIME, socket.send(Message::Text(note.into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
             }

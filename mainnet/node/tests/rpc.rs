@@ -70,11 +70,15 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
 }
 
 fn raw_transfer(key: &PrivateKeySigner, nonce: u64, chain_id: u64) -> String {
+    raw_transfer_at(key, nonce, chain_id, 2_000_000_000)
+}
+
+fn raw_transfer_at(key: &PrivateKeySigner, nonce: u64, chain_id: u64, fee: u128) -> String {
     let tx = TxEip1559 {
         chain_id,
         nonce,
         gas_limit: 21_000,
-        max_fee_per_gas: 2_000_000_000,
+        max_fee_per_gas: fee,
         max_priority_fee_per_gas: 0,
         to: TxKind::Call(Address::repeat_byte(0x77)),
         value: U256::from(5),
@@ -266,14 +270,19 @@ async fn rpc_errors_proofs_restart_and_config() {
     // A transaction held behind a nonce gap (the account's next nonce is 1): only the
     // mempool has it, and its journal keeps it across the restart.
     let k = key.clone();
-    let held = tokio::task::spawn_blocking(move || {
+    let (held, replaced) = tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
-        let hash = c
+        let first = c
             .call("eth_sendRawTransaction", json!([raw_transfer(&k, 3, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Replaced while it waits (the journal then holds both; only the replacement may
+        // come back).
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer_at(&k, 3, 31337, 3_000_000_000)]))
             .unwrap_or_else(|e| panic!("{e}"));
         let st = c.call("farol_transactionStatus", json!([hash])).unwrap_or_default();
         assert_eq!(st["status"], "pending", "{st}");
-        hash
+        (hash, first)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -302,6 +311,8 @@ async fn rpc_errors_proofs_restart_and_config() {
             assert!(Instant::now() < deadline, "the held transaction did not come back: {st}");
             std::thread::sleep(Duration::from_millis(20));
         }
+        let st = c.call("farol_transactionStatus", json!([replaced])).unwrap_or_default();
+        assert_eq!(st["status"], "unknown", "the replaced one stays replaced: {st}");
         let hash = c
             .call("eth_sendRawTransaction", json!([raw_transfer(&k, 1, 31337)]))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -359,6 +370,9 @@ async fn rpc_errors_proofs_restart_and_config() {
             .call("eth_sendRawTransaction", json!([raw_transfer(&k, 4, 31337)]))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        // The genesis version is gone from the store.
+        let e = c.call("eth_getBalance", json!([k.address(), "0x0"])).expect_err("pruned");
+        assert!(e.contains("not available"), "{e}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
