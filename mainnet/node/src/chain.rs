@@ -783,6 +783,19 @@ pub(crate) mod tests {
         stored(5, key, txs, Vec::new(), ordering)
     }
 
+    /// The ordering data of a block that is commit `height`'s whole group, in round 1.
+    pub(crate) fn single_commit(height: u64) -> OrderingData {
+        OrderingData {
+            round: 1,
+            first: height,
+            height,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        }
+    }
+
     /// Block `number` of `key`'s `txs` with `receipts`, whose header commits to them and to
     /// `ordering`, as the pipeline stores it.
     pub(crate) fn stored(

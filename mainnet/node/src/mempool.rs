@@ -839,15 +839,7 @@ mod tests {
                     .unwrap_or_else(|e| panic!("{e}"))
             })
             .collect();
-        let ordering = crate::chain::OrderingData {
-            round: 1,
-            first: number,
-            height: number,
-            chunk: 0,
-            last_in_group: true,
-            deferred: Vec::new(),
-            checkpoint: None,
-        };
+        let ordering = crate::chain::tests::single_commit(number);
         crate::chain::tests::stored(number, key, txs, Vec::new(), ordering)
     }
 
@@ -899,15 +891,7 @@ mod tests {
         };
         let sig = relayer.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
         let env = TxEnvelope::Eip7702(tx.into_signed(sig));
-        let ordering = crate::chain::OrderingData {
-            round: 1,
-            first: 1,
-            height: 1,
-            chunk: 0,
-            last_in_group: true,
-            deferred: Vec::new(),
-            checkpoint: None,
-        };
+        let ordering = crate::chain::tests::single_commit(1);
         let block = crate::chain::tests::stored(1, &relayer, vec![env], Vec::new(), ordering);
         assert_eq!(authorities(&block), vec![signer.address()]);
         // Without the signer's nonce the held transaction stays held.

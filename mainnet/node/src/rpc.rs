@@ -1473,15 +1473,7 @@ mod tests {
             txs.push(TxEnvelope::Eip1559(Signed::new_unchecked(typed, sig, Default::default())));
         }
         let key = alloy_signer_local::PrivateKeySigner::random();
-        let ordering = crate::chain::OrderingData {
-            round: 1,
-            first: 1,
-            height: 1,
-            chunk: 0,
-            last_in_group: true,
-            deferred: Vec::new(),
-            checkpoint: None,
-        };
+        let ordering = crate::chain::tests::single_commit(1);
         for n in [0, 1, 600] {
             let mut b = crate::chain::tests::stored(
                 1,
