@@ -293,8 +293,9 @@ impl Mempool {
         }
     }
 
-    /// From now on, appends every transaction accepted to `journal` (an empty log: what the
-    /// old one held is added again through the usual checks, see `Rpc::readmit`). Appends are
+    /// From now on, appends every transaction accepted to `journal` (as opened: what it held
+    /// is added again through the usual checks, see `Rpc::readmit`, and stays in it until the
+    /// read-back is over and the journal is rewritten). Appends are
     /// not synced: a killed process loses nothing the kernel has, a lost machine the last
     /// appends. The journal is rewritten with what waits when it grows to twice that
     /// ([`Mempool::compact_journal`]).
