@@ -525,6 +525,21 @@ fn payments_to_a_fresh_account_match_sequential_under_amsterdam() {
     assert_eq!(out.txs[1].gas_used, out.txs[11].gas_used);
 }
 
+/// Where the kit's `deploy(salt)` would put its child, found by running it on a scratch
+/// block (the world is left as it was).
+fn child_address(world: &mut World, kit: Address, salt: alloy_primitives::B256) -> Address {
+    use alloy_sol_types::SolCall;
+    let saved = world.nonces();
+    let data = farol_execution::workload::ITestKit::deployCall { salt }.abi_encode();
+    let probe = world.call(world.users[0], kit, U256::ZERO, data, 1_000_000, Flavor::DynamicFee, 1);
+    let scratch = world.block_env(Address::repeat_byte(0xcb));
+    let out = execute_sequential(&world.state, &world.chain, &scratch, &[probe])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.txs[0].is_success(), "{:?}", out.txs[0]);
+    world.set_nonces(saved);
+    Address::from_slice(&out.txs[0].output[12..32])
+}
+
 /// The beneficiary itself is created and self-destructed by a fee-paying transaction. Under
 /// Amsterdam (EIP-8246) revm keeps a self-destructed account that still holds a balance at
 /// the end of the transaction, and the transaction's own fee is that balance: a fee set aside
@@ -540,16 +555,7 @@ fn a_beneficiary_destroyed_by_a_fee_paying_transaction_matches_sequential() {
         let kit = world.kits[0];
         let salt = alloy_primitives::B256::repeat_byte(0x5c);
         // Where `deploy(salt)` puts the child: the block's beneficiary.
-        let saved = world.nonces();
-        let probe = ITestKit::deployCall { salt }.abi_encode();
-        let probe =
-            world.call(world.users[0], kit, U256::ZERO, probe, 1_000_000, Flavor::DynamicFee, 1);
-        let scratch = world.block_env(Address::repeat_byte(0xcb));
-        let out = execute_sequential(&world.state, &world.chain, &scratch, &[probe])
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(out.txs[0].is_success(), "{:?}", out.txs[0]);
-        let child = Address::from_slice(&out.txs[0].output[12..32]);
-        world.set_nonces(saved);
+        let child = child_address(&mut world, kit, salt);
         let destroy =
             ITestKit::deployAndDestroyCall { salt, beneficiary: world.users[5] }.abi_encode();
         let snap = ITestKit::snapCoinbaseCall {}.abi_encode();
@@ -578,15 +584,7 @@ fn creations_colliding_with_storage_match_sequential() {
     let kit = world.kits[0];
     let (taken, free) =
         (alloy_primitives::B256::repeat_byte(0x71), alloy_primitives::B256::repeat_byte(0x72));
-    let saved = world.nonces();
-    let probe = ITestKit::deployCall { salt: taken }.abi_encode();
-    let probe =
-        world.call(world.users[0], kit, U256::ZERO, probe, 1_000_000, Flavor::DynamicFee, 1);
-    let scratch = world.block_env(Address::repeat_byte(0xcb));
-    let out = execute_sequential(&world.state, &world.chain, &scratch, &[probe])
-        .unwrap_or_else(|e| panic!("{e}"));
-    let target = Address::from_slice(&out.txs[0].output[12..32]);
-    world.set_nonces(saved);
+    let target = child_address(&mut world, kit, taken);
     let storage = [(U256::from(1), U256::from(5))].into_iter().collect();
     world.state.insert(target, farol_execution::MemAccount { storage, ..Default::default() });
     let mut txs = Vec::new();
