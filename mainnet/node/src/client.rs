@@ -147,7 +147,7 @@ impl RpcClient {
         }
         if let Some(e) = answer.error {
             let mut shown = json!({ "code": e.code, "message": e.message });
-            if let Some(Data::Text(d)) = e.data {
+            if let Some(d) = e.data.and_then(|d| serde_json::from_str::<String>(d.get()).ok()) {
                 shown["data"] = Value::String(d);
             }
             return Err(format!("{method}: {shown}"));
@@ -173,57 +173,9 @@ struct AnswerError {
     code: i64,
     #[serde(default)]
     message: String,
+    /// Kept as its text (no tree built), shown when it is a string (revert data).
     #[serde(default)]
-    data: Option<Data>,
-}
-
-/// An error's `data`: kept when it is text (revert data), skipped without building it
-/// otherwise.
-enum Data {
-    Text(String),
-    Other,
-}
-
-impl<'de> Deserialize<'de> for Data {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Data;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Data, E> {
-                Ok(Data::Text(v.to_string()))
-            }
-            fn visit_string<E>(self, v: String) -> Result<Data, E> {
-                Ok(Data::Text(v))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_unit<E>(self) -> Result<Data, E> {
-                Ok(Data::Other)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Data, A::Error> {
-                while a.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Data::Other)
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Data, A::Error> {
-                while a.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(Data::Other)
-            }
-        }
-        d.deserialize_any(V)
-    }
+    data: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// A JSON array of at most `MAX` items, refused as soon as it holds more (before reading

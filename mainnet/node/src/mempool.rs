@@ -267,6 +267,18 @@ pub fn authorities(block: &StoredBlock) -> Vec<Address> {
     out.into_iter().collect()
 }
 
+/// Of the transactions `checked` (in the order they were accepted), the last of each sender
+/// and nonce, in that order: what a journal that also holds replaced transactions should
+/// add back.
+pub fn latest_of_each_nonce(checked: Vec<Checked>) -> Vec<Checked> {
+    let mut last: HashMap<(Address, u64), usize> = HashMap::new();
+    for (i, c) in checked.iter().enumerate() {
+        last.insert((c.sender, c.tx.nonce()), i);
+    }
+    let keep: std::collections::HashSet<usize> = last.into_values().collect();
+    checked.into_iter().enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, c)| c).collect()
+}
+
 impl Mempool {
     /// An empty mempool for a chain.
     pub fn new(cfg: MempoolConfig, spec: ChainSpec, base_fee: u64, gas_limit: u64) -> Mempool {
@@ -785,6 +797,21 @@ mod tests {
         assert_eq!(p.len(), 2);
         // Nonce 1 arrives: it and the replacement go to consensus.
         assert_eq!(add(&mut p, 1, 2_000).1, Ok(2));
+    }
+
+    /// A journal read back adds the last transaction of each sender and nonce (a replaced
+    /// one must not come back), in the order they were accepted.
+    #[test]
+    fn only_the_latest_of_each_nonce_is_read_back() {
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let p = pool(16, 100);
+        let c = |k: &PrivateKeySigner, nonce, fee| {
+            p.check(&signed(k, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let all = vec![c(&a, 3, 2_000), c(&b, 3, 2_000), c(&a, 3, 3_000), c(&a, 4, 2_000)];
+        let want: Vec<B256> = [&all[1], &all[2], &all[3]].iter().map(|c| c.hash).collect();
+        let got: Vec<B256> = latest_of_each_nonce(all).iter().map(|c| c.hash).collect();
+        assert_eq!(got, want);
     }
 
     /// Eviction takes the cheapest held transaction of another sender; a handed one is in

@@ -187,13 +187,6 @@ impl Node {
                 Err(e) => return Err(storage_err("reading the genesis state", e)),
             },
         };
-        let log_exists = std::fs::metadata(dir.join("blocks.log")).is_ok_and(|m| m.len() > 0);
-        if genesis_root.is_none() && !log_exists {
-            return Err(storage_err(
-                "the block log",
-                "is missing, and the state no longer holds the genesis version to rebuild it from",
-            ));
-        }
         let g = genesis.clone();
         let chain = Chain::open(&dir, move || g.block(genesis_root.unwrap_or_default()))
             .map_err(|e| storage_err("opening the block log", e))?;

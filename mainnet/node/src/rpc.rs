@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::chain::StoredBlock;
 use crate::config::RpcConfig;
-use crate::mempool::{Mempool, MempoolError};
+use crate::mempool::{Checked, Mempool, MempoolError};
 use crate::node::NodeError;
 use crate::pipeline::{Overlay, State};
 
@@ -596,18 +596,12 @@ impl Rpc {
     /// a replacement replaced), and the journal is not rewritten until all are through.
     pub async fn readmit(&self, raws: &[bytes::Bytes]) -> (usize, usize) {
         self.mempool.lock().set_reading_back(true);
-        let mut last: HashMap<(Address, u64), usize> = HashMap::new();
-        for (i, raw) in raws.iter().enumerate() {
-            let checked = self.mempool.lock().check(raw);
-            if let Ok(c) = checked {
-                last.insert((c.sender, alloy_consensus::Transaction::nonce(&c.tx)), i);
-            }
-        }
-        let mut order: Vec<usize> = last.into_values().collect();
-        order.sort_unstable();
-        let (mut taken, mut refused) = (0, raws.len() - order.len());
-        for i in order {
-            match self.send_raw(&raws[i]).await {
+        let checked: Vec<Checked> =
+            raws.iter().filter_map(|raw| self.mempool.lock().check(raw).ok()).collect();
+        let latest = crate::mempool::latest_of_each_nonce(checked);
+        let (mut taken, mut refused) = (0, raws.len() - latest.len());
+        for c in latest {
+            match self.admit(c).await {
                 Ok(_) => taken += 1,
                 Err(_) => refused += 1,
             }
@@ -618,6 +612,12 @@ impl Rpc {
 
     async fn send_raw(&self, raw: &[u8]) -> Result<B256, RpcError> {
         let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
+        self.admit(checked).await
+    }
+
+    /// Adds a transaction that passed the stateless checks: refused if it is known or was
+    /// dropped, then checked against its sender's account and handed on.
+    async fn admit(&self, checked: Checked) -> Result<B256, RpcError> {
         let hash = checked.hash;
         if self.state.chain.transaction(&hash).is_some() {
             return Err(mempool_error(MempoolError::Known));

@@ -433,7 +433,11 @@ fn fetch_snapshot(
     if h <= height {
         return Ok(None);
     }
-    let Some(b) = carrier_of(h) else { return Ok(None) };
+    let carrier = match newest_ours {
+        Some(b) if b.ordering.height == h => Some(b),
+        _ => carrier_of(h),
+    };
+    let Some(b) = carrier else { return Ok(None) };
     let digest = B256::from(s.checkpoint.digest());
     if b.ordering.checkpoint != Some(digest) {
         return Err(format!(

@@ -84,6 +84,11 @@ fn raw_transfer_at(key: &PrivateKeySigner, nonce: u64, chain_id: u64, fee: u128)
         value: U256::from(5),
         ..Default::default()
     };
+    signed_hex(key, tx)
+}
+
+/// `tx` signed by `key`, as `eth_sendRawTransaction` takes it.
+fn signed_hex(key: &PrivateKeySigner, tx: TxEip1559) -> String {
     let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
     let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
     format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
@@ -632,9 +637,7 @@ fn raw_tx(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Vec<u8>) -> Str
         input: input.into(),
         ..Default::default()
     };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
-    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    signed_hex(key, tx)
 }
 
 /// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
