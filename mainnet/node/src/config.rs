@@ -154,6 +154,8 @@ pub struct RpcConfig {
     pub gas_cap: u64,
     /// Subscriptions per WebSocket connection.
     pub max_subscriptions: usize,
+    /// Open WebSocket connections; an upgrade past this is answered 503.
+    pub max_ws_connections: usize,
 }
 
 impl Default for RpcConfig {
@@ -169,6 +171,7 @@ impl Default for RpcConfig {
             // EIP-7825 (Osaka) caps a transaction at 2^24 gas.
             gas_cap: 1 << 24,
             max_subscriptions: 128,
+            max_ws_connections: 1024,
         }
     }
 }
@@ -371,6 +374,9 @@ impl NodeConfig {
         }
         if self.rpc.max_batch_response_bytes == 0 {
             return bad("rpc.max_batch_response_bytes", "must be at least 1".into());
+        }
+        if self.rpc.max_ws_connections == 0 {
+            return bad("rpc.max_ws_connections", "must be at least 1".into());
         }
         if self.rpc.max_batch == 0 {
             return bad("rpc.max_batch", "must be at least 1".into());

@@ -91,6 +91,8 @@ pub struct Rpc {
     snapshot: Mutex<Option<(Arc<farol_consensus::Snapshot>, Value)>>,
     /// The snapshot last asked for by height, encoded once (`farol_getSnapshot(height)`).
     snapshot_at: Mutex<Option<(u64, Value)>>,
+    /// One permit per open WebSocket connection (`rpc.max_ws_connections`).
+    ws_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -170,10 +172,11 @@ impl Rpc {
             state,
             mempool,
             submit,
-            cfg,
             filters: Mutex::new(Filters::default()),
             snapshot: Mutex::new(None),
             snapshot_at: Mutex::new(None),
+            ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_ws_connections)),
+            cfg,
         }
     }
 
@@ -1384,8 +1387,17 @@ async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
 }
 
 async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Response {
+    // Each session holds its permit until it ends (before stop 28 connections were not
+    // counted, so clients could hold any number of sessions and subscriptions).
+    let Ok(permit) = rpc.ws_slots.clone().try_acquire_owned() else {
+        let why = format!("at most {} WebSocket connections", rpc.cfg.max_ws_connections);
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    };
     let max = rpc.cfg.max_request_bytes;
-    up.max_message_size(max).on_upgrade(move |socket| ws_session(rpc, socket))
+    up.max_message_size(max).on_upgrade(move |socket| async move {
+        ws_session(rpc, socket).await;
+        drop(permit);
+    })
 }
 
 /// How long a WebSocket message may wait for the client to take it.

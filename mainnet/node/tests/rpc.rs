@@ -715,3 +715,51 @@ async fn log_filters_end_at_their_to_block() {
     .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Sends a WebSocket upgrade request over a new connection and returns the HTTP status line
+/// with the stream (kept open, so an accepted session stays open).
+async fn ws_handshake(addr: SocketAddr) -> (String, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        let n = s.read(&mut byte).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n, 1, "connection closed before a status line: {head:?}");
+        head.push(byte[0]);
+    }
+    (String::from_utf8_lossy(&head).trim().to_string(), s)
+}
+
+/// WebSocket connections past `rpc.max_ws_connections` are refused with 503; a closed one
+/// frees its place (before stop 28 connections were not counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connections_are_capped() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x44; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.max_ws_connections = 2;
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let (first, a) = ws_handshake(ws).await;
+    let (second, _b) = ws_handshake(ws).await;
+    assert!(first.contains(" 101 ") && second.contains(" 101 "), "{first} / {second}");
+    let (third, _) = ws_handshake(ws).await;
+    assert!(third.contains(" 503 "), "{third}");
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (again, _c) = ws_handshake(ws).await;
+        if again.contains(" 101 ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection kept its place: {again}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}

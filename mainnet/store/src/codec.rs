@@ -30,10 +30,13 @@ pub(crate) const MAX_BODY: usize = if MAX_PAGE_BODY > COMMIT_FIXED + 32 * MAX_DE
 };
 
 pub(crate) const K_PAGE: u8 = 1;
-pub(crate) const K_COMMIT: u8 = 2;
+/// A commit record as written before stop 28 (no intact-before offset); still read.
+pub(crate) const K_COMMIT_V1: u8 = 2;
 pub(crate) const K_PRUNE: u8 = 3;
 /// A page record copied by garbage collection; replay skips it (see `gc.rs`).
 pub(crate) const K_RELOCATED: u8 = 4;
+/// A commit record that says where the interrupted sync it may have been part of began.
+pub(crate) const K_COMMIT: u8 = 5;
 
 /// How a page record relates to the page's earlier records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -301,14 +304,25 @@ impl<'a> PageHeader<'a> {
     }
 }
 
-/// Bytes of a commit body before its deleted keys.
-pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 4;
+/// Bytes of a commit body before its deleted keys (the current kind; a [`K_COMMIT_V1`]
+/// body has 8 fewer: no intact-before offset).
+pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 8 + 4;
 
-/// Writes a commit record body.
-pub(crate) fn encode_commit(out: &mut Vec<u8>, version: u64, root: &B256, deleted: &[B256]) {
+/// Writes a commit record body. `intact_before` is the offset in the segment below which
+/// every byte was already durable when this record was written (the end of the last sync):
+/// damage at or after it, before this record, is what a power loss during this record's own
+/// sync can leave (docs/store.md §7).
+pub(crate) fn encode_commit(
+    out: &mut Vec<u8>,
+    version: u64,
+    root: &B256,
+    intact_before: u64,
+    deleted: &[B256],
+) {
     out.push(K_COMMIT);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(root.as_slice());
+    out.extend_from_slice(&intact_before.to_le_bytes());
     out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
     for k in deleted {
         out.extend_from_slice(k.as_slice());
@@ -319,22 +333,37 @@ pub(crate) fn encode_commit(out: &mut Vec<u8>, version: u64, root: &B256, delete
 pub(crate) struct Commit {
     pub(crate) version: u64,
     pub(crate) root: B256,
+    /// `None` for a [`K_COMMIT_V1`] record.
+    pub(crate) intact_before: Option<u64>,
     pub(crate) deleted: Vec<B256>,
+}
+
+/// Whether `body` has the shape of a commit body of either kind (kind byte, and a length
+/// that is the fixed part plus whole keys): a cheap test before the checksum.
+pub(crate) fn looks_like_commit(body_kind: u8, len: usize) -> bool {
+    let fixed = match body_kind {
+        K_COMMIT => COMMIT_FIXED,
+        K_COMMIT_V1 => COMMIT_FIXED - 8,
+        _ => return false,
+    };
+    len >= fixed && (len - fixed).is_multiple_of(32)
 }
 
 pub(crate) fn decode_commit(body: &[u8]) -> Result<Commit, &'static str> {
     let mut r = Reader(body);
-    if r.u8()? != K_COMMIT {
+    let kind = r.u8()?;
+    if kind != K_COMMIT && kind != K_COMMIT_V1 {
         return Err("not a commit record");
     }
     let version = r.u64()?;
     let root = r.b256()?;
+    let intact_before = if kind == K_COMMIT { Some(r.u64()?) } else { None };
     let n = r.u32()? as usize;
     if r.0.len() != n.checked_mul(32).ok_or("deleted count out of range")? {
         return Err("deleted-key bytes do not match the count");
     }
     let deleted = r.0.chunks_exact(32).map(B256::from_slice).collect();
-    Ok(Commit { version, root, deleted })
+    Ok(Commit { version, root, intact_before, deleted })
 }
 
 pub(crate) fn encode_prune(out: &mut Vec<u8>, below: u64) {
@@ -362,7 +391,7 @@ mod tests {
     proptest! {
         /// Arbitrary bytes never panic a decoder: they decode or give a reason.
         #[test]
-        fn decoders_never_panic(body in prop::collection::vec(any::<u8>(), 0..400), kind in 1u8..5) {
+        fn decoders_never_panic(body in prop::collection::vec(any::<u8>(), 0..400), kind in 1u8..6) {
             let mut b = body;
             if let Some(first) = b.first_mut() {
                 *first = kind;
@@ -375,6 +404,29 @@ mod tests {
             let _ = check_record(&b);
             let _ = crate::proof::Proof::decode(&b);
         }
+    }
+
+    #[test]
+    fn both_commit_kinds_decode() {
+        let root = B256::repeat_byte(3);
+        let deleted = vec![B256::repeat_byte(4), B256::repeat_byte(5)];
+        let mut current = Vec::new();
+        encode_commit(&mut current, 9, &root, 1234, &deleted);
+        assert!(looks_like_commit(current[0], current.len()));
+        let c = decode_commit(&current).expect("current kind");
+        assert_eq!((c.version, c.root, c.intact_before), (9, root, Some(1234)));
+        assert_eq!(c.deleted, deleted);
+        // A body as written before stop 28: the same without the offset.
+        let mut v1 = vec![K_COMMIT_V1];
+        v1.extend_from_slice(&9u64.to_le_bytes());
+        v1.extend_from_slice(root.as_slice());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        deleted.iter().for_each(|k| v1.extend_from_slice(k.as_slice()));
+        assert!(looks_like_commit(v1[0], v1.len()));
+        let c = decode_commit(&v1).expect("first kind");
+        assert_eq!((c.version, c.root, c.intact_before), (9, root, None));
+        assert_eq!(c.deleted, deleted);
+        assert!(!looks_like_commit(K_COMMIT, v1.len()) && !looks_like_commit(K_PAGE, v1.len()));
     }
 
     #[test]

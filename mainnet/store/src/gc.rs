@@ -209,11 +209,14 @@ pub(crate) fn spawn_background(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                 let Some(inner) = weak.upgrade() else { break };
                 // Errors surface at the next explicit call or write: a checkpoint that could
                 // not be written is retaken later, garbage stays until the next collection.
-                let _ = match job {
+                let res = match job {
                     Job::CollectGarbage if inner.closing.load(Ordering::Acquire) => Ok(()),
                     Job::CollectGarbage => collect(&inner).map(|_| ()),
                     Job::Checkpoint(img) => crate::recovery::persist_checkpoint(&inner, img),
                 };
+                if res.is_err() {
+                    inner.io.housekeeping_failed();
+                }
             }
         })
         .map_err(io_err(&inner.dir))

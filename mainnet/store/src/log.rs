@@ -30,6 +30,7 @@ pub(crate) struct IoCounters {
     pub(crate) writes: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    pub(crate) housekeeping_failures: AtomicU64,
 }
 
 /// I/O the store has done since it was opened, counted at the file layer.
@@ -45,6 +46,9 @@ pub struct IoStats {
     pub bytes_written: u64,
     /// `fdatasync`/`fsync` calls.
     pub syncs: u64,
+    /// Segment rotations and checkpoint writes that failed after their version was
+    /// published (the version stands; the work is retried later).
+    pub housekeeping_failures: u64,
 }
 
 impl IoCounters {
@@ -55,7 +59,11 @@ impl IoCounters {
             writes: self.writes.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
+            housekeeping_failures: self.housekeeping_failures.load(Ordering::Relaxed),
         }
+    }
+    pub(crate) fn housekeeping_failed(&self) {
+        self.housekeeping_failures.fetch_add(1, Ordering::Relaxed);
     }
     pub(crate) fn wrote(&self, n: usize) {
         self.writes.fetch_add(1, Ordering::Relaxed);
@@ -234,24 +242,21 @@ pub(crate) fn scan(
     Ok(ScanEnd::Clean)
 }
 
-/// Whether any valid commit record starts anywhere in `bytes` (used to tell a torn tail
-/// from damage in the middle of the log: a torn tail has no commit after it).
-pub(crate) fn has_commit_after(bytes: &[u8]) -> bool {
-    (0..bytes.len().saturating_sub(FRAME)).any(|i| {
+/// The first valid commit record that starts anywhere in `bytes` (at any byte, not only
+/// where a record would start): its offset in `bytes` and its whole record. Used to tell a
+/// torn tail from damage in the middle of the log (docs/store.md §7).
+pub(crate) fn first_commit_in(bytes: &[u8]) -> Option<(usize, &[u8])> {
+    (0..bytes.len().saturating_sub(FRAME)).find_map(|i| {
         let rest = &bytes[i..];
         let mut header = [0u8; FRAME];
         header.copy_from_slice(&rest[..FRAME]);
         match codec::frame_len(&header) {
             // Cheap shape checks first (kind byte, length of a commit body), then the checksum.
-            Ok(len)
-                if rest.len() >= FRAME + len
-                    && rest[FRAME] == codec::K_COMMIT
-                    && len >= codec::COMMIT_FIXED
-                    && (len - codec::COMMIT_FIXED).is_multiple_of(32) =>
-            {
-                codec::check_record(&rest[..FRAME + len]).is_ok()
+            Ok(len) if rest.len() >= FRAME + len && codec::looks_like_commit(rest[FRAME], len) => {
+                let rec = &rest[..FRAME + len];
+                codec::check_record(rec).is_ok().then_some((i, rec))
             }
-            _ => false,
+            _ => None,
         }
     })
 }

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use farol_primitives::{SplitMap, Version, B256};
 use parking_lot::{Mutex, RwLock};
 
-use crate::codec::{self, PageKind, RawEntry, K_COMMIT, K_PAGE, K_PRUNE, K_RELOCATED};
+use crate::codec::{self, PageKind, RawEntry, K_COMMIT, K_COMMIT_V1, K_PAGE, K_PRUNE, K_RELOCATED};
 use crate::error::{corrupt, io_err, Result, StoreError};
 use crate::log::{self, IoCounters, Loc, ScanEnd, Segment, SEGMENT_HEADER};
 use crate::store::{Entry, Inner, PageCache, State, Store, Writer};
 use crate::tree::PageId;
-use crate::Options;
+use crate::{FsyncPolicy, Options};
 
 const CKP_MAGIC: &[u8; 8] = b"FAROLCKP";
 const CKP_FORMAT: u32 = 1;
@@ -144,7 +144,19 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     let end = active.len()?;
     let since =
         if last_id == st.replay_from.0 { end.saturating_sub(st.replay_from.1) } else { end };
-    let writer = Writer { active, end, buf: Vec::new(), poisoned: false, since_checkpoint: since };
+    // What replay accepted was read from the OS, which may not have written it to the device
+    // yet (a kill during a sync): make it durable before anything is written after it.
+    if opts.fsync == FsyncPolicy::Always {
+        active.sync(&io)?;
+    }
+    let writer = Writer {
+        active,
+        end,
+        buf: Vec::new(),
+        poisoned: false,
+        since_checkpoint: since,
+        durable_end: end,
+    };
     let background_gc = opts.background_gc;
     let cache = PageCache::new(opts.cache_bytes);
     let inner = Inner {
@@ -220,7 +232,7 @@ fn decode_tail(
                     pages.push((h.id, Entry { version: h.version, kind: h.kind, loc }));
                 }
                 K_RELOCATED => {}
-                K_COMMIT => {
+                K_COMMIT | K_COMMIT_V1 => {
                     let c = codec::decode_commit(r.body).map_err(bad)?;
                     if pages.iter().any(|(_, e)| e.version != c.version) {
                         return Err(bad("page records of another version precede this commit"));
@@ -260,12 +272,7 @@ fn decode_tail(
             }
             ScanEnd::Bad { off, reason, truncated } => {
                 let rest = &bytes[(off - start) as usize..];
-                let zeros = rest.iter().all(|b| *b == 0);
-                let torn = is_last
-                    && (truncated || zeros)
-                    && !log::whole_record_with_bad_length(rest)
-                    && !log::has_commit_after(rest.get(1..).unwrap_or(&[]));
-                if !torn {
+                if !(is_last && torn_write(rest, off, truncated)) {
                     return Err(corrupt(&seg.path, off, reason));
                 }
                 seg.truncate(good_end)?;
@@ -273,6 +280,30 @@ fn decode_tail(
         }
     }
     Ok(ops)
+}
+
+/// Whether the bytes `rest` of the newest segment, from the record at offset `off` that is
+/// not valid, are what an interrupted append leaves (docs/store.md §7, rule 3):
+/// - no commit record after it, and the bad record runs past the end of the file or the
+///   rest is zeros (a crash during the append, or a power loss before its blocks reached the
+///   device), and it is not a whole record with a damaged length field; or
+/// - the first commit record after it says its own sync began at or before `off` (a power
+///   loss during that sync kept later blocks of the write and lost earlier ones), and no
+///   commit follows that one (it was the last write, so it was never acknowledged).
+fn torn_write(rest: &[u8], off: u64, truncated: bool) -> bool {
+    let after = rest.get(1..).unwrap_or(&[]);
+    match log::first_commit_in(after) {
+        None => {
+            (truncated || rest.iter().all(|b| *b == 0)) && !log::whole_record_with_bad_length(rest)
+        }
+        Some((at, rec)) => {
+            let began_before = codec::decode_commit(&rec[codec::FRAME..])
+                .ok()
+                .and_then(|c| c.intact_before)
+                .is_some_and(|intact| intact <= off);
+            began_before && log::first_commit_in(&after[at + rec.len()..]).is_none()
+        }
+    }
 }
 
 /// Applies the decoded tail to the index loaded from the checkpoint.
@@ -333,6 +364,14 @@ pub(crate) fn persist_checkpoint(inner: &Inner, img: CheckpointImage) -> Result<
     let mut last = inner.checkpoint_written.lock();
     if img.seq <= *last {
         return Ok(());
+    }
+    // The checkpoint must not describe log the device does not have: with
+    // `FsyncPolicy::Never` nothing else syncs it (closed segments are synced at rotation).
+    if inner.opts.fsync == FsyncPolicy::Never {
+        let seg = inner.state.read().segments.get(&img.replay_from.0).cloned();
+        if let Some(seg) = seg {
+            seg.sync(&inner.io)?;
+        }
     }
     let tmp = inner.dir.join("checkpoint.tmp");
     let path = inner.dir.join(CKP_NAME);

@@ -129,6 +129,9 @@ pub(crate) struct Writer {
     pub(crate) poisoned: bool,
     /// Log bytes written since the last checkpoint.
     pub(crate) since_checkpoint: u64,
+    /// Offset in the active segment below which every byte is known to be durable (the
+    /// end of its last sync); each commit record carries it (docs/store.md §7, rule 3).
+    pub(crate) durable_end: u64,
 }
 
 pub(crate) struct Inner {

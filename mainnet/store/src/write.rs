@@ -121,7 +121,14 @@ impl Store {
                 ),
             });
         }
-        codec::frame(&mut buf, |b| codec::encode_commit(b, version, &root, &deleted));
+        let intact_before = match inner.opts.fsync {
+            FsyncPolicy::Always => w.durable_end,
+            // Nothing is synced: only this write's own records may be read as torn.
+            FsyncPolicy::Never => base,
+        };
+        codec::frame(&mut buf, |b| {
+            codec::encode_commit(b, version, &root, intact_before, &deleted)
+        });
         let prune_below = inner.opts.retain_versions.and_then(|r| (version + 1).checked_sub(r));
         let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);
         if let Some(below) = prune_below {
@@ -154,10 +161,12 @@ impl Store {
                 inner.cache.insert((id, version), page);
             }
         }
-        let checkpoint = after_write(self, &mut w)?;
+        let checkpoint = after_write(self, &mut w);
         drop(w);
         if let Some(img) = checkpoint {
-            self.persist_later(img)?;
+            if self.persist_later(img).is_err() {
+                inner.io.housekeeping_failed();
+            }
         }
         if prune_below.is_some() {
             self.signal_gc();
@@ -410,6 +419,9 @@ pub(crate) fn write_durably(inner: &Inner, w: &mut Writer, buf: &[u8]) -> Result
         Ok(()) => {
             w.end += buf.len() as u64;
             w.since_checkpoint += buf.len() as u64;
+            if inner.opts.fsync == FsyncPolicy::Always {
+                w.durable_end = w.end;
+            }
             Ok(())
         }
         Err(e) => {
@@ -431,26 +443,38 @@ pub(crate) fn append_prune(inner: &Inner, w: &mut Writer, below: Version) -> Res
 /// Housekeeping after a write: start a new segment when the active one is full; take a
 /// checkpoint image when enough log has accumulated (the caller writes it once it has let
 /// go of the writer lock).
+///
+/// The version is published by then, so a failure here must not fail `apply`: a rotation
+/// that fails is retried after the next write (the active segment stays valid; a version
+/// that would not fit in it is refused before anything is written), and a checkpoint only
+/// shortens the next open's replay.
 pub(crate) fn after_write(
     store: &Store,
     w: &mut Writer,
-) -> Result<Option<crate::recovery::CheckpointImage>> {
+) -> Option<crate::recovery::CheckpointImage> {
     let inner = &store.inner;
-    if w.end >= inner.opts.segment_bytes {
-        rotate(inner, w)?;
+    if w.end >= inner.opts.segment_bytes && rotate(inner, w).is_err() {
+        inner.io.housekeeping_failed();
     }
     if w.since_checkpoint >= inner.opts.checkpoint_bytes {
-        return Ok(Some(crate::recovery::checkpoint_image(inner, w)));
+        return Some(crate::recovery::checkpoint_image(inner, w));
     }
-    Ok(None)
+    None
 }
 
 /// Closes the active segment and starts the next one.
 pub(crate) fn rotate(inner: &Inner, w: &mut Writer) -> Result<()> {
+    // Recovery cuts a torn tail only in the newest segment, and checkpoints refer to closed
+    // segments: a segment is durable before it stops being the newest (with
+    // `FsyncPolicy::Always` its last write was synced already).
+    if inner.opts.fsync == FsyncPolicy::Never {
+        w.active.sync(&inner.io)?;
+    }
     let id = w.active.id + 1;
     let seg = Arc::new(Segment::create(&inner.dir, id, &inner.io)?);
     inner.state.write().segments.insert(id, seg.clone());
     w.active = seg;
     w.end = crate::log::SEGMENT_HEADER;
+    w.durable_end = crate::log::SEGMENT_HEADER;
     Ok(())
 }

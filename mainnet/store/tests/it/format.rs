@@ -9,7 +9,7 @@ use farol_store::{Options, Store};
 
 use crate::common::{key_pool, random_batch, rng, small_opts};
 
-const EXPECTED: &str = "0x0a01574456e27bc3fd02e55303fed7fd71501022bd1b9f723d9c4ccfe06f9e28";
+const EXPECTED: &str = "0xf94e8b2211c3468cf48fda5cbc6b900c0d079fbaca7769084fc041a723173630";
 
 #[test]
 fn formats_are_stable() {
