@@ -305,24 +305,28 @@ impl<'a> PageHeader<'a> {
 }
 
 /// Bytes of a commit body before its deleted keys (the current kind; a [`K_COMMIT_V1`]
-/// body has 8 fewer: no intact-before offset).
-pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 8 + 4;
+/// body has 16 fewer: no intact-before offset, no prune point).
+pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 8 + 8 + 4;
 
 /// Writes a commit record body. `intact_before` is the offset in the segment below which
 /// every byte was already durable when this record was written (the end of the last sync):
 /// damage at or after it, before this record, is what a power loss during this record's own
-/// sync can leave (docs/store.md §7).
+/// sync can leave (docs/store.md §7). `prune_below` (0: none) prunes the versions below it
+/// once this one is committed: in the commit record, so that the commit is always the last
+/// record of its write.
 pub(crate) fn encode_commit(
     out: &mut Vec<u8>,
     version: u64,
     root: &B256,
     intact_before: u64,
+    prune_below: u64,
     deleted: &[B256],
 ) {
     out.push(K_COMMIT);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(root.as_slice());
     out.extend_from_slice(&intact_before.to_le_bytes());
+    out.extend_from_slice(&prune_below.to_le_bytes());
     out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
     for k in deleted {
         out.extend_from_slice(k.as_slice());
@@ -335,6 +339,9 @@ pub(crate) struct Commit {
     pub(crate) root: B256,
     /// `None` for a [`K_COMMIT_V1`] record.
     pub(crate) intact_before: Option<u64>,
+    /// Versions below this are pruned with this commit (0: none; a [`K_COMMIT_V1`] record
+    /// has a prune record after it instead).
+    pub(crate) prune_below: u64,
     pub(crate) deleted: Vec<B256>,
 }
 
@@ -343,7 +350,7 @@ pub(crate) struct Commit {
 pub(crate) fn looks_like_commit(body_kind: u8, len: usize) -> bool {
     let fixed = match body_kind {
         K_COMMIT => COMMIT_FIXED,
-        K_COMMIT_V1 => COMMIT_FIXED - 8,
+        K_COMMIT_V1 => COMMIT_FIXED - 16,
         _ => return false,
     };
     len >= fixed && (len - fixed).is_multiple_of(32)
@@ -357,13 +364,14 @@ pub(crate) fn decode_commit(body: &[u8]) -> Result<Commit, &'static str> {
     }
     let version = r.u64()?;
     let root = r.b256()?;
-    let intact_before = if kind == K_COMMIT { Some(r.u64()?) } else { None };
+    let (intact_before, prune_below) =
+        if kind == K_COMMIT { (Some(r.u64()?), r.u64()?) } else { (None, 0) };
     let n = r.u32()? as usize;
     if r.0.len() != n.checked_mul(32).ok_or("deleted count out of range")? {
         return Err("deleted-key bytes do not match the count");
     }
     let deleted = r.0.chunks_exact(32).map(B256::from_slice).collect();
-    Ok(Commit { version, root, intact_before, deleted })
+    Ok(Commit { version, root, intact_before, prune_below, deleted })
 }
 
 pub(crate) fn encode_prune(out: &mut Vec<u8>, below: u64) {
@@ -411,10 +419,10 @@ mod tests {
         let root = B256::repeat_byte(3);
         let deleted = vec![B256::repeat_byte(4), B256::repeat_byte(5)];
         let mut current = Vec::new();
-        encode_commit(&mut current, 9, &root, 1234, &deleted);
+        encode_commit(&mut current, 9, &root, 1234, 5, &deleted);
         assert!(looks_like_commit(current[0], current.len()));
         let c = decode_commit(&current).expect("current kind");
-        assert_eq!((c.version, c.root, c.intact_before), (9, root, Some(1234)));
+        assert_eq!((c.version, c.root, c.intact_before, c.prune_below), (9, root, Some(1234), 5));
         assert_eq!(c.deleted, deleted);
         // A body as written before stop 28: the same without the offset.
         let mut v1 = vec![K_COMMIT_V1];
@@ -424,7 +432,7 @@ mod tests {
         deleted.iter().for_each(|k| v1.extend_from_slice(k.as_slice()));
         assert!(looks_like_commit(v1[0], v1.len()));
         let c = decode_commit(&v1).expect("first kind");
-        assert_eq!((c.version, c.root, c.intact_before), (9, root, None));
+        assert_eq!((c.version, c.root, c.intact_before, c.prune_below), (9, root, None, 0));
         assert_eq!(c.deleted, deleted);
         assert!(!looks_like_commit(K_COMMIT, v1.len()) && !looks_like_commit(K_PAGE, v1.len()));
     }

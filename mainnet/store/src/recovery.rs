@@ -237,14 +237,18 @@ fn decode_tail(
                     if pages.iter().any(|(_, e)| e.version != c.version) {
                         return Err(bad("page records of another version precede this commit"));
                     }
+                    let at = (seg.path.clone(), r.off);
                     ops.push(TailOp::Commit {
-                        at: (seg.path.clone(), r.off),
+                        at: at.clone(),
                         version: c.version,
                         root: c.root,
                         deleted: c.deleted,
                         pages: std::mem::take(&mut pages),
                         keys: std::mem::take(&mut keys),
                     });
+                    if c.prune_below > 0 {
+                        ops.push(TailOp::Prune { at, below: c.prune_below });
+                    }
                     good_end = r.off + r.len as u64;
                 }
                 K_PRUNE => {

@@ -126,14 +126,12 @@ impl Store {
             // Nothing is synced: only this write's own records may be read as torn.
             FsyncPolicy::Never => base,
         };
-        codec::frame(&mut buf, |b| {
-            codec::encode_commit(b, version, &root, intact_before, &deleted)
-        });
         let prune_below = inner.opts.retain_versions.and_then(|r| (version + 1).checked_sub(r));
         let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);
-        if let Some(below) = prune_below {
-            codec::frame(&mut buf, |b| codec::encode_prune(b, below));
-        }
+        codec::frame(&mut buf, |b| {
+            let prune = prune_below.unwrap_or(0);
+            codec::encode_commit(b, version, &root, intact_before, prune, &deleted)
+        });
         let res = write_durably(inner, &mut w, &buf);
         w.buf = buf;
         res?;

@@ -236,10 +236,12 @@ fn truncating_the_newest_segment_rolls_back_to_a_whole_version() {
 #[test]
 fn a_write_torn_in_its_middle_rolls_back_only_when_it_is_the_last() {
     let dir = tempfile::tempdir().unwrap();
+    // With retention, so that the writes prune as well (in their commit records).
     let opts = Options {
         fsync: FsyncPolicy::Always,
         segment_bytes: 64 << 20,
         checkpoint_bytes: 1 << 40,
+        retain_versions: Some(2),
         ..small_opts()
     };
     let store = Store::open(dir.path(), opts.clone()).unwrap();

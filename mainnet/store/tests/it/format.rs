@@ -9,7 +9,7 @@ use farol_store::{Options, Store};
 
 use crate::common::{key_pool, random_batch, rng, small_opts};
 
-const EXPECTED: &str = "0xf94e8b2211c3468cf48fda5cbc6b900c0d079fbaca7769084fc041a723173630";
+const EXPECTED: &str = "0x80453f6637457cd7135619ef306f683952877daa695bd1637eae7aba3ac8885d";
 
 #[test]
 fn formats_are_stable() {
