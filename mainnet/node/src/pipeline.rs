@@ -360,6 +360,17 @@ type Waiting = BTreeMap<(Address, u64), (u64, RecoveredTx)>;
 /// 1000 / `GROUP_WINDOW_MS` blocks a second, whatever the commit rate.
 pub const GROUP_WINDOW_MS: u64 = 50;
 
+/// A commit without transactions ends a group that carries some only once the group spans
+/// this much consensus time, or [`GROUP_BLOCK_ROUNDS`] rounds passed since the chain's last
+/// block. Before stop 28 it ended the group at once: at a third of the saturated load most
+/// commits carry none, and the chain made about 50 blocks a second, more than four
+/// validators' pipelines on two cores kept up with (docs/node.md §6).
+pub const GROUP_QUIET_MS: u64 = 40;
+
+/// See [`GROUP_QUIET_MS`]: a transaction that comes this many rounds or more after the last
+/// block (a quiet chain, a light load) waits for no window; under load about 50 ms.
+pub const GROUP_BLOCK_ROUNDS: u64 = 12;
+
 /// A commit in a group: with its decoded transactions and when it reached the pipeline.
 type GroupedCommit = (Committed, Vec<RecoveredTx>, Instant);
 
@@ -374,22 +385,29 @@ struct Group {
 
 impl Group {
     /// Adds the next commit; true when the group ends with it: the commit carries no
-    /// transactions (so a lone transaction waits for no window), or a consensus checkpoint
-    /// (its block certifies it), or comes [`GROUP_WINDOW_MS`] or more after the group's
-    /// first commit, or the group's transactions reach the block gas limit.
+    /// transactions and the group carries none either, or spans [`GROUP_QUIET_MS`], or the
+    /// commit's round is [`GROUP_BLOCK_ROUNDS`] or more past `base_round` (the round of the
+    /// chain's last block, which every validator has the same); or the commit carries a
+    /// consensus checkpoint (its block certifies it), or comes [`GROUP_WINDOW_MS`] or more
+    /// after the group's first commit, or the group's transactions reach the block gas limit.
     fn push(
         &mut self,
         c: Committed,
         txs: Vec<RecoveredTx>,
         arrived: Instant,
         gas_limit: u64,
+        base_round: u64,
     ) -> bool {
         let start = self.commits.first().map_or(c.timestamp_ms, |f| f.0.timestamp_ms);
+        let span = c.timestamp_ms.saturating_sub(start);
         self.gas = txs.iter().fold(self.gas, |g, t| g.saturating_add(t.tx.gas_limit()));
-        let ends = c.transactions.is_empty()
-            || c.checkpoint.is_some()
-            || c.timestamp_ms.saturating_sub(start) >= GROUP_WINDOW_MS
-            || self.gas >= gas_limit;
+        let carries = self.commits.iter().any(|m| !m.0.transactions.is_empty());
+        let quiet_end = c.transactions.is_empty()
+            && (!carries
+                || span >= GROUP_QUIET_MS
+                || c.round >= base_round.saturating_add(GROUP_BLOCK_ROUNDS));
+        let ends =
+            quiet_end || c.checkpoint.is_some() || span >= GROUP_WINDOW_MS || self.gas >= gas_limit;
         self.commits.push((c, txs, arrived));
         ends
     }
@@ -471,6 +489,8 @@ fn run(
         };
     }
     let mut waiting = waiting_of(&base.ordering.deferred);
+    // The round of the chain's last block that ends a group (the group rule's reference).
+    let mut base_round = base.ordering.round;
     let o = &head.ordering;
     let (mut last_height, mut resume) = if o.last_in_group {
         (o.height, None)
@@ -514,6 +534,7 @@ fn run(
                         // The ordering resumes after the imported block as after one of ours.
                         if ord.last_in_group {
                             last_height = ord.height;
+                            base_round = ord.round;
                             resume = None;
                             let before = std::mem::replace(&mut waiting, waiting_of(&ord.deferred));
                             // What waited here and waits no more, and is not in the block,
@@ -567,7 +588,7 @@ fn run(
             if c.height <= last_height || group.holds(c.height) {
                 continue;
             }
-            if !group.push(c, decoded, arrived, state.genesis.gas_limit) {
+            if !group.push(c, decoded, arrived, state.genesis.gas_limit, base_round) {
                 continue;
             }
             let Group { commits: members, .. } = std::mem::take(&mut group);
@@ -593,6 +614,7 @@ fn run(
             if !carries && c.checkpoint.is_none() && c.timestamp_ms / 1000 <= last_timestamp {
                 continue;
             }
+            base_round = c.round;
             let (skip, before) = match resume.take() {
                 Some(r) if r.first == first_height => (r.skip, r.before),
                 _ => (0, next - 1),
@@ -1205,10 +1227,14 @@ mod tests {
             let mut g = Group::default();
             let ends: Vec<bool> = commits
                 .into_iter()
-                .map(|(c, n)| g.push(c, (0..n as u64).map(|i| tx(&key, i)).collect(), now, limit))
+                .map(|(c, n)| {
+                    let txs = (0..n as u64).map(|i| tx(&key, i)).collect();
+                    g.push(c, txs, now, limit, 0)
+                })
                 .collect();
             (ends, g)
         };
+        // (`commit(h, ..)` is at round 2h; the chain's last block at round 0.)
         // Commits with transactions, 20 ms apart: the first 50 ms or more after the group's
         // first ends it (the 4th, 60 ms after).
         let (ends, g) = pushes((1..=4).map(|h| (commit(h, 1_000 + 20 * h, 3), 3)).collect(), limit);
@@ -1217,12 +1243,24 @@ mod tests {
         // 49 ms is not enough.
         let (ends, _) = pushes(vec![(commit(1, 1_000, 1), 1), (commit(2, 1_049, 1), 1)], limit);
         assert_eq!(ends, [false, false]);
-        // A commit without transactions ends the group at once (an idle chain waits for no
-        // window), alone or after others.
+        // A commit without transactions ends a group without any at once.
         let (ends, _) = pushes(vec![(commit(1, 1_000, 0), 0)], limit);
         assert_eq!(ends, [true]);
-        let (ends, _) = pushes(vec![(commit(1, 1_000, 2), 2), (commit(2, 1_001, 0), 0)], limit);
-        assert_eq!(ends, [false, true]);
+        // After transactions, it ends the group once the group spans 40 ms...
+        let quiet = vec![
+            (commit(1, 1_000, 2), 2),
+            (commit(2, 1_001, 0), 0),
+            (commit(3, 1_039, 0), 0),
+            (commit(4, 1_040, 0), 0),
+        ];
+        let (ends, _) = pushes(quiet, limit);
+        assert_eq!(ends, [false, false, false, true]);
+        // ... or is 12 rounds or more past the last block (round 12 is; round 10 is not).
+        let (ends, _) = pushes(
+            vec![(commit(1, 1_000, 2), 2), (commit(5, 1_001, 0), 0), (commit(6, 1_002, 0), 0)],
+            limit,
+        );
+        assert_eq!(ends, [false, false, true]);
         // A checkpoint ends it.
         let mut cp = commit(2, 1_001, 2);
         cp.checkpoint = Some([7; 32]);
@@ -1282,9 +1320,9 @@ mod tests {
             // make two blocks.
             with(1, 5_000, vec![t(&a, 0)]),
             with(2, 5_010, vec![t(&b, 0), t(&a, 1)]),
-            // Another: commit 4 carries nothing.
+            // Another: commit 4 carries nothing and comes 40 ms after the group's first.
             with(3, 5_020, vec![t(&b, 1)]),
-            with(4, 5_030, vec![]),
+            with(4, 5_060, vec![]),
             // An empty group in a new second makes an empty block.
             with(5, 7_000, vec![]),
         ];
