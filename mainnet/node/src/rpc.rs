@@ -1383,6 +1383,22 @@ async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
         "farol_consensus_log_sync_seconds",
         "How long each sync of the consensus log took the disk.",
     );
+    let io = rpc.state.store.io_stats();
+    for (name, help, v) in [
+        ("store_syncs_total", "fdatasync/fsync calls of Farol Store.", io.syncs),
+        (
+            "store_housekeeping_failures_total",
+            "Segment rotations and checkpoints of Farol Store that failed after their version \
+             was committed (retried later; a rising count is a disk to look at).",
+            io.housekeeping_failures,
+        ),
+    ] {
+        use std::fmt::Write;
+        let _ = writeln!(
+            out,
+            "# HELP farol_{name} {help}\n# TYPE farol_{name} counter\nfarol_{name} {v}"
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

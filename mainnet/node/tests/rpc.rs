@@ -737,7 +737,7 @@ async fn ws_handshake(addr: SocketAddr) -> (String, tokio::net::TcpStream) {
 }
 
 /// WebSocket connections past `rpc.max_ws_connections` are refused with 503; a closed one
-/// frees its place (before stop 28 connections were not counted).
+/// frees its place (before stop 28 connections were not counted). And `/metrics` answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_connections_are_capped() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -746,6 +746,25 @@ async fn websocket_connections_are_capped() {
     cfg.rpc.max_ws_connections = 2;
     let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    // The metrics page, while here: the store's counters are on it.
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut page = String::new();
+        s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+        page
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    for name in [
+        "farol_blocks_total ",
+        "farol_store_syncs_total ",
+        "farol_store_housekeeping_failures_total 0",
+    ] {
+        assert!(metrics.contains(name), "{name} missing: {metrics}");
+    }
     let (first, a) = ws_handshake(ws).await;
     let (second, _b) = ws_handshake(ws).await;
     assert!(first.contains(" 101 ") && second.contains(" 101 "), "{first} / {second}");
