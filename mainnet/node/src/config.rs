@@ -94,6 +94,9 @@ pub struct SyncSettings {
     /// Headers asked for in one request (1 to 1024): block sync checks the chain in
     /// segments of this many blocks.
     pub headers_per_request: u64,
+    /// A peer whose answers take longer than this on average (milliseconds, over at least
+    /// three) is left for the next one, keeping what it gave.
+    pub slow_answer_millis: u64,
 }
 
 impl Default for SyncSettings {
@@ -103,6 +106,7 @@ impl Default for SyncSettings {
             stalled_secs: 3,
             poll_millis: 200,
             headers_per_request: 1024,
+            slow_answer_millis: 5_000,
         }
     }
 }

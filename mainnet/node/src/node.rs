@@ -337,6 +337,7 @@ impl Node {
                     .then(|| Duration::from_secs(cfg.sync.stalled_secs)),
                 poll: Duration::from_millis(cfg.sync.poll_millis),
                 segment: cfg.sync.headers_per_request,
+                slow_answer: Duration::from_millis(cfg.sync.slow_answer_millis),
                 rejoin,
                 chain_tag: chain_tag(genesis.chain_id, &genesis_block.hash, &cfg.committee),
             };

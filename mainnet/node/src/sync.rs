@@ -58,6 +58,9 @@ pub struct SyncConfig {
     pub poll: Duration,
     /// Headers per request, and blocks per segment (at most [`HEADER_BATCH`]).
     pub segment: u64,
+    /// A peer whose answers take longer than this on average (over at least
+    /// [`SLOW_AFTER_ANSWERS`]) is left for the next peer, keeping what it gave.
+    pub slow_answer: Duration,
     /// A validator's consensus: where to send a peer's snapshot (checked against a
     /// checkpoint digest in the block-final chain) when its engine stalled behind it.
     pub rejoin: Option<mpsc::Sender<Arc<Snapshot>>>,
@@ -85,6 +88,9 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     let mut last_head = state.chain.head_number();
     let mut moved = Instant::now();
     let mut failures = 0u32;
+    // Peers left in a row for being slow: once every peer was, the slow rule is off until
+    // a sync completes, so a node whose peers are all slow still gets somewhere.
+    let mut slow_in_a_row = 0usize;
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
         let pause = cfg.poll * (1 << failures.min(5));
@@ -102,9 +108,18 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         }
         let i = turn % clients.len();
         let peer = cfg.peers[i];
-        match sync_once(&state, &work, &cfg, &mut clients[i], &stop) {
+        let mut pace = Pace::new(cfg.slow_answer, slow_in_a_row < clients.len());
+        match sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace) {
             Ok(Progress::Pipeline) => return,
+            Ok(Progress::Slow) => {
+                // Before stop 28 a peer that answered slowly but correctly (one block per
+                // answer, just inside the time limit) held this node for as long as it did.
+                slow_in_a_row += 1;
+                turn += 1;
+                tracing::warn!(%peer, "block sync: this peer answers slowly, asking the next");
+            }
             Ok(Progress::Synced(n)) => {
+                slow_in_a_row = 0;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 if !rejoin_if_stalled(&state, &cfg, &mut clients[i], peer) {
@@ -112,6 +127,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 }
             }
             Ok(Progress::UpToDate) => {
+                slow_in_a_row = 0;
                 failures = 0;
                 // The next poll asks the next peer: one that is behind, halted or lying
                 // about having nothing newer cannot hold this node back (before stop 27 it
@@ -134,8 +150,35 @@ enum Progress {
     UpToDate,
     /// Synced to this block.
     Synced(u64),
+    /// Stopped early: the peer answers too slowly (what it gave is kept).
+    Slow,
     /// The pipeline is gone (the node stops).
     Pipeline,
+}
+
+/// Answers a peer must have given before its pace is judged.
+pub const SLOW_AFTER_ANSWERS: u32 = 3;
+
+/// How fast the peer of one sync round answers.
+struct Pace {
+    started: Instant,
+    answers: u32,
+    slow_answer: Duration,
+    judged: bool,
+}
+
+impl Pace {
+    fn new(slow_answer: Duration, judged: bool) -> Pace {
+        Pace { started: Instant::now(), answers: 0, slow_answer, judged }
+    }
+
+    /// Counts an answer; true when the peer's answers took longer than the limit on average.
+    fn answered_slowly(&mut self) -> bool {
+        self.answers += 1;
+        self.judged
+            && self.answers >= SLOW_AFTER_ANSWERS
+            && self.started.elapsed() > self.slow_answer * self.answers
+    }
 }
 
 /// A certificate as `farol_getCertificate` answers it, read straight from the answer.
@@ -228,6 +271,7 @@ fn sync_once(
     cfg: &SyncConfig,
     client: &mut RpcClient,
     stop: &AtomicBool,
+    pace: &mut Pace,
 ) -> Result<Progress, String> {
     let Some(cert) = client.call_as::<CertificateJson>("farol_getCertificate", json!([]))? else {
         return Ok(Progress::UpToDate);
@@ -262,6 +306,9 @@ fn sync_once(
         tops[k as usize] = want;
         let (lo, hi) = segment(k);
         want = segment_hashes(client, lo, hi, want)?.0;
+        if pace.answered_slowly() {
+            return Ok(Progress::Slow);
+        }
     }
     if want != head.hash {
         return Err(format!(
@@ -276,6 +323,9 @@ fn sync_once(
     for k in 0..segments {
         let (lo, hi) = segment(k);
         let (parent, hashes) = segment_hashes(client, lo, hi, tops[k as usize])?;
+        if pace.answered_slowly() {
+            return Ok(Progress::Slow);
+        }
         if parent != below {
             return Err(format!("header {lo}: parent {parent}, the chain below has {below}"));
         }
@@ -289,6 +339,7 @@ fn sync_once(
             if blocks.is_empty() {
                 return Err(format!("block {n}: the peer sent none"));
             }
+            let slow = pace.answered_slowly();
             for b in blocks {
                 let expected = hashes[(n - lo) as usize];
                 if b.hash != expected {
@@ -306,6 +357,10 @@ fn sync_once(
                     return Ok(Progress::Pipeline);
                 }
                 n += 1;
+            }
+            // The blocks handed over are kept; the next peer goes on from them.
+            if slow {
+                return Ok(Progress::Slow);
             }
         }
     }

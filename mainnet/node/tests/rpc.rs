@@ -495,6 +495,38 @@ fn hostile_peer(body: &'static str, len: Option<u64>) -> SocketAddr {
     addr
 }
 
+/// A peer that forwards to `to`, holding every request `delay` first: slow, and correct.
+fn slow_proxy(to: SocketAddr, delay: Duration) -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut client) = s else { continue };
+            let Ok(mut server) = std::net::TcpStream::connect(to) else { continue };
+            let (Ok(mut back_to), Ok(mut back_from)) = (client.try_clone(), server.try_clone())
+            else {
+                continue;
+            };
+            std::thread::spawn(move || std::io::copy(&mut back_from, &mut back_to));
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    match std::io::Read::read(&mut client, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            std::thread::sleep(delay);
+                            if std::io::Write::write_all(&mut server, &buf[..n]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A full node (no validator keys) follows the block-final chain of its peer, serves it
 /// over JSON-RPC with the same hashes and state, forwards the transactions it is sent to the
 /// validator, catches up after being down, and survives peers that answer garbage.
@@ -620,6 +652,39 @@ async fn a_full_node_follows_the_certified_chain() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     lied_to.stop().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // A peer that answers correctly but slowly (each request held 2 s) is left for the next
+    // after three answers, and the node catches up from that one. From the slow peer alone
+    // the sync would take a certificate and three answers per block (segments of one block),
+    // 2 s each: 38 s or more for a chain of 6 blocks or more.
+    let slow = slow_proxy(vhttp, Duration::from_secs(2));
+    let sdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut scfg = fcfg.clone();
+    scfg.data_dir = sdir.path().to_path_buf();
+    scfg.sync.peers = vec![slow, vhttp];
+    scfg.sync.slow_answer_millis = 100;
+    scfg.sync.headers_per_request = 1;
+    let patient = Node::start(scfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let phttp = patient.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let (mut v, mut p) = (RpcClient::new(vhttp), RpcClient::new(phttp));
+        let want = wait_block(&mut v, later);
+        assert!(later >= 6, "a chain of {later} blocks is too short to tell");
+        loop {
+            let b = p.call("eth_getBlockByNumber", json!([format!("{later:#x}"), false]));
+            if let Some(b) = b.ok().filter(|b| !b.is_null()) {
+                assert_eq!((b["hash"].clone(), b["stateRoot"].clone()), want);
+                break;
+            }
+            let waited = started.elapsed();
+            assert!(waited < Duration::from_secs(25), "still on the slow peer after {waited:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    patient.stop().await.unwrap_or_else(|e| panic!("{e}"));
     validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
