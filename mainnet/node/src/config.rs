@@ -379,6 +379,9 @@ impl NodeConfig {
         if self.rpc.max_batch_response_bytes == 0 {
             return bad("rpc.max_batch_response_bytes", "must be at least 1".into());
         }
+        if self.sync.slow_answer_millis == 0 {
+            return bad("sync.slow_answer_millis", "must be at least 1".into());
+        }
         if self.rpc.max_ws_connections == 0 {
             return bad("rpc.max_ws_connections", "must be at least 1".into());
         }

@@ -177,7 +177,10 @@ impl Pace {
         self.answers += 1;
         self.judged
             && self.answers >= SLOW_AFTER_ANSWERS
-            && self.started.elapsed() > self.slow_answer * self.answers
+            && self
+                .slow_answer
+                .checked_mul(self.answers)
+                .is_some_and(|limit| self.started.elapsed() > limit)
     }
 }
 

@@ -405,6 +405,14 @@ async fn rpc_errors_proofs_restart_and_config() {
     large.rpc.max_batch_response_bytes = 0;
     let e = large.validate().expect_err("no batch could answer");
     assert!(e.to_string().contains("rpc.max_batch_response_bytes"), "{e}");
+    large.rpc.max_batch_response_bytes = 1;
+    large.rpc.max_ws_connections = 0;
+    let e = large.validate().expect_err("no WebSocket connection could open");
+    assert!(e.to_string().contains("rpc.max_ws_connections"), "{e}");
+    large.rpc.max_ws_connections = 1;
+    large.sync.slow_answer_millis = 0;
+    let e = large.validate().expect_err("every peer would be slow");
+    assert!(e.to_string().contains("sync.slow_answer_millis"), "{e}");
     let mut full = cfg.clone();
     full.validator = None;
     let e = full.validate().expect_err("a full node with nowhere to sync from");
