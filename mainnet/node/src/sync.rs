@@ -88,9 +88,10 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     let mut last_head = state.chain.head_number();
     let mut moved = Instant::now();
     let mut failures = 0u32;
-    // Peers left in a row for being slow: once every peer was, the slow rule is off until
-    // a sync completes, so a node whose peers are all slow still gets somewhere.
-    let mut slow_in_a_row = 0usize;
+    // Peers left for being slow since the last completed sync: once there were as many as
+    // peers, the slow rule is off until a sync completes, so a node whose only useful peers
+    // are slow still gets somewhere (a peer with nothing newer does not reset the count).
+    let mut slow_since_synced = 0usize;
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
         let pause = cfg.poll * (1 << failures.min(5));
@@ -108,18 +109,18 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         }
         let i = turn % clients.len();
         let peer = cfg.peers[i];
-        let mut pace = Pace::new(cfg.slow_answer, slow_in_a_row < clients.len());
+        let mut pace = Pace::new(cfg.slow_answer, slow_since_synced < clients.len());
         match sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace) {
             Ok(Progress::Pipeline) => return,
             Ok(Progress::Slow) => {
                 // Before stop 28 a peer that answered slowly but correctly (one block per
                 // answer, just inside the time limit) held this node for as long as it did.
-                slow_in_a_row += 1;
+                slow_since_synced += 1;
                 turn += 1;
                 tracing::warn!(%peer, "block sync: this peer answers slowly, asking the next");
             }
             Ok(Progress::Synced(n)) => {
-                slow_in_a_row = 0;
+                slow_since_synced = 0;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 if !rejoin_if_stalled(&state, &cfg, &mut clients[i], peer) {
@@ -127,7 +128,6 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 }
             }
             Ok(Progress::UpToDate) => {
-                slow_in_a_row = 0;
                 failures = 0;
                 // The next poll asks the next peer: one that is behind, halted or lying
                 // about having nothing newer cannot hold this node back (before stop 27 it
@@ -159,9 +159,10 @@ enum Progress {
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
 
-/// How fast the peer of one sync round answers.
+/// How fast the peer of one sync round answers: the time of its requests only (not this
+/// node's own waits, such as handing blocks to a busy pipeline).
 struct Pace {
-    started: Instant,
+    spent: Duration,
     answers: u32,
     slow_answer: Duration,
     judged: bool,
@@ -169,18 +170,17 @@ struct Pace {
 
 impl Pace {
     fn new(slow_answer: Duration, judged: bool) -> Pace {
-        Pace { started: Instant::now(), answers: 0, slow_answer, judged }
+        Pace { spent: Duration::ZERO, answers: 0, slow_answer, judged }
     }
 
-    /// Counts an answer; true when the peer's answers took longer than the limit on average.
-    fn answered_slowly(&mut self) -> bool {
+    /// Counts an answer to a request made at `asked`; true when the peer's answers took
+    /// longer than the limit on average.
+    fn answered_slowly(&mut self, asked: Instant) -> bool {
         self.answers += 1;
+        self.spent += asked.elapsed();
         self.judged
             && self.answers >= SLOW_AFTER_ANSWERS
-            && self
-                .slow_answer
-                .checked_mul(self.answers)
-                .is_some_and(|limit| self.started.elapsed() > limit)
+            && self.slow_answer.checked_mul(self.answers).is_some_and(|limit| self.spent > limit)
     }
 }
 
@@ -276,9 +276,12 @@ fn sync_once(
     stop: &AtomicBool,
     pace: &mut Pace,
 ) -> Result<Progress, String> {
+    let asked = Instant::now();
     let Some(cert) = client.call_as::<CertificateJson>("farol_getCertificate", json!([]))? else {
         return Ok(Progress::UpToDate);
     };
+    // The certificate's answer counts (it cannot make the peer slow alone).
+    let _ = pace.answered_slowly(asked);
     let cert =
         Certificate { number: cert.number.to(), hash: cert.hash, quorum: cert.quorum.to_vec() };
     let head = state.chain.head();
@@ -308,8 +311,9 @@ fn sync_once(
         }
         tops[k as usize] = want;
         let (lo, hi) = segment(k);
+        let asked = Instant::now();
         want = segment_hashes(client, lo, hi, want)?.0;
-        if pace.answered_slowly() {
+        if pace.answered_slowly(asked) {
             return Ok(Progress::Slow);
         }
     }
@@ -325,8 +329,9 @@ fn sync_once(
     let mut below = head.hash;
     for k in 0..segments {
         let (lo, hi) = segment(k);
+        let asked = Instant::now();
         let (parent, hashes) = segment_hashes(client, lo, hi, tops[k as usize])?;
-        if pace.answered_slowly() {
+        if pace.answered_slowly(asked) {
             return Ok(Progress::Slow);
         }
         if parent != below {
@@ -338,11 +343,12 @@ fn sync_once(
             if stop.load(Ordering::Relaxed) {
                 return Ok(Progress::UpToDate);
             }
+            let asked = Instant::now();
             let blocks = get_blocks(client, n, BLOCK_BATCH.min(hi - n + 1), true)?;
             if blocks.is_empty() {
                 return Err(format!("block {n}: the peer sent none"));
             }
-            let slow = pace.answered_slowly();
+            let slow = pace.answered_slowly(asked);
             for b in blocks {
                 let expected = hashes[(n - lo) as usize];
                 if b.hash != expected {

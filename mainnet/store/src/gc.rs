@@ -134,21 +134,25 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
         // A rotation between slices is fine; the sync below covers every segment used.
         if written_to.as_ref().is_some_and(|s| s.id != seg.id) {
             if let Some(prev) = written_to.take() {
-                prev.sync(&inner.io)?;
+                synced_or_poison(&prev, inner, &mut w)?;
             }
         }
         if w.end >= inner.opts.segment_bytes {
             // The copies must be durable before their segment stops being the newest:
             // recovery cuts a torn tail only in the newest segment, and reports one anywhere
             // else as damage (before stop 27 a power loss here left such a tail).
-            seg.sync(&inner.io)?;
+            synced_or_poison(&seg, inner, &mut w)?;
             crate::write::rotate(inner, &mut w)?;
         }
         written_to = Some(seg);
         next = end;
     }
     if let Some(seg) = &written_to {
-        seg.sync(&inner.io)?;
+        // Without the writer lock (an `apply` may run meanwhile); see `synced_or_poison`.
+        if let Err(e) = seg.sync(&inner.io) {
+            inner.writer.lock().poisoned = true;
+            return Err(e);
+        }
     }
     let img = {
         let mut w = inner.writer.lock();
@@ -192,6 +196,15 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
     }
     crate::log::sync_dir(&inner.dir)?;
     Ok(stats)
+}
+
+/// Syncs the copies appended to `seg`. A failed sync poisons the writer: the kernel may have
+/// dropped the copies' pages and report that only once, so a later `apply`'s successful sync
+/// would not mean they are on the device, and recovery, which takes damage before a commit
+/// whose own sync began before it for that commit's torn write (docs/store.md §7, rule 3),
+/// could then cut an acknowledged version.
+fn synced_or_poison(seg: &Segment, inner: &Inner, w: &mut crate::store::Writer) -> Result<()> {
+    seg.sync(&inner.io).inspect_err(|_| w.poisoned = true)
 }
 
 /// Starts the thread that collects garbage after versions are pruned and writes periodic

@@ -469,7 +469,22 @@ pub(crate) fn rotate(inner: &Inner, w: &mut Writer) -> Result<()> {
         w.active.sync(&inner.io)?;
     }
     let id = w.active.id + 1;
-    let seg = Arc::new(Segment::create(&inner.dir, id, &inner.io)?);
+    let seg = match Segment::create(&inner.dir, id, &inner.io) {
+        Ok(seg) => seg,
+        // A creation that failed after its rename (syncing the directory) left the file: an
+        // empty segment, used once its name is durable. Otherwise every retry would fail on
+        // it and the older segment would stop being the newest on disk.
+        Err(e) => match Segment::open(&inner.dir, id, &inner.io) {
+            Ok(seg)
+                if seg.len()? == crate::log::SEGMENT_HEADER
+                    && crate::log::sync_dir(&inner.dir).is_ok() =>
+            {
+                seg
+            }
+            _ => return Err(e),
+        },
+    };
+    let seg = Arc::new(seg);
     inner.state.write().segments.insert(id, seg.clone());
     w.active = seg;
     w.end = crate::log::SEGMENT_HEADER;

@@ -341,3 +341,34 @@ fn a_failed_rotation_does_not_fail_the_committed_version() {
     assert_eq!(store.latest_version(), Some(2));
     assert_eq!(store.root(2).unwrap(), naive_root(&m));
 }
+
+/// A segment creation that failed after its rename (syncing the directory) left an empty
+/// next segment: the next rotation uses it rather than failing on it for good, which left
+/// the older segment written to while it was no longer the newest on disk.
+#[test]
+fn a_rotation_takes_the_empty_segment_a_failed_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options { segment_bytes: 4 << 10, ..small_opts() };
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    // What the failed creation left: a whole header (docs/store.md §5), no records.
+    let mut header = b"FAROLSEG".to_vec();
+    header.extend_from_slice(&2u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    fs::write(dir.path().join("seg-00000002.log"), &header).unwrap();
+    let mut r = rng(34);
+    let keys = key_pool(&mut r, 100);
+    let mut m = BTreeMap::new();
+    for v in 1..=2u8 {
+        let b: Vec<(B256, Option<Bytes>)> =
+            keys.iter().map(|k| (*k, Some(Bytes::from(vec![v; 100])))).collect();
+        apply_model(&mut m, &b);
+        store.apply(v.into(), b).unwrap();
+    }
+    assert_eq!(store.io_stats().housekeeping_failures, 0);
+    let second = fs::metadata(dir.path().join("seg-00000002.log")).unwrap().len();
+    assert!(second > header.len() as u64, "version 2 went to segment 2");
+    drop(store);
+    let store = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(store.latest_version(), Some(2));
+    assert_eq!(store.root(2).unwrap(), naive_root(&m));
+}
