@@ -198,11 +198,12 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
     Ok(stats)
 }
 
-/// Syncs the copies appended to `seg`. A failed sync poisons the writer: the kernel may have
-/// dropped the copies' pages and report that only once, so a later `apply`'s successful sync
-/// would not mean they are on the device, and recovery, which takes damage before a commit
-/// whose own sync began before it for that commit's torn write (docs/store.md §7, rule 3),
-/// could then cut an acknowledged version.
+/// Syncs the copies appended to `seg`. A failed sync poisons the writer (further writes are
+/// refused): the kernel may have dropped the copies' pages and report that only once, so a
+/// later `apply`'s successful sync would not mean they are on the device. After a power loss
+/// recovery would then find their damage ahead of that `apply`'s commit, whose
+/// `intact_before` lies below the copies, read it as that commit's torn write (docs/store.md
+/// §7, rule 3) and cut a version that was acknowledged.
 fn synced_or_poison(seg: &Segment, inner: &Inner, w: &mut crate::store::Writer) -> Result<()> {
     seg.sync(&inner.io).inspect_err(|_| w.poisoned = true)
 }
