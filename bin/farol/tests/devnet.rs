@@ -4,7 +4,8 @@
 //! ERC-20; transfers sent over JSON-RPC (to a validator, and to the full node, which
 //! forwards them) are executed and block-final on every node with the same block hashes and
 //! state roots; a validator killed with SIGKILL does not stop the chain, and restarted from
-//! its data directory it catches up.
+//! its data directory it catches up; the devnet killed with SIGKILL leaves no node running,
+//! resumes from its data directory and stops cleanly on SIGINT.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -53,13 +54,40 @@ fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
     Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
 }
 
+/// Starts `farol devnet` (4 validators and a full node) on the ports from `base`, with its
+/// data in `dir`, and returns it with its JSON summary.
+fn start_devnet(dir: &Path, base: u16) -> (Child, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(["devnet", "--json", "--validators", "4", "--full-nodes", "1", "--port"])
+        .arg(base.to_string())
+        .arg("--ws-port")
+        .arg((base + 1).to_string())
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the devnet: {e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
+    let summary: Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"));
+    (child, summary)
+}
+
 /// Node `i`'s HTTP address: validators first, then full nodes.
 fn http(d: &Devnet, i: usize) -> SocketAddr {
-    let validators = d.summary["validators"].as_array().map_or(0, Vec::len);
+    node_http(&d.summary, i)
+}
+
+/// Node `i`'s HTTP address in a devnet's summary.
+fn node_http(summary: &Value, i: usize) -> SocketAddr {
+    let validators = summary["validators"].as_array().map_or(0, Vec::len);
     let node = if i < validators {
-        &d.summary["validators"][i]
+        &summary["validators"][i]
     } else {
-        &d.summary["fullNodes"][i - validators]
+        &summary["fullNodes"][i - validators]
     };
     let url = node["http"].as_str().unwrap_or_default();
     url.trim_start_matches("http://").parse().unwrap_or_else(|e| panic!("{url}: {e}"))
@@ -164,22 +192,7 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().join("devnet");
     let base = client::free_listen_ports(10).unwrap_or_else(|e| panic!("{e}"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
-        .args(["devnet", "--json", "--validators", "4", "--full-nodes", "1", "--port"])
-        .arg(base.to_string())
-        .arg("--ws-port")
-        .arg((base + 1).to_string())
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting the devnet: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap_or_else(|e| panic!("{e}"));
-    let summary: Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("summary {line:?}: {e}"));
+    let (child, summary) = start_devnet(&dir, base);
     let d = Devnet { child, summary, dir: dir.clone() };
     assert_eq!(d.summary["chainId"], 31337);
     assert_eq!(d.summary["accounts"][0]["address"], "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
@@ -285,5 +298,68 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     let _ = restarted.wait();
     if let Err(e) = caught_up {
         std::panic::resume_unwind(e);
+    }
+
+    // The devnet killed with SIGKILL (no chance to stop its validators): they exit anyway.
+    let node_pids: Vec<u64> = (0..5)
+        .filter(|&i| i != 3)
+        .map(|i| {
+            let node = if i < 4 { &d.summary["validators"][i] } else { &d.summary["fullNodes"][0] };
+            node["pid"].as_u64().unwrap_or_else(|| panic!("no pid for node {i}"))
+        })
+        .collect();
+    let mut d = d;
+    d.child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = d.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Some(pid) = node_pids.iter().find(|p| running(**p)) {
+        assert!(Instant::now() < deadline, "node process {pid} outlived its devnet");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(d);
+
+    // Resumed from its data directory: the chain is where it was; SIGINT (Ctrl-C) stops the
+    // devnet and its nodes, with a clean exit.
+    let (mut child, summary) = start_devnet(&dir, base);
+    let head = post(node_http(&summary, 0), "eth_blockNumber", json!([]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(quantity(&head) >= n3, "resumed at {head}, was at {n3} or more");
+    let pids: Vec<u64> = summary["validators"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(summary["fullNodes"].as_array().into_iter().flatten())
+        .filter_map(|v| v["pid"].as_u64())
+        .collect();
+    assert_eq!(pids.len(), 5, "{summary}");
+    Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the devnet did not stop on SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "the devnet exited with {status} on SIGINT");
+    if let Some(pid) = pids.iter().find(|p| running(**p)) {
+        panic!("node process {pid} outlived its devnet's Ctrl-C");
+    }
+}
+
+/// Whether process `pid` still runs (a zombie does not: it exited, unreaped).
+fn running(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        }
+        Err(_) => false,
     }
 }

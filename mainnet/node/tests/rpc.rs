@@ -1,5 +1,6 @@
 //! A one-validator node over real sockets: JSON-RPC answers bad input with the standard
-//! error codes and never falls over (random bodies included), `eth_getProof` verifies against
+//! error codes and never falls over (random bodies and thousands of generated requests
+//! included), `eth_getProof` verifies against
 //! the block's state root, a restarted node keeps its chain, a torn block log tail is cut,
 //! and configuration errors name their field.
 
@@ -852,6 +853,721 @@ async fn websocket_connections_are_capped() {
         }
         assert!(Instant::now() < deadline, "a closed connection kept its place: {again}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A small deterministic generator (xorshift64*): the fuzz test below names its seed.
+struct Rng(u64);
+
+impl Rng {
+    /// A generator whose stream depends on every bit of `seed` (splitmix64 of it).
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+fn hexs(b: &[u8]) -> String {
+    format!("0x{}", b.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// What a parameter of a method is meant to be; the generator mostly makes values of that
+/// shape, many of them wrong in some detail, and sometimes anything at all.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Address,
+    Block,
+    BlockOrHash,
+    Quantity,
+    Hash,
+    Data,
+    Bool,
+    Call,
+    Filter,
+    Overrides,
+    Percentiles,
+    Keys,
+    RawTx,
+    FilterId,
+    Any,
+}
+
+/// The chain's real things the generated requests refer to.
+struct Known {
+    addresses: Vec<Address>,
+    hashes: Vec<B256>,
+    head: u64,
+    raw_txs: Vec<Vec<u8>>,
+    filter_ids: Vec<Value>,
+}
+
+fn quantity_value(rng: &mut Rng, k: &Known) -> Value {
+    match rng.below(17) {
+        0 => json!("0x0"),
+        1 => json!("0x1"),
+        2 => json!(format!("{:#x}", k.head)),
+        3 => json!(format!("{:#x}", k.head + 1)),
+        4 => json!(format!("{:#x}", rng.next())),
+        5 => json!("0xffffffffffffffff"),
+        6 => json!("0x10000000000000000"),
+        7 => json!(format!("0x{}", "f".repeat(64))),
+        8 => json!(format!("0x1{}", "0".repeat(64))),
+        9 => json!("0x"),
+        10 => json!("0x00"),
+        11 => json!("0x0g"),
+        12 => json!("12"),
+        13 => json!(rng.next()),
+        14 => json!(-1),
+        15 => json!(1.5),
+        _ => json!(rng.below(40)),
+    }
+}
+
+fn hash_value(rng: &mut Rng, k: &Known) -> Value {
+    match rng.below(6) {
+        0 | 1 => json!(rng.pick(&k.hashes)),
+        2 => json!(B256::from_slice(&rng.bytes(32))),
+        3 => json!(hexs(&rng.bytes(31))),
+        4 => json!(hexs(&rng.bytes(33))),
+        _ => json!(B256::ZERO),
+    }
+}
+
+fn address_value(rng: &mut Rng, k: &Known) -> Value {
+    match rng.below(7) {
+        0 | 1 => json!(rng.pick(&k.addresses)),
+        // The precompiles, and just past them.
+        2 => json!(Address::with_last_byte(rng.below(0x12) as u8)),
+        3 => json!(Address::from_slice(&rng.bytes(20))),
+        4 => json!(hexs(&rng.bytes(19))),
+        5 => json!(hexs(&rng.bytes(21))),
+        _ => json!(format!("{:x}", Address::from_slice(&rng.bytes(20))).trim_start_matches("0x")),
+    }
+}
+
+fn data_value(rng: &mut Rng) -> Value {
+    match rng.below(6) {
+        0 => json!("0x"),
+        1 => json!("0xabc"),
+        2 => json!(hexs(&rng.bytes(4))),
+        // A transfer(address,uint256) call with random arguments.
+        3 => {
+            let mut d = vec![0xa9, 0x05, 0x9c, 0xbb];
+            d.extend(rng.bytes(64));
+            json!(hexs(&d))
+        }
+        4 => json!(hexs(&rng.bytes(30_000))),
+        _ => {
+            let n = rng.below(300);
+            json!(hexs(&rng.bytes(n)))
+        }
+    }
+}
+
+fn gen(kind: Kind, rng: &mut Rng, k: &Known, depth: u32) -> Value {
+    // Now and then anything at all, whatever the parameter is.
+    if depth > 0 && !matches!(kind, Kind::Any) && rng.chance(8) {
+        return gen(Kind::Any, rng, k, depth - 1);
+    }
+    let depth = depth.saturating_sub(1);
+    match kind {
+        Kind::Address => address_value(rng, k),
+        Kind::Quantity => quantity_value(rng, k),
+        Kind::Hash => hash_value(rng, k),
+        Kind::Data => data_value(rng),
+        Kind::Bool => rng.pick(&[json!(true), json!(false), json!("true"), json!(0)]).clone(),
+        Kind::Block => match rng.below(9) {
+            0 => json!("latest"),
+            1 => json!("pending"),
+            2 => json!("safe"),
+            3 => json!("finalized"),
+            4 => json!("earliest"),
+            5 => json!("LATEST"),
+            6 => json!(""),
+            _ => quantity_value(rng, k),
+        },
+        Kind::BlockOrHash => match rng.below(6) {
+            0 => json!({"blockHash": hash_value(rng, k)}),
+            1 => json!({"blockNumber": quantity_value(rng, k)}),
+            2 => {
+                json!({"blockHash": hash_value(rng, k), "requireCanonical": gen(Kind::Bool, rng, k, depth)})
+            }
+            3 => json!({"blockHash": hash_value(rng, k), "blockNumber": quantity_value(rng, k)}),
+            _ => gen(Kind::Block, rng, k, depth),
+        },
+        Kind::Call => {
+            let fields: [(&str, Kind); 16] = [
+                ("from", Kind::Address),
+                ("to", Kind::Address),
+                ("gas", Kind::Quantity),
+                ("gasPrice", Kind::Quantity),
+                ("maxFeePerGas", Kind::Quantity),
+                ("maxPriorityFeePerGas", Kind::Quantity),
+                ("value", Kind::Quantity),
+                ("data", Kind::Data),
+                ("input", Kind::Data),
+                ("nonce", Kind::Quantity),
+                ("type", Kind::Quantity),
+                ("chainId", Kind::Quantity),
+                ("accessList", Kind::Any),
+                ("blobVersionedHashes", Kind::Keys),
+                ("maxFeePerBlobGas", Kind::Quantity),
+                ("authorizationList", Kind::Any),
+            ];
+            let mut o = serde_json::Map::new();
+            for (name, kind) in fields {
+                if rng.chance(30) {
+                    o.insert(name.into(), gen(kind, rng, k, depth));
+                }
+            }
+            if rng.chance(20) {
+                let list = json!([{"address": address_value(rng, k), "storageKeys": [hash_value(rng, k)]}]);
+                o.insert("accessList".into(), list);
+            }
+            Value::Object(o)
+        }
+        Kind::Filter => {
+            let mut o = serde_json::Map::new();
+            if rng.chance(40) {
+                o.insert("fromBlock".into(), gen(Kind::Block, rng, k, depth));
+            }
+            if rng.chance(40) {
+                o.insert("toBlock".into(), gen(Kind::Block, rng, k, depth));
+            }
+            if rng.chance(20) {
+                o.insert("blockHash".into(), hash_value(rng, k));
+            }
+            if rng.chance(40) {
+                let a = if rng.chance(50) {
+                    address_value(rng, k)
+                } else {
+                    Value::Array((0..rng.below(5)).map(|_| address_value(rng, k)).collect())
+                };
+                o.insert("address".into(), a);
+            }
+            if rng.chance(40) {
+                let topics = (0..rng.below(6))
+                    .map(|_| match rng.below(3) {
+                        0 => Value::Null,
+                        1 => hash_value(rng, k),
+                        _ => Value::Array((0..rng.below(4)).map(|_| hash_value(rng, k)).collect()),
+                    })
+                    .collect();
+                o.insert("topics".into(), Value::Array(topics));
+            }
+            Value::Object(o)
+        }
+        Kind::Overrides => {
+            let mut o = serde_json::Map::new();
+            for _ in 0..rng.below(3) {
+                let mut a = serde_json::Map::new();
+                if rng.chance(50) {
+                    a.insert("balance".into(), quantity_value(rng, k));
+                }
+                if rng.chance(40) {
+                    a.insert("nonce".into(), quantity_value(rng, k));
+                }
+                if rng.chance(40) {
+                    a.insert("code".into(), data_value(rng));
+                }
+                let slots = || serde_json::Map::new();
+                for field in ["state", "stateDiff"] {
+                    if rng.chance(30) {
+                        let mut s = slots();
+                        for _ in 0..rng.below(3) {
+                            let key = format!("{}", B256::from_slice(&rng.bytes(32)));
+                            s.insert(key, hash_value(rng, k));
+                        }
+                        a.insert(field.into(), Value::Object(s));
+                    }
+                }
+                let key = match address_value(rng, k) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                o.insert(key, Value::Object(a));
+            }
+            Value::Object(o)
+        }
+        Kind::Percentiles => {
+            let choices =
+                [json!(0), json!(50), json!(100), json!(101), json!(-1), json!(99.9), json!(25.5)];
+            Value::Array((0..rng.below(8)).map(|_| rng.pick(&choices).clone()).collect())
+        }
+        Kind::Keys => {
+            let n = if rng.chance(5) { 2_000 } else { rng.below(5) };
+            Value::Array((0..n).map(|_| hash_value(rng, k)).collect())
+        }
+        Kind::RawTx => {
+            let mut raw = rng.pick(&k.raw_txs).clone();
+            match rng.below(6) {
+                0 => {}
+                1 => {
+                    let i = rng.below(raw.len());
+                    raw[i] ^= 1 << rng.below(8);
+                }
+                2 => raw.truncate(rng.below(raw.len())),
+                3 => {
+                    let n = 1 + rng.below(8);
+                    raw.extend(rng.bytes(n));
+                }
+                4 => {
+                    let n = rng.below(200);
+                    raw = [vec![rng.below(6) as u8], rng.bytes(n)].concat();
+                }
+                _ => {
+                    let n = rng.below(200);
+                    raw = rng.bytes(n);
+                }
+            }
+            json!(hexs(&raw))
+        }
+        Kind::FilterId => match rng.below(4) {
+            0 | 1 if !k.filter_ids.is_empty() => rng.pick(&k.filter_ids).clone(),
+            2 => json!(format!("{:#x}", rng.below(100))),
+            _ => quantity_value(rng, k),
+        },
+        Kind::Any => match rng.below(10) {
+            0 => Value::Null,
+            1 => json!(rng.chance(50)),
+            2 => quantity_value(rng, k),
+            3 => json!("\u{0}\u{ffff}"),
+            4 => json!("x".repeat(rng.below(5_000))),
+            5 if depth > 0 => {
+                Value::Array((0..rng.below(4)).map(|_| gen(Kind::Any, rng, k, depth)).collect())
+            }
+            6 if depth > 0 => {
+                let mut o = serde_json::Map::new();
+                for _ in 0..rng.below(4) {
+                    o.insert(format!("{}", rng.below(3)), gen(Kind::Any, rng, k, depth));
+                }
+                Value::Object(o)
+            }
+            // Nested deeper than serde_json parses (it refuses past 128).
+            7 => {
+                let mut v = json!(1);
+                for _ in 0..rng.below(200) {
+                    v = json!([v]);
+                }
+                v
+            }
+            8 => hash_value(rng, k),
+            _ => address_value(rng, k),
+        },
+    }
+}
+
+/// Every method the node serves, with the kinds of its parameters.
+const METHODS: &[(&str, &[Kind])] = {
+    use Kind::*;
+    &[
+        ("web3_clientVersion", &[]),
+        ("web3_sha3", &[Data]),
+        ("net_version", &[]),
+        ("net_listening", &[]),
+        ("net_peerCount", &[]),
+        ("eth_chainId", &[]),
+        ("eth_syncing", &[]),
+        ("eth_mining", &[]),
+        ("eth_accounts", &[]),
+        ("eth_blockNumber", &[]),
+        ("eth_gasPrice", &[]),
+        ("eth_maxPriorityFeePerGas", &[]),
+        ("eth_feeHistory", &[Quantity, Block, Percentiles]),
+        ("eth_getBalance", &[Address, BlockOrHash]),
+        ("eth_getTransactionCount", &[Address, BlockOrHash]),
+        ("eth_getCode", &[Address, BlockOrHash]),
+        ("eth_getStorageAt", &[Address, Quantity, BlockOrHash]),
+        ("eth_call", &[Call, BlockOrHash, Overrides, Any]),
+        ("eth_estimateGas", &[Call, Block, Overrides]),
+        ("eth_sendRawTransaction", &[RawTx]),
+        ("eth_getTransactionByHash", &[Hash]),
+        ("eth_getTransactionReceipt", &[Hash]),
+        ("eth_getBlockByHash", &[Hash, Bool]),
+        ("eth_getBlockByNumber", &[Block, Bool]),
+        ("eth_getBlockReceipts", &[BlockOrHash]),
+        ("eth_getBlockTransactionCountByHash", &[Hash]),
+        ("eth_getBlockTransactionCountByNumber", &[Block]),
+        ("eth_getTransactionByBlockHashAndIndex", &[Hash, Quantity]),
+        ("eth_getTransactionByBlockNumberAndIndex", &[Block, Quantity]),
+        ("eth_getUncleByBlockHashAndIndex", &[Hash, Quantity]),
+        ("eth_getUncleByBlockNumberAndIndex", &[Block, Quantity]),
+        ("eth_getUncleCountByBlockHash", &[Hash]),
+        ("eth_getUncleCountByBlockNumber", &[Block]),
+        ("eth_getLogs", &[Filter]),
+        ("eth_newFilter", &[Filter]),
+        ("eth_newBlockFilter", &[]),
+        ("eth_getFilterChanges", &[FilterId]),
+        ("eth_getFilterLogs", &[FilterId]),
+        ("eth_uninstallFilter", &[FilterId]),
+        ("eth_getProof", &[Address, Keys, BlockOrHash]),
+        ("eth_subscribe", &[Any, Filter]),
+        ("eth_unsubscribe", &[FilterId]),
+        ("farol_status", &[]),
+        ("farol_transactionStatus", &[Hash]),
+        ("farol_getBlocks", &[Quantity, Quantity, Bool]),
+        ("farol_getCertificate", &[Quantity]),
+        ("farol_getSnapshot", &[Quantity]),
+        ("eth_nope", &[Any]),
+    ]
+};
+
+/// One generated request: a call with the method's parameters (some left out, some added),
+/// now and then with a broken envelope.
+fn request(rng: &mut Rng, k: &Known, id: u64) -> Value {
+    let (method, kinds) = *rng.pick(METHODS);
+    let mut n = kinds.len();
+    if rng.chance(10) {
+        n = rng.below(n + 2);
+    }
+    let params: Vec<Value> =
+        (0..n).map(|i| gen(kinds.get(i).copied().unwrap_or(Kind::Any), rng, k, 3)).collect();
+    let mut call = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    if rng.chance(3) {
+        call["params"] = gen(Kind::Any, rng, k, 2);
+    }
+    if rng.chance(2) {
+        call["jsonrpc"] = gen(Kind::Any, rng, k, 1);
+    }
+    call
+}
+
+/// The JSON-RPC error codes the node answers with (EIP-1474's and -32005 for limits, 3 for
+/// a reverted call).
+const CODES: [i64; 8] = [-32700, -32600, -32601, -32602, -32000, -32001, -32005, 3];
+
+/// Checks one answer to the request `id`: a JSON-RPC 2.0 answer with that id and a result
+/// or an error with a known code. Internal errors (-32603) are bugs: the request was at
+/// fault, or nothing was.
+fn check_answer(req: &Value, answer: &Value) {
+    let valid_envelope =
+        req["jsonrpc"] == json!("2.0") && (req["params"].is_array() || req["params"].is_null());
+    assert_eq!(answer["jsonrpc"], json!("2.0"), "{req} -> {answer}");
+    // A body too deeply nested to parse has no id to answer with.
+    if answer["error"]["code"] == json!(-32700) {
+        assert_eq!(answer["id"], Value::Null, "{req} -> {answer}");
+        return;
+    }
+    assert_eq!(answer["id"], req["id"], "{req} -> {answer}");
+    if let Some(e) = answer.get("error") {
+        let code = e["code"].as_i64().unwrap_or_else(|| panic!("{req} -> {answer}"));
+        assert!(CODES.contains(&code), "unexpected code for {req} -> {answer}");
+        assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "{req} -> {answer}");
+    } else {
+        assert!(answer.get("result").is_some(), "{req} -> {answer}");
+        assert!(valid_envelope, "a broken envelope answered with a result: {req} -> {answer}");
+    }
+}
+
+/// A WebSocket client over a raw connection: the upgrade, masked text frames out, frames in.
+struct Ws(tokio::net::TcpStream);
+
+impl Ws {
+    async fn connect(addr: SocketAddr) -> Ws {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let req = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let n = s.read(&mut byte).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(n, 1, "closed during the upgrade: {head:?}");
+            head.push(byte[0]);
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        Ws(s)
+    }
+
+    async fn send(&mut self, text: &str) {
+        use tokio::io::AsyncWriteExt;
+        let mask = [0x5a, 0x17, 0xc3, 0x08];
+        let mut frame = vec![0x81];
+        let n = text.len();
+        if n < 126 {
+            frame.push(0x80 | n as u8);
+        } else if n < 1 << 16 {
+            frame.push(0x80 | 126);
+            frame.extend((n as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend((n as u64).to_be_bytes());
+        }
+        frame.extend(mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.0.write_all(&frame).await.unwrap_or_else(|e| panic!("sending {text}: {e}"));
+    }
+
+    /// The next text message (pings and pongs skipped); `None` when the server closed.
+    async fn recv(&mut self) -> Option<Value> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut h = [0u8; 2];
+            self.0.read_exact(&mut h).await.ok()?;
+            let mut len = u64::from(h[1] & 0x7f);
+            if len == 126 {
+                let mut b = [0u8; 2];
+                self.0.read_exact(&mut b).await.ok()?;
+                len = u64::from(u16::from_be_bytes(b));
+            } else if len == 127 {
+                let mut b = [0u8; 8];
+                self.0.read_exact(&mut b).await.ok()?;
+                len = u64::from_be_bytes(b);
+            }
+            let mut payload = vec![0u8; usize::try_from(len).ok()?];
+            self.0.read_exact(&mut payload).await.ok()?;
+            match h[0] & 0x0f {
+                1 => return serde_json::from_slice(&payload).ok(),
+                8 => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Sends `req` and returns its answer, skipping subscription notifications.
+    async fn call(&mut self, req: &Value) -> Value {
+        self.send(&req.to_string()).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = tokio::time::timeout(left, self.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no answer to {req}"))
+                .unwrap_or_else(|| panic!("the connection closed at {req}"));
+            if msg.get("method") != Some(&json!("eth_subscription")) {
+                return msg;
+            }
+        }
+    }
+}
+
+/// Thousands of generated requests (every method, parameters of the right shape with wrong
+/// details, wrong shapes, broken envelopes, batches), over HTTP and WebSocket: each gets a
+/// JSON-RPC answer with its id and a known error code (never an internal error or a
+/// dropped connection), and the node then still takes a transaction and executes it.
+/// `FAROL_RPC_SEED` picks the seed; `FAROL_LONG=1` sends ten times as many; `FAROL_RPC_SHOW=1`
+/// prints every error answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_requests_get_answers() {
+    let seed = std::env::var("FAROL_RPC_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x00c0_ffee_u64);
+    let count = if std::env::var("FAROL_LONG").is_ok_and(|v| v == "1") { 30_000 } else { 3_000 };
+    eprintln!("FAROL_RPC_SEED={seed}, {count} requests");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x45; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.max_log_blocks = 100;
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let known = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // A logging contract (PUSH1 0 PUSH1 0 LOG0 STOP), a call to it and a transfer.
+        let runtime = [0x60, 0x00, 0x60, 0x00, 0xa0, 0x00];
+        let mut init = vec![0x60, 6, 0x60, 12, 0x60, 0, 0x39, 0x60, 6, 0x60, 0, 0xf3];
+        init.extend_from_slice(&runtime);
+        let deploy = raw_tx(&key, 0, TxKind::Create, init);
+        let hash =
+            c.call("eth_sendRawTransaction", json!([deploy])).unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        let logger: Address = serde_json::from_value(r["contractAddress"].clone())
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let mut hashes = vec![];
+        let mut raw_txs = vec![];
+        for (nonce, raw) in [
+            (1, raw_tx(&key, 1, TxKind::Call(logger), Vec::new())),
+            (2, raw_transfer(&key, 2, 31337)),
+        ] {
+            let hash =
+                c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(&mut c, &hash);
+            assert_eq!(quantity(&r["status"]), Ok(1), "{nonce}: {r}");
+            hashes.push(serde_json::from_value(hash).unwrap_or_else(|e| panic!("{e}")));
+            hashes.push(
+                serde_json::from_value(r["blockHash"].clone()).unwrap_or_else(|e| panic!("{e}")),
+            );
+            raw_txs.push(raw);
+        }
+        // Signed transactions the pool must refuse or hold, each for its own reason.
+        let base = TxEip1559 {
+            chain_id: 31337,
+            nonce: 3,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            to: TxKind::Call(Address::repeat_byte(0x77)),
+            ..Default::default()
+        };
+        for tx in [
+            TxEip1559 { nonce: 1_000, ..base.clone() },
+            TxEip1559 { chain_id: 1, ..base.clone() },
+            TxEip1559 { gas_limit: 1 << 40, ..base.clone() },
+            TxEip1559 { gas_limit: 20_999, ..base.clone() },
+            TxEip1559 { value: U256::MAX, ..base.clone() },
+            TxEip1559 { max_fee_per_gas: 1, ..base.clone() },
+            TxEip1559 { max_priority_fee_per_gas: 3_000_000_000, ..base.clone() },
+            TxEip1559 { max_fee_per_gas: u128::MAX, ..base.clone() },
+            TxEip1559 { nonce: u64::MAX, ..base.clone() },
+            TxEip1559 {
+                to: TxKind::Create,
+                gas_limit: 10_000_000,
+                input: vec![0x5b; 60_000].into(),
+                ..base.clone()
+            },
+        ] {
+            raw_txs.push(signed_hex(&key, tx));
+        }
+        let legacy = TxLegacy {
+            nonce: 3,
+            gas_price: 2_000_000_000,
+            gas_limit: 21_000,
+            to: TxKind::Call(logger),
+            ..Default::default()
+        };
+        let sig = key.sign_hash_sync(&legacy.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        raw_txs.push(format!(
+            "0x{}",
+            alloy_primitives::hex::encode(
+                TxEnvelope::Legacy(legacy.into_signed(sig)).encoded_2718()
+            )
+        ));
+        let raw_txs = raw_txs
+            .iter()
+            .map(|h| alloy_primitives::hex::decode(h).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let head = quantity(&c.call("eth_blockNumber", json!([])).unwrap_or_default()).unwrap_or(0);
+        Known {
+            addresses: vec![key.address(), logger, Address::repeat_byte(0x77)],
+            hashes,
+            head,
+            raw_txs,
+            filter_ids: Vec::new(),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let mut rng = Rng::new(seed);
+    let (http_known, mut next_id) = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let mut id = 1u64;
+        let mut k = known;
+        let mut codes = std::collections::BTreeMap::<i64, u32>::new();
+        for _ in 0..count {
+            let batch = rng.chance(5);
+            let reqs: Vec<Value> = (0..if batch { 1 + rng.below(4) } else { 1 })
+                .map(|_| {
+                    id += 1;
+                    request(&mut rng, &k, id)
+                })
+                .collect();
+            let body = if batch { json!(reqs).to_string() } else { reqs[0].to_string() };
+            let answer = c
+                .post(&body)
+                .unwrap_or_else(|e| panic!("FAROL_RPC_SEED={seed}: no answer to {body}: {e}"));
+            let answers = match answer.as_array() {
+                Some(answers) if batch => answers.clone(),
+                // A batch that does not parse gets one answer.
+                _ if batch && answer["error"]["code"] == json!(-32700) => continue,
+                _ => vec![answer],
+            };
+            assert_eq!(answers.len(), reqs.len(), "{body} -> {answers:?}");
+            for (req, a) in reqs.iter().zip(&answers) {
+                check_answer(req, a);
+                *codes.entry(a["error"]["code"].as_i64().unwrap_or(0)).or_default() += 1;
+                if std::env::var_os("FAROL_RPC_SHOW").is_some() {
+                    if let Some(m) = a["error"]["message"].as_str() {
+                        eprintln!(
+                            "{} {}: {}",
+                            a["error"]["code"],
+                            req["method"],
+                            m.chars().take(100).collect::<String>()
+                        );
+                    }
+                }
+                if req["method"] == json!("eth_newFilter")
+                    || req["method"] == json!("eth_newBlockFilter")
+                {
+                    if let Some(id) = a.get("result") {
+                        k.filter_ids.push(id.clone());
+                    }
+                }
+            }
+        }
+        eprintln!("answers by error code (0: a result): {codes:?}");
+        (k, id)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let k = http_known;
+
+    // The same over one WebSocket connection, which also takes subscriptions.
+    let mut conn = Ws::connect(ws).await;
+    let mut rng = Rng::new(!seed);
+    for _ in 0..count / 4 {
+        next_id += 1;
+        let req = request(&mut rng, &k, next_id);
+        let answer = conn.call(&req).await;
+        check_answer(&req, &answer);
+    }
+    // After all that, a subscription still delivers and a transaction still executes.
+    next_id += 1;
+    let sub = conn
+        .call(&json!({"jsonrpc": "2.0", "id": next_id, "method": "eth_subscribe", "params": ["newHeads"]}))
+        .await;
+    let sub = sub["result"].as_str().unwrap_or_else(|| panic!("{sub}")).to_string();
+    let key = PrivateKeySigner::from_slice(&[0x45; 32]).unwrap_or_else(|e| panic!("{e}"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let nonce = quantity(
+            &c.call("eth_getTransactionCount", json!([key.address(), "latest"]))
+                .unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&key, nonce, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        assert_eq!(quantity(&r["status"]), Ok(1), "{r}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, conn.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no newHeads notification"))
+            .unwrap_or_else(|| panic!("the connection closed"));
+        if msg["params"]["subscription"] == json!(sub) {
+            assert!(msg["params"]["result"]["hash"].is_string(), "{msg}");
+            break;
+        }
     }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
