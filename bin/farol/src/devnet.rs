@@ -69,8 +69,15 @@ fn free_udp_port() -> anyhow::Result<u16> {
     Ok(s.local_addr()?.port())
 }
 
-/// Writes a fresh devnet's configurations (keys, committee, genesis) under `dir`.
-fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result<Vec<NodeConfig>> {
+/// Writes a fresh devnet's configurations (keys, committee, genesis) under `dir`: the
+/// funded accounts' keys are every node's development keys (`rpc.dev_keys`).
+fn create(
+    args: &DevnetArgs,
+    dir: &Path,
+    keys: &[alloy_signer_local::PrivateKeySigner],
+) -> anyhow::Result<Vec<NodeConfig>> {
+    let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
+    let dev_keys: Vec<Bytes> = keys.iter().map(|k| Bytes::from(k.to_bytes().to_vec())).collect();
     let n = usize::from(args.validators);
     let mut rng = rand::rng();
     let mut secrets = Vec::with_capacity(n);
@@ -105,7 +112,7 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
     }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
-    let mut genesis = Genesis::dev(accounts, wei, now);
+    let mut genesis = Genesis::dev(&accounts, wei, now);
     genesis.chain_id = args.chain_id;
     let mut out = Vec::with_capacity(n);
     let https = (0..n).map(|i| node_port(args.port, i)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -124,6 +131,7 @@ fn create(args: &DevnetArgs, dir: &Path, accounts: &[Address]) -> anyhow::Result
             rpc: RpcConfig {
                 http: Some(port(args.port)?),
                 ws: Some(port(args.ws_port)?),
+                dev_keys: dev_keys.clone(),
                 ..RpcConfig::default()
             },
             mempool: Default::default(),
@@ -172,6 +180,7 @@ fn full_nodes(
         c.rpc = RpcConfig {
             http: Some(node_port(http_base, i)?),
             ws: Some(node_port(ws_base, i)?),
+            dev_keys: validators[0].rpc.dev_keys.clone(),
             ..RpcConfig::default()
         };
         c.sync = SyncSettings { peers: peers.clone(), ..SyncSettings::default() };
@@ -338,7 +347,7 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
         v
     } else {
-        let v = create(&args, &dir, &accounts)?;
+        let v = create(&args, &dir, &keys)?;
         for (i, c) in v.iter().enumerate() {
             let text = toml::to_string(c).context("writing a configuration")?;
             std::fs::write(config_path(&dir, i), text)?;

@@ -1,11 +1,12 @@
 //! End to end, with real processes and sockets: `farol devnet` starts 4 validator processes
 //! and a full node; real Ethereum clients (viem, ethers and Hardhat,
 //! `mainnet/node/tests/client`) run their checks, on a Solidity ERC-20 and on the Rust (WASM)
-//! ERC-20; transfers sent over JSON-RPC (to a validator, and to the full node, which
-//! forwards them) are executed and block-final on every node with the same block hashes and
-//! state roots; a validator killed with SIGKILL does not stop the chain, and restarted from
-//! its data directory it catches up; the devnet killed with SIGKILL leaves no node running,
-//! resumes from its data directory and stops cleanly on SIGINT.
+//! ERC-20, with their own keys and with the node's development accounts; transfers sent over
+//! JSON-RPC (to a validator, and to the full node, which forwards them) are executed and
+//! block-final on every node with the same block hashes and state roots; a validator killed
+//! with SIGKILL does not stop the chain, and restarted from its data directory it catches up;
+//! the devnet killed with SIGKILL leaves no node running, resumes from its data directory and
+//! stops cleanly on SIGINT.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -207,11 +208,14 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         client.display()
     );
     let hardhat = client.join("node_modules/.bin/hardhat");
-    let runs: [(&str, Vec<&str>); 4] = [
+    let hardhat = hardhat.to_str().unwrap_or("hardhat");
+    let runs: [(&str, Vec<&str>); 5] = [
         ("node", vec!["client.mjs"]),
         ("node", vec!["ethers.mjs"]),
         ("node", vec!["wasm.mjs"]),
-        (hardhat.to_str().unwrap_or("hardhat"), vec!["run", "--no-compile", "hardhat.mjs"]),
+        (hardhat, vec!["run", "--no-compile", "hardhat.mjs"]),
+        // The node's development accounts, signed for by the node (no keys in the client).
+        (hardhat, vec!["run", "--network", "remote", "--no-compile", "remote.mjs"]),
     ];
     for (program, args) in runs {
         let script = args.last().copied().unwrap_or_default();

@@ -160,6 +160,12 @@ pub struct RpcConfig {
     pub max_subscriptions: usize,
     /// Open WebSocket connections; an upgrade past this is answered 503.
     pub max_ws_connections: usize,
+    /// Private keys (32 bytes each) of development accounts the node signs for:
+    /// `eth_accounts` lists them and `eth_sendTransaction`, `eth_signTransaction`,
+    /// `eth_sign`, `personal_sign` and `eth_signTypedData_v4` use them, as anvil's and
+    /// Hardhat's nodes do. For development chains only: anyone who reaches the RPC can spend
+    /// from these accounts. `farol devnet` sets its ten funded accounts.
+    pub dev_keys: Vec<Bytes>,
 }
 
 impl Default for RpcConfig {
@@ -176,6 +182,7 @@ impl Default for RpcConfig {
             gas_cap: 1 << 24,
             max_subscriptions: 128,
             max_ws_connections: 1024,
+            dev_keys: Vec::new(),
         }
     }
 }
@@ -381,6 +388,11 @@ impl NodeConfig {
         }
         if self.sync.slow_answer_millis == 0 {
             return bad("sync.slow_answer_millis", "must be at least 1".into());
+        }
+        for (i, k) in self.rpc.dev_keys.iter().enumerate() {
+            if let Err(e) = alloy_signer_local::PrivateKeySigner::from_slice(k) {
+                return bad(&format!("rpc.dev_keys[{i}]"), format!("not a secp256k1 key: {e}"));
+            }
         }
         if self.rpc.max_ws_connections == 0 {
             return bad("rpc.max_ws_connections", "must be at least 1".into());

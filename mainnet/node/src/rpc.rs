@@ -10,8 +10,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use alloy_consensus::{
-    Signed, Transaction as _, TxEip1559, TxEip2930, TxEip7702, TxEnvelope, TxLegacy,
+    SignableTransaction, Signed, Transaction as _, TxEip1559, TxEip2930, TxEip7702, TxEnvelope,
+    TxLegacy, TypedTransaction,
 };
+use alloy_eips::eip2718::Encodable2718;
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{keccak256, Address, Bytes, Signature as EcdsaSig, TxKind, B256, U256, U64};
 use alloy_rpc_types_eth::{
@@ -19,6 +21,8 @@ use alloy_rpc_types_eth::{
     Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt,
     TransactionRequest,
 };
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, State as AxState};
 use axum::http::{header, StatusCode};
@@ -93,6 +97,11 @@ pub struct Rpc {
     snapshot_at: Mutex<Option<(u64, Value)>>,
     /// One permit per open WebSocket connection (`rpc.max_ws_connections`).
     ws_slots: Arc<tokio::sync::Semaphore>,
+    /// The development accounts the node signs for (`rpc.dev_keys`).
+    dev: Vec<PrivateKeySigner>,
+    /// Held while `eth_sendTransaction` picks a nonce and hands the transaction to the pool,
+    /// so that two sent at once from one account get different nonces.
+    send_lock: tokio::sync::Mutex<()>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -176,6 +185,9 @@ impl Rpc {
             snapshot: Mutex::new(None),
             snapshot_at: Mutex::new(None),
             ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_ws_connections)),
+            // `NodeConfig::validate` refuses a key that is not one.
+            dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
+            send_lock: tokio::sync::Mutex::new(()),
             cfg,
         }
     }
@@ -313,7 +325,51 @@ impl Rpc {
                 }
             }
             "eth_mining" => Ok(json!(false)),
-            "eth_accounts" => Ok(json!([])),
+            "eth_accounts" => to_value(self.dev.iter().map(|k| k.address()).collect::<Vec<_>>()),
+            "eth_sendTransaction" | "eth_signTransaction" => {
+                let req: TransactionRequest = param(p, 0, "transaction")?;
+                let key = self.dev_key(req.from, "from")?.clone();
+                // One at a time: the nonce is the pool's next for the account.
+                let _turn = self.send_lock.lock().await;
+                let this = self.clone();
+                let tx = tokio::task::spawn_blocking(move || this.fill_and_sign(req, &key))
+                    .await
+                    .map_err(RpcError::internal)??;
+                if method == "eth_signTransaction" {
+                    return to_value(Bytes::from(tx.encoded_2718()));
+                }
+                self.send_raw(&tx.encoded_2718()).await.and_then(to_value)
+            }
+            "eth_sign" | "personal_sign" => {
+                // eth_sign(address, data); personal_sign(data, address).
+                let (a, d) = if method == "eth_sign" { (0, 1) } else { (1, 0) };
+                let address: Address = param(p, a, "address")?;
+                let data = message_bytes(p.get(d))?;
+                let sig = self
+                    .dev_key(Some(address), "address")?
+                    .sign_message_sync(&data)
+                    .map_err(RpcError::server)?;
+                to_value(Bytes::from(sig.as_bytes().to_vec()))
+            }
+            "eth_signTypedData_v4" | "eth_signTypedData" => {
+                let address: Address = param(p, 0, "address")?;
+                // The typed data as an object, or as a JSON string of one (MetaMask's form).
+                let data = match p.get(1) {
+                    Some(Value::String(text)) => serde_json::from_str(text),
+                    Some(v) => serde_json::from_value(v.clone()),
+                    None => return Err(RpcError::params("typed data (position 1): missing")),
+                };
+                let data: alloy_dyn_abi::TypedData =
+                    data.map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?;
+                let hash = data
+                    .eip712_signing_hash()
+                    .map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?;
+                let sig = self
+                    .dev_key(Some(address), "address")?
+                    .sign_hash_sync(&hash)
+                    .map_err(RpcError::server)?;
+                to_value(Bytes::from(sig.as_bytes().to_vec()))
+            }
             "eth_blockNumber" => Ok(hex(st.chain.head_number())),
             "eth_gasPrice" => Ok(hex(st.genesis.base_fee)),
             "eth_maxPriorityFeePerGas" => Ok(hex(0)),
@@ -659,6 +715,109 @@ impl Rpc {
         Ok(hash)
     }
 
+    /// The development key of `address` (`rpc.dev_keys`).
+    fn dev_key(
+        &self,
+        address: Option<Address>,
+        field: &str,
+    ) -> Result<&PrivateKeySigner, RpcError> {
+        let Some(address) = address else {
+            return Err(RpcError::params(format!("{field}: missing")));
+        };
+        self.dev.iter().find(|k| k.address() == address).ok_or_else(|| {
+            RpcError::server(format!("unknown account {address}: the node holds no key for it"))
+        })
+    }
+
+    /// Completes `req` as geth and anvil do for `eth_sendTransaction` and signs it with
+    /// `key`: the chain id; the account's next nonce, counting what waits in the pool; the
+    /// type asked for, or else legacy when `gasPrice` is set and EIP-1559 otherwise; fees
+    /// of the base fee (legacy) or twice the base fee plus the tip, with no tip (EIP-1559);
+    /// and the gas `eth_estimateGas` gives.
+    fn fill_and_sign(
+        &self,
+        mut req: TransactionRequest,
+        key: &PrivateKeySigner,
+    ) -> Result<TxEnvelope, RpcError> {
+        let chain_id = self.state.genesis.chain_id;
+        if req.chain_id.is_some_and(|c| c != chain_id) {
+            return Err(RpcError::server(format!(
+                "chainId {} is not this chain's ({chain_id})",
+                req.chain_id.unwrap_or_default()
+            )));
+        }
+        req.chain_id = Some(chain_id);
+        if let (Some(a), Some(b)) = (&req.input.input, &req.input.data) {
+            if a != b {
+                return Err(RpcError::params(
+                    "both \"data\" and \"input\" are set and not equal; use \"input\"",
+                ));
+            }
+        }
+        req.input.input = req.input.input().cloned();
+        req.input.data = None;
+        let head = self.head();
+        if req.nonce.is_none() {
+            let acct = self.view(head)?.account(key.address()).map_err(RpcError::server)?;
+            let nonce = acct.map_or(0, |a| a.nonce);
+            req.nonce = Some(self.mempool.lock().pending_nonce(&key.address(), nonce));
+        }
+        let base_fee = u128::from(self.state.genesis.base_fee);
+        let legacy = match req.transaction_type {
+            Some(0 | 1) => true,
+            Some(2 | 4) => false,
+            Some(t) => {
+                return Err(RpcError::params(format!(
+                    "transaction type {t}: the node signs types 0, 1, 2 and 4"
+                )))
+            }
+            None => req.gas_price.is_some(),
+        };
+        if req.blob_versioned_hashes.is_some() || req.sidecar.is_some() {
+            return Err(RpcError::params("the node does not sign blob transactions"));
+        }
+        if legacy {
+            if req.max_fee_per_gas.is_some() || req.max_priority_fee_per_gas.is_some() {
+                return Err(RpcError::params(
+                    "a legacy or EIP-2930 transaction takes gasPrice, not maxFeePerGas",
+                ));
+            }
+            req.gas_price.get_or_insert(base_fee);
+            if req.transaction_type == Some(1) {
+                req.access_list.get_or_insert_with(Default::default);
+            }
+        } else {
+            if req.gas_price.is_some() {
+                return Err(RpcError::params(
+                    "an EIP-1559 transaction takes maxFeePerGas, not gasPrice",
+                ));
+            }
+            let tip = *req.max_priority_fee_per_gas.get_or_insert(0);
+            req.max_fee_per_gas.get_or_insert(base_fee.saturating_mul(2).saturating_add(tip));
+        }
+        if req.gas.is_none() {
+            let mut probe = req.clone();
+            probe.from = Some(key.address());
+            req.gas = Some(self.estimate_gas(probe, head, None)?);
+        }
+        // A creation has no "to"; the builder wants it said.
+        req.to.get_or_insert(TxKind::Create);
+        let typed = req
+            .build_typed_tx()
+            .map_err(|_| RpcError::params("the transaction cannot be completed"))?;
+        let hash = typed.signature_hash();
+        let sig = key.sign_hash_sync(&hash).map_err(RpcError::server)?;
+        Ok(match typed {
+            TypedTransaction::Legacy(t) => TxEnvelope::Legacy(t.into_signed(sig)),
+            TypedTransaction::Eip2930(t) => TxEnvelope::Eip2930(t.into_signed(sig)),
+            TypedTransaction::Eip1559(t) => TxEnvelope::Eip1559(t.into_signed(sig)),
+            TypedTransaction::Eip7702(t) => TxEnvelope::Eip7702(t.into_signed(sig)),
+            TypedTransaction::Eip4844(_) => {
+                return Err(RpcError::params("the node does not sign blob transactions"))
+            }
+        })
+    }
+
     /// Executes `req` over the state after block `n` with `overrides`, with `gas` (or the
     /// request's, or the cap).
     fn call(
@@ -807,7 +966,9 @@ impl Rpc {
         n: u64,
         overrides: Option<&StateOverride>,
     ) -> Result<u64, RpcError> {
-        let mut cap = req.gas.unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
+        // A gas below a transfer's is ignored, as in geth (it can only fail).
+        let mut cap =
+            req.gas.filter(|g| *g >= 21_000).unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
         // A priced call can buy at most what the sender's balance pays for (as in geth):
         // trying the whole cap would fail for any account holding less than cap × fee.
         let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
@@ -826,7 +987,15 @@ impl Rpc {
             let allowance = left / U256::from(fee_cap);
             cap = cap.min(u64::try_from(allowance).unwrap_or(u64::MAX));
         }
-        let first = self.run(&req, n, overrides, Some(cap))?;
+        // Too little for even the intrinsic gas (an account that cannot pay for it): geth's
+        // words.
+        let first = self.run(&req, n, overrides, Some(cap)).map_err(|e| {
+            if e.message.starts_with("intrinsic gas too low") {
+                RpcError::server(format!("gas required exceeds allowance ({cap})"))
+            } else {
+                e
+            }
+        })?;
         match first.status {
             TxStatus::Success => {}
             TxStatus::Revert => return Err(revert_error(&first.output)),
@@ -1181,6 +1350,19 @@ impl Rpc {
         });
         ws.subs.lock().insert(id.clone(), task);
         Ok(json!(id))
+    }
+}
+
+/// The message of `eth_sign` and `personal_sign`: hex bytes, or text that is not hex
+/// (which some wallets send) as its UTF-8 bytes.
+fn message_bytes(v: Option<&Value>) -> Result<Vec<u8>, RpcError> {
+    match v {
+        Some(Value::String(s)) => match s.strip_prefix("0x") {
+            Some(h) => alloy_primitives::hex::decode(h)
+                .map_err(|e| RpcError::params(format!("message: {e}"))),
+            None => Ok(s.as_bytes().to_vec()),
+        },
+        _ => Err(RpcError::params("message: a hex or text string is needed")),
     }
 }
 

@@ -1229,6 +1229,11 @@ const METHODS: &[(&str, &[Kind])] = {
         ("farol_getBlocks", &[Quantity, Quantity, Bool]),
         ("farol_getCertificate", &[Quantity]),
         ("farol_getSnapshot", &[Quantity]),
+        ("eth_sendTransaction", &[Call]),
+        ("eth_signTransaction", &[Call]),
+        ("eth_sign", &[Address, Data]),
+        ("personal_sign", &[Data, Address]),
+        ("eth_signTypedData_v4", &[Address, Any]),
         ("eth_nope", &[Any]),
     ]
 };
@@ -1383,6 +1388,9 @@ async fn generated_requests_get_answers() {
     let key = PrivateKeySigner::from_slice(&[0x45; 32]).unwrap_or_else(|e| panic!("{e}"));
     let mut cfg = config(dir.path(), key.address());
     cfg.rpc.max_log_blocks = 100;
+    // The funded account is a development account too: generated eth_sendTransaction calls
+    // from it are completed, signed and sent.
+    cfg.rpc.dev_keys = vec![Bytes::from(key.to_bytes().to_vec())];
     let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
@@ -1545,7 +1553,7 @@ async fn generated_requests_get_answers() {
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         let nonce = quantity(
-            &c.call("eth_getTransactionCount", json!([key.address(), "latest"]))
+            &c.call("eth_getTransactionCount", json!([key.address(), "pending"]))
                 .unwrap_or_default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
@@ -1569,5 +1577,120 @@ async fn generated_requests_get_answers() {
             break;
         }
     }
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The node's development accounts (`rpc.dev_keys`): listed by `eth_accounts`; transactions
+/// sent with `eth_sendTransaction` are completed (nonce, fees, gas), signed and executed,
+/// from several threads at once without two sharing a nonce; `eth_signTransaction`,
+/// `eth_sign`, `personal_sign` and `eth_signTypedData_v4` sign with the account's key; an
+/// account without a key, a wrong chain id and a bad key in the configuration are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn development_accounts_sign_and_send() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x46; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let me = key.address();
+    let mut cfg = config(dir.path(), me);
+    let mut bad = cfg.clone();
+    bad.rpc.dev_keys = vec![Bytes::from(vec![0u8; 32])];
+    let e = bad.validate().expect_err("a zero key").to_string();
+    assert!(e.contains("rpc.dev_keys[0]"), "{e}");
+    cfg.rpc.dev_keys = vec![Bytes::from(key.to_bytes().to_vec())];
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        assert_eq!(c.call("eth_accounts", json!([])), Ok(json!([me])));
+        // Three threads, three transfers each, all at once: nine nonces, none twice.
+        let sent: Vec<Value> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..3)
+                .map(|_| {
+                    s.spawn(move || {
+                        let mut c = RpcClient::new(http);
+                        (0..3)
+                            .map(|_| {
+                                let tx = json!({"from": me, "to": Address::repeat_byte(0x78), "value": "0x7"});
+                                c.call("eth_sendTransaction", json!([tx])).unwrap_or_else(|e| panic!("{e}"))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads.into_iter().flat_map(|t| t.join().unwrap_or_else(|_| panic!("a sender panicked"))).collect()
+        });
+        let mut nonces = std::collections::BTreeSet::new();
+        for hash in &sent {
+            let r = wait_receipt(&mut c, hash);
+            assert_eq!(quantity(&r["status"]), Ok(1), "{r}");
+            assert_eq!(r["from"], json!(me), "{r}");
+            let tx = c.call("eth_getTransactionByHash", json!([hash])).unwrap_or_default();
+            assert_eq!(quantity(&tx["type"]), Ok(2), "{tx}");
+            nonces.insert(quantity(&tx["nonce"]).unwrap_or_else(|e| panic!("{e}")));
+        }
+        assert_eq!(nonces, (0..9).collect(), "nonces of nine sends");
+        let balance = c.call("eth_getBalance", json!([Address::repeat_byte(0x78), "latest"])).unwrap_or_default();
+        assert_eq!(quantity(&balance), Ok(63));
+        // A legacy-priced creation, its gas estimated by the node.
+        let runtime = [0x60, 0x00, 0x60, 0x00, 0xa0, 0x00];
+        let mut init = vec![0x60, 6, 0x60, 12, 0x60, 0, 0x39, 0x60, 6, 0x60, 0, 0xf3];
+        init.extend_from_slice(&runtime);
+        let tx = json!({"from": me, "data": Bytes::from(init), "gasPrice": "0x77359400"});
+        let hash = c.call("eth_sendTransaction", json!([tx])).unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        assert_eq!((quantity(&r["status"]), quantity(&r["type"])), (Ok(1), Ok(0)), "{r}");
+        assert!(r["contractAddress"].is_string(), "{r}");
+        // Signed, not sent: the next nonce, recovering to the account.
+        let raw = c
+            .call("eth_signTransaction", json!([{"from": me, "to": me, "gas": "0x5208"}]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let raw: Bytes = serde_json::from_value(raw).unwrap_or_else(|e| panic!("{e}"));
+        let tx = <TxEnvelope as alloy_eips::eip2718::Decodable2718>::decode_2718(&mut &raw[..])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alloy_consensus::transaction::SignerRecoverable::recover_signer(&tx).ok(), Some(me));
+        assert_eq!((alloy_consensus::Transaction::nonce(&tx), alloy_consensus::Transaction::chain_id(&tx)), (10, Some(31337)));
+        // Messages (EIP-191) and typed data (EIP-712).
+        let sig = c.call("personal_sign", json!(["0x68656c6c6f", me])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.call("eth_sign", json!([me, "0x68656c6c6f"])), Ok(sig.clone()));
+        let sig: Bytes = serde_json::from_value(sig).unwrap_or_else(|e| panic!("{e}"));
+        let sig = alloy_primitives::Signature::from_raw(&sig).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sig.recover_address_from_msg(b"hello").ok(), Some(me));
+        let typed = json!({
+            "types": {
+                "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"}],
+                "Mail": [{"name": "to", "type": "address"}, {"name": "contents", "type": "string"}]
+            },
+            "primaryType": "Mail",
+            "domain": {"name": "Farol", "chainId": 31337},
+            "message": {"to": me, "contents": "hello"}
+        });
+        let sig = c.call("eth_signTypedData_v4", json!([me, typed.clone()])).unwrap_or_else(|e| panic!("{e}"));
+        // MetaMask's form: the typed data as a JSON string.
+        assert_eq!(c.call("eth_signTypedData_v4", json!([me, typed.to_string()])), Ok(sig.clone()));
+        let sig: Bytes = serde_json::from_value(sig).unwrap_or_else(|e| panic!("{e}"));
+        let sig = alloy_primitives::Signature::from_raw(&sig).unwrap_or_else(|e| panic!("{e}"));
+        let data: alloy_dyn_abi::TypedData = serde_json::from_value(typed).unwrap_or_else(|e| panic!("{e}"));
+        let hash = data.eip712_signing_hash().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(sig.recover_address_from_prehash(&hash).ok(), Some(me));
+        // Refusals.
+        let stranger = Address::repeat_byte(0x55);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction", "params": [{"from": stranger, "to": me}]});
+        assert_eq!(code(&mut c, &body.to_string()), -32000);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction", "params": [{"to": me}]});
+        assert_eq!(code(&mut c, &body.to_string()), -32602);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction", "params": [{"from": me, "to": me, "chainId": "0x1"}]});
+        assert_eq!(code(&mut c, &body.to_string()), -32000);
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "personal_sign", "params": ["0x00", stranger]});
+        assert_eq!(code(&mut c, &body.to_string()), -32000);
+        // What Hardhat asks before it sends for a remote account: an estimate, priced. An
+        // account that can pay for no gas gets geth's answer; a gas below a transfer's is
+        // ignored, as geth does.
+        let est = c.call("eth_estimateGas", json!([{"from": stranger, "to": me, "maxFeePerGas": "0x4b6fe7a8"}]));
+        let e = est.expect_err("no gas can be paid for");
+        assert!(e.contains("gas required exceeds allowance (0)"), "{e}");
+        let est = c.call("eth_estimateGas", json!([{"from": me, "to": stranger, "gas": "0x5000"}]));
+        assert_eq!(est, Ok(json!("0x5208")));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
