@@ -353,6 +353,8 @@ impl Rpc {
             }
             "eth_signTypedData_v4" | "eth_signTypedData" => {
                 let address: Address = param(p, 0, "address")?;
+                // Only for an account of the node's is the typed data read at all.
+                let key = self.dev_key(Some(address), "address")?;
                 // The typed data as an object, or as a JSON string of one (MetaMask's form).
                 let data = match p.get(1) {
                     Some(Value::String(text)) => serde_json::from_str(text),
@@ -364,10 +366,7 @@ impl Rpc {
                 let hash = data
                     .eip712_signing_hash()
                     .map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?;
-                let sig = self
-                    .dev_key(Some(address), "address")?
-                    .sign_hash_sync(&hash)
-                    .map_err(RpcError::server)?;
+                let sig = key.sign_hash_sync(&hash).map_err(RpcError::server)?;
                 to_value(Bytes::from(sig.as_bytes().to_vec()))
             }
             "eth_blockNumber" => Ok(hex(st.chain.head_number())),

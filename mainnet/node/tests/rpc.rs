@@ -1671,6 +1671,25 @@ async fn development_accounts_sign_and_send() {
         let data: alloy_dyn_abi::TypedData = serde_json::from_value(typed).unwrap_or_else(|e| panic!("{e}"));
         let hash = data.eip712_signing_hash().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(sig.recover_address_from_prehash(&hash).ok(), Some(me));
+        // Typed data whose types refer to themselves, or nest deeply: refused, not followed.
+        let cyclic = json!({
+            "types": {"EIP712Domain": [], "A": [{"name": "a", "type": "A"}, {"name": "b", "type": "B[]"}], "B": [{"name": "a", "type": "A"}]},
+            "primaryType": "A",
+            "domain": {},
+            "message": {"a": {"a": {}, "b": []}, "b": []}
+        });
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_signTypedData_v4", "params": [me, cyclic]});
+        assert_eq!(code(&mut c, &body.to_string()), -32602);
+        let deep = format!("uint256{}", "[]".repeat(5_000));
+        let nested = json!({
+            "types": {"EIP712Domain": [], "A": [{"name": "a", "type": deep}]},
+            "primaryType": "A",
+            "domain": {},
+            "message": {"a": []}
+        });
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_signTypedData_v4", "params": [me, nested]});
+        let answer = c.post(&body.to_string()).unwrap_or_else(|e| panic!("no answer: {e}"));
+        assert!(answer.get("result").is_some() || answer.get("error").is_some(), "{answer}");
         // Refusals.
         let stranger = Address::repeat_byte(0x55);
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendTransaction", "params": [{"from": stranger, "to": me}]});
