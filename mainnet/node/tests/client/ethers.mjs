@@ -1,11 +1,12 @@
 // ethers v6 (pinned in package-lock.json), unmodified, against a running Farol devnet:
 // deploys the ERC-20 with a ContractFactory, transfers, reads balances, queries and polls
-// events (eth_newFilter / eth_getFilterChanges), estimates gas, reads fee data.
+// events (eth_newFilter / eth_getFilterChanges), estimates gas, reads fee data; sends and
+// signs through a JsonRpcSigner of the node's own account.
 //
 //   FAROL_HTTP=http://127.0.0.1:8545 node ethers.mjs
 
 import assert from "node:assert/strict";
-import { ContractFactory, JsonRpcProvider, Wallet, parseEther } from "ethers";
+import { ContractFactory, JsonRpcProvider, Wallet, parseEther, verifyMessage } from "ethers";
 import { compileToken } from "./token.mjs";
 import { step as check } from "./check.mjs";
 
@@ -68,6 +69,21 @@ await step("token transfer, events by query and by polling filter", async () => 
 
 await step("revert reason", async () => {
   await assert.rejects(token.fail(), (e) => /nope/.test(String(e?.reason ?? e?.message)));
+});
+
+await step("the node's account through a JsonRpcSigner", async () => {
+  // The devnet's nodes hold its accounts' keys (eth_accounts, eth_sendTransaction).
+  const accounts = await provider.listAccounts();
+  assert.equal(accounts.length, 10);
+  const signer = await provider.getSigner(dave.address);
+  const before = await provider.getBalance(carol.address);
+  const tx = await signer.sendTransaction({ to: carol.address, value: 11n });
+  const r = await tx.wait();
+  assert.equal(r.status, 1);
+  assert.equal(r.from, dave.address);
+  assert.equal(await provider.getBalance(carol.address), before + 11n);
+  const sig = await signer.signMessage("ethers");
+  assert.equal(verifyMessage("ethers", sig), dave.address);
 });
 
 console.log("ethers test: all checks passed");
