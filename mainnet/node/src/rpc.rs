@@ -102,6 +102,9 @@ pub struct Rpc {
     /// Held while `eth_sendTransaction` picks a nonce and hands the transaction to the pool,
     /// so that two sent at once from one account get different nonces.
     send_lock: tokio::sync::Mutex<()>,
+    /// The hash of every transaction the pool admits (`newPendingTransactions`,
+    /// `eth_newPendingTransactionFilter`).
+    pending: tokio::sync::broadcast::Sender<B256>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -112,12 +115,19 @@ struct Filters {
 }
 
 struct PollFilter {
-    /// `None` for a block filter.
+    /// `None` for a block or pending-transaction filter.
     logs: Option<Filter>,
+    /// The hashes of transactions admitted since the last poll (a pending-transaction
+    /// filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
+    pending: Option<tokio::sync::broadcast::Receiver<B256>>,
     /// The first block not yet reported.
     next_block: u64,
     last_poll: std::time::Instant,
 }
+
+/// Transactions the pending-transaction feed holds for a subscriber or filter that has not
+/// taken them yet; one that falls further behind misses the oldest.
+const PENDING_FEED: usize = 4096;
 
 /// A filter not polled for this long is removed (as in geth).
 const FILTER_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
@@ -188,6 +198,7 @@ impl Rpc {
             // `NodeConfig::validate` refuses a key that is not one.
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
             send_lock: tokio::sync::Mutex::new(()),
+            pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             cfg,
         }
     }
@@ -432,13 +443,7 @@ impl Rpc {
                     return to_value(rpc_tx(&loc.block, loc.index));
                 }
                 match self.mempool.lock().get(&hash) {
-                    Some((tx, from)) => to_value(RpcTransaction {
-                        inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, from),
-                        block_hash: None,
-                        block_number: None,
-                        transaction_index: None,
-                        effective_gas_price: None,
-                    }),
+                    Some((tx, from)) => to_value(pending_tx(tx, from)),
                     None => Ok(Value::Null),
                 }
             }
@@ -491,9 +496,10 @@ impl Rpc {
             "eth_getProof" => self.proof(p),
             "eth_newFilter" => {
                 let f: Filter = param(p, 0, "filter")?;
-                self.new_filter(Some(f))
+                self.new_filter(Some(f), false)
             }
-            "eth_newBlockFilter" => self.new_filter(None),
+            "eth_newBlockFilter" => self.new_filter(None, false),
+            "eth_newPendingTransactionFilter" => self.new_filter(None, true),
             "eth_getFilterChanges" | "eth_getFilterLogs" => {
                 let id: String = param(p, 0, "filter id")?;
                 self.filter_changes(&id, method == "eth_getFilterLogs")
@@ -705,6 +711,8 @@ impl Rpc {
             break pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
         };
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
+        // No subscriber or filter: nobody to tell.
+        let _ = self.pending.send(hash);
         if !handed.is_empty() {
             self.submit
                 .send(handed)
@@ -1173,7 +1181,7 @@ impl Rpc {
         }))
     }
 
-    fn new_filter(&self, logs: Option<Filter>) -> RpcResult {
+    fn new_filter(&self, logs: Option<Filter>, pending: bool) -> RpcResult {
         let now = std::time::Instant::now();
         let mut f = self.filters.lock();
         f.live.retain(|_, x| now.duration_since(x.last_poll) < FILTER_IDLE);
@@ -1183,7 +1191,8 @@ impl Rpc {
         f.next += 1;
         let id = format!("{:#x}", f.next);
         let next_block = self.head() + 1;
-        f.live.insert(id.clone(), PollFilter { logs, next_block, last_poll: now });
+        let pending = pending.then(|| self.pending.subscribe());
+        f.live.insert(id.clone(), PollFilter { logs, pending, next_block, last_poll: now });
         Ok(json!(id))
     }
 
@@ -1197,6 +1206,20 @@ impl Rpc {
                 return Err(RpcError::server("filter not found"));
             };
             x.last_poll = std::time::Instant::now();
+            if let Some(rx) = &mut x.pending {
+                if all {
+                    return Err(RpcError::params("eth_getFilterLogs takes a log filter"));
+                }
+                let mut hashes = Vec::new();
+                loop {
+                    match rx.try_recv() {
+                        Ok(h) => hashes.push(h),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                        Err(_) => break,
+                    }
+                }
+                return to_value(hashes);
+            }
             let from = x.next_block;
             if !all {
                 // At most max_log_blocks per poll; the rest comes with the next.
@@ -1290,11 +1313,11 @@ impl Rpc {
     fn subscribe(self: &Arc<Self>, ws: &Arc<WsCtx>, p: &[Value]) -> RpcResult {
         let kind: String = param(p, 0, "subscription kind")?;
         let filter: Option<Filter> = match kind.as_str() {
-            "newHeads" => None,
+            "newHeads" | "newPendingTransactions" => None,
             "logs" => Some(opt_param(p, 1, "filter")?.unwrap_or_default()),
             k => {
                 return Err(RpcError::params(format!(
-                    "unsupported subscription {k:?} (newHeads, logs)"
+                    "unsupported subscription {k:?} (newHeads, logs, newPendingTransactions)"
                 )))
             }
         };
@@ -1305,6 +1328,46 @@ impl Rpc {
             )));
         }
         let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
+        if kind == "newPendingTransactions" {
+            // Hashes, or with `true` the transactions as eth_getTransactionByHash gives them.
+            let full: bool = opt_param(p, 1, "full transactions")?.unwrap_or(false);
+            let mut feed = self.pending.subscribe();
+            let out = ws.out.clone();
+            let sid = id.clone();
+            let mempool = self.mempool.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let hash = match feed.recv().await {
+                        Ok(h) => h,
+                        // A subscriber that fell behind misses the oldest (they may be in
+                        // blocks by now); it goes on from the newest.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    };
+                    let result = if full {
+                        // Gone from the pool already (ordered): nothing to show.
+                        let Some((tx, from)) = mempool.lock().get(&hash) else { continue };
+                        let tx = pending_tx(tx, from);
+                        match serde_json::to_value(tx) {
+                            Ok(v) => v,
+                            Err(_) => continue,
+                        }
+                    } else {
+                        json!(hash)
+                    };
+                    let msg = json!({
+                        "jsonrpc": "2.0",
+                        "method": "eth_subscription",
+                        "params": { "subscription": sid, "result": result },
+                    });
+                    if out.send(msg.to_string()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            ws.subs.lock().insert(id.clone(), task);
+            return Ok(json!(id));
+        }
         let mut blocks = self.state.blocks.subscribe();
         let out = ws.out.clone();
         let sid = id.clone();
@@ -1349,6 +1412,17 @@ impl Rpc {
         });
         ws.subs.lock().insert(id.clone(), task);
         Ok(json!(id))
+    }
+}
+
+/// A transaction waiting in the pool, as the RPC shows it (no block yet).
+fn pending_tx(tx: TxEnvelope, from: Address) -> RpcTransaction {
+    RpcTransaction {
+        inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, from),
+        block_hash: None,
+        block_number: None,
+        transaction_index: None,
+        effective_gas_price: None,
     }
 }
 

@@ -1,7 +1,8 @@
 // A real Ethereum client against a running Farol devnet, unmodified: viem (pinned in
 // package-lock.json) with a local account. Compiles a Solidity ERC-20 (OpenZeppelin, solc
 // pinned), deploys it, transfers, reads balances, receipts and logs, estimates gas, calls
-// with a state override, and subscribes to newHeads over WebSocket.
+// with a state override, subscribes to newHeads over WebSocket, and watches pending
+// transactions (a subscription, and a polling filter over HTTP).
 //
 //   FAROL_HTTP=http://127.0.0.1:8545 FAROL_WS=ws://127.0.0.1:8546 node client.mjs
 //
@@ -58,6 +59,25 @@ await step("newHeads subscription delivers heads", async () => {
   unwatch();
   assert.ok(heads.length > 0, "no head arrived");
   assert.ok(heads[0].hash && heads[0].stateRoot && typeof heads[0].number === "bigint");
+  await wsClient.transport.getRpcClient().then((c) => c.close()).catch(() => {});
+});
+
+await step("pending transactions: subscription and polling filter", async () => {
+  const wsClient = createPublicClient({ chain, transport: webSocket(WS) });
+  const viaWs = [];
+  const viaHttp = [];
+  const unwatchWs = wsClient.watchPendingTransactions({ onTransactions: (h) => viaWs.push(...h) });
+  const unwatchHttp = pub.watchPendingTransactions({ onTransactions: (h) => viaHttp.push(...h), pollingInterval: 50 });
+  // Both watchers are installed (the filter is created on the first poll) before sending.
+  await new Promise((r) => setTimeout(r, 300));
+  const hash = await wallet.sendTransaction({ to: bob.address, value: 2n });
+  const deadline = Date.now() + 15000;
+  while ((!viaWs.includes(hash) || !viaHttp.includes(hash)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  unwatchWs();
+  unwatchHttp();
+  assert.ok(viaWs.includes(hash), `not announced over WebSocket: ${viaWs}`);
+  assert.ok(viaHttp.includes(hash), `not announced to the filter: ${viaHttp}`);
+  await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
   await wsClient.transport.getRpcClient().then((c) => c.close()).catch(() => {});
 });
 
