@@ -102,9 +102,9 @@ pub struct Rpc {
     /// Held while `eth_sendTransaction` picks a nonce and hands the transaction to the pool,
     /// so that two sent at once from one account get different nonces.
     send_lock: tokio::sync::Mutex<()>,
-    /// The hash of every transaction the pool admits (`newPendingTransactions`,
-    /// `eth_newPendingTransactionFilter`).
-    pending: tokio::sync::broadcast::Sender<B256>,
+    /// Every transaction the pool admits, with its sender (`newPendingTransactions`,
+    /// `eth_newPendingTransactionFilter`); sent only while someone listens.
+    pending: tokio::sync::broadcast::Sender<Arc<(TxEnvelope, Address)>>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -119,7 +119,7 @@ struct PollFilter {
     logs: Option<Filter>,
     /// The hashes of transactions admitted since the last poll (a pending-transaction
     /// filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
-    pending: Option<tokio::sync::broadcast::Receiver<B256>>,
+    pending: Option<tokio::sync::broadcast::Receiver<Arc<(TxEnvelope, Address)>>>,
     /// The first block not yet reported.
     next_block: u64,
     last_poll: std::time::Instant,
@@ -340,12 +340,14 @@ impl Rpc {
             "eth_sendTransaction" | "eth_signTransaction" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let key = self.dev_key(req.from, "from")?.clone();
-                // One at a time: the nonce is the pool's next for the account.
-                let _turn = self.send_lock.lock().await;
                 let this = self.clone();
-                let tx = tokio::task::spawn_blocking(move || this.fill_and_sign(req, &key))
+                let req = tokio::task::spawn_blocking(move || this.complete(req, &key))
                     .await
                     .map_err(RpcError::internal)??;
+                // One at a time from here: the nonce is the pool's next for the account.
+                let _turn = self.send_lock.lock().await;
+                let key = self.dev_key(req.from, "from")?;
+                let tx = self.sign_with_nonce(req, key)?;
                 if method == "eth_signTransaction" {
                     return to_value(Bytes::from(tx.encoded_2718()));
                 }
@@ -362,21 +364,20 @@ impl Rpc {
                     .map_err(RpcError::server)?;
                 to_value(Bytes::from(sig.as_bytes().to_vec()))
             }
-            "eth_signTypedData_v4" | "eth_signTypedData" => {
+            "eth_signTypedData_v4" => {
                 let address: Address = param(p, 0, "address")?;
                 // Only for an account of the node's is the typed data read at all.
                 let key = self.dev_key(Some(address), "address")?;
                 // The typed data as an object, or as a JSON string of one (MetaMask's form).
-                let data = match p.get(1) {
-                    Some(Value::String(text)) => serde_json::from_str(text),
-                    Some(v) => serde_json::from_value(v.clone()),
+                let data: Value = match p.get(1) {
+                    Some(Value::String(text)) => serde_json::from_str(text)
+                        .map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?,
+                    Some(v) => v.clone(),
                     None => return Err(RpcError::params("typed data (position 1): missing")),
                 };
-                let data: alloy_dyn_abi::TypedData =
-                    data.map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?;
-                let hash = data
-                    .eip712_signing_hash()
-                    .map_err(|e| RpcError::params(format!("typed data (position 1): {e}")))?;
+                let hash = tokio::task::spawn_blocking(move || typed_data_hash(data))
+                    .await
+                    .map_err(RpcError::internal)??;
                 let sig = key.sign_hash_sync(&hash).map_err(RpcError::server)?;
                 to_value(Bytes::from(sig.as_bytes().to_vec()))
             }
@@ -683,6 +684,9 @@ impl Rpc {
     /// dropped, then checked against its sender's account and handed on.
     async fn admit(&self, checked: Checked) -> Result<B256, RpcError> {
         let hash = checked.hash;
+        // For the pending feed, only while someone listens.
+        let announce = (self.pending.receiver_count() > 0)
+            .then(|| Arc::new((checked.tx.clone(), checked.sender)));
         if self.state.chain.transaction(&hash).is_some() {
             return Err(mempool_error(MempoolError::Known));
         }
@@ -711,8 +715,10 @@ impl Rpc {
             break pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
         };
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
-        // No subscriber or filter: nobody to tell.
-        let _ = self.pending.send(hash);
+        if let Some(t) = announce {
+            // Every listener may have gone meanwhile: nobody to tell.
+            let _ = self.pending.send(t);
+        }
         if !handed.is_empty() {
             self.submit
                 .send(handed)
@@ -736,16 +742,16 @@ impl Rpc {
         })
     }
 
-    /// Completes `req` as geth and anvil do for `eth_sendTransaction` and signs it with
-    /// `key`: the chain id; the account's next nonce, counting what waits in the pool; the
-    /// type asked for, or else legacy when `gasPrice` is set and EIP-1559 otherwise; fees
-    /// of the base fee (legacy) or twice the base fee plus the tip, with no tip (EIP-1559);
-    /// and the gas `eth_estimateGas` gives.
-    fn fill_and_sign(
+    /// Completes `req` as geth and anvil do for `eth_sendTransaction`, all but the nonce:
+    /// the chain id; the type asked for, or else legacy when `gasPrice` is set and EIP-1559
+    /// otherwise; fees of the base fee (legacy) or twice the base fee plus the tip, with no
+    /// tip (EIP-1559); and the gas `eth_estimateGas` gives (which needs no nonce: calls do
+    /// not check it).
+    fn complete(
         &self,
         mut req: TransactionRequest,
         key: &PrivateKeySigner,
-    ) -> Result<TxEnvelope, RpcError> {
+    ) -> Result<TransactionRequest, RpcError> {
         let chain_id = self.state.genesis.chain_id;
         if req.chain_id.is_some_and(|c| c != chain_id) {
             return Err(RpcError::server(format!(
@@ -763,16 +769,12 @@ impl Rpc {
         }
         req.input.input = req.input.input().cloned();
         req.input.data = None;
-        let head = self.head();
-        if req.nonce.is_none() {
-            let acct = self.view(head)?.account(key.address()).map_err(RpcError::server)?;
-            let nonce = acct.map_or(0, |a| a.nonce);
-            req.nonce = Some(self.mempool.lock().pending_nonce(&key.address(), nonce));
-        }
         let base_fee = u128::from(self.state.genesis.base_fee);
         let legacy = match req.transaction_type {
             Some(0 | 1) => true,
-            Some(2 | 4) => false,
+            Some(2) => false,
+            Some(4) if req.authorization_list.is_some() => false,
+            Some(4) => return Err(RpcError::params("type 4 needs an authorizationList")),
             Some(t) => {
                 return Err(RpcError::params(format!(
                     "transaction type {t}: the node signs types 0, 1, 2 and 4"
@@ -802,16 +804,52 @@ impl Rpc {
             let tip = *req.max_priority_fee_per_gas.get_or_insert(0);
             req.max_fee_per_gas.get_or_insert(base_fee.saturating_mul(2).saturating_add(tip));
         }
+        if req.authorization_list.is_some() && legacy {
+            return Err(RpcError::params("an authorizationList needs EIP-1559 fees"));
+        }
         if req.gas.is_none() {
             let mut probe = req.clone();
             probe.from = Some(key.address());
-            req.gas = Some(self.estimate_gas(probe, head, None)?);
+            req.gas = Some(self.estimate_gas(probe, self.head(), None)?);
         }
         // A creation has no "to"; the builder wants it said.
         req.to.get_or_insert(TxKind::Create);
+        Ok(req)
+    }
+
+    /// Gives `req` (completed by [`Rpc::complete`]) the account's next nonce, counting what
+    /// waits in the pool, unless it names one, and signs it with `key`.
+    fn sign_with_nonce(
+        &self,
+        mut req: TransactionRequest,
+        key: &PrivateKeySigner,
+    ) -> Result<TxEnvelope, RpcError> {
+        let asked = req.transaction_type;
+        if req.nonce.is_none() {
+            // As in `admit`: read again if the pool cleared a newer block meanwhile (its
+            // transactions left the pool, and the account read before it would be stale).
+            let mut tries = 0;
+            req.nonce = Some(loop {
+                let at = self.head();
+                let acct = self.view(at)?.account(key.address()).map_err(RpcError::server)?;
+                let pool = self.mempool.lock();
+                if at < pool.cleared() && tries < 16 {
+                    tries += 1;
+                    continue;
+                }
+                break pool.pending_nonce(&key.address(), acct.map_or(0, |a| a.nonce));
+            });
+        }
         let typed = req
             .build_typed_tx()
             .map_err(|_| RpcError::params("the transaction cannot be completed"))?;
+        if asked.is_some_and(|t| t != typed.tx_type() as u8) {
+            return Err(RpcError::params(format!(
+                "the fields given make a type {} transaction, not type {}",
+                typed.tx_type() as u8,
+                asked.unwrap_or_default()
+            )));
+        }
         let hash = typed.signature_hash();
         let sig = key.sign_hash_sync(&hash).map_err(RpcError::server)?;
         Ok(match typed {
@@ -1213,7 +1251,7 @@ impl Rpc {
                 let mut hashes = Vec::new();
                 loop {
                     match rx.try_recv() {
-                        Ok(h) => hashes.push(h),
+                        Ok(t) => hashes.push(*t.0.tx_hash()),
                         Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
                         Err(_) => break,
                     }
@@ -1334,26 +1372,22 @@ impl Rpc {
             let mut feed = self.pending.subscribe();
             let out = ws.out.clone();
             let sid = id.clone();
-            let mempool = self.mempool.clone();
             let task = tokio::spawn(async move {
                 loop {
-                    let hash = match feed.recv().await {
-                        Ok(h) => h,
+                    let t = match feed.recv().await {
+                        Ok(t) => t,
                         // A subscriber that fell behind misses the oldest (they may be in
                         // blocks by now); it goes on from the newest.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                         Err(_) => break,
                     };
                     let result = if full {
-                        // Gone from the pool already (ordered): nothing to show.
-                        let Some((tx, from)) = mempool.lock().get(&hash) else { continue };
-                        let tx = pending_tx(tx, from);
-                        match serde_json::to_value(tx) {
+                        match serde_json::to_value(pending_tx(t.0.clone(), t.1)) {
                             Ok(v) => v,
                             Err(_) => continue,
                         }
                     } else {
-                        json!(hash)
+                        json!(t.0.tx_hash())
                     };
                     let msg = json!({
                         "jsonrpc": "2.0",
@@ -1413,6 +1447,87 @@ impl Rpc {
         ws.subs.lock().insert(id.clone(), task);
         Ok(json!(id))
     }
+}
+
+/// The most types, fields of one type, and nodes of the primary type's expanded tree that
+/// typed data may have (alloy expands the types into a tree, without sharing, and follows
+/// them recursively: a few kilobytes of types referring twice to the next one would make
+/// an exponential tree).
+const TYPED_DATA_TYPES: usize = 128;
+const TYPED_DATA_FIELDS: usize = 128;
+const TYPED_DATA_NODES: u64 = 10_000;
+const TYPED_DATA_DEPTH: usize = 32;
+
+/// The EIP-712 signing hash of `data` (`eth_signTypedData_v4`), once its types are checked
+/// against the bounds above.
+fn typed_data_hash(data: Value) -> Result<B256, RpcError> {
+    let bad = |why: String| RpcError::params(format!("typed data (position 1): {why}"));
+    let types =
+        data.get("types").and_then(Value::as_object).ok_or_else(|| bad("no types".into()))?;
+    if types.len() > TYPED_DATA_TYPES {
+        return Err(bad(format!("{} types, at most {TYPED_DATA_TYPES}", types.len())));
+    }
+    // Each type's fields' struct types (array suffixes removed) and how many fields it has.
+    let mut refs: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (name, fields) in types {
+        let fields = fields.as_array().ok_or_else(|| bad(format!("type {name}: not a list")))?;
+        if fields.len() > TYPED_DATA_FIELDS {
+            return Err(bad(format!(
+                "type {name}: {} fields, at most {TYPED_DATA_FIELDS}",
+                fields.len()
+            )));
+        }
+        let mut out = Vec::new();
+        for f in fields {
+            let ty = f
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("type {name}: a field without a type")))?;
+            let base = ty.split('[').next().unwrap_or(ty);
+            if ty.matches('[').count() > TYPED_DATA_DEPTH {
+                return Err(bad(format!("type {name}: {ty} has too many dimensions")));
+            }
+            if types.contains_key(base) {
+                out.push(base);
+            }
+        }
+        refs.insert(name.as_str(), out);
+    }
+    // Nodes of each type's expanded tree, memoized; a cycle or a chain too deep is refused.
+    fn nodes<'a>(
+        t: &'a str,
+        refs: &HashMap<&'a str, Vec<&'a str>>,
+        memo: &mut HashMap<&'a str, u64>,
+        path: &mut Vec<&'a str>,
+    ) -> Result<u64, String> {
+        if let Some(n) = memo.get(t) {
+            return Ok(*n);
+        }
+        if path.contains(&t) {
+            return Err(format!("type {t} contains itself"));
+        }
+        if path.len() >= TYPED_DATA_DEPTH {
+            return Err(format!("types nested more than {TYPED_DATA_DEPTH} deep"));
+        }
+        path.push(t);
+        let mut n = 1u64;
+        for r in refs.get(t).map(Vec::as_slice).unwrap_or_default() {
+            n = n.saturating_add(nodes(r, refs, memo, path)?);
+        }
+        path.pop();
+        memo.insert(t, n);
+        Ok(n)
+    }
+    let mut memo = HashMap::new();
+    for t in refs.keys() {
+        let n = nodes(t, &refs, &mut memo, &mut Vec::new()).map_err(bad)?;
+        if n > TYPED_DATA_NODES {
+            return Err(bad(format!("type {t} expands to {n} parts, at most {TYPED_DATA_NODES}")));
+        }
+    }
+    let data: alloy_dyn_abi::TypedData =
+        serde_json::from_value(data).map_err(|e| bad(e.to_string()))?;
+    data.eip712_signing_hash().map_err(|e| bad(e.to_string()))
 }
 
 /// A transaction waiting in the pool, as the RPC shows it (no block yet).
