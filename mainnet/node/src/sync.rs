@@ -92,6 +92,10 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     // peers, the slow rule is off until a sync completes, so a node whose only useful peers
     // are slow still gets somewhere (a peer with nothing newer does not reset the count).
     let mut slow_since_synced = 0usize;
+    // Peers left for being slow rest before they are asked again, longer each time (before
+    // stop 29 a slow peer was asked again at its next turn, every other poll with two
+    // peers, and each time held this node for its three slow answers).
+    let mut resting: Vec<Option<(Instant, u32)>> = vec![None; clients.len()];
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
         let pause = cfg.poll * (1 << failures.min(5));
@@ -107,7 +111,13 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         if cfg.when_stalled.is_some_and(|d| moved.elapsed() < d) {
             continue;
         }
-        let i = turn % clients.len();
+        // The next peer not resting; if all are, the next one anyway.
+        let now = Instant::now();
+        let i = (0..clients.len())
+            .map(|k| (turn + k) % clients.len())
+            .find(|&j| resting[j].is_none_or(|(until, _)| until <= now))
+            .unwrap_or(turn % clients.len());
+        turn = i;
         let peer = cfg.peers[i];
         let mut pace = Pace::new(cfg.slow_answer, slow_since_synced < clients.len());
         match sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace) {
@@ -117,10 +127,14 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 // answer, just inside the time limit) held this node for as long as it did.
                 slow_since_synced += 1;
                 turn += 1;
-                tracing::warn!(%peer, "block sync: this peer answers slowly, asking the next");
+                let strikes = resting[i].map_or(0, |(_, s)| s).saturating_add(1);
+                let rest = SLOW_PEER_REST.saturating_mul(1 << (strikes - 1).min(4));
+                resting[i] = Some((Instant::now() + rest, strikes));
+                tracing::warn!(%peer, ?rest, "block sync: this peer answers slowly, asking the next");
             }
             Ok(Progress::Synced(n)) => {
                 slow_since_synced = 0;
+                resting[i] = None;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 if !rejoin_if_stalled(&state, &cfg, &mut clients[i], peer) {
@@ -155,6 +169,10 @@ enum Progress {
     /// The pipeline is gone (the node stops).
     Pipeline,
 }
+
+/// How long a peer left for being slow rests before it is asked again: doubled for each
+/// time in a row it is found slow, up to 16 times this.
+pub const SLOW_PEER_REST: Duration = Duration::from_secs(30);
 
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;

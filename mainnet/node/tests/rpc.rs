@@ -505,9 +505,15 @@ fn hostile_peer(body: &'static str, len: Option<u64>) -> SocketAddr {
 }
 
 /// A peer that forwards to `to`, holding every request `delay` first: slow, and correct.
-fn slow_proxy(to: SocketAddr, delay: Duration) -> SocketAddr {
+/// The counter counts the reads of requests it forwarded.
+fn slow_proxy(
+    to: SocketAddr,
+    delay: Duration,
+) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut client) = s else { continue };
@@ -517,12 +523,14 @@ fn slow_proxy(to: SocketAddr, delay: Duration) -> SocketAddr {
                 continue;
             };
             std::thread::spawn(move || std::io::copy(&mut back_from, &mut back_to));
+            let counter = counter.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
                 loop {
                     match std::io::Read::read(&mut client, &mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             std::thread::sleep(delay);
                             if std::io::Write::write_all(&mut server, &buf[..n]).is_err() {
                                 return;
@@ -533,7 +541,7 @@ fn slow_proxy(to: SocketAddr, delay: Duration) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, asked)
 }
 
 /// A full node (no validator keys) follows the block-final chain of its peer, serves it
@@ -666,7 +674,7 @@ async fn a_full_node_follows_the_certified_chain() {
     // after three answers, and the node catches up from that one. From the slow peer alone
     // the sync would take a certificate and three answers per block (segments of one block),
     // 2 s each: 38 s or more for a chain of 6 blocks or more.
-    let slow = slow_proxy(vhttp, Duration::from_secs(2));
+    let (slow, asked) = slow_proxy(vhttp, Duration::from_secs(2));
     let sdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut scfg = fcfg.clone();
     scfg.data_dir = sdir.path().to_path_buf();
@@ -675,6 +683,7 @@ async fn a_full_node_follows_the_certified_chain() {
     scfg.sync.headers_per_request = 1;
     let patient = Node::start(scfg).await.unwrap_or_else(|e| panic!("{e}"));
     let phttp = patient.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let (mut v, mut p) = (RpcClient::new(vhttp), RpcClient::new(phttp));
@@ -690,6 +699,22 @@ async fn a_full_node_follows_the_certified_chain() {
             assert!(waited < Duration::from_secs(25), "still on the slow peer after {waited:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Left for being slow, that peer rests (30 s) instead of being asked again at its
+        // next turn (every other poll, before stop 29): the next blocks come from the other
+        // peer, and the slow one is asked nothing.
+        let before = asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(before > 0, "the slow peer was never asked");
+        let mut last = Value::Null;
+        for nonce in 10..12 {
+            last = v
+                .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let n = quantity(&wait_receipt(&mut v, &last)["blockNumber"]).unwrap_or(0);
+        assert_eq!(wait_block(&mut p, n), wait_block(&mut v, n));
+        std::thread::sleep(Duration::from_secs(1));
+        let after = asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(after, before, "the slow peer was asked again while resting");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
