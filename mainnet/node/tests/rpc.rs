@@ -1827,3 +1827,104 @@ async fn pending_transactions_are_announced() {
     let _ = filter;
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Every field of a node's configuration file changed to every wrong kind of value (a
+/// string, a negative, the largest integer, a float, a boolean, an empty list, an empty
+/// table), left out, or joined by an unknown neighbour: parsing never panics (overflow
+/// checks are on in tests), and every refusal names the field it is about.
+#[test]
+fn every_configuration_field_changed_is_refused_by_name_or_taken() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), Address::repeat_byte(0x48));
+    cfg.rpc.dev_keys = vec![Bytes::from(vec![0x48; 32])];
+    cfg.sync.peers = vec!["127.0.0.1:1".parse().unwrap_or_else(|e| panic!("{e}"))];
+    let text = toml::to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let doc: toml::Table = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(NodeConfig::parse(&text).is_ok());
+
+    // Every path to a value: table keys and list positions.
+    #[derive(Clone, Debug)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+    fn paths(v: &toml::Value, here: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    here.push(Step::Key(k.clone()));
+                    out.push(here.clone());
+                    paths(v, here, out);
+                    here.pop();
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    here.push(Step::Index(i));
+                    paths(v, here, out);
+                    here.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    paths(&toml::Value::Table(doc.clone()), &mut Vec::new(), &mut all);
+    assert!(all.len() > 50, "{} fields", all.len());
+    fn slot<'a>(v: &'a mut toml::Value, path: &[Step]) -> &'a mut toml::Value {
+        path.iter().fold(v, |v, s| match (s, v) {
+            (Step::Key(k), toml::Value::Table(t)) => t.get_mut(k).unwrap_or_else(|| panic!("{k}")),
+            (Step::Index(i), toml::Value::Array(a)) => &mut a[*i],
+            (s, v) => panic!("{s:?} in {v}"),
+        })
+    }
+    let wrong = [
+        toml::Value::String("x".into()),
+        toml::Value::Integer(-1),
+        toml::Value::Integer(i64::MAX),
+        toml::Value::Float(1.5),
+        toml::Value::Boolean(true),
+        toml::Value::Array(Vec::new()),
+        toml::Value::Table(toml::Table::new()),
+    ];
+    let (mut refused, mut taken) = (0, 0);
+    for path in &all {
+        let Some(Step::Key(name)) = path.last() else { continue };
+        // The field's name as a refusal would give it (a list entry: its table's name).
+        let named =
+            |e: &str| path.iter().any(|s| matches!(s, Step::Key(k) if e.contains(k.as_str())));
+        let mut cases: Vec<(String, toml::Value)> = Vec::new();
+        for w in &wrong {
+            let mut d = toml::Value::Table(doc.clone());
+            *slot(&mut d, path) = w.clone();
+            cases.push((format!("{name} = {w}"), d));
+        }
+        let (parent, _) = path.split_at(path.len() - 1);
+        for unknown in [false, true] {
+            let mut d = toml::Value::Table(doc.clone());
+            if let toml::Value::Table(t) = slot(&mut d, parent) {
+                if unknown {
+                    t.insert(format!("{name}_unknown"), toml::Value::Integer(1));
+                } else {
+                    t.remove(name);
+                }
+            }
+            let what =
+                if unknown { format!("{name}_unknown added") } else { format!("{name} left out") };
+            cases.push((what, d));
+        }
+        for (what, d) in cases {
+            let text = toml::to_string(&d).unwrap_or_else(|e| panic!("{what}: {e}"));
+            match NodeConfig::parse(&text) {
+                Ok(_) => taken += 1,
+                Err(e) => {
+                    refused += 1;
+                    let e = e.to_string();
+                    assert!(named(&e), "{what}: the refusal names no field of {path:?}: {e}");
+                }
+            }
+        }
+    }
+    eprintln!("{} fields: {refused} changes refused, {taken} taken", all.len());
+    assert!(refused > taken, "{refused} refused, {taken} taken");
+}
