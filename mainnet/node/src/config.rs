@@ -160,6 +160,9 @@ pub struct RpcConfig {
     pub max_subscriptions: usize,
     /// Open WebSocket connections; an upgrade past this is answered 503.
     pub max_ws_connections: usize,
+    /// How long a WebSocket message may wait for the client to take it before the
+    /// connection is closed (a client that stops reading).
+    pub ws_send_timeout_millis: u64,
     /// Private keys (32 bytes each) of development accounts the node signs for:
     /// `eth_accounts` lists them and `eth_sendTransaction`, `eth_signTransaction`,
     /// `eth_sign`, `personal_sign` and `eth_signTypedData_v4` use them, as anvil's and
@@ -182,6 +185,7 @@ impl Default for RpcConfig {
             gas_cap: 1 << 24,
             max_subscriptions: 128,
             max_ws_connections: 1024,
+            ws_send_timeout_millis: 30_000,
             dev_keys: Vec::new(),
         }
     }
@@ -393,6 +397,9 @@ impl NodeConfig {
             if let Err(e) = alloy_signer_local::PrivateKeySigner::from_slice(k) {
                 return bad(&format!("rpc.dev_keys[{i}]"), format!("not a secp256k1 key: {e}"));
             }
+        }
+        if self.rpc.ws_send_timeout_millis == 0 {
+            return bad("rpc.ws_send_timeout_millis", "must be at least 1".into());
         }
         if self.rpc.max_ws_connections == 0 {
             return bad("rpc.max_ws_connections", "must be at least 1".into());

@@ -1786,11 +1786,10 @@ async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Re
     })
 }
 
-/// How long a WebSocket message may wait for the client to take it.
-const WS_SEND_TIME: std::time::Duration = std::time::Duration::from_secs(30);
-
 async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
+    // How long a message may wait for the client to take it (`rpc.ws_send_timeout_millis`).
+    let send_time = std::time::Duration::from_millis(rpc.cfg.ws_send_timeout_millis);
     let ctx =
         Arc::new(WsCtx { out: out_tx, subs: Mutex::new(HashMap::new()), next: Default::default() });
     loop {
@@ -1803,7 +1802,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                     _ => break,
                 };
                 if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
-                    let sent = tokio::time::timeout(WS_SEND_TIME, socket.send(Message::Text(reply.to_string().into()))).await;
+                    let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
@@ -1812,7 +1811,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
             Some(note) = out_rx.recv() => {
                 // A client that stops reading is let go once a message has waited this
                 // long (before stop 27 it held its session and subscriptions for good).
-                let sent = tokio::time::timeout(WS_SEND_TIME, socket.send(Message::Text(note.into()))).await;
+                let sent = tokio::time::timeout(send_time, socket.send(Message::Text(note.into()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }

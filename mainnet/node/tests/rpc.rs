@@ -1316,8 +1316,13 @@ struct Ws(tokio::net::TcpStream);
 
 impl Ws {
     async fn connect(addr: SocketAddr) -> Ws {
+        let s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        Ws::handshake(s, addr).await
+    }
+
+    /// Upgrades the connection `s` to `addr`.
+    async fn handshake(mut s: tokio::net::TcpStream, addr: SocketAddr) -> Ws {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
         let req = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -1927,4 +1932,63 @@ fn every_configuration_field_changed_is_refused_by_name_or_taken() {
     }
     eprintln!("{} fields: {refused} changes refused, {taken} taken", all.len());
     assert!(refused > taken, "{refused} refused, {taken} taken");
+}
+
+/// A WebSocket client that stops reading is disconnected once a message has waited
+/// `rpc.ws_send_timeout_millis` for it, freeing its place: here a subscriber to the pending
+/// transactions, sent 40 of 100 KB each (8 MB of notifications), with room for one
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_client_that_stops_reading_is_let_go() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x49; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.max_ws_connections = 1;
+    cfg.rpc.ws_send_timeout_millis = 200;
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    // A small receive buffer, so that the server's send buffer fills sooner.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket.set_recv_buffer_size(4096).unwrap_or_else(|e| panic!("{e}"));
+    let stream = socket.connect(ws).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut stuck = Ws::handshake(stream, ws).await;
+    let sub = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newPendingTransactions", true]});
+    let answer = stuck.call(&sub).await;
+    assert!(answer["result"].is_string(), "{answer}");
+    let (refused, _) = ws_handshake(ws).await;
+    assert!(refused.contains(" 503 "), "{refused}");
+    // From here the client reads nothing.
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        for nonce in 0..40 {
+            let tx = TxEip1559 {
+                chain_id: 31337,
+                nonce,
+                gas_limit: 1_100_000,
+                max_fee_per_gas: 2_000_000_000,
+                to: TxKind::Call(Address::repeat_byte(0x77)),
+                input: vec![0u8; 100_000].into(),
+                ..Default::default()
+            };
+            c.call("eth_sendRawTransaction", json!([signed_hex(&key, tx)]))
+                .unwrap_or_else(|e| panic!("{nonce}: {e}"));
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _c) = ws_handshake(ws).await;
+        if status.contains(" 101 ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client that stopped reading kept its place: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stuck);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
