@@ -1389,12 +1389,7 @@ impl Rpc {
                     } else {
                         json!(t.0.tx_hash())
                     };
-                    let msg = json!({
-                        "jsonrpc": "2.0",
-                        "method": "eth_subscription",
-                        "params": { "subscription": sid, "result": result },
-                    });
-                    if out.send(msg.to_string()).await.is_err() {
+                    if out.send(notification(&sid, result)).await.is_err() {
                         return;
                     }
                 }
@@ -1431,12 +1426,7 @@ impl Rpc {
                             .collect(),
                     };
                     for r in results {
-                        let msg = json!({
-                            "jsonrpc": "2.0",
-                            "method": "eth_subscription",
-                            "params": { "subscription": sid, "result": r },
-                        });
-                        if out.send(msg.to_string()).await.is_err() {
+                        if out.send(notification(&sid, r)).await.is_err() {
                             return;
                         }
                     }
@@ -1528,6 +1518,16 @@ fn typed_data_hash(data: Value) -> Result<B256, RpcError> {
     let data: alloy_dyn_abi::TypedData =
         serde_json::from_value(data).map_err(|e| bad(e.to_string()))?;
     data.eip712_signing_hash().map_err(|e| bad(e.to_string()))
+}
+
+/// The message of subscription `sid` carrying `result`.
+fn notification(sid: &str, result: Value) -> String {
+    json!({
+        "jsonrpc": "2.0",
+        "method": "eth_subscription",
+        "params": { "subscription": sid, "result": result },
+    })
+    .to_string()
 }
 
 /// A transaction waiting in the pool, as the RPC shows it (no block yet).

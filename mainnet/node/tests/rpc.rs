@@ -815,11 +815,10 @@ async fn log_filters_end_at_their_to_block() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// Sends a WebSocket upgrade request over a new connection and returns the HTTP status line
-/// with the stream (kept open, so an accepted session stays open).
-async fn ws_handshake(addr: SocketAddr) -> (String, tokio::net::TcpStream) {
+/// Sends a WebSocket upgrade request over `s` and returns the answer's head (the status
+/// line and the headers; what came before the connection closed, if it did).
+async fn upgrade(s: &mut tokio::net::TcpStream, addr: SocketAddr) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
     let req = format!(
         "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -827,12 +826,22 @@ async fn ws_handshake(addr: SocketAddr) -> (String, tokio::net::TcpStream) {
     s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n") {
-        let n = s.read(&mut byte).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(n, 1, "connection closed before a status line: {head:?}");
-        head.push(byte[0]);
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
     }
-    (String::from_utf8_lossy(&head).trim().to_string(), s)
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends a WebSocket upgrade request over a new connection and returns the HTTP status line
+/// with the stream (kept open, so an accepted session stays open).
+async fn ws_handshake(addr: SocketAddr) -> (String, tokio::net::TcpStream) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+    let head = upgrade(&mut s, addr).await;
+    assert!(!head.is_empty(), "the connection closed before a status line");
+    (head.lines().next().unwrap_or_default().trim().to_string(), s)
 }
 
 /// WebSocket connections past `rpc.max_ws_connections` are refused with 503; a closed one
@@ -1322,20 +1331,8 @@ impl Ws {
 
     /// Upgrades the connection `s` to `addr`.
     async fn handshake(mut s: tokio::net::TcpStream, addr: SocketAddr) -> Ws {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let req = format!(
-            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            let n = s.read(&mut byte).await.unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(n, 1, "closed during the upgrade: {head:?}");
-            head.push(byte[0]);
-        }
-        assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+        let head = upgrade(&mut s, addr).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         Ws(s)
     }
 
