@@ -1457,8 +1457,9 @@ fn typed_data_hash(data: Value) -> Result<B256, RpcError> {
     if types.len() > TYPED_DATA_TYPES {
         return Err(bad(format!("{} types, at most {TYPED_DATA_TYPES}", types.len())));
     }
-    // Each type's fields' struct types (array suffixes removed) and how many fields it has.
-    let mut refs: HashMap<&str, Vec<&str>> = HashMap::new();
+    // The struct types of each type's fields (array suffixes removed), in name order (so
+    // that the refusal named is always the same one).
+    let mut refs: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for (name, fields) in types {
         let fields = fields.as_array().ok_or_else(|| bad(format!("type {name}: not a list")))?;
         if fields.len() > TYPED_DATA_FIELDS {
@@ -1486,7 +1487,7 @@ fn typed_data_hash(data: Value) -> Result<B256, RpcError> {
     // Nodes of each type's expanded tree, memoized; a cycle or a chain too deep is refused.
     fn nodes<'a>(
         t: &'a str,
-        refs: &HashMap<&'a str, Vec<&'a str>>,
+        refs: &std::collections::BTreeMap<&'a str, Vec<&'a str>>,
         memo: &mut HashMap<&'a str, u64>,
         path: &mut Vec<&'a str>,
     ) -> Result<u64, String> {
