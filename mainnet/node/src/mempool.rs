@@ -389,6 +389,27 @@ impl Mempool {
         n
     }
 
+    /// The transactions waiting, by sender and nonce (of `only` if given), each with whether
+    /// it was handed to consensus (executable) or is held (behind a nonce gap).
+    pub fn content(&self, only: Option<&Address>) -> Vec<(Address, u64, TxEnvelope, bool)> {
+        let mut senders: Vec<&Address> = match only {
+            Some(a) => self.senders.get_key_value(a).map(|(k, _)| k).into_iter().collect(),
+            None => self.senders.keys().collect(),
+        };
+        senders.sort();
+        let mut out = Vec::new();
+        for a in senders {
+            let Some(q) = self.senders.get(a) else { continue };
+            for (nonce, e) in &q.txs {
+                // Stored encodings were checked when added; one that does not decode is left out.
+                if let Ok(tx) = TxEnvelope::decode_2718(&mut &e.payload[..]) {
+                    out.push((*a, *nonce, tx, e.handed.is_some()));
+                }
+            }
+        }
+        out
+    }
+
     /// The newest block the pool cleared (0 before any).
     pub fn cleared(&self) -> u64 {
         self.cleared

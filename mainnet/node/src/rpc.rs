@@ -125,6 +125,9 @@ struct PollFilter {
     last_poll: std::time::Instant,
 }
 
+/// The most transactions one `txpool_content` or `txpool_inspect` answer lists.
+const TXPOOL_ANSWER: usize = 10_000;
+
 /// Transactions the pending-transaction feed holds for a subscriber or filter that has not
 /// taken them yet; one that falls further behind misses the oldest.
 const PENDING_FEED: usize = 4096;
@@ -521,6 +524,46 @@ impl Rpc {
                 }
                 None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
             },
+            "txpool_status" => {
+                let all = self.mempool.lock().content(None);
+                let pending = all.iter().filter(|t| t.3).count() as u64;
+                Ok(json!({ "pending": hex(pending), "queued": hex(all.len() as u64 - pending) }))
+            }
+            "txpool_content" | "txpool_contentFrom" | "txpool_inspect" => {
+                let only: Option<Address> = match method {
+                    "txpool_contentFrom" => Some(param(p, 0, "address")?),
+                    _ => None,
+                };
+                let all = self.mempool.lock().content(only.as_ref());
+                if all.len() > TXPOOL_ANSWER {
+                    return Err(RpcError::limit(format!(
+                        "{} transactions wait, at most {TXPOOL_ANSWER} in one answer: ask txpool_contentFrom for one sender",
+                        all.len()
+                    )));
+                }
+                let mut pending = serde_json::Map::new();
+                let mut queued = serde_json::Map::new();
+                for (from, nonce, tx, handed) in all {
+                    let side = if handed { &mut pending } else { &mut queued };
+                    let v = if method == "txpool_inspect" {
+                        let to = match tx.kind() {
+                            TxKind::Call(a) => a.to_string(),
+                            TxKind::Create => "contract creation".into(),
+                        };
+                        let price = tx.max_fee_per_gas();
+                        json!(format!(
+                            "{to}: {} wei + {} gas × {price} wei",
+                            tx.value(),
+                            tx.gas_limit()
+                        ))
+                    } else {
+                        to_value(pending_tx(tx, from))?
+                    };
+                    let per = side.entry(from.to_string()).or_insert_with(|| json!({}));
+                    per[nonce.to_string()] = v;
+                }
+                Ok(json!({ "pending": pending, "queued": queued }))
+            }
             "farol_transactionStatus" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 Ok(self.tx_status(&hash))

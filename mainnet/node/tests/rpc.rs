@@ -1253,6 +1253,10 @@ const METHODS: &[(&str, &[Kind])] = {
         ("eth_newFilter", &[Filter]),
         ("eth_newBlockFilter", &[]),
         ("eth_newPendingTransactionFilter", &[]),
+        ("txpool_status", &[]),
+        ("txpool_content", &[]),
+        ("txpool_contentFrom", &[Address]),
+        ("txpool_inspect", &[]),
         ("eth_getFilterChanges", &[FilterId]),
         ("eth_getFilterLogs", &[FilterId]),
         ("eth_uninstallFilter", &[FilterId]),
@@ -1761,7 +1765,8 @@ async fn development_accounts_sign_and_send() {
 
 /// Every transaction the pool admits is announced: a pending-transaction filter returns the
 /// hashes admitted since its last poll (and nothing twice), a `newPendingTransactions`
-/// subscription sends each hash, or with `true` each transaction.
+/// subscription sends each hash, or with `true` each transaction; `txpool_*` show the one
+/// held behind a nonce gap as queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_transactions_are_announced() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1798,6 +1803,25 @@ async fn pending_transactions_are_announced() {
         let body =
             json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getFilterLogs", "params": [filter]});
         assert_eq!(code(&mut c, &body.to_string()), -32602);
+        // The pool as geth shows it: the transaction behind the gap is queued.
+        let me = key.address().to_string();
+        let status = c.call("txpool_status", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status["queued"], json!("0x1"), "{status}");
+        let content = c.call("txpool_content", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(content["queued"][&me]["2"]["hash"], sent[1], "{content}");
+        assert_eq!(content["queued"][&me]["2"]["nonce"], json!("0x2"), "{content}");
+        let from = c.call("txpool_contentFrom", json!([me])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(from["queued"], content["queued"], "{from}");
+        let other = c
+            .call("txpool_contentFrom", json!([Address::repeat_byte(9)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(other, json!({"pending": {}, "queued": {}}));
+        let inspect = c.call("txpool_inspect", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        let line = inspect["queued"][&me]["2"].as_str().unwrap_or_else(|| panic!("{inspect}"));
+        assert_eq!(
+            line,
+            format!("{}: 5 wei + 21000 gas × 2000000000 wei", Address::repeat_byte(0x77))
+        );
         (filter, sent)
     })
     .await
