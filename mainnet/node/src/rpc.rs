@@ -117,8 +117,8 @@ struct Filters {
 struct PollFilter {
     /// `None` for a block or pending-transaction filter.
     logs: Option<Filter>,
-    /// The hashes of transactions admitted since the last poll (a pending-transaction
-    /// filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
+    /// The transactions admitted since the last poll, whose hashes a poll returns (a
+    /// pending-transaction filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
     pending: Option<tokio::sync::broadcast::Receiver<Arc<(TxEnvelope, Address)>>>,
     /// The first block not yet reported.
     next_block: u64,
