@@ -389,25 +389,44 @@ impl Mempool {
         n
     }
 
-    /// The transactions waiting, by sender and nonce (of `only` if given), each with whether
-    /// it was handed to consensus (executable) or is held (behind a nonce gap).
-    pub fn content(&self, only: Option<&Address>) -> Vec<(Address, u64, TxEnvelope, bool)> {
+    /// How many transactions wait handed to consensus (executable) and held (behind a
+    /// nonce gap).
+    pub fn status(&self) -> (usize, usize) {
+        let handed = self
+            .senders
+            .values()
+            .flat_map(|q| q.txs.values())
+            .filter(|e| e.handed.is_some())
+            .count();
+        (handed, self.by_hash.len() - handed)
+    }
+
+    /// The encodings of the transactions waiting, by sender and nonce (of `only` if given),
+    /// each with whether it was handed to consensus or is held; `Err` with their number
+    /// when more than `limit` wait (nothing is copied then).
+    pub fn content(
+        &self,
+        only: Option<&Address>,
+        limit: usize,
+    ) -> Result<Vec<(Address, u64, Bytes, bool)>, usize> {
         let mut senders: Vec<&Address> = match only {
             Some(a) => self.senders.get_key_value(a).map(|(k, _)| k).into_iter().collect(),
             None => self.senders.keys().collect(),
         };
+        let count: usize =
+            senders.iter().filter_map(|a| self.senders.get(*a)).map(|q| q.txs.len()).sum();
+        if count > limit {
+            return Err(count);
+        }
         senders.sort();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(count);
         for a in senders {
             let Some(q) = self.senders.get(a) else { continue };
             for (nonce, e) in &q.txs {
-                // Stored encodings were checked when added; one that does not decode is left out.
-                if let Ok(tx) = TxEnvelope::decode_2718(&mut &e.payload[..]) {
-                    out.push((*a, *nonce, tx, e.handed.is_some()));
-                }
+                out.push((*a, *nonce, e.payload.clone(), e.handed.is_some()));
             }
         }
-        out
+        Ok(out)
     }
 
     /// The newest block the pool cleared (0 before any).

@@ -13,7 +13,7 @@ use alloy_consensus::{
     SignableTransaction, Signed, Transaction as _, TxEip1559, TxEip2930, TxEip7702, TxEnvelope,
     TxLegacy, TypedTransaction,
 };
-use alloy_eips::eip2718::Encodable2718;
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{keccak256, Address, Bytes, Signature as EcdsaSig, TxKind, B256, U256, U64};
 use alloy_rpc_types_eth::{
@@ -525,25 +525,26 @@ impl Rpc {
                 None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
             },
             "txpool_status" => {
-                let all = self.mempool.lock().content(None);
-                let pending = all.iter().filter(|t| t.3).count() as u64;
-                Ok(json!({ "pending": hex(pending), "queued": hex(all.len() as u64 - pending) }))
+                let (pending, queued) = self.mempool.lock().status();
+                Ok(json!({ "pending": hex(pending as u64), "queued": hex(queued as u64) }))
             }
             "txpool_content" | "txpool_contentFrom" | "txpool_inspect" => {
                 let only: Option<Address> = match method {
                     "txpool_contentFrom" => Some(param(p, 0, "address")?),
                     _ => None,
                 };
-                let all = self.mempool.lock().content(only.as_ref());
-                if all.len() > TXPOOL_ANSWER {
-                    return Err(RpcError::limit(format!(
-                        "{} transactions wait, at most {TXPOOL_ANSWER} in one answer: ask txpool_contentFrom for one sender",
-                        all.len()
-                    )));
-                }
+                // Copied under the pool's lock, decoded after it.
+                let all = self.mempool.lock().content(only.as_ref(), TXPOOL_ANSWER).map_err(|n| {
+                    RpcError::limit(format!(
+                        "{n} transactions wait, at most {TXPOOL_ANSWER} in one answer: ask txpool_contentFrom for one sender"
+                    ))
+                })?;
                 let mut pending = serde_json::Map::new();
                 let mut queued = serde_json::Map::new();
-                for (from, nonce, tx, handed) in all {
+                for (from, nonce, payload, handed) in all {
+                    // The pool's encodings were checked when added; one that does not
+                    // decode is left out.
+                    let Ok(tx) = TxEnvelope::decode_2718(&mut &payload[..]) else { continue };
                     let side = if handed { &mut pending } else { &mut queued };
                     let v = if method == "txpool_inspect" {
                         let to = match tx.kind() {
