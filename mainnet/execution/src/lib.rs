@@ -14,6 +14,7 @@ mod parallel;
 mod sequential;
 mod state;
 pub mod statetest;
+mod trace;
 mod trie;
 pub mod wasm;
 pub mod workload;
@@ -33,3 +34,7 @@ pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, Partition};
 pub use revm::primitives::hardfork::SpecId;
 pub use sequential::{execute_call, execute_sequential};
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};
+pub use trace::{
+    create_access_list, trace_transactions, AccessListOutcome, GethDebugTracingOptions, GethTrace,
+    TraceContext, TraceError, TRACE_BUDGET,
+};

@@ -6,7 +6,7 @@ use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;
 use revm::context::result::{EVMError, InvalidTransaction};
 use revm::context::{Context, ContextTr};
-use revm::database_interface::Database;
+use revm::database_interface::{Database, DatabaseRef};
 use revm::state::AccountInfo;
 use revm::{ExecuteEvm, InspectEvm, MainContext};
 
@@ -21,9 +21,9 @@ use crate::writes::{collect_writes, Loc, Val};
 
 /// revm's view of the state in the sequential executor: the block's writes so far over the
 /// cached parent state.
-struct SeqDb<'a, S: ?Sized> {
-    base: &'a CachedView<'a, S>,
-    overlay: HashMap<Loc, Val>,
+pub(crate) struct SeqDb<'a, S: ?Sized> {
+    pub(crate) base: &'a CachedView<'a, S>,
+    pub(crate) overlay: HashMap<Loc, Val>,
 }
 
 pub(crate) fn account_info(account: Account, code: Bytecode) -> AccountInfo {
@@ -36,10 +36,10 @@ impl<S: StateView + ?Sized> StorageProbe for SeqDb<'_, S> {
     }
 }
 
-impl<S: StateView + ?Sized> Database for SeqDb<'_, S> {
+impl<S: StateView + ?Sized> DatabaseRef for SeqDb<'_, S> {
     type Error = StateError;
 
-    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         let account = match self.overlay.get(&Loc::Account(address)) {
             Some(Val::Account(a)) => *a,
             _ => self.base.account(address)?,
@@ -47,19 +47,57 @@ impl<S: StateView + ?Sized> Database for SeqDb<'_, S> {
         account.map(|a| Ok(account_info(a, self.base.code(a.code_hash)?))).transpose()
     }
 
-    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StateError> {
         self.base.code(code_hash)
     }
 
-    fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, StateError> {
         match self.overlay.get(&Loc::Storage(address, index)) {
             Some(Val::Storage(v)) => Ok(*v),
             _ => self.base.storage(address, index),
         }
     }
 
-    fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+    fn block_hash_ref(&self, number: u64) -> Result<B256, StateError> {
         self.base.block_hash(number)
+    }
+}
+
+impl<S: StateView + ?Sized> Database for SeqDb<'_, S> {
+    type Error = StateError;
+
+    fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        self.basic_ref(address)
+    }
+
+    fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, StateError> {
+        self.code_by_hash_ref(code_hash)
+    }
+
+    fn storage(&mut self, address: Address, index: U256) -> Result<U256, StateError> {
+        self.storage_ref(address, index)
+    }
+
+    fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
+        self.block_hash_ref(number)
+    }
+}
+
+impl<S: StateView + ?Sized> SeqDb<'_, S> {
+    /// Lays a finished transaction's writes over the block's so far (its code also into the
+    /// cache, for the transactions after it); returns the code it deployed and the accounts
+    /// it wiped.
+    pub(crate) fn apply(
+        &mut self,
+        state: &revm::state::EvmState,
+        spec: revm::primitives::hardfork::SpecId,
+    ) -> (Vec<(B256, Bytecode)>, Vec<Address>) {
+        let w = collect_writes(state, spec);
+        for (hash, c) in &w.code {
+            self.base.insert_code(*hash, c.clone());
+        }
+        self.overlay.extend(w.writes);
+        (w.code, w.wiped)
     }
 }
 
@@ -238,14 +276,9 @@ fn sequential_block<S: StateView + ?Sized>(
         let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
         cumulative += result.tx_gas_used();
         outcomes.push(TxOutcome::from_revm(&result, cumulative));
-        let w = collect_writes(&state, chain.spec);
-        let db = evm.ctx.db_mut();
-        for (hash, c) in w.code {
-            base.insert_code(hash, c.clone());
-            code.push((hash, c));
-        }
-        wiped.extend(w.wiped);
-        db.overlay.extend(w.writes);
+        let (c, w) = evm.ctx.db_mut().apply(&state, chain.spec);
+        code.extend(c);
+        wiped.extend(w);
     }
     let overlay = std::mem::take(&mut evm.ctx.db_mut().overlay);
     drop(evm);

@@ -942,6 +942,21 @@ fn execute_here(
 /// Executes a block-final block from peers as it was executed by those who signed it: its
 /// header gives the environment; every transaction must be valid and the receipts, gas and
 /// bloom must be the header's (the state root is checked when the block is stored).
+/// The environment the block with header `h` was executed in (`base_fee` where the header
+/// has none).
+pub(crate) fn header_env(h: &Header, base_fee: u64) -> BlockEnv {
+    BlockEnv {
+        number: h.number,
+        timestamp: h.timestamp,
+        beneficiary: h.beneficiary,
+        base_fee: h.base_fee_per_gas.unwrap_or(base_fee),
+        gas_limit: h.gas_limit,
+        prevrandao: h.mix_hash,
+        difficulty: h.difficulty,
+        excess_blob_gas: Some(h.excess_blob_gas.unwrap_or(0)),
+    }
+}
+
 fn import_block(
     state: &Arc<State>,
     executor: &ParallelExecutor,
@@ -955,16 +970,7 @@ fn import_block(
     if senders.len() != block.txs.len() {
         return Err(diverged("a sender is missing".into()));
     }
-    let env = BlockEnv {
-        number,
-        timestamp: h.timestamp,
-        beneficiary: h.beneficiary,
-        base_fee: h.base_fee_per_gas.unwrap_or(state.genesis.base_fee),
-        gas_limit: h.gas_limit,
-        prevrandao: h.mix_hash,
-        difficulty: h.difficulty,
-        excess_blob_gas: Some(h.excess_blob_gas.unwrap_or(0)),
-    };
+    let env = header_env(h, state.genesis.base_fee);
     let txs: Vec<RecoveredTx> =
         block.txs.into_iter().zip(senders).map(|(tx, sender)| RecoveredTx { tx, sender }).collect();
     let started = Instant::now();

@@ -31,8 +31,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, execute_call, storage_key, Account, BlockEnv, ExecError, RecoveredTx, StateDiff,
-    StateView, TxStatus,
+    account_key, create_access_list, execute_call, storage_key, trace_transactions, Account,
+    BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx, StateDiff, StateView,
+    TraceContext, TraceError, TxStatus, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -105,6 +106,9 @@ pub struct Rpc {
     /// Every transaction the pool admits, with its sender (`newPendingTransactions`,
     /// `eth_newPendingTransactionFilter`); sent only while someone listens.
     pending: tokio::sync::broadcast::Sender<Arc<(TxEnvelope, Address)>>,
+    /// The traces (`debug_trace*`) being made at once: each may hold up to
+    /// `farol_execution::TRACE_BUDGET` and keeps a core busy.
+    trace_slots: tokio::sync::Semaphore,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -202,6 +206,7 @@ impl Rpc {
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
             send_lock: tokio::sync::Mutex::new(()),
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
+            trace_slots: tokio::sync::Semaphore::new(TRACES_AT_ONCE),
             cfg,
         }
     }
@@ -436,6 +441,54 @@ impl Rpc {
                 })
                 .await
                 .map_err(RpcError::internal)?
+            }
+            "eth_createAccessList" => {
+                let req: TransactionRequest = param(p, 0, "transaction")?;
+                let n = self.block_number(p.get(1))?;
+                let overrides: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.access_list(&req, n, overrides.as_ref()))
+                    .await
+                    .map_err(RpcError::internal)?
+            }
+            "debug_traceTransaction" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                let opts = trace_options(p.get(1))?;
+                let loc = st
+                    .chain
+                    .transaction(&hash)
+                    .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
+                let index = loc.index;
+                let mut traces = self.trace_block(loc.block, index..index + 1, opts).await?;
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+            }
+            "debug_traceBlockByNumber" | "debug_traceBlockByHash" => {
+                let by_hash = method == "debug_traceBlockByHash";
+                let b = self
+                    .block_param(p, by_hash)?
+                    .ok_or_else(|| RpcError::server("block not found"))?;
+                let opts = trace_options(p.get(1))?;
+                let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
+                let traces = self.trace_block(b, 0..hashes.len(), opts).await?;
+                let each = hashes.into_iter().zip(traces);
+                to_value(each.map(|(h, t)| json!({ "txHash": h, "result": t })).collect::<Vec<_>>())
+            }
+            "debug_traceCall" => {
+                let req: TransactionRequest = param(p, 0, "transaction")?;
+                let n = self.block_number(p.get(1))?;
+                let (opts, overrides) = trace_call_options(p.get(2))?;
+                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
+                let this = self.clone();
+                let mut traces = tokio::task::spawn_blocking(move || {
+                    let (view, env, tx) = this.call_input(&req, n, overrides.as_ref(), None)?;
+                    let context =
+                        TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
+                    trace_transactions(&view, &this.state.spec, &env, &[tx], 0..1, &opts, context)
+                        .map_err(trace_error)
+                })
+                .await
+                .map_err(RpcError::internal)??;
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
             }
             "eth_sendRawTransaction" => {
                 let raw: Bytes = param(p, 0, "data")?;
@@ -931,6 +984,79 @@ impl Rpc {
         overrides: Option<&StateOverride>,
         gas: Option<u64>,
     ) -> Result<farol_execution::TxOutcome, RpcError> {
+        let (view, env, tx) = self.call_input(req, n, overrides, gas)?;
+        match execute_call(&view, &self.state.spec, &env, &[tx]) {
+            Ok(mut out) => out.txs.pop().ok_or_else(|| RpcError::internal("no outcome")),
+            Err(ExecError::InvalidTransaction { reason, .. }) => Err(RpcError::server(reason)),
+            Err(e) => Err(RpcError::server(e)),
+        }
+    }
+
+    /// The traces of `block`'s transactions `traced`, made over the state before it.
+    async fn trace_block(
+        self: &Arc<Self>,
+        block: Arc<StoredBlock>,
+        traced: std::ops::Range<usize>,
+        opts: GethDebugTracingOptions,
+    ) -> Result<Vec<GethTrace>, RpcError> {
+        let number = block.number();
+        if traced.is_empty() || number == 0 {
+            return Ok(Vec::new());
+        }
+        let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = this.view(number - 1)?;
+            let env = crate::pipeline::header_env(&block.header, this.state.genesis.base_fee);
+            let txs: Vec<RecoveredTx> = block
+                .txs
+                .iter()
+                .zip(&block.senders)
+                .take(traced.end)
+                .map(|(tx, sender)| RecoveredTx { tx: tx.clone(), sender: *sender })
+                .collect();
+            let context =
+                TraceContext { block_hash: Some(block.hash), call: false, budget: TRACE_BUDGET };
+            trace_transactions(&view, &this.state.spec, &env, &txs, traced, &opts, context)
+                .map_err(trace_error)
+        })
+        .await
+        .map_err(RpcError::internal)?
+    }
+
+    /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
+    fn access_list(
+        &self,
+        req: &TransactionRequest,
+        n: u64,
+        overrides: Option<&StateOverride>,
+    ) -> RpcResult {
+        let (view, env, tx) = self.call_input(req, n, overrides, None)?;
+        let out = create_access_list(&view, &self.state.spec, &env, &tx).map_err(|e| match e {
+            ExecError::InvalidTransaction { reason, .. } => RpcError::server(reason),
+            e => RpcError::server(e),
+        })?;
+        let mut result = json!({
+            "accessList": out.access_list,
+            "gasUsed": hex(out.outcome.gas_used),
+        });
+        match &out.outcome.status {
+            TxStatus::Success => {}
+            TxStatus::Revert => result["error"] = json!(revert_error(&out.outcome.output).message),
+            TxStatus::Halt(why) => result["error"] = json!(format!("execution halted: {why}")),
+        }
+        Ok(result)
+    }
+
+    /// What executing `req` over the state after block `n` (with `overrides`) needs: the
+    /// state, the block it runs in and the transaction (`gas`, or the request's, or the cap).
+    fn call_input(
+        &self,
+        req: &TransactionRequest,
+        n: u64,
+        overrides: Option<&StateOverride>,
+        gas: Option<u64>,
+    ) -> Result<(Overlay, BlockEnv, RecoveredTx), RpcError> {
         let st = &self.state;
         let mut view = self.view(n)?;
         if let Some(o) = overrides {
@@ -1041,12 +1167,7 @@ impl Rpc {
             difficulty: U256::ZERO,
             excess_blob_gas: Some(0),
         };
-        let txs = [RecoveredTx { tx, sender: from }];
-        match execute_call(&view, &st.spec, &env, &txs) {
-            Ok(mut out) => out.txs.pop().ok_or_else(|| RpcError::internal("no outcome")),
-            Err(ExecError::InvalidTransaction { reason, .. }) => Err(RpcError::server(reason)),
-            Err(e) => Err(RpcError::server(e)),
-        }
+        Ok((view, env, RecoveredTx { tx, sender: from }))
     }
 
     fn estimate_gas(
@@ -1624,8 +1745,54 @@ fn response(id: Value, result: RpcResult) -> Value {
     }
 }
 
+/// The traces made at once (`debug_trace*`); more wait their turn.
+const TRACES_AT_ONCE: usize = 2;
+
+/// The tracer options of a `debug_trace*` request (absent: the struct logger).
+fn trace_options(v: Option<&Value>) -> Result<GethDebugTracingOptions, RpcError> {
+    match v {
+        None | Some(Value::Null) => Ok(GethDebugTracingOptions::default()),
+        Some(v) => serde_json::from_value(v.clone())
+            .map_err(|e| RpcError::params(format!("tracer options (position 1): {e}"))),
+    }
+}
+
+/// `debug_traceCall`'s options: the tracer's, and the state overrides. Block overrides are
+/// refused: the call runs in the block it names.
+fn trace_call_options(
+    v: Option<&Value>,
+) -> Result<(GethDebugTracingOptions, Option<StateOverride>), RpcError> {
+    let Some(Value::Object(map)) = v else {
+        return Ok((trace_options(v)?, None));
+    };
+    let mut map = map.clone();
+    if map.remove("blockOverrides").is_some_and(|b| !b.is_null()) {
+        return Err(RpcError::params("blockOverrides are not supported by this node"));
+    }
+    let overrides = match map.remove("stateOverrides") {
+        None | Some(Value::Null) => None,
+        Some(o) => Some(
+            serde_json::from_value(o)
+                .map_err(|e| RpcError::params(format!("stateOverrides: {e}")))?,
+        ),
+    };
+    map.remove("txIndex");
+    Ok((trace_options(Some(&Value::Object(map)))?, overrides))
+}
+
+/// The JSON-RPC error of a trace that could not be made.
+fn trace_error(e: TraceError) -> RpcError {
+    match e {
+        TraceError::Options(m) => RpcError::params(m),
+        e @ TraceError::TooLarge { .. } => RpcError::limit(e.to_string()),
+        TraceError::Exec(ExecError::InvalidTransaction { reason, .. }) => RpcError::server(reason),
+        TraceError::Exec(e) => RpcError::server(e),
+    }
+}
+
 fn revert_error(output: &Bytes) -> RpcError {
-    let message = match alloy_sol_types::decode_revert_reason(output) {
+    // Empty revert data decodes as an empty string: geth says just "execution reverted".
+    let message = match alloy_sol_types::decode_revert_reason(output).filter(|r| !r.is_empty()) {
         Some(r) => format!("execution reverted: {r}"),
         None => "execution reverted".to_string(),
     };

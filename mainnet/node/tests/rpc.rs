@@ -815,6 +815,162 @@ async fn log_filters_end_at_their_to_block() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The geth debug tracers answer for a mined transaction, its block and a call (with state
+/// overrides), agreeing with the receipt; `eth_createAccessList` lists what a call touches;
+/// bad tracers and options are refused as invalid params.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_traces_and_access_lists() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x44; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let node =
+        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let from = key.address();
+        // A counter: slot 0 += 1, then LOG0.
+        let runtime = [0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x60, 0, 0x60, 0, 0xa0, 0x00];
+        let mut init = vec![0x60, 15, 0x60, 12, 0x60, 0, 0x39, 0x60, 15, 0x60, 0, 0xf3];
+        init.extend_from_slice(&runtime);
+        let deploy = c
+            .call("eth_sendRawTransaction", json!([raw_tx(&key, 0, TxKind::Create, init)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &deploy);
+        let counter: Address = serde_json::from_value(r["contractAddress"].clone())
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let bump = c
+            .call("eth_sendRawTransaction", json!([raw_tx(&key, 1, TxKind::Call(counter), vec![])]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &bump);
+        let gas_used = quantity(&r["gasUsed"]).unwrap_or(0);
+        assert!(gas_used > 21_000, "{r}");
+        let trace = |c: &mut RpcClient, method: &str, params: Value| {
+            c.call(method, params.clone()).unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+        };
+
+        // The struct logger (no tracer named).
+        let t = trace(&mut c, "debug_traceTransaction", json!([bump]));
+        assert_eq!(t["gas"].as_u64(), Some(gas_used), "{t}");
+        assert_eq!(t["failed"], json!(false), "{t}");
+        let ops: Vec<&str> = t["structLogs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["op"].as_str())
+            .collect();
+        assert_eq!(ops.first(), Some(&"PUSH1"), "{t}");
+        assert!(ops.contains(&"SSTORE") && ops.contains(&"LOG0"), "{ops:?}");
+        let sstore = t["structLogs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["op"] == json!("SSTORE"))
+            .cloned()
+            .unwrap_or_default();
+        assert!(sstore["stack"].as_array().is_some_and(|s| s.len() == 2), "{sstore}");
+
+        // The call tracer, with the log.
+        let opts = json!({"tracer": "callTracer", "tracerConfig": {"withLog": true}});
+        let t = trace(&mut c, "debug_traceTransaction", json!([bump, opts]));
+        assert_eq!(t["type"], json!("CALL"), "{t}");
+        assert_eq!(t["to"], json!(counter), "{t}");
+        assert_eq!(t["from"], json!(from), "{t}");
+        assert_eq!(quantity(&t["gasUsed"]).ok(), Some(gas_used), "{t}");
+        assert_eq!(t["logs"].as_array().map(Vec::len), Some(1), "{t}");
+
+        // The pre-state tracer in diff mode: the counter went from 0 to 1.
+        let opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}});
+        let t = trace(&mut c, "debug_traceTransaction", json!([bump, opts]));
+        let slot = format!("{:#x}", B256::ZERO);
+        let one = format!("{:#x}", B256::with_last_byte(1));
+        let key_of = format!("{counter:#x}");
+        assert_eq!(t["post"][&key_of]["storage"][&slot], json!(one), "{t}");
+
+        // The block, by number and by hash: one entry per transaction, named by its hash.
+        let block = r["blockNumber"].clone();
+        let by_number =
+            trace(&mut c, "debug_traceBlockByNumber", json!([block, {"tracer": "callTracer"}]));
+        let entries = by_number.as_array().cloned().unwrap_or_default();
+        let mine =
+            entries.iter().find(|e| e["txHash"] == bump).unwrap_or_else(|| panic!("{by_number}"));
+        assert_eq!(mine["result"]["to"], json!(counter), "{mine}");
+        let by_hash = trace(
+            &mut c,
+            "debug_traceBlockByHash",
+            json!([r["blockHash"], {"tracer": "callTracer"}]),
+        );
+        assert_eq!(by_hash, by_number);
+
+        // A call over overridden state: the counter at 5 becomes 6.
+        let five = format!("{:#x}", B256::with_last_byte(5));
+        let six = format!("{:#x}", B256::with_last_byte(6));
+        let opts = json!({
+            "tracer": "prestateTracer",
+            "tracerConfig": {"diffMode": true},
+            "stateOverrides": {key_of.clone(): {"stateDiff": {slot.clone(): five}}},
+        });
+        let t = trace(
+            &mut c,
+            "debug_traceCall",
+            json!([{"from": from, "to": counter}, "latest", opts]),
+        );
+        assert_eq!(t["post"][&key_of]["storage"][&slot], json!(six), "{t}");
+        let t = trace(
+            &mut c,
+            "debug_traceCall",
+            json!([{"from": from, "to": counter}, "latest", {"tracer": "callTracer"}]),
+        );
+        assert!(quantity(&t["gasUsed"]).is_ok_and(|g| g > 21_000), "{t}");
+
+        // eth_createAccessList: a contract (put in place by an override) that reads the
+        // counter's balance lists the counter; the call's own target is listed with the slots it
+        // reads (its address is warm anyway).
+        let reader = Address::repeat_byte(0x5a);
+        let mut reader_code = vec![0x73];
+        reader_code.extend_from_slice(counter.as_slice());
+        reader_code.extend_from_slice(&[0x31, 0x00]); // BALANCE STOP
+        let overrides = json!({format!("{reader:#x}"): {"code": Bytes::from(reader_code)}});
+        let a = trace(
+            &mut c,
+            "eth_createAccessList",
+            json!([{"from": from, "to": reader}, "latest", overrides]),
+        );
+        assert_eq!(a["accessList"], json!([{"address": counter, "storageKeys": []}]), "{a}");
+        assert!(quantity(&a["gasUsed"]).is_ok_and(|g| g > 21_000), "{a}");
+        assert!(a.get("error").is_none(), "{a}");
+        let a = trace(&mut c, "eth_createAccessList", json!([{"from": from, "to": counter}]));
+        assert_eq!(a["accessList"], json!([{"address": counter, "storageKeys": [slot]}]), "{a}");
+        let a =
+            trace(&mut c, "eth_createAccessList", json!([{"from": from, "data": "0x60006000fd"}]));
+        assert_eq!(a["error"], json!("execution reverted"), "{a}");
+
+        // Refusals.
+        let e = |method: &str, params: Value| {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+            (code(&mut RpcClient::new(http), &body.to_string()), body)
+        };
+        let (k, body) = e("debug_traceTransaction", json!([bump, {"tracer": "nopeTracer"}]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e(
+            "debug_traceTransaction",
+            json!([bump, {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": 7}}]),
+        );
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("debug_traceTransaction", json!([B256::repeat_byte(9)]));
+        assert_eq!(k, -32000, "{body}");
+        let (k, body) = e(
+            "debug_traceCall",
+            json!([{"to": counter}, "latest", {"blockOverrides": {"number": "0x1"}}]),
+        );
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("debug_traceBlockByNumber", json!(["0xffffff"]));
+        assert_eq!(k, -32000, "{body}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Sends a WebSocket upgrade request over `s` and returns the answer's head (the status
 /// line and the headers; what came before the connection closed, if it did).
 async fn upgrade(s: &mut tokio::net::TcpStream, addr: SocketAddr) -> String {
@@ -1234,6 +1390,11 @@ const METHODS: &[(&str, &[Kind])] = {
         ("eth_getCode", &[Address, BlockOrHash]),
         ("eth_getStorageAt", &[Address, Quantity, BlockOrHash]),
         ("eth_call", &[Call, BlockOrHash, Overrides, Any]),
+        ("eth_createAccessList", &[Call, BlockOrHash, Overrides]),
+        ("debug_traceTransaction", &[Hash, Any]),
+        ("debug_traceBlockByNumber", &[Block, Any]),
+        ("debug_traceBlockByHash", &[Hash, Any]),
+        ("debug_traceCall", &[Call, BlockOrHash, Any]),
         ("eth_estimateGas", &[Call, Block, Overrides]),
         ("eth_sendRawTransaction", &[RawTx]),
         ("eth_getTransactionByHash", &[Hash]),

@@ -39,6 +39,7 @@ const wallet = createWalletClient({ account: alice, chain, transport: http(HTTP)
 
 let token;
 let deployReceipt;
+let transferReceipt;
 const { abi, bytecode } = compileToken();
 
 await step("chain id and client version", async () => {
@@ -115,6 +116,7 @@ await step("token transfer: estimate, receipt, logs, balances", async () => {
   const { request } = await pub.simulateContract({ address: token, abi, functionName: "transfer", args: [bob.address, 250n], account: alice });
   const hash = await wallet.writeContract(request);
   const r = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  transferReceipt = r;
   assert.equal(r.status, "success");
   assert.ok(r.gasUsed <= gas, `used ${r.gasUsed} > estimated ${gas}`);
   assert.equal(r.logs.length, 1);
@@ -143,6 +145,42 @@ await step("eth_call with a state override", async () => {
   const value = "0x" + (777n).toString(16).padStart(64, "0");
   const out = await pub.call({ to: token, data, stateOverride: [{ address: token, stateDiff: [{ slot, value }] }] });
   assert.equal(decodeFunctionResult({ abi, functionName: "balanceOf", data: out.data }), 777n);
+});
+
+await step("debug traces and an access list of the token", async () => {
+  const hash = transferReceipt.transactionHash;
+  const t = await pub.request({
+    method: "debug_traceTransaction",
+    params: [hash, { tracer: "callTracer", tracerConfig: { withLog: true } }],
+  });
+  assert.equal(t.type, "CALL");
+  assert.equal(t.to.toLowerCase(), token.toLowerCase());
+  assert.equal(BigInt(t.gasUsed), transferReceipt.gasUsed);
+  assert.equal(t.logs.length, 1);
+  assert.equal(t.input.slice(0, 10), encodeFunctionData({ abi, functionName: "transfer", args: [bob.address, 250n] }).slice(0, 10));
+  const logs = await pub.request({ method: "debug_traceTransaction", params: [hash, {}] });
+  assert.equal(BigInt(logs.gas), transferReceipt.gasUsed);
+  assert.ok(logs.structLogs.some((s) => s.op === "SSTORE"));
+  const block = await pub.request({
+    method: "debug_traceBlockByNumber",
+    params: [`0x${transferReceipt.blockNumber.toString(16)}`, { tracer: "callTracer" }],
+  });
+  assert.ok(block.some((e) => e.txHash === hash));
+  // A reverted call: the frame names the error and the reason.
+  const data = encodeFunctionData({ abi, functionName: "fail" });
+  const f = await pub.request({
+    method: "debug_traceCall",
+    params: [{ from: alice.address, to: token, data }, "latest", { tracer: "callTracer" }],
+  });
+  assert.equal(f.error, "execution reverted");
+  assert.equal(f.revertReason, "nope");
+  // viem's createAccessList: the sender's and bob's balance slots of the token.
+  const transfer = encodeFunctionData({ abi, functionName: "transfer", args: [bob.address, 1n] });
+  const { accessList, gasUsed } = await pub.createAccessList({ account: alice, to: token, data: transfer });
+  assert.equal(accessList.length, 1, JSON.stringify(accessList));
+  assert.equal(accessList[0].address.toLowerCase(), token.toLowerCase());
+  assert.equal(accessList[0].storageKeys.length, 2);
+  assert.ok(gasUsed > 21000n);
 });
 
 await step("nonce gap is held, then filled", async () => {

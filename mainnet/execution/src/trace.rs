@@ -1,0 +1,444 @@
+//! Tracing: geth's debug tracers (`debug_traceTransaction`, `debug_traceBlock*`,
+//! `debug_traceCall`) and the access-list inspector of `eth_createAccessList`, on the
+//! sequential executor.
+//!
+//! The tracers are revm-inspectors' (struct logger, `callTracer`, `prestateTracer`,
+//! `4byteTracer`, `flatCallTracer`, `muxTracer`, `noopTracer`, `erc7562Tracer`). A traced
+//! transaction is executed exactly as in [`crate::execute_sequential`]: the transactions
+//! before it in its block are replayed first, then it runs under the tracer. What a trace
+//! may hold is bounded ([`TRACE_BUDGET`]): a struct log of a long loop with memory and
+//! stack turned on grows by kilobytes per step, and a node must not run out of memory
+//! answering one request.
+//!
+//! WASM contracts run in one frame of the EVM's: a trace shows the call into a WASM contract
+//! (input, output, gas), not the steps, logs or calls it makes inside.
+
+use std::collections::{HashMap, HashSet};
+
+use alloy_eips::eip2930::AccessList;
+use alloy_primitives::{Address, B256, U256};
+use revm::bytecode::opcode;
+use revm::context::result::ResultAndState;
+use revm::context::{Context, ContextError, ContextTr};
+use revm::interpreter::interpreter_types::{InputsTr, Jumps, MemoryTr, ReturnData};
+use revm::interpreter::{CallInputs, CallOutcome, CreateInputs, CreateOutcome, Interpreter};
+use revm::primitives::Log;
+use revm::{ExecuteEvm, InspectEvm, Inspector, MainContext};
+use revm_inspectors::access_list::AccessListInspector;
+use revm_inspectors::tracing::{DebugInspector, DebugInspectorError, TransactionContext};
+
+pub use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace};
+
+use crate::collision::{collision, StorageProbe};
+use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
+use crate::error::ExecError;
+use crate::output::TxOutcome;
+use crate::sequential::{check_block_gas, exec_error, SeqDb};
+use crate::state::{CachedView, StateView};
+
+/// The most one request's traces may hold, estimated as the JSON they become (a struct-log
+/// step with its stack and memory, a call frame with its input and output, a log with its
+/// data). Past it the request fails with [`TraceError::TooLarge`] instead of growing.
+pub const TRACE_BUDGET: u64 = 256 << 20;
+
+/// Why a trace could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The tracer or its configuration is not one this node runs.
+    #[error("{0}")]
+    Options(String),
+    /// The traces would hold more than the budget.
+    #[error(
+        "the trace would exceed {limit} bytes; trace fewer transactions, or turn off what the \
+         struct logger records (disableStack, enableMemory, disableStorage), or set its limit"
+    )]
+    TooLarge {
+        /// The budget, in bytes of JSON.
+        limit: u64,
+    },
+    /// The transactions could not be executed (as they would fail in a block).
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+}
+
+/// Whether the transactions are a block's or a simulated call's.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceContext {
+    /// The block's hash; `None` for a call.
+    pub block_hash: Option<B256>,
+    /// A simulated call (`debug_traceCall`): the sender's nonce and code are not checked, as
+    /// in [`crate::execute_call`], and the trace names no transaction hash.
+    pub call: bool,
+    /// The most the traces may hold, in bytes of JSON ([`TRACE_BUDGET`] for a node).
+    pub budget: u64,
+}
+
+/// Executes `txs` over `state` as [`crate::execute_sequential`] does and traces those in
+/// `traced` with the tracer `opts` names; returns their traces, in order. The transactions
+/// after `traced` are not executed.
+pub fn trace_transactions<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    traced: std::ops::Range<usize>,
+    opts: &GethDebugTracingOptions,
+    context: TraceContext,
+) -> Result<Vec<GethTrace>, TraceError> {
+    let budget = context.budget;
+    let template = DebugInspector::new(opts.clone()).map_err(options_error)?;
+    let steps = step_costs(opts);
+    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
+        let base = CachedView::new(state);
+        let db = SeqDb { base: &base, overlay: Default::default() };
+        let mut cfg = chain.cfg();
+        cfg.disable_eip3607 = context.call;
+        cfg.disable_nonce_check = context.call;
+        let block = env.revm(chain.spec);
+        let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(block.clone());
+        let inspector = Traced { inner: None, budget: Budget::new(budget, steps) };
+        let mut evm = crate::wasm::build_evm(ctx, inspector, chain);
+        let mut used = 0u64;
+        // The bytes of the traces made so far.
+        let mut finished = 0u64;
+        let mut traces = Vec::with_capacity(traced.len());
+        let end = traced.end.min(txs.len());
+        for (index, tx) in txs.iter().enumerate().take(end) {
+            let tx_env = tx.tx_env();
+            check_block_gas(env, index, used, tx_env.gas_limit)?;
+            // The transactions before the traced ones run under the collision rule alone
+            // (which the sequential executor applies when a transaction needs it: the
+            // outcome is the same).
+            evm.inspector.inner = if traced.contains(&index) {
+                Some(template.try_clone().map_err(options_error)?)
+            } else {
+                None
+            };
+            let result = evm.inspect_one_tx(tx_env.clone());
+            let state = evm.finalize();
+            if evm.inspector.budget.exceeded {
+                return Err(TraceError::TooLarge { limit: budget });
+            }
+            let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
+            used += result.tx_gas_used();
+            if let Some(mut inspector) = evm.inspector.inner.take() {
+                let tx_context = TransactionContext {
+                    block_hash: context.block_hash,
+                    tx_index: Some(index),
+                    tx_hash: (!context.call).then(|| *tx.tx.tx_hash()),
+                };
+                let res = ResultAndState::new(result, state);
+                let trace = inspector
+                    .get_result(Some(tx_context), &tx_env, &block, &res, evm.ctx.db_mut())
+                    .map_err(|e| match e {
+                        DebugInspectorError::Database(e) => TraceError::Exec(ExecError::State(e)),
+                        other => options_error(other),
+                    })?;
+                // The estimate made while executing gives way to the trace's real size.
+                finished = finished.saturating_add(json_len(&trace));
+                if finished > budget {
+                    return Err(TraceError::TooLarge { limit: budget });
+                }
+                evm.inspector.budget = Budget::new(budget - finished, steps);
+                traces.push(trace);
+                evm.ctx.db_mut().apply(&res.state, chain.spec);
+            } else {
+                evm.ctx.db_mut().apply(&state, chain.spec);
+            }
+        }
+        Ok(traces)
+    })
+}
+
+/// The error of a tracer this node does not run, or of a bad configuration.
+fn options_error<E: std::fmt::Display>(e: DebugInspectorError<E>) -> TraceError {
+    TraceError::Options(match e {
+        DebugInspectorError::JsTracerNotEnabled | DebugInspectorError::UnsupportedTracer => {
+            "unknown tracer (JavaScript tracers are not run); the built-in ones are callTracer, \
+             prestateTracer, 4byteTracer, flatCallTracer, muxTracer, noopTracer and \
+             erc7562Tracer, or none for the struct logger"
+                .into()
+        }
+        DebugInspectorError::InvalidTracerConfig => "invalid tracerConfig for this tracer".into(),
+        other => other.to_string(),
+    })
+}
+
+/// An estimate of a finished trace's size: its struct log's storage snapshots are built
+/// after execution, so the budget checks the whole trace once more. Serializing to count is
+/// cheap next to having executed it.
+fn json_len(trace: &GethTrace) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // A trace always serializes; were it not to, the node's reply would say so.
+    let _ = serde_json::to_writer(&mut count, trace);
+    count.0
+}
+
+/// What `eth_createAccessList` returns: the list and the call's outcome with it (its gas
+/// used, and whether it failed).
+#[derive(Debug, Clone)]
+pub struct AccessListOutcome {
+    /// The accounts and slots the call touches, less its sender, its target and the
+    /// precompiles (those are warm anyway).
+    pub access_list: AccessList,
+    /// The call run with that list.
+    pub outcome: TxOutcome,
+}
+
+/// The access list of call `tx` over `state` (as geth: run it, collect what it touched, run
+/// it again with that list, until the list stops changing, since the list changes the gas
+/// and so possibly the path). A legacy transaction is priced as an EIP-2930 one, as the list
+/// needs.
+pub fn create_access_list<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    tx: &RecoveredTx,
+) -> Result<AccessListOutcome, ExecError> {
+    /// Enough for any call: each round only adds what the previous list's gas made
+    /// reachable.
+    const ROUNDS: usize = 16;
+    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
+        let base = CachedView::new(state);
+        let mut tx_env = tx.tx_env();
+        if tx_env.tx_type == 0 {
+            tx_env.tx_type = 1;
+        }
+        check_block_gas(env, 0, 0, tx_env.gas_limit)?;
+        let mut list = tx_env.access_list.clone();
+        let mut last = None;
+        for _ in 0..ROUNDS {
+            let db = SeqDb { base: &base, overlay: Default::default() };
+            let mut cfg = chain.cfg();
+            cfg.disable_eip3607 = true;
+            cfg.disable_nonce_check = true;
+            let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(env.revm(chain.spec));
+            let inspector = Traced {
+                inner: Some(AccessListInspector::new(list.clone())),
+                budget: Budget::new(u64::MAX, None),
+            };
+            let mut evm = crate::wasm::build_evm(ctx, inspector, chain);
+            tx_env.access_list = list.clone();
+            let result = evm.inspect_one_tx(tx_env.clone());
+            let result = result.map_err(|e| exec_error(0, e, ExecError::State))?;
+            let found =
+                evm.inspector.inner.take().map(|i| i.into_access_list()).unwrap_or_default();
+            let outcome = AccessListOutcome {
+                access_list: list.clone(),
+                outcome: TxOutcome::from_revm(&result, result.tx_gas_used()),
+            };
+            if found == list {
+                return Ok(outcome);
+            }
+            last = Some(outcome);
+            list = found;
+        }
+        // A list that keeps changing: the last one run (`ROUNDS` is above zero).
+        last.ok_or_else(|| ExecError::Evm { index: 0, reason: "no access list".into() })
+    })
+}
+
+/// What a struct-log step records, as the tracer options say.
+#[derive(Debug, Clone, Copy)]
+struct StepCosts {
+    stack: bool,
+    memory: bool,
+    storage: bool,
+    return_data: bool,
+    /// The struct logger's `limit`: steps past it are not recorded.
+    limit: Option<u64>,
+}
+
+/// The struct logger's step costs when `opts` select it (no tracer named).
+fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {
+    let named = opts.tracer.as_ref().is_some_and(|t| !t.as_str().is_empty());
+    if named {
+        return None;
+    }
+    let c = &opts.config;
+    Some(StepCosts {
+        stack: !c.disable_stack.unwrap_or(false),
+        memory: c.is_memory_enabled(),
+        storage: !c.disable_storage.unwrap_or(false),
+        return_data: c.is_return_data_enabled(),
+        limit: c.limit.filter(|l| *l > 0),
+    })
+}
+
+/// The bytes of JSON a trace has grown by, against its budget.
+#[derive(Debug)]
+struct Budget {
+    left: u64,
+    exceeded: bool,
+    steps: Option<StepCosts>,
+    counted_steps: u64,
+    /// The storage slots each contract has touched: the struct logger snapshots a
+    /// contract's touched storage at each of its SLOADs and SSTOREs.
+    slots: HashMap<Address, HashSet<U256>>,
+}
+
+impl Budget {
+    fn new(limit: u64, steps: Option<StepCosts>) -> Self {
+        Budget { left: limit, exceeded: false, steps, counted_steps: 0, slots: HashMap::new() }
+    }
+
+    fn charge(&mut self, bytes: u64) {
+        match self.left.checked_sub(bytes) {
+            Some(left) => self.left = left,
+            None => {
+                self.left = 0;
+                self.exceeded = true;
+            }
+        }
+    }
+
+    /// Fails the transaction once the budget is spent, the way revm fails on a database
+    /// error (the transaction ends with an error instead of a result).
+    fn stop_if_spent<CTX: ContextTr>(&self, context: &mut CTX) -> bool {
+        if self.exceeded {
+            *context.error() = Err(ContextError::Custom("trace budget exceeded".into()));
+        }
+        self.exceeded
+    }
+
+    fn step(&mut self, interp: &Interpreter) {
+        let Some(costs) = self.steps else { return };
+        if costs.limit.is_some_and(|l| self.counted_steps >= l) {
+            return;
+        }
+        self.counted_steps += 1;
+        // pc, op, gas, gasCost, depth and the keys around them.
+        let mut bytes = 120u64;
+        if costs.stack {
+            bytes += 70 * interp.stack.len() as u64;
+        }
+        if costs.memory {
+            bytes += 68 * (interp.memory.size() as u64).div_ceil(32);
+        }
+        if costs.return_data {
+            bytes += 2 * interp.return_data.buffer().len() as u64;
+        }
+        let op = interp.bytecode.opcode();
+        if costs.storage && (op == opcode::SLOAD || op == opcode::SSTORE) {
+            if let Some(slot) = interp.stack.data().last() {
+                let touched = self.slots.entry(interp.input.target_address()).or_default();
+                touched.insert(*slot);
+                bytes += 140 * touched.len() as u64;
+            }
+        }
+        self.charge(bytes);
+    }
+}
+
+/// A log's bytes in a trace.
+fn log_cost(log: &Log) -> u64 {
+    180 + 2 * log.data.data.len() as u64 + 70 * log.topics().len() as u64
+}
+
+/// The inspector every traced transaction runs under: the EIP-7610 collision rule (as in
+/// the sequential executor), the budget, and the tracer (none for the transactions before
+/// the traced ones).
+#[derive(Debug)]
+struct Traced<I> {
+    inner: Option<I>,
+    budget: Budget,
+}
+
+impl<CTX, I> Inspector<CTX> for Traced<I>
+where
+    CTX: ContextTr,
+    CTX::Db: StorageProbe,
+    I: Inspector<CTX>,
+{
+    fn initialize_interp(&mut self, interp: &mut Interpreter, context: &mut CTX) {
+        if let Some(i) = &mut self.inner {
+            i.initialize_interp(interp, context);
+        }
+    }
+
+    fn step(&mut self, interp: &mut Interpreter, context: &mut CTX) {
+        if let Some(i) = &mut self.inner {
+            self.budget.step(interp);
+            if self.budget.stop_if_spent(context) {
+                interp.halt_fatal();
+                return;
+            }
+            i.step(interp, context);
+        }
+    }
+
+    fn step_end(&mut self, interp: &mut Interpreter, context: &mut CTX) {
+        if let Some(i) = &mut self.inner {
+            i.step_end(interp, context);
+        }
+    }
+
+    fn log(&mut self, context: &mut CTX, log: Log) {
+        if let Some(i) = &mut self.inner {
+            self.budget.charge(log_cost(&log));
+            self.budget.stop_if_spent(context);
+            i.log(context, log);
+        }
+    }
+
+    fn log_full(&mut self, interp: &mut Interpreter, context: &mut CTX, log: Log) {
+        if let Some(i) = &mut self.inner {
+            self.budget.charge(log_cost(&log));
+            self.budget.stop_if_spent(context);
+            i.log_full(interp, context, log);
+        }
+    }
+
+    fn call(&mut self, context: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        let i = self.inner.as_mut()?;
+        self.budget.charge(400 + 2 * inputs.input.len() as u64);
+        self.budget.stop_if_spent(context);
+        i.call(context, inputs)
+    }
+
+    fn call_end(&mut self, context: &mut CTX, inputs: &CallInputs, outcome: &mut CallOutcome) {
+        if let Some(i) = &mut self.inner {
+            self.budget.charge(2 * outcome.result.output.len() as u64);
+            self.budget.stop_if_spent(context);
+            i.call_end(context, inputs, outcome);
+        }
+    }
+
+    fn create(&mut self, context: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        let collided = collision(context, inputs);
+        let Some(i) = &mut self.inner else { return collided };
+        self.budget.charge(400 + 2 * inputs.init_code().len() as u64);
+        self.budget.stop_if_spent(context);
+        let traced = i.create(context, inputs);
+        collided.or(traced)
+    }
+
+    fn create_end(
+        &mut self,
+        context: &mut CTX,
+        inputs: &CreateInputs,
+        outcome: &mut CreateOutcome,
+    ) {
+        if let Some(i) = &mut self.inner {
+            self.budget.charge(2 * outcome.result.output.len() as u64);
+            self.budget.stop_if_spent(context);
+            i.create_end(context, inputs, outcome);
+        }
+    }
+
+    fn selfdestruct(&mut self, contract: Address, target: Address, value: U256) {
+        if let Some(i) = &mut self.inner {
+            Inspector::<CTX>::selfdestruct(i, contract, target, value);
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The debug tracers and the access-list inspector run the transactions exactly as the
+//! sequential executor does: every traced transaction ends as its block's outcome says.
+
+use farol_execution::workload::{rng, World, WorldSpec};
+use farol_execution::{
+    create_access_list, execute_sequential, trace_transactions, BlockOutput,
+    GethDebugTracingOptions, GethTrace, TraceContext, TraceError, TRACE_BUDGET,
+};
+use serde_json::{json, Value};
+
+fn world() -> World {
+    World::new(WorldSpec {
+        users: 16,
+        token_holders: 16,
+        swappers: 16,
+        tokens: 4,
+        pools: 3,
+        kits: 3,
+    })
+    .unwrap_or_else(|e| panic!("setting up the world: {e}"))
+}
+
+fn options(v: Value) -> GethDebugTracingOptions {
+    serde_json::from_value(v).unwrap_or_else(|e| panic!("tracer options: {e}"))
+}
+
+const BLOCK: TraceContext = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+
+/// A random block over `world` that executes, with its output.
+fn block(
+    world: &mut World,
+    seed: u64,
+) -> (farol_execution::BlockEnv, Vec<farol_execution::RecoveredTx>, BlockOutput) {
+    let (env, txs) = world.random_block(40, &mut rng(seed));
+    let out = execute_sequential(&world.state, &world.chain, &env, &txs)
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    (env, txs, out)
+}
+
+#[test]
+fn traces_end_as_the_block_says() {
+    let mut w = world();
+    for seed in 0..4 {
+        let (env, txs, out) = block(&mut w, seed);
+        let all = 0..txs.len();
+        let trace = |opts: Value, range| {
+            trace_transactions(&w.state, &w.chain, &env, &txs, range, &options(opts), BLOCK)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+        };
+        let calls = trace(json!({ "tracer": "callTracer" }), all.clone());
+        let logs = trace(json!({}), all.clone());
+        assert_eq!(calls.len(), txs.len());
+        assert_eq!(logs.len(), txs.len());
+        let mut failed = 0;
+        for (i, o) in out.txs.iter().enumerate() {
+            let GethTrace::CallTracer(frame) = &calls[i] else { panic!("not a call frame") };
+            assert_eq!(
+                frame.gas_used,
+                alloy_primitives::U256::from(o.gas_used),
+                "seed {seed} tx {i}"
+            );
+            assert_eq!(frame.error.is_none(), o.is_success(), "seed {seed} tx {i}: {frame:?}");
+            assert_eq!(frame.from, txs[i].sender);
+            let GethTrace::Default(steps) = &logs[i] else { panic!("not a struct log") };
+            assert_eq!(steps.gas, o.gas_used, "seed {seed} tx {i}");
+            assert_eq!(steps.failed, !o.is_success(), "seed {seed} tx {i}");
+            if o.is_success() {
+                assert_eq!(steps.return_value, o.output, "seed {seed} tx {i}");
+            } else {
+                failed += 1;
+            }
+        }
+        assert!(failed > 0, "seed {seed}: the block should hold failing transactions");
+        // One transaction alone is traced over the state its predecessors left.
+        for i in [0, txs.len() / 2, txs.len() - 1] {
+            let one = trace(json!({ "tracer": "callTracer" }), i..i + 1);
+            assert_eq!(
+                serde_json::to_value(&one[0]).ok(),
+                serde_json::to_value(&calls[i]).ok(),
+                "seed {seed} tx {i}"
+            );
+        }
+        w.commit(&out);
+    }
+}
+
+#[test]
+fn prestate_and_4byte_tracers_run() {
+    let mut w = world();
+    let (env, txs, _) = block(&mut w, 7);
+    let all = 0..txs.len();
+    for tracer in [
+        json!({ "tracer": "prestateTracer" }),
+        json!({ "tracer": "prestateTracer", "tracerConfig": { "diffMode": true } }),
+        json!({ "tracer": "4byteTracer" }),
+        json!({ "tracer": "flatCallTracer" }),
+        json!({ "tracer": "noopTracer" }),
+        json!({ "tracer": "muxTracer", "tracerConfig": { "callTracer": {}, "4byteTracer": null } }),
+    ] {
+        let traces = trace_transactions(
+            &w.state,
+            &w.chain,
+            &env,
+            &txs,
+            all.clone(),
+            &options(tracer.clone()),
+            BLOCK,
+        )
+        .unwrap_or_else(|e| panic!("{tracer}: {e}"));
+        assert_eq!(traces.len(), txs.len(), "{tracer}");
+    }
+    // The pre-state of a transfer names its sender with the balance it had.
+    let traces = trace_transactions(
+        &w.state,
+        &w.chain,
+        &env,
+        &txs,
+        0..1,
+        &options(json!({ "tracer": "prestateTracer" })),
+        BLOCK,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v = serde_json::to_value(&traces[0]).unwrap_or_default();
+    let sender = format!("{:#x}", txs[0].sender);
+    assert!(v.get(&sender).is_some(), "the sender {sender} is missing from {v}");
+}
+
+#[test]
+fn an_unknown_tracer_or_a_bad_config_is_refused() {
+    let mut w = world();
+    let (env, txs, _) = block(&mut w, 1);
+    for bad in [
+        json!({ "tracer": "fooTracer" }),
+        json!({ "tracer": "callTracer", "tracerConfig": { "onlyTopCall": "yes" } }),
+    ] {
+        match trace_transactions(&w.state, &w.chain, &env, &txs, 0..1, &options(bad.clone()), BLOCK)
+        {
+            Err(TraceError::Options(m)) => assert!(!m.is_empty()),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_trace_past_its_budget_is_refused() {
+    let mut w = world();
+    let (env, txs, _) = block(&mut w, 2);
+    let opts = options(json!({ "enableMemory": true, "enableReturnData": true }));
+    let all = 0..txs.len();
+    let small = TraceContext { budget: 20_000, ..BLOCK };
+    match trace_transactions(&w.state, &w.chain, &env, &txs, all.clone(), &opts, small) {
+        Err(TraceError::TooLarge { limit: 20_000 }) => {}
+        other => panic!("{other:?}"),
+    }
+    // The struct logger's own limit keeps the same trace small.
+    let limited = options(json!({ "enableMemory": true, "limit": 2 }));
+    let ok = TraceContext { budget: 2_000_000, ..BLOCK };
+    trace_transactions(&w.state, &w.chain, &env, &txs, all, &limited, ok)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn an_access_list_covers_what_a_swap_touches() {
+    let mut w = world();
+    let pools = w.pools.len();
+    let swap = w.swaps(1, pools, &mut rng(3)).remove(0);
+    let env = w.block_env(alloy_primitives::Address::ZERO);
+    let plain = execute_sequential(&w.state, &w.chain, &env, std::slice::from_ref(&swap))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(plain.txs[0].is_success());
+    let out = create_access_list(&w.state, &w.chain, &env, &swap).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.outcome.is_success());
+    let list = &out.access_list.0;
+    // The pair and both of its tokens, with their slots; not the router (the call's target)
+    // nor the sender.
+    assert!(list.len() >= 3, "{list:?}");
+    assert!(list.iter().all(|item| item.address != w.router && item.address != swap.sender));
+    assert!(list.iter().any(|item| !item.storage_keys.is_empty()));
+    // Warm from the start, the same work costs less.
+    assert!(
+        out.outcome.gas_used < plain.txs[0].gas_used,
+        "{} vs {}",
+        out.outcome.gas_used,
+        plain.txs[0].gas_used
+    );
+}
