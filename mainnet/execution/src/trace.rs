@@ -164,10 +164,10 @@ fn options_error<E: std::fmt::Display>(e: DebugInspectorError<E>) -> TraceError 
     })
 }
 
-/// An estimate of a finished trace's size: its struct log's storage snapshots are built
-/// after execution, so the budget checks the whole trace once more. Serializing to count is
-/// cheap next to having executed it.
-fn json_len(trace: &GethTrace) -> u64 {
+/// The length of `v` as JSON, without building the text. (The budget weighs a finished
+/// trace with it: a struct log's storage snapshots are built after execution. Serializing to
+/// count is cheap next to having executed the trace.)
+pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> u64 {
     struct Count(u64);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -179,8 +179,9 @@ fn json_len(trace: &GethTrace) -> u64 {
         }
     }
     let mut count = Count(0);
-    // A trace always serializes; were it not to, the node's reply would say so.
-    let _ = serde_json::to_writer(&mut count, trace);
+    // Writing to a writer that never fails fails only for a value that cannot be JSON (a
+    // map with keys that are not strings), which no caller has.
+    let _ = serde_json::to_writer(&mut count, v);
     count.0
 }
 

@@ -167,6 +167,12 @@ pub struct WorldSpec {
     pub kits: usize,
 }
 
+impl WorldSpec {
+    /// A small world with a bit of everything (the random blocks' tests use it).
+    pub const SMALL: WorldSpec =
+        WorldSpec { users: 16, token_holders: 16, swappers: 16, tokens: 4, pools: 3, kits: 3 };
+}
+
 /// A chain state with deployed contracts and funded users, and the block number it is at.
 pub struct World {
     /// The current state.

@@ -16,15 +16,7 @@ fn long() -> bool {
 }
 
 fn small_world() -> World {
-    World::new(WorldSpec {
-        users: 16,
-        token_holders: 16,
-        swappers: 16,
-        tokens: 4,
-        pools: 3,
-        kits: 3,
-    })
-    .unwrap_or_else(|e| panic!("setting up the world: {e}"))
+    World::new(WorldSpec::SMALL).unwrap_or_else(|e| panic!("setting up the world: {e}"))
 }
 
 /// Runs `txs` sequentially and, with each of 2, 4 and 8 workers, in parallel; asserts that

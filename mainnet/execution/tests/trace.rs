@@ -9,15 +9,7 @@ use farol_execution::{
 use serde_json::{json, Value};
 
 fn world() -> World {
-    World::new(WorldSpec {
-        users: 16,
-        token_holders: 16,
-        swappers: 16,
-        tokens: 4,
-        pools: 3,
-        kits: 3,
-    })
-    .unwrap_or_else(|e| panic!("setting up the world: {e}"))
+    World::new(WorldSpec::SMALL).unwrap_or_else(|e| panic!("setting up the world: {e}"))
 }
 
 fn options(v: Value) -> GethDebugTracingOptions {

@@ -31,9 +31,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, create_access_list, execute_call, storage_key, trace_transactions, Account,
-    BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx, StateDiff, StateView,
-    TraceContext, TraceError, TxStatus, TRACE_BUDGET,
+    account_key, create_access_list, execute_call, json_len, storage_key, trace_transactions,
+    Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx, StateDiff,
+    StateView, TraceContext, TraceError, TxStatus, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -267,7 +267,8 @@ impl Rpc {
                         continue;
                     }
                     if let Some(r) = self.handle_call(c, ws).await {
-                        bytes = bytes.saturating_add(json_len(&r));
+                        bytes = bytes
+                            .saturating_add(usize::try_from(json_len(&r)).unwrap_or(usize::MAX));
                         out.push(r);
                     }
                 }
@@ -1718,24 +1719,6 @@ fn message_bytes(v: Option<&Value>) -> Result<Vec<u8>, RpcError> {
         },
         _ => Err(RpcError::params("message: a hex or text string is needed")),
     }
-}
-
-/// The length of `v` as JSON, without building the text.
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    // Writing a `Value` to a writer that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
 
 fn response(id: Value, result: RpcResult) -> Value {
