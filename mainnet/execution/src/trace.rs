@@ -150,6 +150,13 @@ pub fn trace_transactions<S: StateView + ?Sized>(
     })
 }
 
+/// The options of the flat call tracer: Parity's traces (`trace_transaction`,
+/// `trace_block`).
+pub fn flat_call_tracer() -> GethDebugTracingOptions {
+    GethDebugTracingOptions::default()
+        .with_tracer(alloy_rpc_types_trace::geth::GethDebugBuiltInTracerType::FlatCallTracer.into())
+}
+
 /// The error of a tracer this node does not run, or of a bad configuration.
 fn options_error<E: std::fmt::Display>(e: DebugInspectorError<E>) -> TraceError {
     TraceError::Options(match e {

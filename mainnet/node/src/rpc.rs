@@ -31,9 +31,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, create_access_list, execute_call, json_len, storage_key, trace_transactions,
-    Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx, StateDiff,
-    StateView, TraceContext, TraceError, TxStatus, TRACE_BUDGET,
+    account_key, create_access_list, execute_call, flat_call_tracer, json_len, storage_key,
+    trace_transactions, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace,
+    RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TxStatus, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -473,6 +473,20 @@ impl Rpc {
                 let traces = self.trace_block(b, 0..hashes.len(), opts).await?;
                 let each = hashes.into_iter().zip(traces);
                 to_value(each.map(|(h, t)| json!({ "txHash": h, "result": t })).collect::<Vec<_>>())
+            }
+            // Parity's traces, from the flat call tracer (Farol has no block rewards, so a
+            // block's are its transactions').
+            "trace_transaction" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
+                let index = loc.index;
+                let traces = self.trace_block(loc.block, index..index + 1, flat_call_tracer());
+                flat_traces(traces.await?)
+            }
+            "trace_block" => {
+                let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
+                let count = b.txs.len();
+                flat_traces(self.trace_block(b, 0..count, flat_call_tracer()).await?)
             }
             "debug_traceCall" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -1761,6 +1775,18 @@ fn trace_call_options(
     };
     map.remove("txIndex");
     Ok((trace_options(Some(&Value::Object(map)))?, overrides))
+}
+
+/// The flat call tracer's traces of several transactions, as one list.
+fn flat_traces(traces: Vec<GethTrace>) -> RpcResult {
+    let mut all = Vec::new();
+    for t in traces {
+        match t {
+            GethTrace::FlatCallTracer(frames) => all.extend(frames),
+            other => return Err(RpcError::internal(format!("not a flat trace: {other:?}"))),
+        }
+    }
+    to_value(all)
 }
 
 /// The JSON-RPC error of a trace that could not be made.

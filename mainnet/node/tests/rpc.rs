@@ -901,6 +901,19 @@ async fn debug_traces_and_access_lists() {
         );
         assert_eq!(by_hash, by_number);
 
+        // Parity's traces of the transaction and of its block.
+        let t = trace(&mut c, "trace_transaction", json!([bump]));
+        assert_eq!(t.as_array().map(Vec::len), Some(1), "{t}");
+        assert_eq!(t[0]["type"], json!("call"), "{t}");
+        assert_eq!(t[0]["action"]["to"], json!(counter), "{t}");
+        assert_eq!(t[0]["transactionHash"], bump, "{t}");
+        assert_eq!(t[0]["blockNumber"].as_u64(), quantity(&block).ok(), "{t}");
+        assert_eq!(quantity(&t[0]["result"]["gasUsed"]).ok(), Some(gas_used - 21_000), "{t}");
+        let all = trace(&mut c, "trace_block", json!([block]));
+        assert!(all.as_array().into_iter().flatten().any(|e| *e == t[0]), "{all}");
+        let none = trace(&mut c, "trace_transaction", json!([B256::repeat_byte(9)]));
+        assert_eq!(none, Value::Null);
+
         // A call over overridden state: the counter at 5 becomes 6.
         let five = format!("{:#x}", B256::with_last_byte(5));
         let six = format!("{:#x}", B256::with_last_byte(6));
@@ -1395,6 +1408,8 @@ const METHODS: &[(&str, &[Kind])] = {
         ("debug_traceBlockByNumber", &[Block, Any]),
         ("debug_traceBlockByHash", &[Hash, Any]),
         ("debug_traceCall", &[Call, BlockOrHash, Any]),
+        ("trace_transaction", &[Hash]),
+        ("trace_block", &[Block]),
         ("eth_estimateGas", &[Call, Block, Overrides]),
         ("eth_sendRawTransaction", &[RawTx]),
         ("eth_getTransactionByHash", &[Hash]),
