@@ -23,7 +23,7 @@ cargo test --workspace "${cargo_args[@]}" 2>&1 | tee "$log" || status=$?
 # The WASM suite again with every call on the interpreter tier (docs/wasm.md §5), when
 # the whole workspace was tested.
 if [[ "$status" == 0 && ${#cargo_args[@]} == 0 ]]; then
-  FAROL_WASM_TIER=interpreter cargo test -p farol-execution --test wasm 2>&1 | tee -a "$log" \
+  FAROL_WASM_TIER=interpreter cargo test --workspace --test wasm 2>&1 | tee -a "$log" \
     || status=$?
 fi
 # One closing line for the whole workspace (cargo prints one per test binary).
