@@ -736,6 +736,19 @@ fn raw_tx(key: &PrivateKeySigner, nonce: u64, to: TxKind, input: Vec<u8>) -> Str
     signed_hex(key, tx)
 }
 
+/// Deploys `runtime` (under 256 bytes) from `key`'s first transaction; returns its address.
+fn deploy(c: &mut RpcClient, key: &PrivateKeySigner, runtime: &[u8]) -> Address {
+    let len = u8::try_from(runtime.len()).unwrap_or_else(|e| panic!("{e}"));
+    // CODECOPY the runtime that follows these 12 bytes, and RETURN it.
+    let mut init = vec![0x60, len, 0x60, 12, 0x60, 0, 0x39, 0x60, len, 0x60, 0, 0xf3];
+    init.extend_from_slice(runtime);
+    let hash = c
+        .call("eth_sendRawTransaction", json!([raw_tx(key, 0, TxKind::Create, init)]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = wait_receipt(c, &hash);
+    serde_json::from_value(r["contractAddress"].clone()).unwrap_or_else(|e| panic!("{r}: {e}"))
+}
+
 /// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
 /// however far the chain goes; `eth_getFilterLogs` returns the same range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,15 +762,7 @@ async fn log_filters_end_at_their_to_block() {
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         // Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
-        let runtime = [0x60, 0x00, 0x60, 0x00, 0xa0, 0x00];
-        let mut init = vec![0x60, 6, 0x60, 12, 0x60, 0, 0x39, 0x60, 6, 0x60, 0, 0xf3];
-        init.extend_from_slice(&runtime);
-        let hash = c
-            .call("eth_sendRawTransaction", json!([raw_tx(&key, 0, TxKind::Create, init)]))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let r = wait_receipt(&mut c, &hash);
-        let logger: Address = serde_json::from_value(r["contractAddress"].clone())
-            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let logger = deploy(&mut c, &key, &[0x60, 0x00, 0x60, 0x00, 0xa0, 0x00]);
         let call = |c: &mut RpcClient, nonce: u64| {
             let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
             let hash =
@@ -830,14 +835,7 @@ async fn debug_traces_and_access_lists() {
         let from = key.address();
         // A counter: slot 0 += 1, then LOG0.
         let runtime = [0x60, 0, 0x54, 0x60, 1, 0x01, 0x60, 0, 0x55, 0x60, 0, 0x60, 0, 0xa0, 0x00];
-        let mut init = vec![0x60, 15, 0x60, 12, 0x60, 0, 0x39, 0x60, 15, 0x60, 0, 0xf3];
-        init.extend_from_slice(&runtime);
-        let deploy = c
-            .call("eth_sendRawTransaction", json!([raw_tx(&key, 0, TxKind::Create, init)]))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let r = wait_receipt(&mut c, &deploy);
-        let counter: Address = serde_json::from_value(r["contractAddress"].clone())
-            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let counter = deploy(&mut c, &key, &runtime);
         let bump = c
             .call("eth_sendRawTransaction", json!([raw_tx(&key, 1, TxKind::Call(counter), vec![])]))
             .unwrap_or_else(|e| panic!("{e}"));
