@@ -299,8 +299,10 @@ pub struct WasmRuntime {
     interp_linker: wasmi::Linker<WiData>,
     /// A [`TierChoice`] as its `u8` (read on every call).
     tier: std::sync::atomic::AtomicU8,
-    /// Whether compiled modules keep a ready instance (see `ready`).
-    ready_on: AtomicBool,
+    /// Whether compiled modules keep a ready instance (see `ready`): the [`READY_ON`] bit; the
+    /// other bits count the calls that ran on one. One word, so that a call is counted only if
+    /// ready instances were on when it took its instance (turning them off is exact).
+    ready_word: std::sync::atomic::AtomicU64,
     holders: Mutex<ready::Holders>,
     helper: ready::Helper,
     /// Work queued for the helper thread.
@@ -309,7 +311,6 @@ pub struct WasmRuntime {
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
     calls: std::sync::atomic::AtomicU64,
-    ready_calls: std::sync::atomic::AtomicU64,
     call_nanos: std::sync::atomic::AtomicU64,
 }
 
@@ -318,6 +319,9 @@ impl std::fmt::Debug for WasmRuntime {
         f.debug_struct("WasmRuntime").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
+
+/// The bit of [`WasmRuntime::ready_word`] that says ready instances are on.
+const READY_ON: u64 = 1 << 63;
 
 static GLOBAL: OnceLock<Result<WasmRuntime, WasmError>> = OnceLock::new();
 
@@ -346,7 +350,9 @@ impl WasmRuntime {
             interp_engine,
             interp_linker,
             tier: std::sync::atomic::AtomicU8::new(tier as u8),
-            ready_on: AtomicBool::new(std::env::var("FAROL_WASM_READY").as_deref() != Ok("0")),
+            ready_word: std::sync::atomic::AtomicU64::new(
+                if std::env::var("FAROL_WASM_READY").as_deref() == Ok("0") { 0 } else { READY_ON },
+            ),
             holders: Mutex::default(),
             helper: ready::Helper::new(),
             jobs: Mutex::default(),
@@ -354,7 +360,6 @@ impl WasmRuntime {
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
-            ready_calls: Default::default(),
             call_nanos: Default::default(),
         })
     }
@@ -387,15 +392,18 @@ impl WasmRuntime {
     /// `FAROL_WASM_READY=0` turns it off at start). Off, every call instantiates and drops its
     /// own instance. Results do not depend on it.
     pub fn set_ready_instances(&self, on: bool) {
-        self.ready_on.store(on, std::sync::atomic::Ordering::Relaxed);
-        if !on {
+        use std::sync::atomic::Ordering::AcqRel;
+        if on {
+            self.ready_word.fetch_or(READY_ON, AcqRel);
+        } else {
+            self.ready_word.fetch_and(!READY_ON, AcqRel);
             self.unprepare_all();
         }
     }
 
     /// Whether ready instances are on.
     pub fn ready_instances(&self) -> bool {
-        self.ready_on.load(std::sync::atomic::Ordering::Relaxed)
+        self.ready_word.load(std::sync::atomic::Ordering::Acquire) & READY_ON != 0
     }
 
     /// Whether the module with code hash `hash` is compiled and has an instance ready.
@@ -432,7 +440,7 @@ impl WasmRuntime {
         use std::sync::atomic::Ordering::Relaxed;
         let mut s = *lock(&self.stats);
         s.calls = self.calls.load(Relaxed);
-        s.ready_calls = self.ready_calls.load(Relaxed);
+        s.ready_calls = self.ready_word.load(Relaxed) & !READY_ON;
         s.prepared = self.prepared_count();
         s.call_time = Duration::from_nanos(self.call_nanos.load(Relaxed));
         s

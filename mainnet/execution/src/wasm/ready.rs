@@ -33,7 +33,7 @@ use revm::interpreter::InstructionResult;
 use wasmtime::{Engine, Store, TypedFunc};
 
 use super::host::{halt, HostState, Instance, WtData};
-use super::{lock, Compiled, WasmRuntime};
+use super::{lock, Compiled, WasmRuntime, READY_ON};
 
 /// Most modules with a ready instance.
 pub const READY_LIMIT: usize = 64;
@@ -196,10 +196,15 @@ impl WasmRuntime {
         {
             c.preparing.store(false, Ordering::Release);
         }
-        if ready.is_some() {
-            self.ready_calls.fetch_add(1, Ordering::Relaxed);
+        let ready = ready?;
+        // Counted only while ready instances are on; a call that raced with turning them off
+        // instantiates its own instead.
+        let on = |w: u64| (w & READY_ON != 0).then_some(w + 1);
+        if self.ready_word.fetch_update(Ordering::AcqRel, Ordering::Acquire, on).is_err() {
+            ready.store.free();
+            return None;
         }
-        ready
+        Some(ready)
     }
 
     /// Leaves the store of a call that ran on a ready instance for the helper thread to drop
