@@ -106,6 +106,8 @@ impl Genesis {
             excess_blob_gas: Some(0),
             parent_beacon_block_root: Some(B256::ZERO),
             requests_hash: None,
+            block_access_list_hash: None,
+            slot_number: None,
         };
         let hash = header.hash_slow();
         StoredBlock {

@@ -1036,6 +1036,8 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         excess_blob_gas: Some(0),
         parent_beacon_block_root: Some(B256::ZERO),
         requests_hash: None,
+        block_access_list_hash: None,
+        slot_number: None,
     };
     let hash = header.hash_slow();
     if let Some(want) = e.expect.filter(|w| *w != hash) {

@@ -1717,6 +1717,7 @@ fn pending_tx(tx: TxEnvelope, from: Address) -> RpcTransaction {
         inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, from),
         block_hash: None,
         block_number: None,
+        block_timestamp: None,
         transaction_index: None,
         effective_gas_price: None,
     }
@@ -1854,6 +1855,7 @@ fn rpc_tx(b: &StoredBlock, i: usize) -> RpcTransaction {
         inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, b.senders[i]),
         block_hash: Some(b.hash),
         block_number: Some(b.number()),
+        block_timestamp: Some(b.header.timestamp),
         transaction_index: Some(i as u64),
         effective_gas_price: Some(price),
     }
