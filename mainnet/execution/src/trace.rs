@@ -10,8 +10,12 @@
 //! stack turned on grows by kilobytes per step, and a node must not run out of memory
 //! answering one request.
 //!
-//! WASM contracts run in one frame of the EVM's: a trace shows the call into a WASM contract
-//! (input, output, gas), not the steps, logs or calls it makes inside.
+//! The tracer lives in the context (a [`TraceSlot`] as its `chain`), and each EVM's inspector
+//! is a [`Forward`] to it, so that the frames a WASM contract runs and the logs it makes reach
+//! the same tracer as the EVM's own: a trace shows a WASM contract's call, its logs and the
+//! calls it makes, in order, at their depths. The WASM code's own instructions are not steps
+//! of the struct logger (it records EVM opcodes), and its storage accesses are not seen by
+//! the access-list inspector (which watches the EVM's storage opcodes).
 
 use std::collections::{HashMap, HashSet};
 
@@ -19,9 +23,14 @@ use alloy_eips::eip2930::AccessList;
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::opcode;
 use revm::context::result::ResultAndState;
-use revm::context::{Context, ContextError, ContextTr};
+use revm::context::{Cfg, Context, ContextError, ContextTr, Evm};
+use revm::handler::evm::ContextDbError;
+use revm::handler::FrameResult;
+use revm::inspector::JournalExt;
+use revm::interpreter::interpreter_action::FrameInit;
 use revm::interpreter::interpreter_types::{InputsTr, Jumps, MemoryTr, ReturnData};
 use revm::interpreter::{CallInputs, CallOutcome, CreateInputs, CreateOutcome, Interpreter};
+use revm::primitives::hardfork::SpecId;
 use revm::primitives::Log;
 use revm::{ExecuteEvm, InspectEvm, Inspector, MainContext};
 use revm_inspectors::access_list::AccessListInspector;
@@ -35,6 +44,9 @@ use crate::error::ExecError;
 use crate::output::TxOutcome;
 use crate::sequential::{check_block_gas, exec_error, SeqDb};
 use crate::state::{CachedView, StateView};
+use crate::wasm::call::{
+    inspect_frames, instructions, ChainHooks, FarolPrecompiles, InspectedEvm, WasmCtx,
+};
 
 /// The most one request's traces may hold, estimated as the JSON they become (a struct-log
 /// step with its stack and memory, a call frame with its input and output, a log with its
@@ -95,9 +107,13 @@ pub fn trace_transactions<S: StateView + ?Sized>(
         cfg.disable_eip3607 = context.call;
         cfg.disable_nonce_check = context.call;
         let block = env.revm(chain.spec);
-        let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(block.clone());
-        let inspector = Traced { inner: None, budget: Budget::new(budget, steps) };
-        let mut evm = crate::wasm::build_evm(ctx, inspector, chain);
+        let tracer = Traced { inner: None, budget: Budget::new(budget, steps) };
+        let ctx = Context::mainnet()
+            .with_db(db)
+            .with_cfg(cfg)
+            .with_block(block.clone())
+            .with_chain(TraceSlot::new(tracer));
+        let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
         let mut used = 0u64;
         // The bytes of the traces made so far.
         let mut finished = 0u64;
@@ -109,19 +125,19 @@ pub fn trace_transactions<S: StateView + ?Sized>(
             // The transactions before the traced ones run under the collision rule alone
             // (which the sequential executor applies when a transaction needs it: the
             // outcome is the same).
-            evm.inspector.inner = if traced.contains(&index) {
+            evm.ctx.chain.tracer.inner = if traced.contains(&index) {
                 Some(template.try_clone().map_err(options_error)?)
             } else {
                 None
             };
             let result = evm.inspect_one_tx(tx_env.clone());
             let state = evm.finalize();
-            if evm.inspector.budget.exceeded {
+            if evm.ctx.chain.tracer.budget.exceeded {
                 return Err(TraceError::TooLarge { limit: budget });
             }
             let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
             used += result.tx_gas_used();
-            if let Some(mut inspector) = evm.inspector.inner.take() {
+            if let Some(mut inspector) = evm.ctx.chain.tracer.inner.take() {
                 let tx_context = TransactionContext {
                     block_hash: context.block_hash,
                     tx_index: Some(index),
@@ -139,7 +155,7 @@ pub fn trace_transactions<S: StateView + ?Sized>(
                 if finished > budget {
                     return Err(TraceError::TooLarge { limit: budget });
                 }
-                evm.inspector.budget = Budget::new(budget - finished, steps);
+                evm.ctx.chain.tracer.budget = Budget::new(budget - finished, steps);
                 traces.push(trace);
                 evm.ctx.db_mut().apply(&res.state, chain.spec);
             } else {
@@ -230,17 +246,21 @@ pub fn create_access_list<S: StateView + ?Sized>(
             let mut cfg = chain.cfg();
             cfg.disable_eip3607 = true;
             cfg.disable_nonce_check = true;
-            let ctx = Context::mainnet().with_db(db).with_cfg(cfg).with_block(env.revm(chain.spec));
-            let inspector = Traced {
+            let tracer = Traced {
                 inner: Some(AccessListInspector::new(list.clone())),
                 budget: Budget::new(u64::MAX, None),
             };
-            let mut evm = crate::wasm::build_evm(ctx, inspector, chain);
+            let ctx = Context::mainnet()
+                .with_db(db)
+                .with_cfg(cfg)
+                .with_block(env.revm(chain.spec))
+                .with_chain(TraceSlot::new(tracer));
+            let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
             tx_env.access_list = list.clone();
             let result = evm.inspect_one_tx(tx_env.clone());
             let result = result.map_err(|e| exec_error(0, e, ExecError::State))?;
             let found =
-                evm.inspector.inner.take().map(|i| i.into_access_list()).unwrap_or_default();
+                evm.ctx.chain.tracer.inner.take().map(|i| i.into_access_list()).unwrap_or_default();
             let outcome = AccessListOutcome {
                 access_list: list.clone(),
                 outcome: TxOutcome::from_revm(&result, result.tx_gas_used()),
@@ -360,6 +380,156 @@ fn log_cost(log: &Log) -> u64 {
 struct Traced<I> {
     inner: Option<I>,
     budget: Budget,
+}
+
+impl<I> Default for Traced<I> {
+    fn default() -> Self {
+        Traced { inner: None, budget: Budget::new(0, None) }
+    }
+}
+
+/// The `chain` part of a traced transaction's context: its tracer, where every frame reaches
+/// it, the EVM's through their [`Forward`] inspectors and WASM frames through
+/// [`ChainHooks`].
+#[derive(Debug)]
+pub(crate) struct TraceSlot<I> {
+    tracer: I,
+    /// A WASM frame has just ended. revm shows the inspector a frame's journaled logs again
+    /// when the frame was answered without running EVM code (a precompile's logs), but a
+    /// WASM frame's logs were shown as it made them.
+    wasm_logs_shown: bool,
+}
+
+impl<I> TraceSlot<I> {
+    fn new(tracer: I) -> Self {
+        TraceSlot { tracer, wasm_logs_shown: false }
+    }
+}
+
+/// Runs `f` on the tracer in `ctx`, taken out of the context for the call (`f` gets both).
+fn with_tracer<CTX, I, R>(ctx: &mut CTX, f: impl FnOnce(&mut I, &mut CTX) -> R) -> R
+where
+    CTX: ContextTr<Chain = TraceSlot<I>>,
+    I: Default,
+{
+    let mut tracer = std::mem::take(&mut ctx.chain_mut().tracer);
+    let r = f(&mut tracer, ctx);
+    ctx.chain_mut().tracer = tracer;
+    r
+}
+
+impl<B, I> ChainHooks<B> for TraceSlot<I>
+where
+    B: WasmCtx<Base = B> + ContextTr<Chain = TraceSlot<I>, Journal: JournalExt>,
+    I: Default + Inspector<B>,
+{
+    fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>> {
+        let spec: SpecId = ctx.cfg().spec().into();
+        let mut evm: InspectedEvm<&mut B, Forward<I>> = Evm::new_with_inspector(
+            ctx,
+            Forward::default(),
+            instructions::<&mut B>(spec, true),
+            FarolPrecompiles::new(spec, true),
+        );
+        inspect_frames(&mut evm, init)
+    }
+
+    fn wasm_log(ctx: &mut B, log: &Log) {
+        with_tracer(ctx, |t: &mut I, c| t.log(c, log.clone()));
+    }
+
+    fn wasm_frame_end(ctx: &mut B) {
+        ctx.chain_mut().wasm_logs_shown = true;
+    }
+}
+
+/// An EVM's inspector while tracing: passes every event to the tracer in the context.
+/// SELFDESTRUCT's event carries no context, so it waits for the next event that does (the
+/// opcode's own `step_end`).
+#[derive(Debug)]
+pub(crate) struct Forward<I> {
+    selfdestructs: Vec<(Address, Address, U256)>,
+    tracer: std::marker::PhantomData<fn() -> I>,
+}
+
+impl<I> Default for Forward<I> {
+    fn default() -> Self {
+        Forward { selfdestructs: Vec::new(), tracer: std::marker::PhantomData }
+    }
+}
+
+impl<I: Default> Forward<I> {
+    /// Runs `f` on the tracer, with the base context (the tracer's type of context), after
+    /// passing on the SELFDESTRUCTs that wait.
+    fn pass<CTX, R>(&mut self, ctx: &mut CTX, f: impl FnOnce(&mut I, &mut CTX::Base) -> R) -> R
+    where
+        CTX: WasmCtx<Base: ContextTr<Chain = TraceSlot<I>>>,
+        I: Inspector<CTX::Base>,
+    {
+        let base = ctx.base();
+        for (contract, target, value) in self.selfdestructs.drain(..) {
+            with_tracer(base, |t: &mut I, _| {
+                Inspector::<CTX::Base>::selfdestruct(t, contract, target, value)
+            });
+        }
+        with_tracer(base, f)
+    }
+}
+
+impl<CTX, I> Inspector<CTX> for Forward<I>
+where
+    CTX: WasmCtx<Base: ContextTr<Chain = TraceSlot<I>>>,
+    I: Default + Inspector<CTX::Base>,
+{
+    fn initialize_interp(&mut self, interp: &mut Interpreter, ctx: &mut CTX) {
+        self.pass(ctx, |t, c| t.initialize_interp(interp, c));
+    }
+
+    fn step(&mut self, interp: &mut Interpreter, ctx: &mut CTX) {
+        self.pass(ctx, |t, c| t.step(interp, c));
+    }
+
+    fn step_end(&mut self, interp: &mut Interpreter, ctx: &mut CTX) {
+        self.pass(ctx, |t, c| t.step_end(interp, c));
+    }
+
+    fn log(&mut self, ctx: &mut CTX, log: Log) {
+        self.pass(ctx, |t, c| {
+            if !c.chain().wasm_logs_shown {
+                t.log(c, log);
+            }
+        });
+    }
+
+    fn log_full(&mut self, interp: &mut Interpreter, ctx: &mut CTX, log: Log) {
+        self.pass(ctx, |t, c| t.log_full(interp, c, log));
+    }
+
+    fn call(&mut self, ctx: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        self.pass(ctx, |t, c| t.call(c, inputs))
+    }
+
+    fn call_end(&mut self, ctx: &mut CTX, inputs: &CallInputs, outcome: &mut CallOutcome) {
+        self.pass(ctx, |t, c| {
+            c.chain_mut().wasm_logs_shown = false;
+            t.call_end(c, inputs, outcome);
+        });
+    }
+
+    fn create(&mut self, ctx: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        self.pass(ctx, |t, c| t.create(c, inputs))
+    }
+
+    fn create_end(&mut self, ctx: &mut CTX, inputs: &CreateInputs, outcome: &mut CreateOutcome) {
+        self.pass(ctx, |t, c| {
+            c.chain_mut().wasm_logs_shown = false;
+            t.create_end(c, inputs, outcome);
+        });
+    }
+
+    fn selfdestruct(&mut self, contract: Address, target: Address, value: U256) {
+        self.selfdestructs.push((contract, target, value));
+    }
 }
 
 impl<CTX, I> Inspector<CTX> for Traced<I>

@@ -1402,3 +1402,93 @@ fn ready_instances_change_nothing() {
     // compile thread left (unless other tests' modules pushed it out of the limit first).
     assert!(used > 0, "no call found a ready instance");
 }
+
+/// The frames a WASM contract runs and the logs it makes are traced where they happen: in
+/// Solidity -> Rust token -> Solidity hook -> Rust token, the call tracer shows every frame
+/// at its depth, each Transfer log once, in the frame that made it and at its place among
+/// that frame's calls; the 4byte tracer counts the calls WASM makes.
+#[test]
+fn traces_see_inside_wasm_frames() {
+    use farol_execution::{trace_transactions, GethTrace, TraceContext, TRACE_BUDGET};
+    use serde_json::{json, Value};
+
+    let (mut w, token) = token_world();
+    let user = deploy_sol(&mut w, "TokenUser", token.abi_encode());
+    let receiver = deploy_sol(&mut w, "HookReceiver", token.abi_encode());
+    let u1 = w.users[1];
+    let approve = IToken::approveCall { spender: user, amount: U256::from(1_000) };
+    ok(&send(&mut w, 0, token, U256::ZERO, approve.abi_encode()));
+    let pull = ITokenUser::pullAndSplitCall { to: u1, amount: U256::from(1_000) };
+    ok(&send(&mut w, 0, user, U256::ZERO, pull.abi_encode()));
+
+    let pay = ITokenUser::tryPayCall { receiver, amount: U256::from(200), data: vec![1].into() };
+    let from = w.users[0];
+    let tx = w.call(from, user, U256::ZERO, pay.abi_encode(), 2_000_000, Flavor::DynamicFee, 1);
+    let txs = vec![tx];
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let out = execute_sequential(&w.state, &w.chain, &env, &txs)
+        .unwrap_or_else(|e| panic!("sequential: {e}"));
+    ok(&out.txs[0]);
+    assert_eq!(out.txs[0].logs.len(), 2, "{:?}", out.txs[0].logs);
+    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+    let trace = |opts: Value| -> Value {
+        let opts = serde_json::from_value(opts).unwrap_or_else(|e| panic!("options: {e}"));
+        let traces = trace_transactions(&w.state, &w.chain, &env, &txs, 0..1, &opts, context)
+            .unwrap_or_else(|e| panic!("trace: {e}"));
+        match traces.into_iter().next() {
+            Some(GethTrace::Default(steps)) => serde_json::to_value(steps),
+            Some(other) => serde_json::to_value(other),
+            None => panic!("no trace"),
+        }
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    let top = trace(json!({ "tracer": "callTracer", "tracerConfig": { "withLog": true } }));
+    let addr = |a: Address| Value::String(format!("{a:#x}"));
+    let calls = |f: &Value| f["calls"].as_array().cloned().unwrap_or_default();
+    let logs = |f: &Value| f["logs"].as_array().cloned().unwrap_or_default();
+    let transfer = IToken::Transfer::SIGNATURE_HASH;
+    // The transaction's frame: TokenUser, which makes no log and one call.
+    assert_eq!(top["to"], addr(user), "{top:#}");
+    assert_eq!(top["gasUsed"], json!(format!("{:#x}", out.txs[0].gas_used)));
+    assert!(logs(&top).is_empty(), "{top:#}");
+    let [pay] = &calls(&top)[..] else { panic!("TokenUser's calls: {top:#}") };
+    // The token's transferAndCall (WASM): its Transfer, then the hook.
+    assert_eq!((&pay["to"], &pay["type"]), (&addr(token), &json!("CALL")), "{pay:#}");
+    let [paid] = &logs(pay)[..] else { panic!("the token's logs: {pay:#}") };
+    assert_eq!(paid["address"], addr(token));
+    assert_eq!(paid["topics"][0], json!(format!("{transfer:#x}")));
+    assert_eq!(paid["topics"][2], json!(format!("{:#x}", receiver.into_word())));
+    assert_eq!(paid["position"], json!("0x0"), "the Transfer comes before the hook");
+    let [hook] = &calls(pay)[..] else { panic!("the token's calls: {pay:#}") };
+    // The hook (EVM): balanceOf and transfer, each back in the token (WASM).
+    assert_eq!(hook["to"], addr(receiver), "{hook:#}");
+    assert!(logs(hook).is_empty(), "{hook:#}");
+    let [seen, refund] = &calls(hook)[..] else { panic!("the hook's calls: {hook:#}") };
+    assert_eq!((&seen["to"], &seen["type"]), (&addr(token), &json!("STATICCALL")));
+    assert!(logs(seen).is_empty() && calls(seen).is_empty(), "{seen:#}");
+    assert_eq!((&refund["to"], &refund["type"]), (&addr(token), &json!("CALL")));
+    let [back] = &logs(refund)[..] else { panic!("the refund's logs: {refund:#}") };
+    assert_eq!(back["topics"][1], json!(format!("{:#x}", receiver.into_word())));
+    assert_eq!(back["topics"][2], json!(format!("{:#x}", user.into_word())));
+
+    // The 4byte tracer counts the calls WASM makes: the hook's selector is there.
+    let selectors = trace(json!({ "tracer": "4byteTracer" }));
+    let hook = alloy_primitives::keccak256("onTokenTransfer(address,uint256,bytes)");
+    let key = format!("0x{}-", alloy_primitives::hex::encode(&hook[..4]));
+    let found = selectors.as_object().is_some_and(|m| m.keys().any(|k| k.starts_with(&key)));
+    assert!(found, "{selectors:#}");
+
+    // The struct logger records EVM steps; it reaches a frame through the step that called it,
+    // and a WASM frame has no steps, so it shows TokenUser's steps alone (docs/node.md §4).
+    let steps = trace(json!({ "disableStack": true }));
+    assert_eq!(steps["gas"], json!(out.txs[0].gas_used));
+    assert_eq!(steps["failed"], json!(false));
+    let depths: std::collections::BTreeSet<u64> = steps["structLogs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps"))
+        .iter()
+        .filter_map(|s| s["depth"].as_u64())
+        .collect();
+    assert_eq!(depths.into_iter().collect::<Vec<_>>(), vec![1]);
+}

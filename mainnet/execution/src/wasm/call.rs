@@ -17,18 +17,20 @@ use revm::context_interface::{Cfg, Host, JournalTr};
 use revm::handler::evm::{ContextDbError, EvmTr, FrameInitResult};
 use revm::handler::instructions::EthInstructions;
 use revm::handler::{EthFrame, EthPrecompiles, FrameResult, ItemOrResult, PrecompileProvider};
+use revm::inspector::handler::{frame_end, frame_start};
+use revm::inspector::{inspect_instructions, Inspector, JournalExt};
 use revm::interpreter::instructions::contract::load_account_delegated;
 use revm::interpreter::instructions::control;
 use revm::interpreter::interpreter::EthInterpreter;
 use revm::interpreter::interpreter_action::FrameInit;
 use revm::interpreter::interpreter_types::LoopControl;
 use revm::interpreter::{
-    CallInput, CallInputs, CallScheme, CallValue, CreateInputs, CreateOutcome, CreateScheme,
-    FrameInput, Gas, Instruction, InstructionContext, InstructionResult, InterpreterAction,
-    InterpreterResult, SharedMemory,
+    CallInput, CallInputs, CallOutcome, CallScheme, CallValue, CreateInputs, CreateOutcome,
+    CreateScheme, FrameInput, Gas, Instruction, InstructionContext, InstructionResult,
+    InterpreterAction, InterpreterResult, SharedMemory,
 };
 use revm::primitives::hardfork::SpecId;
-use revm::primitives::AddressSet;
+use revm::primitives::{AddressSet, Log};
 use wasmtime::Trap;
 
 use super::host::{charge, gas_left, halt, read, read_array, refill, write, R};
@@ -68,6 +70,30 @@ impl<X: WasmCtx> WasmCtx for &mut X {
     }
 }
 
+/// What the `chain` part of a context is to WASM frames: nothing while blocks execute; the
+/// tracer while a transaction is traced (`crate::trace`), which the frames a WASM frame runs
+/// (outside revm's own frame loop) and the logs it makes must reach too.
+pub(crate) trait ChainHooks<B: ContextTr>: Sized {
+    /// Runs revm's frame loop from `init` over `ctx`, one level under a WASM frame.
+    fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>>;
+    /// A WASM frame makes `log` (before it is journaled).
+    fn wasm_log(_ctx: &mut B, _log: &Log) {}
+    /// A WASM frame ends; every log it made was passed to [`ChainHooks::wasm_log`].
+    fn wasm_frame_end(_ctx: &mut B) {}
+}
+
+impl<B> ChainHooks<B> for ()
+where
+    B: WasmCtx<Base = B> + ContextTr<Chain = ()>,
+{
+    fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>> {
+        let spec: SpecId = ctx.cfg().spec().into();
+        let mut evm =
+            Evm::new(ctx, instructions::<&mut B>(spec, true), FarolPrecompiles::new(spec, true));
+        run_frames(&mut evm, init)
+    }
+}
+
 /// revm's precompiles, and WASM contracts when enabled.
 #[derive(Debug, Clone)]
 pub(crate) struct FarolPrecompiles {
@@ -87,6 +113,7 @@ impl<C> PrecompileProvider<C> for FarolPrecompiles
 where
     C: WasmCtx,
     C::Base: WasmCtx<Base = C::Base>,
+    <C::Base as ContextTr>::Chain: ChainHooks<C::Base>,
 {
     type Output = InterpreterResult;
 
@@ -215,6 +242,7 @@ fn fatal<B: ContextTr>(ctx: &mut B, reason: String, limit: u64) -> InterpreterRe
 fn run<B>(ctx: &mut B, inputs: &CallInputs) -> InterpreterResult
 where
     B: WasmCtx<Base = B>,
+    B::Chain: ChainHooks<B>,
 {
     let limit = inputs.gas_limit;
     let Some(_level) = Nested::enter() else {
@@ -227,6 +255,7 @@ where
     let started = std::time::Instant::now();
     let r = run_frame(ctx, inputs, runtime);
     runtime.record_call(started.elapsed());
+    B::Chain::wasm_frame_end(ctx);
     r
 }
 
@@ -237,6 +266,7 @@ fn run_frame<B>(
 ) -> InterpreterResult
 where
     B: WasmCtx<Base = B>,
+    B::Chain: ChainHooks<B>,
 {
     let limit = inputs.gas_limit;
     let (hash, code) = &inputs.known_bytecode;
@@ -463,6 +493,7 @@ struct Frame<'a, B> {
 impl<B> Env for Frame<'_, B>
 where
     B: WasmCtx<Base = B>,
+    B::Chain: ChainHooks<B>,
 {
     fn host(&mut self) -> &mut dyn Host {
         self.ctx
@@ -474,27 +505,132 @@ where
 
     fn frame(&mut self, input: FrameInput) -> Option<FrameResult> {
         let depth = self.ctx.journal().depth();
-        let spec: SpecId = self.ctx.cfg().spec().into();
         let buffer = self.ctx.local().shared_memory_buffer().clone();
         let before = buffer.borrow().len();
         let memory = SharedMemory::new_with_buffer(buffer.clone()).new_child_context();
-        let mut evm = Evm::new(
-            &mut *self.ctx,
-            instructions::<&mut B>(spec, true),
-            FarolPrecompiles::new(spec, true),
-        );
         let init = FrameInit { depth, memory, frame_input: input };
-        let result = match run_frames(&mut evm, init) {
+        let result = match B::Chain::run_nested(self.ctx, init) {
             Ok(r) => Some(r),
             Err(e) => {
-                *evm.ctx.error() = Err(e);
+                *self.ctx.error() = Err(e);
                 None
             }
         };
-        drop(evm);
         buffer.borrow_mut().truncate(before);
         result
     }
+
+    fn log(&mut self, log: Log) {
+        B::Chain::wasm_log(self.ctx, &log);
+        Host::log(self.ctx, log);
+    }
+}
+
+/// An EVM of Farol's instructions and precompiles over context `C`, with inspector `I`.
+pub(crate) type InspectedEvm<C, I> =
+    Evm<C, I, EthInstructions<EthInterpreter, C>, FarolPrecompiles, EthFrame<EthInterpreter>>;
+
+/// revm's frame loop from one first frame to its result, showing every frame, step and log to
+/// `evm`'s inspector as revm's own inspecting loop does (revm offers that loop only over a
+/// context the EVM owns; a frame under a WASM frame borrows it).
+pub(crate) fn inspect_frames<C, I>(
+    evm: &mut InspectedEvm<C, I>,
+    init: FrameInit,
+) -> Result<FrameResult, ContextDbError<C>>
+where
+    C: ContextTr<Journal: JournalExt>,
+    I: Inspector<C>,
+    FarolPrecompiles: PrecompileProvider<C, Output = InterpreterResult>,
+{
+    if let ItemOrResult::Result(r) = inspect_frame_init(evm, init)? {
+        return Ok(r);
+    }
+    loop {
+        let result = match inspect_frame_run(evm)? {
+            ItemOrResult::Item(init) => match inspect_frame_init(evm, init)? {
+                ItemOrResult::Item(()) => continue,
+                ItemOrResult::Result(r) => r,
+            },
+            ItemOrResult::Result(r) => r,
+        };
+        if let Some(r) = evm.frame_return_result(result)? {
+            return Ok(r);
+        }
+    }
+}
+
+/// Starts a frame under the inspector: `Item` when it was pushed to run, `Result` when it
+/// ended at once (a precompile, a WASM frame, a failed start, or the inspector's answer).
+fn inspect_frame_init<C, I>(
+    evm: &mut InspectedEvm<C, I>,
+    mut init: FrameInit,
+) -> Result<ItemOrResult<(), FrameResult>, ContextDbError<C>>
+where
+    C: ContextTr<Journal: JournalExt>,
+    I: Inspector<C>,
+    FarolPrecompiles: PrecompileProvider<C, Output = InterpreterResult>,
+{
+    if let Some(mut out) = frame_start(&mut evm.ctx, &mut evm.inspector, &mut init.frame_input) {
+        frame_end(&mut evm.ctx, &mut evm.inspector, &init.frame_input, &mut out);
+        return Ok(ItemOrResult::Result(out));
+    }
+    let input = init.frame_input.clone();
+    let logs_before = evm.ctx.journal().logs().len();
+    let ended = match evm.frame_init(init)? {
+        ItemOrResult::Result(out) => Some(out),
+        ItemOrResult::Item(_) => None,
+    };
+    // Logs the start journaled (and those of a frame that ended at once).
+    let logs = evm.ctx.journal().logs().get(logs_before..).unwrap_or_default().to_vec();
+    for log in logs {
+        evm.inspector.log(&mut evm.ctx, log);
+    }
+    match ended {
+        Some(mut out) => {
+            if let FrameResult::Call(CallOutcome {
+                was_precompile_called: true,
+                precompile_call_logs,
+                ..
+            }) = &out
+            {
+                for log in precompile_call_logs.clone() {
+                    evm.inspector.log(&mut evm.ctx, log);
+                }
+            }
+            frame_end(&mut evm.ctx, &mut evm.inspector, &input, &mut out);
+            Ok(ItemOrResult::Result(out))
+        }
+        None => {
+            let frame = evm.frame_stack.get();
+            evm.inspector.initialize_interp(&mut frame.interpreter, &mut evm.ctx);
+            Ok(ItemOrResult::Item(()))
+        }
+    }
+}
+
+/// Runs the frame on top of the stack under the inspector, to its next call or its end.
+fn inspect_frame_run<C, I>(
+    evm: &mut InspectedEvm<C, I>,
+) -> Result<ItemOrResult<FrameInit, FrameResult>, ContextDbError<C>>
+where
+    C: ContextTr<Journal: JournalExt>,
+    I: Inspector<C>,
+    FarolPrecompiles: PrecompileProvider<C, Output = InterpreterResult>,
+{
+    let frame = evm.frame_stack.get();
+    let action = inspect_instructions(
+        &mut evm.ctx,
+        &mut frame.interpreter,
+        &mut evm.inspector,
+        evm.instruction.instruction_table(),
+        evm.instruction.gas_table(),
+    );
+    let mut next = frame.process_next_action(&mut evm.ctx, action);
+    if let Ok(ItemOrResult::Result(out)) = &mut next {
+        frame_end(&mut evm.ctx, &mut evm.inspector, &frame.input, out);
+        frame.set_finished(true);
+    }
+    next
 }
 
 /// revm's frame loop from one first frame to its result.

@@ -68,6 +68,8 @@ pub(crate) trait Env {
     /// The collision outcome of creation `inputs` under EIP-7610's storage rule, if it
     /// collides (see `collision.rs`).
     fn collision(&mut self, inputs: &CreateInputs) -> Option<CreateOutcome>;
+    /// Journals `log` (and shows it to the tracer, when the transaction is traced).
+    fn log(&mut self, log: Log);
 }
 
 /// The instance's resource limits, and the gas its memory growth owes.
@@ -248,6 +250,9 @@ impl Env for NoEnv {
     }
     fn collision(&mut self, _inputs: &CreateInputs) -> Option<CreateOutcome> {
         None
+    }
+    fn log(&mut self, log: Log) {
+        self.0.log(log);
     }
 }
 
@@ -653,7 +658,7 @@ fn host_log(c: &mut impl Cx, topics: u32, n: u32, data: u32, len: u32) -> R<()> 
     let Some(data) = LogData::new(topics, data.into()) else {
         return Err(halt(InstructionResult::InvalidFEOpcode));
     };
-    c.st_mut().env().host().log(Log { address: target, data });
+    c.st_mut().env().log(Log { address: target, data });
     Ok(())
 }
 

@@ -9,7 +9,7 @@
 //! same result). The module reaches state and other contracts through the host functions in
 //! `host`. See `docs/wasm.md`.
 
-mod call;
+pub(crate) mod call;
 mod host;
 mod instrument;
 mod ready;
