@@ -695,7 +695,20 @@ fn the_stack_count_bounds_recursion_in_every_nested_activation() {
     // 16 activations (the nesting limit), each 250 calls deep: well inside the budget, and
     // nothing in wasmtime or the host runs out of native stack.
     let max_nesting = farol_execution::wasm::MAX_WASM_NESTING as u8;
-    let out = send(&mut w, 1, c, U256::ZERO, input(250, max_nesting - 1));
+    let deepest = call(&mut w, c, input(250, max_nesting - 1), 2_000_000);
+    // Traced, each activation also runs under the inspector's frame loop: still inside the
+    // executor's stack, with every activation a frame of the call tracer.
+    let mut frame = trace_next(&w, &deepest, serde_json::json!({ "tracer": "callTracer" }));
+    let mut frames = 1;
+    while let Some(inner) = frame["calls"].get(0).cloned() {
+        assert!(frame.get("error").is_none(), "{frame:#}");
+        frame = inner;
+        frames += 1;
+    }
+    assert_eq!(frames, max_nesting as usize);
+    let steps = trace_next(&w, &deepest, serde_json::json!({ "enableMemory": true }));
+    assert_eq!(steps["failed"], serde_json::json!(false));
+    let out = block(&mut w, vec![deepest]).txs.remove(0);
     ok(&out);
     // Recursion past the budget halts on Farol's count, the same at any nesting.
     let out = send(&mut w, 1, c, U256::ZERO, input(255, 0));
@@ -1403,13 +1416,30 @@ fn ready_instances_change_nothing() {
     assert!(used > 0, "no call found a ready instance");
 }
 
+/// Traces `tx` as the next block's only transaction with the tracer `opts` names (the struct
+/// logger's frame as JSON too).
+fn trace_next(w: &World, tx: &RecoveredTx, opts: serde_json::Value) -> serde_json::Value {
+    use farol_execution::{trace_transactions, GethTrace, TraceContext, TRACE_BUDGET};
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+    let opts = serde_json::from_value(opts).unwrap_or_else(|e| panic!("options: {e}"));
+    let txs = std::slice::from_ref(tx);
+    let traces = trace_transactions(&w.state, &w.chain, &env, txs, 0..1, &opts, context)
+        .unwrap_or_else(|e| panic!("trace: {e}"));
+    match traces.into_iter().next() {
+        Some(GethTrace::Default(steps)) => serde_json::to_value(steps),
+        Some(other) => serde_json::to_value(other),
+        None => panic!("no trace"),
+    }
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The frames a WASM contract runs and the logs it makes are traced where they happen: in
 /// Solidity -> Rust token -> Solidity hook -> Rust token, the call tracer shows every frame
 /// at its depth, each Transfer log once, in the frame that made it and at its place among
 /// that frame's calls; the 4byte tracer counts the calls WASM makes.
 #[test]
 fn traces_see_inside_wasm_frames() {
-    use farol_execution::{trace_transactions, GethTrace, TraceContext, TRACE_BUDGET};
     use serde_json::{json, Value};
 
     let (mut w, token) = token_world();
@@ -1424,24 +1454,12 @@ fn traces_see_inside_wasm_frames() {
     let pay = ITokenUser::tryPayCall { receiver, amount: U256::from(200), data: vec![1].into() };
     let from = w.users[0];
     let tx = w.call(from, user, U256::ZERO, pay.abi_encode(), 2_000_000, Flavor::DynamicFee, 1);
-    let txs = vec![tx];
     let env = w.block_env(Address::from([0xbe; 20]));
-    let out = execute_sequential(&w.state, &w.chain, &env, &txs)
+    let out = execute_sequential(&w.state, &w.chain, &env, std::slice::from_ref(&tx))
         .unwrap_or_else(|e| panic!("sequential: {e}"));
     ok(&out.txs[0]);
     assert_eq!(out.txs[0].logs.len(), 2, "{:?}", out.txs[0].logs);
-    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
-    let trace = |opts: Value| -> Value {
-        let opts = serde_json::from_value(opts).unwrap_or_else(|e| panic!("options: {e}"));
-        let traces = trace_transactions(&w.state, &w.chain, &env, &txs, 0..1, &opts, context)
-            .unwrap_or_else(|e| panic!("trace: {e}"));
-        match traces.into_iter().next() {
-            Some(GethTrace::Default(steps)) => serde_json::to_value(steps),
-            Some(other) => serde_json::to_value(other),
-            None => panic!("no trace"),
-        }
-        .unwrap_or_else(|e| panic!("{e}"))
-    };
+    let trace = |opts: Value| trace_next(&w, &tx, opts);
 
     let top = trace(json!({ "tracer": "callTracer", "tracerConfig": { "withLog": true } }));
     let addr = |a: Address| Value::String(format!("{a:#x}"));
