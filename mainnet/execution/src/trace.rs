@@ -1,6 +1,6 @@
 //! Tracing: geth's debug tracers (`debug_traceTransaction`, `debug_traceBlock*`,
-//! `debug_traceCall`) and the access-list inspector of `eth_createAccessList`, on the
-//! sequential executor.
+//! `debug_traceCall`), Parity's replay (`trace_replay*`, `trace_call`) and the access-list
+//! inspector of `eth_createAccessList`, on the sequential executor.
 //!
 //! The tracers are revm-inspectors' (struct logger, `callTracer`, `prestateTracer`,
 //! `4byteTracer`, `flatCallTracer`, `muxTracer`, `noopTracer`, `erc7562Tracer`). A traced
@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 
 use alloy_eips::eip2930::AccessList;
 use alloy_primitives::{Address, B256, U256};
+use either::Either;
 use revm::bytecode::opcode;
 use revm::context::result::ResultAndState;
 use revm::context::{Cfg, Context, ContextError, ContextTr, Evm};
@@ -34,9 +35,13 @@ use revm::primitives::hardfork::SpecId;
 use revm::primitives::Log;
 use revm::{ExecuteEvm, InspectEvm, Inspector, MainContext};
 use revm_inspectors::access_list::AccessListInspector;
-use revm_inspectors::tracing::{DebugInspector, DebugInspectorError, TransactionContext};
+use revm_inspectors::tracing::{
+    DebugInspector, DebugInspectorError, TraceLimitBehavior, TraceLimits, TracingInspector,
+    TracingInspectorConfig, TransactionContext,
+};
 
 pub use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace};
+pub use alloy_rpc_types_trace::parity::{TraceResults, TraceType};
 
 use crate::collision::{collision, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
@@ -85,6 +90,26 @@ pub struct TraceContext {
     pub budget: u64,
 }
 
+/// What traces the transactions: one of geth's debug tracers, or Parity's replay.
+#[derive(Debug, Clone)]
+pub enum Tracer {
+    /// A geth tracer with its options (`debug_trace*`).
+    Geth(GethDebugTracingOptions),
+    /// Parity's replay (`trace_replay*`, `trace_call`) of the trace types asked for: `trace`
+    /// (the call frames), `vmTrace` (every EVM step), `stateDiff` (what changed).
+    Parity(alloy_primitives::map::HashSet<TraceType>),
+}
+
+/// One transaction's trace, as its tracer made it (serialized as the tracer's own JSON).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum TxTrace {
+    /// A geth tracer's.
+    Geth(Box<GethTrace>),
+    /// Parity's replay: output, trace, vmTrace and stateDiff.
+    Parity(TraceResults),
+}
+
 /// Executes `txs` over `state` as [`crate::execute_sequential`] does and traces those in
 /// `traced` with the tracer `opts` names; returns their traces, in order. The transactions
 /// after `traced` are not executed.
@@ -97,9 +122,51 @@ pub fn trace_transactions<S: StateView + ?Sized>(
     opts: &GethDebugTracingOptions,
     context: TraceContext,
 ) -> Result<Vec<GethTrace>, TraceError> {
+    let tracer = Tracer::Geth(opts.clone());
+    let traces = trace_with(state, chain, env, txs, traced, &tracer, context)?;
+    Ok(traces
+        .into_iter()
+        .filter_map(|t| match t {
+            TxTrace::Geth(t) => Some(*t),
+            TxTrace::Parity(_) => None,
+        })
+        .collect())
+}
+
+/// [`trace_transactions`] with any [`Tracer`].
+pub fn trace_with<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    traced: std::ops::Range<usize>,
+    kind: &Tracer,
+    context: TraceContext,
+) -> Result<Vec<TxTrace>, TraceError> {
     let budget = context.budget;
-    let template = DebugInspector::new(opts.clone()).map_err(options_error)?;
-    let steps = step_costs(opts);
+    let (template, steps) = match kind {
+        Tracer::Geth(opts) => {
+            (Some(DebugInspector::new(opts.clone()).map_err(options_error)?), step_costs(opts))
+        }
+        // A vmTrace step: pc, cost, gas used and the values pushed.
+        Tracer::Parity(types) => (None, types.contains(&TraceType::VmTrace).then_some(VM_STEP)),
+    };
+    // A tracer for the next transaction, which may record `left` bytes.
+    let fresh = |left: u64| -> Result<TxInspector, TraceError> {
+        Ok(match (&template, kind) {
+            (Some(t), _) => Either::Left(t.try_clone().map_err(options_error)?),
+            // The memory a vmTrace step wrote is recorded too; revm-inspectors counts those
+            // bytes against its own limit, which halts the transaction past it.
+            (None, Tracer::Parity(types)) => {
+                let config = TracingInspectorConfig::from_parity_config(types);
+                let limits = TraceLimits::default()
+                    .set_max_recorded_bytes(Some(usize::try_from(left).unwrap_or(usize::MAX)))
+                    .set_behavior(TraceLimitBehavior::Halt);
+                Either::Right(TracingInspector::new(config).with_limits(limits))
+            }
+            (None, Tracer::Geth(_)) => return Err(TraceError::Options("no tracer".into())),
+        })
+    };
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
         let base = CachedView::new(state);
         let db = SeqDb { base: &base, overlay: Default::default() };
@@ -126,30 +193,50 @@ pub fn trace_transactions<S: StateView + ?Sized>(
             // (which the sequential executor applies when a transaction needs it: the
             // outcome is the same).
             evm.ctx.chain.tracer.inner = if traced.contains(&index) {
-                Some(template.try_clone().map_err(options_error)?)
+                Some(fresh(budget.saturating_sub(finished))?)
             } else {
                 None
             };
             let result = evm.inspect_one_tx(tx_env.clone());
             let state = evm.finalize();
-            if evm.ctx.chain.tracer.budget.exceeded {
+            let recorded_too_much = matches!(
+                &evm.ctx.chain.tracer.inner,
+                Some(Either::Right(t)) if t.limit_exceeded()
+            );
+            if evm.ctx.chain.tracer.budget.exceeded || recorded_too_much {
                 return Err(TraceError::TooLarge { limit: budget });
             }
             let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
             used += result.tx_gas_used();
-            if let Some(mut inspector) = evm.ctx.chain.tracer.inner.take() {
+            if let Some(inspector) = evm.ctx.chain.tracer.inner.take() {
                 let tx_context = TransactionContext {
                     block_hash: context.block_hash,
                     tx_index: Some(index),
                     tx_hash: (!context.call).then(|| *tx.tx.tx_hash()),
                 };
                 let res = ResultAndState::new(result, state);
-                let trace = inspector
-                    .get_result(Some(tx_context), &tx_env, &block, &res, evm.ctx.db_mut())
-                    .map_err(|e| match e {
-                        DebugInspectorError::Database(e) => TraceError::Exec(ExecError::State(e)),
-                        other => options_error(other),
-                    })?;
+                let trace = match inspector {
+                    Either::Left(mut inspector) => TxTrace::Geth(Box::new(
+                        inspector
+                            .get_result(Some(tx_context), &tx_env, &block, &res, evm.ctx.db_mut())
+                            .map_err(|e| match e {
+                                DebugInspectorError::Database(e) => {
+                                    TraceError::Exec(ExecError::State(e))
+                                }
+                                other => options_error(other),
+                            })?,
+                    )),
+                    Either::Right(inspector) => {
+                        let Tracer::Parity(types) = kind else {
+                            return Err(TraceError::Options("no trace types".into()));
+                        };
+                        let results = inspector
+                            .into_parity_builder()
+                            .into_trace_results_with_state(&res, types, &*evm.ctx.db_mut())
+                            .map_err(|e| TraceError::Exec(ExecError::State(e)))?;
+                        TxTrace::Parity(results)
+                    }
+                };
                 // The estimate made while executing gives way to the trace's real size.
                 finished = finished.saturating_add(json_len(&trace));
                 if finished > budget {
@@ -286,6 +373,13 @@ struct StepCosts {
     /// The struct logger's `limit`: steps past it are not recorded.
     limit: Option<u64>,
 }
+
+/// What a vmTrace step records (no stack, memory or storage snapshots: it lists changes).
+const VM_STEP: StepCosts =
+    StepCosts { stack: false, memory: false, storage: false, return_data: false, limit: None };
+
+/// The tracer a traced transaction runs under.
+type TxInspector = Either<DebugInspector, TracingInspector>;
 
 /// The struct logger's step costs when `opts` select it (no tracer named).
 fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {

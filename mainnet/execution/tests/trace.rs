@@ -3,8 +3,8 @@
 
 use farol_execution::workload::{rng, World, WorldSpec};
 use farol_execution::{
-    create_access_list, execute_sequential, trace_transactions, BlockOutput,
-    GethDebugTracingOptions, GethTrace, TraceContext, TraceError, TRACE_BUDGET,
+    create_access_list, execute_sequential, trace_transactions, trace_with, BlockOutput,
+    GethDebugTracingOptions, GethTrace, TraceContext, TraceError, TraceType, Tracer, TRACE_BUDGET,
 };
 use serde_json::{json, Value};
 
@@ -136,7 +136,7 @@ fn an_unknown_tracer_or_a_bad_config_is_refused() {
 #[test]
 fn a_trace_past_its_budget_is_refused() {
     let mut w = world();
-    let (env, txs, _) = block(&mut w, 2);
+    let (env, txs, out) = block(&mut w, 2);
     let opts = options(json!({ "enableMemory": true, "enableReturnData": true }));
     let all = 0..txs.len();
     let small = TraceContext { budget: 20_000, ..BLOCK };
@@ -149,6 +149,31 @@ fn a_trace_past_its_budget_is_refused() {
     let ok = TraceContext { budget: 2_000_000, ..BLOCK };
     trace_transactions(&w.state, &w.chain, &env, &txs, all, &limited, ok)
         .unwrap_or_else(|e| panic!("{e}"));
+
+    // Parity's vmTrace records the memory each step writes: one MCOPY of 64 KiB in a few
+    // steps is past a 20 kB budget (revm-inspectors counts it and halts), not under it.
+    w.commit(&out);
+    let env = w.block_env(alloy_primitives::Address::ZERO);
+    let mcopy = vec![0x62, 0x01, 0x00, 0x00, 0x60, 0x00, 0x60, 0x00, 0x5e, 0x00];
+    let from = w.users[0];
+    let (_, tx) = w.deploy(from, mcopy.into(), 1_000_000);
+    let vm = Tracer::Parity([TraceType::VmTrace].into_iter().collect());
+    let one = std::slice::from_ref(&tx);
+    match trace_with(&w.state, &w.chain, &env, one, 0..1, &vm, small) {
+        Err(TraceError::TooLarge { limit: 20_000 }) => {}
+        other => panic!("{other:?}"),
+    }
+    let traces = trace_with(&w.state, &w.chain, &env, one, 0..1, &vm, BLOCK)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v = serde_json::to_value(&traces).unwrap_or_default();
+    let written = v[0]["vmTrace"]["ops"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|op| op["ex"]["mem"]["data"].as_str())
+        .map(|d| (d.len() - 2) / 2)
+        .max();
+    assert_eq!(written, Some(65_536), "{v}");
 }
 
 #[test]
@@ -175,4 +200,92 @@ fn an_access_list_covers_what_a_swap_touches() {
         out.outcome.gas_used,
         plain.txs[0].gas_used
     );
+}
+
+/// The value a Parity state-diff entry leaves (`None`: unchanged).
+fn after<T: Clone + Default>(d: &alloy_rpc_types_trace::parity::Delta<T>) -> Option<T> {
+    use alloy_rpc_types_trace::parity::Delta;
+    match d {
+        Delta::Unchanged => None,
+        Delta::Added(v) => Some(v.clone()),
+        Delta::Removed(_) => Some(T::default()),
+        Delta::Changed(c) => Some(c.to.clone()),
+    }
+}
+
+/// Parity's replay of each transaction of random blocks: its call trace ends as the
+/// transaction did, its vmTrace has the steps of every transaction that ran code, and its
+/// state diffs, applied in order, leave exactly the balances, nonces and storage the block's
+/// own diff does.
+#[test]
+fn parity_replays_add_up_to_the_block() {
+    use alloy_primitives::{B256, U256};
+    use farol_execution::{StateView, TxTrace};
+    use std::collections::BTreeMap;
+
+    let mut w = world();
+    let types = [TraceType::Trace, TraceType::VmTrace, TraceType::StateDiff].into_iter().collect();
+    let tracer = Tracer::Parity(types);
+    for seed in 10..13 {
+        let (env, txs, out) = block(&mut w, seed);
+        let traces = trace_with(&w.state, &w.chain, &env, &txs, 0..txs.len(), &tracer, BLOCK)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(traces.len(), txs.len());
+        let mut balances = BTreeMap::new();
+        let mut nonces = BTreeMap::new();
+        let mut storage = BTreeMap::new();
+        let mut ran_code = 0;
+        for (i, (trace, o)) in traces.iter().zip(&out.txs).enumerate() {
+            let TxTrace::Parity(r) = trace else { panic!("seed {seed} tx {i}: not Parity's") };
+            let top = r.trace.first().unwrap_or_else(|| panic!("seed {seed} tx {i}: no trace"));
+            assert_eq!(top.error.is_none(), o.is_success(), "seed {seed} tx {i}: {top:?}");
+            if o.is_success() {
+                assert_eq!(r.output, o.output, "seed {seed} tx {i}");
+            }
+            let steps = r.vm_trace.as_ref().map_or(0, |v| v.ops.len());
+            if steps > 0 {
+                ran_code += 1;
+            }
+            let diff = r.state_diff.as_ref().unwrap_or_else(|| panic!("no stateDiff"));
+            for (addr, d) in diff.iter() {
+                if let Some(b) = after(&d.balance) {
+                    balances.insert(*addr, b);
+                }
+                if let Some(n) = after(&d.nonce) {
+                    nonces.insert(*addr, n.to::<u64>());
+                }
+                for (slot, v) in &d.storage {
+                    if let Some(v) = after(v) {
+                        storage.insert((*addr, U256::from_be_bytes(slot.0)), v);
+                    }
+                }
+            }
+        }
+        assert!(ran_code > txs.len() / 4, "seed {seed}: {ran_code} transactions ran code");
+        let before = |a| w.state.account(a).ok().flatten().unwrap_or_default();
+        for (addr, account) in &out.diff.accounts {
+            let account = account.unwrap_or_default();
+            let prior = before(*addr);
+            let balance = balances.get(addr).copied().unwrap_or(prior.balance);
+            assert_eq!(balance, account.balance, "seed {seed} {addr}");
+            let nonce = nonces.get(addr).copied().unwrap_or(prior.nonce);
+            assert_eq!(nonce, account.nonce, "seed {seed} {addr}");
+        }
+        // What the replays change and the block's diff leaves out ends where it began.
+        for (addr, balance) in &balances {
+            if !out.diff.accounts.contains_key(addr) {
+                assert_eq!(*balance, before(*addr).balance, "seed {seed} {addr}");
+            }
+        }
+        let mut block_slots = 0;
+        for (addr, slots) in &out.diff.storage {
+            for (slot, v) in slots {
+                let replayed = storage.get(&(*addr, *slot)).copied().unwrap_or(B256::ZERO);
+                assert_eq!(U256::from_be_bytes(replayed.0), *v, "seed {seed} {addr} {slot}");
+                block_slots += 1;
+            }
+        }
+        assert!(block_slots > 0, "seed {seed}: the block writes no storage");
+        w.commit(&out);
+    }
 }

@@ -32,8 +32,9 @@ use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
     account_key, create_access_list, execute_call, flat_call_tracer, json_len, storage_key,
-    trace_transactions, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace,
-    RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TxStatus, TRACE_BUDGET,
+    trace_transactions, trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions,
+    GethTrace, RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer,
+    TxStatus, TxTrace, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -460,7 +461,8 @@ impl Rpc {
                     .transaction(&hash)
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
-                let mut traces = self.trace_block(loc.block, index..index + 1, opts).await?;
+                let traced = index..index + 1;
+                let mut traces = self.trace_block(loc.block, traced, Tracer::Geth(opts)).await?;
                 traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
             }
             "debug_traceBlockByNumber" | "debug_traceBlockByHash" => {
@@ -470,7 +472,7 @@ impl Rpc {
                     .ok_or_else(|| RpcError::server("block not found"))?;
                 let opts = trace_options(p.get(1))?;
                 let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
-                let traces = self.trace_block(b, 0..hashes.len(), opts).await?;
+                let traces = self.trace_block(b, 0..hashes.len(), Tracer::Geth(opts)).await?;
                 let each = hashes.into_iter().zip(traces);
                 to_value(each.map(|(h, t)| json!({ "txHash": h, "result": t })).collect::<Vec<_>>())
             }
@@ -480,13 +482,57 @@ impl Rpc {
                 let hash: B256 = param(p, 0, "hash")?;
                 let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
                 let index = loc.index;
-                let traces = self.trace_block(loc.block, index..index + 1, flat_call_tracer());
-                flat_traces(traces.await?)
+                let flat = Tracer::Geth(flat_call_tracer());
+                flat_traces(self.trace_block(loc.block, index..index + 1, flat).await?)
             }
             "trace_block" => {
                 let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
                 let count = b.txs.len();
-                flat_traces(self.trace_block(b, 0..count, flat_call_tracer()).await?)
+                flat_traces(self.trace_block(b, 0..count, Tracer::Geth(flat_call_tracer())).await?)
+            }
+            // Parity's replay: the trace types asked for (`trace`, `vmTrace`, `stateDiff`).
+            "trace_replayTransaction" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                let types = Tracer::Parity(trace_types(p.get(1))?);
+                let loc = st
+                    .chain
+                    .transaction(&hash)
+                    .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
+                let index = loc.index;
+                let mut traces = self.trace_block(loc.block, index..index + 1, types).await?;
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+            }
+            "trace_replayBlockTransactions" => {
+                let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
+                let types = Tracer::Parity(trace_types(p.get(1))?);
+                let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
+                let traces = self.trace_block(b, 0..hashes.len(), types).await?;
+                let mut all = Vec::with_capacity(traces.len());
+                for (hash, trace) in hashes.into_iter().zip(traces) {
+                    let mut v = to_value(trace)?;
+                    if let Some(m) = v.as_object_mut() {
+                        m.insert("transactionHash".into(), json!(hash));
+                    }
+                    all.push(v);
+                }
+                Ok(Value::Array(all))
+            }
+            "trace_call" => {
+                let req: TransactionRequest = param(p, 0, "transaction")?;
+                let types = Tracer::Parity(trace_types(p.get(1))?);
+                let n = self.block_number(p.get(2))?;
+                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
+                let this = self.clone();
+                let mut traces = tokio::task::spawn_blocking(move || {
+                    let (view, env, tx) = this.call_input(&req, n, None, None)?;
+                    let context =
+                        TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
+                    trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
+                        .map_err(trace_error)
+                })
+                .await
+                .map_err(RpcError::internal)??;
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
             }
             "debug_traceCall" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -1012,8 +1058,8 @@ impl Rpc {
         self: &Arc<Self>,
         block: Arc<StoredBlock>,
         traced: std::ops::Range<usize>,
-        opts: GethDebugTracingOptions,
-    ) -> Result<Vec<GethTrace>, RpcError> {
+        tracer: Tracer,
+    ) -> Result<Vec<TxTrace>, RpcError> {
         let number = block.number();
         if traced.is_empty() || number == 0 {
             return Ok(Vec::new());
@@ -1032,7 +1078,7 @@ impl Rpc {
                 .collect();
             let context =
                 TraceContext { block_hash: Some(block.hash), call: false, budget: TRACE_BUDGET };
-            trace_transactions(&view, &this.state.spec, &env, &txs, traced, &opts, context)
+            trace_with(&view, &this.state.spec, &env, &txs, traced, &tracer, context)
                 .map_err(trace_error)
         })
         .await
@@ -1779,15 +1825,30 @@ fn trace_call_options(
 }
 
 /// The flat call tracer's traces of several transactions, as one list.
-fn flat_traces(traces: Vec<GethTrace>) -> RpcResult {
+fn flat_traces(traces: Vec<TxTrace>) -> RpcResult {
     let mut all = Vec::new();
     for t in traces {
         match t {
-            GethTrace::FlatCallTracer(frames) => all.extend(frames),
+            TxTrace::Geth(t) => match *t {
+                GethTrace::FlatCallTracer(frames) => all.extend(frames),
+                other => return Err(RpcError::internal(format!("not a flat trace: {other:?}"))),
+            },
             other => return Err(RpcError::internal(format!("not a flat trace: {other:?}"))),
         }
     }
     to_value(all)
+}
+
+/// The trace types of a Parity replay (position 1): any of `trace`, `vmTrace`, `stateDiff`.
+fn trace_types(v: Option<&Value>) -> Result<alloy_primitives::map::HashSet<TraceType>, RpcError> {
+    let v = v.ok_or_else(|| {
+        RpcError::params("missing trace types (position 1): any of trace, vmTrace, stateDiff")
+    })?;
+    serde_json::from_value(v.clone()).map_err(|e| {
+        RpcError::params(format!(
+            "trace types (position 1): {e}; they are any of trace, vmTrace, stateDiff"
+        ))
+    })
 }
 
 /// The JSON-RPC error of a trace that could not be made.

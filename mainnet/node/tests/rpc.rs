@@ -912,6 +912,25 @@ async fn debug_traces_and_access_lists() {
         let none = trace(&mut c, "trace_transaction", json!([B256::repeat_byte(9)]));
         assert_eq!(none, Value::Null);
 
+        // Parity's replay: the call, every step, and the state diff (slot 0: 0 -> 1).
+        let types = json!(["trace", "vmTrace", "stateDiff"]);
+        let t = trace(&mut c, "trace_replayTransaction", json!([bump, types]));
+        assert_eq!(t["trace"][0]["action"]["to"], json!(counter), "{t}");
+        let steps = t["vmTrace"]["ops"].as_array().map(Vec::len).unwrap_or(0);
+        assert_eq!(steps, ops.len(), "{t}");
+        let counter_diff = &t["stateDiff"][&key_of]["storage"][&slot];
+        assert_eq!(counter_diff, &json!({"*": {"from": slot, "to": one}}), "{t}");
+        assert!(t["stateDiff"][format!("{from:#x}")]["nonce"]["*"].is_object(), "{t}");
+        let all = trace(&mut c, "trace_replayBlockTransactions", json!([block, ["trace"]]));
+        let mine =
+            all.as_array().into_iter().flatten().find(|e| e["transactionHash"] == bump).cloned();
+        let mine = mine.unwrap_or_else(|| panic!("{all}"));
+        assert_eq!(mine["trace"], t["trace"], "{mine}");
+        assert_eq!((&mine["vmTrace"], &mine["stateDiff"]), (&Value::Null, &Value::Null));
+        let t = trace(&mut c, "trace_call", json!([{"from": from, "to": counter}, ["stateDiff"]]));
+        let two = format!("{:#x}", B256::with_last_byte(2));
+        assert_eq!(t["stateDiff"][&key_of]["storage"][&slot]["*"]["to"], json!(two), "{t}");
+
         // A call over overridden state: the counter at 5 becomes 6.
         let five = format!("{:#x}", B256::with_last_byte(5));
         let six = format!("{:#x}", B256::with_last_byte(6));
@@ -976,6 +995,12 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("debug_traceBlockByNumber", json!(["0xffffff"]));
         assert_eq!(k, -32000, "{body}");
+        let (k, body) = e("trace_replayTransaction", json!([bump, ["trace", "gasTrace"]]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("trace_replayTransaction", json!([bump]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("trace_call", json!([{"to": counter}]));
+        assert_eq!(k, -32602, "{body}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -1408,6 +1433,9 @@ const METHODS: &[(&str, &[Kind])] = {
         ("debug_traceCall", &[Call, BlockOrHash, Any]),
         ("trace_transaction", &[Hash]),
         ("trace_block", &[Block]),
+        ("trace_replayTransaction", &[Hash, Any]),
+        ("trace_replayBlockTransactions", &[Block, Any]),
+        ("trace_call", &[Call, Any, BlockOrHash]),
         ("eth_estimateGas", &[Call, Block, Overrides]),
         ("eth_sendRawTransaction", &[RawTx]),
         ("eth_getTransactionByHash", &[Hash]),
