@@ -25,6 +25,7 @@ use either::Either;
 use revm::bytecode::opcode;
 use revm::context::result::ResultAndState;
 use revm::context::{Cfg, Context, ContextError, ContextTr, Evm};
+use revm::context_interface::JournalTr;
 use revm::handler::evm::ContextDbError;
 use revm::handler::FrameResult;
 use revm::inspector::JournalExt;
@@ -488,15 +489,18 @@ impl<I> Default for Traced<I> {
 #[derive(Debug)]
 pub(crate) struct TraceSlot<I> {
     tracer: I,
-    /// A WASM frame has just ended. revm shows the inspector a frame's journaled logs again
-    /// when the frame was answered without running EVM code (a precompile's logs), but a
-    /// WASM frame's logs were shown as it made them.
+    /// The journal's log count when each frame that has not ended started.
+    frames: Vec<usize>,
+    /// A WASM frame has just ended. revm shows the logs journaled since a frame started once
+    /// more when the frame ends without running EVM code (a precompile, a WASM frame), but a
+    /// WASM frame's were shown as they came: the ones journaled before its module ran (an
+    /// EIP-7708 transfer log) when it started, its own as it made them.
     wasm_logs_shown: bool,
 }
 
 impl<I> TraceSlot<I> {
     fn new(tracer: I) -> Self {
-        TraceSlot { tracer, wasm_logs_shown: false }
+        TraceSlot { tracer, frames: Vec::new(), wasm_logs_shown: false }
     }
 }
 
@@ -532,14 +536,23 @@ where
         with_tracer(ctx, |t: &mut I, c| t.log(c, log.clone()));
     }
 
+    fn wasm_frame_start(ctx: &mut B) {
+        let logs = ctx.journal().logs();
+        let since = ctx.chain().frames.last().copied().unwrap_or(logs.len());
+        let before: Vec<Log> = logs.get(since..).unwrap_or_default().to_vec();
+        for log in before {
+            with_tracer(ctx, |t: &mut I, c| t.log(c, log));
+        }
+    }
+
     fn wasm_frame_end(ctx: &mut B) {
         ctx.chain_mut().wasm_logs_shown = true;
     }
 }
 
 /// An EVM's inspector while tracing: passes every event to the tracer in the context.
-/// SELFDESTRUCT's event carries no context, so it waits for the next event that does (the
-/// opcode's own `step_end`).
+/// SELFDESTRUCT's event carries no context, so it waits for the next event that does (at
+/// the latest its frame's end).
 #[derive(Debug)]
 pub(crate) struct Forward<I> {
     selfdestructs: Vec<(Address, Address, U256)>,
@@ -600,23 +613,35 @@ where
     }
 
     fn call(&mut self, ctx: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
-        self.pass(ctx, |t, c| t.call(c, inputs))
+        self.pass(ctx, |t, c| {
+            let logs = c.journal().logs().len();
+            c.chain_mut().frames.push(logs);
+            t.call(c, inputs)
+        })
     }
 
     fn call_end(&mut self, ctx: &mut CTX, inputs: &CallInputs, outcome: &mut CallOutcome) {
         self.pass(ctx, |t, c| {
-            c.chain_mut().wasm_logs_shown = false;
+            let slot = c.chain_mut();
+            slot.frames.pop();
+            slot.wasm_logs_shown = false;
             t.call_end(c, inputs, outcome);
         });
     }
 
     fn create(&mut self, ctx: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
-        self.pass(ctx, |t, c| t.create(c, inputs))
+        self.pass(ctx, |t, c| {
+            let logs = c.journal().logs().len();
+            c.chain_mut().frames.push(logs);
+            t.create(c, inputs)
+        })
     }
 
     fn create_end(&mut self, ctx: &mut CTX, inputs: &CreateInputs, outcome: &mut CreateOutcome) {
         self.pass(ctx, |t, c| {
-            c.chain_mut().wasm_logs_shown = false;
+            let slot = c.chain_mut();
+            slot.frames.pop();
+            slot.wasm_logs_shown = false;
             t.create_end(c, inputs, outcome);
         });
     }

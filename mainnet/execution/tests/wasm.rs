@@ -1,7 +1,7 @@
 //! WASM contracts end to end: deployment, calls, gas, and hostile modules. Every block runs on
 //! the sequential executor and the parallel one, which must agree.
 
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{keccak256, Address, Bytes, U256};
 use alloy_sol_types::{sol, Revert, SolCall, SolError, SolEvent, SolValue};
 use farol_execution::wasm::{contract_code, deploy_code};
 use farol_execution::workload::{
@@ -11,6 +11,7 @@ use farol_execution::{
     execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, Partition, RecoveredTx,
     StateView, TxStatus,
 };
+use revm::primitives::KECCAK_EMPTY;
 
 fn world() -> World {
     World::new(WorldSpec { users: 8, token_holders: 0, swappers: 0, tokens: 1, pools: 0, kits: 0 })
@@ -1052,6 +1053,42 @@ fn a_creation_from_wasm_at_an_address_with_storage_collides() {
     ok(&send(&mut w, 1, factory, U256::ZERO, input));
 }
 
+/// EIP-7610 holds for EVM code a WASM contract calls: a CREATE2 there, at an address with
+/// storage, collides (before stop 31 it created the contract), and its trace says the same.
+#[test]
+fn a_creation_from_evm_code_under_wasm_at_an_address_with_storage_collides() {
+    let mut w = world();
+    let init = deploy_code(&[0x00]);
+    // CREATE2 of `init` with salt 9; reverts when it fails.
+    let mut factory_code = vec![0x6d];
+    factory_code.extend_from_slice(&init);
+    factory_code.extend_from_slice(&[
+        0x60, 0x00, 0x52, // PUSH1 0 MSTORE: init at memory 18..32
+        0x60, 0x09, 0x60, 0x0e, 0x60, 0x12, 0x60, 0x00, 0xf5, // CREATE2(0, 18, 14, 9)
+        0x15, 0x60, 0x20, 0x57, 0x00, // ISZERO PUSH1 32 JUMPI STOP
+        0x5b, 0x60, 0x00, 0x60, 0x00, 0xfd, // JUMPDEST PUSH1 0 PUSH1 0 REVERT
+    ]);
+    assert_eq!(init.len(), 14);
+    let from = w.users[0];
+    let (factory, tx) = w.deploy(from, deploy_code(&factory_code).into(), 1_000_000);
+    ok(&block(&mut w, vec![tx]).txs[0]);
+    let vault = deploy(&mut w, &wat(VAULT));
+    let target = factory.create2(U256::from(9).to_be_bytes::<32>(), keccak256(&init));
+    let storage = [(U256::from(1), U256::from(1))].into_iter().collect();
+    w.state.insert(target, farol_execution::MemAccount { storage, ..Default::default() });
+    // The vault calls the factory (no value): the factory's CREATE2 collides and it reverts.
+    let input = (factory, U256::ZERO).abi_encode();
+    let tx = call(&mut w, vault, input, 1_000_000);
+    let trace = trace_next(&w, &tx, serde_json::json!({ "tracer": "callTracer" }));
+    let out = block(&mut w, vec![tx]).txs.remove(0);
+    assert_eq!(out.status, TxStatus::Revert, "{out:?}");
+    assert_eq!(trace["error"], serde_json::json!("execution reverted"), "{trace:#}");
+    let created = &trace["calls"][0]["calls"][0];
+    assert_eq!(created["type"], serde_json::json!("CREATE2"), "{trace:#}");
+    assert!(created.get("error").is_some(), "{trace:#}");
+    assert!(w.state.account(target).ok().flatten().is_some_and(|a| a.code_hash == KECCAK_EMPTY));
+}
+
 #[test]
 fn memory_growth_is_paid_for() {
     use farol_execution::wasm::{memory_gas, CHEAP_PAGES, EXTRA_PAGE_GAS};
@@ -1509,4 +1546,32 @@ fn traces_see_inside_wasm_frames() {
         .filter_map(|s| s["depth"].as_u64())
         .collect();
     assert_eq!(depths.into_iter().collect::<Vec<_>>(), vec![1]);
+}
+
+/// Under Amsterdam a value transfer journals a log (EIP-7708) before the called frame runs,
+/// and revm shows the logs of a WASM frame to the tracer again when it ends: a value call into
+/// the Rust token's `transfer` traces the transfer log and the token's Transfer, each once.
+#[test]
+fn a_value_call_into_wasm_traces_each_log_once() {
+    let (mut w, token) = token_world();
+    w.chain.spec = farol_execution::SpecId::AMSTERDAM;
+    let (from, to) = (w.users[0], w.users[2]);
+    let transfer = IToken::transferCall { to, amount: U256::from(5) }.abi_encode();
+    let tx = w.call(from, token, U256::from(1_000), transfer, 500_000, Flavor::DynamicFee, 1);
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let out = execute_sequential(&w.state, &w.chain, &env, std::slice::from_ref(&tx))
+        .unwrap_or_else(|e| panic!("sequential: {e}"));
+    ok(&out.txs[0]);
+    let logs = &out.txs[0].logs;
+    assert_eq!(logs.len(), 2, "the transfer log and the token's: {logs:?}");
+    let opts = serde_json::json!({ "tracer": "callTracer", "tracerConfig": { "withLog": true } });
+    let trace = trace_next(&w, &tx, opts);
+    let traced: Vec<String> = trace["logs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| l["address"].as_str().unwrap_or_default().to_lowercase())
+        .collect();
+    let made: Vec<String> = logs.iter().map(|l| format!("{:#x}", l.address)).collect();
+    assert_eq!(traced, made, "{trace:#}");
 }

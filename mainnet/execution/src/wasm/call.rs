@@ -14,7 +14,7 @@ use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{Revert, SolError};
 use revm::context::{ContextTr, Evm, LocalContextTr};
 use revm::context_interface::{Cfg, Host, JournalTr};
-use revm::handler::evm::{ContextDbError, EvmTr, FrameInitResult};
+use revm::handler::evm::{ContextDbError, EvmTr};
 use revm::handler::instructions::EthInstructions;
 use revm::handler::{EthFrame, EthPrecompiles, FrameResult, ItemOrResult, PrecompileProvider};
 use revm::inspector::handler::{frame_end, frame_start};
@@ -36,7 +36,7 @@ use wasmtime::Trap;
 use super::host::{charge, gas_left, halt, read, read_array, refill, write, R};
 use super::host::{load_failed, Cx, Env, Exit, HostState, Instance};
 use super::{is_wasm, Compiled, Interpreted, Tier, WasmRuntime, FUEL_PER_GAS, MAX_WASM_NESTING};
-use crate::collision::StorageProbe;
+use crate::collision::{CollisionInspector, StorageProbe};
 
 /// A context that can name the base context under any number of `&mut`. Nested calls from
 /// WASM build their EVM over `&mut Base`, whatever depth they are at, so the types close.
@@ -76,21 +76,33 @@ impl<X: WasmCtx> WasmCtx for &mut X {
 pub(crate) trait ChainHooks<B: ContextTr>: Sized {
     /// Runs revm's frame loop from `init` over `ctx`, one level under a WASM frame.
     fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>>;
+    /// A WASM frame starts running its module.
+    fn wasm_frame_start(_ctx: &mut B) {}
     /// A WASM frame makes `log` (before it is journaled).
     fn wasm_log(_ctx: &mut B, _log: &Log) {}
     /// A WASM frame ends; every log it made was passed to [`ChainHooks::wasm_log`].
     fn wasm_frame_end(_ctx: &mut B) {}
 }
 
+/// Block execution. The frames under a WASM frame run with EIP-7610's storage rule
+/// ([`CollisionInspector`]): the executors apply it to a transaction's EVM frames by running
+/// the transaction again under that inspector when it loaded an address the rule may concern,
+/// and that inspector does not reach past a WASM frame (before stop 31 a CREATE from EVM code
+/// under a WASM frame skipped the rule). Applying it here on the first run as well gives the
+/// same result: it only changes a creation at such an address, which triggers the rerun.
 impl<B> ChainHooks<B> for ()
 where
-    B: WasmCtx<Base = B> + ContextTr<Chain = ()>,
+    B: WasmCtx<Base = B> + ContextTr<Chain = (), Journal: JournalExt>,
 {
     fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>> {
         let spec: SpecId = ctx.cfg().spec().into();
-        let mut evm =
-            Evm::new(ctx, instructions::<&mut B>(spec, true), FarolPrecompiles::new(spec, true));
-        run_frames(&mut evm, init)
+        let mut evm: InspectedEvm<&mut B, CollisionInspector> = Evm::new_with_inspector(
+            ctx,
+            CollisionInspector,
+            instructions::<&mut B>(spec, true),
+            FarolPrecompiles::new(spec, true),
+        );
+        inspect_frames(&mut evm, init)
     }
 }
 
@@ -253,6 +265,7 @@ where
         Err(e) => return fatal(ctx, e.to_string(), limit),
     };
     let started = std::time::Instant::now();
+    B::Chain::wasm_frame_start(ctx);
     let r = run_frame(ctx, inputs, runtime);
     runtime.record_call(started.elapsed());
     B::Chain::wasm_frame_end(ctx);
@@ -631,29 +644,6 @@ where
         frame.set_finished(true);
     }
     next
-}
-
-/// revm's frame loop from one first frame to its result.
-fn run_frames<E>(evm: &mut E, init: FrameInit) -> Result<FrameResult, ContextDbError<E::Context>>
-where
-    E: EvmTr<Frame = EthFrame<EthInterpreter>>,
-{
-    let first: FrameInitResult<'_, _> = evm.frame_init(init)?;
-    if let ItemOrResult::Result(r) = first {
-        return Ok(r);
-    }
-    loop {
-        let result = match evm.frame_run()? {
-            ItemOrResult::Item(init) => match evm.frame_init(init)? {
-                ItemOrResult::Item(_) => continue,
-                ItemOrResult::Result(r) => r,
-            },
-            ItemOrResult::Result(r) => r,
-        };
-        if let Some(r) = evm.frame_return_result(result)? {
-            return Ok(r);
-        }
-    }
 }
 
 /// Call kinds the `call` host function takes.
