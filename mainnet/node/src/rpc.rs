@@ -32,9 +32,9 @@ use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
     account_key, create_access_list, execute_call, flat_call_tracer, json_len, storage_key,
-    trace_transactions, trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions,
-    GethTrace, RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer,
-    TxStatus, TxTrace, TRACE_BUDGET,
+    trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx,
+    StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer, TxStatus, TxTrace,
+    TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -521,35 +521,13 @@ impl Rpc {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let n = self.block_number(p.get(2))?;
-                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-                let this = self.clone();
-                let mut traces = tokio::task::spawn_blocking(move || {
-                    let (view, env, tx) = this.call_input(&req, n, None, None)?;
-                    let context =
-                        TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
-                    trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
-                        .map_err(trace_error)
-                })
-                .await
-                .map_err(RpcError::internal)??;
-                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+                self.trace_call(req, n, None, types).await
             }
             "debug_traceCall" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
                 let (opts, overrides) = trace_call_options(p.get(2))?;
-                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-                let this = self.clone();
-                let mut traces = tokio::task::spawn_blocking(move || {
-                    let (view, env, tx) = this.call_input(&req, n, overrides.as_ref(), None)?;
-                    let context =
-                        TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
-                    trace_transactions(&view, &this.state.spec, &env, &[tx], 0..1, &opts, context)
-                        .map_err(trace_error)
-                })
-                .await
-                .map_err(RpcError::internal)??;
-                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+                self.trace_call(req, n, overrides, Tracer::Geth(opts)).await
             }
             "eth_sendRawTransaction" => {
                 let raw: Bytes = param(p, 0, "data")?;
@@ -1083,6 +1061,27 @@ impl Rpc {
         })
         .await
         .map_err(RpcError::internal)?
+    }
+
+    /// The trace of call `req` over block `n`'s state (`debug_traceCall`, `trace_call`).
+    async fn trace_call(
+        self: &Arc<Self>,
+        req: TransactionRequest,
+        n: u64,
+        overrides: Option<StateOverride>,
+        tracer: Tracer,
+    ) -> RpcResult {
+        let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
+        let this = self.clone();
+        let mut traces = tokio::task::spawn_blocking(move || {
+            let (view, env, tx) = this.call_input(&req, n, overrides.as_ref(), None)?;
+            let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
+            trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &tracer, context)
+                .map_err(trace_error)
+        })
+        .await
+        .map_err(RpcError::internal)??;
+        traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
     }
 
     /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
