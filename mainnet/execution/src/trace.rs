@@ -193,6 +193,9 @@ pub fn trace_with<S: StateView + ?Sized>(
             // The transactions before the traced ones run under the collision rule alone
             // (which the sequential executor applies when a transaction needs it: the
             // outcome is the same).
+            // What a transaction left (one that ends in an error may skip its frames' ends).
+            evm.ctx.chain.frames.clear();
+            evm.ctx.chain.wasm_logs_shown = false;
             evm.ctx.chain.tracer.inner = if traced.contains(&index) {
                 Some(fresh(budget.saturating_sub(finished))?)
             } else {
