@@ -31,8 +31,11 @@ if [[ "$status" == 0 && ${#cargo_args[@]} == 0 ]]; then
     status=1
   else
     wasm_bin=$(realpath "$wasm_bin")
-    (cd mainnet/execution && FAROL_WASM_TIER=interpreter "$wasm_bin") 2>&1 | tee -a "$log" \
-      || status=$?
+    # As cargo runs it: from its package's directory, named in CARGO_MANIFEST_DIR (the tests
+    # find the built contracts from it; the binary's own copy names the checkout that built
+    # it, which may be another one sharing the target directory).
+    (cd mainnet/execution && CARGO_MANIFEST_DIR=$PWD FAROL_WASM_TIER=interpreter "$wasm_bin") \
+      2>&1 | tee -a "$log" || status=$?
   fi
 fi
 # One closing line for the whole workspace (cargo prints one per test binary).
