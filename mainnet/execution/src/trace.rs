@@ -14,12 +14,12 @@
 //! is a [`Forward`] to it, so that the frames a WASM contract runs and the logs it makes reach
 //! the same tracer as the EVM's own: a trace shows a WASM contract's call, its logs and the
 //! calls it makes, in order, at their depths. The WASM code's own instructions are not steps
-//! of the struct logger (it records EVM opcodes), and its storage accesses are not seen by
-//! the access-list inspector (which watches the EVM's storage opcodes).
+//! of the struct logger (it records EVM opcodes); the accounts and slots it loads reach the
+//! access-list collector through [`ChainHooks`] as well.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use alloy_eips::eip2930::AccessList;
+use alloy_eips::eip2930::{AccessList, AccessListItem};
 use alloy_primitives::{Address, B256, U256};
 use either::Either;
 use revm::bytecode::opcode;
@@ -84,8 +84,9 @@ pub enum TraceError {
 pub struct TraceContext {
     /// The block's hash; `None` for a call.
     pub block_hash: Option<B256>,
-    /// A simulated call (`debug_traceCall`): the sender's nonce and code are not checked, as
-    /// in [`crate::execute_call`], and the trace names no transaction hash.
+    /// Simulated calls (`debug_traceCall`, `trace_call*`): the sender's nonce and code are
+    /// not checked, as in [`crate::execute_call`], the calls' gas together is not bounded by
+    /// the block's, and the trace names no transaction hash.
     pub call: bool,
     /// The most the traces may hold, in bytes of JSON ([`TRACE_BUDGET`] for a node).
     pub budget: u64,
@@ -99,6 +100,20 @@ pub enum Tracer {
     /// Parity's replay (`trace_replay*`, `trace_call`) of the trace types asked for: `trace`
     /// (the call frames), `vmTrace` (every EVM step), `stateDiff` (what changed).
     Parity(alloy_primitives::map::HashSet<TraceType>),
+    /// Parity's replay with the types asked for each traced transaction, in order
+    /// (`trace_callMany`).
+    ParityEach(Vec<alloy_primitives::map::HashSet<TraceType>>),
+}
+
+impl Tracer {
+    /// The Parity trace types of the `i`th traced transaction (`None` for a geth tracer).
+    fn parity_types(&self, i: usize) -> Option<&alloy_primitives::map::HashSet<TraceType>> {
+        match self {
+            Tracer::Geth(_) => None,
+            Tracer::Parity(types) => Some(types),
+            Tracer::ParityEach(each) => each.get(i),
+        }
+    }
 }
 
 /// One transaction's trace, as its tracer made it (serialized as the tracer's own JSON).
@@ -145,28 +160,30 @@ pub fn trace_with<S: StateView + ?Sized>(
     context: TraceContext,
 ) -> Result<Vec<TxTrace>, TraceError> {
     let budget = context.budget;
-    let (template, steps) = match kind {
-        Tracer::Geth(opts) => {
-            (Some(DebugInspector::new(opts.clone()).map_err(options_error)?), step_costs(opts))
-        }
-        // A vmTrace step: pc, cost, gas used and the values pushed.
-        Tracer::Parity(types) => (None, types.contains(&TraceType::VmTrace).then_some(VM_STEP)),
+    let template = match kind {
+        Tracer::Geth(opts) => Some(DebugInspector::new(opts.clone()).map_err(options_error)?),
+        Tracer::Parity(_) | Tracer::ParityEach(_) => None,
     };
-    // A tracer for the next transaction, which may record `left` bytes.
-    let fresh = |left: u64| -> Result<TxInspector, TraceError> {
-        Ok(match (&template, kind) {
-            (Some(t), _) => Either::Left(t.try_clone().map_err(options_error)?),
-            // The memory a vmTrace step wrote is recorded too; revm-inspectors counts those
-            // bytes against its own limit, which halts the transaction past it.
-            (None, Tracer::Parity(types)) => {
-                let config = TracingInspectorConfig::from_parity_config(types);
-                let limits = TraceLimits::default()
-                    .set_max_recorded_bytes(Some(usize::try_from(left).unwrap_or(usize::MAX)))
-                    .set_behavior(TraceLimitBehavior::Halt);
-                Either::Right(TracingInspector::new(config).with_limits(limits))
-            }
-            (None, Tracer::Geth(_)) => return Err(TraceError::Options("no tracer".into())),
-        })
+    // What the steps of the `i`th traced transaction record.
+    let steps = |i: usize| match kind {
+        Tracer::Geth(opts) => step_costs(opts),
+        // A vmTrace step: pc, cost, gas used and the values pushed.
+        _ => kind.parity_types(i).filter(|t| t.contains(&TraceType::VmTrace)).map(|_| VM_STEP),
+    };
+    // A tracer for the `i`th traced transaction, which may record `left` bytes.
+    let fresh = |i: usize, left: u64| -> Result<TxInspector, TraceError> {
+        if let Some(t) = &template {
+            return Ok(Either::Left(t.try_clone().map_err(options_error)?));
+        }
+        let types =
+            kind.parity_types(i).ok_or_else(|| TraceError::Options("no trace types".into()))?;
+        // The memory a vmTrace step wrote is recorded too; revm-inspectors counts those
+        // bytes against its own limit, which halts the transaction past it.
+        let config = TracingInspectorConfig::from_parity_config(types);
+        let limits = TraceLimits::default()
+            .set_max_recorded_bytes(Some(usize::try_from(left).unwrap_or(usize::MAX)))
+            .set_behavior(TraceLimitBehavior::Halt);
+        Ok(Either::Right(TracingInspector::new(config).with_limits(limits)))
     };
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
         let base = CachedView::new(state);
@@ -175,7 +192,7 @@ pub fn trace_with<S: StateView + ?Sized>(
         cfg.disable_eip3607 = context.call;
         cfg.disable_nonce_check = context.call;
         let block = env.revm(chain.spec);
-        let tracer = Traced { inner: None, budget: Budget::new(budget, steps) };
+        let tracer = Traced { inner: None, budget: Budget::new(budget, None) };
         let ctx = Context::mainnet()
             .with_db(db)
             .with_cfg(cfg)
@@ -189,15 +206,20 @@ pub fn trace_with<S: StateView + ?Sized>(
         let end = traced.end.min(txs.len());
         for (index, tx) in txs.iter().enumerate().take(end) {
             let tx_env = tx.tx_env();
-            check_block_gas(env, index, used, tx_env.gas_limit)?;
+            // Calls are not a block: each is bounded by its own gas alone.
+            if !context.call {
+                check_block_gas(env, index, used, tx_env.gas_limit)?;
+            }
             // The transactions before the traced ones run under the collision rule alone
             // (which the sequential executor applies when a transaction needs it: the
             // outcome is the same).
             // What a transaction left (one that ends in an error may skip its frames' ends).
             evm.ctx.chain.frames.clear();
             evm.ctx.chain.wasm_logs_shown = false;
+            let nth = index.wrapping_sub(traced.start);
             evm.ctx.chain.tracer.inner = if traced.contains(&index) {
-                Some(fresh(budget.saturating_sub(finished))?)
+                evm.ctx.chain.tracer.budget.steps = steps(nth);
+                Some(fresh(nth, budget.saturating_sub(finished))?)
             } else {
                 None
             };
@@ -231,9 +253,9 @@ pub fn trace_with<S: StateView + ?Sized>(
                             })?,
                     )),
                     Either::Right(inspector) => {
-                        let Tracer::Parity(types) = kind else {
-                            return Err(TraceError::Options("no trace types".into()));
-                        };
+                        let types = kind
+                            .parity_types(nth)
+                            .ok_or_else(|| TraceError::Options("no trace types".into()))?;
                         let results = inspector
                             .into_parity_builder()
                             .into_trace_results_with_state(&res, types, &*evm.ctx.db_mut())
@@ -246,7 +268,7 @@ pub fn trace_with<S: StateView + ?Sized>(
                 if finished > budget {
                     return Err(TraceError::TooLarge { limit: budget });
                 }
-                evm.ctx.chain.tracer.budget = Budget::new(budget - finished, steps);
+                evm.ctx.chain.tracer.budget = Budget::new(budget - finished, None);
                 traces.push(trace);
                 evm.ctx.db_mut().apply(&res.state, chain.spec);
             } else {
@@ -338,7 +360,7 @@ pub fn create_access_list<S: StateView + ?Sized>(
             cfg.disable_eip3607 = true;
             cfg.disable_nonce_check = true;
             let tracer = Traced {
-                inner: Some(AccessListInspector::new(list.clone())),
+                inner: Some(AccessCollector::new(list.clone())),
                 budget: Budget::new(u64::MAX, None),
             };
             let ctx = Context::mainnet()
@@ -522,7 +544,7 @@ where
 impl<B, I> ChainHooks<B> for TraceSlot<I>
 where
     B: WasmCtx<Base = B> + ContextTr<Chain = TraceSlot<I>, Journal: JournalExt>,
-    I: Default + Inspector<B>,
+    I: Default + Inspector<B> + WasmAccess,
 {
     fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>> {
         let spec: SpecId = ctx.cfg().spec().into();
@@ -550,6 +572,91 @@ where
 
     fn wasm_frame_end(ctx: &mut B) {
         ctx.chain_mut().wasm_logs_shown = true;
+    }
+
+    fn wasm_access(ctx: &mut B, address: Address, slot: Option<U256>) {
+        ctx.chain_mut().tracer.wasm_access(address, slot);
+    }
+}
+
+/// What a tracer makes of a WASM frame's loads (of an account, or of a storage slot): the
+/// access-list collector lists them, as it lists the EVM's loads it sees in its steps.
+pub(crate) trait WasmAccess {
+    /// The WASM frame loads `address`, or its storage `slot`.
+    fn wasm_access(&mut self, _address: Address, _slot: Option<U256>) {}
+}
+
+impl WasmAccess for TxInspector {}
+
+impl<I: WasmAccess> WasmAccess for Traced<I> {
+    fn wasm_access(&mut self, address: Address, slot: Option<U256>) {
+        if let Some(i) = &mut self.inner {
+            i.wasm_access(address, slot);
+        }
+    }
+}
+
+/// `eth_createAccessList`'s collector: revm-inspectors' inspector for what the EVM's opcodes
+/// load, and what WASM frames load (their `sload`, `sstore`, `balance` and `call`).
+#[derive(Debug, Default)]
+struct AccessCollector {
+    evm: AccessListInspector,
+    wasm: BTreeMap<Address, BTreeSet<B256>>,
+}
+
+impl AccessCollector {
+    fn new(list: AccessList) -> Self {
+        AccessCollector { evm: AccessListInspector::new(list), wasm: BTreeMap::new() }
+    }
+
+    /// The list, ordered by address and then slot (as revm-inspectors orders its own).
+    fn into_access_list(self) -> AccessList {
+        let mut all: BTreeMap<Address, BTreeSet<B256>> =
+            self.evm.into_touched_slots().into_iter().collect();
+        for (address, slots) in self.wasm {
+            all.entry(address).or_default().extend(slots);
+        }
+        AccessList(
+            all.into_iter()
+                .map(|(address, slots)| AccessListItem {
+                    address,
+                    storage_keys: slots.into_iter().collect(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl WasmAccess for AccessCollector {
+    fn wasm_access(&mut self, address: Address, slot: Option<U256>) {
+        // As for the EVM's loads: an account that is warm anyway (the sender, the target,
+        // a precompile) is left out, while the slots of any account are listed.
+        match slot {
+            Some(slot) => {
+                self.wasm.entry(address).or_default().insert(B256::from(slot));
+            }
+            None if !self.evm.excluded().contains(&address) => {
+                self.wasm.entry(address).or_default();
+            }
+            None => {}
+        }
+    }
+}
+
+impl<CTX> Inspector<CTX> for AccessCollector
+where
+    CTX: ContextTr<Journal: JournalExt>,
+{
+    fn step(&mut self, interp: &mut Interpreter, context: &mut CTX) {
+        self.evm.step(interp, context);
+    }
+
+    fn call(&mut self, context: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        self.evm.call(context, inputs)
+    }
+
+    fn create(&mut self, context: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        self.evm.create(context, inputs)
     }
 }
 

@@ -1575,3 +1575,53 @@ fn a_value_call_into_wasm_traces_each_log_once() {
     let made: Vec<String> = logs.iter().map(|l| format!("{:#x}", l.address)).collect();
     assert_eq!(traced, made, "{trace:#}");
 }
+
+/// `eth_createAccessList` lists what WASM frames load as it lists what EVM code loads: the
+/// Rust token's two balance slots for a transfer (priced with the list exactly as EIP-2930
+/// says: the token's entry and two keys paid, two cold loads saved), and the account a WASM
+/// contract sends value to.
+#[test]
+fn the_access_list_of_a_call_lists_what_wasm_loads() {
+    use alloy_primitives::B256;
+    use farol_execution::create_access_list;
+
+    let (mut w, token) = token_world();
+    let (from, to) = (w.users[0], w.users[2]);
+    let transfer = IToken::transferCall { to, amount: U256::from(5) }.abi_encode();
+    let tx = w.call(from, token, U256::ZERO, transfer, 500_000, Flavor::DynamicFee, 1);
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let plain = execute_sequential(&w.state, &w.chain, &env, std::slice::from_ref(&tx))
+        .unwrap_or_else(|e| panic!("sequential: {e}"));
+    ok(&plain.txs[0]);
+    let listed =
+        create_access_list(&w.state, &w.chain, &env, &tx).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.outcome.status, TxStatus::Success);
+    // OpenZeppelin's layout: balances in the mapping at slot 0.
+    let balance_slot = |a: Address| keccak256((a, U256::ZERO).abi_encode());
+    let list = &listed.access_list.0;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].address, token);
+    let mut want = vec![balance_slot(from), balance_slot(to)];
+    want.sort();
+    assert_eq!(list[0].storage_keys, want);
+    // An address costs 2,400 and a key 1,900; a listed slot's first load costs 100 instead
+    // of 2,100.
+    assert_eq!(listed.outcome.gas_used, plain.txs[0].gas_used + 2_400 + 2 * 1_900 - 2 * 2_000);
+    ok(&block(&mut w, vec![tx]).txs[0]);
+
+    // WASM sends value to an account: the account is listed (no slots).
+    let vault = deploy(&mut w, &wat(VAULT));
+    let ether = U256::from(10u64).pow(U256::from(18));
+    let fund = w.call(from, vault, ether, vec![], 100_000, Flavor::DynamicFee, 1);
+    ok(&block(&mut w, vec![fund]).txs[0]);
+    let payee = Address::from([0x77; 20]);
+    let pay = (payee, U256::from(1)).abi_encode();
+    let tx = w.call(from, vault, U256::ZERO, pay, 500_000, Flavor::DynamicFee, 1);
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let listed =
+        create_access_list(&w.state, &w.chain, &env, &tx).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(listed.outcome.status, TxStatus::Success);
+    let list = &listed.access_list.0;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!((list[0].address, list[0].storage_keys.as_slice()), (payee, &[] as &[B256]));
+}

@@ -523,6 +523,47 @@ impl Rpc {
                 let n = self.block_number(p.get(2))?;
                 self.trace_call(req, n, None, types).await
             }
+            // Calls in sequence, each over the state the previous ones left.
+            "trace_callMany" => {
+                let calls: Vec<(TransactionRequest, Value)> = param(p, 0, "calls")?;
+                let max = self.cfg.max_batch;
+                if calls.len() > max {
+                    return Err(RpcError::params(format!(
+                        "{} calls; at most {max} (rpc.max_batch) are traced at once",
+                        calls.len()
+                    )));
+                }
+                let n = self.block_number(p.get(1))?;
+                let mut reqs = Vec::with_capacity(calls.len());
+                let mut types = Vec::with_capacity(calls.len());
+                for (req, t) in calls {
+                    reqs.push(req);
+                    types.push(trace_types(Some(&t))?);
+                }
+                let traces = self.trace_calls(reqs, n, None, Tracer::ParityEach(types)).await?;
+                to_value(traces)
+            }
+            // A signed transaction, traced over the latest state without being sent.
+            "trace_rawTransaction" => {
+                let raw: Bytes = param(p, 0, "data")?;
+                let types = Tracer::Parity(trace_types(p.get(1))?);
+                let checked = self.mempool.lock().check(&raw).map_err(mempool_error)?;
+                let n = self.head();
+                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
+                let this = self.clone();
+                let mut traces = tokio::task::spawn_blocking(move || {
+                    let view = this.view(n)?;
+                    let env = this.call_env(n, true);
+                    let tx = RecoveredTx { tx: checked.tx, sender: checked.sender };
+                    let context =
+                        TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+                    trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
+                        .map_err(trace_error)
+                })
+                .await
+                .map_err(RpcError::internal)??;
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+            }
             "debug_traceCall" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
@@ -1071,17 +1112,47 @@ impl Rpc {
         overrides: Option<StateOverride>,
         tracer: Tracer,
     ) -> RpcResult {
+        let mut traces = self.trace_calls(vec![req], n, overrides, tracer).await?;
+        traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+    }
+
+    /// The traces of calls `reqs`, run in order over block `n`'s state (with `overrides`),
+    /// each over the state the ones before it left. They run in one block: with no base fee
+    /// if any of them sets no price.
+    async fn trace_calls(
+        self: &Arc<Self>,
+        reqs: Vec<TransactionRequest>,
+        n: u64,
+        overrides: Option<StateOverride>,
+        tracer: Tracer,
+    ) -> Result<Vec<TxTrace>, RpcError> {
+        if reqs.is_empty() {
+            return Ok(Vec::new());
+        }
         let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
         let this = self.clone();
-        let mut traces = tokio::task::spawn_blocking(move || {
-            let (view, env, tx) = this.call_input(&req, n, overrides.as_ref(), None)?;
+        tokio::task::spawn_blocking(move || {
+            let mut view = this.view(n)?;
+            if let Some(o) = &overrides {
+                let diff = override_diff(&view, o)?;
+                view.push(diff);
+            }
+            let mut txs = Vec::with_capacity(reqs.len());
+            let mut env = None::<BlockEnv>;
+            for req in &reqs {
+                let (e, tx) = this.call_tx(req, &view, n, None)?;
+                if env.as_ref().is_none_or(|now| e.base_fee < now.base_fee) {
+                    env = Some(e);
+                }
+                txs.push(tx);
+            }
+            let env = env.ok_or_else(|| RpcError::internal("no block"))?;
             let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
-            trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &tracer, context)
+            trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context)
                 .map_err(trace_error)
         })
         .await
-        .map_err(RpcError::internal)??;
-        traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+        .map_err(RpcError::internal)?
     }
 
     /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
@@ -1117,12 +1188,25 @@ impl Rpc {
         overrides: Option<&StateOverride>,
         gas: Option<u64>,
     ) -> Result<(Overlay, BlockEnv, RecoveredTx), RpcError> {
-        let st = &self.state;
         let mut view = self.view(n)?;
         if let Some(o) = overrides {
             let diff = override_diff(&view, o)?;
             view.push(diff);
         }
+        let (env, tx) = self.call_tx(req, &view, n, gas)?;
+        Ok((view, env, tx))
+    }
+
+    /// The transaction of call `req` over `view` (the state after block `n`, with any
+    /// overrides), with `gas` (or the request's, or the cap), and the block it runs in.
+    fn call_tx(
+        &self,
+        req: &TransactionRequest,
+        view: &Overlay,
+        n: u64,
+        gas: Option<u64>,
+    ) -> Result<(BlockEnv, RecoveredTx), RpcError> {
+        let st = &self.state;
         let from = req.from.unwrap_or_default();
         let nonce = match req.nonce {
             Some(n) => n,
@@ -1215,19 +1299,24 @@ impl Rpc {
                 TxEnvelope::Eip1559(Signed::new_unhashed(t, sig))
             }
         };
+        Ok((self.call_env(n, priced), RecoveredTx { tx, sender: from }))
+    }
+
+    /// The block a call over block `n`'s state runs in: block `n`'s, with no base fee for a
+    /// call that sets no price (it pays nothing, as in geth).
+    fn call_env(&self, n: u64, priced: bool) -> BlockEnv {
+        let st = &self.state;
         let header = st.chain.block(n).map(|b| b.header.clone()).unwrap_or_default();
-        let env = BlockEnv {
+        BlockEnv {
             number: n,
             timestamp: header.timestamp,
             beneficiary: header.beneficiary,
-            // An unpriced call pays nothing (as in geth).
             base_fee: if priced { st.genesis.base_fee } else { 0 },
-            gas_limit: st.genesis.gas_limit.max(cap),
+            gas_limit: st.genesis.gas_limit.max(self.cfg.gas_cap),
             prevrandao: header.mix_hash,
             difficulty: U256::ZERO,
             excess_blob_gas: Some(0),
-        };
-        Ok((view, env, RecoveredTx { tx, sender: from }))
+        }
     }
 
     fn estimate_gas(

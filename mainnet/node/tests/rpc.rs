@@ -930,6 +930,30 @@ async fn debug_traces_and_access_lists() {
         let t = trace(&mut c, "trace_call", json!([{"from": from, "to": counter}, ["stateDiff"]]));
         let two = format!("{:#x}", B256::with_last_byte(2));
         assert_eq!(t["stateDiff"][&key_of]["storage"][&slot]["*"]["to"], json!(two), "{t}");
+        // Calls in sequence, each with its own types, each over what the previous left (the
+        // counter at 1 becomes 2, 3, then 4; an unpriced call beside a priced one).
+        let bump_call = json!({"from": from, "to": counter});
+        let priced = json!({"from": from, "to": counter, "gasPrice": "0x3b9aca00"});
+        let calls =
+            json!([[bump_call, ["stateDiff"]], [priced, ["trace"]], [bump_call, ["stateDiff"]]]);
+        let t = trace(&mut c, "trace_callMany", json!([calls, "latest"]));
+        let (three, four) =
+            (format!("{:#x}", B256::with_last_byte(3)), format!("{:#x}", B256::with_last_byte(4)));
+        let diff = counter_diff_of(&t[0], &key_of, &slot);
+        assert_eq!(diff, json!({"from": one, "to": two}), "{t}");
+        assert_eq!((&t[0]["trace"], &t[1]["stateDiff"]), (&json!([]), &Value::Null), "{t}");
+        assert_eq!(t[1]["trace"][0]["action"]["to"], json!(counter), "{t}");
+        let diff = counter_diff_of(&t[2], &key_of, &slot);
+        assert_eq!(diff, json!({"from": three, "to": four}), "{t}");
+        let none = trace(&mut c, "trace_callMany", json!([[]]));
+        assert_eq!(none, json!([]));
+        // A signed transaction, traced and not sent.
+        let raw = raw_tx(&key, 2, TxKind::Call(counter), vec![]);
+        let t = trace(&mut c, "trace_rawTransaction", json!([raw, ["trace", "stateDiff"]]));
+        assert_eq!(t["trace"][0]["action"]["to"], json!(counter), "{t}");
+        assert_eq!(counter_diff_of(&t, &key_of, &slot), json!({"from": one, "to": two}), "{t}");
+        let nonce = trace(&mut c, "eth_getTransactionCount", json!([from, "latest"]));
+        assert_eq!(quantity(&nonce).ok(), Some(2), "{nonce}");
 
         // A call over overridden state: the counter at 5 becomes 6.
         let five = format!("{:#x}", B256::with_last_byte(5));
@@ -1001,10 +1025,28 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_call", json!([{"to": counter}]));
         assert_eq!(k, -32602, "{body}");
+        let too_many = vec![json!([{"to": counter}, ["trace"]]); 1001];
+        let (k, body) = e("trace_callMany", json!([too_many]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("trace_callMany", json!([[[{"to": counter}, ["gasTrace"]]]]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("trace_rawTransaction", json!(["0x02c0", ["trace"]]));
+        assert_eq!(k, -32602, "{body}");
+        // Its nonce is used: the transaction would fail in a block.
+        let (k, body) = e(
+            "trace_rawTransaction",
+            json!([raw_tx(&key, 0, TxKind::Call(counter), vec![]), ["trace"]]),
+        );
+        assert_eq!(k, -32000, "{body}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The change of `slot` of account `key` in a Parity trace's state diff.
+fn counter_diff_of(t: &Value, key: &str, slot: &str) -> Value {
+    t["stateDiff"][key]["storage"][slot]["*"].clone()
 }
 
 /// Sends a WebSocket upgrade request over `s` and returns the answer's head (the status
@@ -1436,6 +1478,8 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_replayTransaction", &[Hash, Any]),
         ("trace_replayBlockTransactions", &[Block, Any]),
         ("trace_call", &[Call, Any, BlockOrHash]),
+        ("trace_callMany", &[Any, BlockOrHash]),
+        ("trace_rawTransaction", &[RawTx, Any]),
         ("eth_estimateGas", &[Call, Block, Overrides]),
         ("eth_sendRawTransaction", &[RawTx]),
         ("eth_getTransactionByHash", &[Hash]),

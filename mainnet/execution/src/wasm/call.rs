@@ -82,6 +82,8 @@ pub(crate) trait ChainHooks<B: ContextTr>: Sized {
     fn wasm_log(_ctx: &mut B, _log: &Log) {}
     /// A WASM frame ends; every log it made was passed to [`ChainHooks::wasm_log`].
     fn wasm_frame_end(_ctx: &mut B) {}
+    /// A WASM frame loads `address`, or its storage `slot` (see `Env::accessed`).
+    fn wasm_access(_ctx: &mut B, _address: Address, _slot: Option<U256>) {}
 }
 
 /// Block execution. The frames under a WASM frame run with EIP-7610's storage rule
@@ -537,6 +539,10 @@ where
         B::Chain::wasm_log(self.ctx, &log);
         Host::log(self.ctx, log);
     }
+
+    fn accessed(&mut self, address: Address, slot: Option<U256>) {
+        B::Chain::wasm_access(self.ctx, address, slot);
+    }
 }
 
 /// An EVM of Farol's instructions and precompiles over context `C`, with inspector `I`.
@@ -689,6 +695,7 @@ pub(crate) fn host_call(
         charge(c, transfer_cost)?;
     }
     let remaining = gas_left(c);
+    c.st_mut().env().accessed(to, None);
     let host = c.st_mut().env().host();
     let (cost, _state_gas, bytecode, code_hash) =
         load_account_delegated(host, spec, remaining, to, transfers, kind == CALL)

@@ -70,6 +70,9 @@ pub(crate) trait Env {
     fn collision(&mut self, inputs: &CreateInputs) -> Option<CreateOutcome>;
     /// Journals `log` (and shows it to the tracer, when the transaction is traced).
     fn log(&mut self, log: Log);
+    /// The frame loads `address` (its account, or the storage `slot` of it): an access a
+    /// transaction's access list can warm (`eth_createAccessList` collects them).
+    fn accessed(&mut self, _address: Address, _slot: Option<U256>) {}
 }
 
 /// The instance's resource limits, and the gas its memory growth owes.
@@ -557,6 +560,7 @@ fn host_balance(c: &mut impl Cx, addr: u32, dst: u32) -> R<()> {
         (p.warm_storage_read_cost(), p.cold_account_additional_cost())
     };
     charge(c, warm)?;
+    c.st_mut().env().accessed(who, None);
     let skip = gas_left(c) < cold;
     let account = c
         .st_mut()
@@ -581,6 +585,7 @@ fn host_sload(c: &mut impl Cx, key: u32, dst: u32) -> R<()> {
     charge(c, warm)?;
     let skip = gas_left(c) < cold;
     let target = c.st().target;
+    c.st_mut().env().accessed(target, Some(key));
     let load =
         c.st_mut().env().host().sload_skip_cold_load(target, key, skip).map_err(load_failed)?;
     if load.is_cold {
@@ -606,6 +611,7 @@ fn host_sstore(c: &mut impl Cx, key: u32, value: u32) -> R<()> {
     charge(c, static_gas)?;
     let skip = gas_left(c) < cold_cost;
     let target = c.st().target;
+    c.st_mut().env().accessed(target, Some(key));
     let load = c
         .st_mut()
         .env()
