@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use alloy_eips::eip2930::{AccessList, AccessListItem};
 use alloy_primitives::{Address, B256, U256};
 use either::Either;
-use revm::bytecode::opcode;
+use revm::bytecode::opcode::{self, OpCode};
 use revm::context::result::ResultAndState;
 use revm::context::{Cfg, Context, ContextError, ContextTr, Evm};
 use revm::context_interface::JournalTr;
@@ -36,6 +36,7 @@ use revm::primitives::hardfork::SpecId;
 use revm::primitives::Log;
 use revm::{ExecuteEvm, InspectEvm, Inspector, MainContext};
 use revm_inspectors::access_list::AccessListInspector;
+use revm_inspectors::tracing::types::{CallTraceStep, TraceMemberOrder};
 use revm_inspectors::tracing::{
     DebugInspector, DebugInspectorError, TraceLimitBehavior, TraceLimits, TracingInspector,
     TracingInspectorConfig, TransactionContext,
@@ -43,6 +44,7 @@ use revm_inspectors::tracing::{
 
 pub use alloy_rpc_types_trace::geth::{GethDebugTracingOptions, GethTrace};
 pub use alloy_rpc_types_trace::parity::{TraceResults, TraceType};
+use alloy_rpc_types_trace::parity::{VmInstruction, VmTrace};
 
 use crate::collision::{collision, StorageProbe};
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
@@ -242,24 +244,32 @@ pub fn trace_with<S: StateView + ?Sized>(
                 };
                 let res = ResultAndState::new(result, state);
                 let trace = match inspector {
-                    Either::Left(mut inspector) => TxTrace::Geth(Box::new(
-                        inspector
+                    Either::Left(mut inspector) => {
+                        let limit = reach_frames_under_wasm(&mut inspector);
+                        let trace = inspector
                             .get_result(Some(tx_context), &tx_env, &block, &res, evm.ctx.db_mut())
                             .map_err(|e| match e {
                                 DebugInspectorError::Database(e) => {
                                     TraceError::Exec(ExecError::State(e))
                                 }
                                 other => options_error(other),
-                            })?,
-                    )),
-                    Either::Right(inspector) => {
+                            })?;
+                        TxTrace::Geth(Box::new(without_wasm_marks(trace, limit)))
+                    }
+                    Either::Right(mut inspector) => {
                         let types = kind
                             .parity_types(nth)
                             .ok_or_else(|| TraceError::Options("no trace types".into()))?;
-                        let results = inspector
+                        if types.contains(&TraceType::VmTrace) {
+                            mark_wasm_calls(&mut inspector);
+                        }
+                        let mut results = inspector
                             .into_parity_builder()
                             .into_trace_results_with_state(&res, types, &*evm.ctx.db_mut())
                             .map_err(|e| TraceError::Exec(ExecError::State(e)))?;
+                        if let Some(vm) = &mut results.vm_trace {
+                            unmark_vm_trace(vm);
+                        }
                         TxTrace::Parity(results)
                     }
                 };
@@ -277,6 +287,90 @@ pub fn trace_with<S: StateView + ?Sized>(
         }
         Ok(traces)
     })
+}
+
+/// The `pc` of the steps [`mark_wasm_calls`] adds (no EVM step has it; a WASM frame records
+/// no bytecode, so the vmTrace builder does not take it for a step past the code's end).
+const WASM_CALL_MARK: usize = usize::MAX;
+
+/// Gives each WASM frame in `tracer`'s call tree one marked call step before each frame it
+/// ran. revm-inspectors' struct-log and vmTrace builders go into a frame's children only
+/// through the frame's call steps (CALL, CREATE, …), and a WASM frame has no steps. Returns
+/// the number of steps added.
+fn mark_wasm_calls(tracer: &mut TracingInspector) -> u64 {
+    let mut added = 0u64;
+    for node in tracer.traces_mut().nodes_mut() {
+        // A frame with children and no steps ran no EVM code: a WASM frame.
+        if !node.trace.steps.is_empty() || node.children.is_empty() {
+            continue;
+        }
+        for member in std::mem::take(&mut node.ordering) {
+            if let TraceMemberOrder::Call(_) = member {
+                node.ordering.push(TraceMemberOrder::Step(node.trace.steps.len()));
+                node.trace.steps.push(CallTraceStep {
+                    pc: WASM_CALL_MARK,
+                    op: OpCode::CALL,
+                    stack: None,
+                    push_stack: None,
+                    memory: None,
+                    returndata: Default::default(),
+                    gas_remaining: 0,
+                    gas_refund_counter: 0,
+                    gas_used: 0,
+                    gas_cost: 0,
+                    state_gas_cost: None,
+                    state_gas_reservoir: None,
+                    state_gas_spent: 0,
+                    storage_change: None,
+                    status: None,
+                    immediate_bytes: None,
+                    decoded: None,
+                });
+                added += 1;
+            }
+            node.ordering.push(member);
+        }
+    }
+    added
+}
+
+/// Lets the struct logger reach the EVM frames under WASM frames ([`mark_wasm_calls`]); the
+/// marked steps are removed from the log again by [`without_wasm_marks`]. Returns the struct
+/// logger's own step limit, raised here by the steps added (`None` when it has none, or for
+/// another tracer).
+fn reach_frames_under_wasm(inspector: &mut DebugInspector) -> Option<u64> {
+    let DebugInspector::Default(tracer, opts) = inspector else { return None };
+    let added = mark_wasm_calls(tracer);
+    let limit = opts.limit.filter(|l| *l > 0);
+    if let Some(l) = limit {
+        opts.limit = Some(l.saturating_add(added));
+    }
+    limit
+}
+
+/// A struct log without the steps [`reach_frames_under_wasm`] added, and at most `limit` steps.
+fn without_wasm_marks(trace: GethTrace, limit: Option<u64>) -> GethTrace {
+    let GethTrace::Default(mut frame) = trace else { return trace };
+    frame.struct_logs.retain(|s| s.pc != WASM_CALL_MARK as u64);
+    if let Some(l) = limit {
+        frame.struct_logs.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+    }
+    GethTrace::Default(frame)
+}
+
+/// A vmTrace in which a WASM frame's entries are the frames it ran: each entry made by
+/// [`mark_wasm_calls`] keeps its `sub` (the frame's own vmTrace) and loses the opcode, cost
+/// and effects it never had.
+fn unmark_vm_trace(trace: &mut VmTrace) {
+    for op in &mut trace.ops {
+        if op.pc == WASM_CALL_MARK {
+            *op =
+                VmInstruction { pc: 0, cost: 0, ex: None, sub: op.sub.take(), op: None, idx: None };
+        }
+        if let Some(sub) = &mut op.sub {
+            unmark_vm_trace(sub);
+        }
+    }
 }
 
 /// The options of the flat call tracer: Parity's traces (`trace_transaction`,

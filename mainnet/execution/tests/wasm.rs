@@ -1534,18 +1534,53 @@ fn traces_see_inside_wasm_frames() {
     let found = selectors.as_object().is_some_and(|m| m.keys().any(|k| k.starts_with(&key)));
     assert!(found, "{selectors:#}");
 
-    // The struct logger records EVM steps; it reaches a frame through the step that called it,
-    // and a WASM frame has no steps, so it shows TokenUser's steps alone (docs/node.md §4).
+    // The struct logger records EVM steps: TokenUser's (depth 1) and, right after its CALL
+    // into the token (a WASM frame at depth 2, with no steps of its own), the hook's (depth 3),
+    // in one run; then TokenUser's again.
     let steps = trace(json!({ "disableStack": true }));
     assert_eq!(steps["gas"], json!(out.txs[0].gas_used));
     assert_eq!(steps["failed"], json!(false));
-    let depths: std::collections::BTreeSet<u64> = steps["structLogs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no steps"))
-        .iter()
-        .filter_map(|s| s["depth"].as_u64())
-        .collect();
-    assert_eq!(depths.into_iter().collect::<Vec<_>>(), vec![1]);
+    let logs = steps["structLogs"].as_array().cloned().unwrap_or_else(|| panic!("no steps"));
+    let depths: Vec<u64> = logs.iter().filter_map(|s| s["depth"].as_u64()).collect();
+    assert_eq!(depths.len(), logs.len());
+    let first = depths.iter().position(|d| *d == 3).unwrap_or_else(|| panic!("no hook steps"));
+    let after = first + depths[first..].iter().take_while(|d| **d == 3).count();
+    assert_eq!(logs[first - 1]["op"], json!("CALL"), "{:#}", logs[first - 1]);
+    assert_eq!(logs[first - 1]["depth"], json!(1));
+    assert!(after < depths.len() && depths[after..].iter().all(|d| *d == 1), "{depths:?}");
+    assert!(depths[..first].iter().all(|d| *d == 1), "{depths:?}");
+    // Among the hook's steps: its balanceOf and transfer back into the token.
+    let ops: Vec<&str> = logs[first..after].iter().filter_map(|s| s["op"].as_str()).collect();
+    let calls: Vec<&str> = ops.into_iter().filter(|o| o.ends_with("CALL")).collect();
+    assert_eq!(calls, ["STATICCALL", "CALL"]);
+    // The struct logger's `limit` counts the steps shown.
+    let limit = first + 5;
+    let cut = trace(json!({ "disableStack": true, "limit": limit }));
+    let cut = cut["structLogs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(cut.len(), limit);
+    assert_eq!(cut[..], logs[..limit]);
+
+    // Parity's vmTrace: TokenUser's CALL has the token's frame as its `sub`; that frame's one
+    // entry (no opcode: WASM ran it) has the hook's steps, with its two calls back.
+    use farol_execution::{trace_with, TraceContext, TraceType, Tracer, TxTrace, TRACE_BUDGET};
+    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+    let vm = Tracer::Parity([TraceType::VmTrace].into_iter().collect());
+    let txs = std::slice::from_ref(&tx);
+    let traces = trace_with(&w.state, &w.chain, &env, txs, 0..1, &vm, context)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let Some(TxTrace::Parity(results)) = traces.into_iter().next() else { panic!("no trace") };
+    let top = serde_json::to_value(results.vm_trace).unwrap_or_else(|e| panic!("{e}"));
+    let ops = |t: &Value| t["ops"].as_array().cloned().unwrap_or_default();
+    let subs = |t: &Value| -> Vec<Value> {
+        ops(t).into_iter().filter(|o| !o["sub"].is_null()).map(|o| o["sub"].clone()).collect()
+    };
+    let [token_frame] = &subs(&top)[..] else { panic!("TokenUser's calls: {top:#}") };
+    let [entry] = &ops(token_frame)[..] else { panic!("the token's entries: {token_frame:#}") };
+    assert!(entry.get("op").is_none() && entry["ex"].is_null(), "{entry:#}");
+    let hook = &entry["sub"];
+    let hook_ops: Vec<Value> = ops(hook).iter().map(|o| o["op"].clone()).collect();
+    assert!(hook_ops.contains(&json!("STATICCALL")) && hook_ops.contains(&json!("CALL")));
+    assert_eq!(subs(hook).len(), 2, "{hook:#}");
 }
 
 /// Under Amsterdam a value transfer journals a log (EIP-7708) before the called frame runs,
