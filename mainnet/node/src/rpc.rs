@@ -21,6 +21,8 @@ use alloy_rpc_types_eth::{
     Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt,
     TransactionRequest,
 };
+use alloy_rpc_types_trace::filter::TraceFilter;
+use alloy_rpc_types_trace::parity::LocalizedTransactionTrace;
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -489,6 +491,72 @@ impl Rpc {
                 let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
                 let count = b.txs.len();
                 flat_traces(self.trace_block(b, 0..count, Tracer::Geth(flat_call_tracer())).await?)
+            }
+            // The trace at `indices` (one index into the transaction's traces, as Parity and
+            // reth answer; `null` for a longer path or an index past the end).
+            "trace_get" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                let indices: Vec<U64> = param(p, 1, "indices")?;
+                let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
+                let [index] = indices[..] else { return Ok(Value::Null) };
+                let Ok(i) = usize::try_from(index.to::<u64>()) else { return Ok(Value::Null) };
+                let tx = loc.index;
+                let flat = Tracer::Geth(flat_call_tracer());
+                let traces = flat_frames(self.trace_block(loc.block, tx..tx + 1, flat).await?)?;
+                to_value(traces.into_iter().nth(i))
+            }
+            // The traces of a range of blocks whose call's sender and target are among those
+            // given (`mode`: `intersection`, the default, or `union`: sender or target), from
+            // the `after`th, at most `count`.
+            "trace_filter" => {
+                let f: TraceFilter = param(p, 0, "filter")?;
+                let head = self.head();
+                let from = f.from_block.unwrap_or(0);
+                let to = f.to_block.unwrap_or(head).min(head);
+                if from > to {
+                    return Err(RpcError::server("invalid block range params"));
+                }
+                if to - from >= TRACE_FILTER_BLOCKS {
+                    return Err(RpcError::limit(format!(
+                        "trace_filter traces at most {TRACE_FILTER_BLOCKS} blocks: blocks {from} \
+                         to {to}"
+                    )));
+                }
+                let matcher = f.matcher();
+                let skip = usize::try_from(f.after.unwrap_or(0)).unwrap_or(usize::MAX);
+                let take = f.count.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
+                let mut out = Vec::new();
+                let mut seen = 0usize;
+                let mut size = 0u64;
+                for n in from..=to {
+                    let Some(b) = st.chain.block(n) else { break };
+                    let count = b.txs.len();
+                    if count == 0 {
+                        continue;
+                    }
+                    let flat = Tracer::Geth(flat_call_tracer());
+                    for t in flat_frames(self.trace_block(b, 0..count, flat).await?)? {
+                        if !matcher.matches(&t.trace) {
+                            continue;
+                        }
+                        seen += 1;
+                        if seen > skip {
+                            // The answer is bounded as one trace request's is.
+                            size = size.saturating_add(json_len(&t));
+                            if size > TRACE_BUDGET {
+                                return Err(RpcError::limit(format!(
+                                    "the traces would exceed {TRACE_BUDGET} bytes; filter \
+                                     fewer blocks, or set count"
+                                )));
+                            }
+                            out.push(t);
+                        }
+                        if out.len() >= take {
+                            return to_value(out);
+                        }
+                    }
+                }
+                to_value(out)
             }
             // Parity's replay: the trace types asked for (`trace`, `vmTrace`, `stateDiff`).
             "trace_replayTransaction" => {
@@ -1914,6 +1982,11 @@ fn trace_call_options(
 
 /// The flat call tracer's traces of several transactions, as one list.
 fn flat_traces(traces: Vec<TxTrace>) -> RpcResult {
+    to_value(flat_frames(traces)?)
+}
+
+/// The frames of the flat call tracer's traces, in order.
+fn flat_frames(traces: Vec<TxTrace>) -> Result<Vec<LocalizedTransactionTrace>, RpcError> {
     let mut all = Vec::new();
     for t in traces {
         match t {
@@ -1924,8 +1997,12 @@ fn flat_traces(traces: Vec<TxTrace>) -> RpcResult {
             other => return Err(RpcError::internal(format!("not a flat trace: {other:?}"))),
         }
     }
-    to_value(all)
+    Ok(all)
 }
+
+/// The most blocks one `trace_filter` request traces (reth's default too): each is executed
+/// again.
+const TRACE_FILTER_BLOCKS: u64 = 100;
 
 /// The trace types of a Parity replay (position 1): any of `trace`, `vmTrace`, `stateDiff`.
 fn trace_types(v: Option<&Value>) -> Result<alloy_primitives::map::HashSet<TraceType>, RpcError> {

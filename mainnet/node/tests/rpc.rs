@@ -911,6 +911,29 @@ async fn debug_traces_and_access_lists() {
         assert!(all.as_array().into_iter().flatten().any(|e| *e == t[0]), "{all}");
         let none = trace(&mut c, "trace_transaction", json!([B256::repeat_byte(9)]));
         assert_eq!(none, Value::Null);
+        // One of them by its index; a longer path or an index past the end: null.
+        assert_eq!(trace(&mut c, "trace_get", json!([bump, ["0x0"]])), t[0]);
+        assert_eq!(trace(&mut c, "trace_get", json!([bump, ["0x1"]])), Value::Null);
+        assert_eq!(trace(&mut c, "trace_get", json!([bump, ["0x0", "0x0"]])), Value::Null);
+        // The chain's traces that reach the counter: its creation and the bump.
+        let f = trace(&mut c, "trace_filter", json!([{"toAddress": [counter]}]));
+        let f = f.as_array().cloned().unwrap_or_default();
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert_eq!(
+            (&f[0]["type"], &f[0]["result"]["address"]),
+            (&json!("create"), &json!(counter))
+        );
+        assert_eq!(f[1], t[0]);
+        let page = json!([{"toAddress": [counter], "after": 1, "count": 5}]);
+        assert_eq!(trace(&mut c, "trace_filter", page), json!([t[0]]));
+        let page = json!([{"toAddress": [counter], "count": 1}]);
+        assert_eq!(trace(&mut c, "trace_filter", page), json!([f[0]]));
+        // Intersection (the default) and union of sender and target.
+        let stranger = Address::repeat_byte(0x99);
+        let both = json!({"fromAddress": [stranger], "toAddress": [counter]});
+        assert_eq!(trace(&mut c, "trace_filter", json!([both])), json!([]));
+        let either = json!({"fromAddress": [stranger], "toAddress": [counter], "mode": "union"});
+        assert_eq!(trace(&mut c, "trace_filter", json!([either])), json!(f));
 
         // Parity's replay: the call, every step, and the state diff (slot 0: 0 -> 1).
         let types = json!(["trace", "vmTrace", "stateDiff"]);
@@ -1024,6 +1047,10 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("trace_replayTransaction", json!([bump]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_call", json!([{"to": counter}]));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
+        assert_eq!(k, -32000, "{body}");
+        let (k, body) = e("trace_get", json!([bump, "0x0"]));
         assert_eq!(k, -32602, "{body}");
         let too_many = vec![json!([{"to": counter}, ["trace"]]); 1001];
         let (k, body) = e("trace_callMany", json!([too_many]));
@@ -1479,6 +1506,8 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_replayBlockTransactions", &[Block, Any]),
         ("trace_call", &[Call, Any, BlockOrHash]),
         ("trace_callMany", &[Any, BlockOrHash]),
+        ("trace_get", &[Hash, Any]),
+        ("trace_filter", &[Filter]),
         ("trace_rawTransaction", &[RawTx, Any]),
         ("eth_estimateGas", &[Call, Block, Overrides]),
         ("eth_sendRawTransaction", &[RawTx]),
