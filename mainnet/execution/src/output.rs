@@ -51,6 +51,11 @@ impl TxOutcome {
         }
     }
 
+    /// Its receipt, as a transaction of type `ty`.
+    pub fn receipt(&self, ty: TxType) -> ReceiptEnvelope {
+        receipt(self, ty, None)
+    }
+
     /// True when the transaction succeeded (receipt status 1).
     pub fn is_success(&self) -> bool {
         self.status == TxStatus::Success

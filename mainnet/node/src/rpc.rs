@@ -10,12 +10,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use alloy_consensus::{
-    SignableTransaction, Signed, Transaction as _, TxEip1559, TxEip2930, TxEip7702, TxEnvelope,
-    TxLegacy, TypedTransaction,
+    ReceiptEnvelope, SignableTransaction, Signed, Transaction as _, TxEip1559, TxEip2930,
+    TxEip7702, TxEnvelope, TxLegacy, TypedTransaction,
 };
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_eips::{BlockId, BlockNumberOrTag};
 use alloy_primitives::{keccak256, Address, Bytes, Signature as EcdsaSig, TxKind, B256, U256, U64};
+use alloy_rpc_types_eth::simulate::{
+    SimCallResult, SimulateError, SimulatePayload, SimulatedBlock, MAX_SIMULATE_BLOCKS,
+};
 use alloy_rpc_types_eth::{
     state::StateOverride, Block, BlockTransactions, FeeHistory, Filter, FilterBlockOption,
     Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt,
@@ -33,10 +36,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, create_access_list, execute_call, flat_call_tracer, json_len, storage_key,
-    trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace, RecoveredTx,
-    StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer, TxStatus, TxTrace,
-    TRACE_BUDGET,
+    account_key, create_access_list, execute_call, execute_sequential, flat_call_tracer, json_len,
+    storage_key, trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace,
+    RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer, TxStatus,
+    TxTrace, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -445,6 +448,15 @@ impl Rpc {
                 })
                 .await
                 .map_err(RpcError::internal)?
+            }
+            "eth_simulateV1" => {
+                let payload: SimulatePayload = param(p, 0, "simulation")?;
+                let n = self.block_number(p.get(1))?;
+                let this = self.clone();
+                let blocks = tokio::task::spawn_blocking(move || this.simulate(&payload, n))
+                    .await
+                    .map_err(RpcError::internal)??;
+                to_value(blocks)
             }
             "eth_createAccessList" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -1247,6 +1259,132 @@ impl Rpc {
         Ok(result)
     }
 
+    /// `eth_simulateV1`: blocks of calls over the state after block `n`, each block over
+    /// what the ones before it left (docs/node.md §4).
+    fn simulate(
+        &self,
+        payload: &SimulatePayload,
+        n: u64,
+    ) -> Result<Vec<SimulatedBlock<Block>>, RpcError> {
+        let st = &self.state;
+        if payload.trace_transfers {
+            return Err(RpcError::params("traceTransfers is not supported"));
+        }
+        let calls: usize = payload.block_state_calls.iter().map(|b| b.calls.len()).sum();
+        let max = self.cfg.max_batch;
+        if calls > max {
+            return Err(RpcError::params(format!(
+                "{calls} calls; at most {max} (rpc.max_batch) are simulated at once"
+            )));
+        }
+        let parent =
+            st.chain.block(n).ok_or_else(|| RpcError::server(format!("block {n} not found")))?;
+        let mut view = self.view(n)?;
+        let (mut prev_hash, mut prev_number, mut prev_time) =
+            (parent.hash, parent.number(), parent.header.timestamp);
+        let gas_limit = st.genesis.gas_limit.max(self.cfg.gas_cap);
+        let mut out = Vec::new();
+        for (k, sim) in payload.block_state_calls.iter().enumerate() {
+            let o = sim.block_overrides.clone().unwrap_or_default();
+            if o.block_hash.is_some() || o.beacon_root.is_some() || o.blob_base_fee.is_some() {
+                return Err(RpcError::params(format!(
+                    "block {k}: blockHash, beaconRoot and blobBaseFee cannot be overridden"
+                )));
+            }
+            let number = match o.number {
+                Some(v) => u64::try_from(v).map_err(|_| {
+                    RpcError::new(-38020, format!("block {k}: number {v} is too large"))
+                })?,
+                None => prev_number + 1,
+            };
+            if number <= prev_number {
+                return Err(RpcError::new(
+                    -38020,
+                    format!("block {k}: number {number} is not above {prev_number}"),
+                ));
+            }
+            // The blocks skipped are made, empty, 12 seconds apart (as geth makes them).
+            let made = (out.len() as u64).saturating_add(number - prev_number);
+            if made > MAX_SIMULATE_BLOCKS {
+                return Err(RpcError::new(
+                    -38026,
+                    format!("too many blocks: at most {MAX_SIMULATE_BLOCKS}"),
+                ));
+            }
+            let gap_time = |i: u64| prev_time.saturating_add(12 * i);
+            let time = o.time.unwrap_or(gap_time(number - prev_number));
+            if time <= gap_time(number - prev_number - 1) {
+                return Err(RpcError::new(
+                    -38021,
+                    format!("block {k}: timestamp {time} is not above the previous block's"),
+                ));
+            }
+            let base_fee = match o.base_fee {
+                Some(v) => u64::try_from(v).map_err(|_| {
+                    RpcError::params(format!("block {k}: baseFee {v} is too large"))
+                })?,
+                // Calls that name no price run without validation, as in geth.
+                None if payload.validation => st.genesis.base_fee,
+                None => 0,
+            };
+            let env = BlockEnv {
+                number,
+                timestamp: time,
+                beneficiary: o.coinbase.unwrap_or_default(),
+                base_fee,
+                gas_limit: o.gas_limit.unwrap_or(gas_limit),
+                prevrandao: o.random.unwrap_or_default(),
+                difficulty: o.difficulty.unwrap_or_default(),
+                excess_blob_gas: Some(0),
+            };
+            for gap in prev_number + 1..number {
+                let env =
+                    BlockEnv { number: gap, timestamp: gap_time(gap - prev_number), ..env.clone() };
+                let block = simulated_block(prev_hash, &env, Vec::new(), false);
+                prev_hash = block.inner.header.hash;
+                out.push(block);
+            }
+            if let Some(so) = &sim.state_overrides {
+                let diff = override_diff(&view, so)?;
+                view.push(diff);
+            }
+            // Each call runs over what the ones before it left (its sender's nonce too, when
+            // the call names none), with the block's gas left unless it names its own.
+            let mut done = Vec::with_capacity(sim.calls.len());
+            let mut used = 0u64;
+            for (i, req) in sim.calls.iter().enumerate() {
+                let left = env.gas_limit.saturating_sub(used);
+                let gas = req.gas.unwrap_or(left.min(self.cfg.gas_cap));
+                if gas > left {
+                    return Err(RpcError::new(
+                        -38015,
+                        format!("block {k}, call {i}: gas {gas} above the block's {left} left"),
+                    ));
+                }
+                let (_, tx) = self.call_tx(req, &view, n, Some(gas))?;
+                let txs = std::slice::from_ref(&tx);
+                let result = if payload.validation {
+                    execute_sequential(&view, &st.spec, &env, txs)
+                } else {
+                    execute_call(&view, &st.spec, &env, txs)
+                };
+                let mut output = result.map_err(|e| simulate_error(k, i, e))?;
+                let mut outcome =
+                    output.txs.pop().ok_or_else(|| RpcError::internal("no outcome"))?;
+                used += outcome.gas_used;
+                outcome.cumulative_gas_used = used;
+                view.push(std::mem::take(&mut output.diff));
+                done.push((tx, outcome));
+            }
+            let block = simulated_block(prev_hash, &env, done, payload.return_full_transactions);
+            prev_hash = block.inner.header.hash;
+            out.push(block);
+            prev_number = number;
+            prev_time = time;
+        }
+        Ok(out)
+    }
+
     /// What executing `req` over the state after block `n` (with `overrides`) needs: the
     /// state, the block it runs in and the transaction (`gas`, or the request's, or the cap).
     fn call_input(
@@ -2033,6 +2171,113 @@ fn revert_error(output: &Bytes) -> RpcError {
         None => "execution reverted".to_string(),
     };
     RpcError { code: 3, message, data: Some(json!(output)) }
+}
+
+/// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, of the calls `done`
+/// (their outcomes carry the block's cumulative gas). Its state root is not computed (zero):
+/// the calls' state is an overlay, never merklized.
+fn simulated_block(
+    parent_hash: B256,
+    env: &BlockEnv,
+    done: Vec<(RecoveredTx, farol_execution::TxOutcome)>,
+    full: bool,
+) -> SimulatedBlock<Block> {
+    let receipts: Vec<ReceiptEnvelope> =
+        done.iter().map(|(t, o)| o.receipt(t.tx.tx_type())).collect();
+    let txs: Vec<TxEnvelope> = done.iter().map(|(t, _)| t.tx.clone()).collect();
+    let header = alloy_consensus::Header {
+        parent_hash,
+        ommers_hash: alloy_consensus::EMPTY_OMMER_ROOT_HASH,
+        beneficiary: env.beneficiary,
+        state_root: B256::ZERO,
+        transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
+        receipts_root: alloy_consensus::proofs::calculate_receipt_root(&receipts),
+        logs_bloom: receipts.iter().fold(Default::default(), |acc, r| acc | *r.logs_bloom()),
+        difficulty: env.difficulty,
+        number: env.number,
+        gas_limit: env.gas_limit,
+        gas_used: done.last().map_or(0, |(_, o)| o.cumulative_gas_used),
+        timestamp: env.timestamp,
+        extra_data: Bytes::new(),
+        mix_hash: env.prevrandao,
+        nonce: Default::default(),
+        base_fee_per_gas: Some(env.base_fee),
+        withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        requests_hash: None,
+        block_access_list_hash: None,
+        slot_number: None,
+    };
+    let hash = header.hash_slow();
+    let block = StoredBlock {
+        header,
+        hash,
+        senders: done.iter().map(|(t, _)| t.sender).collect(),
+        created: done.iter().map(|(_, o)| o.contract_address).collect(),
+        txs,
+        receipts,
+        ordering: crate::chain::OrderingData {
+            round: 0,
+            first: 0,
+            height: 0,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        },
+    };
+    let logs = block_logs(&block);
+    let calls = done
+        .iter()
+        .enumerate()
+        .map(|(i, (_, o))| SimCallResult {
+            return_data: o.output.clone(),
+            logs: logs.iter().filter(|l| l.transaction_index == Some(i as u64)).cloned().collect(),
+            gas_used: o.gas_used,
+            max_used_gas: None,
+            status: o.is_success(),
+            error: match &o.status {
+                TxStatus::Success => None,
+                TxStatus::Revert => Some(SimulateError {
+                    code: SimulateError::EXECUTION_REVERTED_CODE,
+                    message: revert_error(&o.output).message,
+                    data: Some(o.output.clone()),
+                }),
+                TxStatus::Halt(why) => Some(SimulateError {
+                    code: SimulateError::VM_EXECUTION_ERROR_CODE,
+                    message: format!("execution halted: {why}"),
+                    data: None,
+                }),
+            },
+        })
+        .collect();
+    SimulatedBlock { inner: rpc_block(&block, full), calls }
+}
+
+/// The error of call `i` of simulated block `k` that could not run (geth's codes for the
+/// checks of `validation`).
+fn simulate_error(k: usize, i: usize, e: ExecError) -> RpcError {
+    match e {
+        ExecError::InvalidTransaction { reason, .. } => {
+            let code = if reason.starts_with("nonce too low") {
+                -38010
+            } else if reason.starts_with("nonce too high") {
+                -38011
+            } else if reason.contains("less than block base fee") {
+                -38012
+            } else if reason.starts_with("intrinsic gas too low") {
+                -38013
+            } else if reason.starts_with("insufficient funds") {
+                -38014
+            } else {
+                -32000
+            };
+            RpcError::new(code, format!("block {k}, call {i}: {reason}"))
+        }
+        e => RpcError::server(format!("block {k}, call {i}: {e}")),
+    }
 }
 
 /// The state override of `eth_call` as a diff laid over `view`.

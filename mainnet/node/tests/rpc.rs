@@ -1071,6 +1071,117 @@ async fn debug_traces_and_access_lists() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// eth_simulateV1: blocks of calls over the head's state, each over what the ones before it
+/// left, with state and block overrides, skipped numbers made as empty blocks, logs placed in
+/// their simulated block, reverts reported per call, geth's codes for what validation refuses,
+/// and nothing written to the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulations_run_blocks_of_calls() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x45; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let node =
+        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let from = key.address();
+        // Slot 0 += 1, LOG0 of the new value, and return it.
+        let counter = Address::repeat_byte(0xc0);
+        let runtime: &[u8] = &[
+            0x60, 0, 0x54, 0x60, 1, 0x01, 0x80, 0x60, 0, 0x55, 0x60, 0, 0x52, 0x60, 32, 0x60, 0,
+            0xa0, 0x60, 32, 0x60, 0, 0xf3,
+        ];
+        let reverter = Address::repeat_byte(0xde);
+        let simulate = |c: &mut RpcClient, payload: Value| {
+            c.call("eth_simulateV1", json!([payload, "latest"]))
+                .unwrap_or_else(|e| panic!("{payload}: {e}"))
+        };
+        let head =
+            c.call("eth_getBlockByNumber", json!(["latest", false])).unwrap_or_else(|e| panic!("{e}"));
+        let number = quantity(&head["number"]).unwrap_or_else(|e| panic!("{e}"));
+        let call = json!({"from": from, "to": counter});
+        let overrides = json!({
+            format!("{counter:#x}"): {"code": Bytes::copy_from_slice(runtime)},
+            format!("{reverter:#x}"): {"code": "0x60006000fd"},
+        });
+        let payload = json!({
+            "blockStateCalls": [
+                {"stateOverrides": overrides, "calls": [call, call, {"from": from, "to": reverter}]},
+                {"blockOverrides": {"number": format!("{:#x}", number + 4)}, "calls": [call]},
+            ],
+            "returnFullTransactions": true,
+        });
+        let r = simulate(&mut c, payload);
+        let blocks = r.as_array().cloned().unwrap_or_default();
+        assert_eq!(blocks.len(), 4, "two blocks and the two skipped: {r:#}");
+        let (mut parent, mut time) =
+            (head["hash"].clone(), quantity(&head["timestamp"]).unwrap_or_default());
+        for (i, b) in blocks.iter().enumerate() {
+            assert_eq!(quantity(&b["number"]).ok(), Some(number + 1 + i as u64), "{b:#}");
+            assert_eq!(b["parentHash"], parent, "{b:#}");
+            time += 12;
+            assert_eq!(quantity(&b["timestamp"]).ok(), Some(time), "{b:#}");
+            parent = b["hash"].clone();
+        }
+        let word = |v: u8| json!(format!("{:#x}", B256::with_last_byte(v)));
+        let first = &blocks[0];
+        let calls = first["calls"].as_array().cloned().unwrap_or_default();
+        assert_eq!(calls.len(), 3, "{first:#}");
+        assert_eq!((&calls[0]["returnData"], &calls[0]["status"]), (&word(1), &json!("0x1")));
+        assert_eq!(calls[1]["returnData"], word(2));
+        let log = &calls[1]["logs"][0];
+        assert_eq!((&log["data"], &log["address"]), (&word(2), &json!(counter)), "{log:#}");
+        assert_eq!(log["blockHash"], first["hash"]);
+        assert_eq!(log["transactionHash"], first["transactions"][1]["hash"]);
+        assert_eq!((&log["logIndex"], &log["transactionIndex"]), (&json!("0x1"), &json!("0x1")));
+        assert_eq!(first["transactions"][0]["from"], json!(from));
+        assert_eq!(calls[2]["status"], json!("0x0"));
+        assert_eq!(calls[2]["error"]["code"], json!(3), "{:#}", calls[2]);
+        let used: u64 = calls.iter().filter_map(|c| quantity(&c["gasUsed"]).ok()).sum();
+        assert_eq!(quantity(&first["gasUsed"]).ok(), Some(used));
+        for skipped in &blocks[1..3] {
+            assert_eq!((&skipped["transactions"], &skipped["calls"]), (&json!([]), &json!([])));
+        }
+        // The counter's state carried over the blocks.
+        assert_eq!(blocks[3]["calls"][0]["returnData"], word(3));
+        // Nothing reached the chain.
+        let code_now = c.call("eth_getCode", json!([counter, "latest"])).ok();
+        assert_eq!(code_now, Some(json!("0x")));
+
+        // Validation: a priced call runs; one that names no price is under the base fee; a
+        // nonce ahead is refused.
+        let priced = json!({"from": from, "to": counter, "maxFeePerGas": "0x77359400",
+            "maxPriorityFeePerGas": "0x1"});
+        let checked = |calls: Value| {
+            json!({"blockStateCalls": [{"stateOverrides": overrides, "calls": calls}],
+                "validation": true})
+        };
+        let r = simulate(&mut c, checked(json!([priced])));
+        assert_eq!(r[0]["calls"][0]["returnData"], word(1), "{r:#}");
+        let e = |payload: Value| {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_simulateV1",
+                "params": [payload]});
+            code(&mut RpcClient::new(http), &body.to_string())
+        };
+        assert_eq!(e(checked(json!([call]))), -38012);
+        let mut ahead = priced.clone();
+        ahead["nonce"] = json!("0x9");
+        assert_eq!(e(checked(json!([ahead]))), -38011);
+        // Numbers that do not rise, too many blocks, transfers traced: refused.
+        let back = format!("{number:#x}");
+        let back = json!({"blockStateCalls": [{"blockOverrides": {"number": back}, "calls": []}]});
+        assert_eq!(e(back), -38020);
+        let far = format!("{:#x}", number + 300);
+        let far = json!({"blockStateCalls": [{"blockOverrides": {"number": far}, "calls": []}]});
+        assert_eq!(e(far), -38026);
+        assert_eq!(e(json!({"blockStateCalls": [], "traceTransfers": true})), -32602);
+        assert_eq!(e(json!({"blockStateCalls": 7})), -32602);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The change of `slot` of account `key` in a Parity trace's state diff.
 fn counter_diff_of(t: &Value, key: &str, slot: &str) -> Value {
     t["stateDiff"][key]["storage"][slot]["*"].clone()
@@ -1506,6 +1617,7 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_replayBlockTransactions", &[Block, Any]),
         ("trace_call", &[Call, Any, BlockOrHash]),
         ("trace_callMany", &[Any, BlockOrHash]),
+        ("eth_simulateV1", &[Any, BlockOrHash]),
         ("trace_get", &[Hash, Any]),
         ("trace_filter", &[Filter]),
         ("trace_rawTransaction", &[RawTx, Any]),

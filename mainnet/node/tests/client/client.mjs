@@ -181,6 +181,20 @@ await step("debug traces and an access list of the token", async () => {
   assert.equal(accessList[0].address.toLowerCase(), token.toLowerCase());
   assert.equal(accessList[0].storageKeys.length, 2);
   assert.ok(gasUsed > 21000n);
+  // viem's simulateCalls (eth_simulateV1): a transfer, then a read that sees it, in one
+  // simulated block; nothing is sent.
+  const balanceOf = { to: token, abi, functionName: "balanceOf", args: [bob.address] };
+  const before = await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [bob.address] });
+  const { results } = await pub.simulateCalls({
+    account: alice.address,
+    calls: [{ to: token, abi, functionName: "transfer", args: [bob.address, 5n] }, balanceOf],
+  });
+  assert.equal(results.length, 2, JSON.stringify(results, (_, v) => (typeof v === "bigint" ? `${v}` : v)));
+  assert.equal(results[0].status, "success");
+  assert.equal(results[0].logs.length, 1);
+  assert.equal(results[1].result, before + 5n);
+  const after = await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [bob.address] });
+  assert.equal(after, before);
 });
 
 await step("nonce gap is held, then filled", async () => {
