@@ -20,9 +20,9 @@ use alloy_rpc_types_eth::simulate::{
     SimCallResult, SimulateError, SimulatePayload, SimulatedBlock, MAX_SIMULATE_BLOCKS,
 };
 use alloy_rpc_types_eth::{
-    state::StateOverride, Block, BlockTransactions, FeeHistory, Filter, FilterBlockOption,
-    Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction, TransactionReceipt,
-    TransactionRequest,
+    state::StateOverride, Block, BlockOverrides, BlockTransactions, FeeHistory, Filter,
+    FilterBlockOption, Header as RpcHeader, Log as RpcLog, Transaction as RpcTransaction,
+    TransactionReceipt, TransactionRequest,
 };
 use alloy_rpc_types_trace::filter::TraceFilter;
 use alloy_rpc_types_trace::parity::LocalizedTransactionTrace;
@@ -436,14 +436,17 @@ impl Rpc {
             "eth_call" | "eth_estimateGas" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
-                let overrides: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
+                let overrides = Overrides {
+                    state: opt_param(p, 2, "state overrides")?,
+                    block: opt_param(p, 3, "block overrides")?,
+                };
                 let this = self.clone();
                 let estimate = method == "eth_estimateGas";
                 tokio::task::spawn_blocking(move || {
                     if estimate {
-                        this.estimate_gas(req, n, overrides.as_ref()).map(hex)
+                        this.estimate_gas(req, n, &overrides).map(hex)
                     } else {
-                        this.call(req, n, overrides.as_ref(), None).and_then(to_value)
+                        this.call(req, n, &overrides, None).and_then(to_value)
                     }
                 })
                 .await
@@ -461,9 +464,10 @@ impl Rpc {
             "eth_createAccessList" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
-                let overrides: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
+                let state: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
+                let overrides = Overrides { state, block: None };
                 let this = self.clone();
-                tokio::task::spawn_blocking(move || this.access_list(&req, n, overrides.as_ref()))
+                tokio::task::spawn_blocking(move || this.access_list(&req, n, &overrides))
                     .await
                     .map_err(RpcError::internal)?
             }
@@ -601,7 +605,7 @@ impl Rpc {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let n = self.block_number(p.get(2))?;
-                self.trace_call(req, n, None, types).await
+                self.trace_call(req, n, Overrides::default(), types).await
             }
             // Calls in sequence, each over the state the previous ones left.
             "trace_callMany" => {
@@ -620,7 +624,8 @@ impl Rpc {
                     reqs.push(req);
                     types.push(trace_types(Some(&t))?);
                 }
-                let traces = self.trace_calls(reqs, n, None, Tracer::ParityEach(types)).await?;
+                let each = Tracer::ParityEach(types);
+                let traces = self.trace_calls(reqs, n, Overrides::default(), each).await?;
                 to_value(traces)
             }
             // A signed transaction, traced over the latest state without being sent.
@@ -1067,7 +1072,7 @@ impl Rpc {
         if req.gas.is_none() {
             let mut probe = req.clone();
             probe.from = Some(key.address());
-            req.gas = Some(self.estimate_gas(probe, self.head(), None)?);
+            req.gas = Some(self.estimate_gas(probe, self.head(), &Overrides::default())?);
         }
         // A creation has no "to"; the builder wants it said.
         req.to.get_or_insert(TxKind::Create);
@@ -1126,7 +1131,7 @@ impl Rpc {
         &self,
         req: TransactionRequest,
         n: u64,
-        overrides: Option<&StateOverride>,
+        overrides: &Overrides,
         gas: Option<u64>,
     ) -> Result<Bytes, RpcError> {
         let outcome = self.run(&req, n, overrides, gas)?;
@@ -1141,7 +1146,7 @@ impl Rpc {
         &self,
         req: &TransactionRequest,
         n: u64,
-        overrides: Option<&StateOverride>,
+        overrides: &Overrides,
         gas: Option<u64>,
     ) -> Result<farol_execution::TxOutcome, RpcError> {
         let (view, env, tx) = self.call_input(req, n, overrides, gas)?;
@@ -1189,7 +1194,7 @@ impl Rpc {
         self: &Arc<Self>,
         req: TransactionRequest,
         n: u64,
-        overrides: Option<StateOverride>,
+        overrides: Overrides,
         tracer: Tracer,
     ) -> RpcResult {
         let mut traces = self.trace_calls(vec![req], n, overrides, tracer).await?;
@@ -1203,7 +1208,7 @@ impl Rpc {
         self: &Arc<Self>,
         reqs: Vec<TransactionRequest>,
         n: u64,
-        overrides: Option<StateOverride>,
+        overrides: Overrides,
         tracer: Tracer,
     ) -> Result<Vec<TxTrace>, RpcError> {
         if reqs.is_empty() {
@@ -1213,7 +1218,7 @@ impl Rpc {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut view = this.view(n)?;
-            if let Some(o) = &overrides {
+            if let Some(o) = &overrides.state {
                 let diff = override_diff(&view, o)?;
                 view.push(diff);
             }
@@ -1226,7 +1231,10 @@ impl Rpc {
                 }
                 txs.push(tx);
             }
-            let env = env.ok_or_else(|| RpcError::internal("no block"))?;
+            let mut env = env.ok_or_else(|| RpcError::internal("no block"))?;
+            if let Some(b) = &overrides.block {
+                override_env(&mut env, b)?;
+            }
             let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
             trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context)
                 .map_err(trace_error)
@@ -1236,12 +1244,7 @@ impl Rpc {
     }
 
     /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
-    fn access_list(
-        &self,
-        req: &TransactionRequest,
-        n: u64,
-        overrides: Option<&StateOverride>,
-    ) -> RpcResult {
+    fn access_list(&self, req: &TransactionRequest, n: u64, overrides: &Overrides) -> RpcResult {
         let (view, env, tx) = self.call_input(req, n, overrides, None)?;
         let out = create_access_list(&view, &self.state.spec, &env, &tx).map_err(|e| match e {
             ExecError::InvalidTransaction { reason, .. } => RpcError::server(reason),
@@ -1286,11 +1289,6 @@ impl Rpc {
         let mut out = Vec::new();
         for (k, sim) in payload.block_state_calls.iter().enumerate() {
             let o = sim.block_overrides.clone().unwrap_or_default();
-            if o.block_hash.is_some() || o.beacon_root.is_some() || o.blob_base_fee.is_some() {
-                return Err(RpcError::params(format!(
-                    "block {k}: blockHash, beaconRoot and blobBaseFee cannot be overridden"
-                )));
-            }
             let number = match o.number {
                 Some(v) => u64::try_from(v).map_err(|_| {
                     RpcError::new(-38020, format!("block {k}: number {v} is too large"))
@@ -1319,24 +1317,20 @@ impl Rpc {
                     format!("block {k}: timestamp {time} is not above the previous block's"),
                 ));
             }
-            let base_fee = match o.base_fee {
-                Some(v) => u64::try_from(v).map_err(|_| {
-                    RpcError::params(format!("block {k}: baseFee {v} is too large"))
-                })?,
-                // Calls that name no price run without validation, as in geth.
-                None if payload.validation => st.genesis.base_fee,
-                None => 0,
-            };
-            let env = BlockEnv {
+            // Calls that name no price run without validation, as in geth: no base fee unless
+            // overridden.
+            let mut env = BlockEnv {
                 number,
                 timestamp: time,
-                beneficiary: o.coinbase.unwrap_or_default(),
-                base_fee,
-                gas_limit: o.gas_limit.unwrap_or(gas_limit),
-                prevrandao: o.random.unwrap_or_default(),
-                difficulty: o.difficulty.unwrap_or_default(),
+                beneficiary: Address::ZERO,
+                base_fee: if payload.validation { st.genesis.base_fee } else { 0 },
+                gas_limit,
+                prevrandao: B256::ZERO,
+                difficulty: U256::ZERO,
                 excess_blob_gas: Some(0),
             };
+            override_env(&mut env, &o)
+                .map_err(|e| RpcError { message: format!("block {k}: {}", e.message), ..e })?;
             for gap in prev_number + 1..number {
                 let env =
                     BlockEnv { number: gap, timestamp: gap_time(gap - prev_number), ..env.clone() };
@@ -1391,15 +1385,18 @@ impl Rpc {
         &self,
         req: &TransactionRequest,
         n: u64,
-        overrides: Option<&StateOverride>,
+        overrides: &Overrides,
         gas: Option<u64>,
     ) -> Result<(Overlay, BlockEnv, RecoveredTx), RpcError> {
         let mut view = self.view(n)?;
-        if let Some(o) = overrides {
+        if let Some(o) = &overrides.state {
             let diff = override_diff(&view, o)?;
             view.push(diff);
         }
-        let (env, tx) = self.call_tx(req, &view, n, gas)?;
+        let (mut env, tx) = self.call_tx(req, &view, n, gas)?;
+        if let Some(b) = &overrides.block {
+            override_env(&mut env, b)?;
+        }
         Ok((view, env, tx))
     }
 
@@ -1529,7 +1526,7 @@ impl Rpc {
         &self,
         req: TransactionRequest,
         n: u64,
-        overrides: Option<&StateOverride>,
+        overrides: &Overrides,
     ) -> Result<u64, RpcError> {
         // A gas below a transfer's is ignored, as in geth (it can only fail).
         let mut cap =
@@ -1539,7 +1536,7 @@ impl Rpc {
         let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
         if fee_cap > 0 {
             let mut view = self.view(n)?;
-            if let Some(o) = overrides {
+            if let Some(o) = &overrides.state {
                 let diff = override_diff(&view, o)?;
                 view.push(diff);
             }
@@ -2097,25 +2094,63 @@ fn trace_options(v: Option<&Value>) -> Result<GethDebugTracingOptions, RpcError>
 
 /// `debug_traceCall`'s options: the tracer's, and the state overrides. Block overrides are
 /// refused: the call runs in the block it names.
-fn trace_call_options(
-    v: Option<&Value>,
-) -> Result<(GethDebugTracingOptions, Option<StateOverride>), RpcError> {
+fn trace_call_options(v: Option<&Value>) -> Result<(GethDebugTracingOptions, Overrides), RpcError> {
     let Some(Value::Object(map)) = v else {
-        return Ok((trace_options(v)?, None));
+        return Ok((trace_options(v)?, Overrides::default()));
     };
     let mut map = map.clone();
-    if map.remove("blockOverrides").is_some_and(|b| !b.is_null()) {
-        return Err(RpcError::params("blockOverrides are not supported by this node"));
+    fn take<T: serde::de::DeserializeOwned>(
+        map: &mut serde_json::Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<T>, RpcError> {
+        match map.remove(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(o) => serde_json::from_value(o)
+                .map(Some)
+                .map_err(|e| RpcError::params(format!("{key}: {e}"))),
+        }
     }
-    let overrides = match map.remove("stateOverrides") {
-        None | Some(Value::Null) => None,
-        Some(o) => Some(
-            serde_json::from_value(o)
-                .map_err(|e| RpcError::params(format!("stateOverrides: {e}")))?,
-        ),
+    let overrides = Overrides {
+        state: take(&mut map, "stateOverrides")?,
+        block: take(&mut map, "blockOverrides")?,
     };
     map.remove("txIndex");
     Ok((trace_options(Some(&Value::Object(map)))?, overrides))
+}
+
+/// What a call runs over besides the chain's state: `eth_call`'s state overrides (its third
+/// parameter) and block overrides (its fourth).
+#[derive(Debug, Default)]
+struct Overrides {
+    state: Option<StateOverride>,
+    block: Option<BlockOverrides>,
+}
+
+/// `env` with the fields `o` overrides (`eth_call`, `eth_estimateGas`, `debug_traceCall`,
+/// `eth_simulateV1`): `number`, `time`, `gasLimit`, `feeRecipient`, `prevRandao`,
+/// `baseFeePerGas`, `difficulty`.
+fn override_env(env: &mut BlockEnv, o: &BlockOverrides) -> Result<(), RpcError> {
+    if o.block_hash.is_some() || o.beacon_root.is_some() || o.blob_base_fee.is_some() {
+        return Err(RpcError::params(
+            "blockOverrides: blockHash, beaconRoot and blobBaseFee cannot be overridden",
+        ));
+    }
+    let small = |v: U256, what: &str| {
+        u64::try_from(v)
+            .map_err(|_| RpcError::params(format!("blockOverrides.{what}: {v} is too large")))
+    };
+    if let Some(v) = o.number {
+        env.number = small(v, "number")?;
+    }
+    if let Some(v) = o.base_fee {
+        env.base_fee = small(v, "baseFeePerGas")?;
+    }
+    env.timestamp = o.time.unwrap_or(env.timestamp);
+    env.gas_limit = o.gas_limit.unwrap_or(env.gas_limit);
+    env.beneficiary = o.coinbase.unwrap_or(env.beneficiary);
+    env.prevrandao = o.random.unwrap_or(env.prevrandao);
+    env.difficulty = o.difficulty.unwrap_or(env.difficulty);
+    Ok(())
 }
 
 /// The flat call tracer's traces of several transactions, as one list.

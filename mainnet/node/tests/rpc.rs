@@ -999,6 +999,33 @@ async fn debug_traces_and_access_lists() {
         );
         assert!(quantity(&t["gasUsed"]).is_ok_and(|g| g > 21_000), "{t}");
 
+        // Block overrides: a contract (put in place by an override) that returns NUMBER,
+        // TIMESTAMP and COINBASE sees the overridden block, in eth_call and debug_traceCall.
+        let clock = Address::repeat_byte(0x7c);
+        let clock_code = [
+            0x43, 0x60, 0, 0x52, 0x42, 0x60, 32, 0x52, 0x41, 0x60, 64, 0x52, 0x60, 96, 0x60, 0,
+            0xf3,
+        ];
+        let state = json!({format!("{clock:#x}"): {"code": Bytes::copy_from_slice(&clock_code)}});
+        let miner = Address::repeat_byte(0xab);
+        let block = json!({"number": "0x1234", "time": "0x5678", "feeRecipient": miner});
+        let mut want = B256::with_last_byte(0).0.to_vec();
+        want[30..].copy_from_slice(&[0x12, 0x34]);
+        let mut time = [0u8; 32];
+        time[30..].copy_from_slice(&[0x56, 0x78]);
+        want.extend_from_slice(&time);
+        want.extend_from_slice(miner.into_word().as_slice());
+        let want = json!(Bytes::from(want));
+        let call = json!({"from": from, "to": clock});
+        let got = trace(&mut c, "eth_call", json!([call, "latest", state, block]));
+        assert_eq!(got, want);
+        let opts =
+            json!({"tracer": "callTracer", "stateOverrides": state, "blockOverrides": block});
+        let t = trace(&mut c, "debug_traceCall", json!([call, "latest", opts]));
+        assert_eq!(t["output"], want, "{t}");
+        let plain = trace(&mut c, "eth_call", json!([call, "latest", state]));
+        assert_ne!(plain, want);
+
         // eth_createAccessList: a contract (put in place by an override) that reads the
         // counter's balance lists the counter; the call's own target is listed with the slots it
         // reads (its address is warm anyway).
@@ -1037,8 +1064,10 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(k, -32000, "{body}");
         let (k, body) = e(
             "debug_traceCall",
-            json!([{"to": counter}, "latest", {"blockOverrides": {"number": "0x1"}}]),
+            json!([{"to": counter}, "latest", {"blockOverrides": {"blockHash": {"0x1": slot}}}]),
         );
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = e("eth_call", json!([{"to": counter}, "latest", {}, {"number": "0xzz"}]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("debug_traceBlockByNumber", json!(["0xffffff"]));
         assert_eq!(k, -32000, "{body}");
@@ -1621,7 +1650,7 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_get", &[Hash, Any]),
         ("trace_filter", &[Filter]),
         ("trace_rawTransaction", &[RawTx, Any]),
-        ("eth_estimateGas", &[Call, Block, Overrides]),
+        ("eth_estimateGas", &[Call, Block, Overrides, Any]),
         ("eth_sendRawTransaction", &[RawTx]),
         ("eth_getTransactionByHash", &[Hash]),
         ("eth_getTransactionReceipt", &[Hash]),
