@@ -35,7 +35,7 @@ pub use revm::primitives::hardfork::SpecId;
 pub use sequential::{execute_call, execute_sequential};
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};
 pub use trace::{
-    create_access_list, flat_call_tracer, json_len, trace_transactions, trace_with,
-    AccessListOutcome, GethDebugTracingOptions, GethTrace, TraceContext, TraceError, TraceResults,
-    TraceType, Tracer, TxTrace, TRACE_BUDGET,
+    create_access_list, execute_with_transfer_logs, flat_call_tracer, json_len, trace_transactions,
+    trace_with, AccessListOutcome, GethDebugTracingOptions, GethTrace, TraceContext, TraceError,
+    TraceResults, TraceType, Tracer, TxTrace, TRACE_BUDGET, TRANSFER_LOG_ADDRESS,
 };

@@ -282,11 +282,25 @@ fn sequential_block<S: StateView + ?Sized>(
     }
     let overlay = std::mem::take(&mut evm.ctx.db_mut().overlay);
     drop(evm);
+    finish_block(&base, overlay, code, wiped, outcomes, txs)
+}
+
+/// The output of a block executed one transaction after another: the state diff of the
+/// writes `overlay` holds (less those that leave a value as it was), with the code deployed
+/// and the accounts wiped, and the receipts of `outcomes`.
+pub(crate) fn finish_block<S: StateView + ?Sized>(
+    base: &CachedView<'_, S>,
+    overlay: HashMap<Loc, Val>,
+    code: Vec<(B256, Bytecode)>,
+    wiped: Vec<Address>,
+    outcomes: Vec<TxOutcome>,
+    txs: &[RecoveredTx],
+) -> Result<BlockOutput, ExecError> {
     let mut finals: Vec<(Loc, Val)> = overlay.into_iter().collect();
     finals.sort_unstable_by_key(|(l, _)| *l);
     let mut kept = Vec::with_capacity(finals.len());
     for (loc, val) in finals {
-        if changed(&base, loc, val)? {
+        if changed(base, loc, val)? {
             kept.push((loc, val));
         }
     }

@@ -483,6 +483,180 @@ pub fn create_access_list<S: StateView + ?Sized>(
     })
 }
 
+/// The address of the logs that show value transfers (`eth_simulateV1`'s `traceTransfers`;
+/// the address wallets and geth use for ether as a token).
+pub const TRANSFER_LOG_ADDRESS: Address =
+    alloy_primitives::address!("0xEeeeeEeeeEeEeeEeEeEeeEEEeeeeEeeeeeeeEEeE");
+
+/// [`crate::execute_call`] (with `call`; else [`crate::execute_sequential`]) in which each
+/// value transfer of a transaction that succeeds shows in its logs, where it happened among
+/// them, as an ERC-20 `Transfer(from, to, value)` log of [`TRANSFER_LOG_ADDRESS`]: calls
+/// with value, creations with value and self-destructs that move a balance, in EVM and WASM
+/// frames alike; a transfer in a frame that failed shows nothing. The receipts, bloom and
+/// state are those of the same block without the logs added.
+pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+    call: bool,
+) -> Result<crate::BlockOutput, ExecError> {
+    stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
+        let base = CachedView::new(state);
+        let db = SeqDb { base: &base, overlay: Default::default() };
+        let mut cfg = chain.cfg();
+        cfg.disable_eip3607 = call;
+        cfg.disable_nonce_check = call;
+        let tracer = Traced::<TransferLogs> { inner: None, budget: Budget::new(u64::MAX, None) };
+        let ctx = Context::mainnet()
+            .with_db(db)
+            .with_cfg(cfg)
+            .with_block(env.revm(chain.spec))
+            .with_chain(TraceSlot::new(tracer));
+        let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
+        let (mut outcomes, mut code, mut wiped) = (Vec::new(), Vec::new(), Vec::new());
+        let mut cumulative = 0u64;
+        let mut with_transfers = Vec::with_capacity(txs.len());
+        for (index, tx) in txs.iter().enumerate() {
+            let tx_env = tx.tx_env();
+            check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
+            evm.ctx.chain.frames.clear();
+            evm.ctx.chain.wasm_logs_shown = false;
+            evm.ctx.chain.tracer.inner = Some(TransferLogs::default());
+            let result = evm.inspect_one_tx(tx_env);
+            let state = evm.finalize();
+            let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
+            cumulative += result.tx_gas_used();
+            let outcome = TxOutcome::from_revm(&result, cumulative);
+            let transfers = evm.ctx.chain.tracer.inner.take().unwrap_or_default();
+            with_transfers.push(transfers.merged(&outcome.logs));
+            outcomes.push(outcome);
+            let (c, w) = evm.ctx.db_mut().apply(&state, chain.spec);
+            code.extend(c);
+            wiped.extend(w);
+        }
+        let overlay = std::mem::take(&mut evm.ctx.db_mut().overlay);
+        drop(evm);
+        let mut output =
+            crate::sequential::finish_block(&base, overlay, code, wiped, outcomes, txs)?;
+        for (outcome, logs) in output.txs.iter_mut().zip(with_transfers) {
+            if outcome.is_success() {
+                outcome.logs = logs;
+            }
+        }
+        Ok(output)
+    })
+}
+
+/// The transfer logs of one transaction ([`execute_with_transfer_logs`]).
+#[derive(Debug, Default)]
+struct TransferLogs {
+    /// Each transfer log, with the number of the transaction's logs before it.
+    made: Vec<(usize, Log)>,
+    /// For each frame that has not ended: `made`'s length when it started, and whether its
+    /// own transfer (a creation's, whose address is known at its end) is the entry there.
+    frames: Vec<(usize, bool)>,
+    /// Self-destructs seen, whose place among the logs is taken at the next event that
+    /// shows the journal (revm tells an inspector of one without it).
+    selfdestructs: Vec<(Address, Address, U256)>,
+}
+
+/// The ERC-20 `Transfer(from, to, value)` log of an ether transfer.
+fn transfer_log(from: Address, to: Address, value: U256) -> Log {
+    let topic = alloy_primitives::keccak256("Transfer(address,address,uint256)");
+    Log::new_unchecked(
+        TRANSFER_LOG_ADDRESS,
+        vec![topic, from.into_word(), to.into_word()],
+        value.to_be_bytes::<32>().to_vec().into(),
+    )
+}
+
+impl TransferLogs {
+    fn place_selfdestructs<CTX: ContextTr>(&mut self, ctx: &CTX) {
+        let at = ctx.journal_ref().logs().len();
+        for (contract, target, value) in self.selfdestructs.drain(..) {
+            self.made.push((at, transfer_log(contract, target, value)));
+        }
+    }
+
+    fn start(&mut self, at: usize, transfer: Option<Log>) {
+        self.frames.push((self.made.len(), transfer.is_some()));
+        if let Some(log) = transfer {
+            self.made.push((at, log));
+        }
+    }
+
+    /// A frame ended; returns the index of its own transfer log, if it succeeded and made one.
+    fn end(&mut self, ok: bool) -> Option<usize> {
+        let (start, own) = self.frames.pop().unwrap_or((self.made.len(), false));
+        if !ok {
+            self.made.truncate(start);
+            return None;
+        }
+        own.then_some(start)
+    }
+
+    /// `logs` (a transaction's) with the transfer logs among them, in order.
+    fn merged(self, logs: &[Log]) -> Vec<Log> {
+        let mut out = Vec::with_capacity(logs.len() + self.made.len());
+        let mut made = self.made.into_iter().peekable();
+        for (i, log) in logs.iter().enumerate() {
+            while let Some((_, t)) = made.next_if(|(at, _)| *at <= i) {
+                out.push(t);
+            }
+            out.push(log.clone());
+        }
+        out.extend(made.map(|(_, t)| t));
+        out
+    }
+}
+
+impl WasmAccess for TransferLogs {}
+
+impl<CTX: ContextTr> Inspector<CTX> for TransferLogs {
+    fn call(&mut self, ctx: &mut CTX, inputs: &mut CallInputs) -> Option<CallOutcome> {
+        self.place_selfdestructs(ctx);
+        let value = inputs.transfer_value().filter(|v| !v.is_zero());
+        let log = value.map(|v| transfer_log(inputs.caller, inputs.target_address, v));
+        self.start(ctx.journal_ref().logs().len(), log);
+        None
+    }
+
+    fn call_end(&mut self, ctx: &mut CTX, _inputs: &CallInputs, outcome: &mut CallOutcome) {
+        self.place_selfdestructs(ctx);
+        self.end(outcome.result.result.is_ok());
+    }
+
+    fn create(&mut self, ctx: &mut CTX, inputs: &mut CreateInputs) -> Option<CreateOutcome> {
+        self.place_selfdestructs(ctx);
+        let value = Some(inputs.value()).filter(|v| !v.is_zero());
+        // The created address is known at the end.
+        let log = value.map(|v| transfer_log(inputs.caller(), Address::ZERO, v));
+        self.start(ctx.journal_ref().logs().len(), log);
+        None
+    }
+
+    fn create_end(&mut self, ctx: &mut CTX, _inputs: &CreateInputs, outcome: &mut CreateOutcome) {
+        self.place_selfdestructs(ctx);
+        let ok = outcome.result.result.is_ok() && outcome.address.is_some();
+        if let (Some(i), Some(address)) = (self.end(ok), outcome.address) {
+            if let Some((_, log)) = self.made.get_mut(i) {
+                let mut topics = log.topics().to_vec();
+                if let Some(to) = topics.get_mut(2) {
+                    *to = address.into_word();
+                }
+                log.data = alloy_primitives::LogData::new_unchecked(topics, log.data.data.clone());
+            }
+        }
+    }
+
+    fn selfdestruct(&mut self, contract: Address, target: Address, value: U256) {
+        if !value.is_zero() {
+            self.selfdestructs.push((contract, target, value));
+        }
+    }
+}
+
 /// What a struct-log step records, as the tracer options say.
 #[derive(Debug, Clone, Copy)]
 struct StepCosts {

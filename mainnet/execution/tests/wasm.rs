@@ -1660,3 +1660,102 @@ fn the_access_list_of_a_call_lists_what_wasm_loads() {
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!((list[0].address, list[0].storage_keys.as_slice()), (payee, &[] as &[B256]));
 }
+
+/// `traceTransfers` (`eth_simulateV1`): each value transfer of a transaction that succeeds
+/// shows among its logs, where it happened, as an ERC-20 Transfer of 0xeeee…eeee: EVM code
+/// forwarding value to a WASM contract, a WASM contract sending value, a value call into the
+/// Rust token before its own Transfer; nothing for a transaction that reverts. The state and
+/// the outcomes are otherwise those of the plain execution.
+#[test]
+fn transfers_show_as_logs_where_they_happen() {
+    use farol_execution::{execute_call, execute_with_transfer_logs, TRANSFER_LOG_ADDRESS};
+
+    let (mut w, token) = token_world();
+    let vault = deploy(&mut w, &wat(VAULT));
+    let user = deploy_sol(&mut w, "TokenUser", Address::ZERO.abi_encode());
+    let from = w.users[0];
+    let ether = U256::from(10u64).pow(U256::from(18));
+    let payee = Address::from([0x77; 20]);
+    let txs = vec![
+        // EVM -> WASM with value: the sender pays TokenUser, which pays the vault.
+        w.call(
+            from,
+            user,
+            ether,
+            ITokenUser::forwardCall { to: vault }.abi_encode(),
+            500_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+        // WASM sends value.
+        w.call(
+            from,
+            vault,
+            U256::ZERO,
+            (payee, U256::from(7)).abi_encode(),
+            500_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+        // Value into the token's transfer: the ether moves before its Transfer log.
+        w.call(
+            from,
+            token,
+            U256::from(3),
+            IToken::transferCall { to: payee, amount: U256::from(5) }.abi_encode(),
+            500_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+        // More than the vault has: it reverts, and shows nothing.
+        w.call(
+            from,
+            vault,
+            U256::ZERO,
+            (payee, ether * U256::from(2)).abi_encode(),
+            500_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+        // A creation with value whose init code self-destructs to the payee.
+        w.tx(
+            from,
+            alloy_primitives::TxKind::Create,
+            U256::from(9),
+            [&[0x73][..], payee.as_slice(), &[0xff]].concat().into(),
+            100_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+    ];
+    let env = w.block_env(Address::from([0xbe; 20]));
+    let plain = execute_call(&w.state, &w.chain, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
+    let shown = execute_with_transfer_logs(&w.state, &w.chain, &env, &txs, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(shown.diff, plain.diff);
+    assert_eq!(shown.receipts, plain.receipts);
+    let transfer = |log: &alloy_primitives::Log| -> Option<(Address, Address, U256)> {
+        (log.address == TRANSFER_LOG_ADDRESS).then(|| {
+            let t = log.topics();
+            let word = |i: usize| Address::from_word(t[i]);
+            (word(1), word(2), U256::from_be_slice(&log.data.data))
+        })
+    };
+    let kinds = |i: usize| -> Vec<Option<(Address, Address, U256)>> {
+        shown.txs[i].logs.iter().map(transfer).collect()
+    };
+    for (i, (a, b)) in shown.txs.iter().zip(&plain.txs).enumerate() {
+        assert_eq!((&a.status, a.gas_used, &a.output), (&b.status, b.gas_used, &b.output), "{i}");
+        let real: Vec<_> =
+            a.logs.iter().filter(|l| l.address != TRANSFER_LOG_ADDRESS).cloned().collect();
+        assert_eq!(real, b.logs, "{i}");
+    }
+    assert_eq!(kinds(0), vec![Some((from, user, ether)), Some((user, vault, ether))]);
+    assert_eq!(kinds(1), vec![Some((vault, payee, U256::from(7)))]);
+    assert_eq!(kinds(2), vec![Some((from, token, U256::from(3))), None]);
+    assert_eq!(shown.txs[3].status, TxStatus::Revert);
+    assert!(shown.txs[3].logs.is_empty());
+    let created = plain.txs[4].contract_address.unwrap_or_else(|| panic!("{:?}", plain.txs[4]));
+    let nine = U256::from(9);
+    assert_eq!(kinds(4), vec![Some((from, created, nine)), Some((created, payee, nine))]);
+}

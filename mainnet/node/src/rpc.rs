@@ -36,10 +36,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use farol_consensus::Transaction;
 use farol_execution::{
-    account_key, create_access_list, execute_call, execute_sequential, flat_call_tracer, json_len,
-    storage_key, trace_with, Account, BlockEnv, ExecError, GethDebugTracingOptions, GethTrace,
-    RecoveredTx, StateDiff, StateView, TraceContext, TraceError, TraceType, Tracer, TxStatus,
-    TxTrace, TRACE_BUDGET,
+    account_key, create_access_list, execute_call, execute_sequential, execute_with_transfer_logs,
+    flat_call_tracer, json_len, storage_key, trace_with, Account, BlockEnv, ExecError,
+    GethDebugTracingOptions, GethTrace, RecoveredTx, StateDiff, StateView, TraceContext,
+    TraceError, TraceType, Tracer, TxStatus, TxTrace, TRACE_BUDGET,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -1270,9 +1270,6 @@ impl Rpc {
         n: u64,
     ) -> Result<Vec<SimulatedBlock<Block>>, RpcError> {
         let st = &self.state;
-        if payload.trace_transfers {
-            return Err(RpcError::params("traceTransfers is not supported"));
-        }
         let calls: usize = payload.block_state_calls.iter().map(|b| b.calls.len()).sum();
         let max = self.cfg.max_batch;
         if calls > max {
@@ -1357,7 +1354,9 @@ impl Rpc {
                 }
                 let (_, tx) = self.call_tx(req, &view, n, Some(gas))?;
                 let txs = std::slice::from_ref(&tx);
-                let result = if payload.validation {
+                let result = if payload.trace_transfers {
+                    execute_with_transfer_logs(&view, &st.spec, &env, txs, !payload.validation)
+                } else if payload.validation {
                     execute_sequential(&view, &st.spec, &env, txs)
                 } else {
                     execute_call(&view, &st.spec, &env, txs)

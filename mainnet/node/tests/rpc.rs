@@ -1203,7 +1203,19 @@ async fn simulations_run_blocks_of_calls() {
         let far = format!("{:#x}", number + 300);
         let far = json!({"blockStateCalls": [{"blockOverrides": {"number": far}, "calls": []}]});
         assert_eq!(e(far), -38026);
-        assert_eq!(e(json!({"blockStateCalls": [], "traceTransfers": true})), -32602);
+        // Transfers traced: a value call shows as an ERC-20 Transfer of 0xeeee…eeee.
+        let payee = Address::repeat_byte(0x77);
+        let pay = json!({"from": from, "to": payee, "value": "0x2a"});
+        let r = simulate(
+            &mut c,
+            json!({"blockStateCalls": [{"calls": [pay]}], "traceTransfers": true}),
+        );
+        let log = &r[0]["calls"][0]["logs"][0];
+        let eth = "0xeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+        assert_eq!(log["address"].as_str().map(str::to_lowercase).as_deref(), Some(eth), "{r:#}");
+        assert_eq!(log["topics"][1], json!(from.into_word()), "{r:#}");
+        assert_eq!(log["topics"][2], json!(payee.into_word()), "{r:#}");
+        assert_eq!(log["data"], word(42), "{r:#}");
         assert_eq!(e(json!({"blockStateCalls": 7})), -32602);
     })
     .await
