@@ -471,6 +471,32 @@ impl Rpc {
                     .await
                     .map_err(RpcError::internal)?
             }
+            // The consensus encodings: a header's and a block's RLP, a transaction's and each
+            // receipt's EIP-2718 bytes (an unknown block or transaction is an error, -32000, as
+            // in geth).
+            "debug_getRawHeader" | "debug_getRawBlock" | "debug_getRawReceipts" => {
+                let b =
+                    self.block(p.first())?.ok_or_else(|| RpcError::server("block not found"))?;
+                match method {
+                    "debug_getRawHeader" => to_value(Bytes::from(alloy_rlp::encode(&b.header))),
+                    "debug_getRawBlock" => to_value(Bytes::from(raw_block(&b))),
+                    _ => to_value(
+                        b.receipts
+                            .iter()
+                            .map(|r| Bytes::from(r.encoded_2718()))
+                            .collect::<Vec<_>>(),
+                    ),
+                }
+            }
+            "debug_getRawTransaction" => {
+                let hash: B256 = param(p, 0, "hash")?;
+                let loc = st
+                    .chain
+                    .transaction(&hash)
+                    .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
+                let tx = loc.block.txs.get(loc.index).ok_or_else(|| RpcError::internal("no tx"))?;
+                to_value(Bytes::from(tx.encoded_2718()))
+            }
             "debug_traceTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 let opts = trace_options(p.get(1))?;
@@ -2444,6 +2470,20 @@ fn block_size(b: &StoredBlock) -> usize {
         payload += empty_list;
     }
     length_of_length(payload) + payload
+}
+
+/// The block's RLP encoding, `[header, transactions, ommers, withdrawals]` (what
+/// [`block_size`] measures).
+fn raw_block(b: &StoredBlock) -> Vec<u8> {
+    let block = alloy_consensus::Block {
+        header: b.header.clone(),
+        body: alloy_consensus::BlockBody {
+            transactions: b.txs.clone(),
+            ommers: Vec::new(),
+            withdrawals: b.header.withdrawals_root.map(|_| Default::default()),
+        },
+    };
+    alloy_rlp::encode(&block)
 }
 
 fn rpc_block(b: &StoredBlock, full: bool) -> Block {

@@ -911,6 +911,33 @@ async fn debug_traces_and_access_lists() {
         assert!(all.as_array().into_iter().flatten().any(|e| *e == t[0]), "{all}");
         let none = trace(&mut c, "trace_transaction", json!([B256::repeat_byte(9)]));
         assert_eq!(none, Value::Null);
+        // The consensus encodings: the header's RLP hashes to the block's hash, the block's is
+        // as long as its `size`, the transaction's hashes to its hash, and the receipt decodes
+        // to what eth_getTransactionReceipt says.
+        let bytes =
+            |v: Value| -> Bytes { serde_json::from_value(v).unwrap_or_else(|e| panic!("{e}")) };
+        let raw_header = bytes(trace(&mut c, "debug_getRawHeader", json!([block])));
+        assert_eq!(json!(alloy_primitives::keccak256(&raw_header)), r["blockHash"]);
+        let raw_block = bytes(trace(&mut c, "debug_getRawBlock", json!([block])));
+        let full = trace(&mut c, "eth_getBlockByNumber", json!([block, false]));
+        assert_eq!(quantity(&full["size"]).ok(), Some(raw_block.len() as u64), "{full}");
+        let decoded: alloy_consensus::Block<TxEnvelope> =
+            alloy_rlp::Decodable::decode(&mut raw_block.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(decoded.header.hash_slow(), alloy_primitives::keccak256(&raw_header));
+        let encoded = bytes(trace(&mut c, "debug_getRawTransaction", json!([bump])));
+        assert_eq!(json!(alloy_primitives::keccak256(&encoded)), bump);
+        let receipts = trace(&mut c, "debug_getRawReceipts", json!([block]));
+        let receipts: Vec<Bytes> =
+            serde_json::from_value(receipts).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(receipts.len(), decoded.body.transactions.len());
+        let at = quantity(&r["transactionIndex"]).unwrap_or_default() as usize;
+        let receipt =
+            <alloy_consensus::ReceiptEnvelope as alloy_eips::eip2718::Decodable2718>::decode_2718(
+                &mut receipts[at].as_ref(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(json!(format!("{:#x}", receipt.cumulative_gas_used())), r["cumulativeGasUsed"]);
+        assert_eq!(receipt.logs().len(), r["logs"].as_array().map_or(0, Vec::len));
         // One of them by its index; a longer path or an index past the end: null.
         assert_eq!(trace(&mut c, "trace_get", json!([bump, ["0x0"]])), t[0]);
         assert_eq!(trace(&mut c, "trace_get", json!([bump, ["0x1"]])), Value::Null);
@@ -1078,6 +1105,10 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("trace_call", json!([{"to": counter}]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
+        assert_eq!(k, -32000, "{body}");
+        let (k, body) = e("debug_getRawTransaction", json!([B256::repeat_byte(9)]));
+        assert_eq!(k, -32000, "{body}");
+        let (k, body) = e("debug_getRawBlock", json!(["0xffffff"]));
         assert_eq!(k, -32000, "{body}");
         let (k, body) = e("trace_get", json!([bump, "0x0"]));
         assert_eq!(k, -32602, "{body}");
@@ -1658,6 +1689,10 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_replayBlockTransactions", &[Block, Any]),
         ("trace_call", &[Call, Any, BlockOrHash]),
         ("trace_callMany", &[Any, BlockOrHash]),
+        ("debug_getRawHeader", &[BlockOrHash]),
+        ("debug_getRawBlock", &[BlockOrHash]),
+        ("debug_getRawReceipts", &[BlockOrHash]),
+        ("debug_getRawTransaction", &[Hash]),
         ("eth_simulateV1", &[Any, BlockOrHash]),
         ("trace_get", &[Hash, Any]),
         ("trace_filter", &[Filter]),
