@@ -922,19 +922,37 @@ fn execute_here(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
-    let mut result = executor.execute(view, spec, env, txs).map(|(output, _)| output);
+    let first = executor.execute(view, spec, env, txs).map(|(output, _)| output);
+    retry_node_faults(
+        env.number,
+        first,
+        || execute_sequential(view, spec, env, txs),
+        std::thread::sleep,
+    )
+}
+
+/// `first`, or while it is a fault of this node (`ExecError::Evm`) the result of `again`,
+/// run at most [`NODE_FAULT_RETRIES`] times: at once, then after pauses of 200, 400 and
+/// 800 ms (`pause`). Any other error, and the last fault, are returned as they are.
+fn retry_node_faults(
+    number: u64,
+    first: Result<BlockOutput, ExecError>,
+    mut again: impl FnMut() -> Result<BlockOutput, ExecError>,
+    mut pause: impl FnMut(std::time::Duration),
+) -> Result<BlockOutput, ExecError> {
+    let mut result = first;
     let mut attempt = 0;
     while let Err(ExecError::Evm { reason, .. }) = &result {
         if attempt == NODE_FAULT_RETRIES {
-            tracing::error!(number = env.number, %reason, "the block cannot be executed on this node");
+            tracing::error!(number, %reason, "the block cannot be executed on this node");
             break;
         }
-        tracing::warn!(number = env.number, attempt, %reason, "executing the block failed on this node; running it again");
+        tracing::warn!(number, attempt, %reason, "executing the block failed on this node; running it again");
         if attempt > 0 {
-            std::thread::sleep(std::time::Duration::from_millis(100 << attempt));
+            pause(std::time::Duration::from_millis(100 << attempt));
         }
         attempt += 1;
-        result = execute_sequential(view, spec, env, txs);
+        result = again();
     }
     result
 }
@@ -1091,6 +1109,55 @@ mod tests {
 
     use super::*;
     use alloy_signer_local::PrivateKeySigner;
+
+    /// A block that fails on this node (out of WASM instances, say) runs again: at once, then
+    /// after growing pauses, until it runs; a fault that persists is returned after the last
+    /// try, and a refusal that is the block's own (an invalid transaction) is not retried.
+    #[test]
+    fn a_node_fault_is_retried_and_a_block_error_is_not() {
+        let fault =
+            || ExecError::Evm { index: 0, reason: "WASM instance: the pool is full".into() };
+        let ok = || BlockOutput {
+            txs: Vec::new(),
+            receipts: Vec::new(),
+            diff: Default::default(),
+            gas_used: 0,
+            receipts_root: B256::ZERO,
+            logs_bloom: Default::default(),
+        };
+        let run = |faults: usize, first: Result<BlockOutput, ExecError>| {
+            let (mut runs, mut pauses) = (0usize, Vec::new());
+            let result = retry_node_faults(
+                7,
+                first,
+                || {
+                    runs += 1;
+                    if runs <= faults {
+                        Err(fault())
+                    } else {
+                        Ok(ok())
+                    }
+                },
+                |d| pauses.push(d.as_millis()),
+            );
+            (result, runs, pauses)
+        };
+        let (r, runs, pauses) = run(0, Ok(ok()));
+        assert!(r.is_ok() && runs == 0 && pauses.is_empty());
+        let (r, runs, pauses) = run(0, Err(fault()));
+        assert!(r.is_ok());
+        assert_eq!((runs, pauses), (1, vec![]));
+        let (r, runs, pauses) = run(2, Err(fault()));
+        assert!(r.is_ok());
+        assert_eq!((runs, pauses), (3, vec![200, 400]));
+        let (r, runs, pauses) = run(usize::MAX, Err(fault()));
+        assert!(matches!(r, Err(ExecError::Evm { .. })));
+        assert_eq!((runs, pauses), (NODE_FAULT_RETRIES as usize, vec![200, 400, 800]));
+        let invalid = ExecError::InvalidTransaction { index: 0, reason: "nonce too low".into() };
+        let (r, runs, _) = run(0, Err(invalid));
+        assert!(matches!(r, Err(ExecError::InvalidTransaction { .. })));
+        assert_eq!(runs, 0);
+    }
 
     fn tx(key: &PrivateKeySigner, nonce: u64) -> RecoveredTx {
         RecoveredTx { tx: crate::chain::tests::transfer(key, nonce), sender: key.address() }
