@@ -65,6 +65,19 @@ pub struct StoredBlock {
     pub ordering: OrderingData,
 }
 
+/// The fields every Farol header has the same (no withdrawals, blobs, beacon root or
+/// requests), for `..` in the headers made (genesis, blocks, simulated blocks); the rest are
+/// Ethereum's empty values until set.
+pub(crate) fn fixed_header_fields() -> Header {
+    Header {
+        withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
+        blob_gas_used: Some(0),
+        excess_blob_gas: Some(0),
+        parent_beacon_block_root: Some(B256::ZERO),
+        ..Header::default()
+    }
+}
+
 /// An ordered transaction whose nonce is ahead of its sender's: it waits (a bounded number
 /// of commits) for the missing ones, which consensus may order later (a sender's
 /// transactions can be proposed by different validators).

@@ -101,13 +101,7 @@ impl Genesis {
             mix_hash: B256::ZERO,
             nonce: B64::ZERO,
             base_fee_per_gas: Some(self.base_fee),
-            withdrawals_root: Some(EMPTY_ROOT_HASH),
-            blob_gas_used: Some(0),
-            excess_blob_gas: Some(0),
-            parent_beacon_block_root: Some(B256::ZERO),
-            requests_hash: None,
-            block_access_list_hash: None,
-            slot_number: None,
+            ..crate::chain::fixed_header_fields()
         };
         let hash = header.hash_slow();
         StoredBlock {

@@ -1049,13 +1049,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         mix_hash: e.env.prevrandao,
         nonce: B64::ZERO,
         base_fee_per_gas: Some(e.env.base_fee),
-        withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
-        blob_gas_used: Some(0),
-        excess_blob_gas: Some(0),
-        parent_beacon_block_root: Some(B256::ZERO),
-        requests_hash: None,
-        block_access_list_hash: None,
-        slot_number: None,
+        ..crate::chain::fixed_header_fields()
     };
     let hash = header.hash_slow();
     if let Some(want) = e.expect.filter(|w| *w != hash) {

@@ -2262,13 +2262,7 @@ fn simulated_block(
         mix_hash: env.prevrandao,
         nonce: Default::default(),
         base_fee_per_gas: Some(env.base_fee),
-        withdrawals_root: Some(alloy_consensus::EMPTY_ROOT_HASH),
-        blob_gas_used: Some(0),
-        excess_blob_gas: Some(0),
-        parent_beacon_block_root: Some(B256::ZERO),
-        requests_hash: None,
-        block_access_list_hash: None,
-        slot_number: None,
+        ..crate::chain::fixed_header_fields()
     };
     let hash = header.hash_slow();
     let block = StoredBlock {
