@@ -335,21 +335,7 @@ impl Rpc {
             "net_listening" => Ok(json!(true)),
             "net_peerCount" => Ok(hex(st.metrics.peers.load(Ordering::Relaxed))),
             "eth_chainId" => Ok(hex(st.genesis.chain_id)),
-            "eth_syncing" => {
-                // Behind a block-final block block sync learned of: syncing.
-                let head = st.chain.head_number();
-                let target = st.metrics.sync_target.load(Ordering::Relaxed);
-                if target > head {
-                    let start = st.metrics.sync_start.load(Ordering::Relaxed).min(head);
-                    Ok(json!({
-                        "startingBlock": hex(start),
-                        "currentBlock": hex(head),
-                        "highestBlock": hex(target),
-                    }))
-                } else {
-                    Ok(json!(false))
-                }
-            }
+            "eth_syncing" => Ok(sync_status(st).unwrap_or(json!(false))),
             "eth_mining" => Ok(json!(false)),
             "eth_accounts" => to_value(self.dev.iter().map(|k| k.address()).collect::<Vec<_>>()),
             "eth_sendTransaction" | "eth_signTransaction" => {
@@ -1893,11 +1879,12 @@ impl Rpc {
     fn subscribe(self: &Arc<Self>, ws: &Arc<WsCtx>, p: &[Value]) -> RpcResult {
         let kind: String = param(p, 0, "subscription kind")?;
         let filter: Option<Filter> = match kind.as_str() {
-            "newHeads" | "newPendingTransactions" => None,
+            "newHeads" | "newPendingTransactions" | "syncing" => None,
             "logs" => Some(opt_param(p, 1, "filter")?.unwrap_or_default()),
             k => {
                 return Err(RpcError::params(format!(
-                    "unsupported subscription {k:?} (newHeads, logs, newPendingTransactions)"
+                    "unsupported subscription {k:?} (newHeads, logs, newPendingTransactions, \
+                     syncing)"
                 )))
             }
         };
@@ -1908,6 +1895,34 @@ impl Rpc {
             )));
         }
         let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
+        if kind == "syncing" {
+            // As geth: `{syncing: true, status}` when the node starts catching up (or at once
+            // if it is), `false` when it has; the state is looked at four times a second.
+            let state = self.state.clone();
+            let out = ws.out.clone();
+            let sid = id.clone();
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                let mut syncing = false;
+                loop {
+                    tick.tick().await;
+                    let status = sync_status(&state);
+                    if status.is_some() == syncing {
+                        continue;
+                    }
+                    syncing = status.is_some();
+                    let result = match status {
+                        Some(status) => json!({"syncing": true, "status": status}),
+                        None => json!(false),
+                    };
+                    if out.send(notification(&sid, result)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            ws.subs.lock().insert(id.clone(), task);
+            return Ok(json!(id));
+        }
         if kind == "newPendingTransactions" {
             // Hashes, or with `true` the transactions as eth_getTransactionByHash gives them.
             let full: bool = opt_param(p, 1, "full transactions")?.unwrap_or(false);
@@ -1979,6 +1994,21 @@ impl Rpc {
         ws.subs.lock().insert(id.clone(), task);
         Ok(json!(id))
     }
+}
+
+/// Where block sync stands (`eth_syncing`): `None` at the newest block-final block the node
+/// knows of, else the block it started from, its head and the newest known.
+fn sync_status(st: &State) -> Option<Value> {
+    let head = st.chain.head_number();
+    let target = st.metrics.sync_target.load(Ordering::Relaxed);
+    (target > head).then(|| {
+        let start = st.metrics.sync_start.load(Ordering::Relaxed).min(head);
+        json!({
+            "startingBlock": hex(start),
+            "currentBlock": hex(head),
+            "highestBlock": hex(target),
+        })
+    })
 }
 
 /// The most types, fields of one type, and nodes of the primary type's expanded tree that

@@ -683,6 +683,12 @@ async fn a_full_node_follows_the_certified_chain() {
     scfg.sync.headers_per_request = 1;
     let patient = Node::start(scfg).await.unwrap_or_else(|e| panic!("{e}"));
     let phttp = patient.http.unwrap_or_else(|| panic!("no http"));
+    // Its first answer takes 2 s: a `syncing` subscription made now hears the sync start,
+    // then end.
+    let mut subscriber = Ws::connect(patient.ws.unwrap_or_else(|| panic!("no ws"))).await;
+    let sub = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["syncing"]});
+    let answer = subscriber.call(&sub).await;
+    assert!(answer["result"].is_string(), "{answer}");
     let k = key.clone();
     tokio::task::spawn_blocking(move || {
         let started = Instant::now();
@@ -718,6 +724,16 @@ async fn a_full_node_follows_the_certified_chain() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(30), subscriber.recv()).await.ok().flatten()
+    };
+    let started = next().await.unwrap_or_else(|| panic!("no syncing notification"));
+    let status = &started["params"]["result"];
+    assert_eq!(status["syncing"], json!(true), "{started}");
+    let highest = quantity(&status["status"]["highestBlock"]).unwrap_or_default();
+    assert!(highest >= later, "{started}");
+    let ended = next().await.unwrap_or_else(|| panic!("no second notification"));
+    assert_eq!(ended["params"]["result"], json!(false), "{ended}");
     patient.stop().await.unwrap_or_else(|e| panic!("{e}"));
     validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
