@@ -488,19 +488,20 @@ pub fn create_access_list<S: StateView + ?Sized>(
 pub const TRANSFER_LOG_ADDRESS: Address =
     alloy_primitives::address!("0xEeeeeEeeeEeEeeEeEeEeeEEEeeeeEeeeeeeeEEeE");
 
-/// [`crate::execute_call`] (with `call`; else [`crate::execute_sequential`]) in which each
-/// value transfer of a transaction that succeeds shows in its logs, where it happened among
-/// them, as an ERC-20 `Transfer(from, to, value)` log of [`TRANSFER_LOG_ADDRESS`]: calls
-/// with value, creations with value and self-destructs that move a balance, in EVM and WASM
-/// frames alike; a transfer in a frame that failed shows nothing. The receipts, bloom and
-/// state are those of the same block without the logs added.
+/// [`crate::execute_call`] (with `call`; else [`crate::execute_sequential`]), and for each
+/// transaction its logs with each value transfer among them, where it happened, as an ERC-20
+/// `Transfer(from, to, value)` log of [`TRANSFER_LOG_ADDRESS`]: calls with value, creations
+/// with value and self-destructs that move a balance, in EVM and WASM frames alike; a
+/// transfer in a frame that failed shows nothing, and a transaction that failed has no logs.
+/// The block output is the plain execution's (its outcomes, receipts and bloom hold the
+/// real logs alone).
 pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
     state: &S,
     chain: &ChainSpec,
     env: &BlockEnv,
     txs: &[RecoveredTx],
     call: bool,
-) -> Result<crate::BlockOutput, ExecError> {
+) -> Result<(crate::BlockOutput, Vec<Vec<Log>>), ExecError> {
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
         let base = CachedView::new(state);
         let db = SeqDb { base: &base, overlay: Default::default() };
@@ -529,7 +530,11 @@ pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
             cumulative += result.tx_gas_used();
             let outcome = TxOutcome::from_revm(&result, cumulative);
             let transfers = evm.ctx.chain.tracer.inner.take().unwrap_or_default();
-            with_transfers.push(transfers.merged(&outcome.logs));
+            with_transfers.push(if outcome.is_success() {
+                transfers.merged(&outcome.logs)
+            } else {
+                Vec::new()
+            });
             outcomes.push(outcome);
             let (c, w) = evm.ctx.db_mut().apply(&state, chain.spec);
             code.extend(c);
@@ -537,14 +542,8 @@ pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
         }
         let overlay = std::mem::take(&mut evm.ctx.db_mut().overlay);
         drop(evm);
-        let mut output =
-            crate::sequential::finish_block(&base, overlay, code, wiped, outcomes, txs)?;
-        for (outcome, logs) in output.txs.iter_mut().zip(with_transfers) {
-            if outcome.is_success() {
-                outcome.logs = logs;
-            }
-        }
-        Ok(output)
+        let output = crate::sequential::finish_block(&base, overlay, code, wiped, outcomes, txs)?;
+        Ok((output, with_transfers))
     })
 }
 

@@ -175,7 +175,14 @@ impl State {
             .filter(|(n, _)| *n > base_version && *n <= number)
             .map(|(_, d)| d.clone())
             .collect();
-        Ok(Overlay { base, diffs, state: self.clone() })
+        Ok(Overlay {
+            base,
+            diffs,
+            state: self.clone(),
+            number,
+            calls: false,
+            hashes: Default::default(),
+        })
     }
 
     fn drop_tx(&self, hash: B256, reason: String) {
@@ -238,12 +245,32 @@ pub struct Overlay {
     base: StoreState,
     diffs: Vec<Arc<StateDiff>>,
     state: Arc<State>,
+    /// The block the view is the state after.
+    number: u64,
+    /// For calls (RPC): block hashes are read, never waited for (see `block_hash`).
+    calls: bool,
+    /// Hashes of blocks past `number` that calls may ask for (simulated blocks).
+    hashes: std::collections::BTreeMap<u64, B256>,
 }
 
 impl Overlay {
     /// Lays `diff` over the view (state overrides of `eth_call`).
     pub fn push(&mut self, diff: StateDiff) {
         self.diffs.push(Arc::new(diff));
+    }
+
+    /// The view for calls: BLOCKHASH of a block past the view's (a call whose block number
+    /// is overridden ahead, a simulated block) is not waited for: it is the hash
+    /// [`Overlay::set_block_hash`] gave, or zero, as geth answers for a block it does not
+    /// have. Blocks do wait for their parents' hashes.
+    pub fn for_calls(mut self) -> Self {
+        self.calls = true;
+        self
+    }
+
+    /// Block `number`'s hash for calls over this view (a simulated block's).
+    pub fn set_block_hash(&mut self, number: u64, hash: B256) {
+        self.hashes.insert(number, hash);
     }
 }
 
@@ -276,6 +303,13 @@ impl StateView for Overlay {
         self.base.storage(address, slot)
     }
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        if let Some(h) = self.hashes.get(&number) {
+            return Ok(*h);
+        }
+        if self.calls {
+            let known = (number <= self.number).then(|| self.state.chain.hash(number));
+            return Ok(known.flatten().unwrap_or_default());
+        }
         self.state
             .chain
             .wait_hash(number)

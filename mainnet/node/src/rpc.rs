@@ -441,6 +441,8 @@ impl Rpc {
             "eth_simulateV1" => {
                 let payload: SimulatePayload = param(p, 0, "simulation")?;
                 let n = self.block_number(p.get(1))?;
+                // As heavy as a trace: it shares the traces' two places.
+                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
                 let this = self.clone();
                 let blocks = tokio::task::spawn_blocking(move || this.simulate(&payload, n))
                     .await
@@ -474,14 +476,14 @@ impl Rpc {
                     ),
                 }
             }
+            // In a block or waiting in the pool (as geth); `null` when unknown.
             "debug_getRawTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
-                let loc = st
-                    .chain
-                    .transaction(&hash)
-                    .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
-                let tx = loc.block.txs.get(loc.index).ok_or_else(|| RpcError::internal("no tx"))?;
-                to_value(Bytes::from(tx.encoded_2718()))
+                let tx = match st.chain.transaction(&hash) {
+                    Some(loc) => loc.block.txs.get(loc.index).cloned(),
+                    None => self.mempool.lock().get(&hash).map(|(tx, _)| tx),
+                };
+                Ok(tx.map_or(Value::Null, |tx| json!(Bytes::from(tx.encoded_2718()))))
             }
             "debug_traceTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
@@ -553,6 +555,9 @@ impl Rpc {
                 let matcher = f.matcher();
                 let skip = usize::try_from(f.after.unwrap_or(0)).unwrap_or(usize::MAX);
                 let take = f.count.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
+                if take == 0 {
+                    return Ok(json!([]));
+                }
                 let mut out = Vec::new();
                 let mut seen = 0usize;
                 let mut size = 0u64;
@@ -922,7 +927,7 @@ impl Rpc {
     }
 
     fn view(&self, n: u64) -> Result<Overlay, RpcError> {
-        self.state.view(n).map_err(|e| {
+        self.state.view(n).map(Overlay::for_calls).map_err(|e| {
             RpcError::server(format!(
                 "state of block {n} is not available (only the newest versions are kept): {e}"
             ))
@@ -1236,8 +1241,9 @@ impl Rpc {
             }
             let mut txs = Vec::with_capacity(reqs.len());
             let mut env = None::<BlockEnv>;
+            let block_gas = overrides.block.as_ref().and_then(|b| b.gas_limit);
             for req in &reqs {
-                let (e, tx) = this.call_tx(req, &view, n, None)?;
+                let (e, tx) = this.call_tx(req, &view, n, req.gas.or(block_gas))?;
                 if env.as_ref().is_none_or(|now| e.base_fee < now.base_fee) {
                     env = Some(e);
                 }
@@ -1246,6 +1252,9 @@ impl Rpc {
             let mut env = env.ok_or_else(|| RpcError::internal("no block"))?;
             if let Some(b) = &overrides.block {
                 override_env(&mut env, b)?;
+                if !reqs.iter().all(priced) {
+                    env.base_fee = 0;
+                }
             }
             let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
             trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context)
@@ -1289,12 +1298,17 @@ impl Rpc {
                 "{calls} calls; at most {max} (rpc.max_batch) are simulated at once"
             )));
         }
+        if payload.block_state_calls.is_empty() {
+            return Err(RpcError::params("empty input: no blockStateCalls"));
+        }
         let parent =
             st.chain.block(n).ok_or_else(|| RpcError::server(format!("block {n} not found")))?;
         let mut view = self.view(n)?;
         let (mut prev_hash, mut prev_number, mut prev_time) =
             (parent.hash, parent.number(), parent.header.timestamp);
-        let gas_limit = st.genesis.gas_limit.max(self.cfg.gas_cap);
+        // What the answer holds so far, estimated as JSON (return data and logs).
+        let mut size = 0u64;
+        let budget = self.cfg.max_batch_response_bytes as u64;
         let mut out = Vec::new();
         for (k, sim) in payload.block_state_calls.iter().enumerate() {
             let o = sim.block_overrides.clone().unwrap_or_default();
@@ -1326,25 +1340,27 @@ impl Rpc {
                     format!("block {k}: timestamp {time} is not above the previous block's"),
                 ));
             }
-            // Calls that name no price run without validation, as in geth: no base fee unless
-            // overridden.
-            let mut env = BlockEnv {
+            // The base block's fee recipient, gas limit and difficulty, as geth; without
+            // validation no base fee unless overridden.
+            let base = BlockEnv {
                 number,
                 timestamp: time,
-                beneficiary: Address::ZERO,
+                beneficiary: parent.header.beneficiary,
                 base_fee: if payload.validation { st.genesis.base_fee } else { 0 },
-                gas_limit,
+                gas_limit: parent.header.gas_limit,
                 prevrandao: B256::ZERO,
-                difficulty: U256::ZERO,
+                difficulty: parent.header.difficulty,
                 excess_blob_gas: Some(0),
             };
+            let mut env = base.clone();
             override_env(&mut env, &o)
                 .map_err(|e| RpcError { message: format!("block {k}: {}", e.message), ..e })?;
             for gap in prev_number + 1..number {
-                let env =
-                    BlockEnv { number: gap, timestamp: gap_time(gap - prev_number), ..env.clone() };
+                let timestamp = gap_time(gap - prev_number);
+                let env = BlockEnv { number: gap, timestamp, ..base.clone() };
                 let block = simulated_block(prev_hash, &env, Vec::new(), false);
                 prev_hash = block.inner.header.hash;
+                view.set_block_hash(gap, prev_hash);
                 out.push(block);
             }
             if let Some(so) = &sim.state_overrides {
@@ -1366,23 +1382,52 @@ impl Rpc {
                 }
                 let (_, tx) = self.call_tx(req, &view, n, Some(gas))?;
                 let txs = std::slice::from_ref(&tx);
-                let result = if payload.trace_transfers {
-                    execute_with_transfer_logs(&view, &st.spec, &env, txs, !payload.validation)
+                // Without validation a call that names no price pays none (and sees a zero
+                // base fee), as in geth.
+                let mut call_env = env.clone();
+                if !payload.validation && !priced(req) {
+                    call_env.base_fee = 0;
+                }
+                let (result, shown) = if payload.trace_transfers {
+                    match execute_with_transfer_logs(
+                        &view,
+                        &st.spec,
+                        &call_env,
+                        txs,
+                        !payload.validation,
+                    ) {
+                        Ok((output, mut shown)) => (Ok(output), shown.pop()),
+                        Err(e) => (Err(e), None),
+                    }
                 } else if payload.validation {
-                    execute_sequential(&view, &st.spec, &env, txs)
+                    (execute_sequential(&view, &st.spec, &call_env, txs), None)
                 } else {
-                    execute_call(&view, &st.spec, &env, txs)
+                    (execute_call(&view, &st.spec, &call_env, txs), None)
                 };
                 let mut output = result.map_err(|e| simulate_error(k, i, e))?;
                 let mut outcome =
                     output.txs.pop().ok_or_else(|| RpcError::internal("no outcome"))?;
                 used += outcome.gas_used;
                 outcome.cumulative_gas_used = used;
+                let logs = shown.as_ref().unwrap_or(&outcome.logs);
+                size = size.saturating_add(2 * outcome.output.len() as u64 + 300);
+                for log in logs {
+                    size = size.saturating_add(
+                        300 + 2 * log.data.data.len() as u64 + 70 * log.topics().len() as u64,
+                    );
+                }
+                if size > budget {
+                    return Err(RpcError::limit(format!(
+                        "the answer would exceed {budget} bytes (rpc.max_batch_response_bytes); \
+                         simulate fewer calls"
+                    )));
+                }
                 view.push(std::mem::take(&mut output.diff));
-                done.push((tx, outcome));
+                done.push(SimulatedCall { tx, outcome, shown });
             }
             let block = simulated_block(prev_hash, &env, done, payload.return_full_transactions);
             prev_hash = block.inner.header.hash;
+            view.set_block_hash(number, prev_hash);
             out.push(block);
             prev_number = number;
             prev_time = time;
@@ -1404,9 +1449,15 @@ impl Rpc {
             let diff = override_diff(&view, o)?;
             view.push(diff);
         }
-        let (mut env, tx) = self.call_tx(req, &view, n, gas)?;
+        // A call that names no gas gets at most an overridden block's gas limit.
+        let block_gas = overrides.block.as_ref().and_then(|b| b.gas_limit);
+        let (mut env, tx) = self.call_tx(req, &view, n, gas.or(req.gas).or(block_gas))?;
         if let Some(b) = &overrides.block {
             override_env(&mut env, b)?;
+            // An unpriced call pays no base fee, an overridden one included (as in geth).
+            if !priced(req) {
+                env.base_fee = 0;
+            }
         }
         Ok((view, env, tx))
     }
@@ -1446,7 +1497,7 @@ impl Rpc {
         let input = req.input.input().cloned().unwrap_or_default();
         let value = req.value.unwrap_or_default();
         let chain_id = st.genesis.chain_id;
-        let priced = req.gas_price.is_some() || req.max_fee_per_gas.is_some();
+        let priced = priced(req);
         let sig = EcdsaSig::test_signature();
         let access_list = req.access_list.clone();
         let tx = match (req.gas_price, &req.authorization_list) {
@@ -1539,9 +1590,15 @@ impl Rpc {
         n: u64,
         overrides: &Overrides,
     ) -> Result<u64, RpcError> {
-        // A gas below a transfer's is ignored, as in geth (it can only fail).
-        let mut cap =
-            req.gas.filter(|g| *g >= 21_000).unwrap_or(self.cfg.gas_cap).min(self.cfg.gas_cap);
+        // A gas below a transfer's is ignored, as in geth (it can only fail); an overridden
+        // block's gas limit bounds the search.
+        let block_gas = overrides.block.as_ref().and_then(|b| b.gas_limit).unwrap_or(u64::MAX);
+        let mut cap = req
+            .gas
+            .filter(|g| *g >= 21_000)
+            .unwrap_or(self.cfg.gas_cap)
+            .min(self.cfg.gas_cap)
+            .min(block_gas);
         // A priced call can buy at most what the sender's balance pays for (as in geth):
         // trying the whole cap would fail for any account holding less than cap × fee.
         let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
@@ -2263,62 +2320,66 @@ fn revert_error(output: &Bytes) -> RpcError {
     RpcError { code: 3, message, data: Some(json!(output)) }
 }
 
-/// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, of the calls `done`
-/// (their outcomes carry the block's cumulative gas). Its state root is not computed (zero):
-/// the calls' state is an overlay, never merklized.
+/// A call of a simulated block: its transaction, its outcome (with the block's cumulative
+/// gas), and its logs with the transfers shown among them (`traceTransfers`).
+struct SimulatedCall {
+    tx: RecoveredTx,
+    outcome: farol_execution::TxOutcome,
+    shown: Option<Vec<alloy_primitives::Log>>,
+}
+
+/// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, of the calls `done`.
+/// Its state root is not computed (zero): the calls' state is an overlay, never merklized.
+/// Its receipts hold the real logs; a call's answer shows the transfers too, when traced.
 fn simulated_block(
     parent_hash: B256,
     env: &BlockEnv,
-    done: Vec<(RecoveredTx, farol_execution::TxOutcome)>,
+    done: Vec<SimulatedCall>,
     full: bool,
 ) -> SimulatedBlock<Block> {
     let receipts: Vec<ReceiptEnvelope> =
-        done.iter().map(|(t, o)| o.receipt(t.tx.tx_type())).collect();
-    let txs: Vec<TxEnvelope> = done.iter().map(|(t, _)| t.tx.clone()).collect();
+        done.iter().map(|c| c.outcome.receipt(c.tx.tx.tx_type())).collect();
+    let txs: Vec<TxEnvelope> = done.iter().map(|c| c.tx.tx.clone()).collect();
     let header = alloy_consensus::Header {
         parent_hash,
-        ommers_hash: alloy_consensus::EMPTY_OMMER_ROOT_HASH,
         beneficiary: env.beneficiary,
-        state_root: B256::ZERO,
         transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
         receipts_root: alloy_consensus::proofs::calculate_receipt_root(&receipts),
         logs_bloom: receipts.iter().fold(Default::default(), |acc, r| acc | *r.logs_bloom()),
         difficulty: env.difficulty,
         number: env.number,
         gas_limit: env.gas_limit,
-        gas_used: done.last().map_or(0, |(_, o)| o.cumulative_gas_used),
+        gas_used: done.last().map_or(0, |c| c.outcome.cumulative_gas_used),
         timestamp: env.timestamp,
-        extra_data: Bytes::new(),
         mix_hash: env.prevrandao,
-        nonce: Default::default(),
         base_fee_per_gas: Some(env.base_fee),
         ..crate::chain::fixed_header_fields()
     };
     let hash = header.hash_slow();
-    let block = StoredBlock {
-        header,
-        hash,
-        senders: done.iter().map(|(t, _)| t.sender).collect(),
-        created: done.iter().map(|(_, o)| o.contract_address).collect(),
-        txs,
-        receipts,
-        ordering: crate::chain::OrderingData {
-            round: 0,
-            first: 0,
-            height: 0,
-            chunk: 0,
-            last_in_group: true,
-            deferred: Vec::new(),
-            checkpoint: None,
-        },
-    };
-    let logs = block_logs(&block);
-    let calls = done
-        .iter()
-        .enumerate()
-        .map(|(i, (_, o))| SimCallResult {
+    let mut calls = Vec::with_capacity(done.len());
+    let mut log_index = 0u64;
+    for (i, c) in done.iter().enumerate() {
+        let o = &c.outcome;
+        let logs = c.shown.as_ref().unwrap_or(&o.logs);
+        let logs = logs
+            .iter()
+            .map(|l| {
+                log_index += 1;
+                RpcLog {
+                    inner: l.clone(),
+                    block_hash: Some(hash),
+                    block_number: Some(env.number),
+                    block_timestamp: Some(env.timestamp),
+                    transaction_hash: Some(*c.tx.tx.tx_hash()),
+                    transaction_index: Some(i as u64),
+                    log_index: Some(log_index - 1),
+                    removed: false,
+                }
+            })
+            .collect();
+        calls.push(SimCallResult {
             return_data: o.output.clone(),
-            logs: logs.iter().filter(|l| l.transaction_index == Some(i as u64)).cloned().collect(),
+            logs,
             gas_used: o.gas_used,
             max_used_gas: None,
             status: o.is_success(),
@@ -2335,9 +2396,32 @@ fn simulated_block(
                     data: None,
                 }),
             },
-        })
-        .collect();
+        });
+    }
+    let block = StoredBlock {
+        header,
+        hash,
+        senders: done.iter().map(|c| c.tx.sender).collect(),
+        created: done.iter().map(|c| c.outcome.contract_address).collect(),
+        txs,
+        receipts,
+        ordering: crate::chain::OrderingData {
+            round: 0,
+            first: 0,
+            height: 0,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        },
+    };
     SimulatedBlock { inner: rpc_block(&block, full), calls }
+}
+
+/// Whether call `req` names a price (a gas price or a fee cap): one that does not pays no
+/// base fee, as in geth.
+fn priced(req: &TransactionRequest) -> bool {
+    req.gas_price.is_some() || req.max_fee_per_gas.is_some()
 }
 
 /// The error of call `i` of simulated block `k` that could not run (geth's codes for the

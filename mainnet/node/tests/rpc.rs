@@ -942,6 +942,13 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(decoded.header.hash_slow(), alloy_primitives::keccak256(&raw_header));
         let encoded = bytes(trace(&mut c, "debug_getRawTransaction", json!([bump])));
         assert_eq!(json!(alloy_primitives::keccak256(&encoded)), bump);
+        let unknown = trace(&mut c, "debug_getRawTransaction", json!([B256::repeat_byte(9)]));
+        assert_eq!(unknown, Value::Null);
+        // One held in the pool behind a nonce gap is served too.
+        let held = raw_tx(&key, 50, TxKind::Call(counter), vec![]);
+        let held_hash = trace(&mut c, "eth_sendRawTransaction", json!([held]));
+        let got = trace(&mut c, "debug_getRawTransaction", json!([held_hash]));
+        assert_eq!(got, json!(held));
         let receipts = trace(&mut c, "debug_getRawReceipts", json!([block]));
         let receipts: Vec<Bytes> =
             serde_json::from_value(receipts).unwrap_or_else(|e| panic!("{e}"));
@@ -971,6 +978,8 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(trace(&mut c, "trace_filter", page), json!([t[0]]));
         let page = json!([{"toAddress": [counter], "count": 1}]);
         assert_eq!(trace(&mut c, "trace_filter", page), json!([f[0]]));
+        let none = json!([{"toAddress": [counter], "count": 0}]);
+        assert_eq!(trace(&mut c, "trace_filter", none), json!([]));
         // Intersection (the default) and union of sender and target.
         let stranger = Address::repeat_byte(0x99);
         let both = json!({"fromAddress": [stranger], "toAddress": [counter]});
@@ -1068,6 +1077,27 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(t["output"], want, "{t}");
         let plain = trace(&mut c, "eth_call", json!([call, "latest", state]));
         assert_ne!(plain, want);
+        // An unpriced call under an overridden base fee pays none; a block gas limit below
+        // the gas cap bounds a call that names no gas.
+        let low = json!({"baseFeePerGas": "0x3b9aca00", "gasLimit": "0x989680"});
+        let got = trace(&mut c, "eth_call", json!([call, "latest", state, low]));
+        assert_eq!(got.as_str().map(str::len), Some(2 + 3 * 64), "{got}");
+        let est = trace(&mut c, "eth_estimateGas", json!([call, "latest", state, low]));
+        assert!(quantity(&est).is_ok_and(|g| g > 21_000 && g <= 0x989680), "{est}");
+        // BLOCKHASH of the block before an overridden number far ahead: zero, at once (the
+        // node has no such block); at the head, the chain's.
+        let hasher = Address::repeat_byte(0x7d);
+        let hasher_code = [0x43, 0x60, 1, 0x90, 0x03, 0x40, 0x60, 0, 0x52, 0x60, 32, 0x60, 0, 0xf3];
+        let state = json!({format!("{hasher:#x}"): {"code": Bytes::copy_from_slice(&hasher_code)}});
+        let call = json!({"from": from, "to": hasher});
+        let far = json!({"number": "0xffffffffff"});
+        let got = trace(&mut c, "eth_call", json!([call, "latest", state, far]));
+        assert_eq!(got, json!(format!("{:#x}", B256::ZERO)));
+        let head = trace(&mut c, "eth_getBlockByNumber", json!(["latest", false]));
+        let n = quantity(&head["number"]).unwrap_or_default();
+        let parent = trace(&mut c, "eth_getBlockByNumber", json!([format!("{:#x}", n - 1), false]));
+        let got = trace(&mut c, "eth_call", json!([call, "latest", state]));
+        assert_eq!(got, parent["hash"]);
 
         // eth_createAccessList: a contract (put in place by an override) that reads the
         // counter's balance lists the counter; the call's own target is listed with the slots it
@@ -1121,8 +1151,6 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("trace_call", json!([{"to": counter}]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
-        assert_eq!(k, -32000, "{body}");
-        let (k, body) = e("debug_getRawTransaction", json!([B256::repeat_byte(9)]));
         assert_eq!(k, -32000, "{body}");
         let (k, body) = e("debug_getRawBlock", json!(["0xffffff"]));
         assert_eq!(k, -32000, "{body}");
@@ -1243,7 +1271,19 @@ async fn simulations_run_blocks_of_calls() {
         let mut ahead = priced.clone();
         ahead["nonce"] = json!("0x9");
         assert_eq!(e(checked(json!([ahead]))), -38011);
-        // Numbers that do not rise, too many blocks, transfers traced: refused.
+        // BLOCKHASH in a simulated block sees the simulated block before it.
+        let hasher = Address::repeat_byte(0x7d);
+        let hasher_code: &[u8] =
+            &[0x43, 0x60, 1, 0x90, 0x03, 0x40, 0x60, 0, 0x52, 0x60, 32, 0x60, 0, 0xf3];
+        let ask = json!({"from": from, "to": hasher});
+        let code_of = json!({format!("{hasher:#x}"): {"code": Bytes::copy_from_slice(hasher_code)}});
+        let r = simulate(
+            &mut c,
+            json!({"blockStateCalls": [{"stateOverrides": code_of, "calls": [ask]}, {"calls": [ask]}]}),
+        );
+        assert_eq!(r[1]["calls"][0]["returnData"], r[0]["hash"], "{r:#}");
+        assert_eq!(r[0]["calls"][0]["returnData"], head["hash"], "{r:#}");
+        // Numbers that do not rise, too many blocks, no blocks: refused.
         let back = format!("{number:#x}");
         let back = json!({"blockStateCalls": [{"blockOverrides": {"number": back}, "calls": []}]});
         assert_eq!(e(back), -38020);
@@ -1263,6 +1303,10 @@ async fn simulations_run_blocks_of_calls() {
         assert_eq!(log["topics"][1], json!(from.into_word()), "{r:#}");
         assert_eq!(log["topics"][2], json!(payee.into_word()), "{r:#}");
         assert_eq!(log["data"], word(42), "{r:#}");
+        // The block's receipts hold the real logs alone (none here).
+        let empty_bloom = format!("0x{}", "0".repeat(512));
+        assert_eq!(r[0]["logsBloom"], json!(empty_bloom), "{r:#}");
+        assert_eq!(e(json!({"blockStateCalls": []})), -32602);
         assert_eq!(e(json!({"blockStateCalls": 7})), -32602);
     })
     .await
