@@ -459,9 +459,8 @@ impl Rpc {
                     .await
                     .map_err(RpcError::internal)?
             }
-            // The consensus encodings: a header's and a block's RLP, a transaction's and each
-            // receipt's EIP-2718 bytes (an unknown block or transaction is an error, -32000, as
-            // in geth).
+            // The consensus encodings: a header's and a block's RLP, each receipt's EIP-2718
+            // bytes (an unknown block is an error, -32000, as in geth).
             "debug_getRawHeader" | "debug_getRawBlock" | "debug_getRawReceipts" => {
                 let b =
                     self.block(p.first())?.ok_or_else(|| RpcError::server("block not found"))?;
