@@ -1676,47 +1676,24 @@ fn transfers_show_as_logs_where_they_happen() {
     let from = w.users[0];
     let ether = U256::from(10u64).pow(U256::from(18));
     let payee = Address::from([0x77; 20]);
-    let txs = vec![
+    let mut call = |to: Address, value: U256, data: Vec<u8>| {
+        w.call(from, to, value, data, 500_000, Flavor::DynamicFee, 1)
+    };
+    let mut txs = vec![
         // EVM -> WASM with value: the sender pays TokenUser, which pays the vault.
-        w.call(
-            from,
-            user,
-            ether,
-            ITokenUser::forwardCall { to: vault }.abi_encode(),
-            500_000,
-            Flavor::DynamicFee,
-            1,
-        ),
+        call(user, ether, ITokenUser::forwardCall { to: vault }.abi_encode()),
         // WASM sends value.
-        w.call(
-            from,
-            vault,
-            U256::ZERO,
-            (payee, U256::from(7)).abi_encode(),
-            500_000,
-            Flavor::DynamicFee,
-            1,
-        ),
+        call(vault, U256::ZERO, (payee, U256::from(7)).abi_encode()),
         // Value into the token's transfer: the ether moves before its Transfer log.
-        w.call(
-            from,
+        call(
             token,
             U256::from(3),
             IToken::transferCall { to: payee, amount: U256::from(5) }.abi_encode(),
-            500_000,
-            Flavor::DynamicFee,
-            1,
         ),
         // More than the vault has: it reverts, and shows nothing.
-        w.call(
-            from,
-            vault,
-            U256::ZERO,
-            (payee, ether * U256::from(2)).abi_encode(),
-            500_000,
-            Flavor::DynamicFee,
-            1,
-        ),
+        call(vault, U256::ZERO, (payee, ether * U256::from(2)).abi_encode()),
+    ];
+    txs.push(
         // A creation with value whose init code self-destructs to the payee.
         w.tx(
             from,
@@ -1727,7 +1704,7 @@ fn transfers_show_as_logs_where_they_happen() {
             Flavor::DynamicFee,
             1,
         ),
-    ];
+    );
     let env = w.block_env(Address::from([0xbe; 20]));
     let plain = execute_call(&w.state, &w.chain, &env, &txs).unwrap_or_else(|e| panic!("{e}"));
     let (output, shown) = execute_with_transfer_logs(&w.state, &w.chain, &env, &txs, true)

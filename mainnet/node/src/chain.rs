@@ -247,6 +247,20 @@ pub struct OrderingData {
 }
 
 impl OrderingData {
+    /// The ordering data of a block no consensus ordered (genesis, a simulated block): a
+    /// group of its own, at height and round 0, leaving nothing deferred.
+    pub(crate) fn unordered() -> Self {
+        OrderingData {
+            round: 0,
+            first: 0,
+            height: 0,
+            chunk: 0,
+            last_in_group: true,
+            deferred: Vec::new(),
+            checkpoint: None,
+        }
+    }
+
     /// The wire encoding (sync): round, first, height, chunk, flag, deferred, checkpoint.
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.round.to_le_bytes());

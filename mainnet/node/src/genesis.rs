@@ -111,15 +111,7 @@ impl Genesis {
             senders: Vec::new(),
             receipts: Vec::new(),
             created: Vec::new(),
-            ordering: OrderingData {
-                round: 0,
-                first: 0,
-                height: 0,
-                chunk: 0,
-                last_in_group: true,
-                deferred: Vec::new(),
-                checkpoint: None,
-            },
+            ordering: OrderingData::unordered(),
         }
     }
 }

@@ -2404,15 +2404,7 @@ fn simulated_block(
         created: done.iter().map(|c| c.outcome.contract_address).collect(),
         txs,
         receipts,
-        ordering: crate::chain::OrderingData {
-            round: 0,
-            first: 0,
-            height: 0,
-            chunk: 0,
-            last_in_group: true,
-            deferred: Vec::new(),
-            checkpoint: None,
-        },
+        ordering: crate::chain::OrderingData::unordered(),
     };
     SimulatedBlock { inner: rpc_block(&block, full), calls }
 }
