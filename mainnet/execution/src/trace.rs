@@ -189,18 +189,9 @@ pub fn trace_with<S: StateView + ?Sized>(
     };
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
         let base = CachedView::new(state);
-        let db = SeqDb { base: &base, overlay: Default::default() };
-        let mut cfg = chain.cfg();
-        cfg.disable_eip3607 = context.call;
-        cfg.disable_nonce_check = context.call;
         let block = env.revm(chain.spec);
         let tracer = Traced { inner: None, budget: Budget::new(budget, None) };
-        let ctx = Context::mainnet()
-            .with_db(db)
-            .with_cfg(cfg)
-            .with_block(block.clone())
-            .with_chain(TraceSlot::new(tracer));
-        let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
+        let mut evm = traced_evm(&base, chain, env, context.call, tracer);
         let mut used = 0u64;
         // The bytes of the traces made so far.
         let mut finished = 0u64;
@@ -287,6 +278,39 @@ pub fn trace_with<S: StateView + ?Sized>(
         }
         Ok(traces)
     })
+}
+
+/// The context of an inspected run: `base` under an empty overlay, in block `env`, with the
+/// tracer in the `chain` slot.
+type TracedCtx<'a, S, I> = Context<
+    revm::context::BlockEnv,
+    revm::context::TxEnv,
+    revm::context::CfgEnv,
+    SeqDb<'a, S>,
+    revm::context::Journal<SeqDb<'a, S>>,
+    TraceSlot<Traced<I>>,
+>;
+
+/// The EVM of an inspected run (traces, access lists, transfer logs): over `base`, in block
+/// `env`, with `tracer` in the context and each EVM's inspector a [`Forward`] to it; `call`
+/// leaves the sender's nonce and code unchecked, as [`crate::execute_call`] does.
+fn traced_evm<'a, S: StateView + ?Sized, I>(
+    base: &'a CachedView<'a, S>,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    call: bool,
+    tracer: Traced<I>,
+) -> crate::wasm::FarolEvm<TracedCtx<'a, S, I>, Forward<Traced<I>>> {
+    let db = SeqDb { base, overlay: Default::default() };
+    let mut cfg = chain.cfg();
+    cfg.disable_eip3607 = call;
+    cfg.disable_nonce_check = call;
+    let ctx = Context::mainnet()
+        .with_db(db)
+        .with_cfg(cfg)
+        .with_block(env.revm(chain.spec))
+        .with_chain(TraceSlot::new(tracer));
+    crate::wasm::build_evm(ctx, Forward::default(), chain)
 }
 
 /// The `pc` of the steps [`mark_wasm_calls`] adds (no EVM step has it; a WASM frame records
@@ -449,20 +473,11 @@ pub fn create_access_list<S: StateView + ?Sized>(
         let mut list = tx_env.access_list.clone();
         let mut last = None;
         for _ in 0..ROUNDS {
-            let db = SeqDb { base: &base, overlay: Default::default() };
-            let mut cfg = chain.cfg();
-            cfg.disable_eip3607 = true;
-            cfg.disable_nonce_check = true;
             let tracer = Traced {
                 inner: Some(AccessCollector::new(list.clone())),
                 budget: Budget::new(u64::MAX, None),
             };
-            let ctx = Context::mainnet()
-                .with_db(db)
-                .with_cfg(cfg)
-                .with_block(env.revm(chain.spec))
-                .with_chain(TraceSlot::new(tracer));
-            let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
+            let mut evm = traced_evm(&base, chain, env, true, tracer);
             tx_env.access_list = list.clone();
             let result = evm.inspect_one_tx(tx_env.clone());
             let result = result.map_err(|e| exec_error(0, e, ExecError::State))?;
@@ -504,17 +519,8 @@ pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
 ) -> Result<(crate::BlockOutput, Vec<Vec<Log>>), ExecError> {
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
         let base = CachedView::new(state);
-        let db = SeqDb { base: &base, overlay: Default::default() };
-        let mut cfg = chain.cfg();
-        cfg.disable_eip3607 = call;
-        cfg.disable_nonce_check = call;
         let tracer = Traced::<TransferLogs> { inner: None, budget: Budget::new(u64::MAX, None) };
-        let ctx = Context::mainnet()
-            .with_db(db)
-            .with_cfg(cfg)
-            .with_block(env.revm(chain.spec))
-            .with_chain(TraceSlot::new(tracer));
-        let mut evm = crate::wasm::build_evm(ctx, Forward::default(), chain);
+        let mut evm = traced_evm(&base, chain, env, call, tracer);
         let (mut outcomes, mut code, mut wiped) = (Vec::new(), Vec::new(), Vec::new());
         let mut cumulative = 0u64;
         let mut with_transfers = Vec::with_capacity(txs.len());

@@ -19,6 +19,16 @@ use farol_node::config::{Member, PipelineSettings, RpcConfig, ValidatorKeys};
 use farol_node::{Genesis, Node, NodeConfig};
 use serde_json::{json, Value};
 
+/// A one-validator node with the test configuration in a fresh directory (kept while the
+/// returned guard lives), funding the account of the key made from `seed`.
+async fn funded_node(seed: u8) -> (tempfile::TempDir, PrivateKeySigner, Node) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[seed; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let node =
+        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    (dir, key, node)
+}
+
 fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
     let bls = SecretKey::from_seed(&[3; 32]);
     let id = Identity::generate().unwrap_or_else(|e| panic!("{e}"));
@@ -841,10 +851,7 @@ async fn log_filters_end_at_their_to_block() {
 /// bad tracers and options are refused as invalid params.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_traces_and_access_lists() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x44; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let node =
-        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, key, node) = funded_node(0x44).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
@@ -1181,10 +1188,7 @@ async fn debug_traces_and_access_lists() {
 /// and nothing written to the chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulations_run_blocks_of_calls() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x45; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let node =
-        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, key, node) = funded_node(0x45).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
@@ -2292,10 +2296,7 @@ async fn development_accounts_sign_and_send() {
 /// held behind a nonce gap as queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_transactions_are_announced() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x47; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let node =
-        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, key, node) = funded_node(0x47).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
     let mut conn = Ws::connect(ws).await;
