@@ -97,6 +97,28 @@ pub fn decode_account(bytes: &[u8]) -> Result<Account, StateError> {
 }
 
 impl StateDiff {
+    /// Lays `later`, a diff over the state this one leaves, on top of this one, so that this
+    /// one goes from its parent state to `later`'s result. Slots of an account `later` wipes
+    /// are zeroed here (a slot set back to its parent value may then be listed). Accounts
+    /// and slots `later` lists take its values.
+    pub fn extend_with(&mut self, later: &StateDiff) {
+        for address in &later.wiped {
+            if let Some(slots) = self.storage.get_mut(address) {
+                slots.values_mut().for_each(|v| *v = U256::ZERO);
+            }
+            self.wiped.insert(*address);
+        }
+        for (address, account) in &later.accounts {
+            self.accounts.insert(*address, *account);
+        }
+        for (address, slots) in &later.storage {
+            self.storage.entry(*address).or_default().extend(slots);
+        }
+        for (hash, code) in &later.code {
+            self.code.entry(*hash).or_insert_with(|| code.clone());
+        }
+    }
+
     /// The changes in the form [`farol_store::Store::apply`] takes, in key order.
     ///
     /// Storage of a wiped account is cleared only for the slots the block wrote: Farol Store
@@ -133,6 +155,15 @@ impl StoreState {
     /// Reads the state at `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
         StoreState { snapshot, block_hashes: BTreeMap::new() }
+    }
+
+    /// The Farol Store root that `changes` on top of this state would give; nothing is
+    /// written (see [`farol_store::Store::root_with`]).
+    pub fn root_with(
+        &self,
+        changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
+    ) -> Result<B256, StateError> {
+        self.snapshot.root_with(changes).map_err(|e| StateError::Store(e.to_string()))
     }
 
     /// Sets the hashes of the recent blocks BLOCKHASH can see (others read as zero).

@@ -1,11 +1,13 @@
 //! Executing over Farol Store: the same block over an in-memory state and over a store
 //! holding the same state gives the same output, and applying the diff to the store gives
-//! the same post-state.
+//! the same post-state; the blocks' diffs folded into one give, over the first version, the
+//! root the store reached block by block.
 
 use alloy_primitives::U256;
 use farol_execution::workload::{rng, World, WorldSpec};
 use farol_execution::{
-    execute_sequential, ParallelConfig, ParallelExecutor, Partition, StateView, StoreState,
+    execute_sequential, ParallelConfig, ParallelExecutor, Partition, StateDiff, StateView,
+    StoreState,
 };
 use farol_store::{Options, Store};
 
@@ -25,6 +27,7 @@ fn blocks_over_the_store_match_blocks_over_memory() {
     let mut version = 1;
     store.apply(version, world.state.genesis_diff().store_changes()).unwrap();
     let mut r = rng(11);
+    let mut folded = StateDiff::default();
     for b in 0..25 {
         let (env, txs) = world.random_block(1 + b % 40, &mut r);
         let over_memory = execute_sequential(&world.state, &world.chain, &env, &txs).unwrap();
@@ -43,7 +46,10 @@ fn blocks_over_the_store_match_blocks_over_memory() {
             assert_eq!(partitioned, over_memory, "block {b}: partitioned {mode:?} differs");
         }
         version += 1;
-        store.apply(version, over_memory.diff.store_changes()).unwrap();
+        let root = store.apply(version, over_memory.diff.store_changes()).unwrap();
+        folded.extend_with(&over_memory.diff);
+        let first = StoreState::new(store.snapshot(1).unwrap());
+        assert_eq!(first.root_with(folded.store_changes()).unwrap(), root, "block {b}: folded");
         world.commit(&over_memory);
         // Every account and slot the block changed reads back the same from the store.
         let view = StoreState::new(store.snapshot(version).unwrap());
@@ -68,6 +74,8 @@ fn blocks_over_the_store_match_blocks_over_memory() {
     }
     // The store's state root moved with the blocks.
     assert_ne!(store.root(1).unwrap(), store.root(version).unwrap());
+    // The blocks created and destroyed contracts: the fold zeroed slots of wiped accounts.
+    assert!(!folded.wiped.is_empty());
     let _ = U256::ZERO;
 }
 

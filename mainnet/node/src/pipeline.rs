@@ -16,7 +16,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use alloy_consensus::{constants::EMPTY_OMMER_ROOT_HASH, Header, Transaction as _, TxEnvelope};
+use alloy_consensus::constants::{EMPTY_OMMER_ROOT_HASH, KECCAK_EMPTY};
+use alloy_consensus::{Header, Transaction as _, TxEnvelope};
 use alloy_eips::eip2718::Decodable2718;
 use alloy_primitives::{Address, Bytes, B256, B64, U256};
 use farol_consensus::Committed;
@@ -257,6 +258,25 @@ impl Overlay {
     /// Lays `diff` over the view (state overrides of `eth_call`).
     pub fn push(&mut self, diff: StateDiff) {
         self.diffs.push(Arc::new(diff));
+    }
+
+    /// The Farol Store root of this view's state (its stored version with the diffs laid
+    /// over it, in order), computed without writing anything. `None` when it cannot be
+    /// known: a diff wiped an account that has code in the stored version (a `state`
+    /// override replacing its storage), and the store cannot enumerate that account's other
+    /// slots. A block's own wipes never hit that case: since EIP-6780 only an account
+    /// created in the same transaction is deleted, and creation needs empty storage.
+    pub fn root(&self) -> Result<Option<B256>, StateError> {
+        let mut all = StateDiff::default();
+        for d in &self.diffs {
+            all.extend_with(d);
+        }
+        for address in &all.wiped {
+            if self.base.account(*address)?.is_some_and(|a| a.code_hash != KECCAK_EMPTY) {
+                return Ok(None);
+            }
+        }
+        self.base.root_with(all.store_changes()).map(Some)
     }
 
     /// The view for calls: BLOCKHASH of a block past the view's (a call whose block number

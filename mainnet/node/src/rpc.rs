@@ -1357,7 +1357,7 @@ impl Rpc {
             for gap in prev_number + 1..number {
                 let timestamp = gap_time(gap - prev_number);
                 let env = BlockEnv { number: gap, timestamp, ..base.clone() };
-                let block = simulated_block(prev_hash, &env, Vec::new(), false);
+                let block = simulated_block(prev_hash, &env, sim_root(&view)?, Vec::new(), false);
                 prev_hash = block.inner.header.hash;
                 view.set_block_hash(gap, prev_hash);
                 out.push(block);
@@ -1424,7 +1424,9 @@ impl Rpc {
                 view.push(std::mem::take(&mut output.diff));
                 done.push(SimulatedCall { tx, outcome, shown });
             }
-            let block = simulated_block(prev_hash, &env, done, payload.return_full_transactions);
+            let root = sim_root(&view)?;
+            let block =
+                simulated_block(prev_hash, &env, root, done, payload.return_full_transactions);
             prev_hash = block.inner.header.hash;
             view.set_block_hash(number, prev_hash);
             out.push(block);
@@ -2327,12 +2329,20 @@ struct SimulatedCall {
     shown: Option<Vec<alloy_primitives::Log>>,
 }
 
-/// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, of the calls `done`.
-/// Its state root is not computed (zero): the calls' state is an overlay, never merklized.
-/// Its receipts hold the real logs; a call's answer shows the transfers too, when traced.
+/// The state root of a simulated block whose state `view` holds: Farol Store's root of it,
+/// computed without writing; zero when a `state` override replaced the storage of a contract
+/// that existed before the simulation (see [`Overlay::root`]).
+fn sim_root(view: &Overlay) -> Result<B256, RpcError> {
+    Ok(view.root().map_err(RpcError::server)?.unwrap_or_default())
+}
+
+/// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, with state root `root`,
+/// of the calls `done`. Its receipts hold the real logs; a call's answer shows the transfers
+/// too, when traced.
 fn simulated_block(
     parent_hash: B256,
     env: &BlockEnv,
+    state_root: B256,
     done: Vec<SimulatedCall>,
     full: bool,
 ) -> SimulatedBlock<Block> {
@@ -2342,6 +2352,7 @@ fn simulated_block(
     let header = alloy_consensus::Header {
         parent_hash,
         beneficiary: env.beneficiary,
+        state_root,
         transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
         receipts_root: alloy_consensus::proofs::calculate_receipt_root(&receipts),
         logs_bloom: receipts.iter().fold(Default::default(), |acc, r| acc | *r.logs_bloom()),

@@ -1318,6 +1318,71 @@ async fn simulations_run_blocks_of_calls() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A simulated block's state root is the root the chain gets for the same block: a call to
+/// a counter (a storage write, a fee) simulated over the parent of the block that really ran
+/// it has that block's `stateRoot`; an empty block keeps its parent's; a `stateDiff`
+/// override changes it; a `state` override of a contract, whose other slots the store
+/// cannot enumerate, gives zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_blocks_have_the_state_root_the_chain_gets() {
+    let (_dir, key, node) = funded_node(0x46).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let from = key.address();
+        // Slot 0 += 1, LOG0 of the new value, and return it.
+        let runtime: &[u8] = &[
+            0x60, 0, 0x54, 0x60, 1, 0x01, 0x80, 0x60, 0, 0x55, 0x60, 0, 0x52, 0x60, 32, 0x60, 0,
+            0xa0, 0x60, 32, 0x60, 0, 0xf3,
+        ];
+        let counter = deploy(&mut c, &key, runtime);
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_tx(&key, 1, TxKind::Call(counter), vec![])]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let receipt = wait_receipt(&mut c, &hash);
+        let number = quantity(&receipt["blockNumber"]).unwrap_or_else(|e| panic!("{e}"));
+        let block = |c: &mut RpcClient, n: u64| {
+            c.call("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let real = block(&mut c, number);
+        assert_eq!(real["transactions"], json!([hash]), "{real:#}");
+        let simulate = |c: &mut RpcClient, payload: Value, at: u64| {
+            c.call("eth_simulateV1", json!([payload, format!("{at:#x}")]))
+                .unwrap_or_else(|e| panic!("{payload}: {e}"))
+        };
+        let call = json!({"from": from, "to": counter, "nonce": "0x1", "gas": "0x30d40",
+            "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x0"});
+        let once = json!({"blockStateCalls": [{"calls": [call]}], "validation": true});
+        let r = simulate(&mut c, once, number - 1);
+        assert_eq!(r[0]["calls"][0]["status"], json!("0x1"), "{r:#}");
+        assert_eq!(r[0]["gasUsed"], real["gasUsed"], "{r:#}");
+        assert_eq!(r[0]["stateRoot"], real["stateRoot"], "{r:#}\n{real:#}");
+        assert_eq!(r[0]["receiptsRoot"], real["receiptsRoot"], "{r:#}");
+        let parent = block(&mut c, number - 1);
+        assert_ne!(parent["stateRoot"], real["stateRoot"]);
+
+        let empty = json!({"blockStateCalls": [{"calls": []}]});
+        let r = simulate(&mut c, empty, number);
+        assert_eq!(r[0]["stateRoot"], real["stateRoot"], "{r:#}");
+
+        let slot = format!("{:#x}", B256::ZERO);
+        let value = format!("{:#x}", B256::with_last_byte(9));
+        let overridden = |kind: &str| {
+            let o = json!({format!("{counter:#x}"): {kind: {slot.clone(): value.clone()}}});
+            json!({"blockStateCalls": [{"stateOverrides": o, "calls": []}]})
+        };
+        let r = simulate(&mut c, overridden("stateDiff"), number);
+        let root = &r[0]["stateRoot"];
+        assert!(root != &real["stateRoot"] && root != &json!(B256::ZERO), "{r:#}");
+        let r = simulate(&mut c, overridden("state"), number);
+        assert_eq!(r[0]["stateRoot"], json!(B256::ZERO), "{r:#}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The change of `slot` of account `key` in a Parity trace's state diff.
 fn counter_diff_of(t: &Value, key: &str, slot: &str) -> Value {
     t["stateDiff"][key]["storage"][slot]["*"].clone()

@@ -99,7 +99,7 @@ impl State {
         }
     }
 
-    fn check_version(&self, version: Version) -> Result<()> {
+    pub(crate) fn check_version(&self, version: Version) -> Result<()> {
         if version < self.oldest {
             return Err(StoreError::Pruned { version, oldest: self.oldest });
         }
@@ -298,6 +298,14 @@ impl Snapshot {
     /// A proof for `key` at this version.
     pub fn prove(&self, key: &B256) -> Result<Proof> {
         self.store.prove(key, self.version)
+    }
+    /// The root `changes` on top of this version would give; nothing is written (see
+    /// [`Store::root_with`]).
+    pub fn root_with(
+        &self,
+        changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
+    ) -> Result<B256> {
+        self.store.root_with(self.version, changes)
     }
 }
 

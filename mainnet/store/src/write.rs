@@ -53,23 +53,7 @@ impl Store {
         version: Version,
         changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
     ) -> Result<B256> {
-        let mut changes: Vec<Change> = changes.into_iter().collect();
-        for (key, v) in &changes {
-            if let Some(v) = v {
-                if v.len() > MAX_VALUE_LEN {
-                    return Err(StoreError::ValueTooLarge {
-                        key: *key,
-                        len: v.len(),
-                        max: MAX_VALUE_LEN,
-                    });
-                }
-            }
-        }
-        // Sort by key; among equal keys keep the last change.
-        changes.reverse();
-        changes.sort_by_key(|c| c.0);
-        changes.dedup_by(|later, earlier| later.0 == earlier.0);
-
+        let changes = normalize(changes)?;
         let inner = &self.inner;
         let mut w = inner.writer.lock();
         if w.poisoned {
@@ -170,6 +154,22 @@ impl Store {
             self.signal_gc();
         }
         Ok(root)
+    }
+
+    /// The state root that applying `changes` on top of `version` would give (as
+    /// [`Store::apply`] takes them), without writing anything: what a block that was never
+    /// stored would leave (simulated blocks). Fails with [`StoreError::Pruned`] when
+    /// `version` is no longer kept.
+    pub fn root_with(
+        &self,
+        version: Version,
+        changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
+    ) -> Result<B256> {
+        let changes = normalize(changes)?;
+        self.inner.state.read().check_version(version)?;
+        let old_root = self.page_at(PageId::ROOT, version, Caching::Dense)?;
+        let (root, _) = self.update(PageId::ROOT, old_root, &changes, version)?;
+        Ok(root.new.hash().hash())
     }
 
     /// Applies `changes` to page `id` (whose contents at the latest version are `old`).
@@ -316,6 +316,27 @@ impl Store {
     fn bad_tree(&self, reason: &str) -> StoreError {
         corrupt(&self.inner.dir, 0, format!("tree invariant broken: {reason}"))
     }
+}
+
+/// `changes` checked (no value over [`MAX_VALUE_LEN`]) and sorted by key, with only the last
+/// change of each key.
+fn normalize(changes: impl IntoIterator<Item = Change>) -> Result<Vec<Change>> {
+    let mut changes: Vec<Change> = changes.into_iter().collect();
+    for (key, v) in &changes {
+        if let Some(v) = v {
+            if v.len() > MAX_VALUE_LEN {
+                return Err(StoreError::ValueTooLarge {
+                    key: *key,
+                    len: v.len(),
+                    max: MAX_VALUE_LEN,
+                });
+            }
+        }
+    }
+    changes.reverse();
+    changes.sort_by_key(|c| c.0);
+    changes.dedup_by(|later, earlier| later.0 == earlier.0);
+    Ok(changes)
 }
 
 /// What encoding a version produced, to publish once it is durable.

@@ -79,7 +79,20 @@ proptest! {
                     version += 1 + (changes.len() as u64 % 3);
                     let batch: Vec<(B256, Option<Bytes>)> =
                         changes.into_iter().map(|(i, v)| (keys[i], v.map(Bytes::from))).collect();
+                    // The root the batch would give over the oldest retained version and
+                    // over the latest, computed without writing (checked unchanged below).
+                    let older = history.range(oldest..).next();
+                    if let Some((&v, m)) = older {
+                        let mut then = m.clone();
+                        apply_model(&mut then, &batch);
+                        let got = store.root_with(v, batch.clone()).unwrap();
+                        prop_assert_eq!(got, naive_root(&then), "over version {}", v);
+                    }
                     apply_model(&mut model, &batch);
+                    if let Some(latest) = store.latest_version() {
+                        let got = store.snapshot(latest).unwrap().root_with(batch.clone()).unwrap();
+                        prop_assert_eq!(got, naive_root(&model));
+                    }
                     let root = store.apply(version, batch).unwrap();
                     prop_assert_eq!(root, naive_root(&model));
                     history.insert(version, model.clone());
@@ -142,6 +155,8 @@ fn versions_must_increase_and_values_are_bounded() {
         Err(StoreError::ValueTooLarge { .. })
     ));
     assert!(matches!(store.root(3), Err(StoreError::UnknownVersion(3))));
+    assert!(matches!(store.root_with(3, vec![]), Err(StoreError::UnknownVersion(3))));
+    assert!(matches!(store.root_with(9, vec![]), Err(StoreError::UnknownVersion(9))));
     assert!(matches!(store.get_at(&B256::ZERO, 9), Err(StoreError::UnknownVersion(9))));
     // The failed calls changed nothing.
     store.apply(6, vec![(B256::ZERO, Some(Bytes::from_static(b"ok")))]).unwrap();
