@@ -496,11 +496,14 @@ impl Rpc {
                 let mut traces = self.trace_block(loc.block, traced, Tracer::Geth(opts)).await?;
                 traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
             }
-            "debug_traceBlockByNumber" | "debug_traceBlockByHash" => {
-                let by_hash = method == "debug_traceBlockByHash";
-                let b = self
-                    .block_param(p, by_hash)?
-                    .ok_or_else(|| RpcError::server("block not found"))?;
+            "debug_traceBlockByNumber" | "debug_traceBlockByHash" | "debug_traceBlock" => {
+                let b = if method == "debug_traceBlock" {
+                    self.decoded_block(p)?
+                } else {
+                    let by_hash = method == "debug_traceBlockByHash";
+                    self.block_param(p, by_hash)?
+                        .ok_or_else(|| RpcError::server("block not found"))?
+                };
                 let opts = trace_options(p.get(1))?;
                 let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
                 let traces = self.trace_block(b, 0..hashes.len(), Tracer::Geth(opts)).await?;
@@ -1203,6 +1206,43 @@ impl Rpc {
         })
         .await
         .map_err(RpcError::internal)?
+    }
+
+    /// The block `debug_traceBlock` takes (position 0): the RLP of a block, as
+    /// `debug_getRawBlock` returns it, whose parent is this node's block at the number
+    /// below; its senders recovered. It need not be a block of this chain: it runs over the
+    /// parent's state with its own header's fields.
+    fn decoded_block(&self, p: &[Value]) -> Result<Arc<StoredBlock>, RpcError> {
+        let raw: Bytes = param(p, 0, "block")?;
+        let mut rest = raw.as_ref();
+        let block = <alloy_consensus::Block<TxEnvelope> as alloy_rlp::Decodable>::decode(&mut rest)
+            .map_err(|e| RpcError::params(format!("block (position 0): not an RLP block: {e}")))?;
+        if !rest.is_empty() {
+            return Err(RpcError::params(format!(
+                "block (position 0): {} bytes after the block",
+                rest.len()
+            )));
+        }
+        let header = block.header;
+        let parent = header.number.checked_sub(1).and_then(|n| self.state.chain.hash(n));
+        if parent != Some(header.parent_hash) {
+            return Err(RpcError::server(format!(
+                "parent {} of block {} not found",
+                header.parent_hash, header.number
+            )));
+        }
+        let txs = farol_execution::recover_senders(block.body.transactions)
+            .map_err(|e| RpcError::params(format!("block (position 0): {e}")))?;
+        let (txs, senders) = txs.into_iter().map(|t| (t.tx, t.sender)).unzip();
+        Ok(Arc::new(StoredBlock {
+            hash: header.hash_slow(),
+            header,
+            txs,
+            senders,
+            receipts: Vec::new(),
+            created: Vec::new(),
+            ordering: crate::chain::OrderingData::unordered(),
+        }))
     }
 
     /// The trace of call `req` over block `n`'s state (`debug_traceCall`, `trace_call`).

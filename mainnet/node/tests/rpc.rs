@@ -921,6 +921,22 @@ async fn debug_traces_and_access_lists() {
             json!([r["blockHash"], {"tracer": "callTracer"}]),
         );
         assert_eq!(by_hash, by_number);
+        // The same block as RLP (debug_getRawBlock's) traces the same. A block of the same
+        // transactions that never ran runs with its own header: with a gas limit below the
+        // transaction's, it is refused.
+        let raw = c.call("debug_getRawBlock", json!([block])).unwrap_or_else(|e| panic!("{e}"));
+        let by_rlp = trace(&mut c, "debug_traceBlock", json!([raw, {"tracer": "callTracer"}]));
+        assert_eq!(by_rlp, by_number);
+        let bytes: Bytes = serde_json::from_value(raw.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let mut other: alloy_consensus::Block<TxEnvelope> =
+            alloy_rlp::Decodable::decode(&mut bytes.as_ref()).unwrap_or_else(|e| panic!("{e}"));
+        other.header.gas_limit = 100_000;
+        let other = Bytes::from(alloy_rlp::encode(&other));
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "debug_traceBlock",
+            "params": [other]});
+        let answer = c.post(&body.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("gas"), "{answer}");
 
         // Parity's traces of the transaction and of its block.
         let t = trace(&mut c, "trace_transaction", json!([bump]));
@@ -1150,6 +1166,20 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("eth_call", json!([{"to": counter}, "latest", {}, {"number": "0xzz"}]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("debug_traceBlockByNumber", json!(["0xffffff"]));
+        assert_eq!(k, -32000, "{body}");
+        // Not a block, bytes after it, a parent this node does not have.
+        let (k, body) = e("debug_traceBlock", json!(["0xc0c0"]));
+        assert_eq!(k, -32602, "{body}");
+        let raw = c.call("debug_getRawBlock", json!(["latest"])).unwrap_or_else(|e| panic!("{e}"));
+        let mut bytes: Vec<u8> =
+            serde_json::from_value::<Bytes>(raw).unwrap_or_else(|e| panic!("{e}")).to_vec();
+        let (k, body) = e("debug_traceBlock", json!([Bytes::from([&bytes[..], &[0]].concat())]));
+        assert_eq!(k, -32602, "{body}");
+        let mut orphan: alloy_consensus::Block<TxEnvelope> =
+            alloy_rlp::Decodable::decode(&mut &bytes[..]).unwrap_or_else(|e| panic!("{e}"));
+        orphan.header.parent_hash = B256::repeat_byte(3);
+        bytes = alloy_rlp::encode(&orphan);
+        let (k, body) = e("debug_traceBlock", json!([Bytes::from(bytes)]));
         assert_eq!(k, -32000, "{body}");
         let (k, body) = e("trace_replayTransaction", json!([bump, ["trace", "gasTrace"]]));
         assert_eq!(k, -32602, "{body}");
@@ -1810,6 +1840,7 @@ const METHODS: &[(&str, &[Kind])] = {
         ("eth_createAccessList", &[Call, BlockOrHash, Overrides]),
         ("debug_traceTransaction", &[Hash, Any]),
         ("debug_traceBlockByNumber", &[Block, Any]),
+        ("debug_traceBlock", &[Data, Any]),
         ("debug_traceBlockByHash", &[Hash, Any]),
         ("debug_traceCall", &[Call, BlockOrHash, Any]),
         ("trace_transaction", &[Hash]),
