@@ -1216,6 +1216,12 @@ async fn debug_traces_and_access_lists() {
 /// left, with state and block overrides, skipped numbers made as empty blocks, logs placed in
 /// their simulated block, reverts reported per call, geth's codes for what validation refuses,
 /// and nothing written to the chain.
+/// Runtime code: slot 0 += 1, LOG0 of the new value, and return it.
+const COUNTER: &[u8] = &[
+    0x60, 0, 0x54, 0x60, 1, 0x01, 0x80, 0x60, 0, 0x55, 0x60, 0, 0x52, 0x60, 32, 0x60, 0, 0xa0,
+    0x60, 32, 0x60, 0, 0xf3,
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulations_run_blocks_of_calls() {
     let (_dir, key, node) = funded_node(0x45).await;
@@ -1223,12 +1229,8 @@ async fn simulations_run_blocks_of_calls() {
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         let from = key.address();
-        // Slot 0 += 1, LOG0 of the new value, and return it.
         let counter = Address::repeat_byte(0xc0);
-        let runtime: &[u8] = &[
-            0x60, 0, 0x54, 0x60, 1, 0x01, 0x80, 0x60, 0, 0x55, 0x60, 0, 0x52, 0x60, 32, 0x60, 0,
-            0xa0, 0x60, 32, 0x60, 0, 0xf3,
-        ];
+        let runtime = COUNTER;
         let reverter = Address::repeat_byte(0xde);
         let simulate = |c: &mut RpcClient, payload: Value| {
             c.call("eth_simulateV1", json!([payload, "latest"]))
@@ -1360,12 +1362,7 @@ async fn simulated_blocks_have_the_state_root_the_chain_gets() {
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         let from = key.address();
-        // Slot 0 += 1, LOG0 of the new value, and return it.
-        let runtime: &[u8] = &[
-            0x60, 0, 0x54, 0x60, 1, 0x01, 0x80, 0x60, 0, 0x55, 0x60, 0, 0x52, 0x60, 32, 0x60, 0,
-            0xa0, 0x60, 32, 0x60, 0, 0xf3,
-        ];
-        let counter = deploy(&mut c, &key, runtime);
+        let counter = deploy(&mut c, &key, COUNTER);
         let hash = c
             .call("eth_sendRawTransaction", json!([raw_tx(&key, 1, TxKind::Call(counter), vec![])]))
             .unwrap_or_else(|e| panic!("{e}"));
