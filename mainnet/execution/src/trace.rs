@@ -386,6 +386,9 @@ fn without_wasm_marks(trace: GethTrace, limit: Option<u64>) -> GethTrace {
 /// [`mark_wasm_calls`] keeps its `sub` (the frame's own vmTrace) and loses the opcode, cost
 /// and effects it never had.
 fn unmark_vm_trace(trace: &mut VmTrace) {
+    // A call that never entered its frame (too deep, value it could not pay) has no vmTrace:
+    // its entry would be an instruction that never ran.
+    trace.ops.retain(|op| op.pc != WASM_CALL_MARK || op.sub.is_some());
     for op in &mut trace.ops {
         if op.pc == WASM_CALL_MARK {
             *op =

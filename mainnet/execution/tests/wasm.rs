@@ -1581,6 +1581,20 @@ fn traces_see_inside_wasm_frames() {
     let hook_ops: Vec<Value> = ops(hook).iter().map(|o| o["op"].clone()).collect();
     assert!(hook_ops.contains(&json!("STATICCALL")) && hook_ops.contains(&json!("CALL")));
     assert_eq!(subs(hook).len(), 2, "{hook:#}");
+
+    // A budget spent inside the WASM frame stops the transaction there (its further calls
+    // do not run) and the trace is refused.
+    let small = TraceContext { budget: 600, ..context };
+    let tracer = Tracer::Geth(
+        serde_json::from_value(
+            json!({ "tracer": "callTracer", "tracerConfig": { "withLog": true } }),
+        )
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    match trace_with(&w.state, &w.chain, &env, txs, 0..1, &tracer, small) {
+        Err(farol_execution::TraceError::TooLarge { limit: 600 }) => {}
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
 }
 
 /// Under Amsterdam a value transfer journals a log (EIP-7708) before the called frame runs,

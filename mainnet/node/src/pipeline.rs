@@ -266,7 +266,8 @@ impl Overlay {
     /// override replacing its storage), and the store cannot enumerate that account's other
     /// slots. A block's own wipes never hit that case: since EIP-6780 only an account
     /// created in the same transaction is deleted, and creation needs empty storage.
-    pub fn root(&self) -> Result<Option<B256>, StateError> {
+    /// With the root, how many store changes it covered (its cost).
+    pub fn root(&self) -> Result<Option<(B256, usize)>, StateError> {
         let mut all = StateDiff::default();
         for d in &self.diffs {
             all.extend_with(d);
@@ -276,7 +277,15 @@ impl Overlay {
                 return Ok(None);
             }
         }
-        self.base.root_with(all.store_changes()).map(Some)
+        let changes = all.store_changes();
+        let n = changes.len();
+        Ok(Some((self.base.root_with(changes)?, n)))
+    }
+
+    /// How many diffs lie over the stored version (a view with as many as before, none
+    /// pushed since, has the same root).
+    pub fn layers(&self) -> usize {
+        self.diffs.len()
     }
 
     /// The view for calls: BLOCKHASH of a block past the view's (a call whose block number

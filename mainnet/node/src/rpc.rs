@@ -114,7 +114,7 @@ pub struct Rpc {
     pending: tokio::sync::broadcast::Sender<Arc<(TxEnvelope, Address)>>,
     /// The traces (`debug_trace*`) being made at once: each may hold up to
     /// `farol_execution::TRACE_BUDGET` and keeps a core busy.
-    trace_slots: tokio::sync::Semaphore,
+    trace_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -212,7 +212,7 @@ impl Rpc {
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
             send_lock: tokio::sync::Mutex::new(()),
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
-            trace_slots: tokio::sync::Semaphore::new(TRACES_AT_ONCE),
+            trace_slots: Arc::new(tokio::sync::Semaphore::new(TRACES_AT_ONCE)),
             cfg,
         }
     }
@@ -442,12 +442,7 @@ impl Rpc {
                 let payload: SimulatePayload = param(p, 0, "simulation")?;
                 let n = self.block_number(p.get(1))?;
                 // As heavy as a trace: it shares the traces' two places.
-                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-                let this = self.clone();
-                let blocks = tokio::task::spawn_blocking(move || this.simulate(&payload, n))
-                    .await
-                    .map_err(RpcError::internal)??;
-                to_value(blocks)
+                to_value(self.heavy(move |this| this.simulate(&payload, n)).await?)
             }
             "eth_createAccessList" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -653,19 +648,17 @@ impl Rpc {
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let checked = self.mempool.lock().check(&raw).map_err(mempool_error)?;
                 let n = self.head();
-                let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-                let this = self.clone();
-                let mut traces = tokio::task::spawn_blocking(move || {
-                    let view = this.view(n)?;
-                    let env = this.call_env(n, true);
-                    let tx = RecoveredTx { tx: checked.tx, sender: checked.sender };
-                    let context =
-                        TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
-                    trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
-                        .map_err(trace_error)
-                })
-                .await
-                .map_err(RpcError::internal)??;
+                let mut traces = self
+                    .heavy(move |this| {
+                        let view = this.view(n)?;
+                        let env = this.call_env(n, true);
+                        let tx = RecoveredTx { tx: checked.tx, sender: checked.sender };
+                        let context =
+                            TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+                        trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
+                            .map_err(trace_error)
+                    })
+                    .await?;
                 traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
             }
             "debug_traceCall" => {
@@ -1187,9 +1180,7 @@ impl Rpc {
         if traced.is_empty() || number == 0 {
             return Ok(Vec::new());
         }
-        let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.heavy(move |this| {
             let view = this.view(number - 1)?;
             let env = crate::pipeline::header_env(&block.header, this.state.genesis.base_fee);
             let txs: Vec<RecoveredTx> = block
@@ -1205,7 +1196,6 @@ impl Rpc {
                 .map_err(trace_error)
         })
         .await
-        .map_err(RpcError::internal)?
     }
 
     /// The block `debug_traceBlock` takes (position 0): the RLP of a block, as
@@ -1224,12 +1214,31 @@ impl Rpc {
             )));
         }
         let header = block.header;
-        let parent = header.number.checked_sub(1).and_then(|n| self.state.chain.hash(n));
-        if parent != Some(header.parent_hash) {
-            return Err(RpcError::server(format!(
+        let parent = header.number.checked_sub(1).and_then(|n| self.state.chain.block(n));
+        let parent = parent.filter(|b| b.hash == header.parent_hash).ok_or_else(|| {
+            RpcError::server(format!(
                 "parent {} of block {} not found",
                 header.parent_hash, header.number
-            )));
+            ))
+        })?;
+        // The fields Farol's chain fixes must be its values: a block may not buy more
+        // execution than one of this chain (a larger gas limit, no base fee), and no blobs.
+        let bad = |field: &str, why: String| {
+            Err(RpcError::params(format!("block (position 0): {field} {why}")))
+        };
+        if header.gas_limit > parent.header.gas_limit {
+            return bad("gasLimit", format!("above the parent's {}", parent.header.gas_limit));
+        }
+        let base_fee = self.state.genesis.base_fee;
+        if header.base_fee_per_gas != Some(base_fee) {
+            return bad("baseFeePerGas", format!("is not the chain's {base_fee}"));
+        }
+        for (field, value) in
+            [("blobGasUsed", header.blob_gas_used), ("excessBlobGas", header.excess_blob_gas)]
+        {
+            if value.is_some_and(|v| v != 0) {
+                return bad(field, "is not zero (Farol has no blobs)".into());
+            }
         }
         let txs = farol_execution::recover_senders(block.body.transactions)
             .map_err(|e| RpcError::params(format!("block (position 0): {e}")))?;
@@ -1270,9 +1279,7 @@ impl Rpc {
         if reqs.is_empty() {
             return Ok(Vec::new());
         }
-        let _slot = self.trace_slots.acquire().await.map_err(RpcError::internal)?;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
+        self.heavy(move |this| {
             let mut view = this.view(n)?;
             if let Some(o) = &overrides.state {
                 let diff = override_diff(&view, o)?;
@@ -1298,6 +1305,25 @@ impl Rpc {
             let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
             trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context)
                 .map_err(trace_error)
+        })
+        .await
+    }
+
+    /// Runs `work` (a trace or a simulation) on the blocking pool in one of the
+    /// [`TRACES_AT_ONCE`] places, waiting for one. The place goes with the work: a client
+    /// that hangs up stops waiting for the answer, not the work, so the place is given back
+    /// only when the work ends (held by the request instead, a client that closes its
+    /// connections could start any number of traces at once).
+    async fn heavy<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Arc<Self>) -> Result<T, RpcError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let place = self.trace_slots.clone().acquire_owned().await.map_err(RpcError::internal)?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = work(&this);
+            drop(place);
+            result
         })
         .await
         .map_err(RpcError::internal)?
@@ -1349,6 +1375,7 @@ impl Rpc {
         let mut size = 0u64;
         let budget = self.cfg.max_batch_response_bytes as u64;
         let mut out = Vec::new();
+        let mut roots = SimRoots::default();
         for (k, sim) in payload.block_state_calls.iter().enumerate() {
             let o = sim.block_overrides.clone().unwrap_or_default();
             let number = match o.number {
@@ -1397,7 +1424,7 @@ impl Rpc {
             for gap in prev_number + 1..number {
                 let timestamp = gap_time(gap - prev_number);
                 let env = BlockEnv { number: gap, timestamp, ..base.clone() };
-                let block = simulated_block(prev_hash, &env, sim_root(&view)?, Vec::new(), false);
+                let block = simulated_block(prev_hash, &env, roots.of(&view)?, Vec::new(), false);
                 prev_hash = block.inner.header.hash;
                 view.set_block_hash(gap, prev_hash);
                 out.push(block);
@@ -1464,7 +1491,7 @@ impl Rpc {
                 view.push(std::mem::take(&mut output.diff));
                 done.push(SimulatedCall { tx, outcome, shown });
             }
-            let root = sim_root(&view)?;
+            let root = roots.of(&view)?;
             let block =
                 simulated_block(prev_hash, &env, root, done, payload.return_full_transactions);
             prev_hash = block.inner.header.hash;
@@ -2369,11 +2396,41 @@ struct SimulatedCall {
     shown: Option<Vec<alloy_primitives::Log>>,
 }
 
-/// The state root of a simulated block whose state `view` holds: Farol Store's root of it,
-/// computed without writing; zero when a `state` override replaced the storage of a contract
-/// that existed before the simulation (see [`Overlay::root`]).
-fn sim_root(view: &Overlay) -> Result<B256, RpcError> {
-    Ok(view.root().map_err(RpcError::server)?.unwrap_or_default())
+/// Store changes the state roots of one `eth_simulateV1` request may cover in all (each
+/// simulated block's root covers every change since the base block).
+const SIM_ROOT_CHANGES: usize = 1 << 20;
+
+/// The state roots of one simulation's blocks so far.
+#[derive(Default)]
+struct SimRoots {
+    /// The last root, and the view's layers when it was computed.
+    last: Option<(usize, B256)>,
+    /// Store changes the roots covered.
+    work: usize,
+}
+
+impl SimRoots {
+    /// The state root of a simulated block whose state `view` holds: Farol Store's root of
+    /// it, computed without writing (the last one again when nothing was laid over the view
+    /// since); zero when a `state` override replaced the storage of a contract that existed
+    /// before the simulation (see [`Overlay::root`]). Past [`SIM_ROOT_CHANGES`]: -32005.
+    fn of(&mut self, view: &Overlay) -> Result<B256, RpcError> {
+        if let Some((layers, root)) = self.last {
+            if layers == view.layers() {
+                return Ok(root);
+            }
+        }
+        if self.work > SIM_ROOT_CHANGES {
+            return Err(RpcError::limit(format!(
+                "the simulated blocks' state roots would cover more than {SIM_ROOT_CHANGES} \
+                 changes; simulate fewer blocks, calls or overrides"
+            )));
+        }
+        let (root, n) = view.root().map_err(RpcError::server)?.unwrap_or_default();
+        self.work += n;
+        self.last = Some((view.layers(), root));
+        Ok(root)
+    }
 }
 
 /// A simulated block (`eth_simulateV1`) after `parent_hash`, in `env`, with state root `root`,
@@ -2497,6 +2554,11 @@ fn override_diff(view: &Overlay, o: &StateOverride) -> Result<StateDiff, RpcErro
         if ov.state.is_some() && ov.state_diff.is_some() {
             return Err(RpcError::params(format!(
                 "{address}: both state and stateDiff overridden"
+            )));
+        }
+        if ov.move_precompile_to.is_some() {
+            return Err(RpcError::params(format!(
+                "{address}: movePrecompileToAddress is not supported"
             )));
         }
         let mut acct = view

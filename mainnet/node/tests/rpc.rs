@@ -1167,20 +1167,34 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("debug_traceBlockByNumber", json!(["0xffffff"]));
         assert_eq!(k, -32000, "{body}");
-        // Not a block, bytes after it, a parent this node does not have.
+        // Not a block, bytes after it.
         let (k, body) = e("debug_traceBlock", json!(["0xc0c0"]));
         assert_eq!(k, -32602, "{body}");
         let raw = c.call("debug_getRawBlock", json!(["latest"])).unwrap_or_else(|e| panic!("{e}"));
-        let mut bytes: Vec<u8> =
+        let bytes: Vec<u8> =
             serde_json::from_value::<Bytes>(raw).unwrap_or_else(|e| panic!("{e}")).to_vec();
         let (k, body) = e("debug_traceBlock", json!([Bytes::from([&bytes[..], &[0]].concat())]));
         assert_eq!(k, -32602, "{body}");
-        let mut orphan: alloy_consensus::Block<TxEnvelope> =
+        let latest: alloy_consensus::Block<TxEnvelope> =
             alloy_rlp::Decodable::decode(&mut &bytes[..]).unwrap_or_else(|e| panic!("{e}"));
-        orphan.header.parent_hash = B256::repeat_byte(3);
-        bytes = alloy_rlp::encode(&orphan);
-        let (k, body) = e("debug_traceBlock", json!([Bytes::from(bytes)]));
+        let with = |change: &dyn Fn(&mut alloy_consensus::Header)| {
+            let mut b = latest.clone();
+            change(&mut b.header);
+            e("debug_traceBlock", json!([Bytes::from(alloy_rlp::encode(&b))]))
+        };
+        // A block may not buy more execution than the chain's, nor carry blobs.
+        let (k, body) = with(&|h| h.gas_limit += 1);
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = with(&|h| h.base_fee_per_gas = Some(0));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = with(&|h| h.excess_blob_gas = Some(u64::MAX));
+        assert_eq!(k, -32602, "{body}");
+        let (k, body) = with(&|h| h.parent_hash = B256::repeat_byte(3));
         assert_eq!(k, -32000, "{body}");
+        let moved = json!({"0x0000000000000000000000000000000000000001":
+            {"movePrecompileToAddress": "0x000000000000000000000000000000000000abcd"}});
+        let (k, body) = e("eth_call", json!([{"to": counter}, "latest", moved]));
+        assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_replayTransaction", json!([bump, ["trace", "gasTrace"]]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_replayTransaction", json!([bump]));
@@ -1281,7 +1295,10 @@ async fn simulations_run_blocks_of_calls() {
         assert_eq!(quantity(&first["gasUsed"]).ok(), Some(used));
         for skipped in &blocks[1..3] {
             assert_eq!((&skipped["transactions"], &skipped["calls"]), (&json!([]), &json!([])));
+            // Nothing changed: the state root of the block before.
+            assert_eq!(skipped["stateRoot"], first["stateRoot"]);
         }
+        assert_ne!(blocks[3]["stateRoot"], first["stateRoot"]);
         // The counter's state carried over the blocks.
         assert_eq!(blocks[3]["calls"][0]["returnData"], word(3));
         // Nothing reached the chain.

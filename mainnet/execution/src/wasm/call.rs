@@ -519,6 +519,12 @@ where
     }
 
     fn frame(&mut self, input: FrameInput) -> Option<FrameResult> {
+        // A fatal error is already recorded (a failed state read, a tracer past its budget):
+        // the transaction ends with it, so nothing more runs. An EVM frame stops at its next
+        // step; WASM code has none, and would otherwise go on calling.
+        if self.ctx.error().is_err() {
+            return None;
+        }
         let depth = self.ctx.journal().depth();
         let buffer = self.ctx.local().shared_memory_buffer().clone();
         let before = buffer.borrow().len();

@@ -63,7 +63,8 @@ pub(crate) trait Env {
     /// revm's host (state, block, transaction) for this frame.
     fn host(&mut self) -> &mut dyn Host;
     /// Runs a call or creation one level deeper than this frame and returns its result.
-    /// `None`: a failure of this node (a database error), left in the context's error slot.
+    /// `None`: a failure of this node (a database error), or a fatal error already recorded
+    /// (a tracer past its budget), left in the context's error slot.
     fn frame(&mut self, input: FrameInput) -> Option<FrameResult>;
     /// The collision outcome of creation `inputs` under EIP-7610's storage rule, if it
     /// collides (see `collision.rs`).
