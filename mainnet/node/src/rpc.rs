@@ -115,6 +115,8 @@ pub struct Rpc {
     /// The traces (`debug_trace*`) being made at once: each may hold up to
     /// `farol_execution::TRACE_BUDGET` and keeps a core busy.
     trace_slots: Arc<tokio::sync::Semaphore>,
+    /// Places for calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`).
+    call_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -213,6 +215,7 @@ impl Rpc {
             send_lock: tokio::sync::Mutex::new(()),
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Arc::new(tokio::sync::Semaphore::new(TRACES_AT_ONCE)),
+            call_slots: Arc::new(tokio::sync::Semaphore::new(calls_at_once())),
             cfg,
         }
     }
@@ -426,9 +429,8 @@ impl Rpc {
                     state: opt_param(p, 2, "state overrides")?,
                     block: opt_param(p, 3, "block overrides")?,
                 };
-                let this = self.clone();
                 let estimate = method == "eth_estimateGas";
-                tokio::task::spawn_blocking(move || {
+                self.limited(&self.call_slots, move |this| {
                     if estimate {
                         this.estimate_gas(req, n, &overrides).map(hex)
                     } else {
@@ -436,7 +438,6 @@ impl Rpc {
                     }
                 })
                 .await
-                .map_err(RpcError::internal)?
             }
             "eth_simulateV1" => {
                 let payload: SimulatePayload = param(p, 0, "simulation")?;
@@ -449,10 +450,8 @@ impl Rpc {
                 let n = self.block_number(p.get(1))?;
                 let state: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
                 let overrides = Overrides { state, block: None };
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || this.access_list(&req, n, &overrides))
+                self.limited(&self.call_slots, move |this| this.access_list(&req, n, &overrides))
                     .await
-                    .map_err(RpcError::internal)?
             }
             // The consensus encodings: a header's and a block's RLP, each receipt's EIP-2718
             // bytes (an unknown block is an error, -32000, as in geth).
@@ -1310,15 +1309,24 @@ impl Rpc {
     }
 
     /// Runs `work` (a trace or a simulation) on the blocking pool in one of the
-    /// [`TRACES_AT_ONCE`] places, waiting for one. The place goes with the work: a client
-    /// that hangs up stops waiting for the answer, not the work, so the place is given back
-    /// only when the work ends (held by the request instead, a client that closes its
-    /// connections could start any number of traces at once).
+    /// [`TRACES_AT_ONCE`] places (see [`Rpc::limited`]).
     async fn heavy<T: Send + 'static>(
         self: &Arc<Self>,
         work: impl FnOnce(&Arc<Self>) -> Result<T, RpcError> + Send + 'static,
     ) -> Result<T, RpcError> {
-        let place = self.trace_slots.clone().acquire_owned().await.map_err(RpcError::internal)?;
+        self.limited(&self.trace_slots, work).await
+    }
+
+    /// Runs `work` on the blocking pool in one of `places`, waiting for one. The place goes
+    /// with the work: a client that hangs up stops waiting for the answer, not the work, so
+    /// the place is given back only when the work ends (held by the request instead, a
+    /// client that closes its connections could start any amount of work at once).
+    async fn limited<T: Send + 'static>(
+        self: &Arc<Self>,
+        places: &Arc<tokio::sync::Semaphore>,
+        work: impl FnOnce(&Arc<Self>) -> Result<T, RpcError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let place = places.clone().acquire_owned().await.map_err(RpcError::internal)?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = work(&this);
@@ -2262,6 +2270,13 @@ fn response(id: Value, result: RpcResult) -> Value {
 
 /// The traces made at once (`debug_trace*`); more wait their turn.
 const TRACES_AT_ONCE: usize = 2;
+
+/// Calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`) run at once: twice the
+/// cores, at least 4 (each is CPU work up to `rpc.gas_cap`, an estimate a few dozen of
+/// them); more wait.
+fn calls_at_once() -> usize {
+    std::thread::available_parallelism().map_or(4, |n| (2 * n.get()).max(4))
+}
 
 /// The tracer options of a `debug_trace*` request (absent: the struct logger).
 fn trace_options(v: Option<&Value>) -> Result<GethDebugTracingOptions, RpcError> {
