@@ -344,10 +344,8 @@ impl Rpc {
             "eth_sendTransaction" | "eth_signTransaction" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let key = self.dev_key(req.from, "from")?.clone();
-                let this = self.clone();
-                let req = tokio::task::spawn_blocking(move || this.complete(req, &key))
-                    .await
-                    .map_err(RpcError::internal)??;
+                let req =
+                    self.limited(&self.call_slots, move |this| this.complete(req, &key)).await?;
                 // One at a time from here: the nonce is the pool's next for the account.
                 let _turn = self.send_lock.lock().await;
                 let key = self.dev_key(req.from, "from")?;
@@ -379,16 +377,17 @@ impl Rpc {
                     Some(v) => v.clone(),
                     None => return Err(RpcError::params("typed data (position 1): missing")),
                 };
-                let hash = tokio::task::spawn_blocking(move || typed_data_hash(data))
-                    .await
-                    .map_err(RpcError::internal)??;
+                let hash = self.limited(&self.call_slots, move |_| typed_data_hash(data)).await?;
                 let sig = key.sign_hash_sync(&hash).map_err(RpcError::server)?;
                 to_value(Bytes::from(sig.as_bytes().to_vec()))
             }
             "eth_blockNumber" => Ok(hex(st.chain.head_number())),
             "eth_gasPrice" => Ok(hex(st.genesis.base_fee)),
             "eth_maxPriorityFeePerGas" => Ok(hex(0)),
-            "eth_feeHistory" => self.fee_history(p),
+            "eth_feeHistory" => {
+                let p = p.to_vec();
+                self.limited(&self.call_slots, move |this| this.fee_history(&p)).await
+            }
             "eth_getBalance" | "eth_getTransactionCount" | "eth_getCode" => {
                 let address: Address = param(p, 0, "address")?;
                 let pending = matches!(p.get(1).and_then(Value::as_str), Some("pending"));
@@ -689,7 +688,7 @@ impl Rpc {
             }
             "eth_getBlockReceipts" => {
                 let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
-                to_value((0..b.txs.len()).map(|i| rpc_receipt(&b, i)).collect::<Vec<_>>())
+                self.limited(&self.call_slots, move |_| to_value(rpc_receipts(&b))).await
             }
             "eth_getBlockByNumber" | "eth_getBlockByHash" => {
                 let full: bool = opt_param(p, 1, "full transactions")?.unwrap_or(false);
@@ -722,20 +721,27 @@ impl Rpc {
                 let _: U64 = param(p, 1, "index")?;
                 Ok(Value::Null)
             }
+            // Scans of blocks run in the calls' places, off the runtime's threads.
             "eth_getLogs" => {
                 let filter: Filter = param(p, 0, "filter")?;
-                to_value(self.logs(&filter)?)
+                check_filter(&filter)?;
+                self.limited(&self.call_slots, move |this| to_value(this.logs(&filter)?)).await
             }
-            "eth_getProof" => self.proof(p),
+            "eth_getProof" => {
+                let p = p.to_vec();
+                self.limited(&self.call_slots, move |this| this.proof(&p)).await
+            }
             "eth_newFilter" => {
                 let f: Filter = param(p, 0, "filter")?;
+                check_filter(&f)?;
                 self.new_filter(Some(f), false)
             }
             "eth_newBlockFilter" => self.new_filter(None, false),
             "eth_newPendingTransactionFilter" => self.new_filter(None, true),
             "eth_getFilterChanges" | "eth_getFilterLogs" => {
                 let id: String = param(p, 0, "filter id")?;
-                self.filter_changes(&id, method == "eth_getFilterLogs")
+                let all = method == "eth_getFilterLogs";
+                self.limited(&self.call_slots, move |this| this.filter_changes(&id, all)).await
             }
             "eth_uninstallFilter" => {
                 let id: String = param(p, 0, "filter id")?;
@@ -768,6 +774,14 @@ impl Rpc {
                         "{n} transactions wait, at most {TXPOOL_ANSWER} in one answer: ask txpool_contentFrom for one sender"
                     ))
                 })?;
+                // The answer's bytes, at about twice each payload's (hex) plus the fields.
+                let bytes: usize = all.iter().map(|t| 2 * t.2.len() + 600).sum();
+                let budget = self.cfg.max_batch_response_bytes;
+                if method != "txpool_inspect" && bytes > budget {
+                    return Err(RpcError::limit(format!(
+                        "the pool's transactions would take about {bytes} bytes, more than {budget} (rpc.max_batch_response_bytes): ask txpool_contentFrom for one sender, or txpool_inspect"
+                    )));
+                }
                 let mut pending = serde_json::Map::new();
                 let mut queued = serde_json::Map::new();
                 for (from, nonce, payload, handed) in all {
@@ -1740,6 +1754,12 @@ impl Rpc {
         {
             return Err(RpcError::params("reward percentiles must rise within 0..=100"));
         }
+        if percentiles.len() > MAX_PERCENTILES {
+            return Err(RpcError::params(format!(
+                "{} reward percentiles; at most {MAX_PERCENTILES}",
+                percentiles.len()
+            )));
+        }
         let count = count.to::<u64>().min(1024);
         if count == 0 {
             return to_value(FeeHistory::default());
@@ -1760,15 +1780,18 @@ impl Rpc {
                     .collect();
                 tips.sort_unstable();
                 let total: u64 = tips.iter().map(|t| t.1).sum();
+                // Each percentile's tip: the first whose gas, with the gas of the tips below
+                // it, reaches that share of the block's (the last when none does). The
+                // percentiles rise, so one pass over the tips serves them all.
                 let mut row = Vec::with_capacity(percentiles.len());
+                let (mut k, mut acc) = (0, tips.first().map_or(0, |t| t.1));
                 for q in &percentiles {
                     let want = (total as f64 * q / 100.0) as u64;
-                    let mut acc = 0;
-                    let tip = tips.iter().find(|t| {
-                        acc += t.1;
-                        acc >= want
-                    });
-                    row.push(tip.or(tips.last()).map(|t| t.0).unwrap_or(0));
+                    while acc < want && k + 1 < tips.len() {
+                        k += 1;
+                        acc += tips[k].1;
+                    }
+                    row.push(tips.get(k).map_or(0, |t| t.0));
                 }
                 rewards.push(row);
             }
@@ -1823,6 +1846,7 @@ impl Rpc {
             )));
         }
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for n in from..=to {
             let Some(b) = chain.block(n) else { break };
             if !filter.matches_bloom(b.header.logs_bloom) {
@@ -1830,11 +1854,19 @@ impl Rpc {
             }
             for l in block_logs(&b) {
                 if filter.matches(&l.inner) {
+                    bytes += log_json_bytes(&l.inner);
                     out.push(l);
                     if out.len() > self.cfg.max_logs {
                         return Err(RpcError::limit(format!(
                             "query returned more than {} results; narrow the block range",
                             self.cfg.max_logs
+                        )));
+                    }
+                    if bytes > self.cfg.max_batch_response_bytes {
+                        return Err(RpcError::limit(format!(
+                            "the logs would exceed {} bytes (rpc.max_batch_response_bytes); \
+                             narrow the block range",
+                            self.cfg.max_batch_response_bytes
                         )));
                     }
                 }
@@ -1921,10 +1953,21 @@ impl Rpc {
             }
             let from = x.next_block;
             if !all {
-                // At most max_log_blocks per poll; the rest comes with the next.
+                // At most max_log_blocks per poll; the rest comes with the next (taken now,
+                // so that two polls at once do not both answer them; given back below if
+                // this poll fails).
                 x.next_block = (head + 1).min(from.saturating_add(self.cfg.max_log_blocks));
             }
             (x.logs.clone(), from)
+        };
+        let taken = (head + 1).min(from.saturating_add(self.cfg.max_log_blocks));
+        let give_back = |e: RpcError| {
+            if let Some(x) = self.filters.lock().live.get_mut(id) {
+                if x.next_block == taken {
+                    x.next_block = from;
+                }
+            }
+            e
         };
         match logs {
             None if all => Err(RpcError::params("eth_getFilterLogs takes a log filter")),
@@ -1936,17 +1979,25 @@ impl Rpc {
             }
             Some(filter) if all => to_value(self.logs(&filter)?),
             Some(filter) => {
-                // The filter's own end, when it names a block number, ends its polls too.
+                // The filter's own end, when it names a block number, ends its polls too;
+                // its start, when it names one ahead, starts them.
                 let end = match filter.block_option.get_to_block() {
                     Some(BlockNumberOrTag::Number(n)) => head.min(*n),
                     _ => head,
                 };
-                if from > end {
+                let start = match filter.block_option.get_from_block() {
+                    Some(BlockNumberOrTag::Number(n)) => from.max(*n),
+                    _ => from,
+                };
+                if start > end {
                     return Ok(json!([]));
                 }
                 let to = end.min(from.saturating_add(self.cfg.max_log_blocks).saturating_sub(1));
-                let window = filter.clone().from_block(from).to_block(to);
-                to_value(self.logs(&window)?)
+                if start > to {
+                    return Ok(json!([]));
+                }
+                let window = filter.clone().from_block(start).to_block(to);
+                to_value(self.logs(&window).map_err(give_back)?)
             }
         }
     }
@@ -2013,7 +2064,11 @@ impl Rpc {
         let kind: String = param(p, 0, "subscription kind")?;
         let filter: Option<Filter> = match kind.as_str() {
             "newHeads" | "newPendingTransactions" | "syncing" => None,
-            "logs" => Some(opt_param(p, 1, "filter")?.unwrap_or_default()),
+            "logs" => {
+                let f: Filter = opt_param(p, 1, "filter")?.unwrap_or_default();
+                check_filter(&f)?;
+                Some(f)
+            }
             k => {
                 return Err(RpcError::params(format!(
                     "unsupported subscription {k:?} (newHeads, logs, newPendingTransactions, \
@@ -2267,6 +2322,34 @@ fn response(id: Value, result: RpcResult) -> Value {
         Err(e) => json!({ "jsonrpc": "2.0", "id": id, "error": e.to_json() }),
     }
 }
+
+/// Addresses, and alternatives at one topic position, of one log filter (as geth).
+const MAX_FILTER_TERMS: usize = 1000;
+
+/// Refuses a log filter past [`MAX_FILTER_TERMS`] (each term costs every block scanned).
+fn check_filter(f: &Filter) -> Result<(), RpcError> {
+    if f.address.len() > MAX_FILTER_TERMS {
+        return Err(RpcError::params(format!(
+            "filter: {} addresses; at most {MAX_FILTER_TERMS}",
+            f.address.len()
+        )));
+    }
+    if let Some(i) = f.topics.iter().position(|t| t.len() > MAX_FILTER_TERMS) {
+        return Err(RpcError::params(format!(
+            "filter: topic {i} has more than {MAX_FILTER_TERMS} alternatives"
+        )));
+    }
+    Ok(())
+}
+
+/// About the bytes of `log`'s JSON in an answer (hex data and topics, and the fields
+/// around them).
+fn log_json_bytes(log: &alloy_primitives::Log) -> usize {
+    400 + 2 * log.data.data.len() + 70 * log.topics().len()
+}
+
+/// Reward percentiles of one `eth_feeHistory` request (as geth).
+const MAX_PERCENTILES: usize = 100;
 
 /// The traces made at once (`debug_trace*`); more wait their turn.
 const TRACES_AT_ONCE: usize = 2;
@@ -2642,6 +2725,23 @@ fn block_logs(b: &StoredBlock) -> Vec<RpcLog> {
 
 fn rpc_receipt(b: &StoredBlock, i: usize) -> TransactionReceipt {
     let first_log: usize = b.receipts[..i].iter().map(|r| r.logs().len()).sum();
+    rpc_receipt_at(b, i, first_log)
+}
+
+/// The receipts of block `b`, in order (the log indexes counted once, not per receipt).
+fn rpc_receipts(b: &StoredBlock) -> Vec<TransactionReceipt> {
+    let mut first_log = 0;
+    (0..b.txs.len())
+        .map(|i| {
+            let r = rpc_receipt_at(b, i, first_log);
+            first_log += b.receipts[i].logs().len();
+            r
+        })
+        .collect()
+}
+
+/// Receipt `i` of block `b`, whose first log has block-wide index `first_log`.
+fn rpc_receipt_at(b: &StoredBlock, i: usize, first_log: usize) -> TransactionReceipt {
     let tx = &b.txs[i];
     let txh = *tx.tx_hash();
     let mut k = first_log as u64;

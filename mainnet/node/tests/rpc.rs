@@ -846,6 +846,51 @@ async fn log_filters_end_at_their_to_block() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A filter poll that fails (past `max_logs`) gives its blocks back: the next poll fails the
+/// same way instead of skipping them. Requests past the per-request bounds are refused:
+/// more than 100 fee-history percentiles, more than 1,000 filter addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_filter_poll_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x47; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.max_log_blocks = 1_000;
+    cfg.rpc.max_logs = 2;
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
+        let logger = deploy(&mut c, &key, &[0x60, 0x00, 0x60, 0x00, 0xa0, 0x00]);
+        let id =
+            c.call("eth_newFilter", json!([{"address": logger}])).unwrap_or_else(|e| panic!("{e}"));
+        for nonce in 1..=3 {
+            let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
+            let hash =
+                c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+            wait_receipt(&mut c, &hash);
+        }
+        let poll = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getFilterChanges",
+            "params": [id]});
+        for _ in 0..2 {
+            assert_eq!(code(&mut c, &poll.to_string()), -32005);
+        }
+        let e = |method: &str, params: Value| {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+            code(&mut RpcClient::new(http), &body.to_string())
+        };
+        let percentiles: Vec<u32> = (0..101).map(|i| i.min(100)).collect();
+        assert_eq!(e("eth_feeHistory", json!(["0x4", "latest", percentiles])), -32602);
+        let many: Vec<Address> =
+            (0..1001u32).map(|i| Address::left_padding_from(&i.to_be_bytes())).collect();
+        assert_eq!(e("eth_getLogs", json!([{"address": many}])), -32602);
+        assert_eq!(e("eth_newFilter", json!([{"address": many}])), -32602);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The geth debug tracers answer for a mined transaction, its block and a call (with state
 /// overrides), agreeing with the receipt; `eth_createAccessList` lists what a call touches;
 /// bad tracers and options are refused as invalid params.
