@@ -15,31 +15,39 @@ pub const MAX_ANSWER: usize = 256 << 20;
 const MAX_LINE: u64 = 8 << 10;
 /// The most header lines read.
 const MAX_HEADERS: usize = 64;
-/// The longest one answer may take to arrive, whole.
+/// The longest one answer may take to arrive, whole, by default.
 const ANSWER_TIME: Duration = Duration::from_secs(60);
 
 /// One connection to a node's HTTP JSON-RPC.
 #[derive(Debug)]
 pub struct RpcClient {
     addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
+    conn: Option<BufReader<Timed>>,
     next_id: u64,
+    /// The longest one answer may take to arrive, whole.
+    answer_time: Duration,
 }
 
 impl RpcClient {
     /// A client of `addr` (connects on first use).
     pub fn new(addr: SocketAddr) -> RpcClient {
-        RpcClient { addr, conn: None, next_id: 1 }
+        RpcClient { addr, conn: None, next_id: 1, answer_time: ANSWER_TIME }
     }
 
-    fn connect(&mut self) -> Result<&mut BufReader<TcpStream>, String> {
+    /// The same client with answers allowed `time` to arrive, whole (60 s by default).
+    pub fn with_answer_time(mut self, time: Duration) -> RpcClient {
+        self.answer_time = time;
+        self
+    }
+
+    fn connect(&mut self) -> Result<&mut BufReader<Timed>, String> {
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
                 .map_err(|e| format!("connecting to {}: {e}", self.addr))?;
             s.set_nodelay(true).ok();
             s.set_read_timeout(Some(Duration::from_secs(30))).ok();
             s.set_write_timeout(Some(Duration::from_secs(30))).ok();
-            self.conn = Some(BufReader::new(s));
+            self.conn = Some(BufReader::new(Timed { stream: s, deadline: None }));
         }
         self.conn.as_mut().ok_or_else(|| "no connection".to_string())
     }
@@ -67,18 +75,18 @@ impl RpcClient {
     }
 
     fn post_once(&mut self, body: &str) -> Result<Vec<u8>, String> {
-        let addr = self.addr;
+        let (addr, answer_time) = (self.addr, self.answer_time);
         let conn = self.connect()?;
         let req = format!(
             "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         let io = |e: std::io::Error| format!("{addr}: {e}");
-        conn.get_mut().write_all(req.as_bytes()).map_err(io)?;
+        conn.get_mut().stream.write_all(req.as_bytes()).map_err(io)?;
         // A peer that sends without end, or a byte at a time, is cut off: every line and the
-        // body have limits, and the whole answer a deadline.
-        let deadline = Instant::now() + ANSWER_TIME;
-        let status = read_line(conn, deadline).map_err(io)?;
+        // body have limits, and the whole answer a deadline that every read waits only until.
+        conn.get_mut().deadline = Some(Instant::now() + answer_time);
+        let status = read_line(conn).map_err(io)?;
         if status.is_empty() {
             return Err("connection closed".into());
         }
@@ -87,7 +95,7 @@ impl RpcClient {
             if headers == MAX_HEADERS {
                 return Err(format!("{addr}: more than {MAX_HEADERS} header lines"));
             }
-            let line = read_line(conn, deadline).map_err(io)?;
+            let line = read_line(conn).map_err(io)?;
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -105,7 +113,6 @@ impl RpcClient {
         // Room for what arrives, not for what the peer says will.
         let mut buf = Vec::with_capacity(len.min(1 << 20));
         while buf.len() < len {
-            set_timeout(conn, deadline).map_err(io)?;
             let want = (len - buf.len()).min(1 << 20) as u64;
             let got = conn.by_ref().take(want).read_to_end(&mut buf).map_err(io)?;
             if got == 0 {
@@ -209,18 +216,34 @@ impl<'de, T: Deserialize<'de>, const MAX: usize> Deserialize<'de> for Capped<T, 
     }
 }
 
-/// Lets the next read wait only until `deadline`.
-fn set_timeout(conn: &mut BufReader<TcpStream>, deadline: Instant) -> std::io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the answer took too long"));
+/// A connection whose every read waits only until the answer's deadline: a timeout set once
+/// per line would let a peer that sends a byte just before each timeout hold a reader for
+/// days (before stop 32 it was set per line and per megabyte of body).
+#[derive(Debug)]
+struct Timed {
+    stream: TcpStream,
+    /// When the answer being read must be complete.
+    deadline: Option<Instant>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the answer took too long",
+                ));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
     }
-    conn.get_mut().set_read_timeout(Some(left))
 }
 
 /// Reads one line of at most [`MAX_LINE`] bytes (empty at the end of the stream).
-fn read_line(conn: &mut BufReader<TcpStream>, deadline: Instant) -> std::io::Result<String> {
-    set_timeout(conn, deadline)?;
+fn read_line(conn: &mut BufReader<Timed>) -> std::io::Result<String> {
     let mut line = String::new();
     conn.by_ref().take(MAX_LINE).read_line(&mut line)?;
     if line.len() as u64 == MAX_LINE && !line.ends_with('\n') {
@@ -284,6 +307,8 @@ pub fn free_listen_ports(n: u16) -> Result<u16, String> {
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
+
+    use std::time::Duration;
 
     use super::RpcClient;
 
@@ -376,5 +401,30 @@ mod tests {
         for p in base..base + 10 {
             assert!(std::net::TcpListener::bind(("127.0.0.1", p)).is_ok(), "port {p}");
         }
+    }
+
+    /// A peer that sends its answer a byte at a time, each well within any one read's
+    /// timeout, is cut off at the answer's deadline.
+    #[test]
+    fn a_trickling_answer_ends_at_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = listener.accept() else { return };
+            let mut request = [0u8; 1024];
+            let _ = s.read(&mut request);
+            // The head at once, then the body a byte at a time.
+            let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+            if s.write_all(head).is_err() {
+                return;
+            }
+            while s.write_all(b" ").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        // Before every read waited for the deadline, this read for 100,000 × 50 ms.
+        let mut c = RpcClient::new(addr).with_answer_time(Duration::from_millis(700));
+        let r = c.post_once("{}");
+        assert!(r.is_err(), "{r:?}");
     }
 }

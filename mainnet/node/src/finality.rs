@@ -4,7 +4,7 @@
 //! block's certificate: that block and every block before it are final. Votes for another
 //! hash than ours mean the state diverged; they are counted and logged, never certified.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,14 +126,20 @@ fn decode_certificate(b: &[u8]) -> Option<Certificate> {
 #[derive(Debug, Default)]
 struct Heard {
     by: BTreeMap<u16, Certificate>,
+    /// The highest number each validator announced, kept after its announcement is taken:
+    /// a validator is heard only above it. Before stop 32 a taken slot took any number
+    /// again, so a faulty validator re-announcing one made-up certificate for a block we
+    /// have cost a quorum check (two pairings) at every tick.
+    highest: BTreeMap<u16, u64>,
 }
 
 impl Heard {
-    /// Keeps `c`, announced by `from`, if it is newer than what `from` announced before and
-    /// within the window.
+    /// Keeps `c`, announced by `from`, if it is above every number `from` announced before
+    /// and within the window.
     fn offer(&mut self, from: u16, c: Certificate, finalized: u64, head: u64) {
-        let newer = self.by.get(&from).is_none_or(|h| c.number > h.number);
+        let newer = self.highest.get(&from).is_none_or(|h| c.number > *h);
         if newer && c.number > finalized && c.number <= head.saturating_add(AHEAD) {
+            self.highest.insert(from, c.number);
             self.by.insert(from, c);
         }
     }
@@ -181,6 +187,10 @@ impl Finality {
     ) {
         let chain_id = self.state.genesis.chain_id;
         let mut votes = Votes::new();
+        // Validators whose vote for a block failed its check: their later votes for it are
+        // dropped (before stop 32 each re-sent bad vote cost an aggregate check and a check
+        // of every vote for the block).
+        let mut faulty: BTreeMap<u64, BTreeSet<u16>> = BTreeMap::new();
         let mut tick = tokio::time::interval(Duration::from_millis(10));
         let mut last_seen: HashMap<u16, Instant> = HashMap::new();
         let mut diverged_logged = 0u64;
@@ -209,6 +219,9 @@ impl Finality {
                     }
                     // One vote per validator and block: a validator's first counts, so one
                     // voting for many hashes cannot grow the table.
+                    if faulty.get(&number).is_some_and(|f| f.contains(&signer)) {
+                        continue;
+                    }
                     let by_hash = votes.entry(number).or_default();
                     if by_hash.values().any(|s| s.contains_key(&signer)) {
                         continue;
@@ -243,13 +256,19 @@ impl Finality {
                     let now = Instant::now();
                     last_seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
                     self.state.metrics.peers.store(last_seen.len() as u64, Ordering::Relaxed);
-                    if let Some(n) = self.certify(&mut votes, chain_id, &mut diverged_logged) {
+                    let certified =
+                        self.certify(&mut votes, &mut faulty, chain_id, &mut diverged_logged);
+                    if let Some(n) = certified {
                         votes = votes.split_off(&(n + 1));
+                        faulty = faulty.split_off(&(n + 1));
                     }
                     // Without a quorum (too many validators down) votes are kept for the
                     // newest blocks only.
                     while votes.len() > 2 * AHEAD as usize {
                         votes.pop_first();
+                    }
+                    while faulty.len() > 2 * AHEAD as usize {
+                        faulty.pop_first();
                     }
                 }
             }
@@ -265,7 +284,14 @@ impl Finality {
     }
 
     /// Certifies the highest block with a quorum of votes for our hash; returns its number.
-    fn certify(&self, votes: &mut Votes, chain_id: u64, diverged_logged: &mut u64) -> Option<u64> {
+    /// Signers whose vote failed its check are removed and listed in `faulty`.
+    fn certify(
+        &self,
+        votes: &mut Votes,
+        faulty: &mut BTreeMap<u64, BTreeSet<u16>>,
+        chain_id: u64,
+        diverged_logged: &mut u64,
+    ) -> Option<u64> {
         let head = self.state.chain.head_number();
         let quorum = self.committee.quorum_threshold();
         let stake = |signers: &BTreeMap<u16, Signature>| {
@@ -298,6 +324,7 @@ impl Finality {
             }
             for bad in collector.faulty() {
                 signers.remove(&bad.0);
+                faulty.entry(*number).or_default().insert(bad.0);
             }
             let Some(cert) = cert else { continue };
             let number = *number;
@@ -399,6 +426,16 @@ mod tests {
         assert_eq!(heard.by.len(), 1);
         assert!(heard.take_ready(20 + AHEAD, 20 + AHEAD).is_empty());
         assert!(heard.by.is_empty());
+        // A validator is heard only above what it announced before, even once taken: the
+        // same (or an older) announcement again is not checked again.
+        let (finalized, head) = (20 + AHEAD, 100 + AHEAD);
+        heard.offer(1, cert(head, 1), finalized, head);
+        assert_eq!(heard.take_ready(finalized, head).len(), 1);
+        heard.offer(1, cert(head, 1), finalized, head);
+        heard.offer(1, cert(head - 1, 1), finalized, head);
+        assert!(heard.take_ready(finalized, head).is_empty());
+        heard.offer(1, cert(head + 1, 1), finalized, head + 1);
+        assert_eq!(heard.take_ready(finalized, head + 1).len(), 1);
     }
 
     #[test]

@@ -137,9 +137,11 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 resting[i] = None;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
-                if !rejoin_if_stalled(&state, &cfg, &mut clients[i], peer) {
-                    turn += 1;
-                }
+                rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+                // The next poll asks the next peer here too: a peer that is itself behind
+                // always has a certified block a little above ours, and asked again after
+                // every sync it would hold this node behind it (before stop 32 it was).
+                turn += 1;
             }
             Ok(Progress::UpToDate) => {
                 failures = 0;
@@ -396,7 +398,8 @@ fn sync_once(
         if let Some(b) = state.chain.block(cert.number) {
             break Some(b.hash);
         }
-        if stop.load(Ordering::Relaxed) || work.upgrade().is_none() {
+        // The pipeline is gone, or stopped taking work (a divergence, its error to report).
+        if stop.load(Ordering::Relaxed) || work.upgrade().is_none_or(|w| w.is_closed()) {
             break None;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -501,24 +504,23 @@ fn fetch_snapshot(
         .filter_map(|n| state.chain.block(n))
         .take_while(|b| b.ordering.height > height)
         .find(|b| b.ordering.checkpoint.is_some() && b.ordering.last_in_group);
-    let mut raw = None;
-    if let Some(b) = &newest_ours {
-        let h = b.ordering.height;
-        raw = client.call_as::<Bytes>("farol_getSnapshot", json!([format!("{h:#x}")]))?;
-    }
+    // Without a checkpoint in our final chain above our height no snapshot can be checked.
+    let Some(ours) = newest_ours else { return Ok(None) };
+    let mut raw = client
+        .call_as::<Bytes>("farol_getSnapshot", json!([format!("{:#x}", ours.ordering.height)]))?;
     if raw.is_none() {
         raw = client.call_as::<Bytes>("farol_getSnapshot", json!([]))?;
     }
     let Some(raw) = raw else { return Ok(None) };
     let s = Snapshot::decode(&raw).map_err(|e| format!("snapshot: {e}"))?;
     let h = s.checkpoint.height;
-    if h <= height {
+    // One older than our newest checkpoint is not used: finding its carrier would walk our
+    // chain down from the final block, up to 65,536 blocks read back per answer (before stop
+    // 32 a peer could make a stalled validator do that at every try).
+    if h <= height || h < ours.ordering.height {
         return Ok(None);
     }
-    let carrier = match newest_ours {
-        Some(b) if b.ordering.height == h => Some(b),
-        _ => carrier_of(h),
-    };
+    let carrier = if ours.ordering.height == h { Some(ours) } else { carrier_of(h) };
     let Some(b) = carrier else { return Ok(None) };
     let digest = B256::from(s.checkpoint.digest());
     if b.ordering.checkpoint != Some(digest) {
