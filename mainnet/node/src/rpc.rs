@@ -104,6 +104,10 @@ pub struct Rpc {
     snapshot_at: Mutex<Option<(u64, Value)>>,
     /// One permit per open WebSocket connection (`rpc.max_ws_connections`).
     ws_slots: Arc<tokio::sync::Semaphore>,
+    /// Subscriptions of all WebSocket connections.
+    subscriptions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes of notifications waiting in all WebSocket connections' queues.
+    ws_queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The development accounts the node signs for (`rpc.dev_keys`).
     dev: Vec<PrivateKeySigner>,
     /// Held while `eth_sendTransaction` picks a nonce and hands the transaction to the pool,
@@ -189,9 +193,65 @@ fn mempool_error(e: MempoolError) -> RpcError {
 
 /// What a WebSocket connection adds: subscriptions.
 struct WsCtx {
-    out: mpsc::Sender<String>,
+    out: Outbox,
     subs: Mutex<HashMap<String, JoinHandle<()>>>,
     next: std::sync::atomic::AtomicU64,
+}
+
+/// Bytes of notifications one WebSocket connection may have waiting for its client.
+const WS_QUEUED_BYTES: usize = 16 << 20;
+/// Bytes of notifications all WebSocket connections together may have waiting.
+const WS_QUEUED_BYTES_ALL: usize = 256 << 20;
+/// Subscriptions of all WebSocket connections together.
+const MAX_SUBSCRIPTIONS_ALL: usize = 8192;
+
+/// Where a connection's subscriptions put their notifications: a queue bounded in bytes,
+/// per connection ([`WS_QUEUED_BYTES`]) and over all of them ([`WS_QUEUED_BYTES_ALL`]).
+/// A notification past either closes the connection, as one its client does not take in
+/// time does: a client that stops reading holds at most that much, however many
+/// subscriptions it has (before stop 32 the queue was 1,024 messages of any size, per
+/// connection, so 1,024 such clients with large pending transactions could hold gigabytes).
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Queued>,
+    /// Bytes waiting in this connection's queue.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bytes waiting in all connections' queues.
+    all: Arc<std::sync::atomic::AtomicUsize>,
+    /// Set when a notification did not fit: the session ends.
+    full: Arc<tokio::sync::Notify>,
+}
+
+/// A notification counted in its queue's bytes until it is dropped (sent, refused, or left
+/// in a queue or a send that ended), so the counts cannot drift.
+struct Queued {
+    note: String,
+    bytes: usize,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    all: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.queued.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.all.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl Outbox {
+    /// Queues `note`; `Err` when the connection is gone or its queue is full.
+    async fn send(&self, note: String) -> Result<(), ()> {
+        let bytes = note.len();
+        let mine = self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let all = self.all.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let item = Queued { note, bytes, queued: self.queued.clone(), all: self.all.clone() };
+        if mine > WS_QUEUED_BYTES || all > WS_QUEUED_BYTES_ALL {
+            drop(item);
+            self.full.notify_one();
+            return Err(());
+        }
+        self.tx.send(item).await.map_err(|_| ())
+    }
 }
 
 impl Rpc {
@@ -210,6 +270,8 @@ impl Rpc {
             snapshot: Mutex::new(None),
             snapshot_at: Mutex::new(None),
             ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_ws_connections)),
+            subscriptions: Default::default(),
+            ws_queued: Default::default(),
             // `NodeConfig::validate` refuses a key that is not one.
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
             send_lock: tokio::sync::Mutex::new(()),
@@ -755,6 +817,9 @@ impl Rpc {
                 Some(ws) => {
                     let id: String = param(p, 0, "subscription id")?;
                     let h = ws.subs.lock().remove(&id);
+                    if h.is_some() {
+                        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    }
                     Ok(json!(h.map(|h| h.abort()).is_some()))
                 }
                 None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
@@ -2082,6 +2147,11 @@ impl Rpc {
                 self.cfg.max_subscriptions
             )));
         }
+        if self.subscriptions.load(Ordering::Relaxed) >= MAX_SUBSCRIPTIONS_ALL {
+            return Err(RpcError::limit(format!(
+                "at most {MAX_SUBSCRIPTIONS_ALL} subscriptions on this node"
+            )));
+        }
         let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
         if kind == "syncing" {
             // As geth: `{syncing: true, status}` when the node starts catching up (or at once
@@ -2108,7 +2178,7 @@ impl Rpc {
                     }
                 }
             });
-            ws.subs.lock().insert(id.clone(), task);
+            self.keep_subscription(ws, &id, task);
             return Ok(json!(id));
         }
         if kind == "newPendingTransactions" {
@@ -2139,7 +2209,7 @@ impl Rpc {
                     }
                 }
             });
-            ws.subs.lock().insert(id.clone(), task);
+            self.keep_subscription(ws, &id, task);
             return Ok(json!(id));
         }
         let mut blocks = self.state.blocks.subscribe();
@@ -2179,8 +2249,14 @@ impl Rpc {
                 last = Some(last.map_or(b.number(), |l| l.max(b.number())));
             }
         });
-        ws.subs.lock().insert(id.clone(), task);
+        self.keep_subscription(ws, &id, task);
         Ok(json!(id))
+    }
+
+    /// Keeps subscription `id` of connection `ws`, counted among the node's.
+    fn keep_subscription(&self, ws: &WsCtx, id: &str, task: JoinHandle<()>) {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        ws.subs.lock().insert(id.to_string(), task);
     }
 }
 
@@ -2882,13 +2958,21 @@ async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Re
 }
 
 async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
-    let (out_tx, mut out_rx) = mpsc::channel::<String>(1024);
+    let (out_tx, mut out_rx) = mpsc::channel::<Queued>(1024);
     // How long a message may wait for the client to take it (`rpc.ws_send_timeout_millis`).
     let send_time = std::time::Duration::from_millis(rpc.cfg.ws_send_timeout_millis);
-    let ctx =
-        Arc::new(WsCtx { out: out_tx, subs: Mutex::new(HashMap::new()), next: Default::default() });
+    let out = Outbox {
+        tx: out_tx,
+        queued: Default::default(),
+        all: rpc.ws_queued.clone(),
+        full: Default::default(),
+    };
+    let full = out.full.clone();
+    let ctx = Arc::new(WsCtx { out, subs: Mutex::new(HashMap::new()), next: Default::default() });
     loop {
         tokio::select! {
+            // Notifications past the queue's bytes: let go, as a client that stops reading.
+            _ = full.notified() => break,
             m = socket.recv() => {
                 let text = match m {
                     Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
@@ -2903,10 +2987,13 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                     }
                 }
             }
-            Some(note) = out_rx.recv() => {
+            Some(mut item) = out_rx.recv() => {
+                // Counted until sent (dropped below).
+                let note = std::mem::take(&mut item.note);
                 // A client that stops reading is let go once a message has waited this
                 // long (before stop 27 it held its session and subscriptions for good).
                 let sent = tokio::time::timeout(send_time, socket.send(Message::Text(note.into()))).await;
+                drop(item);
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
@@ -2914,6 +3001,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
         }
     }
     for (_, h) in ctx.subs.lock().drain() {
+        rpc.subscriptions.fetch_sub(1, Ordering::Relaxed);
         h.abort();
     }
 }
@@ -2985,5 +3073,37 @@ mod tests {
                 assert_eq!(super::block_size(&b), alloy_rlp::encode(&block).len(), "{n} txs");
             }
         }
+    }
+
+    /// A WebSocket queue counts its notifications' bytes until each is sent or dropped, in
+    /// the connection's count and the node's, and refuses one past its bytes (ending the
+    /// session).
+    #[tokio::test]
+    async fn websocket_queues_count_their_bytes_exactly() {
+        use std::sync::atomic::Ordering;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let all = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let out = super::Outbox {
+            tx,
+            queued: Default::default(),
+            all: all.clone(),
+            full: Default::default(),
+        };
+        assert!(out.send("x".repeat(1000)).await.is_ok());
+        assert!(out.send("y".repeat(500)).await.is_ok());
+        assert_eq!((out.queued.load(Ordering::Relaxed), all.load(Ordering::Relaxed)), (1500, 1500));
+        let first = rx.recv().await.map(|q| q.note.len());
+        assert_eq!(first, Some(1000));
+        assert_eq!(all.load(Ordering::Relaxed), 500);
+        // Past the connection's bytes: refused, and the session is told to end.
+        let full = out.full.clone();
+        assert!(out.send("z".repeat(super::WS_QUEUED_BYTES)).await.is_err());
+        full.notified().await;
+        assert_eq!(all.load(Ordering::Relaxed), 500);
+        // What a closed connection's queue held leaves the counts with it.
+        drop(rx);
+        assert_eq!((out.queued.load(Ordering::Relaxed), all.load(Ordering::Relaxed)), (0, 0));
+        assert!(out.send("w".into()).await.is_err());
+        assert_eq!(all.load(Ordering::Relaxed), 0);
     }
 }
