@@ -3006,6 +3006,93 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     }
 }
 
+/// Open connections of one JSON-RPC listener (HTTP or WebSocket); past it, new ones wait
+/// in the kernel's backlog until one closes. Without a bound, clients holding connections
+/// could use up the process's file descriptors, which the store and the network need too.
+const MAX_CONNECTIONS: usize = 2048;
+
+/// A listener that holds at most [`MAX_CONNECTIONS`] connections at once.
+struct Capped {
+    inner: tokio::net::TcpListener,
+    places: Arc<tokio::sync::Semaphore>,
+}
+
+impl axum::serve::Listener for Capped {
+    type Io = CappedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (CappedStream, SocketAddr) {
+        loop {
+            // Closed never: the semaphore lives as long as the listener.
+            let Ok(place) = self.places.clone().acquire_owned().await else { continue };
+            match self.inner.accept().await {
+                Ok((stream, addr)) => {
+                    stream.set_nodelay(true).ok();
+                    return (CappedStream { stream, _place: place }, addr);
+                }
+                Err(e) => {
+                    // Out of descriptors or a connection reset before it was taken: wait a
+                    // little, as axum's own listener does.
+                    tracing::debug!(error = %e, "accepting a JSON-RPC connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its place among [`MAX_CONNECTIONS`] until it is dropped.
+struct CappedStream {
+    stream: tokio::net::TcpStream,
+    _place: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for CappedStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for CappedStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
 /// Binds the HTTP and WebSocket listeners and serves `rpc` on them: JSON-RPC by POST (and
 /// WebSocket upgrade) at `/` on both, `/metrics` on HTTP.
 pub async fn serve(
@@ -3026,6 +3113,10 @@ pub async fn serve(
             .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         bound[i] = listener.local_addr().ok();
         let r = router.clone();
+        let listener = Capped {
+            inner: listener,
+            places: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        };
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, r).await {
                 tracing::error!(error = %e, "JSON-RPC server stopped");
