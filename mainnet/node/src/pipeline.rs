@@ -260,26 +260,32 @@ impl Overlay {
         self.diffs.push(Arc::new(diff));
     }
 
-    /// The Farol Store root of this view's state (its stored version with the diffs laid
-    /// over it, in order), computed without writing anything. `None` when it cannot be
-    /// known: a diff wiped an account that has code in the stored version (a `state`
-    /// override replacing its storage), and the store cannot enumerate that account's other
-    /// slots. A block's own wipes never hit that case: since EIP-6780 only an account
-    /// created in the same transaction is deleted, and creation needs empty storage.
-    /// With the root, how many store changes it covered (its cost).
-    pub fn root(&self) -> Result<Option<(B256, usize)>, StateError> {
+    /// The changes of this view's diffs, folded in order, as Farol Store keys them: what
+    /// [`Overlay::root_of`] lays over the stored version. `None` when the root they give
+    /// could be wrong: a diff wiped an account that may have storage in the stored version
+    /// (one with code or a nonce: storage is only ever written by code, and a contract
+    /// account starts at nonce 1; a `state` override replacing its storage), and the store
+    /// cannot enumerate that account's other slots. A block's own wipes never hit that case:
+    /// since EIP-6780 only an account created in the same transaction is deleted, and
+    /// creation needs no code, no nonce and no storage there.
+    pub fn changes(&self) -> Result<Option<Vec<(B256, Option<Bytes>)>>, StateError> {
         let mut all = StateDiff::default();
         for d in &self.diffs {
             all.extend_with(d);
         }
         for address in &all.wiped {
-            if self.base.account(*address)?.is_some_and(|a| a.code_hash != KECCAK_EMPTY) {
+            let before = self.base.account(*address)?;
+            if before.is_some_and(|a| a.code_hash != KECCAK_EMPTY || a.nonce > 0) {
                 return Ok(None);
             }
         }
-        let changes = all.store_changes();
-        let n = changes.len();
-        Ok(Some((self.base.root_with(changes)?, n)))
+        Ok(Some(all.store_changes()))
+    }
+
+    /// The Farol Store root of `changes` (this view's, [`Overlay::changes`]) over its stored
+    /// version, computed without writing anything.
+    pub fn root_of(&self, changes: Vec<(B256, Option<Bytes>)>) -> Result<B256, StateError> {
+        self.base.root_with(changes)
     }
 
     /// How many diffs lie over the stored version (a view with as many as before, none

@@ -202,13 +202,16 @@ struct WsCtx {
 const WS_QUEUED_BYTES: usize = 16 << 20;
 /// Bytes of notifications all WebSocket connections together may have waiting.
 const WS_QUEUED_BYTES_ALL: usize = 256 << 20;
+/// Bytes one connection may have waiting even when all connections together are past
+/// [`WS_QUEUED_BYTES_ALL`] (so memory stays under that plus this per connection).
+const WS_FAIR_SHARE: usize = 256 << 10;
 /// Subscriptions of all WebSocket connections together.
 const MAX_SUBSCRIPTIONS_ALL: usize = 8192;
 
 /// Where a connection's subscriptions put their notifications: a queue bounded in bytes,
-/// per connection ([`WS_QUEUED_BYTES`]) and over all of them ([`WS_QUEUED_BYTES_ALL`]).
-/// A notification past either closes the connection, as one its client does not take in
-/// time does: a client that stops reading holds at most that much, however many
+/// per connection ([`WS_QUEUED_BYTES`]) and over all of them ([`WS_QUEUED_BYTES_ALL`], for
+/// connections past [`WS_FAIR_SHARE`]). A notification past either closes the connection,
+/// as one its client does not take in time does: a client that stops reading holds at most that much, however many
 /// subscriptions it has (before stop 32 the queue was 1,024 messages of any size, per
 /// connection, so 1,024 such clients with large pending transactions could hold gigabytes).
 #[derive(Clone)]
@@ -245,7 +248,9 @@ impl Outbox {
         let mine = self.queued.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let all = self.all.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let item = Queued { note, bytes, queued: self.queued.clone(), all: self.all.clone() };
-        if mine > WS_QUEUED_BYTES || all > WS_QUEUED_BYTES_ALL {
+        // Past the node's bytes only a connection holding more than its fair share is let
+        // go: one whose client reads what it gets is never closed for others' queues.
+        if mine > WS_QUEUED_BYTES || (all > WS_QUEUED_BYTES_ALL && mine > WS_FAIR_SHARE) {
             drop(item);
             self.full.notify_one();
             return Err(());
@@ -553,7 +558,9 @@ impl Rpc {
             }
             "debug_traceBlockByNumber" | "debug_traceBlockByHash" | "debug_traceBlock" => {
                 let b = if method == "debug_traceBlock" {
-                    self.decoded_block(p)?
+                    // Decoding recovers every sender: off the runtime's threads.
+                    let p = p.to_vec();
+                    self.limited(&self.call_slots, move |this| this.decoded_block(&p)).await?
                 } else {
                     let by_hash = method == "debug_traceBlockByHash";
                     self.block_param(p, by_hash)?
@@ -2027,11 +2034,7 @@ impl Rpc {
         };
         let taken = (head + 1).min(from.saturating_add(self.cfg.max_log_blocks));
         let give_back = |e: RpcError| {
-            if let Some(x) = self.filters.lock().live.get_mut(id) {
-                if x.next_block == taken {
-                    x.next_block = from;
-                }
-            }
+            self.set_next_block(id, taken, from);
             e
         };
         match logs {
@@ -2061,8 +2064,41 @@ impl Rpc {
                 if start > to {
                     return Ok(json!([]));
                 }
-                let window = filter.clone().from_block(start).to_block(to);
-                to_value(self.logs(&window).map_err(give_back)?)
+                // Past the answer's limits (logs or bytes) the window shrinks, down to one
+                // block, so a busy filter moves on rather than failing at the same window
+                // for good; the blocks after it come with the next poll.
+                let mut to = to;
+                loop {
+                    let window = filter.clone().from_block(start).to_block(to);
+                    match self.logs(&window) {
+                        Ok(logs) => {
+                            if to + 1 < taken {
+                                self.set_next_block(id, taken, to + 1);
+                            }
+                            return to_value(logs);
+                        }
+                        Err(e) if e.code == -32005 && to > start => to = start + (to - start) / 2,
+                        // One block alone past the limits: said, and passed.
+                        Err(e) if e.code == -32005 => {
+                            self.set_next_block(id, taken, to + 1);
+                            return Err(RpcError {
+                                message: format!("block {to}: {}; it is skipped", e.message),
+                                ..e
+                            });
+                        }
+                        Err(e) => return Err(give_back(e)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets filter `id`'s next block to `next` if a poll that took the blocks up to `taken`
+    /// still holds them.
+    fn set_next_block(&self, id: &str, taken: u64, next: u64) {
+        if let Some(x) = self.filters.lock().live.get_mut(id) {
+            if x.next_block == taken {
+                x.next_block = next;
             }
         }
     }
@@ -2586,22 +2622,28 @@ struct SimRoots {
 impl SimRoots {
     /// The state root of a simulated block whose state `view` holds: Farol Store's root of
     /// it, computed without writing (the last one again when nothing was laid over the view
-    /// since); zero when a `state` override replaced the storage of a contract that existed
-    /// before the simulation (see [`Overlay::root`]). Past [`SIM_ROOT_CHANGES`]: -32005.
+    /// since); zero when a `state` override replaced the storage of an account that may have
+    /// had storage before the simulation (see [`Overlay::changes`]). Past
+    /// [`SIM_ROOT_CHANGES`]: -32005.
     fn of(&mut self, view: &Overlay) -> Result<B256, RpcError> {
         if let Some((layers, root)) = self.last {
             if layers == view.layers() {
                 return Ok(root);
             }
         }
-        if self.work > SIM_ROOT_CHANGES {
-            return Err(RpcError::limit(format!(
-                "the simulated blocks' state roots would cover more than {SIM_ROOT_CHANGES} \
-                 changes; simulate fewer blocks, calls or overrides"
-            )));
-        }
-        let (root, n) = view.root().map_err(RpcError::server)?.unwrap_or_default();
-        self.work += n;
+        let root = match view.changes().map_err(RpcError::server)? {
+            None => B256::ZERO,
+            Some(changes) => {
+                self.work = self.work.saturating_add(changes.len());
+                if self.work > SIM_ROOT_CHANGES {
+                    return Err(RpcError::limit(format!(
+                        "the simulated blocks' state roots would cover more than \
+                         {SIM_ROOT_CHANGES} changes; simulate fewer blocks, calls or overrides"
+                    )));
+                }
+                view.root_of(changes).map_err(RpcError::server)?
+            }
+        };
         self.last = Some((view.layers(), root));
         Ok(root)
     }
@@ -3028,7 +3070,8 @@ impl axum::serve::Listener for Capped {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     stream.set_nodelay(true).ok();
-                    return (CappedStream { stream, _place: place }, addr);
+                    let first = Some(Box::pin(tokio::time::sleep(FIRST_BYTE_TIME)));
+                    return (CappedStream { stream, _place: place, first }, addr);
                 }
                 Err(e) => {
                     // Out of descriptors or a connection reset before it was taken: wait a
@@ -3045,10 +3088,16 @@ impl axum::serve::Listener for Capped {
     }
 }
 
+/// How long a new connection may take to send its first byte before it is closed (so that
+/// connections that never ask anything cannot hold every place).
+const FIRST_BYTE_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection holding its place among [`MAX_CONNECTIONS`] until it is dropped.
 struct CappedStream {
     stream: tokio::net::TcpStream,
     _place: tokio::sync::OwnedSemaphorePermit,
+    /// Until the first byte arrives: when the connection is closed without one.
+    first: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl tokio::io::AsyncRead for CappedStream {
@@ -3057,7 +3106,24 @@ impl tokio::io::AsyncRead for CappedStream {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
+        use std::future::Future;
+        let before = buf.filled().len();
+        let read = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        match &read {
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => self.first = None,
+            std::task::Poll::Pending => {
+                if let Some(deadline) = &mut self.first {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        return std::task::Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no request",
+                        )));
+                    }
+                }
+            }
+            _ => {}
+        }
+        read
     }
 }
 
