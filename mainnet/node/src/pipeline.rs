@@ -268,7 +268,7 @@ impl Overlay {
     /// cannot enumerate that account's other slots. A block's own wipes never hit that case:
     /// since EIP-6780 only an account created in the same transaction is deleted, and
     /// creation needs no code, no nonce and no storage there.
-    pub fn changes(&self) -> Result<Option<Vec<(B256, Option<Bytes>)>>, StateError> {
+    pub fn changes(&self) -> Result<Option<StoreChanges>, StateError> {
         let mut all = StateDiff::default();
         for d in &self.diffs {
             all.extend_with(d);
@@ -284,7 +284,7 @@ impl Overlay {
 
     /// The Farol Store root of `changes` (this view's, [`Overlay::changes`]) over its stored
     /// version, computed without writing anything.
-    pub fn root_of(&self, changes: Vec<(B256, Option<Bytes>)>) -> Result<B256, StateError> {
+    pub fn root_of(&self, changes: StoreChanges) -> Result<B256, StateError> {
         self.base.root_with(changes)
     }
 
@@ -351,6 +351,9 @@ impl StateView for Overlay {
             .ok_or_else(|| StateError::Store(format!("block {number} will not be stored")))
     }
 }
+
+/// Changes as Farol Store takes them: `(key, Some(value))` sets, `(key, None)` deletes.
+pub type StoreChanges = Vec<(B256, Option<Bytes>)>;
 
 /// What the pipeline works on, in order.
 #[derive(Debug)]
