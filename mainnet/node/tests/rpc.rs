@@ -22,12 +22,24 @@ use serde_json::{json, Value};
 /// A one-validator node with the test configuration in a fresh directory (kept while the
 /// returned guard lives), funding the account of the key made from `seed`.
 async fn funded_node(seed: u8) -> (tempfile::TempDir, PrivateKeySigner, Node) {
+    node_with(seed, |_| {}).await
+}
+
+/// [`funded_node`] with its configuration changed by `change` first.
+async fn node_with(
+    seed: u8,
+    change: impl FnOnce(&mut NodeConfig),
+) -> (tempfile::TempDir, PrivateKeySigner, Node) {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let key = PrivateKeySigner::from_slice(&[seed; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let node =
-        Node::start(config(dir.path(), key.address())).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    change(&mut cfg);
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
     (dir, key, node)
 }
+
+/// Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
+const LOGGER: &[u8] = &[0x60, 0x00, 0x60, 0x00, 0xa0, 0x00];
 
 fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
     let bls = SecretKey::from_seed(&[3; 32]);
@@ -779,16 +791,11 @@ fn deploy(c: &mut RpcClient, key: &PrivateKeySigner, runtime: &[u8]) -> Address 
 /// however far the chain goes; `eth_getFilterLogs` returns the same range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_filters_end_at_their_to_block() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x43; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = config(dir.path(), key.address());
-    cfg.rpc.max_log_blocks = 1_000;
-    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, key, node) = node_with(0x43, |cfg| cfg.rpc.max_log_blocks = 1_000).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
-        // Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
-        let logger = deploy(&mut c, &key, &[0x60, 0x00, 0x60, 0x00, 0xa0, 0x00]);
+        let logger = deploy(&mut c, &key, LOGGER);
         let call = |c: &mut RpcClient, nonce: u64| {
             let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
             let hash =
@@ -852,17 +859,15 @@ async fn log_filters_end_at_their_to_block() {
 /// percentiles, more than 1,000 filter addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_filter_poll_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x47; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let mut cfg = config(dir.path(), key.address());
-    cfg.rpc.max_log_blocks = 1_000;
-    cfg.rpc.max_logs = 2;
-    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let (_dir, key, node) = node_with(0x47, |cfg| {
+        cfg.rpc.max_log_blocks = 1_000;
+        cfg.rpc.max_logs = 2;
+    })
+    .await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
-        // Runtime code PUSH1 0 PUSH1 0 LOG0 STOP: every call logs once.
-        let logger = deploy(&mut c, &key, &[0x60, 0x00, 0x60, 0x00, 0xa0, 0x00]);
+        let logger = deploy(&mut c, &key, LOGGER);
         let id =
             c.call("eth_newFilter", json!([{"address": logger}])).unwrap_or_else(|e| panic!("{e}"));
         for nonce in 1..=3 {
