@@ -163,6 +163,12 @@ pub struct RpcConfig {
     /// How long a WebSocket message may wait for the client to take it before the
     /// connection is closed (a client that stops reading).
     pub ws_send_timeout_millis: u64,
+    /// How long an HTTP connection may take to send a request's headers (counted from
+    /// connecting, or from the previous answer on a kept-alive connection, so it is also how
+    /// long an idle connection is kept), to send its body, and to take any part of an answer
+    /// before it is closed (a WebSocket's queued messages wait up to the larger of this and
+    /// `ws_send_timeout_millis`).
+    pub http_timeout_millis: u64,
     /// Private keys (32 bytes each) of development accounts the node signs for:
     /// `eth_accounts` lists them and `eth_sendTransaction`, `eth_signTransaction`,
     /// `eth_sign`, `personal_sign` and `eth_signTypedData_v4` use them, as anvil's and
@@ -186,6 +192,7 @@ impl Default for RpcConfig {
             max_subscriptions: 128,
             max_ws_connections: 1024,
             ws_send_timeout_millis: 30_000,
+            http_timeout_millis: 30_000,
             dev_keys: Vec::new(),
         }
     }
@@ -400,6 +407,9 @@ impl NodeConfig {
         }
         if self.rpc.ws_send_timeout_millis == 0 {
             return bad("rpc.ws_send_timeout_millis", "must be at least 1".into());
+        }
+        if self.rpc.http_timeout_millis == 0 {
+            return bad("rpc.http_timeout_millis", "must be at least 1".into());
         }
         if self.rpc.max_ws_connections == 0 {
             return bad("rpc.max_ws_connections", "must be at least 1".into());

@@ -2952,7 +2952,20 @@ fn rpc_block(b: &StoredBlock, full: bool) -> Block {
 
 // ---- the servers ----
 
-async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, body: axum::body::Bytes) -> Response {
+async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) -> Response {
+    use axum::extract::FromRequest;
+    // The body within `rpc.http_timeout_millis` (a client trickling it would hold its
+    // connection for ever), at most `rpc.max_request_bytes` (413 past it).
+    let time = std::time::Duration::from_millis(rpc.cfg.http_timeout_millis);
+    let body = match tokio::time::timeout(time, axum::body::Bytes::from_request(req, &())).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(refused)) => return refused.into_response(),
+        Err(_) => {
+            let why = "the request's body did not arrive in time";
+            return (StatusCode::REQUEST_TIMEOUT, [(header::CONNECTION, "close")], why)
+                .into_response();
+        }
+    };
     match rpc.handle_body(&body, None).await {
         Some(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
@@ -3053,93 +3066,109 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
 /// could use up the process's file descriptors, which the store and the network need too.
 const MAX_CONNECTIONS: usize = 2048;
 
-/// A listener that holds at most [`MAX_CONNECTIONS`] connections at once.
-struct Capped {
-    inner: tokio::net::TcpListener,
-    places: Arc<tokio::sync::Semaphore>,
-}
-
-impl axum::serve::Listener for Capped {
-    type Io = CappedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (CappedStream, SocketAddr) {
-        loop {
-            // Closed never: the semaphore lives as long as the listener.
-            let Ok(place) = self.places.clone().acquire_owned().await else { continue };
-            match self.inner.accept().await {
-                Ok((stream, addr)) => {
-                    stream.set_nodelay(true).ok();
-                    let first = Some(Box::pin(tokio::time::sleep(FIRST_BYTE_TIME)));
-                    return (CappedStream { stream, _place: place, first }, addr);
-                }
-                Err(e) => {
-                    // Out of descriptors or a connection reset before it was taken: wait a
-                    // little, as axum's own listener does.
-                    tracing::debug!(error = %e, "accepting a JSON-RPC connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
+/// Accepts connections on `listener`, at most [`MAX_CONNECTIONS`] open at once, and serves
+/// HTTP/1.1 on each (WebSocket by upgrade). `time` bounds how long a connection may take to
+/// send a request's headers (from connecting, or from the previous answer: so an idle
+/// keep-alive connection is closed after it too) and `stall` how long a write may wait for
+/// the client to read. Before stop 33 `axum::serve` kept idle connections and unread
+/// answers for ever, so clients could hold every place, and memory for their answers.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    time: std::time::Duration,
+    stall: std::time::Duration,
+) {
+    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        // Closed never: the semaphore lives as long as the loop.
+        let Ok(place) = places.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors or a connection reset before it was taken: wait a
+                // little, as axum's own listener does.
+                tracing::debug!(error = %e, "accepting a JSON-RPC connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
             }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.inner.local_addr()
+        };
+        stream.set_nodelay(true).ok();
+        let io = hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None });
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(time)
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "JSON-RPC connection closed");
+            }
+            drop(place);
+        });
     }
 }
 
-/// How long a new connection may take to send its first byte before it is closed (so that
-/// connections that never ask anything cannot hold every place).
-const FIRST_BYTE_TIME: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// A connection holding its place among [`MAX_CONNECTIONS`] until it is dropped.
-struct CappedStream {
+/// A connection whose writes fail once one has waited `stall` for the client to take
+/// bytes, so that a client that stops reading frees its place and its answer's memory.
+struct Stalled {
     stream: tokio::net::TcpStream,
-    _place: tokio::sync::OwnedSemaphorePermit,
-    /// Until the first byte arrives: when the connection is closed without one.
-    first: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    stall: std::time::Duration,
+    /// Since the first write that found the socket full: when it fails.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl tokio::io::AsyncRead for CappedStream {
+impl Stalled {
+    /// `done` from the socket: clears the deadline when the write went through and fails
+    /// it when the deadline has passed.
+    fn watch<T>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        done: std::task::Poll<std::io::Result<T>>,
+    ) -> std::task::Poll<std::io::Result<T>> {
+        use std::future::Future;
+        if done.is_ready() {
+            self.waiting = None;
+            return done;
+        }
+        let stall = self.stall;
+        let deadline = self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            )));
+        }
+        std::task::Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncRead for Stalled {
     fn poll_read(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        use std::future::Future;
-        let before = buf.filled().len();
-        let read = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
-        match &read {
-            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => self.first = None,
-            std::task::Poll::Pending => {
-                if let Some(deadline) = &mut self.first {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        return std::task::Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "no request",
-                        )));
-                    }
-                }
-            }
-            _ => {}
-        }
-        read
+        std::pin::Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for CappedStream {
+impl tokio::io::AsyncWrite for Stalled {
     fn poll_write(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+        let done = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, done)
     }
     fn poll_flush(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+        let done = std::pin::Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, done)
     }
     fn poll_shutdown(
         mut self: std::pin::Pin<&mut Self>,
@@ -3152,7 +3181,8 @@ impl tokio::io::AsyncWrite for CappedStream {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let done = std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, done)
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
@@ -3165,6 +3195,8 @@ pub async fn serve(
     rpc: Arc<Rpc>,
     cfg: &RpcConfig,
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>, Vec<JoinHandle<()>>), NodeError> {
+    let time = std::time::Duration::from_millis(cfg.http_timeout_millis);
+    let stall = time.max(std::time::Duration::from_millis(cfg.ws_send_timeout_millis));
     let router = Router::new()
         .route("/", post(http_rpc).get(ws_upgrade))
         .route("/metrics", get(metrics))
@@ -3178,16 +3210,7 @@ pub async fn serve(
             .await
             .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         bound[i] = listener.local_addr().ok();
-        let r = router.clone();
-        let listener = Capped {
-            inner: listener,
-            places: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-        };
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, r).await {
-                tracing::error!(error = %e, "JSON-RPC server stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(accept_loop(listener, router.clone(), time, stall)));
     }
     Ok((bound[0], bound[1], tasks))
 }

@@ -433,6 +433,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     let e = large.validate().expect_err("no WebSocket connection could open");
     assert!(e.to_string().contains("rpc.max_ws_connections"), "{e}");
     large.rpc.max_ws_connections = 1;
+    large.rpc.http_timeout_millis = 0;
+    let e = large.validate().expect_err("no HTTP request could arrive");
+    assert!(e.to_string().contains("rpc.http_timeout_millis"), "{e}");
+    large.rpc.http_timeout_millis = 1;
     large.sync.slow_answer_millis = 0;
     let e = large.validate().expect_err("every peer would be slow");
     assert!(e.to_string().contains("sync.slow_answer_millis"), "{e}");
@@ -2703,5 +2707,117 @@ async fn a_websocket_client_that_stops_reading_is_let_go() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(stuck);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Reads an HTTP answer from `s` until the connection ends: (the head, the body's bytes).
+/// A reset counts as the end; `None` if the connection is still open after 10 s.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Option<(String, usize)> {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = all.windows(4).position(|w| w == b"\r\n\r\n").map_or(all.len(), |p| p + 4);
+    Some((String::from_utf8_lossy(&all[..end]).into_owned(), all.len() - end))
+}
+
+/// An HTTP connection is closed once it has taken `rpc.http_timeout_millis` to send a
+/// request's headers (the first byte, the rest, or the next request on a kept-alive
+/// connection) or its body, and once an answer has waited that long for the client to read
+/// it (before stop 33 each of these clients held its connection, and its answer's memory,
+/// for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_http_clients_are_let_go() {
+    use tokio::io::AsyncWriteExt;
+    let (_dir, _key, node) = node_with(0x4b, |cfg| {
+        cfg.rpc.http_timeout_millis = 300;
+        cfg.rpc.ws_send_timeout_millis = 300;
+        cfg.rpc.max_batch_response_bytes = 64 << 20;
+    })
+    .await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let connect = || async move {
+        tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"))
+    };
+    let post = |body: &str, length: usize| {
+        format!(
+            "POST / HTTP/1.1\r\nHost: {http}\r\nContent-Type: application/json\r\n\
+             Content-Length: {length}\r\n\r\n{body}"
+        )
+    };
+
+    // Silent from the start, and silent in the middle of its headers.
+    let mut silent = connect().await;
+    let mut halfway = connect().await;
+    halfway
+        .write_all(format!("POST / HTTP/1.1\r\nHost: {http}\r\n").as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for (what, s) in [("silent", &mut silent), ("half a head", &mut halfway)] {
+        let (head, body) = read_until_closed(s).await.unwrap_or_else(|| panic!("{what}: open"));
+        assert!(head.is_empty() || head.contains(" 408 "), "{what}: {head}");
+        assert_eq!(body, 0, "{what}");
+    }
+
+    // A body that stops short of its length is answered 408 and the connection closed.
+    let mut short = connect().await;
+    let call = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    short.write_all(post(call, call.len() + 10).as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let (head, _) = read_until_closed(&mut short).await.unwrap_or_else(|| panic!("short: open"));
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+
+    // A kept-alive connection gets its answer, then is closed when no request follows.
+    let mut idle = connect().await;
+    idle.write_all(post(call, call.len()).as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let (head, body) = read_until_closed(&mut idle).await.unwrap_or_else(|| panic!("idle: open"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+    assert!(body > 0, "{head}");
+
+    // A client that stops reading its answer: 100 calls each returning 96 KiB (about 19 MB
+    // of JSON), against a 4 KiB receive buffer. Its connection is cut once a write has waited
+    // 300 ms, so it never gets the whole answer; one that reads does.
+    let code = "0x62018000".to_string() + "6000f3"; // RETURN 0x18000 bytes of memory
+    let to = Address::repeat_byte(0x5e);
+    let calls: Vec<Value> = (0..100)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": i, "method": "eth_call",
+                   "params": [{"to": to}, "latest", {to.to_string(): {"code": code}}]})
+        })
+        .collect();
+    let batch = serde_json::to_string(&calls).unwrap_or_else(|e| panic!("{e}"));
+    let length_of = |head: &str| -> usize {
+        head.lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no length: {head}"))
+    };
+    let mut reader = connect().await;
+    let request = post(&batch, batch.len()).replace("Host:", "Connection: close\r\nHost:");
+    reader.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let (head, body) = read_until_closed(&mut reader).await.unwrap_or_else(|| panic!("reader"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let whole = length_of(&head);
+    assert_eq!(body, whole);
+    assert!(whole > 19_000_000, "{whole}");
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    socket.set_recv_buffer_size(4096).unwrap_or_else(|e| panic!("{e}"));
+    let mut stuck = socket.connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+    stuck.write_all(request.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (head, body) = read_until_closed(&mut stuck).await.unwrap_or_else(|| panic!("stuck"));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body < length_of(&head), "{body} of {}: the stuck client got it all", length_of(&head));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
