@@ -44,11 +44,16 @@ fn listen(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("--{flag}: {v:?} is not an address like 127.0.0.1:8545"))
 }
 
-/// Sets up logging to stderr.
+/// Sets up logging to stderr, in colour only when stderr is a terminal (a devnet's
+/// validators log to files, which before stop 33 got the terminal's escape codes).
 pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .with_context(|| format!("log filter {filter:?}"))?;
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         b.json().init();
     } else {

@@ -3061,12 +3061,40 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     }
 }
 
-/// Open connections of one JSON-RPC listener (HTTP or WebSocket); past it, new ones wait
-/// in the kernel's backlog until one closes. Without a bound, clients holding connections
-/// could use up the process's file descriptors, which the store and the network need too.
+/// Open connections of one JSON-RPC listener (HTTP or WebSocket) at most; past it, new ones
+/// wait in the kernel's backlog until one closes. Without a bound, clients holding
+/// connections could use up the process's file descriptors, which the store and the network
+/// need too. Fewer when the open-file limit is low ([`max_connections`]).
 const MAX_CONNECTIONS: usize = 2048;
 
-/// Accepts connections on `listener`, at most [`MAX_CONNECTIONS`] open at once, and serves
+/// File descriptors left to the node's own files and sockets (the store, the logs, the
+/// network) before its JSON-RPC listeners take any. A validator of a fresh devnet holds
+/// about 20.
+const RESERVED_FDS: u64 = 512;
+
+/// Raises this process's soft limit on open files to its hard limit (at most 2^20, Linux's
+/// default ceiling) and returns the soft limit then in force; 1,024 if it cannot be read.
+/// Many systems start processes at a soft limit of 1,024, below what [`MAX_CONNECTIONS`] on
+/// two listeners needs; the hard limit is what the administrator allows.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
+    let want = hard.min(1 << 20);
+    if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+        return want;
+    }
+    soft
+}
+
+/// Connections each of the two JSON-RPC listeners may hold under an open-file limit of
+/// `fd_limit`: what [`RESERVED_FDS`] leaves, shared by the two, between 32 and
+/// [`MAX_CONNECTIONS`].
+fn max_connections(fd_limit: u64) -> usize {
+    let share = fd_limit.saturating_sub(RESERVED_FDS) / 2;
+    share.clamp(32, MAX_CONNECTIONS as u64) as usize
+}
+
+/// Accepts connections on `listener`, at most `places` open at once, and serves
 /// HTTP/1.1 on each (WebSocket by upgrade). `time` bounds how long a connection may take to
 /// send a request's headers (from connecting, or from the previous answer: so an idle
 /// keep-alive connection is closed after it too) and `stall` how long a write may wait for
@@ -3075,10 +3103,11 @@ const MAX_CONNECTIONS: usize = 2048;
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     router: Router,
+    places: usize,
     time: std::time::Duration,
     stall: std::time::Duration,
 ) {
-    let places = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let places = Arc::new(tokio::sync::Semaphore::new(places));
     loop {
         // Closed never: the semaphore lives as long as the loop.
         let Ok(place) = places.clone().acquire_owned().await else { return };
@@ -3204,13 +3233,23 @@ pub async fn serve(
         .with_state(rpc);
     let mut tasks = Vec::new();
     let mut bound = [None, None];
+    let fd_limit = raise_fd_limit();
+    let places = max_connections(fd_limit);
+    if places < MAX_CONNECTIONS {
+        tracing::warn!(
+            fd_limit,
+            places,
+            "a low open-file limit: each JSON-RPC listener holds fewer connections (raise the \
+             hard limit, `ulimit -Hn`, for more)"
+        );
+    }
     for (i, addr) in [cfg.http, cfg.ws].into_iter().enumerate() {
         let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         bound[i] = listener.local_addr().ok();
-        tasks.push(tokio::spawn(accept_loop(listener, router.clone(), time, stall)));
+        tasks.push(tokio::spawn(accept_loop(listener, router.clone(), places, time, stall)));
     }
     Ok((bound[0], bound[1], tasks))
 }
@@ -3219,6 +3258,22 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// The listeners share what the node's own files leave of the open-file limit, within
+    /// bounds, and raising the limit never lowers it.
+    #[test]
+    fn connections_fit_the_open_file_limit() {
+        use super::{max_connections, raise_fd_limit, MAX_CONNECTIONS};
+        assert_eq!(max_connections(1024), 256);
+        assert_eq!(max_connections(4096), 1792);
+        assert_eq!(max_connections(u64::MAX), MAX_CONNECTIONS);
+        assert_eq!(max_connections(100), 32);
+        assert_eq!(max_connections(0), 32);
+        let before = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let now = raise_fd_limit();
+        assert!(now >= before.0 && now <= before.1, "{before:?} -> {now}");
+    }
 
     /// `size` is the length of the block's RLP encoding as Ethereum defines it.
     #[test]
