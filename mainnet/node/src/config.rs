@@ -169,6 +169,9 @@ pub struct RpcConfig {
     /// before it is closed (a WebSocket's queued messages wait up to the larger of this and
     /// `ws_send_timeout_millis`).
     pub http_timeout_millis: u64,
+    /// How long `eth_sendRawTransactionSync` (EIP-7966) waits for the transaction's receipt
+    /// when the request names no time, and the longest a request may name.
+    pub send_sync_timeout_millis: u64,
     /// Private keys (32 bytes each) of development accounts the node signs for:
     /// `eth_accounts` lists them and `eth_sendTransaction`, `eth_signTransaction`,
     /// `eth_sign`, `personal_sign` and `eth_signTypedData_v4` use them, as anvil's and
@@ -193,6 +196,7 @@ impl Default for RpcConfig {
             max_ws_connections: 1024,
             ws_send_timeout_millis: 30_000,
             http_timeout_millis: 30_000,
+            send_sync_timeout_millis: 5_000,
             dev_keys: Vec::new(),
         }
     }
@@ -407,6 +411,9 @@ impl NodeConfig {
         }
         if self.rpc.ws_send_timeout_millis == 0 {
             return bad("rpc.ws_send_timeout_millis", "must be at least 1".into());
+        }
+        if self.rpc.send_sync_timeout_millis == 0 {
+            return bad("rpc.send_sync_timeout_millis", "must be at least 1".into());
         }
         if self.rpc.http_timeout_millis == 0 {
             return bad("rpc.http_timeout_millis", "must be at least 1".into());

@@ -738,6 +738,11 @@ impl Rpc {
                 let raw: Bytes = param(p, 0, "data")?;
                 self.send_raw(&raw).await.and_then(to_value)
             }
+            "eth_sendRawTransactionSync" => {
+                let raw: Bytes = param(p, 0, "data")?;
+                let wait: Option<U64> = opt_param(p, 1, "timeout")?;
+                self.send_raw_sync(&raw, wait.map(|w| w.to::<u64>())).await
+            }
             "eth_getTransactionByHash" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 if let Some(loc) = st.chain.transaction(&hash) {
@@ -1036,12 +1041,62 @@ impl Rpc {
 
     async fn send_raw(&self, raw: &[u8]) -> Result<B256, RpcError> {
         let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
-        self.admit(checked).await
+        Ok(self.admit(checked).await?.0)
+    }
+
+    /// `eth_sendRawTransactionSync` (EIP-7966): `eth_sendRawTransaction`, then the receipt
+    /// once this node has executed the transaction, waiting at most `wait` (`rpc.
+    /// send_sync_timeout_millis` when the request names none, or more, or zero). Past it,
+    /// error 4 with the hash as data; a transaction held for an earlier nonce, error 5 at once
+    /// (with the hash; the message names the nonce the sender's next transaction needs).
+    async fn send_raw_sync(&self, raw: &[u8], wait: Option<u64>) -> RpcResult {
+        let most = self.cfg.send_sync_timeout_millis;
+        let wait = match wait {
+            Some(ms) if ms > 0 && ms <= most => ms,
+            _ => most,
+        };
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
+        // Listening before the transaction goes in, so that no block is missed.
+        let mut blocks = self.state.blocks.subscribe();
+        let (hash, held) = self.admit(checked).await?;
+        if let Some(next) = held {
+            return Err(RpcError {
+                code: 5,
+                message: format!(
+                    "the transaction was added to the pool but waits for its sender's nonce \
+                     {next} to be sent first"
+                ),
+                data: Some(json!(hash)),
+            });
+        }
+        loop {
+            if let Some(loc) = self.state.chain.transaction(&hash) {
+                return to_value(rpc_receipt(&loc.block, loc.index));
+            }
+            match tokio::time::timeout_at(deadline, blocks.recv()).await {
+                Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                    return Err(RpcError::server("the node is shutting down"))
+                }
+                Err(_) => {
+                    return Err(RpcError {
+                        code: 4,
+                        message: format!(
+                            "the transaction was added to the pool but was not executed within \
+                             {wait} ms"
+                        ),
+                        data: Some(json!(hash)),
+                    })
+                }
+            }
+        }
     }
 
     /// Adds a transaction that passed the stateless checks: refused if it is known or was
-    /// dropped, then checked against its sender's account and handed on.
-    async fn admit(&self, checked: Checked) -> Result<B256, RpcError> {
+    /// dropped, then checked against its sender's account and handed on. Returns its hash,
+    /// and when it is held for an earlier nonce the nonce its sender must send next.
+    async fn admit(&self, checked: Checked) -> Result<(B256, Option<u64>), RpcError> {
         let hash = checked.hash;
         // For the pending feed, only while someone listens.
         let announce = (self.pending.receiver_count() > 0)
@@ -1071,8 +1126,13 @@ impl Rpc {
                 tries += 1;
                 continue;
             }
-            break pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
+            let sender = checked.sender;
+            let handed = pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
+            // Nothing handed on: this transaction waits for an earlier nonce.
+            let held = handed.is_empty().then(|| pool.pending_nonce(&sender, acct.nonce));
+            break (handed, held);
         };
+        let (handed, held) = handed;
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
         if let Some(t) = announce {
             // Every listener may have gone meanwhile: nobody to tell.
@@ -1084,7 +1144,7 @@ impl Rpc {
                 .await
                 .map_err(|_| RpcError::server("the node is shutting down"))?;
         }
-        Ok(hash)
+        Ok((hash, held))
     }
 
     /// The development key of `address` (`rpc.dev_keys`).

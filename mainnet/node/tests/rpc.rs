@@ -437,6 +437,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     let e = large.validate().expect_err("no HTTP request could arrive");
     assert!(e.to_string().contains("rpc.http_timeout_millis"), "{e}");
     large.rpc.http_timeout_millis = 1;
+    large.rpc.send_sync_timeout_millis = 0;
+    let e = large.validate().expect_err("no synchronous send could wait");
+    assert!(e.to_string().contains("rpc.send_sync_timeout_millis"), "{e}");
+    large.rpc.send_sync_timeout_millis = 1;
     large.sync.slow_answer_millis = 0;
     let e = large.validate().expect_err("every peer would be slow");
     assert!(e.to_string().contains("sync.slow_answer_millis"), "{e}");
@@ -2819,5 +2823,61 @@ async fn slow_and_silent_http_clients_are_let_go() {
     let (head, body) = read_until_closed(&mut stuck).await.unwrap_or_else(|| panic!("stuck"));
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body < length_of(&head), "{body} of {}: the stuck client got it all", length_of(&head));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// `eth_sendRawTransactionSync` (EIP-7966) answers with the receipt once the node has
+/// executed the transaction; a transaction waiting for an earlier nonce is error 5 at once,
+/// one not executed within the time asked for error 4, both with the hash as data; a bad
+/// transaction gets `eth_sendRawTransaction`'s error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_raw_transaction_sync_answers_with_the_receipt() {
+    let (_dir, key, node) = node_with(0x4c, |cfg| cfg.rpc.send_sync_timeout_millis = 20_000).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let post = |c: &mut RpcClient, params: Value| {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransactionSync", "params": params});
+            c.post(&body.to_string()).unwrap_or_else(|e| panic!("{e}"))
+        };
+        // No time named, a number and a quantity.
+        for (nonce, params) in [
+            (0, json!([raw_transfer(&key, 0, 31337)])),
+            (1, json!([raw_transfer(&key, 1, 31337), 15_000])),
+            (2, json!([raw_transfer(&key, 2, 31337), "0x3a98"])),
+        ] {
+            let answer = post(&mut c, params);
+            let receipt = &answer["result"];
+            assert_eq!(receipt["status"], "0x1", "{nonce}: {answer}");
+            let hash = receipt["transactionHash"].clone();
+            let stored = c.call("eth_getTransactionReceipt", json!([hash])).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&stored, receipt, "{nonce}");
+        }
+        // A gap: nonce 5 before 3.
+        let gap = post(&mut c, json!([raw_transfer(&key, 5, 31337)]));
+        assert_eq!(gap["error"]["code"], 5, "{gap}");
+        assert!(gap["error"]["message"].as_str().unwrap_or_default().contains("nonce 3"), "{gap}");
+        let held = gap["error"]["data"].clone();
+        let pending = c.call("eth_getTransactionByHash", json!([held])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pending["nonce"], "0x5", "{pending}");
+        // One millisecond is less than a consensus round: the answer is the timeout, and the
+        // transaction (which also releases nonce 5) still goes through.
+        let late = post(&mut c, json!([raw_transfer(&key, 3, 31337), "0x1"]));
+        assert_eq!(late["error"]["code"], 4, "{late}");
+        assert!(wait_receipt(&mut c, &late["error"]["data"])["status"] == "0x1");
+        // Nonce 4 fills the gap: its receipt comes, and 5's after it.
+        let filled = post(&mut c, json!([raw_transfer(&key, 4, 31337)]));
+        assert_eq!(filled["result"]["status"], "0x1", "{filled}");
+        assert_eq!(wait_receipt(&mut c, &held)["status"], "0x1");
+        // Refused before it is sent: nonce too low, and not a transaction at all.
+        let used = post(&mut c, json!([raw_transfer(&key, 0, 31337)]));
+        assert_eq!(used["error"]["code"], -32000, "{used}");
+        let junk = post(&mut c, json!(["0x01"]));
+        assert_eq!(junk["error"]["code"], -32602, "{junk}");
+        let no_time = post(&mut c, json!([raw_transfer(&key, 6, 31337), "soon"]));
+        assert_eq!(no_time["error"]["code"], -32602, "{no_time}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }

@@ -82,6 +82,17 @@ await step("pending transactions: subscription and polling filter", async () => 
   await wsClient.transport.getRpcClient().then((c) => c.close()).catch(() => {});
 });
 
+await step("sendTransactionSync: the receipt in one call (EIP-7966)", async () => {
+  const before = await pub.getBalance({ address: bob.address });
+  // A local account: viem signs and calls eth_sendRawTransactionSync.
+  const r = await wallet.sendTransactionSync({ to: bob.address, value: 3n });
+  assert.equal(r.status, "success");
+  assert.equal(r.from.toLowerCase(), alice.address.toLowerCase());
+  assert.equal(await pub.getBalance({ address: bob.address }), before + 3n);
+  const stored = await pub.getTransactionReceipt({ hash: r.transactionHash });
+  assert.equal(stored.blockHash, r.blockHash);
+});
+
 await step("ether transfer: balance, receipt, gas", async () => {
   const before = await pub.getBalance({ address: bob.address });
   const gas = await pub.estimateGas({ account: alice, to: bob.address, value: parseEther("1") });
