@@ -3084,24 +3084,55 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     };
     let full = out.full.clone();
     let ctx = Arc::new(WsCtx { out, subs: Mutex::new(HashMap::new()), next: Default::default() });
+    // Requests run side by side, up to WS_IN_FLIGHT (before stop 33 one at a time, so a
+    // trace or a synchronous send held up every other request of the connection); the
+    // socket is read only while there is room, and answers go out in the order they finish.
+    let places = Arc::new(tokio::sync::Semaphore::new(WS_IN_FLIGHT));
+    let mut place = None;
+    let (done_tx, mut done_rx) = mpsc::channel::<Value>(WS_IN_FLIGHT);
+    let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             // Notifications past the queue's bytes: let go, as a client that stops reading.
             _ = full.notified() => break,
-            m = socket.recv() => {
+            p = places.clone().acquire_owned(), if place.is_none() => place = p.ok(),
+            m = socket.recv(), if place.is_some() => {
                 let text = match m {
                     Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
                     Some(Ok(Message::Binary(b))) => b.to_vec(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     _ => break,
                 };
-                if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
-                    let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        break;
+                let held = place.take();
+                // Subscribing is answered before the new subscription's first notification
+                // can go out: such requests run here, in order.
+                let subscribing = text.windows(13).any(|w| w == b"eth_subscribe")
+                    || text.windows(15).any(|w| w == b"eth_unsubscribe");
+                if subscribing {
+                    if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
+                        let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            break;
+                        }
                     }
+                    continue;
+                }
+                let (rpc, ctx, done) = (rpc.clone(), ctx.clone(), done_tx.clone());
+                running.spawn(async move {
+                    if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
+                        // Gone only when the session ended.
+                        let _ = done.send(reply).await;
+                    }
+                    drop(held);
+                });
+            }
+            Some(reply) = done_rx.recv() => {
+                let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break;
                 }
             }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
             Some(mut item) = out_rx.recv() => {
                 // Counted until sent (dropped below).
                 let note = std::mem::take(&mut item.note);
@@ -3115,11 +3146,17 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
             }
         }
     }
+    // Requests still running for a client that left are stopped (their answers have nowhere
+    // to go; work moved to the blocking pool finishes there and frees its place).
+    running.abort_all();
     for (_, h) in ctx.subs.lock().drain() {
         rpc.subscriptions.fetch_sub(1, Ordering::Relaxed);
         h.abort();
     }
 }
+
+/// Requests of one WebSocket connection that run at once.
+const WS_IN_FLIGHT: usize = 4;
 
 /// Open connections of one JSON-RPC listener (HTTP or WebSocket) at most; past it, new ones
 /// wait in the kernel's backlog until one closes. Without a bound, clients holding

@@ -2881,3 +2881,39 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
     .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A WebSocket connection's requests run side by side: a quick request sent after a slow
+/// one (a batch of calls that each burn 2^24 gas in a loop) is answered first (before stop
+/// 33 the connection answered one request at a time, in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_requests_run_side_by_side() {
+    let (_dir, _key, node) =
+        node_with(0x4d, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let mut c = Ws::connect(ws).await;
+    let spin = Address::repeat_byte(0x5f);
+    // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
+    let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
+    let slow: Vec<Value> = (0..8)
+        .map(|i| {
+            json!({"jsonrpc": "2.0", "id": 100 + i, "method": "eth_call",
+                   "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
+        })
+        .collect();
+    c.send(&Value::Array(slow).to_string()).await;
+    c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).to_string())
+        .await;
+    let first = tokio::time::timeout(Duration::from_secs(60), c.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no answer"))
+        .unwrap_or_else(|| panic!("closed"));
+    assert_eq!(first["id"], 1, "the quick request waited for the slow one: {first}");
+    let second = tokio::time::timeout(Duration::from_secs(60), c.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no answer"))
+        .unwrap_or_else(|| panic!("closed"));
+    let answers = second.as_array().unwrap_or_else(|| panic!("not the batch: {second}"));
+    assert_eq!(answers.len(), 8);
+    assert!(answers.iter().all(|a| a["error"].is_object()), "{second}");
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
