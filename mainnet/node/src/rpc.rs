@@ -1074,6 +1074,10 @@ impl Rpc {
             if let Some(loc) = self.state.chain.transaction(&hash) {
                 return to_value(rpc_receipt(&loc.block, loc.index));
             }
+            // Dropped at execution: no receipt will come.
+            if let Some(why) = self.state.drop_reason(&hash) {
+                return Err(mempool_error(MempoolError::Dropped(why)));
+            }
             match tokio::time::timeout_at(deadline, blocks.recv()).await {
                 Ok(Ok(_)) | Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
@@ -1126,10 +1130,11 @@ impl Rpc {
                 tries += 1;
                 continue;
             }
-            let sender = checked.sender;
+            let (sender, nonce) = (checked.sender, checked.tx.nonce());
             let handed = pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
-            // Nothing handed on: this transaction waits for an earlier nonce.
-            let held = handed.is_empty().then(|| pool.pending_nonce(&sender, acct.nonce));
+            // Still past the sender's run of ready nonces: it waits for an earlier one.
+            let next = pool.pending_nonce(&sender, acct.nonce);
+            let held = (nonce >= next).then_some(next);
             break (handed, held);
         };
         let (handed, held) = handed;
@@ -3176,9 +3181,11 @@ const RESERVED_FDS: u64 = 512;
 pub fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return 1024 };
-    let want = hard.min(1 << 20);
-    if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
-        return want;
+    // macOS reports an unlimited hard limit but refuses more than OPEN_MAX (10,240).
+    for want in [hard.min(1 << 20), hard.min(10_240)] {
+        if want > soft && setrlimit(Resource::RLIMIT_NOFILE, want, hard).is_ok() {
+            return want;
+        }
     }
     soft
 }
@@ -3219,7 +3226,10 @@ async fn accept_loop(
             }
         };
         stream.set_nodelay(true).ok();
-        let io = hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None });
+        // The place goes with the socket: an upgraded WebSocket keeps it until it closes
+        // (hyper's connection future ends when it hands the socket over).
+        let io =
+            hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None, _place: place });
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
@@ -3231,18 +3241,22 @@ async fn accept_loop(
             if let Err(e) = served {
                 tracing::debug!(error = %e, "JSON-RPC connection closed");
             }
-            drop(place);
         });
     }
 }
 
-/// A connection whose writes fail once one has waited `stall` for the client to take
-/// bytes, so that a client that stops reading frees its place and its answer's memory.
+/// A connection, holding its place among the listener's until it closes, whose writes fail
+/// once one has waited `stall` for the socket to take bytes, so that a client that stops
+/// reading frees its place and its answer's memory. The socket takes bytes again only when
+/// the client has read about a third of its send buffer (up to a few MB on Linux), so this
+/// is also a least reading speed: a client that reads slower than a third of the buffer per
+/// `stall` is let go too.
 struct Stalled {
     stream: tokio::net::TcpStream,
     stall: std::time::Duration,
     /// Since the first write that found the socket full: when it fails.
     waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    _place: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Stalled {
@@ -3261,6 +3275,11 @@ impl Stalled {
         let stall = self.stall;
         let deadline = self.waiting.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
         if deadline.as_mut().poll(cx).is_ready() {
+            // Closed with a reset, so the kernel drops what the client left unread instead
+            // of keeping it for an orphaned socket. A zero linger never blocks the close
+            // (what the deprecation warns of).
+            #[allow(deprecated)]
+            let _ = self.stream.set_linger(Some(std::time::Duration::ZERO));
             return std::task::Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "the client stopped reading",
@@ -3370,6 +3389,50 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let now = raise_fd_limit();
         assert!(now >= before.0 && now <= before.1, "{before:?} -> {now}");
+    }
+
+    /// An upgraded WebSocket keeps its connection's place: with one place, a second
+    /// connection is served only once the WebSocket closes (the place used to be given back
+    /// when hyper handed the socket over).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_websocket_keeps_its_connection_place() {
+        use axum::extract::ws::WebSocketUpgrade;
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let router = axum::Router::new().route(
+            "/",
+            axum::routing::get(|up: WebSocketUpgrade| async {
+                up.on_upgrade(|mut s| async move { while let Some(Ok(_)) = s.recv().await {} })
+            })
+            .post(|| async { "served" }),
+        );
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let second = Duration::from_secs(1);
+        tokio::spawn(super::accept_loop(listener, router, 1, second * 30, second * 30));
+        let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let up = format!(
+            "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        ws.write_all(up.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut head = [0u8; 12];
+        ws.read_exact(&mut head).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&head, b"HTTP/1.1 101");
+        let mut other =
+            tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let post = format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        other.write_all(post.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut answer = [0u8; 12];
+        let early = tokio::time::timeout(second, other.read_exact(&mut answer)).await;
+        assert!(early.is_err(), "served while the WebSocket held the only place");
+        drop(ws);
+        tokio::time::timeout(second * 10, other.read_exact(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("not served after the WebSocket closed"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&answer, b"HTTP/1.1 200");
     }
 
     /// `size` is the length of the block's RLP encoding as Ethereum defines it.
