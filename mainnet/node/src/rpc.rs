@@ -3211,12 +3211,14 @@ async fn accept_loop(
     time: std::time::Duration,
     stall: std::time::Duration,
 ) {
+    let share = share_of(places);
     let places = Arc::new(tokio::sync::Semaphore::new(places));
+    let held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
     loop {
         // Closed never: the semaphore lives as long as the loop.
-        let Ok(place) = places.clone().acquire_owned().await else { return };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
+        let Ok(permit) = places.clone().acquire_owned().await else { return };
+        let (stream, ip) = match listener.accept().await {
+            Ok((stream, addr)) => (stream, addr.ip()),
             Err(e) => {
                 // Out of descriptors or a connection reset before it was taken: wait a
                 // little, as axum's own listener does.
@@ -3225,9 +3227,23 @@ async fn accept_loop(
                 continue;
             }
         };
+        {
+            let mut h = held.lock();
+            let n = h.entry(ip).or_insert(0);
+            if *n >= share {
+                // Refused at once (a 503 if the socket takes it), not kept waiting: the
+                // address already holds its share of the places.
+                drop(h);
+                tracing::debug!(%ip, share, "a JSON-RPC connection past its address's share");
+                let _ = stream.try_write(TOO_MANY.as_bytes());
+                continue;
+            }
+            *n += 1;
+        }
         stream.set_nodelay(true).ok();
         // The place goes with the socket: an upgraded WebSocket keeps it until it closes
         // (hyper's connection future ends when it hands the socket over).
+        let place = Place { _permit: permit, ip, held: held.clone() };
         let io =
             hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None, _place: place });
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
@@ -3245,6 +3261,38 @@ async fn accept_loop(
     }
 }
 
+/// Connections one IP address may hold on one listener: a quarter of its places, so that
+/// one client (say a script that opens a connection per request and never closes them)
+/// cannot take them all. Before stop 33 one address could hold every place.
+fn share_of(places: usize) -> usize {
+    (places / 4).max(1)
+}
+
+/// What a connection past its address's share gets before it is closed.
+const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
+                        content-length: 41\r\nconnection: close\r\n\r\n\
+                        too many connections from this IP address";
+
+/// A connection's place in its listener: a permit of the listener's places and one of its
+/// address's share, both given back when the connection closes.
+struct Place {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    ip: std::net::IpAddr,
+    held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut h = self.held.lock();
+        if let Some(n) = h.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                h.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// A connection, holding its place among the listener's until it closes, whose writes fail
 /// once one has waited `stall` for the socket to take bytes, so that a client that stops
 /// reading frees its place and its answer's memory. The socket takes bytes again only when
@@ -3256,7 +3304,7 @@ struct Stalled {
     stall: std::time::Duration,
     /// Since the first write that found the socket full: when it fails.
     waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    _place: tokio::sync::OwnedSemaphorePermit,
+    _place: Place,
 }
 
 impl Stalled {
@@ -3433,6 +3481,52 @@ mod tests {
             .unwrap_or_else(|_| panic!("not served after the WebSocket closed"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(&answer, b"HTTP/1.1 200");
+    }
+
+    /// One address holds at most a quarter of a listener's places: with 8, its third
+    /// connection is refused with a 503 while two are open, and taken once one closes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_address_holds_a_share_of_the_places() {
+        use std::time::Duration;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        assert_eq!(super::share_of(2048), 512);
+        assert_eq!(super::share_of(3), 1);
+        let router = axum::Router::new().route("/", axum::routing::post(|| async { "served" }));
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let long = Duration::from_secs(30);
+        tokio::spawn(super::accept_loop(listener, router, 8, long, long));
+        let post = format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        let ask = |post: String| async move {
+            let mut s =
+                tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+            let _ = s.write_all(post.as_bytes()).await;
+            let mut answer = [0u8; 12];
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut answer));
+            match read.await {
+                Ok(Ok(_)) => String::from_utf8_lossy(&answer).into_owned(),
+                Ok(Err(e)) => format!("closed: {e}"),
+                Err(_) => panic!("no answer and not closed"),
+            }
+        };
+        // Two silent connections, each taken (the second is accepted after the first).
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let second = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let refused = ask(post.clone()).await;
+        assert!(!refused.starts_with("HTTP/1.1 200"), "a third connection served: {refused}");
+        drop(first);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = ask(post.clone()).await;
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never served again: {answer}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(second);
     }
 
     /// `size` is the length of the block's RLP encoding as Ethereum defines it.
