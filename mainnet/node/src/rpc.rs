@@ -121,6 +121,19 @@ pub struct Rpc {
     trace_slots: Arc<tokio::sync::Semaphore>,
     /// Places for calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`).
     call_slots: Arc<tokio::sync::Semaphore>,
+    /// Per method served: calls, errors and time, for `/metrics` (methods the node does not
+    /// serve count as `unknown`, so clients cannot grow the map).
+    method_stats: Mutex<std::collections::BTreeMap<String, MethodStats>>,
+    /// Open connections of the HTTP and WebSocket listeners.
+    open: [Arc<std::sync::atomic::AtomicU64>; 2],
+}
+
+/// One method's counts since start.
+#[derive(Default)]
+struct MethodStats {
+    calls: u64,
+    errors: u64,
+    micros: u64,
 }
 
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
@@ -283,8 +296,70 @@ impl Rpc {
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Arc::new(tokio::sync::Semaphore::new(TRACES_AT_ONCE)),
             call_slots: Arc::new(tokio::sync::Semaphore::new(calls_at_once())),
+            method_stats: Default::default(),
+            open: Default::default(),
             cfg,
         }
+    }
+
+    /// Counts one call of `method` that took `took` and ended in `result`.
+    fn count(&self, method: &str, result: &RpcResult, took: std::time::Duration) {
+        let unknown = matches!(result, Err(e) if e.code == -32601);
+        let mut stats = self.method_stats.lock();
+        let key = if unknown { "unknown" } else { method };
+        let s = match stats.get_mut(key) {
+            Some(s) => s,
+            None => stats.entry(key.to_string()).or_default(),
+        };
+        s.calls += 1;
+        s.errors += u64::from(result.is_err());
+        s.micros = s.micros.saturating_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// The JSON-RPC part of `/metrics`: per method, open connections, WebSocket sessions and
+    /// subscriptions.
+    fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        let stats = self.method_stats.lock();
+        for (name, help, kind) in [
+            ("rpc_requests_total", "JSON-RPC calls answered, by method.", 0),
+            ("rpc_errors_total", "JSON-RPC calls answered with an error, by method.", 1),
+            ("rpc_request_seconds_total", "Time spent answering JSON-RPC calls, by method.", 2),
+        ] {
+            let _ = writeln!(out, "# HELP farol_{name} {help}\n# TYPE farol_{name} counter");
+            for (method, s) in stats.iter() {
+                let _ = match kind {
+                    0 => writeln!(out, "farol_{name}{{method=\"{method}\"}} {}", s.calls),
+                    1 => writeln!(out, "farol_{name}{{method=\"{method}\"}} {}", s.errors),
+                    _ => writeln!(
+                        out,
+                        "farol_{name}{{method=\"{method}\"}} {}.{:06}",
+                        s.micros / 1_000_000,
+                        s.micros % 1_000_000
+                    ),
+                };
+            }
+        }
+        drop(stats);
+        let _ = writeln!(
+            out,
+            "# HELP farol_rpc_connections Open connections of each JSON-RPC listener.\n\
+             # TYPE farol_rpc_connections gauge\n\
+             farol_rpc_connections{{listener=\"http\"}} {}\n\
+             farol_rpc_connections{{listener=\"ws\"}} {}",
+            self.open[0].load(Ordering::Relaxed),
+            self.open[1].load(Ordering::Relaxed)
+        );
+        let sessions =
+            self.cfg.max_ws_connections.saturating_sub(self.ws_slots.available_permits());
+        let _ = writeln!(
+            out,
+            "# HELP farol_rpc_websocket_sessions Open WebSocket sessions.\n\
+             # TYPE farol_rpc_websocket_sessions gauge\nfarol_rpc_websocket_sessions {sessions}\n\
+             # HELP farol_rpc_subscriptions Subscriptions of all WebSocket sessions.\n\
+             # TYPE farol_rpc_subscriptions gauge\nfarol_rpc_subscriptions {}",
+            self.subscriptions.load(Ordering::Relaxed)
+        );
     }
 
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
@@ -384,7 +459,9 @@ impl Rpc {
             Some(Value::Array(p)) => p,
             Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
         };
+        let started = std::time::Instant::now();
         let result = self.dispatch(&method, &params, ws).await;
+        self.count(&method, &result, started.elapsed());
         (!notification).then(|| response(id, result))
     }
 
@@ -3060,6 +3137,7 @@ async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
             "# HELP farol_{name} {help}\n# TYPE farol_{name} counter\nfarol_{name} {v}"
         );
     }
+    rpc.write_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -3207,6 +3285,7 @@ fn max_connections(fd_limit: u64) -> usize {
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     router: Router,
+    open: Arc<std::sync::atomic::AtomicU64>,
     places: usize,
     time: std::time::Duration,
     stall: std::time::Duration,
@@ -3243,7 +3322,7 @@ async fn accept_loop(
         stream.set_nodelay(true).ok();
         // The place goes with the socket: an upgraded WebSocket keeps it until it closes
         // (hyper's connection future ends when it hands the socket over).
-        let place = Place { _permit: permit, ip, held: held.clone() };
+        let place = Place::new(permit, ip, held.clone(), open.clone());
         let io =
             hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None, _place: place });
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
@@ -3279,10 +3358,25 @@ struct Place {
     _permit: tokio::sync::OwnedSemaphorePermit,
     ip: std::net::IpAddr,
     held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    /// The listener's open connections (`farol_rpc_connections`).
+    open: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Place {
+    fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        ip: std::net::IpAddr,
+        held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+        open: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Place {
+        open.fetch_add(1, Ordering::Relaxed);
+        Place { _permit: permit, ip, held, open }
+    }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
         let mut h = self.held.lock();
         if let Some(n) = h.get_mut(&self.ip) {
             *n -= 1;
@@ -3394,7 +3488,7 @@ pub async fn serve(
         .route("/", post(http_rpc).get(ws_upgrade))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(cfg.max_request_bytes))
-        .with_state(rpc);
+        .with_state(rpc.clone());
     let mut tasks = Vec::new();
     let mut bound = [None, None];
     let fd_limit = raise_fd_limit();
@@ -3413,7 +3507,8 @@ pub async fn serve(
             .await
             .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         bound[i] = listener.local_addr().ok();
-        tasks.push(tokio::spawn(accept_loop(listener, router.clone(), places, time, stall)));
+        let open = rpc.open[i].clone();
+        tasks.push(tokio::spawn(accept_loop(listener, router.clone(), open, places, time, stall)));
     }
     Ok((bound[0], bound[1], tasks))
 }
@@ -3458,7 +3553,14 @@ mod tests {
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let second = Duration::from_secs(1);
-        tokio::spawn(super::accept_loop(listener, router, 1, second * 30, second * 30));
+        tokio::spawn(super::accept_loop(
+            listener,
+            router,
+            Default::default(),
+            1,
+            second * 30,
+            second * 30,
+        ));
         let mut ws = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
         let up = format!(
             "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -3496,7 +3598,7 @@ mod tests {
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let long = Duration::from_secs(30);
-        tokio::spawn(super::accept_loop(listener, router, 8, long, long));
+        tokio::spawn(super::accept_loop(listener, router, Default::default(), 8, long, long));
         let post = format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
         let ask = |post: String| async move {
             let mut s =

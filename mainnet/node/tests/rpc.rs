@@ -2920,3 +2920,54 @@ async fn websocket_requests_run_side_by_side() {
     assert!(answers.iter().all(|a| a["error"].is_object()), "{second}");
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `/metrics` counts JSON-RPC calls and errors by method (methods the node does not serve as
+/// `unknown`, whatever their names), open connections per listener, WebSocket sessions and
+/// subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_rpc_methods_and_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_dir, _key, node) = node_with(0x4e, |_| {}).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        for _ in 0..3 {
+            c.call("eth_chainId", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for junk in ["foo_bar", "eth_notAMethod"] {
+            assert!(c.call(junk, json!([])).is_err());
+        }
+        assert!(c.call("eth_getBalance", json!(["0x12"])).is_err());
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut session = Ws::connect(ws).await;
+    let sub = session
+        .call(
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}),
+        )
+        .await;
+    assert!(sub["result"].is_string(), "{sub}");
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+    for line in [
+        "farol_rpc_requests_total{method=\"eth_chainId\"} 3",
+        "farol_rpc_errors_total{method=\"eth_chainId\"} 0",
+        "farol_rpc_requests_total{method=\"unknown\"} 2",
+        "farol_rpc_errors_total{method=\"eth_getBalance\"} 1",
+        "farol_rpc_requests_total{method=\"eth_subscribe\"} 1",
+        "farol_rpc_connections{listener=\"ws\"} 1",
+        "farol_rpc_websocket_sessions 1",
+        "farol_rpc_subscriptions 1",
+    ] {
+        assert!(page.lines().any(|l| l == line), "{line} missing: {page}");
+    }
+    assert!(!page.contains("foo_bar") && !page.contains("eth_notAMethod"), "{page}");
+    assert!(page.contains("farol_rpc_request_seconds_total{method=\"eth_chainId\"} 0."), "{page}");
+    drop(session);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
