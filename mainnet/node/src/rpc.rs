@@ -365,15 +365,16 @@ impl Rpc {
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
     /// (only notifications).
     async fn handle_body(self: &Arc<Self>, body: &[u8], ws: Option<&Arc<WsCtx>>) -> Option<Value> {
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
+        match serde_json::from_slice(body) {
+            Ok(v) => self.handle_value(v, ws).await,
             Err(e) => {
-                return Some(response(
-                    Value::Null,
-                    Err(RpcError::new(-32700, format!("parse error: {e}"))),
-                ))
+                Some(response(Value::Null, Err(RpcError::new(-32700, format!("parse error: {e}")))))
             }
-        };
+        }
+    }
+
+    /// [`Rpc::handle_body`] of a parsed body.
+    async fn handle_value(self: &Arc<Self>, v: Value, ws: Option<&Arc<WsCtx>>) -> Option<Value> {
         match v {
             Value::Array(calls) => {
                 if calls.is_empty() {
@@ -3172,7 +3173,10 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     // socket is read only while there is room, and answers go out in the order they finish.
     let places = Arc::new(tokio::sync::Semaphore::new(WS_IN_FLIGHT));
     let mut place = None;
-    let (done_tx, mut done_rx) = mpsc::channel::<Value>(WS_IN_FLIGHT);
+    // Each answer with its place, given back once the answer is sent: at most WS_IN_FLIGHT
+    // answers are held at once.
+    let (done_tx, mut done_rx) =
+        mpsc::channel::<(Value, tokio::sync::OwnedSemaphorePermit)>(WS_IN_FLIGHT);
     let mut running = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -3186,13 +3190,19 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     _ => break,
                 };
-                let held = place.take();
+                let Some(held) = place.take() else { continue };
                 // Subscribing is answered before the new subscription's first notification
-                // can go out: such requests run here, in order.
-                let subscribing = text.windows(13).any(|w| w == b"eth_subscribe")
-                    || text.windows(15).any(|w| w == b"eth_unsubscribe");
-                if subscribing {
-                    if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
+                // can go out: such requests (and bodies that are not JSON) run here, in order
+                // with the connection's reading and its notifications.
+                let parsed = serde_json::from_slice::<Value>(&text).ok();
+                let inline = parsed.as_ref().is_none_or(subscribes);
+                if inline {
+                    let reply = match parsed {
+                        Some(v) => rpc.handle_value(v, Some(&ctx)).await,
+                        None => rpc.handle_body(&text, Some(&ctx)).await,
+                    };
+                    drop(held);
+                    if let Some(reply) = reply {
                         let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
                         if !matches!(sent, Ok(Ok(()))) {
                             break;
@@ -3202,15 +3212,16 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                 }
                 let (rpc, ctx, done) = (rpc.clone(), ctx.clone(), done_tx.clone());
                 running.spawn(async move {
-                    if let Some(reply) = rpc.handle_body(&text, Some(&ctx)).await {
+                    let v = parsed.unwrap_or(Value::Null);
+                    if let Some(reply) = rpc.handle_value(v, Some(&ctx)).await {
                         // Gone only when the session ended.
-                        let _ = done.send(reply).await;
+                        let _ = done.send((reply, held)).await;
                     }
-                    drop(held);
                 });
             }
-            Some(reply) = done_rx.recv() => {
+            Some((reply, held)) = done_rx.recv() => {
                 let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
+                drop(held);
                 if !matches!(sent, Ok(Ok(()))) {
                     break;
                 }
@@ -3232,6 +3243,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     // Requests still running for a client that left are stopped (their answers have nowhere
     // to go; work moved to the blocking pool finishes there and frees its place).
     running.abort_all();
+    // Each ends at its next await; none may add a subscription after the drain below.
+    while running.join_next().await.is_some() {}
     for (_, h) in ctx.subs.lock().drain() {
         rpc.subscriptions.fetch_sub(1, Ordering::Relaxed);
         h.abort();
@@ -3240,6 +3253,17 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
 
 /// Requests of one WebSocket connection that run at once.
 const WS_IN_FLIGHT: usize = 4;
+
+/// Whether a parsed request (a call or a batch) subscribes or unsubscribes.
+fn subscribes(v: &Value) -> bool {
+    let one = |c: &Value| {
+        matches!(c.get("method").and_then(Value::as_str), Some("eth_subscribe" | "eth_unsubscribe"))
+    };
+    match v {
+        Value::Array(calls) => calls.iter().any(one),
+        c => one(c),
+    }
+}
 
 /// Open connections of one JSON-RPC listener (HTTP or WebSocket) at most; past it, new ones
 /// wait in the kernel's backlog until one closes. Without a bound, clients holding
@@ -3297,7 +3321,7 @@ async fn accept_loop(
         // Closed never: the semaphore lives as long as the loop.
         let Ok(permit) = places.clone().acquire_owned().await else { return };
         let (stream, ip) = match listener.accept().await {
-            Ok((stream, addr)) => (stream, addr.ip()),
+            Ok((stream, addr)) => (stream, client_key(addr.ip())),
             Err(e) => {
                 // Out of descriptors or a connection reset before it was taken: wait a
                 // little, as axum's own listener does.
@@ -3345,6 +3369,18 @@ async fn accept_loop(
 /// cannot take them all. Before stop 33 one address could hold every place.
 fn share_of(places: usize) -> usize {
     (places / 4).max(1)
+}
+
+/// The address a connection's share is counted by: an IPv4 address (IPv4-mapped ones as
+/// IPv4), or an IPv6 address's /64, which one host is commonly given whole.
+fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
 }
 
 /// What a connection past its address's share gets before it is closed.
@@ -3593,6 +3629,11 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         assert_eq!(super::share_of(2048), 512);
         assert_eq!(super::share_of(3), 1);
+        let key = |a: &str| super::client_key(a.parse().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(key("2001:db8:1:2:3:4:5:6"), key("2001:db8:1:2:ffff::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.1.2.3"), key("10.1.2.3"));
+        assert_ne!(key("10.1.2.3"), key("10.1.2.4"));
         let router = axum::Router::new().route("/", axum::routing::post(|| async { "served" }));
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));

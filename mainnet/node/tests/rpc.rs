@@ -2886,7 +2886,7 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
 }
 
 /// A WebSocket connection's requests run side by side: a quick request sent after a slow
-/// one (a batch of calls that each burn 2^24 gas in a loop) is answered first (before stop
+/// one (a batch of 32 calls that each burn 2^24 gas in a loop) is answered first (before stop
 /// 33 the connection answered one request at a time, in order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_requests_run_side_by_side() {
@@ -2897,7 +2897,7 @@ async fn websocket_requests_run_side_by_side() {
     let spin = Address::repeat_byte(0x5f);
     // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
     let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
-    let slow: Vec<Value> = (0..8)
+    let slow: Vec<Value> = (0..32)
         .map(|i| {
             json!({"jsonrpc": "2.0", "id": 100 + i, "method": "eth_call",
                    "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
@@ -2916,7 +2916,7 @@ async fn websocket_requests_run_side_by_side() {
         .unwrap_or_else(|_| panic!("no answer"))
         .unwrap_or_else(|| panic!("closed"));
     let answers = second.as_array().unwrap_or_else(|| panic!("not the batch: {second}"));
-    assert_eq!(answers.len(), 8);
+    assert_eq!(answers.len(), 32);
     assert!(answers.iter().all(|a| a["error"].is_object()), "{second}");
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
@@ -2968,6 +2968,28 @@ async fn metrics_count_rpc_methods_and_connections() {
     }
     assert!(!page.contains("foo_bar") && !page.contains("eth_notAMethod"), "{page}");
     assert!(page.contains("farol_rpc_request_seconds_total{method=\"eth_chainId\"} 0."), "{page}");
+    // A subscription whose method name is escaped in the JSON is one all the same, and the
+    // session's end gives every one back.
+    let escaped = r#"{"jsonrpc":"2.0","id":2,"method":"eth_\u0073ubscribe","params":["newHeads"]}"#;
+    session.send(escaped).await;
+    let answer = tokio::time::timeout(Duration::from_secs(30), session.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no answer"))
+        .unwrap_or_else(|| panic!("closed"));
+    assert!(answer["result"].is_string(), "{answer}");
     drop(session);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut page = String::new();
+        s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+        if page.lines().any(|l| l == "farol_rpc_subscriptions 0") {
+            assert!(page.lines().any(|l| l == "farol_rpc_websocket_sessions 0"), "{page}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "subscriptions kept after the session: {page}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
