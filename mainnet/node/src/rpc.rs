@@ -106,6 +106,8 @@ pub struct Rpc {
     ws_slots: Arc<tokio::sync::Semaphore>,
     /// Subscriptions of all WebSocket connections.
     subscriptions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Subscriptions by client address ([`SUBSCRIPTIONS_PER_CLIENT`]).
+    subscribers: PerClient,
     /// Bytes of notifications waiting in all WebSocket connections' queues.
     ws_queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The development accounts the node signs for (`rpc.dev_keys`).
@@ -207,8 +209,82 @@ fn mempool_error(e: MempoolError) -> RpcError {
 /// What a WebSocket connection adds: subscriptions.
 struct WsCtx {
     out: Outbox,
-    subs: Mutex<HashMap<String, JoinHandle<()>>>,
+    subs: Mutex<HashMap<String, Sub>>,
     next: std::sync::atomic::AtomicU64,
+    /// The client's address, as connections are counted ([`client_key`]).
+    client: std::net::IpAddr,
+}
+
+/// A live subscription: its task, stopped when it is dropped (unsubscribed, or its session
+/// ended), and its place among the node's and its address's subscriptions.
+struct Sub {
+    task: JoinHandle<()>,
+    _place: SubPlace,
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A subscription counted on the node (`farol_rpc_subscriptions`) and for its client's
+/// address until dropped, so the counts cannot drift from the subscriptions that exist.
+struct SubPlace {
+    all: Arc<std::sync::atomic::AtomicUsize>,
+    _client: Held,
+}
+
+impl Drop for SubPlace {
+    fn drop(&mut self) {
+        self.all.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How many of something (a listener's connections, the node's subscriptions) each client
+/// address ([`client_key`]) holds; each is given back when its [`Held`] is dropped.
+#[derive(Clone, Default)]
+struct PerClient(Arc<Mutex<HashMap<std::net::IpAddr, usize>>>);
+
+impl PerClient {
+    /// One more for `client`, unless it already holds `share`.
+    fn take(&self, client: std::net::IpAddr, share: usize) -> Option<Held> {
+        let mut by = self.0.lock();
+        let held = by.get(&client).copied().unwrap_or(0);
+        if held >= share {
+            return None;
+        }
+        by.insert(client, held + 1);
+        Some(Held { by: self.clone(), client })
+    }
+}
+
+/// One of what a client address holds in a [`PerClient`].
+struct Held {
+    by: PerClient,
+    client: std::net::IpAddr,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut by = self.by.0.lock();
+        if let Some(n) = by.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                by.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// What the calls of one batch share.
+#[derive(Default)]
+struct Batch {
+    /// When every `eth_sendRawTransactionSync` of the batch stops waiting: the first one's
+    /// deadline. The calls run in turn, so without it a batch of sends that are not executed
+    /// would hold its request for the sum of their timeouts (before stop 34, up to
+    /// `rpc.max_batch` times `rpc.send_sync_timeout_millis`).
+    sync_deadline: std::sync::OnceLock<tokio::time::Instant>,
 }
 
 /// Bytes of notifications one WebSocket connection may have waiting for its client.
@@ -220,6 +296,10 @@ const WS_QUEUED_BYTES_ALL: usize = 256 << 20;
 const WS_FAIR_SHARE: usize = 256 << 10;
 /// Subscriptions of all WebSocket connections together.
 const MAX_SUBSCRIPTIONS_ALL: usize = 8192;
+/// Subscriptions the connections of one address ([`client_key`]) may hold together: a
+/// quarter of the node's, as with connections ([`share_of`]). Before stop 34 one client
+/// could hold them all and refuse every other client a subscription.
+const SUBSCRIPTIONS_PER_CLIENT: usize = MAX_SUBSCRIPTIONS_ALL / 4;
 
 /// Where a connection's subscriptions put their notifications: a queue bounded in bytes,
 /// per connection ([`WS_QUEUED_BYTES`]) and over all of them ([`WS_QUEUED_BYTES_ALL`], for
@@ -289,6 +369,7 @@ impl Rpc {
             snapshot_at: Mutex::new(None),
             ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_ws_connections)),
             subscriptions: Default::default(),
+            subscribers: Default::default(),
             ws_queued: Default::default(),
             // `NodeConfig::validate` refuses a key that is not one.
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
@@ -394,6 +475,7 @@ impl Rpc {
                     ));
                 }
                 let mut out = Vec::with_capacity(calls.len());
+                let batch = Batch::default();
                 // Every call is small to ask for and some answers are large (a snapshot, a
                 // range of blocks, thousands of logs): the batch's answer has a budget too.
                 let mut bytes = 0usize;
@@ -418,7 +500,7 @@ impl Rpc {
                         }
                         continue;
                     }
-                    if let Some(r) = self.handle_call(c, ws).await {
+                    if let Some(r) = self.handle_call(c, ws, Some(&batch)).await {
                         bytes = bytes
                             .saturating_add(usize::try_from(json_len(&r)).unwrap_or(usize::MAX));
                         out.push(r);
@@ -426,11 +508,16 @@ impl Rpc {
                 }
                 (!out.is_empty()).then_some(Value::Array(out))
             }
-            v => self.handle_call(v, ws).await,
+            v => self.handle_call(v, ws, None).await,
         }
     }
 
-    async fn handle_call(self: &Arc<Self>, v: Value, ws: Option<&Arc<WsCtx>>) -> Option<Value> {
+    async fn handle_call(
+        self: &Arc<Self>,
+        v: Value,
+        ws: Option<&Arc<WsCtx>>,
+        batch: Option<&Batch>,
+    ) -> Option<Value> {
         let Value::Object(mut o) = v else {
             return Some(response(
                 Value::Null,
@@ -461,7 +548,7 @@ impl Rpc {
             Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
         };
         let started = std::time::Instant::now();
-        let result = self.dispatch(&method, &params, ws).await;
+        let result = self.dispatch(&method, &params, ws, batch).await;
         self.count(&method, &result, started.elapsed());
         (!notification).then(|| response(id, result))
     }
@@ -471,6 +558,7 @@ impl Rpc {
         method: &str,
         p: &[Value],
         ws: Option<&Arc<WsCtx>>,
+        batch: Option<&Batch>,
     ) -> RpcResult {
         let st = &self.state;
         match method {
@@ -819,7 +907,7 @@ impl Rpc {
             "eth_sendRawTransactionSync" => {
                 let raw: Bytes = param(p, 0, "data")?;
                 let wait: Option<U64> = opt_param(p, 1, "timeout")?;
-                self.send_raw_sync(&raw, wait.map(|w| w.to::<u64>())).await
+                self.send_raw_sync(&raw, wait.map(|w| w.to::<u64>()), batch).await
             }
             "eth_getTransactionByHash" => {
                 let hash: B256 = param(p, 0, "hash")?;
@@ -906,11 +994,9 @@ impl Rpc {
             "eth_unsubscribe" => match ws {
                 Some(ws) => {
                     let id: String = param(p, 0, "subscription id")?;
-                    let h = ws.subs.lock().remove(&id);
-                    if h.is_some() {
-                        self.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                    }
-                    Ok(json!(h.map(|h| h.abort()).is_some()))
+                    // Dropped: its task stops and its place is given back.
+                    let sub = ws.subs.lock().remove(&id);
+                    Ok(json!(sub.is_some()))
                 }
                 None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
             },
@@ -1127,13 +1213,22 @@ impl Rpc {
     /// send_sync_timeout_millis` when the request names none, or more, or zero). Past it,
     /// error 4 with the hash as data; a transaction held for an earlier nonce, error 5 at once
     /// (with the hash; the message names the nonce the sender's next transaction needs).
-    async fn send_raw_sync(&self, raw: &[u8], wait: Option<u64>) -> RpcResult {
+    /// In a batch, the waits of all its synchronous sends end by the first one's deadline.
+    async fn send_raw_sync(
+        &self,
+        raw: &[u8],
+        wait: Option<u64>,
+        batch: Option<&Batch>,
+    ) -> RpcResult {
         let most = self.cfg.send_sync_timeout_millis;
         let wait = match wait {
             Some(ms) if ms > 0 && ms <= most => ms,
             _ => most,
         };
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        let mut deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        if let Some(b) = batch {
+            deadline = deadline.min(*b.sync_deadline.get_or_init(|| deadline));
+        }
         let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
         // Listening before the transaction goes in, so that no block is missed.
         let mut blocks = self.state.blocks.subscribe();
@@ -2326,11 +2421,7 @@ impl Rpc {
                 self.cfg.max_subscriptions
             )));
         }
-        if self.subscriptions.load(Ordering::Relaxed) >= MAX_SUBSCRIPTIONS_ALL {
-            return Err(RpcError::limit(format!(
-                "at most {MAX_SUBSCRIPTIONS_ALL} subscriptions on this node"
-            )));
-        }
+        let place = self.subscription_place(ws.client)?;
         let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
         if kind == "syncing" {
             // As geth: `{syncing: true, status}` when the node starts catching up (or at once
@@ -2357,7 +2448,7 @@ impl Rpc {
                     }
                 }
             });
-            self.keep_subscription(ws, &id, task);
+            self.keep_subscription(ws, &id, task, place);
             return Ok(json!(id));
         }
         if kind == "newPendingTransactions" {
@@ -2388,7 +2479,7 @@ impl Rpc {
                     }
                 }
             });
-            self.keep_subscription(ws, &id, task);
+            self.keep_subscription(ws, &id, task, place);
             return Ok(json!(id));
         }
         let mut blocks = self.state.blocks.subscribe();
@@ -2428,14 +2519,32 @@ impl Rpc {
                 last = Some(last.map_or(b.number(), |l| l.max(b.number())));
             }
         });
-        self.keep_subscription(ws, &id, task);
+        self.keep_subscription(ws, &id, task, place);
         Ok(json!(id))
     }
 
-    /// Keeps subscription `id` of connection `ws`, counted among the node's.
-    fn keep_subscription(&self, ws: &WsCtx, id: &str, task: JoinHandle<()>) {
-        self.subscriptions.fetch_add(1, Ordering::Relaxed);
-        ws.subs.lock().insert(id.to_string(), task);
+    /// A place for one more subscription of a connection from `client`: -32005 when the
+    /// address holds [`SUBSCRIPTIONS_PER_CLIENT`] or the node [`MAX_SUBSCRIPTIONS_ALL`].
+    /// Each bound is checked and counted in one step, so sessions subscribing at once
+    /// cannot pass it together (before stop 34 the node's could be).
+    fn subscription_place(&self, client: std::net::IpAddr) -> Result<SubPlace, RpcError> {
+        let Some(held) = self.subscribers.take(client, SUBSCRIPTIONS_PER_CLIENT) else {
+            return Err(RpcError::limit(format!(
+                "at most {SUBSCRIPTIONS_PER_CLIENT} subscriptions from one address"
+            )));
+        };
+        let below = |n: usize| (n < MAX_SUBSCRIPTIONS_ALL).then_some(n + 1);
+        if self.subscriptions.fetch_update(Ordering::Relaxed, Ordering::Relaxed, below).is_err() {
+            return Err(RpcError::limit(format!(
+                "at most {MAX_SUBSCRIPTIONS_ALL} subscriptions on this node"
+            )));
+        }
+        Ok(SubPlace { all: self.subscriptions.clone(), _client: held })
+    }
+
+    /// Keeps subscription `id` of connection `ws` in `place`.
+    fn keep_subscription(&self, ws: &WsCtx, id: &str, task: JoinHandle<()>, place: SubPlace) {
+        ws.subs.lock().insert(id.to_string(), Sub { task, _place: place });
     }
 }
 
@@ -3142,7 +3251,17 @@ async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Response {
+/// The address a connection is counted by ([`client_key`]), which [`accept_loop`] puts in
+/// every request's extensions.
+#[derive(Clone, Copy)]
+struct ClientKey(std::net::IpAddr);
+
+async fn ws_upgrade(
+    AxState(rpc): AxState<Arc<Rpc>>,
+    client: Option<axum::Extension<ClientKey>>,
+    up: WebSocketUpgrade,
+) -> Response {
+    let client = client.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0 .0);
     // Each session holds its permit until it ends (before stop 28 connections were not
     // counted, so clients could hold any number of sessions and subscriptions).
     let Ok(permit) = rpc.ws_slots.clone().try_acquire_owned() else {
@@ -3151,12 +3270,12 @@ async fn ws_upgrade(AxState(rpc): AxState<Arc<Rpc>>, up: WebSocketUpgrade) -> Re
     };
     let max = rpc.cfg.max_request_bytes;
     up.max_message_size(max).on_upgrade(move |socket| async move {
-        ws_session(rpc, socket).await;
+        ws_session(rpc, socket, client).await;
         drop(permit);
     })
 }
 
-async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
+async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAddr) {
     let (out_tx, mut out_rx) = mpsc::channel::<Queued>(1024);
     // How long a message may wait for the client to take it (`rpc.ws_send_timeout_millis`).
     let send_time = std::time::Duration::from_millis(rpc.cfg.ws_send_timeout_millis);
@@ -3167,7 +3286,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
         full: Default::default(),
     };
     let full = out.full.clone();
-    let ctx = Arc::new(WsCtx { out, subs: Mutex::new(HashMap::new()), next: Default::default() });
+    let ctx =
+        Arc::new(WsCtx { out, subs: Mutex::new(HashMap::new()), next: Default::default(), client });
     // Requests run side by side, up to WS_IN_FLIGHT (before stop 33 one at a time, so a
     // trace or a synchronous send held up every other request of the connection); the
     // socket is read only while there is room, and answers go out in the order they finish.
@@ -3178,33 +3298,26 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     let (done_tx, mut done_rx) =
         mpsc::channel::<(Value, tokio::sync::OwnedSemaphorePermit)>(WS_IN_FLIGHT);
     let mut running = tokio::task::JoinSet::new();
+    // A message read while every place is taken, run once one is free. The socket is read
+    // while none waits, so pings are answered while requests run (before stop 34 it was
+    // read only while a place was free).
+    let mut waiting: Option<Vec<u8>> = None;
     loop {
-        tokio::select! {
-            // Notifications past the queue's bytes: let go, as a client that stops reading.
-            _ = full.notified() => break,
-            p = places.clone().acquire_owned(), if place.is_none() => place = p.ok(),
-            m = socket.recv(), if place.is_some() => {
-                let text = match m {
-                    Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(b))) => b.to_vec(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    _ => break,
-                };
+        if place.is_some() {
+            if let Some(text) = waiting.take() {
                 let Some(held) = place.take() else { continue };
                 // Subscribing is answered before the new subscription's first notification
                 // can go out: such requests (and bodies that are not JSON) run here, in order
                 // with the connection's reading and its notifications.
                 let parsed = serde_json::from_slice::<Value>(&text).ok();
-                let inline = parsed.as_ref().is_none_or(subscribes);
-                if inline {
+                if parsed.as_ref().is_none_or(subscribes) {
                     let reply = match parsed {
                         Some(v) => rpc.handle_value(v, Some(&ctx)).await,
                         None => rpc.handle_body(&text, Some(&ctx)).await,
                     };
                     drop(held);
                     if let Some(reply) = reply {
-                        let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
-                        if !matches!(sent, Ok(Ok(()))) {
+                        if !send_within(&mut socket, reply.to_string(), send_time).await {
                             break;
                         }
                     }
@@ -3219,10 +3332,24 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
                     }
                 });
             }
+        }
+        tokio::select! {
+            // Notifications past the queue's bytes: let go, as a client that stops reading.
+            _ = full.notified() => break,
+            p = places.clone().acquire_owned(), if place.is_none() => place = p.ok(),
+            m = socket.recv(), if waiting.is_none() => {
+                waiting = Some(match m {
+                    Some(Ok(Message::Text(t))) => t.as_str().as_bytes().to_vec(),
+                    Some(Ok(Message::Binary(b))) => b.to_vec(),
+                    // Answered by the socket at its next read or write.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    _ => break,
+                });
+            }
             Some((reply, held)) = done_rx.recv() => {
-                let sent = tokio::time::timeout(send_time, socket.send(Message::Text(reply.to_string().into()))).await;
+                let sent = send_within(&mut socket, reply.to_string(), send_time).await;
                 drop(held);
-                if !matches!(sent, Ok(Ok(()))) {
+                if !sent {
                     break;
                 }
             }
@@ -3230,11 +3357,9 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
             Some(mut item) = out_rx.recv() => {
                 // Counted until sent (dropped below).
                 let note = std::mem::take(&mut item.note);
-                // A client that stops reading is let go once a message has waited this
-                // long (before stop 27 it held its session and subscriptions for good).
-                let sent = tokio::time::timeout(send_time, socket.send(Message::Text(note.into()))).await;
+                let sent = send_within(&mut socket, note, send_time).await;
                 drop(item);
-                if !matches!(sent, Ok(Ok(()))) {
+                if !sent {
                     break;
                 }
             }
@@ -3245,10 +3370,15 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket) {
     running.abort_all();
     // Each ends at its next await; none may add a subscription after the drain below.
     while running.join_next().await.is_some() {}
-    for (_, h) in ctx.subs.lock().drain() {
-        rpc.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        h.abort();
-    }
+    // Each stops its task and gives its place back as it is dropped.
+    ctx.subs.lock().clear();
+}
+
+/// Sends `text` on `socket`; false when it failed or the client left it unread for `time`
+/// (`rpc.ws_send_timeout_millis`): the session ends then. Before stop 27 a client that
+/// stopped reading held its session and subscriptions for good.
+async fn send_within(socket: &mut WebSocket, text: String, time: std::time::Duration) -> bool {
+    matches!(tokio::time::timeout(time, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
 }
 
 /// Requests of one WebSocket connection that run at once.
@@ -3316,7 +3446,8 @@ async fn accept_loop(
 ) {
     let share = share_of(places);
     let places = Arc::new(tokio::sync::Semaphore::new(places));
-    let held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Default::default();
+    let held = PerClient::default();
+    let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));
     loop {
         // Closed never: the semaphore lives as long as the loop.
         let Ok(permit) = places.clone().acquire_owned().await else { return };
@@ -3330,26 +3461,29 @@ async fn accept_loop(
                 continue;
             }
         };
-        {
-            let mut h = held.lock();
-            let n = h.entry(ip).or_insert(0);
-            if *n >= share {
-                // Refused at once (a 503 if the socket takes it), not kept waiting: the
-                // address already holds its share of the places.
-                drop(h);
-                tracing::debug!(%ip, share, "a JSON-RPC connection past its address's share");
-                let _ = stream.try_write(TOO_MANY.as_bytes());
-                continue;
+        let Some(client) = held.take(ip, share) else {
+            // Refused at once, not kept waiting: the address already holds its share of the
+            // places.
+            tracing::debug!(%ip, share, "a JSON-RPC connection past its address's share");
+            match refusing.clone().try_acquire_owned() {
+                Ok(p) => {
+                    tokio::spawn(refuse(stream, p));
+                }
+                // Many refusals at once: a 503 if the socket takes it, and closed.
+                Err(_) => {
+                    let _ = stream.try_write(TOO_MANY.as_bytes());
+                }
             }
-            *n += 1;
-        }
+            continue;
+        };
         stream.set_nodelay(true).ok();
         // The place goes with the socket: an upgraded WebSocket keeps it until it closes
         // (hyper's connection future ends when it hands the socket over).
-        let place = Place::new(permit, ip, held.clone(), open.clone());
+        let place = Place::new(permit, client, open.clone());
         let io =
             hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None, _place: place });
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let routes = router.clone().layer(axum::Extension(ClientKey(ip)));
+        let service = hyper_util::service::TowerToHyperService::new(routes);
         tokio::spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -3383,6 +3517,32 @@ fn client_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+/// Refused connections given [`refuse`]'s orderly close at once; past them, a refused
+/// connection is closed at once (reset, after the 503).
+const REFUSING: usize = 64;
+
+/// Answers a connection past its address's share with [`TOO_MANY`] and closes it in order:
+/// its request is read and dropped (at most 64 KiB, for at most a second) after the answer is
+/// sent, so the connection ends in order (a socket closed with its request unread is reset,
+/// and some clients, Windows' among them, then drop the answer they have not read yet:
+/// before stop 34 every refusal was reset).
+async fn refuse(mut stream: tokio::net::TcpStream, _slot: tokio::sync::OwnedSemaphorePermit) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let close = async {
+        stream.write_all(TOO_MANY.as_bytes()).await?;
+        stream.shutdown().await?;
+        let (mut buf, mut read) = ([0u8; 4096], 0usize);
+        while read < 1 << 16 {
+            match stream.read(&mut buf).await? {
+                0 => break,
+                n => read += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), close).await;
+}
+
 /// What a connection past its address's share gets before it is closed.
 const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n\
                         content-length: 41\r\nconnection: close\r\n\r\n\
@@ -3392,8 +3552,7 @@ const TOO_MANY: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/p
 /// address's share, both given back when the connection closes.
 struct Place {
     _permit: tokio::sync::OwnedSemaphorePermit,
-    ip: std::net::IpAddr,
-    held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    _client: Held,
     /// The listener's open connections (`farol_rpc_connections`).
     open: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -3401,25 +3560,17 @@ struct Place {
 impl Place {
     fn new(
         permit: tokio::sync::OwnedSemaphorePermit,
-        ip: std::net::IpAddr,
-        held: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+        client: Held,
         open: Arc<std::sync::atomic::AtomicU64>,
     ) -> Place {
         open.fetch_add(1, Ordering::Relaxed);
-        Place { _permit: permit, ip, held, open }
+        Place { _permit: permit, _client: client, open }
     }
 }
 
 impl Drop for Place {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
-        let mut h = self.held.lock();
-        if let Some(n) = h.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                h.remove(&self.ip);
-            }
-        }
     }
 }
 
@@ -3657,8 +3808,23 @@ mod tests {
         let first = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
         let second = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let refused = ask(post.clone()).await;
-        assert!(!refused.starts_with("HTTP/1.1 200"), "a third connection served: {refused}");
+        // Answered and closed in order, not reset, however often: a socket closed with the
+        // request unread is reset, and some clients (Windows') drop an answer they have not
+        // read yet when the reset comes.
+        for _ in 0..20 {
+            let mut s =
+                tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("{e}"));
+            s.write_all(post.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+            // Read late, as by a busy client: by then the server is done with the socket.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer));
+            match read.await {
+                Ok(Ok(_)) => assert_eq!(answer, super::TOO_MANY.as_bytes()),
+                Ok(Err(e)) => panic!("a third connection: {e}"),
+                Err(_) => panic!("a third connection neither answered nor closed"),
+            }
+        }
         drop(first);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {

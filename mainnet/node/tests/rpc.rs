@@ -2044,9 +2044,19 @@ impl Ws {
     }
 
     async fn send(&mut self, text: &str) {
+        self.send_frame(0x81, text).await;
+    }
+
+    /// Sends a ping (which the server answers with a pong).
+    async fn ping(&mut self) {
+        self.send_frame(0x89, "").await;
+    }
+
+    /// Sends one final frame of `opcode` (with its FIN bit) carrying `text`, masked.
+    async fn send_frame(&mut self, opcode: u8, text: &str) {
         use tokio::io::AsyncWriteExt;
         let mask = [0x5a, 0x17, 0xc3, 0x08];
-        let mut frame = vec![0x81];
+        let mut frame = vec![opcode];
         let n = text.len();
         if n < 126 {
             frame.push(0x80 | n as u8);
@@ -2064,28 +2074,34 @@ impl Ws {
 
     /// The next text message (pings and pongs skipped); `None` when the server closed.
     async fn recv(&mut self) -> Option<Value> {
-        use tokio::io::AsyncReadExt;
         loop {
-            let mut h = [0u8; 2];
-            self.0.read_exact(&mut h).await.ok()?;
-            let mut len = u64::from(h[1] & 0x7f);
-            if len == 126 {
-                let mut b = [0u8; 2];
-                self.0.read_exact(&mut b).await.ok()?;
-                len = u64::from(u16::from_be_bytes(b));
-            } else if len == 127 {
-                let mut b = [0u8; 8];
-                self.0.read_exact(&mut b).await.ok()?;
-                len = u64::from_be_bytes(b);
-            }
-            let mut payload = vec![0u8; usize::try_from(len).ok()?];
-            self.0.read_exact(&mut payload).await.ok()?;
-            match h[0] & 0x0f {
+            let (opcode, payload) = self.frame().await?;
+            match opcode {
                 1 => return serde_json::from_slice(&payload).ok(),
                 8 => return None,
                 _ => {}
             }
         }
+    }
+
+    /// The next frame's opcode and payload; `None` when the connection closed.
+    async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h).await.ok()?;
+        let mut len = u64::from(h[1] & 0x7f);
+        if len == 126 {
+            let mut b = [0u8; 2];
+            self.0.read_exact(&mut b).await.ok()?;
+            len = u64::from(u16::from_be_bytes(b));
+        } else if len == 127 {
+            let mut b = [0u8; 8];
+            self.0.read_exact(&mut b).await.ok()?;
+            len = u64::from_be_bytes(b);
+        }
+        let mut payload = vec![0u8; usize::try_from(len).ok()?];
+        self.0.read_exact(&mut payload).await.ok()?;
+        Some((h[0] & 0x0f, payload))
     }
 
     /// Sends `req` and returns its answer, skipping subscription notifications.
@@ -2879,6 +2895,22 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
         assert_eq!(junk["error"]["code"], -32602, "{junk}");
         let no_time = post(&mut c, json!([raw_transfer(&key, 6, 31337), "soon"]));
         assert_eq!(no_time["error"]["code"], -32602, "{no_time}");
+        // A batch's sends stop waiting together: the first's millisecond ends the second's
+        // wait too (before stop 34 the second waited its own 20 s, and a batch of sends the
+        // sum of their timeouts).
+        let send = |id: u64, params: Value| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "eth_sendRawTransactionSync", "params": params})
+        };
+        let batch = json!([
+            send(1, json!([raw_transfer(&key, 6, 31337), "0x1"])),
+            send(2, json!([raw_transfer(&key, 7, 31337)])),
+        ]);
+        let answers = c.post(&batch.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        for (i, answer) in answers.as_array().into_iter().flatten().enumerate() {
+            assert_eq!(answer["error"]["code"], 4, "{i}: {answers}");
+            assert!(wait_receipt(&mut c, &answer["error"]["data"])["status"] == "0x1");
+        }
+        assert_eq!(answers.as_array().map(Vec::len), Some(2), "{answers}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -2918,6 +2950,43 @@ async fn websocket_requests_run_side_by_side() {
     let answers = second.as_array().unwrap_or_else(|| panic!("not the batch: {second}"));
     assert_eq!(answers.len(), 32);
     assert!(answers.iter().all(|a| a["error"].is_object()), "{second}");
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A WebSocket connection running as many requests as it may (4 batches of calls that each
+/// burn 2^24 gas) still reads, so a ping is answered before any of them (before stop 34 it
+/// read nothing until one was answered, and a client's keep-alive ping went unanswered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_websocket_answers_pings() {
+    let (_dir, _key, node) =
+        node_with(0x50, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let mut c = Ws::connect(ws).await;
+    let spin = Address::repeat_byte(0x5f);
+    // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
+    let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
+    for b in 0..4 {
+        let slow: Vec<Value> = (0..32)
+            .map(|i| {
+                json!({"jsonrpc": "2.0", "id": 100 * b + i, "method": "eth_call",
+                       "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
+            })
+            .collect();
+        c.send(&Value::Array(slow).to_string()).await;
+    }
+    c.ping().await;
+    let (opcode, _) = tokio::time::timeout(Duration::from_secs(60), c.frame())
+        .await
+        .unwrap_or_else(|_| panic!("nothing came"))
+        .unwrap_or_else(|| panic!("closed"));
+    assert_eq!(opcode, 0xa, "a busy connection answered a request before the ping");
+    for _ in 0..4 {
+        let answer = tokio::time::timeout(Duration::from_secs(60), c.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer"))
+            .unwrap_or_else(|| panic!("closed"));
+        assert_eq!(answer.as_array().map(Vec::len), Some(32), "{answer}");
+    }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
@@ -2990,6 +3059,73 @@ async fn metrics_count_rpc_methods_and_connections() {
         }
         assert!(Instant::now() < deadline, "subscriptions kept after the session: {page}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// One address holds at most a quarter of the node's 8,192 subscriptions, over any number of
+/// connections: another address still subscribes, and an unsubscription or a closed
+/// connection gives places back (before stop 34 one client could hold them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_share_of_the_subscriptions() {
+    let (_dir, _key, node) =
+        node_with(0x4f, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    // Pending transactions: nothing is sent while none arrive, so unread queues stay empty.
+    let sub = |id: usize| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "eth_subscribe",
+               "params": ["newPendingTransactions"]})
+    };
+    let ids = |answer: &Value| -> Vec<String> {
+        let calls = answer.as_array().unwrap_or_else(|| panic!("not a batch answer: {answer}"));
+        calls
+            .iter()
+            .map(|c| match c["result"].as_str() {
+                Some(id) => id.to_string(),
+                None => panic!("a subscription refused: {c}"),
+            })
+            .collect()
+    };
+    // 16 connections of 128 (the per-connection limit): the address's 2,048.
+    let batch = Value::Array((0..128).map(sub).collect());
+    let mut sessions = Vec::new();
+    for _ in 0..16 {
+        let mut s = Ws::connect(ws).await;
+        let answer = s.call(&batch).await;
+        sessions.push((ids(&answer), s));
+    }
+    let mut extra = Ws::connect(ws).await;
+    let refused = extra.call(&sub(1)).await;
+    assert_eq!(refused["error"]["code"], json!(-32005), "{refused}");
+    assert!(
+        refused["error"]["message"].as_str().is_some_and(|m| m.contains("from one address")),
+        "{refused}"
+    );
+    // Another address (loopback answers all of 127.0.0.0/8 on Linux) is not held back.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("{e}"));
+    let local: SocketAddr = "127.0.0.2:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    socket.bind(local).unwrap_or_else(|e| panic!("{e}"));
+    let stream = socket.connect(ws).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut other = Ws::handshake(stream, ws).await;
+    let answer = other.call(&sub(1)).await;
+    assert!(answer["result"].is_string(), "{answer}");
+    // One unsubscription frees one place for the address.
+    let (first_ids, first) = &mut sessions[0];
+    let unsub = json!({"jsonrpc": "2.0", "id": 2, "method": "eth_unsubscribe",
+                       "params": [first_ids[0]]});
+    assert_eq!(first.call(&unsub).await["result"], json!(true));
+    let answer = extra.call(&sub(3)).await;
+    assert!(answer["result"].is_string(), "{answer}");
+    let refused = extra.call(&sub(4)).await;
+    assert_eq!(refused["error"]["code"], json!(-32005), "{refused}");
+    // A closed connection gives back all its places.
+    drop(sessions.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answer = extra.call(&sub(5)).await;
+    while !answer["result"].is_string() {
+        assert!(Instant::now() < deadline, "places kept after the connection closed: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        answer = extra.call(&sub(5)).await;
     }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
