@@ -280,8 +280,8 @@ impl Drop for Held {
 /// What the calls of one batch share.
 #[derive(Default)]
 struct Batch {
-    /// When every `eth_sendRawTransactionSync` of the batch stops waiting: the first one's
-    /// deadline. The calls run in turn, so without it a batch of sends that are not executed
+    /// When every `eth_sendRawTransactionSync` of the batch stops waiting: the deadline of the
+    /// first one the pool took. The calls run in turn, so without it a batch of sends that are not executed
     /// would hold its request for the sum of their timeouts (before stop 34, up to
     /// `rpc.max_batch` times `rpc.send_sync_timeout_millis`).
     sync_deadline: std::sync::OnceLock<tokio::time::Instant>,
@@ -1213,7 +1213,8 @@ impl Rpc {
     /// send_sync_timeout_millis` when the request names none, or more, or zero). Past it,
     /// error 4 with the hash as data; a transaction held for an earlier nonce, error 5 at once
     /// (with the hash; the message names the nonce the sender's next transaction needs).
-    /// In a batch, the waits of all its synchronous sends end by the first one's deadline.
+    /// In a batch, the waits of all its synchronous sends end by the deadline of the first
+    /// one the pool took.
     async fn send_raw_sync(
         &self,
         raw: &[u8],
@@ -1225,14 +1226,14 @@ impl Rpc {
             Some(ms) if ms > 0 && ms <= most => ms,
             _ => most,
         };
-        let mut deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
-        if let Some(b) = batch {
-            deadline = deadline.min(*b.sync_deadline.get_or_init(|| deadline));
-        }
+        let began = tokio::time::Instant::now();
+        let own = began + std::time::Duration::from_millis(wait);
         let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
         // Listening before the transaction goes in, so that no block is missed.
         let mut blocks = self.state.blocks.subscribe();
         let (hash, held) = self.admit(checked).await?;
+        // The batch's deadline is set by its first send that was taken.
+        let deadline = batch.map_or(own, |b| own.min(*b.sync_deadline.get_or_init(|| own)));
         if let Some(next) = held {
             return Err(RpcError {
                 code: 5,
@@ -1257,14 +1258,17 @@ impl Rpc {
                     return Err(RpcError::server("the node is shutting down"))
                 }
                 Err(_) => {
+                    let waited = began.elapsed().as_millis();
+                    let why =
+                        if deadline < own { " (the batch's first send's deadline)" } else { "" };
                     return Err(RpcError {
                         code: 4,
                         message: format!(
                             "the transaction was added to the pool but was not executed within \
-                             {wait} ms"
+                             {waited} ms{why}"
                         ),
                         data: Some(json!(hash)),
-                    })
+                    });
                 }
             }
         }
@@ -3258,10 +3262,9 @@ struct ClientKey(std::net::IpAddr);
 
 async fn ws_upgrade(
     AxState(rpc): AxState<Arc<Rpc>>,
-    client: Option<axum::Extension<ClientKey>>,
+    axum::Extension(ClientKey(client)): axum::Extension<ClientKey>,
     up: WebSocketUpgrade,
 ) -> Response {
-    let client = client.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0 .0);
     // Each session holds its permit until it ends (before stop 28 connections were not
     // counted, so clients could hold any number of sessions and subscriptions).
     let Ok(permit) = rpc.ws_slots.clone().try_acquire_owned() else {
@@ -3423,10 +3426,11 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// Connections each of the two JSON-RPC listeners may hold under an open-file limit of
-/// `fd_limit`: what [`RESERVED_FDS`] leaves, shared by the two, between 32 and
+/// `fd_limit`: what [`RESERVED_FDS`] and the two listeners' [`REFUSING`] leave, shared by the two, between 32 and
 /// [`MAX_CONNECTIONS`].
 fn max_connections(fd_limit: u64) -> usize {
-    let share = fd_limit.saturating_sub(RESERVED_FDS) / 2;
+    // Refused connections being closed hold descriptors outside the places.
+    let share = fd_limit.saturating_sub(RESERVED_FDS + 2 * REFUSING as u64) / 2;
     share.clamp(32, MAX_CONNECTIONS as u64) as usize
 }
 
@@ -3710,8 +3714,8 @@ mod tests {
     #[test]
     fn connections_fit_the_open_file_limit() {
         use super::{max_connections, raise_fd_limit, MAX_CONNECTIONS};
-        assert_eq!(max_connections(1024), 256);
-        assert_eq!(max_connections(4096), 1792);
+        assert_eq!(max_connections(1024), 192);
+        assert_eq!(max_connections(4096), 1728);
         assert_eq!(max_connections(u64::MAX), MAX_CONNECTIONS);
         assert_eq!(max_connections(100), 32);
         assert_eq!(max_connections(0), 32);

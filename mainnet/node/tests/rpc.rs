@@ -2953,7 +2953,7 @@ async fn websocket_requests_run_side_by_side() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A WebSocket connection running as many requests as it may (4 batches of calls that each
+/// A WebSocket connection running as many requests as it may (4 batches of 16 calls that each
 /// burn 2^24 gas) still reads, so a ping is answered before any of them (before stop 34 it
 /// read nothing until one was answered, and a client's keep-alive ping went unanswered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2966,7 +2966,7 @@ async fn a_busy_websocket_answers_pings() {
     // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
     let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
     for b in 0..4 {
-        let slow: Vec<Value> = (0..32)
+        let slow: Vec<Value> = (0..16)
             .map(|i| {
                 json!({"jsonrpc": "2.0", "id": 100 * b + i, "method": "eth_call",
                        "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
@@ -2985,7 +2985,7 @@ async fn a_busy_websocket_answers_pings() {
             .await
             .unwrap_or_else(|_| panic!("no answer"))
             .unwrap_or_else(|| panic!("closed"));
-        assert_eq!(answer.as_array().map(Vec::len), Some(32), "{answer}");
+        assert_eq!(answer.as_array().map(Vec::len), Some(16), "{answer}");
     }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
