@@ -389,6 +389,12 @@ impl Mempool {
         n
     }
 
+    /// Whether `sender`'s transaction of `nonce` waits in the pool held behind a nonce gap
+    /// (not handed to consensus); false when the pool does not hold it.
+    pub fn is_held(&self, sender: &Address, nonce: u64) -> bool {
+        self.senders.get(sender).and_then(|q| q.txs.get(&nonce)).is_some_and(|e| e.handed.is_none())
+    }
+
     /// How many transactions wait handed to consensus (executable) and held (behind a
     /// nonce gap).
     pub fn status(&self) -> (usize, usize) {
@@ -723,7 +729,10 @@ mod tests {
         };
         assert!(add(&mut p, 2).is_empty(), "nonce 2 waits for 0 and 1");
         assert!(add(&mut p, 1).is_empty());
+        assert!(p.is_held(&key.address(), 2) && p.is_held(&key.address(), 1));
+        assert!(!p.is_held(&key.address(), 0), "not in the pool");
         let handed = add(&mut p, 0);
+        assert!(!(0..3).any(|n| p.is_held(&key.address(), n)), "all handed");
         let nonces: Vec<u64> = handed
             .iter()
             .map(|t| TxEnvelope::decode_2718(&mut &t.payload[..]).map(|x| x.nonce()).unwrap_or(99))

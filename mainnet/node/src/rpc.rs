@@ -1309,9 +1309,10 @@ impl Rpc {
             }
             let (sender, nonce) = (checked.sender, checked.tx.nonce());
             let handed = pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
-            // Still past the sender's run of ready nonces: it waits for an earlier one.
-            let next = pool.pending_nonce(&sender, acct.nonce);
-            let held = (nonce >= next).then_some(next);
+            // Not handed: it waits for an earlier nonce, the first one missing (the walk over
+            // the sender's queue is made only then).
+            let held =
+                pool.is_held(&sender, nonce).then(|| pool.pending_nonce(&sender, acct.nonce));
             break (handed, held);
         };
         let (handed, held) = handed;
