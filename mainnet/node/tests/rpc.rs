@@ -2084,6 +2084,14 @@ impl Ws {
         }
     }
 
+    /// The next text message, within a minute; panics when none comes or the server closed.
+    async fn next(&mut self) -> Value {
+        tokio::time::timeout(Duration::from_secs(60), self.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no answer"))
+            .unwrap_or_else(|| panic!("closed"))
+    }
+
     /// The next frame's opcode and payload; `None` when the connection closed.
     async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         use tokio::io::AsyncReadExt;
@@ -2917,6 +2925,18 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A batch of `n` `eth_call`s (ids from `first`) that each burn 2^24 gas in a loop (code
+/// `JUMPDEST PUSH1 0 JUMP` put at an address by a state override).
+fn spinning_calls(first: u64, n: u64) -> Value {
+    let spin = Address::repeat_byte(0x5f);
+    let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
+    let calls = (0..n).map(|i| {
+        json!({"jsonrpc": "2.0", "id": first + i, "method": "eth_call",
+               "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
+    });
+    Value::Array(calls.collect())
+}
+
 /// A WebSocket connection's requests run side by side: a quick request sent after a slow
 /// one (a batch of 32 calls that each burn 2^24 gas in a loop) is answered first (before stop
 /// 33 the connection answered one request at a time, in order).
@@ -2926,27 +2946,12 @@ async fn websocket_requests_run_side_by_side() {
         node_with(0x4d, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
     let mut c = Ws::connect(ws).await;
-    let spin = Address::repeat_byte(0x5f);
-    // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
-    let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
-    let slow: Vec<Value> = (0..32)
-        .map(|i| {
-            json!({"jsonrpc": "2.0", "id": 100 + i, "method": "eth_call",
-                   "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
-        })
-        .collect();
-    c.send(&Value::Array(slow).to_string()).await;
+    c.send(&spinning_calls(100, 32).to_string()).await;
     c.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}).to_string())
         .await;
-    let first = tokio::time::timeout(Duration::from_secs(60), c.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no answer"))
-        .unwrap_or_else(|| panic!("closed"));
+    let first = c.next().await;
     assert_eq!(first["id"], 1, "the quick request waited for the slow one: {first}");
-    let second = tokio::time::timeout(Duration::from_secs(60), c.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no answer"))
-        .unwrap_or_else(|| panic!("closed"));
+    let second = c.next().await;
     let answers = second.as_array().unwrap_or_else(|| panic!("not the batch: {second}"));
     assert_eq!(answers.len(), 32);
     assert!(answers.iter().all(|a| a["error"].is_object()), "{second}");
@@ -2962,17 +2967,8 @@ async fn a_busy_websocket_answers_pings() {
         node_with(0x50, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
     let mut c = Ws::connect(ws).await;
-    let spin = Address::repeat_byte(0x5f);
-    // JUMPDEST PUSH1 0 JUMP: runs until its gas is gone.
-    let overrides = json!({spin.to_string(): {"code": "0x5b600056"}});
     for b in 0..4 {
-        let slow: Vec<Value> = (0..16)
-            .map(|i| {
-                json!({"jsonrpc": "2.0", "id": 100 * b + i, "method": "eth_call",
-                       "params": [{"to": spin, "gas": "0x1000000"}, "latest", overrides]})
-            })
-            .collect();
-        c.send(&Value::Array(slow).to_string()).await;
+        c.send(&spinning_calls(100 * b, 16).to_string()).await;
     }
     c.ping().await;
     let (opcode, _) = tokio::time::timeout(Duration::from_secs(60), c.frame())
@@ -2981,10 +2977,7 @@ async fn a_busy_websocket_answers_pings() {
         .unwrap_or_else(|| panic!("closed"));
     assert_eq!(opcode, 0xa, "a busy connection answered a request before the ping");
     for _ in 0..4 {
-        let answer = tokio::time::timeout(Duration::from_secs(60), c.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no answer"))
-            .unwrap_or_else(|| panic!("closed"));
+        let answer = c.next().await;
         assert_eq!(answer.as_array().map(Vec::len), Some(16), "{answer}");
     }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
@@ -3041,10 +3034,7 @@ async fn metrics_count_rpc_methods_and_connections() {
     // session's end gives every one back.
     let escaped = r#"{"jsonrpc":"2.0","id":2,"method":"eth_\u0073ubscribe","params":["newHeads"]}"#;
     session.send(escaped).await;
-    let answer = tokio::time::timeout(Duration::from_secs(30), session.recv())
-        .await
-        .unwrap_or_else(|_| panic!("no answer"))
-        .unwrap_or_else(|| panic!("closed"));
+    let answer = session.next().await;
     assert!(answer["result"].is_string(), "{answer}");
     drop(session);
     let deadline = Instant::now() + Duration::from_secs(10);
