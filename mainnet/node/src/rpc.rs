@@ -281,9 +281,9 @@ impl Drop for Held {
 #[derive(Default)]
 struct Batch {
     /// When every `eth_sendRawTransactionSync` of the batch stops waiting: the deadline of the
-    /// first one the pool took. The calls run in turn, so without it a batch of sends that are not executed
-    /// would hold its request for the sum of their timeouts (before stop 34, up to
-    /// `rpc.max_batch` times `rpc.send_sync_timeout_millis`).
+    /// first one the pool took. The calls run in turn, so without it a batch of sends that
+    /// are not executed would hold its request for the sum of their timeouts (before stop
+    /// 34, up to `rpc.max_batch` times `rpc.send_sync_timeout_millis`).
     sync_deadline: std::sync::OnceLock<tokio::time::Instant>,
 }
 
@@ -3293,8 +3293,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
     let ctx =
         Arc::new(WsCtx { out, subs: Mutex::new(HashMap::new()), next: Default::default(), client });
     // Requests run side by side, up to WS_IN_FLIGHT (before stop 33 one at a time, so a
-    // trace or a synchronous send held up every other request of the connection); the
-    // socket is read only while there is room, and answers go out in the order they finish.
+    // trace or a synchronous send held up every other request of the connection); answers go
+    // out in the order they finish.
     let places = Arc::new(tokio::sync::Semaphore::new(WS_IN_FLIGHT));
     let mut place = None;
     // Each answer with its place, given back once the answer is sent: at most WS_IN_FLIGHT
@@ -3427,8 +3427,8 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// Connections each of the two JSON-RPC listeners may hold under an open-file limit of
-/// `fd_limit`: what [`RESERVED_FDS`] and the two listeners' [`REFUSING`] leave, shared by the two, between 32 and
-/// [`MAX_CONNECTIONS`].
+/// `fd_limit`: what [`RESERVED_FDS`] and the two listeners' [`REFUSING`] leave, shared by
+/// the two, between 32 and [`MAX_CONNECTIONS`].
 fn max_connections(fd_limit: u64) -> usize {
     // Refused connections being closed hold descriptors outside the places.
     let share = fd_limit.saturating_sub(RESERVED_FDS + 2 * REFUSING as u64) / 2;
