@@ -69,6 +69,42 @@ impl ChainSpec {
         }
         cfg
     }
+
+    /// EIP-4844's update fraction of the blob base fee under these rules (EIP-7691 raised it
+    /// in Prague), `None` before Cancun.
+    pub fn blob_update_fraction(&self) -> Option<u64> {
+        blob_update_fraction(self.spec)
+    }
+
+    /// The blob base fee at `excess_blob_gas`, as BLOBBASEFEE reads it in a block with that
+    /// excess (`None` before Cancun).
+    pub fn blob_base_fee(&self, excess_blob_gas: u64) -> Option<u128> {
+        let fraction = self.blob_update_fraction()?;
+        Some(BlobExcessGasAndPrice::new(excess_blob_gas, fraction).blob_gasprice)
+    }
+
+    /// The precompiles of these rules, by address, with their EIP-7910 names (`ECREC`, …).
+    /// Farol adds none: WASM contracts run as code at their own addresses.
+    pub fn precompiles(&self) -> Vec<(String, Address)> {
+        use revm::precompile::{PrecompileSpecId, Precompiles};
+        let all = Precompiles::new(PrecompileSpecId::from_spec_id(self.spec));
+        let mut out: Vec<_> = all
+            .addresses()
+            .filter_map(|a| all.get(a).map(|p| (p.id().name().to_string(), *a)))
+            .collect();
+        out.sort_by_key(|(_, a)| *a);
+        out
+    }
+}
+
+fn blob_update_fraction(spec: SpecId) -> Option<u64> {
+    if spec.is_enabled_in(SpecId::PRAGUE) {
+        Some(BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE)
+    } else if spec.is_enabled_in(SpecId::CANCUN) {
+        Some(BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN)
+    } else {
+        None
+    }
 }
 
 /// The environment of one block.
@@ -109,11 +145,7 @@ impl Default for BlockEnv {
 
 impl BlockEnv {
     pub(crate) fn revm(&self, spec: SpecId) -> RevmBlockEnv {
-        let fraction = if spec.is_enabled_in(SpecId::PRAGUE) {
-            BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE
-        } else {
-            BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN
-        };
+        let blobs = blob_update_fraction(spec);
         RevmBlockEnv {
             number: U256::from(self.number),
             beneficiary: self.beneficiary,
@@ -124,8 +156,8 @@ impl BlockEnv {
             prevrandao: Some(self.prevrandao),
             blob_excess_gas_and_price: self
                 .excess_blob_gas
-                .filter(|_| spec.is_enabled_in(SpecId::CANCUN))
-                .map(|e| BlobExcessGasAndPrice::new(e, fraction)),
+                .zip(blobs)
+                .map(|(e, fraction)| BlobExcessGasAndPrice::new(e, fraction)),
             ..Default::default()
         }
     }
@@ -240,6 +272,33 @@ mod tests {
     use alloy_consensus::{SignableTransaction, TxEip1559};
     use alloy_primitives::{keccak256, Signature, TxKind};
     use k256::ecdsa::SigningKey;
+
+    #[test]
+    fn blob_fee_and_precompiles_follow_the_hardfork() {
+        let farol = ChainSpec::default();
+        // e^(excess / fraction) rounded down, at least 1 wei: 1 at no excess, 2 at e^1.
+        assert_eq!(farol.blob_base_fee(0), Some(1));
+        let prague = BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE;
+        assert_eq!(farol.blob_base_fee(prague), Some(2));
+        let cancun = ChainSpec::ethereum(1, SpecId::CANCUN);
+        assert_eq!(cancun.blob_update_fraction(), Some(BLOB_BASE_FEE_UPDATE_FRACTION_CANCUN));
+        assert_eq!(cancun.blob_base_fee(prague), Some(4)); // e^1.5
+        assert_eq!(ChainSpec::ethereum(1, SpecId::SHANGHAI).blob_base_fee(0), None);
+
+        let names = |spec| -> Vec<String> {
+            ChainSpec::ethereum(1, spec).precompiles().into_iter().map(|p| p.0).collect()
+        };
+        let london = names(SpecId::LONDON);
+        assert_eq!(london.first().map(String::as_str), Some("ECREC"));
+        assert_eq!(london.last().map(String::as_str), Some("BLAKE2F"));
+        assert_eq!(london.len(), 9);
+        assert_eq!(names(SpecId::CANCUN).len(), 10);
+        assert_eq!(names(SpecId::PRAGUE).len(), 17);
+        let osaka = farol.precompiles();
+        assert_eq!(osaka.len(), 18);
+        let p256 = osaka.last().cloned();
+        assert_eq!(p256, Some(("P256VERIFY".to_string(), Address::left_padding_from(&[1, 0]))));
+    }
 
     /// secp256k1's order.
     const N: U256 = U256::from_be_bytes([

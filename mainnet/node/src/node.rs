@@ -432,7 +432,11 @@ impl Node {
         }
 
         // JSON-RPC.
-        let rpc = Arc::new(Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone()));
+        let fee_recipient =
+            cfg.validator.as_ref().and_then(|k| cfg.committee.get(usize::from(k.index)));
+        let rpc = Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone())
+            .with_coinbase(fee_recipient.map(|m| m.fee_recipient));
+        let rpc = Arc::new(rpc);
         let (http, ws, rpc_tasks) = rpc::serve(rpc.clone(), &cfg.rpc).await?;
         tasks.extend(rpc_tasks);
         // What the pool held before a restart comes back through the usual checks.

@@ -112,6 +112,8 @@ pub struct Rpc {
     ws_queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The development accounts the node signs for (`rpc.dev_keys`).
     dev: Vec<PrivateKeySigner>,
+    /// This validator's fee recipient (`eth_coinbase`); none on a full node.
+    coinbase: Option<Address>,
     /// Held while `eth_sendTransaction` picks a nonce and hands the transaction to the pool,
     /// so that two sent at once from one account get different nonces.
     send_lock: tokio::sync::Mutex<()>,
@@ -373,6 +375,7 @@ impl Rpc {
             ws_queued: Default::default(),
             // `NodeConfig::validate` refuses a key that is not one.
             dev: cfg.dev_keys.iter().filter_map(|k| PrivateKeySigner::from_slice(k).ok()).collect(),
+            coinbase: None,
             send_lock: tokio::sync::Mutex::new(()),
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Arc::new(tokio::sync::Semaphore::new(TRACES_AT_ONCE)),
@@ -381,6 +384,12 @@ impl Rpc {
             open: Default::default(),
             cfg,
         }
+    }
+
+    /// The service of a validator whose blocks pay `fee_recipient` (`eth_coinbase`).
+    pub fn with_coinbase(mut self, fee_recipient: Option<Address>) -> Rpc {
+        self.coinbase = fee_recipient;
+        self
     }
 
     /// Counts one call of `method` that took `took` and ended in `result`.
@@ -573,6 +582,16 @@ impl Rpc {
             "eth_chainId" => Ok(hex(st.genesis.chain_id)),
             "eth_syncing" => Ok(sync_status(st).unwrap_or(json!(false))),
             "eth_mining" => Ok(json!(false)),
+            "eth_coinbase" => match self.coinbase {
+                Some(a) => to_value(a),
+                None => Err(RpcError::server("a full node has no fee recipient (only validators)")),
+            },
+            // The namespaces served, as geth lists them.
+            "rpc_modules" => Ok(json!({
+                "debug": "1.0", "eth": "1.0", "farol": "1.0", "net": "1.0", "personal": "1.0",
+                "trace": "1.0", "txpool": "1.0", "web3": "1.0",
+            })),
+            "eth_config" => self.config(),
             "eth_accounts" => to_value(self.dev.iter().map(|k| k.address()).collect::<Vec<_>>()),
             "eth_sendTransaction" | "eth_signTransaction" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -615,6 +634,13 @@ impl Rpc {
                 to_value(Bytes::from(sig.as_bytes().to_vec()))
             }
             "eth_blockNumber" => Ok(hex(st.chain.head_number())),
+            // The next block's; no block carries blobs, so the excess stays zero.
+            "eth_blobBaseFee" => match st.spec.blob_base_fee(0) {
+                Some(fee) => to_value(U256::from(fee)),
+                None => {
+                    Err(RpcError::server("blobs are not enabled: the chain's rules predate Cancun"))
+                }
+            },
             "eth_gasPrice" => Ok(hex(st.genesis.base_fee)),
             "eth_maxPriorityFeePerGas" => Ok(hex(0)),
             "eth_feeHistory" => {
@@ -646,6 +672,26 @@ impl Rpc {
                         to_value(code)
                     }
                 }
+            }
+            // geth's account object and reth's account with its code.
+            "eth_getAccount" | "eth_getAccountInfo" => {
+                let address: Address = param(p, 0, "address")?;
+                let n = self.block_number(p.get(1))?;
+                let view = self.view(n)?;
+                let a = view.account(address).map_err(RpcError::server)?;
+                let a = a.unwrap_or(Account::with_balance(U256::ZERO));
+                if method == "eth_getAccount" {
+                    // Farol Store keeps one tree for all state: an account has no storage
+                    // root of its own (zero, as in `eth_getProof`).
+                    return Ok(json!({
+                        "balance": a.balance,
+                        "nonce": hex(a.nonce),
+                        "codeHash": a.code_hash,
+                        "storageRoot": B256::ZERO,
+                    }));
+                }
+                let code = view.code(a.code_hash).map_err(RpcError::server)?;
+                Ok(json!({ "balance": a.balance, "nonce": hex(a.nonce), "code": code }))
             }
             "eth_getStorageAt" => {
                 let address: Address = param(p, 0, "address")?;
@@ -2087,7 +2133,8 @@ impl Rpc {
             let base = b.header.base_fee_per_gas.unwrap_or(0);
             h.base_fee_per_gas.push(u128::from(base));
             h.gas_used_ratio.push(b.header.gas_used as f64 / b.header.gas_limit.max(1) as f64);
-            h.base_fee_per_blob_gas.push(0);
+            let excess = b.header.excess_blob_gas.unwrap_or(0);
+            h.base_fee_per_blob_gas.push(self.state.spec.blob_base_fee(excess).unwrap_or(0));
             h.blob_gas_used_ratio.push(0.0);
             if !percentiles.is_empty() {
                 let mut tips: Vec<(u128, u64)> = (0..b.txs.len())
@@ -2113,7 +2160,7 @@ impl Rpc {
         }
         // The next block's base fee (constant on Farol).
         h.base_fee_per_gas.push(u128::from(self.state.genesis.base_fee));
-        h.base_fee_per_blob_gas.push(0);
+        h.base_fee_per_blob_gas.push(self.state.spec.blob_base_fee(0).unwrap_or(0));
         if !percentiles.is_empty() {
             h.reward = Some(rewards);
         }
@@ -2225,6 +2272,36 @@ impl Rpc {
             "stateRoot": store.root(n).map_err(err)?,
             "proofFormat": "farol-store-v1",
         }))
+    }
+
+    /// EIP-7910's fork configuration. Every rule of Farol's chain holds from its genesis: one
+    /// fork, active at time 0, and none before or after it. Blob transactions are refused, so
+    /// the blob schedule's target and maximum are zero; its update fraction is the one
+    /// BLOBBASEFEE uses.
+    fn config(&self) -> RpcResult {
+        use alloy_eips::eip7840::BlobParams;
+        use alloy_eips::eip7910::{EthConfig, EthForkConfig};
+        let st = &self.state;
+        let genesis = st.chain.block(0).ok_or_else(|| RpcError::internal("no genesis block"))?;
+        // EIP-2124's hash of a chain with no fork after its genesis: the genesis hash's CRC32.
+        let fork_hash = alloy_eips::eip2124::ForkHash::from(genesis.hash);
+        let blob_schedule = BlobParams {
+            target_blob_count: 0,
+            max_blob_count: 0,
+            update_fraction: st.spec.blob_update_fraction().map_or(0, u128::from),
+            min_blob_fee: alloy_eips::eip4844::BLOB_TX_MIN_BLOB_GASPRICE,
+            max_blobs_per_tx: 0,
+            blob_base_cost: 0,
+        };
+        let current = EthForkConfig {
+            activation_time: 0,
+            blob_schedule,
+            chain_id: st.genesis.chain_id,
+            fork_id: Bytes::copy_from_slice(&fork_hash.0),
+            precompiles: st.spec.precompiles().into_iter().collect(),
+            system_contracts: Default::default(),
+        };
+        to_value(EthConfig { current, next: None, last: None })
     }
 
     fn new_filter(&self, logs: Option<Filter>, pending: bool) -> RpcResult {

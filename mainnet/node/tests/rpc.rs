@@ -256,6 +256,35 @@ async fn rpc_errors_proofs_restart_and_config() {
         let value = farol_execution::encode_account(&account);
         farol_store::verify(&root, &farol_execution::account_key(&to), Some(&value), &proof)
             .unwrap_or_else(|e| panic!("the proof does not verify: {e}"));
+        // The account objects of geth (`eth_getAccount`) and reth (`eth_getAccountInfo`).
+        let a = c.call("eth_getAccount", json!([to, format!("{n:#x}")])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a, json!({"balance": "0x5", "nonce": "0x0", "codeHash": alloy_primitives::KECCAK256_EMPTY, "storageRoot": B256::ZERO}));
+        let a = c.call("eth_getAccountInfo", json!([key2.address(), "latest"])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((&a["nonce"], &a["code"]), (&json!("0x1"), &json!("0x")), "{a}");
+        let before = c.call("eth_getAccount", json!([key2.address(), format!("{:#x}", n - 1)])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(before["nonce"], "0x0", "{before}");
+        assert_ne!(before["balance"], a["balance"]);
+        // The fee recipient of this validator; the blob base fee of a chain whose blocks
+        // carry no blobs (the least, 1 wei), in fee histories too.
+        assert_eq!(c.call("eth_coinbase", json!([])).ok(), Some(json!(Address::repeat_byte(0xfe))));
+        assert_eq!(c.call("eth_blobBaseFee", json!([])).ok(), Some(json!("0x1")));
+        let h = c.call("eth_feeHistory", json!(["0x2", "latest", []])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(h["baseFeePerBlobGas"], json!(["0x1", "0x1", "0x1"]), "{h}");
+        let modules = c.call("rpc_modules", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(modules["eth"], "1.0", "{modules}");
+        // EIP-7910: one fork from genesis, its id the CRC32 of the genesis hash.
+        let config = c.call("eth_config", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        let genesis = c.call("eth_getBlockByNumber", json!(["0x0", false])).unwrap_or_else(|e| panic!("{e}"));
+        let genesis: B256 = serde_json::from_value(genesis["hash"].clone()).unwrap_or_else(|e| panic!("{e}"));
+        let fork_id = format!("0x{:08x}", crc32fast::hash(genesis.as_slice()));
+        let current = &config["current"];
+        assert_eq!((&current["chainId"], &current["forkId"], &current["activationTime"]), (&json!("0x7a69"), &json!(fork_id), &json!(0)), "{config}");
+        assert_eq!(current["blobSchedule"], json!({"baseFeeUpdateFraction": 5_007_716, "max": 0, "target": 0}));
+        let precompiles = current["precompiles"].as_object().map(|m| m.len());
+        assert_eq!(precompiles, Some(18), "Osaka's precompiles: {config}");
+        assert_eq!(current["precompiles"]["ECREC"], json!(Address::with_last_byte(1)));
+        assert_eq!(current["precompiles"]["P256VERIFY"], json!(Address::left_padding_from(&[1, 0])));
+        assert_eq!((&current["systemContracts"], &config["next"], &config["last"]), (&json!({}), &Value::Null, &Value::Null));
         // Random bodies never take the node down.
         const ALPHABET: &[u8] = b"{}[]\":,0x1a-eth_\\ \x00\xff";
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -619,6 +648,10 @@ async fn a_full_node_follows_the_certified_chain() {
                 .unwrap_or_else(|e| panic!("{e}"))
         };
         assert_eq!(balance(&mut f), "0x19");
+        // A full node has no fee recipient; both have the same chain configuration.
+        let e = f.call("eth_coinbase", json!([])).expect_err("a full node's coinbase");
+        assert!(e.contains("-32000") && e.contains("fee recipient"), "{e}");
+        assert_eq!(f.call("eth_config", json!([])).ok(), v.call("eth_config", json!([])).ok());
         // Sent to the full node: forwarded to the validator, executed, synced back.
         let hash = f
             .call("eth_sendRawTransaction", json!([raw_transfer(&k, 5, 31337)]))
@@ -1911,6 +1944,12 @@ const METHODS: &[(&str, &[Kind])] = {
         ("eth_blockNumber", &[]),
         ("eth_gasPrice", &[]),
         ("eth_maxPriorityFeePerGas", &[]),
+        ("eth_blobBaseFee", &[]),
+        ("eth_coinbase", &[]),
+        ("eth_config", &[]),
+        ("rpc_modules", &[]),
+        ("eth_getAccount", &[Address, BlockOrHash]),
+        ("eth_getAccountInfo", &[Address, BlockOrHash]),
         ("eth_feeHistory", &[Quantity, Block, Percentiles]),
         ("eth_getBalance", &[Address, BlockOrHash]),
         ("eth_getTransactionCount", &[Address, BlockOrHash]),

@@ -46,6 +46,8 @@ await step("chain id and client version", async () => {
   assert.equal(await pub.getChainId(), 31337);
   const v = await pub.request({ method: "web3_clientVersion" });
   assert.match(v, /^farol\//);
+  // viem's own calls of the newer methods: no block carries blobs, so the least blob fee.
+  assert.equal(await pub.getBlobBaseFee(), 1n);
 });
 
 await step("newHeads subscription delivers heads", async () => {
