@@ -122,9 +122,9 @@ pub struct Rpc {
     pending: tokio::sync::broadcast::Sender<Arc<(TxEnvelope, Address)>>,
     /// The traces (`debug_trace*`) being made at once: each may hold up to
     /// `farol_execution::TRACE_BUDGET` and keeps a core busy.
-    trace_slots: Arc<tokio::sync::Semaphore>,
+    trace_slots: Places,
     /// Places for calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`).
-    call_slots: Arc<tokio::sync::Semaphore>,
+    call_slots: Places,
     /// Per method served: calls, errors and time, for `/metrics` (methods the node does not
     /// serve count as `unknown`, so clients cannot grow the map).
     method_stats: Mutex<std::collections::BTreeMap<String, MethodStats>>,
@@ -378,8 +378,8 @@ impl Rpc {
             coinbase: None,
             send_lock: tokio::sync::Mutex::new(()),
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
-            trace_slots: Arc::new(tokio::sync::Semaphore::new(TRACES_AT_ONCE)),
-            call_slots: Arc::new(tokio::sync::Semaphore::new(calls_at_once())),
+            trace_slots: Places::new(TRACES_AT_ONCE),
+            call_slots: Places::new(calls_at_once()),
             method_stats: Default::default(),
             open: Default::default(),
             cfg,
@@ -449,6 +449,26 @@ impl Rpc {
              # HELP farol_rpc_subscriptions Subscriptions of all WebSocket sessions.\n\
              # TYPE farol_rpc_subscriptions gauge\nfarol_rpc_subscriptions {}",
             self.subscriptions.load(Ordering::Relaxed)
+        );
+        let (calls, calls_waiting) = self.call_slots.load();
+        let (traces, traces_waiting) = self.trace_slots.load();
+        let _ = writeln!(
+            out,
+            "# HELP farol_rpc_places_busy Places of calls (eth_call, eth_estimateGas, \
+             eth_createAccessList, scans) and of traces (debug_trace*, trace_*, eth_simulateV1) \
+             in use: a place is held until its work ends, even when its client has gone.\n\
+             # TYPE farol_rpc_places_busy gauge\n\
+             farol_rpc_places_busy{{places=\"calls\"}} {calls}\n\
+             farol_rpc_places_busy{{places=\"traces\"}} {traces}\n\
+             # HELP farol_rpc_places_size Places of each kind.\n\
+             # TYPE farol_rpc_places_size gauge\n\
+             farol_rpc_places_size{{places=\"calls\"}} {}\n\
+             farol_rpc_places_size{{places=\"traces\"}} {}\n\
+             # HELP farol_rpc_places_waiting Requests waiting for a place.\n\
+             # TYPE farol_rpc_places_waiting gauge\n\
+             farol_rpc_places_waiting{{places=\"calls\"}} {calls_waiting}\n\
+             farol_rpc_places_waiting{{places=\"traces\"}} {traces_waiting}",
+            self.call_slots.size, self.trace_slots.size,
         );
     }
 
@@ -1698,10 +1718,10 @@ impl Rpc {
     /// client that closes its connections could start any amount of work at once).
     async fn limited<T: Send + 'static>(
         self: &Arc<Self>,
-        places: &Arc<tokio::sync::Semaphore>,
+        places: &Places,
         work: impl FnOnce(&Arc<Self>) -> Result<T, RpcError> + Send + 'static,
     ) -> Result<T, RpcError> {
-        let place = places.clone().acquire_owned().await.map_err(RpcError::internal)?;
+        let place = places.take().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let result = work(&this);
@@ -2799,6 +2819,44 @@ const MAX_PERCENTILES: usize = 100;
 
 /// The traces made at once (`debug_trace*`); more wait their turn.
 const TRACES_AT_ONCE: usize = 2;
+
+/// A fixed number of places for one kind of work, counting those in use and those waited
+/// for (`/metrics`).
+struct Places {
+    free: Arc<tokio::sync::Semaphore>,
+    size: usize,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Places {
+    fn new(size: usize) -> Places {
+        Places {
+            free: Arc::new(tokio::sync::Semaphore::new(size)),
+            size,
+            waiting: Default::default(),
+        }
+    }
+
+    /// A place, once one is free; the caller counts as waiting until then (or until it
+    /// stops waiting: its request was dropped).
+    async fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiting = Waiting(&self.waiting);
+        self.free.clone().acquire_owned().await.map_err(RpcError::internal)
+    }
+
+    /// Places in use, and requests waiting for one.
+    fn load(&self) -> (usize, usize) {
+        let busy = self.size.saturating_sub(self.free.available_permits());
+        (busy, self.waiting.load(Ordering::Relaxed))
+    }
+}
 
 /// Calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`) run at once: twice the
 /// cores, at least 4 (each is CPU work up to `rpc.gas_cap`, an estimate a few dozen of

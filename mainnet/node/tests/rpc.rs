@@ -3158,3 +3158,77 @@ async fn one_address_holds_a_share_of_the_subscriptions() {
     }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The node's `/metrics` page.
+async fn metrics_page(http: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut page = String::new();
+    s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+    page
+}
+
+/// Waits (at most a minute) until `/metrics` shows every line of `lines`.
+async fn wait_metrics(http: SocketAddr, lines: &[&str], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let page = metrics_page(http).await;
+        if lines.iter().all(|want| page.lines().any(|l| l == *want)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {lines:?} not shown in\n{page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_keeps_its_place_after_its_client_hangs_up() {
+    let (_dir, key, node) = node_with(0x4f, |_| {}).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    // A contract that spins until its gas runs out (JUMPDEST PUSH1 0 JUMP).
+    let spin = tokio::task::spawn_blocking(move || {
+        deploy(&mut RpcClient::new(http), &key, &[0x5b, 0x60, 0x00, 0x56])
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let idle = [
+        "farol_rpc_places_size{places=\"traces\"} 2",
+        "farol_rpc_places_busy{places=\"traces\"} 0",
+        "farol_rpc_places_waiting{places=\"traces\"} 0",
+        "farol_rpc_places_busy{places=\"calls\"} 0",
+    ];
+    wait_metrics(http, &idle, "an idle node").await;
+    // Traces of 12 calls of a loop that spins through 2^24 gas (the most a transaction may
+    // have): seconds of work each, in one place.
+    let call = json!([{"to": spin, "gas": "0x1000000"}, ["trace"]]);
+    let calls = vec![call; 12];
+    let mut session = Ws::connect(ws).await;
+    for id in [1, 2] {
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "trace_callMany",
+                         "params": [calls, "latest"]});
+        session.send(&req.to_string()).await;
+    }
+    // Both places taken by one WebSocket client, which then hangs up.
+    let busy = ["farol_rpc_places_busy{places=\"traces\"} 2"];
+    wait_metrics(http, &busy, "two traces running").await;
+    drop(session);
+    // Another client's trace waits for a place: the traces of the client that left go on
+    // holding theirs until they end (otherwise closing connections would start any number).
+    let third = json!({"jsonrpc": "2.0", "id": 3, "method": "debug_traceCall", "params": [
+        {"to": spin, "gas": "0x5208"}, "latest", {"tracer": "callTracer"}]});
+    let third = tokio::task::spawn_blocking(move || {
+        RpcClient::new(http).post(&third.to_string()).unwrap_or_else(|e| panic!("{e}"))
+    });
+    let waiting = [
+        "farol_rpc_places_busy{places=\"traces\"} 2",
+        "farol_rpc_places_waiting{places=\"traces\"} 1",
+    ];
+    wait_metrics(http, &waiting, "a trace waiting behind the traces of a client that left").await;
+    let answer = third.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["result"]["type"], "CALL", "{answer}");
+    wait_metrics(http, &idle, "all places given back").await;
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
