@@ -632,6 +632,11 @@ impl AsyncBft {
         )
     }
 
+    /// Blocks held while their parents are fetched, and the digests they wait for.
+    pub fn held(&self) -> (usize, usize) {
+        (self.pending.len(), self.waiting.len())
+    }
+
     /// Why the next undecided slot is undecided, for diagnostics.
     pub fn explain(&self) -> String {
         let (r, p) = self.next_slot;
@@ -880,6 +885,21 @@ impl AsyncBft {
         while let Some(b) = ready.pop() {
             let d = b.digest();
             if self.blocks.contains_key(&d) {
+                continue;
+            }
+            // A reference names its block by digest, round and author, and the rules count
+            // a parent's stake by the reference: a block whose reference to a block this
+            // validator holds names another round or author is refused (otherwise one
+            // Byzantine block, referenced n times under n names, would stand for a quorum
+            // in any round). The blocks held waiting on it are dropped with the rest
+            // below the garbage-collection floor.
+            let lies = b.parents.iter().any(|p| {
+                self.blocks
+                    .get(&p.digest)
+                    .is_some_and(|q| (q.round, q.author) != (p.round, p.author))
+            });
+            if lies {
+                self.faults.invalid += 1;
                 continue;
             }
             if !self.replaying {
@@ -1758,6 +1778,13 @@ impl AsyncBft {
                     unload(load, b);
                 }
                 keep
+            });
+            // And what they waited for: a held block's made-up parents would otherwise stay
+            // here for good.
+            let pending = &self.pending;
+            self.waiting.retain(|_, children| {
+                children.retain(|c| pending.contains_key(c));
+                !children.is_empty()
             });
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
         }

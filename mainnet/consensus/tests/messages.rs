@@ -380,6 +380,63 @@ fn one_byzantine_block_with_a_huge_round_does_not_silence_a_validator() {
     assert!(sent.iter().any(|(_, txs)| *txs == 1), "the transaction was proposed: {sent:?}");
 }
 
+/// A parent reference names its block's round and author as well as its digest; the rules
+/// count stake by the reference, so one whose block has another round or author is refused,
+/// whether the block is there when the reference arrives or comes later.
+#[test]
+fn a_reference_must_name_its_blocks_round_and_author() {
+    let (ks, r1, refs, mut e) = round_one();
+    for (a, b) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, b);
+    }
+    // Validator 3's own round-1 block, named as the blocks of three validators in the
+    // round before a block of round 10^6: the round would count as reached by a quorum.
+    let x = refs[3].digest;
+    let lying: Vec<BlockRef> =
+        (0..3).map(|a| BlockRef { round: 999_999, author: ValidatorIndex(a), digest: x }).collect();
+    let out = deliver(&mut e, 3, &block(&ks[3], 3, 1_000_000, lying));
+    assert_eq!(e.faults().invalid, 1, "{:?}", e.faults());
+    assert!(!out.iter().any(|a| matches!(a, Action::Persist(_))), "the block was stored");
+    // The engine goes on in the real rounds: round 2 from validators 1-3, then its own.
+    let mut sent = Vec::new();
+    let r2: Vec<Block> =
+        (1..4u16).map(|a| block(&ks[usize::from(a)], a, 2, refs[1..].to_vec())).collect();
+    for b in &r2[..2] {
+        sent.extend(proposed(&deliver(&mut e, b.author.0, b)));
+    }
+    let mut out = Vec::new();
+    for _ in 0..30 {
+        e.handle(Input::Tick, &mut out);
+    }
+    sent.extend(proposed(&out));
+    assert!(sent.iter().any(|(round, _)| *round == 3), "no round-3 proposal: {sent:?}");
+    // A round-3 block naming validator 3's round-2 block (not yet here) as validator 0's
+    // waits for it, and is refused when it comes.
+    let b21 = r2[0].reference();
+    let b22 = r2[1].reference();
+    let b23 = r2[2].reference();
+    let named_wrong = BlockRef { round: 2, author: ValidatorIndex(0), digest: b23.digest };
+    let held = block(&ks[1], 1, 3, vec![named_wrong, b21, b22]);
+    let asked = deliver(&mut e, 1, &held).iter().any(|a| {
+        matches!(a, Action::Send { bytes, .. } if matches!(Message::decode(bytes), Ok(Message::Request(_))))
+    });
+    assert!(asked, "the missing parent was not asked for");
+    assert_eq!(e.faults().invalid, 1);
+    let out = deliver(&mut e, 3, &r2[2]);
+    assert_eq!(e.faults().invalid, 2, "{:?}", e.faults());
+    let stored: Vec<u64> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist(bytes) => match Message::decode(bytes) {
+                Ok(Message::Block(b)) => Some(b.round),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, vec![2], "only validator 3's round-2 block is stored");
+}
+
 #[test]
 fn a_byzantine_parent_time_does_not_spread_to_honest_proposals() {
     let (c, ks) = setup(4);
@@ -550,6 +607,64 @@ fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
     });
     assert!(asked, "validator 1's block was not held");
     assert_eq!(e.faults().pending_full, 10);
+}
+
+/// Blocks over parents that never come are held until the floor passes them, and so is
+/// every trace of what they waited for.
+#[test]
+fn made_up_parents_are_forgotten_below_the_floor() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, gc_depth: 8, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let mut out = Vec::new();
+    e.start(&mut out);
+    // Validator 3 signs blocks of rounds 2 to 6 over parents nobody has, and is silent.
+    for r in 2..7u64 {
+        let made_up: Vec<BlockRef> = (0..3u16)
+            .map(|a| BlockRef {
+                round: r - 1,
+                author: ValidatorIndex(a),
+                digest: [r as u8 + 16 * a as u8; 32],
+            })
+            .collect();
+        deliver(&mut e, 3, &block(&ks[3], 3, r, made_up));
+    }
+    assert_eq!(e.held(), (5, 15));
+    // Validators 0, 1 and 2 go on for 40 rounds; the engine's own blocks come from its sends.
+    let own = |out: &[Action]| -> Vec<Block> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => match Message::decode(bytes) {
+                    Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let mut mine: Vec<Block> = own(&out);
+    let mut prev: Vec<BlockRef> = Vec::new();
+    for r in 1..=40u64 {
+        let Some(b0) = mine.iter().find(|b| b.round == r).cloned() else {
+            panic!("no own block of round {r}: {}", e.summary())
+        };
+        let mut parents = vec![b0.reference()];
+        for a in 1..3u16 {
+            let b = block(&ks[usize::from(a)], a, r, prev.clone());
+            parents.push(b.reference());
+            let out = deliver(&mut e, a, &b);
+            mine.extend(own(&out));
+        }
+        let mut out = Vec::new();
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        mine.extend(own(&out));
+        parents.sort_by_key(|p| (p.round, p.author));
+        prev = parents;
+    }
+    assert!(e.height() > 20, "few commits: {}", e.summary());
+    assert_eq!(e.held(), (0, 0), "{}", e.summary());
 }
 
 #[test]
