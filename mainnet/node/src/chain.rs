@@ -731,6 +731,12 @@ impl Chain {
         }
     }
 
+    /// Whether [`Chain::close`] was called: the pipeline stopped storing blocks (it failed,
+    /// or the node is stopping).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Says nothing more will be appended: waiters stop waiting.
     pub fn close(&self) {
         self.closed.store(true, std::sync::atomic::Ordering::Release);

@@ -1,7 +1,7 @@
 //! A minimal blocking JSON-RPC client over HTTP/1.1 with keep-alive: the devnet's readiness
 //! checks, the node benchmark's load generator and the tests use it.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -26,12 +26,21 @@ pub struct RpcClient {
     next_id: u64,
     /// The longest one answer may take to arrive, whole.
     answer_time: Duration,
+    /// The most bytes of one answer read.
+    max_answer: usize,
 }
 
 impl RpcClient {
     /// A client of `addr` (connects on first use).
     pub fn new(addr: SocketAddr) -> RpcClient {
-        RpcClient { addr, conn: None, next_id: 1, answer_time: ANSWER_TIME }
+        RpcClient { addr, conn: None, next_id: 1, answer_time: ANSWER_TIME, max_answer: MAX_ANSWER }
+    }
+
+    /// The same client reading answers of at most `bytes` ([`MAX_ANSWER`] by default, and
+    /// never more).
+    pub fn with_max_answer(mut self, bytes: usize) -> RpcClient {
+        self.max_answer = bytes.min(MAX_ANSWER);
+        self
     }
 
     /// The same client with answers allowed `time` to arrive, whole (60 s by default).
@@ -61,39 +70,51 @@ impl RpcClient {
     /// POSTs `body` and returns the answer's bytes. A connection that failed is dropped, so
     /// that a late answer to this request is never read as the answer to the next.
     fn post_raw(&mut self, body: &str) -> Result<Vec<u8>, String> {
-        let r = self.post_once(body);
-        if r.is_err() {
-            // A kept-alive connection the server closed: one retry on a fresh one.
-            self.conn = None;
-            let r = self.post_once(body);
-            if r.is_err() {
+        let reused = self.conn.is_some();
+        match self.post_once(body) {
+            Ok(answer) => Ok(answer),
+            Err(failed) => {
                 self.conn = None;
+                // A kept-alive connection the server had closed: one retry on a fresh one.
+                // Not after a timeout or once the answer began: a peer that holds requests
+                // would otherwise hold each twice as long.
+                if !(reused && failed.stale) {
+                    return Err(failed.text);
+                }
+                let r = self.post_once(body);
+                if r.is_err() {
+                    self.conn = None;
+                }
+                r.map_err(|f| f.text)
             }
-            return r;
         }
-        r
     }
 
-    fn post_once(&mut self, body: &str) -> Result<Vec<u8>, String> {
-        let (addr, answer_time) = (self.addr, self.answer_time);
-        let conn = self.connect()?;
+    fn post_once(&mut self, body: &str) -> Result<Vec<u8>, Failed> {
+        let (addr, answer_time, max_answer) = (self.addr, self.answer_time, self.max_answer);
+        let conn = self.connect().map_err(Failed::fresh)?;
         let req = format!(
             "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        let io = |e: std::io::Error| format!("{addr}: {e}");
-        conn.get_mut().stream.write_all(req.as_bytes()).map_err(io)?;
+        let io = |e: std::io::Error| Failed::fresh(format!("{addr}: {e}"));
+        // Nothing of an answer came: the connection was closed before this request.
+        let stale = |e: std::io::Error| {
+            let timeout = matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock);
+            Failed { stale: !timeout, text: format!("{addr}: {e}") }
+        };
+        conn.get_mut().stream.write_all(req.as_bytes()).map_err(stale)?;
         // A peer that sends without end, or a byte at a time, is cut off: every line and the
         // body have limits, and the whole answer a deadline that every read waits only until.
         conn.get_mut().deadline = Some(Instant::now() + answer_time);
-        let status = read_line(conn).map_err(io)?;
+        let status = read_line(conn).map_err(stale)?;
         if status.is_empty() {
-            return Err("connection closed".into());
+            return Err(Failed { stale: true, text: format!("{addr}: connection closed") });
         }
         let mut len = None;
         for headers in 0.. {
             if headers == MAX_HEADERS {
-                return Err(format!("{addr}: more than {MAX_HEADERS} header lines"));
+                return Err(Failed::fresh(format!("{addr}: more than {MAX_HEADERS} header lines")));
             }
             let line = read_line(conn).map_err(io)?;
             let line = line.trim_end();
@@ -106,9 +127,12 @@ impl RpcClient {
                 }
             }
         }
-        let len = len.ok_or("no Content-Length in the answer")?;
-        if len > MAX_ANSWER {
-            return Err(format!("an answer of {len} bytes, at most {MAX_ANSWER}"));
+        let len =
+            len.ok_or_else(|| Failed::fresh(format!("{addr}: no Content-Length in the answer")))?;
+        if len > max_answer {
+            return Err(Failed::fresh(format!(
+                "{addr}: an answer of {len} bytes, at most {max_answer}"
+            )));
         }
         // Room for what arrives, not for what the peer says will.
         let mut buf = Vec::with_capacity(len.min(1 << 20));
@@ -116,14 +140,25 @@ impl RpcClient {
             let want = (len - buf.len()).min(1 << 20) as u64;
             let got = conn.by_ref().take(want).read_to_end(&mut buf).map_err(io)?;
             if got == 0 {
-                return Err(format!("{addr}: the answer ended after {} of {len} bytes", buf.len()));
+                let text = format!("{addr}: the answer ended after {} of {len} bytes", buf.len());
+                return Err(Failed::fresh(text));
             }
         }
         if !status.contains(" 200 ") {
             let shown = &buf[..buf.len().min(1024)];
-            return Err(format!("{}: {}", status.trim(), String::from_utf8_lossy(shown)));
+            let text = format!("{}: {}", status.trim(), String::from_utf8_lossy(shown));
+            return Err(Failed::fresh(text));
         }
         Ok(buf)
+    }
+
+    /// Posts `body` and checks that the answer is JSON, without keeping it: a JSON tree of
+    /// a peer's answer can take many times its bytes, and this caller has no use for it.
+    pub fn post_unread(&mut self, body: &str) -> Result<(), String> {
+        let raw = self.post_raw(body)?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&raw)
+            .map(|_| ())
+            .map_err(|e| format!("the answer is not JSON: {e}"))
     }
 
     /// Calls `method` and returns its result (an error answer is an error).
@@ -160,6 +195,20 @@ impl RpcClient {
             return Err(format!("{method}: {shown}"));
         }
         Ok(answer.result)
+    }
+}
+
+/// Why one request failed, and whether it failed only because its kept-alive connection
+/// had been closed before it (`stale`: worth one retry on a fresh connection).
+#[derive(Debug)]
+struct Failed {
+    stale: bool,
+    text: String,
+}
+
+impl Failed {
+    fn fresh(text: impl Into<String>) -> Failed {
+        Failed { stale: false, text: text.into() }
     }
 }
 
@@ -389,6 +438,85 @@ mod tests {
         );
         let e = RpcClient::new(serve(text)).call_as::<Two>("m", json!([])).expect_err("error");
         assert!(e.contains(r#""data":"0x08c3""#), "{e}");
+    }
+
+    /// A client's own answer bound, and answers checked without being kept.
+    #[test]
+    fn an_answer_over_the_clients_bound_is_an_error() {
+        let body = format!("[{}0]", "0,".repeat(100));
+        let e = RpcClient::new(serve(http(&body))).with_max_answer(100).post_unread("{}");
+        assert!(e.as_ref().is_err_and(|e| e.contains("at most 100")), "{e:?}");
+        let ok = RpcClient::new(serve(http(&body))).with_max_answer(1000).post_unread("{}");
+        assert_eq!(ok, Ok(()));
+        let e = RpcClient::new(serve(http("{nope"))).post_unread("{}");
+        assert!(e.as_ref().is_err_and(|e| e.contains("not JSON")), "{e:?}");
+    }
+
+    /// A server that closed a kept-alive connection gets the request again on a fresh
+    /// one; a server that holds a request past its deadline does not get it twice.
+    #[test]
+    fn only_a_closed_kept_alive_connection_is_retried() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        // Answers the first request and closes; answers on the next connection.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            while let Ok((mut s, _)) = l.accept() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                let _ = s.write_all(&http(r#"{"a":1}"#));
+            }
+        });
+        let mut c = RpcClient::new(addr);
+        for _ in 0..2 {
+            let v = c.post("{}").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(v["a"], 1);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Holds every request without answering.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let held = Arc::new(AtomicUsize::new(0));
+        let count = held.clone();
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            while let Ok((mut s, _)) = l.accept() {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut req = [0u8; 4096];
+                let _ = s.read(&mut req);
+                kept.push(s);
+            }
+        });
+        let mut c = RpcClient::new(addr).with_answer_time(Duration::from_millis(300));
+        assert!(c.post("{}").is_err());
+        assert_eq!(held.load(Ordering::SeqCst), 1);
+        // Again over a kept-alive connection: first a good exchange, then a held one.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = l.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let count = held.clone();
+        std::thread::spawn(move || {
+            let Ok((mut s, _)) = l.accept() else { return };
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut req = [0u8; 4096];
+            let _ = s.read(&mut req);
+            let _ = s.write_all(&http(r#"{"a":1}"#));
+            let _ = s.read(&mut req);
+            // The second request is held; a second connection would be counted.
+            let mut kept = vec![s];
+            while let Ok((s, _)) = l.accept() {
+                count.fetch_add(1, Ordering::SeqCst);
+                kept.push(s);
+            }
+        });
+        let mut c = RpcClient::new(addr).with_answer_time(Duration::from_millis(300));
+        assert!(c.post("{}").is_ok());
+        assert!(c.post("{}").is_err());
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(held.load(Ordering::SeqCst), 2, "the held request was sent again");
     }
 
     #[test]

@@ -472,7 +472,12 @@ impl Node {
     /// Whether the pipeline or the validator stopped (each does only on an error it cannot
     /// go past: the node then serves a chain that no longer moves).
     pub fn failed(&self) -> bool {
-        self.pipeline.is_finished() || self.validator.as_ref().is_some_and(Validator::is_finished)
+        // A closed chain is a storing thread that failed: the pipeline's own thread notices
+        // only at its next block, which a full node may never get (before stop 35 such a
+        // node served a frozen chain and reported nothing).
+        self.pipeline.is_finished()
+            || self.state.chain.is_closed()
+            || self.validator.as_ref().is_some_and(Validator::is_finished)
     }
 }
 

@@ -154,8 +154,14 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Err(e) => {
                 failures += 1;
                 turn += 1;
+                // A peer that failed rests too, so that one that holds requests until they
+                // time out (60 s each) is not asked at every other turn (before stop 35 it
+                // was).
+                let strikes = resting[i].map_or(0, |(_, s)| s).saturating_add(1);
+                let rest = FAILED_PEER_REST.saturating_mul(1 << (strikes - 1).min(4));
+                resting[i] = Some((Instant::now() + rest, strikes));
                 state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, error = %e, "block sync from this peer failed");
+                tracing::warn!(%peer, error = %e, ?rest, "block sync from this peer failed");
             }
         }
     }
@@ -175,6 +181,10 @@ enum Progress {
 /// How long a peer left for being slow rests before it is asked again: doubled for each
 /// time in a row it is found slow, up to 16 times this.
 pub const SLOW_PEER_REST: Duration = Duration::from_secs(30);
+
+/// How long a peer whose sync failed rests before it is asked again (unless every peer
+/// rests): doubled for each failure in a row, up to 16 times this.
+pub const FAILED_PEER_REST: Duration = Duration::from_secs(5);
 
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
@@ -196,8 +206,18 @@ impl Pace {
     /// Counts an answer to a request made at `asked`; true when the peer's answers took
     /// longer than the limit on average.
     fn answered_slowly(&mut self, asked: Instant) -> bool {
+        self.answered_part_slowly(asked, 1000)
+    }
+
+    /// [`Pace::answered_slowly`] for an answer that held `per_mille` thousandths of what
+    /// was asked (counted by blocks or by bytes against [`MAX_SYNC_ANSWER`], whichever is
+    /// more): its time counts as the time of a whole answer at that pace. A peer could
+    /// otherwise send one block per answer, each just inside the limit, and hold this node
+    /// to its pace.
+    fn answered_part_slowly(&mut self, asked: Instant, per_mille: u64) -> bool {
+        let per_mille = u32::try_from(per_mille.clamp(1, 1000)).unwrap_or(1000);
         self.answers += 1;
-        self.spent += asked.elapsed();
+        self.spent += asked.elapsed() * 1000 / per_mille;
         self.judged
             && self.answers >= SLOW_AFTER_ANSWERS
             && self.slow_answer.checked_mul(self.answers).is_some_and(|limit| self.spent > limit)
@@ -241,6 +261,16 @@ fn get_blocks(
     count: u64,
     full: bool,
 ) -> Result<Vec<SyncBlock>, String> {
+    get_blocks_sized(client, from, count, full).map(|(blocks, _)| blocks)
+}
+
+/// [`get_blocks`], with the blocks' encoded bytes.
+fn get_blocks_sized(
+    client: &mut RpcClient,
+    from: u64,
+    count: u64,
+    full: bool,
+) -> Result<(Vec<SyncBlock>, usize), String> {
     let params = json!([format!("{from:#x}"), format!("{count:#x}"), full]);
     let Capped(list) = client
         .call_as::<Capped<Bytes, { HEADER_BATCH as usize }>>("farol_getBlocks", params)?
@@ -260,7 +290,7 @@ fn get_blocks(
         }
         out.push(b);
     }
-    Ok(out)
+    Ok((out, list.iter().map(|b| b.len()).sum()))
 }
 
 /// Fetches headers `lo..=hi` and checks they chain up to `top` (the hash of block `hi`).
@@ -364,11 +394,15 @@ fn sync_once(
                 return Ok(Progress::UpToDate);
             }
             let asked = Instant::now();
-            let blocks = get_blocks(client, n, BLOCK_BATCH.min(hi - n + 1), true)?;
+            let want = BLOCK_BATCH.min(hi - n + 1);
+            let (blocks, bytes) = get_blocks_sized(client, n, want, true)?;
             if blocks.is_empty() {
                 return Err(format!("block {n}: the peer sent none"));
             }
-            let slow = pace.answered_slowly(asked);
+            // A whole answer is `want` blocks, or the most bytes a peer sends at once.
+            let by_blocks = blocks.len() as u64 * 1000 / want;
+            let by_bytes = bytes as u64 * 1000 / MAX_SYNC_ANSWER as u64;
+            let slow = pace.answered_part_slowly(asked, by_blocks.max(by_bytes));
             for b in blocks {
                 let expected = hashes[(n - lo) as usize];
                 if b.hash != expected {
@@ -399,7 +433,11 @@ fn sync_once(
             break Some(b.hash);
         }
         // The pipeline is gone, or stopped taking work (a divergence, its error to report).
-        if stop.load(Ordering::Relaxed) || work.upgrade().is_none_or(|w| w.is_closed()) {
+        // The storing thread failed (it closes the chain) or the pipeline is gone.
+        if stop.load(Ordering::Relaxed)
+            || state.chain.is_closed()
+            || work.upgrade().is_none_or(|w| w.is_closed())
+        {
             break None;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -532,6 +570,9 @@ fn fetch_snapshot(
     Ok(Some(Arc::new(s)))
 }
 
+/// The most bytes of a peer's answer to forwarded transactions (500 at a time) read.
+const FORWARD_ANSWER: usize = 4 << 20;
+
 /// Sends the transactions a full node accepted to the validators (the first that answers),
 /// as JSON-RPC batches of `eth_sendRawTransaction`. Runs until `txs` closes.
 pub fn spawn_forwarder(
@@ -539,7 +580,10 @@ pub fn spawn_forwarder(
     mut txs: mpsc::Receiver<Vec<Transaction>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("farol-forward".into()).spawn(move || {
-        let mut clients: Vec<RpcClient> = peers.iter().map(|a| RpcClient::new(*a)).collect();
+        // The answers (a hash or an error per transaction) are checked and dropped unread,
+        // and are far below this bound: a peer's answer costs its bytes, at most this.
+        let mut clients: Vec<RpcClient> =
+            peers.iter().map(|a| RpcClient::new(*a).with_max_answer(FORWARD_ANSWER)).collect();
         let mut turn = 0usize;
         while let Some(batch) = txs.blocking_recv() {
             for chunk in batch.chunks(500) {
@@ -559,8 +603,8 @@ pub fn spawn_forwarder(
                 let mut sent = false;
                 for _ in 0..clients.len() {
                     let i = turn % clients.len();
-                    match clients[i].post(&body) {
-                        Ok(_) => {
+                    match clients[i].post_unread(&body) {
+                        Ok(()) => {
                             sent = true;
                             break;
                         }
@@ -576,4 +620,29 @@ pub fn spawn_forwarder(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pace, SLOW_AFTER_ANSWERS};
+    use std::time::{Duration, Instant};
+
+    /// An answer with a small part of what was asked counts as the time a whole answer
+    /// would take at its pace.
+    #[test]
+    fn a_short_answer_counts_at_its_pace() {
+        let limit = Duration::from_millis(200);
+        let asked = Instant::now() - Duration::from_millis(20);
+        // Whole answers in 20 ms each: fast.
+        let mut whole = Pace::new(limit, true);
+        assert!((0..SLOW_AFTER_ANSWERS).all(|_| !whole.answered_slowly(asked)));
+        // One block of 64 in 20 ms each: 1.28 s a whole answer, slow.
+        let mut part = Pace::new(limit, true);
+        let slow: Vec<bool> =
+            (0..SLOW_AFTER_ANSWERS).map(|_| part.answered_part_slowly(asked, 1000 / 64)).collect();
+        assert_eq!(slow, [false, false, true]);
+        // Nothing is judged where the rule is off (every peer was found slow).
+        let mut off = Pace::new(limit, false);
+        assert!((0..5).all(|_| !off.answered_part_slowly(asked, 1)));
+    }
 }

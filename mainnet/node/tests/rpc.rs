@@ -731,6 +731,11 @@ async fn a_full_node_follows_the_certified_chain() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    // A storing thread that fails closes the chain: the node reports itself failed (so
+    // `farol node` exits with the error) though a full node's pipeline thread, waiting for
+    // work, has not noticed.
+    lied_to.state.chain.close();
+    assert!(lied_to.failed());
     lied_to.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // A peer that answers correctly but slowly (each request held 2 s) is left for the next
