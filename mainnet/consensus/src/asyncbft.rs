@@ -279,6 +279,9 @@ pub struct Faults {
     pub pending_full: u64,
     /// Validators seen proposing two blocks in one round.
     pub equivocators: BTreeSet<ValidatorIndex>,
+    /// Versions of a slot past the second that no held block needed, not added (a block
+    /// that references one gets it when it asks for it).
+    pub versions_dropped: u64,
     /// Coin shares that did not verify (in validly signed blocks: their authors are faulty).
     pub bad_coin_shares: u64,
 }
@@ -902,13 +905,22 @@ impl AsyncBft {
                 self.faults.invalid += 1;
                 continue;
             }
-            if !self.replaying {
-                out.push(Action::Persist(b.encoded()));
-            }
             let n = self.committee.len();
             let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
             let versions = &mut slot[usize::from(b.author.0)];
+            // Two versions of a slot show its author equivocates; more are taken only when
+            // a held block references them. An equivocator could otherwise add versions
+            // without bound, each stored, and each multiplying the work of deciding the
+            // slot. (What the log holds was taken before, and is taken again.)
+            let needed = self.waiting.get(&d).is_some_and(|c| !c.is_empty());
+            if versions.len() >= 2 && !needed && !self.replaying {
+                self.faults.versions_dropped += 1;
+                continue;
+            }
             versions.push(d);
+            if !self.replaying {
+                out.push(Action::Persist(b.encoded()));
+            }
             if versions.len() > 1 {
                 self.faults.equivocators.insert(b.author);
             }

@@ -667,6 +667,66 @@ fn made_up_parents_are_forgotten_below_the_floor() {
     assert_eq!(e.held(), (0, 0), "{}", e.summary());
 }
 
+/// An equivocator's versions of one slot past the second are not taken unless a block
+/// references one: then it is asked for and taken.
+#[test]
+fn versions_of_a_slot_past_the_second_wait_until_needed() {
+    let (ks, r1, refs, mut e) = round_one();
+    for (a, b) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, b);
+    }
+    let stored = |out: &[Action]| -> Vec<(u64, u16)> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Persist(bytes) => match Message::decode(bytes) {
+                    Ok(Message::Block(b)) => Some((b.round, b.author.0)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    // Ten versions of validator 2's round-2 block: two are stored.
+    let versions: Vec<Block> = (0..10u8)
+        .map(|i| {
+            Block::new(
+                &CHAIN,
+                ValidatorIndex(2),
+                2,
+                0,
+                refs[1..].to_vec(),
+                vec![tx(100 + i)],
+                |m| ks[2].sign(m),
+            )
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for v in &versions {
+        kept.extend(stored(&deliver(&mut e, 2, v)));
+    }
+    assert_eq!(kept, vec![(2, 2), (2, 2)]);
+    assert_eq!(e.faults().versions_dropped, 8, "{:?}", e.faults());
+    // Validator 1's round-2 block, then its round-3 block over the seventh version: held,
+    // the version asked for, and both taken when it comes.
+    let b21 = block(&ks[1], 1, 2, refs[1..].to_vec());
+    let b23 = block(&ks[3], 3, 2, refs[1..].to_vec());
+    deliver(&mut e, 1, &b21);
+    deliver(&mut e, 3, &b23);
+    let b31 = block(&ks[1], 1, 3, vec![b21.reference(), versions[7].reference(), b23.reference()]);
+    let out = deliver(&mut e, 1, &b31);
+    let seventh = versions[7].digest();
+    let asked = out.iter().any(|a| match a {
+        Action::Send { bytes, .. } => {
+            matches!(Message::decode(bytes), Ok(Message::Request(ds)) if ds.contains(&seventh))
+        }
+        _ => false,
+    });
+    assert!(asked, "the seventh version was not asked for: {:?}", e.faults());
+    let out = deliver(&mut e, 2, &versions[7]);
+    assert_eq!(stored(&out), vec![(2, 2), (3, 1)]);
+    assert_eq!(e.faults().versions_dropped, 8);
+}
+
 #[test]
 fn a_snapshot_must_hold_every_ordered_block_signed() {
     let (c, ks) = setup(4);
