@@ -706,7 +706,7 @@ fn versions_of_a_slot_past_the_second_wait_until_needed() {
     }
     assert_eq!(kept, vec![(2, 2), (2, 2)]);
     assert_eq!(e.faults().versions_dropped, 8, "{:?}", e.faults());
-    // Validator 1's round-2 block, then its round-3 block over the seventh version: held,
+    // Validator 1's round-2 block, then its round-3 block over the eighth version: held,
     // the version asked for, and both taken when it comes.
     let b21 = block(&ks[1], 1, 2, refs[1..].to_vec());
     let b23 = block(&ks[3], 3, 2, refs[1..].to_vec());
@@ -714,14 +714,14 @@ fn versions_of_a_slot_past_the_second_wait_until_needed() {
     deliver(&mut e, 3, &b23);
     let b31 = block(&ks[1], 1, 3, vec![b21.reference(), versions[7].reference(), b23.reference()]);
     let out = deliver(&mut e, 1, &b31);
-    let seventh = versions[7].digest();
+    let eighth = versions[7].digest();
     let asked = out.iter().any(|a| match a {
         Action::Send { bytes, .. } => {
-            matches!(Message::decode(bytes), Ok(Message::Request(ds)) if ds.contains(&seventh))
+            matches!(Message::decode(bytes), Ok(Message::Request(ds)) if ds.contains(&eighth))
         }
         _ => false,
     });
-    assert!(asked, "the seventh version was not asked for: {:?}", e.faults());
+    assert!(asked, "the eighth version was not asked for: {:?}", e.faults());
     let out = deliver(&mut e, 2, &versions[7]);
     assert_eq!(stored(&out), vec![(2, 2), (3, 1)]);
     assert_eq!(e.faults().versions_dropped, 8);
