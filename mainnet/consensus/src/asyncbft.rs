@@ -297,6 +297,9 @@ pub struct AsyncBft {
     blocks: HashMap<Digest, Arc<Block>>,
     /// Per round, per author, digests in the order they arrived.
     rounds: BTreeMap<u64, Vec<Vec<Digest>>>,
+    /// Per slot (round, author) with more than two versions, the versions past the second
+    /// taken for each referencing author's held blocks.
+    extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<u8>>,
     ordered: HashSet<Digest>,
     /// Blocks no known block references yet, by (round, author): a new proposal references
     /// them, so a block that arrived too late to be voted for still gets into the history
@@ -409,6 +412,7 @@ impl AsyncBft {
             cache,
             blocks: HashMap::new(),
             rounds: BTreeMap::new(),
+            extra_versions: BTreeMap::new(),
             ordered: HashSet::new(),
             tips: BTreeMap::new(),
             highest: 0,
@@ -896,7 +900,10 @@ impl AsyncBft {
             // Byzantine block, referenced n times under n names, would stand for a quorum
             // in any round). The blocks held waiting on it are dropped with the rest
             // below the garbage-collection floor.
-            let lies = b.parents.iter().any(|p| {
+            // Only references to the round before are checked: those carry the quorum and
+            // the votes, and every validator that adds the block holds them (they are at or
+            // above its floor, so they were fetched), so all refuse the same blocks.
+            let lies = b.parents.iter().filter(|p| p.round + 1 == b.round).any(|p| {
                 self.blocks
                     .get(&p.digest)
                     .is_some_and(|q| (q.round, q.author) != (p.round, p.author))
@@ -912,10 +919,23 @@ impl AsyncBft {
             // a held block references them. An equivocator could otherwise add versions
             // without bound, each stored, and each multiplying the work of deciding the
             // slot. (What the log holds was taken before, and is taken again.)
-            let needed = self.waiting.get(&d).is_some_and(|c| !c.is_empty());
-            if versions.len() >= 2 && !needed && !self.replaying {
-                self.faults.versions_dropped += 1;
-                continue;
+            if versions.len() >= 2 && !self.replaying {
+                // Taken for a held block whose author has referenced at most one further
+                // version of this slot so far (an honest author references one, and perhaps
+                // a second later as a tip): so a slot has at most two versions plus two per
+                // referencing author, whoever references them (the equivocator too).
+                let slot_key = (b.round, b.author);
+                let counts = self.extra_versions.entry(slot_key).or_insert_with(|| vec![0; n]);
+                let pending = &self.pending;
+                let by = self.waiting.get(&d).into_iter().flatten().find_map(|c| {
+                    let a = usize::from(pending.get(c)?.0.author.0);
+                    (counts.get(a).copied().unwrap_or(u8::MAX) < 2).then_some(a)
+                });
+                let Some(by) = by else {
+                    self.faults.versions_dropped += 1;
+                    continue;
+                };
+                counts[by] += 1;
             }
             versions.push(d);
             if !self.replaying {
@@ -1799,6 +1819,7 @@ impl AsyncBft {
                 !children.is_empty()
             });
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
+            self.extra_versions = self.extra_versions.split_off(&(floor, ValidatorIndex(0)));
         }
         let dedup_floor = self.last_commit_round.saturating_sub(self.cfg.gc_depth * DEDUP_DEPTHS);
         let keep = self.committed_at.split_off(&dedup_floor);

@@ -725,6 +725,16 @@ fn versions_of_a_slot_past_the_second_wait_until_needed() {
     let out = deliver(&mut e, 2, &versions[7]);
     assert_eq!(stored(&out), vec![(2, 2), (3, 1)]);
     assert_eq!(e.faults().versions_dropped, 8);
+    // The equivocator's own blocks reference versions too, but each author has an
+    // allowance of two per slot: two more are taken, then none.
+    let mut kept = Vec::new();
+    for v in &versions[2..6] {
+        let c = block(&ks[2], 2, 3, vec![b21.reference(), v.reference(), b23.reference()]);
+        kept.extend(stored(&deliver(&mut e, 2, &c)));
+        kept.extend(stored(&deliver(&mut e, 2, v)));
+    }
+    assert_eq!(kept, vec![(2, 2), (3, 2), (2, 2), (3, 2)]);
+    assert_eq!(e.faults().versions_dropped, 10, "{:?}", e.faults());
 }
 
 #[test]
