@@ -609,7 +609,7 @@ impl Rpc {
             // The namespaces served, as geth lists them.
             "rpc_modules" => Ok(json!({
                 "debug": "1.0", "eth": "1.0", "farol": "1.0", "net": "1.0", "personal": "1.0",
-                "trace": "1.0", "txpool": "1.0", "web3": "1.0",
+                "rpc": "1.0", "trace": "1.0", "txpool": "1.0", "web3": "1.0",
             })),
             "eth_config" => self.config(),
             "eth_accounts" => to_value(self.dev.iter().map(|k| k.address()).collect::<Vec<_>>()),

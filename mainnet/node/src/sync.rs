@@ -95,7 +95,11 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     // Peers left for being slow rest before they are asked again, longer each time (before
     // stop 29 a slow peer was asked again at its next turn, every other poll with two
     // peers, and each time held this node for its three slow answers).
-    let mut resting: Vec<Option<(Instant, u32)>> = vec![None; clients.len()];
+    let mut resting: Vec<Option<Instant>> = vec![None; clients.len()];
+    // Times in a row each peer was found slow (forgiven when it completes a sync), and
+    // failed (forgiven when it answers).
+    let mut slow_strikes = vec![0u32; clients.len()];
+    let mut fail_strikes = vec![0u32; clients.len()];
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
         let pause = cfg.poll * (1 << failures.min(5));
@@ -115,7 +119,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         let now = Instant::now();
         let i = (0..clients.len())
             .map(|k| (turn + k) % clients.len())
-            .find(|&j| resting[j].is_none_or(|(until, _)| until <= now))
+            .find(|&j| resting[j].is_none_or(|until| until <= now))
             .unwrap_or(turn % clients.len());
         turn = i;
         let peer = cfg.peers[i];
@@ -127,14 +131,16 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 // answer, just inside the time limit) held this node for as long as it did.
                 slow_since_synced += 1;
                 turn += 1;
-                let strikes = resting[i].map_or(0, |(_, s)| s).saturating_add(1);
-                let rest = SLOW_PEER_REST.saturating_mul(1 << (strikes - 1).min(4));
-                resting[i] = Some((Instant::now() + rest, strikes));
+                slow_strikes[i] = slow_strikes[i].saturating_add(1);
+                let rest = SLOW_PEER_REST.saturating_mul(1 << (slow_strikes[i] - 1).min(4));
+                resting[i] = Some(Instant::now() + rest);
                 tracing::warn!(%peer, ?rest, "block sync: this peer answers slowly, asking the next");
             }
             Ok(Progress::Synced(n)) => {
                 slow_since_synced = 0;
                 resting[i] = None;
+                slow_strikes[i] = 0;
+                fail_strikes[i] = 0;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
@@ -145,6 +151,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             }
             Ok(Progress::UpToDate) => {
                 failures = 0;
+                fail_strikes[i] = 0;
                 // The next poll asks the next peer: one that is behind, halted or lying
                 // about having nothing newer cannot hold this node back (before stop 27 it
                 // was asked again for as long as it answered).
@@ -157,9 +164,9 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 // A peer that failed rests too, so that one that holds requests until they
                 // time out (60 s each) is not asked at every other turn (before stop 35 it
                 // was).
-                let strikes = resting[i].map_or(0, |(_, s)| s).saturating_add(1);
-                let rest = FAILED_PEER_REST.saturating_mul(1 << (strikes - 1).min(4));
-                resting[i] = Some((Instant::now() + rest, strikes));
+                fail_strikes[i] = fail_strikes[i].saturating_add(1);
+                let rest = FAILED_PEER_REST.saturating_mul(1 << (fail_strikes[i] - 1).min(4));
+                resting[i] = Some(Instant::now() + rest);
                 state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, error = %e, ?rest, "block sync from this peer failed");
             }
@@ -399,9 +406,11 @@ fn sync_once(
             if blocks.is_empty() {
                 return Err(format!("block {n}: the peer sent none"));
             }
-            // A whole answer is `want` blocks, or the most bytes a peer sends at once.
+            // A whole answer is `want` blocks, or as many bytes as a peer sends at once: it
+            // stops before the block that would pass MAX_SYNC_ANSWER, so an honest answer
+            // cut short holds more than half of it.
             let by_blocks = blocks.len() as u64 * 1000 / want;
-            let by_bytes = bytes as u64 * 1000 / MAX_SYNC_ANSWER as u64;
+            let by_bytes = bytes as u64 * 2000 / MAX_SYNC_ANSWER as u64;
             let slow = pace.answered_part_slowly(asked, by_blocks.max(by_bytes));
             for b in blocks {
                 let expected = hashes[(n - lo) as usize];
