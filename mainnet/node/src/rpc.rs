@@ -2825,7 +2825,7 @@ const TRACES_AT_ONCE: usize = 2;
 struct Places {
     free: Arc<tokio::sync::Semaphore>,
     size: usize,
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Places {

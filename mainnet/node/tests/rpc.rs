@@ -1577,15 +1577,7 @@ async fn websocket_connections_are_capped() {
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
     // The metrics page, while here: the store's counters are on it.
     let http = node.http.unwrap_or_else(|| panic!("no http"));
-    let metrics = {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut page = String::new();
-        s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
-        page
-    };
+    let metrics = metrics_page(http).await;
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     for name in [
         "farol_blocks_total ",
@@ -3032,7 +3024,6 @@ async fn a_busy_websocket_answers_pings() {
 /// subscriptions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_rpc_methods_and_connections() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_dir, _key, node) = node_with(0x4e, |_| {}).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
@@ -3055,11 +3046,7 @@ async fn metrics_count_rpc_methods_and_connections() {
         )
         .await;
     assert!(sub["result"].is_string(), "{sub}");
-    let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-    let mut page = String::new();
-    s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+    let page = metrics_page(http).await;
     for line in [
         "farol_rpc_requests_total{method=\"eth_chainId\"} 3",
         "farol_rpc_errors_total{method=\"eth_chainId\"} 0",
@@ -3083,10 +3070,7 @@ async fn metrics_count_rpc_methods_and_connections() {
     drop(session);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
-        s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut page = String::new();
-        s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));
+        let page = metrics_page(http).await;
         if page.lines().any(|l| l == "farol_rpc_subscriptions 0") {
             assert!(page.lines().any(|l| l == "farol_rpc_websocket_sessions 0"), "{page}");
             break;
