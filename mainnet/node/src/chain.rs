@@ -581,8 +581,7 @@ impl Chain {
         if index.blocks.is_empty() {
             let g = genesis();
             let record = g.encode();
-            let at = log.len() + 8;
-            log.append(&record)?;
+            let at = log.append(&record)?;
             log.sync()?;
             index.push(Arc::new(g), at, record.len());
         }
@@ -606,8 +605,7 @@ impl Chain {
         let record = block.encode();
         let at = {
             let mut log = self.log.lock();
-            let at = log.len() + 8;
-            log.append(&record)?;
+            let at = log.append(&record)?;
             log.sync()?;
             at
         };

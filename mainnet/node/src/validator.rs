@@ -248,7 +248,9 @@ impl Executor {
         let mut leaves = false;
         for action in out.iter() {
             match action {
-                Action::Persist(record) => self.wal.append(record)?,
+                Action::Persist(record) => {
+                    self.wal.append(record)?;
+                }
                 Action::Send { .. } | Action::Commit(_) => leaves = true,
             }
         }

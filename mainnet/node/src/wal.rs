@@ -1,10 +1,27 @@
-//! The consensus write-ahead log: records an engine asked to persist, each written as a
-//! length, a CRC-32 and the bytes. Opening reads every whole record and cuts the file after
-//! the last one, so a write torn by a crash loses only that record (which the engine never
-//! acted on: records are synced before the messages that follow them are sent).
+//! The write-ahead logs of a node (the consensus log, the block log, the mempool journal):
+//! records appended and synced, read back whole at open.
+//!
+//! The file (format 2, since stop 36):
+//! - a 20-byte header: the magic `farolwl2`, a salt (8 random bytes, one per file) and the
+//!   CRC-32 of those 16 bytes;
+//! - records, each a 12-byte header (the length, the CRC-32 of the bytes, and the CRC-32 of
+//!   the salt, the length and that CRC) followed by the bytes.
+//!
+//! Opening reads every whole record. A record that does not check is a write torn by a crash
+//! only when no whole record follows it anywhere in the file; then the file is cut after the
+//! last whole record (the torn write was never synced, so nothing acted on it). Otherwise it
+//! is damage inside the log, reported as [`WalError::Corrupt`], and the file is left as it is.
+//! The header's own checksum is what lets a damaged length be told apart: a length that
+//! checks is the writer's, and one that does not sends the search for a whole record after it
+//! byte by byte. The salt keeps the bytes of a record (a transaction a client sent) from
+//! passing for a record header: nobody outside knows it.
+//!
+//! A log of the first format (a length and a CRC-32 per record, before stop 36) is converted
+//! at open, atomically.
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +42,8 @@ pub enum WalError {
     },
     /// A record before the end does not check, and a whole record follows it: not a torn
     /// last write but damage inside the log. Cutting there would lose the records after it
-    /// (for the consensus log, the record of blocks this validator already sent).
+    /// (for the consensus log, the record of blocks this validator already sent). Also a
+    /// damaged file header (`at` 0).
     #[error("write-ahead log {path}: the record at byte {at} is corrupt, and records follow it")]
     Corrupt {
         /// The file.
@@ -37,6 +55,69 @@ pub enum WalError {
 
 /// Most bytes of one record (a consensus snapshot can be large).
 const MAX_RECORD: usize = 1 << 30;
+/// The first bytes of a log of format 2.
+const MAGIC: [u8; 8] = *b"farolwl2";
+/// Bytes of the file header: the magic, the salt, their CRC-32.
+const FILE_HEADER: u64 = 20;
+/// Bytes of a record's header: what [`Wal::append`]'s position is past [`Wal::len`].
+pub const RECORD_HEADER: u64 = 12;
+
+/// A record's header: its length, its bytes' CRC-32 and the header's own checksum.
+fn record_header(salt: u64, record: &[u8]) -> [u8; RECORD_HEADER as usize] {
+    let mut header = [0u8; RECORD_HEADER as usize];
+    header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
+    let check = header_check(salt, &header);
+    header[8..].copy_from_slice(&check.to_le_bytes());
+    header
+}
+
+fn header_check(salt: u64, header: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
+    h.update(&header[..8]);
+    h.finalize()
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The length and CRC-32 a record header holds, if the header checks (whatever the length).
+fn parse_header(salt: u64, header: &[u8]) -> Option<(u64, u32)> {
+    (header_check(salt, header) == le32(&header[8..12]))
+        .then(|| (u64::from(le32(&header[..4])), le32(&header[4..8])))
+}
+
+/// Where the first whole record at or after `from` starts, searching byte by byte (a damaged
+/// header says nothing about where the next record is).
+fn find_record(file: &File, salt: u64, from: u64, size: u64) -> std::io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let head = RECORD_HEADER as usize;
+    let mut buf = vec![0u8; CHUNK + head - 1];
+    let mut start = from;
+    while start + RECORD_HEADER <= size {
+        let n = (size - start).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], start)?;
+        for i in 0..=n - head {
+            let Some((len, crc)) = parse_header(salt, &buf[i..i + head]) else { continue };
+            let at = start + i as u64;
+            if len == 0 || len > MAX_RECORD as u64 || at + RECORD_HEADER + len > size {
+                continue;
+            }
+            let mut body = vec![0u8; len as usize];
+            file.read_exact_at(&mut body, at + RECORD_HEADER)?;
+            if crc32fast::hash(&body) == crc {
+                return Ok(Some(at));
+            }
+        }
+        if n < buf.len() {
+            break;
+        }
+        start += (n - head + 1) as u64;
+    }
+    Ok(None)
+}
 
 /// An append-only log of records.
 #[derive(Debug)]
@@ -44,6 +125,8 @@ pub struct Wal {
     /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]).
     file: Arc<File>,
     path: String,
+    /// This file's salt (kept by [`Wal::replace`], which copies records over verbatim).
+    salt: u64,
     dirty: bool,
     /// Bytes in the file.
     len: u64,
@@ -66,58 +149,54 @@ impl Wal {
 
     /// Opens (or creates) the log at `path` and hands each whole record to `visit`, in order,
     /// with the position of its bytes in the file (what [`WalReader::read_at`] takes), reading the
-    /// file in pieces rather than whole. A torn or corrupt tail is cut.
+    /// file in pieces rather than whole. A torn tail is cut; damage inside is an error.
     pub fn open_with<E: From<WalError>>(
         path: &Path,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<Wal, E> {
         let name = path.display().to_string();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(Self::err(&name))?;
+        let salt = prepare(path, &name)?;
+        let mut file =
+            OpenOptions::new().read(true).append(true).open(path).map_err(Self::err(&name))?;
         let size = file.metadata().map_err(Self::err(&name))?.len();
+        let corrupt = |at| WalError::Corrupt { path: name.clone(), at };
         let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+        reader.seek(SeekFrom::Start(FILE_HEADER)).map_err(Self::err(&name))?;
         let mut body = Vec::new();
-        let mut pos = 0u64;
-        loop {
-            let mut header = [0u8; 8];
+        let mut pos = FILE_HEADER;
+        while pos < size {
+            let mut header = [0u8; RECORD_HEADER as usize];
             if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
                 break;
             }
-            let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            // No record is empty (`append` refuses them): a zero length is the zeros a file
-            // system may leave past the last write after a power loss, not a record (before
-            // stop 27 they read as empty records, which the block log then refused).
-            if len == 0 || len > MAX_RECORD || pos + 8 + len as u64 > size {
+            let Some((len, crc)) = parse_header(salt, &header) else {
+                // A torn header, the zeros a file system may leave past the last write after
+                // a power loss, or damage: only a whole record after it tells.
+                if find_record(&file, salt, pos + 1, size).map_err(Self::err(&name))?.is_some() {
+                    return Err(corrupt(pos).into());
+                }
+                break;
+            };
+            // A header that checks holds the writer's length, which is never 0 or too large.
+            if len == 0 || len > MAX_RECORD as u64 {
+                return Err(corrupt(pos).into());
+            }
+            let end = pos + RECORD_HEADER + len;
+            if end > size {
                 break;
             }
-            body.resize(len, 0);
+            body.resize(len as usize, 0);
             if !read_whole(&mut reader, &mut body).map_err(Self::err(&name))? {
                 break;
             }
             if crc32fast::hash(&body) != crc {
-                // A torn write is the last; a whole record after this one means damage.
-                let mut next = [0u8; 8];
-                if read_whole(&mut reader, &mut next).map_err(Self::err(&name))? {
-                    let len = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) as usize;
-                    let crc = u32::from_le_bytes([next[4], next[5], next[6], next[7]]);
-                    let rest = size.saturating_sub(pos + 16 + body.len() as u64);
-                    if len > 0 && len as u64 <= rest && len <= MAX_RECORD {
-                        let mut after = vec![0u8; len];
-                        read_whole(&mut reader, &mut after).map_err(Self::err(&name))?;
-                        if crc32fast::hash(&after) == crc {
-                            return Err(WalError::Corrupt { path: name, at: pos }.into());
-                        }
-                    }
+                if find_record(&file, salt, end, size).map_err(Self::err(&name))?.is_some() {
+                    return Err(corrupt(pos).into());
                 }
                 break;
             }
-            visit(pos + 8, &body)?;
-            pos += 8 + len as u64;
+            visit(pos + RECORD_HEADER, &body)?;
+            pos = end;
         }
         drop(reader);
         if pos < size {
@@ -126,13 +205,13 @@ impl Wal {
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
             file.sync_all().map_err(Self::err(&name))?;
         }
-        Ok(Wal { file: Arc::new(file), path: name, dirty: false, len: pos })
+        Ok(Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos })
     }
 
-    /// Appends a record (not yet durable: see [`Wal::sync`]). Empty records are refused:
-    /// opening reads a zero length as the end of the log. A write that fails is cut off
-    /// again, so that the next record does not land after its partial bytes.
-    pub fn append(&mut self, record: &[u8]) -> Result<(), WalError> {
+    /// Appends a record (not yet durable: see [`Wal::sync`]) and returns the position of its
+    /// bytes ([`WalReader::read_at`]). Empty records are refused. A write that fails is cut
+    /// off again, so that the next record does not land after its partial bytes.
+    pub fn append(&mut self, record: &[u8]) -> Result<u64, WalError> {
         if record.is_empty() || record.len() > MAX_RECORD {
             let why = format!("a record of {} bytes (1 to {MAX_RECORD})", record.len());
             return Err(WalError::Io {
@@ -140,9 +219,7 @@ impl Wal {
                 source: std::io::Error::other(why),
             });
         }
-        let mut header = [0u8; 8];
-        header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
-        header[4..].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
+        let header = record_header(self.salt, record);
         let mut file = &*self.file;
         let written = file.write_all(&header).and_then(|()| file.write_all(record));
         if let Err(e) = written {
@@ -150,8 +227,9 @@ impl Wal {
             return Err(WalError::Io { path: self.path.clone(), source: e });
         }
         self.dirty = true;
-        self.len += 8 + record.len() as u64;
-        Ok(())
+        let at = self.len + RECORD_HEADER;
+        self.len = at + record.len() as u64;
+        Ok(at)
     }
 
     /// Bytes in the log (a position [`Wal::replace`] can keep the records from).
@@ -161,7 +239,7 @@ impl Wal {
 
     /// Whether the log holds no record.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len <= FILE_HEADER
     }
 
     /// Replaces the whole log with `records`, atomically (a new file renamed over the old):
@@ -174,32 +252,20 @@ impl Wal {
     /// (a [`Wal::len`] taken before them), atomically.
     pub fn replace(&mut self, head: &[&[u8]], keep_from: u64) -> Result<(), WalError> {
         let path = std::path::PathBuf::from(&self.path);
-        let tmp = path.with_extension("new");
-        let name = tmp.display().to_string();
         let mut tail = Vec::new();
         if keep_from < self.len {
             let mut old = File::open(&path).map_err(Self::err(&self.path))?;
-            old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
+            old.seek(SeekFrom::Start(keep_from.max(FILE_HEADER))).map_err(Self::err(&self.path))?;
             old.read_to_end(&mut tail).map_err(Self::err(&self.path))?;
         }
-        let mut len = tail.len() as u64;
-        {
-            let mut f = File::create(&tmp).map_err(Self::err(&name))?;
+        let salt = self.salt;
+        let len = write_atomically(&path, salt, |out, name| {
             for r in head {
-                len += 8 + r.len() as u64;
-                let mut header = [0u8; 8];
-                header[..4].copy_from_slice(&(r.len() as u32).to_le_bytes());
-                header[4..].copy_from_slice(&crc32fast::hash(r).to_le_bytes());
-                f.write_all(&header).map_err(Self::err(&name))?;
-                f.write_all(r).map_err(Self::err(&name))?;
+                out.write_all(&record_header(salt, r)).map_err(Self::err(name))?;
+                out.write_all(r).map_err(Self::err(name))?;
             }
-            f.write_all(&tail).map_err(Self::err(&name))?;
-            f.sync_all().map_err(Self::err(&name))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(Self::err(&self.path))?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(Self::err(&self.path))?;
-        }
+            out.write_all(&tail).map_err(Self::err(name))
+        })?;
         self.file =
             Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
         self.dirty = false;
@@ -236,6 +302,121 @@ impl Wal {
     }
 }
 
+/// Writes a new log to `path` atomically (a temporary file, synced, renamed over it, the
+/// directory synced): its file header, then what `fill` writes. Returns its length.
+fn write_atomically(
+    path: &Path,
+    salt: u64,
+    fill: impl FnOnce(&mut BufWriter<File>, &str) -> Result<(), WalError>,
+) -> Result<u64, WalError> {
+    let tmp = path.with_extension("new");
+    let name = tmp.display().to_string();
+    let mut header = [0u8; FILE_HEADER as usize];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..16].copy_from_slice(&salt.to_le_bytes());
+    let check = crc32fast::hash(&header[..16]);
+    header[16..].copy_from_slice(&check.to_le_bytes());
+    let mut out = BufWriter::new(File::create(&tmp).map_err(Wal::err(&name))?);
+    out.write_all(&header).map_err(Wal::err(&name))?;
+    fill(&mut out, &name)?;
+    let file = out.into_inner().map_err(|e| Wal::err(&name)(e.into_error()))?;
+    file.sync_all().map_err(Wal::err(&name))?;
+    let len = file.metadata().map_err(Wal::err(&name))?.len();
+    drop(file);
+    let path_name = path.display().to_string();
+    std::fs::rename(&tmp, path).map_err(Wal::err(&path_name))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(Wal::err(&path_name))?;
+    }
+    Ok(len)
+}
+
+/// Makes `path` a log of format 2 and returns its salt: creates it when it does not exist,
+/// converts a log of the first format, checks the file header of one of this format.
+fn prepare(path: &Path, name: &str) -> Result<u64, WalError> {
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let salt = rand::random();
+            write_atomically(path, salt, |_, _| Ok(()))?;
+            return Ok(salt);
+        }
+        Err(e) => return Err(Wal::err(name)(e)),
+    };
+    let mut head = Vec::with_capacity(FILE_HEADER as usize);
+    (&mut file).take(FILE_HEADER).read_to_end(&mut head).map_err(Wal::err(name))?;
+    let corrupt = || WalError::Corrupt { path: name.to_string(), at: 0 };
+    if head.starts_with(&MAGIC) {
+        // Created whole (renamed into place): a short or damaged header is damage.
+        if head.len() < FILE_HEADER as usize || crc32fast::hash(&head[..16]) != le32(&head[16..]) {
+            return Err(corrupt());
+        }
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&head[8..16]);
+        return Ok(u64::from_le_bytes(salt));
+    }
+    // A magic with a few bits changed is this format damaged, not a log of the first format
+    // (whose first bytes, a record's length, are never this large).
+    let differing: u32 = head.iter().zip(MAGIC).map(|(a, b)| (a ^ b).count_ones()).sum();
+    if head.len() >= MAGIC.len() && differing <= 8 {
+        return Err(corrupt());
+    }
+    drop(file);
+    convert_first_format(path, name)
+}
+
+/// Rewrites a log of the first format (each record a length and a CRC-32, then its bytes)
+/// in this one, atomically, with a new salt. A torn tail is dropped, as opening it used to;
+/// damage inside is reported and the file left as it is.
+fn convert_first_format(path: &Path, name: &str) -> Result<u64, WalError> {
+    let file = File::open(path).map_err(Wal::err(name))?;
+    let size = file.metadata().map_err(Wal::err(name))?.len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
+    let salt = rand::random();
+    let mut records = 0u64;
+    let len = write_atomically(path, salt, |out, tmp| {
+        let mut body = Vec::new();
+        let mut pos = 0u64;
+        loop {
+            let mut header = [0u8; 8];
+            if !read_whole(&mut reader, &mut header).map_err(Wal::err(name))? {
+                break;
+            }
+            let (len, crc) = (le32(&header[..4]) as usize, le32(&header[4..]));
+            if len == 0 || len > MAX_RECORD || pos + 8 + len as u64 > size {
+                break;
+            }
+            body.resize(len, 0);
+            if !read_whole(&mut reader, &mut body).map_err(Wal::err(name))? {
+                break;
+            }
+            if crc32fast::hash(&body) != crc {
+                // A torn write is the last; a whole record after this one means damage.
+                let mut next = [0u8; 8];
+                if read_whole(&mut reader, &mut next).map_err(Wal::err(name))? {
+                    let (len, crc) = (le32(&next[..4]) as usize, le32(&next[4..]));
+                    let rest = size.saturating_sub(pos + 16 + body.len() as u64);
+                    if len > 0 && len as u64 <= rest && len <= MAX_RECORD {
+                        let mut after = vec![0u8; len];
+                        read_whole(&mut reader, &mut after).map_err(Wal::err(name))?;
+                        if crc32fast::hash(&after) == crc {
+                            return Err(WalError::Corrupt { path: name.to_string(), at: pos });
+                        }
+                    }
+                }
+                break;
+            }
+            out.write_all(&record_header(salt, &body)).map_err(Wal::err(tmp))?;
+            out.write_all(&body).map_err(Wal::err(tmp))?;
+            records += 1;
+            pos += 8 + len as u64;
+        }
+        Ok(())
+    })?;
+    tracing::info!(path = %name, records, bytes = len, "converted a write-ahead log of the first format");
+    Ok(salt)
+}
+
 /// Fills `buf` from `r`; `false` if the input ends first (a torn tail).
 fn read_whole(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
     match r.read_exact(buf) {
@@ -251,31 +432,42 @@ fn read_whole(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
 pub struct WalReader {
     file: File,
     path: String,
+    salt: u64,
 }
 
 impl WalReader {
-    /// A reader of the log at `path`.
+    /// A reader of the log at `path` (opened by [`Wal::open_with`] first: of this format).
     pub fn open(path: &Path) -> Result<WalReader, WalError> {
         let name = path.display().to_string();
         let file = File::open(path).map_err(Wal::err(&name))?;
-        Ok(WalReader { file, path: name })
+        let mut head = [0u8; FILE_HEADER as usize];
+        file.read_exact_at(&mut head, 0).map_err(Wal::err(&name))?;
+        if head[..8] != MAGIC || crc32fast::hash(&head[..16]) != le32(&head[16..]) {
+            return Err(WalError::Corrupt { path: name, at: 0 });
+        }
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&head[8..16]);
+        Ok(WalReader { file, path: name, salt: u64::from_le_bytes(salt) })
     }
 
-    /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] gave, or
-    /// [`Wal::len`] before the record was appended plus 8), checked against its CRC.
+    /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] or
+    /// [`Wal::append`] gave), checked against its header.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
-        use std::os::unix::fs::FileExt;
         let io = |source| WalError::Io { path: self.path.clone(), source };
-        let mut header = [0u8; 8];
-        let start = pos.checked_sub(8).ok_or_else(|| {
-            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "position before a record"))
-        })?;
+        let mut header = [0u8; RECORD_HEADER as usize];
+        let start =
+            pos.checked_sub(RECORD_HEADER).filter(|s| *s >= FILE_HEADER).ok_or_else(|| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "position before a record",
+                ))
+            })?;
         self.file.read_exact_at(&mut header, start).map_err(io)?;
         let mut body = vec![0u8; len];
         self.file.read_exact_at(&mut body, pos).map_err(io)?;
-        let stored = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if stored != len || crc32fast::hash(&body) != crc {
+        let checks = parse_header(self.salt, &header)
+            .is_some_and(|(stored, crc)| stored == len as u64 && crc32fast::hash(&body) == crc);
+        if !checks {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("the record at {pos} does not match its length and checksum"),
@@ -323,8 +515,8 @@ mod tests {
         let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let mut at = Vec::new();
         for r in [&b"one"[..], &[7u8; 3000], b"three"] {
-            at.push((wal.len() + 8, r.len()));
-            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+            let pos = wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+            at.push((pos, r.len()));
         }
         wal.sync().unwrap_or_else(|e| panic!("{e}"));
         let reader = WalReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -352,12 +544,12 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
         let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(records, [Bytes::from_static(b"one")]);
-        assert_eq!(wal.len(), at[1].0 - 8);
+        assert_eq!(wal.len(), at[1].0 - RECORD_HEADER);
         drop(wal);
         // A flipped byte in a record that has a whole record after it is damage, not a torn
         // write: the log is not cut, and opening it says where.
         let mut wal = Wal::open(&path).map(|(w, _)| w).unwrap_or_else(|e| panic!("{e}"));
-        let second = wal.len() + 8;
+        let second = wal.len() + RECORD_HEADER;
         for r in [&[9u8; 500][..], b"last"] {
             wal.append(r).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -367,7 +559,7 @@ mod tests {
         bytes[second as usize + 10] ^= 1;
         std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
         match Wal::open(&path) {
-            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second - 8),
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second - RECORD_HEADER),
             other => panic!("{:?}", other.map(|(_, r)| r)),
         }
         assert_eq!(std::fs::read(&path).ok(), Some(bytes), "the damaged log was left as it was");
@@ -392,5 +584,128 @@ mod tests {
         assert_eq!(records, [Bytes::from_static(b"kept")]);
         assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(len));
         assert_eq!(wal.len(), len);
+    }
+
+    /// A log at `path` holding `records`, and where each record's header starts.
+    fn write_log(path: &Path, records: &[&[u8]]) -> Vec<u64> {
+        let (mut wal, _) = Wal::open(path).unwrap_or_else(|e| panic!("{e}"));
+        let mut starts = Vec::new();
+        for r in records {
+            starts.push(wal.len());
+            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        starts
+    }
+
+    /// Every single-bit flip of a log, and lengths rewritten to other values: in a record with
+    /// a whole record after it (its length included), opening reports that record and leaves
+    /// the file as it is; in the last record, the log opens without that record (a torn last
+    /// write looks the same); in the file header, it is reported. The last record carries a
+    /// record header made with another salt, which must not pass for a record after the damage.
+    #[test]
+    fn a_flipped_bit_is_reported_unless_it_is_in_the_last_record() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let mut planted = record_header(0, b"planted!").to_vec();
+        planted.extend_from_slice(b"planted!");
+        let records: [&[u8]; 4] = [b"a", b"hello", &[5u8; 40], &planted];
+        let starts = write_log(&path, &records);
+        let whole = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let last = starts[3];
+        let expect = |bytes: &[u8], what: &str, at: u64| {
+            std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+            let opened = Wal::open(&path);
+            if at >= last {
+                let (wal, got) = opened.unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(got, records[..3], "{what}");
+                assert_eq!(wal.len(), last, "{what}");
+            } else {
+                let want = if at < FILE_HEADER {
+                    0
+                } else {
+                    *starts.iter().rfind(|s| **s <= at).unwrap_or(&0)
+                };
+                match opened {
+                    Err(WalError::Corrupt { at, .. }) => assert_eq!(at, want, "{what}"),
+                    other => panic!("{what}: {:?}", other.map(|(_, r)| r)),
+                }
+                assert_eq!(std::fs::read(&path).ok().as_deref(), Some(bytes), "{what}: left alone");
+            }
+        };
+        for byte in 0..whole.len() {
+            for bit in 0..8 {
+                let mut bytes = whole.clone();
+                bytes[byte] ^= 1 << bit;
+                expect(&bytes, &format!("bit {bit} of byte {byte}"), byte as u64);
+            }
+        }
+        // Lengths rewritten whole (zero, shorter, longer, past the end, past the limit).
+        for (i, start) in starts.iter().enumerate() {
+            for len in [0u32, 1, 4, 39, 41, 1000, u32::MAX] {
+                let mut bytes = whole.clone();
+                let at = *start as usize;
+                bytes[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                if bytes == whole {
+                    continue;
+                }
+                expect(&bytes, &format!("record {i} with length {len}"), *start);
+            }
+        }
+    }
+
+    /// A log written before stop 36 (each record a length and a CRC-32) opens with its records
+    /// and is rewritten in this format; damage inside one is reported, and it is left as it was.
+    #[test]
+    fn a_log_of_the_first_format_is_converted() {
+        let first_format = |records: &[&[u8]]| {
+            let mut bytes = Vec::new();
+            for r in records {
+                bytes.extend_from_slice(&(r.len() as u32).to_le_bytes());
+                bytes.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
+                bytes.extend_from_slice(r);
+            }
+            bytes
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let big = [7u8; 3000];
+        let records: [&[u8]; 3] = [b"one", &big, b"three"];
+        let mut bytes = first_format(&records);
+        bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let mut seen = Vec::new();
+        let mut wal = Wal::open_with(&path, |pos, r| {
+            seen.push((pos, r.to_vec()));
+            Ok::<(), WalError>(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(seen.iter().map(|(_, r)| r.as_slice()).collect::<Vec<_>>(), records);
+        let converted = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(converted.starts_with(&MAGIC));
+        let reader = WalReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        for (pos, r) in &seen {
+            assert_eq!(reader.read_at(*pos, r.len()).ok().as_ref(), Some(r));
+        }
+        wal.append(b"four").unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let (_, again) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, [&b"one"[..], &big, b"three", b"four"]);
+
+        // Damage with a whole record after it.
+        let mut bytes = first_format(&records);
+        bytes[8 + 3 + 8 + 100] ^= 4;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, 8 + 3),
+            other => panic!("{:?}", other.map(|(_, r)| r)),
+        }
+        assert_eq!(std::fs::read(&path).ok(), Some(bytes));
+
+        // An empty file (created by the first format, never written to).
+        std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
+        let (wal, none) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_empty() && wal.is_empty());
+        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(FILE_HEADER));
     }
 }
