@@ -69,7 +69,10 @@ pub struct Config {
     pub max_batch_bytes: usize,
     /// Most transactions waiting to be proposed here (and, separately, forwarded and
     /// watched); more are dropped and counted in [`Faults::queue_full`] (the mempool
-    /// decides what to resubmit).
+    /// decides what to resubmit). Each other validator may fill at most `2/n` of it (and of
+    /// `max_queue_bytes`) with transactions it forwards ([`Faults::share_full`]), so that
+    /// faulty validators (fewer than `n/3`) leave at least a third to the rest and to this
+    /// validator's own clients.
     pub max_queue: usize,
     /// Most payload bytes waiting to be proposed here; more are dropped like past
     /// `max_queue`.
@@ -274,6 +277,9 @@ pub struct Faults {
     pub bad_signatures: u64,
     /// Transactions dropped because the queue (or the forwarded set) was full.
     pub queue_full: u64,
+    /// Transactions forwarded by a validator dropped because its share of the queue
+    /// (`2/n` of [`Config::max_queue`] and of [`Config::max_queue_bytes`]) was full.
+    pub share_full: u64,
     /// Blocks not held while their parents are fetched, because their author's share of
     /// the held blocks was full (they are fetched again once their parents are in).
     pub pending_full: u64,
@@ -330,10 +336,14 @@ pub struct AsyncBft {
     progress_tick: u64,
     /// Resends since the last progress.
     resends: u32,
-    queue: VecDeque<(Digest, Transaction)>,
+    /// Transactions to propose, each with the validator that forwarded it (`None`: this
+    /// validator's own clients, or its own transactions back in the queue).
+    queue: VecDeque<(Digest, Transaction, Option<ValidatorIndex>)>,
     queued: HashSet<Digest>,
     /// Payload bytes in `queue`.
     queued_bytes: usize,
+    /// Transactions and payload bytes in `queue` that each validator forwarded.
+    forwarded_load: Vec<(usize, usize)>,
     watched: BTreeMap<Digest, Watch>,
     watch_seq: u64,
 
@@ -405,6 +415,7 @@ impl AsyncBft {
     ) -> AsyncBft {
         AsyncBft {
             pending_load: vec![(0, 0); committee.len()],
+            forwarded_load: vec![(0, 0); committee.len()],
             committee,
             me,
             key,
@@ -1080,13 +1091,17 @@ impl AsyncBft {
         let empty = self.highest_seen > k + 1 + CATCH_UP_ROUNDS
             || (self.cfg.single_leader && self.slot_author(k + 1, 0) != self.me);
         while !empty && txs.len() < self.cfg.max_batch_transactions {
-            let Some((_, t)) = self.queue.front() else { break };
+            let Some((_, t, _)) = self.queue.front() else { break };
             if bytes + t.payload.len() > self.cfg.max_batch_bytes && !txs.is_empty() {
                 break;
             }
-            let Some((d, t)) = self.queue.pop_front() else { break };
+            let Some((d, t, from)) = self.queue.pop_front() else { break };
             self.queued.remove(&d);
             self.queued_bytes -= t.payload.len();
+            if let Some(load) = from.and_then(|v| self.forwarded_load.get_mut(usize::from(v.0))) {
+                load.0 -= 1;
+                load.1 -= t.payload.len();
+            }
             if self.committed.contains(&d) {
                 continue;
             }
@@ -1175,7 +1190,7 @@ impl AsyncBft {
             }
             if to == self.me {
                 if let Some(w) = self.watched.remove(&d) {
-                    self.enqueue(d, w.tx);
+                    self.enqueue(d, w.tx, None);
                 }
             } else {
                 forward.entry(to).or_default().push(tx);
@@ -1229,7 +1244,12 @@ impl AsyncBft {
         .unwrap_or((from, self.me))
     }
 
-    fn enqueue(&mut self, d: Digest, tx: Transaction) {
+    /// Queues `tx` to be proposed here (unless it is queued or committed already); `from` is
+    /// the validator that forwarded it.
+    fn enqueue(&mut self, d: Digest, tx: Transaction, from: Option<ValidatorIndex>) {
+        if self.committed.contains(&d) || self.queued.contains(&d) {
+            return;
+        }
         let len = tx.payload.len();
         if self.queue.len() >= self.cfg.max_queue
             || self.queued_bytes.saturating_add(len) > self.cfg.max_queue_bytes
@@ -1237,10 +1257,23 @@ impl AsyncBft {
             self.faults.queue_full += 1;
             return;
         }
-        if !self.committed.contains(&d) && self.queued.insert(d) {
-            self.queued_bytes += len;
-            self.queue.push_back((d, tx));
+        let from = from.filter(|v| usize::from(v.0) < self.forwarded_load.len());
+        if let Some(v) = from {
+            let n = self.committee.len().max(1);
+            let share = |most: usize| (most.saturating_mul(2) / n).max(1);
+            let (count, bytes) = self.forwarded_load[usize::from(v.0)];
+            if count >= share(self.cfg.max_queue)
+                || bytes.saturating_add(len) > share(self.cfg.max_queue_bytes)
+            {
+                self.faults.share_full += 1;
+                return;
+            }
+            self.forwarded_load[usize::from(v.0)].0 += 1;
+            self.forwarded_load[usize::from(v.0)].1 += len;
         }
+        self.queued.insert(d);
+        self.queued_bytes += len;
+        self.queue.push_back((d, tx, from));
     }
 
     /// The block of slot (`author`, `round`) that a block votes for, if any.
@@ -1796,7 +1829,7 @@ impl AsyncBft {
                 }
             }
             for (d, t) in orphaned {
-                self.enqueue(d, t);
+                self.enqueue(d, t, None);
             }
             self.floor = floor;
             self.coins = self.coins.split_off(&floor);
@@ -1877,7 +1910,7 @@ impl AsyncBft {
                             sender: t.sender,
                             payload: Bytes::copy_from_slice(&t.payload),
                         };
-                        self.enqueue(t.digest(), t);
+                        self.enqueue(t.digest(), t, Some(from));
                     }
                 }
             }
@@ -1924,7 +1957,7 @@ impl AsyncBft {
             }
             let (attempt, to) = self.live_assignee(&t.sender, 0, None);
             if to == self.me {
-                self.enqueue(d, t);
+                self.enqueue(d, t, None);
             } else {
                 forward.entry(to).or_default().push(t.clone());
                 let deadline = self.round + self.cfg.reassign_rounds;

@@ -555,19 +555,42 @@ fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
 }
 
 #[test]
-fn forwarded_transactions_wait_within_a_byte_budget() {
+fn forwarded_transactions_wait_within_a_byte_budget_and_each_validators_share() {
     let (c, ks) = setup(4);
     let cfg = Config { chain: CHAIN, max_queue_bytes: 1_000, ..Config::default() };
     let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
-    // 30 distinct 40-byte transactions forwarded by validator 1: 25 fit in 1,000 bytes.
+    let forward = |e: &mut AsyncBft, from: u16, txs: Vec<Transaction>| {
+        let frame = Message::Transactions(txs).encode();
+        e.handle(Input::Messages(vec![(ValidatorIndex(from), frame)]), &mut Vec::new());
+    };
+    // 30 distinct 40-byte transactions forwarded by validator 1: its share is 2/4 of the
+    // 1,000 bytes, so 12 wait.
     let txs: Vec<Transaction> = (0..30).map(tx).collect();
-    let frame = Message::Transactions(txs).encode();
-    let mut out = Vec::new();
-    e.handle(Input::Messages(vec![(ValidatorIndex(1), frame.clone())]), &mut out);
-    assert_eq!(e.faults().queue_full, 5);
-    // The same again: every one is queued already, and the budget is still full.
-    e.handle(Input::Messages(vec![(ValidatorIndex(1), frame)]), &mut out);
-    assert_eq!(e.faults().queue_full, 35);
+    forward(&mut e, 1, txs.clone());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (18, 0));
+    // The same again: the 12 are queued already (not counted), the rest still over the share.
+    forward(&mut e, 1, txs.clone());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (36, 0));
+    // Validator 2 fills its own share with others (those validator 1 sent are queued).
+    forward(&mut e, 2, (30..60).map(tx).collect());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (54, 0));
+    // 40 bytes are left in the queue's budget: one more from validator 3, then it is full.
+    forward(&mut e, 3, (60..63).map(tx).collect());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (54, 2));
+    for i in (0..12).chain(30..42).chain([60]) {
+        assert_eq!(e.locate(&tx(i).digest()), "queued", "{i}");
+    }
+    // The round-2 proposal takes them all: validator 1's share is free again.
+    e.start(&mut Vec::new());
+    for a in 1..4u16 {
+        deliver(&mut e, a, &block(&ks[usize::from(a)], a, 1, vec![]));
+    }
+    for _ in 0..10 {
+        e.handle(Input::Tick, &mut Vec::new());
+    }
+    assert_eq!(e.locate(&tx(0).digest()), "in block (0, 2) ordered false");
+    forward(&mut e, 1, (100..112).map(tx).collect());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (54, 2));
 }
 
 #[test]
