@@ -1999,6 +1999,21 @@ impl AsyncBft {
 }
 
 impl Consensus for AsyncBft {
+    fn fault_counts(&self) -> Vec<(&'static str, u64)> {
+        let f = &self.faults;
+        vec![
+            ("malformed", f.malformed),
+            ("invalid", f.invalid),
+            ("bad_signatures", f.bad_signatures),
+            ("queue_full", f.queue_full),
+            ("share_full", f.share_full),
+            ("pending_full", f.pending_full),
+            ("versions_dropped", f.versions_dropped),
+            ("bad_coin_shares", f.bad_coin_shares),
+            ("equivocators", f.equivocators.len() as u64),
+        ]
+    }
+
     fn start(&mut self, out: &mut Vec<Action>) {
         if self.round == 0 {
             let key = &self.key;

@@ -134,4 +134,10 @@ pub trait Consensus: Send {
     fn snapshot(&self) -> Option<std::sync::Arc<crate::Snapshot>> {
         None
     }
+
+    /// Counters of what the engine refused or dropped (malformed messages, invalid blocks,
+    /// full queues…), by name, for the driver to publish. They start at 0 with the engine.
+    fn fault_counts(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

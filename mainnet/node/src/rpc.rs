@@ -2484,6 +2484,7 @@ impl Rpc {
                 "max_ms": st.validator.log_sync.max_ms(),
             },
             "coin": st.validator.coin.load(Ordering::Relaxed),
+            "consensusFaults": st.validator.faults.lock().iter().map(|(k, n)| (k.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
             "headHash": st.chain.head().hash,
             "headStateRoot": st.chain.head().header.state_root,
             "mempool": self.mempool.lock().len(),
@@ -3371,6 +3372,21 @@ async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
         "farol_consensus_log_sync_seconds",
         "How long each sync of the consensus log took the disk.",
     );
+    {
+        use std::fmt::Write;
+        let faults = rpc.state.validator.faults.lock().clone();
+        if !faults.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP farol_consensus_faults_total What the consensus engine refused or dropped, \
+                 by kind (a faulty peer or a full queue; 0 again after a rejoin).\n\
+                 # TYPE farol_consensus_faults_total counter"
+            );
+            for (kind, n) in faults {
+                let _ = writeln!(out, "farol_consensus_faults_total{{kind=\"{kind}\"}} {n}");
+            }
+        }
+    }
     let io = rpc.state.store.io_stats();
     for (name, help, v) in [
         ("store_syncs_total", "fdatasync/fsync calls of Farol Store.", io.syncs),

@@ -81,6 +81,9 @@ pub struct ValidatorStatus {
     /// How long each sync of the consensus log took the disk. Every proposal waits for one,
     /// so a slow disk shows here first.
     pub log_sync: Histogram,
+    /// The engine's counters of what it refused ([`Consensus::fault_counts`]): a rising one
+    /// is a faulty peer (or a full queue) to look at. A rejoin starts them again at 0.
+    pub faults: Mutex<Vec<(&'static str, u64)>>,
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
@@ -394,10 +397,11 @@ async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
     }
 }
 
-/// Makes the engine's newest snapshot the one the node serves.
-/// Returns it when it is new.
+/// Publishes the engine's round and fault counters, and makes its newest snapshot the one
+/// the node serves. Returns the snapshot when it is new.
 fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) -> Option<Arc<Snapshot>> {
     status.round.store(engine.round(), Ordering::Relaxed);
+    *status.faults.lock() = engine.fault_counts();
     let s = engine.snapshot()?;
     let mut slot = status.snapshot.lock();
     if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {

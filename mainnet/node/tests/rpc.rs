@@ -382,9 +382,18 @@ async fn rpc_errors_proofs_restart_and_config() {
         // This node does not sync (`fsync = false`): no log sync was timed.
         let syncs = &s["consensusLogSync"];
         assert_eq!((syncs["count"].as_u64(), syncs["max_ms"].as_u64()), (Some(0), None), "{s}");
+        // A lone validator has no peer to refuse anything from: every counter is there, at 0.
+        let faults = s["consensusFaults"].as_object().cloned().unwrap_or_default();
+        assert_eq!(faults.len(), 9, "{s}");
+        assert!(faults.values().all(|n| n == &json!(0)), "{s}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let page = metrics_page(http).await;
+    for kind in ["malformed", "share_full", "equivocators"] {
+        let line = format!("farol_consensus_faults_total{{kind=\"{kind}\"}} 0");
+        assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
+    }
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // A torn tail in the block log (a write cut short, after the zeros the file grew by) is

@@ -16,7 +16,7 @@ use farol_consensus::{
 };
 use farol_crypto::ed25519;
 use farol_network::{Identity, Network, NetworkConfig, Peer};
-use farol_node::{Validator, ValidatorConfig, Wal};
+use farol_node::{Parts, Validator, ValidatorConfig, ValidatorStatus, Wal};
 use tokio::sync::mpsc;
 
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -29,6 +29,8 @@ struct Net {
     ids: Vec<Identity>,
     peers: Vec<Peer>,
     dir: PathBuf,
+    /// What each validator reports (kept across its restarts).
+    statuses: Vec<Arc<ValidatorStatus>>,
 }
 
 type Log = Arc<Mutex<Vec<Committed>>>;
@@ -79,15 +81,20 @@ impl Net {
                 }
             }
         });
-        let v = Validator::spawn(
-            Box::new(engine),
+        let parts = Parts {
+            engine: Box::new(engine),
             replayed,
-            Arc::new(network),
+            network: Arc::new(network),
             inbound,
             wal,
-            tx,
-            None,
+            commits: tx,
+            node_frames: None,
+        };
+        let v = Validator::spawn_with(
+            parts,
             ValidatorConfig::default(),
+            None,
+            self.statuses[i].clone(),
         );
         (v, log)
     }
@@ -191,7 +198,8 @@ fn setup(n: usize, dir: &Path) -> Net {
         .zip(free_addrs(ids.len()))
         .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
         .collect();
-    Net { committee, keys, ids, peers, dir: dir.to_path_buf() }
+    let statuses = (0..n).map(|_| Arc::default()).collect();
+    Net { committee, keys, ids, peers, dir: dir.to_path_buf(), statuses }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,10 +227,30 @@ async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
     let three = logs(&running, &[0, 1, 2]);
     wait_for(&three.iter().collect::<Vec<_>>(), &want, "three after the kill").await;
 
+    // A faulty process with validator 3's key (and another address) sends validator 0 frames
+    // that are no consensus message: it counts them, where the node publishes its faults,
+    // and goes on.
+    let malformed = |s: &ValidatorStatus| {
+        s.faults.lock().iter().find(|(k, _)| *k == "malformed").map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(malformed(&net.statuses[0]), 0);
+    let listen = free_addrs(1)[0];
+    let faulty = NetworkConfig::new(3, net.ids[3].clone(), listen, net.peers.clone());
+    let (faulty, _inbound) = Network::start(faulty).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while malformed(&net.statuses[0]) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "validator 0 counted no malformed frame");
+        faulty.send(0, Bytes::from_static(&[0x3f, 0xff, 0xff, 0xff, 0xff]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    faulty.shutdown();
+    submit(&running, 1200..1300, 3, &mut want).await;
+    wait_for(&three.iter().collect::<Vec<_>>(), &want, "three after the garbage").await;
+
     // Restart it from its log: it replays, catches up, and agrees.
     tokio::time::sleep(Duration::from_millis(300)).await;
     running[3] = Some(net.start(3, Arc::default()));
-    submit(&running, 1200..1400, 4, &mut want).await;
+    submit(&running, 1300..1400, 4, &mut want).await;
     let all = logs(&running, &[0, 1, 2, 3]);
     wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after the restart").await;
     agree(&all.iter().collect::<Vec<_>>());
