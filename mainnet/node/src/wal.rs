@@ -60,22 +60,37 @@ const MAGIC: [u8; 8] = *b"farolwl2";
 /// Bytes of the file header: the magic, the salt, their CRC-32.
 const FILE_HEADER: u64 = 20;
 /// Bytes of a record's header: what [`Wal::append`]'s position is past [`Wal::len`].
-pub const RECORD_HEADER: u64 = 12;
+pub const RECORD_HEADER: u64 = 20;
 
-/// A record's header: its length, its bytes' CRC-32 and the header's own checksum.
-fn record_header(salt: u64, record: &[u8]) -> [u8; RECORD_HEADER as usize] {
+/// What a record's header says (its own checksum checked).
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    /// The record's bytes.
+    len: u64,
+    /// Their CRC-32.
+    crc: u32,
+    /// How much of the file was durable (synced) when the record was appended: a record
+    /// damaged below a later record's `synced` had been synced, so the damage is not a torn
+    /// write.
+    synced: u64,
+}
+
+/// A record's header: its length, its bytes' CRC-32, how much of the file was synced when
+/// it was written, and the header's own checksum (salted).
+fn record_header(salt: u64, record: &[u8], synced: u64) -> [u8; RECORD_HEADER as usize] {
     let mut header = [0u8; RECORD_HEADER as usize];
     header[..4].copy_from_slice(&(record.len() as u32).to_le_bytes());
     header[4..8].copy_from_slice(&crc32fast::hash(record).to_le_bytes());
+    header[8..16].copy_from_slice(&synced.to_le_bytes());
     let check = header_check(salt, &header);
-    header[8..].copy_from_slice(&check.to_le_bytes());
+    header[16..].copy_from_slice(&check.to_le_bytes());
     header
 }
 
 fn header_check(salt: u64, header: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&salt.to_le_bytes());
-    h.update(&header[..8]);
+    h.update(&header[..16]);
     h.finalize()
 }
 
@@ -83,15 +98,27 @@ fn le32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// The length and CRC-32 a record header holds, if the header checks (whatever the length).
-fn parse_header(salt: u64, header: &[u8]) -> Option<(u64, u32)> {
-    (header_check(salt, header) == le32(&header[8..12]))
-        .then(|| (u64::from(le32(&header[..4])), le32(&header[4..8])))
+/// What a record header holds, if the header checks (whatever the length).
+fn parse_header(salt: u64, header: &[u8]) -> Option<Header> {
+    (header_check(salt, header) == le32(&header[16..20])).then(|| {
+        let mut synced = [0u8; 8];
+        synced.copy_from_slice(&header[8..16]);
+        Header {
+            len: u64::from(le32(&header[..4])),
+            crc: le32(&header[4..8]),
+            synced: u64::from_le_bytes(synced),
+        }
+    })
 }
 
-/// Where the first whole record at or after `from` starts, searching byte by byte (a damaged
-/// header says nothing about where the next record is).
-fn find_record(file: &File, salt: u64, from: u64, size: u64) -> std::io::Result<Option<u64>> {
+/// The first whole record at or after `from` (where it starts, and its header), searching
+/// byte by byte (a damaged header says nothing about where the next record is).
+fn find_record(
+    file: &File,
+    salt: u64,
+    from: u64,
+    size: u64,
+) -> std::io::Result<Option<(u64, Header)>> {
     const CHUNK: usize = 1 << 20;
     let head = RECORD_HEADER as usize;
     let mut buf = vec![0u8; CHUNK + head - 1];
@@ -100,15 +127,15 @@ fn find_record(file: &File, salt: u64, from: u64, size: u64) -> std::io::Result<
         let n = (size - start).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], start)?;
         for i in 0..=n - head {
-            let Some((len, crc)) = parse_header(salt, &buf[i..i + head]) else { continue };
+            let Some(h) = parse_header(salt, &buf[i..i + head]) else { continue };
             let at = start + i as u64;
-            if len == 0 || len > MAX_RECORD as u64 || at + RECORD_HEADER + len > size {
+            if h.len == 0 || h.len > MAX_RECORD as u64 || at + RECORD_HEADER + h.len > size {
                 continue;
             }
-            let mut body = vec![0u8; len as usize];
+            let mut body = vec![0u8; h.len as usize];
             file.read_exact_at(&mut body, at + RECORD_HEADER)?;
-            if crc32fast::hash(&body) == crc {
-                return Ok(Some(at));
+            if crc32fast::hash(&body) == h.crc {
+                return Ok(Some((at, h)));
             }
         }
         if n < buf.len() {
@@ -119,17 +146,34 @@ fn find_record(file: &File, salt: u64, from: u64, size: u64) -> std::io::Result<
     Ok(None)
 }
 
+/// Whether the bad record at `bad` had been synced: some whole record after `from` says the
+/// file was durable past `bad` when it was written. If none does, every record from `bad` on
+/// was unsynced (a power loss may keep later blocks of a write and lose earlier ones), so the
+/// damage is a torn write that nothing acted on.
+fn synced_past(file: &File, salt: u64, bad: u64, from: u64, size: u64) -> std::io::Result<bool> {
+    let mut from = from;
+    while let Some((at, h)) = find_record(file, salt, from, size)? {
+        if h.synced > bad {
+            return Ok(true);
+        }
+        from = at + RECORD_HEADER + h.len;
+    }
+    Ok(false)
+}
+
 /// An append-only log of records.
 #[derive(Debug)]
 pub struct Wal {
     /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]).
     file: Arc<File>,
     path: String,
-    /// This file's salt (kept by [`Wal::replace`], which copies records over verbatim).
+    /// This file's salt (kept by [`Wal::replace`]).
     salt: u64,
     dirty: bool,
     /// Bytes in the file.
     len: u64,
+    /// Bytes of the file known durable (the length at the last sync).
+    synced: u64,
 }
 
 impl Wal {
@@ -169,10 +213,10 @@ impl Wal {
             if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
                 break;
             }
-            let Some((len, crc)) = parse_header(salt, &header) else {
+            let Some(Header { len, crc, .. }) = parse_header(salt, &header) else {
                 // A torn header, the zeros a file system may leave past the last write after
-                // a power loss, or damage: only a whole record after it tells.
-                if find_record(&file, salt, pos + 1, size).map_err(Self::err(&name))?.is_some() {
+                // a power loss, or damage: only the records after it tell.
+                if synced_past(&file, salt, pos, pos + 1, size).map_err(Self::err(&name))? {
                     return Err(corrupt(pos).into());
                 }
                 break;
@@ -190,7 +234,7 @@ impl Wal {
                 break;
             }
             if crc32fast::hash(&body) != crc {
-                if find_record(&file, salt, end, size).map_err(Self::err(&name))?.is_some() {
+                if synced_past(&file, salt, pos, end, size).map_err(Self::err(&name))? {
                     return Err(corrupt(pos).into());
                 }
                 break;
@@ -203,9 +247,11 @@ impl Wal {
             tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
             file.set_len(pos).map_err(Self::err(&name))?;
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
-            file.sync_all().map_err(Self::err(&name))?;
         }
-        Ok(Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos })
+        // What a killed process wrote may still be only in the OS: the records appended from
+        // now on say it is durable, so it must be.
+        file.sync_all().map_err(Self::err(&name))?;
+        Ok(Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos, synced: pos })
     }
 
     /// Appends a record (not yet durable: see [`Wal::sync`]) and returns the position of its
@@ -219,7 +265,7 @@ impl Wal {
                 source: std::io::Error::other(why),
             });
         }
-        let header = record_header(self.salt, record);
+        let header = record_header(self.salt, record, self.synced);
         let mut file = &*self.file;
         let written = file.write_all(&header).and_then(|()| file.write_all(record));
         if let Err(e) = written {
@@ -253,23 +299,46 @@ impl Wal {
     pub fn replace(&mut self, head: &[&[u8]], keep_from: u64) -> Result<(), WalError> {
         let path = std::path::PathBuf::from(&self.path);
         let mut tail = Vec::new();
+        let keep_from = keep_from.max(FILE_HEADER);
         if keep_from < self.len {
             let mut old = File::open(&path).map_err(Self::err(&self.path))?;
-            old.seek(SeekFrom::Start(keep_from.max(FILE_HEADER))).map_err(Self::err(&self.path))?;
+            old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
             old.read_to_end(&mut tail).map_err(Self::err(&self.path))?;
         }
+        // The records kept, each whole (read at open or appended here).
+        let mut kept = Vec::new();
+        let mut at = 0usize;
+        while at < tail.len() {
+            let header = tail.get(at..at + RECORD_HEADER as usize);
+            let h = header.and_then(|h| parse_header(self.salt, h));
+            let body = h.and_then(|h| {
+                let from = at + RECORD_HEADER as usize;
+                tail.get(from..from + h.len as usize)
+            });
+            let Some(body) = body else {
+                let why = format!("the record at {} does not check", keep_from + at as u64);
+                return Err(Self::err(&self.path)(std::io::Error::other(why)));
+            };
+            kept.push(body);
+            at += RECORD_HEADER as usize + body.len();
+        }
+        // Every record of the new file is written before its sync: each says that what is
+        // before it is durable.
         let salt = self.salt;
         let len = write_atomically(&path, salt, |out, name| {
-            for r in head {
-                out.write_all(&record_header(salt, r)).map_err(Self::err(name))?;
+            let mut pos = FILE_HEADER;
+            for r in head.iter().copied().chain(kept) {
+                out.write_all(&record_header(salt, r, pos)).map_err(Self::err(name))?;
                 out.write_all(r).map_err(Self::err(name))?;
+                pos += RECORD_HEADER + r.len() as u64;
             }
-            out.write_all(&tail).map_err(Self::err(name))
+            Ok(())
         })?;
         self.file =
             Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
         self.dirty = false;
         self.len = len;
+        self.synced = len;
         Ok(())
     }
 
@@ -278,6 +347,7 @@ impl Wal {
         if self.dirty {
             self.file.sync_data().map_err(Self::err(&self.path))?;
             self.dirty = false;
+            self.synced = self.len;
         }
         Ok(())
     }
@@ -290,6 +360,7 @@ impl Wal {
             return Ok(None);
         }
         let file = self.file.clone();
+        let len = self.len;
         let synced = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             file.sync_data().map(|()| started.elapsed())
@@ -298,6 +369,7 @@ impl Wal {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let took = synced.map_err(Self::err(&self.path))?;
         self.dirty = false;
+        self.synced = len;
         Ok(Some(took))
     }
 }
@@ -377,6 +449,8 @@ fn convert_first_format(path: &Path, name: &str) -> Result<u64, WalError> {
     let len = write_atomically(path, salt, |out, tmp| {
         let mut body = Vec::new();
         let mut pos = 0u64;
+        // Where the record goes in the new file (all of it synced before it is renamed in).
+        let mut written = FILE_HEADER;
         loop {
             let mut header = [0u8; 8];
             if !read_whole(&mut reader, &mut header).map_err(Wal::err(name))? {
@@ -406,10 +480,11 @@ fn convert_first_format(path: &Path, name: &str) -> Result<u64, WalError> {
                 }
                 break;
             }
-            out.write_all(&record_header(salt, &body)).map_err(Wal::err(tmp))?;
+            out.write_all(&record_header(salt, &body, written)).map_err(Wal::err(tmp))?;
             out.write_all(&body).map_err(Wal::err(tmp))?;
             records += 1;
             pos += 8 + len as u64;
+            written += RECORD_HEADER + len as u64;
         }
         Ok(())
     })?;
@@ -466,7 +541,7 @@ impl WalReader {
         let mut body = vec![0u8; len];
         self.file.read_exact_at(&mut body, pos).map_err(io)?;
         let checks = parse_header(self.salt, &header)
-            .is_some_and(|(stored, crc)| stored == len as u64 && crc32fast::hash(&body) == crc);
+            .is_some_and(|h| h.len == len as u64 && crc32fast::hash(&body) == h.crc);
         if !checks {
             return Err(io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -546,14 +621,14 @@ mod tests {
         assert_eq!(records, [Bytes::from_static(b"one")]);
         assert_eq!(wal.len(), at[1].0 - RECORD_HEADER);
         drop(wal);
-        // A flipped byte in a record that has a whole record after it is damage, not a torn
-        // write: the log is not cut, and opening it says where.
+        // A flipped byte in a synced record that has a whole record after it is damage, not
+        // a torn write: the log is not cut, and opening it says where.
         let mut wal = Wal::open(&path).map(|(w, _)| w).unwrap_or_else(|e| panic!("{e}"));
         let second = wal.len() + RECORD_HEADER;
         for r in [&[9u8; 500][..], b"last"] {
             wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+            wal.sync().unwrap_or_else(|e| panic!("{e}"));
         }
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
         drop(wal);
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         bytes[second as usize + 10] ^= 1;
@@ -586,15 +661,16 @@ mod tests {
         assert_eq!(wal.len(), len);
     }
 
-    /// A log at `path` holding `records`, and where each record's header starts.
+    /// A log at `path` holding `records`, each synced before the next was appended (as the
+    /// block log's are), and where each record's header starts.
     fn write_log(path: &Path, records: &[&[u8]]) -> Vec<u64> {
         let (mut wal, _) = Wal::open(path).unwrap_or_else(|e| panic!("{e}"));
         let mut starts = Vec::new();
         for r in records {
             starts.push(wal.len());
             wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+            wal.sync().unwrap_or_else(|e| panic!("{e}"));
         }
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
         starts
     }
 
@@ -607,7 +683,7 @@ mod tests {
     fn a_flipped_bit_is_reported_unless_it_is_in_the_last_record() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let mut planted = record_header(0, b"planted!").to_vec();
+        let mut planted = record_header(0, b"planted!", 1 << 40).to_vec();
         planted.extend_from_slice(b"planted!");
         let records: [&[u8]; 4] = [b"a", b"hello", &[5u8; 40], &planted];
         let starts = write_log(&path, &records);
@@ -707,5 +783,65 @@ mod tests {
         let (wal, none) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(none.is_empty() && wal.is_empty());
         assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(FILE_HEADER));
+    }
+
+    /// A power loss may keep later blocks of a write and lose earlier ones. Records appended
+    /// together and synced once: damage to one of them with whole records after it is a torn
+    /// write when none of those was written after it was synced, and then the log opens at
+    /// the last synced record; once a later record says it was synced, the same damage is
+    /// reported.
+    #[test]
+    fn damage_before_whole_records_is_a_torn_write_only_when_none_came_after_its_sync() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        wal.append(b"synced").unwrap_or_else(|e| panic!("{e}"));
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        let batch = wal.len();
+        for r in [&[1u8; 300][..], &[2u8; 300], b"three"] {
+            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let unsynced = wal.len();
+        drop(wal);
+        let whole = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        // The first record of the batch lost (zeros, as a lost block reads back), the two after
+        // it kept: the batch is dropped.
+        let mut bytes = whole.clone();
+        bytes[batch as usize..batch as usize + 200].fill(0);
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records, [Bytes::from_static(b"synced")]);
+        assert_eq!(wal.len(), batch);
+        drop(wal);
+
+        // The same batch, synced, and one more record: the same damage is reported.
+        std::fs::write(&path, &whole).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records.len(), 4);
+        assert_eq!(wal.len(), unsynced);
+        wal.append(b"after").unwrap_or_else(|e| panic!("{e}"));
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        bytes[batch as usize..batch as usize + 200].fill(0);
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, batch),
+            other => panic!("{:?}", other.map(|(_, r)| r)),
+        }
+
+        // A log rewritten keeping its last records says all of it is synced.
+        std::fs::write(&path, &whole).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        wal.replace(&[b"head"], batch).unwrap_or_else(|e| panic!("{e}"));
+        let second = FILE_HEADER + RECORD_HEADER + 4;
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        bytes[second as usize + 30] ^= 1;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second),
+            other => panic!("{:?}", other.map(|(_, r)| r)),
+        }
     }
 }
