@@ -69,10 +69,11 @@ pub struct Config {
     pub max_batch_bytes: usize,
     /// Most transactions waiting to be proposed here (and, separately, forwarded and
     /// watched); more are dropped and counted in [`Faults::queue_full`] (the mempool
-    /// decides what to resubmit). Each other validator may fill at most `2/n` of it (and of
-    /// `max_queue_bytes`) with transactions it forwards ([`Faults::share_full`]), so that
-    /// faulty validators (fewer than `n/3`) leave at least a third to the rest and to this
-    /// validator's own clients.
+    /// decides what to resubmit). Each other validator may fill at most twice its stake's
+    /// share of it (and of `max_queue_bytes`) with transactions it forwards
+    /// ([`Faults::share_full`]): `2/n` with equal stakes. Faulty validators (less than a
+    /// third of the stake) then leave at least a third to the rest and to this validator's
+    /// own clients.
     pub max_queue: usize,
     /// Most payload bytes waiting to be proposed here; more are dropped like past
     /// `max_queue`.
@@ -277,8 +278,9 @@ pub struct Faults {
     pub bad_signatures: u64,
     /// Transactions dropped because the queue (or the forwarded set) was full.
     pub queue_full: u64,
-    /// Transactions forwarded by a validator dropped because its share of the queue
-    /// (`2/n` of [`Config::max_queue`] and of [`Config::max_queue_bytes`]) was full.
+    /// Transactions forwarded by a validator dropped because its share of the queue (twice
+    /// its stake's share of [`Config::max_queue`] and of [`Config::max_queue_bytes`]) was
+    /// full.
     pub share_full: u64,
     /// Blocks not held while their parents are fetched, because their author's share of
     /// the held blocks was full (they are fetched again once their parents are in).
@@ -1257,19 +1259,30 @@ impl AsyncBft {
             self.faults.queue_full += 1;
             return;
         }
-        let from = from.filter(|v| usize::from(v.0) < self.forwarded_load.len());
         if let Some(v) = from {
-            let n = self.committee.len().max(1);
-            let share = |most: usize| (most.saturating_mul(2) / n).max(1);
-            let (count, bytes) = self.forwarded_load[usize::from(v.0)];
-            if count >= share(self.cfg.max_queue)
-                || bytes.saturating_add(len) > share(self.cfg.max_queue_bytes)
+            // A validator's share is twice its stake's share of the committee's, so validators
+            // holding less than a third of the stake hold less than two thirds of the queue.
+            let Some(stake) = self.committee.validator(v).map(|m| m.stake) else {
+                self.faults.share_full += 1;
+                return;
+            };
+            let total = u128::from(self.committee.total_stake()).max(1);
+            let share = |most: usize| {
+                let s = (most as u128).saturating_mul(2).saturating_mul(u128::from(stake)) / total;
+                usize::try_from(s).unwrap_or(usize::MAX).max(1)
+            };
+            let Some(load) = self.forwarded_load.get_mut(usize::from(v.0)) else {
+                self.faults.share_full += 1;
+                return;
+            };
+            if load.0 >= share(self.cfg.max_queue)
+                || load.1.saturating_add(len) > share(self.cfg.max_queue_bytes)
             {
                 self.faults.share_full += 1;
                 return;
             }
-            self.forwarded_load[usize::from(v.0)].0 += 1;
-            self.forwarded_load[usize::from(v.0)].1 += len;
+            load.0 += 1;
+            load.1 += len;
         }
         self.queued.insert(d);
         self.queued_bytes += len;

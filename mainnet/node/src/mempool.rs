@@ -331,7 +331,7 @@ impl Mempool {
         if self.reading_back {
             return;
         }
-        let live = self.bytes as u64 + 8 * self.by_hash.len() as u64;
+        let live = self.bytes as u64 + crate::wal::RECORD_HEADER * self.by_hash.len() as u64;
         if !always && j.len() <= JOURNAL_MIN_REWRITE.max(2 * live) {
             return;
         }

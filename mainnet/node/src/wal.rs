@@ -1,23 +1,26 @@
 //! The write-ahead logs of a node (the consensus log, the block log, the mempool journal):
 //! records appended and synced, read back whole at open.
 //!
-//! The file (format 2, since stop 36):
-//! - a 20-byte header: the magic `farolwl2`, a salt (8 random bytes, one per file) and the
-//!   CRC-32 of those 16 bytes;
-//! - records, each a 12-byte header (the length, the CRC-32 of the bytes, and the CRC-32 of
-//!   the salt, the length and that CRC) followed by the bytes.
+//! The file (format 2, since stop 36; docs/node.md §3 has the table):
+//! - a 20-byte header: the magic `farolwl2`, a salt (8 random bytes, new with every rewrite)
+//!   and the CRC-32 of those 16 bytes;
+//! - records, each a 20-byte header (the length, the CRC-32 of the bytes, how much of the
+//!   file was synced when the record was appended, and the CRC-32 of the salt and those 16
+//!   bytes) followed by the bytes. A header with length 0 is a sync mark: written (not
+//!   synced) after every sync, it says the records before it were durable.
 //!
-//! Opening reads every whole record. A record that does not check is a write torn by a crash
-//! only when no whole record follows it anywhere in the file; then the file is cut after the
-//! last whole record (the torn write was never synced, so nothing acted on it). Otherwise it
-//! is damage inside the log, reported as [`WalError::Corrupt`], and the file is left as it is.
-//! The header's own checksum is what lets a damaged length be told apart: a length that
-//! checks is the writer's, and one that does not sends the search for a whole record after it
-//! byte by byte. The salt keeps the bytes of a record (a transaction a client sent) from
-//! passing for a record header: nobody outside knows it.
+//! Opening reads every whole record. A record that does not check is damage inside the log,
+//! reported as [`WalError::Corrupt`] with the file left as it is, when a whole record after it
+//! says the file was synced past it. Otherwise it and everything after it were never synced
+//! (nothing acted on them), and the file is cut back to the record before it: a write torn by
+//! a crash or a power loss. The header's own checksum is what lets a damaged length be told
+//! apart: a length that checks is the writer's, and one that does not sends the search for a
+//! whole record after it byte by byte. The salt keeps the bytes of a record (a transaction a
+//! client sent), or a record of an earlier version of the file, from passing for a record
+//! header: nobody outside knows it.
 //!
 //! A log of the first format (a length and a CRC-32 per record, before stop 36) is converted
-//! at open, atomically.
+//! at open, atomically; the old file stays beside it as `<name>.format1`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -40,11 +43,13 @@ pub enum WalError {
         /// The cause.
         source: std::io::Error,
     },
-    /// A record before the end does not check, and a whole record follows it: not a torn
-    /// last write but damage inside the log. Cutting there would lose the records after it
+    /// A record does not check, and a whole record after it says the file was synced past
+    /// it: not a torn write but damage inside the log. Cutting there would lose synced records
     /// (for the consensus log, the record of blocks this validator already sent). Also a
-    /// damaged file header (`at` 0).
-    #[error("write-ahead log {path}: the record at byte {at} is corrupt, and records follow it")]
+    /// damaged file header (`at` 0), or a file of neither format.
+    #[error(
+        "write-ahead log {path}: the record at byte {at} is corrupt, and synced records follow it"
+    )]
     Corrupt {
         /// The file.
         path: String,
@@ -111,6 +116,24 @@ fn parse_header(salt: u64, header: &[u8]) -> Option<Header> {
     })
 }
 
+/// The header, if `header` (the 20 bytes at `at`) starts a whole record: it checks, its length
+/// and sync point are ones the writer could have written, and the bytes match their CRC.
+fn whole_at(
+    file: &File,
+    salt: u64,
+    at: u64,
+    header: &[u8],
+    size: u64,
+) -> std::io::Result<Option<Header>> {
+    let Some(h) = parse_header(salt, header) else { return Ok(None) };
+    if h.len > MAX_RECORD as u64 || h.synced > at || at + RECORD_HEADER + h.len > size {
+        return Ok(None);
+    }
+    let mut body = vec![0u8; h.len as usize];
+    file.read_exact_at(&mut body, at + RECORD_HEADER)?;
+    Ok((crc32fast::hash(&body) == h.crc).then_some(h))
+}
+
 /// The first whole record at or after `from` (where it starts, and its header), searching
 /// byte by byte (a damaged header says nothing about where the next record is).
 fn find_record(
@@ -127,14 +150,8 @@ fn find_record(
         let n = (size - start).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], start)?;
         for i in 0..=n - head {
-            let Some(h) = parse_header(salt, &buf[i..i + head]) else { continue };
             let at = start + i as u64;
-            if h.len == 0 || h.len > MAX_RECORD as u64 || at + RECORD_HEADER + h.len > size {
-                continue;
-            }
-            let mut body = vec![0u8; h.len as usize];
-            file.read_exact_at(&mut body, at + RECORD_HEADER)?;
-            if crc32fast::hash(&body) == h.crc {
+            if let Some(h) = whole_at(file, salt, at, &buf[i..i + head], size)? {
                 return Ok(Some((at, h)));
             }
         }
@@ -152,13 +169,25 @@ fn find_record(
 /// damage is a torn write that nothing acted on.
 fn synced_past(file: &File, salt: u64, bad: u64, from: u64, size: u64) -> std::io::Result<bool> {
     let mut from = from;
-    while let Some((at, h)) = find_record(file, salt, from, size)? {
+    loop {
+        // Past the first, records usually follow one another: look right there first.
+        let mut header = [0u8; RECORD_HEADER as usize];
+        let here = if from + RECORD_HEADER <= size {
+            file.read_exact_at(&mut header, from)?;
+            whole_at(file, salt, from, &header, size)?.map(|h| (from, h))
+        } else {
+            None
+        };
+        let found = match here {
+            Some(f) => Some(f),
+            None => find_record(file, salt, from + 1, size)?,
+        };
+        let Some((at, h)) = found else { return Ok(false) };
         if h.synced > bad {
             return Ok(true);
         }
         from = at + RECORD_HEADER + h.len;
     }
-    Ok(false)
 }
 
 /// An append-only log of records.
@@ -213,7 +242,7 @@ impl Wal {
             if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
                 break;
             }
-            let Some(Header { len, crc, .. }) = parse_header(salt, &header) else {
+            let Some(Header { len, crc, synced }) = parse_header(salt, &header) else {
                 // A torn header, the zeros a file system may leave past the last write after
                 // a power loss, or damage: only the records after it tell.
                 if synced_past(&file, salt, pos, pos + 1, size).map_err(Self::err(&name))? {
@@ -221,9 +250,14 @@ impl Wal {
                 }
                 break;
             };
-            // A header that checks holds the writer's length, which is never 0 or too large.
-            if len == 0 || len > MAX_RECORD as u64 {
+            // A header that checks holds the writer's length and sync point, which are never
+            // too large.
+            if len > MAX_RECORD as u64 || synced > pos {
                 return Err(corrupt(pos).into());
+            }
+            if len == 0 {
+                pos += RECORD_HEADER;
+                continue;
             }
             let end = pos + RECORD_HEADER + len;
             if end > size {
@@ -251,7 +285,12 @@ impl Wal {
         // What a killed process wrote may still be only in the OS: the records appended from
         // now on say it is durable, so it must be.
         file.sync_all().map_err(Self::err(&name))?;
-        Ok(Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos, synced: pos })
+        let mut wal =
+            Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos, synced: pos };
+        if !wal.is_empty() {
+            wal.mark()?;
+        }
+        Ok(wal)
     }
 
     /// Appends a record (not yet durable: see [`Wal::sync`]) and returns the position of its
@@ -276,6 +315,18 @@ impl Wal {
         let at = self.len + RECORD_HEADER;
         self.len = at + record.len() as u64;
         Ok(at)
+    }
+
+    /// Writes a sync mark (not synced itself): the records before it are durable. Without
+    /// one, damage to the records of the last sync could not be told from a torn write.
+    fn mark(&mut self) -> Result<(), WalError> {
+        let header = record_header(self.salt, &[], self.synced);
+        if let Err(e) = (&*self.file).write_all(&header) {
+            let _ = self.file.set_len(self.len);
+            return Err(WalError::Io { path: self.path.clone(), source: e });
+        }
+        self.len += RECORD_HEADER;
+        Ok(())
     }
 
     /// Bytes in the log (a position [`Wal::replace`] can keep the records from).
@@ -319,12 +370,15 @@ impl Wal {
                 let why = format!("the record at {} does not check", keep_from + at as u64);
                 return Err(Self::err(&self.path)(std::io::Error::other(why)));
             };
-            kept.push(body);
+            if !body.is_empty() {
+                kept.push(body);
+            }
             at += RECORD_HEADER as usize + body.len();
         }
-        // Every record of the new file is written before its sync: each says that what is
-        // before it is durable.
-        let salt = self.salt;
+        // The whole new file is synced before it is renamed in: each record says that what is
+        // before it is durable, and a sync mark closes it. A new salt, so that no record of
+        // the old file, left in blocks the file system hands out again, can pass for one.
+        let salt = new_salt();
         let len = write_atomically(&path, salt, |out, name| {
             let mut pos = FILE_HEADER;
             for r in head.iter().copied().chain(kept) {
@@ -332,10 +386,14 @@ impl Wal {
                 out.write_all(r).map_err(Self::err(name))?;
                 pos += RECORD_HEADER + r.len() as u64;
             }
+            if pos > FILE_HEADER {
+                out.write_all(&record_header(salt, &[], pos)).map_err(Self::err(name))?;
+            }
             Ok(())
         })?;
         self.file =
             Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
+        self.salt = salt;
         self.dirty = false;
         self.len = len;
         self.synced = len;
@@ -348,6 +406,7 @@ impl Wal {
             self.file.sync_data().map_err(Self::err(&self.path))?;
             self.dirty = false;
             self.synced = self.len;
+            self.mark()?;
         }
         Ok(())
     }
@@ -370,7 +429,19 @@ impl Wal {
         let took = synced.map_err(Self::err(&self.path))?;
         self.dirty = false;
         self.synced = len;
+        self.mark()?;
         Ok(Some(took))
+    }
+}
+
+/// A salt for a new file: random, and never one under which a header of zeros (what a file
+/// system may leave past the last write after a power loss) would check as a sync mark.
+fn new_salt() -> u64 {
+    loop {
+        let salt: u64 = rand::random();
+        if header_check(salt, &[0u8; RECORD_HEADER as usize]) != 0 {
+            return salt;
+        }
     }
 }
 
@@ -409,7 +480,7 @@ fn prepare(path: &Path, name: &str) -> Result<u64, WalError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let salt = rand::random();
+            let salt = new_salt();
             write_atomically(path, salt, |_, _| Ok(()))?;
             return Ok(salt);
         }
@@ -433,8 +504,31 @@ fn prepare(path: &Path, name: &str) -> Result<u64, WalError> {
     if head.len() >= MAGIC.len() && differing <= 8 {
         return Err(corrupt());
     }
+    // A log of the first format starts with a whole record, or is shorter than a record's
+    // header (its first write torn). Anything else is neither format (this format's header
+    // lost, say, to a block read back as zeros), and converting it would drop the log.
+    if head.len() >= 8 {
+        let (len, crc) = (u64::from(le32(&head[..4])), le32(&head[4..8]));
+        let size = file.metadata().map_err(Wal::err(name))?.len();
+        if len == 0 || len > MAX_RECORD as u64 || 8 + len > size {
+            return Err(corrupt());
+        }
+        let mut body = vec![0u8; len as usize];
+        file.read_exact_at(&mut body, 8).map_err(Wal::err(name))?;
+        if crc32fast::hash(&body) != crc {
+            return Err(corrupt());
+        }
+    }
     drop(file);
-    convert_first_format(path, name)
+    // The old file stays beside the new one, under another name.
+    let kept = std::path::PathBuf::from(format!("{}.format1", path.display()));
+    let _ = std::fs::remove_file(&kept);
+    std::fs::hard_link(path, &kept).map_err(Wal::err(name))?;
+    let converted = convert_first_format(path, name);
+    if converted.is_err() {
+        let _ = std::fs::remove_file(&kept);
+    }
+    converted
 }
 
 /// Rewrites a log of the first format (each record a length and a CRC-32, then its bytes)
@@ -444,7 +538,7 @@ fn convert_first_format(path: &Path, name: &str) -> Result<u64, WalError> {
     let file = File::open(path).map_err(Wal::err(name))?;
     let size = file.metadata().map_err(Wal::err(name))?.len();
     let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
-    let salt = rand::random();
+    let salt = new_salt();
     let mut records = 0u64;
     let len = write_atomically(path, salt, |out, tmp| {
         let mut body = Vec::new();
@@ -485,6 +579,9 @@ fn convert_first_format(path: &Path, name: &str) -> Result<u64, WalError> {
             records += 1;
             pos += 8 + len as u64;
             written += RECORD_HEADER + len as u64;
+        }
+        if written > FILE_HEADER {
+            out.write_all(&record_header(salt, &[], written)).map_err(Wal::err(tmp))?;
         }
         Ok(())
     })?;
@@ -556,151 +653,153 @@ impl WalReader {
 mod tests {
     use super::*;
 
+    fn open(path: &Path) -> (Wal, Vec<Bytes>) {
+        Wal::open(path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ok<T>(r: Result<T, WalError>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn file_len(path: &Path) -> Option<u64> {
+        std::fs::metadata(path).map(|m| m.len()).ok()
+    }
+
+    fn corrupt_at(opened: Result<(Wal, Vec<Bytes>), WalError>) -> u64 {
+        match opened {
+            Err(WalError::Corrupt { at, .. }) => at,
+            other => panic!("not reported: {:?}", other.map(|(_, r)| r)),
+        }
+    }
+
     #[test]
     fn replace_keeps_the_records_after_a_position_and_survives_reopening() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let (mut wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, records) = open(&path);
         assert!(records.is_empty() && wal.is_empty());
-        wal.append(b"a").unwrap_or_else(|e| panic!("{e}"));
+        ok(wal.append(b"a"));
         let after_a = wal.len();
-        wal.append(b"bb").unwrap_or_else(|e| panic!("{e}"));
-        wal.append(b"ccc").unwrap_or_else(|e| panic!("{e}"));
-        wal.replace(&[b"head", b"floor"], after_a).unwrap_or_else(|e| panic!("{e}"));
-        wal.append(b"dd").unwrap_or_else(|e| panic!("{e}"));
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        let len = wal.len();
+        ok(wal.append(b"bb"));
+        ok(wal.sync());
+        ok(wal.append(b"ccc"));
+        ok(wal.replace(&[b"head", b"floor"], after_a));
+        ok(wal.append(b"dd"));
+        ok(wal.sync());
         drop(wal);
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (_, records) = open(&path);
         let got: Vec<&[u8]> = records.iter().map(|r| r.as_ref()).collect();
         assert_eq!(got, [&b"head"[..], b"floor", b"bb", b"ccc", b"dd"]);
-        assert_eq!(wal.len(), len);
         // Nothing kept: only the new records.
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        wal.reset(&[b"only"]).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
+        ok(wal.reset(&[b"only"]));
         drop(wal);
-        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (_, records) = open(&path);
         assert_eq!(records, [Bytes::from_static(b"only")]);
     }
 
     #[test]
-    fn a_torn_or_corrupt_tail_is_cut_and_records_read_back_by_position() {
+    fn a_torn_tail_is_cut_and_records_read_back_by_position() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
         let mut at = Vec::new();
         for r in [&b"one"[..], &[7u8; 3000], b"three"] {
-            let pos = wal.append(r).unwrap_or_else(|e| panic!("{e}"));
-            at.push((pos, r.len()));
+            at.push((ok(wal.append(r)), r.len()));
         }
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        let reader = WalReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let reader = ok(WalReader::open(&path));
         assert_eq!(reader.read_at(at[1].0, at[1].1).ok(), Some(vec![7u8; 3000]));
         assert!(reader.read_at(at[1].0, 5).is_err(), "a length that is not the record's");
         assert!(reader.read_at(at[1].0 + 1, 10).is_err(), "a position inside a record");
-        let full = wal.len();
         drop(wal);
         // A torn last record: the first two stay, at the positions they had.
-        let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
-        f.set_len(full - 2).unwrap_or_else(|e| panic!("{e}"));
+        let f = ok(OpenOptions::new().write(true).open(&path).map_err(Wal::err("log")));
+        ok(f.set_len(at[2].0 + 2).map_err(Wal::err("log")));
         drop(f);
         let mut seen = Vec::new();
-        let wal = Wal::open_with(&path, |pos, r| {
+        let wal = ok(Wal::open_with(&path, |pos, r| {
             seen.push((pos, r.len()));
             Ok::<(), WalError>(())
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
+        }));
         assert_eq!(seen, at[..2]);
-        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(wal.len()));
+        // Cut back, synced, and marked.
+        assert_eq!(wal.len(), at[1].0 + 3000 + RECORD_HEADER);
+        assert_eq!(file_len(&path), Some(wal.len()));
         drop(wal);
-        // A flipped byte in the second record: only the first stays.
-        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        // Both are synced now: a flipped byte in the second is reported, and the log is left
+        // as it was.
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
         bytes[at[1].0 as usize + 100] ^= 1;
-        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(records, [Bytes::from_static(b"one")]);
-        assert_eq!(wal.len(), at[1].0 - RECORD_HEADER);
-        drop(wal);
-        // A flipped byte in a synced record that has a whole record after it is damage, not
-        // a torn write: the log is not cut, and opening it says where.
-        let mut wal = Wal::open(&path).map(|(w, _)| w).unwrap_or_else(|e| panic!("{e}"));
-        let second = wal.len() + RECORD_HEADER;
-        for r in [&[9u8; 500][..], b"last"] {
-            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
-            wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        }
-        drop(wal);
-        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        bytes[second as usize + 10] ^= 1;
-        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        match Wal::open(&path) {
-            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second - RECORD_HEADER),
-            other => panic!("{:?}", other.map(|(_, r)| r)),
-        }
+        ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+        assert_eq!(corrupt_at(Wal::open(&path)), at[1].0 - RECORD_HEADER);
         assert_eq!(std::fs::read(&path).ok(), Some(bytes), "the damaged log was left as it was");
     }
 
     /// Zeros past the last record (what a file system may leave after a power loss) are a
-    /// torn tail, not empty records; empty records cannot be appended.
+    /// torn tail, not sync marks; empty records cannot be appended.
     #[test]
     fn a_zero_filled_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        wal.append(b"kept").unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"kept"));
         assert!(wal.append(b"").is_err(), "an empty record");
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        ok(wal.sync());
         let len = wal.len();
         drop(wal);
-        let f = OpenOptions::new().write(true).open(&path).unwrap_or_else(|e| panic!("{e}"));
-        f.set_len(len + 4096).unwrap_or_else(|e| panic!("{e}"));
+        let f = ok(OpenOptions::new().write(true).open(&path).map_err(Wal::err("log")));
+        ok(f.set_len(len + 4096).map_err(Wal::err("log")));
         drop(f);
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (wal, records) = open(&path);
         assert_eq!(records, [Bytes::from_static(b"kept")]);
-        assert_eq!(std::fs::metadata(&path).map(|m| m.len()).ok(), Some(len));
-        assert_eq!(wal.len(), len);
+        assert_eq!(wal.len(), len + RECORD_HEADER, "cut, and a mark written");
+        assert_eq!(file_len(&path), Some(wal.len()));
     }
 
-    /// A log at `path` holding `records`, each synced before the next was appended (as the
-    /// block log's are), and where each record's header starts.
-    fn write_log(path: &Path, records: &[&[u8]]) -> Vec<u64> {
-        let (mut wal, _) = Wal::open(path).unwrap_or_else(|e| panic!("{e}"));
-        let mut starts = Vec::new();
-        for r in records {
-            starts.push(wal.len());
-            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
-            wal.sync().unwrap_or_else(|e| panic!("{e}"));
-        }
-        starts
-    }
-
-    /// Every single-bit flip of a log, and lengths rewritten to other values: in a record with
-    /// a whole record after it (its length included), opening reports that record and leaves
-    /// the file as it is; in the last record, the log opens without that record (a torn last
-    /// write looks the same); in the file header, it is reported. The last record carries a
-    /// record header made with another salt, which must not pass for a record after the damage.
+    /// Every single-bit flip of a log, and lengths rewritten to other values. Three records,
+    /// each synced (so each followed by its mark), and a fourth appended after them and not
+    /// synced. Damage before the last mark is reported, naming the record or mark, and the file
+    /// is left as it is; in the file header too. Damage to the last mark or to the unsynced
+    /// record is a torn write: the log opens with the three. The unsynced record carries a
+    /// record header made with another salt that would vouch for it, which must not pass.
     #[test]
-    fn a_flipped_bit_is_reported_unless_it_is_in_the_last_record() {
+    fn a_flipped_bit_is_reported_unless_it_is_past_the_last_sync() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let mut planted = record_header(0, b"planted!", 1 << 40).to_vec();
+        let (mut wal, _) = open(&path);
+        let synced: [&[u8]; 3] = [b"a", b"hello", &[5u8; 40]];
+        // Where each record and each mark starts.
+        let mut items = Vec::new();
+        let mut starts = Vec::new();
+        for r in synced {
+            starts.push(wal.len());
+            items.push(wal.len());
+            ok(wal.append(r));
+            items.push(wal.len());
+            ok(wal.sync());
+        }
+        let last_mark = *items.last().unwrap_or(&0);
+        let last = wal.len();
+        let mut planted = record_header(0, b"planted!", last + 1).to_vec();
         planted.extend_from_slice(b"planted!");
-        let records: [&[u8]; 4] = [b"a", b"hello", &[5u8; 40], &planted];
-        let starts = write_log(&path, &records);
-        let whole = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        let last = starts[3];
+        ok(wal.append(&planted));
+        starts.push(last);
+        drop(wal);
+        let whole = ok(std::fs::read(&path).map_err(Wal::err("log")));
         let expect = |bytes: &[u8], what: &str, at: u64| {
-            std::fs::write(&path, bytes).unwrap_or_else(|e| panic!("{e}"));
+            ok(std::fs::write(&path, bytes).map_err(Wal::err("log")));
             let opened = Wal::open(&path);
-            if at >= last {
+            if at >= last_mark {
                 let (wal, got) = opened.unwrap_or_else(|e| panic!("{what}: {e}"));
-                assert_eq!(got, records[..3], "{what}");
-                assert_eq!(wal.len(), last, "{what}");
+                assert_eq!(got, synced, "{what}");
+                // Cut back to the damaged mark, or to the unsynced record, and marked again.
+                let cut = if at < last { last_mark } else { last };
+                assert_eq!(wal.len(), cut + RECORD_HEADER, "{what}");
             } else {
                 let want = if at < FILE_HEADER {
                     0
                 } else {
-                    *starts.iter().rfind(|s| **s <= at).unwrap_or(&0)
+                    *items.iter().rfind(|s| **s <= at).unwrap_or(&0)
                 };
                 match opened {
                     Err(WalError::Corrupt { at, .. }) => assert_eq!(at, want, "{what}"),
@@ -759,6 +858,9 @@ mod tests {
         assert_eq!(seen.iter().map(|(_, r)| r.as_slice()).collect::<Vec<_>>(), records);
         let converted = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(converted.starts_with(&MAGIC));
+        // The old file was kept beside the new one.
+        let kept = dir.path().join("log.format1");
+        assert_eq!(std::fs::read(&kept).ok(), Some(bytes.clone()));
         let reader = WalReader::open(&path).unwrap_or_else(|e| panic!("{e}"));
         for (pos, r) in &seen {
             assert_eq!(reader.read_at(*pos, r.len()).ok().as_ref(), Some(r));
@@ -778,6 +880,22 @@ mod tests {
         }
         assert_eq!(std::fs::read(&path).ok(), Some(bytes));
 
+        // A log of this format whose header was lost (a block read back as zeros) is neither
+        // format: it is refused, not converted and emptied.
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        wal.append(b"kept").unwrap_or_else(|e| panic!("{e}"));
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        bytes[..FILE_HEADER as usize].fill(0);
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        match Wal::open(&path) {
+            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, 0),
+            other => panic!("{:?}", other.map(|(_, r)| r)),
+        }
+        assert_eq!(std::fs::read(&path).ok(), Some(bytes));
+
         // An empty file (created by the first format, never written to).
         std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
         let (wal, none) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -786,62 +904,79 @@ mod tests {
     }
 
     /// A power loss may keep later blocks of a write and lose earlier ones. Records appended
-    /// together and synced once: damage to one of them with whole records after it is a torn
-    /// write when none of those was written after it was synced, and then the log opens at
-    /// the last synced record; once a later record says it was synced, the same damage is
-    /// reported.
+    /// together and synced once: damage to one of them is a torn write when nothing after it
+    /// says it was synced (its sync mark lost too), and the log opens at the last synced
+    /// record; with the mark whole, or a later record, the same damage is reported.
     #[test]
     fn damage_before_whole_records_is_a_torn_write_only_when_none_came_after_its_sync() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("log");
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        wal.append(b"synced").unwrap_or_else(|e| panic!("{e}"));
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"synced"));
+        ok(wal.sync());
         let batch = wal.len();
         for r in [&[1u8; 300][..], &[2u8; 300], b"three"] {
-            wal.append(r).unwrap_or_else(|e| panic!("{e}"));
+            ok(wal.append(r));
         }
         let unsynced = wal.len();
         drop(wal);
-        let whole = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        // The first record of the batch lost (zeros, as a lost block reads back), the two after
-        // it kept: the batch is dropped.
+        let whole = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        let write = |bytes: &[u8]| ok(std::fs::write(&path, bytes).map_err(Wal::err("log")));
+        let lose_first = |bytes: &mut Vec<u8>| bytes[batch as usize..batch as usize + 200].fill(0);
+        // The first record of the batch lost (zeros, as a lost block reads back), the two
+        // after it kept, no mark after them: the batch is dropped.
         let mut bytes = whole.clone();
-        bytes[batch as usize..batch as usize + 200].fill(0);
-        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        let (wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        lose_first(&mut bytes);
+        write(&bytes);
+        let (wal, records) = open(&path);
         assert_eq!(records, [Bytes::from_static(b"synced")]);
-        assert_eq!(wal.len(), batch);
+        assert_eq!(wal.len(), batch + RECORD_HEADER);
         drop(wal);
 
-        // The same batch, synced, and one more record: the same damage is reported.
-        std::fs::write(&path, &whole).unwrap_or_else(|e| panic!("{e}"));
-        let (mut wal, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        // The same batch synced (opening syncs it and marks it), then the same loss: reported.
+        write(&whole);
+        let (wal, records) = open(&path);
         assert_eq!(records.len(), 4);
-        assert_eq!(wal.len(), unsynced);
-        wal.append(b"after").unwrap_or_else(|e| panic!("{e}"));
-        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wal.len(), unsynced + RECORD_HEADER);
         drop(wal);
-        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
-        bytes[batch as usize..batch as usize + 200].fill(0);
-        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        match Wal::open(&path) {
-            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, batch),
-            other => panic!("{:?}", other.map(|(_, r)| r)),
-        }
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        lose_first(&mut bytes);
+        write(&bytes);
+        assert_eq!(corrupt_at(Wal::open(&path)), batch);
+
+        // The mark lost too, but a record appended after the sync says it: reported.
+        write(&whole);
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"after"));
+        drop(wal);
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        lose_first(&mut bytes);
+        bytes[unsynced as usize..unsynced as usize + 20].fill(0);
+        write(&bytes);
+        assert_eq!(corrupt_at(Wal::open(&path)), batch);
+
+        // The records of the last sync, with nothing after them but its mark: reported.
+        ok(std::fs::remove_file(&path).map_err(Wal::err("log")));
+        let (mut wal, _) = open(&path);
+        let first = wal.len();
+        ok(wal.append(b"one"));
+        ok(wal.append(&[3u8; 100]));
+        ok(wal.sync());
+        drop(wal);
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        bytes[first as usize + 21] ^= 1;
+        write(&bytes);
+        assert_eq!(corrupt_at(Wal::open(&path)), first);
 
         // A log rewritten keeping its last records says all of it is synced.
-        std::fs::write(&path, &whole).unwrap_or_else(|e| panic!("{e}"));
-        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        wal.replace(&[b"head"], batch).unwrap_or_else(|e| panic!("{e}"));
+        write(&whole);
+        let (mut wal, _) = open(&path);
+        ok(wal.replace(&[b"head"], batch));
         let second = FILE_HEADER + RECORD_HEADER + 4;
         drop(wal);
-        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
         bytes[second as usize + 30] ^= 1;
-        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
-        match Wal::open(&path) {
-            Err(WalError::Corrupt { at, .. }) => assert_eq!(at, second),
-            other => panic!("{:?}", other.map(|(_, r)| r)),
-        }
+        write(&bytes);
+        assert_eq!(corrupt_at(Wal::open(&path)), second);
     }
 }
