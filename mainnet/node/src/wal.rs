@@ -48,7 +48,7 @@ pub enum WalError {
     /// (for the consensus log, the record of blocks this validator already sent). Also a
     /// damaged file header (`at` 0), or a file of neither format.
     #[error(
-        "write-ahead log {path}: the record at byte {at} is corrupt, and synced records follow it"
+        "write-ahead log {path}: the record at byte {at} is corrupt (a record after it was written once it was synced, or its header is one no writer makes)"
     )]
     Corrupt {
         /// The file.
@@ -196,13 +196,16 @@ pub struct Wal {
     /// Shared with syncs running on the blocking pool ([`Wal::sync_off_thread`]).
     file: Arc<File>,
     path: String,
-    /// This file's salt (kept by [`Wal::replace`]).
+    /// This file's salt (a new one with every [`Wal::replace`]).
     salt: u64,
     dirty: bool,
     /// Bytes in the file.
     len: u64,
     /// Bytes of the file known durable (the length at the last sync).
     synced: u64,
+    /// A failed write could not be cut off again: what follows would land after its bytes,
+    /// at positions this log does not know, so nothing more is appended.
+    broken: bool,
 }
 
 impl Wal {
@@ -237,6 +240,8 @@ impl Wal {
         reader.seek(SeekFrom::Start(FILE_HEADER)).map_err(Self::err(&name))?;
         let mut body = Vec::new();
         let mut pos = FILE_HEADER;
+        // Whether the last whole item read is a sync mark (then opening adds none).
+        let mut ends_marked = false;
         while pos < size {
             let mut header = [0u8; RECORD_HEADER as usize];
             if !read_whole(&mut reader, &mut header).map_err(Self::err(&name))? {
@@ -257,6 +262,7 @@ impl Wal {
             }
             if len == 0 {
                 pos += RECORD_HEADER;
+                ends_marked = true;
                 continue;
             }
             let end = pos + RECORD_HEADER + len;
@@ -275,9 +281,11 @@ impl Wal {
             }
             visit(pos + RECORD_HEADER, &body)?;
             pos = end;
+            ends_marked = false;
         }
         drop(reader);
         if pos < size {
+            ends_marked = false;
             tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
             file.set_len(pos).map_err(Self::err(&name))?;
             file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
@@ -285,9 +293,16 @@ impl Wal {
         // What a killed process wrote may still be only in the OS: the records appended from
         // now on say it is durable, so it must be.
         file.sync_all().map_err(Self::err(&name))?;
-        let mut wal =
-            Wal { file: Arc::new(file), path: name, salt, dirty: false, len: pos, synced: pos };
-        if !wal.is_empty() {
+        let mut wal = Wal {
+            file: Arc::new(file),
+            path: name,
+            salt,
+            dirty: false,
+            len: pos,
+            synced: pos,
+            broken: false,
+        };
+        if !wal.is_empty() && !ends_marked {
             wal.mark()?;
         }
         Ok(wal)
@@ -304,11 +319,18 @@ impl Wal {
                 source: std::io::Error::other(why),
             });
         }
+        if self.broken {
+            let why = "an earlier write failed and could not be cut off";
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(why),
+            });
+        }
         let header = record_header(self.salt, record, self.synced);
         let mut file = &*self.file;
         let written = file.write_all(&header).and_then(|()| file.write_all(record));
         if let Err(e) = written {
-            let _ = self.file.set_len(self.len);
+            self.broken = self.file.set_len(self.len).is_err();
             return Err(WalError::Io { path: self.path.clone(), source: e });
         }
         self.dirty = true;
@@ -319,11 +341,20 @@ impl Wal {
 
     /// Writes a sync mark (not synced itself): the records before it are durable. Without
     /// one, damage to the records of the last sync could not be told from a torn write.
+    /// Best effort: a mark that cannot be written is only a warning (the records are
+    /// durable), unless its partial bytes cannot be cut off again.
     fn mark(&mut self) -> Result<(), WalError> {
+        if self.broken {
+            return Ok(());
+        }
         let header = record_header(self.salt, &[], self.synced);
         if let Err(e) = (&*self.file).write_all(&header) {
-            let _ = self.file.set_len(self.len);
-            return Err(WalError::Io { path: self.path.clone(), source: e });
+            if self.file.set_len(self.len).is_err() {
+                self.broken = true;
+                return Err(WalError::Io { path: self.path.clone(), source: e });
+            }
+            tracing::warn!(path = %self.path, "write-ahead log: no sync mark written: {e}");
+            return Ok(());
         }
         self.len += RECORD_HEADER;
         Ok(())
@@ -397,6 +428,7 @@ impl Wal {
         self.dirty = false;
         self.len = len;
         self.synced = len;
+        self.broken = false;
         Ok(())
     }
 
@@ -507,23 +539,30 @@ fn prepare(path: &Path, name: &str) -> Result<u64, WalError> {
     // A log of the first format starts with a whole record, or is shorter than a record's
     // header (its first write torn). Anything else is neither format (this format's header
     // lost, say, to a block read back as zeros), and converting it would drop the log.
+    // A first record torn by a crash (running past the end, or failing its CRC with nothing
+    // after it) has a length the writer could have written, which a lost header (zeros) has
+    // not.
     if head.len() >= 8 {
         let (len, crc) = (u64::from(le32(&head[..4])), le32(&head[4..8]));
         let size = file.metadata().map_err(Wal::err(name))?.len();
-        if len == 0 || len > MAX_RECORD as u64 || 8 + len > size {
+        if len == 0 || len > MAX_RECORD as u64 {
             return Err(corrupt());
         }
-        let mut body = vec![0u8; len as usize];
-        file.read_exact_at(&mut body, 8).map_err(Wal::err(name))?;
-        if crc32fast::hash(&body) != crc {
-            return Err(corrupt());
+        if 8 + len < size {
+            let mut body = vec![0u8; len as usize];
+            file.read_exact_at(&mut body, 8).map_err(Wal::err(name))?;
+            if crc32fast::hash(&body) != crc {
+                return Err(corrupt());
+            }
         }
     }
     drop(file);
     // The old file stays beside the new one, under another name.
     let kept = std::path::PathBuf::from(format!("{}.format1", path.display()));
     let _ = std::fs::remove_file(&kept);
-    std::fs::hard_link(path, &kept).map_err(Wal::err(name))?;
+    if std::fs::hard_link(path, &kept).is_err() {
+        std::fs::copy(path, &kept).map_err(Wal::err(name))?;
+    }
     let converted = convert_first_format(path, name);
     if converted.is_err() {
         let _ = std::fs::remove_file(&kept);
@@ -735,6 +774,33 @@ mod tests {
         assert_eq!(std::fs::read(&path).ok(), Some(bytes), "the damaged log was left as it was");
     }
 
+    /// A header that checks but holds what no writer writes (a sync point past itself, a
+    /// length past the limit) is reported at once.
+    #[test]
+    fn a_header_no_writer_makes_is_reported() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        let first = wal.len();
+        ok(wal.append(b"one"));
+        let salt = wal.salt;
+        drop(wal);
+        let whole = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        let at = first as usize;
+        let mut past_itself = whole.clone();
+        past_itself[at..at + 20].copy_from_slice(&record_header(salt, b"one", first + 1));
+        let mut too_long = whole.clone();
+        let mut header = record_header(salt, b"one", first);
+        header[..4].copy_from_slice(&(MAX_RECORD as u32 + 1).to_le_bytes());
+        let check = header_check(salt, &header);
+        header[16..].copy_from_slice(&check.to_le_bytes());
+        too_long[at..at + 20].copy_from_slice(&header);
+        for bytes in [past_itself, too_long] {
+            ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+            assert_eq!(corrupt_at(Wal::open(&path)), first);
+        }
+    }
+
     /// Zeros past the last record (what a file system may leave after a power loss) are a
     /// torn tail, not sync marks; empty records cannot be appended.
     #[test]
@@ -780,7 +846,12 @@ mod tests {
         }
         let last_mark = *items.last().unwrap_or(&0);
         let last = wal.len();
+        // Inside the unsynced record: a header made with another salt that says the file was
+        // synced past `last`, then one made with this file's salt that says the file was
+        // synced past itself (which no writer does).
         let mut planted = record_header(0, b"planted!", last + 1).to_vec();
+        planted.extend_from_slice(b"planted!");
+        planted.extend_from_slice(&record_header(wal.salt, b"planted!", last + 1000));
         planted.extend_from_slice(b"planted!");
         ok(wal.append(&planted));
         starts.push(last);
@@ -895,6 +966,13 @@ mod tests {
             other => panic!("{:?}", other.map(|(_, r)| r)),
         }
         assert_eq!(std::fs::read(&path).ok(), Some(bytes));
+
+        // A first-format log whose only record was torn: converted, without it.
+        let mut torn = first_format(&[&[4u8; 100]]);
+        torn.truncate(60);
+        std::fs::write(&path, &torn).unwrap_or_else(|e| panic!("{e}"));
+        let (wal, none) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_empty() && wal.is_empty());
 
         // An empty file (created by the first format, never written to).
         std::fs::write(&path, b"").unwrap_or_else(|e| panic!("{e}"));
