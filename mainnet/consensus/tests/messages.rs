@@ -593,6 +593,29 @@ fn forwarded_transactions_wait_within_a_byte_budget_and_each_validators_share() 
     assert_eq!((e.faults().share_full, e.faults().queue_full), (54, 2));
 }
 
+/// A validator's share of the queue follows its stake: twice its stake's share.
+#[test]
+fn a_validators_share_of_the_queue_follows_its_stake() {
+    let mut members = members(4, 1);
+    for (m, stake) in members.iter_mut().zip([1, 4, 1, 2]) {
+        m.stake = stake;
+    }
+    let c = Arc::new(Committee::new(members).unwrap_or_else(|e| panic!("{e}")));
+    let ks = block_keys(4);
+    let cfg = Config { chain: CHAIN, max_queue_bytes: 1_000, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let forward = |e: &mut AsyncBft, from: u16, txs: Vec<Transaction>| {
+        let frame = Message::Transactions(txs).encode();
+        e.handle(Input::Messages(vec![(ValidatorIndex(from), frame)]), &mut Vec::new());
+    };
+    // Validator 2 (1 of 8): 2/8 of 1,000 bytes, six 40-byte transactions.
+    forward(&mut e, 2, (0..10).map(tx).collect());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (4, 0));
+    // Validator 1 (4 of 8): the whole queue; what is left of it (760 bytes) takes 19.
+    forward(&mut e, 1, (10..40).map(tx).collect());
+    assert_eq!((e.faults().share_full, e.faults().queue_full), (4, 11));
+}
+
 #[test]
 fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
     let (c, ks) = setup(4);
