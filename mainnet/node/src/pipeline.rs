@@ -1092,24 +1092,17 @@ fn import_block(
 fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let number = e.number;
     let started = Instant::now();
-    let root = match state.store.latest_version() {
-        // Stored before a crash that came before the block log write: the same block, the
-        // same diff (execution is deterministic).
-        Some(v) if v >= number => state.store.root(number),
-        _ => state.store.apply(number, e.diff.store_changes()),
-    }
-    .map_err(|source| PipelineError::Store { number, source })?;
-    let merklized = Instant::now();
     let parent = state.chain.head();
     let (txs, senders): (Vec<TxEnvelope>, Vec<Address>) =
         e.txs.into_iter().map(|t| (t.tx, t.sender)).unzip();
     let ordering = e.ordering;
-    let header = Header {
+    let transactions_root = alloy_consensus::proofs::calculate_transaction_root(&txs);
+    let header_with = |state_root: B256| Header {
         parent_hash: parent.hash,
         ommers_hash: EMPTY_OMMER_ROOT_HASH,
         beneficiary: e.env.beneficiary,
-        state_root: root,
-        transactions_root: alloy_consensus::proofs::calculate_transaction_root(&txs),
+        state_root,
+        transactions_root,
         receipts_root: e.output.receipts_root,
         logs_bloom: e.output.logs_bloom,
         difficulty: U256::ZERO,
@@ -1123,6 +1116,27 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         base_fee_per_gas: Some(e.env.base_fee),
         ..crate::chain::fixed_header_fields()
     };
+    let merkle_from = Instant::now();
+    let stored = match state.store.latest_version() {
+        // Stored before a crash that came before the block log write: the same block, the
+        // same diff (execution is deterministic; an imported block's version is written
+        // only once its hash is the certified one, below).
+        Some(v) if v >= number => state.store.root(number).map(|root| (root, true)),
+        // A block from peers: its version is written only if it gives the certified hash.
+        // Before stop 36 it was written first, so a block that diverged left its version in
+        // the store, and after a restart the node took that version for the block instead
+        // of executing it again (reporting the divergence at every start, even once a fixed
+        // build would execute the block as its signers did).
+        _ => match e.expect {
+            Some(want) => state.store.apply_if(number, e.diff.store_changes(), |root| {
+                header_with(*root).hash_slow() == want
+            }),
+            None => state.store.apply(number, e.diff.store_changes()).map(|root| (root, true)),
+        },
+    };
+    let (root, _) = stored.map_err(|source| PipelineError::Store { number, source })?;
+    let merklized = Instant::now();
+    let header = header_with(root);
     let hash = header.hash_slow();
     if let Some(want) = e.expect.filter(|w| *w != hash) {
         state.chain.close();
@@ -1154,7 +1168,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let m = &state.metrics;
     m.store_micros.fetch_add(now.duration_since(started).as_micros() as u64, Ordering::Relaxed);
     m.merkle_micros
-        .fetch_add(merklized.duration_since(started).as_micros() as u64, Ordering::Relaxed);
+        .fetch_add(merklized.duration_since(merkle_from).as_micros() as u64, Ordering::Relaxed);
     m.order_to_receipt_micros
         .fetch_add(now.duration_since(e.ordered_at).as_micros() as u64, Ordering::Relaxed);
     m.execute_to_receipt_micros
@@ -1312,6 +1326,73 @@ mod tests {
         }
         storer.join().unwrap_or_else(|_| panic!("the storer panicked"));
         assert!(views > 100, "{views} views");
+    }
+
+    /// Block 1, as executed here, leaving `who` with `balance`, imported when `expect` is
+    /// the certified hash.
+    fn block_one(state: &State, who: Address, balance: u64, expect: Option<B256>) -> Executed {
+        let mut diff = StateDiff::default();
+        diff.accounts.insert(who, Some(Account::with_balance(U256::from(balance))));
+        let output = BlockOutput {
+            txs: Vec::new(),
+            receipts: Vec::new(),
+            diff,
+            gas_used: 0,
+            receipts_root: alloy_consensus::constants::EMPTY_ROOT_HASH,
+            logs_bloom: Default::default(),
+        };
+        let env = BlockEnv {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::ZERO,
+            base_fee: 7,
+            gas_limit: 30_000_000,
+            prevrandao: B256::ZERO,
+            difficulty: U256::ZERO,
+            excess_blob_gas: Some(0),
+        };
+        Executed::new(
+            state,
+            env,
+            Vec::new(),
+            output,
+            Instant::now(),
+            OrderingData::unordered(),
+            expect,
+        )
+    }
+
+    /// An imported block whose state gives another hash than the certified one leaves
+    /// nothing in the store: after a restart the block is executed into again, and what
+    /// that execution gives is what is stored. (Before stop 36 the diverged state stayed as
+    /// the block's version and the restart took it.)
+    #[test]
+    fn a_block_that_diverged_leaves_no_state_behind() {
+        let who = Address::repeat_byte(0x5a);
+        let genesis = Genesis::dev(&[who], U256::from(1u64), 0);
+        let good = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let certified = {
+            let state = node_state(good.path(), genesis.clone());
+            store_block(&state, block_one(&state, who, 3, None)).unwrap_or_else(|e| panic!("{e}"));
+            state.chain.block(1).map(|b| b.hash).unwrap_or_else(|| panic!("block 1 not stored"))
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        {
+            let state = node_state(dir.path(), genesis.clone());
+            match store_block(&state, block_one(&state, who, 2, Some(certified))) {
+                Err(PipelineError::Diverged { number: 1, .. }) => {}
+                other => panic!("{other:?}"),
+            }
+            assert_eq!(state.store.latest_version(), Some(0));
+            assert!(state.chain.block(1).is_none());
+        }
+        let state = node_state(dir.path(), genesis);
+        assert_eq!(state.store.latest_version(), Some(0), "after the restart");
+        store_block(&state, block_one(&state, who, 3, Some(certified)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(state.chain.block(1).map(|b| b.hash), Some(certified));
+        let balance = state.view(1).ok().and_then(|v| v.account(who).ok().flatten());
+        assert_eq!(balance.map(|a| a.balance), Some(U256::from(3u64)));
     }
 
     #[test]

@@ -53,6 +53,20 @@ impl Store {
         version: Version,
         changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
     ) -> Result<B256> {
+        let (root, _) = self.apply_if(version, changes, |_| true)?;
+        Ok(root)
+    }
+
+    /// [`Store::apply`], written only if `accept` takes the new state root: a version whose
+    /// root is not the one expected (a block from peers that executed differently here) is
+    /// never written, so nothing has to be taken back. Returns the root and whether the
+    /// version was written; `accept` runs once, with the writer held, before any write.
+    pub fn apply_if(
+        &self,
+        version: Version,
+        changes: impl IntoIterator<Item = (B256, Option<Bytes>)>,
+        accept: impl FnOnce(&B256) -> bool,
+    ) -> Result<(B256, bool)> {
         let changes = normalize(changes)?;
         let inner = &self.inner;
         let mut w = inner.writer.lock();
@@ -72,6 +86,11 @@ impl Store {
         let at = latest.unwrap_or(0);
         let (root_upd, deleted) = self.update(PageId::ROOT, old_root, &changes, at)?;
         let root = root_upd.new.hash().hash();
+        if !accept(&root) {
+            // As `root_with`: the update worked on pages nobody else holds, so nothing
+            // readers see has changed.
+            return Ok((root, false));
+        }
 
         // Encode every changed page, then the commit (and a prune when retention says so).
         let seg_id = w.active.id;
@@ -153,7 +172,7 @@ impl Store {
         if prune_below.is_some() {
             self.signal_gc();
         }
-        Ok(root)
+        Ok((root, true))
     }
 
     /// The state root that applying `changes` on top of `version` would give (as

@@ -93,7 +93,26 @@ proptest! {
                         let got = store.snapshot(latest).unwrap().root_with(batch.clone()).unwrap();
                         prop_assert_eq!(got, naive_root(&model));
                     }
-                    let root = store.apply(version, batch).unwrap();
+                    // A version its caller refuses (a block that executed differently) is
+                    // not written: the reads and reopens below would see it.
+                    let before = store.latest_version();
+                    let mut other = batch.clone();
+                    other.push((keys[seed as usize % keys.len()], Some(Bytes::from(vec![7u8; 3]))));
+                    let mut refused = model.clone();
+                    apply_model(&mut refused, &other);
+                    let mut offered = None;
+                    let (root, written) = store
+                        .apply_if(version, other, |r| {
+                            offered = Some(*r);
+                            false
+                        })
+                        .unwrap();
+                    prop_assert!(!written);
+                    prop_assert_eq!(offered, Some(root));
+                    prop_assert_eq!(root, naive_root(&refused));
+                    prop_assert_eq!(store.latest_version(), before);
+                    let (root, written) = store.apply_if(version, batch, |_| true).unwrap();
+                    prop_assert!(written);
                     prop_assert_eq!(root, naive_root(&model));
                     history.insert(version, model.clone());
                 }
