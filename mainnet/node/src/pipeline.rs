@@ -1123,7 +1123,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         // only once its hash is the certified one, below).
         Some(v) if v >= number => state.store.root(number).map(|root| (root, true)),
         // A block from peers: its version is written only if it gives the certified hash.
-        // Before stop 36 it was written first, so a block that diverged left its version in
+        // Before stop 37 it was written first, so a block that diverged left its version in
         // the store, and after a restart the node took that version for the block instead
         // of executing it again (reporting the divergence at every start, even once a fixed
         // build would execute the block as its signers did).
@@ -1364,7 +1364,7 @@ mod tests {
 
     /// An imported block whose state gives another hash than the certified one leaves
     /// nothing in the store: after a restart the block is executed into again, and what
-    /// that execution gives is what is stored. (Before stop 36 the diverged state stayed as
+    /// that execution gives is what is stored. (Before stop 37 the diverged state stayed as
     /// the block's version and the restart took it.)
     #[test]
     fn a_block_that_diverged_leaves_no_state_behind() {

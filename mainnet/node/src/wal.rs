@@ -1057,4 +1057,38 @@ mod tests {
         write(&bytes);
         assert_eq!(corrupt_at(Wal::open(&path)), second);
     }
+
+    /// A sync on the blocking pool marks the log like [`Wal::sync`]: the records it made
+    /// durable are vouched for (damage to them is reported, not cut), and a sync with
+    /// nothing appended does nothing.
+    #[test]
+    fn a_sync_off_thread_marks_the_log() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let rt =
+            tokio::runtime::Builder::new_current_thread().build().unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
+        let first = wal.len();
+        ok(wal.append(b"one"));
+        ok(wal.append(&[3u8; 100]));
+        let appended = wal.len();
+        let took = ok(rt.block_on(wal.sync_off_thread()));
+        assert!(took.is_some());
+        assert_eq!(wal.len(), appended + RECORD_HEADER, "one mark after the sync");
+        assert_eq!(ok(rt.block_on(wal.sync_off_thread())), None);
+        assert_eq!(wal.len(), appended + RECORD_HEADER, "nothing to sync, no mark");
+        drop(wal);
+        assert_eq!(file_len(&path), Some(appended + RECORD_HEADER));
+        let whole = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        let mut bytes = whole.clone();
+        bytes[first as usize + 21] ^= 1;
+        ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+        assert_eq!(corrupt_at(Wal::open(&path)), first);
+        // Without the mark the same damage reads as a torn write of the last batch.
+        bytes.truncate(appended as usize);
+        ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+        let (wal, records) = open(&path);
+        assert!(records.is_empty());
+        assert_eq!(wal.len(), first);
+    }
 }
