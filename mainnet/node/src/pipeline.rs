@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use alloy_consensus::constants::{EMPTY_OMMER_ROOT_HASH, KECCAK_EMPTY};
 use alloy_consensus::{Header, Transaction as _, TxEnvelope};
-use alloy_eips::eip2718::Decodable2718;
+use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, Bytes, B256, B64, U256};
 use farol_consensus::Committed;
 use farol_execution::{
@@ -422,6 +422,12 @@ impl Executed {
 const DEFER_COMMITS: u64 = 256;
 /// At most this many wait at once.
 const MAX_DEFERRED: usize = 20_000;
+/// At most this many bytes of them (their EIP-2718 encodings) wait at once. The waiting set is
+/// held in memory and stored with the last block of every group; before stop 37 only its
+/// count was bounded, so one faulty validator proposing large transactions with nonce gaps
+/// (from throwaway keys: waiting costs nothing) could make every validator hold up to 20,000
+/// of 128 KiB, 2.5 GiB, and write them into every block that ends a group.
+const MAX_DEFERRED_BYTES: usize = 1 << 20;
 
 /// The transactions waiting for an earlier nonce, by sender and nonce, with the commit
 /// height they were ordered at.
@@ -864,6 +870,8 @@ fn order(
 ) -> Result<Vec<RecoveredTx>, StateError> {
     let mut expected: HashMap<Address, u64> = HashMap::new();
     let mut out = Vec::with_capacity(txs.len());
+    let size = |t: &RecoveredTx| t.tx.encode_2718_len();
+    let mut bytes: usize = waiting.values().map(|(_, t)| size(t)).sum();
     for t in txs {
         let sender = t.sender;
         let exp = match expected.get(&sender) {
@@ -879,6 +887,7 @@ fn order(
             out.push(t);
             let mut e = exp + 1;
             while let Some((_, w)) = waiting.remove(&(sender, e)) {
+                bytes -= size(&w);
                 out.push(w);
                 e += 1;
             }
@@ -889,12 +898,13 @@ fn order(
                     *t.tx.tx_hash(),
                     format!("another transaction with nonce {nonce} waits"),
                 );
-            } else if waiting.len() >= MAX_DEFERRED {
+            } else if waiting.len() >= MAX_DEFERRED || bytes + size(&t) > MAX_DEFERRED_BYTES {
                 state.drop_tx(
                     *t.tx.tx_hash(),
                     "too many transactions wait for earlier nonces".into(),
                 );
             } else {
+                bytes += size(&t);
                 waiting.insert((sender, nonce), (height, t));
             }
         } else {
@@ -1424,6 +1434,60 @@ mod tests {
         let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting);
         assert!(waiting.is_empty());
         assert!(state.recent_drops(1)[0].1.contains("gap not filled"));
+    }
+
+    /// The waiting set is bounded by bytes as well as by count: transactions of 100 KiB with
+    /// nonce gaps (what a faulty validator can propose from keys without funds) fill it after
+    /// ten; the next is dropped, a small one still fits, and a set emptied by the missing
+    /// nonce takes large ones again.
+    #[test]
+    fn the_waiting_set_is_bounded_by_bytes() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let funded = PrivateKeySigner::random();
+        let genesis = Genesis::dev(&[funded.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        let state = node_state(dir.path(), genesis);
+        let view = state.view(0).unwrap_or_else(|e| panic!("{e}"));
+        let big = |key: &PrivateKeySigner, nonce: u64| {
+            let t = alloy_consensus::TxEip1559 {
+                chain_id: 31337,
+                nonce,
+                gas_limit: 2_000_000,
+                max_fee_per_gas: 2_000_000_000,
+                to: alloy_primitives::TxKind::Call(Address::repeat_byte(1)),
+                input: vec![0xab; 100 << 10].into(),
+                ..Default::default()
+            };
+            use alloy_consensus::SignableTransaction;
+            use alloy_signer::SignerSync;
+            let sig = key.sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            RecoveredTx { tx: TxEnvelope::Eip1559(t.into_signed(sig)), sender: key.address() }
+        };
+        let keys: Vec<PrivateKeySigner> = (0..11).map(|_| PrivateKeySigner::random()).collect();
+        let gapped: Vec<RecoveredTx> = keys.iter().map(|k| big(k, 1)).collect();
+        let last = *gapped[10].tx.tx_hash();
+        let mut waiting = Waiting::new();
+        let out = order(&state, &view, 1, gapped, &mut waiting).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.is_empty());
+        assert_eq!(waiting.len(), 10, "ten of 100 KiB fit in 1 MiB, the eleventh does not");
+        assert!(state
+            .recent_drops(1)
+            .iter()
+            .any(|(h, why)| *h == last && why.contains("too many")));
+        let out = order(&state, &view, 2, vec![tx(&funded, 1)], &mut waiting)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.is_empty());
+        assert_eq!(waiting.len(), 11, "a transfer still fits");
+        // The funded sender's gap filled: its waiting transfer leaves, but the set stays full
+        // of large ones until they expire.
+        let out = order(&state, &view, 3, vec![tx(&funded, 0)], &mut waiting)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(nonces(&out), [(funded.address(), 0), (funded.address(), 1)]);
+        assert_eq!(waiting.len(), 10);
+        let _ = order(&state, &view, 2 + DEFER_COMMITS, vec![], &mut waiting);
+        assert!(waiting.is_empty());
+        let again: Vec<RecoveredTx> = keys.iter().take(3).map(|k| big(k, 1)).collect();
+        let _ = order(&state, &view, 3 + DEFER_COMMITS, again, &mut waiting);
+        assert_eq!(waiting.len(), 3);
     }
 
     fn commit(height: u64, timestamp_ms: u64, txs: usize) -> Committed {
