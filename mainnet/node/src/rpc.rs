@@ -143,8 +143,9 @@ struct MethodStats {
 /// Polling filters (`eth_newFilter`, `eth_newBlockFilter`): what each saw last.
 #[derive(Default)]
 struct Filters {
-    next: u64,
     live: HashMap<String, PollFilter>,
+    /// Filters by client address ([`FILTERS_PER_CLIENT`]).
+    by_client: PerClient,
 }
 
 struct PollFilter {
@@ -156,6 +157,10 @@ struct PollFilter {
     /// The first block not yet reported.
     next_block: u64,
     last_poll: std::time::Instant,
+    /// Addresses and topic alternatives it holds (counted against [`MAX_FILTER_TERMS_ALL`]).
+    terms: usize,
+    /// Its place among its client address's filters, given back when it is removed.
+    _client: Held,
 }
 
 /// The most transactions one `txpool_content` or `txpool_inspect` answer lists.
@@ -169,6 +174,23 @@ const PENDING_FEED: usize = 4096;
 const FILTER_IDLE: std::time::Duration = std::time::Duration::from_secs(300);
 /// Most filters held at once.
 const MAX_FILTERS: usize = 10_000;
+/// JSON values (numbers, strings, arrays, objects, …) one request body may hold. Parsed, each
+/// takes 32 bytes or more whatever its text: a body of `rpc.max_request_bytes` (5 MiB) of
+/// `[0,0,…]` is about 2.6 million values and 80–160 MiB, kept while the request waits for a
+/// place. Before stop 37 any number was taken; the largest requests a client needs (a batch
+/// of 1,000 calls, a log filter of 5,000 addresses and topics) hold tens of thousands.
+const MAX_REQUEST_VALUES: usize = 500_000;
+/// Requests that may wait for a place, per place ([`Places`]); more are refused (-32005) at
+/// once. Before stop 37 any number waited, each holding its parsed body.
+const WAITING_PER_PLACE: usize = 8;
+/// Most filters one client address ([`client_key`]) holds: a quarter of the node's, so one
+/// client cannot take them all (before stop 37 there was no share).
+const FILTERS_PER_CLIENT: usize = MAX_FILTERS / 4;
+/// Addresses and topic alternatives all log filters hold together (each filter at most
+/// [`MAX_FILTER_TERMS`] addresses and as many per topic position): about 32 bytes each in its
+/// sets, so about 100 MB of filters at most. Before stop 37 only their count was bounded, and
+/// 10,000 filters of 5,000 terms each would have held gigabytes.
+const MAX_FILTER_TERMS_ALL: usize = 1_000_000;
 
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -474,9 +496,14 @@ impl Rpc {
 
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
     /// (only notifications).
-    async fn handle_body(self: &Arc<Self>, body: &[u8], ws: Option<&Arc<WsCtx>>) -> Option<Value> {
+    async fn handle_body(
+        self: &Arc<Self>,
+        body: &[u8],
+        ws: Option<&Arc<WsCtx>>,
+        client: std::net::IpAddr,
+    ) -> Option<Value> {
         match serde_json::from_slice(body) {
-            Ok(v) => self.handle_value(v, ws).await,
+            Ok(v) => self.handle_value(v, ws, client).await,
             Err(e) => {
                 Some(response(Value::Null, Err(RpcError::new(-32700, format!("parse error: {e}")))))
             }
@@ -484,7 +511,20 @@ impl Rpc {
     }
 
     /// [`Rpc::handle_body`] of a parsed body.
-    async fn handle_value(self: &Arc<Self>, v: Value, ws: Option<&Arc<WsCtx>>) -> Option<Value> {
+    async fn handle_value(
+        self: &Arc<Self>,
+        v: Value,
+        ws: Option<&Arc<WsCtx>>,
+        client: std::net::IpAddr,
+    ) -> Option<Value> {
+        if !values_within(&v, MAX_REQUEST_VALUES) {
+            return Some(response(
+                Value::Null,
+                Err(RpcError::limit(format!(
+                    "a request of more than {MAX_REQUEST_VALUES} JSON values"
+                ))),
+            ));
+        }
         match v {
             Value::Array(calls) => {
                 if calls.is_empty() {
@@ -529,7 +569,7 @@ impl Rpc {
                         }
                         continue;
                     }
-                    if let Some(r) = self.handle_call(c, ws, Some(&batch)).await {
+                    if let Some(r) = self.handle_call(c, ws, Some(&batch), client).await {
                         bytes = bytes
                             .saturating_add(usize::try_from(json_len(&r)).unwrap_or(usize::MAX));
                         out.push(r);
@@ -537,7 +577,7 @@ impl Rpc {
                 }
                 (!out.is_empty()).then_some(Value::Array(out))
             }
-            v => self.handle_call(v, ws, None).await,
+            v => self.handle_call(v, ws, None, client).await,
         }
     }
 
@@ -546,6 +586,7 @@ impl Rpc {
         v: Value,
         ws: Option<&Arc<WsCtx>>,
         batch: Option<&Batch>,
+        client: std::net::IpAddr,
     ) -> Option<Value> {
         let Value::Object(mut o) = v else {
             return Some(response(
@@ -577,7 +618,7 @@ impl Rpc {
             Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
         };
         let started = std::time::Instant::now();
-        let result = self.dispatch(&method, &params, ws, batch).await;
+        let result = self.dispatch(&method, &params, ws, batch, client).await;
         self.count(&method, &result, started.elapsed());
         (!notification).then(|| response(id, result))
     }
@@ -588,6 +629,7 @@ impl Rpc {
         p: &[Value],
         ws: Option<&Arc<WsCtx>>,
         batch: Option<&Batch>,
+        client: std::net::IpAddr,
     ) -> RpcResult {
         let st = &self.state;
         match method {
@@ -1040,10 +1082,10 @@ impl Rpc {
             "eth_newFilter" => {
                 let f: Filter = param(p, 0, "filter")?;
                 check_filter(&f)?;
-                self.new_filter(Some(f), false)
+                self.new_filter(Some(f), false, client)
             }
-            "eth_newBlockFilter" => self.new_filter(None, false),
-            "eth_newPendingTransactionFilter" => self.new_filter(None, true),
+            "eth_newBlockFilter" => self.new_filter(None, false, client),
+            "eth_newPendingTransactionFilter" => self.new_filter(None, true, client),
             "eth_getFilterChanges" | "eth_getFilterLogs" => {
                 let id: String = param(p, 0, "filter id")?;
                 let all = method == "eth_getFilterLogs";
@@ -2324,18 +2366,47 @@ impl Rpc {
         to_value(EthConfig { current, next: None, last: None })
     }
 
-    fn new_filter(&self, logs: Option<Filter>, pending: bool) -> RpcResult {
+    /// A new polling filter of `client`'s. Its id is 128 random bits (as geth's): whoever
+    /// knows an id can poll the filter (taking its changes from its owner) or remove it, so
+    /// ids must not be guessed; before stop 37 they counted up from `0x1`.
+    fn new_filter(
+        &self,
+        logs: Option<Filter>,
+        pending: bool,
+        client: std::net::IpAddr,
+    ) -> RpcResult {
         let now = std::time::Instant::now();
         let mut f = self.filters.lock();
         f.live.retain(|_, x| now.duration_since(x.last_poll) < FILTER_IDLE);
         if f.live.len() >= MAX_FILTERS {
             return Err(RpcError::limit(format!("at most {MAX_FILTERS} filters")));
         }
-        f.next += 1;
-        let id = format!("{:#x}", f.next);
+        let terms = logs
+            .as_ref()
+            .map_or(0, |l| l.address.len() + l.topics.iter().map(|t| t.len()).sum::<usize>());
+        let held: usize = f.live.values().map(|x| x.terms).sum();
+        if held + terms > MAX_FILTER_TERMS_ALL {
+            return Err(RpcError::limit(format!(
+                "the node's log filters hold {held} addresses and topics, at most \
+                 {MAX_FILTER_TERMS_ALL} in all"
+            )));
+        }
+        let Some(place) = f.by_client.take(client, FILTERS_PER_CLIENT) else {
+            return Err(RpcError::limit(format!(
+                "at most {FILTERS_PER_CLIENT} filters from one address"
+            )));
+        };
+        let id = loop {
+            let id = format!("0x{}", alloy_primitives::hex::encode(rand::random::<[u8; 16]>()));
+            if !f.live.contains_key(&id) {
+                break id;
+            }
+        };
         let next_block = self.head() + 1;
         let pending = pending.then(|| self.pending.subscribe());
-        f.live.insert(id.clone(), PollFilter { logs, pending, next_block, last_poll: now });
+        let filter =
+            PollFilter { logs, pending, next_block, last_poll: now, terms, _client: place };
+        f.live.insert(id.clone(), filter);
         Ok(json!(id))
     }
 
@@ -2815,6 +2886,29 @@ fn log_json_bytes(log: &alloy_primitives::Log) -> usize {
     400 + 2 * log.data.data.len() + 70 * log.topics().len()
 }
 
+/// Whether `v` holds at most `most` JSON values, itself included (counted without recursion,
+/// stopping as soon as there are more).
+fn values_within(v: &Value, most: usize) -> bool {
+    // Each value is counted once, as its container's child (the top one here).
+    let Some(mut left) = most.checked_sub(1) else { return false };
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        let inner = match v {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.len(),
+            _ => 0,
+        };
+        let Some(rest) = left.checked_sub(inner) else { return false };
+        left = rest;
+        match v {
+            Value::Array(a) => stack.extend(a.iter().filter(|x| x.is_array() || x.is_object())),
+            Value::Object(o) => stack.extend(o.values().filter(|x| x.is_array() || x.is_object())),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Reward percentiles of one `eth_feeHistory` request (as geth).
 const MAX_PERCENTILES: usize = 100;
 
@@ -2839,7 +2933,8 @@ impl Places {
     }
 
     /// A place, once one is free; the caller counts as waiting until then (or until it
-    /// stops waiting: its request was dropped).
+    /// stops waiting: its request was dropped). Refused (-32005) when
+    /// [`WAITING_PER_PLACE`] requests per place wait already.
     async fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, RpcError> {
         struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Waiting<'_> {
@@ -2847,8 +2942,17 @@ impl Places {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
-        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if let Ok(p) = self.free.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        let before = self.waiting.fetch_add(1, Ordering::Relaxed);
         let _waiting = Waiting(&self.waiting);
+        let most = self.size.saturating_mul(WAITING_PER_PLACE);
+        if before >= most {
+            return Err(RpcError::limit(format!(
+                "busy: {most} requests wait for a place already; try again later"
+            )));
+        }
         self.free.clone().acquire_owned().await.map_err(RpcError::internal)
     }
 
@@ -3347,6 +3451,9 @@ fn rpc_block(b: &StoredBlock, full: bool) -> Block {
 
 async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) -> Response {
     use axum::extract::FromRequest;
+    // Every connection's requests carry it (`accept_loop`).
+    let client =
+        req.extensions().get::<ClientKey>().map_or(std::net::IpAddr::from([0u8, 0, 0, 0]), |c| c.0);
     // The body within `rpc.http_timeout_millis` (a client trickling it would hold its
     // connection for ever), at most `rpc.max_request_bytes` (413 past it).
     let time = std::time::Duration::from_millis(rpc.cfg.http_timeout_millis);
@@ -3359,7 +3466,7 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) 
                 .into_response();
         }
     };
-    match rpc.handle_body(&body, None).await {
+    match rpc.handle_body(&body, None, client).await {
         Some(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     }
@@ -3467,8 +3574,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 let parsed = serde_json::from_slice::<Value>(&text).ok();
                 if parsed.as_ref().is_none_or(subscribes) {
                     let reply = match parsed {
-                        Some(v) => rpc.handle_value(v, Some(&ctx)).await,
-                        None => rpc.handle_body(&text, Some(&ctx)).await,
+                        Some(v) => rpc.handle_value(v, Some(&ctx), client).await,
+                        None => rpc.handle_body(&text, Some(&ctx), client).await,
                     };
                     drop(held);
                     if let Some(reply) = reply {
@@ -3481,7 +3588,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 let (rpc, ctx, done) = (rpc.clone(), ctx.clone(), done_tx.clone());
                 running.spawn(async move {
                     let v = parsed.unwrap_or(Value::Null);
-                    if let Some(reply) = rpc.handle_value(v, Some(&ctx)).await {
+                    if let Some(reply) = rpc.handle_value(v, Some(&ctx), ctx.client).await {
                         // Gone only when the session ended.
                         let _ = done.send((reply, held)).await;
                     }
@@ -3860,6 +3967,22 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// Every value of a request counts once, scalars and containers, at any depth.
+    #[test]
+    fn values_are_counted_once_each() {
+        use super::values_within;
+        use serde_json::json;
+        let v = json!({"a": [1, 2, {"b": []}], "c": "x"});
+        // The object, its 2 fields, the array's 3 items and the inner object's 1 field.
+        assert!(values_within(&v, 7));
+        assert!(!values_within(&v, 6));
+        assert!(values_within(&json!(5), 1));
+        assert!(!values_within(&json!(5), 0));
+        let deep = (0..100).fold(json!(0), |v, _| json!([v]));
+        assert!(values_within(&deep, 101));
+        assert!(!values_within(&deep, 100));
+    }
 
     /// The listeners share what the node's own files leave of the open-file limit, within
     /// bounds, and raising the limit never lowers it.

@@ -908,6 +908,93 @@ async fn log_filters_end_at_their_to_block() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Filter ids are 128 random bits (before stop 37 they counted up from 0x1, and any client
+/// could poll, and so empty, or remove another's filter); one address holds at most a
+/// quarter of the node's 10,000 filters, and all log filters together at most 1,000,000
+/// addresses and topics (so about 100 MB); a removed filter gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_are_unguessable_and_shared_out() {
+    let (_dir, _key, node) =
+        node_with(0x51, |cfg| cfg.rpc.max_batch_response_bytes = 1 << 20).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let batch = |c: &mut RpcClient, calls: Vec<Value>| -> Vec<Value> {
+            let body = Value::Array(calls).to_string();
+            let answer = c.post(&body).unwrap_or_else(|e| panic!("{e}"));
+            answer.as_array().cloned().unwrap_or_else(|| panic!("not a batch answer: {answer}"))
+        };
+        let call = |i: usize, method: &str, params: Value| {
+            json!({"jsonrpc": "2.0", "id": i, "method": method, "params": params})
+        };
+        let a = c.call("eth_newBlockFilter", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        let b = c.call("eth_newBlockFilter", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        for id in [&a, &b] {
+            let id = id.as_str().unwrap_or_else(|| panic!("{id}"));
+            assert_eq!(id.len(), 34, "{id}");
+            assert!(id.starts_with("0x") && id[2..].chars().all(|c| c.is_ascii_hexdigit()));
+        }
+        assert_ne!(a, b);
+        for guess in ["0x1", "0x2", "0x3"] {
+            let body = call(1, "eth_getFilterChanges", json!([guess])).to_string();
+            assert_eq!(code(&mut c, &body), -32000, "{guess}");
+        }
+        // The address's share: 2,500 filters, the two above included.
+        let mut ids = vec![a, b];
+        for round in 0..3 {
+            let calls = (0..1000).map(|i| call(i, "eth_newBlockFilter", json!([]))).collect();
+            for (i, r) in batch(&mut c, calls).into_iter().enumerate() {
+                if ids.len() < 2500 {
+                    ids.push(r["result"].clone());
+                    assert!(r["result"].is_string(), "round {round} call {i}: {r}");
+                } else {
+                    assert_eq!(r["error"]["code"], json!(-32005), "{r}");
+                    let why = r["error"]["message"].as_str().unwrap_or_default();
+                    assert!(why.contains("from one address"), "{why}");
+                }
+            }
+        }
+        // Removing one gives its place back.
+        let gone = c.call("eth_uninstallFilter", json!([ids[7]])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(gone, json!(true));
+        c.call("eth_newBlockFilter", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        let calls = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 7)
+            .map(|(i, id)| call(i, "eth_uninstallFilter", json!([id])))
+            .collect::<Vec<_>>();
+        for chunk in calls.chunks(1000) {
+            for r in batch(&mut c, chunk.to_vec()) {
+                assert_eq!(r["result"], json!(true), "{r}");
+            }
+        }
+        // Log filters of 1,000 addresses and 4 × 1,000 topics: 200 fit in the node's budget.
+        let addresses: Vec<Address> =
+            (0..1000u32).map(|i| Address::left_padding_from(&i.to_be_bytes())).collect();
+        let topics: Vec<B256> = (0..1000u32).map(|i| B256::from(U256::from(i))).collect();
+        let big = json!({"address": addresses, "topics": [topics, topics, topics, topics]});
+        let mut made = 0;
+        for _ in 0..21 {
+            let calls = (0..10).map(|i| call(i, "eth_newFilter", json!([big]))).collect();
+            for r in batch(&mut c, calls) {
+                if made < 200 {
+                    assert!(r["result"].is_string(), "filter {made}: {r}");
+                    made += 1;
+                } else {
+                    assert_eq!(r["error"]["code"], json!(-32005), "{r}");
+                    let why = r["error"]["message"].as_str().unwrap_or_default();
+                    assert!(why.contains("at most 1000000 in all"), "{why}");
+                }
+            }
+        }
+        assert_eq!(made, 200, "200 of 5,000 terms each (block filters hold none)");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A filter poll whose window would pass `max_logs` answers a smaller window, and the next
 /// poll the rest: no log is lost or repeated (before stop 32 the failed window was skipped).
 /// Requests past the per-request bounds are refused: more than 100 fee-history
@@ -3181,6 +3268,34 @@ async fn wait_metrics(http: SocketAddr, lines: &[&str], what: &str) {
     }
 }
 
+/// A body of more than 500,000 JSON values is refused before any of its calls runs (-32005):
+/// parsed, `[0,0,…]` takes 16 to 32 times its text (before stop 37 any number was taken,
+/// and kept while the request waited for a place); one just under the bound is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_of_too_many_values_is_refused() {
+    let (_dir, _key, node) = funded_node(0x52).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let body = |zeros: usize| {
+            let list = vec!["0"; zeros].join(",");
+            format!(r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[[{list}]]}}"#)
+        };
+        let answer = c.post(&body(600_000)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer["error"]["code"], -32005, "{answer}");
+        let why = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(why.contains("500000 JSON values"), "{why}");
+        // The call object, its fields, the params array and the list: 6 values besides.
+        let answer = c.post(&body(499_994)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer["result"], "0x7a69", "{answer}");
+        let answer = c.post(&body(499_995)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer["error"]["code"], -32005, "{answer}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_keeps_its_place_after_its_client_hangs_up() {
     let (_dir, key, node) = node_with(0x4f, |_| {}).await;
@@ -3225,8 +3340,38 @@ async fn a_trace_keeps_its_place_after_its_client_hangs_up() {
         "farol_rpc_places_waiting{places=\"traces\"} 1",
     ];
     wait_metrics(http, &waiting, "a trace waiting behind the traces of a client that left").await;
+    // At most 8 requests per place wait (16 for the two trace places); the next is refused
+    // at once (before stop 37 any number waited, each holding its parsed body).
+    let body = json!({"jsonrpc": "2.0", "id": 4, "method": "debug_traceCall", "params": [
+        {"to": spin, "gas": "0x5208"}, "latest", {"tracer": "callTracer"}]})
+    .to_string();
+    let more: Vec<_> = (0..15)
+        .map(|_| {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || {
+                RpcClient::new(http).post(&body).unwrap_or_else(|e| panic!("{e}"))
+            })
+        })
+        .collect();
+    let full = [
+        "farol_rpc_places_busy{places=\"traces\"} 2",
+        "farol_rpc_places_waiting{places=\"traces\"} 16",
+    ];
+    wait_metrics(http, &full, "16 traces waiting").await;
+    let refused = tokio::task::spawn_blocking(move || {
+        RpcClient::new(http).post(&body).unwrap_or_else(|e| panic!("{e}"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refused["error"]["code"], -32005, "{refused}");
+    let why = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("busy"), "{why}");
     let answer = third.await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(answer["result"]["type"], "CALL", "{answer}");
+    for m in more {
+        let answer = m.await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer["result"]["type"], "CALL", "{answer}");
+    }
     wait_metrics(http, &idle, "all places given back").await;
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
