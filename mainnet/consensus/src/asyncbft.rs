@@ -806,6 +806,13 @@ impl AsyncBft {
         if b.round == 1 {
             return b.parents.is_empty();
         }
+        // An honest proposal names at most 3n parents: its own last block and late blocks,
+        // 2n in all, and the round before's, n (`propose`). Before stop 37 a block could name
+        // one parent per slot of gc_depth rounds (2,000 with n = 4), each made up: a held
+        // block then cost several times the bytes its author's share of held blocks counts.
+        if b.parents.len() > 3 * n {
+            return false;
+        }
         let lowest = b.round.saturating_sub(self.cfg.gc_depth);
         let mut seen = BTreeSet::new();
         let mut prev_stake: Stake = 0;
@@ -1770,6 +1777,7 @@ impl AsyncBft {
     fn commit(&mut self, leader: Digest, out: &mut Vec<Action>) -> bool {
         let Some(lb) = self.blocks.get(&leader).cloned() else { return false };
         let floor = lb.round.saturating_sub(self.cfg.gc_depth);
+        let edge_floor = floor.max(self.floor);
         let mut found = Vec::new();
         let mut stack = vec![leader];
         let mut seen = HashSet::new();
@@ -1783,8 +1791,18 @@ impl AsyncBft {
                 continue;
             }
             found.push(b.clone());
+            // A reference is followed by the round it claims, as `accept` fetched by it, and
+            // only at or above the garbage-collection floor too: every validator's floor
+            // when it added the block was at most the floor it has now, at this commit, which
+            // is the same at every validator (it follows from the commits before), so each
+            // fetched every parent followed here. Before stop 37 every reference was
+            // followed and a held block kept by its real round: a Byzantine block naming a
+            // recent block of its author's under an old round (below some validators'
+            // floors, above others') had that parent fetched only where the claim was at or
+            // above the floor, and those validators alone ordered it. (The real round counts
+            // too, above: a block below the floor may be gone where floors are higher.)
             for p in &b.parents {
-                if seen.insert(p.digest) {
+                if p.round >= edge_floor && seen.insert(p.digest) {
                     stack.push(p.digest);
                 }
             }

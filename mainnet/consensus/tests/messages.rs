@@ -655,6 +655,38 @@ fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
     assert_eq!(e.faults().pending_full, 10);
 }
 
+/// A block names at most 3n parents (what an honest proposal can name): one over more
+/// made-up parents is refused, not held.
+#[test]
+fn a_block_names_at_most_three_parents_per_validator() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    // Round 19's quorum and older slots of rounds 10 to 18, all made up.
+    let parents = |count: usize| -> Vec<BlockRef> {
+        let mut ps: Vec<BlockRef> = (0..3u16)
+            .map(|a| BlockRef { round: 19, author: ValidatorIndex(a), digest: [a as u8 + 1; 32] })
+            .collect();
+        for i in 0..count - 3 {
+            let (round, author) = (10 + (i / 4) as u64, (i % 4) as u16);
+            ps.push(BlockRef {
+                round,
+                author: ValidatorIndex(author),
+                digest: [0x80 + i as u8; 32],
+            });
+        }
+        ps.sort_by_key(|p| (p.round, p.author));
+        ps
+    };
+    let invalid = e.faults().invalid;
+    deliver(&mut e, 3, &block(&ks[3], 3, 20, parents(13)));
+    assert_eq!(e.faults().invalid, invalid + 1, "13 parents: {:?}", e.faults());
+    assert_eq!(e.held(), (0, 0));
+    deliver(&mut e, 2, &block(&ks[2], 2, 20, parents(12)));
+    assert_eq!(e.faults().invalid, invalid + 1, "12 parents: {:?}", e.faults());
+    assert_eq!(e.held(), (1, 12));
+}
+
 /// Blocks over parents that never come are held until the floor passes them, and so is
 /// every trace of what they waited for.
 #[test]
@@ -711,6 +743,100 @@ fn made_up_parents_are_forgotten_below_the_floor() {
     }
     assert!(e.height() > 20, "few commits: {}", e.summary());
     assert_eq!(e.held(), (0, 0), "{}", e.summary());
+}
+
+/// A reference is followed in a commit by the round it claims, not by the real round of the
+/// block it names: a Byzantine block Y naming its author's recent block X under the oldest
+/// round it may claim does not bring X into the commit that orders Y, even where X is held.
+/// (Whether X is held depends on each validator's floor, since a parent claimed below it is
+/// not fetched; before stop 37 a validator holding X ordered it with Y and one without X did
+/// not, so the two committed different histories.) X is ordered later, through the honest
+/// block that references it under its real round.
+#[test]
+fn a_reference_is_followed_by_the_round_it_claims() {
+    let (c, ks) = setup(4);
+    let gc = 8u64;
+    let cfg = Config { chain: CHAIN, gc_depth: gc, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let own = |out: &[Action]| -> Vec<Block> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::Send { bytes, .. } => match Message::decode(bytes) {
+                    Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    let mut commits: Vec<Vec<Transaction>> = Vec::new();
+    let mut note = |out: &[Action]| {
+        for a in out {
+            if let Action::Commit(c) = a {
+                commits.push(c.transactions.clone());
+            }
+        }
+    };
+    note(&out);
+    let hidden = Transaction { sender: [0xee; 20], payload: Bytes::from(vec![0xee; 40]) };
+    let r_y = 20u64;
+    let mut mine: Vec<Block> = own(&out);
+    // refs[r]: the round-r blocks of validators 0, 1 and 2 (validator 3 is otherwise silent).
+    let mut refs: Vec<Vec<BlockRef>> = vec![Vec::new()];
+    let mut y_ref = None;
+    for r in 1..=40u64 {
+        let Some(b0) = mine.iter().find(|b| b.round == r).cloned() else {
+            panic!("no own block of round {r}: {}", e.summary())
+        };
+        let mut prev = refs[(r - 1) as usize].clone();
+        if r == r_y + 1 {
+            // Validator 3's X (round r_y - 1, sent to nobody but here) and Y (round r_y), which
+            // names X under round r_y - gc, the oldest a block of round r_y may name.
+            let x = Block::new(
+                &CHAIN,
+                ValidatorIndex(3),
+                r_y - 1,
+                0,
+                refs[(r_y - 2) as usize].clone(),
+                vec![hidden.clone()],
+                |m| ks[3].sign(m),
+            );
+            let mut y_parents = refs[(r_y - 1) as usize].clone();
+            y_parents.push(BlockRef { round: r_y - gc, ..x.reference() });
+            y_parents.sort_by_key(|p| (p.round, p.author));
+            let y = block(&ks[3], 3, r_y, y_parents);
+            note(&deliver(&mut e, 3, &x));
+            note(&deliver(&mut e, 3, &y));
+            // Validators 1 and 2 vote for Y in round r_y + 1.
+            prev.push(y.reference());
+            prev.sort_by_key(|p| (p.round, p.author));
+            y_ref = Some(y.reference());
+        }
+        let mut parents = vec![b0.reference()];
+        for a in 1..3u16 {
+            let b = block(&ks[usize::from(a)], a, r, prev.clone());
+            parents.push(b.reference());
+            let out = deliver(&mut e, a, &b);
+            note(&out);
+            mine.extend(own(&out));
+        }
+        let mut out = Vec::new();
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        note(&out);
+        mine.extend(own(&out));
+        parents.sort_by_key(|p| (p.round, p.author));
+        refs.push(parents);
+    }
+    assert!(y_ref.is_some());
+    assert!(e.height() > 20, "few commits: {}", e.summary());
+    let with = |t: &Transaction| commits.iter().position(|c| c.contains(t));
+    let y_commit = with(&tx(3)).unwrap_or_else(|| panic!("Y was not ordered: {}", e.summary()));
+    let x_commit = with(&hidden).unwrap_or_else(|| panic!("X was not ordered: {}", e.summary()));
+    assert!(x_commit > y_commit, "X ordered with Y (commit {x_commit}), through Y's claim");
 }
 
 /// An equivocator's versions of one slot past the second are not taken unless a block

@@ -686,6 +686,28 @@ impl WalReader {
         }
         Ok(body)
     }
+
+    /// The first `len` bytes of the record at `pos` (at most its length), unchecked: a
+    /// checksum covers only a whole record, so the caller checks what it reads (a block's
+    /// header against the hash indexed when the log was opened).
+    pub fn read_prefix(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
+        let io = |source| WalError::Io { path: self.path.clone(), source };
+        let start = pos.checked_sub(RECORD_HEADER).filter(|s| *s >= FILE_HEADER);
+        let start = start.ok_or_else(|| {
+            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "position before a record"))
+        })?;
+        let mut header = [0u8; RECORD_HEADER as usize];
+        self.file.read_exact_at(&mut header, start).map_err(io)?;
+        let Some(h) = parse_header(self.salt, &header) else {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no record header before {pos}"),
+            )));
+        };
+        let mut body = vec![0u8; len.min(usize::try_from(h.len).unwrap_or(usize::MAX))];
+        self.file.read_exact_at(&mut body, pos).map_err(io)?;
+        Ok(body)
+    }
 }
 
 #[cfg(test)]
