@@ -97,6 +97,13 @@ pub struct Config {
     /// decision needs it ([`AsyncBft`]'s commit rule). Both commit the same order; the
     /// simulator runs some validators each way to check that.
     pub eager_coins: bool,
+    /// A fault for the simulator (a Byzantine validator; never set by a node): each proposal
+    /// of an odd round names this validator's own block of the round before under the
+    /// oldest round it may claim that its own floor does not pass. Validators whose floors
+    /// are above the claim do not fetch that block (the simulator withholds it from them);
+    /// those below fetch it. The commit rule must give both the same order (rule 9).
+    #[doc(hidden)]
+    pub fault_stale_own_reference: bool,
 }
 
 impl Default for Config {
@@ -117,6 +124,7 @@ impl Default for Config {
             single_leader: false,
             coin: None,
             eager_coins: false,
+            fault_stale_own_reference: false,
         }
     }
 }
@@ -791,6 +799,29 @@ impl AsyncBft {
         ValidatorIndex(((pos as u64 + round) % n) as u16)
     }
 
+    /// The simulator's fault ([`Config::fault_stale_own_reference`]): the reference to this
+    /// validator's own block of round `k` in `parents` (a proposal of round `k + 1`) claims
+    /// an old round instead, where the block stays valid (the others' blocks of round `k`
+    /// still a quorum, the claim within `gc_depth` and its slot free).
+    fn stale_own_reference(&self, k: u64, parents: &mut [BlockRef]) {
+        let claim = self.floor.max((k + 1).saturating_sub(self.cfg.gc_depth));
+        if claim >= k || parents.iter().any(|p| (p.round, p.author) == (claim, self.me)) {
+            return;
+        }
+        let others: Stake = parents
+            .iter()
+            .filter(|p| p.round == k && p.author != self.me)
+            .map(|p| self.stake(p.author))
+            .sum();
+        if others < self.quorum() {
+            return;
+        }
+        if let Some(own) = parents.iter_mut().find(|p| p.round == k && p.author == self.me) {
+            own.round = claim;
+            parents.sort_by_key(|p| (p.round, p.author));
+        }
+    }
+
     /// Structural rules a block must meet, checked before its signature.
     fn well_formed(&self, b: &Block) -> bool {
         let n = self.committee.len();
@@ -1090,6 +1121,9 @@ impl AsyncBft {
                     });
                 }
             }
+        }
+        if self.cfg.fault_stale_own_reference && (k + 1) % 2 == 1 {
+            self.stale_own_reference(k, &mut parents);
         }
         let mut txs = Vec::new();
         let mut digests = Vec::new();

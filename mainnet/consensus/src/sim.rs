@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::asyncbft::{AsyncBft, Config, SignatureCache};
+use crate::block::Message;
 use crate::committee::{Committee, ValidatorIndex};
 use crate::engine::{Action, Committed, Consensus, Input, Target, Transaction};
 
@@ -40,6 +41,11 @@ pub enum Byzantine {
     /// Runs the protocol but censors: it drops every transaction forwarded to it, so its
     /// blocks (always on time: it stays live) carry none of the senders assigned to it.
     Censor,
+    /// Withholds its blocks of even rounds (they go out only when asked for) and names each
+    /// in its next block under the oldest round its own floor allows
+    /// ([`Config::fault_stale_own_reference`]): validators with a higher floor do not fetch
+    /// it. Scenarios with it keep less history (`gc_depth` 30 to 39), so floors move.
+    StaleClaims,
 }
 
 /// What happens in a run.
@@ -159,10 +165,11 @@ impl Scenario {
                 s.byzantine = ids[..f]
                     .iter()
                     .map(|i| {
-                        let b = match rng.random_range(0..4) {
+                        let b = match rng.random_range(0..5) {
                             0 => Byzantine::BadSignatures,
                             1 => Byzantine::Garbage,
                             2 => Byzantine::Censor,
+                            3 => Byzantine::StaleClaims,
                             _ => Byzantine::BadCoinShares,
                         };
                         (*i, b)
@@ -180,6 +187,7 @@ impl Scenario {
                     Byzantine::Garbage,
                     Byzantine::BadCoinShares,
                     Byzantine::Censor,
+                    Byzantine::StaleClaims,
                 ];
                 s.byzantine = ids[..byz]
                     .iter()
@@ -211,6 +219,9 @@ impl Scenario {
         // A quarter of the runs without a coin (the partially synchronous protocol alone),
         // except against the adversarial scheduler, which only the coin gets past.
         s.coin = s.split_votes || rng.random_range(0..4) != 0;
+        if s.byzantine.iter().any(|(_, b)| *b == Byzantine::StaleClaims) {
+            s.config.gc_depth = rng.random_range(30..40);
+        }
         s
     }
 }
@@ -431,6 +442,7 @@ impl<'s> Sim<'s> {
         // Odd validators combine coins eagerly, even ones lazily: agreement between them
         // checks that both commit the same order.
         cfg.eager_coins = v % 2 == 1;
+        cfg.fault_stale_own_reference = self.s.byzantine.contains(&(v, Byzantine::StaleClaims));
         if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
             cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
         }
@@ -697,6 +709,18 @@ impl<'s> Sim<'s> {
 
     fn send(&mut self, p: usize, to: Target, bytes: Bytes) {
         let from = self.procs[p].index;
+        // A stale claimer's even blocks go out only when asked for; its odd ones, which name
+        // them under old rounds, arrive late, each receiver at its own time, when the
+        // receivers' floors have moved apart (some past the claim, some not).
+        let mut late = None;
+        if self.procs[p].behavior == Some(Byzantine::StaleClaims) && to == Target::All {
+            if let Ok(Message::Block(b)) = Message::decode(&bytes) {
+                if b.round % 2 == 0 {
+                    return;
+                }
+                late = Some(());
+            }
+        }
         let targets: Vec<usize> = (0..self.procs.len())
             .filter(|q| *q != p)
             .filter(|q| match to {
@@ -715,8 +739,11 @@ impl<'s> Sim<'s> {
                     continue;
                 }
                 let base = self.links[&(p, q)];
-                let delay =
+                let mut delay =
                     if self.s.jitter { base + self.rng.random_range(0..=base) } else { base };
+                if late.is_some() {
+                    delay += self.rng.random_range(20_000..200_000);
+                }
                 self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes: b });
             }
         }

@@ -206,6 +206,34 @@ fn a_censoring_validator_delays_its_senders_but_stops_none() {
     }
 }
 
+/// A Byzantine validator that withholds its even-round blocks and names each under the
+/// oldest round its own floor allows (so validators with a higher floor do not fetch it)
+/// does not split the order: commits follow references by the round they claim (rule 9).
+/// Before stop 37 they followed every reference, and validators that had fetched such a
+/// block ordered it where the others could not. `FAROL_LONG=1` runs 1,000 seeds.
+#[test]
+fn stale_claims_do_not_split_the_order() {
+    let seeds = if std::env::var_os("FAROL_LONG").is_some() { 1_000 } else { 24 };
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        let n = [4, 7, 10][seed as usize % 3];
+        let mut s = Scenario::clean(n);
+        s.config.gc_depth = 30 + seed % 10;
+        s.duration = 1_500_000;
+        s.tx_rate = 600;
+        s.byzantine = (0..s.f())
+            .map(|i| ((seed as usize + 3 * i) % n, farol_consensus::sim::Byzantine::StaleClaims))
+            .collect();
+        if seed % 2 == 1 {
+            s.latency = (1_000, 40_000);
+        }
+        if let Err(v) = run(seed, &s) {
+            failures.push(format!("{v}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {seeds} failed:\n{}", failures.len(), failures.join("\n"));
+}
+
 /// A validator down for far longer than its peers keep history (`gc_depth` rounds) cannot
 /// catch up from their blocks; it rejoins from an honest validator's snapshot instead, whose
 /// digest matches the one committed at its height, and then commits exactly what everyone
