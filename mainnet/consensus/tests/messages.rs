@@ -687,6 +687,19 @@ fn a_block_names_at_most_three_parents_per_validator() {
     assert_eq!(e.held(), (1, 12));
 }
 
+/// Validator 0's blocks among the messages `out` sends.
+fn own_blocks(out: &[Action]) -> Vec<Block> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// Blocks over parents that never come are held until the floor passes them, and so is
 /// every trace of what they waited for.
 #[test]
@@ -709,17 +722,7 @@ fn made_up_parents_are_forgotten_below_the_floor() {
     }
     assert_eq!(e.held(), (5, 15));
     // Validators 0, 1 and 2 go on for 40 rounds; the engine's own blocks come from its sends.
-    let own = |out: &[Action]| -> Vec<Block> {
-        out.iter()
-            .filter_map(|a| match a {
-                Action::Send { bytes, .. } => match Message::decode(bytes) {
-                    Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
-    };
+    let own = own_blocks;
     let mut mine: Vec<Block> = own(&out);
     let mut prev: Vec<BlockRef> = Vec::new();
     for r in 1..=40u64 {
@@ -760,17 +763,7 @@ fn a_reference_is_followed_by_the_round_it_claims() {
     let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
     let mut out = Vec::new();
     e.start(&mut out);
-    let own = |out: &[Action]| -> Vec<Block> {
-        out.iter()
-            .filter_map(|a| match a {
-                Action::Send { bytes, .. } => match Message::decode(bytes) {
-                    Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
-    };
+    let own = own_blocks;
     let mut commits: Vec<Vec<Transaction>> = Vec::new();
     let mut note = |out: &[Action]| {
         for a in out {

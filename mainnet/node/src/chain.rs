@@ -664,21 +664,31 @@ impl Chain {
         Some(self.index.read().blocks.get(usize::try_from(number).ok()?)?.hash)
     }
 
-    /// Block `number` (read back from the block log if it is not among the newest).
-    pub fn block(&self, number: u64) -> Option<Arc<StoredBlock>> {
+    /// Block `number` decoded in memory (among the newest, or the old ones read last), or
+    /// else where its record is in the block log; `None` past the head.
+    fn find(&self, number: u64) -> Option<Result<Arc<StoredBlock>, BlockRef>> {
         let at = {
             let index = self.index.read();
             let n = usize::try_from(number).ok()?;
             let at = *index.blocks.get(n)?;
             let first_recent = index.blocks.len() - index.recent.len();
             if n >= first_recent {
-                return index.recent.get(n - first_recent).cloned();
+                return index.recent.get(n - first_recent).cloned().map(Ok);
             }
             at
         };
         if let Some(b) = self.old.lock().iter().find(|b| b.number() == number) {
-            return Some(b.clone());
+            return Some(Ok(b.clone()));
         }
+        Some(Err(at))
+    }
+
+    /// Block `number` (read back from the block log if it is not among the newest).
+    pub fn block(&self, number: u64) -> Option<Arc<StoredBlock>> {
+        let at = match self.find(number)? {
+            Ok(b) => return Some(b),
+            Err(at) => at,
+        };
         let read = self
             .reader
             .read_at(at.at, at.len as usize)
@@ -711,19 +721,10 @@ impl Chain {
     /// read and decoded every block of its range, and pushed the blocks it needed out of
     /// the cache of old blocks).
     pub fn logs_bloom(&self, number: u64) -> Option<alloy_primitives::Bloom> {
-        let at = {
-            let index = self.index.read();
-            let n = usize::try_from(number).ok()?;
-            let at = *index.blocks.get(n)?;
-            let first_recent = index.blocks.len() - index.recent.len();
-            if n >= first_recent {
-                return index.recent.get(n - first_recent).map(|b| b.header.logs_bloom);
-            }
-            at
+        let at = match self.find(number)? {
+            Ok(b) => return Some(b.header.logs_bloom),
+            Err(at) => at,
         };
-        if let Some(b) = self.old.lock().iter().find(|b| b.number() == number) {
-            return Some(b.header.logs_bloom);
-        }
         // The kind, round, height and first commit, the header's length, and the header
         // (about 600 bytes with Farol's 32-byte extra data). No checksum covers a part of a
         // record: the header's hash is checked against the index below.

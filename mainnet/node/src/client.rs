@@ -43,6 +43,21 @@ impl RpcClient {
         self
     }
 
+    /// Calls `method` as [`RpcClient::call_as`] does, reading an answer of at most `bytes`
+    /// (and never more than the client's own limit).
+    pub fn call_within<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+        bytes: usize,
+    ) -> Result<Option<T>, String> {
+        let kept = self.max_answer;
+        self.max_answer = bytes.min(kept);
+        let answer = self.call_as(method, params);
+        self.max_answer = kept;
+        answer
+    }
+
     /// The same client with answers allowed `time` to arrive, whole (60 s by default).
     pub fn with_answer_time(mut self, time: Duration) -> RpcClient {
         self.answer_time = time;
@@ -450,6 +465,22 @@ mod tests {
         assert_eq!(ok, Ok(()));
         let e = RpcClient::new(serve(http("{nope"))).post_unread("{}");
         assert!(e.as_ref().is_err_and(|e| e.contains("not JSON")), "{e:?}");
+    }
+
+    /// A call's own bound holds for that call only (block sync reads headers within 4 MiB
+    /// with the client that reads snapshots within 256 MiB).
+    #[test]
+    fn a_calls_own_bound_holds_for_that_call() {
+        use alloy_primitives::Bytes;
+        use serde_json::json;
+        let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":"0x{}"}}"#, "ab".repeat(200));
+        let mut c = RpcClient::new(serve(http(&body)));
+        let e = c.call_within::<Bytes>("m", json!([]), 100).expect_err("over 100 bytes");
+        assert!(e.contains("at most 100"), "{e}");
+        assert_eq!(c.max_answer, super::MAX_ANSWER, "the client's own bound is back");
+        let mut c = RpcClient::new(serve(http(&body)));
+        let ok = c.call_within::<Bytes>("m", json!([]), 1000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.map(|b| b.len()), Some(200));
     }
 
     /// A server that closed a kept-alive connection gets the request again on a fresh

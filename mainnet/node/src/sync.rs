@@ -41,6 +41,9 @@ pub const HEADER_BATCH: u64 = 1024;
 pub const BLOCK_BATCH: u64 = 64;
 /// About the most bytes of blocks a peer puts in one answer (at least one block).
 pub const MAX_SYNC_ANSWER: usize = 16 << 20;
+/// The most bytes of an answer of [`HEADER_BATCH`] headers read: a Farol header is about 600
+/// bytes, 1.3 KB as hex in JSON, so 1,024 of them about 1.3 MiB.
+const HEADERS_ANSWER: usize = 4 << 20;
 
 /// How a node syncs.
 #[derive(Clone, Debug)]
@@ -279,8 +282,12 @@ fn get_blocks_sized(
     full: bool,
 ) -> Result<(Vec<SyncBlock>, usize), String> {
     let params = json!([format!("{from:#x}"), format!("{count:#x}"), full]);
+    // Headers alone are small (about 1.3 KB each as hex): an answer of them is read up to
+    // HEADERS_ANSWER, not the client's 256 MiB (before stop 37 a peer could send that much
+    // for any request). Blocks have no such bound: one block may pass 16 MiB.
+    let most = if full { usize::MAX } else { HEADERS_ANSWER };
     let Capped(list) = client
-        .call_as::<Capped<Bytes, { HEADER_BATCH as usize }>>("farol_getBlocks", params)?
+        .call_within::<Capped<Bytes, { HEADER_BATCH as usize }>>("farol_getBlocks", params, most)?
         .ok_or("farol_getBlocks: no result")?;
     if list.len() as u64 > count {
         return Err(format!("farol_getBlocks: {} blocks, asked for {count}", list.len()));
