@@ -712,13 +712,13 @@ impl<'s> Sim<'s> {
         // A stale claimer's even blocks go out only when asked for; its odd ones, which name
         // them under old rounds, arrive late, each receiver at its own time, when the
         // receivers' floors have moved apart (some past the claim, some not).
-        let mut late = None;
+        let mut late = false;
         if self.procs[p].behavior == Some(Byzantine::StaleClaims) && to == Target::All {
             if let Ok(Message::Block(b)) = Message::decode(&bytes) {
                 if b.round % 2 == 0 {
                     return;
                 }
-                late = Some(());
+                late = true;
             }
         }
         let targets: Vec<usize> = (0..self.procs.len())
@@ -741,7 +741,7 @@ impl<'s> Sim<'s> {
                 let base = self.links[&(p, q)];
                 let mut delay =
                     if self.s.jitter { base + self.rng.random_range(0..=base) } else { base };
-                if late.is_some() {
+                if late {
                     delay += self.rng.random_range(20_000..200_000);
                 }
                 self.schedule(self.now + delay, Event::Deliver { to: q, from, bytes: b });
