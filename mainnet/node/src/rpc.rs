@@ -1163,32 +1163,10 @@ impl Rpc {
             }
             "farol_status" => Ok(self.status()),
             "farol_getSnapshot" => {
-                // With a height: that checkpoint's snapshot, if it is among the few kept.
-                if p.first().is_some_and(|v| !v.is_null()) {
-                    let height: U64 = param(p, 0, "height")?;
-                    let height = height.to::<u64>();
-                    let kept = st.validator.recent_snapshots.lock();
-                    let found = kept.iter().rev().find(|s| s.checkpoint.height == height).cloned();
-                    drop(kept);
-                    let Some(s) = found else { return Ok(Value::Null) };
-                    let mut cached = self.snapshot_at.lock();
-                    if let Some((_, v)) = cached.as_ref().filter(|(h, _)| *h == height) {
-                        return Ok(v.clone());
-                    }
-                    let v = json!(Bytes::from(s.encode().to_vec()));
-                    *cached = Some((height, v.clone()));
-                    return Ok(v);
-                }
-                let Some(s) = st.validator.snapshot.lock().clone() else { return Ok(Value::Null) };
-                let mut cached = self.snapshot.lock();
-                match cached.as_ref() {
-                    Some((c, v)) if Arc::ptr_eq(c, &s) => Ok(v.clone()),
-                    _ => {
-                        let v = json!(Bytes::from(s.encode().to_vec()));
-                        *cached = Some((s, v.clone()));
-                        Ok(v)
-                    }
-                }
+                // Encoded (up to hundreds of MB) on the blocking pool in a call's place, not on
+                // the runtime's threads, which consensus shares (before stop 37 it ran there).
+                let p = p.to_vec();
+                self.limited(&self.call_slots, move |this| this.snapshot_answer(&p)).await
             }
             "farol_getCertificate" => Ok(st
                 .chain
@@ -1772,6 +1750,38 @@ impl Rpc {
         })
         .await
         .map_err(RpcError::internal)?
+    }
+
+    /// `farol_getSnapshot`: the newest consensus snapshot, or the one of the checkpoint at
+    /// the height asked for if it is among the few kept, encoded once and cached.
+    fn snapshot_answer(&self, p: &[Value]) -> RpcResult {
+        let st = &self.state;
+        // With a height: that checkpoint's snapshot, if it is among the few kept.
+        if p.first().is_some_and(|v| !v.is_null()) {
+            let height: U64 = param(p, 0, "height")?;
+            let height = height.to::<u64>();
+            let kept = st.validator.recent_snapshots.lock();
+            let found = kept.iter().rev().find(|s| s.checkpoint.height == height).cloned();
+            drop(kept);
+            let Some(s) = found else { return Ok(Value::Null) };
+            let mut cached = self.snapshot_at.lock();
+            if let Some((_, v)) = cached.as_ref().filter(|(h, _)| *h == height) {
+                return Ok(v.clone());
+            }
+            let v = json!(Bytes::from(s.encode().to_vec()));
+            *cached = Some((height, v.clone()));
+            return Ok(v);
+        }
+        let Some(s) = st.validator.snapshot.lock().clone() else { return Ok(Value::Null) };
+        let mut cached = self.snapshot.lock();
+        match cached.as_ref() {
+            Some((c, v)) if Arc::ptr_eq(c, &s) => Ok(v.clone()),
+            _ => {
+                let v = json!(Bytes::from(s.encode().to_vec()));
+                *cached = Some((s, v.clone()));
+                Ok(v)
+            }
+        }
     }
 
     /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
