@@ -18,6 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::chain::{Certificate, StoredBlock};
 use crate::pipeline::State;
+use crate::validator::{NodeFrame, MAX_NODE_FRAME};
 
 /// Kind byte of a finality vote frame.
 pub const KIND_VOTE: u8 = 0x41;
@@ -112,8 +113,12 @@ fn encode_certificate(c: &Certificate) -> Bytes {
     Bytes::from(out)
 }
 
+/// The largest certificate frame: a quorum bitmap of 65,536 validators and a signature.
+const MAX_CERTIFICATE_FRAME: usize = 41 + 8 * 1024 + SIGNATURE_LEN;
+const _: () = assert!(MAX_CERTIFICATE_FRAME <= MAX_NODE_FRAME && VOTE_LEN <= MAX_NODE_FRAME);
+
 fn decode_certificate(b: &[u8]) -> Option<Certificate> {
-    if b.len() < 41 || b[0] != KIND_CERTIFICATE || b.len() > 41 + 8 * 1024 + SIGNATURE_LEN {
+    if b.len() < 41 || b[0] != KIND_CERTIFICATE || b.len() > MAX_CERTIFICATE_FRAME {
         return None;
     }
     let number = u64::from_le_bytes(b[1..9].try_into().ok()?);
@@ -182,7 +187,7 @@ impl Finality {
     /// Runs until `frames` closes.
     pub async fn run(
         self,
-        mut frames: mpsc::Receiver<(u16, Bytes)>,
+        mut frames: mpsc::Receiver<NodeFrame>,
         mut blocks: broadcast::Receiver<Arc<StoredBlock>>,
     ) {
         let chain_id = self.state.genesis.chain_id;
@@ -200,7 +205,7 @@ impl Finality {
         loop {
             tokio::select! {
                 f = frames.recv() => {
-                    let Some((from, bytes)) = f else { break };
+                    let Some(NodeFrame { from, bytes, .. }) = f else { break };
                     last_seen.insert(from, Instant::now());
                     if bytes.first() == Some(&KIND_CERTIFICATE) {
                         // Each validator's newest announcement is kept apart, so that a

@@ -590,7 +590,7 @@ fn start_validator(
         .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
     let network = Arc::new(network);
     let (commits_tx, mut commits_rx) = mpsc::channel(64);
-    let (frames_tx, frames_rx) = mpsc::channel(16_384);
+    let (frames_tx, frames_rx) = mpsc::channel(4096);
     let parts = Parts {
         engine: Box::new(engine),
         replayed,

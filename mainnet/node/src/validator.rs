@@ -3,7 +3,8 @@
 //! write-ahead log (synced before any message that follows them is sent), messages to the
 //! network, commits to the application.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +40,68 @@ pub struct ValidatorConfig {
 /// Frames whose first byte is at least this are the node's own (finality votes, ...), not
 /// the engine's; the driver hands them to [`Validator::spawn`]'s `node_frames`.
 pub const NODE_FRAME_KIND: u8 = 0x40;
+
+/// The largest node frame passed on; larger ones are dropped. The node's largest is a block
+/// certificate, 8,329 bytes with a committee of 65,536 validators.
+pub const MAX_NODE_FRAME: usize = 16 << 10;
+
+/// Node frames of one validator waiting for the node at most; more are dropped, so that a
+/// faulty validator cannot fill the queue the others' votes go through.
+pub const NODE_FRAMES_PER_PEER: usize = 1024;
+
+/// A frame for the node (kind [`NODE_FRAME_KIND`] and above). It holds its sender's place in
+/// the node's queue until it is dropped.
+#[derive(Debug)]
+pub struct NodeFrame {
+    /// The validator it came from (authenticated by the network).
+    pub from: u16,
+    /// The frame.
+    pub bytes: Bytes,
+    _place: Place,
+}
+
+#[derive(Debug)]
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Hands node frames to the node, at most [`NODE_FRAMES_PER_PEER`] of each validator's at a
+/// time and none over [`MAX_NODE_FRAME`] bytes.
+#[derive(Debug)]
+pub struct NodeFrames {
+    tx: mpsc::Sender<NodeFrame>,
+    held: BTreeMap<u16, Arc<AtomicUsize>>,
+    /// Frames dropped (too large, their sender's share full, or the queue full).
+    pub dropped: u64,
+}
+
+impl NodeFrames {
+    /// Frames offered go to `tx`.
+    pub fn new(tx: mpsc::Sender<NodeFrame>) -> NodeFrames {
+        NodeFrames { tx, held: BTreeMap::new(), dropped: 0 }
+    }
+
+    /// Passes `bytes` from `from` on, or drops it; says which.
+    pub fn offer(&mut self, from: u16, bytes: Bytes) -> bool {
+        let held = self.held.entry(from).or_default();
+        if bytes.len() > MAX_NODE_FRAME || held.load(Ordering::Relaxed) >= NODE_FRAMES_PER_PEER {
+            self.dropped += 1;
+            return false;
+        }
+        held.fetch_add(1, Ordering::Relaxed);
+        let frame = NodeFrame { from, bytes, _place: Place(held.clone()) };
+        // A frame refused is dropped here, giving its place back.
+        if self.tx.try_send(frame).is_err() {
+            self.dropped += 1;
+            return false;
+        }
+        true
+    }
+}
 
 impl Default for ValidatorConfig {
     fn default() -> ValidatorConfig {
@@ -134,7 +197,7 @@ impl Validator {
         inbound: farol_network::Inbound,
         wal: Wal,
         commits: mpsc::Sender<Committed>,
-        node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
+        node_frames: Option<mpsc::Sender<NodeFrame>>,
         cfg: ValidatorConfig,
     ) -> Validator {
         let parts = Parts { engine, replayed, network, inbound, wal, commits, node_frames };
@@ -154,7 +217,7 @@ impl Validator {
         let task = tokio::spawn(run(
             engine,
             replayed,
-            Route { network, node_frames },
+            Route { network, node_frames: node_frames.map(NodeFrames::new) },
             inbound,
             submitted,
             stopped,
@@ -211,20 +274,20 @@ pub struct Parts {
     /// Where commits go.
     pub commits: mpsc::Sender<Committed>,
     /// Where the node's own frames go.
-    pub node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
+    pub node_frames: Option<mpsc::Sender<NodeFrame>>,
 }
 
 struct Route {
     network: Arc<Network>,
-    node_frames: Option<mpsc::Sender<(u16, Bytes)>>,
+    node_frames: Option<NodeFrames>,
 }
 
 impl Route {
     /// Whether a frame is the engine's (else it went to the node).
-    fn for_engine(&self, from: u16, bytes: &Bytes) -> bool {
+    fn for_engine(&mut self, from: u16, bytes: &Bytes) -> bool {
         if bytes.first().is_some_and(|k| *k >= NODE_FRAME_KIND) {
-            if let Some(n) = &self.node_frames {
-                let _ = n.try_send((from, bytes.clone()));
+            if let Some(n) = &mut self.node_frames {
+                n.offer(from, bytes.clone());
             }
             return false;
         }
@@ -287,7 +350,7 @@ impl Executor {
 async fn run(
     mut engine: Box<dyn Consensus>,
     mut replayed: Vec<Action>,
-    route: Route,
+    mut route: Route,
     mut inbound: farol_network::Inbound,
     mut submitted: mpsc::Receiver<Vec<Transaction>>,
     mut stopped: oneshot::Receiver<()>,
@@ -303,7 +366,7 @@ async fn run(
     engine.set_time(unix_ms());
     engine.start(&mut out);
     ex.execute(&mut out).await?;
-    publish_snapshot(engine.as_ref(), &ex.status);
+    publish_snapshot(engine.as_ref(), &route, &ex.status);
     // The newest snapshot the log can be cut to, with the log position of the step that
     // took it.
     let mut compaction: Option<(Arc<Snapshot>, u64)> = None;
@@ -360,7 +423,7 @@ async fn run(
                 engine = fresh;
                 // Positions in the old log mean nothing in the new one; the snapshot the
                 // new log starts with is the one the node serves now.
-                publish_snapshot(engine.as_ref(), &ex.status);
+                publish_snapshot(engine.as_ref(), &route, &ex.status);
                 compaction = None;
                 let s = &ex.status;
                 s.rejoins.fetch_add(1, Ordering::Relaxed);
@@ -379,7 +442,7 @@ async fn run(
         ex.execute(&mut out).await?;
         engine.finish(&mut out);
         ex.execute(&mut out).await?;
-        if let Some(s) = publish_snapshot(engine.as_ref(), &ex.status) {
+        if let Some(s) = publish_snapshot(engine.as_ref(), &route, &ex.status) {
             compaction = Some((s, offset));
         }
         compact(&mut ex, &mut compaction, engine.round(), cfg.compact_bytes, &mut left)?;
@@ -397,11 +460,20 @@ async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
     }
 }
 
-/// Publishes the engine's round and fault counters, and makes its newest snapshot the one
+/// Publishes the engine's round and fault counters (with the node frames `route` dropped),
+/// and makes its newest snapshot the one
 /// the node serves. Returns the snapshot when it is new.
-fn publish_snapshot(engine: &dyn Consensus, status: &ValidatorStatus) -> Option<Arc<Snapshot>> {
+fn publish_snapshot(
+    engine: &dyn Consensus,
+    route: &Route,
+    status: &ValidatorStatus,
+) -> Option<Arc<Snapshot>> {
     status.round.store(engine.round(), Ordering::Relaxed);
-    *status.faults.lock() = engine.fault_counts();
+    let mut faults = engine.fault_counts();
+    if let Some(n) = route.node_frames.as_ref().filter(|n| n.dropped > 0) {
+        faults.push(("node_frames_dropped", n.dropped));
+    }
+    *status.faults.lock() = faults;
     let s = engine.snapshot()?;
     let mut slot = status.snapshot.lock();
     if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {
@@ -459,4 +531,42 @@ pub(crate) fn unix_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_frames_are_queued_within_each_validators_share() {
+        let (tx, mut rx) = mpsc::channel(4 * NODE_FRAMES_PER_PEER);
+        let mut frames = NodeFrames::new(tx);
+        let vote = Bytes::from(vec![NODE_FRAME_KIND; 139]);
+        // A faulty validator floods: only its share waits.
+        for _ in 0..NODE_FRAMES_PER_PEER + 10 {
+            frames.offer(3, vote.clone());
+        }
+        assert_eq!(frames.dropped, 10);
+        // The others' frames still get through.
+        assert!(frames.offer(1, vote.clone()));
+        // A frame over the limit is dropped whoever sends it.
+        assert!(!frames.offer(2, Bytes::from(vec![NODE_FRAME_KIND; MAX_NODE_FRAME + 1])));
+        assert!(frames.offer(2, Bytes::from(vec![NODE_FRAME_KIND; MAX_NODE_FRAME])));
+        assert_eq!(frames.dropped, 11);
+        // Taking its frames gives the flooder its share back.
+        for _ in 0..5 {
+            let f = rx.try_recv().expect("a queued frame");
+            assert_eq!(f.from, 3);
+        }
+        for _ in 0..5 {
+            assert!(frames.offer(3, vote.clone()));
+        }
+        assert!(!frames.offer(3, vote.clone()));
+        // A frame the full queue refuses gives its place back too.
+        let (tx, _rx) = mpsc::channel(1);
+        let mut frames = NodeFrames::new(tx);
+        assert!(frames.offer(0, vote.clone()));
+        assert!(!frames.offer(0, vote.clone()));
+        assert_eq!(frames.held[&0].load(Ordering::Relaxed), 1);
+    }
 }
