@@ -32,7 +32,7 @@ pub use error::{ExecError, StateError};
 pub use output::{BlockOutput, TxOutcome, TxStatus};
 pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, Partition};
 pub use revm::primitives::hardfork::SpecId;
-pub use sequential::{execute_call, execute_sequential};
+pub use sequential::{execute_call, execute_screened, execute_sequential, LeftOut};
 pub use state::{default_block_hash, Account, InMemoryState, LatencyState, MemAccount, StateView};
 pub use trace::{
     create_access_list, execute_with_transfer_logs, flat_call_tracer, json_len, trace_transactions,

@@ -1,7 +1,10 @@
 //! The sequential reference executor: plain revm, one transaction after another.
 
+use std::collections::BTreeMap;
+
 use hashbrown::HashMap;
 
+use alloy_consensus::Transaction as _;
 use alloy_primitives::{Address, B256, U256};
 use revm::bytecode::Bytecode;
 use revm::context::result::{EVMError, InvalidTransaction};
@@ -212,7 +215,27 @@ pub fn execute_sequential<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
-    on_enough_stack(state, chain, env, txs, false)
+    on_enough_stack(state, chain, env, txs, false, None).map(|(output, _)| output)
+}
+
+/// What [`execute_screened`] left out of a block: each transaction's index among those it
+/// was given, and why.
+pub type LeftOut = Vec<(usize, String)>;
+
+/// [`execute_sequential`] for a block whose transactions may not all be valid. A transaction
+/// that is invalid against the state the ones before it left (its nonce, its balance for the
+/// gas, ...) is left out, and so is every later transaction of its sender with a higher
+/// nonce; a transaction whose gas limit does not fit in what the block has left is left out
+/// alone. The output is [`execute_sequential`]'s for the transactions kept, in their order:
+/// one run finds everything to leave out, where running the block again without each invalid
+/// transaction in turn would cost a run per invalid transaction.
+pub fn execute_screened<S: StateView + ?Sized>(
+    state: &S,
+    chain: &ChainSpec,
+    env: &BlockEnv,
+    txs: &[RecoveredTx],
+) -> Result<(BlockOutput, LeftOut), ExecError> {
+    on_enough_stack(state, chain, env, txs, false, Some(LeftOut::new()))
 }
 
 /// [`execute_sequential`] for a simulated call (`eth_call`, `eth_estimateGas`): the same
@@ -226,7 +249,7 @@ pub fn execute_call<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
 ) -> Result<BlockOutput, ExecError> {
-    on_enough_stack(state, chain, env, txs, true)
+    on_enough_stack(state, chain, env, txs, true, None).map(|(output, _)| output)
 }
 
 /// WASM contracts run on this thread's stack; a thread with too little left (a test harness
@@ -237,9 +260,10 @@ fn on_enough_stack<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
     call: bool,
-) -> Result<BlockOutput, ExecError> {
+    screen: Option<LeftOut>,
+) -> Result<(BlockOutput, LeftOut), ExecError> {
     stacker::maybe_grow(crate::wasm::EXECUTOR_STACK_NEEDED, crate::wasm::EXECUTOR_STACK, || {
-        sequential_block(state, chain, env, txs, call)
+        sequential_block(state, chain, env, txs, call, screen)
     })
 }
 
@@ -249,7 +273,8 @@ fn sequential_block<S: StateView + ?Sized>(
     env: &BlockEnv,
     txs: &[RecoveredTx],
     call: bool,
-) -> Result<BlockOutput, ExecError> {
+    mut screen: Option<LeftOut>,
+) -> Result<(BlockOutput, LeftOut), ExecError> {
     let base = CachedView::new(state);
     let db = SeqDb { base: &base, overlay: HashMap::new() };
     let mut cfg = chain.cfg();
@@ -261,9 +286,26 @@ fn sequential_block<S: StateView + ?Sized>(
     let mut cumulative = 0u64;
     let mut code = Vec::new();
     let mut wiped = Vec::new();
+    // With a screen: the kept transactions, and the lowest nonce left out of each sender as
+    // invalid (its later transactions with a higher nonce are left out too).
+    let mut kept = Vec::new();
+    let mut invalid: BTreeMap<Address, u64> = BTreeMap::new();
     for (index, tx) in txs.iter().enumerate() {
+        if let Some(left) = screen.as_mut() {
+            if invalid.get(&tx.sender).is_some_and(|n| tx.tx.nonce() > *n) {
+                left.push((index, "an earlier nonce was dropped".into()));
+                continue;
+            }
+        }
         let tx_env = tx.tx_env();
-        check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
+        match (check_block_gas(env, index, cumulative, tx_env.gas_limit), screen.as_mut()) {
+            (Ok(()), _) => {}
+            (Err(ExecError::BlockGasLimit { .. }), Some(left)) => {
+                left.push((index, "gas limit above the block's".into()));
+                continue;
+            }
+            (Err(e), _) => return Err(e),
+        }
         let mut result = evm.transact_one(tx_env);
         let mut state = evm.finalize();
         if result.is_ok()
@@ -273,7 +315,21 @@ fn sequential_block<S: StateView + ?Sized>(
             result = evm.inspect_one_tx(again);
             state = evm.finalize();
         }
-        let result = result.map_err(|e| exec_error(index, e, ExecError::State))?;
+        let result = match (result.map_err(|e| exec_error(index, e, ExecError::State)), &mut screen)
+        {
+            (Ok(r), _) => r,
+            // revm discarded what the invalid transaction did (its state above is empty).
+            (Err(ExecError::InvalidTransaction { reason, .. }), Some(left)) => {
+                left.push((index, reason));
+                let nonce = invalid.entry(tx.sender).or_insert(u64::MAX);
+                *nonce = (*nonce).min(tx.tx.nonce());
+                continue;
+            }
+            (Err(e), _) => return Err(e),
+        };
+        if screen.is_some() {
+            kept.push(tx.clone());
+        }
         cumulative += result.tx_gas_used();
         outcomes.push(TxOutcome::from_revm(&result, cumulative));
         let (c, w) = evm.ctx.db_mut().apply(&state, chain.spec);
@@ -282,7 +338,10 @@ fn sequential_block<S: StateView + ?Sized>(
     }
     let overlay = std::mem::take(&mut evm.ctx.db_mut().overlay);
     drop(evm);
-    finish_block(&base, overlay, code, wiped, outcomes, txs)
+    match screen {
+        Some(left) => Ok((finish_block(&base, overlay, code, wiped, outcomes, &kept)?, left)),
+        None => Ok((finish_block(&base, overlay, code, wiped, outcomes, txs)?, LeftOut::new())),
+    }
 }
 
 /// The output of a block executed one transaction after another: the state diff of the

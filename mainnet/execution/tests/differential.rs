@@ -200,6 +200,53 @@ fn benchmark_blocks_parallel_equals_sequential() {
     }
 }
 
+/// An invalid transaction from `from`, of one of three kinds by `case`: a nonce far ahead,
+/// more value than it has, a gas limit below the intrinsic cost.
+fn invalid_tx(world: &mut World, from: Address, case: usize) -> farol_execution::RecoveredTx {
+    match case % 3 {
+        // A nonce far in the future.
+        0 => {
+            let mut t = world.tx(
+                from,
+                TxKind::Call(Address::ZERO),
+                U256::ZERO,
+                Bytes::new(),
+                21_000,
+                Flavor::DynamicFee,
+                1,
+            );
+            if let alloy_consensus::TxEnvelope::Eip1559(s) = &t.tx {
+                let mut inner = s.tx().clone();
+                inner.nonce += 1000;
+                t.tx = alloy_consensus::TxEnvelope::Eip1559(
+                    alloy_consensus::SignableTransaction::into_signed(inner, *s.signature()),
+                );
+            }
+            t
+        }
+        // More value than the sender has.
+        1 => world.tx(
+            from,
+            TxKind::Call(Address::ZERO),
+            U256::MAX >> 1,
+            Bytes::new(),
+            21_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+        // Gas limit below the intrinsic cost.
+        _ => world.tx(
+            from,
+            TxKind::Call(Address::ZERO),
+            U256::ZERO,
+            Bytes::new(),
+            20_000,
+            Flavor::DynamicFee,
+            1,
+        ),
+    }
+}
+
 #[test]
 fn invalid_transactions_fail_the_block_the_same_way() {
     let mut world = small_world();
@@ -209,53 +256,100 @@ fn invalid_transactions_fail_the_block_the_same_way() {
         let (env, mut txs) = world.random_block(20, &mut r);
         let at = r.random_range(0..txs.len());
         let from = world.users[r.random_range(0..world.users.len())];
-        let bad = match case % 3 {
-            // A nonce far in the future.
-            0 => {
-                let mut t = world.tx(
-                    from,
-                    TxKind::Call(Address::ZERO),
-                    U256::ZERO,
-                    Bytes::new(),
-                    21_000,
-                    Flavor::DynamicFee,
-                    1,
-                );
-                if let alloy_consensus::TxEnvelope::Eip1559(s) = &t.tx {
-                    let mut inner = s.tx().clone();
-                    inner.nonce += 1000;
-                    t.tx = alloy_consensus::TxEnvelope::Eip1559(
-                        alloy_consensus::SignableTransaction::into_signed(inner, *s.signature()),
-                    );
-                }
-                t
-            }
-            // More value than the sender has.
-            1 => world.tx(
-                from,
-                TxKind::Call(Address::ZERO),
-                U256::MAX >> 1,
-                Bytes::new(),
-                21_000,
-                Flavor::DynamicFee,
-                1,
-            ),
-            // Gas limit below the intrinsic cost.
-            _ => world.tx(
-                from,
-                TxKind::Call(Address::ZERO),
-                U256::ZERO,
-                Bytes::new(),
-                20_000,
-                Flavor::DynamicFee,
-                1,
-            ),
-        };
+        let bad = invalid_tx(&mut world, from, case);
         txs.insert(at, bad);
         // Every executor and partitioning reports the same error (`agree`).
         let seq = agree(&world, &env, &txs);
         assert!(seq.is_err(), "case {case}: the invalid transaction was accepted");
         world.set_nonces(saved);
+    }
+}
+
+/// The transactions a block keeps when each invalid one is removed in turn (with its
+/// sender's later transactions of higher nonces) and the block run again, as the node did
+/// before `execute_screened`; and the output of the block they make.
+fn removed_one_by_one(
+    world: &World,
+    env: &farol_execution::BlockEnv,
+    mut txs: Vec<farol_execution::RecoveredTx>,
+) -> (Vec<farol_execution::RecoveredTx>, farol_execution::BlockOutput) {
+    use alloy_consensus::Transaction as _;
+    loop {
+        match execute_sequential(&world.state, &world.chain, env, &txs) {
+            Ok(output) => return (txs, output),
+            Err(ExecError::InvalidTransaction { index, .. }) => {
+                let t = txs.remove(index);
+                let mut i = index;
+                while i < txs.len() {
+                    if txs[i].sender == t.sender && txs[i].tx.nonce() > t.tx.nonce() {
+                        txs.remove(i);
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            Err(ExecError::BlockGasLimit { index, .. }) => {
+                txs.remove(index);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn screening_a_block_keeps_what_removing_invalid_transactions_one_by_one_keeps() {
+    let mut world = small_world();
+    let mut r = rng(0x5c4ee);
+    let mut left_out = 0;
+    let mut reasons = BTreeMap::<String, usize>::new();
+    for case in 0..60 {
+        let saved = world.nonces();
+        let (mut env, mut txs) = world.random_block(30, &mut r);
+        for k in 0..r.random_range(1..5) {
+            let from = world.users[r.random_range(0..world.users.len())];
+            let bad = invalid_tx(&mut world, from, case + k);
+            txs.insert(r.random_range(0..=txs.len()), bad);
+            // The sender's next transaction, after it: left out with it when the invalid
+            // one took a nonce.
+            if r.random_bool(0.5) {
+                let to = world.users[0];
+                txs.push(world.transfer(from, to, U256::from(1)));
+            }
+        }
+        if case % 4 == 3 {
+            // A block too small for all of them: some are left out for their gas alone.
+            env.gas_limit = 21_000 * 20 + r.random_range(0..2_000_000);
+        }
+        let (kept, expected) = removed_one_by_one(&world, &env, txs.clone());
+        let (output, left) =
+            farol_execution::execute_screened(&world.state, &world.chain, &env, &txs)
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+        assert_eq!(output, expected, "case {case}");
+        let gone: Vec<usize> = left.iter().map(|(i, _)| *i).collect();
+        let screened: Vec<_> = txs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !gone.contains(i))
+            .map(|(_, t)| t.clone())
+            .collect();
+        assert_eq!(screened, kept, "case {case}");
+        assert!(left.iter().all(|(_, why)| !why.is_empty()));
+        assert!(gone.windows(2).all(|w| w[0] < w[1]), "case {case}: {gone:?}");
+        left_out += left.len();
+        for (_, why) in &left {
+            *reasons.entry(why.split(':').next().unwrap_or_default().to_string()).or_insert(0) += 1;
+        }
+        // A block with nothing to leave out is the sequential block.
+        let (again, none) =
+            farol_execution::execute_screened(&world.state, &world.chain, &env, &kept)
+                .unwrap_or_else(|e| panic!("case {case}: {e}"));
+        assert!(none.is_empty());
+        assert_eq!(again, expected);
+        world.set_nonces(saved);
+    }
+    assert!(left_out >= 60, "only {left_out} transactions were left out");
+    for why in ["an earlier nonce was dropped", "gas limit above the block's", "nonce too high"] {
+        assert!(reasons.contains_key(why), "nothing left out as {why:?}: {reasons:?}");
     }
 }
 

@@ -22,8 +22,8 @@ use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, Bytes, B256, B64, U256};
 use farol_consensus::Committed;
 use farol_execution::{
-    execute_sequential, Account, BlockEnv, BlockOutput, ChainSpec, ExecError, ParallelConfig,
-    ParallelExecutor, RecoveredTx, StateDiff, StateError, StateView, StoreState,
+    execute_screened, execute_sequential, Account, BlockEnv, BlockOutput, ChainSpec, ExecError,
+    ParallelConfig, ParallelExecutor, RecoveredTx, StateDiff, StateError, StateView, StoreState,
 };
 use farol_store::Store;
 use parking_lot::Mutex;
@@ -944,48 +944,59 @@ fn execute(
         .view(number - 1)
         .map_err(|e| PipelineError::Exec { number, source: ExecError::State(e) })?;
     let started = Instant::now();
-    loop {
-        if txs.is_empty() && !always {
-            return Ok(None);
-        }
-        match execute_here(executor, &view, &state.spec, &env, &txs) {
-            Ok(output) => {
-                let ordering = OrderingData {
-                    round,
-                    first: committed_height,
-                    height: committed_height,
-                    chunk: 0,
-                    last_in_group: false,
-                    deferred: Vec::new(),
-                    checkpoint: None,
-                };
-                return Ok(Some(Executed::new(state, env, txs, output, started, ordering, None)));
-            }
-            // Only what is wrong with the transaction itself drops it: every validator finds
-            // the same. A fault of this node (`ExecError::Evm`, see `execute_here`) stops here.
-            Err(
-                ExecError::InvalidTransaction { index, reason }
-                | ExecError::BadSignature { index, reason },
-            ) if index < txs.len() => {
-                let t = txs.remove(index);
-                state.drop_tx(*t.tx.tx_hash(), reason);
-                // Later transactions of the same sender cannot follow a dropped nonce.
-                let sender = t.sender;
-                txs.retain(|o| {
-                    let gone = o.sender == sender && o.tx.nonce() > t.tx.nonce();
-                    if gone {
-                        state.drop_tx(*o.tx.tx_hash(), "an earlier nonce was dropped".into());
-                    }
-                    !gone
-                });
-            }
-            Err(ExecError::BlockGasLimit { index, .. }) if index < txs.len() => {
-                let t = txs.remove(index);
-                state.drop_tx(*t.tx.tx_hash(), "gas limit above the block's".into());
-            }
-            Err(source) => return Err(PipelineError::Exec { number, source }),
-        }
+    if txs.is_empty() && !always {
+        return Ok(None);
     }
+    let output = match execute_here(executor, &view, &state.spec, &env, &txs) {
+        Ok(output) => output,
+        // Only what is wrong with a transaction itself drops it: every validator finds the
+        // same. One sequential run over the block finds every transaction to drop and
+        // executes the others (a run per invalid transaction would let a block of many make
+        // every validator run it that many times). A fault of this node (`ExecError::Evm`,
+        // see `execute_here`) stops here.
+        Err(
+            ExecError::InvalidTransaction { index, .. }
+            | ExecError::BadSignature { index, .. }
+            | ExecError::BlockGasLimit { index, .. },
+        ) if index < txs.len() => {
+            let screened = retry_node_faults(
+                number,
+                execute_screened(&view, &state.spec, &env, &txs),
+                || execute_screened(&view, &state.spec, &env, &txs),
+                std::thread::sleep,
+            );
+            let (output, left_out) =
+                screened.map_err(|source| PipelineError::Exec { number, source })?;
+            let mut dropped = left_out.into_iter().peekable();
+            let mut i = 0;
+            txs.retain(|t| {
+                let gone = dropped.next_if(|(at, _)| *at == i);
+                i += 1;
+                match gone {
+                    Some((_, reason)) => {
+                        state.drop_tx(*t.tx.tx_hash(), reason);
+                        false
+                    }
+                    None => true,
+                }
+            });
+            if txs.is_empty() && !always {
+                return Ok(None);
+            }
+            output
+        }
+        Err(source) => return Err(PipelineError::Exec { number, source }),
+    };
+    let ordering = OrderingData {
+        round,
+        first: committed_height,
+        height: committed_height,
+        chunk: 0,
+        last_in_group: false,
+        deferred: Vec::new(),
+        checkpoint: None,
+    };
+    Ok(Some(Executed::new(state, env, txs, output, started, ordering, None)))
 }
 
 /// Times a block is run again after a fault of this node before the pipeline stops.
@@ -1016,12 +1027,12 @@ fn execute_here(
 /// `first`, or while it is a fault of this node (`ExecError::Evm`) the result of `again`,
 /// run at most [`NODE_FAULT_RETRIES`] times: at once, then after pauses of 200, 400 and
 /// 800 ms (`pause`). Any other error, and the last fault, are returned as they are.
-fn retry_node_faults(
+fn retry_node_faults<T>(
     number: u64,
-    first: Result<BlockOutput, ExecError>,
-    mut again: impl FnMut() -> Result<BlockOutput, ExecError>,
+    first: Result<T, ExecError>,
+    mut again: impl FnMut() -> Result<T, ExecError>,
     mut pause: impl FnMut(std::time::Duration),
-) -> Result<BlockOutput, ExecError> {
+) -> Result<T, ExecError> {
     let mut result = first;
     let mut attempt = 0;
     while let Err(ExecError::Evm { reason, .. }) = &result {
@@ -1403,6 +1414,50 @@ mod tests {
         assert_eq!(state.chain.block(1).map(|b| b.hash), Some(certified));
         let balance = state.view(1).ok().and_then(|v| v.account(who).ok().flatten());
         assert_eq!(balance.map(|a| a.balance), Some(U256::from(3u64)));
+    }
+
+    /// A block's invalid transactions are dropped in one sequential run, each with its
+    /// reason, and the sender's later nonces with them; the block holds the rest.
+    #[test]
+    fn invalid_transactions_are_dropped_in_one_run() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (a, poor) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let genesis = Genesis::dev(&[a.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        let base_fee = genesis.base_fee;
+        let state = node_state(dir.path(), genesis);
+        let executor = ParallelExecutor::new(ParallelConfig { threads: 2, ..Default::default() });
+        let env = BlockEnv {
+            number: 1,
+            timestamp: 1,
+            beneficiary: Address::ZERO,
+            base_fee,
+            gas_limit: 21_000 * 3,
+            prevrandao: B256::ZERO,
+            difficulty: U256::ZERO,
+            excess_blob_gas: Some(0),
+        };
+        let txs =
+            vec![tx(&a, 0), tx(&poor, 0), tx(&a, 9), tx(&a, 1), tx(&poor, 1), tx(&a, 2), tx(&a, 3)];
+        let hash = |t: &RecoveredTx| *t.tx.tx_hash();
+        let why = |t: &RecoveredTx| state.drop_reason(&hash(t)).unwrap_or_default();
+        let out = execute(&state, &executor, env.clone(), txs.clone(), 1, 1, false)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no block"));
+        assert_eq!(nonces(&out.txs), [(a.address(), 0), (a.address(), 1), (a.address(), 2)]);
+        assert_eq!(out.output.receipts.len(), 3);
+        assert!(why(&txs[1]).contains("insufficient funds"), "{}", why(&txs[1]));
+        assert!(why(&txs[2]).contains("nonce too high"), "{}", why(&txs[2]));
+        assert_eq!(why(&txs[4]), "an earlier nonce was dropped");
+        assert_eq!(why(&txs[6]), "gas limit above the block's");
+        assert_eq!(state.metrics.dropped.load(Ordering::Relaxed), 4);
+        // Nothing left: no block, unless the commit needs one.
+        let none = execute(&state, &executor, env.clone(), vec![tx(&poor, 0)], 1, 1, false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(none.is_none());
+        let empty = execute(&state, &executor, env, vec![tx(&poor, 0)], 1, 1, true)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("no block"));
+        assert!(empty.txs.is_empty() && empty.output.receipts.is_empty());
     }
 
     #[test]
