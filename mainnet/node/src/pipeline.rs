@@ -634,7 +634,14 @@ fn run(
                         } else {
                             last_height = ord.first.saturating_sub(1);
                             let skip = ord.chunk as usize + 1;
-                            let before = number.saturating_sub(skip as u64);
+                            // The block before the group's first: the one before this block
+                            // unless an earlier block of the group came before it. Not
+                            // `number - skip`: a chunk whose transactions were all dropped
+                            // made no block (before stop 38 that read the wrong state).
+                            let before = match &resume {
+                                Some(r) if r.first == ord.first => r.before,
+                                _ => number - 1,
+                            };
                             resume = Some(Resume { first: ord.first, skip, before });
                         }
                         last_timestamp = e.env.timestamp;
@@ -1720,5 +1727,55 @@ mod tests {
         let restarted = node_state(dir.path(), genesis);
         let work = commits.iter().cloned().map(Work::Commit).collect();
         assert_eq!(hashes(&run_pipeline(&restarted, work, 4)), hashes(&blocks));
+    }
+
+    /// A group whose first chunk's transactions are all dropped makes no block for it: a
+    /// node that imports the group's next block (its chunk 1, the first block of the group)
+    /// from a peer and then forms the rest of the group itself makes the same blocks as the
+    /// node that formed it alone. Before stop 38 it took the state before the group from
+    /// the block `chunk + 1` back (one too far) and diverged.
+    #[test]
+    fn an_import_after_a_chunk_that_made_no_block_resumes_the_group() {
+        use alloy_eips::eip2718::Encodable2718;
+        let (a, b, poor) =
+            (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut genesis =
+            Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        genesis.gas_limit = 2 * 21_000;
+        let t = |k: &PrivateKeySigner, nonce| farol_consensus::Transaction {
+            sender: k.address().into_array(),
+            payload: crate::chain::tests::transfer(k, nonce).encoded_2718().into(),
+        };
+        let with = |height, ms, txs: Vec<farol_consensus::Transaction>| Committed {
+            transactions: txs,
+            ..commit(height, ms, 0)
+        };
+        let commits = [
+            // Block 1: b's 0 (the group ends 60 ms after its first commit).
+            with(1, 5_000, vec![t(&b, 0)]),
+            with(2, 5_060, vec![]),
+            // One group cut in three chunks: the first (two transfers from a key without
+            // funds) makes no block, the second block 2, the third block 3.
+            with(3, 5_100, vec![t(&poor, 0), t(&poor, 1), t(&a, 0), t(&b, 1), t(&a, 1)]),
+            with(4, 7_000, vec![]),
+        ];
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let alone = node_state(dir.path(), genesis.clone());
+        let blocks = run_pipeline(&alone, commits.iter().cloned().map(Work::Commit).collect(), 4);
+        let shape: Vec<_> = blocks
+            .iter()
+            .map(|b| (b.txs.len(), b.ordering.first, b.ordering.chunk, b.ordering.last_in_group))
+            .collect();
+        assert_eq!(shape, [(1, 1, 0, true), (2, 3, 1, false), (1, 3, 2, true), (0, 4, 0, true)]);
+        let hashes = |bs: &[Arc<StoredBlock>]| bs.iter().map(|b| b.hash).collect::<Vec<_>>();
+        let block =
+            SyncBlock::decode(&blocks[1].encode_for_sync(true)).unwrap_or_else(|e| panic!("{e}"));
+        let import = Work::Import(Box::new(Import { block, senders: blocks[1].senders.clone() }));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let joined = node_state(dir.path(), genesis);
+        let mut work: Vec<Work> = commits[..2].iter().cloned().map(Work::Commit).collect();
+        work.push(import);
+        work.extend(commits[2..].iter().cloned().map(Work::Commit));
+        assert_eq!(hashes(&run_pipeline(&joined, work, 4)), hashes(&blocks));
     }
 }
