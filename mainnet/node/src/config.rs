@@ -438,6 +438,12 @@ impl NodeConfig {
         if self.mempool.per_sender == 0 || self.mempool.global == 0 {
             return bad("mempool", "per_sender and global must be at least 1".into());
         }
+        if self.mempool.global_bytes < self.mempool.max_tx_bytes {
+            return bad(
+                "mempool.global_bytes",
+                format!("at least max_tx_bytes ({})", self.mempool.max_tx_bytes),
+            );
+        }
         Ok(())
     }
 }

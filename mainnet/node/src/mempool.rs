@@ -26,6 +26,12 @@ pub struct MempoolConfig {
     pub per_sender: usize,
     /// Most transactions waiting in all.
     pub global: usize,
+    /// Most of them held behind a nonce gap (never handed to consensus, so never paying
+    /// for their place): a transaction ready to hand evicts a held one when the pool is
+    /// full, whatever their tips.
+    pub held: usize,
+    /// Most bytes of transactions waiting in all.
+    pub global_bytes: usize,
     /// A replacement must raise both fee caps by at least this many percent.
     pub price_bump_percent: u64,
     /// Largest encoded transaction accepted, in bytes.
@@ -42,6 +48,8 @@ impl Default for MempoolConfig {
         MempoolConfig {
             per_sender: 1024,
             global: 200_000,
+            held: 50_000,
+            global_bytes: 256 << 20,
             price_bump_percent: 10,
             max_tx_bytes: 128 * 1024,
             lifetime_secs: 600,
@@ -201,6 +209,8 @@ pub struct Mempool {
     journal: Option<Wal>,
     /// Bytes of the waiting transactions' encodings.
     bytes: usize,
+    /// Transactions held behind a nonce gap (not handed).
+    held: usize,
     /// The journal's old records are being added again: it is not rewritten meanwhile (it
     /// still holds the ones not read back yet).
     reading_back: bool,
@@ -292,6 +302,7 @@ impl Mempool {
             cleared: 0,
             journal: None,
             bytes: 0,
+            held: 0,
             reading_back: false,
         }
     }
@@ -499,15 +510,38 @@ impl Mempool {
             }
             None => None,
         };
-        if replacing.is_none() {
-            if self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender) {
-                return Err(MempoolError::NonceTooHigh {
-                    next: account_nonce,
-                    nonce,
-                    max_gap: self.cfg.per_sender,
-                });
+        if replacing.is_none()
+            && self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender)
+        {
+            return Err(MempoolError::NonceTooHigh {
+                next: account_nonce,
+                nonce,
+                max_gap: self.cfg.per_sender,
+            });
+        }
+        // Whether it is handed at once: every nonce from the account's to its is here.
+        let ready = {
+            let q = self.senders.get(&c.sender);
+            let next = q.map_or(account_nonce, |q| q.next.max(account_nonce));
+            (next..nonce).all(|n| q.is_some_and(|q| q.txs.contains_key(&n)))
+        };
+        // What the replaced transaction frees.
+        let freed = replacing
+            .and_then(|_| self.senders.get(&c.sender)?.txs.get(&nonce))
+            .map_or(0, |e| e.payload.len());
+        let slots = usize::from(replacing.is_none());
+        let held_slots = usize::from(replacing.is_none() && !ready);
+        loop {
+            let full = self.by_hash.len() + slots > self.cfg.global
+                || self.bytes - freed + c.payload.len() > self.cfg.global_bytes;
+            let held_full = self.held + held_slots > self.cfg.held;
+            if !full && !held_full {
+                break;
             }
-            if self.by_hash.len() >= self.cfg.global && !self.evict_cheaper_than(tip, &c.sender) {
+            // A transaction ready to hand takes the place of any held one; a held one only
+            // of a held one that tips less.
+            let over = if ready { None } else { Some(tip) };
+            if !self.evict_held(over, &c.sender) {
                 return Err(MempoolError::Full);
             }
         }
@@ -518,6 +552,7 @@ impl Mempool {
         self.bytes += c.payload.len();
         let q = self.senders.entry(c.sender).or_default();
         q.next = q.next.max(account_nonce);
+        self.held += 1;
         let replaced = q.txs.insert(
             nonce,
             Entry {
@@ -531,18 +566,20 @@ impl Mempool {
         );
         if let Some(old) = replaced {
             self.bytes = self.bytes.saturating_sub(old.payload.len());
+            // Only a held transaction can be replaced.
+            self.held -= usize::from(old.handed.is_none());
         }
         self.by_hash.insert(c.hash, (c.sender, nonce));
         Ok(self.promote(c.sender))
     }
 
-    /// Evicts the cheapest last-in-line transaction of another sender if it tips less than
-    /// `tip`. Only transactions not handed to consensus (held behind a nonce gap) are
-    /// candidates: a handed one is in consensus's queue whatever the pool does, and evicted
-    /// it would still be ordered, untracked (before stop 27 it could be evicted). A sender's
-    /// last transaction is handed only if all its others are, so the last is the one to look
-    /// at.
-    fn evict_cheaper_than(&mut self, tip: u128, sender: &Address) -> bool {
+    /// Evicts the cheapest last-in-line transaction of another sender, if it tips less than
+    /// `below` when that is given. Only transactions not handed to consensus (held behind a
+    /// nonce gap) are candidates: a handed one is in consensus's queue whatever the pool
+    /// does, and evicted it would still be ordered, untracked (before stop 27 it could be
+    /// evicted). A sender's last transaction is handed only if all its others are, so the
+    /// last is the one to look at.
+    fn evict_held(&mut self, below: Option<u128>, sender: &Address) -> bool {
         let victim = self
             .senders
             .iter()
@@ -552,7 +589,7 @@ impl Mempool {
             .map(|(e, a, n)| (e.tip, a, n))
             .min();
         match victim {
-            Some((t, a, n)) if t < tip => {
+            Some((t, a, n)) if below.is_none_or(|tip| t < tip) => {
                 self.remove(&a, n);
                 true
             }
@@ -565,6 +602,7 @@ impl Mempool {
             if let Some(e) = q.txs.remove(&nonce) {
                 self.by_hash.remove(&e.hash);
                 self.bytes = self.bytes.saturating_sub(e.payload.len());
+                self.held -= usize::from(e.handed.is_none());
             }
             if q.txs.is_empty() {
                 self.senders.remove(sender);
@@ -580,6 +618,7 @@ impl Mempool {
         while let Some(e) = q.txs.get_mut(&n) {
             if e.handed.is_none() {
                 e.handed = Some(Instant::now());
+                self.held -= 1;
                 out.push(Transaction { sender: sender.into_array(), payload: e.payload.0.clone() });
             }
             n += 1;
@@ -863,8 +902,9 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// Eviction takes the cheapest held transaction of another sender; a handed one is in
-    /// consensus's queue whatever the pool does, so it is never evicted.
+    /// Eviction takes the cheapest held transaction of another sender (for a held one, only
+    /// one tipping less); a handed one is in consensus's queue whatever the pool does, so it
+    /// is never evicted.
     #[test]
     fn a_full_pool_evicts_the_cheapest_held_transaction_or_refuses() {
         let mut p = pool(4, 2);
@@ -875,17 +915,99 @@ mod tests {
         assert_eq!(p.add(held.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(0));
         let handed = p.check(&signed(&b, 0, 1_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(handed.clone(), 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
-        let cheap = p.check(&signed(&c, 0, 1_500, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        // A held one evicts a held one only if it tips more.
+        let cheap = p.check(&signed(&c, 1, 1_500, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(cheap, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
-        let rich = p.check(&signed(&c, 0, 8_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let rich = p.check(&signed(&c, 1, 8_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let rich_hash = rich.hash;
         p.add(rich, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.len(), 2);
         assert!(!p.contains(&held.hash), "a's held transaction was evicted");
         assert!(p.contains(&handed.hash), "b's handed one stays");
-        // Now both are handed: nothing can be evicted.
+        // A ready one evicts a held one whatever it tips.
         let d = PrivateKeySigner::random();
-        let richer = p.check(&signed(&d, 0, 90_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let ready = p.check(&signed(&d, 0, 1_100, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(ready, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert!(!p.contains(&rich_hash));
+        // Now both are handed: nothing can be evicted.
+        let e = PrivateKeySigner::random();
+        let richer = p.check(&signed(&e, 0, 90_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(richer, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
+    }
+
+    /// Held transactions (behind a nonce gap) never pay for their place: at most `held` of
+    /// them wait, and one ready to hand takes a held one's place in a full pool whatever
+    /// the tips. Before stop 38 throwaway keys could fill the pool with held transactions
+    /// that outbid every honest one.
+    #[test]
+    fn held_transactions_cannot_crowd_out_ready_ones() {
+        let mut p = pool(8, 6);
+        p.cfg.held = 4;
+        let add = |p: &mut Mempool, key: &PrivateKeySigner, nonce, fee| {
+            let c = p.check(&signed(key, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            let hash = c.hash;
+            let r = p.add(c, 0, 0, U256::from(RICH));
+            assert_eq!(p.held, p.status().1, "the count of held transactions");
+            r.map(|handed| (hash, handed.len()))
+        };
+        let spammers: Vec<_> = (0..5).map(|_| PrivateKeySigner::random()).collect();
+        // Four held transactions, paying well; a fifth is refused unless it tips more.
+        let mut held = Vec::new();
+        for k in &spammers[..4] {
+            held.push(add(&mut p, k, 1, 50_000).unwrap_or_else(|e| panic!("{e}")).0);
+        }
+        assert_eq!(add(&mut p, &spammers[4], 1, 50_000), Err(MempoolError::Full));
+        add(&mut p, &spammers[4], 1, 60_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.status(), (0, 4));
+        // Two ready transactions fill the pool; a third, tipping far less than the held ones,
+        // takes a held one's place.
+        let honest: Vec<_> = (0..3).map(|_| PrivateKeySigner::random()).collect();
+        for k in &honest {
+            assert_eq!(add(&mut p, k, 0, 2_000).map(|(_, n)| n), Ok(1));
+        }
+        assert_eq!(p.status(), (3, 3));
+        assert_eq!(p.len(), 6);
+        // A sender's missing nonce is ready too, and hands its held one with it.
+        assert_eq!(add(&mut p, &spammers[4], 0, 2_000).map(|(_, n)| n), Ok(2));
+        assert_eq!(p.status(), (5, 1));
+        // Only handed transactions left to evict: a ready one is refused.
+        let late = PrivateKeySigner::random();
+        add(&mut p, &late, 0, 2_000).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.status(), (6, 0));
+        assert_eq!(add(&mut p, &PrivateKeySigner::random(), 0, 90_000), Err(MempoolError::Full));
+    }
+
+    /// The pool's bytes are bounded too: held transactions give way to a ready one that does
+    /// not fit, and with only handed ones left the pool refuses.
+    #[test]
+    fn the_pool_is_bounded_by_bytes() {
+        let mut p = pool(8, 100);
+        let size = signed(&PrivateKeySigner::random(), 0, 2_000, 31337).len();
+        p.cfg.global_bytes = 3 * size;
+        let (a, b, c, d) = (
+            PrivateKeySigner::random(),
+            PrivateKeySigner::random(),
+            PrivateKeySigner::random(),
+            PrivateKeySigner::random(),
+        );
+        for (k, nonce) in [(&a, 1), (&b, 1), (&c, 0)] {
+            let t = p.check(&signed(k, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(t, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        // d's ready transaction evicts a held one (a's or b's).
+        let t = p.check(&signed(&d, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert_eq!(p.status(), (2, 1));
+        assert!(p.bytes <= p.cfg.global_bytes);
+        // A held one that tips no more than the other held one is refused; a ready one takes its place.
+        let e = PrivateKeySigner::random();
+        let t = p.check(&signed(&e, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
+        let t = p.check(&signed(&e, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));
+        assert_eq!(p.status(), (3, 0));
+        let t = p.check(&signed(&a, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
     }
 
     /// Expiry drops what waits behind a gap, not what consensus holds.
