@@ -174,8 +174,8 @@ pub(crate) fn instructions<H: ContextTr>(
     table
 }
 
-/// RETURN, plus: a creation that returns code with the WASM marker has its module validated
-/// and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
+/// RETURN, plus: a creation that returns code with the WASM marker, within the code size
+/// limit and with gas left for its deposit, has its module validated and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
 /// A failure of this node (no WASM engine) is not the code's: it stops the
 /// block with an error instead of producing a result.
 fn deploy_return<H: ContextTr>(
@@ -191,6 +191,16 @@ fn deploy_return<H: ContextTr>(
         return r;
     };
     if !is_wasm(&result.output) {
+        return r;
+    }
+    // A creation revm will fail after this (code over the size limit, or no gas left for the
+    // code deposit) is not validated or compiled: before stop 38 it was, so a module cost
+    // its deployer only what the init code ran, and it stayed in the cache. These are the
+    // first two of revm's own checks in `return_create`, on the same numbers.
+    let cfg = host.cfg();
+    let len = result.output.len();
+    if len > cfg.max_code_size() || result.gas.remaining() < cfg.gas_params().code_deposit_cost(len)
+    {
         return r;
     }
     let verdict = WasmRuntime::global().and_then(|rt| rt.deploy(&result.output));

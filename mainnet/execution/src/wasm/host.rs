@@ -78,10 +78,10 @@ pub(crate) trait Env {
 
 /// The instance's resource limits, and the gas its memory growth owes.
 ///
-/// wasmtime's fuel table can charge at most 255 fuel per page grown, far below what touching
-/// a page costs, so growth is priced here ([`memory_gas`]): the limiter records what each
-/// growth owes, and the debt is paid from fuel at the next host call and at the end of the
-/// frame (a frame that cannot pay ends out of gas). Growth past 16 MiB, or past the module's
+/// Growth is priced by [`memory_gas`]; the rewritten code pays it from fuel before each
+/// `memory.grow` runs (a frame that cannot pay ends out of gas there). A debt recorded here
+/// (growth before the code runs) is paid at the next host call and at the end of the frame.
+/// Growth past 16 MiB, or past the module's
 /// own maximum, fails (`memory.grow` returns -1); an allowed growth that the engine fails to
 /// make is a fault of this node (`fault`).
 #[derive(Debug, Default)]
@@ -109,10 +109,11 @@ impl Limits {
         if desired > (MAX_MEMORY_PAGES as usize) * page || maximum.is_some_and(|m| desired > m) {
             return false;
         }
-        // The initial memory is paid before instantiation; once the code runs, growth is
-        // charged from whatever size, none included (before stop 26 growth from zero pages
-        // was free).
-        if self.running || current != 0 {
+        // The initial memory is paid before instantiation; once the code runs, the rewritten
+        // code pays for each `memory.grow` before it runs (`instrument::prepay_growth`; since
+        // stop 38, before which it was recorded here and paid later). Growth before the code
+        // runs from a non-zero size (none today: modules have no start function) is owed.
+        if !self.running && current != 0 {
             let (from, to) = ((current / page) as u64, desired.div_ceil(page) as u64);
             self.owed = self.owed.saturating_add(memory_gas(to).saturating_sub(memory_gas(from)));
         }

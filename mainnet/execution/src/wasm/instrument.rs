@@ -46,8 +46,9 @@ use wasmparser::{
     Validator,
 };
 
-use super::validate::FEATURES;
+use super::validate::{FEATURES, MAX_MEMORY_PAGES};
 use super::WasmError;
+use super::{CHEAP_PAGES, EXTRA_PAGE_GAS, FUEL_PER_GAS, PAGE_GAS};
 
 /// Slots one WASM activation may hold on its call stack. At 16 bytes a slot (an operand or
 /// local is at most 8) that is 128 KiB of native stack, a quarter of what wasmtime allows one
@@ -81,6 +82,8 @@ struct Survey {
     entry: u32,
     /// Globals the module defines.
     globals: u32,
+    /// The most pages its memory may have: Farol's bound or its own declared maximum.
+    memory_limit: u64,
 }
 
 fn survey(module: &[u8]) -> Result<Survey, WasmError> {
@@ -90,6 +93,7 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
     let mut locals = Vec::new();
     let mut entry = None;
     let mut globals = 0;
+    let mut memory_limit = MAX_MEMORY_PAGES;
     for payload in Parser::new(0).parse_all(module) {
         let payload = payload.map_err(err)?;
         match &payload {
@@ -100,6 +104,12 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
                 }
             }
             Payload::GlobalSection(r) => globals = r.count(),
+            Payload::MemorySection(r) => {
+                for memory in r.clone() {
+                    let memory = memory.map_err(err)?;
+                    memory_limit = memory_limit.min(memory.maximum.unwrap_or(u64::MAX));
+                }
+            }
             Payload::ExportSection(r) => {
                 for export in r.clone() {
                     let export = export.map_err(err)?;
@@ -136,7 +146,7 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
             "the exported `call` needs {entry_cost} stack slots (at most {STACK_BUDGET})"
         )));
     }
-    Ok(Survey { costs, locals, entry, globals })
+    Ok(Survey { costs, locals, entry, globals, memory_limit })
 }
 
 /// The fuel one operator costs, before any size-dependent part (see the module
@@ -329,6 +339,78 @@ impl Rewriter {
         self.trap_if_negative(out);
     }
 
+    /// Takes the fuel of the gas a `memory.grow` of memory `mem` by the `i32` on top of the
+    /// stack (which stays there; `scratch` is an `i32` local) will owe for its pages
+    /// ([`super::memory_gas`] of the new size less that of the current one), before it
+    /// runs: nothing if the growth will fail (past the module's memory limit). Before stop
+    /// 38 the limiter recorded the debt and the frame paid it at its next host call or its
+    /// end, after the pages were touched: 16 MiB for about 11,000 gas. Three operands at most
+    /// above the original code's.
+    fn prepay_growth(&self, out: &mut Vec<Instruction<'static>>, scratch: u32, mem: u32) {
+        let g = self.gas();
+        let (cheap, extra) = (CHEAP_PAGES as i64, (EXTRA_PAGE_GAS - PAGE_GAS) as i64);
+        let fuel = FUEL_PER_GAS as i64;
+        let size = [Instruction::MemorySize(mem), Instruction::I64ExtendI32U];
+        let grown = [
+            Instruction::MemorySize(mem),
+            Instruction::I64ExtendI32U,
+            Instruction::LocalGet(scratch),
+            Instruction::I64ExtendI32U,
+            Instruction::I64Add,
+        ];
+        // memory_gas(p) = PAGE_GAS × p + (EXTRA_PAGE_GAS − PAGE_GAS) × max(p − CHEAP_PAGES, 0).
+        out.push(Instruction::LocalTee(scratch));
+        out.extend(grown.clone());
+        out.extend([
+            Instruction::I64Const(self.survey.memory_limit as i64),
+            Instruction::I64LeU,
+            Instruction::If(BlockType::Empty),
+            Instruction::GlobalGet(g),
+            Instruction::LocalGet(scratch),
+            Instruction::I64ExtendI32U,
+            Instruction::I64Const(PAGE_GAS as i64 * fuel),
+            Instruction::I64Mul,
+            Instruction::I64Sub,
+            Instruction::GlobalSet(g),
+        ]);
+        out.extend(grown.clone());
+        out.extend([
+            Instruction::I64Const(cheap),
+            Instruction::I64GtU,
+            Instruction::If(BlockType::Empty),
+        ]);
+        out.push(Instruction::GlobalGet(g));
+        out.extend(grown);
+        out.extend([
+            Instruction::I64Const(cheap),
+            Instruction::I64Sub,
+            Instruction::I64Const(extra * fuel),
+            Instruction::I64Mul,
+            Instruction::I64Sub,
+            Instruction::GlobalSet(g),
+            Instruction::End,
+        ]);
+        out.extend(size.clone());
+        out.extend([
+            Instruction::I64Const(cheap),
+            Instruction::I64GtU,
+            Instruction::If(BlockType::Empty),
+        ]);
+        out.push(Instruction::GlobalGet(g));
+        out.extend(size);
+        out.extend([
+            Instruction::I64Const(cheap),
+            Instruction::I64Sub,
+            Instruction::I64Const(extra * fuel),
+            Instruction::I64Mul,
+            Instruction::I64Add,
+            Instruction::GlobalSet(g),
+            Instruction::End,
+            Instruction::End,
+        ]);
+        self.trap_if_negative(out);
+    }
+
     /// `call` wrapped in the stack count for a callee costing `cost` slots.
     fn counted_call<'a>(&self, out: &mut Vec<Instruction<'a>>, cost: u32, call: Instruction<'a>) {
         let (g, c) = (self.stack, cost as i32);
@@ -451,6 +533,10 @@ impl Reencode for Rewriter {
                 Operator::CallIndirect { .. } => Some(self.max),
                 _ => None,
             };
+            let grows = match &op {
+                Operator::MemoryGrow { mem } => Some(*mem),
+                _ => None,
+            };
             let boundary = ends_segment(&op);
             let ins = RoundtripReencoder
                 .instruction(op)
@@ -458,6 +544,9 @@ impl Reencode for Rewriter {
             if let (Some(per_unit), true) = (size_fuel, self.meter) {
                 let mut sized = Vec::new();
                 self.charge_size(&mut sized, scratch, per_unit);
+                if let Some(mem) = grows {
+                    self.prepay_growth(&mut sized, scratch, mem);
+                }
                 segment.extend(sized);
             }
             match stack_cost {
@@ -506,4 +595,56 @@ pub(crate) fn rewrite(module: &[u8], meter: bool) -> Result<Vec<u8>, WasmError> 
 /// `module` must have passed [`super::validate()`].
 pub fn instrument(module: &[u8]) -> Result<Vec<u8>, WasmError> {
     rewrite(module, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rewritten `memory.grow` takes the fuel of the pages before it grows: short of it,
+    /// the frame traps with its memory as it was; with it, the fuel left is exactly what
+    /// [`super::super::memory_gas`] says less the operators'. A growth that will fail costs
+    /// nothing for its pages.
+    #[test]
+    fn a_growth_is_paid_before_the_pages_are_made() {
+        use super::super::memory_gas;
+        let src = r#"(module (memory (export "memory") 1 100)
+            (func (export "call") (param i32) (result i32) (memory.grow (local.get 0))))"#;
+        let module = wat::parse_str(src).unwrap_or_else(|e| panic!("{e}"));
+        let code = instrument(&module).unwrap_or_else(|e| panic!("{e}"));
+        let engine = wasmi::Engine::default();
+        let m = wasmi::Module::new(&engine, &code).unwrap_or_else(|e| panic!("{e}"));
+        let run = |fuel: i64, pages: i32| {
+            let mut store = wasmi::Store::new(&engine, ());
+            let inst = wasmi::Linker::<()>::new(&engine)
+                .instantiate_and_start(&mut store, &m)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let gas = inst.get_global(&store, GAS_EXPORT).unwrap_or_else(|| panic!("no gas"));
+            gas.set(&mut store, wasmi::Val::I64(fuel)).unwrap_or_else(|e| panic!("{e}"));
+            let call =
+                inst.get_typed_func::<i32, i32>(&store, "call").unwrap_or_else(|e| panic!("{e}"));
+            let result = call.call(&mut store, pages).ok();
+            let memory = inst.get_memory(&store, "memory").unwrap_or_else(|| panic!("no memory"));
+            let left = match gas.get(&store) {
+                wasmi::Val::I64(v) => v,
+                other => panic!("{other:?}"),
+            };
+            (result, memory.size(&store), left)
+        };
+        let fuel = |gas: u64| (gas * FUEL_PER_GAS) as i64;
+        let pages = fuel(memory_gas(51) - memory_gas(1));
+        // The operators' own fuel, and the per-page fuel of `memory.grow`, with 0 pages.
+        let (r, size, left) = run(1_000_000, 0);
+        assert_eq!((r, size), (Some(1), 1));
+        let ops = 1_000_000 - left;
+        let ops50 = ops + 50 * GROW_PAGE_FUEL;
+        // Short of the pages' fuel by one: a trap, and the memory has not grown.
+        assert_eq!(run(ops50 + pages - 1, 50).0, None);
+        assert_eq!(run(ops50 + pages - 1, 50).1, 1);
+        // Exactly enough.
+        assert_eq!(run(ops50 + pages, 50), (Some(1), 51, 0));
+        // Past the module's maximum: -1, and nothing for the pages.
+        let ops120 = ops + 120 * GROW_PAGE_FUEL;
+        assert_eq!(run(ops120, 120), (Some(-1), 1, 0));
+    }
 }

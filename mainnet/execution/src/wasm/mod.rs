@@ -17,7 +17,7 @@ mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -256,13 +256,30 @@ struct Slot {
     done: Condvar,
     /// The interpreter's form of the module.
     interp: Arc<Interpreted>,
+    /// When it was last used, on the runtime's clock of uses (the least recently used
+    /// leaves memory first).
+    used: AtomicU64,
 }
 
 impl Slot {
-    fn new(interp: Arc<Interpreted>) -> Arc<Slot> {
-        Arc::new(Slot { state: Mutex::new(SlotState::Compiling), done: Condvar::new(), interp })
+    fn new(interp: Arc<Interpreted>, now: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Compiling),
+            done: Condvar::new(),
+            interp,
+            used: AtomicU64::new(now),
+        })
     }
 }
+
+/// Modules kept in memory at most (compiled, or with their interpreter form); the least
+/// recently used of the others leaves when a new one comes. One that left is validated and
+/// compiled again when it is called (the same module, so the same results).
+pub const MAX_MODULES: usize = 1_024;
+
+/// Background compilations at most at once; past it a module compiles on the thread that
+/// deployed or called it.
+pub const MAX_COMPILE_THREADS: usize = 4;
 
 /// Counters of the module cache.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -277,6 +294,8 @@ pub struct CacheStats {
     pub interpreted: u64,
     /// Modules wasmtime refused to compile: the interpreter runs every call to them.
     pub uncompiled: u64,
+    /// Modules that left memory for newer ones ([`MAX_MODULES`]).
+    pub evicted: u64,
     /// Compiled calls that found a ready instance (see [`WasmRuntime::set_ready_instances`]).
     pub ready_calls: u64,
     /// Modules holding a ready instance now.
@@ -308,6 +327,10 @@ pub struct WasmRuntime {
     /// Work queued for the helper thread.
     jobs: Mutex<Vec<ready::Job>>,
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
+    /// The clock of module uses ([`Slot::used`]).
+    uses: AtomicU64,
+    /// Background compilations running.
+    compiling: AtomicUsize,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
     calls: std::sync::atomic::AtomicU64,
@@ -357,6 +380,8 @@ impl WasmRuntime {
             helper: ready::Helper::new(),
             jobs: Mutex::default(),
             slots: Mutex::new(HashMap::new()),
+            uses: AtomicU64::new(0),
+            compiling: AtomicUsize::new(0),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
@@ -461,7 +486,8 @@ impl WasmRuntime {
             .ok_or_else(|| WasmError::Invalid("the code does not start with the marker".into()))?;
         let info = validate(module)?;
         let hash = keccak256(code);
-        if lock(&self.slots).contains_key(&hash) {
+        if let Some(s) = lock(&self.slots).get(&hash) {
+            s.used.store(self.uses.fetch_add(1, AtomicOrdering::Relaxed), AtomicOrdering::Relaxed);
             return Ok(hash);
         }
         self.start(hash, module, info)?;
@@ -478,24 +504,51 @@ impl WasmRuntime {
     ) -> Result<Arc<Slot>, WasmError> {
         let code = Arc::new(instrument::rewrite(module, true)?);
         let interp = self.interpreted(&code, info)?;
-        let slot = {
+        let now = self.uses.fetch_add(1, AtomicOrdering::Relaxed);
+        let (slot, evicted) = {
             let mut slots = lock(&self.slots);
             if let Some(s) = slots.get(&hash) {
                 return Ok(s.clone());
             }
-            let slot = Slot::new(interp);
+            let evicted = if slots.len() >= MAX_MODULES { evict_one(&mut slots) } else { None };
+            let slot = Slot::new(interp, now);
             slots.insert(hash, slot.clone());
-            slot
+            (slot, evicted)
         };
-        let (mine, theirs) = (slot.clone(), code.clone());
-        let spawned = std::thread::Builder::new()
-            .name("farol-wasm-compile".into())
-            .spawn(move || self.compile_into(&mine, hash, info, &theirs));
-        if spawned.is_err() {
-            // No thread for it now: compile here instead.
+        if let Some(old) = evicted {
+            lock(&self.stats).evicted += 1;
+            if let SlotState::Ready(c) = &*lock(&old.state) {
+                self.unprepare(c);
+            }
+        }
+        let spawned = if self.compiling.fetch_add(1, AtomicOrdering::AcqRel) < MAX_COMPILE_THREADS {
+            let (mine, theirs) = (slot.clone(), code.clone());
+            std::thread::Builder::new()
+                .name("farol-wasm-compile".into())
+                .spawn(move || {
+                    self.compile_into(&mine, hash, info, &theirs);
+                    self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
+                })
+                .is_ok()
+        } else {
+            false
+        };
+        if !spawned {
+            // Too many compiling, or no thread for it now: compile here instead.
+            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
             self.compile_into(&slot, hash, info, &code);
         }
         Ok(slot)
+    }
+
+    /// How many modules are in memory now.
+    pub fn modules(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Whether the module with code hash `hash` is in memory (compiled or not).
+    pub fn holds(&self, hash: B256) -> bool {
+        lock(&self.slots).contains_key(&hash)
     }
 
     /// Loads or compiles the rewritten module `code` into `slot`.
@@ -554,6 +607,9 @@ impl WasmRuntime {
     pub(crate) fn get(&'static self, hash: B256, code: &[u8]) -> Result<Tier, WasmError> {
         let choice = self.tier();
         let existing = lock(&self.slots).get(&hash).cloned();
+        if let Some(s) = &existing {
+            s.used.store(self.uses.fetch_add(1, AtomicOrdering::Relaxed), AtomicOrdering::Relaxed);
+        }
         let slot = match existing {
             Some(s) => s,
             None => {
@@ -654,6 +710,16 @@ fn store_file(path: &Path, m: &Module) {
     if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+}
+
+/// Takes the least recently used module that is not compiling out of `slots`.
+fn evict_one(slots: &mut HashMap<B256, Arc<Slot>>) -> Option<Arc<Slot>> {
+    let victim = slots
+        .iter()
+        .filter(|(_, s)| !matches!(*lock(&s.state), SlotState::Compiling))
+        .min_by_key(|(h, s)| (s.used.load(AtomicOrdering::Relaxed), **h))
+        .map(|(h, _)| *h)?;
+    slots.remove(&victim)
 }
 
 fn finish(slot: &Slot, result: Result<Arc<Compiled>, WasmError>) {
