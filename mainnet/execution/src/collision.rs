@@ -12,8 +12,10 @@
 
 use alloy_primitives::{Address, Bytes};
 use revm::context::ContextTr;
+use revm::context_interface::context::ContextError;
 use revm::context_interface::journaled_state::account::JournaledAccountTr;
 use revm::context_interface::JournalTr;
+use revm::database_interface::Database;
 use revm::interpreter::interpreter_types::InterpreterTypes;
 use revm::interpreter::{CreateInputs, CreateOutcome, Gas, InstructionResult, InterpreterResult};
 use revm::primitives::KECCAK_EMPTY;
@@ -23,9 +25,11 @@ use revm::Inspector;
 use crate::error::StateError;
 
 /// A database that can tell whether an address has storage in the parent state.
-pub(crate) trait StorageProbe {
+pub(crate) trait StorageProbe: Database {
     /// Whether `address` has any non-zero storage slot in the parent state.
     fn parent_has_storage(&self, address: Address) -> Result<bool, StateError>;
+    /// `e` as this database's error.
+    fn probe_error(e: StateError) -> Self::Error;
 }
 
 /// Whether a finished transaction must be executed again with [`CollisionInspector`]: it
@@ -76,28 +80,64 @@ where
     if context.journal().depth() >= 1023 {
         return None;
     }
-    let (nonce, balance) = {
-        let caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
-        (caller.nonce(), *caller.balance())
+    // A failed read ends the transaction with the error, as revm's own reads do (before
+    // stop 38 it left the creation to revm, which read again: under the parallel executor a
+    // read blocked by an aborted transaction could succeed the second time, and the creation
+    // skipped this rule).
+    let caller = context
+        .journal_mut()
+        .load_account_mut(inputs.caller())
+        .map(|caller| (caller.nonce(), *caller.balance()));
+    let (nonce, balance) = match caller {
+        Ok(c) => c,
+        Err(e) => return failed(context, e, inputs),
     };
     if balance < inputs.value() || nonce == u64::MAX {
         return None;
     }
     let target = inputs.created_address(nonce);
-    {
-        let account = context.journal_mut().load_account(target).ok()?;
-        if account.data.info.nonce != 0 || account.data.info.code_hash != KECCAK_EMPTY {
-            return None;
-        }
+    let used = context
+        .journal_mut()
+        .load_account(target)
+        .map(|account| account.data.info.nonce != 0 || account.data.info.code_hash != KECCAK_EMPTY);
+    match used {
+        Ok(true) => return None,
+        Ok(false) => {}
+        Err(e) => return failed(context, e, inputs),
     }
-    if !context.db().parent_has_storage(target).ok()? {
-        return None;
+    match context.db().parent_has_storage(target) {
+        Ok(true) => {}
+        Ok(false) => return None,
+        Err(e) => return failed(context, CTX::Db::probe_error(e), inputs),
     }
-    let mut caller = context.journal_mut().load_account_mut(inputs.caller()).ok()?;
-    caller.bump_nonce();
+    let bumped = context.journal_mut().load_account_mut(inputs.caller()).map(|mut caller| {
+        caller.bump_nonce();
+    });
+    if let Err(e) = bumped {
+        return failed(context, e, inputs);
+    }
     Some(CreateOutcome {
         result: InterpreterResult {
             result: InstructionResult::CreateCollision,
+            gas: Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit(), inputs.reservoir()),
+            output: Bytes::new(),
+        },
+        address: None,
+        charged_create_state_gas: inputs.charged_create_state_gas(),
+    })
+}
+
+/// Records the failed read `e` as the transaction's error and ends the creation as a fatal
+/// error: the transaction ends with `e`.
+fn failed<CTX: ContextTr>(
+    context: &mut CTX,
+    e: <CTX::Db as Database>::Error,
+    inputs: &CreateInputs,
+) -> Option<CreateOutcome> {
+    *context.error() = Err(ContextError::Db(e));
+    Some(CreateOutcome {
+        result: InterpreterResult {
+            result: InstructionResult::FatalExternalError,
             gas: Gas::new_with_regular_gas_and_reservoir(inputs.gas_limit(), inputs.reservoir()),
             output: Bytes::new(),
         },

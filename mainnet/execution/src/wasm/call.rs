@@ -822,6 +822,10 @@ pub(crate) fn host_create(
     // EIP-7610, as the collision inspector applies it to creations from the EVM.
     let collided = c.st_mut().env().collision(&inputs);
     let outcome = match collided {
+        // A failed read: recorded as the transaction's error, which ends it.
+        Some(o) if o.result.result == InstructionResult::FatalExternalError => {
+            return Err(halt(InstructionResult::FatalExternalError));
+        }
         Some(outcome) => outcome,
         None => match c.st_mut().env().frame(FrameInput::Create(Box::new(inputs))) {
             Some(FrameResult::Create(outcome)) => outcome,
