@@ -197,7 +197,8 @@ struct Shared<'a, S: ?Sized> {
     base: CachedView<'a, S>,
     mv: MvMemory,
     fees: Vec<Mutex<Fee>>,
-    /// Fee entries scanned by beneficiary reads so far, and the most allowed.
+    /// Fee entries scanned by beneficiary reads and lazy credits folded by reads so far, and
+    /// the most allowed.
     fee_scan: AtomicU64,
     fee_scan_budget: u64,
     /// Set when the parallel attempt is given up (the block then runs sequentially).
@@ -226,14 +227,33 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
             return self.read_beneficiary(idx).map(|a| (Val::Account(a), false));
         }
         match self.mv.read(&loc, idx) {
-            Found::Value(v, credits) => Ok((self.apply_credits(v, &credits), false)),
+            Found::Value(v, credits) => {
+                self.scanned(credits.len());
+                Ok((self.apply_credits(v, &credits), false))
+            }
             Found::Blocked(i) => Err(ReadError::Blocked(i)),
             Found::Base(credits) => {
+                self.scanned(credits.len());
                 let v = match loc {
                     Loc::Account(a) => Val::Account(self.base.account(a)?),
                     Loc::Storage(a, s) => Val::Storage(self.base.storage(a, s)?),
                 };
                 Ok((self.apply_credits(v, &credits), credits.is_empty()))
+            }
+        }
+    }
+
+    /// Counts `n` entries walked by a read. Each read of an account walks the lazy credits
+    /// since its last full write, so many payments to one account that read it (every lazy
+    /// payment does, for its nonce and code) would make the block quadratic: past a budget
+    /// linear in the block the parallel attempt is abandoned and the block runs
+    /// sequentially, as for the beneficiary's fees. Before stop 38 only the beneficiary's
+    /// walk was counted: 47,000 payments to one account took seconds.
+    fn scanned(&self, n: usize) {
+        if n > 0 {
+            let total = self.fee_scan.fetch_add(n as u64, Relaxed) + n as u64;
+            if total > self.fee_scan_budget {
+                self.abandoned.store(true, Relaxed);
             }
         }
     }
@@ -265,10 +285,7 @@ impl<S: StateView + ?Sized> Shared<'_, S> {
         // Reading the beneficiary costs one step per fee since its last full write. Many such
         // reads in one block would make the block quadratic: past a budget linear in the block,
         // the parallel attempt is abandoned and the block runs sequentially.
-        let scanned = self.fee_scan.fetch_add((idx - from) as u64, Relaxed) + (idx - from) as u64;
-        if scanned > self.fee_scan_budget {
-            self.abandoned.store(true, Relaxed);
-        }
+        self.scanned(idx - from);
         for (i, fee) in self.fees[from..idx].iter().enumerate() {
             match *fee.lock() {
                 Fee::Pending => {}
@@ -623,7 +640,7 @@ impl ParallelExecutor {
             worker(&shared, chain, env, txs);
         });
         if shared.abandoned.load(Relaxed) {
-            return sequential("the beneficiary is read by many transactions", abandoned);
+            return sequential("reads walk too many fees or lazy credits", abandoned);
         }
         let stats = ParallelStats {
             executions: shared.executions.load(Relaxed),
