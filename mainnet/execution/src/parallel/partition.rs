@@ -502,6 +502,13 @@ fn worker<S: StateView + ?Sized>(
                         }
                         let kind = if credit.is_some() { CREDIT } else { WRITE };
                         if db.write(loc, val, kind).is_err() {
+                            // A conflict gave the attempt up already; a failed read of the
+                            // state (the write's entry) gives it up here, so that the block
+                            // runs again elsewhere and ends with the read's error (before
+                            // stop 38 the bin's later transactions were skipped and the
+                            // block failed with "the scheduler finished without executing
+                            // it").
+                            run.abandon("a state read failed");
                             break 'txs;
                         }
                         if learn_written {
