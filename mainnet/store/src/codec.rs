@@ -18,15 +18,15 @@ pub(crate) const MAX_PAGE_BODY: usize =
 
 /// Keys one commit record may list as deleted (what the writer refuses past, far above what
 /// a block's gas can delete).
-pub(crate) const MAX_DELETED: usize = ((64 << 20) - COMMIT_FIXED) / 32;
+pub(crate) const MAX_DELETED: usize = ((64 << 20) - COMMIT_SEALED_FIXED) / 32;
 
 /// The largest record body accepted: a full page or a commit of [`MAX_DELETED`] keys,
 /// whichever is larger. Before stop 27 this was below a full page's size, so such a page,
 /// once written, failed the next read and the store's reopening.
-pub(crate) const MAX_BODY: usize = if MAX_PAGE_BODY > COMMIT_FIXED + 32 * MAX_DELETED {
+pub(crate) const MAX_BODY: usize = if MAX_PAGE_BODY > COMMIT_SEALED_FIXED + 32 * MAX_DELETED {
     MAX_PAGE_BODY
 } else {
-    COMMIT_FIXED + 32 * MAX_DELETED
+    COMMIT_SEALED_FIXED + 32 * MAX_DELETED
 };
 
 pub(crate) const K_PAGE: u8 = 1;
@@ -35,8 +35,13 @@ pub(crate) const K_COMMIT_V1: u8 = 2;
 pub(crate) const K_PRUNE: u8 = 3;
 /// A page record copied by garbage collection; replay skips it (see `gc.rs`).
 pub(crate) const K_RELOCATED: u8 = 4;
-/// A commit record that says where the interrupted sync it may have been part of began.
+/// A commit record that says where the interrupted sync it may have been part of began
+/// (written from stop 28 to stop 37; still read).
 pub(crate) const K_COMMIT: u8 = 5;
+/// The same with the store's seal (since stop 38): recovery's search for a commit after a
+/// torn record takes only commits with its store's seal, which no value written into the
+/// log can know.
+pub(crate) const K_COMMIT_SEALED: u8 = 6;
 
 /// How a page record relates to the page's earlier records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,29 +309,34 @@ impl<'a> PageHeader<'a> {
     }
 }
 
-/// Bytes of a commit body before its deleted keys (the current kind; a [`K_COMMIT_V1`]
-/// body has 16 fewer: no intact-before offset, no prune point).
+/// Bytes of a [`K_COMMIT`] body before its deleted keys (a [`K_COMMIT_V1`] body has 16
+/// fewer: no intact-before offset, no prune point).
 pub(crate) const COMMIT_FIXED: usize = 1 + 8 + 32 + 8 + 8 + 4;
+
+/// Bytes of a [`K_COMMIT_SEALED`] body before its deleted keys: the seal's 8 more.
+pub(crate) const COMMIT_SEALED_FIXED: usize = COMMIT_FIXED + 8;
 
 /// Writes a commit record body. `intact_before` is the offset in the segment below which
 /// every byte was already durable when this record was written (the end of the last sync):
 /// damage at or after it, before this record, is what a power loss during this record's own
 /// sync can leave (docs/store.md §7). `prune_below` (0: none) prunes the versions below it
 /// once this one is committed: in the commit record, so that the commit is always the last
-/// record of its write.
+/// record of its write. `seal` is the store's (see [`K_COMMIT_SEALED`]).
 pub(crate) fn encode_commit(
     out: &mut Vec<u8>,
     version: u64,
     root: &B256,
     intact_before: u64,
     prune_below: u64,
+    seal: u64,
     deleted: &[B256],
 ) {
-    out.push(K_COMMIT);
+    out.push(K_COMMIT_SEALED);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(root.as_slice());
     out.extend_from_slice(&intact_before.to_le_bytes());
     out.extend_from_slice(&prune_below.to_le_bytes());
+    out.extend_from_slice(&seal.to_le_bytes());
     out.extend_from_slice(&(deleted.len() as u32).to_le_bytes());
     for k in deleted {
         out.extend_from_slice(k.as_slice());
@@ -342,6 +352,8 @@ pub(crate) struct Commit {
     /// Versions below this are pruned with this commit (0: none; a [`K_COMMIT_V1`] record
     /// has a prune record after it instead).
     pub(crate) prune_below: u64,
+    /// The store's seal (`None` before [`K_COMMIT_SEALED`]).
+    pub(crate) seal: Option<u64>,
     pub(crate) deleted: Vec<B256>,
 }
 
@@ -349,6 +361,7 @@ pub(crate) struct Commit {
 /// that is the fixed part plus whole keys): a cheap test before the checksum.
 pub(crate) fn looks_like_commit(body_kind: u8, len: usize) -> bool {
     let fixed = match body_kind {
+        K_COMMIT_SEALED => COMMIT_SEALED_FIXED,
         K_COMMIT => COMMIT_FIXED,
         K_COMMIT_V1 => COMMIT_FIXED - 16,
         _ => return false,
@@ -359,19 +372,20 @@ pub(crate) fn looks_like_commit(body_kind: u8, len: usize) -> bool {
 pub(crate) fn decode_commit(body: &[u8]) -> Result<Commit, &'static str> {
     let mut r = Reader(body);
     let kind = r.u8()?;
-    if kind != K_COMMIT && kind != K_COMMIT_V1 {
+    if kind != K_COMMIT_SEALED && kind != K_COMMIT && kind != K_COMMIT_V1 {
         return Err("not a commit record");
     }
     let version = r.u64()?;
     let root = r.b256()?;
     let (intact_before, prune_below) =
-        if kind == K_COMMIT { (Some(r.u64()?), r.u64()?) } else { (None, 0) };
+        if kind == K_COMMIT_V1 { (None, 0) } else { (Some(r.u64()?), r.u64()?) };
+    let seal = if kind == K_COMMIT_SEALED { Some(r.u64()?) } else { None };
     let n = r.u32()? as usize;
     if r.0.len() != n.checked_mul(32).ok_or("deleted count out of range")? {
         return Err("deleted-key bytes do not match the count");
     }
     let deleted = r.0.chunks_exact(32).map(B256::from_slice).collect();
-    Ok(Commit { version, root, intact_before, prune_below, deleted })
+    Ok(Commit { version, root, intact_before, prune_below, seal, deleted })
 }
 
 pub(crate) fn encode_prune(out: &mut Vec<u8>, below: u64) {
@@ -419,10 +433,18 @@ mod tests {
         let root = B256::repeat_byte(3);
         let deleted = vec![B256::repeat_byte(4), B256::repeat_byte(5)];
         let mut current = Vec::new();
-        encode_commit(&mut current, 9, &root, 1234, 5, &deleted);
+        encode_commit(&mut current, 9, &root, 1234, 5, 77, &deleted);
         assert!(looks_like_commit(current[0], current.len()));
         let c = decode_commit(&current).expect("current kind");
         assert_eq!((c.version, c.root, c.intact_before, c.prune_below), (9, root, Some(1234), 5));
+        assert_eq!((c.seal, c.deleted.clone()), (Some(77), deleted.clone()));
+        // A body as written from stop 28 to 37: the same without the seal.
+        let mut unsealed = current.clone();
+        unsealed[0] = K_COMMIT;
+        unsealed.drain(COMMIT_FIXED - 4..COMMIT_FIXED + 4);
+        assert!(looks_like_commit(unsealed[0], unsealed.len()));
+        let c = decode_commit(&unsealed).expect("unsealed kind");
+        assert_eq!((c.version, c.intact_before, c.prune_below, c.seal), (9, Some(1234), 5, None));
         assert_eq!(c.deleted, deleted);
         // A body as written before stop 28: the same without the offset.
         let mut v1 = vec![K_COMMIT_V1];

@@ -244,8 +244,12 @@ pub(crate) fn scan(
 
 /// The first valid commit record that starts anywhere in `bytes` (at any byte, not only
 /// where a record would start): its offset in `bytes` and its whole record. Used to tell a
-/// torn tail from damage in the middle of the log (docs/store.md §7).
-pub(crate) fn first_commit_in(bytes: &[u8]) -> Option<(usize, &[u8])> {
+/// torn tail from damage in the middle of the log (docs/store.md §7). With a `seal` only a
+/// commit carrying it counts: values are written into the log verbatim, so any value of 69
+/// bytes or more can hold a valid-looking commit record of an older kind, or of this kind
+/// with another seal (before stop 38 such a value could make a store refuse to open after a
+/// crash during its write).
+pub(crate) fn first_commit_in(bytes: &[u8], seal: Option<u64>) -> Option<(usize, &[u8])> {
     (0..bytes.len().saturating_sub(FRAME)).find_map(|i| {
         let rest = &bytes[i..];
         let mut header = [0u8; FRAME];
@@ -254,7 +258,10 @@ pub(crate) fn first_commit_in(bytes: &[u8]) -> Option<(usize, &[u8])> {
             // Cheap shape checks first (kind byte, length of a commit body), then the checksum.
             Ok(len) if rest.len() >= FRAME + len && codec::looks_like_commit(rest[FRAME], len) => {
                 let rec = &rest[..FRAME + len];
-                codec::check_record(rec).is_ok().then_some((i, rec))
+                let sealed = |body: &[u8]| {
+                    seal.is_none_or(|s| codec::decode_commit(body).is_ok_and(|c| c.seal == Some(s)))
+                };
+                codec::check_record(rec).is_ok_and(sealed).then_some((i, rec))
             }
             _ => None,
         }

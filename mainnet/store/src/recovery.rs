@@ -13,7 +13,9 @@ use std::sync::Arc;
 use farol_primitives::{SplitMap, Version, B256};
 use parking_lot::{Mutex, RwLock};
 
-use crate::codec::{self, PageKind, RawEntry, K_COMMIT, K_COMMIT_V1, K_PAGE, K_PRUNE, K_RELOCATED};
+use crate::codec::{
+    self, PageKind, RawEntry, K_COMMIT, K_COMMIT_SEALED, K_COMMIT_V1, K_PAGE, K_PRUNE, K_RELOCATED,
+};
 use crate::error::{corrupt, io_err, Result, StoreError};
 use crate::log::{self, IoCounters, Loc, ScanEnd, Segment, SEGMENT_HEADER};
 use crate::store::{Entry, Inner, PageCache, State, Store, Writer};
@@ -65,6 +67,10 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     }
     ids.sort_unstable();
 
+    // The store's seal: a store made before stop 38 has none until this open gives it one
+    // (after recovery, whose search for commits then takes any).
+    let seal = read_seal(dir, &io)?;
+
     let ckp_path = dir.join(CKP_NAME);
     let ckp = if ckp_path.exists() { Some(read_checkpoint_bytes(&ckp_path, &io)?) } else { None };
     let replay_from = match &ckp {
@@ -111,7 +117,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
             Some(body) => parse_checkpoint(body).map_err(|(o, w)| corrupt(&ckp_path, o as u64, w)),
             None => Ok(State { replay_from, ..State::default() }),
         });
-        let decoded = decode_tail(&tail, replay_from, &io);
+        let decoded = decode_tail(&tail, replay_from, &io, seal);
         let parsed = parser
             .join()
             .unwrap_or_else(|_| Err(corrupt(&ckp_path, 0, "checkpoint parser failed")));
@@ -149,7 +155,12 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     if opts.fsync == FsyncPolicy::Always {
         active.sync(&io)?;
     }
+    let seal = match seal {
+        Some(s) => s,
+        None => write_seal(dir, &io)?,
+    };
     let writer = Writer {
+        seal,
         active,
         end,
         buf: Vec::new(),
@@ -181,6 +192,63 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     Ok(Store { inner, _closer: closer })
 }
 
+const SEAL_NAME: &str = "seal";
+const SEAL_MAGIC: &[u8; 8] = b"FAROLSEL";
+
+/// The store's seal from its `seal` file (`None` if there is none): `"FAROLSEL" ‖ seal u64 ‖
+/// crc32 of both`.
+fn read_seal(dir: &Path, io: &IoCounters) -> Result<Option<u64>> {
+    let path = dir.join(SEAL_NAME);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    io.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if bytes.len() != 20 || &bytes[..8] != SEAL_MAGIC {
+        return Err(corrupt(&path, 0, "not a Farol Store seal"));
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[..16]);
+    if h.finalize().to_le_bytes() != bytes[16..20] {
+        return Err(corrupt(&path, 16, "seal checksum mismatch"));
+    }
+    let mut seal = [0u8; 8];
+    seal.copy_from_slice(&bytes[8..16]);
+    Ok(Some(u64::from_le_bytes(seal)))
+}
+
+/// Makes the store's seal: 64 bits from the OS's randomness (the keys of std's `RandomState`,
+/// which the OS seeds), written to a temporary file, synced, renamed, directory synced.
+fn write_seal(dir: &Path, io: &IoCounters) -> Result<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    let seal = h.finish();
+    let mut bytes = SEAL_MAGIC.to_vec();
+    bytes.extend_from_slice(&seal.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes);
+    bytes.extend_from_slice(&crc.finalize().to_le_bytes());
+    let path = dir.join(SEAL_NAME);
+    let tmp = dir.join(format!("{SEAL_NAME}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+    }
+    io.wrote(bytes.len());
+    io.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+    log::sync_dir(dir)?;
+    Ok(seal)
+}
+
 /// What one whole record of the log tail does to the index.
 enum TailOp {
     /// A committed version: its page records, the leaves they hold, its root and deletions.
@@ -203,6 +271,7 @@ fn decode_tail(
     segs: &[Arc<Segment>],
     replay_from: (u32, u64),
     io: &IoCounters,
+    seal: Option<u64>,
 ) -> Result<Vec<TailOp>> {
     let mut ops = Vec::new();
     let Some(last_id) = segs.last().map(|s| s.id) else { return Ok(ops) };
@@ -232,7 +301,7 @@ fn decode_tail(
                     pages.push((h.id, Entry { version: h.version, kind: h.kind, loc }));
                 }
                 K_RELOCATED => {}
-                K_COMMIT | K_COMMIT_V1 => {
+                K_COMMIT_SEALED | K_COMMIT | K_COMMIT_V1 => {
                     let c = codec::decode_commit(r.body).map_err(bad)?;
                     if pages.iter().any(|(_, e)| e.version != c.version) {
                         return Err(bad("page records of another version precede this commit"));
@@ -276,7 +345,7 @@ fn decode_tail(
             }
             ScanEnd::Bad { off, reason, truncated } => {
                 let rest = &bytes[(off - start) as usize..];
-                if !(is_last && torn_write(rest, off, truncated)) {
+                if !(is_last && torn_write(rest, off, truncated, seal)) {
                     return Err(corrupt(&seg.path, off, reason));
                 }
                 seg.truncate(good_end)?;
@@ -294,9 +363,9 @@ fn decode_tail(
 /// - the first commit record after it says its own sync began at or before `off` (a power
 ///   loss during that sync kept later blocks of the write and lost earlier ones), and no
 ///   commit follows that one (it was the last write, so it was never acknowledged).
-fn torn_write(rest: &[u8], off: u64, truncated: bool) -> bool {
+fn torn_write(rest: &[u8], off: u64, truncated: bool, seal: Option<u64>) -> bool {
     let after = rest.get(1..).unwrap_or(&[]);
-    match log::first_commit_in(after) {
+    match log::first_commit_in(after, seal) {
         None => {
             (truncated || rest.iter().all(|b| *b == 0)) && !log::whole_record_with_bad_length(rest)
         }
@@ -305,7 +374,7 @@ fn torn_write(rest: &[u8], off: u64, truncated: bool) -> bool {
                 .ok()
                 .and_then(|c| c.intact_before)
                 .is_some_and(|intact| intact <= off);
-            began_before && log::first_commit_in(&after[at + rec.len()..]).is_none()
+            began_before && log::first_commit_in(&after[at + rec.len()..], seal).is_none()
         }
     }
 }
@@ -370,12 +439,14 @@ pub(crate) fn persist_checkpoint(inner: &Inner, img: CheckpointImage) -> Result<
         return Ok(());
     }
     // The checkpoint must not describe log the device does not have: with
-    // `FsyncPolicy::Never` nothing else syncs it (closed segments are synced at rotation).
-    if inner.opts.fsync == FsyncPolicy::Never {
-        let seg = inner.state.read().segments.get(&img.replay_from.0).cloned();
-        if let Some(seg) = seg {
-            seg.sync(&inner.io)?;
-        }
+    // `FsyncPolicy::Never` nothing else syncs it (closed segments are synced at rotation),
+    // and with `Always` an explicit checkpoint can come while garbage collection has
+    // appended copies it has not synced yet (before stop 38 only `Never` synced here, and a
+    // power loss then could leave the segment shorter than the checkpoint's replay offset:
+    // `open` refused the store).
+    let seg = inner.state.read().segments.get(&img.replay_from.0).cloned();
+    if let Some(seg) = seg {
+        seg.sync(&inner.io)?;
     }
     let tmp = inner.dir.join("checkpoint.tmp");
     let path = inner.dir.join(CKP_NAME);

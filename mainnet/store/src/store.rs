@@ -122,6 +122,8 @@ pub struct GcStats {
 }
 
 pub(crate) struct Writer {
+    /// The store's seal, in every commit record (`codec::K_COMMIT_SEALED`).
+    pub(crate) seal: u64,
     pub(crate) active: Arc<Segment>,
     /// Append offset in the active segment.
     pub(crate) end: u64,

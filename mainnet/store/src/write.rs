@@ -133,7 +133,7 @@ impl Store {
         let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);
         codec::frame(&mut buf, |b| {
             let prune = prune_below.unwrap_or(0);
-            codec::encode_commit(b, version, &root, intact_before, prune, &deleted)
+            codec::encode_commit(b, version, &root, intact_before, prune, w.seal, &deleted)
         });
         let res = write_durably(inner, &mut w, &buf);
         w.buf = buf;
