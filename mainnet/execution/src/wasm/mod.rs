@@ -648,14 +648,21 @@ impl WasmRuntime {
         }
     }
 
-    fn disk_path(&self, hash: B256) -> Option<PathBuf> {
+    /// Where the compiled form of the rewritten module `code` (of the contract whose code
+    /// hash is `hash`) is kept on disk: named by the contract's code hash and by the hash of
+    /// the rewritten bytes, so that a build whose rewrite differs (other gas rules) never
+    /// loads another's output (before stop 38 the name held only the code hash and the crate
+    /// version, which is not bumped when the rules change).
+    fn disk_path(&self, hash: B256, code: &[u8]) -> Option<PathBuf> {
         let dir = lock(&self.disk).clone()?;
+        let rewritten = keccak256(code);
+        let rewritten = alloy_primitives::hex::encode(&rewritten[..8]);
         let mut engine = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
         let tag = std::hash::Hasher::finish(&engine);
         Some(
             dir.join(format!("wasmtime-{}-{tag:016x}", env!("CARGO_PKG_VERSION")))
-                .join(format!("{hash:x}.cwasm")),
+                .join(format!("{hash:x}-{rewritten}.cwasm")),
         )
     }
 
@@ -666,7 +673,7 @@ impl WasmRuntime {
         info: ModuleInfo,
         code: &[u8],
     ) -> Result<Arc<Compiled>, WasmError> {
-        let path = self.disk_path(hash);
+        let path = self.disk_path(hash, code);
         if let Some(bytes) = path.as_deref().and_then(|p| std::fs::read(p).ok()) {
             // Read, not mapped: a file changed under a mapping would fault the process.
             // SAFETY: the bytes come from `Module::serialize` of an engine with the same
