@@ -167,6 +167,8 @@ pub enum MempoolError {
 struct Entry {
     hash: B256,
     payload: Bytes,
+    /// Gas limit × fee cap + value: the most it can take from its sender.
+    cost: U256,
     max_fee: u128,
     tip: u128,
     /// When it was last handed to consensus.
@@ -483,9 +485,16 @@ impl Mempool {
                 max_gap: self.cfg.per_sender,
             });
         }
-        let want = U256::from(c.tx.gas_limit())
+        let cost = U256::from(c.tx.gas_limit())
             .saturating_mul(U256::from(c.tx.max_fee_per_gas()))
             .saturating_add(c.tx.value());
+        // What the sender's waiting transactions before it may take first counts too (as
+        // geth): before stop 38 each was checked alone, so a sender could send one that
+        // spends nearly all its balance and others after it that execution could only drop.
+        let before: U256 = self.senders.get(&c.sender).map_or(U256::ZERO, |q| {
+            q.txs.range(..nonce).fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
+        });
+        let want = before.saturating_add(cost);
         if balance < want {
             return Err(MempoolError::InsufficientFunds { have: balance, want });
         }
@@ -558,6 +567,7 @@ impl Mempool {
             Entry {
                 hash: c.hash,
                 payload: c.payload,
+                cost,
                 max_fee,
                 tip,
                 handed: None,
@@ -975,6 +985,31 @@ mod tests {
         add(&mut p, &late, 0, 2_000).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.status(), (6, 0));
         assert_eq!(add(&mut p, &PrivateKeySigner::random(), 0, 90_000), Err(MempoolError::Full));
+    }
+
+    /// A sender's waiting transactions are checked against its balance together: one that
+    /// the balance covers alone, but not after the ones before it, is refused.
+    #[test]
+    fn a_senders_transactions_must_be_affordable_together() {
+        let mut p = pool(8, 100);
+        let key = PrivateKeySigner::random();
+        // Each costs 21,000 × 2,000 + 1.
+        let cost = U256::from(21_000u64 * 2_000 + 1);
+        let balance = cost * U256::from(2) + U256::from(5);
+        let add = |p: &mut Mempool, nonce| {
+            let c = p.check(&signed(&key, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(c, 0, 0, balance)
+        };
+        assert!(add(&mut p, 0).is_ok());
+        assert!(add(&mut p, 1).is_ok());
+        assert_eq!(
+            add(&mut p, 2),
+            Err(MempoolError::InsufficientFunds { have: balance, want: cost * U256::from(3) })
+        );
+        // Only the ones before it count: nonce 0 at 2,200 a gas fits the balance alone (with
+        // nonce 1 it would not), and is refused only because consensus has it already.
+        let c = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, balance), Err(MempoolError::AlreadyOrdering { nonce: 0 }));
     }
 
     /// The pool's bytes are bounded too: held transactions give way to a ready one that does
