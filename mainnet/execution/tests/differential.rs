@@ -15,6 +15,12 @@ fn long() -> bool {
     std::env::var("FAROL_LONG").is_ok_and(|v| v == "1")
 }
 
+/// A world of `users` funded accounts and one token, nothing else.
+fn users_world(users: usize) -> World {
+    let spec = WorldSpec { users, token_holders: 0, swappers: 0, tokens: 1, pools: 0, kits: 0 };
+    World::new(spec).unwrap_or_else(|e| panic!("setting up the world: {e}"))
+}
+
 fn small_world() -> World {
     World::new(WorldSpec::SMALL).unwrap_or_else(|e| panic!("setting up the world: {e}"))
 }
@@ -425,15 +431,7 @@ fn transfers_to_one_recipient_are_credited_lazily() {
 /// 38, 47,000 such payments took seconds). A hundred stay parallel.
 #[test]
 fn many_payments_to_one_account_do_not_make_the_block_quadratic() {
-    let mut world = World::new(WorldSpec {
-        users: 3_001,
-        token_holders: 0,
-        swappers: 0,
-        tokens: 1,
-        pools: 0,
-        kits: 0,
-    })
-    .unwrap_or_else(|e| panic!("setting up the world: {e}"));
+    let mut world = users_world(3_001);
     let hot = world.users[3_000];
     let env = world.block_env(Address::repeat_byte(0xcb));
     for (n, fallback) in [(100, None), (3_000, Some("reads walk too many fees or lazy credits"))] {
@@ -904,15 +902,7 @@ fn arbitrary_transactions_never_crash_and_agree() {
 #[test]
 fn payments_to_shared_recipients_run_partitioned() {
     for spec in [farol_execution::SpecId::OSAKA, farol_execution::SpecId::AMSTERDAM] {
-        let mut world = World::new(WorldSpec {
-            users: 256,
-            token_holders: 0,
-            swappers: 0,
-            tokens: 1,
-            pools: 0,
-            kits: 0,
-        })
-        .unwrap_or_else(|e| panic!("setting up the world: {e}"));
+        let mut world = users_world(256);
         world.chain.spec = spec;
         let hot: Vec<Address> = (0..3u8).map(|i| Address::repeat_byte(0x70 + i)).collect();
         let txs: Vec<_> = (0..256)

@@ -1643,26 +1643,31 @@ mod tests {
         (1..=head).map(|n| state.chain.block(n).unwrap_or_else(|| panic!("block {n}"))).collect()
     }
 
+    /// `k`'s transfer with `nonce`, as consensus carries it.
+    fn t(k: &PrivateKeySigner, nonce: u64) -> farol_consensus::Transaction {
+        use alloy_eips::eip2718::Encodable2718;
+        farol_consensus::Transaction {
+            sender: k.address().into_array(),
+            payload: crate::chain::tests::transfer(k, nonce).encoded_2718().into(),
+        }
+    }
+
+    /// Commit `height` at `ms` carrying `txs`.
+    fn with(height: u64, ms: u64, txs: Vec<farol_consensus::Transaction>) -> Committed {
+        Committed { transactions: txs, ..commit(height, ms, 0) }
+    }
+
     /// Blocks from groups of commits, one group cut at the gas limit: a node that imports
     /// the group's first block from a peer while it forms the group (as a validator that
     /// catches up does) makes the same blocks as the node that formed it alone, and so does
     /// one restarted after that block (its consensus replays every commit).
     #[test]
     fn groups_make_the_same_blocks_after_an_import_in_their_middle() {
-        use alloy_eips::eip2718::Encodable2718;
         let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let mut genesis =
             Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
         // Two transfers to a block.
         genesis.gas_limit = 2 * 21_000;
-        let t = |k: &PrivateKeySigner, nonce| farol_consensus::Transaction {
-            sender: k.address().into_array(),
-            payload: crate::chain::tests::transfer(k, nonce).encoded_2718().into(),
-        };
-        let with = |height, ms, txs: Vec<farol_consensus::Transaction>| Committed {
-            transactions: txs,
-            ..commit(height, ms, 0)
-        };
         let commits = [
             // One group: commit 2 brings its transactions' gas to the limit; three transfers
             // make two blocks.
@@ -1736,20 +1741,11 @@ mod tests {
     /// the block `chunk + 1` back (one too far) and diverged.
     #[test]
     fn an_import_after_a_chunk_that_made_no_block_resumes_the_group() {
-        use alloy_eips::eip2718::Encodable2718;
         let (a, b, poor) =
             (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
         let mut genesis =
             Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
         genesis.gas_limit = 2 * 21_000;
-        let t = |k: &PrivateKeySigner, nonce| farol_consensus::Transaction {
-            sender: k.address().into_array(),
-            payload: crate::chain::tests::transfer(k, nonce).encoded_2718().into(),
-        };
-        let with = |height, ms, txs: Vec<farol_consensus::Transaction>| Committed {
-            transactions: txs,
-            ..commit(height, ms, 0)
-        };
         let commits = [
             // Block 1: b's 0 (the group ends 60 ms after its first commit).
             with(1, 5_000, vec![t(&b, 0)]),
