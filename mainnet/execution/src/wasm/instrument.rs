@@ -360,7 +360,7 @@ impl Rewriter {
         ];
         // memory_gas(p) = PAGE_GAS × p + (EXTRA_PAGE_GAS − PAGE_GAS) × max(p − CHEAP_PAGES, 0).
         out.push(Instruction::LocalTee(scratch));
-        out.extend(grown.clone());
+        out.extend(grown.iter().cloned());
         out.extend([
             Instruction::I64Const(self.survey.memory_limit as i64),
             Instruction::I64LeU,
@@ -373,41 +373,26 @@ impl Rewriter {
             Instruction::I64Sub,
             Instruction::GlobalSet(g),
         ]);
-        out.extend(grown.clone());
-        out.extend([
-            Instruction::I64Const(cheap),
-            Instruction::I64GtU,
-            Instruction::If(BlockType::Empty),
-        ]);
-        out.push(Instruction::GlobalGet(g));
-        out.extend(grown);
-        out.extend([
-            Instruction::I64Const(cheap),
-            Instruction::I64Sub,
-            Instruction::I64Const(extra * fuel),
-            Instruction::I64Mul,
-            Instruction::I64Sub,
-            Instruction::GlobalSet(g),
-            Instruction::End,
-        ]);
-        out.extend(size.clone());
-        out.extend([
-            Instruction::I64Const(cheap),
-            Instruction::I64GtU,
-            Instruction::If(BlockType::Empty),
-        ]);
-        out.push(Instruction::GlobalGet(g));
-        out.extend(size);
-        out.extend([
-            Instruction::I64Const(cheap),
-            Instruction::I64Sub,
-            Instruction::I64Const(extra * fuel),
-            Instruction::I64Mul,
-            Instruction::I64Add,
-            Instruction::GlobalSet(g),
-            Instruction::End,
-            Instruction::End,
-        ]);
+        // The extra pages' part: taken for the new size, given back for the current one.
+        let extra_pages =
+            |out: &mut Vec<Instruction<'static>>, pages: &[Instruction<'static>], op| {
+                out.extend(pages.iter().cloned());
+                out.extend([Instruction::I64Const(cheap), Instruction::I64GtU]);
+                out.extend([Instruction::If(BlockType::Empty), Instruction::GlobalGet(g)]);
+                out.extend(pages.iter().cloned());
+                out.extend([
+                    Instruction::I64Const(cheap),
+                    Instruction::I64Sub,
+                    Instruction::I64Const(extra * fuel),
+                    Instruction::I64Mul,
+                    op,
+                    Instruction::GlobalSet(g),
+                    Instruction::End,
+                ]);
+            };
+        extra_pages(out, &grown, Instruction::I64Sub);
+        extra_pages(out, &size, Instruction::I64Add);
+        out.push(Instruction::End);
         self.trap_if_negative(out);
     }
 
