@@ -218,6 +218,33 @@ pub struct Mempool {
     reading_back: bool,
 }
 
+/// The first byte of a journal record that forgets a transaction (`TOMBSTONE ‖ hash`): the
+/// RLP empty string, which no transaction's encoding starts with.
+const TOMBSTONE: u8 = 0x80;
+
+fn tombstone(hash: &B256) -> Vec<u8> {
+    let mut r = Vec::with_capacity(33);
+    r.push(TOMBSTONE);
+    r.extend_from_slice(hash.as_slice());
+    r
+}
+
+/// The journal's records less the transactions a later tombstone forgot, and the
+/// tombstones themselves, in order.
+pub fn without_forgotten(records: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
+    let forgotten: std::collections::HashSet<B256> = records
+        .iter()
+        .filter(|r| r.len() == 33 && r[0] == TOMBSTONE)
+        .map(|r| B256::from_slice(&r[1..]))
+        .collect();
+    records
+        .iter()
+        .filter(|r| !(r.len() == 33 && r[0] == TOMBSTONE))
+        .filter(|r| forgotten.is_empty() || !forgotten.contains(&alloy_primitives::keccak256(r)))
+        .cloned()
+        .collect()
+}
+
 /// Lifetimes after which even a handed transaction leaves the pool (see [`Mempool::expire`]).
 pub const HANDED_LIFETIMES: u32 = 10;
 
@@ -697,10 +724,14 @@ impl Mempool {
     }
 
     /// Forgets transaction `hash` (execution dropped it: a wallet may send it again, or
-    /// another with its nonce).
+    /// another with its nonce). The journal gets a tombstone for it, so that a restart does
+    /// not read it back: consensus would ignore the same bytes again for a while, and the
+    /// pool would hold it as handed, refusing another transaction with its nonce (before
+    /// stop 38 it did, until the journal was next rewritten).
     pub fn forget(&mut self, hash: &B256) {
         if let Some((sender, nonce)) = self.by_hash.get(hash).copied() {
             self.remove(&sender, nonce);
+            self.journal_append(&tombstone(hash));
         }
     }
 
@@ -1010,6 +1041,31 @@ mod tests {
         // nonce 1 it would not), and is refused only because consensus has it already.
         let c = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(c, 0, 0, balance), Err(MempoolError::AlreadyOrdering { nonce: 0 }));
+    }
+
+    /// A transaction execution dropped is forgotten in the journal too: read back after a
+    /// restart, the journal no longer holds it (others stay).
+    #[test]
+    fn a_forgotten_transaction_does_not_come_back_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("journal");
+        let mut p = pool(8, 100);
+        let (journal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        p.set_journal(journal);
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let mut hashes = Vec::new();
+        for k in [&a, &b] {
+            let c = p.check(&signed(k, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            hashes.push(c.hash);
+            p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        p.forget(&hashes[0]);
+        drop(p);
+        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records.len(), 3, "two transactions and a tombstone");
+        let back = without_forgotten(&records);
+        assert_eq!(back.len(), 1);
+        assert_eq!(alloy_primitives::keccak256(&back[0]), hashes[1]);
     }
 
     /// The pool's bytes are bounded too: held transactions give way to a ready one that does

@@ -1275,6 +1275,8 @@ impl Rpc {
     /// a replacement replaced), and the journal is not rewritten until all are through.
     pub async fn readmit(&self, raws: &[bytes::Bytes]) -> (usize, usize) {
         self.mempool.lock().set_reading_back(true);
+        // What execution dropped since it was journaled stays out.
+        let raws = &crate::mempool::without_forgotten(raws)[..];
         let checked: Vec<Checked> =
             raws.iter().filter_map(|raw| self.mempool.lock().check(raw).ok()).collect();
         let latest = crate::mempool::latest_of_each_nonce(checked);
