@@ -518,8 +518,12 @@ impl Mempool {
         // What the sender's waiting transactions before it may take first counts too (as
         // geth): before stop 38 each was checked alone, so a sender could send one that
         // spends nearly all its balance and others after it that execution could only drop.
+        // (Not those below the account nonce: a stored block ran them, and the pool has not
+        // cleared them yet; their cost has left the balance already.)
         let before: U256 = self.senders.get(&c.sender).map_or(U256::ZERO, |q| {
-            q.txs.range(..nonce).fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
+            q.txs
+                .range(account_nonce..nonce)
+                .fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
         });
         let want = before.saturating_add(cost);
         if balance < want {
@@ -567,9 +571,25 @@ impl Mempool {
             .map_or(0, |e| e.payload.len());
         let slots = usize::from(replacing.is_none());
         let held_slots = usize::from(replacing.is_none() && !ready);
+        let over_bytes =
+            |p: &Mempool| (p.bytes - freed + c.payload.len()).saturating_sub(p.cfg.global_bytes);
+        if over_bytes(self) > 0 {
+            // Nothing is evicted for a transaction that would be refused anyway: the held
+            // transactions it could evict must be able to make room for it.
+            let room: usize = self
+                .senders
+                .iter()
+                .filter(|(a, _)| **a != c.sender)
+                .flat_map(|(_, q)| q.txs.values())
+                .filter(|e| e.handed.is_none() && (ready || e.tip < tip))
+                .map(|e| e.payload.len())
+                .sum();
+            if room < over_bytes(self) {
+                return Err(MempoolError::Full);
+            }
+        }
         loop {
-            let full = self.by_hash.len() + slots > self.cfg.global
-                || self.bytes - freed + c.payload.len() > self.cfg.global_bytes;
+            let full = self.by_hash.len() + slots > self.cfg.global || over_bytes(self) > 0;
             let held_full = self.held + held_slots > self.cfg.held;
             if !full && !held_full {
                 break;
@@ -1041,6 +1061,10 @@ mod tests {
         // nonce 1 it would not), and is refused only because consensus has it already.
         let c = p.check(&signed(&key, 0, 2_200, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(c, 0, 0, balance), Err(MempoolError::AlreadyOrdering { nonce: 0 }));
+        // A stored block ran nonce 0 and the pool has not cleared it yet: its cost has left
+        // the balance already, and is not counted again.
+        let c = p.check(&signed(&key, 2, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.add(c, 1, 1, cost * U256::from(2)).is_ok());
     }
 
     /// A transaction execution dropped is forgotten in the journal too: read back after a
@@ -1085,6 +1109,24 @@ mod tests {
             let t = p.check(&signed(k, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
             p.add(t, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         }
+        // A ready transaction larger than the held ones could make room for is refused
+        // without evicting any of them.
+        let big = {
+            let tx = TxEip1559 {
+                chain_id: 31337,
+                gas_limit: 1_000_000,
+                max_fee_per_gas: 2_000,
+                max_priority_fee_per_gas: 1_000,
+                to: TxKind::Call(Address::repeat_byte(7)),
+                input: vec![1u8; 4 * size].into(),
+                ..Default::default()
+            };
+            let sig = d.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
+        };
+        let t = p.check(&big).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
+        assert_eq!(p.status(), (1, 2), "nothing was evicted");
         // d's ready transaction evicts a held one (a's or b's).
         let t = p.check(&signed(&d, 0, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(t, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(1));

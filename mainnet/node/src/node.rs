@@ -590,7 +590,8 @@ fn start_validator(
         .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
     let network = Arc::new(network);
     let (commits_tx, mut commits_rx) = mpsc::channel(64);
-    let (frames_tx, frames_rx) = mpsc::channel(4096);
+    let (capacity, share) = crate::validator::node_frames_queue(committee.len());
+    let (frames_tx, frames_rx) = mpsc::channel(capacity);
     let parts = Parts {
         engine: Box::new(engine),
         replayed,
@@ -598,7 +599,7 @@ fn start_validator(
         inbound,
         wal,
         commits: commits_tx,
-        node_frames: Some(frames_tx),
+        node_frames: Some(crate::validator::NodeFrames::new(frames_tx, share)),
     };
     let validator = Validator::spawn_with(
         parts,

@@ -1423,10 +1423,11 @@ mod tests {
         assert_eq!(balance.map(|a| a.balance), Some(U256::from(3u64)));
     }
 
-    /// A block's invalid transactions are dropped in one sequential run, each with its
-    /// reason, and the sender's later nonces with them; the block holds the rest.
+    /// A block's invalid transactions are dropped, each with its reason, and the sender's
+    /// later nonces with them; the block holds the rest. (That it takes one run is by
+    /// construction: `execute_screened`.)
     #[test]
-    fn invalid_transactions_are_dropped_in_one_run() {
+    fn invalid_transactions_are_dropped_with_their_reasons() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let (a, poor) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let genesis = Genesis::dev(&[a.address()], U256::from(10u64).pow(U256::from(20)), 0);

@@ -45,9 +45,16 @@ pub const NODE_FRAME_KIND: u8 = 0x40;
 /// certificate, 8,329 bytes with a committee of 65,536 validators.
 pub const MAX_NODE_FRAME: usize = 16 << 10;
 
-/// Node frames of one validator waiting for the node at most; more are dropped, so that a
-/// faulty validator cannot fill the queue the others' votes go through.
-pub const NODE_FRAMES_PER_PEER: usize = 1024;
+/// The node frames' queue holds this many frames per validator (at least 4,096 in all), and
+/// each validator at most its share; more are dropped, so that faulty validators (fewer
+/// than a third) cannot fill the queue the others' votes go through.
+pub const NODE_FRAMES_PER_PEER: usize = 64;
+
+/// The node frames' queue for a committee of `n`: its capacity and each validator's share.
+pub fn node_frames_queue(n: usize) -> (usize, usize) {
+    let capacity = (NODE_FRAMES_PER_PEER * n).max(4096);
+    (capacity, capacity / n.max(1))
+}
 
 /// A frame for the node (kind [`NODE_FRAME_KIND`] and above). It holds its sender's place in
 /// the node's queue until it is dropped.
@@ -69,26 +76,27 @@ impl Drop for Place {
     }
 }
 
-/// Hands node frames to the node, at most [`NODE_FRAMES_PER_PEER`] of each validator's at a
-/// time and none over [`MAX_NODE_FRAME`] bytes.
+/// Hands node frames to the node, at most a share of each validator's at a time (see
+/// [`node_frames_queue`]) and none over [`MAX_NODE_FRAME`] bytes.
 #[derive(Debug)]
 pub struct NodeFrames {
     tx: mpsc::Sender<NodeFrame>,
+    share: usize,
     held: BTreeMap<u16, Arc<AtomicUsize>>,
     /// Frames dropped (too large, their sender's share full, or the queue full).
     pub dropped: u64,
 }
 
 impl NodeFrames {
-    /// Frames offered go to `tx`.
-    pub fn new(tx: mpsc::Sender<NodeFrame>) -> NodeFrames {
-        NodeFrames { tx, held: BTreeMap::new(), dropped: 0 }
+    /// Frames offered go to `tx`, at most `share` of each validator's waiting.
+    pub fn new(tx: mpsc::Sender<NodeFrame>, share: usize) -> NodeFrames {
+        NodeFrames { tx, share, held: BTreeMap::new(), dropped: 0 }
     }
 
     /// Passes `bytes` from `from` on, or drops it; says which.
     pub fn offer(&mut self, from: u16, bytes: Bytes) -> bool {
         let held = self.held.entry(from).or_default();
-        if bytes.len() > MAX_NODE_FRAME || held.load(Ordering::Relaxed) >= NODE_FRAMES_PER_PEER {
+        if bytes.len() > MAX_NODE_FRAME || held.load(Ordering::Relaxed) >= self.share {
             self.dropped += 1;
             return false;
         }
@@ -197,7 +205,7 @@ impl Validator {
         inbound: farol_network::Inbound,
         wal: Wal,
         commits: mpsc::Sender<Committed>,
-        node_frames: Option<mpsc::Sender<NodeFrame>>,
+        node_frames: Option<NodeFrames>,
         cfg: ValidatorConfig,
     ) -> Validator {
         let parts = Parts { engine, replayed, network, inbound, wal, commits, node_frames };
@@ -217,7 +225,7 @@ impl Validator {
         let task = tokio::spawn(run(
             engine,
             replayed,
-            Route { network, node_frames: node_frames.map(NodeFrames::new) },
+            Route { network, node_frames },
             inbound,
             submitted,
             stopped,
@@ -274,7 +282,7 @@ pub struct Parts {
     /// Where commits go.
     pub commits: mpsc::Sender<Committed>,
     /// Where the node's own frames go.
-    pub node_frames: Option<mpsc::Sender<NodeFrame>>,
+    pub node_frames: Option<NodeFrames>,
 }
 
 struct Route {
@@ -539,11 +547,15 @@ mod tests {
 
     #[test]
     fn node_frames_are_queued_within_each_validators_share() {
-        let (tx, mut rx) = mpsc::channel(4 * NODE_FRAMES_PER_PEER);
-        let mut frames = NodeFrames::new(tx);
+        let (capacity, share) = node_frames_queue(4);
+        assert_eq!((capacity, share), (4096, 1024));
+        // Past 64 validators the queue grows with the committee.
+        assert_eq!(node_frames_queue(100), (6400, 64));
+        let (tx, mut rx) = mpsc::channel(capacity);
+        let mut frames = NodeFrames::new(tx, share);
         let vote = Bytes::from(vec![NODE_FRAME_KIND; 139]);
         // A faulty validator floods: only its share waits.
-        for _ in 0..NODE_FRAMES_PER_PEER + 10 {
+        for _ in 0..share + 10 {
             frames.offer(3, vote.clone());
         }
         assert_eq!(frames.dropped, 10);
@@ -564,7 +576,7 @@ mod tests {
         assert!(!frames.offer(3, vote.clone()));
         // A frame the full queue refuses gives its place back too.
         let (tx, _rx) = mpsc::channel(1);
-        let mut frames = NodeFrames::new(tx);
+        let mut frames = NodeFrames::new(tx, share);
         assert!(frames.offer(0, vote.clone()));
         assert!(!frames.offer(0, vote.clone()));
         assert_eq!(frames.held[&0].load(Ordering::Relaxed), 1);
