@@ -350,7 +350,9 @@ impl SyncBlock {
             return Ok(SyncBlock { header, hash, txs: Vec::new(), ordering: None });
         }
         let n = u32::from_le_bytes(take(&mut b, 4)?.try_into().map_err(|_| "count")?) as usize;
-        let mut txs = Vec::with_capacity(n.min(b.len() / 64));
+        // Reserved for at most 4,096 up front: the count is the peer's word (before stop 38
+        // up to a 64th of the answer's bytes, each entry hundreds of bytes in memory).
+        let mut txs = Vec::with_capacity(n.min(b.len() / 64).min(4096));
         for i in 0..n {
             let mut t = take_bytes(&mut b)?;
             txs.push(TxEnvelope::decode_2718(&mut t).map_err(|e| format!("tx {i}: {e}"))?);
@@ -383,7 +385,7 @@ fn put_deferred(out: &mut Vec<u8>, deferred: &[Deferred]) {
 
 fn take_deferred(b: &mut &[u8]) -> Result<Vec<Deferred>, String> {
     let n = u32::from_le_bytes(take(b, 4)?.try_into().map_err(|_| "deferred")?) as usize;
-    let mut deferred = Vec::with_capacity(n.min(b.len() / 32));
+    let mut deferred = Vec::with_capacity(n.min(b.len() / 32).min(4096));
     for i in 0..n {
         let since = u64::from_le_bytes(take(b, 8)?.try_into().map_err(|_| "since")?);
         let sender = Address::from_slice(take(b, 20)?);

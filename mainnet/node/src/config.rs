@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::genesis::Genesis;
 use crate::mempool::MempoolConfig;
 
+/// The most a queue or connection limit may be set to (tokio's channels and semaphores panic
+/// past about 2^61; before stop 38 such a setting panicked at start instead of naming the
+/// field).
+pub const MAX_QUEUE: usize = 1 << 24;
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -334,8 +339,8 @@ impl NodeConfig {
             }
             None => {}
         }
-        if self.network.peer_queue == 0 {
-            return bad("network.peer_queue", "must be at least 1".into());
+        if !(1..=MAX_QUEUE).contains(&self.network.peer_queue) {
+            return bad("network.peer_queue", format!("must be from 1 to {MAX_QUEUE}"));
         }
         if !(1..=crate::sync::HEADER_BATCH).contains(&self.sync.headers_per_request) {
             return bad("sync.headers_per_request", "must be between 1 and 1024".into());
@@ -418,8 +423,8 @@ impl NodeConfig {
         if self.rpc.http_timeout_millis == 0 {
             return bad("rpc.http_timeout_millis", "must be at least 1".into());
         }
-        if self.rpc.max_ws_connections == 0 {
-            return bad("rpc.max_ws_connections", "must be at least 1".into());
+        if !(1..=MAX_QUEUE).contains(&self.rpc.max_ws_connections) {
+            return bad("rpc.max_ws_connections", format!("must be from 1 to {MAX_QUEUE}"));
         }
         if self.rpc.max_batch == 0 {
             return bad("rpc.max_batch", "must be at least 1".into());

@@ -122,6 +122,23 @@ pub const MEMPOOL_JOURNAL: &str = "mempool.journal";
 /// stay in it until a rewrite ([`Mempool::compact_journal`]) keeps only what waits, so a
 /// node stopped while it reads them back loses none. A damaged journal is set aside (renamed
 /// `.damaged`) rather than stopping the node: it only ever held what clients sent.
+/// Writes `bytes` to `path` in `dir` atomically: a temporary file, synced, renamed over
+/// `path`, the directory synced.
+fn write_file_atomically(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn open_journal(path: &std::path::Path) -> Result<(Wal, Vec<bytes::Bytes>), NodeError> {
     let opened = match Wal::open(path) {
         Ok(o) => o,
@@ -225,7 +242,11 @@ impl Node {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::write(&kept, ours).map_err(|e| storage_err("writing genesis.json", e))?;
+                // Atomically (a temporary file, synced, renamed, the directory synced): before
+                // stop 38 a power loss right after the first start could leave it empty, and
+                // every start after refused the data directory.
+                write_file_atomically(&dir, &kept, &ours)
+                    .map_err(|e| storage_err("writing genesis.json", e))?;
             }
             Err(e) => return Err(storage_err("reading genesis.json", e)),
         }

@@ -470,7 +470,19 @@ async fn rpc_errors_proofs_restart_and_config() {
     large.rpc.max_ws_connections = 0;
     let e = large.validate().expect_err("no WebSocket connection could open");
     assert!(e.to_string().contains("rpc.max_ws_connections"), "{e}");
+    // Past what tokio's semaphores and channels take (they panicked at start before stop 38).
+    large.rpc.max_ws_connections = usize::MAX >> 2;
+    let e = large.validate().expect_err("a semaphore tokio refuses");
+    assert!(e.to_string().contains("rpc.max_ws_connections"), "{e}");
     large.rpc.max_ws_connections = 1;
+    large.network.peer_queue = usize::MAX >> 2;
+    let e = large.validate().expect_err("a channel tokio refuses");
+    assert!(e.to_string().contains("network.peer_queue"), "{e}");
+    large.network.peer_queue = 64;
+    large.mempool.global_bytes = 1;
+    let e = large.validate().expect_err("a pool too small for one transaction");
+    assert!(e.to_string().contains("mempool.global_bytes"), "{e}");
+    large.mempool.global_bytes = 256 << 20;
     large.rpc.http_timeout_millis = 0;
     let e = large.validate().expect_err("no HTTP request could arrive");
     assert!(e.to_string().contains("rpc.http_timeout_millis"), "{e}");
