@@ -700,13 +700,16 @@ async fn a_full_node_follows_the_certified_chain() {
     let k = key.clone();
     let later = tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(vhttp);
-        let mut last = Value::Null;
+        // One at a time, each in a block of its own: the chain grows by at least four blocks
+        // whatever the machine's speed (sent together they could share one, and the chain
+        // then stayed too short for the slow-peer check below, as in one CI run of stop 38).
+        let mut n = 0;
         for nonce in 6..10 {
-            last = c
+            let hash = c
                 .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
                 .unwrap_or_else(|e| panic!("{e}"));
+            n = quantity(&wait_receipt(&mut c, &hash)["blockNumber"]).unwrap_or(0);
         }
-        let n = quantity(&wait_receipt(&mut c, &last)["blockNumber"]).unwrap_or(0);
         while certified(&mut c) < n {
             std::thread::sleep(Duration::from_millis(20));
         }
