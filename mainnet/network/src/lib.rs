@@ -8,14 +8,24 @@
 //! - **Frames.** A 4-byte little-endian length, then the bytes. A frame over the limit
 //!   closes that connection only; the node goes on with its other peers.
 //! - **Outbound.** One task per peer owns a bounded queue and a connection. It reconnects
-//!   with exponential backoff (50 ms doubling to 2 s) and resends the frame it was writing.
-//!   [`Network::send`] never blocks: a frame for a peer whose queue is full is dropped and
-//!   counted (consensus repairs losses by itself); [`Network::send_wait`] waits for room.
+//!   with exponential backoff (50 ms doubling to 2 s); the backoff starts again from 50 ms
+//!   only after a connection stayed up for a second, so a peer that accepts the handshake
+//!   and then closes (it does not know our key, or another process holds our identity) is
+//!   not dialed in a tight loop. A frame whose write failed is sent again first on the next
+//!   connection, once; a frame that fails on two connections in a row is dropped and
+//!   counted, so one frame the peer keeps refusing cannot block the frames behind it.
+//!   Frames quinn accepted for a connection that then dies silently (the peer killed or cut
+//!   off: noticed only at the 5 s idle timeout) are lost: delivery is best effort, and
+//!   consensus repairs losses by itself. [`Network::send`] never blocks: a frame over
+//!   `max_frame`, or for a peer whose queue is full, is dropped and counted;
+//!   [`Network::send_wait`] waits for room.
 //! - **Inbound.** Frames go to one channel ([`Inbound`]), bounded in frames and, per peer, in
-//!   bytes: a reader takes a frame's length from its peer's byte budget before it reads the
-//!   frame, and the budget comes back when the application takes the frame. When the
-//!   application does not keep up, readers wait, QUIC flow control stops the senders, and
-//!   memory stays bounded; a peer that sends large frames fills only its own budget. A peer
+//!   bytes and in frames: a reader takes a frame's length and one frame from its peer's
+//!   budget before it reads the frame, and the budget comes back when the application takes
+//!   the frame. When the application does not keep up, readers wait, QUIC flow control
+//!   stops the senders, and memory stays bounded. A peer that sends large frames fills only
+//!   its own byte budget, and one that sends a flood of tiny ones only its share of the
+//!   channel (`inbound / (peers - 1)` frames), so the others' frames still get in. A peer
 //!   holds one incoming connection: a newer one closes the one before.
 
 use std::collections::HashMap;
@@ -130,6 +140,7 @@ pub struct Network {
     endpoint: quinn::Endpoint,
     outbound: Vec<Option<Outbound>>,
     queue_bytes: usize,
+    max_frame: usize,
     stats: Arc<Stats>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -138,8 +149,22 @@ pub struct Network {
 #[derive(Debug)]
 pub struct Inbound {
     rx: mpsc::Receiver<(u16, Bytes)>,
-    /// Each peer's byte budget (see the module documentation).
-    budgets: Arc<Vec<Arc<Semaphore>>>,
+    /// Each peer's budget (see the module documentation).
+    budgets: Arc<Vec<Arc<Budget>>>,
+}
+
+/// What one peer's frames may hold of the inbound channel before its readers wait.
+#[derive(Debug)]
+struct Budget {
+    bytes: Semaphore,
+    frames: Semaphore,
+}
+
+impl Budget {
+    fn give_back(&self, len: usize) {
+        self.bytes.add_permits(len);
+        self.frames.add_permits(1);
+    }
 }
 
 impl Inbound {
@@ -159,7 +184,7 @@ impl Inbound {
 
     fn release(&self, (from, bytes): &(u16, Bytes)) {
         if let Some(b) = self.budgets.get(usize::from(*from)) {
-            b.add_permits(bytes.len());
+            b.give_back(bytes.len());
         }
     }
 }
@@ -168,7 +193,8 @@ impl Drop for Inbound {
     /// Readers waiting for budget stop: nothing will take their frames any more.
     fn drop(&mut self) {
         for b in self.budgets.iter() {
-            b.close();
+            b.bytes.close();
+            b.frames.close();
         }
     }
 }
@@ -182,6 +208,9 @@ struct Outbound {
 
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a connection must stay up for the next loss to count as a fresh start
+/// (reconnect at once, backoff from [`BACKOFF_MIN`]) rather than one more failure.
+const STABLE: Duration = Duration::from_secs(1);
 const CLOSE_BAD_FRAME: u32 = 1;
 /// The application close code for a connection a newer one from the same peer replaced.
 const CLOSE_REPLACED: u32 = 2;
@@ -270,9 +299,17 @@ impl Network {
         let (in_tx, in_rx) = mpsc::channel(cfg.inbound.max(1));
         // A frame takes its whole length at once, so a budget holds the largest frame.
         let max_frame = cfg.max_frame.min(u32::MAX as usize);
-        let budget = cfg.inbound_bytes.max(max_frame).min(Semaphore::MAX_PERMITS);
-        let budgets: Arc<Vec<Arc<Semaphore>>> =
-            Arc::new(cfg.peers.iter().map(|_| Arc::new(Semaphore::new(budget))).collect());
+        let bytes = cfg.inbound_bytes.max(max_frame).min(Semaphore::MAX_PERMITS);
+        let frames = (cfg.inbound / cfg.peers.len().saturating_sub(1).max(1)).max(1);
+        let budgets: Arc<Vec<Arc<Budget>>> = Arc::new(
+            cfg.peers
+                .iter()
+                .map(|_| {
+                    let (bytes, frames) = (Semaphore::new(bytes), Semaphore::new(frames));
+                    Arc::new(Budget { bytes, frames })
+                })
+                .collect(),
+        );
         let inbound = Inbound { rx: in_rx, budgets: budgets.clone() };
         let mut tasks = Vec::new();
         let keys: Arc<Vec<PeerKey>> = Arc::new(cfg.peers.iter().map(|p| p.key.clone()).collect());
@@ -299,7 +336,10 @@ impl Network {
             tasks.push(tokio::spawn(task));
         }
         let queue_bytes = cfg.queue_bytes;
-        Ok((Network { me: cfg.me, endpoint, outbound, queue_bytes, stats, tasks }, inbound))
+        Ok((
+            Network { me: cfg.me, endpoint, outbound, queue_bytes, max_frame, stats, tasks },
+            inbound,
+        ))
     }
 
     /// The address the socket is bound to.
@@ -313,11 +353,14 @@ impl Network {
     }
 
     /// Queues `frame` for peer `to`; false (and counted) if its queue is full (in frames or
-    /// bytes) or `to` is not a peer.
+    /// bytes), the frame is over `max_frame`, or `to` is not a peer.
     pub fn send(&self, to: u16, frame: Bytes) -> bool {
         let len = frame.len();
         let sent = match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
-            Some(o) if o.queued.load(Ordering::Relaxed) + len <= self.queue_bytes => {
+            Some(o)
+                if len <= self.max_frame
+                    && o.queued.load(Ordering::Relaxed) + len <= self.queue_bytes =>
+            {
                 o.queued.fetch_add(len, Ordering::Relaxed);
                 let ok = o.tx.try_send(frame).is_ok();
                 if !ok {
@@ -333,8 +376,13 @@ impl Network {
         sent
     }
 
-    /// Queues `frame` for peer `to`, waiting for room.
+    /// Queues `frame` for peer `to`, waiting for room; false (and counted) if the frame is
+    /// over `max_frame`, `to` is not a peer or the network is gone.
     pub async fn send_wait(&self, to: u16, frame: Bytes) -> bool {
+        if frame.len() > self.max_frame {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
             Some(o) => {
                 o.queued.fetch_add(frame.len(), Ordering::Relaxed);
@@ -370,7 +418,7 @@ impl Drop for Network {
 #[derive(Clone)]
 struct Readers {
     inbound: mpsc::Sender<(u16, Bytes)>,
-    budgets: Arc<Vec<Arc<Semaphore>>>,
+    budgets: Arc<Vec<Arc<Budget>>>,
     max_frame: usize,
     stats: Arc<Stats>,
 }
@@ -439,7 +487,7 @@ async fn read_frames(
     mut recv: quinn::RecvStream,
     conn: quinn::Connection,
     from: u16,
-    budget: Arc<Semaphore>,
+    budget: Arc<Budget>,
     readers: Readers,
 ) {
     let Readers { inbound, max_frame, stats, .. } = readers;
@@ -457,8 +505,10 @@ async fn read_frames(
         }
         // The peer's budget pays for the frame before it is read; `Inbound` gives it back
         // when the application takes the frame.
-        let Ok(permit) = budget.acquire_many(len as u32).await else { return };
-        permit.forget();
+        let Ok(frame) = budget.frames.acquire().await else { return };
+        let Ok(bytes) = budget.bytes.acquire_many(len as u32).await else { return };
+        frame.forget();
+        bytes.forget();
         // The frame is gathered from the stream's chunks as quinn received them, written
         // once into memory that nothing zeroes first.
         let mut buf = Vec::with_capacity(len);
@@ -466,7 +516,7 @@ async fn read_frames(
             match recv.read_chunk(len - buf.len(), true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                 Ok(None) | Err(_) => {
-                    budget.add_permits(len);
+                    budget.give_back(len);
                     return;
                 }
             }
@@ -487,7 +537,8 @@ async fn dial_loop(
     stats: Arc<Stats>,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let mut unsent: Option<Bytes> = None;
+    // The frame whose write failed, and whether it failed on the connection before too.
+    let mut unsent: Option<(Bytes, bool)> = None;
     loop {
         let stream = match endpoint.connect_with(client.clone(), addr, "farol-validator") {
             Ok(connecting) => match connecting.await {
@@ -502,29 +553,44 @@ async fn dial_loop(
             continue;
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
-        backoff = BACKOFF_MIN;
+        let up = tokio::time::Instant::now();
         loop {
-            let frame = match unsent.take() {
-                Some(f) => f,
+            let (frame, retried) = match unsent.take() {
+                Some((f, _)) => (f, true),
                 None => match queue.recv().await {
                     Some(f) => {
                         queued.fetch_sub(f.len(), Ordering::Relaxed);
-                        f
+                        (f, false)
                     }
                     None => return,
                 },
             };
             // Handed to quinn as shared buffers: a frame sent to every peer is not copied
-            // once per peer (`write_all` copies its slice into fresh memory).
+            // once per peer (`write_all` copies its slice into fresh memory). `send` kept
+            // frames within `max_frame`, which fits the 4-byte length.
             let len = Bytes::copy_from_slice(&(frame.len() as u32).to_le_bytes());
             let ok = send.write_all_chunks(&mut [len, frame.clone()]).await.is_ok();
             if !ok {
-                // The connection broke: reconnect and send this frame first. (The peer may
-                // have read part of it; a new stream starts clean.)
-                unsent = Some(frame);
+                // The connection broke: reconnect and send this frame first (the peer may
+                // have read part of it; a new stream starts clean), unless it broke the
+                // connection before too.
+                if retried {
+                    stats.dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    unsent = Some((frame, true));
+                }
                 break;
             }
             stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        }
+        // A connection that stayed up was a working one: dial again at once. One that was
+        // lost at once (refused after the handshake, replaced by a twin) counts as a failed
+        // attempt, so the backoff grows instead of a handshake per round trip.
+        if up.elapsed() >= STABLE {
+            backoff = BACKOFF_MIN;
+        } else {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 }

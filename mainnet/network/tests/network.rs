@@ -258,3 +258,77 @@ async fn frames_not_taken_are_bounded_in_bytes_per_peer() {
         }
     }
 }
+
+/// A peer that completes the handshake and then closes the connection (here: the server
+/// does not know the dialer's key; TLS 1.3 lets the client believe it is connected) is
+/// dialed again with a growing backoff, not once per round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_closes_after_the_handshake_is_not_dialed_in_a_tight_loop() {
+    let (ids, peers) = setup(2);
+    let (b, _rb) = start(1, &ids, &peers);
+    let intruder = Identity::generate().unwrap_or_else(|e| panic!("{e}"));
+    let mut fake = peers.clone();
+    fake[0] = Peer { key: intruder.public_key().clone(), addr: free_addr() };
+    let (evil, _re) = start(0, &[intruder, ids[1].clone()], &fake);
+    // Keep the intruder's queue busy for 1.5 s: every frame is a reason to dial.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while tokio::time::Instant::now() < until {
+        evil.send(1, Bytes::from_static(b"let me in"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // 50, 100, 200, 400, 800 ms of backoff fit about 6 attempts in 1.5 s.
+    let refused = b.stats().refused.load(Ordering::Relaxed);
+    assert!((1..=8).contains(&refused), "{refused} handshakes in 1.5 s");
+}
+
+/// A peer flooding tiny (here empty) frames while the application takes nothing holds only
+/// its share of the inbound channel's places: another peer's frame still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_empty_frames_holds_only_its_share_of_the_channel() {
+    let (ids, peers) = setup(3);
+    let mut cfg = NetworkConfig::new(0, ids[0].clone(), peers[0].addr, peers.clone());
+    cfg.queue = 100_000;
+    let (a, _ra) = Network::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = NetworkConfig::new(1, ids[1].clone(), peers[1].addr, peers.clone());
+    cfg.inbound = 64;
+    let (b, mut rb) = Network::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let (c, _rc) = start(2, &ids, &peers);
+    for _ in 0..10_000 {
+        assert!(a.send(1, Bytes::new()));
+    }
+    // Wait until A's frames fill what B lets them have.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.stats().frames_in.load(Ordering::Relaxed) < 32 {
+        assert!(tokio::time::Instant::now() < deadline, "A's frames never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.send(1, Bytes::from_static(b"from c")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A holds at most 64 / 2 places, so C's frame is among the first 33 taken.
+    for taken in 0..33 {
+        let (from, frame) = recv(&mut rb).await;
+        if from == 2 {
+            assert_eq!(frame.as_ref(), b"from c");
+            return;
+        }
+        assert!(frame.is_empty(), "frame {taken} from {from}");
+    }
+    panic!("C's frame was not among the first 33 taken");
+}
+
+/// A frame over the sender's own limit is refused at `send` (and counted), not sent to a peer
+/// that would close the connection for it; the frames after it go through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_over_the_limit_is_refused_at_send() {
+    let (ids, peers) = setup(2);
+    let mut cfg = NetworkConfig::new(0, ids[0].clone(), peers[0].addr, peers.clone());
+    cfg.max_frame = 1024;
+    let (a, _ra) = Network::start(cfg).unwrap_or_else(|e| panic!("{e}"));
+    let (_b, mut rb) = start(1, &ids, &peers);
+    assert!(!a.send(1, Bytes::from(vec![0u8; 1025])));
+    assert!(!a.send_wait(1, Bytes::from(vec![0u8; 1025])).await);
+    assert_eq!(a.stats().dropped.load(Ordering::Relaxed), 2);
+    assert!(a.send(1, Bytes::from(vec![9u8; 1024])));
+    assert_eq!(recv(&mut rb).await, (0, Bytes::from(vec![9u8; 1024])));
+}
