@@ -91,6 +91,16 @@ pub struct Deferred {
     pub tx: TxEnvelope,
 }
 
+/// A block's header as peers send it when asked for headers alone
+/// ([`StoredBlock::encode_for_sync`] with `full` off).
+pub fn encode_header_for_sync(header: &Header) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut h = Vec::new();
+    header.encode(&mut h);
+    put_bytes(&mut out, &h);
+    out
+}
+
 impl StoredBlock {
     /// The block number.
     pub fn number(&self) -> u64 {
@@ -116,10 +126,7 @@ impl StoredBlock {
     /// and what the header's `extra_data` commits to (receipts, senders and created
     /// contracts the receiver computes itself). With `full` off, the header alone.
     pub fn encode_for_sync(&self, full: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut h = Vec::new();
-        self.header.encode(&mut h);
-        put_bytes(&mut out, &h);
+        let mut out = encode_header_for_sync(&self.header);
         if !full {
             return out;
         }
@@ -685,8 +692,21 @@ impl Chain {
         Some(Err(at))
     }
 
-    /// Block `number` (read back from the block log if it is not among the newest).
+    /// Block `number` (read back from the block log if it is not among the newest, and then
+    /// kept among the few old blocks cached). `None` past the head, and for a block that
+    /// cannot be read back (logged).
     pub fn block(&self, number: u64) -> Option<Arc<StoredBlock>> {
+        self.read(number, true)
+    }
+
+    /// [`Chain::block`] for a scan over many blocks (`eth_getLogs`, `eth_feeHistory`,
+    /// `trace_filter`, a peer's sync): an old block read back is not cached, so a scan does
+    /// not push out the old blocks other readers use.
+    pub fn scanned_block(&self, number: u64) -> Option<Arc<StoredBlock>> {
+        self.read(number, false)
+    }
+
+    fn read(&self, number: u64, cache: bool) -> Option<Arc<StoredBlock>> {
         let at = match self.find(number)? {
             Ok(b) => return Some(b),
             Err(at) => at,
@@ -707,6 +727,9 @@ impl Chain {
                 return None;
             }
         };
+        if !cache {
+            return Some(b);
+        }
         let mut old = self.old.lock();
         if !old.iter().any(|o| o.number() == number) {
             if old.len() >= OLD_BLOCKS_CACHED {
@@ -723,8 +746,14 @@ impl Chain {
     /// read and decoded every block of its range, and pushed the blocks it needed out of
     /// the cache of old blocks).
     pub fn logs_bloom(&self, number: u64) -> Option<alloy_primitives::Bloom> {
+        self.header(number).map(|h| h.logs_bloom)
+    }
+
+    /// The header of block `number`: from the block when it is decoded in memory, else read
+    /// alone from the start of its log record (see [`Chain::logs_bloom`]); nothing is cached.
+    pub fn header(&self, number: u64) -> Option<Header> {
         let at = match self.find(number)? {
-            Ok(b) => return Some(b.header.logs_bloom),
+            Ok(b) => return Some(b.header.clone()),
             Err(at) => at,
         };
         // The kind, round, height and first commit, the header's length, and the header
@@ -742,10 +771,10 @@ impl Chain {
             Header::decode(&mut hb).ok()
         });
         match header {
-            Some(h) if h.hash_slow() == at.hash => Some(h.logs_bloom),
+            Some(h) if h.hash_slow() == at.hash => Some(h),
             // A header longer than the prefix (or a record that does not read back as one):
             // the whole block, which reports what is wrong.
-            _ => self.block(number).map(|b| b.header.logs_bloom),
+            _ => self.scanned_block(number).map(|b| b.header.clone()),
         }
     }
 
@@ -1068,6 +1097,36 @@ pub(crate) mod tests {
         stored(n, key, txs, receipts, ordering)
     }
 
+    /// An old block whose log record no longer matches its checksum is not read back (the
+    /// RPC answers an error for it rather than a shortened answer), while its header, read
+    /// alone and checked against its hash, still is.
+    #[test]
+    fn a_damaged_old_block_is_not_read_back() {
+        use std::os::unix::fs::FileExt;
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 2 };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let made: Vec<_> = (1..=6u64)
+            .map(|n| chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let at = chain.index.read().blocks[3];
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join("blocks.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let last = at.at + u64::from(at.len) - 1;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, last).unwrap_or_else(|e| panic!("{e}"));
+        file.write_all_at(&[byte[0] ^ 0x5a], last).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.block(3).map(|b| b.number()), None);
+        assert_eq!(chain.scanned_block(3).map(|b| b.number()), None);
+        assert_eq!(chain.header(3).as_ref(), Some(&made[2].header));
+        assert_eq!(chain.block(4).map(|b| b.hash), Some(made[3].hash));
+    }
+
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.
     fn same_blocks(chain: &Chain, made: &[Arc<StoredBlock>]) {
         for b in made {
@@ -1120,6 +1179,13 @@ pub(crate) mod tests {
         }
         assert_eq!(chain.logs_bloom(made.len() as u64), None);
         assert_eq!(chain.old.lock().len(), 0, "old blocks decoded for their blooms");
+        // Headers come alone too, and a scan's blocks are not cached.
+        for b in &made {
+            assert_eq!(chain.header(b.number()).as_ref(), Some(&b.header));
+            let scanned = chain.scanned_block(b.number()).map(|x| x.encode());
+            assert_eq!(scanned, Some(b.encode()), "block {}", b.number());
+        }
+        assert_eq!(chain.old.lock().len(), 0, "old blocks cached by a scan");
         same_blocks(&chain, &made);
         assert_eq!(chain.certificate(), Some(cert));
         // The default keeps them all decoded here.

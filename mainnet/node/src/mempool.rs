@@ -429,6 +429,21 @@ impl Mempool {
         n
     }
 
+    /// [`Mempool::pending_nonce`] for an account nonce read at block `read_at`, refused as
+    /// stale (as [`Mempool::add`] refuses) when the pool has cleared a newer block: that
+    /// block's transactions left the pool, and the answer would be a nonce it used.
+    pub fn next_nonce(
+        &self,
+        sender: &Address,
+        account_nonce: u64,
+        read_at: u64,
+    ) -> Result<u64, MempoolError> {
+        if read_at < self.cleared {
+            return Err(MempoolError::StaleState { read_at, cleared: self.cleared });
+        }
+        Ok(self.pending_nonce(sender, account_nonce))
+    }
+
     /// Whether `sender`'s transaction of `nonce` waits in the pool held behind a nonce gap
     /// (not handed to consensus); false when the pool does not hold it.
     pub fn is_held(&self, sender: &Address, nonce: u64) -> bool {
@@ -1195,6 +1210,13 @@ mod tests {
             Err(MempoolError::StaleState { read_at: 4, cleared: 5 })
         );
         assert!(p.is_empty(), "a stale add leaves nothing behind");
+        // The same for the next nonce `eth_getTransactionCount(.., "pending")` answers: from
+        // the stale read it would be 0, which block 5 used.
+        assert_eq!(
+            p.next_nonce(&key.address(), 0, 4),
+            Err(MempoolError::StaleState { read_at: 4, cleared: 5 })
+        );
+        assert_eq!(p.next_nonce(&key.address(), 2, 5), Ok(2));
         // Read again at block 5: nonce 2 is next, and the transaction goes to consensus.
         assert_eq!(p.add(c, 5, 2, U256::from(RICH)).map(|h| h.len()), Ok(1));
     }

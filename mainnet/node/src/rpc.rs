@@ -146,6 +146,21 @@ struct Filters {
     live: HashMap<String, PollFilter>,
     /// Filters by client address ([`FILTERS_PER_CLIENT`]).
     by_client: PerClient,
+    /// When idle filters were last removed.
+    pruned: Option<std::time::Instant>,
+}
+
+impl Filters {
+    /// Removes the filters not polled for [`FILTER_IDLE`] (and with them their places, and
+    /// a pending-transaction filter's feed, which otherwise keeps up to [`PENDING_FEED`]
+    /// transactions for nobody), at most once a second unless `now` is the creation of one.
+    fn prune(&mut self, now: std::time::Instant, always: bool) {
+        let due = self.pruned.is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1);
+        if always || due {
+            self.live.retain(|_, x| now.saturating_duration_since(x.last_poll) < FILTER_IDLE);
+            self.pruned = Some(now);
+        }
+    }
 }
 
 struct PollFilter {
@@ -223,6 +238,27 @@ fn hex(n: u64) -> Value {
 }
 
 /// The JSON-RPC error of a refused transaction.
+/// A storage key of `eth_getProof`: hex of up to 32 bytes, with or without `0x`, of any
+/// length (`"0x0"` is slot 0), left-padded, as geth reads it. The answer names the key as
+/// it was given.
+fn storage_key_param(k: &str) -> Result<U256, RpcError> {
+    let digits = k.strip_prefix("0x").or_else(|| k.strip_prefix("0X")).unwrap_or(k);
+    let bad = || RpcError::params(format!("storage key {k:?}: hex of at most 32 bytes"));
+    if digits.len() > 64 || !digits.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    if digits.is_empty() {
+        return Ok(U256::ZERO);
+    }
+    U256::from_str_radix(digits, 16).map_err(|_| bad())
+}
+
+/// Block `n` (or a part of it), which the caller knows is at or below the head: `None`
+/// means it could not be read back from the block log (the chain logged why).
+fn read_back<T>(n: u64, read: Option<T>) -> Result<T, RpcError> {
+    read.ok_or_else(|| RpcError::server(format!("block {n} could not be read from the block log")))
+}
+
 fn mempool_error(e: MempoolError) -> RpcError {
     match e {
         MempoolError::Decode(_) | MempoolError::TooLarge { .. } => RpcError::params(e),
@@ -615,6 +651,9 @@ impl Rpc {
         let params = match o.remove("params") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(p)) => p,
+            // Parameters by name are a valid request this server does not take: an error of
+            // the call, which a notification does not hear of (JSON-RPC 2.0 §4.1).
+            Some(_) if notification => return None,
             Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
         };
         let started = std::time::Instant::now();
@@ -717,15 +756,11 @@ impl Rpc {
                 let acct = view.account(address).map_err(RpcError::server)?;
                 match method {
                     "eth_getBalance" => to_value(acct.map(|a| a.balance).unwrap_or_default()),
-                    "eth_getTransactionCount" => {
-                        let nonce = acct.map(|a| a.nonce).unwrap_or(0);
-                        let nonce = if pending {
-                            self.mempool.lock().pending_nonce(&address, nonce)
-                        } else {
-                            nonce
-                        };
-                        Ok(hex(nonce))
-                    }
+                    "eth_getTransactionCount" => Ok(hex(if pending {
+                        self.pending_nonce(address)?
+                    } else {
+                        acct.map_or(0, |a| a.nonce)
+                    })),
                     _ => {
                         let code = match acct {
                             Some(a) => view.code(a.code_hash).map_err(RpcError::server)?,
@@ -900,7 +935,7 @@ impl Rpc {
                 let mut seen = 0usize;
                 let mut size = 0u64;
                 for n in from..=to {
-                    let Some(b) = st.chain.block(n) else { break };
+                    let b = read_back(n, st.chain.scanned_block(n))?;
                     let count = b.txs.len();
                     if count == 0 {
                         continue;
@@ -1022,8 +1057,13 @@ impl Rpc {
                 if let Some(loc) = st.chain.transaction(&hash) {
                     return to_value(rpc_tx(&loc.block, loc.index));
                 }
-                match self.mempool.lock().get(&hash) {
-                    Some((tx, from)) => to_value(pending_tx(tx, from)),
+                if let Some((tx, from)) = self.mempool.lock().get(&hash) {
+                    return to_value(pending_tx(tx, from));
+                }
+                // Stored (and so cleared from the pool) between the two reads: the chain has
+                // it now. A transaction in neither is not known.
+                match st.chain.transaction(&hash) {
+                    Some(loc) => to_value(rpc_tx(&loc.block, loc.index)),
                     None => Ok(Value::Null),
                 }
             }
@@ -1174,26 +1214,10 @@ impl Rpc {
                 .map(|c| crate::sync::certificate_to_json(&c))
                 .unwrap_or(Value::Null)),
             "farol_getBlocks" => {
-                let from: U64 = param(p, 0, "from")?;
-                let count: U64 = param(p, 1, "count")?;
-                let full: bool = opt_param(p, 2, "full")?.unwrap_or(true);
-                let (from, count) = (from.to::<u64>(), count.to::<u64>());
-                let most = if full { crate::sync::BLOCK_BATCH } else { crate::sync::HEADER_BATCH };
-                if count > most {
-                    return Err(RpcError::limit(format!("count {count}, at most {most}")));
-                }
-                let mut out = Vec::new();
-                let mut bytes = 0usize;
-                for n in from..from.saturating_add(count) {
-                    let Some(b) = st.chain.block(n) else { break };
-                    let raw = b.encode_for_sync(full);
-                    bytes += raw.len();
-                    if !out.is_empty() && bytes > crate::sync::MAX_SYNC_ANSWER {
-                        break;
-                    }
-                    out.push(Bytes::from(raw));
-                }
-                to_value(out)
+                // Read back from the block log (up to 1,024 old blocks) on the blocking pool
+                // in a call's place, not on the runtime's threads, which consensus shares.
+                let p = p.to_vec();
+                self.limited(&self.call_slots, move |this| this.blocks_for_sync(&p)).await
             }
             _ => Err(RpcError::new(
                 -32601,
@@ -1368,8 +1392,12 @@ impl Rpc {
     async fn admit(&self, checked: Checked) -> Result<(B256, Option<u64>), RpcError> {
         let hash = checked.hash;
         // For the pending feed, only while someone listens.
-        let announce = (self.pending.receiver_count() > 0)
-            .then(|| Arc::new((checked.tx.clone(), checked.sender)));
+        let announce = (self.pending.receiver_count() > 0).then(|| {
+            // A pending-transaction filter nobody polls any more must not keep the feed
+            // going (filters are otherwise pruned only when one is made).
+            self.filters.lock().prune(std::time::Instant::now(), false);
+            Arc::new((checked.tx.clone(), checked.sender))
+        });
         if self.state.chain.transaction(&hash).is_some() {
             return Err(mempool_error(MempoolError::Known));
         }
@@ -1507,6 +1535,23 @@ impl Rpc {
         Ok(req)
     }
 
+    /// `address`'s next nonce counting what waits in the pool (`eth_getTransactionCount` at
+    /// `pending`). As in `admit`, the account is read again if the pool cleared a newer block
+    /// meanwhile: that block's transactions left the pool, and a nonce read before it would
+    /// miss them and name one already used.
+    fn pending_nonce(&self, address: Address) -> Result<u64, RpcError> {
+        let mut tries = 0;
+        loop {
+            let at = self.head();
+            let nonce =
+                self.view(at)?.account(address).map_err(RpcError::server)?.map_or(0, |a| a.nonce);
+            match self.mempool.lock().next_nonce(&address, nonce, at) {
+                Err(MempoolError::StaleState { .. }) if tries < 16 => tries += 1,
+                answer => return answer.map_err(mempool_error),
+            }
+        }
+    }
+
     /// Gives `req` (completed by [`Rpc::complete`]) the account's next nonce, counting what
     /// waits in the pool, unless it names one, and signs it with `key`.
     fn sign_with_nonce(
@@ -1516,19 +1561,7 @@ impl Rpc {
     ) -> Result<TxEnvelope, RpcError> {
         let asked = req.transaction_type;
         if req.nonce.is_none() {
-            // As in `admit`: read again if the pool cleared a newer block meanwhile (its
-            // transactions left the pool, and the account read before it would be stale).
-            let mut tries = 0;
-            req.nonce = Some(loop {
-                let at = self.head();
-                let acct = self.view(at)?.account(key.address()).map_err(RpcError::server)?;
-                let pool = self.mempool.lock();
-                if at < pool.cleared() && tries < 16 {
-                    tries += 1;
-                    continue;
-                }
-                break pool.pending_nonce(&key.address(), acct.map_or(0, |a| a.nonce));
-            });
+            req.nonce = Some(self.pending_nonce(key.address())?);
         }
         let typed = req
             .build_typed_tx()
@@ -2180,6 +2213,36 @@ impl Rpc {
         Ok(hi)
     }
 
+    /// `farol_getBlocks(from, count, full)`: blocks (or headers alone) for a peer that
+    /// catches up, from `from` up to the head.
+    fn blocks_for_sync(&self, p: &[Value]) -> RpcResult {
+        let from: U64 = param(p, 0, "from")?;
+        let count: U64 = param(p, 1, "count")?;
+        let full: bool = opt_param(p, 2, "full")?.unwrap_or(true);
+        let (from, count) = (from.to::<u64>(), count.to::<u64>());
+        let most = if full { crate::sync::BLOCK_BATCH } else { crate::sync::HEADER_BATCH };
+        if count > most {
+            return Err(RpcError::limit(format!("count {count}, at most {most}")));
+        }
+        let chain = &self.state.chain;
+        let to = from.saturating_add(count).min(chain.head_number().saturating_add(1));
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for n in from..to {
+            let raw = if full {
+                read_back(n, chain.scanned_block(n))?.encode_for_sync(true)
+            } else {
+                crate::chain::encode_header_for_sync(&read_back(n, chain.header(n))?)
+            };
+            bytes += raw.len();
+            if !out.is_empty() && bytes > crate::sync::MAX_SYNC_ANSWER {
+                break;
+            }
+            out.push(Bytes::from(raw));
+        }
+        to_value(out)
+    }
+
     fn fee_history(&self, p: &[Value]) -> RpcResult {
         let count: U64 = param(p, 0, "block count")?;
         let newest = self.block_number(p.get(1))?;
@@ -2202,15 +2265,19 @@ impl Rpc {
         let oldest = (newest + 1).saturating_sub(count);
         let mut h = FeeHistory { oldest_block: oldest, ..FeeHistory::default() };
         let mut rewards = Vec::new();
+        let chain = &self.state.chain;
         for n in oldest..=newest {
-            let Some(b) = self.state.chain.block(n) else { break };
-            let base = b.header.base_fee_per_gas.unwrap_or(0);
+            // Headers alone unless rewards are asked for (a block read back whole costs its
+            // transactions' and receipts' decoding).
+            let header = read_back(n, chain.header(n))?;
+            let base = header.base_fee_per_gas.unwrap_or(0);
             h.base_fee_per_gas.push(u128::from(base));
-            h.gas_used_ratio.push(b.header.gas_used as f64 / b.header.gas_limit.max(1) as f64);
-            let excess = b.header.excess_blob_gas.unwrap_or(0);
+            h.gas_used_ratio.push(header.gas_used as f64 / header.gas_limit.max(1) as f64);
+            let excess = header.excess_blob_gas.unwrap_or(0);
             h.base_fee_per_blob_gas.push(self.state.spec.blob_base_fee(excess).unwrap_or(0));
             h.blob_gas_used_ratio.push(0.0);
             if !percentiles.is_empty() {
+                let b = read_back(n, chain.scanned_block(n))?;
                 let mut tips: Vec<(u128, u64)> = (0..b.txs.len())
                     .map(|i| (b.txs[i].effective_tip_per_gas(base).unwrap_or(0), b.gas_used(i)))
                     .collect();
@@ -2284,11 +2351,13 @@ impl Rpc {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for n in from..=to {
-            let Some(bloom) = chain.logs_bloom(n) else { break };
-            if !filter.matches_bloom(bloom) {
+            // Every block of the range is at or below the head: one that cannot be read is
+            // an error, not the end of the answer (an indexer would take a shortened answer
+            // as complete and never ask for the rest).
+            if !filter.matches_bloom(read_back(n, chain.logs_bloom(n))?) {
                 continue;
             }
-            let Some(b) = chain.block(n) else { break };
+            let b = read_back(n, chain.scanned_block(n))?;
             for l in block_logs(&b) {
                 if filter.matches(&l.inner) {
                     bytes += log_json_bytes(&l.inner);
@@ -2314,10 +2383,14 @@ impl Rpc {
 
     fn proof(&self, p: &[Value]) -> RpcResult {
         let address: Address = param(p, 0, "address")?;
-        let keys: Vec<B256> = param(p, 1, "storage keys")?;
+        let keys: Vec<String> = param(p, 1, "storage keys")?;
         if keys.len() > 1024 {
             return Err(RpcError::limit("at most 1024 storage keys"));
         }
+        let keys = keys
+            .into_iter()
+            .map(|k| storage_key_param(&k).map(|slot| (k, slot)))
+            .collect::<Result<Vec<_>, _>>()?;
         let n = self.block_number(p.get(2))?;
         let store = &self.state.store;
         let err = |e: farol_store::StoreError| RpcError::server(format!("block {n}: {e}"));
@@ -2325,8 +2398,7 @@ impl Rpc {
         let acct = view.account(address).map_err(RpcError::server)?;
         let account_proof = store.prove(&account_key(&address), n).map_err(err)?;
         let mut storage = Vec::with_capacity(keys.len());
-        for k in keys {
-            let slot = U256::from_be_bytes(k.0);
+        for (k, slot) in keys {
             let value = view.storage(address, slot).map_err(RpcError::server)?;
             let proof = store.prove(&storage_key(&address, &slot), n).map_err(err)?;
             storage.push(json!({
@@ -2390,7 +2462,7 @@ impl Rpc {
     ) -> RpcResult {
         let now = std::time::Instant::now();
         let mut f = self.filters.lock();
-        f.live.retain(|_, x| now.duration_since(x.last_poll) < FILTER_IDLE);
+        f.prune(now, true);
         if f.live.len() >= MAX_FILTERS {
             return Err(RpcError::limit(format!("at most {MAX_FILTERS} filters")));
         }
@@ -2528,23 +2600,34 @@ impl Rpc {
     }
 
     fn tx_status(&self, hash: &B256) -> Value {
+        // A transaction enters each stage (pool, ordered, chain) before it leaves the one
+        // before, and the stages are read from the last: one that moved on between two reads
+        // is found by a second pass, never reported unknown.
+        for _ in 0..2 {
+            if let Some(known) = self.tx_stage(hash) {
+                return known;
+            }
+        }
+        json!({ "status": "unknown" })
+    }
+
+    fn tx_stage(&self, hash: &B256) -> Option<Value> {
         let st = &self.state;
         if let Some(loc) = st.chain.transaction(hash) {
             let n = loc.block.number();
             let fin = st.chain.finalized_number();
             let tier = if n <= fin { "final" } else { "executed" };
-            return json!({ "status": tier, "blockNumber": hex(n), "blockHash": loc.block.hash, "finalizedBlock": hex(fin) });
+            return Some(
+                json!({ "status": tier, "blockNumber": hex(n), "blockHash": loc.block.hash, "finalizedBlock": hex(fin) }),
+            );
         }
         if st.ordered.lock().contains_key(hash) {
-            return json!({ "status": "ordered" });
+            return Some(json!({ "status": "ordered" }));
         }
         if let Some(why) = st.drop_reason(hash) {
-            return json!({ "status": "dropped", "reason": why });
+            return Some(json!({ "status": "dropped", "reason": why }));
         }
-        if self.mempool.lock().contains(hash) {
-            return json!({ "status": "pending" });
-        }
-        json!({ "status": "unknown" })
+        self.mempool.lock().contains(hash).then(|| json!({ "status": "pending" }))
     }
 
     fn status(&self) -> Value {
@@ -2881,13 +2964,16 @@ fn notification(sid: &str, result: Value) -> String {
 
 /// A transaction waiting in the pool, as the RPC shows it (no block yet).
 fn pending_tx(tx: TxEnvelope, from: Address) -> RpcTransaction {
+    // Not yet in a block: `gasPrice` is the most it may pay, as geth and reth answer (alloy
+    // leaves the field out when this is `None`, and tools reading `tx.gasPrice` get nothing).
+    let price = tx.max_fee_per_gas();
     RpcTransaction {
         inner: alloy_consensus::transaction::Recovered::new_unchecked(tx, from),
         block_hash: None,
         block_number: None,
         block_timestamp: None,
         transaction_index: None,
-        effective_gas_price: None,
+        effective_gas_price: Some(price),
     }
 }
 
@@ -4017,6 +4103,56 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// Storage keys of `eth_getProof` may be short, as geth takes them.
+    #[test]
+    fn storage_keys_of_any_length_up_to_32_bytes() {
+        use super::storage_key_param;
+        let k = |s: &str| storage_key_param(s).map_err(|e| e.code);
+        assert_eq!(k("0x0"), Ok(U256::ZERO));
+        assert_eq!(k("0x"), Ok(U256::ZERO));
+        assert_eq!(k("0x01"), Ok(U256::from(1)));
+        assert_eq!(k("abc"), Ok(U256::from(0xabc)));
+        let full = format!("0x{}", "f".repeat(64));
+        assert_eq!(k(&full), Ok(U256::MAX));
+        assert_eq!(k(&format!("0x{}", "0".repeat(65))), Err(-32602));
+        assert_eq!(k("0xzz"), Err(-32602));
+        assert_eq!(k("0x+1"), Err(-32602));
+    }
+
+    /// A filter not polled for five minutes goes, and with a pending-transaction filter its
+    /// feed: the node stops keeping admitted transactions for it.
+    #[test]
+    fn idle_filters_are_removed_with_their_feeds() {
+        use super::{Filters, PollFilter, FILTER_IDLE};
+        use alloy_primitives::Address;
+        use std::time::{Duration, Instant};
+        let (feed, rx) =
+            tokio::sync::broadcast::channel::<std::sync::Arc<(TxEnvelope, Address)>>(4);
+        let mut f = Filters::default();
+        let start = Instant::now();
+        let place = f.by_client.take([127, 0, 0, 1].into(), 1);
+        let place = place.unwrap_or_else(|| panic!("no place"));
+        let filter = PollFilter {
+            logs: None,
+            pending: Some(rx),
+            next_block: 0,
+            last_poll: start,
+            terms: 0,
+            _client: place,
+        };
+        f.live.insert("0x1".into(), filter);
+        f.prune(start + Duration::from_secs(10), false);
+        assert_eq!((f.live.len(), feed.receiver_count()), (1, 1), "polled 10 s ago");
+        // At most once a second unless a filter is being made.
+        f.prune(start + FILTER_IDLE - Duration::from_millis(200), false);
+        f.prune(start + FILTER_IDLE + Duration::from_millis(500), false);
+        assert_eq!(f.live.len(), 1, "pruned twice within a second");
+        f.prune(start + FILTER_IDLE + Duration::from_millis(500), true);
+        assert!(f.live.is_empty(), "idle for more than {FILTER_IDLE:?}");
+        assert_eq!(feed.receiver_count(), 0, "the feed is still held");
+        assert!(f.by_client.take([127, 0, 0, 1].into(), 1).is_some(), "its place is back");
+    }
 
     /// Every value of a request counts once, scalars and containers, at any depth.
     #[test]

@@ -159,7 +159,7 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(code(&mut c, &Value::Array(batch).to_string()), -32005);
         // A batch answers each call, errors in place.
         let v = c
-            .post(r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"nope"},{"jsonrpc":"2.0","method":"eth_chainId"}]"#)
+            .post(r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"},{"jsonrpc":"2.0","id":2,"method":"nope"},{"jsonrpc":"2.0","method":"eth_chainId"},{"jsonrpc":"2.0","method":"eth_chainId","params":{}}]"#)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
         assert_eq!(v[0]["result"], "0x7a69");
@@ -3055,6 +3055,9 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
         let held = gap["error"]["data"].clone();
         let pending = c.call("eth_getTransactionByHash", json!([held])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(pending["nonce"], "0x5", "{pending}");
+        // Not in a block yet: its gas price is the most it may pay, as geth answers.
+        assert_eq!(pending["gasPrice"], pending["maxFeePerGas"], "{pending}");
+        assert!(pending["gasPrice"].is_string(), "{pending}");
         // One millisecond is less than a consensus round: the answer is the timeout, and the
         // transaction still goes through.
         let late = post(&mut c, json!([raw_transfer(&key, 3, 31337), "0x1"]));
