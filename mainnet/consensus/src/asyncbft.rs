@@ -335,7 +335,16 @@ pub struct AsyncBft {
     /// [`MAX_PENDING`] and [`MAX_PENDING_BYTES`], so a faulty one's blocks over made-up
     /// parents (which may never arrive) cannot crowd out the others' or exhaust memory.
     pending_load: Vec<(usize, usize)>,
+    /// For each block held blocks wait for, those blocks. A held block waits only for the
+    /// parents its references claim at or above the floor: when the floor rises past a
+    /// claim, or the parent arrives and is below the floor (its reference claimed a later
+    /// round than its own), the held block stops waiting for it ([`AsyncBft::collect_garbage`],
+    /// [`AsyncBft::accept`]), as a validator that had dropped that parent already did not
+    /// wait for it.
     waiting: HashMap<Digest, Vec<Digest>>,
+    /// Held blocks the floor released (all they waited for fell below it), to be added once
+    /// the commit pass that raised the floor is over.
+    released: Vec<Arc<Block>>,
 
     round: u64,
     last_own: Option<BlockRef>,
@@ -372,6 +381,9 @@ pub struct AsyncBft {
 
     faults: Faults,
     replaying: bool,
+    /// Replaying a peer's snapshot: only its ordered blocks are certified (the checkpoint's
+    /// digest), so the rest get the live limits on versions of a slot.
+    from_peer: bool,
     dag_changed: bool,
     /// A proposal was made by the step `finish` completes (see `Consensus::handle_first`).
     proposed: bool,
@@ -442,6 +454,7 @@ impl AsyncBft {
             floor: 0,
             pending: HashMap::new(),
             waiting: HashMap::new(),
+            released: Vec::new(),
             round: 0,
             last_own: None,
             quorum_round: 0,
@@ -465,6 +478,7 @@ impl AsyncBft {
             round_hashes: BTreeMap::new(),
             faults: Faults::default(),
             replaying: false,
+            from_peer: false,
             dag_changed: false,
             proposed: false,
             next_share: None,
@@ -523,9 +537,7 @@ impl AsyncBft {
                 // Commit as the records come, as the live engine did: its garbage-collection
                 // floor then rises no later than it did live, so a block accepted live with
                 // a parent below the floor is accepted again.
-                if std::mem::take(&mut e.dag_changed) {
-                    e.try_commit(out);
-                }
+                e.commit_all(out);
             }
         }
         e.replaying = false;
@@ -536,8 +548,11 @@ impl AsyncBft {
     /// checked against a certified one): it holds what every honest validator held after
     /// the snapshot's commit, and the snapshot's blocks whose signatures verify, and goes on
     /// from the next slot; its commits continue the chain from the snapshot's height. It
-    /// proposes only above every round the snapshot holds and above `min_round` (the
-    /// highest round this validator proposed in before). Actions (requests for missing
+    /// proposes only above every round of the snapshot's blocks it adds to its DAG (a block
+    /// held for missing parents does not count: its round may be made up), above its own
+    /// blocks' rounds in the snapshot, and above `min_round` (the highest round this
+    /// validator proposed in before). Past the snapshot's ordered blocks (which the
+    /// checkpoint certifies) a slot takes versions within the live limits. Actions (requests for missing
     /// blocks, commits already decidable) go to `out`; the driver starts a fresh log with
     /// the snapshot ([`Snapshot::encode`]) and a
     /// [`round_floor_record`](crate::checkpoint::round_floor_record) of `min_round`.
@@ -574,15 +589,20 @@ impl AsyncBft {
             .collect();
         blocks.sort_by_key(|(_, b)| (b.round, b.author, b.digest()));
         let replaying = std::mem::replace(&mut e.replaying, true);
-        let mut top = 0;
+        e.from_peer = true;
         for (_, b) in e.verified(blocks) {
-            top = top.max(b.round);
             if b.author == me && e.last_own.is_none_or(|o| o.round < b.round) {
                 e.last_own = Some(b.reference());
             }
             e.accept(Arc::new(b), None, out);
         }
         e.replaying = replaying;
+        e.from_peer = false;
+        // The highest round of the blocks taken into the DAG (each stands on a quorum of the
+        // round before), not of every signed block the snapshot holds: one Byzantine block
+        // of a huge round over made-up parents would otherwise set this validator's round
+        // past anything a quorum ever reaches, and it would never propose again.
+        let top = e.blocks.values().map(|b| b.round).max().unwrap_or(0);
         // Never propose again in a round the snapshot shows (this validator may have
         // proposed there before it fell behind).
         e.round = top
@@ -590,9 +610,7 @@ impl AsyncBft {
             .max(cp.last_commit_round)
             .max(min_round)
             .max(1);
-        if std::mem::take(&mut e.dag_changed) {
-            e.try_commit(out);
-        }
+        e.commit_all(out);
         e
     }
 
@@ -897,7 +915,19 @@ impl AsyncBft {
     fn accept(&mut self, b: Arc<Block>, from: Option<ValidatorIndex>, out: &mut Vec<Action>) {
         self.note_round(b.author, b.round);
         let d = b.digest();
-        if self.blocks.contains_key(&d) || self.pending.contains_key(&d) || b.round < self.floor {
+        if b.round < self.floor {
+            // Held blocks waiting for it named it under a round at or above the floor: a
+            // false claim. They stop waiting for it; validators that had dropped it already
+            // did not wait (a block is kept by its real round, so at the commit that reaches
+            // them it is below every validator's floor alike).
+            let mut ready = Vec::new();
+            self.arrived(&d, &mut ready);
+            for r in ready {
+                self.insert(r, out);
+            }
+            return;
+        }
+        if self.blocks.contains_key(&d) || self.pending.contains_key(&d) {
             return;
         }
         let missing: Vec<Digest> = b
@@ -970,7 +1000,8 @@ impl AsyncBft {
             // a held block references them. An equivocator could otherwise add versions
             // without bound, each stored, and each multiplying the work of deciding the
             // slot. (What the log holds was taken before, and is taken again.)
-            if versions.len() >= 2 && !self.replaying {
+            let trusted = self.replaying && (!self.from_peer || self.ordered.contains(&d));
+            if versions.len() >= 2 && !trusted {
                 // Taken for a held block whose author has referenced at most one further
                 // version of this slot so far (an honest author references one, and perhaps
                 // a second later as a tip): so a slot has at most two versions plus two per
@@ -1008,16 +1039,33 @@ impl AsyncBft {
             }
             self.blocks.insert(d, b);
             self.dag_changed = true;
-            for child in self.waiting.remove(&d).unwrap_or_default() {
-                if let Some((_, left)) = self.pending.get_mut(&child) {
-                    *left -= 1;
-                    if *left == 0 {
-                        if let Some((cb, _)) = self.pending.remove(&child) {
-                            unload(&mut self.pending_load, &cb);
-                            ready.push(cb);
-                        }
+            self.arrived(&d, &mut ready);
+        }
+    }
+
+    /// The held blocks that waited for `d` wait for it no more: those left waiting for
+    /// nothing go to `ready`.
+    fn arrived(&mut self, d: &Digest, ready: &mut Vec<Arc<Block>>) {
+        for child in self.waiting.remove(d).unwrap_or_default() {
+            if let Some((_, left)) = self.pending.get_mut(&child) {
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    if let Some((cb, _)) = self.pending.remove(&child) {
+                        unload(&mut self.pending_load, &cb);
+                        ready.push(cb);
                     }
                 }
+            }
+        }
+    }
+
+    /// Commits what the DAG allows, then adds the held blocks a risen floor released, and
+    /// commits again, until nothing changes.
+    fn commit_all(&mut self, out: &mut Vec<Action>) {
+        while std::mem::take(&mut self.dag_changed) {
+            self.try_commit(out);
+            for b in std::mem::take(&mut self.released) {
+                self.insert(b, out);
             }
         }
     }
@@ -1909,13 +1957,31 @@ impl AsyncBft {
                 }
                 keep
             });
-            // And what they waited for: a held block's made-up parents would otherwise stay
-            // here for good.
-            let pending = &self.pending;
-            self.waiting.retain(|_, children| {
-                children.retain(|c| pending.contains_key(c));
-                !children.is_empty()
-            });
+            // What the rest wait for, counted again against the new floor: parents claimed
+            // below it are no longer waited for (a held block's made-up parents would
+            // otherwise stay here for good, and a block whose reference claimed a round
+            // above its parent's real one would wait for a parent every validator dropped,
+            // and with it every later block of each validator that voted for it). A held
+            // block left waiting for nothing is released, in digest order.
+            let mut held: Vec<Digest> = self.pending.keys().copied().collect();
+            held.sort_unstable();
+            self.waiting.clear();
+            for d in held {
+                let Some((b, left)) = self.pending.get_mut(&d) else { continue };
+                *left = 0;
+                for p in b.parents.iter() {
+                    if p.round >= floor && !self.blocks.contains_key(&p.digest) {
+                        self.waiting.entry(p.digest).or_default().push(d);
+                        *left += 1;
+                    }
+                }
+                if *left == 0 {
+                    if let Some((b, _)) = self.pending.remove(&d) {
+                        unload(&mut self.pending_load, &b);
+                        self.released.push(b);
+                    }
+                }
+            }
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
             self.extra_versions = self.extra_versions.split_off(&(floor, ValidatorIndex(0)));
         }
@@ -2126,9 +2192,7 @@ impl Consensus for AsyncBft {
     /// Commits, a proposal they allow, reassignment (which needs this step's commits), and
     /// the coin share of the next proposal, signed ahead.
     fn finish(&mut self, out: &mut Vec<Action>) {
-        if std::mem::take(&mut self.dag_changed) {
-            self.try_commit(out);
-        }
+        self.commit_all(out);
         self.proposed |= self.maybe_propose(out);
         if std::mem::take(&mut self.proposed) {
             self.reassign(out);

@@ -74,15 +74,19 @@ pub fn coin_threshold(stakes: &[Stake]) -> Option<usize> {
         sum < validity
     });
     let byzantine = byzantine.count();
-    // The fewest validators, largest stakes first, reaching a quorum.
+    // The fewest honest validators a quorum can hold: a quorum with Byzantine members
+    // holds honest ones of at least `quorum - (validity - 1)` stake, so at least as many
+    // validators as, largest stakes first, reach that (whose shares a coin can count on
+    // when the Byzantine members of the quorum withhold theirs).
+    let honest_stake = quorum - (validity - 1);
     let mut sum = 0;
     let mut honest = 0;
     for s in stakes.iter().rev() {
-        sum += s;
-        honest += 1;
-        if sum >= quorum {
+        if sum >= honest_stake {
             break;
         }
+        sum += s;
+        honest += 1;
     }
     (byzantine < honest).then_some(byzantine + 1)
 }
@@ -184,9 +188,10 @@ impl Committee {
 
     /// How many validators' shares make a coin: one more than the most validators whose
     /// stakes together stay below a third (so Byzantine validators alone never make it), if
-    /// every set holding more than two thirds (the honest validators at least) has that
-    /// many members. With equal stakes that is `f + 1` of `n = 3f + 1`. `None` when the
-    /// stakes are so uneven that no count works.
+    /// every quorum (more than two thirds of the stake) holds that many honest members
+    /// whatever Byzantine validators it holds (the coin's shares come from a quorum's blocks,
+    /// and Byzantine members may withhold theirs). With equal stakes that is `f + 1` of
+    /// `n = 3f + 1`. `None` when the stakes are so uneven that no count works.
     pub fn coin_threshold(&self) -> Option<usize> {
         let stakes: Vec<Stake> = self.validators.iter().map(|v| v.stake).collect();
         coin_threshold(&stakes)

@@ -244,8 +244,13 @@ fn the_coin_threshold_separates_byzantine_from_honest_counts() {
     assert_eq!(t(&[1; 4]), Some(2));
     assert_eq!(t(&[1; 7]), Some(3));
     assert_eq!(t(&[1; 10]), Some(4));
-    // Three smallest (1 + 2 + 3 < 28 / 3) could be Byzantine; any quorum has at least 4.
-    assert_eq!(t(&[1, 2, 3, 4, 5, 6, 7]), Some(4));
+    // Three validators (1 + 2 + 3 < 28 / 3) could be Byzantine, so a coin needs 4 shares;
+    // but the quorum {7, 6, 4, 2} holds Byzantine 4 and 2 and only 2 honest members.
+    assert_eq!(t(&[1, 2, 3, 4, 5, 6, 7]), None);
+    // Three could be Byzantine; the quorum {2, 2, 2, 1} holds Byzantine 2 and 1.
+    assert_eq!(t(&[2, 2, 2, 1, 1, 1, 1]), None);
+    assert_eq!(t(&[2, 2, 3, 3]), Some(2));
+    assert_eq!(t(&[1, 2, 2, 2, 2, 2, 2]), Some(3));
     // One validator holds a quorum alone, while four others stay below a third.
     assert_eq!(t(&[1, 1, 1, 1, 100]), None);
 
@@ -266,4 +271,35 @@ fn the_coin_threshold_separates_byzantine_from_honest_counts() {
     let skewed = committee(&ks[..5], &[1, 1, 1, 1, 100]);
     let five = farol_crypto::coin::deal(&[2; 32], 5, 1).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(skewed.with_coin(five.publics), Err(CommitteeError::CoinStakes));
+}
+
+/// Over every committee of up to 6 validators with stakes 1 to 3: whenever the coin has a
+/// threshold `t`, no set of Byzantine validators (below a third of the stake) has `t`
+/// members, and every quorum holds `t` honest members whichever Byzantine validators are
+/// in it, so the honest members of any quorum can make the coin alone.
+#[test]
+fn the_coin_threshold_is_met_by_the_honest_members_of_every_quorum() {
+    use farol_consensus::committee::coin_threshold;
+    let mut with_coin = 0;
+    for n in 1..=6u32 {
+        for code in 0..3u32.pow(n) {
+            let stakes: Vec<Stake> =
+                (0..n).map(|i| u64::from(code / 3u32.pow(i) % 3 + 1)).collect();
+            let Some(t) = coin_threshold(&stakes) else { continue };
+            with_coin += 1;
+            let total: u64 = stakes.iter().sum();
+            let (validity, quorum) = (total / 3 + 1, total * 2 / 3 + 1);
+            let stake = |set: u32| -> u64 {
+                (0..n).filter(|i| set >> i & 1 == 1).map(|i| stakes[i as usize]).sum()
+            };
+            for byz in (0..1u32 << n).filter(|b| stake(*b) < validity) {
+                assert!((byz.count_ones() as usize) < t, "{stakes:?}: t {t}, Byzantine {byz:b}");
+                for q in (0..1u32 << n).filter(|q| stake(*q) >= quorum) {
+                    let honest = (q & !byz).count_ones() as usize;
+                    assert!(honest >= t, "{stakes:?}: t {t}, quorum {q:b}, Byzantine {byz:b}");
+                }
+            }
+        }
+    }
+    assert!(with_coin > 50, "{with_coin} committees with a coin");
 }

@@ -832,6 +832,75 @@ fn a_reference_is_followed_by_the_round_it_claims() {
     assert!(x_commit > y_commit, "X ordered with Y (commit {x_commit}), through Y's claim");
 }
 
+/// A reference that claims a later round than its block's real one (validator 3's C names
+/// validator 1's round-2 block H as of round 28, well within reach of C's round) does not
+/// cut the validators that voted for C off the DAG. Here the engine had dropped H below its
+/// floor: C waits for H as the claim says, H arrives (from a peer that kept it) below the
+/// floor, and C stops waiting for it, as it would have had the claim been true and the floor
+/// past it. Before, C and every later block of validator 1, which voted for it, were held for
+/// good, and with validator 3 silent the engine had no quorum and stalled.
+#[test]
+fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, gc_depth: 8, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let mut mine: Vec<Block> = own_blocks(&out);
+    let mut refs: Vec<Vec<BlockRef>> = vec![Vec::new()];
+    let mut ones: Vec<Block> = Vec::new();
+    let r_c = 30u64;
+    let mut c_ref = None;
+    let mut height_at_c = 0;
+    for r in 1..=60u64 {
+        let Some(b0) = mine.iter().find(|b| b.round == r).cloned() else {
+            panic!("no own block of round {r}: {} held {:?}", e.summary(), e.held())
+        };
+        let prev = refs[(r - 1) as usize].clone();
+        let mut parents = vec![b0.reference()];
+        for a in 1..3u16 {
+            let mut p = prev.clone();
+            if a == 1 && r == r_c + 1 {
+                let h = &ones[1];
+                assert_eq!(h.round, 2);
+                let mut c_parents = refs[(r_c - 1) as usize].clone();
+                c_parents.push(BlockRef { round: r_c - 2, ..h.reference() });
+                c_parents.sort_by_key(|p| (p.round, p.author));
+                let cb = block(&ks[3], 3, r_c, c_parents);
+                p.push(cb.reference());
+                p.sort_by_key(|p| (p.round, p.author));
+                c_ref = Some(cb.reference());
+                height_at_c = e.height();
+                // Validator 1 votes for C; C arrives; then H, which the engine dropped.
+                let b1 = block(&ks[1], 1, r, p.clone());
+                mine.extend(own_blocks(&deliver(&mut e, 1, &b1)));
+                mine.extend(own_blocks(&deliver(&mut e, 3, &cb)));
+                assert!(e.held().0 >= 1, "C waits for H as its claim says: {:?}", e.held());
+                mine.extend(own_blocks(&deliver(&mut e, 1, h)));
+                parents.push(b1.reference());
+                ones.push(b1);
+                continue;
+            }
+            let b = block(&ks[usize::from(a)], a, r, p);
+            parents.push(b.reference());
+            mine.extend(own_blocks(&deliver(&mut e, a, &b)));
+            if a == 1 {
+                ones.push(b);
+            }
+        }
+        let mut out = Vec::new();
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        mine.extend(own_blocks(&out));
+        parents.sort_by_key(|p| (p.round, p.author));
+        refs.push(parents);
+    }
+    assert!(c_ref.is_some());
+    assert_eq!(e.held(), (0, 0), "{}", e.summary());
+    assert!(e.height() > height_at_c + 20, "few commits after C: {}", e.summary());
+}
+
 /// An equivocator's versions of one slot past the second are not taken unless a block
 /// references one: then it is asked for and taken.
 #[test]
@@ -931,4 +1000,48 @@ fn a_snapshot_must_hold_every_ordered_block_signed() {
     assert!(e.contains("not signed"), "{e}");
     // Signed for another chain.
     assert!(whole.check_blocks(&c, &[6; 32]).is_err());
+}
+
+/// A rejoining validator takes its round from the snapshot's blocks it adds to its DAG, not
+/// from every signed block the snapshot holds: one Byzantine block of a huge round over
+/// made-up parents would otherwise set its round where no quorum ever gets, and it would
+/// never propose again (and with `u64::MAX`, overflow the reassignment arithmetic).
+#[test]
+fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let mut ordered: Vec<[u8; 32]> = r1[..3].iter().map(|b| b.digest()).collect();
+    ordered.sort_unstable();
+    let checkpoint =
+        farol_consensus::Checkpoint { height: 1, floor: 1, ordered, ..Default::default() };
+    for huge in [1_000_000u64, u64::MAX - 1] {
+        let made_up: Vec<BlockRef> = (0..3u16)
+            .map(|a| BlockRef { round: huge - 1, author: ValidatorIndex(a), digest: [a as u8; 32] })
+            .collect();
+        let far = block(&ks[3], 3, huge, made_up);
+        let mut blocks: Vec<Arc<Block>> = r1.iter().cloned().map(Arc::new).collect();
+        blocks.push(Arc::new(far));
+        let snapshot = farol_consensus::Snapshot { checkpoint: checkpoint.clone(), blocks };
+        assert_eq!(snapshot.check_blocks(&c, &CHAIN), Ok(()));
+        let cfg = Config { chain: CHAIN, ..Config::default() };
+        let mut out = Vec::new();
+        let mut e = AsyncBft::from_snapshot(
+            c.clone(),
+            ValidatorIndex(0),
+            ks[0].clone(),
+            cfg,
+            Arc::default(),
+            &snapshot,
+            0,
+            &mut out,
+        );
+        assert!(e.round() < 10, "round {} from a block of round {huge}", e.round());
+        // It goes on: transactions for another validator, ticks, and its next proposal.
+        let mut out = Vec::new();
+        e.handle(Input::Transactions(vec![tx(1), tx(2)]), &mut out);
+        for _ in 0..30 {
+            e.handle(Input::Tick, &mut out);
+        }
+        assert!(own_blocks(&out).iter().any(|b| b.round == 2), "{}", e.summary());
+    }
 }
