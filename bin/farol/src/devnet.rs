@@ -2,7 +2,7 @@
 //! defaults so that Ethereum tools work unconfigured.
 
 use std::fs::File;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,11 +64,6 @@ pub(crate) struct DevnetArgs {
     log: String,
 }
 
-fn free_udp_port() -> anyhow::Result<u16> {
-    let s = UdpSocket::bind("127.0.0.1:0").context("finding a free UDP port")?;
-    Ok(s.local_addr()?.port())
-}
-
 /// Writes a fresh devnet's configurations (keys, committee, genesis) under `dir`: the
 /// funded accounts' keys are every node's development keys (`rpc.dev_keys`).
 fn create(
@@ -82,7 +77,10 @@ fn create(
     let mut rng = rand::rng();
     let mut secrets = Vec::with_capacity(n);
     let mut committee = Vec::with_capacity(n);
-    for i in 0..n {
+    // Distinct free ports: the probing sockets stay open until all are chosen (one probed
+    // and closed at a time, the kernel may hand the same port out twice).
+    let addrs = farol_network::free_loopback_addrs(n).context("finding free UDP ports")?;
+    for (i, address) in addrs.into_iter().enumerate() {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
         let bls = SecretKey::from_seed(&seed);
@@ -91,7 +89,7 @@ fn create(
             bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
             bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
             network_public: Bytes::copy_from_slice(&id.public_key().0),
-            address: SocketAddr::from(([127, 0, 0, 1], free_udp_port()?)),
+            address,
             stake: 1,
             // Fees of validator i's blocks go to a fixed address of its own.
             fee_recipient: Address::with_last_byte(0xf0 + (i as u8 & 0x0f)),
@@ -233,14 +231,20 @@ struct Running {
 
 impl Running {
     fn stop(&mut self) {
-        let mut children: Vec<&mut Child> = self.children.iter_mut().flatten().collect();
+        // Taken: a second stop (the drop after an explicit one) signals nobody.
+        let mut taken: Vec<Child> = self.children.iter_mut().filter_map(Option::take).collect();
+        let mut children: Vec<&mut Child> = taken.iter_mut().collect();
         terminate(&mut children, Duration::from_secs(15));
     }
 }
 
 /// Sends SIGTERM to `children`, waits up to `grace` for them to exit, then kills the rest.
 pub(crate) fn terminate(children: &mut [&mut Child], grace: Duration) {
-    for c in children.iter() {
+    for c in children.iter_mut() {
+        // One already waited for may have a reused process id by now: not signalled.
+        if matches!(c.try_wait(), Ok(Some(_))) {
+            continue;
+        }
         if let Ok(pid) = i32::try_from(c.id()) {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
@@ -361,6 +365,27 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         std::fs::write(dir.join(format!("full-node-{j}.toml")), text)?;
         configs.push(c);
     }
+    // Someone else's server on a port (anvil on 8545, say, which answers chain id 31337
+    // too): said now, not found out after a banner that points the user at it.
+    for (i, c) in configs.iter().enumerate() {
+        for addr in c.rpc.http.iter().chain(c.rpc.ws.iter()) {
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!(
+                    "{addr} ({}'s JSON-RPC) is not free: {e}; stop what listens there or pass \
+                     --port and --ws-port",
+                    node_name(validators, i)
+                );
+            }
+        }
+    }
+    // SIGINT and SIGTERM are caught from before the first node starts: one during start-up
+    // stops the nodes and removes a temporary directory as one after it does (by default
+    // it would kill this process and leave both behind).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut int, mut term) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        anyhow::Ok((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?))
+    })?;
     let exe = std::env::current_exe().context("locating the farol binary")?;
     let mut running = Running { children: Vec::new() };
     for (i, c) in configs.iter().enumerate() {
@@ -385,8 +410,8 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         running.children.push(Some(child));
     }
-    // Ready when every node answers JSON-RPC as a node of this chain, and is still running
-    // (something else listening on its port would answer too).
+    // Ready when every node answers JSON-RPC as a Farol node of this chain, and is still
+    // running (something else that took its port meanwhile would answer too).
     let deadline = Instant::now() + Duration::from_secs(60);
     let chain_id = format!("{:#x}", configs[0].genesis.chain_id);
     for (i, c) in configs.iter().enumerate() {
@@ -397,7 +422,11 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 Some(Some(child)) => matches!(child.try_wait(), Ok(None)),
                 _ => false,
             };
-            let answers = client.call("eth_chainId", json!([])).is_ok_and(|v| v == chain_id)
+            let farol = client
+                .call("web3_clientVersion", json!([]))
+                .is_ok_and(|v| v.as_str().is_some_and(|v| v.starts_with("farol/")));
+            let answers = farol
+                && client.call("eth_chainId", json!([])).is_ok_and(|v| v == chain_id)
                 && client.call("eth_blockNumber", json!([])).and_then(|v| quantity(&v)).is_ok();
             if running_here && answers {
                 break;
@@ -415,17 +444,23 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
             if Instant::now() > deadline {
                 bail!("{} did not answer on {http} within 60 s", node_name(validators, i));
             }
-            std::thread::sleep(Duration::from_millis(100));
+            let signalled = rt.block_on(async {
+                tokio::select! {
+                    _ = int.recv() => true,
+                    _ = term.recv() => true,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => false,
+                }
+            });
+            if signalled {
+                bail!("interrupted while the devnet was starting");
+            }
         }
     }
     let pids: Vec<u32> = running.children.iter().flatten().map(Child::id).collect();
     print_summary(&args, &configs, validators, &keys, &dir, &pids);
     // Until SIGINT or SIGTERM; a node that exits is reported (the others go on), and once
     // none is left the command ends with an error.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let all_gone = rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut int, mut term) = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
         let mut check = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {

@@ -367,3 +367,27 @@ fn running(pid: u64) -> bool {
         Err(_) => false,
     }
 }
+
+/// A JSON-RPC port someone else holds (anvil on 8545, say: it answers chain id 31337 too)
+/// is said before any node starts, and no summary points a user at that server.
+#[test]
+fn a_json_rpc_port_in_use_is_refused_before_any_node_starts() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = taken.local_addr().unwrap_or_else(|e| panic!("{e}")).port();
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(["devnet", "--json", "--validators", "1", "--port"])
+        .arg(port.to_string())
+        .arg("--ws-port")
+        .arg(port.wrapping_add(1).to_string())
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(out.stdout.is_empty(), "a summary: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("is not free"), "{stderr}");
+    let left: Vec<_> =
+        std::fs::read_dir(tmp.path()).map(|d| d.flatten().count()).into_iter().collect();
+    assert_eq!(left, vec![0], "the temporary data directory stayed");
+}

@@ -368,6 +368,19 @@ impl NodeConfig {
             if m.stake == 0 {
                 return bad(&format!("committee[{i}].stake"), "must be above 0".into());
             }
+            let field = format!("committee[{i}].address");
+            if m.address.port() == 0 || m.address.ip().is_unspecified() {
+                return bad(&field, "peers dial it: a host and a port, not 0".into());
+            }
+            if let Some(j) = self.committee[..i].iter().position(|o| o.address == m.address) {
+                return bad(&field, format!("the same as committee[{j}].address"));
+            }
+            if m.address.is_ipv4() != self.committee[0].address.is_ipv4() {
+                return bad(
+                    &field,
+                    "IPv4 and IPv6 mixed: a validator's one socket dials one family".into(),
+                );
+            }
             let coin = self.committee.iter().any(|m| m.coin_public.is_some());
             match &m.coin_public {
                 None if coin => {
@@ -396,6 +409,16 @@ impl NodeConfig {
         // digests for several times as many): far past a million is no history, but memory.
         if self.genesis.consensus.gc_depth > 1_000_000 {
             return bad("genesis.consensus.gc_depth", "must be at most 1000000 rounds".into());
+        }
+        // Without checkpoints (0) or with them further apart than the history kept or the
+        // blocks a rejoining validator looks through (§3 of docs/node.md), a validator
+        // that fell behind could never rejoin, and the consensus log is never cut.
+        let most = self.genesis.consensus.gc_depth.min(crate::sync::CHECKPOINT_SCAN);
+        if !(1..=most).contains(&self.genesis.consensus.checkpoint_every) {
+            return bad(
+                "genesis.consensus.checkpoint_every",
+                format!("must be from 1 to {most} commits (gc_depth, and at most 4096)"),
+            );
         }
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
             return bad("pipeline.threads", "must be between 1 and 256".into());

@@ -34,6 +34,9 @@ use crate::client::{Capped, RpcClient};
 use crate::finality::vote_message;
 use crate::pipeline::{Import, State, Work};
 
+/// How many of its newest blocks a stalled validator looks through for the newest consensus
+/// checkpoint (`genesis.consensus.checkpoint_every` is at most this).
+pub const CHECKPOINT_SCAN: u64 = 4096;
 /// Headers asked for in one request.
 pub const HEADER_BATCH: u64 = 1024;
 /// Blocks with transactions asked for in one request (the peer may send fewer: it stops at
@@ -491,9 +494,9 @@ fn rejoin_if_stalled(
     let height = st.height.load(Ordering::Relaxed);
     // The newest checkpoint in our chain (a commit of at most every block carries one).
     let head = state.chain.head_number();
-    let newest = (head.saturating_sub(4096)..=head)
+    let newest = (head.saturating_sub(CHECKPOINT_SCAN)..=head)
         .rev()
-        .filter_map(|n| state.chain.block(n))
+        .filter_map(|n| state.chain.scanned_block(n))
         .find(|b| b.ordering.checkpoint.is_some());
     if newest.is_none_or(|b| b.ordering.height <= height) {
         return true;

@@ -24,12 +24,6 @@ use farol_node::genesis::ConsensusParams;
 use farol_node::{Genesis, Node, NodeConfig};
 use serde_json::{json, Value};
 
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
 fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig> {
     let keys: Vec<(SecretKey, Identity)> = (0..n)
         .map(|i| {
@@ -37,13 +31,16 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
             (SecretKey::from_seed(&[i as u8 + 1; 32]), id)
         })
         .collect();
+    // Distinct ports (free ones probed one at a time may come back twice).
+    let addrs = farol_network::free_loopback_addrs(n).unwrap_or_else(|e| panic!("{e}"));
     let committee: Vec<Member> = keys
         .iter()
-        .map(|(bls, id)| Member {
+        .zip(addrs)
+        .map(|((bls, id), address)| Member {
             bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
             bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
             network_public: Bytes::copy_from_slice(&id.public_key().0),
-            address: free_udp(),
+            address,
             stake: 1,
             fee_recipient: Address::repeat_byte(0xfe),
             coin_public: None,

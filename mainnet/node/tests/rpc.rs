@@ -458,6 +458,27 @@ async fn rpc_errors_proofs_restart_and_config() {
     short.genesis.consensus.gc_depth = u64::MAX;
     let e = short.validate().expect_err("a history no validator can hold");
     assert!(e.to_string().contains("genesis.consensus.gc_depth"), "{e}");
+    // No checkpoints, or checkpoints further apart than the history: no rejoining ever.
+    let mut sparse = cfg.clone();
+    for every in [0, sparse.genesis.consensus.gc_depth + 1] {
+        sparse.genesis.consensus.checkpoint_every = every;
+        let e = sparse.validate().expect_err("checkpoints a rejoin cannot use");
+        assert!(e.to_string().contains("genesis.consensus.checkpoint_every"), "{e}");
+    }
+    // Committee addresses peers cannot dial, or that two validators share.
+    let mut two = cfg.clone();
+    two.committee.push(two.committee[0].clone());
+    let e = two.validate().expect_err("two validators at one address");
+    assert!(e.to_string().contains("committee[1].address"), "{e}");
+    assert!(e.to_string().contains("committee[0].address"), "{e}");
+    two.committee[1].address = "[::1]:9000".parse().unwrap_or_else(|e| panic!("{e}"));
+    let e = two.validate().expect_err("IPv4 and IPv6 in one committee");
+    assert!(e.to_string().contains("committee[1].address"), "{e}");
+    for odd in ["0.0.0.0:9000", "127.0.0.1:0"] {
+        two.committee[1].address = odd.parse().unwrap_or_else(|e| panic!("{e}"));
+        let e = two.validate().expect_err("an address peers cannot dial");
+        assert!(e.to_string().contains("committee[1].address"), "{e} ({odd})");
+    }
     let mut large = cfg.clone();
     large.mempool.max_tx_bytes = 1 << 20;
     let e = large.validate().expect_err("transactions peers would refuse in blocks");
