@@ -44,6 +44,17 @@ pub enum ChainError {
         /// The current head.
         head: u64,
     },
+    /// A stored block could not be read back from the log (its record does not match its
+    /// checksum or its hash; the log says more).
+    #[error("block {number} could not be read back from the block log")]
+    Unreadable {
+        /// The block.
+        number: u64,
+    },
+    /// The chain was shut ([`Chain::shut`]): its node stopped, and the log is no longer
+    /// written.
+    #[error("the chain is shut: its node stopped")]
+    Shut,
 }
 
 /// One executed block as stored.
@@ -523,6 +534,8 @@ pub struct Chain {
     appended_lock: Mutex<()>,
     /// Set when nothing more will be appended (the storing stage failed).
     closed: std::sync::atomic::AtomicBool,
+    /// Set when the node stopped ([`Chain::shut`]): the log is written no more.
+    shut: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Chain {
@@ -606,6 +619,7 @@ impl Chain {
             appended: Condvar::new(),
             appended_lock: Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
+            shut: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -618,6 +632,9 @@ impl Chain {
         let record = block.encode();
         let at = {
             let mut log = self.log.lock();
+            if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(ChainError::Shut);
+            }
             let at = log.append(&record)?;
             log.sync()?;
             at
@@ -636,6 +653,9 @@ impl Chain {
         }
         {
             let mut log = self.log.lock();
+            if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(ChainError::Shut);
+            }
             log.append(&cert.encode())?;
             log.sync()?;
         }
@@ -817,6 +837,16 @@ impl Chain {
         self.closed.store(true, std::sync::atomic::Ordering::Release);
         let _g = self.appended_lock.lock();
         self.appended.notify_all();
+    }
+
+    /// Closes the chain for a node that stops, and waits for a write in progress: once this
+    /// returns, nothing of this chain writes to its log (a thread still running, such as
+    /// block sync in the middle of a request, gets [`ChainError::Shut`]), so the data
+    /// directory can be opened again.
+    pub fn shut(&self) {
+        self.shut.store(true, std::sync::atomic::Ordering::Release);
+        self.close();
+        drop(self.log.lock());
     }
 }
 
@@ -1125,6 +1155,30 @@ pub(crate) mod tests {
         assert_eq!(chain.scanned_block(3).map(|b| b.number()), None);
         assert_eq!(chain.header(3).as_ref(), Some(&made[2].header));
         assert_eq!(chain.block(4).map(|b| b.hash), Some(made[3].hash));
+    }
+
+    /// Once shut (its node stopped), a chain writes nothing more to its log: a certificate
+    /// or a block from a thread still running is refused, and reopening finds the log as
+    /// it was at the shut.
+    #[test]
+    fn a_shut_chain_writes_nothing_more() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let chain =
+            Chain::open(dir.path(), || numbered(&key, 0, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let one = chain.append(numbered(&key, 1, 1)).unwrap_or_else(|e| panic!("{e}"));
+        let len = || std::fs::metadata(dir.path().join("blocks.log")).map(|m| m.len()).ok();
+        let before = len();
+        chain.shut();
+        assert!(chain.is_closed());
+        let cert = Certificate { number: 1, hash: one.hash, quorum: vec![7; 40] };
+        assert!(matches!(chain.set_certificate(cert), Err(ChainError::Shut)));
+        assert!(matches!(chain.append(numbered(&key, 2, 1)), Err(ChainError::Shut)));
+        assert_eq!(len(), before);
+        drop(chain);
+        let chain = Chain::open(dir.path(), || panic!("the log has a genesis"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((chain.head_number(), chain.certificate()), (1, None));
     }
 
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.

@@ -43,6 +43,21 @@ impl RpcClient {
         self
     }
 
+    /// Calls `method` as [`RpcClient::call_as`] does, with its answer allowed `time` to
+    /// arrive, whole (at most the client's own time).
+    pub fn call_in_time<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+        time: Duration,
+    ) -> Result<Option<T>, String> {
+        let kept = self.answer_time;
+        self.answer_time = time.min(kept);
+        let answer = self.call_as(method, params);
+        self.answer_time = kept;
+        answer
+    }
+
     /// Calls `method` as [`RpcClient::call_as`] does, reading an answer of at most `bytes`
     /// (and never more than the client's own limit).
     pub fn call_within<T: DeserializeOwned>(

@@ -74,7 +74,10 @@ pub struct ValidatorKeys {
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkSettings {
     /// Frames queued for a peer (while it is slow or down) before new ones are dropped. A
-    /// validator that comes back within this many frames gets everything it missed.
+    /// validator that was seen to go (its connection closed or refused) and comes back
+    /// within this many frames gets what was queued meanwhile; frames already handed to a
+    /// connection that died silently (a killed or cut-off peer, noticed at the 5 s idle
+    /// timeout) are lost, and consensus fetches what it misses.
     pub peer_queue: usize,
 }
 

@@ -482,10 +482,16 @@ impl Node {
             Some(v) => v.stop().await.map_err(|e| e.to_string()),
             None => Ok(()),
         };
+        let state = self.state.clone();
         let p = tokio::task::spawn_blocking(move || self.pipeline.join())
             .await
             .map_err(|e| e.to_string())?
             .map_err(|_| "the pipeline thread panicked".to_string())?;
+        // Block sync may be in the middle of a request (up to a minute): its thread is not
+        // waited for, but from here it cannot write to the block log, so the data directory
+        // may be opened again at once (before stop 39 it could store a certificate after
+        // this returned, beside a new node's writes).
+        state.chain.shut();
         r?;
         p.map_err(|e| e.to_string())
     }

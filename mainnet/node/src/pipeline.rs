@@ -560,11 +560,14 @@ fn run(
     // blocks stored.
     let head = state.chain.head();
     let mut base = head.clone();
-    while !base.ordering.last_in_group {
-        base = match state.chain.block(base.number().saturating_sub(1)) {
-            Some(b) => b,
-            None => break,
-        };
+    // A block of the walk that cannot be read back is an error: resuming from the middle of
+    // a group would form other blocks than the other validators (before stop 39 the walk
+    // stopped there). Genesis ends a group, so the walk ends by block 0.
+    while !base.ordering.last_in_group && base.number() > 0 {
+        let number = base.number() - 1;
+        let unreadable = crate::chain::ChainError::Unreadable { number };
+        base =
+            state.chain.block(number).ok_or(PipelineError::Chain { number, source: unreadable })?;
     }
     let mut waiting = waiting_of(&base.ordering.deferred);
     // The round of the chain's last block that ends a group (the group rule's reference).

@@ -98,14 +98,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     // peers, the slow rule is off until a sync completes, so a node whose only useful peers
     // are slow still gets somewhere (a peer with nothing newer does not reset the count).
     let mut slow_since_synced = 0usize;
-    // Peers left for being slow rest before they are asked again, longer each time (before
-    // stop 29 a slow peer was asked again at its next turn, every other poll with two
-    // peers, and each time held this node for its three slow answers).
-    let mut resting: Vec<Option<Instant>> = vec![None; clients.len()];
-    // Times in a row each peer was found slow (forgiven when it completes a sync), and
-    // failed (forgiven when it answers).
-    let mut slow_strikes = vec![0u32; clients.len()];
-    let mut fail_strikes = vec![0u32; clients.len()];
+    let mut rests = Rests::new(clients.len());
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
         let pause = cfg.poll * (1 << failures.min(5));
@@ -122,31 +115,23 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             continue;
         }
         // The next peer not resting; if all are, the next one anyway.
-        let now = Instant::now();
-        let i = (0..clients.len())
-            .map(|k| (turn + k) % clients.len())
-            .find(|&j| resting[j].is_none_or(|until| until <= now))
-            .unwrap_or(turn % clients.len());
+        let i = rests.next(turn, Instant::now());
         turn = i;
         let peer = cfg.peers[i];
         let mut pace = Pace::new(cfg.slow_answer, slow_since_synced < clients.len());
-        match sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace) {
+        let outcome = sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace);
+        let rest = rests.record(i, &outcome, Instant::now());
+        match outcome {
             Ok(Progress::Pipeline) => return,
             Ok(Progress::Slow) => {
                 // Before stop 28 a peer that answered slowly but correctly (one block per
                 // answer, just inside the time limit) held this node for as long as it did.
                 slow_since_synced += 1;
                 turn += 1;
-                slow_strikes[i] = slow_strikes[i].saturating_add(1);
-                let rest = SLOW_PEER_REST.saturating_mul(1 << (slow_strikes[i] - 1).min(4));
-                resting[i] = Some(Instant::now() + rest);
                 tracing::warn!(%peer, ?rest, "block sync: this peer answers slowly, asking the next");
             }
             Ok(Progress::Synced(n)) => {
                 slow_since_synced = 0;
-                resting[i] = None;
-                slow_strikes[i] = 0;
-                fail_strikes[i] = 0;
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
@@ -157,7 +142,6 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             }
             Ok(Progress::UpToDate) => {
                 failures = 0;
-                fail_strikes[i] = 0;
                 // The next poll asks the next peer: one that is behind, halted or lying
                 // about having nothing newer cannot hold this node back (before stop 27 it
                 // was asked again for as long as it answered).
@@ -167,16 +151,66 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Err(e) => {
                 failures += 1;
                 turn += 1;
-                // A peer that failed rests too, so that one that holds requests until they
-                // time out (60 s each) is not asked at every other turn (before stop 35 it
-                // was).
-                fail_strikes[i] = fail_strikes[i].saturating_add(1);
-                let rest = FAILED_PEER_REST.saturating_mul(1 << (fail_strikes[i] - 1).min(4));
-                resting[i] = Some(Instant::now() + rest);
                 state.metrics.sync_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, error = %e, ?rest, "block sync from this peer failed");
             }
         }
+    }
+}
+
+/// Which peers rest, and for how long, after what their syncs gave.
+///
+/// - A peer left for being slow rests before it is asked again, longer each time in a row
+///   (before stop 29 a slow peer was asked again at its next turn, every other poll with two
+///   peers, and each time held this node for its three slow answers).
+/// - A peer that failed rests too, longer each time in a row, so that one that holds
+///   requests until they time out (60 s each) is not asked at every other turn (before stop
+///   35 it was).
+/// - Only a completed sync forgives either. "Nothing newer" does not: it costs a peer
+///   nothing to say, and one that said it between requests it held for a minute each kept
+///   its rest at 5 s and this node's sync on it most of the time (before stop 39).
+struct Rests {
+    until: Vec<Option<Instant>>,
+    slow: Vec<u32>,
+    failed: Vec<u32>,
+}
+
+impl Rests {
+    fn new(peers: usize) -> Rests {
+        Rests { until: vec![None; peers], slow: vec![0; peers], failed: vec![0; peers] }
+    }
+
+    /// The first peer from `turn` on that does not rest at `now`; `turn`'s if all do.
+    fn next(&self, turn: usize, now: Instant) -> usize {
+        let n = self.until.len().max(1);
+        (0..n)
+            .map(|k| (turn + k) % n)
+            .find(|&j| self.until.get(j).is_some_and(|u| u.is_none_or(|u| u <= now)))
+            .unwrap_or(turn % n)
+    }
+
+    /// Notes what peer `i`'s sync gave at `now`; the rest it starts, if any.
+    fn record(
+        &mut self,
+        i: usize,
+        outcome: &Result<Progress, String>,
+        now: Instant,
+    ) -> Option<Duration> {
+        let (strikes, base) = match outcome {
+            Ok(Progress::Synced(_)) => {
+                self.until[i] = None;
+                self.slow[i] = 0;
+                self.failed[i] = 0;
+                return None;
+            }
+            Ok(Progress::UpToDate | Progress::Pipeline) => return None,
+            Ok(Progress::Slow) => (&mut self.slow[i], SLOW_PEER_REST),
+            Err(_) => (&mut self.failed[i], FAILED_PEER_REST),
+        };
+        *strikes = strikes.saturating_add(1);
+        let rest = base.saturating_mul(1 << (*strikes - 1).min(4));
+        self.until[i] = Some(now + rest);
+        Some(rest)
     }
 }
 
@@ -198,6 +232,9 @@ pub const SLOW_PEER_REST: Duration = Duration::from_secs(30);
 /// How long a peer whose sync failed rests before it is asked again (unless every peer
 /// rests): doubled for each failure in a row, up to 16 times this.
 pub const FAILED_PEER_REST: Duration = Duration::from_secs(5);
+
+/// The longest a peer may take to answer for its newest certificate.
+pub const CERTIFICATE_TIME: Duration = Duration::from_secs(5);
 
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
@@ -344,7 +381,14 @@ fn sync_once(
     pace: &mut Pace,
 ) -> Result<Progress, String> {
     let asked = Instant::now();
-    let Some(cert) = client.call_as::<CertificateJson>("farol_getCertificate", json!([]))? else {
+    // A certificate is a few hundred bytes: a peer that holds the request longer than this
+    // is failing, not slow.
+    let Some(cert) = client.call_in_time::<CertificateJson>(
+        "farol_getCertificate",
+        json!([]),
+        CERTIFICATE_TIME,
+    )?
+    else {
         return Ok(Progress::UpToDate);
     };
     // The certificate's answer counts (it cannot make the peer slow alone).
@@ -462,6 +506,8 @@ fn sync_once(
         std::thread::sleep(Duration::from_millis(10));
     };
     match stored {
+        // Not once the node stops: it may be about to open its data directory again.
+        Some(_) if stop.load(Ordering::Relaxed) => Ok(Progress::Pipeline),
         Some(h) if h == cert.hash => {
             let number = cert.number;
             state.chain.set_certificate(cert).map_err(|e| e.to_string())?;
@@ -531,10 +577,11 @@ fn checked_blocks(s: Arc<Snapshot>, cfg: &SyncConfig) -> Result<Arc<Snapshot>, S
 /// block-final block of our chain carries (none usable yet: `Ok(None)`, try later).
 ///
 /// It asks for the newest checkpoint our final chain carries above `height` (validators keep
-/// their last few snapshots, `farol_getSnapshot(height)`); if the peer no longer has that
-/// one, for its newest, which fits only if our final chain has reached it. Before stop 27
-/// only the newest was asked for, and under load a peer's newest was usually past our final
-/// chain, so the rejoin downloaded snapshots and threw them away.
+/// their last few snapshots, `farol_getSnapshot(height)`), and only for that one: a peer's
+/// newer snapshot could not be checked (its checkpoint's carrier is past our final chain).
+/// Before stop 27 only the newest was asked for, and under load a peer's newest was usually
+/// past our final chain, so the rejoin downloaded snapshots and threw them away; until stop
+/// 39 the newest was still asked for when the peer lacked ours.
 fn fetch_snapshot(
     state: &State,
     client: &mut RpcClient,
@@ -542,43 +589,26 @@ fn fetch_snapshot(
 ) -> Result<Option<Arc<Snapshot>>, String> {
     let finalized = state.chain.finalized_number();
     let lowest = finalized.saturating_sub(1 << 16);
-    // The block that ends commit `h`'s group in our final chain and carries its checkpoint.
-    let carrier_of = |h: u64| {
-        let mut n = finalized;
-        loop {
-            let b = state.chain.block(n)?;
-            if b.ordering.height < h || n <= lowest {
-                return None;
-            }
-            if b.ordering.height == h && b.ordering.last_in_group {
-                return Some(b);
-            }
-            n -= 1;
-        }
-    };
     let newest_ours = (lowest..=finalized)
         .rev()
-        .filter_map(|n| state.chain.block(n))
+        .filter_map(|n| state.chain.scanned_block(n))
         .take_while(|b| b.ordering.height > height)
         .find(|b| b.ordering.checkpoint.is_some() && b.ordering.last_in_group);
     // Without a checkpoint in our final chain above our height no snapshot can be checked.
     let Some(ours) = newest_ours else { return Ok(None) };
-    let mut raw = client
+    // Only the snapshot of that checkpoint can be used: a newer one's carrier is not in our
+    // final chain (the carrier of `ours` is its newest), so a peer without it has nothing
+    // for us (before stop 39 its newest snapshot, up to 256 MiB, was fetched and dropped).
+    let raw = client
         .call_as::<Bytes>("farol_getSnapshot", json!([format!("{:#x}", ours.ordering.height)]))?;
-    if raw.is_none() {
-        raw = client.call_as::<Bytes>("farol_getSnapshot", json!([]))?;
-    }
     let Some(raw) = raw else { return Ok(None) };
     let s = Snapshot::decode(&raw).map_err(|e| format!("snapshot: {e}"))?;
     let h = s.checkpoint.height;
-    // One older than our newest checkpoint is not used: finding its carrier would walk our
-    // chain down from the final block, up to 65,536 blocks read back per answer (before stop
-    // 32 a peer could make a stalled validator do that at every try).
-    if h <= height || h < ours.ordering.height {
+    // Another height than asked for has no carrier to check it against here.
+    if h != ours.ordering.height {
         return Ok(None);
     }
-    let carrier = if ours.ordering.height == h { Some(ours) } else { carrier_of(h) };
-    let Some(b) = carrier else { return Ok(None) };
+    let b = ours;
     let digest = B256::from(s.checkpoint.digest());
     if b.ordering.checkpoint != Some(digest) {
         return Err(format!(
@@ -643,6 +673,36 @@ pub fn spawn_forwarder(
 
 #[cfg(test)]
 mod tests {
+
+    /// A peer's failures are forgiven by a completed sync only: one that answers "nothing
+    /// newer" between requests it holds until they time out rests longer each time.
+    #[test]
+    fn only_a_completed_sync_forgives_a_peers_failures() {
+        use super::{Progress, Rests, FAILED_PEER_REST, SLOW_PEER_REST};
+        let now = std::time::Instant::now();
+        let mut r = Rests::new(2);
+        let failed: Result<Progress, String> = Err("timed out".into());
+        assert_eq!(r.record(0, &failed, now), Some(FAILED_PEER_REST));
+        assert_eq!(r.next(0, now), 1, "peer 0 rests");
+        assert_eq!(r.record(0, &Ok(Progress::UpToDate), now), None);
+        assert_eq!(r.record(0, &failed, now), Some(FAILED_PEER_REST * 2));
+        assert_eq!(r.record(0, &Ok(Progress::UpToDate), now), None);
+        assert_eq!(r.record(0, &failed, now), Some(FAILED_PEER_REST * 4));
+        // Up to 16 times.
+        for _ in 0..5 {
+            r.record(0, &failed, now);
+        }
+        assert_eq!(r.record(0, &failed, now), Some(FAILED_PEER_REST * 16));
+        assert_eq!(r.record(0, &Ok(Progress::Slow), now), Some(SLOW_PEER_REST));
+        assert_eq!(r.record(0, &Ok(Progress::Synced(9)), now), None);
+        assert_eq!(r.next(0, now), 0, "a completed sync ends the rest");
+        assert_eq!(r.record(0, &failed, now), Some(FAILED_PEER_REST));
+        assert_eq!(r.record(0, &Ok(Progress::Slow), now), Some(SLOW_PEER_REST));
+        // When every peer rests, the turn's own.
+        r.record(1, &failed, now);
+        assert_eq!(r.next(1, now), 1);
+        assert_eq!(r.next(0, now + SLOW_PEER_REST), 0);
+    }
     use super::{Pace, SLOW_AFTER_ANSWERS};
     use std::time::{Duration, Instant};
 
