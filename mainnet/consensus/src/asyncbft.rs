@@ -104,6 +104,14 @@ pub struct Config {
     /// those below fetch it. The commit rule must give both the same order (rule 9).
     #[doc(hidden)]
     pub fault_stale_own_reference: bool,
+    /// A fault for the simulator: each proposal of an even round also names a block of this
+    /// validator's floor round under a later round than its own (`raised_reference`).
+    /// Validators whose floor passed that block wait for it by the claim
+    /// (docs/consensus.md rules 2 and 12). Not in CI's scenarios: with it 1 of their 500
+    /// seeds still fails liveness (a parent no validator holds any more, which a node leaves
+    /// through a rejoin the simulator does not make); `FAROL_RAISED_CLAIMS=1` turns it on.
+    #[doc(hidden)]
+    pub fault_raised_reference: bool,
 }
 
 impl Default for Config {
@@ -125,6 +133,7 @@ impl Default for Config {
             coin: None,
             eager_coins: false,
             fault_stale_own_reference: false,
+            fault_raised_reference: false,
         }
     }
 }
@@ -345,6 +354,10 @@ pub struct AsyncBft {
     /// Held blocks the floor released (all they waited for fell below it), to be added once
     /// the commit pass that raised the floor is over.
     released: Vec<Arc<Block>>,
+    /// For each missing parent, the peers it was asked from: each peer that sends a block
+    /// needing it is asked once (before stop 39 only the first was, so a Byzantine peer
+    /// that relayed an honest block first, and never answered, held it until a stall).
+    asked: HashMap<Digest, Vec<ValidatorIndex>>,
 
     round: u64,
     last_own: Option<BlockRef>,
@@ -455,6 +468,7 @@ impl AsyncBft {
             pending: HashMap::new(),
             waiting: HashMap::new(),
             released: Vec::new(),
+            asked: HashMap::new(),
             round: 0,
             last_own: None,
             quorum_round: 0,
@@ -840,6 +854,26 @@ impl AsyncBft {
         }
     }
 
+    /// The simulator's other lie ([`Config::fault_raised_reference`], even rounds): the
+    /// proposal of round `k + 1` also names a block of the lowest round this validator keeps
+    /// (its floor) under round `k − 1` and its own author, a later round than the block's
+    /// own, where the slot is free. Validators whose floor passed the block's real round but
+    /// not the claim wait for it by the claim (rule 12 of docs/consensus.md).
+    fn raised_reference(&self, k: u64, parents: &mut Vec<BlockRef>) {
+        let claim = k.saturating_sub(1);
+        if claim <= self.floor + 1
+            || parents.iter().any(|p| (p.round, p.author) == (claim, self.me))
+        {
+            return;
+        }
+        let Some(d) = self.rounds.get(&self.floor).and_then(|slots| slots.iter().flatten().next())
+        else {
+            return;
+        };
+        parents.push(BlockRef { round: claim, author: self.me, digest: *d });
+        parents.sort_by_key(|p| (p.round, p.author));
+    }
+
     /// Structural rules a block must meet, checked before its signature.
     fn well_formed(&self, b: &Block) -> bool {
         let n = self.committee.len();
@@ -953,11 +987,18 @@ impl AsyncBft {
         *load = (load.0 + 1, load.1 + size);
         let mut ask = Vec::new();
         for m in &missing {
-            let w = self.waiting.entry(*m).or_default();
-            if w.is_empty() && !self.pending.contains_key(m) {
-                ask.push(*m);
+            self.waiting.entry(*m).or_default().push(d);
+            // A held parent is itself waiting for its own parents.
+            if self.pending.contains_key(m) {
+                continue;
             }
-            w.push(d);
+            if let Some(from) = from {
+                let asked = self.asked.entry(*m).or_default();
+                if !asked.contains(&from) {
+                    asked.push(from);
+                    ask.push(*m);
+                }
+            }
         }
         self.pending.insert(d, (b, missing.len()));
         if let Some(from) = from {
@@ -1046,6 +1087,7 @@ impl AsyncBft {
     /// The held blocks that waited for `d` wait for it no more: those left waiting for
     /// nothing go to `ready`.
     fn arrived(&mut self, d: &Digest, ready: &mut Vec<Arc<Block>>) {
+        self.asked.remove(d);
         for child in self.waiting.remove(d).unwrap_or_default() {
             if let Some((_, left)) = self.pending.get_mut(&child) {
                 *left = left.saturating_sub(1);
@@ -1172,6 +1214,9 @@ impl AsyncBft {
         }
         if self.cfg.fault_stale_own_reference && (k + 1) % 2 == 1 {
             self.stale_own_reference(k, &mut parents);
+        }
+        if self.cfg.fault_raised_reference && (k + 1).is_multiple_of(2) {
+            self.raised_reference(k, &mut parents);
         }
         let mut txs = Vec::new();
         let mut digests = Vec::new();
@@ -1982,6 +2027,8 @@ impl AsyncBft {
                     }
                 }
             }
+            let waiting = &self.waiting;
+            self.asked.retain(|d, _| waiting.contains_key(d));
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
             self.extra_versions = self.extra_versions.split_off(&(floor, ValidatorIndex(0)));
         }

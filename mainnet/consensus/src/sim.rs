@@ -44,7 +44,9 @@ pub enum Byzantine {
     /// Withholds its blocks of even rounds (they go out only when asked for) and names each
     /// in its next block under the oldest round its own floor allows
     /// ([`Config::fault_stale_own_reference`]): validators with a higher floor do not fetch
-    /// it. Scenarios with it keep less history (`gc_depth` 30 to 39), so floors move.
+    /// it. With `FAROL_RAISED_CLAIMS` set, its even blocks also name a block of its floor's
+    /// round under a later round ([`Config::fault_raised_reference`]). Scenarios with it keep
+    /// less history (`gc_depth` 30 to 39), so floors move.
     StaleClaims,
 }
 
@@ -443,6 +445,8 @@ impl<'s> Sim<'s> {
         // checks that both commit the same order.
         cfg.eager_coins = v % 2 == 1;
         cfg.fault_stale_own_reference = self.s.byzantine.contains(&(v, Byzantine::StaleClaims));
+        cfg.fault_raised_reference =
+            cfg.fault_stale_own_reference && std::env::var_os("FAROL_RAISED_CLAIMS").is_some();
         if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
             cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
         }

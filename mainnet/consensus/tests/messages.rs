@@ -334,6 +334,36 @@ fn missing_parents_are_requested_and_blocks_wait_for_them() {
     assert!(again.iter().all(|a| !matches!(a, Action::Persist(_))));
 }
 
+/// A parent missing for a second block is asked for from that block's sender too, at once:
+/// a Byzantine peer that relayed an honest block first and never answers for its parents
+/// does not hold the parents up until a stall (before stop 39 only the first sender was
+/// asked). A sender is asked once per parent.
+#[test]
+fn a_missing_parent_is_asked_from_each_sender_that_needs_it() {
+    let (ks, _r1, refs, mut e) = round_one();
+    let requests = |actions: &[Action]| -> Vec<(Target, usize)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { to, bytes } => match Message::decode(bytes) {
+                    Ok(Message::Request(ds)) => Some((*to, ds.len())),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
+    };
+    // Validator 1's round-2 block, relayed first by validator 3.
+    let b1 = block(&ks[1], 1, 2, refs[..3].to_vec());
+    assert_eq!(requests(&deliver(&mut e, 3, &b1)), vec![(Target::One(ValidatorIndex(3)), 3)]);
+    // Validator 2's block needs the same parents: asked from validator 2 as well.
+    let b2 = block(&ks[2], 2, 2, refs[..3].to_vec());
+    assert_eq!(requests(&deliver(&mut e, 2, &b2)), vec![(Target::One(ValidatorIndex(2)), 3)]);
+    // Another block from validator 2 needing them asks nothing more.
+    let b3 = block(&ks[3], 3, 2, refs[..3].to_vec());
+    assert_eq!(requests(&deliver(&mut e, 2, &b3)), vec![]);
+}
+
 /// The transactions of the blocks `out` sends.
 fn proposed(out: &[Action]) -> Vec<(u64, usize)> {
     out.iter()

@@ -215,10 +215,14 @@ const CLOSE_BAD_FRAME: u32 = 1;
 /// The application close code for a connection a newer one from the same peer replaced.
 const CLOSE_REPLACED: u32 = 2;
 
-fn transport() -> Arc<quinn::TransportConfig> {
+/// The transport of a connection: `accepting` (the listener's side) lets the peer open up to
+/// 4 streams toward it; the dialing side lets it open none (frames flow from the dialer to
+/// the listener only, and a stream nobody reads would hold up to its window in memory).
+fn transport(accepting: bool) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(0u32.into());
-    t.max_concurrent_uni_streams(4u32.into());
+    t.max_concurrent_uni_streams(if accepting { 4u32 } else { 0 }.into());
+    t.datagram_receive_buffer_size(None);
     t.stream_receive_window((16u32 << 20).into());
     t.receive_window((32u32 << 20).into());
     t.send_window(32 << 20);
@@ -292,7 +296,7 @@ impl Network {
         let quic =
             QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server.transport_config(transport());
+        server.transport_config(transport(true));
         let endpoint = bind(server, cfg.listen)
             .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
         let stats = Arc::new(Stats::default());
@@ -328,7 +332,7 @@ impl Network {
             let quic = QuicClientConfig::try_from(tls)
                 .map_err(|e| NetworkError::Identity(e.to_string()))?;
             let mut client = quinn::ClientConfig::new(Arc::new(quic));
-            client.transport_config(transport());
+            client.transport_config(transport(false));
             let (tx, rx) = mpsc::channel(cfg.queue.max(1));
             let queued = Arc::new(AtomicUsize::new(0));
             outbound.push(Some(Outbound { tx, queued: queued.clone() }));

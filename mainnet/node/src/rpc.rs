@@ -125,6 +125,9 @@ pub struct Rpc {
     trace_slots: Places,
     /// Places for calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`).
     call_slots: Places,
+    /// Bytes of HTTP answers made and not yet handed to their connections
+    /// ([`ANSWERS_IN_FLIGHT`]).
+    answers: Arc<tokio::sync::Semaphore>,
     /// Per method served: calls, errors and time, for `/metrics` (methods the node does not
     /// serve count as `unknown`, so clients cannot grow the map).
     method_stats: Mutex<std::collections::BTreeMap<String, MethodStats>>,
@@ -438,6 +441,7 @@ impl Rpc {
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Places::new(TRACES_AT_ONCE),
             call_slots: Places::new(calls_at_once()),
+            answers: Arc::new(tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT)),
             method_stats: Default::default(),
             open: Default::default(),
             cfg,
@@ -3603,8 +3607,75 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) 
         }
     };
     match rpc.handle_body(&body, None, client).await {
-        Some(v) => ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response(),
+        Some(v) => answer(&rpc.answers, v.to_string()),
         None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// Most bytes of HTTP answers made and not yet taken by their connections, over the node
+/// (answers under [`SMALL_ANSWER`] do not count). A client that reads its answers slowly
+/// (a little before every write deadline) holds them that long: before stop 39 nothing
+/// bounded what all connections held, and 2,048 connections each slowly reading a 64 MiB
+/// batch answer held 128 GiB.
+pub const ANSWERS_IN_FLIGHT: usize = 1 << 30;
+/// Answers this small are not counted against [`ANSWERS_IN_FLIGHT`]: with the connections
+/// bounded, they are.
+const SMALL_ANSWER: usize = 64 << 10;
+/// The slices an answer's body is handed over in: hyper takes the next only once its write
+/// buffer has room, so an answer holds its place in [`ANSWERS_IN_FLIGHT`] until about all of
+/// it was written.
+const ANSWER_SLICE: usize = 64 << 10;
+
+/// The HTTP answer `text`, holding its bytes' place among the answers in flight until its
+/// last slice is taken; past [`ANSWERS_IN_FLIGHT`], a -32005 error instead (HTTP 503).
+fn answer(budget: &Arc<tokio::sync::Semaphore>, text: String) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    if text.len() < SMALL_ANSWER {
+        return (json, text).into_response();
+    }
+    let want = u32::try_from(text.len().min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
+    let Ok(held) = budget.clone().try_acquire_many_owned(want) else {
+        let e = RpcError::limit(format!(
+            "the node holds {ANSWERS_IN_FLIGHT} bytes of answers its clients have not read; \
+             this one ({} bytes) was dropped",
+            text.len()
+        ));
+        return (StatusCode::SERVICE_UNAVAILABLE, json, response(Value::Null, Err(e)).to_string())
+            .into_response();
+    };
+    let body = AnswerBody { bytes: axum::body::Bytes::from(text), held: Some(held) };
+    (json, axum::body::Body::new(body)).into_response()
+}
+
+/// An answer's body (see [`answer`]).
+struct AnswerBody {
+    bytes: axum::body::Bytes,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.bytes.is_empty() {
+            self.held = None;
+            return std::task::Poll::Ready(None);
+        }
+        let n = self.bytes.len().min(ANSWER_SLICE);
+        let slice = self.bytes.split_to(n);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(slice))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.bytes.len() as u64)
     }
 }
 
@@ -4103,6 +4174,36 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// Large HTTP answers hold their bytes' place in the node's budget until their body is
+    /// taken to the last slice; past the budget an answer is refused with -32005 (HTTP 503),
+    /// and a taken answer gives its place back.
+    #[tokio::test]
+    async fn unsent_answers_are_bounded_over_the_node() {
+        use super::{answer, SMALL_ANSWER};
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let big = "x".repeat(700 << 10);
+        let first = answer(&budget, big.clone());
+        assert_eq!(first.status(), 200);
+        assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
+        let second = answer(&budget, big.clone());
+        assert_eq!(second.status(), 503);
+        let refused = axum::body::to_bytes(second.into_body(), usize::MAX).await;
+        let refused: serde_json::Value =
+            serde_json::from_slice(&refused.unwrap_or_else(|e| panic!("{e}"))).unwrap_or_default();
+        assert_eq!(refused["error"]["code"], -32005, "{refused}");
+        // Small answers are not counted.
+        let small = answer(&budget, "y".repeat(SMALL_ANSWER - 1));
+        assert_eq!(
+            (small.status().as_u16(), budget.available_permits()),
+            (200, (1 << 20) - (700 << 10))
+        );
+        // The first answer, taken whole, is what was made, and its place comes back.
+        let body = axum::body::to_bytes(first.into_body(), usize::MAX).await;
+        assert_eq!(body.unwrap_or_else(|e| panic!("{e}")).len(), big.len());
+        assert_eq!(budget.available_permits(), 1 << 20);
+        assert_eq!(answer(&budget, big).status(), 200);
+    }
 
     /// Storage keys of `eth_getProof` may be short, as geth takes them.
     #[test]
