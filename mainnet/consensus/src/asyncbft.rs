@@ -354,6 +354,14 @@ pub struct AsyncBft {
     /// Held blocks the floor released (all they waited for fell below it), to be added once
     /// the commit pass that raised the floor is over.
     released: Vec<Arc<Block>>,
+    /// Blocks that arrived below the floor while held blocks waited for them (a reference
+    /// claimed a later round than theirs), with the floor they came at: never in the DAG,
+    /// but kept for `gc_depth` rounds of floor so that later blocks naming them do not wait
+    /// for them either, requests for them are answered (a peer still waiting gets them),
+    /// snapshots carry them, and the log holds them for a restart to release the same
+    /// blocks (without them a restarted validator held those blocks, and its own after
+    /// them, for good).
+    gone: HashMap<Digest, (Arc<Block>, u64)>,
     /// For each missing parent, the peers it was asked from: each peer that sends a block
     /// needing it is asked once (before stop 39 only the first was, so a Byzantine peer
     /// that relayed an honest block first, and never answered, held it until a stall).
@@ -469,6 +477,7 @@ impl AsyncBft {
             waiting: HashMap::new(),
             released: Vec::new(),
             asked: HashMap::new(),
+            gone: HashMap::new(),
             round: 0,
             last_own: None,
             quorum_round: 0,
@@ -595,10 +604,12 @@ impl AsyncBft {
             e.committed_at.insert(*round, ds.clone());
         }
         e.snapshot = Some(Arc::new(snapshot.clone()));
+        // Blocks below the floor are the ones its validator kept aside (`gone`): replaying,
+        // `accept` keeps them aside here too.
         let mut blocks: Vec<(ValidatorIndex, Block)> = snapshot
             .blocks
             .iter()
-            .filter(|b| b.round >= e.floor && e.well_formed(b))
+            .filter(|b| e.well_formed(b))
             .map(|b| (b.author, Block::clone(b)))
             .collect();
         blocks.sort_by_key(|(_, b)| (b.round, b.author, b.digest()));
@@ -662,6 +673,7 @@ impl AsyncBft {
         }
         let mut blocks: Vec<Arc<Block>> =
             self.blocks.values().filter(|b| b.round >= self.floor).cloned().collect();
+        blocks.extend(self.gone.values().map(|g| g.0.clone()));
         blocks.sort_by_key(|b| (b.round, b.author, b.digest()));
         self.snapshot = Some(Arc::new(Snapshot { checkpoint, blocks }));
     }
@@ -953,7 +965,15 @@ impl AsyncBft {
             // Held blocks waiting for it named it under a round at or above the floor: a
             // false claim. They stop waiting for it; validators that had dropped it already
             // did not wait (a block is kept by its real round, so at the commit that reaches
-            // them it is below every validator's floor alike).
+            // them it is below every validator's floor alike). It is kept aside (`gone`)
+            // and logged before the blocks it releases; replaying the log, any block below
+            // the floor is kept aside (the blocks it released come after it in the log).
+            if (self.replaying || self.waiting.contains_key(&d)) && !self.gone.contains_key(&d) {
+                if !self.replaying {
+                    out.push(Action::Persist(b.encoded()));
+                }
+                self.gone.insert(d, (b, self.floor));
+            }
             let mut ready = Vec::new();
             self.arrived(&d, &mut ready);
             for r in ready {
@@ -967,7 +987,11 @@ impl AsyncBft {
         let missing: Vec<Digest> = b
             .parents
             .iter()
-            .filter(|p| p.round >= self.floor && !self.blocks.contains_key(&p.digest))
+            .filter(|p| {
+                p.round >= self.floor
+                    && !self.blocks.contains_key(&p.digest)
+                    && !self.gone.contains_key(&p.digest)
+            })
             .map(|p| p.digest)
             .collect();
         if missing.is_empty() {
@@ -1107,6 +1131,15 @@ impl AsyncBft {
         while std::mem::take(&mut self.dag_changed) {
             self.try_commit(out);
             for b in std::mem::take(&mut self.released) {
+                // A later commit of the same pass may have raised the floor past it: it is
+                // then dropped as at any garbage collection, and the blocks waiting for it
+                // stop waiting.
+                if b.round < self.floor {
+                    let mut ready = Vec::new();
+                    self.arrived(&b.digest(), &mut ready);
+                    self.released.extend(ready);
+                    continue;
+                }
                 self.insert(b, out);
             }
         }
@@ -2015,7 +2048,10 @@ impl AsyncBft {
                 let Some((b, left)) = self.pending.get_mut(&d) else { continue };
                 *left = 0;
                 for p in b.parents.iter() {
-                    if p.round >= floor && !self.blocks.contains_key(&p.digest) {
+                    if p.round >= floor
+                        && !self.blocks.contains_key(&p.digest)
+                        && !self.gone.contains_key(&p.digest)
+                    {
                         self.waiting.entry(p.digest).or_default().push(d);
                         *left += 1;
                     }
@@ -2029,6 +2065,8 @@ impl AsyncBft {
             }
             let waiting = &self.waiting;
             self.asked.retain(|d, _| waiting.contains_key(d));
+            let depth = self.cfg.gc_depth;
+            self.gone.retain(|_, (_, at)| at.saturating_add(depth) > floor);
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
             self.extra_versions = self.extra_versions.split_off(&(floor, ValidatorIndex(0)));
         }
@@ -2070,7 +2108,9 @@ impl AsyncBft {
                     // this validator send much more.
                     let mut sent = 0usize;
                     for d in ds {
-                        if let Some(b) = self.blocks.get(&d) {
+                        if let Some(b) =
+                            self.blocks.get(&d).or_else(|| self.gone.get(&d).map(|g| &g.0))
+                        {
                             let bytes = b.encoded();
                             sent += bytes.len();
                             if sent > MAX_ANSWER && sent != bytes.len() {

@@ -873,10 +873,21 @@ fn a_reference_is_followed_by_the_round_it_claims() {
 fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
     let (c, ks) = setup(4);
     let cfg = Config { chain: CHAIN, gc_depth: 8, ..Config::default() };
-    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let mut e =
+        AsyncBft::new(c.clone(), ValidatorIndex(0), ks[0].clone(), cfg.clone(), Arc::default());
     let mut out = Vec::new();
     e.start(&mut out);
-    let mut mine: Vec<Block> = own_blocks(&out);
+    // What the engine asks to persist, in order: its log.
+    let mut log: Vec<Bytes> = Vec::new();
+    let mut keep = |out: &[Action]| {
+        for a in out {
+            if let Action::Persist(r) = a {
+                log.push(r.clone());
+            }
+        }
+        own_blocks(out)
+    };
+    let mut mine: Vec<Block> = keep(&out);
     let mut refs: Vec<Vec<BlockRef>> = vec![Vec::new()];
     let mut ones: Vec<Block> = Vec::new();
     let r_c = 30u64;
@@ -903,17 +914,17 @@ fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
                 height_at_c = e.height();
                 // Validator 1 votes for C; C arrives; then H, which the engine dropped.
                 let b1 = block(&ks[1], 1, r, p.clone());
-                mine.extend(own_blocks(&deliver(&mut e, 1, &b1)));
-                mine.extend(own_blocks(&deliver(&mut e, 3, &cb)));
+                mine.extend(keep(&deliver(&mut e, 1, &b1)));
+                mine.extend(keep(&deliver(&mut e, 3, &cb)));
                 assert!(e.held().0 >= 1, "C waits for H as its claim says: {:?}", e.held());
-                mine.extend(own_blocks(&deliver(&mut e, 1, h)));
+                mine.extend(keep(&deliver(&mut e, 1, h)));
                 parents.push(b1.reference());
                 ones.push(b1);
                 continue;
             }
             let b = block(&ks[usize::from(a)], a, r, p);
             parents.push(b.reference());
-            mine.extend(own_blocks(&deliver(&mut e, a, &b)));
+            mine.extend(keep(&deliver(&mut e, a, &b)));
             if a == 1 {
                 ones.push(b);
             }
@@ -922,13 +933,27 @@ fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
         for _ in 0..25 {
             e.handle(Input::Tick, &mut out);
         }
-        mine.extend(own_blocks(&out));
+        mine.extend(keep(&out));
         parents.sort_by_key(|p| (p.round, p.author));
         refs.push(parents);
     }
     assert!(c_ref.is_some());
     assert_eq!(e.held(), (0, 0), "{}", e.summary());
     assert!(e.height() > height_at_c + 20, "few commits after C: {}", e.summary());
+    // Restarted from its log, it holds the same DAG: H is in the log (before the blocks it
+    // released), so C is released again rather than held waiting for it.
+    let mut replayed = Vec::new();
+    let again = AsyncBft::recover(
+        c,
+        ValidatorIndex(0),
+        ks[0].clone(),
+        cfg,
+        Arc::default(),
+        log,
+        &mut replayed,
+    );
+    assert_eq!(again.held(), (0, 0), "{}", again.summary());
+    assert_eq!(again.height(), e.height(), "{}", again.summary());
 }
 
 /// An equivocator's versions of one slot past the second are not taken unless a block

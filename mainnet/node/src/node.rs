@@ -483,15 +483,15 @@ impl Node {
             None => Ok(()),
         };
         let state = self.state.clone();
-        let p = tokio::task::spawn_blocking(move || self.pipeline.join())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|_| "the pipeline thread panicked".to_string())?;
+        let joined = tokio::task::spawn_blocking(move || self.pipeline.join()).await;
         // Block sync may be in the middle of a request (up to a minute): its thread is not
         // waited for, but from here it cannot write to the block log, so the data directory
         // may be opened again at once (before stop 39 it could store a certificate after
-        // this returned, beside a new node's writes).
+        // this returned, beside a new node's writes). Shut whatever the join gave.
         state.chain.shut();
+        let p = joined
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the pipeline thread panicked".to_string())?;
         r?;
         p.map_err(|e| e.to_string())
     }

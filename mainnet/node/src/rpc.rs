@@ -125,6 +125,10 @@ pub struct Rpc {
     trace_slots: Places,
     /// Places for calls (`eth_call`, `eth_estimateGas`, `eth_createAccessList`).
     call_slots: Places,
+    /// Places for peers' sync requests (`farol_getBlocks`, `farol_getSnapshot`), apart from
+    /// the calls' so that public `eth_call` load does not refuse or hold up block sync
+    /// ([`SYNC_AT_ONCE`]).
+    sync_slots: Places,
     /// Bytes of HTTP answers made and not yet handed to their connections
     /// ([`ANSWERS_IN_FLIGHT`]).
     answers: Arc<tokio::sync::Semaphore>,
@@ -441,6 +445,7 @@ impl Rpc {
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Places::new(TRACES_AT_ONCE),
             call_slots: Places::new(calls_at_once()),
+            sync_slots: Places::new(SYNC_AT_ONCE),
             answers: Arc::new(tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT)),
             method_stats: Default::default(),
             open: Default::default(),
@@ -1210,7 +1215,7 @@ impl Rpc {
                 // Encoded (up to hundreds of MB) on the blocking pool in a call's place, not on
                 // the runtime's threads, which consensus shares (before stop 37 it ran there).
                 let p = p.to_vec();
-                self.limited(&self.call_slots, move |this| this.snapshot_answer(&p)).await
+                self.limited(&self.sync_slots, move |this| this.snapshot_answer(&p)).await
             }
             "farol_getCertificate" => Ok(st
                 .chain
@@ -1221,7 +1226,7 @@ impl Rpc {
                 // Read back from the block log (up to 1,024 old blocks) on the blocking pool
                 // in a call's place, not on the runtime's threads, which consensus shares.
                 let p = p.to_vec();
-                self.limited(&self.call_slots, move |this| this.blocks_for_sync(&p)).await
+                self.limited(&self.sync_slots, move |this| this.blocks_for_sync(&p)).await
             }
             _ => Err(RpcError::new(
                 -32601,
@@ -3057,6 +3062,9 @@ const TRACES_AT_ONCE: usize = 2;
 
 /// A fixed number of places for one kind of work, counting those in use and those waited
 /// for (`/metrics`).
+/// Sync answers made at once (each reads up to 1,024 blocks back, or encodes a snapshot).
+const SYNC_AT_ONCE: usize = 2;
+
 struct Places {
     free: Arc<tokio::sync::Semaphore>,
     size: usize,

@@ -166,18 +166,30 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
 /// - A peer that failed rests too, longer each time in a row, so that one that holds
 ///   requests until they time out (60 s each) is not asked at every other turn (before stop
 ///   35 it was).
-/// - Only a completed sync forgives either. "Nothing newer" does not: it costs a peer
-///   nothing to say, and one that said it between requests it held for a minute each kept
-///   its rest at 5 s and this node's sync on it most of the time (before stop 39).
+/// - Only a completed sync forgives either, or [`STRIKES_KEPT`] without a new one (a
+///   validator that is always up to date completes no sync). "Nothing newer" does not: it
+///   costs a peer nothing to say, and one that said it between requests it held for a
+///   minute each kept its rest at 5 s and this node's sync on it most of the time (before
+///   stop 39).
 struct Rests {
     until: Vec<Option<Instant>>,
     slow: Vec<u32>,
     failed: Vec<u32>,
+    /// When each peer was last found slow or failing.
+    struck: Vec<Option<Instant>>,
 }
+
+/// How long a peer's strikes (slow or failed syncs) are kept without a new one.
+pub const STRIKES_KEPT: Duration = Duration::from_secs(30 * 60);
 
 impl Rests {
     fn new(peers: usize) -> Rests {
-        Rests { until: vec![None; peers], slow: vec![0; peers], failed: vec![0; peers] }
+        Rests {
+            until: vec![None; peers],
+            slow: vec![0; peers],
+            failed: vec![0; peers],
+            struck: vec![None; peers],
+        }
     }
 
     /// The first peer from `turn` on that does not rest at `now`; `turn`'s if all do.
@@ -196,6 +208,10 @@ impl Rests {
         outcome: &Result<Progress, String>,
         now: Instant,
     ) -> Option<Duration> {
+        if self.struck[i].is_some_and(|at| now.saturating_duration_since(at) >= STRIKES_KEPT) {
+            self.slow[i] = 0;
+            self.failed[i] = 0;
+        }
         let (strikes, base) = match outcome {
             Ok(Progress::Synced(_)) => {
                 self.until[i] = None;
@@ -210,6 +226,7 @@ impl Rests {
         *strikes = strikes.saturating_add(1);
         let rest = base.saturating_mul(1 << (*strikes - 1).min(4));
         self.until[i] = Some(now + rest);
+        self.struck[i] = Some(now);
         Some(rest)
     }
 }
@@ -702,6 +719,11 @@ mod tests {
         r.record(1, &failed, now);
         assert_eq!(r.next(1, now), 1);
         assert_eq!(r.next(0, now + SLOW_PEER_REST), 0);
+        // Strikes are forgotten after a long quiet time (a validator that is always up to
+        // date completes no sync).
+        assert_eq!(r.record(1, &failed, now), Some(FAILED_PEER_REST * 2));
+        let later = now + super::STRIKES_KEPT;
+        assert_eq!(r.record(1, &failed, later), Some(FAILED_PEER_REST));
     }
     use super::{Pace, SLOW_AFTER_ANSWERS};
     use std::time::{Duration, Instant};
