@@ -962,20 +962,8 @@ impl AsyncBft {
         self.note_round(b.author, b.round);
         let d = b.digest();
         if b.round < self.floor {
-            // Held blocks waiting for it named it under a round at or above the floor: a
-            // false claim. They stop waiting for it; validators that had dropped it already
-            // did not wait (a block is kept by its real round, so at the commit that reaches
-            // them it is below every validator's floor alike). It is kept aside (`gone`)
-            // and logged before the blocks it releases; replaying the log, any block below
-            // the floor is kept aside (the blocks it released come after it in the log).
-            if (self.replaying || self.waiting.contains_key(&d)) && !self.gone.contains_key(&d) {
-                if !self.replaying {
-                    out.push(Action::Persist(b.encoded()));
-                }
-                self.gone.insert(d, (b, self.floor));
-            }
             let mut ready = Vec::new();
-            self.arrived(&d, &mut ready);
+            self.below_floor(b, &mut ready, out);
             for r in ready {
                 self.insert(r, out);
             }
@@ -1108,6 +1096,24 @@ impl AsyncBft {
         }
     }
 
+    /// A block below the floor that held blocks may wait for. They named it under a round at
+    /// or above the floor: a false claim. They stop waiting for it (those left waiting for
+    /// nothing go to `ready`); validators that had dropped it already did not wait (a block
+    /// is kept by its real round, so at the commit that reaches them it is below every
+    /// validator's floor alike). It is kept aside (`gone`) and logged before the blocks it
+    /// releases; replaying the log, any block below the floor is kept aside (the blocks it
+    /// released come after it in the log).
+    fn below_floor(&mut self, b: Arc<Block>, ready: &mut Vec<Arc<Block>>, out: &mut Vec<Action>) {
+        let d = b.digest();
+        if (self.replaying || self.waiting.contains_key(&d)) && !self.gone.contains_key(&d) {
+            if !self.replaying {
+                out.push(Action::Persist(b.encoded()));
+            }
+            self.gone.insert(d, (b, self.floor));
+        }
+        self.arrived(&d, ready);
+    }
+
     /// The held blocks that waited for `d` wait for it no more: those left waiting for
     /// nothing go to `ready`.
     fn arrived(&mut self, d: &Digest, ready: &mut Vec<Arc<Block>>) {
@@ -1128,15 +1134,20 @@ impl AsyncBft {
     /// Commits what the DAG allows, then adds the held blocks a risen floor released, and
     /// commits again, until nothing changes.
     fn commit_all(&mut self, out: &mut Vec<Action>) {
-        while std::mem::take(&mut self.dag_changed) {
-            self.try_commit(out);
-            for b in std::mem::take(&mut self.released) {
-                // A later commit of the same pass may have raised the floor past it: it is
-                // then dropped as at any garbage collection, and the blocks waiting for it
-                // stop waiting.
+        loop {
+            if std::mem::take(&mut self.dag_changed) {
+                self.try_commit(out);
+            }
+            let released = std::mem::take(&mut self.released);
+            if released.is_empty() && !self.dag_changed {
+                return;
+            }
+            for b in released {
+                // A later commit of the same pass may have raised the floor past it: then it
+                // is a block below the floor, as one arriving there (its waiters go on).
                 if b.round < self.floor {
                     let mut ready = Vec::new();
-                    self.arrived(&b.digest(), &mut ready);
+                    self.below_floor(b, &mut ready, out);
                     self.released.extend(ready);
                     continue;
                 }
