@@ -7,9 +7,10 @@
 //! ordered above the floor, the transaction digests still deduplicated). Its digest goes out
 //! with the commit ([`Committed::checkpoint`](crate::Committed::checkpoint)); the node puts it
 //! in the executed block's header, so a block-final certificate certifies it. A
-//! [`Snapshot`] adds the DAG blocks the validator held above the floor (self-authenticating:
-//! each is signed by its author), which the rejoining validator needs to order what comes
-//! next. See `docs/consensus.md`.
+//! [`Snapshot`] adds the DAG blocks the validator held above the floor, and the blocks below
+//! it that it kept aside because held blocks had named them under later rounds
+//! (self-authenticating: each is signed by its author), which the rejoining validator needs
+//! to order what comes next. See `docs/consensus.md`.
 
 use std::sync::Arc;
 
