@@ -51,11 +51,7 @@ impl RpcClient {
         params: Value,
         time: Duration,
     ) -> Result<Option<T>, String> {
-        let kept = self.answer_time;
-        self.answer_time = time.min(kept);
-        let answer = self.call_as(method, params);
-        self.answer_time = kept;
-        answer
+        self.call_limited(method, params, time, usize::MAX)
     }
 
     /// Calls `method` as [`RpcClient::call_as`] does, reading an answer of at most `bytes`
@@ -66,10 +62,23 @@ impl RpcClient {
         params: Value,
         bytes: usize,
     ) -> Result<Option<T>, String> {
-        let kept = self.max_answer;
-        self.max_answer = bytes.min(kept);
+        self.call_limited(method, params, Duration::MAX, bytes)
+    }
+
+    /// [`RpcClient::call_as`] under the client's limits lowered, for this call only, to
+    /// `time` and `bytes`.
+    fn call_limited<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+        time: Duration,
+        bytes: usize,
+    ) -> Result<Option<T>, String> {
+        let kept = (self.answer_time, self.max_answer);
+        self.answer_time = time.min(kept.0);
+        self.max_answer = bytes.min(kept.1);
         let answer = self.call_as(method, params);
-        self.max_answer = kept;
+        (self.answer_time, self.max_answer) = kept;
         answer
     }
 

@@ -1,6 +1,7 @@
 //! The node's configuration file (TOML). Unknown fields are errors; every error names the
 //! field (and the line) it is about.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -351,6 +352,10 @@ impl NodeConfig {
         if self.sync.poll_millis == 0 || self.sync.poll_millis > 60_000 {
             return bad("sync.poll_millis", "must be between 1 and 60000".into());
         }
+        // Checked once for the committee, not once per member (committees may be large).
+        let coin = self.committee.iter().any(|m| m.coin_public.is_some());
+        let mut addresses: HashMap<SocketAddr, usize> =
+            HashMap::with_capacity(self.committee.len());
         for (i, m) in self.committee.iter().enumerate() {
             if m.bls_public.len() != farol_crypto::PUBLIC_KEY_LEN {
                 return bad(
@@ -375,7 +380,7 @@ impl NodeConfig {
             if m.address.port() == 0 || m.address.ip().is_unspecified() {
                 return bad(&field, "peers dial it: a host and a port, not 0".into());
             }
-            if let Some(j) = self.committee[..i].iter().position(|o| o.address == m.address) {
+            if let Some(j) = addresses.insert(m.address, i) {
                 return bad(&field, format!("the same as committee[{j}].address"));
             }
             if m.address.is_ipv4() != self.committee[0].address.is_ipv4() {
@@ -384,7 +389,6 @@ impl NodeConfig {
                     "IPv4 and IPv6 mixed: a validator's one socket dials one family".into(),
                 );
             }
-            let coin = self.committee.iter().any(|m| m.coin_public.is_some());
             match &m.coin_public {
                 None if coin => {
                     return bad(
@@ -420,7 +424,10 @@ impl NodeConfig {
         if !(1..=most).contains(&self.genesis.consensus.checkpoint_every) {
             return bad(
                 "genesis.consensus.checkpoint_every",
-                format!("must be from 1 to {most} commits (gc_depth, and at most 4096)"),
+                format!(
+                    "must be from 1 to {most} commits (gc_depth, and at most {})",
+                    crate::sync::CHECKPOINT_SCAN
+                ),
             );
         }
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {

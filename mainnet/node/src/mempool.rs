@@ -230,19 +230,20 @@ fn tombstone(hash: &B256) -> Vec<u8> {
 }
 
 /// The journal's records less the transactions a later tombstone forgot, and the
-/// tombstones themselves, in order.
+/// tombstones themselves, in order. A tombstone forgets only what came before it: the same
+/// transaction sent again after it was dropped stays.
 pub fn without_forgotten(records: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
-    let forgotten: std::collections::HashSet<B256> = records
-        .iter()
-        .filter(|r| r.len() == 33 && r[0] == TOMBSTONE)
-        .map(|r| B256::from_slice(&r[1..]))
-        .collect();
-    records
-        .iter()
-        .filter(|r| !(r.len() == 33 && r[0] == TOMBSTONE))
-        .filter(|r| forgotten.is_empty() || !forgotten.contains(&alloy_primitives::keccak256(r)))
-        .cloned()
-        .collect()
+    let mut forgotten = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(records.len());
+    for r in records.iter().rev() {
+        if r.len() == 33 && r[0] == TOMBSTONE {
+            forgotten.insert(B256::from_slice(&r[1..]));
+        } else if forgotten.is_empty() || !forgotten.contains(&alloy_primitives::keccak256(r)) {
+            kept.push(r.clone());
+        }
+    }
+    kept.reverse();
+    kept
 }
 
 /// Lifetimes after which even a handed transaction leaves the pool (see [`Mempool::expire`]).
@@ -453,13 +454,7 @@ impl Mempool {
     /// How many transactions wait handed to consensus (executable) and held (behind a
     /// nonce gap).
     pub fn status(&self) -> (usize, usize) {
-        let handed = self
-            .senders
-            .values()
-            .flat_map(|q| q.txs.values())
-            .filter(|e| e.handed.is_some())
-            .count();
-        (handed, self.by_hash.len() - handed)
+        (self.by_hash.len() - self.held, self.held)
     }
 
     /// The encodings of the transactions waiting, by sender and nonce (of `only` if given),
@@ -530,20 +525,6 @@ impl Mempool {
         let cost = U256::from(c.tx.gas_limit())
             .saturating_mul(U256::from(c.tx.max_fee_per_gas()))
             .saturating_add(c.tx.value());
-        // What the sender's waiting transactions before it may take first counts too (as
-        // geth): before stop 38 each was checked alone, so a sender could send one that
-        // spends nearly all its balance and others after it that execution could only drop.
-        // (Not those below the account nonce: a stored block ran them, and the pool has not
-        // cleared them yet; their cost has left the balance already.)
-        let before: U256 = self.senders.get(&c.sender).map_or(U256::ZERO, |q| {
-            q.txs
-                .range(account_nonce..nonce)
-                .fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
-        });
-        let want = before.saturating_add(cost);
-        if balance < want {
-            return Err(MempoolError::InsufficientFunds { have: balance, want });
-        }
         let max_fee = c.tx.max_fee_per_gas();
         let tip =
             c.tx.max_priority_fee_per_gas()
@@ -565,6 +546,22 @@ impl Mempool {
             }
             None => None,
         };
+        // What the sender's other waiting transactions may take counts too (as geth): before
+        // stop 38 each was checked alone, so a sender could send one that spends nearly all
+        // its balance and others after it that execution could only drop; until stop 39 only
+        // those before it counted, so one filling a gap below held ones (or replacing one)
+        // still could. (Not those below the account nonce: a stored block ran them, and the
+        // pool has not cleared them yet; their cost has left the balance already.)
+        let others: U256 = self.senders.get(&c.sender).map_or(U256::ZERO, |q| {
+            q.txs
+                .range(account_nonce..)
+                .filter(|(n, _)| **n != nonce)
+                .fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
+        });
+        let want = others.saturating_add(cost);
+        if balance < want {
+            return Err(MempoolError::InsufficientFunds { have: balance, want });
+        }
         if replacing.is_none()
             && self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender)
         {
@@ -576,9 +573,9 @@ impl Mempool {
         }
         // Whether it is handed at once: every nonce from the account's to its is here.
         let ready = {
-            let q = self.senders.get(&c.sender);
-            let next = q.map_or(account_nonce, |q| q.next.max(account_nonce));
-            (next..nonce).all(|n| q.is_some_and(|q| q.txs.contains_key(&n)))
+            let next =
+                self.senders.get(&c.sender).map_or(account_nonce, |q| q.next.max(account_nonce));
+            self.pending_nonce(&c.sender, next) >= nonce
         };
         // What the replaced transaction frees.
         let freed = replacing
@@ -590,13 +587,20 @@ impl Mempool {
             |p: &Mempool| (p.bytes - freed + c.payload.len()).saturating_sub(p.cfg.global_bytes);
         if over_bytes(self) > 0 {
             // Nothing is evicted for a transaction that would be refused anyway: the held
-            // transactions it could evict must be able to make room for it.
+            // transactions it could evict must be able to make room for it. Eviction takes a
+            // sender's last transaction each time (`evict_held`), so what it can reach is each
+            // other sender's run of held transactions from its last, down to the first one it
+            // may not take.
             let room: usize = self
                 .senders
                 .iter()
                 .filter(|(a, _)| **a != c.sender)
-                .flat_map(|(_, q)| q.txs.values())
-                .filter(|e| e.handed.is_none() && (ready || e.tip < tip))
+                .flat_map(|(_, q)| {
+                    q.txs
+                        .values()
+                        .rev()
+                        .take_while(|e| e.handed.is_none() && (ready || e.tip < tip))
+                })
                 .map(|e| e.payload.len())
                 .sum();
             if room < over_bytes(self) {
@@ -1080,6 +1084,19 @@ mod tests {
         // the balance already, and is not counted again.
         let c = p.check(&signed(&key, 2, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.add(c, 1, 1, cost * U256::from(2)).is_ok());
+        // The ones after it count too: another sender holds nonces 1 and 2 (behind a gap),
+        // which its balance pays for; nonce 0, filling the gap, would make three.
+        let other = PrivateKeySigner::random();
+        let add = |p: &mut Mempool, nonce| {
+            let c = p.check(&signed(&other, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(c, 0, 0, balance)
+        };
+        assert!(add(&mut p, 1).is_ok());
+        assert!(add(&mut p, 2).is_ok());
+        assert_eq!(
+            add(&mut p, 0),
+            Err(MempoolError::InsufficientFunds { have: balance, want: cost * U256::from(3) })
+        );
     }
 
     /// A transaction execution dropped is forgotten in the journal too: read back after a
@@ -1105,6 +1122,13 @@ mod tests {
         let back = without_forgotten(&records);
         assert_eq!(back.len(), 1);
         assert_eq!(alloy_primitives::keccak256(&back[0]), hashes[1]);
+        // A tombstone forgets what came before it only: the same transaction sent again
+        // after it stays.
+        let mut again = records.clone();
+        again.push(records[0].clone());
+        let back = without_forgotten(&again);
+        let back: Vec<_> = back.iter().map(alloy_primitives::keccak256).collect();
+        assert_eq!(back, vec![hashes[1], hashes[0]]);
     }
 
     /// The pool's bytes are bounded too: held transactions give way to a ready one that does
