@@ -25,11 +25,9 @@ use revm::Inspector;
 use crate::error::StateError;
 
 /// A database that can tell whether an address has storage in the parent state.
-pub(crate) trait StorageProbe: Database {
+pub(crate) trait StorageProbe: Database<Error: From<StateError>> {
     /// Whether `address` has any non-zero storage slot in the parent state.
     fn parent_has_storage(&self, address: Address) -> Result<bool, StateError>;
-    /// `e` as this database's error.
-    fn probe_error(e: StateError) -> Self::Error;
 }
 
 /// Whether a finished transaction must be executed again with [`CollisionInspector`]: it
@@ -108,7 +106,7 @@ where
     match context.db().parent_has_storage(target) {
         Ok(true) => {}
         Ok(false) => return None,
-        Err(e) => return failed(context, CTX::Db::probe_error(e), inputs),
+        Err(e) => return failed(context, e.into(), inputs),
     }
     let bumped = context.journal_mut().load_account_mut(inputs.caller()).map(|mut caller| {
         caller.bump_nonce();

@@ -37,10 +37,6 @@ impl<S: StateView + ?Sized> StorageProbe for SeqDb<'_, S> {
     fn parent_has_storage(&self, address: Address) -> Result<bool, StateError> {
         self.base.has_storage(address)
     }
-
-    fn probe_error(e: StateError) -> StateError {
-        e
-    }
 }
 
 impl<S: StateView + ?Sized> DatabaseRef for SeqDb<'_, S> {

@@ -109,38 +109,50 @@ fn an_invalid_module_fails_deployment_with_a_reason() {
 /// has its module neither validated nor compiled: it ends out of gas, an invalid module too
 /// (not with validation's revert), and the runtime does not hold the module. Before stop 38
 /// every returned module was validated and compiled first, and kept, for what the init code
-/// cost.
+/// cost; before stop 40 that was still so under Amsterdam, whose deposit is state gas
+/// (EIP-8037) and whose regular deposit costs nothing.
 #[test]
 fn a_module_whose_deposit_is_not_paid_is_not_compiled() {
-    let mut w = world();
-    let padded = |extra: &str| {
-        wat(&format!(
-            r#"(module {extra} (memory (export "memory") 1) (data (i32.const 0) "{}") (func (export "call")))"#,
-            "\\00".repeat(8192)
-        ))
-    };
     let rt = farol_execution::wasm::WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
-    // 8 KiB of code: a deposit of 1.6 million gas, over the transaction's 400,000.
-    for (module, what) in [
-        (padded(r#"(func $unique (drop (i32.const 97531)))"#), "valid"),
-        (padded(r#"(import "farol" "no_such_function" (func))"#), "invalid"),
-    ] {
-        let code = contract_code(&module);
+    // Each spec deploys modules of its own: the runtime's cache is shared by the process.
+    for (spec, unique) in [(None, 97531), (Some(farol_execution::SpecId::AMSTERDAM), 97532)] {
+        let mut w = world();
+        if let Some(spec) = spec {
+            w.chain.spec = spec;
+        }
+        let padded = |extra: &str| {
+            wat(&format!(
+                r#"(module {extra} (func $unique (drop (i32.const {unique}))) (memory (export "memory") 1) (data (i32.const 0) "{}") (func (export "call")))"#,
+                "\\00".repeat(8192)
+            ))
+        };
+        // 8 KiB of code: a deposit of 1.6 million gas (Amsterdam: of state gas), over what
+        // the transaction's 1,000,000 leave.
+        for (module, what) in [
+            (padded(""), "valid"),
+            (padded(r#"(import "farol" "no_such_function" (func))"#), "invalid"),
+        ] {
+            let code = contract_code(&module);
+            let from = w.users[0];
+            let (addr, tx) = w.deploy(from, deploy_code(&code).into(), 1_000_000);
+            let t = block(&mut w, vec![tx]).txs.remove(0);
+            assert!(matches!(t.status, TxStatus::Halt(_)), "{spec:?} {what}: {t:?}");
+            assert!(!rt.holds(keccak256(&code)), "{spec:?} {what}: the module was prepared");
+            assert!(w
+                .state
+                .account(addr)
+                .ok()
+                .flatten()
+                .is_none_or(|a| a.code_hash == KECCAK_EMPTY));
+        }
+        // With the gas, the valid one deploys.
+        let code = contract_code(&padded(""));
         let from = w.users[0];
-        let (addr, tx) = w.deploy(from, deploy_code(&code).into(), 400_000);
+        let (_, tx) = w.deploy(from, deploy_code(&code).into(), 16_000_000);
         let t = block(&mut w, vec![tx]).txs.remove(0);
-        assert!(matches!(t.status, TxStatus::Halt(_)), "{what}: {t:?}");
-        assert!(!rt.holds(keccak256(&code)), "{what}: the module was prepared");
-        assert!(w.state.account(addr).ok().flatten().is_none_or(|a| a.code_hash == KECCAK_EMPTY));
+        assert_eq!(t.status, TxStatus::Success, "{spec:?}: {t:?}");
+        assert!(rt.holds(keccak256(&code)), "{spec:?}");
     }
-    // With the gas, the valid one deploys.
-    let module = padded(r#"(func $unique (drop (i32.const 97531)))"#);
-    let code = contract_code(&module);
-    let from = w.users[0];
-    let (_, tx) = w.deploy(from, deploy_code(&code).into(), 16_000_000);
-    let t = block(&mut w, vec![tx]).txs.remove(0);
-    assert_eq!(t.status, TxStatus::Success, "{t:?}");
-    assert!(rt.holds(keccak256(&code)));
 }
 
 #[test]

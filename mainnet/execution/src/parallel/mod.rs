@@ -418,10 +418,6 @@ impl<S: StateView + ?Sized> StorageProbe for DbRef<'_, '_, '_, S> {
     fn parent_has_storage(&self, address: Address) -> Result<bool, StateError> {
         self.0.shared.base.has_storage(address)
     }
-
-    fn probe_error(e: StateError) -> ReadError {
-        ReadError::State(e)
-    }
 }
 
 impl<S: StateView + ?Sized> Database for DbRef<'_, '_, '_, S> {

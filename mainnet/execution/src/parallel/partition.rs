@@ -306,10 +306,6 @@ impl<S: StateView + ?Sized> StorageProbe for BinRef<'_, '_, '_, S> {
     fn parent_has_storage(&self, address: Address) -> Result<bool, crate::error::StateError> {
         self.0.run.base.has_storage(address)
     }
-
-    fn probe_error(e: crate::error::StateError) -> ReadError {
-        ReadError::State(e)
-    }
 }
 
 impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {

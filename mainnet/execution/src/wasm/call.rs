@@ -195,12 +195,8 @@ fn deploy_return<H: ContextTr>(
     }
     // A creation revm will fail after this (code over the size limit, or no gas left for the
     // code deposit) is not validated or compiled: before stop 38 it was, so a module cost
-    // its deployer only what the init code ran, and it stayed in the cache. These are the
-    // first two of revm's own checks in `return_create`, on the same numbers.
-    let cfg = host.cfg();
-    let len = result.output.len();
-    if len > cfg.max_code_size() || result.gas.remaining() < cfg.gas_params().code_deposit_cost(len)
-    {
+    // its deployer only what the init code ran, and it stayed in the cache.
+    if !deposit_is_paid(host.cfg(), result.gas, result.output.len()) {
         return r;
     }
     let verdict = WasmRuntime::global().and_then(|rt| rt.deploy(&result.output));
@@ -218,6 +214,29 @@ fn deploy_return<H: ContextTr>(
             Err(InstructionResult::FatalExternalError)
         }
     }
+}
+
+/// Whether revm's `return_create` will accept `len` bytes of returned code with `gas` left:
+/// its checks in its order, on a copy of the frame's gas. The size limit; the deposit's
+/// regular gas (zero under EIP-8037); and under EIP-8037 (Amsterdam) the hash of the code
+/// (regular gas) and the deposit's state gas, taken from the reservoir first and the rest
+/// from the gas left. Before stop 40 only the first two were checked, so under Amsterdam,
+/// where the regular deposit costs nothing, every module was compiled.
+fn deposit_is_paid(cfg: &impl Cfg, gas: Gas, len: usize) -> bool {
+    if len > cfg.max_code_size() {
+        return false;
+    }
+    let params = cfg.gas_params();
+    let mut gas = gas;
+    if !gas.record_regular_cost(params.code_deposit_cost(len)) {
+        return false;
+    }
+    if !cfg.is_amsterdam_eip8037_enabled() {
+        return true;
+    }
+    let state = params.code_deposit_state_gas(len);
+    gas.record_regular_cost(params.keccak256_cost(len))
+        && (state == 0 || gas.record_state_cost(state))
 }
 
 thread_local! {
@@ -344,13 +363,12 @@ where
     // Fuel below zero: the module ran out (see `instrument`).
     let out_of_fuel = done.fuel < 0;
     let fuel_left = u64::try_from(done.fuel).unwrap_or(0) / FUEL_PER_GAS;
-    let left = fuel_left.saturating_sub(done.owed);
     let mut gas = Gas::new(limit);
-    let ok = gas.record_regular_cost(limit - left.min(limit));
+    let ok = gas.record_regular_cost(limit - fuel_left.min(limit));
     debug_assert!(ok);
     let ended = if let Some(fault) = done.fault {
         Ended::Fatal(fault)
-    } else if out_of_fuel || done.owed > fuel_left {
+    } else if out_of_fuel {
         Ended::Exit(halt(InstructionResult::OutOfGas))
     } else {
         done.ended
@@ -403,8 +421,6 @@ struct Done {
     ended: Ended,
     /// The fuel global at the end (negative: out of fuel).
     fuel: i64,
-    /// Gas memory growth still owes.
-    owed: u64,
     refund: i64,
     /// An allowed growth the engine failed to make (see `Limits::fault`).
     fault: Option<String>,
@@ -449,7 +465,7 @@ fn run_compiled(
         Some(g) => g.get(&mut store).i64().unwrap_or(-1),
         None => fuel,
     };
-    let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    let refund = store.data().host.refund;
     let fault = store.data_mut().host.limits.fault.take();
     // A ready instance's store goes to the helper thread: its pool slot's memory was written
     // by another thread, and resetting it here would pull all of it into this core's cache
@@ -458,7 +474,7 @@ fn run_compiled(
     if from_ready {
         runtime.discard(store);
     }
-    Done { ended, fuel, owed, refund, fault }
+    Done { ended, fuel, refund, fault }
 }
 
 fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fuel: i64) -> Done {
@@ -505,9 +521,9 @@ fn run_interpreted(i: &Interpreted, runtime: &WasmRuntime, state: HostState, fue
         Some(g) => g.get(&store).i64().unwrap_or(-1),
         None => fuel,
     };
-    let (owed, refund) = (store.data().host.limits.owed, store.data().host.refund);
+    let refund = store.data().host.refund;
     let fault = store.data_mut().host.limits.fault.take();
-    Done { ended, fuel, owed, refund, fault }
+    Done { ended, fuel, refund, fault }
 }
 
 /// The environment of one WASM frame: revm's context.
@@ -821,11 +837,9 @@ pub(crate) fn host_create(
     let inputs = CreateInputs::new(target, scheme, value, init_code.into(), limit, 0);
     // EIP-7610, as the collision inspector applies it to creations from the EVM.
     let collided = c.st_mut().env().collision(&inputs);
+    // A failed read there comes back as a fatal outcome, which `settle` turns into this
+    // frame's halt (the read error is the transaction's error, which ends it).
     let outcome = match collided {
-        // A failed read: recorded as the transaction's error, which ends it.
-        Some(o) if o.result.result == InstructionResult::FatalExternalError => {
-            return Err(halt(InstructionResult::FatalExternalError));
-        }
         Some(outcome) => outcome,
         None => match c.st_mut().env().frame(FrameInput::Create(Box::new(inputs))) {
             Some(FrameResult::Create(outcome)) => outcome,

@@ -12,7 +12,7 @@ use revm::interpreter::{CreateInputs, CreateOutcome, FrameInput, InstructionResu
 use revm::primitives::hardfork::SpecId;
 use wasmparser::ValType;
 
-use super::{memory_gas, FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS};
+use super::{FUEL_PER_GAS, MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS};
 
 /// The import module every host function lives in.
 pub const HOST_MODULE: &str = "farol";
@@ -78,16 +78,12 @@ pub(crate) trait Env {
 
 /// The instance's resource limits, and the gas its memory growth owes.
 ///
-/// Growth is priced by [`memory_gas`]; the rewritten code pays it from fuel before each
-/// `memory.grow` runs (a frame that cannot pay ends out of gas there). A debt recorded here
-/// (growth before the code runs) is paid at the next host call and at the end of the frame.
-/// Growth past 16 MiB, or past the module's
+/// Growth is priced by [`super::memory_gas`]; the rewritten code pays it from fuel before each
+/// `memory.grow` runs (a frame that cannot pay ends out of gas there). Growth past 16 MiB, or past the module's
 /// own maximum, fails (`memory.grow` returns -1); an allowed growth that the engine fails to
 /// make is a fault of this node (`fault`).
 #[derive(Debug, Default)]
 pub(crate) struct Limits {
-    /// Gas owed for memory grown since the last payment.
-    pub(crate) owed: u64,
     /// The module's code runs (instantiation is over): growth from here on is `memory.grow`.
     pub(crate) running: bool,
     /// A growth this limiter allowed that the engine then failed to make: a failure of this
@@ -97,7 +93,7 @@ pub(crate) struct Limits {
 
 impl Limits {
     /// Whether memory may grow from `current` to `desired` bytes, within the module's own
-    /// `maximum`; records what it owes.
+    /// `maximum`.
     ///
     /// Both tiers must decide and charge alike. wasmi refuses growth past the module's
     /// declared maximum before it asks the limiter, wasmtime after: the maximum is checked
@@ -111,13 +107,12 @@ impl Limits {
         }
         // The initial memory is paid before instantiation; once the code runs, the rewritten
         // code pays for each `memory.grow` before it runs (`instrument::prepay_growth`; since
-        // stop 38, before which it was recorded here and paid later). Growth before the code
-        // runs from a non-zero size (none today: modules have no start function) is owed.
-        if !self.running && current != 0 {
-            let (from, to) = ((current / page) as u64, desired.div_ceil(page) as u64);
-            self.owed = self.owed.saturating_add(memory_gas(to).saturating_sub(memory_gas(from)));
-        }
-        true
+        // stop 38, before which it was recorded here and paid later). Nothing else grows a
+        // memory: validation refuses a start function, so instantiation only allocates the
+        // initial memory, from zero. A growth from a non-zero size before the code runs would
+        // be paid by nobody, so it is refused (until stop 40 a debt was recorded for it, to be
+        // paid at the next host call, and was always zero).
+        self.running || current == 0
     }
 
     /// Whether a table may grow to `desired` elements, within the module's own `maximum`.
@@ -366,22 +361,19 @@ impl_cx!(wasmi);
 
 pub(crate) type R<T> = Result<T, Exit>;
 
-/// Gas the frame has left, after what its memory growth owes.
+/// Gas the frame has left.
 pub(crate) fn gas_left(c: &mut impl Cx) -> u64 {
-    let fuel = u64::try_from(c.fuel()).unwrap_or(0);
-    (fuel / FUEL_PER_GAS).saturating_sub(c.st().limits.owed)
+    u64::try_from(c.fuel()).unwrap_or(0) / FUEL_PER_GAS
 }
 
-/// Charges `gas` and pays what memory growth owes, halting with out-of-gas if the frame has
-/// less.
+/// Charges `gas`, halting with out-of-gas if the frame has less.
 pub(crate) fn charge(c: &mut impl Cx, gas: u64) -> R<()> {
     // Negative: the module ran out before it called (it checks only at function entries and
     // loops); it stays negative, so the frame ends out of gas.
     let Ok(fuel) = u64::try_from(c.fuel()) else {
         return Err(halt(InstructionResult::OutOfGas));
     };
-    let owed = std::mem::take(&mut c.st_mut().limits.owed);
-    let cost = gas.saturating_add(owed).saturating_mul(FUEL_PER_GAS);
+    let cost = gas.saturating_mul(FUEL_PER_GAS);
     if cost > fuel {
         c.set_fuel(0)?;
         return Err(halt(InstructionResult::OutOfGas));
