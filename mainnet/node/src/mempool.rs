@@ -1182,6 +1182,48 @@ mod tests {
         assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
     }
 
+    /// Eviction takes each other sender's last held transaction in turn, so a held one
+    /// behind a better-tipping one of its sender cannot be reached: it is not counted as
+    /// room. Before stop 39 it was, and a transaction that could not be made room for
+    /// evicted what it could reach before it was refused.
+    #[test]
+    fn room_behind_a_better_tipping_transaction_is_not_counted() {
+        let mut p = pool(8, 100);
+        let (b, d, c) =
+            (PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random());
+        // Tips (base fee 1,000): 200, 200 and 2,000, all held behind nonce gaps.
+        let held = [(&b, 1, 1_200), (&d, 1, 1_200), (&d, 2, 4_000)];
+        let mut bytes = 0;
+        for (k, nonce, fee) in held {
+            let t = p.check(&signed(k, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            bytes += t.payload.len();
+            assert_eq!(p.add(t, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(0));
+        }
+        p.cfg.global_bytes = bytes;
+        let size = bytes / 3;
+        // A held transaction tipping 1,000 that needs nearly two transactions' room: b's
+        // could go (tip 200), d's first could not (d's last tips 2,000 and goes first).
+        let big = {
+            let tx = TxEip1559 {
+                chain_id: 31337,
+                nonce: 1,
+                gas_limit: 1_000_000,
+                max_fee_per_gas: 2_000,
+                max_priority_fee_per_gas: 1_000,
+                to: TxKind::Call(Address::repeat_byte(7)),
+                input: vec![1u8; size - 16].into(),
+                ..Default::default()
+            };
+            let sig = c.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
+        };
+        let t = p.check(&big).unwrap_or_else(|e| panic!("{e}"));
+        let over = t.payload.len();
+        assert!(over > size && over <= 2 * size, "{over} against {size}");
+        assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
+        assert_eq!(p.status(), (0, 3), "nothing was evicted");
+    }
+
     /// Expiry drops what waits behind a gap, not what consensus holds.
     #[test]
     fn only_held_transactions_expire() {
