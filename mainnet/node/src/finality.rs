@@ -380,7 +380,8 @@ impl Finality {
     /// Records the block-finality latency of the transactions submitted here.
     fn finalized(&self, number: u64) {
         let m = &self.state.metrics;
-        let before = m.finalized.swap(number, Ordering::Relaxed);
+        // The highest: a certificate stored by sync may be above the one given here.
+        let before = m.finalized.fetch_max(number, Ordering::Relaxed);
         let now = Instant::now();
         let mut submitted = self.state.submitted.lock();
         if submitted.is_empty() {

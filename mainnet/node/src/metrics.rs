@@ -116,6 +116,8 @@ pub struct Metrics {
     pub undecodable: AtomicU64,
     /// Ordered transactions execution dropped.
     pub dropped: AtomicU64,
+    /// Ordered transactions whose sender this node's mempool had recovered already.
+    pub senders_reused: AtomicU64,
     /// Time spent executing (µs).
     pub exec_micros: AtomicU64,
     /// Time spent merklizing and persisting state and blocks (µs).
@@ -193,6 +195,13 @@ impl Metrics {
             "gauge",
             "Commits waiting to be executed.",
             &self.execute_queue,
+        );
+        g(
+            &mut out,
+            "senders_reused_total",
+            "counter",
+            "Ordered transactions whose sender the mempool had recovered already.",
+            &self.senders_reused,
         );
         g(
             &mut out,

@@ -114,8 +114,9 @@ pub struct State {
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Senders this node already recovered (its mempool checked the signature), by
-    /// transaction hash: execution takes them from here instead of recovering again.
-    pub senders: Mutex<HashMap<B256, Address>>,
+    /// transaction hash: execution takes them from here instead of recovering again
+    /// ([`State::remember_sender`]).
+    senders: Mutex<HashMap<B256, Address>>,
     /// When each transaction submitted to this node arrived (for the finality tier
     /// latencies); removed at block finality or when dropped.
     pub submitted: Mutex<HashMap<B256, Instant>>,
@@ -131,7 +132,23 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// Most senders [`State::senders`] remembers. A transaction the pool accepted and that is
+/// never ordered (dropped, replaced, evicted) leaves its entry behind; past this many the
+/// map starts again empty, and what it held is recovered again when ordered.
+const SENDERS_REMEMBERED: usize = 1 << 18;
+
 impl State {
+    /// Remembers the sender the mempool recovered for `hash`, so that execution does not
+    /// recover it again. (Execution looked here from the start, but nothing was put here
+    /// until stop 40: the validator a transaction was submitted to recovered its sender twice.)
+    pub fn remember_sender(&self, hash: B256, sender: Address) {
+        let mut senders = self.senders.lock();
+        if senders.len() >= SENDERS_REMEMBERED {
+            senders.clear();
+        }
+        senders.insert(hash, sender);
+    }
+
     /// Shares `chain` and `store` (opened and at the same block, or the store one ahead).
     pub fn new(
         chain: Arc<Chain>,
@@ -830,7 +847,10 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
             // The hash covers the signature: a sender recovered here before is this one.
             let known = state.senders.lock().remove(&hash);
             let sender = match known {
-                Some(s) => s,
+                Some(s) => {
+                    state.metrics.senders_reused.fetch_add(1, Ordering::Relaxed);
+                    s
+                }
                 None => farol_execution::recover_sender(&tx).map_err(|e| (Some(hash), e))?,
             };
             if sender.as_slice() != t.sender {

@@ -1420,6 +1420,7 @@ impl Rpc {
         // chain stores a block before the pool hears of it, so a read at the head after a
         // refusal is never older than what the pool cleared.
         let mut tries = 0;
+        let sender = checked.sender;
         let handed = loop {
             let at = self.head();
             let acct = self
@@ -1432,7 +1433,7 @@ impl Rpc {
                 tries += 1;
                 continue;
             }
-            let (sender, nonce) = (checked.sender, checked.tx.nonce());
+            let nonce = checked.tx.nonce();
             let handed = pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
             // Not handed: it waits for an earlier nonce, the first one missing (the walk over
             // the sender's queue is made only then).
@@ -1442,6 +1443,7 @@ impl Rpc {
         };
         let (handed, held) = handed;
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
+        self.state.remember_sender(hash, sender);
         if let Some(t) = announce {
             // Every listener may have gone meanwhile: nobody to tell.
             let _ = self.pending.send(t);

@@ -375,9 +375,9 @@ async fn run(
     engine.start(&mut out);
     ex.execute(&mut out).await?;
     publish_snapshot(engine.as_ref(), &route, &ex.status);
-    // The newest snapshot the log can be cut to, with the log position of the step that
-    // took it.
-    let mut compaction: Option<(Arc<Snapshot>, u64)> = None;
+    // The newest snapshots the log can be cut to, with the log position of the step that
+    // took each, oldest first.
+    let mut compaction = std::collections::VecDeque::new();
     // What the last cut left (a log that cannot get shorter is not rewritten every time).
     let mut left = 0u64;
     let mut tick = tokio::time::interval(cfg.tick);
@@ -432,7 +432,7 @@ async fn run(
                 // Positions in the old log mean nothing in the new one; the snapshot the
                 // new log starts with is the one the node serves now.
                 publish_snapshot(engine.as_ref(), &route, &ex.status);
-                compaction = None;
+                compaction.clear();
                 let s = &ex.status;
                 s.rejoins.fetch_add(1, Ordering::Relaxed);
                 s.height.store(snapshot.checkpoint.height, Ordering::Relaxed);
@@ -451,9 +451,19 @@ async fn run(
         engine.finish(&mut out);
         ex.execute(&mut out).await?;
         if let Some(s) = publish_snapshot(engine.as_ref(), &route, &ex.status) {
-            compaction = Some((s, offset));
+            if compaction.len() == RECENT_SNAPSHOTS {
+                compaction.pop_front();
+            }
+            compaction.push_back((s, offset));
         }
-        compact(&mut ex, &mut compaction, engine.round(), cfg.compact_bytes, &mut left)?;
+        compact(
+            &mut ex.wal,
+            &ex.status,
+            &mut compaction,
+            engine.round(),
+            cfg.compact_bytes,
+            &mut left,
+        )?;
     }
     drop(ex);
     drop(route);
@@ -501,35 +511,42 @@ fn publish_snapshot(
 pub const RECENT_SNAPSHOTS: usize = 8;
 
 /// Cuts the log once it holds `most` bytes, and twice what the last cut left: the newest
-/// snapshot whose commit the node has stored, the round floor, then the records logged from
-/// the step that took the snapshot on. A restart then rebuilds consensus from the snapshot
-/// (commits from its height on) rather than from the whole history.
+/// of the `pending` snapshots whose commit the node has stored, the round floor, then the
+/// records logged from the step that took the snapshot on. A restart then rebuilds consensus
+/// from the snapshot (commits from its height on) rather than from the whole history.
+///
+/// Several snapshots wait, not only the newest: under load the pipeline stores a commit
+/// two or three checkpoints after consensus made it, so the newest snapshot is never stored
+/// yet. Until stop 40 only the newest waited, and a validator whose pipeline trailed by more
+/// than one checkpoint never cut its log. A cut empties `pending`: the positions of the
+/// later snapshots mean nothing in the rewritten log.
 fn compact(
-    ex: &mut Executor,
-    pending: &mut Option<(Arc<Snapshot>, u64)>,
+    wal: &mut Wal,
+    status: &ValidatorStatus,
+    pending: &mut std::collections::VecDeque<(Arc<Snapshot>, u64)>,
     round: u64,
     most: u64,
     left: &mut u64,
 ) -> Result<(), WalError> {
-    if most == 0 || ex.wal.len() < most.max(left.saturating_mul(2)) {
+    if most == 0 || wal.len() < most.max(left.saturating_mul(2)) {
         return Ok(());
     }
-    let Some((s, from)) = pending.as_ref() else { return Ok(()) };
-    if ex.status.durable_height.load(Ordering::Relaxed) < s.checkpoint.height {
+    let durable = status.durable_height.load(Ordering::Relaxed);
+    let Some((s, from)) = pending.iter().rev().find(|(s, _)| s.checkpoint.height <= durable) else {
         return Ok(());
-    }
+    };
     let floor = farol_consensus::checkpoint::round_floor_record(round);
-    let before = ex.wal.len();
-    ex.wal.replace(&[&s.encode(), &floor], *from)?;
-    ex.status.compactions.fetch_add(1, Ordering::Relaxed);
-    *left = ex.wal.len();
+    let before = wal.len();
+    wal.replace(&[&s.encode(), &floor], *from)?;
+    status.compactions.fetch_add(1, Ordering::Relaxed);
+    *left = wal.len();
     tracing::debug!(
         before,
-        after = ex.wal.len(),
+        after = wal.len(),
         height = s.checkpoint.height,
         "consensus log compacted"
     );
-    *pending = None;
+    pending.clear();
     Ok(())
 }
 
@@ -544,6 +561,53 @@ pub(crate) fn unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Under load the pipeline stores a commit a few checkpoints after consensus made it:
+    /// the log is cut to the newest snapshot the node has stored, not only when the newest
+    /// of all is stored. Until stop 40 this log was never cut.
+    #[test]
+    fn the_log_is_cut_to_the_newest_stored_snapshot() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("consensus.wal");
+        let (mut wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let status = ValidatorStatus::default();
+        let mut pending = std::collections::VecDeque::new();
+        let snapshot = |height| {
+            let checkpoint =
+                farol_consensus::checkpoint::Checkpoint { height, ..Default::default() };
+            Arc::new(Snapshot { checkpoint, blocks: Vec::new() })
+        };
+        let mut left = 0;
+        // Snapshots at heights 64, 128 and 192, each after 100 records of a kilobyte.
+        for (i, height) in [64, 128, 192].into_iter().enumerate() {
+            for r in 0..100u32 {
+                let record = [&(i as u32 * 100 + r).to_le_bytes()[..], &[7u8; 1020]].concat();
+                wal.append(&record).unwrap_or_else(|e| panic!("{e}"));
+            }
+            pending.push_back((snapshot(height), wal.len()));
+        }
+        wal.append(b"last").unwrap_or_else(|e| panic!("{e}"));
+        // Nothing stored yet: nothing to cut to.
+        let cut = |wal: &mut Wal, pending: &mut _, left: &mut u64| {
+            compact(wal, &status, pending, 9, 100_000, left).unwrap_or_else(|e| panic!("{e}"))
+        };
+        cut(&mut wal, &mut pending, &mut left);
+        assert_eq!(status.compactions.load(Ordering::Relaxed), 0);
+        // Stored up to 150: the cut is to 128's snapshot, which keeps what followed it.
+        status.durable_height.store(150, Ordering::Relaxed);
+        cut(&mut wal, &mut pending, &mut left);
+        assert_eq!(status.compactions.load(Ordering::Relaxed), 1);
+        assert!(pending.is_empty());
+        wal.sync().unwrap_or_else(|e| panic!("{e}"));
+        drop(wal);
+        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(records.len(), 2 + 100 + 1);
+        let head = Snapshot::decode(&records[0]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(head.checkpoint.height, 128);
+        assert_eq!(farol_consensus::checkpoint::decode_round_floor(&records[1]), Some(9));
+        assert_eq!(records[2][..4], 200u32.to_le_bytes());
+        assert_eq!(&records[102][..], b"last");
+    }
 
     #[test]
     fn node_frames_are_queued_within_each_validators_share() {

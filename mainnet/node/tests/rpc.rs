@@ -394,6 +394,13 @@ async fn rpc_errors_proofs_restart_and_config() {
         let line = format!("farol_consensus_faults_total{{kind=\"{kind}\"}} 0");
         assert!(page.lines().any(|l| l == line), "{line} not in\n{page}");
     }
+    // The two transactions sent since the restart were executed with the senders the pool
+    // recovered (until stop 40 every sender was recovered again).
+    let reused = page
+        .lines()
+        .find_map(|l| l.strip_prefix("farol_senders_reused_total "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(reused.is_some_and(|n| n >= 2), "{reused:?} in\n{page}");
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // A torn tail in the block log (a write cut short, after the zeros the file grew by) is
