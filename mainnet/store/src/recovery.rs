@@ -274,7 +274,18 @@ fn decode_tail(
     seal: Option<u64>,
 ) -> Result<Vec<TailOp>> {
     let mut ops = Vec::new();
-    let Some(last_id) = segs.last().map(|s| s.id) else { return Ok(ops) };
+    // The newest segment that holds records. A rotation whose directory sync failed leaves
+    // an empty newer segment while the writer stays on the older one (it takes the empty one
+    // at its next rotation); a crash in that window leaves the older one's tail torn, which
+    // is cut like the newest's (until stop 40 such a store refused to open).
+    let mut last_id = None;
+    for seg in segs.iter().rev() {
+        last_id = Some(seg.id);
+        if seg.len()? > SEGMENT_HEADER {
+            break;
+        }
+    }
+    let Some(last_id) = last_id else { return Ok(ops) };
     for seg in segs {
         let start = if seg.id == replay_from.0 { replay_from.1 } else { SEGMENT_HEADER };
         let len = seg.len()?;
@@ -360,6 +371,9 @@ fn decode_tail(
 /// - no commit record after it, and the bad record runs past the end of the file or the
 ///   rest is zeros (a crash during the append, or a power loss before its blocks reached the
 ///   device), and it is not a whole record with a damaged length field; or
+/// - no commit record after it, and the file is zeros from a 512-byte boundary inside the
+///   bad record to its end (a power loss that kept the first blocks of the write and lost
+///   the rest: [`lost_tail`]); or
 /// - the first commit record after it says its own sync began at or before `off` (a power
 ///   loss during that sync kept later blocks of the write and lost earlier ones), and no
 ///   commit follows that one (it was the last write, so it was never acknowledged).
@@ -367,7 +381,9 @@ fn torn_write(rest: &[u8], off: u64, truncated: bool, seal: Option<u64>) -> bool
     let after = rest.get(1..).unwrap_or(&[]);
     match log::first_commit_in(after, seal) {
         None => {
-            (truncated || rest.iter().all(|b| *b == 0)) && !log::whole_record_with_bad_length(rest)
+            ((truncated || rest.iter().all(|b| *b == 0))
+                && !log::whole_record_with_bad_length(rest))
+                || lost_tail(rest, off)
         }
         Some((at, rec)) => {
             let began_before = codec::decode_commit(&rec[codec::FRAME..])
@@ -377,6 +393,24 @@ fn torn_write(rest: &[u8], off: u64, truncated: bool, seal: Option<u64>) -> bool
             began_before && log::first_commit_in(&after[at + rec.len()..], seal).is_none()
         }
     }
+}
+
+/// Whether the record at `off` (whose bytes to the end of the file are `rest`) is bad
+/// because a power loss lost the end of its write: from a 512-byte boundary inside the
+/// record to the end of the file every byte is zero, at least 8 of them. Appends are not
+/// aligned to blocks, so the lost part of a write usually begins inside a record (until
+/// stop 40 only a loss beginning exactly at a record was recognized, and such a store
+/// refused to open). Damage to the last acknowledged write never looks like this: its
+/// last record is a commit, which ends in the store's random seal and the count of its
+/// deleted keys (or the keys themselves), so it never ends in 8 zeros.
+fn lost_tail(rest: &[u8], off: u64) -> bool {
+    let Some(header) = rest.first_chunk::<{ codec::FRAME }>() else { return false };
+    let Ok(len) = codec::frame_len(header) else { return false };
+    let end = off + (codec::FRAME + len) as u64;
+    let zeros = rest.iter().rev().take_while(|b| **b == 0).count() as u64;
+    let file_end = off + rest.len() as u64;
+    let lost_from = (file_end - zeros).next_multiple_of(512);
+    zeros >= 8 && lost_from > off && lost_from < end && lost_from + 8 <= file_end
 }
 
 /// Applies the decoded tail to the index loaded from the checkpoint.

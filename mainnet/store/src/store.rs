@@ -78,7 +78,10 @@ impl State {
         }
         self.oldest = below;
         self.roots = self.roots.split_off(&below);
-        let rest = self.prunable.split_off(&(below + 1));
+        let rest = match below.checked_add(1) {
+            Some(next) => self.prunable.split_off(&next),
+            None => Default::default(),
+        };
         let due = std::mem::replace(&mut self.prunable, rest);
         for id in due.into_values().flatten() {
             let Some(entries) = self.pages.get_mut(&id) else { continue };
@@ -412,8 +415,10 @@ impl Store {
         }
         let mut id = PageId::ROOT;
         loop {
+            // Only the root may be absent (an empty state): a child slot names a page that
+            // must exist (until stop 40 a missing one read as an absent key).
             let Some(page) = self.page_at(id, version, Caching::All)? else {
-                return Ok(None);
+                return if id == PageId::ROOT { Ok(None) } else { Err(self.missing(id, version)) };
             };
             let slot = key[id.depth() as usize];
             match page.get(slot) {
@@ -435,6 +440,9 @@ impl Store {
         let mut id = PageId::ROOT;
         loop {
             let Some(page) = self.page_at(id, version, Caching::All)? else {
+                if id != PageId::ROOT {
+                    return Err(self.missing(id, version));
+                }
                 return Ok(Proof { siblings, terminal: Terminal::Empty });
             };
             let slot = key[id.depth() as usize];

@@ -129,8 +129,18 @@ impl Store {
             // Nothing is synced: only this write's own records may be read as torn.
             FsyncPolicy::Never => base,
         };
-        let prune_below = inner.opts.retain_versions.and_then(|r| (version + 1).checked_sub(r));
-        let prune_below = prune_below.filter(|&b| b > inner.state.read().oldest);
+        // Below the `r` newest versions, this one included: versions need not be
+        // consecutive (until stop 40 this counted version numbers, so versions 10, 20 and 30
+        // kept 3 left only 30).
+        let prune_below = inner.opts.retain_versions.and_then(|r| {
+            let st = inner.state.read();
+            let older = usize::try_from(r - 1).unwrap_or(usize::MAX);
+            let below = match older {
+                0 => Some(version),
+                n => st.roots.keys().rev().nth(n - 1).copied(),
+            };
+            below.filter(|&b| b > st.oldest)
+        });
         codec::frame(&mut buf, |b| {
             let prune = prune_below.unwrap_or(0);
             codec::encode_commit(b, version, &root, intact_before, prune, w.seal, &deleted)

@@ -215,3 +215,31 @@ fn many_keys_deep_and_wide() {
     }
     assert_eq!(store.oldest_version(), Some(28));
 }
+
+/// `retain_versions: Some(n)` keeps the n newest versions, whatever their numbers: versions
+/// need not be consecutive (until stop 40 it counted numbers, and versions 10, 20 and 30
+/// with 3 kept left only 30).
+#[test]
+fn retention_counts_versions_not_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = farol_store::Options { retain_versions: Some(3), ..small_opts() };
+    let store = Store::open(dir.path(), opts.clone()).unwrap();
+    let mut r = rng(8);
+    let keys = key_pool(&mut r, 50);
+    let mut models = BTreeMap::new();
+    let mut model = BTreeMap::new();
+    for v in [10u64, 20, 30, 40] {
+        let batch = crate::common::random_batch(&mut r, &keys, 20);
+        apply_model(&mut model, &batch);
+        store.apply(v, batch).unwrap();
+        models.insert(v, naive_root(&model));
+    }
+    assert_eq!(store.oldest_version(), Some(20));
+    for v in [20, 30, 40] {
+        assert_eq!(store.root(v).unwrap(), models[&v], "version {v}");
+    }
+    drop(store);
+    let store = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(store.oldest_version(), Some(20));
+    assert_eq!(store.root(20).unwrap(), models[&20]);
+}
