@@ -153,6 +153,21 @@ pub(crate) fn invalid_reason(t: &InvalidTransaction) -> String {
     }
 }
 
+/// The error sequential execution meets when revm credits the first valid transaction's
+/// fee to the beneficiary: the reward reads the account, and its code when it has some
+/// (`SeqDb::basic_ref`). The parallel executors read the beneficiary only at the end, and
+/// its code never, so they take this error to [`assemble`](crate::parallel) and return it at
+/// the transaction where sequential execution meets it (until stop 40 they returned it
+/// later, or not at all when only the code was unreadable).
+pub(crate) fn beneficiary_read_error<S: StateView + ?Sized>(
+    base: &CachedView<'_, S>,
+    beneficiary: Address,
+) -> Option<ExecError> {
+    let read =
+        base.account(beneficiary).and_then(|a| a.map(|a| base.code(a.code_hash)).transpose());
+    read.err().map(ExecError::State)
+}
+
 /// Checks that transaction `index` fits in what is left of the block's gas.
 pub(crate) fn check_block_gas(
     env: &BlockEnv,

@@ -936,3 +936,88 @@ fn payments_to_shared_recipients_run_partitioned() {
         }
     }
 }
+
+/// The world's state with the beneficiary's reads failing: its account (`code` false) or
+/// only its code (`code` true, the account then having code the view cannot return).
+struct BrokenBeneficiary<'a> {
+    inner: &'a farol_execution::InMemoryState,
+    beneficiary: Address,
+    code: bool,
+}
+
+/// A code hash nothing else uses, so that no shared code cache can hold it.
+fn unreadable_code() -> alloy_primitives::B256 {
+    alloy_primitives::keccak256(b"farol: code a test view cannot return")
+}
+
+impl farol_execution::StateView for BrokenBeneficiary<'_> {
+    fn account(
+        &self,
+        address: Address,
+    ) -> Result<Option<farol_execution::Account>, farol_execution::StateError> {
+        if address != self.beneficiary {
+            return self.inner.account(address);
+        }
+        if !self.code {
+            return Err(farol_execution::StateError::Store("the beneficiary is unreadable".into()));
+        }
+        let code_hash = unreadable_code();
+        Ok(Some(farol_execution::Account { balance: U256::ZERO, nonce: 1, code_hash }))
+    }
+    fn code(&self, hash: alloy_primitives::B256) -> Result<Bytes, farol_execution::StateError> {
+        if hash == unreadable_code() {
+            return Err(farol_execution::StateError::Store("the code is unreadable".into()));
+        }
+        self.inner.code(hash)
+    }
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, farol_execution::StateError> {
+        self.inner.storage(address, slot)
+    }
+    fn block_hash(
+        &self,
+        number: u64,
+    ) -> Result<alloy_primitives::B256, farol_execution::StateError> {
+        self.inner.block_hash(number)
+    }
+}
+
+/// When reading the beneficiary fails, the block fails where sequential execution fails:
+/// at the first transaction that passes its checks, whose fee revm credits by reading the
+/// beneficiary (its account and its code). Until stop 40 the parallel executors read it at
+/// the end, and its code never: an unreadable code went unnoticed, an invalid transaction
+/// after the first valid one was reported instead of the read error (Block-STM), and the
+/// read error instead of an invalid first transaction (partitioned).
+#[test]
+fn a_failed_beneficiary_read_fails_the_block_where_sequential_does() {
+    let mut world = users_world(8);
+    let ben = Address::repeat_byte(0xbb);
+    let env = world.block_env(ben);
+    let u = world.users.clone();
+    let valid = world.transfer(u[0], u[2], U256::from(1));
+    let valid2 = world.transfer(u[1], u[3], U256::from(1));
+    // Nonces one past the account's: refused by their checks.
+    let _ = world.transfer(u[4], u[5], U256::from(1));
+    let too_high = world.transfer(u[4], u[5], U256::from(1));
+    let _ = world.transfer(u[6], u[7], U256::from(1));
+    let too_high2 = world.transfer(u[6], u[7], U256::from(1));
+    let cases = [
+        (true, vec![valid.clone(), valid2.clone()], "code unreadable"),
+        (false, vec![valid.clone(), too_high.clone()], "account unreadable, then invalid"),
+        (false, vec![too_high2.clone(), valid2.clone()], "invalid, then account unreadable"),
+    ];
+    for (code, txs, what) in cases {
+        let view = BrokenBeneficiary { inner: &world.state, beneficiary: ben, code };
+        let seq = execute_sequential(&view, &world.chain, &env, &txs);
+        assert!(seq.is_err(), "{what}: {seq:?}");
+        for threads in [2, 4] {
+            let par = executor(threads).execute(&view, &world.chain, &env, &txs).map(|(o, _)| o);
+            assert_eq!(par, seq, "{what}: {threads} threads");
+            for mode in [Partition::Predicted, Partition::RoundRobin] {
+                let par = partitioned(threads, mode)
+                    .execute(&view, &world.chain, &env, &txs)
+                    .map(|(o, _)| o);
+                assert_eq!(par, seq, "{what}: {threads} threads, partitioned {mode:?}");
+            }
+        }
+    }
+}

@@ -664,6 +664,7 @@ fn finish<S: StateView + ?Sized>(
     profiles: &hints::Profiles,
 ) -> Result<BlockOutput, ExecError> {
     profiles.learn(txs, &shared.mv.take_written());
+    let ben_read = crate::sequential::beneficiary_read_error(&shared.base, shared.beneficiary);
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
     let Shared { base, mv, slots, beneficiary, state_clear, .. } = shared;
     let diff = move |code, wiped| -> Result<_, ExecError> {
@@ -718,16 +719,21 @@ fn finish<S: StateView + ?Sized>(
         }
         Ok(diff_from_changes(changed, code, wiped))
     };
-    assemble(slots, env, txs, diff)
+    assemble(slots, env, txs, ben_read, diff)
 }
 
 /// The block output from each transaction's result, in block order: the running gas total
 /// and the block gas check, receipts and their root on the current rayon pool, and the state
 /// diff from `diff`, given the code deployed and the accounts wiped (in block order).
+/// `ben_read` is the error reading the beneficiary gives, if any
+/// ([`beneficiary_read_error`](crate::sequential::beneficiary_read_error)): it is the
+/// block's error at the first transaction that passes its checks, as in sequential
+/// execution, and `diff` is then never called.
 fn assemble(
     slots: Vec<Mutex<Option<TxSlot>>>,
     env: &BlockEnv,
     txs: &[RecoveredTx],
+    mut ben_read: Option<ExecError>,
     diff: impl FnOnce(Vec<(B256, Bytecode)>, Vec<Address>) -> Result<StateDiff, ExecError> + Send,
 ) -> Result<BlockOutput, ExecError> {
     // The gas of each transaction, read in parallel; then the running total and the checks in
@@ -751,6 +757,9 @@ fn assemble(
                 },
             });
         };
+        if let Some(e) = ben_read.take() {
+            return Err(e);
+        }
         total += used;
         cumulative.push(total);
     }

@@ -624,10 +624,10 @@ fn finish<S: StateView + ?Sized>(
     // every fee credited. Balances only grow, so when the sum fits, so did every step of the
     // fold in block order, and one credit of the sum gives the same account.
     let beneficiary = env.beneficiary;
-    let ben_parent = match run.base.account(beneficiary) {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(ExecError::State(e))),
-    };
+    // A failed read is the block's error where sequential execution meets it (`assemble`),
+    // which then never calls `diff`.
+    let ben_read = crate::sequential::beneficiary_read_error(&run.base, beneficiary);
+    let ben_parent = run.base.account(beneficiary).ok().flatten();
     let total = outs.iter().try_fold(U256::ZERO, |sum, o| sum.checked_add(o.fees?));
     let fits = ben_parent.unwrap_or_default().balance.checked_add(total.unwrap_or(U256::MAX));
     let (Some(total), Some(_)) = (total, fits) else {
@@ -653,7 +653,7 @@ fn finish<S: StateView + ?Sized>(
         });
         Ok(diff_from_changes(merged.map(|(_, change)| change), code, wiped))
     };
-    Ok(assemble(run.slots, env, txs, diff))
+    Ok(assemble(run.slots, env, txs, ben_read, diff))
 }
 
 /// The changes of `runs` (each sorted by location) in location order, each with the index
