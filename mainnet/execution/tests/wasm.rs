@@ -155,6 +155,74 @@ fn a_module_whose_deposit_is_not_paid_is_not_compiled() {
     }
 }
 
+/// Work no block depends on (JSON-RPC calls, traces: `wasm::transient`) deploys and calls
+/// modules not in memory without keeping them, so it cannot evict the modules blocks use;
+/// its verdicts and results are a block's. Until stop 40 such work kept every module it met.
+#[test]
+fn transient_work_keeps_no_module() {
+    let mut w = world();
+    let rt = farol_execution::wasm::WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+    let env = w.block_env(Address::from([0xbe; 20]));
+    // Not user 0, which deploys in a block below: these are never committed.
+    let from = w.users[2];
+    let unique = |n: u32| {
+        wat(&STORE.replacen(
+            "(memory (export \"memory\") 1)",
+            &format!("(memory (export \"memory\") 1) (func $unique (drop (i32.const {n})))"),
+            1,
+        ))
+    };
+    // Deployed in a call: deployment's checks, nothing kept.
+    let code = contract_code(&unique(86_421));
+    let (_, tx) = w.deploy(from, deploy_code(&code).into(), 16_000_000);
+    let call = |w: &World, tx: &RecoveredTx| {
+        farol_execution::wasm::transient(|| {
+            farol_execution::execute_call(&w.state, &w.chain, &env, std::slice::from_ref(tx))
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+        .txs
+        .remove(0)
+    };
+    assert_eq!(call(&w, &tx).status, TxStatus::Success);
+    assert!(!rt.holds(keccak256(&code)), "a module deployed in a call was kept");
+    let bad = wat(
+        r#"(module (import "farol" "nope" (func)) (memory (export "memory") 1) (func (export "call")))"#,
+    );
+    let (_, tx) = w.deploy(from, deploy_code(&contract_code(&bad)).into(), 5_000_000);
+    let t = call(&w, &tx);
+    assert_eq!(t.status, TxStatus::Revert, "{t:?}");
+    let reason = Revert::abi_decode(&t.output).map(|r| r.reason).unwrap_or_default();
+    assert!(reason.contains("farol.nope does not exist"), "{reason}");
+    // A deployed module that left memory runs in a call, and is not kept again.
+    let code = contract_code(&unique(86_422));
+    let hash = keccak256(&code);
+    let addr = deploy(&mut w, &wat_of(&code));
+    rt.forget(hash);
+    let value = U256::from(77u64);
+    let tx = w.call(
+        w.users[1],
+        addr,
+        U256::ZERO,
+        value.to_be_bytes::<32>().to_vec(),
+        100_000,
+        farol_execution::workload::Flavor::DynamicFee,
+        1,
+    );
+    let t = call(&w, &tx);
+    assert_eq!(t.status, TxStatus::Success, "{t:?}");
+    assert_eq!(t.output, Bytes::from(value.to_be_bytes::<32>().to_vec()));
+    assert!(!rt.holds(hash), "a module called in a call was kept");
+    // In a block it is kept again.
+    let t = block(&mut w, vec![tx]).txs.remove(0);
+    assert_eq!(t.status, TxStatus::Success, "{t:?}");
+    assert!(rt.holds(hash));
+}
+
+/// The module of contract code made by `contract_code`.
+fn wat_of(code: &[u8]) -> Vec<u8> {
+    code[farol_execution::wasm::MARKER.len()..].to_vec()
+}
+
 #[test]
 fn an_infinite_loop_runs_out_of_gas() {
     let mut w = world();

@@ -1790,7 +1790,9 @@ impl Rpc {
         let place = places.take().await?;
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let result = work(&this);
+            // No block depends on what RPC work runs: the WASM modules it meets are not
+            // kept, and its compiled frames are bounded (`wasm::transient`).
+            let result = farol_execution::wasm::transient(|| work(&this));
             drop(place);
             result
         })

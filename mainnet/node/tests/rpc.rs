@@ -209,6 +209,23 @@ async fn rpc_errors_proofs_restart_and_config() {
         let wallet = json!({ poor.to_string(): {"code": "0x00"} });
         let out = c.call("eth_call", json!([{"from": poor, "to": Address::repeat_byte(0x32)}, "latest", wallet]));
         assert_eq!(out.ok(), Some(json!("0x")));
+        // A WASM contract placed by an override runs, and the node does not keep its module
+        // (calls could otherwise evict the modules blocks use).
+        let module: &[u8] = &[
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, // magic, version
+            0x01, 0x04, 0x01, 0x60, 0x00, 0x00, // a type: () -> ()
+            0x03, 0x02, 0x01, 0x00, // a function of it
+            0x05, 0x03, 0x01, 0x00, 0x01, // a memory of one page
+            0x07, 0x11, 0x02, 0x06, b'm', b'e', b'm', b'o', b'r', b'y', 0x02, 0x00, // exports
+            0x04, b'c', b'a', b'l', b'l', 0x00, 0x00,
+            0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b, // its body: nothing
+        ];
+        let code = farol_execution::wasm::contract_code(module);
+        let wasm = json!({ Address::repeat_byte(0x33).to_string(): {"code": alloy_primitives::Bytes::from(code.clone())} });
+        let out = c.call("eth_call", json!([{"to": Address::repeat_byte(0x33)}, "latest", wasm]));
+        assert_eq!(out.ok(), Some(json!("0x")));
+        let runtime = farol_execution::wasm::WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!runtime.holds(alloy_primitives::keccak256(&code)), "a called module was kept");
         // The call object: `input` and `data` that differ, and both kinds of fees, are
         // refused; a nonce ahead of the account's is simulated (a client names the pending
         // one); an authorization list is an EIP-7702 call and costs its gas.

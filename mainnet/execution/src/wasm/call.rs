@@ -322,6 +322,14 @@ where
         }
         Err(e) => return fatal(ctx, e.to_string(), limit),
     };
+    // However the frame ends.
+    struct FrameShare<'a>(&'static WasmRuntime, &'a Tier);
+    impl Drop for FrameShare<'_> {
+        fn drop(&mut self) {
+            self.0.frame_ended(self.1);
+        }
+    }
+    let _share = FrameShare(runtime, &tier);
     let info = match &tier {
         Tier::Compiled(c) => c.info,
         Tier::Interpreted(i) => i.info,

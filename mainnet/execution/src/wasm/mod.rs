@@ -15,6 +15,7 @@ mod instrument;
 mod ready;
 mod validate;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
@@ -277,9 +278,53 @@ impl Slot {
 /// compiled again when it is called (the same module, so the same results).
 pub const MAX_MODULES: usize = 1_024;
 
-/// Background compilations at most at once; past it a module compiles on the thread that
-/// deployed or called it.
+/// Background compilations at most at once; past it a module waits in a queue for one of
+/// them, and its calls run on the interpreter meanwhile. (Until stop 40 it compiled on the
+/// thread that deployed or called it: a block's executor then waited for Cranelift.)
 pub const MAX_COMPILE_THREADS: usize = 4;
+
+/// Compiled frames that [`transient`] work (JSON-RPC calls, traces) may run at once; past
+/// it their frames run on the interpreter, whose instances are not the pool's. Each call
+/// holds up to [`MAX_WASM_NESTING`] frames, and the pool of instances is shared with block
+/// execution: without a bound, on a machine of many cores, concurrent RPC calls could take
+/// every instance and stop the blocks.
+pub const TRANSIENT_COMPILED_FRAMES: usize = 256;
+
+thread_local! {
+    /// Whether this thread runs [`transient`] work now.
+    static TRANSIENT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` as work whose results no block depends on (a JSON-RPC call, an estimate, a
+/// trace): a module it deploys or calls that is not in memory is validated and prepared
+/// for the interpreter for it alone, neither kept nor compiled, so such work cannot evict
+/// the modules blocks use, nor queue compilations ahead of theirs; and at most
+/// [`TRANSIENT_COMPILED_FRAMES`] of its frames run compiled at once. Results are the same
+/// either way (both tiers give the same results). Until stop 40 an `eth_call` that
+/// deployed a thousand modules evicted every module blocks used.
+pub fn transient<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            TRANSIENT.with(|t| t.set(self.0));
+        }
+    }
+    let _restore = Restore(TRANSIENT.with(|t| t.replace(true)));
+    f()
+}
+
+fn is_transient() -> bool {
+    TRANSIENT.with(Cell::get)
+}
+
+/// A compilation waiting for a compile thread.
+struct CompileJob {
+    /// Nobody waits for a module that left memory before its turn: it is skipped.
+    slot: std::sync::Weak<Slot>,
+    hash: B256,
+    info: ModuleInfo,
+    code: Arc<Vec<u8>>,
+}
 
 /// Counters of the module cache.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -296,6 +341,8 @@ pub struct CacheStats {
     pub uncompiled: u64,
     /// Modules that left memory for newer ones ([`MAX_MODULES`]).
     pub evicted: u64,
+    /// Modules [`transient`] work prepared for itself alone (not kept).
+    pub transient: u64,
     /// Compiled calls that found a ready instance (see [`WasmRuntime::set_ready_instances`]).
     pub ready_calls: u64,
     /// Modules holding a ready instance now.
@@ -329,8 +376,12 @@ pub struct WasmRuntime {
     slots: Mutex<HashMap<B256, Arc<Slot>>>,
     /// The clock of module uses ([`Slot::used`]).
     uses: AtomicU64,
-    /// Background compilations running.
+    /// Compile threads running.
     compiling: AtomicUsize,
+    /// Compilations waiting for a compile thread, oldest first.
+    compile_queue: Mutex<std::collections::VecDeque<CompileJob>>,
+    /// Compiled frames of [`transient`] work running.
+    transient_frames: AtomicUsize,
     disk: Mutex<Option<PathBuf>>,
     stats: Mutex<CacheStats>,
     calls: std::sync::atomic::AtomicU64,
@@ -382,6 +433,8 @@ impl WasmRuntime {
             slots: Mutex::new(HashMap::new()),
             uses: AtomicU64::new(0),
             compiling: AtomicUsize::new(0),
+            compile_queue: Mutex::default(),
+            transient_frames: AtomicUsize::new(0),
             disk: Mutex::new(None),
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
@@ -490,8 +543,26 @@ impl WasmRuntime {
             s.used.store(self.uses.fetch_add(1, AtomicOrdering::Relaxed), AtomicOrdering::Relaxed);
             return Ok(hash);
         }
+        if is_transient() {
+            // The same checks as `start` makes, so the same verdict, and nothing kept.
+            self.prepare_alone(module, info)?;
+            return Ok(hash);
+        }
         self.start(hash, module, info)?;
         Ok(hash)
+    }
+
+    /// Rewrites `module` (validated, `info`) and prepares it for the interpreter, for one
+    /// piece of [`transient`] work: not kept, not compiled.
+    fn prepare_alone(
+        &self,
+        module: &[u8],
+        info: ModuleInfo,
+    ) -> Result<Arc<Interpreted>, WasmError> {
+        let code = instrument::rewrite(module, true)?;
+        let interp = self.interpreted(&code, info)?;
+        lock(&self.stats).transient += 1;
+        Ok(interp)
     }
 
     /// Rewrites `module` (validated, `info`; its code's hash is `hash`), prepares it for the
@@ -521,24 +592,56 @@ impl WasmRuntime {
                 self.unprepare(c);
             }
         }
-        let spawned = if self.compiling.fetch_add(1, AtomicOrdering::AcqRel) < MAX_COMPILE_THREADS {
-            let (mine, theirs) = (slot.clone(), code.clone());
-            std::thread::Builder::new()
-                .name("farol-wasm-compile".into())
-                .spawn(move || {
-                    self.compile_into(&mine, hash, info, &theirs);
-                    self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
-                })
-                .is_ok()
-        } else {
-            false
-        };
-        if !spawned {
-            // Too many compiling, or no thread for it now: compile here instead.
-            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
-            self.compile_into(&slot, hash, info, &code);
-        }
+        let job = CompileJob { slot: Arc::downgrade(&slot), hash, info, code };
+        lock(&self.compile_queue).push_back(job);
+        self.spawn_compiler();
         Ok(slot)
+    }
+
+    /// Starts a compile thread for the queue, unless [`MAX_COMPILE_THREADS`] run (one of
+    /// them takes the job when it is done with its own). With no thread to be had, the
+    /// oldest job is compiled here, so that none waits forever.
+    fn spawn_compiler(&'static self) {
+        if self.compiling.fetch_add(1, AtomicOrdering::AcqRel) >= MAX_COMPILE_THREADS {
+            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("farol-wasm-compile".into())
+            .spawn(move || self.compile_queued())
+            .is_ok();
+        if !spawned {
+            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
+            let job = lock(&self.compile_queue).pop_front();
+            if let Some(job) = job {
+                self.compile_job(job);
+            }
+        }
+    }
+
+    /// A compile thread: takes jobs until the queue is empty. It stops counting itself
+    /// under the queue's lock, so a job queued after it looked finds the count lowered and
+    /// starts a thread of its own.
+    fn compile_queued(&self) {
+        loop {
+            let job = {
+                let mut queue = lock(&self.compile_queue);
+                match queue.pop_front() {
+                    Some(job) => job,
+                    None => {
+                        self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
+                        return;
+                    }
+                }
+            };
+            self.compile_job(job);
+        }
+    }
+
+    fn compile_job(&self, job: CompileJob) {
+        if let Some(slot) = job.slot.upgrade() {
+            self.compile_into(&slot, job.hash, job.info, &job.code);
+        }
     }
 
     /// How many modules are in memory now.
@@ -610,6 +713,7 @@ impl WasmRuntime {
         if let Some(s) = &existing {
             s.used.store(self.uses.fetch_add(1, AtomicOrdering::Relaxed), AtomicOrdering::Relaxed);
         }
+        let transient = is_transient();
         let slot = match existing {
             Some(s) => s,
             None => {
@@ -617,12 +721,27 @@ impl WasmRuntime {
                     WasmError::Invalid("the code does not start with the marker".into())
                 })?;
                 let info = validate(module)?;
+                if transient {
+                    let interp = self.prepare_alone(module, info)?;
+                    lock(&self.stats).interpreted += 1;
+                    return Ok(Tier::Interpreted(interp));
+                }
                 self.start(hash, module, info)?
             }
         };
         let interp = || {
             lock(&self.stats).interpreted += 1;
             Ok(Tier::Interpreted(slot.interp.clone()))
+        };
+        // Transient work past its share of compiled frames runs on the interpreter.
+        let over_share = || {
+            transient
+                && self
+                    .transient_frames
+                    .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                        (n < TRANSIENT_COMPILED_FRAMES).then_some(n + 1)
+                    })
+                    .is_err()
         };
         if choice == TierChoice::Interpreter {
             return interp();
@@ -639,12 +758,24 @@ impl WasmRuntime {
             state = slot.done.wait(state).unwrap_or_else(|e| e.into_inner());
         }
         match &*state {
+            SlotState::Ready(_) if over_share() => {
+                drop(state);
+                interp()
+            }
             SlotState::Ready(c) => Ok(Tier::Compiled(c.clone())),
             SlotState::Uncompiled => {
                 drop(state);
                 interp()
             }
             SlotState::Compiling => Err(WasmError::Runtime("compilation did not finish".into())),
+        }
+    }
+
+    /// A frame that `get` gave `tier` ended: a compiled frame of [`transient`] work gives
+    /// its place in the share back.
+    pub(crate) fn frame_ended(&self, tier: &Tier) {
+        if matches!(tier, Tier::Compiled(_)) && is_transient() {
+            self.transient_frames.fetch_sub(1, AtomicOrdering::AcqRel);
         }
     }
 
@@ -871,4 +1002,49 @@ pub fn time_standalone(
         output = std::mem::take(&mut store.data_mut().output);
     }
     Ok((output, times))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transient work runs at most [`TRANSIENT_COMPILED_FRAMES`] compiled frames at once;
+    /// past that, the interpreter. A frame that ends gives its place back.
+    #[test]
+    fn transient_work_runs_a_bounded_number_of_compiled_frames() {
+        let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+        if rt.tier() == TierChoice::Interpreter {
+            return; // FAROL_WASM_TIER=interpreter: nothing is compiled.
+        }
+        // (module (memory (export "memory") 1) (func (export "call")))
+        let module: &[u8] = &[
+            0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x60, 0x00, 0x00,
+            0x03, 0x02, 0x01, 0x00, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x11, 0x02, 0x06, b'm',
+            b'e', b'm', b'o', b'r', b'y', 0x02, 0x00, 0x04, b'c', b'a', b'l', b'l', 0x00, 0x00,
+            0x0a, 0x04, 0x01, 0x02, 0x00, 0x0b,
+        ];
+        let code = contract_code(module);
+        let hash = rt.deploy(&code).unwrap_or_else(|e| panic!("{e}"));
+        rt.wait(hash);
+        assert!(rt.is_ready(hash));
+        let get = || rt.get(hash, &code).unwrap_or_else(|e| panic!("{e}"));
+        let compiled = |t: &Tier| matches!(t, Tier::Compiled(_));
+        let held: Vec<Tier> = transient(|| (0..TRANSIENT_COMPILED_FRAMES).map(|_| get()).collect());
+        assert!(held.iter().all(compiled));
+        transient(|| {
+            let over = get();
+            assert!(!compiled(&over), "past the share");
+            rt.frame_ended(&over);
+            rt.frame_ended(&held[0]);
+            let again = get();
+            assert!(compiled(&again), "a place was given back");
+            rt.frame_ended(&again);
+            for t in &held[1..] {
+                rt.frame_ended(t);
+            }
+        });
+        assert_eq!(rt.transient_frames.load(AtomicOrdering::Acquire), 0);
+        // Other work has no share.
+        assert!(compiled(&get()));
+    }
 }
