@@ -512,7 +512,8 @@ struct Index {
     blocks: Vec<BlockRef>,
     /// The newest blocks, decoded: the last is the head.
     recent: VecDeque<Arc<StoredBlock>>,
-    /// Transactions in `recent`.
+    /// Transactions in `recent`, the waiting ones each block carries included
+    /// ([`held_transactions`]).
     recent_txs: usize,
     keep: Recent,
     /// Block numbers by hash, and transactions' places by hash: split maps, so that the
@@ -860,16 +861,24 @@ impl Index {
             self.txs.insert(h, (n, i as u32));
         }
         self.blocks.push(BlockRef { hash: b.hash, at, len: len as u32 });
-        self.recent_txs += b.txs.len();
+        self.recent_txs += held_transactions(&b);
         self.recent.push_back(b);
         while self.recent.len() > 1
             && (self.recent.len() > self.keep.blocks || self.recent_txs > self.keep.transactions)
         {
             if let Some(old) = self.recent.pop_front() {
-                self.recent_txs -= old.txs.len();
+                self.recent_txs -= held_transactions(&old);
             }
         }
     }
+}
+
+/// The transactions a decoded block holds: its own, and the waiting ones the last block of a
+/// group carries (up to 20,000 and 1 MiB of them, each a decoded copy). Until stop 40 only
+/// the first were counted, so blocks of no transactions carrying a full waiting set stayed
+/// decoded up to the limit of blocks: several GB.
+fn held_transactions(b: &StoredBlock) -> usize {
+    b.txs.len() + b.ordering.deferred.len()
 }
 
 /// Decodes a block record of the log (its kind byte first).
@@ -1196,6 +1205,32 @@ pub(crate) mod tests {
         }
         assert_eq!(chain.head().hash, made[made.len() - 1].hash);
         assert_eq!(chain.block(made.len() as u64), None);
+    }
+
+    /// The waiting transactions a block carries count against the decoded blocks kept, like
+    /// its own: blocks of none that carry a full waiting set do not all stay decoded.
+    #[test]
+    fn waiting_transactions_count_against_the_blocks_kept() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 100, transactions: 6 };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for n in 1..=10u64 {
+            let mut ordering = block(&key).ordering;
+            (ordering.first, ordering.height) = (n, n);
+            ordering.deferred = (0..3)
+                .map(|i| Deferred {
+                    since: n,
+                    sender: key.address(),
+                    tx: transfer(&key, 1_000 + n * 10 + i),
+                })
+                .collect();
+            let b = stored(n, &key, Vec::new(), Vec::new(), ordering);
+            chain.append(b).unwrap_or_else(|e| panic!("{e}"));
+            let index = chain.index.read();
+            assert!(index.recent.len() <= 2, "{} blocks of 3 waiting each", index.recent.len());
+        }
     }
 
     #[test]
