@@ -110,6 +110,9 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
     let mut written_to: Option<Arc<Segment>> = None;
     while next < copies.len() {
         let mut w = inner.writer.lock();
+        if w.poisoned {
+            return Err(crate::StoreError::Poisoned);
+        }
         let seg = w.active.clone();
         let start = copies[next].at;
         // At least one copy per slice, then as many as fit in SLICE bytes.
@@ -121,7 +124,15 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
         let base = w.end;
         u32::try_from(base + (stop - start) as u64)
             .map_err(|_| corrupt(&seg.path, base, "segment offset overflow in GC"))?;
-        seg.write_at(&buf[start..stop], base, &inner.io)?;
+        // A failed write is cut back, as `write_durably` cuts an append: bytes it left past
+        // `w.end` would otherwise lie ahead of the next `apply`'s records, or under them.
+        // Until stop 40 they stayed.
+        if let Err(e) = seg.write_at(&buf[start..stop], base, &inner.io) {
+            if seg.truncate(w.end).is_err() {
+                w.poisoned = true;
+            }
+            return Err(e);
+        }
         w.end += (stop - start) as u64;
         for c in &copies[next..end] {
             placed.push(Loc {
@@ -178,7 +189,7 @@ pub(crate) fn collect(inner: &Inner) -> Result<GcStats> {
                 }
             }
         }
-        crate::recovery::checkpoint_image(inner, &mut w)
+        crate::recovery::checkpoint_image(inner, &mut w)?
     };
 
     // 3. Write the checkpoint, then drop the victims (nothing refers to them now).

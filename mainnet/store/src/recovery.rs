@@ -457,12 +457,17 @@ pub(crate) struct CheckpointImage {
 
 /// Encodes a checkpoint of the index as of the writer's current position. The caller holds
 /// the writer lock (`w`), so every record before that position is published in the index.
-pub(crate) fn checkpoint_image(inner: &Inner, w: &mut Writer) -> CheckpointImage {
+/// Refused on a poisoned writer: the log past `w.end` may hold bytes a failed write left,
+/// which a checkpoint replaying from there would meet.
+pub(crate) fn checkpoint_image(inner: &Inner, w: &mut Writer) -> Result<CheckpointImage> {
+    if w.poisoned {
+        return Err(StoreError::Poisoned);
+    }
     let replay_from = (w.active.id, w.end);
     let bytes = encode_checkpoint(&inner.state.read(), replay_from);
     w.since_checkpoint = 0;
     let seq = inner.checkpoint_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    CheckpointImage { seq, bytes, replay_from }
+    Ok(CheckpointImage { seq, bytes, replay_from })
 }
 
 /// Writes a checkpoint image: temporary file, sync, rename, directory sync. Images are
@@ -505,7 +510,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<()> {
         let img = {
             let mut w = self.inner.writer.lock();
-            checkpoint_image(&self.inner, &mut w)
+            checkpoint_image(&self.inner, &mut w)?
         };
         persist_checkpoint(&self.inner, img)
     }

@@ -463,6 +463,9 @@ impl Store {
     /// collection. `below` may not pass the latest version. Durable when it returns.
     pub fn prune(&self, below: Version) -> Result<()> {
         let mut w = self.inner.writer.lock();
+        if w.poisoned {
+            return Err(StoreError::Poisoned);
+        }
         {
             let st = self.inner.state.read();
             match st.latest {

@@ -505,7 +505,7 @@ pub(crate) fn after_write(
         inner.io.housekeeping_failed();
     }
     if w.since_checkpoint >= inner.opts.checkpoint_bytes {
-        return Some(crate::recovery::checkpoint_image(inner, w));
+        return crate::recovery::checkpoint_image(inner, w).ok();
     }
     None
 }
