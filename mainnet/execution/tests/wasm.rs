@@ -212,10 +212,34 @@ fn transient_work_keeps_no_module() {
     assert_eq!(t.status, TxStatus::Success, "{t:?}");
     assert_eq!(t.output, Bytes::from(value.to_be_bytes::<32>().to_vec()));
     assert!(!rt.holds(hash), "a module called in a call was kept");
+    // Called twice in one piece of work, it is prepared once; no compiled frame is left
+    // counted.
+    let again = w.call(
+        w.users[3],
+        addr,
+        U256::ZERO,
+        value.to_be_bytes::<32>().to_vec(),
+        100_000,
+        farol_execution::workload::Flavor::DynamicFee,
+        1,
+    );
+    let before = rt.stats().transient;
+    let out = farol_execution::wasm::transient(|| {
+        farol_execution::execute_call(&w.state, &w.chain, &env, &[tx.clone(), again])
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.txs.iter().all(|t| t.status == TxStatus::Success), "{:?}", out.txs);
+    assert_eq!(rt.stats().transient - before, 1, "prepared again within one piece of work");
+    assert_eq!(rt.transient_frames(), 0);
     // In a block it is kept again.
-    let t = block(&mut w, vec![tx]).txs.remove(0);
+    let t = block(&mut w, vec![tx.clone()]).txs.remove(0);
     assert_eq!(t.status, TxStatus::Success, "{t:?}");
     assert!(rt.holds(hash));
+    // Compiled, a call runs it compiled, and gives its place in the share back.
+    rt.wait(hash);
+    let t = call(&w, &tx);
+    assert_eq!(t.output, Bytes::from(value.to_be_bytes::<32>().to_vec()), "{t:?}");
+    assert_eq!(rt.transient_frames(), 0);
 }
 
 /// The module of contract code made by `contract_code`.

@@ -397,7 +397,7 @@ fn torn_write(rest: &[u8], off: u64, truncated: bool, seal: Option<u64>) -> bool
 
 /// Whether the record at `off` (whose bytes to the end of the file are `rest`) is bad
 /// because a power loss lost the end of its write: from a 512-byte boundary inside the
-/// record to the end of the file every byte is zero, at least 8 of them. Appends are not
+/// record to the end of the file every byte is zero, at least 8 of the record's own. Appends are not
 /// aligned to blocks, so the lost part of a write usually begins inside a record (until
 /// stop 40 only a loss beginning exactly at a record was recognized, and such a store
 /// refused to open). Damage to the last acknowledged write never looks like this: its
@@ -410,7 +410,9 @@ fn lost_tail(rest: &[u8], off: u64) -> bool {
     let zeros = rest.iter().rev().take_while(|b| **b == 0).count() as u64;
     let file_end = off + rest.len() as u64;
     let lost_from = (file_end - zeros).next_multiple_of(512);
-    zeros >= 8 && lost_from > off && lost_from < end && lost_from + 8 <= file_end
+    // At least 8 of the record's own bytes lost: the last 8 bytes of a commit are never all
+    // zeros, so a damaged last commit followed by a lost unacknowledged write never passes.
+    zeros >= 8 && lost_from > off && lost_from + 8 <= end.min(file_end)
 }
 
 /// Applies the decoded tail to the index loaded from the checkpoint.

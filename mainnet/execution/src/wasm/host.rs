@@ -76,7 +76,7 @@ pub(crate) trait Env {
     fn accessed(&mut self, _address: Address, _slot: Option<U256>) {}
 }
 
-/// The instance's resource limits, and the gas its memory growth owes.
+/// The instance's resource limits.
 ///
 /// Growth is priced by [`super::memory_gas`]; the rewritten code pays it from fuel before each
 /// `memory.grow` runs (a frame that cannot pay ends out of gas there). Growth past 16 MiB, or past the module's

@@ -260,6 +260,9 @@ struct Slot {
     /// When it was last used, on the runtime's clock of uses (the least recently used
     /// leaves memory first).
     used: AtomicU64,
+    /// Waiting in the compile queue, not taken by a compile thread yet: it may leave memory
+    /// (a compiling one may not), and its job is then skipped unless a caller still waits.
+    queued: AtomicBool,
 }
 
 impl Slot {
@@ -269,6 +272,7 @@ impl Slot {
             done: Condvar::new(),
             interp,
             used: AtomicU64::new(now),
+            queued: AtomicBool::new(true),
         })
     }
 }
@@ -293,7 +297,21 @@ pub const TRANSIENT_COMPILED_FRAMES: usize = 256;
 thread_local! {
     /// Whether this thread runs [`transient`] work now.
     static TRANSIENT: Cell<bool> = const { Cell::new(false) };
+    /// What the [`transient`] work running on this thread prepared for itself, by code hash
+    /// (the verdict of deployment's checks, and the interpreter's form), and the bytes of
+    /// those modules; emptied when the work ends.
+    static TRANSIENT_MODULES: std::cell::RefCell<(HashMap<B256, Prepared>, usize)> =
+        std::cell::RefCell::new((HashMap::new(), 0));
 }
+
+/// A module prepared for [`transient`] work alone, or why deployment refuses it.
+type Prepared = Result<Arc<Interpreted>, WasmError>;
+
+/// Bytes of modules one piece of [`transient`] work keeps prepared for itself. Without
+/// them a call that calls one module in a loop would prepare it again at every call; past
+/// them it does (each call to another module costs a cold account access, at least 2,600
+/// gas).
+pub const TRANSIENT_MODULE_BYTES: usize = 4 << 20;
 
 /// Runs `f` as work whose results no block depends on (a JSON-RPC call, an estimate, a
 /// trace): a module it deploys or calls that is not in memory is validated and prepared
@@ -307,6 +325,9 @@ pub fn transient<T>(f: impl FnOnce() -> T) -> T {
     impl Drop for Restore {
         fn drop(&mut self) {
             TRANSIENT.with(|t| t.set(self.0));
+            if !self.0 {
+                TRANSIENT_MODULES.with(|m| *m.borrow_mut() = (HashMap::new(), 0));
+            }
         }
     }
     let _restore = Restore(TRANSIENT.with(|t| t.replace(true)));
@@ -319,7 +340,7 @@ fn is_transient() -> bool {
 
 /// A compilation waiting for a compile thread.
 struct CompileJob {
-    /// Nobody waits for a module that left memory before its turn: it is skipped.
+    /// A module that left memory before its turn is skipped, unless a caller waits for it.
     slot: std::sync::Weak<Slot>,
     hash: B256,
     info: ModuleInfo,
@@ -513,6 +534,11 @@ impl WasmRuntime {
         *lock(&self.disk) = dir;
     }
 
+    /// Compiled frames of [`transient`] work running now.
+    pub fn transient_frames(&self) -> usize {
+        self.transient_frames.load(AtomicOrdering::Acquire)
+    }
+
     /// Counters since the process started.
     pub fn stats(&self) -> CacheStats {
         use std::sync::atomic::Ordering::Relaxed;
@@ -545,24 +571,42 @@ impl WasmRuntime {
         }
         if is_transient() {
             // The same checks as `start` makes, so the same verdict, and nothing kept.
-            self.prepare_alone(module, info)?;
+            self.prepared_alone(hash, module, Some(info))?;
             return Ok(hash);
         }
         self.start(hash, module, info)?;
         Ok(hash)
     }
 
-    /// Rewrites `module` (validated, `info`) and prepares it for the interpreter, for one
-    /// piece of [`transient`] work: not kept, not compiled.
-    fn prepare_alone(
+    /// `module` (of code hash `hash`; `info` if it was validated) validated, rewritten and
+    /// prepared for the interpreter for the [`transient`] work running on this thread: not
+    /// kept by the runtime, not compiled; kept by the work while its modules' bytes allow.
+    fn prepared_alone(
         &self,
+        hash: B256,
         module: &[u8],
-        info: ModuleInfo,
+        info: Option<ModuleInfo>,
     ) -> Result<Arc<Interpreted>, WasmError> {
-        let code = instrument::rewrite(module, true)?;
-        let interp = self.interpreted(&code, info)?;
+        if let Some(p) = TRANSIENT_MODULES.with(|m| m.borrow().0.get(&hash).cloned()) {
+            return p;
+        }
+        let prepared = (|| {
+            let info = match info {
+                Some(info) => info,
+                None => validate(module)?,
+            };
+            let code = instrument::rewrite(module, true)?;
+            self.interpreted(&code, info)
+        })();
         lock(&self.stats).transient += 1;
-        Ok(interp)
+        TRANSIENT_MODULES.with(|m| {
+            let (modules, bytes) = &mut *m.borrow_mut();
+            if *bytes + module.len() <= TRANSIENT_MODULE_BYTES {
+                *bytes += module.len();
+                modules.insert(hash, prepared.clone());
+            }
+        });
+        prepared
     }
 
     /// Rewrites `module` (validated, `info`; its code's hash is `hash`), prepares it for the
@@ -599,11 +643,18 @@ impl WasmRuntime {
     }
 
     /// Starts a compile thread for the queue, unless [`MAX_COMPILE_THREADS`] run (one of
-    /// them takes the job when it is done with its own). With no thread to be had, the
-    /// oldest job is compiled here, so that none waits forever.
+    /// them takes the job when it is done with its own). The count is raised only when a
+    /// thread is to start, so a caller that finds all places taken never holds one. With no
+    /// thread to be had (the system refuses one) and none running, the queue is compiled
+    /// here, so that no job waits forever.
     fn spawn_compiler(&'static self) {
-        if self.compiling.fetch_add(1, AtomicOrdering::AcqRel) >= MAX_COMPILE_THREADS {
-            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
+        let reserved = self
+            .compiling
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < MAX_COMPILE_THREADS).then_some(n + 1)
+            })
+            .is_ok();
+        if !reserved {
             return;
         }
         let spawned = std::thread::Builder::new()
@@ -611,36 +662,52 @@ impl WasmRuntime {
             .spawn(move || self.compile_queued())
             .is_ok();
         if !spawned {
-            self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
-            let job = lock(&self.compile_queue).pop_front();
+            self.compile_queued();
+        }
+    }
+
+    /// A compile thread: takes jobs until the queue is empty, then gives its place back. It
+    /// gives it back under the queue's lock, so a job queued after it looked finds the place
+    /// free and starts a thread of its own; and also if a job panics (the job's waiters are
+    /// woken by `compile_job`).
+    fn compile_queued(&self) {
+        struct Place<'a>(&'a AtomicUsize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, AtomicOrdering::AcqRel);
+            }
+        }
+        let mut place = Some(Place(&self.compiling));
+        while place.is_some() {
+            let job = {
+                let mut queue = lock(&self.compile_queue);
+                let job = queue.pop_front();
+                if job.is_none() {
+                    place = None;
+                }
+                job
+            };
             if let Some(job) = job {
                 self.compile_job(job);
             }
         }
     }
 
-    /// A compile thread: takes jobs until the queue is empty. It stops counting itself
-    /// under the queue's lock, so a job queued after it looked finds the count lowered and
-    /// starts a thread of its own.
-    fn compile_queued(&self) {
-        loop {
-            let job = {
-                let mut queue = lock(&self.compile_queue);
-                match queue.pop_front() {
-                    Some(job) => job,
-                    None => {
-                        self.compiling.fetch_sub(1, AtomicOrdering::AcqRel);
-                        return;
-                    }
-                }
-            };
-            self.compile_job(job);
-        }
-    }
-
+    /// Compiles a queued module, unless it left memory and nobody waits for it. A panic in
+    /// the engine finishes the slot as not compiled and drops it from memory (as a failure
+    /// of this node: the next call starts again), so that nobody waits for it forever.
     fn compile_job(&self, job: CompileJob) {
-        if let Some(slot) = job.slot.upgrade() {
-            self.compile_into(&slot, job.hash, job.info, &job.code);
+        let Some(slot) = job.slot.upgrade() else { return };
+        slot.queued.store(false, AtomicOrdering::Release);
+        let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.compile_into(&slot, job.hash, job.info, &job.code)
+        }));
+        if compiled.is_err() {
+            finish(&slot, Err(WasmError::Runtime("the compiler panicked".into())));
+            let mut slots = lock(&self.slots);
+            if slots.get(&job.hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                slots.remove(&job.hash);
+            }
         }
     }
 
@@ -720,12 +787,12 @@ impl WasmRuntime {
                 let module = code.strip_prefix(&MARKER).ok_or_else(|| {
                     WasmError::Invalid("the code does not start with the marker".into())
                 })?;
-                let info = validate(module)?;
                 if transient {
-                    let interp = self.prepare_alone(module, info)?;
+                    let interp = self.prepared_alone(hash, module, None)?;
                     lock(&self.stats).interpreted += 1;
                     return Ok(Tier::Interpreted(interp));
                 }
+                let info = validate(module)?;
                 self.start(hash, module, info)?
             }
         };
@@ -854,7 +921,10 @@ fn store_file(path: &Path, m: &Module) {
 fn evict_one(slots: &mut HashMap<B256, Arc<Slot>>) -> Option<Arc<Slot>> {
     let victim = slots
         .iter()
-        .filter(|(_, s)| !matches!(*lock(&s.state), SlotState::Compiling))
+        .filter(|(_, s)| {
+            s.queued.load(AtomicOrdering::Acquire)
+                || !matches!(*lock(&s.state), SlotState::Compiling)
+        })
         .min_by_key(|(h, s)| (s.used.load(AtomicOrdering::Relaxed), **h))
         .map(|(h, _)| *h)?;
     slots.remove(&victim)
