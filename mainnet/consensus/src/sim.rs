@@ -301,7 +301,12 @@ struct Process {
     durable: usize,
     /// The block it sent in each round, to check that it never sends two.
     own_sent: HashMap<u64, [u8; 32]>,
+    /// How far its wall clock is from the simulated time (ms).
+    skew_ms: i64,
 }
+
+/// The Unix time (ms) of the simulation's start.
+const EPOCH_MS: i64 = 1_700_000_000_000;
 
 /// Runs `scenario` with `seed`.
 pub fn run(seed: u64, scenario: &Scenario) -> Result<Report, Violation> {
@@ -352,6 +357,10 @@ fn commit_digest(c: &Committed) -> [u8; 32] {
     if let Some(cp) = c.checkpoint {
         h.update(cp);
     }
+    // The commit's time becomes the block's timestamp, so every validator must agree on it
+    // too (until stop 40 it was not compared, and every clock read 0).
+    h.update(c.timestamp_ms.to_le_bytes());
+    h.update((c.proposals as u64).to_le_bytes());
     h.finalize().0
 }
 
@@ -412,6 +421,14 @@ impl<'s> Sim<'s> {
             let copies = if behavior == Some(Byzantine::Twins) { 2 } else { 1 };
             for _ in 0..copies {
                 let engine = sim.engine(v);
+                // Clocks differ by up to 200 ms either way, drawn from the seed (not from
+                // the run's random stream); a faulty validator's is an hour ahead.
+                let mut h = alloy_primitives::Keccak256::new();
+                h.update(seed.to_le_bytes());
+                h.update((sim.procs.len() as u64).to_le_bytes());
+                let draw = u64::from_le_bytes(h.finalize().0[..8].try_into().unwrap_or([0; 8]));
+                let skew_ms =
+                    if behavior.is_some() { 3_600_000 } else { (draw % 401) as i64 - 200 };
                 sim.procs.push(Process {
                     index: ValidatorIndex(v as u16),
                     engine: Some(engine),
@@ -423,6 +440,7 @@ impl<'s> Sim<'s> {
                     compacted: None,
                     durable: 0,
                     own_sent: HashMap::new(),
+                    skew_ms,
                 });
             }
         }
@@ -796,7 +814,9 @@ impl<'s> Sim<'s> {
     /// Runs one input through `p`'s engine in its two parts, as the node's driver does.
     fn step(&mut self, p: usize, input: Input) -> Result<(), Violation> {
         let mut out = Vec::new();
+        let clock = EPOCH_MS + (self.now / 1_000) as i64 + self.procs[p].skew_ms;
         if let Some(e) = self.procs[p].engine.as_mut() {
+            e.set_time(clock.max(0) as u64);
             e.handle_first(input, &mut out);
         }
         self.apply(p, out)?;
