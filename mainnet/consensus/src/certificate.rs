@@ -124,6 +124,10 @@ impl Certificate {
     /// be exact and no bit past the committee may be set; the signature is checked as a point
     /// (the quorum and the aggregate are [`Certificate::verify`]'s job).
     pub fn from_bytes(bytes: &[u8], committee_len: usize) -> Result<Certificate, CertificateError> {
+        // Validator indexes are u16: past that a signer's index would wrap onto another's.
+        if committee_len > usize::from(u16::MAX) + 1 {
+            return Err(CertificateError::Malformed("a committee larger than indexes reach"));
+        }
         let words = Signers::words(committee_len);
         if bytes.len() != words * 8 + SIGNATURE_LEN {
             return Err(CertificateError::Malformed("wrong length"));

@@ -293,7 +293,8 @@ struct Process {
     /// Per height, the digest of what this process committed.
     chain: Vec<[u8; 32]>,
     seen: HashSet<[u8; 32]>,
-    crashed_ever: bool,
+    /// When it last crashed.
+    last_crash: Option<Micros>,
     /// The snapshot its log was last cut to.
     compacted: Option<Arc<crate::checkpoint::Snapshot>>,
     /// How much of its log is durable (a crash loses the rest), as the node's driver syncs:
@@ -419,16 +420,20 @@ impl<'s> Sim<'s> {
                 continue;
             }
             let copies = if behavior == Some(Byzantine::Twins) { 2 } else { 1 };
-            for _ in 0..copies {
+            for copy in 0..copies {
                 let engine = sim.engine(v);
                 // Clocks differ by up to 200 ms either way, drawn from the seed (not from
-                // the run's random stream); a faulty validator's is an hour ahead.
+                // the run's random stream); a faulty validator's is an hour ahead, and each
+                // twin's a second from the other's, so that the twins' blocks always differ.
                 let mut h = alloy_primitives::Keccak256::new();
                 h.update(seed.to_le_bytes());
                 h.update((sim.procs.len() as u64).to_le_bytes());
                 let draw = u64::from_le_bytes(h.finalize().0[..8].try_into().unwrap_or([0; 8]));
-                let skew_ms =
-                    if behavior.is_some() { 3_600_000 } else { (draw % 401) as i64 - 200 };
+                let skew_ms = if behavior.is_some() {
+                    3_600_000 + 1_000 * copy as i64
+                } else {
+                    (draw % 401) as i64 - 200
+                };
                 sim.procs.push(Process {
                     index: ValidatorIndex(v as u16),
                     engine: Some(engine),
@@ -436,7 +441,7 @@ impl<'s> Sim<'s> {
                     behavior,
                     chain: Vec::new(),
                     seen: HashSet::new(),
-                    crashed_ever: false,
+                    last_crash: None,
                     compacted: None,
                     durable: 0,
                     own_sent: HashMap::new(),
@@ -494,6 +499,31 @@ impl<'s> Sim<'s> {
 
     fn honest(&self, p: usize) -> bool {
         self.procs[p].behavior.is_none()
+    }
+
+    /// Each Byzantine validator that puts something wrong on the wire was noticed by an
+    /// honest engine up at the end: otherwise the scenario ran honest in effect (a broken
+    /// `corrupt`, twins proposing the same blocks) and proved nothing about the fault.
+    fn faults_were_noticed(&self) -> Result<(), Violation> {
+        let engines: Vec<_> = (0..self.procs.len())
+            .filter(|p| self.honest(*p))
+            .filter_map(|p| self.procs[p].engine.as_ref())
+            .map(|e| e.faults())
+            .collect();
+        for (v, behavior) in &self.s.byzantine {
+            let noticed = |f: &crate::asyncbft::Faults| match behavior {
+                Byzantine::BadSignatures => f.bad_signatures > 0,
+                Byzantine::Garbage => f.malformed + f.bad_signatures + f.invalid > 0,
+                Byzantine::Twins => f.equivocators.contains(&ValidatorIndex(*v as u16)),
+                _ => true,
+            };
+            if !engines.iter().any(|f| noticed(f)) {
+                return Err(self.violation(format!(
+                    "validator {v} was {behavior:?}, and no honest validator noticed"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn run(mut self) -> Result<Report, Violation> {
@@ -568,7 +598,7 @@ impl<'s> Sim<'s> {
                     // What was not durable is lost.
                     let proc_ = &mut self.procs[p];
                     proc_.engine = None;
-                    proc_.crashed_ever = true;
+                    proc_.last_crash = Some(self.now);
                     proc_.wal.truncate(proc_.durable);
                 }
                 Event::Restart(p) => {
@@ -991,13 +1021,15 @@ impl<'s> Sim<'s> {
         Ok(())
     }
 
-    /// Liveness: every transaction submitted to an honest validator that never crashed is
-    /// committed by every honest validator that is up at the end. (Computed when asked:
-    /// submissions and crashes after that are added by `finish`.)
+    /// Liveness: every transaction submitted to an honest validator that did not crash
+    /// after it was submitted is committed by every honest validator that is up at the end
+    /// (one that crashed may have lost it from its queue; one that restarted or rejoined
+    /// must commit what it was given after, which until stop 40 was not required).
+    /// (Computed when asked: submissions and crashes after that are added by `finish`.)
     fn required(&self) -> BTreeSet<[u8; 32]> {
         self.submitted
             .iter()
-            .filter(|(_, (_, p))| !self.procs[*p].crashed_ever)
+            .filter(|(_, (at, p))| self.procs[*p].last_crash.is_none_or(|c| c < *at))
             .map(|(d, _)| *d)
             .collect()
     }
@@ -1049,6 +1081,7 @@ impl<'s> Sim<'s> {
             .filter_map(|p| self.procs[p].engine.as_ref())
             .map(|e| e.faults().bad_coin_shares)
             .sum();
+        self.faults_were_noticed()?;
         let first = (0..self.procs.len()).find(|p| self.honest(*p) && self.alive(*p));
         if let Some(p) = first {
             self.report.height = self.procs[p].chain.len() as u64;

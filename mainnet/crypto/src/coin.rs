@@ -139,7 +139,8 @@ pub fn group_key(publics: &[PublicKey], threshold: usize) -> Result<PublicKey, B
     if threshold == 0 || threshold > publics.len() || publics.len() > usize::from(u16::MAX) + 1 {
         return Err(BlsError::Empty);
     }
-    let base: Vec<u16> = (0..threshold as u16).collect();
+    // `threshold` may be 65,536: every index below it fits in a u16.
+    let base: Vec<u16> = (0..threshold).map(|i| i as u16).collect();
     let keys = &publics[..threshold];
     for (j, key) in publics.iter().enumerate().skip(threshold) {
         if interpolate_key(&base, keys, U256::from(j as u64 + 1))? != *key {
