@@ -1,10 +1,13 @@
 # Sourced by the scripts: installs the Debian packages the build needs when they are missing
-# (RocksDB, linked by the baseline; libclang, for its bindings; Node.js and npm, for the
-# real Ethereum client the node's end-to-end test runs).
+# (RocksDB, linked by the baseline; libclang, for its bindings; a C compiler and linker, for
+# the crates with C parts and for linking; python3, which the scripts use to read JSON;
+# Node.js and npm, for the real Ethereum client the node's end-to-end test runs).
 missing=()
 for pkg in librocksdb-dev libclang-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
+command -v cc >/dev/null || missing+=(build-essential)
+command -v python3 >/dev/null || missing+=(python3)
 if ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 fi
