@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use farol_execution::statetest::{find_fixtures, run_file, Options, SpecName};
+use farol_execution::statetest::{find_fixtures, run_file, spec_of, Options};
 
 /// Arguments of `farol evm`.
 #[derive(Debug, Args)]
@@ -48,14 +48,17 @@ fn statetest(args: StatetestArgs) -> Result<()> {
     }
     let mut options = Options::default();
     if !args.forks.is_empty() {
+        // The forks asked for, and only those.
+        options.newest_when_absent = false;
         options.forks = args
             .forks
             .iter()
             .map(|f| match serde_json::from_value(serde_json::Value::String(f.clone())) {
-                Ok(SpecName::Unknown) | Err(_) => {
-                    bail!("--fork {f}: not a fork name the state tests use (e.g. Cancun, Prague)")
-                }
-                Ok(spec) => Ok(spec),
+                Ok(spec) if spec_of(&spec).is_some() => Ok(spec),
+                Ok(_) | Err(_) => bail!(
+                    "--fork {f}: not a fork name the state tests use that revm runs (e.g. \
+                     Cancun, Prague)"
+                ),
             })
             .collect::<Result<_>>()?;
     }
@@ -84,6 +87,9 @@ fn statetest(args: StatetestArgs) -> Result<()> {
     );
     if failed > 0 {
         bail!("{failed} state test cases failed");
+    }
+    if passed == 0 {
+        bail!("no case ran: the fixtures have no entries for the forks asked for");
     }
     Ok(())
 }

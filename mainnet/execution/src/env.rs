@@ -218,7 +218,8 @@ pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String
     let env = tx_env(tx, Address::ZERO);
     let reason = crate::sequential::invalid_reason;
     let cap = cfg.tx_gas_limit_cap();
-    if env.gas_limit > cap {
+    // revm enforces the cap only without EIP-8037's state gas.
+    if env.gas_limit > cap && !cfg.is_amsterdam_eip8037_enabled() {
         return Err(reason(&InvalidTransaction::TxGasLimitGreaterThanCap {
             gas_limit: env.gas_limit,
             cap,
@@ -228,6 +229,40 @@ pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String
         if tip > env.gas_price {
             return Err(reason(&InvalidTransaction::PriorityFeeGreaterThanMaxFee));
         }
+    }
+    // The rest of revm's checks of a transaction alone (`validate_tx_env`), which execution
+    // makes (until stop 40 these were not made here: an EIP-7702 transaction with no
+    // authorization, for one, was accepted, ordered for free, and made every validator run
+    // its block twice before dropping it).
+    let at = |fork| spec.spec.is_enabled_in(fork);
+    let unsupported = match tx.ty() {
+        1 if !at(SpecId::BERLIN) => Some(InvalidTransaction::Eip2930NotSupported),
+        2 if !at(SpecId::LONDON) => Some(InvalidTransaction::Eip1559NotSupported),
+        3 if !at(SpecId::CANCUN) => Some(InvalidTransaction::Eip4844NotSupported),
+        4 if !at(SpecId::PRAGUE) => Some(InvalidTransaction::Eip7702NotSupported),
+        _ => None,
+    };
+    if let Some(e) = unsupported {
+        return Err(reason(&e));
+    }
+    if tx.is_eip4844() {
+        // The block's blob gas price is not known here: only the blobs themselves.
+        revm::handler::validation::validate_eip4844_tx(
+            &env.blob_hashes,
+            env.max_fee_per_blob_gas,
+            0,
+            cfg.max_blobs_per_tx(),
+        )
+        .map_err(|e| reason(&e))?;
+    }
+    if tx.is_eip7702() && env.authorization_list.is_empty() {
+        return Err(reason(&InvalidTransaction::EmptyAuthorizationList));
+    }
+    if at(SpecId::SHANGHAI) && env.kind.is_create() && env.data.len() > cfg.max_initcode_size() {
+        return Err(reason(&InvalidTransaction::CreateInitCodeSizeLimit));
+    }
+    if env.nonce == u64::MAX {
+        return Err(reason(&InvalidTransaction::NonceOverflowInTransaction));
     }
     revm::handler::validation::validate_initial_tx_gas(&env, spec.spec, false, false, cap, None)
         .map(|_| ())
@@ -298,6 +333,53 @@ mod tests {
         assert_eq!(osaka.len(), 18);
         let p256 = osaka.last().cloned();
         assert_eq!(p256, Some(("P256VERIFY".to_string(), Address::left_padding_from(&[1, 0]))));
+    }
+
+    /// What execution refuses whatever the state, the pool refuses before it takes the
+    /// transaction (until stop 40 these four passed `check_transaction`).
+    #[test]
+    fn transactions_execution_always_refuses_are_refused_up_front() {
+        use alloy_consensus::TxEip7702;
+        let spec = ChainSpec::default();
+        let sig = Signature::new(U256::from(1), U256::from(1), false);
+        let delegation = |auths: Vec<alloy_eips::eip7702::SignedAuthorization>, nonce| {
+            let tx = TxEip7702 {
+                chain_id: spec.chain_id,
+                nonce,
+                gas_limit: 100_000,
+                max_fee_per_gas: 10,
+                to: Address::repeat_byte(1),
+                authorization_list: auths,
+                ..Default::default()
+            };
+            TxEnvelope::Eip7702(tx.into_signed(sig))
+        };
+        let err = check_transaction(&spec, &delegation(Vec::new(), 0)).err().unwrap_or_default();
+        assert!(err.contains("authorization list"), "{err}");
+        let auth = alloy_eips::eip7702::Authorization {
+            chain_id: U256::from(spec.chain_id),
+            address: Address::repeat_byte(2),
+            nonce: 0,
+        }
+        .into_signed(sig);
+        assert_eq!(check_transaction(&spec, &delegation(vec![auth.clone()], 0)), Ok(()));
+        let err = check_transaction(&spec, &delegation(vec![auth.clone()], u64::MAX));
+        assert!(err.is_err_and(|e| e.contains("nonce")));
+        // Before Prague there is no such type.
+        let cancun = ChainSpec::ethereum(spec.chain_id, SpecId::CANCUN);
+        assert!(check_transaction(&cancun, &delegation(vec![auth], 0)).is_err());
+        // Init code past the limit.
+        use revm::context_interface::Cfg;
+        let create = TxEip1559 {
+            chain_id: spec.chain_id,
+            gas_limit: 16_000_000,
+            max_fee_per_gas: 10,
+            to: TxKind::Create,
+            input: vec![0u8; spec.cfg().max_initcode_size() + 1].into(),
+            ..Default::default()
+        };
+        let err = check_transaction(&spec, &TxEnvelope::Eip1559(create.into_signed(sig)));
+        assert!(err.is_err_and(|e| e.contains("initcode")));
     }
 
     /// secp256k1's order.

@@ -683,10 +683,24 @@ const VM_STEP: StepCosts =
 /// The tracer a traced transaction runs under.
 type TxInspector = Either<DebugInspector, TracingInspector>;
 
-/// The struct logger's step costs when `opts` select it (no tracer named).
+/// What each step costs the budget: the struct logger's (no tracer named) as its options
+/// say; `erc7562Tracer`'s, which records every step with its stack, and memory after the
+/// steps that write it (charged at every step: an estimate above what it keeps); none for
+/// the other tracers, which record frames, not steps. (Until stop 40 `erc7562Tracer` was
+/// charged nothing per step, and its small answer passed the check made after execution:
+/// a loop over a deep stack could make it hold gigabytes.)
 fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {
-    let named = opts.tracer.as_ref().is_some_and(|t| !t.as_str().is_empty());
-    if named {
+    let name = opts.tracer.as_ref().map(|t| t.as_str()).unwrap_or("");
+    if name == "erc7562Tracer" {
+        return Some(StepCosts {
+            stack: true,
+            memory: true,
+            storage: false,
+            return_data: false,
+            limit: None,
+        });
+    }
+    if !name.is_empty() {
         return None;
     }
     let c = &opts.config;

@@ -163,6 +163,15 @@ fn a_trace_past_its_budget_is_refused() {
         Err(TraceError::TooLarge { limit: 20_000 }) => {}
         other => panic!("{other:?}"),
     }
+    // erc7562Tracer records every step's stack, and memory after a write: its steps count
+    // against the budget too (until stop 40 they did not, and its small answer passed).
+    let erc = options(json!({ "tracer": "erc7562Tracer" }));
+    match trace_transactions(&w.state, &w.chain, &env, one, 0..1, &erc, small) {
+        Err(TraceError::TooLarge { limit: 20_000 }) => {}
+        other => panic!("erc7562Tracer: {other:?}"),
+    }
+    trace_transactions(&w.state, &w.chain, &env, one, 0..1, &erc, BLOCK)
+        .unwrap_or_else(|e| panic!("erc7562Tracer: {e}"));
     let traces = trace_with(&w.state, &w.chain, &env, one, 0..1, &vm, BLOCK)
         .unwrap_or_else(|e| panic!("{e}"));
     let v = serde_json::to_value(&traces).unwrap_or_default();

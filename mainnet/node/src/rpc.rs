@@ -3538,7 +3538,10 @@ fn rpc_receipt_at(b: &StoredBlock, i: usize, first_log: usize) -> TransactionRec
         blob_gas_price: None,
         from: b.senders[i],
         to: tx.to(),
-        contract_address: b.created[i],
+        // A creation names the address it creates at, whether or not it succeeded, as
+        // geth's receipts do (until stop 40 a failed one's was null).
+        contract_address: b.created[i]
+            .or_else(|| tx.to().is_none().then(|| b.senders[i].create(tx.nonce()))),
     }
 }
 

@@ -902,6 +902,25 @@ fn deploy(c: &mut RpcClient, key: &PrivateKeySigner, runtime: &[u8]) -> Address 
     serde_json::from_value(r["contractAddress"].clone()).unwrap_or_else(|e| panic!("{r}: {e}"))
 }
 
+/// A creation that fails names the address it would have created at, as geth's receipts do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_creation_names_its_address() {
+    let (_dir, key, node) = node_with(0x52, |_| {}).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // PUSH1 0 PUSH1 0 REVERT
+        let raw = raw_tx(&key, 0, TxKind::Create, vec![0x60, 0, 0x60, 0, 0xfd]);
+        let hash = c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        assert_eq!(r["status"], "0x0", "{r}");
+        assert_eq!(r["contractAddress"], json!(key.address().create(0)), "{r}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
 /// however far the chain goes; `eth_getFilterLogs` returns the same range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
