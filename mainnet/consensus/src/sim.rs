@@ -311,7 +311,13 @@ const EPOCH_MS: i64 = 1_700_000_000_000;
 
 /// Runs `scenario` with `seed`.
 pub fn run(seed: u64, scenario: &Scenario) -> Result<Report, Violation> {
-    Sim::new(seed, scenario).run()
+    Sim::new(seed, scenario).run().map_err(|mut v| {
+        // It changes what the Byzantine validators do: a rerun needs it too.
+        if std::env::var_os("FAROL_RAISED_CLAIMS").is_some() {
+            v.what.push_str(" (with FAROL_RAISED_CLAIMS set)");
+        }
+        v
+    })
 }
 
 struct Sim<'s> {
@@ -345,6 +351,8 @@ struct Sim<'s> {
     /// Messages the adversarial scheduler holds back: (to, until it proposed past this
     /// round, from, bytes, since when).
     held: Vec<(usize, u64, ValidatorIndex, Bytes, Micros)>,
+    /// When each honest validator committed each height (for the fingerprint).
+    commit_times: Vec<(Micros, usize, u64)>,
 }
 
 fn commit_digest(c: &Committed) -> [u8; 32] {
@@ -413,6 +421,7 @@ impl<'s> Sim<'s> {
             longest_stall: 0,
             proposed: HashMap::new(),
             held: Vec::new(),
+            commit_times: Vec::new(),
         };
         for v in 0..s.n {
             let behavior = s.byzantine.iter().find(|(i, _)| *i == v).map(|(_, b)| *b);
@@ -773,13 +782,28 @@ impl<'s> Sim<'s> {
                 late = true;
             }
         }
-        let targets: Vec<usize> = (0..self.procs.len())
+        let mut targets: Vec<usize> = (0..self.procs.len())
             .filter(|q| *q != p)
             .filter(|q| match to {
                 Target::All => self.procs[*q].index != from,
                 Target::One(v) => self.procs[*q].index == v,
             })
             .collect();
+        // Twins split the honest validators: each twin broadcasts to its own half (the two
+        // halves share one validator when their number is odd, so each holds f + 1), the
+        // schedule in which each twin's block can gather votes from a different honest
+        // group. (Until stop 40 both twins reached every honest validator.)
+        if self.procs[p].behavior == Some(Byzantine::Twins) && to == Target::All {
+            let first_twin = (0..p).all(|q| self.procs[q].index != from);
+            let honest: Vec<usize> = targets.iter().copied().filter(|q| self.honest(*q)).collect();
+            let mid = honest.len() / 2;
+            let half: Vec<usize> = if first_twin {
+                honest[..=mid.min(honest.len().saturating_sub(1))].to_vec()
+            } else {
+                honest[mid..].to_vec()
+            };
+            targets.retain(|q| !self.honest(*q) || half.contains(q));
+        }
         for q in targets {
             for b in self.corrupt(p, bytes.clone()) {
                 self.report.messages += 1;
@@ -843,18 +867,21 @@ impl<'s> Sim<'s> {
 
     /// Runs one input through `p`'s engine in its two parts, as the node's driver does.
     fn step(&mut self, p: usize, input: Input) -> Result<(), Violation> {
+        // A snapshot the step takes keeps the step's records from its start, as the node's
+        // driver keeps them (until stop 40 those of the first half were dropped here).
+        let start = self.procs[p].wal.len();
         let mut out = Vec::new();
         let clock = EPOCH_MS + (self.now / 1_000) as i64 + self.procs[p].skew_ms;
         if let Some(e) = self.procs[p].engine.as_mut() {
             e.set_time(clock.max(0) as u64);
             e.handle_first(input, &mut out);
         }
-        self.apply(p, out)?;
+        self.apply_from(p, out, start)?;
         let mut out = Vec::new();
         if let Some(e) = self.procs[p].engine.as_mut() {
             e.finish(&mut out);
         }
-        self.apply(p, out)
+        self.apply_from(p, out, start)
     }
 
     /// Carries out one call's actions as the node's driver does: records first (durable
@@ -862,6 +889,11 @@ impl<'s> Sim<'s> {
     /// in order.
     fn apply(&mut self, p: usize, out: Vec<Action>) -> Result<(), Violation> {
         let offset = self.procs[p].wal.len();
+        self.apply_from(p, out, offset)
+    }
+
+    /// [`Sim::apply`] for a call of a step that began at log position `offset`.
+    fn apply_from(&mut self, p: usize, out: Vec<Action>, offset: usize) -> Result<(), Violation> {
         let mut leaves = false;
         for a in &out {
             match a {
@@ -1007,6 +1039,7 @@ impl<'s> Sim<'s> {
             self.longest_stall = self.longest_stall.max(self.now - last);
         }
         self.last_commit = Some(self.now);
+        self.commit_times.push((self.now, p, c.height));
         if let Some(t) = self.proposed.get(&c.leader_digest) {
             self.report.leader_delays.push((c.round, self.now - t));
         }
@@ -1099,6 +1132,11 @@ impl<'s> Sim<'s> {
         }
         for l in &self.report.latencies {
             h.update(l.to_le_bytes());
+        }
+        for (at, p, height) in &self.commit_times {
+            h.update(at.to_le_bytes());
+            h.update((*p as u64).to_le_bytes());
+            h.update(height.to_le_bytes());
         }
         self.report.fingerprint = h.finalize().0;
         self.report.longest_stall = self.longest_stall;
