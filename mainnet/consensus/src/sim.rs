@@ -333,7 +333,10 @@ struct Sim<'s> {
     keys: Vec<ed25519::SigningKey>,
     /// Each validator's coin share (empty without a coin).
     coin_keys: Vec<SecretKey>,
-    cache: Arc<SignatureCache>,
+    /// Each validator's cache of checked signatures and coins (twins share theirs), as each
+    /// node has its own: shared by all, an engine took a coin another had combined before it
+    /// held enough valid shares itself (until stop 40).
+    caches: Vec<Arc<SignatureCache>>,
     links: HashMap<(usize, usize), Micros>,
     /// The agreed chain: per height, the digest of the commit.
     chain: Vec<[u8; 32]>,
@@ -409,7 +412,7 @@ impl<'s> Sim<'s> {
             committee,
             keys,
             coin_keys,
-            cache: Arc::new(SignatureCache::default()),
+            caches: (0..s.n).map(|_| Arc::new(SignatureCache::default())).collect(),
             links: HashMap::new(),
             chain: Vec::new(),
             chain_txs: Vec::new(),
@@ -492,7 +495,7 @@ impl<'s> Sim<'s> {
             ValidatorIndex(v as u16),
             self.keys[v].clone(),
             cfg,
-            self.cache.clone(),
+            self.caches[v].clone(),
         )
     }
 
@@ -619,7 +622,7 @@ impl<'s> Sim<'s> {
                         ValidatorIndex(v as u16),
                         self.keys[v].clone(),
                         cfg,
-                        self.cache.clone(),
+                        self.caches[v].clone(),
                         self.procs[p].wal.clone(),
                         &mut out,
                     );
@@ -680,7 +683,7 @@ impl<'s> Sim<'s> {
             ValidatorIndex(v as u16),
             self.keys[v].clone(),
             cfg,
-            self.cache.clone(),
+            self.caches[v].clone(),
             &snapshot,
             proposed,
             &mut out,
