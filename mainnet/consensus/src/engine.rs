@@ -122,9 +122,9 @@ pub trait Consensus: Send {
     /// view or height).
     fn round(&self) -> u64;
 
-    /// The driver's clock, in Unix milliseconds, given before inputs. Engines stamp their
-    /// proposals with it; it never decides safety. Drivers that never call it (the simulator)
-    /// leave every time at 0.
+    /// The driver's clock, in Unix milliseconds, given before inputs (and before `start`).
+    /// Engines stamp their proposals with it; it never decides safety. A driver that never
+    /// calls it leaves every time at 0 (the simulator gives each validator a skewed clock).
     fn set_time(&mut self, unix_ms: u64) {
         let _ = unix_ms;
     }

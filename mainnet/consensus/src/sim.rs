@@ -566,7 +566,9 @@ impl<'s> Sim<'s> {
         }
         for p in 0..self.procs.len() {
             let mut out = Vec::new();
+            let clock = self.clock(p);
             if let Some(e) = self.procs[p].engine.as_mut() {
+                e.set_time(clock);
                 e.start(&mut out);
             }
             self.apply(p, out)?;
@@ -617,6 +619,8 @@ impl<'s> Sim<'s> {
                     let v = usize::from(self.procs[p].index.0);
                     let cfg = self.config(v);
                     let mut out = Vec::new();
+                    // A restarted node's caches start empty.
+                    self.caches[v] = Arc::new(SignatureCache::default());
                     let mut e = AsyncBft::recover(
                         self.committee.clone(),
                         ValidatorIndex(v as u16),
@@ -626,6 +630,7 @@ impl<'s> Sim<'s> {
                         self.procs[p].wal.clone(),
                         &mut out,
                     );
+                    e.set_time(self.clock(p));
                     e.start(&mut out);
                     self.procs[p].engine = Some(e);
                     self.apply(p, out)?;
@@ -678,6 +683,7 @@ impl<'s> Sim<'s> {
             .unwrap_or(0);
         let cfg = self.config(v);
         let mut out = Vec::new();
+        self.caches[v] = Arc::new(SignatureCache::default());
         let mut e = AsyncBft::from_snapshot(
             self.committee.clone(),
             ValidatorIndex(v as u16),
@@ -694,6 +700,7 @@ impl<'s> Sim<'s> {
                 e.round()
             )));
         }
+        e.set_time(self.clock(p));
         e.start(&mut out);
         let proc_ = &mut self.procs[p];
         proc_.wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
@@ -793,10 +800,11 @@ impl<'s> Sim<'s> {
             })
             .collect();
         // Twins split the honest validators: each twin broadcasts to its own half (the two
-        // halves share one validator when their number is odd, so each holds f + 1), the
+        // halves share the middle validator, so each holds f + 1), the
         // schedule in which each twin's block can gather votes from a different honest
         // group. (Until stop 40 both twins reached every honest validator.)
-        if self.procs[p].behavior == Some(Byzantine::Twins) && to == Target::All {
+        let split = targets.iter().any(|q| self.honest(*q));
+        if self.procs[p].behavior == Some(Byzantine::Twins) && to == Target::All && split {
             let first_twin = (0..p).all(|q| self.procs[q].index != from);
             let honest: Vec<usize> = targets.iter().copied().filter(|q| self.honest(*q)).collect();
             let mid = honest.len() / 2;
@@ -868,15 +876,21 @@ impl<'s> Sim<'s> {
         }
     }
 
+    /// The wall clock `p` reads now (Unix ms), as the node's driver gives it to the engine
+    /// before each call.
+    fn clock(&self, p: usize) -> u64 {
+        (EPOCH_MS + (self.now / 1_000) as i64 + self.procs[p].skew_ms).max(0) as u64
+    }
+
     /// Runs one input through `p`'s engine in its two parts, as the node's driver does.
     fn step(&mut self, p: usize, input: Input) -> Result<(), Violation> {
         // A snapshot the step takes keeps the step's records from its start, as the node's
         // driver keeps them (until stop 40 those of the first half were dropped here).
         let start = self.procs[p].wal.len();
         let mut out = Vec::new();
-        let clock = EPOCH_MS + (self.now / 1_000) as i64 + self.procs[p].skew_ms;
+        let clock = self.clock(p);
         if let Some(e) = self.procs[p].engine.as_mut() {
-            e.set_time(clock.max(0) as u64);
+            e.set_time(clock);
             e.handle_first(input, &mut out);
         }
         self.apply_from(p, out, start)?;

@@ -206,16 +206,20 @@ pub fn recover_sender(tx: &TxEnvelope) -> Result<Address, String> {
     Ok(Address::from_slice(&key[12..]))
 }
 
-/// The checks of a transaction that need no state, as block execution makes them under
-/// `spec`: its gas limit against the per-transaction cap (EIP-7825 from Osaka) and against
-/// its intrinsic gas (calldata, creation, access list, authorizations, the EIP-7623 floor),
-/// and its priority fee against its fee cap. A mempool that admits only what passes never
-/// hands a client a hash for a transaction execution will refuse. Errors are in geth's
-/// words (see `invalid_reason`).
-pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String> {
+/// The checks of `sender`'s transaction that need no state, as block execution makes them
+/// under `spec` (revm's `validate_tx_env` and `validate_initial_tx_gas`, but for what
+/// depends on the block: the base fee, the blob gas price, the block's gas limit): its
+/// gas limit against the per-transaction cap (EIP-7825 from Osaka, not under EIP-8037) and
+/// against its intrinsic gas (calldata, creation, access list, authorizations, the EIP-7623
+/// floor; under Amsterdam with EIP-2780's prices and EIP-8037's state gas), its priority
+/// fee against its fee cap, its type against the fork, a blob transaction's blobs, an
+/// EIP-7702 transaction's authorizations, its init code's size and its nonce. A mempool
+/// that admits only what passes never hands a client a hash for a transaction execution
+/// will refuse. Errors are in geth's words (see `invalid_reason`).
+pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope, sender: Address) -> Result<(), String> {
     use revm::context_interface::Cfg;
     let cfg = spec.cfg();
-    let env = tx_env(tx, Address::ZERO);
+    let env = tx_env(tx, sender);
     let reason = crate::sequential::invalid_reason;
     let cap = cfg.tx_gas_limit_cap();
     // revm enforces the cap only without EIP-8037's state gas.
@@ -264,9 +268,25 @@ pub fn check_transaction(spec: &ChainSpec, tx: &TxEnvelope) -> Result<(), String
     if env.nonce == u64::MAX {
         return Err(reason(&InvalidTransaction::NonceOverflowInTransaction));
     }
-    revm::handler::validation::validate_initial_tx_gas(&env, spec.spec, false, false, cap, None)
-        .map(|_| ())
-        .map_err(|e| reason(&e))
+    // As revm's handler computes it (until stop 40 without EIP-2780 and EIP-8037: under
+    // Amsterdam valid zero-value calls were refused, and some always-refused ones passed).
+    let eip2780 = cfg.is_amsterdam_eip2780_enabled().then(|| {
+        revm::context_interface::cfg::gas_params::Eip2780TxInfo {
+            value: env.value,
+            is_self_transfer: env.kind.to() == Some(&sender),
+        }
+    });
+    revm::handler::validation::validate_initial_tx_gas_with_gas_params(
+        &env,
+        spec.spec,
+        cfg.gas_params(),
+        cfg.is_eip7623_disabled(),
+        cfg.is_amsterdam_eip8037_enabled(),
+        cap,
+        eip2780,
+    )
+    .map(|_| ())
+    .map_err(|e| reason(&e))
 }
 
 impl RecoveredTx {
@@ -354,7 +374,9 @@ mod tests {
             };
             TxEnvelope::Eip7702(tx.into_signed(sig))
         };
-        let err = check_transaction(&spec, &delegation(Vec::new(), 0)).err().unwrap_or_default();
+        let err = check_transaction(&spec, &delegation(Vec::new(), 0), Address::ZERO)
+            .err()
+            .unwrap_or_default();
         assert!(err.contains("authorization list"), "{err}");
         let auth = alloy_eips::eip7702::Authorization {
             chain_id: U256::from(spec.chain_id),
@@ -362,12 +384,31 @@ mod tests {
             nonce: 0,
         }
         .into_signed(sig);
-        assert_eq!(check_transaction(&spec, &delegation(vec![auth.clone()], 0)), Ok(()));
-        let err = check_transaction(&spec, &delegation(vec![auth.clone()], u64::MAX));
+        assert_eq!(
+            check_transaction(&spec, &delegation(vec![auth.clone()], 0), Address::ZERO),
+            Ok(())
+        );
+        let err =
+            check_transaction(&spec, &delegation(vec![auth.clone()], u64::MAX), Address::ZERO);
         assert!(err.is_err_and(|e| e.contains("nonce")));
         // Before Prague there is no such type.
         let cancun = ChainSpec::ethereum(spec.chain_id, SpecId::CANCUN);
-        assert!(check_transaction(&cancun, &delegation(vec![auth], 0)).is_err());
+        assert!(check_transaction(&cancun, &delegation(vec![auth], 0), Address::ZERO).is_err());
+        // Under Amsterdam (EIP-2780) a call that moves no value costs less than 21,000 gas:
+        // the intrinsic gas is revm's for the fork, not Osaka's.
+        let amsterdam = ChainSpec::ethereum(spec.chain_id, SpecId::AMSTERDAM);
+        let call = TxEip1559 {
+            chain_id: spec.chain_id,
+            gas_limit: 20_000,
+            max_fee_per_gas: 10,
+            to: TxKind::Call(Address::repeat_byte(3)),
+            ..Default::default()
+        };
+        let call = TxEnvelope::Eip1559(call.into_signed(sig));
+        let sender = Address::repeat_byte(4);
+        assert_eq!(check_transaction(&amsterdam, &call, sender), Ok(()));
+        let err = check_transaction(&spec, &call, sender);
+        assert!(err.is_err_and(|e| e.contains("intrinsic gas too low")));
         // Init code past the limit.
         use revm::context_interface::Cfg;
         let create = TxEip1559 {
@@ -378,7 +419,8 @@ mod tests {
             input: vec![0u8; spec.cfg().max_initcode_size() + 1].into(),
             ..Default::default()
         };
-        let err = check_transaction(&spec, &TxEnvelope::Eip1559(create.into_signed(sig)));
+        let err =
+            check_transaction(&spec, &TxEnvelope::Eip1559(create.into_signed(sig)), Address::ZERO);
         assert!(err.is_err_and(|e| e.contains("initcode")));
     }
 

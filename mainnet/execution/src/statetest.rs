@@ -51,9 +51,10 @@ pub struct Options {
 }
 
 impl Default for Options {
-    /// Cancun, the fork the shipped fixtures were filled for last; a test filled only for
-    /// older forks (20 of the 420 shipped files: collisions, touches, reverts of creations)
-    /// runs under the newest of them. (Until stop 40 those 20 ran no case at all.)
+    /// Cancun, the fork the shipped fixtures were filled for last; a test with no Cancun
+    /// entries runs under the newest fork it has (20 of the 420 shipped files, filled only for
+    /// older forks: collisions, touches, reverts of creations; until stop 40 they ran no
+    /// case at all).
     fn default() -> Self {
         Options { forks: vec![SpecName::Cancun], newest_when_absent: true }
     }

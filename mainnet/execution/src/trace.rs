@@ -670,6 +670,10 @@ impl<CTX: ContextTr> Inspector<CTX> for TransferLogs {
 struct StepCosts {
     stack: bool,
     memory: bool,
+    /// Memory only when it may have changed: at a transaction's first step, and after a
+    /// step that writes memory or ends a frame (`erc7562Tracer` shares the previous step's
+    /// copy otherwise).
+    memory_on_change: bool,
     storage: bool,
     return_data: bool,
     /// The struct logger's `limit`: steps past it are not recorded.
@@ -677,16 +681,21 @@ struct StepCosts {
 }
 
 /// What a vmTrace step records (no stack, memory or storage snapshots: it lists changes).
-const VM_STEP: StepCosts =
-    StepCosts { stack: false, memory: false, storage: false, return_data: false, limit: None };
+const VM_STEP: StepCosts = StepCosts {
+    stack: false,
+    memory: false,
+    memory_on_change: false,
+    storage: false,
+    return_data: false,
+    limit: None,
+};
 
 /// The tracer a traced transaction runs under.
 type TxInspector = Either<DebugInspector, TracingInspector>;
 
 /// What each step costs the budget: the struct logger's (no tracer named) as its options
-/// say; `erc7562Tracer`'s, which records every step with its stack, and memory after the
-/// steps that write it (charged at every step: an estimate above what it keeps); none for
-/// the other tracers, which record frames, not steps. (Until stop 40 `erc7562Tracer` was
+/// say; `erc7562Tracer`'s, which records every step with its stack, and a copy of memory
+/// where it may have changed; none for the other tracers, which record frames, not steps. (Until stop 40 `erc7562Tracer` was
 /// charged nothing per step, and its small answer passed the check made after execution:
 /// a loop over a deep stack could make it hold gigabytes.)
 fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {
@@ -694,7 +703,8 @@ fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {
     if name == "erc7562Tracer" {
         return Some(StepCosts {
             stack: true,
-            memory: true,
+            memory: false,
+            memory_on_change: true,
             storage: false,
             return_data: false,
             limit: None,
@@ -707,6 +717,7 @@ fn step_costs(opts: &GethDebugTracingOptions) -> Option<StepCosts> {
     Some(StepCosts {
         stack: !c.disable_stack.unwrap_or(false),
         memory: c.is_memory_enabled(),
+        memory_on_change: false,
         storage: !c.disable_storage.unwrap_or(false),
         return_data: c.is_return_data_enabled(),
         limit: c.limit.filter(|l| *l > 0),
@@ -720,6 +731,8 @@ struct Budget {
     exceeded: bool,
     steps: Option<StepCosts>,
     counted_steps: u64,
+    /// The opcode of the step before.
+    prev_op: Option<u8>,
     /// The storage slots each contract has touched: the struct logger snapshots a
     /// contract's touched storage at each of its SLOADs and SSTOREs.
     slots: HashMap<Address, HashSet<U256>>,
@@ -727,7 +740,14 @@ struct Budget {
 
 impl Budget {
     fn new(limit: u64, steps: Option<StepCosts>) -> Self {
-        Budget { left: limit, exceeded: false, steps, counted_steps: 0, slots: HashMap::new() }
+        Budget {
+            left: limit,
+            exceeded: false,
+            steps,
+            counted_steps: 0,
+            prev_op: None,
+            slots: HashMap::new(),
+        }
     }
 
     fn charge(&mut self, bytes: u64) {
@@ -760,13 +780,19 @@ impl Budget {
         if costs.stack {
             bytes += 70 * interp.stack.len() as u64;
         }
-        if costs.memory {
+        let op = interp.bytecode.opcode();
+        let changed = || {
+            self.prev_op
+                .and_then(OpCode::new)
+                .is_none_or(|p| p.modifies_memory() || p.info().is_terminating())
+        };
+        if costs.memory || (costs.memory_on_change && changed()) {
             bytes += 68 * (interp.memory.size() as u64).div_ceil(32);
         }
+        self.prev_op = Some(op);
         if costs.return_data {
             bytes += 2 * interp.return_data.buffer().len() as u64;
         }
-        let op = interp.bytecode.opcode();
         if costs.storage && (op == opcode::SLOAD || op == opcode::SSTORE) {
             if let Some(slot) = interp.stack.data().last() {
                 let touched = self.slots.entry(interp.input.target_address()).or_default();

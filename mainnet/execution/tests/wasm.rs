@@ -199,30 +199,19 @@ fn transient_work_keeps_no_module() {
     let addr = deploy(&mut w, &wat_of(&code));
     rt.forget(hash);
     let value = U256::from(77u64);
-    let tx = w.call(
-        w.users[1],
-        addr,
-        U256::ZERO,
-        value.to_be_bytes::<32>().to_vec(),
-        100_000,
-        farol_execution::workload::Flavor::DynamicFee,
-        1,
-    );
+    // User `u` stores `value` in the contract.
+    let store = |w: &mut World, u: usize| {
+        let data = value.to_be_bytes::<32>().to_vec();
+        w.call(w.users[u], addr, U256::ZERO, data, 100_000, Flavor::DynamicFee, 1)
+    };
+    let tx = store(&mut w, 1);
     let t = call(&w, &tx);
     assert_eq!(t.status, TxStatus::Success, "{t:?}");
     assert_eq!(t.output, Bytes::from(value.to_be_bytes::<32>().to_vec()));
     assert!(!rt.holds(hash), "a module called in a call was kept");
     // Called twice in one piece of work, it is prepared once; no compiled frame is left
     // counted.
-    let again = w.call(
-        w.users[3],
-        addr,
-        U256::ZERO,
-        value.to_be_bytes::<32>().to_vec(),
-        100_000,
-        farol_execution::workload::Flavor::DynamicFee,
-        1,
-    );
+    let again = store(&mut w, 3);
     let before = rt.stats().transient;
     let out = farol_execution::wasm::transient(|| {
         farol_execution::execute_call(&w.state, &w.chain, &env, &[tx.clone(), again])

@@ -287,8 +287,8 @@ pub fn check(
     if tx.gas_limit() > gas_limit {
         return Err(MempoolError::GasLimit { gas: tx.gas_limit(), block: gas_limit });
     }
-    check_transaction(spec, &tx).map_err(MempoolError::Invalid)?;
     let sender = farol_execution::recover_sender(&tx).map_err(MempoolError::Signature)?;
+    check_transaction(spec, &tx, sender).map_err(MempoolError::Invalid)?;
     let hash = *tx.tx_hash();
     Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
 }

@@ -644,9 +644,9 @@ impl WasmRuntime {
 
     /// Starts a compile thread for the queue, unless [`MAX_COMPILE_THREADS`] run (one of
     /// them takes the job when it is done with its own). The count is raised only when a
-    /// thread is to start, so a caller that finds all places taken never holds one. With no
-    /// thread to be had (the system refuses one) and none running, the queue is compiled
-    /// here, so that no job waits forever.
+    /// thread is to start, so a caller that finds all places taken never holds one. When the
+    /// system refuses the thread, the caller works through the queue itself with the place
+    /// it took, so that no job waits forever.
     fn spawn_compiler(&'static self) {
         let reserved = self
             .compiling
@@ -724,12 +724,19 @@ impl WasmRuntime {
     /// Loads or compiles the rewritten module `code` into `slot`.
     fn compile_into(&self, slot: &Slot, hash: B256, info: ModuleInfo, code: &[u8]) {
         let result = self.load_or_compile(hash, info, code);
+        // Whether `slot` is still the module's in memory (it may have left while queued, and
+        // a newer one may have come for the same hash).
+        let current = |slots: &HashMap<B256, Arc<Slot>>| {
+            slots.get(&hash).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot))
+        };
         // The first instantiation's work (and the pool slot's) is done here, not on the first
-        // call.
+        // call; not for a module that left memory (its ready instance would wait for nothing).
         if let Ok(c) = &result {
-            self.prepare(c);
-            if lock(&c.ready).is_none() {
-                ready::warm_up(&self.engine, c);
+            if current(&lock(&self.slots)) {
+                self.prepare(c);
+                if lock(&c.ready).is_none() {
+                    ready::warm_up(&self.engine, c);
+                }
             }
         }
         // Calls to a module wasmtime refused run on the interpreter from now on (before stop
@@ -742,7 +749,10 @@ impl WasmRuntime {
         }
         finish(slot, result);
         if retry {
-            lock(&self.slots).remove(&hash);
+            let mut slots = lock(&self.slots);
+            if current(&slots) {
+                slots.remove(&hash);
+            }
         }
     }
 
