@@ -259,7 +259,8 @@ impl std::fmt::Debug for Mempool {
 }
 
 /// Decodes and checks what can be checked without state: size, encoding, chain id, fee cap,
-/// gas limit and what execution checks without state ([`check_transaction`]), signature.
+/// gas limit, signature, and what execution checks without state ([`check_transaction`],
+/// which needs the sender: under Amsterdam a transfer to oneself costs less).
 pub fn check(
     raw: &[u8],
     spec: &ChainSpec,
@@ -830,6 +831,22 @@ mod tests {
         TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
     }
 
+    /// A call from `key` at `nonce` tipping 1,000 (fee cap 2,000) with `len` bytes of input.
+    fn with_input(key: &PrivateKeySigner, nonce: u64, len: usize) -> Vec<u8> {
+        let tx = TxEip1559 {
+            chain_id: 31337,
+            nonce,
+            gas_limit: 1_000_000,
+            max_fee_per_gas: 2_000,
+            max_priority_fee_per_gas: 1_000,
+            to: TxKind::Call(Address::repeat_byte(7)),
+            input: vec![1u8; len].into(),
+            ..Default::default()
+        };
+        let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
+    }
+
     fn pool(per_sender: usize, global: usize) -> Mempool {
         let cfg = MempoolConfig { per_sender, global, ..MempoolConfig::default() };
         let spec = ChainSpec::ethereum(31337, farol_execution::SpecId::OSAKA);
@@ -1150,19 +1167,7 @@ mod tests {
         }
         // A ready transaction larger than the held ones could make room for is refused
         // without evicting any of them.
-        let big = {
-            let tx = TxEip1559 {
-                chain_id: 31337,
-                gas_limit: 1_000_000,
-                max_fee_per_gas: 2_000,
-                max_priority_fee_per_gas: 1_000,
-                to: TxKind::Call(Address::repeat_byte(7)),
-                input: vec![1u8; 4 * size].into(),
-                ..Default::default()
-            };
-            let sig = d.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-            TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
-        };
+        let big = with_input(&d, 0, 4 * size);
         let t = p.check(&big).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(t, 0, 0, U256::from(RICH)), Err(MempoolError::Full));
         assert_eq!(p.status(), (1, 2), "nothing was evicted");
@@ -1203,20 +1208,7 @@ mod tests {
         let size = bytes / 3;
         // A held transaction tipping 1,000 that needs nearly two transactions' room: b's
         // could go (tip 200), d's first could not (d's last tips 2,000 and goes first).
-        let big = {
-            let tx = TxEip1559 {
-                chain_id: 31337,
-                nonce: 1,
-                gas_limit: 1_000_000,
-                max_fee_per_gas: 2_000,
-                max_priority_fee_per_gas: 1_000,
-                to: TxKind::Call(Address::repeat_byte(7)),
-                input: vec![1u8; size - 16].into(),
-                ..Default::default()
-            };
-            let sig = c.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-            TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718()
-        };
+        let big = with_input(&c, 1, size - 16);
         let t = p.check(&big).unwrap_or_else(|e| panic!("{e}"));
         let over = t.payload.len();
         assert!(over > size && over <= 2 * size, "{over} against {size}");
