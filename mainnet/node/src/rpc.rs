@@ -3064,11 +3064,11 @@ const MAX_PERCENTILES: usize = 100;
 /// The traces made at once (`debug_trace*`); more wait their turn.
 const TRACES_AT_ONCE: usize = 2;
 
-/// A fixed number of places for one kind of work, counting those in use and those waited
-/// for (`/metrics`).
 /// Sync answers made at once (each reads up to 1,024 blocks back, or encodes a snapshot).
 const SYNC_AT_ONCE: usize = 2;
 
+/// A fixed number of places for one kind of work, counting those in use and those waited
+/// for (`/metrics`).
 struct Places {
     free: Arc<tokio::sync::Semaphore>,
     size: usize,

@@ -704,10 +704,7 @@ impl WasmRuntime {
         }));
         if compiled.is_err() {
             finish(&slot, Err(WasmError::Runtime("the compiler panicked".into())));
-            let mut slots = lock(&self.slots);
-            if slots.get(&job.hash).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                slots.remove(&job.hash);
-            }
+            self.remove_if_current(job.hash, &slot);
         }
     }
 
@@ -724,15 +721,10 @@ impl WasmRuntime {
     /// Loads or compiles the rewritten module `code` into `slot`.
     fn compile_into(&self, slot: &Slot, hash: B256, info: ModuleInfo, code: &[u8]) {
         let result = self.load_or_compile(hash, info, code);
-        // Whether `slot` is still the module's in memory (it may have left while queued, and
-        // a newer one may have come for the same hash).
-        let current = |slots: &HashMap<B256, Arc<Slot>>| {
-            slots.get(&hash).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot))
-        };
         // The first instantiation's work (and the pool slot's) is done here, not on the first
         // call; not for a module that left memory (its ready instance would wait for nothing).
         if let Ok(c) = &result {
-            if current(&lock(&self.slots)) {
+            if is_current(&lock(&self.slots), hash, slot) {
                 self.prepare(c);
                 if lock(&c.ready).is_none() {
                     ready::warm_up(&self.engine, c);
@@ -749,10 +741,15 @@ impl WasmRuntime {
         }
         finish(slot, result);
         if retry {
-            let mut slots = lock(&self.slots);
-            if current(&slots) {
-                slots.remove(&hash);
-            }
+            self.remove_if_current(hash, slot);
+        }
+    }
+
+    /// Drops `slot` from memory if it is still the one held for `hash`.
+    fn remove_if_current(&self, hash: B256, slot: &Slot) {
+        let mut slots = lock(&self.slots);
+        if is_current(&slots, hash, slot) {
+            slots.remove(&hash);
         }
     }
 
@@ -928,6 +925,12 @@ fn store_file(path: &Path, m: &Module) {
 }
 
 /// Takes the least recently used module that is not compiling out of `slots`.
+/// Whether `slot` is the one `slots` holds for `hash` (a slot may have left memory while
+/// queued, and a newer one come for the same hash).
+fn is_current(slots: &HashMap<B256, Arc<Slot>>, hash: B256, slot: &Slot) -> bool {
+    slots.get(&hash).is_some_and(|s| std::ptr::eq(Arc::as_ptr(s), slot))
+}
+
 fn evict_one(slots: &mut HashMap<B256, Arc<Slot>>) -> Option<Arc<Slot>> {
     let victim = slots
         .iter()
