@@ -17,8 +17,7 @@
 //!   Frames quinn accepted for a connection that then dies silently (the peer killed or cut
 //!   off: noticed only at the 5 s idle timeout) are lost: delivery is best effort, and
 //!   consensus repairs losses by itself. [`Network::send`] never blocks: a frame over
-//!   `max_frame`, or for a peer whose queue is full, is dropped and counted;
-//!   [`Network::send_wait`] waits for room.
+//!   `max_frame`, or for a peer whose queue is full, is dropped and counted.
 //! - **Inbound.** Frames go to one channel ([`Inbound`]), bounded in frames and, per peer, in
 //!   bytes and in frames: a reader takes a frame's length and one frame from its peer's
 //!   budget before it reads the frame, and the budget comes back when the application takes
@@ -27,6 +26,11 @@
 //!   its own byte budget, and one that sends a flood of tiny ones only its share of the
 //!   channel (`inbound / (peers - 1)` frames), so the others' frames still get in. A peer
 //!   holds one incoming connection: a newer one closes the one before.
+//! - **Handshakes.** A dialer must first prove its address (a stateless Retry); then a
+//!   validator's address draws from its own bucket of handshakes and strangers from buckets
+//!   per IP and in all, with a bound on their handshakes under way (`gate`,
+//!   [`HandshakeLimits`]), so a flood of handshakes costs the listener little and never
+//!   shuts out a validator.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,8 +44,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 
+mod gate;
 pub mod identity;
 
+pub use gate::HandshakeLimits;
 pub use identity::{Identity, PeerKey, ALPN};
 
 /// Why the network could not start.
@@ -94,6 +100,8 @@ pub struct NetworkConfig {
     /// Bytes of one peer's frames read and not yet taken by the application before its
     /// readers wait (raised to `max_frame` if below it).
     pub inbound_bytes: usize,
+    /// Incoming handshakes served.
+    pub handshakes: HandshakeLimits,
 }
 
 impl NetworkConfig {
@@ -110,6 +118,7 @@ impl NetworkConfig {
             queue_bytes: 64 << 20,
             inbound: 16_384,
             inbound_bytes: 64 << 20,
+            handshakes: HandshakeLimits::default(),
         }
     }
 }
@@ -127,10 +136,16 @@ pub struct Stats {
     pub connects: AtomicU64,
     /// Incoming connections refused during the handshake.
     pub refused: AtomicU64,
+    /// Incoming handshakes turned down before they started (over a [`HandshakeLimits`]).
+    pub limited: AtomicU64,
+    /// Incoming handshakes asked to prove their address first (stateless Retry).
+    pub retries: AtomicU64,
     /// Connections closed for a bad frame.
     pub bad_frames: AtomicU64,
     /// Incoming connections closed because the same peer connected again.
     pub replaced: AtomicU64,
+    /// Readers of incoming streams running now (at most 4 per connected peer).
+    pub readers: AtomicUsize,
 }
 
 /// A running validator network.
@@ -285,6 +300,12 @@ impl Network {
         if mine.key != *cfg.identity.public_key() {
             return Err(NetworkError::Config("the identity is not peers[me]'s key".into()));
         }
+        // A key twice would credit one validator's frames to the other.
+        for (i, p) in cfg.peers.iter().enumerate() {
+            if let Some(j) = cfg.peers[..i].iter().position(|q| q.key == p.key) {
+                return Err(NetworkError::Config(format!("peers {j} and {i} have one key")));
+            }
+        }
         let allowed: Vec<PeerKey> = cfg
             .peers
             .iter()
@@ -317,9 +338,13 @@ impl Network {
         let inbound = Inbound { rx: in_rx, budgets: budgets.clone() };
         let mut tasks = Vec::new();
         let keys: Arc<Vec<PeerKey>> = Arc::new(cfg.peers.iter().map(|p| p.key.clone()).collect());
+        let addrs: Vec<SocketAddr> =
+            cfg.peers.iter().enumerate().filter(|(i, _)| *i != me).map(|(_, p)| p.addr).collect();
+        let gate = gate::Gate::new(cfg.handshakes, &addrs, std::time::Instant::now());
         tasks.push(tokio::spawn(accept_loop(
             endpoint.clone(),
             keys,
+            gate,
             Readers { inbound: in_tx, budgets, max_frame, stats: stats.clone() },
         )));
         let mut outbound = Vec::with_capacity(cfg.peers.len());
@@ -361,11 +386,16 @@ impl Network {
     pub fn send(&self, to: u16, frame: Bytes) -> bool {
         let len = frame.len();
         let sent = match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
+            // The bytes are taken in one step: two callers (consensus and finality share the
+            // network) cannot both pass the check and go past `queue_bytes` together.
             Some(o)
                 if len <= self.max_frame
-                    && o.queued.load(Ordering::Relaxed) + len <= self.queue_bytes =>
+                    && o.queued
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                            q.checked_add(len).filter(|t| *t <= self.queue_bytes)
+                        })
+                        .is_ok() =>
             {
-                o.queued.fetch_add(len, Ordering::Relaxed);
                 let ok = o.tx.try_send(frame).is_ok();
                 if !ok {
                     o.queued.fetch_sub(len, Ordering::Relaxed);
@@ -378,22 +408,6 @@ impl Network {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
         sent
-    }
-
-    /// Queues `frame` for peer `to`, waiting for room; false (and counted) if the frame is
-    /// over `max_frame`, `to` is not a peer or the network is gone.
-    pub async fn send_wait(&self, to: u16, frame: Bytes) -> bool {
-        if frame.len() > self.max_frame {
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return false;
-        }
-        match self.outbound.get(usize::from(to)).and_then(|t| t.as_ref()) {
-            Some(o) => {
-                o.queued.fetch_add(frame.len(), Ordering::Relaxed);
-                o.tx.send(frame).await.is_ok()
-            }
-            None => false,
-        }
     }
 
     /// Queues `frame` for every peer.
@@ -427,17 +441,46 @@ struct Readers {
     stats: Arc<Stats>,
 }
 
-async fn accept_loop(endpoint: quinn::Endpoint, keys: Arc<Vec<PeerKey>>, readers: Readers) {
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    keys: Arc<Vec<PeerKey>>,
+    mut gate: gate::Gate,
+    readers: Readers,
+) {
     // Each peer's newest connection: a newer one closes the one before, so a peer holds at
     // most one (with its 4 streams and their frame buffers) however often it connects.
     let current: Arc<std::sync::Mutex<HashMap<u16, quinn::Connection>>> = Arc::default();
     while let Some(incoming) = endpoint.accept().await {
+        let stats = readers.stats.clone();
+        let from = incoming.remote_address();
+        let ticket = match gate.judge(
+            from,
+            incoming.remote_address_validated(),
+            std::time::Instant::now(),
+        ) {
+            gate::Verdict::Serve(ticket) => ticket,
+            gate::Verdict::Retry => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = incoming.retry() {
+                    // Validated after all: refuse it rather than serve it unjudged.
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            gate::Verdict::Refuse => {
+                stats.limited.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, "too many handshakes: refused");
+                incoming.refuse();
+                continue;
+            }
+        };
         let keys = keys.clone();
         let readers = readers.clone();
-        let stats = readers.stats.clone();
         let current = current.clone();
         tokio::spawn(async move {
-            let conn = match incoming.await {
+            let handshake = incoming.await;
+            drop(ticket);
+            let conn = match handshake {
                 Ok(c) => c,
                 Err(e) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -487,12 +530,33 @@ fn peer_index(conn: &quinn::Connection, keys: &[PeerKey]) -> Option<u16> {
         .and_then(|i| u16::try_from(i).ok())
 }
 
+/// Reads `recv`'s frames until the stream or its connection ends. A reader stops when its
+/// connection closes even while it waits for its peer's budget: a connection a newer one
+/// replaced would otherwise live on in its waiting readers, each holding the stream and
+/// whatever quinn buffered for it (up to the connection's 32 MiB window), once per
+/// reconnect (before stop 41).
 async fn read_frames(
-    mut recv: quinn::RecvStream,
+    recv: quinn::RecvStream,
     conn: quinn::Connection,
     from: u16,
     budget: Arc<Budget>,
     readers: Readers,
+) {
+    let stats = readers.stats.clone();
+    stats.readers.fetch_add(1, Ordering::Relaxed);
+    tokio::select! {
+        _ = conn.closed() => {}
+        _ = read_loop(recv, &conn, from, &budget, &readers) => {}
+    }
+    stats.readers.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_loop(
+    mut recv: quinn::RecvStream,
+    conn: &quinn::Connection,
+    from: u16,
+    budget: &Budget,
+    readers: &Readers,
 ) {
     let Readers { inbound, max_frame, stats, .. } = readers;
     loop {
@@ -501,34 +565,32 @@ async fn read_frames(
             return;
         }
         let len = u32::from_le_bytes(len) as usize;
-        if len > max_frame {
+        if len > *max_frame {
             stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(peer = from, len, "frame over the limit: closing the connection");
             conn.close(CLOSE_BAD_FRAME.into(), b"frame too large");
             return;
         }
         // The peer's budget pays for the frame before it is read; `Inbound` gives it back
-        // when the application takes the frame.
+        // when the application takes the frame. The permits return by themselves until the
+        // frame is delivered (a failed read, or this reader stopped with its connection).
         let Ok(frame) = budget.frames.acquire().await else { return };
         let Ok(bytes) = budget.bytes.acquire_many(len as u32).await else { return };
-        frame.forget();
-        bytes.forget();
         // The frame is gathered from the stream's chunks as quinn received them, written
         // once into memory that nothing zeroes first.
         let mut buf = Vec::with_capacity(len);
         while buf.len() < len {
             match recv.read_chunk(len - buf.len(), true).await {
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
-                Ok(None) | Err(_) => {
-                    budget.give_back(len);
-                    return;
-                }
+                Ok(None) | Err(_) => return,
             }
         }
         stats.frames_in.fetch_add(1, Ordering::Relaxed);
         if inbound.send((from, Bytes::from(buf))).await.is_err() {
             return;
         }
+        frame.forget();
+        bytes.forget();
     }
 }
 
@@ -602,6 +664,65 @@ async fn dial_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stranger dialing as fast as it can is asked to prove its address, then held to its
+    /// IP's and all strangers' budgets; a validator that dials next is served at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_handshakes_is_limited_and_validators_still_get_in() {
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
+        let ids: Vec<Identity> =
+            (0..2).map(|_| Identity::generate().unwrap_or_else(|e| fail(&e))).collect();
+        let addrs = free_loopback_addrs(2).unwrap_or_else(|e| fail(&e));
+        let peers: Vec<Peer> = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(i, a)| Peer { key: i.public_key().clone(), addr: *a })
+            .collect();
+        let mut cfg = NetworkConfig::new(1, ids[1].clone(), addrs[1], peers.clone());
+        cfg.handshakes = HandshakeLimits {
+            ip_burst: 2,
+            ip_per_sec: 1,
+            strangers_burst: 3,
+            strangers_per_sec: 1,
+            ..HandshakeLimits::default()
+        };
+        let (b, mut rb) = Network::start(cfg).unwrap_or_else(|e| fail(&e));
+
+        let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
+        let tls =
+            identity::client_config(&stranger, peers[1].key.clone()).unwrap_or_else(|e| fail(&e));
+        let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(transport(false));
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let dialer = quinn::Endpoint::client(any).unwrap_or_else(|e| fail(&e));
+        const ATTEMPTS: u64 = 30;
+        for _ in 0..ATTEMPTS {
+            let connecting = dialer
+                .connect_with(client.clone(), addrs[1], "farol-validator")
+                .unwrap_or_else(|e| fail(&e));
+            // Refused, or served and then refused for its key: either way it ends.
+            let _ = tokio::time::timeout(Duration::from_secs(5), connecting).await;
+        }
+        let stats = b.stats();
+        let limited = stats.limited.load(Ordering::Relaxed);
+        assert!(stats.retries.load(Ordering::Relaxed) >= 1, "addresses are validated first");
+        // Three handshakes in the strangers' burst, and one a second after it.
+        assert!(limited >= ATTEMPTS / 2, "{limited} of {ATTEMPTS} limited");
+        assert!(rb.try_recv().is_err(), "nothing from the stranger");
+        drop(dialer);
+
+        // The strangers' bucket is empty; validator 0 dials from its own address and is served.
+        let (a, _ra) =
+            Network::start(NetworkConfig::new(0, ids[0].clone(), addrs[0], peers.clone()))
+                .unwrap_or_else(|e| fail(&e));
+        assert!(a.send(1, Bytes::from_static(b"still here")));
+        match tokio::time::timeout(Duration::from_secs(10), rb.recv()).await {
+            Ok(Some((0, frame))) => assert_eq!(frame.as_ref(), b"still here"),
+            other => panic!("no frame from validator 0: {other:?}"),
+        }
+        assert_eq!(stats.limited.load(Ordering::Relaxed), limited, "validator 0 was never refused");
+    }
 
     /// The endpoint's socket gets larger buffers than the kernel's default, up to what the
     /// kernel allows (`net.core.rmem_max`).

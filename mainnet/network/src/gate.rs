@@ -1,0 +1,296 @@
+//! Which incoming handshakes the listener serves.
+//!
+//! A QUIC handshake costs the listener a key exchange and a signature before it learns
+//! whether the dialer holds a validator's key, so anyone who can reach the port could keep it
+//! busy with handshakes. The gate bounds that work:
+//!
+//! - **Address validation first.** An Initial from an address that has not proven it can
+//!   receive there gets a stateless Retry (no state kept, no crypto beyond a token). Only a
+//!   dialer that really holds its source address reaches the buckets below, so nobody can
+//!   spend an honest validator's share by forging its address.
+//! - **Validators' addresses.** A handshake from a committee member's address (a validator
+//!   dials from the socket it listens on) draws from that member's own bucket; strangers
+//!   cannot drain it.
+//! - **Strangers.** Every other address draws from its IP's bucket and from one bucket all
+//!   strangers share, and at most [`HandshakeLimits::stranger_in_flight`] of their
+//!   handshakes run at once. (A validator behind a NAT that rewrites ports is a stranger
+//!   here: it still connects, within those limits.)
+//!
+//! A handshake the gate turns down is refused at once (a CONNECTION_REFUSED close, no
+//! crypto), and the dialer's backoff retries it later. Buckets are counted in thousandths of
+//! a handshake so that refills need no floating point.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How many handshakes the listener serves, and from whom (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HandshakeLimits {
+    /// Handshakes a validator's address may start at once, in a burst.
+    pub peer_burst: u32,
+    /// Handshakes a second a validator's address gets back, after a burst.
+    pub peer_per_sec: u32,
+    /// Handshakes one stranger IP may start in a burst.
+    pub ip_burst: u32,
+    /// Handshakes a second one stranger IP gets back.
+    pub ip_per_sec: u32,
+    /// Handshakes all strangers together may start in a burst.
+    pub strangers_burst: u32,
+    /// Handshakes a second all strangers together get back.
+    pub strangers_per_sec: u32,
+    /// Strangers' handshakes under way at once.
+    pub stranger_in_flight: usize,
+}
+
+impl Default for HandshakeLimits {
+    /// A validator reconnects with a backoff from 50 ms, so 8 at once and 4 a second leave
+    /// it room; strangers get 4 per IP (then 1 a second), 32 in all (then 16 a second) and
+    /// 16 under way.
+    fn default() -> Self {
+        HandshakeLimits {
+            peer_burst: 8,
+            peer_per_sec: 4,
+            ip_burst: 4,
+            ip_per_sec: 1,
+            strangers_burst: 32,
+            strangers_per_sec: 16,
+            stranger_in_flight: 16,
+        }
+    }
+}
+
+/// Stranger IPs whose buckets are remembered; past this, full buckets are forgotten first and
+/// then new IPs use only the shared bucket.
+const TRACKED_IPS: usize = 4096;
+
+const MILLI: u64 = 1000;
+
+/// A token bucket in thousandths of a handshake.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    milli: u64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(burst: u32, now: Instant) -> Bucket {
+        Bucket { milli: u64::from(burst) * MILLI, at: now }
+    }
+
+    fn refill(&mut self, burst: u32, per_sec: u32, now: Instant) {
+        let ms =
+            u64::try_from(now.saturating_duration_since(self.at).as_millis()).unwrap_or(u64::MAX);
+        // per_sec handshakes a second are per_sec thousandths a millisecond.
+        let gained = ms.saturating_mul(u64::from(per_sec));
+        self.milli = self.milli.saturating_add(gained).min(u64::from(burst) * MILLI);
+        self.at = now;
+    }
+
+    fn has_one(&self) -> bool {
+        self.milli >= MILLI
+    }
+
+    fn take(&mut self) {
+        self.milli = self.milli.saturating_sub(MILLI);
+    }
+}
+
+/// What the gate decided for one incoming handshake.
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    /// Ask the dialer to prove its address first.
+    Retry,
+    /// Turn it down.
+    Refuse,
+    /// Serve it; the ticket is held until the handshake ends.
+    Serve(Ticket),
+}
+
+/// A stranger's handshake under way (nothing for a validator's address).
+#[derive(Debug)]
+pub(crate) struct Ticket(Option<Arc<AtomicUsize>>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.take() {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// The listener's gate (only the accept loop uses it, so it needs no lock).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    limits: HandshakeLimits,
+    /// Committee addresses, with their buckets.
+    peers: HashMap<SocketAddr, Bucket>,
+    ips: HashMap<IpAddr, Bucket>,
+    strangers: Bucket,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Gate {
+    pub(crate) fn new(limits: HandshakeLimits, peers: &[SocketAddr], now: Instant) -> Gate {
+        Gate {
+            limits,
+            peers: peers.iter().map(|a| (*a, Bucket::full(limits.peer_burst, now))).collect(),
+            ips: HashMap::new(),
+            strangers: Bucket::full(limits.strangers_burst, now),
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The verdict for a handshake from `from` at `now`.
+    pub(crate) fn judge(&mut self, from: SocketAddr, validated: bool, now: Instant) -> Verdict {
+        if !validated {
+            return Verdict::Retry;
+        }
+        let l = self.limits;
+        if let Some(b) = self.peers.get_mut(&from) {
+            b.refill(l.peer_burst, l.peer_per_sec, now);
+            if !b.has_one() {
+                return Verdict::Refuse;
+            }
+            b.take();
+            return Verdict::Serve(Ticket(None));
+        }
+        if self.in_flight.load(Ordering::Acquire) >= l.stranger_in_flight {
+            return Verdict::Refuse;
+        }
+        self.strangers.refill(l.strangers_burst, l.strangers_per_sec, now);
+        if !self.strangers.has_one() {
+            return Verdict::Refuse;
+        }
+        let ip = from.ip().to_canonical();
+        if !self.ips.contains_key(&ip) && self.ips.len() >= TRACKED_IPS {
+            // Forget the IPs whose buckets are full again: they are as good as new.
+            self.ips.retain(|_, b| {
+                b.refill(l.ip_burst, l.ip_per_sec, now);
+                b.milli < u64::from(l.ip_burst) * MILLI
+            });
+        }
+        if self.ips.len() < TRACKED_IPS || self.ips.contains_key(&ip) {
+            let b = self.ips.entry(ip).or_insert_with(|| Bucket::full(l.ip_burst, now));
+            b.refill(l.ip_burst, l.ip_per_sec, now);
+            if !b.has_one() {
+                return Verdict::Refuse;
+            }
+            b.take();
+        }
+        self.strangers.take();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Verdict::Serve(Ticket(Some(self.in_flight.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    fn served(v: &Verdict) -> bool {
+        matches!(v, Verdict::Serve(_))
+    }
+
+    #[test]
+    fn unvalidated_addresses_are_asked_to_retry() {
+        let now = Instant::now();
+        let mut g = Gate::new(HandshakeLimits::default(), &[addr("10.0.0.1:9000")], now);
+        assert!(matches!(g.judge(addr("10.0.0.1:9000"), false, now), Verdict::Retry));
+        assert!(matches!(g.judge(addr("10.0.0.9:1234"), false, now), Verdict::Retry));
+    }
+
+    #[test]
+    fn a_validators_bucket_is_its_own_and_refills() {
+        let now = Instant::now();
+        let limits = HandshakeLimits { peer_burst: 2, peer_per_sec: 1, ..Default::default() };
+        let peer = addr("10.0.0.1:9000");
+        let mut g = Gate::new(limits, &[peer], now);
+        // Strangers use up everything theirs; the validator still gets in.
+        let mut tickets = Vec::new();
+        for i in 0..100u16 {
+            let v =
+                g.judge(SocketAddr::new(IpAddr::from([10, 0, 1, (i % 250) as u8]), i), true, now);
+            tickets.push(v);
+        }
+        assert!(tickets.iter().filter(|v| served(v)).count() <= limits.stranger_in_flight);
+        assert!(served(&g.judge(peer, true, now)));
+        assert!(served(&g.judge(peer, true, now)));
+        assert!(matches!(g.judge(peer, true, now), Verdict::Refuse));
+        // Another port on the validator's IP is a stranger, not the validator.
+        assert!(matches!(g.judge(addr("10.0.0.1:9001"), true, now), Verdict::Refuse));
+        let later = now + Duration::from_millis(1000);
+        assert!(served(&g.judge(peer, true, later)));
+        assert!(matches!(g.judge(peer, true, later), Verdict::Refuse));
+    }
+
+    #[test]
+    fn one_stranger_ip_gets_its_burst_then_its_rate() {
+        let now = Instant::now();
+        let limits = HandshakeLimits { ip_burst: 3, ip_per_sec: 2, ..Default::default() };
+        let mut g = Gate::new(limits, &[], now);
+        let from = |port| SocketAddr::new(IpAddr::from([192, 0, 2, 7]), port);
+        let first: Vec<bool> = (0..5).map(|p| served(&g.judge(from(p), true, now))).collect();
+        assert_eq!(first, [true, true, true, false, false]);
+        // Another IP is not held up by the first.
+        assert!(served(&g.judge(addr("192.0.2.8:1"), true, now)));
+        // 500 ms give 1 handshake back at 2 a second.
+        let later = now + Duration::from_millis(500);
+        assert!(served(&g.judge(from(9), true, later)));
+        assert!(!served(&g.judge(from(10), true, later)));
+    }
+
+    #[test]
+    fn strangers_share_a_bucket_and_a_bound_on_handshakes_under_way() {
+        let now = Instant::now();
+        let limits = HandshakeLimits {
+            strangers_burst: 5,
+            strangers_per_sec: 1,
+            stranger_in_flight: 3,
+            ..Default::default()
+        };
+        let mut g = Gate::new(limits, &[], now);
+        let ip = |i: u8| SocketAddr::new(IpAddr::from([198, 51, 100, i]), 1);
+        let a = g.judge(ip(1), true, now);
+        let b = g.judge(ip(2), true, now);
+        let c = g.judge(ip(3), true, now);
+        assert!(served(&a) && served(&b) && served(&c));
+        // Three under way: the fourth is refused until one ends.
+        assert!(!served(&g.judge(ip(4), true, now)));
+        drop(a);
+        drop(b);
+        assert!(served(&g.judge(ip(5), true, now)));
+        assert!(served(&g.judge(ip(6), true, now)));
+        // Five taken from the shared bucket (the refused one took none): it is empty.
+        drop(c);
+        assert!(!served(&g.judge(ip(7), true, now)));
+        assert!(served(&g.judge(ip(7), true, now + Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn the_ips_remembered_stay_bounded() {
+        let now = Instant::now();
+        let limits = HandshakeLimits {
+            strangers_burst: u32::MAX / 1000,
+            strangers_per_sec: 0,
+            stranger_in_flight: usize::MAX,
+            ..Default::default()
+        };
+        let mut g = Gate::new(limits, &[], now);
+        let mut kept = Vec::new();
+        for i in 0..(TRACKED_IPS as u32 + 100) {
+            let v = g.judge(SocketAddr::new(IpAddr::from(i.to_be_bytes()), 1), true, now);
+            assert!(served(&v), "{i}");
+            kept.push(v);
+        }
+        assert!(g.ips.len() <= TRACKED_IPS);
+    }
+}
