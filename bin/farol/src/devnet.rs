@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,9 +24,9 @@ use farol_node::client::{quantity, RpcClient};
 /// Arguments of `farol devnet`.
 #[derive(Debug, Args)]
 pub(crate) struct DevnetArgs {
-    /// Validator processes.
-    #[arg(long, default_value_t = 4)]
-    validators: u16,
+    /// Validator processes (default 4; a devnet kept in `--data-dir` has its own number).
+    #[arg(long)]
+    validators: Option<u16>,
     /// Full node processes (no consensus: they follow the block-final chain from the
     /// validators and forward transactions to them); they listen on the ports after the
     /// validators'.
@@ -35,12 +36,14 @@ pub(crate) struct DevnetArgs {
     /// fresh temporary directory is used and removed at exit.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// HTTP JSON-RPC port of the first validator (validator i listens on port + 2i).
-    #[arg(long, default_value_t = 8545)]
-    port: u16,
-    /// WebSocket JSON-RPC port of the first validator (validator i listens on port + 2i).
-    #[arg(long, default_value_t = 8546)]
-    ws_port: u16,
+    /// HTTP JSON-RPC port of the first validator (validator i listens on port + 2i; default
+    /// 8545, or the ports a devnet kept in `--data-dir` was given).
+    #[arg(long)]
+    port: Option<u16>,
+    /// WebSocket JSON-RPC port of the first validator (validator i listens on port + 2i;
+    /// default 8546, or as kept).
+    #[arg(long)]
+    ws_port: Option<u16>,
     /// Funded development accounts.
     #[arg(long, default_value_t = 10)]
     accounts: u32,
@@ -64,16 +67,26 @@ pub(crate) struct DevnetArgs {
     log: String,
 }
 
-/// Writes a fresh devnet's configurations (keys, committee, genesis) under `dir`: the
-/// funded accounts' keys are every node's development keys (`rpc.dev_keys`).
+impl DevnetArgs {
+    fn port(&self) -> u16 {
+        self.port.unwrap_or(8545)
+    }
+
+    fn ws_port(&self) -> u16 {
+        self.ws_port.unwrap_or(8546)
+    }
+}
+
+/// A fresh devnet's configurations (keys, committee, genesis) of `n` validators under
+/// `dir`: the funded accounts' keys are every node's development keys (`rpc.dev_keys`).
 fn create(
     args: &DevnetArgs,
+    n: usize,
     dir: &Path,
     keys: &[alloy_signer_local::PrivateKeySigner],
 ) -> anyhow::Result<Vec<NodeConfig>> {
     let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
     let dev_keys: Vec<Bytes> = keys.iter().map(|k| Bytes::from(k.to_bytes().to_vec())).collect();
-    let n = usize::from(args.validators);
     let mut rng = rand::rng();
     let mut secrets = Vec::with_capacity(n);
     let mut committee = Vec::with_capacity(n);
@@ -113,7 +126,7 @@ fn create(
     let mut genesis = Genesis::dev(&accounts, wei, now);
     genesis.chain_id = args.chain_id;
     let mut out = Vec::with_capacity(n);
-    let https = (0..n).map(|i| node_port(args.port, i)).collect::<anyhow::Result<Vec<_>>>()?;
+    let https = (0..n).map(|i| node_port(args.port(), i)).collect::<anyhow::Result<Vec<_>>>()?;
     for (i, (bls, id)) in secrets.into_iter().enumerate() {
         let port = |base: u16| node_port(base, i);
         let cfg = NodeConfig {
@@ -127,9 +140,11 @@ fn create(
             }),
             committee: committee.clone(),
             rpc: RpcConfig {
-                http: Some(port(args.port)?),
-                ws: Some(port(args.ws_port)?),
+                http: Some(port(args.port())?),
+                ws: Some(port(args.ws_port())?),
                 dev_keys: dev_keys.clone(),
+                // Pages of any origin may call it, as anvil's (browser dapps in development).
+                cors_origins: vec!["*".into()],
                 ..RpcConfig::default()
             },
             mempool: Default::default(),
@@ -167,8 +182,8 @@ fn full_nodes(
 ) -> anyhow::Result<Vec<NodeConfig>> {
     let peers: Vec<SocketAddr> = validators.iter().filter_map(|c| c.rpc.http).collect();
     // After the validators' ports, as they were stored (a reused devnet keeps its own).
-    let http_base = validators[0].rpc.http.map_or(args.port, |a| a.port());
-    let ws_base = validators[0].rpc.ws.map_or(args.ws_port, |a| a.port());
+    let http_base = validators[0].rpc.http.map_or(args.port(), |a| a.port());
+    let ws_base = validators[0].rpc.ws.map_or(args.ws_port(), |a| a.port());
     let mut out = Vec::new();
     for j in 0..usize::from(args.full_nodes) {
         let i = validators.len() + j;
@@ -179,6 +194,7 @@ fn full_nodes(
             http: Some(node_port(http_base, i)?),
             ws: Some(node_port(ws_base, i)?),
             dev_keys: validators[0].rpc.dev_keys.clone(),
+            cors_origins: validators[0].rpc.cors_origins.clone(),
             ..RpcConfig::default()
         };
         c.sync = SyncSettings { peers: peers.clone(), ..SyncSettings::default() };
@@ -189,6 +205,27 @@ fn full_nodes(
 
 fn config_path(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("validator-{i}.toml"))
+}
+
+/// How many validators the devnet kept in `dir` has (0: none is kept there).
+fn stored_validators(dir: &Path) -> usize {
+    (0..).take_while(|i| config_path(dir, *i).exists()).count()
+}
+
+/// Writes a node's configuration (with its keys) readable by the user alone.
+fn write_private(path: &Path, c: &NodeConfig) -> anyhow::Result<()> {
+    use std::io::Write;
+    let text = toml::to_string(c).context("writing a configuration")?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // A file from before stop 41 keeps its mode when opened: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A node's name in file names and messages.
@@ -273,16 +310,34 @@ impl Drop for Running {
 
 /// Runs `farol devnet` until SIGINT or SIGTERM.
 pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
-    if args.validators == 0 {
+    // An absolute directory, so that the configurations written there (and a resume from
+    // another working directory) name the same place (before stop 41 a relative one was
+    // stored as given, and a resume from elsewhere started a fresh chain).
+    let kept = match &args.data_dir {
+        Some(d) => Some(std::path::absolute(d).with_context(|| format!("{}", d.display()))?),
+        None => None,
+    };
+    // A devnet kept there has its own number of validators.
+    let stored = kept.as_deref().map_or(0, stored_validators);
+    let validators = match (args.validators, stored) {
+        (Some(v), s) if s > 0 && usize::from(v) != s => {
+            let d = kept.as_deref().map_or_else(String::new, |d| d.display().to_string());
+            bail!("{d} holds a devnet of {s} validators, not {v}")
+        }
+        (Some(v), _) => v,
+        (None, 0) => 4,
+        (None, s) => u16::try_from(s).unwrap_or(u16::MAX),
+    };
+    if validators == 0 {
         bail!("--validators: at least 1");
     }
-    if args.validators > MAX_NODES || args.full_nodes > MAX_NODES {
+    if validators > MAX_NODES || args.full_nodes > MAX_NODES {
         bail!("--validators and --full-nodes: at most {MAX_NODES} each on one machine");
     }
     // Node i listens on port + 2i and ws_port + 2i: the two ranges must not meet.
-    let nodes = u32::from(args.validators) + u32::from(args.full_nodes);
+    let nodes = u32::from(validators) + u32::from(args.full_nodes);
     let span = 2 * nodes;
-    let (http, ws) = (u32::from(args.port), u32::from(args.ws_port));
+    let (http, ws) = (u32::from(args.port()), u32::from(args.ws_port()));
     if http.max(ws) + span > 65_537 {
         bail!(
             "--port {http} / --ws-port {ws}: {nodes} nodes need ports up to {} (at most 65535)",
@@ -296,23 +351,33 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     let keys = mnemonic_accounts(&args.mnemonic, args.accounts).map_err(anyhow::Error::msg)?;
     let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
-    let (_tmp, dir) = match &args.data_dir {
-        Some(d) => (None, d.clone()),
+    let (_tmp, dir) = match kept {
+        Some(d) => (None, d),
         None => {
             let t = tempfile::Builder::new().prefix("farol-devnet-").tempdir()?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let n = usize::from(args.validators);
-    let configs = if config_path(&dir, 0).exists() {
+    // Its configurations hold the validators' keys: the directory is the user's alone.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let n = usize::from(validators);
+    let configs = if stored > 0 {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
             let p = config_path(&dir, i);
-            let c = NodeConfig::load(&p).with_context(|| {
+            let mut c = NodeConfig::load(&p).with_context(|| {
                 format!("{} exists but validator {i}'s configuration does not load", dir.display())
             })?;
+            c.data_dir = dir.join(format!("validator-{i}"));
+            // A devnet kept from before stop 41 gets the CORS setting new ones have.
+            if c.rpc.cors_origins.is_empty() {
+                c.rpc.cors_origins = vec!["*".into()];
+            }
             v.push(c);
         }
         if v[0].committee.len() != n {
@@ -322,22 +387,48 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 v[0].committee.len()
             );
         }
+        // Ports asked for explicitly move the kept devnet's JSON-RPC (not part of its chain).
+        if args.port.is_some() || args.ws_port.is_some() {
+            let https =
+                (0..n).map(|i| node_port(args.port(), i)).collect::<anyhow::Result<Vec<_>>>()?;
+            for (i, c) in v.iter_mut().enumerate() {
+                if args.port.is_some() {
+                    c.rpc.http = Some(https[i]);
+                    c.sync.peers = https
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, a)| *a)
+                        .collect();
+                }
+                if args.ws_port.is_some() {
+                    c.rpc.ws = Some(node_port(args.ws_port(), i)?);
+                }
+            }
+        }
+        // Validator network ports something else took meanwhile are chosen again (the
+        // committee's addresses are not part of its chain either).
+        let taken: Vec<usize> = (0..n)
+            .filter(|i| std::net::UdpSocket::bind(v[0].committee[*i].address).is_err())
+            .collect();
+        if !taken.is_empty() {
+            let fresh = farol_network::free_loopback_addrs(taken.len())
+                .context("finding free UDP ports")?;
+            for (i, addr) in taken.iter().zip(fresh) {
+                eprintln!(
+                    "note: validator-{i}'s network port {} is taken: it moves to {addr}",
+                    v[0].committee[*i].address
+                );
+                for c in v.iter_mut() {
+                    c.committee[*i].address = addr;
+                }
+            }
+        }
         // The stored devnet is what runs: say which flags it does not follow.
         let stored = &v[0];
         let mut ignored = Vec::new();
         if stored.genesis.chain_id != args.chain_id {
             ignored.push(format!("chain id {} (not {})", stored.genesis.chain_id, args.chain_id));
-        }
-        if stored.rpc.http.map(|a| a.port()) != Some(args.port)
-            || stored.rpc.ws.map(|a| a.port()) != Some(args.ws_port)
-        {
-            ignored.push(format!(
-                "ports {}/{} (not {}/{})",
-                stored.rpc.http.map_or(0, |a| a.port()),
-                stored.rpc.ws.map_or(0, |a| a.port()),
-                args.port,
-                args.ws_port
-            ));
         }
         if accounts.iter().any(|a| !stored.genesis.alloc.contains_key(a)) {
             ignored.push("other funded accounts (--mnemonic, --accounts, --balance)".into());
@@ -351,22 +442,14 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
         v
     } else {
-        let v = create(&args, &dir, &keys)?;
-        for (i, c) in v.iter().enumerate() {
-            let text = toml::to_string(c).context("writing a configuration")?;
-            std::fs::write(config_path(&dir, i), text)?;
-        }
-        v
+        create(&args, n, &dir, &keys)?
     };
     let validators = configs.len();
     let mut configs = configs;
-    for (j, c) in full_nodes(&args, &dir, &configs)?.into_iter().enumerate() {
-        let text = toml::to_string(&c).context("writing a configuration")?;
-        std::fs::write(dir.join(format!("full-node-{j}.toml")), text)?;
-        configs.push(c);
-    }
+    configs.extend(full_nodes(&args, &dir, &configs)?);
     // Someone else's server on a port (anvil on 8545, say, which answers chain id 31337
-    // too): said now, not found out after a banner that points the user at it.
+    // too): said now, not found out after a banner that points the user at it, and before
+    // anything is written, so that the same command with other ports then works.
     for (i, c) in configs.iter().enumerate() {
         for addr in c.rpc.http.iter().chain(c.rpc.ws.iter()) {
             if let Err(e) = std::net::TcpListener::bind(addr) {
@@ -377,6 +460,9 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    for (i, c) in configs.iter().enumerate() {
+        write_private(&dir.join(format!("{}.toml", node_name(validators, i))), c)?;
     }
     // SIGINT and SIGTERM are caught from before the first node starts: one during start-up
     // stops the nodes and removes a temporary directory as one after it does (by default

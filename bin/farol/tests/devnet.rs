@@ -56,8 +56,8 @@ fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
 }
 
 /// Starts `farol devnet` (4 validators and a full node) on the ports from `base`, with its
-/// data in `dir`, and returns it with its JSON summary.
-fn start_devnet(dir: &Path, base: u16) -> (Child, Value) {
+/// data in `dir` (relative to `cwd`), and returns it with its JSON summary.
+fn start_devnet(cwd: &Path, dir: &Path, base: u16) -> (Child, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_farol"))
         .args(["devnet", "--json", "--validators", "4", "--full-nodes", "1", "--port"])
         .arg(base.to_string())
@@ -65,6 +65,7 @@ fn start_devnet(dir: &Path, base: u16) -> (Child, Value) {
         .arg((base + 1).to_string())
         .arg("--data-dir")
         .arg(dir)
+        .current_dir(cwd)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -193,7 +194,18 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
     let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let dir = tmp.path().join("devnet");
     let base = client::free_listen_ports(10).unwrap_or_else(|e| panic!("{e}"));
-    let (child, summary) = start_devnet(&dir, base);
+    // A relative data directory (the resume below names it from another folder).
+    let (child, summary) = start_devnet(tmp.path(), Path::new("devnet"), base);
+    // The configurations hold the validators' keys: the user's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| {
+            std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or_default()
+        };
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("validator-0.toml")), 0o600);
+        assert_eq!(mode(&dir.join("full-node-0.toml")), 0o600);
+    }
     let d = Devnet { child, summary, dir: dir.clone() };
     assert_eq!(d.summary["chainId"], 31337);
     assert_eq!(d.summary["accounts"][0]["address"], "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266");
@@ -324,7 +336,13 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
 
     // Resumed from its data directory: the chain is where it was; SIGINT (Ctrl-C) stops the
     // devnet and its nodes, with a clean exit.
-    let (mut child, summary) = start_devnet(&dir, base);
+    // From another folder, by another relative path: the same chain (before stop 41 the
+    // configurations named their data directories relative to the first start's folder,
+    // and this resume began a fresh chain in the wrong place).
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap_or_else(|e| panic!("{e}"));
+    let (mut child, summary) = start_devnet(&elsewhere, Path::new("../devnet"), base);
+    assert!(!elsewhere.join("devnet").exists(), "a second chain beside the first");
     let head = post(node_http(&summary, 0), "eth_blockNumber", json!([]))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(quantity(&head) >= n3, "resumed at {head}, was at {n3} or more");
@@ -390,4 +408,20 @@ fn a_json_rpc_port_in_use_is_refused_before_any_node_starts() {
     let left: Vec<_> =
         std::fs::read_dir(tmp.path()).map(|d| d.flatten().count()).into_iter().collect();
     assert_eq!(left, vec![0], "the temporary data directory stayed");
+    // With --data-dir nothing is written either, so the same command on free ports starts a
+    // fresh devnet rather than one stuck on the taken ports (before stop 41 the
+    // configurations were written first, and every retry used the taken ports).
+    let kept = tmp.path().join("kept");
+    let out = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(["devnet", "--json", "--validators", "1", "--port"])
+        .arg(port.to_string())
+        .arg("--ws-port")
+        .arg(port.wrapping_add(1).to_string())
+        .arg("--data-dir")
+        .arg(&kept)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not free"), "{stderr}");
+    assert!(!kept.join("validator-0.toml").exists(), "a configuration was kept: {stderr}");
 }

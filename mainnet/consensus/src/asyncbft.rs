@@ -152,6 +152,15 @@ const FORWARD_TRANSACTIONS: usize = 4_096;
 const FORWARD_BYTES: usize = 4 << 20;
 /// Most block bytes sent in answer to one request (at least one block is always sent).
 const MAX_ANSWER: usize = 8 << 20;
+/// Block bytes a validator may be sent in answer to its requests in a burst: each validator
+/// has a budget of this much, which its answers spend and each tick refills by
+/// [`ANSWER_PER_TICK`]. A request that finds its sender's budget spent is not answered
+/// (the sender asks everyone again when it stalls), so one that asks again and again gets
+/// no more than that rate of this validator's upload.
+const ANSWER_BURST: i64 = 32 << 20;
+/// What each tick gives back to a validator's answer budget (25 MiB/s at the node's
+/// 10 ms ticks).
+const ANSWER_PER_TICK: i64 = 256 << 10;
 /// Most blocks held while their parents are fetched.
 const MAX_PENDING: usize = 20_000;
 /// Most bytes of blocks held while their parents are fetched.
@@ -309,6 +318,8 @@ pub struct Faults {
     pub versions_dropped: u64,
     /// Coin shares that did not verify (in validly signed blocks: their authors are faulty).
     pub bad_coin_shares: u64,
+    /// Requests for blocks not answered because their sender's answer budget was spent.
+    pub answers_withheld: u64,
 }
 
 /// The AsyncBFT engine of one validator.
@@ -366,6 +377,9 @@ pub struct AsyncBft {
     /// needing it is asked once (before stop 39 only the first was, so a Byzantine peer
     /// that relayed an honest block first, and never answered, held it until a stall).
     asked: HashMap<Digest, Vec<ValidatorIndex>>,
+    /// Each validator's budget of block bytes sent in answer to its requests
+    /// ([`ANSWER_BURST`]); an answer may take it below zero by its last block.
+    answer_budget: Vec<i64>,
 
     round: u64,
     last_own: Option<BlockRef>,
@@ -459,6 +473,7 @@ impl AsyncBft {
         AsyncBft {
             pending_load: vec![(0, 0); committee.len()],
             forwarded_load: vec![(0, 0); committee.len()],
+            answer_budget: vec![ANSWER_BURST; committee.len()],
             committee,
             me,
             key,
@@ -1036,10 +1051,17 @@ impl AsyncBft {
             // below the garbage-collection floor.
             // Only references to the round before are checked: those carry the quorum and
             // the votes, and every validator that adds the block holds them (they are at or
-            // above its floor, so they were fetched), so all refuse the same blocks.
+            // above its floor, so they were fetched), so all refuse the same blocks. A
+            // fetched one may have come below the floor and been kept aside (`gone`): it is
+            // checked there too. Before stop 41 it was not, and a Byzantine block claiming
+            // a huge round over references to an old block (fetched, then kept aside)
+            // entered the DAG with no quorum under it, set the highest round past any a
+            // quorum reaches, and made every honest validator count through the rounds up
+            // to it (found by a review).
             let lies = b.parents.iter().filter(|p| p.round + 1 == b.round).any(|p| {
                 self.blocks
                     .get(&p.digest)
+                    .or_else(|| self.gone.get(&p.digest).map(|g| &g.0))
                     .is_some_and(|q| (q.round, q.author) != (p.round, p.author))
             });
             if lies {
@@ -2116,9 +2138,17 @@ impl AsyncBft {
                 }
                 Message::Request(ds) => {
                     // At most MAX_ANSWER bytes per request, so a small request cannot make
-                    // this validator send much more.
+                    // this validator send much more, and only while the sender's answer
+                    // budget lasts, so many requests cannot either.
                     let mut sent = 0usize;
                     for d in ds {
+                        let Some(budget) = self.answer_budget.get_mut(usize::from(from.0)) else {
+                            break;
+                        };
+                        if *budget <= 0 {
+                            self.faults.answers_withheld += 1;
+                            break;
+                        }
                         if let Some(b) =
                             self.blocks.get(&d).or_else(|| self.gone.get(&d).map(|g| &g.0))
                         {
@@ -2127,6 +2157,7 @@ impl AsyncBft {
                             if sent > MAX_ANSWER && sent != bytes.len() {
                                 break;
                             }
+                            *budget = budget.saturating_sub(bytes.len() as i64);
                             self.send_bytes(out, Target::One(from), bytes);
                         }
                     }
@@ -2202,6 +2233,9 @@ impl AsyncBft {
 
     fn on_tick(&mut self, out: &mut Vec<Action>) {
         self.ticks += 1;
+        for b in &mut self.answer_budget {
+            *b = b.saturating_add(ANSWER_PER_TICK).min(ANSWER_BURST);
+        }
         // Resend when stalled, backing off (doubling up to 32 times `resend_ticks`) while the
         // stall lasts, so an overloaded network is not loaded further with repeats.
         let interval = u64::from(self.cfg.resend_ticks) << self.resends.min(5);
@@ -2239,6 +2273,7 @@ impl Consensus for AsyncBft {
             ("pending_full", f.pending_full),
             ("versions_dropped", f.versions_dropped),
             ("bad_coin_shares", f.bad_coin_shares),
+            ("answers_withheld", f.answers_withheld),
             ("equivocators", f.equivocators.len() as u64),
         ]
     }

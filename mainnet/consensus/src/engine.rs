@@ -24,7 +24,9 @@ pub struct Transaction {
 impl Transaction {
     /// The transaction's identity in consensus: `blake3(sender || payload)`. Two
     /// transactions with the same digest are the same transaction; it is committed at most
-    /// once.
+    /// once within the rounds an engine remembers commits for (AsyncBFT: `4 × gc_depth`
+    /// rounds). A faulty validator may propose one older than that again, and it commits
+    /// again: the node's execution refuses its used nonce.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = blake3::Hasher::new();
         h.update(&self.sender);
@@ -56,7 +58,8 @@ pub struct Committed {
     /// The block's time (Unix milliseconds): derived from the proposers' clocks as the engine
     /// defines, never below the previous commit's.
     pub timestamp_ms: u64,
-    /// The transactions, in order, none committed before.
+    /// The transactions, in order, none committed within the rounds the engine remembers
+    /// (see [`Transaction::digest`]).
     pub transactions: Vec<Transaction>,
     /// How many proposals this commit orders (the leader's and the ones it builds on that
     /// were not ordered before).

@@ -364,6 +364,47 @@ fn a_missing_parent_is_asked_from_each_sender_that_needs_it() {
     assert_eq!(requests(&deliver(&mut e, 2, &b3)), vec![]);
 }
 
+/// A validator asking for a block again and again gets it only while its answer budget
+/// lasts (32 MiB, refilled by 256 KiB a tick); another validator's requests are still
+/// answered. Before stop 41 every request was answered.
+#[test]
+fn repeated_requests_are_answered_within_a_budget() {
+    let (ks, _r1, _refs, mut e) = round_one();
+    // A round-1 block of about 1 MiB from validator 1.
+    let txs: Vec<Transaction> = (0..16u8)
+        .map(|i| Transaction { sender: [i; 20], payload: Bytes::from(vec![i; 64 << 10]) })
+        .collect();
+    let big = Block::new(&CHAIN, ValidatorIndex(1), 1, 0, vec![], txs, |m| ks[1].sign(m));
+    let size = Message::Block(Box::new(big.clone())).encode().len();
+    deliver(&mut e, 1, &big);
+    let request = Message::Request(vec![big.digest()]).encode();
+    let ask = |e: &mut AsyncBft, from: u16, times: usize| -> usize {
+        let mut out = Vec::new();
+        let batch = (0..times).map(|_| (ValidatorIndex(from), request.clone())).collect();
+        e.handle(Input::Messages(batch), &mut out);
+        out.iter()
+            .filter(|a| {
+                matches!(a, Action::Send { to: Target::One(ValidatorIndex(t)), bytes }
+                    if *t == from && matches!(Message::decode(bytes), Ok(Message::Block(_))))
+            })
+            .count()
+    };
+    let budget = 32usize << 20;
+    let answered = ask(&mut e, 2, 100);
+    // While any budget is left, one more block: the last answer may take it below zero.
+    assert_eq!(answered, budget.div_ceil(size), "a {size}-byte block");
+    assert_eq!(e.faults().answers_withheld, (100 - answered) as u64);
+    assert_eq!(ask(&mut e, 2, 1), 0, "spent");
+    assert_eq!(ask(&mut e, 3, 1), 1, "another validator's budget is its own");
+    // Ticks refill it by 256 KiB each: just enough of them for one block's answer.
+    let left = budget as i64 - (answered * size) as i64;
+    let ticks = (-left) / (256 << 10) + 1;
+    for _ in 0..ticks {
+        e.handle(Input::Tick, &mut Vec::new());
+    }
+    assert_eq!(ask(&mut e, 2, 3), 1, "one block's worth back after {ticks} ticks");
+}
+
 /// The transactions of the blocks `out` sends.
 fn proposed(out: &[Action]) -> Vec<(u64, usize)> {
     out.iter()
@@ -954,6 +995,66 @@ fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
     );
     assert_eq!(again.held(), (0, 0), "{}", again.summary());
     assert_eq!(again.height(), e.height(), "{}", again.summary());
+}
+
+/// A Byzantine block of a huge round whose references to the round before all name one old
+/// block is refused once that block is fetched, even though the block comes below the floor
+/// and is kept aside (`gone`) rather than in the DAG: before stop 41 the check looked in
+/// the DAG only, the block went in with no quorum under it, and the engine's highest round
+/// jumped to its claim.
+#[test]
+fn a_reference_to_a_block_kept_aside_is_checked_too() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, gc_depth: 8, ..Config::default() };
+    let mut e = AsyncBft::new(c, ValidatorIndex(0), ks[0].clone(), cfg, Arc::default());
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let mut mine: Vec<Block> = own_blocks(&out);
+    let mut prev: Vec<BlockRef> = Vec::new();
+    let mut old: Option<Block> = None;
+    for r in 1..=40u64 {
+        let Some(b0) = mine.iter().find(|b| b.round == r).cloned() else {
+            panic!("no own block of round {r}: {}", e.summary())
+        };
+        let mut parents = vec![b0.reference()];
+        for a in 1..3u16 {
+            let b = block(&ks[usize::from(a)], a, r, prev.clone());
+            parents.push(b.reference());
+            mine.extend(own_blocks(&deliver(&mut e, a, &b)));
+            if r == 1 && a == 1 {
+                old = Some(b);
+            }
+        }
+        let mut out = Vec::new();
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        mine.extend(own_blocks(&out));
+        parents.sort_by_key(|p| (p.round, p.author));
+        prev = parents;
+    }
+    let height = e.height();
+    assert!(height > 20, "{}", e.summary());
+    let old = old.unwrap_or_else(|| panic!("no round-1 block"));
+    // Validator 3's block of round 1,000: three references to the round before, each naming
+    // the old round-1 block (long gone from the DAG) under another author.
+    let claim = 1_000u64;
+    let lie: Vec<BlockRef> = (0..3u16)
+        .map(|a| BlockRef { round: claim - 1, author: ValidatorIndex(a), ..old.reference() })
+        .collect();
+    let v = block(&ks[3], 3, claim, lie);
+    let asked = deliver(&mut e, 3, &v);
+    assert!(
+        asked.iter().any(|a| matches!(a, Action::Send { bytes, .. }
+            if matches!(Message::decode(bytes), Ok(Message::Request(ds)) if ds.contains(&old.digest())))),
+        "the old block is asked for: it is no longer held"
+    );
+    assert_eq!(e.faults().invalid, 0);
+    // The old block comes, below the floor: kept aside, and the lying block refused.
+    deliver(&mut e, 3, &old);
+    assert_eq!(e.faults().invalid, 1, "{:?}", e.faults());
+    assert_eq!(e.held(), (0, 0), "{}", e.summary());
+    assert!(!e.summary().contains(&format!("r{claim}:")), "{}", e.summary());
 }
 
 /// An equivocator's versions of one slot past the second are not taken unless a block

@@ -16,6 +16,16 @@ use crate::mempool::MempoolConfig;
 /// field).
 pub const MAX_QUEUE: usize = 1 << 24;
 
+/// The fewest state versions a node may keep (`pipeline.retain_versions`). Execution reads
+/// the state of the block before, while the pipeline stores up to a few blocks ahead of it,
+/// and a restart after a crash between storing a block's state and its block re-executes
+/// its group from the version before the group: with fewer versions kept those could be
+/// pruned already, and the node stopped, at every start (before stop 41, when 1 was taken).
+pub const MIN_RETAIN_VERSIONS: u64 = 64;
+
+/// The longest `mempool.lifetime_secs` taken: a year.
+pub const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
+
 /// Everything a node needs to run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,11 +90,19 @@ pub struct NetworkSettings {
     /// connection that died silently (a killed or cut-off peer, noticed at the 5 s idle
     /// timeout) are lost, and consensus fetches what it misses.
     pub peer_queue: usize,
+    /// The UDP address the validator network listens on, when it is not the committee
+    /// address (a host behind a 1:1 NAT listens on its private address, e.g.
+    /// `"0.0.0.0:9000"`, while peers dial the public one). Keep the port the committee
+    /// address's where the NAT allows: a validator dials from the socket it listens on, and
+    /// peers give handshakes from a committee address a budget of its own (from any other
+    /// address they share the strangers' budget, see `docs/node.md` §4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Default for NetworkSettings {
     fn default() -> Self {
-        NetworkSettings { peer_queue: 4096 }
+        NetworkSettings { peer_queue: 4096, listen: None }
     }
 }
 
@@ -187,6 +205,11 @@ pub struct RpcConfig {
     /// Hardhat's nodes do. For development chains only: anyone who reaches the RPC can spend
     /// from these accounts. `farol devnet` sets its ten funded accounts.
     pub dev_keys: Vec<Bytes>,
+    /// Web origins (`"https://app.example"`, or `"*"` for any) whose pages may call the HTTP
+    /// JSON-RPC (CORS: a browser asks before it lets a page read another origin's answers).
+    /// None by default, as in geth; `farol devnet` sets `"*"`, as anvil does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for RpcConfig {
@@ -197,7 +220,9 @@ impl Default for RpcConfig {
             max_request_bytes: 5 << 20,
             max_batch: 1000,
             max_batch_response_bytes: 64 << 20,
-            max_log_blocks: 10_000,
+            // reth's default: ethers' `queryFilter` and viem's `getLogs` from block 0 ask for
+            // the whole chain, and blocks whose bloom does not match cost a header read each.
+            max_log_blocks: 100_000,
             max_logs: 10_000,
             // EIP-7825 (Osaka) caps a transaction at 2^24 gas.
             gas_cap: 1 << 24,
@@ -207,6 +232,7 @@ impl Default for RpcConfig {
             http_timeout_millis: 30_000,
             send_sync_timeout_millis: 5_000,
             dev_keys: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -275,10 +301,19 @@ impl NodeConfig {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-        NodeConfig::parse(&text).map_err(|e| match e {
+        let mut cfg = NodeConfig::parse(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
             e => e,
-        })
+        })?;
+        // A relative data directory belongs with its configuration, wherever the node is
+        // started from (before stop 41 it was taken from the working directory, and a node
+        // started from elsewhere began a fresh chain in a fresh directory).
+        if cfg.data_dir.is_relative() {
+            if let Some(folder) = path.parent() {
+                cfg.data_dir = folder.join(&cfg.data_dir);
+            }
+        }
+        Ok(cfg)
     }
 
     /// Parses and checks a configuration.
@@ -433,8 +468,8 @@ impl NodeConfig {
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
             return bad("pipeline.threads", "must be between 1 and 256".into());
         }
-        if self.pipeline.retain_versions == 0 {
-            return bad("pipeline.retain_versions", "must be at least 1".into());
+        if self.pipeline.retain_versions < MIN_RETAIN_VERSIONS {
+            return bad("pipeline.retain_versions", format!("at least {MIN_RETAIN_VERSIONS}"));
         }
         if self.rpc.max_batch_response_bytes == 0 {
             return bad("rpc.max_batch_response_bytes", "must be at least 1".into());
@@ -445,6 +480,14 @@ impl NodeConfig {
         for (i, k) in self.rpc.dev_keys.iter().enumerate() {
             if let Err(e) = alloy_signer_local::PrivateKeySigner::from_slice(k) {
                 return bad(&format!("rpc.dev_keys[{i}]"), format!("not a secp256k1 key: {e}"));
+            }
+        }
+        for (i, o) in self.rpc.cors_origins.iter().enumerate() {
+            if o != "*" && crate::rpc::cors_origin(o).is_none() {
+                return bad(
+                    &format!("rpc.cors_origins[{i}]"),
+                    format!("{o:?} is not an origin like \"https://app.example\" or \"*\""),
+                );
             }
         }
         if self.rpc.ws_send_timeout_millis == 0 {
@@ -475,6 +518,11 @@ impl NodeConfig {
         }
         if self.mempool.per_sender == 0 || self.mempool.global == 0 {
             return bad("mempool", "per_sender and global must be at least 1".into());
+        }
+        // A year at most: durations past that overflowed the node's clock arithmetic
+        // (before stop 41, `u64::MAX` panicked the mempool's task in a debug build).
+        if self.mempool.lifetime_secs > MAX_LIFETIME_SECS {
+            return bad("mempool.lifetime_secs", format!("at most {MAX_LIFETIME_SECS} (a year)"));
         }
         if self.mempool.global_bytes < self.mempool.max_tx_bytes {
             return bad(

@@ -645,6 +645,10 @@ impl Mempool {
             self.bytes = self.bytes.saturating_sub(old.payload.len());
             // Only a held transaction can be replaced.
             self.held -= usize::from(old.handed.is_none());
+            // The journal forgets the replaced one: read back, it would stand in for its
+            // replacement should that be dropped (before stop 41, a cancelled transaction
+            // came back after a restart and could execute).
+            self.journal_append(&tombstone(&old.hash));
         }
         self.by_hash.insert(c.hash, (c.sender, nonce));
         Ok(self.promote(c.sender))
@@ -667,10 +671,21 @@ impl Mempool {
             .min();
         match victim {
             Some((t, a, n)) if below.is_none_or(|tip| t < tip) => {
-                self.remove(&a, n);
+                self.discard(&a, n);
                 true
             }
             _ => false,
+        }
+    }
+
+    /// Removes a transaction the pool gives up on (evicted or expired), with a tombstone in
+    /// the journal: read back after a restart it would come again, with a fresh lifetime
+    /// (before stop 41).
+    fn discard(&mut self, sender: &Address, nonce: u64) {
+        let hash = self.senders.get(sender).and_then(|q| q.txs.get(&nonce)).map(|e| e.hash);
+        self.remove(sender, nonce);
+        if let Some(h) = hash {
+            self.journal_append(&tombstone(&h));
         }
     }
 
@@ -768,11 +783,16 @@ impl Mempool {
     /// not read it back: consensus would ignore the same bytes again for a while, and the
     /// pool would hold it as handed, refusing another transaction with its nonce (before
     /// stop 38 it did, until the journal was next rewritten).
+    ///
+    /// The tombstone is written even when the pool no longer holds the transaction (it
+    /// expired meanwhile, or another node's pool had it): the journal may still (since stop
+    /// 41; before, such a transaction came back after a restart, held as handed, and the
+    /// pool refused another with its nonce until consensus forgot the bytes).
     pub fn forget(&mut self, hash: &B256) {
         if let Some((sender, nonce)) = self.by_hash.get(hash).copied() {
             self.remove(&sender, nonce);
-            self.journal_append(&tombstone(hash));
         }
+        self.journal_append(&tombstone(hash));
     }
 
     /// Drops the transactions held (behind a nonce gap, never handed) longer than the
@@ -801,7 +821,7 @@ impl Mempool {
             })
             .collect();
         for (a, n) in &old {
-            self.remove(a, *n);
+            self.discard(a, *n);
         }
         old.len()
     }
@@ -1146,6 +1166,36 @@ mod tests {
         let back = without_forgotten(&again);
         let back: Vec<_> = back.iter().map(alloy_primitives::keccak256).collect();
         assert_eq!(back, vec![hashes[1], hashes[0]]);
+    }
+
+    /// A replaced transaction, and ones the pool evicted or let expire, are forgotten in the
+    /// journal: a replacement that execution drops later does not bring back the
+    /// transaction it replaced (a cancelled payment), and nothing the pool gave up on comes
+    /// back with a fresh lifetime.
+    #[test]
+    fn replaced_evicted_and_expired_transactions_do_not_come_back_from_the_journal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("journal");
+        let mut p = pool(8, 100);
+        let (journal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        p.set_journal(journal);
+        let k = PrivateKeySigner::random();
+        // Held behind a gap (nonce 1), then replaced with a fee bump, then dropped.
+        let a = p.check(&signed(&k, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        p.add(a, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        let b = p.check(&signed(&k, 1, 4_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let b_hash = b.hash;
+        p.add(b, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        p.forget(&b_hash);
+        // Another sender's held transaction expires.
+        let other = PrivateKeySigner::random();
+        let c = p.check(&signed(&other, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        let later = Instant::now() + Duration::from_secs(p.cfg.lifetime_secs + 1);
+        assert_eq!(p.expire(later), 1);
+        drop(p);
+        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(without_forgotten(&records), Vec::<bytes::Bytes>::new(), "{records:?}");
     }
 
     /// The pool's bytes are bounded too: held transactions give way to a ready one that does

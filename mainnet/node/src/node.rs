@@ -66,6 +66,48 @@ fn storage_err(what: &'static str, reason: impl ToString) -> NodeError {
     NodeError::Storage { what, reason: reason.to_string() }
 }
 
+/// A validator's data directory holds its consensus log: its own blocks and votes. Started
+/// with another validator's keys (`--data-dir` naming the wrong directory), a node would
+/// replay that history as its own and could sign a second block in a round the other
+/// validator proposed in. So the first validator to use a directory leaves its position and
+/// key there (`validator.json`), and another is refused (since stop 41). A full node may use
+/// any directory, and a directory from before stop 41 takes the first validator that starts
+/// on it.
+fn check_validator_identity(dir: &std::path::Path, cfg: &NodeConfig) -> Result<(), NodeError> {
+    let Some(keys) = &cfg.validator else { return Ok(()) };
+    let Some(member) = cfg.committee.get(usize::from(keys.index)) else {
+        return Err(config_err("validator.index", "is not a position in the committee"));
+    };
+    let ours = serde_json::json!({ "index": keys.index, "bls_public": member.bls_public });
+    let path = dir.join("validator.json");
+    match std::fs::read(&path) {
+        Ok(before) => {
+            let before: serde_json::Value = serde_json::from_slice(&before)
+                .map_err(|e| storage_err("reading validator.json", e))?;
+            if before != ours {
+                return Err(config_err(
+                    "validator",
+                    format!(
+                        "{} belongs to validator {} ({}): these keys are validator {}'s",
+                        dir.display(),
+                        before["index"],
+                        path.display(),
+                        keys.index
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = serde_json::to_vec_pretty(&ours)
+                .map_err(|e| storage_err("encoding validator.json", e))?;
+            write_file_atomically(dir, &path, &bytes)
+                .map_err(|e| storage_err("writing validator.json", e))
+        }
+        Err(e) => Err(storage_err("reading validator.json", e)),
+    }
+}
+
 /// A running node.
 pub struct Node {
     /// The chain and state it serves.
@@ -177,7 +219,18 @@ impl Node {
     /// from its log, and starts every part. Must run inside a tokio runtime.
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let dir = cfg.data_dir.clone();
+        let fresh = !dir.exists();
         std::fs::create_dir_all(&dir).map_err(|e| storage_err("creating the data directory", e))?;
+        // A new directory's entry made durable in its parent: a power loss soon after the
+        // first start could otherwise lose the whole directory, consensus log included
+        // (since stop 41).
+        if fresh {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|e| storage_err("syncing the data directory's parent", e))?;
+            }
+        }
         let metrics = Arc::new(Metrics::default());
 
         // State and chain.
@@ -189,6 +242,50 @@ impl Node {
         let store = Store::open(dir.join("state"), store_opts)
             .map_err(|e| storage_err("opening the state", e))?;
         let genesis = cfg.genesis.clone();
+        // The genesis a data directory was started with is kept beside it; another one is
+        // refused (it would be another chain over the same data). It is written before the
+        // chain is created, so a chain without it is not one this node made (a directory
+        // copied without it): since stop 41 that is refused, where before any genesis was
+        // taken and written down as the chain's (the genesis block's hash does not cover
+        // the chain id, the allocations or the consensus parameters, so it cannot tell).
+        let kept = dir.join("genesis.json");
+        match std::fs::read(&kept) {
+            Ok(before) => {
+                let before: Genesis = serde_json::from_slice(&before)
+                    .map_err(|e| storage_err("reading genesis.json", e))?;
+                if before != genesis {
+                    return Err(config_err(
+                        "genesis",
+                        format!(
+                            "differs from the genesis {} was started with ({})",
+                            dir.display(),
+                            kept.display()
+                        ),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if store.latest_version().is_some() || dir.join("blocks.log").exists() {
+                    return Err(config_err(
+                        "genesis",
+                        format!(
+                            "{} holds a chain but not its genesis ({}): restore that file \
+                             (every node of the chain has the same) or use a fresh directory",
+                            dir.display(),
+                            kept.display()
+                        ),
+                    ));
+                }
+                // Atomically (a temporary file, synced, renamed, the directory synced): before
+                // stop 38 a power loss right after the first start could leave it empty, and
+                // every start after refused the data directory.
+                let ours = serde_json::to_vec_pretty(&genesis)
+                    .map_err(|e| storage_err("encoding the genesis", e))?;
+                write_file_atomically(&dir, &kept, &ours)
+                    .map_err(|e| storage_err("writing genesis.json", e))?;
+            }
+            Err(e) => return Err(storage_err("reading genesis.json", e)),
+        }
         let genesis_root = match store.latest_version() {
             None => Some(
                 store
@@ -221,40 +318,28 @@ impl Node {
             }
             None => genesis_block.header.state_root,
         };
-        // The genesis a data directory was started with is kept beside it; another one is
-        // refused (it would be another chain over the same data).
-        let kept = dir.join("genesis.json");
-        let ours = serde_json::to_vec_pretty(&genesis)
-            .map_err(|e| storage_err("encoding the genesis", e))?;
-        match std::fs::read(&kept) {
-            Ok(before) => {
-                let before: Genesis = serde_json::from_slice(&before)
-                    .map_err(|e| storage_err("reading genesis.json", e))?;
-                if before != genesis || genesis_block.hash != genesis.block(genesis_root).hash {
-                    return Err(config_err(
-                        "genesis",
-                        format!(
-                            "differs from the genesis {} was started with ({})",
-                            dir.display(),
-                            kept.display()
-                        ),
-                    ));
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // Atomically (a temporary file, synced, renamed, the directory synced): before
-                // stop 38 a power loss right after the first start could leave it empty, and
-                // every start after refused the data directory.
-                write_file_atomically(&dir, &kept, &ours)
-                    .map_err(|e| storage_err("writing genesis.json", e))?;
-            }
-            Err(e) => return Err(storage_err("reading genesis.json", e)),
+        if genesis_block.hash != genesis.block(genesis_root).hash {
+            return Err(config_err(
+                "genesis",
+                format!("differs from the genesis block of {}", dir.display()),
+            ));
         }
+        check_validator_identity(&dir, &cfg)?;
         let head = chain.head_number();
         if store.latest_version().unwrap_or(0) < head {
             return Err(storage_err(
                 "the state",
                 format!("is behind the block log (block {head})"),
+            ));
+        }
+        // A block's state is stored just before the block, one block at a time: the state
+        // can be one version ahead after a crash between the two, never more. More is
+        // another chain's state, or a log that lost blocks, and the node would take those
+        // versions for blocks it has yet to execute (since stop 41; before, it started).
+        if let Some(v) = store.latest_version().filter(|v| *v > head + 1) {
+            return Err(storage_err(
+                "the state",
+                format!("is at version {v}, more than one ahead of the block log (block {head})"),
             ));
         }
         metrics.head.store(head, Ordering::Relaxed);
@@ -432,7 +517,7 @@ impl Node {
                                 m.compact_journal(false);
                             }
                             // Submissions never ordered (expired, evicted) stop being timed.
-                            let life = Duration::from_secs(lifetime + 60);
+                            let life = Duration::from_secs(lifetime.saturating_add(60));
                             state.submitted.lock().retain(|_, at| now.duration_since(*at) < life);
                             Vec::new()
                         }
@@ -610,7 +695,7 @@ fn start_validator(
             }),
         }
     };
-    let listen = peers[usize::from(me)].addr;
+    let listen = cfg.network.listen.unwrap_or(peers[usize::from(me)].addr);
     let mut ncfg = NetworkConfig::new(me, identity, listen, peers);
     ncfg.queue = cfg.network.peer_queue;
     let (network, inbound) = Network::start(ncfg)

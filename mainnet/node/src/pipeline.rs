@@ -204,6 +204,11 @@ impl State {
     }
 
     fn drop_tx(&self, hash: B256, reason: String) {
+        // A copy of a transaction the chain holds (ordered again by a faulty proposer past
+        // the rounds consensus remembers) is not a drop of it.
+        if self.chain.transaction(&hash).is_some() {
+            return;
+        }
         tracing::debug!(%hash, %reason, "an ordered transaction is dropped");
         self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
         self.ordered.lock().remove(&hash);
@@ -841,8 +846,13 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
             let mut buf = &t.payload[..];
             let tx = TxEnvelope::decode_2718(&mut buf).map_err(|e| (None, e.to_string()))?;
             let hash = *tx.tx_hash();
+            // Trailing bytes, or a sender other than the signer (below), are a faulty
+            // proposer's wrapping of a transaction, not the transaction: skipped and counted
+            // as undecodable, not recorded as a drop of the transaction's hash, which may
+            // be ordered unwrapped too (before stop 41 the real one then read as dropped, and
+            // every pool forgot it).
             if !buf.is_empty() {
-                return Err((Some(hash), "trailing bytes".into()));
+                return Err((None, "trailing bytes".into()));
             }
             // The hash covers the signature: a sender recovered here before is this one.
             let known = state.senders.lock().remove(&hash);
@@ -854,7 +864,7 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
                 None => farol_execution::recover_sender(&tx).map_err(|e| (Some(hash), e))?,
             };
             if sender.as_slice() != t.sender {
-                return Err((Some(hash), "sender differs from the one forwarded".into()));
+                return Err((None, "sender differs from the one forwarded".into()));
             }
             if tx.chain_id() != Some(chain_id) {
                 return Err((Some(hash), format!("chain id {:?}, want {chain_id}", tx.chain_id())));
@@ -923,7 +933,11 @@ fn order(
             }
             expected.insert(sender, e);
         } else if nonce > exp {
-            if waiting.contains_key(&(sender, nonce)) {
+            if let Some((_, w)) = waiting.get(&(sender, nonce)) {
+                // The same transaction again (a faulty proposer's copy) is no rival.
+                if w.tx.tx_hash() == t.tx.tx_hash() {
+                    continue;
+                }
                 state.drop_tx(
                     *t.tx.tx_hash(),
                     format!("another transaction with nonce {nonce} waits"),
@@ -1239,6 +1253,8 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     use super::*;
+    use alloy_consensus::SignableTransaction;
+    use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
 
     /// A block that fails on this node (out of WASM instances, say) runs again: at once, then
@@ -1500,8 +1516,16 @@ mod tests {
         let state = node_state(dir.path(), genesis);
         let view = state.view(0).unwrap_or_else(|e| panic!("{e}"));
         let mut waiting = Waiting::new();
-        // Commit 1: a's 2 and 1 arrive before its 0 (a second 2 is dropped); b's 0 is in order.
-        let first = vec![tx(&a, 2), tx(&b, 0), tx(&a, 1), tx(&a, 2)];
+        // Commit 1: a's 2 and 1 arrive before its 0 (a rival 2 is dropped, the same 2 again
+        // is no rival and ignored); b's 0 is in order.
+        let mut rival = tx(&a, 2);
+        if let TxEnvelope::Eip1559(signed) = &rival.tx {
+            let mut t = signed.tx().clone();
+            t.value = U256::from(2);
+            let sig = a.sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            rival.tx = TxEnvelope::Eip1559(t.into_signed(sig));
+        }
+        let first = vec![tx(&a, 2), tx(&b, 0), tx(&a, 1), tx(&a, 2), rival];
         let out = order(&state, &view, 1, first, &mut waiting).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(nonces(&out), [(b.address(), 0)]);
         assert_eq!(waiting.len(), 2);
@@ -1520,6 +1544,46 @@ mod tests {
         let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting);
         assert!(waiting.is_empty());
         assert!(state.recent_drops(1)[0].1.contains("gap not filled"));
+    }
+
+    /// A faulty proposer's wrappings of a transaction (its bytes with one more after them, or
+    /// another sender named for it) are skipped and counted, not recorded as drops of the
+    /// transaction, which is ordered unwrapped in the same commit and executes.
+    #[test]
+    fn wrapped_copies_are_not_drops_of_the_transaction() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let a = PrivateKeySigner::random();
+        let genesis = Genesis::dev(&[a.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        let state = node_state(dir.path(), genesis);
+        let raw = crate::chain::tests::transfer(&a, 0).encoded_2718();
+        let hash = alloy_primitives::keccak256(&raw);
+        let sender = a.address().into_array();
+        let mut longer = raw.clone();
+        longer.push(0);
+        let consensus_tx = |sender: [u8; 20], payload: Vec<u8>| farol_consensus::Transaction {
+            sender,
+            payload: bytes::Bytes::from(payload),
+        };
+        let commit = Committed {
+            height: 1,
+            round: 1,
+            leader: farol_consensus::ValidatorIndex(0),
+            leader_digest: [0; 32],
+            timestamp_ms: 0,
+            transactions: vec![
+                consensus_tx(sender, longer),
+                consensus_tx([9; 20], raw.clone()),
+                consensus_tx(sender, raw),
+            ],
+            proposals: 1,
+            checkpoint: None,
+        };
+        let decoded = decode(&state, &commit);
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(*decoded[0].tx.tx_hash(), hash);
+        assert_eq!(state.drop_reason(&hash), None);
+        assert_eq!(state.metrics.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(state.metrics.undecodable.load(Ordering::Relaxed), 2);
     }
 
     /// The waiting set is bounded by bytes as well as by count: transactions of 100 KiB with

@@ -2787,6 +2787,10 @@ impl Rpc {
                     let Some(block) = block else { continue };
                     let results: Vec<Value> = match &filter {
                         None => rpc_header(&block).into_iter().collect(),
+                        // The block's bloom first: most subscriptions want nothing from most
+                        // blocks, and building a block's logs copies every one (since stop 41;
+                        // before, every subscription copied every log of every block).
+                        Some(f) if !f.matches_bloom(block.header.logs_bloom) => Vec::new(),
                         Some(f) => block_logs(&block)
                             .into_iter()
                             .filter(|l| f.matches(&l.inner))
@@ -3384,8 +3388,10 @@ fn simulated_block(
 
 /// Whether call `req` names a price (a gas price or a fee cap): one that does not pays no
 /// base fee, as in geth.
+/// Whether a call names a price: a zero one counts as none (geth runs such a call with a
+/// zero base fee; before stop 41 `gasPrice: "0x0"` was refused as below the base fee).
 fn priced(req: &TransactionRequest) -> bool {
-    req.gas_price.is_some() || req.max_fee_per_gas.is_some()
+    req.gas_price.is_some_and(|p| p > 0) || req.max_fee_per_gas.is_some_and(|p| p > 0)
 }
 
 /// The error of call `i` of simulated block `k` that could not run (geth's codes for the
@@ -3662,6 +3668,38 @@ fn answer(budget: &Arc<tokio::sync::Semaphore>, text: String) -> Response {
     (json, axum::body::Body::new(body)).into_response()
 }
 
+/// A WebSocket answer, with its place in the node's budget of answers not yet taken by
+/// their clients (as HTTP answers: [`answer`]).
+struct HeldAnswer {
+    text: String,
+    bytes: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// `reply` as a WebSocket answer holding its bytes' place in `budget`, or, past the budget,
+/// an error in its place (-32005). Since stop 41: before, WebSocket answers were not
+/// counted, and sessions that sent large batches and stopped reading held up to five
+/// answers of up to 64 MiB each, for 30 s, per session (found by a review).
+fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer {
+    let text = reply.to_string();
+    if text.len() < SMALL_ANSWER {
+        return HeldAnswer { text, bytes: None };
+    }
+    let want = u32::try_from(text.len().min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
+    match budget.clone().try_acquire_many_owned(want) {
+        Ok(held) => HeldAnswer { text, bytes: Some(held) },
+        Err(_) => {
+            let e = RpcError::limit(format!(
+                "the node holds {ANSWERS_IN_FLIGHT} bytes of answers its clients have not read; \
+                 this one ({} bytes) was dropped",
+                text.len()
+            ));
+            // A batch's answer is an array; a call's keeps its id.
+            let id = reply.get("id").cloned().unwrap_or(Value::Null);
+            HeldAnswer { text: response(id, Err(e)).to_string(), bytes: None }
+        }
+    }
+}
+
 /// An answer's body (see [`answer`]).
 struct AnswerBody {
     bytes: axum::body::Bytes,
@@ -3780,7 +3818,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
     // Each answer with its place, given back once the answer is sent: at most WS_IN_FLIGHT
     // answers are held at once.
     let (done_tx, mut done_rx) =
-        mpsc::channel::<(Value, tokio::sync::OwnedSemaphorePermit)>(WS_IN_FLIGHT);
+        mpsc::channel::<(HeldAnswer, tokio::sync::OwnedSemaphorePermit)>(WS_IN_FLIGHT);
     let mut running = tokio::task::JoinSet::new();
     // A message read while every place is taken, run once one is free. The socket is read
     // while none waits, so pings are answered while requests run (before stop 34 it was
@@ -3801,7 +3839,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                     };
                     drop(held);
                     if let Some(reply) = reply {
-                        if !send_within(&mut socket, reply.to_string(), send_time).await {
+                        let reply = held_answer(&rpc.answers, reply);
+                        if !send_within(&mut socket, reply.text, send_time).await {
                             break;
                         }
                     }
@@ -3811,6 +3850,8 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 running.spawn(async move {
                     let v = parsed.unwrap_or(Value::Null);
                     if let Some(reply) = rpc.handle_value(v, Some(&ctx), ctx.client).await {
+                        // Its bytes hold their place in the node's budget from now until sent.
+                        let reply = held_answer(&rpc.answers, reply);
                         // Gone only when the session ended.
                         let _ = done.send((reply, held)).await;
                     }
@@ -3831,8 +3872,9 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 });
             }
             Some((reply, held)) = done_rx.recv() => {
-                let sent = send_within(&mut socket, reply.to_string(), send_time).await;
-                drop(held);
+                let HeldAnswer { text, bytes } = reply;
+                let sent = send_within(&mut socket, text, send_time).await;
+                drop((held, bytes));
                 if !sent {
                     break;
                 }
@@ -4148,6 +4190,37 @@ impl tokio::io::AsyncWrite for Stalled {
     }
 }
 
+/// `origin` as a CORS origin (`scheme://host[:port]`, no path), if it is one.
+pub(crate) fn cors_origin(origin: &str) -> Option<axum::http::HeaderValue> {
+    let (scheme, rest) = origin.split_once("://")?;
+    let ok = matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', ' ', '*']);
+    ok.then(|| axum::http::HeaderValue::from_str(origin).ok()).flatten()
+}
+
+/// The CORS layer for `origins` (none: no CORS headers, so browsers keep pages of other
+/// origins from reading answers). A preflight is answered by the layer; an answer carries
+/// `Access-Control-Allow-Origin` for an allowed origin.
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| cors_origin(o)))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([axum::http::Method::POST, axum::http::Method::GET])
+            .allow_headers(Any)
+            .max_age(std::time::Duration::from_secs(3600)),
+    )
+}
+
 /// Binds the HTTP and WebSocket listeners and serves `rpc` on them: JSON-RPC by POST (and
 /// WebSocket upgrade) at `/` on both, `/metrics` on HTTP.
 pub async fn serve(
@@ -4156,11 +4229,14 @@ pub async fn serve(
 ) -> Result<(Option<SocketAddr>, Option<SocketAddr>, Vec<JoinHandle<()>>), NodeError> {
     let time = std::time::Duration::from_millis(cfg.http_timeout_millis);
     let stall = time.max(std::time::Duration::from_millis(cfg.ws_send_timeout_millis));
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", post(http_rpc).get(ws_upgrade))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(cfg.max_request_bytes))
-        .with_state(rpc.clone());
+        .layer(DefaultBodyLimit::max(cfg.max_request_bytes));
+    if let Some(cors) = cors_layer(&cfg.cors_origins) {
+        router = router.layer(cors);
+    }
+    let router = router.with_state(rpc.clone());
     let mut tasks = Vec::new();
     let mut bound = [None, None];
     let fd_limit = raise_fd_limit();
@@ -4218,6 +4294,29 @@ mod tests {
         assert_eq!(body.unwrap_or_else(|e| panic!("{e}")).len(), big.len());
         assert_eq!(budget.available_permits(), 1 << 20);
         assert_eq!(answer(&budget, big).status(), 200);
+    }
+
+    /// WebSocket answers hold their place in the same budget until sent (since stop 41):
+    /// past it an error of the call's id goes in an answer's place.
+    #[test]
+    fn websocket_answers_are_bounded_over_the_node_too() {
+        use super::{held_answer, SMALL_ANSWER};
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
+        let big = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": "x".repeat(700 << 10)});
+        let first = held_answer(&budget, big.clone());
+        assert_eq!(first.text, big.to_string());
+        assert!(budget.available_permits() < (1 << 20) - (700 << 10) + 100);
+        let second = held_answer(&budget, big.clone());
+        let refused: serde_json::Value = serde_json::from_str(&second.text).unwrap_or_default();
+        assert_eq!(
+            (refused["id"].clone(), refused["error"]["code"].clone()),
+            (7.into(), (-32005).into())
+        );
+        assert!(second.bytes.is_none());
+        let small = serde_json::json!({"id": 1, "result": "y".repeat(SMALL_ANSWER / 2)});
+        assert!(held_answer(&budget, small).bytes.is_none(), "small answers are not counted");
+        drop(first);
+        assert_eq!(budget.available_permits(), 1 << 20);
     }
 
     /// Storage keys of `eth_getProof` may be short, as geth takes them.

@@ -320,7 +320,7 @@ impl Wal {
             });
         }
         if self.broken {
-            let why = "an earlier write failed and could not be cut off";
+            let why = "an earlier write or sync failed";
             return Err(WalError::Io {
                 path: self.path.clone(),
                 source: std::io::Error::other(why),
@@ -433,9 +433,25 @@ impl Wal {
     }
 
     /// Makes every appended record durable.
+    ///
+    /// A failed sync breaks the log: it takes no more records and syncs no more. After a
+    /// failed `fsync` the kernel may have dropped the pages it could not write and report
+    /// the next sync as a success, whose mark would then vouch for lost bytes; a restart
+    /// cuts the unsynced tail instead (before stop 41 the log went on, and a later restart
+    /// could find a record its sync mark vouched for damaged and refuse to start).
     pub fn sync(&mut self) -> Result<(), WalError> {
+        if self.broken {
+            let why = "an earlier write or sync failed";
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(why),
+            });
+        }
         if self.dirty {
-            self.file.sync_data().map_err(Self::err(&self.path))?;
+            if let Err(e) = self.file.sync_data() {
+                self.broken = true;
+                return Err(Self::err(&self.path)(e));
+            }
             self.dirty = false;
             self.synced = self.len;
             self.mark()?;
@@ -447,6 +463,13 @@ impl Wal {
     /// worker threads (which other validators' and connections' tasks share) do not.
     /// Returns how long the disk took, or `None` when there was nothing to sync.
     pub async fn sync_off_thread(&mut self) -> Result<Option<Duration>, WalError> {
+        if self.broken {
+            let why = "an earlier write or sync failed";
+            return Err(WalError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(why),
+            });
+        }
         if !self.dirty {
             return Ok(None);
         }
@@ -458,7 +481,13 @@ impl Wal {
         })
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        let took = synced.map_err(Self::err(&self.path))?;
+        let took = match synced {
+            Ok(t) => t,
+            Err(e) => {
+                self.broken = true;
+                return Err(Self::err(&self.path)(e));
+            }
+        };
         self.dirty = false;
         self.synced = len;
         self.mark()?;
@@ -535,6 +564,20 @@ fn prepare(path: &Path, name: &str) -> Result<u64, WalError> {
     let differing: u32 = head.iter().zip(MAGIC).map(|(a, b)| (a ^ b).count_ones()).sum();
     if head.len() >= MAGIC.len() && differing <= 8 {
         return Err(corrupt());
+    }
+    // A magic damaged beyond that, with this format's first record behind it (its header
+    // checks under the salt the file header holds), is this format damaged too: read as
+    // the first format its magic would be a length past the file's end, a torn first
+    // record, and the log would be converted to an empty one (before stop 41).
+    if head.len() == FILE_HEADER as usize {
+        let mut salt = [0u8; 8];
+        salt.copy_from_slice(&head[8..16]);
+        let mut first = [0u8; RECORD_HEADER as usize];
+        if file.read_exact_at(&mut first, FILE_HEADER).is_ok()
+            && parse_header(u64::from_le_bytes(salt), &first).is_some()
+        {
+            return Err(corrupt());
+        }
     }
     // A log of the first format starts with a whole record, or is shorter than a record's
     // header (its first write torn). Anything else is neither format (this format's header
@@ -821,6 +864,27 @@ mod tests {
             ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
             assert_eq!(corrupt_at(Wal::open(&path)), first);
         }
+    }
+
+    /// A magic overwritten beyond recognition (here with what reads as a first-format
+    /// record length past the file's end) over this format's records is damage, not a
+    /// torn log of the first format: before stop 41 it was converted to an empty log (a
+    /// validator's consensus log so emptied, it could propose twice in a round).
+    #[test]
+    fn a_header_overwritten_over_records_is_reported_not_converted() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        for r in [&b"one"[..], b"two", b"three"] {
+            ok(wal.append(r));
+        }
+        ok(wal.sync());
+        drop(wal);
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        bytes[..8].copy_from_slice(&[0xff, 0xff, 0xff, 0x0f, 1, 2, 3, 4]);
+        ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+        assert_eq!(corrupt_at(Wal::open(&path)), 0);
+        assert_eq!(std::fs::read(&path).ok(), Some(bytes), "left as it was");
     }
 
     /// Zeros past the last record (what a file system may leave after a power loss) are a

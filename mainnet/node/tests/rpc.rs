@@ -233,6 +233,16 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert!(e.contains("-32602"), "{e}");
         let e = c.call("eth_call", json!([{"to": poor, "gasPrice": "0x1", "maxFeePerGas": "0x1"}])).expect_err("two fee kinds");
         assert!(e.contains("-32602"), "{e}");
+        // A zero price is no price (as in geth): the call runs with a zero base fee (before
+        // stop 41 it was refused as below the base fee). The code returns BASEFEE (BASEFEE
+        // PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN).
+        let basefee = json!({ Address::repeat_byte(0x34).to_string(): {"code": "0x4860005260206000f3"} });
+        for zero in [json!({"gasPrice": "0x0"}), json!({"maxFeePerGas": "0x0"})] {
+            let mut call = json!({"from": Address::repeat_byte(0x35), "to": Address::repeat_byte(0x34)});
+            call.as_object_mut().unwrap_or_else(|| panic!("an object")).extend(zero.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+            let out = c.call("eth_call", json!([call, "latest", basefee])).unwrap_or_else(|e| panic!("{call}: {e}"));
+            assert_eq!(out, json!(format!("0x{}", "00".repeat(32))), "{call}");
+        }
         let ahead = c.call("eth_call", json!([{"from": key2.address(), "to": poor, "nonce": "0x64"}]));
         assert_eq!(ahead.ok(), Some(json!("0x")));
         let plain = json!({"from": key2.address(), "to": poor});
@@ -401,7 +411,7 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!((syncs["count"].as_u64(), syncs["max_ms"].as_u64()), (Some(0), None), "{s}");
         // A lone validator has no peer to refuse anything from: every counter is there, at 0.
         let faults = s["consensusFaults"].as_object().cloned().unwrap_or_default();
-        assert_eq!(faults.len(), 9, "{s}");
+        assert_eq!(faults.len(), 10, "{s}");
         assert!(faults.values().all(|n| n == &json!(0)), "{s}");
     })
     .await
@@ -447,16 +457,19 @@ async fn rpc_errors_proofs_restart_and_config() {
     // A chain longer than the state versions kept: the genesis version is gone from the
     // store, and the node still starts (it takes the genesis root from the block log).
     let mut brief = cfg.clone();
-    brief.pipeline.retain_versions = 1;
+    brief.pipeline.retain_versions = farol_node::config::MIN_RETAIN_VERSIONS;
     let node = Node::start(brief.clone()).await.unwrap_or_else(|e| panic!("{e}"));
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let k = key.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
-        let hash = c
-            .call("eth_sendRawTransaction", json!([raw_transfer(&k, 4, 31337)]))
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        // A block each, past the versions kept.
+        for nonce in 4..6 + farol_node::config::MIN_RETAIN_VERSIONS {
+            let hash = c
+                .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        }
         // The genesis version is gone from the store.
         let e = c.call("eth_getBalance", json!([k.address(), "0x0"])).expect_err("pruned");
         assert!(e.contains("not available"), "{e}");
@@ -504,6 +517,10 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert!(e.to_string().contains("committee[1].address"), "{e} ({odd})");
     }
     let mut large = cfg.clone();
+    large.pipeline.retain_versions = 1;
+    let e = large.validate().expect_err("versions a restart would need pruned");
+    assert!(e.to_string().contains("pipeline.retain_versions"), "{e}");
+    large.pipeline.retain_versions = 1024;
     large.mempool.max_tx_bytes = 1 << 20;
     let e = large.validate().expect_err("transactions peers would refuse in blocks");
     assert!(e.to_string().contains("mempool.max_tx_bytes"), "{e}");
@@ -528,6 +545,10 @@ async fn rpc_errors_proofs_restart_and_config() {
     let e = large.validate().expect_err("a pool too small for one transaction");
     assert!(e.to_string().contains("mempool.global_bytes"), "{e}");
     large.mempool.global_bytes = 256 << 20;
+    large.mempool.lifetime_secs = u64::MAX;
+    let e = large.validate().expect_err("a lifetime past the clock's arithmetic");
+    assert!(e.to_string().contains("mempool.lifetime_secs"), "{e}");
+    large.mempool.lifetime_secs = 600;
     large.rpc.http_timeout_millis = 0;
     let e = large.validate().expect_err("no HTTP request could arrive");
     assert!(e.to_string().contains("rpc.http_timeout_millis"), "{e}");
@@ -548,8 +569,41 @@ async fn rpc_errors_proofs_restart_and_config() {
     assert!(e.to_string().contains("stake"), "{e}");
     let mut other = cfg.clone();
     other.genesis.chain_id = 1;
-    let e = Node::start(other).await.expect_err("another genesis over the same data");
+    let e = Node::start(other.clone()).await.expect_err("another genesis over the same data");
     assert!(e.to_string().contains("genesis"), "{e}");
+    // A chain without its genesis.json is refused, whatever genesis comes (before stop 41
+    // any was taken, and written down as the chain's).
+    let kept = cfg.data_dir.join("genesis.json");
+    let saved = std::fs::read(&kept).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::remove_file(&kept).unwrap_or_else(|e| panic!("{e}"));
+    let e = Node::start(other).await.expect_err("another genesis, genesis.json gone");
+    assert!(e.to_string().contains("not its genesis"), "{e}");
+    let e = Node::start(cfg.clone()).await.expect_err("no genesis.json to check against");
+    assert!(e.to_string().contains("not its genesis"), "{e}");
+    std::fs::write(&kept, saved).unwrap_or_else(|e| panic!("{e}"));
+    // Another validator's keys over this validator's data directory (with its consensus log).
+    let mut swapped = cfg.clone();
+    let other_key = SecretKey::from_seed(&[8; 32]);
+    swapped.committee[0].bls_public = Bytes::copy_from_slice(&other_key.public_key().to_bytes());
+    swapped.committee[0].bls_possession =
+        Bytes::copy_from_slice(&other_key.prove_possession().to_bytes());
+    if let Some(v) = swapped.validator.as_mut() {
+        v.bls_secret = Bytes::copy_from_slice(&other_key.to_bytes());
+    }
+    swapped.validate().unwrap_or_else(|e| panic!("a valid configuration: {e}"));
+    let e = Node::start(swapped).await.expect_err("another validator's data directory");
+    assert!(e.to_string().contains("belongs to validator 0"), "{e}");
+    // The validator network listens where `network.listen` says (here a port in use).
+    let busy = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let taken = busy.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let mut listen = cfg.clone();
+    listen.network.listen = Some(taken);
+    let e = Node::start(listen).await.expect_err("a listen address in use");
+    assert!(e.to_string().contains(&taken.to_string()), "{e}");
+    // The right genesis and keys start again.
+    let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let head = node.state.chain.head_number();
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
     let mut bad = cfg.clone();
     if let Some(v) = bad.validator.as_mut() {
         v.bls_secret = Bytes::copy_from_slice(&SecretKey::from_seed(&[9; 32]).to_bytes());
@@ -574,7 +628,81 @@ async fn rpc_errors_proofs_restart_and_config() {
         v.coin_secret = Some(Bytes::copy_from_slice(&other.secrets[0].to_bytes()));
     }
     let e = Node::start(coin).await.expect_err("another dealing's share");
-    assert!(e.to_string().contains("validator.coin_secret"), "{e}");
+    assert!(e.to_string().contains("validator.coin_secret"), "{e}"); // A state two versions past the block log is not this chain's (a block's state is
+                                                                     // stored just before the block, so a crash leaves it one ahead at most): refused.
+    {
+        let store =
+            farol_store::Store::open(cfg.data_dir.join("state"), farol_store::Options::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+        let latest = store.latest_version().unwrap_or_else(|| panic!("no versions"));
+        assert!(latest <= head + 1, "{latest} for block {head}");
+        for v in [latest + 1, latest + 2] {
+            store.apply(v, std::iter::empty()).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let e = Node::start(cfg.clone()).await.expect_err("a state two versions ahead");
+    assert!(e.to_string().contains("more than one ahead"), "{e}");
+}
+
+/// A raw HTTP/1.1 exchange: the request's head (and body), the answer's head and body.
+fn http_exchange(addr: SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap_or_else(|e| panic!("{e}"));
+    s.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).to_lowercase()
+}
+
+/// Browser dapps: with `rpc.cors_origins` a preflight is answered and answers carry the
+/// allowed origin; without it (the default, as in geth) neither (before stop 41 there was
+/// no CORS at all, and a page could not use the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_origins_are_allowed_as_configured() {
+    let preflight = "OPTIONS / HTTP/1.1\r\nHost: node\r\nOrigin: http://localhost:3000\r\n\
+        Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type\r\n\
+        Connection: close\r\n\r\n";
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: node\r\nOrigin: http://localhost:3000\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    for (origins, allowed) in [
+        (vec!["*".to_string()], Some("*")),
+        (vec!["http://localhost:3000".to_string()], Some("http://localhost:3000")),
+        (vec!["https://elsewhere.example".to_string()], None),
+        (vec![], None),
+    ] {
+        let (_dir, _key, node) = node_with(21, |c| c.rpc.cors_origins = origins.clone()).await;
+        let http = node.http.unwrap_or_else(|| panic!("no http"));
+        let (pre, answer) = tokio::task::spawn_blocking({
+            let post = post.clone();
+            move || (http_exchange(http, preflight), http_exchange(http, &post))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(answer.contains("\"result\":\"0x7a69\""), "{answer}");
+        match allowed {
+            Some(o) => {
+                let header = format!("access-control-allow-origin: {o}");
+                assert!(pre.starts_with("http/1.1 200"), "{origins:?}: {pre}");
+                assert!(pre.contains(&header), "{origins:?}: {pre}");
+                assert!(pre.contains("access-control-allow-methods"), "{pre}");
+                assert!(answer.contains(&header), "{origins:?}: {answer}");
+            }
+            None => {
+                assert!(!pre.contains("access-control-allow-origin"), "{origins:?}: {pre}");
+                assert!(!answer.contains("access-control-allow-origin"), "{origins:?}: {answer}");
+            }
+        }
+        node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let mut bad = config(std::path::Path::new("/nonexistent"), Address::ZERO);
+    bad.rpc.cors_origins = vec!["localhost:3000/app".into()];
+    let e = bad.validate().expect_err("not an origin");
+    assert!(e.to_string().contains("rpc.cors_origins[0]"), "{e}");
 }
 
 /// The newest certificate's block number a node holds (0 before any).
