@@ -83,10 +83,13 @@ impl Bucket {
     fn refill(&mut self, burst: u32, per_sec: u32, now: Instant) {
         let ms =
             u64::try_from(now.saturating_duration_since(self.at).as_millis()).unwrap_or(u64::MAX);
-        // per_sec handshakes a second are per_sec thousandths a millisecond.
+        // per_sec handshakes a second are per_sec thousandths a millisecond. Only whole
+        // milliseconds are counted, and the time they cover is what is taken: the part of a
+        // millisecond left over counts at the next refill (taking `now` would drop it, and
+        // calls less than a millisecond apart would never refill).
         let gained = ms.saturating_mul(u64::from(per_sec));
         self.milli = self.milli.saturating_add(gained).min(u64::from(burst) * MILLI);
-        self.at = now;
+        self.at += std::time::Duration::from_millis(ms);
     }
 
     fn has_one(&self) -> bool {
@@ -149,6 +152,8 @@ impl Gate {
             return Verdict::Retry;
         }
         let l = self.limits;
+        // An IPv4 peer reaching a socket bound to `[::]` shows as `::ffff:a.b.c.d`.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
         if let Some(b) = self.peers.get_mut(&from) {
             b.refill(l.peer_burst, l.peer_per_sec, now);
             if !b.has_one() {
@@ -164,7 +169,15 @@ impl Gate {
         if !self.strangers.has_one() {
             return Verdict::Refuse;
         }
-        let ip = from.ip().to_canonical();
+        // An IPv6 host holds a /64: its addresses share one bucket.
+        let ip = match from.ip() {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+            v4 => v4,
+        };
         if !self.ips.contains_key(&ip) && self.ips.len() >= TRACKED_IPS {
             // Forget the IPs whose buckets are full again: they are as good as new.
             self.ips.retain(|_, b| {
@@ -225,11 +238,20 @@ mod tests {
         assert!(served(&g.judge(peer, true, now)));
         assert!(served(&g.judge(peer, true, now)));
         assert!(matches!(g.judge(peer, true, now), Verdict::Refuse));
-        // Another port on the validator's IP is a stranger, not the validator.
-        assert!(matches!(g.judge(addr("10.0.0.1:9001"), true, now), Verdict::Refuse));
         let later = now + Duration::from_millis(1000);
         assert!(served(&g.judge(peer, true, later)));
         assert!(matches!(g.judge(peer, true, later), Verdict::Refuse));
+        // Another port on the validator's IP is a stranger, not the validator: served from
+        // the strangers' buckets while the validator's own is empty.
+        drop(tickets);
+        assert!(served(&g.judge(addr("10.0.0.1:9001"), true, later)));
+        assert!(matches!(g.judge(peer, true, later), Verdict::Refuse));
+        // Seen through a socket bound to `[::]` (`::ffff:10.0.0.1`), the validator is still
+        // the validator: it takes from the validator's bucket (full again), not a stranger's.
+        let much_later = later + Duration::from_secs(10);
+        assert!(served(&g.judge(addr("[::ffff:10.0.0.1]:9000"), true, much_later)));
+        assert!(served(&g.judge(peer, true, much_later)));
+        assert!(matches!(g.judge(peer, true, much_later), Verdict::Refuse));
     }
 
     #[test]
@@ -273,6 +295,30 @@ mod tests {
         drop(c);
         assert!(!served(&g.judge(ip(7), true, now)));
         assert!(served(&g.judge(ip(7), true, now + Duration::from_secs(1))));
+    }
+
+    /// Refills add up across calls less than a millisecond apart, and an IPv6 host's /64
+    /// is one bucket.
+    #[test]
+    fn refills_keep_parts_of_a_millisecond_and_ipv6_hosts_share_a_bucket() {
+        let now = Instant::now();
+        let limits = HandshakeLimits { ip_burst: 1, ip_per_sec: 1000, ..Default::default() };
+        let mut g = Gate::new(limits, &[], now);
+        let from = addr("192.0.2.1:1");
+        assert!(served(&g.judge(from, true, now)));
+        // A thousand a second: one each millisecond, though asked every 0.4 ms.
+        let mut t = now;
+        let mut got = 0;
+        for _ in 0..25 {
+            t += Duration::from_micros(400);
+            got += usize::from(served(&g.judge(from, true, t)));
+        }
+        assert_eq!(got, 10, "in 10 ms");
+        let limits = HandshakeLimits { ip_burst: 1, ip_per_sec: 0, ..Default::default() };
+        let mut g = Gate::new(limits, &[], now);
+        assert!(served(&g.judge(addr("[2001:db8::1]:1"), true, now)));
+        assert!(!served(&g.judge(addr("[2001:db8::ffff:2]:1"), true, now)), "one /64");
+        assert!(served(&g.judge(addr("[2001:db8:0:1::1]:1"), true, now)), "another /64");
     }
 
     #[test]

@@ -679,11 +679,12 @@ mod tests {
             .map(|(i, a)| Peer { key: i.public_key().clone(), addr: *a })
             .collect();
         let mut cfg = NetworkConfig::new(1, ids[1].clone(), addrs[1], peers.clone());
+        // No refills: what is limited does not depend on how fast the dials go.
         cfg.handshakes = HandshakeLimits {
             ip_burst: 2,
-            ip_per_sec: 1,
+            ip_per_sec: 0,
             strangers_burst: 3,
-            strangers_per_sec: 1,
+            strangers_per_sec: 0,
             ..HandshakeLimits::default()
         };
         let (b, mut rb) = Network::start(cfg).unwrap_or_else(|e| fail(&e));
@@ -707,8 +708,9 @@ mod tests {
         let stats = b.stats();
         let limited = stats.limited.load(Ordering::Relaxed);
         assert!(stats.retries.load(Ordering::Relaxed) >= 1, "addresses are validated first");
-        // Three handshakes in the strangers' burst, and one a second after it.
-        assert!(limited >= ATTEMPTS / 2, "{limited} of {ATTEMPTS} limited");
+        // Two served (the IP's burst), the rest refused (a repeated Initial may be counted
+        // again).
+        assert!(limited >= ATTEMPTS - 2, "{limited} of {ATTEMPTS} limited");
         assert!(rb.try_recv().is_err(), "nothing from the stranger");
         drop(dialer);
 
