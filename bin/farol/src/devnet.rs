@@ -334,10 +334,18 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if validators > MAX_NODES || args.full_nodes > MAX_NODES {
         bail!("--validators and --full-nodes: at most {MAX_NODES} each on one machine");
     }
-    // Node i listens on port + 2i and ws_port + 2i: the two ranges must not meet.
+    // Node i listens on port + 2i and ws_port + 2i: the two ranges must not meet. A kept
+    // devnet's ports are its own, unless given.
+    let kept_ports = kept
+        .as_deref()
+        .filter(|_| stored > 0)
+        .and_then(|d| NodeConfig::load(&config_path(d, 0)).ok())
+        .map(|c| (c.rpc.http.map(|a| a.port()), c.rpc.ws.map(|a| a.port())));
+    let (kept_http, kept_ws) = kept_ports.unwrap_or_default();
     let nodes = u32::from(validators) + u32::from(args.full_nodes);
     let span = 2 * nodes;
-    let (http, ws) = (u32::from(args.port()), u32::from(args.ws_port()));
+    let http = u32::from(args.port.or(kept_http).unwrap_or(args.port()));
+    let ws = u32::from(args.ws_port.or(kept_ws).unwrap_or(args.ws_port()));
     if http.max(ws) + span > 65_537 {
         bail!(
             "--port {http} / --ws-port {ws}: {nodes} nodes need ports up to {} (at most 65535)",
@@ -359,12 +367,15 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
             (Some(t), p)
         }
     };
-    // Its configurations hold the validators' keys: the directory is the user's alone.
+    // Its configurations hold the validators' keys: the directory is the user's alone (one
+    // kept from before stop 41 is made so too).
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} the user's alone", dir.display()))?;
     let n = usize::from(validators);
     let configs = if stored > 0 {
         let mut v = Vec::with_capacity(n);

@@ -805,6 +805,11 @@ impl Chain {
         self.block(n)
     }
 
+    /// Whether the chain holds transaction `hash` (the index only: no block is read).
+    pub fn has_transaction(&self, hash: &B256) -> bool {
+        self.index.read().txs.contains_key(hash)
+    }
+
     /// Where the transaction `hash` is.
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
         let (n, i) = *self.index.read().txs.get(hash)?;

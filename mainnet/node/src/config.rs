@@ -165,9 +165,11 @@ pub struct Member {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RpcConfig {
-    /// HTTP JSON-RPC (and `/metrics`); none to disable.
+    /// HTTP JSON-RPC (and `/metrics`); `"none"` disables it.
+    #[serde(with = "listen_or_none")]
     pub http: Option<SocketAddr>,
-    /// WebSocket JSON-RPC; none to disable.
+    /// WebSocket JSON-RPC; `"none"` disables it.
+    #[serde(with = "listen_or_none")]
     pub ws: Option<SocketAddr>,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
@@ -234,6 +236,39 @@ impl Default for RpcConfig {
             dev_keys: Vec::new(),
             cors_origins: Vec::new(),
         }
+    }
+}
+
+/// A listener's address, or `"none"` for no listener (TOML has no null: before stop 41 a
+/// listener could be turned off by flag only, and a configuration written without one read
+/// back with the default).
+mod listen_or_none {
+    use std::net::SocketAddr;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("none"),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "none" {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "{text:?} is not an address like \"127.0.0.1:8545\" or \"none\""
+            ))
+        })
     }
 }
 
@@ -309,8 +344,26 @@ impl NodeConfig {
         // started from (before stop 41 it was taken from the working directory, and a node
         // started from elsewhere began a fresh chain in a fresh directory).
         if cfg.data_dir.is_relative() {
-            if let Some(folder) = path.parent() {
-                cfg.data_dir = folder.join(&cfg.data_dir);
+            if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+                let beside = folder.join(&cfg.data_dir);
+                // A chain where a build before stop 41 would have looked (from the working
+                // directory) and none beside the file: said, not started fresh beside it (a
+                // validator started on an empty directory could sign twice in a round).
+                let holds_chain = |d: &Path| d.join("blocks.log").exists();
+                if holds_chain(&cfg.data_dir) && !holds_chain(&beside) {
+                    return Err(ConfigError::Invalid {
+                        field: "data_dir".into(),
+                        reason: format!(
+                            "{} is taken from the configuration's folder ({}), which holds no \
+                             chain, while {} from the working directory does: name it with an \
+                             absolute path or --data-dir",
+                            cfg.data_dir.display(),
+                            beside.display(),
+                            cfg.data_dir.display()
+                        ),
+                    });
+                }
+                cfg.data_dir = beside;
             }
         }
         Ok(cfg)

@@ -304,21 +304,24 @@ impl Finality {
                 .stake_of(signers.keys().map(|i| ValidatorIndex(*i)).collect::<Vec<_>>().iter())
         };
         for (number, by_hash) in votes.range_mut(..=head).rev() {
-            let Some(ours) = self.state.chain.block(*number) else { continue };
+            // The hash from the chain's index: the block itself (read from the log and
+            // decoded when it is not among the newest) is not needed (before stop 41 it was
+            // read for every voted number, every tick).
+            let Some(ours_hash) = self.state.chain.hash(*number) else { continue };
             for (hash, signers) in by_hash.iter() {
-                if *hash != ours.hash
+                if *hash != ours_hash
                     && stake(signers) >= self.committee.validity_threshold()
                     && *number > *diverged_logged
                 {
                     *diverged_logged = *number;
-                    tracing::error!(number, ours = %ours.hash, theirs = %hash, "validators holding over a third of the stake signed another block hash: state diverged");
+                    tracing::error!(number, ours = %ours_hash, theirs = %hash, "validators holding over a third of the stake signed another block hash: state diverged");
                 }
             }
-            let Some(signers) = by_hash.get_mut(&ours.hash) else { continue };
+            let Some(signers) = by_hash.get_mut(&ours_hash) else { continue };
             if stake(signers) < quorum {
                 continue;
             }
-            let message = vote_message(chain_id, *number, &ours.hash);
+            let message = vote_message(chain_id, *number, &ours_hash);
             let mut collector = VoteCollector::new(&self.committee, message);
             let mut cert = None;
             for (i, s) in signers.iter() {
@@ -333,7 +336,7 @@ impl Finality {
             }
             let Some(cert) = cert else { continue };
             let number = *number;
-            let c = Certificate { number, hash: ours.hash, quorum: cert.to_bytes() };
+            let c = Certificate { number, hash: ours_hash, quorum: cert.to_bytes() };
             match self.state.chain.set_certificate(c) {
                 Ok(_) => self.finalized(number),
                 Err(e) => {
@@ -351,12 +354,15 @@ impl Finality {
     fn adopt_heard(&self, heard: &mut Heard, chain_id: u64) {
         let chain = &self.state.chain;
         for c in heard.take_ready(chain.finalized_number(), chain.head_number()) {
-            let Some(ours) = self.state.chain.block(c.number) else { continue };
-            if !self.signed_by_quorum(&c, chain_id) {
+            // Hashes compared before the pairing check, from the index (no block read).
+            let Some(ours) = self.state.chain.hash(c.number) else { continue };
+            if ours != c.hash {
+                if self.signed_by_quorum(&c, chain_id) {
+                    tracing::error!(number = c.number, %ours, theirs = %c.hash, "a quorum certified another block hash: state diverged");
+                }
                 continue;
             }
-            if ours.hash != c.hash {
-                tracing::error!(number = c.number, ours = %ours.hash, theirs = %c.hash, "a quorum certified another block hash: state diverged");
+            if !self.signed_by_quorum(&c, chain_id) {
                 continue;
             }
             let number = c.number;

@@ -153,6 +153,11 @@ pub enum MempoolError {
     /// The pool is full and this transaction pays no more than the cheapest waiting.
     #[error("txpool is full")]
     Full,
+    /// The sender delegates to code (EIP-7702), which can spend its whole balance in any
+    /// transaction: it may have one transaction in the pool, at its next nonce (geth's
+    /// message).
+    #[error("in-flight transaction limit reached for delegated accounts")]
+    DelegatedInFlight,
     /// The sender's nonce and balance were read from a block older than one the pool has
     /// already cleared: read them again.
     #[error("the chain moved on while the transaction was checked; send it again")]
@@ -506,6 +511,23 @@ impl Mempool {
         account_nonce: u64,
         balance: U256,
     ) -> Result<Vec<Transaction>, MempoolError> {
+        self.add_from(c, read_at, account_nonce, balance, false)
+    }
+
+    /// [`Mempool::add`] for a sender whose account `delegated` (EIP-7702) or not. A
+    /// delegated sender's code can move its whole balance in any transaction, so the pool's
+    /// balance check says nothing about its later ones: it may have one transaction here,
+    /// at its next nonce (or a replacement of it), as in geth. Since stop 41: before, such a
+    /// sender could queue a draining call and a thousand transfers behind it, which passed
+    /// the pool, took consensus's bandwidth and were dropped unpaid at execution.
+    pub fn add_from(
+        &mut self,
+        c: Checked,
+        read_at: u64,
+        account_nonce: u64,
+        balance: U256,
+        delegated: bool,
+    ) -> Result<Vec<Transaction>, MempoolError> {
         if read_at < self.cleared {
             return Err(MempoolError::StaleState { read_at, cleared: self.cleared });
         }
@@ -547,6 +569,16 @@ impl Mempool {
             }
             None => None,
         };
+        if delegated
+            && replacing.is_none()
+            && (nonce != account_nonce
+                || self
+                    .senders
+                    .get(&c.sender)
+                    .is_some_and(|q| q.txs.range(account_nonce..).next().is_some()))
+        {
+            return Err(MempoolError::DelegatedInFlight);
+        }
         // What the sender's other waiting transactions may take counts too (as geth): before
         // stop 38 each was checked alone, so a sender could send one that spends nearly all
         // its balance and others after it that execution could only drop; until stop 39 only
@@ -1168,6 +1200,24 @@ mod tests {
         assert_eq!(back, vec![hashes[1], hashes[0]]);
     }
 
+    /// A sender that delegates to code (EIP-7702) may have one transaction in the pool, at
+    /// its next nonce; a replacement of a held one is still taken.
+    #[test]
+    fn a_delegated_sender_has_one_transaction_in_flight() {
+        let mut p = pool(8, 100);
+        let k = PrivateKeySigner::random();
+        let add = |p: &mut Mempool, nonce: u64, fee: u128, account_nonce: u64| {
+            let c = p.check(&signed(&k, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add_from(c, 0, account_nonce, U256::from(RICH), true).map(|h| h.len())
+        };
+        assert_eq!(add(&mut p, 3, 2_000, 0), Err(MempoolError::DelegatedInFlight), "a gap");
+        assert_eq!(add(&mut p, 0, 2_000, 0), Ok(1));
+        assert_eq!(add(&mut p, 1, 2_000, 0), Err(MempoolError::DelegatedInFlight));
+        // Not delegated, the same sender queues more.
+        let c = p.check(&signed(&k, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
+    }
+
     /// A replaced transaction, and ones the pool evicted or let expire, are forgotten in the
     /// journal: a replacement that execution drops later does not bring back the
     /// transaction it replaced (a cancelled payment), and nothing the pool gave up on comes
@@ -1193,9 +1243,20 @@ mod tests {
         p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
         let later = Instant::now() + Duration::from_secs(p.cfg.lifetime_secs + 1);
         assert_eq!(p.expire(later), 1);
+        // With room for one held transaction, a third sender's (tipping more) evicts a
+        // fourth's.
+        p.cfg.held = 1;
+        let (third, fourth) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let d = p.check(&signed(&fourth, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        p.add(d, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        let e = p.check(&signed(&third, 1, 4_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let kept = e.payload.clone();
+        p.add(e, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.status(), (0, 1), "one evicted");
         drop(p);
         let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(without_forgotten(&records), Vec::<bytes::Bytes>::new(), "{records:?}");
+        // Only the transaction that won its place is read back.
+        assert_eq!(without_forgotten(&records), vec![bytes::Bytes::from(kept.to_vec())]);
     }
 
     /// The pool's bytes are bounded too: held transactions give way to a ready one that does

@@ -226,9 +226,10 @@ impl Node {
         // (since stop 41).
         if fresh {
             if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::File::open(parent)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|e| storage_err("syncing the data directory's parent", e))?;
+                // A parent this user may write but not read cannot be opened: said, not fatal.
+                if let Err(e) = std::fs::File::open(parent).and_then(|f| f.sync_all()) {
+                    tracing::warn!(parent = %parent.display(), "not synced: {e}");
+                }
             }
         }
         let metrics = Arc::new(Metrics::default());

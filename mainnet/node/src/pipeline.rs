@@ -206,7 +206,7 @@ impl State {
     fn drop_tx(&self, hash: B256, reason: String) {
         // A copy of a transaction the chain holds (ordered again by a faulty proposer past
         // the rounds consensus remembers) is not a drop of it.
-        if self.chain.transaction(&hash).is_some() {
+        if self.chain.has_transaction(&hash) {
             return;
         }
         tracing::debug!(%hash, %reason, "an ordered transaction is dropped");

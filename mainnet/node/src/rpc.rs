@@ -614,6 +614,11 @@ impl Rpc {
                         }
                         continue;
                     }
+                    // A batch's calls that answer without waiting (lookups, reads of old
+                    // blocks from disk) would otherwise run back to back on one of the
+                    // runtime's threads, which consensus and the network share: each call
+                    // lets other tasks run first (since stop 41).
+                    tokio::task::yield_now().await;
                     if let Some(r) = self.handle_call(c, ws, Some(&batch), client).await {
                         bytes = bytes
                             .saturating_add(usize::try_from(json_len(&r)).unwrap_or(usize::MAX));
@@ -1423,18 +1428,26 @@ impl Rpc {
         let sender = checked.sender;
         let handed = loop {
             let at = self.head();
-            let acct = self
-                .view(at)?
+            let view = self.view(at)?;
+            let acct = view
                 .account(checked.sender)
                 .map_err(RpcError::server)?
                 .unwrap_or(Account::with_balance(U256::ZERO));
+            // An EIP-7702 delegation's code: 0xef0100 and the address delegated to.
+            let delegated = acct.code_hash != alloy_primitives::KECCAK256_EMPTY
+                && view
+                    .code(acct.code_hash)
+                    .map_err(RpcError::server)?
+                    .starts_with(&[0xef, 0x01, 0x00]);
             let mut pool = self.mempool.lock();
             if at < pool.cleared() && tries < 16 {
                 tries += 1;
                 continue;
             }
             let nonce = checked.tx.nonce();
-            let handed = pool.add(checked, at, acct.nonce, acct.balance).map_err(mempool_error)?;
+            let handed = pool
+                .add_from(checked, at, acct.nonce, acct.balance, delegated)
+                .map_err(mempool_error)?;
             // Not handed: it waits for an earlier nonce, the first one missing (the walk over
             // the sender's queue is made only then).
             let held =

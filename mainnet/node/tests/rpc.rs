@@ -486,6 +486,16 @@ async fn rpc_errors_proofs_restart_and_config() {
     let text = toml::to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let e = NodeConfig::parse(&text.replace("data_dir", "data_dri")).expect_err("unknown field");
     assert!(e.to_string().contains("data_dri"), "{e}");
+    // A listener turned off in the file, and written back so.
+    let mut quiet = cfg.clone();
+    quiet.rpc.ws = None;
+    let written = toml::to_string(&quiet).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("ws = \"none\""), "{written}");
+    let read = NodeConfig::parse(&written).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((read.rpc.http, read.rpc.ws), (quiet.rpc.http, None));
+    let e = NodeConfig::parse(&written.replace("ws = \"none\"", "ws = \"nowhere\""))
+        .expect_err("not an address");
+    assert!(e.to_string().contains("nowhere"), "{e}");
     let e = NodeConfig::parse(&text.replace("index = 0", "index = 9")).expect_err("bad index");
     assert!(e.to_string().contains("validator.index"), "{e}");
     let mut short = cfg.clone();
