@@ -5,7 +5,8 @@
 # Ctrl-C stops every validator.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/deps.sh
+# Only what the build needs (the devnet runs no Node.js).
+FAROL_DEPS=build source scripts/deps.sh
 cargo build --release -p farol
 farol=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/farol
 exec "$farol" devnet "$@"
