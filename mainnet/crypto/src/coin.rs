@@ -132,7 +132,7 @@ fn interpolate_key(indices: &[u16], keys: &[PublicKey], at: U256) -> Result<Publ
 }
 
 /// Checks that the share keys `publics` (validator `i`'s at `i`) come from one polynomial of
-/// degree `threshold − 1`, so that every set of `threshold` shares combines to the same
+/// degree exactly `threshold − 1`, so that every set of `threshold` shares combines to the same
 /// signature, and returns the group key. Without this check, a dealer could hand out
 /// shares on which different validators' coins would differ.
 pub fn group_key(publics: &[PublicKey], threshold: usize) -> Result<PublicKey, BlsError> {
@@ -144,6 +144,20 @@ pub fn group_key(publics: &[PublicKey], threshold: usize) -> Result<PublicKey, B
     let keys = &publics[..threshold];
     for (j, key) in publics.iter().enumerate().skip(threshold) {
         if interpolate_key(&base, keys, U256::from(j as u64 + 1))? != *key {
+            return Err(BlsError::Invalid);
+        }
+    }
+    // Of degree `threshold − 1` exactly, not less: shares of a lower degree (a dealing made
+    // for a lower threshold) would let fewer than `threshold` validators combine every coin
+    // ahead of time. They do if the first `threshold − 1` keys already give the next one
+    // (since stop 41; found by a review).
+    if threshold >= 2 {
+        let lower = interpolate_key(
+            &base[..threshold - 1],
+            &keys[..threshold - 1],
+            U256::from(threshold as u64),
+        );
+        if lower.is_ok_and(|k| k == keys[threshold - 1]) {
             return Err(BlsError::Invalid);
         }
     }

@@ -52,9 +52,16 @@ fn share_keys_off_the_polynomial_are_refused() {
     let mut publics = d.publics.clone();
     publics[3] = SecretKey::from_seed(&[9; 32]).public_key();
     assert_eq!(group_key(&publics, 2), Err(BlsError::Invalid));
-    // The same shares with a higher threshold are a different (consistent) dealing only if
-    // they lie on a polynomial of that degree; these do, trivially, at threshold n.
-    assert!(group_key(&d.publics, 4).is_ok());
+    // A dealing for a lower threshold is refused at a higher one: fewer validators than the
+    // threshold could combine every coin (before stop 41 it was taken).
+    assert_eq!(group_key(&d.publics, 4), Err(BlsError::Invalid));
+    assert_eq!(group_key(&d.publics, 3), Err(BlsError::Invalid));
+    let one = deal(&[8; 32], 7, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(group_key(&one.publics, 3), Err(BlsError::Invalid));
+    assert!(group_key(&one.publics, 1).is_ok());
+    let three = deal(&[8; 32], 7, 3).unwrap_or_else(|e| panic!("{e}"));
+    assert!(group_key(&three.publics, 3).is_ok());
+    assert_eq!(group_key(&three.publics, 2), Err(BlsError::Invalid));
     assert_eq!(group_key(&d.publics, 0), Err(BlsError::Empty));
     assert_eq!(group_key(&d.publics, 5), Err(BlsError::Empty));
     assert!(deal(&[1; 32], 3, 4).is_err());
