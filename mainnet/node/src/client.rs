@@ -43,31 +43,9 @@ impl RpcClient {
         self
     }
 
-    /// Calls `method` as [`RpcClient::call_as`] does, with its answer allowed `time` to
-    /// arrive, whole (at most the client's own time).
-    pub fn call_in_time<T: DeserializeOwned>(
-        &mut self,
-        method: &str,
-        params: Value,
-        time: Duration,
-    ) -> Result<Option<T>, String> {
-        self.call_limited(method, params, time, usize::MAX)
-    }
-
-    /// Calls `method` as [`RpcClient::call_as`] does, reading an answer of at most `bytes`
-    /// (and never more than the client's own limit).
-    pub fn call_within<T: DeserializeOwned>(
-        &mut self,
-        method: &str,
-        params: Value,
-        bytes: usize,
-    ) -> Result<Option<T>, String> {
-        self.call_limited(method, params, Duration::MAX, bytes)
-    }
-
     /// [`RpcClient::call_as`] under the client's limits lowered, for this call only, to
     /// `time` and `bytes`.
-    fn call_limited<T: DeserializeOwned>(
+    pub fn call_limited<T: DeserializeOwned>(
         &mut self,
         method: &str,
         params: Value,
@@ -499,11 +477,15 @@ mod tests {
         use serde_json::json;
         let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":"0x{}"}}"#, "ab".repeat(200));
         let mut c = RpcClient::new(serve(http(&body)));
-        let e = c.call_within::<Bytes>("m", json!([]), 100).expect_err("over 100 bytes");
+        let e = c
+            .call_limited::<Bytes>("m", json!([]), Duration::MAX, 100)
+            .expect_err("over 100 bytes");
         assert!(e.contains("at most 100"), "{e}");
         assert_eq!(c.max_answer, super::MAX_ANSWER, "the client's own bound is back");
         let mut c = RpcClient::new(serve(http(&body)));
-        let ok = c.call_within::<Bytes>("m", json!([]), 1000).unwrap_or_else(|e| panic!("{e}"));
+        let ok = c
+            .call_limited::<Bytes>("m", json!([]), Duration::MAX, 1000)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.map(|b| b.len()), Some(200));
     }
 

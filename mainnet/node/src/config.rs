@@ -64,8 +64,8 @@ fn default_log() -> String {
     "info".into()
 }
 
-/// A validator's secrets.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// A validator's secrets (their `Debug` shows none of them).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorKeys {
     /// Position in the committee.
@@ -78,6 +78,17 @@ pub struct ValidatorKeys {
     /// required when the committee has coin keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coin_secret: Option<Bytes>,
+}
+
+impl std::fmt::Debug for ValidatorKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidatorKeys")
+            .field("index", &self.index)
+            .field("bls_secret", &"<secret>")
+            .field("network_secret", &"<secret>")
+            .field("coin_secret", &self.coin_secret.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 /// The validator network's limits.

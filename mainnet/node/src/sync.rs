@@ -144,8 +144,12 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
                 failures = 0;
                 // The next poll asks the next peer: one that is behind, halted or lying
                 // about having nothing newer cannot hold this node back (before stop 27 it
-                // was asked again for as long as it answered).
-                rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+                // was asked again for as long as it answered). No rejoin once the node is
+                // stopping (a stopped sync reads as up to date; before stop 41 it could then
+                // spend up to a minute fetching a snapshot during shutdown).
+                if !stop.load(Ordering::Relaxed) {
+                    rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
+                }
                 turn += 1;
             }
             Err(e) => {
@@ -253,6 +257,13 @@ pub const FAILED_PEER_REST: Duration = Duration::from_secs(5);
 /// The longest a peer may take to answer for its newest certificate.
 pub const CERTIFICATE_TIME: Duration = Duration::from_secs(5);
 
+/// The most bytes of a certificate answer read (it is a few hundred: before stop 41 up to the
+/// client's 256 MiB were, on every poll).
+pub const CERTIFICATE_ANSWER: usize = 64 << 10;
+
+/// The longest an answer of headers (at most `HEADERS_ANSWER` bytes) may take.
+pub const HEADERS_TIME: Duration = Duration::from_secs(10);
+
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
 
@@ -342,9 +353,18 @@ fn get_blocks_sized(
     // Headers alone are small (about 1.3 KB each as hex): an answer of them is read up to
     // HEADERS_ANSWER, not the client's 256 MiB (before stop 37 a peer could send that much
     // for any request). Blocks have no such bound: one block may pass 16 MiB.
-    let most = if full { usize::MAX } else { HEADERS_ANSWER };
+    // Headers are also given a short time (since stop 41: before, the client's 60 s, and a
+    // faulty peer that certified a newer block and then held its headers that long kept a
+    // follower about a minute behind much of the time).
+    let (most, time) =
+        if full { (usize::MAX, Duration::MAX) } else { (HEADERS_ANSWER, HEADERS_TIME) };
     let Capped(list) = client
-        .call_within::<Capped<Bytes, { HEADER_BATCH as usize }>>("farol_getBlocks", params, most)?
+        .call_limited::<Capped<Bytes, { HEADER_BATCH as usize }>>(
+            "farol_getBlocks",
+            params,
+            time,
+            most,
+        )?
         .ok_or("farol_getBlocks: no result")?;
     if list.len() as u64 > count {
         return Err(format!("farol_getBlocks: {} blocks, asked for {count}", list.len()));
@@ -400,10 +420,11 @@ fn sync_once(
     let asked = Instant::now();
     // A certificate is a few hundred bytes: a peer that holds the request longer than this
     // is failing, not slow.
-    let Some(cert) = client.call_in_time::<CertificateJson>(
+    let Some(cert) = client.call_limited::<CertificateJson>(
         "farol_getCertificate",
         json!([]),
         CERTIFICATE_TIME,
+        CERTIFICATE_ANSWER,
     )?
     else {
         return Ok(Progress::UpToDate);

@@ -374,6 +374,12 @@ async fn run(
     engine.set_time(unix_ms());
     engine.start(&mut out);
     ex.execute(&mut out).await?;
+    // A log that starts with a snapshot and has no commit after it still has a height (the
+    // replayed commits set it otherwise): before stop 41 it read 0 here, and block sync
+    // took every checkpoint for one ahead of consensus.
+    if let Some(s) = engine.snapshot() {
+        ex.status.height.fetch_max(s.checkpoint.height, Ordering::Relaxed);
+    }
     publish_snapshot(engine.as_ref(), &route, &ex.status);
     // The newest snapshots the log can be cut to, with the log position of the step that
     // took each, oldest first.
@@ -391,7 +397,13 @@ async fn run(
                     batch.push((ValidatorIndex(first.0), first.1));
                 }
                 let until = tokio::time::Instant::now() + cfg.batch_window;
-                while batch.len() < cfg.max_batch {
+                // Every frame taken counts, the node's own (finality votes, announcements)
+                // too: before stop 41 only the engine's did, and a peer flooding tiny node
+                // frames kept this loop from ever ending (no ticks, no stop) while the
+                // engine's frames waited in `batch`.
+                let mut taken = 1;
+                while taken < cfg.max_batch {
+                    taken += 1;
                     let next = match inbound.try_recv() {
                         Ok(f) => f,
                         Err(_) => match tokio::time::timeout_at(until, inbound.recv()).await {
@@ -420,6 +432,12 @@ async fn run(
             _ = tick.tick() => Input::Tick,
             Some(snapshot) = next_snapshot(&mut rejoin) => {
                 let Some(r) = rejoin.as_ref() else { continue };
+                // Consensus may have recovered while the snapshot was fetched and checked:
+                // one at or below its height would only wind it back (since stop 41).
+                if snapshot.checkpoint.height <= ex.status.height.load(Ordering::Relaxed) {
+                    tracing::debug!(height = snapshot.checkpoint.height, "a snapshot not ahead of consensus: not taken");
+                    continue;
+                }
                 let floor = engine.round();
                 let mut fresh = (r.engine)(&snapshot, floor, &mut out);
                 // The old log is history the new engine does not build on; the round it

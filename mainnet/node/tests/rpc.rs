@@ -486,6 +486,18 @@ async fn rpc_errors_proofs_restart_and_config() {
     let text = toml::to_string(&cfg).unwrap_or_else(|e| panic!("{e}"));
     let e = NodeConfig::parse(&text.replace("data_dir", "data_dri")).expect_err("unknown field");
     assert!(e.to_string().contains("data_dri"), "{e}");
+    // A configuration's debug form shows no secret.
+    let shown = format!("{cfg:?}");
+    if let Some(v) = &cfg.validator {
+        for secret in [&v.bls_secret, &v.network_secret] {
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(!shown.contains(&hex[..16]), "a secret in {shown}");
+            assert!(
+                !shown.contains(&format!("{:?}", secret.as_ref())[..20]),
+                "a secret in {shown}"
+            );
+        }
+    }
     // A listener turned off in the file, and written back so.
     let mut quiet = cfg.clone();
     quiet.rpc.ws = None;
