@@ -11,7 +11,8 @@
 #   all    all five, one after the other (the default)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/deps.sh
+# The benchmarks run no Node.js: the build's packages and the WASM contracts only.
+FAROL_DEPS=bench source scripts/deps.sh
 what=all
 if [[ $# -gt 0 && ( "$1" == store || "$1" == exec || "$1" == wasm || "$1" == consensus || "$1" == node || "$1" == all ) ]]; then
   what=$1

@@ -368,14 +368,17 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         }
     };
     // Its configurations hold the validators' keys: the directory is the user's alone (one
-    // kept from before stop 41 is made so too).
+    // that holds a devnet kept from before stop 41 is made so too; any other directory
+    // named that exists already keeps its mode).
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("making {} the user's alone", dir.display()))?;
+    if stored > 0 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} the user's alone", dir.display()))?;
+    }
     let n = usize::from(validators);
     let configs = if stored > 0 {
         let mut v = Vec::with_capacity(n);

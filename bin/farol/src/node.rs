@@ -64,10 +64,11 @@ pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
 
 /// Runs `farol node` until SIGINT or SIGTERM.
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let mut cfg = NodeConfig::load(&args.config)?;
-    if let Some(d) = args.data_dir {
-        cfg.data_dir = d;
-    }
+    let mut cfg = NodeConfig::load_as_written(&args.config)?;
+    cfg.data_dir = match args.data_dir {
+        Some(d) => d,
+        None => NodeConfig::data_dir_of(&args.config, &cfg.data_dir)?,
+    };
     if let Some(h) = &args.http {
         cfg.rpc.http = listen("http", h)?;
     }

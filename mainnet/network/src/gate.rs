@@ -139,7 +139,15 @@ impl Gate {
     pub(crate) fn new(limits: HandshakeLimits, peers: &[SocketAddr], now: Instant) -> Gate {
         Gate {
             limits,
-            peers: peers.iter().map(|a| (*a, Bucket::full(limits.peer_burst, now))).collect(),
+            peers: peers
+                .iter()
+                .map(|a| {
+                    (
+                        SocketAddr::new(a.ip().to_canonical(), a.port()),
+                        Bucket::full(limits.peer_burst, now),
+                    )
+                })
+                .collect(),
             ips: HashMap::new(),
             strangers: Bucket::full(limits.strangers_burst, now),
             in_flight: Arc::default(),

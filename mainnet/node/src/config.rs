@@ -342,42 +342,59 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// Reads and checks a configuration file.
+    /// Reads and checks a configuration file; a relative `data_dir` is taken from the file's
+    /// folder ([`NodeConfig::data_dir_of`]).
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-        let mut cfg = NodeConfig::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
-            e => e,
-        })?;
-        // A relative data directory belongs with its configuration, wherever the node is
-        // started from (before stop 41 it was taken from the working directory, and a node
-        // started from elsewhere began a fresh chain in a fresh directory).
-        if cfg.data_dir.is_relative() {
-            if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
-                let beside = folder.join(&cfg.data_dir);
-                // A chain where a build before stop 41 would have looked (from the working
-                // directory) and none beside the file: said, not started fresh beside it (a
-                // validator started on an empty directory could sign twice in a round).
-                let holds_chain = |d: &Path| d.join("blocks.log").exists();
-                if holds_chain(&cfg.data_dir) && !holds_chain(&beside) {
-                    return Err(ConfigError::Invalid {
-                        field: "data_dir".into(),
-                        reason: format!(
-                            "{} is taken from the configuration's folder ({}), which holds no \
-                             chain, while {} from the working directory does: name it with an \
-                             absolute path or --data-dir",
-                            cfg.data_dir.display(),
-                            beside.display(),
-                            cfg.data_dir.display()
-                        ),
-                    });
-                }
-                cfg.data_dir = beside;
+        let mut cfg = NodeConfig::load_as_written(path)?;
+        if let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) {
+            if cfg.data_dir.is_relative() {
+                cfg.data_dir = folder.join(&cfg.data_dir);
             }
         }
         Ok(cfg)
+    }
+
+    /// Reads and checks a configuration file, its `data_dir` as written.
+    pub fn load_as_written(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        NodeConfig::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
+            e => e,
+        })
+    }
+
+    /// The data directory `written` in the configuration file at `path`: a relative one
+    /// belongs with its configuration, wherever the node is started from (before stop 41 it
+    /// was taken from the working directory, and a node started from elsewhere began a fresh
+    /// chain in a fresh directory). Where a build before stop 41 would have found a chain
+    /// (from the working directory) and there is none beside the file, that is said rather
+    /// than a fresh chain started beside it (a validator started on an empty directory could
+    /// sign twice in a round).
+    pub fn data_dir_of(path: &Path, written: &Path) -> Result<PathBuf, ConfigError> {
+        let Some(folder) = path.parent().filter(|f| !f.as_os_str().is_empty()) else {
+            return Ok(written.to_path_buf());
+        };
+        if written.is_absolute() {
+            return Ok(written.to_path_buf());
+        }
+        let beside = folder.join(written);
+        let holds_chain = |d: &Path| d.join("blocks.log").exists();
+        if holds_chain(written) && !holds_chain(&beside) {
+            return Err(ConfigError::Invalid {
+                field: "data_dir".into(),
+                reason: format!(
+                    "{} is taken from the configuration's folder ({}), which holds no chain, \
+                     while {} from the working directory does: name it with an absolute path \
+                     or --data-dir",
+                    written.display(),
+                    beside.display(),
+                    written.display()
+                ),
+            });
+        }
+        Ok(beside)
     }
 
     /// Parses and checks a configuration.

@@ -1201,7 +1201,7 @@ mod tests {
     }
 
     /// A sender that delegates to code (EIP-7702) may have one transaction in the pool, at
-    /// its next nonce; a replacement of a held one is still taken.
+    /// its next nonce (which is handed at once, so it cannot be replaced either).
     #[test]
     fn a_delegated_sender_has_one_transaction_in_flight() {
         let mut p = pool(8, 100);

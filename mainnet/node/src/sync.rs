@@ -261,8 +261,9 @@ pub const CERTIFICATE_TIME: Duration = Duration::from_secs(5);
 /// client's 256 MiB were, on every poll).
 pub const CERTIFICATE_ANSWER: usize = 64 << 10;
 
-/// The longest an answer of headers (at most `HEADERS_ANSWER` bytes) may take.
-pub const HEADERS_TIME: Duration = Duration::from_secs(10);
+/// The longest an answer of headers (at most `HEADERS_ANSWER` bytes) may take, the wait
+/// for one of the serving node's sync places included (which block answers share).
+pub const HEADERS_TIME: Duration = Duration::from_secs(20);
 
 /// Answers a peer must have given before its pace is judged.
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
