@@ -94,10 +94,8 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
     let mut last_head = state.chain.head_number();
     let mut moved = Instant::now();
     let mut failures = 0u32;
-    // Peers left for being slow since the last completed sync: once there were as many as
-    // peers, the slow rule is off until a sync completes, so a node whose only useful peers
-    // are slow still gets somewhere (a peer with nothing newer does not reset the count).
-    let mut slow_since_synced = 0usize;
+    // Peers left for being slow since the last completed sync (see `SlowPeers`).
+    let mut slow = SlowPeers::new(clients.len());
     let mut rests = Rests::new(clients.len());
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so that a stop is seen soon; back off after failures.
@@ -118,7 +116,7 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         let i = rests.next(turn, Instant::now());
         turn = i;
         let peer = cfg.peers[i];
-        let mut pace = Pace::new(cfg.slow_answer, slow_since_synced < clients.len());
+        let mut pace = Pace::new(cfg.slow_answer, slow.judged());
         let outcome = sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace);
         let rest = rests.record(i, &outcome, Instant::now());
         match outcome {
@@ -126,12 +124,12 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
             Ok(Progress::Slow) => {
                 // Before stop 28 a peer that answered slowly but correctly (one block per
                 // answer, just inside the time limit) held this node for as long as it did.
-                slow_since_synced += 1;
+                slow.found(i);
                 turn += 1;
                 tracing::warn!(%peer, ?rest, "block sync: this peer answers slowly, asking the next");
             }
             Ok(Progress::Synced(n)) => {
-                slow_since_synced = 0;
+                slow.synced();
                 failures = 0;
                 tracing::debug!(%peer, head = n, "synced to a block-final block");
                 rejoin_if_stalled(&state, &cfg, &mut clients[i], peer);
@@ -256,6 +254,37 @@ pub const FAILED_PEER_REST: Duration = Duration::from_secs(5);
 
 /// The longest a peer may take to answer for its newest certificate.
 pub const CERTIFICATE_TIME: Duration = Duration::from_secs(5);
+
+/// The peers found slow since the last completed sync. Once every peer was, the slow rule
+/// is off until a sync completes, so a node whose only useful peers are slow still gets
+/// somewhere (a peer with nothing newer does not reset it). Distinct peers are counted:
+/// before stop 41 each finding was, so one peer found slow as often as there are peers (or
+/// honest peers each found slow once under load) turned the rule off, and a faulty peer
+/// could then trickle blocks for as long as it liked.
+#[derive(Debug)]
+struct SlowPeers {
+    found: std::collections::BTreeSet<usize>,
+    peers: usize,
+}
+
+impl SlowPeers {
+    fn new(peers: usize) -> SlowPeers {
+        SlowPeers { found: std::collections::BTreeSet::new(), peers }
+    }
+
+    /// Whether answers are judged by their pace.
+    fn judged(&self) -> bool {
+        self.found.len() < self.peers
+    }
+
+    fn found(&mut self, peer: usize) {
+        self.found.insert(peer);
+    }
+
+    fn synced(&mut self) {
+        self.found.clear();
+    }
+}
 
 /// The most bytes of a certificate answer read (it is a few hundred: before stop 41 up to the
 /// client's 256 MiB were, on every poll).
@@ -712,6 +741,23 @@ pub fn spawn_forwarder(
 
 #[cfg(test)]
 mod tests {
+
+    /// The slow rule goes off only once every peer was found slow, each counted once.
+    #[test]
+    fn the_slow_rule_counts_distinct_peers() {
+        let mut s = super::SlowPeers::new(3);
+        assert!(s.judged());
+        for _ in 0..5 {
+            s.found(1);
+        }
+        assert!(s.judged(), "one peer found slow again and again");
+        s.found(0);
+        assert!(s.judged());
+        s.found(2);
+        assert!(!s.judged(), "every peer slow: off until a sync completes");
+        s.synced();
+        assert!(s.judged());
+    }
 
     /// A peer's failures are forgiven by a completed sync only: one that answers "nothing
     /// newer" between requests it holds until they time out rests longer each time.
