@@ -423,18 +423,20 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         // Validator network ports something else took meanwhile are chosen again (the
         // committee's addresses are not part of its chain either).
         let taken: Vec<usize> = (0..n)
-            .filter(|i| std::net::UdpSocket::bind(v[0].committee[*i].address).is_err())
+            .filter(|i| {
+                v[0].committee
+                    .get(*i)
+                    .is_some_and(|m| std::net::UdpSocket::bind(m.address).is_err())
+            })
             .collect();
         if !taken.is_empty() {
             let fresh = farol_network::free_loopback_addrs(taken.len())
                 .context("finding free UDP ports")?;
             for (i, addr) in taken.iter().zip(fresh) {
-                eprintln!(
-                    "note: validator-{i}'s network port {} is taken: it moves to {addr}",
-                    v[0].committee[*i].address
-                );
-                for c in v.iter_mut() {
-                    c.committee[*i].address = addr;
+                eprintln!("note: validator-{i}'s network port is taken: it moves to {addr}");
+                // Every stored configuration's committee (a hand-edited one may be shorter).
+                for m in v.iter_mut().filter_map(|c| c.committee.get_mut(*i)) {
+                    m.address = addr;
                 }
             }
         }

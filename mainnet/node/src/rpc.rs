@@ -1433,12 +1433,12 @@ impl Rpc {
                 .account(checked.sender)
                 .map_err(RpcError::server)?
                 .unwrap_or(Account::with_balance(U256::ZERO));
-            // An EIP-7702 delegation's code: 0xef0100 and the address delegated to.
+            // An EIP-7702 delegation's code: the designator 0xef0100, then the address.
             let delegated = acct.code_hash != alloy_primitives::KECCAK256_EMPTY
                 && view
                     .code(acct.code_hash)
                     .map_err(RpcError::server)?
-                    .starts_with(&[0xef, 0x01, 0x00]);
+                    .starts_with(&alloy_eips::eip7702::constants::EIP7702_DELEGATION_DESIGNATOR);
             let mut pool = self.mempool.lock();
             if at < pool.cleared() && tries < 16 {
                 tries += 1;
@@ -3664,21 +3664,35 @@ const ANSWER_SLICE: usize = 64 << 10;
 /// last slice is taken; past [`ANSWERS_IN_FLIGHT`], a -32005 error instead (HTTP 503).
 fn answer(budget: &Arc<tokio::sync::Semaphore>, text: String) -> Response {
     let json = [(header::CONTENT_TYPE, "application/json")];
-    if text.len() < SMALL_ANSWER {
-        return (json, text).into_response();
+    match answer_place(budget, text.len()) {
+        Ok(None) => (json, text).into_response(),
+        Ok(held) => {
+            let body = AnswerBody { bytes: axum::body::Bytes::from(text), held };
+            (json, axum::body::Body::new(body)).into_response()
+        }
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, json, response(Value::Null, Err(e)).to_string())
+                .into_response()
+        }
     }
-    let want = u32::try_from(text.len().min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
-    let Ok(held) = budget.clone().try_acquire_many_owned(want) else {
-        let e = RpcError::limit(format!(
+}
+
+/// The place in `budget` ([`ANSWERS_IN_FLIGHT`]) an answer of `len` bytes holds until its
+/// client takes it: none for a small one, and an error (-32005) past the budget.
+fn answer_place(
+    budget: &Arc<tokio::sync::Semaphore>,
+    len: usize,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RpcError> {
+    if len < SMALL_ANSWER {
+        return Ok(None);
+    }
+    let want = u32::try_from(len.min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
+    budget.clone().try_acquire_many_owned(want).map(Some).map_err(|_| {
+        RpcError::limit(format!(
             "the node holds {ANSWERS_IN_FLIGHT} bytes of answers its clients have not read; \
-             this one ({} bytes) was dropped",
-            text.len()
-        ));
-        return (StatusCode::SERVICE_UNAVAILABLE, json, response(Value::Null, Err(e)).to_string())
-            .into_response();
-    };
-    let body = AnswerBody { bytes: axum::body::Bytes::from(text), held: Some(held) };
-    (json, axum::body::Body::new(body)).into_response()
+             this one ({len} bytes) was dropped"
+        ))
+    })
 }
 
 /// A WebSocket answer, with its place in the node's budget of answers not yet taken by
@@ -3694,18 +3708,9 @@ struct HeldAnswer {
 /// answers of up to 64 MiB each, for 30 s, per session (found by a review).
 fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer {
     let text = reply.to_string();
-    if text.len() < SMALL_ANSWER {
-        return HeldAnswer { text, bytes: None };
-    }
-    let want = u32::try_from(text.len().min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
-    match budget.clone().try_acquire_many_owned(want) {
-        Ok(held) => HeldAnswer { text, bytes: Some(held) },
-        Err(_) => {
-            let e = RpcError::limit(format!(
-                "the node holds {ANSWERS_IN_FLIGHT} bytes of answers its clients have not read; \
-                 this one ({} bytes) was dropped",
-                text.len()
-            ));
+    match answer_place(budget, text.len()) {
+        Ok(bytes) => HeldAnswer { text, bytes },
+        Err(e) => {
             // A batch's answer is an array; a call's keeps its id.
             let id = reply.get("id").cloned().unwrap_or(Value::Null);
             HeldAnswer { text: response(id, Err(e)).to_string(), bytes: None }
