@@ -11,12 +11,9 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, Bytes, U256};
 use anyhow::{bail, Context};
 use clap::Args;
-use farol_crypto::SecretKey;
-use farol_network::Identity;
-use farol_node::config::{Member, PipelineSettings, RpcConfig, SyncSettings, ValidatorKeys};
+use farol_node::config::{PipelineSettings, RpcConfig, SyncSettings};
 use farol_node::genesis::{mnemonic_accounts, DEV_CHAIN_ID, DEV_MNEMONIC};
 use farol_node::{Genesis, NodeConfig};
-use rand::RngCore;
 use serde_json::json;
 
 use farol_node::client::{quantity, RpcClient};
@@ -87,57 +84,28 @@ fn create(
 ) -> anyhow::Result<Vec<NodeConfig>> {
     let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
     let dev_keys: Vec<Bytes> = keys.iter().map(|k| Bytes::from(k.to_bytes().to_vec())).collect();
-    let mut rng = rand::rng();
-    let mut secrets = Vec::with_capacity(n);
-    let mut committee = Vec::with_capacity(n);
     // Distinct free ports: the probing sockets stay open until all are chosen (one probed
     // and closed at a time, the kernel may hand the same port out twice).
     let addrs = farol_network::free_loopback_addrs(n).context("finding free UDP ports")?;
-    for (i, address) in addrs.into_iter().enumerate() {
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
-        let bls = SecretKey::from_seed(&seed);
-        let id = Identity::generate().context("generating a network identity")?;
-        committee.push(Member {
-            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
-            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
-            network_public: Bytes::copy_from_slice(&id.public_key().0),
-            address,
-            stake: 1,
-            // Fees of validator i's blocks go to a fixed address of its own.
-            fee_recipient: Address::with_last_byte(0xf0 + (i as u8 & 0x0f)),
-            coin_public: None,
-        });
-        secrets.push((bls, id));
-    }
-    // The common coin: this command is the dealer (docs/consensus.md §5).
-    let coin = {
-        let t = farol_consensus::committee::coin_threshold(&vec![1; n])
-            .context("no coin threshold for equal stakes")?;
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
-        farol_crypto::coin::deal(&seed, n, t).map_err(|e| anyhow::anyhow!("dealing: {e}"))?
-    };
-    for (m, k) in committee.iter_mut().zip(&coin.publics) {
-        m.coin_public = Some(Bytes::copy_from_slice(&k.to_bytes()));
-    }
+    // Equal stakes; fees of validator i's blocks go to a fixed address of its own.
+    let members: Vec<_> = addrs
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| (a, 1, Address::with_last_byte(0xf0 + (i as u8 & 0x0f))))
+        .collect();
+    let (committee, validator_keys) = crate::chain::deal(&members)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
     let mut genesis = Genesis::dev(&accounts, wei, now);
     genesis.chain_id = args.chain_id;
     let mut out = Vec::with_capacity(n);
     let https = (0..n).map(|i| node_port(args.port(), i)).collect::<anyhow::Result<Vec<_>>>()?;
-    for (i, (bls, id)) in secrets.into_iter().enumerate() {
+    for (i, keys) in validator_keys.into_iter().enumerate() {
         let port = |base: u16| node_port(base, i);
         let cfg = NodeConfig {
             data_dir: dir.join(format!("validator-{i}")),
             genesis: genesis.clone(),
-            validator: Some(ValidatorKeys {
-                index: i as u16,
-                bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
-                network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
-                coin_secret: Some(Bytes::copy_from_slice(&coin.secrets[i].to_bytes())),
-            }),
+            validator: Some(keys),
             committee: committee.clone(),
             rpc: RpcConfig {
                 http: Some(port(args.port())?),
@@ -212,8 +180,8 @@ fn stored_validators(dir: &Path) -> usize {
     (0..).take_while(|i| config_path(dir, *i).exists()).count()
 }
 
-/// Writes a node's configuration (with its keys) readable by the user alone.
-fn write_private(path: &Path, c: &NodeConfig) -> anyhow::Result<()> {
+/// Writes a node's configuration or a validator's keys file, readable by the user alone.
+pub(crate) fn write_private<T: serde::Serialize>(path: &Path, c: &T) -> anyhow::Result<()> {
     use std::io::Write;
     let text = toml::to_string(c).context("writing a configuration")?;
     let mut f = std::fs::OpenOptions::new()

@@ -2,6 +2,7 @@
 //! relayer, restake, keys, bench).
 
 mod bench;
+mod chain;
 mod devnet;
 mod evm;
 mod node;
@@ -32,6 +33,9 @@ enum Command {
     /// Measure Farol against its baseline on the same workload; prints one JSON line per
     /// result to stdout and progress to stderr.
     Bench(bench::BenchArgs),
+    /// Set up a chain whose validators run on machines of their own: its genesis and
+    /// validator set (`chain.toml`) and each validator's keys, for `farol node --chain`.
+    Chain(chain::ChainArgs),
     /// EVM tools: run Ethereum state-test fixtures through Farol's executors.
     Evm(evm::EvmArgs),
     /// Run a local mainnet: N validator processes (and full nodes) on loopback, anvil's
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Chain(args) => chain::run(args),
         Command::Evm(args) => evm::run(args),
         Command::Devnet(args) => devnet::run(args),
         Command::Node(args) => node::run(args),

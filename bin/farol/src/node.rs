@@ -1,22 +1,42 @@
-//! `farol node`: runs one validator from a TOML configuration.
+//! `farol node`: runs one validator or full node from a TOML configuration, or from a chain
+//! file and flags alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
+use farol_node::config::{ChainFile, ValidatorKeys};
 use farol_node::{Node, NodeConfig};
 
 /// Arguments of `farol node`.
 #[derive(Debug, Args)]
 pub(crate) struct NodeArgs {
     /// The configuration file (TOML; `farol devnet` writes one per validator and full node).
+    /// Without it, `--chain` and `--data-dir` are needed and every other setting is at its
+    /// default.
     #[arg(long)]
-    config: PathBuf,
+    config: Option<PathBuf>,
+    /// The chain's genesis and validator set (`chain.toml`, from `farol chain new`); replaces
+    /// the configuration's `[genesis]` and `[[committee]]`.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// This validator's keys (a keys file from `farol chain new`); replaces the
+    /// configuration's `[validator]`. A node without keys is a full node.
+    #[arg(long)]
+    keys: Option<PathBuf>,
     /// Overrides `data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A peer's HTTP JSON-RPC address to sync blocks from (repeat for more); replaces
+    /// `sync.peers`.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    peers: Vec<SocketAddr>,
+    /// The UDP address the validator network listens on (`network.listen`), where it is not
+    /// the committee's address for this validator (behind 1:1 NAT: `0.0.0.0:PORT`).
+    #[arg(long, value_name = "IP:PORT")]
+    listen: Option<SocketAddr>,
     /// Overrides `rpc.http` (`none` disables it).
     #[arg(long)]
     http: Option<String>,
@@ -62,26 +82,75 @@ pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `farol node` until SIGINT or SIGTERM.
-pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let mut cfg = NodeConfig::load_as_written(&args.config)?;
-    cfg.data_dir = match args.data_dir {
-        Some(d) => d,
-        None => NodeConfig::data_dir_of(&args.config, &cfg.data_dir)?,
+/// The node's configuration: the file's (or defaults), with the flags' over it, checked.
+/// Also returns a warning to log, if any.
+fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
+    let chain = args.chain.as_deref().map(ChainFile::load).transpose()?;
+    let mut cfg = match (&args.config, chain.clone()) {
+        (Some(path), _) => {
+            let mut c = NodeConfig::read(path)?;
+            c.data_dir = match &args.data_dir {
+                Some(d) => d.clone(),
+                None => NodeConfig::data_dir_of(path, &c.data_dir)?,
+            };
+            c
+        }
+        (None, Some(chain)) => {
+            let Some(d) = &args.data_dir else {
+                bail!("--data-dir: needed without --config (where the chain is kept)");
+            };
+            NodeConfig::with_defaults(d.clone(), chain)
+        }
+        (None, None) => bail!("--config FILE, or --chain FILE with --data-dir DIR, is needed"),
     };
+    if let Some(chain) = chain {
+        cfg.genesis = chain.genesis;
+        cfg.committee = chain.committee;
+    }
+    let mut warning = None;
+    if let Some(path) = &args.keys {
+        cfg.validator = Some(ValidatorKeys::load(path)?);
+        // As ssh does for its keys, though without refusing: say so.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+        if mode & 0o077 != 0 {
+            warning = Some(format!(
+                "{} (mode {:o}) can be read by others: it holds this validator's secret keys \
+                 (chmod 600)",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    if !args.peers.is_empty() {
+        cfg.sync.peers = args.peers.clone();
+    }
+    if let Some(l) = args.listen {
+        cfg.network.listen = Some(l);
+    }
     if let Some(h) = &args.http {
         cfg.rpc.http = listen("http", h)?;
     }
     if let Some(w) = &args.ws {
         cfg.rpc.ws = listen("ws", w)?;
     }
-    if let Some(l) = args.log {
-        cfg.log = l;
+    if let Some(l) = &args.log {
+        cfg.log = l.clone();
     }
     if args.no_pipeline {
         cfg.pipeline.pipelined = false;
     }
+    cfg.validate()?;
+    Ok((cfg, warning))
+}
+
+/// Runs `farol node` until SIGINT or SIGTERM.
+pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let (cfg, warning) = configure(&args)?;
     init_logs(&cfg.log, args.log_json)?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("farol-node")

@@ -6,7 +6,8 @@
 //! block-final on every node with the same block hashes and state roots; a validator killed
 //! with SIGKILL does not stop the chain, and restarted from its data directory it catches up;
 //! the devnet killed with SIGKILL leaves no node running, resumes from its data directory and
-//! stops cleanly on SIGINT.
+//! stops cleanly on SIGINT. A chain dealt by `farol chain new` runs its validators and a
+//! full node from its files and `farol node`'s flags alone.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -102,9 +103,9 @@ fn log_tail(dir: &Path, i: usize) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-fn transfer(key: &PrivateKeySigner, nonce: u64, to: Address) -> String {
+fn transfer(chain_id: u64, key: &PrivateKeySigner, nonce: u64, to: Address) -> String {
     let tx = TxEip1559 {
-        chain_id: 31337,
+        chain_id,
         nonce,
         gas_limit: 21_000,
         max_fee_per_gas: 2_000_000_000,
@@ -121,6 +122,11 @@ fn transfer(key: &PrivateKeySigner, nonce: u64, to: Address) -> String {
 /// Sends `count` transfers from `key` through `addr` and waits for their receipts; returns
 /// the highest block they landed in.
 fn send_and_wait(addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
+    send_and_wait_on(31337, addr, key, count)
+}
+
+/// [`send_and_wait`] on the chain `chain_id`.
+fn send_and_wait_on(chain_id: u64, addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
     let from = format!("{:#x}", key.address());
     let nonce = quantity(
         &post(addr, "eth_getTransactionCount", json!([from, "pending"])).unwrap_or_default(),
@@ -131,8 +137,9 @@ fn send_and_wait(addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
         let mut to = [0x55u8; 20];
         to[19] = (k % 200) as u8;
         let to = Address::from(to);
-        let h = post(addr, "eth_sendRawTransaction", json!([transfer(key, nonce + k, to)]))
-            .unwrap_or_else(|e| panic!("sending: {e}"));
+        let h =
+            post(addr, "eth_sendRawTransaction", json!([transfer(chain_id, key, nonce + k, to)]))
+                .unwrap_or_else(|e| panic!("sending: {e}"));
         hashes.push(h);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -155,30 +162,38 @@ fn send_and_wait(addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
 /// Waits until every node in `nodes` has block `n` final, then checks they hold the same
 /// block hash and state root for it.
 fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|&i| http(d, i)).collect();
+    final_at(&addrs, n, &|k| log_tail(&d.dir, nodes[k]));
+}
+
+/// Waits until every node at `addrs` has block `n` final, then checks they hold the same
+/// block hash and state root for it; `tail(k)` is the end of node `k`'s log.
+fn final_at(addrs: &[SocketAddr], n: u64, tail: &dyn Fn(usize) -> String) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for &i in nodes {
+    for (i, &addr) in addrs.iter().enumerate() {
         loop {
-            let s = post(http(d, i), "farol_status", json!([])).unwrap_or_default();
-            // The devnet deals the common coin: every node runs the asynchronous fallback.
+            let s = post(addr, "farol_status", json!([])).unwrap_or_default();
+            // The chain's coin is dealt: every node runs the asynchronous fallback.
             if !s.is_null() {
-                assert_eq!(s["coin"], json!(true), "node {i}: {s}");
+                assert_eq!(s["coin"], json!(true), "node {addr}: {s}");
             }
             if quantity(&s["finalized"]) >= n {
                 break;
             }
             assert!(
                 Instant::now() < deadline,
-                "node {i} never finalized block {n}: {s}\n{}",
-                log_tail(&d.dir, i)
+                "node {addr} never finalized block {n}: {s}\n{}",
+                tail(i)
             );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
     let tag = format!("{n:#x}");
-    let blocks: Vec<Value> = nodes
+    let blocks: Vec<Value> = addrs
         .iter()
-        .map(|&i| post(http(d, i), "eth_getBlockByNumber", json!([tag, false])).unwrap_or_default())
+        .map(|&a| post(a, "eth_getBlockByNumber", json!([tag, false])).unwrap_or_default())
         .collect();
+    let nodes = addrs;
     for (k, b) in blocks.iter().enumerate() {
         assert_eq!(b["hash"], blocks[0]["hash"], "node {} has another block {n}", nodes[k]);
         assert_eq!(
@@ -424,4 +439,247 @@ fn a_json_rpc_port_in_use_is_refused_before_any_node_starts() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("is not free"), "{stderr}");
     assert!(!kept.join("validator-0.toml").exists(), "a configuration was kept: {stderr}");
+}
+
+/// Node processes that are stopped (SIGTERM, then SIGKILL) when the test ends.
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = nix_term(c.id());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for c in &mut self.0 {
+            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `farol` with `args` to its end; returns whether it succeeded, and its stdout and
+/// stderr.
+fn farol(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running farol {args:?}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn text(p: &Path) -> &str {
+    p.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", p.display()))
+}
+
+/// A chain for validators on machines of their own: `farol chain new` deals it (the chain
+/// file every node shares, one keys file per validator), and `farol node` runs each validator
+/// from the chain file and its keys with flags alone, no configuration file, and a full node
+/// from the chain file and its peers; transfers are executed and final on all of them alike.
+#[test]
+fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("chain");
+    let udp = farol_network::free_loopback_addrs(4).unwrap_or_else(|e| panic!("{e}"));
+    let base = client::free_listen_ports(5).unwrap_or_else(|e| panic!("{e}"));
+    let funder = PrivateKeySigner::random();
+    let mut args = vec!["chain".to_string(), "new".into(), "--out".into(), text(&out).into()];
+    for a in &udp {
+        args.extend(["--validator".into(), a.to_string()]);
+    }
+    args.extend([
+        "--chain-id".into(),
+        "4242".into(),
+        "--alloc".into(),
+        format!("{}=100ether", funder.address()),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = farol(&args);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("Chain 4242 with 4 validators"), "{stdout}");
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    assert_eq!(mode(&out), 0o700);
+    let keys = |i: usize| out.join(format!("validator-{i}.keys.toml"));
+    for i in 0..4 {
+        assert_eq!(mode(&keys(i)), 0o600, "validator {i}'s keys");
+    }
+    // Dealt once: the same command again overwrites nothing.
+    let before = std::fs::read(keys(0)).unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = farol(&args);
+    assert!(!ok && stderr.contains("exists"), "{stderr}");
+    assert_eq!(std::fs::read(keys(0)).unwrap_or_default(), before, "keys overwritten");
+
+    // A keys file others can read is run, with a warning.
+    std::fs::set_permissions(keys(3), std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let http = |i: usize| SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+    let chain = out.join("chain.toml");
+    let log = |i: usize| tmp.path().join(format!("node-{i}.log"));
+    let tail = |i: usize| {
+        let t = std::fs::read_to_string(log(i)).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let mut nodes = Nodes(Vec::new());
+    for i in 0..5 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
+        cmd.arg("node").arg("--chain").arg(&chain);
+        if i < 4 {
+            cmd.arg("--keys").arg(keys(i));
+        }
+        cmd.arg("--data-dir").arg(tmp.path().join(format!("node-{i}"))).args([
+            "--http",
+            &http(i).to_string(),
+            "--ws",
+            "none",
+            "--log",
+            "warn",
+        ]);
+        // Validators sync from each other, the full node from validators 0 and 1.
+        for j in (0..4).filter(|&j| j != i && (i < 4 || j < 2)) {
+            cmd.args(["--peer", &http(j).to_string()]);
+        }
+        let f = std::fs::File::create(log(i)).unwrap_or_else(|e| panic!("{e}"));
+        let child = cmd
+            .stdout(f.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting node {i}: {e}"));
+        nodes.0.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..5 {
+        while post(http(i), "farol_status", json!([])).is_err() {
+            if let Ok(Some(status)) = nodes.0[i].try_wait() {
+                panic!("node {i} exited ({status}):\n{}", tail(i));
+            }
+            assert!(Instant::now() < deadline, "node {i} never served JSON-RPC:\n{}", tail(i));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(post(http(0), "eth_chainId", json!([])), Ok(json!("0x1092")));
+    let balance = post(http(4), "eth_getBalance", json!([funder.address(), "latest"]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(balance, json!("0x56bc75e2d63100000"), "100 ether at genesis");
+    // Through a validator, and through the full node (which forwards to its peers).
+    let n = send_and_wait_on(4242, http(1), &funder, 5);
+    final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
+    let n = send_and_wait_on(4242, http(4), &funder, 3);
+    final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
+    assert!(tail(3).contains("can be read by others"), "no warning:\n{}", tail(3));
+    assert!(!tail(0).contains("can be read by others"), "{}", tail(0));
+}
+
+/// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.
+#[test]
+fn chain_new_and_node_flags_name_what_is_wrong() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("chain");
+    let o = text(&out);
+    let v = ["--validator", "127.0.0.1:9100", "--validator", "127.0.0.1:9101"];
+    let refused = |args: &[&str], said: &str| {
+        let (ok, stdout, stderr) = farol(args);
+        assert!(!ok, "farol {args:?} was taken: {stdout}");
+        assert!(stderr.contains(said), "farol {args:?} did not say {said:?}: {stderr}");
+    };
+    fn with<'a>(o: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["chain", "new", "--out", o, "--chain-id", "7"];
+        a.extend_from_slice(more);
+        a
+    }
+    let new = |more: &[&'static str]| with(o, more);
+    refused(
+        &new(&["--validator", "127.0.0.1:9100", "--validator", "127.0.0.1:9100"]),
+        "--validator: committee[1].address: the same as committee[0].address",
+    );
+    refused(&new(&[v[0], v[1], v[2], v[3], "--stake", "5"]), "--stake: given 1 times for 2");
+    refused(&new(&[v[0], v[1], v[2], v[3], "--fee-recipient", "0x01"]), "--fee-recipient");
+    refused(&new(&[v[0], v[1], "--alloc", "0x12=1"]), "--alloc");
+    refused(
+        &new(&[v[0], v[1], "--alloc", "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266=1.5"]),
+        "--alloc",
+    );
+    refused(&new(&[v[0], v[1], "--gas-limit", "20999"]), "--gas-limit: genesis.gas_limit");
+    // One validator with more stake than the three others together: no coin threshold.
+    refused(
+        &new(&[
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            "--validator",
+            "127.0.0.1:9102",
+            "--validator",
+            "127.0.0.1:9103",
+            "--stake",
+            "1",
+            "--stake",
+            "1",
+            "--stake",
+            "1",
+            "--stake",
+            "100",
+        ]),
+        "--stake: too uneven",
+    );
+    refused(
+        &["chain", "new", "--out", o, "--chain-id", "0", v[0], v[1]],
+        "--chain-id: must be above 0",
+    );
+    assert!(!out.exists(), "a refused chain wrote {}", out.display());
+
+    let (ok, stdout, stderr) =
+        farol(&new(&[v[0], v[1], v[2], v[3], "--stake", "2", "--stake", "3"]));
+    assert!(ok, "{stdout}{stderr}");
+    let chain = out.join("chain.toml");
+    let c = text(&chain);
+    let data = tmp.path().join("data");
+    let d = text(&data);
+    refused(&["node", "--data-dir", d], "--config FILE, or --chain FILE with --data-dir DIR");
+    refused(&["node", "--chain", c], "--data-dir: needed without --config");
+    refused(&["node", "--chain", c, "--data-dir", d], "sync.peers: a full node");
+    refused(
+        &["node", "--chain", "/nonexistent/chain.toml", "--data-dir", d],
+        "/nonexistent/chain.toml",
+    );
+    refused(&["node", "--chain", c, "--data-dir", d, "--peer", "nowhere"], "--peer");
+    // A keys file names its fields and file; one for another position is refused.
+    let keys = out.join("validator-1.keys.toml");
+    let written = std::fs::read_to_string(&keys).unwrap_or_else(|e| panic!("{e}"));
+    let bad = tmp.path().join("bad.keys.toml");
+    std::fs::write(&bad, written.replace("index = 1", "index = 9"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(&["node", "--chain", c, "--keys", text(&bad), "--data-dir", d], "validator.index: 9");
+    std::fs::write(&bad, written.replace("index = 1", "index = 1\nstake = 3"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(&["node", "--chain", c, "--keys", text(&bad), "--data-dir", d], "bad.keys.toml");
+    refused(
+        &["node", "--chain", c, "--keys", text(&bad), "--data-dir", d],
+        "unknown field `stake`",
+    );
+    // A chain file's mistakes name the file and the field.
+    let written = std::fs::read_to_string(&chain).unwrap_or_else(|e| panic!("{e}"));
+    assert!(written.contains("stake = 3"), "{written}");
+    let bad = tmp.path().join("bad-chain.toml");
+    std::fs::write(&bad, written.replace("stake = 3", "stake = \"lots\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &["node", "--chain", text(&bad), "--data-dir", d, "--peer", "127.0.0.1:1"],
+        "bad-chain.toml",
+    );
+    refused(&["node", "--chain", text(&bad), "--data-dir", d, "--peer", "127.0.0.1:1"], "stake");
+    // A configuration file may leave the chain to --chain, and says so when nothing gives it.
+    let cfg = tmp.path().join("node.toml");
+    std::fs::write(&cfg, "data_dir = \"data\"\n[rpc]\nhttp = \"none\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(&["node", "--config", text(&cfg)], "genesis: none given");
+    refused(&["node", "--config", text(&cfg), "--chain", c], "sync.peers: a full node");
+    assert!(!data.exists(), "a refused node made {}", data.display());
 }

@@ -32,13 +32,17 @@ pub const MAX_LIFETIME_SECS: u64 = 365 * 24 * 3600;
 pub struct NodeConfig {
     /// Where the chain, the state and the consensus log live.
     pub data_dir: PathBuf,
-    /// The chain's genesis (every node of a chain must have the same).
+    /// The chain's genesis (every node of a chain must have the same). A file may leave it
+    /// out (and the committee) for `farol node --chain FILE` to give; a node refuses to
+    /// start without one.
+    #[serde(default = "Genesis::none")]
     pub genesis: Genesis,
     /// This node's validator keys; without them the node is a full node: it follows the
     /// block-final chain from `sync.peers` and sends transactions there.
     #[serde(default)]
     pub validator: Option<ValidatorKeys>,
     /// The validator set, in order.
+    #[serde(default)]
     pub committee: Vec<Member>,
     /// JSON-RPC.
     #[serde(default)]
@@ -64,7 +68,36 @@ fn default_log() -> String {
     "info".into()
 }
 
-/// A validator's secrets (their `Debug` shows none of them).
+/// What every node of a chain shares: its genesis and its validator set, in the file
+/// `farol chain new` writes (`chain.toml`) and `farol node --chain` reads. Public: it holds
+/// no secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainFile {
+    /// The chain's genesis.
+    pub genesis: Genesis,
+    /// The validator set, in order.
+    pub committee: Vec<Member>,
+}
+
+impl ChainFile {
+    /// Reads a chain file (the node checks it with the rest of its configuration).
+    pub fn load(path: &Path) -> Result<ChainFile, ConfigError> {
+        read_toml(path)
+    }
+}
+
+/// Reads a TOML file into `T`; errors name the file, and the field and line.
+fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p, message: e.to_string() })
+}
+
+/// A validator's secrets (their `Debug` shows none of them). In a node's configuration they
+/// are its `[validator]` table; on their own (`farol chain new` writes one file per
+/// validator, `farol node --keys` reads it) the same fields at the top.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ValidatorKeys {
@@ -78,6 +111,13 @@ pub struct ValidatorKeys {
     /// required when the committee has coin keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coin_secret: Option<Bytes>,
+}
+
+impl ValidatorKeys {
+    /// Reads a validator's keys file (checked against the committee when the node starts).
+    pub fn load(path: &Path) -> Result<ValidatorKeys, ConfigError> {
+        read_toml(path)
+    }
 }
 
 impl std::fmt::Debug for ValidatorKeys {
@@ -342,6 +382,24 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// A node of `chain` with its data in `data_dir` and every other setting at its default:
+    /// a full node until `validator` is set (and then a validator with no peers to sync
+    /// from but consensus's).
+    pub fn with_defaults(data_dir: PathBuf, chain: ChainFile) -> NodeConfig {
+        NodeConfig {
+            data_dir,
+            genesis: chain.genesis,
+            validator: None,
+            committee: chain.committee,
+            rpc: RpcConfig::default(),
+            mempool: MempoolConfig::default(),
+            pipeline: PipelineSettings::default(),
+            sync: SyncSettings::default(),
+            network: NetworkSettings::default(),
+            log: default_log(),
+        }
+    }
+
     /// Reads and checks a configuration file; a relative `data_dir` is taken from the file's
     /// folder ([`NodeConfig::data_dir_of`]).
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -356,13 +414,16 @@ impl NodeConfig {
 
     /// Reads and checks a configuration file, its `data_dir` as written.
     pub fn load_as_written(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let p = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-        NodeConfig::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse { path: p, message },
-            e => e,
-        })
+        let cfg = NodeConfig::read(path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads a configuration file, its `data_dir` as written, without the checks of
+    /// [`NodeConfig::validate`] (for `farol node`, whose flags may give what the file leaves
+    /// out: call `validate` after them).
+    pub fn read(path: &Path) -> Result<NodeConfig, ConfigError> {
+        read_toml(path)
     }
 
     /// The data directory `written` in the configuration file at `path`: a relative one
@@ -410,8 +471,21 @@ impl NodeConfig {
         let bad = |field: &str, reason: String| {
             Err(ConfigError::Invalid { field: field.to_string(), reason })
         };
+        if self.genesis.chain_id == 0 {
+            return bad(
+                "genesis",
+                "none given (a [genesis] table with a chain_id above 0, or `farol node --chain \
+                 FILE`)"
+                    .into(),
+            );
+        }
         if self.committee.is_empty() {
-            return bad("committee", "at least one validator is needed".into());
+            return bad(
+                "committee",
+                "at least one validator is needed ([[committee]] tables, or `farol node --chain \
+                 FILE`)"
+                    .into(),
+            );
         }
         match &self.validator {
             Some(v) => {
@@ -454,7 +528,9 @@ impl NodeConfig {
             None if self.sync.peers.is_empty() => {
                 return bad(
                     "sync.peers",
-                    "a full node (no [validator] keys) needs at least one peer to sync from".into(),
+                    "a full node (no [validator] keys, no `farol node --keys`) needs at least \
+                     one peer to sync from (or `farol node --peer`)"
+                        .into(),
                 );
             }
             None => {}

@@ -55,6 +55,19 @@ impl Default for ConsensusParams {
 }
 
 impl Genesis {
+    /// No genesis: what a configuration file without a `[genesis]` table reads as (the chain
+    /// then comes from `farol node --chain`). Chain id 0, which a node refuses to start on.
+    pub fn none() -> Genesis {
+        Genesis {
+            chain_id: 0,
+            timestamp: 0,
+            gas_limit: 0,
+            base_fee: 0,
+            alloc: BTreeMap::new(),
+            consensus: ConsensusParams::default(),
+        }
+    }
+
     /// A development genesis: `accounts` funded with `balance` wei each, chain id 31337.
     pub fn dev(accounts: &[Address], balance: U256, timestamp: u64) -> Genesis {
         Genesis {

@@ -1,0 +1,297 @@
+//! `farol chain new`: sets up a chain whose validators run on machines of their own. It
+//! writes what every node shares (`chain.toml`: the genesis and the validator set) and one
+//! keys file per validator, which `farol node --chain chain.toml --keys FILE` runs from.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+
+use alloy_primitives::{Address, Bytes, U256};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use farol_crypto::SecretKey;
+use farol_network::Identity;
+use farol_node::config::{ChainFile, Member, ValidatorKeys};
+use farol_node::genesis::ConsensusParams;
+use farol_node::{Genesis, NodeConfig};
+use rand::RngCore;
+
+/// Arguments of `farol chain`.
+#[derive(Debug, Args)]
+pub(crate) struct ChainArgs {
+    /// What to do.
+    #[command(subcommand)]
+    command: ChainCommand,
+}
+
+/// The subcommands of `farol chain`.
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// Set up a new chain: its genesis, its validator set with fresh keys, and the common
+    /// coin's shares dealt among them. This command is the dealer: it makes every
+    /// validator's secret keys, so run it where no one else can read them and hand each
+    /// keys file to its validator's operator alone.
+    New(NewArgs),
+}
+
+/// Arguments of `farol chain new`.
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The folder to write `chain.toml` and `validator-<i>.keys.toml` into (made if absent;
+    /// it must not hold a chain file or keys files already).
+    #[arg(long)]
+    out: PathBuf,
+    /// A validator's network address: the UDP IP:PORT its peers dial. Once per validator,
+    /// in committee order.
+    #[arg(long = "validator", value_name = "IP:PORT", required = true)]
+    validators: Vec<SocketAddr>,
+    /// The validators' stakes, one per `--validator` in the same order (default: 1 each).
+    #[arg(long = "stake", value_name = "STAKE")]
+    stakes: Vec<u64>,
+    /// Where the priority fees of each validator's blocks go, one per `--validator` in the
+    /// same order (default: the zero address).
+    #[arg(long = "fee-recipient", value_name = "ADDRESS")]
+    fee_recipients: Vec<Address>,
+    /// The chain id (EIP-155): one no other chain uses.
+    #[arg(long)]
+    chain_id: u64,
+    /// A balance at genesis, `ADDRESS=AMOUNT` with the amount in wei or followed by
+    /// `ether` (`0xf39F…2266=1000ether`); repeat for more accounts.
+    #[arg(long = "alloc", value_name = "ADDRESS=AMOUNT", value_parser = parse_alloc)]
+    alloc: Vec<(Address, U256)>,
+    /// Gas limit of every block.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    gas_limit: u64,
+    /// Base fee per gas of every block, in wei (Farol's does not float with demand).
+    #[arg(long, default_value_t = 1_000_000_000)]
+    base_fee: u64,
+}
+
+/// Parses `--alloc ADDRESS=AMOUNT`.
+fn parse_alloc(v: &str) -> Result<(Address, U256), String> {
+    let (address, amount) =
+        v.split_once('=').ok_or_else(|| format!("{v:?} is not ADDRESS=AMOUNT"))?;
+    let address: Address =
+        address.trim().parse().map_err(|e| format!("{address:?} is not an address: {e}"))?;
+    let amount = amount.trim();
+    let (digits, unit) = match amount.strip_suffix("ether") {
+        Some(d) => (d.trim(), U256::from(10u64).pow(U256::from(18))),
+        None => (amount, U256::from(1)),
+    };
+    let n: U256 = digits
+        .parse()
+        .ok()
+        .filter(|_| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| format!("{amount:?} is not an amount in wei or like 1000ether"))?;
+    let wei = n.checked_mul(unit).ok_or_else(|| format!("{amount:?} is past 2^256 wei"))?;
+    Ok((address, wei))
+}
+
+/// Runs `farol chain`.
+pub(crate) fn run(args: ChainArgs) -> anyhow::Result<()> {
+    match args.command {
+        ChainCommand::New(a) => new(a),
+    }
+}
+
+/// The file name of validator `i`'s keys.
+fn keys_name(i: usize) -> String {
+    format!("validator-{i}.keys.toml")
+}
+
+fn new(args: NewArgs) -> anyhow::Result<()> {
+    let n = args.validators.len();
+    if args.chain_id == 0 {
+        bail!("--chain-id: must be above 0");
+    }
+    let stakes = match args.stakes.len() {
+        0 => vec![1; n],
+        k if k == n => args.stakes.clone(),
+        k => bail!("--stake: given {k} times for {n} validators (once per --validator, or never)"),
+    };
+    let recipients = match args.fee_recipients.len() {
+        0 => vec![Address::ZERO; n],
+        k if k == n => args.fee_recipients.clone(),
+        k => bail!(
+            "--fee-recipient: given {k} times for {n} validators (once per --validator, or never)"
+        ),
+    };
+    let mut alloc = std::collections::BTreeMap::new();
+    for (a, wei) in &args.alloc {
+        if alloc.insert(*a, *wei).is_some() {
+            bail!("--alloc: {a} is given twice");
+        }
+    }
+    let members: Vec<(SocketAddr, u64, Address)> = args
+        .validators
+        .iter()
+        .zip(&stakes)
+        .zip(&recipients)
+        .map(|((a, s), r)| (*a, *s, *r))
+        .collect();
+    let (committee, keys) = deal(&members)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let chain = ChainFile {
+        genesis: Genesis {
+            chain_id: args.chain_id,
+            timestamp: now,
+            gas_limit: args.gas_limit,
+            base_fee: args.base_fee,
+            alloc,
+            consensus: ConsensusParams::default(),
+        },
+        committee,
+    };
+    // What a node will check at its start, checked before anything is written: a validator's
+    // configuration of defaults on this chain.
+    let mut probe = NodeConfig::with_defaults(args.out.join("probe"), chain.clone());
+    probe.validator = keys.first().cloned();
+    probe.validate().map_err(|e| anyhow::anyhow!("{}", flag_of(e)))?;
+
+    let chain_path = args.out.join("chain.toml");
+    let taken: Vec<PathBuf> = std::iter::once(chain_path.clone())
+        .chain((0..n).map(|i| args.out.join(keys_name(i))))
+        .filter(|p| p.exists())
+        .collect();
+    if let Some(p) = taken.first() {
+        bail!(
+            "{} exists: `farol chain new` writes only into a folder without a chain",
+            p.display()
+        );
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&args.out)
+        .with_context(|| format!("making {}", args.out.display()))?;
+    for (i, k) in keys.iter().enumerate() {
+        crate::devnet::write_private(&args.out.join(keys_name(i)), k)?;
+    }
+    let text = toml::to_string(&chain).context("writing the chain file")?;
+    std::fs::write(&chain_path, text)
+        .with_context(|| format!("writing {}", chain_path.display()))?;
+    print_summary(&args, &chain, &stakes);
+    Ok(())
+}
+
+/// A validation error of the probe configuration, with the flag that set the field.
+fn flag_of(e: farol_node::config::ConfigError) -> String {
+    let text = e.to_string();
+    let flag = if text.starts_with("committee[") && text.contains("].address") {
+        "--validator"
+    } else if text.starts_with("genesis.gas_limit") {
+        "--gas-limit"
+    } else {
+        return text;
+    };
+    format!("{flag}: {text}")
+}
+
+fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64]) {
+    let dir = args.out.display();
+    println!(
+        "Chain {} with {} validators, written to {dir}:",
+        chain.genesis.chain_id,
+        chain.committee.len()
+    );
+    println!("  chain.toml: the genesis and the validator set; give it to every node");
+    for (i, m) in chain.committee.iter().enumerate() {
+        println!(
+            "  {}: validator {i} ({}, stake {}): its secret keys; for its operator alone",
+            keys_name(i),
+            m.address,
+            stakes[i]
+        );
+    }
+    println!();
+    println!("Run validator i on its machine with:");
+    println!(
+        "  farol node --chain chain.toml --keys validator-i.keys.toml --data-dir DIR \\\n      \
+         --http 0.0.0.0:8545 --peer OTHER_VALIDATOR_RPC:8545 ...",
+    );
+    println!("and a full node with --chain, --data-dir and at least one --peer, without --keys.");
+    println!(
+        "Delete the keys files here once handed out: whoever holds one can sign as that \
+         validator."
+    );
+}
+
+/// A new chain's validator set and each validator's keys: fresh BLS and network keys for
+/// every member (`(address, stake, fee recipient)`, in committee order), and the common
+/// coin's key dealt among them (the caller is the dealer, docs/consensus.md §5).
+pub(crate) fn deal(
+    members: &[(SocketAddr, u64, Address)],
+) -> anyhow::Result<(Vec<Member>, Vec<ValidatorKeys>)> {
+    let n = members.len();
+    let mut rng = rand::rng();
+    let mut committee = Vec::with_capacity(n);
+    let mut secrets = Vec::with_capacity(n);
+    for &(address, stake, fee_recipient) in members {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let bls = SecretKey::from_seed(&seed);
+        let id = Identity::generate().context("generating a network identity")?;
+        committee.push(Member {
+            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+            network_public: Bytes::copy_from_slice(&id.public_key().0),
+            address,
+            stake,
+            fee_recipient,
+            coin_public: None,
+        });
+        secrets.push((bls, id));
+    }
+    let stakes: Vec<u64> = members.iter().map(|m| m.1).collect();
+    let t = farol_consensus::committee::coin_threshold(&stakes).context(
+        "--stake: too uneven for a common coin with one share per validator (docs/consensus.md \
+         §5): no number of shares is both out of reach of validators under a third of the \
+         stake and within reach of every quorum's honest members",
+    )?;
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let coin =
+        farol_crypto::coin::deal(&seed, n, t).map_err(|e| anyhow::anyhow!("dealing: {e}"))?;
+    for (m, k) in committee.iter_mut().zip(&coin.publics) {
+        m.coin_public = Some(Bytes::copy_from_slice(&k.to_bytes()));
+    }
+    let keys = secrets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bls, id))| {
+            Ok(ValidatorKeys {
+                index: u16::try_from(i).context("more than 65536 validators")?,
+                bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+                network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+                coin_secret: Some(Bytes::copy_from_slice(&coin.secrets[i].to_bytes())),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((committee, keys))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_wei_or_ether_and_nothing_else() {
+        let a = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+        let (addr, wei) = parse_alloc(&format!("{a}=1000ether")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(addr, a.parse::<Address>().unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(wei, U256::from(1000u64) * U256::from(10u64).pow(U256::from(18)));
+        assert_eq!(parse_alloc(&format!("{a}=7")).map(|x| x.1), Ok(U256::from(7)));
+        for bad in [
+            a.to_string(),
+            format!("{a}="),
+            format!("{a}=ether"),
+            format!("{a}=-1"),
+            format!("{a}=1.5ether"),
+            format!("{a}=0x10"),
+            "0x12=1".to_string(),
+            format!("{a}={}ether", "9".repeat(70)),
+        ] {
+            assert!(parse_alloc(&bad).is_err(), "{bad} was taken");
+        }
+    }
+}
