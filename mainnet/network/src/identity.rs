@@ -70,6 +70,34 @@ impl Identity {
         })
     }
 
+    /// The key of the stateless resets this node sends for packets of connections it does
+    /// not know (RFC 9000 §10.3), derived from the identity: the same validator restarted
+    /// answers a peer still sending on a connection of its previous run with a reset that
+    /// peer accepts, and the peer drops the connection at once. With a key of its own per
+    /// run (quinn's default), the peer kept sending into the dead connection until its idle
+    /// timeout (5 s), and every frame it sent meanwhile was lost. As secret as the identity:
+    /// whoever holds it can end this node's connections.
+    pub(crate) fn reset_key(&self) -> ring::hmac::Key {
+        let tag = self.derive(b"farol-network stateless reset key, version 1");
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
+    }
+
+    /// The key of the check quinn puts into this node's connection IDs, derived from the
+    /// identity like [`Identity::reset_key`]: an endpoint answers a packet for a connection
+    /// it does not know with a reset only if the packet's connection ID passes the check,
+    /// and with a key of its own per run (quinn's default) no ID of the previous run did.
+    pub(crate) fn connection_id_key(&self) -> u64 {
+        let tag = self.derive(b"farol-network connection id key, version 1");
+        let mut k = [0u8; 8];
+        k.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_le_bytes(k)
+    }
+
+    /// A secret for `purpose`, derived from the identity's key.
+    fn derive(&self, purpose: &[u8]) -> ring::hmac::Tag {
+        ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.pkcs8), purpose)
+    }
+
     /// The PKCS#8 encoding (to store the identity).
     pub fn to_pkcs8(&self) -> &[u8] {
         &self.pkcs8

@@ -14,8 +14,10 @@
 //!   not dialed in a tight loop. A frame whose write failed is sent again first on the next
 //!   connection, once; a frame that fails on two connections in a row is dropped and
 //!   counted, so one frame the peer keeps refusing cannot block the frames behind it.
-//!   Frames quinn accepted for a connection that then dies silently (the peer killed or cut
-//!   off: noticed only at the 5 s idle timeout) are lost: delivery is best effort, and
+//!   Frames quinn accepted for a connection that then dies silently are lost (a peer cut
+//!   off is noticed at the 5 s idle timeout; a peer killed and restarted at the first packet
+//!   its new process gets on the old connection, which it answers with a stateless reset
+//!   from a key derived from its identity): delivery is best effort, and
 //!   consensus repairs losses by itself. [`Network::send`] never blocks: a frame over
 //!   `max_frame`, or for a peer whose queue is full, is dropped and counted.
 //! - **Inbound.** Frames go to one channel ([`Inbound`]), bounded in frames and, per peer, in
@@ -144,6 +146,9 @@ pub struct Stats {
     pub bad_frames: AtomicU64,
     /// Incoming connections closed because the same peer connected again.
     pub replaced: AtomicU64,
+    /// Outbound connections a peer ended with a stateless reset: it restarted (see
+    /// `Identity`'s reset key) and did not know the connection any more.
+    pub resets: AtomicU64,
     /// Readers of incoming streams running now (at most 4 per connected peer).
     pub readers: AtomicUsize,
 }
@@ -280,12 +285,22 @@ pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
     probes.iter().map(std::net::UdpSocket::local_addr).collect()
 }
 
-/// A QUIC endpoint serving `server` on [`udp_socket`]`(addr)`.
-fn bind(server: quinn::ServerConfig, addr: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+/// A QUIC endpoint serving `server` on [`udp_socket`]`(addr)`, sending stateless resets with
+/// `identity`'s key.
+fn bind(
+    server: quinn::ServerConfig,
+    addr: SocketAddr,
+    identity: &Identity,
+) -> std::io::Result<quinn::Endpoint> {
     let socket = udp_socket(addr)?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server), socket, runtime)
+    let mut config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
+    let cid_key = identity.connection_id_key();
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(config, Some(server), socket, runtime)
 }
 
 impl Network {
@@ -318,7 +333,7 @@ impl Network {
             QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
         server.transport_config(transport(true));
-        let endpoint = bind(server, cfg.listen)
+        let endpoint = bind(server, cfg.listen, &cfg.identity)
             .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
         let stats = Arc::new(Stats::default());
         let (in_tx, in_rx) = mpsc::channel(cfg.inbound.max(1));
@@ -608,12 +623,12 @@ async fn dial_loop(
     loop {
         let stream = match endpoint.connect_with(client.clone(), addr, "farol-validator") {
             Ok(connecting) => match connecting.await {
-                Ok(conn) => conn.open_uni().await.ok(),
+                Ok(conn) => conn.open_uni().await.ok().map(|s| (conn, s)),
                 Err(_) => None,
             },
             Err(_) => None,
         };
-        let Some(mut send) = stream else {
+        let Some((conn, mut send)) = stream else {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
             continue;
@@ -648,6 +663,9 @@ async fn dial_loop(
                 break;
             }
             stats.frames_out.fetch_add(1, Ordering::Relaxed);
+        }
+        if matches!(conn.close_reason(), Some(quinn::ConnectionError::Reset)) {
+            stats.resets.fetch_add(1, Ordering::Relaxed);
         }
         // A connection that stayed up was a working one: dial again at once. One that was
         // lost at once (refused after the handshake, replaced by a twin) counts as a failed

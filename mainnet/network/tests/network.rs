@@ -374,3 +374,109 @@ async fn a_frame_over_the_limit_is_refused_at_send() {
     assert!(a.send(1, Bytes::from(vec![9u8; 1024])));
     assert_eq!(recv(&mut rb).await, (0, Bytes::from(vec![9u8; 1024])));
 }
+
+/// The committee of the child process in [`a_killed_and_restarted_peer_is_reached_at_once`],
+/// from its environment: `pkcs8-hex,pkcs8-hex;addr,addr`.
+fn committee_from(spec: &str) -> (Vec<Identity>, Vec<Peer>) {
+    let (keys, addrs) = spec.split_once(';').unwrap_or_else(|| panic!("spec {spec:?}"));
+    let ids: Vec<Identity> = keys
+        .split(',')
+        .map(|k| {
+            let der: Vec<u8> = (0..k.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&k[i..i + 2], 16).unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            Identity::from_pkcs8(&der).unwrap_or_else(|e| panic!("{e}"))
+        })
+        .collect();
+    let peers = ids
+        .iter()
+        .zip(addrs.split(','))
+        .map(|(i, a)| Peer {
+            key: i.public_key().clone(),
+            addr: a.parse().unwrap_or_else(|e| panic!("{a}: {e}")),
+        })
+        .collect();
+    (ids, peers)
+}
+
+/// Not a test on its own: the process [`a_killed_and_restarted_peer_is_reached_at_once`]
+/// starts, and kills, as validator 1.
+#[test]
+#[ignore = "a child process of a_killed_and_restarted_peer_is_reached_at_once"]
+fn validator_one_until_killed() {
+    let Ok(spec) = std::env::var("FAROL_NETWORK_CHILD") else { return };
+    let (ids, peers) = committee_from(&spec);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    rt.block_on(async move {
+        let (_b, mut rb) = start(1, &ids, &peers);
+        let (_, first) = recv(&mut rb).await;
+        println!("got {}", String::from_utf8_lossy(&first));
+        while rb.recv().await.is_some() {}
+    });
+}
+
+/// A validator killed (SIGKILL: no close packets) and restarted on its address with its
+/// identity is reached again at once: the peer's connection of the previous run is ended by
+/// the new process's stateless reset, which it can make because its reset key comes from its
+/// identity. Before, the peer kept writing into that connection until its 5 s idle timeout,
+/// and every frame meanwhile was lost (a restarted validator was deaf for 5 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_peer_is_reached_at_once() {
+    use std::io::BufRead;
+    let (ids, peers) = setup(2);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let spec = format!(
+        "{},{};{},{}",
+        hex(ids[0].to_pkcs8()),
+        hex(ids[1].to_pkcs8()),
+        peers[0].addr,
+        peers[1].addr
+    );
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let mut child = std::process::Command::new(exe)
+        .args(["--exact", "validator_one_until_killed", "--ignored", "--nocapture"])
+        .env("FAROL_NETWORK_CHILD", &spec)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (a, _ra) = start(0, &ids, &peers);
+    // Until the child has a frame from A, A's connection to it is up.
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("got "))
+    });
+    for _ in 0..500 {
+        a.send(1, Bytes::from_static(b"hello"));
+        if reader.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = reader.join().unwrap_or_else(|_| panic!("reader"));
+    assert_eq!(got.as_deref(), Some("got hello"), "the child never got a frame");
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let _ = child.wait();
+    assert_eq!(a.stats().resets.load(Ordering::Relaxed), 0);
+
+    // Restarted here, on the same address with the same identity.
+    let (_b, mut rb) = start(1, &ids, &peers);
+    let mut k = 0u32;
+    let first = loop {
+        a.send(1, Bytes::from(k.to_le_bytes().to_vec()));
+        k += 1;
+        if let Ok((0, f)) = rb.try_recv() {
+            break f;
+        }
+        assert!(k < 1_000, "nothing from A in 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The old connection ended by the reset, not by the idle timeout.
+    assert!(a.stats().resets.load(Ordering::Relaxed) >= 1, "no reset; first frame {first:?}");
+}
