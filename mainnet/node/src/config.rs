@@ -249,6 +249,14 @@ pub struct RpcConfig {
     /// before it is closed (a WebSocket's queued messages wait up to the larger of this and
     /// `ws_send_timeout_millis`).
     pub http_timeout_millis: u64,
+    /// How long one call method may execute (geth's `rpc.evmtimeout`): `eth_estimateGas`'s
+    /// search and `eth_simulateV1`'s calls stop past it with `execution aborted (timeout =
+    /// …)`. Checked before each execution after the first; one execution is bounded by
+    /// `gas_cap`.
+    pub call_timeout_millis: u64,
+    /// How long a batch's calls may take together: the calls not started by then are
+    /// answered `request timed out` (-32002, as geth's), not run.
+    pub batch_timeout_millis: u64,
     /// How long `eth_sendRawTransactionSync` (EIP-7966) waits for the transaction's receipt
     /// when the request names no time, and the longest a request may name.
     pub send_sync_timeout_millis: u64,
@@ -284,6 +292,8 @@ impl Default for RpcConfig {
             ws_send_timeout_millis: 30_000,
             http_timeout_millis: 30_000,
             send_sync_timeout_millis: 5_000,
+            call_timeout_millis: 5_000,
+            batch_timeout_millis: 30_000,
             dev_keys: Vec::new(),
             cors_origins: Vec::new(),
         }
@@ -655,6 +665,12 @@ impl NodeConfig {
         }
         if self.rpc.http_timeout_millis == 0 {
             return bad("rpc.http_timeout_millis", "must be at least 1".into());
+        }
+        if self.rpc.call_timeout_millis == 0 {
+            return bad("rpc.call_timeout_millis", "must be at least 1".into());
+        }
+        if self.rpc.batch_timeout_millis == 0 {
+            return bad("rpc.batch_timeout_millis", "must be at least 1".into());
         }
         if !(1..=MAX_QUEUE).contains(&self.rpc.max_ws_connections) {
             return bad("rpc.max_ws_connections", format!("must be from 1 to {MAX_QUEUE}"));

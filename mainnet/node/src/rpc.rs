@@ -344,6 +344,39 @@ impl Drop for Held {
     }
 }
 
+/// When a call method's executions must end (`rpc.call_timeout_millis`, geth's
+/// `rpc.evmtimeout`). Checked before each execution after the first: one execution is
+/// bounded by the gas cap, and the methods that run many (`eth_estimateGas`'s search,
+/// `eth_simulateV1`'s calls) are not. Before stop 42 nothing bounded them: a batch of
+/// `eth_estimateGas` calls on a contract that loops until its gas runs out held a call place
+/// for hours.
+struct CallClock {
+    until: std::time::Instant,
+    millis: u64,
+}
+
+impl CallClock {
+    fn start(millis: u64) -> CallClock {
+        CallClock {
+            until: std::time::Instant::now() + std::time::Duration::from_millis(millis),
+            millis,
+        }
+    }
+
+    /// Geth's error once the time is up.
+    fn check(&self) -> Result<(), RpcError> {
+        if std::time::Instant::now() < self.until {
+            return Ok(());
+        }
+        let shown = if self.millis.is_multiple_of(1000) {
+            format!("{}s", self.millis / 1000)
+        } else {
+            format!("{}ms", self.millis)
+        };
+        Err(RpcError::server(format!("execution aborted (timeout = {shown})")))
+    }
+}
+
 /// What the calls of one batch share.
 #[derive(Default)]
 struct Batch {
@@ -593,8 +626,13 @@ impl Rpc {
                 // Every call is small to ask for and some answers are large (a snapshot, a
                 // range of blocks, thousands of logs): the batch's answer has a budget too.
                 let mut bytes = 0usize;
+                // And its time (since stop 42): the calls run in turn, each within its own
+                // limits, and before, a batch of 1,000 slow ones ran for the sum of them.
+                let until = std::time::Instant::now()
+                    + std::time::Duration::from_millis(self.cfg.batch_timeout_millis);
                 for c in calls {
-                    if bytes > self.cfg.max_batch_response_bytes {
+                    let over_bytes = bytes > self.cfg.max_batch_response_bytes;
+                    if over_bytes || std::time::Instant::now() >= until {
                         let id = match &c {
                             Value::Object(o) => o.get("id").map(|id| match id {
                                 Value::Number(_) | Value::String(_) => id.clone(),
@@ -604,13 +642,22 @@ impl Rpc {
                         };
                         // A notification gets no answer either way.
                         if let Some(id) = id {
-                            let limit = self.cfg.max_batch_response_bytes;
-                            out.push(response(
-                                id,
-                                Err(RpcError::limit(format!(
+                            let error = if over_bytes {
+                                let limit = self.cfg.max_batch_response_bytes;
+                                RpcError::limit(format!(
                                     "not run: the batch's answers passed {limit} bytes"
-                                ))),
-                            ));
+                                ))
+                            } else {
+                                RpcError::new(
+                                    -32002,
+                                    format!(
+                                        "request timed out: not run, the batch ran past {} ms \
+                                         (rpc.batch_timeout_millis)",
+                                        self.cfg.batch_timeout_millis
+                                    ),
+                                )
+                            };
+                            out.push(response(id, Err(error)));
                         }
                         continue;
                     }
@@ -1892,6 +1939,8 @@ impl Rpc {
         let budget = self.cfg.max_batch_response_bytes as u64;
         let mut out = Vec::new();
         let mut roots = SimRoots::default();
+        let clock = CallClock::start(self.cfg.call_timeout_millis);
+        let mut ran = false;
         for (k, sim) in payload.block_state_calls.iter().enumerate() {
             let o = sim.block_overrides.clone().unwrap_or_default();
             let number = match o.number {
@@ -1954,6 +2003,9 @@ impl Rpc {
             let mut done = Vec::with_capacity(sim.calls.len());
             let mut used = 0u64;
             for (i, req) in sim.calls.iter().enumerate() {
+                if std::mem::replace(&mut ran, true) {
+                    clock.check()?;
+                }
                 let left = env.gas_limit.saturating_sub(used);
                 let gas = req.gas.unwrap_or(left.min(self.cfg.gas_cap));
                 if gas > left {
@@ -2201,6 +2253,7 @@ impl Rpc {
             let allowance = left / U256::from(fee_cap);
             cap = cap.min(u64::try_from(allowance).unwrap_or(u64::MAX));
         }
+        let clock = CallClock::start(self.cfg.call_timeout_millis);
         // Too little for even the intrinsic gas (an account that cannot pay for it): geth's
         // words.
         let first = self.run(&req, n, overrides, Some(cap)).map_err(|e| {
@@ -2220,17 +2273,21 @@ impl Rpc {
             }
         }
         // The least gas that succeeds: at least what was used, at most the cap.
-        let ok = |g: u64| matches!(self.run(&req, n, overrides, Some(g)), Ok(o) if o.status == TxStatus::Success);
+        let ok = |g: u64| -> Result<bool, RpcError> {
+            clock.check()?;
+            let run = self.run(&req, n, overrides, Some(g));
+            Ok(matches!(run, Ok(o) if o.status == TxStatus::Success))
+        };
         let mut lo = first.gas_used.saturating_sub(1);
         let mut hi = cap;
         // Usually a little above the gas used is enough (the 63/64 rule of calls).
         let guess = first.gas_used.saturating_mul(65) / 64 + 2_300;
-        if guess < hi && ok(guess) {
+        if guess < hi && ok(guess)? {
             hi = guess;
         }
         while lo + 1 < hi {
             let mid = lo + (hi - lo) / 2;
-            if ok(mid) {
+            if ok(mid)? {
                 hi = mid;
             } else {
                 lo = mid;

@@ -3631,3 +3631,64 @@ async fn a_trace_keeps_its_place_after_its_client_hangs_up() {
     wait_metrics(http, &idle, "all places given back").await;
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Runtime code that runs until 100,000 gas are left, then stops (JUMPDEST GAS PUSH3 100000
+/// LT PUSH1 0 JUMPI STOP): every call succeeds and burns nearly all the gas it is given, so
+/// `eth_estimateGas`'s search runs about 18 executions of nearly the whole cap.
+const BURNER: &[u8] = &[0x5b, 0x5a, 0x62, 0x01, 0x86, 0xa0, 0x10, 0x60, 0x00, 0x57, 0x00];
+
+/// Call methods that run many executions stop at `rpc.call_timeout_millis`, and a batch's
+/// calls not started within `rpc.batch_timeout_millis` are not run (since stop 42: before,
+/// a batch of such estimates held a call place for the sum of them, hours).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_calls_and_batches_stop_at_their_time_limits() {
+    let (_dir, key, node) = node_with(0x61, |c| {
+        c.rpc.call_timeout_millis = 1;
+        c.rpc.batch_timeout_millis = 1;
+        c.rpc.max_batch_response_bytes = 1 << 20;
+    })
+    .await;
+    let (_dir2, _, patient) = funded_node(0x62).await;
+    let addrs = [node.http, patient.http].map(|a| a.unwrap_or_else(|| panic!("no http")));
+    let from = key.address();
+    tokio::task::spawn_blocking(move || {
+        let burner = Address::repeat_byte(0x77);
+        let call = json!({"from": from, "to": burner});
+        let code = json!({burner.to_string(): {"code": Bytes::from_static(BURNER)}});
+        let estimate = json!([call, "latest", code]);
+        let mut patient = RpcClient::new(addrs[1]);
+        // With the default limits the search ends (near the cap: every run uses all but
+        // 100,000 of its gas, so the search starts from there).
+        let gas = patient.call("eth_estimateGas", estimate.clone()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(quantity(&gas).is_ok_and(|g| g > 16_000_000), "{gas}");
+        let mut c = RpcClient::new(addrs[0]);
+        let e = c.call("eth_estimateGas", estimate.clone()).expect_err("the search ran past 1 ms");
+        assert!(e.contains("-32000") && e.contains("execution aborted (timeout = 1ms)"), "{e}");
+        // One execution is not cut: a call of the burner with the whole cap succeeds.
+        let out = c.call("eth_call", json!([call, "latest", code])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, json!("0x"));
+        // eth_simulateV1: the calls after the first wait for nothing past the limit.
+        let sim = json!([{"blockStateCalls": [{"stateOverrides": code, "calls": [call, call, call]}]}, "latest"]);
+        let e = c.call("eth_simulateV1", sim.clone()).expect_err("three burns within 1 ms");
+        assert!(e.contains("execution aborted (timeout = 1ms)"), "{e}");
+        assert!(patient.call("eth_simulateV1", sim).is_ok());
+        // A batch: the first call runs (it alone takes more than 1 ms); the rest are answered
+        // under their ids with -32002, not run.
+        let batch: Vec<Value> = (0..4)
+            .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "eth_call", "params": [call, "latest", code]}))
+            .collect();
+        let v = c.post(&Value::Array(batch.clone()).to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let answers = v.as_array().unwrap_or_else(|| panic!("{v}"));
+        assert_eq!(answers.len(), 4, "{v}");
+        assert_eq!(answers[0]["result"], json!("0x"), "{v}");
+        for (i, a) in answers.iter().enumerate().skip(1) {
+            assert_eq!((&a["id"], &a["error"]["code"]), (&json!(i), &json!(-32002)), "{v}");
+        }
+        let v = patient.post(&Value::Array(batch).to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(v.as_array().is_some_and(|a| a.iter().all(|a| a["result"] == json!("0x"))), "{v}");
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    patient.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
