@@ -1185,8 +1185,29 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     let stored = match state.store.latest_version() {
         // Stored before a crash that came before the block log write: the same block, the
         // same diff (execution is deterministic; an imported block's version is written
-        // only once its hash is the certified one, below).
-        Some(v) if v >= number => state.store.root(number).map(|root| (root, true)),
+        // only once its hash is the certified one, below). Checked, not assumed (since stop
+        // 42): the root this block's diff gives over the version before must be the stored
+        // one, or the stored version is not this block's state (another build's execution,
+        // a damaged store) and the node stops rather than build on it.
+        Some(v) if v >= number => {
+            let check = state.store.root(number).and_then(|stored| {
+                let want = state.store.root_with(number - 1, e.diff.store_changes())?;
+                Ok((stored, want))
+            });
+            match check {
+                Ok((stored, want)) if stored != want => {
+                    state.chain.close();
+                    return Err(PipelineError::Diverged {
+                        number,
+                        reason: format!(
+                            "the state stored for it before the restart (root {stored}) is \
+                             not what it executes to now (root {want})"
+                        ),
+                    });
+                }
+                checked => checked.map(|(root, _)| (root, true)),
+            }
+        }
         // A block from peers: its version is written only if it gives the certified hash.
         // Before stop 37 it was written first, so a block that diverged left its version in
         // the store, and after a restart the node took that version for the block instead
@@ -1460,6 +1481,39 @@ mod tests {
         assert_eq!(state.chain.block(1).map(|b| b.hash), Some(certified));
         let balance = state.view(1).ok().and_then(|v| v.account(who).ok().flatten());
         assert_eq!(balance.map(|a| a.balance), Some(U256::from(3u64)));
+    }
+
+    /// A block whose state was stored before a crash that came before the block log's
+    /// write is stored with that state if the block executes to it again, and refused if it
+    /// does not (since stop 42; before, the stored state was taken unchecked).
+    #[test]
+    fn a_state_stored_ahead_of_its_block_is_checked() {
+        let who = Address::repeat_byte(0x5b);
+        let genesis = Genesis::dev(&[who], U256::from(1u64), 0);
+        for (stored, executed) in [(3u64, 3u64), (3, 4)] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            {
+                // The crash: block 1's state written, the block not.
+                let state = node_state(dir.path(), genesis.clone());
+                let e = block_one(&state, who, stored, None);
+                state.store.apply(1, e.diff.store_changes()).unwrap_or_else(|e| panic!("{e}"));
+            }
+            let state = node_state(dir.path(), genesis.clone());
+            assert_eq!(state.store.latest_version(), Some(1));
+            let result = store_block(&state, block_one(&state, who, executed, None));
+            if stored == executed {
+                result.unwrap_or_else(|e| panic!("{e}"));
+                assert!(state.chain.block(1).is_some());
+            } else {
+                match result {
+                    Err(PipelineError::Diverged { number: 1, reason }) => {
+                        assert!(reason.contains("stored for it before the restart"), "{reason}")
+                    }
+                    other => panic!("{other:?}"),
+                }
+                assert!(state.chain.block(1).is_none());
+            }
+        }
     }
 
     /// A block's invalid transactions are dropped, each with its reason, and the sender's
