@@ -77,25 +77,14 @@ impl Identity {
     /// run (quinn's default), the peer kept sending into the dead connection until its idle
     /// timeout (5 s), and every frame it sent meanwhile was lost. As secret as the identity:
     /// whoever holds it can end this node's connections.
+    ///
+    /// Derived from the identity's stored encoding (PKCS#8): a key file rewritten in another
+    /// encoding of the same key gives another reset key, and the first restart after that
+    /// falls back to the idle timeout.
     pub(crate) fn reset_key(&self) -> ring::hmac::Key {
-        let tag = self.derive(b"farol-network stateless reset key, version 1");
+        let derive = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.pkcs8);
+        let tag = ring::hmac::sign(&derive, b"farol-network stateless reset key, version 1");
         ring::hmac::Key::new(ring::hmac::HMAC_SHA256, tag.as_ref())
-    }
-
-    /// The key of the check quinn puts into this node's connection IDs, derived from the
-    /// identity like [`Identity::reset_key`]: an endpoint answers a packet for a connection
-    /// it does not know with a reset only if the packet's connection ID passes the check,
-    /// and with a key of its own per run (quinn's default) no ID of the previous run did.
-    pub(crate) fn connection_id_key(&self) -> u64 {
-        let tag = self.derive(b"farol-network connection id key, version 1");
-        let mut k = [0u8; 8];
-        k.copy_from_slice(&tag.as_ref()[..8]);
-        u64::from_le_bytes(k)
-    }
-
-    /// A secret for `purpose`, derived from the identity's key.
-    fn derive(&self, purpose: &[u8]) -> ring::hmac::Tag {
-        ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.pkcs8), purpose)
     }
 
     /// The PKCS#8 encoding (to store the identity).

@@ -446,21 +446,33 @@ async fn a_killed_and_restarted_peer_is_reached_at_once() {
     let (a, _ra) = start(0, &ids, &peers);
     // Until the child has a frame from A, A's connection to it is up.
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let reader = std::thread::spawn(move || {
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("got "))
+    // The child's lines, through a channel: the harness may print its own text before the
+    // child's on one line, and a reader waiting for a line that never comes must not hang
+    // the test.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
     });
+    let mut got = false;
     for _ in 0..500 {
         a.send(1, Bytes::from_static(b"hello"));
-        if reader.is_finished() {
+        while let Ok(line) = lines.try_recv() {
+            got |= line.contains("got hello");
+        }
+        if got {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let got = reader.join().unwrap_or_else(|_| panic!("reader"));
-    assert_eq!(got.as_deref(), Some("got hello"), "the child never got a frame");
+    if !got {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the child never got a frame");
+    }
     child.kill().unwrap_or_else(|e| panic!("{e}"));
     let _ = child.wait();
     assert_eq!(a.stats().resets.load(Ordering::Relaxed), 0);
