@@ -63,4 +63,8 @@ pub enum ExecError {
         /// revm's message.
         reason: String,
     },
+    /// A call's work (the runs of an access list, the calls of a trace) passed the deadline
+    /// its caller gave: a node's limit on JSON-RPC calls, never part of a block's execution.
+    #[error("execution aborted: past its time limit")]
+    TimedOut,
 }

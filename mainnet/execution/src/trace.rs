@@ -92,6 +92,10 @@ pub struct TraceContext {
     pub call: bool,
     /// The most the traces may hold, in bytes of JSON ([`TRACE_BUDGET`] for a node).
     pub budget: u64,
+    /// When a caller's time for the work is up (a node's limit on JSON-RPC calls; `None`:
+    /// none): checked before each transaction after the first, past it
+    /// [`ExecError::TimedOut`]. One transaction is bounded by its gas, not cut.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// What traces the transactions: one of geth's debug tracers, or Parity's replay.
@@ -198,6 +202,9 @@ pub fn trace_with<S: StateView + ?Sized>(
         let mut traces = Vec::with_capacity(traced.len());
         let end = traced.end.min(txs.len());
         for (index, tx) in txs.iter().enumerate().take(end) {
+            if index > 0 && context.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(ExecError::TimedOut.into());
+            }
             let tx_env = tx.tx_env();
             // Calls are not a block: each is bounded by its own gas alone.
             if !context.call {
@@ -456,12 +463,14 @@ pub struct AccessListOutcome {
 /// The access list of call `tx` over `state` (as geth: run it, collect what it touched, run
 /// it again with that list, until the list stops changing, since the list changes the gas
 /// and so possibly the path). A legacy transaction is priced as an EIP-2930 one, as the list
-/// needs.
+/// needs. Past `deadline` (checked before each run after the first; a node's limit on
+/// JSON-RPC calls), [`ExecError::TimedOut`].
 pub fn create_access_list<S: StateView + ?Sized>(
     state: &S,
     chain: &ChainSpec,
     env: &BlockEnv,
     tx: &RecoveredTx,
+    deadline: Option<std::time::Instant>,
 ) -> Result<AccessListOutcome, ExecError> {
     /// Enough for any call: each round only adds what the previous list's gas made
     /// reachable.
@@ -475,7 +484,10 @@ pub fn create_access_list<S: StateView + ?Sized>(
         check_block_gas(env, 0, 0, tx_env.gas_limit)?;
         let mut list = tx_env.access_list.clone();
         let mut last = None;
-        for _ in 0..ROUNDS {
+        for round in 0..ROUNDS {
+            if round > 0 && deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Err(ExecError::TimedOut);
+            }
             let tracer = Traced {
                 inner: Some(AccessCollector::new(list.clone())),
                 budget: Budget::new(u64::MAX, None),

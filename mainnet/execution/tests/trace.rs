@@ -16,7 +16,8 @@ fn options(v: Value) -> GethDebugTracingOptions {
     serde_json::from_value(v).unwrap_or_else(|e| panic!("tracer options: {e}"))
 }
 
-const BLOCK: TraceContext = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+const BLOCK: TraceContext =
+    TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET, deadline: None };
 
 /// A random block over `world` that executes, with its output.
 fn block(
@@ -194,7 +195,8 @@ fn an_access_list_covers_what_a_swap_touches() {
     let plain = execute_sequential(&w.state, &w.chain, &env, std::slice::from_ref(&swap))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(plain.txs[0].is_success());
-    let out = create_access_list(&w.state, &w.chain, &env, &swap).unwrap_or_else(|e| panic!("{e}"));
+    let out =
+        create_access_list(&w.state, &w.chain, &env, &swap, None).unwrap_or_else(|e| panic!("{e}"));
     assert!(out.outcome.is_success());
     let list = &out.access_list.0;
     // The pair and both of its tokens, with their slots; not the router (the call's target)

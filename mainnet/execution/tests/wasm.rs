@@ -1589,7 +1589,8 @@ fn ready_instances_change_nothing() {
 fn trace_next(w: &World, tx: &RecoveredTx, opts: serde_json::Value) -> serde_json::Value {
     use farol_execution::{trace_transactions, GethTrace, TraceContext, TRACE_BUDGET};
     let env = w.block_env(Address::from([0xbe; 20]));
-    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+    let context =
+        TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET, deadline: None };
     let opts = serde_json::from_value(opts).unwrap_or_else(|e| panic!("options: {e}"));
     let txs = std::slice::from_ref(tx);
     let traces = trace_transactions(&w.state, &w.chain, &env, txs, 0..1, &opts, context)
@@ -1694,7 +1695,8 @@ fn traces_see_inside_wasm_frames() {
     // Parity's vmTrace: TokenUser's CALL has the token's frame as its `sub`; that frame's one
     // entry (no opcode: WASM ran it) has the hook's steps, with its two calls back.
     use farol_execution::{trace_with, TraceContext, TraceType, Tracer, TxTrace, TRACE_BUDGET};
-    let context = TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+    let context =
+        TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET, deadline: None };
     let vm = Tracer::Parity([TraceType::VmTrace].into_iter().collect());
     let txs = std::slice::from_ref(&tx);
     let traces = trace_with(&w.state, &w.chain, &env, txs, 0..1, &vm, context)
@@ -1774,7 +1776,7 @@ fn the_access_list_of_a_call_lists_what_wasm_loads() {
         .unwrap_or_else(|e| panic!("sequential: {e}"));
     ok(&plain.txs[0]);
     let listed =
-        create_access_list(&w.state, &w.chain, &env, &tx).unwrap_or_else(|e| panic!("{e}"));
+        create_access_list(&w.state, &w.chain, &env, &tx, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed.outcome.status, TxStatus::Success);
     // OpenZeppelin's layout: balances in the mapping at slot 0.
     let balance_slot = |a: Address| keccak256((a, U256::ZERO).abi_encode());
@@ -1799,7 +1801,7 @@ fn the_access_list_of_a_call_lists_what_wasm_loads() {
     let tx = w.call(from, vault, U256::ZERO, pay, 500_000, Flavor::DynamicFee, 1);
     let env = w.block_env(Address::from([0xbe; 20]));
     let listed =
-        create_access_list(&w.state, &w.chain, &env, &tx).unwrap_or_else(|e| panic!("{e}"));
+        create_access_list(&w.state, &w.chain, &env, &tx, None).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed.outcome.status, TxStatus::Success);
     let list = &listed.access_list.0;
     assert_eq!(list.len(), 1, "{list:?}");

@@ -368,13 +368,30 @@ impl CallClock {
         if std::time::Instant::now() < self.until {
             return Ok(());
         }
-        let shown = if self.millis.is_multiple_of(1000) {
-            format!("{}s", self.millis / 1000)
-        } else {
-            format!("{}ms", self.millis)
-        };
-        Err(RpcError::server(format!("execution aborted (timeout = {shown})")))
+        Err(timed_out(self.millis))
     }
+}
+
+/// Geth's error for a call past `rpc.call_timeout_millis`: `execution aborted (timeout =
+/// 5s)`, the time as Go prints a duration (`1.5s`, `1m0s`, `250ms`).
+fn timed_out(millis: u64) -> RpcError {
+    let shown = if millis < 1000 {
+        format!("{millis}ms")
+    } else {
+        let (h, m, ms) = (millis / 3_600_000, millis / 60_000 % 60, millis % 60_000);
+        let secs = if ms % 1000 == 0 {
+            format!("{}s", ms / 1000)
+        } else {
+            let frac = format!("{:03}", ms % 1000);
+            format!("{}.{}s", ms / 1000, frac.trim_end_matches('0'))
+        };
+        match (h, m) {
+            (0, 0) => secs,
+            (0, m) => format!("{m}m{secs}"),
+            (h, m) => format!("{h}h{m}m{secs}"),
+        }
+    };
+    RpcError::server(format!("execution aborted (timeout = {shown})"))
 }
 
 /// What the calls of one batch share.
@@ -632,7 +649,9 @@ impl Rpc {
                     + std::time::Duration::from_millis(self.cfg.batch_timeout_millis);
                 for c in calls {
                     let over_bytes = bytes > self.cfg.max_batch_response_bytes;
-                    if over_bytes || std::time::Instant::now() >= until {
+                    // The first call runs whatever the clock says.
+                    let late = !out.is_empty() && std::time::Instant::now() >= until;
+                    if over_bytes || late {
                         let id = match &c {
                             Value::Object(o) => o.get("id").map(|id| match id {
                                 Value::Number(_) | Value::String(_) => id.clone(),
@@ -1090,8 +1109,12 @@ impl Rpc {
                         let view = this.view(n)?;
                         let env = this.call_env(n, true);
                         let tx = RecoveredTx { tx: checked.tx, sender: checked.sender };
-                        let context =
-                            TraceContext { block_hash: None, call: false, budget: TRACE_BUDGET };
+                        let context = TraceContext {
+                            block_hash: None,
+                            call: false,
+                            budget: TRACE_BUDGET,
+                            deadline: None,
+                        };
                         trace_with(&view, &this.state.spec, &env, &[tx], 0..1, &types, context)
                             .map_err(trace_error)
                     })
@@ -1710,8 +1733,12 @@ impl Rpc {
                 .take(traced.end)
                 .map(|(tx, sender)| RecoveredTx { tx: tx.clone(), sender: *sender })
                 .collect();
-            let context =
-                TraceContext { block_hash: Some(block.hash), call: false, budget: TRACE_BUDGET };
+            let context = TraceContext {
+                block_hash: Some(block.hash),
+                call: false,
+                budget: TRACE_BUDGET,
+                deadline: None,
+            };
             trace_with(&view, &this.state.spec, &env, &txs, traced, &tracer, context)
                 .map_err(trace_error)
         })
@@ -1822,9 +1849,21 @@ impl Rpc {
                     env.base_fee = 0;
                 }
             }
-            let context = TraceContext { block_hash: None, call: true, budget: TRACE_BUDGET };
-            trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context)
-                .map_err(trace_error)
+            // Calls name their gas, each up to the cap: their time is limited as calls'.
+            let context = TraceContext {
+                block_hash: None,
+                call: true,
+                budget: TRACE_BUDGET,
+                deadline: Some(CallClock::start(this.cfg.call_timeout_millis).until),
+            };
+            trace_with(&view, &this.state.spec, &env, &txs, 0..txs.len(), &tracer, context).map_err(
+                |e| match e {
+                    TraceError::Exec(ExecError::TimedOut) => {
+                        timed_out(this.cfg.call_timeout_millis)
+                    }
+                    e => trace_error(e),
+                },
+            )
         })
         .await
     }
@@ -1895,10 +1934,14 @@ impl Rpc {
     /// `eth_createAccessList`: the list `req` needs, and the gas it uses with it.
     fn access_list(&self, req: &TransactionRequest, n: u64, overrides: &Overrides) -> RpcResult {
         let (view, env, tx) = self.call_input(req, n, overrides, None)?;
-        let out = create_access_list(&view, &self.state.spec, &env, &tx).map_err(|e| match e {
-            ExecError::InvalidTransaction { reason, .. } => RpcError::server(reason),
-            e => RpcError::server(e),
-        })?;
+        let until = CallClock::start(self.cfg.call_timeout_millis).until;
+        let out = create_access_list(&view, &self.state.spec, &env, &tx, Some(until)).map_err(
+            |e| match e {
+                ExecError::InvalidTransaction { reason, .. } => RpcError::server(reason),
+                ExecError::TimedOut => timed_out(self.cfg.call_timeout_millis),
+                e => RpcError::server(e),
+            },
+        )?;
         let mut result = json!({
             "accessList": out.access_list,
             "gasUsed": hex(out.outcome.gas_used),
@@ -3305,6 +3348,10 @@ fn trace_types(v: Option<&Value>) -> Result<alloy_primitives::map::HashSet<Trace
 /// The JSON-RPC error of a trace that could not be made.
 fn trace_error(e: TraceError) -> RpcError {
     match e {
+        // Only calls' traces have a deadline, and it is the calls' limit.
+        TraceError::Exec(ExecError::TimedOut) => RpcError::server(
+            "execution aborted (timeout: rpc.call_timeout_millis passed between the calls)",
+        ),
         TraceError::Options(m) => RpcError::params(m),
         e @ TraceError::TooLarge { .. } => RpcError::limit(e.to_string()),
         TraceError::Exec(ExecError::InvalidTransaction { reason, .. }) => RpcError::server(reason),
@@ -4340,6 +4387,19 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// The call timeout's words are geth's, the time as Go prints a duration.
+    #[test]
+    fn timeouts_read_as_geth_writes_them() {
+        let shown = |ms| super::timed_out(ms).message;
+        assert_eq!(shown(1), "execution aborted (timeout = 1ms)");
+        assert_eq!(shown(5_000), "execution aborted (timeout = 5s)");
+        assert_eq!(shown(1_500), "execution aborted (timeout = 1.5s)");
+        assert_eq!(shown(1_050), "execution aborted (timeout = 1.05s)");
+        assert_eq!(shown(60_000), "execution aborted (timeout = 1m0s)");
+        assert_eq!(shown(90_500), "execution aborted (timeout = 1m30.5s)");
+        assert_eq!(shown(3_600_000), "execution aborted (timeout = 1h0m0s)");
+    }
 
     /// Large HTTP answers hold their bytes' place in the node's budget until their body is
     /// taken to the last slice; past the budget an answer is refused with -32005 (HTTP 503),

@@ -3648,7 +3648,7 @@ async fn slow_calls_and_batches_stop_at_their_time_limits() {
         c.rpc.max_batch_response_bytes = 1 << 20;
     })
     .await;
-    let (_dir2, _, patient) = funded_node(0x62).await;
+    let (_dir2, _, patient) = node_with(0x62, |c| c.rpc.call_timeout_millis = 600_000).await;
     let addrs = [node.http, patient.http].map(|a| a.unwrap_or_else(|| panic!("no http")));
     let from = key.address();
     tokio::task::spawn_blocking(move || {
@@ -3667,6 +3667,22 @@ async fn slow_calls_and_batches_stop_at_their_time_limits() {
         // One execution is not cut: a call of the burner with the whole cap succeeds.
         let out = c.call("eth_call", json!([call, "latest", code])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(out, json!("0x"));
+        // trace_callMany (which takes no state overrides: the burner deployed): the same,
+        // between its calls.
+        let deployed = deploy(&mut c, &key, BURNER);
+        let at = json!({"from": from, "to": deployed});
+        let many = json!([[[at, ["trace"]], [at, ["trace"]]], "latest"]);
+        let e = c.call("trace_callMany", many.clone()).expect_err("two burns within 1 ms");
+        assert!(e.contains("execution aborted (timeout = 1ms)"), "{e}");
+        // eth_createAccessList: between its runs. This one first reads the balance of the
+        // account its gas left names, so each run's list (which changes the gas) changes
+        // the account the next run reads.
+        let mut reader = vec![0x5a, 0x31, 0x50];
+        reader.extend_from_slice(&[0x5b, 0x5a, 0x62, 0x01, 0x86, 0xa0, 0x10, 0x60, 0x03, 0x57, 0x00]);
+        let code2 = json!({burner.to_string(): {"code": Bytes::from(reader)}});
+        let e = c.call("eth_createAccessList", json!([call, "latest", code2]));
+        let e = e.expect_err("a list that keeps changing, runs past 1 ms");
+        assert!(e.contains("execution aborted (timeout = 1ms)"), "{e}");
         // eth_simulateV1: the calls after the first wait for nothing past the limit.
         let sim = json!([{"blockStateCalls": [{"stateOverrides": code, "calls": [call, call, call]}]}, "latest"]);
         let e = c.call("eth_simulateV1", sim.clone()).expect_err("three burns within 1 ms");
