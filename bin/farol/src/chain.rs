@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use alloy_primitives::{Address, Bytes, U256};
 use anyhow::{bail, Context};
@@ -104,11 +104,17 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
     if args.chain_id == 0 {
         bail!("--chain-id: must be above 0");
     }
+    if n > usize::from(u16::MAX) + 1 {
+        bail!("--validator: given {n} times; at most 65536 validators");
+    }
     let stakes = match args.stakes.len() {
         0 => vec![1; n],
         k if k == n => args.stakes.clone(),
         k => bail!("--stake: given {k} times for {n} validators (once per --validator, or never)"),
     };
+    if let Some(i) = stakes.iter().position(|s| *s == 0) {
+        bail!("--stake: validator {i}'s is 0 (a stake must be above 0)");
+    }
     let recipients = match args.fee_recipients.len() {
         0 => vec![Address::ZERO; n],
         k if k == n => args.fee_recipients.clone(),
@@ -148,14 +154,10 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
     probe.validator = keys.first().cloned();
     probe.validate().map_err(|e| anyhow::anyhow!("{}", flag_of(e)))?;
 
-    let chain_path = args.out.join("chain.toml");
-    let taken: Vec<PathBuf> = std::iter::once(chain_path.clone())
-        .chain((0..n).map(|i| args.out.join(keys_name(i))))
-        .filter(|p| p.exists())
-        .collect();
-    if let Some(p) = taken.first() {
+    if let Some(p) = earlier_chain(&args.out)? {
         bail!(
-            "{} exists: `farol chain new` writes only into a folder without a chain",
+            "{} exists (from an earlier run?): `farol chain new` writes only into a folder \
+             without a chain file or keys files; remove them or choose another --out",
             p.display()
         );
     }
@@ -164,14 +166,73 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&args.out)
         .with_context(|| format!("making {}", args.out.display()))?;
-    for (i, k) in keys.iter().enumerate() {
-        crate::devnet::write_private(&args.out.join(keys_name(i)), k)?;
-    }
-    let text = toml::to_string(&chain).context("writing the chain file")?;
-    std::fs::write(&chain_path, text)
-        .with_context(|| format!("writing {}", chain_path.display()))?;
+    write_all(&args.out, &chain, &keys)?;
     print_summary(&args, &chain, &stakes);
     Ok(())
+}
+
+/// The first chain file or keys file already in `dir` (whatever its number), if any.
+fn earlier_chain(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let name = entry.with_context(|| format!("reading {}", dir.display()))?.file_name();
+        let name = name.to_string_lossy();
+        if name == "chain.toml" || (name.starts_with("validator-") && name.ends_with(".keys.toml"))
+        {
+            return Ok(Some(dir.join(&*name)));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes the keys files and then the chain file into `out`, all or none: each is written
+/// and synced in a fresh folder inside `out` first, then linked into place (a link fails
+/// rather than replace a file that appeared meanwhile, and does not follow a symbolic link
+/// there), the chain file last; on any error the files this call put in place are removed.
+fn write_all(out: &Path, chain: &ChainFile, keys: &[ValidatorKeys]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let staging = tempfile::Builder::new()
+        .prefix(".farol-chain-new-")
+        .tempdir_in(out)
+        .with_context(|| format!("making a folder in {}", out.display()))?;
+    let write = |name: &str, text: String, mode: u32| -> anyhow::Result<PathBuf> {
+        let path = staging.path().join(name);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+        Ok(path)
+    };
+    let mut staged = Vec::with_capacity(keys.len() + 1);
+    for (i, k) in keys.iter().enumerate() {
+        let text = toml::to_string(k).context("writing a keys file")?;
+        staged.push((write(&keys_name(i), text, 0o600)?, out.join(keys_name(i))));
+    }
+    let text = toml::to_string(chain).context("writing the chain file")?;
+    staged.push((write("chain.toml", text, 0o644)?, out.join("chain.toml")));
+    let mut placed: Vec<&Path> = Vec::with_capacity(staged.len());
+    for (from, to) in &staged {
+        if let Err(e) = std::fs::hard_link(from, to) {
+            for p in &placed {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e).with_context(|| format!("placing {}", to.display()));
+        }
+        placed.push(to);
+    }
+    // The folder's new entries, durable before the summary says the chain is written.
+    std::fs::File::open(out)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", out.display()))
 }
 
 /// A validation error of the probe configuration, with the flag that set the field.
@@ -179,6 +240,8 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
     let text = e.to_string();
     let flag = if text.starts_with("committee[") && text.contains("].address") {
         "--validator"
+    } else if text.starts_with("committee[") && text.contains("].stake") {
+        "--stake"
     } else if text.starts_with("genesis.gas_limit") {
         "--gas-limit"
     } else {

@@ -181,7 +181,7 @@ fn stored_validators(dir: &Path) -> usize {
 }
 
 /// Writes a node's configuration or a validator's keys file, readable by the user alone.
-pub(crate) fn write_private<T: serde::Serialize>(path: &Path, c: &T) -> anyhow::Result<()> {
+fn write_private(path: &Path, c: &NodeConfig) -> anyhow::Result<()> {
     use std::io::Write;
     let text = toml::to_string(c).context("writing a configuration")?;
     let mut f = std::fs::OpenOptions::new()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use farol_node::config::{ChainFile, ValidatorKeys};
+use farol_node::config::{ChainFile, ConfigError, ValidatorKeys};
 use farol_node::{Node, NodeConfig};
 
 /// Arguments of `farol node`.
@@ -126,6 +126,9 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
         cfg.sync.peers = args.peers.clone();
     }
     if let Some(l) = args.listen {
+        if cfg.validator.is_none() {
+            bail!("--listen: a full node (no validator keys) has no validator network");
+        }
         cfg.network.listen = Some(l);
     }
     if let Some(h) = &args.http {
@@ -140,7 +143,22 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
     if args.no_pipeline {
         cfg.pipeline.pipelined = false;
     }
-    cfg.validate()?;
+    // An error about what a file given by flag holds names that file.
+    cfg.validate().map_err(|e| {
+        let field = match &e {
+            ConfigError::Invalid { field, .. } => field.as_str(),
+            _ => "",
+        };
+        match (&args.keys, &args.chain) {
+            (Some(k), _) if field.starts_with("validator.") => {
+                anyhow::anyhow!("--keys {}: {e}", k.display())
+            }
+            (_, Some(c)) if field.starts_with("genesis") || field.starts_with("committee") => {
+                anyhow::anyhow!("--chain {}: {e}", c.display())
+            }
+            _ => e.into(),
+        }
+    })?;
     Ok((cfg, warning))
 }
 

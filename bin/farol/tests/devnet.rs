@@ -573,8 +573,9 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
     let n = send_and_wait_on(4242, http(4), &funder, 3);
     final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
-    assert!(tail(3).contains("can be read by others"), "no warning:\n{}", tail(3));
-    assert!(!tail(0).contains("can be read by others"), "{}", tail(0));
+    let whole = |i: usize| std::fs::read_to_string(log(i)).unwrap_or_default();
+    assert!(whole(3).contains("can be read by others"), "no warning:\n{}", tail(3));
+    assert!(!whole(0).contains("can be read by others"), "{}", tail(0));
 }
 
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.
@@ -600,7 +601,17 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "--validator: committee[1].address: the same as committee[0].address",
     );
     refused(&new(&[v[0], v[1], v[2], v[3], "--stake", "5"]), "--stake: given 1 times for 2");
-    refused(&new(&[v[0], v[1], v[2], v[3], "--fee-recipient", "0x01"]), "--fee-recipient");
+    refused(
+        &new(&[
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            "--fee-recipient",
+            "0x000000000000000000000000000000000000dEaD",
+        ]),
+        "--fee-recipient: given 1 times for 2",
+    );
     refused(&new(&[v[0], v[1], "--alloc", "0x12=1"]), "--alloc");
     refused(
         &new(&[v[0], v[1], "--alloc", "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266=1.5"]),
@@ -633,7 +644,25 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         &["chain", "new", "--out", o, "--chain-id", "0", v[0], v[1]],
         "--chain-id: must be above 0",
     );
+    refused(
+        &new(&[v[0], v[1], v[2], v[3], "--stake", "0", "--stake", "1"]),
+        "--stake: validator 0's is 0",
+    );
+    let big = "6000000000000000000";
+    refused(
+        &new(&[v[0], v[1], v[2], v[3], "--stake", big, "--stake", big]),
+        "--stake: committee[].stake: the stakes add up past 2^63",
+    );
     assert!(!out.exists(), "a refused chain wrote {}", out.display());
+    // A keys file left by an earlier run, whatever its number, keeps the folder's keys safe.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(&old).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(old.join("validator-7.keys.toml"), "index = 7\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &with(text(&old), &[v[0], v[1]]),
+        "validator-7.keys.toml exists (from an earlier run?)",
+    );
 
     let (ok, stdout, stderr) =
         farol(&new(&[v[0], v[1], v[2], v[3], "--stake", "2", "--stake", "3"]));
@@ -650,6 +679,30 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "/nonexistent/chain.toml",
     );
     refused(&["node", "--chain", c, "--data-dir", d, "--peer", "nowhere"], "--peer");
+    refused(
+        &[
+            "node",
+            "--chain",
+            c,
+            "--data-dir",
+            d,
+            "--peer",
+            "127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:9000",
+        ],
+        "--listen: a full node",
+    );
+    // Another chain's keys for position 1 are refused before the node writes anything.
+    let other = tmp.path().join("other");
+    let (ok, _, stderr) = farol(&with(text(&other), &[v[0], v[1], v[2], v[3]]));
+    assert!(ok, "{stderr}");
+    let foreign = other.join("validator-1.keys.toml");
+    refused(
+        &["node", "--chain", c, "--keys", text(&foreign), "--data-dir", d],
+        "validator.bls_secret: is not the key of committee[1]",
+    );
+    refused(&["node", "--chain", c, "--keys", text(&foreign), "--data-dir", d], "--keys");
     // A keys file names its fields and file; one for another position is refused.
     let keys = out.join("validator-1.keys.toml");
     let written = std::fs::read_to_string(&keys).unwrap_or_else(|e| panic!("{e}"));
@@ -679,7 +732,7 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     let cfg = tmp.path().join("node.toml");
     std::fs::write(&cfg, "data_dir = \"data\"\n[rpc]\nhttp = \"none\"\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    refused(&["node", "--config", text(&cfg)], "genesis: none given");
+    refused(&["node", "--config", text(&cfg)], "genesis.chain_id: 0, or no genesis given");
     refused(&["node", "--config", text(&cfg), "--chain", c], "sync.peers: a full node");
     assert!(!data.exists(), "a refused node made {}", data.display());
 }
