@@ -79,6 +79,20 @@ pub enum PipelineError {
         /// What differs.
         reason: String,
     },
+    /// The state stored for a block before a crash (which came before the block's own
+    /// write) is not what the block executes to now: another build's execution, or a damaged
+    /// store. The node stops rather than build on it.
+    #[error(
+        "block {number}: the state stored for it before the restart is not what it executes \
+         to: {reason}; this data directory's state cannot be used (start from a fresh one: \
+         the node syncs the chain from its peers)"
+    )]
+    StoredStateDiffers {
+        /// The block.
+        number: u64,
+        /// The two roots.
+        reason: String,
+    },
     /// The block log failed.
     #[error("block {number}: {source}")]
     Chain {
@@ -1197,12 +1211,9 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
             match check {
                 Ok((stored, want)) if stored != want => {
                     state.chain.close();
-                    return Err(PipelineError::Diverged {
+                    return Err(PipelineError::StoredStateDiffers {
                         number,
-                        reason: format!(
-                            "the state stored for it before the restart (root {stored}) is \
-                             not what it executes to now (root {want})"
-                        ),
+                        reason: format!("stored root {stored}, executed root {want}"),
                     });
                 }
                 checked => checked.map(|(root, _)| (root, true)),
@@ -1506,8 +1517,8 @@ mod tests {
                 assert!(state.chain.block(1).is_some());
             } else {
                 match result {
-                    Err(PipelineError::Diverged { number: 1, reason }) => {
-                        assert!(reason.contains("stored for it before the restart"), "{reason}")
+                    Err(e @ PipelineError::StoredStateDiffers { number: 1, .. }) => {
+                        assert!(e.to_string().contains("stored root"), "{e}")
                     }
                     other => panic!("{other:?}"),
                 }
