@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use farol_crypto::SecretKey;
 use farol_network::Identity;
-use farol_node::config::{ChainFile, Member, ValidatorKeys};
+use farol_node::config::{ChainFile, CoinShare, KeysFile, Member, MemberKeys, ValidatorKeys};
 use farol_node::genesis::ConsensusParams;
 use farol_node::{Genesis, NodeConfig};
 use rand::RngCore;
@@ -32,6 +32,19 @@ enum ChainCommand {
     /// validator's secret keys, so run it where no one else can read them and hand each
     /// keys file to its validator's operator alone.
     New(NewArgs),
+    /// Make a validator's own keys (BLS and network identity) on its machine: the secrets
+    /// into `--out` (readable by you alone), and on stdout the public part, as a TOML file
+    /// for whoever sets the chain up (`farol chain new --member FILE`). Its secrets then
+    /// never leave the machine; `farol chain new` deals it only its coin share.
+    Key(KeyArgs),
+}
+
+/// Arguments of `farol chain key`.
+#[derive(Debug, Args)]
+struct KeyArgs {
+    /// The keys file to write (it must not exist).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Arguments of `farol chain new`.
@@ -65,6 +78,12 @@ struct NewArgs {
     /// Base fee per gas of every block, in wei (Farol's does not float with demand).
     #[arg(long, default_value_t = 1_000_000_000)]
     base_fee: u64,
+    /// A validator's own public keys (what `farol chain key` printed on its machine), or
+    /// `new` for keys made here; once per `--validator` in the same order, or never (all
+    /// made here). A validator with its own keys gets a coin share file
+    /// (`validator-<i>.coin.toml`) instead of a keys file.
+    #[arg(long = "member", value_name = "FILE|new")]
+    members: Vec<String>,
 }
 
 /// Parses `--alloc ADDRESS=AMOUNT`.
@@ -91,12 +110,79 @@ fn parse_alloc(v: &str) -> Result<(Address, U256), String> {
 pub(crate) fn run(args: ChainArgs) -> anyhow::Result<()> {
     match args.command {
         ChainCommand::New(a) => new(a),
+        ChainCommand::Key(a) => key(a),
     }
 }
 
 /// The file name of validator `i`'s keys.
 fn keys_name(i: usize) -> String {
     format!("validator-{i}.keys.toml")
+}
+
+/// The file name of validator `i`'s coin share (a validator with keys of its own).
+fn coin_name(i: usize) -> String {
+    format!("validator-{i}.coin.toml")
+}
+
+/// What `farol chain new` deals validator `i`: its keys (made here), or its coin share and
+/// position (it brought its own keys).
+enum Dealt {
+    /// Keys made here, with the coin share.
+    Keys(ValidatorKeys),
+    /// The coin share of a validator with keys of its own.
+    Share(CoinShare),
+}
+
+impl Dealt {
+    /// Its file's name and text.
+    fn file(&self) -> anyhow::Result<(String, String)> {
+        Ok(match self {
+            Dealt::Keys(k) => (keys_name(usize::from(k.index)), toml::to_string(k)?),
+            Dealt::Share(c) => (coin_name(usize::from(c.index)), toml::to_string(c)?),
+        })
+    }
+}
+
+/// `farol chain key`: a validator's own keys.
+fn key(args: KeyArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    rand::rng().fill_bytes(&mut seed);
+    let bls = SecretKey::from_seed(&seed);
+    let id = Identity::generate().context("generating a network identity")?;
+    let secrets = KeysFile {
+        index: None,
+        bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+        network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+        coin_secret: None,
+    };
+    let public = MemberKeys {
+        bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+        bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+        network_public: Bytes::copy_from_slice(&id.public_key().0),
+    };
+    let out = &args.out;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("--out: writing {}", out.display()))?;
+    f.write_all(toml::to_string(&secrets)?.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!(
+        "# A validator's public keys, from `farol chain key`: for `farol chain new --member`."
+    );
+    print!("{}", toml::to_string(&public)?);
+    eprintln!(
+        "wrote {} (this validator's secret keys: keep them on this machine). The lines on \
+         stdout are the public part: give them, as a file, to whoever runs `farol chain new`, \
+         with this validator's network address.",
+        out.display()
+    );
+    Ok(())
 }
 
 fn new(args: NewArgs) -> anyhow::Result<()> {
@@ -128,6 +214,34 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
             bail!("--alloc: {a} is given twice");
         }
     }
+    let own: Vec<Option<MemberKeys>> = match args.members.len() {
+        0 => vec![None; n],
+        k if k == n => args
+            .members
+            .iter()
+            .map(|m| {
+                if m == "new" {
+                    return Ok(None);
+                }
+                let keys =
+                    MemberKeys::load(Path::new(m)).map_err(|e| anyhow::anyhow!("--member {e}"))?;
+                keys.check().map_err(|e| anyhow::anyhow!("--member {m}: {e}"))?;
+                Ok(Some(keys))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        k => bail!("--member: given {k} times for {n} validators (once per --validator, or never)"),
+    };
+    // One key twice would make two validators one.
+    for (i, a) in own.iter().enumerate() {
+        let Some(a) = a else { continue };
+        for (j, b) in own[..i].iter().enumerate() {
+            if b.as_ref().is_some_and(|b| {
+                b.bls_public == a.bls_public || b.network_public == a.network_public
+            }) {
+                bail!("--member: validators {j} and {i} have one key");
+            }
+        }
+    }
     let members: Vec<(SocketAddr, u64, Address)> = args
         .validators
         .iter()
@@ -135,7 +249,7 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         .zip(&recipients)
         .map(|((a, s), r)| (*a, *s, *r))
         .collect();
-    let (committee, keys) = deal(&members)?;
+    let (committee, dealt) = deal_with(&members, own)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
     let chain = ChainFile {
         genesis: Genesis {
@@ -151,7 +265,12 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
     // What a node will check at its start, checked before anything is written: a validator's
     // configuration of defaults on this chain.
     let mut probe = NodeConfig::with_defaults(args.out.join("probe"), chain.clone());
-    probe.validator = keys.first().cloned();
+    probe.validator = dealt.iter().find_map(|d| match d {
+        Dealt::Keys(k) => Some(k.clone()),
+        Dealt::Share(_) => None,
+    });
+    // Without keys made here, a full node's: it needs a peer to be a valid configuration.
+    probe.sync.peers = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
     probe.validate().map_err(|e| anyhow::anyhow!("{}", flag_of(e)))?;
 
     if let Some(p) = earlier_chain(&args.out)? {
@@ -166,8 +285,8 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         .mode(0o700)
         .create(&args.out)
         .with_context(|| format!("making {}", args.out.display()))?;
-    write_all(&args.out, &chain, &keys)?;
-    print_summary(&args, &chain, &stakes);
+    write_all(&args.out, &chain, &dealt)?;
+    print_summary(&args, &chain, &stakes, &dealt);
     Ok(())
 }
 
@@ -181,8 +300,8 @@ fn earlier_chain(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
     for entry in entries {
         let name = entry.with_context(|| format!("reading {}", dir.display()))?.file_name();
         let name = name.to_string_lossy();
-        if name == "chain.toml" || (name.starts_with("validator-") && name.ends_with(".keys.toml"))
-        {
+        let dealt = name.ends_with(".keys.toml") || name.ends_with(".coin.toml");
+        if name == "chain.toml" || (name.starts_with("validator-") && dealt) {
             return Ok(Some(dir.join(&*name)));
         }
     }
@@ -193,7 +312,7 @@ fn earlier_chain(dir: &Path) -> anyhow::Result<Option<PathBuf>> {
 /// and synced in a fresh folder inside `out` first, then linked into place (a link fails
 /// rather than replace a file that appeared meanwhile, and does not follow a symbolic link
 /// there), the chain file last; on any error the files this call put in place are removed.
-fn write_all(out: &Path, chain: &ChainFile, keys: &[ValidatorKeys]) -> anyhow::Result<()> {
+fn write_all(out: &Path, chain: &ChainFile, dealt: &[Dealt]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let staging = tempfile::Builder::new()
@@ -212,10 +331,10 @@ fn write_all(out: &Path, chain: &ChainFile, keys: &[ValidatorKeys]) -> anyhow::R
         f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
         Ok(path)
     };
-    let mut staged = Vec::with_capacity(keys.len() + 1);
-    for (i, k) in keys.iter().enumerate() {
-        let text = toml::to_string(k).context("writing a keys file")?;
-        staged.push((write(&keys_name(i), text, 0o600)?, out.join(keys_name(i))));
+    let mut staged = Vec::with_capacity(dealt.len() + 1);
+    for d in dealt {
+        let (name, text) = d.file().context("writing a keys file")?;
+        staged.push((write(&name, text, 0o600)?, out.join(&name)));
     }
     let text = toml::to_string(chain).context("writing the chain file")?;
     staged.push((write("chain.toml", text, 0o644)?, out.join("chain.toml")));
@@ -250,7 +369,7 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
     format!("{flag}: {text}")
 }
 
-fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64]) {
+fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64], dealt: &[Dealt]) {
     let dir = args.out.display();
     println!(
         "Chain {} with {} validators, written to {dir}:",
@@ -258,12 +377,14 @@ fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64]) {
         chain.committee.len()
     );
     println!("  chain.toml: the genesis and the validator set; give it to every node");
-    for (i, m) in chain.committee.iter().enumerate() {
+    for (i, (m, d)) in chain.committee.iter().zip(dealt).enumerate() {
+        let (file, what) = match d {
+            Dealt::Keys(_) => (keys_name(i), "its secret keys"),
+            Dealt::Share(_) => (coin_name(i), "its coin share (its keys are its own)"),
+        };
         println!(
-            "  {}: validator {i} ({}, stake {}): its secret keys; for its operator alone",
-            keys_name(i),
-            m.address,
-            stakes[i]
+            "  {file}: validator {i} ({}, stake {}): {what}; for its operator alone",
+            m.address, stakes[i]
         );
     }
     println!();
@@ -272,6 +393,11 @@ fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64]) {
         "  farol node --chain chain.toml --keys validator-i.keys.toml --data-dir DIR \\\n      \
          --http 0.0.0.0:8545 --peer OTHER_VALIDATOR_RPC:8545 ...",
     );
+    if dealt.iter().any(|d| matches!(d, Dealt::Share(_))) {
+        println!(
+            "or, for one with keys of its own: --keys ITS_KEYS.toml --coin validator-i.coin.toml"
+        );
+    }
     println!("and a full node with --chain, --data-dir and at least one --peer, without --keys.");
     println!(
         "Delete the keys files here once handed out: whoever holds one can sign as that \
@@ -285,25 +411,53 @@ fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64]) {
 pub(crate) fn deal(
     members: &[(SocketAddr, u64, Address)],
 ) -> anyhow::Result<(Vec<Member>, Vec<ValidatorKeys>)> {
+    let (committee, dealt) = deal_with(members, vec![None; members.len()])?;
+    let keys = dealt
+        .into_iter()
+        .filter_map(|d| match d {
+            Dealt::Keys(k) => Some(k),
+            Dealt::Share(_) => None,
+        })
+        .collect();
+    Ok((committee, keys))
+}
+
+/// [`deal`], where `own[i]` holds member i's own public keys, if it brought them: such a
+/// member gets only its coin share and position.
+fn deal_with(
+    members: &[(SocketAddr, u64, Address)],
+    own: Vec<Option<MemberKeys>>,
+) -> anyhow::Result<(Vec<Member>, Vec<Dealt>)> {
     let n = members.len();
     let mut rng = rand::rng();
     let mut committee = Vec::with_capacity(n);
     let mut secrets = Vec::with_capacity(n);
-    for &(address, stake, fee_recipient) in members {
-        let mut seed = [0u8; 32];
-        rng.fill_bytes(&mut seed);
-        let bls = SecretKey::from_seed(&seed);
-        let id = Identity::generate().context("generating a network identity")?;
+    for (&(address, stake, fee_recipient), own) in members.iter().zip(own) {
+        let (public, secret) = match own {
+            Some(keys) => (keys, None),
+            None => {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                let bls = SecretKey::from_seed(&seed);
+                let id = Identity::generate().context("generating a network identity")?;
+                let public = MemberKeys {
+                    bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
+                    bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
+                    network_public: Bytes::copy_from_slice(&id.public_key().0),
+                };
+                (public, Some((bls, id)))
+            }
+        };
         committee.push(Member {
-            bls_public: Bytes::copy_from_slice(&bls.public_key().to_bytes()),
-            bls_possession: Bytes::copy_from_slice(&bls.prove_possession().to_bytes()),
-            network_public: Bytes::copy_from_slice(&id.public_key().0),
+            bls_public: public.bls_public,
+            bls_possession: public.bls_possession,
+            network_public: public.network_public,
             address,
             stake,
             fee_recipient,
             coin_public: None,
         });
-        secrets.push((bls, id));
+        secrets.push(secret);
     }
     let stakes: Vec<u64> = members.iter().map(|m| m.1).collect();
     let t = farol_consensus::committee::coin_threshold(&stakes).context(
@@ -318,19 +472,24 @@ pub(crate) fn deal(
     for (m, k) in committee.iter_mut().zip(&coin.publics) {
         m.coin_public = Some(Bytes::copy_from_slice(&k.to_bytes()));
     }
-    let keys = secrets
+    let dealt = secrets
         .into_iter()
         .enumerate()
-        .map(|(i, (bls, id))| {
-            Ok(ValidatorKeys {
-                index: u16::try_from(i).context("more than 65536 validators")?,
-                bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
-                network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
-                coin_secret: Some(Bytes::copy_from_slice(&coin.secrets[i].to_bytes())),
+        .map(|(i, secret)| {
+            let index = u16::try_from(i).context("more than 65536 validators")?;
+            let coin_secret = Bytes::copy_from_slice(&coin.secrets[i].to_bytes());
+            Ok(match secret {
+                Some((bls, id)) => Dealt::Keys(ValidatorKeys {
+                    index,
+                    bls_secret: Bytes::copy_from_slice(&bls.to_bytes()),
+                    network_secret: Bytes::copy_from_slice(id.to_pkcs8()),
+                    coin_secret: Some(coin_secret),
+                }),
+                None => Dealt::Share(CoinShare { index, coin_secret }),
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((committee, keys))
+    Ok((committee, dealt))
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use farol_node::config::{ChainFile, ConfigError, ValidatorKeys};
+use farol_node::config::{ChainFile, CoinShare, ConfigError, KeysFile};
 use farol_node::{Node, NodeConfig};
 
 /// Arguments of `farol node`.
@@ -22,10 +22,15 @@ pub(crate) struct NodeArgs {
     /// the configuration's `[genesis]` and `[[committee]]`.
     #[arg(long)]
     chain: Option<PathBuf>,
-    /// This validator's keys (a keys file from `farol chain new`); replaces the
-    /// configuration's `[validator]`. A node without keys is a full node.
+    /// This validator's keys (a keys file from `farol chain new`, or from `farol chain key`
+    /// with `--coin`); replaces the configuration's `[validator]`. A node without keys is a
+    /// full node.
     #[arg(long)]
     keys: Option<PathBuf>,
+    /// This validator's position and coin share (`validator-<i>.coin.toml`, which `farol
+    /// chain new --member` deals to a validator that brought its own keys), with `--keys`.
+    #[arg(long, value_name = "FILE")]
+    coin: Option<PathBuf>,
     /// Overrides `data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -108,8 +113,15 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
         cfg.committee = chain.committee;
     }
     let mut warning = None;
+    if args.coin.is_some() && args.keys.is_none() {
+        bail!("--coin: a coin share goes with --keys (this validator's own keys)");
+    }
     if let Some(path) = &args.keys {
-        cfg.validator = Some(ValidatorKeys::load(path)?);
+        let share = args.coin.as_deref().map(CoinShare::load).transpose()?;
+        let keys = KeysFile::load(path)?
+            .resolve(share, &cfg.committee)
+            .map_err(|e| anyhow::anyhow!("--keys {}: {e}", path.display()))?;
+        cfg.validator = Some(keys);
         // As ssh does for its keys, though without refusing: say so.
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);

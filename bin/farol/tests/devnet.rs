@@ -490,6 +490,18 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     let udp = farol_network::free_loopback_addrs(4).unwrap_or_else(|e| panic!("{e}"));
     let base = client::free_listen_ports(5).unwrap_or_else(|e| panic!("{e}"));
     let funder = PrivateKeySigner::random();
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+    // Validators 2 and 3 make their own keys (`farol chain key`) and hand over only the
+    // public part; 0 and 1 have theirs made by the dealer.
+    let own = |i: usize| tmp.path().join(format!("own-{i}.keys.toml"));
+    let member = |i: usize| tmp.path().join(format!("member-{i}.toml"));
+    for i in 2..4 {
+        let (ok, stdout, stderr) = farol(&["chain", "key", "--out", text(&own(i))]);
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains("bls_public") && !stdout.contains("secret"), "{stdout}");
+        assert_eq!(mode(&own(i)), 0o600);
+        std::fs::write(member(i), stdout).unwrap_or_else(|e| panic!("{e}"));
+    }
     let mut args = vec!["chain".to_string(), "new".into(), "--out".into(), text(&out).into()];
     for a in &udp {
         args.extend(["--validator".into(), a.to_string()]);
@@ -499,16 +511,27 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
         "4242".into(),
         "--alloc".into(),
         format!("{}=100ether", funder.address()),
+        "--member".into(),
+        "new".into(),
+        "--member".into(),
+        "new".into(),
     ]);
+    for i in 2..4 {
+        args.extend(["--member".into(), text(&member(i)).into()]);
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, stdout, stderr) = farol(&args);
     assert!(ok, "{stdout}{stderr}");
     assert!(stdout.contains("Chain 4242 with 4 validators"), "{stdout}");
-    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
     assert_eq!(mode(&out), 0o700);
-    let keys = |i: usize| out.join(format!("validator-{i}.keys.toml"));
+    let dealt = |i: usize| out.join(format!("validator-{i}.keys.toml"));
+    let coin = |i: usize| out.join(format!("validator-{i}.coin.toml"));
+    // The keys each validator runs with: the dealer's, or its own.
+    let keys = |i: usize| if i < 2 { dealt(i) } else { own(i) };
     for i in 0..4 {
-        assert_eq!(mode(&keys(i)), 0o600, "validator {i}'s keys");
+        let file = if i < 2 { dealt(i) } else { coin(i) };
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+        assert_eq!(dealt(i).exists(), i < 2, "validator {i}");
     }
     // Dealt once: the same command again overwrites nothing.
     let before = std::fs::read(keys(0)).unwrap_or_else(|e| panic!("{e}"));
@@ -533,6 +556,9 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
         cmd.arg("node").arg("--chain").arg(&chain);
         if i < 4 {
             cmd.arg("--keys").arg(keys(i));
+        }
+        if (2..4).contains(&i) {
+            cmd.arg("--coin").arg(coin(i));
         }
         cmd.arg("--data-dir").arg(tmp.path().join(format!("node-{i}"))).args([
             "--http",
@@ -703,6 +729,46 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "validator.bls_secret: is not the key of committee[1]",
     );
     refused(&["node", "--chain", c, "--keys", text(&foreign), "--data-dir", d], "--keys");
+    // Own keys: made once, found in the committee by their BLS key, with a coin share.
+    let own = tmp.path().join("own.keys.toml");
+    let (ok, public, stderr) = farol(&["chain", "key", "--out", text(&own)]);
+    assert!(ok, "{stderr}");
+    refused(&["chain", "key", "--out", text(&own)], "--out");
+    refused(
+        &["node", "--chain", c, "--keys", text(&own), "--data-dir", d],
+        "is the key of no committee member",
+    );
+    refused(
+        &["node", "--chain", c, "--coin", text(&own), "--data-dir", d],
+        "--coin: a coin share goes with --keys",
+    );
+    let third = tmp.path().join("third");
+    let t = text(&third);
+    let member = tmp.path().join("member.toml");
+    refused(&with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member)]), "--member");
+    std::fs::write(&member, &public).unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member)]),
+        "--member: given 1 times for 2",
+    );
+    refused(
+        &with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member), "--member", text(&member)]),
+        "--member: validators 0 and 1 have one key",
+    );
+    // A proof of possession that is not the key's (another key's proof) is refused.
+    let (_, second, _) =
+        farol(&["chain", "key", "--out", text(&tmp.path().join("second.keys.toml"))]);
+    let proof = |t: &str| {
+        t.lines().find(|l| l.starts_with("bls_possession")).unwrap_or_default().to_string()
+    };
+    let forged = tmp.path().join("forged.toml");
+    std::fs::write(&forged, public.replace(&proof(&public), &proof(&second)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &with(t, &[v[0], v[1], v[2], v[3], "--member", text(&forged), "--member", "new"]),
+        "bls_possession",
+    );
+    assert!(!third.exists(), "a refused chain wrote {}", third.display());
     // A keys file names its fields and file; one for another position is refused.
     let keys = out.join("validator-1.keys.toml");
     let written = std::fs::read_to_string(&keys).unwrap_or_else(|e| panic!("{e}"));

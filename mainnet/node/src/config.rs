@@ -113,10 +113,137 @@ pub struct ValidatorKeys {
     pub coin_secret: Option<Bytes>,
 }
 
-impl ValidatorKeys {
-    /// Reads a validator's keys file (checked against the committee when the node starts).
-    pub fn load(path: &Path) -> Result<ValidatorKeys, ConfigError> {
+/// A keys file as written: `farol chain new`'s (the secrets with the position and the coin
+/// share) or `farol chain key`'s (the secrets alone: the position is found by the BLS key in
+/// the committee, and the coin share comes from `farol chain new`'s coin share file).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeysFile {
+    /// Position in the committee, if the file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u16>,
+    /// BLS12-381 secret key (32 bytes, hex).
+    pub bls_secret: Bytes,
+    /// Ed25519 network identity (PKCS#8 DER, hex).
+    pub network_secret: Bytes,
+    /// The coin share, if the file holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coin_secret: Option<Bytes>,
+}
+
+impl std::fmt::Debug for KeysFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "KeysFile(index {:?}, secrets not shown)", self.index)
+    }
+}
+
+/// A validator's position and its share of the common coin's key, dealt by `farol chain
+/// new` for a member that brought its own keys (`validator-<i>.coin.toml`, which `farol node
+/// --coin` reads).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoinShare {
+    /// Position in the committee.
+    pub index: u16,
+    /// The coin share (32 bytes, hex).
+    pub coin_secret: Bytes,
+}
+
+impl std::fmt::Debug for CoinShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CoinShare(index {}, secret not shown)", self.index)
+    }
+}
+
+impl CoinShare {
+    /// Reads a coin share file.
+    pub fn load(path: &Path) -> Result<CoinShare, ConfigError> {
         read_toml(path)
+    }
+}
+
+/// The public side of a validator's own keys, its committee entry's keys: what `farol chain
+/// key` prints and `farol chain new --member` reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberKeys {
+    /// BLS12-381 public key (96 bytes, hex).
+    pub bls_public: Bytes,
+    /// Proof of possession of that key (48 bytes, hex).
+    pub bls_possession: Bytes,
+    /// Network identity (DER SubjectPublicKeyInfo, hex).
+    pub network_public: Bytes,
+}
+
+impl MemberKeys {
+    /// Reads a member's public keys file.
+    pub fn load(path: &Path) -> Result<MemberKeys, ConfigError> {
+        read_toml(path)
+    }
+
+    /// Checks the keys: the BLS key with its proof of possession, the network key's form.
+    pub fn check(&self) -> Result<(), String> {
+        let key = farol_crypto::PublicKey::from_bytes(&self.bls_public)
+            .map_err(|e| format!("bls_public: {e}"))?;
+        let proof = farol_crypto::Signature::from_bytes(&self.bls_possession)
+            .map_err(|e| format!("bls_possession: {e}"))?;
+        key.verify_possession(&proof).map_err(|e| format!("bls_possession: {e}"))?;
+        farol_crypto::ed25519::PublicKey::from_spki(&self.network_public)
+            .map_err(|e| format!("network_public: {e}"))?;
+        Ok(())
+    }
+}
+
+impl KeysFile {
+    /// Reads a keys file.
+    pub fn load(path: &Path) -> Result<KeysFile, ConfigError> {
+        read_toml(path)
+    }
+
+    /// This validator's keys in `committee`: its position from this file or `share`, or
+    /// else the member whose BLS key this file's is; its coin share from either file. (That
+    /// the keys are the member's is checked with the rest of the configuration.)
+    pub fn resolve(
+        self,
+        share: Option<CoinShare>,
+        committee: &[Member],
+    ) -> Result<ValidatorKeys, ConfigError> {
+        let bad =
+            |field: &str, reason: String| ConfigError::Invalid { field: field.into(), reason };
+        let index = match (self.index, share.as_ref().map(|s| s.index)) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(bad(
+                    "validator.index",
+                    format!("{a} in the keys file, {b} in the coin share file"),
+                ))
+            }
+            (Some(a), _) | (None, Some(a)) => a,
+            (None, None) => {
+                let key = farol_crypto::SecretKey::from_bytes(&self.bls_secret)
+                    .map_err(|e| bad("validator.bls_secret", e.to_string()))?;
+                let mine = key.public_key().to_bytes();
+                let at = committee.iter().position(|m| m.bls_public[..] == mine[..]);
+                let at = at.ok_or_else(|| {
+                    bad("validator.bls_secret", "is the key of no committee member".into())
+                })?;
+                u16::try_from(at).map_err(|_| bad("validator.index", format!("{at}")))?
+            }
+        };
+        let coin_secret = match (self.coin_secret, share) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "validator.coin_secret",
+                    "in both the keys file and the coin share file".into(),
+                ))
+            }
+            (own, share) => own.or(share.map(|s| s.coin_secret)),
+        };
+        Ok(ValidatorKeys {
+            index,
+            bls_secret: self.bls_secret,
+            network_secret: self.network_secret,
+            coin_secret,
+        })
     }
 }
 
