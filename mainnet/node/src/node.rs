@@ -542,7 +542,8 @@ impl Node {
         let fee_recipient =
             cfg.validator.as_ref().and_then(|k| cfg.committee.get(usize::from(k.index)));
         let rpc = Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone())
-            .with_coinbase(fee_recipient.map(|m| m.fee_recipient));
+            .with_coinbase(fee_recipient.map(|m| m.fee_recipient))
+            .with_members(cfg.committee.iter().map(|m| m.address.ip()));
         let rpc = Arc::new(rpc);
         let (http, ws, rpc_tasks) = rpc::serve(rpc.clone(), &cfg.rpc).await?;
         tasks.extend(rpc_tasks);

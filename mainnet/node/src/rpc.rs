@@ -128,7 +128,7 @@ pub struct Rpc {
     /// Places for peers' sync requests (`farol_getBlocks`, `farol_getSnapshot`), apart from
     /// the calls' so that public `eth_call` load does not refuse or hold up block sync
     /// ([`SYNC_AT_ONCE`]).
-    sync_slots: Places,
+    sync_slots: SyncPlaces,
     /// Bytes of HTTP answers made and not yet handed to their connections
     /// ([`ANSWERS_IN_FLIGHT`]).
     answers: Arc<tokio::sync::Semaphore>,
@@ -495,12 +495,19 @@ impl Rpc {
             pending: tokio::sync::broadcast::channel(PENDING_FEED).0,
             trace_slots: Places::new(TRACES_AT_ONCE),
             call_slots: Places::new(calls_at_once()),
-            sync_slots: Places::new(SYNC_AT_ONCE),
+            sync_slots: SyncPlaces::new(std::iter::empty()),
             answers: Arc::new(tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT)),
             method_stats: Default::default(),
             open: Default::default(),
             cfg,
         }
+    }
+
+    /// The service of a node whose committee's validators (at `members`' IP addresses)
+    /// get sync answers in places of their own.
+    pub fn with_members(mut self, members: impl IntoIterator<Item = std::net::IpAddr>) -> Rpc {
+        self.sync_slots = SyncPlaces::new(members);
+        self
     }
 
     /// The service of a validator whose blocks pay `fee_recipient` (`eth_coinbase`).
@@ -1290,7 +1297,8 @@ impl Rpc {
                 // Encoded (up to hundreds of MB) on the blocking pool in a call's place, not on
                 // the runtime's threads, which consensus shares (before stop 37 it ran there).
                 let p = p.to_vec();
-                self.limited(&self.sync_slots, move |this| this.snapshot_answer(&p)).await
+                let places = self.sync_slots.for_client(client);
+                self.limited(places, move |this| this.snapshot_answer(&p)).await
             }
             "farol_getCertificate" => Ok(st
                 .chain
@@ -1301,7 +1309,8 @@ impl Rpc {
                 // Read back from the block log (up to 1,024 old blocks) on the blocking pool
                 // in a call's place, not on the runtime's threads, which consensus shares.
                 let p = p.to_vec();
-                self.limited(&self.sync_slots, move |this| this.blocks_for_sync(&p)).await
+                let places = self.sync_slots.for_client(client);
+                self.limited(places, move |this| this.blocks_for_sync(&p)).await
             }
             _ => Err(RpcError::new(
                 -32601,
@@ -3184,6 +3193,36 @@ const TRACES_AT_ONCE: usize = 2;
 /// Sync answers made at once (each reads up to 1,024 blocks back, or encodes a snapshot).
 const SYNC_AT_ONCE: usize = 2;
 
+/// The places of sync answers (`farol_getBlocks`, `farol_getSnapshot`): the committee's
+/// validators (requests from their IP addresses) have [`SYNC_AT_ONCE`] of their own, apart
+/// from everyone else's. Before stop 42 all shared two, and any JSON-RPC client could hold
+/// both with costly snapshot requests while a validator that fell behind waited to catch up.
+struct SyncPlaces {
+    members: std::collections::HashSet<std::net::IpAddr>,
+    member: Places,
+    public: Places,
+}
+
+impl SyncPlaces {
+    fn new(members: impl IntoIterator<Item = std::net::IpAddr>) -> SyncPlaces {
+        SyncPlaces {
+            // Canonical: an IPv4-mapped address is the IPv4 one.
+            members: members.into_iter().map(|ip| ip.to_canonical()).collect(),
+            member: Places::new(SYNC_AT_ONCE),
+            public: Places::new(SYNC_AT_ONCE),
+        }
+    }
+
+    /// The places that serve `client`.
+    fn for_client(&self, client: std::net::IpAddr) -> &Places {
+        if self.members.contains(&client.to_canonical()) {
+            &self.member
+        } else {
+            &self.public
+        }
+    }
+}
+
 /// A fixed number of places for one kind of work, counting those in use and those waited
 /// for (`/metrics`).
 struct Places {
@@ -4387,6 +4426,28 @@ pub async fn serve(
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
     use alloy_primitives::{Signature, U256};
+
+    /// Sync requests from the committee's addresses do not wait behind others': clients
+    /// holding every public place leave the validators' places free.
+    #[tokio::test]
+    async fn validators_have_sync_places_of_their_own() {
+        let member: std::net::IpAddr = "10.0.0.7".parse().unwrap_or_else(|e| panic!("{e}"));
+        let stranger: std::net::IpAddr = "10.0.0.8".parse().unwrap_or_else(|e| panic!("{e}"));
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.7".parse().unwrap_or_else(|e| panic!("{e}"));
+        let places = super::SyncPlaces::new([member]);
+        let mut held = Vec::new();
+        for _ in 0..super::SYNC_AT_ONCE {
+            held.push(places.for_client(stranger).take().await.unwrap_or_else(|e| panic!("{e:?}")));
+        }
+        let wait = std::time::Duration::from_millis(50);
+        let more = tokio::time::timeout(wait, places.for_client(stranger).take()).await;
+        assert!(more.is_err(), "a stranger got past the public places");
+        for client in [member, mapped] {
+            let got = tokio::time::timeout(wait, places.for_client(client).take()).await;
+            assert!(matches!(got, Ok(Ok(_))), "{client} waited behind strangers");
+        }
+        drop(held);
+    }
 
     /// The call timeout's words are geth's, the time as Go prints a duration.
     #[test]
