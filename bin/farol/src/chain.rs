@@ -169,9 +169,15 @@ fn key(args: KeyArgs) -> anyhow::Result<()> {
         .mode(0o600)
         .open(out)
         .with_context(|| format!("--out: writing {}", out.display()))?;
-    f.write_all(toml::to_string(&secrets)?.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", out.display()))?;
+    let written = toml::to_string(&secrets)
+        .map_err(std::io::Error::other)
+        .and_then(|text| f.write_all(text.as_bytes()))
+        .and_then(|()| f.sync_all());
+    if let Err(e) = written {
+        // Not left half-written, for a retry to be refused over.
+        let _ = std::fs::remove_file(out);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
     println!(
         "# A validator's public keys, from `farol chain key`: for `farol chain new --member`."
     );
@@ -361,6 +367,10 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
         "--validator"
     } else if text.starts_with("committee[") && text.contains("].stake") {
         "--stake"
+    } else if text.starts_with("committee[")
+        && (text.contains("].bls_") || text.contains("].network_public"))
+    {
+        "--member"
     } else if text.starts_with("genesis.gas_limit") {
         "--gas-limit"
     } else {
@@ -400,8 +410,8 @@ fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64], dealt: &[Dea
     }
     println!("and a full node with --chain, --data-dir and at least one --peer, without --keys.");
     println!(
-        "Delete the keys files here once handed out: whoever holds one can sign as that \
-         validator."
+        "Delete the keys and coin share files here once handed out: whoever holds a keys \
+         file can sign as that validator."
     );
 }
 

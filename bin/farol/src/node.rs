@@ -88,8 +88,8 @@ pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
 }
 
 /// The node's configuration: the file's (or defaults), with the flags' over it, checked.
-/// Also returns a warning to log, if any.
-fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
+/// Also returns the warnings to log.
+fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<String>)> {
     let chain = args.chain.as_deref().map(ChainFile::load).transpose()?;
     let mut cfg = match (&args.config, chain.clone()) {
         (Some(path), _) => {
@@ -112,26 +112,33 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
         cfg.genesis = chain.genesis;
         cfg.committee = chain.committee;
     }
-    let mut warning = None;
+    let mut warnings = Vec::new();
     if args.coin.is_some() && args.keys.is_none() {
         bail!("--coin: a coin share goes with --keys (this validator's own keys)");
     }
     if let Some(path) = &args.keys {
         let share = args.coin.as_deref().map(CoinShare::load).transpose()?;
-        let keys = KeysFile::load(path)?
-            .resolve(share, &cfg.committee)
-            .map_err(|e| anyhow::anyhow!("--keys {}: {e}", path.display()))?;
+        let keys = KeysFile::load(path)?.resolve(share, &cfg.committee).map_err(|e| {
+            match (&e, &args.coin) {
+                (ConfigError::Invalid { field, .. }, Some(c)) if field.starts_with("coin.") => {
+                    anyhow::anyhow!("--coin {}: {e}", c.display())
+                }
+                _ => anyhow::anyhow!("--keys {}: {e}", path.display()),
+            }
+        })?;
         cfg.validator = Some(keys);
         // As ssh does for its keys, though without refusing: say so.
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
-        if mode & 0o077 != 0 {
-            warning = Some(format!(
-                "{} (mode {:o}) can be read by others: it holds this validator's secret keys \
-                 (chmod 600)",
-                path.display(),
-                mode & 0o777
-            ));
+        for p in std::iter::once(path).chain(&args.coin) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+            if mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "{} (mode {:o}) can be read by others: it holds this validator's secrets \
+                     (chmod 600)",
+                    p.display(),
+                    mode & 0o777
+                ));
+            }
         }
     }
     if !args.peers.is_empty() {
@@ -162,6 +169,14 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
             _ => "",
         };
         match (&args.keys, &args.chain) {
+            (Some(k), _) if field == "validator.coin_secret" => match &args.coin {
+                Some(c) => anyhow::anyhow!("--coin {}: {e}", c.display()),
+                None => anyhow::anyhow!(
+                    "--keys {}: {e} (keys made by `farol chain key` take their coin share \
+                     from --coin FILE)",
+                    k.display()
+                ),
+            },
             (Some(k), _) if field.starts_with("validator.") => {
                 anyhow::anyhow!("--keys {}: {e}", k.display())
             }
@@ -171,14 +186,14 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Option<String>)> {
             _ => e.into(),
         }
     })?;
-    Ok((cfg, warning))
+    Ok((cfg, warnings))
 }
 
 /// Runs `farol node` until SIGINT or SIGTERM.
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let (cfg, warning) = configure(&args)?;
+    let (cfg, warnings) = configure(&args)?;
     init_logs(&cfg.log, args.log_json)?;
-    if let Some(w) = warning {
+    for w in warnings {
         tracing::warn!("{w}");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -622,20 +622,15 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         a
     }
     let new = |more: &[&'static str]| with(o, more);
+    // Two validators, and `more`.
+    let two = |more: &[&'static str]| new(&[&v[..], more].concat());
     refused(
         &new(&["--validator", "127.0.0.1:9100", "--validator", "127.0.0.1:9100"]),
         "--validator: committee[1].address: the same as committee[0].address",
     );
     refused(&new(&[v[0], v[1], v[2], v[3], "--stake", "5"]), "--stake: given 1 times for 2");
     refused(
-        &new(&[
-            v[0],
-            v[1],
-            v[2],
-            v[3],
-            "--fee-recipient",
-            "0x000000000000000000000000000000000000dEaD",
-        ]),
+        &two(&["--fee-recipient", "0x000000000000000000000000000000000000dEaD"]),
         "--fee-recipient: given 1 times for 2",
     );
     refused(&new(&[v[0], v[1], "--alloc", "0x12=1"]), "--alloc");
@@ -646,11 +641,7 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     refused(&new(&[v[0], v[1], "--gas-limit", "20999"]), "--gas-limit: genesis.gas_limit");
     // One validator with more stake than the three others together: no coin threshold.
     refused(
-        &new(&[
-            v[0],
-            v[1],
-            v[2],
-            v[3],
+        &two(&[
             "--validator",
             "127.0.0.1:9102",
             "--validator",
@@ -745,7 +736,10 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     let third = tmp.path().join("third");
     let t = text(&third);
     let member = tmp.path().join("member.toml");
-    refused(&with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member)]), "--member");
+    refused(
+        &with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member), "--member", "new"]),
+        "member.toml: No such file",
+    );
     std::fs::write(&member, &public).unwrap_or_else(|e| panic!("{e}"));
     refused(
         &with(t, &[v[0], v[1], v[2], v[3], "--member", text(&member)]),
@@ -769,6 +763,70 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "bls_possession",
     );
     assert!(!third.exists(), "a refused chain wrote {}", third.display());
+    // A chain where validator 0 brought its own keys: it gets a coin share file.
+    let fourth = tmp.path().join("fourth");
+    let (ok, _, stderr) = farol(&with(
+        text(&fourth),
+        &[v[0], v[1], v[2], v[3], "--member", text(&member), "--member", "new"],
+    ));
+    assert!(ok, "{stderr}");
+    let c4 = fourth.join("chain.toml");
+    let share = fourth.join("validator-0.coin.toml");
+    assert!(share.exists() && !fourth.join("validator-0.keys.toml").exists());
+    // The two files swapped: refused, without printing the secrets the keys file holds.
+    let secret = std::fs::read_to_string(&own).unwrap_or_default();
+    let secret = secret.lines().find(|l| l.starts_with("bls_secret")).unwrap_or_default();
+    let secret = secret.trim_start_matches("bls_secret = \"0x").trim_end_matches('"').to_string();
+    assert_eq!(secret.len(), 64, "{secret}");
+    let swapped = [
+        "node",
+        "--chain",
+        text(&c4),
+        "--keys",
+        text(&share),
+        "--coin",
+        text(&own),
+        "--data-dir",
+        d,
+    ];
+    let (ok, _, stderr) = farol(&swapped);
+    assert!(!ok && stderr.contains("unknown field"), "{stderr}");
+    assert!(!stderr.contains(&secret[..16]), "a secret in the error: {stderr}");
+    // Another position's share is blamed on --coin.
+    let other_share = tmp.path().join("other.coin.toml");
+    let text_share = std::fs::read_to_string(&share).unwrap_or_default();
+    std::fs::write(&other_share, text_share.replace("index = 0", "index = 1"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    refused(
+        &[
+            "node",
+            "--chain",
+            text(&c4),
+            "--keys",
+            text(&own),
+            "--coin",
+            text(&other_share),
+            "--data-dir",
+            d,
+        ],
+        "--coin",
+    );
+    refused(
+        &[
+            "node",
+            "--chain",
+            text(&c4),
+            "--keys",
+            text(&own),
+            "--coin",
+            text(&other_share),
+            "--data-dir",
+            d,
+        ],
+        "the coin share is validator 1's; these keys are validator 0's",
+    );
+    // Without its share: the error says where it comes from.
+    refused(&["node", "--chain", text(&c4), "--keys", text(&own), "--data-dir", d], "--coin FILE");
     // A keys file names its fields and file; one for another position is refused.
     let keys = out.join("validator-1.keys.toml");
     let written = std::fs::read_to_string(&keys).unwrap_or_else(|e| panic!("{e}"));

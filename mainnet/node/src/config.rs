@@ -92,7 +92,24 @@ fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErr
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: p.clone(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p, message: e.to_string() })
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: p, message: described(&text, &e) })
+}
+
+/// A TOML error with its line, column and key, but not the line's value: the files hold
+/// secrets, and the parser's own message quotes the whole line (before stop 42 a keys file
+/// given where a coin share file was wanted printed its BLS secret in the error).
+fn described(text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return e.message().to_string() };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let shown = text.lines().nth(line - 1).unwrap_or_default();
+    let shown = match shown.split_once('=') {
+        Some((key, _)) => format!("{} = …", key.trim()),
+        // A table's header, or no line: nothing secret.
+        None => shown.trim().chars().take(80).collect(),
+    };
+    format!("line {line}, column {column} (`{shown}`): {}", e.message())
 }
 
 /// A validator's secrets (their `Debug` shows none of them). In a node's configuration they
@@ -181,8 +198,19 @@ impl MemberKeys {
         read_toml(path)
     }
 
-    /// Checks the keys: the BLS key with its proof of possession, the network key's form.
+    /// Checks the keys: their sizes, the BLS key with its proof of possession, the network
+    /// key's form (an Ed25519 `SubjectPublicKeyInfo`; that it is a point on the curve is
+    /// checked when a signature is checked with it).
     pub fn check(&self) -> Result<(), String> {
+        let sizes = [
+            ("bls_public", self.bls_public.len(), farol_crypto::PUBLIC_KEY_LEN),
+            ("bls_possession", self.bls_possession.len(), farol_crypto::SIGNATURE_LEN),
+        ];
+        for (field, len, want) in sizes {
+            if len != want {
+                return Err(format!("{field}: {len} bytes, want {want}"));
+            }
+        }
         let key = farol_crypto::PublicKey::from_bytes(&self.bls_public)
             .map_err(|e| format!("bls_public: {e}"))?;
         let proof = farol_crypto::Signature::from_bytes(&self.bls_possession)
@@ -210,15 +238,10 @@ impl KeysFile {
     ) -> Result<ValidatorKeys, ConfigError> {
         let bad =
             |field: &str, reason: String| ConfigError::Invalid { field: field.into(), reason };
-        let index = match (self.index, share.as_ref().map(|s| s.index)) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(bad(
-                    "validator.index",
-                    format!("{a} in the keys file, {b} in the coin share file"),
-                ))
-            }
-            (Some(a), _) | (None, Some(a)) => a,
-            (None, None) => {
+        let index = match self.index {
+            Some(a) => a,
+            // The member whose BLS key this is.
+            None => {
                 let key = farol_crypto::SecretKey::from_bytes(&self.bls_secret)
                     .map_err(|e| bad("validator.bls_secret", e.to_string()))?;
                 let mine = key.public_key().to_bytes();
@@ -229,6 +252,12 @@ impl KeysFile {
                 u16::try_from(at).map_err(|_| bad("validator.index", format!("{at}")))?
             }
         };
+        if let Some(b) = share.as_ref().map(|s| s.index).filter(|b| *b != index) {
+            return Err(bad(
+                "coin.index",
+                format!("the coin share is validator {b}'s; these keys are validator {index}'s"),
+            ));
+        }
         let coin_secret = match (self.coin_secret, share) {
             (Some(_), Some(_)) => {
                 return Err(bad(
@@ -597,8 +626,10 @@ impl NodeConfig {
 
     /// Parses and checks a configuration.
     pub fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
-        let cfg: NodeConfig = toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: String::new(), message: e.to_string() })?;
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: String::new(),
+            message: described(text, &e),
+        })?;
         cfg.validate()?;
         Ok(cfg)
     }
