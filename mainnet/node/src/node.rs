@@ -108,6 +108,50 @@ fn check_validator_identity(dir: &std::path::Path, cfg: &NodeConfig) -> Result<(
     }
 }
 
+/// The committee a data directory's chain was started with: a node started on it with
+/// another (keys, stakes, fee recipients or coin keys; the members' network addresses may
+/// change) is refused. A full node checks blocks with the committee's certificates, so over
+/// another committee's configuration it would follow whatever that committee certifies on
+/// top of this chain (since stop 42; before, only the genesis was kept). A directory from
+/// before stop 42 takes the committee it next starts with.
+fn check_committee(
+    dir: &std::path::Path,
+    cfg: &NodeConfig,
+    genesis_hash: &alloy_primitives::B256,
+) -> Result<(), NodeError> {
+    let tag = chain_tag(cfg.genesis.chain_id, genesis_hash, &cfg.committee);
+    let ours = serde_json::json!({
+        "validators": cfg.committee.len(),
+        "tag": alloy_primitives::hex::encode(tag),
+    });
+    let path = dir.join("committee.json");
+    match std::fs::read(&path) {
+        Ok(before) => {
+            let before: serde_json::Value = serde_json::from_slice(&before)
+                .map_err(|e| storage_err("reading committee.json", e))?;
+            if before != ours {
+                return Err(config_err(
+                    "committee",
+                    format!(
+                        "differs from the committee {} was started with ({}): its keys, stakes, \
+                         fee recipients or coin keys changed (network addresses may change)",
+                        dir.display(),
+                        path.display()
+                    ),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let bytes = serde_json::to_vec_pretty(&ours)
+                .map_err(|e| storage_err("encoding committee.json", e))?;
+            write_file_atomically(dir, &path, &bytes)
+                .map_err(|e| storage_err("writing committee.json", e))
+        }
+        Err(e) => Err(storage_err("reading committee.json", e)),
+    }
+}
+
 /// A running node.
 pub struct Node {
     /// The chain and state it serves.
@@ -326,6 +370,7 @@ impl Node {
             ));
         }
         check_validator_identity(&dir, &cfg)?;
+        check_committee(&dir, &cfg, &genesis_block.hash)?;
         let head = chain.head_number();
         if store.latest_version().unwrap_or(0) < head {
             return Err(storage_err(

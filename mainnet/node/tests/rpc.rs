@@ -593,6 +593,17 @@ async fn rpc_errors_proofs_restart_and_config() {
     other.genesis.chain_id = 1;
     let e = Node::start(other.clone()).await.expect_err("another genesis over the same data");
     assert!(e.to_string().contains("genesis"), "{e}");
+    // Another committee over the same data (since stop 42): refused; a member's address
+    // may change.
+    let mut staked = cfg.clone();
+    staked.committee[0].stake = 2;
+    let e = Node::start(staked).await.expect_err("another committee over the same data");
+    assert!(e.to_string().contains("differs from the committee"), "{e}");
+    let mut moved = cfg.clone();
+    moved.committee[0].address =
+        farol_network::free_loopback_addrs(1).unwrap_or_else(|e| panic!("{e}"))[0];
+    let moved = Node::start(moved).await.unwrap_or_else(|e| panic!("a moved address: {e}"));
+    moved.stop().await.unwrap_or_else(|e| panic!("{e}"));
     // A chain without its genesis.json is refused, whatever genesis comes (before stop 41
     // any was taken, and written down as the chain's).
     let kept = cfg.data_dir.join("genesis.json");
@@ -649,9 +660,14 @@ async fn rpc_errors_proofs_restart_and_config() {
     if let Some(v) = coin.validator.as_mut() {
         v.coin_secret = Some(Bytes::copy_from_slice(&other.secrets[0].to_bytes()));
     }
-    let e = Node::start(coin).await.expect_err("another dealing's share");
-    assert!(e.to_string().contains("validator.coin_secret"), "{e}"); // A state two versions past the block log is not this chain's (a block's state is
-                                                                     // stored just before the block, so a crash leaves it one ahead at most): refused.
+    // Refused before anything is written (since stop 42; and over this data directory the
+    // committee, now with coin keys, is not the one it was started with either).
+    let e = coin.validate().expect_err("another dealing's share");
+    assert!(e.to_string().contains("validator.coin_secret"), "{e}");
+    let e = Node::start(coin).await.expect_err("another dealing's share, another committee");
+    assert!(e.to_string().contains("committee"), "{e}");
+    // A state two versions past the block log is not this chain's (a block's state is
+    // stored just before the block, so a crash leaves it one ahead at most): refused.
     {
         let store =
             farol_store::Store::open(cfg.data_dir.join("state"), farol_store::Options::default())
