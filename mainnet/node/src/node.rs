@@ -479,21 +479,80 @@ impl Node {
         };
         let pipeline = pipeline::spawn(state.clone(), work_rx, pcfg);
         let stop_sync = Arc::new(AtomicBool::new(false));
+        let weak_work = work_tx.downgrade();
+        // From here on consensus and the pipeline run: a later step that fails stops them
+        // again (since stop 42; before, they went on after `start` returned its error, and
+        // a retry in the same process found the store still locked).
+        let mut node = Node {
+            state: state.clone(),
+            http: None,
+            ws: None,
+            validator,
+            pipeline,
+            tasks,
+            work: Some(work_tx),
+            stop_sync: stop_sync.clone(),
+        };
+        let rest = node
+            .start_rest(
+                &cfg,
+                &genesis,
+                &committee,
+                &genesis_block.hash,
+                metrics,
+                weak_work,
+                submit,
+                rejoin,
+                &role,
+                head,
+            )
+            .await;
+        match rest {
+            Ok(()) => Ok(node),
+            Err(e) => {
+                if let Err(stopped) = node.stop().await {
+                    tracing::warn!("stopping what had started: {stopped}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The parts of [`Node::start`] after consensus and the pipeline: block sync, the
+    /// mempool and JSON-RPC.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_rest(
+        &mut self,
+        cfg: &NodeConfig,
+        genesis: &Genesis,
+        committee: &Arc<Committee>,
+        genesis_hash: &alloy_primitives::B256,
+        metrics: Arc<Metrics>,
+        weak_work: mpsc::WeakSender<Work>,
+        submit: mpsc::Sender<Vec<Transaction>>,
+        rejoin: Option<SnapshotSender>,
+        role: &str,
+        head: u64,
+    ) -> Result<(), NodeError> {
+        let state = self.state.clone();
+        let tasks = &mut self.tasks;
+        let stop_sync = &self.stop_sync;
         if !cfg.sync.peers.is_empty() {
             let scfg = SyncConfig {
                 peers: cfg.sync.peers.clone(),
                 chain_id: genesis.chain_id,
                 committee: committee.clone(),
-                when_stalled: validator
+                when_stalled: self
+                    .validator
                     .is_some()
                     .then(|| Duration::from_secs(cfg.sync.stalled_secs)),
                 poll: Duration::from_millis(cfg.sync.poll_millis),
                 segment: cfg.sync.headers_per_request,
                 slow_answer: Duration::from_millis(cfg.sync.slow_answer_millis),
                 rejoin,
-                chain_tag: chain_tag(genesis.chain_id, &genesis_block.hash, &cfg.committee),
+                chain_tag: chain_tag(genesis.chain_id, genesis_hash, &cfg.committee),
             };
-            sync::spawn(state.clone(), work_tx.downgrade(), scfg, stop_sync.clone())
+            sync::spawn(state.clone(), weak_work, scfg, stop_sync.clone())
                 .map_err(|e| storage_err("starting the sync thread", e))?;
         }
 
@@ -600,7 +659,9 @@ impl Node {
             }));
         }
         tracing::info!(%role, head, http = ?http, ws = ?ws, "node started");
-        Ok(Node { state, http, ws, validator, pipeline, tasks, work: Some(work_tx), stop_sync })
+        self.http = http;
+        self.ws = ws;
+        Ok(())
     }
 
     /// Stops consensus, lets the pipeline store what it executed, and closes the listeners.

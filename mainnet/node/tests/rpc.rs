@@ -3724,3 +3724,21 @@ async fn slow_calls_and_batches_stop_at_their_time_limits() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
     patient.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// A start that fails after consensus and the pipeline began (here: the JSON-RPC port is
+/// taken) stops them again, so the same data directory can be started at once (since stop
+/// 42; before, they ran on after the error, and the retry found the store locked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_start_stops_what_it_started() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x63; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    cfg.rpc.http = Some(taken.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    let e = Node::start(cfg.clone()).await.expect_err("a JSON-RPC port that is taken");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    cfg.rpc.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // The store waits two seconds for a lock a live node holds, then refuses.
+    let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("the retry: {e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
