@@ -17,7 +17,7 @@
 //!   Frames quinn accepted for a connection that then dies silently are lost (a peer cut
 //!   off is noticed at the 5 s idle timeout; a peer killed and restarted at the first packet
 //!   its new process gets on the old connection, which it answers with a stateless reset
-//!   from a key derived from its identity, for connection IDs of 16 random bytes): delivery
+//!   from a key derived from its identity, for connection IDs of 8 random bytes): delivery
 //!   is best effort, and
 //!   consensus repairs losses by itself. [`Network::send`] never blocks: a frame over
 //!   `max_frame`, or for a peer whose queue is full, is dropped and counted.
@@ -286,8 +286,10 @@ pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
     probes.iter().map(std::net::UdpSocket::local_addr).collect()
 }
 
-/// Bytes of this node's QUIC connection IDs (at most 20).
-const CID_LEN: usize = 16;
+/// Bytes of this node's QUIC connection IDs (at most 20): 8 random bytes, quinn's default
+/// length, so 2^64 IDs whose reset tokens no one can collect at the 50 resets a second an
+/// endpoint sends (quinn's own IDs carry 3 random bytes and a check).
+const CID_LEN: usize = 8;
 
 /// A QUIC endpoint serving `server` on [`udp_socket`]`(addr)`, sending stateless resets with
 /// `identity`'s key.
@@ -300,12 +302,12 @@ fn bind(
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
     let mut config = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
-    // Connection IDs of 16 random bytes, with no check quinn could reject a previous run's
-    // IDs by: quinn's default keys a check per run (so a restarted process sent no reset for
-    // its old IDs), and its IDs carry 3 random bytes, so with a reset key that outlives the
-    // process the tokens they draw (one per ID) could be collected in days and then used
-    // to end this node's connections. Any packet for an unknown ID may now draw a reset:
-    // quinn sends at most one per 20 ms, each smaller than the packet that drew it.
+    // Connection IDs of random bytes alone, with no check quinn could reject a previous
+    // run's IDs by: quinn's default keys a check per run (so a restarted process sent no
+    // reset for its old IDs), and its IDs carry 3 random bytes, so with a reset key that
+    // outlives the process the tokens they draw (one per ID) could be collected in days and
+    // then used to end this node's connections. Any packet for an unknown ID may now draw a
+    // reset: quinn sends at most one per 20 ms, each smaller than the packet that drew it.
     config.cid_generator(|| Box::new(quinn_proto::RandomConnectionIdGenerator::new(CID_LEN)));
     quinn::Endpoint::new(config, Some(server), socket, runtime)
 }

@@ -102,6 +102,21 @@ pub struct Deferred {
     pub tx: TxEnvelope,
 }
 
+/// Runs `read` (a read of the block log, and its decoding) so that it does not hold up the
+/// runtime's other tasks: on a worker thread of a multi-threaded tokio runtime the worker's
+/// other tasks move to another thread meanwhile (`block_in_place`); elsewhere (the
+/// pipeline's threads, the blocking pool, a single-threaded runtime) it just runs. The
+/// JSON-RPC answers lookups of old blocks on the runtime's threads, which consensus and the
+/// network share: before stop 42 each such read held one of them (two on two cores).
+fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(read)
+        }
+        _ => read(),
+    }
+}
+
 /// A block's header as peers send it when asked for headers alone
 /// ([`StoredBlock::encode_for_sync`] with `full` off).
 pub fn encode_header_for_sync(header: &Header) -> Vec<u8> {
@@ -732,11 +747,12 @@ impl Chain {
             Ok(b) => return Some(b),
             Err(at) => at,
         };
-        let read = self
-            .reader
-            .read_at(at.at, at.len as usize)
-            .map_err(|e| e.to_string())
-            .and_then(|r| decode_block(&r));
+        let read = off_the_runtime(|| {
+            self.reader
+                .read_at(at.at, at.len as usize)
+                .map_err(|e| e.to_string())
+                .and_then(|r| decode_block(&r))
+        });
         let b = match read {
             Ok(b) if b.hash == at.hash => Arc::new(b),
             Ok(_) => {
@@ -781,7 +797,8 @@ impl Chain {
         // (about 600 bytes with Farol's 32-byte extra data). No checksum covers a part of a
         // record: the header's hash is checked against the index below.
         let prefix = (at.len as usize).min(HEADER_PREFIX);
-        let header = self.reader.read_prefix(at.at, prefix).ok().and_then(|r| {
+        let read = off_the_runtime(|| self.reader.read_prefix(at.at, prefix));
+        let header = read.ok().and_then(|r| {
             let grouped = match r.first() {
                 Some(&RECORD_GROUPED_BLOCK) => true,
                 Some(&RECORD_BLOCK) => false,
@@ -902,6 +919,47 @@ pub(crate) mod tests {
     use alloy_primitives::{Bytes, TxKind, U256};
     use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
+
+    /// A read of the block log on a runtime's worker does not hold up the worker's other
+    /// tasks: with one worker thread, a task that reads (here: sleeps in the read) without
+    /// yielding still lets another task run meanwhile. Before stop 42 it did not.
+    #[test]
+    fn a_block_log_read_lets_the_runtime_run_other_tasks() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        rt.block_on(async {
+            let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let ticker = {
+                let ticks = ticks.clone();
+                tokio::spawn(async move {
+                    loop {
+                        ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                    }
+                })
+            };
+            let reader = tokio::spawn({
+                let ticks = ticks.clone();
+                async move {
+                    // Let the ticker start, then read without yielding in between.
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+                    for _ in 0..20 {
+                        off_the_runtime(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(10))
+                        });
+                    }
+                    ticks.load(std::sync::atomic::Ordering::Relaxed) - before
+                }
+            });
+            let during = reader.await.unwrap_or_else(|e| panic!("{e}"));
+            ticker.abort();
+            assert!(during > 0, "no other task ran during 200 ms of reads");
+        });
+    }
 
     /// A signed EIP-1559 transfer of 1 wei on chain 31337 (the crate's tests use it).
     pub(crate) fn transfer(key: &PrivateKeySigner, nonce: u64) -> TxEnvelope {
