@@ -263,6 +263,7 @@ async fn quic_run(
     let mut validators = Vec::new();
     let mut submitters = Vec::new();
     let mut statuses = Vec::new();
+    let mut networks = Vec::new();
     for i in 0..n - down {
         let (wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
         let cfg = Config {
@@ -309,10 +310,12 @@ async fn quic_run(
         }
         let status = Arc::new(ValidatorStatus::default());
         statuses.push(status.clone());
+        let network = Arc::new(network);
+        networks.push(network.clone());
         let parts = Parts {
             engine: Box::new(engine),
             replayed: Vec::new(),
-            network: Arc::new(network),
+            network,
             inbound,
             wal,
             commits: tx,
@@ -400,9 +403,18 @@ async fn quic_run(
         longest_sync_ms: vec![longest_sync],
     };
     let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
+    // What the validators' networks did: connections made (n - 1 each when none broke),
+    // connections a peer's stateless reset ended, frames dropped for full queues.
+    let sum = |f: fn(&farol_network::Stats) -> u64| -> u64 {
+        networks.iter().map(|n| f(n.stats())).sum()
+    };
+    let connects = sum(|s| s.connects.load(Ordering::Relaxed));
+    let resets = sum(|s| s.resets.load(Ordering::Relaxed));
+    let dropped = sum(|s| s.dropped.load(Ordering::Relaxed));
     progress(format!(
         "  {}: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s; \
-         log syncs of {SLOW_SYNC_MS} ms or more: {slow_syncs} (longest {longest_sync} ms)",
+         log syncs of {SLOW_SYNC_MS} ms or more: {slow_syncs} (longest {longest_sync} ms); \
+         connections {connects}, reset {resets}, frames dropped {dropped}",
         if single { "one proposer per round" } else { "every validator proposing" },
         m.tps,
         m.p50_ms,
