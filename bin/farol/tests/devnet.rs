@@ -797,34 +797,19 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     let text_share = std::fs::read_to_string(&share).unwrap_or_default();
     std::fs::write(&other_share, text_share.replace("index = 0", "index = 1"))
         .unwrap_or_else(|e| panic!("{e}"));
-    refused(
-        &[
-            "node",
-            "--chain",
-            text(&c4),
-            "--keys",
-            text(&own),
-            "--coin",
-            text(&other_share),
-            "--data-dir",
-            d,
-        ],
+    let wrong = [
+        "node",
+        "--chain",
+        text(&c4),
+        "--keys",
+        text(&own),
         "--coin",
-    );
-    refused(
-        &[
-            "node",
-            "--chain",
-            text(&c4),
-            "--keys",
-            text(&own),
-            "--coin",
-            text(&other_share),
-            "--data-dir",
-            d,
-        ],
-        "the coin share is validator 1's; these keys are validator 0's",
-    );
+        text(&other_share),
+        "--data-dir",
+        d,
+    ];
+    refused(&wrong, "--coin");
+    refused(&wrong, "the coin share is validator 1's; these keys are validator 0's");
     // Without its share: the error says where it comes from.
     refused(&["node", "--chain", text(&c4), "--keys", text(&own), "--data-dir", d], "--coin FILE");
     // A keys file names its fields and file; one for another position is refused.

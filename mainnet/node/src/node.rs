@@ -79,32 +79,43 @@ fn check_validator_identity(dir: &std::path::Path, cfg: &NodeConfig) -> Result<(
         return Err(config_err("validator.index", "is not a position in the committee"));
     };
     let ours = serde_json::json!({ "index": keys.index, "bls_public": member.bls_public });
-    let path = dir.join("validator.json");
+    match kept_record(dir, "validator.json", &ours)? {
+        Some(before) => Err(config_err(
+            "validator",
+            format!(
+                "{} belongs to validator {} ({}): these keys are validator {}'s",
+                dir.display(),
+                before["index"],
+                dir.join("validator.json").display(),
+                keys.index
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// `ours`, kept in `dir/name` (written atomically) the first time; afterwards what that
+/// file holds when it is not `ours` (`None`: the same).
+fn kept_record(
+    dir: &std::path::Path,
+    name: &str,
+    ours: &serde_json::Value,
+) -> Result<Option<serde_json::Value>, NodeError> {
+    let path = dir.join(name);
     match std::fs::read(&path) {
         Ok(before) => {
             let before: serde_json::Value = serde_json::from_slice(&before)
-                .map_err(|e| storage_err("reading validator.json", e))?;
-            if before != ours {
-                return Err(config_err(
-                    "validator",
-                    format!(
-                        "{} belongs to validator {} ({}): these keys are validator {}'s",
-                        dir.display(),
-                        before["index"],
-                        path.display(),
-                        keys.index
-                    ),
-                ));
-            }
-            Ok(())
+                .map_err(|e| storage_err("reading a record", format!("{name}: {e}")))?;
+            Ok((before != *ours).then_some(before))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = serde_json::to_vec_pretty(&ours)
-                .map_err(|e| storage_err("encoding validator.json", e))?;
+            let bytes = serde_json::to_vec_pretty(ours)
+                .map_err(|e| storage_err("encoding a record", format!("{name}: {e}")))?;
             write_file_atomically(dir, &path, &bytes)
-                .map_err(|e| storage_err("writing validator.json", e))
+                .map_err(|e| storage_err("writing a record", format!("{name}: {e}")))?;
+            Ok(None)
         }
-        Err(e) => Err(storage_err("reading validator.json", e)),
+        Err(e) => Err(storage_err("reading a record", format!("{name}: {e}"))),
     }
 }
 
@@ -124,31 +135,17 @@ fn check_committee(
         "validators": cfg.committee.len(),
         "tag": alloy_primitives::hex::encode(tag),
     });
-    let path = dir.join("committee.json");
-    match std::fs::read(&path) {
-        Ok(before) => {
-            let before: serde_json::Value = serde_json::from_slice(&before)
-                .map_err(|e| storage_err("reading committee.json", e))?;
-            if before != ours {
-                return Err(config_err(
-                    "committee",
-                    format!(
-                        "differs from the committee {} was started with ({}): its keys, stakes, \
-                         fee recipients or coin keys changed (network addresses may change)",
-                        dir.display(),
-                        path.display()
-                    ),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let bytes = serde_json::to_vec_pretty(&ours)
-                .map_err(|e| storage_err("encoding committee.json", e))?;
-            write_file_atomically(dir, &path, &bytes)
-                .map_err(|e| storage_err("writing committee.json", e))
-        }
-        Err(e) => Err(storage_err("reading committee.json", e)),
+    match kept_record(dir, "committee.json", &ours)? {
+        Some(_) => Err(config_err(
+            "committee",
+            format!(
+                "differs from the committee {} was started with ({}): its keys, stakes, fee \
+                 recipients or coin keys changed (network addresses may change)",
+                dir.display(),
+                dir.join("committee.json").display()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
