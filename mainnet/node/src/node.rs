@@ -366,8 +366,6 @@ impl Node {
                 format!("differs from the genesis block of {}", dir.display()),
             ));
         }
-        check_validator_identity(&dir, &cfg)?;
-        check_committee(&dir, &cfg, &genesis_block.hash)?;
         let head = chain.head_number();
         if store.latest_version().unwrap_or(0) < head {
             return Err(storage_err(
@@ -426,6 +424,10 @@ impl Node {
         }
         let coin = committee.coin().is_some();
         let committee = Arc::new(committee);
+        // Recorded once the committee's keys are known good (since stop 42): a first start
+        // refused for a bad key must not leave that committee as the directory's.
+        check_validator_identity(&dir, &cfg)?;
+        check_committee(&dir, &cfg, &genesis_block.hash)?;
         let fee_recipients = cfg.committee.iter().map(|m| m.fee_recipient).collect();
         let state = Arc::new(State::new(
             Arc::new(chain),

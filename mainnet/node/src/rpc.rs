@@ -3206,8 +3206,9 @@ struct SyncPlaces {
 impl SyncPlaces {
     fn new(members: impl IntoIterator<Item = std::net::IpAddr>) -> SyncPlaces {
         SyncPlaces {
-            // Canonical: an IPv4-mapped address is the IPv4 one.
-            members: members.into_iter().map(|ip| ip.to_canonical()).collect(),
+            // As clients are keyed (`client_key`): an IPv4-mapped address is the IPv4 one,
+            // and an IPv6 address its /64 (so a member's /64 neighbours count as it).
+            members: members.into_iter().map(client_key).collect(),
             member: Places::new(SYNC_AT_ONCE),
             public: Places::new(SYNC_AT_ONCE),
         }
@@ -3215,7 +3216,7 @@ impl SyncPlaces {
 
     /// The places that serve `client`.
     fn for_client(&self, client: std::net::IpAddr) -> &Places {
-        if self.members.contains(&client.to_canonical()) {
+        if self.members.contains(&client_key(client)) {
             &self.member
         } else {
             &self.public
@@ -4410,12 +4411,18 @@ pub async fn serve(
              hard limit, `ulimit -Hn`, for more)"
         );
     }
+    // Both bound before either serves: a task started for the first would outlive an error
+    // on the second (a dropped handle does not stop a task), holding its port and the node.
+    let mut listeners = Vec::new();
     for (i, addr) in [cfg.http, cfg.ws].into_iter().enumerate() {
         let Some(addr) = addr else { continue };
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         bound[i] = listener.local_addr().ok();
+        listeners.push((i, listener));
+    }
+    for (i, listener) in listeners {
         let open = rpc.open[i].clone();
         tasks.push(tokio::spawn(accept_loop(listener, router.clone(), open, places, time, stall)));
     }
@@ -4434,7 +4441,8 @@ mod tests {
         let member: std::net::IpAddr = "10.0.0.7".parse().unwrap_or_else(|e| panic!("{e}"));
         let stranger: std::net::IpAddr = "10.0.0.8".parse().unwrap_or_else(|e| panic!("{e}"));
         let mapped: std::net::IpAddr = "::ffff:10.0.0.7".parse().unwrap_or_else(|e| panic!("{e}"));
-        let places = super::SyncPlaces::new([member]);
+        let v6: std::net::IpAddr = "2001:db8::5".parse().unwrap_or_else(|e| panic!("{e}"));
+        let places = super::SyncPlaces::new([member, v6]);
         let mut held = Vec::new();
         for _ in 0..super::SYNC_AT_ONCE {
             held.push(places.for_client(stranger).take().await.unwrap_or_else(|e| panic!("{e:?}")));
@@ -4442,7 +4450,8 @@ mod tests {
         let wait = std::time::Duration::from_millis(50);
         let more = tokio::time::timeout(wait, places.for_client(stranger).take()).await;
         assert!(more.is_err(), "a stranger got past the public places");
-        for client in [member, mapped] {
+        // An IPv6 client comes keyed by its /64, as the listener keys it.
+        for client in [member, mapped, super::client_key(v6)] {
             let got = tokio::time::timeout(wait, places.for_client(client).take()).await;
             assert!(matches!(got, Ok(Ok(_))), "{client} waited behind strangers");
         }

@@ -3738,6 +3738,12 @@ async fn a_failed_start_stops_what_it_started() {
     let e = Node::start(cfg.clone()).await.expect_err("a JSON-RPC port that is taken");
     assert!(e.to_string().contains("127.0.0.1"), "{e}");
     cfg.rpc.http = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    // The WebSocket port taken, the HTTP one free: the HTTP listener bound first does not
+    // serve on (it held the node, and so the store's lock).
+    cfg.rpc.ws = Some(taken.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    let e = Node::start(cfg.clone()).await.expect_err("a WebSocket port that is taken");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    cfg.rpc.ws = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     // The store waits two seconds for a lock a live node holds, then refuses.
     let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("the retry: {e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
