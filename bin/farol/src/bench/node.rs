@@ -40,6 +40,10 @@ pub(crate) struct NodeBenchArgs {
     /// Transfers per JSON-RPC batch.
     #[arg(long, default_value_t = 250)]
     batch: usize,
+    /// Sending threads per validator, each on its own connection with one batch in flight
+    /// (a sender's transfers all go through one of them, in nonce order).
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
     /// Transfers per second offered in the latency runs (default: a third of the baseline's
     /// saturated throughput in this run).
     #[arg(long)]
@@ -58,6 +62,10 @@ struct Measured {
     /// The height of validator 0's chain at the end of each run (with the block or two made
     /// before submission began).
     blocks: Vec<u64>,
+    /// Per run: the share of the machine's CPU time that was idle while it ran, and the CPU
+    /// time the rest of the machine (the validators, mostly) spent per included transfer, in
+    /// microseconds.
+    cpu: Vec<(f64, f64)>,
 }
 
 impl Measured {
@@ -78,6 +86,7 @@ impl Measured {
             tiers,
             runs: [a.runs, b.runs].concat(),
             blocks: [a.blocks, b.blocks].concat(),
+            cpu: [a.cpu, b.cpu].concat(),
         }
     }
 }
@@ -224,16 +233,24 @@ fn measure(
     let v = net.http.len();
     let rejected = Arc::new(AtomicU64::new(0));
     let first_error = Arc::new(FirstError::default());
+    let cpu_before = CpuTimes::now();
     let start = Instant::now();
-    // One sending thread per validator; a sender's transfers all go to the same validator.
-    let senders: Vec<_> = (0..v)
-        .map(|j| {
-            let mine: Vec<String> = txs.iter().filter(|(s, _)| s % v == j).map(|(_, t)| t.clone()).collect();
+    // `--connections` sending threads per validator; a sender's transfers all go to the same
+    // validator, through the same thread.
+    let c = args.connections.max(1);
+    let senders: Vec<_> = (0..v * c)
+        .map(|k| {
+            let (j, t) = (k % v, k / v);
+            let mine: Vec<String> = txs
+                .iter()
+                .filter(|(s, _)| s % v == j && (s / v) % c == t)
+                .map(|(_, t)| t.clone())
+                .collect();
             let addr = net.http[j];
             let rejected = rejected.clone();
             let first_error = first_error.clone();
             let batch = args.batch.max(1);
-            let per_thread = rate.map(|r| r / v as f64);
+            let per_thread = rate.map(|r| r / (v * c) as f64);
             std::thread::spawn(move || {
                 let mut c = RpcClient::new(addr);
                 let began = Instant::now();
@@ -305,6 +322,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let cpu = CpuTimes::now().zip(cpu_before).map(|(after, before)| after.since(before, included));
     for s in senders {
         let _ = s.join();
     }
@@ -329,13 +347,76 @@ fn measure(
         progress(format_args!("  {rejected} rejected; the first: {e}"));
     }
     let secs = done_at.as_secs_f64();
+    let (idle, us_per_tx) = cpu.unwrap_or((f64::NAN, f64::NAN));
     progress(format_args!(
-        "  {} pipeline: {included} transfers in {secs:.2} s over {head} blocks = {:.0} tx/s",
+        "  {} pipeline: {included} transfers in {secs:.2} s over {head} blocks = {:.0} tx/s; \
+         CPU {:.0} % idle, {us_per_tx:.0} µs of CPU outside the load generator per transfer",
         if pipelined { "with the" } else { "without the" },
-        included as f64 / secs
+        included as f64 / secs,
+        idle * 100.0,
     ));
     let tps = included as f64 / secs;
-    Ok(Measured { tps, included, rejected, secs, tiers, runs: vec![tps], blocks: vec![head] })
+    Ok(Measured {
+        tps,
+        included,
+        rejected,
+        secs,
+        tiers,
+        runs: vec![tps],
+        blocks: vec![head],
+        cpu: cpu.into_iter().collect(),
+    })
+}
+
+/// CPU time of the whole machine and of this process (the load generator), from `/proc`, in
+/// the kernel's user-visible ticks (100 a second on Linux).
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    /// All CPUs, busy (user, nice, system, interrupts, stolen).
+    busy: u64,
+    /// All CPUs, idle or waiting for I/O.
+    idle: u64,
+    /// This process, user and system.
+    own: u64,
+}
+
+impl CpuTimes {
+    /// `None` where `/proc` is not there or not as Linux writes it.
+    fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        CpuTimes::parse(&stat, &own)
+    }
+
+    /// From the texts of `/proc/stat` and `/proc/self/stat`.
+    fn parse(stat: &str, own: &str) -> Option<CpuTimes> {
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+        let idle = field(3) + field(4);
+        // utime and stime are the 14th and 15th fields; the name (2nd) may hold spaces and
+        // parentheses, so count from its last closing parenthesis.
+        let mut rest = own.get(own.rfind(')')? + 1..)?.split_whitespace().skip(11);
+        let own = rest.next()?.parse::<u64>().ok()? + rest.next()?.parse::<u64>().ok()?;
+        Some(CpuTimes { busy, idle, own })
+    }
+
+    /// The idle share of the machine since `before`, and the CPU time outside this process per
+    /// one of `items`, in microseconds.
+    fn since(self, before: CpuTimes, items: u64) -> (f64, f64) {
+        let busy = self.busy.saturating_sub(before.busy);
+        let idle = self.idle.saturating_sub(before.idle);
+        let others = busy.saturating_sub(self.own.saturating_sub(before.own));
+        let share = idle as f64 / (busy + idle).max(1) as f64;
+        (share, others as f64 * 10_000.0 / items.max(1) as f64)
+    }
 }
 
 /// The first error message of a run.
@@ -357,8 +438,8 @@ impl FirstError {
 /// Runs `farol bench node`.
 pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     let n = args.transactions.unwrap_or(if args.quick { 30_000 } else { 200_000 });
-    if args.senders == 0 || args.validators == 0 {
-        bail!("--senders and --validators must be at least 1");
+    if args.senders == 0 || args.validators == 0 || args.connections == 0 {
+        bail!("--senders, --validators and --connections must be at least 1");
     }
     if let Some(r) = args.rate.filter(|r| !(r.is_finite() && *r >= 1.0)) {
         bail!("--rate {r}: must be at least 1 transfer a second");
@@ -387,11 +468,20 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         progress(format_args!("latency at {rate:.0} tx/s offered, {how}"));
         measure(&paced, half, pipelined, Some(rate), port)
     })?;
+    let cpu_field = |m: &Measured, i: usize| -> Vec<f64> {
+        m.cpu
+            .iter()
+            .map(|c| if i == 0 { (c.0 * 1000.0).round() / 1000.0 } else { c.1.round() })
+            .collect()
+    };
     let params = |m: &Measured, b: &Measured| {
         json!({
             "validators": args.validators, "transfers": n, "senders": args.senders, "batch": args.batch,
+            "connections": args.connections,
             "included": [m.included, b.included], "rejected": [m.rejected, b.rejected],
             "seconds": [m.secs, b.secs], "runs": [m.runs, b.runs], "blocks": [m.blocks, b.blocks],
+            "cpu_idle_share": [cpu_field(m, 0), cpu_field(b, 0)],
+            "cpu_us_per_transfer_outside_the_load_generator": [cpu_field(m, 1), cpu_field(b, 1)],
             "order": "pipelined, baseline, baseline, pipelined; each side the mean of its two runs",
         })
     };
@@ -425,4 +515,27 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
             .print()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuTimes;
+
+    /// The busy and idle ticks of all CPUs and this process's own, as Linux writes them (a
+    /// process name with a space and a parenthesis included), and what a run derives.
+    #[test]
+    fn cpu_times_are_read_from_proc() {
+        let stat = "cpu  100 5 30 800 20 1 2 3 0 0\ncpu0 50 2 15 400 10 0 1 1 0 0\n";
+        let own = "4242 (farol (x) y) R 1 4242 4242 0 -1 4194304 10 0 0 0 40 7 0 0 20 0 9 0";
+        let before = CpuTimes::parse(stat, own).unwrap_or_else(|| panic!("not parsed"));
+        assert_eq!((before.busy, before.idle, before.own), (141, 820, 47));
+        assert!(CpuTimes::parse("intr 1 2\n", own).is_none());
+        assert!(CpuTimes::parse(stat, "4242 farol R").is_none());
+        // 400 ticks later: 300 busy (50 of them this process), 100 idle, over 1,000 items.
+        let after = CpuTimes { busy: 441, idle: 920, own: 97 };
+        let (idle, us) = after.since(before, 1000);
+        assert!((idle - 0.25).abs() < 1e-9, "{idle}");
+        // 250 ticks of 10 ms outside this process, over 1,000 items: 2,500 µs each.
+        assert!((us - 2500.0).abs() < 1e-9, "{us}");
+    }
 }
