@@ -236,13 +236,24 @@ fn open_journal(path: &std::path::Path) -> Result<(Wal, Vec<bytes::Bytes>), Node
     Ok(opened)
 }
 
+/// The signers of a block's EIP-7702 authorizations, with their nonces after it.
+type AuthorityNonces = Vec<(alloy_primitives::Address, u64)>;
+
+/// What the pool's task is told.
+enum Event {
+    /// Blocks stored (one, or every one the feed skipped), with the nonces their
+    /// authorizations set.
+    Blocks(Vec<(Arc<crate::chain::StoredBlock>, AuthorityNonces)>),
+    /// Time to hand over again what consensus may have lost (not among these, ordered).
+    Rehand(std::collections::HashSet<alloy_primitives::B256>),
+    /// Time to expire what waited too long.
+    Expire,
+}
+
 /// The signers of `block`'s EIP-7702 authorizations with their nonces after it, for the
 /// mempool ([`Mempool::on_block`]). Read without the pool's lock; a state no longer kept
 /// leaves the signer out (its waiting transactions then wait as before).
-fn authority_nonces(
-    state: &Arc<State>,
-    block: &crate::chain::StoredBlock,
-) -> Vec<(alloy_primitives::Address, u64)> {
+fn authority_nonces(state: &Arc<State>, block: &crate::chain::StoredBlock) -> AuthorityNonces {
     use farol_execution::StateView as _;
     let authorities = crate::mempool::authorities(block);
     if authorities.is_empty() {
@@ -585,47 +596,73 @@ impl Node {
                 // The newest block the pool was cleared of.
                 let mut cleared = state.chain.head_number();
                 loop {
-                    let unblocked = tokio::select! {
+                    let event = tokio::select! {
                         b = blocks.recv() => match b {
                             Ok(b) => {
                                 cleared = cleared.max(b.number());
                                 let auths = authority_nonces(&state, &b);
-                                mempool.lock().on_block(&b, &auths)
+                                Event::Blocks(vec![(b, auths)])
                             }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                                 // Catch up from the chain itself, every block missed.
                                 let head = state.chain.head_number();
-                                let mut out = Vec::new();
+                                let mut missed = Vec::new();
                                 for n in cleared + 1..=head {
                                     if let Some(b) = state.chain.block(n) {
                                         let auths = authority_nonces(&state, &b);
-                                        out.extend(mempool.lock().on_block(&b, &auths));
+                                        missed.push((b, auths));
                                     }
                                 }
                                 cleared = cleared.max(head);
-                                out
+                                Event::Blocks(missed)
                             }
                             Err(_) => break,
                         },
+                        // Copied first: the pool's lock is never held with another.
                         _ = rehand.tick() => {
-                            // Copied first: the pool's lock is never held with another.
-                            let ordered: std::collections::HashSet<alloy_primitives::B256> =
-                                state.ordered.lock().keys().copied().collect();
-                            mempool.lock().rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h))
+                            Event::Rehand(state.ordered.lock().keys().copied().collect())
                         }
-                        _ = expire.tick() => {
-                            let now = Instant::now();
-                            {
-                                let mut m = mempool.lock();
-                                m.expire(now);
-                                m.compact_journal(false);
-                            }
-                            // Submissions never ordered (expired, evicted) stop being timed.
-                            let life = Duration::from_secs(lifetime.saturating_add(60));
-                            state.submitted.lock().retain(|_, at| now.duration_since(*at) < life);
-                            Vec::new()
-                        }
+                        _ = expire.tick() => Event::Expire,
                     };
+                    // A place in the channel to consensus before the pool's lock, and what the
+                    // pool hands on sent under it, as admissions do (`Rpc`): a sender's
+                    // transactions reach consensus in the order the pool released them.
+                    let expired = matches!(event, Event::Expire);
+                    let place = if expired {
+                        None
+                    } else {
+                        let Ok(place) = submit.reserve().await else { break };
+                        Some(place)
+                    };
+                    {
+                        let mut m = mempool.lock();
+                        let unblocked = match event {
+                            Event::Blocks(blocks) => {
+                                let mut out = Vec::new();
+                                for (b, auths) in &blocks {
+                                    out.extend(m.on_block(b, auths));
+                                }
+                                out
+                            }
+                            Event::Rehand(ordered) => {
+                                m.rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h))
+                            }
+                            Event::Expire => {
+                                m.expire(Instant::now());
+                                m.compact_journal(false);
+                                Vec::new()
+                            }
+                        };
+                        if let Some(place) = place.filter(|_| !unblocked.is_empty()) {
+                            place.send(unblocked);
+                        }
+                    }
+                    if expired {
+                        // Submissions never ordered (expired, evicted) stop being timed.
+                        let now = Instant::now();
+                        let life = Duration::from_secs(lifetime.saturating_add(60));
+                        state.submitted.lock().retain(|_, at| now.duration_since(*at) < life);
+                    }
                     let dropped = std::mem::take(&mut *state.unforgotten.lock());
                     {
                         let mut m = mempool.lock();
@@ -633,9 +670,6 @@ impl Node {
                             m.forget(h);
                         }
                         metrics.mempool.store(m.len() as u64, Ordering::Relaxed);
-                    }
-                    if !unblocked.is_empty() && submit.send(unblocked).await.is_err() {
-                        break;
                     }
                 }
             }));

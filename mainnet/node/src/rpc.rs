@@ -1505,7 +1505,18 @@ impl Rpc {
         // refusal is never older than what the pool cleared.
         let mut tries = 0;
         let sender = checked.sender;
-        let handed = loop {
+        // A place in the channel to consensus first, then the pool: what the pool hands on is
+        // sent while its lock is still held, so one sender's transactions reach consensus in
+        // the order the pool released them. Sent after the lock (before stop 43), two
+        // admissions racing could send nonce n + 1 ahead of n, and n + 1 then waited a block
+        // in the waiting set, or was dropped when that was full.
+        let mut place = Some(
+            self.submit
+                .reserve()
+                .await
+                .map_err(|_| RpcError::server("the node is shutting down"))?,
+        );
+        let held = loop {
             let at = self.head();
             let view = self.view(at)?;
             let acct = view
@@ -1527,24 +1538,20 @@ impl Rpc {
             let handed = pool
                 .add_from(checked, at, acct.nonce, acct.balance, delegated)
                 .map_err(mempool_error)?;
+            if !handed.is_empty() {
+                if let Some(place) = place.take() {
+                    place.send(handed);
+                }
+            }
             // Not handed: it waits for an earlier nonce, the first one missing (the walk over
             // the sender's queue is made only then).
-            let held =
-                pool.is_held(&sender, nonce).then(|| pool.pending_nonce(&sender, acct.nonce));
-            break (handed, held);
+            break pool.is_held(&sender, nonce).then(|| pool.pending_nonce(&sender, acct.nonce));
         };
-        let (handed, held) = handed;
         self.state.submitted.lock().insert(hash, std::time::Instant::now());
         self.state.remember_sender(hash, sender);
         if let Some(t) = announce {
             // Every listener may have gone meanwhile: nobody to tell.
             let _ = self.pending.send(t);
-        }
-        if !handed.is_empty() {
-            self.submit
-                .send(handed)
-                .await
-                .map_err(|_| RpcError::server("the node is shutting down"))?;
         }
         Ok((hash, held))
     }
