@@ -534,7 +534,7 @@ struct Index {
     /// Block numbers by hash, and transactions' places by hash: split maps, so that the
     /// index, which grows with the chain, never rehashes all of itself under its lock.
     by_hash: SplitMap<B256, u64>,
-    txs: SplitMap<B256, (u64, u32)>,
+    txs: TxIndex,
     certificate: Option<Certificate>,
 }
 
@@ -588,7 +588,7 @@ impl Chain {
             recent_txs: 0,
             keep,
             by_hash: SplitMap::new(),
-            txs: SplitMap::new(),
+            txs: TxIndex::default(),
             certificate: None,
         };
         let mut i = 0usize;
@@ -822,15 +822,32 @@ impl Chain {
         self.block(n)
     }
 
-    /// Whether the chain holds transaction `hash` (the index only: no block is read).
+    /// Whether the chain holds transaction `hash` (the index alone, unless another
+    /// transaction's hash begins with the same 8 bytes: then that one's block is read).
     pub fn has_transaction(&self, hash: &B256) -> bool {
-        self.index.read().txs.contains_key(hash)
+        let found = self.index.read().txs.find(hash);
+        match found {
+            None => false,
+            Some(Found::Exact(_)) => true,
+            Some(Found::Prefix(n, i)) => self
+                .block(n)
+                .is_some_and(|b| b.txs.get(i as usize).is_some_and(|t| t.tx_hash() == hash)),
+        }
     }
 
     /// Where the transaction `hash` is.
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
-        let (n, i) = *self.index.read().txs.get(hash)?;
-        Some(TxLocation { block: self.block(n)?, index: i as usize })
+        let found = self.index.read().txs.find(hash)?;
+        let (n, i) = found.place();
+        let block = self.block(n)?;
+        // A place found by the hash's first 8 bytes is another transaction's unless the
+        // block's hash there is this one.
+        if matches!(found, Found::Prefix(..))
+            && block.txs.get(i as usize).is_none_or(|t| t.tx_hash() != hash)
+        {
+            return None;
+        }
+        Some(TxLocation { block, index: i as usize })
     }
 
     /// The hash of block `number`, waiting for it to be appended when it is not yet (the
@@ -880,7 +897,7 @@ impl Index {
         let n = b.number();
         self.by_hash.insert(b.hash, n);
         for (i, h) in b.tx_hashes().enumerate() {
-            self.txs.insert(h, (n, i as u32));
+            self.txs.insert(h, n, i as u32);
         }
         self.blocks.push(BlockRef { hash: b.hash, at, len: len as u32 });
         self.recent_txs += held_transactions(&b);
@@ -892,6 +909,75 @@ impl Index {
                 self.recent_txs -= held_transactions(&old);
             }
         }
+    }
+}
+
+/// Where each transaction of the chain is, by hash, in 16 bytes an entry (the index grows with
+/// the chain and stays in memory): the hash's first 8 bytes map to its block (the high 40
+/// bits) and position (the low 24). A transaction whose hash begins with the same 8 bytes as
+/// one already indexed (by chance about once in 2^64 / n transactions; on purpose, a pair of
+/// one's own for about 2^32 signatures) is kept under its whole hash beside it, and a place
+/// found by the first 8 bytes alone is the caller's to check against the block's transaction
+/// there. Until stop 43 every entry held the whole hash: about 48 bytes an entry, and 55–110
+/// bytes a transaction with the table's free room.
+#[derive(Debug, Default)]
+struct TxIndex {
+    by_prefix: SplitMap<[u8; 8], u64>,
+    whole: std::collections::HashMap<B256, (u64, u32)>,
+}
+
+/// What [`TxIndex::find`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// The place of this very hash.
+    Exact((u64, u32)),
+    /// The place of the transaction whose hash begins with the same 8 bytes: this one's, or
+    /// another's (check the block).
+    Prefix(u64, u32),
+}
+
+impl Found {
+    fn place(self) -> (u64, u32) {
+        match self {
+            Found::Exact(p) => p,
+            Found::Prefix(n, i) => (n, i),
+        }
+    }
+}
+
+/// Bits of a packed place that hold the position in the block.
+const POSITION_BITS: u32 = 24;
+
+impl TxIndex {
+    fn prefix(hash: &B256) -> [u8; 8] {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&hash[..8]);
+        p
+    }
+
+    /// Records transaction `hash` at position `i` of block `n` (a later record of the same
+    /// hash stands over an earlier one).
+    fn insert(&mut self, hash: B256, n: u64, i: u32) {
+        let packed = (n < 1 << (64 - POSITION_BITS) && i < 1 << POSITION_BITS)
+            .then(|| n << POSITION_BITS | u64::from(i));
+        let prefix = TxIndex::prefix(&hash);
+        match (self.by_prefix.get(&prefix), packed) {
+            (None, Some(p)) => {
+                self.by_prefix.insert(prefix, p);
+            }
+            _ => {
+                self.whole.insert(hash, (n, i));
+            }
+        }
+    }
+
+    /// The place of `hash`, if the index has one for it or for its first 8 bytes.
+    fn find(&self, hash: &B256) -> Option<Found> {
+        if let Some(p) = self.whole.get(hash) {
+            return Some(Found::Exact(*p));
+        }
+        let p = *self.by_prefix.get(&TxIndex::prefix(hash))?;
+        Some(Found::Prefix(p >> POSITION_BITS, (p & ((1 << POSITION_BITS) - 1)) as u32))
     }
 }
 
@@ -959,6 +1045,57 @@ pub(crate) mod tests {
             ticker.abort();
             assert!(during > 0, "no other task ran during 200 ms of reads");
         });
+    }
+
+    /// The transaction index keeps 8 bytes of each hash: a second hash with the same first 8
+    /// bytes is kept whole and found exactly, a hash of those 8 bytes that was never indexed
+    /// is found only as a place to check, and places too large to pack are kept whole too.
+    #[test]
+    fn the_transaction_index_tells_prefixes_from_hashes() {
+        let hash = |first: u8, rest: u8| {
+            let mut h = B256::repeat_byte(rest);
+            h[..8].copy_from_slice(&[first; 8]);
+            h
+        };
+        let mut ix = TxIndex::default();
+        ix.insert(hash(1, 1), 7, 3);
+        ix.insert(hash(1, 2), 9, 0);
+        ix.insert(hash(2, 2), (1 << 40) + 5, 1);
+        ix.insert(hash(3, 3), 5, 1 << 24);
+        assert_eq!(ix.find(&hash(1, 1)), Some(Found::Prefix(7, 3)));
+        assert_eq!(ix.find(&hash(1, 2)), Some(Found::Exact((9, 0))));
+        // Never indexed, same first 8 bytes: a place the caller must check.
+        assert_eq!(ix.find(&hash(1, 3)), Some(Found::Prefix(7, 3)));
+        assert_eq!(ix.find(&hash(4, 4)), None);
+        assert_eq!(ix.find(&hash(2, 2)), Some(Found::Exact(((1 << 40) + 5, 1))));
+        assert_eq!(ix.find(&hash(3, 3)), Some(Found::Exact((5, 1 << 24))));
+        // The largest packed place round-trips.
+        ix.insert(hash(5, 5), (1 << 40) - 1, (1 << 24) - 1);
+        assert_eq!(ix.find(&hash(5, 5)), Some(Found::Prefix((1 << 40) - 1, (1 << 24) - 1)));
+        // A hash indexed again (its prefix taken by itself) stands at its later place.
+        ix.insert(hash(1, 1), 8, 2);
+        assert_eq!(ix.find(&hash(1, 1)), Some(Found::Exact((8, 2))));
+    }
+
+    /// The chain answers for the transactions it holds and not for a hash that shares only
+    /// the first 8 bytes of one of them.
+    #[test]
+    fn a_shared_prefix_does_not_find_another_transaction() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let key = PrivateKeySigner::random();
+        let chain =
+            Chain::open(dir.path(), || numbered(&key, 0, 0)).unwrap_or_else(|e| panic!("{e}"));
+        let b = numbered(&key, 1, 2);
+        let hashes: Vec<B256> = b.tx_hashes().collect();
+        chain.append(b).unwrap_or_else(|e| panic!("{e}"));
+        for (i, h) in hashes.iter().enumerate() {
+            assert!(chain.has_transaction(h));
+            assert_eq!(chain.transaction(h).map(|l| (l.block.number(), l.index)), Some((1, i)));
+            let mut other = *h;
+            other[31] ^= 1;
+            assert!(!chain.has_transaction(&other), "{other} shares only a prefix");
+            assert!(chain.transaction(&other).is_none(), "{other} shares only a prefix");
+        }
     }
 
     /// A signed EIP-1559 transfer of 1 wei on chain 31337 (the crate's tests use it).
