@@ -5,7 +5,7 @@
 //! each to the validator its sender is assigned to.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use alloy_consensus::{Transaction as _, TxEnvelope};
@@ -229,7 +229,16 @@ pub struct Mempool {
     /// The journal's old records are being added again: it is not rewritten meanwhile (it
     /// still holds the ones not read back yet).
     reading_back: bool,
+    /// What the pool released for consensus and could not send yet (the channel was full),
+    /// oldest first: everything released later goes after it ([`Mempool::hand_over`]).
+    unsent: VecDeque<Vec<Transaction>>,
 }
+
+/// The channel to consensus, which takes what the pool hands over.
+pub type ToConsensus = tokio::sync::mpsc::Sender<Vec<Transaction>>;
+
+/// A place in [`ToConsensus`] taken before the pool's lock.
+pub type Place<'a> = tokio::sync::mpsc::Permit<'a, Vec<Transaction>>;
 
 /// The first byte of a journal record that forgets a transaction (`TOMBSTONE ‖ hash`): the
 /// RLP empty string, which no transaction's encoding starts with.
@@ -350,7 +359,48 @@ impl Mempool {
             bytes: 0,
             held: 0,
             reading_back: false,
+            unsent: VecDeque::new(),
         }
+    }
+
+    /// Hands `released` (what a change to the pool just let go to consensus) over after
+    /// whatever is still waiting to go, and sends from the front while the channel has room:
+    /// into `place` first (taken before the pool's lock, so that a caller that waited for
+    /// room sends at least one), then into any room left. What does not fit waits here for
+    /// the next call. Called under the pool's lock, so what reaches consensus comes in the
+    /// order the pool released it: one sender's nonces in order. (Until stop 43 releases were
+    /// sent after the lock was let go, and two racing admissions could send nonce n + 1
+    /// ahead of n.) A closed channel (consensus gone) takes nothing more: what waits is let go.
+    pub fn hand_over(
+        &mut self,
+        released: Vec<Transaction>,
+        mut place: Option<Place<'_>>,
+        to: &ToConsensus,
+    ) {
+        if !released.is_empty() {
+            self.unsent.push_back(released);
+        }
+        while !self.unsent.is_empty() {
+            let place = match place.take() {
+                Some(p) => p,
+                None => match to.try_reserve() {
+                    Ok(p) => p,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(())) => return,
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
+                        self.unsent.clear();
+                        return;
+                    }
+                },
+            };
+            if let Some(next) = self.unsent.pop_front() {
+                place.send(next);
+            }
+        }
+    }
+
+    /// Whether released transactions wait for room in the channel to consensus.
+    pub fn has_unsent(&self) -> bool {
+        !self.unsent.is_empty()
     }
 
     /// Marks the journal's read-back as running (no rewrite) or over (rewritten at once with
@@ -960,6 +1010,44 @@ mod tests {
     }
 
     const RICH: u64 = 1_000_000_000_000;
+
+    /// What the pool releases reaches consensus in release order whatever room the channel
+    /// has: a release that finds the channel full waits in the pool, later releases go
+    /// behind it, a place taken beforehand sends the oldest first, and a closed channel
+    /// lets what waits go.
+    #[test]
+    fn hand_overs_reach_consensus_in_release_order() {
+        let release = |n: u8| vec![Transaction { sender: [n; 20], payload: vec![n].into() }];
+        let mut m = pool(16, 100);
+        let (to, mut from) = tokio::sync::mpsc::channel(2);
+        for n in 1..=4 {
+            m.hand_over(release(n), None, &to);
+        }
+        assert!(m.has_unsent(), "two of four fit");
+        let got = |from: &mut tokio::sync::mpsc::Receiver<Vec<Transaction>>| {
+            from.try_recv().map(|t| t[0].sender[0]).ok()
+        };
+        assert_eq!(got(&mut from), Some(1));
+        // Room for one: a new release goes behind the two waiting, the oldest is sent.
+        m.hand_over(release(5), None, &to);
+        assert_eq!((got(&mut from), got(&mut from), got(&mut from)), (Some(2), Some(3), None));
+        // A place taken before: it sends what waits, oldest first, and the room left the next.
+        let place = to.try_reserve().unwrap_or_else(|e| panic!("{e}"));
+        m.hand_over(Vec::new(), Some(place), &to);
+        assert!(!m.has_unsent());
+        assert_eq!((got(&mut from), got(&mut from), got(&mut from)), (Some(4), Some(5), None));
+        // Nothing waiting: a release goes at once.
+        m.hand_over(release(6), None, &to);
+        assert_eq!(got(&mut from), Some(6));
+        // Full, then closed: what waits is let go.
+        m.hand_over(release(7), None, &to);
+        m.hand_over(release(8), None, &to);
+        m.hand_over(release(9), None, &to);
+        assert!(m.has_unsent());
+        drop(from);
+        m.hand_over(Vec::new(), None, &to);
+        assert!(!m.has_unsent());
+    }
 
     #[test]
     fn gaps_are_held_until_filled_and_handed_in_nonce_order() {

@@ -240,14 +240,17 @@ fn open_journal(path: &std::path::Path) -> Result<(Wal, Vec<bytes::Bytes>), Node
 type AuthorityNonces = Vec<(alloy_primitives::Address, u64)>;
 
 /// What the pool's task is told.
-enum Event {
-    /// Blocks stored (one, or every one the feed skipped), with the nonces their
-    /// authorizations set.
-    Blocks(Vec<(Arc<crate::chain::StoredBlock>, AuthorityNonces)>),
+enum Event<'a> {
+    /// A block stored, with the nonces its authorizations set.
+    Block(Arc<crate::chain::StoredBlock>, AuthorityNonces),
+    /// The feed of stored blocks skipped some: every block since the last one cleared.
+    Lagged,
     /// Time to hand over again what consensus may have lost (not among these, ordered).
     Rehand(std::collections::HashSet<alloy_primitives::B256>),
     /// Time to expire what waited too long.
     Expire,
+    /// Room in the channel to consensus, for what waits to be handed over.
+    Room(crate::mempool::Place<'a>),
 }
 
 /// The signers of `block`'s EIP-7702 authorizations with their nonces after it, for the
@@ -596,25 +599,19 @@ impl Node {
                 // The newest block the pool was cleared of.
                 let mut cleared = state.chain.head_number();
                 loop {
+                    // Released transactions that found no room wait in the pool, in order.
+                    let backlog = mempool.lock().has_unsent();
                     let event = tokio::select! {
                         b = blocks.recv() => match b {
                             Ok(b) => {
                                 cleared = cleared.max(b.number());
                                 let auths = authority_nonces(&state, &b);
-                                Event::Blocks(vec![(b, auths)])
+                                Event::Block(b, auths)
                             }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                                // Catch up from the chain itself, every block missed.
-                                let head = state.chain.head_number();
-                                let mut missed = Vec::new();
-                                for n in cleared + 1..=head {
-                                    if let Some(b) = state.chain.block(n) {
-                                        let auths = authority_nonces(&state, &b);
-                                        missed.push((b, auths));
-                                    }
-                                }
-                                cleared = cleared.max(head);
-                                Event::Blocks(missed)
+                                // Catch up from the chain itself, every block missed, a block
+                                // at a time below.
+                                Event::Lagged
                             }
                             Err(_) => break,
                         },
@@ -623,38 +620,51 @@ impl Node {
                             Event::Rehand(state.ordered.lock().keys().copied().collect())
                         }
                         _ = expire.tick() => Event::Expire,
+                        room = submit.reserve(), if backlog => match room {
+                            Ok(place) => Event::Room(place),
+                            // Consensus is gone; the pool lets what waits go at its next
+                            // hand-over.
+                            Err(_) => Event::Expire,
+                        },
                     };
-                    // A place in the channel to consensus before the pool's lock, and what the
-                    // pool hands on sent under it, as admissions do (`Rpc`): a sender's
-                    // transactions reach consensus in the order the pool released them.
                     let expired = matches!(event, Event::Expire);
-                    let place = if expired {
-                        None
-                    } else {
-                        let Ok(place) = submit.reserve().await else { break };
-                        Some(place)
+                    let one = |m: &mut Mempool,
+                               b: &crate::chain::StoredBlock,
+                               auths: &AuthorityNonces| {
+                        let released = m.on_block(b, auths);
+                        m.hand_over(released, None, &submit);
                     };
-                    {
-                        let mut m = mempool.lock();
-                        let unblocked = match event {
-                            Event::Blocks(blocks) => {
-                                let mut out = Vec::new();
-                                for (b, auths) in &blocks {
-                                    out.extend(m.on_block(b, auths));
+                    match event {
+                        Event::Block(b, auths) => one(&mut mempool.lock(), &b, &auths),
+                        Event::Lagged => {
+                            let head = state.chain.head_number();
+                            for n in cleared + 1..=head {
+                                if let Some(b) = state.chain.block(n) {
+                                    let auths = authority_nonces(&state, &b);
+                                    one(&mut mempool.lock(), &b, &auths);
                                 }
-                                out
                             }
-                            Event::Rehand(ordered) => {
-                                m.rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h))
+                            cleared = cleared.max(head);
+                        }
+                        Event::Rehand(ordered) => {
+                            let mut m = mempool.lock();
+                            // While released transactions wait for room, consensus is not
+                            // taking what it gets: handing the same over again would only
+                            // grow what waits.
+                            if !m.has_unsent() {
+                                let again =
+                                    m.rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h));
+                                m.hand_over(again, None, &submit);
                             }
-                            Event::Expire => {
-                                m.expire(Instant::now());
-                                m.compact_journal(false);
-                                Vec::new()
-                            }
-                        };
-                        if let Some(place) = place.filter(|_| !unblocked.is_empty()) {
-                            place.send(unblocked);
+                        }
+                        Event::Expire => {
+                            let mut m = mempool.lock();
+                            m.expire(Instant::now());
+                            m.compact_journal(false);
+                            m.hand_over(Vec::new(), None, &submit);
+                        }
+                        Event::Room(place) => {
+                            mempool.lock().hand_over(Vec::new(), Some(place), &submit)
                         }
                     }
                     if expired {

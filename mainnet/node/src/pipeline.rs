@@ -155,12 +155,19 @@ impl State {
     /// Remembers the sender the mempool recovered for `hash`, so that execution does not
     /// recover it again. (Execution looked here from the start, but nothing was put here
     /// until stop 40: the validator a transaction was submitted to recovered its sender twice.)
-    pub fn remember_sender(&self, hash: B256, sender: Address) {
+    /// Whether it was not remembered before.
+    pub fn remember_sender(&self, hash: B256, sender: Address) -> bool {
         let mut senders = self.senders.lock();
         if senders.len() >= SENDERS_REMEMBERED {
             senders.clear();
         }
-        senders.insert(hash, sender);
+        senders.insert(hash, sender).is_none()
+    }
+
+    /// Forgets the sender [`State::remember_sender`] remembered for `hash` (the pool refused
+    /// the transaction after all).
+    pub fn forget_sender(&self, hash: &B256) {
+        self.senders.lock().remove(hash);
     }
 
     /// Shares `chain` and `store` (opened and at the same block, or the store one ahead).

@@ -1505,50 +1505,82 @@ impl Rpc {
         // refusal is never older than what the pool cleared.
         let mut tries = 0;
         let sender = checked.sender;
-        // A place in the channel to consensus first, then the pool: what the pool hands on is
-        // sent while its lock is still held, so one sender's transactions reach consensus in
-        // the order the pool released them. Sent after the lock (before stop 43), two
-        // admissions racing could send nonce n + 1 ahead of n, and n + 1 then waited a block
-        // in the waiting set, or was dropped when that was full.
+        let arrived = std::time::Instant::now();
+        // A place in the channel to consensus first (waiting here while consensus is behind:
+        // the back-pressure on clients, refused transactions included), then the pool: what
+        // the pool releases is handed over while its lock is still held
+        // ([`Mempool::hand_over`]), so one sender's transactions reach consensus in the order
+        // the pool released them. Sent after the lock (before stop 43), two admissions racing
+        // could send nonce n + 1 ahead of n, and n + 1 then waited a block in the waiting set,
+        // or was dropped when that was full.
         let mut place = Some(
             self.submit
                 .reserve()
                 .await
                 .map_err(|_| RpcError::server("the node is shutting down"))?,
         );
-        let held = loop {
+        // Recorded before the hand-over, which a consensus of one may order at once: when it
+        // arrived (the finality tiers' latencies) and its sender (which execution then need
+        // not recover again). Taken back below if the pool refuses it.
+        let timed = match self.state.submitted.lock().entry(hash) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(arrived);
+                true
+            }
+            std::collections::hash_map::Entry::Occupied(_) => false,
+        };
+        let remembered = self.state.remember_sender(hash, sender);
+        // The sender's account at the head, and whether it delegates its code (EIP-7702: the
+        // designator 0xef0100, then the address).
+        let read = || -> Result<(u64, Account, bool), RpcError> {
             let at = self.head();
             let view = self.view(at)?;
             let acct = view
-                .account(checked.sender)
+                .account(sender)
                 .map_err(RpcError::server)?
                 .unwrap_or(Account::with_balance(U256::ZERO));
-            // An EIP-7702 delegation's code: the designator 0xef0100, then the address.
             let delegated = acct.code_hash != alloy_primitives::KECCAK256_EMPTY
                 && view
                     .code(acct.code_hash)
                     .map_err(RpcError::server)?
                     .starts_with(&alloy_eips::eip7702::constants::EIP7702_DELEGATION_DESIGNATOR);
+            Ok((at, acct, delegated))
+        };
+        let admitted = loop {
+            let (at, acct, delegated) = match read() {
+                Ok(read) => read,
+                Err(e) => break Err(e),
+            };
             let mut pool = self.mempool.lock();
             if at < pool.cleared() && tries < 16 {
                 tries += 1;
                 continue;
             }
             let nonce = checked.tx.nonce();
-            let handed = pool
-                .add_from(checked, at, acct.nonce, acct.balance, delegated)
-                .map_err(mempool_error)?;
-            if !handed.is_empty() {
-                if let Some(place) = place.take() {
-                    place.send(handed);
-                }
-            }
+            let handed = match pool.add_from(checked, at, acct.nonce, acct.balance, delegated) {
+                Ok(handed) => handed,
+                Err(e) => break Err(mempool_error(e)),
+            };
+            // With nothing of its own released, its place still sends what waits.
+            pool.hand_over(handed, place.take(), &self.submit);
             // Not handed: it waits for an earlier nonce, the first one missing (the walk over
             // the sender's queue is made only then).
-            break pool.is_held(&sender, nonce).then(|| pool.pending_nonce(&sender, acct.nonce));
+            break Ok(pool
+                .is_held(&sender, nonce)
+                .then(|| pool.pending_nonce(&sender, acct.nonce)));
         };
-        self.state.submitted.lock().insert(hash, std::time::Instant::now());
-        self.state.remember_sender(hash, sender);
+        let held = match admitted {
+            Ok(held) => held,
+            Err(e) => {
+                if timed {
+                    self.state.submitted.lock().remove(&hash);
+                }
+                if remembered {
+                    self.state.forget_sender(&hash);
+                }
+                return Err(e);
+            }
+        };
         if let Some(t) = announce {
             // Every listener may have gone meanwhile: nobody to tell.
             let _ = self.pending.send(t);

@@ -250,7 +250,8 @@ fn measure(
             let rejected = rejected.clone();
             let first_error = first_error.clone();
             let batch = args.batch.max(1);
-            let per_thread = rate.map(|r| r / (v * c) as f64);
+            // Each thread offers its share of the rate: its share of the transfers.
+            let per_thread = rate.map(|r| r * mine.len() as f64 / txs.len().max(1) as f64);
             std::thread::spawn(move || {
                 let mut c = RpcClient::new(addr);
                 let began = Instant::now();
@@ -293,17 +294,18 @@ fn measure(
     let mut status = RpcClient::new(net.http[0]);
     let total = txs.len() as u64;
     let mut last_progress = Instant::now();
-    let mut last_change = (0, Instant::now(), start.elapsed());
-    let (included, done_at) = loop {
+    // The count, when it last changed (and how long into the run), and the CPU times then.
+    let mut last_change = (0, Instant::now(), start.elapsed(), cpu_before);
+    let (included, done_at, cpu_after) = loop {
         let sent_all = senders.iter().all(|s| s.is_finished());
         let s = status.call("farol_status", json!([])).map_err(anyhow::Error::msg)?;
         let included = s["transactions"].as_u64().unwrap_or(0);
         let want = total - rejected.load(Ordering::Relaxed);
         if sent_all && included >= want {
-            break (included, start.elapsed());
+            break (included, start.elapsed(), CpuTimes::now());
         }
         if included != last_change.0 {
-            last_change = (included, Instant::now(), start.elapsed());
+            last_change = (included, Instant::now(), start.elapsed(), CpuTimes::now());
         }
         if sent_all && last_change.1.elapsed() > Duration::from_secs(10) {
             progress(format_args!(
@@ -311,7 +313,8 @@ fn measure(
                 want - included,
                 s["dropped"]
             ));
-            break (included, last_change.2);
+            // The run ended at the last inclusion: the 10 s waited since are not in it.
+            break (included, last_change.2, last_change.3);
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
             progress(format_args!(
@@ -322,7 +325,7 @@ fn measure(
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let cpu = CpuTimes::now().zip(cpu_before).map(|(after, before)| after.since(before, included));
+    let cpu = cpu_after.zip(cpu_before).map(|(after, before)| after.since(before, included));
     for s in senders {
         let _ = s.join();
     }
@@ -372,7 +375,7 @@ fn measure(
 /// the kernel's user-visible ticks (100 a second on Linux).
 #[derive(Debug, Clone, Copy)]
 struct CpuTimes {
-    /// All CPUs, busy (user, nice, system, interrupts, stolen).
+    /// All CPUs, busy (user, nice, system, interrupts; not time stolen by a hypervisor).
     busy: u64,
     /// All CPUs, idle or waiting for I/O.
     idle: u64,
@@ -397,9 +400,10 @@ impl CpuTimes {
             .split_whitespace()
             .map(|f| f.parse().ok())
             .collect::<Option<_>>()?;
-        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        // user nice system idle iowait irq softirq steal (guest time is inside user). Time
+        // stolen by the hypervisor is neither: this machine's processes did not run.
         let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
-        let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+        let busy = field(0) + field(1) + field(2) + field(5) + field(6);
         let idle = field(3) + field(4);
         // utime and stime are the 14th and 15th fields; the name (2nd) may hold spaces and
         // parentheses, so count from its last closing parenthesis.
@@ -528,11 +532,11 @@ mod tests {
         let stat = "cpu  100 5 30 800 20 1 2 3 0 0\ncpu0 50 2 15 400 10 0 1 1 0 0\n";
         let own = "4242 (farol (x) y) R 1 4242 4242 0 -1 4194304 10 0 0 0 40 7 0 0 20 0 9 0";
         let before = CpuTimes::parse(stat, own).unwrap_or_else(|| panic!("not parsed"));
-        assert_eq!((before.busy, before.idle, before.own), (141, 820, 47));
+        assert_eq!((before.busy, before.idle, before.own), (138, 820, 47));
         assert!(CpuTimes::parse("intr 1 2\n", own).is_none());
         assert!(CpuTimes::parse(stat, "4242 farol R").is_none());
         // 400 ticks later: 300 busy (50 of them this process), 100 idle, over 1,000 items.
-        let after = CpuTimes { busy: 441, idle: 920, own: 97 };
+        let after = CpuTimes { busy: 438, idle: 920, own: 97 };
         let (idle, us) = after.since(before, 1000);
         assert!((idle - 0.25).abs() < 1e-9, "{idle}");
         // 250 ticks of 10 ms outside this process, over 1,000 items: 2,500 µs each.
