@@ -103,6 +103,11 @@ fn an_invalid_module_fails_deployment_with_a_reason() {
     let reason = Revert::abi_decode(&t.output).map(|r| r.reason).unwrap_or_default();
     assert!(reason.contains("farol.no_such_function does not exist"), "{reason}");
     assert!(w.state.account(addr).ok().flatten().is_none());
+    // The node's work on the refused module is paid per byte before the revert returns the
+    // rest (before stop 43 all of it came back; the init code's calldata is 16 gas a byte).
+    let code = contract_code(&module).len() as u64;
+    let paid = 21_000 + 32_000 + farol_execution::wasm::REFUSED_BYTE_GAS * code;
+    assert!(t.gas_used >= paid && t.gas_used < paid + 30 * code + 1_000, "{} {paid}", t.gas_used);
 }
 
 /// A creation revm fails after its init code returns (no gas left for the code deposit)
@@ -1880,4 +1885,49 @@ fn transfers_show_as_logs_where_they_happen() {
     let created = plain.txs[4].contract_address.unwrap_or_else(|| panic!("{:?}", plain.txs[4]));
     let nine = U256::from(9);
     assert_eq!(kinds(4), vec![Some((from, created, nine)), Some((created, payee, nine))]);
+}
+
+/// A WASM frame pays for its instance before its module runs: a fixed charge, its initial
+/// memory, and what instantiation copies into it (active data segments per 32-byte word,
+/// active element segments per element; passive ones are paid when `memory.init` or
+/// `table.init` copies them). Before stop 43 only the memory was paid.
+#[test]
+fn a_frame_pays_for_its_instance_and_what_instantiation_copies() {
+    use farol_execution::wasm::{frame_gas, validate, DATA_WORD_GAS, ELEMENT_GAS, WASM_FRAME_GAS};
+    let _settings = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = world();
+    let data = "x".repeat(4_000);
+    let module = |extra: &str| {
+        wat(&format!(
+            r#"(module (memory (export "memory") 1) (table 16 funcref)
+                 (func $f (export "call")) {extra})"#
+        ))
+    };
+    let plain = module("");
+    let with_data = module(&format!(r#"(data (i32.const 0) "{data}")"#));
+    let passive_data = module(&format!(r#"(data "{data}")"#));
+    let with_elements = module("(elem (i32.const 0) func $f $f $f $f $f $f $f $f $f $f)");
+    let passive_elements = module("(elem func $f $f $f $f $f $f $f $f $f $f)");
+    let info = |m: &[u8]| validate(m).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(frame_gas(&info(&plain)), WASM_FRAME_GAS + farol_execution::wasm::memory_gas(1));
+    let gas_of = |w: &mut World, m: &[u8]| {
+        let addr = deploy(w, m);
+        let tx = call(w, addr, vec![], 100_000);
+        let out = block(w, vec![tx]);
+        ok(&out.txs[0]);
+        (addr, out.txs[0].gas_used)
+    };
+    let (plain_addr, plain_gas) = gas_of(&mut w, &plain);
+    // The instance's charge is taken up front: one gas short, the frame runs out at once.
+    let up_front = frame_gas(&info(&plain));
+    assert!(plain_gas >= 21_000 + up_front && plain_gas < 21_000 + up_front + 50, "{plain_gas}");
+    let tx = call(&mut w, plain_addr, vec![], 21_000 + up_front - 1);
+    let out = block(&mut w, vec![tx]);
+    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    assert_eq!(out.txs[0].gas_used, 21_000 + up_front - 1);
+    // 4,000 bytes of active data: 125 words.
+    assert_eq!(gas_of(&mut w, &with_data).1, plain_gas + 125 * DATA_WORD_GAS);
+    assert_eq!(gas_of(&mut w, &passive_data).1, plain_gas);
+    assert_eq!(gas_of(&mut w, &with_elements).1, plain_gas + 10 * ELEMENT_GAS);
+    assert_eq!(gas_of(&mut w, &passive_elements).1, plain_gas);
 }

@@ -175,7 +175,9 @@ pub(crate) fn instructions<H: ContextTr>(
 }
 
 /// RETURN, plus: a creation that returns code with the WASM marker, within the code size
-/// limit and with gas left for its deposit, has its module validated and compiled. An invalid module reverts the creation with `Error(string)` naming the rule.
+/// limit and with gas left for its deposit, has its module validated and compiled. An invalid
+/// module reverts the creation with `Error(string)` naming the rule, after paying
+/// [`REFUSED_BYTE_GAS`](super::REFUSED_BYTE_GAS) a byte for the work.
 /// A failure of this node (no WASM engine) is not the code's: it stops the
 /// block with an error instead of producing a result.
 fn deploy_return<H: ContextTr>(
@@ -203,6 +205,17 @@ fn deploy_return<H: ContextTr>(
     match verdict {
         Ok(_) => r,
         Err(e @ super::WasmError::Invalid(_)) => {
+            // The node's work on the module (validation, the rewrite's survey, the
+            // interpreter's translation) is paid as its deposit would have been, whatever
+            // refused it, and only the rest returns with the revert. Before stop 43 a refusal
+            // returned all the unspent gas, so a contract could have the node validate,
+            // rewrite and translate a 64 KiB module that fails late for about 50,000 gas of
+            // CREATE and memory, again and again.
+            let cost = (result.output.len() as u64).saturating_mul(super::REFUSED_BYTE_GAS);
+            let regular = result.gas.remaining().saturating_sub(result.gas.reservoir());
+            if !result.gas.record_regular_cost(cost.min(regular)) {
+                result.gas.spend_all();
+            }
             result.result = InstructionResult::Revert;
             result.output = Revert::from(e.to_string()).abi_encode().into();
             Err(InstructionResult::Revert)
@@ -334,8 +347,9 @@ where
         Tier::Compiled(c) => c.info,
         Tier::Interpreted(i) => i.info,
     };
-    // The initial memory is paid before the module runs.
-    let start_gas = super::memory_gas(info.initial_pages);
+    // The instance, its initial memory and what instantiation copies into it are paid
+    // before the module runs.
+    let start_gas = super::frame_gas(&info);
     if start_gas > limit {
         return halted(InstructionResult::OutOfGas, limit);
     }

@@ -2,8 +2,8 @@
 //! deterministic features Farol enables, and its sizes stay under Farol's fixed bounds.
 
 use wasmparser::{
-    CompositeInnerType, ExternalKind, FuncType, Parser, Payload, TypeRef, ValType, Validator,
-    WasmFeatures,
+    CompositeInnerType, DataKind, ElementItems, ElementKind, ExternalKind, FuncType, Parser,
+    Payload, TypeRef, ValType, Validator, WasmFeatures,
 };
 
 use super::host::{import_signature, HOST_MODULE};
@@ -38,6 +38,10 @@ pub const MAX_TYPES: u32 = 1_024;
 pub struct ModuleInfo {
     /// Pages of memory every instance starts with.
     pub initial_pages: u64,
+    /// Bytes of the active data segments, which instantiation copies into the memory.
+    pub active_data_bytes: u64,
+    /// Elements of the active element segments, which instantiation writes into the table.
+    pub active_elements: u64,
 }
 
 fn invalid(reason: impl Into<String>) -> WasmError {
@@ -56,6 +60,7 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     let mut memory_pages: Option<u64> = None;
     let mut exports_call = false;
     let mut exports_memory = false;
+    let (mut active_data_bytes, mut active_elements) = (0u64, 0u64);
     for payload in Parser::new(0).parse_all(module) {
         let payload = payload.map_err(|e| invalid(e.message().to_string()))?;
         match payload {
@@ -184,6 +189,27 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                     }
                 }
             }
+            Payload::DataSection(r) => {
+                for data in r {
+                    let data = data.map_err(|e| invalid(e.message().to_string()))?;
+                    if matches!(data.kind, DataKind::Active { .. }) {
+                        active_data_bytes =
+                            active_data_bytes.saturating_add(data.data.len() as u64);
+                    }
+                }
+            }
+            Payload::ElementSection(r) => {
+                for element in r {
+                    let element = element.map_err(|e| invalid(e.message().to_string()))?;
+                    if matches!(element.kind, ElementKind::Active { .. }) {
+                        let n = match element.items {
+                            ElementItems::Functions(f) => f.count(),
+                            ElementItems::Expressions(_, e) => e.count(),
+                        };
+                        active_elements = active_elements.saturating_add(u64::from(n));
+                    }
+                }
+            }
             Payload::CodeSectionEntry(body) => {
                 let mut locals = 0u32;
                 let reader =
@@ -209,5 +235,5 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     if !exports_call {
         return Err(invalid("no exported function `call`"));
     }
-    Ok(ModuleInfo { initial_pages })
+    Ok(ModuleInfo { initial_pages, active_data_bytes, active_elements })
 }
