@@ -1893,7 +1893,9 @@ fn transfers_show_as_logs_where_they_happen() {
 /// `table.init` copies them). Before stop 43 only the memory was paid.
 #[test]
 fn a_frame_pays_for_its_instance_and_what_instantiation_copies() {
-    use farol_execution::wasm::{frame_gas, validate, DATA_WORD_GAS, ELEMENT_GAS, WASM_FRAME_GAS};
+    use farol_execution::wasm::{
+        frame_gas, validate, DATA_WORD_GAS, ELEMENT_GAS, SEGMENT_GAS, WASM_FRAME_GAS,
+    };
     let _settings = SETTINGS.lock().unwrap_or_else(|e| e.into_inner());
     let mut w = world();
     let data = "x".repeat(4_000);
@@ -1925,9 +1927,12 @@ fn a_frame_pays_for_its_instance_and_what_instantiation_copies() {
     let out = block(&mut w, vec![tx]);
     assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
     assert_eq!(out.txs[0].gas_used, 21_000 + up_front - 1);
-    // 4,000 bytes of active data: 125 words.
-    assert_eq!(gas_of(&mut w, &with_data).1, plain_gas + 125 * DATA_WORD_GAS);
-    assert_eq!(gas_of(&mut w, &passive_data).1, plain_gas);
-    assert_eq!(gas_of(&mut w, &with_elements).1, plain_gas + 10 * ELEMENT_GAS);
-    assert_eq!(gas_of(&mut w, &passive_elements).1, plain_gas);
+    // 4,000 bytes of active data: 125 words; every segment pays for being set up.
+    assert_eq!(gas_of(&mut w, &with_data).1, plain_gas + SEGMENT_GAS + 125 * DATA_WORD_GAS);
+    assert_eq!(gas_of(&mut w, &passive_data).1, plain_gas + SEGMENT_GAS);
+    assert_eq!(gas_of(&mut w, &with_elements).1, plain_gas + SEGMENT_GAS + 10 * ELEMENT_GAS);
+    assert_eq!(gas_of(&mut w, &passive_elements).1, plain_gas + SEGMENT_GAS);
+    // Empty segments are not free: a hundred of them cost a hundred setups.
+    let empties = module(&"(data (i32.const 0) \"\")".repeat(100));
+    assert_eq!(gas_of(&mut w, &empties).1, plain_gas + 100 * SEGMENT_GAS);
 }

@@ -231,7 +231,13 @@ pub struct Mempool {
     reading_back: bool,
     /// What the pool released for consensus and could not send yet (the channel was full),
     /// oldest first: everything released later goes after it ([`Mempool::hand_over`]).
-    unsent: VecDeque<Vec<Transaction>>,
+    /// Each with whether it found no room once (and so may have left the pool meanwhile).
+    unsent: VecDeque<(Vec<Transaction>, bool)>,
+    /// Transactions in `unsent`.
+    unsent_len: usize,
+    /// When `unsent` was last left holding something: the hand-over again
+    /// ([`Mempool::rehand`]) waits its period after that, since what waited was sent late.
+    backlog_seen: Option<Instant>,
 }
 
 /// The channel to consensus, which takes what the pool hands over.
@@ -360,6 +366,8 @@ impl Mempool {
             held: 0,
             reading_back: false,
             unsent: VecDeque::new(),
+            unsent_len: 0,
+            backlog_seen: None,
         }
     }
 
@@ -370,7 +378,10 @@ impl Mempool {
     /// the next call. Called under the pool's lock, so what reaches consensus comes in the
     /// order the pool released it: one sender's nonces in order. (Until stop 43 releases were
     /// sent after the lock was let go, and two racing admissions could send nonce n + 1
-    /// ahead of n.) A closed channel (consensus gone) takes nothing more: what waits is let go.
+    /// ahead of n.) What waited and left the pool meanwhile (included by a block, dropped) is
+    /// not sent; past the pool's own count of transactions the oldest waiting are let go
+    /// (the hand-over again brings back what is still in the pool). A closed channel
+    /// (consensus gone) takes nothing more: what waits is let go.
     pub fn hand_over(
         &mut self,
         released: Vec<Transaction>,
@@ -378,23 +389,45 @@ impl Mempool {
         to: &ToConsensus,
     ) {
         if !released.is_empty() {
-            self.unsent.push_back(released);
+            self.unsent_len += released.len();
+            self.unsent.push_back((released, false));
+            while self.unsent_len > self.cfg.global {
+                let Some((old, _)) = self.unsent.pop_front() else { break };
+                self.unsent_len -= old.len();
+            }
         }
         while !self.unsent.is_empty() {
             let place = match place.take() {
                 Some(p) => p,
                 None => match to.try_reserve() {
                     Ok(p) => p,
-                    Err(tokio::sync::mpsc::error::TrySendError::Full(())) => return,
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
+                        self.backlog_seen = Some(Instant::now());
+                        for (_, waited) in &mut self.unsent {
+                            *waited = true;
+                        }
+                        return;
+                    }
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
                         self.unsent.clear();
+                        self.unsent_len = 0;
                         return;
                     }
                 },
             };
-            if let Some(next) = self.unsent.pop_front() {
-                place.send(next);
+            let Some((mut next, waited)) = self.unsent.pop_front() else { break };
+            self.unsent_len -= next.len();
+            if waited {
+                // Only what the pool still holds goes.
+                next.retain(|t| {
+                    self.by_hash.contains_key(&alloy_primitives::keccak256(&t.payload))
+                });
             }
+            if next.is_empty() {
+                // The place goes back unused (dropped here); the next batch takes another.
+                continue;
+            }
+            place.send(next);
         }
     }
 
@@ -865,6 +898,14 @@ impl Mempool {
         ordered: impl Fn(&B256) -> bool,
     ) -> Vec<Transaction> {
         let mut out = Vec::new();
+        // Released transactions still wait for room, or waited lately: consensus is not
+        // taking what it gets, or just took what was stamped long ago. Handing the same over
+        // again would only grow what waits, or send it twice.
+        if !self.unsent.is_empty()
+            || self.backlog_seen.is_some_and(|t| now.duration_since(t) < after)
+        {
+            return out;
+        }
         for (sender, q) in &mut self.senders {
             for e in q.txs.values_mut() {
                 let Some(at) = e.handed else { break };
@@ -1013,36 +1054,53 @@ mod tests {
 
     /// What the pool releases reaches consensus in release order whatever room the channel
     /// has: a release that finds the channel full waits in the pool, later releases go
-    /// behind it, a place taken beforehand sends the oldest first, and a closed channel
-    /// lets what waits go.
+    /// behind it, a place taken beforehand sends the oldest first, what left the pool while
+    /// it waited is not sent, the hand-over again waits while anything waits, and a closed
+    /// channel lets what waits go.
     #[test]
     fn hand_overs_reach_consensus_in_release_order() {
-        let release = |n: u8| vec![Transaction { sender: [n; 20], payload: vec![n].into() }];
         let mut m = pool(16, 100);
+        let keys: Vec<PrivateKeySigner> = (0..10).map(|_| PrivateKeySigner::random()).collect();
+        let raws: Vec<Vec<u8>> = keys.iter().map(|k| signed(k, 0, 2_000, 31337)).collect();
+        let hashes: Vec<B256> = raws.iter().map(alloy_primitives::keccak256).collect();
+        // Release n: sender n's first transaction, which the pool hands on at once.
+        let release = |m: &mut Mempool, n: usize| {
+            let c = m.check(&raws[n]).unwrap_or_else(|e| panic!("{e}"));
+            let handed = m.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(handed.len(), 1);
+            handed
+        };
+        let who = |t: &Transaction| keys.iter().position(|k| k.address().into_array() == t.sender);
         let (to, mut from) = tokio::sync::mpsc::channel(2);
-        for n in 1..=4 {
-            m.hand_over(release(n), None, &to);
+        let mut got = || from.try_recv().ok().and_then(|t: Vec<Transaction>| who(&t[0]));
+        for n in 0..4 {
+            let r = release(&mut m, n);
+            m.hand_over(r, None, &to);
         }
         assert!(m.has_unsent(), "two of four fit");
-        let got = |from: &mut tokio::sync::mpsc::Receiver<Vec<Transaction>>| {
-            from.try_recv().map(|t| t[0].sender[0]).ok()
-        };
-        assert_eq!(got(&mut from), Some(1));
+        assert_eq!(got(), Some(0));
         // Room for one: a new release goes behind the two waiting, the oldest is sent.
-        m.hand_over(release(5), None, &to);
-        assert_eq!((got(&mut from), got(&mut from), got(&mut from)), (Some(2), Some(3), None));
-        // A place taken before: it sends what waits, oldest first, and the room left the next.
+        let r = release(&mut m, 4);
+        m.hand_over(r, None, &to);
+        assert_eq!((got(), got(), got()), (Some(1), Some(2), None));
+        // While anything waits, the hand-over again hands nothing.
+        let later = Instant::now() + Duration::from_secs(60);
+        assert!(m.rehand(later, Duration::from_secs(10), |_| false).is_empty());
+        // Release 3 leaves the pool while it waits: it is not sent.
+        m.forget(&hashes[3]);
         let place = to.try_reserve().unwrap_or_else(|e| panic!("{e}"));
         m.hand_over(Vec::new(), Some(place), &to);
         assert!(!m.has_unsent());
-        assert_eq!((got(&mut from), got(&mut from), got(&mut from)), (Some(4), Some(5), None));
+        assert_eq!((got(), got()), (Some(4), None));
         // Nothing waiting: a release goes at once.
-        m.hand_over(release(6), None, &to);
-        assert_eq!(got(&mut from), Some(6));
+        let r = release(&mut m, 5);
+        m.hand_over(r, None, &to);
+        assert_eq!(got(), Some(5));
         // Full, then closed: what waits is let go.
-        m.hand_over(release(7), None, &to);
-        m.hand_over(release(8), None, &to);
-        m.hand_over(release(9), None, &to);
+        for n in 6..9 {
+            let r = release(&mut m, n);
+            m.hand_over(r, None, &to);
+        }
         assert!(m.has_unsent());
         drop(from);
         m.hand_over(Vec::new(), None, &to);

@@ -1521,14 +1521,9 @@ impl Rpc {
         );
         // Recorded before the hand-over, which a consensus of one may order at once: when it
         // arrived (the finality tiers' latencies) and its sender (which execution then need
-        // not recover again). Taken back below if the pool refuses it.
-        let timed = match self.state.submitted.lock().entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(arrived);
-                true
-            }
-            std::collections::hash_map::Entry::Occupied(_) => false,
-        };
+        // not recover again). Put back as they were below if the pool refuses it for another
+        // reason than holding it already.
+        let previous = self.state.submitted.lock().insert(hash, arrived);
         let remembered = self.state.remember_sender(hash, sender);
         // The sender's account at the head, and whether it delegates its code (EIP-7702: the
         // designator 0xef0100, then the address).
@@ -1549,7 +1544,7 @@ impl Rpc {
         let admitted = loop {
             let (at, acct, delegated) = match read() {
                 Ok(read) => read,
-                Err(e) => break Err(e),
+                Err(e) => break Err((e, false)),
             };
             let mut pool = self.mempool.lock();
             if at < pool.cleared() && tries < 16 {
@@ -1559,7 +1554,11 @@ impl Rpc {
             let nonce = checked.tx.nonce();
             let handed = match pool.add_from(checked, at, acct.nonce, acct.balance, delegated) {
                 Ok(handed) => handed,
-                Err(e) => break Err(mempool_error(e)),
+                Err(e) => {
+                    // Its place still sends what waits.
+                    pool.hand_over(Vec::new(), place.take(), &self.submit);
+                    break Err((mempool_error(e.clone()), e == MempoolError::Known));
+                }
             };
             // With nothing of its own released, its place still sends what waits.
             pool.hand_over(handed, place.take(), &self.submit);
@@ -1571,10 +1570,16 @@ impl Rpc {
         };
         let held = match admitted {
             Ok(held) => held,
-            Err(e) => {
-                if timed {
-                    self.state.submitted.lock().remove(&hash);
-                }
+            // Refused as held already: the records are that admission's. Otherwise they are
+            // put back as they were.
+            Err((e, true)) => return Err(e),
+            Err((e, false)) => {
+                let mut submitted = self.state.submitted.lock();
+                match previous {
+                    Some(at) => submitted.insert(hash, at),
+                    None => submitted.remove(&hash),
+                };
+                drop(submitted);
                 if remembered {
                     self.state.forget_sender(&hash);
                 }

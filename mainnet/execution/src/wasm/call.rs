@@ -212,8 +212,10 @@ fn deploy_return<H: ContextTr>(
             // rewrite and translate a 64 KiB module that fails late for about 50,000 gas of
             // CREATE and memory, again and again.
             let cost = (result.output.len() as u64).saturating_mul(super::REFUSED_BYTE_GAS);
-            let regular = result.gas.remaining().saturating_sub(result.gas.reservoir());
-            if !result.gas.record_regular_cost(cost.min(regular)) {
+            // `remaining` is the regular gas left (EIP-8037's reservoir is apart from it):
+            // under Amsterdam, where the deposit check does not guarantee it, the charge is
+            // at most what is left.
+            if !result.gas.record_regular_cost(cost.min(result.gas.remaining())) {
                 result.gas.spend_all();
             }
             result.result = InstructionResult::Revert;

@@ -90,12 +90,17 @@ pub const DATA_WORD_GAS: u64 = 3;
 /// (what `table.init` pays per element, [`TABLE_ELEMENT_FUEL`] fuel).
 pub const ELEMENT_GAS: u64 = 1;
 
+/// Gas per data or element segment of any kind, which instantiation sets up even when it
+/// is empty (a 64 KiB module can hold over 10,000 of them).
+pub const SEGMENT_GAS: u64 = 16;
+
 /// The gas a frame of a module described by `info` pays before the module runs: the
 /// instance ([`WASM_FRAME_GAS`]), its initial memory ([`memory_gas`]), and what
-/// instantiation copies into it (active data and element segments).
+/// instantiation sets up and copies into it (segments, active data and elements).
 pub fn frame_gas(info: &ModuleInfo) -> u64 {
     WASM_FRAME_GAS
         .saturating_add(memory_gas(info.initial_pages))
+        .saturating_add(SEGMENT_GAS.saturating_mul(info.segments))
         .saturating_add(DATA_WORD_GAS.saturating_mul(info.active_data_bytes.div_ceil(32)))
         .saturating_add(ELEMENT_GAS.saturating_mul(info.active_elements))
 }

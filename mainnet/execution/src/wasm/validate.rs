@@ -42,6 +42,8 @@ pub struct ModuleInfo {
     pub active_data_bytes: u64,
     /// Elements of the active element segments, which instantiation writes into the table.
     pub active_elements: u64,
+    /// Data and element segments, of every kind: instantiation sets each up.
+    pub segments: u64,
 }
 
 fn invalid(reason: impl Into<String>) -> WasmError {
@@ -60,7 +62,7 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     let mut memory_pages: Option<u64> = None;
     let mut exports_call = false;
     let mut exports_memory = false;
-    let (mut active_data_bytes, mut active_elements) = (0u64, 0u64);
+    let (mut active_data_bytes, mut active_elements, mut segments) = (0u64, 0u64, 0u64);
     for payload in Parser::new(0).parse_all(module) {
         let payload = payload.map_err(|e| invalid(e.message().to_string()))?;
         match payload {
@@ -192,6 +194,7 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
             Payload::DataSection(r) => {
                 for data in r {
                     let data = data.map_err(|e| invalid(e.message().to_string()))?;
+                    segments += 1;
                     if matches!(data.kind, DataKind::Active { .. }) {
                         active_data_bytes =
                             active_data_bytes.saturating_add(data.data.len() as u64);
@@ -201,6 +204,7 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
             Payload::ElementSection(r) => {
                 for element in r {
                     let element = element.map_err(|e| invalid(e.message().to_string()))?;
+                    segments += 1;
                     if matches!(element.kind, ElementKind::Active { .. }) {
                         let n = match element.items {
                             ElementItems::Functions(f) => f.count(),
@@ -235,5 +239,5 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     if !exports_call {
         return Err(invalid("no exported function `call`"));
     }
-    Ok(ModuleInfo { initial_pages, active_data_bytes, active_elements })
+    Ok(ModuleInfo { initial_pages, active_data_bytes, active_elements, segments })
 }
