@@ -3,7 +3,7 @@
 //! end. CI runs 500 seeds; `FAROL_LONG=1` runs 10,000. A failure names its seed; rerun one
 //! with `FAROL_SEED=<seed> cargo test -p farol-consensus --test sim one_seed -- --ignored --nocapture`.
 
-use farol_consensus::sim::{run, Scenario};
+use farol_consensus::sim::{percentile, run, Scenario};
 
 fn seeds() -> u64 {
     if std::env::var_os("FAROL_LONG").is_some() {
@@ -278,4 +278,44 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(rejoined, seeds, "every run rejoined once");
+}
+
+/// The goals for faults, checked in the simulator (fixed 10 ms links, 5,000 tx/s,
+/// the coin on, the scenarios `farol bench consensus` measures): with f validators crashed
+/// no stretch without a commit is longer than 2 rounds (the fault-free run's mean round),
+/// and 1 % message loss at f validators costs at most 1.5 times the loss-free p50 latency.
+/// The bench prints the figures (1.5–1.9 rounds, 1.03–1.17×); this keeps them from sliding
+/// past the goals unnoticed.
+#[test]
+fn f_crashed_or_lossy_validators_cost_at_most_the_goals() {
+    for n in [4, 7, 10] {
+        let base = || {
+            let mut s = Scenario::clean(n);
+            s.latency = (10_000, 10_000);
+            s.jitter = false;
+            s.tx_rate = 5_000;
+            s.duration = 1_000_000;
+            s
+        };
+        let f = (n - 1) / 3;
+        let clean = run(1, &base()).unwrap_or_else(|v| panic!("n = {n}: {v}"));
+        let round_us = base().duration as f64 / clean.rounds.max(1) as f64;
+        let mut crashed = base();
+        crashed.crashes = (0..f).map(|v| (v, 200_000, None)).collect();
+        let r = run(1, &crashed).unwrap_or_else(|v| panic!("n = {n}, {f} crashed: {v}"));
+        let stall = r.longest_stall as f64 / round_us;
+        assert!(stall <= 2.0, "n = {n}, {f} crashed: a stall of {stall:.2} rounds");
+        let mut lossy = base();
+        lossy.lossy = (0..f).collect();
+        lossy.lossy_ppm = 10_000;
+        let mut with = run(1, &lossy).unwrap_or_else(|v| panic!("n = {n}, lossy: {v}")).latencies;
+        let mut without = clean.latencies.clone();
+        with.sort_unstable();
+        without.sort_unstable();
+        let (w, wo) = (percentile(&with, 50), percentile(&without, 50));
+        assert!(
+            w as f64 <= 1.5 * wo as f64,
+            "n = {n}: p50 {w} µs with 1 % loss at {f} validators, {wo} µs without"
+        );
+    }
 }
