@@ -1570,17 +1570,22 @@ impl Rpc {
         };
         let held = match admitted {
             Ok(held) => held,
-            // Refused as held already: the records are that admission's. Otherwise they are
-            // put back as they were.
-            Err((e, true)) => return Err(e),
-            Err((e, false)) => {
+            // Refused as held already: the records are that admission's (its time put back
+            // where this one replaced it; the sender is the same). Otherwise they are put
+            // back as they were.
+            Err((e, known)) => {
                 let mut submitted = self.state.submitted.lock();
                 match previous {
-                    Some(at) => submitted.insert(hash, at),
-                    None => submitted.remove(&hash),
-                };
+                    Some(at) => {
+                        submitted.insert(hash, at);
+                    }
+                    None if !known => {
+                        submitted.remove(&hash);
+                    }
+                    None => {}
+                }
                 drop(submitted);
-                if remembered {
+                if remembered && !known {
                     self.state.forget_sender(&hash);
                 }
                 return Err(e);
