@@ -284,7 +284,7 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
 /// the coin on, the scenarios `farol bench consensus` measures): with f validators crashed
 /// no stretch without a commit is longer than 2 rounds (the fault-free run's mean round),
 /// and 1 % message loss at f validators costs at most 1.5 times the loss-free p50 latency.
-/// The bench prints the figures (1.5–1.9 rounds, 1.03–1.17×); this keeps them from sliding
+/// The bench prints the figures (1.5–2.0 rounds, 1.03–1.17×); this keeps them from sliding
 /// past the goals unnoticed.
 #[test]
 fn f_crashed_or_lossy_validators_cost_at_most_the_goals() {

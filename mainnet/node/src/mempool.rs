@@ -235,7 +235,7 @@ pub struct Mempool {
     unsent: VecDeque<(Vec<Transaction>, bool)>,
     /// Transactions in `unsent`.
     unsent_len: usize,
-    /// When `unsent` was last left holding something: the hand-over again
+    /// When a hand-over last found no room, or last sent what had waited: the hand-over again
     /// ([`Mempool::rehand`]) waits its period after that, since what waited was sent late.
     backlog_seen: Option<Instant>,
 }
@@ -379,9 +379,8 @@ impl Mempool {
     /// order the pool released it: one sender's nonces in order. (Until stop 43 releases were
     /// sent after the lock was let go, and two racing admissions could send nonce n + 1
     /// ahead of n.) What waited and left the pool meanwhile (included by a block, dropped) is
-    /// not sent; past the pool's own count of transactions the oldest waiting are let go
-    /// (the hand-over again brings back what is still in the pool). A closed channel
-    /// (consensus gone) takes nothing more: what waits is let go.
+    /// not sent, and is let go at once when more waits than the pool's limit of transactions.
+    /// A closed channel (consensus gone) takes nothing more: what waits is let go.
     pub fn hand_over(
         &mut self,
         released: Vec<Transaction>,
@@ -391,9 +390,16 @@ impl Mempool {
         if !released.is_empty() {
             self.unsent_len += released.len();
             self.unsent.push_back((released, false));
-            while self.unsent_len > self.cfg.global {
-                let Some((old, _)) = self.unsent.pop_front() else { break };
-                self.unsent_len -= old.len();
+            if self.unsent_len > self.cfg.global {
+                // More waits than the pool may hold: some of it left the pool. Only that goes
+                // (dropping what the pool still holds would let a later nonce go first).
+                for (batch, _) in &mut self.unsent {
+                    batch.retain(|t| {
+                        self.by_hash.contains_key(&alloy_primitives::keccak256(&t.payload))
+                    });
+                }
+                self.unsent.retain(|(batch, _)| !batch.is_empty());
+                self.unsent_len = self.unsent.iter().map(|(batch, _)| batch.len()).sum();
             }
         }
         while !self.unsent.is_empty() {
@@ -418,6 +424,8 @@ impl Mempool {
             let Some((mut next, waited)) = self.unsent.pop_front() else { break };
             self.unsent_len -= next.len();
             if waited {
+                // What waited is sent late: the hand-over again counts its period from here.
+                self.backlog_seen = Some(Instant::now());
                 // Only what the pool still holds goes.
                 next.retain(|t| {
                     self.by_hash.contains_key(&alloy_primitives::keccak256(&t.payload))
@@ -1105,6 +1113,56 @@ mod tests {
         drop(from);
         m.hand_over(Vec::new(), None, &to);
         assert!(!m.has_unsent());
+    }
+
+    /// When more waits to be handed over than the pool's limit, only what left the pool goes:
+    /// a sender's waiting nonces stay, in order (dropping the oldest waiting would send its
+    /// later nonces first).
+    #[test]
+    fn waiting_hand_overs_past_the_limit_drop_only_what_left_the_pool() {
+        let mut m = pool(16, 4);
+        let key = PrivateKeySigner::random();
+        let others: Vec<PrivateKeySigner> = (0..3).map(|_| PrivateKeySigner::random()).collect();
+        let (to, mut from) = tokio::sync::mpsc::channel(1);
+        let add = |m: &mut Mempool, k: &PrivateKeySigner, nonce: u64| {
+            let raw = signed(k, nonce, 2_000, 31337);
+            let c = m.check(&raw).unwrap_or_else(|e| panic!("{e}"));
+            let handed = m.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{e}"));
+            (alloy_primitives::keccak256(&raw), handed)
+        };
+        // The channel takes one; then the sender's nonce 0 and two others wait, oldest first.
+        let (_, r) = add(&mut m, &others[0], 0);
+        m.hand_over(r, None, &to);
+        let (_, r) = add(&mut m, &key, 0);
+        m.hand_over(r, None, &to);
+        for k in &others[1..] {
+            let (hash, r) = add(&mut m, k, 0);
+            m.hand_over(r, None, &to);
+            // It leaves the pool while it waits (a block included it, say).
+            m.forget(&hash);
+        }
+        // Two more of the sender's: five would wait, past the limit of four.
+        for nonce in 1..3 {
+            let (_, r) = add(&mut m, &key, nonce);
+            m.hand_over(r, None, &to);
+        }
+        let mut sent = Vec::new();
+        while m.has_unsent() || !from.is_empty() {
+            if let Ok(batch) = from.try_recv() {
+                sent.extend(batch.iter().map(|t| {
+                    let tx = TxEnvelope::decode_2718(&mut &t.payload[..]);
+                    (t.sender, tx.map(|x| x.nonce()).unwrap_or(99))
+                }));
+            }
+            m.hand_over(Vec::new(), None, &to);
+        }
+        let mine: Vec<u64> = sent
+            .iter()
+            .filter(|(s, _)| *s == key.address().into_array())
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(mine, [0, 1, 2], "the sender's nonces, in order: {sent:?}");
+        assert_eq!(sent.len(), 4, "the first, and the sender's three: {sent:?}");
     }
 
     #[test]

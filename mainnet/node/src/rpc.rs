@@ -1572,17 +1572,20 @@ impl Rpc {
             Ok(held) => held,
             // Refused as held already: the records are that admission's (its time put back
             // where this one replaced it; the sender is the same). Otherwise they are put
-            // back as they were.
+            // back as they were. Either only while this admission's time is still the one
+            // recorded: another admission of the same bytes may have recorded since.
             Err((e, known)) => {
                 let mut submitted = self.state.submitted.lock();
-                match previous {
-                    Some(at) => {
-                        submitted.insert(hash, at);
+                if submitted.get(&hash) == Some(&arrived) {
+                    match previous {
+                        Some(at) => {
+                            submitted.insert(hash, at);
+                        }
+                        None if !known => {
+                            submitted.remove(&hash);
+                        }
+                        None => {}
                     }
-                    None if !known => {
-                        submitted.remove(&hash);
-                    }
-                    None => {}
                 }
                 drop(submitted);
                 if remembered && !known {
