@@ -12,6 +12,10 @@
 //!   (`params.without_ready_instances`);
 //! - `wasm.repeated_call`: a block of calls to one Rust ERC-20 with ready instances against
 //!   the same without (they must not slow a contract called many times in a block);
+//! - `wasm.evicted_call`: the block with a call to a Rust ERC-20 whose module has left
+//!   memory (as `MAX_MODULES` others' calls make it leave: validated, rewritten and
+//!   translated again on the call), against the same call with the module in memory, and
+//!   the gas that call pays (docs/wasm.md §9: what the reload costs per gas);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -39,7 +43,7 @@ pub(crate) struct WasmBenchArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Only the benchmarks whose name contains this (`compute`, `call`, `first_call`,
-    /// `repeated_call`, `fuel`).
+    /// `repeated_call`, `evicted_call`, `fuel`).
     #[arg(long)]
     only: Option<String>,
 }
@@ -74,10 +78,62 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
     if wanted("wasm.repeated_call") {
         repeated_call(&mut world, if args.quick { 100 } else { 500 }, runs)?;
     }
+    if wanted("wasm.evicted_call") {
+        evicted_call(&mut world, if args.quick { 5 } else { 21 })?;
+    }
     if wanted("wasm.fuel") {
         fuel(args.quick, runs)?;
     }
     Ok(())
+}
+
+/// A call to a module that left memory, `samples` times (the module made to leave before
+/// each), against the same call with it in memory (compiled); with the gas it pays.
+fn evicted_call(world: &mut World, samples: usize) -> Result<()> {
+    progress(format!("wasm.evicted_call: {samples} calls to a module that left memory"));
+    let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
+    let erc20 = module("erc20")?;
+    let code = contract_code(&with_nonce(&erc20, 9_000_000));
+    let hash = keccak256(&code);
+    let token = deploy_compiled(world, &code)?;
+    let caller = world.users[1];
+    let query = balanceOfCall { owner: caller }.abi_encode();
+    let saved = world.nonces();
+    let txs = calls(world, token, &query, 1, 1_000_000);
+    world.set_nonces(saved);
+    let (mut evicted, mut present) = (Vec::new(), Vec::new());
+    let mut gas = 0;
+    for _ in 0..samples {
+        runtime.forget(hash);
+        let (out, t) = exec(world, &txs)?;
+        if let Some(t) = out.txs.iter().find(|t| t.status != TxStatus::Success) {
+            bail!("benchmark transaction failed: {t:?}");
+        }
+        gas = out.txs[0].gas_used;
+        evicted.push(t);
+        // In memory again (compiled once its reload's compilation is done).
+        runtime.wait(hash);
+        let (_, t) = time_block(world, &txs, 1)?;
+        present.push(t);
+    }
+    let (evicted, present) = (us(median(&mut evicted)), us(median(&mut present)));
+    BenchResult::new(
+        "wasm.evicted_call",
+        evicted,
+        present,
+        "us",
+        Better::Lower,
+        json!({
+            "module_bytes": erc20.len(),
+            "samples": samples,
+            "gas_used": gas,
+            "evicted_us_per_1000_gas": evicted * 1000.0 / gas.max(1) as f64,
+            "measured": "one block with one balanceOf call (sequential executor), the module \
+                         made to leave memory before it",
+            "baseline": "the same block with the module in memory, compiled",
+        }),
+    )
+    .print()
 }
 
 fn module(name: &str) -> Result<Vec<u8>> {
