@@ -369,25 +369,30 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         .filter_map(|v| v["pid"].as_u64())
         .collect();
     assert_eq!(pids.len(), 5, "{summary}");
+    let status = interrupt(&mut child, "");
+    assert!(status.success(), "the devnet exited with {status} on SIGINT");
+    if let Some(pid) = pids.iter().find(|p| running(**p)) {
+        panic!("node process {pid} outlived its devnet's Ctrl-C");
+    }
+}
+
+/// Sends SIGINT (Ctrl-C) to `child` and waits up to 30 s for it to exit; its exit status.
+fn interrupt(child: &mut Child, when: &str) -> std::process::ExitStatus {
     Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
         .status()
         .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-            break status;
+            return status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the devnet did not stop on SIGINT");
+            panic!("the devnet did not stop on SIGINT{when}");
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "the devnet exited with {status} on SIGINT");
-    if let Some(pid) = pids.iter().find(|p| running(**p)) {
-        panic!("node process {pid} outlived its devnet's Ctrl-C");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -487,22 +492,7 @@ fn an_interrupt_during_start_up_leaves_nothing_behind() {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the devnet did not stop on SIGINT during start-up");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = interrupt(&mut child, " during start-up");
     let mut out = String::new();
     let mut err = String::new();
     if let Some(mut o) = child.stdout.take() {
