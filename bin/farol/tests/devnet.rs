@@ -262,6 +262,22 @@ fn devnet_runs_a_real_client_agrees_and_survives_a_killed_validator() {
         eprintln!("{text}");
         assert!(out.status.success(), "{script} failed:\n{text}\n{}", log_tail(&dir, 0));
     }
+    // Every validator keeps the compiled module of the WASM contract `wasm.mjs` deployed in
+    // its own data directory (docs/wasm.md §5), and nothing else writes there.
+    // (Compilation runs in the background: allowed a few seconds to finish.)
+    for i in 0..4 {
+        let cache = dir.join(format!("validator-{i}")).join("wasm");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut files = files_under(&cache);
+        while files.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            files = files_under(&cache);
+        }
+        assert!(
+            !files.is_empty() && files.iter().all(|f| f.extension().is_some_and(|e| e == "cwasm")),
+            "validator {i}'s WASM cache holds {files:?}"
+        );
+    }
 
     // Transfers through validator 1: executed and final everywhere, one chain.
     let funder = PrivateKeySigner::from_bytes(
@@ -918,4 +934,18 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     refused(&["node", "--config", text(&cfg)], "genesis.chain_id: 0, or no genesis given");
     refused(&["node", "--config", text(&cfg), "--chain", c], "sync.peers: a full node");
     assert!(!data.exists(), "a refused node made {}", data.display());
+}
+
+/// The files under `dir`, at any depth.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -269,6 +269,9 @@ fn authority_nonces(state: &Arc<State>, block: &crate::chain::StoredBlock) -> Au
         .collect()
 }
 
+/// The folder of the data directory that holds compiled WASM modules.
+pub const WASM_CACHE: &str = "wasm";
+
 impl Node {
     /// Opens the data directory (creating the genesis on first start), recovers consensus
     /// from its log, and starts every part. Must run inside a tokio runtime.
@@ -288,6 +291,13 @@ impl Node {
             }
         }
         let metrics = Arc::new(Metrics::default());
+        // Compiled WASM modules are kept in the data directory (docs/wasm.md §5): a module
+        // that left memory, and every module after a restart, is loaded from there rather
+        // than validated, rewritten and compiled again. The process has one runtime; a runtime
+        // that cannot start fails the first WASM call, with the reason, as before.
+        if let Ok(runtime) = farol_execution::wasm::WasmRuntime::global() {
+            runtime.set_disk_cache(Some(dir.join(WASM_CACHE)));
+        }
 
         // State and chain.
         let store_opts = StoreOptions {

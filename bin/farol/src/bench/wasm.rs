@@ -13,9 +13,10 @@
 //! - `wasm.repeated_call`: a block of calls to one Rust ERC-20 with ready instances against
 //!   the same without (they must not slow a contract called many times in a block);
 //! - `wasm.evicted_call`: the block with a call to a Rust ERC-20 whose module has left
-//!   memory (as `MAX_MODULES` others' calls make it leave: validated, rewritten and
-//!   translated again on the call), against the same call with the module in memory, and
-//!   the gas that call pays (docs/wasm.md §9: what the reload costs per gas);
+//!   memory (as `MAX_MODULES` others' calls make it leave), loaded back from the disk cache
+//!   as a node does, against the same call with the module in memory; with the gas that call
+//!   pays, and the time when the disk cache does not hold it (validated, rewritten and
+//!   translated again on the call: every reload before stop 44) (docs/wasm.md §5, §9);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -88,35 +89,16 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
 }
 
 /// A call to a module that left memory, `samples` times (the module made to leave before
-/// each), against the same call with it in memory (compiled); with the gas it pays.
+/// each), loaded from the disk cache, against the same call with it in memory (compiled);
+/// with the gas it pays and the time of the same call without the disk cache.
 fn evicted_call(world: &mut World, samples: usize) -> Result<()> {
     progress(format!("wasm.evicted_call: {samples} calls to a module that left memory"));
     let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
-    let erc20 = module("erc20")?;
-    let code = contract_code(&with_nonce(&erc20, 9_000_000));
-    let hash = keccak256(&code);
-    let token = deploy_compiled(world, &code)?;
-    let caller = world.users[1];
-    let query = balanceOfCall { owner: caller }.abi_encode();
-    let saved = world.nonces();
-    let txs = calls(world, token, &query, 1, 1_000_000);
-    world.set_nonces(saved);
-    let (mut evicted, mut present) = (Vec::new(), Vec::new());
-    let mut gas = 0;
-    for _ in 0..samples {
-        runtime.forget(hash);
-        let (out, t) = exec(world, &txs)?;
-        if let Some(t) = out.txs.iter().find(|t| t.status != TxStatus::Success) {
-            bail!("benchmark transaction failed: {t:?}");
-        }
-        gas = out.txs[0].gas_used;
-        evicted.push(t);
-        // In memory again (compiled once its reload's compilation is done).
-        runtime.wait(hash);
-        let (_, t) = time_block(world, &txs, 1)?;
-        present.push(t);
-    }
-    let (evicted, present) = (us(median(&mut evicted)), us(median(&mut present)));
+    let cache = tempfile::tempdir()?;
+    runtime.set_disk_cache(Some(cache.path().to_path_buf()));
+    let measured = evicted_samples(world, runtime, samples);
+    runtime.set_disk_cache(None);
+    let (evicted, present, uncached, gas, file_bytes) = measured?;
     BenchResult::new(
         "wasm.evicted_call",
         evicted,
@@ -124,16 +106,71 @@ fn evicted_call(world: &mut World, samples: usize) -> Result<()> {
         "us",
         Better::Lower,
         json!({
-            "module_bytes": erc20.len(),
+            "module_bytes": module("erc20")?.len(),
+            "cached_file_bytes": file_bytes,
             "samples": samples,
             "gas_used": gas,
             "evicted_us_per_1000_gas": evicted * 1000.0 / gas.max(1) as f64,
+            "evicted_without_disk_cache_us": uncached,
             "measured": "one block with one balanceOf call (sequential executor), the module \
-                         made to leave memory before it",
+                         made to leave memory before it and loaded back from the disk cache",
             "baseline": "the same block with the module in memory, compiled",
         }),
     )
     .print()
+}
+
+/// The medians of [`evicted_call`] in µs (from the disk cache, in memory, without the disk
+/// cache), the gas of the call and the size of the cached file.
+fn evicted_samples(
+    world: &mut World,
+    runtime: &'static WasmRuntime,
+    samples: usize,
+) -> Result<(f64, f64, f64, u64, u64)> {
+    let erc20 = module("erc20")?;
+    let code = contract_code(&with_nonce(&erc20, 9_000_000));
+    let hash = keccak256(&code);
+    let token = deploy_compiled(world, &code)?;
+    let loaded = runtime.stats().loaded;
+    let caller = world.users[1];
+    let query = balanceOfCall { owner: caller }.abi_encode();
+    let saved = world.nonces();
+    let txs = calls(world, token, &query, 1, 1_000_000);
+    world.set_nonces(saved);
+    let (mut evicted, mut present, mut uncached) = (Vec::new(), Vec::new(), Vec::new());
+    let mut gas = 0;
+    for _ in 0..samples {
+        runtime.forget(hash);
+        let (out, t) = time_block(world, &txs, 1)?;
+        gas = out.txs[0].gas_used;
+        evicted.push(t);
+        // In memory again, compiled.
+        runtime.wait(hash);
+        let (_, t) = time_block(world, &txs, 1)?;
+        present.push(t);
+    }
+    if runtime.stats().loaded < loaded + samples as u64 {
+        bail!("the module was not loaded from the disk cache at every sample");
+    }
+    let file_bytes =
+        runtime.cache_file(hash).and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+    let cache = runtime.disk_cache();
+    runtime.set_disk_cache(None);
+    for _ in 0..samples {
+        runtime.forget(hash);
+        let (out, t) = time_block(world, &txs, 1)?;
+        if out.txs[0].gas_used != gas {
+            bail!(
+                "the call paid {} gas without the disk cache, {gas} with it",
+                out.txs[0].gas_used
+            );
+        }
+        uncached.push(t);
+        runtime.wait(hash);
+    }
+    runtime.set_disk_cache(cache);
+    let m = |v: &mut Vec<Duration>| us(median(v));
+    Ok((m(&mut evicted), m(&mut present), m(&mut uncached), gas, file_bytes))
 }
 
 fn module(name: &str) -> Result<Vec<u8>> {

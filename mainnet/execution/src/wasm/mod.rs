@@ -290,8 +290,10 @@ enum SlotState {
 struct Slot {
     state: Mutex<SlotState>,
     done: Condvar,
-    /// The interpreter's form of the module.
-    interp: Arc<Interpreted>,
+    /// The interpreter's form of the module: made with the slot when the module was
+    /// validated here, and only when a call needs it for a module loaded compiled from the
+    /// disk cache (since stop 44).
+    interp: OnceLock<Arc<Interpreted>>,
     /// When it was last used, on the runtime's clock of uses (the least recently used
     /// leaves memory first).
     used: AtomicU64,
@@ -301,20 +303,33 @@ struct Slot {
 }
 
 impl Slot {
+    /// A module validated here, queued for compilation.
     fn new(interp: Arc<Interpreted>, now: u64) -> Arc<Slot> {
         Arc::new(Slot {
             state: Mutex::new(SlotState::Compiling),
             done: Condvar::new(),
-            interp,
+            interp: OnceLock::from(interp),
             used: AtomicU64::new(now),
             queued: AtomicBool::new(true),
+        })
+    }
+
+    /// A module loaded compiled from the disk cache.
+    fn loaded(compiled: Arc<Compiled>, now: u64) -> Arc<Slot> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState::Ready(compiled)),
+            done: Condvar::new(),
+            interp: OnceLock::new(),
+            used: AtomicU64::new(now),
+            queued: AtomicBool::new(false),
         })
     }
 }
 
 /// Modules kept in memory at most (compiled, or with their interpreter form); the least
-/// recently used of the others leaves when a new one comes. One that left is validated and
-/// compiled again when it is called (the same module, so the same results).
+/// recently used of the others leaves when a new one comes. One that left is loaded from the
+/// disk cache when it is called, or validated and compiled again if it is not there (the
+/// same module, so the same results).
 pub const MAX_MODULES: usize = 1_024;
 
 /// Background compilations at most at once; past it a module waits in a queue for one of
@@ -555,6 +570,27 @@ impl WasmRuntime {
         }
     }
 
+    /// The interpreter's form of the module in `slot`, whose code is `code`: made now for a
+    /// module loaded compiled from the disk cache. That module passed the same checks with the
+    /// same rules when it was compiled (the cache's folder is named by them), so a failure
+    /// here is this node's fault, not the module's.
+    fn slot_interp(&self, slot: &Slot, code: &[u8]) -> Result<Arc<Interpreted>, WasmError> {
+        if let Some(i) = slot.interp.get() {
+            return Ok(i.clone());
+        }
+        let info = match &*lock(&slot.state) {
+            SlotState::Ready(c) => c.info,
+            _ => return Err(WasmError::Runtime("a module without its interpreter form".into())),
+        };
+        let fault = |e: WasmError| WasmError::Runtime(format!("a cached module: {e}"));
+        let module = code.strip_prefix(&MARKER).ok_or_else(|| {
+            fault(WasmError::Invalid("the code does not start with the marker".into()))
+        })?;
+        let rewritten = instrument::rewrite(module, true).map_err(fault)?;
+        let made = self.interpreted(&rewritten, info).map_err(fault)?;
+        Ok(slot.interp.get_or_init(|| made).clone())
+    }
+
     /// The interpreter's form of `module` (the rewritten bytes).
     fn interpreted(&self, code: &[u8], info: ModuleInfo) -> Result<Arc<Interpreted>, WasmError> {
         let module = wasmi::Module::new(&self.interp_engine, code)
@@ -567,6 +603,17 @@ impl WasmRuntime {
     /// loads another's output.
     pub fn set_disk_cache(&self, dir: Option<PathBuf>) {
         *lock(&self.disk) = dir;
+    }
+
+    /// The folder of the disk cache, if it is on.
+    pub fn disk_cache(&self) -> Option<PathBuf> {
+        lock(&self.disk).clone()
+    }
+
+    /// The file of the disk cache that holds (or would hold) the compiled module whose code
+    /// hash is `hash`; `None` if the cache is off.
+    pub fn cache_file(&self, hash: B256) -> Option<PathBuf> {
+        self.disk_path(hash)
     }
 
     /// Compiled frames of [`transient`] work running now.
@@ -654,14 +701,27 @@ impl WasmRuntime {
     ) -> Result<Arc<Slot>, WasmError> {
         let code = Arc::new(instrument::rewrite(module, true)?);
         let interp = self.interpreted(&code, info)?;
+        let (slot, new) = self.insert(hash, |now| Slot::new(interp, now));
+        if !new {
+            return Ok(slot);
+        }
+        let job = CompileJob { slot: Arc::downgrade(&slot), hash, info, code };
+        lock(&self.compile_queue).push_back(job);
+        self.spawn_compiler();
+        Ok(slot)
+    }
+
+    /// The slot held for `hash`, or `make`'s (given the clock of uses), put in memory in place
+    /// of the least recently used module when memory is full; and whether it is `make`'s.
+    fn insert(&self, hash: B256, make: impl FnOnce(u64) -> Arc<Slot>) -> (Arc<Slot>, bool) {
         let now = self.uses.fetch_add(1, AtomicOrdering::Relaxed);
         let (slot, evicted) = {
             let mut slots = lock(&self.slots);
             if let Some(s) = slots.get(&hash) {
-                return Ok(s.clone());
+                return (s.clone(), false);
             }
             let evicted = if slots.len() >= MAX_MODULES { evict_one(&mut slots) } else { None };
-            let slot = Slot::new(interp, now);
+            let slot = make(now);
             slots.insert(hash, slot.clone());
             (slot, evicted)
         };
@@ -671,10 +731,7 @@ impl WasmRuntime {
                 self.unprepare(c);
             }
         }
-        let job = CompileJob { slot: Arc::downgrade(&slot), hash, info, code };
-        lock(&self.compile_queue).push_back(job);
-        self.spawn_compiler();
-        Ok(slot)
+        (slot, true)
     }
 
     /// Starts a compile thread for the queue, unless [`MAX_COMPILE_THREADS`] run (one of
@@ -834,13 +891,23 @@ impl WasmRuntime {
                     lock(&self.stats).interpreted += 1;
                     return Ok(Tier::Interpreted(interp));
                 }
-                let info = validate(module)?;
-                self.start(hash, module, info)?
+                // A module that passed deployment here before is on disk, compiled (since
+                // stop 44): loading it skips validation, the rewrite and the interpreter's
+                // translation, which cost a module that left memory about 3 ms a call for
+                // 41 KiB (docs/wasm.md §5).
+                match self.load_from_disk(hash, None) {
+                    Some(c) => self.insert(hash, |now| Slot::loaded(c, now)).0,
+                    None => {
+                        let info = validate(module)?;
+                        self.start(hash, module, info)?
+                    }
+                }
             }
         };
         let interp = || {
+            let i = self.slot_interp(&slot, code)?;
             lock(&self.stats).interpreted += 1;
-            Ok(Tier::Interpreted(slot.interp.clone()))
+            Ok(Tier::Interpreted(i))
         };
         // Transient work past its share of compiled frames runs on the interpreter.
         let over_share = || {
@@ -888,46 +955,58 @@ impl WasmRuntime {
         }
     }
 
-    /// Where the compiled form of the rewritten module `code` (of the contract whose code
-    /// hash is `hash`) is kept on disk: named by the contract's code hash and by the hash of
-    /// the rewritten bytes, so that a build whose rewrite differs (other gas rules) never
-    /// loads another's output (before stop 38 the name held only the code hash and the crate
-    /// version, which is not bumped when the rules change).
-    fn disk_path(&self, hash: B256, code: &[u8]) -> Option<PathBuf> {
+    /// Where the compiled form of the module whose code hash is `hash` is kept on disk:
+    /// under a folder named by Farol's version, wasmtime's compatibility hash and
+    /// [`rules_fingerprint`], so that a build whose checks or rewrite differ (other gas
+    /// rules) never loads another's output. (Before stop 38 the name held only the code hash
+    /// and the crate version, which is not bumped when the rules change; from stop 38 to 43 it
+    /// held the rewritten module's hash, which needs the rewrite done before the file can be
+    /// looked up.)
+    fn disk_path(&self, hash: B256) -> Option<PathBuf> {
         let dir = lock(&self.disk).clone()?;
-        let rewritten = keccak256(code);
-        let rewritten = alloy_primitives::hex::encode(&rewritten[..8]);
         let mut engine = std::collections::hash_map::DefaultHasher::new();
         std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
         let tag = std::hash::Hasher::finish(&engine);
+        let rules = alloy_primitives::hex::encode(&rules_fingerprint()[..8]);
         Some(
-            dir.join(format!("wasmtime-{}-{tag:016x}", env!("CARGO_PKG_VERSION")))
-                .join(format!("{hash:x}-{rewritten}.cwasm")),
+            dir.join(format!("wasmtime-{}-{tag:016x}-{rules}", env!("CARGO_PKG_VERSION")))
+                .join(format!("{hash:x}.cwasm")),
         )
     }
 
-    /// The compiled form of the rewritten module `code`: from the disk cache, or compiled now.
+    /// The module whose code hash is `hash`, compiled, from the disk cache: `None` if the
+    /// cache is off, has no file for it, or the file fails the checks (among them, when
+    /// `expected` is given, that its [`ModuleInfo`] is that one).
+    fn load_from_disk(&self, hash: B256, expected: Option<ModuleInfo>) -> Option<Arc<Compiled>> {
+        let path = self.disk_path(hash)?;
+        // Read, not mapped: a file changed under a mapping would fault the process.
+        let bytes = std::fs::read(path).ok()?;
+        let (info, compiled) = decode_cached(&bytes)?;
+        if expected.is_some_and(|e| e != info) {
+            return None;
+        }
+        // SAFETY: the bytes come from `Module::serialize` of an engine with the same
+        // compatibility hash (the folder name), in this node's own cache directory, and
+        // wasmtime checks their header and engine settings before using them; a file that
+        // fails those checks is not used (the module is then validated and compiled again).
+        #[allow(unsafe_code)]
+        let m = unsafe { Module::deserialize(&self.engine, compiled) }.ok()?;
+        let pre = self.linker.instantiate_pre(&m).ok()?;
+        let c = Compiled::new(pre, info).ok()?;
+        lock(&self.stats).loaded += 1;
+        Some(Arc::new(c))
+    }
+
+    /// The compiled form of the rewritten module `code` (validated: `info`): from the disk
+    /// cache, or compiled now (and written there).
     fn load_or_compile(
         &self,
         hash: B256,
         info: ModuleInfo,
         code: &[u8],
     ) -> Result<Arc<Compiled>, WasmError> {
-        let path = self.disk_path(hash, code);
-        if let Some(bytes) = path.as_deref().and_then(|p| std::fs::read(p).ok()) {
-            // Read, not mapped: a file changed under a mapping would fault the process.
-            // SAFETY: the bytes come from `Module::serialize` of an engine with the same
-            // compatibility hash (the folder name), in this node's own cache directory, and
-            // wasmtime checks their header and engine settings before using them; a file that
-            // fails those checks is recompiled below.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Module::deserialize(&self.engine, &bytes) };
-            if let Ok(m) = loaded {
-                if let Ok(pre) = self.linker.instantiate_pre(&m) {
-                    lock(&self.stats).loaded += 1;
-                    return Compiled::new(pre, info).map(Arc::new);
-                }
-            }
+        if let Some(c) = self.load_from_disk(hash, Some(info)) {
+            return Ok(c);
         }
         let started = Instant::now();
         let m = Module::new(&self.engine, code)
@@ -937,18 +1016,77 @@ impl WasmRuntime {
             s.compiled += 1;
             s.compile_time += started.elapsed();
         }
-        if let Some(path) = path {
-            store_file(&path, &m);
+        if let Some(path) = self.disk_path(hash) {
+            store_file(&path, info, &m);
         }
         let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
         Compiled::new(pre, info).map(Arc::new)
     }
 }
 
+/// What the build's checks and rewrite of modules are made of: the sources of the
+/// validation, the rewrite, the constants and host signatures they use, and the versions of
+/// every dependency (`Cargo.lock`: the parser and encoder among them). A cached module is
+/// used only by a build with the same fingerprint, so one whose rules differ in any way
+/// compiles its own (a comment's change costs a recompilation, nothing else).
+fn rules_fingerprint() -> &'static B256 {
+    static RULES: OnceLock<B256> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let mut sources = Vec::new();
+        for part in [
+            include_str!("validate.rs"),
+            include_str!("instrument.rs"),
+            include_str!("mod.rs"),
+            include_str!("host.rs"),
+            include_str!("../../../../Cargo.lock"),
+        ] {
+            sources.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            sources.extend_from_slice(part.as_bytes());
+        }
+        keccak256(&sources)
+    })
+}
+
+/// The first bytes of a file of the disk cache, before the [`ModuleInfo`] (four
+/// little-endian `u64`s) and the serialized module.
+const DISK_MAGIC: &[u8; 8] = b"FAROLWM1";
+
+/// A file of the disk cache: the module's [`ModuleInfo`], which deployment's checks
+/// computed, and its compiled form.
+fn encode_cached(info: ModuleInfo, compiled: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DISK_MAGIC.len() + 32 + compiled.len());
+    out.extend_from_slice(DISK_MAGIC);
+    for n in [info.initial_pages, info.active_data_bytes, info.active_elements, info.segments] {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
+    out.extend_from_slice(compiled);
+    out
+}
+
+/// The parts of a file of the disk cache; `None` for one that is not such a file.
+fn decode_cached(bytes: &[u8]) -> Option<(ModuleInfo, &[u8])> {
+    let rest = bytes.strip_prefix(DISK_MAGIC)?;
+    let (head, compiled) = rest.split_at_checked(32)?;
+    let mut n = head.chunks_exact(8).map(|c| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        u64::from_le_bytes(b)
+    });
+    let mut next = || n.next();
+    let info = ModuleInfo {
+        initial_pages: next()?,
+        active_data_bytes: next()?,
+        active_elements: next()?,
+        segments: next()?,
+    };
+    Some((info, compiled))
+}
+
 /// Writes a compiled module next to its final name and renames it there, so a reader never
 /// sees half a file. A cache that cannot be written is only slower.
-fn store_file(path: &Path, m: &Module) {
-    let Ok(bytes) = m.serialize() else { return };
+fn store_file(path: &Path, info: ModuleInfo, m: &Module) {
+    let Ok(compiled) = m.serialize() else { return };
+    let bytes = encode_cached(info, &compiled);
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
