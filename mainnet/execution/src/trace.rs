@@ -454,7 +454,8 @@ pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> u64 {
 #[derive(Debug, Clone)]
 pub struct AccessListOutcome {
     /// The accounts and slots the call touches, less its sender, its target and the
-    /// precompiles (those are warm anyway).
+    /// precompiles (those are warm anyway), whose slots are listed (those the call touches,
+    /// and those the call's own list names).
     pub access_list: AccessList,
     /// The call run with that list.
     pub outcome: TxOutcome,
@@ -930,19 +931,35 @@ impl<I: WasmAccess> WasmAccess for Traced<I> {
 struct AccessCollector {
     evm: AccessListInspector,
     wasm: BTreeMap<Address, BTreeSet<B256>>,
+    /// The list the call was run with.
+    given: AccessList,
 }
 
 impl AccessCollector {
     fn new(list: AccessList) -> Self {
-        AccessCollector { evm: AccessListInspector::new(list), wasm: BTreeMap::new() }
+        AccessCollector {
+            evm: AccessListInspector::new(list.clone()),
+            wasm: BTreeMap::new(),
+            given: list,
+        }
     }
 
-    /// The list, ordered by address and then slot (as revm-inspectors orders its own).
+    /// The list, ordered by address and then slot (as revm-inspectors orders its own). The
+    /// slots the given list names for an account left out (the sender, the target, a
+    /// precompile) stay listed, under that account, as geth keeps them; the account alone,
+    /// without slots, is left out. (revm-inspectors drops such accounts with their slots;
+    /// Farol did until stop 44.)
     fn into_access_list(self) -> AccessList {
+        let excluded = self.evm.excluded().clone();
         let mut all: BTreeMap<Address, BTreeSet<B256>> =
             self.evm.into_touched_slots().into_iter().collect();
         for (address, slots) in self.wasm {
             all.entry(address).or_default().extend(slots);
+        }
+        for item in self.given.0 {
+            if excluded.contains(&item.address) && !item.storage_keys.is_empty() {
+                all.entry(item.address).or_default().extend(item.storage_keys);
+            }
         }
         AccessList(
             all.into_iter()

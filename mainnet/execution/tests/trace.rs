@@ -300,3 +300,48 @@ fn parity_replays_add_up_to_the_block() {
         w.commit(&out);
     }
 }
+
+/// Slots the call's own list names for an account the list leaves out (the sender, the
+/// target, a precompile) stay listed, as geth keeps them; such an account named without
+/// slots is left out. Until stop 44 the slots were dropped with the account (revm-inspectors'
+/// rule).
+#[test]
+fn an_access_list_keeps_the_slots_given_for_accounts_it_leaves_out() {
+    use alloy_consensus::{SignableTransaction, TxEnvelope};
+    use alloy_eips::eip2930::{AccessList, AccessListItem};
+    use alloy_primitives::{Address, B256};
+
+    let mut w = world();
+    let pools = w.pools.len();
+    let swap = w.swaps(1, pools, &mut rng(4)).remove(0);
+    let env = w.block_env(Address::ZERO);
+    let TxEnvelope::Eip1559(signed) = &swap.tx else {
+        panic!("the workload's swaps are EIP-1559 transactions: {:?}", swap.tx)
+    };
+    let (ecrecover, sha256) = (Address::with_last_byte(1), Address::with_last_byte(2));
+    let (sender_slot, router_slot, precompile_slot) =
+        (B256::repeat_byte(0x51), B256::repeat_byte(0x52), B256::repeat_byte(0x53));
+    let mut inner = signed.tx().clone();
+    inner.access_list = AccessList(vec![
+        AccessListItem { address: swap.sender, storage_keys: vec![sender_slot] },
+        AccessListItem { address: w.router, storage_keys: vec![router_slot] },
+        AccessListItem { address: ecrecover, storage_keys: vec![precompile_slot] },
+        AccessListItem { address: sha256, storage_keys: vec![] },
+    ]);
+    let tx = farol_execution::RecoveredTx {
+        tx: TxEnvelope::Eip1559(inner.into_signed(*signed.signature())),
+        sender: swap.sender,
+    };
+    let out =
+        create_access_list(&w.state, &w.chain, &env, &tx, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.outcome.is_success(), "{:?}", out.outcome);
+    let slots = |a: Address| {
+        out.access_list.0.iter().find(|i| i.address == a).map(|i| i.storage_keys.clone())
+    };
+    assert_eq!(slots(swap.sender), Some(vec![sender_slot]), "{:?}", out.access_list);
+    assert!(slots(w.router).is_some_and(|s| s.contains(&router_slot)), "{:?}", out.access_list);
+    assert_eq!(slots(ecrecover), Some(vec![precompile_slot]), "{:?}", out.access_list);
+    assert_eq!(slots(sha256), None, "{:?}", out.access_list);
+    // What the swap touches is still there: the pair and its tokens.
+    assert!(out.access_list.0.len() >= 3 + 3, "{:?}", out.access_list);
+}
