@@ -81,13 +81,31 @@ fn compiled_modules_are_kept_on_disk_and_a_bad_file_is_recompiled() {
     assert!(rt.is_ready(hash));
     assert_eq!((rt.stats().loaded, rt.stats().compiled), (mid.loaded + 1, mid.compiled));
 
-    // A damaged file fails the checks and the module is compiled again; so is one whose
-    // header disagrees with what deployment's checks compute.
+    // A damaged file fails the checks and the module is compiled again: garbage, a file cut
+    // short, one byte changed in the code hash, in the `ModuleInfo` or in the machine code
+    // (the checksum), and a whole file of another module under this one's name.
     let good = std::fs::read(&files[0]).unwrap_or_else(|e| panic!("{e}"));
-    let mut wrong_info = good.clone();
-    wrong_info[8] ^= 1;
-    for damaged in [b"not a compiled module".to_vec(), good[..good.len() / 2].to_vec(), wrong_info]
-    {
+    let flipped = |at: usize| {
+        let mut f = good.clone();
+        f[at] ^= 1;
+        f
+    };
+    let other = contract_code(
+        &wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "call")))"#)
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let other_hash = rt.deploy(&other).unwrap_or_else(|e| panic!("{e}"));
+    rt.wait(other_hash);
+    let other_file = rt.cache_file(other_hash).unwrap_or_else(|| panic!("the cache is on"));
+    let other_bytes = std::fs::read(other_file).unwrap_or_else(|e| panic!("{e}"));
+    for damaged in [
+        b"not a compiled module".to_vec(),
+        good[..good.len() / 2].to_vec(),
+        flipped(8),
+        flipped(40),
+        flipped(good.len() - 1),
+        other_bytes,
+    ] {
         std::fs::write(&files[0], &damaged).unwrap_or_else(|e| panic!("{e}"));
         rt.forget(hash);
         let late = rt.stats();
@@ -98,6 +116,18 @@ fn compiled_modules_are_kept_on_disk_and_a_bad_file_is_recompiled() {
         // And written again, whole.
         assert_eq!(std::fs::read(&files[0]).unwrap_or_else(|e| panic!("{e}")), good);
     }
+
+    // Turning the cache on removes other builds' folders and writes left half done, and
+    // keeps this build's files.
+    let folder = files[0].parent().unwrap_or_else(|| panic!("a folder")).to_path_buf();
+    let old = dir.path().join("wasmtime-0.0.0-0000000000000000-0000000000000000");
+    std::fs::create_dir_all(&old).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(old.join(format!("{hash:x}.cwasm")), &good).unwrap_or_else(|e| panic!("{e}"));
+    let half = folder.join(format!("{hash:x}.tmp1-2"));
+    std::fs::write(&half, b"half").unwrap_or_else(|e| panic!("{e}"));
+    rt.set_disk_cache(Some(dir.path().to_path_buf()));
+    assert!(!old.exists() && !half.exists());
+    assert!(files[0].exists());
     rt.set_disk_cache(None);
 }
 
@@ -183,15 +213,22 @@ fn a_module_that_left_memory_comes_back_compiled_from_disk_with_the_same_results
         .unwrap_or_else(|e| panic!("parallel: {e}"));
     assert_eq!(par, expected);
 
-    // A file that fails the checks: validated again on the call, the same result.
-    if let Some(f) = rt.cache_file(hash) {
-        std::fs::write(f, b"FAROLWM1 damaged").unwrap_or_else(|e| panic!("{e}"));
+    // A file that fails the checks: validated again on the call, the same result, and the
+    // file written anew. One changed byte of its `ModuleInfo` (which the frame's gas uses)
+    // fails the checksum.
+    let file = rt.cache_file(hash).unwrap_or_else(|| panic!("the cache is on"));
+    let good = std::fs::read(&file).unwrap_or_else(|e| panic!("{e}"));
+    let mut wrong_info = good.clone();
+    wrong_info[40] ^= 1;
+    for damaged in [b"FAROLWM2 damaged".to_vec(), wrong_info] {
+        std::fs::write(&file, damaged).unwrap_or_else(|e| panic!("{e}"));
+        rt.forget(hash);
+        let before = rt.stats();
+        assert_eq!(run(&w, &txs), expected);
+        rt.wait(hash);
+        assert_eq!(rt.stats().loaded, before.loaded);
+        assert_eq!(std::fs::read(&file).unwrap_or_else(|e| panic!("{e}")), good);
     }
-    rt.forget(hash);
-    let before = rt.stats();
-    assert_eq!(run(&w, &txs), expected);
-    rt.wait(hash);
-    assert_eq!(rt.stats().loaded, before.loaded);
 
     // With the cache off, as every call to a module that left memory was before.
     rt.set_disk_cache(None);

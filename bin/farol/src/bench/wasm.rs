@@ -17,6 +17,10 @@
 //!   as a node does, against the same call with the module in memory; with the gas that call
 //!   pays, and the time when the disk cache does not hold it (validated, rewritten and
 //!   translated again on the call: every reload before stop 44) (docs/wasm.md §5, §9);
+//! - `wasm.evicted_loop`: a WASM contract that calls, in turn and over again, one more tiny
+//!   module than memory holds (so that every call finds its module gone), against the same
+//!   loop over modules that all fit, in µs per 1,000 gas (docs/wasm.md §9: the worst case of
+//!   modules leaving memory);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -44,7 +48,7 @@ pub(crate) struct WasmBenchArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Only the benchmarks whose name contains this (`compute`, `call`, `first_call`,
-    /// `repeated_call`, `evicted_call`, `fuel`).
+    /// `repeated_call`, `evicted_call`, `evicted_loop`, `fuel`).
     #[arg(long)]
     only: Option<String>,
 }
@@ -81,6 +85,9 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
     }
     if wanted("wasm.evicted_call") {
         evicted_call(&mut world, if args.quick { 5 } else { 21 })?;
+    }
+    if wanted("wasm.evicted_loop") {
+        evicted_loop(&mut world, if args.quick { 1 } else { 3 })?;
     }
     if wanted("wasm.fuel") {
         fuel(args.quick, runs)?;
@@ -171,6 +178,157 @@ fn evicted_samples(
     runtime.set_disk_cache(cache);
     let m = |v: &mut Vec<Duration>| us(median(v));
     Ok((m(&mut evicted), m(&mut present), m(&mut uncached), gas, file_bytes))
+}
+
+/// A contract that calls in turn, `rounds` times over, each address of its input (after
+/// `rounds`, a little-endian `u32`), with a static call and no input.
+const LOOPER: &str = r#"
+(module
+  (import "farol" "calldata_size" (func $size (result i32)))
+  (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
+  (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "call")
+    (local $n i32) (local $r i32) (local $i i32)
+    (local.set $n (call $size))
+    (call $cd (i32.const 1024) (i32.const 0) (local.get $n))
+    (local.set $r (i32.load (i32.const 1024)))
+    (block $done
+      (loop $round
+        (br_if $done (i32.eqz (local.get $r)))
+        (local.set $i (i32.const 4))
+        (block $end
+          (loop $next
+            (br_if $end (i32.gt_u (i32.add (local.get $i) (i32.const 20)) (local.get $n)))
+            (if (i32.eqz (call $call (i32.const 1) (i32.add (i32.const 1024) (local.get $i))
+                  (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 1000000)))
+              (then unreachable))
+            (local.set $i (i32.add (local.get $i) (i32.const 20)))
+            (br $next)))
+        (local.set $r (i32.sub (local.get $r) (i32.const 1)))
+        (br $round)))))
+"#;
+
+/// `wasm.evicted_loop`: [`LOOPER`] over `MAX_MODULES + 1` tiny modules (each of its calls
+/// finds its module gone: the least recently used leaves first), against the same loop over
+/// 1,000 of them (all in memory); `rounds` times over each list; with the disk cache on, as
+/// the node runs, and the attack again with it off.
+fn evicted_loop(world: &mut World, rounds: u32) -> Result<()> {
+    let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
+    let k = farol_execution::wasm::MAX_MODULES + 1;
+    progress(format!("wasm.evicted_loop: deploying {k} modules, then {rounds} rounds of calls"));
+    let cache = tempfile::tempdir()?;
+    runtime.set_disk_cache(Some(cache.path().to_path_buf()));
+    let measured = evicted_loop_runs(world, runtime, k, rounds);
+    runtime.set_disk_cache(None);
+    let m = measured?;
+    let per_kgas = |t: Duration, gas: u64| us(t) * 1000.0 / gas.max(1) as f64;
+    let (attack, fit) = (per_kgas(m.attack.0, m.attack.1), per_kgas(m.fit.0, m.fit.1));
+    let uncached = per_kgas(m.uncached.0, m.uncached.1);
+    BenchResult::new(
+        "wasm.evicted_loop",
+        attack,
+        fit,
+        "us/1000 gas",
+        Better::Lower,
+        json!({
+            "modules_cycled": k,
+            "modules_that_fit": m.fit_modules,
+            "rounds": rounds,
+            "attack_gas": m.attack.1,
+            "attack_block_ms": us(m.attack.0) / 1000.0,
+            "fit_gas": m.fit.1,
+            "fit_block_ms": us(m.fit.0) / 1000.0,
+            "loads_from_disk_per_call": m.loads_per_call,
+            "s_per_30m_gas_block": attack * 30_000.0 / 1e6,
+            "without_disk_cache_us_per_1000_gas": uncached,
+            "without_disk_cache_s_per_30m_gas_block": uncached * 30_000.0 / 1e6,
+            "measured": "one transaction calling a WASM loop over one more tiny module than \
+                         memory holds, each module's next call finding it gone, loaded from \
+                         the disk cache",
+            "baseline": "the same loop over modules that all stay in memory",
+        }),
+    )
+    .print()
+}
+
+/// What [`evicted_loop`] measured: (block time, gas) of the attack, of the loop over modules
+/// that fit, and of the attack without the disk cache.
+struct LoopRuns {
+    attack: (Duration, u64),
+    fit: (Duration, u64),
+    uncached: (Duration, u64),
+    fit_modules: usize,
+    loads_per_call: f64,
+}
+
+fn evicted_loop_runs(
+    world: &mut World,
+    runtime: &'static WasmRuntime,
+    k: usize,
+    rounds: u32,
+) -> Result<LoopRuns> {
+    let codes: Vec<Vec<u8>> = (0..k)
+        .map(|n| {
+            let src = format!(
+                r#"(module (memory (export "memory") 1) (func (export "call")) (func (drop (i32.const {}))))"#,
+                8_000_000 + n
+            );
+            wat::parse_str(src).map(|m| contract_code(&m)).map_err(|e| anyhow!("{e}"))
+        })
+        .collect::<Result<_>>()?;
+    let mut targets = Vec::with_capacity(k);
+    for chunk in codes.chunks(256) {
+        let mut txs = Vec::with_capacity(chunk.len());
+        for (i, code) in chunk.iter().enumerate() {
+            let from = world.users[i % world.users.len()];
+            let (addr, tx) = world.deploy(from, deploy_code(code).into(), 1_000_000);
+            targets.push(addr);
+            txs.push(tx);
+        }
+        commit(world, txs)?;
+    }
+    for code in &codes {
+        runtime.wait(keccak256(code));
+    }
+    let looper = wat::parse_str(LOOPER).map_err(|e| anyhow!("{e}"))?;
+    let looper = deploy_compiled(world, &contract_code(&looper))?;
+    let input = |list: &[Address]| {
+        let mut v = rounds.to_le_bytes().to_vec();
+        for a in list {
+            v.extend_from_slice(a.as_slice());
+        }
+        v
+    };
+    let caller = world.users[1];
+    let saved = world.nonces();
+    let tx = |world: &mut World, list: &[Address]| {
+        world.set_nonces(saved.clone());
+        vec![world.call(caller, looper, U256::ZERO, input(list), 16_000_000, Flavor::DynamicFee, 1)]
+    };
+    let fit_modules = 1_000.min(k - 1);
+    let fit_txs = tx(world, &targets[..fit_modules]);
+    let attack_txs = tx(world, &targets);
+    world.set_nonces(saved);
+    // The modules that fit, twice first: every one of them in memory.
+    time_block(world, &fit_txs, 2)?;
+    let (out, fit_time) = time_block(world, &fit_txs, 3)?;
+    let fit = (fit_time, out.txs[0].gas_used);
+    let before = runtime.stats().loaded;
+    let (out, attack_time) = time_block(world, &attack_txs, 1)?;
+    let calls = u64::from(rounds) * k as u64;
+    let loads_per_call = (runtime.stats().loaded - before) as f64 / calls as f64;
+    let attack = (attack_time, out.txs[0].gas_used);
+    let cache = runtime.disk_cache();
+    runtime.set_disk_cache(None);
+    let uncached = time_block(world, &attack_txs, 1);
+    for code in &codes {
+        runtime.wait(keccak256(code));
+    }
+    runtime.set_disk_cache(cache);
+    let (out, uncached_time) = uncached?;
+    let uncached = (uncached_time, out.txs[0].gas_used);
+    Ok(LoopRuns { attack, fit, uncached, fit_modules, loads_per_call })
 }
 
 fn module(name: &str) -> Result<Vec<u8>> {

@@ -599,10 +599,43 @@ impl WasmRuntime {
     }
 
     /// Keeps compiled modules under `dir` too (`None`: memory only). Files are named by code
-    /// hash under a folder named by wasmtime's compatibility hash, so an upgraded engine never
-    /// loads another's output.
+    /// hash under a folder named by Farol's version, wasmtime's compatibility hash and the
+    /// build's rules ([`rules_fingerprint`]), so another build never loads this one's output.
+    /// The folders of other builds under `dir`, and files a write left half done, are
+    /// removed.
     pub fn set_disk_cache(&self, dir: Option<PathBuf>) {
+        if let Some(dir) = &dir {
+            self.clean_disk_cache(dir);
+        }
         *lock(&self.disk) = dir;
+    }
+
+    /// Removes what [`Self::set_disk_cache`] says from `dir`. Failures are left alone: the
+    /// cache is only slower for them.
+    fn clean_disk_cache(&self, dir: &Path) {
+        let current = self.disk_folder();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("wasmtime-") && name != current {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        for entry in std::fs::read_dir(dir.join(current)).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e.to_string_lossy().starts_with("tmp")) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// The name of this build's folder in the disk cache.
+    fn disk_folder(&self) -> String {
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
+        let tag = std::hash::Hasher::finish(&engine);
+        let rules = alloy_primitives::hex::encode(&rules_fingerprint()[..8]);
+        format!("wasmtime-{}-{tag:016x}-{rules}", env!("CARGO_PKG_VERSION"))
     }
 
     /// The folder of the disk cache, if it is on.
@@ -870,9 +903,10 @@ impl WasmRuntime {
         lock(&self.slots).remove(&hash);
     }
 
-    /// What runs a call to `code`, whose hash is `hash`: the compiled module from memory, or
-    /// the interpreter while Cranelift is still compiling (or, after a restart, loading from
-    /// disk or compiling again).
+    /// What runs a call to `code`, whose hash is `hash`: the compiled module from memory or,
+    /// if it is not in memory, from the disk cache; or the interpreter while Cranelift is
+    /// still compiling (a module neither in memory nor on disk is validated and compiled
+    /// again).
     pub(crate) fn get(&'static self, hash: B256, code: &[u8]) -> Result<Tier, WasmError> {
         let choice = self.tier();
         let existing = lock(&self.slots).get(&hash).cloned();
@@ -905,7 +939,20 @@ impl WasmRuntime {
             }
         };
         let interp = || {
-            let i = self.slot_interp(&slot, code)?;
+            let i = match self.slot_interp(&slot, code) {
+                Ok(i) => i,
+                // A module loaded from disk whose interpreter form this node cannot make:
+                // left out of memory, and prepared as deployment prepares it, which gives
+                // deployment's verdict (an invalid module halts the call as on every node).
+                Err(_) => {
+                    self.remove_if_current(hash, &slot);
+                    let module = code.strip_prefix(&MARKER).ok_or_else(|| {
+                        WasmError::Invalid("the code does not start with the marker".into())
+                    })?;
+                    let info = validate(module)?;
+                    self.interpreted(&instrument::rewrite(module, true)?, info)?
+                }
+            };
             lock(&self.stats).interpreted += 1;
             Ok(Tier::Interpreted(i))
         };
@@ -964,14 +1011,7 @@ impl WasmRuntime {
     /// looked up.)
     fn disk_path(&self, hash: B256) -> Option<PathBuf> {
         let dir = lock(&self.disk).clone()?;
-        let mut engine = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
-        let tag = std::hash::Hasher::finish(&engine);
-        let rules = alloy_primitives::hex::encode(&rules_fingerprint()[..8]);
-        Some(
-            dir.join(format!("wasmtime-{}-{tag:016x}-{rules}", env!("CARGO_PKG_VERSION")))
-                .join(format!("{hash:x}.cwasm")),
-        )
+        Some(dir.join(self.disk_folder()).join(format!("{hash:x}.cwasm")))
     }
 
     /// The module whose code hash is `hash`, compiled, from the disk cache: `None` if the
@@ -981,18 +1021,23 @@ impl WasmRuntime {
         let path = self.disk_path(hash)?;
         // Read, not mapped: a file changed under a mapping would fault the process.
         let bytes = std::fs::read(path).ok()?;
-        let (info, compiled) = decode_cached(&bytes)?;
+        let (info, compiled) = decode_cached(&bytes, hash)?;
         if expected.is_some_and(|e| e != info) {
             return None;
         }
-        // SAFETY: the bytes come from `Module::serialize` of an engine with the same
-        // compatibility hash (the folder name), in this node's own cache directory, and
-        // wasmtime checks their header and engine settings before using them; a file that
-        // fails those checks is not used (the module is then validated and compiled again).
-        #[allow(unsafe_code)]
-        let m = unsafe { Module::deserialize(&self.engine, compiled) }.ok()?;
-        let pre = self.linker.instantiate_pre(&m).ok()?;
-        let c = Compiled::new(pre, info).ok()?;
+        // This runs on the executor's thread: a panic in the engine is a file not used.
+        let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the bytes come from `Module::serialize` of an engine with the same
+            // compatibility hash (the folder name), in this node's own cache directory, under
+            // a checksum that `decode_cached` checked, and wasmtime checks their header and
+            // engine settings before using them; a file that fails those checks is not used
+            // (the module is then validated and compiled again, and the file written anew).
+            #[allow(unsafe_code)]
+            let m = unsafe { Module::deserialize(&self.engine, compiled) }.ok()?;
+            let pre = self.linker.instantiate_pre(&m).ok()?;
+            Compiled::new(pre, info).ok()
+        }));
+        let c = loaded.ok().flatten()?;
         lock(&self.stats).loaded += 1;
         Some(Arc::new(c))
     }
@@ -1017,7 +1062,7 @@ impl WasmRuntime {
             s.compile_time += started.elapsed();
         }
         if let Some(path) = self.disk_path(hash) {
-            store_file(&path, info, &m);
+            store_file(&path, hash, info, &m);
         }
         let pre = self.linker.instantiate_pre(&m).map_err(|e| WasmError::Runtime(e.to_string()))?;
         Compiled::new(pre, info).map(Arc::new)
@@ -1047,27 +1092,48 @@ fn rules_fingerprint() -> &'static B256 {
     })
 }
 
-/// The first bytes of a file of the disk cache, before the [`ModuleInfo`] (four
-/// little-endian `u64`s) and the serialized module.
-const DISK_MAGIC: &[u8; 8] = b"FAROLWM1";
+/// The first bytes of a file of the disk cache. The file then holds the module's code
+/// hash (32 bytes), its [`ModuleInfo`] (four little-endian `u64`s), a BLAKE3 hash of all
+/// that and of the rest (32 bytes), and the serialized module.
+const DISK_MAGIC: &[u8; 8] = b"FAROLWM2";
 
-/// A file of the disk cache: the module's [`ModuleInfo`], which deployment's checks
-/// computed, and its compiled form.
-fn encode_cached(info: ModuleInfo, compiled: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DISK_MAGIC.len() + 32 + compiled.len());
+/// Bytes before the serialized module in a file of the disk cache.
+const DISK_HEADER: usize = 8 + 32 + 32 + 32;
+
+/// A file of the disk cache for the module of code hash `hash`: its [`ModuleInfo`], which
+/// deployment's checks computed, and its compiled form, under a checksum.
+fn encode_cached(hash: B256, info: ModuleInfo, compiled: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DISK_HEADER + compiled.len());
     out.extend_from_slice(DISK_MAGIC);
+    out.extend_from_slice(hash.as_slice());
     for n in [info.initial_pages, info.active_data_bytes, info.active_elements, info.segments] {
         out.extend_from_slice(&n.to_le_bytes());
     }
+    let sum = checksum(&out, compiled);
+    out.extend_from_slice(&sum);
     out.extend_from_slice(compiled);
     out
 }
 
-/// The parts of a file of the disk cache; `None` for one that is not such a file.
-fn decode_cached(bytes: &[u8]) -> Option<(ModuleInfo, &[u8])> {
-    let rest = bytes.strip_prefix(DISK_MAGIC)?;
-    let (head, compiled) = rest.split_at_checked(32)?;
-    let mut n = head.chunks_exact(8).map(|c| {
+fn checksum(head: &[u8], compiled: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(head);
+    h.update(compiled);
+    *h.finalize().as_bytes()
+}
+
+/// The parts of a file of the disk cache for the module of code hash `hash`; `None` for
+/// one that is not such a file: another magic, another module's, or any byte changed or
+/// missing (a damaged disk, a write cut short).
+fn decode_cached(bytes: &[u8], hash: B256) -> Option<(ModuleInfo, &[u8])> {
+    let (head, compiled) = bytes.split_at_checked(DISK_HEADER)?;
+    let (fields, sum) = head.split_at(DISK_HEADER - 32);
+    let rest = fields.strip_prefix(DISK_MAGIC)?;
+    let (named, info) = rest.split_at(32);
+    if named != hash.as_slice() || sum != checksum(fields, compiled) {
+        return None;
+    }
+    let mut n = info.chunks_exact(8).map(|c| {
         let mut b = [0u8; 8];
         b.copy_from_slice(c);
         u64::from_le_bytes(b)
@@ -1084,15 +1150,18 @@ fn decode_cached(bytes: &[u8]) -> Option<(ModuleInfo, &[u8])> {
 
 /// Writes a compiled module next to its final name and renames it there, so a reader never
 /// sees half a file. A cache that cannot be written is only slower.
-fn store_file(path: &Path, info: ModuleInfo, m: &Module) {
+fn store_file(path: &Path, hash: B256, info: ModuleInfo, m: &Module) {
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let Ok(compiled) = m.serialize() else { return };
-    let bytes = encode_cached(info, &compiled);
+    let bytes = encode_cached(hash, info, &compiled);
     let Some(dir) = path.parent() else { return };
     if std::fs::create_dir_all(dir).is_err() {
         return;
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, bytes).is_ok() && std::fs::rename(&tmp, path).is_err() {
+    // A name of its own per write: two compilations of one module may write at once.
+    let n = WRITES.fetch_add(1, AtomicOrdering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
+    if std::fs::write(&tmp, bytes).is_err() || std::fs::rename(&tmp, path).is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
 }
