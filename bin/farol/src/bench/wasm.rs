@@ -87,7 +87,20 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
         evicted_call(&mut world, if args.quick { 5 } else { 21 })?;
     }
     if wanted("wasm.evicted_loop") {
-        evicted_loop(&mut world, if args.quick { 1 } else { 3 })?;
+        let rounds = if args.quick { 1 } else { 3 };
+        evicted_loop(&mut world, "wasm.evicted_loop.tiny", rounds, &|n| {
+            let src = format!(
+                r#"(module (memory (export "memory") 1) (func (export "call")) (func (drop (i32.const {}))))"#,
+                8_000_000 + n
+            );
+            wat::parse_str(src).map_err(|e| anyhow!("{e}"))
+        })?;
+        if !args.quick {
+            let erc20 = module("erc20")?;
+            evicted_loop(&mut world, "wasm.evicted_loop.erc20", rounds, &|n| {
+                Ok(with_nonce(&erc20, 8_100_000 + n as u64))
+            })?;
+        }
     }
     if wanted("wasm.fuel") {
         fuel(args.quick, runs)?;
@@ -181,13 +194,15 @@ fn evicted_samples(
 }
 
 /// A contract that calls in turn, `rounds` times over, each address of its input (after
-/// `rounds`, a little-endian `u32`), with a static call and no input.
+/// `rounds`, a little-endian `u32`), with a static call of `balanceOf(0)`; a call that fails
+/// traps.
 const LOOPER: &str = r#"
 (module
   (import "farol" "calldata_size" (func $size (result i32)))
   (import "farol" "calldata_copy" (func $cd (param i32 i32 i32)))
   (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
   (memory (export "memory") 1)
+  (data (i32.const 0) "\70\a0\82\31")
   (func (export "call")
     (local $n i32) (local $r i32) (local $i i32)
     (local.set $n (call $size))
@@ -201,7 +216,7 @@ const LOOPER: &str = r#"
           (loop $next
             (br_if $end (i32.gt_u (i32.add (local.get $i) (i32.const 20)) (local.get $n)))
             (if (i32.eqz (call $call (i32.const 1) (i32.add (i32.const 1024) (local.get $i))
-                  (i32.const 0) (i32.const 0) (i32.const 0) (i64.const 1000000)))
+                  (i32.const 64) (i32.const 0) (i32.const 36) (i64.const 1000000)))
               (then unreachable))
             (local.set $i (i32.add (local.get $i) (i32.const 20)))
             (br $next)))
@@ -213,25 +228,31 @@ const LOOPER: &str = r#"
 /// finds its module gone: the least recently used leaves first), against the same loop over
 /// 1,000 of them (all in memory); `rounds` times over each list; with the disk cache on, as
 /// the node runs, and the attack again with it off.
-fn evicted_loop(world: &mut World, rounds: u32) -> Result<()> {
+fn evicted_loop(
+    world: &mut World,
+    name: &str,
+    rounds: u32,
+    make: &dyn Fn(usize) -> Result<Vec<u8>>,
+) -> Result<()> {
     let runtime = WasmRuntime::global().map_err(|e| anyhow!("{e}"))?;
     let k = farol_execution::wasm::MAX_MODULES + 1;
-    progress(format!("wasm.evicted_loop: deploying {k} modules, then {rounds} rounds of calls"));
+    progress(format!("{name}: deploying {k} modules, then {rounds} rounds of calls"));
     let cache = tempfile::tempdir()?;
     runtime.set_disk_cache(Some(cache.path().to_path_buf()));
-    let measured = evicted_loop_runs(world, runtime, k, rounds);
+    let measured = evicted_loop_runs(world, runtime, k, rounds, make);
     runtime.set_disk_cache(None);
     let m = measured?;
     let per_kgas = |t: Duration, gas: u64| us(t) * 1000.0 / gas.max(1) as f64;
     let (attack, fit) = (per_kgas(m.attack.0, m.attack.1), per_kgas(m.fit.0, m.fit.1));
     let uncached = per_kgas(m.uncached.0, m.uncached.1);
     BenchResult::new(
-        "wasm.evicted_loop",
+        name,
         attack,
         fit,
         "us/1000 gas",
         Better::Lower,
         json!({
+            "module_bytes": make(0)?.len(),
             "modules_cycled": k,
             "modules_that_fit": m.fit_modules,
             "rounds": rounds,
@@ -243,7 +264,7 @@ fn evicted_loop(world: &mut World, rounds: u32) -> Result<()> {
             "s_per_30m_gas_block": attack * 30_000.0 / 1e6,
             "without_disk_cache_us_per_1000_gas": uncached,
             "without_disk_cache_s_per_30m_gas_block": uncached * 30_000.0 / 1e6,
-            "measured": "one transaction calling a WASM loop over one more tiny module than \
+            "measured": "one transaction calling a WASM loop over one more module than \
                          memory holds, each module's next call finding it gone, loaded from \
                          the disk cache",
             "baseline": "the same loop over modules that all stay in memory",
@@ -267,22 +288,16 @@ fn evicted_loop_runs(
     runtime: &'static WasmRuntime,
     k: usize,
     rounds: u32,
+    make: &dyn Fn(usize) -> Result<Vec<u8>>,
 ) -> Result<LoopRuns> {
-    let codes: Vec<Vec<u8>> = (0..k)
-        .map(|n| {
-            let src = format!(
-                r#"(module (memory (export "memory") 1) (func (export "call")) (func (drop (i32.const {}))))"#,
-                8_000_000 + n
-            );
-            wat::parse_str(src).map(|m| contract_code(&m)).map_err(|e| anyhow!("{e}"))
-        })
-        .collect::<Result<_>>()?;
+    let codes: Vec<Vec<u8>> =
+        (0..k).map(|n| make(n).map(|m| contract_code(&m))).collect::<Result<_>>()?;
     let mut targets = Vec::with_capacity(k);
-    for chunk in codes.chunks(256) {
+    for chunk in codes.chunks(32) {
         let mut txs = Vec::with_capacity(chunk.len());
         for (i, code) in chunk.iter().enumerate() {
             let from = world.users[i % world.users.len()];
-            let (addr, tx) = world.deploy(from, deploy_code(code).into(), 1_000_000);
+            let (addr, tx) = world.deploy(from, deploy_code(code).into(), 16_000_000);
             targets.push(addr);
             txs.push(tx);
         }
