@@ -293,11 +293,9 @@ impl Node {
         let metrics = Arc::new(Metrics::default());
         // Compiled WASM modules are kept in the data directory (docs/wasm.md §5): a module
         // that left memory, and every module after a restart, is loaded from there rather
-        // than validated, rewritten and compiled again. The process has one runtime; a runtime
-        // that cannot start fails the first WASM call, with the reason, as before.
-        if let Ok(runtime) = farol_execution::wasm::WasmRuntime::global() {
-            runtime.set_disk_cache(Some(dir.join(WASM_CACHE)));
-        }
+        // than validated, rewritten and compiled again. The process has one runtime, started
+        // by the first WASM work (the last node started in a process names its folder).
+        farol_execution::wasm::use_disk_cache(dir.join(WASM_CACHE));
 
         // State and chain.
         let store_opts = StoreOptions {

@@ -470,6 +470,21 @@ const READY_ON: u64 = 1 << 63;
 
 static GLOBAL: OnceLock<Result<WasmRuntime, WasmError>> = OnceLock::new();
 
+/// The disk cache the process's runtime takes when it starts ([`use_disk_cache`]).
+static DISK_AT_START: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Keeps the process's compiled modules under `dir` ([`WasmRuntime::set_disk_cache`])
+/// without starting the runtime: one that has not started yet takes `dir` when it does. A
+/// node calls this at start, so that a node whose chain never runs WASM never reserves the
+/// runtime's memory.
+pub fn use_disk_cache(dir: PathBuf) {
+    // Set before the runtime is looked at: one that starts meanwhile reads it.
+    *lock(&DISK_AT_START) = Some(dir.clone());
+    if let Some(Ok(runtime)) = GLOBAL.get() {
+        runtime.set_disk_cache(Some(dir));
+    }
+}
+
 impl WasmRuntime {
     /// The runtime every executor in this process shares.
     pub fn global() -> Result<&'static WasmRuntime, WasmError> {
@@ -484,12 +499,13 @@ impl WasmRuntime {
         let interp_engine = wasmi::Engine::new(&interp_config());
         let mut interp_linker = wasmi::Linker::new(&interp_engine);
         host::define_wasmi(&mut interp_linker).map_err(|e| WasmError::Runtime(e.to_string()))?;
+        let disk = lock(&DISK_AT_START).clone();
         let tier = match std::env::var("FAROL_WASM_TIER").as_deref() {
             Ok("compiled") => TierChoice::Compiled,
             Ok("interpreter") => TierChoice::Interpreter,
             _ => TierChoice::Auto,
         };
-        Ok(WasmRuntime {
+        let runtime = WasmRuntime {
             engine,
             linker,
             interp_engine,
@@ -510,7 +526,11 @@ impl WasmRuntime {
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
             call_nanos: Default::default(),
-        })
+        };
+        if disk.is_some() {
+            runtime.set_disk_cache(disk);
+        }
+        Ok(runtime)
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -1070,8 +1090,9 @@ impl WasmRuntime {
 }
 
 /// What the build's checks and rewrite of modules are made of: the sources of the
-/// validation, the rewrite, the constants and host signatures they use, and the versions of
-/// every dependency (`Cargo.lock`: the parser and encoder among them). A cached module is
+/// validation, the rewrite, the constants and host signatures they use, the versions of
+/// every dependency (`Cargo.lock`: the parser and encoder among them) and their features
+/// (the workspace's and this crate's `Cargo.toml`). A cached module is
 /// used only by a build with the same fingerprint, so one whose rules differ in any way
 /// compiles its own (a comment's change costs a recompilation, nothing else).
 fn rules_fingerprint() -> &'static B256 {
@@ -1084,6 +1105,9 @@ fn rules_fingerprint() -> &'static B256 {
             include_str!("mod.rs"),
             include_str!("host.rs"),
             include_str!("../../../../Cargo.lock"),
+            // The dependencies' features (which the lock does not record).
+            include_str!("../../../../Cargo.toml"),
+            include_str!("../../Cargo.toml"),
         ] {
             sources.extend_from_slice(&(part.len() as u64).to_le_bytes());
             sources.extend_from_slice(part.as_bytes());
