@@ -125,9 +125,23 @@ fn compiled_modules_are_kept_on_disk_and_a_bad_file_is_recompiled() {
     std::fs::write(old.join(format!("{hash:x}.cwasm")), &good).unwrap_or_else(|e| panic!("{e}"));
     let half = folder.join(format!("{hash:x}.tmp1-2"));
     std::fs::write(&half, b"half").unwrap_or_else(|e| panic!("{e}"));
+    // Left by a write an hour ago; one being written now (younger than a minute) stays.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&half)
+        .and_then(|f| f.set_modified(hour_ago))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fresh = folder.join(format!("{hash:x}.tmp1-3"));
+    std::fs::write(&fresh, b"being written").unwrap_or_else(|e| panic!("{e}"));
     rt.set_disk_cache(Some(dir.path().to_path_buf()));
+    // On a thread of its own.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while (old.exists() || half.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(!old.exists() && !half.exists());
-    assert!(files[0].exists());
+    assert!(files[0].exists() && fresh.exists());
     rt.set_disk_cache(None);
 }
 

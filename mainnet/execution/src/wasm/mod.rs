@@ -630,23 +630,34 @@ impl WasmRuntime {
         *lock(&self.disk) = dir;
     }
 
-    /// Removes what [`Self::set_disk_cache`] says from `dir`. Failures are left alone: the
-    /// cache is only slower for them.
+    /// Removes what [`Self::set_disk_cache`] says from `dir`, on a thread of its own (the
+    /// runtime may start on a block's executor, and an old folder may hold thousands of
+    /// files). Failures are left alone: the cache is only slower, or larger, for them.
     fn clean_disk_cache(&self, dir: &Path) {
         let current = self.disk_folder();
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("wasmtime-") && name != current {
-                let _ = std::fs::remove_dir_all(entry.path());
+        let dir = dir.to_path_buf();
+        let clean = move || {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("wasmtime-") && name != current {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
-        }
-        for entry in std::fs::read_dir(dir.join(current)).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e.to_string_lossy().starts_with("tmp")) {
-                let _ = std::fs::remove_file(path);
+            for entry in std::fs::read_dir(dir.join(&current)).into_iter().flatten().flatten() {
+                let path = entry.path();
+                // A minute old: not one a compile thread is writing now.
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(60)));
+                if stale && path.extension().is_some_and(|e| e.to_string_lossy().starts_with("tmp"))
+                {
+                    let _ = std::fs::remove_file(path);
+                }
             }
-        }
+        };
+        let _ = std::thread::Builder::new().name("farol-wasm-clean".into()).spawn(clean);
     }
 
     /// The name of this build's folder in the disk cache.
