@@ -87,7 +87,7 @@ pub(crate) fn run(args: WasmBenchArgs) -> Result<()> {
         evicted_call(&mut world, if args.quick { 5 } else { 21 })?;
     }
     if wanted("wasm.evicted_loop") {
-        let rounds = if args.quick { 1 } else { 3 };
+        let rounds = if args.quick { 2 } else { 3 };
         evicted_loop(&mut world, "wasm.evicted_loop.tiny", rounds, &|n| {
             let src = format!(
                 r#"(module (memory (export "memory") 1) (func (export "call")) (func (drop (i32.const {}))))"#,
