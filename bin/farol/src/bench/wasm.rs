@@ -17,10 +17,11 @@
 //!   as a node does, against the same call with the module in memory; with the gas that call
 //!   pays, and the time when the disk cache does not hold it (validated, rewritten and
 //!   translated again on the call: every reload before stop 44) (docs/wasm.md §5, §9);
-//! - `wasm.evicted_loop`: a WASM contract that calls, in turn and over again, one more tiny
-//!   module than memory holds (so that every call finds its module gone), against the same
-//!   loop over modules that all fit, in µs per 1,000 gas (docs/wasm.md §9: the worst case of
-//!   modules leaving memory);
+//! - `wasm.evicted_loop.tiny`, `.erc20`: a WASM contract that calls, in turn and over again,
+//!   one more module (58-byte ones, or copies of the Rust ERC-20) than memory holds (so that
+//!   every call finds its module gone), against the same loop over modules that all fit: the
+//!   rounds after the first, in µs per 1,000 gas (docs/wasm.md §9: the worst case of modules
+//!   leaving memory);
 //! - `wasm.fuel`: the pricer's module with fuel metering against the same module without.
 
 use std::time::{Duration, Instant};
@@ -224,10 +225,11 @@ const LOOPER: &str = r#"
         (br $round)))))
 "#;
 
-/// `wasm.evicted_loop`: [`LOOPER`] over `MAX_MODULES + 1` tiny modules (each of its calls
-/// finds its module gone: the least recently used leaves first), against the same loop over
-/// 1,000 of them (all in memory); `rounds` times over each list; with the disk cache on, as
-/// the node runs, and the attack again with it off.
+/// `wasm.evicted_loop.*`: [`LOOPER`] over `MAX_MODULES + 1` modules made by `make` (each
+/// of its calls finds its module gone: the least recently used leaves first), against the
+/// same loop over 1,000 of them (all in memory): the time and gas of `rounds` rounds less
+/// those of one (so the rounds whose calls pay warm account access), with the disk cache on,
+/// as the node runs, and the attack again with it off.
 fn evicted_loop(
     world: &mut World,
     name: &str,
@@ -242,9 +244,7 @@ fn evicted_loop(
     let measured = evicted_loop_runs(world, runtime, k, rounds, make);
     runtime.set_disk_cache(None);
     let m = measured?;
-    let per_kgas = |t: Duration, gas: u64| us(t) * 1000.0 / gas.max(1) as f64;
-    let (attack, fit) = (per_kgas(m.attack.0, m.attack.1), per_kgas(m.fit.0, m.fit.1));
-    let uncached = per_kgas(m.uncached.0, m.uncached.1);
+    let (attack, fit, uncached) = (m.attack.per_kgas(), m.fit.per_kgas(), m.uncached.per_kgas());
     BenchResult::new(
         name,
         attack,
@@ -256,31 +256,46 @@ fn evicted_loop(
             "modules_cycled": k,
             "modules_that_fit": m.fit_modules,
             "rounds": rounds,
-            "attack_gas": m.attack.1,
-            "attack_block_ms": us(m.attack.0) / 1000.0,
-            "fit_gas": m.fit.1,
-            "fit_block_ms": us(m.fit.0) / 1000.0,
-            "loads_from_disk_per_call": m.loads_per_call,
+            "attack_extra_gas": m.attack.gas,
+            "attack_extra_ms": us(m.attack.time) / 1000.0,
+            "attack_extra_calls": m.attack.calls,
+            "attack_us_per_load": us(m.attack.time) / m.attack.calls.max(1) as f64,
+            "gas_per_call": m.attack.gas / m.attack.calls.max(1),
+            "fit_extra_gas": m.fit.gas,
+            "fit_extra_ms": us(m.fit.time) / 1000.0,
             "s_per_30m_gas_block": attack * 30_000.0 / 1e6,
             "without_disk_cache_us_per_1000_gas": uncached,
             "without_disk_cache_s_per_30m_gas_block": uncached * 30_000.0 / 1e6,
-            "measured": "one transaction calling a WASM loop over one more module than \
-                         memory holds, each module's next call finding it gone, loaded from \
-                         the disk cache",
-            "baseline": "the same loop over modules that all stay in memory",
+            "measured": "the rounds after the first of a WASM loop over one more module than \
+                         memory holds (every call finds its module gone and loads it from \
+                         the disk cache; warm account access): the time and gas of the loop \
+                         of `rounds` rounds less those of one round, memory cycled before",
+            "baseline": "the same over modules that all stay in memory",
         }),
     )
     .print()
 }
 
-/// What [`evicted_loop`] measured: (block time, gas) of the attack, of the loop over modules
-/// that fit, and of the attack without the disk cache.
+/// The rounds after the first of a loop: their time and gas, and their calls.
+struct Extra {
+    time: Duration,
+    gas: u64,
+    calls: u64,
+}
+
+impl Extra {
+    fn per_kgas(&self) -> f64 {
+        us(self.time) * 1000.0 / self.gas.max(1) as f64
+    }
+}
+
+/// What [`evicted_loop`] measured: the attack, the loop over modules that fit, and the
+/// attack without the disk cache.
 struct LoopRuns {
-    attack: (Duration, u64),
-    fit: (Duration, u64),
-    uncached: (Duration, u64),
+    attack: Extra,
+    fit: Extra,
+    uncached: Extra,
     fit_modules: usize,
-    loads_per_call: f64,
 }
 
 fn evicted_loop_runs(
@@ -306,44 +321,64 @@ fn evicted_loop_runs(
     for code in &codes {
         runtime.wait(keccak256(code));
     }
+    for code in &codes {
+        if !runtime.cache_file(keccak256(code)).is_some_and(|f| f.exists()) {
+            bail!("a module's compiled form is not in the disk cache");
+        }
+    }
     let looper = wat::parse_str(LOOPER).map_err(|e| anyhow!("{e}"))?;
     let looper = deploy_compiled(world, &contract_code(&looper))?;
-    let input = |list: &[Address]| {
-        let mut v = rounds.to_le_bytes().to_vec();
-        for a in list {
-            v.extend_from_slice(a.as_slice());
-        }
-        v
-    };
     let caller = world.users[1];
     let saved = world.nonces();
-    let tx = |world: &mut World, list: &[Address]| {
+    let tx = |world: &mut World, list: &[Address], rounds: u32| {
+        let mut input = rounds.to_le_bytes().to_vec();
+        for a in list {
+            input.extend_from_slice(a.as_slice());
+        }
         world.set_nonces(saved.clone());
-        vec![world.call(caller, looper, U256::ZERO, input(list), 16_000_000, Flavor::DynamicFee, 1)]
+        vec![world.call(caller, looper, U256::ZERO, input, 16_000_000, Flavor::DynamicFee, 1)]
     };
     let fit_modules = 1_000.min(k - 1);
-    let fit_txs = tx(world, &targets[..fit_modules]);
-    let attack_txs = tx(world, &targets);
+    let (fit_one, fit_all) =
+        (tx(world, &targets[..fit_modules], 1), tx(world, &targets[..fit_modules], rounds));
+    let (attack_one, attack_all) = (tx(world, &targets, 1), tx(world, &targets, rounds));
     world.set_nonces(saved);
+    // The extra rounds of `all` over `one`, `runs` times each (medians).
+    let extra = |world: &World, one: &[RecoveredTx], all: &[RecoveredTx], runs: usize| {
+        let (o1, t1) = time_block(world, one, runs)?;
+        let (oa, ta) = time_block(world, all, runs)?;
+        let gas = oa.txs[0].gas_used.saturating_sub(o1.txs[0].gas_used);
+        Ok::<_, anyhow::Error>(Extra { time: ta.saturating_sub(t1), gas, calls: 0 })
+    };
     // The modules that fit, twice first: every one of them in memory.
-    time_block(world, &fit_txs, 2)?;
-    let (out, fit_time) = time_block(world, &fit_txs, 3)?;
-    let fit = (fit_time, out.txs[0].gas_used);
+    time_block(world, &fit_all, 2)?;
+    let mut fit = extra(world, &fit_one, &fit_all, 5)?;
+    fit.calls = u64::from(rounds - 1) * fit_modules as u64;
+    // Memory cycled once first: from then on every call of the attack finds its module gone.
+    time_block(world, &attack_one, 1)?;
     let before = runtime.stats().loaded;
-    let (out, attack_time) = time_block(world, &attack_txs, 1)?;
-    let calls = u64::from(rounds) * k as u64;
-    let loads_per_call = (runtime.stats().loaded - before) as f64 / calls as f64;
-    let attack = (attack_time, out.txs[0].gas_used);
+    let mut attack = extra(world, &attack_one, &attack_all, 3)?;
+    attack.calls = u64::from(rounds - 1) * k as u64;
+    let loads = runtime.stats().loaded - before;
+    // Three runs of one round and three of all rounds: every call loads, and the looper at
+    // most once a transaction.
+    let calls = 3 * (k as u64 + u64::from(rounds) * k as u64);
+    if loads < calls {
+        bail!("{loads} loads from the disk cache for {calls} calls: not every call found its module gone");
+    }
     let cache = runtime.disk_cache();
     runtime.set_disk_cache(None);
-    let uncached = time_block(world, &attack_txs, 1);
+    let uncached = (|| {
+        time_block(world, &attack_one, 1)?;
+        extra(world, &attack_one, &attack_all, 1)
+    })();
     for code in &codes {
         runtime.wait(keccak256(code));
     }
     runtime.set_disk_cache(cache);
-    let (out, uncached_time) = uncached?;
-    let uncached = (uncached_time, out.txs[0].gas_used);
-    Ok(LoopRuns { attack, fit, uncached, fit_modules, loads_per_call })
+    let mut uncached = uncached?;
+    uncached.calls = u64::from(rounds - 1) * k as u64;
+    Ok(LoopRuns { attack, fit, uncached, fit_modules })
 }
 
 fn module(name: &str) -> Result<Vec<u8>> {

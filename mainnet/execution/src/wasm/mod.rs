@@ -473,22 +473,38 @@ static GLOBAL: OnceLock<Result<WasmRuntime, WasmError>> = OnceLock::new();
 /// The disk cache the process's runtime takes when it starts ([`use_disk_cache`]).
 static DISK_AT_START: Mutex<Option<PathBuf>> = Mutex::new(None);
 
+/// Whether [`DISK_AT_START`] changed since the runtime last took it.
+static DISK_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// The runtime takes [`DISK_AT_START`] if it changed since it last did.
+fn take_pending_disk(runtime: &WasmRuntime) {
+    if DISK_PENDING.load(AtomicOrdering::Acquire)
+        && DISK_PENDING.swap(false, AtomicOrdering::AcqRel)
+    {
+        runtime.set_disk_cache(lock(&DISK_AT_START).clone());
+    }
+}
+
 /// Keeps the process's compiled modules under `dir` ([`WasmRuntime::set_disk_cache`])
 /// without starting the runtime: one that has not started yet takes `dir` when it does. A
 /// node calls this at start, so that a node whose chain never runs WASM never reserves the
 /// runtime's memory.
 pub fn use_disk_cache(dir: PathBuf) {
-    // Set before the runtime is looked at: one that starts meanwhile reads it.
-    *lock(&DISK_AT_START) = Some(dir.clone());
+    // Set before the runtime is looked at: one that starts meanwhile reads it, or takes it
+    // at its next `global()` (the flag).
+    *lock(&DISK_AT_START) = Some(dir);
+    DISK_PENDING.store(true, AtomicOrdering::Release);
     if let Some(Ok(runtime)) = GLOBAL.get() {
-        runtime.set_disk_cache(Some(dir));
+        take_pending_disk(runtime);
     }
 }
 
 impl WasmRuntime {
     /// The runtime every executor in this process shares.
     pub fn global() -> Result<&'static WasmRuntime, WasmError> {
-        GLOBAL.get_or_init(WasmRuntime::new).as_ref().map_err(Clone::clone)
+        let runtime = GLOBAL.get_or_init(WasmRuntime::new).as_ref().map_err(Clone::clone)?;
+        take_pending_disk(runtime);
+        Ok(runtime)
     }
 
     fn new() -> Result<WasmRuntime, WasmError> {
@@ -499,6 +515,7 @@ impl WasmRuntime {
         let interp_engine = wasmi::Engine::new(&interp_config());
         let mut interp_linker = wasmi::Linker::new(&interp_engine);
         host::define_wasmi(&mut interp_linker).map_err(|e| WasmError::Runtime(e.to_string()))?;
+        DISK_PENDING.store(false, AtomicOrdering::Release);
         let disk = lock(&DISK_AT_START).clone();
         let tier = match std::env::var("FAROL_WASM_TIER").as_deref() {
             Ok("compiled") => TierChoice::Compiled,
@@ -1190,7 +1207,10 @@ fn store_file(path: &Path, hash: B256, info: ModuleInfo, m: &Module) {
     let Ok(compiled) = m.serialize() else { return };
     let bytes = encode_cached(hash, info, &compiled);
     let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
+    // The folder and the cache's own, inside a directory that exists (a node's data
+    // directory): never a removed directory made again.
+    let home = dir.parent().and_then(Path::parent);
+    if !home.is_some_and(Path::is_dir) || std::fs::create_dir_all(dir).is_err() {
         return;
     }
     // A name of its own per write: two compilations of one module may write at once.
