@@ -1445,6 +1445,40 @@ pub fn time_standalone(
 mod tests {
     use super::*;
 
+    /// `evict_one` takes the least recently used module that is not compiling: it passes
+    /// over a module a compile thread holds (keeping its entry), puts an entry whose module
+    /// was used since back under that use, drops entries of modules gone, and finds nothing
+    /// when only compiling modules are left.
+    #[test]
+    fn eviction_takes_the_least_recently_used_module_not_compiling() {
+        let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+        let module =
+            wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "call")))"#)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let info = validate(&module).unwrap_or_else(|e| panic!("{e}"));
+        let rewritten = instrument::rewrite(&module, true).unwrap_or_else(|e| panic!("{e}"));
+        let interp = rt.interpreted(&rewritten, info).unwrap_or_else(|e| panic!("{e}"));
+        let h = |n: u8| B256::repeat_byte(n);
+        let mut slots = HashMap::new();
+        let mut order = std::collections::BTreeSet::new();
+        for (n, stamp) in [(1u8, 1u64), (2, 2), (3, 3), (4, 4)] {
+            slots.insert(h(n), Slot::new(interp.clone(), stamp));
+            order.insert((stamp, h(n)));
+        }
+        // 1 is being compiled (taken from the queue), 2 was used at 10, 9 left memory.
+        slots[&h(1)].queued.store(false, AtomicOrdering::Release);
+        slots[&h(2)].used.fetch_max(10, AtomicOrdering::Relaxed);
+        order.insert((0, h(9)));
+        let mut evict =
+            || evict_one(&mut slots, &mut order).map(|s| s.used.load(AtomicOrdering::Relaxed));
+        assert_eq!(evict(), Some(3));
+        assert_eq!(evict(), Some(4));
+        assert_eq!(evict(), Some(10));
+        assert_eq!(evict(), None);
+        assert_eq!(slots.len(), 1);
+        assert_eq!(order.iter().copied().collect::<Vec<_>>(), vec![(1, h(1))]);
+    }
+
     /// The eviction's ordered set holds exactly one entry per module in memory, naming its
     /// `ordered` use, whatever leaves memory how: a review found that modules removed without
     /// an eviction (`forget`, a failed compilation) left their entries behind for good.
