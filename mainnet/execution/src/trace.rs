@@ -455,8 +455,7 @@ pub fn json_len<T: serde::Serialize + ?Sized>(v: &T) -> u64 {
 pub struct AccessListOutcome {
     /// The accounts and slots the call touches, less its sender, its target, the precompiles
     /// and the authorities of its valid EIP-7702 authorizations (those are warm anyway),
-    /// whose slots are listed (those the call touches,
-    /// and those the call's own list names).
+    /// whose slots are listed (those the call touches, and those the call's own list names).
     pub access_list: AccessList,
     /// The call run with that list.
     pub outcome: TxOutcome,
@@ -947,9 +946,9 @@ impl AccessCollector {
 
     /// The list, ordered by address and then slot (as revm-inspectors orders its own). The
     /// slots the given list names for an account left out (the sender, the target, a
-    /// precompile, an EIP-7702 authority) stay listed, under that account, as geth keeps them; the account alone,
-    /// without slots, is left out. (revm-inspectors drops such accounts with their slots;
-    /// Farol did until stop 44.)
+    /// precompile, an EIP-7702 authority) stay listed, under that account, as geth keeps
+    /// them; the account alone, without slots, is left out. (revm-inspectors drops such
+    /// accounts with their slots; Farol did until stop 44.)
     fn into_access_list(self) -> AccessList {
         let excluded = self.evm.excluded().clone();
         let mut all: BTreeMap<Address, BTreeSet<B256>> =
