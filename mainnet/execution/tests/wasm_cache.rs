@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use alloy_primitives::{keccak256, Address, U256};
 use alloy_sol_types::{sol, SolCall};
-use farol_execution::wasm::{contract_code, deploy_code, TierChoice, WasmRuntime};
+use farol_execution::wasm::{contract_code, deploy_code, transient, TierChoice, WasmRuntime};
 use farol_execution::workload::{rust_module, Flavor, World, WorldSpec};
 use farol_execution::{
     execute_sequential, BlockOutput, ParallelConfig, ParallelExecutor, RecoveredTx, TxStatus,
@@ -218,6 +218,20 @@ fn a_module_that_left_memory_comes_back_compiled_from_disk_with_the_same_results
     let after = rt.stats();
     assert_eq!(after.loaded, before.loaded + 1);
     assert_eq!(after.interpreted, before.interpreted + 1);
+
+    // Work no block depends on (an `eth_call`): loaded compiled for that work alone, once
+    // for its two calls; not kept, and given no ready instance.
+    rt.forget(hash);
+    let before = rt.stats();
+    let (a, b) = transient(|| (run(&w, &txs), run(&w, &txs)));
+    assert_eq!((a, b), (expected.clone(), expected.clone()));
+    let after = rt.stats();
+    assert_eq!(after.loaded, before.loaded + 1);
+    assert_eq!((after.interpreted, after.transient), (before.interpreted, before.transient));
+    assert!(!rt.holds(hash), "transient work kept the module");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(rt.stats().prepared, before.prepared, "a ready instance was made for it");
+    assert_eq!(rt.transient_frames(), 0);
 
     // The parallel executor.
     rt.forget(hash);

@@ -238,6 +238,9 @@ pub(crate) struct Compiled {
     pub(crate) ready: Mutex<Option<ready::Ready>>,
     /// Whether the helper thread has been asked for the next ready instance.
     pub(crate) preparing: AtomicBool,
+    /// Whether the runtime keeps it in memory: one loaded for [`transient`] work alone never
+    /// gets a ready instance (it would take a place among those blocks' modules hold).
+    pub(crate) kept: bool,
 }
 
 impl Compiled {
@@ -249,7 +252,7 @@ impl Compiled {
         };
         let (call, memory, gas) = (export("call")?, export("memory")?, export(GAS_EXPORT)?);
         let (ready, preparing) = (Mutex::new(None), AtomicBool::new(false));
-        Ok(Compiled { pre, info, call, memory, gas, ready, preparing })
+        Ok(Compiled { pre, info, call, memory, gas, ready, preparing, kept: true })
     }
 }
 
@@ -356,6 +359,10 @@ thread_local! {
     /// those modules; emptied when the work ends.
     static TRANSIENT_MODULES: std::cell::RefCell<(HashMap<B256, Prepared>, usize)> =
         std::cell::RefCell::new((HashMap::new(), 0));
+    /// The modules the [`transient`] work running on this thread loaded compiled from the
+    /// disk cache for itself (their bytes count in `TRANSIENT_MODULES`'); emptied with it.
+    static TRANSIENT_COMPILED: std::cell::RefCell<HashMap<B256, Arc<Compiled>>> =
+        std::cell::RefCell::new(HashMap::new());
 }
 
 /// A module prepared for [`transient`] work alone, or why deployment refuses it.
@@ -381,6 +388,7 @@ pub fn transient<T>(f: impl FnOnce() -> T) -> T {
             TRANSIENT.with(|t| t.set(self.0));
             if !self.0 {
                 TRANSIENT_MODULES.with(|m| *m.borrow_mut() = (HashMap::new(), 0));
+                TRANSIENT_COMPILED.with(|m| m.borrow_mut().clear());
             }
         }
     }
@@ -783,6 +791,29 @@ impl WasmRuntime {
         prepared
     }
 
+    /// The module of code hash `hash` (`bytes` long), compiled, for the [`transient`] work
+    /// running on this thread: from what it loaded before, or from the disk cache, kept by the
+    /// work while its modules' bytes allow; never kept by the runtime, never given a ready
+    /// instance.
+    fn transient_compiled(&self, hash: B256, bytes: usize) -> Option<Arc<Compiled>> {
+        if let Some(c) = TRANSIENT_COMPILED.with(|m| m.borrow().get(&hash).cloned()) {
+            return Some(c);
+        }
+        let c = self.load_from_disk(hash, None, false)?;
+        let room = TRANSIENT_MODULES.with(|m| {
+            let (_, used) = &mut *m.borrow_mut();
+            let room = *used + bytes <= TRANSIENT_MODULE_BYTES;
+            if room {
+                *used += bytes;
+            }
+            room
+        });
+        if room {
+            TRANSIENT_COMPILED.with(|m| m.borrow_mut().insert(hash, c.clone()));
+        }
+        Some(c)
+    }
+
     /// Rewrites `module` (validated, `info`; its code's hash is `hash`), prepares it for the
     /// interpreter and starts compiling it on a background thread; returns its slot.
     fn start(
@@ -994,6 +1025,24 @@ impl WasmRuntime {
                     WasmError::Invalid("the code does not start with the marker".into())
                 })?;
                 if transient {
+                    // Compiled from the disk cache for this work alone, within its share of
+                    // compiled frames (since stop 44; before, always the interpreter, after
+                    // validation and the rewrite: about 3 ms for a 41 KiB module).
+                    if choice != TierChoice::Interpreter {
+                        if let Some(c) = self.transient_compiled(hash, module.len()) {
+                            let took = self
+                                .transient_frames
+                                .fetch_update(
+                                    AtomicOrdering::AcqRel,
+                                    AtomicOrdering::Acquire,
+                                    |n| (n < TRANSIENT_COMPILED_FRAMES).then_some(n + 1),
+                                )
+                                .is_ok();
+                            if took {
+                                return Ok(Tier::Compiled(c));
+                            }
+                        }
+                    }
                     let interp = self.prepared_alone(hash, module, None)?;
                     lock(&self.stats).interpreted += 1;
                     return Ok(Tier::Interpreted(interp));
@@ -1002,7 +1051,7 @@ impl WasmRuntime {
                 // stop 44): loading it skips validation, the rewrite and the interpreter's
                 // translation, which cost a module that left memory about 3 ms a call for
                 // 41 KiB (docs/wasm.md §5).
-                match self.load_from_disk(hash, None) {
+                match self.load_from_disk(hash, None, true) {
                     Some(c) => self.insert(hash, |now| Slot::loaded(c, now)).0,
                     None => {
                         let info = validate(module)?;
@@ -1090,7 +1139,12 @@ impl WasmRuntime {
     /// The module whose code hash is `hash`, compiled, from the disk cache: `None` if the
     /// cache is off, has no file for it, or the file fails the checks (among them, when
     /// `expected` is given, that its [`ModuleInfo`] is that one).
-    fn load_from_disk(&self, hash: B256, expected: Option<ModuleInfo>) -> Option<Arc<Compiled>> {
+    fn load_from_disk(
+        &self,
+        hash: B256,
+        expected: Option<ModuleInfo>,
+        kept: bool,
+    ) -> Option<Arc<Compiled>> {
         let path = self.disk_path(hash)?;
         // Read, not mapped: a file changed under a mapping would fault the process.
         let bytes = std::fs::read(path).ok()?;
@@ -1108,7 +1162,7 @@ impl WasmRuntime {
             #[allow(unsafe_code)]
             let m = unsafe { Module::deserialize(&self.engine, compiled) }.ok()?;
             let pre = self.linker.instantiate_pre(&m).ok()?;
-            Compiled::new(pre, info).ok()
+            Compiled::new(pre, info).ok().map(|c| Compiled { kept, ..c })
         }));
         let c = loaded.ok().flatten()?;
         lock(&self.stats).loaded += 1;
@@ -1123,7 +1177,7 @@ impl WasmRuntime {
         info: ModuleInfo,
         code: &[u8],
     ) -> Result<Arc<Compiled>, WasmError> {
-        if let Some(c) = self.load_from_disk(hash, Some(info)) {
+        if let Some(c) = self.load_from_disk(hash, Some(info), true) {
             return Ok(c);
         }
         let started = Instant::now();

@@ -129,7 +129,7 @@ pub(crate) struct Holders(VecDeque<Arc<Compiled>>);
 impl WasmRuntime {
     /// Whether `c` gets ready instances.
     fn eligible(&self, c: &Compiled) -> bool {
-        self.ready_instances() && c.info.initial_pages <= READY_MAX_PAGES
+        c.kept && self.ready_instances() && c.info.initial_pages <= READY_MAX_PAGES
     }
 
     /// Gives `c` a ready instance if it has none (and gets them). The least recently
