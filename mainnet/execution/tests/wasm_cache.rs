@@ -14,8 +14,14 @@ use farol_execution::{
 /// The tests point the process's one runtime at their own folders: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// The process's runtime with its disk cache in a fresh folder, for this test alone (hold
+/// the guard).
+fn cache_on() -> (std::sync::MutexGuard<'static, ()>, tempfile::TempDir, &'static WasmRuntime) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
+    rt.set_disk_cache(Some(dir.path().to_path_buf()));
+    (serial, dir, rt)
 }
 
 fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
@@ -43,10 +49,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn compiled_modules_are_kept_on_disk_and_a_bad_file_is_recompiled() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
-    rt.set_disk_cache(Some(dir.path().to_path_buf()));
+    let (_serial, dir, rt) = cache_on();
     let module = wat::parse_str(
         r#"(module (memory (export "memory") 1) (func (export "call")) (func $unique (drop (i32.const 4242))))"#,
     )
@@ -166,10 +169,7 @@ fn run(world: &World, txs: &[RecoveredTx]) -> BlockOutput {
 /// parallel executor, and with the cache off.
 #[test]
 fn a_module_that_left_memory_comes_back_compiled_from_disk_with_the_same_results() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let rt = WasmRuntime::global().unwrap_or_else(|e| panic!("{e}"));
-    rt.set_disk_cache(Some(dir.path().to_path_buf()));
+    let (_serial, _dir, rt) = cache_on();
     rt.set_tier(TierChoice::Auto);
     let mut w = World::new(WorldSpec {
         users: 8,

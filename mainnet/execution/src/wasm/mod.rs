@@ -469,6 +469,8 @@ pub struct WasmRuntime {
     /// Compiled frames of [`transient`] work running.
     transient_frames: AtomicUsize,
     disk: Mutex<Option<PathBuf>>,
+    /// [`Self::disk_folder`], made once.
+    folder: OnceLock<String>,
     stats: Mutex<CacheStats>,
     calls: std::sync::atomic::AtomicU64,
     call_nanos: std::sync::atomic::AtomicU64,
@@ -556,6 +558,7 @@ impl WasmRuntime {
             compile_queue: Mutex::default(),
             transient_frames: AtomicUsize::new(0),
             disk: Mutex::new(None),
+            folder: OnceLock::new(),
             stats: Mutex::new(CacheStats::default()),
             calls: Default::default(),
             call_nanos: Default::default(),
@@ -667,7 +670,7 @@ impl WasmRuntime {
     /// runtime may start on a block's executor, and an old folder may hold thousands of
     /// files). Failures are left alone: the cache is only slower, or larger, for them.
     fn clean_disk_cache(&self, dir: &Path) {
-        let current = self.disk_folder();
+        let current = self.disk_folder().to_owned();
         let dir = dir.to_path_buf();
         let clean = move || {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -694,12 +697,14 @@ impl WasmRuntime {
     }
 
     /// The name of this build's folder in the disk cache.
-    fn disk_folder(&self) -> String {
-        let mut engine = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
-        let tag = std::hash::Hasher::finish(&engine);
-        let rules = alloy_primitives::hex::encode(&rules_fingerprint()[..8]);
-        format!("wasmtime-{}-{tag:016x}-{rules}", env!("CARGO_PKG_VERSION"))
+    fn disk_folder(&self) -> &str {
+        self.folder.get_or_init(|| {
+            let mut engine = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut engine);
+            let tag = std::hash::Hasher::finish(&engine);
+            let rules = alloy_primitives::hex::encode(&rules_fingerprint()[..8]);
+            format!("wasmtime-{}-{tag:016x}-{rules}", env!("CARGO_PKG_VERSION"))
+        })
     }
 
     /// The folder of the disk cache, if it is on.
@@ -789,6 +794,16 @@ impl WasmRuntime {
             }
         });
         prepared
+    }
+
+    /// Takes one of the [`TRANSIENT_COMPILED_FRAMES`] places for a compiled frame of
+    /// [`transient`] work (given back by `frame_ended`); false when all are taken.
+    fn take_transient_frame(&self) -> bool {
+        self.transient_frames
+            .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
+                (n < TRANSIENT_COMPILED_FRAMES).then_some(n + 1)
+            })
+            .is_ok()
     }
 
     /// The module of code hash `hash` (`bytes` long), compiled, for the [`transient`] work
@@ -1029,18 +1044,9 @@ impl WasmRuntime {
                     // compiled frames (since stop 44; before, always the interpreter, after
                     // validation and the rewrite: about 3 ms for a 41 KiB module).
                     if choice != TierChoice::Interpreter {
-                        if let Some(c) = self.transient_compiled(hash, module.len()) {
-                            let took = self
-                                .transient_frames
-                                .fetch_update(
-                                    AtomicOrdering::AcqRel,
-                                    AtomicOrdering::Acquire,
-                                    |n| (n < TRANSIENT_COMPILED_FRAMES).then_some(n + 1),
-                                )
-                                .is_ok();
-                            if took {
-                                return Ok(Tier::Compiled(c));
-                            }
+                        let compiled = self.transient_compiled(hash, module.len());
+                        if let Some(c) = compiled.filter(|_| self.take_transient_frame()) {
+                            return Ok(Tier::Compiled(c));
                         }
                     }
                     let interp = self.prepared_alone(hash, module, None)?;
@@ -1079,15 +1085,7 @@ impl WasmRuntime {
             Ok(Tier::Interpreted(i))
         };
         // Transient work past its share of compiled frames runs on the interpreter.
-        let over_share = || {
-            transient
-                && self
-                    .transient_frames
-                    .fetch_update(AtomicOrdering::AcqRel, AtomicOrdering::Acquire, |n| {
-                        (n < TRANSIENT_COMPILED_FRAMES).then_some(n + 1)
-                    })
-                    .is_err()
-        };
+        let over_share = || transient && !self.take_transient_frame();
         if choice == TierChoice::Interpreter {
             return interp();
         }
