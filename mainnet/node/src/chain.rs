@@ -2,12 +2,14 @@
 //! transaction index, and finality certificates.
 //!
 //! Blocks are appended to `blocks.log` (the write-ahead log format: length, CRC, body; a torn
-//! tail is cut at open) and synced before they are published. At open the log is read back
-//! in pieces and the in-memory indexes (block hash → number, transaction hash → position,
-//! block number → hash and place in the log) are rebuilt. Only the newest blocks stay
-//! decoded in memory ([`Recent`]); an older block is read back from the log when asked for,
-//! and the last few read are kept. `eth_getLogs` filters by each header's logs bloom before
-//! it reads receipts.
+//! tail is cut at open) and synced before they are published. The transaction index
+//! (transaction hash → block and position) keeps its newest part in memory and the rest in
+//! run files in `txindex/` ([`crate::txindex`]). At open the log is read back in pieces and
+//! the in-memory indexes (block hash → number, block number → hash and place in the log) are
+//! rebuilt; only the blocks the index's runs do not cover are decoded whole, the others'
+//! headers alone. Only the newest blocks stay decoded in memory ([`Recent`]); an older block
+//! is read back from the log when asked for, and the last few read are kept. `eth_getLogs`
+//! filters by each header's logs bloom before it reads receipts.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -20,6 +22,7 @@ use alloy_rlp::{Decodable, Encodable};
 use farol_primitives::SplitMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use crate::txindex::{Found, TxIndex};
 use crate::wal::{Wal, WalError, WalReader};
 
 /// Why chain data could not be read or written.
@@ -496,18 +499,21 @@ impl Certificate {
 
 /// How many of the newest blocks a chain keeps decoded in memory: at most `blocks`, and no
 /// more than it takes to hold `transactions` (the head always stays). Older blocks are read
-/// back from the block log when asked for.
+/// back from the block log when asked for. The transaction index holds up to `indexed`
+/// transactions in memory before it writes them out ([`crate::txindex`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Recent {
     /// Most blocks kept.
     pub blocks: usize,
     /// Most transactions in the blocks kept.
     pub transactions: usize,
+    /// Most transactions indexed in memory before they are written to a run file.
+    pub indexed: usize,
 }
 
 impl Default for Recent {
     fn default() -> Recent {
-        Recent { blocks: 4096, transactions: 100_000 }
+        Recent { blocks: 4096, transactions: 100_000, indexed: crate::txindex::FLUSH_AT }
     }
 }
 
@@ -531,11 +537,14 @@ struct Index {
     /// ([`held_transactions`]).
     recent_txs: usize,
     keep: Recent,
-    /// Block numbers by hash, and transactions' places by hash: split maps, so that the
-    /// index, which grows with the chain, never rehashes all of itself under its lock.
+    /// Block numbers by hash: a split map, so that the index, which grows with the chain,
+    /// never rehashes all of itself under its lock.
     by_hash: SplitMap<B256, u64>,
+    /// Transactions' places by hash, the newest in memory, the rest in run files.
     txs: TxIndex,
     certificate: Option<Certificate>,
+    /// Blocks decoded whole while the log was read.
+    decoded: usize,
 }
 
 /// The chain's executed blocks, shared by the pipeline (which appends) and RPC (which reads).
@@ -552,6 +561,8 @@ pub struct Chain {
     closed: std::sync::atomic::AtomicBool,
     /// Set when the node stopped ([`Chain::shut`]): the log is written no more.
     shut: std::sync::atomic::AtomicBool,
+    /// Blocks decoded whole when the chain was opened.
+    decoded_at_open: usize,
 }
 
 impl std::fmt::Debug for Chain {
@@ -582,31 +593,119 @@ impl Chain {
         keep: Recent,
     ) -> Result<Chain, ChainError> {
         let path = dir.join("blocks.log");
+        let mut txs = TxIndex::open(&dir.join(TX_INDEX_DIR), keep.indexed);
+        let mut genesis = Some(genesis);
+        // Twice at most: a second time without the index's runs when they do not match the
+        // log (a log replaced or cut shorter than they are).
+        let (mut index, log) = loop {
+            let covered = txs.covered();
+            let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered)?;
+            if index.blocks.is_empty() {
+                let g = genesis.take().map(|make| make()).ok_or_else(|| ChainError::Corrupt {
+                    index: 0,
+                    reason: "the block log lost its genesis".into(),
+                })?;
+                let record = g.encode();
+                let at = log.append(&record)?;
+                log.sync()?;
+                index.push(Arc::new(g), at, record.len());
+            }
+            let blocks = &index.blocks;
+            let hash_of = |n: u64| blocks.get(usize::try_from(n).ok()?).map(|b| b.hash);
+            if index.txs.runs_match(hash_of) {
+                break (index, log);
+            }
+            drop(log);
+            txs = index.txs;
+        };
+        let reader = WalReader::open(&path)?;
+        // The blocks the index's runs covered were read by their headers alone: the newest of
+        // them are read back and decoded, as many as a running node keeps (the head always),
+        // since they are the blocks clients ask for first.
+        let mut decoded_at_open = index.decoded;
+        let mut oldest = index.blocks.len() - index.recent.len();
+        while oldest > 0
+            && (index.recent.is_empty()
+                || index.recent.len() < keep.blocks && index.recent_txs < keep.transactions)
+        {
+            let number = oldest as u64 - 1;
+            let at = index.blocks[oldest - 1];
+            let b =
+                reader.read_at(at.at, at.len as usize).map_err(ChainError::Log).and_then(|r| {
+                    decode_block(&r)
+                        .map_err(|reason| ChainError::Corrupt { index: oldest - 1, reason })
+                })?;
+            if b.hash != at.hash {
+                return Err(ChainError::Unreadable { number });
+            }
+            decoded_at_open += 1;
+            let held = held_transactions(&b);
+            if !index.recent.is_empty() && index.recent_txs + held > keep.transactions {
+                break;
+            }
+            index.recent_txs += held;
+            index.recent.push_front(Arc::new(b));
+            oldest -= 1;
+        }
+        Ok(Chain {
+            decoded_at_open,
+            index: RwLock::new(index),
+            log: Mutex::new(log),
+            reader,
+            old: Mutex::new(VecDeque::new()),
+            appended: Condvar::new(),
+            appended_lock: Mutex::new(()),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            shut: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Reads the block log at `path` into an index: the blocks up to `covered` (those the
+    /// transaction index's runs hold) by their headers alone, the others decoded whole.
+    fn read_log(
+        path: &Path,
+        txs: TxIndex,
+        keep: Recent,
+        covered: Option<u64>,
+    ) -> Result<(Index, Wal), ChainError> {
         let mut index = Index {
             blocks: Vec::new(),
             recent: VecDeque::new(),
             recent_txs: 0,
             keep,
             by_hash: SplitMap::new(),
-            txs: TxIndex::default(),
+            txs,
             certificate: None,
+            decoded: 0,
         };
         let mut i = 0usize;
-        let mut log = Wal::open_with(&path, |at, r| {
+        let log = Wal::open_with(path, |at, r| {
             let record = i;
             i += 1;
             let corrupt = move |reason: String| ChainError::Corrupt { index: record, reason };
             match r.first() {
                 Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
-                    let b = decode_block(r).map_err(corrupt)?;
-                    if b.number() != index.blocks.len() as u64 {
+                    let expected = index.blocks.len() as u64;
+                    let number = if covered.is_some_and(|c| expected <= c) {
+                        let header = decode_header(r).map_err(corrupt)?;
+                        if header.number == expected {
+                            index.push_ref(header.number, header.hash_slow(), at, r.len());
+                        }
+                        header.number
+                    } else {
+                        let b = decode_block(r).map_err(corrupt)?;
+                        index.decoded += 1;
+                        let number = b.number();
+                        if number == expected {
+                            index.push(Arc::new(b), at, r.len());
+                        }
+                        number
+                    };
+                    if number != expected {
                         return Err(corrupt(format!(
-                            "block {} where {} was expected",
-                            b.number(),
-                            index.blocks.len()
+                            "block {number} where {expected} was expected"
                         )));
                     }
-                    index.push(Arc::new(b), at, r.len());
                 }
                 Some(&RECORD_CERTIFICATE) => {
                     // Two writers (the sync thread, the finality task) can append an older
@@ -620,23 +719,7 @@ impl Chain {
             }
             Ok(())
         })?;
-        if index.blocks.is_empty() {
-            let g = genesis();
-            let record = g.encode();
-            let at = log.append(&record)?;
-            log.sync()?;
-            index.push(Arc::new(g), at, record.len());
-        }
-        Ok(Chain {
-            index: RwLock::new(index),
-            log: Mutex::new(log),
-            reader: WalReader::open(&path)?,
-            old: Mutex::new(VecDeque::new()),
-            appended: Condvar::new(),
-            appended_lock: Mutex::new(()),
-            closed: std::sync::atomic::AtomicBool::new(false),
-            shut: std::sync::atomic::AtomicBool::new(false),
-        })
+        Ok((index, log))
     }
 
     /// Appends `block` durably (synced), then publishes it.
@@ -798,16 +881,7 @@ impl Chain {
         // record: the header's hash is checked against the index below.
         let prefix = (at.len as usize).min(HEADER_PREFIX);
         let read = off_the_runtime(|| self.reader.read_prefix(at.at, prefix));
-        let header = read.ok().and_then(|r| {
-            let grouped = match r.first() {
-                Some(&RECORD_GROUPED_BLOCK) => true,
-                Some(&RECORD_BLOCK) => false,
-                _ => return None,
-            };
-            let mut b = r.get(if grouped { 25 } else { 17 }..)?;
-            let mut hb = take_bytes(&mut b).ok()?;
-            Header::decode(&mut hb).ok()
-        });
+        let header = read.ok().and_then(|r| decode_header(&r).ok());
         match header {
             Some(h) if h.hash_slow() == at.hash => Some(h),
             // A header longer than the prefix (or a record that does not read back as one):
@@ -824,24 +898,52 @@ impl Chain {
 
     /// Whether the chain holds transaction `hash`: the index alone, no block is read (a
     /// match of the first 16 bytes is taken for the hash: another transaction's hash with
-    /// them is a 2^-128 chance, or 2^64 signatures ground on purpose).
+    /// them is a 2^-128 chance, or 2^64 signatures ground on purpose). A hash the runs'
+    /// filters let through reads a page of each such run (about 1 % of the hashes the
+    /// chain does not hold, per run).
     pub fn has_transaction(&self, hash: &B256) -> bool {
-        self.index.read().txs.find(hash).is_some()
+        let lookup = self.index.read().txs.lookup(hash);
+        if !lookup.memory.is_empty() {
+            return true;
+        }
+        lookup.runs_may_hold() && off_the_runtime(|| lookup.run_places().next().is_some())
     }
 
     /// Where the transaction `hash` is.
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
-        let found = self.index.read().txs.find(hash)?;
-        let (n, i) = found.place();
-        let block = self.block(n)?;
+        let lookup = self.index.read().txs.lookup(hash);
         // A place found by the hash's first 16 bytes is checked against the block's
-        // transaction there, which is at hand anyway.
-        if matches!(found, Found::Prefix(..))
-            && block.txs.get(i as usize).is_none_or(|t| t.tx_hash() != hash)
-        {
+        // transaction there, which is at hand anyway; the places are tried newest first.
+        let at = |n: u64, i: u32, exact: bool| {
+            let block = self.block(n)?;
+            let holds = block.txs.get(i as usize).is_some_and(|t| t.tx_hash() == hash);
+            (exact || holds).then_some(TxLocation { block, index: i as usize })
+        };
+        for found in &lookup.memory {
+            let (n, i) = found.place();
+            if let Some(l) = at(n, i, matches!(found, Found::Exact(..))) {
+                return Some(l);
+            }
+        }
+        if !lookup.runs_may_hold() {
             return None;
         }
-        Some(TxLocation { block, index: i as usize })
+        let places: Vec<(u64, u32)> = off_the_runtime(|| lookup.run_places().collect());
+        places.into_iter().find_map(|(n, i)| at(n, i, false))
+    }
+
+    /// How many blocks opening the chain decoded whole: those the transaction index's runs
+    /// did not cover, and the newest it keeps decoded ([`Recent`]); the others' headers alone.
+    pub fn decoded_at_open(&self) -> usize {
+        self.decoded_at_open
+    }
+
+    /// Where the transaction index holds what (its runs, what it holds in memory), once its
+    /// writer is done: for tests and benchmarks.
+    pub fn index_stats(&self) -> crate::txindex::IndexStats {
+        let txs = &self.index.read().txs;
+        txs.settle();
+        txs.stats()
     }
 
     /// The hash of block `number`, waiting for it to be appended when it is not yet (the
@@ -881,6 +983,8 @@ impl Chain {
         self.shut.store(true, std::sync::atomic::Ordering::Release);
         self.close();
         drop(self.log.lock());
+        // The index's writer stops at its next page (its file left unfinished, removed).
+        self.index.read().txs.stop();
     }
 }
 
@@ -889,11 +993,11 @@ impl Index {
     /// decoded blocks go past what `keep` allows.
     fn push(&mut self, b: Arc<StoredBlock>, at: u64, len: usize) {
         let n = b.number();
-        self.by_hash.insert(b.hash, n);
+        self.push_ref(n, b.hash, at, len);
         for (i, h) in b.tx_hashes().enumerate() {
             self.txs.insert(h, n, i as u32);
         }
-        self.blocks.push(BlockRef { hash: b.hash, at, len: len as u32 });
+        self.txs.block_done(n, b.hash);
         self.recent_txs += held_transactions(&b);
         self.recent.push_back(b);
         while self.recent.len() > 1
@@ -904,72 +1008,12 @@ impl Index {
             }
         }
     }
-}
 
-/// Where each transaction of the chain is, by hash, in 24 bytes an entry (the index grows with
-/// the chain and stays in memory): the hash's first 16 bytes map to its block (the high 40
-/// bits) and position (the low 24). A transaction whose hash begins with the same 16 bytes as
-/// one already indexed (a 2^-128 chance a pair, or about 2^64 signatures ground on purpose)
-/// is kept under its whole hash beside it, so no place is lost; a lookup takes a match of
-/// the 16 bytes for the hash. Until stop 43 every entry held the whole hash: 48 bytes an
-/// entry, 56–112 bytes a transaction with the table's free room, against 29–57 now.
-#[derive(Debug, Default)]
-struct TxIndex {
-    by_prefix: SplitMap<[u8; 16], u64>,
-    whole: std::collections::HashMap<B256, (u64, u32)>,
-}
-
-/// What [`TxIndex::find`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Found {
-    /// The place of this very hash.
-    Exact((u64, u32)),
-    /// The place of the transaction whose hash begins with the same 16 bytes.
-    Prefix(u64, u32),
-}
-
-impl Found {
-    fn place(self) -> (u64, u32) {
-        match self {
-            Found::Exact(p) => p,
-            Found::Prefix(n, i) => (n, i),
-        }
-    }
-}
-
-/// Bits of a packed place that hold the position in the block.
-const POSITION_BITS: u32 = 24;
-
-impl TxIndex {
-    fn prefix(hash: &B256) -> [u8; 16] {
-        let mut p = [0u8; 16];
-        p.copy_from_slice(&hash[..16]);
-        p
-    }
-
-    /// Records transaction `hash` at position `i` of block `n` (a later record of the same
-    /// hash stands over an earlier one).
-    fn insert(&mut self, hash: B256, n: u64, i: u32) {
-        let packed = (n < 1 << (64 - POSITION_BITS) && i < 1 << POSITION_BITS)
-            .then(|| n << POSITION_BITS | u64::from(i));
-        let prefix = TxIndex::prefix(&hash);
-        match (self.by_prefix.get(&prefix), packed) {
-            (None, Some(p)) => {
-                self.by_prefix.insert(prefix, p);
-            }
-            _ => {
-                self.whole.insert(hash, (n, i));
-            }
-        }
-    }
-
-    /// The place of `hash`, if the index has one for it or for its first 16 bytes.
-    fn find(&self, hash: &B256) -> Option<Found> {
-        if let Some(p) = self.whole.get(hash) {
-            return Some(Found::Exact(*p));
-        }
-        let p = *self.by_prefix.get(&TxIndex::prefix(hash))?;
-        Some(Found::Prefix(p >> POSITION_BITS, (p & ((1 << POSITION_BITS) - 1)) as u32))
+    /// Adds block `n` (`hash`) by its place in the log alone: its transactions are indexed
+    /// already, and it is not decoded.
+    fn push_ref(&mut self, n: u64, hash: B256, at: u64, len: usize) {
+        self.by_hash.insert(hash, n);
+        self.blocks.push(BlockRef { hash, at, len: len as u32 });
     }
 }
 
@@ -979,6 +1023,21 @@ impl TxIndex {
 /// decoded up to the limit of blocks: several GB.
 fn held_transactions(b: &StoredBlock) -> usize {
     b.txs.len() + b.ordering.deferred.len()
+}
+
+/// The folder of the chain's directory that holds the transaction index's runs.
+pub const TX_INDEX_DIR: &str = "txindex";
+
+/// Decodes the header alone of a block record of the log (its kind byte first).
+fn decode_header(r: &[u8]) -> Result<Header, String> {
+    let mut b = match r.first() {
+        Some(&RECORD_GROUPED_BLOCK) => r.get(25..),
+        Some(&RECORD_BLOCK) => r.get(17..),
+        _ => return Err("not a block record".into()),
+    }
+    .ok_or("truncated")?;
+    let mut hb = take_bytes(&mut b)?;
+    Header::decode(&mut hb).map_err(|e| format!("header: {e}"))
 }
 
 /// Decodes a block record of the log (its kind byte first).
@@ -1037,36 +1096,6 @@ pub(crate) mod tests {
             ticker.abort();
             assert!(during > 0, "no other task ran during 200 ms of reads");
         });
-    }
-
-    /// The transaction index keeps 16 bytes of each hash: a second hash with the same first
-    /// 16 bytes is kept whole and found exactly, a hash of those 16 bytes that was never
-    /// indexed is found as the other's place, and places too large to pack are kept whole.
-    #[test]
-    fn the_transaction_index_tells_prefixes_from_hashes() {
-        let hash = |first: u8, rest: u8| {
-            let mut h = B256::repeat_byte(rest);
-            h[..16].copy_from_slice(&[first; 16]);
-            h
-        };
-        let mut ix = TxIndex::default();
-        ix.insert(hash(1, 1), 7, 3);
-        ix.insert(hash(1, 2), 9, 0);
-        ix.insert(hash(2, 2), (1 << 40) + 5, 1);
-        ix.insert(hash(3, 3), 5, 1 << 24);
-        assert_eq!(ix.find(&hash(1, 1)), Some(Found::Prefix(7, 3)));
-        assert_eq!(ix.find(&hash(1, 2)), Some(Found::Exact((9, 0))));
-        // Never indexed, same first 16 bytes: the other's place.
-        assert_eq!(ix.find(&hash(1, 3)), Some(Found::Prefix(7, 3)));
-        assert_eq!(ix.find(&hash(4, 4)), None);
-        assert_eq!(ix.find(&hash(2, 2)), Some(Found::Exact(((1 << 40) + 5, 1))));
-        assert_eq!(ix.find(&hash(3, 3)), Some(Found::Exact((5, 1 << 24))));
-        // The largest packed place round-trips.
-        ix.insert(hash(5, 5), (1 << 40) - 1, (1 << 24) - 1);
-        assert_eq!(ix.find(&hash(5, 5)), Some(Found::Prefix((1 << 40) - 1, (1 << 24) - 1)));
-        // A hash indexed again (its prefix taken by itself) stands at its later place.
-        ix.insert(hash(1, 1), 8, 2);
-        assert_eq!(ix.find(&hash(1, 1)), Some(Found::Exact((8, 2))));
     }
 
     /// The chain answers for the transactions it holds and not for a hash that differs from
@@ -1339,7 +1368,7 @@ pub(crate) mod tests {
         use std::os::unix::fs::FileExt;
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 2, transactions: 2 };
+        let keep = Recent { blocks: 2, transactions: 2, ..Recent::default() };
         let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
             .unwrap_or_else(|e| panic!("{e}"));
         let made: Vec<_> = (1..=6u64)
@@ -1408,7 +1437,7 @@ pub(crate) mod tests {
     fn waiting_transactions_count_against_the_blocks_kept() {
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 100, transactions: 6 };
+        let keep = Recent { blocks: 100, transactions: 6, ..Recent::default() };
         let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
             .unwrap_or_else(|e| panic!("{e}"));
         for n in 1..=10u64 {
@@ -1432,7 +1461,7 @@ pub(crate) mod tests {
     fn old_blocks_leave_memory_and_are_read_back_from_the_log() {
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 4, transactions: 6 };
+        let keep = Recent { blocks: 4, transactions: 6, ..Recent::default() };
         let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut made = vec![chain.head()];
@@ -1478,5 +1507,106 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((chain.index.read().recent.len(), chain.old.lock().len()), (32, 0));
         same_blocks(&chain, &made);
+    }
+
+    /// The transaction index writes its older part to run files: every transaction is still
+    /// found, through them, and hashes it never held are not. A restart reads the blocks
+    /// the runs cover by their headers alone (it decodes only the blocks after them and the
+    /// newest it keeps decoded) and finds every transaction again.
+    #[test]
+    fn the_transaction_index_goes_to_disk_and_a_restart_decodes_only_what_it_lacks() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 3, transactions: 10_000, indexed: 7 };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=40u64 {
+            let b = chain.append(numbered(&key, n, (n % 4) as usize));
+            made.push(b.unwrap_or_else(|e| panic!("{e}")));
+        }
+        let stats = chain.index_stats();
+        assert!(!stats.runs.is_empty() && stats.in_memory < 7 + 4, "{stats:?}");
+        let covered = stats.runs.last().map_or(0, |r| r.1);
+        same_blocks(&chain, &made);
+        let never = |chain: &Chain| {
+            for h in made.iter().flat_map(|b| b.tx_hashes()) {
+                let mut other = h;
+                other[31] ^= 1;
+                assert!(chain.transaction(&other).is_none(), "{other}");
+                other[31] ^= 1;
+                other[2] ^= 1;
+                assert!(!chain.has_transaction(&other), "{other}");
+            }
+        };
+        never(&chain);
+        drop(chain);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(covered >= 30, "runs cover up to {covered}");
+        let uncovered = 40 - covered as usize;
+        assert_eq!(chain.decoded_at_open(), uncovered.max(3), "runs cover up to {covered}");
+        let oldest = chain.index.read().recent.front().map(|b| b.number());
+        assert_eq!(oldest, Some(38.min(covered + 1)), "the newest 3 and the uncovered");
+        assert_eq!(chain.index_stats().runs, stats.runs);
+        same_blocks(&chain, &made);
+        never(&chain);
+        // It goes on from there.
+        for n in 41..=60u64 {
+            let b = chain.append(numbered(&key, n, 3));
+            made.push(b.unwrap_or_else(|e| panic!("{e}")));
+        }
+        assert!(chain.index_stats().runs.last().is_some_and(|r| r.1 > covered));
+        same_blocks(&chain, &made);
+    }
+
+    /// A block log shorter than the index's runs (restored from an older copy), or another
+    /// chain's: the runs go, and the index is built again from the log.
+    #[test]
+    fn an_index_that_does_not_match_the_log_is_built_again() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { indexed: 5, ..Recent::default() };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=30u64 {
+            if n == 11 {
+                let log = dir.path().join("blocks.log");
+                std::fs::copy(&log, dir.path().join("early.log")).unwrap_or_else(|e| panic!("{e}"));
+            }
+            made.push(chain.append(numbered(&key, n, 3)).unwrap_or_else(|e| panic!("{e}")));
+        }
+        assert!(chain.index_stats().runs.last().is_some_and(|r| r.1 > 10));
+        drop(chain);
+        std::fs::rename(dir.path().join("early.log"), dir.path().join("blocks.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.head_number(), 10);
+        same_blocks(&chain, &made[..=10]);
+        for h in made[11..].iter().flat_map(|b| b.tx_hashes()) {
+            assert!(!chain.has_transaction(&h) && chain.transaction(&h).is_none(), "{h}");
+        }
+        assert!(chain.index_stats().runs.iter().all(|r| r.1 <= 10));
+        drop(chain);
+        // Another chain's log of the same length.
+        let other = PrivateKeySigner::random();
+        let alien = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(alien.path(), || numbered(&other, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut theirs = vec![chain.head()];
+        for n in 1..=10u64 {
+            theirs.push(chain.append(numbered(&other, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+        }
+        drop(chain);
+        std::fs::copy(alien.path().join("blocks.log"), dir.path().join("blocks.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        same_blocks(&chain, &theirs);
+        for h in made.iter().flat_map(|b| b.tx_hashes()) {
+            assert!(!chain.has_transaction(&h), "{h}");
+        }
     }
 }

@@ -20,6 +20,7 @@ pub mod node;
 pub mod pipeline;
 pub mod rpc;
 pub mod sync;
+pub mod txindex;
 pub mod validator;
 pub mod wal;
 

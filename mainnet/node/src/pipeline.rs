@@ -1422,7 +1422,7 @@ mod tests {
         let chain = Chain::open_keeping(
             dir.path(),
             move || g.block(root),
-            Recent { blocks: 1, transactions: 100 },
+            Recent { blocks: 1, transactions: 100, ..Recent::default() },
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(chain.head_number(), 3);

@@ -3,6 +3,7 @@
 //! (`{"bench":..,"ours":..,"baseline":..,"unit":..,"ratio":..,"params":{..}}`, `ratio` oriented
 //! so that higher is always better); progress goes to stderr.
 
+mod chain;
 mod consensus;
 mod exec;
 mod node;
@@ -37,6 +38,12 @@ enum BenchCommand {
     /// A devnet of validator processes under a JSON-RPC load of transfers, pipelined
     /// against one block at a time.
     Node(node::NodeBenchArgs),
+    /// The chain's data at a restart: the transaction index in run files against the whole
+    /// index rebuilt in memory from the block log.
+    Chain(chain::ChainBenchArgs),
+    /// Internal: the child process `bench chain` runs to open the chain and measure it.
+    #[command(hide = true)]
+    ChainOpen(chain::ChainOpenArgs),
     /// Internal: the child process `bench store` kills to measure reopening after a crash.
     #[command(hide = true)]
     StoreWriter(store::StoreWriterArgs),
@@ -50,6 +57,8 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Wasm(args) => wasm::run(args),
         BenchCommand::Consensus(args) => consensus::run(args),
         BenchCommand::Node(args) => node::run(args),
+        BenchCommand::Chain(args) => chain::run(args),
+        BenchCommand::ChainOpen(args) => chain::run_open(args),
         BenchCommand::StoreWriter(args) => store::run_writer(args),
     }
 }
