@@ -4,10 +4,11 @@
 //! Blocks are appended to `blocks.log` (the write-ahead log format: length, CRC, body; a torn
 //! tail is cut at open) and synced before they are published. The transaction index
 //! (transaction hash → block and position) keeps its newest part in memory and the rest in
-//! run files in `txindex/` ([`crate::txindex`]). At open the log is read back in pieces and
-//! the in-memory indexes (block hash → number, block number → hash and place in the log) are
-//! rebuilt; only the blocks the index's runs do not cover are decoded whole, the others'
-//! headers alone. Only the newest blocks stay decoded in memory ([`Recent`]); an older block
+//! run files in `txindex/` ([`crate::txindex`]). At open the in-memory indexes (block hash
+//! → number, block number → hash and place in the log) are rebuilt from `blocks.idx` (the
+//! saved places, see `BLOCK_REFS`) up to the last block the index's runs cover, and from
+//! the log after it, read in pieces: the blocks the runs cover by their headers alone, the
+//! others decoded whole. Only the newest blocks stay decoded in memory ([`Recent`]); an older block
 //! is read back from the log when asked for, and the last few read are kept. `eth_getLogs`
 //! filters by each header's logs bloom before it reads receipts.
 
@@ -545,6 +546,13 @@ struct Index {
     certificate: Option<Certificate>,
     /// Blocks decoded whole while the log was read.
     decoded: usize,
+    /// Whether a block left the decoded ones for `keep`.
+    trimmed: bool,
+    /// Records of the log read at open.
+    records_read: usize,
+    /// The file of block places, written as the index's runs are (`None` until the chain is
+    /// open, or after a write failed).
+    refs: Option<RefsFile>,
 }
 
 /// The chain's executed blocks, shared by the pipeline (which appends) and RPC (which reads).
@@ -563,6 +571,8 @@ pub struct Chain {
     shut: std::sync::atomic::AtomicBool,
     /// Blocks decoded whole when the chain was opened.
     decoded_at_open: usize,
+    /// Records of the block log read when the chain was opened.
+    records_read_at_open: usize,
 }
 
 impl std::fmt::Debug for Chain {
@@ -599,7 +609,8 @@ impl Chain {
         // log (a log replaced or cut shorter than they are).
         let (mut index, log) = loop {
             let covered = txs.covered();
-            let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered)?;
+            let saved = covered.and_then(|c| SavedRefs::read(dir, &path, c));
+            let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered, saved)?;
             if index.blocks.is_empty() {
                 let g = genesis.take().map(|make| make()).ok_or_else(|| ChainError::Corrupt {
                     index: 0,
@@ -619,22 +630,27 @@ impl Chain {
             txs = index.txs;
         };
         let reader = WalReader::open(&path)?;
+        index.refs = RefsFile::open(dir, reader.salt(), &index.blocks);
+        index.save_refs();
         // The blocks the index's runs covered were read by their headers alone: the newest of
         // them are read back and decoded, as many as a running node keeps (the head always),
         // since they are the blocks clients ask for first.
         let mut decoded_at_open = index.decoded;
         let mut oldest = index.blocks.len() - index.recent.len();
+        // (None when reading the log already let a block go from the decoded ones.)
         while oldest > 0
             && (index.recent.is_empty()
-                || index.recent.len() < keep.blocks && index.recent_txs < keep.transactions)
+                || !index.trimmed
+                    && index.recent.len() < keep.blocks
+                    && index.recent_txs < keep.transactions)
         {
             let number = oldest as u64 - 1;
             let at = index.blocks[oldest - 1];
-            let b =
-                reader.read_at(at.at, at.len as usize).map_err(ChainError::Log).and_then(|r| {
-                    decode_block(&r)
-                        .map_err(|reason| ChainError::Corrupt { index: oldest - 1, reason })
-                })?;
+            let read = reader.read_at(at.at, at.len as usize).map_err(|e| e.to_string());
+            let b = read.and_then(|r| decode_block(&r)).map_err(|e| {
+                tracing::error!(number, error = %e, "block log: reading a block back failed");
+                ChainError::Unreadable { number }
+            })?;
             if b.hash != at.hash {
                 return Err(ChainError::Unreadable { number });
             }
@@ -649,6 +665,7 @@ impl Chain {
         }
         Ok(Chain {
             decoded_at_open,
+            records_read_at_open: index.records_read,
             index: RwLock::new(index),
             log: Mutex::new(log),
             reader,
@@ -667,6 +684,7 @@ impl Chain {
         txs: TxIndex,
         keep: Recent,
         covered: Option<u64>,
+        saved: Option<SavedRefs>,
     ) -> Result<(Index, Wal), ChainError> {
         let mut index = Index {
             blocks: Vec::new(),
@@ -677,11 +695,22 @@ impl Chain {
             txs,
             certificate: None,
             decoded: 0,
+            trimmed: false,
+            records_read: 0,
+            refs: None,
         };
+        let from = saved.map(|saved| {
+            for b in &saved.blocks {
+                index.push_ref(index.blocks.len() as u64, b.hash, b.at, b.len as usize);
+            }
+            index.certificate = saved.certificate;
+            saved.end
+        });
         let mut i = 0usize;
-        let log = Wal::open_with(path, |at, r| {
+        let log = Wal::open_from(path, from, |at, r| {
             let record = i;
             i += 1;
+            index.records_read += 1;
             let corrupt = move |reason: String| ChainError::Corrupt { index: record, reason };
             match r.first() {
                 Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
@@ -938,6 +967,12 @@ impl Chain {
         self.decoded_at_open
     }
 
+    /// How many records of the block log opening the chain read: those after the last block
+    /// both `blocks.idx` and the transaction index's runs cover.
+    pub fn records_read_at_open(&self) -> usize {
+        self.records_read_at_open
+    }
+
     /// Where the transaction index holds what (its runs, what it holds in memory), once its
     /// writer is done: for tests and benchmarks.
     pub fn index_stats(&self) -> crate::txindex::IndexStats {
@@ -997,7 +1032,9 @@ impl Index {
         for (i, h) in b.tx_hashes().enumerate() {
             self.txs.insert(h, n, i as u32);
         }
-        self.txs.block_done(n, b.hash);
+        if self.txs.block_done(n, b.hash) {
+            self.save_refs();
+        }
         self.recent_txs += held_transactions(&b);
         self.recent.push_back(b);
         while self.recent.len() > 1
@@ -1005,7 +1042,19 @@ impl Index {
         {
             if let Some(old) = self.recent.pop_front() {
                 self.recent_txs -= held_transactions(&old);
+                self.trimmed = true;
             }
+        }
+    }
+
+    /// Appends the places of the blocks `blocks.idx` lacks, and saves the certificate with
+    /// them (a write that fails is logged, and no more are made: the next start reads the
+    /// log from further back).
+    fn save_refs(&mut self) {
+        let Some(refs) = &mut self.refs else { return };
+        if let Err(e) = refs.save(&self.blocks, self.certificate.as_ref()) {
+            tracing::warn!(error = %e, "blocks.idx: not written (the next start reads more of the block log)");
+            self.refs = None;
         }
     }
 
@@ -1027,6 +1076,191 @@ fn held_transactions(b: &StoredBlock) -> usize {
 
 /// The folder of the chain's directory that holds the transaction index's runs.
 pub const TX_INDEX_DIR: &str = "txindex";
+
+/// The file of block places: for each block, in order, its place in `blocks.log` and its
+/// hash, so that a start reads the log only after the last block both it and the
+/// transaction index's runs cover. A 20-byte header (magic, the log's salt, CRC-32) and
+/// 48-byte entries (place, length, hash, the entry's CRC-32), appended (not synced) each
+/// time the transaction index freezes a part; beside it, `blocks.idx.cert` holds how many
+/// entries were written and the highest finality certificate then (written to a temporary
+/// name and renamed). A start uses the entries up to that count whose last one reads back
+/// from the log as that block; anything else (a torn file, another log's salt, a log cut
+/// shorter) makes it read the whole log and write the file again.
+const BLOCK_REFS: &str = "blocks.idx";
+const BLOCK_REFS_CERT: &str = "blocks.idx.cert";
+const REFS_MAGIC: &[u8; 8] = b"FAROLBI1";
+const CERT_MAGIC: &[u8; 8] = b"FAROLBC1";
+const REFS_HEADER: u64 = 20;
+const REF_BYTES: usize = 48;
+
+/// What `blocks.idx` gave a start: the first blocks, the certificate saved with them, and
+/// where in the log the record after the last begins.
+struct SavedRefs {
+    blocks: Vec<BlockRef>,
+    certificate: Option<Certificate>,
+    end: u64,
+}
+
+impl SavedRefs {
+    /// The saved places of blocks `0..=covered` (or fewer) of the log at `log`, if they can
+    /// be trusted (see [`BLOCK_REFS`]).
+    fn read(dir: &Path, log: &Path, covered: u64) -> Option<SavedRefs> {
+        let reader = WalReader::open(log).ok()?;
+        let cert = std::fs::read(dir.join(BLOCK_REFS_CERT)).ok()?;
+        let (body, crc) = cert.split_at_checked(cert.len().checked_sub(4)?)?;
+        if body.len() < 17 || &body[..8] != CERT_MAGIC || crc32fast::hash(body) != le_u32(crc) {
+            return None;
+        }
+        let count = u64::from_le_bytes(body[8..16].try_into().ok()?);
+        let certificate = match body[16] {
+            0 => None,
+            _ => Some(Certificate::decode(&body[17..]).ok()?),
+        };
+        let want = count.min(covered.saturating_add(1));
+        let mut file = std::io::BufReader::new(std::fs::File::open(dir.join(BLOCK_REFS)).ok()?);
+        let mut head = [0u8; REFS_HEADER as usize];
+        std::io::Read::read_exact(&mut file, &mut head).ok()?;
+        if &head[..8] != REFS_MAGIC
+            || crc32fast::hash(&head[..16]) != le_u32(&head[16..])
+            || u64::from_le_bytes(head[8..16].try_into().ok()?) != reader.salt()
+        {
+            return None;
+        }
+        let mut blocks = Vec::new();
+        let mut entry = [0u8; REF_BYTES];
+        while (blocks.len() as u64) < want
+            && std::io::Read::read_exact(&mut file, &mut entry).is_ok()
+        {
+            if crc32fast::hash(&entry[..44]) != le_u32(&entry[44..]) {
+                break;
+            }
+            blocks.push(BlockRef {
+                at: u64::from_le_bytes(entry[..8].try_into().ok()?),
+                len: le_u32(&entry[8..12]),
+                hash: B256::from_slice(&entry[12..44]),
+            });
+        }
+        // The last reads back from the log as that block: the log is the one the places were
+        // taken from, and holds every block up to it (blocks chain by parent hash).
+        let last = *blocks.last()?;
+        let end = last.at.checked_add(u64::from(last.len))?;
+        if end > reader.file_len().ok()? {
+            return None;
+        }
+        let prefix = reader.read_prefix(last.at, (last.len as usize).min(HEADER_PREFIX)).ok()?;
+        let header = decode_header(&prefix).ok()?;
+        (header.number + 1 == blocks.len() as u64 && header.hash_slow() == last.hash)
+            .then_some(SavedRefs { blocks, certificate, end })
+    }
+}
+
+fn le_u32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// `blocks.idx` open for appending.
+struct RefsFile {
+    dir: std::path::PathBuf,
+    file: std::fs::File,
+    written: usize,
+}
+
+impl RefsFile {
+    /// Opens `dir/blocks.idx` for the log with `salt`, keeping the entries that match
+    /// `blocks` and cutting the rest (or starting it anew). `None` if it cannot be written
+    /// (logged).
+    fn open(dir: &Path, salt: u64, blocks: &[BlockRef]) -> Option<RefsFile> {
+        let opened = (|| -> std::io::Result<RefsFile> {
+            use std::io::{Read, Seek, Write};
+            let path = dir.join(BLOCK_REFS);
+            let mut file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let mut head = [0u8; REFS_HEADER as usize];
+            let mut kept = 0usize;
+            let same = file.read_exact(&mut head).is_ok()
+                && &head[..8] == REFS_MAGIC
+                && crc32fast::hash(&head[..16]) == le_u32(&head[16..])
+                && head[8..16] == salt.to_le_bytes();
+            if same {
+                let mut r = std::io::BufReader::new(&file);
+                let mut entry = [0u8; REF_BYTES];
+                while kept < blocks.len() && r.read_exact(&mut entry).is_ok() {
+                    let b = &blocks[kept];
+                    let mut want = [0u8; REF_BYTES];
+                    put_ref(&mut want, b);
+                    if entry != want {
+                        break;
+                    }
+                    kept += 1;
+                }
+            } else {
+                let mut h = Vec::with_capacity(REFS_HEADER as usize);
+                h.extend_from_slice(REFS_MAGIC);
+                h.extend_from_slice(&salt.to_le_bytes());
+                h.extend_from_slice(&crc32fast::hash(&h).to_le_bytes());
+                file.set_len(0)?;
+                file.seek(std::io::SeekFrom::Start(0))?;
+                file.write_all(&h)?;
+            }
+            let end = REFS_HEADER + (kept * REF_BYTES) as u64;
+            file.set_len(end)?;
+            file.seek(std::io::SeekFrom::Start(end))?;
+            Ok(RefsFile { dir: dir.to_path_buf(), file, written: kept })
+        })();
+        match opened {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "blocks.idx: not written (each start reads the whole block log)");
+                None
+            }
+        }
+    }
+
+    /// Appends the places of `blocks` past those written, then saves their count and
+    /// `certificate` in `blocks.idx.cert`.
+    fn save(
+        &mut self,
+        blocks: &[BlockRef],
+        certificate: Option<&Certificate>,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        let new = blocks.get(self.written..).unwrap_or_default();
+        let mut buf = vec![0u8; new.len() * REF_BYTES];
+        for (b, out) in new.iter().zip(buf.chunks_exact_mut(REF_BYTES)) {
+            put_ref(out, b);
+        }
+        self.file.write_all(&buf)?;
+        self.written = blocks.len();
+        let mut cert = Vec::new();
+        cert.extend_from_slice(CERT_MAGIC);
+        cert.extend_from_slice(&(self.written as u64).to_le_bytes());
+        match certificate {
+            Some(c) => {
+                cert.push(1);
+                cert.extend_from_slice(&c.encode()[1..]);
+            }
+            None => cert.push(0),
+        }
+        let crc = crc32fast::hash(&cert);
+        cert.extend_from_slice(&crc.to_le_bytes());
+        let tmp = self.dir.join(format!("{BLOCK_REFS_CERT}.tmp"));
+        std::fs::write(&tmp, &cert)?;
+        std::fs::rename(&tmp, self.dir.join(BLOCK_REFS_CERT))
+    }
+}
+
+/// One entry of `blocks.idx`.
+fn put_ref(out: &mut [u8], b: &BlockRef) {
+    out[..8].copy_from_slice(&b.at.to_le_bytes());
+    out[8..12].copy_from_slice(&b.len.to_le_bytes());
+    out[12..44].copy_from_slice(b.hash.as_slice());
+    let crc = crc32fast::hash(&out[..44]);
+    out[44..48].copy_from_slice(&crc.to_le_bytes());
+}
 
 /// Decodes the header alone of a block record of the log (its kind byte first).
 fn decode_header(r: &[u8]) -> Result<Header, String> {
@@ -1548,6 +1782,8 @@ pub(crate) mod tests {
         assert_eq!(chain.decoded_at_open(), uncovered.max(3), "runs cover up to {covered}");
         let oldest = chain.index.read().recent.front().map(|b| b.number());
         assert_eq!(oldest, Some(38.min(covered + 1)), "the newest 3 and the uncovered");
+        // The log was read from the record after the last block covered (`blocks.idx`).
+        assert_eq!(chain.records_read_at_open(), uncovered);
         assert_eq!(chain.index_stats().runs, stats.runs);
         same_blocks(&chain, &made);
         never(&chain);
@@ -1608,5 +1844,82 @@ pub(crate) mod tests {
         for h in made.iter().flat_map(|b| b.tx_hashes()) {
             assert!(!chain.has_transaction(&h), "{h}");
         }
+    }
+
+    /// A start reads the block log only after the last block `blocks.idx` and the index's
+    /// runs cover, and keeps the highest certificate, logged before or after that block; a
+    /// damaged certificate file or entry, or a log another than the file's, makes it read
+    /// more of the log (all of it for the first two), with the same chain.
+    #[test]
+    fn a_start_reads_the_log_after_the_saved_block_places() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { indexed: 6, ..Recent::default() };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        let mut certs = 0;
+        for n in 1..=50u64 {
+            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            if n % 7 == 0 && n != 49 {
+                let cert =
+                    Certificate { number: n, hash: made[n as usize].hash, quorum: vec![7; 40] };
+                assert!(chain.set_certificate(cert).unwrap_or_else(|e| panic!("{e}")));
+                certs += 1;
+            }
+        }
+        let highest = chain.certificate();
+        assert_eq!(highest.as_ref().map(|c| c.number), Some(42));
+        let covered = chain.index_stats().runs.last().map_or(0, |r| r.1);
+        assert!(covered >= 40, "runs cover up to {covered}");
+        drop(chain);
+        let all = 51 + certs;
+        let reopen = || {
+            Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let chain = reopen();
+        // The blocks after the covered one, and the certificates logged after it.
+        let after = (50 - covered) as usize + (7..=42).step_by(7).filter(|n| *n >= covered).count();
+        assert_eq!(chain.records_read_at_open(), after, "runs cover up to {covered}");
+        assert_eq!(chain.certificate(), highest);
+        same_blocks(&chain, &made);
+        drop(chain);
+        // A damaged entry of blocks.idx: the places before it are used.
+        let idx = dir.path().join(BLOCK_REFS);
+        let mut bytes = std::fs::read(&idx).unwrap_or_else(|e| panic!("{e}"));
+        bytes[REFS_HEADER as usize + 30 * REF_BYTES + 20] ^= 1;
+        std::fs::write(&idx, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        // Blocks 30 to 50 and the certificates after block 29.
+        assert_eq!(chain.records_read_at_open(), 21 + 2);
+        assert_eq!(chain.certificate(), highest);
+        same_blocks(&chain, &made);
+        drop(chain);
+        // The open wrote the file again: all places are used.
+        let chain = reopen();
+        assert_eq!(chain.records_read_at_open(), after);
+        drop(chain);
+        // A damaged certificate file: the whole log.
+        let cert = dir.path().join(BLOCK_REFS_CERT);
+        let mut bytes = std::fs::read(&cert).unwrap_or_else(|e| panic!("{e}"));
+        bytes[9] ^= 1;
+        std::fs::write(&cert, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        assert_eq!(chain.records_read_at_open(), all);
+        assert_eq!(chain.certificate(), highest);
+        same_blocks(&chain, &made);
+        drop(chain);
+        // A log rewritten with another salt: the whole log, once.
+        let log = dir.path().join("blocks.log");
+        let mut bytes = std::fs::read(&idx).unwrap_or_else(|e| panic!("{e}"));
+        bytes[8] ^= 1;
+        std::fs::write(&idx, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        assert_eq!(chain.records_read_at_open(), all);
+        same_blocks(&chain, &made);
+        drop(chain);
+        assert_eq!(reopen().records_read_at_open(), after);
+        assert!(log.exists());
     }
 }

@@ -1,7 +1,7 @@
 //! The transaction index: where each transaction of the chain is (its block and position),
 //! by hash.
 //!
-//! The newest transactions are indexed in memory ([`Memory`]: the hash's first 16 bytes map
+//! The newest transactions are indexed in memory (`Memory`: the hash's first 16 bytes map
 //! to the place). Once `flush_at` of them are, that part is frozen and a thread of its own
 //! writes it out as a sorted *run* file in the index's directory, `txs-<first>-<last>.run`
 //! for the blocks `first..=last`; once written, the run replaces it. Runs of similar size are
@@ -14,16 +14,21 @@
 //! and a footer: the entry count, the blocks covered, the hash of the last block, the first
 //! prefix of every page (the *fences*), a Bloom filter of the prefixes (10 bits an entry,
 //! 7 probes: about 1 % false positives) and the footer's CRC. Only the footers stay in
-//! memory: about 1.4 bytes a transaction, against 29–57 bytes for an entry of [`Memory`].
+//! memory: about 1.4 bytes a transaction, against 29–57 bytes for an entry of `Memory`.
 //! A lookup checks each run's filter in memory and reads one page (3.5 KiB) of the runs
 //! that may hold the hash.
 //!
-//! At open, runs are read by their footers; those that do not chain from the genesis
-//! (superseded by a merge a crash interrupted, or after a gap) and temporary files are
-//! removed. The chain then checks each run's last block hash against its block log
-//! ([`TxIndex::runs_match`]); a mismatch (a block log replaced or cut shorter) drops every
-//! run and the index is rebuilt from the log. A run page whose CRC does not match is
-//! logged and answers nothing (the block log, the source of truth, is not affected).
+//! A part frozen while runs merge is written out by the merging thread at its next page, so
+//! memory holds at most about twice `flush_at` transactions however long a merge takes.
+//!
+//! At open, runs are read by their footers; of those, the ones that chain from the genesis
+//! without a gap furthest are used, and the others (superseded by a merge a crash
+//! interrupted, or after a gap) and temporary files are removed. The chain then checks each
+//! run's last block hash against its block log (`TxIndex::runs_match`); a mismatch (a block
+//! log replaced or cut shorter) drops every run and the index is rebuilt from the log. A run
+//! page whose CRC does not match is logged and answers nothing, and its run is renamed
+//! `<name>.damaged` (merged no more; dropped at the next open, which indexes its blocks again
+//! from the log).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -187,6 +192,9 @@ impl Memory {
 struct Run {
     path: PathBuf,
     file: File,
+    /// Set when a page failed its CRC: the file was renamed `<name>.damaged`, so that the
+    /// next start rebuilds its blocks from the log, and it is merged no more.
+    damaged: AtomicBool,
     first: u64,
     last: u64,
     last_hash: B256,
@@ -238,9 +246,22 @@ impl Run {
         let mut c = [0u8; 4];
         c.copy_from_slice(crc);
         if crc32fast::hash(body) != u32::from_le_bytes(c) {
+            self.set_damaged();
             return Err(format!("{}: page {p} does not match its checksum", self.path.display()));
         }
         Ok(body.chunks_exact(ENTRY).map(Entry::get).collect())
+    }
+
+    /// Sets the run aside for the next start (see [`Run::damaged`]), once.
+    fn set_damaged(&self) {
+        if !self.damaged.swap(true, Ordering::AcqRel) {
+            let mut aside = self.path.clone().into_os_string();
+            aside.push(".damaged");
+            tracing::error!(path = %self.path.display(), "transaction index: a damaged run is set aside; the next start indexes its blocks again from the block log");
+            if let Err(e) = std::fs::rename(&self.path, &aside) {
+                tracing::error!(path = %self.path.display(), error = %e, "setting a damaged run aside failed");
+            }
+        }
     }
 
     /// The places of the entries with `prefix`, newest first (the run's pages are read). A
@@ -270,14 +291,25 @@ impl Run {
     }
 
     /// Reads the run at `path` by its footer.
-    fn open(path: &Path) -> Result<Run, String> {
+    fn open(path: &Path) -> Result<Run, RunError> {
         let name = path.display().to_string();
-        let err = |what: &str| format!("{name}: {what}");
-        let file = File::open(path).map_err(|e| err(&e.to_string()))?;
-        let size = file.metadata().map_err(|e| err(&e.to_string()))?.len();
+        let io = |e: std::io::Error| RunError::Io(format!("{name}: {e}"));
+        let file = File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        Run::read_footer(path, file, size)
+            .map_err(|what| RunError::Damaged(format!("{name}: {what}")))
+    }
+
+    /// [`Run::open`] past opening the file: a failure is damage (a read past the end of a
+    /// file cut short is one too).
+    fn read_footer(path: &Path, file: File, size: u64) -> Result<Run, String> {
+        let err = |what: &str| what.to_string();
+        if size < 32 {
+            return Err(err("not a run file"));
+        }
         let mut magic = [0u8; 8];
         file.read_exact_at(&mut magic, 0).map_err(|e| err(&e.to_string()))?;
-        if size < 32 || &magic != MAGIC {
+        if &magic != MAGIC {
             return Err(err("not a run file"));
         }
         let mut tail = [0u8; 16];
@@ -311,6 +343,10 @@ impl Run {
             Ok(u64::from_le_bytes(x))
         };
         let entries = u64_of(&mut b)?;
+        // Bounds the sizes computed from it (a footer that checks cannot claim more).
+        if entries > size / ENTRY as u64 {
+            return Err(err("footer does not match the file"));
+        }
         let first = u64_of(&mut b)?;
         let last = u64_of(&mut b)?;
         let (h, rest) = b.split_at_checked(32).ok_or_else(|| err("footer truncated"))?;
@@ -346,8 +382,27 @@ impl Run {
                 u64::from_le_bytes(x)
             })
             .collect();
-        Ok(Run { path: path.to_path_buf(), file, first, last, last_hash, entries, fences, bloom })
+        Ok(Run {
+            path: path.to_path_buf(),
+            file,
+            damaged: AtomicBool::new(false),
+            first,
+            last,
+            last_hash,
+            entries,
+            fences,
+            bloom,
+        })
     }
+}
+
+/// Why a run file could not be opened.
+#[derive(Debug)]
+enum RunError {
+    /// Reading it failed (kept: the index stays in memory).
+    Io(String),
+    /// It is not a whole run file (removed).
+    Damaged(String),
 }
 
 /// Writes a run file from entries given in a run's order.
@@ -433,8 +488,17 @@ impl RunWriter {
         self.out.get_ref().sync_all().map_err(io)?;
         let path = dir.join(run_name(first, last));
         std::fs::rename(&self.tmp, &path).map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Run::open(&path)
+        // Past the rename a failure removes the file again: a run the index does not hold
+        // must not be taken for one at the next start.
+        let run = File::open(dir).and_then(|d| d.sync_all()).map_err(io).and_then(|()| {
+            Run::open(&path).map_err(|e| match e {
+                RunError::Io(e) | RunError::Damaged(e) => e,
+            })
+        });
+        if run.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        run
     }
 }
 
@@ -496,59 +560,84 @@ struct DiskPart {
 }
 
 impl Disk {
-    /// Writes the frozen part out, then merges runs: runs on the writing thread.
-    fn work(&self) {
-        let frozen = self.part.read().frozen.clone();
-        if let Some(m) = frozen {
-            match self.write_memory(&m) {
-                Ok(run) => {
-                    let mut p = self.part.write();
-                    p.runs.push(Arc::new(run));
-                    p.frozen = None;
-                }
-                Err(e) => {
-                    // Kept in memory; tried again once as many more transactions are indexed.
-                    tracing::warn!(dir = %self.dir.display(), error = %e, "writing the transaction index out failed");
-                    return;
-                }
+    /// The writing thread: writes the frozen part out, then merges runs, and does it again
+    /// if a part was frozen as it was finishing. A write that failed ends it.
+    fn run_writer(&self) {
+        loop {
+            if let Err(e) = self.work() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "the transaction index writer stopped");
+                self.busy.store(false, Ordering::Release);
+                return;
+            }
+            self.busy.store(false, Ordering::Release);
+            // A part frozen after the last look, while this thread still counted as busy,
+            // is this thread's to write (unless a new writer took it).
+            if self.part.read().frozen.is_none() || self.busy.swap(true, Ordering::AcqRel) {
+                return;
             }
         }
+    }
+
+    /// Writes the frozen part out, then merges the newest runs while the older holds at most
+    /// twice the newer's entries. A part frozen during a merge is written out at once
+    /// (memory stays bounded however long the merge takes). A merge stops when the chain
+    /// closes; a write out does not.
+    fn work(&self) -> Result<(), String> {
+        self.flush()?;
         loop {
             let pair = {
                 let p = self.part.read();
                 match p.runs.as_slice() {
-                    [.., a, b] if a.entries <= 2 * b.entries => Some((a.clone(), b.clone())),
+                    [.., a, b]
+                        if a.entries <= 2 * b.entries
+                            && !a.damaged.load(Ordering::Acquire)
+                            && !b.damaged.load(Ordering::Acquire) =>
+                    {
+                        Some((a.clone(), b.clone()))
+                    }
                     _ => None,
                 }
             };
-            let Some((a, b)) = pair else { return };
-            match self.merge(&a, &b) {
-                Ok(run) => {
-                    {
-                        let mut p = self.part.write();
-                        let n = p.runs.len();
-                        if n < 2
-                            || !Arc::ptr_eq(&p.runs[n - 2], &a)
-                            || !Arc::ptr_eq(&p.runs[n - 1], &b)
-                        {
-                            return;
-                        }
-                        p.runs.truncate(n - 2);
-                        p.runs.push(Arc::new(run));
-                    }
-                    // The merged run is in place (synced, renamed) before its inputs go.
-                    for r in [&a, &b] {
-                        if let Err(e) = std::fs::remove_file(&r.path) {
-                            tracing::warn!(path = %r.path.display(), error = %e, "removing a merged run failed");
-                        }
-                    }
-                }
+            let Some((a, b)) = pair else { return Ok(()) };
+            let run = match self.merge(&a, &b) {
+                Ok(run) => run,
+                // A merge stopped by the close, or by a damaged page (that run merges no
+                // more): the runs stay as they are.
+                Err(e) if self.stop.load(Ordering::Acquire) => return Err(e),
                 Err(e) => {
                     tracing::warn!(dir = %self.dir.display(), error = %e, "merging transaction index runs failed");
-                    return;
+                    return Ok(());
+                }
+            };
+            {
+                let mut p = self.part.write();
+                let at = p.runs.iter().position(|r| Arc::ptr_eq(r, &a));
+                match at {
+                    Some(i) if p.runs.get(i + 1).is_some_and(|r| Arc::ptr_eq(r, &b)) => {
+                        p.runs.splice(i..i + 2, [Arc::new(run)]);
+                    }
+                    _ => return Err("the runs changed under a merge".into()),
+                }
+            }
+            // The merged run is in place (synced, renamed) before its inputs go.
+            for r in [&a, &b] {
+                if let Err(e) = std::fs::remove_file(&r.path) {
+                    tracing::warn!(path = %r.path.display(), error = %e, "removing a merged run failed");
                 }
             }
         }
+    }
+
+    /// Writes the frozen part out, if there is one, and puts its run in its place.
+    fn flush(&self) -> Result<(), String> {
+        let frozen = self.part.read().frozen.clone();
+        if let Some(m) = frozen {
+            let run = self.write_memory(&m)?;
+            let mut p = self.part.write();
+            p.runs.push(Arc::new(run));
+            p.frozen = None;
+        }
+        Ok(())
     }
 
     fn stopped(&self) -> Result<(), String> {
@@ -562,10 +651,7 @@ impl Disk {
         let Some((last, last_hash)) = m.last else { return Err("an empty part".into()) };
         let entries = m.sorted();
         let mut w = RunWriter::new(&self.dir, entries.len() as u64).map_err(|e| e.to_string())?;
-        for (i, e) in entries.iter().enumerate() {
-            if i.is_multiple_of(PAGE_ENTRIES) {
-                self.stopped()?;
-            }
+        for e in &entries {
             w.push(e).map_err(|e| e.to_string())?;
         }
         w.finish(&self.dir, m.first, last, last_hash)
@@ -587,6 +673,10 @@ impl Disk {
         loop {
             if i.is_multiple_of(PAGE_ENTRIES as u64) {
                 self.stopped()?;
+                // A part frozen meanwhile goes out first.
+                if self.part.read().frozen.is_some() {
+                    self.flush()?;
+                }
             }
             i += 1;
             let e = match (x, y) {
@@ -613,6 +703,32 @@ impl Disk {
         }
         w.finish(&self.dir, older.first, newer.last, newer.last_hash)
     }
+}
+
+/// Of `runs`, those that chain from block 0 without a gap furthest; the others' files are
+/// removed (superseded by a merge a crash interrupted, or past a gap).
+fn chain_from_genesis(mut runs: Vec<Run>) -> Vec<Arc<Run>> {
+    runs.sort_by_key(|r| (r.first, r.last));
+    // For each block a chain reaches (its next block), the runs of one such chain.
+    let mut reach: std::collections::BTreeMap<u64, Vec<usize>> = std::collections::BTreeMap::new();
+    reach.insert(0, Vec::new());
+    for (i, r) in runs.iter().enumerate() {
+        if let Some(before) = reach.get(&r.first).cloned() {
+            if r.last < u64::MAX {
+                reach.entry(r.last + 1).or_insert_with(|| [before, vec![i]].concat());
+            }
+        }
+    }
+    let best = reach.into_iter().next_back().map(|(_, c)| c).unwrap_or_default();
+    let mut out = Vec::new();
+    for (i, r) in runs.into_iter().enumerate() {
+        if best.contains(&i) {
+            out.push(Arc::new(r));
+        } else {
+            let _ = std::fs::remove_file(&r.path);
+        }
+    }
+    out
 }
 
 /// The chain's transaction index: the newest part in memory, the rest in run files (see the
@@ -669,29 +785,24 @@ impl TxIndex {
         for entry in listed.flatten() {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".tmp") {
+            if name.ends_with(".tmp") || name.ends_with(".damaged") {
                 let _ = std::fs::remove_file(&path);
             } else if name.starts_with("txs-") && name.ends_with(".run") {
                 match Run::open(&path) {
                     Ok(r) => runs.push(r),
-                    Err(e) => {
+                    Err(RunError::Damaged(e)) => {
                         tracing::warn!(error = %e, "a transaction index run is removed");
                         let _ = std::fs::remove_file(&path);
+                    }
+                    Err(RunError::Io(e)) => {
+                        // Kept for a later start; this one indexes in memory.
+                        tracing::warn!(error = %e, "the transaction index stays in memory");
+                        return ix;
                     }
                 }
             }
         }
-        // From the genesis: at each step the run reaching furthest.
-        runs.sort_by_key(|r| (r.first, std::cmp::Reverse(r.last)));
-        let mut chained: Vec<Arc<Run>> = Vec::new();
-        for r in runs {
-            let next = chained.last().map_or(0, |c| c.last + 1);
-            if r.first == next {
-                chained.push(Arc::new(r));
-            } else {
-                let _ = std::fs::remove_file(&r.path);
-            }
-        }
+        let chained = chain_from_genesis(runs);
         ix.fresh = Memory::starting_at(chained.last().map_or(0, |r| r.last + 1));
         ix.disk = Some(Arc::new(Disk {
             dir: dir.to_path_buf(),
@@ -735,32 +846,37 @@ impl TxIndex {
     }
 
     /// Block `n` (hash `hash`) is indexed: past `flush_at` transactions in memory, they are
-    /// frozen and written out on a thread of their own.
-    pub(crate) fn block_done(&mut self, n: u64, hash: B256) {
+    /// frozen and written out on a thread of their own (or by the one running, which takes
+    /// a part frozen while it works). Returns whether it froze them.
+    pub(crate) fn block_done(&mut self, n: u64, hash: B256) -> bool {
         self.fresh.last = Some((n, hash));
-        let Some(disk) = &self.disk else { return };
-        if self.fresh.len() < self.flush_at || disk.busy.load(Ordering::Acquire) {
-            return;
+        let Some(disk) = &self.disk else { return false };
+        // Nothing is started once the chain closed.
+        if self.fresh.len() < self.flush_at || disk.stop.load(Ordering::Acquire) {
+            return false;
         }
         let mut part = disk.part.write();
-        if part.frozen.is_some() {
-            // Its writing failed: tried again now, and then once as many more are indexed.
-            if self.retry_at.is_some_and(|at| self.fresh.len() < at) {
-                return;
-            }
-            self.retry_at = Some(self.fresh.len().saturating_add(self.flush_at));
-        } else {
+        let froze = part.frozen.is_none();
+        if froze {
             let m = std::mem::replace(&mut self.fresh, Memory::starting_at(n + 1));
             part.frozen = Some(Arc::new(m));
             self.retry_at = None;
+        } else if disk.busy.load(Ordering::Acquire)
+            || self.retry_at.is_some_and(|at| self.fresh.len() < at)
+        {
+            // The writer has it in hand; or its write failed and is tried again later.
+            return false;
+        } else {
+            // Its write failed: tried again now, and then once as many more are indexed.
+            self.retry_at = Some(self.fresh.len().saturating_add(self.flush_at));
         }
         drop(part);
-        disk.busy.store(true, Ordering::Release);
+        if disk.busy.swap(true, Ordering::AcqRel) {
+            return froze;
+        }
         let d = disk.clone();
-        let spawned = std::thread::Builder::new().name("farol-txindex".into()).spawn(move || {
-            d.work();
-            d.busy.store(false, Ordering::Release);
-        });
+        let spawned =
+            std::thread::Builder::new().name("farol-txindex".into()).spawn(move || d.run_writer());
         match spawned {
             Ok(h) => {
                 // A finished writer's handle is dropped (it has nothing to join).
@@ -771,6 +887,7 @@ impl TxIndex {
                 tracing::warn!(error = %e, "the transaction index writer could not start");
             }
         }
+        froze
     }
 
     /// The hash's places in memory (newest first), and the runs whose filters let it through.
@@ -830,7 +947,7 @@ impl Drop for TxIndex {
     }
 }
 
-/// What the transaction index holds where ([`TxIndex::stats`]).
+/// What the transaction index holds where (`Chain::index_stats`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexStats {
     /// Each run's blocks and entries, oldest first.
@@ -885,32 +1002,77 @@ mod tests {
         l.memory.iter().map(|f| f.place()).chain(l.run_places()).collect()
     }
 
-    /// Indexes `blocks` blocks of random transactions into `ix` (some with hashes that share
-    /// a prefix with an earlier one), recording what each prefix should give, newest first.
-    fn fill(
-        ix: &mut TxIndex,
-        rng: &mut impl rand::Rng,
-        blocks: std::ops::Range<u64>,
-        model: &mut std::collections::BTreeMap<[u8; 16], Vec<(u64, u32)>>,
-        hashes: &mut Vec<B256>,
-    ) {
-        for n in blocks {
-            let count = rng.random_range(0..12u32);
-            for i in 0..count {
-                let h = match rng.random_range(0..20) {
-                    0 if !hashes.is_empty() => {
-                        // Another hash with an indexed one's first 16 bytes.
-                        let mut h = hashes[rng.random_range(0..hashes.len())];
-                        h[20] ^= 0x55;
-                        h
+    /// What was indexed: each hash's own place, and every place under each prefix, newest
+    /// first.
+    #[derive(Default)]
+    struct Model {
+        own: Vec<(B256, (u64, u32))>,
+        by_prefix: std::collections::BTreeMap<[u8; 16], Vec<(u64, u32)>>,
+    }
+
+    impl Model {
+        /// Indexes `blocks` blocks of random transactions into `ix`, some with hashes that
+        /// share an earlier one's first 16 bytes.
+        fn fill(
+            &mut self,
+            ix: &mut TxIndex,
+            rng: &mut impl rand::Rng,
+            blocks: std::ops::Range<u64>,
+        ) {
+            for n in blocks {
+                for i in 0..rng.random_range(0..12u32) {
+                    let h = match rng.random_range(0..10) {
+                        0 if !self.own.is_empty() => {
+                            let mut h = self.own[rng.random_range(0..self.own.len())].0;
+                            h[20] ^= rng.random_range(1..=255u8);
+                            h
+                        }
+                        _ => hash(rng),
+                    };
+                    if self.own.iter().any(|(o, _)| *o == h) {
+                        continue;
                     }
-                    _ => hash(rng),
-                };
-                ix.insert(h, n, i);
-                model.entry(prefix_of(&h)).or_default().insert(0, (n, i));
-                hashes.push(h);
+                    ix.insert(h, n, i);
+                    self.by_prefix.entry(prefix_of(&h)).or_default().insert(0, (n, i));
+                    self.own.push((h, (n, i)));
+                }
+                ix.block_done(n, B256::with_last_byte(n as u8));
             }
-            ix.block_done(n, B256::with_last_byte(n as u8));
+        }
+
+        /// `ix` answers as the model says: the runs give every place under a prefix up to
+        /// the blocks they cover, newest first; every place found is one under the prefix,
+        /// and the hash's own place is among them; random hashes find nothing.
+        fn check(&self, ix: &TxIndex) {
+            let covered = ix.covered();
+            for (h, at) in &self.own {
+                let under = &self.by_prefix[&prefix_of(h)];
+                let in_runs: Vec<_> = under
+                    .iter()
+                    .copied()
+                    .filter(|(n, _)| covered.is_some_and(|c| *n <= c))
+                    .collect();
+                assert_eq!(ix.lookup(h).run_places().collect::<Vec<_>>(), in_runs, "{h}");
+                let all = places(ix, h);
+                assert!(all.iter().all(|p| under.contains(p)), "{h}: {all:?} {under:?}");
+                assert!(all.contains(at), "{h}: its own place {at:?} in {all:?}");
+            }
+            for _ in 0..2_000 {
+                assert!(places(ix, &hash(&mut rand::rng())).is_empty());
+            }
+        }
+
+        /// The model of what a reopened index holds: the blocks up to `covered`.
+        fn cut(&self, covered: Option<u64>) -> Model {
+            let keep = |p: &(u64, u32)| covered.is_some_and(|c| p.0 <= c);
+            Model {
+                own: self.own.iter().copied().filter(|(_, p)| keep(p)).collect(),
+                by_prefix: self
+                    .by_prefix
+                    .iter()
+                    .map(|(k, v)| (*k, v.iter().copied().filter(keep).collect()))
+                    .collect(),
+            }
         }
     }
 
@@ -920,74 +1082,90 @@ mod tests {
     #[test]
     fn runs_hold_every_place_and_merge_in_order() {
         use rand::SeedableRng;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let mut ix = TxIndex::open(dir.path(), 50);
-        let mut model = std::collections::BTreeMap::new();
-        let mut hashes = Vec::new();
-        for step in 0..20u64 {
-            fill(&mut ix, &mut rng, step * 30..(step + 1) * 30, &mut model, &mut hashes);
+        for seed in 0..4 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let mut ix = TxIndex::open(dir.path(), 50);
+            let mut model = Model::default();
+            for step in 0..20u64 {
+                model.fill(&mut ix, &mut rng, step * 30..(step + 1) * 30);
+                if step % 3 == 0 {
+                    ix.settle();
+                }
+            }
             ix.settle();
-        }
-        let stats = ix.stats();
-        assert!(!stats.writing);
-        assert!((2..=8).contains(&stats.runs.len()), "{:?}", stats.runs);
-        assert!(stats.in_memory < 200, "{} in memory", stats.in_memory);
-        // The runs chain from the genesis and hold every entry not in memory.
-        let mut next = 0;
-        for (first, last, _) in &stats.runs {
-            assert_eq!(*first, next);
-            next = last + 1;
-        }
-        let in_runs: u64 = stats.runs.iter().map(|r| r.2).sum();
-        assert_eq!(in_runs as usize + stats.in_memory, hashes.len());
-        let check = |ix: &TxIndex| {
-            for h in &hashes {
-                assert_eq!(places(ix, h), model[&prefix_of(h)], "{h}");
+            let stats = ix.stats();
+            assert!(!stats.writing);
+            assert!((1..=8).contains(&stats.runs.len()), "{:?}", stats.runs);
+            assert!(stats.in_memory < 200, "{} in memory", stats.in_memory);
+            // The runs chain from the genesis and hold every entry not in memory.
+            let mut next = 0;
+            for (first, last, _) in &stats.runs {
+                assert_eq!(*first, next);
+                next = last + 1;
             }
-            for _ in 0..2_000 {
-                let h = hash(&mut rand::rng());
-                assert!(places(ix, &h).is_empty());
-            }
-        };
-        check(&ix);
-        let covered = ix.covered();
-        assert_eq!(covered, stats.runs.last().map(|r| r.1));
-        drop(ix);
-        // Opened again: the runs alone (the memory part is the chain's to index again).
-        let ix = TxIndex::open(dir.path(), 50);
-        assert_eq!(ix.covered(), covered);
-        assert_eq!(ix.stats().runs, stats.runs);
-        for h in &hashes {
-            let want: Vec<_> = model[&prefix_of(h)]
-                .iter()
-                .copied()
-                .filter(|(n, _)| covered.is_some_and(|c| *n <= c))
-                .collect();
-            let l = ix.lookup(h);
-            assert!(l.memory.is_empty());
-            assert_eq!(l.run_places().collect::<Vec<_>>(), want, "{h}");
+            let in_runs: u64 = stats.runs.iter().map(|r| r.2).sum();
+            assert_eq!(in_runs as usize + stats.in_memory, model.own.len());
+            model.check(&ix);
+            let covered = ix.covered();
+            assert_eq!(covered, stats.runs.last().map(|r| r.1));
+            drop(ix);
+            // Opened again: the runs alone (the memory part is the chain's to index again).
+            let ix = TxIndex::open(dir.path(), 50);
+            assert_eq!((ix.covered(), ix.stats().runs), (covered, stats.runs));
+            model.cut(covered).check(&ix);
         }
     }
 
-    /// At open, temporary files, runs that do not chain from the genesis (an input a crash
-    /// left after its merge was in place) and damaged footers go; a damaged page answers
-    /// nothing, and the rest still answers; a run that does not match the log goes with
-    /// every other.
+    /// The writer stopped at any moment (a node stopping mid-merge) leaves files that a
+    /// reopen uses: the runs chain from the genesis and answer for what they cover.
+    #[test]
+    fn a_writer_stopped_at_any_moment_leaves_usable_runs() {
+        use rand::SeedableRng;
+        for seed in 0..12u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(100 + seed);
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let mut ix = TxIndex::open(dir.path(), 64);
+            let mut model = Model::default();
+            model.fill(&mut ix, &mut rng, 0..300);
+            std::thread::sleep(std::time::Duration::from_micros(seed * seed * 50));
+            ix.stop();
+            drop(ix);
+            let ix = TxIndex::open(dir.path(), 64);
+            let runs = ix.stats().runs;
+            let mut next = 0;
+            for (first, last, _) in &runs {
+                assert_eq!(*first, next, "seed {seed}: {runs:?}");
+                next = last + 1;
+            }
+            model.cut(ix.covered()).check(&ix);
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .map(|d| {
+                    d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                })
+                .unwrap_or_default();
+            assert_eq!(left.len(), runs.len(), "seed {seed}: {left:?}");
+        }
+    }
+
+    /// At open, temporary files, runs superseded by a merge a crash left behind, runs after
+    /// a gap and damaged footers go; a damaged page answers nothing (the rest still
+    /// answers) and sets its run aside, so the next start indexes its blocks again; a run
+    /// that does not match the log goes with every other.
     #[test]
     fn runs_that_cannot_be_used_are_removed() {
         use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(8);
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let mut ix = TxIndex::open(dir.path(), 40);
-        let (mut model, mut hashes) = (std::collections::BTreeMap::new(), Vec::new());
-        fill(&mut ix, &mut rng, 0..20, &mut model, &mut hashes);
+        let mut model = Model::default();
+        model.fill(&mut ix, &mut rng, 0..20);
         ix.settle();
         let first = ix.stats().runs;
         assert_eq!(first.len(), 1, "{first:?}");
         let first_path = dir.path().join(run_name(first[0].0, first[0].1));
         let kept = std::fs::read(&first_path).unwrap_or_else(|e| panic!("{e}"));
-        fill(&mut ix, &mut rng, 20..60, &mut model, &mut hashes);
+        model.fill(&mut ix, &mut rng, 20..60);
         ix.settle();
         let runs = ix.stats().runs;
         assert!(runs.len() < 3 && runs[0].1 > first[0].1, "merged: {runs:?}");
@@ -996,39 +1174,55 @@ mod tests {
         std::fs::write(&first_path, &kept).unwrap_or_else(|e| panic!("{e}"));
         let stray = dir.path().join("run.1.2.tmp");
         std::fs::write(&stray, b"half").unwrap_or_else(|e| panic!("{e}"));
-        let gap = dir.path().join(run_name(1_000, 1_010));
-        std::fs::copy(&first_path, &gap).unwrap_or_else(|e| panic!("{e}"));
+        let mut w = RunWriter::new(dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
+        let e = Entry { prefix: [9; 16], block: 1_005, pos: 0 };
+        w.push(&e).unwrap_or_else(|e| panic!("{e}"));
+        let gap = w.finish(dir.path(), 1_000, 1_010, B256::ZERO).unwrap_or_else(|e| panic!("{e}"));
         let ix = TxIndex::open(dir.path(), 40);
         assert_eq!(ix.stats().runs, runs);
-        assert!(!first_path.exists() && !stray.exists() && !gap.exists());
+        assert!(!first_path.exists() && !stray.exists() && !gap.path.exists());
+        model.cut(ix.covered()).check(&ix);
         drop(ix);
-        // A damaged page: its entries are not found; the others are.
+        // A damaged page: its entries are not found, the others are, and the run is set
+        // aside; the next open drops it, and the runs after it (a gap).
         let path = dir.path().join(run_name(runs[0].0, runs[0].1));
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         bytes[MAGIC.len() + 5] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
         let ix = TxIndex::open(dir.path(), 40);
         assert_eq!(ix.stats().runs, runs);
-        let run = ix.lookup(&hashes[0]).runs;
-        let fences = &run.first().unwrap_or_else(|| panic!("no run")).fences;
+        let fences = ix.lookup(&model.own[0].0).runs.last().map(|r| r.fences.clone());
+        let fences = fences.unwrap_or_else(|| panic!("no run"));
         let (mut lost, mut found) = (0, 0);
-        for h in &hashes {
-            let in_first_run = model[&prefix_of(h)][0].0 <= runs[0].1;
-            let page0 = fences.len() > 1 && prefix_of(h) < fences[1];
+        for (h, at) in &model.own {
+            if at.0 > runs[0].1 {
+                continue;
+            }
             let got = ix.lookup(h).run_places().count();
-            match (in_first_run, page0) {
-                (true, true) => lost += usize::from(got == 0),
-                (true, false) => {
-                    assert!(got > 0, "{h}");
-                    found += 1;
-                }
-                _ => {}
+            if fences.len() > 1 && prefix_of(h) < fences[1] {
+                lost += usize::from(got == 0);
+            } else {
+                assert!(got > 0, "{h}");
+                found += 1;
             }
         }
         assert!(lost > 0 && found > 0, "{lost} lost, {found} found");
+        let mut aside = path.clone().into_os_string();
+        aside.push(".damaged");
+        assert!(!path.exists() && Path::new(&aside).exists());
         drop(ix);
-        // A damaged footer: the run goes, and the runs after it no longer chain.
-        bytes[MAGIC.len() + 5] ^= 0xff;
+        let ix = TxIndex::open(dir.path(), 40);
+        assert_eq!(ix.covered(), None);
+        assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).ok(), Some(0));
+        drop(ix);
+        // A damaged footer: the run goes.
+        let mut ix = TxIndex::open(dir.path(), 40);
+        let mut model = Model::default();
+        model.fill(&mut ix, &mut rng, 0..20);
+        ix.settle();
+        drop(ix);
+        let path = dir.path().join(run_name(0, ix_last(dir.path())));
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         let at = bytes.len() - 30;
         bytes[at] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
@@ -1038,7 +1232,7 @@ mod tests {
         drop(ix);
         // A run whose last block is not the log's: all go.
         let mut ix = TxIndex::open(dir.path(), 40);
-        fill(&mut ix, &mut rng, 0..20, &mut model, &mut hashes);
+        model.fill(&mut ix, &mut rng, 0..20);
         ix.settle();
         drop(ix);
         let mut ix = TxIndex::open(dir.path(), 40);
@@ -1047,5 +1241,10 @@ mod tests {
         assert!(!ix.runs_match(|n| (n < last).then(|| B256::with_last_byte(n as u8))));
         assert_eq!((ix.covered(), ix.stats().in_memory), (None, 0));
         assert_eq!(std::fs::read_dir(dir.path()).map(|d| d.count()).ok(), Some(0));
+    }
+
+    /// The last block of the one run in `dir`.
+    fn ix_last(dir: &Path) -> u64 {
+        TxIndex::open(dir, usize::MAX).covered().unwrap_or_else(|| panic!("no run"))
     }
 }

@@ -228,6 +228,19 @@ impl Wal {
     /// file in pieces rather than whole. A torn tail is cut; damage inside is an error.
     pub fn open_with<E: From<WalError>>(
         path: &Path,
+        visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<Wal, E> {
+        Wal::open_from(path, None, visit)
+    }
+
+    /// [`Wal::open_with`] reading only the records from `from` on (where a record begins:
+    /// the end of one [`Wal::append`] or [`Wal::open_with`] gave, its position plus its
+    /// length), the records before it taken as they were read or written earlier (they
+    /// are not checked again; a reader checks a record's CRC when it reads it). `None`: from
+    /// the first record. A `from` outside the file is an error.
+    pub fn open_from<E: From<WalError>>(
+        path: &Path,
+        from: Option<u64>,
         mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
     ) -> Result<Wal, E> {
         let name = path.display().to_string();
@@ -236,10 +249,15 @@ impl Wal {
             OpenOptions::new().read(true).append(true).open(path).map_err(Self::err(&name))?;
         let size = file.metadata().map_err(Self::err(&name))?.len();
         let corrupt = |at| WalError::Corrupt { path: name.clone(), at };
+        let start = from.unwrap_or(FILE_HEADER);
+        if start < FILE_HEADER || start > size {
+            let why = format!("no record starts at byte {start} of {size}");
+            return Err(WalError::Io { path: name, source: std::io::Error::other(why) }.into());
+        }
         let mut reader = std::io::BufReader::with_capacity(1 << 20, &file);
-        reader.seek(SeekFrom::Start(FILE_HEADER)).map_err(Self::err(&name))?;
+        reader.seek(SeekFrom::Start(start)).map_err(Self::err(&name))?;
         let mut body = Vec::new();
-        let mut pos = FILE_HEADER;
+        let mut pos = start;
         // Whether the last whole item read is a sync mark (then opening adds none).
         let mut ends_marked = false;
         while pos < size {
@@ -702,6 +720,17 @@ impl WalReader {
         let mut salt = [0u8; 8];
         salt.copy_from_slice(&head[8..16]);
         Ok(WalReader { file, path: name, salt: u64::from_le_bytes(salt) })
+    }
+
+    /// The log's salt (new with every rewrite of the file: [`Wal::replace`]).
+    pub fn salt(&self) -> u64 {
+        self.salt
+    }
+
+    /// The file's length now.
+    pub fn file_len(&self) -> Result<u64, WalError> {
+        let io = |source| WalError::Io { path: self.path.clone(), source };
+        Ok(self.file.metadata().map_err(io)?.len())
     }
 
     /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] or
