@@ -3,14 +3,15 @@
 //!
 //! Blocks are appended to `blocks.log` (the write-ahead log format: length, CRC, body; a torn
 //! tail is cut at open) and synced before they are published. The transaction index
-//! (transaction hash → block and position) keeps its newest part in memory and the rest in
-//! run files in `txindex/` ([`crate::txindex`]). At open the in-memory indexes (block hash
-//! → number, block number → hash and place in the log) are rebuilt from `blocks.idx` (the
-//! saved places, see `BLOCK_REFS`) up to the last block the index's runs cover, and from
-//! the log after it, read in pieces: the blocks the runs cover by their headers alone, the
-//! others decoded whole. Only the newest blocks stay decoded in memory ([`Recent`]); an older block
-//! is read back from the log when asked for, and the last few read are kept. `eth_getLogs`
-//! filters by each header's logs bloom before it reads receipts.
+//! (transaction hash → block and position, and block hash → number) keeps its newest part in
+//! memory and the rest in run files in `txindex/` ([`crate::txindex`]). Each block's place
+//! in the log (and its hash) is in `blocks.idx` (see `BLOCK_REFS`), appended each time the
+//! index writes a part out; the places since then are in memory. At open the places are
+//! taken from `blocks.idx` up to the last block the index's runs cover, and the log is read
+//! after it, in pieces: the blocks the runs cover by their headers alone, the others decoded
+//! whole. Only the newest blocks stay decoded in memory ([`Recent`]); an older block is read
+//! back from the log when asked for, and the last few read are kept. `eth_getLogs` filters
+//! by each header's logs bloom before it reads receipts.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -20,10 +21,9 @@ use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, B256};
 use alloy_rlp::{Decodable, Encodable};
-use farol_primitives::SplitMap;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::txindex::{Found, TxIndex};
+use crate::txindex::{Found, TxIndex, BLOCK_MARK};
 use crate::wal::{Wal, WalError, WalReader};
 
 /// Why chain data could not be read or written.
@@ -530,18 +530,16 @@ struct BlockRef {
 }
 
 struct Index {
-    /// Every block, by number.
-    blocks: Vec<BlockRef>,
+    /// Every block's place in the log, by number.
+    places: BlockPlaces,
     /// The newest blocks, decoded: the last is the head.
     recent: VecDeque<Arc<StoredBlock>>,
     /// Transactions in `recent`, the waiting ones each block carries included
     /// ([`held_transactions`]).
     recent_txs: usize,
     keep: Recent,
-    /// Block numbers by hash: a split map, so that the index, which grows with the chain,
-    /// never rehashes all of itself under its lock.
-    by_hash: SplitMap<B256, u64>,
-    /// Transactions' places by hash, the newest in memory, the rest in run files.
+    /// Transactions' places and blocks' numbers by hash, the newest in memory, the rest in
+    /// run files.
     txs: TxIndex,
     certificate: Option<Certificate>,
     /// Blocks decoded whole while the log was read.
@@ -611,7 +609,7 @@ impl Chain {
             let covered = txs.covered();
             let saved = covered.and_then(|c| SavedRefs::read(dir, &path, c));
             let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered, saved)?;
-            if index.blocks.is_empty() {
+            if index.places.len() == 0 {
                 let g = genesis.take().map(|make| make()).ok_or_else(|| ChainError::Corrupt {
                     index: 0,
                     reason: "the block log lost its genesis".into(),
@@ -621,8 +619,8 @@ impl Chain {
                 log.sync()?;
                 index.push(Arc::new(g), at, record.len());
             }
-            let blocks = &index.blocks;
-            let hash_of = |n: u64| blocks.get(usize::try_from(n).ok()?).map(|b| b.hash);
+            let places = &index.places;
+            let hash_of = |n: u64| places.get(n).map(|b| b.hash);
             if index.txs.runs_match(hash_of) {
                 break (index, log);
             }
@@ -630,13 +628,16 @@ impl Chain {
             txs = index.txs;
         };
         let reader = WalReader::open(&path)?;
-        index.refs = RefsFile::open(dir, reader.salt(), &index.blocks);
+        index.refs = RefsFile::open(dir, reader.salt(), index.places.saved);
+        if let Some(refs) = &index.refs {
+            index.places.file = Some(refs.file.clone());
+        }
         index.save_refs();
         // The blocks the index's runs covered were read by their headers alone: the newest of
         // them are read back and decoded, as many as a running node keeps (the head always),
         // since they are the blocks clients ask for first.
         let mut decoded_at_open = index.decoded;
-        let mut oldest = index.blocks.len() - index.recent.len();
+        let mut oldest = index.places.len() - index.recent.len() as u64;
         // (None when reading the log already let a block go from the decoded ones.)
         while oldest > 0
             && (index.recent.is_empty()
@@ -644,8 +645,8 @@ impl Chain {
                     && index.recent.len() < keep.blocks
                     && index.recent_txs < keep.transactions)
         {
-            let number = oldest as u64 - 1;
-            let at = index.blocks[oldest - 1];
+            let number = oldest - 1;
+            let at = index.places.get(number).ok_or(ChainError::Unreadable { number })?;
             let read = reader.read_at(at.at, at.len as usize).map_err(|e| e.to_string());
             let b = read.and_then(|r| decode_block(&r)).map_err(|e| {
                 tracing::error!(number, error = %e, "block log: reading a block back failed");
@@ -687,11 +688,10 @@ impl Chain {
         saved: Option<SavedRefs>,
     ) -> Result<(Index, Wal), ChainError> {
         let mut index = Index {
-            blocks: Vec::new(),
+            places: BlockPlaces::default(),
             recent: VecDeque::new(),
             recent_txs: 0,
             keep,
-            by_hash: SplitMap::new(),
             txs,
             certificate: None,
             decoded: 0,
@@ -700,9 +700,8 @@ impl Chain {
             refs: None,
         };
         let from = saved.map(|saved| {
-            for b in &saved.blocks {
-                index.push_ref(index.blocks.len() as u64, b.hash, b.at, b.len as usize);
-            }
+            index.places.saved = saved.count;
+            index.places.file = Some(saved.file);
             index.certificate = saved.certificate;
             saved.end
         });
@@ -714,11 +713,11 @@ impl Chain {
             let corrupt = move |reason: String| ChainError::Corrupt { index: record, reason };
             match r.first() {
                 Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
-                    let expected = index.blocks.len() as u64;
+                    let expected = index.places.len();
                     let number = if covered.is_some_and(|c| expected <= c) {
                         let header = decode_header(r).map_err(corrupt)?;
                         if header.number == expected {
-                            index.push_ref(header.number, header.hash_slow(), at, r.len());
+                            index.push_ref(header.hash_slow(), at, r.len());
                         }
                         header.number
                     } else {
@@ -813,31 +812,33 @@ impl Chain {
 
     /// The newest block's number.
     pub fn head_number(&self) -> u64 {
-        self.index.read().blocks.len() as u64 - 1
+        self.index.read().places.len() - 1
     }
 
-    /// The hash of block `number`.
+    /// The hash of block `number` (`None` past the head, or when its entry of `blocks.idx`
+    /// cannot be read back: logged).
     pub fn hash(&self, number: u64) -> Option<B256> {
-        Some(self.index.read().blocks.get(usize::try_from(number).ok()?)?.hash)
+        let place = self.index.read().places.place(number)?;
+        place.get(number).map(|b| b.hash)
     }
 
     /// Block `number` decoded in memory (among the newest, or the old ones read last), or
-    /// else where its record is in the block log; `None` past the head.
+    /// else where its record is in the block log; `None` past the head, or when its place
+    /// cannot be read back (logged).
     fn find(&self, number: u64) -> Option<Result<Arc<StoredBlock>, BlockRef>> {
-        let at = {
+        let place = {
             let index = self.index.read();
-            let n = usize::try_from(number).ok()?;
-            let at = *index.blocks.get(n)?;
-            let first_recent = index.blocks.len() - index.recent.len();
-            if n >= first_recent {
-                return index.recent.get(n - first_recent).cloned().map(Ok);
+            let first_recent = index.places.len().checked_sub(index.recent.len() as u64)?;
+            if number >= first_recent {
+                let i = usize::try_from(number - first_recent).ok()?;
+                return index.recent.get(i).cloned().map(Ok);
             }
-            at
+            index.places.place(number)?
         };
         if let Some(b) = self.old.lock().iter().find(|b| b.number() == number) {
             return Some(Ok(b.clone()));
         }
-        Some(Err(at))
+        place.get(number).map(Err)
     }
 
     /// Block `number` (read back from the block log if it is not among the newest, and then
@@ -921,8 +922,26 @@ impl Chain {
 
     /// The block with `hash`.
     pub fn block_by_hash(&self, hash: &B256) -> Option<Arc<StoredBlock>> {
-        let n = *self.index.read().by_hash.get(hash)?;
-        self.block(n)
+        self.block(self.number_of(hash)?)
+    }
+
+    /// The number of the block with `hash`, from the hash index (a block's hash is an entry
+    /// of the transaction index, [`BLOCK_MARK`] for its position): the places found by the
+    /// hash's first 16 bytes are checked against the blocks' hashes, newest first.
+    pub fn number_of(&self, hash: &B256) -> Option<u64> {
+        let lookup = self.index.read().txs.lookup(hash);
+        let is = |n: u64| (self.hash(n)? == *hash).then_some(n);
+        let marked = lookup.memory.iter().map(|f| f.place()).filter(|p| p.1 == BLOCK_MARK);
+        if let Some(n) = marked.into_iter().find_map(|(n, _)| is(n)) {
+            return Some(n);
+        }
+        if !lookup.runs_may_hold() {
+            return None;
+        }
+        let places: Vec<u64> = off_the_runtime(|| {
+            lookup.run_places().filter(|p| p.1 == BLOCK_MARK).map(|p| p.0).collect()
+        });
+        places.into_iter().find_map(is)
     }
 
     /// Whether the chain holds transaction `hash`: the index alone, no block is read (a
@@ -932,10 +951,10 @@ impl Chain {
     /// chain does not hold, per run).
     pub fn has_transaction(&self, hash: &B256) -> bool {
         let lookup = self.index.read().txs.lookup(hash);
-        if !lookup.memory.is_empty() {
+        if lookup.memory.iter().any(|f| f.place().1 != BLOCK_MARK) {
             return true;
         }
-        lookup.runs_may_hold() && off_the_runtime(|| lookup.run_places().next().is_some())
+        lookup.runs_may_hold() && off_the_runtime(|| lookup.run_places().any(|p| p.1 != BLOCK_MARK))
     }
 
     /// Where the transaction `hash` is.
@@ -950,6 +969,9 @@ impl Chain {
         };
         for found in &lookup.memory {
             let (n, i) = found.place();
+            if i == BLOCK_MARK {
+                continue;
+            }
             if let Some(l) = at(n, i, matches!(found, Found::Exact(..))) {
                 return Some(l);
             }
@@ -957,7 +979,8 @@ impl Chain {
         if !lookup.runs_may_hold() {
             return None;
         }
-        let places: Vec<(u64, u32)> = off_the_runtime(|| lookup.run_places().collect());
+        let places: Vec<(u64, u32)> =
+            off_the_runtime(|| lookup.run_places().filter(|p| p.1 != BLOCK_MARK).collect());
         places.into_iter().find_map(|(n, i)| at(n, i, false))
     }
 
@@ -1028,8 +1051,11 @@ impl Index {
     /// decoded blocks go past what `keep` allows.
     fn push(&mut self, b: Arc<StoredBlock>, at: u64, len: usize) {
         let n = b.number();
-        self.push_ref(n, b.hash, at, len);
-        for (i, h) in b.tx_hashes().enumerate() {
+        self.push_ref(b.hash, at, len);
+        self.txs.insert(b.hash, n, BLOCK_MARK);
+        // (A block's gas limit keeps its transactions far below the mark: 16,777,215 of
+        // them would take 352 billion gas.)
+        for (i, h) in b.tx_hashes().enumerate().take(BLOCK_MARK as usize) {
             self.txs.insert(h, n, i as u32);
         }
         if self.txs.block_done(n, b.hash) {
@@ -1047,22 +1073,27 @@ impl Index {
         }
     }
 
-    /// Appends the places of the blocks `blocks.idx` lacks, and saves the certificate with
-    /// them (a write that fails is logged, and no more are made: the next start reads the
-    /// log from further back).
+    /// Appends the places held in memory to `blocks.idx`, which then holds them, and saves
+    /// the certificate with them (a write that fails is logged, and no more are made: the
+    /// places stay in memory, and the next start reads the log from further back).
     fn save_refs(&mut self) {
         let Some(refs) = &mut self.refs else { return };
-        if let Err(e) = refs.save(&self.blocks, self.certificate.as_ref()) {
-            tracing::warn!(error = %e, "blocks.idx: not written (the next start reads more of the block log)");
-            self.refs = None;
+        match refs.save(&self.places.tail, self.certificate.as_ref()) {
+            Ok(()) => {
+                self.places.saved += self.places.tail.len() as u64;
+                self.places.tail.clear();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "blocks.idx: not written (block places stay in memory; the next start reads more of the block log)");
+                self.refs = None;
+            }
         }
     }
 
-    /// Adds block `n` (`hash`) by its place in the log alone: its transactions are indexed
-    /// already, and it is not decoded.
-    fn push_ref(&mut self, n: u64, hash: B256, at: u64, len: usize) {
-        self.by_hash.insert(hash, n);
-        self.blocks.push(BlockRef { hash, at, len: len as u32 });
+    /// Adds the next block (`hash`) by its place in the log alone: its transactions and
+    /// hash are indexed already (in the runs), and it is not decoded.
+    fn push_ref(&mut self, hash: B256, at: u64, len: usize) {
+        self.places.tail.push(BlockRef { hash, at, len: len as u32 });
     }
 }
 
@@ -1078,14 +1109,16 @@ fn held_transactions(b: &StoredBlock) -> usize {
 pub const TX_INDEX_DIR: &str = "txindex";
 
 /// The file of block places: for each block, in order, its place in `blocks.log` and its
-/// hash, so that a start reads the log only after the last block both it and the
-/// transaction index's runs cover. A 20-byte header (magic, the log's salt, CRC-32) and
-/// 48-byte entries (place, length, hash, the entry's CRC-32), appended (not synced) each
-/// time the transaction index freezes a part; beside it, `blocks.idx.cert` holds how many
-/// entries were written and the highest finality certificate then (written to a temporary
-/// name and renamed). A start uses the entries up to that count whose last one reads back
-/// from the log as that block; anything else (a torn file, another log's salt, a log cut
-/// shorter) makes it read the whole log and write the file again.
+/// hash. A 20-byte header (magic, the log's salt, CRC-32) and 48-byte entries (place,
+/// length, hash, the entry's CRC-32), appended (not synced) each time the transaction index
+/// freezes a part; beside it, `blocks.idx.cert` holds how many entries were written and the
+/// highest finality certificate then (written to a temporary name and renamed). A running
+/// chain reads the places of blocks older than the last append from the file (one entry,
+/// its CRC checked) and holds only the newer ones in memory ([`BlockPlaces`]). A start
+/// uses the entries up to that count whose CRCs match and whose last one reads back from
+/// the log as that block, and reads the log only after it (and after the last block the
+/// transaction index's runs cover); anything else (a torn file, another log's salt, a log
+/// cut shorter) makes it read the whole log and write the file again.
 const BLOCK_REFS: &str = "blocks.idx";
 const BLOCK_REFS_CERT: &str = "blocks.idx.cert";
 const REFS_MAGIC: &[u8; 8] = b"FAROLBI1";
@@ -1093,17 +1126,85 @@ const CERT_MAGIC: &[u8; 8] = b"FAROLBC1";
 const REFS_HEADER: u64 = 20;
 const REF_BYTES: usize = 48;
 
-/// What `blocks.idx` gave a start: the first blocks, the certificate saved with them, and
-/// where in the log the record after the last begins.
+/// Every block's place in the log: blocks `0..saved` in `blocks.idx` (read through `file`
+/// when asked), the newer ones in `tail`. Before stop 45 every place stayed in memory with
+/// a map of block hashes (about 80 bytes a block, 140 MB a day at 20 blocks a second);
+/// now a block's hash is an entry of the transaction index, and what stays in memory is
+/// the places since the index last froze a part.
+#[derive(Default)]
+struct BlockPlaces {
+    saved: u64,
+    file: Option<Arc<std::fs::File>>,
+    tail: Vec<BlockRef>,
+}
+
+/// Where a block's place is: at hand, or entry `n` of `blocks.idx`, read outside the chain's
+/// lock ([`Place::get`]).
+enum Place {
+    Here(BlockRef),
+    Saved(Arc<std::fs::File>),
+}
+
+impl BlockPlaces {
+    /// Blocks (the head's number plus one).
+    fn len(&self) -> u64 {
+        self.saved + self.tail.len() as u64
+    }
+
+    /// Where block `n`'s place is; `None` past the head.
+    fn place(&self, n: u64) -> Option<Place> {
+        match n.checked_sub(self.saved) {
+            Some(i) => self.tail.get(usize::try_from(i).ok()?).copied().map(Place::Here),
+            None => self.file.clone().map(Place::Saved),
+        }
+    }
+
+    /// Block `n`'s place, read from the file if need be (at open, before the chain is shared).
+    fn get(&self, n: u64) -> Option<BlockRef> {
+        self.place(n)?.get(n)
+    }
+}
+
+impl Place {
+    /// The place of block `n`, whose place this is: an entry of `blocks.idx` that cannot be
+    /// read or whose CRC does not match is logged and gives `None` (the block then reads
+    /// as unreadable until a restart, which reads the log again from before it).
+    fn get(self, n: u64) -> Option<BlockRef> {
+        let file = match self {
+            Place::Here(b) => return Some(b),
+            Place::Saved(file) => file,
+        };
+        use std::os::unix::fs::FileExt;
+        let mut entry = [0u8; REF_BYTES];
+        let at = n.checked_mul(REF_BYTES as u64)?.checked_add(REFS_HEADER)?;
+        // (48 bytes, almost always in the page cache: read in place.)
+        match file.read_exact_at(&mut entry, at).map(|()| get_ref(&entry)) {
+            Ok(Some(b)) => Some(b),
+            Ok(None) => {
+                tracing::error!(number = n, "blocks.idx: the block's entry is damaged");
+                None
+            }
+            Err(e) => {
+                tracing::error!(number = n, error = %e, "blocks.idx: reading the block's entry failed");
+                None
+            }
+        }
+    }
+}
+
+/// What `blocks.idx` gave a start: how many of its first entries it may use, the file, the
+/// certificate saved with them, and where in the log the record after the last begins.
 struct SavedRefs {
-    blocks: Vec<BlockRef>,
+    count: u64,
+    file: Arc<std::fs::File>,
     certificate: Option<Certificate>,
     end: u64,
 }
 
 impl SavedRefs {
     /// The saved places of blocks `0..=covered` (or fewer) of the log at `log`, if they can
-    /// be trusted (see [`BLOCK_REFS`]).
+    /// be trusted (see [`BLOCK_REFS`]): each entry's CRC is checked, and the last entry's
+    /// block read back from the log.
     fn read(dir: &Path, log: &Path, covered: u64) -> Option<SavedRefs> {
         let reader = WalReader::open(log).ok()?;
         let cert = std::fs::read(dir.join(BLOCK_REFS_CERT)).ok()?;
@@ -1117,40 +1218,40 @@ impl SavedRefs {
             _ => Some(Certificate::decode(&body[17..]).ok()?),
         };
         let want = count.min(covered.saturating_add(1));
-        let mut file = std::io::BufReader::new(std::fs::File::open(dir.join(BLOCK_REFS)).ok()?);
+        let file = Arc::new(std::fs::File::open(dir.join(BLOCK_REFS)).ok()?);
+        let mut buf = std::io::BufReader::with_capacity(1 << 20, &*file);
         let mut head = [0u8; REFS_HEADER as usize];
-        std::io::Read::read_exact(&mut file, &mut head).ok()?;
+        std::io::Read::read_exact(&mut buf, &mut head).ok()?;
         if &head[..8] != REFS_MAGIC
             || crc32fast::hash(&head[..16]) != le_u32(&head[16..])
             || u64::from_le_bytes(head[8..16].try_into().ok()?) != reader.salt()
         {
             return None;
         }
-        let mut blocks = Vec::new();
+        let mut count = 0u64;
+        let mut last = None;
         let mut entry = [0u8; REF_BYTES];
-        while (blocks.len() as u64) < want
-            && std::io::Read::read_exact(&mut file, &mut entry).is_ok()
-        {
-            if crc32fast::hash(&entry[..44]) != le_u32(&entry[44..]) {
-                break;
-            }
-            blocks.push(BlockRef {
-                at: u64::from_le_bytes(entry[..8].try_into().ok()?),
-                len: le_u32(&entry[8..12]),
-                hash: B256::from_slice(&entry[12..44]),
-            });
+        while count < want && std::io::Read::read_exact(&mut buf, &mut entry).is_ok() {
+            let Some(b) = get_ref(&entry) else { break };
+            last = Some(b);
+            count += 1;
         }
+        drop(buf);
         // The last reads back from the log as that block: the log is the one the places were
         // taken from, and holds every block up to it (blocks chain by parent hash).
-        let last = *blocks.last()?;
+        let last = last?;
         let end = last.at.checked_add(u64::from(last.len))?;
         if end > reader.file_len().ok()? {
             return None;
         }
         let prefix = reader.read_prefix(last.at, (last.len as usize).min(HEADER_PREFIX)).ok()?;
         let header = decode_header(&prefix).ok()?;
-        (header.number + 1 == blocks.len() as u64 && header.hash_slow() == last.hash)
-            .then_some(SavedRefs { blocks, certificate, end })
+        (header.number + 1 == count && header.hash_slow() == last.hash).then_some(SavedRefs {
+            count,
+            file,
+            certificate,
+            end,
+        })
     }
 }
 
@@ -1161,83 +1262,57 @@ fn le_u32(b: &[u8]) -> u32 {
 /// `blocks.idx` open for appending.
 struct RefsFile {
     dir: std::path::PathBuf,
-    file: std::fs::File,
-    written: usize,
+    file: Arc<std::fs::File>,
+    written: u64,
 }
 
 impl RefsFile {
-    /// Opens `dir/blocks.idx` for the log with `salt`, keeping the entries that match
-    /// `blocks` and cutting the rest (or starting it anew). `None` if it cannot be written
-    /// (logged).
-    fn open(dir: &Path, salt: u64, blocks: &[BlockRef]) -> Option<RefsFile> {
+    /// Opens `dir/blocks.idx` for the log with `salt`, keeping its first `kept` entries
+    /// (those [`SavedRefs::read`] checked) and cutting the rest, or starting it anew when
+    /// `kept` is 0. `None` if it cannot be written (logged).
+    fn open(dir: &Path, salt: u64, kept: u64) -> Option<RefsFile> {
         let opened = (|| -> std::io::Result<RefsFile> {
-            use std::io::{Read, Seek, Write};
+            use std::os::unix::fs::FileExt;
             let path = dir.join(BLOCK_REFS);
-            let mut file = std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
                 .open(&path)?;
-            let mut head = [0u8; REFS_HEADER as usize];
-            let mut kept = 0usize;
-            let same = file.read_exact(&mut head).is_ok()
-                && &head[..8] == REFS_MAGIC
-                && crc32fast::hash(&head[..16]) == le_u32(&head[16..])
-                && head[8..16] == salt.to_le_bytes();
-            if same {
-                let mut r = std::io::BufReader::new(&file);
-                let mut entry = [0u8; REF_BYTES];
-                while kept < blocks.len() && r.read_exact(&mut entry).is_ok() {
-                    let b = &blocks[kept];
-                    let mut want = [0u8; REF_BYTES];
-                    put_ref(&mut want, b);
-                    if entry != want {
-                        break;
-                    }
-                    kept += 1;
-                }
-            } else {
+            if kept == 0 {
                 let mut h = Vec::with_capacity(REFS_HEADER as usize);
                 h.extend_from_slice(REFS_MAGIC);
                 h.extend_from_slice(&salt.to_le_bytes());
                 h.extend_from_slice(&crc32fast::hash(&h).to_le_bytes());
                 file.set_len(0)?;
-                file.seek(std::io::SeekFrom::Start(0))?;
-                file.write_all(&h)?;
+                file.write_all_at(&h, 0)?;
             }
-            let end = REFS_HEADER + (kept * REF_BYTES) as u64;
-            file.set_len(end)?;
-            file.seek(std::io::SeekFrom::Start(end))?;
-            Ok(RefsFile { dir: dir.to_path_buf(), file, written: kept })
+            file.set_len(REFS_HEADER + kept * REF_BYTES as u64)?;
+            Ok(RefsFile { dir: dir.to_path_buf(), file: Arc::new(file), written: kept })
         })();
         match opened {
             Ok(r) => Some(r),
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "blocks.idx: not written (each start reads the whole block log)");
+                tracing::warn!(dir = %dir.display(), error = %e, "blocks.idx: not written (block places stay in memory, and each start reads the whole block log)");
                 None
             }
         }
     }
 
-    /// Appends the places of `blocks` past those written, then saves their count and
-    /// `certificate` in `blocks.idx.cert`.
-    fn save(
-        &mut self,
-        blocks: &[BlockRef],
-        certificate: Option<&Certificate>,
-    ) -> std::io::Result<()> {
-        use std::io::Write;
-        let new = blocks.get(self.written..).unwrap_or_default();
+    /// Appends the places `new` (of the blocks after those written), then saves how many
+    /// the file holds and `certificate` in `blocks.idx.cert`.
+    fn save(&mut self, new: &[BlockRef], certificate: Option<&Certificate>) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; new.len() * REF_BYTES];
         for (b, out) in new.iter().zip(buf.chunks_exact_mut(REF_BYTES)) {
             put_ref(out, b);
         }
-        self.file.write_all(&buf)?;
-        self.written = blocks.len();
+        self.file.write_all_at(&buf, REFS_HEADER + self.written * REF_BYTES as u64)?;
+        self.written += new.len() as u64;
         let mut cert = Vec::new();
         cert.extend_from_slice(CERT_MAGIC);
-        cert.extend_from_slice(&(self.written as u64).to_le_bytes());
+        cert.extend_from_slice(&self.written.to_le_bytes());
         match certificate {
             Some(c) => {
                 cert.push(1);
@@ -1260,6 +1335,20 @@ fn put_ref(out: &mut [u8], b: &BlockRef) {
     out[12..44].copy_from_slice(b.hash.as_slice());
     let crc = crc32fast::hash(&out[..44]);
     out[44..48].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// An entry of `blocks.idx`, if its CRC matches.
+fn get_ref(entry: &[u8; REF_BYTES]) -> Option<BlockRef> {
+    if crc32fast::hash(&entry[..44]) != le_u32(&entry[44..]) {
+        return None;
+    }
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&entry[..8]);
+    Some(BlockRef {
+        at: u64::from_le_bytes(at),
+        len: le_u32(&entry[8..12]),
+        hash: B256::from_slice(&entry[12..44]),
+    })
 }
 
 /// Decodes the header alone of a block record of the log (its kind byte first).
@@ -1608,7 +1697,7 @@ pub(crate) mod tests {
         let made: Vec<_> = (1..=6u64)
             .map(|n| chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        let at = chain.index.read().blocks[3];
+        let at = chain.index.read().places.get(3).unwrap_or_else(|| panic!("block 3"));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -1921,5 +2010,76 @@ pub(crate) mod tests {
         drop(chain);
         assert_eq!(reopen().records_read_at_open(), after);
         assert!(log.exists());
+    }
+
+    /// The places of blocks older than the index's last part written out are read from
+    /// `blocks.idx`, and blocks are found by hash through the transaction index (no map of
+    /// block hashes in memory): every block, old or new, comes back by number, hash and
+    /// transaction, a block's hash is no transaction's and a transaction's no block's; a
+    /// damaged entry makes its block unreadable (and no other), and a restart reads the log
+    /// from the block before it and writes the entry again.
+    #[test]
+    fn old_block_places_are_read_from_blocks_idx() {
+        use std::os::unix::fs::FileExt;
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 9 };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=60u64 {
+            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+        }
+        let stats = chain.index_stats();
+        let (saved, tail) = {
+            let index = chain.index.read();
+            (index.places.saved, index.places.tail.len())
+        };
+        // A part of 9 entries (3 blocks) is written out every 3 blocks.
+        assert!(saved >= 57 && tail <= 3, "{saved} saved, {tail} in memory, {stats:?}");
+        // Block 5's entry damaged on disk (before any read of it: an old block read back
+        // stays cached).
+        let idx = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join(BLOCK_REFS))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let at = REFS_HEADER + 5 * REF_BYTES as u64 + 3;
+        let mut byte = [0u8];
+        idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
+        idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.hash(5), None);
+        assert!(chain.block(5).is_none() && chain.header(5).is_none());
+        assert!(chain.block_by_hash(&made[5].hash).is_none());
+        let others: Vec<_> = made.iter().filter(|b| b.number() != 5).cloned().collect();
+        for b in &others {
+            let n = b.number();
+            assert_eq!(chain.block(n).map(|x| x.hash), Some(b.hash), "block {n}");
+            assert_eq!(chain.block_by_hash(&b.hash).map(|x| x.number()), Some(n));
+            for (i, h) in b.tx_hashes().enumerate() {
+                let at = chain.transaction(&h).unwrap_or_else(|| panic!("tx {i} of block {n}"));
+                assert_eq!((at.block.number(), at.index), (n, i));
+            }
+        }
+        let tx = made[10].tx_hashes().next().unwrap_or_else(|| panic!("block 10 has two"));
+        for b in &made {
+            assert!(!chain.has_transaction(&b.hash) && chain.transaction(&b.hash).is_none());
+            let mut other = b.hash;
+            other[31] ^= 1;
+            assert_eq!(chain.number_of(&other), None);
+        }
+        assert_eq!(chain.number_of(&tx), None);
+        assert!(chain.block_by_hash(&tx).is_none());
+        drop(chain);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Blocks 5 to 60 (and no certificate) read from the log.
+        assert_eq!(chain.records_read_at_open(), 56);
+        same_blocks(&chain, &made);
+        drop(chain);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(chain.records_read_at_open() <= 3, "{}", chain.records_read_at_open());
+        same_blocks(&chain, &made);
     }
 }

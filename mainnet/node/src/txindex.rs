@@ -1,5 +1,6 @@
 //! The transaction index: where each transaction of the chain is (its block and position),
-//! by hash.
+//! by hash; each block's own hash is an entry too, with its number and the position
+//! [`BLOCK_MARK`] (since stop 45: before, a map in memory held them).
 //!
 //! The newest transactions are indexed in memory (`Memory`: the hash's first 16 bytes map
 //! to the place). Once `flush_at` of them are, that part is frozen and a thread of its own
@@ -44,6 +45,10 @@ use parking_lot::{Mutex, RwLock};
 
 /// Bits of a packed place that hold the position in the block.
 const POSITION_BITS: u32 = 24;
+/// The position under which a block's own hash is indexed (with its number): the index
+/// answers blocks by hash too. A block would need 16,777,215 transactions, 352 billion gas
+/// of them, to reach it.
+pub(crate) const BLOCK_MARK: u32 = (1 << POSITION_BITS) - 1;
 /// Bytes of an entry of a run: the prefix, the block (u64 LE), the position (u32 LE).
 const ENTRY: usize = 28;
 /// Entries in a page of a run.
@@ -51,7 +56,7 @@ const PAGE_ENTRIES: usize = 128;
 /// Bytes of a whole page: its entries and their CRC-32.
 const PAGE_BYTES: u64 = (PAGE_ENTRIES * ENTRY + 4) as u64;
 /// A run file's first 8 bytes.
-const MAGIC: &[u8; 8] = b"FAROLTX1";
+const MAGIC: &[u8; 8] = b"FAROLTX2";
 /// A run file's last 8 bytes (after the footer's length).
 const END: &[u8; 8] = b"FAROLTXE";
 /// Bloom filter bits per entry, and probes.
