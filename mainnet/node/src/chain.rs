@@ -508,7 +508,9 @@ pub struct Recent {
     pub blocks: usize,
     /// Most transactions in the blocks kept.
     pub transactions: usize,
-    /// Most transactions indexed in memory before they are written to a run file.
+    /// Most transactions (and block hashes) indexed in memory before they are written to a
+    /// run file. `usize::MAX`: nothing is written out, block places included (`blocks.idx`
+    /// is neither read nor written), as before stop 45 (`farol bench chain`'s baseline).
     pub indexed: usize,
 }
 
@@ -628,7 +630,9 @@ impl Chain {
             txs = index.txs;
         };
         let reader = WalReader::open(&path)?;
-        index.refs = RefsFile::open(dir, reader.salt(), index.places.saved);
+        if keep.indexed != usize::MAX {
+            index.refs = RefsFile::open(dir, reader.salt(), index.places.saved);
+        }
         if let Some(refs) = &index.refs {
             index.places.file = Some(refs.file.clone());
         }
@@ -710,7 +714,13 @@ impl Chain {
             let record = i;
             i += 1;
             index.records_read += 1;
-            let corrupt = move |reason: String| ChainError::Corrupt { index: record, reason };
+            let corrupt = move |reason: String| ChainError::Corrupt {
+                index: record,
+                reason: match from {
+                    Some(byte) => format!("{reason} (records counted from byte {byte})"),
+                    None => reason,
+                },
+            };
             match r.first() {
                 Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK)) => {
                     let expected = index.places.len();
@@ -778,15 +788,19 @@ impl Chain {
         if self.index.read().certificate.as_ref().is_some_and(|c| c.number >= cert.number) {
             return Ok(false);
         }
-        {
-            let mut log = self.log.lock();
-            if self.shut.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(ChainError::Shut);
-            }
-            log.append(&cert.encode())?;
-            log.sync()?;
+        let mut log = self.log.lock();
+        if self.shut.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(ChainError::Shut);
         }
+        log.append(&cert.encode())?;
+        log.sync()?;
+        // Held under the log's lock (the order is always the log's, then the index's): a
+        // block appended after the certificate's record, whose push saves `blocks.idx.cert`,
+        // must save this certificate, since the next start reads the log only after that
+        // block (before, a review found, it could save the older one, and the start lost
+        // the newer, synced certificate).
         let mut index = self.index.write();
+        drop(log);
         if index.certificate.as_ref().is_none_or(|c| c.number < cert.number) {
             index.certificate = Some(cert);
         }
@@ -816,9 +830,17 @@ impl Chain {
     }
 
     /// The hash of block `number` (`None` past the head, or when its entry of `blocks.idx`
-    /// cannot be read back: logged).
+    /// cannot be read back: logged). A block decoded in memory gives its own.
     pub fn hash(&self, number: u64) -> Option<B256> {
-        let place = self.index.read().places.place(number)?;
+        let place = {
+            let index = self.index.read();
+            let first_recent = index.places.len().checked_sub(index.recent.len() as u64)?;
+            if number >= first_recent {
+                let i = usize::try_from(number - first_recent).ok()?;
+                return index.recent.get(i).map(|b| b.hash);
+            }
+            index.places.place(number)?
+        };
         place.get(number).map(|b| b.hash)
     }
 
@@ -1006,12 +1028,17 @@ impl Chain {
 
     /// The hash of block `number`, waiting for it to be appended when it is not yet (the
     /// pipeline executes block N while N−1 is still being stored; BLOCKHASH(N−1) waits).
-    /// `None` once the chain is closed without it.
+    /// `None` once the chain is closed without it, or when the block is there but its place
+    /// cannot be read back (logged; before, a review found, that waited for ever).
     pub fn wait_hash(&self, number: u64) -> Option<B256> {
         let mut g = self.appended_lock.lock();
         loop {
             if let Some(h) = self.hash(number) {
                 return Some(h);
+            }
+            if number <= self.head_number() {
+                // Appended meanwhile, or unreadable: one more look tells.
+                return self.hash(number);
             }
             if self.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return None;
@@ -1115,14 +1142,16 @@ pub const TX_INDEX_DIR: &str = "txindex";
 /// highest finality certificate then (written to a temporary name and renamed). A running
 /// chain reads the places of blocks older than the last append from the file (one entry,
 /// its CRC checked) and holds only the newer ones in memory ([`BlockPlaces`]). A start
-/// uses the entries up to that count whose CRCs match and whose last one reads back from
-/// the log as that block, and reads the log only after it (and after the last block the
-/// transaction index's runs cover); anything else (a torn file, another log's salt, a log
-/// cut shorter) makes it read the whole log and write the file again.
+/// uses the entries up to that count and up to the last block the transaction index's runs
+/// cover, whichever is earlier, if their CRCs match, the saved certificate is of one of
+/// their blocks, and the last one reads back from the log as that block (a record of the
+/// length it gives); it reads the log only after that block. Anything else (a torn file,
+/// another log's salt, a log cut shorter) makes it read the whole log and write the file
+/// again; a damaged entry, the log from the block before it.
 const BLOCK_REFS: &str = "blocks.idx";
 const BLOCK_REFS_CERT: &str = "blocks.idx.cert";
 const REFS_MAGIC: &[u8; 8] = b"FAROLBI1";
-const CERT_MAGIC: &[u8; 8] = b"FAROLBC1";
+const CERT_MAGIC: &[u8; 8] = b"FAROLBC2";
 const REFS_HEADER: u64 = 20;
 const REF_BYTES: usize = 48;
 
@@ -1209,13 +1238,16 @@ impl SavedRefs {
         let reader = WalReader::open(log).ok()?;
         let cert = std::fs::read(dir.join(BLOCK_REFS_CERT)).ok()?;
         let (body, crc) = cert.split_at_checked(cert.len().checked_sub(4)?)?;
-        if body.len() < 17 || &body[..8] != CERT_MAGIC || crc32fast::hash(body) != le_u32(crc) {
+        if body.len() < 25 || &body[..8] != CERT_MAGIC || crc32fast::hash(body) != le_u32(crc) {
             return None;
         }
-        let count = u64::from_le_bytes(body[8..16].try_into().ok()?);
-        let certificate = match body[16] {
+        if u64::from_le_bytes(body[8..16].try_into().ok()?) != reader.salt() {
+            return None;
+        }
+        let count = u64::from_le_bytes(body[16..24].try_into().ok()?);
+        let certificate = match body[24] {
             0 => None,
-            _ => Some(Certificate::decode(&body[17..]).ok()?),
+            _ => Some(Certificate::decode(&body[25..]).ok()?),
         };
         let want = count.min(covered.saturating_add(1));
         let file = Arc::new(std::fs::File::open(dir.join(BLOCK_REFS)).ok()?);
@@ -1231,27 +1263,40 @@ impl SavedRefs {
         let mut count = 0u64;
         let mut last = None;
         let mut entry = [0u8; REF_BYTES];
+        let mut certified = None;
         while count < want && std::io::Read::read_exact(&mut buf, &mut entry).is_ok() {
             let Some(b) = get_ref(&entry) else { break };
+            if certificate.as_ref().is_some_and(|c| c.number == count) {
+                certified = Some(b.hash);
+            }
             last = Some(b);
             count += 1;
         }
         drop(buf);
-        // The last reads back from the log as that block: the log is the one the places were
-        // taken from, and holds every block up to it (blocks chain by parent hash).
+        // A certificate is logged only for a block stored already, so every certificate
+        // logged before the last of these blocks is of one of them and no higher than the
+        // one saved (saved after that block). A saved certificate of a later block was
+        // logged after it, where the start reads it again: it is not taken from here (so a
+        // log shorter than the places, restored from an older copy, does not get it). One
+        // of these blocks must be of its hash.
+        let certificate = certificate.filter(|c| c.number < count);
+        if certificate.as_ref().is_some_and(|c| certified != Some(c.hash)) {
+            return None;
+        }
+        // The last reads back from the log as that block, its record as long as the entry
+        // says (so the log is read from where a record begins): the log is the one the
+        // places were taken from, and holds every block up to it (blocks chain by parent
+        // hash).
         let last = last?;
         let end = last.at.checked_add(u64::from(last.len))?;
-        if end > reader.file_len().ok()? {
+        if end > reader.file_len().ok()? || reader.record_len(last.at).ok()? != u64::from(last.len)
+        {
             return None;
         }
         let prefix = reader.read_prefix(last.at, (last.len as usize).min(HEADER_PREFIX)).ok()?;
         let header = decode_header(&prefix).ok()?;
-        (header.number + 1 == count && header.hash_slow() == last.hash).then_some(SavedRefs {
-            count,
-            file,
-            certificate,
-            end,
-        })
+        let holds = header.number.checked_add(1) == Some(count) && header.hash_slow() == last.hash;
+        holds.then_some(SavedRefs { count, file, certificate, end })
     }
 }
 
@@ -1263,6 +1308,8 @@ fn le_u32(b: &[u8]) -> u32 {
 struct RefsFile {
     dir: std::path::PathBuf,
     file: Arc<std::fs::File>,
+    /// The log's salt.
+    salt: u64,
     written: u64,
 }
 
@@ -1281,6 +1328,11 @@ impl RefsFile {
                 .truncate(false)
                 .open(&path)?;
             if kept == 0 {
+                // The count and certificate of what is cut go first.
+                match std::fs::remove_file(dir.join(BLOCK_REFS_CERT)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
                 let mut h = Vec::with_capacity(REFS_HEADER as usize);
                 h.extend_from_slice(REFS_MAGIC);
                 h.extend_from_slice(&salt.to_le_bytes());
@@ -1289,7 +1341,7 @@ impl RefsFile {
                 file.write_all_at(&h, 0)?;
             }
             file.set_len(REFS_HEADER + kept * REF_BYTES as u64)?;
-            Ok(RefsFile { dir: dir.to_path_buf(), file: Arc::new(file), written: kept })
+            Ok(RefsFile { dir: dir.to_path_buf(), file: Arc::new(file), salt, written: kept })
         })();
         match opened {
             Ok(r) => Some(r),
@@ -1312,6 +1364,7 @@ impl RefsFile {
         self.written += new.len() as u64;
         let mut cert = Vec::new();
         cert.extend_from_slice(CERT_MAGIC);
+        cert.extend_from_slice(&self.salt.to_le_bytes());
         cert.extend_from_slice(&self.written.to_le_bytes());
         match certificate {
             Some(c) => {
@@ -2031,12 +2084,17 @@ pub(crate) mod tests {
             made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
         }
         let stats = chain.index_stats();
-        let (saved, tail) = {
-            let index = chain.index.read();
-            (index.places.saved, index.places.tail.len())
-        };
-        // A part of 9 entries (3 blocks) is written out every 3 blocks.
-        assert!(saved >= 57 && tail <= 3, "{saved} saved, {tail} in memory, {stats:?}");
+        let saved = chain.index.read().places.saved;
+        // A part of 9 entries (3 blocks) is frozen every 3 blocks unless the last is still
+        // being written: the places go to disk with each.
+        assert!(saved >= 30, "{saved} saved, {stats:?}");
+        // The writer done, the next part frozen saves every place up to the head.
+        while !chain.index.read().places.tail.is_empty() || made.len() == 61 {
+            let n = made.len() as u64;
+            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            assert!(n <= 64, "{n}: {:?}", chain.index_stats());
+        }
+        let head = made.len() as u64 - 1;
         // Block 5's entry damaged on disk (before any read of it: an old block read back
         // stays cached).
         let idx = std::fs::OpenOptions::new()
@@ -2049,7 +2107,16 @@ pub(crate) mod tests {
         idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
         idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(chain.hash(5), None);
+        // (It waited for ever for the block to come.)
+        assert_eq!(chain.wait_hash(5), None);
         assert!(chain.block(5).is_none() && chain.header(5).is_none());
+        // The head's entry damaged too: a decoded block gives its own hash.
+        let at = REFS_HEADER + head * REF_BYTES as u64 + 20;
+        idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
+        idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+        let h = made[head as usize].hash;
+        assert_eq!((chain.hash(head), chain.wait_hash(head)), (Some(h), Some(h)));
+        idx.write_all_at(&byte, at).unwrap_or_else(|e| panic!("{e}"));
         assert!(chain.block_by_hash(&made[5].hash).is_none());
         let others: Vec<_> = made.iter().filter(|b| b.number() != 5).cloned().collect();
         for b in &others {
@@ -2073,13 +2140,31 @@ pub(crate) mod tests {
         drop(chain);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
             .unwrap_or_else(|e| panic!("{e}"));
-        // Blocks 5 to 60 (and no certificate) read from the log.
-        assert_eq!(chain.records_read_at_open(), 56);
+        // Blocks 5 to the head (and no certificate) read from the log.
+        assert_eq!(chain.records_read_at_open() as u64, head - 4);
         same_blocks(&chain, &made);
         drop(chain);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(chain.records_read_at_open() <= 3, "{}", chain.records_read_at_open());
+        same_blocks(&chain, &made);
+        drop(chain);
+        // Entries whose CRCs match but whose lengths are not their records': not trusted (a
+        // read of the log from inside a record would take the rest for damage, or cut it).
+        let mut bytes =
+            std::fs::read(dir.path().join(BLOCK_REFS)).unwrap_or_else(|e| panic!("{e}"));
+        let log_len = std::fs::metadata(dir.path().join("blocks.log")).map(|m| m.len()).ok();
+        for entry in bytes[REFS_HEADER as usize..].chunks_exact_mut(REF_BYTES) {
+            let whole: [u8; REF_BYTES] = (&*entry).try_into().unwrap_or_else(|e| panic!("{e}"));
+            let mut b = get_ref(&whole).unwrap_or_else(|| panic!("a whole entry"));
+            b.len -= 1;
+            put_ref(entry, &b);
+        }
+        std::fs::write(dir.path().join(BLOCK_REFS), &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.records_read_at_open() as u64, head + 1);
+        assert_eq!(std::fs::metadata(dir.path().join("blocks.log")).map(|m| m.len()).ok(), log_len);
         same_blocks(&chain, &made);
     }
 }

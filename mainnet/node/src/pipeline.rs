@@ -388,10 +388,12 @@ impl StateView for Overlay {
             let known = (number <= self.number).then(|| self.state.chain.hash(number));
             return Ok(known.flatten().unwrap_or_default());
         }
-        self.state
-            .chain
-            .wait_hash(number)
-            .ok_or_else(|| StateError::Store(format!("block {number} will not be stored")))
+        self.state.chain.wait_hash(number).ok_or_else(|| {
+            StateError::Store(format!(
+                "block {number}'s hash cannot be had (the chain closed without it, or its \
+                     place in blocks.idx cannot be read)"
+            ))
+        })
     }
 }
 

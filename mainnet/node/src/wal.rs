@@ -733,6 +733,24 @@ impl WalReader {
         Ok(self.file.metadata().map_err(io)?.len())
     }
 
+    /// The length its header gives the record at `pos` (a position [`Wal::open_with`] or
+    /// [`Wal::append`] gave); an error where no record header of this log is before `pos`.
+    pub fn record_len(&self, pos: u64) -> Result<u64, WalError> {
+        let io = |source| WalError::Io { path: self.path.clone(), source };
+        let start = pos.checked_sub(RECORD_HEADER).filter(|s| *s >= FILE_HEADER);
+        let start = start.ok_or_else(|| {
+            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "position before a record"))
+        })?;
+        let mut header = [0u8; RECORD_HEADER as usize];
+        self.file.read_exact_at(&mut header, start).map_err(io)?;
+        parse_header(self.salt, &header).map(|h| h.len).ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("no record header before {pos}"),
+            ))
+        })
+    }
+
     /// The `len` bytes of the record at `pos` (a position [`Wal::open_with`] or
     /// [`Wal::append`] gave), checked against its header.
     pub fn read_at(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
