@@ -609,7 +609,9 @@ impl Chain {
         // log (a log replaced or cut shorter than they are).
         let (mut index, log) = loop {
             let covered = txs.covered();
-            let saved = covered.and_then(|c| SavedRefs::read(dir, &path, c));
+            let saved = covered
+                .filter(|_| keep.indexed != usize::MAX)
+                .and_then(|c| SavedRefs::read(dir, &path, c));
             let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered, saved)?;
             if index.places.len() == 0 {
                 let g = genesis.take().map(|make| make()).ok_or_else(|| ChainError::Corrupt {
@@ -1277,8 +1279,8 @@ impl SavedRefs {
         // logged before the last of these blocks is of one of them and no higher than the
         // one saved (saved after that block). A saved certificate of a later block was
         // logged after it, where the start reads it again: it is not taken from here (so a
-        // log shorter than the places, restored from an older copy, does not get it). One
-        // of these blocks must be of its hash.
+        // log shorter than the places, restored from an older copy, does not get a
+        // certificate of a block it lacks). One of these blocks must be of its hash.
         let certificate = certificate.filter(|c| c.number < count);
         if certificate.as_ref().is_some_and(|c| certified != Some(c.hash)) {
             return None;
@@ -1793,18 +1795,23 @@ pub(crate) mod tests {
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.
     fn same_blocks(chain: &Chain, made: &[Arc<StoredBlock>]) {
         for b in made {
-            let n = b.number();
-            let got = chain.block(n).unwrap_or_else(|| panic!("block {n} is missing"));
-            assert_eq!((got.hash, got.encode()), (b.hash, b.encode()), "block {n}");
-            assert_eq!(chain.hash(n), Some(b.hash));
-            assert_eq!(chain.block_by_hash(&b.hash).map(|x| x.number()), Some(n));
-            for (i, h) in b.tx_hashes().enumerate() {
-                let at = chain.transaction(&h).unwrap_or_else(|| panic!("tx {i} of block {n}"));
-                assert_eq!((at.block.number(), at.index), (n, i));
-            }
+            same_block(chain, b);
         }
         assert_eq!(chain.head().hash, made[made.len() - 1].hash);
         assert_eq!(chain.block(made.len() as u64), None);
+    }
+
+    /// Block `b` comes back from `chain` by number, hash and transaction.
+    fn same_block(chain: &Chain, b: &StoredBlock) {
+        let n = b.number();
+        let got = chain.block(n).unwrap_or_else(|| panic!("block {n} is missing"));
+        assert_eq!((got.hash, got.encode()), (b.hash, b.encode()), "block {n}");
+        assert_eq!(chain.hash(n), Some(b.hash));
+        assert_eq!(chain.block_by_hash(&b.hash).map(|x| x.number()), Some(n));
+        for (i, h) in b.tx_hashes().enumerate() {
+            let at = chain.transaction(&h).unwrap_or_else(|| panic!("tx {i} of block {n}"));
+            assert_eq!((at.block.number(), at.index), (n, i));
+        }
     }
 
     /// The waiting transactions a block carries count against the decoded blocks kept, like
@@ -2118,15 +2125,8 @@ pub(crate) mod tests {
         assert_eq!((chain.hash(head), chain.wait_hash(head)), (Some(h), Some(h)));
         idx.write_all_at(&byte, at).unwrap_or_else(|e| panic!("{e}"));
         assert!(chain.block_by_hash(&made[5].hash).is_none());
-        let others: Vec<_> = made.iter().filter(|b| b.number() != 5).cloned().collect();
-        for b in &others {
-            let n = b.number();
-            assert_eq!(chain.block(n).map(|x| x.hash), Some(b.hash), "block {n}");
-            assert_eq!(chain.block_by_hash(&b.hash).map(|x| x.number()), Some(n));
-            for (i, h) in b.tx_hashes().enumerate() {
-                let at = chain.transaction(&h).unwrap_or_else(|| panic!("tx {i} of block {n}"));
-                assert_eq!((at.block.number(), at.index), (n, i));
-            }
+        for b in made.iter().filter(|b| b.number() != 5) {
+            same_block(&chain, b);
         }
         let tx = made[10].tx_hashes().next().unwrap_or_else(|| panic!("block 10 has two"));
         for b in &made {

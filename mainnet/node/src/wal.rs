@@ -764,15 +764,21 @@ impl WalReader {
                 ))
             })?;
         self.file.read_exact_at(&mut header, start).map_err(io)?;
-        let mut body = vec![0u8; len];
-        self.file.read_exact_at(&mut body, pos).map_err(io)?;
-        let checks = parse_header(self.salt, &header)
-            .is_some_and(|h| h.len == len as u64 && crc32fast::hash(&body) == h.crc);
-        if !checks {
-            return Err(io(std::io::Error::new(
+        let bad = || {
+            io(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("the record at {pos} does not match its length and checksum"),
-            )));
+            ))
+        };
+        // The length is checked before anything is allocated for it (a caller's length may
+        // come from a damaged index).
+        let Some(h) = parse_header(self.salt, &header).filter(|h| h.len == len as u64) else {
+            return Err(bad());
+        };
+        let mut body = vec![0u8; len];
+        self.file.read_exact_at(&mut body, pos).map_err(io)?;
+        if crc32fast::hash(&body) != h.crc {
+            return Err(bad());
         }
         Ok(body)
     }
@@ -781,20 +787,9 @@ impl WalReader {
     /// checksum covers only a whole record, so the caller checks what it reads (a block's
     /// header against the hash indexed when the log was opened).
     pub fn read_prefix(&self, pos: u64, len: usize) -> Result<Vec<u8>, WalError> {
+        let record = self.record_len(pos)?;
+        let mut body = vec![0u8; len.min(usize::try_from(record).unwrap_or(usize::MAX))];
         let io = |source| WalError::Io { path: self.path.clone(), source };
-        let start = pos.checked_sub(RECORD_HEADER).filter(|s| *s >= FILE_HEADER);
-        let start = start.ok_or_else(|| {
-            io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "position before a record"))
-        })?;
-        let mut header = [0u8; RECORD_HEADER as usize];
-        self.file.read_exact_at(&mut header, start).map_err(io)?;
-        let Some(h) = parse_header(self.salt, &header) else {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("no record header before {pos}"),
-            )));
-        };
-        let mut body = vec![0u8; len.min(usize::try_from(h.len).unwrap_or(usize::MAX))];
         self.file.read_exact_at(&mut body, pos).map_err(io)?;
         Ok(body)
     }
