@@ -1122,6 +1122,41 @@ mod tests {
         }
     }
 
+    /// A write out that fails (here the index's folder replaced by a file, so no file can
+    /// be made in it) keeps the frozen part in memory, answering; the write is tried again
+    /// as more is indexed, and once the folder is back the runs take the older part and
+    /// every place is found as before.
+    #[test]
+    fn a_failed_write_keeps_its_part_and_is_tried_again() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let top = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = top.path().join("txindex");
+        let mut ix = TxIndex::open(&dir, 50);
+        std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&dir, b"not a folder").unwrap_or_else(|e| panic!("{e}"));
+        let mut model = Model::default();
+        for step in 0..6u64 {
+            model.fill(&mut ix, &mut rng, step * 10..(step + 1) * 10);
+            ix.settle();
+        }
+        let stats = ix.stats();
+        assert!(model.own.len() > 150, "{} indexed", model.own.len());
+        assert!(stats.runs.is_empty() && stats.in_memory == model.own.len(), "{stats:?}");
+        model.check(&ix);
+        std::fs::remove_file(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        for step in 6..20u64 {
+            model.fill(&mut ix, &mut rng, step * 10..(step + 1) * 10);
+            ix.settle();
+        }
+        let stats = ix.stats();
+        let in_runs: u64 = stats.runs.iter().map(|r| r.2).sum();
+        assert!(in_runs > 0 && stats.in_memory < 150, "{stats:?}");
+        assert_eq!(in_runs as usize + stats.in_memory, model.own.len());
+        model.check(&ix);
+    }
+
     /// The writer stopped at any moment (a node stopping mid-merge) leaves files that a
     /// reopen uses: the runs chain from the genesis and answer for what they cover.
     #[test]
