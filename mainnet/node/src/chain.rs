@@ -950,7 +950,7 @@ impl Chain {
     }
 
     /// The number of the block with `hash`, from the hash index (a block's hash is an entry
-    /// of the transaction index, [`BLOCK_MARK`] for its position): the places found by the
+    /// of the transaction index, `BLOCK_MARK` for its position): the places found by the
     /// hash's first 16 bytes are checked against the blocks' hashes, newest first.
     pub fn number_of(&self, hash: &B256) -> Option<u64> {
         let lookup = self.index.read().txs.lookup(hash);
@@ -1145,9 +1145,10 @@ pub const TX_INDEX_DIR: &str = "txindex";
 /// chain reads the places of blocks older than the last append from the file (one entry,
 /// its CRC checked) and holds only the newer ones in memory ([`BlockPlaces`]). A start
 /// uses the entries up to that count and up to the last block the transaction index's runs
-/// cover, whichever is earlier, if their CRCs match, the saved certificate is of one of
-/// their blocks, and the last one reads back from the log as that block (a record of the
-/// length it gives); it reads the log only after that block. Anything else (a torn file,
+/// cover, whichever is earlier, if their CRCs match, the saved certificate (when it is of
+/// one of their blocks: else it is left, see [`SavedRefs::read`]) has that block's hash,
+/// and the last one reads back from the log as that block (a record of the length it
+/// gives); it reads the log only after that block. Anything else (a torn file,
 /// another log's salt, a log cut shorter) makes it read the whole log and write the file
 /// again; a damaged entry, the log from the block before it.
 const BLOCK_REFS: &str = "blocks.idx";

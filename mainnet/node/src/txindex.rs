@@ -1,6 +1,6 @@
 //! The transaction index: where each transaction of the chain is (its block and position),
 //! by hash; each block's own hash is an entry too, with its number and the position
-//! [`BLOCK_MARK`] (since stop 45: before, a map in memory held them).
+//! `BLOCK_MARK` (since stop 45: before, a map in memory held them).
 //!
 //! The newest transactions are indexed in memory (`Memory`: the hash's first 16 bytes map
 //! to the place). Once `flush_at` of them are, that part is frozen and a thread of its own
