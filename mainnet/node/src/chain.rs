@@ -1793,6 +1793,15 @@ pub(crate) mod tests {
         assert_eq!((chain.head_number(), chain.certificate()), (1, None));
     }
 
+    /// Appends `b` and waits for the transaction index's writer: what the runs cover then
+    /// depends on the blocks alone, not on how fast the disk is (a writer that lags leaves
+    /// more in memory and covers less).
+    fn append_settled(chain: &Chain, b: StoredBlock) -> Arc<StoredBlock> {
+        let out = chain.append(b).unwrap_or_else(|e| panic!("{e}"));
+        chain.index.read().txs.settle();
+        out
+    }
+
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.
     fn same_blocks(chain: &Chain, made: &[Arc<StoredBlock>]) {
         for b in made {
@@ -1906,8 +1915,7 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut made = vec![chain.head()];
         for n in 1..=40u64 {
-            let b = chain.append(numbered(&key, n, (n % 4) as usize));
-            made.push(b.unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, (n % 4) as usize)));
         }
         let stats = chain.index_stats();
         assert!(!stats.runs.is_empty() && stats.in_memory < 7 + 4, "{stats:?}");
@@ -1939,8 +1947,7 @@ pub(crate) mod tests {
         never(&chain);
         // It goes on from there.
         for n in 41..=60u64 {
-            let b = chain.append(numbered(&key, n, 3));
-            made.push(b.unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, 3)));
         }
         assert!(chain.index_stats().runs.last().is_some_and(|r| r.1 > covered));
         same_blocks(&chain, &made);
@@ -1961,7 +1968,7 @@ pub(crate) mod tests {
                 let log = dir.path().join("blocks.log");
                 std::fs::copy(&log, dir.path().join("early.log")).unwrap_or_else(|e| panic!("{e}"));
             }
-            made.push(chain.append(numbered(&key, n, 3)).unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, 3)));
         }
         assert!(chain.index_stats().runs.last().is_some_and(|r| r.1 > 10));
         drop(chain);
@@ -1983,7 +1990,7 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut theirs = vec![chain.head()];
         for n in 1..=10u64 {
-            theirs.push(chain.append(numbered(&other, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            theirs.push(append_settled(&chain, numbered(&other, n, 2)));
         }
         drop(chain);
         std::fs::copy(alien.path().join("blocks.log"), dir.path().join("blocks.log"))
@@ -2010,7 +2017,7 @@ pub(crate) mod tests {
         let mut made = vec![chain.head()];
         let mut certs = 0;
         for n in 1..=50u64 {
-            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, 2)));
             if n % 7 == 0 && n != 49 {
                 let cert =
                     Certificate { number: n, hash: made[n as usize].hash, quorum: vec![7; 40] };
@@ -2046,9 +2053,10 @@ pub(crate) mod tests {
         assert_eq!(chain.certificate(), highest);
         same_blocks(&chain, &made);
         drop(chain);
-        // The open wrote the file again: all places are used.
+        // The open wrote the file again: all places are used (the runs may cover more now,
+        // if that open froze a part, so at most as many records as before).
         let chain = reopen();
-        assert_eq!(chain.records_read_at_open(), after);
+        assert!(chain.records_read_at_open() <= after, "{}", chain.records_read_at_open());
         drop(chain);
         // A damaged certificate file: the whole log.
         let cert = dir.path().join(BLOCK_REFS_CERT);
@@ -2069,7 +2077,8 @@ pub(crate) mod tests {
         assert_eq!(chain.records_read_at_open(), all);
         same_blocks(&chain, &made);
         drop(chain);
-        assert_eq!(reopen().records_read_at_open(), after);
+        let read = reopen().records_read_at_open();
+        assert!(read <= after, "{read}");
         assert!(log.exists());
     }
 
@@ -2089,7 +2098,7 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut made = vec![chain.head()];
         for n in 1..=60u64 {
-            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, 2)));
         }
         let stats = chain.index_stats();
         let saved = chain.index.read().places.saved;
@@ -2099,7 +2108,7 @@ pub(crate) mod tests {
         // The writer done, the next part frozen saves every place up to the head.
         while !chain.index.read().places.tail.is_empty() || made.len() == 61 {
             let n = made.len() as u64;
-            made.push(chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")));
+            made.push(append_settled(&chain, numbered(&key, n, 2)));
             assert!(n <= 64, "{n}: {:?}", chain.index_stats());
         }
         let head = made.len() as u64 - 1;
