@@ -6,7 +6,8 @@
 //! to the place). Once `flush_at` of them are, that part is frozen and a thread of its own
 //! writes it out as a sorted *run* file in the index's directory, `txs-<first>-<last>.run`
 //! for the blocks `first..=last`; once written, the run replaces it. Runs of similar size are
-//! merged (the newest two while the older holds at most twice the newer's entries), so a
+//! merged (two adjacent runs while the older holds at most twice the newer's entries, the
+//! newest such pair first), so a
 //! chain of N transactions has about log2(N / `flush_at`) runs. The runs cover the chain
 //! from the genesis without a gap, oldest first.
 //!
