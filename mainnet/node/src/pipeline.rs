@@ -11,7 +11,7 @@
 //! With `pipelined` off (the benchmark's baseline), one thread executes a block and stores
 //! it before it takes the next.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -615,6 +615,7 @@ fn run(
             state.chain.block(number).ok_or(PipelineError::Chain { number, source: unreadable })?;
     }
     let mut waiting = waiting_of(&base.ordering.deferred);
+    let mut moved = Moved::Any;
     // The round of the chain's last block that ends a group (the group rule's reference).
     let mut base_round = base.ordering.round;
     let o = &head.ordering;
@@ -656,6 +657,7 @@ fn run(
                         }
                         let Some(ord) = import.block.ordering.clone() else { continue };
                         let e = import_block(&state, &executor, *import)?;
+                        moved = Moved::Any;
                         state.metrics.ordered_height.store(ord.height, Ordering::Relaxed);
                         // The ordering resumes after the imported block as after one of ours.
                         if ord.last_in_group {
@@ -755,9 +757,12 @@ fn run(
             let view = state
                 .view(before)
                 .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
-            let txs = order(&state, &view, c.height, decoded, &mut waiting)
+            let txs = order(&state, &view, c.height, decoded, &mut waiting, &moved)
                 .map_err(|e| PipelineError::Exec { number: next, source: ExecError::State(e) })?;
             drop(view);
+            // Blocks stored before a restart are not executed here: their changes are not
+            // known.
+            moved = if skip > 0 { Moved::Any } else { Moved::none() };
             let timestamp = last_timestamp.max(c.timestamp_ms / 1000);
             last_timestamp = timestamp;
             let beneficiary =
@@ -808,6 +813,7 @@ fn run(
                 };
                 let e = execute(&state, &executor, env, chunk.to_vec(), c.height, c.round, last)?;
                 let Some(mut e) = e else { continue };
+                moved.note(&e.diff, &waiting);
                 e.ordered_at = ordered_at;
                 e.ordering.first = first_height;
                 e.ordering.chunk = i as u32;
@@ -919,22 +925,79 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
     out
 }
 
+/// The waiting senders whose nonce may have moved since [`order`] last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Moved {
+    /// Any of them: nothing is known since (a start, an import, blocks stored before a
+    /// restart).
+    Any,
+    /// Only these: the waiting senders that the blocks executed since changed.
+    Only(BTreeSet<Address>),
+}
+
+impl Moved {
+    /// Nothing moved yet.
+    fn none() -> Moved {
+        Moved::Only(BTreeSet::new())
+    }
+
+    /// Adds the waiting senders that `diff` changes.
+    fn note(&mut self, diff: &StateDiff, waiting: &Waiting) {
+        let Moved::Only(senders) = self else { return };
+        let mut last = None;
+        for (sender, _) in waiting.keys() {
+            if last != Some(*sender) && diff.accounts.contains_key(sender) {
+                senders.insert(*sender);
+            }
+            last = Some(*sender);
+        }
+    }
+
+    fn holds(&self, sender: &Address) -> bool {
+        match self {
+            Moved::Any => true,
+            Moved::Only(senders) => senders.contains(sender),
+        }
+    }
+}
+
 /// Puts a commit's transactions in execution order: each sender's transactions must follow
 /// on from its nonce (after `view`); one whose nonce is ahead waits in `waiting` (at most
 /// [`DEFER_COMMITS`] commits) and joins the commit that brings the missing nonces, right
 /// after them. A nonce already used is dropped. Deterministic: the same commits give the
 /// same order everywhere.
+///
+/// First, a waiting transaction whose sender's nonce (in `view`) reached it without a
+/// transaction of the sender's (another's transaction carried the sender's EIP-7702
+/// authorization, or its delegated code ran CREATE) leads the order, with the sender's
+/// waiting nonces after it; those below that nonce are dropped as used. Only the senders
+/// `moved` names are read: a waiting sender that no block changed since the last call still
+/// has the nonce that call saw, below every nonce it has waiting, so reading every waiting
+/// sender (after a restart) gives the same order. Before stop 46 such a transaction waited
+/// its [`DEFER_COMMITS`] commits and was dropped, with every later one of its sender.
 fn order(
     state: &Arc<State>,
     view: &Overlay,
     height: u64,
     txs: Vec<RecoveredTx>,
     waiting: &mut Waiting,
+    moved: &Moved,
 ) -> Result<Vec<RecoveredTx>, StateError> {
     let mut expected: HashMap<Address, u64> = HashMap::new();
     let mut out = Vec::with_capacity(txs.len());
     let size = |t: &RecoveredTx| t.tx.encode_2718_len();
     let mut bytes: usize = waiting.values().map(|(_, t)| size(t)).sum();
+    let mut senders: Vec<Address> = waiting.keys().map(|(s, _)| *s).collect();
+    senders.dedup();
+    for sender in senders.into_iter().filter(|s| moved.holds(s)) {
+        let mut e = view.account(sender)?.map(|a| a.nonce).unwrap_or(0);
+        while let Some((_, w)) = waiting.remove(&(sender, e)) {
+            bytes -= size(&w);
+            out.push(w);
+            e += 1;
+        }
+        expected.insert(sender, e);
+    }
     for t in txs {
         let sender = t.sender;
         let exp = match expected.get(&sender) {
@@ -1687,22 +1750,23 @@ mod tests {
             rival.tx = TxEnvelope::Eip1559(t.into_signed(sig));
         }
         let first = vec![tx(&a, 2), tx(&b, 0), tx(&a, 1), tx(&a, 2), rival];
-        let out = order(&state, &view, 1, first, &mut waiting).unwrap_or_else(|e| panic!("{e}"));
+        let out = order(&state, &view, 1, first, &mut waiting, &Moved::none())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(nonces(&out), [(b.address(), 0)]);
         assert_eq!(waiting.len(), 2);
         // Commit 2: a's 0 arrives: 1 and 2 follow it.
-        let out = order(&state, &view, 2, vec![tx(&a, 0)], &mut waiting)
+        let out = order(&state, &view, 2, vec![tx(&a, 0)], &mut waiting, &Moved::none())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(nonces(&out), [(a.address(), 0), (a.address(), 1), (a.address(), 2)]);
         assert!(waiting.is_empty());
         assert_eq!(state.metrics.dropped.load(Ordering::Relaxed), 1);
         // A gap never filled: dropped after DEFER_COMMITS commits.
-        let out = order(&state, &view, 3, vec![tx(&b, 5)], &mut waiting)
+        let out = order(&state, &view, 3, vec![tx(&b, 5)], &mut waiting, &Moved::none())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.is_empty() && waiting.len() == 1);
-        let _ = order(&state, &view, 3 + DEFER_COMMITS, vec![], &mut waiting);
+        let _ = order(&state, &view, 3 + DEFER_COMMITS, vec![], &mut waiting, &Moved::none());
         assert_eq!(waiting.len(), 1, "kept for {DEFER_COMMITS} commits");
-        let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting);
+        let _ = order(&state, &view, 4 + DEFER_COMMITS, vec![], &mut waiting, &Moved::none());
         assert!(waiting.is_empty());
         assert!(state.recent_drops(1)[0].1.contains("gap not filled"));
     }
@@ -1777,27 +1841,28 @@ mod tests {
         let gapped: Vec<RecoveredTx> = keys.iter().map(|k| big(k, 1)).collect();
         let last = *gapped[10].tx.tx_hash();
         let mut waiting = Waiting::new();
-        let out = order(&state, &view, 1, gapped, &mut waiting).unwrap_or_else(|e| panic!("{e}"));
+        let out = order(&state, &view, 1, gapped, &mut waiting, &Moved::none())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.is_empty());
         assert_eq!(waiting.len(), 10, "ten of 100 KiB fit in 1 MiB, the eleventh does not");
         assert!(state
             .recent_drops(1)
             .iter()
             .any(|(h, why)| *h == last && why.contains("too many")));
-        let out = order(&state, &view, 2, vec![tx(&funded, 1)], &mut waiting)
+        let out = order(&state, &view, 2, vec![tx(&funded, 1)], &mut waiting, &Moved::none())
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(out.is_empty());
         assert_eq!(waiting.len(), 11, "a transfer still fits");
         // The funded sender's gap filled: its waiting transfer leaves, but the set stays full
         // of large ones until they expire.
-        let out = order(&state, &view, 3, vec![tx(&funded, 0)], &mut waiting)
+        let out = order(&state, &view, 3, vec![tx(&funded, 0)], &mut waiting, &Moved::none())
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(nonces(&out), [(funded.address(), 0), (funded.address(), 1)]);
         assert_eq!(waiting.len(), 10);
-        let _ = order(&state, &view, 2 + DEFER_COMMITS, vec![], &mut waiting);
+        let _ = order(&state, &view, 2 + DEFER_COMMITS, vec![], &mut waiting, &Moved::none());
         assert!(waiting.is_empty());
         let again: Vec<RecoveredTx> = keys.iter().take(3).map(|k| big(k, 1)).collect();
-        let _ = order(&state, &view, 3 + DEFER_COMMITS, again, &mut waiting);
+        let _ = order(&state, &view, 3 + DEFER_COMMITS, again, &mut waiting, &Moved::none());
         assert_eq!(waiting.len(), 3);
     }
 
@@ -2022,5 +2087,98 @@ mod tests {
         work.push(import);
         work.extend(commits[2..].iter().cloned().map(Work::Commit));
         assert_eq!(hashes(&run_pipeline(&joined, work, 4)), hashes(&blocks));
+    }
+
+    /// `tx` as consensus carries it.
+    fn carried(sender: &PrivateKeySigner, tx: &TxEnvelope) -> farol_consensus::Transaction {
+        farol_consensus::Transaction {
+            sender: sender.address().into_array(),
+            payload: tx.encoded_2718().into(),
+        }
+    }
+
+    /// A waiting transaction whose sender's nonce another sender's transaction moved to it
+    /// (here: b's EIP-7702 transaction carries a's authorization to code that runs CREATE,
+    /// and calls a, which takes a's nonces 0 and 1) leads the next block, at a node that ran
+    /// the chain throughout and at one restarted after that transaction's block (which
+    /// reads every waiting sender's nonce again). Before stop 46 it waited its 256 commits
+    /// and was dropped.
+    #[test]
+    fn a_nonce_moved_by_another_senders_transaction_releases_the_waiting_one() {
+        use alloy_consensus::{SignableTransaction, TxEip7702, TxLegacy};
+        use alloy_eips::eip7702::Authorization;
+        use alloy_primitives::TxKind;
+        let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        let genesis =
+            Genesis::dev(&[a.address(), b.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        // Code that runs CREATE with empty init code: PUSH1 0, PUSH1 0, PUSH1 0, CREATE, STOP;
+        // deployed by init code that copies it out and returns it.
+        let runtime = [0x60, 0, 0x60, 0, 0x60, 0, 0xf0, 0x00];
+        let mut init = vec![0x60, 8, 0x60, 12, 0x60, 0, 0x39, 0x60, 8, 0x60, 0, 0xf3];
+        init.extend_from_slice(&runtime);
+        let deploy = TxLegacy {
+            chain_id: Some(31337),
+            nonce: 0,
+            gas_price: 2_000_000_000,
+            gas_limit: 200_000,
+            to: TxKind::Create,
+            input: init.into(),
+            ..Default::default()
+        };
+        let sig = b.sign_hash_sync(&deploy.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let deploy = TxEnvelope::Legacy(deploy.into_signed(sig));
+        let code = b.address().create(0);
+        let auth = Authorization { chain_id: U256::from(31337), address: code, nonce: 0 };
+        let sig = a.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let call = TxEip7702 {
+            chain_id: 31337,
+            nonce: 1,
+            gas_limit: 200_000,
+            max_fee_per_gas: 2_000_000_000,
+            max_priority_fee_per_gas: 1,
+            to: a.address(),
+            authorization_list: vec![auth.into_signed(sig)],
+            ..Default::default()
+        };
+        let sig = b.sign_hash_sync(&call.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let call = TxEnvelope::Eip7702(call.into_signed(sig));
+        let commits = [
+            with(1, 5_000, vec![carried(&b, &deploy)]),
+            with(2, 5_060, vec![]),
+            // a's transfer with nonce 2 is ordered after b's call, which will take a's 0 and 1:
+            // when the group is ordered, a's nonce is 0, so the transfer waits.
+            with(3, 6_000, vec![carried(&b, &call), t(&a, 2)]),
+            with(4, 6_060, vec![]),
+            // A new second: a group without transactions makes a block.
+            with(5, 7_000, vec![]),
+        ];
+        let nonce = |state: &Arc<State>, n: u64| {
+            let view = state.view(n).unwrap_or_else(|e| panic!("{e}"));
+            view.account(a.address()).unwrap_or_else(|e| panic!("{e}")).map_or(0, |x| x.nonce)
+        };
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let alone = node_state(dir.path(), genesis.clone());
+        let blocks = run_pipeline(&alone, commits.iter().cloned().map(Work::Commit).collect(), 3);
+        let senders = |b: &StoredBlock| -> Vec<(Address, u64)> {
+            b.txs.iter().zip(&b.senders).map(|(t, s)| (*s, t.nonce())).collect()
+        };
+        assert_eq!(senders(&blocks[1]), [(b.address(), 1)]);
+        assert_eq!(nonce(&alone, 2), 2, "the authorization and the CREATE took a's 0 and 1");
+        assert_eq!(blocks[1].ordering.deferred.len(), 1, "a's transfer waits");
+        assert_eq!(senders(&blocks[2]), [(a.address(), 2)]);
+        assert!(blocks[2].ordering.deferred.is_empty());
+        assert_eq!(nonce(&alone, 3), 3);
+
+        // A node restarted after block 2 (its consensus replays every commit).
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = node_state(dir.path(), genesis.clone());
+        let work = commits[..4].iter().cloned().map(Work::Commit).collect();
+        let _ = run_pipeline(&first, work, 2);
+        drop(first);
+        let restarted = node_state(dir.path(), genesis);
+        let work = commits.iter().cloned().map(Work::Commit).collect();
+        let again = run_pipeline(&restarted, work, 3);
+        let hashes = |bs: &[Arc<StoredBlock>]| bs.iter().map(|b| b.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&again), hashes(&blocks));
     }
 }
