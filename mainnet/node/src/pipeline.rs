@@ -291,7 +291,7 @@ pub struct Overlay {
     state: Arc<State>,
     /// The block the view is the state after.
     number: u64,
-    /// For calls (RPC): block hashes are read, never waited for (see `block_hash`).
+    /// For calls (RPC): hashes of blocks past `number` are not waited for (see `block_hash`).
     calls: bool,
     /// Hashes of blocks past `number` that calls may ask for (simulated blocks).
     hashes: std::collections::BTreeMap<u64, B256>,
@@ -340,7 +340,8 @@ impl Overlay {
     /// The view for calls: BLOCKHASH of a block past the view's (a call whose block number
     /// is overridden ahead, a simulated block) is not waited for: it is the hash
     /// [`Overlay::set_block_hash`] gave, or zero, as geth answers for a block it does not
-    /// have. Blocks do wait for their parents' hashes.
+    /// have. Blocks do wait for their parents' hashes (a call's view is of a stored block,
+    /// so its own and earlier blocks' hashes need no wait).
     pub fn for_calls(mut self) -> Self {
         self.calls = true;
         self
@@ -384,9 +385,11 @@ impl StateView for Overlay {
         if let Some(h) = self.hashes.get(&number) {
             return Ok(*h);
         }
-        if self.calls {
-            let known = (number <= self.number).then(|| self.state.chain.hash(number));
-            return Ok(known.flatten().unwrap_or_default());
+        // A call's block past the view's has no hash yet. Before stop 46 a call also read
+        // zero for a block whose place in blocks.idx could not be read; it fails now, as a
+        // block's execution does.
+        if self.calls && number > self.number {
+            return Ok(B256::ZERO);
         }
         self.state.chain.wait_hash(number).ok_or_else(|| {
             StateError::Store(format!(
@@ -2180,5 +2183,25 @@ mod tests {
         let again = run_pipeline(&restarted, work, 3);
         let hashes = |bs: &[Arc<StoredBlock>]| bs.iter().map(|b| b.hash).collect::<Vec<_>>();
         assert_eq!(hashes(&again), hashes(&blocks));
+    }
+
+    /// A call's BLOCKHASH of a block past its view's is zero (unless the call set it); of its
+    /// view's block or an earlier one, the block's hash, or an error when the chain cannot
+    /// give it (before stop 46, zero: a block whose place in blocks.idx could not be read
+    /// made calls read zero silently). The chain gives none here because it was closed
+    /// before the block came; `chain::tests::old_block_places_are_read_from_blocks_idx`
+    /// checks that it gives none for a damaged place too.
+    #[test]
+    fn a_calls_blockhash_fails_where_the_chain_cannot_give_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let state = node_state(dir.path(), Genesis::dev(&[], U256::ZERO, 0));
+        let genesis = state.chain.hash(0).unwrap_or_else(|| panic!("genesis"));
+        let mut view = state.view(3).unwrap_or_else(|e| panic!("{e}")).for_calls();
+        view.set_block_hash(5, B256::repeat_byte(5));
+        state.chain.close();
+        assert_eq!(view.block_hash(0).ok(), Some(genesis));
+        assert_eq!(view.block_hash(4).ok(), Some(B256::ZERO));
+        assert_eq!(view.block_hash(5).ok(), Some(B256::repeat_byte(5)));
+        assert!(view.block_hash(2).is_err());
     }
 }
