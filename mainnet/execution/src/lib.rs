@@ -29,7 +29,7 @@ pub use env::{
     DEFAULT_CHAIN_ID, FAROL_MAX_CODE_SIZE,
 };
 pub use error::{ExecError, StateError};
-pub use output::{BlockOutput, TxOutcome, TxStatus};
+pub use output::{halt_message, BlockOutput, TxOutcome, TxStatus, OUT_OF_GAS};
 pub use parallel::{ParallelConfig, ParallelExecutor, ParallelStats, Partition};
 pub use revm::primitives::hardfork::SpecId;
 pub use sequential::{execute_call, execute_screened, execute_sequential, LeftOut};

@@ -2,7 +2,7 @@
 
 use alloy_consensus::{Eip658Value, Receipt, ReceiptEnvelope, ReceiptWithBloom, TxType};
 use alloy_primitives::{Address, Bloom, Bytes, Log, B256};
-use revm::context::result::ExecutionResult;
+use revm::context::result::{ExecutionResult, HaltReason};
 
 use crate::diff::StateDiff;
 
@@ -13,8 +13,41 @@ pub enum TxStatus {
     Success,
     /// It executed REVERT (the output holds the revert data).
     Revert,
-    /// It halted exceptionally (out of gas, invalid opcode, ...), spending all its gas.
+    /// It halted exceptionally (out of gas, invalid opcode, ...), spending all its gas; with
+    /// geth's words for why ([`halt_message`]), which clients show (before stop 46, revm's
+    /// names: `OutOfGas(Basic)`).
     Halt(String),
+}
+
+/// geth's words for a halt that ran out of gas.
+pub const OUT_OF_GAS: &str = "out of gas";
+
+/// geth's words (its VM errors) for why execution halted, where geth has them; revm's
+/// otherwise. An opcode geth does not know it names (`opcode 0x0c not defined`): revm does
+/// not say which, so that is `invalid opcode`.
+pub fn halt_message(reason: &HaltReason) -> String {
+    let words = match reason {
+        HaltReason::OutOfGas(_) => OUT_OF_GAS,
+        HaltReason::OpcodeNotFound | HaltReason::NotActivated => "invalid opcode",
+        HaltReason::InvalidFEOpcode => "invalid opcode: INVALID",
+        HaltReason::InvalidJump => "invalid jump destination",
+        HaltReason::StackUnderflow => "stack underflow",
+        HaltReason::StackOverflow => "stack limit reached 1024",
+        HaltReason::OutOfOffset => "return data out of bounds",
+        HaltReason::CreateCollision => "contract address collision",
+        HaltReason::NonceOverflow => "nonce uint64 overflow",
+        HaltReason::CreateContractSizeLimit => "max code size exceeded",
+        HaltReason::CreateContractStartingWithEF => "invalid code: must not begin with 0xef",
+        HaltReason::CreateInitCodeSizeLimit => "max initcode size exceeded",
+        HaltReason::OverflowPayment => "gas uint64 overflow",
+        HaltReason::StateChangeDuringStaticCall | HaltReason::CallNotAllowedInsideStatic => {
+            "write protection"
+        }
+        HaltReason::OutOfFunds => "insufficient balance for transfer",
+        HaltReason::CallTooDeep => "max call depth exceeded",
+        other => return other.to_string(),
+    };
+    words.to_string()
 }
 
 /// The result of one transaction.
@@ -39,7 +72,7 @@ impl TxOutcome {
         let status = match result {
             ExecutionResult::Success { .. } => TxStatus::Success,
             ExecutionResult::Revert { .. } => TxStatus::Revert,
-            ExecutionResult::Halt { reason, .. } => TxStatus::Halt(format!("{reason:?}")),
+            ExecutionResult::Halt { reason, .. } => TxStatus::Halt(halt_message(reason)),
         };
         TxOutcome {
             status,

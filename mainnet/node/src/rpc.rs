@@ -172,7 +172,7 @@ impl Filters {
 
 struct PollFilter {
     /// `None` for a block or pending-transaction filter.
-    logs: Option<Filter>,
+    logs: Option<LogFilter>,
     /// The transactions admitted since the last poll, whose hashes a poll returns (a
     /// pending-transaction filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
     pending: Option<tokio::sync::broadcast::Receiver<Arc<(TxEnvelope, Address)>>>,
@@ -635,15 +635,20 @@ impl Rpc {
                         Err(RpcError::new(-32600, "invalid request: empty batch")),
                     ));
                 }
+                // As geth: an array of one error, under the id of the first call (not a
+                // notification); before stop 46 a bare object, which ethers takes as no
+                // answer to any of the calls.
                 if calls.len() > self.cfg.max_batch {
-                    return Some(response(
-                        Value::Null,
-                        Err(RpcError::limit(format!(
-                            "batch of {} calls, at most {}",
-                            calls.len(),
-                            self.cfg.max_batch
-                        ))),
-                    ));
+                    let id = calls
+                        .iter()
+                        .find_map(|c| c.get("method").and(c.get("id")).cloned())
+                        .unwrap_or(Value::Null);
+                    let why = format!(
+                        "batch too large: {} calls, at most {} (rpc.max_batch)",
+                        calls.len(),
+                        self.cfg.max_batch
+                    );
+                    return Some(Value::Array(vec![response(id, Err(RpcError::new(-32600, why)))]));
                 }
                 let mut out = Vec::with_capacity(calls.len());
                 let batch = Batch::default();
@@ -1202,8 +1207,7 @@ impl Rpc {
             }
             // Scans of blocks run in the calls' places, off the runtime's threads.
             "eth_getLogs" => {
-                let filter: Filter = param(p, 0, "filter")?;
-                check_filter(&filter)?;
+                let filter = LogFilter::new(param(p, 0, "filter")?, p.first())?;
                 self.limited(&self.call_slots, move |this| to_value(this.logs(&filter)?)).await
             }
             "eth_getProof" => {
@@ -1211,8 +1215,7 @@ impl Rpc {
                 self.limited(&self.call_slots, move |this| this.proof(&p)).await
             }
             "eth_newFilter" => {
-                let f: Filter = param(p, 0, "filter")?;
-                check_filter(&f)?;
+                let f = LogFilter::new(param(p, 0, "filter")?, p.first())?;
                 self.new_filter(Some(f), false, client)
             }
             "eth_newBlockFilter" => self.new_filter(None, false, client),
@@ -1233,9 +1236,12 @@ impl Rpc {
             "eth_unsubscribe" => match ws {
                 Some(ws) => {
                     let id: String = param(p, 0, "subscription id")?;
-                    // Dropped: its task stops and its place is given back.
-                    let sub = ws.subs.lock().remove(&id);
-                    Ok(json!(sub.is_some()))
+                    // Dropped: its task stops and its place is given back. An id not held is
+                    // an error, as geth's (before stop 46, `false`).
+                    match ws.subs.lock().remove(&id) {
+                        Some(_) => Ok(json!(true)),
+                        None => Err(RpcError::server("subscription not found")),
+                    }
                 }
                 None => Err(RpcError::new(-32601, "eth_unsubscribe needs a WebSocket connection")),
             },
@@ -1754,7 +1760,8 @@ impl Rpc {
         match outcome.status {
             TxStatus::Success => Ok(outcome.output),
             TxStatus::Revert => Err(revert_error(&outcome.output)),
-            TxStatus::Halt(why) => Err(RpcError::server(format!("execution halted: {why}"))),
+            // geth's VM error as the message (`out of gas`, `invalid opcode: INVALID`).
+            TxStatus::Halt(why) => Err(RpcError::server(why)),
         }
     }
 
@@ -2010,7 +2017,7 @@ impl Rpc {
         match &out.outcome.status {
             TxStatus::Success => {}
             TxStatus::Revert => result["error"] = json!(revert_error(&out.outcome.output).message),
-            TxStatus::Halt(why) => result["error"] = json!(format!("execution halted: {why}")),
+            TxStatus::Halt(why) => result["error"] = json!(why),
         }
         Ok(result)
     }
@@ -2350,18 +2357,26 @@ impl Rpc {
             }
             let from = req.from.unwrap_or_default();
             let balance = view.account(from).map_err(RpcError::server)?.map(|a| a.balance);
-            let value = req.value.unwrap_or_default();
-            let Some(left) = balance.unwrap_or_default().checked_sub(value) else {
-                return Err(RpcError::server("insufficient funds for transfer"));
+            // A value named, of the whole balance or more, leaves nothing for gas: geth's words
+            // (geth checks only a value named, zero included).
+            let balance = balance.unwrap_or_default();
+            let left = match req.value {
+                Some(value) if value >= balance => {
+                    return Err(RpcError::server("insufficient funds for transfer"))
+                }
+                Some(value) => balance - value,
+                None => balance,
             };
             let allowance = left / U256::from(fee_cap);
             cap = cap.min(u64::try_from(allowance).unwrap_or(u64::MAX));
         }
         let clock = CallClock::start(self.cfg.call_timeout_millis);
-        // Too little for even the intrinsic gas (an account that cannot pay for it): geth's
-        // words.
+        // Too little for even the intrinsic gas, or for EIP-7623's floor of calldata gas (an
+        // account that cannot pay for it): geth's words.
         let first = self.run(&req, n, overrides, Some(cap)).map_err(|e| {
-            if e.message.starts_with("intrinsic gas too low") {
+            if e.message.starts_with("intrinsic gas too low")
+                || e.message.starts_with("insufficient gas for floor data gas cost")
+            {
                 RpcError::server(format!("gas required exceeds allowance ({cap})"))
             } else {
                 e
@@ -2370,11 +2385,12 @@ impl Rpc {
         match first.status {
             TxStatus::Success => {}
             TxStatus::Revert => return Err(revert_error(&first.output)),
-            TxStatus::Halt(why) => {
-                return Err(RpcError::server(format!(
-                    "gas required exceeds allowance ({cap}): {why}"
-                )))
+            // More gas cannot help a call that halts otherwise (an invalid opcode): its error,
+            // as geth (before stop 46, "gas required exceeds allowance" for every halt).
+            TxStatus::Halt(why) if why == farol_execution::OUT_OF_GAS => {
+                return Err(RpcError::server(format!("gas required exceeds allowance ({cap})")))
             }
+            TxStatus::Halt(why) => return Err(RpcError::server(why)),
         }
         // The least gas that succeeds: at least what was used, at most the cap.
         let ok = |g: u64| -> Result<bool, RpcError> {
@@ -2434,8 +2450,9 @@ impl Rpc {
         let count: U64 = param(p, 0, "block count")?;
         let newest = self.block_number(p.get(1))?;
         let percentiles: Vec<f64> = opt_param(p, 2, "reward percentiles")?.unwrap_or_default();
+        // Rising strictly, as geth requires (a repeated one was taken before stop 46).
         if percentiles.iter().any(|q| !(0.0..=100.0).contains(q))
-            || percentiles.windows(2).any(|w| w[0] > w[1])
+            || percentiles.windows(2).any(|w| w[0] >= w[1])
         {
             return Err(RpcError::params("reward percentiles must rise within 0..=100"));
         }
@@ -2495,9 +2512,9 @@ impl Rpc {
         to_value(h)
     }
 
-    fn logs(&self, filter: &Filter) -> Result<Vec<RpcLog>, RpcError> {
+    fn logs(&self, filter: &LogFilter) -> Result<Vec<RpcLog>, RpcError> {
         let chain = &self.state.chain;
-        let (from, to) = match &filter.block_option {
+        let (from, to) = match &filter.filter.block_option {
             FilterBlockOption::AtBlockHash(h) => {
                 let b = chain
                     .block_by_hash(h)
@@ -2541,7 +2558,7 @@ impl Rpc {
             // Every block of the range is at or below the head: one that cannot be read is
             // an error, not the end of the answer (an indexer would take a shortened answer
             // as complete and never ask for the rest).
-            if !filter.matches_bloom(read_back(n, chain.logs_bloom(n))?) {
+            if !filter.filter.matches_bloom(read_back(n, chain.logs_bloom(n))?) {
                 continue;
             }
             let b = read_back(n, chain.scanned_block(n))?;
@@ -2643,7 +2660,7 @@ impl Rpc {
     /// ids must not be guessed; before stop 37 they counted up from `0x1`.
     fn new_filter(
         &self,
-        logs: Option<Filter>,
+        logs: Option<LogFilter>,
         pending: bool,
         client: std::net::IpAddr,
     ) -> RpcResult {
@@ -2653,9 +2670,9 @@ impl Rpc {
         if f.live.len() >= MAX_FILTERS {
             return Err(RpcError::limit(format!("at most {MAX_FILTERS} filters")));
         }
-        let terms = logs
-            .as_ref()
-            .map_or(0, |l| l.address.len() + l.topics.iter().map(|t| t.len()).sum::<usize>());
+        let terms = logs.as_ref().map_or(0, |l| {
+            l.filter.address.len() + l.filter.topics.iter().map(|t| t.len()).sum::<usize>()
+        });
         let held: usize = f.live.values().map(|x| x.terms).sum();
         if held + terms > MAX_FILTER_TERMS_ALL {
             return Err(RpcError::limit(format!(
@@ -2668,9 +2685,12 @@ impl Rpc {
                 "at most {FILTERS_PER_CLIENT} filters from one address"
             )));
         };
+        // A quantity, as geth's: no leading zeros (one in sixteen ids had one before stop 46,
+        // and a client that reads the id as a number and writes it back asked for another).
         let id = loop {
-            let id = format!("0x{}", alloy_primitives::hex::encode(rand::random::<[u8; 16]>()));
-            if !f.live.contains_key(&id) {
+            let n: u128 = rand::random();
+            let id = format!("{n:#x}");
+            if n != 0 && !f.live.contains_key(&id) {
                 break id;
             }
         };
@@ -2732,11 +2752,11 @@ impl Rpc {
             Some(filter) => {
                 // The filter's own end, when it names a block number, ends its polls too;
                 // its start, when it names one ahead, starts them.
-                let end = match filter.block_option.get_to_block() {
+                let end = match filter.filter.block_option.get_to_block() {
                     Some(BlockNumberOrTag::Number(n)) => head.min(*n),
                     _ => head,
                 };
-                let start = match filter.block_option.get_from_block() {
+                let start = match filter.filter.block_option.get_from_block() {
                     Some(BlockNumberOrTag::Number(n)) => from.max(*n),
                     _ => from,
                 };
@@ -2752,7 +2772,10 @@ impl Rpc {
                 // for good; the blocks after it come with the next poll.
                 let mut to = to;
                 loop {
-                    let window = filter.clone().from_block(start).to_block(to);
+                    let window = LogFilter {
+                        filter: filter.filter.clone().from_block(start).to_block(to),
+                        positions: filter.positions,
+                    };
                     match self.logs(&window) {
                         Ok(logs) => {
                             if to + 1 < taken {
@@ -2858,12 +2881,10 @@ impl Rpc {
 
     fn subscribe(self: &Arc<Self>, ws: &Arc<WsCtx>, p: &[Value]) -> RpcResult {
         let kind: String = param(p, 0, "subscription kind")?;
-        let filter: Option<Filter> = match kind.as_str() {
+        let filter: Option<LogFilter> = match kind.as_str() {
             "newHeads" | "newPendingTransactions" | "syncing" => None,
             "logs" => {
-                let f: Filter = opt_param(p, 1, "filter")?.unwrap_or_default();
-                check_filter(&f)?;
-                Some(f)
+                Some(LogFilter::new(opt_param(p, 1, "filter")?.unwrap_or_default(), p.get(1))?)
             }
             k => {
                 return Err(RpcError::params(format!(
@@ -2964,7 +2985,7 @@ impl Rpc {
                         // The block's bloom first: most subscriptions want nothing from most
                         // blocks, and building a block's logs copies every one (since stop 41;
                         // before, every subscription copied every log of every block).
-                        Some(f) if !f.matches_bloom(block.header.logs_bloom) => Vec::new(),
+                        Some(f) if !f.filter.matches_bloom(block.header.logs_bloom) => Vec::new(),
                         Some(f) => block_logs(&block)
                             .into_iter()
                             .filter(|l| f.matches(&l.inner))
@@ -3190,6 +3211,33 @@ fn response(id: Value, result: RpcResult) -> Value {
 
 /// Addresses, and alternatives at one topic position, of one log filter (as geth).
 const MAX_FILTER_TERMS: usize = 1000;
+
+/// A log filter as geth applies it: alloy's [`Filter`], and how many topic positions the
+/// request named, trailing `null`s included. A log with fewer topics than that does not
+/// match, whatever the positions hold: `[Transfer, from, null, null]` (an ERC-721
+/// `Transfer` by its sender, as viem asks) leaves out the ERC-20 `Transfer`s, which have
+/// three topics. alloy keeps four positions and forgets how many were named; before stop
+/// 46 such filters matched the ERC-20 logs too.
+#[derive(Debug, Clone)]
+struct LogFilter {
+    filter: Filter,
+    positions: usize,
+}
+
+impl LogFilter {
+    /// `filter` as parsed from `raw`, the request's filter object; refused past
+    /// [`MAX_FILTER_TERMS`] (each term costs every block scanned).
+    fn new(filter: Filter, raw: Option<&Value>) -> Result<LogFilter, RpcError> {
+        check_filter(&filter)?;
+        let positions =
+            raw.and_then(|v| v.get("topics")).and_then(Value::as_array).map_or(0, Vec::len);
+        Ok(LogFilter { filter, positions })
+    }
+
+    fn matches(&self, log: &alloy_primitives::Log) -> bool {
+        log.topics().len() >= self.positions && self.filter.matches(log)
+    }
+}
 
 /// Refuses a log filter past [`MAX_FILTER_TERMS`] (each term costs every block scanned).
 fn check_filter(f: &Filter) -> Result<(), RpcError> {
@@ -3452,12 +3500,41 @@ fn trace_error(e: TraceError) -> RpcError {
 }
 
 fn revert_error(output: &Bytes) -> RpcError {
-    // Empty revert data decodes as an empty string: geth says just "execution reverted".
-    let message = match alloy_sol_types::decode_revert_reason(output).filter(|r| !r.is_empty()) {
+    use alloy_sol_types::{Panic, Revert, SolError};
+    // As geth: the reason of `Error(string)`, or the meaning of a `Panic(uint256)`; other
+    // data (a custom error, none) says just "execution reverted". Before stop 46 other data
+    // that happened to be UTF-8 (a custom error's selector and zero padding) was shown as
+    // text.
+    let reason = if output.starts_with(&Revert::SELECTOR) {
+        Revert::abi_decode(output).ok().map(|r| r.reason)
+    } else if output.starts_with(&Panic::SELECTOR) {
+        Panic::abi_decode(output).ok().map(|p| panic_reason(p.code))
+    } else {
+        None
+    };
+    let message = match reason {
         Some(r) => format!("execution reverted: {r}"),
         None => "execution reverted".to_string(),
     };
     RpcError { code: 3, message, data: Some(json!(output)) }
+}
+
+/// geth's words for a Solidity panic code.
+fn panic_reason(code: U256) -> String {
+    let words = match u64::try_from(code) {
+        Ok(0x00) => "generic panic",
+        Ok(0x01) => "assert(false)",
+        Ok(0x11) => "arithmetic underflow or overflow",
+        Ok(0x12) => "division or modulo by zero",
+        Ok(0x21) => "enum overflow",
+        Ok(0x22) => "invalid encoded storage byte array accessed",
+        Ok(0x31) => "out-of-bounds array access; popping on an empty array",
+        Ok(0x32) => "out-of-bounds access of an array or bytesSlice",
+        Ok(0x41) => "out of memory",
+        Ok(0x51) => "uninitialized function",
+        _ => return format!("unknown panic code: {code:#x}"),
+    };
+    words.to_string()
 }
 
 /// A call of a simulated block: its transaction, its outcome (with the block's cumulative
@@ -3577,7 +3654,7 @@ fn simulated_block(
                 }),
                 TxStatus::Halt(why) => Some(SimulateError {
                     code: SimulateError::VM_EXECUTION_ERROR_CODE,
-                    message: format!("execution halted: {why}"),
+                    message: why.clone(),
                     data: None,
                 }),
             },
@@ -4590,6 +4667,35 @@ mod tests {
         assert_eq!(k(&format!("0x{}", "0".repeat(65))), Err(-32602));
         assert_eq!(k("0xzz"), Err(-32602));
         assert_eq!(k("0x+1"), Err(-32602));
+    }
+
+    /// A log filter matches as geth's: a log with fewer topics than the positions named
+    /// (trailing `null`s included) does not match; a filter naming fewer positions matches
+    /// logs with more topics.
+    #[test]
+    fn a_filter_wants_as_many_topics_as_it_names() {
+        use super::LogFilter;
+        use alloy_primitives::{Address, Log, LogData, B256};
+        let sig = B256::repeat_byte(0xdd);
+        let log = |n: usize| {
+            let topics = (0..n).map(|i| if i == 0 { sig } else { B256::repeat_byte(i as u8) });
+            Log {
+                address: Address::ZERO,
+                data: LogData::new_unchecked(topics.collect(), Default::default()),
+            }
+        };
+        let filter = |raw: serde_json::Value| {
+            let f = serde_json::from_value(raw.clone()).unwrap_or_else(|e| panic!("{e}"));
+            LogFilter::new(f, Some(&raw)).unwrap_or_else(|e| panic!("{e:?}"))
+        };
+        let four = filter(serde_json::json!({ "topics": [sig, null, null, null] }));
+        assert!(!four.matches(&log(3)) && four.matches(&log(4)));
+        let two = filter(serde_json::json!({ "topics": [sig, null] }));
+        assert!(two.matches(&log(2)) && two.matches(&log(3)) && !two.matches(&log(1)));
+        let any = filter(serde_json::json!({}));
+        assert!(any.matches(&log(0)) && any.matches(&log(4)));
+        let other = filter(serde_json::json!({ "topics": [B256::ZERO] }));
+        assert!(!other.matches(&log(3)));
     }
 
     /// A filter not polled for five minutes goes, and with a pending-transaction filter its
