@@ -855,7 +855,7 @@ fn the_stack_count_bounds_recursion_in_every_nested_activation() {
             .replace("(call $f (i32.load8_u (i32.const 30)))", "(call $f (i32.const 100000))"));
     let c2 = deploy(&mut w, &deep);
     let out = send(&mut w, 1, c2, U256::ZERO, input(0, 0));
-    assert_eq!(out.status, TxStatus::Halt("InvalidFEOpcode".into()), "{out:?}");
+    assert_eq!(out.status, TxStatus::Halt("invalid opcode: INVALID".into()), "{out:?}");
 }
 
 #[test]
@@ -884,7 +884,7 @@ fn evm_code_that_starts_with_invalid_still_halts_at_once() {
     let (addr, tx) = w.deploy(from, deploy_code(&[0xFE, 0x5B, 0x60, 0x01, 0x56]).into(), 1_000_000);
     ok(&block(&mut w, vec![tx]).txs[0]);
     let out = send(&mut w, 1, addr, U256::ZERO, vec![]);
-    assert_eq!(out.status, TxStatus::Halt("InvalidFEOpcode".into()), "{out:?}");
+    assert_eq!(out.status, TxStatus::Halt("invalid opcode: INVALID".into()), "{out:?}");
     // Loaded from state in a later block, EVM code sees its true size and bytes: a probe
     // returns EXTCODESIZE and the first word of EXTCODECOPY.
     let mut probe = vec![0x73];
@@ -1255,7 +1255,12 @@ fn memory_growth_is_paid_for() {
     // Not enough for the growth: out of gas, although it returned.
     let tx = call(&mut w, toucher, vec![], 21_000 + owed / 2);
     let out = block(&mut w, vec![tx]);
-    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    assert_eq!(
+        out.txs[0].status,
+        TxStatus::Halt(farol_execution::OUT_OF_GAS.into()),
+        "{:?}",
+        out.txs[0]
+    );
     // Growth past the module's own declared maximum returns -1 and owes nothing, on either
     // tier (wasmtime used to record the refused growth's gas; wasmi never did): the same gas
     // as the same module asking for 0 pages.
@@ -1302,7 +1307,12 @@ fn memory_growth_is_paid_for() {
     );
     let tx = call(&mut w, empty, vec![], 21_000 + memory_gas(200) / 2);
     let out = block(&mut w, vec![tx]);
-    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    assert_eq!(
+        out.txs[0].status,
+        TxStatus::Halt(farol_execution::OUT_OF_GAS.into()),
+        "{:?}",
+        out.txs[0]
+    );
     let tx = call(&mut w, empty, vec![], 21_000 + memory_gas(200) + 100_000);
     let out = block(&mut w, vec![tx]);
     ok(&out.txs[0]);
@@ -1312,7 +1322,12 @@ fn memory_growth_is_paid_for() {
         deploy(&mut w, &wat(r#"(module (memory (export "memory") 200) (func (export "call")))"#));
     let tx = call(&mut w, big, vec![], 21_000 + memory_gas(200) / 2);
     let out = block(&mut w, vec![tx]);
-    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    assert_eq!(
+        out.txs[0].status,
+        TxStatus::Halt(farol_execution::OUT_OF_GAS.into()),
+        "{:?}",
+        out.txs[0]
+    );
 }
 
 /// Table operations pay per element, and a `table.grow` past the table's declared maximum
@@ -1925,7 +1940,12 @@ fn a_frame_pays_for_its_instance_and_what_instantiation_copies() {
     assert!(plain_gas >= 21_000 + up_front && plain_gas < 21_000 + up_front + 50, "{plain_gas}");
     let tx = call(&mut w, plain_addr, vec![], 21_000 + up_front - 1);
     let out = block(&mut w, vec![tx]);
-    assert_eq!(out.txs[0].status, TxStatus::Halt("OutOfGas(Basic)".into()), "{:?}", out.txs[0]);
+    assert_eq!(
+        out.txs[0].status,
+        TxStatus::Halt(farol_execution::OUT_OF_GAS.into()),
+        "{:?}",
+        out.txs[0]
+    );
     assert_eq!(out.txs[0].gas_used, 21_000 + up_front - 1);
     // 4,000 bytes of active data: 125 words; every segment pays for being set up.
     assert_eq!(gas_of(&mut w, &with_data).1, plain_gas + SEGMENT_GAS + 125 * DATA_WORD_GAS);

@@ -302,24 +302,32 @@ impl Run {
         let io = |e: std::io::Error| RunError::Io(format!("{name}: {e}"));
         let file = File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
-        Run::read_footer(path, file, size)
-            .map_err(|what| RunError::Damaged(format!("{name}: {what}")))
+        Run::read_footer(path, file, size).map_err(|e| match e {
+            RunError::Io(what) => RunError::Io(format!("{name}: {what}")),
+            RunError::Damaged(what) => RunError::Damaged(format!("{name}: {what}")),
+        })
     }
 
-    /// [`Run::open`] past opening the file: a failure is damage (a read past the end of a
-    /// file cut short is one too).
-    fn read_footer(path: &Path, file: File, size: u64) -> Result<Run, String> {
-        let err = |what: &str| what.to_string();
+    /// [`Run::open`] past opening the file: what it holds not being a run is damage (a read
+    /// past the end of a file cut short is too); a read that fails otherwise (EIO, no
+    /// memory) is not, and the run is kept (before stop 46 it was set aside as damaged,
+    /// with every run after it, and the start indexed their blocks again).
+    fn read_footer(path: &Path, file: File, size: u64) -> Result<Run, RunError> {
+        let err = |what: &str| RunError::Damaged(what.to_string());
+        let read = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => RunError::Damaged(e.to_string()),
+            _ => RunError::Io(e.to_string()),
+        };
         if size < 32 {
             return Err(err("not a run file"));
         }
         let mut magic = [0u8; 8];
-        file.read_exact_at(&mut magic, 0).map_err(|e| err(&e.to_string()))?;
+        file.read_exact_at(&mut magic, 0).map_err(read)?;
         if &magic != MAGIC {
             return Err(err("not a run file"));
         }
         let mut tail = [0u8; 16];
-        file.read_exact_at(&mut tail, size - 16).map_err(|e| err(&e.to_string()))?;
+        file.read_exact_at(&mut tail, size - 16).map_err(read)?;
         if &tail[8..] != END {
             return Err(err("no footer end"));
         }
@@ -333,7 +341,7 @@ impl Run {
             return Err(err("footer too short"));
         }
         let mut footer = vec![0u8; footer_len as usize];
-        file.read_exact_at(&mut footer, footer_at).map_err(|e| err(&e.to_string()))?;
+        file.read_exact_at(&mut footer, footer_at).map_err(read)?;
         let (body, crc) = footer.split_at(footer.len() - 4);
         let mut c = [0u8; 4];
         c.copy_from_slice(crc);
@@ -341,7 +349,7 @@ impl Run {
             return Err(err("footer does not match its checksum"));
         }
         let mut b = body;
-        let u64_of = |b: &mut &[u8]| -> Result<u64, String> {
+        let u64_of = |b: &mut &[u8]| -> Result<u64, RunError> {
             let (head, rest) = b.split_at_checked(8).ok_or_else(|| err("footer truncated"))?;
             *b = rest;
             let mut x = [0u8; 8];
@@ -596,15 +604,9 @@ impl Disk {
             // (a review of a flaky test found twelve runs where seven were due).
             let pair = {
                 let p = self.part.read();
-                p.runs
-                    .windows(2)
-                    .rev()
-                    .find(|w| {
-                        w[0].entries <= 2 * w[1].entries
-                            && !w[0].damaged.load(Ordering::Acquire)
-                            && !w[1].damaged.load(Ordering::Acquire)
-                    })
-                    .map(|w| (w[0].clone(), w[1].clone()))
+                let runs: Vec<(u64, bool)> =
+                    p.runs.iter().map(|r| (r.entries, r.damaged.load(Ordering::Acquire))).collect();
+                pair_to_merge(&runs).map(|i| (p.runs[i].clone(), p.runs[i + 1].clone()))
             };
             let Some((a, b)) = pair else { return Ok(()) };
             let run = match self.merge(&a, &b) {
@@ -966,6 +968,16 @@ pub struct IndexStats {
     pub writing: bool,
 }
 
+/// Of runs (their entries, and whether damaged) in block order, the first of the newest
+/// adjacent pair to merge: the older holds at most twice the newer's entries, and neither is
+/// damaged.
+fn pair_to_merge(runs: &[(u64, bool)]) -> Option<usize> {
+    (0..runs.len().saturating_sub(1)).rev().find(|&i| {
+        let ((older, a), (newer, b)) = (runs[i], runs[i + 1]);
+        older <= 2 * newer && !a && !b
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1111,6 +1123,23 @@ mod tests {
                     .collect(),
             }
         }
+    }
+
+    /// The pair merged is the newest that qualifies, not only the last two: parts written
+    /// out during a long merge come after its output (here the runs of 4 and 1), and the
+    /// pair before them (4 and 4) is due. Before stop 45's fix only the last two were looked
+    /// at, and runs piled up under a slow disk. A damaged run merges with neither neighbour.
+    #[test]
+    fn the_newest_qualifying_pair_is_merged() {
+        use super::pair_to_merge;
+        let sizes = |s: &[u64]| s.iter().map(|&e| (e, false)).collect::<Vec<_>>();
+        assert_eq!(pair_to_merge(&sizes(&[16, 4, 4, 1])), Some(1));
+        assert_eq!(pair_to_merge(&sizes(&[16, 8, 4, 2])), Some(2));
+        assert_eq!(pair_to_merge(&sizes(&[64, 16, 4, 1])), None);
+        assert_eq!(pair_to_merge(&sizes(&[4])), None);
+        assert_eq!(pair_to_merge(&[]), None);
+        assert_eq!(pair_to_merge(&[(4, false), (4, true), (4, false)]), None);
+        assert_eq!(pair_to_merge(&[(4, false), (4, false), (4, true)]), Some(0));
     }
 
     /// Transactions written out to runs and merged are found where they were indexed, newest
