@@ -276,14 +276,61 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket)
 }
 
-/// `n` distinct free UDP addresses on loopback, for a local committee (tests, benchmarks):
-/// the probing sockets stay open until all are chosen, so the kernel cannot hand out one
-/// port twice. (Another process may still take a port before it is bound again.)
+/// `n` free UDP addresses on loopback in a row, for a local committee (the devnet, tests,
+/// benchmarks), outside the kernel's ephemeral range ([`free_ports_in_a_row`]). Until stop
+/// 46 they came from that range (bound to port 0, then let go), where any process's next
+/// socket (a DNS lookup's, a test's) could take one before its validator bound it.
 pub fn free_loopback_addrs(n: usize) -> std::io::Result<Vec<SocketAddr>> {
-    let probes = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    probes.iter().map(std::net::UdpSocket::local_addr).collect()
+    let count = u16::try_from(n).map_err(|_| std::io::Error::other(format!("{n} ports")))?;
+    let free = |p: u16| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok();
+    let base = free_ports_in_a_row(count, free).map_err(std::io::Error::other)?;
+    Ok((0..count).map(|i| SocketAddr::from(([127, 0, 0, 1], base + i))).collect())
+}
+
+/// A base port with `n` ports after it that `free` finds free, all outside the kernel's
+/// ephemeral range (below it where there is room, else above): the kernel never hands such
+/// a port to a socket bound to port 0 or to an outgoing connection, so one chosen here
+/// stays free until it is bound, and after a process bound to it stops (a restarted node
+/// gets its port back; in the ephemeral range an outgoing connection's TIME_WAIT could hold
+/// it for a minute). Processes that search at once start apart, and one process's searches
+/// go on from where its last ended, so it never hands out a port twice (a port chosen and not
+/// yet bound looks free).
+pub fn free_ports_in_a_row(n: u16, free: impl Fn(u16) -> bool) -> Result<u16, String> {
+    static CURSOR: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    const LOWEST: u16 = 10_000;
+    // The ephemeral range (Linux's default where the setting cannot be read).
+    let range: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        .filter(|r: &Vec<u16>| r.len() == 2 && r[0] <= r[1])
+        .unwrap_or_else(|| vec![32_768, 60_999]);
+    // Below the range, or else above it.
+    let (low, high) = if range[0].saturating_sub(LOWEST) > n.saturating_mul(16) {
+        (LOWEST, range[0])
+    } else {
+        (range[1].saturating_add(1), u16::MAX)
+    };
+    let top = high.saturating_sub(n);
+    if top <= low {
+        return Err(format!("no room for {n} ports outside the ephemeral range {range:?}"));
+    }
+    let span = u32::from(top - low);
+    let mut cursor = CURSOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let start = cursor.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        std::process::id().wrapping_mul(7_919) ^ nanos
+    }) % span;
+    for k in 0..span.div_ceil(7) {
+        let offset = (start + k * 7) % span;
+        let base = low + offset as u16;
+        if (0..n).all(|i| free(base + i)) {
+            *cursor = Some(offset + u32::from(n));
+            return Ok(base);
+        }
+    }
+    Err(format!("no {n} free ports in a row between {low} and {high}"))
 }
 
 /// Bytes of this node's QUIC connection IDs (at most 20): 8 random bytes, quinn's default
@@ -691,6 +738,25 @@ async fn dial_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Ports chosen one after the other by one process never overlap, even when none was
+    /// bound in between (each looks free), and lie outside the ephemeral range.
+    #[test]
+    fn ports_chosen_in_turn_do_not_overlap() {
+        let mut taken = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let base = free_ports_in_a_row(4, |_| true).unwrap_or_else(|e| panic!("{e}"));
+            for p in base..base + 4 {
+                assert!(taken.insert(p), "port {p} handed out twice");
+            }
+        }
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let range: Vec<u16> = range.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        assert!(taken.iter().all(|p| *p < range[0] || *p > range[1]), "{range:?}");
+        let addrs = free_loopback_addrs(3).unwrap_or_else(|e| panic!("{e}"));
+        assert!(addrs.iter().all(|a| !taken.contains(&a.port())), "{addrs:?}");
+    }
 
     /// A stranger dialing as fast as it can is asked to prove its address, then held to its
     /// IP's and all strangers' budgets; a validator that dials next is served at once.

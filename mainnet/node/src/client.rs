@@ -337,36 +337,7 @@ pub fn quantity(v: &Value) -> Result<u64, String> {
 /// connection's TIME_WAIT then refuses the restarted node's listener for a minute, even
 /// with `SO_REUSEADDR`.
 pub fn free_listen_ports(n: u16) -> Result<u16, String> {
-    const LOWEST: u16 = 10_000;
-    // The ephemeral range (Linux's default where the setting cannot be read).
-    let range: Vec<u16> = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect())
-        .filter(|r: &Vec<u16>| r.len() == 2 && r[0] <= r[1])
-        .unwrap_or_else(|| vec![32_768, 60_999]);
-    // Below the range, or else above it.
-    let (low, high) = if range[0].saturating_sub(LOWEST) > n.saturating_mul(16) {
-        (LOWEST, range[0])
-    } else {
-        (range[1].saturating_add(1), u16::MAX)
-    };
-    let top = high.saturating_sub(n);
-    if top <= low {
-        return Err(format!("no room for {n} ports outside the ephemeral range {range:?}"));
-    }
-    // Processes that start together (tests run in parallel) begin their search apart.
-    let span = u32::from(top - low);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let start = (std::process::id().wrapping_mul(7_919) ^ nanos) % span;
-    for k in 0..span.div_ceil(7) {
-        let base = low + ((start + k * 7) % span) as u16;
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return Ok(base);
-        }
-    }
-    Err(format!("no {n} free TCP ports in a row between {low} and {high}"))
+    farol_network::free_ports_in_a_row(n, |p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 #[cfg(test)]
