@@ -149,6 +149,8 @@ pub(crate) fn invalid_reason(t: &InvalidTransaction) -> String {
         T::RejectCallerWithCode => "sender not an eoa".into(),
         T::CreateInitCodeSizeLimit => "max initcode size exceeded".into(),
         T::InvalidChainId => "invalid chain id".into(),
+        T::EmptyAuthorizationList => "EIP-7702 transaction with empty auth list".into(),
+        T::NonceOverflowInTransaction => "nonce has max value".into(),
         other => other.to_string(),
     }
 }

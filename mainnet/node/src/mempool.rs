@@ -65,16 +65,20 @@ pub enum MempoolError {
     /// Not a transaction.
     #[error("invalid transaction: {0}")]
     Decode(String),
-    /// Too large.
-    #[error("oversized data: {size} bytes, at most {max}")]
+    /// Too large (geth's words since stop 46).
+    #[error("oversized data: transaction size {size}, limit {max}")]
     TooLarge {
         /// Its size.
         size: usize,
         /// The limit.
         max: usize,
     },
-    /// Signed for another chain, or not replay-protected.
-    #[error("invalid chain id: {got:?}, want {want}")]
+    /// Signed for another chain, or not replay-protected: geth's words for each (since stop
+    /// 46; ethers matches "only replay-protected" and says the transaction needs EIP-155).
+    #[error("{}", match got {
+        None => "only replay-protected (EIP-155) transactions allowed over RPC".to_string(),
+        Some(got) => format!("invalid sender: invalid chain id for signer: have {got} want {want}"),
+    })]
     ChainId {
         /// The transaction's.
         got: Option<u64>,
@@ -109,14 +113,22 @@ pub enum MempoolError {
         /// The largest gap held.
         max_gap: usize,
     },
-    /// The sender cannot pay for the gas and the value.
-    #[error("insufficient funds for gas * price + value: have {have} want {want}")]
+    /// The sender cannot pay for the gas and the value, with what its other waiting
+    /// transactions may take (geth's words since stop 46).
+    #[error("insufficient funds for gas * price + value: balance {balance}, {}tx cost {cost}, overshot {}",
+        if queued.is_zero() { String::new() } else { format!("queued cost {queued}, ") },
+        queued.saturating_add(*cost).saturating_sub(*balance))]
     InsufficientFunds {
         /// The balance.
-        have: U256,
-        /// Gas limit × fee cap + value.
-        want: U256,
+        balance: U256,
+        /// What the sender's other waiting transactions may take.
+        queued: U256,
+        /// This one's gas limit × fee cap + value.
+        cost: U256,
     },
+    /// A transaction type the chain does not take (blob transactions).
+    #[error("transaction type not supported: {0}")]
+    Unsupported(String),
     /// The fee cap is below the base fee.
     #[error("max fee per gas less than block base fee: maxFeePerGas: {cap}, baseFee: {base_fee}")]
     FeeCapTooLow {
@@ -296,6 +308,11 @@ pub fn check(
     gas_limit: u64,
     max_bytes: usize,
 ) -> Result<Checked, MempoolError> {
+    // A blob transaction as wallets send it carries its blobs (128 KiB each): refused as
+    // what it is before its size (before stop 46 it read "oversized data").
+    if raw.first() == Some(&0x03) {
+        return Err(MempoolError::Unsupported("blob transactions are not accepted".into()));
+    }
     if raw.len() > max_bytes {
         return Err(MempoolError::TooLarge { size: raw.len(), max: max_bytes });
     }
@@ -305,7 +322,7 @@ pub fn check(
         return Err(MempoolError::Decode(format!("{} trailing bytes", buf.len())));
     }
     if tx.is_eip4844() {
-        return Err(MempoolError::Decode("blob transactions are not supported".into()));
+        return Err(MempoolError::Unsupported("blob transactions are not accepted".into()));
     }
     if tx.chain_id() != Some(spec.chain_id) {
         return Err(MempoolError::ChainId { got: tx.chain_id(), want: spec.chain_id });
@@ -692,9 +709,8 @@ impl Mempool {
                 .filter(|(n, _)| **n != nonce)
                 .fold(U256::ZERO, |sum, (_, e)| sum.saturating_add(e.cost))
         });
-        let want = others.saturating_add(cost);
-        if balance < want {
-            return Err(MempoolError::InsufficientFunds { have: balance, want });
+        if balance < others.saturating_add(cost) {
+            return Err(MempoolError::InsufficientFunds { balance, queued: others, cost });
         }
         if replacing.is_none()
             && self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender)
@@ -1399,9 +1415,18 @@ mod tests {
         };
         assert!(add(&mut p, 0).is_ok());
         assert!(add(&mut p, 1).is_ok());
+        // geth's words: the balance, what the others may take, this one's cost, the gap.
+        let e = add(&mut p, 2).map(|h| h.len()).err().map(|e| e.to_string());
+        let words = format!(
+            "insufficient funds for gas * price + value: balance {balance}, queued cost {}, tx \
+             cost {cost}, overshot {}",
+            cost * U256::from(2),
+            cost - U256::from(5)
+        );
+        assert_eq!(e, Some(words));
         assert_eq!(
             add(&mut p, 2),
-            Err(MempoolError::InsufficientFunds { have: balance, want: cost * U256::from(3) })
+            Err(MempoolError::InsufficientFunds { balance, queued: cost * U256::from(2), cost })
         );
         // Only the ones before it count: nonce 0 at 2,200 a gas fits the balance alone (with
         // nonce 1 it would not), and is refused only because consensus has it already.
@@ -1422,7 +1447,7 @@ mod tests {
         assert!(add(&mut p, 2).is_ok());
         assert_eq!(
             add(&mut p, 0),
-            Err(MempoolError::InsufficientFunds { have: balance, want: cost * U256::from(3) })
+            Err(MempoolError::InsufficientFunds { balance, queued: cost * U256::from(2), cost })
         );
     }
 

@@ -266,11 +266,11 @@ fn read_back<T>(n: u64, read: Option<T>) -> Result<T, RpcError> {
     read.ok_or_else(|| RpcError::server(format!("block {n} could not be read from the block log")))
 }
 
+/// A refused transaction: -32000 with the pool's words, as geth answers (before stop 46,
+/// -32602 for bytes that are not a transaction or too many of them, which viem files as bad
+/// parameters before it reads the words).
 fn mempool_error(e: MempoolError) -> RpcError {
-    match e {
-        MempoolError::Decode(_) | MempoolError::TooLarge { .. } => RpcError::params(e),
-        e => RpcError::server(e),
-    }
+    RpcError::server(e)
 }
 
 /// What a WebSocket connection adds: subscriptions.
@@ -1289,8 +1289,14 @@ impl Rpc {
                     } else {
                         to_value(pending_tx(tx, from))?
                     };
-                    let per = side.entry(from.to_string()).or_insert_with(|| json!({}));
-                    per[nonce.to_string()] = v;
+                    // One sender's (`txpool_contentFrom`) by nonce alone, as geth (before stop
+                    // 46 under its address too, which alloy's type does not parse).
+                    if only.is_some() {
+                        side.insert(nonce.to_string(), v);
+                    } else {
+                        let per = side.entry(from.to_string()).or_insert_with(|| json!({}));
+                        per[nonce.to_string()] = v;
+                    }
                 }
                 Ok(json!({ "pending": pending, "queued": queued }))
             }
@@ -1552,7 +1558,7 @@ impl Rpc {
                 Ok(read) => read,
                 Err(e) => break Err((e, false)),
             };
-            let mut pool = self.mempool.lock();
+            let mut pool = self.current_pool();
             if at < pool.cleared() && tries < 16 {
                 tries += 1;
                 continue;
@@ -1696,6 +1702,20 @@ impl Rpc {
         Ok(req)
     }
 
+    /// The pool, locked, with the transactions execution dropped since the pool's task last
+    /// looked forgotten first: a dropped nonce is free at once for a new transaction and no
+    /// longer counted by `pending_nonce` (before stop 46, for up to the task's next turn,
+    /// half a second, `eth_getTransactionCount` counted it and a new transaction with it was
+    /// refused as already being ordered).
+    fn current_pool(&self) -> parking_lot::MutexGuard<'_, Mempool> {
+        let mut pool = self.mempool.lock();
+        let dropped = std::mem::take(&mut *self.state.unforgotten.lock());
+        for h in &dropped {
+            pool.forget(h);
+        }
+        pool
+    }
+
     /// `address`'s next nonce counting what waits in the pool (`eth_getTransactionCount` at
     /// `pending`). As in `admit`, the account is read again if the pool cleared a newer block
     /// meanwhile: that block's transactions left the pool, and a nonce read before it would
@@ -1706,7 +1726,7 @@ impl Rpc {
             let at = self.head();
             let nonce =
                 self.view(at)?.account(address).map_err(RpcError::server)?.map_or(0, |a| a.nonce);
-            match self.mempool.lock().next_nonce(&address, nonce, at) {
+            match self.current_pool().next_nonce(&address, nonce, at) {
                 Err(MempoolError::StaleState { .. }) if tries < 16 => tries += 1,
                 answer => return answer.map_err(mempool_error),
             }
