@@ -377,7 +377,7 @@ mod tests {
         let err = check_transaction(&spec, &delegation(Vec::new(), 0), Address::ZERO)
             .err()
             .unwrap_or_default();
-        assert!(err.contains("authorization list"), "{err}");
+        assert_eq!(err, "EIP-7702 transaction with empty auth list", "geth's words");
         let auth = alloy_eips::eip7702::Authorization {
             chain_id: U256::from(spec.chain_id),
             address: Address::repeat_byte(2),

@@ -1530,6 +1530,33 @@ pub(crate) mod tests {
         TxEnvelope::Eip1559(t.into_signed(sig))
     }
 
+    /// `relayer`'s EIP-7702 transaction with `nonce` to `signer`, carrying `signer`'s
+    /// authorization (at its nonce 0) to delegate to `code`.
+    pub(crate) fn delegating(
+        relayer: &PrivateKeySigner,
+        nonce: u64,
+        signer: &PrivateKeySigner,
+        code: Address,
+        gas_limit: u64,
+        max_fee_per_gas: u128,
+    ) -> TxEnvelope {
+        use alloy_eips::eip7702::Authorization;
+        let auth = Authorization { chain_id: U256::from(31337), address: code, nonce: 0 };
+        let sig = signer.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        let tx = alloy_consensus::TxEip7702 {
+            chain_id: 31337,
+            nonce,
+            gas_limit,
+            max_fee_per_gas,
+            max_priority_fee_per_gas: 1,
+            to: signer.address(),
+            authorization_list: vec![auth.into_signed(sig)],
+            ..Default::default()
+        };
+        let sig = relayer.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+        TxEnvelope::Eip7702(tx.into_signed(sig))
+    }
+
     /// A block whose header commits to its transactions and ordering data, as the pipeline
     /// stores them.
     fn block(key: &PrivateKeySigner) -> StoredBlock {
@@ -1758,7 +1785,6 @@ pub(crate) mod tests {
     /// alone and checked against its hash, still is.
     #[test]
     fn a_damaged_old_block_is_not_read_back() {
-        use std::os::unix::fs::FileExt;
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let keep = Recent { blocks: 2, transactions: 2, ..Recent::default() };
@@ -1768,15 +1794,7 @@ pub(crate) mod tests {
             .map(|n| chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")))
             .collect();
         let at = chain.index.read().places.get(3).unwrap_or_else(|| panic!("block 3"));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join("blocks.log"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let last = at.at + u64::from(at.len) - 1;
-        let mut byte = [0u8];
-        file.read_exact_at(&mut byte, last).unwrap_or_else(|e| panic!("{e}"));
-        file.write_all_at(&[byte[0] ^ 0x5a], last).unwrap_or_else(|e| panic!("{e}"));
+        damage_record(dir.path(), &at);
         assert_eq!(chain.block(3).map(|b| b.number()), None);
         assert_eq!(chain.scanned_block(3).map(|b| b.number()), None);
         assert_eq!(chain.header(3).as_ref(), Some(&made[2].header));
@@ -1814,6 +1832,37 @@ pub(crate) mod tests {
         let out = chain.append(b).unwrap_or_else(|e| panic!("{e}"));
         chain.index.read().txs.settle();
         out
+    }
+
+    /// A chain in `dir` keeping `keep`, of genesis and `n` blocks of two transactions each,
+    /// appended settled; with the blocks.
+    fn settled_chain(
+        dir: &std::path::Path,
+        key: &PrivateKeySigner,
+        keep: Recent,
+        n: u64,
+    ) -> (Chain, Vec<Arc<StoredBlock>>) {
+        let chain = Chain::open_keeping(dir, || numbered(key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=n {
+            made.push(append_settled(&chain, numbered(key, n, 2)));
+        }
+        (chain, made)
+    }
+
+    /// Damages the block log's record at `at` (its last byte, so its CRC fails).
+    fn damage_record(dir: &std::path::Path, at: &BlockRef) {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("blocks.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let last = at.at + u64::from(at.len) - 1;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, last).unwrap_or_else(|e| panic!("{e}"));
+        file.write_all_at(&[byte[0] ^ 0x5a], last).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Every block of `made` comes back from `chain`, by number, hash and transaction.
@@ -2108,12 +2157,7 @@ pub(crate) mod tests {
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let keep = Recent { blocks: 2, transactions: 4, indexed: 9 };
-        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut made = vec![chain.head()];
-        for n in 1..=60u64 {
-            made.push(append_settled(&chain, numbered(&key, n, 2)));
-        }
+        let (chain, mut made) = settled_chain(dir.path(), &key, keep, 60);
         let stats = chain.index_stats();
         let saved = chain.index.read().places.saved;
         // A part of 9 entries (3 blocks) is frozen every 3 blocks unless the last is still
@@ -2197,16 +2241,10 @@ pub(crate) mod tests {
     /// asked for, as while running, and the start goes on (before stop 46 it refused to).
     #[test]
     fn a_damaged_block_read_back_at_a_start_does_not_stop_it() {
-        use std::os::unix::fs::FileExt;
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let keep = Recent { blocks: 4, transactions: 8, indexed: 9 };
-        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let mut made = vec![chain.head()];
-        for n in 1..=40u64 {
-            made.push(append_settled(&chain, numbered(&key, n, 2)));
-        }
+        let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
         drop(chain);
         let head = made.len() as u64 - 1;
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
@@ -2226,15 +2264,7 @@ pub(crate) mod tests {
         assert!(victim < head, "{back:?}");
         let at = chain.index.read().places.get(victim).unwrap_or_else(|| panic!("{victim}"));
         drop(chain);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(dir.path().join("blocks.log"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        let last = at.at + u64::from(at.len) - 1;
-        let mut byte = [0u8];
-        file.read_exact_at(&mut byte, last).unwrap_or_else(|e| panic!("{e}"));
-        file.write_all_at(&[byte[0] ^ 0x5a], last).unwrap_or_else(|e| panic!("{e}"));
+        damage_record(dir.path(), &at);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
             .unwrap_or_else(|e| {
                 panic!("a damaged block {victim} of {head} stopped the start: {e}")

@@ -1793,26 +1793,12 @@ mod tests {
     /// the signer's transaction held for the nonce after it goes to consensus.
     #[test]
     fn an_authorization_that_uses_a_nonce_unblocks_its_signer() {
-        use alloy_consensus::TxEip7702;
-        use alloy_eips::eip7702::Authorization;
         let (signer, relayer) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let mut p = pool(16, 100);
         let c = p.check(&signed(&signer, 1, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(0), "waits for 0");
-        let auth = Authorization { chain_id: U256::from(31337), address: Address::ZERO, nonce: 0 };
-        let sig = signer.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-        let tx = TxEip7702 {
-            chain_id: 31337,
-            nonce: 0,
-            gas_limit: 100_000,
-            max_fee_per_gas: 2_000,
-            max_priority_fee_per_gas: 1,
-            to: signer.address(),
-            authorization_list: vec![auth.into_signed(sig)],
-            ..Default::default()
-        };
-        let sig = relayer.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-        let env = TxEnvelope::Eip7702(tx.into_signed(sig));
+        let env =
+            crate::chain::tests::delegating(&relayer, 0, &signer, Address::ZERO, 100_000, 2_000);
         let ordering = crate::chain::tests::single_commit(1);
         let block = crate::chain::tests::stored(1, &relayer, vec![env], Vec::new(), ordering);
         assert_eq!(authorities(&block), vec![signer.address()]);

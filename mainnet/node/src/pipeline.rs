@@ -2108,8 +2108,7 @@ mod tests {
     /// and was dropped.
     #[test]
     fn a_nonce_moved_by_another_senders_transaction_releases_the_waiting_one() {
-        use alloy_consensus::{SignableTransaction, TxEip7702, TxLegacy};
-        use alloy_eips::eip7702::Authorization;
+        use alloy_consensus::{SignableTransaction, TxLegacy};
         use alloy_primitives::TxKind;
         let (a, b) = (PrivateKeySigner::random(), PrivateKeySigner::random());
         let genesis =
@@ -2131,20 +2130,7 @@ mod tests {
         let sig = b.sign_hash_sync(&deploy.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
         let deploy = TxEnvelope::Legacy(deploy.into_signed(sig));
         let code = b.address().create(0);
-        let auth = Authorization { chain_id: U256::from(31337), address: code, nonce: 0 };
-        let sig = a.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-        let call = TxEip7702 {
-            chain_id: 31337,
-            nonce: 1,
-            gas_limit: 200_000,
-            max_fee_per_gas: 2_000_000_000,
-            max_priority_fee_per_gas: 1,
-            to: a.address(),
-            authorization_list: vec![auth.into_signed(sig)],
-            ..Default::default()
-        };
-        let sig = b.sign_hash_sync(&call.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-        let call = TxEnvelope::Eip7702(call.into_signed(sig));
+        let call = crate::chain::tests::delegating(&b, 1, &a, code, 200_000, 2_000_000_000);
         let commits = [
             with(1, 5_000, vec![carried(&b, &deploy)]),
             with(2, 5_060, vec![]),
