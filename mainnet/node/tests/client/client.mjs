@@ -1,8 +1,9 @@
 // A real Ethereum client against a running Farol devnet, unmodified: viem (pinned in
 // package-lock.json) with a local account. Compiles a Solidity ERC-20 (OpenZeppelin, solc
 // pinned), deploys it, transfers, reads balances, receipts and logs, estimates gas, calls
-// with a state override, subscribes to newHeads over WebSocket, and watches pending
-// transactions (a subscription, and a polling filter over HTTP).
+// with a state override, subscribes to newHeads over WebSocket, watches pending
+// transactions (a subscription, and a polling filter over HTTP), and sends a sponsored
+// EIP-7702 delegation.
 //
 //   FAROL_HTTP=http://127.0.0.1:8545 FAROL_WS=ws://127.0.0.1:8546 node client.mjs
 //
@@ -231,6 +232,32 @@ await step("nonce gap is held, then filled", async () => {
     const r = await pub.waitForTransactionReceipt({ hash: h, pollingInterval: 50 });
     assert.equal(r.status, "success");
   }
+});
+
+await step("EIP-7702: a sponsored delegation, and the signer's next nonce after it", async () => {
+  // Carol, a fresh account, delegates to the token's code; Bob sends her authorization and
+  // pays for it. Carol's own transfer is sent at once with the nonce after the one her
+  // authorization takes: the pool holds it behind the gap until the block that applies the
+  // authorization, then hands it on.
+  const { generatePrivateKey } = await import("viem/accounts");
+  const carol = privateKeyToAccount(generatePrivateKey());
+  const funded = await wallet.sendTransaction({ to: carol.address, value: parseEther("1") });
+  await pub.waitForTransactionReceipt({ hash: funded, pollingInterval: 50 });
+  const carolWallet = createWalletClient({ account: carol, chain, transport: http(HTTP) });
+  const bobWallet = createWalletClient({ account: bob, chain, transport: http(HTTP) });
+  const authorization = await carolWallet.signAuthorization({ contractAddress: token });
+  assert.equal(authorization.nonce, 0);
+  // A call of a view function: Carol's account runs the token's code over her own storage.
+  const data = encodeFunctionData({ abi, functionName: "totalSupply" });
+  const sponsored = await bobWallet.sendTransaction({ authorizationList: [authorization], to: carol.address, data });
+  const own = await carolWallet.sendTransaction({ to: bob.address, value: 1n, nonce: 1, gas: 21000n });
+  for (const hash of [sponsored, own]) {
+    const r = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50, timeout: 30_000 });
+    assert.equal(r.status, "success", `${hash}: ${r.status}`);
+  }
+  const code = await pub.getCode({ address: carol.address });
+  assert.equal(code?.toLowerCase(), "0xef0100" + token.slice(2).toLowerCase());
+  assert.equal(await pub.getTransactionCount({ address: carol.address }), 2);
 });
 
 await step("finality tiers: the transfer becomes block-final", async () => {
