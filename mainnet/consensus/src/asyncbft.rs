@@ -1666,25 +1666,33 @@ impl AsyncBft {
         };
         let sig = match pick(&shares) {
             Some(sig) => sig,
+            // Shares are checked in order until `threshold` are valid: any that many give
+            // the same signature, so the rest need no pairings (before stop 46 every share
+            // of the round was checked, two pairings each, so a faulty validator's bad share
+            // among the first made each validator check all n).
             None => {
-                shares.retain(|(a, d, c)| {
-                    if self.good_shares.contains(d) {
-                        return true;
+                let mut valid = Vec::with_capacity(keys.threshold);
+                for (a, d, c) in shares {
+                    if valid.len() == keys.threshold {
+                        break;
                     }
-                    let ok =
-                        keys.shares.get(usize::from(*a)).is_some_and(|k| c.verify(k, &msg).is_ok());
+                    let ok = self.good_shares.contains(&d)
+                        || keys
+                            .shares
+                            .get(usize::from(a))
+                            .is_some_and(|k| c.verify(k, &msg).is_ok());
                     if ok {
-                        self.good_shares.insert(*d);
+                        self.good_shares.insert(d);
+                        valid.push((a, d, c));
                     } else {
-                        self.bad_shares.insert(*d);
+                        self.bad_shares.insert(d);
                         self.faults.bad_coin_shares += 1;
                     }
-                    ok
-                });
-                if shares.len() < keys.threshold {
+                }
+                if valid.len() < keys.threshold {
                     return None;
                 }
-                pick(&shares)?
+                pick(&valid)?
             }
         };
         let mut h = blake3::Hasher::new();
