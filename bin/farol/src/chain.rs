@@ -178,10 +178,23 @@ fn key(args: KeyArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(out);
         return Err(e).with_context(|| format!("writing {}", out.display()));
     }
-    println!(
-        "# A validator's public keys, from `farol chain key`: for `farol chain new --member`."
-    );
-    print!("{}", toml::to_string(&public)?);
+    // The public part on stdout; if it cannot be written (a full disk, a closed pipe), the
+    // secret keys go too, so that a retry is not refused over a file whose public part was
+    // never seen (before stop 46 this panicked and left the file).
+    let shown = toml::to_string(&public).map_err(std::io::Error::other).and_then(|text| {
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        writeln!(
+            o,
+            "# A validator's public keys, from `farol chain key`: for `farol chain new --member`."
+        )?;
+        write!(o, "{text}")?;
+        o.flush()
+    });
+    if let Err(e) = shown {
+        let _ = std::fs::remove_file(out);
+        return Err(e).context("writing the public keys to stdout (the secret keys were removed)");
+    }
     eprintln!(
         "wrote {} (this validator's secret keys: keep them on this machine). The lines on \
          stdout are the public part: give them, as a file, to whoever runs `farol chain new`, \
@@ -292,7 +305,7 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         .create(&args.out)
         .with_context(|| format!("making {}", args.out.display()))?;
     write_all(&args.out, &chain, &dealt)?;
-    print_summary(&args, &chain, &stakes, &dealt);
+    print_summary(&args, &chain, &stakes, &dealt).context("writing the summary to stdout")?;
     Ok(())
 }
 
@@ -379,40 +392,58 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
     format!("{flag}: {text}")
 }
 
-fn print_summary(args: &NewArgs, chain: &ChainFile, stakes: &[u64], dealt: &[Dealt]) {
+/// Says what `chain new` wrote, on stdout; a failed write is an error (before stop 46 it
+/// panicked, after the files were in place).
+fn print_summary(
+    args: &NewArgs,
+    chain: &ChainFile,
+    stakes: &[u64],
+    dealt: &[Dealt],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
     let dir = args.out.display();
-    println!(
+    writeln!(
+        out,
         "Chain {} with {} validators, written to {dir}:",
         chain.genesis.chain_id,
         chain.committee.len()
-    );
-    println!("  chain.toml: the genesis and the validator set; give it to every node");
+    )?;
+    writeln!(out, "  chain.toml: the genesis and the validator set; give it to every node")?;
     for (i, (m, d)) in chain.committee.iter().zip(dealt).enumerate() {
         let (file, what) = match d {
             Dealt::Keys(_) => (keys_name(i), "its secret keys"),
             Dealt::Share(_) => (coin_name(i), "its coin share (its keys are its own)"),
         };
-        println!(
+        writeln!(
+            out,
             "  {file}: validator {i} ({}, stake {}): {what}; for its operator alone",
             m.address, stakes[i]
-        );
+        )?;
     }
-    println!();
-    println!("Run validator i on its machine with:");
-    println!(
+    writeln!(out)?;
+    writeln!(out, "Run validator i on its machine with:")?;
+    writeln!(
+        out,
         "  farol node --chain chain.toml --keys validator-i.keys.toml --data-dir DIR \\\n      \
          --http 0.0.0.0:8545 --peer OTHER_VALIDATOR_RPC:8545 ...",
-    );
+    )?;
     if dealt.iter().any(|d| matches!(d, Dealt::Share(_))) {
-        println!(
+        writeln!(
+            out,
             "or, for one with keys of its own: --keys ITS_KEYS.toml --coin validator-i.coin.toml"
-        );
+        )?;
     }
-    println!("and a full node with --chain, --data-dir and at least one --peer, without --keys.");
-    println!(
+    writeln!(
+        out,
+        "and a full node with --chain, --data-dir and at least one --peer, without --keys."
+    )?;
+    writeln!(
+        out,
         "Delete the keys and coin share files here once handed out: whoever holds a keys \
          file can sign as that validator."
-    );
+    )?;
+    Ok(())
 }
 
 /// A new chain's validator set and each validator's keys: fresh BLS and network keys for

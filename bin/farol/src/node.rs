@@ -74,7 +74,7 @@ fn listen(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
 pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log filter {filter:?}"))?;
+        .with_context(|| format!("log (--log or the configuration's `log`): filter {filter:?}"))?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -815,6 +815,21 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     let (ok, public, stderr) = farol(&["chain", "key", "--out", text(&own)]);
     assert!(ok, "{stderr}");
     refused(&["chain", "key", "--out", text(&own)], "--out");
+    // A public part that cannot be written (stdout a full device) is an error, and the
+    // secret keys go with it, so a retry is not refused (before stop 46: a panic, and the
+    // file left behind).
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        let lost = tmp.path().join("lost.keys.toml");
+        let out = Command::new(env!("CARGO_BIN_EXE_farol"))
+            .args(["chain", "key", "--out", text(&lost)])
+            .stdout(full)
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("writing the public keys to stdout"), "{stderr}");
+        assert!(!lost.exists());
+    }
     refused(
         &["node", "--chain", c, "--keys", text(&own), "--data-dir", d],
         "is the key of no committee member",

@@ -30,11 +30,39 @@ pub struct Genesis {
     /// Base fee per gas of every block (wei). Farol's fee does not float with demand: block
     /// size is set by consensus, not by gas.
     pub base_fee: u64,
-    /// Balances at genesis (wei).
+    /// Balances at genesis (wei). An account given twice (its address in two cases) is an
+    /// error naming it (before stop 46 the later balance silently replaced the earlier).
+    #[serde(deserialize_with = "unique_accounts")]
     pub alloc: BTreeMap<Address, U256>,
     /// Consensus parameters every validator must share.
     #[serde(default)]
     pub consensus: ConsensusParams,
+}
+
+/// A map of accounts in which no address comes twice.
+fn unique_accounts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<Address, U256>, D::Error> {
+    struct Accounts;
+    impl<'de> serde::de::Visitor<'de> for Accounts {
+        type Value = BTreeMap<Address, U256>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a table of addresses and balances")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(
+            self,
+            mut m: M,
+        ) -> Result<Self::Value, M::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((address, balance)) = m.next_entry::<Address, U256>()? {
+                if out.insert(address, balance).is_some() {
+                    return Err(serde::de::Error::custom(format!("{address} is given twice")));
+                }
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Accounts)
 }
 
 /// Consensus parameters of a chain (every validator must run the same).

@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use farol_consensus::{
-    AsyncBft, Committee, Config as ConsensusConfig, Member, SignatureCache, Transaction,
-    ValidatorIndex,
+    AsyncBft, Committee, Config as ConsensusConfig, SignatureCache, Transaction, ValidatorIndex,
 };
-use farol_crypto::{ed25519, PublicKey, SecretKey, Signature};
-use farol_network::{Identity, Network, NetworkConfig, Peer, PeerKey};
+use farol_crypto::{ed25519, SecretKey};
+use farol_network::{Identity, Network, NetworkConfig, Peer};
 use farol_store::{FsyncPolicy, Options as StoreOptions, Store};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
@@ -278,7 +277,11 @@ impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let dir = cfg.data_dir.clone();
         let fresh = !dir.exists();
-        std::fs::create_dir_all(&dir).map_err(|e| storage_err("creating the data directory", e))?;
+        // The error names the directory and the setting (before stop 46 it said only
+        // "creating the data directory: File exists" for a path that is a file).
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            config_err("data_dir", format!("{}: cannot be made a directory: {e}", dir.display()))
+        })?;
         // A new directory's entry made durable in its parent: a power loss soon after the
         // first start could otherwise lose the whole directory, consensus log included
         // (since stop 41).
@@ -409,42 +412,18 @@ impl Node {
         metrics.executed.store(head, Ordering::Relaxed);
         metrics.finalized.store(chain.finalized_number(), Ordering::Relaxed);
 
-        // The committee.
-        let mut members = Vec::with_capacity(cfg.committee.len());
-        let mut peers = Vec::with_capacity(cfg.committee.len());
-        for (i, m) in cfg.committee.iter().enumerate() {
-            let key = PublicKey::from_bytes(&m.bls_public)
-                .map_err(|e| config_err(format!("committee[{i}].bls_public"), e))?;
-            let pop = Signature::from_bytes(&m.bls_possession)
-                .map_err(|e| config_err(format!("committee[{i}].bls_possession"), e))?;
-            let block_key = ed25519::PublicKey::from_spki(&m.network_public).map_err(|e| {
-                config_err(
-                    format!("committee[{i}].network_public"),
-                    format!("{e}: not an Ed25519 key"),
-                )
-            })?;
-            members.push(Member { key, possession: pop, block_key, stake: m.stake });
-            peers.push(Peer { key: PeerKey(m.network_public.to_vec()), addr: m.address });
-        }
-        let mut committee = Committee::new(members).map_err(|e| config_err("committee", e))?;
-        if cfg.committee.iter().all(|m| m.coin_public.is_some()) {
-            let mut shares = Vec::with_capacity(cfg.committee.len());
-            for (i, m) in cfg.committee.iter().enumerate() {
-                let k: &[u8] = m.coin_public.as_ref().map_or(&[], |k| k.as_ref());
-                shares.push(
-                    PublicKey::from_bytes(k)
-                        .map_err(|e| config_err(format!("committee[{i}].coin_public"), e))?,
-                );
-            }
-            committee = committee
-                .with_coin(shares)
-                .map_err(|e| config_err("committee[].coin_public", e))?;
-        } else {
+        // The committee (its keys checked by `validate` already, before anything was
+        // written; parsed again here for a configuration that skipped it).
+        let (committee, peers) = cfg.committee().map_err(|e| match e {
+            crate::config::ConfigError::Invalid { field, reason } => config_err(field, reason),
+            e => config_err("committee", e),
+        })?;
+        let coin = committee.coin().is_some();
+        if !coin {
             tracing::warn!(
                 "the committee has no coin keys: consensus is live under partial synchrony only"
             );
         }
-        let coin = committee.coin().is_some();
         let committee = Arc::new(committee);
         // Recorded once the committee's keys are known good (since stop 42): a first start
         // refused for a bad key must not leave that committee as the directory's.

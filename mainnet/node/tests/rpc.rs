@@ -613,6 +613,58 @@ async fn rpc_errors_proofs_restart_and_config() {
     full.validator = None;
     let e = full.validate().expect_err("a full node with nowhere to sync from");
     assert!(e.to_string().contains("sync.peers"), "{e}");
+    // Since stop 46: keys are parsed and checked before anything is written (a member's
+    // key twice, a key that is not a point), and addresses, a data directory and limits a
+    // node could not run with are refused naming their fields.
+    let mut twice = cfg.clone();
+    twice.committee.push(twice.committee[0].clone());
+    twice.committee[1].address = "127.0.0.1:9".parse().unwrap_or_else(|e| panic!("{e}"));
+    let e = twice.validate().expect_err("one key for two members");
+    assert!(
+        e.to_string().contains("committee[1].bls_public: the same key as committee[0]'s"),
+        "{e}"
+    );
+    let mut garbled = cfg.clone();
+    garbled.committee[0].bls_public = vec![0xff; garbled.committee[0].bls_public.len()].into();
+    let e = garbled.validate().expect_err("a key that is no point");
+    assert!(e.to_string().contains("committee[0].bls_public"), "{e}");
+    let refused = |change: &dyn Fn(&mut NodeConfig), field: &str| {
+        let mut c = cfg.clone();
+        change(&mut c);
+        let e = c.validate().expect_err(field);
+        assert!(e.to_string().starts_with(field), "{e} (want {field})");
+    };
+    refused(&|c| c.data_dir = std::path::PathBuf::new(), "data_dir");
+    refused(
+        &|c| {
+            c.rpc.http = Some("127.0.0.1:18545".parse().unwrap_or_else(|e| panic!("{e}")));
+            c.rpc.ws = c.rpc.http;
+        },
+        "rpc.ws",
+    );
+    refused(
+        &|c| c.sync.peers = vec!["0.0.0.0:0".parse().unwrap_or_else(|e| panic!("{e}"))],
+        "sync.peers[0]",
+    );
+    refused(
+        &|c| c.network.listen = Some("127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"))),
+        "network.listen",
+    );
+    refused(
+        &|c| c.network.listen = Some("[::1]:9000".parse().unwrap_or_else(|e| panic!("{e}"))),
+        "network.listen",
+    );
+    refused(&|c| c.rpc.gas_cap = 0, "rpc.gas_cap");
+    refused(&|c| c.rpc.max_request_bytes = 0, "rpc.max_request_bytes");
+    // An account given twice in the genesis (its address in two cases).
+    let lower = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+    let json = format!(
+        r#"{{"chain_id":7,"timestamp":0,"gas_limit":30000000,"base_fee":1,"alloc":{{"{lower}":"0x1","{}":"0x2"}}}}"#,
+        lower.to_uppercase().replacen("0X", "0x", 1)
+    );
+    let e =
+        serde_json::from_str::<farol_node::genesis::Genesis>(&json).expect_err("an account twice");
+    assert!(e.to_string().contains("given twice"), "{e}");
     let e =
         NodeConfig::parse(&text.replace("stake = 1", "stake = \"lots\"")).expect_err("bad stake");
     assert!(e.to_string().contains("stake"), "{e}");
