@@ -386,6 +386,8 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
         "--member"
     } else if text.starts_with("genesis.gas_limit") {
         "--gas-limit"
+    } else if text.starts_with("genesis.chain_id") {
+        "--chain-id"
     } else {
         return text;
     };

@@ -720,6 +720,10 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
     );
     refused(&new(&[v[0], v[1], v[2], v[3], "--stake", "5"]), "--stake: given 1 times for 2");
     refused(
+        &["chain", "new", "--out", o, "--chain-id", "18446744073709551615", v[0], v[1]],
+        "--chain-id: genesis.chain_id: at most 9223372036854775771 (EIP-2294)",
+    );
+    refused(
         &two(&["--fee-recipient", "0x000000000000000000000000000000000000dEaD"]),
         "--fee-recipient: given 1 times for 2",
     );

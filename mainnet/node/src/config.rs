@@ -518,6 +518,9 @@ impl Default for PipelineSettings {
     }
 }
 
+/// The largest chain id (EIP-2294: `(2^64 - 1) / 2 - 36`).
+pub const MAX_CHAIN_ID: u64 = u64::MAX / 2 - 36;
+
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -746,6 +749,11 @@ impl NodeConfig {
                  or `farol node --chain FILE`)"
                     .into(),
             );
+        }
+        // EIP-2294's bound: past it an EIP-155 signature's `v` does not fit in 64 bits, and
+        // tools refuse the chain (before stop 46 such a chain was made and ran).
+        if self.genesis.chain_id > MAX_CHAIN_ID {
+            return bad("genesis.chain_id", format!("at most {MAX_CHAIN_ID} (EIP-2294)"));
         }
         if self.committee.is_empty() {
             return bad(

@@ -655,6 +655,7 @@ async fn rpc_errors_proofs_restart_and_config() {
         "network.listen",
     );
     refused(&|c| c.rpc.gas_cap = 0, "rpc.gas_cap");
+    refused(&|c| c.genesis.chain_id = u64::MAX, "genesis.chain_id");
     refused(&|c| c.rpc.max_request_bytes = 0, "rpc.max_request_bytes");
     // An account given twice in the genesis (its address in two cases).
     let lower = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
