@@ -848,16 +848,10 @@ impl Chain {
     /// The hash of block `number` (`None` past the head, or when its entry of `blocks.idx`
     /// cannot be read back: logged). A block decoded in memory gives its own.
     pub fn hash(&self, number: u64) -> Option<B256> {
-        let place = {
-            let index = self.index.read();
-            let first_recent = index.places.len().checked_sub(index.recent.len() as u64)?;
-            if number >= first_recent {
-                let i = usize::try_from(number - first_recent).ok()?;
-                return index.recent.get(i).map(|b| b.hash);
-            }
-            index.places.place(number)?
-        };
-        place.get(number).map(|b| b.hash)
+        self.find(number).map(|found| match found {
+            Ok(b) => b.hash,
+            Err(at) => at.hash,
+        })
     }
 
     /// Block `number` decoded in memory (among the newest, or the old ones read last), or
