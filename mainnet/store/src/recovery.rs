@@ -110,6 +110,20 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         return Err(corrupt(p, replay_from.1, "the checkpoint's replay segment is missing"));
     }
 
+    // Segments only ever follow one another (a rotation takes the next id) and collection
+    // removes only segments before a checkpoint's replay point, so the replay range has no
+    // gap. One missing there (damage, or a file removed by hand) would otherwise be skipped:
+    // keys last written in it would read their older values, and page deltas after it would
+    // apply to older pages (until stop 47).
+    let mut expected = replay_from.0;
+    for &id in segments.range(replay_from.0..).map(|(id, _)| id) {
+        if id != expected {
+            let p = log::segment_path(dir, expected);
+            return Err(corrupt(p, 0, "a segment of the log after the checkpoint is missing"));
+        }
+        expected = id.saturating_add(1);
+    }
+
     // The checkpoint is parsed on a second thread while this one reads the log after it.
     let tail: Vec<Arc<Segment>> = segments.range(replay_from.0..).map(|(_, s)| s.clone()).collect();
     let (parsed, decoded) = std::thread::scope(|scope| {
@@ -125,13 +139,19 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     });
     let mut st = parsed?;
     st.segments = segments;
-    apply_tail(&mut st, decoded?)?;
-
-    // Drop segment files left behind by a collection that was interrupted after its
-    // checkpoint: before the replay point and referenced by nothing.
+    // Segment files left behind by a collection that was interrupted after its checkpoint
+    // are those before the replay point that the checkpoint's own index does not refer to.
+    // They are counted before the log after the checkpoint is applied: its prunes may leave
+    // more segments unreferenced, but that log may not be on the device yet (a power loss
+    // would take the store back to the checkpoint, which still reads them), so those wait
+    // for the next collection, which removes them only after a checkpoint that no longer
+    // needs them (until stop 47 they were removed here). The log adds no reference before
+    // the replay point.
     let mut referenced: hashbrown::HashSet<u32> =
         st.pages.values().flatten().map(|e| e.loc.seg).collect();
     referenced.extend(st.keys.values().map(|l| l.seg));
+    apply_tail(&mut st, decoded?)?;
+
     let orphans: Vec<u32> = st
         .segments
         .keys()
@@ -151,9 +171,17 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     let since =
         if last_id == st.replay_from.0 { end.saturating_sub(st.replay_from.1) } else { end };
     // What replay accepted was read from the OS, which may not have written it to the device
-    // yet (a kill during a sync): make it durable before anything is written after it.
+    // yet (a kill during a sync): make it durable before anything is written after it. That
+    // is the newest segment holding records, which is not the active one when a rotation
+    // whose directory sync failed left an empty one after it (until stop 47 only the empty
+    // one was synced, and nothing synced the other again).
     if opts.fsync == FsyncPolicy::Always {
-        active.sync(&io)?;
+        for seg in st.segments.values().rev() {
+            seg.sync(&io)?;
+            if seg.len()? > SEGMENT_HEADER {
+                break;
+            }
+        }
     }
     let seal = match seal {
         Some(s) => s,
