@@ -555,7 +555,22 @@ fn compact(
     };
     let floor = farol_consensus::checkpoint::round_floor_record(round);
     let before = wal.len();
-    wal.replace(&[&s.encode(), &floor], *from)?;
+    let snapshot = s.encode();
+    // A snapshot too large for one record (blocks kept aside have no bound, consensus.md §7)
+    // is not cut to: the log keeps its records, each within the limit, and the next cut waits
+    // until the log has doubled. Until stop 47 such a record was written, and the next start
+    // refused the log as damaged.
+    if !Wal::fits(snapshot.len()) {
+        tracing::warn!(
+            bytes = snapshot.len(),
+            height = s.checkpoint.height,
+            "consensus snapshot too large for the log: not cut"
+        );
+        *left = wal.len();
+        pending.clear();
+        return Ok(());
+    }
+    wal.replace(&[&snapshot, &floor], *from)?;
     status.compactions.fetch_add(1, Ordering::Relaxed);
     *left = wal.len();
     tracing::debug!(

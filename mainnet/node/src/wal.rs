@@ -330,13 +330,7 @@ impl Wal {
     /// bytes ([`WalReader::read_at`]). Empty records are refused. A write that fails is cut
     /// off again, so that the next record does not land after its partial bytes.
     pub fn append(&mut self, record: &[u8]) -> Result<u64, WalError> {
-        if record.is_empty() || record.len() > MAX_RECORD {
-            let why = format!("a record of {} bytes (1 to {MAX_RECORD})", record.len());
-            return Err(WalError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other(why),
-            });
-        }
+        self.check_size(record)?;
         if self.broken {
             let why = "an earlier write or sync failed";
             return Err(WalError::Io {
@@ -388,6 +382,20 @@ impl Wal {
         self.len <= FILE_HEADER
     }
 
+    /// Whether a record of `len` bytes can be logged (1 byte to 1 GiB).
+    pub fn fits(len: usize) -> bool {
+        (1..=MAX_RECORD).contains(&len)
+    }
+
+    /// Refuses a record the log cannot take: an open reads one over [`MAX_RECORD`] as damage.
+    fn check_size(&self, record: &[u8]) -> Result<(), WalError> {
+        if Self::fits(record.len()) {
+            return Ok(());
+        }
+        let why = format!("a record of {} bytes (1 to {MAX_RECORD})", record.len());
+        Err(WalError::Io { path: self.path.clone(), source: std::io::Error::other(why) })
+    }
+
     /// Replaces the whole log with `records`, atomically (a new file renamed over the old):
     /// a crash leaves either the old log or the new one.
     pub fn reset(&mut self, records: &[&[u8]]) -> Result<(), WalError> {
@@ -397,6 +405,11 @@ impl Wal {
     /// Replaces the log with `head` followed by the records from position `keep_from` on
     /// (a [`Wal::len`] taken before them), atomically.
     pub fn replace(&mut self, head: &[&[u8]], keep_from: u64) -> Result<(), WalError> {
+        // Checked as `append` checks: until stop 47 a record over the limit was written
+        // here, and the next open refused the log as damaged.
+        for r in head {
+            self.check_size(r)?;
+        }
         let path = std::path::PathBuf::from(&self.path);
         let mut tail = Vec::new();
         let keep_from = keep_from.max(FILE_HEADER);
@@ -411,9 +424,11 @@ impl Wal {
         while at < tail.len() {
             let header = tail.get(at..at + RECORD_HEADER as usize);
             let h = header.and_then(|h| parse_header(self.salt, h));
+            // The bytes are checked too: rewritten under a fresh CRC, a record damaged on
+            // the device since it was read would come back as a good one (until stop 47).
             let body = h.and_then(|h| {
                 let from = at + RECORD_HEADER as usize;
-                tail.get(from..from + h.len as usize)
+                tail.get(from..from + h.len as usize).filter(|b| crc32fast::hash(b) == h.crc)
             });
             let Some(body) = body else {
                 let why = format!("the record at {} does not check", keep_from + at as u64);
@@ -842,6 +857,47 @@ mod tests {
         drop(wal);
         let (_, records) = open(&path);
         assert_eq!(records, [Bytes::from_static(b"only")]);
+    }
+
+    /// A record the log cannot take is refused by `replace` as by `append`, and the log is
+    /// left as it was. Until stop 47 `replace` wrote it, and the next open refused the log.
+    #[test]
+    fn replace_refuses_a_record_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"a"));
+        ok(wal.sync());
+        // Zeroed by the allocator's fresh pages: never touched, so no gigabyte is written.
+        let big = vec![0u8; MAX_RECORD + 1];
+        assert!(wal.replace(&[&big], wal.len()).is_err());
+        assert!(wal.replace(&[b""], wal.len()).is_err(), "an empty record");
+        ok(wal.append(b"b"));
+        ok(wal.sync());
+        drop(wal);
+        let (_, records) = open(&path);
+        assert_eq!(records, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+    }
+
+    /// A kept record damaged on the device after it was read is not rewritten under a fresh
+    /// checksum (where it would pass for good): the cut fails and the log stays as it was.
+    #[test]
+    fn replace_does_not_vouch_for_a_damaged_kept_record() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"first"));
+        let keep_from = wal.len();
+        ok(wal.append(b"kept record"));
+        ok(wal.sync());
+        // One bit of the kept record's bytes flips on the device.
+        let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
+        let at = usize::try_from(keep_from + RECORD_HEADER).unwrap_or_else(|e| panic!("{e}"));
+        bytes[at + 2] ^= 1;
+        std::fs::write(&path, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        assert!(wal.replace(&[b"head"], keep_from).is_err());
+        drop(wal);
+        assert!(Wal::open(&path).is_err(), "the damage is still reported");
     }
 
     #[test]
