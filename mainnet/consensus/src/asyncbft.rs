@@ -166,11 +166,60 @@ const ANSWER_PER_TICK: i64 = 1 << 20;
 const MAX_PENDING: usize = 20_000;
 /// Most bytes of blocks held while their parents are fetched.
 const MAX_PENDING_BYTES: usize = 1 << 30;
-/// Takes a block that leaves `pending` off its author's load.
-fn unload(load: &mut [(usize, usize)], b: &Block) {
-    if let Some(l) = load.get_mut(usize::from(b.author.0)) {
-        *l = (l.0.saturating_sub(1), l.1.saturating_sub(b.encoded().len()));
+/// Takes a block that leaves `pending` off the load of the validator it was counted for.
+fn unload(load: &mut [(usize, usize)], h: &Held) {
+    if let Some(l) = load.get_mut(usize::from(h.charged)) {
+        *l = (l.0.saturating_sub(1), l.1.saturating_sub(h.block.encoded().len()));
     }
+}
+
+/// A block held while its parents are fetched.
+#[derive(Debug)]
+struct Held {
+    block: Arc<Block>,
+    /// How many of its parents it still waits for.
+    left: usize,
+    /// The validator whose share of [`MAX_PENDING`] it counts in: its author, or when the
+    /// author's share is full, a validator whose held blocks wait for it.
+    charged: u16,
+    /// The validators whose held blocks wait for it, directly or through other held blocks
+    /// (one bit per validator). It only grows while the block is held.
+    wanted_by: Vec<u64>,
+}
+
+/// Sets bit `i`.
+fn set_bit(bits: &mut Vec<u64>, i: usize) {
+    if bits.len() <= i / 64 {
+        bits.resize(i / 64 + 1, 0);
+    }
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+/// The bits of `add` not in `bits`.
+fn new_bits(bits: &[u64], add: &[u64]) -> Vec<u64> {
+    let mut new: Vec<u64> =
+        add.iter().enumerate().map(|(i, a)| a & !bits.get(i).copied().unwrap_or(0)).collect();
+    while new.last() == Some(&0) {
+        new.pop();
+    }
+    new
+}
+
+/// Adds the bits of `add` to `bits`.
+fn add_bits(bits: &mut Vec<u64>, add: &[u64]) {
+    if bits.len() < add.len() {
+        bits.resize(add.len(), 0);
+    }
+    for (b, a) in bits.iter_mut().zip(add) {
+        *b |= a;
+    }
+}
+
+/// The set bits, lowest first.
+fn bits_of(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    bits.iter().enumerate().flat_map(|(w, word)| {
+        (0..64).filter(move |b| word & (1u64 << b) != 0).map(move |b| w * 64 + b)
+    })
 }
 
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
@@ -335,8 +384,9 @@ pub struct AsyncBft {
     /// Per round, per author, digests in the order they arrived.
     rounds: BTreeMap<u64, Vec<Vec<Digest>>>,
     /// Per slot (round, author) with more than two versions, the versions past the second
-    /// taken for each referencing author's held blocks.
-    extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<u8>>,
+    /// taken for each validator: for its own held blocks that reference them, and for held
+    /// blocks that its held blocks wait for (see [`AsyncBft::insert`]).
+    extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<[u8; 2]>>,
     ordered: HashSet<Digest>,
     /// Blocks no known block references yet, by (round, author): a new proposal references
     /// them, so a block that arrived too late to be voted for still gets into the history
@@ -351,10 +401,13 @@ pub struct AsyncBft {
     /// The lowest round still kept.
     floor: u64,
 
-    pending: HashMap<Digest, (Arc<Block>, usize)>,
-    /// Blocks and bytes in `pending`, by author: each author may fill only its share of
-    /// [`MAX_PENDING`] and [`MAX_PENDING_BYTES`], so a faulty one's blocks over made-up
-    /// parents (which may never arrive) cannot crowd out the others' or exhaust memory.
+    pending: HashMap<Digest, Held>,
+    /// Blocks and bytes in `pending`, by the validator each is counted for: each may fill
+    /// only its share of [`MAX_PENDING`] and [`MAX_PENDING_BYTES`], so a faulty one's blocks
+    /// over made-up parents (which may never arrive) cannot crowd out the others' or exhaust
+    /// memory. A block counts for its author, or, when its author's share is full, for a
+    /// validator whose held blocks wait for it: a faulty author that fills its share cannot
+    /// keep out its own block that honest blocks build on, since those blocks carry it.
     pending_load: Vec<(usize, usize)>,
     /// For each block held blocks wait for, those blocks. A held block waits only for the
     /// parents its references claim at or above the floor: when the floor rises past a
@@ -1004,14 +1057,22 @@ impl AsyncBft {
         }
         let n = self.committee.len().max(1);
         let size = b.encoded().len();
-        let Some(load) = self.pending_load.get_mut(usize::from(b.author.0)) else { return };
-        if self.pending.len() >= MAX_PENDING
-            || load.0 >= MAX_PENDING / n
-            || load.1 + size > MAX_PENDING_BYTES / n
-        {
+        // Counted for its author if that share has room, else for the first validator
+        // (in index order) whose held blocks wait for it and whose share has room. Before
+        // stop 47 only the author's share was tried, so a faulty validator that filled its
+        // share with blocks over made-up parents (of rounds no floor reaches) kept out its own
+        // block that honest blocks referenced, and the validator waited on them for good.
+        let wanted_by = self.wanted_by(&d);
+        let room =
+            |l: &(usize, usize)| l.0 < MAX_PENDING / n && l.1 + size <= MAX_PENDING_BYTES / n;
+        let charged = std::iter::once(usize::from(b.author.0))
+            .chain(bits_of(&wanted_by))
+            .find(|v| self.pending_load.get(*v).is_some_and(room));
+        let Some(charged) = charged.filter(|_| self.pending.len() < MAX_PENDING) else {
             self.faults.pending_full += 1;
             return;
-        }
+        };
+        let Some(load) = self.pending_load.get_mut(charged) else { return };
         *load = (load.0 + 1, load.1 + size);
         let mut ask = Vec::new();
         for m in &missing {
@@ -1028,12 +1089,113 @@ impl AsyncBft {
                 }
             }
         }
-        self.pending.insert(d, (b, missing.len()));
+        // The held parents it waits for are wanted by its author and by its own wanters.
+        let mut wants = wanted_by.clone();
+        set_bit(&mut wants, usize::from(b.author.0));
+        let charged = u16::try_from(charged).unwrap_or(u16::MAX);
+        self.pending.insert(d, Held { block: b, left: missing.len(), charged, wanted_by });
+        for m in &missing {
+            self.spread_wanted(*m, &wants);
+        }
         if let Some(from) = from {
             for chunk in ask.chunks(MAX_REQUEST) {
                 self.send(out, Target::One(from), &Message::Request(chunk.to_vec()));
             }
         }
+    }
+
+    /// The validators whose held blocks wait for `d`, directly or through other held blocks.
+    fn wanted_by(&self, d: &Digest) -> Vec<u64> {
+        let mut bits = Vec::new();
+        for c in self.waiting.get(d).into_iter().flatten() {
+            if let Some(h) = self.pending.get(c) {
+                set_bit(&mut bits, usize::from(h.block.author.0));
+                add_bits(&mut bits, &h.wanted_by);
+            }
+        }
+        bits
+    }
+
+    /// Adds `add` to the wanters of held block `d` and of the held blocks it waits for, and
+    /// so on down. Each held block's set only grows, so each takes at most n additions.
+    fn spread_wanted(&mut self, d: Digest, add: &[u64]) {
+        let mut stack = vec![(d, add.to_vec())];
+        while let Some((d, add)) = stack.pop() {
+            let Some(h) = self.pending.get_mut(&d) else { continue };
+            let new = new_bits(&h.wanted_by, &add);
+            if new.is_empty() {
+                continue;
+            }
+            add_bits(&mut h.wanted_by, &new);
+            let parents: Vec<Digest> = h.block.parents.iter().map(|p| p.digest).collect();
+            for p in parents {
+                if self.pending.contains_key(&p) {
+                    stack.push((p, new.clone()));
+                }
+            }
+        }
+    }
+
+    /// The most validators whose stake stays below the validity threshold: how many may be
+    /// faulty.
+    fn most_faulty(&self) -> usize {
+        let mut stakes: Vec<Stake> = self.committee.iter().map(|(_, v)| v.stake).collect();
+        stakes.sort_unstable();
+        let mut sum: Stake = 0;
+        let mut count = 0;
+        for s in stakes {
+            sum = sum.saturating_add(s);
+            if sum >= self.committee.validity_threshold() {
+                break;
+            }
+            count += 1;
+        }
+        count
+    }
+
+    /// Whether version `d` of `b`'s slot, past the slot's second, is taken, counting it for
+    /// the validator it is taken for.
+    ///
+    /// It is taken for a held block whose author has referenced at most one further version
+    /// of this slot so far (an honest author references one, and perhaps a second later as a
+    /// tip): so a slot has at most two versions plus two per referencing author, whoever
+    /// references them (the equivocator too).
+    ///
+    /// When every referencing author has used that (a faulty author referencing its own
+    /// versions), it is taken for a validator whose held blocks wait for the referencing
+    /// ones, up to 2 + 2 × (the most faulty validators) times per slot for each: an honest
+    /// validator's DAG holds the first two versions and at most two per referencing author,
+    /// and those it took for faulty authors may have been spent on others here. Before stop
+    /// 47 only the direct references counted, so a faulty author that spent its allowance at
+    /// one validator on versions no one else had kept out the version honest blocks built on
+    /// there, and with it every later honest block.
+    fn take_extra_version(&mut self, d: &Digest, b: &Block) -> bool {
+        let n = self.committee.len();
+        let through_most = 2 + 2 * self.most_faulty();
+        let mut direct = Vec::new();
+        let mut through = Vec::new();
+        for c in self.waiting.get(d).into_iter().flatten() {
+            if let Some(h) = self.pending.get(c) {
+                direct.push(usize::from(h.block.author.0));
+                add_bits(&mut through, &h.wanted_by);
+            }
+        }
+        let counts =
+            self.extra_versions.entry((b.round, b.author)).or_insert_with(|| vec![[0, 0]; n]);
+        let by = direct
+            .into_iter()
+            .find(|a| counts.get(*a).is_some_and(|c| c[0] < 2))
+            .map(|a| (a, 0))
+            .or_else(|| {
+                bits_of(&through)
+                    .find(|a| counts.get(*a).is_some_and(|c| usize::from(c[1]) < through_most))
+                    .map(|a| (a, 1))
+            });
+        let Some((by, kind)) = by else { return false };
+        if let Some(c) = counts.get_mut(by) {
+            c[kind] += 1;
+        }
+        true
     }
 
     /// Adds a block with all its parents present, then the held blocks that waited on it.
@@ -1070,31 +1232,22 @@ impl AsyncBft {
                 continue;
             }
             let n = self.committee.len();
-            let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
-            let versions = &mut slot[usize::from(b.author.0)];
             // Two versions of a slot show its author equivocates; more are taken only when
             // a held block references them. An equivocator could otherwise add versions
             // without bound, each stored, and each multiplying the work of deciding the
             // slot. (What the log holds was taken before, and is taken again.)
             let trusted = self.replaying && (!self.from_peer || self.ordered.contains(&d));
-            if versions.len() >= 2 && !trusted {
-                // Taken for a held block whose author has referenced at most one further
-                // version of this slot so far (an honest author references one, and perhaps
-                // a second later as a tip): so a slot has at most two versions plus two per
-                // referencing author, whoever references them (the equivocator too).
-                let slot_key = (b.round, b.author);
-                let counts = self.extra_versions.entry(slot_key).or_insert_with(|| vec![0; n]);
-                let pending = &self.pending;
-                let by = self.waiting.get(&d).into_iter().flatten().find_map(|c| {
-                    let a = usize::from(pending.get(c)?.0.author.0);
-                    (counts.get(a).copied().unwrap_or(u8::MAX) < 2).then_some(a)
-                });
-                let Some(by) = by else {
-                    self.faults.versions_dropped += 1;
-                    continue;
-                };
-                counts[by] += 1;
+            let taken = self
+                .rounds
+                .get(&b.round)
+                .and_then(|slot| slot.get(usize::from(b.author.0)))
+                .map_or(0, Vec::len);
+            if taken >= 2 && !trusted && !self.take_extra_version(&d, &b) {
+                self.faults.versions_dropped += 1;
+                continue;
             }
+            let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
+            let versions = &mut slot[usize::from(b.author.0)];
             versions.push(d);
             if !self.replaying {
                 out.push(Action::Persist(b.encoded()));
@@ -1142,12 +1295,12 @@ impl AsyncBft {
     fn arrived(&mut self, d: &Digest, ready: &mut Vec<Arc<Block>>) {
         self.asked.remove(d);
         for child in self.waiting.remove(d).unwrap_or_default() {
-            if let Some((_, left)) = self.pending.get_mut(&child) {
-                *left = left.saturating_sub(1);
-                if *left == 0 {
-                    if let Some((cb, _)) = self.pending.remove(&child) {
-                        unload(&mut self.pending_load, &cb);
-                        ready.push(cb);
+            if let Some(h) = self.pending.get_mut(&child) {
+                h.left = h.left.saturating_sub(1);
+                if h.left == 0 {
+                    if let Some(h) = self.pending.remove(&child) {
+                        unload(&mut self.pending_load, &h);
+                        ready.push(h.block);
                     }
                 }
             }
@@ -2071,10 +2224,10 @@ impl AsyncBft {
             self.wave_votes.borrow_mut().retain(|(_, r), _| *r >= floor);
             let load = &mut self.pending_load;
             let ordered = &mut self.ordered;
-            self.pending.retain(|d, (b, _)| {
-                let keep = b.round >= floor;
+            self.pending.retain(|d, h| {
+                let keep = h.block.round >= floor;
                 if !keep {
-                    unload(load, b);
+                    unload(load, h);
                     // An ordered block still held here (a validator that rejoined from a
                     // snapshot and never got one of its parents) leaves the ordered set as
                     // the others' copy does when it leaves their DAG: otherwise it stayed
@@ -2094,21 +2247,21 @@ impl AsyncBft {
             held.sort_unstable();
             self.waiting.clear();
             for d in held {
-                let Some((b, left)) = self.pending.get_mut(&d) else { continue };
-                *left = 0;
-                for p in b.parents.iter() {
+                let Some(h) = self.pending.get_mut(&d) else { continue };
+                h.left = 0;
+                for p in h.block.parents.iter() {
                     if p.round >= floor
                         && !self.blocks.contains_key(&p.digest)
                         && !self.gone.contains_key(&p.digest)
                     {
                         self.waiting.entry(p.digest).or_default().push(d);
-                        *left += 1;
+                        h.left += 1;
                     }
                 }
-                if *left == 0 {
-                    if let Some((b, _)) = self.pending.remove(&d) {
-                        unload(&mut self.pending_load, &b);
-                        self.released.push(b);
+                if h.left == 0 {
+                    if let Some(h) = self.pending.remove(&d) {
+                        unload(&mut self.pending_load, &h);
+                        self.released.push(h.block);
                     }
                 }
             }

@@ -1186,3 +1186,157 @@ fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
         assert!(own_blocks(&out).iter().any(|b| b.round == 2), "{}", e.summary());
     }
 }
+
+/// The blocks `out` stores (round, author).
+fn persisted(out: &[Action]) -> Vec<(u64, u16)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Persist(bytes) => match Message::decode(bytes) {
+                Ok(Message::Block(b)) => Some((b.round, b.author.0)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers `e`'s requests from `known` for up to `ticks` ticks, as honest peers would, and
+/// returns everything it stored meanwhile.
+fn answer_requests(
+    e: &mut AsyncBft,
+    mut out: Vec<Action>,
+    known: &[Block],
+    ticks: usize,
+) -> Vec<(u64, u16)> {
+    let mut stored = persisted(&out);
+    for _ in 0..ticks {
+        let mut answers = Vec::new();
+        for a in &out {
+            if let Action::Send { bytes, to } = a {
+                if let Ok(Message::Request(ds)) = Message::decode(bytes) {
+                    let from = match to {
+                        Target::One(v) => *v,
+                        _ => ValidatorIndex(1),
+                    };
+                    for b in known.iter().filter(|b| ds.contains(&b.digest())) {
+                        answers.push((from, Message::Block(Box::new(b.clone())).encode()));
+                    }
+                }
+            }
+        }
+        out = Vec::new();
+        if !answers.is_empty() {
+            e.handle(Input::Messages(answers), &mut out);
+        }
+        e.handle(Input::Tick, &mut out);
+        stored.extend(persisted(&out));
+    }
+    stored
+}
+
+/// A faulty validator that fills its share of held blocks (with blocks of rounds no floor
+/// reaches, over parents that exist nowhere) cannot keep out its own block that honest blocks
+/// build on: that block counts for the honest validators whose blocks wait for it, and its
+/// missing parent is asked for. Until stop 47 the faulty author's share alone was tried: its
+/// block was refused each time it came, its parent never asked for, and the honest blocks
+/// over it waited for good (found by a review).
+#[test]
+fn a_faulty_validators_full_share_does_not_keep_out_blocks_honest_ones_build_on() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    let mut started = Vec::new();
+    e.start(&mut started);
+    let y1 = own_blocks(&started).remove(0);
+    // Validator 3 fills its share: 5,000 blocks of rounds from 2^40 over made-up parents.
+    let made_up = |round: u64| -> Vec<BlockRef> {
+        (0..3u16)
+            .map(|a| {
+                let mut digest = [0xee; 32];
+                digest[..8].copy_from_slice(&round.to_le_bytes());
+                digest[8] = a as u8;
+                BlockRef { round: round - 1, author: ValidatorIndex(a), digest }
+            })
+            .collect()
+    };
+    let flood: Vec<(ValidatorIndex, Bytes)> = (0..5_000u64)
+        .map(|i| {
+            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i));
+            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
+        })
+        .collect();
+    e.handle(Input::Messages(flood), &mut Vec::new());
+    assert_eq!(e.faults().pending_full, 0, "the share holds 5,000");
+    // Round 1: validators 1 and 2's blocks arrive, validator 3's (a1) does not.
+    let x1 = block(&ks[1], 1, 1, vec![]);
+    let z1 = block(&ks[2], 2, 1, vec![]);
+    let a1 = block(&ks[3], 3, 1, vec![]);
+    deliver(&mut e, 1, &x1);
+    deliver(&mut e, 2, &z1);
+    // Round 2: validators 1 and 2 build on 0, 1 and 2; validator 3's block c2 on a1, and
+    // validator 1's round-3 block builds on c2.
+    let round_two = vec![y1.reference(), x1.reference(), z1.reference()];
+    let x2 = block(&ks[1], 1, 2, round_two.clone());
+    let z2 = block(&ks[2], 2, 2, round_two);
+    let c2 = block(&ks[3], 3, 2, vec![x1.reference(), z1.reference(), a1.reference()]);
+    let x3 = block(&ks[1], 1, 3, vec![x2.reference(), z2.reference(), c2.reference()]);
+    deliver(&mut e, 1, &x2);
+    deliver(&mut e, 2, &z2);
+    let out = deliver(&mut e, 1, &x3);
+    let stored = answer_requests(&mut e, out, &[c2, a1], 300);
+    assert!(stored.contains(&(1, 3)), "a1 never came: {stored:?} {:?}", e.faults());
+    assert!(stored.contains(&(3, 1)), "validator 1's round-3 block was never added: {stored:?}");
+}
+
+/// A faulty validator that spends its allowance of versions past a slot's second at one
+/// validator (its own blocks referencing versions only that validator got) cannot keep out
+/// the version that honest blocks build on through its own block: that version is taken for
+/// the honest validator whose held block waits for it. Until stop 47 it was dropped every
+/// time it came, and the honest blocks over it waited for good (found by a review).
+#[test]
+fn a_faulty_validators_spent_allowance_does_not_keep_out_versions_honest_ones_build_on() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    let mut started = Vec::new();
+    e.start(&mut started);
+    let y1 = own_blocks(&started).remove(0);
+    let x1 = block(&ks[1], 1, 1, vec![]);
+    let z1 = block(&ks[2], 2, 1, vec![]);
+    deliver(&mut e, 1, &x1);
+    deliver(&mut e, 2, &z1);
+    // Six versions of validator 3's round-1 block; validators 1 and 2 got v[0] (and v[1]).
+    let v: Vec<Block> = (0..6u8)
+        .map(|i| {
+            Block::new(&CHAIN, ValidatorIndex(3), 1, 0, vec![], vec![tx(100 + i)], |m| {
+                ks[3].sign(m)
+            })
+        })
+        .collect();
+    // This validator gets v[2] and v[3] first (the two taken freely), then two round-2
+    // blocks of validator 3 over v[4] and v[5], which spend its allowance for the slot.
+    let mut stored = Vec::new();
+    stored.extend(persisted(&deliver(&mut e, 3, &v[2])));
+    stored.extend(persisted(&deliver(&mut e, 3, &v[3])));
+    for w in &v[4..6] {
+        let d = block(&ks[3], 3, 2, vec![x1.reference(), z1.reference(), w.reference()]);
+        deliver(&mut e, 3, &d);
+        stored.extend(persisted(&deliver(&mut e, 3, w)));
+    }
+    stored.retain(|(_, author)| *author == 3);
+    assert_eq!(stored, vec![(1, 3), (1, 3), (1, 3), (2, 3), (1, 3), (2, 3)]);
+    // Validator 3's round-2 block over v[0], which validators 1 and 2 took, and validator
+    // 1's round-3 block over it.
+    let round_two = vec![y1.reference(), x1.reference(), z1.reference()];
+    let x2 = block(&ks[1], 1, 2, round_two.clone());
+    let z2 = block(&ks[2], 2, 2, round_two);
+    let c2 = block(&ks[3], 3, 2, vec![x1.reference(), z1.reference(), v[0].reference()]);
+    let x3 = block(&ks[1], 1, 3, vec![x2.reference(), z2.reference(), c2.reference()]);
+    deliver(&mut e, 1, &x2);
+    deliver(&mut e, 2, &z2);
+    let out = deliver(&mut e, 1, &x3);
+    let stored = answer_requests(&mut e, out, &[c2, v[0].clone()], 300);
+    assert!(
+        stored.contains(&(3, 1)),
+        "validator 1's round-3 block was never added: {stored:?} {:?}",
+        e.faults()
+    );
+}

@@ -88,7 +88,12 @@ impl Profiles {
                     known.retain(|s| now.contains(s));
                 }
                 None if !full => {
+                    // The lowest eight, not the first eight: a bin's writes come in the order
+                    // of revm's hash map, which differs between processes, and the profile
+                    // (so the plan and the path a block takes, never its result) would too.
                     let mut now: Vec<U256> = slots.collect();
+                    now.sort_unstable();
+                    now.dedup();
                     now.truncate(8);
                     learned.insert((to, selector), now);
                 }
