@@ -799,11 +799,18 @@ impl Chain {
         Ok(block)
     }
 
-    /// Records a finality certificate (durably) if it is newer than the one held.
+    /// Records a finality certificate (durably) if it is newer than the one held. The wait
+    /// for the log's lock (the storer holds it through its own appends and syncs) and the
+    /// sync run off the runtime's worker, as reads of old blocks do (since stop 47: before,
+    /// the finality task held a worker thread through them, about ten times a second).
     pub fn set_certificate(&self, cert: Certificate) -> Result<bool, ChainError> {
         if self.index.read().certificate.as_ref().is_some_and(|c| c.number >= cert.number) {
             return Ok(false);
         }
+        off_the_runtime(|| self.write_certificate(cert))
+    }
+
+    fn write_certificate(&self, cert: Certificate) -> Result<bool, ChainError> {
         let mut log = self.log.lock();
         if self.shut.load(std::sync::atomic::Ordering::Acquire) {
             return Err(ChainError::Shut);

@@ -240,8 +240,12 @@ impl Finality {
                         Err(broadcast::error::RecvError::Closed) => break,
                     };
                     // A block synced from peers under a certificate already checked needs no
-                    // vote (a validator catching up would sign thousands).
-                    if b.number() <= self.state.metrics.sync_target.load(Ordering::Relaxed) {
+                    // vote (a validator catching up would sign thousands), nor does one a
+                    // certificate it holds covers already (a validator catching up through
+                    // consensus after adopting a newer certificate; since stop 47).
+                    if b.number() <= self.state.metrics.sync_target.load(Ordering::Relaxed)
+                        || b.number() <= self.state.chain.finalized_number()
+                    {
                         continue;
                     }
                     if let Some(b) = plan.stored(b.number(), b, Instant::now()) {
@@ -389,17 +393,22 @@ impl Finality {
         // The highest: a certificate stored by sync may be above the one given here.
         let before = m.finalized.fetch_max(number, Ordering::Relaxed);
         let now = Instant::now();
-        let mut submitted = self.state.submitted.lock();
-        if submitted.is_empty() {
+        if self.state.submitted.lock().is_empty() {
             return;
         }
+        // The blocks are read before the lock is taken: a node that adopts a certificate
+        // after catching up reads many, some from disk, and the storer and admissions take
+        // the same lock (until stop 47 they waited for those reads).
+        let mut hashes = Vec::new();
         for n in before + 1..=number {
             if let Some(b) = self.state.chain.block(n) {
-                for h in b.tx_hashes() {
-                    if let Some(at) = submitted.remove(&h) {
-                        m.final_latency.record(now.duration_since(at));
-                    }
-                }
+                hashes.extend(b.tx_hashes());
+            }
+        }
+        let mut submitted = self.state.submitted.lock();
+        for h in hashes {
+            if let Some(at) = submitted.remove(&h) {
+                m.final_latency.record(now.duration_since(at));
             }
         }
     }
