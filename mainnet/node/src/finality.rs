@@ -361,8 +361,13 @@ impl Finality {
             // Hashes compared before the pairing check, from the index (no block read).
             let Some(ours) = self.state.chain.hash(c.number) else { continue };
             if ours != c.hash {
+                // This node's chain left the certified one: it stops (the chain closed, it
+                // reports itself failed) rather than serve and sign a chain the committee
+                // did not certify (before stop 47 it only logged this).
                 if self.signed_by_quorum(&c, chain_id) {
-                    tracing::error!(number = c.number, %ours, theirs = %c.hash, "a quorum certified another block hash: state diverged");
+                    tracing::error!(number = c.number, %ours, theirs = %c.hash, "a quorum certified another block hash: state diverged, stopping");
+                    self.state.chain.close();
+                    return;
                 }
                 continue;
             }

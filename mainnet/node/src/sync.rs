@@ -121,6 +121,15 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         let rest = rests.record(i, &outcome, Instant::now());
         match outcome {
             Ok(Progress::Pipeline) => return,
+            // The node cannot go on from a chain the committee did not certify: closing the
+            // chain makes it report itself failed (`farol node` exits naming the error in
+            // its log). Before stop 47 this was a failed sync, counted against the peer, and
+            // the node went on serving its own chain as if healthy.
+            Ok(Progress::Diverged(why)) => {
+                tracing::error!(%peer, reason = %why, "this node's chain is not the certified chain: stopping");
+                state.chain.close();
+                return;
+            }
             Ok(Progress::Slow) => {
                 // Before stop 28 a peer that answered slowly but correctly (one block per
                 // answer, just inside the time limit) held this node for as long as it did.
@@ -221,7 +230,7 @@ impl Rests {
                 self.failed[i] = 0;
                 return None;
             }
-            Ok(Progress::UpToDate | Progress::Pipeline) => return None,
+            Ok(Progress::UpToDate | Progress::Pipeline | Progress::Diverged(_)) => return None,
             Ok(Progress::Slow) => (&mut self.slow[i], SLOW_PEER_REST),
             Err(_) => (&mut self.failed[i], FAILED_PEER_REST),
         };
@@ -242,6 +251,9 @@ enum Progress {
     Slow,
     /// The pipeline is gone (the node stops).
     Pipeline,
+    /// A certificate a quorum signed names another block than ours at its height, or a chain
+    /// that does not extend ours: this node's chain left the chain's (the node stops).
+    Diverged(String),
 }
 
 /// How long a peer left for being slow rests before it is asked again: doubled for each
@@ -465,6 +477,18 @@ fn sync_once(
         Certificate { number: cert.number.to(), hash: cert.hash, quorum: cert.quorum.to_vec() };
     let head = state.chain.head();
     if cert.number <= head.number() {
+        // Ours at that height must be the certified block: compared first, and the quorum's
+        // signature checked only when they differ.
+        let ours = state.chain.hash(cert.number);
+        if ours.is_some_and(|h| h != cert.hash) {
+            verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
+            return Ok(Progress::Diverged(format!(
+                "block {} is {} here, certified {}",
+                cert.number,
+                ours.unwrap_or_default(),
+                cert.hash
+            )));
+        }
         return Ok(Progress::UpToDate);
     }
     verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
@@ -497,10 +521,10 @@ fn sync_once(
         }
     }
     if want != head.hash {
-        return Err(format!(
+        return Ok(Progress::Diverged(format!(
             "the certified chain does not extend ours: block {base} is {} here, {want} there",
             head.hash
-        ));
+        )));
     }
 
     // Blocks, upwards, segment by segment: headers again (checked against the segment's top
@@ -582,7 +606,10 @@ fn sync_once(
             state.metrics.finalized.fetch_max(number, Ordering::Relaxed);
             Ok(Progress::Synced(number))
         }
-        Some(h) => Err(format!("block {} is {h} here, certified {}", cert.number, cert.hash)),
+        Some(h) => Ok(Progress::Diverged(format!(
+            "block {} is {h} here, certified {}",
+            cert.number, cert.hash
+        ))),
         None => Ok(Progress::Pipeline),
     }
 }

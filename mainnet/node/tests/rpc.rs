@@ -1148,6 +1148,78 @@ fn deploy(c: &mut RpcClient, key: &PrivateKeySigner, runtime: &[u8]) -> Address 
     serde_json::from_value(r["contractAddress"].clone()).unwrap_or_else(|e| panic!("{r}: {e}"))
 }
 
+/// A node whose own chain left the certified one stops: here a second copy of a
+/// one-validator chain, run apart with the same keys, made its own block 1, and when block
+/// sync shows it the first copy's certified chain, which does not extend its own, it reports
+/// itself failed (so `farol node` exits) instead of serving its chain as if healthy. Until
+/// stop 47 that was a failed sync, counted against the peer, and the node went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_chain_left_the_certified_one_stops() {
+    let vdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let tdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x53; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let vcfg = config(vdir.path(), key.address());
+    let mut tcfg = vcfg.clone();
+    tcfg.data_dir = tdir.path().to_path_buf();
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    tcfg.network.listen = Some(udp.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    drop(udp);
+    // The copy, alone, makes its block 1 from a transfer at another fee.
+    let twin = Node::start(tcfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let thttp = twin.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(thttp);
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer_at(&k, 0, 31337, 3_000_000_000)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        wait_receipt(&mut c, &hash);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    twin.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    // The chain's validator makes its own blocks, certified.
+    let validator = Node::start(vcfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let vhttp = validator.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(vhttp);
+        let mut n = 0;
+        for nonce in 0..3 {
+            let hash = c
+                .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            n = quantity(&wait_receipt(&mut c, &hash)["blockNumber"]).unwrap_or(0);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while certified(&mut c) < n {
+            assert!(Instant::now() < deadline, "block {n} was never certified");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The copy again, as a full node syncing from the validator (a validator whose head
+    // moves syncs only when it stalls).
+    tcfg.validator = None;
+    tcfg.sync.peers = vec![vhttp];
+    tcfg.sync.poll_millis = 50;
+    let twin = Node::start(tcfg).await.unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !twin.failed() {
+        assert!(
+            Instant::now() < deadline,
+            "the node with another chain did not stop: head {} sync failures {}",
+            twin.state.chain.head_number(),
+            twin.state.metrics.sync_failures.load(std::sync::atomic::Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!validator.failed());
+    let _ = twin.stop().await;
+    validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A creation that fails names the address it would have created at, as geth's receipts do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_creation_names_its_address() {

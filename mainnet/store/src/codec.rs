@@ -369,6 +369,18 @@ pub(crate) fn looks_like_commit(body_kind: u8, len: usize) -> bool {
     len >= fixed && (len - fixed).is_multiple_of(32)
 }
 
+/// Whether `body` (of a length [`looks_like_commit`] took) is a [`K_COMMIT_SEALED`] body
+/// carrying `seal` whose deleted-key count matches its length: compared before any checksum.
+pub(crate) fn carries_seal(body: &[u8], seal: u64) -> bool {
+    const SEAL_AT: usize = COMMIT_FIXED - 4;
+    body.first() == Some(&K_COMMIT_SEALED)
+        && body.get(SEAL_AT..SEAL_AT + 8) == Some(&seal.to_le_bytes()[..])
+        && body.get(SEAL_AT + 8..COMMIT_SEALED_FIXED).is_some_and(|n| {
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            n.checked_mul(32) == Some(body.len() - COMMIT_SEALED_FIXED)
+        })
+}
+
 pub(crate) fn decode_commit(body: &[u8]) -> Result<Commit, &'static str> {
     let mut r = Reader(body);
     let kind = r.u8()?;
@@ -438,6 +450,16 @@ mod tests {
         let c = decode_commit(&current).expect("current kind");
         assert_eq!((c.version, c.root, c.intact_before, c.prune_below), (9, root, Some(1234), 5));
         assert_eq!((c.seal, c.deleted.clone()), (Some(77), deleted.clone()));
+        // The seal is found where recovery's search compares it before the checksum.
+        for keys in 0..4 {
+            let mut body = Vec::new();
+            encode_commit(&mut body, 9, &root, 1234, 5, 77, &deleted[..keys.min(2)]);
+            assert!(carries_seal(&body, 77));
+            assert!(!carries_seal(&body, 78));
+        }
+        let mut miscounted = current.clone();
+        miscounted[COMMIT_FIXED + 4] ^= 1;
+        assert!(!carries_seal(&miscounted, 77), "the count must match the length");
         // A body as written from stop 28 to 37: the same without the seal.
         let mut unsealed = current.clone();
         unsealed[0] = K_COMMIT;
@@ -445,6 +467,7 @@ mod tests {
         assert!(looks_like_commit(unsealed[0], unsealed.len()));
         let c = decode_commit(&unsealed).expect("unsealed kind");
         assert_eq!((c.version, c.intact_before, c.prune_below, c.seal), (9, Some(1234), 5, None));
+        assert!(!carries_seal(&unsealed, 77));
         assert_eq!(c.deleted, deleted);
         // A body as written before stop 28: the same without the offset.
         let mut v1 = vec![K_COMMIT_V1];

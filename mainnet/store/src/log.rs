@@ -257,6 +257,12 @@ pub(crate) fn first_commit_in(bytes: &[u8], seal: Option<u64>) -> Option<(usize,
         match codec::frame_len(&header) {
             // Cheap shape checks first (kind byte, length of a commit body), then the checksum.
             Ok(len) if rest.len() >= FRAME + len && codec::looks_like_commit(rest[FRAME], len) => {
+                // With a seal, the seal is compared before the checksum: values crafted to
+                // look like commit headers every few bytes would otherwise each cost a
+                // checksum over up to the rest of the segment (quadratic; until stop 47).
+                if seal.is_some_and(|s| !codec::carries_seal(&rest[FRAME..FRAME + len], s)) {
+                    return None;
+                }
                 let rec = &rest[..FRAME + len];
                 let sealed = |body: &[u8]| {
                     seal.is_none_or(|s| codec::decode_commit(body).is_ok_and(|c| c.seal == Some(s)))
