@@ -386,7 +386,7 @@ pub struct AsyncBft {
     /// Per slot (round, author) with more than two versions, the versions past the second
     /// taken for each validator: for its own held blocks that reference them, and for held
     /// blocks that its held blocks wait for (see [`AsyncBft::insert`]).
-    extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<[u8; 2]>>,
+    extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<[u16; 2]>>,
     ordered: HashSet<Digest>,
     /// Blocks no known block references yet, by (round, author): a new proposal references
     /// them, so a block that arrived too late to be voted for still gets into the history
@@ -1162,8 +1162,9 @@ impl AsyncBft {
     /// references them (the equivocator too).
     ///
     /// When every referencing author has used that (a faulty author referencing its own
-    /// versions), it is taken for a validator whose held blocks wait for the referencing
-    /// ones, up to 2 + 2 × (the most faulty validators) times per slot for each: an honest
+    /// versions), it is taken for a validator other than the slot's author whose held blocks
+    /// wait for the referencing ones, up to 2 + 2 × (the most faulty validators) times per
+    /// slot for each (the author itself would otherwise spend this allowance too): an honest
     /// validator's DAG holds the first two versions and at most two per referencing author,
     /// and those it took for faulty authors may have been spent on others here. Before stop
     /// 47 only the direct references counted, so a faulty author that spent its allowance at
@@ -1180,6 +1181,7 @@ impl AsyncBft {
                 add_bits(&mut through, &h.wanted_by);
             }
         }
+        let author = usize::from(b.author.0);
         let counts =
             self.extra_versions.entry((b.round, b.author)).or_insert_with(|| vec![[0, 0]; n]);
         let by = direct
@@ -1188,12 +1190,13 @@ impl AsyncBft {
             .map(|a| (a, 0))
             .or_else(|| {
                 bits_of(&through)
+                    .filter(|a| *a != author)
                     .find(|a| counts.get(*a).is_some_and(|c| usize::from(c[1]) < through_most))
                     .map(|a| (a, 1))
             });
         let Some((by, kind)) = by else { return false };
         if let Some(c) = counts.get_mut(by) {
-            c[kind] += 1;
+            c[kind] = c[kind].saturating_add(1);
         }
         true
     }

@@ -687,22 +687,23 @@ fn a_validators_share_of_the_queue_follows_its_stake() {
     assert_eq!((e.faults().share_full, e.faults().queue_full), (4, 11));
 }
 
+/// Parents of round - 1 that exist nowhere, distinct for every block and `tag`.
+fn made_up(round: u64, tag: u8) -> Vec<BlockRef> {
+    (0..3u16)
+        .map(|a| {
+            let mut digest = [tag; 32];
+            digest[..8].copy_from_slice(&round.to_le_bytes());
+            digest[8] = a as u8;
+            BlockRef { round: round - 1, author: ValidatorIndex(a), digest }
+        })
+        .collect()
+}
+
 #[test]
 fn a_validator_flooding_blocks_over_made_up_parents_fills_only_its_share() {
     let (c, ks) = setup(4);
     let mut e = engine(&c, &ks, 0);
     e.start(&mut Vec::new());
-    // Parents of round - 1 that exist nowhere, distinct for every block and `tag`.
-    let made_up = |round: u64, tag: u8| -> Vec<BlockRef> {
-        (0..3u16)
-            .map(|a| {
-                let mut digest = [tag; 32];
-                digest[..8].copy_from_slice(&round.to_le_bytes());
-                digest[8] = a as u8;
-                BlockRef { round: round - 1, author: ValidatorIndex(a), digest }
-            })
-            .collect()
-    };
     // Validator 3 signs 5,010 blocks whose parents nobody has: a quarter of the 20,000 held
     // blocks is its share, and the rest are not held.
     let frames: Vec<(ValidatorIndex, Bytes)> = (2..5_012u64)
@@ -1050,17 +1051,7 @@ fn versions_of_a_slot_past_the_second_wait_until_needed() {
     for (a, b) in r1.iter().enumerate().skip(1) {
         deliver(&mut e, a as u16, b);
     }
-    let stored = |out: &[Action]| -> Vec<(u64, u16)> {
-        out.iter()
-            .filter_map(|a| match a {
-                Action::Persist(bytes) => match Message::decode(bytes) {
-                    Ok(Message::Block(b)) => Some((b.round, b.author.0)),
-                    _ => None,
-                },
-                _ => None,
-            })
-            .collect()
-    };
+    let stored = persisted;
     // Ten versions of validator 2's round-2 block: two are stored.
     let versions: Vec<Block> = (0..10u8)
         .map(|i| {
@@ -1248,19 +1239,9 @@ fn a_faulty_validators_full_share_does_not_keep_out_blocks_honest_ones_build_on(
     e.start(&mut started);
     let y1 = own_blocks(&started).remove(0);
     // Validator 3 fills its share: 5,000 blocks of rounds from 2^40 over made-up parents.
-    let made_up = |round: u64| -> Vec<BlockRef> {
-        (0..3u16)
-            .map(|a| {
-                let mut digest = [0xee; 32];
-                digest[..8].copy_from_slice(&round.to_le_bytes());
-                digest[8] = a as u8;
-                BlockRef { round: round - 1, author: ValidatorIndex(a), digest }
-            })
-            .collect()
-    };
     let flood: Vec<(ValidatorIndex, Bytes)> = (0..5_000u64)
         .map(|i| {
-            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i));
+            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i, 0xee));
             (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
         })
         .collect();

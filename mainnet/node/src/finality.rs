@@ -401,20 +401,29 @@ impl Finality {
         if self.state.submitted.lock().is_empty() {
             return;
         }
-        // The blocks are read before the lock is taken: a node that adopts a certificate
-        // after catching up reads many, some from disk, and the storer and admissions take
-        // the same lock (until stop 47 they waited for those reads).
-        let mut hashes = Vec::new();
-        for n in before + 1..=number {
-            if let Some(b) = self.state.chain.block(n) {
-                hashes.extend(b.tx_hashes());
+        // The blocks are read before the lock is taken, a few hundred at a time: a node that
+        // adopts a certificate after catching up reads many, some from disk, and the storer
+        // and admissions take the same lock (until stop 47 they waited for those reads).
+        let mut from = before.saturating_add(1);
+        while from <= number {
+            let to = from.saturating_add(255).min(number);
+            let mut hashes = Vec::new();
+            for n in from..=to {
+                if let Some(b) = self.state.chain.block(n) {
+                    hashes.extend(b.tx_hashes());
+                }
             }
-        }
-        let mut submitted = self.state.submitted.lock();
-        for h in hashes {
-            if let Some(at) = submitted.remove(&h) {
-                m.final_latency.record(now.duration_since(at));
+            let mut submitted = self.state.submitted.lock();
+            for h in hashes {
+                if let Some(at) = submitted.remove(&h) {
+                    m.final_latency.record(now.duration_since(at));
+                }
             }
+            if submitted.is_empty() || to == u64::MAX {
+                break;
+            }
+            drop(submitted);
+            from = to + 1;
         }
     }
 }

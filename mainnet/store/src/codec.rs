@@ -458,7 +458,7 @@ mod tests {
             assert!(!carries_seal(&body, 78));
         }
         let mut miscounted = current.clone();
-        miscounted[COMMIT_FIXED + 4] ^= 1;
+        miscounted[COMMIT_SEALED_FIXED - 4] ^= 1;
         assert!(!carries_seal(&miscounted, 77), "the count must match the length");
         // A body as written from stop 28 to 37: the same without the seal.
         let mut unsealed = current.clone();
