@@ -552,8 +552,9 @@ fn an_open_removes_no_segment_the_checkpoint_still_reads() {
     let (replay_seg, replay_off) = replay_point(dir.path());
     assert!(replay_seg > 3, "the versions should span several segments");
     // Version 11 prunes every version before it, so every segment before the replay point is
-    // dead for the log after the checkpoint, and not for the checkpoint.
-    let pruning = Options { retain_versions: Some(1), ..opts.clone() };
+    // dead for the log after the checkpoint, and not for the checkpoint. Larger segments: it
+    // stays in the replay segment, unsynced (a rotation would sync it).
+    let pruning = Options { retain_versions: Some(1), segment_bytes: 1 << 20, ..opts.clone() };
     let store = Store::open(dir.path(), pruning.clone()).unwrap();
     let b: Vec<(B256, Option<Bytes>)> =
         keys.iter().map(|k| (*k, Some(Bytes::from_static(b"eleven")))).collect();
