@@ -1321,3 +1321,44 @@ fn a_faulty_validators_spent_allowance_does_not_keep_out_versions_honest_ones_bu
         e.faults()
     );
 }
+
+/// The same when the faulty validator's block arrived (and was held, in its own share) before
+/// the honest block that builds on it: that block's validator is added to what waits for it,
+/// and for the held blocks it waits for in turn, so its missing grandparent is still taken
+/// and asked for once the faulty share is full.
+#[test]
+fn blocks_honest_ones_build_on_are_taken_when_they_came_first() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    let mut started = Vec::new();
+    e.start(&mut started);
+    // Validator 3's share one short of full.
+    let flood: Vec<(ValidatorIndex, Bytes)> = (0..4_999u64)
+        .map(|i| {
+            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i, 0xee));
+            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
+        })
+        .collect();
+    e.handle(Input::Messages(flood), &mut Vec::new());
+    let theirs = three_go_on(&mut e, &ks, &started, 3);
+    let of = |r: u64, a: u16| -> BlockRef {
+        let b = theirs.iter().find(|b| b.round == r && b.author.0 == a);
+        b.unwrap_or_else(|| panic!("no block of {a} in round {r}")).reference()
+    };
+    // Validator 3's chain g (round 1) <- h (round 2) <- c3 (round 3); c3 comes first and
+    // fills the share, then validator 1's round-4 block over it, then h (from validator 1).
+    let g = block(&ks[3], 3, 1, vec![]);
+    let h = block(&ks[3], 3, 2, vec![of(1, 1), of(1, 2), g.reference()]);
+    let c3 = block(&ks[3], 3, 3, vec![of(2, 1), of(2, 2), h.reference()]);
+    let w = block(&ks[1], 1, 4, vec![of(3, 1), of(3, 2), c3.reference()]);
+    deliver(&mut e, 3, &c3);
+    assert_eq!(e.faults().pending_full, 0, "c3 fits the share's last place");
+    deliver(&mut e, 1, &w);
+    let out = deliver(&mut e, 1, &h);
+    let stored = answer_requests(&mut e, out, &[g, h, c3], 300);
+    assert!(
+        stored.contains(&(4, 1)),
+        "validator 1's round-4 block was never added: {stored:?} {:?}",
+        e.faults()
+    );
+}
