@@ -385,7 +385,7 @@ pub struct AsyncBft {
     rounds: BTreeMap<u64, Vec<Vec<Digest>>>,
     /// Per slot (round, author) with more than two versions, the versions past the second
     /// taken for each validator: for its own held blocks that reference them, and for held
-    /// blocks that its held blocks wait for (see [`AsyncBft::insert`]).
+    /// blocks that its held blocks wait for (see [`AsyncBft::take_extra_version`]).
     extra_versions: BTreeMap<(u64, ValidatorIndex), Vec<[u16; 2]>>,
     ordered: HashSet<Digest>,
     /// Blocks no known block references yet, by (round, author): a new proposal references
