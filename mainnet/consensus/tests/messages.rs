@@ -1225,6 +1225,18 @@ fn answer_requests(
     stored
 }
 
+/// Validator 3 sends `count` blocks of rounds from 2^40 over made-up parents: held (in its
+/// share of 5,000) for good, since no floor reaches them.
+fn flood_from_3(e: &mut AsyncBft, ks: &[SigningKey], count: u64) {
+    let flood: Vec<(ValidatorIndex, Bytes)> = (0..count)
+        .map(|i| {
+            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i, 0xee));
+            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
+        })
+        .collect();
+    e.handle(Input::Messages(flood), &mut Vec::new());
+}
+
 /// A faulty validator that fills its share of held blocks (with blocks of rounds no floor
 /// reaches, over parents that exist nowhere) cannot keep out its own block that honest blocks
 /// build on: that block counts for the honest validators whose blocks wait for it, and its
@@ -1238,14 +1250,8 @@ fn a_faulty_validators_full_share_does_not_keep_out_blocks_honest_ones_build_on(
     let mut started = Vec::new();
     e.start(&mut started);
     let y1 = own_blocks(&started).remove(0);
-    // Validator 3 fills its share: 5,000 blocks of rounds from 2^40 over made-up parents.
-    let flood: Vec<(ValidatorIndex, Bytes)> = (0..5_000u64)
-        .map(|i| {
-            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i, 0xee));
-            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
-        })
-        .collect();
-    e.handle(Input::Messages(flood), &mut Vec::new());
+    // Validator 3 fills its share.
+    flood_from_3(&mut e, &ks, 5_000);
     assert_eq!(e.faults().pending_full, 0, "the share holds 5,000");
     // Round 1: validators 1 and 2's blocks arrive, validator 3's (a1) does not.
     let x1 = block(&ks[1], 1, 1, vec![]);
@@ -1333,13 +1339,7 @@ fn blocks_honest_ones_build_on_are_taken_when_they_came_first() {
     let mut started = Vec::new();
     e.start(&mut started);
     // Validator 3's share one short of full.
-    let flood: Vec<(ValidatorIndex, Bytes)> = (0..4_999u64)
-        .map(|i| {
-            let b = block(&ks[3], 3, (1 << 40) + i, made_up((1 << 40) + i, 0xee));
-            (ValidatorIndex(3), Message::Block(Box::new(b)).encode())
-        })
-        .collect();
-    e.handle(Input::Messages(flood), &mut Vec::new());
+    flood_from_3(&mut e, &ks, 4_999);
     let theirs = three_go_on(&mut e, &ks, &started, 3);
     let of = |r: u64, a: u16| -> BlockRef {
         let b = theirs.iter().find(|b| b.round == r && b.author.0 == a);

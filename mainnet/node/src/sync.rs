@@ -479,14 +479,11 @@ fn sync_once(
     if cert.number <= head.number() {
         // Ours at that height must be the certified block: compared first, and the quorum's
         // signature checked only when they differ.
-        let ours = state.chain.hash(cert.number);
-        if ours.is_some_and(|h| h != cert.hash) {
+        if let Some(ours) = state.chain.hash(cert.number).filter(|h| *h != cert.hash) {
             verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
             return Ok(Progress::Diverged(format!(
-                "block {} is {} here, certified {}",
-                cert.number,
-                ours.unwrap_or_default(),
-                cert.hash
+                "block {} is {ours} here, certified {}",
+                cert.number, cert.hash
             )));
         }
         return Ok(Progress::UpToDate);
