@@ -1255,7 +1255,8 @@ impl AsyncBft {
             if !self.replaying {
                 out.push(Action::Persist(b.encoded()));
             }
-            if versions.len() > 1 {
+            let version = versions.len();
+            if version > 1 {
                 self.faults.equivocators.insert(b.author);
             }
             self.highest = self.highest.max(b.round);
@@ -1265,8 +1266,12 @@ impl AsyncBft {
                 }
             }
             // A block some held block already references is no tip; nor is a second version
-            // of a slot (the first is kept).
-            if self.waiting.get(&d).is_none_or(|c| c.is_empty()) {
+            // of a slot while the first is one. Nor is a version past the second: live, one is
+            // taken only for held blocks that wait for it, so it never is one, and replaying
+            // the log (which holds no held block) must not make it one either: the
+            // validator's proposals after a restart would name a version other validators
+            // may not have taken.
+            if version <= 2 && self.waiting.get(&d).is_none_or(|c| c.is_empty()) {
                 self.tips.entry((b.round, b.author)).or_insert(d);
             }
             self.blocks.insert(d, b);

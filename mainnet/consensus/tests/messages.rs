@@ -1362,3 +1362,83 @@ fn blocks_honest_ones_build_on_are_taken_when_they_came_first() {
         e.faults()
     );
 }
+
+/// A version of a slot past the second is taken live only for held blocks that wait for
+/// it, so it is never a tip (a block the next proposal names because nothing references
+/// it). The log holds no held block, and before stop 48 replaying it made such a version a
+/// tip: after a restart the validator's proposal named a version the others may not have
+/// taken. Live and restarted, the engine's next proposal names the same parents.
+#[test]
+fn a_replayed_version_past_the_second_is_no_tip() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, ..Config::default() };
+    let mut e =
+        AsyncBft::new(c.clone(), ValidatorIndex(0), ks[0].clone(), cfg.clone(), Arc::default());
+    let mut log: Vec<Bytes> = Vec::new();
+    let mut keep = |out: &[Action]| {
+        log.extend(out.iter().filter_map(|a| match a {
+            Action::Persist(r) => Some(r.clone()),
+            _ => None,
+        }));
+        own_blocks(out)
+    };
+    let mut started = Vec::new();
+    e.start(&mut started);
+    let y1 = keep(&started).remove(0);
+    // Validator 3 equivocates in round 1: v[0] and v[1] are taken freely, and both are
+    // referenced (by this validator's round-2 block and validator 1's), so the slot has no
+    // tip left.
+    let v: Vec<Block> = (0..3u8)
+        .map(|i| {
+            Block::new(&CHAIN, ValidatorIndex(3), 1, 0, vec![], vec![tx(100 + i)], |m| {
+                ks[3].sign(m)
+            })
+        })
+        .collect();
+    let x1 = block(&ks[1], 1, 1, vec![]);
+    let z1 = block(&ks[2], 2, 1, vec![]);
+    let mut mine = keep(&deliver(&mut e, 3, &v[0]));
+    mine.extend(keep(&deliver(&mut e, 1, &x1)));
+    mine.extend(keep(&deliver(&mut e, 2, &z1)));
+    let y2 = mine.iter().find(|b| b.round == 2).cloned();
+    let Some(y2) = y2 else { panic!("no own round-2 block: {}", e.summary()) };
+    assert!(y2.parents.contains(&v[0].reference()), "{:?}", y2.parents);
+    keep(&deliver(&mut e, 3, &v[1]));
+    let x2 = block(&ks[1], 1, 2, vec![x1.reference(), z1.reference(), v[1].reference()]);
+    keep(&deliver(&mut e, 1, &x2));
+    // Validator 2's round-2 block over v[2] and a parent nobody has: held, and v[2] is taken
+    // for it.
+    let mut w_parents = vec![x1.reference(), z1.reference(), v[2].reference()];
+    w_parents.push(BlockRef { round: 1, author: ValidatorIndex(0), digest: [0xab; 32] });
+    w_parents.sort_by_key(|p| (p.round, p.author));
+    keep(&deliver(&mut e, 2, &block(&ks[2], 2, 2, w_parents)));
+    let stored = keep(&deliver(&mut e, 3, &v[2]));
+    assert!(stored.is_empty());
+    assert_eq!(e.held().0, 1, "{}", e.summary());
+    assert_eq!(e.faults().versions_dropped, 0, "{:?}", e.faults());
+    assert!(log.contains(&Message::Block(Box::new(v[2].clone())).encode()), "v[2] not logged");
+    // Restarted from its log.
+    let mut again = AsyncBft::recover(
+        c,
+        ValidatorIndex(0),
+        ks[0].clone(),
+        cfg,
+        Arc::default(),
+        log,
+        &mut Vec::new(),
+    );
+    // Validator 2's other round-2 block completes round 2's quorum for both.
+    let z2 = block(&ks[2], 2, 2, vec![y1.reference(), x1.reference(), z1.reference()]);
+    let round_three = |e: &mut AsyncBft| {
+        let mut out = deliver(e, 2, &z2);
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        let b = own_blocks(&out).into_iter().find(|b| b.round == 3);
+        let Some(b) = b else { panic!("no own round-3 block: {}", e.summary()) };
+        b.parents
+    };
+    let live = round_three(&mut e);
+    assert!(!live.contains(&v[2].reference()), "{live:?}");
+    assert_eq!(round_three(&mut again), live);
+}
