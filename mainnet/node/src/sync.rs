@@ -310,17 +310,20 @@ pub const HEADERS_TIME: Duration = Duration::from_secs(20);
 pub const SLOW_AFTER_ANSWERS: u32 = 3;
 
 /// How fast the peer of one sync round answers: the time of its requests only (not this
-/// node's own waits, such as handing blocks to a busy pipeline).
+/// node's own waits, such as handing blocks to a busy pipeline), against the whole answers
+/// they are worth.
 struct Pace {
     spent: Duration,
     answers: u32,
+    /// What the answers held, in thousandths of a whole answer.
+    worth: u64,
     slow_answer: Duration,
     judged: bool,
 }
 
 impl Pace {
     fn new(slow_answer: Duration, judged: bool) -> Pace {
-        Pace { spent: Duration::ZERO, answers: 0, slow_answer, judged }
+        Pace { spent: Duration::ZERO, answers: 0, worth: 0, slow_answer, judged }
     }
 
     /// Counts an answer to a request made at `asked`; true when the peer's answers took
@@ -331,16 +334,18 @@ impl Pace {
 
     /// [`Pace::answered_slowly`] for an answer that held `per_mille` thousandths of what
     /// was asked (counted by blocks or by bytes against [`MAX_SYNC_ANSWER`], whichever is
-    /// more): its time counts as the time of a whole answer at that pace. A peer could
-    /// otherwise send one block per answer, each just inside the limit, and hold this node
-    /// to its pace.
+    /// more): the peer is slow when its answers took longer than the limit per whole
+    /// answer they held together. A peer could otherwise send one block per answer, each
+    /// just inside the limit, and hold this node to its pace. (Before stop 48 each answer's
+    /// time was scaled up to a whole answer's alone, so an honest answer cut short of a
+    /// block over 8 MiB, with one small block in it, counted as 64 answers at its pace.)
     fn answered_part_slowly(&mut self, asked: Instant, per_mille: u64) -> bool {
-        let per_mille = u32::try_from(per_mille.clamp(1, 1000)).unwrap_or(1000);
-        self.answers += 1;
-        self.spent += asked.elapsed() * 1000 / per_mille;
+        self.answers = self.answers.saturating_add(1);
+        self.worth = self.worth.saturating_add(per_mille.clamp(1, 1000));
+        self.spent = self.spent.saturating_add(asked.elapsed());
         self.judged
             && self.answers >= SLOW_AFTER_ANSWERS
-            && self.slow_answer.checked_mul(self.answers).is_some_and(|limit| self.spent > limit)
+            && self.spent.as_nanos() * 1000 > self.slow_answer.as_nanos() * u128::from(self.worth)
     }
 }
 
@@ -839,5 +844,28 @@ mod tests {
         // Nothing is judged where the rule is off (every peer was found slow).
         let mut off = Pace::new(limit, false);
         assert!((0..5).all(|_| !off.answered_part_slowly(asked, 1)));
+    }
+
+    /// An honest answer cut short by a large block after a small one holds little, but the
+    /// peer that sends such answers between whole ones is as fast as its time per whole
+    /// answer says: one answer of one block in 30 ms, then one of a large block in 600 ms,
+    /// by turns, are under a limit of a second (counted alone, each short answer stood for
+    /// 2 s).
+    #[test]
+    fn answers_cut_short_by_large_blocks_count_at_the_pace_of_all_answers() {
+        let limit = Duration::from_millis(1000);
+        let now = Instant::now();
+        let (small, large) = (now - Duration::from_millis(30), now - Duration::from_millis(600));
+        let mut pace = Pace::new(limit, true);
+        let slow: Vec<bool> = (0..8)
+            .map(|i| {
+                if i % 2 == 0 {
+                    pace.answered_part_slowly(small, 1000 / 64)
+                } else {
+                    pace.answered_part_slowly(large, 1000)
+                }
+            })
+            .collect();
+        assert_eq!(slow, [false; 8]);
     }
 }
