@@ -688,6 +688,42 @@ fn hostile_modules_are_refused_at_deployment() {
         "i32 ".repeat(2_000)
     );
     rejected(&mut w, &locals, "2000 locals");
+    // Parameters count as locals.
+    let params = format!(
+        r#"(module (memory (export "memory") 1) (func (param {}) (local {})) (func (export "call")))"#,
+        "i32 ".repeat(1_000),
+        "i64 ".repeat(100)
+    );
+    rejected(&mut w, &params, "1100 locals");
+    // A long constant expression (extended constants), where a global's value, a segment's
+    // offset or an element is given; one of 32 operators is taken.
+    let sum = |terms: usize| "(i32.const 1) (i32.add) ".repeat(terms);
+    let global = |terms: usize| {
+        format!(
+            r#"(module (memory (export "memory") 1) (global i32 (i32.const 0) {}) (func (export "call")))"#,
+            sum(terms)
+        )
+    };
+    rejected(&mut w, &global(20), "constant expression of more than 32 operators");
+    let out = deploy_outcome(&mut w, contract_code(&wat(&global(15))));
+    assert_eq!(out.status, TxStatus::Success, "{out:?}");
+    rejected(
+        &mut w,
+        &format!(
+            r#"(module (memory (export "memory") 1) (data (offset (i32.const 0) {}) "x") (func (export "call")))"#,
+            sum(20)
+        ),
+        "constant expression",
+    );
+    rejected(
+        &mut w,
+        &format!(
+            r#"(module (memory (export "memory") 1) (table 1 funcref) (func $f)
+                (elem (table 0) (offset (i32.const 0) {}) func $f) (func (export "call")))"#,
+            sum(20)
+        ),
+        "constant expression",
+    );
     // wasmtime's pool holds one table per instance.
     rejected(
         &mut w,

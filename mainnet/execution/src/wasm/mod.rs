@@ -38,8 +38,8 @@ pub use instrument::{
 };
 pub use ready::{QUEUE_LIMIT, READY_LIMIT, READY_MAX_PAGES};
 pub use validate::{
-    validate, ModuleInfo, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS, MAX_MEMORY_PAGES,
-    MAX_TABLE_ELEMENTS, MAX_TYPES,
+    validate, ModuleInfo, MAX_CONST_EXPR_OPERATORS, MAX_FUNCTIONS, MAX_GLOBALS, MAX_LOCALS,
+    MAX_MEMORY_PAGES, MAX_TABLE_ELEMENTS, MAX_TYPES,
 };
 
 use host::{WiData, WtData};

@@ -2,8 +2,8 @@
 //! deterministic features Farol enables, and its sizes stay under Farol's fixed bounds.
 
 use wasmparser::{
-    CompositeInnerType, DataKind, ElementItems, ElementKind, ExternalKind, FuncType, Parser,
-    Payload, TypeRef, ValType, Validator, WasmFeatures,
+    CompositeInnerType, ConstExpr, DataKind, ElementItems, ElementKind, ExternalKind, FuncType,
+    Parser, Payload, TypeRef, ValType, Validator, WasmFeatures,
 };
 
 use super::host::{import_signature, HOST_MODULE};
@@ -32,6 +32,12 @@ pub const MAX_GLOBALS: u32 = 256;
 pub const MAX_TABLE_ELEMENTS: u64 = 8_192;
 /// Types a module may define.
 pub const MAX_TYPES: u32 = 1_024;
+/// Operators one constant expression (a global's initial value, a segment's offset, an
+/// element) may hold, its `end` included. Extended constants allow arithmetic there, and the
+/// interpreter (wasmi) builds and evaluates such an expression as nested closures, one level
+/// per operator: one of hundreds of thousands of operators (a few MB of code, which `eth_call`
+/// state overrides may carry) overflowed the native stack and aborted the process.
+pub const MAX_CONST_EXPR_OPERATORS: usize = 32;
 
 /// What deployment learned about a valid module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +56,22 @@ fn invalid(reason: impl Into<String>) -> WasmError {
     WasmError::Invalid(reason.into())
 }
 
+/// Refuses a constant expression of more than [`MAX_CONST_EXPR_OPERATORS`] operators.
+fn short_const_expr(expr: &ConstExpr<'_>) -> Result<(), WasmError> {
+    let mut reader = expr.get_operators_reader();
+    let mut operators = 0usize;
+    while !reader.eof() {
+        reader.read().map_err(|e| invalid(e.message().to_string()))?;
+        operators += 1;
+        if operators > MAX_CONST_EXPR_OPERATORS {
+            return Err(invalid(format!(
+                "a constant expression of more than {MAX_CONST_EXPR_OPERATORS} operators"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `module` (the bytes after the marker) the way deployment does.
 pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     Validator::new_with_features(FEATURES)
@@ -63,6 +85,8 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     let mut exports_call = false;
     let mut exports_memory = false;
     let (mut active_data_bytes, mut active_elements, mut segments) = (0u64, 0u64, 0u64);
+    // Function bodies come in the order of the function section.
+    let mut bodies = 0usize;
     for payload in Parser::new(0).parse_all(module) {
         let payload = payload.map_err(|e| invalid(e.message().to_string()))?;
         match payload {
@@ -153,8 +177,14 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                     memory_pages = Some(memory.initial);
                 }
             }
-            Payload::GlobalSection(r) if r.count() > MAX_GLOBALS => {
-                return Err(invalid(format!("{} globals (at most {MAX_GLOBALS})", r.count())));
+            Payload::GlobalSection(r) => {
+                if r.count() > MAX_GLOBALS {
+                    return Err(invalid(format!("{} globals (at most {MAX_GLOBALS})", r.count())));
+                }
+                for global in r {
+                    let global = global.map_err(|e| invalid(e.message().to_string()))?;
+                    short_const_expr(&global.init_expr)?;
+                }
             }
             Payload::StartSection { .. } => {
                 return Err(invalid("a start function (use the exported `call`)"));
@@ -195,7 +225,8 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                 for data in r {
                     let data = data.map_err(|e| invalid(e.message().to_string()))?;
                     segments += 1;
-                    if matches!(data.kind, DataKind::Active { .. }) {
+                    if let DataKind::Active { offset_expr, .. } = &data.kind {
+                        short_const_expr(offset_expr)?;
                         active_data_bytes =
                             active_data_bytes.saturating_add(data.data.len() as u64);
                     }
@@ -205,7 +236,10 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                 for element in r {
                     let element = element.map_err(|e| invalid(e.message().to_string()))?;
                     segments += 1;
-                    if matches!(element.kind, ElementKind::Active { .. }) {
+                    // (An element's own expression gives a `funcref`: only `ref.null`,
+                    // `ref.func` and `global.get` do, so none is long.)
+                    if let ElementKind::Active { offset_expr, .. } = &element.kind {
+                        short_const_expr(offset_expr)?;
                         let n = match element.items {
                             ElementItems::Functions(f) => f.count(),
                             ElementItems::Expressions(_, e) => e.count(),
@@ -215,7 +249,14 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                 }
             }
             Payload::CodeSectionEntry(body) => {
-                let mut locals = 0u32;
+                // Parameters are locals too (before stop 48 only the declared ones counted).
+                let params = func_types
+                    .get(bodies)
+                    .and_then(|t| types.get(*t as usize))
+                    .and_then(Option::as_ref)
+                    .map_or(0, |t| t.params().len());
+                bodies += 1;
+                let mut locals = u32::try_from(params).unwrap_or(u32::MAX);
                 let reader =
                     body.get_locals_reader().map_err(|e| invalid(e.message().to_string()))?;
                 for local in reader {
