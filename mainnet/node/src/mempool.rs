@@ -289,6 +289,13 @@ pub fn without_forgotten(records: &[bytes::Bytes]) -> Vec<bytes::Bytes> {
 /// Lifetimes after which even a handed transaction leaves the pool (see [`Mempool::expire`]).
 pub const HANDED_LIFETIMES: u32 = 10;
 
+/// The least time a handed transaction stays, however short the lifetime: ten of the
+/// default's. Before stop 48 a `lifetime_secs` of 0 (or a few seconds) made handed
+/// transactions leave while consensus still held them: the pool then forgot their nonces
+/// (`eth_getTransactionCount` with `pending` gave one again) and took a second transaction
+/// for one, of which execution dropped one.
+pub const MIN_HANDED_LIFE: Duration = Duration::from_secs(6_000);
+
 /// A journal at least this large is rewritten when it holds twice what waits.
 const JOURNAL_MIN_REWRITE: u64 = 4 << 20;
 
@@ -337,6 +344,25 @@ pub fn check(
     check_transaction(spec, &tx, sender).map_err(MempoolError::Invalid)?;
     let hash = *tx.tx_hash();
     Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
+}
+
+/// The stateless checks of one pool ([`Mempool::checker`]): admissions decode transactions
+/// and recover their senders with these, outside the pool's lock (before stop 48 they did
+/// under it, so every admission, junk included, held up the pool's other users, the block
+/// pipeline's promotions among them, for a signature recovery).
+#[derive(Clone, Debug)]
+pub struct Checker {
+    spec: ChainSpec,
+    base_fee: u64,
+    gas_limit: u64,
+    max_bytes: usize,
+}
+
+impl Checker {
+    /// Checks `raw` without state (see [`check`]).
+    pub fn check(&self, raw: &[u8]) -> Result<Checked, MempoolError> {
+        check(raw, &self.spec, self.base_fee, self.gas_limit, self.max_bytes)
+    }
 }
 
 /// The signers of the EIP-7702 authorizations in `block`'s transactions, each once.
@@ -516,7 +542,18 @@ impl Mempool {
 
     /// Checks `raw` without state (see [`check`]).
     pub fn check(&self, raw: &[u8]) -> Result<Checked, MempoolError> {
-        check(raw, &self.spec, self.base_fee, self.gas_limit, self.cfg.max_tx_bytes)
+        self.checker().check(raw)
+    }
+
+    /// What [`Mempool::check`] needs (fixed when the pool is made), to check transactions
+    /// without the pool's lock.
+    pub fn checker(&self) -> Checker {
+        Checker {
+            spec: self.spec.clone(),
+            base_fee: self.base_fee,
+            gas_limit: self.gas_limit,
+            max_bytes: self.cfg.max_tx_bytes,
+        }
     }
 
     /// Transactions waiting.
@@ -1000,10 +1037,11 @@ impl Mempool {
     /// lifetime; returns how many. Handed ones are in consensus's queue: they leave the pool
     /// when a block orders them or execution drops them (before stop 27 they expired too,
     /// and one ordered after that had no record here), or, as a last resort against a
-    /// consensus that never takes one, after [`HANDED_LIFETIMES`] lifetimes.
+    /// consensus that never takes one, after [`HANDED_LIFETIMES`] lifetimes (at least
+    /// [`MIN_HANDED_LIFE`]).
     pub fn expire(&mut self, now: Instant) -> usize {
         let life = Duration::from_secs(self.cfg.lifetime_secs);
-        let handed_life = life.saturating_mul(HANDED_LIFETIMES);
+        let handed_life = life.saturating_mul(HANDED_LIFETIMES).max(MIN_HANDED_LIFE);
         let old: Vec<(Address, u64)> = self
             .senders
             .iter()
@@ -1628,6 +1666,25 @@ mod tests {
         // Only as a last resort, after ten lifetimes, does a handed one go too.
         assert_eq!(p.expire(now + Duration::from_secs(5_900)), 0);
         assert_eq!(p.expire(now + Duration::from_secs(6_001)), 1);
+        assert!(p.is_empty());
+    }
+
+    /// A lifetime of nothing drops held transactions at once, never one consensus holds
+    /// before [`MIN_HANDED_LIFE`].
+    #[test]
+    fn handed_transactions_outlive_a_short_lifetime() {
+        let key = PrivateKeySigner::random();
+        let mut p = pool(16, 100);
+        p.cfg.lifetime_secs = 0;
+        for (nonce, handed) in [(0, 1), (2, 0)] {
+            let c = p.check(&signed(&key, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|v| v.len()), Ok(handed));
+        }
+        let now = Instant::now();
+        assert_eq!(p.expire(now + Duration::from_millis(1)), 1);
+        assert_eq!(p.pending_nonce(&key.address(), 0), 1, "nonce 0, handed, stays");
+        assert_eq!(p.expire(now + MIN_HANDED_LIFE - Duration::from_secs(1)), 0);
+        assert_eq!(p.expire(now + MIN_HANDED_LIFE + Duration::from_secs(1)), 1);
         assert!(p.is_empty());
     }
 

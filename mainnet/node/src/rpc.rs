@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 
 use crate::chain::StoredBlock;
 use crate::config::RpcConfig;
-use crate::mempool::{Checked, Mempool, MempoolError};
+use crate::mempool::{Checked, Checker, Mempool, MempoolError};
 use crate::node::NodeError;
 use crate::pipeline::{Overlay, State};
 
@@ -95,6 +95,8 @@ type RpcResult = Result<Value, RpcError>;
 pub struct Rpc {
     state: Arc<State>,
     mempool: Arc<Mutex<Mempool>>,
+    /// The pool's stateless checks, made without its lock.
+    checker: Checker,
     submit: mpsc::Sender<Vec<Transaction>>,
     cfg: RpcConfig,
     filters: Mutex<Filters>,
@@ -477,9 +479,11 @@ impl Rpc {
         submit: mpsc::Sender<Vec<Transaction>>,
         cfg: RpcConfig,
     ) -> Rpc {
+        let checker = mempool.lock().checker();
         Rpc {
             state,
             mempool,
+            checker,
             submit,
             filters: Mutex::new(Filters::default()),
             snapshot: Mutex::new(None),
@@ -1114,7 +1118,7 @@ impl Rpc {
             "trace_rawTransaction" => {
                 let raw: Bytes = param(p, 0, "data")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
-                let checked = self.mempool.lock().check(&raw).map_err(mempool_error)?;
+                let checked = self.checker.check(&raw).map_err(mempool_error)?;
                 let n = self.head();
                 let mut traces = self
                     .heavy(move |this| {
@@ -1407,7 +1411,7 @@ impl Rpc {
         // What execution dropped since it was journaled stays out.
         let raws = &crate::mempool::without_forgotten(raws)[..];
         let checked: Vec<Checked> =
-            raws.iter().filter_map(|raw| self.mempool.lock().check(raw).ok()).collect();
+            raws.iter().filter_map(|raw| self.checker.check(raw).ok()).collect();
         let latest = crate::mempool::latest_of_each_nonce(checked);
         let (mut taken, mut refused) = (0, raws.len() - latest.len());
         for c in latest {
@@ -1421,7 +1425,7 @@ impl Rpc {
     }
 
     async fn send_raw(&self, raw: &[u8]) -> Result<B256, RpcError> {
-        let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
+        let checked = self.checker.check(raw).map_err(mempool_error)?;
         Ok(self.admit(checked).await?.0)
     }
 
@@ -1445,7 +1449,7 @@ impl Rpc {
         };
         let began = tokio::time::Instant::now();
         let own = began + std::time::Duration::from_millis(wait);
-        let checked = self.mempool.lock().check(raw).map_err(mempool_error)?;
+        let checked = self.checker.check(raw).map_err(mempool_error)?;
         // Listening before the transaction goes in, so that no block is missed.
         let mut blocks = self.state.blocks.subscribe();
         let (hash, held) = self.admit(checked).await?;
