@@ -3938,7 +3938,7 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) 
         }
     };
     match rpc.handle_body(&body, None, client).await {
-        Some(v) => answer(&rpc.answers, v.to_string()),
+        Some(v) => answer(&rpc.answers, &v),
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
@@ -3957,10 +3957,12 @@ const SMALL_ANSWER: usize = 64 << 10;
 /// it was written.
 const ANSWER_SLICE: usize = 64 << 10;
 
-/// The HTTP answer `text`, holding its bytes' place among the answers in flight until its
-/// last slice is taken; past [`ANSWERS_IN_FLIGHT`], a -32005 error instead (HTTP 503).
-fn answer(budget: &Arc<tokio::sync::Semaphore>, text: String) -> Response {
+/// The HTTP answer `reply`, holding its bytes' place among the answers in flight until its
+/// last slice is taken; past [`ANSWERS_IN_FLIGHT`], -32005 errors instead (HTTP 503), in
+/// its shape ([`refused`]).
+fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: &Value) -> Response {
     let json = [(header::CONTENT_TYPE, "application/json")];
+    let text = reply.to_string();
     match answer_place(budget, text.len()) {
         Ok(None) => (json, text).into_response(),
         Ok(held) => {
@@ -3968,9 +3970,22 @@ fn answer(budget: &Arc<tokio::sync::Semaphore>, text: String) -> Response {
             (json, axum::body::Body::new(body)).into_response()
         }
         Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, json, response(Value::Null, Err(e)).to_string())
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, json, refused(reply, e).to_string()).into_response()
         }
+    }
+}
+
+/// `e` in place of the answer `reply`, in its shape: a call's error under its id, and a
+/// batch's an array of errors, one under each id its answer held (before stop 48 both were
+/// one error under a null id over HTTP, and a batch's over WebSocket too, which clients that
+/// match answers by id, as ethers does, take for no answer).
+fn refused(reply: &Value, e: RpcError) -> Value {
+    let id = |r: &Value| r.get("id").cloned().unwrap_or(Value::Null);
+    match reply {
+        Value::Array(answers) => {
+            Value::Array(answers.iter().map(|r| response(id(r), Err(e.clone()))).collect())
+        }
+        call => response(id(call), Err(e)),
     }
 }
 
@@ -4007,11 +4022,7 @@ fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer
     let text = reply.to_string();
     match answer_place(budget, text.len()) {
         Ok(bytes) => HeldAnswer { text, bytes },
-        Err(e) => {
-            // A batch's answer is an array; a call's keeps its id.
-            let id = reply.get("id").cloned().unwrap_or(Value::Null);
-            HeldAnswer { text: response(id, Err(e)).to_string(), bytes: None }
-        }
+        Err(e) => HeldAnswer { text: refused(&reply, e).to_string(), bytes: None },
     }
 }
 
@@ -4626,32 +4637,50 @@ mod tests {
 
     /// Large HTTP answers hold their bytes' place in the node's budget until their body is
     /// taken to the last slice; past the budget an answer is refused with -32005 (HTTP 503),
-    /// and a taken answer gives its place back.
+    /// in its shape: a call's error under its id, a batch's an array of errors under its ids
+    /// (since stop 48; before, one error under a null id), and a taken answer gives its place
+    /// back.
     #[tokio::test]
     async fn unsent_answers_are_bounded_over_the_node() {
         use super::{answer, SMALL_ANSWER};
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
-        let big = "x".repeat(700 << 10);
-        let first = answer(&budget, big.clone());
+        // 700 KiB of JSON, the quotes included.
+        let big = serde_json::Value::String("x".repeat((700 << 10) - 2));
+        let first = answer(&budget, &big);
         assert_eq!(first.status(), 200);
         assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
-        let second = answer(&budget, big.clone());
+        let body = |r: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await;
+            serde_json::from_slice::<serde_json::Value>(&bytes.unwrap_or_else(|e| panic!("{e}")))
+                .unwrap_or_default()
+        };
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": big});
+        let second = answer(&budget, &call);
         assert_eq!(second.status(), 503);
-        let refused = axum::body::to_bytes(second.into_body(), usize::MAX).await;
-        let refused: serde_json::Value =
-            serde_json::from_slice(&refused.unwrap_or_else(|e| panic!("{e}"))).unwrap_or_default();
-        assert_eq!(refused["error"]["code"], -32005, "{refused}");
+        let refused = body(second).await;
+        assert_eq!(
+            (refused["id"].clone(), refused["error"]["code"].clone()),
+            (7.into(), (-32005).into())
+        );
+        let batch = serde_json::json!([
+            {"jsonrpc": "2.0", "id": 1, "result": big},
+            {"jsonrpc": "2.0", "id": "b", "error": {"code": -32601, "message": "no"}},
+        ]);
+        let refused = body(answer(&budget, &batch)).await;
+        let ids: Vec<_> =
+            refused.as_array().map_or(vec![], |a| a.iter().map(|r| r["id"].clone()).collect());
+        assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!("b")], "{refused}");
+        assert!(refused.as_array().is_some_and(|a| a.iter().all(|r| r["error"]["code"] == -32005)));
         // Small answers are not counted.
-        let small = answer(&budget, "y".repeat(SMALL_ANSWER - 1));
+        let small = answer(&budget, &serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
         assert_eq!(
             (small.status().as_u16(), budget.available_permits()),
             (200, (1 << 20) - (700 << 10))
         );
         // The first answer, taken whole, is what was made, and its place comes back.
-        let body = axum::body::to_bytes(first.into_body(), usize::MAX).await;
-        assert_eq!(body.unwrap_or_else(|e| panic!("{e}")).len(), big.len());
+        assert_eq!(body(first).await, big);
         assert_eq!(budget.available_permits(), 1 << 20);
-        assert_eq!(answer(&budget, big).status(), 200);
+        assert_eq!(answer(&budget, &big).status(), 200);
     }
 
     /// WebSocket answers hold their place in the same budget until sent (since stop 41):
@@ -4671,6 +4700,15 @@ mod tests {
             (7.into(), (-32005).into())
         );
         assert!(second.bytes.is_none());
+        // A batch's refusal is an array, one error under each id.
+        let batch = serde_json::json!([big, {"jsonrpc": "2.0", "id": 8, "result": "0x1"}]);
+        let refused: serde_json::Value =
+            serde_json::from_str(&held_answer(&budget, batch).text).unwrap_or_default();
+        assert_eq!(refused[1]["id"], 8, "{refused}");
+        assert_eq!(
+            (refused[0]["id"].clone(), refused[0]["error"]["code"].clone()),
+            (7.into(), (-32005).into())
+        );
         let small = serde_json::json!({"id": 1, "result": "y".repeat(SMALL_ANSWER / 2)});
         assert!(held_answer(&budget, small).bytes.is_none(), "small answers are not counted");
         drop(first);
