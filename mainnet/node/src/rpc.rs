@@ -108,6 +108,9 @@ pub struct Rpc {
     ws_slots: Arc<tokio::sync::Semaphore>,
     /// Subscriptions of all WebSocket connections.
     subscriptions: Arc<std::sync::atomic::AtomicUsize>,
+    /// Addresses and topic alternatives all `logs` subscriptions hold (with the polling
+    /// filters', at most [`MAX_FILTER_TERMS_ALL`]); changed under `filters`' lock.
+    subscription_terms: Arc<std::sync::atomic::AtomicUsize>,
     /// Subscriptions by client address ([`SUBSCRIPTIONS_PER_CLIENT`]).
     subscribers: PerClient,
     /// Bytes of notifications waiting in all WebSocket connections' queues.
@@ -302,11 +305,16 @@ impl Drop for Sub {
 struct SubPlace {
     all: Arc<std::sync::atomic::AtomicUsize>,
     _client: Held,
+    /// A `logs` subscription's filter terms, counted in [`Rpc::subscription_terms`].
+    terms: Option<(Arc<std::sync::atomic::AtomicUsize>, usize)>,
 }
 
 impl Drop for SubPlace {
     fn drop(&mut self) {
         self.all.fetch_sub(1, Ordering::Relaxed);
+        if let Some((held, n)) = &self.terms {
+            held.fetch_sub(*n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -490,6 +498,7 @@ impl Rpc {
             snapshot_at: Mutex::new(None),
             ws_slots: Arc::new(tokio::sync::Semaphore::new(cfg.max_ws_connections)),
             subscriptions: Default::default(),
+            subscription_terms: Default::default(),
             subscribers: Default::default(),
             ws_queued: Default::default(),
             // `NodeConfig::validate` refuses a key that is not one.
@@ -2694,16 +2703,8 @@ impl Rpc {
         if f.live.len() >= MAX_FILTERS {
             return Err(RpcError::limit(format!("at most {MAX_FILTERS} filters")));
         }
-        let terms = logs.as_ref().map_or(0, |l| {
-            l.filter.address.len() + l.filter.topics.iter().map(|t| t.len()).sum::<usize>()
-        });
-        let held: usize = f.live.values().map(|x| x.terms).sum();
-        if held + terms > MAX_FILTER_TERMS_ALL {
-            return Err(RpcError::limit(format!(
-                "the node's log filters hold {held} addresses and topics, at most \
-                 {MAX_FILTER_TERMS_ALL} in all"
-            )));
-        }
+        let terms = logs.as_ref().map_or(0, LogFilter::terms);
+        self.room_for_terms(&f, terms)?;
         let Some(place) = f.by_client.take(client, FILTERS_PER_CLIENT) else {
             return Err(RpcError::limit(format!(
                 "at most {FILTERS_PER_CLIENT} filters from one address"
@@ -2724,6 +2725,21 @@ impl Rpc {
             PollFilter { logs, pending, next_block, last_poll: now, terms, _client: place };
         f.live.insert(id.clone(), filter);
         Ok(json!(id))
+    }
+
+    /// Refuses `terms` more addresses and topic alternatives where the polling filters
+    /// (`f`, locked) and the `logs` subscriptions would hold more than
+    /// [`MAX_FILTER_TERMS_ALL`] with them.
+    fn room_for_terms(&self, f: &Filters, terms: usize) -> Result<(), RpcError> {
+        let held = f.live.values().map(|x| x.terms).sum::<usize>()
+            + self.subscription_terms.load(Ordering::Relaxed);
+        if held.saturating_add(terms) > MAX_FILTER_TERMS_ALL {
+            return Err(RpcError::limit(format!(
+                "the node's log filters and subscriptions hold {held} addresses and topics, at \
+                 most {MAX_FILTER_TERMS_ALL} in all"
+            )));
+        }
+        Ok(())
     }
 
     /// What filter `id` matched in the blocks stored since it was last polled (`all`: the
@@ -2908,7 +2924,17 @@ impl Rpc {
         let filter: Option<LogFilter> = match kind.as_str() {
             "newHeads" | "newPendingTransactions" | "syncing" => None,
             "logs" => {
-                Some(LogFilter::new(opt_param(p, 1, "filter")?.unwrap_or_default(), p.get(1))?)
+                let f = LogFilter::new(opt_param(p, 1, "filter")?.unwrap_or_default(), p.get(1))?;
+                if let (Some(from), Some(to)) = (f.filter.get_from_block(), f.filter.get_to_block())
+                {
+                    if from > to {
+                        return Err(RpcError::params(format!(
+                            "invalid from and to block combination: fromBlock {from} is after \
+                             toBlock {to}"
+                        )));
+                    }
+                }
+                Some(f)
             }
             k => {
                 return Err(RpcError::params(format!(
@@ -2923,7 +2949,17 @@ impl Rpc {
                 self.cfg.max_subscriptions
             )));
         }
-        let place = self.subscription_place(ws.client)?;
+        let mut place = self.subscription_place(ws.client)?;
+        if let Some(f) = &filter {
+            // Counted with the polling filters' (before stop 48 a subscription's were not,
+            // and 8,192 subscriptions of 4,000 topics each held gigabytes: alloy keeps a
+            // 256-byte bloom of each term once a block is matched).
+            let terms = f.terms();
+            let filters = self.filters.lock();
+            self.room_for_terms(&filters, terms)?;
+            self.subscription_terms.fetch_add(terms, Ordering::Relaxed);
+            place.terms = Some((self.subscription_terms.clone(), terms));
+        }
         let id = format!("{:#x}", ws.next.fetch_add(1, Ordering::Relaxed) + 1);
         if kind == "syncing" {
             // As geth: `{syncing: true, status}` when the node starts catching up (or at once
@@ -3006,6 +3042,9 @@ impl Rpc {
                     let Some(block) = block else { continue };
                     let results: Vec<Value> = match &filter {
                         None => rpc_header(&block).into_iter().collect(),
+                        // Numbered `fromBlock` and `toBlock` bound what is sent, as in geth
+                        // (before stop 48 they were ignored).
+                        Some(f) if !f.filter.matches_block_range(n) => Vec::new(),
                         // The block's bloom first: most subscriptions want nothing from most
                         // blocks, and building a block's logs copies every one (since stop 41;
                         // before, every subscription copied every log of every block).
@@ -3045,7 +3084,7 @@ impl Rpc {
                 "at most {MAX_SUBSCRIPTIONS_ALL} subscriptions on this node"
             )));
         }
-        Ok(SubPlace { all: self.subscriptions.clone(), _client: held })
+        Ok(SubPlace { all: self.subscriptions.clone(), _client: held, terms: None })
     }
 
     /// Keeps subscription `id` of connection `ws` in `place`.
@@ -3260,6 +3299,11 @@ impl LogFilter {
 
     fn matches(&self, log: &alloy_primitives::Log) -> bool {
         log.topics().len() >= self.positions && self.filter.matches(log)
+    }
+
+    /// Addresses and topic alternatives it holds.
+    fn terms(&self) -> usize {
+        self.filter.address.len() + self.filter.topics.iter().map(|t| t.len()).sum::<usize>()
     }
 }
 

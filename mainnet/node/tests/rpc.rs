@@ -3918,3 +3918,99 @@ async fn a_failed_start_stops_what_it_started() {
     let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("the retry: {e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `logs` subscriptions: numbered `fromBlock` and `toBlock` bound what is sent, as in geth
+/// (before stop 48 they were ignored), a `fromBlock` after the `toBlock` is refused, and a
+/// subscription's addresses and topics count against the node's budget for log filters
+/// (1,000,000 with the polling filters'; before stop 48 they were not counted) until it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_subscriptions_keep_to_their_range_and_the_filter_budget() {
+    let (_dir, key, node) = node_with(0x54, |cfg| cfg.rpc.max_subscriptions = 256).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let (logger, head, key) = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let logger = deploy(&mut c, &key, LOGGER);
+        let head = c.call("eth_blockNumber", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        (logger, quantity(&head).unwrap_or_else(|e| panic!("{e}")), key)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut conn = Ws::connect(ws).await;
+    let mut next_id = 0u64;
+    let mut sub = async |conn: &mut Ws, filter: Value| {
+        next_id += 1;
+        let req = json!({"jsonrpc": "2.0", "id": next_id, "method": "eth_subscribe", "params": ["logs", filter]});
+        conn.call(&req).await
+    };
+    let far = format!("{:#x}", head + 1_000_000);
+    let mut ids = Vec::new();
+    for filter in [
+        json!({"address": logger}),
+        json!({"address": logger, "toBlock": format!("{head:#x}")}),
+        json!({"address": logger, "fromBlock": far}),
+        json!({"address": logger, "fromBlock": format!("{:#x}", head + 1), "toBlock": far}),
+    ] {
+        let r = sub(&mut conn, filter).await;
+        ids.push(r["result"].as_str().unwrap_or_else(|| panic!("{r}")).to_string());
+    }
+    let backwards = sub(&mut conn, json!({"fromBlock": "0x5", "toBlock": "0x4"})).await;
+    assert_eq!(backwards["error"]["code"], -32602, "{backwards}");
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        for nonce in 1..3 {
+            let raw = raw_tx(&key, nonce, TxKind::Call(logger), Vec::new());
+            let hash =
+                c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+            wait_receipt(&mut c, &hash);
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // Every log to the subscriptions without a bound and within theirs; then a second more
+    // for any that should not come.
+    let mut got = vec![0usize; ids.len()];
+    let mut quiet_until: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if got[0] == 2 && got[3] == 2 && quiet_until.is_none() {
+            quiet_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+        let until = quiet_until.unwrap_or(deadline);
+        let left = until.saturating_duration_since(Instant::now());
+        let Ok(msg) = tokio::time::timeout(left, conn.recv()).await else {
+            assert!(quiet_until.is_some(), "logs notified: {got:?}");
+            break;
+        };
+        let msg = msg.unwrap_or_else(|| panic!("the connection closed"));
+        if let Some(i) = ids.iter().position(|id| msg["params"]["subscription"] == json!(id)) {
+            got[i] += 1;
+        }
+    }
+    assert_eq!(got, [2, 0, 0, 2], "logs notified, by subscription");
+    // 1,000 addresses and 1,000 alternatives at each of four topic positions: 5,000 terms. The
+    // four subscriptions above hold one each, so 199 such are taken and the 200th is not.
+    let addresses: Vec<Address> =
+        (0..1_000u32).map(|i| Address::left_padding_from(&(i + 1).to_be_bytes())).collect();
+    let topics: Vec<B256> =
+        (0..1_000u32).map(|i| B256::left_padding_from(&i.to_be_bytes())).collect();
+    let big = json!({"address": addresses, "topics": [topics, topics, topics, topics]});
+    let mut taken = Vec::new();
+    let refused = loop {
+        let r = sub(&mut conn, big.clone()).await;
+        match r["result"].as_str() {
+            Some(id) => taken.push(id.to_string()),
+            None => break r,
+        }
+        assert!(taken.len() < 250, "no bound");
+    };
+    assert_eq!((taken.len(), refused["error"]["code"].clone()), (199, json!(-32005)), "{refused}");
+    // An ended subscription gives its terms back.
+    let unsub =
+        json!({"jsonrpc": "2.0", "id": 9_999, "method": "eth_unsubscribe", "params": [taken[0]]});
+    assert_eq!(conn.call(&unsub).await["result"], json!(true));
+    let again = sub(&mut conn, big).await;
+    assert!(again["result"].is_string(), "{again}");
+    drop(conn);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
