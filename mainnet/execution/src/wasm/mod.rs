@@ -33,8 +33,8 @@ pub(crate) use call::instructions;
 pub(crate) use call::FarolPrecompiles;
 pub use host::HOST_MODULE;
 pub use instrument::{
-    instrument, op_fuel, CALL_OVERHEAD, GAS_EXPORT, GROW_PAGE_FUEL, STACK_BUDGET,
-    TABLE_ELEMENT_FUEL,
+    instrument, op_fuel, CALL_OVERHEAD, FRAME_SLOTS_PER_FUEL, GAS_EXPORT, GROW_PAGE_FUEL,
+    STACK_BUDGET, TABLE_ELEMENT_FUEL,
 };
 pub use ready::{QUEUE_LIMIT, READY_LIMIT, READY_MAX_PAGES};
 pub use validate::{
@@ -86,8 +86,9 @@ pub const REFUSED_BYTE_GAS: u64 = 200;
 /// (the EVM's copy price).
 pub const DATA_WORD_GAS: u64 = 3;
 
-/// Gas per element of active element segments, which instantiation writes into the table
-/// (what `table.init` pays per element, [`TABLE_ELEMENT_FUEL`] fuel).
+/// Gas per element of element segments, which instantiation writes into the table (active
+/// ones) or sets up (passive ones, on the interpreter): what `table.init` pays per element,
+/// [`TABLE_ELEMENT_FUEL`] fuel. Passive segments' elements count since stop 48.
 pub const ELEMENT_GAS: u64 = 1;
 
 /// Gas per data or element segment of any kind, which instantiation sets up even when it
@@ -102,7 +103,7 @@ pub fn frame_gas(info: &ModuleInfo) -> u64 {
         .saturating_add(memory_gas(info.initial_pages))
         .saturating_add(SEGMENT_GAS.saturating_mul(info.segments))
         .saturating_add(DATA_WORD_GAS.saturating_mul(info.active_data_bytes.div_ceil(32)))
-        .saturating_add(ELEMENT_GAS.saturating_mul(info.active_elements))
+        .saturating_add(ELEMENT_GAS.saturating_mul(info.elements))
 }
 
 /// WASM frames that may be active at once in one call stack. Each nests native stack frames
@@ -1235,7 +1236,7 @@ fn encode_cached(hash: B256, info: ModuleInfo, compiled: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(DISK_HEADER + compiled.len());
     out.extend_from_slice(DISK_MAGIC);
     out.extend_from_slice(hash.as_slice());
-    for n in [info.initial_pages, info.active_data_bytes, info.active_elements, info.segments] {
+    for n in [info.initial_pages, info.active_data_bytes, info.elements, info.segments] {
         out.extend_from_slice(&n.to_le_bytes());
     }
     let sum = checksum(&out, compiled);
@@ -1271,7 +1272,7 @@ fn decode_cached(bytes: &[u8], hash: B256) -> Option<(ModuleInfo, &[u8])> {
     let info = ModuleInfo {
         initial_pages: next()?,
         active_data_bytes: next()?,
-        active_elements: next()?,
+        elements: next()?,
         segments: next()?,
     };
     Some((info, compiled))

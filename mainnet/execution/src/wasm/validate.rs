@@ -46,8 +46,9 @@ pub struct ModuleInfo {
     pub initial_pages: u64,
     /// Bytes of the active data segments, which instantiation copies into the memory.
     pub active_data_bytes: u64,
-    /// Elements of the active element segments, which instantiation writes into the table.
-    pub active_elements: u64,
+    /// Elements of the element segments, of every kind: instantiation writes the active ones
+    /// into the table, and the interpreter sets up the passive ones too.
+    pub elements: u64,
     /// Data and element segments, of every kind: instantiation sets each up.
     pub segments: u64,
 }
@@ -84,7 +85,7 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     let mut memory_pages: Option<u64> = None;
     let mut exports_call = false;
     let mut exports_memory = false;
-    let (mut active_data_bytes, mut active_elements, mut segments) = (0u64, 0u64, 0u64);
+    let (mut active_data_bytes, mut elements, mut segments) = (0u64, 0u64, 0u64);
     // Function bodies come in the order of the function section.
     let mut bodies = 0usize;
     for payload in Parser::new(0).parse_all(module) {
@@ -240,12 +241,15 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
                     // `ref.func` and `global.get` do, so none is long.)
                     if let ElementKind::Active { offset_expr, .. } = &element.kind {
                         short_const_expr(offset_expr)?;
-                        let n = match element.items {
-                            ElementItems::Functions(f) => f.count(),
-                            ElementItems::Expressions(_, e) => e.count(),
-                        };
-                        active_elements = active_elements.saturating_add(u64::from(n));
                     }
+                    // Passive ones count too (before stop 48 they did not, and the
+                    // interpreter set up some 60,000 elements of a 64 KiB module at each
+                    // instantiation for 16 gas).
+                    let n = match element.items {
+                        ElementItems::Functions(f) => f.count(),
+                        ElementItems::Expressions(_, e) => e.count(),
+                    };
+                    elements = elements.saturating_add(u64::from(n));
                 }
             }
             Payload::CodeSectionEntry(body) => {
@@ -280,5 +284,5 @@ pub fn validate(module: &[u8]) -> Result<ModuleInfo, WasmError> {
     if !exports_call {
         return Err(invalid("no exported function `call`"));
     }
-    Ok(ModuleInfo { initial_pages, active_data_bytes, active_elements, segments })
+    Ok(ModuleInfo { initial_pages, active_data_bytes, elements, segments })
 }
