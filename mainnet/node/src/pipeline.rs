@@ -101,6 +101,22 @@ pub enum PipelineError {
         /// The cause.
         source: crate::chain::ChainError,
     },
+    /// The storing thread panicked (a bug): what it was storing may not be stored.
+    #[error("the storing stage panicked")]
+    StorerPanicked,
+}
+
+/// Closes the chain when the storing thread unwinds from a panic, as a failed store does:
+/// the node reports itself failed, and execution waiting for a block that will never be
+/// stored (`BLOCKHASH`, [`Chain::wait_hash`]) stops waiting.
+struct CloseOnPanic(Arc<State>);
+
+impl Drop for CloseOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.chain.close();
+        }
+    }
 }
 
 /// What the pipeline shares with RPC and the rest of the node.
@@ -590,6 +606,7 @@ fn run(
             std::thread::Builder::new()
                 .name("farol-store".into())
                 .spawn(move || {
+                    let _closes = CloseOnPanic(st.clone());
                     while let Ok(e) = stored.recv() {
                         if let Err(err) = store_block(&st, e) {
                             st.chain.close();
@@ -617,6 +634,9 @@ fn run(
         base =
             state.chain.block(number).ok_or(PipelineError::Chain { number, source: unreadable })?;
     }
+    // The state before the group is read again when the group resumes: kept however many
+    // blocks the group makes (the storing stage moves this on at each group's last block).
+    state.store.keep_from(Some(base.number()));
     let mut waiting = waiting_of(&base.ordering.deferred);
     let mut moved = Moved::Any;
     // The round of the chain's last block that ends a group (the group rule's reference).
@@ -633,6 +653,8 @@ fn run(
     let mut group = Group::default();
     // Commits of an open group, taken back when an imported block moved the ordering on.
     let mut again: VecDeque<GroupedCommit> = VecDeque::new();
+    // The transactions of the open group's blocks imported so far.
+    let mut imported_in_group: HashSet<B256> = HashSet::new();
     let result = (|| {
         loop {
             let (c, decoded, arrived) = match again.pop_front() {
@@ -668,14 +690,19 @@ fn run(
                             base_round = ord.round;
                             resume = None;
                             let before = std::mem::replace(&mut waiting, waiting_of(&ord.deferred));
-                            // What waited here and waits no more, and is not in the block,
-                            // the certified ordering dropped.
-                            let kept: HashSet<B256> = e
-                                .txs
-                                .iter()
-                                .chain(waiting.values().map(|(_, t)| t))
-                                .map(|t| *t.tx.tx_hash())
-                                .collect();
+                            // What waited here and waits no more, and is not in the block nor
+                            // in an earlier block of its group imported here, the certified
+                            // ordering dropped. (Before stop 48 the earlier blocks were left
+                            // out, and a transaction in one of them still in the storing
+                            // queue, where `drop_tx` does not find it yet, was reported
+                            // dropped although it was included.)
+                            let mut kept = std::mem::take(&mut imported_in_group);
+                            kept.extend(
+                                e.txs
+                                    .iter()
+                                    .chain(waiting.values().map(|(_, t)| t))
+                                    .map(|t| *t.tx.tx_hash()),
+                            );
                             for (_, t) in before.values() {
                                 if !kept.contains(t.tx.tx_hash()) {
                                     state.drop_tx(
@@ -696,6 +723,7 @@ fn run(
                                 _ => number - 1,
                             };
                             resume = Some(Resume { first: ord.first, skip, before });
+                            imported_in_group.extend(e.txs.iter().map(|t| *t.tx.tx_hash()));
                         }
                         last_timestamp = e.env.timestamp;
                         next += 1;
@@ -753,6 +781,7 @@ fn run(
                 continue;
             }
             base_round = c.round;
+            imported_in_group.clear();
             let (skip, before) = match resume.take() {
                 Some(r) if r.first == first_height => (r.skip, r.before),
                 _ => (0, next - 1),
@@ -842,7 +871,9 @@ fn run(
     })();
     drop(to_store);
     let stored = match storer {
-        Some(h) => h.join().unwrap_or(Ok(())),
+        // A panic is an error (before stop 48 it read as a clean stop, and the chain stayed
+        // open: the node served a chain that no longer moved and reported itself healthy).
+        Some(h) => h.join().unwrap_or(Err(PipelineError::StorerPanicked)),
         None => Ok(()),
     };
     result.and(stored)
@@ -1324,6 +1355,12 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
         state.chain.append(block).map_err(|source| PipelineError::Chain { number, source })?;
     if block.ordering.last_in_group {
         state.validator.durable_height.fetch_max(block.ordering.height, Ordering::Relaxed);
+        // The next group resumes, after a restart in its middle, from this block's state:
+        // the store keeps it however many blocks that group makes. Before stop 48 it kept
+        // only `retain_versions` (64 at least), and a group of more blocks than that (one
+        // commit of many transactions near the gas limit each) could not be resumed: the
+        // node stopped at every start.
+        state.store.keep_from(Some(number));
     }
     state.pending.lock().retain(|(n, _)| *n > number);
     let now = Instant::now();
@@ -1423,8 +1460,17 @@ mod tests {
 
     /// A node's state in `dir`, from `genesis` (or as it was left there).
     fn node_state(dir: &std::path::Path, genesis: Genesis) -> Arc<State> {
-        let store = Store::open(dir.join("state"), farol_store::Options::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        node_state_keeping(dir, genesis, None)
+    }
+
+    /// [`node_state`] with a store that keeps `retain_versions`.
+    fn node_state_keeping(
+        dir: &std::path::Path,
+        genesis: Genesis,
+        retain_versions: Option<u64>,
+    ) -> Arc<State> {
+        let opts = farol_store::Options { retain_versions, ..farol_store::Options::default() };
+        let store = Store::open(dir.join("state"), opts).unwrap_or_else(|e| panic!("{e}"));
         let root = match store.latest_version() {
             Some(_) => B256::ZERO,
             None => {
@@ -2049,6 +2095,51 @@ mod tests {
         let restarted = node_state(dir.path(), genesis);
         let work = commits.iter().cloned().map(Work::Commit).collect();
         assert_eq!(hashes(&run_pipeline(&restarted, work, 4)), hashes(&blocks));
+    }
+
+    /// A group of more blocks than the store keeps versions resumes after a restart in its
+    /// middle: the state before the group stays until the group's last block is stored.
+    /// Before stop 48 a node restarted after importing seven of a group's ten blocks, with
+    /// four versions kept, found that state pruned and stopped.
+    #[test]
+    fn a_group_of_more_blocks_than_versions_kept_resumes() {
+        let a = PrivateKeySigner::random();
+        let mut genesis = Genesis::dev(&[a.address()], U256::from(10u64).pow(U256::from(20)), 0);
+        // One transfer to a block: one commit of ten makes a group of ten blocks; then a
+        // group of one (its empty commit comes 100 ms after its first).
+        genesis.gas_limit = 30_000;
+        let commits = [
+            with(1, 5_000, (0..10).map(|n| t(&a, n)).collect()),
+            with(2, 5_100, vec![t(&a, 10)]),
+            with(3, 5_200, vec![]),
+        ];
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let alone = node_state_keeping(dir.path(), genesis.clone(), Some(4));
+        let work = commits.iter().cloned().map(Work::Commit).collect();
+        let blocks = run_pipeline(&alone, work, 11);
+        assert!(blocks[..10].iter().all(|b| b.txs.len() == 1 && b.ordering.first == 1));
+        let ends: Vec<u64> =
+            blocks.iter().filter(|b| b.ordering.last_in_group).map(|b| b.number()).collect();
+        assert_eq!(ends, [10, 11]);
+        // Seven of the ten imported from a peer, then a restart: the commit is replayed.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let first = node_state_keeping(dir.path(), genesis.clone(), Some(4));
+        let import = |b: &Arc<StoredBlock>| {
+            let block =
+                SyncBlock::decode(&b.encode_for_sync(true)).unwrap_or_else(|e| panic!("{e}"));
+            Work::Import(Box::new(Import { block, senders: b.senders.clone() }))
+        };
+        run_pipeline(&first, blocks[..7].iter().map(import).collect(), 7);
+        assert_eq!(first.store.oldest_version(), Some(0), "the state before the group is kept");
+        drop(first);
+        let restarted = node_state_keeping(dir.path(), genesis, Some(4));
+        let work = commits.iter().cloned().map(Work::Commit).collect();
+        let again = run_pipeline(&restarted, work, 11);
+        let hashes = |bs: &[Arc<StoredBlock>]| bs.iter().map(|b| b.hash).collect::<Vec<_>>();
+        assert_eq!(hashes(&again), hashes(&blocks));
+        // Past the group, the versions before it go as the setting says: block 11's write
+        // keeps the four newest.
+        assert_eq!(restarted.store.oldest_version(), Some(8));
     }
 
     /// A group whose first chunk's transactions are all dropped makes no block for it: a

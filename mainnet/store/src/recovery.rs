@@ -211,6 +211,7 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
         checkpoint_written: Mutex::new(0),
         gc_lock: Mutex::new(()),
         closing: std::sync::atomic::AtomicBool::new(false),
+        keep_from: std::sync::atomic::AtomicU64::new(0),
         _lock: lock,
     };
     let inner = Arc::new(inner);

@@ -157,6 +157,9 @@ pub(crate) struct Inner {
     pub(crate) gc_lock: Mutex<()>,
     /// The last handle is gone: the background worker finishes checkpoints, skips collections.
     pub(crate) closing: AtomicBool,
+    /// The oldest version `apply`'s pruning keeps, whatever `retain_versions` says
+    /// ([`Store::keep_from`]), plus one (0: none).
+    pub(crate) keep_from: AtomicU64,
     /// Holds the directory lock for the store's lifetime.
     pub(crate) _lock: File,
 }
@@ -457,6 +460,15 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Makes the pruning of later `apply`s (under `retain_versions`) keep `version` and the
+    /// versions after it, however many there are (`None`: no such floor). A version pruned
+    /// already stays pruned. The floor is not stored: each commit record names the point it
+    /// prunes to, so a reopened store has every version the floor kept when it was written.
+    pub fn keep_from(&self, version: Option<Version>) {
+        let floor = version.map_or(0, |v| v.saturating_add(1));
+        self.inner.keep_from.store(floor, Ordering::Release);
     }
 
     /// Makes versions below `below` unreadable and their space reclaimable by garbage

@@ -139,6 +139,11 @@ impl Store {
                 0 => Some(version),
                 n => st.roots.keys().rev().nth(n - 1).copied(),
             };
+            let keep = inner.keep_from.load(std::sync::atomic::Ordering::Acquire);
+            let below = match keep.checked_sub(1) {
+                None => below,
+                Some(keep) => below.map(|b| b.min(keep)),
+            };
             below.filter(|&b| b > st.oldest)
         });
         codec::frame(&mut buf, |b| {
