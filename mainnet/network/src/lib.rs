@@ -233,6 +233,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// (reconnect at once, backoff from [`BACKOFF_MIN`]) rather than one more failure.
 const STABLE: Duration = Duration::from_secs(1);
 const CLOSE_BAD_FRAME: u32 = 1;
+/// The longest a handshake may take, from either side. quinn has no limit of its own: its
+/// idle timer restarts at every packet, so a peer that sends pings and never finishes its
+/// handshake kept it, and its place among the strangers' handshakes the gate allows at once,
+/// for as long as it liked (before stop 48: sixteen such held every stranger out).
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 /// The application close code for a connection a newer one from the same peer replaced.
 const CLOSE_REPLACED: u32 = 2;
 
@@ -549,13 +554,19 @@ async fn accept_loop(
         let readers = readers.clone();
         let current = current.clone();
         tokio::spawn(async move {
-            let handshake = incoming.await;
+            // Dropped unfinished at the deadline, the handshake's connection closes.
+            let handshake = tokio::time::timeout(HANDSHAKE_TIME, incoming).await;
             drop(ticket);
             let conn = match handshake {
-                Ok(c) => c,
-                Err(e) => {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!("refused a connection: {e}");
+                    return;
+                }
+                Err(_) => {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%from, "a handshake took too long: dropped");
                     return;
                 }
             };
@@ -678,9 +689,9 @@ async fn dial_loop(
     let mut unsent: Option<(Bytes, bool)> = None;
     loop {
         let stream = match endpoint.connect_with(client.clone(), addr, "farol-validator") {
-            Ok(connecting) => match connecting.await {
-                Ok(conn) => conn.open_uni().await.ok().map(|s| (conn, s)),
-                Err(_) => None,
+            Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIME, connecting).await {
+                Ok(Ok(conn)) => conn.open_uni().await.ok().map(|s| (conn, s)),
+                _ => None,
             },
             Err(_) => None,
         };
