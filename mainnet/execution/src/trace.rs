@@ -877,12 +877,14 @@ where
 {
     fn run_nested(ctx: &mut B, init: FrameInit) -> Result<FrameResult, ContextDbError<B>> {
         let spec: SpecId = ctx.cfg().spec().into();
-        let mut evm: InspectedEvm<&mut B, Forward<I>> = Evm::new_with_inspector(
+        // An empty frame stack, as for block execution (`wasm::call`).
+        let mut evm: InspectedEvm<&mut B, Forward<I>> = Evm {
             ctx,
-            Forward::default(),
-            instructions::<&mut B>(spec, true),
-            FarolPrecompiles::new(spec, true),
-        );
+            inspector: Forward::default(),
+            instruction: instructions::<&mut B>(spec, true),
+            precompiles: FarolPrecompiles::new(spec, true),
+            frame_stack: revm::context_interface::FrameStack::new(),
+        };
         inspect_frames(&mut evm, init)
     }
 

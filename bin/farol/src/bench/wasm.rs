@@ -4,6 +4,8 @@
 //!   blocks of identical calls (the outputs must be equal);
 //! - `wasm.call.evm_to_wasm`: a Solidity loop calling an empty WASM contract against the same
 //!   loop calling an empty EVM contract, per call;
+//! - `wasm.call.wasm_to_evm`: a WASM loop calling an EVM contract that stops at once (the
+//!   host `call`) against the Solidity loop calling it, per call;
 //! - `wasm.first_call.compiled` / `.compiling`: the block with the first call to a freshly
 //!   deployed Rust ERC-20, once its compilation has finished and when the call arrives right
 //!   after deployment (so the interpreter runs it), against the first call to the Solidity
@@ -525,6 +527,36 @@ fn call_overhead(world: &mut World, quick: bool, runs: usize) -> Result<()> {
         "us/call",
         Better::Lower,
         json!({"calls": n, "runs": runs, "baseline": "EVM->EVM call to a STOP contract", "goal_us": 5}),
+    )
+    .print()?;
+    // The other way: a WASM loop making the same calls through the host `call` (kind 0, no
+    // value, no input, 10,000 gas each), halting if one fails.
+    let target: String = evm.as_slice().iter().map(|b| format!("\\{b:02x}")).collect();
+    let wasm_loop = wat_module(&format!(
+        r#"(module
+             (import "farol" "call" (func $call (param i32 i32 i32 i32 i32 i64) (result i32)))
+             (memory (export "memory") 1)
+             (data (i32.const 0) "{target}")
+             (func (export "call") (local $i i32)
+               (loop $l
+                 (if (i32.eqz (call $call (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 128)
+                                          (i32.const 0) (i64.const 10000)))
+                   (then unreachable))
+                 (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                 (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))))"#
+    ))?;
+    let caller = deploy_compiled(world, &contract_code(&wasm_loop))?;
+    let saved = world.nonces();
+    let txs = calls(world, caller, &[], 1, 16_000_000);
+    world.set_nonces(saved);
+    let (_, from_wasm) = time_block(world, &txs, runs)?;
+    BenchResult::new(
+        "wasm.call.wasm_to_evm",
+        per_call(from_wasm),
+        per_call(e),
+        "us/call",
+        Better::Lower,
+        json!({"calls": n, "runs": runs, "baseline": "EVM->EVM call to a STOP contract (the Solidity loop above)"}),
     )
     .print()
 }
