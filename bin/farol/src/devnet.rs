@@ -296,6 +296,20 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         (None, 0) => 4,
         (None, s) => u16::try_from(s).unwrap_or(u16::MAX),
     };
+    // Checked before anything is written (before stop 48 a bad chain id was found by the
+    // nodes, in a message naming their configuration's field, after the directory was
+    // written: every later run there failed).
+    if args.chain_id == 0 || args.chain_id > farol_node::config::MAX_CHAIN_ID {
+        bail!(
+            "--chain-id {}: from 1 to {} (EIP-2294)",
+            args.chain_id,
+            farol_node::config::MAX_CHAIN_ID
+        );
+    }
+    // Port 0 would let each node's system pick one the devnet does not know.
+    if args.port == Some(0) || args.ws_port == Some(0) {
+        bail!("--port and --ws-port: from 1 to 65535 (0 is not a port the devnet can tell)");
+    }
     if validators == 0 {
         bail!("--validators: at least 1");
     }
@@ -346,6 +360,29 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if stored > 0 {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("making {} the user's alone", dir.display()))?;
+    }
+    // One devnet at a time in a directory: held until this one ends. Before stop 48 a
+    // second devnet given the same `--data-dir` and other ports rewrote the running one's
+    // configurations (new network addresses, ports and peers) before its nodes failed on
+    // the stores' locks.
+    let lock_path = dir.join("devnet.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another devnet (it holds {}): stop that one first, or give another \
+             --data-dir",
+            dir.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()))
+        }
     }
     let n = usize::from(validators);
     let configs = if stored > 0 {

@@ -462,6 +462,38 @@ fn a_json_rpc_port_in_use_is_refused_before_any_node_starts() {
     assert!(!kept.join("validator-0.toml").exists(), "a configuration was kept: {stderr}");
 }
 
+/// A bad `--chain-id` or port 0 is refused naming the flag before anything is written (before
+/// stop 48 the nodes refused the chain id after the directory was written, and every later
+/// run there failed), and a directory another devnet holds is refused before its files
+/// change (before stop 48 a second devnet rewrote the running one's configurations).
+#[test]
+fn bad_flags_and_a_busy_data_dir_are_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let d = tmp.path().join("d");
+    let max = (u64::MAX / 2 - 35).to_string();
+    for (flags, says) in [
+        (["--chain-id", "0"], "--chain-id 0"),
+        (["--chain-id", max.as_str()], "--chain-id"),
+        (["--port", "0"], "--port"),
+        (["--ws-port", "0"], "--ws-port"),
+    ] {
+        let mut args = vec!["devnet", "--validators", "1", "--data-dir", text(&d)];
+        args.extend(flags);
+        let (ok, _, stderr) = farol(&args);
+        assert!(!ok && stderr.contains(says), "{flags:?}: {stderr}");
+        assert!(!d.join("validator-0.toml").exists(), "{flags:?} wrote a configuration");
+    }
+    // Another devnet's lock (held here) on a directory: refused, its files as they were.
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{e}"));
+    let lock = std::fs::File::create(d.join("devnet.lock")).unwrap_or_else(|e| panic!("{e}"));
+    lock.try_lock().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(d.join("validator-0.toml"), "held").unwrap_or_else(|e| panic!("{e}"));
+    let (ok, _, stderr) = farol(&["devnet", "--port", "19545", "--data-dir", text(&d)]);
+    assert!(!ok && stderr.contains("in use by another devnet"), "{stderr}");
+    let kept = std::fs::read_to_string(d.join("validator-0.toml")).unwrap_or_default();
+    assert_eq!(kept, "held");
+}
+
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u64> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };

@@ -530,7 +530,11 @@ fn sync_once(
     }
 
     // Blocks, upwards, segment by segment: headers again (checked against the segment's top
-    // and the previous one's), then the blocks, checked against them and executed.
+    // and the previous one's), then the blocks, checked against them and executed. Block
+    // answers are judged by a pace of their own: whole, fast header answers (about a
+    // thousand when a node is a million blocks behind) would otherwise stand for as many
+    // whole answers' time that slow block answers could spend.
+    let mut block_pace = Pace::new(pace.slow_answer, pace.judged);
     let mut below = head.hash;
     for k in 0..segments {
         let (lo, hi) = segment(k);
@@ -559,7 +563,7 @@ fn sync_once(
             // cut short holds more than half of it.
             let by_blocks = blocks.len() as u64 * 1000 / want;
             let by_bytes = bytes as u64 * 2000 / MAX_SYNC_ANSWER as u64;
-            let slow = pace.answered_part_slowly(asked, by_blocks.max(by_bytes));
+            let slow = block_pace.answered_part_slowly(asked, by_blocks.max(by_bytes));
             for b in blocks {
                 let expected = hashes[(n - lo) as usize];
                 if b.hash != expected {

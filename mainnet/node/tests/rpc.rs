@@ -656,6 +656,8 @@ async fn rpc_errors_proofs_restart_and_config() {
     );
     refused(&|c| c.rpc.gas_cap = 0, "rpc.gas_cap");
     refused(&|c| c.genesis.chain_id = u64::MAX, "genesis.chain_id");
+    // A genesis time in milliseconds.
+    refused(&|c| c.genesis.timestamp = 1_700_000_000_000, "genesis.timestamp");
     refused(&|c| c.rpc.max_request_bytes = 0, "rpc.max_request_bytes");
     // An account given twice in the genesis (its address in two cases).
     let lower = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";

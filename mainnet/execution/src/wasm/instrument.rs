@@ -144,20 +144,24 @@ fn survey(module: &[u8]) -> Result<Survey, WasmError> {
             // Distinct constants, which the interpreter keeps in every frame of the function
             // (before stop 48 they were not counted: a function of thousands of them,
             // recursing, held tens of MB of the interpreter's value stack for a few thousand
-            // gas).
+            // gas). By their bits, as it keeps them; integers that fit in 16 bits are left
+            // out (it encodes those in its instructions).
             let mut constants = std::collections::BTreeSet::new();
+            let small = |v: i64| i64::from(i16::MIN) <= v && v <= i64::from(i16::MAX);
             while !ops.eof() {
                 let offset = ops.original_position();
                 let op = ops.read().map_err(err)?;
                 v.op(offset, &op).map_err(err)?;
                 highest = highest.max(v.operand_stack_height());
                 match op {
-                    Operator::I32Const { value } => constants.insert((0, i64::from(value))),
-                    Operator::I64Const { value } => constants.insert((1, value)),
-                    Operator::F32Const { value } => constants.insert((2, i64::from(value.bits()))),
-                    Operator::F64Const { value } => {
-                        constants.insert((3, i64::from_ne_bytes(value.bits().to_ne_bytes())))
+                    Operator::I32Const { value } if !small(i64::from(value)) => {
+                        constants.insert(u64::from(value as u32))
                     }
+                    Operator::I64Const { value } if !small(value) => {
+                        constants.insert(u64::from_ne_bytes(value.to_ne_bytes()))
+                    }
+                    Operator::F32Const { value } => constants.insert(u64::from(value.bits())),
+                    Operator::F64Const { value } => constants.insert(value.bits()),
                     _ => false,
                 };
             }
