@@ -330,7 +330,10 @@ struct Watch {
     tx: Transaction,
     attempt: u64,
     deadline: u64,
-    /// When it was first forwarded (a round).
+    /// When it was last handed to an assignee (a round): a live assignee has
+    /// `LIVE_PATIENCE` deadlines from then (before stop 48 this was the first forward, so
+    /// after its first move a transaction moved at every deadline, to live validators too,
+    /// and waited in several queues at once).
     since: u64,
     /// Order of arrival: reassigned transactions are forwarded in it, so that one sender's
     /// transactions keep their order.
@@ -427,6 +430,15 @@ pub struct AsyncBft {
     /// blocks (without them a restarted validator held those blocks, and its own after
     /// them, for good).
     gone: HashMap<Digest, (Arc<Block>, u64)>,
+    /// Blocks in the DAG that a block in the DAG names under a later round than their own
+    /// (a reference claiming a later round), with the latest such claim. When the floor
+    /// passes such a block while a claim on it is still at or above the floor, it is kept
+    /// aside (`gone`) rather than dropped: a validator that takes the naming block from a
+    /// snapshot waits for the parents its references claim at or above its floor, and before
+    /// stop 48 no snapshot held this one, so a validator restarted from its cut log or
+    /// rejoined from a peer's snapshot held the naming block, and every block voting for it,
+    /// for good (found by a review).
+    raised: HashMap<Digest, u64>,
     /// For each missing parent, the peers it was asked from: each peer that sends a block
     /// needing it is asked once (before stop 39 only the first was, so a Byzantine peer
     /// that relayed an honest block first, and never answered, held it until a stall).
@@ -547,6 +559,7 @@ impl AsyncBft {
             released: Vec::new(),
             asked: HashMap::new(),
             gone: HashMap::new(),
+            raised: HashMap::new(),
             round: 0,
             last_own: None,
             quorum_round: 0,
@@ -1264,6 +1277,13 @@ impl AsyncBft {
                 if self.tips.get(&(p.round, p.author)) == Some(&p.digest) {
                     self.tips.remove(&(p.round, p.author));
                 }
+                if self.blocks.get(&p.digest).is_some_and(|q| q.round < p.round) {
+                    let claim = self.raised.entry(p.digest).or_insert(p.round);
+                    *claim = (*claim).max(p.round);
+                } else if let Some((_, at)) = self.gone.get_mut(&p.digest) {
+                    // Kept aside while a claim on it may still be waited for.
+                    *at = (*at).max(p.round);
+                }
             }
             // A block some held block already references is no tip; nor is a second version
             // of a slot while the first is one. Nor is a version past the second: live, one is
@@ -1551,6 +1571,7 @@ impl AsyncBft {
             if let Some(w) = self.watched.get_mut(&d) {
                 w.attempt = attempt;
                 w.deadline = now + self.cfg.reassign_rounds;
+                w.since = now;
             }
             if to == self.me {
                 if let Some(w) = self.watched.remove(&d) {
@@ -2216,9 +2237,18 @@ impl AsyncBft {
                     let was_ordered = self.ordered.remove(&d);
                     // An own block that fell below the floor unordered never will be: its
                     // transactions go back into the queue.
-                    if let Some(b) = block.filter(|b| b.author == self.me && !was_ordered) {
+                    if let Some(b) = block.as_ref().filter(|b| b.author == self.me && !was_ordered)
+                    {
                         let digests = b.transaction_digests().iter().copied();
                         orphaned.extend(digests.zip(b.transactions.iter().cloned()));
+                    }
+                    // A block a kept block names under a round the floor has not passed is
+                    // kept aside (see `raised`), until the floor is `gc_depth` rounds past
+                    // that claim.
+                    if let (Some(b), Some(claim)) = (block, self.raised.remove(&d)) {
+                        if claim >= floor {
+                            self.gone.insert(d, (b, claim));
+                        }
                     }
                 }
             }
@@ -2277,6 +2307,8 @@ impl AsyncBft {
             self.asked.retain(|d, _| waiting.contains_key(d));
             let depth = self.cfg.gc_depth;
             self.gone.retain(|_, (_, at)| at.saturating_add(depth) > floor);
+            let blocks = &self.blocks;
+            self.raised.retain(|d, claim| *claim >= floor && blocks.contains_key(d));
             self.tips = self.tips.split_off(&(floor, ValidatorIndex(0)));
             self.extra_versions = self.extra_versions.split_off(&(floor, ValidatorIndex(0)));
         }

@@ -592,8 +592,9 @@ fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
     let mut out = Vec::new();
     e.start(&mut out);
     e.handle(Input::Transactions(vec![t.clone()]), &mut out);
-    // Where the transaction went, in order.
+    // Where the transaction went, in order, and in which round.
     let mut sent_to = Vec::new();
+    let mut sent_at = Vec::new();
     let mut parents: Vec<BlockRef> = Vec::new();
     for round in 1..=150u64 {
         let mut refs = Vec::new();
@@ -615,6 +616,7 @@ fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
                 if let Ok(Message::Transactions(txs)) = Message::decode(&bytes) {
                     if txs.contains(&t) {
                         sent_to.push(v);
+                        sent_at.push(round);
                     }
                 }
             }
@@ -623,6 +625,10 @@ fn a_transaction_left_out_by_a_live_validator_moves_to_another() {
     assert_eq!(sent_to.first(), Some(&censor), "first forwarded to its assignee: {sent_to:?}");
     assert!(sent_to.len() >= 2, "never reassigned: {sent_to:?}");
     assert!(sent_to[1..].iter().all(|v| *v != censor), "back to the censor: {sent_to:?}");
+    // Each live assignee gets the same patience: the second (live, and leaving it out too)
+    // keeps it as long as the first did (before stop 48 it moved again every 6 rounds).
+    let gaps: Vec<u64> = sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().all(|g| *g >= 50), "moved at rounds {sent_at:?} to {sent_to:?}");
 }
 
 #[test]
@@ -1441,4 +1447,86 @@ fn a_replayed_version_past_the_second_is_no_tip() {
     let live = round_three(&mut e);
     assert!(!live.contains(&v[2].reference()), "{live:?}");
     assert_eq!(round_three(&mut again), live);
+}
+
+/// A block the floor passes while a block in the DAG still names it under a later round (a
+/// reference claiming a later round than its block's: validator 3's C names validator 1's
+/// round-14 block H as of round 18) is kept aside, and snapshots carry it: a validator that
+/// rejoins from a snapshot taken while the floor is past H but not past the claim takes C at
+/// once. Before stop 48 H was dropped, no snapshot held it, and such a validator (or one
+/// restarted from its log cut to such a snapshot) held C, and every block voting for it, for
+/// good (found by a review).
+#[test]
+fn a_block_named_under_a_later_round_stays_in_snapshots() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, gc_depth: 8, checkpoint_every: 1, ..Config::default() };
+    let mut e =
+        AsyncBft::new(c.clone(), ValidatorIndex(0), ks[0].clone(), cfg.clone(), Arc::default());
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let mut mine: Vec<Block> = own_blocks(&out);
+    let mut refs: Vec<Vec<BlockRef>> = vec![Vec::new()];
+    let mut ones: Vec<Block> = Vec::new();
+    let (r_c, h_round, claim) = (20u64, 14u64, 18u64);
+    let mut c_digest = None;
+    let mut taken = None;
+    for r in 1..=40u64 {
+        let Some(b0) = mine.iter().find(|b| b.round == r).cloned() else {
+            panic!("no own block of round {r}: {} held {:?}", e.summary(), e.held())
+        };
+        let prev = refs[(r - 1) as usize].clone();
+        let mut parents = vec![b0.reference()];
+        for a in 1..3u16 {
+            let mut p = prev.clone();
+            if a == 1 && r == r_c + 1 {
+                let h = &ones[(h_round - 1) as usize];
+                assert_eq!(h.round, h_round);
+                let mut c_parents = refs[(r_c - 1) as usize].clone();
+                c_parents.push(BlockRef { round: claim, ..h.reference() });
+                c_parents.sort_by_key(|p| (p.round, p.author));
+                let cb = block(&ks[3], 3, r_c, c_parents);
+                // C comes while H is still in the DAG: it goes in at once.
+                deliver(&mut e, 3, &cb);
+                assert_eq!(e.held(), (0, 0), "{}", e.summary());
+                p.push(cb.reference());
+                p.sort_by_key(|p| (p.round, p.author));
+                c_digest = Some(cb.digest());
+            }
+            let b = block(&ks[usize::from(a)], a, r, p);
+            parents.push(b.reference());
+            mine.extend(own_blocks(&deliver(&mut e, a, &b)));
+            if a == 1 {
+                ones.push(b);
+            }
+        }
+        let mut out = Vec::new();
+        for _ in 0..25 {
+            e.handle(Input::Tick, &mut out);
+        }
+        mine.extend(own_blocks(&out));
+        parents.sort_by_key(|p| (p.round, p.author));
+        refs.push(parents);
+        // The first snapshot whose floor is past H and not past the claim, holding C.
+        if let (None, Some(s), Some(cd)) = (&taken, e.snapshot(), c_digest) {
+            let floor = s.checkpoint.floor;
+            if floor > h_round && floor <= claim && s.blocks.iter().any(|b| b.digest() == cd) {
+                taken = Some(s);
+            }
+        }
+    }
+    let Some(snapshot) = taken else { panic!("no snapshot in the window: {}", e.summary()) };
+    let h = ones[(h_round - 1) as usize].digest();
+    assert!(snapshot.blocks.iter().any(|b| b.digest() == h), "the snapshot lacks H");
+    let mut out = Vec::new();
+    let rejoined = AsyncBft::from_snapshot(
+        c,
+        ValidatorIndex(0),
+        ks[0].clone(),
+        cfg,
+        Arc::default(),
+        &snapshot,
+        0,
+        &mut out,
+    );
+    assert_eq!(rejoined.held(), (0, 0), "{}", rejoined.summary());
 }
