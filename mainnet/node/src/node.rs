@@ -796,8 +796,9 @@ fn start_validator(
         }
         _ => None,
     };
+    let chain = chain_tag(cfg.genesis.chain_id, genesis_hash, &cfg.committee);
     let ccfg = ConsensusConfig {
-        chain: chain_tag(cfg.genesis.chain_id, genesis_hash, &cfg.committee),
+        chain,
         gc_depth: cfg.genesis.consensus.gc_depth,
         checkpoint_every: cfg.genesis.consensus.checkpoint_every,
         coin,
@@ -868,8 +869,13 @@ fn start_validator(
             }
         }
     }));
-    let finality =
-        Finality { state: state.clone(), committee: committee.clone(), me: (me, key), network };
+    let finality = Finality {
+        state: state.clone(),
+        committee: committee.clone(),
+        me: (me, key),
+        network,
+        chain,
+    };
     tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
     let submit = validator.submitter();
     Ok((validator, submit, snapshots_tx))

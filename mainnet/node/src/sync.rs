@@ -366,16 +366,17 @@ pub fn certificate_to_json(c: &Certificate) -> Value {
     })
 }
 
-/// Checks that validators holding more than two thirds of the stake signed `c`.
+/// Checks that validators holding more than two thirds of the stake signed `c` on the chain
+/// of tag `chain`.
 pub fn verify_certificate(
     c: &Certificate,
     committee: &Committee,
-    chain_id: u64,
+    chain: &[u8; 32],
 ) -> Result<(), String> {
     let quorum = farol_consensus::Certificate::from_bytes(&c.quorum, committee.len())
         .map_err(|e| format!("certificate of block {}: {e}", c.number))?;
     quorum
-        .verify(committee, &vote_message(chain_id, c.number, &c.hash))
+        .verify(committee, &vote_message(chain, c.number, &c.hash))
         .map_err(|e| format!("certificate of block {}: {e}", c.number))
 }
 
@@ -485,7 +486,7 @@ fn sync_once(
         // Ours at that height must be the certified block: compared first, and the quorum's
         // signature checked only when they differ.
         if let Some(ours) = state.chain.hash(cert.number).filter(|h| *h != cert.hash) {
-            verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
+            verify_certificate(&cert, &cfg.committee, &cfg.chain_tag)?;
             return Ok(Progress::Diverged(format!(
                 "block {} is {ours} here, certified {}",
                 cert.number, cert.hash
@@ -493,7 +494,7 @@ fn sync_once(
         }
         return Ok(Progress::UpToDate);
     }
-    verify_certificate(&cert, &cfg.committee, cfg.chain_id)?;
+    verify_certificate(&cert, &cfg.committee, &cfg.chain_tag)?;
     if state.metrics.sync_target.load(Ordering::Relaxed) <= head.number() {
         state.metrics.sync_start.store(head.number(), Ordering::Relaxed);
     }
@@ -871,5 +872,38 @@ mod tests {
             })
             .collect();
         assert_eq!(slow, [false; 8]);
+    }
+}
+
+#[cfg(test)]
+mod certificate_tests {
+    use super::{verify_certificate, vote_message};
+    use crate::chain::Certificate;
+    use alloy_primitives::B256;
+    use farol_consensus::{sim, Added, Committee, ValidatorIndex, VoteCollector};
+
+    /// A certificate is bound to its chain's tag (the chain id, the genesis and the
+    /// committee): one its validators' keys made on another chain of the same chain id (a
+    /// testnet started again with a new genesis) is refused. Before stop 48 votes signed the
+    /// chain id alone, and such a certificate, served by a peer, stopped an honest node.
+    #[test]
+    fn a_certificate_of_another_chain_with_the_same_keys_is_refused() {
+        let committee = Committee::new(sim::members(4, 1)).unwrap_or_else(|e| panic!("{e}"));
+        let keys = sim::keys(4);
+        let hash = B256::repeat_byte(7);
+        let certify = |tag: &[u8; 32]| {
+            let message = vote_message(tag, 5, &hash);
+            let mut votes = VoteCollector::new(&committee, message.clone());
+            for (i, k) in &keys {
+                let signer = ValidatorIndex(*i as u16);
+                if let Ok(Added::Certified(q)) = votes.add(signer, k.sign(&message)) {
+                    return Certificate { number: 5, hash, quorum: q.to_bytes() };
+                }
+            }
+            panic!("no quorum")
+        };
+        let (ours, theirs) = ([1u8; 32], [2u8; 32]);
+        assert!(verify_certificate(&certify(&ours), &committee, &ours).is_ok());
+        assert!(verify_certificate(&certify(&theirs), &committee, &ours).is_err());
     }
 }
