@@ -330,10 +330,11 @@ struct Watch {
     tx: Transaction,
     attempt: u64,
     deadline: u64,
-    /// When it was last handed to an assignee (a round): a live assignee has
-    /// `LIVE_PATIENCE` deadlines from then (before stop 48 this was the first forward, so
-    /// after its first move a transaction moved at every deadline, to live validators too,
-    /// and waited in several queues at once).
+    /// When it was first forwarded (a round). After `LIVE_PATIENCE` deadlines from then it
+    /// moves at every deadline, live assignee or not: resetting this at each move (tried in
+    /// stop 48, against duplicates in several queues) made transactions wait 60 rounds at
+    /// each live validator that left them out, and three simulator seeds with raised claims
+    /// failed liveness.
     since: u64,
     /// Order of arrival: reassigned transactions are forwarded in it, so that one sender's
     /// transactions keep their order.
@@ -1571,7 +1572,6 @@ impl AsyncBft {
             if let Some(w) = self.watched.get_mut(&d) {
                 w.attempt = attempt;
                 w.deadline = now + self.cfg.reassign_rounds;
-                w.since = now;
             }
             if to == self.me {
                 if let Some(w) = self.watched.remove(&d) {
