@@ -107,9 +107,9 @@ pub struct Config {
     /// A fault for the simulator: each proposal of an even round also names a block of this
     /// validator's floor round under a later round than its own (`raised_reference`).
     /// Validators whose floor passed that block wait for it by the claim
-    /// (docs/consensus.md rules 2 and 12). Not in CI's scenarios: with it 1 of their 500
-    /// seeds still fails liveness (a parent no validator holds any more, which a node leaves
-    /// through a rejoin the simulator does not make); `FAROL_RAISED_CLAIMS=1` turns it on.
+    /// (docs/consensus.md rules 2 and 12). In CI's scenarios since stop 48 (the simulator's
+    /// `StaleClaims` validators; `FAROL_NO_RAISED_CLAIMS` turns it off), when blocks named
+    /// so are kept aside until the floor passes the claim and all 500 seeds pass with it.
     #[doc(hidden)]
     pub fault_raised_reference: bool,
 }

@@ -44,8 +44,9 @@ pub enum Byzantine {
     /// Withholds its blocks of even rounds (they go out only when asked for) and names each
     /// in its next block under the oldest round its own floor allows
     /// ([`Config::fault_stale_own_reference`]): validators with a higher floor do not fetch
-    /// it. With `FAROL_RAISED_CLAIMS` set, its even blocks also name a block of its floor's
-    /// round under a later round ([`Config::fault_raised_reference`]). Scenarios with it keep
+    /// it. Its even blocks also name a block of its floor's round under a later round
+    /// ([`Config::fault_raised_reference`]; since stop 48, and off with
+    /// `FAROL_NO_RAISED_CLAIMS` set; before, only with `FAROL_RAISED_CLAIMS`). Scenarios with it keep
     /// less history (`gc_depth` 30 to 39), so floors move.
     StaleClaims,
 }
@@ -309,12 +310,18 @@ struct Process {
 /// The Unix time (ms) of the simulation's start.
 const EPOCH_MS: i64 = 1_700_000_000_000;
 
+/// Whether `StaleClaims` validators also make references claiming a later round than their
+/// block's (unless `FAROL_NO_RAISED_CLAIMS` is set).
+fn raised_claims() -> bool {
+    std::env::var_os("FAROL_NO_RAISED_CLAIMS").is_none()
+}
+
 /// Runs `scenario` with `seed`.
 pub fn run(seed: u64, scenario: &Scenario) -> Result<Report, Violation> {
     Sim::new(seed, scenario).run().map_err(|mut v| {
         // It changes what the Byzantine validators do: a rerun needs it too.
-        if std::env::var_os("FAROL_RAISED_CLAIMS").is_some() {
-            v.what.push_str(" (with FAROL_RAISED_CLAIMS set)");
+        if !raised_claims() {
+            v.what.push_str(" (with FAROL_NO_RAISED_CLAIMS set)");
         }
         v
     })
@@ -480,8 +487,7 @@ impl<'s> Sim<'s> {
         // checks that both commit the same order.
         cfg.eager_coins = v % 2 == 1;
         cfg.fault_stale_own_reference = self.s.byzantine.contains(&(v, Byzantine::StaleClaims));
-        cfg.fault_raised_reference =
-            cfg.fault_stale_own_reference && std::env::var_os("FAROL_RAISED_CLAIMS").is_some();
+        cfg.fault_raised_reference = cfg.fault_stale_own_reference && raised_claims();
         if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
             cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
         }
