@@ -198,7 +198,6 @@ impl Finality {
         mut frames: mpsc::Receiver<NodeFrame>,
         mut blocks: broadcast::Receiver<Arc<StoredBlock>>,
     ) {
-        let chain = self.chain;
         let mut votes = Votes::new();
         // Validators whose vote for a block failed its check: their later votes for it are
         // dropped (before stop 32 each re-sent bad vote cost an aggregate check and a check
@@ -258,7 +257,7 @@ impl Finality {
                         continue;
                     }
                     if let Some(b) = plan.stored(b.number(), b, Instant::now()) {
-                        self.vote(&b, &chain, &mut votes);
+                        self.vote(&b, &mut votes);
                     }
                 }
                 _ = announce.tick() => {
@@ -268,14 +267,14 @@ impl Finality {
                 }
                 _ = tick.tick() => {
                     if let Some(b) = plan.idle(Instant::now()) {
-                        self.vote(&b, &chain, &mut votes);
+                        self.vote(&b, &mut votes);
                     }
-                    self.adopt_heard(&mut heard, &chain);
+                    self.adopt_heard(&mut heard);
                     let now = Instant::now();
                     last_seen.retain(|_, t| now.duration_since(*t) < Duration::from_secs(5));
                     self.state.metrics.peers.store(last_seen.len() as u64, Ordering::Relaxed);
                     let certified =
-                        self.certify(&mut votes, &mut faulty, &chain, &mut diverged_logged);
+                        self.certify(&mut votes, &mut faulty, &mut diverged_logged);
                     if let Some(n) = certified {
                         votes = votes.split_off(&(n + 1));
                         faulty = faulty.split_off(&(n + 1));
@@ -294,9 +293,9 @@ impl Finality {
     }
 
     /// Signs block `b`, sends the vote to the others and counts it.
-    fn vote(&self, b: &StoredBlock, chain: &[u8; 32], votes: &mut Votes) {
+    fn vote(&self, b: &StoredBlock, votes: &mut Votes) {
         let (me, key) = &self.me;
-        let sig = key.sign(&vote_message(chain, b.number(), &b.hash));
+        let sig = key.sign(&vote_message(&self.chain, b.number(), &b.hash));
         self.network.broadcast(encode_vote(b.number(), &b.hash, *me, &sig));
         votes.entry(b.number()).or_default().entry(b.hash).or_default().insert(*me, sig);
     }
@@ -307,7 +306,6 @@ impl Finality {
         &self,
         votes: &mut Votes,
         faulty: &mut BTreeMap<u64, BTreeSet<u16>>,
-        chain: &[u8; 32],
         diverged_logged: &mut u64,
     ) -> Option<u64> {
         let head = self.state.chain.head_number();
@@ -334,7 +332,7 @@ impl Finality {
             if stake(signers) < quorum {
                 continue;
             }
-            let message = vote_message(chain, *number, &ours_hash);
+            let message = vote_message(&self.chain, *number, &ours_hash);
             let mut collector = VoteCollector::new(&self.committee, message);
             let mut cert = None;
             for (i, s) in signers.iter() {
@@ -364,7 +362,7 @@ impl Finality {
     /// Adopts the highest certificate other validators announced whose block we have: it
     /// must be for the hash we computed and carry a quorum's valid aggregate. Announcements
     /// for blocks not stored yet wait; the others are used up.
-    fn adopt_heard(&self, heard: &mut Heard, tag: &[u8; 32]) {
+    fn adopt_heard(&self, heard: &mut Heard) {
         let chain = &self.state.chain;
         for c in heard.take_ready(chain.finalized_number(), chain.head_number()) {
             // Hashes compared before the pairing check, from the index (no block read).
@@ -373,14 +371,14 @@ impl Finality {
                 // This node's chain left the certified one: it stops (the chain closed, it
                 // reports itself failed) rather than serve and sign a chain the committee
                 // did not certify (before stop 47 it only logged this).
-                if self.signed_by_quorum(&c, tag) {
+                if self.signed_by_quorum(&c) {
                     tracing::error!(number = c.number, %ours, theirs = %c.hash, "a quorum certified another block hash: state diverged, stopping");
                     self.state.chain.close();
                     return;
                 }
                 continue;
             }
-            if !self.signed_by_quorum(&c, tag) {
+            if !self.signed_by_quorum(&c) {
                 continue;
             }
             let number = c.number;
@@ -395,9 +393,9 @@ impl Finality {
     }
 
     /// Whether `c` carries a valid aggregate of a quorum's votes for its block.
-    fn signed_by_quorum(&self, c: &Certificate, chain: &[u8; 32]) -> bool {
+    fn signed_by_quorum(&self, c: &Certificate) -> bool {
         farol_consensus::Certificate::from_bytes(&c.quorum, self.committee.len()).is_ok_and(|q| {
-            q.verify(&self.committee, &vote_message(chain, c.number, &c.hash)).is_ok()
+            q.verify(&self.committee, &vote_message(&self.chain, c.number, &c.hash)).is_ok()
         })
     }
 
