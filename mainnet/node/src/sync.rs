@@ -345,7 +345,8 @@ impl Pace {
         self.spent = self.spent.saturating_add(asked.elapsed());
         self.judged
             && self.answers >= SLOW_AFTER_ANSWERS
-            && self.spent.as_nanos() * 1000 > self.slow_answer.as_nanos() * u128::from(self.worth)
+            && self.spent.as_nanos().saturating_mul(1000)
+                > self.slow_answer.as_nanos().saturating_mul(u128::from(self.worth))
     }
 }
 
