@@ -287,11 +287,12 @@ struct WsCtx {
     client: std::net::IpAddr,
 }
 
-/// A live subscription: its task, stopped when it is dropped (unsubscribed, or its session
-/// ended), and its place among the node's and its address's subscriptions.
+/// A subscription: its task, stopped when it is dropped (unsubscribed, or its session
+/// ended). The task holds the subscription's place among the node's and its address's
+/// subscriptions, so a task that ended (a `logs` subscription past its `toBlock`) gives the
+/// place back at once; its entry stays for `eth_unsubscribe` until the session needs room.
 struct Sub {
     task: JoinHandle<()>,
-    _place: SubPlace,
 }
 
 impl Drop for Sub {
@@ -2943,7 +2944,14 @@ impl Rpc {
                 )))
             }
         };
-        if ws.subs.lock().len() >= self.cfg.max_subscriptions {
+        let full = |subs: &mut HashMap<String, Sub>| {
+            if subs.len() >= self.cfg.max_subscriptions {
+                // Ended subscriptions make room first.
+                subs.retain(|_, s| !s.task.is_finished());
+            }
+            subs.len() >= self.cfg.max_subscriptions
+        };
+        if full(&mut ws.subs.lock()) {
             return Err(RpcError::limit(format!(
                 "at most {} subscriptions per connection",
                 self.cfg.max_subscriptions
@@ -2967,7 +2975,7 @@ impl Rpc {
             let state = self.state.clone();
             let out = ws.out.clone();
             let sid = id.clone();
-            let task = tokio::spawn(async move {
+            let task = async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
                 let mut syncing = false;
                 loop {
@@ -2985,7 +2993,7 @@ impl Rpc {
                         return;
                     }
                 }
-            });
+            };
             self.keep_subscription(ws, &id, task, place);
             return Ok(json!(id));
         }
@@ -2995,7 +3003,7 @@ impl Rpc {
             let mut feed = self.pending.subscribe();
             let out = ws.out.clone();
             let sid = id.clone();
-            let task = tokio::spawn(async move {
+            let task = async move {
                 loop {
                     let t = match feed.recv().await {
                         Ok(t) => t,
@@ -3016,7 +3024,7 @@ impl Rpc {
                         return;
                     }
                 }
-            });
+            };
             self.keep_subscription(ws, &id, task, place);
             return Ok(json!(id));
         }
@@ -3024,7 +3032,10 @@ impl Rpc {
         let out = ws.out.clone();
         let sid = id.clone();
         let state = self.state.clone();
-        let task = tokio::spawn(async move {
+        // A numbered `toBlock` ends the subscription once a later block came (before stop 49
+        // it held its places, and its filter's terms, until its session closed).
+        let end = filter.as_ref().and_then(|f| f.filter.get_to_block());
+        let task = async move {
             // The newest block notified: a subscriber that fell behind the block feed (its
             // client reads slowly) gets the blocks it missed from the chain, in order,
             // rather than a gap (before stop 27 they were skipped without a word).
@@ -3062,8 +3073,11 @@ impl Rpc {
                     }
                 }
                 last = Some(last.map_or(b.number(), |l| l.max(b.number())));
+                if end.is_some_and(|to| b.number() >= to) {
+                    return;
+                }
             }
-        });
+        };
         self.keep_subscription(ws, &id, task, place);
         Ok(json!(id))
     }
@@ -3087,9 +3101,17 @@ impl Rpc {
         Ok(SubPlace { all: self.subscriptions.clone(), _client: held, terms: None })
     }
 
-    /// Keeps subscription `id` of connection `ws` in `place`.
-    fn keep_subscription(&self, ws: &WsCtx, id: &str, task: JoinHandle<()>, place: SubPlace) {
-        ws.subs.lock().insert(id.to_string(), Sub { task, _place: place });
+    /// Runs subscription `id` of connection `ws`, its task `run` holding `place` until it
+    /// ends or is stopped.
+    fn keep_subscription<F>(&self, ws: &WsCtx, id: &str, run: F, place: SubPlace)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let task = tokio::spawn(async move {
+            let _place = place;
+            run.await
+        });
+        ws.subs.lock().insert(id.to_string(), Sub { task });
     }
 }
 

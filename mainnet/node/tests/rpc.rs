@@ -3924,7 +3924,8 @@ async fn a_failed_start_stops_what_it_started() {
 /// `logs` subscriptions: numbered `fromBlock` and `toBlock` bound what is sent, as in geth
 /// (before stop 48 they were ignored), a `fromBlock` after the `toBlock` is refused, and a
 /// subscription's addresses and topics count against the node's budget for log filters
-/// (1,000,000 with the polling filters'; before stop 48 they were not counted) until it ends.
+/// (1,000,000 with the polling filters'; before stop 48 they were not counted) until it ends,
+/// as it does once a block past its numbered `toBlock` came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_subscriptions_keep_to_their_range_and_the_filter_budget() {
     let (_dir, key, node) = node_with(0x54, |cfg| cfg.rpc.max_subscriptions = 256).await;
@@ -3990,6 +3991,16 @@ async fn log_subscriptions_keep_to_their_range_and_the_filter_budget() {
         }
     }
     assert_eq!(got, [2, 0, 0, 2], "logs notified, by subscription");
+    // The one whose `toBlock` has passed ended and gave its place back (before stop 49 it
+    // held it until the session closed); it can still be unsubscribed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics_page(http).await.lines().any(|l| l == "farol_rpc_subscriptions 3") {
+        assert!(Instant::now() < deadline, "{}", metrics_page(http).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let unsub =
+        json!({"jsonrpc": "2.0", "id": 9_998, "method": "eth_unsubscribe", "params": [ids[1]]});
+    assert_eq!(conn.call(&unsub).await["result"], json!(true));
     // 1,000 addresses and 1,000 alternatives at each of four topic positions: 5,000 terms. The
     // four subscriptions above hold one each, so 199 such are taken and the 200th is not.
     let addresses: Vec<Address> =
