@@ -4036,7 +4036,10 @@ fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: &Value) -> Response {
             (json, axum::body::Body::new(body)).into_response()
         }
         Err(e) => {
-            (StatusCode::SERVICE_UNAVAILABLE, json, refused(reply, e).to_string()).into_response()
+            let refused = refused(budget, reply, e);
+            let body =
+                AnswerBody { bytes: axum::body::Bytes::from(refused.text), held: refused.bytes };
+            (StatusCode::SERVICE_UNAVAILABLE, json, axum::body::Body::new(body)).into_response()
         }
     }
 }
@@ -4044,14 +4047,21 @@ fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: &Value) -> Response {
 /// `e` in place of the answer `reply`, in its shape: a call's error under its id, and a
 /// batch's an array of errors, one under each id its answer held (before stop 48 both were
 /// one error under a null id over HTTP, and a batch's over WebSocket too, which clients that
-/// match answers by id, as ethers does, take for no answer).
-fn refused(reply: &Value, e: RpcError) -> Value {
+/// match answers by id, as ethers does, take for no answer). The errors hold their place in
+/// `budget` as any answer does; where they would pass it too (a large batch's), a single
+/// error under a null id goes instead (before stop 49, they were not counted).
+fn refused(budget: &Arc<tokio::sync::Semaphore>, reply: &Value, e: RpcError) -> HeldAnswer {
     let id = |r: &Value| r.get("id").cloned().unwrap_or(Value::Null);
-    match reply {
+    let shaped = match reply {
         Value::Array(answers) => {
             Value::Array(answers.iter().map(|r| response(id(r), Err(e.clone()))).collect())
         }
-        call => response(id(call), Err(e)),
+        call => response(id(call), Err(e.clone())),
+    };
+    let text = shaped.to_string();
+    match answer_place(budget, text.len()) {
+        Ok(bytes) => HeldAnswer { text, bytes },
+        Err(_) => HeldAnswer { text: response(Value::Null, Err(e)).to_string(), bytes: None },
     }
 }
 
@@ -4088,7 +4098,7 @@ fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer
     let text = reply.to_string();
     match answer_place(budget, text.len()) {
         Ok(bytes) => HeldAnswer { text, bytes },
-        Err(e) => HeldAnswer { text: refused(&reply, e).to_string(), bytes: None },
+        Err(e) => refused(budget, &reply, e),
     }
 }
 
@@ -4737,6 +4747,25 @@ mod tests {
             refused.as_array().map_or(vec![], |a| a.iter().map(|r| r["id"].clone()).collect());
         assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!("b")], "{refused}");
         assert!(refused.as_array().is_some_and(|a| a.iter().all(|r| r["error"]["code"] == -32005)));
+        // A large batch's errors hold their place as answers do (since stop 49); where they
+        // would pass the budget too, one error under a null id goes.
+        let calls = |n: usize| {
+            let mut calls = vec![serde_json::json!({"jsonrpc": "2.0", "id": 0, "result": big})];
+            calls.extend(
+                (1..n).map(|i| serde_json::json!({"jsonrpc": "2.0", "id": i, "result": "0x1"})),
+            );
+            serde_json::Value::Array(calls)
+        };
+        let errors = answer(&budget, &calls(500));
+        let held = (1 << 20) - (700 << 10) - budget.available_permits();
+        assert!(held > SMALL_ANSWER, "{held} bytes of errors held");
+        assert_eq!(body(errors).await.as_array().map(Vec::len), Some(500));
+        assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
+        let one = body(answer(&budget, &calls(4_000))).await;
+        assert_eq!(
+            (one["id"].clone(), one["error"]["code"].clone()),
+            (serde_json::Value::Null, (-32005).into())
+        );
         // Small answers are not counted.
         let small = answer(&budget, &serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
         assert_eq!(
