@@ -116,10 +116,10 @@ fn create(
                 ..RpcConfig::default()
             },
             mempool: Default::default(),
-            pipeline: PipelineSettings {
-                pipelined: !args.no_pipeline,
-                ..PipelineSettings::default()
-            },
+            // Pipelined as stored: `--no-pipeline` applies to the run it is given to, a
+            // resumed devnet's too (before stop 49 a devnet created with it stored it, and
+            // stayed unpipelined when resumed without it).
+            pipeline: PipelineSettings::default(),
             // A validator that fell behind its peers' consensus history catches up from
             // the others' block-final blocks.
             sync: SyncSettings {
@@ -683,4 +683,29 @@ fn print_summary(
     println!("\nListening on {}", url(configs[0].rpc.http, "http"));
     use std::io::Write;
     let _ = std::io::stdout().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        devnet: super::DevnetArgs,
+    }
+
+    /// The stored configurations are pipelined whatever the creating run's flag:
+    /// `--no-pipeline` is passed to the nodes of the run it is given to (before stop 49 it
+    /// was stored, and a devnet created with it stayed unpipelined when resumed without it).
+    #[test]
+    fn a_created_devnet_is_stored_pipelined() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let args = Cli::parse_from(["devnet", "--no-pipeline"]).devnet;
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let configs = super::create(&args, 4, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(configs.len(), 4);
+        assert!(configs.iter().all(|c| c.pipeline.pipelined));
+    }
 }
