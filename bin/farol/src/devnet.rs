@@ -708,4 +708,38 @@ mod tests {
         assert_eq!(configs.len(), 4);
         assert!(configs.iter().all(|c| c.pipeline.pipelined));
     }
+
+    #[derive(Parser)]
+    struct NodeCli {
+        #[command(flatten)]
+        node: crate::node::NodeArgs,
+    }
+
+    /// A configuration file holding validator keys that others can read is run with a
+    /// warning, as a `--keys` file is (since stop 49; before, nothing was said).
+    #[test]
+    fn a_configuration_with_keys_others_can_read_is_warned_of() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let args = Cli::parse_from(["devnet"]).devnet;
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let configs = super::create(&args, 4, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("validator-0.toml");
+        super::write_private(&path, &configs[0]).unwrap_or_else(|e| panic!("{e}"));
+        let warnings = |mode: u32| {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let node = NodeCli::parse_from([
+                std::ffi::OsStr::new("node"),
+                std::ffi::OsStr::new("--config"),
+                path.as_os_str(),
+            ])
+            .node;
+            crate::node::configure(&node).unwrap_or_else(|e| panic!("{e}")).1
+        };
+        assert_eq!(warnings(0o600), Vec::<String>::new());
+        let shown = warnings(0o640);
+        assert!(shown.len() == 1 && shown[0].contains("can be read by others"), "{shown:?}");
+    }
 }

@@ -87,13 +87,33 @@ pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A warning when the file `p`, which holds a validator's secrets, can be read by others
+/// than its owner: as ssh does for its keys, though without refusing.
+fn readable_by_others(p: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} (mode {:o}) can be read by others: it holds this validator's secrets (chmod 600)",
+            p.display(),
+            mode & 0o777
+        )
+    })
+}
+
 /// The node's configuration: the file's (or defaults), with the flags' over it, checked.
 /// Also returns the warnings to log.
-fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<String>)> {
+pub(crate) fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<String>)> {
     let chain = args.chain.as_deref().map(ChainFile::load).transpose()?;
+    let mut warnings = Vec::new();
     let mut cfg = match (&args.config, chain.clone()) {
         (Some(path), _) => {
             let mut c = NodeConfig::read(path)?;
+            // A configuration holding validator keys is as secret as a keys file (before
+            // stop 49 only `--keys` and `--coin` files were looked at).
+            if c.validator.is_some() {
+                warnings.extend(readable_by_others(path));
+            }
             c.data_dir = match &args.data_dir {
                 Some(d) => d.clone(),
                 None => NodeConfig::data_dir_of(path, &c.data_dir)?,
@@ -112,7 +132,6 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<String>)> {
         cfg.genesis = chain.genesis;
         cfg.committee = chain.committee;
     }
-    let mut warnings = Vec::new();
     if args.coin.is_some() && args.keys.is_none() {
         bail!("--coin: a coin share goes with --keys (this validator's own keys)");
     }
@@ -127,18 +146,8 @@ fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<String>)> {
             }
         })?;
         cfg.validator = Some(keys);
-        // As ssh does for its keys, though without refusing: say so.
         for p in std::iter::once(path).chain(&args.coin) {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(p).map(|m| m.permissions().mode()).unwrap_or(0);
-            if mode & 0o077 != 0 {
-                warnings.push(format!(
-                    "{} (mode {:o}) can be read by others: it holds this validator's secrets \
-                     (chmod 600)",
-                    p.display(),
-                    mode & 0o777
-                ));
-            }
+            warnings.extend(readable_by_others(p));
         }
     }
     if !args.peers.is_empty() {
