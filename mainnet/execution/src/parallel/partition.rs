@@ -226,6 +226,9 @@ struct Run<'a, S: ?Sized> {
     spec: SpecId,
     /// Each transaction's result, written by the worker that ran it.
     slots: Vec<Mutex<Option<TxSlot>>>,
+    /// The first transaction's fee, once it ran
+    /// ([`first_reward_creates_beneficiary`](super::mv::first_reward_creates_beneficiary)).
+    first_fee: Mutex<Option<U256>>,
     out: Mutex<Vec<BinOut>>,
 }
 
@@ -406,6 +409,7 @@ pub(super) fn execute<S: StateView + ?Sized>(
         beneficiary: env.beneficiary,
         spec: chain.spec,
         slots: (0..txs.len()).map(|_| Mutex::new(None)).collect(),
+        first_fee: Mutex::new(None),
         out: Mutex::new(Vec::with_capacity(bins.len())),
         bins,
     };
@@ -512,6 +516,9 @@ fn worker<S: StateView + ?Sized>(
                         }
                     }
                     fees = fees.and_then(|f| f.checked_add(fee));
+                    if idx == 0 {
+                        *run.first_fee.lock() = Some(fee);
+                    }
                     if let (Some(given), Some(to)) = (given, run.lazy[idx_usize]) {
                         payments.push(Payment {
                             idx,
@@ -634,8 +641,18 @@ fn finish<S: StateView + ?Sized>(
         return Err("the beneficiary's balance would overflow");
     };
     let ben = credit(ben_parent, total, state_clear);
+    // No transaction of a partitioned block writes the beneficiary.
+    let created_by_reward = super::mv::first_reward_creates_beneficiary(
+        state_clear,
+        ben_parent,
+        run.first_fee.into_inner(),
+        false,
+    );
     let changed: Vec<Vec<(Loc, Val)>> = outs.into_iter().map(|o| o.changed).collect();
-    let diff = move |code, wiped| -> Result<_, ExecError> {
+    let diff = move |code, mut wiped: Vec<Address>| -> Result<_, ExecError> {
+        if created_by_reward {
+            wiped.push(beneficiary);
+        }
         profiles.learn_from(written.iter().flatten().map(|(i, w)| (&txs[*i as usize], &w[..])));
         // Each bin's changes are sorted and the bins' locations are disjoint, except accounts
         // paid from several bins, whose folded value replaces the bins' own. The folded
