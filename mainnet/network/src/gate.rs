@@ -10,7 +10,8 @@
 //!   spend an honest validator's share by forging its address.
 //! - **Validators' addresses.** A handshake from a committee member's address (a validator
 //!   dials from the socket it listens on) draws from that member's own bucket; strangers
-//!   cannot drain it.
+//!   cannot drain it, and at most [`HandshakeLimits::peer_burst`] of its handshakes run at
+//!   once (since stop 49; before, only their rate was bounded).
 //! - **Strangers.** Every other address draws from its IP's bucket and from one bucket all
 //!   strangers share, and at most [`HandshakeLimits::stranger_in_flight`] of their
 //!   handshakes run at once. (A validator behind a NAT that rewrites ports is a stranger
@@ -112,7 +113,7 @@ pub(crate) enum Verdict {
     Serve(Ticket),
 }
 
-/// A stranger's handshake under way (nothing for a validator's address).
+/// A handshake under way, counted among its address's (a validator's) or all strangers'.
 #[derive(Debug)]
 pub(crate) struct Ticket(Option<Arc<AtomicUsize>>);
 
@@ -128,8 +129,8 @@ impl Drop for Ticket {
 #[derive(Debug)]
 pub(crate) struct Gate {
     limits: HandshakeLimits,
-    /// Committee addresses, with their buckets.
-    peers: HashMap<SocketAddr, Bucket>,
+    /// Committee addresses, with their buckets and their handshakes under way.
+    peers: HashMap<SocketAddr, (Bucket, Arc<AtomicUsize>)>,
     ips: HashMap<IpAddr, Bucket>,
     strangers: Bucket,
     in_flight: Arc<AtomicUsize>,
@@ -144,7 +145,7 @@ impl Gate {
                 .map(|a| {
                     (
                         SocketAddr::new(a.ip().to_canonical(), a.port()),
-                        Bucket::full(limits.peer_burst, now),
+                        (Bucket::full(limits.peer_burst, now), Arc::default()),
                     )
                 })
                 .collect(),
@@ -162,13 +163,19 @@ impl Gate {
         let l = self.limits;
         // An IPv4 peer reaching a socket bound to `[::]` shows as `::ffff:a.b.c.d`.
         let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-        if let Some(b) = self.peers.get_mut(&from) {
+        if let Some((b, under_way)) = self.peers.get_mut(&from) {
+            // A handshake runs for at most 10 s, so the rate alone let one address hold
+            // about 48 at once.
+            if under_way.load(Ordering::Acquire) >= l.peer_burst as usize {
+                return Verdict::Refuse;
+            }
             b.refill(l.peer_burst, l.peer_per_sec, now);
             if !b.has_one() {
                 return Verdict::Refuse;
             }
             b.take();
-            return Verdict::Serve(Ticket(None));
+            under_way.fetch_add(1, Ordering::AcqRel);
+            return Verdict::Serve(Ticket(Some(under_way.clone())));
         }
         if self.in_flight.load(Ordering::Acquire) >= l.stranger_in_flight {
             return Verdict::Refuse;
@@ -260,6 +267,28 @@ mod tests {
         assert!(served(&g.judge(addr("[::ffff:10.0.0.1]:9000"), true, much_later)));
         assert!(served(&g.judge(peer, true, much_later)));
         assert!(matches!(g.judge(peer, true, much_later), Verdict::Refuse));
+    }
+
+    /// A validator's address holds at most its burst of handshakes under way, however long
+    /// it waits for its bucket to refill (since stop 49); one ending gives its place back.
+    #[test]
+    fn a_validators_handshakes_under_way_are_bounded() {
+        let now = Instant::now();
+        let limits = HandshakeLimits { peer_burst: 2, peer_per_sec: 1, ..Default::default() };
+        let peer = addr("10.0.0.1:9000");
+        let mut g = Gate::new(limits, &[peer], now);
+        let mut held = Vec::new();
+        for s in 0..10 {
+            let v = g.judge(peer, true, now + Duration::from_secs(s * 5));
+            if served(&v) {
+                held.push(v);
+            }
+        }
+        assert_eq!(held.len(), 2);
+        held.pop();
+        held.push(g.judge(peer, true, now + Duration::from_secs(60)));
+        assert!(held.iter().all(served));
+        assert!(matches!(g.judge(peer, true, now + Duration::from_secs(120)), Verdict::Refuse));
     }
 
     #[test]
