@@ -486,6 +486,10 @@ pub struct AsyncBft {
     /// Replaying a peer's snapshot: only its ordered blocks are certified (the checkpoint's
     /// digest), so the rest get the live limits on versions of a slot.
     from_peer: bool,
+    /// Restoring a snapshot: versions of a slot past the second that nothing waited for when
+    /// they came, tried again once the snapshot's blocks (and, restarting, the log's) are in
+    /// ([`AsyncBft::retake_set_aside`]).
+    set_aside: Option<Vec<Arc<Block>>>,
     dag_changed: bool,
     /// A proposal was made by the step `finish` completes (see `Consensus::handle_first`).
     proposed: bool,
@@ -585,6 +589,7 @@ impl AsyncBft {
             faults: Faults::default(),
             replaying: false,
             from_peer: false,
+            set_aside: None,
             dag_changed: false,
             proposed: false,
             next_share: None,
@@ -616,7 +621,7 @@ impl AsyncBft {
         let mut e = match from {
             Some(s) => {
                 records.next();
-                AsyncBft::from_snapshot(committee, me, key, cfg, cache, &s, 0, out)
+                AsyncBft::restore(committee, me, key, cfg, cache, &s, 0, false, out)
             }
             None => AsyncBft::new(committee, me, key, cfg, cache),
         };
@@ -646,8 +651,34 @@ impl AsyncBft {
                 e.commit_all(out);
             }
         }
+        // The snapshot's versions past the second that the log's blocks wait for.
+        e.retake_set_aside(true, out);
+        e.commit_all(out);
         e.replaying = false;
         e
+    }
+
+    /// Accepts again the versions of a slot past the second that a snapshot being restored
+    /// held and nothing waited for when they came, under the live limits (as a peer's
+    /// snapshot's: only the versions held blocks wait for are taken). The snapshot's blocks
+    /// come by round, so a version came before the later block that names it, was dropped,
+    /// and that block then waited for it until the stall timer asked the peers (before stop
+    /// 49, also after a restart from the validator's own log cut to a snapshot: found by a
+    /// review). With `last`, the versions still not taken are dropped and counted;
+    /// otherwise they wait for the log's blocks.
+    fn retake_set_aside(&mut self, last: bool, out: &mut Vec<Action>) {
+        let Some(kept) = self.set_aside.take() else { return };
+        if !last {
+            self.set_aside = Some(Vec::new());
+        }
+        let (replaying, from_peer) = (self.replaying, self.from_peer);
+        self.replaying = true;
+        self.from_peer = true;
+        for b in kept {
+            self.accept(b, None, out);
+        }
+        self.replaying = replaying;
+        self.from_peer = from_peer;
     }
 
     /// An engine that rejoins from `snapshot` (a peer's, whose checkpoint digest the caller
@@ -671,6 +702,23 @@ impl AsyncBft {
         cache: Arc<SignatureCache>,
         snapshot: &Snapshot,
         min_round: u64,
+        out: &mut Vec<Action>,
+    ) -> AsyncBft {
+        AsyncBft::restore(committee, me, key, cfg, cache, snapshot, min_round, true, out)
+    }
+
+    /// [`AsyncBft::from_snapshot`]; unless `last`, the versions of a slot it could not take
+    /// yet stay set aside for the log's blocks ([`AsyncBft::retake_set_aside`]).
+    #[allow(clippy::too_many_arguments)]
+    fn restore(
+        committee: Arc<Committee>,
+        me: ValidatorIndex,
+        key: ed25519::SigningKey,
+        cfg: Config,
+        cache: Arc<SignatureCache>,
+        snapshot: &Snapshot,
+        min_round: u64,
+        last: bool,
         out: &mut Vec<Action>,
     ) -> AsyncBft {
         let mut e = AsyncBft::new(committee, me, key, cfg, cache);
@@ -698,12 +746,14 @@ impl AsyncBft {
         blocks.sort_by_key(|(_, b)| (b.round, b.author, b.digest()));
         let replaying = std::mem::replace(&mut e.replaying, true);
         e.from_peer = true;
+        e.set_aside = Some(Vec::new());
         for (_, b) in e.verified(blocks) {
             if b.author == me && e.last_own.is_none_or(|o| o.round < b.round) {
                 e.last_own = Some(b.reference());
             }
             e.accept(Arc::new(b), None, out);
         }
+        e.retake_set_aside(last, out);
         e.replaying = replaying;
         e.from_peer = false;
         // The highest round of the blocks taken into the DAG (each stands on a quorum of the
@@ -1260,7 +1310,10 @@ impl AsyncBft {
                 .and_then(|slot| slot.get(usize::from(b.author.0)))
                 .map_or(0, Vec::len);
             if taken >= 2 && !trusted && !self.take_extra_version(&d, &b) {
-                self.faults.versions_dropped += 1;
+                match &mut self.set_aside {
+                    Some(kept) => kept.push(b),
+                    None => self.faults.versions_dropped += 1,
+                }
                 continue;
             }
             let slot = self.rounds.entry(b.round).or_insert_with(|| vec![Vec::new(); n]);
