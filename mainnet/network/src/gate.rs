@@ -17,11 +17,17 @@
 //!   handshakes run at once. (A validator behind a NAT that rewrites ports is a stranger
 //!   here: it still connects, within those limits.)
 //!
+//! - **Retry tokens are used once.** A token proves its dialer received the Retry, but
+//!   quinn takes it again for as long as it lives: someone who sees a validator's packets
+//!   and can send from its address could replay it and spend the validator's share.
+//!   [`RetriesSeen`] remembers the connection ids the tokens were given for while they live,
+//!   and a second use is refused (since stop 49).
+//!
 //! A handshake the gate turns down is refused at once (a CONNECTION_REFUSED close, no
 //! crypto), and the dialer's backoff retries it later. Buckets are counted in thousandths of
 //! a handshake so that refills need no floating point.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -214,6 +220,43 @@ impl Gate {
     }
 }
 
+/// How long quinn takes a Retry token (its `retry_token_lifetime`, set to this).
+pub(crate) const RETRY_TOKEN_LIFE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Retried handshakes remembered, at most: past it the oldest is forgotten early (a replay
+/// of its token is then taken, as before stop 49), so a flood of retried handshakes from
+/// many addresses cannot grow this without bound.
+const RETRIES_REMEMBERED: usize = 1 << 16;
+
+/// The original connection ids of the handshakes that came back with a Retry token, while
+/// their tokens live: each token is good for one handshake.
+#[derive(Debug, Default)]
+pub(crate) struct RetriesSeen {
+    by_age: VecDeque<(Instant, Vec<u8>)>,
+    seen: HashSet<Vec<u8>>,
+}
+
+impl RetriesSeen {
+    /// Whether this is the first handshake at `now` with the token given for the
+    /// connection id `cid`.
+    pub(crate) fn first_use(&mut self, cid: &[u8], now: Instant) -> bool {
+        while let Some((at, old)) = self.by_age.front() {
+            if now.saturating_duration_since(*at) <= RETRY_TOKEN_LIFE
+                && self.by_age.len() < RETRIES_REMEMBERED
+            {
+                break;
+            }
+            self.seen.remove(old);
+            self.by_age.pop_front();
+        }
+        if !self.seen.insert(cid.to_vec()) {
+            return false;
+        }
+        self.by_age.push_back((now, cid.to_vec()));
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -289,6 +332,25 @@ mod tests {
         held.push(g.judge(peer, true, now + Duration::from_secs(60)));
         assert!(held.iter().all(served));
         assert!(matches!(g.judge(peer, true, now + Duration::from_secs(120)), Verdict::Refuse));
+    }
+
+    /// A Retry token is good for one handshake while it lives; the ids remembered are
+    /// forgotten once their tokens expire, and are bounded.
+    #[test]
+    fn a_retry_token_is_used_once() {
+        let now = Instant::now();
+        let mut seen = RetriesSeen::default();
+        assert!(seen.first_use(b"cid-one", now));
+        assert!(!seen.first_use(b"cid-one", now + Duration::from_secs(1)));
+        assert!(seen.first_use(b"cid-two", now + Duration::from_secs(1)));
+        let later = now + RETRY_TOKEN_LIFE + Duration::from_secs(2);
+        assert!(seen.first_use(b"cid-one", later), "expired: the token itself is refused now");
+        assert!(!seen.first_use(b"cid-one", later));
+        assert_eq!(seen.by_age.len(), 1);
+        for i in 0..RETRIES_REMEMBERED as u32 + 10 {
+            assert!(seen.first_use(&i.to_be_bytes(), later));
+        }
+        assert_eq!((seen.by_age.len(), seen.seen.len()), (RETRIES_REMEMBERED, RETRIES_REMEMBERED));
     }
 
     #[test]

@@ -393,7 +393,7 @@ impl Network {
         let quic =
             QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-        server.transport_config(transport(true));
+        server.transport_config(transport(true)).retry_token_lifetime(gate::RETRY_TOKEN_LIFE);
         let endpoint = bind(server, cfg.listen, &cfg.identity)
             .map_err(|source| NetworkError::Bind { addr: cfg.listen, source })?;
         let stats = Arc::new(Stats::default());
@@ -526,9 +526,19 @@ async fn accept_loop(
     // Each peer's newest connection: a newer one closes the one before, so a peer holds at
     // most one (with its 4 streams and their frame buffers) however often it connects.
     let current: Arc<std::sync::Mutex<HashMap<u16, quinn::Connection>>> = Arc::default();
+    let mut retries = gate::RetriesSeen::default();
     while let Some(incoming) = endpoint.accept().await {
         let stats = readers.stats.clone();
         let from = incoming.remote_address();
+        // A Retry token used before (replayed by someone who saw it): refused, no crypto.
+        if !incoming.may_retry()
+            && !retries.first_use(&incoming.orig_dst_cid(), std::time::Instant::now())
+        {
+            stats.limited.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, "a Retry token used twice: refused");
+            incoming.refuse();
+            continue;
+        }
         let ticket = match gate.judge(
             from,
             incoming.remote_address_validated(),
@@ -828,6 +838,81 @@ mod tests {
             other => panic!("no frame from validator 0: {other:?}"),
         }
         assert_eq!(stats.limited.load(Ordering::Relaxed), limited, "validator 0 was never refused");
+    }
+
+    /// A Retry token is good for one handshake (since stop 49): the datagram that carried
+    /// one, sent again from the same address while the token lives (as someone who saw it
+    /// and can send from there would), is refused at once, counted as limited; before, it
+    /// was judged and served like a new handshake.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replayed_retry_token_is_refused() {
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
+        let ids: Vec<Identity> =
+            (0..2).map(|_| Identity::generate().unwrap_or_else(|e| fail(&e))).collect();
+        let addrs = free_loopback_addrs(2).unwrap_or_else(|e| fail(&e));
+        let peers: Vec<Peer> = ids
+            .iter()
+            .zip(&addrs)
+            .map(|(i, a)| Peer { key: i.public_key().clone(), addr: *a })
+            .collect();
+        let cfg = NetworkConfig::new(1, ids[1].clone(), addrs[1], peers.clone());
+        let (b, _rb) = Network::start(cfg).unwrap_or_else(|e| fail(&e));
+        // A stranger dials through a relay that keeps the datagram answering the Retry.
+        let relay =
+            tokio::net::UdpSocket::bind(("127.0.0.1", 0)).await.unwrap_or_else(|e| fail(&e));
+        let relay = Arc::new(relay);
+        let relay_addr = relay.local_addr().unwrap_or_else(|e| fail(&e));
+        let kept: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (r, k, server) = (relay.clone(), kept.clone(), addrs[1]);
+        let relaying = tokio::spawn(async move {
+            let (mut client, mut answered) = (None, false);
+            let mut buf = vec![0u8; 65_536];
+            while let Ok((n, from)) = r.recv_from(&mut buf).await {
+                if from == server {
+                    answered = true;
+                    if let Some(c) = client {
+                        let _ = r.send_to(&buf[..n], c).await;
+                    }
+                } else {
+                    client = Some(from);
+                    if answered {
+                        k.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get_or_insert(buf[..n].to_vec());
+                    }
+                    let _ = r.send_to(&buf[..n], server).await;
+                }
+            }
+        });
+        let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
+        let tls =
+            identity::client_config(&stranger, peers[1].key.clone()).unwrap_or_else(|e| fail(&e));
+        let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(transport(false));
+        let dialer =
+            quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap_or_else(|e| fail(&e));
+        let connecting =
+            dialer.connect_with(client, relay_addr, "farol-validator").unwrap_or_else(|e| fail(&e));
+        // Served, then refused for its key.
+        let _ = tokio::time::timeout(Duration::from_secs(5), connecting).await;
+        let stats = b.stats();
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 1, "asked to retry once");
+        let token = kept.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(token) = token else { panic!("no datagram after the Retry") };
+        // Past the first connection's draining (its packets go to it until then), within
+        // the token's 15 s.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let limited = stats.limited.load(Ordering::Relaxed);
+        relay.send_to(&token, addrs[1]).await.unwrap_or_else(|e| fail(&e));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while stats.limited.load(Ordering::Relaxed) == limited {
+            assert!(std::time::Instant::now() < deadline, "the replayed token was served");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stats.limited.load(Ordering::Relaxed), limited + 1);
+        assert_eq!(stats.retries.load(Ordering::Relaxed), 1);
+        relaying.abort();
     }
 
     /// The endpoint's socket gets larger buffers than the kernel's default, up to what the
