@@ -401,37 +401,45 @@ impl Finality {
 
     /// Records the block-finality latency of the transactions submitted here.
     fn finalized(&self, number: u64) {
-        let m = &self.state.metrics;
-        // The highest: a certificate stored by sync may be above the one given here.
-        let before = m.finalized.fetch_max(number, Ordering::Relaxed);
-        let now = Instant::now();
-        if self.state.submitted.lock().is_empty() {
-            return;
+        record_final(&self.state, number);
+    }
+}
+
+/// Blocks up to `number` are block-final: counted in the metrics, and the block-finality
+/// latency of the transactions submitted here recorded. Called by whichever stores the
+/// certificate first, finality or block sync (before stop 49 sync only moved the count, so
+/// the latencies of blocks it finalized first were never recorded: on a full node, none).
+pub(crate) fn record_final(state: &State, number: u64) {
+    let m = &state.metrics;
+    // The highest: a certificate stored by the other may be above this one.
+    let before = m.finalized.fetch_max(number, Ordering::Relaxed);
+    let now = Instant::now();
+    if state.submitted.lock().is_empty() {
+        return;
+    }
+    // The blocks are read before the lock is taken, a few hundred at a time: a node that
+    // adopts a certificate after catching up reads many, some from disk, and the storer
+    // and admissions take the same lock (until stop 47 they waited for those reads).
+    let mut from = before.saturating_add(1);
+    while from <= number {
+        let to = from.saturating_add(255).min(number);
+        let mut hashes = Vec::new();
+        for n in from..=to {
+            if let Some(b) = state.chain.block(n) {
+                hashes.extend(b.tx_hashes());
+            }
         }
-        // The blocks are read before the lock is taken, a few hundred at a time: a node that
-        // adopts a certificate after catching up reads many, some from disk, and the storer
-        // and admissions take the same lock (until stop 47 they waited for those reads).
-        let mut from = before.saturating_add(1);
-        while from <= number {
-            let to = from.saturating_add(255).min(number);
-            let mut hashes = Vec::new();
-            for n in from..=to {
-                if let Some(b) = self.state.chain.block(n) {
-                    hashes.extend(b.tx_hashes());
-                }
+        let mut submitted = state.submitted.lock();
+        for h in hashes {
+            if let Some(at) = submitted.remove(&h) {
+                m.final_latency.record(now.duration_since(at));
             }
-            let mut submitted = self.state.submitted.lock();
-            for h in hashes {
-                if let Some(at) = submitted.remove(&h) {
-                    m.final_latency.record(now.duration_since(at));
-                }
-            }
-            if submitted.is_empty() || to == u64::MAX {
-                break;
-            }
-            drop(submitted);
-            from = to + 1;
         }
+        if submitted.is_empty() || to == u64::MAX {
+            break;
+        }
+        drop(submitted);
+        from = to + 1;
     }
 }
 

@@ -611,7 +611,7 @@ fn sync_once(
         Some(h) if h == cert.hash => {
             let number = cert.number;
             state.chain.set_certificate(cert).map_err(|e| e.to_string())?;
-            state.metrics.finalized.fetch_max(number, Ordering::Relaxed);
+            crate::finality::record_final(state, number);
             Ok(Progress::Synced(number))
         }
         Some(h) => Ok(Progress::Diverged(format!(

@@ -919,7 +919,8 @@ fn slow_proxy(
 
 /// A full node (no validator keys) follows the block-final chain of its peer, serves it
 /// over JSON-RPC with the same hashes and state, forwards the transactions it is sent to the
-/// validator, catches up after being down, and survives peers that answer garbage.
+/// validator (and records their block-finality latency), catches up after being down, and
+/// survives peers that answer garbage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_node_follows_the_certified_chain() {
     let vdir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -984,6 +985,17 @@ async fn a_full_node_follows_the_certified_chain() {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(certified(&mut f) >= quantity(&r["blockNumber"]).unwrap_or(u64::MAX));
+        // Its block finality came by sync, and its latency is recorded (before stop 49 only
+        // finality's own certificates recorded it: a full node's stayed empty).
+        // (recorded just after the certificate is stored).
+        loop {
+            let status = f.call("farol_status", json!([])).unwrap_or_default();
+            if status["latency"]["final"]["count"] == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{status}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
