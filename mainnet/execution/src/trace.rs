@@ -782,6 +782,17 @@ impl Budget {
         self.exceeded
     }
 
+    /// A frame ended: the next step is its parent's, whose memory the tracers record again
+    /// however the child ended (revm-inspectors compares a step with the previous step of
+    /// its own frame). Before stop 49 the child's last step stood for the parent's, so a
+    /// child halting at a step that writes no memory (out of gas, say) made the parent's
+    /// next step, and its memory copy, free: an `erc7562Tracer` call looping over such
+    /// calls with 1 MiB of memory was charged about 5 KB a turn for each 1 MiB copied, and
+    /// could run the node out of memory long before the budget (found by a review).
+    fn frame_ended(&mut self) {
+        self.prev_op = None;
+    }
+
     fn step(&mut self, interp: &Interpreter) {
         let Some(costs) = self.steps else { return };
         if costs.limit.is_some_and(|l| self.counted_steps >= l) {
@@ -1162,6 +1173,7 @@ where
 
     fn call_end(&mut self, context: &mut CTX, inputs: &CallInputs, outcome: &mut CallOutcome) {
         if let Some(i) = &mut self.inner {
+            self.budget.frame_ended();
             self.budget.charge(2 * outcome.result.output.len() as u64);
             self.budget.stop_if_spent(context);
             i.call_end(context, inputs, outcome);
@@ -1184,6 +1196,7 @@ where
         outcome: &mut CreateOutcome,
     ) {
         if let Some(i) = &mut self.inner {
+            self.budget.frame_ended();
             self.budget.charge(2 * outcome.result.output.len() as u64);
             self.budget.stop_if_spent(context);
             i.create_end(context, inputs, outcome);

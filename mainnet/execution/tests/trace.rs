@@ -186,6 +186,39 @@ fn a_trace_past_its_budget_is_refused() {
     assert_eq!(written, Some(65_536), "{v}");
 }
 
+/// `erc7562Tracer` records a frame's memory again at its first step after a call returns,
+/// however the callee ended; the budget counts that copy. Here a deployment with 16 KiB of
+/// memory calls, over and over, a contract whose one opcode (ADD on an empty stack) halts:
+/// about 7,000 copies of 16 KiB, past a 100 MB budget. Before stop 49 the callee's last step
+/// stood for the caller's, no copy was counted, and the trace was made (found by a review:
+/// with 1 MiB of memory such a call ran the node out of memory).
+#[test]
+fn memory_recorded_after_a_failed_call_counts_against_the_budget() {
+    let mut w = world();
+    let env = w.block_env(alloy_primitives::Address::ZERO);
+    #[rustfmt::skip]
+    let code = vec![
+        // CREATE a contract whose code is 0x01 (ADD): its init code, right-aligned at 22.
+        0x69, 0x60, 0x01, 0x60, 0x00, 0x53, 0x60, 0x01, 0x60, 0x00, 0xf3,
+        0x60, 0x00, 0x52, 0x60, 0x0a, 0x60, 0x16, 0x60, 0x00, 0xf0,
+        // 16 KiB of memory.
+        0x60, 0x01, 0x61, 0x3f, 0xe0, 0x52,
+        // Loop: CALL it with 1 gas (it halts at ADD), POP, again.
+        0x5b, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x60, 0x00, 0x85, 0x60, 0x01,
+        0xf1, 0x50, 0x60, 0x1b, 0x56,
+    ];
+    let from = w.users[0];
+    let (_, tx) = w.deploy(from, code.into(), 1_000_000);
+    let one = std::slice::from_ref(&tx);
+    let erc = options(json!({ "tracer": "erc7562Tracer" }));
+    let budget = TraceContext { budget: 100_000_000, ..BLOCK };
+    match trace_transactions(&w.state, &w.chain, &env, one, 0..1, &erc, budget) {
+        Err(TraceError::TooLarge { limit: 100_000_000 }) => {}
+        Err(e) => panic!("{e}"),
+        Ok(t) => panic!("made: {} bytes", serde_json::to_string(&t).map_or(0, |j| j.len())),
+    }
+}
+
 #[test]
 fn an_access_list_covers_what_a_swap_touches() {
     let mut w = world();
