@@ -499,7 +499,7 @@ impl Certificate {
 }
 
 /// How many of the newest blocks a chain keeps decoded in memory: at most `blocks`, and no
-/// more than it takes to hold `transactions` (the head always stays). Older blocks are read
+/// more than it takes to hold `transactions` or `bytes` (the head always stays). Older blocks are read
 /// back from the block log when asked for. The transaction index holds up to `indexed`
 /// transactions in memory before it writes them out ([`crate::txindex`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -508,6 +508,9 @@ pub struct Recent {
     pub blocks: usize,
     /// Most transactions in the blocks kept.
     pub transactions: usize,
+    /// Most bytes of transactions and logs in the blocks kept ([`held_bytes`]). Since stop
+    /// 49: counted in transactions alone, 100,000 of 128 KiB each held about 13 GB.
+    pub bytes: usize,
     /// Most transactions (and block hashes) indexed in memory before they are written to a
     /// run file. `usize::MAX`: nothing is written out, block places included (`blocks.idx`
     /// is neither read nor written), as before stop 45 (`farol bench chain`'s baseline).
@@ -516,12 +519,19 @@ pub struct Recent {
 
 impl Default for Recent {
     fn default() -> Recent {
-        Recent { blocks: 4096, transactions: 100_000, indexed: crate::txindex::FLUSH_AT }
+        Recent {
+            blocks: 4096,
+            transactions: 100_000,
+            bytes: 256 << 20,
+            indexed: crate::txindex::FLUSH_AT,
+        }
     }
 }
 
-/// Old blocks read back from the log that stay decoded (the last read).
+/// Old blocks read back from the log that stay decoded (the last read), at most, and at most
+/// this many bytes of them ([`held_bytes`]; since stop 49).
 const OLD_BLOCKS_CACHED: usize = 64;
+const OLD_BLOCKS_BYTES: usize = 64 << 20;
 
 /// A block's hash and the place of its record in the block log.
 #[derive(Clone, Copy, Debug)]
@@ -539,6 +549,8 @@ struct Index {
     /// Transactions in `recent`, the waiting ones each block carries included
     /// ([`held_transactions`]).
     recent_txs: usize,
+    /// Their bytes ([`held_bytes`]).
+    recent_bytes: usize,
     keep: Recent,
     /// Transactions' places and blocks' numbers by hash, the newest in memory, the rest in
     /// run files.
@@ -649,7 +661,8 @@ impl Chain {
             && (index.recent.is_empty()
                 || !index.trimmed
                     && index.recent.len() < keep.blocks
-                    && index.recent_txs < keep.transactions)
+                    && index.recent_txs < keep.transactions
+                    && index.recent_bytes < keep.bytes)
         {
             let number = oldest - 1;
             let read =
@@ -676,11 +689,15 @@ impl Chain {
                 }
             };
             decoded_at_open += 1;
-            let held = held_transactions(&b);
-            if !index.recent.is_empty() && index.recent_txs + held > keep.transactions {
+            let (held, bytes) = (held_transactions(&b), held_bytes(&b));
+            if !index.recent.is_empty()
+                && (index.recent_txs + held > keep.transactions
+                    || index.recent_bytes + bytes > keep.bytes)
+            {
                 break;
             }
             index.recent_txs += held;
+            index.recent_bytes += bytes;
             index.recent.push_front(Arc::new(b));
             oldest -= 1;
         }
@@ -711,6 +728,7 @@ impl Chain {
             places: BlockPlaces::default(),
             recent: VecDeque::new(),
             recent_txs: 0,
+            recent_bytes: 0,
             keep,
             txs,
             certificate: None,
@@ -921,10 +939,13 @@ impl Chain {
         }
         let mut old = self.old.lock();
         if !old.iter().any(|o| o.number() == number) {
-            if old.len() >= OLD_BLOCKS_CACHED {
-                old.pop_front();
-            }
             old.push_back(b.clone());
+            let mut bytes: usize = old.iter().map(|o| held_bytes(o)).sum();
+            while old.len() > 1 && (old.len() > OLD_BLOCKS_CACHED || bytes > OLD_BLOCKS_BYTES) {
+                if let Some(o) = old.pop_front() {
+                    bytes -= held_bytes(&o);
+                }
+            }
         }
         Some(b)
     }
@@ -1106,12 +1127,16 @@ impl Index {
             self.save_refs();
         }
         self.recent_txs += held_transactions(&b);
+        self.recent_bytes += held_bytes(&b);
         self.recent.push_back(b);
         while self.recent.len() > 1
-            && (self.recent.len() > self.keep.blocks || self.recent_txs > self.keep.transactions)
+            && (self.recent.len() > self.keep.blocks
+                || self.recent_txs > self.keep.transactions
+                || self.recent_bytes > self.keep.bytes)
         {
             if let Some(old) = self.recent.pop_front() {
                 self.recent_txs -= held_transactions(&old);
+                self.recent_bytes -= held_bytes(&old);
                 self.trimmed = true;
             }
         }
@@ -1147,6 +1172,21 @@ impl Index {
 /// decoded up to the limit of blocks: several GB.
 fn held_transactions(b: &StoredBlock) -> usize {
     b.txs.len() + b.ordering.deferred.len()
+}
+
+/// About what block `b` holds in memory decoded, in bytes: its transactions' encodings (the
+/// waiting ones it carries included), its logs' data and topics, and a few hundred bytes per
+/// transaction and block besides.
+fn held_bytes(b: &StoredBlock) -> usize {
+    let txs: usize = b.txs.iter().map(|t| 256 + t.encode_2718_len()).sum();
+    let waiting: usize = b.ordering.deferred.iter().map(|d| 128 + d.tx.encode_2718_len()).sum();
+    let logs: usize = b
+        .receipts
+        .iter()
+        .flat_map(|r| r.logs())
+        .map(|l| 96 + l.data.data.len() + 32 * l.data.topics().len())
+        .sum();
+    1024 + txs + waiting + logs
 }
 
 /// The folder of the chain's directory that holds the transaction index's runs.
@@ -1914,6 +1954,39 @@ pub(crate) mod tests {
         }
     }
 
+    /// Blocks kept decoded are bounded by their bytes too, running and read back at a
+    /// start (since stop 49; before, 100,000 transactions of 128 KiB each stayed decoded).
+    #[test]
+    fn large_blocks_count_against_the_blocks_kept_by_their_bytes() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let one = held_bytes(&numbered(&key, 1, 4));
+        let keep =
+            Recent { blocks: 100, transactions: 100_000, bytes: one * 5 / 2, ..Recent::default() };
+        let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut made = vec![chain.head()];
+        for n in 1..=10u64 {
+            made.push(chain.append(numbered(&key, n, 4)).unwrap_or_else(|e| panic!("{e}")));
+            let index = chain.index.read();
+            assert!(index.recent.len() == 1 || index.recent_bytes <= keep.bytes);
+            assert!(
+                n < 3 || index.recent.len() <= 2,
+                "{} blocks of {one} bytes",
+                index.recent.len()
+            );
+            assert_eq!(
+                index.recent_bytes,
+                index.recent.iter().map(|b| held_bytes(b)).sum::<usize>()
+            );
+        }
+        drop(chain);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(chain.index.read().recent.len() <= 2, "{}", chain.index.read().recent.len());
+        same_blocks(&chain, &made);
+    }
+
     #[test]
     fn old_blocks_leave_memory_and_are_read_back_from_the_log() {
         let key = PrivateKeySigner::random();
@@ -1974,7 +2047,7 @@ pub(crate) mod tests {
     fn the_transaction_index_goes_to_disk_and_a_restart_decodes_only_what_it_lacks() {
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 3, transactions: 10_000, indexed: 7 };
+        let keep = Recent { blocks: 3, transactions: 10_000, indexed: 7, ..Recent::default() };
         let chain = Chain::open_keeping(dir.path(), || numbered(&key, 0, 0), keep)
             .unwrap_or_else(|e| panic!("{e}"));
         let mut made = vec![chain.head()];
@@ -2157,7 +2230,7 @@ pub(crate) mod tests {
         use std::os::unix::fs::FileExt;
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 2, transactions: 4, indexed: 9 };
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 9, ..Recent::default() };
         let (chain, mut made) = settled_chain(dir.path(), &key, keep, 60);
         let stats = chain.index_stats();
         let saved = chain.index.read().places.saved;
@@ -2244,7 +2317,7 @@ pub(crate) mod tests {
     fn a_damaged_block_read_back_at_a_start_does_not_stop_it() {
         let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 4, transactions: 8, indexed: 9 };
+        let keep = Recent { blocks: 4, transactions: 8, indexed: 9, ..Recent::default() };
         let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
         drop(chain);
         let head = made.len() as u64 - 1;
