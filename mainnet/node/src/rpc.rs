@@ -288,16 +288,20 @@ struct WsCtx {
 }
 
 /// A subscription: its task, stopped when it is dropped (unsubscribed, or its session
-/// ended). The task holds the subscription's place among the node's and its address's
-/// subscriptions, so a task that ended (a `logs` subscription past its `toBlock`) gives the
-/// place back at once; its entry stays for `eth_unsubscribe` until the session needs room.
+/// ended), and its place among the node's and its address's subscriptions, given back by
+/// whichever comes first: the drop, or the task's end (a `logs` subscription past its
+/// `toBlock`; its entry stays for `eth_unsubscribe` until the session needs room).
 struct Sub {
     task: JoinHandle<()>,
+    place: Arc<Mutex<Option<SubPlace>>>,
 }
 
 impl Drop for Sub {
     fn drop(&mut self) {
         self.task.abort();
+        // Now, not when the runtime drops the aborted task: an unsubscribed client may
+        // subscribe again at once.
+        self.place.lock().take();
     }
 }
 
@@ -1097,11 +1101,17 @@ impl Rpc {
                 }
                 Ok(Value::Array(all))
             }
+            // reth's parameters: the call, the trace types, the block, state overrides and
+            // block overrides (before stop 49 the last two were taken and ignored).
             "trace_call" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let n = self.block_number(p.get(2))?;
-                self.trace_call(req, n, Overrides::default(), types).await
+                let overrides = Overrides {
+                    state: opt_param(p, 3, "state overrides")?,
+                    block: opt_param(p, 4, "block overrides")?,
+                };
+                self.trace_call(req, n, overrides, types).await
             }
             // Calls in sequence, each over the state the previous ones left.
             "trace_callMany" => {
@@ -1124,7 +1134,9 @@ impl Rpc {
                 let traces = self.trace_calls(reqs, n, Overrides::default(), each).await?;
                 to_value(traces)
             }
-            // A signed transaction, traced over the latest state without being sent.
+            // A signed transaction, traced over the latest state without being sent, as the
+            // next block would run it (its number, a later time, the chain's gas limit; before
+            // stop 49 the head's number and time).
             "trace_rawTransaction" => {
                 let raw: Bytes = param(p, 0, "data")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
@@ -1133,7 +1145,10 @@ impl Rpc {
                 let mut traces = self
                     .heavy(move |this| {
                         let view = this.view(n)?;
-                        let env = this.call_env(n, true);
+                        let mut env = this.call_env(n, true);
+                        env.number = n.saturating_add(1);
+                        env.timestamp = env.timestamp.saturating_add(1);
+                        env.gas_limit = this.state.genesis.gas_limit;
                         let tx = RecoveredTx { tx: checked.tx, sender: checked.sender };
                         let context = TraceContext {
                             block_hash: None,
@@ -3107,11 +3122,13 @@ impl Rpc {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        let place = Arc::new(Mutex::new(Some(place)));
+        let held = place.clone();
         let task = tokio::spawn(async move {
-            let _place = place;
-            run.await
+            run.await;
+            held.lock().take();
         });
-        ws.subs.lock().insert(id.to_string(), Sub { task });
+        ws.subs.lock().insert(id.to_string(), Sub { task, place });
     }
 }
 
@@ -3500,6 +3517,15 @@ fn trace_call_options(v: Option<&Value>) -> Result<(GethDebugTracingOptions, Ove
         state: take(&mut map, "stateOverrides")?,
         block: take(&mut map, "blockOverrides")?,
     };
+    // geth runs the call after the block's first `txIndex` transactions, over its parent's
+    // state; Farol does not, and says so (before stop 49 it was dropped without a word and
+    // the call ran over the state after the whole block).
+    if map.get("txIndex").is_some_and(|v| !v.is_null()) {
+        return Err(RpcError::params(
+            "txIndex is not supported: trace the call over a block's state (the block before \
+             to run it ahead of that block's transactions)",
+        ));
+    }
     map.remove("txIndex");
     Ok((trace_options(Some(&Value::Object(map)))?, overrides))
 }

@@ -1651,6 +1651,16 @@ async fn debug_traces_and_access_lists() {
         let t = trace(&mut c, "trace_call", json!([{"from": from, "to": counter}, ["stateDiff"]]));
         let two = format!("{:#x}", B256::with_last_byte(2));
         assert_eq!(t["stateDiff"][&key_of]["storage"][&slot]["*"]["to"], json!(two), "{t}");
+        // With reth's state overrides (since stop 49; before, ignored): 7 becomes 8.
+        let (seven, eight) =
+            (format!("{:#x}", B256::with_last_byte(7)), format!("{:#x}", B256::with_last_byte(8)));
+        let over = json!({key_of.clone(): {"stateDiff": {slot.clone(): seven}}});
+        let t = trace(
+            &mut c,
+            "trace_call",
+            json!([{"from": from, "to": counter}, ["stateDiff"], "latest", over]),
+        );
+        assert_eq!(t["stateDiff"][&key_of]["storage"][&slot]["*"]["to"], json!(eight), "{t}");
         // Calls in sequence, each with its own types, each over what the previous left (the
         // counter at 1 becomes 2, 3, then 4; an unpriced call beside a priced one).
         let bump_call = json!({"from": from, "to": counter});
@@ -1823,6 +1833,10 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("trace_replayTransaction", json!([bump]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_call", json!([{"to": counter}]));
+        assert_eq!(k, -32602, "{body}");
+        // geth's `txIndex` is refused, not dropped (since stop 49).
+        let (k, body) =
+            e("debug_traceCall", json!([{"to": counter}, "latest", {"txIndex": "0x0"}]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
         assert_eq!(k, -32000, "{body}");
@@ -2483,7 +2497,7 @@ const METHODS: &[(&str, &[Kind])] = {
         ("trace_block", &[Block]),
         ("trace_replayTransaction", &[Hash, Any]),
         ("trace_replayBlockTransactions", &[Block, Any]),
-        ("trace_call", &[Call, Any, BlockOrHash]),
+        ("trace_call", &[Call, Any, BlockOrHash, Overrides, Any]),
         ("trace_callMany", &[Any, BlockOrHash]),
         ("debug_getRawHeader", &[BlockOrHash]),
         ("debug_getRawBlock", &[BlockOrHash]),
