@@ -256,7 +256,8 @@ pub fn call_raw(
 
 fn decode<C: SolCall>(r: Result<Vec<u8>, Vec<u8>>) -> Result<C::Return, Vec<u8>> {
     let out = r?;
-    C::abi_decode_returns(&out).map_err(|_| Vec::new())
+    // Checked as Solidity checks return data: a dirty bool or address is no value.
+    C::abi_decode_returns_validate(&out).map_err(|_| Vec::new())
 }
 
 /// Calls `to` with `c` (any `sol!` function) and `value` wei, giving it all the gas it may.
@@ -336,8 +337,10 @@ pub fn error_string(message: &str) -> Vec<u8> {
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
-        #[no_mangle]
-        pub extern "C" fn call() {
+        // Exported as `call` under another name, so that a contract may import the SDK's
+        // `call` beside it.
+        #[export_name = "call"]
+        pub extern "C" fn __farol_entry() {
             let input = $crate::calldata();
             let main: fn(&[u8]) -> Result<$crate::__Vec<u8>, $crate::__Vec<u8>> = $main;
             match main(&input) {

@@ -60,7 +60,7 @@ fn price(spot: u64, strike: u64, up: u64, down: u64, p: u64, discount: u64, step
 }
 
 fn main(input: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
-    let Ok(c) = IOptionPricer::priceCall::abi_decode(input) else {
+    let Ok(c) = IOptionPricer::priceCall::abi_decode_validate(input) else {
         return Err(Vec::new());
     };
     let args = (

@@ -17,6 +17,7 @@ import {
   ContractFunctionRevertedError,
   createPublicClient,
   createWalletClient,
+  getAddress,
   http,
   parseAbi,
   parseEventLogs,
@@ -157,8 +158,17 @@ contract Payer {
   const paid = parseEventLogs({ abi: payer.abi, logs: pr.logs, eventName: "Paid" });
   assert.equal(paid[0].args.balanceAfter, before + amount);
   assert.equal(await pub.readContract({ address: token, abi, functionName: "allowance", args: [dave.address, at] }), 0n);
-  // Past the allowance: the WASM token reverts and the Solidity caller's call fails with it.
-  await assert.rejects(pub.simulateContract({ account: dave, address: at, abi: payer.abi, functionName: "pay", args: [token, carol.address, 1n] }));
+  // Past the allowance: the WASM token reverts with OpenZeppelin's error, and the Solidity
+  // caller's call fails with the same revert data (any other failure does not pass).
+  const withError = [...payer.abi, ...parseAbi(["error ERC20InsufficientAllowance(address spender, uint256 allowance, uint256 needed)"])];
+  await assert.rejects(pub.simulateContract({ account: dave, address: at, abi: withError, functionName: "pay", args: [token, carol.address, 1n] }), (e) => {
+    assert.ok(e instanceof BaseError, String(e));
+    const revert = e.walk((x) => x instanceof ContractFunctionRevertedError);
+    assert.ok(revert, `not a revert: ${e.shortMessage}`);
+    assert.equal(revert.data?.errorName, "ERC20InsufficientAllowance");
+    assert.deepEqual(revert.data.args, [getAddress(at), 0n, 1n]);
+    return true;
+  });
 });
 
 console.log("all Rust ERC-20 checks passed");
