@@ -779,10 +779,8 @@ mod tests {
         assert!(addrs.iter().all(|a| !taken.contains(&a.port())), "{addrs:?}");
     }
 
-    /// A stranger dialing as fast as it can is asked to prove its address, then held to its
-    /// IP's and all strangers' budgets; a validator that dials next is served at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_flood_of_handshakes_is_limited_and_validators_still_get_in() {
+    /// Two validators' identities, loopback addresses and committee entries.
+    fn two_validators() -> (Vec<Identity>, Vec<SocketAddr>, Vec<Peer>) {
         let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
         let ids: Vec<Identity> =
             (0..2).map(|_| Identity::generate().unwrap_or_else(|e| fail(&e))).collect();
@@ -792,6 +790,26 @@ mod tests {
             .zip(&addrs)
             .map(|(i, a)| Peer { key: i.public_key().clone(), addr: *a })
             .collect();
+        (ids, addrs, peers)
+    }
+
+    /// The client configuration of a stranger (a fresh key no committee holds) dialing `to`.
+    fn stranger_dialing(to: &Peer) -> quinn::ClientConfig {
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
+        let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
+        let tls = identity::client_config(&stranger, to.key.clone()).unwrap_or_else(|e| fail(&e));
+        let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
+        let mut client = quinn::ClientConfig::new(Arc::new(quic));
+        client.transport_config(transport(false));
+        client
+    }
+
+    /// A stranger dialing as fast as it can is asked to prove its address, then held to its
+    /// IP's and all strangers' budgets; a validator that dials next is served at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_handshakes_is_limited_and_validators_still_get_in() {
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
+        let (ids, addrs, peers) = two_validators();
         let mut cfg = NetworkConfig::new(1, ids[1].clone(), addrs[1], peers.clone());
         // No refills: what is limited does not depend on how fast the dials go.
         cfg.handshakes = HandshakeLimits {
@@ -803,12 +821,7 @@ mod tests {
         };
         let (b, mut rb) = Network::start(cfg).unwrap_or_else(|e| fail(&e));
 
-        let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
-        let tls =
-            identity::client_config(&stranger, peers[1].key.clone()).unwrap_or_else(|e| fail(&e));
-        let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(transport(false));
+        let client = stranger_dialing(&peers[1]);
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
         let dialer = quinn::Endpoint::client(any).unwrap_or_else(|e| fail(&e));
         const ATTEMPTS: u64 = 30;
@@ -847,14 +860,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_replayed_retry_token_is_refused() {
         let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
-        let ids: Vec<Identity> =
-            (0..2).map(|_| Identity::generate().unwrap_or_else(|e| fail(&e))).collect();
-        let addrs = free_loopback_addrs(2).unwrap_or_else(|e| fail(&e));
-        let peers: Vec<Peer> = ids
-            .iter()
-            .zip(&addrs)
-            .map(|(i, a)| Peer { key: i.public_key().clone(), addr: *a })
-            .collect();
+        let (ids, addrs, peers) = two_validators();
         let cfg = NetworkConfig::new(1, ids[1].clone(), addrs[1], peers.clone());
         let (b, _rb) = Network::start(cfg).unwrap_or_else(|e| fail(&e));
         // A stranger dials through a relay that keeps the datagram answering the Retry.
@@ -884,12 +890,7 @@ mod tests {
                 }
             }
         });
-        let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
-        let tls =
-            identity::client_config(&stranger, peers[1].key.clone()).unwrap_or_else(|e| fail(&e));
-        let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
-        let mut client = quinn::ClientConfig::new(Arc::new(quic));
-        client.transport_config(transport(false));
+        let client = stranger_dialing(&peers[1]);
         let dialer =
             quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).unwrap_or_else(|e| fail(&e));
         let connecting =
