@@ -1685,6 +1685,13 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(counter_diff_of(&t, &key_of, &slot), json!({"from": one, "to": two}), "{t}");
         let nonce = trace(&mut c, "eth_getTransactionCount", json!([from, "latest"]));
         assert_eq!(quantity(&nonce).ok(), Some(2), "{nonce}");
+        // It runs in the next block (since stop 49; before, in the head's): a creation whose
+        // code is the NUMBER it ran at.
+        let head = quantity(&trace(&mut c, "eth_blockNumber", json!([]))).unwrap_or_default();
+        let number_code = vec![0x43, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3];
+        let raw = raw_tx(&key, 2, TxKind::Create, number_code);
+        let t = trace(&mut c, "trace_rawTransaction", json!([raw, ["trace"]]));
+        assert_eq!(t["trace"][0]["result"]["code"], json!(format!("{:#066x}", head + 1)), "{t}");
 
         // A call over overridden state: the counter at 5 becomes 6.
         let five = format!("{:#x}", B256::with_last_byte(5));
