@@ -25,7 +25,7 @@ if $deps_all && command -v node >/dev/null && (($(node_major) < 20)); then
   node_too_old "$(node --version)"
 fi
 # The workspace's `rust-version`.
-rust_minor=$(rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p')
+rust_minor=$(rustc --version 2>/dev/null | sed -n 's/^rustc 1\.\([0-9]*\)\..*/\1/p' || true)
 if [[ -n "$rust_minor" ]] && ((rust_minor < 95)); then
   echo "$(rustc --version) is too old: Farol needs Rust 1.95 or newer (rustup update stable)" >&2
   exit 1
@@ -58,8 +58,11 @@ if ((${#missing[@]} > 0)); then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
 if $deps_all && ! command -v npm >/dev/null; then
-  # NodeSource's nodejs carries npm; Debian's does not.
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y npm
+  # NodeSource's nodejs carries npm. Debian's npm package would bring Debian's Node.js 18
+  # beside a newer one: not installed here.
+  echo "npm not found beside Node.js $(node --version 2>/dev/null): install the npm of" \
+    "that Node.js" >&2
+  exit 1
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup)" >&2; exit 1; }
 if $deps_wasm; then

@@ -490,6 +490,9 @@ pub struct AsyncBft {
     /// they came, tried again once the snapshot's blocks (and, restarting, the log's) are in
     /// ([`AsyncBft::retake_set_aside`]).
     set_aside: Option<Vec<Arc<Block>>>,
+    /// The set-aside versions being tried again: they alone get the live limits, whatever
+    /// `from_peer` says (the log's blocks they release are trusted as the log's).
+    retaking: HashSet<Digest>,
     dag_changed: bool,
     /// A proposal was made by the step `finish` completes (see `Consensus::handle_first`).
     proposed: bool,
@@ -590,6 +593,7 @@ impl AsyncBft {
             replaying: false,
             from_peer: false,
             set_aside: None,
+            retaking: HashSet::new(),
             dag_changed: false,
             proposed: false,
             next_share: None,
@@ -671,14 +675,13 @@ impl AsyncBft {
         if !last {
             self.set_aside = Some(Vec::new());
         }
-        let (replaying, from_peer) = (self.replaying, self.from_peer);
-        self.replaying = true;
-        self.from_peer = true;
+        let replaying = std::mem::replace(&mut self.replaying, true);
+        self.retaking = kept.iter().map(|b| b.digest()).collect();
         for b in kept {
             self.accept(b, None, out);
         }
+        self.retaking.clear();
         self.replaying = replaying;
-        self.from_peer = from_peer;
     }
 
     /// An engine that rejoins from `snapshot` (a peer's, whose checkpoint digest the caller
@@ -1303,7 +1306,9 @@ impl AsyncBft {
             // a held block references them. An equivocator could otherwise add versions
             // without bound, each stored, and each multiplying the work of deciding the
             // slot. (What the log holds was taken before, and is taken again.)
-            let trusted = self.replaying && (!self.from_peer || self.ordered.contains(&d));
+            let trusted = self.replaying
+                && (!self.from_peer || self.ordered.contains(&d))
+                && !self.retaking.contains(&d);
             let taken = self
                 .rounds
                 .get(&b.round)

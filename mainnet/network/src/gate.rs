@@ -228,8 +228,10 @@ pub(crate) const RETRY_TOKEN_LIFE: std::time::Duration = std::time::Duration::fr
 /// many addresses cannot grow this without bound.
 const RETRIES_REMEMBERED: usize = 1 << 16;
 
-/// The original connection ids of the handshakes that came back with a Retry token, while
-/// their tokens live: each token is good for one handshake.
+/// The original connection ids of the handshakes that came back with a Retry token, with
+/// the address each came from, while their tokens live: each token is good for one
+/// handshake. (Keyed by the address too: a token is good only from the address it was given
+/// to, so someone elsewhere reusing a validator's connection id cannot spend its token.)
 #[derive(Debug, Default)]
 pub(crate) struct RetriesSeen {
     by_age: VecDeque<(Instant, Vec<u8>)>,
@@ -237,9 +239,12 @@ pub(crate) struct RetriesSeen {
 }
 
 impl RetriesSeen {
-    /// Whether this is the first handshake at `now` with the token given for the
-    /// connection id `cid`.
-    pub(crate) fn first_use(&mut self, cid: &[u8], now: Instant) -> bool {
+    /// Whether this is the first handshake at `now` from `from` with the token given for
+    /// the connection id `cid`.
+    pub(crate) fn first_use(&mut self, from: SocketAddr, cid: &[u8], now: Instant) -> bool {
+        let mut key = from.to_string().into_bytes();
+        key.push(b'/');
+        key.extend_from_slice(cid);
         while let Some((at, old)) = self.by_age.front() {
             if now.saturating_duration_since(*at) <= RETRY_TOKEN_LIFE
                 && self.by_age.len() < RETRIES_REMEMBERED
@@ -249,10 +254,10 @@ impl RetriesSeen {
             self.seen.remove(old);
             self.by_age.pop_front();
         }
-        if !self.seen.insert(cid.to_vec()) {
+        if !self.seen.insert(key.clone()) {
             return false;
         }
-        self.by_age.push_back((now, cid.to_vec()));
+        self.by_age.push_back((now, key));
         true
     }
 }
@@ -340,15 +345,18 @@ mod tests {
     fn a_retry_token_is_used_once() {
         let now = Instant::now();
         let mut seen = RetriesSeen::default();
-        assert!(seen.first_use(b"cid-one", now));
-        assert!(!seen.first_use(b"cid-one", now + Duration::from_secs(1)));
-        assert!(seen.first_use(b"cid-two", now + Duration::from_secs(1)));
+        let (a, b) = (addr("10.0.0.1:9000"), addr("10.0.0.2:9000"));
+        assert!(seen.first_use(a, b"cid-one", now));
+        assert!(!seen.first_use(a, b"cid-one", now + Duration::from_secs(1)));
+        assert!(seen.first_use(a, b"cid-two", now + Duration::from_secs(1)));
+        // The same id from elsewhere does not spend the first address's use.
+        assert!(seen.first_use(b, b"cid-one", now + Duration::from_secs(1)));
         let later = now + RETRY_TOKEN_LIFE + Duration::from_secs(2);
-        assert!(seen.first_use(b"cid-one", later), "expired: the token itself is refused now");
-        assert!(!seen.first_use(b"cid-one", later));
+        assert!(seen.first_use(a, b"cid-one", later), "expired: the token itself is refused now");
+        assert!(!seen.first_use(a, b"cid-one", later));
         assert_eq!(seen.by_age.len(), 1);
         for i in 0..RETRIES_REMEMBERED as u32 + 10 {
-            assert!(seen.first_use(&i.to_be_bytes(), later));
+            assert!(seen.first_use(a, &i.to_be_bytes(), later));
         }
         assert_eq!((seen.by_age.len(), seen.seen.len()), (RETRIES_REMEMBERED, RETRIES_REMEMBERED));
     }

@@ -532,7 +532,7 @@ async fn accept_loop(
         let from = incoming.remote_address();
         // A Retry token used before (replayed by someone who saw it): refused, no crypto.
         if !incoming.may_retry()
-            && !retries.first_use(&incoming.orig_dst_cid(), std::time::Instant::now())
+            && !retries.first_use(from, &incoming.orig_dst_cid(), std::time::Instant::now())
         {
             stats.limited.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, "a Retry token used twice: refused");
