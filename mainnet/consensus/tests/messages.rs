@@ -115,6 +115,15 @@ fn round_one() -> (Vec<SigningKey>, Vec<Block>, Vec<BlockRef>, AsyncBft) {
     (ks, r1, refs, e)
 }
 
+/// The actions of `n` ticks of `e`.
+fn ticks(e: &mut AsyncBft, n: usize) -> Vec<Action> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        e.handle(Input::Tick, &mut out);
+    }
+    out
+}
+
 fn deliver(e: &mut AsyncBft, from: u16, b: &Block) -> Vec<Action> {
     let mut out = Vec::new();
     e.handle(
@@ -795,10 +804,7 @@ fn three_go_on(e: &mut AsyncBft, ks: &[SigningKey], started: &[Action], rounds: 
             mine.extend(own_blocks(&deliver(e, a, &b)));
             theirs.push(b);
         }
-        let mut out = Vec::new();
-        for _ in 0..25 {
-            e.handle(Input::Tick, &mut out);
-        }
+        let out = ticks(e, 25);
         mine.extend(own_blocks(&out));
         parents.sort_by_key(|p| (p.round, p.author));
         prev = parents;
@@ -899,10 +905,7 @@ fn a_reference_is_followed_by_the_round_it_claims() {
             note(&out);
             mine.extend(own(&out));
         }
-        let mut out = Vec::new();
-        for _ in 0..25 {
-            e.handle(Input::Tick, &mut out);
-        }
+        let out = ticks(&mut e, 25);
         note(&out);
         mine.extend(own(&out));
         parents.sort_by_key(|p| (p.round, p.author));
@@ -983,10 +986,7 @@ fn a_reference_claiming_a_later_round_does_not_hold_its_voters_forever() {
                 ones.push(b);
             }
         }
-        let mut out = Vec::new();
-        for _ in 0..25 {
-            e.handle(Input::Tick, &mut out);
-        }
+        let out = ticks(&mut e, 25);
         mine.extend(keep(&out));
         parents.sort_by_key(|p| (p.round, p.author));
         refs.push(parents);
@@ -1436,9 +1436,7 @@ fn a_replayed_version_past_the_second_is_no_tip() {
     let z2 = block(&ks[2], 2, 2, vec![y1.reference(), x1.reference(), z1.reference()]);
     let round_three = |e: &mut AsyncBft| {
         let mut out = deliver(e, 2, &z2);
-        for _ in 0..25 {
-            e.handle(Input::Tick, &mut out);
-        }
+        out.extend(ticks(e, 25));
         let b = own_blocks(&out).into_iter().find(|b| b.round == 3);
         let Some(b) = b else { panic!("no own round-3 block: {}", e.summary()) };
         b.parents
@@ -1573,10 +1571,7 @@ fn a_block_named_under_a_later_round_stays_in_snapshots() {
                 ones.push(b);
             }
         }
-        let mut out = Vec::new();
-        for _ in 0..25 {
-            e.handle(Input::Tick, &mut out);
-        }
+        let out = ticks(&mut e, 25);
         mine.extend(own_blocks(&out));
         parents.sort_by_key(|p| (p.round, p.author));
         refs.push(parents);

@@ -533,6 +533,33 @@ impl Default for Recent {
 const OLD_BLOCKS_CACHED: usize = 64;
 const OLD_BLOCKS_BYTES: usize = 64 << 20;
 
+/// The old blocks read back that stay decoded, oldest first, and their bytes
+/// ([`held_bytes`]).
+#[derive(Default)]
+struct OldBlocks {
+    blocks: VecDeque<Arc<StoredBlock>>,
+    bytes: usize,
+}
+
+impl OldBlocks {
+    /// Keeps `b` (unless kept already), the oldest going past [`OLD_BLOCKS_CACHED`] or
+    /// [`OLD_BLOCKS_BYTES`].
+    fn keep(&mut self, b: &Arc<StoredBlock>) {
+        if self.blocks.iter().any(|o| o.number() == b.number()) {
+            return;
+        }
+        self.bytes += held_bytes(b);
+        self.blocks.push_back(b.clone());
+        while self.blocks.len() > 1
+            && (self.blocks.len() > OLD_BLOCKS_CACHED || self.bytes > OLD_BLOCKS_BYTES)
+        {
+            if let Some(o) = self.blocks.pop_front() {
+                self.bytes -= held_bytes(&o);
+            }
+        }
+    }
+}
+
 /// A block's hash and the place of its record in the block log.
 #[derive(Clone, Copy, Debug)]
 struct BlockRef {
@@ -573,7 +600,7 @@ pub struct Chain {
     log: Mutex<Wal>,
     reader: WalReader,
     /// Old blocks read back from the log, the newest read last.
-    old: Mutex<VecDeque<Arc<StoredBlock>>>,
+    old: Mutex<OldBlocks>,
     /// Signalled when a block is appended (BLOCKHASH waits on it in the pipeline).
     appended: Condvar,
     appended_lock: Mutex<()>,
@@ -707,7 +734,7 @@ impl Chain {
             index: RwLock::new(index),
             log: Mutex::new(log),
             reader,
-            old: Mutex::new(VecDeque::new()),
+            old: Mutex::new(OldBlocks::default()),
             appended: Condvar::new(),
             appended_lock: Mutex::new(()),
             closed: std::sync::atomic::AtomicBool::new(false),
@@ -892,7 +919,7 @@ impl Chain {
             }
             index.places.place(number)?
         };
-        if let Some(b) = self.old.lock().iter().find(|b| b.number() == number) {
+        if let Some(b) = self.old.lock().blocks.iter().find(|b| b.number() == number) {
             return Some(Ok(b.clone()));
         }
         place.get(number).map(Err)
@@ -937,16 +964,7 @@ impl Chain {
         if !cache {
             return Some(b);
         }
-        let mut old = self.old.lock();
-        if !old.iter().any(|o| o.number() == number) {
-            old.push_back(b.clone());
-            let mut bytes: usize = old.iter().map(|o| held_bytes(o)).sum();
-            while old.len() > 1 && (old.len() > OLD_BLOCKS_CACHED || bytes > OLD_BLOCKS_BYTES) {
-                if let Some(o) = old.pop_front() {
-                    bytes -= held_bytes(&o);
-                }
-            }
-        }
+        self.old.lock().keep(&b);
         Some(b)
     }
 
@@ -1985,6 +2003,10 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         assert!(chain.index.read().recent.len() <= 2, "{}", chain.index.read().recent.len());
         same_blocks(&chain, &made);
+        // The old blocks read back keep their count of bytes.
+        let old = chain.old.lock();
+        assert!(!old.blocks.is_empty());
+        assert_eq!(old.bytes, old.blocks.iter().map(|b| held_bytes(b)).sum::<usize>());
     }
 
     #[test]
@@ -2005,7 +2027,7 @@ pub(crate) mod tests {
             assert!(index.recent.len() == 1 || index.recent_txs <= 6, "{}", index.recent_txs);
         }
         same_blocks(&chain, &made);
-        let old = chain.old.lock().len();
+        let old = chain.old.lock().blocks.len();
         assert!((1..=OLD_BLOCKS_CACHED).contains(&old), "{old} old blocks kept");
         // A certificate between the blocks, then reopening: the log is read back in pieces.
         let cert = Certificate { number: 29, hash: made[29].hash, quorum: vec![7; 40] };
@@ -2016,26 +2038,26 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         // A block's bloom comes from its header alone, read from the log (stop 37): no old
         // block is decoded for it.
-        assert_eq!(chain.old.lock().len(), 0);
+        assert_eq!(chain.old.lock().blocks.len(), 0);
         for b in &made {
             assert_eq!(chain.logs_bloom(b.number()), Some(b.header.logs_bloom));
         }
         assert_eq!(chain.logs_bloom(made.len() as u64), None);
-        assert_eq!(chain.old.lock().len(), 0, "old blocks decoded for their blooms");
+        assert_eq!(chain.old.lock().blocks.len(), 0, "old blocks decoded for their blooms");
         // Headers come alone too, and a scan's blocks are not cached.
         for b in &made {
             assert_eq!(chain.header(b.number()).as_ref(), Some(&b.header));
             let scanned = chain.scanned_block(b.number()).map(|x| x.encode());
             assert_eq!(scanned, Some(b.encode()), "block {}", b.number());
         }
-        assert_eq!(chain.old.lock().len(), 0, "old blocks cached by a scan");
+        assert_eq!(chain.old.lock().blocks.len(), 0, "old blocks cached by a scan");
         same_blocks(&chain, &made);
         assert_eq!(chain.certificate(), Some(cert));
         // The default keeps them all decoded here.
         drop(chain);
         let chain = Chain::open(dir.path(), || panic!("the log has a genesis"))
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((chain.index.read().recent.len(), chain.old.lock().len()), (32, 0));
+        assert_eq!((chain.index.read().recent.len(), chain.old.lock().blocks.len()), (32, 0));
         same_blocks(&chain, &made);
     }
 

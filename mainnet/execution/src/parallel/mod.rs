@@ -667,15 +667,15 @@ fn finish<S: StateView + ?Sized>(
     let ben_read = crate::sequential::beneficiary_read_error(&shared.base, shared.beneficiary);
     let beneficiary_final = shared.read_beneficiary(shared.slots.len());
     let ben = Loc::Account(shared.beneficiary);
-    let created_by_reward = mv::first_reward_creates_beneficiary(
-        shared.state_clear,
-        shared.base.account(shared.beneficiary).ok().flatten(),
-        shared.fees.first().and_then(|f| match *f.lock() {
-            Fee::Amount(fee) => Some(fee),
-            Fee::Pending | Fee::Estimate => None,
-        }),
-        shared.mv.read_with_index(&ben, 1).1 == Some(0),
-    );
+    let created_by_reward = !shared.state_clear
+        && mv::first_reward_creates_beneficiary(
+            shared.base.account(shared.beneficiary).ok().flatten(),
+            shared.fees.first().and_then(|f| match *f.lock() {
+                Fee::Amount(fee) => Some(fee),
+                Fee::Pending | Fee::Estimate => None,
+            }),
+            shared.mv.read_with_index(&ben, 1).1 == Some(0),
+        );
     let Shared { base, mv, slots, beneficiary, state_clear, .. } = shared;
     let diff = move |code, mut wiped: Vec<Address>| -> Result<_, ExecError> {
         if created_by_reward {

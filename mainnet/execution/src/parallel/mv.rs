@@ -124,21 +124,21 @@ pub(crate) fn credit(account: Option<Account>, fee: U256, state_clear: bool) -> 
     }
 }
 
-/// Whether the first transaction's reward creates the beneficiary in revm's eyes, so that
-/// the diff lists it among the accounts created (`wiped`), as sequential execution does.
-/// Before Spurious Dragon revm keeps a touched empty account that did not exist by marking
+/// Whether, before Spurious Dragon (the callers check the fork first, so that later blocks
+/// read nothing for it), the first transaction's reward creates the beneficiary in revm's
+/// eyes, so that the diff lists it among the accounts created (`wiped`), as sequential
+/// execution does. Before Spurious Dragon revm keeps a touched empty account that did not exist by marking
 /// it created; the first reward touches the beneficiary, and when it pays nothing to one
 /// absent from the parent state (`parent`) that the transaction did not write itself,
 /// nothing in the transaction's own state shows it, since both parallel paths set the fee
 /// aside. Every later reward finds it existing, unless a transaction deleted it, which
 /// lists it anyway. (Found by a stop 47 review, fixed in stop 49.)
 pub(crate) fn first_reward_creates_beneficiary(
-    state_clear: bool,
     parent: Option<Account>,
     first_fee: Option<U256>,
     first_wrote_it: bool,
 ) -> bool {
-    !state_clear && parent.is_none() && first_fee == Some(U256::ZERO) && !first_wrote_it
+    parent.is_none() && first_fee == Some(U256::ZERO) && !first_wrote_it
 }
 
 impl MvMemory {

@@ -642,12 +642,12 @@ fn finish<S: StateView + ?Sized>(
     };
     let ben = credit(ben_parent, total, state_clear);
     // No transaction of a partitioned block writes the beneficiary.
-    let created_by_reward = super::mv::first_reward_creates_beneficiary(
-        state_clear,
-        ben_parent,
-        run.first_fee.into_inner(),
-        false,
-    );
+    let created_by_reward = !state_clear
+        && super::mv::first_reward_creates_beneficiary(
+            ben_parent,
+            run.first_fee.into_inner(),
+            false,
+        );
     let changed: Vec<Vec<(Loc, Val)>> = outs.into_iter().map(|o| o.changed).collect();
     let diff = move |code, mut wiped: Vec<Address>| -> Result<_, ExecError> {
         if created_by_reward {
