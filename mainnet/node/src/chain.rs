@@ -646,12 +646,12 @@ impl Chain {
         let mut genesis = Some(genesis);
         // Twice at most: a second time without the index's runs when they do not match the
         // log (a log replaced or cut shorter than they are).
-        let (mut index, log) = loop {
+        let (mut index, log, reader) = loop {
             let covered = txs.covered();
             let saved = covered
                 .filter(|_| keep.indexed != usize::MAX)
                 .and_then(|c| SavedRefs::read(dir, &path, c));
-            let (mut index, mut log) = Chain::read_log(&path, txs, keep, covered, saved)?;
+            let (mut index, mut log) = Chain::read_log(dir, &path, txs, keep, covered, saved)?;
             if index.places.len() == 0 {
                 let g = genesis.take().map(|make| make()).ok_or_else(|| ChainError::Corrupt {
                     index: 0,
@@ -662,17 +662,18 @@ impl Chain {
                 log.sync()?;
                 index.push(Arc::new(g), at, record.len());
             }
+            let reader = WalReader::open(&path)?;
             let places = &index.places;
-            let hash_of = |n: u64| places.get(n).map(|b| b.hash);
+            let hash_of = |n: u64| places.get(n, &reader).map(|b| b.hash);
             if index.txs.runs_match(hash_of) {
-                break (index, log);
+                break (index, log, reader);
             }
             drop(log);
             txs = index.txs;
         };
-        let reader = WalReader::open(&path)?;
         if keep.indexed != usize::MAX {
-            index.refs = RefsFile::open(dir, reader.salt(), index.places.saved);
+            let certificate = index.certificate.as_ref();
+            index.refs = RefsFile::open(dir, reader.salt(), index.places.saved, certificate);
         }
         if let Some(refs) = &index.refs {
             index.places.file = Some(refs.file.clone());
@@ -692,8 +693,11 @@ impl Chain {
                     && index.recent_bytes < keep.bytes)
         {
             let number = oldest - 1;
-            let read =
-                index.places.get(number).ok_or_else(|| "no place".to_string()).and_then(|at| {
+            let read = index
+                .places
+                .get(number, &reader)
+                .ok_or_else(|| "no place".to_string())
+                .and_then(|at| {
                     let r = reader.read_at(at.at, at.len as usize).map_err(|e| e.to_string())?;
                     let b = decode_block(&r)?;
                     if b.hash != at.hash {
@@ -743,8 +747,13 @@ impl Chain {
     }
 
     /// Reads the block log at `path` into an index: the blocks up to `covered` (those the
-    /// transaction index's runs hold) by their headers alone, the others decoded whole.
+    /// transaction index's runs hold) by their headers alone, the others decoded whole. When
+    /// no saved places were taken (`saved`), `blocks.idx` in `dir` is written anew as the
+    /// log is read, every `keep.indexed` places and whenever the index freezes a part, so a
+    /// read of the whole log does not hold every block's place in memory (it did until stop
+    /// 50: some 96 bytes a block at its peak).
     fn read_log(
+        dir: &Path,
         path: &Path,
         txs: TxIndex,
         keep: Recent,
@@ -770,6 +779,14 @@ impl Chain {
             index.certificate = saved.certificate;
             saved.end
         });
+        if from.is_none() && keep.indexed != usize::MAX {
+            // (A log of the first format, converted as it is opened, gets a new salt: its
+            // places are written once it is open.)
+            if let Ok(reader) = WalReader::open(path) {
+                index.refs = RefsFile::open(dir, reader.salt(), 0, None);
+                index.places.file = index.refs.as_ref().map(|r| r.file.clone());
+            }
+        }
         let mut i = 0usize;
         let log = Wal::open_from(path, from, |at, r| {
             let record = i;
@@ -804,6 +821,9 @@ impl Chain {
                         return Err(corrupt(format!(
                             "block {number} where {expected} was expected"
                         )));
+                    }
+                    if index.places.tail.len() >= keep.indexed {
+                        index.save_refs();
                     }
                 }
                 Some(&RECORD_CERTIFICATE) => {
@@ -922,7 +942,7 @@ impl Chain {
         if let Some(b) = self.old.lock().blocks.iter().find(|b| b.number() == number) {
             return Some(Ok(b.clone()));
         }
-        place.get(number).map(Err)
+        place.get(number, &self.reader).map(Err)
     }
 
     /// Block `number` (read back from the block log if it is not among the newest, and then
@@ -1181,6 +1201,7 @@ impl Index {
     /// hash are indexed already (in the runs), and it is not decoded.
     fn push_ref(&mut self, hash: B256, at: u64, len: usize) {
         self.places.tail.push(BlockRef { hash, at, len: len as u32 });
+        self.places.most_held = self.places.most_held.max(self.places.tail.len());
     }
 }
 
@@ -1212,18 +1233,20 @@ pub const TX_INDEX_DIR: &str = "txindex";
 
 /// The file of block places: for each block, in order, its place in `blocks.log` and its
 /// hash. A 20-byte header (magic, the log's salt, CRC-32) and 48-byte entries (place,
-/// length, hash, the entry's CRC-32), appended (not synced) each time the transaction index
-/// freezes a part; beside it, `blocks.idx.cert` holds how many entries were written and the
-/// highest finality certificate then (written to a temporary name and renamed). A running
+/// length, hash, the entry's CRC-32), appended and synced each time the transaction index
+/// freezes a part (and every `indexed` blocks while a start reads the log); beside it,
+/// `blocks.idx.cert` holds how many entries were written and synced and the highest
+/// finality certificate then (written to a temporary name, synced and renamed). A running
 /// chain reads the places of blocks older than the last append from the file (one entry,
-/// its CRC checked) and holds only the newer ones in memory ([`BlockPlaces`]). A start
-/// uses the entries up to that count and up to the last block the transaction index's runs
-/// cover, whichever is earlier, if their CRCs match, the saved certificate (when it is of
-/// one of their blocks: else it is left, see [`SavedRefs::read`]) has that block's hash,
-/// and the last one reads back from the log as that block (a record of the length it
-/// gives); it reads the log only after that block. Anything else (a torn file,
-/// another log's salt, a log cut shorter) makes it read the whole log and write the file
-/// again; a damaged entry, the log from the block before it.
+/// its CRC checked; a damaged one is found again in the log, [`Place::get`]) and holds only
+/// the newer ones in memory ([`BlockPlaces`]). A start uses the entries up to that count and
+/// up to the last block the transaction index's runs cover, whichever is earlier, if the
+/// saved certificate (when it is of one of their blocks: else it is left, see
+/// [`SavedRefs::read`]) has its block's hash and the last one (or the last good one of the
+/// [`PLACE_SCAN`] before it) reads back from the log as that block (a record of the length
+/// it gives); it reads those two entries alone, and the log only after that block.
+/// Anything else (a torn file, another log's salt, a log cut shorter) makes it read the
+/// whole log and write the file again as it reads.
 const BLOCK_REFS: &str = "blocks.idx";
 const BLOCK_REFS_CERT: &str = "blocks.idx.cert";
 const REFS_MAGIC: &[u8; 8] = b"FAROLBI1";
@@ -1241,6 +1264,8 @@ struct BlockPlaces {
     saved: u64,
     file: Option<Arc<std::fs::File>>,
     tail: Vec<BlockRef>,
+    /// The most places `tail` held (tests).
+    most_held: usize,
 }
 
 /// Where a block's place is: at hand, or entry `n` of `blocks.idx`, read outside the chain's
@@ -1265,29 +1290,61 @@ impl BlockPlaces {
     }
 
     /// Block `n`'s place, read from the file if need be (at open, before the chain is shared).
-    fn get(&self, n: u64) -> Option<BlockRef> {
-        self.place(n)?.get(n)
+    fn get(&self, n: u64, log: &WalReader) -> Option<BlockRef> {
+        self.place(n)?.get(n, log)
     }
 }
 
+/// How many entries before a damaged one of `blocks.idx` [`Place::get`] looks back for a
+/// good one to read the log from.
+const PLACE_SCAN: u64 = 64;
+
+/// Entry `n` of `blocks.idx`: `Ok(None)` when its CRC does not match.
+fn read_entry(file: &std::fs::File, n: u64) -> std::io::Result<Option<BlockRef>> {
+    use std::os::unix::fs::FileExt;
+    let mut entry = [0u8; REF_BYTES];
+    let at = n
+        .checked_mul(REF_BYTES as u64)
+        .and_then(|a| a.checked_add(REFS_HEADER))
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "entry past u64"))?;
+    // (48 bytes, almost always in the page cache: read in place.)
+    file.read_exact_at(&mut entry, at)?;
+    Ok(get_ref(&entry))
+}
+
 impl Place {
-    /// The place of block `n`, whose place this is: an entry of `blocks.idx` that cannot be
-    /// read or whose CRC does not match is logged and gives `None` (the block then reads
-    /// as unreadable until a restart, which reads the log again from before it).
-    fn get(self, n: u64) -> Option<BlockRef> {
+    /// The place of block `n`, whose place this is. An entry of `blocks.idx` whose CRC
+    /// does not match (damaged on the device: a start no longer reads every entry, see
+    /// [`BLOCK_REFS`]) is found again in `log`, read record by record from the end of the
+    /// nearest good entry before it (at most [`PLACE_SCAN`] back), and written again; where
+    /// that fails, or the entry cannot be read, it is logged and gives `None` (the block
+    /// then reads as unreadable).
+    fn get(self, n: u64, log: &WalReader) -> Option<BlockRef> {
         let file = match self {
             Place::Here(b) => return Some(b),
             Place::Saved(file) => file,
         };
-        use std::os::unix::fs::FileExt;
-        let mut entry = [0u8; REF_BYTES];
-        let at = n.checked_mul(REF_BYTES as u64)?.checked_add(REFS_HEADER)?;
-        // (48 bytes, almost always in the page cache: read in place.)
-        match file.read_exact_at(&mut entry, at).map(|()| get_ref(&entry)) {
+        match read_entry(&file, n) {
             Ok(Some(b)) => Some(b),
             Ok(None) => {
-                tracing::error!(number = n, "blocks.idx: the block's entry is damaged");
-                None
+                let found = off_the_runtime(|| place_from_log(&file, n, log));
+                match found {
+                    Ok(b) => {
+                        tracing::warn!(number = n, "blocks.idx: the block's entry was damaged; found again in the block log");
+                        let mut entry = [0u8; REF_BYTES];
+                        put_ref(&mut entry, &b);
+                        use std::os::unix::fs::FileExt;
+                        let at = REFS_HEADER + n * REF_BYTES as u64;
+                        if let Err(e) = file.write_all_at(&entry, at) {
+                            tracing::warn!(number = n, error = %e, "blocks.idx: the entry found again was not written");
+                        }
+                        Some(b)
+                    }
+                    Err(e) => {
+                        tracing::error!(number = n, error = %e, "blocks.idx: the block's entry is damaged, and the block was not found in the log");
+                        None
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(number = n, error = %e, "blocks.idx: reading the block's entry failed");
@@ -1295,6 +1352,37 @@ impl Place {
             }
         }
     }
+}
+
+/// Block `n`'s place, read from the block log after the nearest good entry of `blocks.idx`
+/// before entry `n` (at most [`PLACE_SCAN`] back): the records after it, in order, are the
+/// blocks that follow it and certificates (a block's number appears once in the log).
+fn place_from_log(file: &std::fs::File, n: u64, log: &WalReader) -> Result<BlockRef, String> {
+    let (mut expected, mut at) = (n.saturating_sub(PLACE_SCAN)..n)
+        .rev()
+        .find_map(|k| match read_entry(file, k) {
+            Ok(Some(b)) => Some((k + 1, b.at + u64::from(b.len) + crate::wal::RECORD_HEADER)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no good entry in the {PLACE_SCAN} before it"))?;
+    let end = log.file_len().map_err(|e| e.to_string())?;
+    while at < end {
+        let len = log.record_len(at).map_err(|e| e.to_string())?;
+        let len32 = u32::try_from(len).map_err(|_| format!("a record of {len} bytes"))?;
+        let record = log.read_at(at, len as usize).map_err(|e| e.to_string())?;
+        if matches!(record.first(), Some(&(RECORD_BLOCK | RECORD_GROUPED_BLOCK))) {
+            let header = decode_header(&record)?;
+            if header.number != expected {
+                return Err(format!("block {} where {expected} was expected", header.number));
+            }
+            if expected == n {
+                return Ok(BlockRef { hash: header.hash_slow(), at, len: len32 });
+            }
+            expected += 1;
+        }
+        at += len + crate::wal::RECORD_HEADER;
+    }
+    Err("the log ends first".into())
 }
 
 /// What `blocks.idx` gave a start: how many of its first entries it may use, the file, the
@@ -1308,8 +1396,11 @@ struct SavedRefs {
 
 impl SavedRefs {
     /// The saved places of blocks `0..=covered` (or fewer) of the log at `log`, if they can
-    /// be trusted (see [`BLOCK_REFS`]): each entry's CRC is checked, and the last entry's
-    /// block read back from the log.
+    /// be trusted (see [`BLOCK_REFS`]): the entry of the saved certificate's block and the
+    /// last entry are read and checked, and the last entry's block read back from the log;
+    /// the others are read when their blocks are asked for (each checked then, and a
+    /// damaged one found again in the log: [`Place::get`]). Until stop 50 a start read
+    /// every entry (48 bytes a block: about 80 MB a day of chain at 20 blocks a second).
     fn read(dir: &Path, log: &Path, covered: u64) -> Option<SavedRefs> {
         let reader = WalReader::open(log).ok()?;
         let cert = std::fs::read(dir.join(BLOCK_REFS_CERT)).ok()?;
@@ -1325,30 +1416,23 @@ impl SavedRefs {
             0 => None,
             _ => Some(Certificate::decode(&body[25..]).ok()?),
         };
-        let want = count.min(covered.saturating_add(1));
         let file = Arc::new(std::fs::File::open(dir.join(BLOCK_REFS)).ok()?);
-        let mut buf = std::io::BufReader::with_capacity(1 << 20, &*file);
         let mut head = [0u8; REFS_HEADER as usize];
-        std::io::Read::read_exact(&mut buf, &mut head).ok()?;
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut head, 0).ok()?;
         if &head[..8] != REFS_MAGIC
             || crc32fast::hash(&head[..16]) != le_u32(&head[16..])
             || u64::from_le_bytes(head[8..16].try_into().ok()?) != reader.salt()
         {
             return None;
         }
-        let mut count = 0u64;
-        let mut last = None;
-        let mut entry = [0u8; REF_BYTES];
-        let mut certified = None;
-        while count < want && std::io::Read::read_exact(&mut buf, &mut entry).is_ok() {
-            let Some(b) = get_ref(&entry) else { break };
-            if certificate.as_ref().is_some_and(|c| c.number == count) {
-                certified = Some(b.hash);
-            }
-            last = Some(b);
-            count += 1;
-        }
-        drop(buf);
+        // (A file shorter than the count, cut by a start that crashed before it saved the
+        // lower count: the entries it holds.)
+        let in_file = file.metadata().ok()?.len().saturating_sub(REFS_HEADER) / REF_BYTES as u64;
+        let count = count.min(covered.saturating_add(1)).min(in_file);
+        // The last entry (a damaged one: the last good one of the few before it).
+        let (count, last) = (count.saturating_sub(PLACE_SCAN)..count)
+            .rev()
+            .find_map(|k| read_entry(&file, k).ok().flatten().map(|b| (k + 1, b)))?;
         // A certificate is logged only for a block stored already, so every certificate
         // logged before the last of these blocks is of one of them and no higher than the
         // one saved (saved after that block). A saved certificate of a later block was
@@ -1356,14 +1440,15 @@ impl SavedRefs {
         // log shorter than the places, restored from an older copy, does not get a
         // certificate of a block it lacks). One of these blocks must be of its hash.
         let certificate = certificate.filter(|c| c.number < count);
-        if certificate.as_ref().is_some_and(|c| certified != Some(c.hash)) {
-            return None;
+        if let Some(c) = &certificate {
+            if read_entry(&file, c.number).ok()??.hash != c.hash {
+                return None;
+            }
         }
         // The last reads back from the log as that block, its record as long as the entry
         // says (so the log is read from where a record begins): the log is the one the
         // places were taken from, and holds every block up to it (blocks chain by parent
         // hash).
-        let last = last?;
         let end = last.at.checked_add(u64::from(last.len))?;
         if end > reader.file_len().ok()? || reader.record_len(last.at).ok()? != u64::from(last.len)
         {
@@ -1391,9 +1476,16 @@ struct RefsFile {
 
 impl RefsFile {
     /// Opens `dir/blocks.idx` for the log with `salt`, keeping its first `kept` entries
-    /// (those [`SavedRefs::read`] checked) and cutting the rest, or starting it anew when
-    /// `kept` is 0. `None` if it cannot be written (logged).
-    fn open(dir: &Path, salt: u64, kept: u64) -> Option<RefsFile> {
+    /// (those [`SavedRefs::read`] took) and cutting the rest, or starting it anew when
+    /// `kept` is 0. The count saved goes down to `kept` first, with `certificate` (the
+    /// highest known) when it is of one of those blocks, so no count ever covers an entry
+    /// written after it. `None` if it cannot be written (logged).
+    fn open(
+        dir: &Path,
+        salt: u64,
+        kept: u64,
+        certificate: Option<&Certificate>,
+    ) -> Option<RefsFile> {
         let opened = (|| -> std::io::Result<RefsFile> {
             use std::os::unix::fs::FileExt;
             let path = dir.join(BLOCK_REFS);
@@ -1403,7 +1495,13 @@ impl RefsFile {
                 .create(true)
                 .truncate(false)
                 .open(&path)?;
-            if kept == 0 {
+            let refs =
+                RefsFile { dir: dir.to_path_buf(), file: Arc::new(file), salt, written: kept };
+            if kept > 0 {
+                // (A certificate of a later block was logged after the last kept: the next
+                // start reads it again.)
+                refs.save_count(certificate.filter(|c| c.number < kept))?;
+            } else {
                 // The count and certificate of what is cut go first.
                 match std::fs::remove_file(dir.join(BLOCK_REFS_CERT)) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -1413,11 +1511,11 @@ impl RefsFile {
                 h.extend_from_slice(REFS_MAGIC);
                 h.extend_from_slice(&salt.to_le_bytes());
                 h.extend_from_slice(&crc32fast::hash(&h).to_le_bytes());
-                file.set_len(0)?;
-                file.write_all_at(&h, 0)?;
+                refs.file.set_len(0)?;
+                refs.file.write_all_at(&h, 0)?;
             }
-            file.set_len(REFS_HEADER + kept * REF_BYTES as u64)?;
-            Ok(RefsFile { dir: dir.to_path_buf(), file: Arc::new(file), salt, written: kept })
+            refs.file.set_len(REFS_HEADER + kept * REF_BYTES as u64)?;
+            Ok(refs)
         })();
         match opened {
             Ok(r) => Some(r),
@@ -1428,8 +1526,10 @@ impl RefsFile {
         }
     }
 
-    /// Appends the places `new` (of the blocks after those written), then saves how many
-    /// the file holds and `certificate` in `blocks.idx.cert`.
+    /// Appends the places `new` (of the blocks after those written) and syncs them, then
+    /// saves how many the file holds and `certificate` in `blocks.idx.cert`. (Since stop 50
+    /// the entries are synced before their count is saved, so a start may take the entries
+    /// the count covers without reading them; before, it read and checked every one.)
     fn save(&mut self, new: &[BlockRef], certificate: Option<&Certificate>) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; new.len() * REF_BYTES];
@@ -1437,7 +1537,14 @@ impl RefsFile {
             put_ref(out, b);
         }
         self.file.write_all_at(&buf, REFS_HEADER + self.written * REF_BYTES as u64)?;
+        self.file.sync_data()?;
         self.written += new.len() as u64;
+        self.save_count(certificate)
+    }
+
+    /// Saves the number of entries written and `certificate` in `blocks.idx.cert` (written
+    /// to a temporary name, synced, and renamed over it).
+    fn save_count(&self, certificate: Option<&Certificate>) -> std::io::Result<()> {
         let mut cert = Vec::new();
         cert.extend_from_slice(CERT_MAGIC);
         cert.extend_from_slice(&self.salt.to_le_bytes());
@@ -1452,7 +1559,12 @@ impl RefsFile {
         let crc = crc32fast::hash(&cert);
         cert.extend_from_slice(&crc.to_le_bytes());
         let tmp = self.dir.join(format!("{BLOCK_REFS_CERT}.tmp"));
-        std::fs::write(&tmp, &cert)?;
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&cert)?;
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, self.dir.join(BLOCK_REFS_CERT))
     }
 }
@@ -1852,7 +1964,8 @@ pub(crate) mod tests {
         let made: Vec<_> = (1..=6u64)
             .map(|n| chain.append(numbered(&key, n, 2)).unwrap_or_else(|e| panic!("{e}")))
             .collect();
-        let at = chain.index.read().places.get(3).unwrap_or_else(|| panic!("block 3"));
+        let at =
+            chain.index.read().places.get(3, &chain.reader).unwrap_or_else(|| panic!("block 3"));
         damage_record(dir.path(), &at);
         assert_eq!(chain.block(3).map(|b| b.number()), None);
         assert_eq!(chain.scanned_block(3).map(|b| b.number()), None);
@@ -2112,6 +2225,44 @@ pub(crate) mod tests {
         same_blocks(&chain, &made);
     }
 
+    /// A start that reads the whole log (the count of saved places lost, or the index's
+    /// runs too) writes `blocks.idx` as it reads: it holds a few places in memory at a time
+    /// (until stop 50, every block's), and the next start reads only the end of the log.
+    #[test]
+    fn a_start_reading_the_whole_log_writes_the_places_as_it_reads() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 6, ..Recent::default() };
+        let (chain, made) = settled_chain(dir.path(), &key, keep, 80);
+        drop(chain);
+        let reopen = || {
+            Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        // The runs stay: the blocks they cover are read by their headers.
+        std::fs::remove_file(dir.path().join(BLOCK_REFS_CERT)).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        assert_eq!(chain.records_read_at_open(), 81);
+        let held = chain.index.read().places.most_held;
+        assert!(held <= 6, "{held} places held");
+        same_blocks(&chain, &made);
+        drop(chain);
+        assert!(reopen().records_read_at_open() <= 3);
+        // The runs go too: every block is decoded, and its places written as parts freeze.
+        std::fs::remove_file(dir.path().join(BLOCK_REFS_CERT)).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir_all(dir.path().join(TX_INDEX_DIR)).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        assert_eq!(chain.records_read_at_open(), 81);
+        let held = chain.index.read().places.most_held;
+        assert!(held <= 6, "{held} places held");
+        same_blocks(&chain, &made);
+        chain.index.read().txs.settle();
+        drop(chain);
+        // (As far as the runs cover: parts are not frozen while a writer runs.)
+        let read = reopen().records_read_at_open();
+        assert!(read < 81, "{read}");
+    }
+
     /// A block log shorter than the index's runs (restored from an older copy), or another
     /// chain's: the runs go, and the index is built again from the log.
     #[test]
@@ -2201,14 +2352,25 @@ pub(crate) mod tests {
         assert_eq!(chain.certificate(), highest);
         same_blocks(&chain, &made);
         drop(chain);
-        // A damaged entry of blocks.idx: the places before it are used.
+        // A damaged entry of blocks.idx before the last: not read at the start (found again
+        // in the log when its block is read); the last one damaged: the places before it.
         let idx = dir.path().join(BLOCK_REFS);
         let mut bytes = std::fs::read(&idx).unwrap_or_else(|e| panic!("{e}"));
         bytes[REFS_HEADER as usize + 30 * REF_BYTES + 20] ^= 1;
         std::fs::write(&idx, &bytes).unwrap_or_else(|e| panic!("{e}"));
         let chain = reopen();
-        // Blocks 30 to 50 and the certificates after block 29.
-        assert_eq!(chain.records_read_at_open(), 21 + 2);
+        assert_eq!(chain.records_read_at_open(), after, "runs cover up to {covered}");
+        assert_eq!(chain.certificate(), highest);
+        same_blocks(&chain, &made);
+        drop(chain);
+        let mut bytes = std::fs::read(&idx).unwrap_or_else(|e| panic!("{e}"));
+        bytes[REFS_HEADER as usize + covered as usize * REF_BYTES + 20] ^= 1;
+        std::fs::write(&idx, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = reopen();
+        // One block more, and the certificate of the block before it if there is one.
+        let before = covered - 1;
+        let more = 1 + usize::from(before.is_multiple_of(7) && (7..=42).contains(&before));
+        assert_eq!(chain.records_read_at_open(), after + more, "runs cover up to {covered}");
         assert_eq!(chain.certificate(), highest);
         same_blocks(&chain, &made);
         drop(chain);
@@ -2245,8 +2407,9 @@ pub(crate) mod tests {
     /// `blocks.idx`, and blocks are found by hash through the transaction index (no map of
     /// block hashes in memory): every block, old or new, comes back by number, hash and
     /// transaction, a block's hash is no transaction's and a transaction's no block's; a
-    /// damaged entry makes its block unreadable (and no other), and a restart reads the log
-    /// from the block before it and writes the entry again.
+    /// damaged entry is found again in the log from the good entry before it and written
+    /// again, and with no good entry in the [`PLACE_SCAN`] before it its block is
+    /// unreadable (and no other); a restart reads only the log after the saved places.
     #[test]
     fn old_block_places_are_read_from_blocks_idx() {
         use std::os::unix::fs::FileExt;
@@ -2273,22 +2436,48 @@ pub(crate) mod tests {
             .write(true)
             .open(dir.path().join(BLOCK_REFS))
             .unwrap_or_else(|e| panic!("{e}"));
-        let at = REFS_HEADER + 5 * REF_BYTES as u64 + 3;
-        let mut byte = [0u8];
-        idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
-        idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+        let mut entries = vec![0u8; 6 * REF_BYTES];
+        idx.read_exact_at(&mut entries, REFS_HEADER).unwrap_or_else(|e| panic!("{e}"));
+        let damage = |n: u64| {
+            let at = REFS_HEADER + n * REF_BYTES as u64 + 3;
+            let mut byte = [0u8];
+            idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
+            idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+        };
+        let entry = |n: u64| {
+            let mut e = vec![0u8; REF_BYTES];
+            idx.read_exact_at(&mut e, REFS_HEADER + n * REF_BYTES as u64)
+                .unwrap_or_else(|e| panic!("{e}"));
+            e
+        };
+        let block_5 = &entries[5 * REF_BYTES..];
+        damage(5);
+        assert_ne!(entry(5), block_5);
+        // Found again from block 4's entry, and written again.
+        assert_eq!(chain.hash(5), Some(made[5].hash));
+        assert_eq!(entry(5), block_5);
+        // Blocks 0 to 5 damaged: none before block 5 to read the log from.
+        for n in 0..=5 {
+            damage(n);
+        }
         assert_eq!(chain.hash(5), None);
         // (It waited for ever for the block to come.)
         assert_eq!(chain.wait_hash(5), None);
         assert!(chain.block(5).is_none() && chain.header(5).is_none());
+        assert!(chain.block_by_hash(&made[5].hash).is_none());
+        // Blocks 0 to 4 mended: block 5's is found again.
+        idx.write_all_at(&entries[..5 * REF_BYTES], REFS_HEADER).unwrap_or_else(|e| panic!("{e}"));
+        same_block(&chain, &made[5]);
+        assert_eq!(entry(5), block_5);
+        damage(5);
         // The head's entry damaged too: a decoded block gives its own hash.
         let at = REFS_HEADER + head * REF_BYTES as u64 + 20;
+        let mut byte = [0u8];
         idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
         idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
         let h = made[head as usize].hash;
         assert_eq!((chain.hash(head), chain.wait_hash(head)), (Some(h), Some(h)));
         idx.write_all_at(&byte, at).unwrap_or_else(|e| panic!("{e}"));
-        assert!(chain.block_by_hash(&made[5].hash).is_none());
         for b in made.iter().filter(|b| b.number() != 5) {
             same_block(&chain, b);
         }
@@ -2304,9 +2493,11 @@ pub(crate) mod tests {
         drop(chain);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
             .unwrap_or_else(|e| panic!("{e}"));
-        // Blocks 5 to the head (and no certificate) read from the log.
-        assert_eq!(chain.records_read_at_open() as u64, head - 4);
+        // Only the blocks after the places saved (block 5's entry, damaged again, is not read
+        // at the start: until stop 50 a start read every entry, and the log from block 5).
+        assert!(chain.records_read_at_open() <= 3, "{}", chain.records_read_at_open());
         same_blocks(&chain, &made);
+        assert_eq!(entry(5), block_5);
         drop(chain);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -2358,7 +2549,12 @@ pub(crate) mod tests {
             .collect();
         let Some(&victim) = back.first() else { panic!("nothing read back: {read} read") };
         assert!(victim < head, "{back:?}");
-        let at = chain.index.read().places.get(victim).unwrap_or_else(|| panic!("{victim}"));
+        let at = chain
+            .index
+            .read()
+            .places
+            .get(victim, &chain.reader)
+            .unwrap_or_else(|| panic!("{victim}"));
         drop(chain);
         damage_record(dir.path(), &at);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)

@@ -750,6 +750,11 @@ pub(crate) struct TxIndex {
     flush_at: usize,
     /// After a write out failed: it is tried again once `fresh` holds this many.
     retry_at: Option<usize>,
+    /// Runs were opened and not yet checked against the block log ([`TxIndex::runs_match`]):
+    /// nothing is frozen or written meanwhile. (Before stop 50 a part frozen while the log
+    /// was read could be merged with runs of another log into one run whose last block
+    /// was the new log's, which the check then took for a match.)
+    unchecked: bool,
 }
 
 /// What a lookup found in memory, and the runs that may hold the hash, newest first.
@@ -782,6 +787,7 @@ impl TxIndex {
             disk: None,
             flush_at: flush_at.max(1),
             retry_at: None,
+            unchecked: false,
         };
         let listed = std::fs::create_dir_all(dir).and_then(|()| std::fs::read_dir(dir));
         let listed = match listed {
@@ -814,6 +820,7 @@ impl TxIndex {
         }
         let chained = chain_from_genesis(runs);
         ix.fresh = Memory::starting_at(chained.last().map_or(0, |r| r.last + 1));
+        ix.unchecked = !chained.is_empty();
         ix.disk = Some(Arc::new(Disk {
             dir: dir.to_path_buf(),
             part: RwLock::new(DiskPart { frozen: None, runs: chained }),
@@ -833,6 +840,7 @@ impl TxIndex {
     /// Whether each run's last block has the hash `hash_of` gives for its number. If not,
     /// every run is removed (the index is then built again from the block log).
     pub(crate) fn runs_match(&mut self, hash_of: impl Fn(u64) -> Option<B256>) -> bool {
+        self.unchecked = false;
         let Some(d) = self.disk.clone() else { return true };
         if d.part.read().runs.iter().all(|r| hash_of(r.last) == Some(r.last_hash)) {
             return true;
@@ -861,6 +869,9 @@ impl TxIndex {
     pub(crate) fn block_done(&mut self, n: u64, hash: B256) -> bool {
         self.fresh.last = Some((n, hash));
         let Some(disk) = &self.disk else { return false };
+        if self.unchecked {
+            return false;
+        }
         // Nothing is started once the chain closed.
         if self.fresh.len() < self.flush_at || disk.stop.load(Ordering::Acquire) {
             return false;
