@@ -70,6 +70,29 @@ impl ChainSpec {
         cfg
     }
 
+    /// The most gas one transaction may name under these rules (EIP-7825: 2^24 from Osaka;
+    /// no cap before).
+    pub fn tx_gas_cap(&self) -> u64 {
+        use revm::context_interface::Cfg;
+        self.cfg().tx_gas_limit_cap()
+    }
+
+    /// [`ChainSpec::cfg`], for a call when `call` is set: the sender's nonce and code are not
+    /// checked (EIP-3607 is for signed transactions), and neither are the block's gas limit
+    /// nor EIP-7825's cap on a transaction's gas (2^24 from Osaka), as in geth since
+    /// September 2025: a call may use up to the node's gas cap (before stop 50, a cap raised
+    /// past 2^24 made every call that named no gas fail).
+    pub(crate) fn call_cfg(&self, call: bool) -> CfgEnv {
+        let mut cfg = self.cfg();
+        if call {
+            cfg.disable_eip3607 = true;
+            cfg.disable_nonce_check = true;
+            cfg.disable_block_gas_limit = true;
+            cfg.tx_gas_limit_cap = Some(u64::MAX);
+        }
+        cfg
+    }
+
     /// EIP-4844's update fraction of the blob base fee under these rules (EIP-7691 raised it
     /// in Prague), `None` before Cancun.
     pub fn blob_update_fraction(&self) -> Option<u64> {

@@ -309,9 +309,7 @@ fn traced_evm<'a, S: StateView + ?Sized, I>(
     tracer: Traced<I>,
 ) -> crate::wasm::FarolEvm<TracedCtx<'a, S, I>, Forward<Traced<I>>> {
     let db = SeqDb { base, overlay: Default::default() };
-    let mut cfg = chain.cfg();
-    cfg.disable_eip3607 = call;
-    cfg.disable_nonce_check = call;
+    let cfg = chain.call_cfg(call);
     let ctx = Context::mainnet()
         .with_db(db)
         .with_cfg(cfg)
@@ -482,7 +480,7 @@ pub fn create_access_list<S: StateView + ?Sized>(
         if tx_env.tx_type == 0 {
             tx_env.tx_type = 1;
         }
-        check_block_gas(env, 0, 0, tx_env.gas_limit)?;
+        // (A call: held to its own gas alone, not the block's, since stop 50.)
         let mut list = tx_env.access_list.clone();
         let mut last = None;
         for round in 0..ROUNDS {
@@ -542,7 +540,9 @@ pub fn execute_with_transfer_logs<S: StateView + ?Sized>(
         let mut with_transfers = Vec::with_capacity(txs.len());
         for (index, tx) in txs.iter().enumerate() {
             let tx_env = tx.tx_env();
-            check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
+            if !call {
+                check_block_gas(env, index, cumulative, tx_env.gas_limit)?;
+            }
             evm.ctx.chain.frames.clear();
             evm.ctx.chain.wasm_logs_shown = false;
             evm.ctx.chain.tracer.inner = Some(TransferLogs::default());

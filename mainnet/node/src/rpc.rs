@@ -181,6 +181,8 @@ struct PollFilter {
     /// The transactions admitted since the last poll, whose hashes a poll returns (a
     /// pending-transaction filter; past [`PENDING_FEED`] unpolled ones the oldest are lost).
     pending: Option<tokio::sync::broadcast::Receiver<Arc<(TxEnvelope, Address)>>>,
+    /// Whether a poll of pending transactions answers them whole (else their hashes).
+    full: bool,
     /// The first block not yet reported.
     next_block: u64,
     last_poll: std::time::Instant,
@@ -902,7 +904,10 @@ impl Rpc {
             }
             "eth_getStorageAt" => {
                 let address: Address = param(p, 0, "address")?;
-                let slot: U256 = param(p, 1, "slot")?;
+                // Read as geth does (hex, `0x` or not, at most 32 bytes): before stop 50 a key
+                // without `0x` was read as decimal, and `0b…` as binary.
+                let slot: String = param(p, 1, "slot")?;
+                let slot = storage_key_param(&slot)?;
                 let n = self.block_number(p.get(2))?;
                 let v = self.view(n)?.storage(address, slot).map_err(RpcError::server)?;
                 to_value(B256::from(v))
@@ -1245,10 +1250,15 @@ impl Rpc {
             }
             "eth_newFilter" => {
                 let f = LogFilter::new(param(p, 0, "filter")?, p.first())?;
-                self.new_filter(Some(f), false, client)
+                self.new_filter(Some(f), None, client)
             }
-            "eth_newBlockFilter" => self.new_filter(None, false, client),
-            "eth_newPendingTransactionFilter" => self.new_filter(None, true, client),
+            "eth_newBlockFilter" => self.new_filter(None, None, client),
+            "eth_newPendingTransactionFilter" => {
+                // `true`: polls answer whole transactions, as geth (since stop 50; before, the
+                // flag was ignored and polls answered hashes).
+                let full: Option<bool> = opt_param(p, 0, "full transactions")?;
+                self.new_filter(None, Some(full.unwrap_or(false)), client)
+            }
             "eth_getFilterChanges" | "eth_getFilterLogs" => {
                 let id: String = param(p, 0, "filter id")?;
                 let all = method == "eth_getFilterLogs";
@@ -2290,9 +2300,26 @@ impl Rpc {
                 "both gasPrice and (maxFeePerGas or maxPriorityFeePerGas) specified",
             ));
         }
+        // Since stop 50: blob fields were dropped without a word, so the call ran as another
+        // transaction (BLOBHASH read zero, no blob fee); the chain takes no blob transactions.
+        if req.blob_versioned_hashes.is_some()
+            || req.max_fee_per_blob_gas.is_some()
+            || req.sidecar.is_some()
+            || req.transaction_type == Some(3)
+        {
+            return Err(RpcError::params(
+                "blob transactions (type 3, blobVersionedHashes, maxFeePerBlobGas) are not taken by this chain",
+            ));
+        }
+        let chain_id = st.genesis.chain_id;
+        // Another chain's id is refused, in geth's words (since stop 50; before, ignored).
+        if let Some(have) = req.chain_id.filter(|have| *have != chain_id) {
+            return Err(RpcError::server(format!(
+                "chainId does not match node's (have={have}, want={chain_id})"
+            )));
+        }
         let input = req.input.input().cloned().unwrap_or_default();
         let value = req.value.unwrap_or_default();
-        let chain_id = st.genesis.chain_id;
         let priced = priced(req);
         let sig = EcdsaSig::test_signature();
         let access_list = req.access_list.clone();
@@ -2364,16 +2391,20 @@ impl Rpc {
     }
 
     /// The block a call over block `n`'s state runs in: block `n`'s, with no base fee for a
-    /// call that sets no price (it pays nothing, as in geth).
+    /// call that sets no price (it pays nothing, as in geth). Its gas limit is the block's
+    /// (GASLIMIT reads it); a call is not held to it (before stop 50 the limit was raised to
+    /// the gas cap instead).
     fn call_env(&self, n: u64, priced: bool) -> BlockEnv {
         let st = &self.state;
-        let header = st.chain.block(n).map(|b| b.header.clone()).unwrap_or_default();
+        let header = st.chain.block(n).map(|b| b.header.clone());
+        let gas_limit = header.as_ref().map_or(st.genesis.gas_limit, |h| h.gas_limit);
+        let header = header.unwrap_or_default();
         BlockEnv {
             number: n,
             timestamp: header.timestamp,
             beneficiary: header.beneficiary,
             base_fee: if priced { st.genesis.base_fee } else { 0 },
-            gas_limit: st.genesis.gas_limit.max(self.cfg.gas_cap),
+            gas_limit,
             prevrandao: header.mix_hash,
             difficulty: U256::ZERO,
             excess_blob_gas: Some(0),
@@ -2386,15 +2417,21 @@ impl Rpc {
         n: u64,
         overrides: &Overrides,
     ) -> Result<u64, RpcError> {
-        // A gas below a transfer's is ignored, as in geth (it can only fail); an overridden
-        // block's gas limit bounds the search.
-        let block_gas = overrides.block.as_ref().and_then(|b| b.gas_limit).unwrap_or(u64::MAX);
+        // A gas below a transfer's is ignored, as in geth (it can only fail); the block's gas
+        // limit (or an overridden one) and the most a transaction may name (EIP-7825) bound
+        // the search, as in geth: calls are not held to either (since stop 50), so before
+        // either bound an estimate could come back that no block or pool would take.
+        let block_gas = match overrides.block.as_ref().and_then(|b| b.gas_limit) {
+            Some(g) => g,
+            None => self.call_env(n, false).gas_limit,
+        };
         let mut cap = req
             .gas
             .filter(|g| *g >= 21_000)
-            .unwrap_or(self.cfg.gas_cap)
-            .min(self.cfg.gas_cap)
-            .min(block_gas);
+            .unwrap_or(block_gas)
+            .min(block_gas)
+            .min(self.state.spec.tx_gas_cap())
+            .min(self.cfg.gas_cap);
         // A priced call can buy at most what the sender's balance pays for (as in geth):
         // trying the whole cap would fail for any account holding less than cap × fee.
         let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
@@ -2707,10 +2744,12 @@ impl Rpc {
     /// A new polling filter of `client`'s. Its id is 128 random bits (as geth's): whoever
     /// knows an id can poll the filter (taking its changes from its owner) or remove it, so
     /// ids must not be guessed; before stop 37 they counted up from `0x1`.
+    /// A polling filter: of logs (`logs`), of pending transactions (`pending`: whether polls
+    /// answer them whole), or of blocks.
     fn new_filter(
         &self,
         logs: Option<LogFilter>,
-        pending: bool,
+        pending: Option<bool>,
         client: std::net::IpAddr,
     ) -> RpcResult {
         let now = std::time::Instant::now();
@@ -2736,9 +2775,10 @@ impl Rpc {
             }
         };
         let next_block = self.head() + 1;
-        let pending = pending.then(|| self.pending.subscribe());
+        let full = pending == Some(true);
+        let pending = pending.map(|_| self.pending.subscribe());
         let filter =
-            PollFilter { logs, pending, next_block, last_poll: now, terms, _client: place };
+            PollFilter { logs, pending, full, next_block, last_poll: now, terms, _client: place };
         f.live.insert(id.clone(), filter);
         Ok(json!(id))
     }
@@ -2772,15 +2812,32 @@ impl Rpc {
                 if all {
                     return Err(RpcError::params("eth_getFilterLogs takes a log filter"));
                 }
-                let mut hashes = Vec::new();
-                loop {
+                if !x.full {
+                    let mut hashes = Vec::new();
+                    loop {
+                        match rx.try_recv() {
+                            Ok(t) => hashes.push(*t.0.tx_hash()),
+                            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    return to_value(hashes);
+                }
+                // Whole transactions, up to about the answer budget a poll: the rest wait
+                // for the next (the feed holds up to 4,096, each up to 128 KiB).
+                let budget = self.cfg.max_batch_response_bytes / 2;
+                let (mut txs, mut bytes) = (Vec::new(), 0usize);
+                while bytes < budget {
                     match rx.try_recv() {
-                        Ok(t) => hashes.push(*t.0.tx_hash()),
+                        Ok(t) => {
+                            bytes += 1024 + 2 * t.0.encode_2718_len();
+                            txs.push(pending_tx(t.0.clone(), t.1));
+                        }
                         Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => {}
                         Err(_) => break,
                     }
                 }
-                return to_value(hashes);
+                return to_value(txs);
             }
             let from = x.next_block;
             if !all {
@@ -3617,6 +3674,11 @@ fn trace_error(e: TraceError) -> RpcError {
 
 fn revert_error(output: &Bytes) -> RpcError {
     use alloy_sol_types::{Panic, Revert, SolError};
+    // A revert with no data is geth's plain error, -32000 and no data (before stop 50, code 3
+    // with `0x`, which viem files under another error class than geth's answer).
+    if output.is_empty() {
+        return RpcError::server("execution reverted");
+    }
     // As geth: the reason of `Error(string)`, or the meaning of a `Panic(uint256)`; other
     // data (a custom error, none) says just "execution reverted". Before stop 46 other data
     // that happened to be UTF-8 (a custom error's selector and zero padding) was shown as
@@ -4897,6 +4959,7 @@ mod tests {
         let filter = PollFilter {
             logs: None,
             pending: Some(rx),
+            full: false,
             next_block: 0,
             last_poll: start,
             terms: 0,

@@ -205,9 +205,13 @@ async fn rpc_errors_proofs_restart_and_config() {
         let r = wait_receipt(&mut c, &hash);
         assert_eq!(r["status"], "0x1");
         let n = quantity(&r["blockNumber"]).unwrap_or(0);
-        // A reverted call: code 3 (init code PUSH1 0 PUSH1 0 REVERT).
+        // A reverted call with data: code 3 and the data (init code PUSH1 0xab PUSH1 0
+        // MSTORE8 PUSH1 1 PUSH1 0 REVERT); with none (PUSH1 0 PUSH1 0 REVERT), geth's plain
+        // -32000 and no data (since stop 50).
+        let e = c.call("eth_call", json!([{"data": "0x60ab60005360016000fd"}])).expect_err("revert succeeded");
+        assert!(e.contains("\"code\":3") && e.contains("execution reverted") && e.contains("\"data\":\"0xab\""), "{e}");
         let e = c.call("eth_call", json!([{"data": "0x60006000fd"}])).expect_err("revert succeeded");
-        assert!(e.contains("\"code\":3") && e.contains("execution reverted"), "{e}");
+        assert!(e.contains("\"code\":-32000") && e.contains("execution reverted") && !e.contains("data"), "{e}");
         // geth's words (since stop 46): a Panic(0x11) is named, a custom error whose bytes
         // happen to be text ("AAAA") is not shown as text, a halt is geth's VM error, and an
         // estimate of a call that halts other than for gas says why, not "raise the gas".
@@ -1488,6 +1492,20 @@ async fn debug_traces_and_access_lists() {
         let r = wait_receipt(&mut c, &bump);
         let gas_used = quantity(&r["gasUsed"]).unwrap_or(0);
         assert!(gas_used > 21_000, "{r}");
+        // A storage key is hex, `0x` or not, as geth reads it (since stop 50: without `0x` it
+        // was decimal, and `0b0` binary zero, not slot 0xb0).
+        let at = |c: &mut RpcClient, k: &str| {
+            c.call("eth_getStorageAt", json!([counter, k, "latest"]))
+                .unwrap_or_else(|e| panic!("{k}: {e}"))
+        };
+        let (one, zero) = (json!(B256::with_last_byte(1)), json!(B256::ZERO));
+        assert_eq!(
+            (at(&mut c, "0x0"), at(&mut c, "00"), at(&mut c, "0x")),
+            (one.clone(), one.clone(), one)
+        );
+        assert_eq!((at(&mut c, "0b0"), at(&mut c, "0x01")), (zero.clone(), zero));
+        let e = c.call("eth_getStorageAt", json!([counter, format!("0x{}", "1".repeat(65))]));
+        assert!(e.is_err_and(|e| e.contains("-32602")));
         let trace = |c: &mut RpcClient, method: &str, params: Value| {
             c.call(method, params.clone()).unwrap_or_else(|e| panic!("{method} {params}: {e}"))
         };
@@ -3093,6 +3111,54 @@ async fn development_accounts_sign_and_send() {
 /// hashes admitted since its last poll (and nothing twice), a `newPendingTransactions`
 /// subscription sends each hash, or with `true` each transaction; `txpool_*` show the one
 /// held behind a nonce gap as queued.
+/// A call is held to the node's gas cap alone, not to the block's gas limit nor to EIP-7825's
+/// 2^24 per transaction (as geth since September 2025; before stop 50 a cap raised past 2^24
+/// made every call that named no gas fail), while GASLIMIT reads the block's limit and an
+/// estimate stays within both (else no block or pool would take it). Blob fields and another
+/// chain's id are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_held_to_the_gas_cap_alone() {
+    let (_dir, _key, node) = node_with(0x48, |c| {
+        c.genesis.gas_limit = 10_000_000;
+        c.rpc.gas_cap = 40_000_000;
+    })
+    .await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // Init code counting 786,432 down to zero, 26 gas a turn: about 20.5 million gas.
+        let burn = "0x620c00005b600190038060045700";
+        let out = c.call("eth_call", json!([{"data": burn}])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, json!("0x"));
+        let e = c.call("eth_estimateGas", json!([{"data": burn}])).expect_err("estimated");
+        assert!(e.contains("gas required exceeds allowance (10000000)"), "{e}");
+        // GASLIMIT, returned.
+        let limit = "0x4560005260206000f3";
+        let out = c.call("eth_call", json!([{"data": limit}])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out, json!(B256::from(U256::from(10_000_000u64))));
+        let e =
+            c.call("eth_call", json!([{"data": "0x00", "chainId": "0x1"}])).expect_err("chain 1");
+        assert!(
+            e.contains("-32000")
+                && e.contains("chainId does not match node's (have=1, want=31337)"),
+            "{e}"
+        );
+        let out = c.call("eth_call", json!([{"data": "0x00", "chainId": "0x7a69"}]));
+        assert_eq!(out.ok(), Some(json!("0x")));
+        for blob in [
+            json!({"data": "0x00", "blobVersionedHashes": [B256::repeat_byte(1)]}),
+            json!({"data": "0x00", "maxFeePerBlobGas": "0x1"}),
+            json!({"data": "0x00", "type": "0x3"}),
+        ] {
+            let e = c.call("eth_estimateGas", json!([blob])).expect_err("a blob call");
+            assert!(e.contains("-32602") && e.contains("blob transactions"), "{blob}: {e}");
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_transactions_are_announced() {
     let (_dir, key, node) = funded_node(0x47).await;
@@ -3109,6 +3175,10 @@ async fn pending_transactions_are_announced() {
         let mut c = RpcClient::new(http);
         let filter =
             c.call("eth_newPendingTransactionFilter", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        // `true`: polls answer whole transactions, as geth (since stop 50).
+        let whole = c
+            .call("eth_newPendingTransactionFilter", json!([true]))
+            .unwrap_or_else(|e| panic!("{e}"));
         // The second waits behind a nonce gap: admitted, so announced, though not executable.
         let sent: Vec<Value> = [0, 2]
             .iter()
@@ -3123,6 +3193,19 @@ async fn pending_transactions_are_announced() {
         let changes =
             c.call("eth_getFilterChanges", json!([filter])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(changes, json!([]), "the second poll");
+        let changes =
+            c.call("eth_getFilterChanges", json!([whole])).unwrap_or_else(|e| panic!("{e}"));
+        let got: Vec<&Value> = changes.as_array().iter().flat_map(|a| a.iter()).collect();
+        assert_eq!(
+            got.iter().map(|t| &t["hash"]).collect::<Vec<_>>(),
+            sent.iter().collect::<Vec<_>>(),
+            "{changes}"
+        );
+        assert_eq!(got[1]["nonce"], json!("0x2"), "{changes}");
+        assert_eq!(got[1]["from"], json!(key.address()), "{changes}");
+        let changes =
+            c.call("eth_getFilterChanges", json!([whole])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(changes, json!([]), "the second poll of whole transactions");
         let body =
             json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getFilterLogs", "params": [filter]});
         assert_eq!(code(&mut c, &body.to_string()), -32602);
