@@ -277,6 +277,24 @@ impl Drop for Running {
 }
 
 /// Runs `farol devnet` until SIGINT or SIGTERM.
+/// Validator `i`'s stored configuration in the devnet directory `dir`, as a resumed devnet
+/// runs it.
+fn stored_config(dir: &Path, i: usize) -> anyhow::Result<NodeConfig> {
+    let p = config_path(dir, i);
+    let mut c = NodeConfig::load(&p).with_context(|| {
+        format!("{} exists but validator {i}'s configuration does not load", dir.display())
+    })?;
+    c.data_dir = dir.join(format!("validator-{i}"));
+    // A devnet kept from before stop 41 gets the CORS setting new ones have.
+    if c.rpc.cors_origins.is_empty() {
+        c.rpc.cors_origins = vec!["*".into()];
+    }
+    // Pipelined unless this run says `--no-pipeline` (a devnet created with it before stop
+    // 49 stored it, and stayed unpipelined; since stop 50 it no longer does).
+    c.pipeline.pipelined = true;
+    Ok(c)
+}
+
 pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     // An absolute directory, so that the configurations written there (and a resume from
     // another working directory) name the same place (before stop 41 a relative one was
@@ -388,16 +406,7 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let configs = if stored > 0 {
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
-            let p = config_path(&dir, i);
-            let mut c = NodeConfig::load(&p).with_context(|| {
-                format!("{} exists but validator {i}'s configuration does not load", dir.display())
-            })?;
-            c.data_dir = dir.join(format!("validator-{i}"));
-            // A devnet kept from before stop 41 gets the CORS setting new ones have.
-            if c.rpc.cors_origins.is_empty() {
-                c.rpc.cors_origins = vec!["*".into()];
-            }
-            v.push(c);
+            v.push(stored_config(&dir, i)?);
         }
         if v[0].committee.len() != n {
             bail!(
@@ -707,6 +716,14 @@ mod tests {
         let configs = super::create(&args, 4, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(configs.len(), 4);
         assert!(configs.iter().all(|c| c.pipeline.pipelined));
+        // One stored unpipelined (by a farol before stop 49) is resumed pipelined.
+        let mut old = configs[1].clone();
+        old.pipeline.pipelined = false;
+        super::write_private(&super::config_path(dir.path(), 1), &old)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let resumed = super::stored_config(dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
+        assert!(resumed.pipeline.pipelined);
+        assert_eq!(resumed.committee.len(), 4);
     }
 
     #[derive(Parser)]

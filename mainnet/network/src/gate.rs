@@ -239,12 +239,43 @@ pub(crate) struct RetriesSeen {
 }
 
 impl RetriesSeen {
-    /// Whether this is the first handshake at `now` from `from` with the token given for
-    /// the connection id `cid`.
-    pub(crate) fn first_use(&mut self, from: SocketAddr, cid: &[u8], now: Instant) -> bool {
+    fn key(from: SocketAddr, cid: &[u8]) -> Vec<u8> {
         let mut key = from.to_string().into_bytes();
         key.push(b'/');
         key.extend_from_slice(cid);
+        key
+    }
+
+    /// Whether a handshake from `from` with the token given for the connection id `cid`
+    /// was served before (its token spent), at `now`.
+    pub(crate) fn spent(&mut self, from: SocketAddr, cid: &[u8], now: Instant) -> bool {
+        self.forget_old(now);
+        self.seen.contains(&Self::key(from, cid))
+    }
+
+    /// Records that a handshake from `from` with the token for `cid` is served at `now`.
+    /// Only served ones are recorded (since stop 50): before, every retried handshake was,
+    /// refused ones too, so one host could fill the memory with handshakes the gate
+    /// refused and push out the tokens it guarded.
+    pub(crate) fn serve(&mut self, from: SocketAddr, cid: &[u8], now: Instant) {
+        self.forget_old(now);
+        let key = Self::key(from, cid);
+        if self.seen.insert(key.clone()) {
+            self.by_age.push_back((now, key));
+        }
+    }
+
+    /// [`RetriesSeen::spent`], and if not, [`RetriesSeen::serve`].
+    #[cfg(test)]
+    fn first_use(&mut self, from: SocketAddr, cid: &[u8], now: Instant) -> bool {
+        if self.spent(from, cid, now) {
+            return false;
+        }
+        self.serve(from, cid, now);
+        true
+    }
+
+    fn forget_old(&mut self, now: Instant) {
         while let Some((at, old)) = self.by_age.front() {
             if now.saturating_duration_since(*at) <= RETRY_TOKEN_LIFE
                 && self.by_age.len() < RETRIES_REMEMBERED
@@ -254,11 +285,6 @@ impl RetriesSeen {
             self.seen.remove(old);
             self.by_age.pop_front();
         }
-        if !self.seen.insert(key.clone()) {
-            return false;
-        }
-        self.by_age.push_back((now, key));
-        true
     }
 }
 
@@ -359,6 +385,13 @@ mod tests {
             assert!(seen.first_use(a, &i.to_be_bytes(), later));
         }
         assert_eq!((seen.by_age.len(), seen.seen.len()), (RETRIES_REMEMBERED, RETRIES_REMEMBERED));
+        // A handshake looked at and not served (the gate refused it) is not remembered: its
+        // token may be used once it is served (since stop 50).
+        let mut seen = RetriesSeen::default();
+        assert!(!seen.spent(a, b"cid-one", now) && !seen.spent(a, b"cid-one", now));
+        assert!(seen.by_age.is_empty() && seen.seen.is_empty());
+        seen.serve(a, b"cid-one", now);
+        assert!(seen.spent(a, b"cid-one", now));
     }
 
     #[test]

@@ -531,9 +531,8 @@ async fn accept_loop(
         let stats = readers.stats.clone();
         let from = incoming.remote_address();
         // A Retry token used before (replayed by someone who saw it): refused, no crypto.
-        if !incoming.may_retry()
-            && !retries.first_use(from, &incoming.orig_dst_cid(), std::time::Instant::now())
-        {
+        let retried = !incoming.may_retry();
+        if retried && retries.spent(from, &incoming.orig_dst_cid(), std::time::Instant::now()) {
             stats.limited.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, "a Retry token used twice: refused");
             incoming.refuse();
@@ -544,7 +543,12 @@ async fn accept_loop(
             incoming.remote_address_validated(),
             std::time::Instant::now(),
         ) {
-            gate::Verdict::Serve(ticket) => ticket,
+            gate::Verdict::Serve(ticket) => {
+                if retried {
+                    retries.serve(from, &incoming.orig_dst_cid(), std::time::Instant::now());
+                }
+                ticket
+            }
             gate::Verdict::Retry => {
                 stats.retries.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = incoming.retry() {

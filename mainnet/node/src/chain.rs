@@ -1055,6 +1055,19 @@ impl Chain {
         lookup.runs_may_hold() && off_the_runtime(|| lookup.run_places().any(|p| p.1 != BLOCK_MARK))
     }
 
+    /// The number of the block holding transaction `hash`, by the index alone (no block is
+    /// read; a match of the first 16 bytes is taken, as [`Chain::has_transaction`] takes it).
+    pub fn transaction_block(&self, hash: &B256) -> Option<u64> {
+        let lookup = self.index.read().txs.lookup(hash);
+        if let Some(found) = lookup.memory.iter().find(|f| f.place().1 != BLOCK_MARK) {
+            return Some(found.place().0);
+        }
+        if !lookup.runs_may_hold() {
+            return None;
+        }
+        off_the_runtime(|| lookup.run_places().find(|p| p.1 != BLOCK_MARK).map(|p| p.0))
+    }
+
     /// Where the transaction `hash` is.
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
         let lookup = self.index.read().txs.lookup(hash);
@@ -2489,6 +2502,14 @@ pub(crate) mod tests {
             assert_eq!(chain.number_of(&other), None);
         }
         assert_eq!(chain.number_of(&tx), None);
+        // A transaction's block by the index alone, in memory or in the runs; a block's hash
+        // is none.
+        for b in &made {
+            for h in b.tx_hashes() {
+                assert_eq!(chain.transaction_block(&h), Some(b.number()), "{h}");
+            }
+            assert_eq!(chain.transaction_block(&b.hash), None);
+        }
         assert!(chain.block_by_hash(&tx).is_none());
         drop(chain);
         let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)

@@ -414,7 +414,26 @@ pub(crate) fn record_final(state: &State, number: u64) {
     // The highest: a certificate stored by the other may be above this one.
     let before = m.finalized.fetch_max(number, Ordering::Relaxed);
     let now = Instant::now();
-    if state.submitted.lock().is_empty() {
+    let waiting = state.submitted.lock().len() as u64;
+    if waiting == 0 {
+        return;
+    }
+    // More blocks than transactions waiting (a node adopting a certificate after catching
+    // up): each waiting transaction is looked up in the index instead, no block read (since
+    // stop 50; before, every block of the gap was read, on block sync's thread, whenever one
+    // transaction submitted here was still waiting, one never included among them).
+    if number.saturating_sub(before) > waiting.max(256) {
+        let hashes: Vec<B256> = state.submitted.lock().keys().copied().collect();
+        let found: Vec<B256> = hashes
+            .into_iter()
+            .filter(|h| state.chain.transaction_block(h).is_some_and(|n| n <= number))
+            .collect();
+        let mut submitted = state.submitted.lock();
+        for h in found {
+            if let Some(at) = submitted.remove(&h) {
+                m.final_latency.record(now.duration_since(at));
+            }
+        }
         return;
     }
     // The blocks are read before the lock is taken, a few hundred at a time: a node that
@@ -425,7 +444,8 @@ pub(crate) fn record_final(state: &State, number: u64) {
         let to = from.saturating_add(255).min(number);
         let mut hashes = Vec::new();
         for n in from..=to {
-            if let Some(b) = state.chain.block(n) {
+            // (Not kept among the old blocks cached for readers.)
+            if let Some(b) = state.chain.scanned_block(n) {
                 hashes.extend(b.tx_hashes());
             }
         }
