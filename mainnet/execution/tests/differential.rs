@@ -621,8 +621,18 @@ fn a_fresh_beneficiary_paid_nothing_before_spurious_dragon_matches_sequential() 
     use farol_execution::SpecId;
     let ben = Address::repeat_byte(0xbe);
     for spec in [SpecId::FRONTIER, SpecId::HOMESTEAD, SpecId::TANGERINE, SpecId::SPURIOUS_DRAGON] {
-        for (touch, first_tip) in [(None, 0), (Some(0), 0), (Some(3), 0), (None, 1), (Some(3), 1)] {
-            let what = format!("{spec:?}, touched by transaction {touch:?}, first tip {first_tip}");
+        // (The touching transaction's tip: at position 0, it is the first to pay.)
+        for (touch, first_tip, touch_tip) in [
+            (None, 0, 0),
+            (Some(0), 0, 0),
+            (Some(0), 0, 1),
+            (Some(3), 0, 0),
+            (None, 1, 0),
+            (Some(3), 1, 0),
+        ] {
+            let what = format!(
+                "{spec:?}, touched by transaction {touch:?} tipping {touch_tip}, first tip {first_tip}"
+            );
             let mut world = small_world();
             world.chain.spec = spec;
             world.base_fee = 0;
@@ -637,14 +647,22 @@ fn a_fresh_beneficiary_paid_nothing_before_spurious_dragon_matches_sequential() 
                 // A transaction of its own calls the beneficiary, sending nothing.
                 let from = world.users[12];
                 let kind = TxKind::Call(ben);
-                let t = world.tx(from, kind, U256::ZERO, Bytes::new(), 21_000, Flavor::Legacy, 0);
+                let t = world.tx(
+                    from,
+                    kind,
+                    U256::ZERO,
+                    Bytes::new(),
+                    21_000,
+                    Flavor::Legacy,
+                    touch_tip,
+                );
                 txs.insert(at, t);
             }
             let env = world.block_env(ben);
             let out = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("{what}: {e}"));
             assert!(out.txs.iter().all(|t| t.is_success()), "{what}: {:?}", out.txs);
             let old = spec < SpecId::SPURIOUS_DRAGON;
-            let paid = if touch == Some(0) { 0 } else { first_tip };
+            let paid = if touch == Some(0) { touch_tip } else { first_tip };
             let balance = U256::from(paid * 1_000_000_000 * 21_000);
             let want = (old || paid > 0).then_some(Some(farol_execution::Account {
                 balance,

@@ -953,10 +953,24 @@ fn worker<S: StateView + ?Sized>(
                     let mut entries: Vec<(Loc, Entry, Option<Val>)> =
                         Vec::with_capacity(w.writes.len());
                     let mut wrote_beneficiary = false;
+                    let mut wiped = w.wiped;
                     let parents = Parents::new(&db.reads.borrow());
                     for (loc, val) in w.writes {
                         if loc == ben {
                             wrote_beneficiary = true;
+                            // Before Spurious Dragon revm marks a touched empty account that
+                            // did not exist as created; sequential execution pays the fee
+                            // first, so a transaction that touches the absent beneficiary and
+                            // pays a fee leaves it existing, not created. With the fee set
+                            // aside, it looked created here (found by stop 49's review).
+                            if let Val::Account(Some(a)) = val {
+                                let empty = a.balance.is_zero()
+                                    && a.nonce == 0
+                                    && a.code_hash == alloy_primitives::KECCAK256_EMPTY;
+                                if !shared.state_clear && !destroyed && empty && !fee.is_zero() {
+                                    wiped.retain(|w| *w != shared.beneficiary);
+                                }
+                            }
                             let val = match val {
                                 Val::Account(a) if !destroyed => {
                                     Val::Account(credit(a, fee, shared.state_clear))
@@ -986,7 +1000,7 @@ fn worker<S: StateView + ?Sized>(
                     // A full write already holds its fee.
                     *shared.fees[idx].lock() =
                         Fee::Amount(if wrote_beneficiary { U256::ZERO } else { fee });
-                    (Ok(r), entries, w.code, w.wiped)
+                    (Ok(r), entries, w.code, wiped)
                 }
             };
             if result.is_err() {
