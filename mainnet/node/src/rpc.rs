@@ -918,6 +918,7 @@ impl Rpc {
                 let overrides = Overrides {
                     state: opt_param(p, 2, "state overrides")?,
                     block: opt_param(p, 3, "block overrides")?,
+                    tx_index: None,
                 };
                 let estimate = method == "eth_estimateGas";
                 self.limited(&self.call_slots, move |this| {
@@ -939,7 +940,7 @@ impl Rpc {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
                 let state: Option<StateOverride> = opt_param(p, 2, "state overrides")?;
-                let overrides = Overrides { state, block: None };
+                let overrides = Overrides { state, block: None, tx_index: None };
                 self.limited(&self.call_slots, move |this| this.access_list(&req, n, &overrides))
                     .await
             }
@@ -1115,6 +1116,7 @@ impl Rpc {
                 let overrides = Overrides {
                     state: opt_param(p, 3, "state overrides")?,
                     block: opt_param(p, 4, "block overrides")?,
+                    tx_index: None,
                 };
                 self.trace_call(req, n, overrides, types).await
             }
@@ -1171,6 +1173,17 @@ impl Rpc {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
                 let n = self.block_number(p.get(1))?;
                 let (opts, overrides) = trace_call_options(p.get(2))?;
+                // `txIndex`: over the state after the block's first that many transactions
+                // (geth's `StateAtTransaction`), in the block's own environment.
+                if let Some(i) = overrides.tx_index {
+                    let block = read_back(n, st.chain.block(n))?;
+                    if usize::try_from(i).map_or(true, |i| i > block.txs.len()) {
+                        return Err(RpcError::params(format!(
+                            "transaction index {i} out of range for block {:#x}",
+                            block.hash
+                        )));
+                    }
+                }
                 self.trace_call(req, n, overrides, Tracer::Geth(opts)).await
             }
             "eth_sendRawTransaction" => {
@@ -1954,7 +1967,10 @@ impl Rpc {
             return Ok(Vec::new());
         }
         self.heavy(move |this| {
-            let mut view = this.view(n)?;
+            let mut view = match overrides.tx_index {
+                None => this.view(n)?,
+                Some(i) => this.view_inside(n, i)?,
+            };
             if let Some(o) = &overrides.state {
                 let diff = override_diff(&view, o)?;
                 view.push(diff);
@@ -1993,6 +2009,31 @@ impl Rpc {
             )
         })
         .await
+    }
+
+    /// The state inside block `n`, after its first `i` transactions (`debug_traceCall`'s
+    /// `txIndex`; since stop 50): the state after block `n - 1` with those transactions
+    /// executed over it in block `n`'s environment (the genesis: its own state).
+    fn view_inside(&self, n: u64, i: u64) -> Result<Overlay, RpcError> {
+        match (n, i) {
+            (0, _) => return self.view(0),
+            (_, 0) => return self.view(n - 1),
+            _ => {}
+        }
+        let block = read_back(n, self.state.chain.block(n))?;
+        let mut view = self.view(n - 1)?;
+        let env = crate::pipeline::header_env(&block.header, self.state.genesis.base_fee);
+        let txs: Vec<RecoveredTx> = block
+            .txs
+            .iter()
+            .zip(&block.senders)
+            .take(usize::try_from(i).unwrap_or(usize::MAX))
+            .map(|(tx, sender)| RecoveredTx { tx: tx.clone(), sender: *sender })
+            .collect();
+        let out = execute_sequential(&view, &self.state.spec, &env, &txs)
+            .map_err(|e| RpcError::server(format!("block {n} could not be run again: {e}")))?;
+        view.push(out.diff);
+        Ok(view)
     }
 
     /// Runs `work` (a trace or a simulation) on the blocking pool in one of the
@@ -3573,17 +3614,11 @@ fn trace_call_options(v: Option<&Value>) -> Result<(GethDebugTracingOptions, Ove
     let overrides = Overrides {
         state: take(&mut map, "stateOverrides")?,
         block: take(&mut map, "blockOverrides")?,
+        // As geth: the call runs after the block's first `txIndex` transactions, over its
+        // parent's state (since stop 50; stop 49 refused it, and before, it was dropped
+        // without a word and the call ran over the state after the whole block).
+        tx_index: take::<U64>(&mut map, "txIndex")?.map(|i| i.to::<u64>()),
     };
-    // geth runs the call after the block's first `txIndex` transactions, over its parent's
-    // state; Farol does not, and says so (before stop 49 it was dropped without a word and
-    // the call ran over the state after the whole block).
-    if map.get("txIndex").is_some_and(|v| !v.is_null()) {
-        return Err(RpcError::params(
-            "txIndex is not supported: trace the call over a block's state (the block before \
-             to run it ahead of that block's transactions)",
-        ));
-    }
-    map.remove("txIndex");
     Ok((trace_options(Some(&Value::Object(map)))?, overrides))
 }
 
@@ -3593,6 +3628,9 @@ fn trace_call_options(v: Option<&Value>) -> Result<(GethDebugTracingOptions, Ove
 struct Overrides {
     state: Option<StateOverride>,
     block: Option<BlockOverrides>,
+    /// `debug_traceCall`'s `txIndex`: the call runs after the block's first this many
+    /// transactions.
+    tx_index: Option<u64>,
 }
 
 /// `env` with the fields `o` overrides (`eth_call`, `eth_estimateGas`, `debug_traceCall`,

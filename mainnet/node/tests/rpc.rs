@@ -1859,9 +1859,24 @@ async fn debug_traces_and_access_lists() {
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_call", json!([{"to": counter}]));
         assert_eq!(k, -32602, "{body}");
-        // geth's `txIndex` is refused, not dropped (since stop 49).
-        let (k, body) =
-            e("debug_traceCall", json!([{"to": counter}, "latest", {"txIndex": "0x0"}]));
+        // geth's `txIndex` (since stop 50): the call runs inside the block, after its first
+        // that many transactions; one past the block's are refused.
+        let block = r["blockNumber"].clone();
+        let at = quantity(&r["transactionIndex"]).unwrap_or(u64::MAX);
+        let count = c
+            .call("eth_getBlockTransactionCountByNumber", json!([block]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let count = quantity(&count).unwrap_or(0);
+        let post = |c: &mut RpcClient, i: u64| {
+            let opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}, "txIndex": format!("{i:#x}")});
+            let t = trace(c, "debug_traceCall", json!([{"from": from, "to": counter}, block, opts]));
+            t["post"][&key_of]["storage"][&slot].clone()
+        };
+        let two = format!("{:#x}", B256::with_last_byte(2));
+        assert_eq!(post(&mut c, at), json!(one), "before the bump");
+        assert_eq!(post(&mut c, at + 1), json!(two), "after the bump");
+        let opts = json!({"txIndex": format!("{:#x}", count + 1)});
+        let (k, body) = e("debug_traceCall", json!([{"to": counter}, block, opts]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
         assert_eq!(k, -32000, "{body}");
