@@ -112,7 +112,7 @@ pub struct Deferred {
 /// pipeline's threads, the blocking pool, a single-threaded runtime) it just runs. The
 /// JSON-RPC answers lookups of old blocks on the runtime's threads, which consensus and the
 /// network share: before stop 42 each such read held one of them (two on two cores).
-fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
+pub(crate) fn off_the_runtime<T>(read: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(read)

@@ -231,6 +231,13 @@ fn to_value<T: serde::Serialize>(v: T) -> RpcResult {
     serde_json::to_value(v).map_err(RpcError::internal)
 }
 
+/// [`to_value`] for what may be large (traces: up to [`TRACE_BUDGET`] bytes), off the
+/// runtime's worker threads (since stop 50: before, traces were turned into JSON on them,
+/// holding one of the two here for as long as that took, with every request it served).
+fn big_value<T: serde::Serialize>(v: T) -> RpcResult {
+    crate::chain::off_the_runtime(move || to_value(v))
+}
+
 fn param<T: DeserializeOwned>(params: &[Value], i: usize, name: &str) -> Result<T, RpcError> {
     let v = params.get(i).cloned().unwrap_or(Value::Null);
     serde_json::from_value(v).map_err(|e| RpcError::params(format!("{name} (position {i}): {e}")))
@@ -979,7 +986,7 @@ impl Rpc {
                 let index = loc.index;
                 let traced = index..index + 1;
                 let mut traces = self.trace_block(loc.block, traced, Tracer::Geth(opts)).await?;
-                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(big_value)
             }
             "debug_traceBlockByNumber" | "debug_traceBlockByHash" | "debug_traceBlock" => {
                 let b = if method == "debug_traceBlock" {
@@ -994,8 +1001,12 @@ impl Rpc {
                 let opts = trace_options(p.get(1))?;
                 let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
                 let traces = self.trace_block(b, 0..hashes.len(), Tracer::Geth(opts)).await?;
-                let each = hashes.into_iter().zip(traces);
-                to_value(each.map(|(h, t)| json!({ "txHash": h, "result": t })).collect::<Vec<_>>())
+                crate::chain::off_the_runtime(move || {
+                    let each = hashes.into_iter().zip(traces);
+                    to_value(
+                        each.map(|(h, t)| json!({ "txHash": h, "result": t })).collect::<Vec<_>>(),
+                    )
+                })
             }
             // Parity's traces, from the flat call tracer (Farol has no block rewards, so a
             // block's are its transactions').
@@ -1074,11 +1085,11 @@ impl Rpc {
                             out.push(t);
                         }
                         if out.len() >= take {
-                            return to_value(out);
+                            return big_value(out);
                         }
                     }
                 }
-                to_value(out)
+                big_value(out)
             }
             // Parity's replay: the trace types asked for (`trace`, `vmTrace`, `stateDiff`).
             "trace_replayTransaction" => {
@@ -1090,22 +1101,24 @@ impl Rpc {
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
                 let mut traces = self.trace_block(loc.block, index..index + 1, types).await?;
-                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(big_value)
             }
             "trace_replayBlockTransactions" => {
                 let Some(b) = self.block(p.first())? else { return Ok(Value::Null) };
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let hashes: Vec<B256> = b.txs.iter().map(|t| *t.tx_hash()).collect();
                 let traces = self.trace_block(b, 0..hashes.len(), types).await?;
-                let mut all = Vec::with_capacity(traces.len());
-                for (hash, trace) in hashes.into_iter().zip(traces) {
-                    let mut v = to_value(trace)?;
-                    if let Some(m) = v.as_object_mut() {
-                        m.insert("transactionHash".into(), json!(hash));
+                crate::chain::off_the_runtime(move || {
+                    let mut all = Vec::with_capacity(traces.len());
+                    for (hash, trace) in hashes.into_iter().zip(traces) {
+                        let mut v = to_value(trace)?;
+                        if let Some(m) = v.as_object_mut() {
+                            m.insert("transactionHash".into(), json!(hash));
+                        }
+                        all.push(v);
                     }
-                    all.push(v);
-                }
-                Ok(Value::Array(all))
+                    Ok(Value::Array(all))
+                })
             }
             // reth's parameters: the call, the trace types, the block, state overrides and
             // block overrides (before stop 49 the last two were taken and ignored).
@@ -1139,7 +1152,7 @@ impl Rpc {
                 }
                 let each = Tracer::ParityEach(types);
                 let traces = self.trace_calls(reqs, n, Overrides::default(), each).await?;
-                to_value(traces)
+                big_value(traces)
             }
             // A signed transaction, traced over the latest state without being sent, as the
             // next block would run it (its number, a later time, the chain's gas limit; before
@@ -1167,7 +1180,7 @@ impl Rpc {
                             .map_err(trace_error)
                     })
                     .await?;
-                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+                traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(big_value)
             }
             "debug_traceCall" => {
                 let req: TransactionRequest = param(p, 0, "transaction")?;
@@ -1950,7 +1963,7 @@ impl Rpc {
         tracer: Tracer,
     ) -> RpcResult {
         let mut traces = self.trace_calls(vec![req], n, overrides, tracer).await?;
-        traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(to_value)
+        traces.pop().ok_or_else(|| RpcError::internal("no trace")).and_then(big_value)
     }
 
     /// The traces of calls `reqs`, run in order over block `n`'s state (with `overrides`),
@@ -3662,7 +3675,7 @@ fn override_env(env: &mut BlockEnv, o: &BlockOverrides) -> Result<(), RpcError> 
 
 /// The flat call tracer's traces of several transactions, as one list.
 fn flat_traces(traces: Vec<TxTrace>) -> RpcResult {
-    to_value(flat_frames(traces)?)
+    big_value(flat_frames(traces)?)
 }
 
 /// The frames of the flat call tracer's traces, in order.
@@ -4130,7 +4143,7 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) 
         }
     };
     match rpc.handle_body(&body, None, client).await {
-        Some(v) => answer(&rpc.answers, &v),
+        Some(v) => answer(&rpc.answers, v),
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
@@ -4152,22 +4165,61 @@ const ANSWER_SLICE: usize = 64 << 10;
 /// The HTTP answer `reply`, holding its bytes' place among the answers in flight until its
 /// last slice is taken; past [`ANSWERS_IN_FLIGHT`], -32005 errors instead (HTTP 503), in
 /// its shape ([`refused`]).
-fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: &Value) -> Response {
+fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> Response {
     let json = [(header::CONTENT_TYPE, "application/json")];
-    let text = reply.to_string();
-    match answer_place(budget, text.len()) {
+    let big = at_least(&reply, BIG_ANSWER);
+    let text =
+        if big { crate::chain::off_the_runtime(|| reply.to_string()) } else { reply.to_string() };
+    let response = match answer_place(budget, text.len()) {
         Ok(None) => (json, text).into_response(),
         Ok(held) => {
             let body = AnswerBody { bytes: axum::body::Bytes::from(text), held };
             (json, axum::body::Body::new(body)).into_response()
         }
         Err(e) => {
-            let refused = refused(budget, reply, e);
+            let refused = refused(budget, &reply, e);
             let body =
                 AnswerBody { bytes: axum::body::Bytes::from(refused.text), held: refused.bytes };
             (StatusCode::SERVICE_UNAVAILABLE, json, axum::body::Body::new(body)).into_response()
         }
+    };
+    // (Freeing a large tree of values takes time too.)
+    if big {
+        crate::chain::off_the_runtime(move || drop(reply));
     }
+    response
+}
+
+/// Answers this large as JSON, or larger, are written (and their trees of values freed) off
+/// the runtime's worker threads (since stop 50; see [`big_value`]).
+const BIG_ANSWER: usize = 1 << 20;
+
+/// Whether `v` takes about `bytes` or more as JSON text (a walk that stops there, so a
+/// small answer costs a few steps and a large one a walk of about `bytes`' worth).
+fn at_least(v: &Value, bytes: usize) -> bool {
+    let mut stack = vec![v];
+    let mut seen = 0usize;
+    while let Some(v) = stack.pop() {
+        seen += match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                a.len() + 2
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    seen += k.len() + 4;
+                    stack.push(x);
+                }
+                2
+            }
+            _ => 8,
+        };
+        if seen >= bytes {
+            return true;
+        }
+    }
+    false
 }
 
 /// `e` in place of the answer `reply`, in its shape: a call's error under its id, and a
@@ -4221,11 +4273,17 @@ struct HeldAnswer {
 /// counted, and sessions that sent large batches and stopped reading held up to five
 /// answers of up to 64 MiB each, for 30 s, per session (found by a review).
 fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer {
-    let text = reply.to_string();
-    match answer_place(budget, text.len()) {
+    let big = at_least(&reply, BIG_ANSWER);
+    let text =
+        if big { crate::chain::off_the_runtime(|| reply.to_string()) } else { reply.to_string() };
+    let held = match answer_place(budget, text.len()) {
         Ok(bytes) => HeldAnswer { text, bytes },
         Err(e) => refused(budget, &reply, e),
+    };
+    if big {
+        crate::chain::off_the_runtime(move || drop(reply));
     }
+    held
 }
 
 /// An answer's body (see [`answer`]).
@@ -4842,13 +4900,35 @@ mod tests {
     /// in its shape: a call's error under its id, a batch's an array of errors under its ids
     /// (since stop 48; before, one error under a null id), and a taken answer gives its place
     /// back.
+    /// Large answers are told from small ones by a walk that stops at the bound: strings,
+    /// arrays of numbers and objects are counted about as their JSON text.
+    #[test]
+    fn large_answers_are_told_apart() {
+        use super::{at_least, BIG_ANSWER};
+        use serde_json::{json, Value};
+        let text = |n: usize| Value::String("y".repeat(n));
+        assert!(at_least(&text(BIG_ANSWER), BIG_ANSWER));
+        assert!(!at_least(&text(BIG_ANSWER / 2), BIG_ANSWER));
+        let numbers = |n: usize| json!(vec![1u64 << 40; n]);
+        assert!(at_least(&numbers(BIG_ANSWER / 8), BIG_ANSWER));
+        assert!(!at_least(&numbers(BIG_ANSWER / 32), BIG_ANSWER));
+        let logs =
+            |n: usize| json!(vec![json!({"address": "0x00", "topics": [], "data": "0x"}); n]);
+        assert!(at_least(&logs(BIG_ANSWER / 16), BIG_ANSWER));
+        assert!(!at_least(&logs(BIG_ANSWER / 128), BIG_ANSWER));
+        for v in [text(BIG_ANSWER), numbers(BIG_ANSWER / 8), logs(BIG_ANSWER / 16)] {
+            let len = v.to_string().len();
+            assert!((BIG_ANSWER / 2..=4 * BIG_ANSWER).contains(&len), "{len}");
+        }
+    }
+
     #[tokio::test]
     async fn unsent_answers_are_bounded_over_the_node() {
         use super::{answer, SMALL_ANSWER};
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
         // 700 KiB of JSON, the quotes included.
         let big = serde_json::Value::String("x".repeat((700 << 10) - 2));
-        let first = answer(&budget, &big);
+        let first = answer(&budget, big.clone());
         assert_eq!(first.status(), 200);
         assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
         let body = |r: axum::response::Response| async move {
@@ -4857,7 +4937,7 @@ mod tests {
                 .unwrap_or_default()
         };
         let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": big});
-        let second = answer(&budget, &call);
+        let second = answer(&budget, call.clone());
         assert_eq!(second.status(), 503);
         let refused = body(second).await;
         assert_eq!(
@@ -4868,7 +4948,7 @@ mod tests {
             {"jsonrpc": "2.0", "id": 1, "result": big},
             {"jsonrpc": "2.0", "id": "b", "error": {"code": -32601, "message": "no"}},
         ]);
-        let refused = body(answer(&budget, &batch)).await;
+        let refused = body(answer(&budget, batch.clone())).await;
         let ids: Vec<_> =
             refused.as_array().map_or(vec![], |a| a.iter().map(|r| r["id"].clone()).collect());
         assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!("b")], "{refused}");
@@ -4882,18 +4962,18 @@ mod tests {
             );
             serde_json::Value::Array(calls)
         };
-        let errors = answer(&budget, &calls(500));
+        let errors = answer(&budget, calls(500));
         let held = (1 << 20) - (700 << 10) - budget.available_permits();
         assert!(held > SMALL_ANSWER, "{held} bytes of errors held");
         assert_eq!(body(errors).await.as_array().map(Vec::len), Some(500));
         assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
-        let one = body(answer(&budget, &calls(4_000))).await;
+        let one = body(answer(&budget, calls(4_000))).await;
         assert_eq!(
             (one["id"].clone(), one["error"]["code"].clone()),
             (serde_json::Value::Null, (-32005).into())
         );
         // Small answers are not counted.
-        let small = answer(&budget, &serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
+        let small = answer(&budget, serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
         assert_eq!(
             (small.status().as_u16(), budget.available_permits()),
             (200, (1 << 20) - (700 << 10))
@@ -4901,7 +4981,7 @@ mod tests {
         // The first answer, taken whole, is what was made, and its place comes back.
         assert_eq!(body(first).await, big);
         assert_eq!(budget.available_permits(), 1 << 20);
-        assert_eq!(answer(&budget, &big).status(), 200);
+        assert_eq!(answer(&budget, big.clone()).status(), 200);
     }
 
     /// WebSocket answers hold their place in the same budget until sent (since stop 41):
