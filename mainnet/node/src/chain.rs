@@ -13,7 +13,7 @@
 //! back from the log when asked for, and the last few read are kept. `eth_getLogs` filters
 //! by each header's logs bloom before it reads receipts.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -590,8 +590,12 @@ struct Index {
     /// Records of the log read at open.
     records_read: usize,
     /// The file of block places, written as the index's runs are (`None` until the chain is
-    /// open, or after a write failed).
+    /// open, or after a write failed, or while [`Chain::save_places`] writes it).
     refs: Option<RefsFile>,
+    /// Whether the chain is open (shared): places are then saved by [`Chain::save_places`],
+    /// outside the index's lock, when `refs_due` says so.
+    open: bool,
+    refs_due: bool,
 }
 
 /// The chain's executed blocks, shared by the pipeline (which appends) and RPC (which reads).
@@ -732,6 +736,7 @@ impl Chain {
             index.recent.push_front(Arc::new(b));
             oldest -= 1;
         }
+        index.open = true;
         Ok(Chain {
             decoded_at_open,
             records_read_at_open: index.records_read,
@@ -772,6 +777,8 @@ impl Chain {
             trimmed: false,
             records_read: 0,
             refs: None,
+            open: false,
+            refs_due: false,
         };
         let from = saved.map(|saved| {
             index.places.saved = saved.count;
@@ -779,13 +786,34 @@ impl Chain {
             index.certificate = saved.certificate;
             saved.end
         });
-        if from.is_none() && keep.indexed != usize::MAX {
-            // (A log of the first format, converted as it is opened, gets a new salt: its
-            // places are written once it is open.)
-            if let Ok(reader) = WalReader::open(path) {
-                index.refs = RefsFile::open(dir, reader.salt(), 0, None);
-                index.places.file = index.refs.as_ref().map(|r| r.file.clone());
+        // The places read go to `blocks.idx` as the log is read, after the saved ones (a log
+        // of the first format, converted as it is opened, gets a new salt: its places are
+        // written once it is open).
+        let reader = WalReader::open(path).ok();
+        if let Some(reader) = reader.as_ref().filter(|_| keep.indexed != usize::MAX) {
+            let (kept, certificate) = (index.places.saved, index.certificate.as_ref());
+            index.refs = RefsFile::open(dir, reader.salt(), kept, certificate);
+            if let Some(refs) = &index.refs {
+                index.places.file = Some(refs.file.clone());
             }
+        }
+        // The ends of the index's runs, checked as the log is read (those among the saved
+        // places now): parts are frozen again once every end read back as the log's block,
+        // and this read indexes nothing more once one did not (the runs go, and the log is
+        // read again). Until stop 50 nothing froze until the whole log was read (a start
+        // whose runs covered half the log held the other half's transactions in memory).
+        let mut ends: BTreeMap<u64, B256> = index.txs.run_ends().into_iter().collect();
+        let mut runs_differ = false;
+        if let Some(reader) = &reader {
+            let saved: Vec<(u64, B256)> =
+                ends.range(..index.places.saved).map(|(n, h)| (*n, *h)).collect();
+            for (n, want) in saved {
+                ends.remove(&n);
+                runs_differ |= index.places.get(n, reader).map(|b| b.hash) != Some(want);
+            }
+        }
+        if ends.is_empty() && !runs_differ {
+            index.txs.runs_checked();
         }
         let mut i = 0usize;
         let log = Wal::open_from(path, from, |at, r| {
@@ -805,7 +833,14 @@ impl Chain {
                     let number = if covered.is_some_and(|c| expected <= c) {
                         let header = decode_header(r).map_err(corrupt)?;
                         if header.number == expected {
-                            index.push_ref(header.hash_slow(), at, r.len());
+                            let hash = header.hash_slow();
+                            if let Some(want) = ends.remove(&expected) {
+                                runs_differ |= want != hash;
+                                if ends.is_empty() && !runs_differ {
+                                    index.txs.runs_checked();
+                                }
+                            }
+                            index.push_ref(hash, at, r.len());
                         }
                         header.number
                     } else {
@@ -813,7 +848,13 @@ impl Chain {
                         index.decoded += 1;
                         let number = b.number();
                         if number == expected {
-                            index.push(Arc::new(b), at, r.len());
+                            if runs_differ || !ends.is_empty() {
+                                // The runs go (or ended past the log): what is indexed now
+                                // would go with them.
+                                index.push_unindexed(Arc::new(b), at, r.len());
+                            } else {
+                                index.push(Arc::new(b), at, r.len());
+                            }
                         }
                         number
                     };
@@ -858,10 +899,41 @@ impl Chain {
             at
         };
         let block = Arc::new(block);
-        self.index.write().push(block.clone(), at, record.len());
+        let due = {
+            let mut index = self.index.write();
+            index.push(block.clone(), at, record.len());
+            std::mem::take(&mut index.refs_due)
+        };
+        if due {
+            self.save_places();
+        }
         let _g = self.appended_lock.lock();
         self.appended.notify_all();
         Ok(block)
+    }
+
+    /// Saves the places held in memory to `blocks.idx` (written and synced) with the
+    /// certificate then, outside the index's lock: the places and the certificate are
+    /// copied under a read lock, and the places saved leave memory under a write lock
+    /// after. (Since stop 50: before, the write, and then its two syncs, ran under the write
+    /// lock, and every reader of the chain waited for them.)
+    fn save_places(&self) {
+        let (mut refs, new, certificate) = {
+            let mut index = self.index.write();
+            let Some(refs) = index.refs.take() else { return };
+            (refs, index.places.tail.clone(), index.certificate.clone())
+        };
+        match refs.save(&new, certificate.as_ref()) {
+            Ok(()) => {
+                let mut index = self.index.write();
+                index.places.saved += new.len() as u64;
+                index.places.tail.drain(..new.len());
+                index.refs = Some(refs);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "blocks.idx: not written (block places stay in memory; the next start reads more of the block log)");
+            }
+        }
     }
 
     /// Records a finality certificate (durably) if it is newer than the one held. The wait
@@ -1167,16 +1239,27 @@ impl Index {
     /// decoded blocks go past what `keep` allows.
     fn push(&mut self, b: Arc<StoredBlock>, at: u64, len: usize) {
         let n = b.number();
-        self.push_ref(b.hash, at, len);
         self.txs.insert(b.hash, n, BLOCK_MARK);
         // (A block's gas limit keeps its transactions far below the mark: 16,777,215 of
         // them would take 352 billion gas.)
         for (i, h) in b.tx_hashes().enumerate().take(BLOCK_MARK as usize) {
             self.txs.insert(h, n, i as u32);
         }
-        if self.txs.block_done(n, b.hash) {
-            self.save_refs();
+        let froze = self.txs.block_done(n, b.hash);
+        self.push_unindexed(b, at, len);
+        if froze {
+            match self.open {
+                // (While the chain is opened nothing else reads it.)
+                false => self.save_refs(),
+                true => self.refs_due = true,
+            }
         }
+    }
+
+    /// [`Index::push`] without indexing the block's transactions (a start that found the
+    /// index's runs do not match the log: they go, and the log is read again).
+    fn push_unindexed(&mut self, b: Arc<StoredBlock>, at: u64, len: usize) {
+        self.push_ref(b.hash, at, len);
         self.recent_txs += held_transactions(&b);
         self.recent_bytes += held_bytes(&b);
         self.recent.push_back(b);
@@ -1263,7 +1346,10 @@ pub const TX_INDEX_DIR: &str = "txindex";
 const BLOCK_REFS: &str = "blocks.idx";
 const BLOCK_REFS_CERT: &str = "blocks.idx.cert";
 const REFS_MAGIC: &[u8; 8] = b"FAROLBI1";
-const CERT_MAGIC: &[u8; 8] = b"FAROLBC2";
+/// (`FAROLBC3` since stop 50, whose entries are synced before their count: a count saved
+/// before, whose entries a crash may have left unwritten, is not taken, and the first start
+/// reads the whole log once, writing the file again.)
+const CERT_MAGIC: &[u8; 8] = b"FAROLBC3";
 const REFS_HEADER: u64 = 20;
 const REF_BYTES: usize = 48;
 
@@ -1308,8 +1394,8 @@ impl BlockPlaces {
     }
 }
 
-/// How many entries before a damaged one of `blocks.idx` [`Place::get`] looks back for a
-/// good one to read the log from.
+/// How many entries before the last one of `blocks.idx` a start looks back for a good one
+/// when the last is damaged.
 const PLACE_SCAN: u64 = 64;
 
 /// Entry `n` of `blocks.idx`: `Ok(None)` when its CRC does not match.
@@ -1329,7 +1415,7 @@ impl Place {
     /// The place of block `n`, whose place this is. An entry of `blocks.idx` whose CRC
     /// does not match (damaged on the device: a start no longer reads every entry, see
     /// [`BLOCK_REFS`]) is found again in `log`, read record by record from the end of the
-    /// nearest good entry before it (at most [`PLACE_SCAN`] back), and written again; where
+    /// nearest good entry before it (or from the log's start), and written again; where
     /// that fails, or the entry cannot be read, it is logged and gives `None` (the block
     /// then reads as unreadable).
     fn get(self, n: u64, log: &WalReader) -> Option<BlockRef> {
@@ -1368,16 +1454,16 @@ impl Place {
 }
 
 /// Block `n`'s place, read from the block log after the nearest good entry of `blocks.idx`
-/// before entry `n` (at most [`PLACE_SCAN`] back): the records after it, in order, are the
-/// blocks that follow it and certificates (a block's number appears once in the log).
+/// before entry `n` (or from the log's first record, the genesis, where none is good): the
+/// records after it, in order, are the blocks that follow it and certificates (a block's
+/// number appears once in the log). (A damaged page of the file holds some 85 entries: the
+/// first version looked 64 back, and gave up inside one.)
 fn place_from_log(file: &std::fs::File, n: u64, log: &WalReader) -> Result<BlockRef, String> {
-    let (mut expected, mut at) = (n.saturating_sub(PLACE_SCAN)..n)
-        .rev()
-        .find_map(|k| match read_entry(file, k) {
-            Ok(Some(b)) => Some((k + 1, b.at + u64::from(b.len) + crate::wal::RECORD_HEADER)),
-            _ => None,
-        })
-        .ok_or_else(|| format!("no good entry in the {PLACE_SCAN} before it"))?;
+    let good = (0..n).rev().find_map(|k| match read_entry(file, k) {
+        Ok(Some(b)) => Some((k + 1, b.at + u64::from(b.len) + crate::wal::RECORD_HEADER)),
+        _ => None,
+    });
+    let (mut expected, mut at) = good.unwrap_or((0, log.first_record()));
     let end = log.file_len().map_err(|e| e.to_string())?;
     while at < end {
         let len = log.record_len(at).map_err(|e| e.to_string())?;
@@ -2276,6 +2362,63 @@ pub(crate) mod tests {
         assert!(read < 81, "{read}");
     }
 
+    /// A start whose index's runs cover only part of the log (the newer runs lost) checks
+    /// the runs' ends as it reads, and once past them freezes parts and writes places as it
+    /// reads the rest: it holds a few of either in memory at a time (the first version of
+    /// stop 50 froze nothing until the whole log was read, and held every place after the
+    /// saved ones).
+    #[test]
+    fn a_start_with_runs_covering_part_of_the_log_indexes_the_rest_as_it_reads() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 6, ..Recent::default() };
+        let (chain, mut made) = settled_chain(dir.path(), &key, keep, 20);
+        drop(chain);
+        // The index's runs as they were at block 20, put back after 60 more blocks.
+        let runs = dir.path().join(TX_INDEX_DIR);
+        let early = dir.path().join("early-runs");
+        std::fs::create_dir(&early).unwrap_or_else(|e| panic!("{e}"));
+        for entry in std::fs::read_dir(&runs).unwrap_or_else(|e| panic!("{e}")).flatten() {
+            std::fs::copy(entry.path(), early.join(entry.file_name()))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for n in 21..=80u64 {
+            made.push(append_settled(&chain, numbered(&key, n, 2)));
+        }
+        drop(chain);
+        let put_back = || {
+            std::fs::remove_dir_all(&runs).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::create_dir(&runs).unwrap_or_else(|e| panic!("{e}"));
+            for entry in std::fs::read_dir(&early).unwrap_or_else(|e| panic!("{e}")).flatten() {
+                std::fs::copy(entry.path(), runs.join(entry.file_name()))
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        };
+        put_back();
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(chain.records_read_at_open() >= 60, "{}", chain.records_read_at_open());
+        let held = chain.index.read().places.most_held;
+        assert!(held <= 6, "{held} places held");
+        chain.index.read().txs.settle();
+        let stats = chain.index_stats();
+        assert!(stats.runs.last().is_some_and(|r| r.1 > 40), "{stats:?}");
+        same_blocks(&chain, &made);
+        drop(chain);
+        // With no saved places too: the runs' ends are checked as the whole log is read.
+        put_back();
+        std::fs::remove_file(dir.path().join(BLOCK_REFS_CERT)).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.records_read_at_open(), 81);
+        chain.index.read().txs.settle();
+        let stats = chain.index_stats();
+        assert!(stats.runs.last().is_some_and(|r| r.1 > 40), "{stats:?}");
+        same_blocks(&chain, &made);
+    }
+
     /// A block log shorter than the index's runs (restored from an older copy), or another
     /// chain's: the runs go, and the index is built again from the log.
     #[test]
@@ -2469,17 +2612,33 @@ pub(crate) mod tests {
         // Found again from block 4's entry, and written again.
         assert_eq!(chain.hash(5), Some(made[5].hash));
         assert_eq!(entry(5), block_5);
-        // Blocks 0 to 5 damaged: none before block 5 to read the log from.
+        // Blocks 0 to 5 damaged: the log is read from its start (a block's hash is read
+        // from its place, no block is read and kept).
         for n in 0..=5 {
             damage(n);
         }
+        assert_eq!(chain.hash(5), Some(made[5].hash));
+        assert_eq!(entry(5), block_5);
+        // The log's record of block 3 damaged too: block 5 is not found past it, and reads
+        // as unreadable.
+        damage(5);
+        let mut third = [0u8; REF_BYTES];
+        third.copy_from_slice(&entries[3 * REF_BYTES..4 * REF_BYTES]);
+        let third = get_ref(&third).unwrap_or_else(|| panic!("block 3's entry"));
+        damage_record(dir.path(), &third);
         assert_eq!(chain.hash(5), None);
         // (It waited for ever for the block to come.)
         assert_eq!(chain.wait_hash(5), None);
         assert!(chain.block(5).is_none() && chain.header(5).is_none());
         assert!(chain.block_by_hash(&made[5].hash).is_none());
-        // Blocks 0 to 4 mended: block 5's is found again.
-        idx.write_all_at(&entries[..5 * REF_BYTES], REFS_HEADER).unwrap_or_else(|e| panic!("{e}"));
+        // The record mended (the damage undone) and block 4's entry: block 5's is found
+        // again from it.
+        damage_record(dir.path(), &third);
+        idx.write_all_at(
+            &entries[4 * REF_BYTES..5 * REF_BYTES],
+            REFS_HEADER + 4 * REF_BYTES as u64,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         same_block(&chain, &made[5]);
         assert_eq!(entry(5), block_5);
         damage(5);

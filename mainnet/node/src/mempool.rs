@@ -113,6 +113,18 @@ pub enum MempoolError {
         /// The largest gap held.
         max_gap: usize,
     },
+    /// The sender has as many transactions waiting as one sender may (geth's words for an
+    /// account over its limit; since stop 50, before which this was `nonce too high`, which
+    /// viem reports as a nonce gap although the nonce was the next one).
+    #[error(
+        "account limit exceeded: {pooled} transactions of this sender wait here, at most {max}"
+    )]
+    AccountLimit {
+        /// Its transactions in the pool.
+        pooled: usize,
+        /// The most one sender may have.
+        max: usize,
+    },
     /// The sender cannot pay for the gas and the value, with what its other waiting
     /// transactions may take (geth's words since stop 46).
     #[error("insufficient funds for gas * price + value: balance {balance}, {}tx cost {cost}, overshot {}",
@@ -712,13 +724,16 @@ impl Mempool {
             |old: u128| old.saturating_mul(100 + u128::from(self.cfg.price_bump_percent)) / 100;
         let replacing = match self.senders.get(&c.sender).and_then(|q| q.txs.get(&nonce)) {
             Some(old) => {
+                // An unbumped one gets geth's words whether or not the first is handed (since
+                // stop 50: before, a resend at a handed nonce, the usual case, got the words
+                // below, which ethers does not know as REPLACEMENT_UNDERPRICED).
+                if max_fee < bump(old.max_fee) || tip < bump(old.tip) {
+                    return Err(MempoolError::ReplacementUnderpriced);
+                }
                 // Before stop 27 a replacement of a handed transaction was accepted and handed
                 // too, and then almost always lost to the original.
                 if old.handed.is_some() {
                     return Err(MempoolError::AlreadyOrdering { nonce });
-                }
-                if max_fee < bump(old.max_fee) || tip < bump(old.tip) {
-                    return Err(MempoolError::ReplacementUnderpriced);
                 }
                 Some(old.hash)
             }
@@ -749,14 +764,9 @@ impl Mempool {
         if balance < others.saturating_add(cost) {
             return Err(MempoolError::InsufficientFunds { balance, queued: others, cost });
         }
-        if replacing.is_none()
-            && self.senders.get(&c.sender).is_some_and(|q| q.txs.len() >= self.cfg.per_sender)
-        {
-            return Err(MempoolError::NonceTooHigh {
-                next: account_nonce,
-                nonce,
-                max_gap: self.cfg.per_sender,
-            });
+        let pooled = self.senders.get(&c.sender).map_or(0, |q| q.txs.len());
+        if replacing.is_none() && pooled >= self.cfg.per_sender {
+            return Err(MempoolError::AccountLimit { pooled, max: self.cfg.per_sender });
         }
         // Whether it is handed at once: every nonce from the account's to its is here.
         let ready = {
@@ -1294,6 +1304,17 @@ mod tests {
             p.add(far, 0, 0, U256::from(RICH)),
             Err(MempoolError::NonceTooHigh { .. })
         ));
+        // A sender with as many waiting as one may (a stored block ran the first two, not yet
+        // cleared): its next nonce is refused for the sender's limit, in geth's words, not
+        // as a nonce too high (before stop 50).
+        for n in 1..4 {
+            let c = p.check(&signed(&key, n, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(c, 0, 0, U256::from(RICH)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        }
+        let next = p.check(&signed(&key, 4, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+        let e = p.add(next, 0, 2, U256::from(RICH));
+        assert_eq!(e, Err(MempoolError::AccountLimit { pooled: 4, max: 4 }));
+        assert!(e.is_err_and(|e| e.to_string().starts_with("account limit exceeded")));
     }
 
     /// A transaction handed over and not ordered within the wait is handed over again (once
@@ -1337,6 +1358,8 @@ mod tests {
         };
         assert_eq!(add(&mut p, 0, 2_000).1, Ok(1));
         assert_eq!(add(&mut p, 0, 4_000).1, Err(MempoolError::AlreadyOrdering { nonce: 0 }));
+        // Unbumped: geth's words, handed or not (since stop 50).
+        assert_eq!(add(&mut p, 0, 2_100).1, Err(MempoolError::ReplacementUnderpriced));
         let (held, handed) = add(&mut p, 2, 2_000);
         assert_eq!(handed, Ok(0), "nonce 2 waits for 1");
         assert_eq!(add(&mut p, 2, 2_100).1, Err(MempoolError::ReplacementUnderpriced));

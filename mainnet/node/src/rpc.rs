@@ -1190,7 +1190,9 @@ impl Rpc {
                 // (geth's `StateAtTransaction`), in the block's own environment.
                 if let Some(i) = overrides.tx_index {
                     let block = read_back(n, st.chain.block(n))?;
-                    if usize::try_from(i).map_or(true, |i| i > block.txs.len()) {
+                    // As geth: an index of one of its transactions (0 for a block of none).
+                    let len = block.txs.len();
+                    if usize::try_from(i).map_or(true, |i| i >= len.max(1)) {
                         return Err(RpcError::params(format!(
                             "transaction index {i} out of range for block {:#x}",
                             block.hash
@@ -1493,8 +1495,11 @@ impl Rpc {
     /// `eth_sendRawTransactionSync` (EIP-7966): `eth_sendRawTransaction`, then the receipt
     /// once this node has executed the transaction, waiting at most `wait` (`rpc.
     /// send_sync_timeout_millis` when the request names none, or more, or zero). Past it,
-    /// error 4 with the hash as data; a transaction held for an earlier nonce, error 5 at once
-    /// (with the hash; the message names the nonce the sender's next transaction needs).
+    /// error 4 with the hash as data; a transaction still held for an earlier nonce then, error
+    /// 5 (with the hash; the message names the nonce its sender had to send first). Since
+    /// stop 50 a held transaction is waited for as geth waits: a client that sends nonces
+    /// n and n + 1 at once, the second arriving first, gets both receipts (before, error 5
+    /// at once for the second, though it ran right after).
     /// In a batch, the waits of all its synchronous sends end by the deadline of the first
     /// one the pool took.
     async fn send_raw_sync(
@@ -1511,21 +1516,12 @@ impl Rpc {
         let began = tokio::time::Instant::now();
         let own = began + std::time::Duration::from_millis(wait);
         let checked = self.checker.check(raw).map_err(mempool_error)?;
+        let (sender, nonce) = (checked.sender, checked.tx.nonce());
         // Listening before the transaction goes in, so that no block is missed.
         let mut blocks = self.state.blocks.subscribe();
         let (hash, held) = self.admit(checked).await?;
         // The batch's deadline is set by its first send that was taken.
         let deadline = batch.map_or(own, |b| own.min(*b.sync_deadline.get_or_init(|| own)));
-        if let Some(next) = held {
-            return Err(RpcError {
-                code: 5,
-                message: format!(
-                    "the transaction was added to the pool but waits for its sender's nonce \
-                     {next} to be sent first"
-                ),
-                data: Some(json!(hash)),
-            });
-        }
         loop {
             if let Some(loc) = self.state.chain.transaction(&hash) {
                 return to_value(rpc_receipt(&loc.block, loc.index));
@@ -1540,6 +1536,17 @@ impl Rpc {
                     return Err(RpcError::server("the node is shutting down"))
                 }
                 Err(_) => {
+                    if let Some(next) = held.filter(|_| self.mempool.lock().is_held(&sender, nonce))
+                    {
+                        return Err(RpcError {
+                            code: 5,
+                            message: format!(
+                                "the transaction was added to the pool but waits for its \
+                                 sender's nonce {next} to be sent first"
+                            ),
+                            data: Some(json!(hash)),
+                        });
+                    }
                     let waited = began.elapsed().as_millis();
                     let why =
                         if deadline < own { " (the batch's first send's deadline)" } else { "" };

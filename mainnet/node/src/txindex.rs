@@ -750,10 +750,12 @@ pub(crate) struct TxIndex {
     flush_at: usize,
     /// After a write out failed: it is tried again once `fresh` holds this many.
     retry_at: Option<usize>,
-    /// Runs were opened and not yet checked against the block log ([`TxIndex::runs_match`]):
-    /// nothing is frozen or written meanwhile. (Before stop 50 a part frozen while the log
-    /// was read could be merged with runs of another log into one run whose last block
-    /// was the new log's, which the check then took for a match.)
+    /// Runs were opened and not yet checked against the block log ([`TxIndex::runs_match`],
+    /// [`TxIndex::runs_checked`]): nothing is frozen or written meanwhile. (Before stop 50 a
+    /// part frozen while the log was read could be merged with runs of another log into one
+    /// run whose last block was the new log's, which the check then took for a match.) A
+    /// start checks each run's end as it reads the log, so parts freeze again once it has
+    /// passed the last run's end.
     unchecked: bool,
 }
 
@@ -829,6 +831,19 @@ impl TxIndex {
             worker: Mutex::new(None),
         }));
         ix
+    }
+
+    /// Each run's last block and its hash (what [`TxIndex::runs_match`] checks).
+    pub(crate) fn run_ends(&self) -> Vec<(u64, B256)> {
+        self.disk.as_ref().map_or(Vec::new(), |d| {
+            d.part.read().runs.iter().map(|r| (r.last, r.last_hash)).collect()
+        })
+    }
+
+    /// Says the runs opened were checked against the block log and match it (their ends
+    /// read back as the log's blocks): parts may be frozen and written again.
+    pub(crate) fn runs_checked(&mut self) {
+        self.unchecked = false;
     }
 
     /// The last block the runs cover, if any.

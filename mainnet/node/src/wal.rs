@@ -737,6 +737,11 @@ impl WalReader {
         Ok(WalReader { file, path: name, salt: u64::from_le_bytes(salt) })
     }
 
+    /// The position of the log's first record.
+    pub fn first_record(&self) -> u64 {
+        FILE_HEADER + RECORD_HEADER
+    }
+
     /// The log's salt (new with every rewrite of the file: [`Wal::replace`]).
     pub fn salt(&self) -> u64 {
         self.salt

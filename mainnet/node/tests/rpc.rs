@@ -1860,22 +1860,26 @@ async fn debug_traces_and_access_lists() {
         let (k, body) = e("trace_call", json!([{"to": counter}]));
         assert_eq!(k, -32602, "{body}");
         // geth's `txIndex` (since stop 50): the call runs inside the block, after its first
-        // that many transactions; one past the block's are refused.
+        // that many transactions; the block's count or more is refused, as in geth.
         let block = r["blockNumber"].clone();
         let at = quantity(&r["transactionIndex"]).unwrap_or(u64::MAX);
         let count = c
             .call("eth_getBlockTransactionCountByNumber", json!([block]))
             .unwrap_or_else(|e| panic!("{e}"));
         let count = quantity(&count).unwrap_or(0);
-        let post = |c: &mut RpcClient, i: u64| {
-            let opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}, "txIndex": format!("{i:#x}")});
-            let t = trace(c, "debug_traceCall", json!([{"from": from, "to": counter}, block, opts]));
+        let post = |c: &mut RpcClient, i: Option<u64>| {
+            let mut opts = json!({"tracer": "prestateTracer", "tracerConfig": {"diffMode": true}});
+            if let Some(i) = i {
+                opts["txIndex"] = json!(format!("{i:#x}"));
+            }
+            let t =
+                trace(c, "debug_traceCall", json!([{"from": from, "to": counter}, block, opts]));
             t["post"][&key_of]["storage"][&slot].clone()
         };
         let two = format!("{:#x}", B256::with_last_byte(2));
-        assert_eq!(post(&mut c, at), json!(one), "before the bump");
-        assert_eq!(post(&mut c, at + 1), json!(two), "after the bump");
-        let opts = json!({"txIndex": format!("{:#x}", count + 1)});
+        assert_eq!(post(&mut c, Some(at)), json!(one), "before the bump");
+        assert_eq!(post(&mut c, None), json!(two), "after the block");
+        let opts = json!({"txIndex": format!("{:#x}", count)});
         let (k, body) = e("debug_traceCall", json!([{"to": counter}, block, opts]));
         assert_eq!(k, -32602, "{body}");
         let (k, body) = e("trace_filter", json!([{"fromBlock": "0x5", "toBlock": "0x1"}]));
@@ -3552,7 +3556,8 @@ async fn slow_and_silent_http_clients_are_let_go() {
 }
 
 /// `eth_sendRawTransactionSync` (EIP-7966) answers with the receipt once the node has
-/// executed the transaction; a transaction waiting for an earlier nonce is error 5 at once,
+/// executed the transaction; a transaction still waiting for an earlier nonce at its
+/// deadline is error 5 (one whose gap is filled meanwhile gets its receipt, since stop 50),
 /// one not executed within the time asked for error 4, both with the hash as data; a bad
 /// transaction gets `eth_sendRawTransaction`'s error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -3578,8 +3583,8 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
             let stored = c.call("eth_getTransactionReceipt", json!([hash])).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(&stored, receipt, "{nonce}");
         }
-        // A gap: nonce 5 before 3.
-        let gap = post(&mut c, json!([raw_transfer(&key, 5, 31337)]));
+        // A gap: nonce 5 before 3, still held at its second's end.
+        let gap = post(&mut c, json!([raw_transfer(&key, 5, 31337), 1_000]));
         assert_eq!(gap["error"]["code"], 5, "{gap}");
         assert!(gap["error"]["message"].as_str().unwrap_or_default().contains("nonce 3"), "{gap}");
         let held = gap["error"]["data"].clone();
@@ -3588,13 +3593,20 @@ async fn send_raw_transaction_sync_answers_with_the_receipt() {
         // Not in a block yet: its gas price is the most it may pay, as geth answers.
         assert_eq!(pending["gasPrice"], pending["maxFeePerGas"], "{pending}");
         assert!(pending["gasPrice"].is_string(), "{pending}");
+        // Nonce 4 sent before 3 waits for it (before stop 50: error 5 at once) and gets its
+        // receipt once 3 fills the gap; 5's comes after it.
+        let four = raw_transfer(&key, 4, 31337);
+        let waiting = std::thread::spawn(move || {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransactionSync", "params": [four, 15_000]});
+            RpcClient::new(http).post(&body.to_string()).unwrap_or_else(|e| panic!("{e}"))
+        });
+        std::thread::sleep(Duration::from_millis(300));
         // One millisecond is less than a consensus round: the answer is the timeout, and the
         // transaction still goes through.
         let late = post(&mut c, json!([raw_transfer(&key, 3, 31337), "0x1"]));
         assert_eq!(late["error"]["code"], 4, "{late}");
         assert!(wait_receipt(&mut c, &late["error"]["data"])["status"] == "0x1");
-        // Nonce 4 fills the gap: its receipt comes, and 5's after it.
-        let filled = post(&mut c, json!([raw_transfer(&key, 4, 31337)]));
+        let filled = waiting.join().unwrap_or_else(|_| panic!("the waiting send"));
         assert_eq!(filled["result"]["status"], "0x1", "{filled}");
         assert_eq!(wait_receipt(&mut c, &held)["status"], "0x1");
         // Refused before it is sent: nonce too low, and not a transaction at all.
