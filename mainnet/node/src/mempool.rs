@@ -183,6 +183,14 @@ pub enum MempoolError {
     /// message).
     #[error("in-flight transaction limit reached for delegated accounts")]
     DelegatedInFlight,
+    /// A delegated sender's transaction not at its next nonce (geth's message; before stop
+    /// 50, [`MempoolError::DelegatedInFlight`]'s).
+    #[error("gapped-nonce tx from delegated accounts")]
+    DelegatedGap,
+    /// An authorization of an account with more than one transaction waiting (geth's
+    /// message; since stop 50).
+    #[error("authority already reserved")]
+    AuthorityReserved,
     /// The sender's nonce and balance were read from a block older than one the pool has
     /// already cleared: read them again.
     #[error("the chain moved on while the transaction was checked; send it again")]
@@ -204,6 +212,8 @@ struct Entry {
     /// When it was last handed to consensus.
     handed: Option<Instant>,
     added: Instant,
+    /// The signers of its EIP-7702 authorizations ([`Checked::authorities`]).
+    authorities: Vec<Address>,
 }
 
 #[derive(Default)]
@@ -224,6 +234,9 @@ pub struct Checked {
     pub sender: Address,
     /// Its encoding.
     pub payload: Bytes,
+    /// The signers of its EIP-7702 authorizations (recovered outside the pool's lock; those
+    /// that do not recover are left out, as execution skips them).
+    pub authorities: Vec<Address>,
 }
 
 /// The mempool.
@@ -234,6 +247,10 @@ pub struct Mempool {
     gas_limit: u64,
     senders: HashMap<Address, Queue>,
     by_hash: HashMap<B256, (Address, u64)>,
+    /// The accounts whose EIP-7702 authorizations wait in the pool, with how many waiting
+    /// transactions carry one (since stop 50): such an account is taken as delegated, as
+    /// geth takes it, since its delegation may run before its next transaction.
+    authorized: HashMap<Address, usize>,
     /// The senders whose last transaction is held (not handed), by that transaction's tip:
     /// the candidates for eviction, cheapest first. Kept in step with `senders` by
     /// [`Mempool::reindex`] after every change to a sender's queue (since stop 42; before,
@@ -355,7 +372,15 @@ pub fn check(
     let sender = farol_execution::recover_sender(&tx).map_err(MempoolError::Signature)?;
     check_transaction(spec, &tx, sender).map_err(MempoolError::Invalid)?;
     let hash = *tx.tx_hash();
-    Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw) })
+    let mut authorities: Vec<Address> = tx
+        .authorization_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|a| a.recover_authority().ok())
+        .collect();
+    authorities.sort_unstable();
+    authorities.dedup();
+    Ok(Checked { tx, hash, sender, payload: Bytes::copy_from_slice(raw), authorities })
 }
 
 /// The stateless checks of one pool ([`Mempool::checker`]): admissions decode transactions
@@ -413,6 +438,7 @@ impl Mempool {
             gas_limit,
             senders: HashMap::new(),
             by_hash: HashMap::new(),
+            authorized: HashMap::new(),
             evictable: BTreeSet::new(),
             evict_key: HashMap::new(),
             cleared: 0,
@@ -739,15 +765,28 @@ impl Mempool {
             }
             None => None,
         };
-        if delegated
-            && replacing.is_none()
-            && (nonce != account_nonce
-                || self
-                    .senders
-                    .get(&c.sender)
-                    .is_some_and(|q| q.txs.range(account_nonce..).next().is_some()))
-        {
-            return Err(MempoolError::DelegatedInFlight);
+        // A sender whose authorization waits here counts as delegated (since stop 50, as
+        // geth: before, a sender whose self-sponsored delegation at nonce n named n + 1
+        // could send n + 1 too, which execution then dropped as used).
+        let delegated = delegated || self.authorized.contains_key(&c.sender);
+        if delegated && replacing.is_none() {
+            let in_flight = self
+                .senders
+                .get(&c.sender)
+                .is_some_and(|q| q.txs.range(account_nonce..).next().is_some());
+            if in_flight {
+                return Err(MempoolError::DelegatedInFlight);
+            }
+            if nonce != account_nonce {
+                return Err(MempoolError::DelegatedGap);
+            }
+        }
+        // An authority with more than one transaction waiting is not delegated by another
+        // (geth's rule: its delegation would run between them).
+        for a in &c.authorities {
+            if self.senders.get(a).is_some_and(|q| q.txs.range(q.next..).nth(1).is_some()) {
+                return Err(MempoolError::AuthorityReserved);
+            }
         }
         // What the sender's other waiting transactions may take counts too (as geth): before
         // stop 38 each was checked alone, so a sender could send one that spends nearly all
@@ -819,9 +858,16 @@ impl Mempool {
                 tip,
                 handed: None,
                 added: Instant::now(),
+                authorities: c.authorities,
             },
         );
+        if let Some(e) = q.txs.get(&nonce) {
+            for a in &e.authorities {
+                *self.authorized.entry(*a).or_default() += 1;
+            }
+        }
         if let Some(old) = replaced {
+            self.unauthorize(&old.authorities);
             self.bytes = self.bytes.saturating_sub(old.payload.len());
             // Only a held transaction can be replaced.
             self.held -= usize::from(old.handed.is_none());
@@ -923,9 +969,26 @@ impl Mempool {
         }
     }
 
+    /// Counts `authorities` (of a transaction that left the pool) out of `authorized`.
+    fn forget_authorities(authorized: &mut HashMap<Address, usize>, authorities: &[Address]) {
+        for a in authorities {
+            if let Some(n) = authorized.get_mut(a) {
+                *n -= 1;
+                if *n == 0 {
+                    authorized.remove(a);
+                }
+            }
+        }
+    }
+
+    fn unauthorize(&mut self, authorities: &[Address]) {
+        Self::forget_authorities(&mut self.authorized, authorities);
+    }
+
     fn remove(&mut self, sender: &Address, nonce: u64) {
         if let Some(q) = self.senders.get_mut(sender) {
             if let Some(e) = q.txs.remove(&nonce) {
+                Self::forget_authorities(&mut self.authorized, &e.authorities);
                 self.by_hash.remove(&e.hash);
                 self.bytes = self.bytes.saturating_sub(e.payload.len());
                 self.held -= usize::from(e.handed.is_none());
@@ -1554,7 +1617,8 @@ mod tests {
             let c = p.check(&signed(&k, nonce, fee, 31337)).unwrap_or_else(|e| panic!("{e}"));
             p.add_from(c, 0, account_nonce, U256::from(RICH), true).map(|h| h.len())
         };
-        assert_eq!(add(&mut p, 3, 2_000, 0), Err(MempoolError::DelegatedInFlight), "a gap");
+        // (geth's words for a gap since stop 50.)
+        assert_eq!(add(&mut p, 3, 2_000, 0), Err(MempoolError::DelegatedGap), "a gap");
         assert_eq!(add(&mut p, 0, 2_000, 0), Ok(1));
         assert_eq!(add(&mut p, 1, 2_000, 0), Err(MempoolError::DelegatedInFlight));
         // Not delegated, the same sender queues more.
@@ -1867,6 +1931,41 @@ mod tests {
         assert_eq!(p.next_nonce(&key.address(), 2, 5), Ok(2));
         // Read again at block 5: nonce 2 is next, and the transaction goes to consensus.
         assert_eq!(p.add(c, 5, 2, U256::from(RICH)).map(|h| h.len()), Ok(1));
+    }
+
+    /// An account whose EIP-7702 authorization waits in the pool counts as delegated: one
+    /// transaction in flight, at its next nonce (geth's rule; before stop 50 it could queue
+    /// more, which execution dropped once the delegation had used a nonce); an account with
+    /// more than one transaction waiting cannot be delegated by another's transaction; once
+    /// the authorization leaves the pool, its signer queues again.
+    #[test]
+    fn a_waiting_authorization_makes_its_signer_delegated() {
+        let keys =
+            [PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random()];
+        let [signer, relayer, other] = &keys;
+        let mut p = pool(16, 100);
+        let add = |p: &mut Mempool, key: &PrivateKeySigner, nonce: u64| {
+            let c = p.check(&signed(key, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
+            p.add(c, 0, 0, U256::from(RICH)).map(|h| h.len())
+        };
+        let env =
+            crate::chain::tests::delegating(relayer, 0, signer, Address::ZERO, 100_000, 2_000);
+        let c = p.check(&env.encoded_2718()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.authorities, vec![signer.address()]);
+        let delegation = c.hash;
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
+        assert_eq!(add(&mut p, signer, 1), Err(MempoolError::DelegatedGap));
+        assert_eq!(add(&mut p, signer, 0), Ok(1));
+        assert_eq!(add(&mut p, signer, 1), Err(MempoolError::DelegatedInFlight));
+        // Two of `other`'s wait: another's authorization of it is refused.
+        assert_eq!((add(&mut p, other, 0), add(&mut p, other, 1)), (Ok(1), Ok(1)));
+        let env = crate::chain::tests::delegating(relayer, 1, other, Address::ZERO, 100_000, 2_000);
+        let c = p.check(&env.encoded_2718()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)), Err(MempoolError::AuthorityReserved));
+        // The authorization gone from the pool, the signer queues more again.
+        p.forget(&delegation);
+        assert_eq!(add(&mut p, signer, 1), Ok(1));
+        assert!(p.authorized.is_empty());
     }
 
     /// An EIP-7702 authorization in another sender's transaction uses its signer's nonce:
