@@ -765,11 +765,15 @@ impl Mempool {
             }
             None => None,
         };
-        // A sender whose authorization waits here counts as delegated (since stop 50, as
-        // geth: before, a sender whose self-sponsored delegation at nonce n named n + 1
-        // could send n + 1 too, which execution then dropped as used).
-        let delegated = delegated || self.authorized.contains_key(&c.sender);
-        if delegated && replacing.is_none() {
+        // A sender whose authorization waits here may have one transaction in flight too
+        // (since stop 50, as geth: before, a sender whose self-sponsored delegation at nonce
+        // n named n + 1 could send n + 1 as well, which the pool reported as pending and
+        // execution dropped as used). Unlike geth, such a sender with nothing in flight may
+        // send a nonce past its authorization's: it waits behind the gap until the block
+        // that applies the authorization (a sponsored delegation and the signer's next
+        // transaction sent together, as the client test does).
+        let authorized = self.authorized.contains_key(&c.sender);
+        if (delegated || authorized) && replacing.is_none() {
             let in_flight = self
                 .senders
                 .get(&c.sender)
@@ -777,7 +781,7 @@ impl Mempool {
             if in_flight {
                 return Err(MempoolError::DelegatedInFlight);
             }
-            if nonce != account_nonce {
+            if delegated && nonce != account_nonce {
                 return Err(MempoolError::DelegatedGap);
             }
         }
@@ -1933,16 +1937,16 @@ mod tests {
         assert_eq!(p.add(c, 5, 2, U256::from(RICH)).map(|h| h.len()), Ok(1));
     }
 
-    /// An account whose EIP-7702 authorization waits in the pool counts as delegated: one
-    /// transaction in flight, at its next nonce (geth's rule; before stop 50 it could queue
-    /// more, which execution dropped once the delegation had used a nonce); an account with
-    /// more than one transaction waiting cannot be delegated by another's transaction; once
-    /// the authorization leaves the pool, its signer queues again.
+    /// An account whose EIP-7702 authorization waits in the pool may have one transaction in
+    /// flight (geth's rule; before stop 50 it could queue more, which execution dropped once
+    /// the delegation had used a nonce), and with none in flight may send one past its
+    /// authorization's nonce, held until the authorization is applied; an account with more
+    /// than one transaction waiting cannot be delegated by another's transaction; once the
+    /// authorization leaves the pool, its signer queues again.
     #[test]
     fn a_waiting_authorization_makes_its_signer_delegated() {
-        let keys =
-            [PrivateKeySigner::random(), PrivateKeySigner::random(), PrivateKeySigner::random()];
-        let [signer, relayer, other] = &keys;
+        let keys = [(); 4].map(|()| PrivateKeySigner::random());
+        let [signer, relayer, other, carol] = &keys;
         let mut p = pool(16, 100);
         let add = |p: &mut Mempool, key: &PrivateKeySigner, nonce: u64| {
             let c = p.check(&signed(key, nonce, 2_000, 31337)).unwrap_or_else(|e| panic!("{e}"));
@@ -1954,7 +1958,6 @@ mod tests {
         assert_eq!(c.authorities, vec![signer.address()]);
         let delegation = c.hash;
         assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
-        assert_eq!(add(&mut p, signer, 1), Err(MempoolError::DelegatedGap));
         assert_eq!(add(&mut p, signer, 0), Ok(1));
         assert_eq!(add(&mut p, signer, 1), Err(MempoolError::DelegatedInFlight));
         // Two of `other`'s wait: another's authorization of it is refused.
@@ -1962,10 +1965,15 @@ mod tests {
         let env = crate::chain::tests::delegating(relayer, 1, other, Address::ZERO, 100_000, 2_000);
         let c = p.check(&env.encoded_2718()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.add(c, 0, 0, U256::from(RICH)), Err(MempoolError::AuthorityReserved));
+        // Carol's authorization waits, nothing of hers does: her nonce past it is held.
+        let env = crate::chain::tests::delegating(relayer, 1, carol, Address::ZERO, 100_000, 2_000);
+        let c = p.check(&env.encoded_2718()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.add(c, 0, 0, U256::from(RICH)).map(|h| h.len()), Ok(1));
+        assert_eq!(add(&mut p, carol, 1), Ok(0));
         // The authorization gone from the pool, the signer queues more again.
         p.forget(&delegation);
         assert_eq!(add(&mut p, signer, 1), Ok(1));
-        assert!(p.authorized.is_empty());
+        assert_eq!(p.authorized.keys().collect::<Vec<_>>(), vec![&carol.address()]);
     }
 
     /// An EIP-7702 authorization in another sender's transaction uses its signer's nonce:
