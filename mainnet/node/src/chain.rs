@@ -1398,6 +1398,11 @@ impl BlockPlaces {
 /// when the last is damaged.
 const PLACE_SCAN: u64 = 64;
 
+/// How many entries before a damaged one of `blocks.idx` a read looks back for a good one to
+/// read the log from (48 pages of the file; a damaged page holds some 85 entries), so that
+/// finding one costs at most this many entries and blocks read.
+const FOUND_AGAIN_SCAN: u64 = 4096;
+
 /// Entry `n` of `blocks.idx`: `Ok(None)` when its CRC does not match.
 fn read_entry(file: &std::fs::File, n: u64) -> std::io::Result<Option<BlockRef>> {
     use std::os::unix::fs::FileExt;
@@ -1454,16 +1459,22 @@ impl Place {
 }
 
 /// Block `n`'s place, read from the block log after the nearest good entry of `blocks.idx`
-/// before entry `n` (or from the log's first record, the genesis, where none is good): the
-/// records after it, in order, are the blocks that follow it and certificates (a block's
-/// number appears once in the log). (A damaged page of the file holds some 85 entries: the
-/// first version looked 64 back, and gave up inside one.)
+/// before entry `n`, at most [`FOUND_AGAIN_SCAN`] back (or from the log's first record, the
+/// genesis, for a block that near it): the records after it, in order, are the blocks that
+/// follow it and certificates (a block's number appears once in the log). (A damaged page
+/// of the file holds some 85 entries: the first version looked 64 back, and gave up inside
+/// one.)
 fn place_from_log(file: &std::fs::File, n: u64, log: &WalReader) -> Result<BlockRef, String> {
-    let good = (0..n).rev().find_map(|k| match read_entry(file, k) {
+    let from = n.saturating_sub(FOUND_AGAIN_SCAN);
+    let good = (from..n).rev().find_map(|k| match read_entry(file, k) {
         Ok(Some(b)) => Some((k + 1, b.at + u64::from(b.len) + crate::wal::RECORD_HEADER)),
         _ => None,
     });
-    let (mut expected, mut at) = good.unwrap_or((0, log.first_record()));
+    let (mut expected, mut at) = match good {
+        Some(g) => g,
+        None if from == 0 => (0, log.first_record()),
+        None => return Err(format!("no good entry in the {FOUND_AGAIN_SCAN} before it")),
+    };
     let end = log.file_len().map_err(|e| e.to_string())?;
     while at < end {
         let len = log.record_len(at).map_err(|e| e.to_string())?;
