@@ -1120,11 +1120,7 @@ impl Chain {
     /// filters let through reads a page of each such run (about 1 % of the hashes the
     /// chain does not hold, per run).
     pub fn has_transaction(&self, hash: &B256) -> bool {
-        let lookup = self.index.read().txs.lookup(hash);
-        if lookup.memory.iter().any(|f| f.place().1 != BLOCK_MARK) {
-            return true;
-        }
-        lookup.runs_may_hold() && off_the_runtime(|| lookup.run_places().any(|p| p.1 != BLOCK_MARK))
+        self.transaction_block(hash).is_some()
     }
 
     /// The number of the block holding transaction `hash`, by the index alone (no block is

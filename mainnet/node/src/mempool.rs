@@ -871,7 +871,7 @@ impl Mempool {
             }
         }
         if let Some(old) = replaced {
-            self.unauthorize(&old.authorities);
+            Self::forget_authorities(&mut self.authorized, &old.authorities);
             self.bytes = self.bytes.saturating_sub(old.payload.len());
             // Only a held transaction can be replaced.
             self.held -= usize::from(old.handed.is_none());
@@ -983,10 +983,6 @@ impl Mempool {
                 }
             }
         }
-    }
-
-    fn unauthorize(&mut self, authorities: &[Address]) {
-        Self::forget_authorities(&mut self.authorized, authorities);
     }
 
     fn remove(&mut self, sender: &Address, nonce: u64) {

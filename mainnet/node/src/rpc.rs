@@ -2886,7 +2886,8 @@ impl Rpc {
                 }
                 // Whole transactions, up to about the answer budget a poll: the rest wait
                 // for the next (the feed holds up to 4,096, each up to 128 KiB).
-                let budget = self.cfg.max_batch_response_bytes / 2;
+                // (At least one a poll, whatever the budget.)
+                let budget = (self.cfg.max_batch_response_bytes / 2).max(1);
                 let (mut txs, mut bytes) = (Vec::new(), 0usize);
                 while bytes < budget {
                     match rx.try_recv() {
