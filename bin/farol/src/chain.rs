@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use farol_crypto::SecretKey;
 use farol_network::Identity;
 use farol_node::config::{ChainFile, CoinShare, KeysFile, Member, MemberKeys, ValidatorKeys};
-use farol_node::genesis::ConsensusParams;
+use farol_node::genesis::{ConsensusParams, GenesisAccount};
 use farol_node::{Genesis, NodeConfig};
 use rand::RngCore;
 
@@ -84,6 +84,10 @@ struct NewArgs {
     /// (`validator-<i>.coin.toml`) instead of a keys file.
     #[arg(long = "member", value_name = "FILE|new")]
     members: Vec<String>,
+    /// Leave out the CREATE2 deployer that genesis otherwise holds at
+    /// 0x4e59b44847b379578588920ca78fbf26c0b4956c (what Foundry's salted deployments call).
+    #[arg(long)]
+    no_create2_deployer: bool,
 }
 
 /// Parses `--alloc ADDRESS=AMOUNT`.
@@ -229,7 +233,7 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
     };
     let mut alloc = std::collections::BTreeMap::new();
     for (a, wei) in &args.alloc {
-        if alloc.insert(*a, *wei).is_some() {
+        if alloc.insert(*a, GenesisAccount::balance(*wei)).is_some() {
             bail!("--alloc: {a} is given twice");
         }
     }
@@ -270,17 +274,18 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
         .collect();
     let (committee, dealt) = deal_with(&members, own)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
-    let chain = ChainFile {
-        genesis: Genesis {
-            chain_id: args.chain_id,
-            timestamp: now,
-            gas_limit: args.gas_limit,
-            base_fee: args.base_fee,
-            alloc,
-            consensus: ConsensusParams::default(),
-        },
-        committee,
+    let mut genesis = Genesis {
+        chain_id: args.chain_id,
+        timestamp: now,
+        gas_limit: args.gas_limit,
+        base_fee: args.base_fee,
+        alloc,
+        consensus: ConsensusParams::default(),
     };
+    if !args.no_create2_deployer {
+        genesis = genesis.with_create2_deployer();
+    }
+    let chain = ChainFile { genesis, committee };
     // What a node will check at its start, checked before anything is written: a validator's
     // configuration of defaults on this chain.
     let mut probe = NodeConfig::with_defaults(args.out.join("probe"), chain.clone());

@@ -62,6 +62,10 @@ pub(crate) struct DevnetArgs {
     /// Log filter passed to the validators.
     #[arg(long, default_value = "info")]
     log: String,
+    /// Leave out the CREATE2 deployer that a fresh devnet's genesis holds, as anvil's does,
+    /// at 0x4e59b44847b379578588920ca78fbf26c0b4956c (anvil's flag is accepted too).
+    #[arg(long, alias = "disable-default-create2-deployer")]
+    no_create2_deployer: bool,
 }
 
 impl DevnetArgs {
@@ -98,6 +102,9 @@ fn create(
     let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
     let mut genesis = Genesis::dev(&accounts, wei, now);
     genesis.chain_id = args.chain_id;
+    if !args.no_create2_deployer {
+        genesis = genesis.with_create2_deployer();
+    }
     let mut out = Vec::with_capacity(n);
     let https = (0..n).map(|i| node_port(args.port(), i)).collect::<anyhow::Result<Vec<_>>>()?;
     for (i, keys) in validator_keys.into_iter().enumerate() {
@@ -640,7 +647,7 @@ fn print_summary(
             "accounts": keys.iter().map(|k| json!({
                 "address": k.address(),
                 "privateKey": k.credential().to_bytes().to_vec().iter().fold(String::from("0x"), |s, b| s + &format!("{b:02x}")),
-                "balance": configs[0].genesis.alloc.get(&k.address()).map(|b| b.to_string()),
+                "balance": configs[0].genesis.alloc.get(&k.address()).map(|a| a.balance.to_string()),
             })).collect::<Vec<_>>(),
             "mnemonic": args.mnemonic,
             "dataDir": dir,
@@ -654,7 +661,7 @@ fn print_summary(
     let ether = U256::from(10u64).pow(U256::from(18));
     for (i, k) in keys.iter().enumerate() {
         match g.alloc.get(&k.address()) {
-            Some(b) => println!("({i}) {} ({} ETH)", k.address(), b / ether),
+            Some(a) => println!("({i}) {} ({} ETH)", k.address(), a.balance / ether),
             None => println!("({i}) {} (not funded on this chain)", k.address()),
         }
     }
@@ -724,6 +731,32 @@ mod tests {
         let resumed = super::stored_config(dir.path(), 1).unwrap_or_else(|e| panic!("{e}"));
         assert!(resumed.pipeline.pipelined);
         assert_eq!(resumed.committee.len(), 4);
+    }
+
+    /// A fresh devnet's genesis holds the CREATE2 deployer, as anvil's does, unless told not
+    /// to (with Farol's flag or anvil's); the stored configuration keeps it.
+    #[test]
+    fn a_created_devnet_holds_the_create2_deployer() {
+        use farol_node::genesis::CREATE2_DEPLOYER;
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (flags, held) in [
+            (&[][..], true),
+            (&["--no-create2-deployer"][..], false),
+            (&["--disable-default-create2-deployer"][..], false),
+        ] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let args = Cli::parse_from(["devnet"].iter().chain(flags)).devnet;
+            let configs =
+                super::create(&args, 4, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+            let path = super::config_path(dir.path(), 0);
+            super::write_private(&path, &configs[0]).unwrap_or_else(|e| panic!("{e}"));
+            let stored = super::stored_config(dir.path(), 0).unwrap_or_else(|e| panic!("{e}"));
+            let deployer = stored.genesis.alloc.get(&CREATE2_DEPLOYER);
+            assert_eq!(deployer.is_some_and(|a| !a.code.is_empty()), held, "{flags:?}");
+            assert_eq!(stored.genesis, configs[0].genesis);
+            assert_eq!(stored.genesis.alloc.len(), 2 + usize::from(held));
+        }
     }
 
     #[derive(Parser)]

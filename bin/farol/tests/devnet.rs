@@ -716,6 +716,14 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     let balance = post(http(4), "eth_getBalance", json!([funder.address(), "latest"]))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(balance, json!("0x56bc75e2d63100000"), "100 ether at genesis");
+    // The CREATE2 deployer is placed at genesis (since stop 51).
+    let code = post(
+        http(4),
+        "eth_getCode",
+        json!(["0x4e59b44847b379578588920ca78fbf26c0b4956c", "latest"]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(code.as_str().is_some_and(|c| c.len() > 2), "no CREATE2 deployer: {code}");
     // Through a validator, and through the full node (which forwards to its peers).
     let n = send_and_wait_on(4242, http(1), &funder, 5);
     final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);

@@ -969,6 +969,11 @@ impl NodeConfig {
         if self.genesis.gas_limit < 21_000 {
             return bad("genesis.gas_limit", "below a transfer's 21000".into());
         }
+        for (address, account) in &self.genesis.alloc {
+            if let Some(why) = account.code_problem() {
+                return bad(&format!("genesis.alloc.{address}.code"), why);
+            }
+        }
         // A slot is decided from the three rounds after it: history must reach past them.
         if self.genesis.consensus.gc_depth < 8 {
             return bad("genesis.consensus.gc_depth", "must be at least 8 rounds".into());

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use alloy_consensus::{constants::EMPTY_OMMER_ROOT_HASH, Header, EMPTY_ROOT_HASH};
-use alloy_primitives::{Address, Bloom, Bytes, B256, B64, U256};
+use alloy_primitives::{
+    address, keccak256, Address, Bloom, Bytes, B256, B64, KECCAK256_EMPTY, U256,
+};
 use alloy_signer_local::{coins_bip39::English, MnemonicBuilder, PrivateKeySigner};
 use farol_execution::{Account, ChainSpec, StateDiff};
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,36 @@ pub const DEV_MNEMONIC: &str = "test test test test test test test test test tes
 
 /// Chain id of development chains (anvil's and hardhat's).
 pub const DEV_CHAIN_ID: u64 = 31_337;
+
+/// The address of the deterministic CREATE2 deployer that Foundry's `forge script` deploys
+/// salted contracts through, that anvil places at genesis and that most chains hold (its
+/// keyless deploying transaction puts it there).
+pub const CREATE2_DEPLOYER: Address = address!("4e59b44847b379578588920ca78fbf26c0b4956c");
+
+/// The code Farol places at [`CREATE2_DEPLOYER`], written here, with the interface of the
+/// contract found at that address elsewhere: the call's data is a 32-byte salt followed by
+/// init code, which it runs with CREATE2 (passing on the call's value) and answers with the
+/// new contract's 20-byte address. A failed creation reverts with the creation's revert data
+/// (so a reason comes back to the caller), and data shorter than a salt reverts empty.
+///
+/// ```text
+/// 00 PUSH1 32  CALLDATASIZE  LT  PUSH1 0x22  JUMPI        short data: revert
+/// 07 PUSH1 32  CALLDATASIZE  SUB  DUP1                    len = size - 32
+/// 0c PUSH1 32  PUSH0  CALLDATACOPY                        memory[0..len] = init code
+/// 10 PUSH0  CALLDATALOAD  SWAP1  PUSH0  CALLVALUE  CREATE2 (value, 0, len, salt)
+/// 16 DUP1  ISZERO  PUSH1 0x22  JUMPI                      failed: revert
+/// 1b PUSH0  MSTORE  PUSH1 20  PUSH1 12  RETURN            the address's 20 bytes
+/// 22 JUMPDEST  RETURNDATASIZE PUSH0 PUSH0 RETURNDATACOPY  RETURNDATASIZE PUSH0 REVERT
+/// ```
+pub const CREATE2_DEPLOYER_CODE: [u8; 42] = [
+    0x60, 0x20, 0x36, 0x10, 0x60, 0x22, 0x57, // short data
+    0x60, 0x20, 0x36, 0x03, 0x80, // len
+    0x60, 0x20, 0x5f, 0x37, // copy the init code
+    0x5f, 0x35, 0x90, 0x5f, 0x34, 0xf5, // CREATE2
+    0x80, 0x15, 0x60, 0x22, 0x57, // failed
+    0x5f, 0x52, 0x60, 0x14, 0x60, 0x0c, 0xf3, // the address
+    0x5b, 0x3d, 0x5f, 0x5f, 0x3e, 0x3d, 0x5f, 0xfd, // revert with the creation's data
+];
 
 /// What the chain starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,10 +62,12 @@ pub struct Genesis {
     /// Base fee per gas of every block (wei). Farol's fee does not float with demand: block
     /// size is set by consensus, not by gas.
     pub base_fee: u64,
-    /// Balances at genesis (wei). An account given twice (its address in two cases) is an
-    /// error naming it (before stop 46 the later balance silently replaced the earlier).
+    /// Accounts at genesis: each a balance (wei), or a table of `balance`, `nonce`, `code`
+    /// and `storage` (a contract placed at genesis; since stop 51). An account given twice
+    /// (its address in two cases) is an error naming it (before stop 46 the later balance
+    /// silently replaced the earlier).
     #[serde(deserialize_with = "unique_accounts")]
-    pub alloc: BTreeMap<Address, U256>,
+    pub alloc: BTreeMap<Address, GenesisAccount>,
     /// Consensus parameters every validator must share.
     #[serde(default)]
     pub consensus: ConsensusParams,
@@ -42,20 +76,24 @@ pub struct Genesis {
 /// A map of accounts in which no address comes twice.
 fn unique_accounts<'de, D: serde::Deserializer<'de>>(
     d: D,
-) -> Result<BTreeMap<Address, U256>, D::Error> {
+) -> Result<BTreeMap<Address, GenesisAccount>, D::Error> {
     struct Accounts;
     impl<'de> serde::de::Visitor<'de> for Accounts {
-        type Value = BTreeMap<Address, U256>;
+        type Value = BTreeMap<Address, GenesisAccount>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a table of addresses and balances")
+            f.write_str("a table of addresses and accounts")
         }
         fn visit_map<M: serde::de::MapAccess<'de>>(
             self,
             mut m: M,
         ) -> Result<Self::Value, M::Error> {
             let mut out = BTreeMap::new();
-            while let Some((address, balance)) = m.next_entry::<Address, U256>()? {
-                if out.insert(address, balance).is_some() {
+            while let Some(address) = m.next_key::<Address>()? {
+                // The address goes into the account's errors: a bad field then names it.
+                let account = m
+                    .next_value::<GenesisAccount>()
+                    .map_err(|e| serde::de::Error::custom(format!("{address}: {e}")))?;
+                if out.insert(address, account).is_some() {
                     return Err(serde::de::Error::custom(format!("{address} is given twice")));
                 }
             }
@@ -63,6 +101,134 @@ fn unique_accounts<'de, D: serde::Deserializer<'de>>(
         }
     }
     d.deserialize_map(Accounts)
+}
+
+/// An account at genesis: a balance, and for a contract placed there its nonce, code and
+/// storage. Written as its balance alone when it has nothing else (what every genesis held
+/// before stop 51), as a table otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GenesisAccount {
+    /// Balance in wei.
+    pub balance: U256,
+    /// Nonce.
+    pub nonce: u64,
+    /// Code (EVM bytecode, or an EIP-7702 delegation); empty for none.
+    pub code: Bytes,
+    /// Storage slots; a zero value is the same as an absent slot.
+    pub storage: BTreeMap<U256, U256>,
+}
+
+impl GenesisAccount {
+    /// An account holding `balance` wei and nothing else.
+    pub fn balance(balance: U256) -> Self {
+        GenesisAccount { balance, ..Default::default() }
+    }
+
+    /// Whether the account holds a balance alone (written as one).
+    fn is_balance(&self) -> bool {
+        self.nonce == 0 && self.code.is_empty() && self.storage.is_empty()
+    }
+
+    /// Why its code cannot be placed at genesis, if it cannot. Code beginning with `0xEF` is
+    /// refused unless it is an EIP-7702 delegation (EIP-3541: no deployment makes such code,
+    /// so the executor never meets it), and a WASM contract's code too: a module becomes a
+    /// contract through a deployment, which checks it and meters it.
+    pub fn code_problem(&self) -> Option<String> {
+        let code = &self.code[..];
+        if farol_execution::wasm::is_wasm(code) {
+            return Some(
+                "a WASM contract cannot be placed at genesis: deploy it with a transaction".into(),
+            );
+        }
+        let delegation = code.len() == 23 && code.starts_with(&[0xef, 0x01, 0x00]);
+        if code.first() == Some(&0xef) && !delegation {
+            return Some(
+                "begins with 0xEF and is not an EIP-7702 delegation (0xef0100 and an address; \
+                 EIP-3541)"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
+impl Serialize for GenesisAccount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if self.is_balance() {
+            return self.balance.serialize(s);
+        }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("balance", &self.balance)?;
+        if self.nonce != 0 {
+            m.serialize_entry("nonce", &self.nonce)?;
+        }
+        if !self.code.is_empty() {
+            m.serialize_entry("code", &self.code)?;
+        }
+        if !self.storage.is_empty() {
+            m.serialize_entry("storage", &self.storage)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for GenesisAccount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = GenesisAccount;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a balance in wei, or a table of balance, nonce, code and storage")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(GenesisAccount::balance(U256::from(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                u64::try_from(v)
+                    .map(|v| GenesisAccount::balance(U256::from(v)))
+                    .map_err(|_| E::custom(format!("balance: {v} is below zero")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                U256::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    .map(GenesisAccount::balance)
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Self::Value, M::Error> {
+                use serde::de::Error;
+                let mut a = GenesisAccount::default();
+                let mut seen = [false; 4];
+                while let Some(key) = m.next_key::<String>()? {
+                    let i = match key.as_str() {
+                        "balance" => 0,
+                        "nonce" => 1,
+                        "code" => 2,
+                        "storage" => 3,
+                        _ => {
+                            return Err(M::Error::unknown_field(
+                                &key,
+                                &["balance", "nonce", "code", "storage"],
+                            ))
+                        }
+                    };
+                    if std::mem::replace(&mut seen[i], true) {
+                        return Err(M::Error::custom(format!("{key} is given twice")));
+                    }
+                    let named = |e: M::Error| M::Error::custom(format!("{key}: {e}"));
+                    match i {
+                        0 => a.balance = m.next_value().map_err(named)?,
+                        1 => a.nonce = m.next_value().map_err(named)?,
+                        2 => a.code = m.next_value().map_err(named)?,
+                        _ => a.storage = m.next_value().map_err(named)?,
+                    }
+                }
+                Ok(a)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// Consensus parameters of a chain (every validator must run the same).
@@ -103,9 +269,21 @@ impl Genesis {
             timestamp,
             gas_limit: 1_000_000_000,
             base_fee: 1_000_000_000,
-            alloc: accounts.iter().map(|a| (*a, balance)).collect(),
+            alloc: accounts.iter().map(|a| (*a, GenesisAccount::balance(balance))).collect(),
             consensus: ConsensusParams::default(),
         }
+    }
+
+    /// Places the CREATE2 deployer at [`CREATE2_DEPLOYER`] (nonce 1, as a contract
+    /// created by a transaction), as anvil does. A balance given there is kept; an account
+    /// given there with code of its own is left as it is.
+    pub fn with_create2_deployer(mut self) -> Genesis {
+        let a = self.alloc.entry(CREATE2_DEPLOYER).or_default();
+        if a.code.is_empty() {
+            a.code = Bytes::from_static(&CREATE2_DEPLOYER_CODE);
+            a.nonce = a.nonce.max(1);
+        }
+        self
     }
 
     /// The execution rules: Farol's (newest hardfork, WASM contracts, 64 KiB code) on this
@@ -117,8 +295,27 @@ impl Genesis {
     /// The genesis state as a diff over the empty state.
     pub fn state(&self) -> StateDiff {
         let mut diff = StateDiff::default();
-        for (a, balance) in &self.alloc {
-            diff.accounts.insert(*a, Some(Account::with_balance(*balance)));
+        for (a, account) in &self.alloc {
+            let code_hash = if account.code.is_empty() {
+                KECCAK256_EMPTY
+            } else {
+                let hash = keccak256(&account.code);
+                diff.code.insert(hash, account.code.clone());
+                hash
+            };
+            diff.accounts.insert(
+                *a,
+                Some(Account { balance: account.balance, nonce: account.nonce, code_hash }),
+            );
+            let slots: BTreeMap<U256, U256> = account
+                .storage
+                .iter()
+                .filter(|(_, v)| !v.is_zero())
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            if !slots.is_empty() {
+                diff.storage.insert(*a, slots);
+            }
         }
         diff
     }
@@ -168,4 +365,173 @@ pub fn mnemonic_accounts(mnemonic: &str, n: u32) -> Result<Vec<PrivateKeySigner>
                 .map_err(|e| format!("mnemonic account {i}: {e}"))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+    use alloy_primitives::TxKind;
+    use alloy_signer::SignerSync;
+    use farol_execution::{
+        execute_sequential, BlockEnv, InMemoryState, RecoveredTx, StateView, TxStatus,
+    };
+
+    /// Calls from the first development account to the deployer, one per input and value, in
+    /// one block over a development genesis with the deployer.
+    fn run_deployer(calls: &[(Vec<u8>, u64)]) -> (InMemoryState, Vec<farol_execution::TxOutcome>) {
+        let key = mnemonic_accounts(DEV_MNEMONIC, 1).unwrap_or_else(|e| panic!("{e}")).remove(0);
+        let ether = U256::from(10u64).pow(U256::from(18));
+        let genesis = Genesis::dev(&[key.address()], ether, 0).with_create2_deployer();
+        let mut state = InMemoryState::new();
+        state.apply(&genesis.state());
+        let txs: Vec<RecoveredTx> = calls
+            .iter()
+            .enumerate()
+            .map(|(nonce, (input, value))| {
+                let tx = TxEip1559 {
+                    chain_id: DEV_CHAIN_ID,
+                    nonce: nonce as u64,
+                    gas_limit: 1_000_000,
+                    max_fee_per_gas: 1_000_000_000,
+                    to: TxKind::Call(CREATE2_DEPLOYER),
+                    value: U256::from(*value),
+                    input: input.clone().into(),
+                    ..Default::default()
+                };
+                let sig =
+                    key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+                RecoveredTx { tx: TxEnvelope::Eip1559(tx.into_signed(sig)), sender: key.address() }
+            })
+            .collect();
+        let env = BlockEnv {
+            base_fee: genesis.base_fee,
+            gas_limit: genesis.gas_limit,
+            ..Default::default()
+        };
+        let out = execute_sequential(&state, &genesis.chain_spec(), &env, &txs)
+            .unwrap_or_else(|e| panic!("{e}"));
+        state.apply(&out.diff);
+        (state, out.txs)
+    }
+
+    /// `salt ‖ init`.
+    fn input(salt: u8, init: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; 31];
+        v.push(salt);
+        v.extend_from_slice(init);
+        v
+    }
+
+    #[test]
+    fn the_create2_deployer_deploys_at_the_create2_address() {
+        // Init code returning the one-byte runtime code 0x00 (STOP).
+        let init = [0x60, 0x01, 0x5f, 0xf3]; // PUSH1 1 PUSH0 RETURN: memory[0..1] = 0x00
+                                             // Init code reverting with the two bytes 0xdead.
+        let reverting = [0x61, 0xde, 0xad, 0x5f, 0x52, 0x60, 0x02, 0x60, 0x1e, 0xfd];
+        let (state, out) = run_deployer(&[
+            (input(1, &init), 5),
+            (input(1, &init), 0), // the same salt and code again: the address is taken
+            (input(2, &reverting), 0),
+            (vec![0u8; 31], 0), // shorter than a salt
+            (input(3, &[]), 0), // empty init code: an empty contract at its address
+        ]);
+        let at = |salt: u8, init: &[u8]| {
+            CREATE2_DEPLOYER.create2(B256::with_last_byte(salt), keccak256(init))
+        };
+        let first = at(1, &init);
+        assert_eq!(out[0].status, TxStatus::Success, "{:?}", out[0]);
+        assert_eq!(out[0].output[..], first[..], "the answer is the new address's 20 bytes");
+        let account = state.account(first).unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
+        assert_eq!(account.balance, U256::from(5), "the call's value goes to the contract");
+        assert_eq!(account.code_hash, keccak256([0x00]));
+        assert_eq!(out[1].status, TxStatus::Revert, "{:?}", out[1]);
+        assert!(out[1].output.is_empty());
+        assert_eq!(out[2].status, TxStatus::Revert, "{:?}", out[2]);
+        assert_eq!(out[2].output[..], [0xde, 0xad], "the creation's revert data comes back");
+        assert_eq!(out[3].status, TxStatus::Revert, "{:?}", out[3]);
+        assert!(out[3].output.is_empty());
+        assert_eq!(out[4].status, TxStatus::Success, "{:?}", out[4]);
+        assert_eq!(out[4].output[..], at(3, &[])[..]);
+        let deployer =
+            state.account(CREATE2_DEPLOYER).unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
+        assert_eq!(deployer.nonce, 3, "nonce 1 at genesis, one more per creation made");
+        assert_eq!(deployer.balance, U256::ZERO);
+    }
+
+    #[test]
+    fn genesis_accounts_read_as_balances_or_tables_and_write_back_the_same() {
+        let text = r#"
+            chain_id = 7
+            timestamp = 0
+            gas_limit = 30000000
+            base_fee = 1
+            [alloc]
+            "0x0000000000000000000000000000000000000001" = "0x10"
+            "0x0000000000000000000000000000000000000002" = 17
+            "0x0000000000000000000000000000000000000003" = { balance = "5", nonce = 2, code = "0x6000", storage = { "0x01" = "0x2a", "0x02" = "0x0" } }
+        "#;
+        let g: Genesis = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let a = |b: u8| g.alloc[&Address::with_last_byte(b)].clone();
+        assert_eq!(a(1), GenesisAccount::balance(U256::from(16)));
+        assert_eq!(a(2), GenesisAccount::balance(U256::from(17)));
+        let c = a(3);
+        assert_eq!((c.balance, c.nonce, &c.code[..]), (U256::from(5), 2, &[0x60, 0x00][..]));
+        assert_eq!(c.storage.get(&U256::from(1)), Some(&U256::from(42)));
+        // Back and forth through TOML and JSON (the data directory's genesis.json).
+        let again: Genesis = toml::from_str(&toml::to_string(&g).unwrap_or_else(|e| panic!("{e}")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, g);
+        let json = serde_json::to_string(&g).unwrap_or_else(|e| panic!("{e}"));
+        assert!(json.contains(r#""0x0000000000000000000000000000000000000001":"0x10""#), "{json}");
+        assert_eq!(serde_json::from_str::<Genesis>(&json).unwrap_or_else(|e| panic!("{e}")), g);
+        // The state: code by hash, the zero slot left out.
+        let diff = g.state();
+        let hash = keccak256([0x60, 0x00]);
+        assert_eq!(diff.code.get(&hash).map(|c| &c[..]), Some(&[0x60, 0x00][..]));
+        let account = diff.accounts[&Address::with_last_byte(3)].unwrap_or_else(|| panic!());
+        assert_eq!((account.nonce, account.code_hash), (2, hash));
+        assert_eq!(diff.storage[&Address::with_last_byte(3)].len(), 1);
+        // Errors name the account and the field.
+        for (entry, words) in [
+            (r#"{ balance = "1", colour = "red" }"#, "unknown field `colour`"),
+            (r#"{ nonce = "x" }"#, "nonce"),
+            (r#"{ code = "0xzz" }"#, "code"),
+            ("-1", "below zero"),
+        ] {
+            let bad = format!(
+                "chain_id = 7\ntimestamp = 0\ngas_limit = 1\nbase_fee = 1\n[alloc]\n\
+                 \"0x0000000000000000000000000000000000000009\" = {entry}\n"
+            );
+            let e = toml::from_str::<Genesis>(&bad).map(|_| ()).unwrap_err().to_string();
+            assert!(
+                e.contains(words) && e.contains("0x0000000000000000000000000000000000000009"),
+                "{entry}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn code_genesis_cannot_hold_is_named() {
+        let with = |code: Vec<u8>| GenesisAccount { code: code.into(), ..Default::default() };
+        assert_eq!(with(CREATE2_DEPLOYER_CODE.to_vec()).code_problem(), None);
+        let mut delegation = vec![0xef, 0x01, 0x00];
+        delegation.extend_from_slice(&[7u8; 20]);
+        assert_eq!(with(delegation.clone()).code_problem(), None);
+        delegation.push(0);
+        assert!(with(delegation).code_problem().is_some_and(|w| w.contains("EIP-3541")));
+        assert!(with(vec![0xef]).code_problem().is_some());
+        let wasm = farol_execution::wasm::contract_code(b"\0asm\x01\0\0\0");
+        assert!(with(wasm).code_problem().is_some_and(|w| w.contains("WASM")));
+        // The deployer keeps a balance given at its address, and code given there wins.
+        let g = Genesis::dev(&[CREATE2_DEPLOYER], U256::from(9), 0).with_create2_deployer();
+        let d = &g.alloc[&CREATE2_DEPLOYER];
+        assert_eq!(
+            (d.balance, d.nonce, &d.code[..]),
+            (U256::from(9), 1, &CREATE2_DEPLOYER_CODE[..])
+        );
+        let mut own = Genesis::dev(&[], U256::ZERO, 0);
+        own.alloc.insert(CREATE2_DEPLOYER, with(vec![0x00]));
+        assert_eq!(own.clone().with_create2_deployer(), own);
+    }
 }

@@ -663,6 +663,19 @@ async fn rpc_errors_proofs_restart_and_config() {
     // A genesis time in milliseconds.
     refused(&|c| c.genesis.timestamp = 1_700_000_000_000, "genesis.timestamp");
     refused(&|c| c.rpc.max_request_bytes = 0, "rpc.max_request_bytes");
+    // Code genesis cannot hold (since stop 51): 0xEF not a delegation, a WASM contract.
+    let code = |code: &'static [u8]| {
+        move |c: &mut NodeConfig| {
+            let a = farol_node::genesis::GenesisAccount {
+                code: Bytes::from_static(code),
+                ..Default::default()
+            };
+            c.genesis.alloc.insert(Address::with_last_byte(0x42), a);
+        }
+    };
+    let field = "genesis.alloc.0x0000000000000000000000000000000000000042.code";
+    refused(&code(&[0xef, 0x00]), field);
+    refused(&code(&[0xfe, b'F', b'W', 0x01, 0x00]), field);
     // An account given twice in the genesis (its address in two cases).
     let lower = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
     let json = format!(

@@ -2,8 +2,8 @@
 // package-lock.json) with a local account. Compiles a Solidity ERC-20 (OpenZeppelin, solc
 // pinned), deploys it, transfers, reads balances, receipts and logs, estimates gas, calls
 // with a state override, subscribes to newHeads over WebSocket, watches pending
-// transactions (a subscription, and a polling filter over HTTP), and sends a sponsored
-// EIP-7702 delegation.
+// transactions (a subscription, and a polling filter over HTTP), sends a sponsored
+// EIP-7702 delegation, and deploys through the CREATE2 deployer at its usual address.
 //
 //   FAROL_HTTP=http://127.0.0.1:8545 FAROL_WS=ws://127.0.0.1:8546 node client.mjs
 //
@@ -19,6 +19,11 @@ import {
   parseAbiItem,
   encodeFunctionData,
   decodeFunctionResult,
+  encodeDeployData,
+  getContractAddress,
+  keccak256,
+  toHex,
+  concat,
 } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { anvil } from "viem/chains";
@@ -132,6 +137,28 @@ await step("deploy a Solidity ERC-20", async () => {
   assert.ok(code && code.length > 100);
   assert.equal(await pub.readContract({ address: token, abi, functionName: "symbol" }), "CLI");
   assert.equal(await pub.readContract({ address: token, abi, functionName: "balanceOf", args: [alice.address] }), 1_000_000n);
+});
+
+await step("a salted deployment through the CREATE2 deployer, as forge script makes", async () => {
+  // The devnet's genesis holds the deterministic deployer where anvil's does: the call's
+  // data is a salt and init code, its answer the new contract's 20 bytes.
+  const deployer = "0x4e59b44847b379578588920ca78fbf26c0b4956c";
+  assert.ok((await pub.getCode({ address: deployer }))?.length > 2, "no deployer at genesis");
+  const init = encodeDeployData({ abi, bytecode, args: [7n] });
+  const salt = keccak256(toHex("farol"));
+  const expected = getContractAddress({ opcode: "CREATE2", from: deployer, salt, bytecode: init });
+  const data = concat([salt, init]);
+  const { data: answer } = await pub.call({ account: alice, to: deployer, data });
+  assert.equal(answer?.toLowerCase(), expected.toLowerCase());
+  const gas = await pub.estimateGas({ account: alice, to: deployer, data });
+  const hash = await wallet.sendTransaction({ to: deployer, data, gas });
+  const r = await pub.waitForTransactionReceipt({ hash, pollingInterval: 50 });
+  assert.equal(r.status, "success");
+  assert.equal(await pub.readContract({ address: expected, abi, functionName: "symbol" }), "CLI");
+  // The constructor minted to its caller: the deployer.
+  assert.equal(await pub.readContract({ address: expected, abi, functionName: "balanceOf", args: [deployer] }), 7n);
+  // The same salt again: the address is taken, and the call reverts.
+  await assert.rejects(pub.call({ account: alice, to: deployer, data }));
 });
 
 await step("token transfer: estimate, receipt, logs, balances", async () => {
