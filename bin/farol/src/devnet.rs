@@ -122,7 +122,12 @@ fn create(
                 cors_origins: vec!["*".into()],
                 ..RpcConfig::default()
             },
-            mempool: Default::default(),
+            // Unprotected (pre-EIP-155) transactions taken, as anvil and hardhat take them:
+            // the keyless deployments of contracts found at one address on every chain.
+            mempool: farol_node::mempool::MempoolConfig {
+                allow_unprotected_txs: true,
+                ..Default::default()
+            },
             // Pipelined as stored: `--no-pipeline` applies to the run it is given to, a
             // resumed devnet's too (before stop 49 a devnet created with it stored it, and
             // stayed unpipelined when resumed without it).
@@ -756,6 +761,7 @@ mod tests {
             assert_eq!(deployer.is_some_and(|a| !a.code.is_empty()), held, "{flags:?}");
             assert_eq!(stored.genesis, configs[0].genesis);
             assert_eq!(stored.genesis.alloc.len(), 2 + usize::from(held));
+            assert!(stored.mempool.allow_unprotected_txs, "as anvil, since stop 51");
         }
     }
 

@@ -42,6 +42,11 @@ pub struct MempoolConfig {
     /// Keep the transactions accepted in `mempool.journal` under the data directory, so that
     /// a restarted node takes back what waited (checked again, as if sent anew).
     pub journal: bool,
+    /// Take legacy transactions signed without a chain id (not replay-protected, EIP-155),
+    /// as geth's `--rpc.allow-unprotected-txs`: what the keyless deployments of contracts
+    /// found at one address on every chain need. Off by default, as in geth; on in
+    /// `farol devnet`, as anvil and hardhat take them.
+    pub allow_unprotected_txs: bool,
 }
 
 impl Default for MempoolConfig {
@@ -55,6 +60,7 @@ impl Default for MempoolConfig {
             max_tx_bytes: 128 * 1024,
             lifetime_secs: 600,
             journal: true,
+            allow_unprotected_txs: false,
         }
     }
 }
@@ -334,15 +340,17 @@ impl std::fmt::Debug for Mempool {
     }
 }
 
-/// Decodes and checks what can be checked without state: size, encoding, chain id, fee cap,
-/// gas limit, signature, and what execution checks without state ([`check_transaction`],
-/// which needs the sender: under Amsterdam a transfer to oneself costs less).
+/// Decodes and checks what can be checked without state: size, encoding, chain id (a legacy
+/// transaction without one only if `allow_unprotected`), fee cap, gas limit, signature, and
+/// what execution checks without state ([`check_transaction`], which needs the sender:
+/// under Amsterdam a transfer to oneself costs less).
 pub fn check(
     raw: &[u8],
     spec: &ChainSpec,
     base_fee: u64,
     gas_limit: u64,
     max_bytes: usize,
+    allow_unprotected: bool,
 ) -> Result<Checked, MempoolError> {
     // A blob transaction as wallets send it carries its blobs (128 KiB each): refused as
     // what it is before its size (before stop 46 it read "oversized data").
@@ -360,7 +368,9 @@ pub fn check(
     if tx.is_eip4844() {
         return Err(MempoolError::Unsupported("blob transactions are not accepted".into()));
     }
-    if tx.chain_id() != Some(spec.chain_id) {
+    // Only a legacy transaction can lack a chain id (typed ones always carry one).
+    let unprotected = tx.chain_id().is_none() && allow_unprotected;
+    if tx.chain_id() != Some(spec.chain_id) && !unprotected {
         return Err(MempoolError::ChainId { got: tx.chain_id(), want: spec.chain_id });
     }
     if tx.max_fee_per_gas() < u128::from(base_fee) {
@@ -393,12 +403,20 @@ pub struct Checker {
     base_fee: u64,
     gas_limit: u64,
     max_bytes: usize,
+    allow_unprotected: bool,
 }
 
 impl Checker {
     /// Checks `raw` without state (see [`check`]).
     pub fn check(&self, raw: &[u8]) -> Result<Checked, MempoolError> {
-        check(raw, &self.spec, self.base_fee, self.gas_limit, self.max_bytes)
+        check(
+            raw,
+            &self.spec,
+            self.base_fee,
+            self.gas_limit,
+            self.max_bytes,
+            self.allow_unprotected,
+        )
     }
 }
 
@@ -591,6 +609,7 @@ impl Mempool {
             base_fee: self.base_fee,
             gas_limit: self.gas_limit,
             max_bytes: self.cfg.max_tx_bytes,
+            allow_unprotected: self.cfg.allow_unprotected_txs,
         }
     }
 
@@ -1320,6 +1339,28 @@ mod tests {
         let mut p = pool(4, 100);
         let wrong_chain = p.check(&signed(&key, 0, 2_000, 1));
         assert!(matches!(wrong_chain, Err(MempoolError::ChainId { got: Some(1), .. })));
+        // A legacy transaction without a chain id: refused unless the pool allows it, and
+        // one for another chain refused either way.
+        let legacy = |chain_id: Option<u64>| {
+            let tx = alloy_consensus::TxLegacy {
+                chain_id,
+                gas_price: 2_000,
+                gas_limit: 21_000,
+                to: TxKind::Call(Address::repeat_byte(7)),
+                ..Default::default()
+            };
+            let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            TxEnvelope::Legacy(tx.into_signed(sig)).encoded_2718()
+        };
+        let refused = p.check(&legacy(None));
+        assert!(matches!(refused, Err(MempoolError::ChainId { got: None, .. })), "{refused:?}");
+        assert!(p.check(&legacy(Some(31337))).is_ok());
+        p.cfg.allow_unprotected_txs = true;
+        let taken = p.check(&legacy(None)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(taken.sender, key.address());
+        let other = p.check(&legacy(Some(1)));
+        assert!(matches!(other, Err(MempoolError::ChainId { got: Some(1), .. })), "{other:?}");
+        p.cfg.allow_unprotected_txs = false;
         assert!(matches!(
             p.check(&signed(&key, 0, 10, 31337)),
             Err(MempoolError::FeeCapTooLow { .. })

@@ -929,7 +929,10 @@ fn decode(state: &Arc<State>, c: &Committed) -> Vec<RecoveredTx> {
             if sender.as_slice() != t.sender {
                 return Err((None, "sender differs from the one forwarded".into()));
             }
-            if tx.chain_id() != Some(chain_id) {
+            // A legacy transaction without a chain id (not replay-protected) is valid on
+            // every chain, as in Ethereum; only pools refuse it unless told otherwise
+            // (`mempool.allow_unprotected_txs`). Before stop 51 blocks dropped it too.
+            if tx.chain_id().is_some_and(|id| id != chain_id) {
                 return Err((Some(hash), format!("chain id {:?}, want {chain_id}", tx.chain_id())));
             }
             Ok(RecoveredTx { tx, sender })

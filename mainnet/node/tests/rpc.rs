@@ -1270,6 +1270,74 @@ async fn a_failed_creation_names_its_address() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A legacy transaction signed without a chain id (not replay-protected: the keyless
+/// deployments of contracts found at one address on every chain) is taken by a pool that
+/// allows it (`mempool.allow_unprotected_txs`, geth's `--rpc.allow-unprotected-txs`), and
+/// executed: blocks take it as Ethereum's do (before stop 51 they dropped it). A pool of the
+/// default refuses it with geth's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unprotected_transaction_is_taken_where_allowed() {
+    let (_dir, key, node) = node_with(0x53, |c| c.mempool.allow_unprotected_txs = true).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let (_dir2, key2, strict) = node_with(0x54, |_| {}).await;
+    let strict_http = strict.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let deployer = PrivateKeySigner::random();
+        let unprotected = |key: &PrivateKeySigner| {
+            // Runtime code 0x00, returned by PUSH1 1 PUSH0 RETURN.
+            let tx = alloy_consensus::TxLegacy {
+                chain_id: None,
+                nonce: 0,
+                gas_price: 2_000_000_000,
+                gas_limit: 100_000,
+                to: TxKind::Create,
+                input: vec![0x60, 0x01, 0x5f, 0xf3].into(),
+                ..Default::default()
+            };
+            let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            let raw = TxEnvelope::Legacy(tx.into_signed(sig)).encoded_2718();
+            format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        };
+        let mut c = RpcClient::new(strict_http);
+        let e = c
+            .call("eth_sendRawTransaction", json!([unprotected(&key2)]))
+            .expect_err("an unprotected transaction taken by default");
+        assert!(e.contains("only replay-protected (EIP-155) transactions allowed over RPC"), "{e}");
+        let mut c = RpcClient::new(http);
+        let fund = TxEip1559 {
+            chain_id: 31337,
+            nonce: 0,
+            gas_limit: 21_000,
+            max_fee_per_gas: 2_000_000_000,
+            to: TxKind::Call(deployer.address()),
+            value: U256::from(10u64).pow(U256::from(18)),
+            ..Default::default()
+        };
+        let hash = c
+            .call("eth_sendRawTransaction", json!([signed_hex(&key, fund)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
+        let hash = c
+            .call("eth_sendRawTransaction", json!([unprotected(&deployer)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let r = wait_receipt(&mut c, &hash);
+        assert_eq!(r["status"], "0x1", "{r}");
+        assert_eq!(r["contractAddress"], json!(deployer.address().create(0)), "{r}");
+        let code = c
+            .call("eth_getCode", json!([deployer.address().create(0), "latest"]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(code, "0x00");
+        let tx =
+            c.call("eth_getTransactionByHash", json!([hash])).unwrap_or_else(|e| panic!("{e}"));
+        assert!(tx.get("chainId").is_none_or(Value::is_null), "{tx}");
+        assert!(tx["v"] == "0x1b" || tx["v"] == "0x1c", "{tx}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    strict.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
 /// however far the chain goes; `eth_getFilterLogs` returns the same range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
