@@ -72,6 +72,12 @@ struct NewArgs {
     /// `ether` (`0xf39F…2266=1000ether`); repeat for more accounts.
     #[arg(long = "alloc", value_name = "ADDRESS=AMOUNT", value_parser = parse_alloc)]
     alloc: Vec<(Address, U256)>,
+    /// Accounts at genesis from a file: a geth genesis file (JSON; its `alloc` is read, the
+    /// rest is not) or a table of addresses and accounts (JSON, or TOML unless the name ends
+    /// in `.json`), each a balance or `{ balance, nonce, code, storage }`: contracts placed
+    /// at genesis. An address may not be given here and in `--alloc` too.
+    #[arg(long, value_name = "FILE")]
+    alloc_file: Option<PathBuf>,
     /// Gas limit of every block.
     #[arg(long, default_value_t = 1_000_000_000)]
     gas_limit: u64,
@@ -231,10 +237,19 @@ fn new(args: NewArgs) -> anyhow::Result<()> {
             "--fee-recipient: given {k} times for {n} validators (once per --validator, or never)"
         ),
     };
-    let mut alloc = std::collections::BTreeMap::new();
+    let mut alloc = match &args.alloc_file {
+        None => std::collections::BTreeMap::new(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--alloc-file {}", path.display()))?;
+            let json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            farol_node::genesis::read_accounts(&text, json)
+                .map_err(|e| anyhow::anyhow!("--alloc-file {}: {e}", path.display()))?
+        }
+    };
     for (a, wei) in &args.alloc {
         if alloc.insert(*a, GenesisAccount::balance(*wei)).is_some() {
-            bail!("--alloc: {a} is given twice");
+            bail!("--alloc: {a} is given twice (or in --alloc-file too)");
         }
     }
     let own: Vec<Option<MemberKeys>> = match args.members.len() {
@@ -393,6 +408,8 @@ fn flag_of(e: farol_node::config::ConfigError) -> String {
         "--gas-limit"
     } else if text.starts_with("genesis.chain_id") {
         "--chain-id"
+    } else if text.starts_with("genesis.alloc.") {
+        "--alloc-file"
     } else {
         return text;
     };

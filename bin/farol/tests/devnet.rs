@@ -624,6 +624,19 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
         assert_eq!(mode(&own(i)), 0o600);
         std::fs::write(member(i), stdout).unwrap_or_else(|e| panic!("{e}"));
     }
+    // A contract placed at genesis, from a file in geth's genesis format (addresses without
+    // `0x`, nonces in hex).
+    let geth_alloc = tmp.path().join("genesis.json");
+    let genesis = json!({
+        "config": {"chainId": 4242},
+        "alloc": {"0000000000000000000000000000000000000abc": {
+            "balance": "0x10",
+            "nonce": "0x1",
+            "code": "0x60ff5f5260205ff3",
+            "storage": {"0x0000000000000000000000000000000000000000000000000000000000000001": "0x2a"},
+        }},
+    });
+    std::fs::write(&geth_alloc, genesis.to_string()).unwrap_or_else(|e| panic!("{e}"));
     let mut args = vec!["chain".to_string(), "new".into(), "--out".into(), text(&out).into()];
     for a in &udp {
         args.extend(["--validator".into(), a.to_string()]);
@@ -633,6 +646,8 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
         "4242".into(),
         "--alloc".into(),
         format!("{}=100ether", funder.address()),
+        "--alloc-file".into(),
+        text(&geth_alloc).into(),
         "--member".into(),
         "new".into(),
         "--member".into(),
@@ -724,6 +739,22 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(code.as_str().is_some_and(|c| c.len() > 2), "no CREATE2 deployer: {code}");
+    let placed = "0x0000000000000000000000000000000000000abc";
+    let at = |method: &str, params: Value| {
+        post(http(4), method, params).unwrap_or_else(|e| panic!("{e}"))
+    };
+    assert_eq!(at("eth_getCode", json!([placed, "latest"])), json!("0x60ff5f5260205ff3"));
+    assert_eq!(
+        at("eth_getStorageAt", json!([placed, "0x1", "latest"])),
+        json!(format!("0x{:064x}", 42))
+    );
+    assert_eq!(at("eth_getTransactionCount", json!([placed, "latest"])), json!("0x1"));
+    assert_eq!(at("eth_getBalance", json!([placed, "latest"])), json!("0x10"));
+    // Its code runs: it answers 32 bytes of 0xff.
+    assert_eq!(
+        at("eth_call", json!([{"to": placed}, "latest"])),
+        json!(format!("0x{:064x}", 0xff))
+    );
     // Through a validator, and through the full node (which forwards to its peers).
     let n = send_and_wait_on(4242, http(1), &funder, 5);
     final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
@@ -773,6 +804,42 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "--alloc",
     );
     refused(&new(&[v[0], v[1], "--gas-limit", "20999"]), "--gas-limit: genesis.gas_limit");
+    // Accounts from a file (since stop 51): code genesis cannot hold, an address also given
+    // with --alloc, a field that is no account's, a file that is not there.
+    let file = |name: &str, body: &str| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, body).unwrap_or_else(|e| panic!("{e}"));
+        p.to_str().unwrap_or_default().to_string()
+    };
+    let ef =
+        file("ef.toml", "\"0x0000000000000000000000000000000000000042\" = { code = \"0xef00\" }\n");
+    refused(
+        &with(o, &[v[0], v[1], "--alloc-file", &ef]),
+        "--alloc-file: genesis.alloc.0x0000000000000000000000000000000000000042.code: begins with 0xEF",
+    );
+    let twice =
+        file("twice.json", r#"{"alloc": {"0x0000000000000000000000000000000000000042": "0x1"}}"#);
+    refused(
+        &with(
+            o,
+            &[
+                v[0],
+                v[1],
+                "--alloc-file",
+                &twice,
+                "--alloc",
+                "0x0000000000000000000000000000000000000042=1",
+            ],
+        ),
+        "given twice",
+    );
+    let colour =
+        file("colour.json", r#"{"0x0000000000000000000000000000000000000042": {"colour": "red"}}"#);
+    refused(&with(o, &[v[0], v[1], "--alloc-file", &colour]), "unknown field `colour`");
+    refused(
+        &new(&[v[0], v[1], "--alloc-file", "/nonexistent/alloc.toml"]),
+        "--alloc-file /nonexistent/alloc.toml",
+    );
     // One validator with more stake than the three others together: no coin threshold.
     refused(
         &two(&[

@@ -103,6 +103,39 @@ fn unique_accounts<'de, D: serde::Deserializer<'de>>(
     d.deserialize_map(Accounts)
 }
 
+/// Genesis accounts from a file's text: a table of addresses and accounts (balances, or
+/// tables of `balance`, `nonce`, `code` and `storage`), or a file holding such a table as
+/// `alloc`, as geth's genesis files do (their other fields are not read). JSON when `json`,
+/// TOML otherwise. An address given twice is an error naming it.
+pub fn read_accounts(text: &str, json: bool) -> Result<BTreeMap<Address, GenesisAccount>, String> {
+    #[derive(Deserialize)]
+    struct Accounts(
+        #[serde(deserialize_with = "unique_accounts")] BTreeMap<Address, GenesisAccount>,
+    );
+    #[derive(Deserialize)]
+    struct Wrapped {
+        alloc: Accounts,
+    }
+    if json {
+        let top: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let read = if top.contains_key("alloc") {
+            serde_json::from_str::<Wrapped>(text).map(|w| w.alloc)
+        } else {
+            serde_json::from_str::<Accounts>(text)
+        };
+        read.map(|a| a.0).map_err(|e| e.to_string())
+    } else {
+        let top: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let read = if top.contains_key("alloc") {
+            toml::from_str::<Wrapped>(text).map(|w| w.alloc)
+        } else {
+            toml::from_str::<Accounts>(text)
+        };
+        read.map(|a| a.0).map_err(|e| e.to_string())
+    }
+}
+
 /// An account at genesis: a balance, and for a contract placed there its nonce, code and
 /// storage. Written as its balance alone when it has nothing else (what every genesis held
 /// before stop 51), as a table otherwise.
@@ -149,6 +182,37 @@ impl GenesisAccount {
             );
         }
         None
+    }
+}
+
+/// A nonce as a number, or as a string in decimal or `0x` hex (geth's genesis files write
+/// `"0x1"`).
+struct Nonce(u64);
+
+impl<'de> Deserialize<'de> for Nonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Nonce;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a nonce: a number, or a string in decimal or 0x hex")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Nonce, E> {
+                Ok(Nonce(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Nonce, E> {
+                u64::try_from(v).map(Nonce).map_err(|_| E::custom(format!("{v} is below zero")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Nonce, E> {
+                let n = match v.strip_prefix("0x") {
+                    Some(h) if !h.is_empty() => u64::from_str_radix(h, 16).ok(),
+                    Some(_) => None,
+                    None => v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())),
+                };
+                n.map(Nonce).ok_or_else(|| E::custom(format!("{v:?} is not a nonce below 2^64")))
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -219,7 +283,7 @@ impl<'de> Deserialize<'de> for GenesisAccount {
                     let named = |e: M::Error| M::Error::custom(format!("{key}: {e}"));
                     match i {
                         0 => a.balance = m.next_value().map_err(named)?,
-                        1 => a.nonce = m.next_value().map_err(named)?,
+                        1 => a.nonce = m.next_value::<Nonce>().map_err(named)?.0,
                         2 => a.code = m.next_value().map_err(named)?,
                         _ => a.storage = m.next_value().map_err(named)?,
                     }
@@ -469,12 +533,14 @@ mod tests {
             [alloc]
             "0x0000000000000000000000000000000000000001" = "0x10"
             "0x0000000000000000000000000000000000000002" = 17
+            "0x0000000000000000000000000000000000000004" = { nonce = "0x1f" }
             "0x0000000000000000000000000000000000000003" = { balance = "5", nonce = 2, code = "0x6000", storage = { "0x01" = "0x2a", "0x02" = "0x0" } }
         "#;
         let g: Genesis = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
         let a = |b: u8| g.alloc[&Address::with_last_byte(b)].clone();
         assert_eq!(a(1), GenesisAccount::balance(U256::from(16)));
         assert_eq!(a(2), GenesisAccount::balance(U256::from(17)));
+        assert_eq!(a(4), GenesisAccount { nonce: 31, ..Default::default() });
         let c = a(3);
         assert_eq!((c.balance, c.nonce, &c.code[..]), (U256::from(5), 2, &[0x60, 0x00][..]));
         assert_eq!(c.storage.get(&U256::from(1)), Some(&U256::from(42)));
@@ -496,6 +562,7 @@ mod tests {
         for (entry, words) in [
             (r#"{ balance = "1", colour = "red" }"#, "unknown field `colour`"),
             (r#"{ nonce = "x" }"#, "nonce"),
+            (r#"{ nonce = "0x10000000000000000" }"#, "nonce"),
             (r#"{ code = "0xzz" }"#, "code"),
             ("-1", "below zero"),
         ] {
