@@ -24,30 +24,56 @@ pub const DEV_CHAIN_ID: u64 = 31_337;
 /// keyless deploying transaction puts it there).
 pub const CREATE2_DEPLOYER: Address = address!("4e59b44847b379578588920ca78fbf26c0b4956c");
 
-/// The code Farol places at [`CREATE2_DEPLOYER`], written here, with the interface of the
-/// contract found at that address elsewhere: the call's data is a 32-byte salt followed by
-/// init code, which it runs with CREATE2 (passing on the call's value) and answers with the
-/// new contract's 20-byte address. A failed creation reverts with the creation's revert data
-/// (so a reason comes back to the caller), and data shorter than a salt reverts empty.
+/// The code at [`CREATE2_DEPLOYER`]: the runtime code that address holds on other chains,
+/// byte for byte, because Foundry checks it (a salted deployment in `forge script` reverts
+/// with `invalid CREATE2 deployer bytecode` unless the code's hash is
+/// [`CREATE2_DEPLOYER_CODE_HASH`]; stop 51's first version, 42 bytes of Farol's own with the
+/// same interface, failed there, found by a review). The call's data is a 32-byte salt
+/// followed by init code, which it runs with CREATE2 (passing on the call's value); it
+/// answers the new contract's 20-byte address. A failed creation reverts with no data, and
+/// data shorter than a salt makes the copy's length wrap and the call run out of gas.
 ///
 /// ```text
-/// 00 PUSH1 32  CALLDATASIZE  LT  PUSH1 0x22  JUMPI        short data: revert
-/// 07 PUSH1 32  CALLDATASIZE  SUB  DUP1                    len = size - 32
-/// 0c PUSH1 32  PUSH0  CALLDATACOPY                        memory[0..len] = init code
-/// 10 PUSH0  CALLDATALOAD  SWAP1  PUSH0  CALLVALUE  CREATE2 (value, 0, len, salt)
-/// 16 DUP1  ISZERO  PUSH1 0x22  JUMPI                      failed: revert
-/// 1b PUSH0  MSTORE  PUSH1 20  PUSH1 12  RETURN            the address's 20 bytes
-/// 22 JUMPDEST  RETURNDATASIZE PUSH0 PUSH0 RETURNDATACOPY  RETURNDATASIZE PUSH0 REVERT
+/// 00 PUSH32 -32  CALLDATASIZE  ADD              len = size - 32 (mod 2^256)
+/// 23 PUSH1 0  DUP2  PUSH1 32  DUP3  CALLDATACOPY memory[0..len] = calldata[32..]
+/// 2a DUP1  CALLDATALOAD                          salt = calldata[0..32]
+/// 2c DUP3  DUP3  CALLVALUE  CREATE2              (value, 0, len, salt)
+/// 30 DUP1  ISZERO  ISZERO  PUSH1 0x39  JUMPI     created: on to 0x39
+/// 36 DUP2  DUP3  REVERT                          revert(0, 0)
+/// 39 JUMPDEST  DUP1  DUP3  MSTORE  POP POP POP   memory[0..32] = address
+/// 40 PUSH1 20  PUSH1 12  RETURN                  its 20 bytes
 /// ```
-pub const CREATE2_DEPLOYER_CODE: [u8; 42] = [
-    0x60, 0x20, 0x36, 0x10, 0x60, 0x22, 0x57, // short data
-    0x60, 0x20, 0x36, 0x03, 0x80, // len
-    0x60, 0x20, 0x5f, 0x37, // copy the init code
-    0x5f, 0x35, 0x90, 0x5f, 0x34, 0xf5, // CREATE2
-    0x80, 0x15, 0x60, 0x22, 0x57, // failed
-    0x5f, 0x52, 0x60, 0x14, 0x60, 0x0c, 0xf3, // the address
-    0x5b, 0x3d, 0x5f, 0x5f, 0x3e, 0x3d, 0x5f, 0xfd, // revert with the creation's data
-];
+pub const CREATE2_DEPLOYER_CODE: [u8; 69] = {
+    let mut code = [0u8; 69];
+    // PUSH32 2^256 - 32.
+    code[0] = 0x7f;
+    let mut i = 1;
+    while i < 32 {
+        code[i] = 0xff;
+        i += 1;
+    }
+    code[32] = 0xe0;
+    let rest: [u8; 36] = [
+        0x36, 0x01, // len
+        0x60, 0x00, 0x81, 0x60, 0x20, 0x82, 0x37, // copy the init code
+        0x80, 0x35, // salt
+        0x82, 0x82, 0x34, 0xf5, // CREATE2
+        0x80, 0x15, 0x15, 0x60, 0x39, 0x57, // created?
+        0x81, 0x82, 0xfd, // no: revert
+        0x5b, 0x80, 0x82, 0x52, 0x50, 0x50, 0x50, // yes: store the address
+        0x60, 0x14, 0x60, 0x0c, 0xf3, // and return its 20 bytes
+    ];
+    let mut j = 0;
+    while j < rest.len() {
+        code[33 + j] = rest[j];
+        j += 1;
+    }
+    code
+};
+
+/// The hash of [`CREATE2_DEPLOYER_CODE`], which Foundry requires at [`CREATE2_DEPLOYER`].
+pub const CREATE2_DEPLOYER_CODE_HASH: B256 =
+    alloy_primitives::b256!("2fa86add0aed31f33a762c9d88e807c475bd51d0f52bd0955754b2608f7e4989");
 
 /// What the chain starts from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +211,105 @@ impl GenesisAccount {
     }
 }
 
+/// A balance as a number, or as a string in decimal or `0x` hex (geth's reading of a
+/// genesis balance).
+struct Wei(U256);
+
+impl Wei {
+    fn visit<E: serde::de::Error>(v: &str) -> Result<U256, E> {
+        U256::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for Wei {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Wei;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an amount in wei: a number, or a string in decimal or 0x hex")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Wei, E> {
+                Ok(Wei(U256::from(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Wei, E> {
+                u64::try_from(v)
+                    .map(|v| Wei(U256::from(v)))
+                    .map_err(|_| E::custom(format!("{v} is below zero")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Wei, E> {
+                Wei::visit(v).map(Wei)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// A storage slot or value: a string of hex digits, with or without `0x` (as geth reads
+/// genesis storage: `"10"` is sixteen), or a number.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Word(U256);
+
+impl<'de> Deserialize<'de> for Word {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Word;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a 32-byte word: hex digits, with or without 0x, or a number")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Word, E> {
+                Ok(Word(U256::from(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Word, E> {
+                u64::try_from(v)
+                    .map(|v| Word(U256::from(v)))
+                    .map_err(|_| E::custom(format!("{v} is below zero")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Word, E> {
+                let h = v.strip_prefix("0x").unwrap_or(v);
+                let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+                ok.then(|| U256::from_str_radix(h, 16).ok())
+                    .flatten()
+                    .map(Word)
+                    .ok_or_else(|| E::custom(format!("{v:?} is not up to 64 hex digits")))
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+/// An account's storage: slots and values ([`Word`]s), a slot given twice (in two
+/// spellings) refused.
+struct Storage(BTreeMap<U256, U256>);
+
+impl<'de> Deserialize<'de> for Storage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Storage;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of storage slots and values")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut m: M,
+            ) -> Result<Storage, M::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((Word(slot), Word(value))) = m.next_entry::<Word, Word>()? {
+                    if out.insert(slot, value).is_some() {
+                        return Err(serde::de::Error::custom(format!(
+                            "slot {slot:#x} is given twice"
+                        )));
+                    }
+                }
+                Ok(Storage(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
 /// A nonce as a number, or as a string in decimal or `0x` hex (geth's genesis files write
 /// `"0x1"`).
 struct Nonce(u64);
@@ -225,7 +350,11 @@ impl Serialize for GenesisAccount {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("balance", &self.balance)?;
         if self.nonce != 0 {
-            m.serialize_entry("nonce", &self.nonce)?;
+            // TOML's integers stop at 2^63 - 1: a larger nonce is written in hex.
+            match i64::try_from(self.nonce) {
+                Ok(n) => m.serialize_entry("nonce", &n)?,
+                Err(_) => m.serialize_entry("nonce", &format!("{:#x}", self.nonce))?,
+            }
         }
         if !self.code.is_empty() {
             m.serialize_entry("code", &self.code)?;
@@ -254,8 +383,7 @@ impl<'de> Deserialize<'de> for GenesisAccount {
                     .map_err(|_| E::custom(format!("balance: {v} is below zero")))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                U256::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
-                    .map(GenesisAccount::balance)
+                Wei::visit(v).map(GenesisAccount::balance)
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
@@ -282,10 +410,10 @@ impl<'de> Deserialize<'de> for GenesisAccount {
                     }
                     let named = |e: M::Error| M::Error::custom(format!("{key}: {e}"));
                     match i {
-                        0 => a.balance = m.next_value().map_err(named)?,
+                        0 => a.balance = m.next_value::<Wei>().map_err(named)?.0,
                         1 => a.nonce = m.next_value::<Nonce>().map_err(named)?.0,
                         2 => a.code = m.next_value().map_err(named)?,
-                        _ => a.storage = m.next_value().map_err(named)?,
+                        _ => a.storage = m.next_value::<Storage>().map_err(named)?.0,
                     }
                 }
                 Ok(a)
@@ -489,6 +617,8 @@ mod tests {
 
     #[test]
     fn the_create2_deployer_deploys_at_the_create2_address() {
+        // The code Foundry checks for.
+        assert_eq!(keccak256(CREATE2_DEPLOYER_CODE), CREATE2_DEPLOYER_CODE_HASH);
         // Init code returning the one-byte runtime code 0x00 (STOP).
         let init = [0x60, 0x01, 0x5f, 0xf3]; // PUSH1 1 PUSH0 RETURN: memory[0..1] = 0x00
                                              // Init code reverting with the two bytes 0xdead.
@@ -512,9 +642,10 @@ mod tests {
         assert_eq!(out[1].status, TxStatus::Revert, "{:?}", out[1]);
         assert!(out[1].output.is_empty());
         assert_eq!(out[2].status, TxStatus::Revert, "{:?}", out[2]);
-        assert_eq!(out[2].output[..], [0xde, 0xad], "the creation's revert data comes back");
-        assert_eq!(out[3].status, TxStatus::Revert, "{:?}", out[3]);
-        assert!(out[3].output.is_empty());
+        assert!(out[2].output.is_empty(), "a failed creation reverts with no data");
+        // Data shorter than a salt: the copy's length wraps, and the call runs out of gas.
+        assert!(matches!(out[3].status, TxStatus::Halt(_)), "{:?}", out[3]);
+        assert_eq!(out[3].gas_used, 1_000_000);
         assert_eq!(out[4].status, TxStatus::Success, "{:?}", out[4]);
         assert_eq!(out[4].output[..], at(3, &[])[..]);
         let deployer =
@@ -534,6 +665,7 @@ mod tests {
             "0x0000000000000000000000000000000000000001" = "0x10"
             "0x0000000000000000000000000000000000000002" = 17
             "0x0000000000000000000000000000000000000004" = { nonce = "0x1f" }
+            "0x0000000000000000000000000000000000000005" = { balance = 1000, nonce = "0xffffffffffffffff", storage = { "10" = 7, "0x0A" = "ff" } }
             "0x0000000000000000000000000000000000000003" = { balance = "5", nonce = 2, code = "0x6000", storage = { "0x01" = "0x2a", "0x02" = "0x0" } }
         "#;
         let g: Genesis = toml::from_str(text).unwrap_or_else(|e| panic!("{e}"));
@@ -541,6 +673,12 @@ mod tests {
         assert_eq!(a(1), GenesisAccount::balance(U256::from(16)));
         assert_eq!(a(2), GenesisAccount::balance(U256::from(17)));
         assert_eq!(a(4), GenesisAccount { nonce: 31, ..Default::default() });
+        // Numbers in tables; storage in hex with or without 0x, as geth reads it.
+        let e = a(5);
+        assert_eq!((e.balance, e.nonce), (U256::from(1000), u64::MAX));
+        let slots: Vec<(u64, u64)> =
+            e.storage.iter().map(|(k, v)| (k.to::<u64>(), v.to::<u64>())).collect();
+        assert_eq!(slots, [(10, 255), (16, 7)]);
         let c = a(3);
         assert_eq!((c.balance, c.nonce, &c.code[..]), (U256::from(5), 2, &[0x60, 0x00][..]));
         assert_eq!(c.storage.get(&U256::from(1)), Some(&U256::from(42)));
@@ -563,6 +701,8 @@ mod tests {
             (r#"{ balance = "1", colour = "red" }"#, "unknown field `colour`"),
             (r#"{ nonce = "x" }"#, "nonce"),
             (r#"{ nonce = "0x10000000000000000" }"#, "nonce"),
+            (r#"{ storage = { "0x1" = "0x1", "01" = "0x2" } }"#, "slot 0x1 is given twice"),
+            (r#"{ storage = { "0xg" = "0x1" } }"#, "storage"),
             (r#"{ code = "0xzz" }"#, "code"),
             ("-1", "below zero"),
         ] {

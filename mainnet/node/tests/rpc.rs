@@ -151,6 +151,13 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(code(&mut c, "42"), -32600);
         assert_eq!(code(&mut c, r#"{"jsonrpc":"1.0","id":1,"method":"eth_chainId"}"#), -32600);
         assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_nope"}"#), -32601);
+        // anvil's and hardhat's test methods say why they are missing (since stop 51).
+        for method in ["evm_snapshot", "anvil_setBalance", "hardhat_impersonateAccount"] {
+            let e = c.call(method, json!([])).expect_err(method);
+            assert!(e.contains("does not exist/is not available: a Farol chain"), "{method}: {e}");
+        }
+        let e = c.call("eth_nope", json!([])).expect_err("eth_nope");
+        assert!(e.contains("\"the method eth_nope does not exist/is not available\""), "{e}");
         assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0x12"]}"#), -32602);
         assert_eq!(code(&mut c, r#"{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":{"a":1}}"#), -32602);
         // Bytes that are not a transaction: -32000, as geth (not hex at all: -32602).
@@ -1336,6 +1343,31 @@ async fn an_unprotected_transaction_is_taken_where_allowed() {
     .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
     strict.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// An account placed at genesis with code (not a delegation) sends nothing: execution
+/// refuses it (EIP-3607), and so does the pool, in geth's words (since stop 51, when
+/// genesis accounts could first hold code; found by a review).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_holding_code_is_refused() {
+    let (_dir, key, node) = node_with(0x55, |c| {
+        for a in c.genesis.alloc.values_mut() {
+            a.code = Bytes::from_static(&[0x00]);
+        }
+    })
+    .await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let e = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&key, 0, 31337)]))
+            .expect_err("a transaction from an account holding code");
+        assert!(e.contains("sender not an eoa: address"), "{e}");
+        assert!(e.contains("-32000"), "{e}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// A log filter with a numbered `toBlock` returns the logs up to it and then nothing more,
