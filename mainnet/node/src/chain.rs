@@ -1427,7 +1427,7 @@ impl Place {
         match read_entry(&file, n) {
             Ok(Some(b)) => Some(b),
             Ok(None) => {
-                let found = off_the_runtime(|| place_from_log(&file, n, log));
+                let found = off_the_runtime(|| place_from_log(&file, n, log, FOUND_AGAIN_SCAN));
                 match found {
                     Ok(b) => {
                         tracing::warn!(number = n, "blocks.idx: the block's entry was damaged; found again in the block log");
@@ -1455,13 +1455,18 @@ impl Place {
 }
 
 /// Block `n`'s place, read from the block log after the nearest good entry of `blocks.idx`
-/// before entry `n`, at most [`FOUND_AGAIN_SCAN`] back (or from the log's first record, the
+/// before entry `n`, at most `scan` back ([`FOUND_AGAIN_SCAN`]; or from the log's first record, the
 /// genesis, for a block that near it): the records after it, in order, are the blocks that
 /// follow it and certificates (a block's number appears once in the log). (A damaged page
 /// of the file holds some 85 entries: the first version looked 64 back, and gave up inside
 /// one.)
-fn place_from_log(file: &std::fs::File, n: u64, log: &WalReader) -> Result<BlockRef, String> {
-    let from = n.saturating_sub(FOUND_AGAIN_SCAN);
+fn place_from_log(
+    file: &std::fs::File,
+    n: u64,
+    log: &WalReader,
+    scan: u64,
+) -> Result<BlockRef, String> {
+    let from = n.saturating_sub(scan);
     let good = (from..n).rev().find_map(|k| match read_entry(file, k) {
         Ok(Some(b)) => Some((k + 1, b.at + u64::from(b.len) + crate::wal::RECORD_HEADER)),
         _ => None,
@@ -1469,7 +1474,7 @@ fn place_from_log(file: &std::fs::File, n: u64, log: &WalReader) -> Result<Block
     let (mut expected, mut at) = match good {
         Some(g) => g,
         None if from == 0 => (0, log.first_record()),
-        None => return Err(format!("no good entry in the {FOUND_AGAIN_SCAN} before it")),
+        None => return Err(format!("no good entry in the {scan} before it")),
     };
     let end = log.file_len().map_err(|e| e.to_string())?;
     while at < end {
@@ -2564,6 +2569,61 @@ pub(crate) mod tests {
         let read = reopen().records_read_at_open();
         assert!(read <= after, "{read}");
         assert!(log.exists());
+    }
+
+    /// A damaged entry is found again in the log from the nearest good entry at most
+    /// `scan` entries before it, or from the log's start when that reaches block 0, and
+    /// not at all past the bound (the node's bound is [`FOUND_AGAIN_SCAN`], 4,096; a smaller
+    /// one here, on a chain of 40 blocks). Since stop 51: the bound was untested.
+    #[test]
+    fn a_damaged_entry_is_looked_for_within_its_bound() {
+        use std::os::unix::fs::FileExt;
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
+        let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
+        let saved = chain.index.read().places.saved;
+        assert!(saved >= 30, "{saved} places saved");
+        let idx = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.path().join(BLOCK_REFS))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = WalReader::open(&dir.path().join("blocks.log")).unwrap_or_else(|e| panic!("{e}"));
+        let entry = |n: u64| {
+            let mut e = [0u8; REF_BYTES];
+            idx.read_exact_at(&mut e, REFS_HEADER + n * REF_BYTES as u64)
+                .unwrap_or_else(|e| panic!("{e}"));
+            get_ref(&e).unwrap_or_else(|| panic!("entry {n} damaged"))
+        };
+        let places: Vec<BlockRef> = (0..30).map(entry).collect();
+        assert_eq!(places[29].hash, made[29].hash);
+        let damage = |n: u64| {
+            let at = REFS_HEADER + n * REF_BYTES as u64 + 3;
+            let mut byte = [0u8];
+            idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
+            idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+        };
+        let same = |a: Result<BlockRef, String>, b: &BlockRef| {
+            let a = a.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((a.hash, a.at, a.len), (b.hash, b.at, b.len));
+        };
+        // Entries 10 to 29 damaged: block 29 is found from entry 9 with a bound of 20, and
+        // not with 19 (the good entry is the 20th back).
+        for n in 10..30 {
+            damage(n);
+        }
+        same(place_from_log(&idx, 29, &log, 20), &places[29]);
+        let e = place_from_log(&idx, 29, &log, 19).map(|_| ()).unwrap_err();
+        assert!(e.contains("no good entry in the 19 before it"), "{e}");
+        // Within the first entries the log's start is read instead.
+        for n in 0..10 {
+            damage(n);
+        }
+        same(place_from_log(&idx, 12, &log, 20), &places[12]);
+        let e = place_from_log(&idx, 29, &log, 20).map(|_| ()).unwrap_err();
+        assert!(e.contains("no good entry in the 20 before it"), "{e}");
+        same(place_from_log(&idx, 29, &log, 29), &places[29]);
     }
 
     /// The places of blocks older than the index's last part written out are read from
