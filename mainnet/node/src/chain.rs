@@ -2119,7 +2119,7 @@ pub(crate) mod tests {
 
     /// A chain in `dir` keeping `keep`, of genesis and `n` blocks of two transactions each,
     /// appended settled; with the blocks.
-    fn settled_chain(
+    pub(crate) fn settled_chain(
         dir: &std::path::Path,
         key: &PrivateKeySigner,
         keep: Recent,
