@@ -78,8 +78,8 @@ struct NewArgs {
     /// at genesis. An address may not be given here and in `--alloc` too.
     #[arg(long, value_name = "FILE")]
     alloc_file: Option<PathBuf>,
-    /// Gas limit of every block.
-    #[arg(long, default_value_t = 1_000_000_000)]
+    /// Gas limit of every block (Ethereum's by default; see `DEFAULT_GAS_LIMIT`).
+    #[arg(long, default_value_t = farol_node::genesis::DEFAULT_GAS_LIMIT)]
     gas_limit: u64,
     /// Base fee per gas of every block, in wei (Farol's does not float with demand).
     #[arg(long, default_value_t = 1_000_000_000)]

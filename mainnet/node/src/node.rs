@@ -162,6 +162,9 @@ pub struct Node {
     /// The node's own handle on the pipeline's work queue (the sync thread holds a weak one).
     work: Option<mpsc::Sender<Work>>,
     stop_sync: Arc<AtomicBool>,
+    /// Set when the node stops: JSON-RPC's WebSocket sessions end (HTTP connections end
+    /// with the listeners' tasks).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -492,6 +495,7 @@ impl Node {
             tasks,
             work: Some(work_tx),
             stop_sync: stop_sync.clone(),
+            closing: tokio::sync::watch::Sender::new(false),
         };
         let rest = node
             .start_rest(
@@ -510,7 +514,9 @@ impl Node {
         match rest {
             Ok(()) => Ok(node),
             Err(e) => {
-                if let Err(stopped) = node.stop().await {
+                // Not `stop`: this function still holds the state, which it drops as it
+                // returns; waiting here for the store to be let go would wait in vain.
+                if let Err(stopped) = node.halt().await {
                     tracing::warn!("stopping what had started: {stopped}");
                 }
                 Err(e)
@@ -677,7 +683,8 @@ impl Node {
             cfg.validator.as_ref().and_then(|k| cfg.committee.get(usize::from(k.index)));
         let rpc = Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone())
             .with_coinbase(fee_recipient.map(|m| m.fee_recipient))
-            .with_members(cfg.committee.iter().map(|m| m.address.ip()));
+            .with_members(cfg.committee.iter().map(|m| m.address.ip()))
+            .with_closing(self.closing.subscribe());
         let rpc = Arc::new(rpc);
         let (http, ws, rpc_tasks) = rpc::serve(rpc.clone(), &cfg.rpc).await?;
         tasks.extend(rpc_tasks);
@@ -695,8 +702,32 @@ impl Node {
     }
 
     /// Stops consensus, lets the pipeline store what it executed, and closes the listeners.
-    pub async fn stop(mut self) -> Result<(), String> {
+    pub async fn stop(self) -> Result<(), String> {
+        let store = self.state.store.watch();
+        let stopped = self.halt().await;
+        // Whatever still holds the state store lets go: tasks aborted above are dropped on
+        // the runtime's threads after their abort, a call running on the blocking pool ends
+        // within its time limit, and block sync's thread, not waited for, within its
+        // request. Until then the data directory cannot be opened again (the store's lock:
+        // before stop 51 a node started again at once could find it held, seen in a test
+        // under load). Waited for up to STORE_RELEASE_WAIT.
+        let deadline = Instant::now() + STORE_RELEASE_WAIT;
+        while !store.closed() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !store.closed() {
+            tracing::warn!(
+                "the state store is still held {} s after the node stopped",
+                STORE_RELEASE_WAIT.as_secs()
+            );
+        }
+        stopped
+    }
+
+    /// [`Node::stop`] but the wait for the store.
+    async fn halt(mut self) -> Result<(), String> {
         self.stop_sync.store(true, Ordering::Relaxed);
+        self.closing.send_replace(true);
         for t in &self.tasks {
             t.abort();
         }
@@ -730,6 +761,9 @@ impl Node {
             || self.validator.as_ref().is_some_and(Validator::is_finished)
     }
 }
+
+/// How long [`Node::stop`] waits for whatever still holds the state store to let go.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 /// How often the mempool looks for transactions handed to consensus and never ordered.
 const REHAND_EVERY: Duration = Duration::from_secs(5);

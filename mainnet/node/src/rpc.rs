@@ -93,6 +93,8 @@ type RpcResult = Result<Value, RpcError>;
 
 /// The JSON-RPC service of one node.
 pub struct Rpc {
+    /// True once the node stops ([`Rpc::with_closing`]).
+    closing: tokio::sync::watch::Receiver<bool>,
     state: Arc<State>,
     mempool: Arc<Mutex<Mempool>>,
     /// The pool's stateless checks, made without its lock.
@@ -526,6 +528,7 @@ impl Rpc {
             answers: Arc::new(tokio::sync::Semaphore::new(ANSWERS_IN_FLIGHT)),
             method_stats: Default::default(),
             open: Default::default(),
+            closing: tokio::sync::watch::Sender::new(false).subscribe(),
             cfg,
         }
     }
@@ -534,6 +537,13 @@ impl Rpc {
     /// get sync answers in places of their own.
     pub fn with_members(mut self, members: impl IntoIterator<Item = std::net::IpAddr>) -> Rpc {
         self.sync_slots = SyncPlaces::new(members);
+        self
+    }
+
+    /// The service of a node that says it stops through `closing` (set to true): its
+    /// WebSocket sessions then end.
+    pub fn with_closing(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Rpc {
+        self.closing = closing;
         self
     }
 
@@ -4442,6 +4452,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
     // while none waits, so pings are answered while requests run (before stop 34 it was
     // read only while a place was free).
     let mut waiting: Option<Vec<u8>> = None;
+    let mut closing = rpc.closing.clone();
     loop {
         if place.is_some() {
             if let Some(text) = waiting.take() {
@@ -4479,6 +4490,14 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
         tokio::select! {
             // Notifications past the queue's bytes: let go, as a client that stops reading.
             _ = full.notified() => break,
+            // The node stops: so does the session, which holds the node's state (since stop
+            // 51; before, until its client closed it).
+            // (A sender gone without saying so, as an `Rpc` made without one: never.)
+            _ = async {
+                if closing.wait_for(|c| *c).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => break,
             p = places.clone().acquire_owned(), if place.is_none() => place = p.ok(),
             m = socket.recv(), if waiting.is_none() => {
                 waiting = Some(match m {
@@ -4593,7 +4612,12 @@ async fn accept_loop(
     let places = Arc::new(tokio::sync::Semaphore::new(places));
     let held = PerClient::default();
     let refusing = Arc::new(tokio::sync::Semaphore::new(REFUSING));
+    // The connections' tasks end with this loop's (when the node stops): each holds the
+    // node's state through the router (before stop 51 they were let run on, and a peer's
+    // kept-alive connection held it for up to `time` after the node stopped).
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         // Closed never: the semaphore lives as long as the loop.
         let Ok(permit) = places.clone().acquire_owned().await else { return };
         let (stream, ip) = match listener.accept().await {
@@ -4629,7 +4653,7 @@ async fn accept_loop(
             hyper_util::rt::TokioIo::new(Stalled { stream, stall, waiting: None, _place: place });
         let routes = router.clone().layer(axum::Extension(ClientKey(ip)));
         let service = hyper_util::service::TowerToHyperService::new(routes);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(time)

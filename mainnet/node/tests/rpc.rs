@@ -4177,6 +4177,37 @@ async fn a_failed_start_stops_what_it_started() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A stopped node lets go of its data directory before `stop` returns, whatever its
+/// JSON-RPC clients hold open: here a kept-alive HTTP connection and a WebSocket session,
+/// still open on the client's side, and the node is started again at once over the same
+/// directory. Before stop 51 each connection's task held the node's state (and so the
+/// store's lock) until the client closed it or `http_timeout_millis` (30 s) passed, and the
+/// new start found the store in use (seen as a flaky restart in `rejoin.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_lets_go_of_its_data_directory_whatever_its_clients_hold() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x65; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let mut cfg = config(dir.path(), key.address());
+    // Idle connections kept past the time `stop` waits for the store.
+    cfg.rpc.http_timeout_millis = 600_000;
+    let node = Node::start(cfg.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let ws = node.ws.unwrap_or_else(|| panic!("no ws"));
+    let (status, session) = ws_handshake(ws).await;
+    assert!(status.contains("101"), "{status}");
+    let kept = tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        c.call("eth_blockNumber", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        c
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    let again = Node::start(cfg).await.unwrap_or_else(|e| panic!("started again: {e}"));
+    again.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    drop((kept, session));
+}
+
 /// `logs` subscriptions: numbered `fromBlock` and `toBlock` bound what is sent, as in geth
 /// (before stop 48 they were ignored), a `fromBlock` after the `toBlock` is refused, and a
 /// subscription's addresses and topics count against the node's budget for log filters

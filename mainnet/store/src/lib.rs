@@ -35,7 +35,7 @@ mod write;
 pub use error::{Result, StoreError};
 pub use log::IoStats;
 pub use proof::{verify, Proof, ProofError, Terminal};
-pub use store::{GcStats, Snapshot, Store};
+pub use store::{GcStats, Snapshot, Store, StoreWatch};
 pub use tree::{key_bit, leaf_hash, node_hash};
 
 /// The largest value the store accepts, in bytes.

@@ -276,6 +276,19 @@ impl Drop for Closer {
     }
 }
 
+/// Tells when a store is closed: every handle and snapshot of it dropped, its background
+/// worker ended and its directory lock released, so the directory can be opened again. It
+/// does not keep the store open.
+#[derive(Clone, Debug)]
+pub struct StoreWatch(std::sync::Weak<Inner>);
+
+impl StoreWatch {
+    /// Whether the store is closed.
+    pub fn closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.inner.dir).finish_non_exhaustive()
@@ -318,6 +331,11 @@ impl Snapshot {
 }
 
 impl Store {
+    /// A [`StoreWatch`] on this store.
+    pub fn watch(&self) -> StoreWatch {
+        StoreWatch(Arc::downgrade(&self.inner))
+    }
+
     /// Opens the store in `dir`, creating the directory and an empty store if needed.
     /// Repairs a torn log tail; fails with [`StoreError::Corrupt`] naming the file and
     /// offset if committed data is damaged, and with [`StoreError::Locked`] if the store is
