@@ -224,7 +224,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             }
         };
         tracing::info!("stopping");
-        let stopped = node.stop().await;
+        let stopped = node.stop_before_exit().await;
         match (failed, stopped) {
             (_, Err(e)) => anyhow::bail!("the node stopped on an error: {e}"),
             (true, Ok(())) => anyhow::bail!("the node's pipeline or consensus stopped"),

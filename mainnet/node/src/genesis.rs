@@ -219,37 +219,52 @@ impl GenesisAccount {
     }
 }
 
-/// A balance as a number, or as a string in decimal or `0x` hex (geth's reading of a
-/// genesis balance).
+/// A number as genesis files write them: a TOML or JSON number, or a string that `parse`
+/// reads (`what` says which in errors). Balances, nonces and storage words differ only in
+/// how their strings read.
+struct Scalar<T> {
+    what: &'static str,
+    parse: fn(&str) -> Option<T>,
+    from: fn(u64) -> T,
+}
+
+impl<T> serde::de::Visitor<'_> for Scalar<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.what)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+        Ok((self.from)(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+        u64::try_from(v).map(self.from).map_err(|_| E::custom(format!("{v} is below zero")))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).ok_or_else(|| E::custom(format!("{v:?} is not {}", self.what)))
+    }
+}
+
+/// A balance: a number, or a string in decimal or `0x` hex (geth's reading of a genesis
+/// balance).
 struct Wei(U256);
 
 impl Wei {
-    fn visit<E: serde::de::Error>(v: &str) -> Result<U256, E> {
-        U256::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+    /// How a balance reads.
+    fn scalar() -> Scalar<U256> {
+        Scalar {
+            what: "an amount in wei: a number, or a string in decimal or 0x hex",
+            parse: |v| {
+                let text = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(v);
+                U256::deserialize(text).ok()
+            },
+            from: U256::from,
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Wei {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl serde::de::Visitor<'_> for Visit {
-            type Value = Wei;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an amount in wei: a number, or a string in decimal or 0x hex")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Wei, E> {
-                Ok(Wei(U256::from(v)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Wei, E> {
-                u64::try_from(v)
-                    .map(|v| Wei(U256::from(v)))
-                    .map_err(|_| E::custom(format!("{v} is below zero")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Wei, E> {
-                Wei::visit(v).map(Wei)
-            }
-        }
-        d.deserialize_any(Visit)
+        d.deserialize_any(Wei::scalar()).map(Wei)
     }
 }
 
@@ -260,30 +275,29 @@ struct Word(U256);
 
 impl<'de> Deserialize<'de> for Word {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl serde::de::Visitor<'_> for Visit {
-            type Value = Word;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a 32-byte word: hex digits, with or without 0x, or a number")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Word, E> {
-                Ok(Word(U256::from(v)))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Word, E> {
-                u64::try_from(v)
-                    .map(|v| Word(U256::from(v)))
-                    .map_err(|_| E::custom(format!("{v} is below zero")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Word, E> {
-                let h = v.strip_prefix("0x").unwrap_or(v);
-                let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
-                ok.then(|| U256::from_str_radix(h, 16).ok())
-                    .flatten()
-                    .map(Word)
-                    .ok_or_else(|| E::custom(format!("{v:?} is not up to 64 hex digits")))
-            }
-        }
-        d.deserialize_any(Visit)
+        let parse = |v: &str| {
+            let h = v.strip_prefix("0x").unwrap_or(v);
+            let ok = !h.is_empty() && h.len() <= 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+            ok.then(|| U256::from_str_radix(h, 16).ok()).flatten()
+        };
+        let what = "a 32-byte word: up to 64 hex digits, with or without 0x, or a number";
+        d.deserialize_any(Scalar { what, parse, from: U256::from }).map(Word)
+    }
+}
+
+/// A nonce: a number, or a string in decimal or `0x` hex (geth's genesis files write
+/// `"0x1"`).
+struct Nonce(u64);
+
+impl<'de> Deserialize<'de> for Nonce {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let parse = |v: &str| match v.strip_prefix("0x") {
+            Some(h) if !h.is_empty() => u64::from_str_radix(h, 16).ok(),
+            Some(_) => None,
+            None => v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())),
+        };
+        let what = "a nonce: a number, or a string in decimal or 0x hex, below 2^64";
+        d.deserialize_any(Scalar { what, parse, from: |v| v }).map(Nonce)
     }
 }
 
@@ -315,37 +329,6 @@ impl<'de> Deserialize<'de> for Storage {
             }
         }
         d.deserialize_map(Visit)
-    }
-}
-
-/// A nonce as a number, or as a string in decimal or `0x` hex (geth's genesis files write
-/// `"0x1"`).
-struct Nonce(u64);
-
-impl<'de> Deserialize<'de> for Nonce {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl serde::de::Visitor<'_> for Visit {
-            type Value = Nonce;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a nonce: a number, or a string in decimal or 0x hex")
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Nonce, E> {
-                Ok(Nonce(v))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Nonce, E> {
-                u64::try_from(v).map(Nonce).map_err(|_| E::custom(format!("{v} is below zero")))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Nonce, E> {
-                let n = match v.strip_prefix("0x") {
-                    Some(h) if !h.is_empty() => u64::from_str_radix(h, 16).ok(),
-                    Some(_) => None,
-                    None => v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit())),
-                };
-                n.map(Nonce).ok_or_else(|| E::custom(format!("{v:?} is not a nonce below 2^64")))
-            }
-        }
-        d.deserialize_any(Visit)
     }
 }
 
@@ -386,12 +369,10 @@ impl<'de> Deserialize<'de> for GenesisAccount {
                 Ok(GenesisAccount::balance(U256::from(v)))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                u64::try_from(v)
-                    .map(|v| GenesisAccount::balance(U256::from(v)))
-                    .map_err(|_| E::custom(format!("balance: {v} is below zero")))
+                Wei::scalar().visit_i64(v).map(GenesisAccount::balance)
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Wei::visit(v).map(GenesisAccount::balance)
+                Wei::scalar().visit_str(v).map(GenesisAccount::balance)
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,

@@ -701,7 +701,11 @@ impl Node {
         Ok(())
     }
 
-    /// Stops consensus, lets the pipeline store what it executed, and closes the listeners.
+    /// Stops consensus, lets the pipeline store what it executed, closes the listeners and
+    /// their connections, and returns once the data directory can be opened again: it waits
+    /// (up to 30 s, then warns) for whatever still holds the state store to let go, so a
+    /// caller holding a clone of [`Node::state`] makes it wait that long. A process about
+    /// to exit wants [`Node::stop_before_exit`].
     pub async fn stop(self) -> Result<(), String> {
         let store = self.state.store.watch();
         let stopped = self.halt().await;
@@ -722,6 +726,13 @@ impl Node {
             );
         }
         stopped
+    }
+
+    /// [`Node::stop`] without the wait for the store to be let go: for a process about to
+    /// exit, whose exit lets go of everything (`farol node`: a supervisor's SIGKILL after
+    /// its SIGTERM, 15 s in a devnet and 10 s in `docker stop`, could come first).
+    pub async fn stop_before_exit(self) -> Result<(), String> {
+        self.halt().await
     }
 
     /// [`Node::stop`] but the wait for the store.

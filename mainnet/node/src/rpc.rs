@@ -4469,7 +4469,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                     drop(held);
                     if let Some(reply) = reply {
                         let reply = held_answer(&rpc.answers, reply);
-                        if !send_within(&mut socket, reply.text, send_time).await {
+                        if !send_within(&mut socket, reply.text, send_time, &mut closing).await {
                             break;
                         }
                     }
@@ -4492,12 +4492,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
             _ = full.notified() => break,
             // The node stops: so does the session, which holds the node's state (since stop
             // 51; before, until its client closed it).
-            // (A sender gone without saying so, as an `Rpc` made without one: never.)
-            _ = async {
-                if closing.wait_for(|c| *c).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            } => break,
+            () = stopping(&mut closing) => break,
             p = places.clone().acquire_owned(), if place.is_none() => place = p.ok(),
             m = socket.recv(), if waiting.is_none() => {
                 waiting = Some(match m {
@@ -4510,7 +4505,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
             }
             Some((reply, held)) = done_rx.recv() => {
                 let HeldAnswer { text, bytes } = reply;
-                let sent = send_within(&mut socket, text, send_time).await;
+                let sent = send_within(&mut socket, text, send_time, &mut closing).await;
                 drop((held, bytes));
                 if !sent {
                     break;
@@ -4520,7 +4515,7 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
             Some(mut item) = out_rx.recv() => {
                 // Counted until sent (dropped below).
                 let note = std::mem::take(&mut item.note);
-                let sent = send_within(&mut socket, note, send_time).await;
+                let sent = send_within(&mut socket, note, send_time, &mut closing).await;
                 drop(item);
                 if !sent {
                     break;
@@ -4537,11 +4532,29 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
     ctx.subs.lock().clear();
 }
 
-/// Sends `text` on `socket`; false when it failed or the client left it unread for `time`
-/// (`rpc.ws_send_timeout_millis`): the session ends then. Before stop 27 a client that
-/// stopped reading held its session and subscriptions for good.
-async fn send_within(socket: &mut WebSocket, text: String, time: std::time::Duration) -> bool {
-    matches!(tokio::time::timeout(time, socket.send(Message::Text(text.into()))).await, Ok(Ok(())))
+/// Sends `text` on `socket`; false when it failed, the client left it unread for `time`
+/// (`rpc.ws_send_timeout_millis`) or the node stops meanwhile: the session ends then. Before
+/// stop 27 a client that stopped reading held its session and subscriptions for good.
+async fn send_within(
+    socket: &mut WebSocket,
+    text: String,
+    time: std::time::Duration,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        sent = tokio::time::timeout(time, socket.send(Message::Text(text.into()))) => {
+            matches!(sent, Ok(Ok(())))
+        }
+        () = stopping(closing) => false,
+    }
+}
+
+/// Resolves once the node stops (never for an `Rpc` made without [`Rpc::with_closing`],
+/// whose sender is gone from the start).
+async fn stopping(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    if closing.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Requests of one WebSocket connection that run at once.

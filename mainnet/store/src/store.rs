@@ -276,9 +276,10 @@ impl Drop for Closer {
     }
 }
 
-/// Tells when a store is closed: every handle and snapshot of it dropped, its background
-/// worker ended and its directory lock released, so the directory can be opened again. It
-/// does not keep the store open.
+/// Tells when a store is closed: every handle and snapshot of it dropped and its background
+/// worker ended, its files and directory lock let go as the last of them is dropped (a
+/// moment after [`StoreWatch::closed`] turns true: [`Store::open`] waits up to 2 s for a
+/// lock). It does not keep the store open.
 #[derive(Clone, Debug)]
 pub struct StoreWatch(std::sync::Weak<Inner>);
 
