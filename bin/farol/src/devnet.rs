@@ -53,6 +53,10 @@ pub(crate) struct DevnetArgs {
     /// Chain id.
     #[arg(long, default_value_t = DEV_CHAIN_ID)]
     chain_id: u64,
+    /// Gas limit of every block (Ethereum's by default, as anvil's `--gas-limit`; at least a
+    /// transfer's 21,000).
+    #[arg(long, default_value_t = farol_node::genesis::DEFAULT_GAS_LIMIT)]
+    gas_limit: u64,
     /// Print a JSON summary on one line instead of the banner.
     #[arg(long)]
     json: bool,
@@ -102,6 +106,7 @@ fn create(
     let wei = U256::from(args.balance) * U256::from(10u64).pow(U256::from(18));
     let mut genesis = Genesis::dev(&accounts, wei, now);
     genesis.chain_id = args.chain_id;
+    genesis.gas_limit = args.gas_limit;
     if !args.no_create2_deployer {
         genesis = genesis.with_create2_deployer();
     }
@@ -329,6 +334,9 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     // Checked before anything is written (before stop 48 a bad chain id was found by the
     // nodes, in a message naming their configuration's field, after the directory was
     // written: every later run there failed).
+    if args.gas_limit < 21_000 {
+        bail!("--gas-limit {}: at least a transfer's 21000", args.gas_limit);
+    }
     if args.chain_id == 0 || args.chain_id > farol_node::config::MAX_CHAIN_ID {
         bail!(
             "--chain-id {}: from 1 to {} (EIP-2294)",
@@ -471,6 +479,10 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let mut ignored = Vec::new();
         if stored.genesis.chain_id != args.chain_id {
             ignored.push(format!("chain id {} (not {})", stored.genesis.chain_id, args.chain_id));
+        }
+        if stored.genesis.gas_limit != args.gas_limit {
+            let kept = stored.genesis.gas_limit;
+            ignored.push(format!("block gas limit {kept} (not {})", args.gas_limit));
         }
         if accounts.iter().any(|a| !stored.genesis.alloc.contains_key(a)) {
             ignored.push("other funded accounts (--mnemonic, --accounts, --balance)".into());
@@ -742,6 +754,12 @@ mod tests {
     /// to (with Farol's flag or anvil's); the stored configuration keeps it.
     #[test]
     fn a_created_devnet_holds_the_create2_deployer() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let args = Cli::parse_from(["devnet", "--gas-limit", "60000000"]).devnet;
+        let configs = super::create(&args, 1, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(configs[0].genesis.gas_limit, 60_000_000, "--gas-limit");
         use farol_node::genesis::CREATE2_DEPLOYER;
         let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 2)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -762,6 +780,7 @@ mod tests {
             assert_eq!(stored.genesis, configs[0].genesis);
             assert_eq!(stored.genesis.alloc.len(), 2 + usize::from(held));
             assert!(stored.mempool.allow_unprotected_txs, "as anvil, since stop 51");
+            assert_eq!(stored.genesis.gas_limit, 45_000_000);
         }
     }
 

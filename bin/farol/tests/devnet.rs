@@ -476,6 +476,7 @@ fn bad_flags_and_a_busy_data_dir_are_refused_before_anything_is_written() {
         (["--chain-id", max.as_str()], "--chain-id"),
         (["--port", "0"], "--port"),
         (["--ws-port", "0"], "--ws-port"),
+        (["--gas-limit", "20999"], "--gas-limit 20999"),
     ] {
         let mut args = vec!["devnet", "--validators", "1", "--data-dir", text(&d)];
         args.extend(flags);
