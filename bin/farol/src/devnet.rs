@@ -754,12 +754,6 @@ mod tests {
     /// to (with Farol's flag or anvil's); the stored configuration keeps it.
     #[test]
     fn a_created_devnet_holds_the_create2_deployer() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 1)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let args = Cli::parse_from(["devnet", "--gas-limit", "60000000"]).devnet;
-        let configs = super::create(&args, 1, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(configs[0].genesis.gas_limit, 60_000_000, "--gas-limit");
         use farol_node::genesis::CREATE2_DEPLOYER;
         let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 2)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -782,6 +776,17 @@ mod tests {
             assert!(stored.mempool.allow_unprotected_txs, "as anvil, since stop 51");
             assert_eq!(stored.genesis.gas_limit, 45_000_000);
         }
+    }
+
+    /// `--gas-limit` sets the genesis's block gas limit (since stop 51).
+    #[test]
+    fn a_created_devnet_takes_its_gas_limit() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let args = Cli::parse_from(["devnet", "--gas-limit", "60000000"]).devnet;
+        let configs = super::create(&args, 1, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(configs[0].genesis.gas_limit, 60_000_000);
     }
 
     #[derive(Parser)]

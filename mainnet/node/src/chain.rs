@@ -913,9 +913,10 @@ impl Chain {
     }
 
     /// Saves the places held in memory to `blocks.idx` (written and synced) with the
-    /// certificate then, outside the index's lock: the places and the certificate are
-    /// copied under a read lock, and the places saved leave memory under a write lock
-    /// after. (Since stop 50: before, the write, and then its two syncs, ran under the write
+    /// certificate then, outside the index's lock: the file is taken and the places and the
+    /// certificate copied under the lock, written without it, and the places saved leave
+    /// memory under the lock after (a freeze meanwhile finds no file and leaves its places
+    /// to the next save). (Since stop 50: before, the write, and then its two syncs, ran under the write
     /// lock, and every reader of the chain waited for them.)
     fn save_places(&self) {
         let (mut refs, new, certificate) = {

@@ -467,6 +467,43 @@ pub(crate) fn record_final(state: &State, number: u64) {
 mod tests {
     use super::*;
 
+    /// After a catch-up of more blocks than transactions waiting (and 256), the waiting
+    /// transactions are looked up in the index instead of every block of the gap being read
+    /// (stop 50): those included up to the final block are recorded and forgotten, one
+    /// included after it, or never, waits on. (Since stop 51: the route was untested.)
+    #[test]
+    fn a_long_catch_up_records_finality_through_the_index() {
+        let key = alloy_signer_local::PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = crate::chain::Recent { blocks: 8, transactions: 16, ..Default::default() };
+        let (chain, made) = crate::chain::tests::settled_chain(dir.path(), &key, keep, 310);
+        let store = farol_store::Store::open(dir.path().join("state"), Default::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let genesis = crate::Genesis::dev(&[key.address()], alloy_primitives::U256::from(1), 0);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let state =
+            State::new(Arc::new(chain), Arc::new(store), genesis, Vec::new(), metrics.clone());
+        let tx = |n: usize| made[n].tx_hashes().next().unwrap_or_else(|| panic!("block {n}"));
+        let never = B256::repeat_byte(0x77);
+        let waiting = |hashes: &[B256]| {
+            let mut s = state.submitted.lock();
+            for h in hashes {
+                s.insert(*h, Instant::now());
+            }
+        };
+        // A short step reads its blocks.
+        waiting(&[tx(3), never]);
+        record_final(&state, 5);
+        assert_eq!(metrics.final_latency.count(), 1);
+        // A long one (295 blocks, 4 waiting) looks the waiting ones up.
+        waiting(&[tx(200), tx(300), tx(305)]);
+        record_final(&state, 300);
+        assert_eq!(metrics.final_latency.count(), 3);
+        let left: BTreeSet<B256> = state.submitted.lock().keys().copied().collect();
+        assert_eq!(left, BTreeSet::from([never, tx(305)]));
+        assert_eq!(metrics.finalized.load(Ordering::Relaxed), 300);
+    }
+
     /// Every `VOTE_EVERY`-th block is signed when stored; another waits, and is signed only if
     /// no newer block came for `IDLE_VOTE`.
     /// A validator announcing a made-up certificate far ahead, again and again, keeps only
@@ -525,49 +562,5 @@ mod tests {
         assert_eq!(plan.stored(3 * k - 1, 3 * k - 1, ms(500)), None);
         assert_eq!(plan.stored(3 * k, 3 * k, ms(501)), Some(3 * k));
         assert_eq!(plan.idle(ms(1000)), None);
-    }
-}
-
-#[cfg(test)]
-mod recording {
-    use super::*;
-    use alloy_primitives::U256;
-    use alloy_signer_local::PrivateKeySigner;
-
-    /// After a catch-up of more blocks than transactions waiting (and 256), the waiting
-    /// transactions are looked up in the index instead of every block of the gap being read
-    /// (stop 50): those included up to the final block are recorded and forgotten, one
-    /// included after it, or never, waits on. (Since stop 51: the route was untested.)
-    #[test]
-    fn a_long_catch_up_records_finality_through_the_index() {
-        let key = PrivateKeySigner::random();
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = crate::chain::Recent { blocks: 8, transactions: 16, ..Default::default() };
-        let (chain, made) = crate::chain::tests::settled_chain(dir.path(), &key, keep, 310);
-        let store = farol_store::Store::open(dir.path().join("state"), Default::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let genesis = crate::Genesis::dev(&[key.address()], U256::from(1), 0);
-        let metrics = Arc::new(crate::metrics::Metrics::default());
-        let state =
-            State::new(Arc::new(chain), Arc::new(store), genesis, Vec::new(), metrics.clone());
-        let tx = |n: usize| made[n].tx_hashes().next().unwrap_or_else(|| panic!("block {n}"));
-        let never = B256::repeat_byte(0x77);
-        let waiting = |hashes: &[B256]| {
-            let mut s = state.submitted.lock();
-            for h in hashes {
-                s.insert(*h, Instant::now());
-            }
-        };
-        // A short step reads its blocks.
-        waiting(&[tx(3), never]);
-        record_final(&state, 5);
-        assert_eq!(metrics.final_latency.count(), 1);
-        // A long one (295 blocks, 4 waiting) looks the waiting ones up.
-        waiting(&[tx(200), tx(300), tx(305)]);
-        record_final(&state, 300);
-        assert_eq!(metrics.final_latency.count(), 3);
-        let left: BTreeSet<B256> = state.submitted.lock().keys().copied().collect();
-        assert_eq!(left, BTreeSet::from([never, tx(305)]));
-        assert_eq!(metrics.finalized.load(Ordering::Relaxed), 300);
     }
 }

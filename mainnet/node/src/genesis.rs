@@ -51,33 +51,10 @@ pub const CREATE2_DEPLOYER: Address = address!("4e59b44847b379578588920ca78fbf26
 /// 39 JUMPDEST  DUP1  DUP3  MSTORE  POP POP POP   memory[0..32] = address
 /// 40 PUSH1 20  PUSH1 12  RETURN                  its 20 bytes
 /// ```
-pub const CREATE2_DEPLOYER_CODE: [u8; 69] = {
-    let mut code = [0u8; 69];
-    // PUSH32 2^256 - 32.
-    code[0] = 0x7f;
-    let mut i = 1;
-    while i < 32 {
-        code[i] = 0xff;
-        i += 1;
-    }
-    code[32] = 0xe0;
-    let rest: [u8; 36] = [
-        0x36, 0x01, // len
-        0x60, 0x00, 0x81, 0x60, 0x20, 0x82, 0x37, // copy the init code
-        0x80, 0x35, // salt
-        0x82, 0x82, 0x34, 0xf5, // CREATE2
-        0x80, 0x15, 0x15, 0x60, 0x39, 0x57, // created?
-        0x81, 0x82, 0xfd, // no: revert
-        0x5b, 0x80, 0x82, 0x52, 0x50, 0x50, 0x50, // yes: store the address
-        0x60, 0x14, 0x60, 0x0c, 0xf3, // and return its 20 bytes
-    ];
-    let mut j = 0;
-    while j < rest.len() {
-        code[33 + j] = rest[j];
-        j += 1;
-    }
-    code
-};
+pub const CREATE2_DEPLOYER_CODE: [u8; 69] = alloy_primitives::hex!(
+    "7fffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffe03601600081602082378035"
+    "828234f58015156039578182fd5b8082525050506014600cf3"
+);
 
 /// The hash of [`CREATE2_DEPLOYER_CODE`], which Foundry requires at [`CREATE2_DEPLOYER`].
 pub const CREATE2_DEPLOYER_CODE_HASH: B256 =
