@@ -2135,6 +2135,16 @@ pub(crate) mod tests {
         (chain, made)
     }
 
+    /// Damages entry `n` of `blocks.idx` (`idx`): a byte flipped, so its CRC fails; the same
+    /// call again undoes it.
+    fn damage_entry(idx: &std::fs::File, n: u64) {
+        use std::os::unix::fs::FileExt;
+        let at = REFS_HEADER + n * REF_BYTES as u64 + 3;
+        let mut byte = [0u8];
+        idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
+        idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Damages the block log's record at `at` (its last byte, so its CRC fails).
     fn damage_record(dir: &std::path::Path, at: &BlockRef) {
         use std::os::unix::fs::FileExt;
@@ -2599,12 +2609,7 @@ pub(crate) mod tests {
         };
         let places: Vec<BlockRef> = (0..30).map(entry).collect();
         assert_eq!(places[29].hash, made[29].hash);
-        let damage = |n: u64| {
-            let at = REFS_HEADER + n * REF_BYTES as u64 + 3;
-            let mut byte = [0u8];
-            idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
-            idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
-        };
+        let damage = |n: u64| damage_entry(&idx, n);
         let same = |a: Result<BlockRef, String>, b: &BlockRef| {
             let a = a.unwrap_or_else(|e| panic!("{e}"));
             assert_eq!((a.hash, a.at, a.len), (b.hash, b.at, b.len));
@@ -2662,12 +2667,7 @@ pub(crate) mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let mut entries = vec![0u8; 6 * REF_BYTES];
         idx.read_exact_at(&mut entries, REFS_HEADER).unwrap_or_else(|e| panic!("{e}"));
-        let damage = |n: u64| {
-            let at = REFS_HEADER + n * REF_BYTES as u64 + 3;
-            let mut byte = [0u8];
-            idx.read_exact_at(&mut byte, at).unwrap_or_else(|e| panic!("{e}"));
-            idx.write_all_at(&[byte[0] ^ 0x21], at).unwrap_or_else(|e| panic!("{e}"));
-        };
+        let damage = |n: u64| damage_entry(&idx, n);
         let entry = |n: u64| {
             let mut e = vec![0u8; REF_BYTES];
             idx.read_exact_at(&mut e, REFS_HEADER + n * REF_BYTES as u64)
