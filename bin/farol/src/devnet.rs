@@ -70,6 +70,12 @@ pub(crate) struct DevnetArgs {
     /// at 0x4e59b44847b379578588920ca78fbf26c0b4956c (anvil's flag is accepted too).
     #[arg(long, alias = "disable-default-create2-deployer")]
     no_create2_deployer: bool,
+    /// State versions each node keeps for queries at past blocks (`eth_call`,
+    /// `eth_getBalance`, traces): 0, a fresh devnet's default, keeps every block's, as
+    /// anvil does; N (at least 64) the newest N. A resumed devnet keeps its own unless
+    /// given.
+    #[arg(long, value_name = "N")]
+    retain_versions: Option<u64>,
 }
 
 impl DevnetArgs {
@@ -136,7 +142,13 @@ fn create(
             // Pipelined as stored: `--no-pipeline` applies to the run it is given to, a
             // resumed devnet's too (before stop 49 a devnet created with it stored it, and
             // stayed unpipelined when resumed without it).
-            pipeline: PipelineSettings::default(),
+            // Every block's state by default, as anvil's: indexers (The Graph, Ponder) and
+            // explorers read contracts and balances at old blocks (before stop 52 a devnet
+            // kept the newest 1,024, minutes under load).
+            pipeline: PipelineSettings {
+                retain_versions: args.retain_versions.unwrap_or(0),
+                ..PipelineSettings::default()
+            },
             // A validator that fell behind its peers' consensus history catches up from
             // the others' block-final blocks.
             sync: SyncSettings {
@@ -145,6 +157,7 @@ fn create(
             },
             network: Default::default(),
             log: args.log.clone(),
+            log_json: false,
         };
         out.push(cfg);
     }
@@ -337,6 +350,12 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
     if args.gas_limit < 21_000 {
         bail!("--gas-limit {}: at least a transfer's 21000", args.gas_limit);
     }
+    if let Some(r) = args.retain_versions.filter(|r| *r != 0) {
+        let least = farol_node::config::MIN_RETAIN_VERSIONS;
+        if r < least {
+            bail!("--retain-versions {r}: 0 (every block's state) or at least {least}");
+        }
+    }
     if args.chain_id == 0 || args.chain_id > farol_node::config::MAX_CHAIN_ID {
         bail!(
             "--chain-id {}: from 1 to {} (EIP-2294)",
@@ -452,6 +471,12 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 if args.ws_port.is_some() {
                     c.rpc.ws = Some(node_port(args.ws_port(), i)?);
                 }
+            }
+        }
+        // Not a rule of the chain: given, it applies to a kept devnet too.
+        if let Some(r) = args.retain_versions {
+            for c in &mut v {
+                c.pipeline.retain_versions = r;
             }
         }
         // Validator network ports something else took meanwhile are chosen again (the
@@ -668,6 +693,8 @@ fn print_summary(
             })).collect::<Vec<_>>(),
             "mnemonic": args.mnemonic,
             "dataDir": dir,
+            // 0: every block's state is kept.
+            "retainVersions": configs[0].pipeline.retain_versions,
         });
         println!("{s}");
         return;
@@ -693,6 +720,10 @@ fn print_summary(
     );
     println!("\nChain ID\n==================\n{}", g.chain_id);
     println!("\nBase fee: {} wei, block gas limit: {}", g.base_fee, g.gas_limit);
+    match configs[0].pipeline.retain_versions {
+        0 => println!("State of every block kept (queries at any block)"),
+        n => println!("State of the newest {n} blocks kept (queries at older blocks fail)"),
+    }
     println!("\nValidators\n==================");
     for (i, c) in configs.iter().enumerate() {
         println!(
@@ -775,6 +806,22 @@ mod tests {
             assert_eq!(stored.genesis.alloc.len(), 2 + usize::from(held));
             assert!(stored.mempool.allow_unprotected_txs, "as anvil, since stop 51");
             assert_eq!(stored.genesis.gas_limit, 45_000_000);
+        }
+    }
+
+    /// A fresh devnet keeps every block's state, as anvil's, unless `--retain-versions` says
+    /// otherwise (since stop 52; before, the newest 1,024).
+    #[test]
+    fn a_created_devnet_keeps_every_state() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keys = farol_node::genesis::mnemonic_accounts(super::DEV_MNEMONIC, 1)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for (flags, kept) in [(&[][..], 0), (&["--retain-versions", "100"][..], 100)] {
+            let args = Cli::parse_from(["devnet"].iter().chain(flags)).devnet;
+            let configs =
+                super::create(&args, 2, dir.path(), &keys).unwrap_or_else(|e| panic!("{e}"));
+            assert!(configs.iter().all(|c| c.pipeline.retain_versions == kept), "{flags:?}");
+            assert!(configs.iter().all(|c| c.validate().is_ok()), "{flags:?}");
         }
     }
 

@@ -42,17 +42,26 @@ enum Command {
     /// accounts and ports.
     Devnet(devnet::DevnetArgs),
     /// Run one node (a validator, or a full node without validator keys) from a configuration
-    /// file.
+    /// file, or from a chain file and flags.
     Node(node::NodeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Chain(args) => chain::run(args),
         Command::Evm(args) => evm::run(args),
         Command::Devnet(args) => devnet::run(args),
         Command::Node(args) => node::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // As anyhow's own report from `main`; the status is the error's own where it says
+        // one (`farol node`'s, for supervisors), else 1.
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            std::process::ExitCode::from(e.downcast_ref::<node::Exit>().map_or(1, |x| x.0))
+        }
     }
 }

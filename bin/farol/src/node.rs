@@ -49,10 +49,11 @@ pub(crate) struct NodeArgs {
     /// upgrades).
     #[arg(long)]
     ws: Option<String>,
-    /// Overrides `log` (a `tracing` filter such as `info` or `farol_node=debug`).
+    /// Overrides `log` (a `tracing` filter such as `info` or `farol_node=debug`); without it,
+    /// `RUST_LOG` does.
     #[arg(long)]
     log: Option<String>,
-    /// Logs as JSON lines instead of text.
+    /// Logs as JSON lines instead of text (`log_json` in the configuration).
     #[arg(long)]
     log_json: bool,
     /// Runs the block stages one block at a time (the benchmark's baseline).
@@ -73,8 +74,9 @@ fn listen(flag: &str, v: &str) -> anyhow::Result<Option<SocketAddr>> {
 /// validators log to files, which before stop 33 got the terminal's escape codes).
 pub(crate) fn init_logs(filter: &str, json: bool) -> anyhow::Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("log (--log or the configuration's `log`): filter {filter:?}"))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| {
+        format!("log (--log, RUST_LOG or the configuration's `log`): filter {filter:?}")
+    })?;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -165,8 +167,12 @@ pub(crate) fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<Stri
     if let Some(w) = &args.ws {
         cfg.rpc.ws = listen("ws", w)?;
     }
-    if let Some(l) = &args.log {
-        cfg.log = l.clone();
+    // `--log`, else `RUST_LOG` (as most Rust programs read it; since stop 52), else the
+    // configuration's.
+    match (&args.log, std::env::var("RUST_LOG")) {
+        (Some(l), _) => cfg.log = l.clone(),
+        (None, Ok(env)) if !env.trim().is_empty() => cfg.log = env,
+        _ => {}
     }
     if args.no_pipeline {
         cfg.pipeline.pipelined = false;
@@ -198,10 +204,37 @@ pub(crate) fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<Stri
     Ok((cfg, warnings))
 }
 
-/// Runs `farol node` until SIGINT or SIGTERM.
+/// The exit status of a configuration `farol node` refuses (sysexits' `EX_CONFIG`): starting
+/// again does not help, so a supervisor should not (systemd: `RestartPreventExitStatus=78`).
+pub(crate) const EXIT_CONFIG: u8 = 78;
+/// The exit status of a node that failed while running: its pipeline or consensus stopped
+/// on an error, which the log names (a disk that failed, or a chain that left the certified
+/// one, which no restart mends).
+pub(crate) const EXIT_FAILED: u8 = 3;
+
+/// An error with the exit status `farol` ends with (1 for any other error).
+#[derive(Debug)]
+pub(crate) struct Exit(pub u8, pub anyhow::Error);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.1, f)
+    }
+}
+
+impl std::error::Error for Exit {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.1.source()
+    }
+}
+
+/// Runs `farol node` until SIGINT or SIGTERM. A second signal while it stops exits at once.
+/// Exit status: 0 when stopped by a signal, [`EXIT_CONFIG`] for a configuration refused,
+/// [`EXIT_FAILED`] when the node failed while running, 1 otherwise (a start that failed on
+/// its data directory or a port, say, which a restart may get past).
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let (cfg, warnings) = configure(&args)?;
-    init_logs(&cfg.log, args.log_json)?;
+    let (cfg, warnings) = configure(&args).map_err(|e| Exit(EXIT_CONFIG, e))?;
+    init_logs(&cfg.log, args.log_json || cfg.log_json).map_err(|e| Exit(EXIT_CONFIG, e))?;
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -211,10 +244,30 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     rt.block_on(async move {
-        let node = Node::start(cfg).await?;
         use tokio::signal::unix::{signal, SignalKind};
+        // Caught from before the start (which may read a long block log): a signal then is
+        // said in the log (before stop 52 it ended the process silently).
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let start = Node::start(cfg);
+        tokio::pin!(start);
+        let node = tokio::select! {
+            r = &mut start => match r {
+                Ok(node) => node,
+                Err(e @ farol_node::NodeError::Config { .. }) => {
+                    return Err(Exit(EXIT_CONFIG, e.into()).into())
+                }
+                Err(e) => return Err(e.into()),
+            },
+            _ = int.recv() => {
+                tracing::warn!("interrupted while starting: exiting (what was written is kept, as after a crash)");
+                return Ok(());
+            }
+            _ = term.recv() => {
+                tracing::warn!("terminated while starting: exiting (what was written is kept, as after a crash)");
+                return Ok(());
+            }
+        };
         let mut check = tokio::time::interval(Duration::from_millis(500));
         let failed = loop {
             tokio::select! {
@@ -223,11 +276,15 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
                 _ = check.tick() => if node.failed() { break true },
             }
         };
-        tracing::info!("stopping");
-        let stopped = node.stop_before_exit().await;
+        tracing::info!("stopping (a second signal exits at once)");
+        let stopped = tokio::select! {
+            r = node.stop_before_exit() => r,
+            _ = int.recv() => Err("a second signal came before it had stopped".to_string()),
+            _ = term.recv() => Err("a second signal came before it had stopped".to_string()),
+        };
         match (failed, stopped) {
-            (_, Err(e)) => anyhow::bail!("the node stopped on an error: {e}"),
-            (true, Ok(())) => anyhow::bail!("the node's pipeline or consensus stopped"),
+            (_, Err(e)) => Err(Exit(EXIT_FAILED, anyhow::anyhow!("the node stopped on an error: {e}")).into()),
+            (true, Ok(())) => Err(Exit(EXIT_FAILED, anyhow::anyhow!("the node's pipeline or consensus stopped")).into()),
             (false, Ok(())) => Ok(()),
         }
     })

@@ -912,6 +912,24 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         ],
         "--listen: a full node",
     );
+    // A configuration refused exits with sysexits' EX_CONFIG, so a supervisor can tell it
+    // from a failure a restart may get past (since stop 52; before, 1 for everything).
+    let config_refused = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args([
+            "node",
+            "--chain",
+            c,
+            "--data-dir",
+            d,
+            "--peer",
+            "127.0.0.1:1",
+            "--listen",
+            "0.0.0.0:9000",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&config_refused.stderr);
+    assert_eq!(config_refused.status.code(), Some(78), "{stderr}");
     // Another chain's keys for position 1 are refused before the node writes anything.
     let other = tmp.path().join("other");
     let (ok, _, stderr) = farol(&with(text(&other), &[v[0], v[1], v[2], v[3]]));

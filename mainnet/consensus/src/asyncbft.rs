@@ -2604,6 +2604,10 @@ impl Consensus for AsyncBft {
         self.round
     }
 
+    fn seen_round(&self) -> u64 {
+        self.highest_seen.max(self.round)
+    }
+
     fn set_time(&mut self, unix_ms: u64) {
         self.clock_ms = unix_ms;
     }

@@ -143,4 +143,11 @@ pub trait Consensus: Send {
     fn fault_counts(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// The highest round the engine saw validators of more than a third of the stake reach
+    /// (at least one honest one did): how far ahead the others are. An engine that does
+    /// not track it answers its own round.
+    fn seen_round(&self) -> u64 {
+        self.round()
+    }
 }

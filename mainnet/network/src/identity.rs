@@ -211,13 +211,16 @@ impl ClientCertVerifier for Pinned {
     handshake_checks!();
 }
 
-/// The ALPN protocol name of Farol's validator network.
+/// The ALPN protocol name of Farol's validator network (`NetworkConfig::protocol`'s
+/// default; a node adds its chain rules' version to it).
 pub const ALPN: &[u8] = b"farol-validator/1";
 
-/// TLS for accepting connections: present `identity`, require a client key in `allowed`.
+/// TLS for accepting connections speaking `protocol` (ALPN): present `identity`, require a
+/// client key in `allowed`.
 pub(crate) fn server_config(
     identity: &Identity,
     allowed: Vec<PeerKey>,
+    protocol: &[u8],
 ) -> Result<rustls::ServerConfig, NetworkError> {
     let provider = provider();
     let verifier = Arc::new(Pinned { keys: allowed, provider: provider.clone() });
@@ -227,14 +230,16 @@ pub(crate) fn server_config(
         .map_err(|e| NetworkError::Identity(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::server::AlwaysResolvesServerRawPublicKeys::new(ck)));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![protocol.to_vec()];
     Ok(cfg)
 }
 
-/// TLS for dialing the peer whose key is `expected`, presenting `identity`.
+/// TLS for dialing the peer whose key is `expected` in `protocol` (ALPN), presenting
+/// `identity`.
 pub(crate) fn client_config(
     identity: &Identity,
     expected: PeerKey,
+    protocol: &[u8],
 ) -> Result<rustls::ClientConfig, NetworkError> {
     let provider = provider();
     let verifier = Arc::new(Pinned { keys: vec![expected], provider: provider.clone() });
@@ -247,6 +252,6 @@ pub(crate) fn client_config(
         .with_client_cert_resolver(Arc::new(
             rustls::client::AlwaysResolvesClientRawPublicKeys::new(ck),
         ));
-    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    cfg.alpn_protocols = vec![protocol.to_vec()];
     Ok(cfg)
 }

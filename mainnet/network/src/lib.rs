@@ -105,6 +105,11 @@ pub struct NetworkConfig {
     pub inbound_bytes: usize,
     /// Incoming handshakes served.
     pub handshakes: HandshakeLimits,
+    /// The protocol name both ends of a connection must speak (TLS ALPN; [`ALPN`] by
+    /// default): validators of other names refuse each other's handshakes, and say so
+    /// ([`Stats::other_protocol`]). A node names its chain rules' version in it, so that
+    /// validators running different rules do not make one chain that diverges.
+    pub protocol: Vec<u8>,
 }
 
 impl NetworkConfig {
@@ -122,6 +127,7 @@ impl NetworkConfig {
             inbound: 16_384,
             inbound_bytes: 64 << 20,
             handshakes: HandshakeLimits::default(),
+            protocol: ALPN.to_vec(),
         }
     }
 }
@@ -152,6 +158,9 @@ pub struct Stats {
     pub resets: AtomicU64,
     /// Readers of incoming streams running now (at most 4 per connected peer).
     pub readers: AtomicUsize,
+    /// Handshakes, dialed or accepted, that failed because the other end speaks another
+    /// protocol (`NetworkConfig::protocol`): another version of the chain's rules.
+    pub other_protocol: AtomicU64,
 }
 
 /// A running validator network.
@@ -389,7 +398,7 @@ impl Network {
             .filter(|(i, _)| *i != me)
             .map(|(_, p)| p.key.clone())
             .collect();
-        let tls = identity::server_config(&cfg.identity, allowed)?;
+        let tls = identity::server_config(&cfg.identity, allowed, &cfg.protocol)?;
         let quic =
             QuicServerConfig::try_from(tls).map_err(|e| NetworkError::Identity(e.to_string()))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
@@ -429,7 +438,7 @@ impl Network {
                 outbound.push(None);
                 continue;
             }
-            let tls = identity::client_config(&cfg.identity, peer.key.clone())?;
+            let tls = identity::client_config(&cfg.identity, peer.key.clone(), &cfg.protocol)?;
             let quic = QuicClientConfig::try_from(tls)
                 .map_err(|e| NetworkError::Identity(e.to_string()))?;
             let mut client = quinn::ClientConfig::new(Arc::new(quic));
@@ -575,7 +584,12 @@ async fn accept_loop(
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!("refused a connection: {e}");
+                    if other_protocol(&e) {
+                        stats.other_protocol.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%from, "refused a validator that speaks another protocol: it runs other chain rules (another farol version) than this one");
+                    } else {
+                        tracing::debug!("refused a connection: {e}");
+                    }
                     return;
                 }
                 Err(_) => {
@@ -690,6 +704,17 @@ async fn read_loop(
     }
 }
 
+/// Whether `e` ended a handshake because the two ends speak different protocols: TLS's
+/// `no_application_protocol` alert (120), QUIC's error 0x178 (RFC 9001, §8.1).
+fn other_protocol(e: &quinn::ConnectionError) -> bool {
+    let code = quinn::TransportErrorCode::crypto(120);
+    match e {
+        quinn::ConnectionError::TransportError(t) => t.code == code,
+        quinn::ConnectionError::ConnectionClosed(c) => c.error_code == code,
+        _ => false,
+    }
+}
+
 async fn dial_loop(
     endpoint: quinn::Endpoint,
     client: quinn::ClientConfig,
@@ -701,10 +726,20 @@ async fn dial_loop(
     let mut backoff = BACKOFF_MIN;
     // The frame whose write failed, and whether it failed on the connection before too.
     let mut unsent: Option<(Bytes, bool)> = None;
+    // Whether the last handshake failed on the protocol (said once until one succeeds).
+    let mut other = false;
     loop {
         let stream = match endpoint.connect_with(client.clone(), addr, "farol-validator") {
             Ok(connecting) => match tokio::time::timeout(HANDSHAKE_TIME, connecting).await {
                 Ok(Ok(conn)) => conn.open_uni().await.ok().map(|s| (conn, s)),
+                Ok(Err(e)) if other_protocol(&e) => {
+                    stats.other_protocol.fetch_add(1, Ordering::Relaxed);
+                    if !other {
+                        tracing::warn!(%addr, "this validator speaks another protocol: it runs other chain rules (another farol version) than this one, and the two cannot make one chain");
+                    }
+                    other = true;
+                    None
+                }
                 _ => None,
             },
             Err(_) => None,
@@ -715,6 +750,7 @@ async fn dial_loop(
             continue;
         };
         stats.connects.fetch_add(1, Ordering::Relaxed);
+        other = false;
         let up = tokio::time::Instant::now();
         loop {
             let (frame, retried) = match unsent.take() {
@@ -801,7 +837,8 @@ mod tests {
     fn stranger_dialing(to: &Peer) -> quinn::ClientConfig {
         let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{e}") };
         let stranger = Identity::generate().unwrap_or_else(|e| fail(&e));
-        let tls = identity::client_config(&stranger, to.key.clone()).unwrap_or_else(|e| fail(&e));
+        let tls =
+            identity::client_config(&stranger, to.key.clone(), ALPN).unwrap_or_else(|e| fail(&e));
         let quic = QuicClientConfig::try_from(tls).unwrap_or_else(|e| fail(&e));
         let mut client = quinn::ClientConfig::new(Arc::new(quic));
         client.transport_config(transport(false));

@@ -73,6 +73,34 @@ async fn frames_arrive_in_order_from_authenticated_peers() {
     assert_eq!(frame, big);
 }
 
+/// Validators whose protocol names differ (a node names its chain rules' version in its
+/// own) refuse each other's handshakes and count it on both sides, instead of exchanging
+/// frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_of_other_protocols_refuse_each_other_and_say_so() {
+    let (ids, peers) = setup(2);
+    let with = |me: usize, protocol: &[u8]| {
+        let mut cfg =
+            NetworkConfig::new(me as u16, ids[me].clone(), peers[me].addr, peers.to_vec());
+        cfg.protocol = protocol.to_vec();
+        Network::start(cfg).unwrap_or_else(|e| panic!("start {me}: {e}"))
+    };
+    let (a, _ra) = with(0, b"farol-validator/1 rules/1");
+    let (b, mut rb) = with(1, b"farol-validator/1 rules/2");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while a.stats().other_protocol.load(Ordering::Relaxed) == 0
+        || b.stats().other_protocol.load(Ordering::Relaxed) == 0
+    {
+        assert!(a.send(1, Bytes::from_static(b"across rules")));
+        assert!(std::time::Instant::now() < deadline, "no handshake refused for its protocol");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(timeout(Duration::from_millis(300), rb.recv()).await.is_err(), "a frame crossed");
+    assert_eq!(a.stats().connects.load(Ordering::Relaxed), 0);
+    // (With one name they connect: every other test here, and the node's, whose name holds
+    // its rules' version.)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_keys_are_refused_and_the_node_keeps_running() {
     let (ids, peers) = setup(2);

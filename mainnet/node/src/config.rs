@@ -62,6 +62,9 @@ pub struct NodeConfig {
     /// Log filter (`tracing` syntax, e.g. `info` or `farol_node=debug`).
     #[serde(default = "default_log")]
     pub log: String,
+    /// Log JSON lines instead of text (`farol node --log-json`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_json: bool,
 }
 
 fn default_log() -> String {
@@ -465,6 +468,12 @@ pub struct RpcConfig {
     /// None by default, as in geth; `farol devnet` sets `"*"`, as anvil does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
+    /// The JSON-RPC namespaces served (geth's `--http.api`; `eth`, `net`, `web3`, `debug`,
+    /// `trace`, `txpool`, `personal`, `farol`, `rpc`): a method of another is answered as
+    /// one that does not exist. All when not given. Nodes that sync from this one need
+    /// `farol`, and a full node forwarding transactions `eth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apis: Option<Vec<String>>,
 }
 
 impl Default for RpcConfig {
@@ -490,6 +499,7 @@ impl Default for RpcConfig {
             batch_timeout_millis: 30_000,
             dev_keys: Vec::new(),
             cors_origins: Vec::new(),
+            apis: None,
         }
     }
 }
@@ -538,7 +548,7 @@ pub struct PipelineSettings {
     pub pipelined: bool,
     /// Execution threads.
     pub threads: usize,
-    /// Store versions kept for queries at past blocks.
+    /// Store versions kept for queries at past blocks (0: every version, an archive node).
     pub retain_versions: u64,
     /// Sync writes to disk (off: a killed process loses nothing, a power loss may).
     pub fsync: bool,
@@ -607,6 +617,7 @@ impl NodeConfig {
             sync: SyncSettings::default(),
             network: NetworkSettings::default(),
             log: default_log(),
+            log_json: false,
         }
     }
 
@@ -999,8 +1010,12 @@ impl NodeConfig {
         if self.pipeline.threads == 0 || self.pipeline.threads > 256 {
             return bad("pipeline.threads", "must be between 1 and 256".into());
         }
-        if self.pipeline.retain_versions < MIN_RETAIN_VERSIONS {
-            return bad("pipeline.retain_versions", format!("at least {MIN_RETAIN_VERSIONS}"));
+        if self.pipeline.retain_versions != 0 && self.pipeline.retain_versions < MIN_RETAIN_VERSIONS
+        {
+            return bad(
+                "pipeline.retain_versions",
+                format!("0 (every version) or at least {MIN_RETAIN_VERSIONS}"),
+            );
         }
         if self.rpc.max_batch_response_bytes == 0 {
             return bad("rpc.max_batch_response_bytes", "must be at least 1".into());
@@ -1011,6 +1026,14 @@ impl NodeConfig {
         for (i, k) in self.rpc.dev_keys.iter().enumerate() {
             if let Err(e) = alloy_signer_local::PrivateKeySigner::from_slice(k) {
                 return bad(&format!("rpc.dev_keys[{i}]"), format!("not a secp256k1 key: {e}"));
+            }
+        }
+        for (i, api) in self.rpc.apis.iter().flatten().enumerate() {
+            if !crate::rpc::NAMESPACES.contains(&api.as_str()) {
+                return bad(
+                    &format!("rpc.apis[{i}]"),
+                    format!("{api:?} is none of {}", crate::rpc::NAMESPACES.join(", ")),
+                );
             }
         }
         for (i, o) in self.rpc.cors_origins.iter().enumerate() {

@@ -14,6 +14,10 @@ pub struct Histogram {
 
 const BUCKETS: usize = 10_001;
 
+/// The bounds, in milliseconds, of the buckets a histogram shows Prometheus (at most
+/// `BUCKETS - 1`: past it lies the overflow bucket).
+const BOUNDS_MS: [usize; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
+
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
@@ -76,19 +80,27 @@ impl Histogram {
         self.sum_micros.store(0, Ordering::Relaxed);
     }
 
-    /// Appends it to a Prometheus text exposition as summary `name`.
+    /// Appends it to a Prometheus text exposition as histogram `name`: the latencies below
+    /// each of [`BOUNDS_MS`] (cumulative, to the millisecond), `_sum` and `_count`. Since stop
+    /// 52; before, a summary, whose quantiles covered the process's whole life and could not
+    /// be combined across nodes (`histogram_quantile` over a `rate` of the buckets can).
     pub(crate) fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} summary");
-        for (q, pm) in [("0.5", 500), ("0.9", 900), ("0.99", 990)] {
-            if let Some(v) = self.quantile_ms(pm) {
-                let _ = writeln!(out, "{name}{{quantile=\"{q}\"}} {}", v as f64 / 1000.0);
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let (mut below, mut next) = (0u64, 0usize);
+        for bound in BOUNDS_MS {
+            // Bucket `ms` holds latencies from `ms` up to the next millisecond.
+            while next < bound {
+                below += counts[next];
+                next += 1;
             }
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {below}", bound as f64 / 1000.0);
         }
+        let total: u64 = counts.iter().sum();
         let _ = writeln!(
             out,
-            "{name}_sum {}\n{name}_count {}",
+            "{name}_bucket{{le=\"+Inf\"}} {total}\n{name}_sum {}\n{name}_count {total}",
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-            self.count()
         );
     }
 }
@@ -102,6 +114,8 @@ pub struct Metrics {
     pub transactions: AtomicU64,
     /// The newest stored block.
     pub head: AtomicU64,
+    /// When it was stored (Unix milliseconds; at a start, the start).
+    pub head_stored_ms: AtomicU64,
     /// The newest executed block.
     pub executed: AtomicU64,
     /// The newest block-final block.
@@ -130,7 +144,7 @@ pub struct Metrics {
     pub execute_to_receipt_micros: AtomicU64,
     /// Transactions in the mempool.
     pub mempool: AtomicU64,
-    /// Validator connections open.
+    /// Validators whose block-finality votes came in the last 5 s (0 on a full node).
     pub peers: AtomicU64,
     /// The newest block-final block block sync learned of.
     pub sync_target: AtomicU64,
@@ -173,6 +187,13 @@ impl Metrics {
             &self.transactions,
         );
         g(&mut out, "head_block", "gauge", "Newest stored block.", &self.head);
+        let _ = writeln!(
+            out,
+            "# HELP farol_head_stored_timestamp_seconds When the newest block was stored (or \
+             the node started), Unix time.\n# TYPE farol_head_stored_timestamp_seconds gauge\n\
+             farol_head_stored_timestamp_seconds {}",
+            self.head_stored_ms.load(Ordering::Relaxed) as f64 / 1e3
+        );
         g(&mut out, "executed_block", "gauge", "Newest executed block.", &self.executed);
         g(&mut out, "finalized_block", "gauge", "Newest block-final block.", &self.finalized);
         g(
@@ -218,7 +239,13 @@ impl Metrics {
             &self.dropped,
         );
         g(&mut out, "mempool_transactions", "gauge", "Transactions in the mempool.", &self.mempool);
-        g(&mut out, "peers", "gauge", "Validator connections open.", &self.peers);
+        g(
+            &mut out,
+            "peers",
+            "gauge",
+            "Validators whose block-finality votes came in the last 5 s (0 on a full node).",
+            &self.peers,
+        );
         g(
             &mut out,
             "sync_target_block",
@@ -298,9 +325,15 @@ mod tests {
         assert_eq!(h.count_from_ms(u64::MAX), 1);
         let mut out = String::new();
         h.write(&mut out, "x_seconds", "What it is.");
-        assert!(out.contains("# TYPE x_seconds summary\n"), "{out}");
-        assert!(out.contains("x_seconds{quantile=\"0.5\"} 0.004\n"), "{out}");
+        assert!(out.contains("# TYPE x_seconds histogram\n"), "{out}");
+        for (le, n) in [("0.001", 0), ("0.002", 1), ("0.005", 4), ("0.02", 4), ("0.05", 5)] {
+            assert!(out.contains(&format!("x_seconds_bucket{{le=\"{le}\"}} {n}\n")), "{le}: {out}");
+        }
+        for (le, n) in [("0.2", 6), ("10", 6), ("+Inf", 7)] {
+            assert!(out.contains(&format!("x_seconds_bucket{{le=\"{le}\"}} {n}\n")), "{le}: {out}");
+        }
         assert!(out.contains("x_seconds_count 7\n"), "{out}");
+        assert_eq!(out.matches("_bucket{").count(), 14, "{out}");
         h.reset();
         assert_eq!((h.max_ms(), h.count()), (None, 0));
     }

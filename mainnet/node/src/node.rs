@@ -200,6 +200,19 @@ fn chain_tag(
     *h.finalize().as_bytes()
 }
 
+/// The version of the chain's rules this farol runs: what a block executes to and how
+/// consensus orders. It rises with every change to them (release notes and docs say "a rule
+/// change"), and validators of different versions do not connect (they speak different
+/// validator protocols, [`validator_protocol`]), so that a committee whose farols were
+/// upgraded one by one across such a change stalls, naming the cause, instead of making
+/// blocks it cannot agree on. 1: stop 52's rules (farols before stop 52 named no version).
+pub const CHAIN_RULES: u32 = 1;
+
+/// The validator network's protocol name (TLS ALPN) for [`CHAIN_RULES`].
+pub fn validator_protocol() -> Vec<u8> {
+    format!("farol-validator/1 rules/{CHAIN_RULES}").into_bytes()
+}
+
 /// The mempool's journal in the data directory.
 pub const MEMPOOL_JOURNAL: &str = "mempool.journal";
 
@@ -306,7 +319,10 @@ impl Node {
         // State and chain.
         let store_opts = StoreOptions {
             fsync: if cfg.pipeline.fsync { FsyncPolicy::Always } else { FsyncPolicy::Never },
-            retain_versions: Some(cfg.pipeline.retain_versions),
+            retain_versions: match cfg.pipeline.retain_versions {
+                0 => None,
+                n => Some(n),
+            },
             ..StoreOptions::default()
         };
         let store = Store::open(dir.join("state"), store_opts)
@@ -412,6 +428,7 @@ impl Node {
             ));
         }
         metrics.head.store(head, Ordering::Relaxed);
+        metrics.head_stored_ms.store(crate::validator::unix_ms(), Ordering::Relaxed);
         metrics.executed.store(head, Ordering::Relaxed);
         metrics.finalized.store(chain.finalized_number(), Ordering::Relaxed);
 
@@ -681,11 +698,53 @@ impl Node {
         // JSON-RPC.
         let fee_recipient =
             cfg.validator.as_ref().and_then(|k| cfg.committee.get(usize::from(k.index)));
+        let health = crate::rpc::Health {
+            role: role.to_string(),
+            validator: cfg.validator.is_some(),
+            sync_peers: !cfg.sync.peers.is_empty(),
+            gc_depth: genesis.consensus.gc_depth,
+        };
         let rpc = Rpc::new(state.clone(), mempool.clone(), submit, cfg.rpc.clone())
             .with_coinbase(fee_recipient.map(|m| m.fee_recipient))
             .with_members(cfg.committee.iter().map(|m| m.address.ip()))
-            .with_closing(self.closing.subscribe());
+            .with_closing(self.closing.subscribe())
+            .with_health(health);
         let rpc = Arc::new(rpc);
+        // A validator of a committee with others, with no peers to sync blocks from,
+        // catches up only through consensus, within the rounds the others keep: down
+        // longer than that (about half a minute on a quiet chain) it never does. Said at
+        // the start, and again, as an error, once it is so (before stop 52 nothing was said
+        // and the node looked healthy).
+        if cfg.validator.is_some() && cfg.committee.len() > 1 && cfg.sync.peers.is_empty() {
+            tracing::warn!(
+                gc_depth = genesis.consensus.gc_depth,
+                "no sync.peers: this validator cannot catch up after being down longer than \
+                 the rounds the others keep; give it peers (farol node --peer IP:PORT, another \
+                 node's JSON-RPC)"
+            );
+            let rpc = rpc.clone();
+            let state = state.clone();
+            let mut closing = self.closing.subscribe();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut said = false;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = closing.wait_for(|c| *c) => return,
+                    }
+                    let v = &state.validator;
+                    let why = rpc.stranded(
+                        v.round.load(Ordering::Relaxed),
+                        v.seen_round.load(Ordering::Relaxed),
+                    );
+                    if let Some(why) = why.as_ref().filter(|_| !said) {
+                        tracing::error!("{why}");
+                    }
+                    said = why.is_some();
+                }
+            }));
+        }
         let (http, ws, rpc_tasks) = rpc::serve(rpc.clone(), &cfg.rpc).await?;
         tasks.extend(rpc_tasks);
         // What the pool held before a restart comes back through the usual checks.
@@ -881,9 +940,24 @@ fn start_validator(
     };
     let listen = cfg.network.listen.unwrap_or(peers[usize::from(me)].addr);
     let mut ncfg = NetworkConfig::new(me, identity, listen, peers);
+    ncfg.protocol = validator_protocol();
     ncfg.queue = cfg.network.peer_queue;
-    let (network, inbound) = Network::start(ncfg)
-        .map_err(|e| NodeError::Bind { addr: listen.to_string(), reason: e.to_string() })?;
+    let (network, inbound) = Network::start(ncfg).map_err(|e| match e {
+        // Which setting gave the address (since stop 52): a cloud machine's public address
+        // is seldom on any of its interfaces, and the committee's is the default.
+        farol_network::NetworkError::Bind { source, .. } => NodeError::Bind {
+            addr: match cfg.network.listen {
+                Some(_) => format!("{listen} (network.listen, --listen)"),
+                None => format!(
+                    "{listen} (committee[{me}].address; where this machine cannot bind it, \
+                     behind NAT say, set network.listen or --listen 0.0.0.0:{})",
+                    listen.port()
+                ),
+            },
+            reason: source.to_string(),
+        },
+        e => NodeError::Bind { addr: listen.to_string(), reason: e.to_string() },
+    })?;
     let network = Arc::new(network);
     let (commits_tx, mut commits_rx) = mpsc::channel(64);
     let (capacity, share) = crate::validator::node_frames_queue(committee.len());

@@ -1388,6 +1388,7 @@ fn store_block(state: &Arc<State>, e: Executed) -> Result<(), PipelineError> {
     m.blocks.fetch_add(1, Ordering::Relaxed);
     m.transactions.fetch_add(block.txs.len() as u64, Ordering::Relaxed);
     m.head.store(number, Ordering::Relaxed);
+    m.head_stored_ms.store(crate::validator::unix_ms(), Ordering::Relaxed);
     m.store_queue
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| Some(q.saturating_sub(1)))
         .ok();

@@ -144,7 +144,46 @@ pub struct Rpc {
     method_stats: Mutex<std::collections::BTreeMap<String, MethodStats>>,
     /// Open connections of the HTTP and WebSocket listeners.
     open: [Arc<std::sync::atomic::AtomicU64>; 2],
+    /// What `GET /health` needs to know of the node ([`Rpc::with_health`]).
+    health: Health,
 }
+
+/// Why a validator in `round` cannot catch up, if it cannot: validators of more than a third
+/// of the stake reached `seen`, further ahead than the `gc_depth` rounds of history they keep,
+/// and it has no peers to sync blocks from.
+pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Option<String> {
+    let behind = seen.saturating_sub(round);
+    (!sync_peers && behind > gc_depth).then(|| {
+        format!(
+            "this validator is {behind} rounds behind the others, more than the {gc_depth} \
+             they keep, and has no peers to sync blocks from: give it sync.peers (farol node \
+             --peer IP:PORT, another node's JSON-RPC)"
+        )
+    })
+}
+
+/// The JSON-RPC namespaces a node serves (`rpc_modules`; `rpc.apis` chooses among them).
+pub const NAMESPACES: [&str; 9] =
+    ["debug", "eth", "farol", "net", "personal", "rpc", "trace", "txpool", "web3"];
+
+/// What the node is, for `GET /health`.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// `validator N` or `full node`.
+    pub role: String,
+    /// Whether it runs consensus.
+    pub validator: bool,
+    /// Whether it has peers to sync blocks from (`sync.peers`).
+    pub sync_peers: bool,
+    /// The rounds of history validators keep (`genesis.consensus.gc_depth`).
+    pub gc_depth: u64,
+}
+
+/// A validator whose consensus made no commit this long is unhealthy: rounds run many
+/// times a second, on a quiet chain too.
+const HEALTH_COMMIT_MS: u64 = 10_000;
+/// A node that stored no block this long is unhealthy: a quiet chain makes one a second.
+const HEALTH_HEAD_MS: u64 = 30_000;
 
 /// One method's counts since start.
 #[derive(Default)]
@@ -529,8 +568,72 @@ impl Rpc {
             method_stats: Default::default(),
             open: Default::default(),
             closing: tokio::sync::watch::Sender::new(false).subscribe(),
+            health: Health::default(),
             cfg,
         }
+    }
+
+    /// The service of a node that is `health` (for `GET /health`).
+    pub fn with_health(mut self, health: Health) -> Rpc {
+        self.health = health;
+        self
+    }
+
+    /// `GET /health`'s answer: whether the node is healthy, and what is wrong if not.
+    pub fn health(&self) -> (bool, Value) {
+        let st = &self.state;
+        let now = crate::validator::unix_ms();
+        let head = st.chain.head_number();
+        let head_age = now.saturating_sub(st.metrics.head_stored_ms.load(Ordering::Relaxed));
+        let mut problems = Vec::new();
+        if st.chain.is_closed() {
+            problems.push(
+                "the chain is closed: its storing stage failed, or it left the certified chain \
+                 (the log says which)"
+                    .to_string(),
+            );
+        }
+        if head_age > HEALTH_HEAD_MS {
+            problems.push(format!("no block stored for {} s", head_age / 1000));
+        }
+        let v = &st.validator;
+        let (round, seen) = (v.round.load(Ordering::Relaxed), v.seen_round.load(Ordering::Relaxed));
+        let mut commit_age = None;
+        if self.health.validator {
+            let last =
+                v.last_commit_ms.load(Ordering::Relaxed).max(v.started_ms.load(Ordering::Relaxed));
+            let age = now.saturating_sub(last);
+            commit_age = Some(age);
+            if age > HEALTH_COMMIT_MS {
+                problems.push(format!("consensus made no commit for {} s", age / 1000));
+            }
+            if let Some(why) = self.stranded(round, seen) {
+                problems.push(why);
+            }
+        }
+        if sync_status(st).is_some() {
+            let target = st.metrics.sync_target.load(Ordering::Relaxed);
+            problems.push(format!("catching up: block {head} of {target}"));
+        }
+        let healthy = problems.is_empty();
+        let body = json!({
+            "healthy": healthy,
+            "problems": problems,
+            "role": self.health.role,
+            "version": env!("CARGO_PKG_VERSION"),
+            "chainRules": crate::node::CHAIN_RULES,
+            "head": head,
+            "headAgeMs": head_age,
+            "finalized": st.chain.finalized_number(),
+            "consensusRound": self.health.validator.then_some(round),
+            "consensusLastCommitAgeMs": commit_age,
+        });
+        (healthy, body)
+    }
+
+    /// Why this validator cannot catch up, if it cannot ([`stranded`]).
+    pub fn stranded(&self, round: u64, seen: u64) -> Option<String> {
+        stranded(round, seen, self.health.gc_depth, self.health.sync_peers)
     }
 
     /// The service of a node whose committee's validators (at `members`' IP addresses)
@@ -551,6 +654,14 @@ impl Rpc {
     pub fn with_coinbase(mut self, fee_recipient: Option<Address>) -> Rpc {
         self.coinbase = fee_recipient;
         self
+    }
+
+    /// Whether `method`'s namespace is served (`rpc.apis`).
+    fn serves(&self, method: &str) -> bool {
+        let Some(apis) = &self.cfg.apis else { return true };
+        let namespace = method.split('_').next().unwrap_or_default();
+        // `rpc_modules`, which says what is served, always is (as geth's).
+        namespace == "rpc" || apis.iter().any(|a| a == namespace)
     }
 
     /// Counts one call of `method` that took `took` and ended in `result`.
@@ -786,7 +897,11 @@ impl Rpc {
             Some(_) => return Some(response(id, Err(RpcError::params("params must be an array")))),
         };
         let started = std::time::Instant::now();
-        let result = self.dispatch(&method, &params, ws, batch, client).await;
+        let result = if self.serves(&method) {
+            self.dispatch(&method, &params, ws, batch, client).await
+        } else {
+            Err(RpcError::new(-32601, unknown_method(&method)))
+        };
         self.count(&method, &result, started.elapsed());
         (!notification).then(|| response(id, result))
     }
@@ -817,10 +932,13 @@ impl Rpc {
                 None => Err(RpcError::server("a full node has no fee recipient (only validators)")),
             },
             // The namespaces served, as geth lists them.
-            "rpc_modules" => Ok(json!({
-                "debug": "1.0", "eth": "1.0", "farol": "1.0", "net": "1.0", "personal": "1.0",
-                "rpc": "1.0", "trace": "1.0", "txpool": "1.0", "web3": "1.0",
-            })),
+            "rpc_modules" => Ok(Value::Object(
+                NAMESPACES
+                    .iter()
+                    .filter(|n| self.serves(&format!("{n}_")))
+                    .map(|n| (n.to_string(), json!("1.0")))
+                    .collect(),
+            )),
             "eth_config" => self.config(),
             "eth_accounts" => to_value(self.dev.iter().map(|k| k.address()).collect::<Vec<_>>()),
             "eth_sendTransaction" | "eth_signTransaction" => {
@@ -1056,10 +1174,11 @@ impl Rpc {
                 if from > to {
                     return Err(RpcError::server("invalid block range params"));
                 }
-                if to - from >= TRACE_FILTER_BLOCKS {
+                // (`to - from` at most the limit, as reth counts; before stop 52 one less.)
+                if to - from > TRACE_FILTER_BLOCKS {
                     return Err(RpcError::limit(format!(
-                        "trace_filter traces at most {TRACE_FILTER_BLOCKS} blocks: blocks {from} \
-                         to {to}"
+                        "Block range too large; currently limited to {TRACE_FILTER_BLOCKS} \
+                         blocks (to - from): blocks {from} to {to}"
                     )));
                 }
                 let matcher = f.matcher();
@@ -2708,7 +2827,10 @@ impl Rpc {
                 (from, to)
             }
         };
-        if to - from >= self.cfg.max_log_blocks {
+        // As reth counts: `to - from` at most the limit (Ponder, told "max block range N",
+        // asks again in ranges of that span; before stop 52 those were refused once more,
+        // and its sync stopped).
+        if to - from > self.cfg.max_log_blocks {
             return Err(RpcError::limit(format!(
                 "query exceeds max block range {}: blocks {from} to {to}",
                 self.cfg.max_log_blocks
@@ -2716,6 +2838,23 @@ impl Rpc {
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        // Past a limit, Infura's wording and data, naming the range that fits: the blocks
+        // before the one that passed it (or that block alone). Indexers read it (Ponder, The
+        // Graph's "Try with this block range"); before stop 52 they matched nothing here and
+        // stopped.
+        let past = |what: String, n: u64| {
+            let fits = if n > from { n - 1 } else { from };
+            RpcError {
+                data: Some(json!({
+                    "from": format!("{from:#x}"),
+                    "to": format!("{fits:#x}"),
+                    "limit": self.cfg.max_logs,
+                })),
+                ..RpcError::limit(format!(
+                    "{what}. Try with this block range [{from:#x}, {fits:#x}]."
+                ))
+            }
+        };
         for n in from..=to {
             // Every block of the range is at or below the head: one that cannot be read is
             // an error, not the end of the answer (an indexer would take a shortened answer
@@ -2728,18 +2867,26 @@ impl Rpc {
                 if filter.matches(&l.inner) {
                     bytes += log_json_bytes(&l.inner);
                     out.push(l);
-                    if out.len() > self.cfg.max_logs {
-                        return Err(RpcError::limit(format!(
-                            "query returned more than {} results; narrow the block range",
-                            self.cfg.max_logs
-                        )));
+                    // One block's logs are answered whatever their count, as reth's (an
+                    // indexer cannot ask for less than a block: a block hash filter, or a
+                    // range narrowed to one block); their bytes are bounded all the same.
+                    if out.len() > self.cfg.max_logs && from < to {
+                        let what =
+                            format!("query returned more than {} results", self.cfg.max_logs);
+                        return Err(past(what, n));
                     }
                     if bytes > self.cfg.max_batch_response_bytes {
-                        return Err(RpcError::limit(format!(
-                            "the logs would exceed {} bytes (rpc.max_batch_response_bytes); \
-                             narrow the block range",
+                        let what = format!(
+                            "query returned more than {} bytes of logs \
+                             (rpc.max_batch_response_bytes)",
                             self.cfg.max_batch_response_bytes
-                        )));
+                        );
+                        if from == to {
+                            return Err(RpcError::limit(format!(
+                                "{what}: block {n} alone holds more"
+                            )));
+                        }
+                        return Err(past(what, n));
                     }
                 }
             }
@@ -3036,6 +3183,7 @@ impl Rpc {
         let q = |h: &crate::metrics::Histogram| json!({ "count": h.count(), "p50_ms": h.quantile_ms(500), "p99_ms": h.quantile_ms(990) });
         json!({
             "chainId": hex(st.genesis.chain_id),
+            "chainRules": crate::node::CHAIN_RULES,
             "head": hex(st.chain.head_number()),
             "executed": hex(m.executed.load(Ordering::Relaxed)),
             "finalized": hex(st.chain.finalized_number()),
@@ -4360,8 +4508,30 @@ impl http_body::Body for AnswerBody {
     }
 }
 
+/// `GET /health`: 200 and what the node is when it is healthy, 503 and its problems when not
+/// (for load balancers, supervisors and probes; since stop 52).
+async fn health(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
+    let (healthy, body) = rpc.health();
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
 async fn metrics(AxState(rpc): AxState<Arc<Rpc>>) -> Response {
     let mut out = rpc.state.metrics.render();
+    {
+        use std::fmt::Write;
+        // Which farol, and which chain rules, a node runs (since stop 52), as Prometheus
+        // exporters say it: a gauge of 1 whose labels carry the facts.
+        let _ = writeln!(
+            out,
+            "# HELP farol_build_info The farol version and chain rules this node runs.\n\
+             # TYPE farol_build_info gauge\n\
+             farol_build_info{{version=\"{}\",chain_rules=\"{}\",role=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            crate::node::CHAIN_RULES,
+            rpc.health.role
+        );
+    }
     rpc.state.validator.log_sync.write(
         &mut out,
         "farol_consensus_log_sync_seconds",
@@ -4887,6 +5057,7 @@ pub async fn serve(
     let mut router = Router::new()
         .route("/", post(http_rpc).get(ws_upgrade))
         .route("/metrics", get(metrics))
+        .route("/health", get(health))
         .layer(DefaultBodyLimit::max(cfg.max_request_bytes));
     if let Some(cors) = cors_layer(&cfg.cors_origins) {
         router = router.layer(cors);
@@ -4909,9 +5080,13 @@ pub async fn serve(
     let mut listeners = Vec::new();
     for (i, addr) in [cfg.http, cfg.ws].into_iter().enumerate() {
         let Some(addr) = addr else { continue };
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| NodeError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        // The error names the setting (an operator who set neither learns which default
+        // it was; before stop 52 it named the address alone).
+        let setting = ["rpc.http, --http", "rpc.ws, --ws"][i];
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| NodeError::Bind {
+            addr: format!("{addr} ({setting}; `none` turns it off)"),
+            reason: e.to_string(),
+        })?;
         bound[i] = listener.local_addr().ok();
         listeners.push((i, listener));
     }
@@ -4925,6 +5100,17 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
+
+    /// A validator is stranded only past the history the others keep, and only without
+    /// peers to sync from.
+    #[test]
+    fn a_validator_is_stranded_past_the_kept_history_without_peers() {
+        assert_eq!(super::stranded(100, 600, 500, false), None);
+        let why = super::stranded(100, 601, 500, false).unwrap_or_default();
+        assert!(why.contains("501 rounds behind") && why.contains("sync.peers"), "{why}");
+        assert_eq!(super::stranded(100, 601, 500, true), None);
+        assert_eq!(super::stranded(700, 601, 500, false), None);
+    }
     use alloy_primitives::{Signature, U256};
 
     /// Sync requests from the committee's addresses do not wait behind others': clients

@@ -130,6 +130,8 @@ pub struct ValidatorStatus {
     pub height: AtomicU64,
     /// The highest round the engine proposed in.
     pub round: AtomicU64,
+    /// The highest round the engine saw more than a third of the stake reach.
+    pub seen_round: AtomicU64,
     /// When it came (Unix milliseconds; 0 before the first).
     pub last_commit_ms: AtomicU64,
     /// When the engine started or rejoined (Unix milliseconds).
@@ -505,6 +507,7 @@ fn publish_snapshot(
     status: &ValidatorStatus,
 ) -> Option<Arc<Snapshot>> {
     status.round.store(engine.round(), Ordering::Relaxed);
+    status.seen_round.store(engine.seen_round(), Ordering::Relaxed);
     let mut faults = engine.fault_counts();
     if let Some(n) = route.node_frames.as_ref().filter(|n| n.dropped > 0) {
         faults.push(("node_frames_dropped", n.dropped));

@@ -91,6 +91,7 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
             // Peers forget what they queued for a validator that is down after 64 frames.
             network: NetworkSettings { peer_queue: 64, ..NetworkSettings::default() },
             log: "warn".into(),
+            log_json: false,
         })
         .collect()
 }

@@ -89,6 +89,7 @@ fn config(dir: &std::path::Path, funded: Address) -> NodeConfig {
         sync: Default::default(),
         network: Default::default(),
         log: "warn".into(),
+        log_json: false,
     }
 }
 
@@ -292,13 +293,29 @@ async fn rpc_errors_proofs_restart_and_config() {
         let with = c.call("eth_estimateGas", json!([delegated])).unwrap_or_else(|e| panic!("{e}"));
         let (without, with) = (quantity(&without).unwrap_or(0), quantity(&with).unwrap_or(0));
         assert!(with >= without + 12_500, "with an authorization {with}, without {without}");
-        // Log range limit.
+        // Log range limit (1 here), with at least three blocks (a quiet chain makes one a
+        // second).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let head = loop {
+            let head = quantity(&c.call("eth_blockNumber", json!([])).unwrap_or_else(|e| panic!("{e}"))).unwrap_or(0);
+            if head >= 3 {
+                break head;
+            }
+            assert!(Instant::now() < deadline, "no third block");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let e = c.call("eth_getLogs", json!([{"fromBlock": "0x0", "toBlock": "latest"}])).expect_err("huge range");
         assert!(e.contains("-32005"), "{e}");
         // A range from past the head has no logs (an indexer polling from its last block + 1
         // must not get the head's again); one ending past the head ends there; a reversed
         // one is an error.
-        let head = quantity(&c.call("eth_blockNumber", json!([])).unwrap_or_else(|e| panic!("{e}"))).unwrap_or(0);
+        // The range limit (1 here) counts `to - from`, as reth's: two blocks pass, three
+        // do not, and the error names the span Ponder then asks in (before stop 52 it
+        // asked in spans of the limit, refused again, and stopped).
+        let two = c.call("eth_getLogs", json!([{"fromBlock": format!("{:#x}", head - 1), "toBlock": format!("{head:#x}")}]));
+        assert!(two.is_ok_and(|v| v.is_array()), "to - from at the limit");
+        let e = c.call("eth_getLogs", json!([{"fromBlock": format!("{:#x}", head - 2), "toBlock": format!("{head:#x}")}])).expect_err("past the limit");
+        assert!(e.contains("-32005") && e.contains("query exceeds max block range 1:"), "{e}");
         let past = c.call("eth_getLogs", json!([{"fromBlock": format!("{:#x}", head + 1), "toBlock": "latest"}])).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(past, json!([]));
         let ends = c.call("eth_getLogs", json!([{"fromBlock": format!("{head:#x}"), "toBlock": format!("{:#x}", head + 1000)}]));
@@ -492,23 +509,43 @@ async fn rpc_errors_proofs_restart_and_config() {
     let after = records(&log);
     assert!(after >= before, "the log lost records: {after} < {before}");
 
-    // A chain longer than the state versions kept: the genesis version is gone from the
-    // store, and the node still starts (it takes the genesis root from the block log).
+    // A chain longer than the state versions kept. First every version is kept
+    // (`retain_versions = 0`, an archive node, as a devnet since stop 52): the genesis
+    // version still answers past the least kept.
     let mut brief = cfg.clone();
-    brief.pipeline.retain_versions = farol_node::config::MIN_RETAIN_VERSIONS;
+    brief.pipeline.retain_versions = 0;
     let node = Node::start(brief.clone()).await.unwrap_or_else(|e| panic!("{e}"));
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let k = key.clone();
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
-        // A block each, past the versions kept.
+        // A block each, past the versions a pruning node keeps.
         for nonce in 4..6 + farol_node::config::MIN_RETAIN_VERSIONS {
             let hash = c
                 .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
         }
-        // The genesis version is gone from the store.
+        let kept = c
+            .call("eth_getBalance", json!([k.address(), "0x0"]))
+            .unwrap_or_else(|e| panic!("an archive node: {e}"));
+        assert!(kept.as_str().is_some_and(|b| b != "0x0"), "{kept}");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    // Then the least kept: the next block prunes the genesis version from the store.
+    brief.pipeline.retain_versions = farol_node::config::MIN_RETAIN_VERSIONS;
+    let node = Node::start(brief.clone()).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let k = key.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let nonce = 6 + farol_node::config::MIN_RETAIN_VERSIONS;
+        let hash = c
+            .call("eth_sendRawTransaction", json!([raw_transfer(&k, nonce, 31337)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait_receipt(&mut c, &hash)["status"], "0x1");
         let e = c.call("eth_getBalance", json!([k.address(), "0x0"])).expect_err("pruned");
         assert!(e.contains("not available"), "{e}");
     })
@@ -1527,6 +1564,68 @@ async fn filters_are_unguessable_and_shared_out() {
             }
         }
         assert_eq!(made, 200, "200 of 5,000 terms each (block filters hold none)");
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Past `max_logs`, `eth_getLogs` names the range that fits, in Infura's words and data,
+/// which indexers read to narrow their requests (Ponder's retry helper, The Graph's "Try
+/// with this block range"; before stop 52 they matched nothing and stopped); one block's logs
+/// are answered whatever their count, as reth's (an indexer cannot ask for less than a
+/// block; before stop 52 such a block was refused to a block hash filter for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexers_are_told_the_range_that_fits() {
+    let (_dir, key, node) = node_with(0x5a, |cfg| {
+        cfg.rpc.max_log_blocks = 1_000;
+        cfg.rpc.max_logs = 2;
+    })
+    .await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        // One LOG0 when called without data, three with.
+        let logger = deploy(
+            &mut c,
+            &key,
+            &[
+                0x36, 0x15, 0x60, 0x0f, 0x57, 0x60, 0, 0x60, 0, 0xa0, 0x60, 0, 0x60, 0, 0xa0, 0x5b,
+                0x60, 0, 0x60, 0, 0xa0, 0x00,
+            ],
+        );
+        let mut send = |nonce: u64, input: Vec<u8>, logs: usize| {
+            let raw = raw_tx(&key, nonce, TxKind::Call(logger), input);
+            let hash =
+                c.call("eth_sendRawTransaction", json!([raw])).unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(&mut c, &hash);
+            assert_eq!(r["logs"].as_array().map(Vec::len), Some(logs), "{r}");
+            (quantity(&r["blockNumber"]).unwrap_or(0), r["blockHash"].clone())
+        };
+        let (a, _) = send(1, Vec::new(), 1);
+        let (b, b_hash) = send(2, vec![1], 3);
+        let count = |v: Value| v.as_array().map_or(usize::MAX, Vec::len);
+        let by_hash = c.call("eth_getLogs", json!([{"blockHash": b_hash}]));
+        assert_eq!(by_hash.map(count), Ok(3), "one block by hash");
+        let by_range =
+            c.call("eth_getLogs", json!([{"fromBlock": format!("{b:#x}"), "toBlock": format!("{b:#x}")}]));
+        assert_eq!(by_range.map(count), Ok(3), "a one-block range");
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getLogs", "params": [
+            {"address": logger, "fromBlock": format!("{a:#x}"), "toBlock": format!("{b:#x}")}
+        ]});
+        let v = c.post(&body.to_string()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["error"]["code"], json!(-32005), "{v}");
+        let fits = b - 1;
+        let said = format!(
+            "query returned more than 2 results. Try with this block range [{a:#x}, {fits:#x}]."
+        );
+        assert_eq!(v["error"]["message"], json!(said), "{v}");
+        assert_eq!(v["error"]["data"]["to"], json!(format!("{fits:#x}")), "{v}");
+        let fitting = c.call(
+            "eth_getLogs",
+            json!([{"address": logger, "fromBlock": format!("{a:#x}"), "toBlock": format!("{fits:#x}")}]),
+        );
+        assert_eq!(fitting.map(count), Ok(1), "the range it named");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
@@ -3944,11 +4043,74 @@ async fn one_address_holds_a_share_of_the_subscriptions() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// `GET /health` answers 200 and what the node is while it is healthy, and 503 naming the
+/// problem once its chain is closed (a failed storing stage); `/metrics` tells when the
+/// head was stored (since stop 52).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_says_what_is_wrong() {
+    let (_dir, _key, node) = funded_node(0x5b).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let page = get_page(http, "/health").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    assert_eq!(v["healthy"], json!(true), "{v}");
+    assert_eq!(v["problems"], json!([]), "{v}");
+    assert_eq!(v["role"], json!("validator 0"), "{v}");
+    assert_eq!(v["chainRules"], json!(farol_node::node::CHAIN_RULES), "{v}");
+    assert!(v["consensusLastCommitAgeMs"].as_u64().is_some_and(|a| a < 10_000), "{v}");
+    let metrics = metrics_page(http).await;
+    assert!(metrics.contains("\nfarol_head_stored_timestamp_seconds "), "{metrics}");
+    let info =
+        format!("chain_rules=\"{}\",role=\"validator 0\"}} 1", farol_node::node::CHAIN_RULES);
+    assert!(metrics.contains(&info), "{metrics}");
+    node.state.chain.close();
+    let page = get_page(http, "/health").await;
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("the chain is closed"), "{page}");
+    assert!(page.contains("\"healthy\":false"), "{page}");
+    let _ = node.stop().await;
+}
+
+/// `rpc.apis` limits the namespaces served, as geth's `--http.api`: methods of others are
+/// answered as methods that do not exist, and `rpc_modules` lists what is left; an unknown
+/// namespace is refused naming the field (since stop 52).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serves_the_namespaces_it_is_given() {
+    let (_dir, _key, node) =
+        node_with(0x5c, |cfg| cfg.rpc.apis = Some(vec!["eth".into(), "net".into()])).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    let other = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut bad = config(other.path(), Address::ZERO);
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        assert_eq!(c.call("eth_chainId", json!([])).ok(), Some(json!("0x7a69")));
+        assert!(c.call("net_version", json!([])).is_ok());
+        for method in ["farol_status", "debug_traceCall", "txpool_status", "web3_clientVersion"] {
+            let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": []});
+            assert_eq!(code(&mut c, &body.to_string()), -32601, "{method}");
+        }
+        let modules = c.call("rpc_modules", json!([])).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(modules, json!({"eth": "1.0", "net": "1.0", "rpc": "1.0"}));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    bad.rpc.apis = Some(vec!["eth".into(), "eht".into()]);
+    let e = bad.validate().expect_err("an unknown namespace");
+    assert!(e.to_string().contains("rpc.apis[1]"), "{e}");
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The node's `/metrics` page.
 async fn metrics_page(http: SocketAddr) -> String {
+    get_page(http, "/metrics").await
+}
+
+/// The answer (status line, headers and body) to `GET path`.
+async fn get_page(http: SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(http).await.unwrap_or_else(|e| panic!("{e}"));
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
     let mut page = String::new();
     s.read_to_string(&mut page).await.unwrap_or_else(|e| panic!("{e}"));

@@ -126,6 +126,9 @@ fn start_devnet(args: &NodeBenchArgs, pipelined: bool, port: u16) -> Result<Devn
         .arg((port + 1).to_string())
         .arg("--data-dir")
         .arg(dir.path().join("devnet"))
+        // The newest 1,024 states, as every run before stop 52 kept (a devnet now keeps
+        // all): the numbers stay comparable, and a node's own bound is what is measured.
+        .args(["--retain-versions", "1024"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if !pipelined {
