@@ -571,6 +571,14 @@ pub(crate) fn run(args: DevnetArgs) -> anyhow::Result<()> {
         if args.no_pipeline {
             cmd.arg("--no-pipeline");
         }
+        // A process group of its own: the terminal's Ctrl-C reaches the devnet alone, which
+        // stops each node with one SIGTERM (since stop 52 a node takes a second signal as
+        // "exit at once", and the terminal's SIGINT followed by the devnet's SIGTERM cut
+        // every node's stop short).
+        {
+            use std::os::unix::process::CommandExt;
+            cmd.process_group(0);
+        }
         die_with_parent(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         running.children.push(Some(child));

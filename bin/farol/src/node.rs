@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -245,42 +247,56 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
-        // Caught from before the start (which may read a long block log): a signal then is
-        // said in the log (before stop 52 it ended the process silently).
+        // Caught from before the start, on a task of their own: the start runs for long
+        // stretches without yielding (opening the store, reading a long block log), and a
+        // signal then exits at once, said in the log (the default action did the same,
+        // silently; what was written is kept as after a crash). Later signals come here.
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let start = Node::start(cfg);
-        tokio::pin!(start);
-        let node = tokio::select! {
-            r = &mut start => match r {
-                Ok(node) => node,
-                Err(e @ farol_node::NodeError::Config { .. }) => {
-                    return Err(Exit(EXIT_CONFIG, e.into()).into())
+        let started = Arc::new(AtomicBool::new(false));
+        let (signals, mut signalled) = tokio::sync::mpsc::unbounded_channel();
+        {
+            let started = started.clone();
+            tokio::spawn(async move {
+                loop {
+                    let which = tokio::select! {
+                        _ = int.recv() => "SIGINT",
+                        _ = term.recv() => "SIGTERM",
+                    };
+                    if !started.load(Ordering::SeqCst) {
+                        tracing::warn!("{which} while starting: exiting (what was written is kept, as after a crash)");
+                        std::process::exit(0);
+                    }
+                    if signals.send(which).is_err() {
+                        return;
+                    }
                 }
-                Err(e) => return Err(e.into()),
-            },
-            _ = int.recv() => {
-                tracing::warn!("interrupted while starting: exiting (what was written is kept, as after a crash)");
-                return Ok(());
+            });
+        }
+        let node = match Node::start(cfg).await {
+            Ok(node) => node,
+            Err(e @ farol_node::NodeError::Config { .. }) => {
+                return Err(Exit(EXIT_CONFIG, e.into()).into())
             }
-            _ = term.recv() => {
-                tracing::warn!("terminated while starting: exiting (what was written is kept, as after a crash)");
-                return Ok(());
-            }
+            Err(e) => return Err(e.into()),
         };
+        started.store(true, Ordering::SeqCst);
         let mut check = tokio::time::interval(Duration::from_millis(500));
         let failed = loop {
             tokio::select! {
-                _ = int.recv() => break false,
-                _ = term.recv() => break false,
+                _ = signalled.recv() => break false,
                 _ = check.tick() => if node.failed() { break true },
             }
         };
         tracing::info!("stopping (a second signal exits at once)");
         let stopped = tokio::select! {
             r = node.stop_before_exit() => r,
-            _ = int.recv() => Err("a second signal came before it had stopped".to_string()),
-            _ = term.recv() => Err("a second signal came before it had stopped".to_string()),
+            Some(which) = signalled.recv() => {
+                // Dropping the stop would still wait for the pipeline's thread at the
+                // runtime's end: the process ends here instead, as a kill would.
+                tracing::warn!("{which} again: exiting without waiting for the node to stop (what was written is kept, as after a crash)");
+                std::process::exit(0);
+            }
         };
         match (failed, stopped) {
             (_, Err(e)) => Err(Exit(EXIT_FAILED, anyhow::anyhow!("the node stopped on an error: {e}")).into()),

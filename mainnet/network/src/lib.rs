@@ -585,8 +585,10 @@ async fn accept_loop(
                 Ok(Err(e)) => {
                     stats.refused.fetch_add(1, Ordering::Relaxed);
                     if other_protocol(&e) {
+                        // Before any key is checked: anyone (a scanner) may be here, so it is
+                        // counted and said at debug; the dialing side warns of validators.
                         stats.other_protocol.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%from, "refused a validator that speaks another protocol: it runs other chain rules (another farol version) than this one");
+                        tracing::debug!(%from, "refused a handshake in another protocol (another farol's chain rules, or not a validator)");
                     } else {
                         tracing::debug!("refused a connection: {e}");
                     }

@@ -710,6 +710,13 @@ impl Node {
             .with_closing(self.closing.subscribe())
             .with_health(health);
         let rpc = Arc::new(rpc);
+        // Peers sync blocks and rejoin consensus through the `farol` namespace.
+        if cfg.rpc.apis.as_ref().is_some_and(|a| !a.iter().any(|n| n == "farol")) {
+            tracing::warn!(
+                "rpc.apis leaves out farol: no node can sync blocks or rejoin consensus from \
+                 this one"
+            );
+        }
         // A validator of a committee with others, with no peers to sync blocks from,
         // catches up only through consensus, within the rounds the others keep: down
         // longer than that (about half a minute on a quiet chain) it never does. Said at

@@ -184,6 +184,9 @@ pub struct Health {
 const HEALTH_COMMIT_MS: u64 = 10_000;
 /// A node that stored no block this long is unhealthy: a quiet chain makes one a second.
 const HEALTH_HEAD_MS: u64 = 30_000;
+/// A node further than this behind the newest block-final block it knows of is catching up
+/// (about 3 s of blocks under load).
+const HEALTH_BEHIND_BLOCKS: u64 = 64;
 
 /// One method's counts since start.
 #[derive(Default)]
@@ -611,8 +614,11 @@ impl Rpc {
                 problems.push(why);
             }
         }
-        if sync_status(st).is_some() {
-            let target = st.metrics.sync_target.load(Ordering::Relaxed);
+        // A following node is always a few blocks behind the newest certificate it learned
+        // of (it learns of it before it fetches and executes the blocks): behind by more
+        // than that is catching up.
+        let target = st.metrics.sync_target.load(Ordering::Relaxed);
+        if target > head.saturating_add(HEALTH_BEHIND_BLOCKS) {
             problems.push(format!("catching up: block {head} of {target}"));
         }
         let healthy = problems.is_empty();
@@ -2842,13 +2848,13 @@ impl Rpc {
         // before the one that passed it (or that block alone). Indexers read it (Ponder, The
         // Graph's "Try with this block range"); before stop 52 they matched nothing here and
         // stopped.
-        let past = |what: String, n: u64| {
+        let past = |what: String, n: u64, limit: usize| {
             let fits = if n > from { n - 1 } else { from };
             RpcError {
                 data: Some(json!({
                     "from": format!("{from:#x}"),
                     "to": format!("{fits:#x}"),
-                    "limit": self.cfg.max_logs,
+                    "limit": limit,
                 })),
                 ..RpcError::limit(format!(
                     "{what}. Try with this block range [{from:#x}, {fits:#x}]."
@@ -2873,7 +2879,7 @@ impl Rpc {
                     if out.len() > self.cfg.max_logs && from < to {
                         let what =
                             format!("query returned more than {} results", self.cfg.max_logs);
-                        return Err(past(what, n));
+                        return Err(past(what, n, self.cfg.max_logs));
                     }
                     if bytes > self.cfg.max_batch_response_bytes {
                         let what = format!(
@@ -2881,12 +2887,13 @@ impl Rpc {
                              (rpc.max_batch_response_bytes)",
                             self.cfg.max_batch_response_bytes
                         );
-                        if from == to {
+                        // No range fits when the first block alone holds more.
+                        if n == from {
                             return Err(RpcError::limit(format!(
                                 "{what}: block {n} alone holds more"
                             )));
                         }
-                        return Err(past(what, n));
+                        return Err(past(what, n, self.cfg.max_batch_response_bytes));
                     }
                 }
             }

@@ -512,6 +512,11 @@ fn publish_snapshot(
     if let Some(n) = route.node_frames.as_ref().filter(|n| n.dropped > 0) {
         faults.push(("node_frames_dropped", n.dropped));
     }
+    // Handshakes with validators (or anyone) speaking another protocol: other chain rules.
+    let other = route.network.stats().other_protocol.load(Ordering::Relaxed);
+    if other > 0 {
+        faults.push(("other_protocol_handshakes", other));
+    }
     *status.faults.lock() = faults;
     let s = engine.snapshot()?;
     let mut slot = status.snapshot.lock();
