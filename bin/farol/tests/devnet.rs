@@ -898,34 +898,22 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         "/nonexistent/chain.toml",
     );
     refused(&["node", "--chain", c, "--data-dir", d, "--peer", "nowhere"], "--peer");
-    refused(
-        &[
-            "node",
-            "--chain",
-            c,
-            "--data-dir",
-            d,
-            "--peer",
-            "127.0.0.1:1",
-            "--listen",
-            "0.0.0.0:9000",
-        ],
-        "--listen: a full node",
-    );
+    let full_listening = [
+        "node",
+        "--chain",
+        c,
+        "--data-dir",
+        d,
+        "--peer",
+        "127.0.0.1:1",
+        "--listen",
+        "0.0.0.0:9000",
+    ];
+    refused(&full_listening, "--listen: a full node");
     // A configuration refused exits with sysexits' EX_CONFIG, so a supervisor can tell it
     // from a failure a restart may get past (since stop 52; before, 1 for everything).
     let config_refused = Command::new(env!("CARGO_BIN_EXE_farol"))
-        .args([
-            "node",
-            "--chain",
-            c,
-            "--data-dir",
-            d,
-            "--peer",
-            "127.0.0.1:1",
-            "--listen",
-            "0.0.0.0:9000",
-        ])
+        .args(full_listening)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&config_refused.stderr);

@@ -90,6 +90,8 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         return;
     }
     let mut clients: Vec<RpcClient> = cfg.peers.iter().map(|a| RpcClient::new(*a)).collect();
+    // Whether each peer was found to run this node's chain rules (asked again after it failed).
+    let mut same_rules = vec![false; clients.len()];
     let mut turn = 0usize;
     let mut last_head = state.chain.head_number();
     let mut moved = Instant::now();
@@ -117,7 +119,16 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         turn = i;
         let peer = cfg.peers[i];
         let mut pace = Pace::new(cfg.slow_answer, slow.judged());
-        let outcome = sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace);
+        let outcome = match same_rules[i] {
+            true => sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace),
+            false => check_rules(&mut clients[i]).and_then(|()| {
+                same_rules[i] = true;
+                sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace)
+            }),
+        };
+        if outcome.is_err() {
+            same_rules[i] = false;
+        }
         let rest = rests.record(i, &outcome, Instant::now());
         match outcome {
             Ok(Progress::Pipeline) => return,
@@ -619,6 +630,33 @@ fn sync_once(
             cert.number, cert.hash
         ))),
         None => Ok(Progress::Pipeline),
+    }
+}
+
+/// Whether the peer runs this node's chain rules ([`crate::node::CHAIN_RULES`], in its
+/// `farol_status`): blocks executed under other rules differ, so a peer of other rules is not
+/// synced from (since stop 52; before, a full node fetched its blocks and stopped at the
+/// first one it executed to another state than the certified one).
+fn check_rules(client: &mut RpcClient) -> Result<(), String> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        #[serde(rename = "chainRules")]
+        chain_rules: Option<u32>,
+    }
+    let status = client.call_limited::<Status>(
+        "farol_status",
+        json!([]),
+        CERTIFICATE_TIME,
+        CERTIFICATE_ANSWER,
+    )?;
+    match status.and_then(|s| s.chain_rules) {
+        Some(r) if r == crate::node::CHAIN_RULES => Ok(()),
+        theirs => Err(format!(
+            "the peer runs chain rules {}, this node {}: not synced from (a node syncs only \
+             from nodes of its chain rules' version; upgrade them together)",
+            theirs.map_or("of a farol before stop 52".to_string(), |r| r.to_string()),
+            crate::node::CHAIN_RULES
+        )),
     }
 }
 

@@ -1295,6 +1295,114 @@ async fn a_node_whose_chain_left_the_certified_one_stops() {
     validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A peer that answers every JSON-RPC call (kept-alive HTTP/1.1) with `answer(method)`, and
+/// the methods it was asked, in order.
+fn fake_peer(
+    answer: fn(&str) -> Value,
+) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap_or_else(|e| panic!("{e}"));
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_ascii_lowercase();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = line.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let method = call["method"].as_str().unwrap_or_default().to_string();
+                    let text =
+                        json!({"jsonrpc": "2.0", "id": call["id"], "result": answer(&method)})
+                            .to_string();
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).push(method);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        text.len()
+                    );
+                    if out
+                        .write_all(head.as_bytes())
+                        .and_then(|()| out.write_all(text.as_bytes()))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, asked)
+}
+
+/// A full node syncs only from peers of its chain rules' version (`farol_status`'s
+/// `chainRules`): a peer of other rules, or of a farol before stop 52 (no version), is not
+/// asked for blocks; one of the same rules is (since stop 52).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_syncs_only_from_peers_of_its_chain_rules() {
+    fn other(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"chainRules": farol_node::node::CHAIN_RULES + 1}),
+            _ => Value::Null,
+        }
+    }
+    fn older(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"head": "0x0"}),
+            _ => Value::Null,
+        }
+    }
+    fn same(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"chainRules": farol_node::node::CHAIN_RULES}),
+            _ => Value::Null,
+        }
+    }
+    for (answer, synced) in [(other as fn(&str) -> Value, false), (older, false), (same, true)] {
+        let (peer, asked) = fake_peer(answer);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut cfg = config(dir.path(), Address::ZERO);
+        cfg.validator = None;
+        cfg.sync.peers = vec![peer];
+        cfg.sync.poll_millis = 20;
+        let node = Node::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let methods = loop {
+            let methods = asked.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if methods.len() >= 3 {
+                break methods;
+            }
+            assert!(Instant::now() < deadline, "the peer was asked only {methods:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(methods[0], "farol_status", "{methods:?}");
+        let fetched = methods.iter().any(|m| m == "farol_getCertificate");
+        assert_eq!(fetched, synced, "{methods:?}");
+        let failures = node.state.metrics.sync_failures.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(failures > 0, !synced, "{failures} failures, {methods:?}");
+        node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 /// A creation that fails names the address it would have created at, as geth's receipts do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_creation_names_its_address() {
@@ -1570,6 +1678,12 @@ async fn filters_are_unguessable_and_shared_out() {
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Answers of at most two logs, over ranges of up to 1,000 blocks.
+fn two_logs_an_answer(cfg: &mut NodeConfig) {
+    cfg.rpc.max_log_blocks = 1_000;
+    cfg.rpc.max_logs = 2;
+}
+
 /// Past `max_logs`, `eth_getLogs` names the range that fits, in Infura's words and data,
 /// which indexers read to narrow their requests (Ponder's retry helper, The Graph's "Try
 /// with this block range"; before stop 52 they matched nothing and stopped); one block's logs
@@ -1577,11 +1691,7 @@ async fn filters_are_unguessable_and_shared_out() {
 /// block; before stop 52 such a block was refused to a block hash filter for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexers_are_told_the_range_that_fits() {
-    let (_dir, key, node) = node_with(0x5a, |cfg| {
-        cfg.rpc.max_log_blocks = 1_000;
-        cfg.rpc.max_logs = 2;
-    })
-    .await;
+    let (_dir, key, node) = node_with(0x5a, two_logs_an_answer).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
@@ -1638,11 +1748,7 @@ async fn indexers_are_told_the_range_that_fits() {
 /// percentiles, more than 1,000 filter addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_filter_poll_loses_nothing() {
-    let (_dir, key, node) = node_with(0x47, |cfg| {
-        cfg.rpc.max_log_blocks = 1_000;
-        cfg.rpc.max_logs = 2;
-    })
-    .await;
+    let (_dir, key, node) = node_with(0x47, two_logs_an_answer).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
