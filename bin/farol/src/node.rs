@@ -36,9 +36,9 @@ pub(crate) struct NodeArgs {
     /// Overrides `data_dir`.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A peer's HTTP JSON-RPC address to sync blocks from (repeat for more); replaces
-    /// `sync.peers`.
-    #[arg(long = "peer", value_name = "IP:PORT")]
+    /// A peer's HTTP JSON-RPC address to sync blocks from (repeat for more): an IP address or
+    /// a host's name (resolved at the start) and a port; replaces `sync.peers`.
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = farol_node::config::resolve_peer)]
     peers: Vec<SocketAddr>,
     /// The UDP address the validator network listens on (`network.listen`), where it is not
     /// the committee's address for this validator (behind 1:1 NAT: `0.0.0.0:PORT`).
@@ -235,7 +235,12 @@ impl std::error::Error for Exit {
 /// [`EXIT_FAILED`] when the node failed while running, 1 otherwise (a start that failed on
 /// its data directory or a port, say, which a restart may get past).
 pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let (cfg, warnings) = configure(&args).map_err(|e| Exit(EXIT_CONFIG, e))?;
+    let (cfg, warnings) = configure(&args).map_err(|e| {
+        // A peer's name that did not resolve is no configuration error: the network or the
+        // peer may come up later, and a supervisor should try again.
+        let unresolved = format!("{e:#}").contains(farol_node::config::RESOLVE_FAILED);
+        Exit(if unresolved { 1 } else { EXIT_CONFIG }, e)
+    })?;
     init_logs(&cfg.log, args.log_json || cfg.log_json).map_err(|e| Exit(EXIT_CONFIG, e))?;
     for w in warnings {
         tracing::warn!("{w}");
@@ -245,7 +250,7 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
         .thread_name("farol-node")
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Caught from before the start, on a task of their own: the start runs for long
         // stretches without yielding (opening the store, reading a long block log), and a
@@ -293,9 +298,11 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             r = node.stop_before_exit() => r,
             Some(which) = signalled.recv() => {
                 // Dropping the stop would still wait for the pipeline's thread at the
-                // runtime's end: the process ends here instead, as a kill would.
-                tracing::warn!("{which} again: exiting without waiting for the node to stop (what was written is kept, as after a crash)");
-                std::process::exit(0);
+                // runtime's end: the process ends here instead, as a kill would, with the
+                // status of a node that failed if it had (not 0, which a supervisor takes
+                // for a stop it asked for).
+                tracing::warn!("{which}: exiting without waiting for the node to stop (what was written is kept, as after a crash)");
+                std::process::exit(if failed { i32::from(EXIT_FAILED) } else { 0 });
             }
         };
         match (failed, stopped) {
@@ -303,5 +310,10 @@ pub(crate) fn run(args: NodeArgs) -> anyhow::Result<()> {
             (true, Ok(())) => Err(Exit(EXIT_FAILED, anyhow::anyhow!("the node's pipeline or consensus stopped")).into()),
             (false, Ok(())) => Ok(()),
         }
-    })
+    });
+    // Work left on the blocking pool (a block trace, a snapshot being encoded) is not waited
+    // for past a few seconds: the node has stopped, and dropping the runtime would wait for
+    // it without limit, deaf to signals.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    result
 }

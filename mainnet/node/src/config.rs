@@ -358,8 +358,11 @@ impl Default for NetworkSettings {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
-    /// Peers' HTTP JSON-RPC addresses (`"127.0.0.1:8545"`). A full node needs at least one; a
-    /// validator without any catches up only through consensus (within its peers' history).
+    /// Peers' HTTP JSON-RPC addresses (`"127.0.0.1:8545"`, or a host's name and a port,
+    /// resolved when the configuration is read: [`resolve_peer`]). A full node needs at least
+    /// one; a validator without any catches up only through consensus (within its peers'
+    /// history).
+    #[serde(deserialize_with = "peers_by_name")]
     pub peers: Vec<SocketAddr>,
     /// A validator syncs when its head has not moved for this many seconds while its peers
     /// certified newer blocks.
@@ -502,6 +505,47 @@ impl Default for RpcConfig {
             apis: None,
         }
     }
+}
+
+/// `HOST:PORT` as an address: an IP address and port as they are, else the host's name
+/// resolved now, its first IPv4 address taken if it has one (since stop 52; before, only IP
+/// addresses were taken). A name is resolved once: a host that moves to another address
+/// later is not followed until the node starts again.
+pub fn resolve_peer(text: &str) -> Result<SocketAddr, String> {
+    resolve(text)
+}
+
+/// What an error of a name that did not resolve says (`farol node` exits with 1 for it, not
+/// as for a configuration refused: the network, or the peer's container, may not be up yet).
+pub const RESOLVE_FAILED: &str = "cannot resolve the host";
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    let bad = || format!("{text:?} is not HOST:PORT (an IP address or a host's name, and a port)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    let all: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {RESOLVE_FAILED} {host:?}: {e}"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?}: the host {host:?} has no address"))
+}
+
+fn peers_by_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    use serde::de::Error;
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|p| resolve_peer(p).map_err(D::Error::custom))
+        .collect()
 }
 
 /// A listener's address, or `"none"` for no listener (TOML has no null: before stop 41 a
@@ -1110,6 +1154,33 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::{read_toml, ValidatorKeys};
+
+    /// Sync peers may be named by their hosts (`localhost:8545`, a container's name),
+    /// resolved when read, an IPv4 address first; what is no `HOST:PORT` is refused naming
+    /// the field (since stop 52; before, IP addresses alone).
+    #[test]
+    fn a_peer_may_be_named_by_its_host() {
+        let at = |s: &str| super::resolve_peer(s);
+        assert_eq!(
+            at("10.0.0.2:8545"),
+            Ok("10.0.0.2:8545".parse().unwrap_or_else(|e| panic!("{e}")))
+        );
+        assert_eq!(at("[::1]:8545"), Ok("[::1]:8545".parse().unwrap_or_else(|e| panic!("{e}"))));
+        let local = at("localhost:8545").unwrap_or_else(|e| panic!("{e}"));
+        assert!(local.ip().is_loopback() && local.port() == 8545, "{local}");
+        for bad in ["nowhere", "localhost:", ":8545", "localhost:65536"] {
+            let e = at(bad).err().unwrap_or_default();
+            assert!(e.contains("is not HOST:PORT"), "{bad}: {e}");
+        }
+        let settings: super::SyncSettings =
+            toml::from_str("peers = [\"localhost:9545\"]").unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.peers.len() == 1 && settings.peers[0].ip().is_loopback(), "{settings:?}");
+        let e = toml::from_str::<super::SyncSettings>("peers = [\"nowhere\"]")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("peers") && e.contains("nowhere"), "{e}");
+    }
 
     /// A secret the parser refuses (a hex digit lost in copying) is not shown in the error,
     /// nor is a line of a multi-line array of keys; the error still names the line and the

@@ -726,7 +726,7 @@ impl Node {
             tracing::warn!(
                 gc_depth = genesis.consensus.gc_depth,
                 "no sync.peers: this validator cannot catch up after being down longer than \
-                 the rounds the others keep; give it peers (farol node --peer IP:PORT, another \
+                 the rounds the others keep; give it peers (farol node --peer HOST:PORT, another \
                  node's JSON-RPC)"
             );
             let rpc = rpc.clone();

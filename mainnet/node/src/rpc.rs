@@ -157,7 +157,7 @@ pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Optio
         format!(
             "this validator is {behind} rounds behind the others, more than the {gc_depth} \
              they keep, and has no peers to sync blocks from: give it sync.peers (farol node \
-             --peer IP:PORT, another node's JSON-RPC)"
+             --peer HOST:PORT, another node's JSON-RPC)"
         )
     })
 }
@@ -2848,14 +2848,15 @@ impl Rpc {
         // before the one that passed it (or that block alone). Indexers read it (Ponder, The
         // Graph's "Try with this block range"); before stop 52 they matched nothing here and
         // stopped.
-        let past = |what: String, n: u64, limit: usize| {
+        // (`limit`, in Infura's data, is the most logs; an answer past the bytes has none.)
+        let past = |what: String, n: u64, limit: Option<usize>| {
             let fits = if n > from { n - 1 } else { from };
+            let mut data = json!({ "from": format!("{from:#x}"), "to": format!("{fits:#x}") });
+            if let Some(limit) = limit {
+                data["limit"] = json!(limit);
+            }
             RpcError {
-                data: Some(json!({
-                    "from": format!("{from:#x}"),
-                    "to": format!("{fits:#x}"),
-                    "limit": limit,
-                })),
+                data: Some(data),
                 ..RpcError::limit(format!(
                     "{what}. Try with this block range [{from:#x}, {fits:#x}]."
                 ))
@@ -2879,7 +2880,7 @@ impl Rpc {
                     if out.len() > self.cfg.max_logs && from < to {
                         let what =
                             format!("query returned more than {} results", self.cfg.max_logs);
-                        return Err(past(what, n, self.cfg.max_logs));
+                        return Err(past(what, n, Some(self.cfg.max_logs)));
                     }
                     if bytes > self.cfg.max_batch_response_bytes {
                         let what = format!(
@@ -2893,7 +2894,7 @@ impl Rpc {
                                 "{what}: block {n} alone holds more"
                             )));
                         }
-                        return Err(past(what, n, self.cfg.max_batch_response_bytes));
+                        return Err(past(what, n, None));
                     }
                 }
             }

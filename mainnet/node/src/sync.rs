@@ -654,7 +654,7 @@ fn check_rules(client: &mut RpcClient) -> Result<(), String> {
         theirs => Err(format!(
             "the peer runs chain rules {}, this node {}: not synced from (a node syncs only \
              from nodes of its chain rules' version; upgrade them together)",
-            theirs.map_or("of a farol before stop 52".to_string(), |r| r.to_string()),
+            theirs.map_or_else(|| "unknown (its status names none)".to_string(), |r| r.to_string()),
             crate::node::CHAIN_RULES
         )),
     }
