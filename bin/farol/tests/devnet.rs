@@ -764,6 +764,76 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     let whole = |i: usize| std::fs::read_to_string(log(i)).unwrap_or_default();
     assert!(whole(3).contains("can be read by others"), "no warning:\n{}", tail(3));
     assert!(!whole(0).contains("can be read by others"), "{}", tail(0));
+
+    // Operating it (stop 53; before, these went untested). The full node's health check
+    // answers 200 while it follows the chain.
+    let (code, body) = get(http(4), "/health");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"healthy\":true"), "{body}");
+    // A validator stopped by SIGTERM exits with status 0.
+    let status = terminate(&mut nodes.0[0]);
+    assert_eq!(status.code(), Some(0), "{}", tail(0));
+    // Started again with no peers to sync from and its log filter from RUST_LOG (no --log):
+    // it warns that it has no sync peers, logs only what RUST_LOG lets through, and orders
+    // and finalizes with the others.
+    let f = std::fs::File::create(log(0)).unwrap_or_else(|e| panic!("{e}"));
+    nodes.0[0] = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .arg("node")
+        .arg("--chain")
+        .arg(&chain)
+        .arg("--keys")
+        .arg(keys(0))
+        .arg("--data-dir")
+        .arg(tmp.path().join("node-0"))
+        .args(["--http", &http(0).to_string(), "--ws", "none"])
+        .env("RUST_LOG", "error,farol_node::node=warn")
+        .stdout(f.try_clone().unwrap_or_else(|e| panic!("{e}")))
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting node 0 again: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while post(http(0), "farol_status", json!([])).is_err() {
+        if let Ok(Some(status)) = nodes.0[0].try_wait() {
+            panic!("node 0 exited ({status}):\n{}", tail(0));
+        }
+        assert!(Instant::now() < deadline, "node 0 never served JSON-RPC again:\n{}", tail(0));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let n = send_and_wait_on(4242, http(0), &funder, 3);
+    final_at(&(0..5).map(http).collect::<Vec<_>>(), n, &tail);
+    assert!(whole(0).contains("no sync.peers"), "no warning of missing peers:\n{}", tail(0));
+    // The configuration's level (info) would have said that it started.
+    assert!(!whole(0).contains("node started"), "RUST_LOG not read:\n{}", tail(0));
+}
+
+/// `GET path` on `addr`: the status code and the body.
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    let code = page.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
+}
+
+/// Sends SIGTERM to `child` and waits (30 s at most) for it to exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    nix_term(child.id()).unwrap_or_else(|e| panic!("{e}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no exit within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.

@@ -374,6 +374,11 @@ pub struct Faults {
     pub bad_coin_shares: u64,
     /// Requests for blocks not answered because their sender's answer budget was spent.
     pub answers_withheld: u64,
+    /// Blocks signed with this validator's own key for a round above its own (the round it
+    /// last proposed in, or the floor its log or snapshot gave it) that come from others:
+    /// blocks of a life its log does not hold (a restored backup, a log lost) or of another
+    /// process running with its key. It proposes only above them.
+    pub own_blocks_elsewhere: u64,
 }
 
 /// The AsyncBFT engine of one validator.
@@ -450,6 +455,11 @@ pub struct AsyncBft {
 
     round: u64,
     last_own: Option<BlockRef>,
+    /// Set when the engine was made from a log with history of its own or from a snapshot,
+    /// until its first proposal since: the validators whose blocks came since the start.
+    /// Its log may be older than the blocks it signed before (a restored backup), so it
+    /// first listens (see [`AsyncBft::restart_allows`]).
+    restarted: Option<BTreeSet<ValidatorIndex>>,
     quorum_round: u64,
     quorum_tick: u64,
     proposed_tick: u64,
@@ -570,6 +580,7 @@ impl AsyncBft {
             raised: HashMap::new(),
             round: 0,
             last_own: None,
+            restarted: None,
             quorum_round: 0,
             quorum_tick: 0,
             proposed_tick: 0,
@@ -659,6 +670,9 @@ impl AsyncBft {
         e.retake_set_aside(true, out);
         e.commit_all(out);
         e.replaying = false;
+        if e.round > 0 {
+            e.restarted = Some(BTreeSet::new());
+        }
         e
     }
 
@@ -707,7 +721,10 @@ impl AsyncBft {
         min_round: u64,
         out: &mut Vec<Action>,
     ) -> AsyncBft {
-        AsyncBft::restore(committee, me, key, cfg, cache, snapshot, min_round, true, out)
+        let mut e =
+            AsyncBft::restore(committee, me, key, cfg, cache, snapshot, min_round, true, out);
+        e.restarted = Some(BTreeSet::new());
+        e
     }
 
     /// [`AsyncBft::from_snapshot`]; unless `last`, the versions of a slot it could not take
@@ -1108,6 +1125,9 @@ impl AsyncBft {
         if self.blocks.contains_key(&d) || self.pending.contains_key(&d) {
             return;
         }
+        if b.author == self.me && b.round > self.round && !self.replaying {
+            self.faults.own_blocks_elsewhere += 1;
+        }
         let missing: Vec<Digest> = b
             .parents
             .iter()
@@ -1449,6 +1469,14 @@ impl AsyncBft {
         if k < self.round {
             return false;
         }
+        // Never in or below a round this validator's key signed a block for, whichever life
+        // of it did (a block of its own comes back from the others only when its log lost it).
+        if self.author_rounds.get(usize::from(self.me.0)).is_some_and(|r| *r > k) {
+            return false;
+        }
+        if !self.restart_allows(k) {
+            return false;
+        }
         let n = self.committee.len();
         if k == self.round {
             if self.quorum_round != k {
@@ -1575,6 +1603,7 @@ impl AsyncBft {
         self.cache.insert(&block);
         self.round = k + 1;
         self.last_own = Some(block.reference());
+        self.restarted = None;
         self.progress_tick = self.ticks;
         self.proposed_tick = self.ticks;
         self.resends = 0;
@@ -1582,6 +1611,30 @@ impl AsyncBft {
         self.insert(Arc::new(block), out);
         self.send_bytes(out, Target::All, bytes);
         true
+    }
+
+    /// Whether a restarted validator may make its first proposal, in round `k + 1`. Its log
+    /// may be older than what it signed before it stopped (a backup restored, a copy of
+    /// the data directory), and the others hold those blocks: proposing in one of their
+    /// rounds again would be equivocating. So it first hears from the others' part of a
+    /// quorum (all of them, if they hold less), so that the round they have reached is
+    /// known (each resends its newest block when it restarts too, or stalls; with only
+    /// more than a third heard, a simulator run went wrong: one of the few heard had just
+    /// restarted too, and the round seen came out below the old life's), and then proposes
+    /// only once it has caught up to that round: catching up, it fetches the blocks the
+    /// others built on, its own old ones among them, from the newest down, before its DAG
+    /// can fill from below, and a block of its own seen anywhere puts its next round above
+    /// it (`maybe_propose`). A block its old life sent that no validator holds, or that
+    /// none built on yet (its last round or two, when the others stalled with it), is not
+    /// seen: the guard is against a backup restored or a directory copied, not against two
+    /// processes running with one key at once.
+    fn restart_allows(&self, k: u64) -> bool {
+        let Some(heard) = &self.restarted else { return true };
+        let others = self.committee.total_stake() - self.stake(self.me);
+        // With up to a third of the stake down besides this validator, the rest hold that.
+        let need = others.min(self.quorum().saturating_sub(self.stake(self.me)));
+        let stake: Stake = heard.iter().map(|v| self.stake(*v)).sum();
+        stake >= need && self.highest_seen <= k + 1
     }
 
     /// Signs the coin share the next proposal (of the round after this validator's) will
@@ -2395,6 +2448,9 @@ impl AsyncBft {
                     let b = *b;
                     let d = b.digest();
                     if self.blocks.contains_key(&d) || self.pending.contains_key(&d) {
+                        // Checked when it came first: a peer that restarted too resends
+                        // its newest, which this validator's log may hold.
+                        self.hear(from, &b);
                         continue;
                     }
                     if !self.well_formed(&b) {
@@ -2443,7 +2499,24 @@ impl AsyncBft {
             }
         }
         for (from, b) in self.verified(to_check) {
+            self.hear(from, &b);
             self.accept(Arc::new(b), Some(from), out);
+        }
+    }
+
+    /// A restarted validator hears from a peer by a block of the peer's own that the peer
+    /// sent (the network authenticated it) and whose signature verified, unless held
+    /// blocks wait for it: that one may be an answer to a request, which says nothing of
+    /// the round the peer is in now.
+    fn hear(&mut self, from: ValidatorIndex, b: &Block) {
+        if b.author != from || from == self.me || self.restarted.is_none() {
+            return;
+        }
+        if self.waiting.contains_key(&b.digest()) {
+            return;
+        }
+        if let Some(heard) = self.restarted.as_mut() {
+            heard.insert(from);
         }
     }
 
@@ -2542,6 +2615,7 @@ impl Consensus for AsyncBft {
             ("bad_coin_shares", f.bad_coin_shares),
             ("answers_withheld", f.answers_withheld),
             ("equivocators", f.equivocators.len() as u64),
+            ("own_blocks_elsewhere", f.own_blocks_elsewhere),
         ]
     }
 

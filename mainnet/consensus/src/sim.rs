@@ -60,6 +60,10 @@ pub struct Scenario {
     pub byzantine: Vec<(usize, Byzantine)>,
     /// Validators that crash at a time and, if given, restart later from their log.
     pub crashes: Vec<(usize, Micros, Option<Micros>)>,
+    /// Backups: validator `v`'s durable log is copied at a time, and its next restart
+    /// starts from that copy instead of its log (an operator restoring a backup): the
+    /// blocks it signed after the copy are gone from its log but not from the others.
+    pub backups: Vec<(usize, Micros)>,
     /// Validators that crash at a time and rejoin later from the newest snapshot of an
     /// honest validator that is up (as a node does after syncing the certified chain past
     /// the snapshot's height), its digest checked against the committed one.
@@ -106,6 +110,7 @@ impl Scenario {
             n,
             byzantine: Vec::new(),
             crashes: Vec::new(),
+            backups: Vec::new(),
             rejoins: Vec::new(),
             partition: None,
             loss_ppm: 0,
@@ -225,6 +230,14 @@ impl Scenario {
         if s.byzantine.iter().any(|(_, b)| *b == Byzantine::StaleClaims) {
             s.config.gc_depth = rng.random_range(30..40);
         }
+        // Since stop 53, half the validators that restart start from a backup taken up to
+        // 300 ms before they crashed (drawn last, so that the rest of each seed's scenario
+        // is what it was before).
+        for (v, at, back) in s.crashes.clone() {
+            if back.is_some() && at > 100_000 && rng.random_bool(0.5) {
+                s.backups.push((v, rng.random_range(at.saturating_sub(300_000).max(50_000)..at)));
+            }
+        }
         s
     }
 }
@@ -273,6 +286,10 @@ pub struct Report {
     pub rejoins: u64,
     /// Times an honest validator's log was cut to a snapshot.
     pub compactions: u64,
+    /// Restarts from a backup ([`Scenario::backups`]).
+    pub restores: u64,
+    /// Blocks validators restarted from a backup proposed after it.
+    pub restored_proposals: u64,
     /// Coin shares the honest validators up at the end found bad.
     pub bad_coin_shares: u64,
 }
@@ -284,6 +301,7 @@ enum Event {
     Crash(usize),
     Restart(usize),
     Rejoin(usize),
+    Backup(usize),
 }
 
 struct Process {
@@ -303,6 +321,10 @@ struct Process {
     durable: usize,
     /// The block it sent in each round, to check that it never sends two.
     own_sent: HashMap<u64, [u8; 32]>,
+    /// A copy of its durable log its next restart starts from ([`Scenario::backups`]).
+    backup: Option<Vec<Bytes>>,
+    /// Whether it restarted from a backup.
+    restored: bool,
     /// How far its wall clock is from the simulated time (ms).
     skew_ms: i64,
 }
@@ -464,6 +486,8 @@ impl<'s> Sim<'s> {
                     compacted: None,
                     durable: 0,
                     own_sent: HashMap::new(),
+                    backup: None,
+                    restored: false,
                     skew_ms,
                 });
             }
@@ -562,6 +586,13 @@ impl<'s> Sim<'s> {
                 }
             }
         }
+        for (v, at) in self.s.backups.clone() {
+            for p in 0..self.procs.len() {
+                if usize::from(self.procs[p].index.0) == v {
+                    self.schedule(at, Event::Backup(p));
+                }
+            }
+        }
         for (v, at, back) in self.s.rejoins.clone() {
             for p in 0..self.procs.len() {
                 if usize::from(self.procs[p].index.0) == v {
@@ -621,7 +652,18 @@ impl<'s> Sim<'s> {
                     proc_.last_crash = Some(self.now);
                     proc_.wal.truncate(proc_.durable);
                 }
+                Event::Backup(p) => {
+                    let proc_ = &mut self.procs[p];
+                    proc_.backup = Some(proc_.wal[..proc_.durable.min(proc_.wal.len())].to_vec());
+                }
                 Event::Restart(p) => {
+                    if let Some(backup) = self.procs[p].backup.take() {
+                        self.procs[p].wal = backup;
+                        self.procs[p].durable = self.procs[p].wal.len();
+                        self.procs[p].compacted = None;
+                        self.procs[p].restored = true;
+                        self.report.restores += 1;
+                    }
                     let v = usize::from(self.procs[p].index.0);
                     let cfg = self.config(v);
                     let mut out = Vec::new();
@@ -986,7 +1028,12 @@ impl<'s> Sim<'s> {
         if b.author != self.procs[p].index {
             return Ok(());
         }
-        let first = *self.procs[p].own_sent.entry(b.round).or_insert(b.digest());
+        let proc_ = &mut self.procs[p];
+        let restored = proc_.restored && !proc_.own_sent.contains_key(&b.round);
+        let first = *proc_.own_sent.entry(b.round).or_insert(b.digest());
+        if restored {
+            self.report.restored_proposals += 1;
+        }
         if first != b.digest() {
             return Err(self
                 .violation(format!("honest validator {p} sent two blocks of round {}", b.round)));

@@ -1173,8 +1173,12 @@ fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
             &mut out,
         );
         assert!(e.round() < 10, "round {} from a block of round {huge}", e.round());
-        // It goes on: transactions for another validator, ticks, and its next proposal.
+        // It goes on: it hears from two others (their newest blocks, which it holds), gets
+        // transactions for another validator, ticks, and makes its next proposal.
         let mut out = Vec::new();
+        for a in 1..3 {
+            out.extend(deliver(&mut e, a, &r1[usize::from(a)]));
+        }
         e.handle(Input::Transactions(vec![tx(1), tx(2)]), &mut out);
         for _ in 0..30 {
             e.handle(Input::Tick, &mut out);
@@ -1435,7 +1439,10 @@ fn a_replayed_version_past_the_second_is_no_tip() {
     // Validator 2's other round-2 block completes round 2's quorum for both.
     let z2 = block(&ks[2], 2, 2, vec![y1.reference(), x1.reference(), z1.reference()]);
     let round_three = |e: &mut AsyncBft| {
-        let mut out = deliver(e, 2, &z2);
+        // Validator 1 resends its newest block: the restarted engine has heard from more
+        // than a third of the stake besides itself once z2 comes (the live one had it).
+        let mut out = deliver(e, 1, &x2);
+        out.extend(deliver(e, 2, &z2));
         out.extend(ticks(e, 25));
         let b = own_blocks(&out).into_iter().find(|b| b.round == 3);
         let Some(b) = b else { panic!("no own round-3 block: {}", e.summary()) };
@@ -1598,4 +1605,123 @@ fn a_block_named_under_a_later_round_stays_in_snapshots() {
         &mut out,
     );
     assert_eq!(rejoined.held(), (0, 0), "{}", rejoined.summary());
+}
+
+/// A block signed with an engine's own key for a round it has not reached (from a life its
+/// log lost, or another process with its key) keeps it from proposing in or below that
+/// round: here validator 0's twin made a round-3 block, so validator 0, with a quorum of
+/// round 2, proposes no round-3 block of its own, and proposes round 4 once round 3 has
+/// its quorum (stop 53's restart guard; it proposed a second round-3 block before).
+#[test]
+fn an_own_block_from_elsewhere_keeps_the_engine_above_its_round() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let r1: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    for b in &r1 {
+        out.extend(deliver(&mut e, b.author.0, b));
+    }
+    out.extend(ticks(&mut e, 25));
+    let mine = own_blocks(&out);
+    let Some(own2) = mine.iter().find(|b| b.round == 2) else { panic!("{}", e.summary()) };
+    let refs = own2.parents.clone();
+    let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, refs.clone())).collect();
+    let mut twin_parents: Vec<BlockRef> = r2.iter().map(Block::reference).collect();
+    twin_parents.push(own2.reference());
+    twin_parents.sort_by_key(|p| (p.round, p.author));
+    let twin = block(&ks[0], 0, 3, twin_parents.clone());
+    let mut out = deliver(&mut e, 1, &twin);
+    for (a, b) in r2.iter().enumerate() {
+        out.extend(deliver(&mut e, a as u16 + 1, b));
+    }
+    out.extend(ticks(&mut e, 25));
+    assert!(own_blocks(&out).iter().all(|b| b.round != 3), "a second round-3 block");
+    assert_eq!(e.faults().own_blocks_elsewhere, 1, "{:?}", e.faults());
+    let r3: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 3, twin_parents.clone())).collect();
+    for (a, b) in r3.iter().enumerate() {
+        out.extend(deliver(&mut e, a as u16 + 1, b));
+    }
+    out.extend(ticks(&mut e, 25));
+    assert!(own_blocks(&out).iter().any(|b| b.round == 4), "no round-4 block: {}", e.summary());
+}
+
+/// The records `out` asks to persist (the log a driver writes).
+fn records(out: &[Action]) -> Vec<Bytes> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::Persist(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Validator 0 restarted from a copy of its log taken before it proposed in round 2 (a
+/// restored backup), while it went on to rounds 2 and 3 and the others to round 4. It
+/// proposes nothing until it has heard from two others (more than a third of the stake
+/// besides itself), nothing while their round 4 is ahead of its quorum of round 1, and,
+/// once it has fetched what their blocks build on (its own old blocks among them), it
+/// proposes in round 4 and never again in 2 or 3 (stop 53's restart guard: before, it
+/// proposed a second round-2 block as soon as it started).
+#[test]
+fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_proposes() {
+    let (c, ks) = setup(4);
+    let cfg = Config { chain: CHAIN, ..Config::default() };
+    let mut e = engine(&c, &ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let r1: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    out.extend(deliver(&mut e, 1, &r1[0]));
+    out.extend(deliver(&mut e, 2, &r1[1]));
+    // The backup: a quorum of round 1, no block of round 2 yet (it waits for validator 3).
+    let backup = records(&out);
+    assert!(own_blocks(&out).iter().all(|b| b.round == 1));
+    out.extend(deliver(&mut e, 3, &r1[2]));
+    out.extend(ticks(&mut e, 25));
+    let own = |out: &[Action], round: u64| own_blocks(out).into_iter().find(|b| b.round == round);
+    let Some(own2) = own(&out, 2) else { panic!("no round 2: {}", e.summary()) };
+    let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, own2.parents.clone())).collect();
+    for b in &r2 {
+        out.extend(deliver(&mut e, b.author.0, b));
+    }
+    out.extend(ticks(&mut e, 25));
+    let Some(own3) = own(&out, 3) else { panic!("no round 3: {}", e.summary()) };
+    let r3: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 3, own3.parents.clone())).collect();
+    let mut r3_refs: Vec<BlockRef> = r3.iter().map(Block::reference).collect();
+    r3_refs.push(own3.reference());
+    r3_refs.sort_by_key(|p| (p.round, p.author));
+    let r4: Vec<Block> = (1..3).map(|a| block(&ks[a], a as u16, 4, r3_refs.clone())).collect();
+
+    let mut again = AsyncBft::recover(
+        c.clone(),
+        ValidatorIndex(0),
+        ks[0].clone(),
+        cfg,
+        Arc::default(),
+        backup,
+        &mut Vec::new(),
+    );
+    let mut sent = Vec::new();
+    again.start(&mut sent);
+    sent.extend(ticks(&mut again, 30));
+    assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed before it heard anyone");
+    // Two others' newest blocks (round 4): heard, but far ahead of its quorum of round 1.
+    for b in &r4 {
+        sent.extend(deliver(&mut again, b.author.0, b));
+    }
+    sent.extend(ticks(&mut again, 30));
+    assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed before it caught up");
+    // What their blocks build on comes (its own old blocks from validator 1, as answers).
+    sent.extend(deliver(&mut again, 3, &r1[2]));
+    for b in [&own2, &own3] {
+        sent.extend(deliver(&mut again, 1, b));
+    }
+    for b in r2.iter().chain(&r3) {
+        sent.extend(deliver(&mut again, b.author.0, b));
+    }
+    sent.extend(ticks(&mut again, 30));
+    let mine = own_blocks(&sent);
+    assert!(mine.iter().all(|b| b.round == 1 || b.round >= 4), "a round signed twice: {mine:?}");
+    assert!(mine.iter().any(|b| b.round == 4), "no round-4 block: {}", again.summary());
+    assert_eq!(again.faults().own_blocks_elsewhere, 2, "{:?}", again.faults());
 }

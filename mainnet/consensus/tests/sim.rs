@@ -84,14 +84,15 @@ fn one_seed() {
         let t = std::time::Instant::now();
         match run(seed, &scenario) {
             Ok(r) => println!(
-                "seed {seed} n {} coin {} split votes {} byzantine {:?} crashes {:?} partition \
-                 {:?} loss {} ppm in {:?}: height {} committed {}/{} rounds {} messages {} \
-                 stall {} ms",
+                "seed {seed} n {} coin {} split votes {} byzantine {:?} crashes {:?} backups {:?} \
+                 partition {:?} loss {} ppm in {:?}: height {} committed {}/{} rounds {} \
+                 messages {} stall {} ms restores {} proposed after {}",
                 scenario.n,
                 scenario.coin,
                 scenario.split_votes,
                 scenario.byzantine,
                 scenario.crashes,
+                scenario.backups,
                 scenario.partition,
                 scenario.loss_ppm,
                 t.elapsed(),
@@ -100,7 +101,9 @@ fn one_seed() {
                 r.submitted,
                 r.rounds,
                 r.messages,
-                r.longest_stall / 1000
+                r.longest_stall / 1000,
+                r.restores,
+                r.restored_proposals
             ),
             Err(v) => {
                 println!("{v}\n{scenario:#?}");
@@ -278,6 +281,40 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(rejoined, seeds, "every run rejoined once");
+}
+
+/// A validator restarted from a backup of its log, taken up to 300 ms before it crashed,
+/// has signed blocks its log no longer holds and the others do: it never signs a second
+/// block for one of those rounds (every run checks each block an honest validator sends
+/// against the first it sent for that round, across restarts), and it proposes again once
+/// it has caught up. Without the restart guard (stop 53) it signed its old rounds again.
+#[test]
+fn a_validator_restored_from_a_backup_never_signs_a_round_twice() {
+    let mut failures = Vec::new();
+    for seed in 0..12u64 {
+        let i = seed as usize;
+        let n = [4, 7][i % 2];
+        let mut s = Scenario::clean(n);
+        s.duration = 2_000_000;
+        let me = i * 5 % n;
+        let at = 400_000 + (seed % 4) * 100_000;
+        s.crashes = vec![(me, at, Some(at + [20_000, 150_000, 600_000][i % 3]))];
+        s.backups = vec![(me, at - [30_000, 150_000, 300_000][i / 3 % 3])];
+        match seed % 4 {
+            1 => s.loss_ppm = 20_000,
+            3 => s.latency = (1_000, 40_000),
+            _ => {}
+        }
+        match run(seed, &s) {
+            Ok(r) if r.restores != 1 => failures.push(format!("seed {seed}: no restore")),
+            Ok(r) if r.restored_proposals == 0 => {
+                failures.push(format!("seed {seed}: the restored validator never proposed"))
+            }
+            Ok(_) => {}
+            Err(v) => failures.push(format!("{v}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The issue's goals for faults, checked in the simulator (fixed 10 ms links, 5,000 tx/s,

@@ -517,7 +517,19 @@ fn publish_snapshot(
     if other > 0 {
         faults.push(("other_protocol_handshakes", other));
     }
-    *status.faults.lock() = faults;
+    let own = |f: &[(&'static str, u64)]| {
+        f.iter().find(|(k, _)| *k == "own_blocks_elsewhere").map_or(0, |(_, n)| *n)
+    };
+    let mut last = status.faults.lock();
+    if own(&last) == 0 && own(&faults) > 0 {
+        tracing::warn!(
+            "peers hold blocks this validator signed that its consensus log does not (a backup \
+             restored, a data directory copied, or another process running with its key): it \
+             proposes only in rounds above them"
+        );
+    }
+    *last = faults;
+    drop(last);
     let s = engine.snapshot()?;
     let mut slot = status.snapshot.lock();
     if slot.as_ref().is_some_and(|o| Arc::ptr_eq(o, &s)) {

@@ -466,7 +466,7 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!((syncs["count"].as_u64(), syncs["max_ms"].as_u64()), (Some(0), None), "{s}");
         // A lone validator has no peer to refuse anything from: every counter is there, at 0.
         let faults = s["consensusFaults"].as_object().cloned().unwrap_or_default();
-        assert_eq!(faults.len(), 10, "{s}");
+        assert_eq!(faults.len(), 11, "{s}");
         assert!(faults.values().all(|n| n == &json!(0)), "{s}");
     })
     .await
