@@ -38,8 +38,8 @@ pub(crate) struct NodeArgs {
     data_dir: Option<PathBuf>,
     /// A peer's HTTP JSON-RPC address to sync blocks from (repeat for more): an IP address or
     /// a host's name (resolved at the start) and a port; replaces `sync.peers`.
-    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = farol_node::config::resolve_peer)]
-    peers: Vec<SocketAddr>,
+    #[arg(long = "peer", value_name = "HOST:PORT", value_parser = farol_node::config::peer_shape)]
+    peers: Vec<String>,
     /// The UDP address the validator network listens on (`network.listen`), where it is not
     /// the committee's address for this validator (behind 1:1 NAT: `0.0.0.0:PORT`).
     #[arg(long, value_name = "IP:PORT")]
@@ -155,7 +155,13 @@ pub(crate) fn configure(args: &NodeArgs) -> anyhow::Result<(NodeConfig, Vec<Stri
         }
     }
     if !args.peers.is_empty() {
-        cfg.sync.peers = args.peers.clone();
+        // Resolved here, not by the flag's parser: a name that does not resolve is not a
+        // malformed flag (clap would exit with 2), and exits with 1 (`run`).
+        cfg.sync.peers = args
+            .peers
+            .iter()
+            .map(|p| farol_node::config::resolve_peer(p).map_err(|e| anyhow::anyhow!("--peer {e}")))
+            .collect::<anyhow::Result<_>>()?;
     }
     if let Some(l) = args.listen {
         if cfg.validator.is_none() {

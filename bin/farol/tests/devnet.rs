@@ -988,6 +988,15 @@ fn chain_new_and_node_flags_name_what_is_wrong() {
         .unwrap_or_else(|e| panic!("{e}"));
     let stderr = String::from_utf8_lossy(&config_refused.stderr);
     assert_eq!(config_refused.status.code(), Some(78), "{stderr}");
+    // A peer's name that does not resolve exits with 1, not 78: the network or the peer may
+    // come up later, and the recommended unit restarts it (`.invalid` never resolves).
+    let unresolved = Command::new(env!("CARGO_BIN_EXE_farol"))
+        .args(["node", "--chain", c, "--data-dir", d, "--peer", "validator-9.invalid:8545"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&unresolved.stderr);
+    assert_eq!(unresolved.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("validator-9.invalid"), "{stderr}");
     // Another chain's keys for position 1 are refused before the node writes anything.
     let other = tmp.path().join("other");
     let (ok, _, stderr) = farol(&with(text(&other), &[v[0], v[1], v[2], v[3]]));

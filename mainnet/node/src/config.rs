@@ -519,16 +519,29 @@ pub fn resolve_peer(text: &str) -> Result<SocketAddr, String> {
 /// as for a configuration refused: the network, or the peer's container, may not be up yet).
 pub const RESOLVE_FAILED: &str = "cannot resolve the host";
 
-fn resolve(text: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(a) = text.parse() {
-        return Ok(a);
+/// `text` if it has the shape of `HOST:PORT` (an IP address or a host's name, and a port),
+/// resolving nothing: `farol node --peer` checks its flags with it, and resolves them with
+/// [`resolve_peer`] after (so that a name that does not resolve exits as such, with 1, not
+/// as a malformed flag).
+pub fn peer_shape(text: &str) -> Result<String, String> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return Ok(text.to_string());
     }
     let bad = || format!("{text:?} is not HOST:PORT (an IP address or a host's name, and a port)");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().is_err() {
         return Err(bad());
     }
+    Ok(text.to_string())
+}
+
+fn resolve(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    peer_shape(text)?;
+    let host = text.rsplit_once(':').map_or(text, |(h, _)| h);
     let all: Vec<SocketAddr> = text
         .to_socket_addrs()
         .map_err(|e| format!("{text:?}: {RESOLVE_FAILED} {host:?}: {e}"))?
