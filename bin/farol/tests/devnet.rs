@@ -399,6 +399,11 @@ fn interrupt(child: &mut Child, when: &str) -> std::process::ExitStatus {
         .arg(child.id().to_string())
         .status()
         .unwrap_or_else(|e| panic!("{e}"));
+    exit_within_30s(child, &format!("the devnet did not stop on SIGINT{when}"))
+}
+
+/// Waits (30 s at most, then kills it and panics with `what`) for `child` to exit.
+fn exit_within_30s(child: &mut Child, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
@@ -406,7 +411,7 @@ fn interrupt(child: &mut Child, when: &str) -> std::process::ExitStatus {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the devnet did not stop on SIGINT{when}");
+            panic!("{what}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -823,17 +828,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Sends SIGTERM to `child` and waits (30 s at most) for it to exit.
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     nix_term(child.id()).unwrap_or_else(|e| panic!("{e}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("no exit within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    exit_within_30s(child, "no exit within 30 s of SIGTERM")
 }
 
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.

@@ -381,6 +381,23 @@ pub struct Faults {
     pub own_blocks_elsewhere: u64,
 }
 
+/// What a restarted validator has heard before its first proposal (see
+/// [`AsyncBft::restart_allows`]).
+#[derive(Default)]
+struct Restarted {
+    /// The validators whose own blocks came from them since the start.
+    heard: BTreeSet<ValidatorIndex>,
+    /// The tick at which the heard ones first held the stake needed.
+    heard_at: Option<u64>,
+}
+
+/// Ticks a restarted validator that has heard enough waits for catching up to the round the
+/// others reached before it proposes anyway, if it is at most [`CATCH_UP_ROUNDS`] behind
+/// it: one that is always more than a round behind (far from the others, on a slow link)
+/// would otherwise never propose again. The others' blocks that build on its old ones have
+/// come by then, and their parents been asked for.
+const RESTART_PATIENCE_TICKS: u64 = 100;
+
 /// The AsyncBFT engine of one validator.
 pub struct AsyncBft {
     committee: Arc<Committee>,
@@ -459,7 +476,7 @@ pub struct AsyncBft {
     /// until its first proposal since: the validators whose blocks came since the start.
     /// Its log may be older than the blocks it signed before (a restored backup), so it
     /// first listens (see [`AsyncBft::restart_allows`]).
-    restarted: Option<BTreeSet<ValidatorIndex>>,
+    restarted: Option<Restarted>,
     quorum_round: u64,
     quorum_tick: u64,
     proposed_tick: u64,
@@ -671,7 +688,7 @@ impl AsyncBft {
         e.commit_all(out);
         e.replaying = false;
         if e.round > 0 {
-            e.restarted = Some(BTreeSet::new());
+            e.restarted = Some(Restarted::default());
         }
         e
     }
@@ -723,7 +740,7 @@ impl AsyncBft {
     ) -> AsyncBft {
         let mut e =
             AsyncBft::restore(committee, me, key, cfg, cache, snapshot, min_round, true, out);
-        e.restarted = Some(BTreeSet::new());
+        e.restarted = Some(Restarted::default());
         e
     }
 
@@ -1624,17 +1641,27 @@ impl AsyncBft {
     /// only once it has caught up to that round: catching up, it fetches the blocks the
     /// others built on, its own old ones among them, from the newest down, before its DAG
     /// can fill from below, and a block of its own seen anywhere puts its next round above
-    /// it (`maybe_propose`). A block its old life sent that no validator holds, or that
-    /// none built on yet (its last round or two, when the others stalled with it), is not
-    /// seen: the guard is against a backup restored or a directory copied, not against two
+    /// it (`maybe_propose`). One that stays more than a round behind (a slow link) proposes
+    /// anyway [`RESTART_PATIENCE_TICKS`] after it heard enough, if it is within
+    /// [`CATCH_UP_ROUNDS`]. A block its old life sent that no validator holds, or that none
+    /// built on yet (its last round or two, when the others stalled with it), is not seen:
+    /// the guard is against a backup restored or a directory copied, not against two
     /// processes running with one key at once.
     fn restart_allows(&self, k: u64) -> bool {
-        let Some(heard) = &self.restarted else { return true };
+        let Some(r) = &self.restarted else { return true };
+        if !self.heard_enough(&r.heard) {
+            return false;
+        }
+        let patient = r.heard_at.is_some_and(|t| self.ticks - t >= RESTART_PATIENCE_TICKS);
+        self.highest_seen <= k + 1 || (patient && self.highest_seen <= k + 1 + CATCH_UP_ROUNDS)
+    }
+
+    /// Whether `heard` holds the others' part of a quorum (all of them, if they hold less):
+    /// with up to a third of the stake down besides this validator, the rest hold that.
+    fn heard_enough(&self, heard: &BTreeSet<ValidatorIndex>) -> bool {
         let others = self.committee.total_stake() - self.stake(self.me);
-        // With up to a third of the stake down besides this validator, the rest hold that.
         let need = others.min(self.quorum().saturating_sub(self.stake(self.me)));
-        let stake: Stake = heard.iter().map(|v| self.stake(*v)).sum();
-        stake >= need && self.highest_seen <= k + 1
+        heard.iter().map(|v| self.stake(*v)).sum::<Stake>() >= need
     }
 
     /// Signs the coin share the next proposal (of the round after this validator's) will
@@ -2515,9 +2542,12 @@ impl AsyncBft {
         if self.waiting.contains_key(&b.digest()) {
             return;
         }
-        if let Some(heard) = self.restarted.as_mut() {
-            heard.insert(from);
+        let Some(mut r) = self.restarted.take() else { return };
+        r.heard.insert(from);
+        if r.heard_at.is_none() && self.heard_enough(&r.heard) {
+            r.heard_at = Some(self.ticks);
         }
+        self.restarted = Some(r);
     }
 
     /// The blocks whose signatures verify: those already in the cache, then the rest, each

@@ -1607,6 +1607,23 @@ fn a_block_named_under_a_later_round_stays_in_snapshots() {
     assert_eq!(rejoined.held(), (0, 0), "{}", rejoined.summary());
 }
 
+/// Validator 0 started, given the round-1 blocks of 1, 2 and 3, and ticks: its actions and
+/// its round-2 block.
+fn to_round_two(c: &Arc<Committee>, ks: &[SigningKey]) -> (AsyncBft, Vec<Action>, Block) {
+    let mut e = engine(c, ks, 0);
+    let mut out = Vec::new();
+    e.start(&mut out);
+    let r1: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    for b in &r1 {
+        out.extend(deliver(&mut e, b.author.0, b));
+    }
+    out.extend(ticks(&mut e, 25));
+    let Some(own2) = own_blocks(&out).into_iter().find(|b| b.round == 2) else {
+        panic!("no round 2: {}", e.summary())
+    };
+    (e, out, own2)
+}
+
 /// A block signed with an engine's own key for a round it has not reached (from a life its
 /// log lost, or another process with its key) keeps it from proposing in or below that
 /// round: here validator 0's twin made a round-3 block, so validator 0, with a quorum of
@@ -1615,16 +1632,7 @@ fn a_block_named_under_a_later_round_stays_in_snapshots() {
 #[test]
 fn an_own_block_from_elsewhere_keeps_the_engine_above_its_round() {
     let (c, ks) = setup(4);
-    let mut e = engine(&c, &ks, 0);
-    let mut out = Vec::new();
-    e.start(&mut out);
-    let r1: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
-    for b in &r1 {
-        out.extend(deliver(&mut e, b.author.0, b));
-    }
-    out.extend(ticks(&mut e, 25));
-    let mine = own_blocks(&out);
-    let Some(own2) = mine.iter().find(|b| b.round == 2) else { panic!("{}", e.summary()) };
+    let (mut e, _, own2) = to_round_two(&c, &ks);
     let refs = own2.parents.clone();
     let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, refs.clone())).collect();
     let mut twin_parents: Vec<BlockRef> = r2.iter().map(Block::reference).collect();
@@ -1644,6 +1652,23 @@ fn an_own_block_from_elsewhere_keeps_the_engine_above_its_round() {
     }
     out.extend(ticks(&mut e, 25));
     assert!(own_blocks(&out).iter().any(|b| b.round == 4), "no round-4 block: {}", e.summary());
+}
+
+/// Validator 0 restarted from `log`, and what its start sent.
+fn restarted(c: &Arc<Committee>, ks: &[SigningKey], log: Vec<Bytes>) -> (AsyncBft, Vec<Action>) {
+    let cfg = Config { chain: CHAIN, ..Config::default() };
+    let mut e = AsyncBft::recover(
+        c.clone(),
+        ValidatorIndex(0),
+        ks[0].clone(),
+        cfg,
+        Arc::default(),
+        log,
+        &mut Vec::new(),
+    );
+    let mut sent = Vec::new();
+    e.start(&mut sent);
+    (e, sent)
 }
 
 /// The records `out` asks to persist (the log a driver writes).
@@ -1666,7 +1691,6 @@ fn records(out: &[Action]) -> Vec<Bytes> {
 #[test]
 fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_proposes() {
     let (c, ks) = setup(4);
-    let cfg = Config { chain: CHAIN, ..Config::default() };
     let mut e = engine(&c, &ks, 0);
     let mut out = Vec::new();
     e.start(&mut out);
@@ -1692,17 +1716,7 @@ fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_propo
     r3_refs.sort_by_key(|p| (p.round, p.author));
     let r4: Vec<Block> = (1..3).map(|a| block(&ks[a], a as u16, 4, r3_refs.clone())).collect();
 
-    let mut again = AsyncBft::recover(
-        c.clone(),
-        ValidatorIndex(0),
-        ks[0].clone(),
-        cfg,
-        Arc::default(),
-        backup,
-        &mut Vec::new(),
-    );
-    let mut sent = Vec::new();
-    again.start(&mut sent);
+    let (mut again, mut sent) = restarted(&c, &ks, backup);
     sent.extend(ticks(&mut again, 30));
     assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed before it heard anyone");
     // Two others' newest blocks (round 4): heard, but far ahead of its quorum of round 1.
@@ -1724,4 +1738,43 @@ fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_propo
     assert!(mine.iter().all(|b| b.round == 1 || b.round >= 4), "a round signed twice: {mine:?}");
     assert!(mine.iter().any(|b| b.round == 4), "no round-4 block: {}", again.summary());
     assert_eq!(again.faults().own_blocks_elsewhere, 2, "{:?}", again.faults());
+}
+
+/// A restarted validator that has heard from two others but stays more than a round behind
+/// them (its link is slow: their newest blocks come, what they build on does not) proposes
+/// anyway once it has waited 100 ticks, within 32 rounds of them; with them 40 rounds ahead
+/// it does not (stop 53's restart guard; without the wait such a validator never proposed
+/// again).
+#[test]
+fn a_restarted_validator_behind_on_a_slow_link_proposes_after_a_while() {
+    for (ahead, proposes) in [(4u64, true), (40, false)] {
+        let (c, ks) = setup(4);
+        let (_, out, own2) = to_round_two(&c, &ks);
+        let log = records(&out);
+        let (mut again, mut sent) = restarted(&c, &ks, log);
+        // Validators 1 and 2's blocks of round 2 + `ahead`, over parents that never come.
+        for a in 1..3u16 {
+            let made_up: Vec<BlockRef> = (0..4u16)
+                .map(|v| BlockRef {
+                    round: 1 + ahead,
+                    author: ValidatorIndex(v),
+                    digest: [v as u8 + 9; 32],
+                })
+                .collect();
+            sent.extend(deliver(&mut again, a, &block(&ks[usize::from(a)], a, 2 + ahead, made_up)));
+        }
+        // Round 2's blocks of 1, 2 and 3 (over round 1, which it holds): a quorum of round 2.
+        for a in 1..4u16 {
+            sent.extend(deliver(
+                &mut again,
+                a,
+                &block(&ks[usize::from(a)], a, 2, own2.parents.clone()),
+            ));
+        }
+        sent.extend(ticks(&mut again, 90));
+        assert!(own_blocks(&sent).iter().all(|b| b.round <= 2), "proposed before the wait");
+        sent.extend(ticks(&mut again, 30));
+        let third = own_blocks(&sent).iter().any(|b| b.round == 3);
+        assert_eq!(third, proposes, "{ahead} rounds ahead: {}", again.summary());
+    }
 }

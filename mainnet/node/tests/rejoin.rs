@@ -173,21 +173,32 @@ async fn restart(cfg: &NodeConfig) -> Node {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
-    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let key = PrivateKeySigner::from_slice(&[0x61; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let cfgs = configs(root.path(), 4, key.address());
+/// Starts every node of `cfgs` and sends `key`'s transfers of nonces 0 to 2 through node
+/// `via`, until final everywhere; returns the nodes and their HTTP addresses.
+async fn start_and_send(
+    cfgs: &[NodeConfig],
+    via: usize,
+    key: &PrivateKeySigner,
+) -> (Vec<Option<Node>>, Vec<SocketAddr>) {
     let mut nodes = Vec::new();
-    for c in &cfgs {
+    for c in cfgs {
         nodes.push(Some(Node::start(c.clone()).await.unwrap_or_else(|e| panic!("{e}"))));
     }
     let https: Vec<SocketAddr> = cfgs.iter().filter_map(|c| c.rpc.http).collect();
     let all = https.clone();
     let k = key.clone();
-    tokio::task::spawn_blocking(move || send(all[0], &k, 0..3, &all))
+    tokio::task::spawn_blocking(move || send(all[via], &k, 0..3, &all))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    (nodes, https)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
+    let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let key = PrivateKeySigner::from_slice(&[0x61; 32]).unwrap_or_else(|e| panic!("{e}"));
+    let cfgs = configs(root.path(), 4, key.address());
+    let (mut nodes, https) = start_and_send(&cfgs, 0, &key).await;
 
     // Validator 3 stops; the others commit many times its history's worth.
     if let Some(n) = nodes[3].take() {
@@ -335,16 +346,7 @@ async fn a_validator_restored_from_a_backup_signs_no_round_twice() {
         c.genesis.consensus = ConsensusParams { gc_depth: 5_000, checkpoint_every: 8 };
         c.pipeline.consensus_log_bytes = 1 << 30;
     }
-    let mut nodes = Vec::new();
-    for c in &cfgs {
-        nodes.push(Some(Node::start(c.clone()).await.unwrap_or_else(|e| panic!("{e}"))));
-    }
-    let https: Vec<SocketAddr> = cfgs.iter().filter_map(|c| c.rpc.http).collect();
-    let all = https.clone();
-    let k = key.clone();
-    tokio::task::spawn_blocking(move || send(all[3], &k, 0..3, &all))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (mut nodes, https) = start_and_send(&cfgs, 3, &key).await;
 
     // The backup: validator 3 stopped and its directory copied, then started again.
     if let Some(n) = nodes[3].take() {
