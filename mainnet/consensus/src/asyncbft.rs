@@ -385,8 +385,11 @@ pub struct Faults {
 /// [`AsyncBft::restart_allows`]).
 #[derive(Default)]
 struct Restarted {
-    /// The validators whose own blocks came from them since the start.
+    /// The validators whose own blocks came from them since the start and are in the DAG
+    /// (all they build on fetched: its own old blocks among them).
     heard: BTreeSet<ValidatorIndex>,
+    /// Such blocks still held for their parents, with the validator that sent each.
+    coming: BTreeMap<Digest, ValidatorIndex>,
     /// The tick at which the heard ones first held the stake needed.
     heard_at: Option<u64>,
 }
@@ -394,8 +397,8 @@ struct Restarted {
 /// Ticks a restarted validator that has heard enough waits for catching up to the round the
 /// others reached before it proposes anyway, if it is at most [`CATCH_UP_ROUNDS`] behind
 /// it: one that is always more than a round behind (far from the others, on a slow link)
-/// would otherwise never propose again. The others' blocks that build on its old ones have
-/// come by then, and their parents been asked for.
+/// would otherwise never propose again. The blocks it heard the others by are in its DAG,
+/// with all they build on.
 const RESTART_PATIENCE_TICKS: u64 = 100;
 
 /// The AsyncBFT engine of one validator.
@@ -1368,6 +1371,9 @@ impl AsyncBft {
             if version > 1 {
                 self.faults.equivocators.insert(b.author);
             }
+            if let Some(from) = self.restarted.as_mut().and_then(|r| r.coming.remove(&d)) {
+                self.heard_from(from);
+            }
             self.highest = self.highest.max(b.round);
             for p in &b.parents {
                 if self.tips.get(&(p.round, p.author)) == Some(&p.digest) {
@@ -1653,7 +1659,8 @@ impl AsyncBft {
             return false;
         }
         let patient = r.heard_at.is_some_and(|t| self.ticks - t >= RESTART_PATIENCE_TICKS);
-        self.highest_seen <= k + 1 || (patient && self.highest_seen <= k + 1 + CATCH_UP_ROUNDS)
+        let caught_up = |margin: u64| self.highest_seen <= k.saturating_add(1 + margin);
+        caught_up(0) || (patient && caught_up(CATCH_UP_ROUNDS))
     }
 
     /// Whether `heard` holds the others' part of a quorum (all of them, if they hold less):
@@ -2532,22 +2539,45 @@ impl AsyncBft {
     }
 
     /// A restarted validator hears from a peer by a block of the peer's own that the peer
-    /// sent (the network authenticated it) and whose signature verified, unless held
-    /// blocks wait for it: that one may be an answer to a request, which says nothing of
-    /// the round the peer is in now.
+    /// sent (the network authenticated it), whose signature verified, that is the newest
+    /// of the peer's it knows of (an answer to a request for an older one says nothing of
+    /// the round the peer is in now), once the block is in the DAG: everything it builds
+    /// on is then here, this validator's own old blocks among them, which the own-block
+    /// rule needs to have seen (before, a peer was heard as its block came, and with one
+    /// of two heard behind, a stale peer or a Byzantine one resending an old block, the
+    /// engine proposed at once, before the other's parents came; found by a review).
     fn hear(&mut self, from: ValidatorIndex, b: &Block) {
         if b.author != from || from == self.me || self.restarted.is_none() {
             return;
         }
-        if self.waiting.contains_key(&b.digest()) {
+        if self.author_rounds.get(usize::from(from.0)).is_some_and(|r| *r > b.round) {
             return;
         }
+        let d = b.digest();
+        if self.blocks.contains_key(&d) {
+            self.heard_from(from);
+        } else if let Some(r) = self.restarted.as_mut() {
+            r.coming.insert(d, from);
+        }
+    }
+
+    /// Counts `from` as heard (see [`AsyncBft::hear`]).
+    fn heard_from(&mut self, from: ValidatorIndex) {
         let Some(mut r) = self.restarted.take() else { return };
         r.heard.insert(from);
         if r.heard_at.is_none() && self.heard_enough(&r.heard) {
             r.heard_at = Some(self.ticks);
         }
         self.restarted = Some(r);
+    }
+
+    /// This validator's newest block, to send again: from the DAG, or held for its parents
+    /// (a restarted validator whose newest block waits for parents still announces itself,
+    /// and the others hear it).
+    fn own_newest(&self) -> Option<Bytes> {
+        let d = self.last_own?.digest;
+        let b = self.blocks.get(&d).or_else(|| self.pending.get(&d).map(|h| &h.block))?;
+        Some(b.encoded())
     }
 
     /// The blocks whose signatures verify: those already in the cache, then the rest, each
@@ -2612,8 +2642,7 @@ impl AsyncBft {
         if self.ticks - self.progress_tick >= interval {
             self.progress_tick = self.ticks;
             self.resends += 1;
-            if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
-                let bytes = own.encoded();
+            if let Some(bytes) = self.own_newest() {
                 self.send_bytes(out, Target::All, bytes);
             }
             let missing: Vec<Digest> = self
@@ -2667,8 +2696,7 @@ impl Consensus for AsyncBft {
             let bytes = block.encoded();
             self.insert(Arc::new(block), out);
             self.send_bytes(out, Target::All, bytes);
-        } else if let Some(own) = self.last_own.and_then(|r| self.blocks.get(&r.digest)) {
-            let bytes = own.encoded();
+        } else if let Some(bytes) = self.own_newest() {
             self.send_bytes(out, Target::All, bytes);
         }
         if self.maybe_propose(out) {

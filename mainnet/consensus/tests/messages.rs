@@ -1439,8 +1439,8 @@ fn a_replayed_version_past_the_second_is_no_tip() {
     // Validator 2's other round-2 block completes round 2's quorum for both.
     let z2 = block(&ks[2], 2, 2, vec![y1.reference(), x1.reference(), z1.reference()]);
     let round_three = |e: &mut AsyncBft| {
-        // Validator 1 resends its newest block: the restarted engine has heard from more
-        // than a third of the stake besides itself once z2 comes (the live one had it).
+        // Validator 1 resends its newest block: the restarted engine has heard from the
+        // others' part of a quorum once z2 comes (the live one had it).
         let mut out = deliver(e, 1, &x2);
         out.extend(deliver(e, 2, &z2));
         out.extend(ticks(e, 25));
@@ -1683,11 +1683,13 @@ fn records(out: &[Action]) -> Vec<Bytes> {
 
 /// Validator 0 restarted from a copy of its log taken before it proposed in round 2 (a
 /// restored backup), while it went on to rounds 2 and 3 and the others to round 4. It
-/// proposes nothing until it has heard from two others (more than a third of the stake
-/// besides itself), nothing while their round 4 is ahead of its quorum of round 1, and,
-/// once it has fetched what their blocks build on (its own old blocks among them), it
-/// proposes in round 4 and never again in 2 or 3 (stop 53's restart guard: before, it
-/// proposed a second round-2 block as soon as it started).
+/// proposes nothing until it has heard from two others (the others' part of a quorum) by
+/// blocks of theirs it holds with all they build on, not with one of them far behind,
+/// nothing while their round 4 is ahead of its quorum of round 1, and, once it has fetched
+/// what their blocks build on (its own old blocks among them), it proposes in round 4 and
+/// never again in 2 or 3 (stop 53's restart guard: before, it proposed a second round-2
+/// block as soon as it started; with peers heard as their blocks came, a review found it
+/// proposed with validator 3's old block and validator 1's held one).
 #[test]
 fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_proposes() {
     let (c, ks) = setup(4);
@@ -1719,14 +1721,17 @@ fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_propo
     let (mut again, mut sent) = restarted(&c, &ks, backup);
     sent.extend(ticks(&mut again, 30));
     assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed before it heard anyone");
-    // Two others' newest blocks (round 4): heard, but far ahead of its quorum of round 1.
-    for b in &r4 {
-        sent.extend(deliver(&mut again, b.author.0, b));
-    }
+    // Validator 1's newest block (round 4) and validator 3's round-1 block (a peer as far
+    // behind as its log): 3 is heard, 1's block waits for what it builds on.
+    sent.extend(deliver(&mut again, 1, &r4[0]));
+    sent.extend(deliver(&mut again, 3, &r1[2]));
+    sent.extend(ticks(&mut again, 30));
+    assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed with a peer behind");
+    // Validator 2's newest too: far ahead of its quorum of round 1.
+    sent.extend(deliver(&mut again, 2, &r4[1]));
     sent.extend(ticks(&mut again, 30));
     assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed before it caught up");
     // What their blocks build on comes (its own old blocks from validator 1, as answers).
-    sent.extend(deliver(&mut again, 3, &r1[2]));
     for b in [&own2, &own3] {
         sent.extend(deliver(&mut again, 1, b));
     }
@@ -1740,8 +1745,8 @@ fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_propo
     assert_eq!(again.faults().own_blocks_elsewhere, 2, "{:?}", again.faults());
 }
 
-/// A restarted validator that has heard from two others but stays more than a round behind
-/// them (its link is slow: their newest blocks come, what they build on does not) proposes
+/// A restarted validator that has heard from the others but stays more than a round behind
+/// them (its link is slow: their newest blocks come, what they build on does not yet) proposes
 /// anyway once it has waited 100 ticks, within 32 rounds of them; with them 40 rounds ahead
 /// it does not (stop 53's restart guard; without the wait such a validator never proposed
 /// again).
@@ -1752,7 +1757,18 @@ fn a_restarted_validator_behind_on_a_slow_link_proposes_after_a_while() {
         let (_, out, own2) = to_round_two(&c, &ks);
         let log = records(&out);
         let (mut again, mut sent) = restarted(&c, &ks, log);
-        // Validators 1 and 2's blocks of round 2 + `ahead`, over parents that never come.
+        // Validators 1 and 2's round-3 blocks come first (held: round 2 has not come), then
+        // their blocks of round 2 + `ahead` (over parents that have not come either, on its
+        // slow link), then round 2's blocks of 1, 2 and 3: a quorum of round 2, and the
+        // round-3 blocks in the DAG, so 1, 2 (by those) and 3 are heard.
+        let r2: Vec<Block> =
+            (1..4u16).map(|a| block(&ks[usize::from(a)], a, 2, own2.parents.clone())).collect();
+        let mut r2_refs: Vec<BlockRef> = r2.iter().map(Block::reference).collect();
+        r2_refs.push(own2.reference());
+        r2_refs.sort_by_key(|p| (p.round, p.author));
+        for a in 1..3u16 {
+            sent.extend(deliver(&mut again, a, &block(&ks[usize::from(a)], a, 3, r2_refs.clone())));
+        }
         for a in 1..3u16 {
             let made_up: Vec<BlockRef> = (0..4u16)
                 .map(|v| BlockRef {
@@ -1763,13 +1779,8 @@ fn a_restarted_validator_behind_on_a_slow_link_proposes_after_a_while() {
                 .collect();
             sent.extend(deliver(&mut again, a, &block(&ks[usize::from(a)], a, 2 + ahead, made_up)));
         }
-        // Round 2's blocks of 1, 2 and 3 (over round 1, which it holds): a quorum of round 2.
-        for a in 1..4u16 {
-            sent.extend(deliver(
-                &mut again,
-                a,
-                &block(&ks[usize::from(a)], a, 2, own2.parents.clone()),
-            ));
+        for b in &r2 {
+            sent.extend(deliver(&mut again, b.author.0, b));
         }
         sent.extend(ticks(&mut again, 90));
         assert!(own_blocks(&sent).iter().all(|b| b.round <= 2), "proposed before the wait");

@@ -529,7 +529,8 @@ pub fn peer_shape(text: &str) -> Result<String, String> {
     }
     let bad = || format!("{text:?} is not HOST:PORT (an IP address or a host's name, and a port)");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
+    // An IPv6 address goes in brackets (`[::1]:8545`, which parses above).
+    if host.is_empty() || host.contains(':') || port.parse::<u16>().is_err() {
         return Err(bad());
     }
     Ok(text.to_string())
@@ -550,7 +551,7 @@ fn resolve(text: &str) -> Result<SocketAddr, String> {
         .find(|a| a.is_ipv4())
         .or(all.first())
         .copied()
-        .ok_or_else(|| format!("{text:?}: the host {host:?} has no address"))
+        .ok_or_else(|| format!("{text:?}: {RESOLVE_FAILED} {host:?}: it has no address"))
 }
 
 fn peers_by_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
@@ -1181,7 +1182,7 @@ mod tests {
         assert_eq!(at("[::1]:8545"), Ok("[::1]:8545".parse().unwrap_or_else(|e| panic!("{e}"))));
         let local = at("localhost:8545").unwrap_or_else(|e| panic!("{e}"));
         assert!(local.ip().is_loopback() && local.port() == 8545, "{local}");
-        for bad in ["nowhere", "localhost:", ":8545", "localhost:65536"] {
+        for bad in ["nowhere", "localhost:", ":8545", "localhost:65536", "::1:8545"] {
             let e = at(bad).err().unwrap_or_default();
             assert!(e.contains("is not HOST:PORT"), "{bad}: {e}");
         }

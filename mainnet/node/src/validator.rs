@@ -524,8 +524,8 @@ fn publish_snapshot(
     if own(&last) == 0 && own(&faults) > 0 {
         tracing::warn!(
             "peers hold blocks this validator signed that its consensus log does not (a backup \
-             restored, a data directory copied, or another process running with its key): it \
-             proposes only in rounds above them"
+             restored, a data directory copied, a log lost in a crash with pipeline.fsync off, \
+             or another process running with its key): it proposes only in rounds above them"
         );
     }
     *last = faults;
