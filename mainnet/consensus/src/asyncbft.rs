@@ -388,11 +388,17 @@ struct Restarted {
     /// The validators whose own blocks came from them since the start and are in the DAG
     /// (all they build on fetched: its own old blocks among them).
     heard: BTreeSet<ValidatorIndex>,
-    /// Such blocks still held for their parents, with the validator that sent each.
-    coming: BTreeMap<Digest, ValidatorIndex>,
+    /// Per validator, such blocks still held for their parents, the newest
+    /// [`COMING_PER_PEER`] (a Byzantine one sending blocks over made-up parents without end
+    /// holds that many entries; one on a slow link, whose newest is always held, is heard
+    /// when an older one enters the DAG).
+    coming: BTreeMap<ValidatorIndex, VecDeque<Digest>>,
     /// The tick at which the heard ones first held the stake needed.
     heard_at: Option<u64>,
 }
+
+/// Blocks of one peer a restarted validator keeps waiting to hear it by.
+const COMING_PER_PEER: usize = 64;
 
 /// Ticks a restarted validator that has heard enough waits for catching up to the round the
 /// others reached before it proposes anyway, if it is at most [`CATCH_UP_ROUNDS`] behind
@@ -1371,8 +1377,11 @@ impl AsyncBft {
             if version > 1 {
                 self.faults.equivocators.insert(b.author);
             }
-            if let Some(from) = self.restarted.as_mut().and_then(|r| r.coming.remove(&d)) {
-                self.heard_from(from);
+            if let Some(r) = self.restarted.as_mut() {
+                if r.coming.get(&b.author).is_some_and(|c| c.contains(&d)) {
+                    r.coming.remove(&b.author);
+                    self.heard_from(b.author);
+                }
             }
             self.highest = self.highest.max(b.round);
             for p in &b.parents {
@@ -2557,7 +2566,14 @@ impl AsyncBft {
         if self.blocks.contains_key(&d) {
             self.heard_from(from);
         } else if let Some(r) = self.restarted.as_mut() {
-            r.coming.insert(d, from);
+            if r.heard.contains(&from) {
+                return;
+            }
+            let c = r.coming.entry(from).or_default();
+            if c.len() == COMING_PER_PEER {
+                c.pop_front();
+            }
+            c.push_back(d);
         }
     }
 
