@@ -512,7 +512,21 @@ impl Default for RpcConfig {
 /// addresses were taken). A name is resolved once: a host that moves to another address
 /// later is not followed until the node starts again.
 pub fn resolve_peer(text: &str) -> Result<SocketAddr, String> {
-    resolve(text)
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = text.parse() {
+        return Ok(a);
+    }
+    peer_shape(text)?;
+    let host = text.rsplit_once(':').map_or(text, |(h, _)| h);
+    let all: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("{text:?}: {RESOLVE_FAILED} {host:?}: {e}"))?
+        .collect();
+    all.iter()
+        .find(|a| a.is_ipv4())
+        .or(all.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?}: {RESOLVE_FAILED} {host:?}: it has no address"))
 }
 
 /// What an error of a name that did not resolve says (`farol node` exits with 1 for it, not
@@ -534,24 +548,6 @@ pub fn peer_shape(text: &str) -> Result<String, String> {
         return Err(bad());
     }
     Ok(text.to_string())
-}
-
-fn resolve(text: &str) -> Result<SocketAddr, String> {
-    use std::net::ToSocketAddrs;
-    if let Ok(a) = text.parse() {
-        return Ok(a);
-    }
-    peer_shape(text)?;
-    let host = text.rsplit_once(':').map_or(text, |(h, _)| h);
-    let all: Vec<SocketAddr> = text
-        .to_socket_addrs()
-        .map_err(|e| format!("{text:?}: {RESOLVE_FAILED} {host:?}: {e}"))?
-        .collect();
-    all.iter()
-        .find(|a| a.is_ipv4())
-        .or(all.first())
-        .copied()
-        .ok_or_else(|| format!("{text:?}: {RESOLVE_FAILED} {host:?}: it has no address"))
 }
 
 fn peers_by_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {

@@ -5108,6 +5108,7 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use alloy_consensus::{BlockBody, Signed, TxEip1559, TxEnvelope, TxLegacy};
+    use alloy_primitives::{Signature, U256};
 
     /// A validator is stranded only past the history the others keep, and only without
     /// peers to sync from.
@@ -5119,7 +5120,6 @@ mod tests {
         assert_eq!(super::stranded(100, 601, 500, true), None);
         assert_eq!(super::stranded(700, 601, 500, false), None);
     }
-    use alloy_primitives::{Signature, U256};
 
     /// Sync requests from the committee's addresses do not wait behind others': clients
     /// holding every public place leave the validators' places free.

@@ -119,13 +119,11 @@ fn run(state: Arc<State>, work: mpsc::WeakSender<Work>, cfg: SyncConfig, stop: A
         turn = i;
         let peer = cfg.peers[i];
         let mut pace = Pace::new(cfg.slow_answer, slow.judged());
-        let outcome = match same_rules[i] {
-            true => sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace),
-            false => check_rules(&mut clients[i]).and_then(|()| {
-                same_rules[i] = true;
-                sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace)
-            }),
-        };
+        let checked = if same_rules[i] { Ok(()) } else { check_rules(&mut clients[i]) };
+        let outcome = checked.and_then(|()| {
+            same_rules[i] = true;
+            sync_once(&state, &work, &cfg, &mut clients[i], &stop, &mut pace)
+        });
         if outcome.is_err() {
             same_rules[i] = false;
         }
