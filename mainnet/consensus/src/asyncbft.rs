@@ -112,6 +112,11 @@ pub struct Config {
     /// so are kept aside until the floor passes the claim and all 500 seeds pass with it.
     #[doc(hidden)]
     pub fault_raised_reference: bool,
+    /// A fault for the simulator (its twins, two processes of one Byzantine validator): go
+    /// on proposing after blocks signed with this validator's key that this engine did not
+    /// sign come from the others (an honest engine stands down, [`Faults::other_signer`]).
+    #[doc(hidden)]
+    pub fault_ignore_other_signer: bool,
 }
 
 impl Default for Config {
@@ -134,6 +139,7 @@ impl Default for Config {
             eager_coins: false,
             fault_stale_own_reference: false,
             fault_raised_reference: false,
+            fault_ignore_other_signer: false,
         }
     }
 }
@@ -379,6 +385,13 @@ pub struct Faults {
     /// blocks of a life its log does not hold (a restored backup, a log lost) or of another
     /// process running with its key. It proposes only above them.
     pub own_blocks_elsewhere: u64,
+    /// Blocks signed with this validator's own key, for rounds above its first proposal
+    /// since it started, that it did not sign: another process is signing with its key
+    /// right now (a copy of its directory or its key started elsewhere). At the first, the
+    /// engine stands down: it proposes no more (the two would sign the same rounds) and
+    /// hands the transactions queued here to the other validators. It goes on following
+    /// and committing the chain.
+    pub other_signer: u64,
 }
 
 /// What a restarted validator has heard before its first proposal (see
@@ -395,6 +408,16 @@ struct Restarted {
     coming: BTreeMap<ValidatorIndex, VecDeque<Digest>>,
     /// The tick at which the heard ones first held the stake needed.
     heard_at: Option<u64>,
+    /// The tick at which a block signed with this validator's key that it did not know
+    /// last came from the others (its log did not hold it; 0 if none came): while another
+    /// process signs with the key, such blocks keep coming, even from one catching up far
+    /// behind (see [`AsyncBft::restart_allows`]).
+    own_news_at: u64,
+    /// The tick at which the round the others reached (rule 4's) last rose.
+    seen_rose_at: u64,
+    /// The highest round with a quorum when a proposal was last considered, and the tick it
+    /// rose to it at.
+    quorum: (u64, u64),
 }
 
 /// Blocks of one peer a restarted validator keeps waiting to hear it by.
@@ -406,6 +429,21 @@ const COMING_PER_PEER: usize = 64;
 /// would otherwise never propose again. The blocks it heard the others by are in its DAG,
 /// with all they build on.
 const RESTART_PATIENCE_TICKS: u64 = 100;
+
+/// Rounds the others must reach past the newest block signed with a restarted validator's
+/// key (in its log or from them) before it proposes, with none it did not know coming for
+/// [`OTHER_SIGNER_QUIET_TICKS`]; or else [`RESTART_PATIENCE_TICKS`] in which neither such a
+/// block came nor the others' round rose (a committee that stalled, or restarted
+/// together). A process still signing with the key keeps up with the others' rounds, or
+/// catches up to them, and its blocks keep coming.
+///
+/// A copy started during a stall holds what the running validator holds, and the two would
+/// propose at once when the round's quorum comes: the copy waits that long after its
+/// quorum's round rose too, in which the running one's proposal reaches it.
+const OTHER_SIGNER_ROUNDS: u64 = 10;
+
+/// See [`OTHER_SIGNER_ROUNDS`].
+const OTHER_SIGNER_QUIET_TICKS: u64 = 20;
 
 /// The AsyncBFT engine of one validator.
 pub struct AsyncBft {
@@ -486,6 +524,13 @@ pub struct AsyncBft {
     /// Its log may be older than the blocks it signed before (a restored backup), so it
     /// first listens (see [`AsyncBft::restart_allows`]).
     restarted: Option<Restarted>,
+    /// The round of this engine's first proposal (its own blocks from then on are all in
+    /// its DAG until the floor passes them).
+    signed_from: Option<u64>,
+    /// Set at the first block signed with this validator's key for a round above
+    /// `signed_from` that this engine did not sign ([`Faults::other_signer`]): it proposes
+    /// no more.
+    stood_down: bool,
     quorum_round: u64,
     quorum_tick: u64,
     proposed_tick: u64,
@@ -607,6 +652,8 @@ impl AsyncBft {
             round: 0,
             last_own: None,
             restarted: None,
+            signed_from: None,
+            stood_down: false,
             quorum_round: 0,
             quorum_tick: 0,
             proposed_tick: 0,
@@ -1129,7 +1176,12 @@ impl AsyncBft {
         for (r, v) in by_round {
             stake += self.stake(v);
             if stake >= self.committee.validity_threshold() {
-                self.highest_seen = self.highest_seen.max(r);
+                if r > self.highest_seen {
+                    self.highest_seen = r;
+                    if let Some(restarted) = self.restarted.as_mut() {
+                        restarted.seen_rose_at = self.ticks;
+                    }
+                }
                 break;
             }
         }
@@ -1151,8 +1203,8 @@ impl AsyncBft {
         if self.blocks.contains_key(&d) || self.pending.contains_key(&d) {
             return;
         }
-        if b.author == self.me && b.round > self.round && !self.replaying {
-            self.faults.own_blocks_elsewhere += 1;
+        if b.author == self.me && !self.replaying {
+            self.own_block_elsewhere(b.round, out);
         }
         let missing: Vec<Digest> = b
             .parents
@@ -1490,7 +1542,7 @@ impl AsyncBft {
     /// Proposes the next round if a quorum of the round below is in (and the wait for the
     /// validators that were live is over). True if it did.
     fn maybe_propose(&mut self, out: &mut Vec<Action>) -> bool {
-        if self.round == 0 {
+        if self.round == 0 || self.stood_down {
             return false;
         }
         // The highest round with a quorum, at least the one proposed in last.
@@ -1636,6 +1688,7 @@ impl AsyncBft {
         self.round = k + 1;
         self.last_own = Some(block.reference());
         self.restarted = None;
+        self.signed_from.get_or_insert(k + 1);
         self.progress_tick = self.ticks;
         self.proposed_tick = self.ticks;
         self.resends = 0;
@@ -1659,12 +1712,24 @@ impl AsyncBft {
     /// it (`maybe_propose`). One that stays more than a round behind (a slow link) proposes
     /// anyway [`RESTART_PATIENCE_TICKS`] after it heard enough, if it is within
     /// [`CATCH_UP_ROUNDS`]. A block its old life sent that no validator holds, or that none
-    /// built on yet (its last round or two, when the others stalled with it), is not seen:
-    /// the guard is against a backup restored or a directory copied, not against two
-    /// processes running with one key at once.
-    fn restart_allows(&self, k: u64) -> bool {
+    /// built on yet (its last round or two, when the others stalled with it), is not seen.
+    /// And it proposes only once no other process signs with its key (a copy of a running
+    /// validator's directory): see [`OTHER_SIGNER_ROUNDS`].
+    fn restart_allows(&mut self, k: u64) -> bool {
+        let ticks = self.ticks;
+        let Some(r) = self.restarted.as_mut() else { return true };
+        if r.quorum.0 != k {
+            r.quorum = (k, ticks);
+        }
         let Some(r) = &self.restarted else { return true };
         if !self.heard_enough(&r.heard) {
+            return false;
+        }
+        let own = self.author_rounds.get(usize::from(self.me.0)).copied().unwrap_or(0);
+        let passed = self.highest_seen >= own.saturating_add(OTHER_SIGNER_ROUNDS)
+            && ticks - r.own_news_at >= OTHER_SIGNER_QUIET_TICKS;
+        let news = r.own_news_at.max(r.seen_rose_at).max(r.quorum.1);
+        if !passed && ticks - news < RESTART_PATIENCE_TICKS {
             return false;
         }
         let patient = r.heard_at.is_some_and(|t| self.ticks - t >= RESTART_PATIENCE_TICKS);
@@ -1778,7 +1843,7 @@ impl AsyncBft {
         except: Option<ValidatorIndex>,
     ) -> (u64, ValidatorIndex) {
         AsyncBft::first_assignee(&self.committee, sender, from, |v| {
-            Some(v) != except && (v == self.me || self.live(v))
+            Some(v) != except && if v == self.me { !self.stood_down } else { self.live(v) }
         })
         .unwrap_or((from, self.me))
     }
@@ -2528,6 +2593,9 @@ impl AsyncBft {
                         }
                     }
                 }
+                // A validator that stood down proposes nothing: the sender's watch hands them
+                // to another once this validator's rounds show none of them.
+                Message::Transactions(_) if self.stood_down => {}
                 Message::Transactions(txs) => {
                     for t in txs {
                         // Its own copy: a slice would keep the whole frame (up to the
@@ -2575,6 +2643,40 @@ impl AsyncBft {
             }
             c.push_back(d);
         }
+    }
+
+    /// A block of round `round` signed with this validator's key that this engine did not
+    /// sign (not in its log, not made here) came from the others: from a life its log
+    /// lost, or from another process signing with its key now. Above its first proposal
+    /// since it started it can only be the second: it stands down (a copy started from its
+    /// directory, or its key used elsewhere, would sign the rounds it signs).
+    fn own_block_elsewhere(&mut self, round: u64, out: &mut Vec<Action>) {
+        if round > self.round {
+            self.faults.own_blocks_elsewhere += 1;
+        }
+        if let Some(r) = self.restarted.as_mut() {
+            r.own_news_at = self.ticks;
+        }
+        if self.signed_from.is_some_and(|first| round > first) {
+            self.faults.other_signer += 1;
+            if !self.stood_down && !self.cfg.fault_ignore_other_signer {
+                self.stand_down(out);
+            }
+        }
+    }
+
+    /// Proposes no more, and hands what is queued here to the validators next in line, as
+    /// a validator that is down is passed over: watched like forwarded transactions, they
+    /// move on if those leave them out.
+    fn stand_down(&mut self, out: &mut Vec<Action>) {
+        self.stood_down = true;
+        let queued: Vec<Transaction> = self.queue.drain(..).map(|(_, t, _)| t).collect();
+        self.queued.clear();
+        self.queued_bytes = 0;
+        for load in &mut self.forwarded_load {
+            *load = (0, 0);
+        }
+        self.on_transactions(queued, out);
     }
 
     /// Counts `from` as heard (see [`AsyncBft::hear`]).
@@ -2691,6 +2793,7 @@ impl Consensus for AsyncBft {
             ("answers_withheld", f.answers_withheld),
             ("equivocators", f.equivocators.len() as u64),
             ("own_blocks_elsewhere", f.own_blocks_elsewhere),
+            ("other_signer", f.other_signer),
         ]
     }
 
@@ -2709,6 +2812,7 @@ impl Consensus for AsyncBft {
             self.cache.insert(&block);
             self.round = 1;
             self.last_own = Some(block.reference());
+            self.signed_from = Some(1);
             let bytes = block.encoded();
             self.insert(Arc::new(block), out);
             self.send_bytes(out, Target::All, bytes);

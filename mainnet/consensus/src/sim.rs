@@ -64,6 +64,12 @@ pub struct Scenario {
     /// starts from that copy instead of its log (an operator restoring a backup): the
     /// blocks it signed after the copy are gone from its log but not from the others.
     pub backups: Vec<(usize, Micros)>,
+    /// Copies: at a time, a second process of validator `v` starts from a copy of `v`'s
+    /// durable log while `v` runs on (an operator starting a copy of a running validator's
+    /// directory elsewhere). Both run the honest engine, and no two blocks of one round may
+    /// leave the two together. No transaction is submitted to the copy (one it took for
+    /// itself would wait with it).
+    pub copies: Vec<(usize, Micros)>,
     /// Validators that crash at a time and rejoin later from the newest snapshot of an
     /// honest validator that is up (as a node does after syncing the certified chain past
     /// the snapshot's height), its digest checked against the committed one.
@@ -111,6 +117,7 @@ impl Scenario {
             byzantine: Vec::new(),
             crashes: Vec::new(),
             backups: Vec::new(),
+            copies: Vec::new(),
             rejoins: Vec::new(),
             partition: None,
             loss_ppm: 0,
@@ -238,6 +245,19 @@ impl Scenario {
                 s.backups.push((v, rng.random_range(at.saturating_sub(300_000).max(50_000)..at)));
             }
         }
+        // Since stop 54, a tenth of the runs with no other validator fault and no partition
+        // start a copy of one validator (drawn last, like the backups). A copy started while
+        // the validator it copies is cut off takes over, and the two may sign a round each
+        // when it comes back (docs/consensus.md rule 13).
+        if f > 0
+            && s.byzantine.is_empty()
+            && s.crashes.is_empty()
+            && s.rejoins.is_empty()
+            && s.partition.is_none()
+            && rng.random_bool(0.1)
+        {
+            s.copies.push((ids[0], rng.random_range(50_000..d / 2)));
+        }
         s
     }
 }
@@ -290,6 +310,13 @@ pub struct Report {
     pub restores: u64,
     /// Blocks validators restarted from a backup proposed after it.
     pub restored_proposals: u64,
+    /// Copies started ([`Scenario::copies`]).
+    pub copies: u64,
+    /// Blocks the copies proposed.
+    pub copy_proposals: u64,
+    /// Honest processes that stood down: blocks signed with their key that they did not
+    /// sign came from the others (only where a copy runs).
+    pub stood_down: u64,
     /// Coin shares the honest validators up at the end found bad.
     pub bad_coin_shares: u64,
 }
@@ -302,6 +329,7 @@ enum Event {
     Restart(usize),
     Rejoin(usize),
     Backup(usize),
+    Copy(usize),
 }
 
 struct Process {
@@ -325,6 +353,11 @@ struct Process {
     backup: Option<Vec<Bytes>>,
     /// Whether it restarted from a backup.
     restored: bool,
+    /// For a copy ([`Scenario::copies`]), the process it copies.
+    copy_of: Option<usize>,
+    /// For a copy, the round its engine started in (its log's): its blocks above are its
+    /// own proposals.
+    copied_round: u64,
     /// How far its wall clock is from the simulated time (ms).
     skew_ms: i64,
 }
@@ -488,9 +521,34 @@ impl<'s> Sim<'s> {
                     own_sent: HashMap::new(),
                     backup: None,
                     restored: false,
+                    copy_of: None,
+                    copied_round: 0,
                     skew_ms,
                 });
             }
+        }
+        // Each copy is a process of its own, not started yet, with a clock of its own.
+        for (v, _) in &s.copies {
+            let Some(of) = sim.procs.iter().position(|q| usize::from(q.index.0) == *v) else {
+                continue;
+            };
+            sim.procs.push(Process {
+                index: ValidatorIndex(*v as u16),
+                engine: None,
+                wal: Vec::new(),
+                behavior: None,
+                chain: Vec::new(),
+                seen: HashSet::new(),
+                last_crash: None,
+                compacted: None,
+                durable: 0,
+                own_sent: HashMap::new(),
+                backup: None,
+                restored: false,
+                copy_of: Some(of),
+                copied_round: 0,
+                skew_ms: sim.procs[of].skew_ms + 37,
+            });
         }
         let p = sim.procs.len();
         for a in 0..p {
@@ -512,6 +570,8 @@ impl<'s> Sim<'s> {
         cfg.eager_coins = v % 2 == 1;
         cfg.fault_stale_own_reference = self.s.byzantine.contains(&(v, Byzantine::StaleClaims));
         cfg.fault_raised_reference = cfg.fault_stale_own_reference && raised_claims();
+        // Byzantine twins sign on whatever the other signs.
+        cfg.fault_ignore_other_signer = self.s.byzantine.contains(&(v, Byzantine::Twins));
         if self.s.byzantine.contains(&(v, Byzantine::BadCoinShares)) && cfg.coin.is_some() {
             cfg.coin = Some(SecretKey::from_seed(&[0xba; 32]));
         }
@@ -578,7 +638,7 @@ impl<'s> Sim<'s> {
         }
         for (v, at, back) in self.s.crashes.clone() {
             for p in 0..self.procs.len() {
-                if usize::from(self.procs[p].index.0) == v {
+                if usize::from(self.procs[p].index.0) == v && self.procs[p].copy_of.is_none() {
                     self.schedule(at, Event::Crash(p));
                     if let Some(back) = back {
                         self.schedule(back, Event::Restart(p));
@@ -588,18 +648,24 @@ impl<'s> Sim<'s> {
         }
         for (v, at) in self.s.backups.clone() {
             for p in 0..self.procs.len() {
-                if usize::from(self.procs[p].index.0) == v {
+                if usize::from(self.procs[p].index.0) == v && self.procs[p].copy_of.is_none() {
                     self.schedule(at, Event::Backup(p));
                 }
             }
         }
         for (v, at, back) in self.s.rejoins.clone() {
             for p in 0..self.procs.len() {
-                if usize::from(self.procs[p].index.0) == v {
+                if usize::from(self.procs[p].index.0) == v && self.procs[p].copy_of.is_none() {
                     self.schedule(at, Event::Crash(p));
                     self.schedule(back, Event::Rejoin(p));
                 }
             }
+        }
+        // The copies' processes, in the order of `copies` (see `Sim::new`).
+        let copies: Vec<usize> =
+            (0..self.procs.len()).filter(|p| self.procs[*p].copy_of.is_some()).collect();
+        for (p, (_, at)) in copies.into_iter().zip(self.s.copies.clone()) {
+            self.schedule(at, Event::Copy(p));
         }
         for p in 0..self.procs.len() {
             let mut out = Vec::new();
@@ -655,6 +721,36 @@ impl<'s> Sim<'s> {
                 Event::Backup(p) => {
                     let proc_ = &mut self.procs[p];
                     proc_.backup = Some(proc_.wal[..proc_.durable.min(proc_.wal.len())].to_vec());
+                }
+                Event::Copy(p) => {
+                    let Some(of) = self.procs[p].copy_of else { continue };
+                    let o = &self.procs[of];
+                    let wal = o.wal[..o.durable.min(o.wal.len())].to_vec();
+                    // What the first committed (the node's chain, copied with the directory;
+                    // the log's commits replay against it).
+                    let (chain, seen) = (o.chain.clone(), o.seen.clone());
+                    self.procs[p].durable = wal.len();
+                    self.procs[p].wal = wal;
+                    self.procs[p].chain = chain;
+                    self.procs[p].seen = seen;
+                    self.report.copies += 1;
+                    let v = usize::from(self.procs[p].index.0);
+                    let mut out = Vec::new();
+                    // Another machine: a cache of its own.
+                    let mut e = AsyncBft::recover(
+                        self.committee.clone(),
+                        ValidatorIndex(v as u16),
+                        self.keys[v].clone(),
+                        self.config(v),
+                        Arc::new(SignatureCache::default()),
+                        self.procs[p].wal.clone(),
+                        &mut out,
+                    );
+                    e.set_time(self.clock(p));
+                    self.procs[p].copied_round = e.round();
+                    e.start(&mut out);
+                    self.procs[p].engine = Some(e);
+                    self.apply(p, out)?;
                 }
                 Event::Restart(p) => {
                     if let Some(backup) = self.procs[p].backup.take() {
@@ -763,8 +859,9 @@ impl<'s> Sim<'s> {
     }
 
     fn submit(&mut self) -> Result<(), Violation> {
-        let candidates: Vec<usize> =
-            (0..self.procs.len()).filter(|p| self.honest(*p) && self.alive(*p)).collect();
+        let candidates: Vec<usize> = (0..self.procs.len())
+            .filter(|p| self.honest(*p) && self.alive(*p) && self.procs[*p].copy_of.is_none())
+            .collect();
         if candidates.is_empty() {
             return Ok(());
         }
@@ -1028,11 +1125,32 @@ impl<'s> Sim<'s> {
         if b.author != self.procs[p].index {
             return Ok(());
         }
+        // The other process of the same validator, if a copy runs: the two must not sign two
+        // blocks of one round between them either.
+        let twin = (0..self.procs.len()).find(|q| {
+            *q != p
+                && self.procs[*q].index == b.author
+                && (self.procs[*q].copy_of == Some(p) || self.procs[p].copy_of == Some(*q))
+        });
+        if let Some(first) = twin.and_then(|q| self.procs[q].own_sent.get(&b.round)) {
+            if *first != b.digest() {
+                return Err(self.violation(format!(
+                    "validator {} sent two blocks of round {} from two processes",
+                    b.author.0, b.round
+                )));
+            }
+        }
+        // A copy relays the blocks the first signed (answers to requests): only its own count.
+        let relayed = twin.and_then(|q| self.procs[q].own_sent.get(&b.round)).is_some();
         let proc_ = &mut self.procs[p];
         let restored = proc_.restored && !proc_.own_sent.contains_key(&b.round);
+        let new = !proc_.own_sent.contains_key(&b.round) && !relayed;
         let first = *proc_.own_sent.entry(b.round).or_insert(b.digest());
         if restored {
             self.report.restored_proposals += 1;
+        }
+        if new && proc_.copy_of.is_some() && b.round > proc_.copied_round {
+            self.report.copy_proposals += 1;
         }
         if first != b.digest() {
             return Err(self
@@ -1185,6 +1303,21 @@ impl<'s> Sim<'s> {
             .map(|e| e.faults().bad_coin_shares)
             .sum();
         self.faults_were_noticed()?;
+        for p in 0..self.procs.len() {
+            let Some(e) = self.procs[p].engine.as_ref().filter(|_| self.honest(p)) else {
+                continue;
+            };
+            if e.faults().other_signer == 0 {
+                continue;
+            }
+            let v = self.procs[p].index;
+            if !self.procs.iter().any(|q| q.copy_of.is_some() && q.index == v) {
+                return Err(self.violation(format!(
+                    "honest validator {p} stood down, and no other process has its key"
+                )));
+            }
+            self.report.stood_down += 1;
+        }
         let first = (0..self.procs.len()).find(|p| self.honest(*p) && self.alive(*p));
         if let Some(p) = first {
             self.report.height = self.procs[p].chain.len() as u64;

@@ -1174,13 +1174,14 @@ fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
         );
         assert!(e.round() < 10, "round {} from a block of round {huge}", e.round());
         // It goes on: it hears from two others (their newest blocks, which it holds), gets
-        // transactions for another validator, ticks, and makes its next proposal.
+        // transactions for another validator, ticks (100: the others are not 10 rounds past
+        // its own newest block), and makes its next proposal.
         let mut out = Vec::new();
         for a in 1..3 {
             out.extend(deliver(&mut e, a, &r1[usize::from(a)]));
         }
         e.handle(Input::Transactions(vec![tx(1), tx(2)]), &mut out);
-        for _ in 0..30 {
+        for _ in 0..130 {
             e.handle(Input::Tick, &mut out);
         }
         assert!(own_blocks(&out).iter().any(|b| b.round == 2), "{}", e.summary());
@@ -1441,9 +1442,11 @@ fn a_replayed_version_past_the_second_is_no_tip() {
     let round_three = |e: &mut AsyncBft| {
         // Validator 1 resends its newest block: the restarted engine has heard from the
         // others' part of a quorum once z2 comes (the live one had it).
+        // (And, restarted, it waits 100 ticks, the others not being 10 rounds past its
+        // newest block, and then for validator 3's block as the live one did.)
         let mut out = deliver(e, 1, &x2);
         out.extend(deliver(e, 2, &z2));
-        out.extend(ticks(e, 25));
+        out.extend(ticks(e, 130));
         let b = own_blocks(&out).into_iter().find(|b| b.round == 3);
         let Some(b) = b else { panic!("no own round-3 block: {}", e.summary()) };
         b.parents
@@ -1624,15 +1627,25 @@ fn to_round_two(c: &Arc<Committee>, ks: &[SigningKey]) -> (AsyncBft, Vec<Action>
     (e, out, own2)
 }
 
-/// A block signed with an engine's own key for a round it has not reached (from a life its
-/// log lost, or another process with its key) keeps it from proposing in or below that
-/// round: here validator 0's twin made a round-3 block, so validator 0, with a quorum of
-/// round 2, proposes no round-3 block of its own, and proposes round 4 once round 3 has
-/// its quorum (stop 53's restart guard; it proposed a second round-3 block before).
+/// A block signed with an engine's own key that it did not sign, for a round above its
+/// first proposal since it started, can only come from another process signing with its
+/// key now (a copy of its directory started elsewhere): here validator 0's twin made a
+/// round-3 block. Validator 0 proposes no round-3 block of its own (stop 53's rule), and
+/// since stop 54 it stands down: it proposes nothing more (the two would sign the same
+/// rounds: before, it went on to round 4), and hands the transactions queued for it, and
+/// those it gets later, to the validators next in line. It keeps committing.
 #[test]
-fn an_own_block_from_elsewhere_keeps_the_engine_above_its_round() {
+fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
     let (c, ks) = setup(4);
     let (mut e, _, own2) = to_round_two(&c, &ks);
+    // Transactions of senders assigned to validator 0, queued here.
+    let mine: Vec<Transaction> = (0..=255u8)
+        .map(|i| Transaction { sender: [i; 20], payload: Bytes::from(vec![i; 8]) })
+        .filter(|t| AsyncBft::assignee(&c, &t.sender, 0) == ValidatorIndex(0))
+        .take(4)
+        .collect();
+    let (early, late) = mine.split_at(2);
+    e.handle(Input::Transactions(early.to_vec()), &mut Vec::new());
     let refs = own2.parents.clone();
     let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, refs.clone())).collect();
     let mut twin_parents: Vec<BlockRef> = r2.iter().map(Block::reference).collect();
@@ -1646,12 +1659,65 @@ fn an_own_block_from_elsewhere_keeps_the_engine_above_its_round() {
     out.extend(ticks(&mut e, 25));
     assert!(own_blocks(&out).iter().all(|b| b.round != 3), "a second round-3 block");
     assert_eq!(e.faults().own_blocks_elsewhere, 1, "{:?}", e.faults());
+    assert_eq!(e.faults().other_signer, 1, "{:?}", e.faults());
+    e.handle(Input::Transactions(late.to_vec()), &mut out);
     let r3: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 3, twin_parents.clone())).collect();
     for (a, b) in r3.iter().enumerate() {
         out.extend(deliver(&mut e, a as u16 + 1, b));
     }
     out.extend(ticks(&mut e, 25));
-    assert!(own_blocks(&out).iter().any(|b| b.round == 4), "no round-4 block: {}", e.summary());
+    assert!(own_blocks(&out).iter().all(|b| b.round <= 2), "proposed after it stood down");
+    let handed: Vec<Transaction> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { to: Target::One(v), bytes } if *v != ValidatorIndex(0) => {
+                match Message::decode(bytes) {
+                    Ok(Message::Transactions(txs)) => Some(txs),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let by_sender = |mut t: Vec<Transaction>| {
+        t.sort_by_key(|t| t.sender);
+        t
+    };
+    assert_eq!(by_sender(handed), by_sender(mine), "the queued and later ones go to the others");
+    assert!(e.height() > 0, "it commits on: {}", e.summary());
+}
+
+/// A block signed with the engine's own key for a round above its quorum's, which its log
+/// lost (a restored backup), keeps a restarted engine from proposing in or below that
+/// round: validator 0, restarted from its log as it was after round 2, gets its old life's
+/// round-3 block from validator 1 and a quorum of round 2, and proposes no round-3 block
+/// however long it waits; once round 3 has its quorum, it proposes round 4 (stop 53's
+/// own-block rule: without it, it signed a second round-3 block).
+#[test]
+fn a_restarted_engine_proposes_above_its_own_block_from_elsewhere() {
+    let (c, ks) = setup(4);
+    let (_, out, own2) = to_round_two(&c, &ks);
+    let (mut again, mut sent) = restarted(&c, &ks, records(&out));
+    let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, own2.parents.clone())).collect();
+    let mut r2_refs: Vec<BlockRef> = r2.iter().map(Block::reference).collect();
+    r2_refs.push(own2.reference());
+    r2_refs.sort_by_key(|p| (p.round, p.author));
+    let lost = block(&ks[0], 0, 3, r2_refs.clone());
+    for b in &r2 {
+        sent.extend(deliver(&mut again, b.author.0, b));
+    }
+    sent.extend(deliver(&mut again, 1, &lost));
+    sent.extend(ticks(&mut again, 150));
+    assert!(own_blocks(&sent).iter().all(|b| b.round <= 2), "its lost round signed again");
+    for a in 1..4u16 {
+        sent.extend(deliver(&mut again, a, &block(&ks[usize::from(a)], a, 3, r2_refs.clone())));
+    }
+    sent.extend(ticks(&mut again, 150));
+    let mine = own_blocks(&sent);
+    assert!(mine.iter().all(|b| b.round != 3), "a second round-3 block: {mine:?}");
+    assert!(mine.iter().any(|b| b.round == 4), "no round-4 block: {}", again.summary());
+    assert_eq!(again.faults().other_signer, 0, "{:?}", again.faults());
 }
 
 /// Validator 0 restarted from `log`, and what its start sent.
@@ -1686,10 +1752,13 @@ fn records(out: &[Action]) -> Vec<Bytes> {
 /// proposes nothing until it has heard from two others (the others' part of a quorum) by
 /// blocks of theirs it holds with all they build on, not with one of them far behind,
 /// nothing while their round 4 is ahead of its quorum of round 1, and, once it has fetched
-/// what their blocks build on (its own old blocks among them), it proposes in round 4 and
-/// never again in 2 or 3 (stop 53's restart guard: before, it proposed a second round-2
-/// block as soon as it started; with peers heard as their blocks came, a review found it
-/// proposed with validator 3's old block and validator 1's held one).
+/// what their blocks build on (its own old blocks among them), nothing while those are as
+/// new as the others' (a process still running with its key would sign on: since stop 54
+/// it waits until the others are 10 rounds past them or none newer came for 100 ticks);
+/// then it proposes in round 4 and never again in 2 or 3 (stop 53's restart guard:
+/// before, it proposed a second round-2 block as soon as it started; with peers heard as
+/// their blocks came, a review found it proposed with validator 3's old block and
+/// validator 1's held one).
 #[test]
 fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_proposes() {
     let (c, ks) = setup(4);
@@ -1738,7 +1807,9 @@ fn a_validator_restored_from_an_older_log_listens_and_catches_up_before_it_propo
     for b in r2.iter().chain(&r3) {
         sent.extend(deliver(&mut again, b.author.0, b));
     }
-    sent.extend(ticks(&mut again, 30));
+    sent.extend(ticks(&mut again, 90));
+    assert!(own_blocks(&sent).iter().all(|b| b.round == 1), "proposed beside its old life");
+    sent.extend(ticks(&mut again, 10));
     let mine = own_blocks(&sent);
     assert!(mine.iter().all(|b| b.round == 1 || b.round >= 4), "a round signed twice: {mine:?}");
     assert!(mine.iter().any(|b| b.round == 4), "no round-4 block: {}", again.summary());

@@ -85,14 +85,16 @@ fn one_seed() {
         match run(seed, &scenario) {
             Ok(r) => println!(
                 "seed {seed} n {} coin {} split votes {} byzantine {:?} crashes {:?} backups {:?} \
-                 partition {:?} loss {} ppm in {:?}: height {} committed {}/{} rounds {} \
-                 messages {} stall {} ms restores {} proposed after {}",
+                 copies {:?} partition {:?} loss {} ppm in {:?}: height {} committed {}/{} \
+                 rounds {} messages {} stall {} ms restores {} proposed after {} copy \
+                 proposals {} stood down {}",
                 scenario.n,
                 scenario.coin,
                 scenario.split_votes,
                 scenario.byzantine,
                 scenario.crashes,
                 scenario.backups,
+                scenario.copies,
                 scenario.partition,
                 scenario.loss_ppm,
                 t.elapsed(),
@@ -103,7 +105,9 @@ fn one_seed() {
                 r.messages,
                 r.longest_stall / 1000,
                 r.restores,
-                r.restored_proposals
+                r.restored_proposals,
+                r.copy_proposals,
+                r.stood_down
             ),
             Err(v) => {
                 println!("{v}\n{scenario:#?}");
@@ -310,6 +314,69 @@ fn a_validator_restored_from_a_backup_never_signs_a_round_twice() {
             Ok(r) if r.restores != 1 => failures.push(format!("seed {seed}: no restore")),
             Ok(r) if r.restored_proposals == 0 => {
                 failures.push(format!("seed {seed}: the restored validator never proposed"))
+            }
+            Ok(_) => {}
+            Err(v) => failures.push(format!("{v}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A copy of a running validator (its directory copied, or its key, and started elsewhere
+/// while it runs on) never signs a round the running one signs: every run checks each block
+/// either process sends against the first the other sent for that round. Blocks signed with
+/// the key keep coming from the others while the first runs, so the copy listens and
+/// proposes nothing, and neither stands down. Without the rule (stop 54) the copy signed
+/// rounds the running validator signed.
+#[test]
+fn a_copy_of_a_running_validator_never_signs_its_rounds() {
+    let mut failures = Vec::new();
+    for seed in 0..12u64 {
+        let i = seed as usize;
+        let n = [4, 7][i % 2];
+        let mut s = Scenario::clean(n);
+        let me = i * 3 % n;
+        s.copies = vec![(me, [60_000, 300_000, 700_000][i % 3])];
+        match seed % 4 {
+            1 => s.loss_ppm = 20_000,
+            3 => s.latency = (1_000, 40_000),
+            _ => {}
+        }
+        match run(seed, &s) {
+            Ok(r) if r.copies != 1 => failures.push(format!("seed {seed}: no copy")),
+            Ok(r) if r.copy_proposals > 0 || r.stood_down > 0 => failures.push(format!(
+                "seed {seed}: the copy proposed {} blocks, {} processes stood down",
+                r.copy_proposals, r.stood_down
+            )),
+            Ok(_) => {}
+            Err(v) => failures.push(format!("{v}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The copy takes over when the validator it copies stops for good: once the others have
+/// gone on for a few rounds with no block signed with the key, it proposes, above every
+/// round the first signed (a standby started from a copy of the directory).
+#[test]
+fn the_copy_of_a_validator_that_stops_takes_over() {
+    let mut failures = Vec::new();
+    for seed in 0..6u64 {
+        let i = seed as usize;
+        let n = [4, 7][i % 2];
+        let mut s = Scenario::clean(n);
+        let me = (i + 1) % n;
+        s.copies = vec![(me, 200_000)];
+        s.crashes = vec![(me, [250_000, 400_000, 800_000][i % 3], None)];
+        if seed % 2 == 1 {
+            s.latency = (1_000, 40_000);
+        }
+        match run(seed, &s) {
+            Ok(r) if r.copy_proposals == 0 => {
+                failures.push(format!("seed {seed}: the copy never proposed"))
+            }
+            Ok(r) if r.stood_down > 0 => {
+                failures.push(format!("seed {seed}: a process stood down"))
             }
             Ok(_) => {}
             Err(v) => failures.push(format!("{v}")),

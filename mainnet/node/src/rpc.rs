@@ -613,6 +613,9 @@ impl Rpc {
             if let Some(why) = self.stranded(round, seen) {
                 problems.push(why);
             }
+            if v.stood_down.load(Ordering::Relaxed) {
+                problems.push(crate::validator::STOOD_DOWN.to_string());
+            }
         }
         // A following node is always a few blocks behind the newest certificate it learned
         // of (it learns of it before it fetches and executes the blocks): behind by more

@@ -157,6 +157,9 @@ pub struct ValidatorStatus {
     /// The engine's counters of what it refused ([`Consensus::fault_counts`]): a rising one
     /// is a faulty peer (or a full queue) to look at. A rejoin starts them again at 0.
     pub faults: Mutex<Vec<(&'static str, u64)>>,
+    /// Set when the engine stood down: another process signs with this validator's key
+    /// ([`STOOD_DOWN`]; `/health` fails from then on).
+    pub stood_down: std::sync::atomic::AtomicBool,
 }
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
@@ -498,6 +501,17 @@ async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
     }
 }
 
+/// What a validator that stood down says (in its log, once, and in `/health`).
+pub const STOOD_DOWN: &str = "another process is signing consensus blocks with this validator's \
+     key (blocks it did not sign, for rounds after it started, came from the others: a copy of \
+     its data directory or its key running elsewhere); this validator stood down and proposes \
+     nothing until it is restarted: stop one of the two";
+
+/// A fault counter of `faults` (0 if not there).
+fn fault(faults: &[(&'static str, u64)], kind: &str) -> u64 {
+    faults.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+}
+
 /// Publishes the engine's round and fault counters (with the node frames `route` dropped),
 /// and makes its newest snapshot the one
 /// the node serves. Returns the snapshot when it is new.
@@ -517,16 +531,16 @@ fn publish_snapshot(
     if other > 0 {
         faults.push(("other_protocol_handshakes", other));
     }
-    let own = |f: &[(&'static str, u64)]| {
-        f.iter().find(|(k, _)| *k == "own_blocks_elsewhere").map_or(0, |(_, n)| *n)
-    };
     let mut last = status.faults.lock();
-    if own(&last) == 0 && own(&faults) > 0 {
+    if fault(&last, "own_blocks_elsewhere") == 0 && fault(&faults, "own_blocks_elsewhere") > 0 {
         tracing::warn!(
             "peers hold blocks this validator signed that its consensus log does not (a backup \
              restored, a data directory copied, a log lost in a crash with pipeline.fsync off, \
              or another process running with its key): it proposes only in rounds above them"
         );
+    }
+    if fault(&faults, "other_signer") > 0 && !status.stood_down.swap(true, Ordering::Relaxed) {
+        tracing::error!("{STOOD_DOWN}");
     }
     *last = faults;
     drop(last);

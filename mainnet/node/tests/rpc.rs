@@ -466,7 +466,7 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!((syncs["count"].as_u64(), syncs["max_ms"].as_u64()), (Some(0), None), "{s}");
         // A lone validator has no peer to refuse anything from: every counter is there, at 0.
         let faults = s["consensusFaults"].as_object().cloned().unwrap_or_default();
-        assert_eq!(faults.len(), 11, "{s}");
+        assert_eq!(faults.len(), 12, "{s}");
         assert!(faults.values().all(|n| n == &json!(0)), "{s}");
     })
     .await
@@ -4170,6 +4170,11 @@ async fn the_health_check_says_what_is_wrong() {
     let info =
         format!("chain_rules=\"{}\",role=\"validator 0\"}} 1", farol_node::node::CHAIN_RULES);
     assert!(metrics.contains(&info), "{metrics}");
+    // A validator that stood down (another process signs with its key) is not healthy.
+    node.state.validator.stood_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let page = get_page(http, "/health").await;
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("another process is signing consensus blocks"), "{page}");
     node.state.chain.close();
     let page = get_page(http, "/health").await;
     assert!(page.starts_with("HTTP/1.1 503"), "{page}");
