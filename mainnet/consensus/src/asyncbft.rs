@@ -432,18 +432,16 @@ const RESTART_PATIENCE_TICKS: u64 = 100;
 
 /// Rounds the others must reach past the newest block signed with a restarted validator's
 /// key (in its log or from them) before it proposes, with none it did not know coming for
-/// [`OTHER_SIGNER_QUIET_TICKS`]; or else [`RESTART_PATIENCE_TICKS`] in which neither such a
-/// block came nor the others' round rose (a committee that stalled, or restarted
-/// together). A process still signing with the key keeps up with the others' rounds, or
-/// catches up to them, and its blocks keep coming.
+/// [`RESTART_PATIENCE_TICKS`]; or else as many ticks in which neither such a block came nor
+/// the others' round rose (a committee that stalled, or restarted together). A process
+/// still signing with the key keeps up with the others' rounds, or catches up to them, and
+/// its blocks keep coming; one catching up from far behind may be quiet for a while, hence
+/// the ticks (a second on a node).
 ///
 /// A copy started during a stall holds what the running validator holds, and the two would
 /// propose at once when the round's quorum comes: the copy waits that long after its
 /// quorum's round rose too, in which the running one's proposal reaches it.
 const OTHER_SIGNER_ROUNDS: u64 = 10;
-
-/// See [`OTHER_SIGNER_ROUNDS`].
-const OTHER_SIGNER_QUIET_TICKS: u64 = 20;
 
 /// The AsyncBFT engine of one validator.
 pub struct AsyncBft {
@@ -524,13 +522,18 @@ pub struct AsyncBft {
     /// Its log may be older than the blocks it signed before (a restored backup), so it
     /// first listens (see [`AsyncBft::restart_allows`]).
     restarted: Option<Restarted>,
-    /// The round of this engine's first proposal (its own blocks from then on are all in
-    /// its DAG until the floor passes them).
+    /// The round of this engine's first proposal after round 1 (its own blocks from then
+    /// on are all in its DAG until the floor passes them). Round 1's, made at the start of
+    /// an empty log, does not count: an empty log is also that of a validator whose
+    /// directory was lost, on a chain long past round 1, whose old blocks then come back.
     signed_from: Option<u64>,
     /// Set at the first block signed with this validator's key for a round above
     /// `signed_from` that this engine did not sign ([`Faults::other_signer`]): it proposes
     /// no more.
     stood_down: bool,
+    /// The newest round in the DAG when a validator that stood down last looked at its
+    /// watched transactions ([`AsyncBft::hand_on`]).
+    handed_on_at: u64,
     quorum_round: u64,
     quorum_tick: u64,
     proposed_tick: u64,
@@ -654,6 +657,7 @@ impl AsyncBft {
             restarted: None,
             signed_from: None,
             stood_down: false,
+            handed_on_at: 0,
             quorum_round: 0,
             quorum_tick: 0,
             proposed_tick: 0,
@@ -1727,7 +1731,7 @@ impl AsyncBft {
         }
         let own = self.author_rounds.get(usize::from(self.me.0)).copied().unwrap_or(0);
         let passed = self.highest_seen >= own.saturating_add(OTHER_SIGNER_ROUNDS)
-            && ticks - r.own_news_at >= OTHER_SIGNER_QUIET_TICKS;
+            && ticks - r.own_news_at >= RESTART_PATIENCE_TICKS;
         let news = r.own_news_at.max(r.seen_rose_at).max(r.quorum.1);
         if !passed && ticks - news < RESTART_PATIENCE_TICKS {
             return false;
@@ -1765,7 +1769,7 @@ impl AsyncBft {
     /// Hands watched transactions whose assignee did not commit them in time to the next
     /// validator that has proposed recently.
     fn reassign(&mut self, out: &mut Vec<Action>) {
-        let now = self.round;
+        let now = self.clock_round();
         let mut due: Vec<(u64, Digest)> = self
             .watched
             .iter()
@@ -1823,14 +1827,25 @@ impl AsyncBft {
         }
     }
 
+    /// The round transactions are watched by: the round proposed in, or, once stood down,
+    /// the newest round in the DAG (it proposes no more, and the chain goes on).
+    fn clock_round(&self) -> u64 {
+        if self.stood_down {
+            self.round.max(self.highest)
+        } else {
+            self.round
+        }
+    }
+
     /// Whether `v` proposed in one of the last few rounds (everyone counts as live in the
     /// first rounds).
     fn live(&self, v: ValidatorIndex) -> bool {
-        if self.round <= LIVE_ROUNDS {
+        let now = self.clock_round();
+        if now <= LIVE_ROUNDS {
             return true;
         }
         self.rounds
-            .range(self.round - LIVE_ROUNDS..)
+            .range(now - LIVE_ROUNDS..)
             .any(|(_, slots)| slots.get(usize::from(v.0)).is_some_and(|b| !b.is_empty()))
     }
 
@@ -2647,9 +2662,10 @@ impl AsyncBft {
 
     /// A block of round `round` signed with this validator's key that this engine did not
     /// sign (not in its log, not made here) came from the others: from a life its log
-    /// lost, or from another process signing with its key now. Above its first proposal
-    /// since it started it can only be the second: it stands down (a copy started from its
-    /// directory, or its key used elsewhere, would sign the rounds it signs).
+    /// lost, or from another process signing with its key now. In or above the round of
+    /// its first proposal since it started it can only be the second (or the guard's
+    /// residual, an old block it learned of too late): it stands down (a copy started from
+    /// its directory, or its key used elsewhere, would sign the rounds it signs).
     fn own_block_elsewhere(&mut self, round: u64, out: &mut Vec<Action>) {
         if round > self.round {
             self.faults.own_blocks_elsewhere += 1;
@@ -2657,7 +2673,7 @@ impl AsyncBft {
         if let Some(r) = self.restarted.as_mut() {
             r.own_news_at = self.ticks;
         }
-        if self.signed_from.is_some_and(|first| round > first) {
+        if self.signed_from.is_some_and(|first| round >= first) {
             self.faults.other_signer += 1;
             if !self.stood_down && !self.cfg.fault_ignore_other_signer {
                 self.stand_down(out);
@@ -2667,16 +2683,30 @@ impl AsyncBft {
 
     /// Proposes no more, and hands what is queued here to the validators next in line, as
     /// a validator that is down is passed over: watched like forwarded transactions, they
-    /// move on if those leave them out.
+    /// move on if those leave them out ([`AsyncBft::hand_on`]).
     fn stand_down(&mut self, out: &mut Vec<Action>) {
         self.stood_down = true;
-        let queued: Vec<Transaction> = self.queue.drain(..).map(|(_, t, _)| t).collect();
-        self.queued.clear();
-        self.queued_bytes = 0;
-        for load in &mut self.forwarded_load {
-            *load = (0, 0);
+        self.hand_on(out);
+    }
+
+    /// What a validator that stood down does in place of proposing, after each step: the
+    /// transactions back in its queue (those of its own blocks never ordered, or with no
+    /// other assignee) go to the validators next in line, and, as its DAG moves on, watched
+    /// ones whose assignee left them out or went quiet move on again.
+    fn hand_on(&mut self, out: &mut Vec<Action>) {
+        if !self.queue.is_empty() {
+            let queued: Vec<Transaction> = self.queue.drain(..).map(|(_, t, _)| t).collect();
+            self.queued.clear();
+            self.queued_bytes = 0;
+            for load in &mut self.forwarded_load {
+                *load = (0, 0);
+            }
+            self.on_transactions(queued, out);
         }
-        self.on_transactions(queued, out);
+        if self.highest > self.handed_on_at {
+            self.handed_on_at = self.highest;
+            self.reassign(out);
+        }
     }
 
     /// Counts `from` as heard (see [`AsyncBft::hear`]).
@@ -2738,9 +2768,10 @@ impl AsyncBft {
                 self.enqueue(d, t, None);
             } else {
                 forward.entry(to).or_default().push(t.clone());
-                let deadline = self.round + self.cfg.reassign_rounds;
+                let now = self.clock_round();
+                let deadline = now + self.cfg.reassign_rounds;
                 self.watch_seq += 1;
-                let w = Watch { tx: t, attempt, deadline, since: self.round, seq: self.watch_seq };
+                let w = Watch { tx: t, attempt, deadline, since: now, seq: self.watch_seq };
                 self.watched.insert(d, w);
             }
         }
@@ -2812,7 +2843,6 @@ impl Consensus for AsyncBft {
             self.cache.insert(&block);
             self.round = 1;
             self.last_own = Some(block.reference());
-            self.signed_from = Some(1);
             let bytes = block.encoded();
             self.insert(Arc::new(block), out);
             self.send_bytes(out, Target::All, bytes);
@@ -2849,6 +2879,8 @@ impl Consensus for AsyncBft {
         if std::mem::take(&mut self.proposed) {
             self.reassign(out);
             self.prepare_share();
+        } else if self.stood_down {
+            self.hand_on(out);
         }
     }
 

@@ -314,6 +314,8 @@ pub struct Report {
     pub copies: u64,
     /// Blocks the copies proposed.
     pub copy_proposals: u64,
+    /// When a copy first proposed.
+    pub copy_first_proposal_at: Option<Micros>,
     /// Honest processes that stood down: blocks signed with their key that they did not
     /// sign came from the others (only where a copy runs).
     pub stood_down: u64,
@@ -1151,6 +1153,7 @@ impl<'s> Sim<'s> {
         }
         if new && proc_.copy_of.is_some() && b.round > proc_.copied_round {
             self.report.copy_proposals += 1;
+            self.report.copy_first_proposal_at.get_or_insert(self.now);
         }
         if first != b.digest() {
             return Err(self

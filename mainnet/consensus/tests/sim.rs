@@ -356,8 +356,9 @@ fn a_copy_of_a_running_validator_never_signs_its_rounds() {
 }
 
 /// The copy takes over when the validator it copies stops for good: once the others have
-/// gone on for a few rounds with no block signed with the key, it proposes, above every
-/// round the first signed (a standby started from a copy of the directory).
+/// gone on for 10 rounds with no block signed with the key, and none has come for 100
+/// ticks (a running one catching up from far behind may be quiet that long), it proposes,
+/// above every round the first signed (a standby started from a copy of the directory).
 #[test]
 fn the_copy_of_a_validator_that_stops_takes_over() {
     let mut failures = Vec::new();
@@ -367,14 +368,20 @@ fn the_copy_of_a_validator_that_stops_takes_over() {
         let mut s = Scenario::clean(n);
         let me = (i + 1) % n;
         s.copies = vec![(me, 200_000)];
-        s.crashes = vec![(me, [250_000, 400_000, 800_000][i % 3], None)];
+        let crash = [250_000, 400_000, 800_000][i % 3];
+        s.crashes = vec![(me, crash, None)];
         if seed % 2 == 1 {
             s.latency = (1_000, 40_000);
         }
+        let quiet = crash + 99 * farol_consensus::sim::TICK;
         match run(seed, &s) {
             Ok(r) if r.copy_proposals == 0 => {
                 failures.push(format!("seed {seed}: the copy never proposed"))
             }
+            Ok(r) if r.copy_first_proposal_at.is_some_and(|t| t < quiet) => failures.push(format!(
+                "seed {seed}: the copy proposed at {:?} µs",
+                r.copy_first_proposal_at
+            )),
             Ok(r) if r.stood_down > 0 => {
                 failures.push(format!("seed {seed}: a process stood down"))
             }

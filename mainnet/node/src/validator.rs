@@ -158,7 +158,8 @@ pub struct ValidatorStatus {
     /// is a faulty peer (or a full queue) to look at. A rejoin starts them again at 0.
     pub faults: Mutex<Vec<(&'static str, u64)>>,
     /// Set when the engine stood down: another process signs with this validator's key
-    /// ([`STOOD_DOWN`]; `/health` fails from then on).
+    /// ([`STOOD_DOWN`]; `/health` fails until the node restarts or consensus rejoins from a
+    /// snapshot, whose new engine proposes only once no other process signs).
     pub stood_down: std::sync::atomic::AtomicBool,
 }
 
@@ -458,6 +459,9 @@ async fn run(
                 compaction.clear();
                 let s = &ex.status;
                 s.rejoins.fetch_add(1, Ordering::Relaxed);
+                // The new engine listens as a restarted one does (while another process signs
+                // with the key it proposes nothing): whether it stood down starts again too.
+                s.stood_down.store(false, Ordering::Relaxed);
                 s.height.store(snapshot.checkpoint.height, Ordering::Relaxed);
                 s.started_ms.store(unix_ms(), Ordering::Relaxed);
                 tracing::info!(height = snapshot.checkpoint.height, "consensus rejoined from a snapshot");
@@ -505,7 +509,7 @@ async fn next_snapshot(rejoin: &mut Option<Rejoin>) -> Option<Arc<Snapshot>> {
 pub const STOOD_DOWN: &str = "another process is signing consensus blocks with this validator's \
      key (blocks it did not sign, for rounds after it started, came from the others: a copy of \
      its data directory or its key running elsewhere); this validator stood down and proposes \
-     nothing until it is restarted: stop one of the two";
+     nothing until it is restarted: stop one of the two, then restart the one kept";
 
 /// A fault counter of `faults` (0 if not there).
 fn fault(faults: &[(&'static str, u64)], kind: &str) -> u64 {
