@@ -2608,9 +2608,6 @@ impl AsyncBft {
                         }
                     }
                 }
-                // A validator that stood down proposes nothing: the sender's watch hands them
-                // to another once this validator's rounds show none of them.
-                Message::Transactions(_) if self.stood_down => {}
                 Message::Transactions(txs) => {
                     for t in txs {
                         // Its own copy: a slice would keep the whole frame (up to the
@@ -2662,10 +2659,12 @@ impl AsyncBft {
 
     /// A block of round `round` signed with this validator's key that this engine did not
     /// sign (not in its log, not made here) came from the others: from a life its log
-    /// lost, or from another process signing with its key now. In or above the round of
-    /// its first proposal since it started it can only be the second (or the guard's
-    /// residual, an old block it learned of too late): it stands down (a copy started from
-    /// its directory, or its key used elsewhere, would sign the rounds it signs).
+    /// lost, or from another process signing with its key now. Above the round of its
+    /// first proposal since it started it can only be the second (or the guard's residual,
+    /// an old block it learned of too late): it stands down (a copy started from its
+    /// directory would sign the rounds it signs). In that round itself it may be its old
+    /// life's block, which its log lost: if it is the other process's, that one stands
+    /// down at this engine's block (above its own first), and one of the two goes on.
     fn own_block_elsewhere(&mut self, round: u64, out: &mut Vec<Action>) {
         if round > self.round {
             self.faults.own_blocks_elsewhere += 1;
@@ -2673,7 +2672,7 @@ impl AsyncBft {
         if let Some(r) = self.restarted.as_mut() {
             r.own_news_at = self.ticks;
         }
-        if self.signed_from.is_some_and(|first| round >= first) {
+        if self.signed_from.is_some_and(|first| round > first) {
             self.faults.other_signer += 1;
             if !self.stood_down && !self.cfg.fault_ignore_other_signer {
                 self.stand_down(out);
@@ -2690,9 +2689,9 @@ impl AsyncBft {
     }
 
     /// What a validator that stood down does in place of proposing, after each step: the
-    /// transactions back in its queue (those of its own blocks never ordered, or with no
-    /// other assignee) go to the validators next in line, and, as its DAG moves on, watched
-    /// ones whose assignee left them out or went quiet move on again.
+    /// transactions in its queue (forwarded to it by others, back from its own blocks never
+    /// ordered, or with no other assignee) go to the validators next in line, and, as its
+    /// DAG moves on, watched ones whose assignee left them out or went quiet move on again.
     fn hand_on(&mut self, out: &mut Vec<Action>) {
         if !self.queue.is_empty() {
             let queued: Vec<Transaction> = self.queue.drain(..).map(|(_, t, _)| t).collect();

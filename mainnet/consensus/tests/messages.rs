@@ -1632,8 +1632,9 @@ fn to_round_two(c: &Arc<Committee>, ks: &[SigningKey]) -> (AsyncBft, Vec<Action>
 /// key now (a copy of its directory started elsewhere): here validator 0's twin made a
 /// round-3 block. Validator 0 proposes no round-3 block of its own (stop 53's rule), and
 /// since stop 54 it stands down: it proposes nothing more (the two would sign the same
-/// rounds: before, it went on to round 4), and hands the transactions queued for it, and
-/// those it gets later, to the validators next in line. It keeps committing.
+/// rounds: before, it went on to round 4), and hands the transactions queued for it, those
+/// it gets later and those forwarded to it to the validators next in line, and on again
+/// when one of those goes quiet. It keeps committing.
 #[test]
 fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
     let (c, ks) = setup(4);
@@ -1642,9 +1643,10 @@ fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
     let mine: Vec<Transaction> = (0..=255u8)
         .map(|i| Transaction { sender: [i; 20], payload: Bytes::from(vec![i; 8]) })
         .filter(|t| AsyncBft::assignee(&c, &t.sender, 0) == ValidatorIndex(0))
-        .take(4)
+        .take(5)
         .collect();
-    let (early, late) = mine.split_at(2);
+    let (early, rest) = mine.split_at(2);
+    let (late, forwarded) = rest.split_at(2);
     e.handle(Input::Transactions(early.to_vec()), &mut Vec::new());
     let refs = own2.parents.clone();
     let r2: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 2, refs.clone())).collect();
@@ -1661,6 +1663,9 @@ fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
     assert_eq!(e.faults().own_blocks_elsewhere, 1, "{:?}", e.faults());
     assert_eq!(e.faults().other_signer, 1, "{:?}", e.faults());
     e.handle(Input::Transactions(late.to_vec()), &mut out);
+    // One forwarded by validator 2 (which sees validator 0's key still signing).
+    let frame = Message::Transactions(forwarded.to_vec()).encode();
+    e.handle(Input::Messages(vec![(ValidatorIndex(2), frame)]), &mut out);
     let r3: Vec<Block> = (1..4).map(|a| block(&ks[a], a as u16, 3, twin_parents.clone())).collect();
     for (a, b) in r3.iter().enumerate() {
         out.extend(deliver(&mut e, a as u16 + 1, b));
@@ -1689,7 +1694,7 @@ fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
         t
     };
     let txs = handed.iter().map(|(_, t)| t.clone()).collect();
-    assert_eq!(by_sender(txs), by_sender(mine), "the queued and later ones go to the others");
+    assert_eq!(by_sender(txs), by_sender(mine), "queued, later and forwarded go to the others");
     // The chain goes on without the validator the first of them went to: once it has been
     // quiet a few rounds, that transaction moves on to another (the engine proposes no
     // more, so its watch goes by the rounds of its DAG: before, it stood still).
@@ -1713,6 +1718,22 @@ fn a_block_of_its_own_it_did_not_sign_stands_the_engine_down() {
     assert!(moved, "not moved on from validator {}: {}", quiet.0, e.summary());
     assert!(own_blocks(&later).iter().all(|b| b.round <= 2), "proposed after it stood down");
     assert!(e.height() > 0, "it commits on: {}", e.summary());
+}
+
+/// An engine started from an empty log proposes round 1 as a new chain's validator would;
+/// on a chain long past round 1 (its directory was lost, its key kept) its old blocks then
+/// come back from the others. That is no other process signing: round 1's block does not
+/// count as its first proposal, and it does not stand down (a review found that it did, and
+/// said another process signed with its key).
+#[test]
+fn an_empty_logs_old_blocks_coming_back_are_no_other_signer() {
+    let (c, ks) = setup(4);
+    let mut e = engine(&c, &ks, 0);
+    e.start(&mut Vec::new());
+    let old = block(&ks[0], 0, 40, made_up(40, 7));
+    deliver(&mut e, 1, &old);
+    assert_eq!(e.faults().own_blocks_elsewhere, 1, "{:?}", e.faults());
+    assert_eq!(e.faults().other_signer, 0, "{:?}", e.faults());
 }
 
 /// A block signed with the engine's own key for a round above its quorum's, which its log

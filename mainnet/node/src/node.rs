@@ -741,10 +741,12 @@ impl Node {
                         _ = closing.wait_for(|c| *c) => return,
                     }
                     let v = &state.validator;
-                    let why = rpc.stranded(
-                        v.round.load(Ordering::Relaxed),
-                        v.seen_round.load(Ordering::Relaxed),
-                    );
+                    let why = rpc
+                        .stranded(
+                            v.round.load(Ordering::Relaxed),
+                            v.seen_round.load(Ordering::Relaxed),
+                        )
+                        .filter(|_| !v.stood_down.load(Ordering::Relaxed));
                     if let Some(why) = why.as_ref().filter(|_| !said) {
                         tracing::error!("{why}");
                     }

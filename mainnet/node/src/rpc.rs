@@ -610,11 +610,11 @@ impl Rpc {
             if age > HEALTH_COMMIT_MS {
                 problems.push(format!("consensus made no commit for {} s", age / 1000));
             }
-            if let Some(why) = self.stranded(round, seen) {
-                problems.push(why);
-            }
+            // One that stood down proposes no more, so its round stands still: not stranded.
             if v.stood_down.load(Ordering::Relaxed) {
                 problems.push(crate::validator::STOOD_DOWN.to_string());
+            } else if let Some(why) = self.stranded(round, seen) {
+                problems.push(why);
             }
         }
         // A following node is always a few blocks behind the newest certificate it learned
