@@ -355,13 +355,36 @@ struct Process {
     backup: Option<Vec<Bytes>>,
     /// Whether it restarted from a backup.
     restored: bool,
-    /// For a copy ([`Scenario::copies`]), the process it copies.
-    copy_of: Option<usize>,
+    /// For a copy ([`Scenario::copies`]), the process it copies and when it starts.
+    copy_of: Option<(usize, Micros)>,
     /// For a copy, the round its engine started in (its log's): its blocks above are its
     /// own proposals.
     copied_round: u64,
     /// How far its wall clock is from the simulated time (ms).
     skew_ms: i64,
+}
+
+impl Process {
+    /// A process of validator `index` that is not running yet.
+    fn new(index: ValidatorIndex, behavior: Option<Byzantine>, skew_ms: i64) -> Process {
+        Process {
+            index,
+            engine: None,
+            wal: Vec::new(),
+            behavior,
+            chain: Vec::new(),
+            seen: HashSet::new(),
+            last_crash: None,
+            compacted: None,
+            durable: 0,
+            own_sent: HashMap::new(),
+            backup: None,
+            restored: false,
+            copy_of: None,
+            copied_round: 0,
+            skew_ms,
+        }
+    }
 }
 
 /// The Unix time (ms) of the simulation's start.
@@ -510,47 +533,20 @@ impl<'s> Sim<'s> {
                 } else {
                     (draw % 401) as i64 - 200
                 };
-                sim.procs.push(Process {
-                    index: ValidatorIndex(v as u16),
-                    engine: Some(engine),
-                    wal: Vec::new(),
-                    behavior,
-                    chain: Vec::new(),
-                    seen: HashSet::new(),
-                    last_crash: None,
-                    compacted: None,
-                    durable: 0,
-                    own_sent: HashMap::new(),
-                    backup: None,
-                    restored: false,
-                    copy_of: None,
-                    copied_round: 0,
-                    skew_ms,
-                });
+                let mut proc_ = Process::new(ValidatorIndex(v as u16), behavior, skew_ms);
+                proc_.engine = Some(engine);
+                sim.procs.push(proc_);
             }
         }
         // Each copy is a process of its own, not started yet, with a clock of its own.
-        for (v, _) in &s.copies {
+        for (v, at) in &s.copies {
             let Some(of) = sim.procs.iter().position(|q| usize::from(q.index.0) == *v) else {
                 continue;
             };
-            sim.procs.push(Process {
-                index: ValidatorIndex(*v as u16),
-                engine: None,
-                wal: Vec::new(),
-                behavior: None,
-                chain: Vec::new(),
-                seen: HashSet::new(),
-                last_crash: None,
-                compacted: None,
-                durable: 0,
-                own_sent: HashMap::new(),
-                backup: None,
-                restored: false,
-                copy_of: Some(of),
-                copied_round: 0,
-                skew_ms: sim.procs[of].skew_ms + 37,
-            });
+            let mut copy =
+                Process::new(ValidatorIndex(*v as u16), None, sim.procs[of].skew_ms + 37);
+            copy.copy_of = Some((of, *at));
+            sim.procs.push(copy);
         }
         let p = sim.procs.len();
         for a in 0..p {
@@ -663,11 +659,10 @@ impl<'s> Sim<'s> {
                 }
             }
         }
-        // The copies' processes, in the order of `copies` (see `Sim::new`).
-        let copies: Vec<usize> =
-            (0..self.procs.len()).filter(|p| self.procs[*p].copy_of.is_some()).collect();
-        for (p, (_, at)) in copies.into_iter().zip(self.s.copies.clone()) {
-            self.schedule(at, Event::Copy(p));
+        for p in 0..self.procs.len() {
+            if let Some((_, at)) = self.procs[p].copy_of {
+                self.schedule(at, Event::Copy(p));
+            }
         }
         for p in 0..self.procs.len() {
             let mut out = Vec::new();
@@ -725,7 +720,7 @@ impl<'s> Sim<'s> {
                     proc_.backup = Some(proc_.wal[..proc_.durable.min(proc_.wal.len())].to_vec());
                 }
                 Event::Copy(p) => {
-                    let Some(of) = self.procs[p].copy_of else { continue };
+                    let Some((of, _)) = self.procs[p].copy_of else { continue };
                     let o = &self.procs[of];
                     let wal = o.wal[..o.durable.min(o.wal.len())].to_vec();
                     // What the first committed (the node's chain, copied with the directory;
@@ -1132,7 +1127,8 @@ impl<'s> Sim<'s> {
         let twin = (0..self.procs.len()).find(|q| {
             *q != p
                 && self.procs[*q].index == b.author
-                && (self.procs[*q].copy_of == Some(p) || self.procs[p].copy_of == Some(*q))
+                && (self.procs[*q].copy_of.is_some_and(|(of, _)| of == p)
+                    || self.procs[p].copy_of.is_some_and(|(of, _)| of == *q))
         });
         if let Some(first) = twin.and_then(|q| self.procs[q].own_sent.get(&b.round)) {
             if *first != b.digest() {

@@ -287,6 +287,15 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
     assert_eq!(rejoined, seeds, "every run rejoined once");
 }
 
+/// Loss on every link for one seed in four, high latency for another.
+fn vary_links(seed: u64, s: &mut Scenario) {
+    match seed % 4 {
+        1 => s.loss_ppm = 20_000,
+        3 => s.latency = (1_000, 40_000),
+        _ => {}
+    }
+}
+
 /// A validator restarted from a backup of its log, taken up to 300 ms before it crashed,
 /// has signed blocks its log no longer holds and the others do: it never signs a second
 /// block for one of those rounds (every run checks each block an honest validator sends
@@ -305,11 +314,7 @@ fn a_validator_restored_from_a_backup_never_signs_a_round_twice() {
         let at = 400_000 + (seed % 4) * 100_000;
         s.crashes = vec![(me, at, Some(at + [20_000, 150_000, 600_000][i % 3]))];
         s.backups = vec![(me, at - [30_000, 150_000, 300_000][i / 3 % 3])];
-        match seed % 4 {
-            1 => s.loss_ppm = 20_000,
-            3 => s.latency = (1_000, 40_000),
-            _ => {}
-        }
+        vary_links(seed, &mut s);
         match run(seed, &s) {
             Ok(r) if r.restores != 1 => failures.push(format!("seed {seed}: no restore")),
             Ok(r) if r.restored_proposals == 0 => {
@@ -322,8 +327,8 @@ fn a_validator_restored_from_a_backup_never_signs_a_round_twice() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// A copy of a running validator (its directory copied, or its key, and started elsewhere
-/// while it runs on) never signs a round the running one signs: every run checks each block
+/// A copy of a running validator (its directory copied and started elsewhere while it
+/// runs on) never signs a round the running one signs: every run checks each block
 /// either process sends against the first the other sent for that round. Blocks signed with
 /// the key keep coming from the others while the first runs, so the copy listens and
 /// proposes nothing, and neither stands down. Without the rule (stop 54) the copy signed
@@ -337,11 +342,7 @@ fn a_copy_of_a_running_validator_never_signs_its_rounds() {
         let mut s = Scenario::clean(n);
         let me = i * 3 % n;
         s.copies = vec![(me, [60_000, 300_000, 700_000][i % 3])];
-        match seed % 4 {
-            1 => s.loss_ppm = 20_000,
-            3 => s.latency = (1_000, 40_000),
-            _ => {}
-        }
+        vary_links(seed, &mut s);
         match run(seed, &s) {
             Ok(r) if r.copies != 1 => failures.push(format!("seed {seed}: no copy")),
             Ok(r) if r.copy_proposals > 0 || r.stood_down > 0 => failures.push(format!(
