@@ -399,12 +399,12 @@ fn interrupt(child: &mut Child, when: &str) -> std::process::ExitStatus {
         .arg(child.id().to_string())
         .status()
         .unwrap_or_else(|e| panic!("{e}"));
-    exit_within_30s(child, &format!("the devnet did not stop on SIGINT{when}"))
+    exit_within(child, 30, &format!("the devnet did not stop on SIGINT{when}"))
 }
 
-/// Waits (30 s at most, then kills it and panics with `what`) for `child` to exit.
-fn exit_within_30s(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Waits (`secs` at most, then kills it and panics with `what`) for `child` to exit.
+fn exit_within(child: &mut Child, secs: u64, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
             return status;
@@ -811,6 +811,95 @@ fn a_chain_from_farol_chain_new_runs_on_flags_alone() {
     assert!(!whole(0).contains("node started"), "RUST_LOG not read:\n{}", tail(0));
 }
 
+/// A node whose chain left the certified one exits with status 3 (docs/node.md §1, "Exit
+/// status"), which a supervisor is not to restart past: the lone validator's key, run once
+/// on a second directory, made another block 1 there; that directory, started as a full
+/// node following the real chain, learns the certified block 1, stops and exits with 3
+/// (untested until stop 54).
+#[test]
+fn a_node_that_left_the_certified_chain_exits_with_3() {
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("chain");
+    let udp = farol_network::free_loopback_addrs(1).unwrap_or_else(|e| panic!("{e}"));
+    let base = client::free_listen_ports(2).unwrap_or_else(|e| panic!("{e}"));
+    let funder = PrivateKeySigner::random();
+    let alloc = format!("{}=100ether", funder.address());
+    let validator = udp[0].to_string();
+    let (ok, stdout, stderr) = farol(&[
+        "chain",
+        "new",
+        "--out",
+        text(&out),
+        "--validator",
+        &validator,
+        "--chain-id",
+        "4343",
+        "--alloc",
+        &alloc,
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    let chain = out.join("chain.toml");
+    let keys = out.join("validator-0.keys.toml");
+    let http = |i: usize| SocketAddr::from(([127, 0, 0, 1], base + i as u16));
+    let log = |dir: &str| tmp.path().join(format!("{dir}.log"));
+    let tail = |dir: &str| {
+        let t = std::fs::read_to_string(log(dir)).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    // `farol node` on directory `dir`, a validator with `keys`, a full node with `peer`.
+    let start = |dir: &str, keys: Option<&Path>, at: SocketAddr, peer: Option<SocketAddr>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_farol"));
+        cmd.arg("node").arg("--chain").arg(&chain);
+        if let Some(k) = keys {
+            cmd.arg("--keys").arg(k);
+        }
+        cmd.arg("--data-dir").arg(tmp.path().join(dir));
+        cmd.args(["--http", &at.to_string(), "--ws", "none", "--log", "warn"]);
+        if let Some(p) = peer {
+            cmd.args(["--peer", &p.to_string()]);
+        }
+        let f = std::fs::File::create(log(dir)).unwrap_or_else(|e| panic!("{e}"));
+        let child = cmd
+            .stdout(f.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting a node on {dir}: {e}"));
+        Nodes(vec![child])
+    };
+    let serving = |node: &mut Nodes, at: SocketAddr, dir: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while post(at, "farol_status", json!([])).is_err() {
+            if let Ok(Some(status)) = node.0[0].try_wait() {
+                panic!("the node on {dir} exited ({status}):\n{}", tail(dir));
+            }
+            assert!(Instant::now() < deadline, "no JSON-RPC from {dir}:\n{}", tail(dir));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The second directory's own block 1: two transfers.
+    let mut other = start("other", Some(&keys), http(1), None);
+    serving(&mut other, http(1), "other");
+    send_and_wait_on(4343, http(1), &funder, 2);
+    assert_eq!(terminate(&mut other.0[0]).code(), Some(0), "{}", tail("other"));
+    // The real chain's: one transfer, made final.
+    let mut real = start("real", Some(&keys), http(0), None);
+    serving(&mut real, http(0), "real");
+    let n = send_and_wait_on(4343, http(0), &funder, 1);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while quantity(&post(http(0), "farol_status", json!([])).unwrap_or_default()["finalized"]) < n {
+        assert!(Instant::now() < deadline, "block {n} never final:\n{}", tail("real"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The second directory follows the real chain as a full node: it stops with status 3.
+    let mut follower = start("other", None, http(1), Some(http(0)));
+    let status = exit_within(&mut follower.0[0], 60, "the node on another chain went on");
+    assert_eq!(status.code(), Some(3), "{}", tail("other"));
+    // Block sync or the finality certificates find it first, whichever comes.
+    let said = ["this node's chain is not the certified chain", "a quorum certified another"];
+    assert!(said.iter().any(|s| tail("other").contains(s)), "{}", tail("other"));
+}
+
 /// `GET path` on `addr`: the status code and the body.
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
@@ -828,7 +917,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// Sends SIGTERM to `child` and waits (30 s at most) for it to exit.
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
     nix_term(child.id()).unwrap_or_else(|e| panic!("{e}"));
-    exit_within_30s(child, "no exit within 30 s of SIGTERM")
+    exit_within(child, 30, "no exit within 30 s of SIGTERM")
 }
 
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.

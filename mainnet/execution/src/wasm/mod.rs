@@ -242,6 +242,10 @@ pub(crate) struct Compiled {
     /// Whether the runtime keeps it in memory: one loaded for [`transient`] work alone never
     /// gets a ready instance (it would take a place among those blocks' modules hold).
     pub(crate) kept: bool,
+    /// Set when it leaves memory (forgotten or evicted): a ready instance the helper thread
+    /// was asked for before is not made, or dropped once made (before, it held a pool slot
+    /// and a place among the holders until evicted from them).
+    pub(crate) retired: AtomicBool,
 }
 
 impl Compiled {
@@ -253,7 +257,8 @@ impl Compiled {
         };
         let (call, memory, gas) = (export("call")?, export("memory")?, export(GAS_EXPORT)?);
         let (ready, preparing) = (Mutex::new(None), AtomicBool::new(false));
-        Ok(Compiled { pre, info, call, memory, gas, ready, preparing, kept: true })
+        let retired = AtomicBool::new(false);
+        Ok(Compiled { pre, info, call, memory, gas, ready, preparing, kept: true, retired })
     }
 }
 
@@ -870,7 +875,7 @@ impl WasmRuntime {
         if let Some(old) = evicted {
             lock(&self.stats).evicted += 1;
             if let SlotState::Ready(c) = &*lock(&old.state) {
-                self.unprepare(c);
+                self.retire(c);
             }
         }
         (slot, true)
@@ -1015,7 +1020,7 @@ impl WasmRuntime {
     pub fn forget(&self, hash: B256) {
         self.wait(hash);
         if let Some(c) = self.compiled(hash) {
-            self.unprepare(&c);
+            self.retire(&c);
         }
         self.remove(&mut lock(&self.slots), hash);
     }

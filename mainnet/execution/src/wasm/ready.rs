@@ -135,7 +135,7 @@ impl WasmRuntime {
     /// Gives `c` a ready instance if it has none (and gets them). The least recently
     /// prepared module past [`READY_LIMIT`] drops its own.
     pub(crate) fn prepare(&self, c: &Arc<Compiled>) {
-        if !self.eligible(c) || lock(&c.ready).is_some() {
+        if !self.eligible(c) || c.retired.load(Ordering::SeqCst) || lock(&c.ready).is_some() {
             return;
         }
         let (store, entry) = instantiate(&self.engine, c, HostState::idle());
@@ -161,6 +161,17 @@ impl WasmRuntime {
                 r.store.free();
             }
         }
+        // Left memory while the instance was made: `retire` set the flag before it dropped
+        // what was ready, so one of the two drops this one.
+        if c.retired.load(Ordering::SeqCst) {
+            self.unprepare(c);
+        }
+    }
+
+    /// `c` leaves memory: it gets no ready instance from now on, and drops its own.
+    pub(crate) fn retire(&self, c: &Arc<Compiled>) {
+        c.retired.store(true, Ordering::SeqCst);
+        self.unprepare(c);
     }
 
     /// Drops `c`'s ready instance, if it has one.
