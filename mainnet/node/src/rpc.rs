@@ -53,6 +53,8 @@ use crate::mempool::{Checked, Checker, Mempool, MempoolError};
 use crate::node::NodeError;
 use crate::pipeline::{Overlay, State};
 
+mod ots;
+
 /// A JSON-RPC error.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RpcError {
@@ -163,8 +165,8 @@ pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Optio
 }
 
 /// The JSON-RPC namespaces a node serves (`rpc_modules`; `rpc.apis` chooses among them).
-pub const NAMESPACES: [&str; 9] =
-    ["debug", "eth", "farol", "net", "personal", "rpc", "trace", "txpool", "web3"];
+pub const NAMESPACES: [&str; 11] =
+    ["debug", "erigon", "eth", "farol", "net", "ots", "personal", "rpc", "trace", "txpool", "web3"];
 
 /// What the node is, for `GET /health`.
 #[derive(Clone, Debug, Default)]
@@ -1529,6 +1531,7 @@ impl Rpc {
                 let places = self.sync_slots.for_client(client);
                 self.limited(places, move |this| this.blocks_for_sync(&p)).await
             }
+            m if m.starts_with("ots_") || m == "erigon_getHeaderByNumber" => self.ots(m, p).await,
             _ => Err(RpcError::new(-32601, unknown_method(method))),
         }
     }
@@ -2022,30 +2025,42 @@ impl Rpc {
         traced: std::ops::Range<usize>,
         tracer: Tracer,
     ) -> Result<Vec<TxTrace>, RpcError> {
+        if traced.is_empty() || block.number() == 0 {
+            return Ok(Vec::new());
+        }
+        self.heavy(move |this| this.trace_block_here(&block, traced, &tracer, None)).await
+    }
+
+    /// [`Rpc::trace_block`] on the calling thread (one of the blocking pool's), with a
+    /// `deadline` as [`TraceContext::deadline`] has it.
+    fn trace_block_here(
+        &self,
+        block: &StoredBlock,
+        traced: std::ops::Range<usize>,
+        tracer: &Tracer,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Vec<TxTrace>, RpcError> {
         let number = block.number();
         if traced.is_empty() || number == 0 {
             return Ok(Vec::new());
         }
-        self.heavy(move |this| {
-            let view = this.view(number - 1)?;
-            let env = crate::pipeline::header_env(&block.header, this.state.genesis.base_fee);
-            let txs: Vec<RecoveredTx> = block
-                .txs
-                .iter()
-                .zip(&block.senders)
-                .take(traced.end)
-                .map(|(tx, sender)| RecoveredTx { tx: tx.clone(), sender: *sender })
-                .collect();
-            let context = TraceContext {
-                block_hash: Some(block.hash),
-                call: false,
-                budget: TRACE_BUDGET,
-                deadline: None,
-            };
-            trace_with(&view, &this.state.spec, &env, &txs, traced, &tracer, context)
-                .map_err(trace_error)
-        })
-        .await
+        let view = self.view(number - 1)?;
+        let env = crate::pipeline::header_env(&block.header, self.state.genesis.base_fee);
+        let txs: Vec<RecoveredTx> = block
+            .txs
+            .iter()
+            .zip(&block.senders)
+            .take(traced.end)
+            .map(|(tx, sender)| RecoveredTx { tx: tx.clone(), sender: *sender })
+            .collect();
+        let context = TraceContext {
+            block_hash: Some(block.hash),
+            call: false,
+            budget: TRACE_BUDGET,
+            deadline,
+        };
+        trace_with(&view, &self.state.spec, &env, &txs, traced, tracer, context)
+            .map_err(trace_error)
     }
 
     /// The block `debug_traceBlock` takes (position 0): the RLP of a block, as

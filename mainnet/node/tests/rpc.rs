@@ -2908,6 +2908,19 @@ const METHODS: &[(&str, &[Kind])] = {
         ("eth_sign", &[Address, Data]),
         ("personal_sign", &[Data, Address]),
         ("eth_signTypedData_v4", &[Address, Any]),
+        ("ots_getApiLevel", &[]),
+        ("ots_hasCode", &[Address, BlockOrHash]),
+        ("ots_getInternalOperations", &[Hash]),
+        ("ots_traceTransaction", &[Hash]),
+        ("ots_getTransactionError", &[Hash]),
+        ("ots_getBlockDetails", &[Block]),
+        ("ots_getBlockDetailsByHash", &[Hash]),
+        ("ots_getBlockTransactions", &[Block, Quantity, Quantity]),
+        ("ots_searchTransactionsBefore", &[Address, Quantity, Quantity]),
+        ("ots_searchTransactionsAfter", &[Address, Quantity, Quantity]),
+        ("ots_getTransactionBySenderAndNonce", &[Address, Quantity]),
+        ("ots_getContractCreator", &[Address]),
+        ("erigon_getHeaderByNumber", &[Block]),
         ("eth_nope", &[Any]),
     ]
 };
@@ -4585,5 +4598,293 @@ async fn log_subscriptions_keep_to_their_range_and_the_filter_budget() {
     let again = sub(&mut conn, big).await;
     assert!(again["result"].is_string(), "{again}");
     drop(conn);
+    node.stop().await.unwrap_or_else(|e| panic!("{e}"));
+}
+
+alloy_sol_types::sol! {
+    interface IKit {
+        function fail(uint256 x) external;
+        function tryFail(address target, uint256 x) external;
+        function hashes(bytes calldata data) external;
+        function pay(address to) external payable;
+        function deploy(bytes32 salt) external payable returns (address child);
+        function deployAndDestroy(bytes32 salt, address beneficiary) external payable;
+        function childAddress(bytes32 salt) external view returns (address);
+    }
+}
+
+/// Otterscan's namespace over a chain that ran the execution tests' TestKit contract: a
+/// plain transfer, a deployment, a payment made by a contract, CREATE2 with value, a child
+/// created and self-destructed in one transaction, a revert, a caught revert and
+/// precompile calls (docs/node.md §4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otterscan_explores_the_chain() {
+    use alloy_sol_types::{SolCall, SolError};
+    let (_dir, key, node) = funded_node(0x0e).await;
+    let http = node.http.unwrap_or_else(|| panic!("no http"));
+    tokio::task::spawn_blocking(move || {
+        let mut c = RpcClient::new(http);
+        let me = key.address();
+        let bob = Address::repeat_byte(0xb0);
+        let mut nonce = 0;
+        // Sends and waits: the transaction's hash and receipt.
+        let mut send = |c: &mut RpcClient, to: TxKind, value: u64, input: Vec<u8>| {
+            let tx = TxEip1559 {
+                chain_id: 31337,
+                nonce,
+                gas_limit: 3_000_000,
+                max_fee_per_gas: 2_000_000_000,
+                max_priority_fee_per_gas: 7,
+                to,
+                value: U256::from(value),
+                input: input.into(),
+                ..Default::default()
+            };
+            nonce += 1;
+            let hash = c
+                .call("eth_sendRawTransaction", json!([signed_hex(&key, tx)]))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(c, &hash);
+            (hash, r)
+        };
+        let call = |c: &mut RpcClient, method: &str, params: Value| {
+            c.call(method, params.clone()).unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+        };
+        let kit_code = farol_execution::workload::creation_code("TestKit")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (transfer, _) = send(&mut c, TxKind::Call(bob), 11, vec![]);
+        let (deployed, r) = send(&mut c, TxKind::Create, 0, kit_code.to_vec());
+        let kit: Address = serde_json::from_value(r["contractAddress"].clone())
+            .unwrap_or_else(|e| panic!("{r}: {e}"));
+        let deploy_block = quantity(&r["blockNumber"]).unwrap_or_else(|e| panic!("{e}"));
+        let at_kit = TxKind::Call(kit);
+        let (pay, pay_receipt) = send(&mut c, at_kit, 1_000, IKit::payCall { to: bob }.abi_encode());
+        let salt = B256::repeat_byte(1);
+        let (created, _) = send(&mut c, at_kit, 7, IKit::deployCall { salt }.abi_encode());
+        let (both, _) = send(
+            &mut c,
+            at_kit,
+            3,
+            IKit::deployAndDestroyCall { salt: B256::repeat_byte(2), beneficiary: bob }
+                .abi_encode(),
+        );
+        let (failed, r) = send(&mut c, at_kit, 0, IKit::failCall { x: U256::from(1) }.abi_encode());
+        assert_eq!(r["status"], json!("0x0"), "{r}");
+        let (caught, r) = send(
+            &mut c,
+            at_kit,
+            0,
+            IKit::tryFailCall { target: kit, x: U256::from(3) }.abi_encode(),
+        );
+        assert_eq!(r["status"], json!("0x1"), "{r}");
+        let (hashed, _) = send(&mut c, at_kit, 0, IKit::hashesCall { data: vec![1, 2].into() }.abi_encode());
+        let child_of = |c: &mut RpcClient, salt: B256| -> Address {
+            let data = Bytes::from(IKit::childAddressCall { salt }.abi_encode());
+            let out = call(c, "eth_call", json!([{"to": kit, "data": data}, "latest"]));
+            let out: Bytes = serde_json::from_value(out).unwrap_or_else(|e| panic!("{e}"));
+            Address::from_slice(&out[12..32])
+        };
+        let (child, gone) = (child_of(&mut c, salt), child_of(&mut c, B256::repeat_byte(2)));
+        // A contract, and a payment it makes, in one block: a search must not take the call
+        // for a plain transfer because the contract had no code before that block. The
+        // payment is sent first: the pool holds it until the deployment fills its nonce gap,
+        // and hands both on at once (to one consensus block); tried again if they still
+        // land in two.
+        let carol = Address::repeat_byte(0xca);
+        let mut paid2 = Vec::new();
+        let mut next = 8;
+        loop {
+            let kit2 = me.create(next);
+            let pay2 = TxEip1559 {
+                chain_id: 31337,
+                nonce: next + 1,
+                gas_limit: 100_000,
+                max_fee_per_gas: 2_000_000_000,
+                to: TxKind::Call(kit2),
+                value: U256::from(5),
+                input: IKit::payCall { to: carol }.abi_encode().into(),
+                ..Default::default()
+            };
+            let deploy2 = TxEip1559 {
+                nonce: next,
+                gas_limit: 3_000_000,
+                to: TxKind::Create,
+                value: U256::ZERO,
+                input: kit_code.clone(),
+                ..pay2.clone()
+            };
+            next += 2;
+            let batch: Vec<Value> = [pay2, deploy2]
+                .into_iter()
+                .enumerate()
+                .map(|(i, tx)| {
+                    json!({"jsonrpc": "2.0", "id": i, "method": "eth_sendRawTransaction",
+                        "params": [signed_hex(&key, tx)]})
+                })
+                .collect();
+            let sent = c.post(&json!(batch).to_string()).unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(&mut c, &sent[0]["result"]);
+            assert_eq!(r["status"], json!("0x1"), "{r}");
+            paid2.push(sent[0]["result"].clone());
+            let deployed_in = wait_receipt(&mut c, &sent[1]["result"])["blockNumber"].clone();
+            if deployed_in == r["blockNumber"] {
+                break;
+            }
+            assert!(next < 8 + 2 * 20, "20 pairs, none in one block");
+        }
+
+        assert_eq!(call(&mut c, "ots_getApiLevel", json!([])), json!(8));
+        // Code: now, and (a number, as Otterscan sends) before the deployment.
+        assert_eq!(call(&mut c, "ots_hasCode", json!([kit, "latest"])), json!(true));
+        assert_eq!(call(&mut c, "ots_hasCode", json!([kit, deploy_block - 1])), json!(false));
+        assert_eq!(call(&mut c, "ots_hasCode", json!([bob])), json!(false));
+
+        // Internal operations: the contract's payment, not the transaction's own value; the
+        // child created with value; created and self-destructed to bob; none for a revert
+        // or a caught one.
+        let ops = |c: &mut RpcClient, h: &Value| call(c, "ots_getInternalOperations", json!([h]));
+        let op = |t: u8, from: Address, to: Address, v: u64| {
+            json!({"type": t, "from": from, "to": to, "value": format!("{v:#x}")})
+        };
+        assert_eq!(ops(&mut c, &pay), json!([op(0, kit, bob, 1_000)]));
+        assert_eq!(ops(&mut c, &created), json!([op(3, kit, child, 7)]));
+        assert_eq!(ops(&mut c, &both), json!([op(3, kit, gone, 3), op(1, gone, bob, 3)]));
+        assert_eq!(ops(&mut c, &failed), json!([]));
+        assert_eq!(ops(&mut c, &caught), json!([]));
+        assert_eq!(ops(&mut c, &transfer), json!([]));
+        assert_eq!(ops(&mut c, &json!(B256::repeat_byte(9))), Value::Null);
+
+        // The frames with their depths; no calls to precompiles that move nothing.
+        let t = call(&mut c, "ots_traceTransaction", json!([pay]));
+        let entries = t.as_array().cloned().unwrap_or_default();
+        assert_eq!(entries.len(), 2, "{t}");
+        assert_eq!((&entries[0]["type"], &entries[0]["depth"]), (&json!("CALL"), &json!(0)));
+        assert_eq!((&entries[0]["from"], &entries[0]["to"]), (&json!(me), &json!(kit)));
+        assert_eq!(entries[1]["depth"], json!(1), "{t}");
+        assert_eq!((&entries[1]["to"], &entries[1]["value"]), (&json!(bob), &json!("0x3e8")));
+        let t = call(&mut c, "ots_traceTransaction", json!([hashed]));
+        assert_eq!(t.as_array().map(Vec::len), Some(1), "{t}");
+        let t = call(&mut c, "ots_traceTransaction", json!([caught]));
+        let types: Vec<&str> =
+            t.as_array().into_iter().flatten().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(types, ["CALL", "CALL"], "{t}");
+        let t = call(&mut c, "ots_traceTransaction", json!([both]));
+        let kinds: Vec<(Value, Value)> = t
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (e["type"].clone(), e["depth"].clone()))
+            .collect();
+        assert!(kinds.contains(&(json!("CREATE2"), json!(1))), "{t}");
+        assert!(kinds.contains(&(json!("SELFDESTRUCT"), json!(2))), "{t}");
+
+        // The revert data of a failed transaction; `0x` for one that did not fail.
+        let odd = alloy_sol_types::Revert::from("TestKit: odd").abi_encode();
+        let e = call(&mut c, "ots_getTransactionError", json!([failed]));
+        assert_eq!(e, json!(Bytes::from(odd)));
+        assert_eq!(call(&mut c, "ots_getTransactionError", json!([pay])), json!("0x"));
+
+        // The block of the payment: no transactions, their count, what they paid.
+        let n = quantity(&pay_receipt["blockNumber"]).unwrap_or_else(|e| panic!("{e}"));
+        let d = call(&mut c, "ots_getBlockDetails", json!([n]));
+        let full = call(&mut c, "eth_getBlockByNumber", json!([format!("{n:#x}"), false]));
+        let count = full["transactions"].as_array().map_or(0, Vec::len);
+        assert_eq!(d["block"]["transactionCount"], json!(count), "{d}");
+        assert!(d["block"].get("transactions").is_none(), "{d}");
+        assert_eq!(d["block"]["hash"], full["hash"], "{d}");
+        assert_eq!(d["issuance"]["issuance"], json!("0x0"), "{d}");
+        let mut fees = U256::ZERO;
+        let receipts = call(&mut c, "eth_getBlockReceipts", json!([format!("{n:#x}")]));
+        for r in receipts.as_array().into_iter().flatten() {
+            let used = quantity(&r["gasUsed"]).unwrap_or_default();
+            let price = quantity(&r["effectiveGasPrice"]).unwrap_or_default();
+            fees += U256::from(used) * U256::from(price);
+        }
+        assert!(fees > U256::ZERO);
+        assert_eq!(d["totalFees"], json!(fees), "{d}");
+        assert_eq!(call(&mut c, "ots_getBlockDetailsByHash", json!([full["hash"]])), d);
+        assert_eq!(call(&mut c, "ots_getBlockDetails", json!([n + 1000])), Value::Null);
+        // Its last transaction, with its input cut to the selector and its receipt without
+        // logs.
+        let page = call(&mut c, "ots_getBlockTransactions", json!([n, 0, 1]));
+        let txs = page["fullblock"]["transactions"].as_array().cloned().unwrap_or_default();
+        assert_eq!(txs.len(), 1, "{page}");
+        assert_eq!(page["fullblock"]["transactionCount"], json!(count), "{page}");
+        assert_eq!(txs[0]["hash"], full["transactions"][count - 1], "{page}");
+        assert_eq!(txs[0]["input"].as_str().map(str::len), Some(10), "{page}");
+        let r = &page["receipts"][0];
+        assert_eq!((&r["logs"], &r["logsBloom"]), (&Value::Null, &Value::Null), "{page}");
+        assert_eq!(r["timestamp"], full["timestamp"], "{page}");
+        assert_eq!(r["transactionHash"], txs[0]["hash"], "{page}");
+
+        // Searches: the transactions that involve bob, newest first (sent to him, paid by
+        // the contract, paid by a self-destruct), whole and page by page, both ways.
+        let hashes = |page: &Value| -> Vec<Value> {
+            page["txs"].as_array().into_iter().flatten().map(|t| t["hash"].clone()).collect()
+        };
+        let all = call(&mut c, "ots_searchTransactionsBefore", json!([bob, 0, 25]));
+        assert_eq!(hashes(&all), [both.clone(), pay.clone(), transfer.clone()], "{all}");
+        assert_eq!((&all["firstPage"], &all["lastPage"]), (&json!(true), &json!(true)));
+        assert_eq!(all["receipts"][1]["transactionHash"], pay, "{all}");
+        let after = call(&mut c, "ots_searchTransactionsAfter", json!([bob, 0, 25]));
+        assert_eq!(hashes(&after), hashes(&all), "{after}");
+        assert_eq!((&after["firstPage"], &after["lastPage"]), (&json!(true), &json!(true)));
+        let mut walked = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let page = call(&mut c, "ots_searchTransactionsBefore", json!([bob, from, 1]));
+            let got = hashes(&page);
+            walked.extend(got.clone());
+            if page["lastPage"] == json!(true) {
+                break;
+            }
+            assert_eq!(page["firstPage"], json!(from == 0), "{page}");
+            let last = page["txs"][got.len() - 1]["blockNumber"].clone();
+            from = quantity(&last).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(walked, hashes(&all));
+        let first = call(&mut c, "ots_searchTransactionsAfter", json!([bob, 0, 1]));
+        assert_eq!(hashes(&first), vec![transfer.clone()], "{first}");
+        assert_eq!((&first["firstPage"], &first["lastPage"]), (&json!(false), &json!(true)));
+        // The child is involved only in its creation; the contract in everything sent to it.
+        let theirs = call(&mut c, "ots_searchTransactionsBefore", json!([carol, 0, 25]));
+        paid2.reverse();
+        assert_eq!(hashes(&theirs), paid2, "{theirs}");
+        let mine = call(&mut c, "ots_searchTransactionsBefore", json!([child, 0, 25]));
+        assert_eq!(hashes(&mine), vec![created.clone()], "{mine}");
+        let kits = call(&mut c, "ots_searchTransactionsBefore", json!([kit, 0, 25]));
+        let expected = [&hashed, &caught, &failed, &both, &created, &pay, &deployed];
+        assert_eq!(hashes(&kits), expected.map(Clone::clone), "{kits}");
+        let body = |method: &str, params: Value| {
+            json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
+        };
+        let search = "ots_searchTransactionsBefore";
+        assert_eq!(code(&mut c, &body(search, json!([bob, 0, 0]))), -32602);
+        assert_eq!(code(&mut c, &body(search, json!([bob, 0, 1001]))), -32602);
+        assert_eq!(code(&mut c, &body(search, json!([bob, 1u64 << 40, 5]))), -32000);
+
+        // A sender's transaction by its nonce; the creator of a contract (the account that
+        // sent the deployment, or the contract that created it).
+        let by_nonce = |c: &mut RpcClient, n: u64| {
+            call(c, "ots_getTransactionBySenderAndNonce", json!([me, n]))
+        };
+        assert_eq!(by_nonce(&mut c, 0), transfer);
+        assert_eq!(by_nonce(&mut c, 2), pay);
+        assert_eq!(by_nonce(&mut c, 7), hashed);
+        assert_eq!(by_nonce(&mut c, next - 1), paid2[0]);
+        assert_eq!(by_nonce(&mut c, next), Value::Null);
+        let creator = |c: &mut RpcClient, a: Address| call(c, "ots_getContractCreator", json!([a]));
+        assert_eq!(creator(&mut c, kit), json!({"hash": deployed, "creator": me}));
+        assert_eq!(creator(&mut c, child), json!({"hash": created, "creator": kit}));
+        assert_eq!(creator(&mut c, gone), Value::Null);
+        assert_eq!(creator(&mut c, bob), Value::Null);
+
+        // The header Otterscan checks the node with.
+        let h = call(&mut c, "erigon_getHeaderByNumber", json!([n]));
+        assert_eq!((&h["hash"], &h["number"]), (&full["hash"], &full["number"]), "{h}");
+        assert_eq!(call(&mut c, "erigon_getHeaderByNumber", json!([n + 1000])), Value::Null);
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
