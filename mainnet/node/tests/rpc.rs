@@ -4620,7 +4620,9 @@ alloy_sol_types::sol! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otterscan_explores_the_chain() {
     use alloy_sol_types::{SolCall, SolError};
-    let (_dir, key, node) = funded_node(0x0e).await;
+    // Answers of at most 6,000 bytes: a search page ends there (and one transaction larger,
+    // the deployment with its code, is refused).
+    let (_dir, key, node) = node_with(0x0e, |cfg| cfg.rpc.max_batch_response_bytes = 6_000).await;
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
@@ -4846,22 +4848,68 @@ async fn otterscan_explores_the_chain() {
         let first = call(&mut c, "ots_searchTransactionsAfter", json!([bob, 0, 1]));
         assert_eq!(hashes(&first), vec![transfer.clone()], "{first}");
         assert_eq!((&first["firstPage"], &first["lastPage"]), (&json!(false), &json!(true)));
+        let mut walked = Vec::new();
+        let mut from = 0u64;
+        loop {
+            let page = call(&mut c, "ots_searchTransactionsAfter", json!([bob, from, 1]));
+            let got = hashes(&page);
+            walked.splice(0..0, got.clone());
+            assert_eq!(page["lastPage"], json!(from == 0), "{page}");
+            if page["firstPage"] == json!(true) {
+                break;
+            }
+            from = quantity(&page["txs"][0]["blockNumber"]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!(walked, hashes(&all));
         // The child is involved only in its creation; the contract in everything sent to it.
+        // The pair's block, a transaction a page: page 0 is the last.
+        let last_pay = paid2.last().cloned().unwrap_or_default();
+        let pair = call(&mut c, "eth_getTransactionByHash", json!([last_pay]));
+        let pair = quantity(&pair["blockNumber"]).unwrap_or_else(|e| panic!("{e}"));
+        let paged = |c: &mut RpcClient, page: u64| {
+            let p = call(c, "ots_getBlockTransactions", json!([pair, page, 1]));
+            assert_eq!(p["fullblock"]["transactionCount"], json!(2), "{p}");
+            p["fullblock"]["transactions"].as_array().cloned().unwrap_or_default()
+        };
+        assert_eq!(paged(&mut c, 0).first().map(|t| t["hash"].clone()), Some(last_pay));
+        assert_eq!(paged(&mut c, 1).first().map(|t| t["nonce"].clone()), Some(json!(format!("{:#x}", next - 2))));
+        assert_eq!(paged(&mut c, 2), Vec::<Value>::new());
         let theirs = call(&mut c, "ots_searchTransactionsBefore", json!([carol, 0, 25]));
         paid2.reverse();
         assert_eq!(hashes(&theirs), paid2, "{theirs}");
         let mine = call(&mut c, "ots_searchTransactionsBefore", json!([child, 0, 25]));
         assert_eq!(hashes(&mine), vec![created.clone()], "{mine}");
-        let kits = call(&mut c, "ots_searchTransactionsBefore", json!([kit, 0, 25]));
-        let expected = [&hashed, &caught, &failed, &both, &created, &pay, &deployed];
-        assert_eq!(hashes(&kits), expected.map(Clone::clone), "{kits}");
+        // Page by page as the answers' bytes allow, down to the deployment, which alone is
+        // past them.
         let body = |method: &str, params: Value| {
             json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string()
         };
         let search = "ots_searchTransactionsBefore";
+        let (mut walked, mut pages, mut from) = (Vec::new(), 0, 0u64);
+        let refused = loop {
+            let answer = c.post(&body(search, json!([kit, from, 25]))).unwrap_or_else(|e| panic!("{e}"));
+            let Some(page) = answer.get("result") else { break answer };
+            assert_eq!(page["lastPage"], json!(false), "{page}");
+            let got = hashes(page);
+            walked.extend(got.clone());
+            pages += 1;
+            let last = page["txs"][got.len() - 1]["blockNumber"].clone();
+            from = quantity(&last).unwrap_or_else(|e| panic!("{e}"));
+        };
+        let expected = [&hashed, &caught, &failed, &both, &created, &pay];
+        assert_eq!(walked, expected.map(Clone::clone));
+        assert!(pages > 1, "{pages} pages");
+        assert_eq!(refused["error"]["code"], json!(-32005), "{refused}");
+        let message = refused["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("rpc.max_batch_response_bytes"), "{refused}");
         assert_eq!(code(&mut c, &body(search, json!([bob, 0, 0]))), -32602);
-        assert_eq!(code(&mut c, &body(search, json!([bob, 0, 1001]))), -32602);
-        assert_eq!(code(&mut c, &body(search, json!([bob, 1u64 << 40, 5]))), -32000);
+        assert_eq!(code(&mut c, &body(search, json!([bob, 0, 101]))), -32602);
+        // A block past the head, as Otterscan asks for the one after a transaction's.
+        let past = call(&mut c, search, json!([bob, 1u64 << 40, 25]));
+        assert_eq!(past, all);
+        let none = call(&mut c, "ots_searchTransactionsAfter", json!([bob, 1u64 << 40, 25]));
+        assert_eq!(hashes(&none), Vec::<Value>::new(), "{none}");
+        assert_eq!((&none["firstPage"], &none["lastPage"]), (&json!(true), &json!(false)));
 
         // A sender's transaction by its nonce; the creator of a contract (the account that
         // sent the deployment, or the contract that created it).

@@ -25,7 +25,7 @@ const API_LEVEL: u64 = 8;
 
 /// The most transactions a search may be asked for a page (`pageSize`; Otterscan asks for
 /// 25). A page holds whole blocks, so it can be larger.
-pub(super) const SEARCH_PAGE_MOST: u64 = 1_000;
+pub(super) const SEARCH_PAGE_MOST: u64 = 100;
 
 impl Rpc {
     /// An `ots_*` method or `erigon_getHeaderByNumber`.
@@ -100,10 +100,10 @@ impl Rpc {
                         "page size (position 2): {size}; from 1 to {SEARCH_PAGE_MOST}"
                     )));
                 }
+                // A block past the head is taken (Otterscan asks for the one after a
+                // transaction's, which may be the head's): before it is before the head's next.
                 let head = self.head();
-                if from > head {
-                    return Err(RpcError::server(format!("block {from} is past the head {head}")));
-                }
+                let from = from.min(head.saturating_add(1));
                 let before = method == "ots_searchTransactionsBefore";
                 let found = self
                     .limited(&self.trace_slots, move |this| {
@@ -130,7 +130,9 @@ impl Rpc {
                 let count = b.txs.len();
                 let traces = self.trace_block(b.clone(), 0..count, call_tracer(false)).await?;
                 let frames = call_frames(traces)?;
-                let found = frames.iter().enumerate().find_map(|(i, top)| {
+                // The last creation at the address in the block is the one that stands (one
+                // before it, in an earlier transaction, was destroyed as it was made).
+                let found = frames.iter().enumerate().rev().find_map(|(i, top)| {
                     creator_in(top, address)
                         .map(|creator| ContractCreator { hash: *b.txs[i].tx_hash(), creator })
                 });
@@ -143,8 +145,11 @@ impl Rpc {
     /// The transactions that involve `address` (a call frame from or to it, at any depth:
     /// sent, received, called, created, self-destructed or paid by a self-destruct) in the
     /// blocks `search` walks, until `size` are found, at the end of a block; newest first.
-    /// Past `rpc.call_timeout_millis` the page ends with what was found (an error if
-    /// nothing was).
+    /// The page ends early, with what was found, past `rpc.call_timeout_millis` (checked
+    /// before each block; one block's trace is bounded by its gas), past
+    /// `rpc.max_batch_response_bytes` of transactions, or at a block that cannot be
+    /// searched (its state no longer kept); with nothing found, the first and the last are
+    /// errors.
     fn search(
         &self,
         address: Address,
@@ -152,17 +157,13 @@ impl Rpc {
         size: u64,
     ) -> Result<TransactionsWithReceipts, RpcError> {
         let clock = CallClock::start(self.cfg.call_timeout_millis);
-        // The blocks in the order walked, each with its matching transactions, in order.
-        let mut found: Vec<(Arc<StoredBlock>, Vec<usize>)> = Vec::new();
-        let mut count = 0u64;
+        let budget = self.cfg.max_batch_response_bytes as u64;
+        // Each block walked that holds some, with its matching transactions, newest first.
+        let mut found: Vec<Vec<(RpcTransaction, OtsTransactionReceipt)>> = Vec::new();
+        let (mut count, mut bytes) = (0u64, 0u64);
         let mut cut = false;
         let first = search.next.unwrap_or_default();
         while let Some(n) = search.take() {
-            // An empty block is told by its header alone (an idle chain makes one a second).
-            let header = read_back(n, self.state.chain.header(n))?;
-            if header.transactions_root == EMPTY_ROOT_HASH {
-                continue;
-            }
             if clock.check().is_err() {
                 if count == 0 {
                     return Err(RpcError::server(format!(
@@ -176,11 +177,42 @@ impl Rpc {
                 cut = true;
                 break;
             }
-            let b = read_back(n, self.state.chain.scanned_block(n))?;
-            let hits = self.block_hits(&b, address, clock.until)?;
-            if !hits.is_empty() {
-                count += hits.len() as u64;
-                found.push((b, hits));
+            // An empty block is told by its header alone (an idle chain makes one a second).
+            let header = read_back(n, self.state.chain.header(n))?;
+            if header.transactions_root == EMPTY_ROOT_HASH {
+                continue;
+            }
+            let hits = read_back(n, self.state.chain.scanned_block(n))
+                .and_then(|b| Ok((self.block_hits(&b, address)?, b)));
+            let (hits, b) = match hits {
+                Ok(found) => found,
+                Err(_) if count > 0 => {
+                    search.give_back(n);
+                    cut = true;
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut these = Vec::with_capacity(hits.len());
+            for &i in hits.iter().rev() {
+                let (tx, receipt) = (rpc_tx(&b, i), ots_receipt(&b, i));
+                bytes = bytes.saturating_add(json_len(&tx)).saturating_add(json_len(&receipt));
+                these.push((tx, receipt));
+            }
+            if count > 0 && bytes > budget {
+                search.give_back(n);
+                cut = true;
+                break;
+            }
+            count += these.len() as u64;
+            if !these.is_empty() {
+                found.push(these);
+            }
+            if bytes > budget {
+                return Err(RpcError::limit(format!(
+                    "the transactions of {address} in block {n} would take about {bytes} \
+                     bytes, more than {budget} (rpc.max_batch_response_bytes)"
+                )));
             }
             if count >= size {
                 break;
@@ -189,18 +221,11 @@ impl Rpc {
         if !search.before {
             found.reverse();
         }
-        let mut txs = Vec::with_capacity(count as usize);
-        let mut receipts = Vec::with_capacity(count as usize);
-        for (b, hits) in &found {
-            for &i in hits.iter().rev() {
-                txs.push(rpc_tx(b, i));
-                receipts.push(ots_receipt(b, i));
-            }
-        }
+        let (txs, receipts) = found.into_iter().flatten().unzip();
         // The first page is the newest; the last, the oldest.
         let exhausted = !cut && search.next.is_none();
         let (first_page, last_page) = if search.before {
-            (search.from == 0, exhausted)
+            (search.from == 0 || search.from > search.head, exhausted)
         } else {
             (exhausted, search.from == 0)
         };
@@ -214,12 +239,7 @@ impl Rpc {
     /// in the transaction that made it, and only an authorization sets or clears a
     /// delegation, so an account without code after the block had none for a later
     /// transaction of it.) The others are traced.
-    fn block_hits(
-        &self,
-        b: &StoredBlock,
-        address: Address,
-        deadline: std::time::Instant,
-    ) -> Result<Vec<usize>, RpcError> {
+    fn block_hits(&self, b: &StoredBlock, address: Address) -> Result<Vec<usize>, RpcError> {
         let n = b.number();
         let plain = self.plain_transfers(b)?;
         let mut hits = Vec::new();
@@ -230,7 +250,7 @@ impl Rpc {
         let frames = match &traced {
             Some(range) => {
                 let tracer = call_tracer(false);
-                let traces = self.trace_block_here(b, range.clone(), &tracer, Some(deadline))?;
+                let traces = self.trace_block_here(b, range.clone(), &tracer, None)?;
                 call_frames(traces)?
             }
             None => Vec::new(),
