@@ -4927,6 +4927,55 @@ async fn otterscan_explores_the_chain() {
         assert_eq!(creator(&mut c, gone), Value::Null);
         assert_eq!(creator(&mut c, bob), Value::Null);
 
+        // An account that delegates to the contract (EIP-7702) and pays bob through it, and
+        // clears its delegation in the same block: a search traces that block although the
+        // account has no code after it.
+        let dave = PrivateKeySigner::from_slice(&[0xda; 32]).unwrap_or_else(|e| panic!("{e}"));
+        let mut attempt = 0;
+        let delegated = loop {
+            let authorize = |to: Address, n: u64| {
+                let auth =
+                    alloy_eips::eip7702::Authorization { chain_id: U256::from(31337), address: to, nonce: n };
+                let sig = dave.sign_hash_sync(&auth.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+                auth.into_signed(sig)
+            };
+            let tx = |nonce: u64, auth, input: Vec<u8>, value: u64| {
+                let tx = alloy_consensus::TxEip7702 {
+                    chain_id: 31337,
+                    nonce,
+                    gas_limit: 200_000,
+                    max_fee_per_gas: 2_000_000_000,
+                    max_priority_fee_per_gas: 7,
+                    to: dave.address(),
+                    value: U256::from(value),
+                    authorization_list: vec![auth],
+                    input: input.into(),
+                    ..Default::default()
+                };
+                let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+                let raw = TxEnvelope::Eip7702(tx.into_signed(sig)).encoded_2718();
+                json!({"jsonrpc": "2.0", "id": nonce, "method": "eth_sendRawTransaction",
+                    "params": [Bytes::from(raw)]})
+            };
+            let paying = tx(next, authorize(kit, 2 * attempt), IKit::payCall { to: bob }.abi_encode(), 9);
+            let clearing = tx(next + 1, authorize(Address::ZERO, 2 * attempt + 1), vec![], 0);
+            next += 2;
+            attempt += 1;
+            // The second first: the pool holds it until the first fills its nonce gap.
+            let sent = c.post(&json!([clearing, paying]).to_string()).unwrap_or_else(|e| panic!("{e}"));
+            let r = wait_receipt(&mut c, &sent[1]["result"]);
+            assert_eq!(r["status"], json!("0x1"), "{r}");
+            let cleared_in = wait_receipt(&mut c, &sent[0]["result"])["blockNumber"].clone();
+            if cleared_in == r["blockNumber"] {
+                break sent[1]["result"].clone();
+            }
+            assert!(attempt < 20, "20 pairs, none in one block");
+        };
+        assert_eq!(call(&mut c, "eth_getCode", json!([dave.address(), "latest"])), json!("0x"));
+        assert_eq!(ops(&mut c, &delegated), json!([op(0, dave.address(), bob, 9)]));
+        let newest = call(&mut c, "ots_searchTransactionsBefore", json!([bob, 0, 1]));
+        assert_eq!(hashes(&newest), vec![delegated], "{newest}");
+
         // The header Otterscan checks the node with.
         let h = call(&mut c, "erigon_getHeaderByNumber", json!([n]));
         assert_eq!((&h["hash"], &h["number"]), (&full["hash"], &full["number"]), "{h}");
