@@ -1566,8 +1566,12 @@ impl SavedRefs {
         {
             return None;
         }
-        let prefix = reader.read_prefix(last.at, (last.len as usize).min(HEADER_PREFIX)).ok()?;
-        let header = decode_header(&prefix).ok()?;
+        // Read whole, its checksum checked: a start after a crash may have saved the place
+        // of a block read from the OS's cache whose body never reached the disk (since stop
+        // 55; its header alone was read, and the torn block, taken as held, made every
+        // later start refuse).
+        let record = reader.read_at(last.at, last.len as usize).ok()?;
+        let header = decode_header(&record).ok()?;
         let holds = header.number.checked_add(1) == Some(count) && header.hash_slow() == last.hash;
         holds.then_some(SavedRefs { count, file, certificate, end })
     }

@@ -491,8 +491,10 @@ impl Default for RpcConfig {
             // the whole chain, and blocks whose bloom does not match cost a header read each.
             max_log_blocks: 100_000,
             max_logs: 10_000,
-            // EIP-7825 (Osaka) caps a transaction at 2^24 gas.
-            gas_cap: 1 << 24,
+            // geth's `rpc.gascap`: calls are not held to EIP-7825's 2^24 (geth since September
+            // 2025; estimates are, and to the block's gas limit). Since stop 55: 2^24 before,
+            // so view calls of 16.7 to 45 million gas failed here and ran on geth and anvil.
+            gas_cap: 50_000_000,
             max_subscriptions: 128,
             max_ws_connections: 1024,
             ws_send_timeout_millis: 30_000,

@@ -240,13 +240,17 @@ fn write_file_atomically(
 fn open_journal(path: &std::path::Path) -> Result<(Wal, Vec<bytes::Bytes>), NodeError> {
     let opened = match Wal::open(path) {
         Ok(o) => o,
-        Err(e) => {
+        // Only a damaged journal is set aside; an I/O error (a full disk, a permission)
+        // fails the start and leaves the file as it is (since stop 55: it was set aside,
+        // and the transactions it held lost).
+        Err(e @ crate::wal::WalError::Corrupt { .. }) => {
             tracing::warn!("mempool journal: {e}; setting it aside");
             let aside = path.with_extension("damaged");
             std::fs::rename(path, &aside)
                 .map_err(|e| storage_err("setting the mempool journal aside", e))?;
             Wal::open(path).map_err(|e| storage_err("opening the mempool journal", e))?
         }
+        Err(e) => return Err(storage_err("opening the mempool journal", e)),
     };
     Ok(opened)
 }

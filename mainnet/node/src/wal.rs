@@ -247,6 +247,11 @@ impl Wal {
         let salt = prepare(path, &name)?;
         let mut file =
             OpenOptions::new().read(true).append(true).open(path).map_err(Self::err(&name))?;
+        // What a killed process appended may be in the OS's cache alone, and what the
+        // caller derives from the records read (saved block places, index runs) may be
+        // synced before this open ends: the log is made durable first, so nothing derived
+        // from a record outlives the record in a power loss (since stop 55).
+        file.sync_data().map_err(Self::err(&name))?;
         let size = file.metadata().map_err(Self::err(&name))?.len();
         let corrupt = |at| WalError::Corrupt { path: name.clone(), at };
         let start = from.unwrap_or(FILE_HEADER);
