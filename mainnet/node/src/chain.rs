@@ -1566,11 +1566,17 @@ impl SavedRefs {
         {
             return None;
         }
-        // Read whole, its checksum checked: a start after a crash may have saved the place
-        // of a block read from the OS's cache whose body never reached the disk (since stop
-        // 55; its header alone was read, and the torn block, taken as held, made every
-        // later start refuse).
-        let record = reader.read_at(last.at, last.len as usize).ok()?;
+        // The log's last record is read whole, its checksum checked: a start after a crash
+        // may have saved the place of a block read from the OS's cache whose body never
+        // reached the disk (since stop 55; its header alone was read, and the torn block,
+        // taken as held, made every later start refuse). A record with others after it is
+        // no torn write: damaged, its block is found unreadable when asked for, and the
+        // start goes on (`a_damaged_block_read_back_at_a_start_does_not_stop_it`).
+        let record = if end == reader.file_len().ok()? {
+            reader.read_at(last.at, last.len as usize).ok()?
+        } else {
+            reader.read_prefix(last.at, (last.len as usize).min(HEADER_PREFIX)).ok()?
+        };
         let header = decode_header(&record).ok()?;
         let holds = header.number.checked_add(1) == Some(count) && header.hash_slow() == last.hash;
         holds.then_some(SavedRefs { count, file, certificate, end })
@@ -2634,6 +2640,50 @@ pub(crate) mod tests {
         let e = place_from_log(&idx, 29, &log, 20).map(|_| ()).unwrap_err();
         assert!(e.contains("no good entry in the 20 before it"), "{e}");
         same(place_from_log(&idx, 29, &log, 29), &places[29]);
+    }
+
+    /// A crash, and a power loss during the next start, can leave the last block of the log
+    /// torn (its header on disk, not its body) while `blocks.idx`, written by that start from
+    /// the blocks it read in the OS's cache, holds its place. A start then reads that record
+    /// whole and, its checksum failing, takes none of the saved places: it reads the log,
+    /// cuts the torn block and opens at the block before. (Since stop 55: the record's
+    /// header alone was read, the torn block taken as held, and every later start refused;
+    /// opening the log now also syncs it before anything derived from it is saved.)
+    #[test]
+    fn a_torn_last_block_under_saved_places_is_cut() {
+        use std::os::unix::fs::FileExt;
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
+        let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
+        let saved = chain.index.read().places.saved;
+        assert!(saved >= 30, "{saved} places saved");
+        drop(chain);
+        let idx =
+            std::fs::File::open(dir.path().join(BLOCK_REFS)).unwrap_or_else(|e| panic!("{e}"));
+        let mut entry = [0u8; REF_BYTES];
+        let last = saved - 1;
+        idx.read_exact_at(&mut entry, REFS_HEADER + last * REF_BYTES as u64)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let place = get_ref(&entry).unwrap_or_else(|| panic!("entry {last} damaged"));
+        assert_eq!(place.hash, made[last as usize].hash);
+        // The log ends with that block, whose last byte never reached the disk.
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("blocks.log"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        log.set_len(place.at + u64::from(place.len)).unwrap_or_else(|e| panic!("{e}"));
+        drop(log);
+        damage_record(dir.path(), &place);
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(chain.head_number(), last - 1);
+        same_blocks(&chain, &made[..last as usize]);
+        drop(chain);
+        // And the next start too.
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        same_blocks(&chain, &made[..last as usize]);
     }
 
     /// The places of blocks older than the index's last part written out are read from

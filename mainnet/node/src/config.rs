@@ -606,7 +606,9 @@ pub struct PipelineSettings {
     pub threads: usize,
     /// Store versions kept for queries at past blocks (0: every version, an archive node).
     pub retain_versions: u64,
-    /// Sync writes to disk (off: a killed process loses nothing, a power loss may).
+    /// Sync writes to disk. Off (for benchmarks) a killed process loses nothing, but after a
+    /// power loss the node may refuse to start (its state behind its block log), and a
+    /// validator may have lost proposals it sent and so propose again in a round it used.
     pub fsync: bool,
 }
 
