@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,8 +38,21 @@ type Log = Arc<Mutex<Vec<Committed>>>;
 
 impl Net {
     fn start(&self, i: usize, cache: Arc<SignatureCache>) -> (Validator, Log) {
-        let (wal, records) =
-            Wal::open(&self.dir.join(format!("{i}.wal"))).unwrap_or_else(|e| panic!("{e}"));
+        let wal = self.dir.join(format!("{i}.wal"));
+        self.start_at(i, &wal, self.peers[i].addr, self.statuses[i].clone(), cache)
+    }
+
+    /// Validator `i`'s keys run over the log at `wal`, listening at `listen`, reporting to
+    /// `status` (another process with its keys, when not its own).
+    fn start_at(
+        &self,
+        i: usize,
+        wal: &Path,
+        listen: SocketAddr,
+        status: Arc<ValidatorStatus>,
+        cache: Arc<SignatureCache>,
+    ) -> (Validator, Log) {
+        let (wal, records) = Wal::open(wal).unwrap_or_else(|e| panic!("{e}"));
         let mut replayed = Vec::new();
         let cfg = Config { chain: [9; 32], ..Config::default() };
         let engine = AsyncBft::recover(
@@ -50,12 +64,7 @@ impl Net {
             records,
             &mut replayed,
         );
-        let ncfg = NetworkConfig::new(
-            i as u16,
-            self.ids[i].clone(),
-            self.peers[i].addr,
-            self.peers.clone(),
-        );
+        let ncfg = NetworkConfig::new(i as u16, self.ids[i].clone(), listen, self.peers.clone());
         // A killed validator's socket is released once its aborted tasks are dropped, which a
         // loaded machine can take a while to do: binding again is retried for 10 s.
         let mut attempts = 0;
@@ -90,12 +99,7 @@ impl Net {
             commits: tx,
             node_frames: None,
         };
-        let v = Validator::spawn_with(
-            parts,
-            ValidatorConfig::default(),
-            None,
-            self.statuses[i].clone(),
-        );
+        let v = Validator::spawn_with(parts, ValidatorConfig::default(), None, status);
         (v, log)
     }
 }
@@ -270,6 +274,66 @@ async fn validators_agree_survive_a_kill_and_the_restarted_one_catches_up() {
     let all = logs(&running, &[0, 1, 2, 3]);
     wait_for(&all.iter().collect::<Vec<_>>(), &want, "all four after they all restarted").await;
     agree(&all.iter().collect::<Vec<_>>());
+    for r in running.into_iter().flatten() {
+        r.0.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// A fault counter a validator published.
+fn fault(s: &ValidatorStatus, kind: &str) -> u64 {
+    s.faults.lock().iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+}
+
+/// A copy of a running validator (its log copied while it runs, its keys, another address:
+/// its directory copied to a second machine) proposes nothing, over real sockets. The others
+/// send to the address the committee names, the original's, so the copy hears no block of
+/// theirs, and a restarted engine proposes only once it has heard from a quorum (docs/node.md
+/// §1 "Two processes with one key"); it can therefore not take over either while the
+/// committee names the other address. The original never stands down (the copy sends only
+/// the newest block of its log, which the original signed), and the chain goes on. Since
+/// stop 55: the guard was tested in the simulator and the engine alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_of_a_running_validator_elsewhere_proposes_nothing() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let net = setup(4, dir.path());
+    let running: Vec<Option<(Validator, Log)>> =
+        (0..4).map(|i| Some(net.start(i, Arc::default()))).collect();
+    let all: Vec<Log> = running.iter().flatten().map(|(_, l)| l.clone()).collect();
+    let all: Vec<&Log> = all.iter().collect();
+    let mut want = HashSet::new();
+    submit(&running, 0..300, 4, &mut want).await;
+    wait_for(&all, &want, "all four").await;
+
+    let copied = dir.path().join("3-copy.wal");
+    std::fs::copy(dir.path().join("3.wal"), &copied).unwrap_or_else(|e| panic!("{e}"));
+    let status = Arc::new(ValidatorStatus::default());
+    let listen = free_addrs(1)[0];
+    let (copy, copy_log) = net.start_at(3, &copied, listen, status.clone(), Arc::default());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let round = status.round.load(Ordering::Relaxed);
+    assert!(round > 0, "the copy did not recover its log's round");
+    let replayed = copy_log.lock().unwrap_or_else(|e| e.into_inner()).len();
+
+    // Load through the four for longer than a restarted engine's patience (100 ticks of
+    // 10 ms), and then some.
+    for k in 0..4u64 {
+        submit(&running, 300 + k * 200..500 + k * 200, 4, &mut want).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    wait_for(&all, &want, "all four beside the copy").await;
+    agree(&all);
+    assert_eq!(status.round.load(Ordering::Relaxed), round, "the copy moved on a round");
+    assert_eq!(copy_log.lock().unwrap_or_else(|e| e.into_inner()).len(), replayed);
+    assert!(!status.stood_down.load(Ordering::Relaxed));
+    for (i, s) in net.statuses.iter().enumerate() {
+        assert!(!s.stood_down.load(Ordering::Relaxed), "validator {i} stood down");
+        assert_eq!(fault(s, "other_signer"), 0, "validator {i}");
+        assert_eq!(fault(s, "equivocators"), 0, "validator {i} saw an equivocation");
+    }
+    copy.kill();
+    submit(&running, 1100..1200, 4, &mut want).await;
+    wait_for(&all, &want, "all four after the copy stopped").await;
+    agree(&all);
     for r in running.into_iter().flatten() {
         r.0.stop().await.unwrap_or_else(|e| panic!("{e}"));
     }
