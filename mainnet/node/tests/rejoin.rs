@@ -220,8 +220,14 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
 
-    // Restarted: it syncs, rejoins, and takes part again.
-    nodes[3] = Some(restart(&cfgs[3]).await);
+    // Restarted: it syncs, rejoins, and takes part again. Marked as stood down (as if
+    // another process had signed with its key) before it rejoins: the rejoin's new engine
+    // listens as a restarted one does, and the mark goes (since stop 55: untested before).
+    let restarted = restart(&cfgs[3]).await;
+    let validator = restarted.state.validator.clone();
+    validator.stood_down.store(true, std::sync::atomic::Ordering::Relaxed);
+    let marked_first = validator.rejoins.load(std::sync::atomic::Ordering::Relaxed) == 0;
+    nodes[3] = Some(restarted);
     let all = https.clone();
     let k = key.clone();
     tokio::task::spawn_blocking(move || {
@@ -238,6 +244,10 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // (Only if it was marked before the rejoin: a rejoin within microseconds of the
+        // start would leave the mark made after it.)
+        let stood_down = validator.stood_down.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(!marked_first || !stood_down, "the rejoin left the stood-down mark");
         // Its consensus commits again, in step with the others.
         let h = quantity(&status(all[3])["consensusHeight"]).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(60);
