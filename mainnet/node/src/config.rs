@@ -493,7 +493,7 @@ impl Default for RpcConfig {
             max_logs: 10_000,
             // geth's `rpc.gascap`: calls are not held to EIP-7825's 2^24 (geth since September
             // 2025; estimates are, and to the block's gas limit). Since stop 55: 2^24 before,
-            // so view calls of 16.7 to 45 million gas failed here and ran on geth and anvil.
+            // so view calls needing more than 16.7 million gas failed here and ran on geth.
             gas_cap: 50_000_000,
             max_subscriptions: 128,
             max_ws_connections: 1024,

@@ -2028,17 +2028,16 @@ impl Rpc {
         if traced.is_empty() || block.number() == 0 {
             return Ok(Vec::new());
         }
-        self.heavy(move |this| this.trace_block_here(&block, traced, &tracer, None)).await
+        self.heavy(move |this| this.trace_block_here(&block, traced, &tracer)).await
     }
 
-    /// [`Rpc::trace_block`] on the calling thread (one of the blocking pool's), with a
-    /// `deadline` as [`TraceContext::deadline`] has it.
+    /// [`Rpc::trace_block`] on the calling thread (one of the blocking pool's). A block's
+    /// trace has no deadline: its gas bounds it.
     fn trace_block_here(
         &self,
         block: &StoredBlock,
         traced: std::ops::Range<usize>,
         tracer: &Tracer,
-        deadline: Option<std::time::Instant>,
     ) -> Result<Vec<TxTrace>, RpcError> {
         let number = block.number();
         if traced.is_empty() || number == 0 {
@@ -2057,7 +2056,7 @@ impl Rpc {
             block_hash: Some(block.hash),
             call: false,
             budget: TRACE_BUDGET,
-            deadline,
+            deadline: None,
         };
         trace_with(&view, &self.state.spec, &env, &txs, traced, tracer, context)
             .map_err(trace_error)
@@ -2715,8 +2714,8 @@ impl Rpc {
             }
             TxStatus::Halt(why) => return Err(RpcError::server(why)),
         }
-        // Gas that succeeds, at most 1.5 % above the least that does (geth's error ratio), at
-        // least what was used, at most the cap: geth's search (since stop 55; before, the
+        // Gas that succeeds, at least what was used, at most the cap, found by geth's search,
+        // which stops once its bounds are within 1.5 % of the upper one (geth's error ratio) (since stop 55; before, the
         // least itself, some 17 to 26 executions where geth runs 2 to 6, so a heavy estimate
         // hit `call_timeout_millis` where geth answers).
         let ok = |g: u64| -> Result<bool, RpcError> {

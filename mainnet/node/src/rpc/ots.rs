@@ -250,7 +250,7 @@ impl Rpc {
         let frames = match &traced {
             Some(range) => {
                 let tracer = call_tracer(false);
-                let traces = self.trace_block_here(b, range.clone(), &tracer, None)?;
+                let traces = self.trace_block_here(b, range.clone(), &tracer)?;
                 call_frames(traces)?
             }
             None => Vec::new(),
