@@ -55,6 +55,11 @@ pub enum ChainError {
         /// The block.
         number: u64,
     },
+    /// A page of the transaction index that may hold what was looked for could not be read
+    /// (its checksum failed; logged, and its run set aside for the next start, which
+    /// indexes those blocks again from the log).
+    #[error("{0}")]
+    Index(String),
     /// The chain was shut ([`Chain::shut`]): its node stopped, and the log is no longer
     /// written.
     #[error("the chain is shut: its node stopped")]
@@ -1109,10 +1114,9 @@ impl Chain {
         if !lookup.runs_may_hold() {
             return None;
         }
-        let places: Vec<u64> = off_the_runtime(|| {
-            lookup.run_places().filter(|p| p.1 == BLOCK_MARK).map(|p| p.0).collect()
-        });
-        places.into_iter().find_map(is)
+        // (A run page that cannot be read is logged: the block is not found by its hash.)
+        let places = off_the_runtime(|| lookup.run_places()).unwrap_or_default();
+        places.into_iter().filter(|p| p.1 == BLOCK_MARK).find_map(|(n, _)| is(n))
     }
 
     /// Whether the chain holds transaction `hash`: the index alone, no block is read (a
@@ -1124,44 +1128,72 @@ impl Chain {
         self.transaction_block(hash).is_some()
     }
 
-    /// The number of the block holding transaction `hash`, by the index alone (no block is
-    /// read; a match of the first 16 bytes is taken, as [`Chain::has_transaction`] takes it).
-    pub fn transaction_block(&self, hash: &B256) -> Option<u64> {
-        let lookup = self.index.read().txs.lookup(hash);
-        if let Some(found) = lookup.memory.iter().find(|f| f.place().1 != BLOCK_MARK) {
-            return Some(found.place().0);
-        }
-        if !lookup.runs_may_hold() {
-            return None;
-        }
-        off_the_runtime(|| lookup.run_places().find(|p| p.1 != BLOCK_MARK).map(|p| p.0))
+    /// [`Chain::has_transaction`], with an error where the index cannot tell (a page of it
+    /// that may hold the hash cannot be read).
+    pub fn has_transaction_checked(&self, hash: &B256) -> Result<bool, ChainError> {
+        Ok(self.transaction_block_checked(hash)?.is_some())
     }
 
-    /// Where the transaction `hash` is.
+    /// The number of the block holding transaction `hash`, by the index alone (no block is
+    /// read; a match of the first 16 bytes is taken, as [`Chain::has_transaction`] takes it).
+    /// `None` also where the index cannot tell (logged; see
+    /// [`Chain::transaction_block_checked`]).
+    pub fn transaction_block(&self, hash: &B256) -> Option<u64> {
+        self.transaction_block_checked(hash).ok().flatten()
+    }
+
+    /// [`Chain::transaction_block`], with an error where a page of the index that may hold
+    /// the hash cannot be read.
+    pub fn transaction_block_checked(&self, hash: &B256) -> Result<Option<u64>, ChainError> {
+        let lookup = self.index.read().txs.lookup(hash);
+        if let Some(found) = lookup.memory.iter().find(|f| f.place().1 != BLOCK_MARK) {
+            return Ok(Some(found.place().0));
+        }
+        if !lookup.runs_may_hold() {
+            return Ok(None);
+        }
+        let places = off_the_runtime(|| lookup.run_places()).map_err(ChainError::Index)?;
+        Ok(places.into_iter().find(|p| p.1 != BLOCK_MARK).map(|p| p.0))
+    }
+
+    /// Where the transaction `hash` is; `None` also where the chain cannot tell (logged;
+    /// see [`Chain::transaction_checked`]).
     pub fn transaction(&self, hash: &B256) -> Option<TxLocation> {
+        self.transaction_checked(hash).ok().flatten()
+    }
+
+    /// Where the transaction `hash` is, with an error where the chain cannot tell: a page of
+    /// the index that may hold the hash, or a block the index places it in, cannot be read
+    /// (since stop 55; before, such a transaction was not found, and JSON-RPC answered
+    /// `null` for a transaction the chain holds).
+    pub fn transaction_checked(&self, hash: &B256) -> Result<Option<TxLocation>, ChainError> {
         let lookup = self.index.read().txs.lookup(hash);
         // A place found by the hash's first 16 bytes is checked against the block's
         // transaction there, which is at hand anyway; the places are tried newest first.
-        let at = |n: u64, i: u32, exact: bool| {
-            let block = self.block(n)?;
+        let at = |n: u64, i: u32, exact: bool| -> Result<Option<TxLocation>, ChainError> {
+            let block = self.block(n).ok_or(ChainError::Unreadable { number: n })?;
             let holds = block.txs.get(i as usize).is_some_and(|t| t.tx_hash() == hash);
-            (exact || holds).then_some(TxLocation { block, index: i as usize })
+            Ok((exact || holds).then_some(TxLocation { block, index: i as usize }))
         };
         for found in &lookup.memory {
             let (n, i) = found.place();
             if i == BLOCK_MARK {
                 continue;
             }
-            if let Some(l) = at(n, i, matches!(found, Found::Exact(..))) {
-                return Some(l);
+            if let Some(l) = at(n, i, matches!(found, Found::Exact(..)))? {
+                return Ok(Some(l));
             }
         }
         if !lookup.runs_may_hold() {
-            return None;
+            return Ok(None);
         }
-        let places: Vec<(u64, u32)> =
-            off_the_runtime(|| lookup.run_places().filter(|p| p.1 != BLOCK_MARK).collect());
-        places.into_iter().find_map(|(n, i)| at(n, i, false))
+        let places = off_the_runtime(|| lookup.run_places()).map_err(ChainError::Index)?;
+        for (n, i) in places.into_iter().filter(|p| p.1 != BLOCK_MARK) {
+            if let Some(l) = at(n, i, false)? {
+                return Ok(Some(l));
+            }
+        }
+        Ok(None)
     }
 
     /// How many blocks opening the chain decoded whole: those the transaction index's runs
@@ -2823,6 +2855,53 @@ pub(crate) mod tests {
         assert_eq!(chain.records_read_at_open() as u64, head + 1);
         assert_eq!(std::fs::metadata(dir.path().join("blocks.log")).map(|m| m.len()).ok(), log_len);
         same_blocks(&chain, &made);
+    }
+
+    /// A transaction whose page of the index cannot be read (its checksum fails) is neither
+    /// found nor said to be missing: the checked lookups are errors (and JSON-RPC answers
+    /// -32000, the pipeline does not record it as dropped); the transactions on the run's
+    /// other pages are found. Since stop 55: it was not found.
+    #[test]
+    fn a_transaction_on_a_damaged_index_page_is_an_error_not_missing() {
+        let key = PrivateKeySigner::random();
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
+        let (chain, made) = settled_chain(dir.path(), &key, keep, 200);
+        let covered = chain.index_stats().runs.first().map(|r| r.1);
+        let covered = covered.unwrap_or_else(|| panic!("no run"));
+        drop(chain);
+        // The first page of the oldest run damaged.
+        let runs = dir.path().join(TX_INDEX_DIR);
+        let mut names: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        names.sort();
+        let first = names.first().cloned().unwrap_or_else(|| panic!("no run file"));
+        let mut bytes = std::fs::read(&first).unwrap_or_else(|e| panic!("{e}"));
+        bytes[12] ^= 0xff;
+        std::fs::write(&first, &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let chain = Chain::open_keeping(dir.path(), || panic!("the log has a genesis"), keep)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut unknown, mut found) = (0, 0);
+        for b in made.iter().skip(1).filter(|b| b.number() <= covered) {
+            for h in b.tx_hashes() {
+                match chain.transaction_checked(&h) {
+                    Err(ChainError::Index(_)) => {
+                        unknown += 1;
+                        assert!(chain.has_transaction_checked(&h).is_err(), "{h}");
+                        assert!(chain.transaction(&h).is_none(), "{h}");
+                    }
+                    Ok(Some(at)) => {
+                        assert_eq!(at.block.hash, b.hash);
+                        found += 1;
+                    }
+                    other => panic!("{h}: {:?}", other.map(|l| l.map(|l| l.index))),
+                }
+            }
+        }
+        assert!(unknown > 0 && found > 0, "{unknown} unknown, {found} found");
     }
 
     /// A start reads back the newest blocks its runs cover; one of them other than the head

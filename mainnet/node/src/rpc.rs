@@ -1109,7 +1109,7 @@ impl Rpc {
             // In a block or waiting in the pool (as geth); `null` when unknown.
             "debug_getRawTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
-                let tx = match st.chain.transaction(&hash) {
+                let tx = match self.located(&hash)? {
                     Some(loc) => loc.block.txs.get(loc.index).cloned(),
                     None => self.mempool.lock().get(&hash).map(|(tx, _)| tx),
                 };
@@ -1120,7 +1120,8 @@ impl Rpc {
                 let opts = trace_options(p.get(1))?;
                 let loc = st
                     .chain
-                    .transaction(&hash)
+                    .transaction_checked(&hash)
+                    .map_err(RpcError::server)?
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
                 let traced = index..index + 1;
@@ -1151,7 +1152,7 @@ impl Rpc {
             // block's are its transactions').
             "trace_transaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
-                let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
+                let Some(loc) = self.located(&hash)? else { return Ok(Value::Null) };
                 let index = loc.index;
                 let flat = Tracer::Geth(flat_call_tracer());
                 flat_traces(self.trace_block(loc.block, index..index + 1, flat).await?)
@@ -1166,7 +1167,7 @@ impl Rpc {
             "trace_get" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 let indices: Vec<U64> = param(p, 1, "indices")?;
-                let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
+                let Some(loc) = self.located(&hash)? else { return Ok(Value::Null) };
                 let [index] = indices[..] else { return Ok(Value::Null) };
                 let Ok(i) = usize::try_from(index.to::<u64>()) else { return Ok(Value::Null) };
                 let tx = loc.index;
@@ -1237,7 +1238,8 @@ impl Rpc {
                 let types = Tracer::Parity(trace_types(p.get(1))?);
                 let loc = st
                     .chain
-                    .transaction(&hash)
+                    .transaction_checked(&hash)
+                    .map_err(RpcError::server)?
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
                 let mut traces = self.trace_block(loc.block, index..index + 1, types).await?;
@@ -1352,7 +1354,7 @@ impl Rpc {
             }
             "eth_getTransactionByHash" => {
                 let hash: B256 = param(p, 0, "hash")?;
-                if let Some(loc) = st.chain.transaction(&hash) {
+                if let Some(loc) = self.located(&hash)? {
                     return to_value(rpc_tx(&loc.block, loc.index));
                 }
                 if let Some((tx, from)) = self.mempool.lock().get(&hash) {
@@ -1360,14 +1362,14 @@ impl Rpc {
                 }
                 // Stored (and so cleared from the pool) between the two reads: the chain has
                 // it now. A transaction in neither is not known.
-                match st.chain.transaction(&hash) {
+                match self.located(&hash)? {
                     Some(loc) => to_value(rpc_tx(&loc.block, loc.index)),
                     None => Ok(Value::Null),
                 }
             }
             "eth_getTransactionReceipt" => {
                 let hash: B256 = param(p, 0, "hash")?;
-                match st.chain.transaction(&hash) {
+                match self.located(&hash)? {
                     Some(loc) => to_value(rpc_receipt(&loc.block, loc.index)),
                     None => Ok(Value::Null),
                 }
@@ -1540,6 +1542,13 @@ impl Rpc {
         self.state.chain.head_number()
     }
 
+    /// Where the chain holds transaction `hash`; an error (-32000) where it cannot tell: a
+    /// page of its index or its block cannot be read back (logged). Since stop 55: before,
+    /// such a transaction was answered as unknown (`null`).
+    fn located(&self, hash: &B256) -> Result<Option<crate::chain::TxLocation>, RpcError> {
+        self.state.chain.transaction_checked(hash).map_err(RpcError::server)
+    }
+
     /// The block a block parameter names (absent: latest).
     fn block_number(&self, v: Option<&Value>) -> Result<u64, RpcError> {
         let id: BlockId = match v {
@@ -1661,7 +1670,7 @@ impl Rpc {
         // The batch's deadline is set by its first send that was taken.
         let deadline = batch.map_or(own, |b| own.min(*b.sync_deadline.get_or_init(|| own)));
         loop {
-            if let Some(loc) = self.state.chain.transaction(&hash) {
+            if let Some(loc) = self.located(&hash)? {
                 return to_value(rpc_receipt(&loc.block, loc.index));
             }
             // Dropped at execution: no receipt will come.
@@ -2395,7 +2404,13 @@ impl Rpc {
                     clock.check()?;
                 }
                 let left = env.gas_limit.saturating_sub(used);
-                let gas = req.gas.unwrap_or(left.min(self.cfg.gas_cap));
+                // A call checked as a transaction (`validation`) is held to EIP-7825's cap of
+                // a transaction's gas, so one that names none gets at most that.
+                let most = match payload.validation {
+                    true => self.cfg.gas_cap.min(st.spec.tx_gas_cap()),
+                    false => self.cfg.gas_cap,
+                };
+                let gas = req.gas.unwrap_or(left.min(most));
                 if gas > left {
                     return Err(RpcError::new(
                         -38015,

@@ -271,11 +271,14 @@ impl Run {
     }
 
     /// The places of the entries with `prefix`, newest first (the run's pages are read). A
-    /// page that cannot be read is logged and answers nothing; the others still do.
-    fn find(&self, prefix: &[u8; 16]) -> Vec<(u64, u32)> {
+    /// page that cannot be read is logged; when no other page holds an entry with the
+    /// prefix, the answer is that error, since the entry may be on it (since stop 55; before,
+    /// nothing was found, and a held transaction was taken for one the chain lacks).
+    fn find(&self, prefix: &[u8; 16]) -> Result<Vec<(u64, u32)>, String> {
         let mut out = Vec::new();
+        let mut unread = None;
         if self.pages() == 0 {
-            return out;
+            return Ok(out);
         }
         // Entries with the prefix begin in the last page whose first prefix is below it (or
         // the first page), and may go on into pages that begin with it.
@@ -286,12 +289,17 @@ impl Run {
                     entries.iter().filter(|e| e.prefix == *prefix).map(|e| (e.block, e.pos)),
                 ),
                 Err(e) => {
-                    tracing::error!(error = %e, "transaction index: a run page could not be read")
+                    tracing::error!(error = %e, "transaction index: a run page could not be read");
+                    unread =
+                        Some(format!("a page of the transaction index could not be read: {e}"));
                 }
             }
             p += 1;
             if p >= self.pages() || self.fences[p] != *prefix {
-                return out;
+                return match unread {
+                    Some(e) if out.is_empty() => Err(e),
+                    _ => Ok(out),
+                };
             }
         }
     }
@@ -773,9 +781,13 @@ impl Lookup {
     }
 
     /// The places the runs hold for the hash's first 16 bytes, newest first (their pages
-    /// are read: I/O). A page that cannot be read is logged and answers nothing.
-    pub(crate) fn run_places(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
-        self.runs.iter().flat_map(|r| r.find(&self.prefix))
+    /// are read: I/O). A page that cannot be read is an error (logged).
+    pub(crate) fn run_places(&self) -> Result<Vec<(u64, u32)>, String> {
+        let mut all = Vec::new();
+        for r in &self.runs {
+            all.extend(r.find(&self.prefix)?);
+        }
+        Ok(all)
     }
 }
 
@@ -1045,7 +1057,8 @@ mod tests {
     /// Every place `ix` has for `hash`, newest first (memory, then the runs).
     fn places(ix: &TxIndex, hash: &B256) -> Vec<(u64, u32)> {
         let l = ix.lookup(hash);
-        l.memory.iter().map(|f| f.place()).chain(l.run_places()).collect()
+        let runs = l.run_places().unwrap_or_else(|e| panic!("{e}"));
+        l.memory.iter().map(|f| f.place()).chain(runs).collect()
     }
 
     /// What was indexed: each hash's own place, and every place under each prefix, newest
@@ -1127,7 +1140,7 @@ mod tests {
                     .copied()
                     .filter(|(n, _)| covered.is_some_and(|c| *n <= c))
                     .collect();
-                assert_eq!(ix.lookup(h).run_places().collect::<Vec<_>>(), in_runs, "{h}");
+                assert_eq!(ix.lookup(h).run_places(), Ok(in_runs), "{h}");
                 let all = places(ix, h);
                 assert!(all.iter().all(|p| under.contains(p)), "{h}: {all:?} {under:?}");
                 assert!(all.contains(at), "{h}: its own place {at:?} in {all:?}");
@@ -1317,8 +1330,9 @@ mod tests {
         assert!(!first_path.exists() && !stray.exists() && !gap.path.exists());
         model.cut(ix.covered()).check(&ix);
         drop(ix);
-        // A damaged page: its entries are not found, the others are, and the run is set
-        // aside; the next open drops it, and the runs after it (a gap).
+        // A damaged page: a lookup of its entries is an error (since stop 55; before, they
+        // were not found), the others are found, and the run is set aside; the next open
+        // drops it, and the runs after it (a gap).
         let path = dir.path().join(run_name(runs[0].0, runs[0].1));
         let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{e}"));
         bytes[MAGIC.len() + 5] ^= 0xff;
@@ -1332,11 +1346,12 @@ mod tests {
             if at.0 > runs[0].1 {
                 continue;
             }
-            let got = ix.lookup(h).run_places().count();
+            let got = ix.lookup(h).run_places();
             if fences.len() > 1 && prefix_of(h) < fences[1] {
-                lost += usize::from(got == 0);
+                assert!(got.is_err(), "{h}: {got:?}");
+                lost += 1;
             } else {
-                assert!(got > 0, "{h}");
+                assert!(got.is_ok_and(|p| !p.is_empty()), "{h}");
                 found += 1;
             }
         }

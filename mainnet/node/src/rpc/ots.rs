@@ -71,7 +71,7 @@ impl Rpc {
             }
             "ots_getInternalOperations" | "ots_traceTransaction" | "ots_getTransactionError" => {
                 let hash: B256 = param(p, 0, "transaction hash")?;
-                let Some(loc) = st.chain.transaction(&hash) else { return Ok(Value::Null) };
+                let Some(loc) = self.located(&hash)? else { return Ok(Value::Null) };
                 let i = loc.index;
                 if method == "ots_getTransactionError" && loc.block.receipts[i].status() {
                     return Ok(json!(Bytes::new()));
