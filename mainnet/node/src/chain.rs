@@ -2624,6 +2624,18 @@ pub(crate) mod tests {
         assert!(log.exists());
     }
 
+    /// A settled chain of 40 blocks in `dir`, keeping few blocks decoded and indexing every
+    /// 3 transactions, so that most places are saved in `blocks.idx`: with its blocks, what
+    /// it keeps, and how many places are saved.
+    fn forty_blocks_placed(dir: &std::path::Path) -> (Chain, Vec<Arc<StoredBlock>>, Recent, u64) {
+        let key = PrivateKeySigner::random();
+        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
+        let (chain, made) = settled_chain(dir, &key, keep, 40);
+        let saved = chain.index.read().places.saved;
+        assert!(saved >= 30, "{saved} places saved");
+        (chain, made, keep, saved)
+    }
+
     /// A damaged entry is found again in the log from the nearest good entry at most
     /// `scan` entries before it, or from the log's start when that reaches block 0, and
     /// not at all past the bound (the node's bound is [`FOUND_AGAIN_SCAN`], 4,096; a smaller
@@ -2631,12 +2643,8 @@ pub(crate) mod tests {
     #[test]
     fn a_damaged_entry_is_looked_for_within_its_bound() {
         use std::os::unix::fs::FileExt;
-        let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
-        let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
-        let saved = chain.index.read().places.saved;
-        assert!(saved >= 30, "{saved} places saved");
+        let (chain, made, _, saved) = forty_blocks_placed(dir.path());
         let idx = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -2684,12 +2692,8 @@ pub(crate) mod tests {
     #[test]
     fn a_torn_last_block_under_saved_places_is_cut() {
         use std::os::unix::fs::FileExt;
-        let key = PrivateKeySigner::random();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let keep = Recent { blocks: 2, transactions: 4, indexed: 3, ..Recent::default() };
-        let (chain, made) = settled_chain(dir.path(), &key, keep, 40);
-        let saved = chain.index.read().places.saved;
-        assert!(saved >= 30, "{saved} places saved");
+        let (chain, made, keep, saved) = forty_blocks_placed(dir.path());
         drop(chain);
         let idx =
             std::fs::File::open(dir.path().join(BLOCK_REFS)).unwrap_or_else(|e| panic!("{e}"));
