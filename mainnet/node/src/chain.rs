@@ -2644,7 +2644,7 @@ pub(crate) mod tests {
     fn a_damaged_entry_is_looked_for_within_its_bound() {
         use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (chain, made, _, saved) = forty_blocks_placed(dir.path());
+        let (_chain, made, _, _) = forty_blocks_placed(dir.path());
         let idx = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
