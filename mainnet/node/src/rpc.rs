@@ -2701,10 +2701,11 @@ impl Rpc {
             }
             let code = view.account(to).map_err(RpcError::server)?.map(|a| a.code_hash);
             let plain = code.is_none_or(|h| h == alloy_primitives::KECCAK256_EMPTY);
-            if plain
-                && matches!(self.run(&req, n, overrides, Some(21_000)), Ok(o) if o.status == TxStatus::Success)
-            {
-                return Ok(21_000);
+            if plain {
+                let run = self.run(&req, n, overrides, Some(21_000));
+                if matches!(run, Ok(o) if o.status == TxStatus::Success) {
+                    return Ok(21_000);
+                }
             }
         }
         let clock = CallClock::start(self.cfg.call_timeout_millis);
@@ -2730,9 +2731,9 @@ impl Rpc {
             TxStatus::Halt(why) => return Err(RpcError::server(why)),
         }
         // Gas that succeeds, at least what was used, at most the cap, found by geth's search,
-        // which stops once its bounds are within 1.5 % of the upper one (geth's error ratio) (since stop 55; before, the
-        // least itself, some 17 to 26 executions where geth runs 2 to 6, so a heavy estimate
-        // hit `call_timeout_millis` where geth answers).
+        // which stops once its bounds are within 1.5 % of the upper one (geth's error ratio;
+        // since stop 55: before, the least itself, some 17 to 26 executions where geth runs
+        // 2 to 6, so a heavy estimate hit `call_timeout_millis` where geth answers).
         let ok = |g: u64| -> Result<bool, RpcError> {
             clock.check()?;
             let run = self.run(&req, n, overrides, Some(g));
