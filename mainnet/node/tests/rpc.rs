@@ -2945,9 +2945,14 @@ fn request(rng: &mut Rng, k: &Known, id: u64) -> Value {
     call
 }
 
-/// The JSON-RPC error codes the node answers with (EIP-1474's and -32005 for limits, 3 for
-/// a reverted call).
-const CODES: [i64; 8] = [-32700, -32600, -32601, -32602, -32000, -32001, -32005, 3];
+/// The JSON-RPC error codes the node answers with (EIP-1474's, -32005 for limits, -32002 for
+/// a batch's calls past its time, 3 for a reverted call, and eth_simulateV1's, geth's: a long
+/// run of stop 55 drew a payload given as arrays, which serde takes for the structure, of a
+/// block number below the head, -38020, which the list lacked).
+const CODES: [i64; 18] = [
+    -32700, -32600, -32601, -32602, -32000, -32001, -32002, -32005, 3, -38010, -38011, -38012,
+    -38013, -38014, -38015, -38020, -38021, -38026,
+];
 
 /// Checks one answer to the request `id`: a JSON-RPC 2.0 answer with that id and a result
 /// or an error with a known code. Internal errors (-32603) are bugs: the request was at
