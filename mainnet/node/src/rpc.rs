@@ -1118,10 +1118,8 @@ impl Rpc {
             "debug_traceTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 let opts = trace_options(p.get(1))?;
-                let loc = st
-                    .chain
-                    .transaction_checked(&hash)
-                    .map_err(RpcError::server)?
+                let loc = self
+                    .located(&hash)?
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
                 let traced = index..index + 1;
@@ -1236,10 +1234,8 @@ impl Rpc {
             "trace_replayTransaction" => {
                 let hash: B256 = param(p, 0, "hash")?;
                 let types = Tracer::Parity(trace_types(p.get(1))?);
-                let loc = st
-                    .chain
-                    .transaction_checked(&hash)
-                    .map_err(RpcError::server)?
+                let loc = self
+                    .located(&hash)?
                     .ok_or_else(|| RpcError::server(format!("transaction {hash} not found")))?;
                 let index = loc.index;
                 let mut traces = self.trace_block(loc.block, index..index + 1, types).await?;
@@ -2406,9 +2402,10 @@ impl Rpc {
                 let left = env.gas_limit.saturating_sub(used);
                 // A call checked as a transaction (`validation`) is held to EIP-7825's cap of
                 // a transaction's gas, so one that names none gets at most that.
-                let most = match payload.validation {
-                    true => self.cfg.gas_cap.min(st.spec.tx_gas_cap()),
-                    false => self.cfg.gas_cap,
+                let most = if payload.validation {
+                    self.cfg.gas_cap.min(st.spec.tx_gas_cap())
+                } else {
+                    self.cfg.gas_cap
                 };
                 let gas = req.gas.unwrap_or(left.min(most));
                 if gas > left {
@@ -2474,6 +2471,16 @@ impl Rpc {
         Ok(out)
     }
 
+    /// The state after block `n` with the state `overrides` laid over it.
+    fn overridden_view(&self, n: u64, overrides: &Overrides) -> Result<Overlay, RpcError> {
+        let mut view = self.view(n)?;
+        if let Some(o) = &overrides.state {
+            let diff = override_diff(&view, o)?;
+            view.push(diff);
+        }
+        Ok(view)
+    }
+
     /// What executing `req` over the state after block `n` (with `overrides`) needs: the
     /// state, the block it runs in and the transaction (`gas`, or the request's, or the cap).
     fn call_input(
@@ -2483,11 +2490,7 @@ impl Rpc {
         overrides: &Overrides,
         gas: Option<u64>,
     ) -> Result<(Overlay, BlockEnv, RecoveredTx), RpcError> {
-        let mut view = self.view(n)?;
-        if let Some(o) = &overrides.state {
-            let diff = override_diff(&view, o)?;
-            view.push(diff);
-        }
+        let view = self.overridden_view(n, overrides)?;
         // A call that names no gas gets at most an overridden block's gas limit.
         let block_gas = overrides.block.as_ref().and_then(|b| b.gas_limit);
         let (mut env, tx) = self.call_tx(req, &view, n, gas.or(req.gas).or(block_gas))?;
@@ -2669,11 +2672,7 @@ impl Rpc {
         // trying the whole cap would fail for any account holding less than cap × fee.
         let fee_cap = req.gas_price.or(req.max_fee_per_gas).unwrap_or(0);
         if fee_cap > 0 {
-            let mut view = self.view(n)?;
-            if let Some(o) = &overrides.state {
-                let diff = override_diff(&view, o)?;
-                view.push(diff);
-            }
+            let view = self.overridden_view(n, overrides)?;
             let from = req.from.unwrap_or_default();
             let balance = view.account(from).map_err(RpcError::server)?.map(|a| a.balance);
             // A value named, of the whole balance or more, leaves nothing for gas: geth's words
@@ -2694,11 +2693,7 @@ impl Rpc {
         // ratio.
         let no_data = req.input.input().is_none_or(|d| d.is_empty());
         if let (true, Some(TxKind::Call(to)), true) = (no_data, req.to, cap >= 21_000) {
-            let mut view = self.view(n)?;
-            if let Some(o) = &overrides.state {
-                let diff = override_diff(&view, o)?;
-                view.push(diff);
-            }
+            let view = self.overridden_view(n, overrides)?;
             let code = view.account(to).map_err(RpcError::server)?.map(|a| a.code_hash);
             let plain = code.is_none_or(|h| h == alloy_primitives::KECCAK256_EMPTY);
             if plain {
