@@ -15,21 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use alloy_consensus::{SignableTransaction, TxEip1559, TxEnvelope};
-use alloy_eips::eip2718::Encodable2718;
-use alloy_primitives::{Address, TxKind, U256};
-use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
-use farol_node::client::{self, RpcClient};
+use farol_node::client;
 use serde_json::{json, Value};
 
-fn post(addr: SocketAddr, method: &str, params: Value) -> Result<Value, String> {
-    RpcClient::new(addr).call(method, params)
-}
-
-fn quantity(v: &Value) -> u64 {
-    client::quantity(v).unwrap_or(0)
-}
+mod common;
+use common::*;
 
 struct Devnet {
     child: Child,
@@ -50,10 +41,6 @@ impl Drop for Devnet {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn nix_term(pid: u32) -> std::io::Result<std::process::ExitStatus> {
-    Command::new("kill").arg("-TERM").arg(pid.to_string()).status()
 }
 
 /// Starts `farol devnet` (4 validators and a full node) on the ports from `base`, with its
@@ -103,60 +90,10 @@ fn log_tail(dir: &Path, i: usize) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-fn transfer(chain_id: u64, key: &PrivateKeySigner, nonce: u64, to: Address) -> String {
-    let tx = TxEip1559 {
-        chain_id,
-        nonce,
-        gas_limit: 21_000,
-        max_fee_per_gas: 2_000_000_000,
-        max_priority_fee_per_gas: 1,
-        to: TxKind::Call(to),
-        value: U256::from(1_000 + nonce),
-        ..Default::default()
-    };
-    let sig = key.sign_hash_sync(&tx.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
-    let raw = TxEnvelope::Eip1559(tx.into_signed(sig)).encoded_2718();
-    format!("0x{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>())
-}
-
 /// Sends `count` transfers from `key` through `addr` and waits for their receipts; returns
 /// the highest block they landed in.
 fn send_and_wait(addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
     send_and_wait_on(31337, addr, key, count)
-}
-
-/// [`send_and_wait`] on the chain `chain_id`.
-fn send_and_wait_on(chain_id: u64, addr: SocketAddr, key: &PrivateKeySigner, count: u64) -> u64 {
-    let from = format!("{:#x}", key.address());
-    let nonce = quantity(
-        &post(addr, "eth_getTransactionCount", json!([from, "pending"])).unwrap_or_default(),
-    );
-    let mut hashes = Vec::new();
-    for k in 0..count {
-        // Plain accounts (low addresses are precompiles, which cost more than 21,000 gas).
-        let mut to = [0x55u8; 20];
-        to[19] = (k % 200) as u8;
-        let to = Address::from(to);
-        let h =
-            post(addr, "eth_sendRawTransaction", json!([transfer(chain_id, key, nonce + k, to)]))
-                .unwrap_or_else(|e| panic!("sending: {e}"));
-        hashes.push(h);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut top = 0;
-    for h in hashes {
-        loop {
-            let r = post(addr, "eth_getTransactionReceipt", json!([h])).unwrap_or(Value::Null);
-            if !r.is_null() {
-                assert_eq!(r["status"], "0x1", "receipt {r}");
-                top = top.max(quantity(&r["blockNumber"]));
-                break;
-            }
-            assert!(Instant::now() < deadline, "no receipt for {h}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    top
 }
 
 /// Waits until every node in `nodes` has block `n` final, then checks they hold the same
@@ -164,44 +101,6 @@ fn send_and_wait_on(chain_id: u64, addr: SocketAddr, key: &PrivateKeySigner, cou
 fn final_everywhere(d: &Devnet, nodes: &[usize], n: u64) {
     let addrs: Vec<SocketAddr> = nodes.iter().map(|&i| http(d, i)).collect();
     final_at(&addrs, n, &|k| log_tail(&d.dir, nodes[k]));
-}
-
-/// Waits until every node at `addrs` has block `n` final, then checks they hold the same
-/// block hash and state root for it; `tail(k)` is the end of node `k`'s log.
-fn final_at(addrs: &[SocketAddr], n: u64, tail: &dyn Fn(usize) -> String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for (i, &addr) in addrs.iter().enumerate() {
-        loop {
-            let s = post(addr, "farol_status", json!([])).unwrap_or_default();
-            // The chain's coin is dealt: every node runs the asynchronous fallback.
-            if !s.is_null() {
-                assert_eq!(s["coin"], json!(true), "node {addr}: {s}");
-            }
-            if quantity(&s["finalized"]) >= n {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {addr} never finalized block {n}: {s}\n{}",
-                tail(i)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    let tag = format!("{n:#x}");
-    let blocks: Vec<Value> = addrs
-        .iter()
-        .map(|&a| post(a, "eth_getBlockByNumber", json!([tag, false])).unwrap_or_default())
-        .collect();
-    let nodes = addrs;
-    for (k, b) in blocks.iter().enumerate() {
-        assert_eq!(b["hash"], blocks[0]["hash"], "node {} has another block {n}", nodes[k]);
-        assert_eq!(
-            b["stateRoot"], blocks[0]["stateRoot"],
-            "node {} has another state at {n}",
-            nodes[k]
-        );
-    }
 }
 
 #[test]
@@ -402,21 +301,6 @@ fn interrupt(child: &mut Child, when: &str) -> std::process::ExitStatus {
     exit_within(child, 30, &format!("the devnet did not stop on SIGINT{when}"))
 }
 
-/// Waits (`secs` at most, then kills it and panics with `what`) for `child` to exit.
-fn exit_within(child: &mut Child, secs: u64, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Whether process `pid` still runs (a zombie does not: it exited, unreaped).
 fn running(pid: u64) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -570,42 +454,6 @@ fn an_interrupt_during_start_up_leaves_nothing_behind() {
 }
 
 /// Node processes that are stopped (SIGTERM, then SIGKILL) when the test ends.
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = nix_term(c.id());
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for c in &mut self.0 {
-            while Instant::now() < deadline && !matches!(c.try_wait(), Ok(Some(_))) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Runs `farol` with `args` to its end; returns whether it succeeded, and its stdout and
-/// stderr.
-fn farol(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_farol"))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running farol {args:?}: {e}"));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn text(p: &Path) -> &str {
-    p.to_str().unwrap_or_else(|| panic!("{} is not UTF-8", p.display()))
-}
-
 /// A chain for validators on machines of their own: `farol chain new` deals it (the chain
 /// file every node shares, one keys file per validator), and `farol node` runs each validator
 /// from the chain file and its keys with flags alone, no configuration file, and a full node
@@ -914,12 +762,6 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let code = page.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     (code, body)
-}
-
-/// Sends SIGTERM to `child` and waits (30 s at most) for it to exit.
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    nix_term(child.id()).unwrap_or_else(|e| panic!("{e}"));
-    exit_within(child, 30, "no exit within 30 s of SIGTERM")
 }
 
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.
