@@ -7,5 +7,6 @@ mod corruption;
 mod crash;
 mod format;
 mod gc;
+mod io_faults;
 mod model;
 mod proofs;
