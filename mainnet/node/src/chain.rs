@@ -2088,7 +2088,7 @@ pub(crate) mod tests {
     }
 
     /// Block `n` holding `count` transfers (with receipts), as the pipeline stores it.
-    fn numbered(key: &PrivateKeySigner, n: u64, count: usize) -> StoredBlock {
+    pub(crate) fn numbered(key: &PrivateKeySigner, n: u64, count: usize) -> StoredBlock {
         let txs: Vec<TxEnvelope> = (0..count).map(|i| transfer(key, n * 10 + i as u64)).collect();
         let receipts = (0..count)
             .map(|i| {
@@ -2952,3 +2952,8 @@ pub(crate) mod tests {
         }
     }
 }
+
+/// I/O errors at every sync, write and rename of the block log, its places and the
+/// transaction index (a subprocess under `strace`).
+#[cfg(test)]
+mod io_faults;
