@@ -16,10 +16,7 @@
 //! injected call fails without doing anything: what a real failure may do besides (partial
 //! bytes, dropped pages) is left to the torn-tail and damaged-page tests.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use alloy_primitives::B256;
 use alloy_signer_local::PrivateKeySigner;
@@ -43,21 +40,17 @@ fn open(dir: &Path) -> Result<Chain, super::ChainError> {
     Chain::open_keeping(dir, || numbered(&key, 0, 0), keep())
 }
 
-/// The subprocess. Only runs when the fault test starts it; it reports on a datagram
-/// socket (`sendto`, which no fault touches).
+/// The subprocess. Only runs when the fault test starts it (`farol_faults::run`).
 #[test]
 #[ignore = "helper process of io_errors_lose_no_acknowledged_block"]
 fn io_fault_child() {
-    let (Ok(dir), Ok(to)) =
-        (std::env::var("FAROL_IOFAULT_DIR"), std::env::var("FAROL_IOFAULT_SOCK"))
+    let (Some(out), Ok(dir)) =
+        (farol_faults::Reporter::from_env(), std::env::var("FAROL_IOFAULT_DIR"))
     else {
         return;
     };
     let dir = Path::new(&dir);
-    let sock = UnixDatagram::unbound().unwrap_or_else(|e| panic!("{e}"));
-    let say = |m: String| {
-        sock.send_to(m.as_bytes(), &to).unwrap_or_else(|e| panic!("{e}"));
-    };
+    let say = |m: String| out.say(m);
     let reopen = || match open(dir) {
         Ok(c) => Some(c),
         Err(e) => {
@@ -104,75 +97,38 @@ fn io_fault_child() {
     }
 }
 
-/// What one run of the subprocess acknowledged.
+/// What one run of the subprocess acknowledged, and the calls traced.
 #[derive(Default)]
 struct Run {
     blocks: Vec<(u64, String)>,
     finalized: u64,
     errors: Vec<String>,
-    trace: String,
+    calls: usize,
 }
 
-/// Runs the subprocess on a fresh chain in `dir` under `strace` tracing `calls` (on the
-/// block log and its places alone if `log_files_only`), with `inject` rules.
-fn run(dir: &Path, calls: &str, log_files_only: bool, inject: &[String]) -> Run {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
-    let sock_path = dir.join("child.sock");
+/// Runs the subprocess on a fresh chain in `dir` under `strace` tracing `call`, with
+/// `inject` rules. Writes are traced on the block log and its places alone: the test harness
+/// writes its own lines too, and the index's runs are written under names made of the process
+/// id (`strace` matches paths exactly). Syncs and renames are the chain's alone.
+fn run(dir: &Path, call: &str, log_files_only: bool, inject: &[String]) -> Run {
     let chain_dir = dir.join("chain");
     std::fs::create_dir_all(&chain_dir).unwrap_or_else(|e| panic!("{e}"));
-    let sock = UnixDatagram::bind(&sock_path).unwrap_or_else(|e| panic!("{e}"));
-    sock.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
-    let trace = dir.join("strace.out");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "--seccomp-bpf", "-o"]).arg(&trace);
-    // Writes only on the block log and its places: the test harness writes its own lines
-    // too, and the index's runs are written under names made of the process id (`strace`
-    // matches paths exactly). Syncs and renames are the chain's alone.
-    if log_files_only {
-        for name in ["blocks.log", "blocks.idx", "blocks.idx.cert"] {
-            cmd.arg("-P").arg(chain_dir.join(name));
-        }
-    }
-    cmd.args(["-e", &format!("trace={calls}")]);
-    for i in inject {
-        cmd.args(["-e", &format!("inject={i}")]);
-    }
-    let mut child = cmd
-        .arg(&exe)
-        .args(["chain::io_faults::io_fault_child", "--exact", "--ignored", "--test-threads=1"])
-        .env("FAROL_IOFAULT_DIR", &chain_dir)
-        .env("FAROL_IOFAULT_SOCK", &sock_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("strace not found ({e}): install it (apt-get install strace)"));
-    let mut said = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        while let Ok(n) = sock.recv(&mut buf) {
-            said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        if let Some(status) = child.try_wait().unwrap_or_else(|e| panic!("{e}")) {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the subprocess hung ({inject:?})");
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let paths: Vec<std::path::PathBuf> = if log_files_only {
+        ["blocks.log", "blocks.idx", "blocks.idx.cert"].iter().map(|n| chain_dir.join(n)).collect()
+    } else {
+        Vec::new()
     };
-    while let Ok(n) = sock.recv(&mut buf) {
-        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
-    assert!(status.success(), "the subprocess failed ({inject:?}, {status}): {err}");
-    let mut out = Run::default();
-    for m in said {
+    let outcome = farol_faults::run(&farol_faults::Run {
+        exe: std::env::current_exe().unwrap_or_else(|e| panic!("{e}")),
+        helper: "chain::io_faults::io_fault_child",
+        dir,
+        traced: call,
+        paths: &paths,
+        inject,
+        env: &[("FAROL_IOFAULT_DIR", &chain_dir)],
+    });
+    let mut out = Run { calls: outcome.calls, ..Run::default() };
+    for m in outcome.said {
         let words: Vec<&str> = m.split(' ').collect();
         match words[..] {
             ["ack", n, hash] => out.blocks.push((n.parse().unwrap_or(0), hash.to_string())),
@@ -180,7 +136,6 @@ fn run(dir: &Path, calls: &str, log_files_only: bool, inject: &[String]) -> Run 
             _ => out.errors.push(m),
         }
     }
-    out.trace = std::fs::read_to_string(&trace).unwrap_or_default();
     out
 }
 
@@ -226,7 +181,7 @@ fn io_errors_lose_no_acknowledged_block() {
         assert!(clean.errors.is_empty(), "{call}: {:?}", clean.errors);
         assert_eq!(clean.blocks.len() as u64, BLOCKS, "{call}");
         check(dir.path(), &clean, call);
-        let calls = clean.trace.lines().filter(|l| !l.contains("resumed>")).count();
+        let calls = clean.calls;
         assert!(calls > 0, "{call}: no call traced");
         // Every call fails once; from then on, every third (every one with `FAROL_LONG=1`).
         let long = std::env::var("FAROL_LONG").is_ok_and(|v| v == "1");

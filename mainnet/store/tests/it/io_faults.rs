@@ -19,10 +19,7 @@
 //! cut files.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use farol_primitives::{Bytes, B256};
 use farol_store::{FsyncPolicy, Options, Store};
@@ -54,20 +51,16 @@ fn batch(keys: &[B256], v: u64) -> Vec<(B256, Option<Bytes>)> {
     random_batch(&mut rng(SEED ^ v.wrapping_mul(0x9e37_79b9_7f4a_7c15)), keys, 30)
 }
 
-/// The writer process. Only runs when the fault test starts it. It reports on a datagram
-/// socket (`sendto`, which no fault touches), not on stdout.
+/// The writer process. Only runs when the fault test starts it (`farol_faults::run`).
 #[test]
 #[ignore = "helper process of io_errors_never_lose_an_acknowledged_version"]
 fn io_fault_child() {
-    let (Ok(dir), Ok(to)) =
-        (std::env::var("FAROL_IOFAULT_DIR"), std::env::var("FAROL_IOFAULT_SOCK"))
+    let (Some(out), Ok(dir)) =
+        (farol_faults::Reporter::from_env(), std::env::var("FAROL_IOFAULT_DIR"))
     else {
         return;
     };
-    let sock = UnixDatagram::unbound().unwrap();
-    let say = |m: String| {
-        sock.send_to(m.as_bytes(), &to).unwrap();
-    };
+    let say = |m: String| out.say(m);
     let keys = keys();
     // A store that failed to open, or refuses writes after a failure it could not undo, is
     // opened again, as a node restarted by its supervisor would.
@@ -152,69 +145,31 @@ fn store_paths(dir: &Path) -> Vec<PathBuf> {
     p
 }
 
-/// What one run of the writer said and how it ended.
+/// What one run of the writer acknowledged, and the calls traced.
 struct Run {
     acked: u64,
     errors: Vec<String>,
-    /// `strace`'s output file (a count of calls, for the run without faults).
-    trace: String,
+    calls: usize,
 }
 
-/// Runs the writer on a fresh store in `dir` under `strace` tracing `calls`, with
-/// `inject` (an `--inject` rule) if given.
-fn run_writer(dir: &Path, calls: &str, inject: &[String]) -> Run {
-    let exe = std::env::current_exe().unwrap();
-    let sock_path = dir.join("writer.sock");
+/// Runs the writer on a fresh store in `dir` under `strace` tracing `traced` on the
+/// store's files, with `inject` rules.
+fn run_writer(dir: &Path, traced: &str, inject: &[String]) -> Run {
     let store_dir = dir.join("store");
     std::fs::create_dir_all(&store_dir).unwrap();
-    let sock = UnixDatagram::bind(&sock_path).unwrap();
-    sock.set_nonblocking(true).unwrap();
-    let trace = dir.join("strace.out");
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "--seccomp-bpf", "-o"]).arg(&trace);
-    for p in store_paths(&store_dir) {
-        cmd.arg("-P").arg(p);
-    }
-    cmd.args(["-e", &format!("trace={calls}")]);
-    for i in inject {
-        cmd.args(["-e", &format!("inject={i}")]);
-    }
-    let mut child = cmd
-        .arg(&exe)
-        .args(["io_faults::io_fault_child", "--exact", "--ignored", "--nocapture"])
-        .args(["--test-threads=1"])
-        .env("FAROL_IOFAULT_DIR", &store_dir)
-        .env("FAROL_IOFAULT_SOCK", &sock_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("strace not found ({e}): install it (apt-get install strace)"));
-    let mut said = Vec::new();
-    let mut buf = vec![0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        while let Ok(n) = sock.recv(&mut buf) {
-            said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the writer hung ({inject:?})");
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    while let Ok(n) = sock.recv(&mut buf) {
-        said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-    }
-    let mut err = String::new();
-    use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(status.success(), "the writer failed ({inject:?}, {status}): {err}");
-    let acked = said.iter().filter_map(|m| m.strip_prefix("ack ")?.parse().ok()).max().unwrap_or(0);
-    let errors = said.into_iter().filter(|m| m.starts_with("err ")).collect();
-    Run { acked, errors, trace: std::fs::read_to_string(&trace).unwrap_or_default() }
+    let out = farol_faults::run(&farol_faults::Run {
+        exe: std::env::current_exe().unwrap(),
+        helper: "io_faults::io_fault_child",
+        dir,
+        traced,
+        paths: &store_paths(&store_dir),
+        inject,
+        env: &[("FAROL_IOFAULT_DIR", &store_dir)],
+    });
+    let acked =
+        out.said.iter().filter_map(|m| m.strip_prefix("ack ")?.parse().ok()).max().unwrap_or(0);
+    let errors = out.said.into_iter().filter(|m| m.starts_with("err ")).collect();
+    Run { acked, errors, calls: out.calls }
 }
 
 /// Opens the store in `dir` on a healthy disk and checks it against the models.
@@ -256,8 +211,8 @@ fn io_errors_never_lose_an_acknowledged_version() {
         assert!(clean.errors.is_empty(), "{}: {:?}", kind.name, clean.errors);
         assert_eq!(clean.acked, VERSIONS);
         check(dir.path(), VERSIONS, &models, kind.name);
-        let calls = clean.trace.lines().filter(|l| !l.contains("resumed>")).count();
-        assert!(calls > 0, "{}: no call traced:\n{}", kind.name, clean.trace);
+        let calls = clean.calls;
+        assert!(calls > 0, "{}: no call traced", kind.name);
         for k in 1..=calls {
             let what = format!("{} failing, call {k} of {calls}", kind.name);
             let when = if kind.from_then_on { format!("{k}+") } else { k.to_string() };
