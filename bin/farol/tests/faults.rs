@@ -1,9 +1,11 @@
-//! Disk faults on real processes: one validator of a chain of four runs under `strace`, which
-//! makes chosen system calls on one of its files fail (`--inject`), as a failing or full disk
-//! would. The validator must stop with a message naming the file and the error (status 3
-//! while running, 1 at a start), never go on over data it could not make durable, and,
-//! started again on a healthy disk, catch up with the others, keep every block and
-//! transaction it had acknowledged, and sign nothing the others take for equivocation.
+//! Faults on real processes: one validator of a chain of four runs under `strace`, which
+//! makes chosen system calls fail (`--inject`). Its disk: a sync or a write of one of its
+//! files fails as a failing or full disk's would; the validator must stop with a message
+//! naming the file and the error (status 3 while running, 1 at a start), never go on over
+//! data it could not make durable, and, started again on a healthy disk, catch up with the
+//! others, keep every block and transaction it had acknowledged, and sign nothing the others
+//! take for equivocation. Its network: its sends refused for a while; it must keep running
+//! and come back into consensus.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -23,13 +25,14 @@ const CHAIN_ID: u64 = 4545;
 /// The system calls on one file of a node's data directory that fail, and from which call
 /// on (counted per thread: `strace`'s `when=N+`).
 struct Fault {
-    /// The file, relative to the data directory.
+    /// The file, relative to the data directory (empty: calls on any file or socket).
     file: PathBuf,
     /// `strace` syscall names, comma-separated.
     calls: &'static str,
     /// The errno they fail with.
     error: &'static str,
-    from: u32,
+    /// Which calls fail, counted per thread: `strace`'s `when` (`3+`, `200..400`).
+    when: String,
 }
 
 /// A process started in a group of its own (so that `strace` and the node it runs are
@@ -95,6 +98,16 @@ impl Chain {
         self.dir.path().join(format!("node-{i}.{}.log", self.starts[i]))
     }
 
+    fn trace(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("strace-{i}.{}.out", self.starts[i]))
+    }
+
+    /// How many calls strace failed in node `i`'s latest run.
+    fn injected(&self, i: usize) -> usize {
+        let t = std::fs::read_to_string(self.trace(i)).unwrap_or_default();
+        t.lines().filter(|l| l.ends_with("(INJECTED)")).count()
+    }
+
     fn whole_log(&self, i: usize) -> String {
         std::fs::read_to_string(self.log(i)).unwrap_or_default()
     }
@@ -120,11 +133,14 @@ impl Chain {
         let mut cmd = match fault {
             None => Command::new(env!("CARGO_BIN_EXE_farol")),
             Some(f) => {
+                // What strace traced, the injected calls marked, in `strace-<i>.<k>.out`.
                 let mut c = Command::new("strace");
-                c.args(["-f", "-qq", "-o", "/dev/null", "--seccomp-bpf", "-P"])
-                    .arg(self.data(i).join(&f.file))
-                    .args(["-e", &format!("trace={}", f.calls)])
-                    .args(["-e", &format!("inject={}:error={}:when={}+", f.calls, f.error, f.from)])
+                c.args(["-f", "-qq", "--seccomp-bpf", "-o"]).arg(self.trace(i));
+                if !f.file.as_os_str().is_empty() {
+                    c.arg("-P").arg(self.data(i).join(&f.file));
+                }
+                c.args(["-e", &format!("trace={}", f.calls)])
+                    .args(["-e", &format!("inject={}:error={}:when={}", f.calls, f.error, f.when)])
                     .arg(env!("CARGO_BIN_EXE_farol"));
                 c
             }
@@ -209,15 +225,9 @@ fn newest_segment(dir: &Path) -> PathBuf {
     Path::new("state").join(last)
 }
 
-/// A validator whose disk fails (a sync of its block log, of its consensus log or of its
-/// state store returns EIO; its block log's disk is full; its mempool journal cannot be read
-/// at a start) stops, saying which file and what error, while the other three go on; each
-/// time it starts again on a healthy disk it catches up. At the end it holds the blocks and
-/// the receipt it had served before the faults, the transaction its pool had accepted
-/// before the journal's fault, and the same blocks and state as the others, and no
-/// validator has seen it sign twice.
-#[test]
-fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
+/// A chain of four validators dealt by `farol chain new`, one funded account, and the four
+/// running and serving JSON-RPC.
+fn four_validators() -> (Chain, PrivateKeySigner, Vec<Proc>) {
     strace_works();
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let udp = farol_network::free_loopback_addrs(4).unwrap_or_else(|e| panic!("{e}"));
@@ -242,6 +252,19 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     for (i, node) in nodes.iter_mut().enumerate() {
         chain.serving(i, node);
     }
+    (chain, funder, nodes)
+}
+
+/// A validator whose disk fails (a sync of its block log, of its consensus log or of its
+/// state store returns EIO; its block log's disk is full; its mempool journal cannot be read
+/// at a start) stops, saying which file and what error, while the other three go on; each
+/// time it starts again on a healthy disk it catches up. At the end it holds the blocks and
+/// the receipt it had served before the faults, the transaction its pool had accepted
+/// before the journal's fault, and the same blocks and state as the others, and no
+/// validator has seen it sign twice.
+#[test]
+fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
+    let (mut chain, funder, mut nodes) = four_validators();
     // Validator 3 serves a receipt, and the block holding it is final everywhere.
     let first = send(chain.http[3], &funder, 0);
     let served = receipt(chain.http[3], &first);
@@ -252,13 +275,18 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     // Validator 3 stops for good; each fault then runs it until it exits.
     assert_eq!(terminate(&mut nodes[3].0).code(), Some(0), "{}", chain.tail(3));
     nodes.pop();
-    let eio = |file: &str, calls, from| Fault { file: file.into(), calls, error: "EIO", from };
+    let eio = |file: &str, calls, from: u32| Fault {
+        file: file.into(),
+        calls,
+        error: "EIO",
+        when: format!("{from}+"),
+    };
     let mut faults = vec![
         (eio("blocks.log", "fdatasync,fsync", 3), "Input/output error"),
         (eio("consensus.wal", "fdatasync,fsync", 3), "Input/output error"),
         (eio("", "fdatasync,fsync", 2), "Input/output error"),
         (
-            Fault { file: "blocks.log".into(), calls: "write", error: "ENOSPC", from: 2 },
+            Fault { file: "blocks.log".into(), calls: "write", error: "ENOSPC", when: "2+".into() },
             "No space left on device",
         ),
     ];
@@ -295,7 +323,8 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     // set aside as damaged (before stop 55 it was, and its transactions were lost).
     let journal = chain.data(3).join("mempool.journal");
     let before = std::fs::read(&journal).unwrap_or_else(|e| panic!("{e}"));
-    let fault = Fault { file: "mempool.journal".into(), calls: "read", error: "EIO", from: 1 };
+    let fault =
+        Fault { file: "mempool.journal".into(), calls: "read", error: "EIO", when: "1+".into() };
     let status = chain.run_into(3, &fault);
     assert_eq!(status.code(), Some(1), "{}", chain.tail(3));
     let log = chain.whole_log(3);
@@ -331,6 +360,50 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
         let faults = &chain.status(i)["consensusFaults"];
         assert_eq!(faults["equivocators"], json!(0), "node {i}: {faults}");
         assert_eq!(faults["own_blocks_elsewhere"], json!(0), "node {i}: {faults}");
+    }
+    nodes.push(node);
+}
+
+/// A validator cut off from the others for a while (its UDP sends refused with EPERM, as a
+/// firewall would, from each sending thread's 200th send to its 400th; it still receives)
+/// keeps running, and once its sends go through again it is back in consensus: a transfer
+/// only its pool holds is included, it finalizes the blocks the others made meanwhile with
+/// the same hashes and state, and none of them saw it sign twice.
+#[test]
+fn a_validator_cut_off_for_a_while_comes_back() {
+    let (mut chain, funder, mut nodes) = four_validators();
+    assert_eq!(terminate(&mut nodes[3].0).code(), Some(0), "{}", chain.tail(3));
+    nodes.pop();
+    let cut = Fault {
+        file: PathBuf::new(),
+        calls: "sendmsg,sendmmsg",
+        error: "EPERM",
+        when: "200..400".into(),
+    };
+    let mut node = chain.start(3, Some(&cut));
+    chain.serving(3, &mut node);
+    // Cut off: its sends fail (each thread's 200 of them, at least one thread's).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while chain.injected(3) < 200 {
+        if let Ok(Some(status)) = node.0.try_wait() {
+            panic!("node 3 exited ({status}):\n{}", chain.tail(3));
+        }
+        assert!(Instant::now() < deadline, "its sends never failed:\n{}", chain.tail(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The others go on meanwhile.
+    let during = send(chain.http[0], &funder, 0);
+    receipt(chain.http[0], &during);
+    // A transfer sent to it alone is included once it can send again (its pool is the only
+    // one that holds it), and every validator finalizes the block holding it.
+    let after = send(chain.http[3], &funder, 1);
+    let r = receipt(chain.http[0], &after);
+    let n = quantity(&r["blockNumber"]);
+    final_at(&chain.http, n, &|k| chain.tail(k));
+    assert!(matches!(node.0.try_wait(), Ok(None)), "node 3 exited:\n{}", chain.tail(3));
+    for i in 0..4 {
+        let faults = &chain.status(i)["consensusFaults"];
+        assert_eq!(faults["equivocators"], json!(0), "node {i}: {faults}");
     }
     nodes.push(node);
 }
