@@ -750,20 +750,6 @@ fn a_node_that_left_the_certified_chain_exits_with_3() {
     assert!(said.iter().any(|s| whole.contains(s)), "{whole}");
 }
 
-/// `GET path` on `addr`: the status code and the body.
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut page = String::new();
-    let _ = s.read_to_string(&mut page);
-    let code = page.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (code, body)
-}
-
 /// `farol chain new` and `farol node`'s flags name what is wrong, and write nothing then.
 #[test]
 fn chain_new_and_node_flags_name_what_is_wrong() {

@@ -40,6 +40,20 @@ struct Fault {
 struct Proc(Child);
 
 impl Proc {
+    /// Stops the node with SIGTERM (under `strace`, the node itself: `strace` would detach
+    /// and leave it running) and waits for its exit status (30 s at most).
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = self.0.id();
+        // The node under `strace` is its only child.
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        let node = children
+            .ok()
+            .and_then(|c| c.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| pid.to_string());
+        let _ = Command::new("kill").args(["-TERM", &node]).status();
+        exit_within(&mut self.0, 30, "no exit within 30 s of SIGTERM")
+    }
+
     fn signal_group(&self, signal: &str) {
         // The group may be gone already (the node exited; `strace` with it).
         let _ = Command::new("kill")
@@ -273,7 +287,7 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     let mut nonce = 1;
 
     // Validator 3 stops for good; each fault then runs it until it exits.
-    assert_eq!(terminate(&mut nodes[3].0).code(), Some(0), "{}", chain.tail(3));
+    assert_eq!(nodes[3].terminate().code(), Some(0), "{}", chain.tail(3));
     nodes.pop();
     let eio = |file: &str, calls, from: u32| Fault {
         file: file.into(),
@@ -317,7 +331,7 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     let pending = post(chain.http[3], "eth_getTransactionByHash", json!([held]))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(pending["blockNumber"].is_null(), "{pending}");
-    assert_eq!(terminate(&mut node.0).code(), Some(0), "{}", chain.tail(3));
+    assert_eq!(node.terminate().code(), Some(0), "{}", chain.tail(3));
     drop(node);
     // A journal that cannot be read fails the start (status 1) and is left as it is: not
     // set aside as damaged (before stop 55 it was, and its transactions were lost).
@@ -364,25 +378,17 @@ fn a_validator_whose_disk_fails_stops_and_comes_back_whole() {
     nodes.push(node);
 }
 
-/// A validator cut off from the others for a while (its UDP sends refused with EPERM, as a
-/// firewall would, from each sending thread's 200th send to its 400th; it still receives)
-/// keeps running, and once its sends go through again it is back in consensus: a transfer
-/// only its pool holds is included, it finalizes the blocks the others made meanwhile with
-/// the same hashes and state, and none of them saw it sign twice.
-#[test]
-fn a_validator_cut_off_for_a_while_comes_back() {
-    let (mut chain, funder, mut nodes) = four_validators();
-    assert_eq!(terminate(&mut nodes[3].0).code(), Some(0), "{}", chain.tail(3));
-    nodes.pop();
+/// Runs validator 3 with its UDP sends (`sendmsg`, `sendmmsg`) refused with EPERM, as a
+/// firewall would, on `when` (per sending thread), and waits until 200 were refused.
+fn cut_off(chain: &mut Chain, when: &str) -> Proc {
     let cut = Fault {
         file: PathBuf::new(),
         calls: "sendmsg,sendmmsg",
         error: "EPERM",
-        when: "200..400".into(),
+        when: when.into(),
     };
     let mut node = chain.start(3, Some(&cut));
     chain.serving(3, &mut node);
-    // Cut off: its sends fail (each thread's 200 of them, at least one thread's).
     let deadline = Instant::now() + Duration::from_secs(90);
     while chain.injected(3) < 200 {
         if let Ok(Some(status)) = node.0.try_wait() {
@@ -391,6 +397,20 @@ fn a_validator_cut_off_for_a_while_comes_back() {
         assert!(Instant::now() < deadline, "its sends never failed:\n{}", chain.tail(3));
         std::thread::sleep(Duration::from_millis(50));
     }
+    node
+}
+
+/// A validator cut off from the others for a while (its UDP sends refused with EPERM, as a
+/// firewall would, from each sending thread's 200th send to its 400th; it still receives)
+/// keeps running, and once its sends go through again it is back in consensus: a transfer
+/// only its pool holds is included, every validator finalizes the block holding it with the
+/// same hash and state, and none of them saw it sign twice.
+#[test]
+fn a_validator_cut_off_for_a_while_comes_back() {
+    let (mut chain, funder, mut nodes) = four_validators();
+    assert_eq!(nodes[3].terminate().code(), Some(0), "{}", chain.tail(3));
+    nodes.pop();
+    let mut node = cut_off(&mut chain, "200..400");
     // The others go on meanwhile.
     let during = send(chain.http[0], &funder, 0);
     receipt(chain.http[0], &during);

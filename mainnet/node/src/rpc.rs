@@ -164,6 +164,21 @@ pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Optio
     })
 }
 
+/// Why a validator is not heard, if it is not: consensus committed `commit_age_ms` ago, and
+/// no commit since `own_age_ms` ago was led by one of its blocks (both counted from its start
+/// at most). Every slot of a validator's that the others hear is committed, so while the
+/// others' commits come and its own do not, they do not hear it, or it does not propose.
+pub fn unheard(commit_age_ms: u64, own_age_ms: u64) -> Option<String> {
+    (commit_age_ms <= HEALTH_COMMIT_MS && own_age_ms > HEALTH_OWN_COMMIT_MS).then(|| {
+        format!(
+            "none of this validator's blocks was committed for {} s while the others' were: \
+             they do not hear it (its network: a firewall, its address in the committee), or it \
+             does not propose (blocks signed with its key come from elsewhere: the log says so)",
+            own_age_ms / 1000
+        )
+    })
+}
+
 /// The JSON-RPC namespaces a node serves (`rpc_modules`; `rpc.apis` chooses among them).
 pub const NAMESPACES: [&str; 11] =
     ["debug", "erigon", "eth", "farol", "net", "ots", "personal", "rpc", "trace", "txpool", "web3"];
@@ -184,6 +199,9 @@ pub struct Health {
 /// A validator whose consensus made no commit this long is unhealthy: rounds run many
 /// times a second, on a quiet chain too.
 const HEALTH_COMMIT_MS: u64 = 10_000;
+/// A validator none of whose blocks was committed this long while the others' were is
+/// unhealthy ([`unheard`]): a validator the others hear has a block committed every round.
+const HEALTH_OWN_COMMIT_MS: u64 = 10_000;
 /// A node that stored no block this long is unhealthy: a quiet chain makes one a second.
 const HEALTH_HEAD_MS: u64 = 30_000;
 /// A node further than this behind the newest block-final block it knows of is catching up
@@ -603,12 +621,16 @@ impl Rpc {
         }
         let v = &st.validator;
         let (round, seen) = (v.round.load(Ordering::Relaxed), v.seen_round.load(Ordering::Relaxed));
-        let mut commit_age = None;
+        let (mut commit_age, mut own_commit_age) = (None, None);
         if self.health.validator {
             let last =
                 v.last_commit_ms.load(Ordering::Relaxed).max(v.started_ms.load(Ordering::Relaxed));
             let age = now.saturating_sub(last);
             commit_age = Some(age);
+            let own =
+                v.own_commit_ms.load(Ordering::Relaxed).max(v.started_ms.load(Ordering::Relaxed));
+            let own_age = now.saturating_sub(own);
+            own_commit_age = Some(own_age);
             if age > HEALTH_COMMIT_MS {
                 problems.push(format!("consensus made no commit for {} s", age / 1000));
             }
@@ -616,6 +638,8 @@ impl Rpc {
             if v.stood_down.load(Ordering::Relaxed) {
                 problems.push(crate::validator::STOOD_DOWN.to_string());
             } else if let Some(why) = self.stranded(round, seen) {
+                problems.push(why);
+            } else if let Some(why) = unheard(age, own_age) {
                 problems.push(why);
             }
         }
@@ -638,6 +662,7 @@ impl Rpc {
             "finalized": st.chain.finalized_number(),
             "consensusRound": self.health.validator.then_some(round),
             "consensusLastCommitAgeMs": commit_age,
+            "consensusLastOwnCommitAgeMs": own_commit_age,
         });
         (healthy, body)
     }
@@ -5177,6 +5202,16 @@ mod tests {
         assert!(why.contains("501 rounds behind") && why.contains("sync.peers"), "{why}");
         assert_eq!(super::stranded(100, 601, 500, true), None);
         assert_eq!(super::stranded(700, 601, 500, false), None);
+    }
+
+    /// A validator is unheard when commits come and, for more than 10 s, none of its own.
+    #[test]
+    fn a_validator_is_unheard_when_only_the_others_blocks_are_committed() {
+        assert_eq!(super::unheard(100, 10_000), None);
+        let why = super::unheard(100, 12_345).unwrap_or_default();
+        assert!(why.contains("for 12 s while the others'"), "{why}");
+        // No commit at all is another problem ("consensus made no commit").
+        assert_eq!(super::unheard(10_001, 60_000), None);
     }
 
     /// Sync requests from the committee's addresses do not wait behind others': clients

@@ -136,6 +136,11 @@ pub struct ValidatorStatus {
     pub last_commit_ms: AtomicU64,
     /// When the engine started or rejoined (Unix milliseconds).
     pub started_ms: AtomicU64,
+    /// When a commit last came whose leader is this validator's own block (Unix
+    /// milliseconds; 0 before the first): every slot of a validator's that the others hear
+    /// is committed, so while the others' are and its own are not, they do not hear it, or
+    /// it does not propose.
+    pub own_commit_ms: AtomicU64,
     /// The engine's newest snapshot (served to validators that rejoin).
     pub snapshot: Mutex<Option<Arc<Snapshot>>>,
     /// The newest few snapshots, oldest first ([`RECENT_SNAPSHOTS`]): a rejoining validator
@@ -349,8 +354,12 @@ impl Executor {
                     }
                 },
                 Action::Commit(c) => {
+                    let now = unix_ms();
                     self.status.height.store(c.height, Ordering::Relaxed);
-                    self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
+                    self.status.last_commit_ms.store(now, Ordering::Relaxed);
+                    if c.leader.0 == self.network.me() {
+                        self.status.own_commit_ms.store(now, Ordering::Relaxed);
+                    }
                     // The application may be gone (shutting down); consensus goes on.
                     let _ = self.commits.send(c).await;
                 }

@@ -4181,6 +4181,8 @@ async fn the_health_check_says_what_is_wrong() {
     assert_eq!(v["role"], json!("validator 0"), "{v}");
     assert_eq!(v["chainRules"], json!(farol_node::node::CHAIN_RULES), "{v}");
     assert!(v["consensusLastCommitAgeMs"].as_u64().is_some_and(|a| a < 10_000), "{v}");
+    // A validator alone leads every commit with its own block.
+    assert!(v["consensusLastOwnCommitAgeMs"].as_u64().is_some_and(|a| a < 10_000), "{v}");
     let metrics = metrics_page(http).await;
     assert!(metrics.contains("\nfarol_head_stored_timestamp_seconds "), "{metrics}");
     let info =

@@ -313,6 +313,7 @@ async fn a_copy_of_a_running_validator_elsewhere_proposes_nothing() {
     let round = status.round.load(Ordering::Relaxed);
     assert!(round > 0, "the copy did not recover its log's round");
     let replayed = copy_log.lock().unwrap_or_else(|e| e.into_inner()).len();
+    let replay_done = unix_ms();
 
     // Load through the four for longer than a restarted engine's patience (100 ticks of
     // 10 ms), and then some.
@@ -325,7 +326,14 @@ async fn a_copy_of_a_running_validator_elsewhere_proposes_nothing() {
     assert_eq!(status.round.load(Ordering::Relaxed), round, "the copy moved on a round");
     assert_eq!(copy_log.lock().unwrap_or_else(|e| e.into_inner()).len(), replayed);
     assert!(!status.stood_down.load(Ordering::Relaxed));
+    // None of the copy's blocks was committed since its log's replay; each of the four's
+    // were (what `/health` reads: since stop 56 a validator none of whose blocks is
+    // committed while the others' are is not healthy).
+    let own = status.own_commit_ms.load(Ordering::Relaxed);
+    assert!(own < replay_done, "a block of the copy was committed");
     for (i, s) in net.statuses.iter().enumerate() {
+        let own = s.own_commit_ms.load(Ordering::Relaxed);
+        assert!(own > replay_done, "no block of validator {i} committed");
         assert!(!s.stood_down.load(Ordering::Relaxed), "validator {i} stood down");
         assert_eq!(fault(s, "other_signer"), 0, "validator {i}");
         assert_eq!(fault(s, "equivocators"), 0, "validator {i} saw an equivocation");
@@ -337,4 +345,11 @@ async fn a_copy_of_a_running_validator_elsewhere_proposes_nothing() {
     for r in running.into_iter().flatten() {
         r.0.stop().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// Now, in Unix milliseconds.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

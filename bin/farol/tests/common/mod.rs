@@ -180,3 +180,17 @@ pub(crate) fn terminate(child: &mut Child) -> std::process::ExitStatus {
     nix_term(child.id()).unwrap_or_else(|e| panic!("{e}"));
     exit_within(child, 30, "no exit within 30 s of SIGTERM")
 }
+
+/// `GET path` on `addr`: the status code and the body.
+pub(crate) fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{e}"));
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut page = String::new();
+    let _ = s.read_to_string(&mut page);
+    let code = page.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = page.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (code, body)
+}
