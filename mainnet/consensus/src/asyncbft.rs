@@ -527,6 +527,9 @@ pub struct AsyncBft {
     /// an empty log, does not count: an empty log is also that of a validator whose
     /// directory was lost, on a chain long past round 1, whose old blocks then come back.
     signed_from: Option<u64>,
+    /// The highest round of a block of this engine's (its author, at or above
+    /// `signed_from`) that a commit ordered ([`Consensus::own_ordered_round`]).
+    own_ordered: u64,
     /// Set at the first block signed with this validator's key for a round above
     /// `signed_from` that this engine did not sign ([`Faults::other_signer`]): it proposes
     /// no more.
@@ -656,6 +659,7 @@ impl AsyncBft {
             last_own: None,
             restarted: None,
             signed_from: None,
+            own_ordered: 0,
             stood_down: false,
             handed_on_at: 0,
             quorum_round: 0,
@@ -2429,6 +2433,11 @@ impl AsyncBft {
         let mut transactions = Vec::new();
         for b in &found {
             self.ordered.insert(b.digest());
+            // Blocks of its key below its first proposal since the start are an earlier
+            // life's, or another process's (which a block above it makes it stand down for).
+            if b.author == self.me && self.signed_from.is_some_and(|first| b.round >= first) {
+                self.own_ordered = self.own_ordered.max(b.round);
+            }
             for (t, d) in b.transactions.iter().zip(b.transaction_digests()) {
                 let d = *d;
                 if self.committed.insert(d) {
@@ -2889,6 +2898,10 @@ impl Consensus for AsyncBft {
 
     fn seen_round(&self) -> u64 {
         self.highest_seen.max(self.round)
+    }
+
+    fn own_ordered_round(&self) -> u64 {
+        self.own_ordered
     }
 
     fn set_time(&mut self, unix_ms: u64) {

@@ -150,4 +150,12 @@ pub trait Consensus: Send {
     fn seen_round(&self) -> u64 {
         self.round()
     }
+
+    /// The highest round of a block this engine proposed (since it started) that a commit
+    /// ordered, 0 before the first: while the others' blocks are ordered and its own are
+    /// not, they do not hear it, or it does not propose. Engines that do not track it
+    /// answer 0.
+    fn own_ordered_round(&self) -> u64 {
+        0
+    }
 }

@@ -10,6 +10,7 @@
 //! (`scripts/deps.sh`).
 
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -86,7 +87,8 @@ pub fn run(run: &Run<'_>) -> Outcome {
     }
     let trace = run.dir.join("strace.out");
     let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "--seccomp-bpf", "-o"]).arg(&trace);
+    // No signal lines in the output: it counts calls.
+    cmd.args(["-f", "-qq", "--seccomp-bpf", "-e", "signal=none", "-o"]).arg(&trace);
     for p in run.paths {
         cmd.arg("-P").arg(p);
     }
@@ -100,10 +102,21 @@ pub fn run(run: &Run<'_>) -> Outcome {
     for (k, v) in run.env {
         cmd.env(k, v);
     }
+    // A group of its own, so that a timeout stops the helper too (strace 6.1 has no
+    // `--kill-on-exit`).
     let mut child =
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| {
-            panic!("strace not found ({e}): install it (apt-get install strace)")
-        });
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped()).process_group(0).spawn().unwrap_or_else(
+            |e| panic!("strace not found ({e}): install it (apt-get install strace)"),
+        );
+    // Read while it runs: a full pipe would stop it.
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+            err
+        })
+    });
     let mut said = Vec::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut drain = |said: &mut Vec<String>| {
@@ -120,17 +133,15 @@ pub fn run(run: &Run<'_>) -> Outcome {
             Err(e) => panic!("{e}"),
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+            let _ = child.wait();
             panic!("{} hung ({:?})", run.helper, run.inject);
         }
         std::thread::sleep(Duration::from_millis(2));
     };
     drain(&mut said);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        use std::io::Read;
-        let _ = e.read_to_string(&mut err);
-    }
+    let err = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
     assert!(status.success(), "{} failed ({:?}, {status}): {err}", run.helper, run.inject);
     let trace = std::fs::read_to_string(&trace).unwrap_or_default();
     let calls = trace.lines().filter(|l| !l.contains("resumed>")).count();

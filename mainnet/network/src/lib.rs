@@ -456,11 +456,6 @@ impl Network {
         ))
     }
 
-    /// This validator's position in the committee.
-    pub fn me(&self) -> u16 {
-        self.me
-    }
-
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.endpoint.local_addr().ok()

@@ -165,9 +165,10 @@ pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Optio
 }
 
 /// Why a validator is not heard, if it is not: consensus committed `commit_age_ms` ago, and
-/// no commit since `own_age_ms` ago was led by one of its blocks (both counted from its start
-/// at most). Every slot of a validator's that the others hear is committed, so while the
-/// others' commits come and its own do not, they do not hear it, or it does not propose.
+/// no commit since `own_age_ms` ago ordered a block it proposed (both counted from its start
+/// at most). Every block of a validator's that the others hear is ordered, in its own slot's
+/// commit or, late, in a later one's history, so while the others' blocks are ordered and
+/// its own are not, they do not hear it, or it does not propose.
 pub fn unheard(commit_age_ms: u64, own_age_ms: u64) -> Option<String> {
     (commit_age_ms <= HEALTH_COMMIT_MS && own_age_ms > HEALTH_OWN_COMMIT_MS).then(|| {
         format!(
@@ -199,9 +200,13 @@ pub struct Health {
 /// A validator whose consensus made no commit this long is unhealthy: rounds run many
 /// times a second, on a quiet chain too.
 const HEALTH_COMMIT_MS: u64 = 10_000;
-/// A validator none of whose blocks was committed this long while the others' were is
-/// unhealthy ([`unheard`]): a validator the others hear has a block committed every round.
+/// A validator none of whose blocks was ordered this long while the others' were is
+/// unhealthy ([`unheard`]): a validator the others hear has a block ordered every round.
 const HEALTH_OWN_COMMIT_MS: u64 = 10_000;
+/// A validator more rounds than this behind the others is catching up: its blocks of old
+/// rounds are not ordered, and it is not taken for unheard ([`unheard`]; AsyncBFT proposes
+/// empty blocks to catch up past as many).
+const HEALTH_CATCH_UP_ROUNDS: u64 = 32;
 /// A node that stored no block this long is unhealthy: a quiet chain makes one a second.
 const HEALTH_HEAD_MS: u64 = 30_000;
 /// A node further than this behind the newest block-final block it knows of is catching up
@@ -639,7 +644,9 @@ impl Rpc {
                 problems.push(crate::validator::STOOD_DOWN.to_string());
             } else if let Some(why) = self.stranded(round, seen) {
                 problems.push(why);
-            } else if let Some(why) = unheard(age, own_age) {
+            } else if let Some(why) = unheard(age, own_age)
+                .filter(|_| seen.saturating_sub(round) <= HEALTH_CATCH_UP_ROUNDS)
+            {
                 problems.push(why);
             }
         }

@@ -136,10 +136,11 @@ pub struct ValidatorStatus {
     pub last_commit_ms: AtomicU64,
     /// When the engine started or rejoined (Unix milliseconds).
     pub started_ms: AtomicU64,
-    /// When a commit last came whose leader is this validator's own block (Unix
-    /// milliseconds; 0 before the first): every slot of a validator's that the others hear
-    /// is committed, so while the others' are and its own are not, they do not hear it, or
-    /// it does not propose.
+    /// The highest round of a block this validator proposed that a commit ordered
+    /// ([`Consensus::own_ordered_round`]; it starts again at 0 with a rejoin's engine).
+    pub own_ordered_round: AtomicU64,
+    /// When that round last rose (Unix milliseconds; 0 before): while the others' blocks
+    /// are ordered and its own are not, they do not hear it, or it does not propose.
     pub own_commit_ms: AtomicU64,
     /// The engine's newest snapshot (served to validators that rejoin).
     pub snapshot: Mutex<Option<Arc<Snapshot>>>,
@@ -354,12 +355,8 @@ impl Executor {
                     }
                 },
                 Action::Commit(c) => {
-                    let now = unix_ms();
                     self.status.height.store(c.height, Ordering::Relaxed);
-                    self.status.last_commit_ms.store(now, Ordering::Relaxed);
-                    if c.leader.0 == self.network.me() {
-                        self.status.own_commit_ms.store(now, Ordering::Relaxed);
-                    }
+                    self.status.last_commit_ms.store(unix_ms(), Ordering::Relaxed);
                     // The application may be gone (shutting down); consensus goes on.
                     let _ = self.commits.send(c).await;
                 }
@@ -535,6 +532,10 @@ fn publish_snapshot(
 ) -> Option<Arc<Snapshot>> {
     status.round.store(engine.round(), Ordering::Relaxed);
     status.seen_round.store(engine.seen_round(), Ordering::Relaxed);
+    let own = engine.own_ordered_round();
+    if own != status.own_ordered_round.swap(own, Ordering::Relaxed) && own > 0 {
+        status.own_commit_ms.store(unix_ms(), Ordering::Relaxed);
+    }
     let mut faults = engine.fault_counts();
     if let Some(n) = route.node_frames.as_ref().filter(|n| n.dropped > 0) {
         faults.push(("node_frames_dropped", n.dropped));

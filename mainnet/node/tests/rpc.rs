@@ -4181,8 +4181,14 @@ async fn the_health_check_says_what_is_wrong() {
     assert_eq!(v["role"], json!("validator 0"), "{v}");
     assert_eq!(v["chainRules"], json!(farol_node::node::CHAIN_RULES), "{v}");
     assert!(v["consensusLastCommitAgeMs"].as_u64().is_some_and(|a| a < 10_000), "{v}");
-    // A validator alone leads every commit with its own block.
+    // A validator alone has its own blocks ordered by every commit.
     assert!(v["consensusLastOwnCommitAgeMs"].as_u64().is_some_and(|a| a < 10_000), "{v}");
+    let own = || node.state.validator.own_ordered_round.load(std::sync::atomic::Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while own() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no block of its own ordered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let metrics = metrics_page(http).await;
     assert!(metrics.contains("\nfarol_head_stored_timestamp_seconds "), "{metrics}");
     let info =
