@@ -64,9 +64,13 @@ impl Proc {
 }
 
 impl Drop for Proc {
-    /// The whole group, even when its leader is gone: a node under `strace` may outlive it
-    /// (strace 6.1, Debian bookworm's, has no `--kill-on-exit`).
+    /// The whole group, even when its leader is gone, unless it exited by itself: a node
+    /// under a `strace` that was killed may outlive it (strace 6.1, Debian bookworm's, has
+    /// no `--kill-on-exit`), while one that exits with a status does so after its node.
     fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(status)) if status.code().is_some()) {
+            return;
+        }
         self.signal_group("-TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline && !matches!(self.0.try_wait(), Ok(Some(_))) {
