@@ -166,18 +166,22 @@ pub fn stranded(round: u64, seen: u64, gc_depth: u64, sync_peers: bool) -> Optio
 
 /// Why a validator is not heard, if it is not: consensus committed `commit_age_ms` ago, and
 /// no commit since `own_age_ms` ago ordered a block it proposed (both counted from its start
-/// at most). Every block of a validator's that the others hear is ordered, in its own slot's
-/// commit or, late, in a later one's history, so while the others' blocks are ordered and
-/// its own are not, they do not hear it, or it does not propose.
-pub fn unheard(commit_age_ms: u64, own_age_ms: u64) -> Option<String> {
-    (commit_age_ms <= HEALTH_COMMIT_MS && own_age_ms > HEALTH_OWN_COMMIT_MS).then(|| {
-        format!(
-            "none of this validator's blocks was committed for {} s while the others' were: \
-             they do not hear it (its network: a firewall, its address in the committee), or it \
-             does not propose (blocks signed with its key come from elsewhere: the log says so)",
-            own_age_ms / 1000
-        )
-    })
+/// at most); it is `behind` rounds behind the others, `up_ms` since it started or rejoined.
+/// Every block of a validator's that the others hear is ordered, in its own slot's commit
+/// or, late, in a later one's history, so while the others' blocks are ordered and its own
+/// are not, they do not hear it, or it does not propose (unless it is catching up:
+/// [`HEALTH_CATCH_UP_ROUNDS`]).
+pub fn unheard(commit_age_ms: u64, own_age_ms: u64, behind: u64, up_ms: u64) -> Option<String> {
+    let catching_up = behind > HEALTH_CATCH_UP_ROUNDS && up_ms <= HEALTH_CATCH_UP_MS;
+    if commit_age_ms > HEALTH_COMMIT_MS || own_age_ms <= HEALTH_OWN_COMMIT_MS || catching_up {
+        return None;
+    }
+    Some(format!(
+        "none of this validator's blocks was committed for {} s while the others' were: they \
+         do not hear it (its network: a firewall, its address in the committee), or it does \
+         not propose (blocks signed with its key come from elsewhere: the log says so)",
+        own_age_ms / 1000
+    ))
 }
 
 /// The JSON-RPC namespaces a node serves (`rpc_modules`; `rpc.apis` chooses among them).
@@ -203,10 +207,14 @@ const HEALTH_COMMIT_MS: u64 = 10_000;
 /// A validator none of whose blocks was ordered this long while the others' were is
 /// unhealthy ([`unheard`]): a validator the others hear has a block ordered every round.
 const HEALTH_OWN_COMMIT_MS: u64 = 10_000;
-/// A validator more rounds than this behind the others is catching up: its blocks of old
-/// rounds are not ordered, and it is not taken for unheard ([`unheard`]; AsyncBFT proposes
-/// empty blocks to catch up past as many).
+/// A validator more rounds than this behind the others in its first [`HEALTH_CATCH_UP_MS`]
+/// since it started or rejoined is catching up: its blocks of old rounds are not ordered,
+/// and it is not taken for unheard ([`unheard`]; AsyncBFT proposes empty blocks to catch up
+/// past as many, hundreds of rounds a second). Past that time it is: one that waits to
+/// propose (blocks of its key come from elsewhere) falls ever further behind.
 const HEALTH_CATCH_UP_ROUNDS: u64 = 32;
+/// See [`HEALTH_CATCH_UP_ROUNDS`].
+const HEALTH_CATCH_UP_MS: u64 = 60_000;
 /// A node that stored no block this long is unhealthy: a quiet chain makes one a second.
 const HEALTH_HEAD_MS: u64 = 30_000;
 /// A node further than this behind the newest block-final block it knows of is catching up
@@ -644,9 +652,12 @@ impl Rpc {
                 problems.push(crate::validator::STOOD_DOWN.to_string());
             } else if let Some(why) = self.stranded(round, seen) {
                 problems.push(why);
-            } else if let Some(why) = unheard(age, own_age)
-                .filter(|_| seen.saturating_sub(round) <= HEALTH_CATCH_UP_ROUNDS)
-            {
+            } else if let Some(why) = unheard(
+                age,
+                own_age,
+                seen.saturating_sub(round),
+                now.saturating_sub(v.started_ms.load(Ordering::Relaxed)),
+            ) {
                 problems.push(why);
             }
         }
@@ -5211,14 +5222,19 @@ mod tests {
         assert_eq!(super::stranded(700, 601, 500, false), None);
     }
 
-    /// A validator is unheard when commits come and, for more than 10 s, none of its own.
+    /// A validator is unheard when commits come and, for more than 10 s, none of its own,
+    /// unless it catches up in its first minute.
     #[test]
     fn a_validator_is_unheard_when_only_the_others_blocks_are_committed() {
-        assert_eq!(super::unheard(100, 10_000), None);
-        let why = super::unheard(100, 12_345).unwrap_or_default();
+        assert_eq!(super::unheard(100, 10_000, 0, 20_000), None);
+        let why = super::unheard(100, 12_345, 0, 20_000).unwrap_or_default();
         assert!(why.contains("for 12 s while the others'"), "{why}");
         // No commit at all is another problem ("consensus made no commit").
-        assert_eq!(super::unheard(10_001, 60_000), None);
+        assert_eq!(super::unheard(10_001, 60_000, 0, 90_000), None);
+        // Far behind in its first minute: catching up; later, or close: unheard.
+        assert_eq!(super::unheard(100, 30_000, 33, 60_000), None);
+        assert!(super::unheard(100, 30_000, 33, 60_001).is_some());
+        assert!(super::unheard(100, 30_000, 32, 30_000).is_some());
     }
 
     /// Sync requests from the committee's addresses do not wait behind others': clients
