@@ -22,8 +22,7 @@ use common::*;
 
 const CHAIN_ID: u64 = 4545;
 
-/// The system calls on one file of a node's data directory that fail, and from which call
-/// on (counted per thread: `strace`'s `when=N+`).
+/// The system calls on one file of a node's data directory that fail, and which of them.
 struct Fault {
     /// The file, relative to the data directory (empty: calls on any file or socket).
     file: PathBuf,
@@ -45,9 +44,12 @@ impl Proc {
     fn terminate(&mut self) -> ExitStatus {
         let pid = self.0.id();
         // The node under `strace` is its only child.
+        let traced = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "strace");
         let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
         let node = children
             .ok()
+            .filter(|_| traced)
             .and_then(|c| c.split_whitespace().next().map(str::to_string))
             .unwrap_or_else(|| pid.to_string());
         let _ = Command::new("kill").args(["-TERM", &node]).status();
