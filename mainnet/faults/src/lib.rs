@@ -7,7 +7,8 @@
 //! that makes such calls.
 //!
 //! Used by Farol Store's and the node's fault tests; the test command installs `strace`
-//! (`scripts/deps.sh`).
+//! (`scripts/deps.sh`). The tests name x86_64's system calls (`rename`, `fdatasync`,
+//! `pwrite64`): on another architecture some differ (aarch64 has no `rename`).
 
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
