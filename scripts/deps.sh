@@ -2,7 +2,7 @@
 # (RocksDB, linked by the baseline; libclang, for its bindings; a C compiler and linker, for
 # the crates with C parts and for linking; python3, which the scripts use to read JSON;
 # Node.js and npm, for the real Ethereum client the node's end-to-end test runs; strace, with
-# which the fault test makes a disk fail).
+# which the fault tests make system calls fail as a failing disk or network would).
 # FAROL_DEPS=build (scripts/devnet.sh) installs only what building `farol` needs: no Node.js,
 # no npm packages, no WASM contracts; FAROL_DEPS=bench (scripts/bench.sh) adds the WASM
 # contracts the benchmarks load.
@@ -37,7 +37,8 @@ for pkg in librocksdb-dev libclang-dev; do
 done
 command -v cc >/dev/null || missing+=(build-essential)
 command -v python3 >/dev/null || missing+=(python3)
-# strace makes a validator's disk fail in the end-to-end fault test (bin/farol/tests/faults.rs).
+# strace fails chosen system calls in the fault tests (bin/farol/tests/faults.rs, the I/O
+# sweeps of Farol Store and the block log).
 if $deps_all; then
   command -v strace >/dev/null || missing+=(strace)
 fi
