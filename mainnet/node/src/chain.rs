@@ -1115,7 +1115,7 @@ impl Chain {
             return None;
         }
         // (A run page that cannot be read is logged: the block is not found by its hash.)
-        let places = off_the_runtime(|| lookup.run_places()).unwrap_or_default();
+        let places = off_the_runtime(|| lookup.run_places()).places;
         places.into_iter().filter(|p| p.1 == BLOCK_MARK).find_map(|(n, _)| is(n))
     }
 
@@ -1152,8 +1152,11 @@ impl Chain {
         if !lookup.runs_may_hold() {
             return Ok(None);
         }
-        let places = off_the_runtime(|| lookup.run_places()).map_err(ChainError::Index)?;
-        Ok(places.into_iter().find(|p| p.1 != BLOCK_MARK).map(|p| p.0))
+        let found = off_the_runtime(|| lookup.run_places());
+        match found.places.into_iter().find(|p| p.1 != BLOCK_MARK) {
+            Some((n, _)) => Ok(Some(n)),
+            None => found.unread.map_or(Ok(None), |e| Err(ChainError::Index(e))),
+        }
     }
 
     /// Where the transaction `hash` is; `None` also where the chain cannot tell (logged;
@@ -1187,13 +1190,15 @@ impl Chain {
         if !lookup.runs_may_hold() {
             return Ok(None);
         }
-        let places = off_the_runtime(|| lookup.run_places()).map_err(ChainError::Index)?;
-        for (n, i) in places.into_iter().filter(|p| p.1 != BLOCK_MARK) {
+        // Not found where the runs could be read: an error if a page that may hold it could
+        // not be (another hash's place with the same prefix does not answer it).
+        let found = off_the_runtime(|| lookup.run_places());
+        for (n, i) in found.places.into_iter().filter(|p| p.1 != BLOCK_MARK) {
             if let Some(l) = at(n, i, false)? {
                 return Ok(Some(l));
             }
         }
-        Ok(None)
+        found.unread.map_or(Ok(None), |e| Err(ChainError::Index(e)))
     }
 
     /// How many blocks opening the chain decoded whole: those the transaction index's runs

@@ -270,15 +270,12 @@ impl Run {
         }
     }
 
-    /// The places of the entries with `prefix`, newest first (the run's pages are read). A
-    /// page that cannot be read is logged; when no other page holds an entry with the
-    /// prefix, the answer is that error, since the entry may be on it (since stop 55; before,
-    /// nothing was found, and a held transaction was taken for one the chain lacks).
-    fn find(&self, prefix: &[u8; 16]) -> Result<Vec<(u64, u32)>, String> {
-        let mut out = Vec::new();
-        let mut unread = None;
+    /// The places of the entries with `prefix`, newest first (the run's pages are read),
+    /// into `out`; a page that may hold more but cannot be read is logged and said in
+    /// `unread` (the caller decides whether what was found answers it).
+    fn find(&self, prefix: &[u8; 16], out: &mut Vec<(u64, u32)>, unread: &mut Option<String>) {
         if self.pages() == 0 {
-            return Ok(out);
+            return;
         }
         // Entries with the prefix begin in the last page whose first prefix is below it (or
         // the first page), and may go on into pages that begin with it.
@@ -290,16 +287,13 @@ impl Run {
                 ),
                 Err(e) => {
                     tracing::error!(error = %e, "transaction index: a run page could not be read");
-                    unread =
+                    *unread =
                         Some(format!("a page of the transaction index could not be read: {e}"));
                 }
             }
             p += 1;
             if p >= self.pages() || self.fences[p] != *prefix {
-                return match unread {
-                    Some(e) if out.is_empty() => Err(e),
-                    _ => Ok(out),
-                };
+                return;
             }
         }
     }
@@ -767,6 +761,17 @@ pub(crate) struct TxIndex {
     unchecked: bool,
 }
 
+/// What the runs hold for a hash's first 16 bytes: the places found, newest first, and why
+/// some page that may hold more could not be read (logged), if one could not. Only the
+/// caller, which checks a place against the hash itself, can tell whether what was found
+/// answers it: a place of another hash with the same prefix does not (since stop 56; stop
+/// 55's first version took any place found for an answer, and a damaged page of one run
+/// made lookups of hashes held by other runs errors).
+pub(crate) struct RunPlaces {
+    pub(crate) places: Vec<(u64, u32)>,
+    pub(crate) unread: Option<String>,
+}
+
 /// What a lookup found in memory, and the runs that may hold the hash, newest first.
 pub(crate) struct Lookup {
     pub(crate) memory: Vec<Found>,
@@ -781,13 +786,13 @@ impl Lookup {
     }
 
     /// The places the runs hold for the hash's first 16 bytes, newest first (their pages
-    /// are read: I/O). A page that cannot be read is an error (logged).
-    pub(crate) fn run_places(&self) -> Result<Vec<(u64, u32)>, String> {
-        let mut all = Vec::new();
+    /// are read: I/O), and whether a page that may hold more could not be read.
+    pub(crate) fn run_places(&self) -> RunPlaces {
+        let mut found = RunPlaces { places: Vec::new(), unread: None };
         for r in &self.runs {
-            all.extend(r.find(&self.prefix)?);
+            r.find(&self.prefix, &mut found.places, &mut found.unread);
         }
-        Ok(all)
+        found
     }
 }
 
@@ -1057,8 +1062,9 @@ mod tests {
     /// Every place `ix` has for `hash`, newest first (memory, then the runs).
     fn places(ix: &TxIndex, hash: &B256) -> Vec<(u64, u32)> {
         let l = ix.lookup(hash);
-        let runs = l.run_places().unwrap_or_else(|e| panic!("{e}"));
-        l.memory.iter().map(|f| f.place()).chain(runs).collect()
+        let runs = l.run_places();
+        assert_eq!(runs.unread, None, "{hash}");
+        l.memory.iter().map(|f| f.place()).chain(runs.places).collect()
     }
 
     /// What was indexed: each hash's own place, and every place under each prefix, newest
@@ -1140,7 +1146,8 @@ mod tests {
                     .copied()
                     .filter(|(n, _)| covered.is_some_and(|c| *n <= c))
                     .collect();
-                assert_eq!(ix.lookup(h).run_places(), Ok(in_runs), "{h}");
+                let got = ix.lookup(h).run_places();
+                assert_eq!((got.places, got.unread), (in_runs, None), "{h}");
                 let all = places(ix, h);
                 assert!(all.iter().all(|p| under.contains(p)), "{h}: {all:?} {under:?}");
                 assert!(all.contains(at), "{h}: its own place {at:?} in {all:?}");
@@ -1341,21 +1348,26 @@ mod tests {
         assert_eq!(ix.stats().runs, runs);
         let fences = ix.lookup(&model.own[0].0).runs.last().map(|r| r.fences.clone());
         let fences = fences.unwrap_or_else(|| panic!("no run"));
-        let (mut lost, mut found) = (0, 0);
-        for (h, at) in &model.own {
-            if at.0 > runs[0].1 {
-                continue;
-            }
+        // Hashes of the later runs whose prefixes fall in the damaged page's range are found
+        // all the same (since stop 56: they were errors).
+        let (mut lost, mut found, mut elsewhere) = (0, 0, 0);
+        let covered = runs.last().map_or(0, |r| r.1);
+        for (h, at) in model.own.iter().filter(|(_, at)| at.0 <= covered) {
             let got = ix.lookup(h).run_places();
-            if fences.len() > 1 && prefix_of(h) < fences[1] {
-                assert!(got.is_err(), "{h}: {got:?}");
+            let in_damaged_page = fences.len() > 1 && prefix_of(h) < fences[1];
+            if at.0 > runs[0].1 {
+                assert!(got.places.contains(at), "{h}: {:?}", got.places);
+                elsewhere += usize::from(in_damaged_page);
+            } else if in_damaged_page {
+                assert!(got.unread.is_some() && !got.places.contains(at), "{h}");
                 lost += 1;
             } else {
-                assert!(got.is_ok_and(|p| !p.is_empty()), "{h}");
+                assert!(got.places.contains(at), "{h}");
                 found += 1;
             }
         }
         assert!(lost > 0 && found > 0, "{lost} lost, {found} found");
+        assert!(elsewhere > 0, "no hash of a later run in the damaged page's range");
         let mut aside = path.clone().into_os_string();
         aside.push(".damaged");
         assert!(!path.exists() && Path::new(&aside).exists());
