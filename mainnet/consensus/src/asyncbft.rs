@@ -2904,6 +2904,39 @@ impl Consensus for AsyncBft {
         self.own_ordered
     }
 
+    fn held_transactions(&self) -> Vec<Transaction> {
+        let mut out = Vec::new();
+        let mut taken = HashSet::new();
+        let mut take = |d: &Digest, t: &Transaction, out: &mut Vec<Transaction>| {
+            if !self.committed.contains(d) && taken.insert(*d) {
+                out.push(t.clone());
+            }
+        };
+        // Its own unordered blocks first, oldest round first: they were given before what
+        // still waits in the queue. (A block below the floor left the DAG and its
+        // transactions went back into the queue.)
+        let me = usize::from(self.me.0);
+        for slots in self.rounds.values() {
+            for d in slots.get(me).into_iter().flatten() {
+                let Some(b) = self.blocks.get(d).filter(|_| !self.ordered.contains(d)) else {
+                    continue;
+                };
+                for (d, t) in b.transaction_digests().iter().zip(&b.transactions) {
+                    take(d, t, &mut out);
+                }
+            }
+        }
+        for (d, t, _) in &self.queue {
+            take(d, t, &mut out);
+        }
+        let mut watched: Vec<_> = self.watched.iter().collect();
+        watched.sort_by_key(|(_, w)| w.seq);
+        for (d, w) in watched {
+            take(d, &w.tx, &mut out);
+        }
+        out
+    }
+
     fn set_time(&mut self, unix_ms: u64) {
         self.clock_ms = unix_ms;
     }

@@ -158,4 +158,16 @@ pub trait Consensus: Send {
     fn own_ordered_round(&self) -> u64 {
         0
     }
+
+    /// The transactions this engine holds and has not seen committed: given to it and not
+    /// yet proposed, handed to another validator and watched, or in its own proposals not
+    /// yet ordered. One sender's come in the order they were given. A driver that replaces
+    /// the engine while its process runs (a validator rejoining from a peer's snapshot)
+    /// gives them to the new one as [`Input::Transactions`], less those its chain holds (one
+    /// committed before the new engine's memory of commits would commit again), so nothing
+    /// submitted here waits for the mempool to hand it over again. Engines that hold none
+    /// answer none.
+    fn held_transactions(&self) -> Vec<Transaction> {
+        Vec::new()
+    }
 }

@@ -74,6 +74,12 @@ pub struct Scenario {
     /// honest validator that is up (as a node does after syncing the certified chain past
     /// the snapshot's height), its digest checked against the committed one.
     pub rejoins: Vec<(usize, Micros, Micros)>,
+    /// Validators whose running process replaces its engine, from a time on, by one that
+    /// rejoins from the newest snapshot of an honest validator that is up and ahead of it (as
+    /// a node does whose block sync found it stranded), given the old engine's
+    /// [held transactions](Consensus::held_transactions) as the node's driver gives them.
+    /// It did not crash: what was submitted to it must commit.
+    pub live_rejoins: Vec<(usize, Micros)>,
     /// A partition: from, to, and the validators cut off from the others.
     pub partition: Option<(Micros, Micros, Vec<usize>)>,
     /// Probability (per million) that any message is lost.
@@ -119,6 +125,7 @@ impl Scenario {
             backups: Vec::new(),
             copies: Vec::new(),
             rejoins: Vec::new(),
+            live_rejoins: Vec::new(),
             partition: None,
             loss_ppm: 0,
             lossy: Vec::new(),
@@ -253,6 +260,7 @@ impl Scenario {
             && s.byzantine.is_empty()
             && s.crashes.is_empty()
             && s.rejoins.is_empty()
+            && s.live_rejoins.is_empty()
             && s.partition.is_none()
             && rng.random_bool(0.1)
         {
@@ -304,6 +312,10 @@ pub struct Report {
     pub fingerprint: [u8; 32],
     /// Validators that rejoined from a snapshot.
     pub rejoins: u64,
+    /// Of those, running processes that replaced their engine ([`Scenario::live_rejoins`]).
+    pub live_rejoins: u64,
+    /// Transactions the replaced engines held, given to the new ones.
+    pub carried: u64,
     /// Times an honest validator's log was cut to a snapshot.
     pub compactions: u64,
     /// Restarts from a backup ([`Scenario::backups`]).
@@ -330,6 +342,7 @@ enum Event {
     Crash(usize),
     Restart(usize),
     Rejoin(usize),
+    LiveRejoin(usize),
     Backup(usize),
     Copy(usize),
 }
@@ -659,6 +672,13 @@ impl<'s> Sim<'s> {
                 }
             }
         }
+        for (v, at) in self.s.live_rejoins.clone() {
+            for p in 0..self.procs.len() {
+                if usize::from(self.procs[p].index.0) == v && self.procs[p].copy_of.is_none() {
+                    self.schedule(at, Event::LiveRejoin(p));
+                }
+            }
+        }
         for p in 0..self.procs.len() {
             if let Some((_, at)) = self.procs[p].copy_of {
                 self.schedule(at, Event::Copy(p));
@@ -776,21 +796,33 @@ impl<'s> Sim<'s> {
                     self.procs[p].engine = Some(e);
                     self.apply(p, out)?;
                 }
-                Event::Rejoin(p) => self.rejoin(p)?,
+                Event::Rejoin(p) => self.rejoin(p, false)?,
+                Event::LiveRejoin(p) => self.rejoin(p, true)?,
             }
         }
         self.finish()
     }
 
     /// Validator process `p` rejoins from the newest snapshot an honest validator that is up
-    /// holds; without one yet, it tries again a little later.
-    fn rejoin(&mut self, p: usize) -> Result<(), Violation> {
+    /// holds; without one yet, it tries again a little later. `live`: its process runs on
+    /// and replaces its engine, and only by a snapshot ahead of what it committed (the
+    /// node's driver takes no other); it keeps trying until the run's end.
+    fn rejoin(&mut self, p: usize, live: bool) -> Result<(), Violation> {
+        if live && !self.alive(p) {
+            return Ok(());
+        }
+        let behind = self.procs[p].chain.len() as u64;
         let best = (0..self.procs.len())
             .filter(|q| *q != p && self.honest(*q) && self.alive(*q))
             .filter_map(|q| self.procs[q].engine.as_ref()?.snapshot())
+            .filter(|s| !live || s.checkpoint.height > behind)
             .max_by_key(|s| s.checkpoint.height);
         let Some(snapshot) = best else {
-            self.schedule(self.now + 100_000, Event::Rejoin(p));
+            if !live {
+                self.schedule(self.now + 100_000, Event::Rejoin(p));
+            } else if self.now < self.s.duration {
+                self.schedule(self.now + 100_000, Event::LiveRejoin(p));
+            }
             return Ok(());
         };
         let h = snapshot.checkpoint.height;
@@ -822,9 +854,19 @@ impl<'s> Sim<'s> {
             })
             .max()
             .unwrap_or(0);
+        // A running process's floor is the round its engine reached (the node's driver
+        // knows no other), and it keeps its caches.
+        let old = proc_.engine.take();
+        let proposed = proposed.max(old.as_ref().map_or(0, |e| e.round()));
+        // Less what the chain it synced holds (the node's driver asks its chain): one
+        // committed before the snapshot's dedup window would commit again.
+        let mut held = old.as_ref().map(|e| e.held_transactions()).unwrap_or_default();
+        held.retain(|t| !proc_.seen.contains(&t.digest()));
         let cfg = self.config(v);
         let mut out = Vec::new();
-        self.caches[v] = Arc::new(SignatureCache::default());
+        if !live {
+            self.caches[v] = Arc::new(SignatureCache::default());
+        }
         let mut e = AsyncBft::from_snapshot(
             self.committee.clone(),
             ValidatorIndex(v as u16),
@@ -843,6 +885,13 @@ impl<'s> Sim<'s> {
         }
         e.set_time(self.clock(p));
         e.start(&mut out);
+        if live {
+            self.report.live_rejoins += 1;
+            self.report.carried += held.len() as u64;
+            if !held.is_empty() {
+                e.handle(Input::Transactions(held), &mut out);
+            }
+        }
         let proc_ = &mut self.procs[p];
         proc_.wal = vec![encoded, crate::checkpoint::round_floor_record(proposed)];
         proc_.durable = proc_.wal.len();

@@ -287,6 +287,42 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
     assert_eq!(rejoined, seeds, "every run rejoined once");
 }
 
+/// A validator cut off from the others for longer than they keep history falls behind; its
+/// process, still running, then replaces its engine by one rejoining from a peer's snapshot
+/// (as a node does once block sync finds it stranded) and gives it what the old engine held.
+/// It never crashed, so everything submitted to it, during the cut too, must commit (the
+/// liveness check of every run); before stop 57 the node's driver dropped what the old
+/// engine held, and such transactions waited for the mempool to hand them over again
+/// (seconds), which this run never does: they never commit.
+#[test]
+fn a_running_validator_that_rejoins_keeps_what_it_was_given() {
+    let seeds = if std::env::var_os("FAROL_LONG").is_some() { 1_000 } else { 16 };
+    let mut failures = Vec::new();
+    for seed in 0..seeds {
+        let n = [4, 7][seed as usize % 2];
+        let mut s = Scenario::clean(n);
+        s.config.gc_depth = 12;
+        s.config.checkpoint_every = 5;
+        s.duration = 2_500_000;
+        s.tx_rate = 600;
+        let me = (seed as usize * 3) % n;
+        let from = 100_000 + (seed % 5) * 50_000;
+        let to = from + 800_000;
+        s.partition = Some((from, to, vec![me]));
+        s.live_rejoins = vec![(me, to + (seed % 3) * 20_000)];
+        vary_links(seed, &mut s);
+        match run(seed, &s) {
+            Ok(r) if r.live_rejoins != 1 => {
+                failures.push(format!("seed {seed}: {} live rejoins", r.live_rejoins))
+            }
+            Ok(r) if r.carried == 0 => failures.push(format!("seed {seed}: nothing was held")),
+            Ok(_) => {}
+            Err(v) => failures.push(format!("{v}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Loss on every link for one seed in four, high latency for another.
 fn vary_links(seed: u64, s: &mut Scenario) {
     match seed % 4 {
