@@ -264,8 +264,9 @@ enum Event<'a> {
     Block(Arc<crate::chain::StoredBlock>, AuthorityNonces),
     /// The feed of stored blocks skipped some: every block since the last one cleared.
     Lagged,
-    /// Time to hand over again what consensus may have lost (not among these, ordered).
-    Rehand(std::collections::HashSet<alloy_primitives::B256>),
+    /// Time to hand over again what consensus may have lost (not among these, ordered);
+    /// whether this validator's consensus is in trouble.
+    Rehand(std::collections::HashSet<alloy_primitives::B256>, bool),
     /// Time to expire what waited too long.
     Expire,
     /// Room in the channel to consensus, for what waits to be handed over.
@@ -600,6 +601,21 @@ impl Node {
             Vec::new()
         };
         let mempool = Arc::new(Mutex::new(pool));
+        // While a validator's consensus is in trouble, what its pool hands over again also
+        // goes to its peers' JSON-RPC, as a full node's transactions go (since stop 57): a
+        // validator the others do not hear (its UDP blocked, say, while its JSON-RPC and
+        // block sync get through) proposes them to no one, however often they are handed
+        // over again. (Only then: a healthy validator's peers would only take the same
+        // transactions through a second door, and under load that doubles the work.)
+        let fallback = match (&self.validator, cfg.sync.peers.is_empty()) {
+            (Some(_), false) => {
+                let (tx, rx) = mpsc::channel::<Vec<Transaction>>(16);
+                sync::spawn_forwarder(cfg.sync.peers.clone(), rx)
+                    .map_err(|e| storage_err("starting the forwarding thread", e))?;
+                Some(tx)
+            }
+            _ => None,
+        };
         {
             let submit = submit.clone();
             let mempool = mempool.clone();
@@ -607,9 +623,11 @@ impl Node {
             let metrics = metrics.clone();
             let state = state.clone();
             let lifetime = cfg.mempool.lifetime_secs;
+            let validator = self.validator.is_some();
             tasks.push(tokio::spawn(async move {
                 let mut expire = tokio::time::interval(Duration::from_millis(500));
-                let mut rehand = tokio::time::interval(REHAND_EVERY);
+                let mut rehand = tokio::time::interval(REHAND_TICK);
+                let mut rehanded = Instant::now();
                 // The newest block the pool was cleared of.
                 let mut cleared = state.chain.head_number();
                 loop {
@@ -631,7 +649,15 @@ impl Node {
                         },
                         // Copied first: the pool's lock is never held with another.
                         _ = rehand.tick() => {
-                            Event::Rehand(state.ordered.lock().keys().copied().collect())
+                            // Sooner, and every tick, while this validator's consensus is in
+                            // trouble (since stop 57; before, every 5 s after 10 s).
+                            let troubled = validator
+                                && state.validator.troubled(crate::validator::unix_ms());
+                            if !troubled && rehanded.elapsed() < REHAND_EVERY {
+                                continue;
+                            }
+                            rehanded = Instant::now();
+                            Event::Rehand(state.ordered.lock().keys().copied().collect(), troubled)
                         }
                         _ = expire.tick() => Event::Expire,
                         room = submit.reserve(), if backlog => match room {
@@ -660,14 +686,22 @@ impl Node {
                             }
                             cleared = cleared.max(head);
                         }
-                        Event::Rehand(ordered) => {
+                        Event::Rehand(ordered, troubled) => {
+                            let after =
+                                if troubled { REHAND_AFTER_TROUBLED } else { REHAND_AFTER };
                             let mut m = mempool.lock();
                             // While released transactions wait for room, consensus is not
                             // taking what it gets: handing the same over again would only
                             // grow what waits.
                             if !m.has_unsent() {
                                 let again =
-                                    m.rehand(Instant::now(), REHAND_AFTER, |h| ordered.contains(h));
+                                    m.rehand(Instant::now(), after, |h| ordered.contains(h));
+                                let peers = fallback.as_ref().filter(|_| troubled);
+                                if let Some(f) = peers.filter(|_| !again.is_empty()) {
+                                    // Dropped when the peers are slow to take the last ones:
+                                    // the next round of hand-overs sends them again.
+                                    let _ = f.try_send(again.clone());
+                                }
                                 m.hand_over(again, None, &submit);
                             }
                         }
@@ -852,6 +886,11 @@ const STORE_RELEASE_WAIT: Duration = Duration::from_secs(30);
 const REHAND_EVERY: Duration = Duration::from_secs(5);
 /// How long after its hand-over a transaction not yet ordered is handed over again.
 const REHAND_AFTER: Duration = Duration::from_secs(10);
+/// How often the mempool looks while a validator's consensus is
+/// [troubled](crate::validator::ValidatorStatus::troubled).
+const REHAND_TICK: Duration = Duration::from_secs(1);
+/// [`REHAND_AFTER`] while a validator's consensus is troubled.
+const REHAND_AFTER_TROUBLED: Duration = Duration::from_secs(2);
 
 /// Where checked snapshots go for consensus to rejoin from.
 type SnapshotSender = mpsc::Sender<Arc<farol_consensus::Snapshot>>;
@@ -935,7 +974,11 @@ fn start_validator(
     let (snapshots_tx, snapshots) = mpsc::channel(1);
     let rejoin = {
         let committee = committee.clone();
+        let state = state.clone();
         Rejoin {
+            in_chain: Box::new(move |t| {
+                state.chain.has_transaction(&alloy_primitives::keccak256(&t.payload))
+            }),
             snapshots,
             engine: Box::new(move |s, min_round, out| {
                 Box::new(AsyncBft::from_snapshot(

@@ -647,6 +647,17 @@ impl Rpc {
             if age > HEALTH_COMMIT_MS {
                 problems.push(format!("consensus made no commit for {} s", age / 1000));
             }
+            // Each rejoin starts the clocks above again (since stop 57; before, a validator
+            // falling behind every few seconds stayed healthy).
+            if v.rejoining_again_and_again(now) {
+                problems.push(format!(
+                    "consensus rejoined from a peer's snapshot {} times within {} s: it falls \
+                     behind as soon as it has rejoined, so it does not hear its peers, or they \
+                     it (its network: a firewall, UDP blocked, its address in the committee)",
+                    crate::validator::REJOINS_IN_A_ROW,
+                    crate::validator::REJOINS_WINDOW_MS / 1000
+                ));
+            }
             // One that stood down proposes no more, so its round stands still: not stranded.
             if v.stood_down.load(Ordering::Relaxed) {
                 problems.push(crate::validator::STOOD_DOWN.to_string());
@@ -3300,6 +3311,7 @@ impl Rpc {
             "consensusHeight": hex(st.validator.height.load(Ordering::Relaxed)),
             "consensusRound": hex(st.validator.round.load(Ordering::Relaxed)),
             "rejoins": hex(st.validator.rejoins.load(Ordering::Relaxed)),
+            "rejoinCarried": hex(st.validator.rejoin_carried.load(Ordering::Relaxed)),
             "consensusLogCompactions": hex(st.validator.compactions.load(Ordering::Relaxed)),
             "consensusLogSync": {
                 "count": st.validator.log_sync.count(),

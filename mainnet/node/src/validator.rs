@@ -150,6 +150,14 @@ pub struct ValidatorStatus {
     pub recent_snapshots: Mutex<std::collections::VecDeque<Arc<Snapshot>>>,
     /// Times the engine was replaced by one rejoining from a peer's snapshot.
     pub rejoins: AtomicU64,
+    /// Transactions the replaced engines held that their successors were given
+    /// ([`Consensus::held_transactions`], less those the chain holds).
+    pub rejoin_carried: AtomicU64,
+    /// When the engine last rejoined from a snapshot (Unix milliseconds; 0 before).
+    pub last_rejoin_ms: AtomicU64,
+    /// When the engine rejoined the last [`REJOINS_IN_A_ROW`] times, oldest first (Unix
+    /// milliseconds).
+    pub recent_rejoins: Mutex<std::collections::VecDeque<u64>>,
     /// The height of the newest commit the node has stored all blocks of (the log is cut
     /// only to snapshots at or below it).
     pub durable_height: AtomicU64,
@@ -169,6 +177,56 @@ pub struct ValidatorStatus {
     pub stood_down: std::sync::atomic::AtomicBool,
 }
 
+impl ValidatorStatus {
+    /// Whether consensus is in trouble at `now_ms`, for the pool's hand-overs: it rejoined
+    /// from a snapshot within [`TROUBLE_AFTER_REJOIN_MS`], or made no commit for
+    /// [`TROUBLE_MS`], or ordered none of its own blocks for that long (each counted from
+    /// the engine's start). The pool then hands over again, and sends to the peers, what
+    /// consensus has not ordered sooner.
+    pub fn troubled(&self, now_ms: u64) -> bool {
+        let started = self.started_ms.load(Ordering::Relaxed);
+        let since = |t: &AtomicU64| now_ms.saturating_sub(t.load(Ordering::Relaxed).max(started));
+        let rejoined = self.last_rejoin_ms.load(Ordering::Relaxed);
+        (rejoined > 0 && now_ms.saturating_sub(rejoined) < TROUBLE_AFTER_REJOIN_MS)
+            || since(&self.last_commit_ms) >= TROUBLE_MS
+            || since(&self.own_commit_ms) >= TROUBLE_MS
+    }
+}
+
+/// Rejoins within [`REJOINS_WINDOW_MS`] that make a validator unhealthy: one that falls
+/// behind again as soon as it has rejoined does not hear its peers, or they it, and each
+/// rejoin starts the clocks `/health` reads again.
+pub const REJOINS_IN_A_ROW: usize = 3;
+/// See [`REJOINS_IN_A_ROW`].
+pub const REJOINS_WINDOW_MS: u64 = 60_000;
+
+impl ValidatorStatus {
+    /// Records a rejoin at `now_ms`.
+    pub fn note_rejoin(&self, now_ms: u64) {
+        self.last_rejoin_ms.store(now_ms, Ordering::Relaxed);
+        let mut recent = self.recent_rejoins.lock();
+        if recent.len() == REJOINS_IN_A_ROW {
+            recent.pop_front();
+        }
+        recent.push_back(now_ms);
+    }
+
+    /// Whether the engine rejoined [`REJOINS_IN_A_ROW`] times within [`REJOINS_WINDOW_MS`]
+    /// before `now_ms`.
+    pub fn rejoining_again_and_again(&self, now_ms: u64) -> bool {
+        let recent = self.recent_rejoins.lock();
+        recent.len() == REJOINS_IN_A_ROW
+            && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) <= REJOINS_WINDOW_MS)
+    }
+}
+
+/// How long without a commit, or without one of its own blocks ordered, makes consensus
+/// [troubled](ValidatorStatus::troubled).
+pub const TROUBLE_MS: u64 = 3_000;
+/// How long after a rejoin consensus counts as [troubled](ValidatorStatus::troubled): a
+/// validator that fell behind once, cut off, tends to again.
+pub const TROUBLE_AFTER_REJOIN_MS: u64 = 60_000;
+
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
 /// The `u64` is the highest round the validator proposed in so far (never to be proposed
 /// in again).
@@ -183,6 +241,11 @@ pub struct Rejoin {
     pub snapshots: mpsc::Receiver<Arc<Snapshot>>,
     /// Builds the engine.
     pub engine: EngineFromSnapshot,
+    /// Whether the chain holds a transaction. The snapshot's checkpoint is carried by a
+    /// final block of the chain, so every transaction committed up to its height is there;
+    /// the old engine's held transactions that are go nowhere (one committed before the
+    /// new engine's dedup window would commit again).
+    pub in_chain: Box<dyn Fn(&Transaction) -> bool + Send>,
 }
 
 /// What stopped a validator.
@@ -451,6 +514,11 @@ async fn run(
                     continue;
                 }
                 let floor = engine.round();
+                // What the old engine held (submitted here, not yet ordered) goes to the new
+                // one: dropped, it waited for the mempool to hand it over again (every few
+                // seconds; before stop 57), each time the validator rejoined.
+                let mut held = engine.held_transactions();
+                held.retain(|t| !(r.in_chain)(t));
                 let mut fresh = (r.engine)(&snapshot, floor, &mut out);
                 // The old log is history the new engine does not build on; the round it
                 // reached stays (proposing there again would be equivocating).
@@ -458,6 +526,10 @@ async fn run(
                 ex.wal.reset(&[&snapshot.encode(), &floor_record])?;
                 fresh.set_time(unix_ms());
                 fresh.start(&mut out);
+                let carried = held.len();
+                if !held.is_empty() {
+                    fresh.handle(Input::Transactions(held), &mut out);
+                }
                 engine = fresh;
                 // Positions in the old log mean nothing in the new one; the snapshot the
                 // new log starts with is the one the node serves now.
@@ -465,12 +537,14 @@ async fn run(
                 compaction.clear();
                 let s = &ex.status;
                 s.rejoins.fetch_add(1, Ordering::Relaxed);
+                s.rejoin_carried.fetch_add(carried as u64, Ordering::Relaxed);
+                s.note_rejoin(unix_ms());
                 // The new engine listens as a restarted one does (while another process signs
                 // with the key it proposes nothing): whether it stood down starts again too.
                 s.stood_down.store(false, Ordering::Relaxed);
                 s.height.store(snapshot.checkpoint.height, Ordering::Relaxed);
                 s.started_ms.store(unix_ms(), Ordering::Relaxed);
-                tracing::info!(height = snapshot.checkpoint.height, "consensus rejoined from a snapshot");
+                tracing::info!(height = snapshot.checkpoint.height, carried, "consensus rejoined from a snapshot");
                 ex.execute(&mut out).await?;
                 left = ex.wal.len();
                 continue;
@@ -688,6 +762,46 @@ mod tests {
         assert_eq!(farol_consensus::checkpoint::decode_round_floor(&records[1]), Some(9));
         assert_eq!(records[2][..4], 200u32.to_le_bytes());
         assert_eq!(&records[102][..], b"last");
+    }
+
+    #[test]
+    fn consensus_is_troubled_when_it_rejoined_or_commits_nothing_of_its_own() {
+        let s = ValidatorStatus::default();
+        let t0 = 1_000_000;
+        s.started_ms.store(t0, Ordering::Relaxed);
+        assert!(!s.troubled(t0 + 1_000), "just started");
+        assert!(s.troubled(t0 + TROUBLE_MS), "no commit since the start");
+        s.last_commit_ms.store(t0 + 2_500, Ordering::Relaxed);
+        s.own_commit_ms.store(t0 + 2_000, Ordering::Relaxed);
+        assert!(!s.troubled(t0 + 4_000));
+        // Commits go on, none of its own blocks among them.
+        s.last_commit_ms.store(t0 + 5_000, Ordering::Relaxed);
+        assert!(s.troubled(t0 + 5_000), "its own blocks are not ordered");
+        s.own_commit_ms.store(t0 + 4_900, Ordering::Relaxed);
+        assert!(!s.troubled(t0 + 5_000));
+        // A rejoin: troubled for a minute whatever it commits.
+        s.note_rejoin(t0 + 5_000);
+        s.started_ms.store(t0 + 5_000, Ordering::Relaxed);
+        assert!(s.troubled(t0 + 5_100));
+        s.last_commit_ms.store(t0 + 64_900, Ordering::Relaxed);
+        s.own_commit_ms.store(t0 + 64_900, Ordering::Relaxed);
+        assert!(s.troubled(t0 + 64_999));
+        assert!(!s.troubled(t0 + 65_000));
+    }
+
+    #[test]
+    fn rejoins_in_a_row_are_counted_within_their_window() {
+        let s = ValidatorStatus::default();
+        let push = |t: u64| s.note_rejoin(t);
+        push(1_000);
+        push(20_000);
+        assert!(!s.rejoining_again_and_again(21_000), "two");
+        push(40_000);
+        assert!(s.rejoining_again_and_again(40_000));
+        assert!(s.rejoining_again_and_again(1_000 + REJOINS_WINDOW_MS));
+        assert!(!s.rejoining_again_and_again(1_001 + REJOINS_WINDOW_MS), "the first is too old");
+        push(70_000);
+        assert!(s.rejoining_again_and_again(70_000));
     }
 
     #[test]

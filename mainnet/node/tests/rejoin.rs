@@ -24,7 +24,7 @@ use farol_node::genesis::ConsensusParams;
 use farol_node::{Genesis, Node, NodeConfig};
 use serde_json::{json, Value};
 
-fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig> {
+fn configs(root: &std::path::Path, n: usize, funded: &[Address]) -> Vec<NodeConfig> {
     let keys: Vec<(SecretKey, Identity)> = (0..n)
         .map(|i| {
             let id = Identity::generate().unwrap_or_else(|e| panic!("{e}"));
@@ -59,7 +59,7 @@ fn configs(root: &std::path::Path, n: usize, funded: Address) -> Vec<NodeConfig>
     let base = farol_node::client::free_listen_ports(n as u16).unwrap_or_else(|e| panic!("{e}"));
     let https: Vec<SocketAddr> =
         (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], base + i as u16))).collect();
-    let mut genesis = Genesis::dev(&[funded], U256::from(10u64).pow(U256::from(21)), 1_700_000_000);
+    let mut genesis = Genesis::dev(funded, U256::from(10u64).pow(U256::from(21)), 1_700_000_000);
     // A short history, so that a short outage is already far behind it.
     genesis.consensus = ConsensusParams { gc_depth: 20, checkpoint_every: 8 };
     keys.into_iter()
@@ -197,7 +197,18 @@ async fn start_and_send(
 async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let key = PrivateKeySigner::from_slice(&[0x61; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let cfgs = configs(root.path(), 4, key.address());
+    // A second sender whose transactions validator 3 proposes (the first assignee of its
+    // address in a committee of four equal stakes).
+    let four = farol_consensus::Committee::new(farol_consensus::sim::members(4, 1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let held_key = (0x70u8..)
+        .map(|b| PrivateKeySigner::from_slice(&[b; 32]).unwrap_or_else(|e| panic!("{e}")))
+        .find(|k| {
+            farol_consensus::asyncbft::AsyncBft::assignee(&four, &k.address().into_array(), 0)
+                == farol_consensus::ValidatorIndex(3)
+        })
+        .unwrap_or_else(|| panic!("no key assigned to validator 3"));
+    let cfgs = configs(root.path(), 4, &[key.address(), held_key.address()]);
     let (mut nodes, https) = start_and_send(&cfgs, 0, &key).await;
 
     // Validator 3 stops; the others commit many times its history's worth.
@@ -231,6 +242,15 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
     let all = https.clone();
     let k = key.clone();
     tokio::task::spawn_blocking(move || {
+        // Before the rejoin (its block sync first fetches hundreds of blocks, and it waits
+        // a second without commits), a transfer validator 3 is to propose: its pool hands
+        // it to the engine at once, which holds it (far behind, it proposes empty blocks).
+        // The rejoin's engine is given it (since stop 57; before, the pool handed it over
+        // again 10 to 15 s later).
+        RpcClient::new(all[3])
+            .call("eth_sendRawTransaction", json!([transfer(&held_key, 0)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let given_first = validator.rejoins.load(std::sync::atomic::Ordering::Relaxed) == 0;
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let s = status(all[3]);
@@ -248,6 +268,8 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
         // start would leave the mark made after it.)
         let stood_down = validator.stood_down.load(std::sync::atomic::Ordering::Relaxed);
         assert!(!marked_first || !stood_down, "the rejoin left the stood-down mark");
+        let carried = validator.rejoin_carried.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(!given_first || carried >= 1, "the rejoin dropped what consensus held");
         // Its consensus commits again, in step with the others.
         let h = quantity(&status(all[3])["consensusHeight"]).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -255,7 +277,9 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
             assert!(Instant::now() < deadline, "validator 3 does not commit: {}", status(all[3]));
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Transactions sent to it are ordered, executed and final everywhere.
+        // Transactions sent to it are ordered, executed and final everywhere (the held
+        // transfer among them: its sender's next nonce cannot be included before it).
+        send(all[3], &held_key, 1..2, &all);
         send(all[3], &k, before..before + 3, &all);
         send(all[1], &k, before + 3..before + 5, &all);
     })
@@ -349,7 +373,7 @@ fn fault(s: &Value, kind: &str) -> u64 {
 async fn a_validator_restored_from_a_backup_signs_no_round_twice() {
     let root = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let key = PrivateKeySigner::from_slice(&[0x62; 32]).unwrap_or_else(|e| panic!("{e}"));
-    let mut cfgs = configs(root.path(), 4, key.address());
+    let mut cfgs = configs(root.path(), 4, &[key.address()]);
     for c in &mut cfgs {
         // History enough that the others still hold every block the restored validator
         // signed after the copy, and its log kept whole.
