@@ -687,8 +687,7 @@ impl Node {
                             cleared = cleared.max(head);
                         }
                         Event::Rehand(ordered, troubled) => {
-                            let after =
-                                if troubled { REHAND_AFTER_TROUBLED } else { REHAND_AFTER };
+                            let after = if troubled { REHAND_AFTER_TROUBLED } else { REHAND_AFTER };
                             let mut m = mempool.lock();
                             // While released transactions wait for room, consensus is not
                             // taking what it gets: handing the same over again would only
