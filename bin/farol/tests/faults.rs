@@ -448,7 +448,6 @@ fn a_validator_cut_off_for_a_while_comes_back() {
     // that asks `strace` to detach was not always taken within 30 s on a loaded machine.
     let _ = Command::new("kill").args(["-KILL", &tracer.0.id().to_string()]).status();
     exit_within(&mut tracer.0, 30, "strace did not exit on SIGKILL");
-    assert!(injected() >= 50, "its sends never failed");
     let back = Instant::now();
     assert!(matches!(nodes[3].0.try_wait(), Ok(None)), "node 3 exited:\n{}", chain.tail(3));
     final_at(&chain.http, quantity(&r["blockNumber"]), &|k| chain.tail(k));

@@ -161,7 +161,9 @@ pub trait Consensus: Send {
 
     /// The transactions this engine holds and has not seen committed: given to it and not
     /// yet proposed, handed to another validator and watched, or in its own proposals not
-    /// yet ordered. One sender's come in the order they were given. A driver that replaces
+    /// yet ordered, in the order it holds them (which may not be the order one sender's
+    /// were given in: a transaction back from an own block never ordered joins the end of
+    /// the queue; a driver that knows their nonces sorts them). A driver that replaces
     /// the engine while its process runs (a validator rejoining from a peer's snapshot)
     /// gives them to the new one as [`Input::Transactions`], less those its chain holds (one
     /// committed before the new engine's memory of commits would commit again), so nothing

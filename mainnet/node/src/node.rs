@@ -607,10 +607,13 @@ impl Node {
         // block sync get through) proposes them to no one, however often they are handed
         // over again. (Only then: a healthy validator's peers would only take the same
         // transactions through a second door, and under load that doubles the work.)
-        let fallback = match (&self.validator, cfg.sync.peers.is_empty()) {
+        // (Its own address, listed by mistake, would take them and order them no better.)
+        let peers: Vec<_> =
+            cfg.sync.peers.iter().filter(|p| Some(**p) != cfg.rpc.http).copied().collect();
+        let fallback = match (&self.validator, peers.is_empty()) {
             (Some(_), false) => {
                 let (tx, rx) = mpsc::channel::<Vec<Transaction>>(16);
-                sync::spawn_forwarder(cfg.sync.peers.clone(), rx)
+                sync::spawn_forwarder(peers, rx)
                     .map_err(|e| storage_err("starting the forwarding thread", e))?;
                 Some(tx)
             }
@@ -976,7 +979,8 @@ fn start_validator(
         let state = state.clone();
         Rejoin {
             in_chain: Box::new(move |t| {
-                state.chain.has_transaction(&alloy_primitives::keccak256(&t.payload))
+                let hash = alloy_primitives::keccak256(&t.payload);
+                state.chain.has_transaction_checked(&hash).unwrap_or(true)
             }),
             snapshots,
             engine: Box::new(move |s, min_round, out| {

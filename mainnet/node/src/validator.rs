@@ -178,29 +178,28 @@ pub struct ValidatorStatus {
 }
 
 impl ValidatorStatus {
-    /// Whether consensus is in trouble at `now_ms`, for the pool's hand-overs: it rejoined
-    /// from a snapshot within [`TROUBLE_AFTER_REJOIN_MS`], or made no commit for
-    /// [`TROUBLE_MS`], or ordered none of its own blocks for that long (each counted from
-    /// the engine's start). The pool then hands over again, and sends to the peers, what
-    /// consensus has not ordered sooner.
+    /// Whether, at `now_ms`, the others seem not to hear this validator: commits go on (one
+    /// within [`TROUBLE_MS`]) and none of its own blocks was ordered for [`TROUBLE_MS`]
+    /// (counted from the engine's start), or it rejoined from snapshots twice within
+    /// [`TROUBLE_AFTER_REJOIN_MS`] and none of its own blocks was ordered since the first of
+    /// the two (it falls behind as soon as it has rejoined, and each rejoin starts its engine,
+    /// and the first rule's clock, again). The pool then hands over again sooner what
+    /// consensus has not ordered, and sends it to the peers' JSON-RPC too. A stall of the
+    /// whole chain (no commits) is neither: there the peers order nothing either, and more
+    /// from every validator would only load them.
     pub fn troubled(&self, now_ms: u64) -> bool {
         let started = self.started_ms.load(Ordering::Relaxed);
-        let since = |t: &AtomicU64| now_ms.saturating_sub(t.load(Ordering::Relaxed).max(started));
-        let rejoined = self.last_rejoin_ms.load(Ordering::Relaxed);
-        (rejoined > 0 && now_ms.saturating_sub(rejoined) < TROUBLE_AFTER_REJOIN_MS)
-            || since(&self.last_commit_ms) >= TROUBLE_MS
-            || since(&self.own_commit_ms) >= TROUBLE_MS
+        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
+        let own = self.own_commit_ms.load(Ordering::Relaxed);
+        let committing = last_commit > 0 && now_ms.saturating_sub(last_commit) < TROUBLE_MS;
+        if committing && now_ms.saturating_sub(own.max(started)) >= TROUBLE_MS {
+            return true;
+        }
+        let recent = self.recent_rejoins.lock();
+        let earlier = recent.len().checked_sub(2).and_then(|i| recent.get(i)).copied();
+        earlier.is_some_and(|t| now_ms.saturating_sub(t) < TROUBLE_AFTER_REJOIN_MS && own < t)
     }
-}
 
-/// Rejoins within [`REJOINS_WINDOW_MS`] that make a validator unhealthy: one that falls
-/// behind again as soon as it has rejoined does not hear its peers, or they it, and each
-/// rejoin starts the clocks `/health` reads again.
-pub const REJOINS_IN_A_ROW: usize = 3;
-/// See [`REJOINS_IN_A_ROW`].
-pub const REJOINS_WINDOW_MS: u64 = 60_000;
-
-impl ValidatorStatus {
     /// Records a rejoin at `now_ms`.
     pub fn note_rejoin(&self, now_ms: u64) {
         self.last_rejoin_ms.store(now_ms, Ordering::Relaxed);
@@ -212,19 +211,49 @@ impl ValidatorStatus {
     }
 
     /// Whether the engine rejoined [`REJOINS_IN_A_ROW`] times within [`REJOINS_WINDOW_MS`]
-    /// before `now_ms`.
+    /// before `now_ms` and none of its own blocks was ordered since the last time (one that
+    /// has, came back: healthy at once).
     pub fn rejoining_again_and_again(&self, now_ms: u64) -> bool {
         let recent = self.recent_rejoins.lock();
+        let own = self.own_commit_ms.load(Ordering::Relaxed);
         recent.len() == REJOINS_IN_A_ROW
             && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) <= REJOINS_WINDOW_MS)
+            && recent.back().is_some_and(|t| own < *t)
     }
 }
 
-/// How long without a commit, or without one of its own blocks ordered, makes consensus
+/// The most of a replaced engine's held transactions its successor is given (the first
+/// it names; the mempool hands the rest over again): each is looked up in the chain's index
+/// on the validator's task, which proposes nothing meanwhile.
+const MAX_CARRIED: usize = 65_536;
+
+/// Puts one sender's transactions in nonce order, leaving the rest as they were: an engine
+/// gives up what it holds in the order it holds it, and a sender's transaction that went
+/// back to its queue from an own block never ordered comes after the sender's later ones
+/// (execution holds a transaction that comes before its nonce only so far). Payloads that
+/// do not decode keep their places after their sender's others.
+pub fn in_nonce_order(txs: &mut [Transaction]) {
+    use alloy_consensus::Transaction as _;
+    use alloy_eips::eip2718::Decodable2718;
+    txs.sort_by_cached_key(|t| {
+        let nonce = alloy_consensus::TxEnvelope::decode_2718(&mut &t.payload[..])
+            .map_or(u64::MAX, |e| e.nonce());
+        (t.sender, nonce)
+    });
+}
+
+/// Rejoins within [`REJOINS_WINDOW_MS`] that make a validator unhealthy: one that falls
+/// behind again as soon as it has rejoined does not hear its peers, or they it, and each
+/// rejoin starts the clocks `/health` reads again.
+pub const REJOINS_IN_A_ROW: usize = 3;
+/// See [`REJOINS_IN_A_ROW`].
+pub const REJOINS_WINDOW_MS: u64 = 60_000;
+
+/// How long with commits but none of its own blocks ordered makes a validator
 /// [troubled](ValidatorStatus::troubled).
 pub const TROUBLE_MS: u64 = 3_000;
-/// How long after a rejoin consensus counts as [troubled](ValidatorStatus::troubled): a
-/// validator that fell behind once, cut off, tends to again.
+/// Within how long two rejoins with none of its own blocks ordered since the first make a
+/// validator [troubled](ValidatorStatus::troubled).
 pub const TROUBLE_AFTER_REJOIN_MS: u64 = 60_000;
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
@@ -241,10 +270,11 @@ pub struct Rejoin {
     pub snapshots: mpsc::Receiver<Arc<Snapshot>>,
     /// Builds the engine.
     pub engine: EngineFromSnapshot,
-    /// Whether the chain holds a transaction. The snapshot's checkpoint is carried by a
-    /// final block of the chain, so every transaction committed up to its height is there;
-    /// the old engine's held transactions that are go nowhere (one committed before the
-    /// new engine's dedup window would commit again).
+    /// Whether the chain holds a transaction, or cannot say (an index page it cannot
+    /// read). The snapshot's checkpoint is carried by a final block of the chain, so every
+    /// transaction committed up to its height is there; the old engine's held transactions
+    /// that are go nowhere (one committed before the new engine's memory of commits would
+    /// commit again; one the chain cannot tell of is left to the mempool's hand-overs).
     pub in_chain: Box<dyn Fn(&Transaction) -> bool + Send>,
 }
 
@@ -518,7 +548,9 @@ async fn run(
                 // one: dropped, it waited for the mempool to hand it over again (every few
                 // seconds; before stop 57), each time the validator rejoined.
                 let mut held = engine.held_transactions();
+                held.truncate(MAX_CARRIED);
                 held.retain(|t| !(r.in_chain)(t));
+                in_nonce_order(&mut held);
                 let mut fresh = (r.engine)(&snapshot, floor, &mut out);
                 // The old log is history the new engine does not build on; the round it
                 // reached stays (proposing there again would be equivocating).
@@ -765,43 +797,84 @@ mod tests {
     }
 
     #[test]
-    fn consensus_is_troubled_when_it_rejoined_or_commits_nothing_of_its_own() {
+    fn consensus_is_troubled_when_its_own_blocks_are_not_ordered() {
         let s = ValidatorStatus::default();
         let t0 = 1_000_000;
         s.started_ms.store(t0, Ordering::Relaxed);
         assert!(!s.troubled(t0 + 1_000), "just started");
-        assert!(s.troubled(t0 + TROUBLE_MS), "no commit since the start");
+        assert!(!s.troubled(t0 + 10_000), "no commit at all: a stall of everyone");
         s.last_commit_ms.store(t0 + 2_500, Ordering::Relaxed);
         s.own_commit_ms.store(t0 + 2_000, Ordering::Relaxed);
         assert!(!s.troubled(t0 + 4_000));
         // Commits go on, none of its own blocks among them.
         s.last_commit_ms.store(t0 + 5_000, Ordering::Relaxed);
         assert!(s.troubled(t0 + 5_000), "its own blocks are not ordered");
+        assert!(!s.troubled(t0 + 8_000), "and then no commit at all");
         s.own_commit_ms.store(t0 + 4_900, Ordering::Relaxed);
         assert!(!s.troubled(t0 + 5_000));
-        // A rejoin: troubled for a minute whatever it commits.
-        s.note_rejoin(t0 + 5_000);
-        s.started_ms.store(t0 + 5_000, Ordering::Relaxed);
-        assert!(s.troubled(t0 + 5_100));
-        s.last_commit_ms.store(t0 + 64_900, Ordering::Relaxed);
-        s.own_commit_ms.store(t0 + 64_900, Ordering::Relaxed);
-        assert!(s.troubled(t0 + 64_999));
-        assert!(!s.troubled(t0 + 65_000));
+        // One rejoin (its engine and clocks start again) is no trouble; a second with none
+        // of its own blocks ordered since the first is, for a minute from the first.
+        s.note_rejoin(t0 + 6_000);
+        s.started_ms.store(t0 + 6_000, Ordering::Relaxed);
+        s.last_commit_ms.store(t0 + 6_500, Ordering::Relaxed);
+        assert!(!s.troubled(t0 + 7_000));
+        s.note_rejoin(t0 + 9_000);
+        s.started_ms.store(t0 + 9_000, Ordering::Relaxed);
+        assert!(s.troubled(t0 + 9_000));
+        assert!(s.troubled(t0 + 65_999));
+        assert!(!s.troubled(t0 + 66_000));
+        // One of its own blocks ordered since the first: no trouble.
+        s.own_commit_ms.store(t0 + 7_000, Ordering::Relaxed);
+        assert!(!s.troubled(t0 + 9_500));
+    }
+
+    #[test]
+    fn held_transactions_are_carried_in_each_senders_nonce_order() {
+        use alloy_consensus::{SignableTransaction, TxEip1559};
+        use alloy_eips::eip2718::Encodable2718;
+        use alloy_signer::SignerSync;
+        let keys: Vec<alloy_signer_local::PrivateKeySigner> = [1u8, 2]
+            .iter()
+            .map(|b| alloy_signer_local::PrivateKeySigner::from_slice(&[*b; 32]))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let tx = |k: usize, nonce: u64| {
+            let t = TxEip1559 { chain_id: 1, nonce, gas_limit: 21_000, ..Default::default() };
+            let sig = keys[k].sign_hash_sync(&t.signature_hash()).unwrap_or_else(|e| panic!("{e}"));
+            Transaction {
+                sender: keys[k].address().into_array(),
+                payload: t.into_signed(sig).encoded_2718().into(),
+            }
+        };
+        let garbage =
+            Transaction { sender: keys[0].address().into_array(), payload: vec![7].into() };
+        let mut held = vec![tx(0, 5), tx(1, 2), garbage.clone(), tx(0, 3), tx(1, 1), tx(0, 4)];
+        in_nonce_order(&mut held);
+        let a = |n| tx(0, n);
+        let b = |n| tx(1, n);
+        let (first, second) = if keys[0].address() < keys[1].address() {
+            (vec![a(3), a(4), a(5), garbage], vec![b(1), b(2)])
+        } else {
+            (vec![b(1), b(2)], vec![a(3), a(4), a(5), garbage])
+        };
+        assert_eq!(held, [first, second].concat());
     }
 
     #[test]
     fn rejoins_in_a_row_are_counted_within_their_window() {
         let s = ValidatorStatus::default();
-        let push = |t: u64| s.note_rejoin(t);
-        push(1_000);
-        push(20_000);
+        s.note_rejoin(1_000);
+        s.note_rejoin(20_000);
         assert!(!s.rejoining_again_and_again(21_000), "two");
-        push(40_000);
+        s.note_rejoin(40_000);
         assert!(s.rejoining_again_and_again(40_000));
         assert!(s.rejoining_again_and_again(1_000 + REJOINS_WINDOW_MS));
         assert!(!s.rejoining_again_and_again(1_001 + REJOINS_WINDOW_MS), "the first is too old");
-        push(70_000);
+        s.note_rejoin(70_000);
         assert!(s.rejoining_again_and_again(70_000));
+        // One of its own blocks ordered since the last rejoin: it came back.
+        s.own_commit_ms.store(70_500, Ordering::Relaxed);
+        assert!(!s.rejoining_again_and_again(71_000));
     }
 
     #[test]

@@ -250,7 +250,13 @@ async fn a_validator_far_behind_syncs_and_rejoins_consensus() {
         RpcClient::new(all[3])
             .call("eth_sendRawTransaction", json!([transfer(&held_key, 0)]))
             .unwrap_or_else(|e| panic!("{e}"));
+        // (Its way from the pool to the engine takes far less than this; a rejoin within it
+        // leaves the check below out.)
+        std::thread::sleep(Duration::from_millis(300));
         let given_first = validator.rejoins.load(std::sync::atomic::Ordering::Relaxed) == 0;
+        if !given_first {
+            eprintln!("validator 3 rejoined before its engine surely held the transfer");
+        }
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let s = status(all[3]);
