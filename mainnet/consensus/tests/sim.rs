@@ -252,14 +252,8 @@ fn a_validator_far_behind_rejoins_from_a_snapshot() {
     let mut failures = Vec::new();
     let mut rejoined = 0;
     for seed in 0..seeds {
-        let n = [4, 7][seed as usize % 2];
-        let mut s = Scenario::clean(n);
-        s.config.gc_depth = 12;
-        s.config.checkpoint_every = 5;
-        s.duration = 2_500_000;
-        s.tx_rate = 600;
-        let me = (seed as usize * 3) % n;
-        let down = 100_000 + (seed % 5) * 50_000;
+        let (mut s, me, down) = left_behind(seed);
+        let n = s.n;
         s.rejoins = vec![(me, down, down + 1_200_000)];
         match seed % 4 {
             1 => s.loss_ppm = 20_000,
@@ -299,14 +293,7 @@ fn a_running_validator_that_rejoins_keeps_what_it_was_given() {
     let seeds = if std::env::var_os("FAROL_LONG").is_some() { 1_000 } else { 16 };
     let mut failures = Vec::new();
     for seed in 0..seeds {
-        let n = [4, 7][seed as usize % 2];
-        let mut s = Scenario::clean(n);
-        s.config.gc_depth = 12;
-        s.config.checkpoint_every = 5;
-        s.duration = 2_500_000;
-        s.tx_rate = 600;
-        let me = (seed as usize * 3) % n;
-        let from = 100_000 + (seed % 5) * 50_000;
+        let (mut s, me, from) = left_behind(seed);
         let to = from + 800_000;
         s.partition = Some((from, to, vec![me]));
         s.live_rejoins = vec![(me, to + (seed % 3) * 20_000)];
@@ -321,6 +308,18 @@ fn a_running_validator_that_rejoins_keeps_what_it_was_given() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A run of 4 or 7 validators keeping a short history (12 rounds, a checkpoint every 5
+/// commits) under load, the validator to leave behind, and when it goes.
+fn left_behind(seed: u64) -> (Scenario, usize, u64) {
+    let n = [4, 7][seed as usize % 2];
+    let mut s = Scenario::clean(n);
+    s.config.gc_depth = 12;
+    s.config.checkpoint_every = 5;
+    s.duration = 2_500_000;
+    s.tx_rate = 600;
+    (s, (seed as usize * 3) % n, 100_000 + (seed % 5) * 50_000)
 }
 
 /// Loss on every link for one seed in four, high latency for another.

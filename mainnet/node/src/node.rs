@@ -631,6 +631,9 @@ impl Node {
                 let mut expire = tokio::time::interval(Duration::from_millis(500));
                 let mut rehand = tokio::time::interval(REHAND_TICK);
                 let mut rehanded = Instant::now();
+                // When each transaction last went to the peers' JSON-RPC.
+                let mut forwarded: std::collections::HashMap<alloy_primitives::B256, Instant> =
+                    Default::default();
                 // The newest block the pool was cleared of.
                 let mut cleared = state.chain.head_number();
                 loop {
@@ -691,20 +694,46 @@ impl Node {
                         }
                         Event::Rehand(ordered, troubled) => {
                             let after = if troubled { REHAND_AFTER_TROUBLED } else { REHAND_AFTER };
-                            let mut m = mempool.lock();
-                            // While released transactions wait for room, consensus is not
-                            // taking what it gets: handing the same over again would only
-                            // grow what waits.
-                            if !m.has_unsent() {
-                                let again =
-                                    m.rehand(Instant::now(), after, |h| ordered.contains(h));
-                                let peers = fallback.as_ref().filter(|_| troubled);
-                                if let Some(f) = peers.filter(|_| !again.is_empty()) {
-                                    // Dropped when the peers are slow to take the last ones:
-                                    // the next round of hand-overs sends them again.
-                                    let _ = f.try_send(again.clone());
+                            let to_peers = {
+                                let mut m = mempool.lock();
+                                // While released transactions wait for room, consensus is
+                                // not taking what it gets: handing the same over again would
+                                // only grow what waits.
+                                if m.has_unsent() {
+                                    None
+                                } else {
+                                    let again =
+                                        m.rehand(Instant::now(), after, |h| ordered.contains(h));
+                                    let copy =
+                                        (troubled && !again.is_empty()).then(|| again.clone());
+                                    m.hand_over(again, None, &submit);
+                                    copy
                                 }
-                                m.hand_over(again, None, &submit);
+                            };
+                            // Each goes to the peers at most once per `REHAND_AFTER` (what the
+                            // pool hands over again every 2 s would otherwise reach one peer's
+                            // JSON-RPC as often).
+                            let now = Instant::now();
+                            forwarded.retain(|_, at| now.duration_since(*at) < REHAND_AFTER);
+                            if let (Some(f), Some(txs)) = (fallback.as_ref(), to_peers) {
+                                let fresh: Vec<Transaction> = txs
+                                    .into_iter()
+                                    .filter(|t| {
+                                        let h = alloy_primitives::keccak256(&t.payload);
+                                        match forwarded.entry(h) {
+                                            std::collections::hash_map::Entry::Vacant(v) => {
+                                                v.insert(now);
+                                                true
+                                            }
+                                            std::collections::hash_map::Entry::Occupied(_) => false,
+                                        }
+                                    })
+                                    .collect();
+                                if !fresh.is_empty() {
+                                    // Dropped when the peers are slow to take the last ones:
+                                    // sent again `REHAND_AFTER` later.
+                                    let _ = f.try_send(fresh);
+                                }
                             }
                         }
                         Event::Expire => {

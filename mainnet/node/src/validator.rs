@@ -217,7 +217,7 @@ impl ValidatorStatus {
         let recent = self.recent_rejoins.lock();
         let own = self.own_commit_ms.load(Ordering::Relaxed);
         recent.len() == REJOINS_IN_A_ROW
-            && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) <= REJOINS_WINDOW_MS)
+            && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) < REJOINS_WINDOW_MS)
             && recent.back().is_some_and(|t| own < *t)
     }
 }
@@ -227,11 +227,11 @@ impl ValidatorStatus {
 /// on the validator's task, which proposes nothing meanwhile.
 const MAX_CARRIED: usize = 65_536;
 
-/// Puts one sender's transactions in nonce order, leaving the rest as they were: an engine
-/// gives up what it holds in the order it holds it, and a sender's transaction that went
-/// back to its queue from an own block never ordered comes after the sender's later ones
-/// (execution holds a transaction that comes before its nonce only so far). Payloads that
-/// do not decode keep their places after their sender's others.
+/// Groups transactions by sender (in address order), each sender's in nonce order: an
+/// engine gives up what it holds in the order it holds it, and a sender's transaction that
+/// went back to its queue from an own block never ordered comes after the sender's later
+/// ones (execution holds a transaction that comes before its nonce only so far). Payloads
+/// that do not decode come after their sender's others, in the order they were.
 pub fn in_nonce_order(txs: &mut [Transaction]) {
     use alloy_consensus::Transaction as _;
     use alloy_eips::eip2718::Decodable2718;
@@ -868,8 +868,8 @@ mod tests {
         assert!(!s.rejoining_again_and_again(21_000), "two");
         s.note_rejoin(40_000);
         assert!(s.rejoining_again_and_again(40_000));
-        assert!(s.rejoining_again_and_again(1_000 + REJOINS_WINDOW_MS));
-        assert!(!s.rejoining_again_and_again(1_001 + REJOINS_WINDOW_MS), "the first is too old");
+        assert!(s.rejoining_again_and_again(999 + REJOINS_WINDOW_MS));
+        assert!(!s.rejoining_again_and_again(1_000 + REJOINS_WINDOW_MS), "the first is too old");
         s.note_rejoin(70_000);
         assert!(s.rejoining_again_and_again(70_000));
         // One of its own blocks ordered since the last rejoin: it came back.
