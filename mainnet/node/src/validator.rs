@@ -153,8 +153,6 @@ pub struct ValidatorStatus {
     /// Transactions the replaced engines held that their successors were given
     /// ([`Consensus::held_transactions`], less those the chain holds).
     pub rejoin_carried: AtomicU64,
-    /// When the engine last rejoined from a snapshot (Unix milliseconds; 0 before).
-    pub last_rejoin_ms: AtomicU64,
     /// When the engine rejoined the last [`REJOINS_IN_A_ROW`] times, oldest first (Unix
     /// milliseconds).
     pub recent_rejoins: Mutex<std::collections::VecDeque<u64>>,
@@ -202,7 +200,6 @@ impl ValidatorStatus {
 
     /// Records a rejoin at `now_ms`.
     pub fn note_rejoin(&self, now_ms: u64) {
-        self.last_rejoin_ms.store(now_ms, Ordering::Relaxed);
         let mut recent = self.recent_rejoins.lock();
         if recent.len() == REJOINS_IN_A_ROW {
             recent.pop_front();
