@@ -473,3 +473,58 @@ fn a_validator_cut_off_for_a_while_comes_back() {
         assert_eq!(faults["equivocators"], json!(0), "node {i}: {faults}");
     }
 }
+
+/// A measurement, not run by the test command (`cargo test -p farol --test faults
+/// waits_through_a_validator_whose_sends_partly_fail -- --ignored --nocapture`): `strace`
+/// refuses each of validator 3's threads' sends numbered `FAROL_CUT_WHEN` (`strace`'s
+/// `when`, counted per thread; default `100..3000`), and for `FAROL_CUT_SECS` (default 45)
+/// one transfer at a time goes through validator 3, each waited for (60 s at most) and its
+/// wait printed with validator 3's rejoins so far (docs/node.md §5 has stop 57's runs).
+#[test]
+#[ignore]
+fn waits_through_a_validator_whose_sends_partly_fail() {
+    let (chain, funder, nodes) = four_validators();
+    let when = std::env::var("FAROL_CUT_WHEN").unwrap_or_else(|_| "100..3000".into());
+    let secs = std::env::var("FAROL_CUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(45);
+    let mut tracer = Proc(
+        Command::new("strace")
+            .args(["-f", "-qq", "-o"])
+            .arg(chain.dir.path().join("strace-cut.out"))
+            .args(["-e", "trace=sendmsg,sendmmsg"])
+            .args(["-e", &format!("inject=sendmsg,sendmmsg:error=EPERM:when={when}")])
+            .args(["-p", &nodes[3].0.id().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("strace: {e}")),
+    );
+    let start = Instant::now();
+    let mut nonce = 0;
+    let mut waits = Vec::new();
+    while start.elapsed() < Duration::from_secs(secs) {
+        let sent = Instant::now();
+        let hash = send(chain.http[3], &funder, nonce);
+        receipt(chain.http[0], &hash);
+        let wait = sent.elapsed().as_millis();
+        waits.push(wait);
+        let s = chain.status(3);
+        eprintln!(
+            "at {:>5.1} s, nonce {nonce}: {wait} ms (validator 3: {} rejoins, {} carried)",
+            sent.duration_since(start).as_secs_f64(),
+            quantity(&s["rejoins"]),
+            quantity(&s["rejoinCarried"]),
+        );
+        nonce += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    waits.sort_unstable();
+    eprintln!(
+        "{} transfers with each thread's sends {when} refused: median {} ms, longest {} ms",
+        waits.len(),
+        waits[waits.len() / 2],
+        waits[waits.len() - 1]
+    );
+    let _ = Command::new("kill").args(["-KILL", &tracer.0.id().to_string()]).status();
+    exit_within(&mut tracer.0, 30, "strace did not exit on SIGKILL");
+}
