@@ -608,8 +608,13 @@ impl Node {
         // over again. (Only then: a healthy validator's peers would only take the same
         // transactions through a second door, and under load that doubles the work.)
         // (Its own address, listed by mistake, would take them and order them no better.)
-        let peers: Vec<_> =
-            cfg.sync.peers.iter().filter(|p| Some(**p) != cfg.rpc.http).copied().collect();
+        let peers: Vec<_> = cfg
+            .sync
+            .peers
+            .iter()
+            .filter(|p| !cfg.rpc.http.is_some_and(|own| same_listener(**p, own)))
+            .copied()
+            .collect();
         let fallback = match (&self.validator, peers.is_empty()) {
             (Some(_), false) => {
                 let (tx, rx) = mpsc::channel::<Vec<Transaction>>(16);
@@ -923,6 +928,15 @@ const REHAND_TICK: Duration = Duration::from_secs(1);
 /// [`REHAND_AFTER`] while a validator's consensus is troubled.
 const REHAND_AFTER_TROUBLED: Duration = Duration::from_secs(2);
 
+/// Whether `peer` names the listener bound to `own` on this machine: the same port at the
+/// same address, or at a loopback address where `own` is unspecified (all interfaces).
+/// (Another loopback address may be another node's; a public address of this machine is
+/// not told apart.)
+fn same_listener(peer: std::net::SocketAddr, own: std::net::SocketAddr) -> bool {
+    peer.port() == own.port()
+        && (peer.ip() == own.ip() || (own.ip().is_unspecified() && peer.ip().is_loopback()))
+}
+
 /// Where checked snapshots go for consensus to rejoin from.
 type SnapshotSender = mpsc::Sender<Arc<farol_consensus::Snapshot>>;
 
@@ -1086,4 +1100,20 @@ fn start_validator(
     tasks.push(tokio::spawn(finality.run(frames_rx, state.blocks.subscribe())));
     let submit = validator.submitter();
     Ok((validator, submit, snapshots_tx))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_node_knows_its_own_listener_among_its_peers() {
+        let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap_or_else(|e| panic!("{e}"));
+        let own = super::same_listener;
+        assert!(own(a("127.0.0.1:8545"), a("127.0.0.1:8545")));
+        assert!(own(a("127.0.0.1:8545"), a("0.0.0.0:8545")));
+        assert!(!own(a("127.0.0.2:8545"), a("127.0.0.1:8545")), "another node's, perhaps");
+        assert!(own(a("[::1]:8545"), a("[::]:8545")));
+        assert!(!own(a("127.0.0.1:8546"), a("127.0.0.1:8545")), "another port");
+        assert!(!own(a("10.0.0.7:8545"), a("0.0.0.0:8545")), "another machine, perhaps");
+        assert!(!own(a("127.0.0.1:8545"), a("10.0.0.7:8545")), "it listens elsewhere");
+    }
 }
