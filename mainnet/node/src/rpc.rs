@@ -636,13 +636,8 @@ impl Rpc {
         let (round, seen) = (v.round.load(Ordering::Relaxed), v.seen_round.load(Ordering::Relaxed));
         let (mut commit_age, mut own_commit_age) = (None, None);
         if self.health.validator {
-            let last =
-                v.last_commit_ms.load(Ordering::Relaxed).max(v.started_ms.load(Ordering::Relaxed));
-            let age = now.saturating_sub(last);
+            let (age, own_age) = v.commit_ages(now);
             commit_age = Some(age);
-            let own =
-                v.own_commit_ms.load(Ordering::Relaxed).max(v.started_ms.load(Ordering::Relaxed));
-            let own_age = now.saturating_sub(own);
             own_commit_age = Some(own_age);
             if age > HEALTH_COMMIT_MS {
                 problems.push(format!("consensus made no commit for {} s", age / 1000));

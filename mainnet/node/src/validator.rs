@@ -176,6 +176,14 @@ pub struct ValidatorStatus {
 }
 
 impl ValidatorStatus {
+    /// How long before `now_ms` consensus last committed, and last ordered a block of this
+    /// validator's, each counted from the engine's start (or rejoin) at most.
+    pub fn commit_ages(&self, now_ms: u64) -> (u64, u64) {
+        let started = self.started_ms.load(Ordering::Relaxed);
+        let age = |t: &AtomicU64| now_ms.saturating_sub(t.load(Ordering::Relaxed).max(started));
+        (age(&self.last_commit_ms), age(&self.own_commit_ms))
+    }
+
     /// Whether, at `now_ms`, the others seem not to hear this validator: commits go on (one
     /// within [`TROUBLE_MS`]) and none of its own blocks was ordered for [`TROUBLE_MS`]
     /// (counted from the engine's start), or it rejoined from snapshots twice within
@@ -186,13 +194,13 @@ impl ValidatorStatus {
     /// whole chain (no commits) is neither: there the peers order nothing either, and more
     /// from every validator would only load them.
     pub fn troubled(&self, now_ms: u64) -> bool {
-        let started = self.started_ms.load(Ordering::Relaxed);
-        let last_commit = self.last_commit_ms.load(Ordering::Relaxed);
-        let own = self.own_commit_ms.load(Ordering::Relaxed);
-        let committing = last_commit > 0 && now_ms.saturating_sub(last_commit) < TROUBLE_MS;
-        if committing && now_ms.saturating_sub(own.max(started)) >= TROUBLE_MS {
+        // (A start counts as a commit and an own block: in its first `TROUBLE_MS` neither
+        // age reaches it, and past that without a commit the first is over it.)
+        let (commit_age, own_age) = self.commit_ages(now_ms);
+        if commit_age < TROUBLE_MS && own_age >= TROUBLE_MS {
             return true;
         }
+        let own = self.own_commit_ms.load(Ordering::Relaxed);
         let recent = self.recent_rejoins.lock();
         let earlier = recent.len().checked_sub(2).and_then(|i| recent.get(i)).copied();
         earlier.is_some_and(|t| now_ms.saturating_sub(t) < TROUBLE_AFTER_REJOIN_MS && own < t)
