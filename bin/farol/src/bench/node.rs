@@ -223,6 +223,75 @@ fn presign(keys: &[alloy_signer_local::PrivateKeySigner], n: usize) -> Vec<(usiz
     })
 }
 
+/// How fast this machine recovers the senders of the signed transfers `raw` (each validator
+/// recovers every transfer's sender once: the one it was submitted to in its pool, the others
+/// as they execute it; a validator cannot take another's word for a sender).
+struct Recovery {
+    /// Recoveries a second on one thread: Farol's (libsecp256k1) and alloy's (k256).
+    one_thread: f64,
+    baseline_one_thread: f64,
+    /// Recoveries a second on all of the machine's cores at once, Farol's.
+    all_cores: f64,
+    cores: usize,
+}
+
+impl Recovery {
+    /// The most transfers a second `validators` validators on this machine could commit if
+    /// they did nothing but recover each transfer's sender once each.
+    fn ceiling(&self, validators: u16) -> f64 {
+        self.all_cores / f64::from(validators.max(1))
+    }
+}
+
+/// Measures [`Recovery`] over the signed transfers (decoded first; only recovery is timed):
+/// `count` recoveries on one thread and on each core, a quarter of that with alloy's.
+fn measure_recovery(raw: &[(usize, String)], count: usize) -> Result<Recovery> {
+    use alloy_consensus::transaction::SignerRecoverable;
+    use alloy_consensus::TxEnvelope;
+    use alloy_eips::eip2718::Decodable2718;
+    let txs = raw
+        .iter()
+        .take(count)
+        .map(|(_, hex)| {
+            let bytes = alloy_primitives::hex::decode(hex).context("a signed transfer's hex")?;
+            TxEnvelope::decode_2718(&mut &bytes[..]).context("a signed transfer")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if txs.is_empty() {
+        bail!("no transfers to recover");
+    }
+    // Recoveries a second of `f` over `count` transfers (cycling through them), on `threads`
+    // threads at once, each taking its share.
+    let rate = |threads: usize, count: usize, f: &(dyn Fn(&TxEnvelope) -> bool + Sync)| {
+        let start = Instant::now();
+        let ok: usize = std::thread::scope(|s| {
+            let parts: Vec<_> = (0..threads)
+                .map(|t| {
+                    let txs = &txs;
+                    s.spawn(move || {
+                        (t..count).step_by(threads).filter(|i| f(&txs[i % txs.len()])).count()
+                    })
+                })
+                .collect();
+            parts.into_iter().map(|p| p.join().unwrap_or(0)).sum()
+        });
+        (ok, count as f64 / start.elapsed().as_secs_f64())
+    };
+    let ours = |t: &TxEnvelope| farol_execution::recover_sender(t).is_ok();
+    let alloy = |t: &TxEnvelope| t.recover_signer().is_ok();
+    let cores = std::thread::available_parallelism().map(|t| t.get()).unwrap_or(2);
+    // A warm-up, then each measured (about a second each with 20,000).
+    let base_count = count.div_ceil(4);
+    rate(1, count.div_ceil(10), &ours);
+    let (ok_one, one_thread) = rate(1, count, &ours);
+    let (ok_base, baseline_one_thread) = rate(1, base_count, &alloy);
+    let (ok_all, all_cores) = rate(cores, count * cores, &ours);
+    if ok_one != count || ok_base != base_count || ok_all != count * cores {
+        bail!("a signed transfer's sender did not recover");
+    }
+    Ok(Recovery { one_thread, baseline_one_thread, all_cores, cores })
+}
+
 /// Submits `txs` to a fresh devnet (as fast as the nodes take them, or at `rate` per second)
 /// and waits until they are stored.
 fn measure(
@@ -442,6 +511,9 @@ impl FirstError {
     }
 }
 
+/// Sender recoveries timed per thread (about a second here).
+const RECOVERIES: usize = 20_000;
+
 /// Runs `farol bench node`.
 pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     let n = args.transactions.unwrap_or(if args.quick { 30_000 } else { 200_000 });
@@ -457,6 +529,17 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
     if txs.len() != n {
         bail!("signed only {} of {n} transfers", txs.len());
     }
+    let recovery = measure_recovery(&txs, RECOVERIES)?;
+    progress(format_args!(
+        "sender recovery: {:.1} µs on one thread ({:.1} µs with alloy's k256); {:.0} a second \
+         on {} threads: at most {:.0} transfers a second for {} validators that did nothing else",
+        1e6 / recovery.one_thread,
+        1e6 / recovery.baseline_one_thread,
+        recovery.all_cores,
+        recovery.cores,
+        recovery.ceiling(args.validators),
+        args.validators
+    ));
     let port = farol_node::client::free_listen_ports(2 * args.validators + 2)
         .map_err(anyhow::Error::msg)?;
     let (ours, base) = abba(|pipelined| {
@@ -490,6 +573,11 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
             "cpu_idle_share": [cpu_field(m, 0), cpu_field(b, 0)],
             "cpu_us_per_transfer_outside_the_load_generator": [cpu_field(m, 1), cpu_field(b, 1)],
             "order": "pipelined, baseline, baseline, pipelined; each side the mean of its two runs",
+            "recovery_ceiling_tps": recovery.ceiling(args.validators).round(),
+            "share_of_recovery_ceiling": [
+                (m.tps / recovery.ceiling(args.validators) * 1000.0).round() / 1000.0,
+                (b.tps / recovery.ceiling(args.validators) * 1000.0).round() / 1000.0,
+            ],
         })
     };
     BenchResult::new(
@@ -499,6 +587,21 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
         "tx/s",
         Better::Higher,
         params(&ours, &base),
+    )
+    .print()?;
+    // Sender recovery, Farol's (libsecp256k1) against alloy's default (k256), one thread.
+    BenchResult::new(
+        "node.sender_recovery",
+        recovery.one_thread,
+        recovery.baseline_one_thread,
+        "recoveries/s",
+        Better::Higher,
+        json!({
+            "threads": 1, "recoveries": RECOVERIES, "baseline_recoveries": RECOVERIES.div_ceil(4),
+            "all_cores_per_s": recovery.all_cores.round(), "cores": recovery.cores,
+            "recovery_ceiling_tps": recovery.ceiling(args.validators).round(),
+            "ceiling": "transfers a second the validators could commit on all cores doing nothing but recover each sender once each",
+        }),
     )
     .print()?;
     for ((tier, p50, p99), (_, b50, b99)) in ours_lat.tiers.iter().zip(&base_lat.tiers) {
@@ -526,7 +629,28 @@ pub(crate) fn run(args: NodeBenchArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::CpuTimes;
+    use super::{measure_recovery, presign, CpuTimes};
+    use farol_node::genesis::{mnemonic_accounts, DEV_MNEMONIC};
+
+    /// The recovery measurement times real recoveries of the signed transfers, and a transfer
+    /// whose sender does not recover is an error, not a faster rate.
+    #[test]
+    fn sender_recovery_is_measured_on_transfers_that_recover() {
+        let keys = mnemonic_accounts(DEV_MNEMONIC, 3).unwrap_or_else(|e| panic!("{e}"));
+        let mut txs = presign(&keys, 6);
+        let r = measure_recovery(&txs, 40).unwrap_or_else(|e| panic!("{e}"));
+        assert!(r.one_thread > 0.0 && r.baseline_one_thread > 0.0 && r.all_cores > 0.0);
+        assert!(r.cores >= 1);
+        assert!((r.ceiling(4) - r.all_cores / 4.0).abs() < 1e-9);
+        // The signature's s pushed into the upper half of the order (EIP-2 refuses it).
+        let (_, hex) = &mut txs[5];
+        let at = hex.len() - 64;
+        hex.replace_range(at..at + 2, "ff");
+        match measure_recovery(&txs, 40) {
+            Err(e) => assert!(e.to_string().contains("did not recover"), "{e}"),
+            Ok(_) => panic!("a transfer that does not recover was timed"),
+        }
+    }
 
     /// The busy and idle ticks of all CPUs and this process's own, as Linux writes them (a
     /// process name with a space and a parenthesis included), and what a run derives.
