@@ -1073,6 +1073,7 @@ fn start_validator(
         commits: commits_tx,
         node_frames: Some(crate::validator::NodeFrames::new(frames_tx, share)),
     };
+    state.validator.count_rejoins_for(Duration::from_secs(cfg.sync.stalled_secs));
     let validator = Validator::spawn_with(
         parts,
         ValidatorConfig {

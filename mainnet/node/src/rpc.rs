@@ -650,7 +650,7 @@ impl Rpc {
                      behind as soon as it has rejoined, so it does not hear its peers, or they \
                      it (its network: a firewall, UDP blocked, its address in the committee)",
                     crate::validator::REJOINS_IN_A_ROW,
-                    crate::validator::REJOINS_WINDOW_MS / 1000
+                    v.rejoins_window() / 1000
                 ));
             }
             // One that stood down proposes no more, so its round stands still: not stranded.

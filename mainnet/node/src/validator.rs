@@ -156,6 +156,9 @@ pub struct ValidatorStatus {
     /// When the engine rejoined the last [`REJOINS_IN_A_ROW`] times, oldest first (Unix
     /// milliseconds).
     pub recent_rejoins: Mutex<std::collections::VecDeque<u64>>,
+    /// The window rejoins in a row are counted in, when the node set one longer than
+    /// [`REJOINS_WINDOW_MS`] ([`ValidatorStatus::count_rejoins_for`]; 0: that).
+    pub rejoins_window_ms: AtomicU64,
     /// The height of the newest commit the node has stored all blocks of (the log is cut
     /// only to snapshots at or below it).
     pub durable_height: AtomicU64,
@@ -187,7 +190,7 @@ impl ValidatorStatus {
     /// Whether, at `now_ms`, the others seem not to hear this validator: commits go on (one
     /// within [`TROUBLE_MS`]) and none of its own blocks was ordered for [`TROUBLE_MS`]
     /// (counted from the engine's start), or it rejoined from snapshots twice within
-    /// [`TROUBLE_AFTER_REJOIN_MS`] and none of its own blocks was ordered since the first of
+    /// [`rejoins_window`](Self::rejoins_window) and none of its own blocks was ordered since the first of
     /// the two (it falls behind as soon as it has rejoined, and each rejoin starts its engine,
     /// and the first rule's clock, again). The pool then hands over again sooner what
     /// consensus has not ordered, and sends it to the peers' JSON-RPC too. A stall of the
@@ -203,7 +206,25 @@ impl ValidatorStatus {
         let own = self.own_commit_ms.load(Ordering::Relaxed);
         let recent = self.recent_rejoins.lock();
         let earlier = recent.len().checked_sub(2).and_then(|i| recent.get(i)).copied();
-        earlier.is_some_and(|t| now_ms.saturating_sub(t) < TROUBLE_AFTER_REJOIN_MS && own < t)
+        earlier.is_some_and(|t| now_ms.saturating_sub(t) < self.rejoins_window() && own < t)
+    }
+
+    /// The window rejoins are counted in: [`REJOINS_WINDOW_MS`], or longer for a node whose
+    /// block sync waits longer before it takes a stalled validator's head for behind
+    /// ([`ValidatorStatus::count_rejoins_for`]).
+    pub fn rejoins_window(&self) -> u64 {
+        self.rejoins_window_ms.load(Ordering::Relaxed).max(REJOINS_WINDOW_MS)
+    }
+
+    /// Counts rejoins in a window long enough for [`REJOINS_IN_A_ROW`] of them when each
+    /// comes only after consensus stood still for `stalled` (`sync.stalled_secs`, and the
+    /// fetch of a snapshot after it): three times that and half a minute, at least
+    /// [`REJOINS_WINDOW_MS`]. Before stop 58 the window was a minute whatever the setting, and
+    /// with `stalled_secs` of 20 or more three rejoins never fitted in it.
+    pub fn count_rejoins_for(&self, stalled: Duration) {
+        let ms = u64::try_from(stalled.as_millis()).unwrap_or(u64::MAX);
+        let window = ms.saturating_mul(3).saturating_add(30_000).max(REJOINS_WINDOW_MS);
+        self.rejoins_window_ms.store(window, Ordering::Relaxed);
     }
 
     /// Records a rejoin at `now_ms`.
@@ -215,14 +236,14 @@ impl ValidatorStatus {
         recent.push_back(now_ms);
     }
 
-    /// Whether the engine rejoined [`REJOINS_IN_A_ROW`] times within [`REJOINS_WINDOW_MS`]
-    /// before `now_ms` and none of its own blocks was ordered since the last time (one that
+    /// Whether the engine rejoined [`REJOINS_IN_A_ROW`] times within
+    /// [`rejoins_window`](Self::rejoins_window) before `now_ms` and none of its own blocks was ordered since the last time (one that
     /// has, came back: healthy at once).
     pub fn rejoining_again_and_again(&self, now_ms: u64) -> bool {
         let recent = self.recent_rejoins.lock();
         let own = self.own_commit_ms.load(Ordering::Relaxed);
         recent.len() == REJOINS_IN_A_ROW
-            && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) < REJOINS_WINDOW_MS)
+            && recent.front().is_some_and(|t| now_ms.saturating_sub(*t) < self.rejoins_window())
             && recent.back().is_some_and(|t| own < *t)
     }
 }
@@ -247,19 +268,17 @@ pub fn in_nonce_order(txs: &mut [Transaction]) {
     });
 }
 
-/// Rejoins within [`REJOINS_WINDOW_MS`] that make a validator unhealthy: one that falls
+/// Rejoins within [`ValidatorStatus::rejoins_window`] that make a validator unhealthy: one that falls
 /// behind again as soon as it has rejoined does not hear its peers, or they it, and each
 /// rejoin starts the clocks `/health` reads again.
 pub const REJOINS_IN_A_ROW: usize = 3;
-/// See [`REJOINS_IN_A_ROW`].
+/// The least window of [`REJOINS_IN_A_ROW`] (and of the two rejoins that make a validator
+/// [troubled](ValidatorStatus::troubled)), the node's with `sync.stalled_secs` of 10 or less.
 pub const REJOINS_WINDOW_MS: u64 = 60_000;
 
 /// How long with commits but none of its own blocks ordered makes a validator
 /// [troubled](ValidatorStatus::troubled).
 pub const TROUBLE_MS: u64 = 3_000;
-/// Within how long two rejoins with none of its own blocks ordered since the first make a
-/// validator [troubled](ValidatorStatus::troubled).
-pub const TROUBLE_AFTER_REJOIN_MS: u64 = 60_000;
 
 /// Makes the engine that rejoins from a snapshot (its first actions into the vector).
 /// The `u64` is the highest round the validator proposed in so far (never to be proposed
@@ -880,6 +899,40 @@ mod tests {
         // One of its own blocks ordered since the last rejoin: it came back.
         s.own_commit_ms.store(70_500, Ordering::Relaxed);
         assert!(!s.rejoining_again_and_again(71_000));
+    }
+
+    /// A node whose block sync waits 20 s or more before it syncs spaces its rejoins out by
+    /// at least that: the window grows with the setting, or three never fit in it.
+    #[test]
+    fn rejoins_are_counted_over_a_window_that_fits_the_stall_setting() {
+        let rejoins = |s: &ValidatorStatus| {
+            for t in [1_000, 36_000, 71_000] {
+                s.note_rejoin(t);
+            }
+        };
+        let s = ValidatorStatus::default();
+        s.count_rejoins_for(Duration::from_secs(3));
+        assert_eq!(s.rejoins_window(), REJOINS_WINDOW_MS, "the default setting");
+        rejoins(&s);
+        assert!(!s.rejoining_again_and_again(72_000), "70 s apart: past a minute");
+        assert!(s.troubled(72_000), "the last two are 35 s apart");
+        let s = ValidatorStatus::default();
+        s.count_rejoins_for(Duration::from_secs(20));
+        assert_eq!(s.rejoins_window(), 90_000);
+        rejoins(&s);
+        assert!(s.rejoining_again_and_again(72_000));
+        assert!(s.rejoining_again_and_again(90_999));
+        assert!(!s.rejoining_again_and_again(91_000));
+        let s = ValidatorStatus::default();
+        s.count_rejoins_for(Duration::from_secs(30));
+        assert_eq!(s.rejoins_window(), 120_000);
+        s.note_rejoin(1_000);
+        s.note_rejoin(80_000);
+        assert!(s.troubled(80_000), "two rejoins 79 s apart, each after a stall of 30 s");
+        assert!(!s.troubled(121_000));
+        // An absurd setting neither overflows nor shortens the window.
+        s.count_rejoins_for(Duration::from_secs(u64::MAX));
+        assert_eq!(s.rejoins_window(), u64::MAX);
     }
 
     #[test]
