@@ -492,7 +492,7 @@ impl Node {
             }
             None => {
                 let (submit, forward) = mpsc::channel(1024);
-                sync::spawn_forwarder(cfg.sync.peers.clone(), forward)
+                sync::spawn_forwarder(cfg.sync.peers.clone(), forward, state.instance.clone())
                     .map_err(|e| storage_err("starting the forwarding thread", e))?;
                 (None, submit, None)
             }
@@ -607,7 +607,8 @@ impl Node {
         // block sync get through) proposes them to no one, however often they are handed
         // over again. (Only then: a healthy validator's peers would only take the same
         // transactions through a second door, and under load that doubles the work.)
-        // (Its own address, listed by mistake, would take them and order them no better.)
+        // (Its own address, listed by mistake, would take them and order them no better:
+        // the forwarder leaves out a peer whose `farol_status` names this process.)
         let peers: Vec<_> = cfg
             .sync
             .peers
@@ -618,7 +619,7 @@ impl Node {
         let fallback = match (&self.validator, peers.is_empty()) {
             (Some(_), false) => {
                 let (tx, rx) = mpsc::channel::<Vec<Transaction>>(16);
-                sync::spawn_forwarder(peers, rx)
+                sync::spawn_forwarder(peers, rx, state.instance.clone())
                     .map_err(|e| storage_err("starting the forwarding thread", e))?;
                 Some(tx)
             }
@@ -931,7 +932,7 @@ const REHAND_AFTER_TROUBLED: Duration = Duration::from_secs(2);
 /// Whether `peer` names the listener bound to `own` on this machine: the same port at the
 /// same address, or at a loopback address where `own` is unspecified (all interfaces).
 /// (Another loopback address may be another node's; a public address of this machine is
-/// not told apart.)
+/// not told apart here: the forwarder finds it by asking, `farol_status`'s `instance`.)
 fn same_listener(peer: std::net::SocketAddr, own: std::net::SocketAddr) -> bool {
     peer.port() == own.port()
         && (peer.ip() == own.ip() || (own.ip().is_unspecified() && peer.ip().is_loopback()))

@@ -152,6 +152,10 @@ pub struct State {
     pub submitted: Mutex<HashMap<B256, Instant>>,
     /// What this node's consensus (if it is a validator) shows.
     pub validator: Arc<crate::validator::ValidatorStatus>,
+    /// 16 random bytes this process chose at its start, `farol_status`'s `instance`: a node
+    /// whose `sync.peers` names it under an address of this machine it cannot tell apart (a
+    /// public one, a name) finds itself by asking (since stop 58).
+    pub instance: String,
     /// Executed blocks not yet in the store: their numbers and diffs.
     pending: Mutex<Vec<(u64, Arc<StateDiff>)>>,
 }
@@ -209,6 +213,10 @@ impl State {
             submitted: Mutex::new(HashMap::new()),
             senders: Mutex::new(HashMap::new()),
             validator: Arc::default(),
+            instance: {
+                let bytes: [u8; 16] = rand::random();
+                alloy_primitives::hex::encode_prefixed(bytes)
+            },
             pending: Mutex::new(Vec::new()),
         }
     }

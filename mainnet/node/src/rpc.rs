@@ -3299,6 +3299,7 @@ impl Rpc {
         json!({
             "chainId": hex(st.genesis.chain_id),
             "chainRules": crate::node::CHAIN_RULES,
+            "instance": st.instance,
             "head": hex(st.chain.head_number()),
             "executed": hex(m.executed.load(Ordering::Relaxed)),
             "finalized": hex(st.chain.finalized_number()),

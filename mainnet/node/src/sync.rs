@@ -762,16 +762,22 @@ fn fetch_snapshot(
 const FORWARD_ANSWER: usize = 4 << 20;
 
 /// Sends the transactions a full node accepted to the validators (the first that answers),
-/// as JSON-RPC batches of `eth_sendRawTransaction`. Runs until `txs` closes.
+/// as JSON-RPC batches of `eth_sendRawTransaction`. Runs until `txs` closes. Before a peer
+/// is first sent anything it is asked its `farol_status`: one whose `instance` is `own`
+/// (this process, under an address it could not tell apart) is left out from then on.
 pub fn spawn_forwarder(
     peers: Vec<SocketAddr>,
     mut txs: mpsc::Receiver<Vec<Transaction>>,
+    own: String,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("farol-forward".into()).spawn(move || {
         // The answers (a hash or an error per transaction) are checked and dropped unread,
         // and are far below this bound: a peer's answer costs its bytes, at most this.
         let mut clients: Vec<RpcClient> =
             peers.iter().map(|a| RpcClient::new(*a).with_max_answer(FORWARD_ANSWER)).collect();
+        // Per peer: whether it answered `farol_status`, and whether it is this process.
+        let mut known = vec![false; peers.len()];
+        let mut itself = vec![false; peers.len()];
         let mut turn = 0usize;
         while let Some(batch) = txs.blocking_recv() {
             for chunk in batch.chunks(500) {
@@ -791,8 +797,28 @@ pub fn spawn_forwarder(
                 let mut sent = false;
                 for _ in 0..clients.len() {
                     let i = turn % clients.len();
+                    if !known[i] {
+                        // A farol before stop 58 has no `instance`: another node. One that
+                        // fails to answer is asked again next time, unless it takes the
+                        // transactions (below): then it is up and refuses `farol_status`
+                        // (`rpc.apis`), and is taken for another node (this one, if it
+                        // refuses it too, cannot be told apart).
+                        if let Ok(status) = clients[i].call("farol_status", json!([])) {
+                            known[i] = true;
+                            itself[i] = status.get("instance").and_then(Value::as_str)
+                                == Some(own.as_str());
+                            if itself[i] {
+                                tracing::warn!(peer = %peers[i], "sync.peers names this node itself: transactions are not forwarded there");
+                            }
+                        }
+                    }
+                    if itself[i] {
+                        turn += 1;
+                        continue;
+                    }
                     match clients[i].post_unread(&body) {
                         Ok(()) => {
+                            known[i] = true;
                             sent = true;
                             break;
                         }

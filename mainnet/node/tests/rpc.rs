@@ -459,6 +459,9 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(wait_receipt(&mut c, &held)["status"], "0x1");
         let s = c.call("farol_status", json!([])).unwrap_or_default();
         assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
+        // The process's own 16 random bytes (a forwarder finds itself among its peers by them).
+        let instance = s["instance"].as_str().unwrap_or_default();
+        assert!(instance.len() == 34 && instance.starts_with("0x"), "{s}");
         // This committee has no coin keys.
         assert_eq!(s["coin"], json!(false), "{s}");
         // This node does not sync (`fsync = false`): no log sync was timed.
@@ -1401,6 +1404,44 @@ async fn a_full_node_syncs_only_from_peers_of_its_chain_rules() {
         assert_eq!(failures > 0, !synced, "{failures} failures, {methods:?}");
         node.stop().await.unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// The forwarder (a full node's, and a validator's while its consensus is in trouble) asks
+/// each peer its `farol_status` before it sends it anything and leaves out one that is this
+/// process (an address of this machine that `sync.peers` lists by mistake), which would
+/// take the transactions and order them no better (since stop 58).
+#[test]
+fn the_forwarder_leaves_out_a_peer_that_is_this_node() {
+    fn me(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"instance": "0x01"}),
+            _ => Value::Null,
+        }
+    }
+    fn other(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"instance": "0x02"}),
+            _ => Value::Null,
+        }
+    }
+    let (itself, asked_itself) = fake_peer(me);
+    let (peer, asked_peer) = fake_peer(other);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let forwarder = farol_node::sync::spawn_forwarder(vec![itself, peer], rx, "0x01".into())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = farol_consensus::Transaction { sender: [1; 20], payload: vec![1, 2, 3].into() };
+    for _ in 0..3 {
+        tx.blocking_send(vec![t.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    }
+    drop(tx);
+    forwarder.join().unwrap_or_else(|_| panic!("the forwarder panicked"));
+    let asked = |a: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
+        a.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    };
+    // Asked once who it is, then never sent anything.
+    assert_eq!(asked(&asked_itself), ["farol_status"]);
+    // Batches of `eth_sendRawTransaction` read as no method here.
+    assert_eq!(asked(&asked_peer), ["farol_status", "", "", ""]);
 }
 
 /// A creation that fails names the address it would have created at, as geth's receipts do.
