@@ -20,17 +20,36 @@ use crate::error::{corrupt, io_err, Result, StoreError};
 use crate::log::{self, IoCounters, Loc, ScanEnd, Segment, SEGMENT_HEADER};
 use crate::store::{Entry, Inner, PageCache, State, Store, Writer};
 use crate::tree::PageId;
-use crate::{FsyncPolicy, Options};
+use crate::Options;
 
 const CKP_MAGIC: &[u8; 8] = b"FAROLCKP";
 const CKP_FORMAT: u32 = 1;
 const CKP_NAME: &str = "checkpoint";
+/// Creates `dir` and whatever of its parents is missing, each new directory's entry made
+/// durable in its parent (since stop 58: before, a power loss soon after a store was
+/// created could take the whole directory, and the versions acknowledged in it, with it;
+/// the node syncs its data directory's entry, not this one inside it).
+fn create_durable_dir(dir: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        missing.push(p);
+        at = p.parent();
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    for p in missing.iter().rev() {
+        let parent = p.parent().filter(|q| !q.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        log::sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 /// How long `open` waits for the directory lock before reporting `Locked`.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     opts.validate()?;
-    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    create_durable_dir(dir)?;
     let lock_path = dir.join("LOCK");
     let lock = OpenOptions::new()
         .create(true)
@@ -174,13 +193,14 @@ pub(crate) fn open(dir: &Path, opts: Options) -> Result<Store> {
     // yet (a kill during a sync): make it durable before anything is written after it. That
     // is the newest segment holding records, which is not the active one when a rotation
     // whose directory sync failed left an empty one after it (until stop 47 only the empty
-    // one was synced, and nothing synced the other again).
-    if opts.fsync == FsyncPolicy::Always {
-        for seg in st.segments.values().rev() {
-            seg.sync(&io)?;
-            if seg.len()? > SEGMENT_HEADER {
-                break;
-            }
+    // one was synced, and nothing synced the other again). With `FsyncPolicy::Never` too
+    // (since stop 58): its checkpoints sync only the segment they replay from, so a tail
+    // of the older segment written before the kill, never synced, could otherwise be
+    // described by the next checkpoint and lost in a power loss after it.
+    for seg in st.segments.values().rev() {
+        seg.sync(&io)?;
+        if seg.len()? > SEGMENT_HEADER {
+            break;
         }
     }
     let seal = match seal {
