@@ -2044,3 +2044,19 @@ fn a_call_pays_for_its_callees_frame() {
     assert_eq!(locals - plain, extra(1_001 + 1 + 6 + 8), "1,000 locals");
     assert_eq!(constants - plain, extra(1_001 + 1 + 1_000 + 6 + 8), "and 1,000 constants");
 }
+
+/// A parallel executor runs at most as many workers as the WASM pool has instances for at
+/// full nesting, besides what its other users keep (found by a review in stop 58: with 41
+/// threads or more, a block of deeply nested WASM calls could find the pool empty in
+/// parallel only).
+#[test]
+fn a_parallel_executor_has_no_more_workers_than_the_wasm_pool_serves() {
+    use farol_execution::wasm::MAX_PARALLEL_WORKERS;
+    use farol_execution::{ParallelConfig, ParallelExecutor};
+    // (That they fit in the pool is checked where they are defined, when it compiles.)
+    assert_eq!(MAX_PARALLEL_WORKERS, 40);
+    let many = ParallelExecutor::new(ParallelConfig { threads: 256, ..ParallelConfig::default() });
+    assert_eq!(many.config().threads, MAX_PARALLEL_WORKERS);
+    let two = ParallelExecutor::new(ParallelConfig { threads: 2, ..ParallelConfig::default() });
+    assert_eq!(two.config().threads, 2);
+}

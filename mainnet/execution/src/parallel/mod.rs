@@ -473,8 +473,12 @@ impl ParallelExecutor {
     /// An executor with `config`.
     ///
     /// Without threads (the pool cannot be created, or `threads <= 1`), blocks run
-    /// sequentially.
+    /// sequentially. At most [`crate::wasm::MAX_PARALLEL_WORKERS`] threads are used.
     pub fn new(config: ParallelConfig) -> Self {
+        let config = ParallelConfig {
+            threads: config.threads.min(crate::wasm::MAX_PARALLEL_WORKERS),
+            ..config
+        };
         let pool = (config.threads > 1)
             .then(|| {
                 rayon::ThreadPoolBuilder::new()

@@ -132,6 +132,20 @@ pub const EXECUTOR_STACK: usize = 16 << 20;
 /// Concurrent WASM instances the pooling allocator holds.
 const POOL_INSTANCES: u32 = 1_024;
 
+/// Most worker threads a parallel executor runs (40): each may hold [`MAX_WASM_NESTING`]
+/// pooled instances at once, and the pool's other users keep theirs (ready instances and
+/// their queue, transient work). With more, a block of deeply nested WASM calls could find
+/// the pool empty in parallel where the sequential executor, on one thread, does not, and
+/// fail there alone (the node then runs it again sequentially, at twice the cost); found by
+/// a review in stop 58, for machines of 41 threads or more.
+pub const MAX_PARALLEL_WORKERS: usize =
+    (POOL_INSTANCES as usize - READY_LIMIT - QUEUE_LIMIT - TRANSIENT_COMPILED_FRAMES)
+        / MAX_WASM_NESTING;
+const _: () = assert!(
+    MAX_PARALLEL_WORKERS * MAX_WASM_NESTING + READY_LIMIT + QUEUE_LIMIT + TRANSIENT_COMPILED_FRAMES
+        <= POOL_INSTANCES as usize
+);
+
 /// Why a module cannot be deployed or run.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum WasmError {
