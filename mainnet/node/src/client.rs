@@ -192,6 +192,43 @@ impl RpcClient {
         method: &str,
         params: Value,
     ) -> Result<Option<T>, String> {
+        match self.answer_of(method, params)? {
+            Ok(result) => Ok(result),
+            Err(e) => {
+                let mut shown = json!({ "code": e.code, "message": e.message });
+                if let Some(d) = e.data.and_then(|d| serde_json::from_str::<String>(d.get()).ok()) {
+                    shown["data"] = Value::String(d);
+                }
+                Err(format!("{method}: {shown}"))
+            }
+        }
+    }
+
+    /// [`RpcClient::call_limited`], telling an error the peer answered (`Ok(Err(code))`:
+    /// it is up and refused the call) from a failure to reach it or to read its answer
+    /// (`Err`).
+    pub fn call_answered(
+        &mut self,
+        method: &str,
+        params: Value,
+        time: Duration,
+        bytes: usize,
+    ) -> Result<Result<Value, i64>, String> {
+        let kept = (self.answer_time, self.max_answer);
+        self.answer_time = time.min(kept.0);
+        self.max_answer = bytes.min(kept.1);
+        let answer = self.answer_of::<Value>(method, params);
+        (self.answer_time, self.max_answer) = kept;
+        Ok(answer?.map(|r| r.unwrap_or(Value::Null)).map_err(|e| e.code))
+    }
+
+    /// Calls `method`: its result, or the error the peer answered (inner), or why no answer
+    /// was read (outer).
+    fn answer_of<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Option<T>, AnswerError>, String> {
         let id = self.next_id;
         self.next_id += 1;
         let body = json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params });
@@ -204,14 +241,10 @@ impl RpcClient {
             self.conn = None;
             return Err(format!("{method}: an answer to request {:?}, not {id}", answer.id));
         }
-        if let Some(e) = answer.error {
-            let mut shown = json!({ "code": e.code, "message": e.message });
-            if let Some(d) = e.data.and_then(|d| serde_json::from_str::<String>(d.get()).ok()) {
-                shown["data"] = Value::String(d);
-            }
-            return Err(format!("{method}: {shown}"));
-        }
-        Ok(answer.result)
+        Ok(match answer.error {
+            Some(e) => Err(e),
+            None => Ok(answer.result),
+        })
     }
 }
 

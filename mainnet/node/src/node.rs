@@ -608,7 +608,7 @@ impl Node {
         // over again. (Only then: a healthy validator's peers would only take the same
         // transactions through a second door, and under load that doubles the work.)
         // (Its own address, listed by mistake, would take them and order them no better:
-        // the forwarder leaves out a peer whose `farol_status` names this process.)
+        // the forwarder leaves out a peer whose `farol_status` names this node.)
         let peers: Vec<_> = cfg
             .sync
             .peers

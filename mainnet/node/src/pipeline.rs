@@ -152,7 +152,7 @@ pub struct State {
     pub submitted: Mutex<HashMap<B256, Instant>>,
     /// What this node's consensus (if it is a validator) shows.
     pub validator: Arc<crate::validator::ValidatorStatus>,
-    /// 16 random bytes this process chose at its start, `farol_status`'s `instance`: a node
+    /// 16 random bytes this node chose when it started, `farol_status`'s `instance`: a node
     /// whose `sync.peers` names it under an address of this machine it cannot tell apart (a
     /// public one, a name) finds itself by asking (since stop 58).
     pub instance: String,

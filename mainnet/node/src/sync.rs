@@ -758,13 +758,19 @@ fn fetch_snapshot(
     Ok(Some(Arc::new(s)))
 }
 
+/// How long the forwarder waits for a peer's `farol_status` (asked once per peer, to leave
+/// out this node itself), and the most bytes of it read.
+const STATUS_TIME: Duration = Duration::from_secs(2);
+const STATUS_ANSWER: usize = 64 << 10;
+
 /// The most bytes of a peer's answer to forwarded transactions (500 at a time) read.
 const FORWARD_ANSWER: usize = 4 << 20;
 
 /// Sends the transactions a full node accepted to the validators (the first that answers),
 /// as JSON-RPC batches of `eth_sendRawTransaction`. Runs until `txs` closes. Before a peer
-/// is first sent anything it is asked its `farol_status`: one whose `instance` is `own`
-/// (this process, under an address it could not tell apart) is left out from then on.
+/// is first sent anything it is asked its `farol_status` (within 2 s; one that does not
+/// answer is passed over and asked again when its turn comes): one whose `instance` is
+/// `own` (this node, under an address it could not tell apart) is left out from then on.
 pub fn spawn_forwarder(
     peers: Vec<SocketAddr>,
     mut txs: mpsc::Receiver<Vec<Transaction>>,
@@ -775,9 +781,10 @@ pub fn spawn_forwarder(
         // and are far below this bound: a peer's answer costs its bytes, at most this.
         let mut clients: Vec<RpcClient> =
             peers.iter().map(|a| RpcClient::new(*a).with_max_answer(FORWARD_ANSWER)).collect();
-        // Per peer: whether it answered `farol_status`, and whether it is this process.
+        // Per peer: whether it answered `farol_status`, and whether it is this node.
         let mut known = vec![false; peers.len()];
         let mut itself = vec![false; peers.len()];
+        let mut told_alone = false;
         let mut turn = 0usize;
         while let Some(batch) = txs.blocking_recv() {
             for chunk in batch.chunks(500) {
@@ -798,17 +805,32 @@ pub fn spawn_forwarder(
                 for _ in 0..clients.len() {
                     let i = turn % clients.len();
                     if !known[i] {
-                        // A farol before stop 58 has no `instance`: another node. One that
-                        // fails to answer is asked again next time, unless it takes the
-                        // transactions (below): then it is up and refuses `farol_status`
-                        // (`rpc.apis`), and is taken for another node (this one, if it
-                        // refuses it too, cannot be told apart).
-                        if let Ok(status) = clients[i].call("farol_status", json!([])) {
-                            known[i] = true;
-                            itself[i] = status.get("instance").and_then(Value::as_str)
-                                == Some(own.as_str());
-                            if itself[i] {
-                                tracing::warn!(peer = %peers[i], "sync.peers names this node itself: transactions are not forwarded there");
+                        // Asked with a short deadline: a peer that hangs would otherwise hold
+                        // the forwarding twice as long (the question, then the send).
+                        match clients[i].call_answered(
+                            "farol_status",
+                            json!([]),
+                            STATUS_TIME,
+                            STATUS_ANSWER,
+                        ) {
+                            // A farol before stop 58 has no `instance`: another node.
+                            Ok(Ok(status)) => {
+                                known[i] = true;
+                                itself[i] = status.get("instance").and_then(Value::as_str)
+                                    == Some(own.as_str());
+                                if itself[i] {
+                                    tracing::warn!(peer = %peers[i], "sync.peers names this node itself: transactions are not forwarded there");
+                                }
+                            }
+                            // Up, and refusing `farol_status` (`rpc.apis`): another node
+                            // (this one, if it refuses it too, cannot be told apart).
+                            Ok(Err(_)) => known[i] = true,
+                            // Not reached, or too slow: the next peer, and this one is asked
+                            // again next time.
+                            Err(e) => {
+                                tracing::warn!(peer = %peers[i], error = %e, "cannot forward transactions");
+                                turn += 1;
+                                continue;
                             }
                         }
                     }
@@ -818,7 +840,6 @@ pub fn spawn_forwarder(
                     }
                     match clients[i].post_unread(&body) {
                         Ok(()) => {
-                            known[i] = true;
                             sent = true;
                             break;
                         }
@@ -828,7 +849,13 @@ pub fn spawn_forwarder(
                         }
                     }
                 }
-                if !sent {
+                if !sent && itself.iter().all(|i| *i) {
+                    // Said once: every peer listed is this node.
+                    if !told_alone {
+                        told_alone = true;
+                        tracing::error!("every peer in sync.peers is this node: transactions are not forwarded");
+                    }
+                } else if !sent {
                     tracing::error!(count = chunk.len(), "no validator took the forwarded transactions");
                 }
             }

@@ -220,7 +220,8 @@ impl ValidatorStatus {
     /// comes only after consensus stood still for `stalled` (`sync.stalled_secs`, and the
     /// fetch of a snapshot after it): three times that and half a minute, at least
     /// [`REJOINS_WINDOW_MS`]. Before stop 58 the window was a minute whatever the setting, and
-    /// with `stalled_secs` of 20 or more three rejoins never fitted in it.
+    /// with `stalled_secs` of 30 or more three rejoins never fitted in it (with 20, only
+    /// when each came within 10 s of its stall).
     pub fn count_rejoins_for(&self, stalled: Duration) {
         let ms = u64::try_from(stalled.as_millis()).unwrap_or(u64::MAX);
         let window = ms.saturating_mul(3).saturating_add(30_000).max(REJOINS_WINDOW_MS);

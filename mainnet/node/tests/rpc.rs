@@ -424,6 +424,7 @@ async fn rpc_errors_proofs_restart_and_config() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let before = node.state.instance.clone();
     node.stop().await.unwrap_or_else(|e| panic!("{e}"));
 
     // Restart: the chain is still there, and consensus, rebuilt from the snapshot its log
@@ -433,6 +434,7 @@ async fn rpc_errors_proofs_restart_and_config() {
     let http = node.http.unwrap_or_else(|| panic!("no http"));
     let addr = key.address();
     let k = key.clone();
+    let (instance_before, instance_now) = (before, node.state.instance.clone());
     tokio::task::spawn_blocking(move || {
         let mut c = RpcClient::new(http);
         assert_eq!(
@@ -459,9 +461,12 @@ async fn rpc_errors_proofs_restart_and_config() {
         assert_eq!(wait_receipt(&mut c, &held)["status"], "0x1");
         let s = c.call("farol_status", json!([])).unwrap_or_default();
         assert!(quantity(&s["consensusHeight"]).unwrap_or(0) > height, "{s}");
-        // The process's own 16 random bytes (a forwarder finds itself among its peers by them).
+        // The node's own 16 random bytes, new at every start (a forwarder finds itself among
+        // its peers by them).
         let instance = s["instance"].as_str().unwrap_or_default();
         assert!(instance.len() == 34 && instance.starts_with("0x"), "{s}");
+        assert_eq!(instance, instance_now, "{s}");
+        assert_ne!(instance, instance_before, "{s}");
         // This committee has no coin keys.
         assert_eq!(s["coin"], json!(false), "{s}");
         // This node does not sync (`fsync = false`): no log sync was timed.
@@ -1298,8 +1303,8 @@ async fn a_node_whose_chain_left_the_certified_one_stops() {
     validator.stop().await.unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// A peer that answers every JSON-RPC call (kept-alive HTTP/1.1) with `answer(method)`, and
-/// the methods it was asked, in order.
+/// A peer that answers every JSON-RPC call (kept-alive HTTP/1.1) with `answer(method)` (an
+/// answer `{"rpc_error": code}` as that error), and the methods it was asked, in order.
 fn fake_peer(
     answer: fn(&str) -> Value,
 ) -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
@@ -1335,9 +1340,14 @@ fn fake_peer(
                     }
                     let call: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                     let method = call["method"].as_str().unwrap_or_default().to_string();
-                    let text =
-                        json!({"jsonrpc": "2.0", "id": call["id"], "result": answer(&method)})
-                            .to_string();
+                    // An answer `{"rpc_error": code}` is sent as that JSON-RPC error.
+                    let result = answer(&method);
+                    let text = match result.get("rpc_error") {
+                        Some(code) => json!({"jsonrpc": "2.0", "id": call["id"],
+                            "error": {"code": code, "message": "refused"}}),
+                        None => json!({"jsonrpc": "2.0", "id": call["id"], "result": result}),
+                    }
+                    .to_string();
                     seen.lock().unwrap_or_else(|e| e.into_inner()).push(method);
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
@@ -1424,24 +1434,47 @@ fn the_forwarder_leaves_out_a_peer_that_is_this_node() {
             _ => Value::Null,
         }
     }
-    let (itself, asked_itself) = fake_peer(me);
-    let (peer, asked_peer) = fake_peer(other);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let forwarder = farol_node::sync::spawn_forwarder(vec![itself, peer], rx, "0x01".into())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let t = farol_consensus::Transaction { sender: [1; 20], payload: vec![1, 2, 3].into() };
-    for _ in 0..3 {
-        tx.blocking_send(vec![t.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    // A node that serves no `farol_*` to others (`rpc.apis`): up, so another node.
+    fn refusing(method: &str) -> Value {
+        match method {
+            "farol_status" => json!({"rpc_error": -32601}),
+            _ => Value::Null,
+        }
     }
-    drop(tx);
-    forwarder.join().unwrap_or_else(|_| panic!("the forwarder panicked"));
     let asked = |a: &std::sync::Arc<std::sync::Mutex<Vec<String>>>| {
         a.lock().unwrap_or_else(|e| e.into_inner()).clone()
     };
-    // Asked once who it is, then never sent anything.
-    assert_eq!(asked(&asked_itself), ["farol_status"]);
-    // Batches of `eth_sendRawTransaction` read as no method here.
+    let t = farol_consensus::Transaction { sender: [1; 20], payload: vec![1, 2, 3].into() };
+    let forward = |peers: Vec<SocketAddr>| {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let forwarder = farol_node::sync::spawn_forwarder(peers, rx, "0x01".into())
+            .unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..3 {
+            tx.blocking_send(vec![t.clone()]).unwrap_or_else(|e| panic!("{e}"));
+        }
+        drop(tx);
+        forwarder.join().unwrap_or_else(|_| panic!("the forwarder panicked"));
+    };
+    for answer in [other as fn(&str) -> Value, refusing] {
+        let (itself, asked_itself) = fake_peer(me);
+        let (peer, asked_peer) = fake_peer(answer);
+        forward(vec![itself, peer]);
+        // Asked once who it is, then never sent anything.
+        assert_eq!(asked(&asked_itself), ["farol_status"]);
+        // Asked once too; batches of `eth_sendRawTransaction` read as no method here.
+        assert_eq!(asked(&asked_peer), ["farol_status", "", "", ""]);
+    }
+    // A peer that cannot be reached is passed over for the next one, which takes it all.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (peer, asked_peer) = fake_peer(other);
+    forward(vec![gone, peer]);
     assert_eq!(asked(&asked_peer), ["farol_status", "", "", ""]);
+    // Only itself listed: nothing is sent anywhere.
+    let (itself, asked_itself) = fake_peer(me);
+    forward(vec![itself]);
+    assert_eq!(asked(&asked_itself), ["farol_status"]);
 }
 
 /// A creation that fails names the address it would have created at, as geth's receipts do.
