@@ -266,6 +266,25 @@ impl Scenario {
         {
             s.copies.push((ids[0], rng.random_range(50_000..d / 2)));
         }
+        // Since stop 58, a tenth of the runs make one honest validator that neither crashes
+        // nor has a copy replace its running engine, from a time on, by one rejoining from a
+        // peer's snapshot, given what the old one held (drawn last, like the copies): it
+        // takes the first snapshot ahead of its commits, as a node's driver does, whether it
+        // was cut off (a partition), lost messages or is only a few commits behind at that
+        // moment; what was submitted to it must still commit, once.
+        if rng.random_bool(0.1) {
+            let busy = |v: &usize| {
+                s.byzantine.iter().any(|(b, _)| b == v)
+                    || s.crashes.iter().any(|(c, _, _)| c == v)
+                    || s.copies.iter().any(|(c, _)| c == v)
+            };
+            // The partition's side first, where there is one: that is who falls behind.
+            let cut = s.partition.as_ref().map(|(_, _, cut)| cut.clone()).unwrap_or_default();
+            let pick = cut.iter().chain(&ids).find(|v| !busy(v)).copied();
+            if let Some(v) = pick {
+                s.live_rejoins.push((v, rng.random_range(100_000..d / 2)));
+            }
+        }
         s
     }
 }
