@@ -2913,6 +2913,10 @@ impl Consensus for AsyncBft {
         self.own_ordered
     }
 
+    fn signed_round(&self) -> u64 {
+        self.author_rounds.get(usize::from(self.me.0)).copied().unwrap_or(0).max(self.round)
+    }
+
     fn held_transactions(&self) -> Vec<Transaction> {
         let mut out = Vec::new();
         let mut taken = HashSet::new();

@@ -151,6 +151,15 @@ pub trait Consensus: Send {
         self.round()
     }
 
+    /// The highest round of a block signed with this validator's key that the engine knows
+    /// of: its own proposals, and blocks of its key that came from elsewhere (an earlier
+    /// life's, a copy's). A driver that replaces the engine (a rejoin from a snapshot) keeps
+    /// the new one from proposing in or below it. Engines that do not track the others'
+    /// answer their round.
+    fn signed_round(&self) -> u64 {
+        self.round()
+    }
+
     /// The highest round of a block this engine proposed (since it started) that a commit
     /// ordered, 0 before the first: while the others' blocks are ordered and its own are
     /// not, they do not hear it, or it does not propose. Engines that do not track it

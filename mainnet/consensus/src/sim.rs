@@ -876,7 +876,7 @@ impl<'s> Sim<'s> {
         // A running process's floor is the round its engine reached (the node's driver
         // knows no other), and it keeps its caches.
         let old = proc_.engine.take();
-        let proposed = proposed.max(old.as_ref().map_or(0, |e| e.round()));
+        let proposed = proposed.max(old.as_ref().map_or(0, |e| e.signed_round()));
         // Less what the chain it synced holds (the node's driver asks its chain): one
         // committed before the snapshot's dedup window would commit again.
         let mut held = old.as_ref().map(|e| e.held_transactions()).unwrap_or_default();

@@ -1188,6 +1188,72 @@ fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
     }
 }
 
+/// A validator that rejoins from a snapshot while the others wait for its block in the
+/// snapshot's highest round proposes there (since stop 58): with validator 1 down, round 2
+/// holds only the blocks of 0 and 2, short of a quorum without validator 3, and a rejoiner
+/// that took round 2 for closed stopped the chain for good. One whose own block of that round
+/// is in the snapshot, or who signed that round before (`min_round`), does not propose
+/// there again.
+#[test]
+fn a_rejoiner_proposes_in_the_round_the_others_wait_in() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let refs: Vec<BlockRef> = r1.iter().map(|b| b.reference()).collect();
+    let r2: Vec<Block> =
+        [0u16, 2].iter().map(|a| block(&ks[usize::from(*a)], *a, 2, refs.clone())).collect();
+    let mut ordered: Vec<[u8; 32]> = r1[..3].iter().map(|b| b.digest()).collect();
+    ordered.sort_unstable();
+    let checkpoint =
+        farol_consensus::Checkpoint { height: 1, floor: 1, ordered, ..Default::default() };
+    let mine = block(&ks[3], 3, 2, refs.clone());
+    // (its own round-2 block in the snapshot, the round it signed before, what it proposes)
+    for (own_in_snapshot, min_round, proposes) in
+        [(false, 1, true), (true, 1, false), (false, 2, false)]
+    {
+        let mut blocks: Vec<Arc<Block>> = r1.iter().chain(&r2).cloned().map(Arc::new).collect();
+        if own_in_snapshot {
+            blocks.push(Arc::new(mine.clone()));
+        }
+        let snapshot = farol_consensus::Snapshot { checkpoint: checkpoint.clone(), blocks };
+        assert_eq!(snapshot.check_blocks(&c, &CHAIN), Ok(()));
+        let cfg = Config { chain: CHAIN, ..Config::default() };
+        let mut out = Vec::new();
+        let mut e = AsyncBft::from_snapshot(
+            c.clone(),
+            ValidatorIndex(3),
+            ks[3].clone(),
+            cfg,
+            Arc::default(),
+            &snapshot,
+            min_round,
+            &mut out,
+        );
+        // The two others send their newest blocks again while they wait; it ticks.
+        let mut out = Vec::new();
+        for (i, a) in [0u16, 2].iter().enumerate() {
+            out.extend(deliver(&mut e, *a, &r2[i]));
+        }
+        for _ in 0..130 {
+            e.handle(Input::Tick, &mut out);
+        }
+        // (A block it signed before, sent again while it waits, is not a proposal.)
+        let round_2 = out.iter().any(|a| match a {
+            Action::Send { bytes, .. } => matches!(
+                Message::decode(bytes),
+                Ok(Message::Block(b))
+                    if b.author == ValidatorIndex(3) && b.round == 2 && b.digest() != mine.digest()
+            ),
+            _ => false,
+        });
+        assert_eq!(
+            round_2,
+            proposes,
+            "own block in the snapshot {own_in_snapshot}, min round {min_round}: {}",
+            e.summary()
+        );
+    }
+}
+
 /// The blocks `out` stores (round, author).
 fn persisted(out: &[Action]) -> Vec<(u64, u16)> {
     out.iter()

@@ -568,7 +568,11 @@ async fn run(
                     tracing::debug!(height = snapshot.checkpoint.height, "a snapshot not ahead of consensus: not taken");
                     continue;
                 }
-                let floor = engine.round();
+                // The highest round its key signed that the old engine knows of: its own
+                // proposals and, since stop 58, blocks of its key from elsewhere (an earlier
+                // life's) too; the new engine may propose in the snapshot's highest round,
+                // so this, not the snapshot, must cover them.
+                let floor = engine.signed_round();
                 // What the old engine held (submitted here, not yet ordered) goes to the new
                 // one: dropped, it waited for the mempool to hand it over again (every few
                 // seconds; before stop 57), each time the validator rejoined.
