@@ -2917,6 +2917,38 @@ impl Consensus for AsyncBft {
         self.author_rounds.get(usize::from(self.me.0)).copied().unwrap_or(0).max(self.round)
     }
 
+    fn own_unordered_blocks(&self) -> Vec<Bytes> {
+        let me = usize::from(self.me.0);
+        let mut own = Vec::new();
+        for slots in self.rounds.values() {
+            for d in slots.get(me).into_iter().flatten() {
+                if let Some(b) = self.blocks.get(d).filter(|_| !self.ordered.contains(d)) {
+                    own.push(b.encoded());
+                }
+            }
+        }
+        own
+    }
+
+    fn adopt_own_blocks(&mut self, blocks: Vec<Bytes>, out: &mut Vec<Action>) {
+        let replaying = std::mem::replace(&mut self.replaying, true);
+        for bytes in blocks {
+            let Ok(Message::Block(b)) = Message::decode(&bytes) else { continue };
+            if b.author != self.me || !self.well_formed(&b) {
+                continue;
+            }
+            let b: Arc<Block> = Arc::from(b);
+            self.round = self.round.max(b.round);
+            if self.last_own.is_none_or(|o| o.round < b.round) {
+                self.last_own = Some(b.reference());
+            }
+            out.push(Action::Persist(bytes));
+            self.accept(b, None, out);
+            self.commit_all(out);
+        }
+        self.replaying = replaying;
+    }
+
     fn held_transactions(&self) -> Vec<Transaction> {
         let mut out = Vec::new();
         let mut taken = HashSet::new();

@@ -168,6 +168,25 @@ pub trait Consensus: Send {
         0
     }
 
+    /// Its own signed blocks not yet ordered, encoded as it persists them, oldest round
+    /// first. A driver that replaces the engine while its process runs (a rejoin from a
+    /// peer's snapshot) gives them to the new one ([`Consensus::adopt_own_blocks`]) before
+    /// `start`: a block that never reached the others (sent while they could not hear this
+    /// validator) is sent again. Before stop 58 it was lost with the old engine, and the new
+    /// one, which may not sign that round again, left a committee with exactly a quorum up
+    /// waiting for it for good. Engines that keep none answer none.
+    fn own_unordered_blocks(&self) -> Vec<Bytes> {
+        Vec::new()
+    }
+
+    /// Takes the blocks of its own key that the engine it replaces signed
+    /// ([`Consensus::own_unordered_blocks`]) as a restart takes them from its log: into its
+    /// DAG (or waiting for their parents) and persisted again; it never proposes in their
+    /// rounds. Called before `start`, which sends the newest again.
+    fn adopt_own_blocks(&mut self, blocks: Vec<Bytes>, out: &mut Vec<Action>) {
+        let _ = (blocks, out);
+    }
+
     /// The transactions this engine holds and has not seen committed: given to it and not
     /// yet proposed, handed to another validator and watched, or in its own proposals not
     /// yet ordered, in the order it holds them (which may not be the order one sender's

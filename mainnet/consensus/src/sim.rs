@@ -880,6 +880,10 @@ impl<'s> Sim<'s> {
         // Less what the chain it synced holds (the node's driver asks its chain): one
         // committed before the snapshot's dedup window would commit again.
         let mut held = old.as_ref().map(|e| e.held_transactions()).unwrap_or_default();
+        // Its own blocks not yet ordered go to the new engine (since stop 58): one the
+        // others never got would otherwise be lost, and the new engine may not sign that
+        // round again.
+        let own = old.as_ref().map(|e| e.own_unordered_blocks()).unwrap_or_default();
         held.retain(|t| !proc_.seen.contains(&t.digest()));
         let cfg = self.config(v);
         let mut out = Vec::new();
@@ -901,6 +905,9 @@ impl<'s> Sim<'s> {
                 "validator {v} rejoined at round {} below its own round {proposed}",
                 e.round()
             )));
+        }
+        if live {
+            e.adopt_own_blocks(own, &mut out);
         }
         e.set_time(self.clock(p));
         e.start(&mut out);

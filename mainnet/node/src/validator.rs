@@ -581,6 +581,11 @@ async fn run(
                 held.retain(|t| !(r.in_chain)(t));
                 in_nonce_order(&mut held);
                 let mut fresh = (r.engine)(&snapshot, floor, &mut out);
+                // Its own blocks not yet ordered too (since stop 58): one the others never got
+                // (sent while they could not hear it) is sent again by the new engine, which
+                // may not sign that round again; lost, it left a committee with exactly a
+                // quorum up waiting for it for good.
+                fresh.adopt_own_blocks(engine.own_unordered_blocks(), &mut out);
                 // The old log is history the new engine does not build on; the round it
                 // reached stays (proposing there again would be equivocating).
                 let floor_record = farol_consensus::checkpoint::round_floor_record(floor);
