@@ -1620,8 +1620,15 @@ impl AsyncBft {
             return false;
         }
         let mut parents: Vec<BlockRef> = Vec::with_capacity(n + 1);
+        // Its previous block only if its DAG holds it: one taken from a snapshot or from the
+        // engine it replaced may still wait for parents, and a proposal standing on a block
+        // this validator does not hold would leave that block out of its commits where the
+        // others order it (found by a review in stop 58).
         if let Some(own) = self.last_own {
-            if own.round < k && own.round + self.cfg.gc_depth > k {
+            if own.round < k
+                && own.round + self.cfg.gc_depth > k
+                && self.blocks.contains_key(&own.digest)
+            {
                 parents.push(own);
             }
         }

@@ -180,9 +180,9 @@ pub trait Consensus: Send {
     }
 
     /// Takes the blocks of its own key that the engine it replaces signed
-    /// ([`Consensus::own_unordered_blocks`]) as a restart takes them from its log: into its
-    /// DAG (or waiting for their parents) and persisted again; it never proposes in their
-    /// rounds. Called before `start`, which sends the newest again.
+    /// ([`Consensus::own_unordered_blocks`]) into its DAG (or waiting for their parents: its
+    /// proposals do not stand on one it does not hold), persisted again; it never proposes
+    /// in their rounds. Called before `start`, which sends the newest again.
     fn adopt_own_blocks(&mut self, blocks: Vec<Bytes>, out: &mut Vec<Action>) {
         let _ = (blocks, out);
     }

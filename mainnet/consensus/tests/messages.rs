@@ -1254,6 +1254,71 @@ fn a_rejoiner_proposes_in_the_round_the_others_wait_in() {
     }
 }
 
+/// A rejoiner takes the old engine's own blocks not yet ordered (since stop 58); one whose
+/// parent it lacks waits for it, and its next proposal does not stand on it: a proposal on a
+/// block this validator does not hold would leave that block out of its commits where the
+/// others order it (found by a review).
+#[test]
+fn a_rejoiner_does_not_build_on_an_own_block_it_does_not_hold() {
+    let (c, ks) = setup(4);
+    let r1: Vec<Block> = (0..4).map(|a| block(&ks[a], a as u16, 1, vec![])).collect();
+    let all: Vec<BlockRef> = r1.iter().map(|b| b.reference()).collect();
+    // The snapshot lacks validator 1's round-1 block, which the old engine's own round-2
+    // block names.
+    let known: Vec<BlockRef> = [0, 2, 3].iter().map(|i| r1[*i].reference()).collect();
+    let mut ordered: Vec<[u8; 32]> = [0, 2, 3].iter().map(|i| r1[*i].digest()).collect();
+    ordered.sort_unstable();
+    let checkpoint =
+        farol_consensus::Checkpoint { height: 1, floor: 1, ordered, ..Default::default() };
+    let blocks = [0, 2, 3].iter().map(|i| Arc::new(r1[*i].clone())).collect();
+    let snapshot = farol_consensus::Snapshot { checkpoint, blocks };
+    let mine = block(&ks[3], 3, 2, all);
+    let mut out = Vec::new();
+    let mut e = AsyncBft::from_snapshot(
+        c.clone(),
+        ValidatorIndex(3),
+        ks[3].clone(),
+        Config { chain: CHAIN, ..Config::default() },
+        Arc::default(),
+        &snapshot,
+        2,
+        &mut out,
+    );
+    e.adopt_own_blocks(vec![mine.encoded()], &mut out);
+    assert_eq!(e.held().0, 1, "its own block waits for its parent: {}", e.summary());
+    // The others' rounds 2 and 3, on what it holds (quorums without its own), come before
+    // it may propose: its next proposal is of round 4, where its previous block (of round
+    // 2) would be named.
+    let mut out = Vec::new();
+    let r2: Vec<Block> =
+        (0..3u16).map(|a| block(&ks[usize::from(a)], a, 2, known.clone())).collect();
+    let on_r2: Vec<BlockRef> = r2.iter().map(|b| b.reference()).collect();
+    for (a, b) in r2.iter().enumerate() {
+        out.extend(deliver(&mut e, a as u16, b));
+    }
+    for a in 0..3u16 {
+        out.extend(deliver(&mut e, a, &block(&ks[usize::from(a)], a, 3, on_r2.clone())));
+    }
+    for _ in 0..130 {
+        e.handle(Input::Tick, &mut out);
+    }
+    let next: Vec<Block> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => match Message::decode(bytes) {
+                Ok(Message::Block(b)) if b.author == ValidatorIndex(3) && b.round > 2 => Some(*b),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert!(next.iter().any(|b| b.round == 4), "no round-4 proposal: {}", e.summary());
+    assert!(
+        next.iter().all(|b| b.parents.iter().all(|p| p.digest != mine.digest())),
+        "a proposal stands on its own block it does not hold"
+    );
+}
+
 /// The blocks `out` stores (round, author).
 fn persisted(out: &[Action]) -> Vec<(u64, u16)> {
     out.iter()
