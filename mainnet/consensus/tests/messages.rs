@@ -1139,6 +1139,27 @@ fn a_snapshot_must_hold_every_ordered_block_signed() {
     assert!(whole.check_blocks(&c, &[6; 32]).is_err());
 }
 
+/// Validator `me`'s engine rejoining from `snapshot`, having proposed up to `min_round` (what
+/// the engine does at once is left out).
+fn rejoiner(
+    c: &Arc<Committee>,
+    ks: &[SigningKey],
+    me: u16,
+    snapshot: &farol_consensus::Snapshot,
+    min_round: u64,
+) -> AsyncBft {
+    AsyncBft::from_snapshot(
+        c.clone(),
+        ValidatorIndex(me),
+        ks[usize::from(me)].clone(),
+        Config { chain: CHAIN, ..Config::default() },
+        Arc::default(),
+        snapshot,
+        min_round,
+        &mut Vec::new(),
+    )
+}
+
 /// A rejoining validator takes its round from the snapshot's blocks it adds to its DAG, not
 /// from every signed block the snapshot holds: one Byzantine block of a huge round over
 /// made-up parents would otherwise set its round where no quorum ever gets, and it would
@@ -1160,18 +1181,7 @@ fn a_snapshot_block_of_a_huge_round_does_not_set_the_rejoiners_round() {
         blocks.push(Arc::new(far));
         let snapshot = farol_consensus::Snapshot { checkpoint: checkpoint.clone(), blocks };
         assert_eq!(snapshot.check_blocks(&c, &CHAIN), Ok(()));
-        let cfg = Config { chain: CHAIN, ..Config::default() };
-        let mut out = Vec::new();
-        let mut e = AsyncBft::from_snapshot(
-            c.clone(),
-            ValidatorIndex(0),
-            ks[0].clone(),
-            cfg,
-            Arc::default(),
-            &snapshot,
-            0,
-            &mut out,
-        );
+        let mut e = rejoiner(&c, &ks, 0, &snapshot, 0);
         assert!(e.round() < 10, "round {} from a block of round {huge}", e.round());
         // It goes on: it hears from two others (their newest blocks, which it holds), gets
         // transactions for another validator, ticks (100: the others are not 10 rounds past
@@ -1216,18 +1226,7 @@ fn a_rejoiner_proposes_in_the_round_the_others_wait_in() {
         }
         let snapshot = farol_consensus::Snapshot { checkpoint: checkpoint.clone(), blocks };
         assert_eq!(snapshot.check_blocks(&c, &CHAIN), Ok(()));
-        let cfg = Config { chain: CHAIN, ..Config::default() };
-        let mut out = Vec::new();
-        let mut e = AsyncBft::from_snapshot(
-            c.clone(),
-            ValidatorIndex(3),
-            ks[3].clone(),
-            cfg,
-            Arc::default(),
-            &snapshot,
-            min_round,
-            &mut out,
-        );
+        let mut e = rejoiner(&c, &ks, 3, &snapshot, min_round);
         // The two others send their newest blocks again while they wait; it ticks.
         let mut out = Vec::new();
         for (i, a) in [0u16, 2].iter().enumerate() {
@@ -1273,17 +1272,8 @@ fn a_rejoiner_does_not_build_on_an_own_block_it_does_not_hold() {
     let blocks = [0, 2, 3].iter().map(|i| Arc::new(r1[*i].clone())).collect();
     let snapshot = farol_consensus::Snapshot { checkpoint, blocks };
     let mine = block(&ks[3], 3, 2, all);
+    let mut e = rejoiner(&c, &ks, 3, &snapshot, 2);
     let mut out = Vec::new();
-    let mut e = AsyncBft::from_snapshot(
-        c.clone(),
-        ValidatorIndex(3),
-        ks[3].clone(),
-        Config { chain: CHAIN, ..Config::default() },
-        Arc::default(),
-        &snapshot,
-        2,
-        &mut out,
-    );
     e.adopt_own_blocks(vec![mine.encoded()], &mut out);
     assert_eq!(e.held().0, 1, "its own block waits for its parent: {}", e.summary());
     // The others' rounds 2 and 3, on what it holds (quorums without its own), come before
