@@ -61,10 +61,18 @@ pub(crate) struct ConsensusBenchArgs {
     /// Runs ours without the common coin (the asynchronous fallback), to see what it costs.
     #[arg(long)]
     no_coin: bool,
+    /// Only ours against this machine's floor at `--rate` (default 42,541 tx/s, the full
+    /// run's half load), n = 4 unless `--n` says: the same QUIC network, load and fsynced
+    /// logs exchanging rounds of transactions with no consensus at all (see [`floor_run`]).
+    #[arg(long, conflicts_with = "down")]
+    floor: bool,
 }
 
 /// Bytes of every transaction.
 const TX_BYTES: usize = 512;
+
+/// Half of the saturated rate of the full run at n = 4 in docs/consensus.md §9 (stop 23).
+const HALF_LOAD_N4: u64 = 42_541;
 
 /// Runs `farol bench consensus`.
 pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
@@ -77,6 +85,44 @@ pub(crate) fn run(args: ConsensusBenchArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    if args.floor {
+        let rate = args.rate.unwrap_or(HALF_LOAD_N4);
+        let sizes = args.n.clone().unwrap_or(vec![4]);
+        for n in sizes {
+            progress(format!(
+                "n = {n}: {rate} tx/s, ours against the floor (no consensus), twice each"
+            ));
+            let (ours, floor) = abba(|bare| {
+                rt.block_on(async {
+                    if bare {
+                        floor_run(n, rate, secs).await
+                    } else {
+                        quic_run(n, 0, false, Some(rate), secs, !args.no_coin).await
+                    }
+                })
+            })?;
+            let params = json!({
+                "n": n, "tx_bytes": TX_BYTES, "secs": secs, "offered_tx_per_s": rate,
+                "order": ABBA, "p99_ms": {"ours": ours.p99_ms, "floor": floor.p99_ms},
+                "rounds_per_s": {"ours": ours.rounds, "floor": floor.rounds},
+                "committed_tx_per_s": {"ours": ours.tps, "floor": floor.tps},
+                "baseline_is": "the floor: the same QUIC network, load and fsynced logs, each \
+                    validator broadcasting its transactions once per round when it holds all \
+                    of the round before, a round committed when the round two after it is \
+                    complete (3 message delays, as ours); no engine, signatures, hashing or coin",
+            });
+            BenchResult::new(
+                &format!("consensus.floor_p50.n{n}"),
+                ours.p50_ms,
+                floor.p50_ms,
+                "ms",
+                Better::Lower,
+                params,
+            )
+            .print()?;
+        }
+        return Ok(());
+    }
     if let Some(rate) = args.rate {
         for &n in &sizes {
             rt.block_on(quic_run(n, 0, false, Some(rate), secs, !args.no_coin))?;
@@ -182,6 +228,8 @@ struct Measured {
     /// docs/consensus.md §9 were such syncs).
     slow_syncs: Vec<u64>,
     longest_sync_ms: Vec<u64>,
+    /// Rounds a second at validator 0.
+    rounds: f64,
 }
 
 /// A sync of a consensus log this slow or slower is counted in the results.
@@ -203,6 +251,7 @@ fn abba(run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured
         runs: [x.runs, y.runs].concat(),
         slow_syncs: [x.slow_syncs, y.slow_syncs].concat(),
         longest_sync_ms: [x.longest_sync_ms, y.longest_sync_ms].concat(),
+        rounds: (x.rounds + y.rounds) / 2.0,
     };
     Ok((mean(a1, a2), mean(b1, b2)))
 }
@@ -394,6 +443,7 @@ async fn quic_run(
     let ms = |us: u64| us as f64 / 1000.0;
     let slow_syncs = statuses.iter().map(|s| s.log_sync.count_from_ms(SLOW_SYNC_MS)).sum();
     let longest_sync = statuses.iter().filter_map(|s| s.log_sync.max_ms()).max().unwrap_or(0);
+    let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
     let m = Measured {
         tps: committed / secs,
         p50_ms: ms(sim::percentile(&l, 50)),
@@ -401,8 +451,8 @@ async fn quic_run(
         runs: vec![committed / secs],
         slow_syncs: vec![slow_syncs],
         longest_sync_ms: vec![longest_sync],
+        rounds,
     };
-    let rounds = last_round.load(Ordering::Relaxed) as f64 / (stop_at.as_secs_f64());
     // What the validators' networks did: connections made (n - 1 each when none broke),
     // connections a peer's stateless reset ended, frames dropped for full queues.
     let sum = |f: fn(&farol_network::Stats) -> u64| -> u64 {
@@ -419,6 +469,163 @@ async fn quic_run(
         m.tps,
         m.p50_ms,
         m.p99_ms
+    ));
+    Ok(m)
+}
+
+/// This machine's floor for [`quic_run`] at `rate`: what the same QUIC network, load and
+/// fsynced logs take with no consensus at all. Each of `n` validators, in every round, logs
+/// and syncs its round's frame (the 512-byte transactions submitted to it since its last
+/// one, behind the round number) with the frames it received since, broadcasts it, and waits
+/// for every validator's frame of that round before the next. A round is committed at
+/// validator 0 when it holds all of the round two after it: three message delays after a
+/// frame is sent, as ours commits every validator's block. No engine, signatures, hashing,
+/// coin or checkpoints, and no waiting for stragglers (none fail): a protocol with this
+/// message pattern and this durability cannot do better here, whatever its engine.
+async fn floor_run(n: usize, rate: u64, secs: f64) -> Result<Measured> {
+    let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
+    let peers = ids
+        .iter()
+        .zip(farol_network::free_loopback_addrs(n).context("finding free ports")?)
+        .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
+        .collect::<Vec<_>>();
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let start = Instant::now();
+    let warmup = Duration::from_secs_f64(secs / 3.0);
+    let window = Duration::from_secs_f64(secs);
+    let stop_at = warmup + window;
+    let counted = Arc::new(AtomicU64::new(0));
+    let last_round = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let mut tasks = Vec::new();
+    let mut submitters = Vec::new();
+    let mut slow = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let (mut wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
+        let ncfg = NetworkConfig::new(i as u16, id.clone(), peers[i].addr, peers.clone());
+        let (network, mut inbound) = Network::start(ncfg)?;
+        let (tx, mut submitted) = mpsc::channel::<Vec<Bytes>>(4096);
+        submitters.push(tx);
+        let slow_syncs = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        slow.push(slow_syncs.clone());
+        let measure = (i == 0).then(|| (counted.clone(), latencies.clone(), last_round.clone()));
+        tasks.push(tokio::spawn(async move {
+            let mut frames = std::collections::BTreeMap::<u64, Vec<Option<Bytes>>>::new();
+            let mut held: Vec<Bytes> = Vec::new();
+            for round in 1u64.. {
+                while let Ok(t) = submitted.try_recv() {
+                    held.extend(t);
+                }
+                let mut frame = Vec::with_capacity(8 + held.len() * TX_BYTES);
+                frame.extend_from_slice(&round.to_le_bytes());
+                for t in held.drain(..) {
+                    frame.extend_from_slice(&t);
+                }
+                let frame = Bytes::from(frame);
+                wal.append(&frame)?;
+                if let Some(took) = wal.sync_off_thread().await? {
+                    let ms = took.as_millis() as u64;
+                    if ms >= SLOW_SYNC_MS {
+                        slow_syncs.0.fetch_add(1, Ordering::Relaxed);
+                    }
+                    slow_syncs.1.fetch_max(ms, Ordering::Relaxed);
+                }
+                network.broadcast(frame.clone());
+                frames.entry(round).or_insert_with(|| vec![None; n])[i] = Some(frame);
+                while frames.get(&round).is_some_and(|f| f.iter().any(Option::is_none)) {
+                    let Some((from, bytes)) = inbound.recv().await else {
+                        return Ok::<(), anyhow::Error>(());
+                    };
+                    let Some(r) = bytes.get(..8).and_then(|b| b.try_into().ok()) else {
+                        continue;
+                    };
+                    let r = u64::from_le_bytes(r);
+                    if r + 2 < round || usize::from(from) >= n {
+                        continue;
+                    }
+                    wal.append(&bytes)?;
+                    frames.entry(r).or_insert_with(|| vec![None; n])[usize::from(from)] =
+                        Some(bytes);
+                }
+                let Some(done) = round.checked_sub(2).and_then(|r| frames.remove(&r)) else {
+                    continue;
+                };
+                let Some((counted, latencies, last_round)) = &measure else { continue };
+                last_round.store(round - 2, Ordering::Relaxed);
+                let now = start.elapsed();
+                if now < warmup || now > stop_at {
+                    continue;
+                }
+                let now_us = now.as_micros() as u64;
+                let mut l = latencies.lock().unwrap_or_else(|e| e.into_inner());
+                for f in done.into_iter().flatten() {
+                    for t in f[8..].chunks_exact(TX_BYTES) {
+                        let mut at = [0u8; 8];
+                        at.copy_from_slice(&t[8..16]);
+                        l.push(now_us.saturating_sub(u64::from_le_bytes(at)));
+                        counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Ok(())
+        }));
+    }
+    // The load of `quic_run` at a rate, spread evenly (the assignment costs nothing here).
+    let load = tokio::spawn(async move {
+        let mut seq = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut owed = 0f64;
+        while start.elapsed() < stop_at {
+            tick.tick().await;
+            owed += rate as f64 / 1000.0;
+            let batch = owed.floor() as usize;
+            owed -= batch as f64;
+            let at = start.elapsed().as_micros() as u64;
+            let mut by: Vec<Vec<Bytes>> = vec![Vec::new(); n];
+            for _ in 0..batch {
+                seq += 1;
+                let mut payload = vec![0u8; TX_BYTES];
+                payload[..8].copy_from_slice(&seq.to_le_bytes());
+                payload[8..16].copy_from_slice(&at.to_le_bytes());
+                by[(seq % n as u64) as usize].push(Bytes::from(payload));
+            }
+            for (v, txs) in by.into_iter().enumerate() {
+                if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    tokio::time::sleep(stop_at + Duration::from_millis(200)).await;
+    load.abort();
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        if let Ok(Err(e)) = t.await {
+            return Err(e.context("a floor validator failed"));
+        }
+    }
+    let committed = counted.load(Ordering::Relaxed) as f64;
+    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+    l.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    let slow_syncs = slow.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
+    let longest_sync = slow.iter().map(|s| s.1.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let rounds = last_round.load(Ordering::Relaxed) as f64 / stop_at.as_secs_f64();
+    let m = Measured {
+        tps: committed / secs,
+        p50_ms: ms(sim::percentile(&l, 50)),
+        p99_ms: ms(sim::percentile(&l, 99)),
+        runs: vec![committed / secs],
+        slow_syncs: vec![slow_syncs],
+        longest_sync_ms: vec![longest_sync],
+        rounds,
+    };
+    progress(format!(
+        "  floor: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s; log syncs of \
+         {SLOW_SYNC_MS} ms or more: {slow_syncs} (longest {longest_sync} ms)",
+        m.tps, m.p50_ms, m.p99_ms
     ));
     Ok(m)
 }
@@ -498,4 +705,20 @@ fn simulated(n: usize, quick: bool, coin: bool) -> Result<()> {
     )
     .print()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor's validators exchange rounds over real sockets and validator 0 commits the
+    /// transactions offered, each with the time it waited.
+    #[test]
+    fn the_floor_commits_what_is_offered() -> Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let m = rt.block_on(floor_run(4, 2_000, 0.9))?;
+        assert!(m.tps > 0.0, "nothing committed: {m:?}");
+        assert!(m.rounds > 0.0 && m.p50_ms > 0.0, "{m:?}");
+        Ok(())
+    }
 }
