@@ -783,6 +783,85 @@ pub(crate) fn unix_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// An engine that reports what a rejoin must carry over, and records what it is given.
+    struct Recording {
+        round: u64,
+        signed: u64,
+        own: Vec<Bytes>,
+        adopted: Arc<parking_lot::Mutex<Vec<Bytes>>>,
+    }
+
+    impl farol_consensus::Consensus for Recording {
+        fn start(&mut self, _: &mut Vec<Action>) {}
+        fn handle(&mut self, _: farol_consensus::Input, _: &mut Vec<Action>) {}
+        fn round(&self) -> u64 {
+            self.round
+        }
+        fn signed_round(&self) -> u64 {
+            self.signed
+        }
+        fn own_unordered_blocks(&self) -> Vec<Bytes> {
+            self.own.clone()
+        }
+        fn adopt_own_blocks(&mut self, blocks: Vec<Bytes>, _: &mut Vec<Action>) {
+            self.adopted.lock().extend(blocks);
+        }
+    }
+
+    /// A rejoin builds the new engine with the old one's signed round as its floor (not its
+    /// round: blocks of its key from an earlier life can be higher, and the new engine may
+    /// propose in the snapshot's top round) and hands it the old engine's own blocks not yet
+    /// ordered (stop 58; until then both were checked only by reading the driver).
+    #[tokio::test]
+    async fn a_rejoin_carries_the_signed_round_and_the_own_blocks_over() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (wal, _) =
+            Wal::open(&dir.path().join("consensus.wal")).unwrap_or_else(|e| panic!("{e}"));
+        let id = farol_network::Identity::generate().unwrap_or_else(|e| panic!("{e}"));
+        let addr = farol_network::free_loopback_addrs(1).unwrap_or_else(|e| panic!("{e}"))[0];
+        let peers = vec![farol_network::Peer { key: id.public_key().clone(), addr }];
+        let ncfg = farol_network::NetworkConfig::new(0, id, addr, peers);
+        let (network, inbound) = Network::start(ncfg).unwrap_or_else(|e| panic!("{e}"));
+        let (commits, _commits_rx) = mpsc::channel(16);
+        let own = vec![Bytes::from_static(b"a block of its own, never ordered")];
+        let old = Recording { round: 3, signed: 77, own: own.clone(), adopted: Arc::default() };
+        let adopted = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let floors = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (snapshots_tx, snapshots) = mpsc::channel(1);
+        let (given, to_new) = (floors.clone(), adopted.clone());
+        let engine: EngineFromSnapshot = Box::new(move |_, floor, _| {
+            given.lock().push(floor);
+            Box::new(Recording { round: 0, signed: 0, own: Vec::new(), adopted: to_new.clone() })
+        });
+        let rejoin = Rejoin { snapshots, engine, in_chain: Box::new(|_| false) };
+        let parts = Parts {
+            engine: Box::new(old),
+            replayed: Vec::new(),
+            network: Arc::new(network),
+            inbound,
+            wal,
+            commits,
+            node_frames: None,
+        };
+        let status = Arc::new(ValidatorStatus::default());
+        let v =
+            Validator::spawn_with(parts, ValidatorConfig::default(), Some(rejoin), status.clone());
+        let checkpoint =
+            farol_consensus::checkpoint::Checkpoint { height: 5, ..Default::default() };
+        let snapshot = Arc::new(Snapshot { checkpoint, blocks: Vec::new() });
+        snapshots_tx.send(snapshot).await.unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..500 {
+            if status.rejoins.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(status.rejoins.load(Ordering::Relaxed), 1, "the validator did not rejoin");
+        assert_eq!(*floors.lock(), vec![77], "the floor is the old engine's signed round");
+        assert_eq!(*adopted.lock(), own, "the old engine's own blocks go to the new one");
+        v.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Under load the pipeline stores a commit a few checkpoints after consensus made it:
     /// the log is cut to the newest snapshot the node has stored, not only when the newest
     /// of all is stored. Until stop 40 this log was never cut.
