@@ -815,8 +815,8 @@ mod tests {
     #[tokio::test]
     async fn a_rejoin_carries_the_signed_round_and_the_own_blocks_over() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (wal, _) =
-            Wal::open(&dir.path().join("consensus.wal")).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("consensus.wal");
+        let (wal, _) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
         let id = farol_network::Identity::generate().unwrap_or_else(|e| panic!("{e}"));
         let addr = farol_network::free_loopback_addrs(1).unwrap_or_else(|e| panic!("{e}"))[0];
         let peers = vec![farol_network::Peer { key: id.public_key().clone(), addr }];
@@ -860,6 +860,10 @@ mod tests {
         assert_eq!(*floors.lock(), vec![77], "the floor is the old engine's signed round");
         assert_eq!(*adopted.lock(), own, "the old engine's own blocks go to the new one");
         v.stop().await.unwrap_or_else(|e| panic!("{e}"));
+        // And the new log keeps the floor for a restart.
+        let (_, records) = Wal::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let floor = farol_consensus::checkpoint::round_floor_record(77);
+        assert!(records.contains(&floor), "the rejoined log holds no floor of round 77");
     }
 
     /// Under load the pipeline stores a commit a few checkpoints after consensus made it:
