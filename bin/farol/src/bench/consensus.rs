@@ -260,6 +260,57 @@ impl Rounds {
     }
 }
 
+impl Measured {
+    /// One run's: `committed` transactions in `secs`, their `latencies` (microseconds), the
+    /// log syncs of [`SLOW_SYNC_MS`] or more and the longest, and rounds a second.
+    fn of_run(
+        committed: f64,
+        latencies: &Mutex<Vec<u64>>,
+        secs: f64,
+        (slow_syncs, longest_sync_ms): (u64, u64),
+        rounds: f64,
+    ) -> Measured {
+        let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        l.sort_unstable();
+        let ms = |us: u64| us as f64 / 1000.0;
+        Measured {
+            tps: committed / secs,
+            p50_ms: ms(sim::percentile(&l, 50)),
+            p99_ms: ms(sim::percentile(&l, 99)),
+            runs: vec![committed / secs],
+            slow_syncs: vec![slow_syncs],
+            longest_sync_ms: vec![longest_sync_ms],
+            rounds,
+        }
+    }
+}
+
+/// Each identity at a free port on loopback.
+fn loopback_peers(ids: &[Identity]) -> Result<Vec<Peer>> {
+    let addrs = farol_network::free_loopback_addrs(ids.len()).context("finding free ports")?;
+    Ok(ids.iter().zip(addrs).map(|(i, addr)| Peer { key: i.public_key().clone(), addr }).collect())
+}
+
+/// A transaction's bytes: its number and the time it was submitted (microseconds since the
+/// run's start, from which its latency is taken), then zeros.
+fn payload(seq: u64, at_us: u64) -> Bytes {
+    let mut payload = vec![0u8; TX_BYTES];
+    payload[..8].copy_from_slice(&seq.to_le_bytes());
+    payload[8..16].copy_from_slice(&at_us.to_le_bytes());
+    Bytes::from(payload)
+}
+
+/// Sends each validator its share of the load (`by[v]` to `submitters[v]`); false once one
+/// is gone.
+async fn hand_out<T>(submitters: &[mpsc::Sender<Vec<T>>], by: Vec<Vec<T>>) -> bool {
+    for (v, txs) in by.into_iter().enumerate() {
+        if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 /// A sync of a consensus log this slow or slower is counted in the results.
 const SLOW_SYNC_MS: u64 = 20;
 
@@ -323,11 +374,7 @@ async fn quic_run(
     } else {
         Arc::new(committee)
     };
-    let peers = ids
-        .iter()
-        .zip(farol_network::free_loopback_addrs(n).context("finding free ports")?)
-        .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
-        .collect::<Vec<_>>();
+    let peers = loopback_peers(&ids)?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(secs / 3.0);
@@ -435,12 +482,9 @@ async fn quic_run(
             let txs: Vec<Transaction> = (0..batch)
                 .map(|_| {
                     seq += 1;
-                    let mut payload = vec![0u8; TX_BYTES];
-                    payload[..8].copy_from_slice(&seq.to_le_bytes());
-                    payload[8..16].copy_from_slice(&at.to_le_bytes());
                     let mut sender = [0u8; 20];
                     sender[..4].copy_from_slice(&((seq % 4096) as u32).to_le_bytes());
-                    Transaction { sender, payload: Bytes::from(payload) }
+                    Transaction { sender, payload: payload(seq, at) }
                 })
                 .collect();
             let mut by: Vec<Vec<Transaction>> = vec![Vec::new(); running];
@@ -453,10 +497,8 @@ async fn quic_run(
                 .map_or(0, |(_, v)| usize::from(v.0));
                 by[to].push(t);
             }
-            for (v, txs) in by.into_iter().enumerate() {
-                if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
-                    return;
-                }
+            if !hand_out(&submitters, by).await {
+                return;
             }
         }
     });
@@ -466,21 +508,10 @@ async fn quic_run(
         v.stop().await?;
     }
     let committed = counted.load(Ordering::Relaxed) as f64;
-    let mut l = std::mem::take(&mut *latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    l.sort_unstable();
-    let ms = |us: u64| us as f64 / 1000.0;
     let slow_syncs = statuses.iter().map(|s| s.log_sync.count_from_ms(SLOW_SYNC_MS)).sum();
     let longest_sync = statuses.iter().filter_map(|s| s.log_sync.max_ms()).max().unwrap_or(0);
     let rounds = last_round.per_second(secs);
-    let m = Measured {
-        tps: committed / secs,
-        p50_ms: ms(sim::percentile(&l, 50)),
-        p99_ms: ms(sim::percentile(&l, 99)),
-        runs: vec![committed / secs],
-        slow_syncs: vec![slow_syncs],
-        longest_sync_ms: vec![longest_sync],
-        rounds,
-    };
+    let m = Measured::of_run(committed, &latencies, secs, (slow_syncs, longest_sync), rounds);
     // What the validators' networks did: connections made (n - 1 each when none broke),
     // connections a peer's stateless reset ended, frames dropped for full queues.
     let sum = |f: fn(&farol_network::Stats) -> u64| -> u64 {
@@ -514,11 +545,7 @@ async fn quic_run(
 /// so a lost frame stalls it (the run then fails).
 async fn floor_run(n: usize, rate: u64, secs: f64) -> Result<Measured> {
     let ids = (0..n).map(|_| Identity::generate()).collect::<Result<Vec<_>, _>>()?;
-    let peers = ids
-        .iter()
-        .zip(farol_network::free_loopback_addrs(n).context("finding free ports")?)
-        .map(|(i, addr)| Peer { key: i.public_key().clone(), addr })
-        .collect::<Vec<_>>();
+    let peers = loopback_peers(&ids)?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let start = Instant::now();
     let warmup = Duration::from_secs_f64(secs / 3.0);
@@ -601,15 +628,10 @@ async fn floor_run(n: usize, rate: u64, secs: f64) -> Result<Measured> {
             let mut by: Vec<Vec<Bytes>> = vec![Vec::new(); n];
             for _ in 0..batch {
                 seq += 1;
-                let mut payload = vec![0u8; TX_BYTES];
-                payload[..8].copy_from_slice(&seq.to_le_bytes());
-                payload[8..16].copy_from_slice(&at.to_le_bytes());
-                by[(seq % n as u64) as usize].push(Bytes::from(payload));
+                by[(seq % n as u64) as usize].push(payload(seq, at));
             }
-            for (v, txs) in by.into_iter().enumerate() {
-                if !txs.is_empty() && submitters[v].send(txs).await.is_err() {
-                    return;
-                }
+            if !hand_out(&submitters, by).await {
+                return;
             }
         }
     });
@@ -639,21 +661,11 @@ async fn floor_run(n: usize, rate: u64, secs: f64) -> Result<Measured> {
              ({dropped} frames dropped): it stalled or did not keep up, so it is no reference"
         );
     }
-    let mut l = std::mem::take(&mut *tally.latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    l.sort_unstable();
-    let ms = |us: u64| us as f64 / 1000.0;
     let slow_syncs = slow.iter().map(|s| s.0.load(Ordering::Relaxed)).sum();
     let longest_sync = slow.iter().map(|s| s.1.load(Ordering::Relaxed)).max().unwrap_or(0);
     let rounds = tally.rounds.per_second(secs);
-    let m = Measured {
-        tps: committed / secs,
-        p50_ms: ms(sim::percentile(&l, 50)),
-        p99_ms: ms(sim::percentile(&l, 99)),
-        runs: vec![committed / secs],
-        slow_syncs: vec![slow_syncs],
-        longest_sync_ms: vec![longest_sync],
-        rounds,
-    };
+    let syncs = (slow_syncs, longest_sync);
+    let m = Measured::of_run(committed, &tally.latencies, secs, syncs, rounds);
     progress(format!(
         "  floor: {:.0} tx/s, p50 {:.1} ms, p99 {:.1} ms, {rounds:.0} rounds/s; log syncs of \
          {SLOW_SYNC_MS} ms or more: {slow_syncs} (longest {longest_sync} ms); frames dropped \
