@@ -811,7 +811,7 @@ mod tests {
     /// A rejoin builds the new engine with the old one's signed round as its floor (not its
     /// round: blocks of its key from an earlier life can be higher, and the new engine may
     /// propose in the snapshot's top round) and hands it the old engine's own blocks not yet
-    /// ordered (stop 58; until then both were checked only by reading the driver).
+    /// ordered (both since stop 58; until stop 59 checked only by reading the driver).
     #[tokio::test]
     async fn a_rejoin_carries_the_signed_round_and_the_own_blocks_over() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
