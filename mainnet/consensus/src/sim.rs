@@ -873,8 +873,8 @@ impl<'s> Sim<'s> {
             })
             .max()
             .unwrap_or(0);
-        // A running process's floor is the round its engine reached (the node's driver
-        // knows no other), and it keeps its caches.
+        // A running process's floor is the highest round its engine knows its key signed
+        // (`signed_round`, as the node's driver passes), and it keeps its caches.
         let old = proc_.engine.take();
         let proposed = proposed.max(old.as_ref().map_or(0, |e| e.signed_round()));
         // Less what the chain it synced holds (the node's driver asks its chain): one

@@ -775,10 +775,15 @@ fn a_block_names_at_most_three_parents_per_validator() {
 
 /// Validator 0's blocks among the messages `out` sends.
 fn own_blocks(out: &[Action]) -> Vec<Block> {
+    sent_by(out, 0)
+}
+
+/// The blocks of `author` that `out` sends.
+fn sent_by(out: &[Action], author: u16) -> Vec<Block> {
     out.iter()
         .filter_map(|a| match a {
             Action::Send { bytes, .. } => match Message::decode(bytes) {
-                Ok(Message::Block(b)) if b.author == ValidatorIndex(0) => Some(*b),
+                Ok(Message::Block(b)) if b.author == ValidatorIndex(author) => Some(*b),
                 _ => None,
             },
             _ => None,
@@ -1292,16 +1297,7 @@ fn a_rejoiner_does_not_build_on_an_own_block_it_does_not_hold() {
     for _ in 0..130 {
         e.handle(Input::Tick, &mut out);
     }
-    let next: Vec<Block> = out
-        .iter()
-        .filter_map(|a| match a {
-            Action::Send { bytes, .. } => match Message::decode(bytes) {
-                Ok(Message::Block(b)) if b.author == ValidatorIndex(3) && b.round > 2 => Some(*b),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect();
+    let next: Vec<Block> = sent_by(&out, 3).into_iter().filter(|b| b.round > 2).collect();
     assert!(next.iter().any(|b| b.round == 4), "no round-4 proposal: {}", e.summary());
     assert!(
         next.iter().all(|b| b.parents.iter().all(|p| p.digest != mine.digest())),

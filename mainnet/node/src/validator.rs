@@ -788,12 +788,12 @@ mod tests {
         round: u64,
         signed: u64,
         own: Vec<Bytes>,
-        adopted: Arc<parking_lot::Mutex<Vec<Bytes>>>,
+        adopted: Arc<Mutex<Vec<Bytes>>>,
     }
 
-    impl farol_consensus::Consensus for Recording {
+    impl Consensus for Recording {
         fn start(&mut self, _: &mut Vec<Action>) {}
-        fn handle(&mut self, _: farol_consensus::Input, _: &mut Vec<Action>) {}
+        fn handle(&mut self, _: Input, _: &mut Vec<Action>) {}
         fn round(&self) -> u64 {
             self.round
         }
@@ -825,8 +825,8 @@ mod tests {
         let (commits, _commits_rx) = mpsc::channel(16);
         let own = vec![Bytes::from_static(b"a block of its own, never ordered")];
         let old = Recording { round: 3, signed: 77, own: own.clone(), adopted: Arc::default() };
-        let adopted = Arc::new(parking_lot::Mutex::new(Vec::new()));
-        let floors = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let adopted = Arc::new(Mutex::new(Vec::new()));
+        let floors = Arc::new(Mutex::new(Vec::new()));
         let (snapshots_tx, snapshots) = mpsc::channel(1);
         let (given, to_new) = (floors.clone(), adopted.clone());
         let engine: EngineFromSnapshot = Box::new(move |_, floor, _| {
