@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Histogram;
-use crate::wal::{Wal, WalError};
+use crate::wal::{PendingSync, Wal, WalError};
 
 /// How a validator runs.
 #[derive(Clone, Debug)]
@@ -449,8 +449,15 @@ impl Executor {
     /// nothing followed yet wait for the next call that sends or commits: a received block
     /// lost in a crash is fetched again.
     async fn execute(&mut self, out: &mut Vec<Action>) -> Result<(), WalError> {
+        let pending = self.begin(out)?;
+        self.complete(pending, out).await
+    }
+
+    /// [`Executor::execute`]'s first half: appends the records of `out` and starts the sync
+    /// they need, without waiting for it.
+    fn begin(&mut self, out: &[Action]) -> Result<Option<PendingSync>, WalError> {
         let mut leaves = false;
-        for action in out.iter() {
+        for action in out {
             match action {
                 Action::Persist(record) => {
                     self.wal.append(record)?;
@@ -459,9 +466,21 @@ impl Executor {
             }
         }
         if self.sync && leaves {
-            if let Some(took) = self.wal.sync_off_thread().await? {
-                self.status.log_sync.record(took);
-            }
+            return self.wal.start_sync();
+        }
+        Ok(None)
+    }
+
+    /// The second half: waits for the sync `begin` started, then sends the messages of
+    /// `out` and hands on its commits.
+    async fn complete(
+        &mut self,
+        pending: Option<PendingSync>,
+        out: &mut Vec<Action>,
+    ) -> Result<(), WalError> {
+        if let Some(p) = pending {
+            let took = self.wal.end_sync(p).await?;
+            self.status.log_sync.record(took);
         }
         for action in out.drain(..) {
             match action {
@@ -501,6 +520,8 @@ async fn run(
     status.started_ms.store(unix_ms(), Ordering::Relaxed);
     let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync, status };
     let mut out = std::mem::take(&mut replayed);
+    // The actions of `finish`, apart from those of `handle_first` (see `step`).
+    let mut rest = Vec::new();
     engine.set_time(unix_ms());
     engine.start(&mut out);
     ex.execute(&mut out).await?;
@@ -621,10 +642,11 @@ async fn run(
             let mut txs = Vec::new();
             take_submitted(&mut submitted, &mut txs, cfg.max_batch * 16);
             if !txs.is_empty() {
-                step(engine.as_mut(), &mut ex, Input::Transactions(txs), &mut out).await?;
+                let txs = Input::Transactions(txs);
+                step(engine.as_mut(), &mut ex, txs, &mut out, &mut rest).await?;
             }
         }
-        step(engine.as_mut(), &mut ex, input, &mut out).await?;
+        step(engine.as_mut(), &mut ex, input, &mut out, &mut rest).await?;
         if let Some(s) = publish_snapshot(engine.as_ref(), &route, &ex.status) {
             if compaction.len() == RECENT_SNAPSHOTS {
                 compaction.pop_front();
@@ -646,18 +668,22 @@ async fn run(
 }
 
 /// One input into `engine`, its actions carried out: what the next round waits for (the
-/// engine's proposal) goes out first; commits and housekeeping follow.
+/// engine's proposal) goes out first; commits and housekeeping follow. The engine works out
+/// the rest (`finish`: ordering commits, the next coin share) while the disk syncs what the
+/// proposal needs, and its actions are carried out after the proposal's, in order.
 async fn step(
     engine: &mut dyn Consensus,
     ex: &mut Executor,
     input: Input,
     out: &mut Vec<Action>,
+    rest: &mut Vec<Action>,
 ) -> Result<(), WalError> {
     engine.set_time(unix_ms());
     engine.handle_first(input, out);
-    ex.execute(out).await?;
-    engine.finish(out);
-    ex.execute(out).await
+    let pending = ex.begin(out)?;
+    engine.finish(rest);
+    ex.complete(pending, out).await?;
+    ex.execute(rest).await
 }
 
 /// Moves the transactions already waiting in `submitted` into `txs`, until it holds `most`

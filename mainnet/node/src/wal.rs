@@ -501,6 +501,16 @@ impl Wal {
     /// worker threads (which other validators' and connections' tasks share) do not.
     /// Returns how long the disk took, or `None` when there was nothing to sync.
     pub async fn sync_off_thread(&mut self) -> Result<Option<Duration>, WalError> {
+        match self.start_sync()? {
+            Some(pending) => self.end_sync(pending).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Starts [`Wal::sync_off_thread`]'s sync on tokio's blocking pool and returns at once
+    /// (`None` when there is nothing to sync), so the caller can work while the disk does;
+    /// [`Wal::end_sync`] waits for it. What is appended in between is not covered by it.
+    pub fn start_sync(&mut self) -> Result<Option<PendingSync>, WalError> {
         if self.broken {
             let why = "an earlier write or sync failed";
             return Err(WalError::Io {
@@ -512,13 +522,17 @@ impl Wal {
             return Ok(None);
         }
         let file = self.file.clone();
-        let len = self.len;
-        let synced = tokio::task::spawn_blocking(move || {
+        let task = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             file.sync_data().map(|()| started.elapsed())
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        });
+        Ok(Some(PendingSync { len: self.len, task }))
+    }
+
+    /// Waits for a sync [`Wal::start_sync`] started and marks the log as synced up to where
+    /// it stood then. Returns how long the disk took.
+    pub async fn end_sync(&mut self, pending: PendingSync) -> Result<Duration, WalError> {
+        let synced = pending.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let took = match synced {
             Ok(t) => t,
             Err(e) => {
@@ -526,11 +540,20 @@ impl Wal {
                 return Err(Self::err(&self.path)(e));
             }
         };
-        self.dirty = false;
-        self.synced = len;
+        self.dirty = self.len != pending.len;
+        self.synced = pending.len;
         self.mark()?;
-        Ok(Some(took))
+        Ok(took)
     }
+}
+
+/// A sync of a [`Wal`] running on tokio's blocking pool ([`Wal::start_sync`]).
+#[derive(Debug)]
+#[must_use = "the log is synced only once `Wal::end_sync` has waited for it"]
+pub struct PendingSync {
+    /// The log's length when it started: what it makes durable.
+    len: u64,
+    task: tokio::task::JoinHandle<std::io::Result<Duration>>,
 }
 
 /// A salt for a new file: random, and never one under which a header of zeros (what a file
@@ -1252,6 +1275,38 @@ mod tests {
         assert_eq!(corrupt_at(Wal::open(&path)), second);
     }
 
+    /// A sync started apart from waiting for it ([`Wal::start_sync`], [`Wal::end_sync`], as
+    /// the validator's driver overlaps it with the engine's work) vouches for what came
+    /// before it only: a record appended while it ran is left for the next sync.
+    #[test]
+    fn a_sync_started_apart_covers_what_came_before_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"before"));
+        let before = wal.len();
+        let pending = rt.block_on(async { ok(wal.start_sync()) });
+        let Some(pending) = pending else { panic!("an append left nothing to sync") };
+        ok(wal.append(b"while it ran"));
+        let took = ok(rt.block_on(wal.end_sync(pending)));
+        assert!(took < Duration::from_secs(60));
+        let after_mark = wal.len();
+        // The next sync is not a no-op: the record appended meanwhile is not durable yet.
+        let next = ok(rt.block_on(wal.sync_off_thread()));
+        assert!(next.is_some(), "the record appended during the sync was taken as synced");
+        assert_eq!(wal.len(), after_mark + RECORD_HEADER);
+        drop(wal);
+        // Damage to the record before the first sync is reported, not cut: it was vouched for.
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        bytes[before as usize - 1] ^= 1;
+        ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
+        assert_eq!(corrupt_at(Wal::open(&path)), before - b"before".len() as u64 - RECORD_HEADER);
+    }
+
     /// A sync on the blocking pool marks the log like [`Wal::sync`]: the records it made
     /// durable are vouched for (damage to them is reported, not cut), and a sync with
     /// nothing appended does nothing.
@@ -1271,6 +1326,9 @@ mod tests {
         assert_eq!(wal.len(), appended + RECORD_HEADER, "one mark after the sync");
         assert_eq!(ok(rt.block_on(wal.sync_off_thread())), None);
         assert_eq!(wal.len(), appended + RECORD_HEADER, "nothing to sync, no mark");
+        // A sync started and waited for apart does the same.
+        let pending = ok(wal.start_sync());
+        assert!(pending.is_none(), "nothing appended, nothing to sync");
         drop(wal);
         assert_eq!(file_len(&path), Some(appended + RECORD_HEADER));
         let whole = ok(std::fs::read(&path).map_err(Wal::err("log")));
