@@ -108,10 +108,11 @@ pub trait Consensus: Send {
     fn handle(&mut self, input: Input, out: &mut Vec<Action>);
 
     /// [`Consensus::handle`] in two parts, for a driver that carries out the first part's
-    /// actions before it asks for the second: this part is what other validators wait for
-    /// (the engine's next proposal), [`Consensus::finish`] the rest (ordering commits,
-    /// housekeeping). Together they do exactly what `handle` does; the driver gives no
-    /// input in between. By default the first part is all of it.
+    /// actions before the second's (and may ask for the second while the first part's
+    /// records are synced): this part is what other validators wait for (the engine's next
+    /// proposal), [`Consensus::finish`] the rest (ordering commits, housekeeping). Together
+    /// they do exactly what `handle` does; the driver gives no input in between. By default
+    /// the first part is all of it.
     fn handle_first(&mut self, input: Input, out: &mut Vec<Action>) {
         self.handle(input, out);
     }

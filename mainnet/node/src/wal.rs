@@ -509,7 +509,8 @@ impl Wal {
 
     /// Starts [`Wal::sync_off_thread`]'s sync on tokio's blocking pool and returns at once
     /// (`None` when there is nothing to sync), so the caller can work while the disk does;
-    /// [`Wal::end_sync`] waits for it. What is appended in between is not covered by it.
+    /// [`Wal::end_sync`] waits for it. What is appended in between is not covered by it,
+    /// and a log rewritten in between ([`Wal::replace`], [`Wal::reset`]) syncs itself.
     pub fn start_sync(&mut self) -> Result<Option<PendingSync>, WalError> {
         if self.broken {
             let why = "an earlier write or sync failed";
@@ -526,7 +527,7 @@ impl Wal {
             let started = Instant::now();
             file.sync_data().map(|()| started.elapsed())
         });
-        Ok(Some(PendingSync { len: self.len, task }))
+        Ok(Some(PendingSync { file: self.file.clone(), len: self.len, task }))
     }
 
     /// Waits for a sync [`Wal::start_sync`] started and marks the log as synced up to where
@@ -540,9 +541,17 @@ impl Wal {
                 return Err(Self::err(&self.path)(e));
             }
         };
-        self.dirty = self.len != pending.len;
+        if !Arc::ptr_eq(&pending.file, &self.file) {
+            // The log was rewritten meanwhile, and the rewrite synced the new file itself.
+            return Ok(took);
+        }
         self.synced = pending.len;
-        self.mark()?;
+        // A mark after records appended while the sync ran would seem to vouch for them:
+        // they wait for the next sync, whose mark vouches for all.
+        if self.len == pending.len {
+            self.dirty = false;
+            self.mark()?;
+        }
         Ok(took)
     }
 }
@@ -551,6 +560,8 @@ impl Wal {
 #[derive(Debug)]
 #[must_use = "the log is synced only once `Wal::end_sync` has waited for it"]
 pub struct PendingSync {
+    /// The file it syncs.
+    file: Arc<File>,
     /// The log's length when it started: what it makes durable.
     len: u64,
     task: tokio::task::JoinHandle<std::io::Result<Duration>>,
@@ -1277,7 +1288,8 @@ mod tests {
 
     /// A sync started apart from waiting for it ([`Wal::start_sync`], [`Wal::end_sync`], as
     /// the validator's driver overlaps it with the engine's work) vouches for what came
-    /// before it only: a record appended while it ran is left for the next sync.
+    /// before it only: a record appended while it ran is left for the next sync, and no mark
+    /// is written after it until then.
     #[test]
     fn a_sync_started_apart_covers_what_came_before_it() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
@@ -1287,24 +1299,35 @@ mod tests {
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
         let (mut wal, _) = open(&path);
+        let first = wal.len();
         ok(wal.append(b"before"));
         let before = wal.len();
         let pending = rt.block_on(async { ok(wal.start_sync()) });
         let Some(pending) = pending else { panic!("an append left nothing to sync") };
         ok(wal.append(b"while it ran"));
+        let appended = wal.len();
         let took = ok(rt.block_on(wal.end_sync(pending)));
         assert!(took < Duration::from_secs(60));
-        let after_mark = wal.len();
-        // The next sync is not a no-op: the record appended meanwhile is not durable yet.
+        assert_eq!(wal.len(), appended, "no mark after a record the sync did not cover");
+        // Damage to that record now reads as a torn write (cut), not as damage inside the
+        // log: nothing vouches for it.
+        let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
+        bytes[appended as usize - 1] ^= 1;
+        let torn = dir.path().join("torn");
+        ok(std::fs::write(&torn, &bytes).map_err(Wal::err("log")));
+        let (cut, records) = open(&torn);
+        assert_eq!(records, vec![Bytes::from_static(b"before")]);
+        assert_eq!(cut.len(), before + RECORD_HEADER, "cut after `before`, and marked");
+        // The next sync is not a no-op: the record appended meanwhile was not durable yet.
         let next = ok(rt.block_on(wal.sync_off_thread()));
         assert!(next.is_some(), "the record appended during the sync was taken as synced");
-        assert_eq!(wal.len(), after_mark + RECORD_HEADER);
+        assert_eq!(wal.len(), appended + RECORD_HEADER);
         drop(wal);
-        // Damage to the record before the first sync is reported, not cut: it was vouched for.
+        // Now a mark vouches for both: damage to the first is reported, not cut.
         let mut bytes = ok(std::fs::read(&path).map_err(Wal::err("log")));
         bytes[before as usize - 1] ^= 1;
         ok(std::fs::write(&path, &bytes).map_err(Wal::err("log")));
-        assert_eq!(corrupt_at(Wal::open(&path)), before - b"before".len() as u64 - RECORD_HEADER);
+        assert_eq!(corrupt_at(Wal::open(&path)), first);
     }
 
     /// A sync on the blocking pool marks the log like [`Wal::sync`]: the records it made
