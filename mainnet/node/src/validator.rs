@@ -841,6 +841,18 @@ pub(crate) fn unix_ms() -> u64 {
 mod tests {
     use super::*;
 
+    /// What a validator of `engine` on `network` runs on, with nothing replayed and no
+    /// frames for the node.
+    fn parts(
+        engine: Box<dyn Consensus>,
+        (network, inbound): (Network, farol_network::Inbound),
+        wal: Wal,
+        commits: mpsc::Sender<Committed>,
+    ) -> Parts {
+        let network = Arc::new(network);
+        Parts { engine, replayed: Vec::new(), network, inbound, wal, commits, node_frames: None }
+    }
+
     /// An engine that reports what a rejoin must carry over, and records what it is given.
     struct Recording {
         round: u64,
@@ -892,15 +904,7 @@ mod tests {
             Box::new(Recording { round: 0, signed: 0, own: Vec::new(), adopted: to_new.clone() })
         });
         let rejoin = Rejoin { snapshots, engine, in_chain: Box::new(|_| false) };
-        let parts = Parts {
-            engine: Box::new(old),
-            replayed: Vec::new(),
-            network: Arc::new(network),
-            inbound,
-            wal,
-            commits,
-            node_frames: None,
-        };
+        let parts = parts(Box::new(old), (network, inbound), wal, commits);
         let status = Arc::new(ValidatorStatus::default());
         let v =
             Validator::spawn_with(parts, ValidatorConfig::default(), Some(rejoin), status.clone());
@@ -986,15 +990,8 @@ mod tests {
         let (commits, _commits_rx) = mpsc::channel(16);
         let inputs = Arc::new(Mutex::new(Vec::new()));
         let (open, gate) = std::sync::mpsc::channel();
-        let parts = Parts {
-            engine: Box::new(Gated { inputs: inputs.clone(), gate }),
-            replayed: Vec::new(),
-            network: Arc::new(network),
-            inbound,
-            wal,
-            commits,
-            node_frames: None,
-        };
+        let engine = Box::new(Gated { inputs: inputs.clone(), gate });
+        let parts = parts(engine, (network, inbound), wal, commits);
         // No ticks in the way.
         let cfg = ValidatorConfig { tick: Duration::from_secs(3600), ..ValidatorConfig::default() };
         let v = Validator::spawn_with(parts, cfg, None, Arc::new(ValidatorStatus::default()));
