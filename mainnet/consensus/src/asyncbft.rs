@@ -259,6 +259,25 @@ pub struct SignatureCache {
 impl SignatureCache {
     const CAPACITY: usize = 200_000;
 
+    /// Checks the signature of the block a message holds, if it holds one, against its
+    /// author's key in `committee`, and keeps it if it verifies: an engine sharing this
+    /// cache then finds it here and does not check it again. For a network's reader, which
+    /// runs beside the engine (`farol_network::Precheck`). Anything else, and a block that
+    /// does not verify, is left to the engine, which checks and counts it as before.
+    pub fn precheck(&self, committee: &Committee, chain: &[u8; 32], message: &Bytes) {
+        if !crate::block::is_block(message) {
+            return;
+        }
+        let Ok(Message::Block(b)) = Message::decode(message) else { return };
+        if self.contains(&b) {
+            return;
+        }
+        let Some(v) = committee.validator(b.author) else { return };
+        if v.block_key.verify(&Block::signing_message(chain, &b.digest()), &b.signature).is_ok() {
+            self.insert(&b);
+        }
+    }
+
     fn key(block: &Block) -> Digest {
         let mut h = alloy_primitives::Keccak256::new();
         h.update(block.digest());
@@ -2995,5 +3014,39 @@ impl Consensus for AsyncBft {
 
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.snapshot.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{block_keys, members};
+
+    /// The network readers' precheck keeps a block only when its author's key signed it for
+    /// this chain (an engine sharing the cache then takes it without checking it again, and
+    /// checks anything else itself); garbage and other messages are passed over.
+    #[test]
+    fn a_precheck_keeps_only_blocks_their_authors_signed() {
+        let committee = Committee::new(members(4, 1)).unwrap_or_else(|e| panic!("{e}"));
+        let ks = block_keys(4);
+        let chain = [5u8; 32];
+        let block = |chain: &[u8; 32], time: u64, key: &ed25519::SigningKey| {
+            Block::new(chain, ValidatorIndex(1), 1, time, vec![], vec![], |m| key.sign(m))
+        };
+        let good = block(&chain, 0, &ks[1]);
+        let forged = block(&chain, 1, &ks[2]);
+        let elsewhere = block(&[6; 32], 2, &ks[1]);
+        let cache = SignatureCache::default();
+        for b in [&good, &forged, &elsewhere] {
+            cache.precheck(&committee, &chain, &Message::Block(Box::new(b.clone())).encode());
+        }
+        let other = Message::Request(vec![[1; 32]]).encode();
+        for junk in [Bytes::new(), Bytes::from_static(&[1]), Bytes::from_static(&[4, 0, 1]), other]
+        {
+            cache.precheck(&committee, &chain, &junk);
+        }
+        assert!(cache.contains(&good), "a block its author signed is kept");
+        assert!(!cache.contains(&forged), "a block another key signed is not");
+        assert!(!cache.contains(&elsewhere), "a block signed for another chain is not");
     }
 }

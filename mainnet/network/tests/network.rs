@@ -540,3 +540,28 @@ async fn a_killed_and_restarted_peer_is_reached_at_once() {
     // The old connection ended by the reset, not by the idle timeout.
     assert!(a.stats().resets.load(Ordering::Relaxed) >= 1, "no reset; first frame {first:?}");
 }
+
+/// A precheck sees every frame, with its sender, before the application can take it (the
+/// validator checks blocks' signatures there, beside its engine).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_precheck_sees_each_frame_before_it_is_queued() {
+    let (ids, peers) = setup(2);
+    let (a, _ra) = start(0, &ids, &peers);
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut cfg = NetworkConfig::new(1, ids[1].clone(), peers[1].addr, peers.to_vec());
+    let log = seen.clone();
+    cfg.precheck = Some(farol_network::Precheck(std::sync::Arc::new(move |from, frame| {
+        log.lock().unwrap_or_else(|e| e.into_inner()).push((from, frame.clone()));
+    })));
+    let (_b, mut rb) = Network::start(cfg).unwrap_or_else(|e| panic!("start 1: {e}"));
+    for i in 0..20u8 {
+        assert!(a.send(1, Bytes::from(vec![i; 100])));
+    }
+    for i in 0..20u8 {
+        let (from, frame) = recv(&mut rb).await;
+        assert_eq!((from, frame.as_ref()), (0, &[i; 100][..]));
+        // Seen before it was queued: by the time it is taken, the precheck has it.
+        let got = seen.lock().unwrap_or_else(|e| e.into_inner()).get(usize::from(i)).cloned();
+        assert_eq!(got, Some((0, frame)));
+    }
+}

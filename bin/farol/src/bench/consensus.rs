@@ -396,14 +396,20 @@ async fn quic_run(
             coin: with_coin.then(|| coin.secrets[i].clone()),
             ..Config::default()
         };
+        let cache = Arc::new(SignatureCache::default());
         let engine = AsyncBft::new(
             committee.clone(),
             ValidatorIndex(i as u16),
             keys[i].clone(),
             cfg,
-            Arc::new(SignatureCache::default()),
+            cache.clone(),
         );
-        let ncfg = NetworkConfig::new(i as u16, ids[i].clone(), peers[i].addr, peers.clone());
+        let mut ncfg = NetworkConfig::new(i as u16, ids[i].clone(), peers[i].addr, peers.clone());
+        // Blocks' signatures checked by the connections' readers, as `farol node` does.
+        let precheck_committee = committee.clone();
+        ncfg.precheck = Some(farol_network::Precheck(Arc::new(move |_, frame| {
+            cache.precheck(&precheck_committee, &[3; 32], frame)
+        })));
         let (network, inbound) = Network::start(ncfg)?;
         let (tx, mut rx) = mpsc::channel::<Committed>(1024);
         if i == 0 {
