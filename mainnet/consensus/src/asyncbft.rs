@@ -269,24 +269,27 @@ impl SignatureCache {
             return;
         }
         let Ok(Message::Block(b)) = Message::decode(message) else { return };
-        if self.contains(&b) {
+        if self.contains(chain, &b) {
             return;
         }
         let Some(v) = committee.validator(b.author) else { return };
         if v.block_key.verify(&Block::signing_message(chain, &b.digest()), &b.signature).is_ok() {
-            self.insert(&b);
+            self.insert(chain, &b);
         }
     }
 
-    fn key(block: &Block) -> Digest {
+    /// Keyed by the chain too: a block signed for another chain is never taken as checked
+    /// for this one, whatever chain a caller of [`SignatureCache::precheck`] names.
+    fn key(chain: &[u8; 32], block: &Block) -> Digest {
         let mut h = alloy_primitives::Keccak256::new();
+        h.update(chain);
         h.update(block.digest());
         h.update(block.signature.to_bytes());
         h.finalize().0
     }
 
-    fn contains(&self, block: &Block) -> bool {
-        let key = Self::key(block);
+    fn contains(&self, chain: &[u8; 32], block: &Block) -> bool {
+        let key = Self::key(chain, block);
         self.inner.lock().map(|g| g.0.contains(&key)).unwrap_or(false)
     }
 
@@ -303,8 +306,8 @@ impl SignatureCache {
         }
     }
 
-    fn insert(&self, block: &Block) {
-        let key = Self::key(block);
+    fn insert(&self, chain: &[u8; 32], block: &Block) {
+        let key = Self::key(chain, block);
         if let Ok(mut g) = self.inner.lock() {
             if g.0.insert(key) {
                 g.1.push_back(key);
@@ -1727,7 +1730,7 @@ impl AsyncBft {
                 key.sign(m)
             })
             .with_transaction_digests(digests);
-        self.cache.insert(&block);
+        self.cache.insert(&self.cfg.chain, &block);
         self.round = k + 1;
         self.last_own = Some(block.reference());
         self.restarted = None;
@@ -2776,7 +2779,7 @@ impl AsyncBft {
     fn verified(&mut self, blocks: Vec<(ValidatorIndex, Block)>) -> Vec<(ValidatorIndex, Block)> {
         let mut good = Vec::with_capacity(blocks.len());
         for (from, b) in blocks {
-            if self.cache.contains(&b) {
+            if self.cache.contains(&self.cfg.chain, &b) {
                 good.push((from, b));
                 continue;
             }
@@ -2786,7 +2789,7 @@ impl AsyncBft {
             };
             let message = Block::signing_message(&self.cfg.chain, &b.digest());
             if v.block_key.verify(&message, &b.signature).is_ok() {
-                self.cache.insert(&b);
+                self.cache.insert(&self.cfg.chain, &b);
                 good.push((from, b));
             } else {
                 self.faults.bad_signatures += 1;
@@ -2883,7 +2886,7 @@ impl Consensus for AsyncBft {
                 Vec::new(),
                 |m| key.sign(m),
             );
-            self.cache.insert(&block);
+            self.cache.insert(&self.cfg.chain, &block);
             self.round = 1;
             self.last_own = Some(block.reference());
             let bytes = block.encoded();
@@ -3045,8 +3048,17 @@ mod tests {
         {
             cache.precheck(&committee, &chain, &junk);
         }
-        assert!(cache.contains(&good), "a block its author signed is kept");
-        assert!(!cache.contains(&forged), "a block another key signed is not");
-        assert!(!cache.contains(&elsewhere), "a block signed for another chain is not");
+        assert!(cache.contains(&chain, &good), "a block its author signed is kept");
+        assert!(!cache.contains(&chain, &forged), "a block another key signed is not");
+        assert!(!cache.contains(&chain, &elsewhere), "a block signed for another chain is not");
+        // Checked under another chain's name, a block is not taken as checked for this one.
+        let misnamed = SignatureCache::default();
+        let other = [6u8; 32];
+        misnamed.precheck(
+            &committee,
+            &other,
+            &Message::Block(Box::new(elsewhere.clone())).encode(),
+        );
+        assert!(misnamed.contains(&other, &elsewhere) && !misnamed.contains(&chain, &elsewhere));
     }
 }

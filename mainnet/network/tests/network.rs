@@ -541,8 +541,9 @@ async fn a_killed_and_restarted_peer_is_reached_at_once() {
     assert!(a.stats().resets.load(Ordering::Relaxed) >= 1, "no reset; first frame {first:?}");
 }
 
-/// A precheck sees every frame, with its sender, before the application can take it (the
-/// validator checks blocks' signatures there, beside its engine).
+/// A precheck sees every frame, with its sender, by the time the application takes it (the
+/// validator checks blocks' signatures there, beside its engine). It does not show that
+/// the call comes before the frame is queued, only that none is missed or reordered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_precheck_sees_each_frame_before_it_is_queued() {
     let (ids, peers) = setup(2);
@@ -560,7 +561,7 @@ async fn the_precheck_sees_each_frame_before_it_is_queued() {
     for i in 0..20u8 {
         let (from, frame) = recv(&mut rb).await;
         assert_eq!((from, frame.as_ref()), (0, &[i; 100][..]));
-        // Seen before it was queued: by the time it is taken, the precheck has it.
+        // By the time it is taken, the precheck has seen it.
         let got = seen.lock().unwrap_or_else(|e| e.into_inner()).get(usize::from(i)).cloned();
         assert_eq!(got, Some((0, frame)));
     }

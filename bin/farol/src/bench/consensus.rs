@@ -335,6 +335,9 @@ fn abba(run: impl FnMut(bool) -> Result<Measured>) -> Result<(Measured, Measured
     Ok((mean(a1, a2), mean(b1, b2)))
 }
 
+/// The chain tag of the bench's validators.
+const CHAIN: [u8; 32] = [3; 32];
+
 /// Runs `n` validators (the last `down` never started) for `secs` after a warm-up, with
 /// transactions offered at `rate` per second (as fast as accepted if `None`).
 async fn quic_run(
@@ -391,7 +394,7 @@ async fn quic_run(
     for i in 0..n - down {
         let (wal, _) = Wal::open(&dir.path().join(format!("{i}.wal")))?;
         let cfg = Config {
-            chain: [3; 32],
+            chain: CHAIN,
             single_leader: single,
             coin: with_coin.then(|| coin.secrets[i].clone()),
             ..Config::default()
@@ -408,7 +411,7 @@ async fn quic_run(
         // Blocks' signatures checked by the connections' readers, as `farol node` does.
         let precheck_committee = committee.clone();
         ncfg.precheck = Some(farol_network::Precheck(Arc::new(move |_, frame| {
-            cache.precheck(&precheck_committee, &[3; 32], frame)
+            cache.precheck(&precheck_committee, &CHAIN, frame)
         })));
         let (network, inbound) = Network::start(ncfg)?;
         let (tx, mut rx) = mpsc::channel::<Committed>(1024);
