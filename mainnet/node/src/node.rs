@@ -1008,8 +1008,8 @@ fn start_validator(
     };
     let cache = Arc::new(SignatureCache::default());
     // Blocks' signatures are checked by the connections' readers, beside the engine, into
-    // the cache it looks in (since stop 60; see `ncfg.precheck` below).
-    let (precheck_committee, precheck_cache) = (committee.clone(), cache.clone());
+    // the cache it looks in (since stop 60).
+    let precheck = crate::validator::signature_precheck(cache.clone(), committee.clone(), chain);
     let mut replayed = Vec::new();
     let engine = AsyncBft::recover(
         committee.clone(),
@@ -1048,9 +1048,7 @@ fn start_validator(
     let mut ncfg = NetworkConfig::new(me, identity, listen, peers);
     ncfg.protocol = validator_protocol();
     ncfg.queue = cfg.network.peer_queue;
-    ncfg.precheck = Some(farol_network::Precheck(Arc::new(move |_, frame| {
-        precheck_cache.precheck(&precheck_committee, &chain, frame)
-    })));
+    ncfg.precheck = Some(precheck);
     let (network, inbound) = Network::start(ncfg).map_err(|e| match e {
         // Which setting gave the address (since stop 52): a cloud machine's public address
         // is seldom on any of its interfaces, and the committee's is the default.

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use farol_consensus::{
-    Action, Committed, Consensus, Input, Snapshot, Target, Transaction, ValidatorIndex,
+    Action, Committed, Committee, Consensus, Input, SignatureCache, Snapshot, Target, Transaction,
+    ValidatorIndex,
 };
 use farol_network::Network;
 use parking_lot::Mutex;
@@ -665,6 +666,17 @@ async fn run(
     drop(ex);
     drop(route);
     Ok(())
+}
+
+/// The network readers' check of blocks' signatures for an engine of `chain` and
+/// `committee` that looks in `cache` ([`farol_network::NetworkConfig::precheck`],
+/// [`SignatureCache::precheck`]): the check runs beside the engine, not in its step.
+pub fn signature_precheck(
+    cache: Arc<SignatureCache>,
+    committee: Arc<Committee>,
+    chain: [u8; 32],
+) -> farol_network::Precheck {
+    farol_network::Precheck(Arc::new(move |_, frame| cache.precheck(&committee, &chain, frame)))
 }
 
 /// One input into `engine`, its actions carried out: what the next round waits for (the

@@ -31,6 +31,7 @@ use farol_consensus::{
 };
 use farol_crypto::ed25519;
 use farol_network::{Identity, Network, NetworkConfig, Peer};
+use farol_node::validator::signature_precheck;
 use farol_node::{Parts, Validator, ValidatorConfig, ValidatorStatus, Wal};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -409,10 +410,7 @@ async fn quic_run(
         );
         let mut ncfg = NetworkConfig::new(i as u16, ids[i].clone(), peers[i].addr, peers.clone());
         // Blocks' signatures checked by the connections' readers, as `farol node` does.
-        let precheck_committee = committee.clone();
-        ncfg.precheck = Some(farol_network::Precheck(Arc::new(move |_, frame| {
-            cache.precheck(&precheck_committee, &CHAIN, frame)
-        })));
+        ncfg.precheck = Some(signature_precheck(cache, committee.clone(), CHAIN));
         let (network, inbound) = Network::start(ncfg)?;
         let (tx, mut rx) = mpsc::channel::<Committed>(1024);
         if i == 0 {
