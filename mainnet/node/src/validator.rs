@@ -544,29 +544,8 @@ async fn run(
         let input = tokio::select! {
             _ = &mut stopped => break,
             Some(first) = inbound.recv() => {
-                let mut batch = Vec::new();
-                if route.for_engine(first.0, &first.1) {
-                    batch.push((ValidatorIndex(first.0), first.1));
-                }
-                let until = tokio::time::Instant::now() + cfg.batch_window;
-                // Every frame taken counts, the node's own (finality votes, announcements)
-                // too: before stop 41 only the engine's did, and a peer flooding tiny node
-                // frames kept this loop from ever ending (no ticks, no stop) while the
-                // engine's frames waited in `batch`.
-                let mut taken = 1;
-                while taken < cfg.max_batch {
-                    taken += 1;
-                    let next = match inbound.try_recv() {
-                        Ok(f) => f,
-                        Err(_) => match tokio::time::timeout_at(until, inbound.recv()).await {
-                            Ok(Some(f)) => f,
-                            _ => break,
-                        },
-                    };
-                    if route.for_engine(next.0, &next.1) {
-                        batch.push((ValidatorIndex(next.0), next.1));
-                    }
-                }
+                let for_engine = |from, bytes: &Bytes| route.for_engine(from, bytes);
+                let batch = take_frames(first, &mut inbound, &cfg, for_engine).await;
                 if batch.is_empty() {
                     continue;
                 }
@@ -696,6 +675,62 @@ async fn step(
     engine.finish(rest);
     ex.complete(pending, out).await?;
     ex.execute(rest).await
+}
+
+/// Where the driver takes frames from: the network's inbound queue (a channel in tests).
+trait Frames: Send {
+    /// The next frame if one is queued.
+    fn try_next(&mut self) -> Option<(u16, Bytes)>;
+    /// The next frame; `None` once there will be none.
+    fn next(&mut self) -> impl std::future::Future<Output = Option<(u16, Bytes)>> + Send;
+}
+
+impl Frames for farol_network::Inbound {
+    fn try_next(&mut self) -> Option<(u16, Bytes)> {
+        self.try_recv().ok()
+    }
+    async fn next(&mut self) -> Option<(u16, Bytes)> {
+        self.recv().await
+    }
+}
+
+/// One step's frames: `first`, then those already queued and, with a
+/// [`ValidatorConfig::batch_window`], those that come within it after `first`, up to
+/// [`ValidatorConfig::max_batch`]. Those `for_engine` does not keep (the node's own frames,
+/// handed on by it) are counted too: before stop 41 only the engine's were, and a peer
+/// flooding tiny node frames kept this from ever ending (no ticks, no stop) while the
+/// engine's frames waited.
+async fn take_frames(
+    first: (u16, Bytes),
+    frames: &mut impl Frames,
+    cfg: &ValidatorConfig,
+    mut for_engine: impl FnMut(u16, &Bytes) -> bool,
+) -> Vec<(ValidatorIndex, Bytes)> {
+    let mut batch = Vec::new();
+    if for_engine(first.0, &first.1) {
+        batch.push((ValidatorIndex(first.0), first.1));
+    }
+    let until = tokio::time::Instant::now() + cfg.batch_window;
+    let mut taken = 1;
+    while taken < cfg.max_batch {
+        taken += 1;
+        let next = match frames.try_next() {
+            Some(f) => f,
+            // No window: only the frames already queued. A timeout at `until` would not end
+            // at once: tokio's timers fire on the whole millisecond after their deadline, so
+            // until stop 61 every step of frames waited up to a millisecond more for one
+            // that was not coming (a third of a round at half load on the bench).
+            None if cfg.batch_window.is_zero() => break,
+            None => match tokio::time::timeout_at(until, frames.next()).await {
+                Ok(Some(f)) => f,
+                _ => break,
+            },
+        };
+        if for_engine(next.0, &next.1) {
+            batch.push((ValidatorIndex(next.0), next.1));
+        }
+    }
+    batch
 }
 
 /// Moves the transactions already waiting in `submitted` into `txs`, until it holds `most`
@@ -1027,6 +1062,58 @@ mod tests {
         assert_eq!(seen, ["transactions", "messages"].repeat(6), "the inputs in the order given");
         open.send(()).unwrap_or_else(|e| panic!("{e}"));
         v.stop().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    impl Frames for mpsc::Receiver<(u16, Bytes)> {
+        fn try_next(&mut self) -> Option<(u16, Bytes)> {
+            self.try_recv().ok()
+        }
+        async fn next(&mut self) -> Option<(u16, Bytes)> {
+            self.recv().await
+        }
+    }
+
+    /// With no batch window a step takes the frames already queued and waits for nothing
+    /// more: it runs here on a runtime without timers, where making one panics. Until stop
+    /// 61 it waited for a timer due at once, which tokio fires on the next whole
+    /// millisecond: each step of frames at half load waited about a millisecond more.
+    #[test]
+    fn without_a_window_a_step_takes_the_frames_queued_and_waits_for_no_timer() {
+        let no_timers =
+            tokio::runtime::Builder::new_current_thread().build().unwrap_or_else(|e| panic!("{e}"));
+        let (tx, mut rx) = mpsc::channel(8);
+        let cfg = ValidatorConfig::default();
+        assert!(cfg.batch_window.is_zero() && cfg.max_batch > 3);
+        let got = no_timers.block_on(async {
+            tx.send((2, Bytes::from_static(b"queued"))).await.unwrap_or_else(|e| panic!("{e}"));
+            tx.send((3, Bytes::from_static(b"the node's"))).await.unwrap_or_else(|e| panic!("{e}"));
+            let first = (1, Bytes::from_static(b"first"));
+            take_frames(first, &mut rx, &cfg, |from, _| from != 3).await
+        });
+        let got: Vec<(u16, Bytes)> = got.into_iter().map(|(v, b)| (v.0, b)).collect();
+        assert_eq!(got, [(1, Bytes::from_static(b"first")), (2, Bytes::from_static(b"queued"))]);
+        drop(tx);
+    }
+
+    /// With a window a step waits for frames that come within it.
+    #[tokio::test]
+    async fn with_a_window_a_step_takes_the_frames_that_come_within_it() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let cfg = ValidatorConfig {
+            batch_window: Duration::from_secs(60),
+            max_batch: 2,
+            ..ValidatorConfig::default()
+        };
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let later = (2, Bytes::from_static(b"later"));
+            tx.send(later).await.unwrap_or_else(|e| panic!("{e}"));
+            tx
+        });
+        let first = (1, Bytes::from_static(b"first"));
+        let got = take_frames(first, &mut rx, &cfg, |_, _| true).await;
+        assert_eq!(got.len(), 2, "the frame sent within the window was not taken");
+        drop(sender.await);
     }
 
     /// Under load the pipeline stores a commit a few checkpoints after consensus made it:
