@@ -545,7 +545,7 @@ async fn a_killed_and_restarted_peer_is_reached_at_once() {
 /// validator checks blocks' signatures there, beside its engine). It does not show that
 /// the call comes before the frame is queued, only that none is missed or reordered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_precheck_sees_each_frame_before_it_is_queued() {
+async fn the_precheck_sees_each_frame_by_the_time_it_is_taken() {
     let (ids, peers) = setup(2);
     let (a, _ra) = start(0, &ids, &peers);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
