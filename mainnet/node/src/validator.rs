@@ -36,7 +36,15 @@ pub struct ValidatorConfig {
     pub sync: bool,
     /// Cut the log to the newest stored snapshot once it holds this many bytes (0: never).
     pub compact_bytes: u64,
+    /// Space written ahead of the log's end, per fill ([`Wal::write_ahead`]; 0: none). Used
+    /// only when the log is synced.
+    pub write_ahead: u64,
 }
+
+/// [`ValidatorConfig::write_ahead`]'s default: 4 MiB per fill, between 4 and 8 MiB kept
+/// ahead (at half load on `farol bench consensus` a validator logs about 20 MB/s: a fill
+/// every 0.2 s). Fills of 16 MiB raised p99 more, and of 1 MiB gained nothing (stop 62).
+pub const WRITE_AHEAD: u64 = 4 << 20;
 
 /// Frames whose first byte is at least this are the node's own (finality votes, ...), not
 /// the engine's; the driver hands them to [`Validator::spawn`]'s `node_frames`.
@@ -120,6 +128,7 @@ impl Default for ValidatorConfig {
             batch_window: Duration::ZERO,
             sync: true,
             compact_bytes: 0,
+            write_ahead: WRITE_AHEAD,
         }
     }
 }
@@ -519,6 +528,10 @@ async fn run(
     status: Arc<ValidatorStatus>,
 ) -> Result<(), WalError> {
     status.started_ms.store(unix_ms(), Ordering::Relaxed);
+    let mut wal = wal;
+    if cfg.sync {
+        wal.write_ahead(cfg.write_ahead);
+    }
     let mut ex = Executor { network: route.network.clone(), wal, commits, sync: cfg.sync, status };
     let mut out = std::mem::take(&mut replayed);
     // The actions of `finish`, apart from those of `handle_first` (see `step`).

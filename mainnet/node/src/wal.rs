@@ -26,7 +26,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -149,11 +149,26 @@ fn find_record(
     while start + RECORD_HEADER <= size {
         let n = (size - start).min(buf.len() as u64) as usize;
         file.read_exact_at(&mut buf[..n], start)?;
-        for i in 0..=n - head {
+        let mut i = 0;
+        while i + head <= n {
+            // A header of zeros never checks (`new_salt`): past runs of zeros (the space a
+            // log writes ahead, megabytes of them) at once, to the first header that holds
+            // a byte that is not.
+            let window = &buf[i..i + head];
+            if window[head - 1] == 0 && window.iter().all(|b| *b == 0) {
+                match buf[i + head..n].iter().position(|b| *b != 0) {
+                    Some(k) => {
+                        i += k + 1;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
             let at = start + i as u64;
-            if let Some(h) = whole_at(file, salt, at, &buf[i..i + head], size)? {
+            if let Some(h) = whole_at(file, salt, at, window, size)? {
                 return Ok(Some((at, h)));
             }
+            i += 1;
         }
         if n < buf.len() {
             break;
@@ -206,6 +221,106 @@ pub struct Wal {
     /// A failed write could not be cut off again: what follows would land after its bytes,
     /// at positions this log does not know, so nothing more is appended.
     broken: bool,
+    /// The space written ahead of the log's end ([`Wal::write_ahead`]), if any.
+    ahead: Option<Ahead>,
+}
+
+/// Space written (with zeros) past the end of a log before records need it. Appending into
+/// space the file already has and holds written blocks changes no metadata, so a sync
+/// writes the data and flushes the device, and ext4 commits no journal transaction for it
+/// (docs/consensus.md §9, stop 62). Records are written at their positions, not appended at
+/// the file's end.
+#[derive(Debug)]
+struct Ahead {
+    /// Bytes written per fill.
+    chunk: u64,
+    /// Where the written space ends: from the log's end to here the file holds zeros (or
+    /// nothing, where a record outran the fills).
+    to: u64,
+    /// The fill running, on a thread of its own.
+    running: Option<Fill>,
+    /// A fill failed (a full disk, say): no more are started, and records are appended as
+    /// they were without one.
+    failed: bool,
+}
+
+/// A fill of `[from, to)` with zeros, on its own thread.
+#[derive(Debug)]
+struct Fill {
+    from: u64,
+    to: u64,
+    /// The file it fills: a rewrite ([`Wal::replace`]) puts another in its place.
+    file: Arc<File>,
+    /// `Some(true)` once it filled and synced the space, `Some(false)` once it failed.
+    done: Arc<(Mutex<Option<bool>>, Condvar)>,
+}
+
+impl Fill {
+    /// Starts filling `[from, to)` of `file` (the log at `path`).
+    fn start(file: Arc<File>, path: &str, from: u64, to: u64) -> std::io::Result<Fill> {
+        let done = Arc::new((Mutex::new(None), Condvar::new()));
+        let (f, d, path) = (file.clone(), done.clone(), path.to_string());
+        std::thread::Builder::new().name("farol-wal-ahead".into()).spawn(move || {
+            let ok = write_zeros(&f, &path, from, to).is_ok();
+            let (lock, cv) = &*d;
+            *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
+            cv.notify_all();
+        })?;
+        Ok(Fill { from, to, file, done })
+    }
+
+    /// Whether it filled the space; `None` while it runs.
+    fn outcome(&self) -> Option<bool> {
+        *self.done.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for it to end; whether it filled the space.
+    fn wait(&self) -> bool {
+        let (lock, cv) = &*self.done;
+        let mut g = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(ok) = *g {
+                return ok;
+            }
+            g = cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Writes zeros over `[from, to)` (whole pages) of `file`, the log at `path`, past the OS's
+/// cache (`O_DIRECT`), syncs them, and reads them back into the cache. Written through the
+/// cache, the zeros would be new data that ext4 writes out before the journal commit their
+/// size change needs, inside whichever sync of the log's records came next (p99 rose to
+/// 60–140 ms in stop 62's trials); read back, a record written into part of a page finds
+/// the page in the cache rather than reading it from the disk first (without that, p50
+/// rose by 3–6 ms). Written a piece at a time, so the disk's queue never holds more of them
+/// than a piece ahead of a sync.
+fn write_zeros(file: &File, path: &str, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    const PIECE: usize = 256 << 10;
+    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(path)?;
+    // Direct writes take memory aligned to the disk's blocks.
+    let mut buf = vec![0u8; PIECE + 4096];
+    let start = buf.as_ptr().align_offset(4096);
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(PIECE as u64) as usize;
+        direct.write_all_at(&buf[start..start + n], at)?;
+        at += n as u64;
+    }
+    direct.sync_data()?;
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(PIECE as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// `at` rounded up to a whole page (4 KiB).
+fn page_up(at: u64) -> u64 {
+    at.div_ceil(4096) * 4096
 }
 
 impl Wal {
@@ -245,7 +360,7 @@ impl Wal {
     ) -> Result<Wal, E> {
         let name = path.display().to_string();
         let salt = prepare(path, &name)?;
-        let mut file =
+        let file =
             OpenOptions::new().read(true).append(true).open(path).map_err(Self::err(&name))?;
         // What a killed process appended may be in the OS's cache alone, and what the
         // caller derives from the records read (saved block places, index runs) may be
@@ -309,9 +424,14 @@ impl Wal {
         drop(reader);
         if pos < size {
             ends_marked = false;
-            tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
+            // Zeros alone after the records are space written ahead of them (or left by a
+            // power loss): nothing was torn.
+            if zeros_from(&file, pos, size).map_err(Self::err(&name))? {
+                tracing::debug!(path = %name, kept = pos, dropped = size - pos, "cutting the space written ahead of a write-ahead log");
+            } else {
+                tracing::warn!(path = %name, kept = pos, dropped = size - pos, "cutting a torn write-ahead log tail");
+            }
             file.set_len(pos).map_err(Self::err(&name))?;
-            file.seek(SeekFrom::End(0)).map_err(Self::err(&name))?;
         }
         // What a killed process wrote may still be only in the OS: the records appended from
         // now on say it is durable, so it must be.
@@ -324,6 +444,7 @@ impl Wal {
             len: pos,
             synced: pos,
             broken: false,
+            ahead: None,
         };
         if !wal.is_empty() && !ends_marked {
             wal.mark()?;
@@ -344,10 +465,13 @@ impl Wal {
             });
         }
         let header = record_header(self.salt, record, self.synced);
-        let mut file = &*self.file;
-        let written = file.write_all(&header).and_then(|()| file.write_all(record));
+        self.before_write(self.len + RECORD_HEADER + record.len() as u64);
+        let file = &*self.file;
+        let written = file
+            .write_all_at(&header, self.len)
+            .and_then(|()| file.write_all_at(record, self.len + RECORD_HEADER));
         if let Err(e) = written {
-            self.broken = self.file.set_len(self.len).is_err();
+            self.broken = self.cut_back().is_err();
             return Err(WalError::Io { path: self.path.clone(), source: e });
         }
         self.dirty = true;
@@ -365,8 +489,9 @@ impl Wal {
             return Ok(());
         }
         let header = record_header(self.salt, &[], self.synced);
-        if let Err(e) = (&*self.file).write_all(&header) {
-            if self.file.set_len(self.len).is_err() {
+        self.before_write(self.len + RECORD_HEADER);
+        if let Err(e) = self.file.write_all_at(&header, self.len) {
+            if self.cut_back().is_err() {
                 self.broken = true;
                 return Err(WalError::Io { path: self.path.clone(), source: e });
             }
@@ -375,6 +500,95 @@ impl Wal {
         }
         self.len += RECORD_HEADER;
         Ok(())
+    }
+
+    /// Keeps between one and two `chunk`s of space written with zeros past the log's end,
+    /// so that the records appended into it and their syncs change none of the file's
+    /// metadata (see [`Ahead`]). The first two chunks are written and synced now; the next
+    /// ones on a thread of their own, each started when a sync starts with less than two
+    /// chunks left. Only zeros follow the records, which an open cuts as it cuts a torn
+    /// tail. If writing ahead fails (a full disk), the log goes on without it.
+    pub fn write_ahead(&mut self, chunk: u64) {
+        if chunk == 0 || self.ahead.is_some() {
+            return;
+        }
+        let chunk = page_up(chunk);
+        let from = page_up(self.len);
+        let to = from + 2 * chunk;
+        // Records go at their positions from now on: a file opened to append would put
+        // them after the space written ahead.
+        let reopened = OpenOptions::new().read(true).write(true).open(&self.path);
+        let written = reopened.and_then(|f| {
+            write_zeros(&f, &self.path, from, to)?;
+            Ok(f)
+        });
+        match written {
+            Ok(f) => {
+                self.file = Arc::new(f);
+                self.ahead = Some(Ahead { chunk, to, running: None, failed: false });
+            }
+            Err(e) => {
+                // A file system that takes no direct writes (tmpfs, whose syncs cost nothing
+                // anyway) or a full disk: the log goes on as without.
+                tracing::info!(path = %self.path, "write-ahead log: no space written ahead: {e}");
+                // Zeros left past the end would go before the next record appended.
+                self.broken = self.file.set_len(self.len).is_err();
+            }
+        }
+    }
+
+    /// Takes in the running fill's outcome once it ended (waiting for it with `wait`).
+    fn settle(&mut self, wait: bool) {
+        let Some(a) = &mut self.ahead else { return };
+        let Some(fill) = &a.running else { return };
+        let ok = if wait { Some(fill.wait()) } else { fill.outcome() };
+        let Some(ok) = ok else { return };
+        if !ok {
+            tracing::warn!(path = %self.path, "write-ahead log: writing space ahead failed; going on without it");
+            a.failed = true;
+        } else if Arc::ptr_eq(&fill.file, &self.file) {
+            a.to = a.to.max(fill.to);
+        }
+        a.running = None;
+    }
+
+    /// Before writing up to `end`: waits for a fill that is writing space there.
+    fn before_write(&mut self, end: u64) {
+        let crosses = self
+            .ahead
+            .as_ref()
+            .and_then(|a| a.running.as_ref())
+            .is_some_and(|f| Arc::ptr_eq(&f.file, &self.file) && end > f.from);
+        self.settle(crosses);
+    }
+
+    /// Starts a fill if less than two chunks of space are left ahead and none runs.
+    fn fill_ahead(&mut self) {
+        self.settle(false);
+        let len = self.len;
+        let Some(a) = &mut self.ahead else { return };
+        if a.failed || self.broken || a.running.is_some() || a.to >= len + 2 * a.chunk {
+            return;
+        }
+        // After records that outran the space (a large snapshot), from their end.
+        let from = a.to.max(page_up(len));
+        match Fill::start(self.file.clone(), &self.path, from, from + a.chunk) {
+            Ok(f) => a.running = Some(f),
+            Err(e) => {
+                tracing::warn!(path = %self.path, "write-ahead log: no thread to write space ahead: {e}");
+                a.failed = true;
+            }
+        }
+    }
+
+    /// Cuts the file back to the log's end after a failed write (the space written ahead
+    /// goes with it).
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        self.settle(true);
+        if let Some(a) = &mut self.ahead {
+            a.to = self.len;
+        }
+        self.file.set_len(self.len)
     }
 
     /// Bytes in the log (a position [`Wal::replace`] can keep the records from).
@@ -416,6 +630,9 @@ impl Wal {
             self.check_size(r)?;
         }
         let path = std::path::PathBuf::from(&self.path);
+        // A fill still writing the old file is waited for: it would write on after the
+        // rename, into a file nobody reads, but its thread would hold the old file open.
+        self.settle(true);
         let mut tail = Vec::new();
         let keep_from = keep_from.max(FILE_HEADER);
         if keep_from < self.len {
@@ -460,13 +677,23 @@ impl Wal {
             }
             Ok(())
         })?;
-        self.file =
-            Arc::new(OpenOptions::new().append(true).open(&path).map_err(Self::err(&self.path))?);
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .append(self.ahead.is_none())
+                .open(&path)
+                .map_err(Self::err(&self.path))?,
+        );
         self.salt = salt;
         self.dirty = false;
         self.len = len;
         self.synced = len;
         self.broken = false;
+        if let Some(a) = &mut self.ahead {
+            a.to = len;
+        }
+        self.fill_ahead();
         Ok(())
     }
 
@@ -494,6 +721,7 @@ impl Wal {
             self.synced = self.len;
             self.mark()?;
         }
+        self.fill_ahead();
         Ok(())
     }
 
@@ -527,7 +755,9 @@ impl Wal {
             let started = Instant::now();
             file.sync_data().map(|()| started.elapsed())
         });
-        Ok(Some(PendingSync { file: self.file.clone(), len: self.len, task }))
+        let pending = PendingSync { file: self.file.clone(), len: self.len, task };
+        self.fill_ahead();
+        Ok(Some(pending))
     }
 
     /// Waits for a sync [`Wal::start_sync`] started and marks the log as synced up to where
@@ -554,6 +784,29 @@ impl Wal {
         }
         Ok(took)
     }
+}
+
+impl Drop for Wal {
+    /// Waits for a fill still writing space ahead: a log opened again after this one must
+    /// not have zeros written over its new records.
+    fn drop(&mut self) {
+        self.settle(true);
+    }
+}
+
+/// Whether `file` holds only zeros from `from` to `to`.
+fn zeros_from(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// A sync of a [`Wal`] running on tokio's blocking pool ([`Wal::start_sync`]).
@@ -1365,5 +1618,94 @@ mod tests {
         let (wal, records) = open(&path);
         assert!(records.is_empty());
         assert_eq!(wal.len(), first);
+    }
+
+    /// Records written into space written ahead, through several fills and a record larger
+    /// than the space (which waits for the fill running where it goes), read back whole by
+    /// the next open, which cuts the zeros after them.
+    #[test]
+    fn records_in_space_written_ahead_read_back_and_the_zeros_are_cut() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        ok(wal.append(b"before"));
+        ok(wal.sync());
+        const CHUNK: u64 = 64 << 10;
+        wal.write_ahead(CHUNK);
+        // A file system that takes no direct writes (tmpfs) has no space ahead; the records
+        // must read back all the same.
+        let direct = wal.ahead.is_some();
+        if direct {
+            let ahead = file_len(&path).unwrap_or(0);
+            assert!(ahead >= wal.len() + 2 * CHUNK, "two chunks written ahead: {ahead}");
+        } else {
+            eprintln!("no direct writes on this file system: no space written ahead");
+        }
+        let mut expected = vec![Bytes::from_static(b"before")];
+        let mut grew = 0;
+        for i in 0..200u32 {
+            // Every 50th record is larger than all the space ahead.
+            let len = if i % 50 == 49 { 3 * CHUNK as usize } else { 1000 + i as usize * 37 };
+            let record: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            ok(wal.append(&record));
+            expected.push(Bytes::from(record));
+            ok(wal.sync());
+            if file_len(&path).unwrap_or(0) > wal.len() {
+                grew += 1;
+            }
+        }
+        assert!(!direct || grew > 150, "space was ahead after most syncs ({grew} of 200)");
+        let len = wal.len();
+        drop(wal);
+        assert!(!direct || file_len(&path).unwrap_or(0) > len, "zeros past the records");
+        let (wal, records) = open(&path);
+        assert_eq!(records, expected);
+        // Cut after the last sync's mark, and a mark written (as after any cut).
+        let end = if direct { len + RECORD_HEADER } else { len };
+        assert_eq!(wal.len(), end);
+        assert_eq!(file_len(&path), Some(end), "the zeros cut");
+    }
+
+    /// A record torn in space written ahead (its first bytes written, then zeros) is cut as
+    /// a torn write; damage to a synced record, with only zeros between it and a record
+    /// written after its sync, is still reported (the search for that record passes over
+    /// the zeros at once rather than byte by byte).
+    #[test]
+    fn a_record_torn_in_space_written_ahead_is_cut_and_damage_before_zeros_reported() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        wal.write_ahead(64 << 10);
+        ok(wal.append(&[1u8; 5000]));
+        ok(wal.sync());
+        let second = wal.len();
+        ok(wal.append(&[2u8; 5000]));
+        ok(wal.sync());
+        let synced = wal.len();
+        // Torn: the header and some bytes of a record, then the zeros written ahead.
+        let torn = record_header(wal.salt, &[3u8; 9000], synced);
+        drop(wal);
+        let f = ok(OpenOptions::new().write(true).open(&path).map_err(Wal::err("log")));
+        ok(f.write_all_at(&torn, synced).map_err(Wal::err("log")));
+        ok(f.write_all_at(&[3u8; 4000], synced + RECORD_HEADER).map_err(Wal::err("log")));
+        drop(f);
+        let (mut wal, records) = open(&path);
+        assert_eq!(records, [Bytes::from(vec![1u8; 5000]), Bytes::from(vec![2u8; 5000])]);
+        assert_eq!(wal.len(), synced + RECORD_HEADER, "cut, and a mark written");
+        // Now the second record zeroed whole (a block lost), with a record after it written
+        // once it was synced, 64 KiB of zeros further on: damage, not a torn write.
+        wal.write_ahead(64 << 10);
+        ok(wal.append(&[4u8; 100]));
+        ok(wal.sync());
+        let salt = wal.salt;
+        drop(wal);
+        let later = synced + (64 << 10);
+        let f = ok(OpenOptions::new().write(true).open(&path).map_err(Wal::err("log")));
+        ok(f.write_all_at(&vec![0u8; (later - second) as usize], second).map_err(Wal::err("log")));
+        ok(f.write_all_at(&record_header(salt, &[5u8; 10], synced), later)
+            .map_err(Wal::err("log")));
+        ok(f.write_all_at(&[5u8; 10], later + RECORD_HEADER).map_err(Wal::err("log")));
+        drop(f);
+        assert_eq!(corrupt_at(Wal::open(&path)), second);
     }
 }
