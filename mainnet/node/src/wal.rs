@@ -214,7 +214,7 @@ pub struct Wal {
     /// This file's salt (a new one with every [`Wal::replace`]).
     salt: u64,
     dirty: bool,
-    /// Bytes in the file.
+    /// Where the log ends: the file's length, or where the space written ahead begins.
     len: u64,
     /// Bytes of the file known durable (the length at the last sync).
     synced: u64,
@@ -234,13 +234,18 @@ pub struct Wal {
 struct Ahead {
     /// Bytes written per fill.
     chunk: u64,
+    /// The log's file opened for direct writes (`O_DIRECT`), once, when the space ahead
+    /// began or the file was rewritten: never by its name again, which a failed rewrite
+    /// may have given to another file.
+    direct: Arc<File>,
     /// Where the written space ends: from the log's end to here the file holds zeros (or
     /// nothing, where a record outran the fills).
     to: u64,
     /// The fill running, on a thread of its own.
     running: Option<Fill>,
-    /// A fill failed (a full disk, say): no more are started, and records are appended as
-    /// they were without one.
+    /// A fill failed (a full disk, say): no more are started, and records go on being
+    /// written at their positions, past the space written so far (the zeros of the failed
+    /// fill, if any, are cut at the next open).
     failed: bool,
 }
 
@@ -249,19 +254,20 @@ struct Ahead {
 struct Fill {
     from: u64,
     to: u64,
-    /// The file it fills: a rewrite ([`Wal::replace`]) puts another in its place.
+    /// The file it fills (read back through): a rewrite ([`Wal::replace`]) puts another in
+    /// its place.
     file: Arc<File>,
     /// `Some(true)` once it filled and synced the space, `Some(false)` once it failed.
     done: Arc<(Mutex<Option<bool>>, Condvar)>,
 }
 
 impl Fill {
-    /// Starts filling `[from, to)` of `file` (the log at `path`).
-    fn start(file: Arc<File>, path: &str, from: u64, to: u64) -> std::io::Result<Fill> {
+    /// Starts filling `[from, to)` of `file`, written through `direct`.
+    fn start(file: Arc<File>, direct: Arc<File>, from: u64, to: u64) -> std::io::Result<Fill> {
         let done = Arc::new((Mutex::new(None), Condvar::new()));
-        let (f, d, path) = (file.clone(), done.clone(), path.to_string());
+        let (f, d) = (file.clone(), done.clone());
         std::thread::Builder::new().name("farol-wal-ahead".into()).spawn(move || {
-            let ok = write_zeros(&f, &path, from, to).is_ok();
+            let ok = write_zeros(&f, &direct, from, to).is_ok();
             let (lock, cv) = &*d;
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
             cv.notify_all();
@@ -287,18 +293,16 @@ impl Fill {
     }
 }
 
-/// Writes zeros over `[from, to)` (whole pages) of `file`, the log at `path`, past the OS's
-/// cache (`O_DIRECT`), syncs them, and reads them back into the cache. Written through the
+/// Writes zeros over `[from, to)` (whole pages) of `file` through `direct`, the same file
+/// opened past the OS's cache (`O_DIRECT`), syncs them, and reads them back into the cache. Written through the
 /// cache, the zeros would be new data that ext4 writes out before the journal commit their
 /// size change needs, inside whichever sync of the log's records came next (p99 rose to
 /// 60–140 ms in stop 62's trials); read back, a record written into part of a page finds
 /// the page in the cache rather than reading it from the disk first (without that, p50
 /// rose by 3–6 ms). Written a piece at a time, so the disk's queue never holds more of them
 /// than a piece ahead of a sync.
-fn write_zeros(file: &File, path: &str, from: u64, to: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+fn write_zeros(file: &File, direct: &File, from: u64, to: u64) -> std::io::Result<()> {
     const PIECE: usize = 256 << 10;
-    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(path)?;
     // Direct writes take memory aligned to the disk's blocks.
     let mut buf = vec![0u8; PIECE + 4096];
     let start = buf.as_ptr().align_offset(4096);
@@ -318,9 +322,19 @@ fn write_zeros(file: &File, path: &str, from: u64, to: u64) -> std::io::Result<(
     Ok(())
 }
 
-/// `at` rounded up to a whole page (4 KiB).
+/// `at` rounded up to a multiple of 64 KiB: whole pages on kernels with pages of up to
+/// 64 KiB (a fill and a record never share one), and whole blocks for direct writes.
 fn page_up(at: u64) -> u64 {
-    at.div_ceil(4096) * 4096
+    at.div_ceil(ALIGN) * ALIGN
+}
+
+/// See [`page_up`].
+const ALIGN: u64 = 64 << 10;
+
+/// The log's file at `path` opened for direct writes.
+fn open_direct(path: &str) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(path)
 }
 
 impl Wal {
@@ -502,14 +516,17 @@ impl Wal {
         Ok(())
     }
 
-    /// Keeps between one and two `chunk`s of space written with zeros past the log's end,
-    /// so that the records appended into it and their syncs change none of the file's
-    /// metadata (see [`Ahead`]). The first two chunks are written and synced now; the next
-    /// ones on a thread of their own, each started when a sync starts with less than two
-    /// chunks left. Only zeros follow the records, which an open cuts as it cuts a torn
-    /// tail. If writing ahead fails (a full disk), the log goes on without it.
+    /// Keeps two to three `chunk`s of space written with zeros past the log's end, so that
+    /// the records appended into it and their syncs change none of the file's metadata (see
+    /// [`Ahead`]). The first two chunks are written and synced now (on the caller's thread);
+    /// the next ones on a thread of their own, each started when a sync starts with less
+    /// than two chunks left. Only zeros follow the records, which an open cuts as it cuts a
+    /// torn tail. If writing ahead fails (no direct writes, a full disk), the log goes on
+    /// without it. To be called before any sync is started ([`Wal::start_sync`]): the log's
+    /// file is opened again, and a sync pending on the old handle would take it for a
+    /// rewrite.
     pub fn write_ahead(&mut self, chunk: u64) {
-        if chunk == 0 || self.ahead.is_some() {
+        if chunk == 0 || self.ahead.is_some() || self.broken {
             return;
         }
         let chunk = page_up(chunk);
@@ -519,20 +536,22 @@ impl Wal {
         // them after the space written ahead.
         let reopened = OpenOptions::new().read(true).write(true).open(&self.path);
         let written = reopened.and_then(|f| {
-            write_zeros(&f, &self.path, from, to)?;
-            Ok(f)
+            let direct = open_direct(&self.path)?;
+            write_zeros(&f, &direct, from, to)?;
+            Ok((f, direct))
         });
         match written {
-            Ok(f) => {
+            Ok((f, direct)) => {
                 self.file = Arc::new(f);
-                self.ahead = Some(Ahead { chunk, to, running: None, failed: false });
+                let direct = Arc::new(direct);
+                self.ahead = Some(Ahead { chunk, direct, to, running: None, failed: false });
             }
             Err(e) => {
-                // A file system that takes no direct writes (tmpfs, whose syncs cost nothing
-                // anyway) or a full disk: the log goes on as without.
+                // A file system that takes no direct writes, or a full disk: the log goes on
+                // as without.
                 tracing::info!(path = %self.path, "write-ahead log: no space written ahead: {e}");
                 // Zeros left past the end would go before the next record appended.
-                self.broken = self.file.set_len(self.len).is_err();
+                self.broken |= self.file.set_len(self.len).is_err();
             }
         }
     }
@@ -572,7 +591,7 @@ impl Wal {
         }
         // After records that outran the space (a large snapshot), from their end.
         let from = a.to.max(page_up(len));
-        match Fill::start(self.file.clone(), &self.path, from, from + a.chunk) {
+        match Fill::start(self.file.clone(), a.direct.clone(), from, from + a.chunk) {
             Ok(f) => a.running = Some(f),
             Err(e) => {
                 tracing::warn!(path = %self.path, "write-ahead log: no thread to write space ahead: {e}");
@@ -632,13 +651,21 @@ impl Wal {
         let path = std::path::PathBuf::from(&self.path);
         // A fill still writing the old file is waited for: it would write on after the
         // rename, into a file nobody reads, but its thread would hold the old file open.
+        // The space ahead is taken up again only once the rewrite is done: a rewrite that
+        // fails after its rename leaves this log's handle on the old file and its name on
+        // the new one.
         self.settle(true);
+        let ahead = self.ahead.take();
         let mut tail = Vec::new();
         let keep_from = keep_from.max(FILE_HEADER);
         if keep_from < self.len {
             let mut old = File::open(&path).map_err(Self::err(&self.path))?;
             old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
-            old.read_to_end(&mut tail).map_err(Self::err(&self.path))?;
+            // The records only, not the space written ahead of them.
+            (&mut old)
+                .take(self.len - keep_from)
+                .read_to_end(&mut tail)
+                .map_err(Self::err(&self.path))?;
         }
         // The records kept, each whole (read at open or appended here).
         let mut kept = Vec::new();
@@ -681,7 +708,7 @@ impl Wal {
             OpenOptions::new()
                 .read(true)
                 .write(true)
-                .append(self.ahead.is_none())
+                .append(ahead.is_none())
                 .open(&path)
                 .map_err(Self::err(&self.path))?,
         );
@@ -690,10 +717,21 @@ impl Wal {
         self.len = len;
         self.synced = len;
         self.broken = false;
-        if let Some(a) = &mut self.ahead {
-            a.to = len;
+        if let Some(mut a) = ahead {
+            // Not appending: records go at their positions whether or not the space ahead
+            // goes on.
+            match open_direct(&self.path) {
+                Ok(direct) => {
+                    a.direct = Arc::new(direct);
+                    a.to = len;
+                    self.ahead = Some(a);
+                    self.fill_ahead();
+                }
+                Err(e) => {
+                    tracing::warn!(path = %self.path, "write-ahead log: no space written ahead after a rewrite: {e}");
+                }
+            }
         }
-        self.fill_ahead();
         Ok(())
     }
 
@@ -1689,14 +1727,12 @@ mod tests {
         ok(f.write_all_at(&torn, synced).map_err(Wal::err("log")));
         ok(f.write_all_at(&[3u8; 4000], synced + RECORD_HEADER).map_err(Wal::err("log")));
         drop(f);
-        let (mut wal, records) = open(&path);
+        let (wal, records) = open(&path);
         assert_eq!(records, [Bytes::from(vec![1u8; 5000]), Bytes::from(vec![2u8; 5000])]);
         assert_eq!(wal.len(), synced + RECORD_HEADER, "cut, and a mark written");
-        // Now the second record zeroed whole (a block lost), with a record after it written
-        // once it was synced, 64 KiB of zeros further on: damage, not a torn write.
-        wal.write_ahead(64 << 10);
-        ok(wal.append(&[4u8; 100]));
-        ok(wal.sync());
+        // Now the second record zeroed whole (a block lost), with a record written after
+        // its sync 64 KiB of zeros further on (as past space written ahead): damage, not a
+        // torn write. The search must find that record right after the zeros.
         let salt = wal.salt;
         drop(wal);
         let later = synced + (64 << 10);
@@ -1707,5 +1743,39 @@ mod tests {
         ok(f.write_all_at(&[5u8; 10], later + RECORD_HEADER).map_err(Wal::err("log")));
         drop(f);
         assert_eq!(corrupt_at(Wal::open(&path)), second);
+    }
+
+    /// A log cut to a position ([`Wal::replace`], what a validator's compaction does) while
+    /// space is written ahead of it keeps its records, not the zeros after them, and goes on
+    /// writing ahead in the new file (until stop 62's review, the rewrite read the zeros as
+    /// a record that does not check, and the validator stopped at its first compaction).
+    #[test]
+    fn a_log_cut_while_space_is_written_ahead_keeps_its_records_and_the_space() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("log");
+        let (mut wal, _) = open(&path);
+        wal.write_ahead(64 << 10);
+        let direct = wal.ahead.is_some();
+        ok(wal.append(b"dropped"));
+        ok(wal.sync());
+        let keep_from = wal.len();
+        for i in 0..40u8 {
+            ok(wal.append(&[i; 3000]));
+            ok(wal.sync());
+        }
+        assert!(!direct || file_len(&path).unwrap_or(0) > wal.len(), "zeros ahead");
+        ok(wal.replace(&[b"head"], keep_from));
+        assert_eq!(wal.ahead.is_some(), direct, "the space ahead goes on in the new file");
+        ok(wal.append(b"after"));
+        ok(wal.sync());
+        let len = wal.len();
+        // Dropping the log waits for the fill the rewrite started.
+        drop(wal);
+        assert!(!direct || file_len(&path).unwrap_or(0) > len, "zeros ahead again");
+        let (_, records) = open(&path);
+        let mut expected = vec![Bytes::from_static(b"head")];
+        expected.extend((0..40u8).map(|i| Bytes::from(vec![i; 3000])));
+        expected.push(Bytes::from_static(b"after"));
+        assert_eq!(records, expected);
     }
 }
