@@ -41,9 +41,9 @@ pub struct ValidatorConfig {
     pub write_ahead: u64,
 }
 
-/// [`ValidatorConfig::write_ahead`]'s default: 4 MiB per fill, 8 to 12 MiB kept ahead (at
-/// half load on `farol bench consensus` a validator logs about 20 MB/s: a fill every 0.2 s).
-/// Fills of 16 MiB raised p99 more, and of 1 MiB gained nothing (stop 62).
+/// [`ValidatorConfig::write_ahead`]'s default: 4 MiB per fill, about 8 to 12 MiB kept
+/// ahead (at half load on `farol bench consensus` a validator logs about 20 MB/s: a fill
+/// every 0.2 s). Fills of 16 MiB raised p99 more, and of 1 MiB gained nothing (stop 62).
 pub const WRITE_AHEAD: u64 = 4 << 20;
 
 /// Frames whose first byte is at least this are the node's own (finality votes, ...), not

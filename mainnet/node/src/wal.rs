@@ -223,12 +223,17 @@ pub struct Wal {
     broken: bool,
     /// The space written ahead of the log's end ([`Wal::write_ahead`]), if any.
     ahead: Option<Ahead>,
+    /// The file is open for writing at positions (space is or was written ahead), not to
+    /// append: records are written at `len`. Appending logs write as before stop 62, so
+    /// their system calls (`write`, which the fault tests fail) are unchanged.
+    positioned: bool,
 }
 
-/// Space written (with zeros) past the end of a log before records need it. Appending into
-/// space the file already has and holds written blocks changes no metadata, so a sync
-/// writes the data and flushes the device, and ext4 commits no journal transaction for it
-/// (docs/consensus.md §9, stop 62). Records are written at their positions, not appended at
+/// Space written (with zeros) past the end of a log before records need it. Writing into
+/// space the file already has and holds written blocks changes no metadata a data sync must
+/// commit (its size and blocks; the times are not), so a sync writes the data and flushes
+/// the device, and ext4 commits no journal transaction for it (docs/consensus.md §9, stop
+/// 62). Records are written at their positions, not appended at
 /// the file's end.
 #[derive(Debug)]
 struct Ahead {
@@ -267,7 +272,9 @@ impl Fill {
         let done = Arc::new((Mutex::new(None), Condvar::new()));
         let (f, d) = (file.clone(), done.clone());
         std::thread::Builder::new().name("farol-wal-ahead".into()).spawn(move || {
-            let ok = write_zeros(&f, &direct, from, to).is_ok();
+            // A panic is a failed fill too: whoever waits for it must not wait for ever.
+            let fill = std::panic::AssertUnwindSafe(|| write_zeros(&f, &direct, from, to).is_ok());
+            let ok = std::panic::catch_unwind(fill).unwrap_or(false);
             let (lock, cv) = &*d;
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
             cv.notify_all();
@@ -294,13 +301,13 @@ impl Fill {
 }
 
 /// Writes zeros over `[from, to)` (whole pages) of `file` through `direct`, the same file
-/// opened past the OS's cache (`O_DIRECT`), syncs them, and reads them back into the cache. Written through the
-/// cache, the zeros would be new data that ext4 writes out before the journal commit their
-/// size change needs, inside whichever sync of the log's records came next (p99 rose to
-/// 60–140 ms in stop 62's trials); read back, a record written into part of a page finds
-/// the page in the cache rather than reading it from the disk first (without that, p50
-/// rose by 3–6 ms). Written a piece at a time, so the disk's queue never holds more of them
-/// than a piece ahead of a sync.
+/// opened past the OS's cache (`O_DIRECT`), syncs them, and reads them back into the cache.
+/// Written through the cache, the zeros would be new data that ext4 writes out before the
+/// journal commit their size change needs, inside whichever sync of the log's records came
+/// next (p99 rose to 60–140 ms in stop 62's trials); read back, a record written into part
+/// of a page finds the page in the cache rather than reading it from the disk first
+/// (without that, p50 rose by 3–6 ms). Written a piece at a time, so the disk's queue never
+/// holds more of them than a piece ahead of a sync.
 fn write_zeros(file: &File, direct: &File, from: u64, to: u64) -> std::io::Result<()> {
     const PIECE: usize = 256 << 10;
     // Direct writes take memory aligned to the disk's blocks.
@@ -459,6 +466,7 @@ impl Wal {
             synced: pos,
             broken: false,
             ahead: None,
+            positioned: false,
         };
         if !wal.is_empty() && !ends_marked {
             wal.mark()?;
@@ -480,10 +488,7 @@ impl Wal {
         }
         let header = record_header(self.salt, record, self.synced);
         self.before_write(self.len + RECORD_HEADER + record.len() as u64);
-        let file = &*self.file;
-        let written = file
-            .write_all_at(&header, self.len)
-            .and_then(|()| file.write_all_at(record, self.len + RECORD_HEADER));
+        let written = self.write_end(&header, record);
         if let Err(e) = written {
             self.broken = self.cut_back().is_err();
             return Err(WalError::Io { path: self.path.clone(), source: e });
@@ -504,7 +509,7 @@ impl Wal {
         }
         let header = record_header(self.salt, &[], self.synced);
         self.before_write(self.len + RECORD_HEADER);
-        if let Err(e) = self.file.write_all_at(&header, self.len) {
+        if let Err(e) = self.write_end(&header, &[]) {
             if self.cut_back().is_err() {
                 self.broken = true;
                 return Err(WalError::Io { path: self.path.clone(), source: e });
@@ -516,15 +521,16 @@ impl Wal {
         Ok(())
     }
 
-    /// Keeps two to three `chunk`s of space written with zeros past the log's end, so that
-    /// the records appended into it and their syncs change none of the file's metadata (see
-    /// [`Ahead`]). The first two chunks are written and synced now (on the caller's thread);
-    /// the next ones on a thread of their own, each started when a sync starts with less
-    /// than two chunks left. Only zeros follow the records, which an open cuts as it cuts a
-    /// torn tail. If writing ahead fails (no direct writes, a full disk), the log goes on
-    /// without it. To be called before any sync is started ([`Wal::start_sync`]): the log's
-    /// file is opened again, and a sync pending on the old handle would take it for a
-    /// rewrite.
+    /// Keeps about two to three `chunk`s of space written with zeros past the log's end, so
+    /// that the records written into it and their syncs change no metadata a data sync must
+    /// commit (see [`Ahead`]). The first two chunks are written and synced now (on the
+    /// caller's thread); the next ones on a thread of their own, each started when a sync
+    /// starts or ends, or a rewrite ends, with less than two chunks left (after a rewrite,
+    /// from none: the records right after it go into space not yet written). Only zeros
+    /// follow the records, which an open cuts as it cuts a torn tail. If writing ahead fails
+    /// (no direct writes, a full disk), the log goes on without it. To be called before any
+    /// sync is started ([`Wal::start_sync`]): the log's file is opened again, and a sync
+    /// pending on the old handle would take it for a rewrite.
     pub fn write_ahead(&mut self, chunk: u64) {
         if chunk == 0 || self.ahead.is_some() || self.broken {
             return;
@@ -543,6 +549,7 @@ impl Wal {
         match written {
             Ok((f, direct)) => {
                 self.file = Arc::new(f);
+                self.positioned = true;
                 let direct = Arc::new(direct);
                 self.ahead = Some(Ahead { chunk, direct, to, running: None, failed: false });
             }
@@ -600,6 +607,18 @@ impl Wal {
         }
     }
 
+    /// Writes a record header and its bytes at the log's end.
+    fn write_end(&self, header: &[u8], bytes: &[u8]) -> std::io::Result<()> {
+        let mut file = &*self.file;
+        if self.positioned {
+            file.write_all_at(header, self.len)?;
+            file.write_all_at(bytes, self.len + header.len() as u64)
+        } else {
+            file.write_all(header)?;
+            file.write_all(bytes)
+        }
+    }
+
     /// Cuts the file back to the log's end after a failed write (the space written ahead
     /// goes with it).
     fn cut_back(&mut self) -> std::io::Result<()> {
@@ -651,22 +670,12 @@ impl Wal {
         let path = std::path::PathBuf::from(&self.path);
         // A fill still writing the old file is waited for: it would write on after the
         // rename, into a file nobody reads, but its thread would hold the old file open.
-        // The space ahead is taken up again only once the rewrite is done: a rewrite that
-        // fails after its rename leaves this log's handle on the old file and its name on
-        // the new one.
         self.settle(true);
-        let ahead = self.ahead.take();
-        let mut tail = Vec::new();
         let keep_from = keep_from.max(FILE_HEADER);
-        if keep_from < self.len {
-            let mut old = File::open(&path).map_err(Self::err(&self.path))?;
-            old.seek(SeekFrom::Start(keep_from)).map_err(Self::err(&self.path))?;
-            // The records only, not the space written ahead of them.
-            (&mut old)
-                .take(self.len - keep_from)
-                .read_to_end(&mut tail)
-                .map_err(Self::err(&self.path))?;
-        }
+        // The records only, not the space written ahead of them, through this log's own
+        // handle (its name may be another file's after a rewrite that failed).
+        let mut tail = vec![0u8; self.len.saturating_sub(keep_from) as usize];
+        self.file.read_exact_at(&mut tail, keep_from).map_err(Self::err(&self.path))?;
         // The records kept, each whole (read at open or appended here).
         let mut kept = Vec::new();
         let mut at = 0usize;
@@ -692,6 +701,10 @@ impl Wal {
         // before it is durable, and a sync mark closes it. A new salt, so that no record of
         // the old file, left in blocks the file system hands out again, can pass for one.
         let salt = new_salt();
+        // The space ahead is taken up again only once the rewrite is done: one that fails
+        // after its rename leaves this log's handle on the old file and its name on the new
+        // one.
+        let ahead = self.ahead.take();
         let len = write_atomically(&path, salt, |out, name| {
             let mut pos = FILE_HEADER;
             for r in head.iter().copied().chain(kept) {
@@ -712,6 +725,7 @@ impl Wal {
                 .open(&path)
                 .map_err(Self::err(&self.path))?,
         );
+        self.positioned = ahead.is_some();
         self.salt = salt;
         self.dirty = false;
         self.len = len;
@@ -1670,7 +1684,8 @@ mod tests {
         ok(wal.sync());
         const CHUNK: u64 = 64 << 10;
         wal.write_ahead(CHUNK);
-        // A file system that takes no direct writes (tmpfs) has no space ahead; the records
+        // A file system that takes no direct writes (tmpfs before Linux 6.6) has no space
+        // ahead; the records
         // must read back all the same.
         let direct = wal.ahead.is_some();
         if direct {
