@@ -233,8 +233,7 @@ pub struct Wal {
 /// space the file already has and holds written blocks changes no metadata a data sync must
 /// commit (its size and blocks; the times are not), so a sync writes the data and flushes
 /// the device, and ext4 commits no journal transaction for it (docs/consensus.md §9, stop
-/// 62). Records are written at their positions, not appended at
-/// the file's end.
+/// 62). Records are written at their positions, not appended at the file's end.
 #[derive(Debug)]
 struct Ahead {
     /// Bytes written per fill.
