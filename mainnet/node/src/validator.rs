@@ -521,14 +521,13 @@ async fn run(
     mut inbound: farol_network::Inbound,
     mut submitted: mpsc::Receiver<Vec<Transaction>>,
     mut stopped: oneshot::Receiver<()>,
-    wal: Wal,
+    mut wal: Wal,
     commits: mpsc::Sender<Committed>,
     cfg: ValidatorConfig,
     mut rejoin: Option<Rejoin>,
     status: Arc<ValidatorStatus>,
 ) -> Result<(), WalError> {
     status.started_ms.store(unix_ms(), Ordering::Relaxed);
-    let mut wal = wal;
     if cfg.sync {
         wal.write_ahead(cfg.write_ahead);
     }

@@ -253,14 +253,12 @@ struct Ahead {
     failed: bool,
 }
 
-/// A fill of `[from, to)` with zeros, on its own thread.
+/// A fill of `[from, to)` of the log's file with zeros, on its own thread. It always fills
+/// the log's current file: [`Wal::replace`] waits for it before putting another in place.
 #[derive(Debug)]
 struct Fill {
     from: u64,
     to: u64,
-    /// The file it fills (read back through): a rewrite ([`Wal::replace`]) puts another in
-    /// its place.
-    file: Arc<File>,
     /// `Some(true)` once it filled and synced the space, `Some(false)` once it failed.
     done: Arc<(Mutex<Option<bool>>, Condvar)>,
 }
@@ -269,16 +267,17 @@ impl Fill {
     /// Starts filling `[from, to)` of `file`, written through `direct`.
     fn start(file: Arc<File>, direct: Arc<File>, from: u64, to: u64) -> std::io::Result<Fill> {
         let done = Arc::new((Mutex::new(None), Condvar::new()));
-        let (f, d) = (file.clone(), done.clone());
+        let d = done.clone();
         std::thread::Builder::new().name("farol-wal-ahead".into()).spawn(move || {
             // A panic is a failed fill too: whoever waits for it must not wait for ever.
-            let fill = std::panic::AssertUnwindSafe(|| write_zeros(&f, &direct, from, to).is_ok());
+            let fill =
+                std::panic::AssertUnwindSafe(|| write_zeros(&file, &direct, from, to).is_ok());
             let ok = std::panic::catch_unwind(fill).unwrap_or(false);
             let (lock, cv) = &*d;
             *lock.lock().unwrap_or_else(|e| e.into_inner()) = Some(ok);
             cv.notify_all();
         })?;
-        Ok(Fill { from, to, file, done })
+        Ok(Fill { from, to, done })
     }
 
     /// Whether it filled the space; `None` while it runs.
@@ -571,7 +570,7 @@ impl Wal {
         if !ok {
             tracing::warn!(path = %self.path, "write-ahead log: writing space ahead failed; going on without it");
             a.failed = true;
-        } else if Arc::ptr_eq(&fill.file, &self.file) {
+        } else {
             a.to = a.to.max(fill.to);
         }
         a.running = None;
@@ -579,11 +578,8 @@ impl Wal {
 
     /// Before writing up to `end`: waits for a fill that is writing space there.
     fn before_write(&mut self, end: u64) {
-        let crosses = self
-            .ahead
-            .as_ref()
-            .and_then(|a| a.running.as_ref())
-            .is_some_and(|f| Arc::ptr_eq(&f.file, &self.file) && end > f.from);
+        let crosses =
+            self.ahead.as_ref().and_then(|a| a.running.as_ref()).is_some_and(|f| end > f.from);
         self.settle(crosses);
     }
 
