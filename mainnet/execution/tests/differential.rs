@@ -1086,3 +1086,62 @@ fn a_failed_beneficiary_read_fails_the_block_where_sequential_does() {
         }
     }
 }
+
+/// The workers' KECCAK256 takes its hashes from a memo of each thread (`parallel::memo`); the
+/// sequential reference runs revm's own instruction. Blocks of calls that hash every kind of
+/// memory range (empty, within memory, expanding it, past what a `usize` or the gas allows,
+/// longer than the memo's inputs), most of them many times over so that the memo answers,
+/// with gas limits that run out at every step, must give the same receipts and state.
+#[test]
+fn keccak_of_any_memory_range_in_parallel_equals_sequential() {
+    use farol_execution::MemAccount;
+    // Memory[0..64] from calldata words 2 and 3, then KECCAK256(offset = word 0, length =
+    // word 1) twice: the first into the caller's slot, the second into the slot after it.
+    let code: Vec<u8> = vec![
+        0x60, 0x40, 0x35, 0x60, 0x00, 0x52, // mstore(0, calldataload(0x40))
+        0x60, 0x60, 0x35, 0x60, 0x20, 0x52, // mstore(0x20, calldataload(0x60))
+        0x60, 0x20, 0x35, 0x60, 0x00, 0x35, 0x20, // keccak256(word 0, length word 1)
+        0x33, 0x55, // sstore(caller, hash)
+        0x60, 0x20, 0x35, 0x60, 0x00, 0x35, 0x20, // the same hash again
+        0x33, 0x60, 0x01, 0x01, 0x55, // sstore(caller + 1, hash)
+        0x00,
+    ];
+    let mut world = users_world(256);
+    let hasher = Address::repeat_byte(0x4a);
+    world.state.insert(hasher, MemAccount { code: code.into(), ..Default::default() });
+    let mut r = rng(0x6ecc);
+    let big = [U256::from(u64::MAX), U256::from(1u64) << 64, U256::MAX, U256::from(1u64) << 255];
+    for block in 0..8 {
+        let txs: Vec<_> = (0..256)
+            .map(|i| {
+                let offset = match r.random_range(0..20) {
+                    0 => big[r.random_range(0..big.len())],
+                    1..=3 => U256::from(r.random_range(64..5_000u64)),
+                    _ => U256::from(r.random_range(0..64u64)),
+                };
+                let len = match r.random_range(0..20) {
+                    0 => big[r.random_range(0..big.len())],
+                    1 => U256::ZERO,
+                    2..=3 => U256::from(r.random_range(97..3_000u64)),
+                    // A few fixed ranges, so that most hashes repeat within the block.
+                    4..=13 => U256::from([20u64, 32, 40, 64, 85, 96][r.random_range(0..6)]),
+                    _ => U256::from(r.random_range(1..=96u64)),
+                };
+                // Words 2 and 3 (the hashed bytes) from a few values, again so that they repeat.
+                let word = |r: &mut rand_chacha::ChaCha8Rng| U256::from(r.random_range(0..4u64));
+                let mut data = Vec::with_capacity(128);
+                for w in [offset, len, word(&mut r), word(&mut r)] {
+                    data.extend_from_slice(&w.to_be_bytes::<32>());
+                }
+                // From too little for the first hash to enough for both stores.
+                let gas = 21_000 + 2_500 + r.random_range(0..60_000u64);
+                world.call(world.users[i], hasher, U256::ZERO, data, gas, Flavor::DynamicFee, 1)
+            })
+            .collect();
+        let env = world.block_env(Address::repeat_byte(0xcb));
+        let seq = agree(&world, &env, &txs).unwrap_or_else(|e| panic!("block {block}: {e}"));
+        let ok = seq.txs.iter().filter(|t| t.is_success()).count();
+        assert!((40..=230).contains(&ok), "block {block}: {ok} of 256 succeeded");
+        world.commit(&seq);
+    }
+}

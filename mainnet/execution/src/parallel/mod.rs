@@ -3,6 +3,7 @@
 
 mod handler;
 mod hints;
+mod memo;
 mod mv;
 mod partition;
 mod scheduler;
@@ -835,11 +836,12 @@ fn lazy_credit(lazy: Option<Address>, given: Option<Account>, loc: Loc, val: Val
     after.balance.checked_sub(before.balance).filter(|c| !c.is_zero())
 }
 
-/// The logs bloom of a receipt, computed by the worker that executed the transaction.
+/// The logs bloom of a receipt, computed by the worker that executed the transaction (through
+/// its memo of hashes, [`memo`]).
 fn bloom_of(result: &Result<ExecutionResult, ExecError>) -> Option<Box<alloy_primitives::Bloom>> {
     match result {
         Ok(r) if r.is_success() && !r.logs().is_empty() => {
-            Some(Box::new(alloy_primitives::logs_bloom(r.logs())))
+            Some(Box::new(memo::logs_bloom(r.logs())))
         }
         _ => None,
     }
@@ -850,6 +852,18 @@ fn internal(loc: &Loc) -> ExecError {
         index: 0,
         reason: format!("internal: unresolved write at {loc:?} after the block finished"),
     }
+}
+
+/// A worker's EVM: [`crate::wasm::build_evm`]'s, with KECCAK256 hashing through the thread's
+/// memo ([`memo::keccak256_instruction`]).
+fn worker_evm<CTX: revm::context::ContextTr>(
+    ctx: CTX,
+    chain: &ChainSpec,
+) -> crate::wasm::FarolEvm<CTX, CollisionInspector> {
+    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
+    evm.instruction.instruction_table_mut()[usize::from(revm::bytecode::opcode::KECCAK256)] =
+        revm::interpreter::Instruction::new(memo::keccak256_instruction::<CTX>);
+    evm
 }
 
 /// The revm instance of a worker, over its database `D`.
@@ -907,7 +921,7 @@ fn worker<S: StateView + ?Sized>(
         .with_db(DbRef(&db))
         .with_cfg(chain.cfg())
         .with_block(env.revm(chain.spec));
-    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
+    let mut evm = worker_evm(ctx, chain);
     let mut execute = |v: Version| -> Option<Task> {
         let idx = v.idx;
         if v.incarnation == 0 {

@@ -28,7 +28,7 @@ use revm::MainContext;
 use super::hints::{loc_fingerprint, ByFingerprint};
 use super::mv::credit;
 use super::{assemble, bloom_of, lazy_credit, meta, transact, ReadError, TxSlot};
-use crate::collision::{CollisionInspector, StorageProbe};
+use crate::collision::StorageProbe;
 use crate::env::{BlockEnv, ChainSpec, RecoveredTx};
 use crate::error::ExecError;
 use crate::output::BlockOutput;
@@ -455,7 +455,7 @@ fn worker<S: StateView + ?Sized>(
         .with_db(BinRef(&db))
         .with_cfg(chain.cfg())
         .with_block(env.revm(chain.spec));
-    let mut evm = crate::wasm::build_evm(ctx, CollisionInspector, chain);
+    let mut evm = super::worker_evm(ctx, chain);
     loop {
         let b = run.next.fetch_add(1, Relaxed);
         let Some(bin) = run.bins.get(b) else { return };
