@@ -21,9 +21,9 @@ use revm::interpreter::interpreter::{resize_memory, EthInterpreter};
 use revm::interpreter::{InstructionContext, InstructionResult};
 use revm::primitives::{KECCAK_EMPTY, U256};
 
-/// Entries of the blooms' memo per thread (addresses and topics: about 270 KiB).
+/// Entries of the blooms' memo per thread (addresses and topics: about 260 KiB).
 const BLOOM_ENTRIES: usize = 4096;
-/// Entries of KECCAK256's memo per thread (inputs of up to 96 bytes: about 540 KiB).
+/// Entries of KECCAK256's memo per thread (inputs of up to 96 bytes: about 516 KiB).
 const KECCAK_ENTRIES: usize = 4096;
 
 /// One remembered input (zero-padded, with its length) and its hash.
