@@ -165,9 +165,10 @@ enum ReadError {
     Blocked(usize),
     #[error(transparent)]
     State(#[from] StateError),
-    /// Partitioned execution met a location another group claimed (see [`partition`]).
-    #[error("a location another group claimed")]
-    Conflict,
+    /// Partitioned execution met the beneficiary, whose fees are known only at the end (see
+    /// [`partition`]).
+    #[error("a partitioned transaction touched the beneficiary")]
+    Beneficiary,
 }
 
 impl DBErrorMarker for ReadError {}
@@ -692,7 +693,7 @@ fn finish<S: StateView + ?Sized>(
         locations.retain(|(l, _)| *l != Loc::Account(beneficiary));
         let ben = beneficiary_final.map_err(|e| match e {
             ReadError::State(s) => ExecError::State(s),
-            ReadError::Blocked(_) | ReadError::Conflict => internal(&Loc::Account(beneficiary)),
+            ReadError::Blocked(_) | ReadError::Beneficiary => internal(&Loc::Account(beneficiary)),
         })?;
         locations.push((
             Loc::Account(beneficiary),
@@ -957,7 +958,7 @@ fn worker<S: StateView + ?Sized>(
                     let e = exec_error(idx, e, |d| match d {
                         ReadError::State(s) => ExecError::State(s),
                         // Handled by the arm above; conflicts only arise in partitions.
-                        ReadError::Blocked(_) | ReadError::Conflict => {
+                        ReadError::Blocked(_) | ReadError::Beneficiary => {
                             internal(&Loc::Account(shared.beneficiary))
                         }
                     });

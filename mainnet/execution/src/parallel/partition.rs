@@ -288,7 +288,7 @@ impl<S: StateView + ?Sized> BinDb<'_, '_, S> {
         // revm loads every location before it writes it, so the entry is already there.
         let local = self.entry(&mut locals, loc)?;
         // revm reports every account a transaction touched (a called contract, say), changed
-        // or not; an unchanged value is only a read, and claims nothing more.
+        // or not; an unchanged value is only a read, and adds no use.
         if local.value != value {
             local.uses |= kind;
             local.value = value;
@@ -313,7 +313,7 @@ impl<S: StateView + ?Sized> Database for BinRef<'_, '_, '_, S> {
             // Its fees are folded in block order at the end; a transaction that reads it
             // needs them now.
             run.abandon("a transaction touches the beneficiary");
-            return Err(ReadError::Conflict);
+            return Err(ReadError::Beneficiary);
         }
         let idx = db.idx.get();
         let loc = Loc::Account(address);
@@ -468,11 +468,11 @@ fn worker<S: StateView + ?Sized>(
             let mut written = Vec::new();
             let learn_written = super::hints::learns_from(&txs[idx_usize]);
             let (result, code, wiped) = match result {
-                Err(EVMError::Database(ReadError::Conflict)) => break 'txs,
+                Err(EVMError::Database(ReadError::Beneficiary)) => break 'txs,
                 Err(e) => {
                     let e = exec_error(idx_usize, e, |d| match d {
                         ReadError::State(s) => ExecError::State(s),
-                        ReadError::Blocked(_) | ReadError::Conflict => ExecError::Evm {
+                        ReadError::Blocked(_) | ReadError::Beneficiary => ExecError::Evm {
                             index: idx_usize,
                             reason: "internal: a partitioned read was blocked".into(),
                         },
@@ -494,12 +494,11 @@ fn worker<S: StateView + ?Sized>(
                         }
                         let kind = if credit.is_some() { CREDIT } else { WRITE };
                         if db.write(loc, val, kind).is_err() {
-                            // A conflict gave the attempt up already; a failed read of the
-                            // state (the write's entry) gives it up here, so that the block
-                            // runs again elsewhere and ends with the read's error (before
-                            // stop 38 the bin's later transactions were skipped and the
-                            // block failed with "the scheduler finished without executing
-                            // it").
+                            // A failed read of the state (the write's entry) gives the
+                            // attempt up, so that the block runs again elsewhere and ends
+                            // with the read's error (before stop 38 the bin's later
+                            // transactions were skipped and the block failed with "the
+                            // scheduler finished without executing it").
                             run.abandon("a state read failed");
                             break 'txs;
                         }
@@ -543,8 +542,8 @@ fn worker<S: StateView + ?Sized>(
         }
         // The bin's claims, made when it is done: each location once, with every use the bin
         // made of it (a slot read and then written is one claim, not two). A conflict is then
-        // noticed at most one bin later than if claimed at first use, at no risk: bins never
-        // see each other's values, so a bin that conflicts only wasted its work.
+        // noticed when the later of its two bins is done rather than at the use, at no risk:
+        // bins never see each other's values, so a bin that conflicts only wasted its work.
         let locals = std::mem::take(&mut *db.locals.borrow_mut());
         if !run.abandoned.load(Relaxed)
             && locals
