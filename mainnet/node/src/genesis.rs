@@ -513,13 +513,20 @@ impl Genesis {
 }
 
 /// The first `n` accounts of `mnemonic` on the path `m/44'/60'/0'/0/i`.
+///
+/// The seed (PBKDF2, 2,048 rounds of HMAC-SHA512) and the key at `m/44'/60'/0'/0` are derived
+/// once, then one child per account: deriving each account from the phrase on its own took
+/// about 3.4 ms, and `farol devnet --accounts 1000` 3.7 s to start.
 pub fn mnemonic_accounts(mnemonic: &str, n: u32) -> Result<Vec<PrivateKeySigner>, String> {
+    let parent = MnemonicBuilder::<English>::default()
+        .phrase(mnemonic)
+        .build_parent_key()
+        .map_err(|e| format!("mnemonic: {e}"))?;
     (0..n)
         .map(|i| {
-            MnemonicBuilder::<English>::default()
-                .phrase(mnemonic)
-                .index(i)
-                .and_then(|b| b.build())
+            parent
+                .child(i)
+                .map(|key| key.signer())
                 .map_err(|e| format!("mnemonic account {i}: {e}"))
         })
         .collect()
@@ -682,6 +689,25 @@ mod tests {
                 "{entry}: {e}"
             );
         }
+    }
+
+    /// The accounts are those anvil and hardhat derive (their first and tenth addresses), and
+    /// each is the key the phrase gives on its own full path.
+    #[test]
+    fn mnemonic_accounts_are_anvils_and_each_its_own_path() {
+        let keys = mnemonic_accounts(DEV_MNEMONIC, 12).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keys.len(), 12);
+        assert_eq!(keys[0].address(), address!("f39Fd6e51aad88F6F4ce6aB8827279cffFb92266"));
+        assert_eq!(keys[9].address(), address!("a0Ee7A142d267C1f36714E4a8F75612F20a79720"));
+        for (i, key) in keys.iter().enumerate() {
+            let alone = MnemonicBuilder::<English>::default()
+                .phrase(DEV_MNEMONIC)
+                .derivation_path(format!("m/44'/60'/0'/0/{i}"))
+                .and_then(|b| b.build())
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(key.to_bytes(), alone.to_bytes(), "account {i}");
+        }
+        assert!(mnemonic_accounts("not a mnemonic at all", 1).unwrap_err().contains("mnemonic"));
     }
 
     #[test]
