@@ -515,8 +515,8 @@ impl Genesis {
 /// The first `n` accounts of `mnemonic` on the path `m/44'/60'/0'/0/i`.
 ///
 /// The seed (PBKDF2, 2,048 rounds of HMAC-SHA512) and the key at `m/44'/60'/0'/0` are derived
-/// once, then one child per account: deriving each account from the phrase on its own took
-/// about 3.4 ms, and `farol devnet --accounts 1000` 3.7 s to start.
+/// once, then one child per account: deriving each account from the phrase on its own made
+/// `farol devnet --accounts 1000` answer JSON-RPC after 1.7–1.8 s, against 0.5 s now.
 pub fn mnemonic_accounts(mnemonic: &str, n: u32) -> Result<Vec<PrivateKeySigner>, String> {
     let parent = MnemonicBuilder::<English>::default()
         .phrase(mnemonic)
