@@ -63,9 +63,11 @@ pub struct Config {
     pub idle_ticks: u32,
     /// Rounds after which a forwarded transaction that is not committed is reassigned.
     pub reassign_rounds: u64,
-    /// Most transactions in one proposal.
+    /// Most transactions in one proposal (at most [`MAX_PROPOSAL_TRANSACTIONS`], the rule for
+    /// every block).
     pub max_batch_transactions: usize,
-    /// Most payload bytes in one proposal.
+    /// Most payload bytes in one proposal (at most [`MAX_PROPOSAL_BYTES`], the rule for every
+    /// block), unless its first transaction alone is larger.
     pub max_batch_bytes: usize,
     /// Most transactions waiting to be proposed here (and, separately, forwarded and
     /// watched); more are dropped and counted in [`Faults::queue_full`] (the mempool
@@ -128,8 +130,8 @@ impl Default for Config {
             resend_ticks: 8,
             idle_ticks: 5,
             reassign_rounds: 6,
-            max_batch_transactions: 1_000,
-            max_batch_bytes: 4 * 1024 * 1024,
+            max_batch_transactions: MAX_PROPOSAL_TRANSACTIONS,
+            max_batch_bytes: MAX_PROPOSAL_BYTES,
             max_queue: 200_000,
             max_queue_bytes: 256 * 1024 * 1024,
             gc_depth: 500,
@@ -230,6 +232,17 @@ fn bits_of(bits: &[u64]) -> impl Iterator<Item = usize> + '_ {
 
 /// Committed transaction digests are remembered for this many times `gc_depth` rounds.
 const DEDUP_DEPTHS: u64 = 4;
+
+/// Most transactions in a block: a rule every block received must meet, as every honest
+/// proposal does. The wire allows 20,000 ([`crate::block::MAX_BLOCK_TRANSACTIONS`]); before
+/// stop 64 a faulty validator could fill each of its blocks with that many made-up
+/// transactions, whose digests every engine keeps for `DEDUP_DEPTHS × gc_depth` rounds and
+/// puts in its checkpoints, until the snapshots were too large to fetch or to read back.
+pub const MAX_PROPOSAL_TRANSACTIONS: usize = 1_000;
+/// Most payload bytes in a block. A proposal takes its first transaction whatever its size,
+/// and the wire allows [`crate::block::MAX_TRANSACTION_BYTES`], less than this.
+pub const MAX_PROPOSAL_BYTES: usize = 4 * 1024 * 1024;
+const _: () = assert!(MAX_PROPOSAL_BYTES >= crate::block::MAX_TRANSACTION_BYTES);
 
 /// The asynchronous fallback (with a coin): every `COIN_EVERY`-th round `R` has a *wave
 /// slot*, whose author the coin elects after the fact. Blocks of round `R + VOTE_LAG` vote
@@ -1157,6 +1170,13 @@ impl AsyncBft {
         if usize::from(b.author.0) >= n || b.round == 0 {
             return false;
         }
+        // The size of a proposal (`propose`): at most MAX_PROPOSAL_TRANSACTIONS, and at most
+        // MAX_PROPOSAL_BYTES of payload.
+        if b.transactions.len() > MAX_PROPOSAL_TRANSACTIONS
+            || b.transactions.iter().map(|t| t.payload.len()).sum::<usize>() > MAX_PROPOSAL_BYTES
+        {
+            return false;
+        }
         // A coin share only where one is due, and only with a coin.
         if b.coin.is_some()
             && !(self.coin_on() && b.round > COIN_LAG && AsyncBft::wave_round(b.round - COIN_LAG))
@@ -1691,9 +1711,11 @@ impl AsyncBft {
         // baseline mode, when not the round's leader.
         let empty = self.highest_seen > k + 1 + CATCH_UP_ROUNDS
             || (self.cfg.single_leader && self.slot_author(k + 1, 0) != self.me);
-        while !empty && txs.len() < self.cfg.max_batch_transactions {
+        let most = self.cfg.max_batch_transactions.min(MAX_PROPOSAL_TRANSACTIONS);
+        let most_bytes = self.cfg.max_batch_bytes.min(MAX_PROPOSAL_BYTES);
+        while !empty && txs.len() < most {
             let Some((_, t, _)) = self.queue.front() else { break };
-            if bytes + t.payload.len() > self.cfg.max_batch_bytes && !txs.is_empty() {
+            if bytes + t.payload.len() > most_bytes && !txs.is_empty() {
                 break;
             }
             let Some((d, t, from)) = self.queue.pop_front() else { break };

@@ -175,6 +175,63 @@ fn blocks_that_break_the_rules_are_refused() {
     assert_eq!((e.faults().invalid, e.faults().bad_signatures), (5, 1));
 }
 
+/// A block holds at most as many transactions and bytes as an honest proposal may: more
+/// transactions than `MAX_PROPOSAL_TRANSACTIONS`, or more payload than `MAX_PROPOSAL_BYTES`,
+/// is a broken rule (the wire takes 20,000 transactions of up to 128 KiB each); blocks at the
+/// limits are taken.
+#[test]
+fn blocks_larger_than_a_proposal_are_refused() {
+    use farol_consensus::asyncbft::{MAX_PROPOSAL_BYTES, MAX_PROPOSAL_TRANSACTIONS};
+    use farol_consensus::block::MAX_TRANSACTION_BYTES;
+    let (ks, r1, refs, mut e) = round_one();
+    for (a, b) in r1.iter().enumerate().skip(1) {
+        deliver(&mut e, a as u16, b);
+    }
+    let many = |n: usize, bytes: usize| -> Vec<Transaction> {
+        (0..n)
+            .map(|i| {
+                let mut sender = [0u8; 20];
+                sender[..8].copy_from_slice(&(i as u64).to_le_bytes());
+                Transaction { sender, payload: Bytes::from(vec![7u8; bytes]) }
+            })
+            .collect()
+    };
+    let with = |author: u16, txs: Vec<Transaction>| {
+        Block::new(&CHAIN, ValidatorIndex(author), 2, 0, refs[1..].to_vec(), txs, |m| {
+            ks[author as usize].sign(m)
+        })
+    };
+    let full = MAX_PROPOSAL_BYTES / MAX_TRANSACTION_BYTES;
+    let refused = [
+        with(1, many(MAX_PROPOSAL_TRANSACTIONS + 1, 1)),
+        with(1, many(20_000, 0)),
+        with(1, many(full + 1, MAX_TRANSACTION_BYTES)),
+        with(
+            1,
+            many(full + 1, MAX_TRANSACTION_BYTES / 2 + 1)
+                .into_iter()
+                .chain(many(full - 1, MAX_TRANSACTION_BYTES / 2))
+                .collect(),
+        ),
+    ];
+    for (i, b) in refused.iter().enumerate() {
+        deliver(&mut e, 1, b);
+        let f = e.faults();
+        assert_eq!((f.invalid, f.malformed), (i as u64 + 1, 0), "refused block {i}: {f:?}");
+    }
+    assert!(e.faults().equivocators.is_empty(), "a refused block is not a second version");
+    // At the limits.
+    for (author, b) in [
+        (1, with(1, many(MAX_PROPOSAL_TRANSACTIONS, 1))),
+        (2, with(2, many(full, MAX_TRANSACTION_BYTES))),
+    ] {
+        deliver(&mut e, author, &b);
+        let f = e.faults();
+        assert_eq!((f.invalid, f.malformed, f.bad_signatures), (refused.len() as u64, 0, 0));
+    }
+    assert!(e.faults().equivocators.is_empty());
+}
+
 /// A block carrying a coin share: its own message kind, the share part of the digest (so
 /// the block's signature covers it), round trips and truncations; a share that is not a
 /// curve point decodes as its bytes (it is checked when its coin is combined, see the next
