@@ -138,8 +138,8 @@ pub struct Rpc {
     /// the calls' so that public `eth_call` load does not refuse or hold up block sync
     /// ([`SYNC_AT_ONCE`]).
     sync_slots: SyncPlaces,
-    /// Bytes of HTTP answers made and not yet handed to their connections
-    /// ([`ANSWERS_IN_FLIGHT`]).
+    /// Bytes of answers made and not yet handed to their connections, and of batches'
+    /// answers being made ([`ANSWERS_IN_FLIGHT`]).
     answers: Arc<tokio::sync::Semaphore>,
     /// Per method served: calls, errors and time, for `/metrics` (methods the node does not
     /// serve count as `unknown`, so clients cannot grow the map).
@@ -828,12 +828,14 @@ impl Rpc {
         client: std::net::IpAddr,
     ) -> Option<Value> {
         if !values_within(&v, MAX_REQUEST_VALUES) {
-            return Some(response(
+            let refused = response(
                 Value::Null,
                 Err(RpcError::limit(format!(
                     "a request of more than {MAX_REQUEST_VALUES} JSON values"
                 ))),
-            ));
+            );
+            // A batch is answered with an array, as for a batch of too many calls below.
+            return Some(if v.is_array() { Value::Array(vec![refused]) } else { refused });
         }
         match v {
             Value::Array(calls) => {
@@ -863,12 +865,16 @@ impl Rpc {
                 // Every call is small to ask for and some answers are large (a snapshot, a
                 // range of blocks, thousands of logs): the batch's answer has a budget too.
                 let mut bytes = 0usize;
+                // And its answers hold their place in the node's budget of answers while
+                // the batch makes them ([`BatchPlace`]).
+                let mut place = BatchPlace::new(&self.answers);
+                let mut over_budget = false;
                 // And its time (since stop 42): the calls run in turn, each within its own
                 // limits, and before, a batch of 1,000 slow ones ran for the sum of them.
                 let until = std::time::Instant::now()
                     + std::time::Duration::from_millis(self.cfg.batch_timeout_millis);
                 for c in calls {
-                    let over_bytes = bytes > self.cfg.max_batch_response_bytes;
+                    let over_bytes = bytes > self.cfg.max_batch_response_bytes || over_budget;
                     // The first call runs whatever the clock says.
                     let late = !out.is_empty() && std::time::Instant::now() >= until;
                     if over_bytes || late {
@@ -881,7 +887,12 @@ impl Rpc {
                         };
                         // A notification gets no answer either way.
                         if let Some(id) = id {
-                            let error = if over_bytes {
+                            let error = if over_budget {
+                                RpcError::limit(format!(
+                                    "not run: the node holds {ANSWERS_IN_FLIGHT} bytes of \
+                                     answers being made or not yet read"
+                                ))
+                            } else if over_bytes {
                                 let limit = self.cfg.max_batch_response_bytes;
                                 RpcError::limit(format!(
                                     "not run: the batch's answers passed {limit} bytes"
@@ -909,8 +920,11 @@ impl Rpc {
                         bytes = bytes
                             .saturating_add(usize::try_from(json_len(&r)).unwrap_or(usize::MAX));
                         out.push(r);
+                        over_budget = !place.hold(bytes);
                     }
                 }
+                // The place is given back here: the answer's text takes its own.
+                drop(place);
                 (!out.is_empty()).then_some(Value::Array(out))
             }
             v => self.handle_call(v, ws, None, client).await,
@@ -4550,6 +4564,43 @@ fn refused(budget: &Arc<tokio::sync::Semaphore>, reply: &Value, e: RpcError) -> 
     }
 }
 
+/// The place a batch's answers hold in the node's budget ([`ANSWERS_IN_FLIGHT`]) while the
+/// batch makes them, taken in steps of at least [`SMALL_ANSWER`] and given back when it is
+/// dropped (since stop 64: before, only finished answers held places, and 512 connections
+/// from one address each making a 64 MiB batch answer held 32 GiB at once).
+struct BatchPlace {
+    budget: Arc<tokio::sync::Semaphore>,
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    charged: usize,
+}
+
+impl BatchPlace {
+    fn new(budget: &Arc<tokio::sync::Semaphore>) -> BatchPlace {
+        BatchPlace { budget: budget.clone(), held: None, charged: 0 }
+    }
+
+    /// Holds places for `bytes` of answers made so far; false when the budget has no room
+    /// (the batch then runs no more calls).
+    fn hold(&mut self, bytes: usize) -> bool {
+        let due = bytes.saturating_sub(self.charged);
+        if due < SMALL_ANSWER {
+            return true;
+        }
+        match answer_place(&self.budget, due) {
+            Ok(Some(p)) => {
+                match self.held.as_mut() {
+                    Some(h) => h.merge(p),
+                    None => self.held = Some(p),
+                }
+                self.charged = bytes;
+                true
+            }
+            Ok(None) => true,
+            Err(_) => false,
+        }
+    }
+}
+
 /// The place in `budget` ([`ANSWERS_IN_FLIGHT`]) an answer of `len` bytes holds until its
 /// client takes it: none for a small one, and an error (-32005) past the budget.
 fn answer_place(
@@ -5369,6 +5420,33 @@ mod tests {
         assert_eq!(body(first).await, big);
         assert_eq!(budget.available_permits(), 1 << 20);
         assert_eq!(answer(&budget, big.clone()).status(), 200);
+    }
+
+    /// A batch's answers hold places in the node's budget while the batch makes them, in
+    /// steps of at least SMALL_ANSWER; past the budget `hold` says no, and the places come
+    /// back when the batch is done.
+    #[test]
+    fn batches_being_made_hold_their_place_in_the_budget() {
+        use super::{BatchPlace, SMALL_ANSWER};
+        let total = 1usize << 20;
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(total));
+        let mut place = BatchPlace::new(&budget);
+        assert!(place.hold(SMALL_ANSWER - 1));
+        assert_eq!(budget.available_permits(), total, "less than a step holds nothing yet");
+        assert!(place.hold(SMALL_ANSWER + 10));
+        assert_eq!(budget.available_permits(), total - SMALL_ANSWER - 10);
+        assert!(place.hold(600 << 10));
+        assert_eq!(budget.available_permits(), total - (600 << 10));
+        // A second batch at once shares what is left.
+        let mut other = BatchPlace::new(&budget);
+        assert!(other.hold(400 << 10));
+        assert!(!other.hold(600 << 10), "past the node's budget");
+        assert!(!place.hold(700 << 10));
+        assert_eq!(budget.available_permits(), total - (1000 << 10));
+        drop(place);
+        assert_eq!(budget.available_permits(), total - (400 << 10));
+        drop(other);
+        assert_eq!(budget.available_permits(), total);
     }
 
     /// WebSocket answers hold their place in the same budget until sent (since stop 41):

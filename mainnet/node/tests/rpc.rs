@@ -4361,6 +4361,10 @@ async fn a_request_of_too_many_values_is_refused() {
         assert_eq!(answer["result"], "0x7a69", "{answer}");
         let answer = c.post(&body(499_995)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer["error"]["code"], -32005, "{answer}");
+        // A batch is answered with an array of the one error (since stop 64).
+        let answer = c.post(&format!("[{}]", body(600_000))).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(answer.as_array().map(Vec::len), Some(1), "{answer}");
+        assert_eq!(answer[0]["error"]["code"], -32005, "{answer}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
