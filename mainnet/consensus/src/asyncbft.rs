@@ -1164,17 +1164,21 @@ impl AsyncBft {
         parents.sort_by_key(|p| (p.round, p.author));
     }
 
+    /// Whether a block received from the network is no larger than a proposal may be
+    /// (`propose`): at most MAX_PROPOSAL_TRANSACTIONS, and at most MAX_PROPOSAL_BYTES of
+    /// payload. Checked where blocks arrive, beside [`AsyncBft::well_formed`], and not on
+    /// blocks read back from this validator's log or taken from a snapshot: those were
+    /// accepted under the rules of their time, and a replay that dropped one of them could
+    /// order differently than the validator did.
+    fn within_proposal_limits(b: &Block) -> bool {
+        b.transactions.len() <= MAX_PROPOSAL_TRANSACTIONS
+            && b.transactions.iter().map(|t| t.payload.len()).sum::<usize>() <= MAX_PROPOSAL_BYTES
+    }
+
     /// Structural rules a block must meet, checked before its signature.
     fn well_formed(&self, b: &Block) -> bool {
         let n = self.committee.len();
         if usize::from(b.author.0) >= n || b.round == 0 {
-            return false;
-        }
-        // The size of a proposal (`propose`): at most MAX_PROPOSAL_TRANSACTIONS, and at most
-        // MAX_PROPOSAL_BYTES of payload.
-        if b.transactions.len() > MAX_PROPOSAL_TRANSACTIONS
-            || b.transactions.iter().map(|t| t.payload.len()).sum::<usize>() > MAX_PROPOSAL_BYTES
-        {
             return false;
         }
         // A coin share only where one is due, and only with a coin.
@@ -2645,7 +2649,7 @@ impl AsyncBft {
                         self.hear(from, &b);
                         continue;
                     }
-                    if !self.well_formed(&b) {
+                    if !AsyncBft::within_proposal_limits(&b) || !self.well_formed(&b) {
                         self.faults.invalid += 1;
                         continue;
                     }
