@@ -805,15 +805,17 @@ impl Rpc {
     }
 
     /// Answers one request body (a call or a batch); `None` when nothing is to be answered
-    /// (only notifications).
+    /// (only notifications). `made` takes the place a batch's answers held in the node's
+    /// budget while they were made ([`BatchPlace`]), for the answer's text to keep.
     async fn handle_body(
         self: &Arc<Self>,
         body: &[u8],
         ws: Option<&Arc<WsCtx>>,
         client: std::net::IpAddr,
+        made: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Option<Value> {
         match serde_json::from_slice(body) {
-            Ok(v) => self.handle_value(v, ws, client).await,
+            Ok(v) => self.handle_value(v, ws, client, made).await,
             Err(e) => {
                 Some(response(Value::Null, Err(RpcError::new(-32700, format!("parse error: {e}")))))
             }
@@ -826,16 +828,22 @@ impl Rpc {
         v: Value,
         ws: Option<&Arc<WsCtx>>,
         client: std::net::IpAddr,
+        made: &mut Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Option<Value> {
         if !values_within(&v, MAX_REQUEST_VALUES) {
-            let refused = response(
-                Value::Null,
-                Err(RpcError::limit(format!(
-                    "a request of more than {MAX_REQUEST_VALUES} JSON values"
-                ))),
-            );
-            // A batch is answered with an array, as for a batch of too many calls below.
-            return Some(if v.is_array() { Value::Array(vec![refused]) } else { refused });
+            let why = format!("a request of more than {MAX_REQUEST_VALUES} JSON values");
+            // A batch is answered with an array of one error under the id of its first call,
+            // as a batch of too many calls is below.
+            return Some(match &v {
+                Value::Array(calls) => {
+                    let id = calls
+                        .iter()
+                        .find_map(|c| c.get("method").and(c.get("id")).cloned())
+                        .unwrap_or(Value::Null);
+                    Value::Array(vec![response(id, Err(RpcError::limit(why)))])
+                }
+                _ => response(Value::Null, Err(RpcError::limit(why))),
+            });
         }
         match v {
             Value::Array(calls) => {
@@ -923,8 +931,8 @@ impl Rpc {
                         over_budget = !place.hold(bytes);
                     }
                 }
-                // The place is given back here: the answer's text takes its own.
-                drop(place);
+                // The answer's text keeps the place (`answer_place`).
+                *made = place.into_held();
                 (!out.is_empty()).then_some(Value::Array(out))
             }
             v => self.handle_call(v, ws, None, client).await,
@@ -4444,8 +4452,9 @@ async fn http_rpc(AxState(rpc): AxState<Arc<Rpc>>, req: axum::extract::Request) 
                 .into_response();
         }
     };
-    match rpc.handle_body(&body, None, client).await {
-        Some(v) => answer(&rpc.answers, v),
+    let mut made = None;
+    match rpc.handle_body(&body, None, client, &mut made).await {
+        Some(v) => answer(&rpc.answers, made, v),
         None => StatusCode::NO_CONTENT.into_response(),
     }
 }
@@ -4467,12 +4476,16 @@ const ANSWER_SLICE: usize = 64 << 10;
 /// The HTTP answer `reply`, holding its bytes' place among the answers in flight until its
 /// last slice is taken; past [`ANSWERS_IN_FLIGHT`], -32005 errors instead (HTTP 503), in
 /// its shape ([`refused`]).
-fn answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> Response {
+fn answer(
+    budget: &Arc<tokio::sync::Semaphore>,
+    made: Option<tokio::sync::OwnedSemaphorePermit>,
+    reply: Value,
+) -> Response {
     let json = [(header::CONTENT_TYPE, "application/json")];
     let big = at_least(&reply, BIG_ANSWER);
     let text =
         if big { crate::chain::off_the_runtime(|| reply.to_string()) } else { reply.to_string() };
-    let response = match answer_place(budget, text.len()) {
+    let response = match answer_place(budget, made, text.len()) {
         Ok(None) => (json, text).into_response(),
         Ok(held) => {
             let body = AnswerBody { bytes: axum::body::Bytes::from(text), held };
@@ -4558,15 +4571,15 @@ fn refused(budget: &Arc<tokio::sync::Semaphore>, reply: &Value, e: RpcError) -> 
         call => response(id(call), Err(e.clone())),
     };
     let text = shaped.to_string();
-    match answer_place(budget, text.len()) {
+    match answer_place(budget, None, text.len()) {
         Ok(bytes) => HeldAnswer { text, bytes },
         Err(_) => HeldAnswer { text: response(Value::Null, Err(e)).to_string(), bytes: None },
     }
 }
 
 /// The place a batch's answers hold in the node's budget ([`ANSWERS_IN_FLIGHT`]) while the
-/// batch makes them, taken in steps of at least [`SMALL_ANSWER`] and given back when it is
-/// dropped (since stop 64: before, only finished answers held places, and 512 connections
+/// batch makes them, taken in steps of at least [`SMALL_ANSWER`], kept by the answer's text as
+/// far as they cover it ([`answer_place`]) or given back when dropped (since stop 64: before, only finished answers held places, and 512 connections
 /// from one address each making a 64 MiB batch answer held 32 GiB at once).
 struct BatchPlace {
     budget: Arc<tokio::sync::Semaphore>,
@@ -4579,6 +4592,11 @@ impl BatchPlace {
         BatchPlace { budget: budget.clone(), held: None, charged: 0 }
     }
 
+    /// The places held, for the answer's text to keep ([`answer_place`]).
+    fn into_held(self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.held
+    }
+
     /// Holds places for `bytes` of answers made so far; false when the budget has no room
     /// (the batch then runs no more calls).
     fn hold(&mut self, bytes: usize) -> bool {
@@ -4586,7 +4604,7 @@ impl BatchPlace {
         if due < SMALL_ANSWER {
             return true;
         }
-        match answer_place(&self.budget, due) {
+        match answer_place(&self.budget, None, due) {
             Ok(Some(p)) => {
                 match self.held.as_mut() {
                     Some(h) => h.merge(p),
@@ -4602,21 +4620,38 @@ impl BatchPlace {
 }
 
 /// The place in `budget` ([`ANSWERS_IN_FLIGHT`]) an answer of `len` bytes holds until its
-/// client takes it: none for a small one, and an error (-32005) past the budget.
+/// client takes it: none for a small one, and an error (-32005) past the budget. `made` is
+/// the place its making held (a batch's, [`BatchPlace`]): kept as far as it covers the
+/// answer, so that nothing else takes it between the making and the text.
 fn answer_place(
     budget: &Arc<tokio::sync::Semaphore>,
+    made: Option<tokio::sync::OwnedSemaphorePermit>,
     len: usize,
 ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, RpcError> {
     if len < SMALL_ANSWER {
         return Ok(None);
     }
-    let want = u32::try_from(len.min(ANSWERS_IN_FLIGHT)).unwrap_or(u32::MAX);
-    budget.clone().try_acquire_many_owned(want).map(Some).map_err(|_| {
+    let want = len.min(ANSWERS_IN_FLIGHT);
+    let have = made.as_ref().map_or(0, tokio::sync::OwnedSemaphorePermit::num_permits);
+    let mut place = match made {
+        Some(mut p) if have >= want => {
+            drop(p.split(have - want));
+            return Ok(Some(p));
+        }
+        made => made,
+    };
+    let more = u32::try_from(want - have).unwrap_or(u32::MAX);
+    let p = budget.clone().try_acquire_many_owned(more).map_err(|_| {
         RpcError::limit(format!(
             "the node holds {ANSWERS_IN_FLIGHT} bytes of answers its clients have not read; \
              this one ({len} bytes) was dropped"
         ))
-    })
+    })?;
+    match place.as_mut() {
+        Some(h) => h.merge(p),
+        None => place = Some(p),
+    }
+    Ok(place)
 }
 
 /// A WebSocket answer, with its place in the node's budget of answers not yet taken by
@@ -4630,11 +4665,15 @@ struct HeldAnswer {
 /// an error in its place (-32005). Since stop 41: before, WebSocket answers were not
 /// counted, and sessions that sent large batches and stopped reading held up to five
 /// answers of up to 64 MiB each, for 30 s, per session (found by a review).
-fn held_answer(budget: &Arc<tokio::sync::Semaphore>, reply: Value) -> HeldAnswer {
+fn held_answer(
+    budget: &Arc<tokio::sync::Semaphore>,
+    made: Option<tokio::sync::OwnedSemaphorePermit>,
+    reply: Value,
+) -> HeldAnswer {
     let big = at_least(&reply, BIG_ANSWER);
     let text =
         if big { crate::chain::off_the_runtime(|| reply.to_string()) } else { reply.to_string() };
-    let held = match answer_place(budget, text.len()) {
+    let held = match answer_place(budget, made, text.len()) {
         Ok(bytes) => HeldAnswer { text, bytes },
         Err(e) => refused(budget, &reply, e),
     };
@@ -4800,13 +4839,14 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 // with the connection's reading and its notifications.
                 let parsed = serde_json::from_slice::<Value>(&text).ok();
                 if parsed.as_ref().is_none_or(subscribes) {
+                    let mut made = None;
                     let reply = match parsed {
-                        Some(v) => rpc.handle_value(v, Some(&ctx), client).await,
-                        None => rpc.handle_body(&text, Some(&ctx), client).await,
+                        Some(v) => rpc.handle_value(v, Some(&ctx), client, &mut made).await,
+                        None => rpc.handle_body(&text, Some(&ctx), client, &mut made).await,
                     };
                     drop(held);
                     if let Some(reply) = reply {
-                        let reply = held_answer(&rpc.answers, reply);
+                        let reply = held_answer(&rpc.answers, made, reply);
                         if !send_within(&mut socket, reply.text, send_time, &mut closing).await {
                             break;
                         }
@@ -4816,9 +4856,12 @@ async fn ws_session(rpc: Arc<Rpc>, mut socket: WebSocket, client: std::net::IpAd
                 let (rpc, ctx, done) = (rpc.clone(), ctx.clone(), done_tx.clone());
                 running.spawn(async move {
                     let v = parsed.unwrap_or(Value::Null);
-                    if let Some(reply) = rpc.handle_value(v, Some(&ctx), ctx.client).await {
+                    let mut made = None;
+                    if let Some(reply) =
+                        rpc.handle_value(v, Some(&ctx), ctx.client, &mut made).await
+                    {
                         // Its bytes hold their place in the node's budget from now until sent.
-                        let reply = held_answer(&rpc.answers, reply);
+                        let reply = held_answer(&rpc.answers, made, reply);
                         // Gone only when the session ended.
                         let _ = done.send((reply, held)).await;
                     }
@@ -5366,7 +5409,7 @@ mod tests {
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
         // 700 KiB of JSON, the quotes included.
         let big = serde_json::Value::String("x".repeat((700 << 10) - 2));
-        let first = answer(&budget, big.clone());
+        let first = answer(&budget, None, big.clone());
         assert_eq!(first.status(), 200);
         assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
         let body = |r: axum::response::Response| async move {
@@ -5375,7 +5418,7 @@ mod tests {
                 .unwrap_or_default()
         };
         let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": big});
-        let second = answer(&budget, call.clone());
+        let second = answer(&budget, None, call.clone());
         assert_eq!(second.status(), 503);
         let refused = body(second).await;
         assert_eq!(
@@ -5386,7 +5429,7 @@ mod tests {
             {"jsonrpc": "2.0", "id": 1, "result": big},
             {"jsonrpc": "2.0", "id": "b", "error": {"code": -32601, "message": "no"}},
         ]);
-        let refused = body(answer(&budget, batch.clone())).await;
+        let refused = body(answer(&budget, None, batch.clone())).await;
         let ids: Vec<_> =
             refused.as_array().map_or(vec![], |a| a.iter().map(|r| r["id"].clone()).collect());
         assert_eq!(ids, vec![serde_json::json!(1), serde_json::json!("b")], "{refused}");
@@ -5400,18 +5443,18 @@ mod tests {
             );
             serde_json::Value::Array(calls)
         };
-        let errors = answer(&budget, calls(500));
+        let errors = answer(&budget, None, calls(500));
         let held = (1 << 20) - (700 << 10) - budget.available_permits();
         assert!(held > SMALL_ANSWER, "{held} bytes of errors held");
         assert_eq!(body(errors).await.as_array().map(Vec::len), Some(500));
         assert_eq!(budget.available_permits(), (1 << 20) - (700 << 10));
-        let one = body(answer(&budget, calls(4_000))).await;
+        let one = body(answer(&budget, None, calls(4_000))).await;
         assert_eq!(
             (one["id"].clone(), one["error"]["code"].clone()),
             (serde_json::Value::Null, (-32005).into())
         );
         // Small answers are not counted.
-        let small = answer(&budget, serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
+        let small = answer(&budget, None, serde_json::Value::String("y".repeat(SMALL_ANSWER - 3)));
         assert_eq!(
             (small.status().as_u16(), budget.available_permits()),
             (200, (1 << 20) - (700 << 10))
@@ -5419,12 +5462,12 @@ mod tests {
         // The first answer, taken whole, is what was made, and its place comes back.
         assert_eq!(body(first).await, big);
         assert_eq!(budget.available_permits(), 1 << 20);
-        assert_eq!(answer(&budget, big.clone()).status(), 200);
+        assert_eq!(answer(&budget, None, big.clone()).status(), 200);
     }
 
     /// A batch's answers hold places in the node's budget while the batch makes them, in
-    /// steps of at least SMALL_ANSWER; past the budget `hold` says no, and the places come
-    /// back when the batch is done.
+    /// steps of at least SMALL_ANSWER; past the budget `hold` says no; the answer's text
+    /// keeps the place as far as it covers it, and it comes back when the answer is taken.
     #[test]
     fn batches_being_made_hold_their_place_in_the_budget() {
         use super::{BatchPlace, SMALL_ANSWER};
@@ -5443,8 +5486,15 @@ mod tests {
         assert!(!other.hold(600 << 10), "past the node's budget");
         assert!(!place.hold(700 << 10));
         assert_eq!(budget.available_permits(), total - (1000 << 10));
-        drop(place);
-        assert_eq!(budget.available_permits(), total - (400 << 10));
+        // The answer's text keeps what covers it of the batch's place, and gives the rest
+        // back; a text larger than the place takes the difference.
+        let kept = super::answer_place(&budget, place.into_held(), 500 << 10)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(kept.as_ref().map(|p| p.num_permits()), Some(500 << 10));
+        assert_eq!(budget.available_permits(), total - (900 << 10));
+        let grown = super::answer_place(&budget, kept, 600 << 10);
+        assert_eq!(grown.map(|p| p.map(|p| p.num_permits())).ok(), Some(Some(600 << 10)));
+        assert_eq!(budget.available_permits(), total - (400 << 10), "given back when taken");
         drop(other);
         assert_eq!(budget.available_permits(), total);
     }
@@ -5456,10 +5506,10 @@ mod tests {
         use super::{held_answer, SMALL_ANSWER};
         let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(1 << 20));
         let big = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": "x".repeat(700 << 10)});
-        let first = held_answer(&budget, big.clone());
+        let first = held_answer(&budget, None, big.clone());
         assert_eq!(first.text, big.to_string());
         assert!(budget.available_permits() < (1 << 20) - (700 << 10) + 100);
-        let second = held_answer(&budget, big.clone());
+        let second = held_answer(&budget, None, big.clone());
         let refused: serde_json::Value = serde_json::from_str(&second.text).unwrap_or_default();
         assert_eq!(
             (refused["id"].clone(), refused["error"]["code"].clone()),
@@ -5469,14 +5519,14 @@ mod tests {
         // A batch's refusal is an array, one error under each id.
         let batch = serde_json::json!([big, {"jsonrpc": "2.0", "id": 8, "result": "0x1"}]);
         let refused: serde_json::Value =
-            serde_json::from_str(&held_answer(&budget, batch).text).unwrap_or_default();
+            serde_json::from_str(&held_answer(&budget, None, batch).text).unwrap_or_default();
         assert_eq!(refused[1]["id"], 8, "{refused}");
         assert_eq!(
             (refused[0]["id"].clone(), refused[0]["error"]["code"].clone()),
             (7.into(), (-32005).into())
         );
         let small = serde_json::json!({"id": 1, "result": "y".repeat(SMALL_ANSWER / 2)});
-        assert!(held_answer(&budget, small).bytes.is_none(), "small answers are not counted");
+        assert!(held_answer(&budget, None, small).bytes.is_none(), "small answers are not counted");
         drop(first);
         assert_eq!(budget.available_permits(), 1 << 20);
     }

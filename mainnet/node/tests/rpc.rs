@@ -4365,6 +4365,7 @@ async fn a_request_of_too_many_values_is_refused() {
         let answer = c.post(&format!("[{}]", body(600_000))).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(answer.as_array().map(Vec::len), Some(1), "{answer}");
         assert_eq!(answer[0]["error"]["code"], -32005, "{answer}");
+        assert_eq!(answer[0]["id"], 1, "the first call's id: {answer}");
     })
     .await
     .unwrap_or_else(|e| panic!("{e}"));
