@@ -4578,9 +4578,10 @@ fn refused(budget: &Arc<tokio::sync::Semaphore>, reply: &Value, e: RpcError) -> 
 }
 
 /// The place a batch's answers hold in the node's budget ([`ANSWERS_IN_FLIGHT`]) while the
-/// batch makes them, taken in steps of at least [`SMALL_ANSWER`], kept by the answer's text as
-/// far as they cover it ([`answer_place`]) or given back when dropped (since stop 64: before, only finished answers held places, and 512 connections
-/// from one address each making a 64 MiB batch answer held 32 GiB at once).
+/// batch makes them, taken in steps of at least [`SMALL_ANSWER`], kept by the answer's text
+/// as far as it covers it ([`answer_place`]) or given back when dropped (since stop 64:
+/// before, only finished answers held places, and 512 connections from one address each
+/// making a 64 MiB batch answer held 32 GiB at once).
 struct BatchPlace {
     budget: Arc<tokio::sync::Semaphore>,
     held: Option<tokio::sync::OwnedSemaphorePermit>,
