@@ -19,7 +19,7 @@ use alloy_primitives::{keccak256, Bloom, Log, B256};
 use revm::context_interface::Host;
 use revm::interpreter::interpreter::{resize_memory, EthInterpreter};
 use revm::interpreter::{InstructionContext, InstructionResult};
-use revm::primitives::{KECCAK_EMPTY, U256};
+use revm::primitives::KECCAK_EMPTY;
 
 /// Entries of the blooms' memo per thread (addresses and topics: about 260 KiB).
 const BLOOM_ENTRIES: usize = 4096;
@@ -112,15 +112,6 @@ fn keccak_remembered(input: &[u8]) -> B256 {
     })
 }
 
-/// revm's operand rule: a value that does not fit a `usize` fails the instruction.
-fn as_usize(v: &U256) -> Result<usize, InstructionResult> {
-    let limbs = v.as_limbs();
-    if limbs[1] != 0 || limbs[2] != 0 || limbs[3] != 0 || limbs[0] > usize::MAX as u64 {
-        return Err(InstructionResult::InvalidOperandOOG);
-    }
-    Ok(limbs[0] as usize)
-}
-
 /// KECCAK256 for the workers' EVMs: revm's `system::keccak256` step for step (the same
 /// checks, gas and memory expansion, in the same order, through revm's own functions), with
 /// the hash from this thread's memo. Its static gas stays in the table.
@@ -131,14 +122,14 @@ pub(super) fn keccak256_instruction<H: Host + ?Sized>(
     let Some(([offset], top)) = interpreter.stack.popn_top::<1>() else {
         return Err(InstructionResult::StackUnderflow);
     };
-    let len = as_usize(top)?;
+    let len = revm::interpreter::as_usize_or_fail!(interpreter, top);
     if !interpreter.gas.record_regular_cost(host.gas_params().keccak256_cost(len)) {
         return Err(InstructionResult::OutOfGas);
     }
     let hash = if len == 0 {
         KECCAK_EMPTY
     } else {
-        let from = as_usize(&offset)?;
+        let from = revm::interpreter::as_usize_or_fail!(interpreter, offset);
         resize_memory(&mut interpreter.gas, &mut interpreter.memory, host.gas_params(), from, len)?;
         keccak_remembered(interpreter.memory.slice_len(from, len).as_ref())
     };
